@@ -1,0 +1,158 @@
+"""Running a forward pass for capture: modes, devices, inputs and host copies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "batch_size",
+    "call_model",
+    "float_dtype",
+    "forward_context",
+    "model_device",
+    "move_inputs",
+    "to_host",
+]
+
+# Modules whose fused inference path (torch.backends.mha) would skip their submodules.
+_FUSED_TYPES: tuple[type[nn.Module], ...] = (
+    nn.MultiheadAttention,
+    nn.TransformerEncoderLayer,
+    nn.TransformerDecoderLayer,
+    nn.TransformerEncoder,
+    nn.TransformerDecoder,
+    nn.Transformer,
+)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (or buffer); CPU when it has none."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def float_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating-point parameter (float32 when none)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def _inside_fused(model: nn.Module, names: Sequence[str]) -> bool:
+    fused = [n for n, m in model.named_modules() if isinstance(m, _FUSED_TYPES)]
+    return any(name.startswith(f + ".") or (f == "" and name) for f in fused for name in names)
+
+
+@contextmanager
+def forward_context(model: nn.Module, hooked: Sequence[str] = ()) -> Iterator[None]:
+    """Evaluation mode without autograd, undone on exit (also on an exception).
+
+    The ``training`` flag of every submodule is restored exactly as it was
+    (a partly frozen model stays partly frozen). When a hooked module lies
+    inside a transformer or attention module, PyTorch's fused fast path (which
+    would not run the submodules) is disabled for the duration.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    mha = getattr(torch.backends, "mha", None)
+    fast = mha.get_fastpath_enabled() if mha is not None else None
+    try:
+        if fast and _inside_fused(model, hooked):
+            mha.set_fastpath_enabled(False)
+        model.eval()
+        with torch.no_grad():
+            yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+        if fast is not None:
+            mha.set_fastpath_enabled(fast)
+
+
+def move_inputs(x: Any, device: torch.device, float_dtype: torch.dtype | None = None) -> Any:
+    """Move a batch (tensor, NumPy array, or tuple/list/dict of them) to ``device``.
+
+    NumPy arrays become tensors; floating-point ones take ``float_dtype`` (the
+    model's parameter type) so that float64 data works with a float32 model.
+    Tensors keep their dtype. Other leaves are passed through.
+    """
+    if isinstance(x, torch.Tensor):
+        return x.to(device, non_blocking=True)
+    if isinstance(x, np.ndarray):
+        arr = x if x.flags.writeable else x.copy()
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+        dtype = float_dtype if t.is_floating_point() and float_dtype is not None else None
+        return t.to(device=device, dtype=dtype)
+    if isinstance(x, Mapping):
+        return {k: move_inputs(v, device, float_dtype) for k, v in x.items()}
+    if isinstance(x, tuple) and hasattr(x, "_fields"):
+        return type(x)(*(move_inputs(v, device, float_dtype) for v in x))
+    if isinstance(x, (tuple, list)):
+        return type(x)(move_inputs(v, device, float_dtype) for v in x)
+    return x
+
+
+def batch_size(x: Any) -> int | None:
+    """Axis-0 length of the first tensor in a (moved) batch; ``None`` if it holds none."""
+    if isinstance(x, torch.Tensor):
+        return int(x.shape[0]) if x.ndim else None
+    values = x.values() if isinstance(x, Mapping) else x if isinstance(x, (tuple, list)) else ()
+    for v in values:
+        n = batch_size(v)
+        if n is not None:
+            return n
+    return None
+
+
+def call_model(model: nn.Module, x: Any) -> Any:
+    """``model(x)``; a tuple or list is passed as positional arguments, a dict as keywords."""
+    if isinstance(x, Mapping):
+        return model(**x)
+    if isinstance(x, (tuple, list)) and not hasattr(x, "_fields"):
+        return model(*x)
+    return model(x)
+
+
+def to_host(tensors: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    """Copy float32 tensors to host NumPy arrays, with one synchronisation per device.
+
+    CUDA tensors are copied with ``non_blocking=True`` into one pinned host
+    buffer (the arrays are views into it), and the current stream of each
+    device is synchronised once, after all copies are queued. CPU tensors are
+    returned without a copy.
+    """
+    out: list[np.ndarray | None] = [None] * len(tensors)
+    by_device: dict[torch.device, list[int]] = {}
+    for i, t in enumerate(tensors):
+        if t.device.type == "cpu":
+            out[i] = t.numpy()
+        elif t.device.type == "cuda":
+            by_device.setdefault(t.device, []).append(i)
+        else:
+            out[i] = t.cpu().numpy()
+    pending = []
+    for idx in by_device.values():
+        buf = torch.empty(
+            sum(tensors[i].numel() for i in idx), dtype=torch.float32, pin_memory=True
+        )
+        offset = 0
+        for i in idx:
+            t = tensors[i]
+            view = buf[offset : offset + t.numel()].view(t.shape)
+            view.copy_(t, non_blocking=True)
+            pending.append((i, view))
+            offset += t.numel()
+    for device in by_device:  # all copies are queued: wait once per device
+        torch.cuda.current_stream(device).synchronize()
+    for i, view in pending:
+        out[i] = view.numpy()
+    return out  # type: ignore[return-value]

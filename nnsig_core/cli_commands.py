@@ -1,0 +1,237 @@
+"""``nnsig analyze``, ``report``, ``view`` and ``export``: the analysis side of the CLI.
+
+Kept apart from :mod:`nnsig_core.cli` so that ``nnsig info`` starts without
+importing scikit-learn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from nnsig_core.store import StoreError, open_store
+
+__all__ = ["register"]
+
+log = logging.getLogger("nnsig")
+
+
+def register(sub: Any) -> None:
+    """Add the analysis subcommands to an argparse subparsers object."""
+    p = sub.add_parser(
+        "analyze",
+        help="fit per-layer clusters and signatures; save them in the store",
+        description=(
+            "Fit a SignatureAnalysis on a split (correctly classified samples by default), "
+            "save it in the store under --name, and print a per-layer summary for each split."
+        ),
+    )
+    p.add_argument("store", help="path of the store")
+    p.add_argument("--clusters", default="10",
+                   help="clusters per layer: an int, or LAYER=K,LAYER=K (default 10)")
+    p.add_argument("--discretize", default=None, metavar="STRATEGY[:BINS]",
+                   help="discretize first: uniform:10, quantile:8, binary (default: none)")
+    p.add_argument("--layers", nargs="+", default=None, help="layers to analyse (default: all)")
+    p.add_argument("--name", default="default", help="name of the saved analysis (default: default)")
+    p.add_argument("--fit-split", default="train", help="split to fit on (default: train)")
+    p.add_argument("--classes", default=None,
+                   help="fit on these classes only, e.g. 0-4 or 0,2,7 (default: all)")
+    p.add_argument("--all-samples", action="store_true",
+                   help="fit on every sample, not only the correctly classified ones")
+    p.add_argument("--reduce", type=int, default=None, metavar="N",
+                   help="IncrementalPCA to N components before clustering (wide layers)")
+    p.add_argument("--seed", type=int, default=0, help="random state (default: 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace a saved analysis of that name")
+    p.add_argument("--json", action="store_true", help="print the summaries as JSON")
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser(
+        "report",
+        help="write the static HTML report of a saved analysis",
+        description="Write a report directory that opens from disk (file://) with no network.",
+    )
+    p.add_argument("store", help="path of the store")
+    p.add_argument("--analysis", default="default", help="saved analysis to report (default: default)")
+    p.add_argument("--out", required=True, help="directory to write the report into")
+    p.add_argument("--splits", nargs="+", default=None, help="splits to include (default: all)")
+    p.add_argument("--title", default=None, help="title shown in the report")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "view",
+        help="serve a report directory on 127.0.0.1 and open it in the browser",
+        description="Serve only the files under DIR, on 127.0.0.1, until interrupted.",
+    )
+    p.add_argument("dir", help="report directory (or a directory of reports)")
+    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    p.add_argument("--no-browser", action="store_true", help="only print the address")
+    p.set_defaults(func=cmd_view)
+
+    p = sub.add_parser(
+        "export",
+        help="export signature tables as CSV/JSON, or the prototype's two files",
+        description=(
+            "Write the signature table (input class, signature, output class, count), "
+            "the per-sample signatures and the cluster composition of a split."
+        ),
+    )
+    p.add_argument("store", help="path of the store")
+    p.add_argument("--analysis", default="default", help="saved analysis (default: default)")
+    p.add_argument("--split", default="test", help="split to export (default: test)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--prototype", action="store_true",
+                   help="write the prototype's clusters_info.json and clusterized_values.csv")
+    p.set_defaults(func=cmd_export)
+
+
+# ---------------------------------------------------------------------------- helpers
+def parse_classes(spec: str | None) -> list[int] | None:
+    """``"0-4"`` -> [0, 1, 2, 3, 4]; ``"1,3,5-6"`` -> [1, 3, 5, 6]; None -> None."""
+    if spec is None:
+        return None
+    out: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part:
+                lo, hi = (int(x) for x in part.split("-", 1))
+                if hi < lo:
+                    raise ValueError
+                out.extend(range(lo, hi + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise ValueError(f"Cannot read class list {spec!r}: use e.g. 0-4 or 0,2,7.") from None
+    if not out:
+        raise ValueError(f"Class list {spec!r} is empty.")
+    return sorted(set(out))
+
+
+def parse_clusters(spec: str) -> int | dict[str, int]:
+    """``"10"`` -> 10; ``"fc1=8,fc2=12"`` -> {"fc1": 8, "fc2": 12}."""
+    spec = spec.strip()
+    try:
+        if "=" not in spec:
+            return int(spec)
+        out = {}
+        for part in spec.split(","):
+            name, k = part.rsplit("=", 1)
+            out[name.strip()] = int(k)
+        return out
+    except ValueError:
+        raise ValueError(
+            f"Cannot read --clusters {spec!r}: give an int (10) or LAYER=K pairs (fc1=8,fc2=12)."
+        ) from None
+
+
+def _load_analysis(store: Any, name: str) -> Any:
+    from nnsig_core.analysis import SignatureAnalysis
+
+    if name not in store.analyses:
+        saved = ", ".join(store.analyses) or "none"
+        raise StoreError(
+            f"No analysis named {name!r} in {store.path} (saved: {saved}); "
+            f"run `nnsig analyze {store.path} --name {name}` first."
+        )
+    return SignatureAnalysis.load(store, name)
+
+
+# ---------------------------------------------------------------------------- commands
+def cmd_analyze(args: argparse.Namespace) -> int:
+    import json
+
+    from nnsig_core.analysis import SignatureAnalysis, format_summary, parse_discretizer_spec
+
+    store = open_store(args.store, mode="r+")
+    if args.name in store.analyses and not args.overwrite:
+        raise StoreError(
+            f"An analysis named {args.name!r} already exists in {store.path}; "
+            "pass --overwrite to replace it or --name to choose another name."
+        )
+    analysis = SignatureAnalysis(
+        n_clusters=parse_clusters(args.clusters),
+        discretizer=parse_discretizer_spec(args.discretize) if args.discretize else None,
+        only_correct=not args.all_samples,
+        reduce=args.reduce,
+        layers=args.layers,
+        random_state=args.seed,
+    )
+    analysis.fit(store, split=args.fit_split, classes=parse_classes(args.classes))
+    analysis.save(store, name=args.name, overwrite=args.overwrite)
+    summaries = {split: analysis.summary(store, split) for split in store.splits
+                 if store.is_complete(split)}
+    if args.json:
+        print(json.dumps(summaries, indent=2))
+    else:
+        blocks = [format_summary(s) for s in summaries.values()]
+        print("\n\n".join(blocks))
+        print(f"\nsaved analysis {args.name!r} in {store.path}; "
+              f"write the report with: nnsig report {store.path} --analysis {args.name} --out DIR")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from nnsig_core.report import write_report
+
+    store = open_store(args.store)
+    analysis = _load_analysis(store, args.analysis)
+    splits = tuple(args.splits) if args.splits else tuple(
+        s for s in store.splits if store.is_complete(s)
+    )
+    missing = [s for s in splits if s not in store.splits]
+    if missing:
+        raise StoreError(
+            f"Split(s) {', '.join(missing)} not in the store; available: {', '.join(store.splits)}."
+        )
+    index = write_report(analysis, store, args.out, splits=splits, title=args.title)
+    print(f"report written: {index}")
+    print(f"open it with:   nnsig view {Path(args.out)}   (or open {index} in a browser)")
+    return 0
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    from nnsig_core.report import serve_report
+
+    directory = Path(args.dir)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"No report directory at {str(directory)!r}; write one with `nnsig report`.")
+    if not (directory / "index.html").is_file():
+        raise FileNotFoundError(
+            f"{str(directory)!r} holds no index.html; give a directory written by `nnsig report`."
+        )
+    server, url = serve_report(directory, port=args.port, open_browser=not args.no_browser)
+    print(f"serving {directory} at {url}  (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    store = open_store(args.store)
+    analysis = _load_analysis(store, args.analysis)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.prototype:
+        analysis.export_prototype(store, args.split, out)
+        written = ["clusters_info.json", "clusterized_values.csv"]
+    else:
+        sigs = analysis.transform(store, args.split)
+        written = sigs.export(out)
+    for name in written:
+        print(out / name)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from nnsig_core.cli import main
+
+    sys.exit(main())

@@ -1,0 +1,360 @@
+"""Store and capture: round trips, streaming, interruption and resume, refusals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import nnsig_core
+from nnsig_core import (
+    ArrayAdapter,
+    CaptureError,
+    IncompleteStoreError,
+    StoreError,
+    capture,
+    capture_arrays,
+    open_store,
+)
+from nnsig_core.capture import make_thumbnails
+from nnsig_core.store import layer_key
+
+
+class LinearReLU:
+    """A tiny two-layer numpy network implementing the adapter protocol."""
+
+    framework = "numpy-test"
+
+    def __init__(self, d_in: int = 6, d_hidden: int = 5, n_out: int = 3, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.w1 = rng.normal(size=(d_in, d_hidden)).astype(np.float32)
+        self.w2 = rng.normal(size=(d_hidden, n_out)).astype(np.float32)
+        self.calls = 0
+
+    def hidden(self, x: np.ndarray) -> np.ndarray:
+        return np.maximum(np.asarray(x, dtype=np.float32) @ self.w1, 0)
+
+    def run(self, inputs):
+        self.calls += 1
+        h = self.hidden(inputs)
+        out = h @ self.w2
+        return out, {"hidden": h, "out/logits": out.copy()}
+
+    def model_summary(self):
+        return {
+            "model_class": "LinearReLU",
+            "parameters": int(self.w1.size + self.w2.size),
+            "layers": [
+                {"name": "hidden", "type": "ReLU", "parameters": int(self.w1.size)},
+                {"name": "out/logits", "type": "Linear", "parameters": int(self.w2.size)},
+            ],
+        }
+
+    def to_numpy(self, x):
+        return np.asarray(x)
+
+
+def _data(n: int = 103, d: int = 6, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)).astype(np.float32), rng.integers(0, 3, size=n)
+
+
+def test_round_trip_arrays(tmp_path: Path) -> None:
+    model = LinearReLU()
+    X, y = _data()
+    store = capture(model, (X, y), tmp_path / "s.zarr", batch_size=10, class_names=["a", "b", "c"],
+                    chunk_bytes=64, progress=False)
+    again = open_store(tmp_path / "s.zarr")
+    assert again.splits == ["train"]
+    assert again.layers("train") == ["hidden", "out/logits"]
+    assert again.is_complete("train")
+    assert again.n_samples("train") == len(X)
+    h = again.activations("train", "hidden")
+    assert isinstance(h, zarr.Array)
+    assert h.shape == (103, 5)
+    assert h.chunks[0] < 103  # several chunks, aligned writes across batch boundaries
+    np.testing.assert_allclose(h[:], model.hidden(X), rtol=1e-6)
+    np.testing.assert_array_equal(again.labels("train"), y)
+    out = model.hidden(X) @ model.w2
+    np.testing.assert_allclose(again.outputs("train")[:], out, rtol=1e-5)
+    np.testing.assert_array_equal(again.predictions("train"), out.argmax(1))
+    np.testing.assert_array_equal(again.sample_index("train"), np.arange(103))
+    assert again.class_names() == ["a", "b", "c"]
+    info = again.split_attrs("train")
+    assert info["framework"] == "numpy-test"
+    assert info["model"]["model_class"] == "LinearReLU"
+    layers = {d["name"]: d for d in again.layer_info("train")}
+    assert layers["hidden"]["type"] == "ReLU" and layers["hidden"]["shape"] == [5]
+    assert info["capture"]["dtype"] == "float32"
+    assert store.path == tmp_path / "s.zarr"
+
+
+def test_dimension_names_and_xarray(tmp_path: Path) -> None:
+    xr = pytest.importorskip("xarray")
+    X, y = _data(40)
+    capture(LinearReLU(), (X, y), tmp_path / "s.zarr", progress=False)
+    ds = xr.open_zarr(tmp_path / "s.zarr", group="train", consolidated=False)
+    assert ds.sizes["sample"] == 40
+    assert set(ds.data_vars) >= {"hidden", "labels", "predictions", "outputs", "sample_index",
+                                 layer_key("out/logits")}
+    np.testing.assert_array_equal(ds["labels"].values, y)
+
+
+def test_iterable_batches_and_unknown_length(tmp_path: Path) -> None:
+    model = LinearReLU()
+    X, y = _data(57)
+
+    def gen() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for lo in range(0, 57, 8):
+            yield X[lo : lo + 8], y[lo : lo + 8]
+
+    store = capture(model, gen(), tmp_path / "s.zarr", split="test", chunk_bytes=40, progress=False)
+    assert store.split_attrs("test")["n_expected"] == 57
+    np.testing.assert_allclose(store.activations("test", "hidden")[:], model.hidden(X), rtol=1e-6)
+    np.testing.assert_array_equal(store.sample_index("test"), np.arange(57))
+
+
+def test_max_samples_and_float16(tmp_path: Path) -> None:
+    X, y = _data(50)
+    store = capture(LinearReLU(), (X, y), tmp_path / "s.zarr", batch_size=7, max_samples=20,
+                    dtype="float16", progress=False)
+    arr = store.activations("train", "hidden")
+    assert arr.shape == (20, 5) and arr.dtype == np.float16
+    np.testing.assert_allclose(arr[:], LinearReLU().hidden(X[:20]), rtol=2e-3, atol=2e-3)
+
+
+def test_one_hot_labels_and_no_labels(tmp_path: Path) -> None:
+    X, y = _data(30)
+    onehot = np.eye(3)[y]
+    s = capture(LinearReLU(), (X, onehot), tmp_path / "a.zarr", progress=False)
+    np.testing.assert_array_equal(s.labels("train"), y)
+    s2 = capture(LinearReLU(), (X, None), tmp_path / "b.zarr", progress=False)
+    assert not s2.has_labels("train")
+    assert (s2.labels("train") == -1).all()
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def _interrupting(X: np.ndarray, y: np.ndarray, bs: int, fail_after: int):
+    for i, lo in enumerate(range(0, len(X), bs)):
+        if i == fail_after:
+            raise Boom("power cut")
+        yield X[lo : lo + bs], y[lo : lo + bs]
+
+
+@pytest.fixture
+def record_progress_every_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Record the durable count after every chunk (normally about once a second)."""
+    monkeypatch.setattr(sys.modules["nnsig_core.capture"], "DURABLE_EVERY_S", 0.0)
+
+
+@pytest.mark.usefixtures("record_progress_every_chunk")
+def test_interrupted_capture_is_incomplete_and_resumes(tmp_path: Path) -> None:
+    model = LinearReLU()
+    X, y = _data(200)
+    path = tmp_path / "s.zarr"
+    with pytest.raises(Boom):
+        capture(model, _interrupting(X, y, 16, fail_after=7), path, chunk_bytes=200, progress=False)
+    s = open_store(path)
+    assert not s.is_complete("train")
+    written = s.split_attrs("train")["n_written"]
+    chunk = s.activations("train", "hidden").chunks[0]
+    assert 0 < written < 200 and written % chunk == 0
+    with pytest.raises(IncompleteStoreError, match="resume=True"):
+        s.require_complete("train")
+    # Without resume or overwrite an existing split is an error, not an append.
+    with pytest.raises(StoreError, match="resume=True"):
+        capture(model, (X, y), path, progress=False)
+    calls_before = model.calls
+    s = capture(model, (X, y), path, batch_size=16, resume=True, progress=False)
+    assert s.is_complete("train") and s.n_samples("train") == 200
+    # Only the missing samples were run again.
+    assert model.calls - calls_before == -(-(200 - written) // 16)
+    np.testing.assert_allclose(s.activations("train", "hidden")[:], model.hidden(X), rtol=1e-6)
+    np.testing.assert_array_equal(s.labels("train"), y)
+
+
+@pytest.mark.usefixtures("record_progress_every_chunk")
+def test_resume_iterable_checks_order(tmp_path: Path) -> None:
+    model = LinearReLU()
+    X, y = _data(200)
+    path = tmp_path / "s.zarr"
+    with pytest.raises(Boom):
+        capture(model, _interrupting(X, y, 16, fail_after=9), path, chunk_bytes=200, progress=False)
+    perm = np.random.default_rng(5).permutation(200)
+    with pytest.raises(CaptureError, match="same order"):
+        capture(model, _interrupting(X[perm], y[perm], 16, 99), path, resume=True, progress=False)
+    s = capture(model, _interrupting(X, y, 16, 99), path, resume=True, progress=False)
+    assert s.is_complete("train")
+    np.testing.assert_allclose(s.activations("train", "hidden")[:], model.hidden(X), rtol=1e-6)
+    np.testing.assert_array_equal(s.sample_index("train"), np.arange(200))
+
+
+def test_keyboard_interrupt_leaves_incomplete(tmp_path: Path) -> None:
+    class Interrupting(LinearReLU):
+        def run(self, inputs):
+            if self.calls == 3:
+                raise KeyboardInterrupt
+            return super().run(inputs)
+
+    X, y = _data(100)
+    with pytest.raises(KeyboardInterrupt):
+        capture(Interrupting(), (X, y), tmp_path / "s.zarr", batch_size=10, progress=False)
+    assert not open_store(tmp_path / "s.zarr").is_complete("train")
+
+
+def test_overwrite_and_resume_of_complete(tmp_path: Path) -> None:
+    X, y = _data(30)
+    path = tmp_path / "s.zarr"
+    capture(LinearReLU(seed=0), (X, y), path, progress=False)
+    s = capture(LinearReLU(seed=0), (X, y), path, resume=True, progress=False)
+    assert s.is_complete("train")
+    s = capture(LinearReLU(seed=3), (X[:10], y[:10]), path, overwrite=True, progress=False)
+    assert s.n_samples("train") == 10
+    np.testing.assert_allclose(s.activations("train", "hidden")[:], LinearReLU(seed=3).hidden(X[:10]),
+                               rtol=1e-6)
+    with pytest.raises(CaptureError, match="not both"):
+        capture(LinearReLU(), (X, y), path, resume=True, overwrite=True, progress=False)
+
+
+def test_other_split_must_match_model(tmp_path: Path) -> None:
+    X, y = _data(30)
+    path = tmp_path / "s.zarr"
+    capture(LinearReLU(), (X, y), path, progress=False)
+    with pytest.raises(StoreError, match=r"layer 'hidden' has shape \(7,\) here but \(5,\)"):
+        capture(LinearReLU(d_hidden=7), (X, y), path, split="test", progress=False)
+
+    class Fewer(LinearReLU):
+        def run(self, inputs):
+            out, acts = super().run(inputs)
+            return out, {"hidden": acts["hidden"]}
+
+    with pytest.raises(StoreError, match="layers missing from this model: \\['out/logits'\\]"):
+        capture(Fewer(), (X, y), path, split="test", progress=False)
+    # The refused captures left no half-made split behind... only the good one.
+    s = capture(LinearReLU(), (X, y), path, split="test", progress=False)
+    assert s.splits == ["test", "train"]
+
+
+def test_bad_inputs(tmp_path: Path) -> None:
+    X, y = _data(30)
+    with pytest.raises(CaptureError, match="not an nnsig adapter"):
+        capture(object(), (X, y), tmp_path / "s.zarr")  # type: ignore[arg-type]
+    for bad in ["", "analysis", "labels", "a/b", "_x"]:
+        with pytest.raises(CaptureError, match="Invalid split name"):
+            capture(LinearReLU(), (X, y), tmp_path / "s.zarr", split=bad, progress=False)
+    with pytest.raises(CaptureError, match="X has 30 rows but y has 29"):
+        capture(LinearReLU(), (X, y[:-1]), tmp_path / "s.zarr", progress=False)
+    with pytest.raises(CaptureError, match="dtype"):
+        capture(LinearReLU(), (X, y), tmp_path / "s.zarr", dtype="int8", progress=False)
+    with pytest.raises(CaptureError, match="integer class indices"):
+        capture(LinearReLU(), (X, y + 0.5), tmp_path / "t.zarr", progress=False)
+    with pytest.raises(CaptureError, match="no samples"):
+        capture(LinearReLU(), iter([]), tmp_path / "u.zarr", progress=False)
+    with pytest.raises(StoreError, match="does not exist"):
+        open_store(tmp_path / "missing.zarr")
+    zarr.open_group(str(tmp_path / "foreign.zarr"), mode="w").create_group("x")
+    with pytest.raises(StoreError, match="not an nnsig store"):
+        open_store(tmp_path / "foreign.zarr")
+    with pytest.raises(StoreError, match="non-empty Zarr group that nnsig did not write"):
+        capture(LinearReLU(), (X, y), tmp_path / "foreign.zarr", progress=False)
+
+
+def test_store_errors_name_alternatives(tmp_path: Path) -> None:
+    X, y = _data(30)
+    s = capture(LinearReLU(), (X, y), tmp_path / "s.zarr", progress=False)
+    with pytest.raises(StoreError, match="Did you mean 'hidden'"):
+        s.activations("train", "hiden")
+    with pytest.raises(StoreError, match="available splits: train"):
+        s.labels("test")
+    ro = open_store(tmp_path / "s.zarr")
+    with pytest.raises(StoreError, match="read-only"):
+        capture(LinearReLU(), (X, y), ro, split="test", progress=False)
+
+
+def test_nonfinite_writer_error_surfaces(tmp_path: Path) -> None:
+    class Broken(LinearReLU):
+        def run(self, inputs):
+            out, acts = super().run(inputs)
+            if self.calls == 2:
+                acts["hidden"] = acts["hidden"][:, :2]
+            return out, acts
+
+    X, y = _data(40)
+    with pytest.raises(CaptureError, match="Layer 'hidden' gave shape"):
+        capture(Broken(), (X, y), tmp_path / "s.zarr", batch_size=10, progress=False)
+    assert not open_store(tmp_path / "s.zarr").is_complete("train")
+
+
+def test_capture_arrays_and_thumbnails(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    images = rng.random((64, 1, 40, 40)).astype(np.float32)
+    acts = {"conv": rng.random((64, 4, 3, 3)).astype(np.float32), "fc": rng.random((64, 8))}
+    out = rng.random((64, 10))
+    labels = rng.integers(0, 10, 64)
+    s = capture_arrays(acts, out, labels, tmp_path / "s.zarr", inputs=images, batch_size=10,
+                       layer_types={"conv": "Conv2d"}, progress=False)
+    assert s.split_attrs("train")["framework"] == "arrays"
+    np.testing.assert_allclose(s.activations("train", "conv")[:], acts["conv"])
+    thumbs = s.inputs("train")
+    assert thumbs is not None and thumbs.dtype == np.uint8 and thumbs.shape == (64, 20, 20)
+    np.testing.assert_array_equal(thumbs[:], make_thumbnails(images))
+    with pytest.raises(ValueError, match="samples but outputs has"):
+        ArrayAdapter({"a": np.zeros((3, 2))}, np.zeros((4, 2)))
+
+
+def test_make_thumbnails_layouts() -> None:
+    flat = np.arange(2 * 784, dtype=np.float32).reshape(2, 784)
+    assert make_thumbnails(flat).shape == (2, 28, 28)
+    rgb_first = np.random.default_rng(0).random((3, 3, 64, 48))
+    t = make_thumbnails(rgb_first)
+    assert t.shape == (3, 32, 24, 3) and t.dtype == np.uint8
+    assert make_thumbnails(np.zeros((2, 10, 10, 1), np.uint8)).shape == (2, 10, 10)
+    with pytest.raises(CaptureError, match="not a square image"):
+        make_thumbnails(np.zeros((2, 10)))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    n=st.integers(1, 90),
+    batch=st.integers(1, 40),
+    chunk_bytes=st.sampled_from([1, 20, 64, 300, 10_000]),
+)
+def test_chunking_never_changes_values(tmp_path_factory, n: int, batch: int, chunk_bytes: int) -> None:
+    path = tmp_path_factory.mktemp("h") / "s.zarr"
+    model = LinearReLU()
+    X, y = _data(n)
+    s = capture(model, (X, y), path, batch_size=batch, chunk_bytes=chunk_bytes, progress=False)
+    np.testing.assert_allclose(s.activations("train", "hidden")[:], model.hidden(X), rtol=1e-6)
+    np.testing.assert_array_equal(s.labels("train"), y)
+    np.testing.assert_array_equal(s.sample_index("train"), np.arange(n))
+
+
+def test_core_never_imports_a_framework() -> None:
+    code = (
+        "import sys, nnsig_core\n"
+        "import pkgutil, importlib\n"
+        "for m in pkgutil.walk_packages(nnsig_core.__path__, 'nnsig_core.'):\n"
+        "    if not m.name.endswith('__main__'):\n"
+        "        importlib.import_module(m.name)\n"
+        "bad = [m for m in ('torch', 'keras', 'tensorflow', 'jax', 'nnsig_torch', 'nnsig_keras')"
+        " if m in sys.modules]\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().replace("'", '"')) == []
+
+
+def test_public_api_is_listed() -> None:
+    for name in nnsig_core.__all__:
+        assert hasattr(nnsig_core, name), name

@@ -1,0 +1,62 @@
+"""End to end: nnsig_core.capture with a TorchAdapter and a DataLoader."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+core = pytest.importorskip("nnsig_core")
+nn = torch.nn
+
+from nnsig_torch import TorchAdapter  # noqa: E402
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.act = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(4 * 8 * 8, 3)
+
+    def forward(self, x):
+        h = self.act(self.conv(x))
+        return self.fc(self.act(h).flatten(1))  # the ReLU runs twice
+
+
+def test_capture_dataloader_into_store(tmp_path):
+    torch.manual_seed(0)
+    model = Net().eval()
+    x = torch.randn(10, 1, 8, 8)
+    y = torch.arange(10) % 3
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4)
+    adapter = TorchAdapter(model, layers=["conv", "act"], pool={"act:1": "mean"})
+    store = core.capture(
+        adapter, loader, tmp_path / "run.zarr", batch_size=4, keep_inputs=True, progress=False
+    )
+    assert store.layers("train") == ["conv", "act", "act:1"]
+    with torch.no_grad():
+        conv = model.conv(x)
+    np.testing.assert_allclose(np.asarray(store.activations("train", "conv")[:]), conv, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(store.activations("train", "act:1")[:]),
+        conv.relu().mean((2, 3)),
+        atol=1e-5,
+    )
+    np.testing.assert_array_equal(store.labels("train"), y.numpy())
+    with torch.no_grad():
+        np.testing.assert_allclose(np.asarray(store.outputs("train")[:]), model(x), atol=1e-5)
+    info = {d["name"]: d for d in store.layer_info("train")}
+    assert info["conv"]["type"] == "Conv2d" and info["act:1"]["shape"] == [4]
+    assert info["conv"]["config"]["out_channels"] == 4
+
+
+def test_capture_tensor_pair(tmp_path):
+    model = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 2)).eval()
+    x, y = torch.randn(7, 5), torch.tensor([0, 1, 0, 1, 1, 0, 1])
+    store = core.capture(
+        TorchAdapter(model), (x, y), tmp_path / "pair.zarr", batch_size=3, progress=False
+    )
+    with torch.no_grad():
+        h = model[1](model[0](x))
+    np.testing.assert_allclose(np.asarray(store.activations("train", "1")[:]), h, atol=1e-6)
