@@ -102,8 +102,9 @@ def time_forward(model, images, labels, batch_size: int) -> float:
 
 
 def time_capture(model, images, labels, batch_size: int, path: Path, **kw) -> float:
-    from nnsig_core import capture
     from nnsig_torch import TorchAdapter
+
+    from nnsig_core import capture
 
     shutil.rmtree(path, ignore_errors=True)
     adapter = TorchAdapter(model, layers=["1", "3", "5"])

@@ -79,7 +79,9 @@ def capture(
         sliced into batches of ``batch_size``, or an iterable of batches such
         as a ``torch.utils.data.DataLoader``. ``y`` (or a batch's labels) may
         be ``None`` when labels are unknown; one-hot labels are converted to
-        class indices.
+        class indices. A batch may carry a third item, the samples' positions
+        in the source data set (stored as ``sample_index``; by default the
+        running count), e.g. when a subset of the data is captured.
     store_or_path : ActivationStore or path
         Where to write. A path is created if missing.
     split : str
@@ -360,6 +362,14 @@ def _iter_batches(
         inputs = batch[0]
         labels = batch[1] if len(batch) > 1 else None
         n = _batch_len(inputs)
+        if len(batch) > 2:
+            index = _labels_numpy(batch[2]).astype(np.int64).reshape(-1)
+            if len(index) != n:
+                raise CaptureError(
+                    f"A batch has {n} inputs but {len(index)} sample indices (its third item)."
+                )
+        else:
+            index = np.arange(pos, pos + n, dtype=np.int64)
         if pos + n <= start:
             if store is not None and labels is not None:
                 _check_resume_labels(store, split, pos, _labels_numpy(labels))
@@ -369,9 +379,9 @@ def _iter_batches(
             skip = start - pos
             if store is not None and labels is not None:
                 _check_resume_labels(store, split, pos, _labels_numpy(labels)[:skip])
-            inputs, labels = _drop(inputs, skip), _drop(labels, skip)
+            inputs, labels, index = _drop(inputs, skip), _drop(labels, skip), index[skip:]
             pos, n = start, n - skip
-        yield inputs, labels, np.arange(pos, pos + n, dtype=np.int64)
+        yield inputs, labels, index
         pos += n
 
 
@@ -521,7 +531,7 @@ class _CaptureSession:
                 f"{self.layer_names} for the first one; captured layers must not change."
             )
         rows: dict[str, np.ndarray] = {}
-        for name, key in zip(self.layer_names, self.keys):
+        for name, key in zip(self.layer_names, self.keys, strict=False):
             a = np.asarray(acts[name])
             if a.shape[0] != n or a.shape[1:] != self.shapes[name]:
                 raise CaptureError(
@@ -563,7 +573,7 @@ class _CaptureSession:
         summary = to_json_safe(self.adapter.model_summary())
         by_name = {d.get("name"): d for d in summary.get("layers", [])}
         layers = []
-        for name, key in zip(self.layer_names, self.keys):
+        for name, key in zip(self.layer_names, self.keys, strict=False):
             meta = dict(by_name.get(name, {}))
             meta.update(
                 name=name,
@@ -595,7 +605,7 @@ class _CaptureSession:
             group = g.create_group(self.split)
             n0 = self.n_expected or 0
             arrays = {}
-            for name, key in zip(self.layer_names, self.keys):
+            for name, key in zip(self.layer_names, self.keys, strict=False):
                 shape = self.shapes[name]
                 arrays[key] = group.create_array(
                     key,

@@ -12,7 +12,6 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from nnsig_core.store import open_store
@@ -43,7 +42,7 @@ def format_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
     ]
     lines = []
     for j, r in enumerate(cells):
-        parts = [c.rjust(w) if numeric[i] and j else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        parts = [c.rjust(w) if numeric[i] and j else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=False))]
         lines.append("  ".join(parts).rstrip())
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))

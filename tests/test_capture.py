@@ -358,3 +358,19 @@ def test_core_never_imports_a_framework() -> None:
 def test_public_api_is_listed() -> None:
     for name in nnsig_core.__all__:
         assert hasattr(nnsig_core, name), name
+
+
+def test_batches_may_carry_source_positions(tmp_path: Path) -> None:
+    X, y = _data(40)
+    keep = np.flatnonzero(y != 1)
+
+    def subset():
+        for lo in range(0, len(keep), 6):
+            idx = keep[lo : lo + 6]
+            yield X[idx], y[idx], idx
+
+    s = capture(LinearReLU(), subset(), tmp_path / "s.zarr", progress=False)
+    np.testing.assert_array_equal(s.sample_index("train"), keep)
+    np.testing.assert_array_equal(s.labels("train"), y[keep])
+    with pytest.raises(CaptureError, match="sample indices"):
+        capture(LinearReLU(), [(X[:4], y[:4], keep[:3])], tmp_path / "t.zarr", progress=False)

@@ -1,0 +1,36 @@
+"""Keras 3 adapter of nnsig: record hidden-layer activations of any Keras model, on any backend.
+
+>>> import os; os.environ["KERAS_BACKEND"] = "torch"   # or "jax"; TensorFlow is not needed
+>>> from nnsig_keras import KerasAdapter
+>>> adapter = KerasAdapter(model, layers=["dense_1", "encoder/*", keras.layers.Conv2D])
+>>> outputs, activations = adapter.run(x_batch)          # float32 NumPy arrays
+>>> nnsig_core.capture(adapter, (x, y), "runs/model.zarr")
+
+See :class:`KerasAdapter` for the selection and naming rules, and
+``KerasAdapter.available_layers(model)`` for the names of a model's layers.
+Importing this package imports Keras; when no Keras backend is configured and
+TensorFlow is absent, the torch (else jax) backend is chosen first.
+"""
+
+from ._backend import choose_backend
+
+choose_backend()
+
+from ._select import LayerSelectionError, UnknownLayerError  # noqa: E402
+from .adapter import (  # noqa: E402
+    KerasAdapter,
+    ModelNotBuiltError,
+    NonFiniteActivationError,
+    UnsupportedModelError,
+    available_layers,
+)
+
+__all__ = [
+    "KerasAdapter",
+    "LayerSelectionError",
+    "ModelNotBuiltError",
+    "NonFiniteActivationError",
+    "UnknownLayerError",
+    "UnsupportedModelError",
+    "available_layers",
+]

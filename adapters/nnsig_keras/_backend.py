@@ -1,0 +1,62 @@
+"""Choosing a Keras backend before Keras is imported, so that TensorFlow is never required."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["choose_backend"]
+
+logger = logging.getLogger("nnsig_keras")
+
+#: Backends tried, in this order, when Keras would otherwise pick an absent TensorFlow.
+_FALLBACKS = ("torch", "jax")
+
+
+def _file_backend() -> str | None:
+    """The backend named in ``$KERAS_HOME/keras.json`` (``~/.keras``), if any."""
+    home = os.environ.get("KERAS_HOME") or str(Path.home() / ".keras")
+    try:
+        with open(os.path.join(home, "keras.json"), encoding="utf-8") as f:
+            value = json.load(f).get("backend")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+def choose_backend() -> str | None:
+    """Set ``KERAS_BACKEND`` when Keras is not imported yet and would need an absent TensorFlow.
+
+    Keras 3 defaults to the TensorFlow backend, and writes that default into
+    ``~/.keras/keras.json`` the first time it is imported. When
+    ``KERAS_BACKEND`` is not set, the file names no backend or TensorFlow, and
+    TensorFlow is not installed, importing Keras would fail; this picks the
+    first installed of torch and jax instead, and logs the choice. Nothing is
+    changed when Keras is already imported, ``KERAS_BACKEND`` is set, or the
+    file names another backend.
+
+    Returns
+    -------
+    str or None
+        The backend set, or ``None`` when nothing was changed.
+    """
+    if "keras" in sys.modules or os.environ.get("KERAS_BACKEND"):
+        return None
+    if _file_backend() not in (None, "tensorflow"):
+        return None
+    if importlib.util.find_spec("tensorflow") is not None:
+        return None
+    for name in _FALLBACKS:
+        if importlib.util.find_spec(name) is not None:
+            os.environ["KERAS_BACKEND"] = name
+            logger.info(
+                "TensorFlow is not installed and no other Keras backend is configured: using "
+                "the %r backend (set KERAS_BACKEND before importing keras to choose another).",
+                name,
+            )
+            return name
+    return None

@@ -1,0 +1,577 @@
+"""The Keras 3 adapter: capture hidden-layer activations of any Keras model."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from ._graph import (
+    GraphRunner,
+    HookRunner,
+    Record,
+    Scope,
+    build_scope,
+    capture_names,
+    graph_of,
+    hook_scope,
+    make_runner,
+    mark_selection,
+    to_float32,
+    units,
+)
+from ._select import LayerSelectionError, LayerSpec, resolve_layers
+from ._summary import layer_entry, n_parameters
+
+__all__ = [
+    "KerasAdapter",
+    "ModelNotBuiltError",
+    "NonFiniteActivationError",
+    "UnsupportedModelError",
+    "available_layers",
+]
+
+logger = logging.getLogger("nnsig_keras")
+
+
+class ModelNotBuiltError(ValueError):
+    """The model has no weights yet: it was never built, called or trained."""
+
+
+class UnsupportedModelError(ValueError):
+    """The model (or the selected layers) cannot be captured on this backend."""
+
+
+class NonFiniteActivationError(ValueError):
+    """A captured activation or the model output holds NaN or Inf."""
+
+
+# ---------------------------------------------------------------------------- checks
+def _check_model(model: Any) -> None:
+    if isinstance(model, keras.Model):
+        return
+    cls = type(model)
+    what = f"{cls.__module__}.{cls.__qualname__}"
+    if isinstance(model, keras.Layer):
+        raise TypeError(
+            f"KerasAdapter needs a keras.Model, got the layer {what}. "
+            "Wrap it: keras.Sequential([keras.Input(shape), layer])."
+        )
+    if cls.__module__.startswith(("tf_keras", "tensorflow", "keras.engine", "keras.src.engine")):
+        raise TypeError(
+            f"KerasAdapter needs a Keras 3 model (keras.Model), got {what}, a Keras 2 / tf.keras "
+            "model. Save it and load it with Keras 3 (keras.saving.load_model), or rebuild it "
+            "with `import keras` (Keras >= 3)."
+        )
+    if any(c.__module__.startswith("torch.nn") for c in cls.__mro__):
+        raise TypeError(
+            f"KerasAdapter needs a Keras 3 model (keras.Model), got the PyTorch module {what}; "
+            "use nnsig_torch.TorchAdapter(model) for PyTorch models."
+        )
+    raise TypeError(
+        f"KerasAdapter needs a Keras 3 model (keras.Model, keras.Sequential or a functional "
+        f"model built with keras.Input), got {what}."
+    )
+
+
+def _ensure_built(model: Any, input_shape: Sequence[int] | None) -> None:
+    """Raise (or build from ``input_shape``) when the model has no weights yet."""
+    if isinstance(model, keras.Sequential):
+        if not model.layers:
+            raise ModelNotBuiltError(
+                f"Sequential model {model.name!r} has no layers; add layers before capturing it."
+            )
+        if model.built and graph_of(model) is not None:
+            return
+        if not model.built:
+            if input_shape is None:
+                raise ModelNotBuiltError(
+                    f"Sequential model {model.name!r} has not been built: its input shape is "
+                    "unknown and it has no weights. Start it with keras.Input(shape=...), call "
+                    "model.build((None, *input_shape)), train it, or pass "
+                    "KerasAdapter(model, input_shape=(...)) (the shape of one sample, without "
+                    "the batch axis)."
+                )
+            logger.warning(
+                "Building Sequential model %r for inputs of shape %s: its weights are freshly "
+                "initialised.",
+                model.name,
+                tuple(input_shape),
+            )
+            model.build((None, *input_shape))
+        return
+    if graph_of(model) is not None:  # functional models are built by construction
+        return
+    if not model.built:
+        if input_shape is None:
+            raise ModelNotBuiltError(
+                f"Model {model.name!r} ({type(model).__name__}) has never been called, so its "
+                "layers have no weights. Call it once on a batch (model(x[:1])), train it, or "
+                "pass KerasAdapter(model, input_shape=(...)) (the shape of one sample)."
+            )
+        logger.warning(
+            "Calling model %r once on zeros of shape %s to build it: its weights are freshly "
+            "initialised.",
+            model.name,
+            (1, *input_shape),
+        )
+        model(np.zeros((1, *input_shape), dtype="float32"), training=False)
+
+
+def _hook_limitation(scope: Scope, model: Any) -> UnsupportedModelError:
+    what = (
+        f"model {model.name!r} is a subclassed {type(model).__name__} without a symbolic graph"
+        if scope.op is model
+        else f"the selected layers under {scope.path_prefix.rstrip('/')!r} belong to "
+        f"{type(scope.op).__name__} {scope.op.name!r}, which has no symbolic graph (subclassed)"
+    )
+    return UnsupportedModelError(
+        f"Cannot capture: {what}. Without a graph, layers can only be captured with forward "
+        "hooks, which need the torch backend (KERAS_BACKEND=torch, set before importing keras); "
+        f"the backend is {keras.backend.backend()!r}. Build the model with the functional API "
+        "(keras.Input + layer calls) to capture it on any backend, or select other layers."
+    )
+
+
+# ---------------------------------------------------------------------------- listing
+def _scope_of(model: Any) -> Scope:
+    graph = graph_of(model)
+    return build_scope(model, graph) if graph is not None else hook_scope(model)
+
+
+def _default_selection(scope: Scope, model: Any) -> tuple[set[str], set[str]]:
+    """Every top-level layer but the input and output layers (as the prototype did)."""
+    if scope.is_graph:
+        out_ids = {id(t) for t in scope.graph.outputs}
+        exact = {
+            c.name
+            for c in scope.calls
+            if isinstance(c.op, keras.Layer) and not any(id(t) in out_ids for t in c.outputs)
+        }
+        if not exact:
+            raise LayerSelectionError(
+                f"Model {model.name!r} has no hidden layer to capture by default (its only "
+                "layers produce its outputs); pass layers=[...] to choose."
+            )
+        return set(), exact
+    top = [p for p, layer in scope.layers.items() if "/" not in p]
+    if not top:
+        raise LayerSelectionError(f"Model {model.name!r} tracks no layer to capture.")
+    scope.drop_output = True
+    return set(top), set()
+
+
+def available_layers(model: Any) -> list[dict[str, Any]]:
+    """List the layers of a Keras model that can be captured.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A built model.
+
+    Returns
+    -------
+    list of dict
+        One entry per layer path, model order: ``name`` (the path to give in
+        ``layers``), ``type`` (class), ``calls`` (capture names of its calls and
+        outputs; empty for layers of subclassed models, only known once run),
+        ``shape`` (per sample, of the first output of the first call, ``None``
+        when unknown), ``parameters`` and ``default`` (captured by default).
+    """
+    _check_model(model)
+    _ensure_built(model, None)
+    scope = _scope_of(model)
+    try:
+        paths, exact = _default_selection(scope, model)
+    except LayerSelectionError:
+        paths, exact = set(), set()
+    calls: dict[str, list[Any]] = {}
+
+    def walk(s: Scope) -> None:
+        if s.is_graph:
+            for c in s.calls:
+                calls.setdefault(c.path, []).append(c)
+                if c.child is not None:
+                    walk(c.child)
+
+    walk(scope)
+    rows = []
+    for path, layer in units(scope).items():
+        cs = calls.get(path, [])
+        names = []
+        for c in cs:
+            names += [c.output_name(i) for i in range(len(c.outputs))]
+        shape = None
+        if cs and cs[0].outputs and None not in tuple(cs[0].outputs[0].shape)[1:]:
+            shape = tuple(int(s) for s in cs[0].outputs[0].shape[1:])
+        rows.append(
+            {
+                "name": path,
+                "type": type(layer).__name__,
+                "calls": names,
+                "shape": shape,
+                "parameters": n_parameters(layer),
+                "default": path in paths or any(c.name in exact for c in cs),
+            }
+        )
+    return rows
+
+
+class _ClassOrInstance:
+    """``available_layers`` on the class takes a model; on an instance it uses the adapter's."""
+
+    def __init__(self, func: Any) -> None:
+        self.func = func
+        self.__doc__ = func.__doc__
+
+    def __get__(self, obj: Any, cls: type | None = None) -> Any:
+        if obj is None:
+            return available_layers
+        return lambda: available_layers(obj.model)
+
+
+# ---------------------------------------------------------------------------- the adapter
+class KerasAdapter:
+    """Capture the hidden-layer activations of a Keras 3 model, on any backend.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A Sequential model (started with ``keras.Input`` or built with
+        ``build()``), a functional model (branches, merges, nested models,
+        shared layers), or a subclassed model (torch backend only).
+    layers : str, type, or sequence of them, optional
+        What to capture: layer names (``"dense_1"``), paths of layers inside
+        nested models (``"encoder/dense_2"``), capture names of one call or
+        one output (``"shared:1"``, ``"split.0"``), glob patterns matched
+        against the paths (``"encoder/*"``, ``"conv*"``), layer classes
+        (``keras.layers.Dense``: every instance, at any depth), or a list
+        mixing them. By default every top-level layer but the input layers
+        and the layers that produce the model's outputs (logged on the
+        ``nnsig_keras`` logger). Unknown names raise
+        :class:`~nnsig_keras.UnknownLayerError` with close matches.
+    input_shape : sequence of int, optional
+        Shape of one sample, used only to build a model that was never built
+        or called (its weights are then freshly initialised); without it such
+        a model is an error.
+    output : int or str
+        Which model output gives the ``outputs`` array (scores for the
+        predictions) when the model has several: a position or an output
+        layer's name.
+    keep_nonfinite : bool
+        Keep NaN and Inf values instead of raising
+        :class:`~nnsig_keras.NonFiniteActivationError`.
+
+    Notes
+    -----
+    * **Names.** A layer has the name Keras gives it; a layer inside a nested
+      model is named by its path, ``outer/inner``. A layer called several
+      times gives one capture per call: ``name``, ``name:1``, ``name:2``...
+      (a nested model called twice: ``encoder/dense``, ``encoder:1/dense``);
+      a layer with several outputs gives ``name.0``, ``name.1``... Selecting
+      a path selects every call and output of it.
+    * **How.** For models with a symbolic graph (Sequential, functional) one
+      *layer model* ``keras.Model(inputs, [captured tensors] + outputs)`` is
+      built from the model's own graph and run batch by batch with
+      ``predict_on_batch`` (inference mode), so any backend works and the
+      model is not modified. Layers inside a nested model are captured by a
+      second layer model over the nested graph, run on the values the nested
+      model received. Models (or nested layers) without a graph are run
+      eagerly with torch forward hooks on their Keras layers, which needs
+      the torch backend; layer order is then the order the layers ran in on
+      the first batch, and a layer called several times is numbered per
+      layer path (``block/dense:1``).
+    * **Values.** Activations and outputs are returned as float32 NumPy
+      arrays of shape ``(n, *unit_shape)`` and ``(n, n_outputs)``.
+    """
+
+    framework = "keras"
+
+    def __init__(
+        self,
+        model: Any,
+        layers: LayerSpec | Sequence[LayerSpec] | None = None,
+        *,
+        input_shape: Sequence[int] | None = None,
+        output: int | str = 0,
+        keep_nonfinite: bool = False,
+    ) -> None:
+        _check_model(model)
+        _ensure_built(model, input_shape)
+        self.model = model
+        self.backend = keras.backend.backend()
+        self.keep_nonfinite = bool(keep_nonfinite)
+        self._scope = _scope_of(model)
+        self._units = units(self._scope)
+        if layers is None:
+            paths, exact = _default_selection(self._scope, model)
+            self._default = True
+        else:
+            paths, exact = resolve_layers(
+                layers, self._units, capture_names(self._scope), model.name
+            )
+            self._default = False
+        mark_selection(self._scope, paths, exact)
+        if not self._scope.needed():
+            raise LayerSelectionError("The selection captures no layer.")
+        if self.backend != "torch":
+            for s in self._scope.hook_scopes():
+                raise _hook_limitation(s, model)
+        self._output = self._resolve_output(output)
+        self._runner = make_runner(
+            self._scope, [self._scope.graph.outputs[self._output]] if self._scope.is_graph else ()
+        )
+        self._names: list[str] | None = None
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        self._info: dict[str, tuple[str, Any]] = {}
+        self._dropped: set[str] = set()
+        self._seen = 0
+        selected = [c[0] for c in self._static_captures(self._scope)]
+        logger.info(
+            "KerasAdapter: capturing %d layer(s) of %s %r (%s backend, %s): %s",
+            len(selected),
+            type(model).__name__,
+            model.name,
+            self.backend,
+            "symbolic graph" if self._scope.is_graph else "forward hooks",
+            ", ".join(selected),
+        )
+        if self._default:
+            logger.info(
+                "KerasAdapter: default selection, every layer but the input and output layers%s; "
+                "pass layers=[names, globs or classes] to choose (e.g. 'encoder/*' for the "
+                "layers of a nested model).",
+                "" if self._scope.is_graph else " (the output layer is found on the first batch)",
+            )
+
+    def __repr__(self) -> str:
+        n = len(self._names) if self._names is not None else "?"
+        return f"KerasAdapter({type(self.model).__name__} {self.model.name!r}, {n} captures)"
+
+    # -- selection helpers ------------------------------------------------------
+    def _resolve_output(self, output: int | str) -> int:
+        if not self._scope.is_graph:
+            if not isinstance(output, int):
+                raise ValueError("output must be a position (int) for models without a graph.")
+            return output
+        outs = self._scope.graph.outputs
+        if isinstance(output, str):
+            names = [t._keras_history.operation.name for t in outs]
+            if output not in names:
+                raise ValueError(f"output={output!r} is not an output layer; outputs: {names}.")
+            return names.index(output)
+        if not -len(outs) <= output < len(outs):
+            raise ValueError(f"output={output} but the model has {len(outs)} output(s).")
+        return output % len(outs)
+
+    @property
+    def layer_names(self) -> list[str] | None:
+        """Capture names, in order (known after the first :meth:`run`)."""
+        return None if self._names is None else list(self._names)
+
+    # -- the adapter protocol -------------------------------------------------
+    def run(self, inputs: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Run one batch and return its outputs and activations.
+
+        Parameters
+        ----------
+        inputs : Any
+            What the model takes: a NumPy array or backend tensor, or a
+            list/dict of them for a model with several inputs.
+
+        Returns
+        -------
+        outputs : numpy.ndarray
+            The chosen model output reshaped to ``(n, -1)``, float32.
+        activations : dict of str to numpy.ndarray
+            Capture name to a float32 array ``(n, *unit_shape)``, in the same
+            order on every batch.
+
+        Raises
+        ------
+        NonFiniteActivationError
+            NaN or Inf in an activation or the output (unless ``keep_nonfinite``).
+        LayerSelectionError
+            The layers that ran differ from those of the first batch.
+        ValueError
+            An activation without a batch axis, or a shape that changed.
+        """
+        runner = self._runner
+        if isinstance(runner, GraphRunner):
+            records, outs = runner.run(inputs)
+            raw_out, same = outs[0], []
+        else:
+            assert isinstance(runner, HookRunner)
+            records, flat, same = runner.run(inputs)
+            if not flat:
+                raise ValueError(f"Model {self.model.name!r} returned no tensor.")
+            if not -len(flat) <= self._output < len(flat):
+                raise ValueError(
+                    f"output={self._output} but the model returned {len(flat)} tensors."
+                )
+            raw_out = flat[self._output]
+        out = to_float32(raw_out)
+        if out.ndim == 0:
+            raise ValueError("The model output has no batch axis.")
+        n = out.shape[0]
+        out = out.reshape(n, -1)
+        if self._names is None:
+            self._first_batch(records, same, out)
+        acts: dict[str, np.ndarray] = {}
+        for name, _path, _layer, value in records:
+            if name in self._dropped:
+                continue
+            acts[name] = to_float32(value)
+        if list(acts) != self._names:
+            raise LayerSelectionError(
+                f"This batch captured {list(acts)} but the first batch captured {self._names}: "
+                "the model ran different layers (data-dependent control flow?). Select layers "
+                "that run on every batch."
+            )
+        for name, a in acts.items():
+            if a.ndim == 0 or a.shape[0] != n:
+                raise ValueError(
+                    f"Layer {name!r} returned shape {a.shape} for a batch of {n}: it has no batch "
+                    "axis; leave it out of `layers`."
+                )
+            if a.shape[1:] != self._shapes[name]:
+                raise ValueError(
+                    f"Layer {name!r} returned per-sample shape {a.shape[1:]} but "
+                    f"{self._shapes[name]} on the first batch; inputs of varying size are not "
+                    "supported (pool or resize them first)."
+                )
+        if not self.keep_nonfinite:
+            self._check_finite(acts, out)
+        self._seen += n
+        return out, acts
+
+    def _first_batch(self, records: list[Record], same: list[int], out: np.ndarray) -> None:
+        if self._scope.drop_output and records:
+            drop = set(same)
+            if not drop:  # a layer whose output is the model output, copied on the way
+                top = [i for i, r in enumerate(records) if "/" not in r[1]]
+                if top:
+                    last = records[top[-1]][3]
+                    arr = to_float32(last)
+                    if arr.shape[:1] == out.shape[:1] and np.array_equal(
+                        arr.reshape(len(arr), -1), out
+                    ):
+                        drop = {top[-1]}
+            self._dropped = {records[i][0] for i in drop}
+            if self._dropped:
+                logger.info(
+                    "KerasAdapter: leaving out %s, which produces the model output.",
+                    ", ".join(sorted(self._dropped)),
+                )
+        names = [r[0] for r in records if r[0] not in self._dropped]
+        dupes = sorted({x for x in names if names.count(x) > 1})
+        if dupes:
+            raise LayerSelectionError(
+                f"Several captures are named {dupes}: layer names that contain ':' or '.' clash "
+                "with the call and output suffixes; rename those layers."
+            )
+        if not names:
+            raise LayerSelectionError(
+                f"No selected layer of {self.model.name!r} ran on this batch; choose other layers."
+            )
+        self._names = names
+        for name, path, layer, value in records:
+            if name in self._dropped:
+                continue
+            shape = tuple(np.shape(value))
+            self._shapes[name] = tuple(int(s) for s in shape[1:])
+            self._info[name] = (path, layer)
+
+    def _check_finite(self, acts: dict[str, np.ndarray], out: np.ndarray) -> None:
+        for name, a in [*acts.items(), ("model output", out)]:
+            flat = a.reshape(a.shape[0], -1)
+            if flat.size and not np.isfinite(flat).all():
+                rows = np.flatnonzero(~np.isfinite(flat).all(axis=1))
+                i = int(rows[0])
+                what = f"layer {name!r}" if name != "model output" else "the model output"
+                raise NonFiniteActivationError(
+                    f"NaN or Inf in {what} for sample {i} of this batch (sample {self._seen + i} "
+                    f"since the adapter started; {len(rows)} sample(s) of the batch affected). "
+                    "Check the inputs and weights, or pass keep_nonfinite=True to keep them."
+                )
+
+    def model_summary(self) -> dict[str, Any]:
+        """Describe the model and the captured layers.
+
+        Returns
+        -------
+        dict
+            ``model_class``, ``name``, ``backend``, ``keras_version``,
+            ``parameters`` (total count) and ``layers``: for each capture,
+            ``name``, ``type`` (layer class), ``path`` (layer path), ``shape``
+            (per sample), ``units`` (``units``/``filters`` of the layer, else
+            the number of values per sample), ``activation`` (when the layer
+            has one), ``parameters`` and ``config`` (the JSON-serialisable part
+            of ``get_config()``). Before the first :meth:`run`, the captures
+            known from the graph are listed with their static shapes.
+        """
+        layers = []
+        if self._names is not None:
+            for name in self._names:
+                path, layer = self._info[name]
+                layers.append(layer_entry(name, path, layer, self._shapes[name]))
+        else:
+            for name, path, layer, shape in self._static_captures(self._scope):
+                layers.append(layer_entry(name, path, layer, shape))
+        try:
+            total = int(self.model.count_params())
+        except Exception:
+            total = n_parameters(self.model)
+        return {
+            "model_class": type(self.model).__name__,
+            "name": self.model.name,
+            "backend": self.backend,
+            "keras_version": keras.__version__,
+            "parameters": total,
+            "layers": layers,
+        }
+
+    def _static_captures(self, scope: Scope) -> list[tuple[str, str, Any, tuple[int, ...] | None]]:
+        found = []
+        if not scope.is_graph:
+            for p in scope.hooked:
+                found.append((scope.prefix + p[len(scope.path_prefix) :], p, scope.layers[p], None))
+            return found
+        for c in scope.calls:
+            if c.child is not None and c.child.needed():
+                found += self._static_captures(c.child)
+            for i in c.selected:
+                shape = tuple(c.outputs[i].shape)[1:]
+                found.append(
+                    (c.output_name(i), c.path, c.op, None if None in shape else tuple(shape))
+                )
+        return found
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """Convert inputs or labels (NumPy, backend tensors, torch tensors) to a host NumPy array."""
+        if isinstance(x, np.ndarray):
+            return x
+        detach = getattr(x, "detach", None)
+        if callable(detach):  # a torch tensor, whatever the backend
+            t = detach().cpu()
+            if str(t.dtype) == "torch.bfloat16":
+                t = t.float()
+            return t.numpy()
+        if keras.ops.is_tensor(x):
+            return np.asarray(keras.ops.convert_to_numpy(x))
+        numpy = getattr(x, "numpy", None)
+        if callable(numpy):
+            return np.asarray(numpy())
+        return np.asarray(x)
+
+    @_ClassOrInstance
+    def available_layers(self) -> list[dict[str, Any]]:
+        """List capturable layers (see :func:`nnsig_keras.available_layers`).
+
+        On the class: ``KerasAdapter.available_layers(model)``; on an adapter:
+        ``adapter.available_layers()``.
+        """
+        return available_layers(self.model)
