@@ -1,0 +1,502 @@
+"""The report viewer in a real browser (Playwright driving Debian's Chromium).
+
+Skipped when Chromium or Playwright is missing, except in CI (env ``CI``),
+where that is a failure. One browser is shared by the module.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from nnsig_core.report import serve_report, viewer_dir, write_report_data
+
+try:
+    from test_report_synth import expected_nodes, make_report_data
+except ImportError:  # tests/ is a package
+    from tests.test_report_synth import expected_nodes, make_report_data
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("NNSIG_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+XSS = "<img src=x onerror=alert(1)>"
+XSS_TITLE = "</script><script>alert('title')</script>"
+
+
+def _missing(why: str):
+    if os.environ.get("CI"):
+        pytest.fail(f"browser tests cannot run in CI: {why}")
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright is not installed")
+    if not Path(CHROMIUM).exists():
+        _missing(f"chromium not found at {CHROMIUM}")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    """A parent directory with two reports (so it has an index) and a hostile one apart."""
+    root = tmp_path_factory.mktemp("reports")
+    main = make_report_data(
+        n_layers=4,
+        clusters=[12, 16, 14, 10],
+        train_classes=list(range(9)),
+        title="Synthetic MLP",
+        seed=5,
+    )
+    other = make_report_data(
+        n_layers=3,
+        clusters=[10, 10, 10],
+        scores=False,
+        thumbnails=False,
+        samples={"train": 1500, "test": 500},
+        title="Second run",
+        seed=6,
+    )
+    other["created"] = "2026-10-01T00:00:00+00:00"
+    write_report_data(main, root / "mlp")
+    write_report_data(other, root / "second")
+    names = [XSS, '"><svg onload=alert(2)>', "a & b"] + [f"class {i}" for i in range(3, 10)]
+    hostile = make_report_data(
+        n_layers=3,
+        clusters=[10, 11, 12],
+        class_names=names,
+        seed=7,
+        samples={"train": 600, "test": 200},
+        title=XSS_TITLE,
+    )
+    hostile["layers"] = ["<b>l1</b>", "net.3", "net.5"]
+    hostile["model"]["layers"][0]["name"] = "<b>l1</b>"
+    hostile["thumbnails"]["images"][next(iter(hostile["thumbnails"]["images"]))] = "not base64 !!"
+    xroot = tmp_path_factory.mktemp("hostile")
+    write_report_data(hostile, xroot / "x")
+    return {"root": root, "main": main, "other": other, "hostile": hostile, "xroot": xroot}
+
+
+class Page:
+    """A page with everything that would count as an error recorded."""
+
+    def __init__(self, browser, width=1400, height=900):
+        self.ctx = browser.new_context(viewport={"width": width, "height": height})
+        self.page = self.ctx.new_page()
+        self.errors: list[str] = []
+        self.failed: list[str] = []
+        self.dialogs: list[str] = []
+        self.responses: list[tuple[int, str]] = []
+        p = self.page
+        p.on(
+            "console",
+            lambda m: m.type in ("error", "warning") and self.errors.append(f"{m.type}: {m.text}"),
+        )
+        p.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+        p.on("requestfailed", lambda r: self.failed.append(r.url))
+        p.on("response", lambda r: self.responses.append((r.status, r.url)))
+        p.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+
+    def open(self, url: str):
+        self.page.goto(url)
+        self.page.wait_for_function("window.NNSIG_READY === true", timeout=15000)
+        return self.page
+
+    def clean(self):
+        assert self.errors == []
+        assert self.failed == []
+        assert self.dialogs == []
+        assert [r for r in self.responses if r[0] >= 400] == []
+
+    def close(self):
+        self.ctx.close()
+
+
+@pytest.fixture
+def page(browser):
+    pg = Page(browser)
+    yield pg
+    pg.close()
+
+
+def url_of(path: Path) -> str:
+    return path.resolve().as_uri()
+
+
+def n_nodes(p) -> int:
+    return p.locator("#sankey-svg .node").count()
+
+
+def n_rows(p) -> int:
+    return p.locator("#table tbody tr").count()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def test_loads_from_file_with_expected_diagram(page, reports):
+    p = page.open(url_of(reports["root"] / "mlp" / "index.html"))
+    data = reports["main"]
+    split = next(iter(data["splits"]))
+    total, per_col = expected_nodes(data, split)
+    assert p.locator("#sankey-svg .col-title").count() == len(data["layers"]) + 2
+    assert [t.strip() for t in p.locator("#sankey-svg .col-title").all_text_contents()] == (
+        ["Input class"] + data["layers"] + ["Output class"]
+    )
+    assert n_nodes(p) == total
+    for c, n in enumerate(per_col):
+        assert p.locator(f'#sankey-svg .node[data-node^="{c}:"]').count() == n
+    assert p.locator("#sankey-svg .link").count() > 50
+    assert p.title() == "Synthetic MLP \u2014 nnsig"
+    assert n_rows(p) == min(250, len(data["splits"][split]["rows"]))
+    assert p.evaluate("performance.getEntriesByName('nnsig-sankey-drawn').length") == 1
+    page.clean()
+
+
+def test_loads_over_http_from_serve_report(page, reports):
+    server, url = serve_report(reports["root"], open_browser=False)
+    try:
+        p = page.open(url + "mlp/index.html")
+        total, _ = expected_nodes(reports["main"], "train")
+        assert n_nodes(p) == total
+        assert {u.rsplit("/", 1)[-1] for s, u in page.responses if s == 200} >= {
+            "index.html",
+            "data.js",
+            "runs.js",
+            "sankey.js",
+            "app.js",
+            "style.css",
+        }
+        page.clean()
+        # The index page over http, too.
+        page.page.goto(url)
+        page.page.wait_for_function("window.NNSIG_INDEX_READY === true")
+        assert page.page.locator("tbody tr").count() == 2
+        page.clean()
+    finally:
+        server.close()
+
+
+# --------------------------------------------------------------------------- interactions
+
+
+def test_node_click_keeps_only_its_flows_and_escape_clears(page, reports):
+    p = page.open(url_of(reports["root"] / "mlp" / "index.html"))
+    before_nodes, before_rows = n_nodes(p), p.locator("#table-note").text_content()
+    draws = p.evaluate("window.NNSIG_DRAWS")
+    key = p.locator('#sankey-svg .node[data-node^="2:"]').first.get_attribute("data-node")
+    p.locator(f'#sankey-svg .node[data-node="{key}"] .hit').click()
+    assert p.evaluate("window.NNSIG_DRAWS") > draws
+    assert p.locator('#sankey-svg .node[data-node^="2:"]').count() == 1
+    assert (
+        p.locator(f'#sankey-svg .node[data-node="{key}"]').get_attribute("class") == "node focused"
+    )
+    assert n_nodes(p) < before_nodes
+    assert p.locator("#focus-chip").is_visible()
+    assert "Cluster" in p.locator("#pane-details").text_content()
+    layer, cid = key.split(":")
+    for sig in p.locator("#table tbody tr .sig").all_text_contents():
+        assert re.split(r"\s*\u2192\s*", sig.strip())[int(layer) - 1] == cid
+    p.keyboard.press("Escape")
+    assert n_nodes(p) == before_nodes
+    assert p.locator("#table-note").text_content() == before_rows
+    # Click again on the same node toggles too.
+    p.locator(f'#sankey-svg .node[data-node="{key}"] .hit').click()
+    p.locator(f'#sankey-svg .node[data-node="{key}"] .hit').click()
+    assert n_nodes(p) == before_nodes
+    page.clean()
+
+
+def test_hover_shows_counts_and_composition(page, reports):
+    p = page.open(url_of(reports["root"] / "mlp" / "index.html"))
+    p.locator('#sankey-svg .node[data-node="1:0"] .hit').hover()
+    tip = p.locator("#tooltip")
+    assert tip.is_visible()
+    assert "cluster 0" in tip.text_content() and "samples shown" in tip.text_content()
+    assert tip.locator(".comp-list li").count() >= 1
+    link = p.locator("#sankey-svg .link").first
+    link.dispatch_event("mousemove", {"clientX": 300, "clientY": 300, "bubbles": True})
+    assert tip.text_content().startswith("Class ") and "samples" in tip.text_content()
+    p.locator("#sankey-svg").dispatch_event("mouseleave")
+    assert not tip.is_visible()
+    page.clean()
+
+
+def test_row_click_highlights_its_signature(page, reports):
+    p = page.open(url_of(reports["root"] / "mlp" / "index.html"))
+    assert p.locator("#sankey-svg .highlight path").count() == 0
+    row = p.locator("#table tbody tr").first
+    row.click()
+    assert row.get_attribute("aria-selected") == "true"
+    assert "has-highlight" in p.locator("#sankey-svg").get_attribute("class")
+    n_layers = len(reports["main"]["layers"])
+    assert p.locator("#sankey-svg .highlight path").count() == n_layers + 1
+    assert p.locator("#sankey-svg .node.on-path").count() == n_layers + 2
+    assert "Signature" in p.locator("#pane-details").text_content()
+    row.click()  # a second click clears
+    assert p.locator("#sankey-svg .highlight path").count() == 0
+    assert row.get_attribute("aria-selected") == "false"
+    page.clean()
+
+
+def test_misclassification_focus_marks_where_the_path_leaves(page, reports):
+    p = page.open(url_of(reports["root"] / "mlp" / "index.html"))
+    p.select_option("#f-outcome", "div:1")
+    rows = p.locator("#table tbody tr")
+    assert rows.count() > 0
+    assert p.locator("#table tbody tr:not(.mis)").count() == 0
+    assert set(p.locator("#table tbody .div-cell").all_text_contents()) == {
+        reports["main"]["layers"][1]
+    }
+    rows.first.click()
+    assert p.locator("#sankey-svg .node.diverge").count() == 1
+    assert p.locator("#sankey-svg .node.diverge").get_attribute("data-node").startswith("2:")
+    assert (
+        "leaves the clusters typical of class" in p.locator("#pane-details .callout").text_content()
+    )
+    page.clean()
+
+
+def test_table_keyboard_navigation(page, reports):
+    p = page.open(url_of(reports["root"] / "mlp" / "index.html"))
+    rows = p.locator("#table tbody tr")
+    assert rows.nth(0).get_attribute("tabindex") == "0"
+    assert rows.nth(1).get_attribute("tabindex") == "-1"
+    rows.nth(0).focus()
+    p.keyboard.press("ArrowDown")
+    p.keyboard.press("ArrowDown")
+    p.keyboard.press("ArrowUp")
+    active = p.evaluate("document.activeElement.getAttribute('data-key')")
+    assert active == rows.nth(1).get_attribute("data-key")
+    p.keyboard.press("Enter")
+    assert rows.nth(1).get_attribute("aria-selected") == "true"
+    assert p.locator("#sankey-svg .highlight path").count() > 0
+    assert p.evaluate("document.activeElement.getAttribute('data-key')") == active  # focus kept
+    p.keyboard.press("End")
+    assert p.evaluate(
+        "document.activeElement === document.querySelector('#table tbody tr:last-child')"
+    )
+    p.keyboard.press("Home")
+    p.keyboard.press("Escape")
+    assert p.locator("#table tbody tr[aria-selected=true]").count() == 0
+    assert p.locator("#sankey-svg .highlight path").count() == 0
+    # Tab reaches the table through its single focusable row (roving tabindex).
+    assert p.locator('#table tbody tr[tabindex="0"]').count() == 1
+    page.clean()
+
+
+def test_split_switch_filters_and_views(page, reports):
+    p = page.open(url_of(reports["root"] / "mlp" / "index.html"))
+    data = reports["main"]
+    p.locator('#split-switch [data-split="test"]').click()
+    assert p.locator('#split-switch [data-split="test"]').get_attribute("aria-checked") == "true"
+    assert n_nodes(p) == expected_nodes(data, "test")[0]
+    assert "800" in p.locator("#stats").text_content()
+    p.select_option("#f-input", "3")
+    ins = {r["input"] for r in data["splits"]["test"]["rows"]}
+    assert p.locator('#sankey-svg .node[data-node^="0:"]').count() == 1 and 3 in ins
+    p.select_option("#f-input", "-1")
+    p.select_option("#f-outcome", "correct")
+    assert p.locator("#table tbody tr.mis").count() == 0
+    p.select_option("#f-outcome", "all")
+    p.select_option("#f-seen", "unseen")  # class 9 was not fitted
+    assert p.locator('#sankey-svg .node[data-node^="0:"]').count() == 1
+    assert p.locator('#sankey-svg .node[data-node="0:9"]').count() == 1
+    p.click("#reset")
+    p.select_option("#view", "signature")
+    sigs = {tuple(r["path"]) for r in data["splits"]["test"]["rows"]}
+    assert "Input classes" in p.locator("#table thead").text_content()
+    assert p.locator("#table-note").text_content().startswith(f"{len(sigs):,} rows")
+    p.select_option("#view", "input")
+    assert "Output classes" in p.locator("#table thead").text_content()
+    p.select_option("#view", "output")
+    assert "Input classes" in p.locator("#table thead").text_content()
+    # Sorting by a column header.
+    p.locator('#table thead button[data-sort="count"]').click()
+    counts = [
+        int(t.replace(",", ""))
+        for t in p.locator("#table tbody td:nth-child(4)").all_text_contents()
+    ]
+    assert counts == sorted(counts)
+    page.clean()
+
+
+def test_scores_thumbnails_model_and_errors_panels(page, reports):
+    p = page.open(url_of(reports["root"] / "mlp" / "index.html"))
+    p.click("#tab-scores")
+    assert p.locator("#pane-scores svg.hist rect").count() > 10
+    before = p.locator("#pane-scores .rates").text_content()
+    p.locator("#threshold").fill("3")
+    after = p.locator("#pane-scores .rates").text_content()
+    assert before != after and "false-positive rate" in after
+    assert p.locator("#table tbody tr.flagged").count() > 0
+    p.locator("#pane-scores button.btn").click()
+    assert p.locator('#table thead th[aria-sort="descending"]').text_content().startswith("Score")
+    p.click("#tab-model")
+    model = p.locator("#pane-model").text_content()
+    assert "MLP" in model and "torch" in model and "Unseen during training" in model
+    assert p.locator("#pane-model table.mini tbody tr").count() == 4
+    p.click("#tab-errors")
+    assert p.locator("#pane-errors .bar-row").count() >= 5
+    p.locator('#sankey-svg .node[data-node="1:0"] .hit').click()
+    assert p.locator("#pane-details canvas.thumb").count() >= 1
+    assert p.evaluate("""(() => { const c = document.querySelector('#pane-details canvas.thumb');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        return d[3] === 255 && new Set(d).size > 3; })()""")
+    page.clean()
+
+
+def test_redraws_on_resize(page, reports):
+    p = page.open(url_of(reports["root"] / "mlp" / "index.html"))
+    w1 = int(p.locator("#sankey-svg").get_attribute("width"))
+    draws = p.evaluate("window.NNSIG_DRAWS")
+    p.set_viewport_size({"width": 820, "height": 900})
+    p.wait_for_function(f"window.NNSIG_DRAWS > {draws}")
+    w2 = int(p.locator("#sankey-svg").get_attribute("width"))
+    assert w2 < w1
+    assert p.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    page.clean()
+
+
+# --------------------------------------------------------------------------- security
+
+
+def test_hostile_strings_show_as_text_and_run_nothing(page, reports):
+    p = page.open(url_of(reports["xroot"] / "x" / "index.html"))
+    p.locator('#sankey-svg .node[data-node="0:0"] .hit').hover()
+    assert XSS in p.locator("#tooltip").text_content()
+    p.locator("#table tbody tr").first.click()
+    p.locator('#sankey-svg .node[data-node="1:0"] .hit').click()
+    p.click("#tab-model")
+    p.click("#tab-errors")
+    p.click("#tab-scores")
+    assert p.evaluate("document.querySelectorAll('img, script:not([src]), svg svg, b').length") == 0
+    assert page.dialogs == []
+    assert XSS in p.locator("#legend").text_content()
+    assert p.locator("#title").text_content() == XSS_TITLE
+    assert p.title().startswith(XSS_TITLE)
+    assert XSS in p.locator("#f-input").text_content()
+    assert p.locator("#sankey-svg .col-title").nth(1).text_content() == "<b>l1</b>"
+    page.clean()
+
+
+def test_screenshot(page, reports, tmp_path):
+    p = page.open(url_of(reports["root"] / "mlp" / "index.html"))
+    p.select_option("#f-outcome", "misclassified")
+    p.locator("#table tbody tr").first.click()
+    out = tmp_path / "report.png"
+    p.screenshot(path=str(out), full_page=True)
+    assert out.stat().st_size > 20_000
+    if os.environ.get("NNSIG_SCREENSHOT_DIR"):
+        shutil.copy(out, Path(os.environ["NNSIG_SCREENSHOT_DIR"]) / "report.png")
+    page.clean()
+
+
+# --------------------------------------------------------------------------- several reports
+
+
+def test_index_page_and_run_selector(page, reports):
+    root = reports["root"]
+    p = page.page
+    p.goto(url_of(root / "index.html"))
+    p.wait_for_function("window.NNSIG_INDEX_READY === true")
+    links = p.locator("tbody tr a")
+    assert links.all_text_contents() == ["Synthetic MLP", "Second run"]  # newest first
+    assert "2 reports" in p.locator("#summary").text_content()
+    p.fill("#q", "second")
+    assert p.locator("tbody tr:visible").count() == 1
+    p.fill("#q", "")
+    links.nth(1).click()
+    p.wait_for_function("window.NNSIG_READY === true")
+    assert p.locator("#title").text_content() == "Second run"
+    assert p.locator("#runs").is_visible()
+    assert p.locator("#run-select option").all_text_contents()[1].startswith("Second run")
+    assert p.locator("#run-select").input_value() == "second"
+    p.select_option("#run-select", "mlp")
+    p.wait_for_url(re.compile(r".*/mlp/index\.html$"))
+    p.wait_for_function("window.NNSIG_READY === true")
+    assert p.locator("#title").text_content() == "Synthetic MLP"
+    p.click("#runs-index")
+    p.wait_for_function("window.NNSIG_INDEX_READY === true")
+    assert p.locator("tbody tr").count() == 2
+    # The report without scores hides the Scores tab.
+    page.clean()
+
+
+def test_single_report_has_no_run_selector_and_no_scores_tab(page, reports, tmp_path):
+    write_report_data(reports["other"], tmp_path / "alone")
+    p = page.open(url_of(tmp_path / "alone" / "index.html"))
+    assert not p.locator("#runs").is_visible()
+    assert not p.locator("#tab-scores").is_visible()
+    assert p.locator("#pane-details canvas").count() == 0
+    page.clean()
+
+
+def test_missing_data_shows_a_message(page, tmp_path):
+    d = tmp_path / "broken"
+    shutil.copytree(viewer_dir(), d)
+    (d / "data.js").write_text("window.NNSIG_REPORT = null;\n")
+    (d / "runs.js").write_text("window.NNSIG_RUNS = null;\n")
+    page.page.goto(url_of(d / "index.html"))
+    page.page.wait_for_function("window.NNSIG_READY === 'error'")
+    assert "No report data" in page.page.locator("#fatal").text_content()
+    page.clean()
+
+
+# --------------------------------------------------------------------------- with the real producer
+
+
+def test_report_of_a_real_analysis(page, tmp_path):
+    """End to end: a fitted analysis of a small store, through write_report, in the browser."""
+    import numpy as np
+
+    from nnsig_core import open_store
+    from nnsig_core.analysis import SignatureAnalysis
+    from nnsig_core.analysis.synthetic import make_blob_store
+    from nnsig_core.report import write_report
+
+    path = tmp_path / "blobs.zarr"
+    make_blob_store(path, n_samples=300, n_classes=5, error_rate=0.1, inputs=True)
+    store = open_store(path)
+    analysis = SignatureAnalysis(n_clusters=4, progress=False).fit(
+        store, "train", classes=[0, 1, 2, 3]
+    )
+    rng = np.random.default_rng(0)
+    scores = {s: rng.random(store.n_samples(s)) for s in ("train", "test")}
+    index = write_report(analysis, store, tmp_path / "report", title="Blobs", scores=scores)
+    p = page.open(url_of(index))
+    data = read_data(index.parent)
+    total, _ = expected_nodes(data, "train")
+    assert n_nodes(p) == total
+    assert p.locator("#sankey-svg .col-title").count() == len(data["layers"]) + 2
+    assert p.locator("#title").text_content() == "Blobs"
+    p.locator('#sankey-svg .node[data-node="1:0"] .hit').click()
+    assert p.locator("#pane-details canvas.thumb").count() >= 1
+    p.click("#tab-scores")
+    assert p.locator("#pane-scores svg.hist rect").count() > 0
+    page.clean()
+
+
+def read_data(report: Path) -> dict:
+    import json
+
+    text = (report / "data.js").read_text(encoding="utf-8")
+    return json.loads(text[text.index("=") + 1 : text.rindex(";")])
