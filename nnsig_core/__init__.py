@@ -7,7 +7,9 @@ and are imported by the user; this package only knows the
 
 from __future__ import annotations
 
+import importlib
 import logging
+from typing import TYPE_CHECKING, Any
 
 from nnsig_core.adapter import Adapter, ArrayAdapter, LayerSummary, ModelSummary
 from nnsig_core.capture import CaptureError, capture, capture_arrays
@@ -21,16 +23,85 @@ from nnsig_core.store import (
 __all__ = [
     "ActivationStore",
     "Adapter",
+    "AnalysisError",
     "ArrayAdapter",
     "CaptureError",
+    "Discretizer",
+    "EmptySelectionError",
     "IncompleteStoreError",
     "LayerSummary",
+    "MissingLabelsError",
     "ModelSummary",
+    "NonFiniteActivationError",
+    "PortInUseError",
+    "ReportError",
+    "SignatureAnalysis",
+    "Signatures",
     "StoreError",
+    "TooFewSamplesError",
+    "build_report_data",
     "capture",
     "capture_arrays",
+    "format_summary",
     "open_store",
+    "parse_discretizer_spec",
+    "serve_report",
+    "write_index",
+    "write_report",
+    "write_report_data",
 ]
+
+if TYPE_CHECKING:  # imported lazily below, so `nnsig info` starts without scikit-learn
+    from nnsig_core.analysis import (
+        AnalysisError,
+        Discretizer,
+        EmptySelectionError,
+        MissingLabelsError,
+        NonFiniteActivationError,
+        SignatureAnalysis,
+        Signatures,
+        TooFewSamplesError,
+        format_summary,
+        parse_discretizer_spec,
+    )
+    from nnsig_core.report import (
+        PortInUseError,
+        ReportError,
+        serve_report,
+        write_index,
+        write_report,
+        write_report_data,
+    )
+    from nnsig_core.report_data import build_report_data
+
+_LAZY = {
+    **dict.fromkeys(
+        ["AnalysisError", "Discretizer", "EmptySelectionError", "MissingLabelsError",
+         "NonFiniteActivationError", "SignatureAnalysis", "Signatures", "TooFewSamplesError",
+         "format_summary", "parse_discretizer_spec"],
+        "nnsig_core.analysis",
+    ),
+    **dict.fromkeys(
+        ["PortInUseError", "ReportError", "serve_report", "write_index", "write_report",
+         "write_report_data"],
+        "nnsig_core.report",
+    ),
+    "build_report_data": "nnsig_core.report_data",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nnsig_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 

@@ -197,21 +197,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_view(args: argparse.Namespace) -> int:
     from nnsig_core.report import serve_report
 
-    directory = Path(args.dir)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"No report directory at {str(directory)!r}; write one with `nnsig report`.")
-    if not (directory / "index.html").is_file():
-        raise FileNotFoundError(
-            f"{str(directory)!r} holds no index.html; give a directory written by `nnsig report`."
-        )
-    server, url = serve_report(directory, port=args.port, open_browser=not args.no_browser)
-    print(f"serving {directory} at {url}  (Ctrl-C to stop)", flush=True)
+    server, url = serve_report(args.dir, port=args.port, open_browser=not args.no_browser)
+    print(f"serving {server.directory} at {url}  (Ctrl-C to stop)", flush=True)
     try:
-        server.serve_forever()
+        server.serve_forever()  # waits for the background thread serve_report started
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
+        server.close()
     return 0
 
 
@@ -224,8 +217,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         analysis.export_prototype(store, args.split, out)
         written = ["clusters_info.json", "clusterized_values.csv"]
     else:
-        sigs = analysis.transform(store, args.split)
-        written = sigs.export(out)
+        written = analysis.signatures(store, args.split).export(out)
     for name in written:
         print(out / name)
     return 0

@@ -47,7 +47,6 @@ __all__ = [
     "ReportServer",
     "is_report",
     "list_reports",
-    "serve_forever",
     "serve_report",
     "viewer_dir",
     "write_index",
@@ -706,21 +705,3 @@ def serve_report(
         except Exception as e:  # a missing browser must not stop the server
             log.warning("could not open a browser (%s); open %s yourself", e, url)
     return server, url
-
-
-def serve_forever(
-    directory: str | os.PathLike[str],
-    host: str = "127.0.0.1",
-    port: int = 0,
-    open_browser: bool = True,
-) -> None:
-    """Serve ``directory`` (see :func:`serve_report`) until Ctrl+C; for ``nnsig view``."""
-    server, url = serve_report(directory, host=host, port=port, open_browser=open_browser)
-    print(f"Serving {server.directory} at {url} (press Ctrl+C to stop)", flush=True)
-    try:
-        while server.thread is not None and server.thread.is_alive():
-            server.thread.join(0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.close()

@@ -387,34 +387,6 @@ def test_serve_checks_the_directory_and_opens_the_browser(tmp_path, data, monkey
         server.close()
 
 
-def test_serve_forever_blocks_until_the_server_stops(tmp_path, data, monkeypatch, capsys):
-    import threading
-    import time
-
-    write_report_data(data, tmp_path / "r")
-    started = []
-    real = rp.serve_report
-    monkeypatch.setattr(
-        rp, "serve_report", lambda *a, **k: started.append(real(*a, **k)) or started[-1]
-    )
-    t = threading.Thread(
-        target=rp.serve_forever, args=(tmp_path / "r",), kwargs={"open_browser": False}
-    )
-    t.start()
-    deadline = time.monotonic() + 5
-    while not started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    server, url = started[0]
-    port = server.server_address[1]
-    assert raw_get(port, "/")[0] == 200
-    server.shutdown()  # what Ctrl+C leads to
-    t.join(5)
-    assert not t.is_alive()
-    assert f"at {url}" in capsys.readouterr().out
-    with pytest.raises(OSError):
-        raw_get(port, "/")
-
-
 def test_serve_forever_method_waits_for_the_background_thread(tmp_path, data):
     """``server.serve_forever()`` after :func:`serve_report` waits rather than running a
     second loop, and ``server_close()`` stops the background thread."""

@@ -1,0 +1,498 @@
+"""Per-layer clustering: optional discretization, optional PCA, then KMeans.
+
+:class:`LayerClusterer` fits one layer from a :mod:`~nnsig_core.analysis.source`
+of rows. It picks one of two paths:
+
+exact
+    The selected rows (after discretization and reduction, float32) fit in
+    ``memory_limit``: they are gathered in memory and clustered with
+    scikit-learn's :class:`~sklearn.cluster.KMeans`.
+streaming
+    They do not: a random subsample of the rows (chosen up front, so it does
+    not depend on chunk boundaries) is clustered with ``KMeans`` to seed
+    :class:`~sklearn.cluster.MiniBatchKMeans`, which is then updated with
+    ``partial_fit`` over fixed-size batches of the streamed rows for
+    ``streaming_passes`` passes.
+
+Memory: the exact path holds the selected rows in the clustering space
+(``n_rows x n_dims`` float32, at most ``memory_limit``); KMeans works on a
+copy only when twice that fits. With a discretizer or a reduction, the raw
+rows are also kept (read once instead of once per pass) when raw plus
+transformed rows fit. The streaming path holds one read from the store (whole
+chunks, up to a quarter of the budget and at most 32 MiB), one batch and
+the seeding subsample (``max(1024, 20 * n_clusters)`` rows, more when the
+budget allows, at most 100,000).
+
+Cluster ids are canonical: after fitting, clusters are renumbered by the order
+in which they first occur among the fit rows (in store order), and clusters
+that no fit row falls in come last, ordered lexicographically by centroid.
+Two fits that find the same partition therefore give the same ids, whatever
+the path, the chunking or KMeans' internal label order.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, clone
+from sklearn.cluster import KMeans, MiniBatchKMeans
+from sklearn.decomposition import IncrementalPCA
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+
+from nnsig_core.analysis._util import format_bytes, parse_bytes, rebatch
+from nnsig_core.analysis.discretize import Discretizer
+from nnsig_core.analysis.errors import TooFewSamplesError
+from nnsig_core.analysis.source import MemorySource, RowSource, gather
+
+__all__ = ["LayerClusterer", "PCAReducer", "assign_nearest", "canonical_order"]
+
+log = logging.getLogger("nnsig")
+
+METHODS = ("auto", "exact", "streaming")
+
+
+class PCAReducer:
+    """Linear reduction fitted with :class:`~sklearn.decomposition.IncrementalPCA`.
+
+    ``transform(X) = (X - mean_) @ components_.T`` in float32, with the
+    fitted arrays kept (and saved) in float32, so results are identical before
+    and after a save/load round trip.
+
+    Parameters
+    ----------
+    n_components : int
+    """
+
+    def __init__(self, n_components: int) -> None:
+        self.n_components = int(n_components)
+
+    def fit_batches(self, batches: Iterator[np.ndarray]) -> PCAReducer:
+        """Fit with ``partial_fit`` on each batch (each must have >= n_components rows)."""
+        ipca = IncrementalPCA(n_components=self.n_components)
+        for batch in batches:
+            ipca.partial_fit(batch)
+        self.components_ = np.ascontiguousarray(ipca.components_, dtype=np.float32)
+        self.mean_ = np.asarray(ipca.mean_, dtype=np.float32)
+        self.explained_variance_ = np.asarray(ipca.explained_variance_, dtype=np.float64)
+        self.explained_variance_ratio_ = np.asarray(ipca.explained_variance_ratio_, dtype=np.float64)
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray((X.astype(np.float32, copy=False) - self.mean_) @ self.components_.T,
+                          dtype=np.float32)
+
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return (
+            {"n_components": self.n_components},
+            {
+                "components": self.components_,
+                "mean": self.mean_,
+                "explained_variance": self.explained_variance_,
+                "explained_variance_ratio": self.explained_variance_ratio_,
+            },
+        )
+
+    @classmethod
+    def _from_state(cls, attrs: dict[str, Any], arrays: dict[str, np.ndarray]) -> PCAReducer:
+        r = cls(attrs["n_components"])
+        r.components_ = np.asarray(arrays["components"], dtype=np.float32)
+        r.mean_ = np.asarray(arrays["mean"], dtype=np.float32)
+        r.explained_variance_ = np.asarray(arrays["explained_variance"])
+        r.explained_variance_ratio_ = np.asarray(arrays["explained_variance_ratio"])
+        return r
+
+
+def canonical_order(ids: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """The canonical order of clusters: ``order[new_id] = old_id``.
+
+    Clusters are numbered by first occurrence in ``ids``; clusters absent from
+    ``ids`` follow, sorted lexicographically by their centre coordinates.
+    """
+    k = centers.shape[0]
+    present, first = np.unique(ids, return_index=True)
+    order = present[np.argsort(first, kind="stable")]
+    missing = np.setdiff1d(np.arange(k), present)
+    if missing.size:
+        missing = missing[np.lexsort(centers[missing].T[::-1])]
+    return np.concatenate([order, missing]).astype(np.int64)
+
+
+class _Collector:
+    """Gathers the rows at given positions (in source order) during a pass."""
+
+    def __init__(self, positions: np.ndarray, n_features: int) -> None:
+        self.positions = np.asarray(positions, dtype=np.int64)
+        self.rows = np.empty((self.positions.size, n_features), dtype=np.float32)
+        self.done = False
+
+    def take(self, offset: int, block: np.ndarray) -> None:
+        lo, hi = np.searchsorted(self.positions, [offset, offset + block.shape[0]])
+        if hi > lo:
+            self.rows[lo:hi] = block[self.positions[lo:hi] - offset]
+
+
+class LayerClusterer(BaseEstimator):
+    """Cluster one layer's rows: discretize, reduce, KMeans (exact or streamed).
+
+    Parameters
+    ----------
+    n_clusters : int
+    discretizer : Discretizer or None
+        Template, cloned at fit (its ``random_state`` defaults to ours).
+    reduce : int or None
+        Number of IncrementalPCA components (``None``: no reduction; a value
+        >= the number of features also means none).
+    memory_limit : int or str
+        Budget of layer data held in memory (see the module docstring).
+    random_state : int or None
+    n_init : int or "auto"
+        KMeans initialisations (exact path, and the seeding KMeans of the
+        streaming path).
+    batch_size : int
+        Rows per MiniBatchKMeans ``partial_fit`` call (streaming path).
+    streaming_passes : int
+        Passes over the rows with MiniBatchKMeans (streaming path).
+    method : {"auto", "exact", "streaming"}
+        ``"auto"`` chooses by ``memory_limit``.
+    progress : bool
+        Show tqdm bars.
+
+    Attributes
+    ----------
+    method_ : str
+        The path used, ``"exact"`` or ``"streaming"``.
+    n_features_in_ : int
+        Features (flattened units) of the layer.
+    discretizer_ : Discretizer or None
+    reducer_ : PCAReducer or None
+    cluster_centers_ : ndarray (n_clusters, n_dims), float32
+        Centres in canonical order, in the discretized/reduced space.
+    fit_counts_ : ndarray (n_clusters,)
+        Fit rows per cluster.
+    inertia_ : float
+        Sum of squared distances of fit rows to their centre.
+    n_fit_samples_ : int
+    fit_ids_ : ndarray (n_fit_samples,), int32
+        Cluster of each fit row (not saved with the analysis).
+    """
+
+    def __init__(
+        self,
+        n_clusters: int = 10,
+        discretizer: Discretizer | None = None,
+        reduce: int | None = None,
+        memory_limit: int | str = "2GiB",
+        random_state: int | None = 0,
+        n_init: int | str = 1,
+        batch_size: int = 1024,
+        streaming_passes: int = 2,
+        method: str = "auto",
+        progress: bool = False,
+    ) -> None:
+        self.n_clusters = n_clusters
+        self.discretizer = discretizer
+        self.reduce = reduce
+        self.memory_limit = memory_limit
+        self.random_state = random_state
+        self.n_init = n_init
+        self.batch_size = batch_size
+        self.streaming_passes = streaming_passes
+        self.method = method
+        self.progress = progress
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, source: RowSource, name: str = "layer") -> LayerClusterer:
+        """Fit on every row of ``source`` (named ``name`` in messages)."""
+        k = int(self.n_clusters)
+        n, f = int(source.n_rows), int(source.n_features)
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}; got {self.method!r}.")
+        if k < 1:
+            raise ValueError(f"n_clusters must be >= 1; got {k} for layer {name!r}.")
+        if n < k:
+            raise TooFewSamplesError(
+                f"Layer {name!r}: {n} sample(s) selected for fitting but n_clusters={k}. "
+                f"Lower n_clusters to at most {n}, or fit on more samples "
+                "(more data, only_correct=False, or a larger class subset)."
+            )
+        limit = parse_bytes(self.memory_limit)
+        disc: Discretizer | None = None
+        if self.discretizer is not None:
+            disc = clone(self.discretizer)
+            if disc.random_state is None:
+                disc.set_params(random_state=self.random_state)
+        n_comp = self._n_components(n, f, name)
+        d_eff = n_comp or f
+        eff_bytes = n * d_eff * 4
+        transformed = disc is not None or n_comp is not None
+        method = self.method
+        if method == "auto":
+            method = "exact" if eff_bytes <= limit else "streaming"
+        cache = transformed and n * f * 4 + (eff_bytes if method == "exact" else 0) <= limit
+        log.info(
+            "Layer %r: %d samples x %d features (%s as float32, budget %s): %s KMeans%s",
+            name, n, d_eff, format_bytes(eff_bytes), format_bytes(limit), method,
+            " on cached rows" if cache else "",
+        )
+        self.discretizer_ = disc
+        self.reducer_ = None
+        self.n_features_in_ = f
+        rng = np.random.default_rng(self.random_state)
+        collector = None
+        if method == "streaming":
+            m = self._init_rows(n, f, k, limit)
+            pos = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
+            collector = _Collector(pos, f)
+
+        src: RowSource = source
+        X_raw: np.ndarray | None = None
+        if cache:
+            X_raw = np.empty((n, f), dtype=np.float32)
+            rows = np.empty(n, dtype=np.int64)
+            o = 0
+            for r, b in self._pass(source, "read", collector):
+                X_raw[o : o + b.shape[0]] = b
+                rows[o : o + b.shape[0]] = r
+                o += b.shape[0]
+            src = MemorySource(X_raw, rows, block_rows=getattr(source, "chunk_rows", 4096))
+        if disc is not None:
+            for _, b in self._pass(src, "bins", collector):
+                disc.partial_fit(b)
+            disc.finalize()
+        if n_comp is not None:
+            size = max(1024, 2 * n_comp)
+            batches = rebatch((self._discretized(b) for _, b in self._pass(src, "pca", collector)), size)
+            self.reducer_ = PCAReducer(n_comp).fit_batches(batches)
+
+        if method == "exact":
+            X = self._gather(src, n, d_eff, collector)
+            src, X_raw = source, None  # free the cached raw rows before KMeans
+            km = self._kmeans(X, k, name)
+            del X
+            centers = np.asarray(km.cluster_centers_, dtype=np.float32)
+            # KMeans' final labels match its centres (it ends with an assignment step).
+            ids, inertia = np.asarray(km.labels_), float(km.inertia_)
+        else:
+            if collector is not None and not collector.done:
+                for _ in self._pass(src, "sample", collector):
+                    pass
+            assert collector is not None
+            init = self._features(collector.rows)
+            init_centers = self._kmeans(init, k, name).cluster_centers_
+            mbk = MiniBatchKMeans(
+                n_clusters=k,
+                init=init_centers,
+                n_init=1,
+                batch_size=max(int(self.batch_size), k),
+                random_state=self.random_state,
+            )
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ConvergenceWarning)
+                for p in range(max(1, int(self.streaming_passes))):
+                    feats = (self._features(b) for _, b in self._pass(src, f"kmeans {p + 1}"))
+                    for batch in rebatch(feats, max(int(self.batch_size), k)):
+                        mbk.partial_fit(batch)
+            _log_warnings(caught, name)
+            centers = np.asarray(mbk.cluster_centers_, dtype=np.float32)
+            parts = [
+                self._assign_block(self._features(b), centers)
+                for _, b in self._pass(src, "assign")
+            ]
+            ids = np.concatenate([p[0] for p in parts])
+            inertia = float(np.sum(np.concatenate([p[1] for p in parts]).astype(np.float64) ** 2))
+
+        order = canonical_order(ids, centers)
+        inv = np.empty(k, dtype=np.int64)
+        inv[order] = np.arange(k)
+        self.method_ = method
+        self.cluster_centers_ = np.ascontiguousarray(centers[order], dtype=np.float32)
+        self.fit_ids_ = inv[ids].astype(np.int32)
+        self.fit_counts_ = np.bincount(self.fit_ids_, minlength=k).astype(np.int64)
+        self.inertia_ = inertia
+        self.n_fit_samples_ = n
+        n_empty = int((self.fit_counts_ == 0).sum())
+        if n_empty:
+            log.warning(
+                "Layer %r: %d of %d clusters hold no fit sample (too few distinct activation "
+                "patterns?); consider fewer clusters.", name, n_empty, k,
+            )
+        return self
+
+    def _n_components(self, n: int, f: int, name: str) -> int | None:
+        if self.reduce is None:
+            return None
+        r = int(self.reduce)
+        if r < 1:
+            raise ValueError(f"reduce must be a positive number of components or None; got {r}.")
+        if r >= f:
+            log.info("Layer %r has %d features <= reduce=%d: not reduced.", name, f, r)
+            return None
+        if r > n:
+            log.warning("Layer %r: reduce=%d > %d fit samples; using %d components.", name, r, n, n)
+            return n if n < f else None
+        return r
+
+    @staticmethod
+    def _init_rows(n: int, f: int, k: int, limit: int) -> int:
+        budget = limit // max(8 * f, 1)
+        return int(min(n, max(1024, 20 * k, min(budget, 100_000))))
+
+    def _pass(
+        self, src: RowSource, desc: str, collector: _Collector | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Iterate ``src`` once, feeding ``collector`` on its first full pass."""
+        feed = collector is not None and not collector.done
+        offset = 0
+        for rows, block in src.blocks(desc):
+            if feed:
+                collector.take(offset, block)  # type: ignore[union-attr]
+            offset += block.shape[0]
+            yield rows, block
+        if feed:
+            collector.done = True  # type: ignore[union-attr]
+
+    def _gather(self, src: RowSource, n: int, d: int, collector: _Collector | None) -> np.ndarray:
+        plain = collector is None and self.discretizer_ is None and self.reducer_ is None
+        if plain and isinstance(src, MemorySource) and src.X.dtype == np.float32:
+            return src.X  # rows already gathered (prefetched): no copy
+        X = np.empty((n, d), dtype=np.float32)
+        if plain:
+            return gather(src, X)
+        o = 0
+        for _, b in self._pass(src, "read", collector):
+            X[o : o + b.shape[0]] = self._features(b)
+            o += b.shape[0]
+        return X
+
+    def _kmeans(self, X: np.ndarray, k: int, name: str) -> KMeans:
+        # KMeans centres a copy of X; without the copy it centres X in place and adds the
+        # mean back, which changes X by rounding. Copy when the budget allows it.
+        copy = 2 * X.nbytes <= parse_bytes(self.memory_limit)
+        km = KMeans(n_clusters=k, n_init=self.n_init, random_state=self.random_state, copy_x=copy)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            km.fit(X)
+        _log_warnings(caught, name)
+        return km
+
+    # ------------------------------------------------------------------ transforming
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "cluster_centers_"):
+            raise NotFittedError("This LayerClusterer is not fitted yet; call fit first.")
+
+    def _discretized(self, block: np.ndarray) -> np.ndarray:
+        if self.discretizer_ is None:
+            return block
+        return self.discretizer_.transform(block).astype(np.float32)
+
+    def _features(self, block: np.ndarray) -> np.ndarray:
+        """Raw rows (m, n_features) -> the clustering space (float32)."""
+        x = self._discretized(block)
+        if self.reducer_ is not None:
+            x = self.reducer_.transform(x)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    @staticmethod
+    def _assign_block(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return assign_nearest(X, centers)
+
+    def predict(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Cluster ids (int32) and distances to the centre (float32) of raw rows."""
+        self._check_fitted()
+        block = np.asarray(block, dtype=np.float32).reshape(block.shape[0], -1)
+        if block.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"The layer was fitted with {self.n_features_in_} features; these rows have "
+                f"{block.shape[1]}."
+            )
+        return self._assign_block(self._features(block), self.cluster_centers_)
+
+    # ------------------------------------------------------------------ state
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        self._check_fitted()
+        attrs: dict[str, Any] = {
+            "n_clusters": int(self.n_clusters),
+            "method": self.method_,
+            "n_features_in": int(self.n_features_in_),
+            "n_fit_samples": int(self.n_fit_samples_),
+            "inertia": float(self.inertia_),
+        }
+        arrays = {"centers": self.cluster_centers_, "fit_counts": self.fit_counts_}
+        if self.discretizer_ is not None:
+            a, arr = self.discretizer_._state()
+            attrs["discretizer"] = a
+            arrays.update({f"disc_{k}": v for k, v in arr.items()})
+        if self.reducer_ is not None:
+            a, arr = self.reducer_._state()
+            attrs["reducer"] = a
+            arrays.update({f"pca_{k}": v for k, v in arr.items()})
+        return attrs, arrays
+
+    @classmethod
+    def _from_state(
+        cls, attrs: dict[str, Any], arrays: dict[str, np.ndarray], params: dict[str, Any]
+    ) -> LayerClusterer:
+        c = cls(**params)
+        c.method_ = attrs["method"]
+        c.n_features_in_ = int(attrs["n_features_in"])
+        c.n_fit_samples_ = int(attrs["n_fit_samples"])
+        c.inertia_ = float(attrs["inertia"])
+        c.cluster_centers_ = np.asarray(arrays["centers"], dtype=np.float32)
+        c.fit_counts_ = np.asarray(arrays["fit_counts"], dtype=np.int64)
+        c.discretizer_ = None
+        c.reducer_ = None
+        if "discretizer" in attrs:
+            sub = {k[5:]: v for k, v in arrays.items() if k.startswith("disc_")}
+            c.discretizer_ = Discretizer._from_state(attrs["discretizer"], sub)
+        if "reducer" in attrs:
+            sub = {k[4:]: v for k, v in arrays.items() if k.startswith("pca_")}
+            c.reducer_ = PCAReducer._from_state(attrs["reducer"], sub)
+        return c
+
+
+def assign_nearest(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centre of each row (int32) and the Euclidean distance to it (float32).
+
+    The argmin ranks ``|c|^2 - 2 x.c`` in float32; rows whose two best
+    candidates are within float32 rounding of each other are ranked again in
+    float64 (ties go to the lower id), so the choice does not depend on how
+    rows are grouped into blocks. The distance is computed directly as
+    ``|x - c|``, without cancellation. Plain NumPy: scikit-learn's threaded
+    pairwise reductions cost more in start-up than they save on chunk-sized
+    blocks.
+    """
+    m = X.shape[0]
+    if m == 0:
+        return np.empty(0, dtype=np.int32), np.empty(0, dtype=np.float32)
+    x = np.ascontiguousarray(X, dtype=np.float32)
+    c = np.ascontiguousarray(centers, dtype=np.float32)
+    c_sq = np.einsum("ij,ij->i", c, c)
+    scores = x @ (-2.0 * c.T)
+    scores += c_sq[None, :]
+    ids = np.argmin(scores, axis=1)
+    if c.shape[0] > 1:
+        two = np.partition(scores, 1, axis=1)[:, :2]
+        x_sq = np.einsum("ij,ij->i", x, x)
+        # float32 error of |c|^2 - 2 x.c is below ~ d * eps * (|x|^2 + |c|^2); be generous.
+        tol = 8 * x.shape[1] * np.finfo(np.float32).eps * (x_sq + c_sq.max())
+        near = np.flatnonzero(two[:, 1] - two[:, 0] <= tol)
+        if near.size:
+            c64 = c.astype(np.float64)
+            s64 = x[near].astype(np.float64) @ (-2.0 * c64.T) + np.einsum("ij,ij->i", c64, c64)
+            ids[near] = np.argmin(s64, axis=1)
+    diff = x - c[ids]
+    dist = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    return ids.astype(np.int32), dist.astype(np.float32)
+
+
+def _log_warnings(caught: list[warnings.WarningMessage], name: str) -> None:
+    seen = set()
+    for w in caught:
+        msg = str(w.message)
+        if msg not in seen:
+            seen.add(msg)
+            log.warning("Layer %r: %s", name, msg)

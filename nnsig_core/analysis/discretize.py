@@ -1,0 +1,386 @@
+"""Discretization of a layer's activations into bins, fitted from streamed chunks.
+
+The prototype binned each layer into equal-width bins over the layer's whole
+range and fed the *bin indices* to KMeans. :class:`Discretizer` keeps that
+(``strategy="uniform", scope="layer"``) and adds per-unit bins, quantile bins
+and the binary active/inactive (ReLU on/off) pattern.
+
+What feeds KMeans
+-----------------
+The analysis clusters the integer bin indices (as float32), as the prototype
+did. With ``scope="layer"`` and ``strategy="uniform"`` the indices are an
+affine function of the bin centres with one scale for every unit, so
+clustering indices or centres gives the same partition; with
+``scope="unit"`` the indices put every unit on the same 0..n_bins-1 scale,
+which is the point of per-unit binning. :meth:`Discretizer.inverse_transform`
+maps indices back to bin centres when values are wanted.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.exceptions import NotFittedError
+from sklearn.preprocessing import KBinsDiscretizer
+
+from nnsig_core.analysis._util import Reservoir
+
+__all__ = ["Discretizer", "parse_discretizer_spec"]
+
+log = logging.getLogger("nnsig")
+
+STRATEGIES = ("uniform", "quantile", "binary")
+SCOPES = ("layer", "unit")
+MAX_BINS = 32767
+_TRANSFORM_BLOCK = 4 << 20  # elements compared at once by the per-unit transform
+
+
+class Discretizer(TransformerMixin, BaseEstimator):
+    """Bin activations; fittable in one go (:meth:`fit`) or from chunks (:meth:`partial_fit`).
+
+    Parameters
+    ----------
+    strategy : {"uniform", "quantile", "binary"}
+        ``"uniform"``: ``n_bins`` equal-width bins between the minimum and the
+        maximum seen in training (the prototype's behaviour with
+        ``scope="layer"``). ``"quantile"``: bins holding equal shares of the
+        training values, estimated on a random subsample of at most
+        ``subsample`` rows (a reservoir sample when fitted from chunks);
+        repeated edges (e.g. the many exact zeros of a ReLU layer) are merged,
+        so a layer or unit may get fewer bins. ``"binary"``: 1 where the value
+        is above ``threshold``, else 0 (the ReLU on/off pattern with the
+        default threshold 0).
+    n_bins : int
+        Number of bins (2..32767) of the uniform and quantile strategies.
+    scope : {"layer", "unit"}
+        ``"layer"``: one set of edges for the whole layer (one global range);
+        ``"unit"``: edges per unit (feature), computed with scikit-learn's
+        :class:`~sklearn.preprocessing.KBinsDiscretizer`.
+    threshold : float
+        Activation threshold of the binary strategy.
+    subsample : int or None
+        Rows kept to estimate quantiles (``None``: all rows; memory grows with
+        the data). Ignored by the other strategies.
+    random_state : int or None
+        Seed of the quantile subsample.
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        Number of features (units, flattened) seen in fit.
+    data_min_, data_max_ : ndarray of shape (n_features,)
+        Per-unit range seen in training (uniform strategy).
+    bin_edges_ : ndarray
+        ``scope="layer"``: shape ``(n_bins_ + 1,)``. ``scope="unit"``: shape
+        ``(n_features, max(n_bins_) + 1)``, each row padded with NaN after its
+        last edge. ``None`` for the binary strategy.
+    n_bins_ : int or ndarray of int
+        Bins actually used (per unit when ``scope="unit"``).
+
+    Notes
+    -----
+    :meth:`transform` returns integer bin indices (``int16``); values outside
+    the training range fall into the first or last bin. After a series of
+    :meth:`partial_fit` calls the edges are computed on first use (or by
+    :meth:`finalize`). Bin ``i`` of a unit holds values ``x`` with
+    ``edges[i] <= x < edges[i + 1]``, as in ``KBinsDiscretizer``.
+    """
+
+    def __init__(
+        self,
+        strategy: str = "uniform",
+        n_bins: int = 10,
+        scope: str = "layer",
+        threshold: float = 0.0,
+        subsample: int | None = 200_000,
+        random_state: int | None = None,
+    ) -> None:
+        self.strategy = strategy
+        self.n_bins = n_bins
+        self.scope = scope
+        self.threshold = threshold
+        self.subsample = subsample
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ fitting
+    def _validate(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"Discretizer strategy must be one of {', '.join(STRATEGIES)}; got {self.strategy!r}."
+            )
+        if self.scope not in SCOPES:
+            raise ValueError(f"Discretizer scope must be 'layer' or 'unit'; got {self.scope!r}.")
+        if self.strategy != "binary":
+            if not isinstance(self.n_bins, (int, np.integer)) or not 2 <= self.n_bins <= MAX_BINS:
+                raise ValueError(f"n_bins must be an int in 2..{MAX_BINS}; got {self.n_bins!r}.")
+        if self.subsample is not None and int(self.subsample) < 1:
+            raise ValueError(f"subsample must be >= 1 or None; got {self.subsample!r}.")
+        if not np.isfinite(float(self.threshold)):
+            raise ValueError(f"threshold must be finite; got {self.threshold!r}.")
+
+    @staticmethod
+    def _as_2d(X: Any) -> np.ndarray:
+        X = np.asarray(X)
+        if X.ndim == 1:
+            raise ValueError("Discretizer expects a 2-D array (samples, features); got 1-D.")
+        X = X.reshape(X.shape[0], -1)
+        if not np.issubdtype(X.dtype, np.floating):
+            X = X.astype(np.float32)
+        return X
+
+    def fit(self, X: Any, y: Any = None) -> Discretizer:
+        """Fit the bins on ``X`` (samples x features; extra dimensions are flattened)."""
+        for attr in ("n_features_in_", "_reservoir", "_dirty"):
+            if hasattr(self, attr):
+                delattr(self, attr)
+        self.partial_fit(X)
+        return self.finalize()
+
+    def partial_fit(self, X: Any, y: Any = None) -> Discretizer:
+        """Update the fit with one more chunk of rows (for data that does not fit in memory)."""
+        self._validate()
+        X = self._as_2d(X)
+        if not hasattr(self, "n_features_in_"):
+            self.n_features_in_ = int(X.shape[1])
+            self._n_seen = 0
+            if self.strategy == "uniform":
+                self.data_min_ = np.full(self.n_features_in_, np.inf)
+                self.data_max_ = np.full(self.n_features_in_, -np.inf)
+            elif self.strategy == "quantile":
+                size = self.subsample if self.subsample is not None else np.iinfo(np.int64).max
+                self._reservoir = Reservoir(int(size), self.random_state)
+        elif X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"Discretizer was fitted on {self.n_features_in_} features; this chunk has {X.shape[1]}."
+            )
+        if X.shape[0] == 0:
+            return self
+        if self.strategy == "uniform":
+            self.data_min_ = np.minimum(self.data_min_, X.min(axis=0))
+            self.data_max_ = np.maximum(self.data_max_, X.max(axis=0))
+        elif self.strategy == "quantile":
+            if not hasattr(self, "_reservoir"):
+                raise NotFittedError(
+                    "This quantile Discretizer was loaded from a store; it cannot be refitted "
+                    "incrementally. Create a new one."
+                )
+            self._reservoir.add(X)
+        self._n_seen += int(X.shape[0])
+        self._dirty = True
+        return self
+
+    def finalize(self) -> Discretizer:
+        """Compute the bin edges from what :meth:`partial_fit` has seen."""
+        if not hasattr(self, "n_features_in_"):
+            raise NotFittedError("This Discretizer is not fitted yet; call fit or partial_fit first.")
+        if not getattr(self, "_dirty", False):
+            return self
+        if self._n_seen == 0:
+            raise ValueError("Discretizer.partial_fit saw no rows; cannot compute bins.")
+        f = self.n_features_in_
+        if self.strategy == "binary":
+            self.bin_edges_ = None
+            self.n_bins_ = 2
+        elif self.scope == "layer":
+            if self.strategy == "uniform":
+                lo, hi = float(self.data_min_.min()), float(self.data_max_.max())
+                edges = np.linspace(lo, hi, self.n_bins + 1) if hi > lo else np.array([lo, hi])
+            else:
+                values = self._reservoir.sample().ravel()
+                q = np.linspace(0, 100, self.n_bins + 1)
+                edges = np.unique(np.percentile(values, q, method="averaged_inverted_cdf"))
+                if edges.size < 2:
+                    edges = np.array([edges[0], edges[0]])
+                if edges.size - 1 < self.n_bins:
+                    log.info(
+                        "Quantile bins: %d of %d bins left once repeated edges were merged.",
+                        edges.size - 1,
+                        self.n_bins,
+                    )
+            self.bin_edges_ = edges.astype(np.float64)
+            self.n_bins_ = int(edges.size - 1)
+        else:
+            if self.strategy == "uniform":
+                data = np.vstack([self.data_min_, self.data_max_])
+                kb = KBinsDiscretizer(n_bins=self.n_bins, encode="ordinal", strategy="uniform")
+            else:
+                data = self._reservoir.sample()
+                kb = KBinsDiscretizer(
+                    n_bins=self.n_bins, encode="ordinal", strategy="quantile", subsample=None
+                )
+            with warnings.catch_warnings():
+                # Constant units (dead ReLUs) and merged quantile bins are expected here.
+                warnings.simplefilter("ignore", UserWarning)
+                kb.fit(data)
+            n_bins = np.asarray(kb.n_bins_, dtype=np.int64).reshape(f)
+            edges = np.full((f, int(n_bins.max()) + 1), np.nan)
+            for j, e in enumerate(kb.bin_edges_):
+                e = np.asarray(e, dtype=np.float64)
+                if not np.all(np.isfinite(e)):  # constant unit: one bin
+                    e = np.array([data[0, j], data[0, j]], dtype=np.float64)
+                edges[j, : e.size] = e
+            self.bin_edges_ = edges
+            self.n_bins_ = n_bins
+        self._dirty = False
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "n_features_in_"):
+            raise NotFittedError(
+                "This Discretizer is not fitted yet; call fit (or partial_fit) first."
+            )
+        if getattr(self, "_dirty", False):
+            self.finalize()
+
+    # ------------------------------------------------------------------ transforming
+    def transform(self, X: Any) -> np.ndarray:
+        """Bin indices of ``X``: an ``int16`` array (samples, features)."""
+        self._check_fitted()
+        X = self._as_2d(X)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"Discretizer was fitted on {self.n_features_in_} features; X has {X.shape[1]}."
+            )
+        if self.strategy == "binary":
+            return (X > self.threshold).astype(np.int16)
+        if self.scope == "layer":
+            inner = self.bin_edges_[1:-1]
+            if inner.size == 0:
+                return np.zeros(X.shape, dtype=np.int16)
+            return np.searchsorted(inner, X, side="right").astype(np.int16)
+        return self._transform_units(X)
+
+    def _transform_units(self, X: np.ndarray) -> np.ndarray:
+        inner = self.bin_edges_[:, 1:-1].copy()
+        # Edges past a unit's last bin compare false (x >= +inf never holds for finite x).
+        for j, nb in enumerate(self.n_bins_):
+            inner[j, max(int(nb) - 1, 0) :] = np.inf
+        out = np.empty(X.shape, dtype=np.int16)
+        n_inner = max(inner.shape[1], 1)
+        step = max(1, _TRANSFORM_BLOCK // max(X.shape[1] * n_inner, 1))
+        for s in range(0, X.shape[0], step):
+            block = X[s : s + step]
+            out[s : s + step] = (block[:, :, None] >= inner[None, :, :]).sum(axis=2)
+        return out
+
+    def inverse_transform(self, Xt: Any) -> np.ndarray:
+        """Map bin indices back to bin centres (float32); binary codes are returned as 0.0/1.0."""
+        self._check_fitted()
+        Xt = np.asarray(Xt).astype(np.int64)
+        if self.strategy == "binary":
+            return Xt.astype(np.float32)
+        if self.scope == "layer":
+            e = self.bin_edges_
+            centres = (e[:-1] + e[1:]) / 2
+            return centres[np.clip(Xt, 0, centres.size - 1)].astype(np.float32)
+        e = self.bin_edges_
+        centres = (e[:, :-1] + e[:, 1:]) / 2
+        idx = np.clip(Xt, 0, np.asarray(self.n_bins_)[None, :] - 1)
+        return np.take_along_axis(centres.T, idx, axis=0).astype(np.float32)
+
+    # ------------------------------------------------------------------ description
+    @property
+    def spec(self) -> str:
+        """A short human-readable form, parsed back by :func:`parse_discretizer_spec`."""
+        if self.strategy == "binary":
+            s = "binary" if float(self.threshold) == 0.0 else f"binary:{self.threshold:g}"
+        else:
+            s = f"{self.strategy}:{self.n_bins}"
+        return s + (":unit" if self.scope == "unit" else "")
+
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Fitted state as JSON attributes and NumPy arrays (for saving in a store)."""
+        self._check_fitted()
+        attrs: dict[str, Any] = {
+            "params": {k: _jsonable(v) for k, v in self.get_params().items()},
+            "n_features_in": int(self.n_features_in_),
+            "n_seen": int(self._n_seen),
+        }
+        arrays: dict[str, np.ndarray] = {}
+        if self.strategy == "uniform":
+            arrays["data_min"] = np.asarray(self.data_min_, dtype=np.float64)
+            arrays["data_max"] = np.asarray(self.data_max_, dtype=np.float64)
+        if self.bin_edges_ is not None:
+            arrays["bin_edges"] = np.asarray(self.bin_edges_, dtype=np.float64)
+        if self.scope == "unit" and self.strategy != "binary":
+            arrays["n_bins"] = np.asarray(self.n_bins_, dtype=np.int64)
+        return attrs, arrays
+
+    @classmethod
+    def _from_state(cls, attrs: dict[str, Any], arrays: dict[str, np.ndarray]) -> Discretizer:
+        """Rebuild a fitted discretizer from :meth:`_state` output."""
+        d = cls(**attrs["params"])
+        d.n_features_in_ = int(attrs["n_features_in"])
+        d._n_seen = int(attrs.get("n_seen", 0))
+        d._dirty = False
+        if "data_min" in arrays:
+            d.data_min_ = np.asarray(arrays["data_min"])
+            d.data_max_ = np.asarray(arrays["data_max"])
+        if d.strategy == "binary":
+            d.bin_edges_ = None
+            d.n_bins_ = 2
+        elif d.scope == "layer":
+            d.bin_edges_ = np.asarray(arrays["bin_edges"])
+            d.n_bins_ = int(d.bin_edges_.size - 1)
+        else:
+            d.bin_edges_ = np.asarray(arrays["bin_edges"])
+            d.n_bins_ = np.asarray(arrays["n_bins"], dtype=np.int64)
+        return d
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    return v
+
+
+def parse_discretizer_spec(spec: str | None) -> Discretizer | None:
+    """Build a :class:`Discretizer` from a command-line spec.
+
+    Grammar: ``STRATEGY[:N_BINS][:SCOPE]`` for ``uniform`` and ``quantile``
+    (``uniform:10``, ``quantile:20:unit``), ``binary[:THRESHOLD][:SCOPE]`` for
+    binary (``binary``, ``binary:0.5``); ``none`` or an empty string give
+    ``None`` (no discretization). ``N_BINS`` defaults to 10, ``SCOPE`` to
+    ``layer``.
+
+    Raises
+    ------
+    ValueError
+        If the spec is malformed; the message shows the grammar.
+    """
+    if spec is None:
+        return None
+    text = str(spec).strip().lower()
+    if text in ("", "none", "off", "no"):
+        return None
+    parts = text.split(":")
+    strategy, rest = parts[0], parts[1:]
+    grammar = (
+        f"Cannot parse the discretizer spec {spec!r}. Use STRATEGY[:N_BINS][:SCOPE] with "
+        "STRATEGY uniform or quantile (e.g. 'uniform:10', 'quantile:20:unit'), "
+        "'binary[:THRESHOLD]', or 'none'."
+    )
+    if strategy not in STRATEGIES:
+        raise ValueError(grammar)
+    scope = "layer"
+    if rest and rest[-1] in SCOPES:
+        scope = rest.pop()
+    if len(rest) > 1:
+        raise ValueError(grammar)
+    try:
+        if strategy == "binary":
+            threshold = float(rest[0]) if rest else 0.0
+            d = Discretizer("binary", scope=scope, threshold=threshold)
+        else:
+            n_bins = int(rest[0]) if rest else 10
+            d = Discretizer(strategy, n_bins=n_bins, scope=scope)
+    except ValueError as exc:
+        raise ValueError(grammar) from exc
+    d._validate()
+    return d

@@ -1,0 +1,48 @@
+"""Exceptions raised by the signature analysis.
+
+Every class subclasses :class:`AnalysisError`, itself a :class:`ValueError`, so
+callers can catch them all at once; problems with the store itself (missing
+split or layer, interrupted capture) raise :class:`nnsig_core.store.StoreError`
+instead. Using an analysis before ``fit`` raises scikit-learn's
+:class:`~sklearn.exceptions.NotFittedError`.
+"""
+
+from __future__ import annotations
+
+from sklearn.exceptions import NotFittedError
+
+__all__ = [
+    "AnalysisError",
+    "EmptySelectionError",
+    "MissingLabelsError",
+    "NonFiniteActivationError",
+    "NotFittedError",
+    "TooFewSamplesError",
+]
+
+
+class AnalysisError(ValueError):
+    """The analysis cannot run as asked; the message names the problem and the fix."""
+
+
+class EmptySelectionError(AnalysisError):
+    """No sample is left to fit on (none classified correctly, or an empty class subset)."""
+
+
+class TooFewSamplesError(AnalysisError):
+    """Fewer samples were selected for fitting than clusters were asked for."""
+
+
+class MissingLabelsError(AnalysisError):
+    """The split has no labels but the analysis needs them."""
+
+
+class NonFiniteActivationError(AnalysisError):
+    """An activation is NaN or infinite (the layer, split and sample are named)."""
+
+    def __init__(self, message: str, *, layer: str, split: str, row: int, sample_index: int) -> None:
+        super().__init__(message)
+        self.layer = layer
+        self.split = split
+        self.row = row
+        self.sample_index = sample_index

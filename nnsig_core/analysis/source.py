@@ -1,0 +1,276 @@
+"""Row sources: a layer's (selected) samples, block by block, from a store or from memory.
+
+A source yields ``(rows, block)`` pairs: ``rows`` the positions of the block's
+samples in the split, ``block`` a float32 ``(m, n_features)`` array (conv maps
+flattened per sample). A store-backed source reads each zarr chunk at most
+once per pass (several whole chunks per read, decoded concurrently by zarr)
+and checks every value is finite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from nnsig_core.analysis.errors import NonFiniteActivationError
+from nnsig_core.store import ActivationStore
+
+__all__ = [
+    "MemorySource",
+    "Prefetcher",
+    "RowSource",
+    "StoreSource",
+    "all_finite",
+    "check_finite",
+    "gather",
+]
+
+
+class RowSource(Protocol):
+    """What the per-layer clusterer reads from."""
+
+    n_rows: int
+    n_features: int
+
+    def blocks(self, desc: str = "") -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(rows, block)`` pairs covering the source once, in order."""
+        ...
+
+
+def all_finite(block: np.ndarray) -> bool:
+    """Whether every value is finite: a float32 sum first (NaN and inf propagate), the
+    element-wise test only when the sum is not finite (which may also be overflow)."""
+    if block.size == 0:
+        return True
+    if np.isfinite(np.add.reduce(block.reshape(-1), dtype=np.float32)):
+        return True
+    return bool(np.isfinite(block).all())
+
+
+def check_finite(
+    block: np.ndarray, rows: np.ndarray, *, layer: str, split: str, sample_index: np.ndarray | None
+) -> None:
+    """Raise :class:`NonFiniteActivationError` naming the first sample with a NaN or inf."""
+    if np.isfinite(block).all():
+        return
+    bad = int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
+    row = int(rows[bad])
+    unit = int(np.flatnonzero(~np.isfinite(block[bad]))[0])
+    value = block[bad, unit]
+    si = int(sample_index[row]) if sample_index is not None else row
+    n_bad = int((~np.isfinite(block).all(axis=1)).sum())
+    raise NonFiniteActivationError(
+        f"Layer {layer!r} of split {split!r} has a non-finite activation ({value}) at sample "
+        f"{row} (data set index {si}), unit {unit}; {n_bad} sample(s) of this chunk are affected. "
+        "The model produced NaN/inf (diverged training, overflow in float16 storage?): fix the "
+        "model or capture with dtype='float32', then re-capture the split.",
+        layer=layer,
+        split=split,
+        row=row,
+        sample_index=si,
+    )
+
+
+class StoreSource:
+    """The rows ``rows`` (sorted positions; ``None`` = all) of one layer of a split.
+
+    Parameters
+    ----------
+    store : ActivationStore
+    split, layer : str
+    rows : ndarray of int or None
+        Sorted sample positions to yield; ``None`` yields every sample.
+    progress : bool
+        Show a tqdm bar per pass.
+    read_bytes : int
+        Target size of one read: whole chunks are read together up to this
+        many (uncompressed) bytes, so zarr decodes them concurrently; at
+        least one chunk is read at a time.
+    """
+
+    def __init__(
+        self,
+        store: ActivationStore,
+        split: str,
+        layer: str,
+        rows: np.ndarray | None = None,
+        progress: bool = False,
+        read_bytes: int = 32 << 20,
+    ) -> None:
+        self.store = store
+        self.split = split
+        self.layer = layer
+        self.array = store.activations(split, layer)
+        self.n_total = store.n_samples(split)
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        self.n_rows = self.n_total if self.rows is None else int(self.rows.size)
+        self.unit_shape = tuple(int(s) for s in self.array.shape[1:])
+        self.n_features = int(np.prod(self.unit_shape, dtype=np.int64))
+        self.chunk_rows = int(self.array.chunks[0])
+        row_bytes = max(self.n_features * self.array.dtype.itemsize, 1)
+        per_read = max(1, int(read_bytes) // max(self.chunk_rows * row_bytes, 1))
+        self.read_rows = self.chunk_rows * per_read
+        self.progress = progress
+        self._sample_index: np.ndarray | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the selected rows as float32."""
+        return self.n_rows * self.n_features * 4
+
+    def _si(self) -> np.ndarray:
+        if self._sample_index is None:
+            self._sample_index = self.store.sample_index(self.split)
+        return self._sample_index
+
+    def gather(self, out: np.ndarray, desc: str = "read") -> np.ndarray:
+        """Read the selected rows straight into ``out`` (float32, (n_rows, n_features)).
+
+        Same reads and checks as :meth:`blocks`, one copy fewer: each read is
+        decoded and its selected rows are taken directly into ``out``.
+        """
+        o = 0
+        for rows, raw, first in self._reads(desc):
+            m = rows.size
+            dst = out[o : o + m]
+            if m == raw.shape[0]:
+                dst[...] = raw
+            else:
+                np.take(raw, rows - first, axis=0, out=dst)
+            if not all_finite(dst):
+                check_finite(dst, rows, layer=self.layer, split=self.split,
+                             sample_index=self._si())
+            o += m
+        return out
+
+    def _reads(self, desc: str) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+        """Yield ``(rows, raw, first)``: selected positions, the 2-D rows read, their start."""
+        n, step = self.n_total, self.read_rows
+        bar = tqdm(
+            total=self.n_rows,
+            desc=f"{desc} {self.layer}".strip(),
+            unit="sample",
+            disable=not self.progress,
+            leave=False,
+        )
+        try:
+            for start in range(0, n, step):
+                stop = min(start + step, n)
+                if self.rows is None:
+                    rows = np.arange(start, stop, dtype=np.int64)
+                else:
+                    lo, hi = np.searchsorted(self.rows, [start, stop])
+                    if lo == hi:
+                        continue
+                    rows = self.rows[lo:hi]
+                if rows.size == stop - start:
+                    first, last = start, stop
+                else:
+                    # Read only the chunks that hold selected rows.
+                    first = (int(rows[0]) // self.chunk_rows) * self.chunk_rows
+                    last = min(n, (int(rows[-1]) // self.chunk_rows + 1) * self.chunk_rows)
+                raw = np.asarray(self.array[first:last]).reshape(last - first, -1)
+                if raw.dtype != np.float32:
+                    raw = raw.astype(np.float32)
+                bar.update(rows.size)
+                yield rows, raw, first
+        finally:
+            bar.close()
+
+    def blocks(self, desc: str = "") -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(rows, block)``: selected positions and their float32 rows, flattened."""
+        for rows, raw, first in self._reads(desc):
+            if rows.size == raw.shape[0]:
+                block = raw
+            else:
+                block = np.take(raw, rows - first, axis=0)
+            if not all_finite(block):
+                check_finite(block, rows, layer=self.layer, split=self.split,
+                             sample_index=self._si())
+            yield rows, block
+
+
+def gather(source: RowSource, out: np.ndarray, desc: str = "read") -> np.ndarray:
+    """Copy every row of ``source`` into ``out`` (n_rows, n_features), in order."""
+    if isinstance(source, StoreSource):
+        return source.gather(out, desc)
+    o = 0
+    for _, block in source.blocks(desc):
+        out[o : o + block.shape[0]] = block
+        o += block.shape[0]
+    return out
+
+
+class MemorySource:
+    """Rows already in memory, yielded in blocks of ``block_rows``.
+
+    Parameters
+    ----------
+    X : ndarray (n, n_features)
+    rows : ndarray of int
+        The positions of ``X``'s rows in their split.
+    block_rows : int
+    """
+
+    def __init__(self, X: np.ndarray, rows: np.ndarray, block_rows: int = 4096) -> None:
+        self.X = X
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.n_rows = int(X.shape[0])
+        self.n_features = int(X.shape[1])
+        self.block_rows = max(1, int(block_rows))
+
+    def blocks(self, desc: str = "") -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for s in range(0, self.n_rows, self.block_rows):
+            yield self.rows[s : s + self.block_rows], self.X[s : s + self.block_rows]
+
+
+class Prefetcher:
+    """Reads the next layer's fit rows in a background thread while the current one is clustered.
+
+    Only for layers clustered as they are (no discretizer, no reduction) on
+    the exact path, and only when three such layers fit the memory budget
+    (the one being clustered, KMeans' copy of it, the one being read); any
+    other layer is read by its clusterer as usual. Reading (decompression,
+    copies) then overlaps KMeans instead of adding to it.
+    """
+
+    def __init__(self, sources: dict[str, StoreSource], layers: list[str], limit: int,
+                 plain: bool) -> None:
+        self.sources = sources
+        self.order = [n for n in layers if plain and 3 * sources[n].nbytes <= limit]
+        self.futures: dict[str, Any] = {}
+        self.pool: Any = None
+        if len(self.order) > 1:
+            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nnsig-read")
+
+    def _read(self, name: str) -> np.ndarray:
+        src = self.sources[name]
+        return gather(src, np.empty((src.n_rows, src.n_features), dtype=np.float32))
+
+    def _submit_after(self, name: str) -> None:
+        i = self.order.index(name)
+        if self.pool is not None and i + 1 < len(self.order):
+            nxt = self.order[i + 1]
+            if nxt not in self.futures:
+                self.futures[nxt] = self.pool.submit(self._read, nxt)
+
+    def source(self, name: str) -> Any:
+        """The layer's rows: in memory when prefetched (or prefetchable), else the store."""
+        if self.pool is None or name not in self.order:
+            return self.sources[name]
+        fut = self.futures.pop(name, None)
+        X = fut.result() if fut is not None else self._read(name)
+        self._submit_after(name)
+        src = self.sources[name]
+        return MemorySource(X, src.rows if src.rows is not None else np.arange(src.n_rows),
+                            block_rows=src.chunk_rows)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            for fut in self.futures.values():
+                fut.cancel()
+            self.pool.shutdown(wait=True)

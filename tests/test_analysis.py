@@ -1,0 +1,399 @@
+"""SignatureAnalysis on synthetic blobs: recovery, canonical ids, paths, invariances, persistence."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.base import clone
+
+from nnsig_core import open_store
+from nnsig_core.analysis import (
+    Discretizer,
+    SignatureAnalysis,
+    Signatures,
+    canonical_order,
+    format_summary,
+)
+from nnsig_core.analysis.synthetic import make_blob_store
+from nnsig_core.store import StoreError
+
+K = 4  # classes = blobs = clusters
+
+
+@pytest.fixture(scope="module")
+def blobs(tmp_path_factory: pytest.TempPathFactory):
+    path = tmp_path_factory.mktemp("blobs") / "s.zarr"
+    return make_blob_store(path, n_samples=600, n_classes=K, error_rate=0.05, chunk_bytes=1024)
+
+
+def _fit(store, **kw) -> SignatureAnalysis:
+    kw.setdefault("n_clusters", K)
+    kw.setdefault("progress", False)
+    return SignatureAnalysis(**kw).fit(store, "train")
+
+
+def _is_permutation_of_classes(comp: np.ndarray) -> bool:
+    """Every class in exactly one cluster and every cluster holds one class."""
+    nz = comp > 0
+    return bool((nz.sum(axis=0) == 1).all() and (nz.sum(axis=1) == 1).all())
+
+
+# ---------------------------------------------------------------------------- recovery
+def test_blobs_are_recovered_and_paths_are_perfect(blobs) -> None:
+    a = _fit(blobs)
+    assert a.layers_ == ["layer0", "layer1", "layer2"]
+    assert [lc.method_ for lc in a.clusterers_.values()] == ["exact"] * 3
+    train = blobs.labels("train")
+    correct = train == blobs.predictions("train")
+    assert a.n_fit_samples_ == correct.sum()
+    assert a.classes_ == list(range(K))
+    for comp in a.fit_composition_:
+        assert _is_permutation_of_classes(comp)
+    for split in ("train", "test"):
+        sigs = a.transform(blobs, split)
+        assert sigs.cluster_ids.shape == (blobs.n_samples(split), 3)
+        assert sigs.n_signatures == K  # one path per class, even for misclassified samples
+        np.testing.assert_allclose(sigs.purity(), 1.0)
+        np.testing.assert_allclose(sigs.entropy(), 0.0, atol=1e-12)
+        # The path determines the input class.
+        for row in sigs.by_signature():
+            assert row["purity"] == 1.0
+        assert sigs.distances.dtype == np.float32 and (sigs.distances >= 0).all()
+
+
+def test_cluster_ids_are_canonical_first_occurrence(blobs) -> None:
+    a = _fit(blobs)
+    rows = np.flatnonzero(a.selection_mask(blobs, "train"))
+    sigs = a.transform(blobs, "train").subset(rows)
+    for j in range(3):
+        ids = sigs.cluster_ids[:, j]
+        _, first = np.unique(ids, return_index=True)
+        assert list(ids[np.sort(first)]) == list(range(K))
+    # The first fit sample is in cluster 0 of every layer.
+    assert (sigs.cluster_ids[0] == 0).all()
+
+
+def test_canonical_order_puts_empty_clusters_last() -> None:
+    centers = np.array([[3.0, 0], [1.0, 5], [1.0, 2], [0.0, 9]])
+    order = canonical_order(np.array([3, 3, 0, 3]), centers)
+    assert list(order) == [3, 0, 2, 1]  # seen 3 then 0; unseen 2 < 1 lexicographically
+
+
+def test_determinism(blobs) -> None:
+    for kw in ({}, {"n_init": 3, "discretizer": "uniform:10"}, {"memory_limit": 1, "reduce": 3}):
+        a, b = _fit(blobs, **kw), _fit(blobs, **kw)
+        for name in a.layers_:
+            np.testing.assert_array_equal(a.clusterers_[name].cluster_centers_,
+                                          b.clusterers_[name].cluster_centers_)
+        np.testing.assert_array_equal(a.transform(blobs, "test").cluster_ids,
+                                      b.transform(blobs, "test").cluster_ids)
+
+
+def test_streaming_path_agrees_with_exact_path(blobs) -> None:
+    for kw in ({}, {"discretizer": "uniform:10"}, {"discretizer": Discretizer("binary", threshold=8.0)},
+               {"reduce": 3}, {"discretizer": "quantile:6:unit", "reduce": 4}):
+        exact = _fit(blobs, **kw)
+        streamed = _fit(blobs, memory_limit=1, **kw)  # forces out-of-core for every layer
+        assert {lc.method_ for lc in exact.clusterers_.values()} == {"exact"}, kw
+        assert {lc.method_ for lc in streamed.clusterers_.values()} == {"streaming"}, kw
+        for split in ("train", "test"):
+            np.testing.assert_array_equal(
+                exact.transform(blobs, split).cluster_ids,
+                streamed.transform(blobs, split).cluster_ids, err_msg=str(kw))
+
+
+def test_raw_cache_path_equals_uncached_path(blobs) -> None:
+    """With a discretizer, rows fitting the budget are read once and reused from memory."""
+    n, f = 567, 8
+    just_enough = n * f * 4 * 2  # raw rows + discretized rows of the widest layer
+    cached = _fit(blobs, discretizer="uniform:10", memory_limit=just_enough)
+    uncached = _fit(blobs, discretizer="uniform:10", memory_limit=just_enough // 2 + 4 * n * 6)
+    for name in cached.layers_:
+        np.testing.assert_array_equal(cached.clusterers_[name].cluster_centers_,
+                                      uncached.clusterers_[name].cluster_centers_)
+
+
+_REF: dict[str, np.ndarray] = {}
+
+
+@settings(max_examples=8, deadline=None)
+@given(chunk_bytes=st.sampled_from([100, 350, 1500, 1 << 20]),
+       streaming=st.booleans())
+def test_signatures_do_not_depend_on_chunk_size(chunk_bytes: int, streaming: bool) -> None:
+    kw = {"memory_limit": 1} if streaming else {}
+    key = str(streaming)
+    with tempfile.TemporaryDirectory() as d:
+        if key not in _REF:
+            ref_store = make_blob_store(Path(d) / "ref.zarr", n_samples=160, chunk_bytes=100_000,
+                                        error_rate=0.05)
+            _REF[key] = _fit(ref_store, discretizer="uniform:8", **kw).transform(
+                ref_store, "test").cluster_ids
+        store = make_blob_store(Path(d) / "s.zarr", n_samples=160, chunk_bytes=chunk_bytes,
+                                error_rate=0.05)
+        sigs = _fit(store, discretizer="uniform:8", **kw).transform(store, "test")
+        np.testing.assert_array_equal(sigs.cluster_ids, _REF[key])
+
+
+def test_train_and_test_are_discretized_with_the_training_bins(blobs) -> None:
+    a = _fit(blobs, discretizer="uniform:10")
+    train_acts = blobs.activations("train", "layer0")[:]
+    rows = a.selection_mask(blobs, "train")
+    d = a.clusterers_["layer0"].discretizer_
+    lo, hi = train_acts[rows].min(), train_acts[rows].max()
+    np.testing.assert_allclose(d.bin_edges_, np.linspace(lo, hi, 11), rtol=1e-6)
+    # Test samples go through the same bins: transforming rows of the test split by hand
+    # with the training discretizer and centres gives the transform() result.
+    test_acts = blobs.activations("test", "layer0")[:]
+    lc = a.clusterers_["layer0"]
+    ids, _ = lc.predict(test_acts)
+    np.testing.assert_array_equal(ids, a.transform(blobs, "test").cluster_ids[:, 0])
+
+
+def test_class_subset_for_novelty_studies(blobs) -> None:
+    a = SignatureAnalysis(n_clusters=2, progress=False).fit(blobs, "train", classes=[0, 2])
+    labels, preds = blobs.labels("train"), blobs.predictions("train")
+    assert a.classes_ == [0, 2] and a.fit_classes_ == [0, 2]
+    assert a.n_fit_samples_ == int((np.isin(labels, [0, 2]) & (labels == preds)).sum())
+    typical = a.typical_clusters()
+    assert typical[0][1] == [] and typical[0][3] == []  # unseen classes have no typical cluster
+    test = a.transform(blobs, "test")
+    assert test.n_samples == blobs.n_samples("test")  # every test sample, seen or not
+
+
+def test_per_layer_clusters_and_layer_subset(blobs) -> None:
+    a = _fit(blobs, n_clusters={"layer0": 2, "layer2": 3}, layers=["layer2", "layer0"])
+    assert a.layers_ == ["layer0", "layer2"]  # model order
+    assert a.n_clusters_ == [2, 3]
+    sigs = a.transform(blobs, "test")
+    assert sigs.cluster_ids[:, 0].max() == 1 and sigs.cluster_ids[:, 1].max() == 2
+    with pytest.raises(ValueError, match="not analysed"):
+        _fit(blobs, n_clusters={"layer9": 3})
+
+
+def test_wide_multidim_layer_with_reduction(tmp_path: Path) -> None:
+    store = make_blob_store(tmp_path / "c.zarr", n_samples=300, layer_shapes=[(4, 5, 5), (12,)],
+                            chunk_bytes=4000)
+    a = _fit(store, reduce=5)
+    lc = a.clusterers_["layer0"]
+    assert lc.reducer_ is not None and lc.cluster_centers_.shape == (K, 5)
+    assert a.clusterers_["layer1"].reducer_.components_.shape == (5, 12)
+    np.testing.assert_allclose(a.transform(store, "test").purity(), 1.0)
+
+
+def test_sklearn_conventions(blobs) -> None:
+    a = SignatureAnalysis(n_clusters=3, discretizer="uniform:4", memory_limit="1GiB")
+    assert clone(a).get_params() == a.get_params()
+    assert "memory_limit" in a.get_params()
+    sigs = SignatureAnalysis(n_clusters=K, progress=False).fit_transform(blobs, "train")
+    assert isinstance(sigs, Signatures) and sigs.split == "train"
+
+
+# ---------------------------------------------------------------------------- tables
+def test_prototype_table_and_grouped_views(blobs) -> None:
+    a = _fit(blobs)
+    sigs = a.transform(blobs, "test")
+    t = sigs.table()
+    assert t.columns == ["input_class", "signature", "output_class", "count"]
+    counts = t.column("count")
+    assert sum(counts) == blobs.n_samples("test")
+    assert counts == sorted(counts, reverse=True)
+    assert all(len(s) == 3 for s in t.column("signature"))
+    assert a.table(blobs, "test") == t  # through the analysis (cached signatures)
+    by_out = sigs.by_output_class()
+    assert sum(by_out.column("count")) == blobs.n_samples("test")
+    assert sum(by_out.column("n_misclassified")) == int((~sigs.correct).sum())
+    by_sig = sigs.by_signature()
+    assert len(by_sig) == sigs.n_signatures
+    assert sum(sum(r["by_class"].values()) for r in by_sig) == sigs.n_samples
+
+
+def test_composition_transitions_exemplars(blobs) -> None:
+    a = _fit(blobs)
+    sigs = a.transform(blobs, "train")
+    comp = sigs.cluster_composition()
+    per_layer: dict[str, int] = {}
+    for r in comp:
+        per_layer[r["layer"]] = per_layer.get(r["layer"], 0) + r["count"]
+    assert per_layer == {n: sigs.n_samples for n in a.layers_}
+    by_out = sigs.composition(by="output")
+    assert all(m.sum() == sigs.n_samples for m in by_out)
+
+    tr = sigs.transitions()
+    assert {(r["source_layer"], r["target_layer"]) for r in tr} == {("layer0", "layer1"),
+                                                                  ("layer1", "layer2")}
+    assert sum(r["count"] for r in tr) == 2 * sigs.n_samples
+    io = sigs.transitions(include_io=True)
+    assert sum(r["count"] for r in io) == 4 * sigs.n_samples
+    assert {r["source_layer"] for r in io} >= {"input"}
+
+    ex = sigs.exemplars(n=3)
+    for j in range(3):
+        assert len(ex[j]) == K
+        for c, rows in enumerate(ex[j]):
+            assert len(rows) == 3
+            assert (sigs.cluster_ids[rows, j] == c).all()
+            members = np.flatnonzero(sigs.cluster_ids[:, j] == c)
+            assert sigs.distances[rows[0], j] == sigs.distances[members, j].min()
+
+
+def test_frames_csv_json(blobs, tmp_path: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    a = _fit(blobs)
+    sigs = a.transform(blobs, "test")
+    df = sigs.table(as_frame=True)
+    assert isinstance(df, pd.DataFrame) and df["count"].sum() == sigs.n_samples
+    per = sigs.to_frame()
+    assert len(per) == sigs.n_samples and "cluster:layer0" in per.columns
+    text = sigs.table().to_csv()
+    assert text.splitlines()[0] == "input_class,signature,output_class,count"
+    assert "-" in text.splitlines()[1].split(",")[1]
+    sigs.to_csv(tmp_path / "s.csv")
+    assert len((tmp_path / "s.csv").read_text().splitlines()) == sigs.n_samples + 1
+    records = json.loads(sigs.by_signature().to_json())
+    assert isinstance(records[0]["signature"], list)
+
+
+def test_tables_work_without_pandas(blobs, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = _fit(blobs)
+    sigs = a.transform(blobs, "test")
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(ImportError, match="to_csv"):
+        sigs.table(as_frame=True)
+    assert sigs.table().to_csv().startswith("input_class,")
+    assert json.loads(sigs.to_json())[0]["row"] == 0
+
+
+def test_summary_and_text(blobs) -> None:
+    a = _fit(blobs)
+    s = a.summary(blobs, "test")
+    json.dumps(s)
+    assert s["n_signatures"] == K and s["fit"]["n_samples"] == a.n_fit_samples_
+    assert [lay["purity"] for lay in s["layers"]] == [1.0, 1.0, 1.0]
+    assert s["accuracy"] == pytest.approx(float((blobs.labels("test") == blobs.predictions("test")).mean()))
+    text = format_summary(s)
+    assert "layer0" in text and "purity" in text and "exact" in text
+
+
+def test_export_prototype(blobs, tmp_path: Path) -> None:
+    a = _fit(blobs)
+    paths = a.export_prototype(blobs, "test", tmp_path / "proto")
+    info = json.loads(paths["clusters_info"].read_text())
+    assert len(info) == 3
+    assert set(info[0][0]) == {"layer", "class", "instances_count", "cluster_index"}
+    assert [sum(r["instances_count"] for r in layer) for layer in info] == [a.n_fit_samples_] * 3
+    lines = paths["clusterized_values"].read_text().splitlines()
+    assert lines[0] == "input_class,cluster_in_layer1,cluster_in_layer2,cluster_in_layer3,output_class"
+    assert len(lines) == blobs.n_samples("test") + 1
+    first = [int(x) for x in lines[1].split(",")]
+    sigs = a.transform(blobs, "test")
+    assert first == [int(sigs.labels[0]), *sigs.cluster_ids[0].tolist(), int(sigs.predictions[0])]
+
+
+# ---------------------------------------------------------------------------- persistence
+def test_save_and_load_give_identical_signatures(tmp_path: Path) -> None:
+    path = tmp_path / "p.zarr"
+    make_blob_store(path, n_samples=300, error_rate=0.05)
+    store = open_store(path, mode="r+")
+    for name, kw in (("plain", {}), ("binned", {"discretizer": "quantile:5:unit", "reduce": 3}),
+                     ("streamed", {"memory_limit": 1, "discretizer": "uniform:6"})):
+        a = _fit(store, **kw)
+        before = {s: a.transform(store, s) for s in ("train", "test")}
+        a.save(store, name=name)
+        assert a.name_ == name
+        ro = open_store(path)
+        b = SignatureAnalysis.load(ro, name)
+        assert b.get_params() == a.get_params() or kw.get("discretizer") is not None
+        assert b.layers_ == a.layers_ and b.n_fit_samples_ == a.n_fit_samples_
+        for s in ("train", "test"):
+            after = b.transform(ro, s)
+            np.testing.assert_array_equal(after.cluster_ids, before[s].cluster_ids)
+            np.testing.assert_array_equal(after.distances, before[s].distances)
+        for j, comp in enumerate(a.fit_composition_):
+            np.testing.assert_array_equal(b.fit_composition_[j], comp)
+    assert open_store(path).analyses == ["binned", "plain", "streamed"]
+    groups = sorted(k for k, _ in open_store(path).root["analysis"]["binned"]["layers"]["layer0"].arrays())
+    assert "centers" in groups and "disc_bin_edges" in groups and "pca_components" in groups
+
+
+def test_saved_signatures_are_reused_until_recapture(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "q.zarr"
+    make_blob_store(path, n_samples=200)
+    store = open_store(path, mode="r+")
+    a = _fit(store)
+    a.save(store, "default", splits=["train", "test"])
+    b = SignatureAnalysis.load(open_store(path))
+
+    def boom(*args, **kwargs):
+        raise AssertionError("recomputed")
+
+    monkeypatch.setattr(SignatureAnalysis, "transform", boom)
+    sigs = b.signatures(open_store(path), "test")
+    assert sigs.n_samples == 200 and sigs.labels.size == 200
+    monkeypatch.undo()
+    # Re-capturing the split makes the saved signatures stale.
+    make_blob_store(store, splits=["test"], n_samples=150, overwrite=True)
+    assert b.signatures(open_store(path), "test").n_samples == 150
+
+
+def test_save_refusals(tmp_path: Path) -> None:
+    path = tmp_path / "r.zarr"
+    make_blob_store(path, n_samples=200)
+    a = _fit(open_store(path))
+    with pytest.raises(StoreError, match="read-only.*mode='r\\+'"):
+        a.save(open_store(path), "x")
+    a.save(path, "x")  # a path is opened read-write
+    with pytest.raises(StoreError, match="overwrite=True"):
+        a.save(path, "x")
+    a.save(path, "x", overwrite=True)
+    with pytest.raises(StoreError, match="Invalid analysis name"):
+        a.save(path, "a/b")
+    with pytest.raises(StoreError, match="saved analyses: x"):
+        SignatureAnalysis.load(path, "nope")
+
+
+def test_core_imports_no_framework() -> None:
+    code = ("import sys, nnsig_core.analysis, nnsig_core.report_data; "
+            "bad = [m for m in ('torch', 'keras', 'tensorflow') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_export_writes_every_view(blobs, tmp_path: Path) -> None:
+    a = _fit(blobs)
+    written = a.transform(blobs, "test").export(tmp_path / "out")
+    assert written == ["signatures_test.csv", "table_test.csv", "by_output_test.csv",
+                       "by_signature_test.csv", "transitions_test.csv", "composition_test.csv"]
+    for name in written:
+        assert (tmp_path / "out" / name).stat().st_size > 0
+    header = (tmp_path / "out" / "signatures_test.csv").read_text().splitlines()[0]
+    assert header.startswith("row,sample_index,label,prediction,correct,cluster:layer0")
+
+
+def test_save_defaults_to_every_complete_split(tmp_path: Path) -> None:
+    path = tmp_path / "d.zarr"
+    make_blob_store(path, n_samples=120)
+    store = open_store(path, mode="r+")
+    _fit(store).save(store)
+    assert sorted(k for k, _ in store.root["analysis"]["default"]["signatures"].groups()) == [
+        "test", "train"]
+    _fit(store).save(store, "none", splits=())
+    assert list(store.root["analysis"]["none"]["signatures"].groups()) == []
+
+
+def test_prefetched_reads_give_the_same_fit(blobs) -> None:
+    """Layers read ahead in a background thread (budget for 3 layers) or in turn: same result."""
+    ahead = _fit(blobs)  # default budget: every layer is prefetched
+    in_turn = _fit(blobs, memory_limit=40_000)  # one layer fits, three do not
+    assert {lc.method_ for lc in in_turn.clusterers_.values()} == {"exact"}
+    for name in ahead.layers_:
+        np.testing.assert_array_equal(ahead.clusterers_[name].cluster_centers_,
+                                      in_turn.clusterers_[name].cluster_centers_)

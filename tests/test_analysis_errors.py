@@ -1,0 +1,145 @@
+"""Bad input: every refusal names the problem and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnsig_core import capture_arrays, open_store
+from nnsig_core.analysis import (
+    AnalysisError,
+    EmptySelectionError,
+    MissingLabelsError,
+    NonFiniteActivationError,
+    NotFittedError,
+    SignatureAnalysis,
+    TooFewSamplesError,
+)
+from nnsig_core.analysis.synthetic import make_blob_activations, make_blob_store
+from nnsig_core.store import SPLIT_ATTR, IncompleteStoreError, StoreError
+
+
+def _capture(path: Path, n: int = 120, labels: bool = True, wrong: bool = False,
+             nan_at: int | None = None, split: str = "train", **kw) -> None:
+    data = make_blob_activations(n_samples=n, n_classes=3, layer_shapes=[(5,), (4,)], seed=1)
+    acts = data["activations"]
+    if nan_at is not None:
+        acts["layer1"][nan_at, 2] = np.nan
+    outputs = data["outputs"]
+    if wrong:
+        outputs = np.roll(outputs, 1, axis=1)
+    capture_arrays(activations=acts, outputs=outputs, labels=data["labels"] if labels else None,
+                   store_or_path=path, split=split, progress=False, chunk_bytes=128, **kw)
+
+
+def _analysis(**kw) -> SignatureAnalysis:
+    kw.setdefault("n_clusters", 3)
+    return SignatureAnalysis(progress=False, **kw)
+
+
+def test_no_correctly_classified_sample(tmp_path: Path) -> None:
+    _capture(tmp_path / "s.zarr", wrong=True)
+    with pytest.raises(EmptySelectionError, match="classified correctly.*only_correct=False"):
+        _analysis().fit(tmp_path / "s.zarr")
+    _analysis(only_correct=False).fit(tmp_path / "s.zarr")  # the fix works
+
+
+def test_fewer_samples_than_clusters(tmp_path: Path) -> None:
+    _capture(tmp_path / "s.zarr", n=30)
+    with pytest.raises(TooFewSamplesError, match="Only 30 sample.*at most 30"):
+        _analysis(n_clusters=50).fit(tmp_path / "s.zarr")
+    with pytest.raises(TooFewSamplesError, match="'layer1': 40"):
+        _analysis(n_clusters={"layer1": 40}).fit(tmp_path / "s.zarr")
+
+
+def test_empty_class_subset(tmp_path: Path) -> None:
+    _capture(tmp_path / "s.zarr")
+    with pytest.raises(EmptySelectionError, match="classes is empty"):
+        _analysis().fit(tmp_path / "s.zarr", classes=[])
+    with pytest.raises(EmptySelectionError, match=r"label in \[7, 8\].*labels present are \[0, 1, 2\]"):
+        _analysis().fit(tmp_path / "s.zarr", classes=[7, 8])
+
+
+def test_unknown_layer_lists_the_available_ones(tmp_path: Path) -> None:
+    _capture(tmp_path / "s.zarr")
+    with pytest.raises(StoreError, match="'layr1'.*Available layers: layer0, layer1.*did you mean 'layer1'"):
+        _analysis(layers=["layr1"]).fit(tmp_path / "s.zarr")
+
+
+def test_missing_split(tmp_path: Path) -> None:
+    _capture(tmp_path / "s.zarr")
+    with pytest.raises(StoreError, match="available splits: train"):
+        _analysis().fit(tmp_path / "s.zarr", "validation")
+
+
+def test_incomplete_store(tmp_path: Path) -> None:
+    _capture(tmp_path / "s.zarr")
+    store = open_store(tmp_path / "s.zarr", mode="r+")
+    info = store.split_attrs("train")
+    info["complete"] = False
+    store.root["train"].attrs[SPLIT_ATTR] = info
+    with pytest.raises(IncompleteStoreError, match="resume=True"):
+        _analysis().fit(open_store(tmp_path / "s.zarr"))
+
+
+def test_missing_labels(tmp_path: Path) -> None:
+    _capture(tmp_path / "s.zarr", labels=False)
+    with pytest.raises(MissingLabelsError, match="no labels.*only_correct=False"):
+        _analysis().fit(tmp_path / "s.zarr")
+    with pytest.raises(MissingLabelsError, match="no labels"):
+        _analysis(only_correct=False).fit(tmp_path / "s.zarr", classes=[0])
+    a = _analysis(only_correct=False).fit(tmp_path / "s.zarr")
+    sigs = a.transform(tmp_path / "s.zarr", "train")
+    assert sigs.accuracy is None and np.isnan(sigs.purity()).all()
+    with pytest.raises(MissingLabelsError, match="by='output'"):
+        sigs.composition()
+    assert sum(m.sum() for m in sigs.composition(by="output")) == 2 * sigs.n_samples
+    assert a.summary(tmp_path / "s.zarr", "train")["layers"][0]["purity"] is None
+
+
+def test_nan_names_layer_and_sample(tmp_path: Path) -> None:
+    _capture(tmp_path / "s.zarr", nan_at=57)
+    with pytest.raises(NonFiniteActivationError, match="'layer1' of split 'train'.*sample 57") as ei:
+        _analysis(only_correct=False).fit(tmp_path / "s.zarr")
+    assert ei.value.row == 57 and ei.value.layer == "layer1"
+    # Also when only the split being transformed has it.
+    _capture(tmp_path / "t.zarr")
+    _capture(tmp_path / "t.zarr", split="test", nan_at=3)
+    a = _analysis().fit(tmp_path / "t.zarr")
+    with pytest.raises(NonFiniteActivationError, match="split 'test'.*sample 3"):
+        a.transform(tmp_path / "t.zarr", "test")
+
+
+def test_not_fitted(tmp_path: Path) -> None:
+    _capture(tmp_path / "s.zarr")
+    a = _analysis()
+    for call in (lambda: a.transform(tmp_path / "s.zarr", "train"),
+                 lambda: a.summary(tmp_path / "s.zarr", "train"),
+                 lambda: a.save(tmp_path / "s.zarr")):
+        with pytest.raises(NotFittedError, match="fit"):
+            call()
+
+
+def test_bad_parameters(tmp_path: Path) -> None:
+    _capture(tmp_path / "s.zarr")
+    with pytest.raises(ValueError, match="memory size"):
+        _analysis(memory_limit="plenty").fit(tmp_path / "s.zarr")
+    with pytest.raises(ValueError, match="STRATEGY"):
+        _analysis(discretizer="gaussian").fit(tmp_path / "s.zarr")
+    with pytest.raises(AnalysisError, match="n_clusters"):
+        _analysis(n_clusters=0).fit(tmp_path / "s.zarr")
+    with pytest.raises(AnalysisError, match="n_init"):
+        _analysis(n_init=0).fit(tmp_path / "s.zarr")
+    with pytest.raises(ValueError, match="reduce"):
+        _analysis(reduce=0).fit(tmp_path / "s.zarr")
+
+
+def test_transform_of_another_model(tmp_path: Path) -> None:
+    make_blob_store(tmp_path / "a.zarr", splits=["train"], n_samples=100)
+    make_blob_store(tmp_path / "b.zarr", splits=["train"], n_samples=100,
+                    layer_shapes=[(8,), (7,), (2, 3)])
+    a = _analysis(n_clusters=4).fit(tmp_path / "a.zarr")
+    with pytest.raises(StoreError, match="'layer1' has unit shape"):
+        a.transform(tmp_path / "b.zarr", "train")

@@ -1,0 +1,189 @@
+"""The ``nnsig`` command: every subcommand, its output and its error paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnsig_core import capture, open_store
+from nnsig_core.analysis.synthetic import make_blob_store
+from nnsig_core.cli import main
+
+NNSIG = [sys.executable, "-m", "nnsig_core"]
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cli") / "s.zarr"
+    make_blob_store(path)
+    return path
+
+
+def run(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([*NNSIG, *map(str, args)], capture_output=True, text=True, timeout=120, **kw)
+
+
+def test_info_text_and_json(store_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", str(store_path)]) == 0
+    out = capsys.readouterr().out
+    assert "split train:" in out and "complete" in out and "layer" in out
+    assert main(["info", str(store_path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    store = open_store(store_path)
+    assert set(info["splits"]) == set(store.splits)
+    train = info["splits"]["train"]
+    assert [d["name"] for d in train["layers"]] == store.layers("train")
+    assert train["n_samples"] == store.n_samples("train")
+    assert all(d["bytes_stored"] > 0 for d in train["layers"])
+
+
+def test_info_reports_incomplete_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    class Stop(Exception):
+        pass
+
+    class Net:
+        framework = "test"
+
+        def run(self, x):
+            return x[:, :2], {"h": x}
+
+        def model_summary(self):
+            return {"model_class": "Net", "layers": []}
+
+        def to_numpy(self, x):
+            return np.asarray(x)
+
+    def batches():
+        rng = np.random.default_rng(0)
+        for i in range(5):
+            if i == 3:
+                raise Stop
+            yield rng.random((10, 4)).astype(np.float32), np.zeros(10, int)
+
+    with pytest.raises(Stop):
+        capture(Net(), batches(), tmp_path / "s.zarr", progress=False)
+    assert main(["info", str(tmp_path / "s.zarr")]) == 0
+    assert "INCOMPLETE" in capsys.readouterr().out
+
+
+def test_errors_are_one_line_with_status_1(tmp_path: Path) -> None:
+    r = run("info", tmp_path / "missing.zarr")
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert r.stderr.strip().count("\n") == 0
+    assert r.stderr.startswith("nnsig: error: No store at")
+    assert "Traceback" not in r.stderr
+    r = run("--debug", "info", tmp_path / "missing.zarr")
+    assert r.returncode == 1 and "Traceback" in r.stderr
+
+
+def test_usage_errors_exit_2() -> None:
+    assert run().returncode == 2
+    assert run("info").returncode == 2
+    assert run("frobnicate").returncode == 2
+    r = run("--help")
+    assert r.returncode == 0 and "analyze" in r.stdout and "view" in r.stdout
+    for cmd in ("info", "analyze", "report", "view", "export", "evaluate"):
+        r = run(cmd, "--help")
+        assert r.returncode == 0, cmd
+        assert "usage: nnsig " + cmd in r.stdout
+
+
+def test_analyze_report_export(store_path: Path, tmp_path: Path) -> None:
+    r = run("analyze", store_path, "--clusters", "4", "--name", "cli")
+    assert r.returncode == 0, r.stderr
+    assert "purity" in r.stdout.lower()
+    assert "cli" in open_store(store_path).analyses
+    # The same name again is refused unless --overwrite.
+    r = run("analyze", store_path, "--clusters", "4", "--name", "cli")
+    assert r.returncode == 1 and "--overwrite" in r.stderr
+    r = run("analyze", store_path, "--clusters", "3", "--name", "cli", "--overwrite",
+            "--discretize", "uniform:5", "--json")
+    assert r.returncode == 0, r.stderr
+    summaries = json.loads(r.stdout)
+    assert set(summaries) == set(open_store(store_path).splits)
+
+    out = tmp_path / "report"
+    r = run("report", store_path, "--analysis", "cli", "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert (out / "index.html").is_file() and (out / "data.js").is_file()
+    assert "nnsig view" in r.stdout
+
+    r = run("export", store_path, "--analysis", "cli", "--split", "test", "--out", tmp_path / "x")
+    assert r.returncode == 0, r.stderr
+    assert any(name.endswith(".csv") for name in os.listdir(tmp_path / "x"))
+    r = run("export", store_path, "--analysis", "cli", "--out", tmp_path / "p", "--prototype")
+    assert r.returncode == 0, r.stderr
+    info = json.loads((tmp_path / "p" / "clusters_info.json").read_text())
+    assert {"layer", "class", "instances_count", "cluster_index"} <= set(info[0][0] if isinstance(info[0], list) else info[0])
+    header = (tmp_path / "p" / "clusterized_values.csv").read_text().splitlines()[0]
+    assert header.startswith("input_class,cluster_in_layer1") and header.endswith("output_class")
+
+
+def test_analyze_and_report_errors(store_path: Path, tmp_path: Path) -> None:
+    r = run("analyze", store_path, "--layers", "nope", "--name", "bad")
+    assert r.returncode == 1 and "nope" in r.stderr
+    r = run("analyze", store_path, "--clusters", "x=")
+    assert r.returncode == 1 and "--clusters" in r.stderr
+    r = run("report", store_path, "--analysis", "missing", "--out", tmp_path / "r")
+    assert r.returncode == 1
+    assert "No analysis named 'missing'" in r.stderr and "nnsig analyze" in r.stderr
+    r = run("export", store_path, "--analysis", "missing", "--out", tmp_path / "x")
+    assert r.returncode == 1 and "missing" in r.stderr
+    r = run("report", tmp_path / "nostore.zarr", "--out", tmp_path / "r")
+    assert r.returncode == 1 and "No store" in r.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_view_serves_and_stops_on_interrupt(store_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    assert run("analyze", store_path, "--clusters", "3", "--name", "view").returncode == 0
+    assert run("report", store_path, "--analysis", "view", "--out", out).returncode == 0
+    proc = subprocess.Popen([*NNSIG, "view", str(out), "--no-browser"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        assert "serving" in line and "http://127.0.0.1:" in line
+        url = line.split(" at ")[1].split()[0]
+        with urllib.request.urlopen(url + "data.js", timeout=10) as resp:
+            assert resp.status == 200
+            assert resp.read().startswith(b"window.NNSIG_REPORT")
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        # A second server on the same port is refused with a clear message.
+        r = run("view", out, "--no-browser", "--port", port)
+        assert r.returncode == 1 and str(port) in r.stderr and "in use" in r.stderr.lower()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+    assert proc.returncode == 0
+
+
+def test_view_refuses_non_report(tmp_path: Path) -> None:
+    r = run("view", tmp_path, "--no-browser", "--port", _free_port())
+    assert r.returncode == 1 and "index.html" in r.stderr
+    r = run("view", tmp_path / "nope", "--no-browser")
+    assert r.returncode == 1 and "not a directory" in r.stderr
+
+
+def test_python_m_matches_console_script(store_path: Path) -> None:
+    exe = Path(sys.executable).parent / "nnsig"
+    if not exe.exists():
+        pytest.skip("console script not installed next to this interpreter")
+    a = subprocess.run([str(exe), "info", str(store_path), "--json"], capture_output=True, text=True)
+    b = run("info", store_path, "--json")
+    assert a.returncode == b.returncode == 0
+    assert json.loads(a.stdout) == json.loads(b.stdout)
