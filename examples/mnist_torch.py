@@ -109,7 +109,8 @@ def prototype_mlp():
     ]))
 
 
-def train(model, images, labels, epochs: int, batch_size: int, lr: float, seed: int) -> None:
+def train(model, images, labels, epochs: int, batch_size: int, lr: float, seed: int,
+          progress: bool = True) -> None:
     import torch
     from tqdm.auto import tqdm
 
@@ -118,7 +119,7 @@ def train(model, images, labels, epochs: int, batch_size: int, lr: float, seed: 
     model.train()
     n = len(images)
     steps = epochs * -(-n // batch_size)
-    with tqdm(total=steps, desc="train", unit="step", dynamic_ncols=True) as bar:
+    with tqdm(total=steps, desc="train", unit="step", dynamic_ncols=True, disable=not progress) as bar:
         for epoch in range(epochs):
             order = torch.randperm(n, generator=g)
             for lo in range(0, n, batch_size):
@@ -202,7 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         model.eval()
         log.info("Loaded cached weights %s (pass --retrain to train again)", weights)
     else:
-        train(model, train_x, train_y, args.epochs, args.batch_size, args.lr, args.seed)
+        train(model, train_x, train_y, args.epochs, args.batch_size, args.lr, args.seed,
+              progress=not args.quiet)
         torch.save(model.state_dict(), weights)
     test_acc = accuracy(model, test_x, test_y)
     known = torch.isin(test_y, torch.tensor(train_classes))
@@ -248,10 +250,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"layer {layer['name']:8s}  purity {layer['purity']:.3f}  "
               f"entropy {layer['entropy']:.3f} bits  clusters {layer['n_clusters']}")
     print(f"distinct test signatures: {summary['n_signatures']}")
-    table = analysis.transform(rw, "test").table()
+    table = analysis.signatures(rw, "test").table()
     print("most frequent test signatures (input class, signature, output class, count):")
-    for row in table[:5]:
-        print(f"  {row['input']}  {'-'.join(map(str, row['signature']))}  {row['output']}  {row['count']}")
+    for row in table.to_records()[:5]:
+        path = " -> ".join(map(str, row["signature"]))
+        print(f"  {row['input_class']}   {path}   {row['output_class']}   {row['count']}")
     print(f"\nreport: {report}")
     print(f"open it: nnsig view {report.parent}   (or open {report} in a browser)")
     print(f"total time {time.perf_counter() - t0:.1f} s")

@@ -11,7 +11,14 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from nnsig_core.adapter import Adapter, ArrayAdapter, LayerSummary, ModelSummary
+from nnsig_core.adapter import (
+    Adapter,
+    ArrayAdapter,
+    LayerSelectionError,
+    LayerSummary,
+    ModelSummary,
+    UnknownLayerError,
+)
 from nnsig_core.capture import CaptureError, capture, capture_arrays
 from nnsig_core.store import (
     ActivationStore,
@@ -29,6 +36,7 @@ __all__ = [
     "Discretizer",
     "EmptySelectionError",
     "IncompleteStoreError",
+    "LayerSelectionError",
     "LayerSummary",
     "MissingLabelsError",
     "ModelSummary",
@@ -39,6 +47,7 @@ __all__ = [
     "Signatures",
     "StoreError",
     "TooFewSamplesError",
+    "UnknownLayerError",
     "build_report_data",
     "capture",
     "capture_arrays",

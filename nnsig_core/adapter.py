@@ -24,12 +24,56 @@ The protocol is deliberately narrow:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TypedDict, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Adapter", "ArrayAdapter", "LayerSummary", "ModelSummary"]
+__all__ = [
+    "Adapter",
+    "ArrayAdapter",
+    "LayerSelectionError",
+    "LayerSummary",
+    "ModelSummary",
+    "UnknownLayerError",
+    "close_matches",
+]
+
+
+class LayerSelectionError(ValueError):
+    """A layer selection that selects nothing, or a selected layer that cannot be captured.
+
+    Raised by every framework adapter, so ``except LayerSelectionError``
+    works whatever the framework.
+    """
+
+
+class UnknownLayerError(LayerSelectionError, KeyError):
+    """A layer name that is not a layer of the model (the message lists close matches)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+def close_matches(name: str, candidates: Sequence[str], n: int = 5) -> list[str]:
+    """Names among ``candidates`` that look like ``name``, best first.
+
+    First the names that merely end with ``name`` after a ``/`` (``"dense_2"``
+    for ``"encoder/dense_2"``, the usual mistake with nested models), then
+    difflib's close matches, then names that contain ``name`` (``"conv1"`` in
+    ``"layer1.0.conv1"``).
+    """
+    found = [c for c in candidates if c.endswith("/" + name)][:n]
+    for c in difflib.get_close_matches(name, candidates, n=n, cutoff=0.5):
+        if c not in found and len(found) < n:
+            found.append(c)
+    for c in candidates:
+        if len(found) >= n:
+            break
+        if name and name in c and c not in found:
+            found.append(c)
+    return found
 
 
 class LayerSummary(TypedDict, total=False):

@@ -374,3 +374,16 @@ def test_batches_may_carry_source_positions(tmp_path: Path) -> None:
     np.testing.assert_array_equal(s.labels("train"), y[keep])
     with pytest.raises(CaptureError, match="sample indices"):
         capture(LinearReLU(), [(X[:4], y[:4], keep[:3])], tmp_path / "t.zarr", progress=False)
+
+
+def test_adapters_share_one_selection_error_type() -> None:
+    from nnsig_core import LayerSelectionError, UnknownLayerError
+    from nnsig_core.adapter import close_matches
+
+    assert issubclass(UnknownLayerError, LayerSelectionError)
+    assert issubclass(UnknownLayerError, KeyError)
+    assert str(UnknownLayerError("no 'x'")) == "no 'x'"
+    names = ["encoder/dense_2", "dense_1", "layer1.0.conv1", "fc"]
+    assert close_matches("dense_2", names)[0] == "encoder/dense_2"
+    assert "layer1.0.conv1" in close_matches("conv1", names)
+    assert close_matches("zzz", names) == []

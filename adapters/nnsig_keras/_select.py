@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from nnsig_core.adapter import LayerSelectionError, UnknownLayerError, close_matches
 
 __all__ = [
     "LayerSelectionError",
@@ -20,30 +21,6 @@ LayerSpec = str | type
 
 _GLOB_CHARS = frozenset("*?[")
 
-
-class LayerSelectionError(ValueError):
-    """A ``layers`` entry that selects nothing, or a selection that cannot be captured."""
-
-
-class UnknownLayerError(LayerSelectionError, KeyError):
-    """A layer name that is not a layer of the model."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
-
-
-def close_matches(name: str, candidates: Sequence[str], n: int = 5) -> list[str]:
-    """Names among ``candidates`` that look like ``name`` (difflib), best first.
-
-    Names that merely end with ``name`` after a ``/`` (``"dense_2"`` for
-    ``"encoder/dense_2"``) come first: that is the usual mistake with nested
-    models.
-    """
-    found = [c for c in candidates if c.endswith("/" + name)][:n]
-    for c in difflib.get_close_matches(name, candidates, n=n, cutoff=0.5):
-        if c not in found and len(found) < n:
-            found.append(c)
-    return found
 
 
 def _is_glob(s: str) -> bool:

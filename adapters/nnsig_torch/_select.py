@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import logging
 from collections.abc import Sequence
 
 from torch import nn
+
+from nnsig_core.adapter import LayerSelectionError, UnknownLayerError, close_matches
 
 __all__ = [
     "ACTIVATION_TYPES",
@@ -66,16 +67,6 @@ LayerSpec = str | type
 _GLOB_CHARS = frozenset("*?[")
 
 
-class LayerSelectionError(ValueError):
-    """A ``layers`` entry (or ``pool`` key) that selects nothing, or a layer that never ran."""
-
-
-class UnknownLayerError(LayerSelectionError, KeyError):
-    """A layer name that is not a module of the model."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
-
 
 def unwrap_model(model: nn.Module) -> nn.Module:
     """Return the user's module inside ``DataParallel``, DDP or ``torch.compile`` wrappers.
@@ -104,14 +95,6 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 def _is_glob(s: str) -> bool:
     return any(c in _GLOB_CHARS for c in s)
-
-
-def close_matches(name: str, candidates: Sequence[str], n: int = 5) -> list[str]:
-    """Names among ``candidates`` that look like ``name`` (difflib), best first."""
-    found = difflib.get_close_matches(name, candidates, n=n, cutoff=0.5)
-    if len(found) < n:  # also offer names that merely contain it (e.g. "conv1" in "layer1.0.conv1")
-        found += [c for c in candidates if name and name in c and c not in found][: n - len(found)]
-    return found
 
 
 def _unknown(name: str, names: Sequence[str], what: str = "layer") -> UnknownLayerError:
