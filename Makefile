@@ -30,6 +30,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_capture.py
 	$(BIN)/python benchmarks/bench_analysis.py
 	$(BIN)/python benchmarks/bench_report.py
+	$(BIN)/python benchmarks/bench_diagnostics.py --out runs/bench_diagnostics.csv
 
 screenshot: $(BIN)/.installed
 	$(BIN)/python docs/make_screenshot.py

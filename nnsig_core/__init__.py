@@ -40,6 +40,7 @@ __all__ = [
     "LayerSummary",
     "MissingLabelsError",
     "ModelSummary",
+    "NovelClassError",
     "NonFiniteActivationError",
     "PortInUseError",
     "ReportError",
@@ -48,13 +49,16 @@ __all__ = [
     "StoreError",
     "TooFewSamplesError",
     "UnknownLayerError",
+    "baseline_scores",
     "build_report_data",
     "capture",
     "capture_arrays",
+    "evaluate",
     "format_summary",
     "open_store",
     "parse_discretizer_spec",
     "serve_report",
+    "signature_scores",
     "write_index",
     "write_report",
     "write_report_data",
@@ -72,6 +76,12 @@ if TYPE_CHECKING:  # imported lazily below, so `nnsig info` starts without sciki
         TooFewSamplesError,
         format_summary,
         parse_discretizer_spec,
+    )
+    from nnsig_core.diagnostics import (
+        NovelClassError,
+        baseline_scores,
+        evaluate,
+        signature_scores,
     )
     from nnsig_core.report import (
         PortInUseError,
@@ -96,6 +106,10 @@ _LAZY = {
         "nnsig_core.report",
     ),
     "build_report_data": "nnsig_core.report_data",
+    **dict.fromkeys(
+        ["NovelClassError", "baseline_scores", "evaluate", "signature_scores"],
+        "nnsig_core.diagnostics",
+    ),
 }
 
 

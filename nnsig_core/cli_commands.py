@@ -86,6 +86,29 @@ def register(sub: Any) -> None:
                    help="write the prototype's clusters_info.json and clusterized_values.csv")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser(
+        "evaluate",
+        help="score samples from their signatures and measure the scores against baselines",
+        description=(
+            "Compute the signature scores of a split (saved next to the analysis) and the "
+            "baselines (max softmax, energy, Mahalanobis, k-NN, activation patterns), then "
+            "print AUROC, AUPR-In, AUPR-Out and FPR at 95%% TPR for error detection "
+            "(positives: misclassified samples of known classes), novelty (positives: samples "
+            "of classes the analysis was not fitted on) and both. The suspicious samples are "
+            "always the positive class."
+        ),
+    )
+    p.add_argument("store", help="path of the store")
+    p.add_argument("--analysis", default="default", help="saved analysis (default: default)")
+    p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    p.add_argument("--validation", default=None, metavar="SPLIT",
+                   help="split of known classes that chooses the combined score (default: none)")
+    p.add_argument("--no-baselines", action="store_true", help="signature scores only")
+    p.add_argument("--metric", default="auroc", choices=["auroc", "aupr_in", "aupr_out", "fpr95"],
+                   help="metric of the printed table (default: auroc); --csv has them all")
+    p.add_argument("--csv", default=None, metavar="PATH", help="write every metric as CSV")
+    p.set_defaults(func=cmd_evaluate)
+
 
 # ---------------------------------------------------------------------------- helpers
 def parse_classes(spec: str | None) -> list[int] | None:
@@ -220,6 +243,43 @@ def cmd_export(args: argparse.Namespace) -> int:
         written = analysis.signatures(store, args.split).export(out)
     for name in written:
         print(out / name)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import csv
+
+    from nnsig_core.cli import format_table
+    from nnsig_core.diagnostics import baseline_scores, evaluate
+
+    store = open_store(args.store, mode="r+")
+    analysis = _load_analysis(store, args.analysis)
+    store.require_complete(args.split)
+    scores = dict(analysis.score(store, args.split, validation_split=args.validation))
+    if not args.no_baselines:
+        scores.update(baseline_scores(analysis, store, args.split))
+    rows = evaluate(scores, store.labels(args.split), store.predictions(args.split),
+                    analysis.classes_, as_frame=False)
+    if not rows:
+        raise ValueError(
+            f"Nothing to evaluate on split {args.split!r}: it has no misclassified samples "
+            "and no samples of classes outside the analysis's fitted classes."
+        )
+    if args.csv:
+        with open(args.csv, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    names = list(dict.fromkeys(r["score"] for r in rows))
+    value = {(r["score"], r["task"]): r["value"] for r in rows if r["metric"] == args.metric}
+    counts = {r["task"]: (r["n_positive"], r["n_negative"]) for r in rows}
+    table = [[n, *(f"{value[(n, t)]:.3f}" if (n, t) in value else "" for t in tasks)] for n in names]
+    print(f"{args.metric} on split {args.split!r} (positives = suspicious samples):")
+    print(format_table(table, ["score", *tasks]))
+    print("  " + "; ".join(f"{t}: {p} positives, {q} negatives" for t, (p, q) in counts.items()))
+    if args.csv:
+        print(f"all metrics written to {args.csv}")
     return 0
 
 

@@ -143,6 +143,21 @@ def test_analyze_and_report_errors(store_path: Path, tmp_path: Path) -> None:
     assert r.returncode == 1 and "No store" in r.stderr
 
 
+def test_evaluate(store_path: Path, tmp_path: Path) -> None:
+    assert run("analyze", store_path, "--clusters", "4", "--name", "ev", "--classes", "0-1").returncode == 0
+    r = run("evaluate", store_path, "--analysis", "ev", "--split", "test", "--csv", tmp_path / "m.csv")
+    assert r.returncode == 0, r.stderr
+    assert "auroc" in r.stdout and "novelty" in r.stdout and "combined" in r.stdout and "knn" in r.stdout
+    lines = (tmp_path / "m.csv").read_text().splitlines()
+    assert lines[0].startswith("score,task,metric,value")
+    assert {line.split(",")[2] for line in lines[1:]} == {"auroc", "aupr_in", "aupr_out", "fpr95"}
+    # Tuning the combined score on a split holding novel classes is refused.
+    r = run("evaluate", store_path, "--analysis", "ev", "--validation", "test")
+    assert r.returncode == 1 and "novel" in r.stderr.lower()
+    r = run("evaluate", store_path, "--analysis", "nope")
+    assert r.returncode == 1 and "nope" in r.stderr
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -281,7 +281,7 @@ class LayerClusterer(BaseEstimator):
                 for _ in self._pass(src, "sample", collector):
                     pass
             assert collector is not None
-            init = self._features(collector.rows)
+            init = self.features(collector.rows)
             init_centers = self._kmeans(init, k, name).cluster_centers_
             mbk = MiniBatchKMeans(
                 n_clusters=k,
@@ -293,13 +293,13 @@ class LayerClusterer(BaseEstimator):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", ConvergenceWarning)
                 for p in range(max(1, int(self.streaming_passes))):
-                    feats = (self._features(b) for _, b in self._pass(src, f"kmeans {p + 1}"))
+                    feats = (self.features(b) for _, b in self._pass(src, f"kmeans {p + 1}"))
                     for batch in rebatch(feats, max(int(self.batch_size), k)):
                         mbk.partial_fit(batch)
             _log_warnings(caught, name)
             centers = np.asarray(mbk.cluster_centers_, dtype=np.float32)
             parts = [
-                self._assign_block(self._features(b), centers)
+                self._assign_block(self.features(b), centers)
                 for _, b in self._pass(src, "assign")
             ]
             ids = np.concatenate([p[0] for p in parts])
@@ -364,7 +364,7 @@ class LayerClusterer(BaseEstimator):
             return gather(src, X)
         o = 0
         for _, b in self._pass(src, "read", collector):
-            X[o : o + b.shape[0]] = self._features(b)
+            X[o : o + b.shape[0]] = self.features(b)
             o += b.shape[0]
         return X
 
@@ -389,7 +389,7 @@ class LayerClusterer(BaseEstimator):
             return block
         return self.discretizer_.transform(block).astype(np.float32)
 
-    def _features(self, block: np.ndarray) -> np.ndarray:
+    def features(self, block: np.ndarray) -> np.ndarray:
         """Raw rows (m, n_features) -> the clustering space (float32)."""
         x = self._discretized(block)
         if self.reducer_ is not None:
@@ -409,7 +409,7 @@ class LayerClusterer(BaseEstimator):
                 f"The layer was fitted with {self.n_features_in_} features; these rows have "
                 f"{block.shape[1]}."
             )
-        return self._assign_block(self._features(block), self.cluster_centers_)
+        return self._assign_block(self.features(block), self.cluster_centers_)
 
     # ------------------------------------------------------------------ state
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -530,6 +530,27 @@ class SignatureAnalysis(BaseEstimator):
             out.append(per_class)
         return out
 
+    # ------------------------------------------------------------------ diagnostics
+    def score(
+        self,
+        store: ActivationStore | str | os.PathLike[str],
+        split: str,
+        validation_split: str | None = None,
+        **kwargs: Any,
+    ) -> dict[str, np.ndarray]:
+        """Per-sample suspicion scores of ``split`` (higher = more suspicious).
+
+        Delegates to :func:`nnsig_core.diagnostics.signature_scores`: path and
+        transition surprisal, layer/class disagreement, centroid and class
+        distance p-values, class margin, and ``"combined"``, chosen on the
+        error-detection task of ``validation_split`` (known classes only;
+        novel classes there are refused). Scores are also saved next to the
+        analysis when the store is writable and the analysis saved.
+        """
+        from nnsig_core.diagnostics import signature_scores
+
+        return signature_scores(self, store, split, validation_split=validation_split, **kwargs)
+
     # ------------------------------------------------------------------ summary and export
     def summary(self, store: ActivationStore | str | os.PathLike[str], split: str) -> dict[str, Any]:
         """A JSON-serialisable summary of the analysis on ``split`` (printed by ``nnsig analyze``).

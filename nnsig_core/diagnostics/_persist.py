@@ -1,0 +1,96 @@
+"""Scores in the store: ``analysis/<name>/scores/<split>/<score name>`` (float64, (sample,))."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from nnsig_core.store import ANALYSIS_GROUP, ActivationStore, StoreError, to_json_safe
+
+__all__ = ["SCORES_ATTR", "load_scores", "save_scores", "saved_score_splits"]
+
+log = logging.getLogger("nnsig")
+
+SCORES_GROUP = "scores"
+SCORES_ATTR = "nnsig_scores"
+
+
+def save_scores(
+    store: ActivationStore,
+    name: str | None,
+    split: str,
+    scores: Mapping[str, Any],
+    attrs: Mapping[str, Any] | None = None,
+) -> bool:
+    """Write ``scores`` next to the analysis ``name``; returns whether anything was written.
+
+    Nothing is written (and a warning is logged) when the store is read-only
+    or holds no analysis ``name`` (it was never saved to the store). The
+    split's fingerprint (sample count, capture times) is kept in the group's
+    ``nnsig_scores`` attribute with the scorer's settings.
+    Existing scores of the same split are replaced.
+    """
+    if name is None:
+        log.warning("Scores of split %r not saved: the analysis has not been saved to the "
+                    "store (analysis.save(store, name)) and no name was given.", split)
+        return False
+    if store.read_only:
+        log.warning("Scores of split %r not saved: the store is open read-only "
+                    "(open it with mode='r+', or pass save=False).", split)
+        return False
+    if name not in store.analyses:
+        log.warning("Scores of split %r not saved: no analysis %r in the store to save them "
+                    "next to (analysis.save(store, %r) first, or pass save=False).",
+                    split, name, name)
+        return False
+    n = store.n_samples(split)
+    for key, v in scores.items():
+        if np.asarray(v).reshape(-1).size != n:
+            raise StoreError(f"Score {key!r} has {np.asarray(v).size} values; split {split!r} "
+                             f"has {n} samples.")
+    root = store.root
+    g = root.require_group(ANALYSIS_GROUP).require_group(name).require_group(SCORES_GROUP)
+    if split in g:
+        del g[split]
+    sg = g.create_group(split)
+    from nnsig_core.analysis.engine import split_fingerprint
+
+    sg.attrs[SCORES_ATTR] = to_json_safe({"split": split, "n_samples": n,
+                                          "fingerprint": split_fingerprint(store, split),
+                                          "scores": list(scores), **dict(attrs or {})})
+    for key, v in scores.items():
+        data = np.asarray(v, dtype=np.float64).reshape(-1)
+        sg.create_array(key, data=data, chunks=(max(1, min(n, 1 << 16)),),
+                        dimension_names=["sample"], overwrite=True)
+    log.info("Saved %d score(s) of split %r under %s/%s/%s/%s.", len(scores), split,
+             ANALYSIS_GROUP, name, SCORES_GROUP, split)
+    return True
+
+
+def _scores_group(store: ActivationStore, name: str) -> Any:
+    path = f"{ANALYSIS_GROUP}/{name}/{SCORES_GROUP}"
+    try:
+        return store.root[path]
+    except KeyError:
+        return None
+
+
+def saved_score_splits(store: ActivationStore, name: str) -> list[str]:
+    """Splits with saved scores for the analysis ``name``."""
+    g = _scores_group(store, name)
+    return [] if g is None else sorted(k for k, _ in g.groups())
+
+
+def load_scores(store: ActivationStore, name: str, split: str) -> dict[str, np.ndarray]:
+    """The scores saved by :func:`save_scores` (in the order they were saved)."""
+    g = _scores_group(store, name)
+    if g is None or split not in g:
+        have = saved_score_splits(store, name)
+        raise StoreError(f"No saved scores of split {split!r} for analysis {name!r}; "
+                         f"splits with scores: {have or '(none)'}.")
+    sg = g[split]
+    order = sg.attrs.get(SCORES_ATTR, {}).get("scores") or sorted(k for k, _ in sg.arrays())
+    return {k: np.asarray(sg[k][:]) for k in order if k in sg}

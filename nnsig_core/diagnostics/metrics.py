@@ -1,0 +1,284 @@
+"""Detection metrics and the three evaluation tasks (error, novelty, both).
+
+Convention
+----------
+Every score is *higher = more suspicious*. The **positive** class of every
+metric is the *suspicious* one: the samples a monitor should flag
+(misclassified samples, samples of novel classes, or both, depending on the
+task). Negatives are the samples it should let through.
+
+AUROC
+    Area under the ROC curve of ``score`` for ``positive``: the probability
+    that a random positive scores higher than a random negative (ties count
+    one half). 0.5 is chance, 1 is perfect.
+AUPR-Out
+    Average precision (scikit-learn's ``average_precision_score``) with the
+    suspicious samples as the positive class, ranked by ``score``.
+AUPR-In
+    Average precision with the *normal* samples as the positive class, ranked
+    by ``-score``.
+FPR@95TPR
+    Take the highest threshold ``t`` such that flagging ``score >= t`` catches
+    at least 95 % of the positives; the fraction of negatives also flagged at
+    ``t``. Lower is better.
+
+Tasks (see :func:`task_masks`)
+------------------------------
+``error`` (A)
+    Population: labelled samples of known classes (those the analysis was
+    fitted on). Positives: the misclassified ones.
+``novelty`` (B)
+    Population: all labelled samples. Positives: samples whose label is not
+    a known class; negatives: every known-class sample, right or wrong.
+``both`` (C)
+    Population: all labelled samples. Positives: misclassified known-class
+    samples and novel-class samples; negatives: correctly classified
+    known-class samples.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+__all__ = [
+    "METRICS",
+    "TASKS",
+    "detection_metrics",
+    "evaluate",
+    "fpr_at_tpr",
+    "summarize",
+    "task_masks",
+]
+
+log = logging.getLogger("nnsig")
+
+TASKS = ("error", "novelty", "both")
+METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95")
+
+
+def _check(scores: Any, positive: Any) -> tuple[np.ndarray, np.ndarray]:
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    y = np.asarray(positive).reshape(-1)
+    if y.dtype != bool:
+        if not np.isin(y, (0, 1)).all():
+            raise ValueError("positive must be boolean (or 0/1): True marks a suspicious sample.")
+        y = y.astype(bool)
+    if s.shape != y.shape:
+        raise ValueError(f"scores has {s.size} values but positive has {y.size}.")
+    if not np.isfinite(s).all():
+        raise ValueError(
+            f"{int((~np.isfinite(s)).sum())} score(s) are NaN or infinite; "
+            "detection metrics need finite scores."
+        )
+    if y.all() or not y.any():
+        raise ValueError(
+            "Detection metrics need both positives (suspicious samples) and negatives; "
+            f"got {int(y.sum())} positive(s) among {y.size} sample(s)."
+        )
+    return s, y
+
+
+def fpr_at_tpr(scores: Any, positive: Any, tpr: float = 0.95) -> float:
+    """False-positive rate at the highest threshold whose true-positive rate is >= ``tpr``.
+
+    Samples are flagged when ``score >= t``. With ``T = {t : TPR(t) >= tpr}``,
+    the threshold is ``max(T)`` and the result
+    ``FPR = #{negatives with score >= max(T)} / #negatives``.
+
+    Parameters
+    ----------
+    scores : array-like (n,)
+        Higher = more suspicious.
+    positive : array-like of bool (n,)
+        True for the samples that should be flagged.
+    tpr : float
+        Target true-positive rate in (0, 1].
+    """
+    if not 0.0 < tpr <= 1.0:
+        raise ValueError(f"tpr must be in (0, 1]; got {tpr}.")
+    s, y = _check(scores, positive)
+    fpr, tprs, _ = roc_curve(y, s, drop_intermediate=False)
+    i = int(np.searchsorted(tprs, tpr - 1e-12, side="left"))
+    return float(fpr[min(i, fpr.size - 1)])
+
+
+def detection_metrics(scores: Any, positive: Any) -> dict[str, float]:
+    """AUROC, AUPR-In, AUPR-Out and FPR@95TPR of ``scores`` for flagging ``positive``.
+
+    Parameters
+    ----------
+    scores : array-like (n,)
+        Higher = more suspicious.
+    positive : array-like of bool (n,)
+        True for suspicious samples (the positive class; see the module doc).
+
+    Returns
+    -------
+    dict
+        ``{"auroc", "aupr_in", "aupr_out", "fpr95"}``: floats.
+
+    Raises
+    ------
+    ValueError
+        Non-finite scores, mismatched lengths, or only one class present.
+    """
+    s, y = _check(scores, positive)
+    return {
+        "auroc": float(roc_auc_score(y, s)),
+        "aupr_in": float(average_precision_score(~y, -s)),
+        "aupr_out": float(average_precision_score(y, s)),
+        "fpr95": fpr_at_tpr(s, y, 0.95),
+    }
+
+
+def task_masks(
+    labels: Any, predictions: Any, known_classes: Iterable[int]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The evaluation tasks of a split: ``{task: (included, positive)}``.
+
+    Parameters
+    ----------
+    labels : array-like of int (n,)
+        True labels, -1 where unknown (such samples are in no task).
+    predictions : array-like of int (n,)
+        The model's predicted classes.
+    known_classes : iterable of int
+        The classes the model and the analysis were fitted on
+        (``SignatureAnalysis.classes_``).
+
+    Returns
+    -------
+    dict of str to (ndarray of bool, ndarray of bool)
+        For each of ``"error"``, ``"novelty"``, ``"both"`` whose population
+        holds at least one positive and one negative: a mask of the samples
+        included and, over the whole split, the mask of positives (only
+        meaningful where included). Tasks without positives or negatives
+        (e.g. ``novelty`` when every class is known) are left out.
+    """
+    y = np.asarray(labels, dtype=np.int64).reshape(-1)
+    p = np.asarray(predictions, dtype=np.int64).reshape(-1)
+    if y.shape != p.shape:
+        raise ValueError(f"labels has {y.size} values but predictions has {p.size}.")
+    known = np.asarray(sorted({int(c) for c in known_classes}), dtype=np.int64)
+    if known.size == 0:
+        raise ValueError("known_classes is empty: give the classes the analysis was fitted on.")
+    labelled = y >= 0
+    is_known = labelled & np.isin(y, known)
+    novel = labelled & ~is_known
+    wrong = is_known & (y != p)
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {
+        "error": (is_known, wrong),
+        "novelty": (labelled, novel),
+        "both": (labelled, wrong | novel),
+    }
+    kept = {}
+    for task, (inc, pos) in out.items():
+        n_pos = int((inc & pos).sum())
+        n_neg = int((inc & ~pos).sum())
+        if n_pos == 0 or n_neg == 0:
+            log.info("Task %r skipped: %d positive(s), %d negative(s).", task, n_pos, n_neg)
+            continue
+        kept[task] = (inc, pos)
+    return kept
+
+
+def evaluate(
+    scores: Mapping[str, Any],
+    labels: Any,
+    predictions: Any,
+    known_classes: Iterable[int],
+    tasks: Sequence[str] | None = None,
+    as_frame: bool | None = None,
+) -> Any:
+    """Every score x task x metric, as a tidy table.
+
+    Parameters
+    ----------
+    scores : mapping of str to array-like (n,)
+        Score name to per-sample scores (higher = more suspicious), e.g. the
+        output of :func:`~nnsig_core.diagnostics.signature_scores` merged with
+        :func:`~nnsig_core.diagnostics.baseline_scores`.
+    labels, predictions : array-like of int (n,)
+        True labels (-1 unknown) and predicted classes of the same samples.
+    known_classes : iterable of int
+        Classes the analysis was fitted on (``analysis.classes_``).
+    tasks : sequence of str, optional
+        Subset of ``("error", "novelty", "both")``; default all that are defined
+        on these samples (see :func:`task_masks`).
+    as_frame : bool or None
+        ``True``: a pandas DataFrame; ``False``: a list of dicts; ``None``
+        (default): a DataFrame when pandas is installed, else a list.
+
+    Returns
+    -------
+    list of dict or pandas.DataFrame
+        One row per (score, task, metric): ``score``, ``task``, ``metric``,
+        ``value``, ``n_positive``, ``n_negative``. Metrics are ``auroc``,
+        ``aupr_in``, ``aupr_out``, ``fpr95`` (see the module doc; positives
+        are the suspicious samples).
+    """
+    masks = task_masks(labels, predictions, known_classes)
+    if tasks is not None:
+        unknown = [t for t in tasks if t not in TASKS]
+        if unknown:
+            raise ValueError(f"Unknown task(s) {unknown}; choose among {list(TASKS)}.")
+        missing = [t for t in tasks if t not in masks]
+        if missing:
+            log.warning("Task(s) %s undefined on these samples (no positives or negatives).",
+                        missing)
+        masks = {t: masks[t] for t in tasks if t in masks}
+    n = np.asarray(labels).reshape(-1).size
+    rows: list[dict[str, Any]] = []
+    for name, values in scores.items():
+        s = np.asarray(values, dtype=np.float64).reshape(-1)
+        if s.size != n:
+            raise ValueError(f"Score {name!r} has {s.size} values for {n} samples.")
+        for task, (inc, pos) in masks.items():
+            m = detection_metrics(s[inc], pos[inc])
+            n_pos, n_neg = int((inc & pos).sum()), int((inc & ~pos).sum())
+            for metric in METRICS:
+                rows.append({"score": name, "task": task, "metric": metric, "value": m[metric],
+                             "n_positive": n_pos, "n_negative": n_neg})
+    return _as_table(rows, as_frame)
+
+
+def summarize(rows: Iterable[Mapping[str, Any]], by: Sequence[str] = ("score", "task", "metric"),
+              as_frame: bool | None = None) -> Any:
+    """Mean, standard deviation (ddof=1; 0 for one run) and count of ``value`` per group.
+
+    Parameters
+    ----------
+    rows : iterable of mapping
+        Tidy rows (e.g. several :func:`evaluate` tables concatenated, with a
+        ``seed`` column).
+    by : sequence of str
+        The grouping columns, kept in first-seen order.
+    as_frame : bool or None
+        As in :func:`evaluate`.
+    """
+    groups: dict[tuple[Any, ...], list[float]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in by), []).append(float(r["value"]))
+    out = []
+    for key, vals in groups.items():
+        v = np.asarray(vals)
+        out.append({**dict(zip(by, key, strict=True)), "mean": float(v.mean()),
+                    "std": float(v.std(ddof=1)) if v.size > 1 else 0.0, "n": int(v.size)})
+    return _as_table(out, as_frame)
+
+
+def _as_table(rows: list[dict[str, Any]], as_frame: bool | None) -> Any:
+    if as_frame is False:
+        return rows
+    try:
+        import pandas as pd
+    except ImportError:
+        if as_frame:
+            raise ImportError("as_frame=True needs pandas: pip install pandas") from None
+        return rows
+    return pd.DataFrame(rows)
