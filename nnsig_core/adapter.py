@@ -20,6 +20,10 @@ The protocol is deliberately narrow:
 ``to_numpy(x)``
     Convert a batch of inputs or labels from the framework's type to NumPy
     (on the host), used for labels and for input thumbnails.
+
+Optionally, ``batch_images(inputs)`` returns the images of a batch for
+thumbnails (``capture(..., keep_inputs=True)``) when they are not the inputs
+themselves, as for :class:`ArrayAdapter`, whose inputs are sample positions.
 """
 
 from __future__ import annotations
@@ -133,6 +137,8 @@ class ArrayAdapter:
         Name recorded as the model's class in the store.
     layer_types : mapping of str to str, optional
         A type name per layer (``"Dense"``, ``"Conv2d"``...) for the model panel.
+    inputs : array-like, optional
+        The input images, one per sample, for thumbnails (see :meth:`batch_images`).
     """
 
     framework = "arrays"
@@ -143,6 +149,7 @@ class ArrayAdapter:
         outputs: Any,
         model_class: str = "unknown",
         layer_types: Mapping[str, str] | None = None,
+        inputs: Any = None,
     ) -> None:
         if not activations:
             raise ValueError("ArrayAdapter needs at least one layer in `activations`.")
@@ -156,6 +163,9 @@ class ArrayAdapter:
                     f"activations[{name!r}] has {m} samples but outputs has {n}; "
                     "every array must have one row per sample, in the same order."
                 )
+        if inputs is not None and _first_dim(inputs, "inputs") != n:
+            raise ValueError(f"inputs has {_first_dim(inputs, 'inputs')} rows but outputs has {n}.")
+        self.inputs = inputs
         self.activations = dict(activations)
         self.outputs = outputs
         self.n_samples = n
@@ -174,6 +184,14 @@ class ArrayAdapter:
         outputs = np.asarray(self.outputs[key])
         acts = {name: np.asarray(arr[key]) for name, arr in self.activations.items()}
         return outputs, acts
+
+    def batch_images(self, inputs: Any) -> np.ndarray:
+        """The images of the samples at positions ``inputs`` (for thumbnails)."""
+        if self.inputs is None:
+            raise ValueError("This ArrayAdapter was given no `inputs` to make thumbnails from.")
+        idx = np.asarray(inputs)
+        sl = _as_slice(idx)
+        return np.asarray(self.inputs[sl if sl is not None else idx])
 
     def model_summary(self) -> ModelSummary:
         layers: list[LayerSummary] = []

@@ -283,14 +283,12 @@ def capture_arrays(
     -------
     ActivationStore
     """
-    adapter = ArrayAdapter(activations, outputs, model_class=model_class, layer_types=layer_types)
+    adapter = ArrayAdapter(activations, outputs, model_class=model_class, layer_types=layer_types,
+                           inputs=inputs)
     n = adapter.n_samples
     if labels is not None and len(labels) != n:
         raise CaptureError(f"labels has {len(labels)} rows but outputs has {n}.")
     if inputs is not None:
-        if len(inputs) != n:
-            raise CaptureError(f"inputs has {len(inputs)} rows but outputs has {n}.")
-        adapter.thumbnail_source = inputs  # type: ignore[attr-defined]
         kwargs["keep_inputs"] = True
     return capture(adapter, (np.arange(n), labels), store_or_path, split=split,
                    batch_size=batch_size, **kwargs)
@@ -551,9 +549,9 @@ class _CaptureSession:
         self.writer.submit(rows)
 
     def _thumbs(self, inputs: Any, index: np.ndarray) -> np.ndarray:
-        source = getattr(self.adapter, "thumbnail_source", None)
-        if source is not None:
-            raw = np.asarray(source[int(index[0]) : int(index[-1]) + 1])
+        batch_images = getattr(self.adapter, "batch_images", None)  # optional in the protocol
+        if callable(batch_images):
+            raw = np.asarray(batch_images(inputs))
         else:
             if isinstance(inputs, (Mapping, tuple, list)):
                 raise CaptureError("keep_inputs=True needs a single input array per batch.")
