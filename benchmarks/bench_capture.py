@@ -191,11 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     results["a_forward"] = best(time_forward, model, images, labels, args.batch_size)
     store = work / "capture.zarr"
     variants = {
-        "b_capture_default": {},
-        "b_capture_no_compression": {"compressor": None},
+        "b_capture_default (raw)": {},
         "b_capture_float16": {"dtype": "float16"},
+        "b_capture_lz4_bitshuffle_1": {"compressor": "lz4"},
+        "b_capture_lz4_byteshuffle_5": {"compressor": BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")},
+        "b_capture_blosc_zstd1": {"compressor": BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle")},
         "b_capture_zstd_default_level": {"compressor": ZstdCodec()},
-        "b_capture_blosc_zstd1": {"compressor": BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")},
     }
     sizes: dict[str, int] = {}
     for name, kw in variants.items():

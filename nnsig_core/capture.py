@@ -30,8 +30,8 @@ from nnsig_core.store import (
     SPLIT_ATTR,
     ActivationStore,
     StoreError,
-    default_compressor,
     layer_key,
+    resolve_compressor,
     to_json_safe,
 )
 
@@ -62,7 +62,7 @@ def capture(
     resume: bool = False,
     overwrite: bool = False,
     dtype: str = "float32",
-    compressor: Any = "default",
+    compressor: Any = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     predict: Callable[[np.ndarray], np.ndarray] | None = None,
     progress: bool = True,
@@ -104,10 +104,10 @@ def capture(
         Replace an existing split of that name.
     dtype : {"float32", "float16"}
         Storage type of activations.
-    compressor : "default", None or a zarr codec
-        ``"default"`` is Blosc-LZ4, level 1, with bit shuffle (chosen by
-        measurement, see ``benchmarks/bench_capture.py``); ``None`` stores
-        raw bytes.
+    compressor : None, "lz4", "zstd" or a zarr codec
+        ``None`` (the default, chosen by measurement: see
+        ``benchmarks/bench_capture.py``) stores raw bytes; ``"lz4"`` is Blosc
+        LZ4 with bit shuffle, the fastest codec; ``"zstd"`` the smallest.
     chunk_bytes : int
         Target size of one chunk (uncompressed) of the widest layer; every
         array of the split is chunked with the same number of rows.
@@ -143,6 +143,10 @@ def capture(
         raise CaptureError(f"dtype must be 'float32' or 'float16', got {dtype!r}.")
     if batch_size < 1:
         raise CaptureError(f"batch_size must be >= 1, got {batch_size}.")
+    try:
+        codec = resolve_compressor(compressor)
+    except ValueError as exc:
+        raise CaptureError(str(exc)) from None
     if max_samples is not None and max_samples < 1:
         raise CaptureError(f"max_samples must be >= 1 or None, got {max_samples}.")
     if class_names is not None:
@@ -196,7 +200,7 @@ def capture(
         "batch_size": batch_size if _is_array_pair(data) else None,
         "max_samples": max_samples,
         "dtype": dtype,
-        "compressor": _codec_name(compressor),
+        "compressor": _codec_name(codec),
         "keep_inputs": bool(keep_inputs),
         "nnsig_version": _version(),
         "started": _now(),
@@ -209,7 +213,7 @@ def capture(
         class_names=class_names,
         keep_inputs=keep_inputs,
         dtype=np.dtype(dtype),
-        compressor=default_compressor() if compressor == "default" else compressor,
+        compressor=codec,
         chunk_bytes=chunk_bytes,
         predict=predict or default_predict,
         settings=settings,
@@ -895,8 +899,6 @@ def make_thumbnails(x: np.ndarray, max_side: int = MAX_THUMBNAIL) -> np.ndarray:
 # ---------------------------------------------------------------------------- small helpers
 def _codec_name(compressor: Any) -> Any:
     """A JSON description of the codec, recorded in the capture settings."""
-    if compressor == "default":
-        compressor = default_compressor()
     if compressor is None:
         return None
     to_dict = getattr(compressor, "to_dict", None)

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import zarr
 import zarr.errors
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, ZstdCodec
 
 __all__ = [
     "ActivationStore",
@@ -59,17 +59,30 @@ class IncompleteStoreError(StoreError):
     """The split's capture was interrupted; resume it before analysing it."""
 
 
-def default_compressor() -> BloscCodec:
-    """The codec activations are written with unless told otherwise.
+def resolve_compressor(compressor: Any) -> Any:
+    """The zarr codec for ``capture(..., compressor=...)``.
 
-    Blosc with LZ4 at level 1 after bit shuffle, chosen in
-    ``benchmarks/bench_capture.py`` (see docs/design.md for the figures): on
-    the ReLU activations of an MNIST MLP it encodes at about 2.5 GB/s on one
-    core, several times faster than LZ4 after byte shuffle and ten times
-    faster than zstd at its default level (which costs several forward passes
-    of the model), while still shrinking sparse layers.
+    ``None`` (the default) stores raw bytes; ``"lz4"`` is Blosc LZ4 at level 1
+    after bit shuffle, the fastest codec measured; ``"zstd"`` is zstd at its
+    default level, the smallest; anything else is taken as a zarr codec.
+
+    Raw is the default by measurement (``benchmarks/bench_capture.py``,
+    figures in docs/design.md): ReLU activations of a trained MLP have random
+    mantissas, so even the fastest codec shrinks them by only ~12% while
+    adding about 40% to the capture time on a 2-core machine; zstd halves
+    them at three times the capture time.
     """
-    return BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")
+    if compressor is None or compressor == "none":
+        return None
+    if compressor == "lz4":
+        return BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")
+    if compressor == "zstd":
+        return ZstdCodec()
+    if isinstance(compressor, str):
+        raise ValueError(
+            f"Unknown compressor {compressor!r}: use None, 'lz4', 'zstd' or a zarr codec."
+        )
+    return compressor
 
 
 def layer_key(name: str) -> str:

@@ -387,3 +387,26 @@ def test_adapters_share_one_selection_error_type() -> None:
     assert close_matches("dense_2", names)[0] == "encoder/dense_2"
     assert "layer1.0.conv1" in close_matches("conv1", names)
     assert close_matches("zzz", names) == []
+
+
+@pytest.mark.parametrize("compressor", [None, "lz4", "zstd"])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_codecs_round_trip(tmp_path: Path, compressor, dtype) -> None:
+    """Raw and Blosc arrays go through the direct chunk writer, zstd through zarr's path."""
+    from nnsig_core._chunkio import DirectChunkWriter
+
+    model = LinearReLU()
+    X, y = _data(77)
+    s = capture(model, (X, y), tmp_path / "s.zarr", batch_size=9, chunk_bytes=100,
+                compressor=compressor, dtype=dtype, progress=False)
+    arr = s.activations("train", "hidden")
+    direct = DirectChunkWriter.for_array(arr)
+    assert (direct is not None) == (compressor in (None, "lz4"))
+    tol = 2e-3 if dtype == "float16" else 1e-6
+    np.testing.assert_allclose(arr[:], model.hidden(X), rtol=tol, atol=tol)
+    np.testing.assert_array_equal(s.labels("train"), y)
+    recorded = s.split_attrs("train")["capture"]["compressor"]
+    assert (recorded is None) == (compressor is None)
+    with pytest.raises(CaptureError, match="Unknown compressor"):
+        capture(model, (X, y), tmp_path / "t.zarr", compressor="brotli", progress=False)
+    assert not (tmp_path / "t.zarr").exists()
