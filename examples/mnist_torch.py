@@ -144,6 +144,21 @@ def accuracy(model, images, labels, batch_size: int = 2000) -> float:
     return correct / max(len(images), 1)
 
 
+def nnsig_command() -> str:
+    """How to call ``nnsig`` from here: plain when on PATH, else the venv's script."""
+    import shutil
+
+    if shutil.which("nnsig"):
+        return "nnsig"
+    script = Path(sys.executable).parent / "nnsig"
+    if script.exists():
+        try:
+            return str(script.relative_to(Path.cwd()))
+        except ValueError:
+            return str(script)
+    return "python -m nnsig_core"
+
+
 # ---------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -256,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = " -> ".join(map(str, row["signature"]))
         print(f"  {row['input_class']}   {path}   {row['output_class']}   {row['count']}")
     print(f"\nreport: {report}")
-    print(f"open it: nnsig view {report.parent}   (or open {report} in a browser)")
+    print(f"open it: {nnsig_command()} view {report.parent}   (or open {report} in a browser)")
     print(f"total time {time.perf_counter() - t0:.1f} s")
     return 0
 
