@@ -140,25 +140,16 @@ def load_mnist(
 
 
 def parse_classes(text: str) -> list[int]:
-    """``"0-9"``, ``"0-4"``, ``"1,3,5"``, ``"0-2,7"`` -> sorted list of digits."""
-    classes: set[int] = set()
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            if "-" in part:
-                lo, hi = (int(v) for v in part.split("-", 1))
-                classes.update(range(lo, hi + 1))
-            else:
-                classes.add(int(part))
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"bad class list {text!r}; use e.g. 0-9 or 0,2,4"
-            ) from None
-    if not classes or min(classes) < 0 or max(classes) > 9:
+    """``"0-9"``, ``"0-4"``, ``"1,3,5"``, ``"0-2,7"`` -> sorted list of digits (argparse type)."""
+    from nnsig_core.cli_commands import parse_classes as parse
+
+    try:
+        classes = parse(text) or []
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if min(classes) < 0 or max(classes) > 9:
         raise argparse.ArgumentTypeError(f"classes must be digits 0-9, got {text!r}")
-    return sorted(classes)
+    return classes
 
 
 def subset(

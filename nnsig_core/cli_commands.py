@@ -131,7 +131,7 @@ def parse_classes(spec: str | None) -> list[int] | None:
         except ValueError:
             raise ValueError(f"Cannot read class list {spec!r}: use e.g. 0-4 or 0,2,7.") from None
     if not out:
-        raise ValueError(f"Class list {spec!r} is empty.")
+        raise ValueError(f"The class list {spec!r} is empty: give e.g. 0-4 or 0,2,7.")
     return sorted(set(out))
 
 
