@@ -397,3 +397,16 @@ def test_prefetched_reads_give_the_same_fit(blobs) -> None:
     for name in ahead.layers_:
         np.testing.assert_array_equal(ahead.clusterers_[name].cluster_centers_,
                                       in_turn.clusterers_[name].cluster_centers_)
+
+
+def test_table_prints_as_aligned_text() -> None:
+    from nnsig_core.analysis import Table
+
+    t = Table(["input_class", "signature", "output_class", "count"],
+              [(3, (2, 5, 9), 3, 120), (8, (1, 0, 0), 3, 7)])
+    lines = str(t).splitlines()
+    assert lines[0].split() == ["input_class", "signature", "output_class", "count"]
+    assert lines[1].split() == ["3", "2-5-9", "3", "120"]
+    assert len({len(line) for line in lines}) == 1
+    assert str(t[:1]).count("\n") == 1
+    assert "1 more rows" in t.format(max_rows=1)

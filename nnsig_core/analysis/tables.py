@@ -94,6 +94,21 @@ class Table:
         head = ", ".join(self.columns)
         return f"Table({len(self)} rows: {head})"
 
+    def __str__(self) -> str:
+        """The first rows as aligned text (signatures written ``2-5-9``), like a DataFrame."""
+        return self.format()
+
+    def format(self, max_rows: int = 20) -> str:
+        """Aligned plain text of the first ``max_rows`` rows, with a count of the rest."""
+        cells = [list(self.columns)] + [
+            [str(_csv_cell(v)) for v in r] for r in self.rows[:max_rows]
+        ]
+        widths = [max(len(row[j]) for row in cells) for j in range(len(self.columns))]
+        lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+        if len(self.rows) > max_rows:
+            lines.append(f"... {len(self.rows) - max_rows} more rows")
+        return "\n".join(lines)
+
     def column(self, name: str) -> list[Any]:
         """The values of one column."""
         j = self.columns.index(name)
