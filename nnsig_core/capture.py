@@ -15,6 +15,7 @@ import queue
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -203,6 +204,7 @@ def capture(
         "compressor": _codec_name(codec),
         "keep_inputs": bool(keep_inputs),
         "nnsig_version": _version(),
+        "capture_id": uuid.uuid4().hex,  # tells results computed from an earlier capture apart
         "started": _now(),
     }
     session = _CaptureSession(

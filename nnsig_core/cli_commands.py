@@ -164,6 +164,24 @@ def _load_analysis(store: Any, name: str) -> Any:
     return SignatureAnalysis.load(store, name)
 
 
+def _saved_combined_scores(store: Any, name: str, splits: Any) -> dict[str, Any]:
+    """The combined diagnostic score of each split that has fresh saved scores."""
+    from nnsig_core.diagnostics import load_scores, saved_score_splits
+
+    out = {}
+    for split in splits:
+        if split not in saved_score_splits(store, name):
+            continue
+        try:
+            scores = load_scores(store, name, split)
+        except StoreError as exc:
+            log.warning("%s The report leaves them out.", exc)
+            continue
+        if "combined" in scores:
+            out[split] = scores["combined"]
+    return out
+
+
 # ---------------------------------------------------------------------------- commands
 def cmd_analyze(args: argparse.Namespace) -> int:
     import json
@@ -211,7 +229,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise StoreError(
             f"Split(s) {', '.join(missing)} not in the store; available: {', '.join(store.splits)}."
         )
-    index = write_report(analysis, store, args.out, splits=splits, title=args.title)
+    index = write_report(analysis, store, args.out, splits=splits, title=args.title,
+                         scores=_saved_combined_scores(store, args.analysis, splits) or None)
     print(f"report written: {index}")
     print(f"open it with:   nnsig view {Path(args.out)}   (or open {index} in a browser)")
     return 0

@@ -156,6 +156,12 @@ def test_evaluate(store_path: Path, tmp_path: Path) -> None:
     assert r.returncode == 1 and "novel" in r.stderr.lower()
     r = run("evaluate", store_path, "--analysis", "nope")
     assert r.returncode == 1 and "nope" in r.stderr
+    # The report picks up the scores that evaluate saved.
+    r = run("report", store_path, "--analysis", "ev", "--out", tmp_path / "rep")
+    assert r.returncode == 0, r.stderr
+    data = (tmp_path / "rep" / "data.js").read_text()
+    payload = json.loads(data[data.index("{"): data.rindex("}") + 1])
+    assert "scores" in payload["splits"]["test"]
 
 
 def _free_port() -> int:

@@ -294,3 +294,20 @@ def test_diagnostics_import_no_framework():
             "print(any(m in sys.modules for m in ('torch', 'keras', 'tensorflow')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_saved_scores_go_stale_when_the_split_is_recaptured(tmp_path):
+    from nnsig_core.analysis.synthetic import make_blob_store
+    from nnsig_core.diagnostics import load_scores
+    from nnsig_core.store import StoreError
+
+    path = tmp_path / "s.zarr"
+    make_blob_store(path)
+    store = open_store(path, mode="r+")
+    analysis = SignatureAnalysis(n_clusters=3, progress=False).fit(store, "train")
+    analysis.save(store, "a")
+    scores = analysis.score(store, "test")
+    np.testing.assert_array_equal(load_scores(store, "a", "test")["combined"], scores["combined"])
+    make_blob_store(store, splits=("test",), seed=1, overwrite=True)
+    with pytest.raises(StoreError, match="predate"):
+        load_scores(open_store(path), "a", "test")

@@ -68,6 +68,7 @@ def split_fingerprint(store: ActivationStore, split: str) -> dict[str, Any]:
     cap = info.get("capture") or {}
     return {
         "n_samples": store.n_samples(split),
+        "capture_id": cap.get("capture_id"),
         "started": cap.get("started"),
         "finished": cap.get("finished"),
     }

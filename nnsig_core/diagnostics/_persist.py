@@ -92,5 +92,12 @@ def load_scores(store: ActivationStore, name: str, split: str) -> dict[str, np.n
         raise StoreError(f"No saved scores of split {split!r} for analysis {name!r}; "
                          f"splits with scores: {have or '(none)'}.")
     sg = g[split]
-    order = sg.attrs.get(SCORES_ATTR, {}).get("scores") or sorted(k for k, _ in sg.arrays())
+    from nnsig_core.analysis.engine import split_fingerprint
+
+    saved = sg.attrs.get(SCORES_ATTR, {})
+    if saved.get("fingerprint") != to_json_safe(split_fingerprint(store, split)):
+        raise StoreError(f"The saved scores of split {split!r} for analysis {name!r} predate the "
+                         "split's last capture; compute them again (nnsig evaluate, or "
+                         "analysis.score(store, split)).")
+    order = saved.get("scores") or sorted(k for k, _ in sg.arrays())
     return {k: np.asarray(sg[k][:]) for k in order if k in sg}
