@@ -201,6 +201,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         reduce=args.reduce,
         layers=args.layers,
         random_state=args.seed,
+        progress=sys.stderr.isatty(),  # progress bars for people, not for logs and pipes
     )
     analysis.fit(store, split=args.fit_split, classes=parse_classes(args.classes))
     analysis.save(store, name=args.name, overwrite=args.overwrite)
