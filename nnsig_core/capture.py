@@ -98,9 +98,10 @@ def capture(
         Also store small uint8 thumbnails of image inputs (at most
         32 pixels a side, per-sample min-max scaled) for the viewer.
     resume : bool
-        Continue an interrupted capture of ``split`` from its last durable
-        chunk. The data must come in the same order as before (checked
-        against the stored labels).
+        Continue an interrupted capture of ``split`` from its last chunk
+        recorded as written. The data must come in the same order as before
+        (checked against the stored labels), with the same ``keep_inputs``
+        and ``dtype``.
     overwrite : bool
         Replace an existing split of that name.
     dtype : {"float32", "float16"}
@@ -121,7 +122,9 @@ def capture(
     Returns
     -------
     ActivationStore
-        The store, with ``split`` complete.
+        The store, with ``split`` complete. When the data ends before the
+        expected count (``len(DataLoader)``...), the split is complete with
+        the samples the data gave, and the shortfall is logged.
 
     Raises
     ------
@@ -165,14 +168,19 @@ def capture(
     existing: dict[str, Any] | None = None
     if split in store.splits:
         if overwrite:
+            # Replaced only once the first batch has run and matched the other
+            # splits, so a capture refused early leaves the old split as it was.
             log.info("Overwriting split %r of %s", split, store.path)
-            del store.root[split]
         elif resume:
             existing = store.split_attrs(split)
             if existing.get("complete"):
                 log.info("Split %r is already complete; nothing to resume.", split)
                 return store
+            _check_resume_settings(split, existing, keep_inputs, dtype, max_samples)
+            # Restart at a chunk boundary: a partial last chunk may have been written.
+            chunk_rows = int(existing["capture"]["chunk_rows"])
             start = int(existing.get("n_written", 0))
+            start -= start % chunk_rows
             log.info("Resuming split %r at sample %d", split, start)
         else:
             state = "complete" if store.is_complete(split) else "incomplete"
@@ -181,9 +189,10 @@ def capture(
                 f"{store.n_samples(split)} samples). Pass overwrite=True to replace it"
                 + (", or resume=True to continue it." if state == "incomplete" else ".")
             )
-    elif split in store.root:
+    elif split in store.root and not overwrite:
         raise StoreError(
-            f"{split!r} exists in the store but is not a split; choose another split name."
+            f"{split!r} exists in the store but is not a split (a capture that failed while "
+            "creating it?); pass overwrite=True to replace it, or choose another split name."
         )
 
     n_total = _n_available(data)
@@ -236,12 +245,12 @@ def capture(
         done = start
         for inputs, labels, index in batches:
             n = len(index)
+            if n == 0:  # an empty batch carries nothing, and does not end the data
+                continue
             if max_samples is not None and done + n > max_samples:
                 keep = max_samples - done
                 inputs, labels, index = _take(inputs, keep), _take(labels, keep), index[:keep]
                 n = keep
-            if n == 0:
-                break
             session.process(inputs, labels, index)
             done += n
             bar.update(n)
@@ -389,10 +398,36 @@ def _iter_batches(
         pos += n
 
 
+def _class_indices(labels: np.ndarray) -> np.ndarray:
+    """Labels as a flat vector: one-hot rows (n, C>1) become their argmax, (n, 1) is flattened."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        return labels.argmax(axis=1)
+    return labels.reshape(-1)
+
+
+def _check_resume_settings(
+    split: str, existing: dict[str, Any], keep_inputs: bool, dtype: str, max_samples: int | None
+) -> None:
+    before = existing.get("capture") or {}
+    problems = []
+    if bool(before.get("keep_inputs")) != bool(keep_inputs):
+        problems.append(f"keep_inputs was {bool(before.get('keep_inputs'))}")
+    if before.get("dtype") not in (None, dtype):
+        problems.append(f"dtype was {before.get('dtype')!r}")
+    written = int(existing.get("n_written", 0))
+    if max_samples is not None and max_samples < written:
+        problems.append(f"{written} samples are already written but max_samples is {max_samples}")
+    if problems:
+        raise CaptureError(
+            f"Cannot resume split {split!r}: {'; '.join(problems)}. Resume with the settings "
+            "of the interrupted capture, or pass overwrite=True."
+        )
+
+
 def _check_resume_labels(store: ActivationStore, split: str, lo: int, labels: np.ndarray) -> None:
     stored = np.asarray(store._meta(split, "labels")[lo : lo + len(labels)])
-    if labels.ndim == 2:
-        labels = labels.argmax(axis=1)
+    labels = _class_indices(labels)
     if not np.array_equal(stored, labels.astype(np.int64)):
         raise CaptureError(
             f"Cannot resume split {split!r}: the labels of samples {lo}..{lo + len(labels) - 1} "
@@ -404,7 +439,7 @@ def _check_resume_labels(store: ActivationStore, split: str, lo: int, labels: np
 def _batch_len(inputs: Any) -> int:
     if isinstance(inputs, Mapping):
         return _batch_len(next(iter(inputs.values())))
-    if isinstance(inputs, (tuple, list)):
+    if _is_input_sequence(inputs):
         return _batch_len(inputs[0])
     shape = getattr(inputs, "shape", None)
     if shape is not None:
@@ -417,8 +452,8 @@ def _take(x: Any, n: int) -> Any:
         return None
     if isinstance(x, Mapping):
         return {k: _take(v, n) for k, v in x.items()}
-    if isinstance(x, tuple):
-        return tuple(_take(v, n) for v in x)
+    if _is_input_sequence(x):
+        return type(x)(_take(v, n) for v in x)
     return x[:n]
 
 
@@ -427,9 +462,14 @@ def _drop(x: Any, n: int) -> Any:
         return None
     if isinstance(x, Mapping):
         return {k: _drop(v, n) for k, v in x.items()}
-    if isinstance(x, tuple):
-        return tuple(_drop(v, n) for v in x)
+    if _is_input_sequence(x):
+        return type(x)(_drop(v, n) for v in x)
     return x[n:]
+
+
+def _is_input_sequence(x: Any) -> bool:
+    """A tuple or list of per-input arrays (several model inputs), not a list of labels."""
+    return isinstance(x, (tuple, list)) and len(x) > 0 and hasattr(x[0], "shape")
 
 
 def _labels_numpy(labels: Any) -> np.ndarray:
@@ -507,10 +547,7 @@ class _CaptureSession:
             if self.has_labels is False:
                 raise CaptureError("Some batches have labels and others do not.")
             self.has_labels = True
-            lab = np.asarray(self.adapter.to_numpy(labels))
-            if lab.ndim == 2 and lab.shape[1] > 1:
-                lab = lab.argmax(axis=1)
-            lab = lab.reshape(-1)
+            lab = _class_indices(self.adapter.to_numpy(labels))
             if lab.shape[0] != n:
                 raise CaptureError(f"A batch has {n} inputs but {lab.shape[0]} labels.")
             if not np.issubdtype(lab.dtype, np.integer):
@@ -601,44 +638,20 @@ class _CaptureSession:
             chunk_rows = int(self.existing["capture"]["chunk_rows"])
             self.info = dict(self.existing, n_expected=self.n_expected)
             arrays = {k: group[k] for k in [*self.keys, "outputs", "labels", "predictions", "sample_index"]}
-            if self.keep_inputs:
-                if "inputs" not in group:
-                    raise CaptureError("keep_inputs differs from the interrupted capture.")
+            if self.keep_inputs:  # the settings were checked against the interrupted capture
                 arrays["inputs"] = group["inputs"]
         else:
+            tshape: tuple[int, ...] = ()
+            if self.keep_inputs:  # before anything is created: non-image inputs fail here
+                tshape = self._thumbs(inputs, np.arange(self.start, self.start + 1)).shape[1:]
+            if self.split in g:  # overwrite=True: the old split goes only now
+                del g[self.split]
             group = g.create_group(self.split)
-            n0 = self.n_expected or 0
-            arrays = {}
-            for name, key in zip(self.layer_names, self.keys, strict=False):
-                shape = self.shapes[name]
-                arrays[key] = group.create_array(
-                    key,
-                    shape=(n0, *shape),
-                    chunks=(chunk_rows, *shape),
-                    dtype=self.dtype,
-                    compressors=self.compressor,
-                    fill_value=0,
-                    dimension_names=("sample", *_unit_dims(key, len(shape))),
-                    attributes={"layer": name},
-                )
-            arrays["outputs"] = group.create_array(
-                "outputs", shape=(n0, self.n_outputs), chunks=(chunk_rows, self.n_outputs),
-                dtype="float32", compressors=self.compressor, fill_value=0,
-                dimension_names=("sample", "output"),
-            )
-            for key in ("labels", "predictions", "sample_index"):
-                arrays[key] = group.create_array(
-                    key, shape=(n0,), chunks=(chunk_rows,), dtype="int64",
-                    compressors=self.compressor, fill_value=-1, dimension_names=("sample",),
-                )
-            if self.keep_inputs:
-                thumbs = self._thumbs(inputs, np.arange(self.start, self.start + 1))
-                tshape = thumbs.shape[1:]
-                arrays["inputs"] = group.create_array(
-                    "inputs", shape=(n0, *tshape), chunks=(chunk_rows, *tshape), dtype="uint8",
-                    compressors=self.compressor, fill_value=0,
-                    dimension_names=("sample", *("input_h", "input_w", "input_rgb")[: len(tshape)]),
-                )
+            try:
+                arrays = self._create_arrays(group, chunk_rows, tshape)
+            except BaseException:
+                del g[self.split]  # never leave a group without split metadata
+                raise
             self.settings["chunk_rows"] = chunk_rows
             self.info = {
                 "complete": False,
@@ -660,6 +673,41 @@ class _CaptureSession:
             start_row=self.start,
             on_durable=self._durable,
         )
+
+    def _create_arrays(
+        self, group: zarr.Group, chunk_rows: int, tshape: tuple[int, ...]
+    ) -> dict[str, zarr.Array]:
+        n0 = self.n_expected or 0
+        arrays = {}
+        for name, key in zip(self.layer_names, self.keys, strict=False):
+            shape = self.shapes[name]
+            arrays[key] = group.create_array(
+                key,
+                shape=(n0, *shape),
+                chunks=(chunk_rows, *shape),
+                dtype=self.dtype,
+                compressors=self.compressor,
+                fill_value=0,
+                dimension_names=("sample", *_unit_dims(key, len(shape))),
+                attributes={"layer": name},
+            )
+        arrays["outputs"] = group.create_array(
+            "outputs", shape=(n0, self.n_outputs), chunks=(chunk_rows, self.n_outputs),
+            dtype="float32", compressors=self.compressor, fill_value=0,
+            dimension_names=("sample", "output"),
+        )
+        for key in ("labels", "predictions", "sample_index"):
+            arrays[key] = group.create_array(
+                key, shape=(n0,), chunks=(chunk_rows,), dtype="int64",
+                compressors=self.compressor, fill_value=-1, dimension_names=("sample",),
+            )
+        if self.keep_inputs:
+            arrays["inputs"] = group.create_array(
+                "inputs", shape=(n0, *tshape), chunks=(chunk_rows, *tshape), dtype="uint8",
+                compressors=self.compressor, fill_value=0,
+                dimension_names=("sample", *("input_h", "input_w", "input_rgb")[: len(tshape)]),
+            )
+        return arrays
 
     def _check_compatible(self, layers: list[dict[str, Any]]) -> None:
         mine = {d["name"]: tuple(d["shape"]) for d in layers}
@@ -702,14 +750,15 @@ class _CaptureSession:
     # -- end
     def finish(self) -> None:
         if self.writer is None:
-            if self.existing is not None:
-                raise CaptureError(
-                    f"Resuming split {self.split!r} found no data beyond sample {self.start}."
-                )
+            if self.existing is not None and self.start > 0:
+                # Interrupted after its last chunk was written: only the end was missing.
+                self._complete_as_is()
+                return
             raise CaptureError("The data yielded no samples; nothing was captured.")
         total = self.writer.close()
         if self.n_expected is not None and total < self.n_expected:
-            log.info("Data ended at %d of %d expected samples", total, self.n_expected)
+            log.warning("The data ended at %d of %d expected samples; the split holds %d.",
+                        total, self.n_expected, total)
             for arr in self.writer.arrays.values():
                 arr.resize((total, *arr.shape[1:]))
         self.info.update(
@@ -722,6 +771,20 @@ class _CaptureSession:
         self.info["capture"] = dict(self.info["capture"], finished=_now())
         self.group.attrs[SPLIT_ATTR] = to_json_safe(self.info)
         log.info("Captured %d samples of split %r into %s", total, self.split, self.store.path)
+
+    def _complete_as_is(self) -> None:
+        group = self.store.root[self.split]
+        total = self.start
+        for _, arr in group.arrays():
+            if arr.shape[0] != total:
+                arr.resize((total, *arr.shape[1:]))
+        self.group = group
+        self.info = dict(self.existing or {})
+        self.info.update(complete=True, n_written=total, n_samples=total,
+                         n_expected=self.n_expected if self.n_expected is not None else total)
+        self.info["capture"] = dict(self.info.get("capture") or {}, finished=_now())
+        group.attrs[SPLIT_ATTR] = to_json_safe(self.info)
+        log.info("Split %r had all its %d samples written; marked complete.", self.split, total)
 
     def abort(self) -> None:
         if self.writer is not None:
@@ -832,12 +895,20 @@ class _ChunkWriter:
         self.on_durable(hi)
 
     def close(self) -> int:
-        self.queue.put(None)
+        while self.error is None and self.thread.is_alive():
+            try:  # a writer that died with the queue full would never take a blocking put
+                self.queue.put(None, timeout=0.5)
+                break
+            except queue.Full:
+                continue
         self.thread.join()
         if self.error is not None:
             raise CaptureError(f"Writing to the store failed: {self.error}") from self.error
         if self.fill:
-            self._write(self.buffers, self.fill)
+            try:
+                self._write(self.buffers, self.fill)
+            except OSError as exc:
+                raise CaptureError(f"Writing to the store failed: {exc}") from exc
             self.fill = 0
         return self.written
 
@@ -852,7 +923,7 @@ class _ChunkWriter:
             self.queue.put_nowait(None)
         except queue.Full:
             pass
-        self.thread.join(timeout=60)
+        self.thread.join()  # stops after the chunk it is writing: nothing may write after us
 
 
 # ---------------------------------------------------------------------------- thumbnails

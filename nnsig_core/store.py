@@ -217,7 +217,11 @@ class ActivationStore:
         return dict(self._split_group(split).attrs[SPLIT_ATTR])
 
     def is_complete(self, split: str) -> bool:
-        """Whether the split's capture finished (every sample durable on disk)."""
+        """Whether the split's capture finished (every sample written to the store's files).
+
+        Written means the chunk files were written and closed, not fsync'd: a
+        complete split survives the process being killed, not a power cut.
+        """
         return bool(self.split_attrs(split).get("complete", False))
 
     def require_complete(self, split: str) -> None:
@@ -313,15 +317,16 @@ class ActivationStore:
     def nbytes_stored(self, split: str, name: str | None = None) -> int:
         """Bytes on disk of a split (or of one array of it)."""
         g = self._split_group(split)
+        key = None
+        if name is not None:  # layer names first: a layer may be called "labels"
+            key = self._layer_key(split, name) if name in self.layers(split) else name
+            if key not in g:
+                raise StoreError(f"Split {split!r} has no layer or array {name!r}.")
         if self.path is not None:
-            target = self.path / split
-            if name is not None:
-                target = target / (self._layer_key(split, name) if name not in g else name)
-            return _dir_size(target)
-        if name is None:
+            return _dir_size(self.path / split if key is None else self.path / split / key)
+        if key is None:
             return sum(int(a.nbytes_stored()) for _, a in g.arrays())
-        arr = g[name] if name in g else self.activations(split, name)
-        return int(arr.nbytes_stored())  # type: ignore[union-attr]
+        return int(g[key].nbytes_stored())  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------ helpers
     def _where(self) -> str:

@@ -410,3 +410,147 @@ def test_codecs_round_trip(tmp_path: Path, compressor, dtype) -> None:
     with pytest.raises(CaptureError, match="Unknown compressor"):
         capture(model, (X, y), tmp_path / "t.zarr", compressor="brotli", progress=False)
     assert not (tmp_path / "t.zarr").exists()
+
+
+# ---------------------------------------------------------------------------- review findings
+class MultiInput(LinearReLU):
+    """Takes a list [x, bias] of two inputs, as torch's default_collate builds them."""
+
+    def run(self, inputs):
+        x, bias = inputs
+        return super().run(np.asarray(x) + np.asarray(bias))
+
+
+def test_writer_failure_with_a_full_queue_raises_instead_of_hanging(tmp_path, monkeypatch) -> None:
+    import time as _time
+
+    from nnsig_core._chunkio import DirectChunkWriter
+
+    def disk_full(self, index, chunk):
+        _time.sleep(0.3)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(DirectChunkWriter, "_write_chunk", disk_full)
+    X, y = _data(30)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            capture(LinearReLU(), (X, y), tmp_path / "s.zarr", batch_size=10, chunk_bytes=200,
+                    progress=False)
+        except BaseException as exc:
+            errors.append(exc)
+
+    import threading
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "capture hung after the writer failed"
+    assert len(errors) == 1 and isinstance(errors[0], CaptureError)
+    assert "No space left" in str(errors[0])
+    assert not open_store(tmp_path / "s.zarr").is_complete("train")
+
+
+@pytest.mark.usefixtures("record_progress_every_chunk")
+def test_resume_with_column_labels(tmp_path: Path) -> None:
+    X, y = _data(100)
+    col = y[:, None]
+    with pytest.raises(Boom):
+        capture(LinearReLU(), _interrupting(X, col, 10, 6), tmp_path / "s.zarr", chunk_bytes=200,
+                progress=False)
+    s = capture(LinearReLU(), _interrupting(X, col, 10, 99), tmp_path / "s.zarr", resume=True,
+                progress=False)
+    np.testing.assert_array_equal(s.labels("train"), y)
+
+
+@pytest.mark.usefixtures("record_progress_every_chunk")
+def test_resume_refuses_changed_settings(tmp_path: Path) -> None:
+    X, y = _data(100)
+    images = np.random.default_rng(0).random((100, 16)).astype(np.float32)
+    path = tmp_path / "s.zarr"
+    with pytest.raises(Boom):
+        capture(LinearReLU(d_in=16), _interrupting(images, y, 10, 6), path, chunk_bytes=200,
+                keep_inputs=True, progress=False)
+    with pytest.raises(CaptureError, match="keep_inputs was True"):
+        capture(LinearReLU(d_in=16), _interrupting(images, y, 10, 99), path, resume=True,
+                progress=False)
+    with pytest.raises(CaptureError, match="dtype was 'float32'"):
+        capture(LinearReLU(d_in=16), _interrupting(images, y, 10, 99), path, resume=True,
+                keep_inputs=True, dtype="float16", progress=False)
+    written = open_store(path).split_attrs("train")["n_written"]
+    with pytest.raises(CaptureError, match="max_samples"):
+        capture(LinearReLU(d_in=16), _interrupting(images, y, 10, 99), path, resume=True,
+                keep_inputs=True, max_samples=written - 1, progress=False)
+    s = capture(LinearReLU(d_in=16), _interrupting(images, y, 10, 99), path, resume=True,
+                keep_inputs=True, progress=False)
+    assert s.is_complete("train")
+    assert (np.asarray(s.inputs("train")[:]).reshape(100, -1).max(axis=1) == 255).all()
+
+
+def test_empty_batch_does_not_end_the_data(tmp_path: Path) -> None:
+    X, y = _data(100)
+    batches = [(X[:20], y[:20]), (X[:0], y[:0]), (X[20:], y[20:])]
+    s = capture(LinearReLU(), batches, tmp_path / "s.zarr", progress=False)
+    assert s.n_samples("train") == 100
+    np.testing.assert_array_equal(s.labels("train"), y)
+
+
+def test_failed_creation_leaves_no_half_made_split(tmp_path: Path) -> None:
+    X, y = _data(30, d=7)
+    with pytest.raises(CaptureError, match="not a square image"):
+        capture(LinearReLU(d_in=7), (X, y), tmp_path / "s.zarr", keep_inputs=True, progress=False)
+    s = capture(LinearReLU(d_in=7), (X, y), tmp_path / "s.zarr", progress=False)
+    assert s.is_complete("train")
+
+
+def test_resume_after_the_last_chunk_was_written(tmp_path: Path) -> None:
+    """Interrupted between the last chunk and the completion mark (e.g. Ctrl-C there)."""
+    X, y = _data(100)
+    path = tmp_path / "s.zarr"
+    s = capture(LinearReLU(), (X, y), path, chunk_bytes=200, progress=False)
+    chunk = s.activations("train", "hidden").chunks[0]
+    from nnsig_core.store import SPLIT_ATTR
+
+    for written in (100, 100 - 100 % chunk + 0, 50):  # all, a chunk boundary, mid-chunk
+        rw = open_store(path, mode="r+")
+        info = rw.split_attrs("train")
+        info.update(complete=False, n_written=written)
+        rw.root["train"].attrs[SPLIT_ATTR] = info
+        s = capture(LinearReLU(), (X, y), path, resume=True, progress=False)
+        assert s.is_complete("train") and s.n_samples("train") == 100
+        np.testing.assert_allclose(s.activations("train", "hidden")[:], LinearReLU().hidden(X),
+                                   rtol=1e-6)
+
+
+def test_list_of_inputs_is_cut_per_input(tmp_path: Path) -> None:
+    X, y = _data(40)
+    bias = np.ones_like(X)
+    batches = [([X[i : i + 10], bias[i : i + 10]], y[i : i + 10]) for i in range(0, 40, 10)]
+    s = capture(MultiInput(), batches, tmp_path / "s.zarr", max_samples=15, progress=False)
+    assert s.n_samples("train") == 15
+    np.testing.assert_allclose(s.activations("train", "hidden")[:], LinearReLU().hidden(X[:15] + 1),
+                               rtol=1e-6)
+
+
+def test_refused_overwrite_keeps_the_old_split(tmp_path: Path) -> None:
+    X, y = _data(30)
+    path = tmp_path / "s.zarr"
+    capture(LinearReLU(), (X, y), path, progress=False)
+    with pytest.raises(CaptureError, match="X has 30 rows but y has 29"):
+        capture(LinearReLU(), (X, y[:-1]), path, overwrite=True, progress=False)
+    capture(LinearReLU(), (X, y), path, split="test", progress=False)
+    with pytest.raises(StoreError, match="does not match split 'test'"):
+        capture(LinearReLU(d_hidden=7), (X, y), path, overwrite=True, progress=False)
+    s = open_store(path)
+    assert s.n_samples("train") == 30 and s.layer_info("train")[0]["shape"] == [5]
+
+
+def test_layer_named_like_a_metadata_array(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    acts = {"labels": rng.random((200, 64)).astype(np.float32)}
+    s = capture_arrays(acts, rng.random((200, 3)), rng.integers(0, 3, 200), tmp_path / "s.zarr",
+                       compressor=None, progress=False)
+    assert s.layers("train") == ["labels"]
+    assert s.activations("train", "labels").shape == (200, 64)
+    assert s.nbytes_stored("train", "labels") >= 200 * 64 * 4
