@@ -24,7 +24,6 @@ import logging
 import os
 import shutil
 import urllib.parse
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -338,20 +337,6 @@ class ActivationStore:
             state = "" if self.is_complete(s) else ", incomplete"
             parts.append(f"{s}: {self.n_samples(s)} samples{state}")
         return f"ActivationStore({self._where()}; {'; '.join(parts) or 'no splits'})"
-
-    def iter_chunks(
-        self, split: str, layer: str, rows: int | None = None, stop: int | None = None
-    ) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(start, block)`` over a layer, ``rows`` samples at a time.
-
-        ``rows`` defaults to the array's chunk length, so each block is read
-        from whole chunks.
-        """
-        arr = self.activations(split, layer)
-        n = self.n_samples(split) if stop is None else min(stop, self.n_samples(split))
-        step = rows or int(arr.chunks[0])
-        for start in range(0, n, step):
-            yield start, np.asarray(arr[start : min(start + step, n)])
 
     def summary(self) -> dict[str, Any]:
         """A JSON-serialisable description used by ``nnsig info``."""
