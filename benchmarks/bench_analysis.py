@@ -112,7 +112,7 @@ def build_store(store_path: Path, data_root: Path, epochs: int, seed: int) -> No
                         acts[f"net.{j}"][i : i + 5000] = h.numpy()
                 logits[i : i + 5000] = h.numpy()
         capture_arrays(
-            activations=acts, outputs=logits, labels=y, store_or_path=store_path, split=split,
+            activations=acts, outputs=logits, labels=y, store=store_path, split=split,
             model_class="MLP", layer_types={n: "ReLU" for n in LAYERS}, inputs=x,
             class_names=[str(c) for c in range(10)], overwrite=True, progress=False,
         )

@@ -31,7 +31,7 @@ def _capture(path: Path, n: int = 120, labels: bool = True, wrong: bool = False,
     if wrong:
         outputs = np.roll(outputs, 1, axis=1)
     capture_arrays(activations=acts, outputs=outputs, labels=data["labels"] if labels else None,
-                   store_or_path=path, split=split, progress=False, chunk_bytes=128, **kw)
+                   store=path, split=split, progress=False, chunk_bytes=128, **kw)
 
 
 def _analysis(**kw) -> SignatureAnalysis:

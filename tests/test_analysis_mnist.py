@@ -48,7 +48,7 @@ def mnist_store(mnist_root: Path, tmp_path_factory: pytest.TempPathFactory):
         h1, h2 = hidden(images[split])
         out = design(h1, h2) @ w_out
         capture_arrays(activations={"relu1": h1, "relu2": h2}, outputs=out, labels=labels[split],
-                       store_or_path=path, split=split, inputs=images[split],
+                       store=path, split=split, inputs=images[split],
                        class_names=[str(c) for c in range(10)], progress=False)
     return open_store(path)
 

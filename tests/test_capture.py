@@ -155,7 +155,7 @@ def _interrupting(X: np.ndarray, y: np.ndarray, bs: int, fail_after: int):
 @pytest.fixture
 def record_progress_every_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
     """Record the durable count after every chunk (normally about once a second)."""
-    monkeypatch.setattr(sys.modules["nnsig_core.capture"], "DURABLE_EVERY_S", 0.0)
+    monkeypatch.setattr(sys.modules["nnsig_core.capture.session"], "RECORD_EVERY_S", 0.0)
 
 
 @pytest.mark.usefixtures("record_progress_every_chunk")
@@ -393,7 +393,7 @@ def test_adapters_share_one_selection_error_type() -> None:
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_codecs_round_trip(tmp_path: Path, compressor, dtype) -> None:
     """Raw and Blosc arrays go through the direct chunk writer, zstd through zarr's path."""
-    from nnsig_core._chunkio import DirectChunkWriter
+    from nnsig_core.capture.writer import DirectChunkWriter
 
     model = LinearReLU()
     X, y = _data(77)
@@ -424,7 +424,7 @@ class MultiInput(LinearReLU):
 def test_writer_failure_with_a_full_queue_raises_instead_of_hanging(tmp_path, monkeypatch) -> None:
     import time as _time
 
-    from nnsig_core._chunkio import DirectChunkWriter
+    from nnsig_core.capture.writer import DirectChunkWriter
 
     def disk_full(self, index, chunk):
         _time.sleep(0.3)

@@ -101,7 +101,7 @@ def make_blob_store(
             images = (np.arange(n)[:, None, None] % 255 + np.zeros((1, 8, 8))).astype(np.uint8)
         store = capture_arrays(
             activations=data, outputs=total["outputs"][sl], labels=total["labels"][sl],
-            store_or_path=store, split=split, progress=False, chunk_bytes=chunk_bytes,
+            store=store, split=split, progress=False, chunk_bytes=chunk_bytes,
             inputs=images, overwrite=overwrite, class_names=[f"c{c}" for c in range(total["outputs"].shape[1])],
         )
     return store

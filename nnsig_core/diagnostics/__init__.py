@@ -20,7 +20,7 @@ Typical use::
                         analysis.classes_)
 """
 
-from nnsig_core.diagnostics._persist import load_scores, save_scores, saved_score_splits
+from nnsig_core.diagnostics.persist import load_scores, save_scores, saved_score_splits
 from nnsig_core.diagnostics.baselines import (
     BASELINES,
     ActivationPatternMonitor,

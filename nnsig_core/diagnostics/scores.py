@@ -747,7 +747,7 @@ def signature_scores(
         The components of :data:`SCORES` and ``combined``.
     """
     from nnsig_core.analysis.engine import as_store
-    from nnsig_core.diagnostics._persist import save_scores
+    from nnsig_core.diagnostics.persist import save_scores
 
     store = as_store(store, mode="r+" if save else "r")
     if scorer is None:

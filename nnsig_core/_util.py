@@ -1,0 +1,174 @@
+"""Small helpers used across nnsig_core: names, time stamps, versions, JSON, sizes, counts.
+
+Each lives here once; modules import them instead of writing their own.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "NAME_PATTERN",
+    "check_name",
+    "count_matrix",
+    "format_bytes",
+    "json_default",
+    "l2_normalise",
+    "now_iso",
+    "package_version",
+    "parse_bytes",
+    "to_json_safe",
+]
+
+#: Split and analysis names: letters, digits, ``_ . -``, not starting with a symbol.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def check_name(name: Any, what: str, reserved: frozenset[str] = frozenset()) -> str:
+    """Return ``name`` if it is a valid split or analysis name, else raise ``ValueError``.
+
+    Parameters
+    ----------
+    name : Any
+        The name to check.
+    what : str
+        What it names (``"split"``, ``"analysis"``), for the message.
+    reserved : frozenset of str
+        Names that are taken by the store format.
+    """
+    if not isinstance(name, str) or not NAME_PATTERN.match(name) or name in reserved:
+        taken = f", and not one of {sorted(reserved)}" if reserved else ""
+        raise ValueError(
+            f"Invalid {what} name {name!r}: use letters, digits, '_', '.', '-' "
+            f"(starting with a letter or digit){taken}."
+        )
+    return name
+
+
+def now_iso() -> str:
+    """The current UTC time, ISO 8601 to the second (what the store records)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def package_version() -> str:
+    """The installed nnsig version, or ``"unknown"`` when run from an uninstalled tree."""
+    try:
+        from importlib.metadata import version
+
+        return version("nnsig")
+    except Exception:  # pragma: no cover - not installed
+        return "unknown"
+
+
+def json_default(o: Any) -> Any:
+    """``json.dumps(default=...)`` for NumPy scalars and arrays, sets, and anything else as text."""
+    if isinstance(o, np.bool_):
+        return bool(o)
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (set, frozenset)):
+        return sorted(o)
+    return str(o)
+
+
+def to_json_safe(obj: Any) -> Any:
+    """Round-trip through JSON so attributes never hold NumPy scalars or tuples."""
+    return json.loads(json.dumps(obj, default=json_default))
+
+
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2,
+    "g": 1000**3, "gb": 1000**3, "t": 1000**4, "tb": 1000**4,
+    "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+}
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+
+
+def parse_bytes(value: int | float | str) -> int:
+    """Parse a memory size: an int of bytes, or a string such as ``"2GiB"``, ``"500MB"``.
+
+    Parameters
+    ----------
+    value : int, float or str
+        Bytes, or a number followed by a unit (``B``, ``kB``, ``MB``, ``GB``,
+        ``TB`` in powers of 1000, ``KiB``, ``MiB``, ``GiB``, ``TiB`` in powers
+        of 1024; case-insensitive).
+
+    Returns
+    -------
+    int
+        The size in bytes (>= 0).
+
+    Raises
+    ------
+    ValueError
+        If the value cannot be parsed or is negative.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"memory_limit must be a number of bytes or a size string, got {value!r}.")
+    if isinstance(value, (int, np.integer, float, np.floating)):
+        n = int(value)
+    elif isinstance(value, str):
+        m = _SIZE.match(value)
+        unit = m.group(2).lower() if m else None
+        if not m or unit not in _UNITS:
+            raise ValueError(
+                f"Cannot parse the memory size {value!r}: give bytes (e.g. 500000000) or a "
+                "number with a unit such as '512MiB', '2GiB', '4GB'."
+            )
+        n = int(float(m.group(1)) * _UNITS[unit])
+    else:
+        raise ValueError(f"memory_limit must be a number of bytes or a size string, got {value!r}.")
+    if n < 0:
+        raise ValueError(f"memory_limit must be >= 0 bytes, got {value!r}.")
+    return n
+
+
+def format_bytes(n: float | None) -> str:
+    """Human-readable size in powers of 1024 (``"1.5 GiB"``); ``"?"`` for None."""
+    if n is None:
+        return "?"
+    x = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(x) < 1024:
+            return f"{x:.0f} {unit}" if unit == "B" else f"{x:.1f} {unit}"
+        x /= 1024
+    return f"{x:.1f} TiB"
+
+
+def l2_normalise(X: Any, dtype: Any = np.float64) -> np.ndarray:
+    """Rows of ``X`` divided by their Euclidean norm (a zero row stays zero), as ``dtype``."""
+    X = np.array(X, dtype=dtype, copy=True)
+    X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    return X
+
+
+def count_matrix(clusters: Any, classes: Any, n_clusters: int, n_classes: int) -> np.ndarray:
+    """``(n_clusters, n_classes)`` counts of (cluster, class) pairs; rows with a class < 0 skipped.
+
+    Parameters
+    ----------
+    clusters, classes : array-like of int, same length
+        The cluster and the class of each sample (class -1 = unknown).
+    n_clusters, n_classes : int
+        The matrix's shape.
+    """
+    k = np.asarray(clusters, dtype=np.int64).reshape(-1)
+    c = np.asarray(classes, dtype=np.int64).reshape(-1)
+    keep = c >= 0
+    if k.size and (k.min(initial=0) < 0 or k.max(initial=0) >= n_clusters
+                   or c.max(initial=-1) >= n_classes):
+        raise ValueError(f"cluster ids must lie in [0, {n_clusters}) and classes below "
+                         f"{n_classes}.")
+    flat = np.bincount(k[keep] * n_classes + c[keep], minlength=n_clusters * n_classes)
+    return flat[: n_clusters * n_classes].reshape(n_clusters, n_classes).astype(np.int64)

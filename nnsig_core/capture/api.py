@@ -1,0 +1,250 @@
+"""Streaming capture: run a model batch by batch and write its activations to a store.
+
+The forward passes run in the calling thread; a background writer thread
+(:mod:`~nnsig_core.capture.writer`) buffers rows into whole, chunk-aligned
+blocks and writes them, so disk I/O overlaps the next forward pass. A bounded
+queue between the two keeps peak memory independent of the data set's size.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from nnsig_core._util import now_iso, package_version
+from nnsig_core.adapter import Adapter, ArrayAdapter
+from nnsig_core.capture.batches import is_array_pair, iter_batches, n_available, take
+from nnsig_core.capture.errors import CaptureError
+from nnsig_core.capture.policy import (
+    check_arguments,
+    check_expected,
+    plan_split,
+    resume_label_check,
+)
+from nnsig_core.capture.session import CaptureSession
+from nnsig_core.store import ActivationStore, StoreError, open_store
+from nnsig_core.store.layout import codec_description
+
+__all__ = ["DEFAULT_CHUNK_BYTES", "capture", "capture_arrays", "default_predict"]
+
+log = logging.getLogger("nnsig")
+
+DEFAULT_CHUNK_BYTES = 4 << 20
+
+
+def capture(
+    adapter: Adapter,
+    data: Any,
+    store: ActivationStore | str | os.PathLike[str],
+    split: str = "train",
+    batch_size: int = 1000,
+    max_samples: int | None = None,
+    class_names: Sequence[str] | None = None,
+    keep_inputs: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
+    dtype: str = "float32",
+    compressor: Any = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    predict: Callable[[np.ndarray], np.ndarray] | None = None,
+    progress: bool = True,
+) -> ActivationStore:
+    """Run ``adapter`` over ``data`` and stream every captured layer into a store.
+
+    Parameters
+    ----------
+    adapter : Adapter
+        A framework adapter (``nnsig_torch.TorchAdapter``,
+        ``nnsig_keras.KerasAdapter``, :class:`nnsig_core.ArrayAdapter`).
+    data : tuple of (X, y) or iterable of (inputs, labels) batches
+        Either two arrays (NumPy, torch tensors...) with one row per sample,
+        sliced into batches of ``batch_size``, or an iterable of batches such
+        as a ``torch.utils.data.DataLoader``. ``y`` (or a batch's labels) may
+        be ``None`` when labels are unknown; one-hot labels are converted to
+        class indices. A batch may carry a third item, the samples' positions
+        in the source data set (stored as ``sample_index``; by default the
+        running count), e.g. when a subset of the data is captured.
+    store : ActivationStore or path
+        Where to write. A path is created if missing.
+    split : str
+        Name of the split (``"train"``, ``"test"``, any name of letters,
+        digits, ``_ . -``).
+    batch_size : int
+        Rows per forward pass when ``data`` is ``(X, y)``; ignored for iterables.
+    max_samples : int, optional
+        Stop after this many samples.
+    class_names : sequence of str, optional
+        Names of the classes, index = label.
+    keep_inputs : bool
+        Also store small uint8 thumbnails of image inputs (at most
+        32 pixels a side, per-sample min-max scaled) for the viewer.
+    resume : bool
+        Continue an interrupted capture of ``split`` from its last chunk
+        recorded as written. The data must come in the same order as before
+        (checked against the stored labels), with the same ``keep_inputs``
+        and ``dtype``.
+    overwrite : bool
+        Replace an existing split of that name.
+    dtype : {"float32", "float16"}
+        Storage type of activations.
+    compressor : None, "lz4", "zstd" or a zarr codec
+        ``None`` (the default, chosen by measurement: see
+        ``benchmarks/bench_capture.py``) stores raw bytes; ``"lz4"`` is Blosc
+        LZ4 with bit shuffle, the fastest codec; ``"zstd"`` the smallest.
+    chunk_bytes : int
+        Target size of one chunk (uncompressed) of the widest layer; every
+        array of the split is chunked with the same number of rows.
+    predict : callable, optional
+        Maps a batch of outputs to predicted classes. Default: ``argmax``
+        over the last axis, or ``output > 0`` for a single logit.
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    ActivationStore
+        The store, with ``split`` complete. When the data ends before the
+        expected count (``len(DataLoader)``...), the split is complete with
+        the samples the data gave, and the shortfall is logged.
+
+    Raises
+    ------
+    CaptureError
+        For bad arguments, data or model outputs; the message names the fix.
+    StoreError
+        If the split exists and neither ``resume`` nor ``overwrite`` is set, or
+        the model's layers differ from those of the store's other splits.
+    """
+    codec = check_arguments(adapter, split, resume=resume, overwrite=overwrite, dtype=dtype,
+                            batch_size=batch_size, compressor=compressor, max_samples=max_samples)
+    if class_names is not None:
+        class_names = [str(c) for c in class_names]
+    store = open_store(store, mode="a")
+    if store.read_only:
+        raise StoreError("The store is open read-only; open it with mode='a' to capture into it.")
+    plan = plan_split(store, split, resume=resume, overwrite=overwrite, keep_inputs=keep_inputs,
+                      dtype=dtype, max_samples=max_samples)
+    if plan.done:
+        return store
+    n_total = n_available(data)
+    n_expected = n_total if max_samples is None else (
+        max_samples if n_total is None else min(max_samples, n_total)
+    )
+    check_expected(split, plan.existing, n_expected)
+
+    settings = {
+        "batch_size": batch_size if is_array_pair(data) else None,
+        "max_samples": max_samples,
+        "dtype": dtype,
+        "compressor": codec_description(codec),
+        "keep_inputs": bool(keep_inputs),
+        "nnsig_version": package_version(),
+        "capture_id": uuid.uuid4().hex,  # tells results computed from an earlier capture apart
+        "started": now_iso(),
+    }
+    session = CaptureSession(
+        store=store,
+        split=split,
+        adapter=adapter,
+        n_expected=n_expected,
+        class_names=class_names,
+        keep_inputs=keep_inputs,
+        dtype=np.dtype(dtype),
+        compressor=codec,
+        chunk_bytes=chunk_bytes,
+        predict=predict or default_predict,
+        settings=settings,
+        existing=plan.existing,
+        start=plan.start,
+    )
+    check = resume_label_check(store, split) if plan.existing is not None else None
+    batches = iter_batches(data, batch_size, plan.start, on_skipped=check)
+    bar = tqdm(
+        total=n_expected,
+        initial=plan.start,
+        unit="sample",
+        unit_scale=True,
+        desc=f"capture {split}",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    try:
+        done = plan.start
+        for inputs, labels, index in batches:
+            n = len(index)
+            if n == 0:  # an empty batch carries nothing, and does not end the data
+                continue
+            if max_samples is not None and done + n > max_samples:
+                keep = max_samples - done
+                inputs, labels, index = take(inputs, keep), take(labels, keep), index[:keep]
+                n = keep
+            session.process(inputs, labels, index)
+            done += n
+            bar.update(n)
+            if max_samples is not None and done >= max_samples:
+                break
+        session.finish()
+    except BaseException:
+        session.abort()
+        raise
+    finally:
+        bar.close()
+    return store
+
+
+def capture_arrays(
+    activations: Mapping[str, Any],
+    outputs: Any,
+    labels: Any,
+    store: ActivationStore | str | os.PathLike[str],
+    split: str = "train",
+    model_class: str = "unknown",
+    layer_types: Mapping[str, str] | None = None,
+    inputs: Any = None,
+    batch_size: int = 4096,
+    **kwargs: Any,
+) -> ActivationStore:
+    """Write activations computed elsewhere (any framework) into a store.
+
+    Parameters
+    ----------
+    activations : mapping of str to array-like
+        Layer name to ``(n_samples, *unit_shape)`` arrays, in model order.
+    outputs : array-like
+        ``(n_samples, n_outputs)`` logits or scores.
+    labels : array-like or None
+        ``(n_samples,)`` true classes.
+    store, split, batch_size, **kwargs
+        As for :func:`capture`.
+    model_class, layer_types
+        Recorded in the store's model summary.
+    inputs : array-like, optional
+        Images to keep as thumbnails (``keep_inputs`` is then implied).
+
+    Returns
+    -------
+    ActivationStore
+    """
+    adapter = ArrayAdapter(activations, outputs, model_class=model_class, layer_types=layer_types,
+                           inputs=inputs)
+    n = adapter.n_samples
+    if labels is not None and len(labels) != n:
+        raise CaptureError(f"labels has {len(labels)} rows but outputs has {n}.")
+    if inputs is not None:
+        kwargs["keep_inputs"] = True
+    return capture(adapter, (np.arange(n), labels), store, split=split,
+                   batch_size=batch_size, **kwargs)
+
+
+def default_predict(outputs: np.ndarray) -> np.ndarray:
+    """Predicted class: argmax over the last axis, or ``logit > 0`` for one output."""
+    out = np.asarray(outputs)
+    if out.ndim == 1 or out.shape[-1] == 1:
+        return (out.reshape(len(out)) > 0).astype(np.int64)
+    return np.argmax(out.reshape(len(out), -1), axis=1).astype(np.int64)

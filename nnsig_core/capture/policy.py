@@ -1,0 +1,142 @@
+"""What a capture may do: argument checks, and whether to create, replace or resume a split."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from nnsig_core._util import check_name
+from nnsig_core.adapter import Adapter
+from nnsig_core.capture.batches import class_indices
+from nnsig_core.capture.errors import CaptureError
+from nnsig_core.store import ActivationStore, StoreError
+from nnsig_core.store.layout import RESERVED_NAMES, resolve_compressor
+
+__all__ = ["Plan", "check_arguments", "check_expected", "plan_split", "resume_label_check"]
+
+log = logging.getLogger("nnsig")
+
+
+def check_arguments(
+    adapter: Any, split: str, *, resume: bool, overwrite: bool, dtype: str, batch_size: int,
+    compressor: Any, max_samples: int | None,
+) -> Any:
+    """Check ``capture``'s arguments before the store is touched; returns the zarr codec."""
+    if not isinstance(adapter, Adapter):
+        raise CaptureError(
+            f"{type(adapter).__name__} is not an nnsig adapter (it needs framework, run, "
+            "model_summary and to_numpy). Wrap your model: nnsig_torch.TorchAdapter(model), "
+            "nnsig_keras.KerasAdapter(model), or nnsig_core.ArrayAdapter for precomputed arrays."
+        )
+    try:
+        check_name(split, "split", RESERVED_NAMES)
+    except ValueError as exc:
+        raise CaptureError(str(exc)) from None
+    if resume and overwrite:
+        raise CaptureError("Pass resume=True or overwrite=True, not both.")
+    if dtype not in ("float32", "float16"):
+        raise CaptureError(f"dtype must be 'float32' or 'float16', got {dtype!r}.")
+    if batch_size < 1:
+        raise CaptureError(f"batch_size must be >= 1, got {batch_size}.")
+    if max_samples is not None and max_samples < 1:
+        raise CaptureError(f"max_samples must be >= 1 or None, got {max_samples}.")
+    try:
+        return resolve_compressor(compressor)
+    except ValueError as exc:
+        raise CaptureError(str(exc)) from None
+
+
+@dataclass
+class Plan:
+    """How a capture starts: at which sample, continuing which interrupted split, if any."""
+
+    start: int = 0
+    existing: dict[str, Any] | None = None
+    done: bool = False
+
+
+def plan_split(
+    store: ActivationStore, split: str, *, resume: bool, overwrite: bool, keep_inputs: bool,
+    dtype: str, max_samples: int | None,
+) -> Plan:
+    """Decide whether ``split`` is created, replaced (``overwrite``) or continued (``resume``).
+
+    An existing split is replaced only once the first batch has run and
+    matched the other splits (by the capture session), so a capture refused
+    early leaves the old split as it was.
+    """
+    if split in store.splits:
+        if overwrite:
+            log.info("Overwriting split %r of %s", split, store.location)
+            return Plan()
+        if resume:
+            existing = store.split_attrs(split)
+            if existing.get("complete"):
+                log.info("Split %r is already complete; nothing to resume.", split)
+                return Plan(done=True)
+            _check_resume_settings(split, existing, keep_inputs, dtype, max_samples)
+            # Restart at a chunk boundary: a partial last chunk may have been written.
+            chunk_rows = int(existing["capture"]["chunk_rows"])
+            start = int(existing.get("n_written", 0))
+            start -= start % chunk_rows
+            log.info("Resuming split %r at sample %d", split, start)
+            return Plan(start=start, existing=existing)
+        state = "complete" if store.is_complete(split) else "incomplete"
+        raise StoreError(
+            f"Split {split!r} already exists in {store.location} ({state}, "
+            f"{store.n_samples(split)} samples). Pass overwrite=True to replace it"
+            + (", or resume=True to continue it." if state == "incomplete" else ".")
+        )
+    if store.group(split) is not None and not overwrite:
+        raise StoreError(
+            f"{split!r} exists in the store but is not a split (a capture that failed while "
+            "creating it?); pass overwrite=True to replace it, or choose another split name."
+        )
+    return Plan()
+
+
+def check_expected(split: str, existing: dict[str, Any] | None, n_expected: int | None) -> None:
+    """A resumed capture must be given as many samples as the interrupted one."""
+    if existing is not None and existing.get("n_expected") not in (None, n_expected):
+        raise CaptureError(
+            f"Cannot resume split {split!r}: it was started for {existing['n_expected']} "
+            f"samples, this data gives {n_expected}. Pass the same data and max_samples, "
+            "or overwrite=True."
+        )
+
+
+def _check_resume_settings(
+    split: str, existing: dict[str, Any], keep_inputs: bool, dtype: str, max_samples: int | None
+) -> None:
+    before = existing.get("capture") or {}
+    problems = []
+    if bool(before.get("keep_inputs")) != bool(keep_inputs):
+        problems.append(f"keep_inputs was {bool(before.get('keep_inputs'))}")
+    if before.get("dtype") not in (None, dtype):
+        problems.append(f"dtype was {before.get('dtype')!r}")
+    written = int(existing.get("n_written", 0))
+    if max_samples is not None and max_samples < written:
+        problems.append(f"{written} samples are already written but max_samples is {max_samples}")
+    if problems:
+        raise CaptureError(
+            f"Cannot resume split {split!r}: {'; '.join(problems)}. Resume with the settings "
+            "of the interrupted capture, or pass overwrite=True."
+        )
+
+
+def resume_label_check(store: ActivationStore, split: str) -> Callable[[int, np.ndarray], None]:
+    """A check that the labels of the samples a resumed capture skips are those stored."""
+    def check(lo: int, labels: np.ndarray) -> None:
+        labels = class_indices(labels)
+        stored = store.labels(split, lo, lo + len(labels))
+        if not np.array_equal(stored, labels.astype(np.int64)):
+            raise CaptureError(
+                f"Cannot resume split {split!r}: the labels of samples {lo}..{lo + len(labels) - 1} "
+                "differ from those already stored, so the data is not in the same order as the "
+                "interrupted capture. Use the same data without shuffling, or overwrite=True."
+            )
+    return check

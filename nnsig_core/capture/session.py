@@ -1,0 +1,265 @@
+"""One capture: runs each batch through the adapter, checks it, and feeds the writer.
+
+The split's arrays are created on the first batch, once the captured layers
+and their shapes are known and matched against the store's other splits.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from nnsig_core._util import now_iso, to_json_safe
+from nnsig_core.adapter import Adapter
+from nnsig_core.capture.batches import class_indices
+from nnsig_core.capture.errors import CaptureError
+from nnsig_core.capture.thumbnails import make_thumbnails
+from nnsig_core.capture.writer import ChunkWriter
+from nnsig_core.store import ActivationStore
+from nnsig_core.store.layout import chunk_rows_for, layer_key, split_array_specs
+
+__all__ = ["RECORD_EVERY_S", "CaptureSession"]
+
+log = logging.getLogger("nnsig")
+
+#: Seconds between two updates of the written count in the split's metadata.
+RECORD_EVERY_S = 1.0
+
+
+class CaptureSession:
+    """Per-capture state: creates the arrays on the first batch, feeds the writer."""
+
+    def __init__(
+        self,
+        *,
+        store: ActivationStore,
+        split: str,
+        adapter: Adapter,
+        n_expected: int | None,
+        class_names: list[str] | None,
+        keep_inputs: bool,
+        dtype: np.dtype,
+        compressor: Any,
+        chunk_bytes: int,
+        predict: Callable[[np.ndarray], np.ndarray],
+        settings: dict[str, Any],
+        existing: dict[str, Any] | None,
+        start: int,
+    ) -> None:
+        self.store = store
+        self.split = split
+        self.adapter = adapter
+        self.n_expected = n_expected
+        self.class_names = class_names
+        self.keep_inputs = keep_inputs
+        self.dtype = dtype
+        self.compressor = compressor
+        self.chunk_bytes = chunk_bytes
+        self.predict = predict
+        self.settings = settings
+        self.existing = existing
+        self.start = start
+        self.writer: ChunkWriter | None = None
+        self._last_recorded = time.monotonic()
+        self.batch_rows: int | None = None
+        self.layer_names: list[str] = []
+        self.info: dict[str, Any] = {}
+        self.has_labels: bool | None = None if existing is None else existing.get("has_labels")
+
+    # -- per batch
+    def process(self, inputs: Any, labels: Any, index: np.ndarray) -> None:
+        n = len(index)
+        outputs, acts = self.adapter.run(inputs)
+        outputs = np.asarray(outputs)
+        if outputs.ndim == 1:
+            outputs = outputs[:, None]
+        if outputs.shape[0] != n:
+            raise CaptureError(
+                f"The model returned {outputs.shape[0]} output rows for a batch of {n} samples."
+            )
+        outputs = outputs.reshape(n, -1)
+        if labels is None:
+            if self.has_labels:
+                raise CaptureError("Some batches have labels and others do not.")
+            self.has_labels = False
+            lab = np.full(n, -1, dtype=np.int64)
+        else:
+            if self.has_labels is False:
+                raise CaptureError("Some batches have labels and others do not.")
+            self.has_labels = True
+            lab = class_indices(self.adapter.to_numpy(labels))
+            if lab.shape[0] != n:
+                raise CaptureError(f"A batch has {n} inputs but {lab.shape[0]} labels.")
+            if not np.issubdtype(lab.dtype, np.integer):
+                if np.issubdtype(lab.dtype, np.floating) and np.all(lab == np.round(lab)):
+                    lab = lab.astype(np.int64)
+                else:
+                    raise CaptureError(
+                        f"Labels must be integer class indices (or one-hot), got dtype {lab.dtype}."
+                    )
+            lab = lab.astype(np.int64, copy=False)
+        pred = np.asarray(self.predict(outputs)).astype(np.int64).reshape(-1)
+        if pred.shape[0] != n:
+            raise CaptureError("predict(outputs) must return one class per sample.")
+
+        if self.writer is None:
+            self.batch_rows = n
+            self._create(acts, outputs, inputs)
+        assert self.writer is not None
+        if list(acts.keys()) != self.layer_names:
+            raise CaptureError(
+                f"The adapter returned layers {list(acts.keys())} for this batch but "
+                f"{self.layer_names} for the first one; captured layers must not change."
+            )
+        rows: dict[str, np.ndarray] = {}
+        for name, key in zip(self.layer_names, self.keys, strict=False):
+            a = np.asarray(acts[name])
+            if a.shape[0] != n or a.shape[1:] != self.shapes[name]:
+                raise CaptureError(
+                    f"Layer {name!r} gave shape {a.shape} for a batch of {n}; expected "
+                    f"({n}, {', '.join(map(str, self.shapes[name]))}). Inputs of varying size "
+                    "need pooling (e.g. TorchAdapter(pool='mean'))."
+                )
+            rows[key] = a.astype(self.dtype, copy=False)
+        if outputs.shape[1] != self.n_outputs:
+            raise CaptureError(f"Outputs changed width from {self.n_outputs} to {outputs.shape[1]}.")
+        rows["outputs"] = outputs.astype(np.float32, copy=False)
+        rows["labels"] = lab
+        rows["predictions"] = pred
+        rows["sample_index"] = index
+        if self.keep_inputs:
+            rows["inputs"] = self._thumbs(inputs, index)
+        self.writer.submit(rows)
+
+    def _thumbs(self, inputs: Any, index: np.ndarray) -> np.ndarray:
+        batch_images = getattr(self.adapter, "batch_images", None)  # optional in the protocol
+        if callable(batch_images):
+            raw = np.asarray(batch_images(inputs))
+        else:
+            if isinstance(inputs, (Mapping, tuple, list)):
+                raise CaptureError("keep_inputs=True needs a single input array per batch.")
+            raw = np.asarray(self.adapter.to_numpy(inputs))
+        return make_thumbnails(raw)
+
+    # -- array creation
+    def _create(self, acts: Mapping[str, np.ndarray], outputs: np.ndarray, inputs: Any) -> None:
+        if not acts:
+            raise CaptureError("The adapter captured no layer; select at least one layer.")
+        self.layer_names = list(acts.keys())
+        self.keys = [layer_key(n) for n in self.layer_names]
+        if len(set(self.keys)) != len(self.keys):
+            raise CaptureError(f"Layer names collide once escaped: {self.layer_names}.")
+        self.shapes = {n: tuple(int(s) for s in np.shape(a)[1:]) for n, a in acts.items()}
+        self.n_outputs = int(outputs.shape[1])
+        summary = to_json_safe(self.adapter.model_summary())
+        by_name = {d.get("name"): d for d in summary.get("layers", [])}
+        layers = []
+        for name, key in zip(self.layer_names, self.keys, strict=False):
+            meta = dict(by_name.get(name, {}))
+            meta.update(
+                name=name,
+                key=key,
+                shape=list(self.shapes[name]),
+                dtype=self.dtype.name,
+            )
+            meta.setdefault("type", "unknown")
+            meta.setdefault("parameters", 0)
+            layers.append(meta)
+        self.store.check_compatible(self.split, layers, include_self=self.existing is not None)
+
+        widest = max(
+            [int(np.prod(s, dtype=np.int64)) * self.dtype.itemsize for s in self.shapes.values()]
+            + [self.n_outputs * 4]
+        )
+        if self.existing is not None:
+            chunk_rows = int(self.existing["capture"]["chunk_rows"])
+            self.info = dict(self.existing, n_expected=self.n_expected)
+            arrays = self.store.split_arrays(self.split)
+        else:
+            chunk_rows = chunk_rows_for(self.chunk_bytes, widest, self.batch_rows)
+            tshape = None
+            if self.keep_inputs:  # before anything is created: non-image inputs fail here
+                tshape = self._thumbs(inputs, np.arange(self.start, self.start + 1)).shape[1:]
+            self.settings["chunk_rows"] = chunk_rows
+            self.info = {
+                "complete": False,
+                "n_written": 0,
+                "n_samples": 0,
+                "n_expected": self.n_expected,
+                "framework": getattr(self.adapter, "framework", "unknown"),
+                "model": summary,
+                "layers": layers,
+                "class_names": self.class_names,
+                "has_labels": bool(self.has_labels),
+                "capture": self.settings,
+            }
+            specs = split_array_specs(
+                [(n, k, self.shapes[n]) for n, k in zip(self.layer_names, self.keys, strict=True)],
+                self.n_outputs, self.n_expected or 0, chunk_rows, self.dtype, self.compressor,
+                tshape,
+            )
+            # overwrite=True: the old split goes only now, once the model has matched.
+            arrays = self.store.create_split(self.split, self.info, specs)
+        self.writer = ChunkWriter(
+            arrays=arrays,
+            chunk_rows=chunk_rows,
+            start_row=self.start,
+            on_written=self._record_written,
+        )
+
+    def _record_written(self, n_written: int) -> None:
+        # Rewriting the split's metadata costs milliseconds, so the written count is
+        # recorded about once a second; it is a lower bound, which is all a resumed
+        # capture needs (it rewrites from the chunk boundary below it).
+        now = time.monotonic()
+        if now - self._last_recorded < RECORD_EVERY_S:
+            return
+        self._last_recorded = now
+        self.info["n_written"] = n_written
+        self.info["n_samples"] = n_written
+        self.store.write_split_attrs(self.split, self.info)
+
+    # -- end
+    def finish(self) -> None:
+        if self.writer is None:
+            if self.existing is not None and self.start > 0:
+                # Interrupted after its last chunk was written: only the end was missing.
+                self._complete_as_is()
+                return
+            raise CaptureError("The data yielded no samples; nothing was captured.")
+        total = self.writer.close()
+        if self.n_expected is not None and total < self.n_expected:
+            log.warning("The data ended at %d of %d expected samples; the split holds %d.",
+                        total, self.n_expected, total)
+            for arr in self.writer.arrays.values():
+                arr.resize((total, *arr.shape[1:]))
+        self.info.update(
+            complete=True,
+            n_written=total,
+            n_samples=total,
+            n_expected=self.n_expected if self.n_expected is not None else total,
+            has_labels=bool(self.has_labels),
+        )
+        self.info["capture"] = dict(self.info["capture"], finished=now_iso())
+        self.store.write_split_attrs(self.split, self.info)
+        log.info("Captured %d samples of split %r into %s", total, self.split, self.store.location)
+
+    def _complete_as_is(self) -> None:
+        total = self.start
+        for arr in self.store.split_arrays(self.split).values():
+            if arr.shape[0] != total:
+                arr.resize((total, *arr.shape[1:]))
+        self.info = dict(self.existing or {})
+        self.info.update(complete=True, n_written=total, n_samples=total,
+                         n_expected=self.n_expected if self.n_expected is not None else total)
+        self.info["capture"] = dict(self.info.get("capture") or {}, finished=now_iso())
+        self.store.write_split_attrs(self.split, self.info)
+        log.info("Split %r had all its %d samples written; marked complete.", self.split, total)
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()

@@ -1,0 +1,224 @@
+"""The store format: every name, key, attribute and array layout of an nnsig store.
+
+Layout (``docs/design.md`` explains each field)::
+
+    store.zarr/                      root attrs: {"nnsig": {"format_version": 1}}
+      <split>/                       split attrs: {"nnsig_split": {...}}
+        <layer key>                  float32 or float16, (sample, *unit shape)
+        outputs                      float32 (sample, output)
+        labels                       int64 (sample,)   -1 where unknown
+        predictions                  int64 (sample,)
+        sample_index                 int64 (sample,)   position in the source data set
+        inputs                       uint8 (sample, h, w[, 3])  optional thumbnails
+      analysis/<name>/               attrs {"nnsig_analysis": {...}}
+        layers/<layer key>/          one fitted clusterer
+        signatures/<split>/          cluster_ids, distances
+        scores/<split>/<score>       per-sample diagnostic scores
+
+Readers and writers take every name from here; :class:`~nnsig_core.store.ActivationStore`
+implements the operations on it.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from zarr.codecs import BloscCodec, ZstdCodec
+
+__all__ = [
+    "ANALYSIS_ATTR",
+    "ANALYSIS_GROUP",
+    "FORMAT_VERSION",
+    "META_ARRAYS",
+    "RESERVED_NAMES",
+    "ROOT_ATTR",
+    "SCORES_ATTR",
+    "SPLIT_ATTR",
+    "analysis_path",
+    "chunk_rows_for",
+    "codec_description",
+    "layer_differences",
+    "layer_key",
+    "resolve_compressor",
+    "scores_path",
+    "signatures_path",
+    "split_array_specs",
+]
+
+FORMAT_VERSION = 1
+ROOT_ATTR = "nnsig"
+SPLIT_ATTR = "nnsig_split"
+ANALYSIS_GROUP = "analysis"
+ANALYSIS_ATTR = "nnsig_analysis"
+SIGNATURES_GROUP = "signatures"
+SCORES_GROUP = "scores"
+SCORES_ATTR = "nnsig_scores"
+META_ARRAYS = ("labels", "predictions", "outputs", "sample_index", "inputs")
+RESERVED_NAMES = frozenset(META_ARRAYS) | {ANALYSIS_GROUP}
+MAX_CHUNK_ROWS = 65536
+
+
+def layer_key(name: str) -> str:
+    """The array key a layer name is stored under (``/``, ``%`` and other unsafe characters
+    percent-escaped; names that clash with the metadata arrays get a ``layer_`` prefix)."""
+    key = urllib.parse.quote(name, safe="._-:~+=,;@!()[]{}")
+    if key in RESERVED_NAMES or key.startswith("__") or key in (".", ".."):
+        key = "layer_" + key
+    return key
+
+
+def analysis_path(name: str) -> str:
+    """Path of a saved analysis's group, from the store's root."""
+    return f"{ANALYSIS_GROUP}/{name}"
+
+
+def signatures_path(name: str, split: str | None = None) -> str:
+    """Path of an analysis's saved signatures (of one split, or the group of all)."""
+    base = f"{analysis_path(name)}/{SIGNATURES_GROUP}"
+    return base if split is None else f"{base}/{split}"
+
+
+def scores_path(name: str, split: str | None = None) -> str:
+    """Path of an analysis's saved scores (of one split, or the group of all)."""
+    base = f"{analysis_path(name)}/{SCORES_GROUP}"
+    return base if split is None else f"{base}/{split}"
+
+
+def resolve_compressor(compressor: Any) -> Any:
+    """The zarr codec for ``capture(..., compressor=...)``.
+
+    ``None`` (the default) stores raw bytes; ``"lz4"`` is Blosc LZ4 at level 1
+    after bit shuffle, the fastest codec measured; ``"zstd"`` is zstd at its
+    default level, the smallest; anything else is taken as a zarr codec.
+
+    Raw is the default by measurement (``benchmarks/bench_capture.py``,
+    figures in docs/design.md): ReLU activations of a trained MLP have random
+    mantissas, so even the fastest codec shrinks them by only ~12% while
+    adding about 40% to the capture time on a 2-core machine; zstd halves
+    them at three times the capture time.
+
+    Raises
+    ------
+    ValueError
+        For an unknown codec name.
+    """
+    if compressor is None or compressor == "none":
+        return None
+    if compressor == "lz4":
+        return BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")
+    if compressor == "zstd":
+        return ZstdCodec()
+    if isinstance(compressor, str):
+        raise ValueError(
+            f"Unknown compressor {compressor!r}: use None, 'lz4', 'zstd' or a zarr codec."
+        )
+    return compressor
+
+
+def codec_description(compressor: Any) -> Any:
+    """A JSON description of the codec, recorded in the capture settings."""
+    if compressor is None:
+        return None
+    to_dict = getattr(compressor, "to_dict", None)
+    return to_dict() if callable(to_dict) else repr(compressor)
+
+
+def chunk_rows_for(chunk_bytes: int, row_bytes: int, batch_rows: int | None) -> int:
+    """Rows per chunk: about ``chunk_bytes`` of the widest array.
+
+    When a batch is within a factor of four of that size, the chunk is exactly
+    one batch, so batches are written without being copied into a buffer.
+    """
+    rows = int(max(1, min(MAX_CHUNK_ROWS, chunk_bytes // max(row_bytes, 1))))
+    if batch_rows and rows // 4 <= batch_rows <= rows * 4:
+        return batch_rows
+    return rows
+
+
+def layer_differences(
+    mine: Sequence[Mapping[str, Any]], theirs: Sequence[Mapping[str, Any]], other: str
+) -> list[str]:
+    """How two lists of captured layers (name, shape) differ, in words; empty when they match.
+
+    ``other`` names the split ``theirs`` comes from.
+    """
+    a = {d["name"]: tuple(d["shape"]) for d in mine}
+    b = {d["name"]: tuple(d["shape"]) for d in theirs}
+    if list(a) == list(b) and a == b:
+        return []
+    problems = []
+    missing = [n for n in b if n not in a]
+    extra = [n for n in a if n not in b]
+    if missing:
+        problems.append(f"layers missing from this model: {missing}")
+    if extra:
+        problems.append(f"layers not in split {other!r}: {extra}")
+    for n in a:
+        if n in b and a[n] != b[n]:
+            problems.append(f"layer {n!r} has shape {a[n]} here but {b[n]} in {other!r}")
+    return problems or ["the layers come in a different order"]
+
+
+def _unit_dims(key: str, ndim: int) -> tuple[str, ...]:
+    if ndim == 1:
+        return (f"{key}_unit",)
+    return tuple(f"{key}_dim{i}" for i in range(ndim))
+
+
+def split_array_specs(
+    layers: Sequence[tuple[str, str, Sequence[int]]],
+    n_outputs: int,
+    n_rows: int,
+    chunk_rows: int,
+    dtype: Any,
+    compressor: Any,
+    thumbnail_shape: Sequence[int] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Keyword arguments of ``zarr.Group.create_array`` for every array of a split.
+
+    Parameters
+    ----------
+    layers : sequence of (name, key, unit shape)
+        The captured layers, in model order.
+    n_outputs : int
+        Width of the model's output.
+    n_rows : int
+        Initial number of rows (the arrays grow as the capture writes).
+    chunk_rows : int
+        Rows per chunk, the same for every array of the split.
+    dtype : numpy dtype
+        Storage type of the activations.
+    compressor : zarr codec or None
+    thumbnail_shape : sequence of int, optional
+        ``(h, w[, 3])`` of the input thumbnails, when they are kept.
+
+    Returns
+    -------
+    dict of str to dict
+        Array key -> ``create_array`` keyword arguments (``name`` excluded),
+        layers first, then ``outputs``, ``labels``, ``predictions``,
+        ``sample_index`` and ``inputs``.
+    """
+    def spec(shape: tuple[int, ...], dt: Any, fill: int, dims: tuple[str, ...],
+             attributes: dict[str, Any] | None = None) -> dict[str, Any]:
+        out = {"shape": (n_rows, *shape), "chunks": (chunk_rows, *shape), "dtype": dt,
+               "compressors": compressor, "fill_value": fill, "dimension_names": ("sample", *dims)}
+        if attributes:
+            out["attributes"] = attributes
+        return out
+
+    specs: dict[str, dict[str, Any]] = {}
+    for name, key, shape in layers:
+        shape = tuple(int(s) for s in shape)
+        specs[key] = spec(shape, np.dtype(dtype), 0, _unit_dims(key, len(shape)), {"layer": name})
+    specs["outputs"] = spec((int(n_outputs),), np.dtype("float32"), 0, ("output",))
+    for key in ("labels", "predictions", "sample_index"):
+        specs[key] = spec((), np.dtype("int64"), -1, ())
+    if thumbnail_shape is not None:
+        tshape = tuple(int(s) for s in thumbnail_shape)
+        specs["inputs"] = spec(tshape, np.dtype("uint8"), 0,
+                               ("input_h", "input_w", "input_rgb")[: len(tshape)])
+    return specs
