@@ -240,6 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # -- signatures, diagnostics, report
     from nnsig_core.analysis import parse_discretizer_spec
+    from nnsig_core.diagnostics import SignatureScorer, signature_scores
 
     analysis = SignatureAnalysis(
         n_clusters=args.clusters,
@@ -252,7 +253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     analysis.save(rw, name="default", overwrite=True)
     # Per-sample suspicion scores (saved next to the analysis); the report shows the
     # combined one as a histogram, a table column and a flagging threshold.
-    scores = {split: analysis.score(rw, split)["combined"] for split in ("train", "test")}
+    scorer = SignatureScorer().fit(analysis, rw)
+    scores = {split: signature_scores(analysis, rw, split, scorer=scorer, save=True)["combined"]
+              for split in ("train", "test")}
     report = write_report(analysis, rw, out / "report", splits=("train", "test"),
                           title=f"MNIST MLP, trained on {args.train_classes}", scores=scores)
 

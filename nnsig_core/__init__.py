@@ -11,6 +11,8 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from nnsig_core._params import InvalidParameterError
+from nnsig_core._util import package_version
 from nnsig_core.adapter import (
     Adapter,
     ArrayAdapter,
@@ -36,6 +38,7 @@ __all__ = [
     "Discretizer",
     "EmptySelectionError",
     "IncompleteStoreError",
+    "InvalidParameterError",
     "LayerSelectionError",
     "LayerSummary",
     "MissingLabelsError",
@@ -64,7 +67,7 @@ __all__ = [
     "write_report_data",
 ]
 
-if TYPE_CHECKING:  # imported lazily below, so `nnsig info` starts without scikit-learn
+if TYPE_CHECKING:  # imported on first use (PEP 562), so `import nnsig_core` stays light
     from nnsig_core.analysis import (
         AnalysisError,
         Discretizer,
@@ -126,6 +129,6 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-__version__ = "0.1.0"
+__version__ = package_version()
 
 logging.getLogger("nnsig").addHandler(logging.NullHandler())

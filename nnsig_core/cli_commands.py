@@ -166,7 +166,7 @@ def _load_analysis(store: Any, name: str) -> Any:
 
 def _saved_combined_scores(store: Any, name: str, splits: Any) -> dict[str, Any]:
     """The combined diagnostic score of each split that has fresh saved scores."""
-    from nnsig_core.diagnostics import load_scores, saved_score_splits
+    from nnsig_core.diagnostics.persist import load_scores, saved_score_splits
 
     out = {}
     for split in splits:
@@ -257,7 +257,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.prototype:
-        analysis.export_prototype(store, args.split, out)
+        from nnsig_core.analysis import export_prototype
+
+        export_prototype(analysis, store, args.split, out)
         written = ["clusters_info.json", "clusterized_values.csv"]
     else:
         written = analysis.signatures(store, args.split).export(out)
@@ -270,12 +272,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import csv
 
     from nnsig_core.cli import format_table
-    from nnsig_core.diagnostics import baseline_scores, evaluate
+    from nnsig_core.diagnostics import baseline_scores, evaluate, signature_scores
 
     store = open_store(args.store, mode="r+")
     analysis = _load_analysis(store, args.analysis)
     store.require_complete(args.split)
-    scores = dict(analysis.score(store, args.split, validation_split=args.validation))
+    scores = dict(signature_scores(analysis, store, args.split,
+                                   validation_split=args.validation, save=True))
     if not args.no_baselines:
         scores.update(baseline_scores(analysis, store, args.split))
     rows = evaluate(scores, store.labels(args.split), store.predictions(args.split),

@@ -15,10 +15,10 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from sklearn.utils.validation import check_is_fitted
 
-from nnsig_core.analysis.engine import as_store
 from nnsig_core.analysis.signatures import Signatures, class_entropy, class_purity
-from nnsig_core.store import ActivationStore
+from nnsig_core.store import ActivationStore, open_store
 
 if TYPE_CHECKING:
     from nnsig_core.analysis.engine import SignatureAnalysis
@@ -77,8 +77,8 @@ def build_report_data(
     -------
     dict
     """
-    analysis._check_fitted()
-    store = as_store(store)
+    check_is_fitted(analysis, "clusterers_")
+    store = open_store(store)
     present = []
     for s in splits:
         if s in store.splits:

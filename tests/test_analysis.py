@@ -19,9 +19,10 @@ from nnsig_core.analysis import (
     Discretizer,
     SignatureAnalysis,
     Signatures,
-    canonical_order,
+    export_prototype,
     format_summary,
 )
+from nnsig_core.analysis.assign import canonical_order
 from nnsig_core.analysis.synthetic import make_blob_store
 from nnsig_core.store import StoreError
 
@@ -115,7 +116,11 @@ def test_raw_cache_path_equals_uncached_path(blobs) -> None:
     n, f = 567, 8
     just_enough = n * f * 4 * 2  # raw rows + discretized rows of the widest layer
     cached = _fit(blobs, discretizer="uniform:10", memory_limit=just_enough)
-    uncached = _fit(blobs, discretizer="uniform:10", memory_limit=just_enough // 2 + 4 * n * 6)
+    # Room for every layer's discretized rows (exact KMeans), not for raw + discretized ones.
+    uncached = _fit(blobs, discretizer="uniform:10", memory_limit=n * 4 * 10)
+    assert {lc.method_ for lc in uncached.clusterers_.values()} == {"exact"}
+    assert all(lc.cached_raw_ for lc in cached.clusterers_.values())
+    assert not any(lc.cached_raw_ for lc in uncached.clusterers_.values())
     for name in cached.layers_:
         np.testing.assert_array_equal(cached.clusterers_[name].cluster_centers_,
                                       uncached.clusterers_[name].cluster_centers_)
@@ -153,7 +158,7 @@ def test_train_and_test_are_discretized_with_the_training_bins(blobs) -> None:
     # with the training discretizer and centres gives the transform() result.
     test_acts = blobs.activations("test", "layer0")[:]
     lc = a.clusterers_["layer0"]
-    ids, _ = lc.predict(test_acts)
+    ids = lc.predict(test_acts)
     np.testing.assert_array_equal(ids, a.transform(blobs, "test").cluster_ids[:, 0])
 
 
@@ -206,7 +211,7 @@ def test_prototype_table_and_grouped_views(blobs) -> None:
     assert sum(counts) == blobs.n_samples("test")
     assert counts == sorted(counts, reverse=True)
     assert all(len(s) == 3 for s in t.column("signature"))
-    assert a.table(blobs, "test") == t  # through the analysis (cached signatures)
+    assert a.signatures(blobs, "test").table() == t  # through the analysis (cached signatures)
     by_out = sigs.by_output_class()
     assert sum(by_out.column("count")) == blobs.n_samples("test")
     assert sum(by_out.column("n_misclassified")) == int((~sigs.correct).sum())
@@ -284,7 +289,7 @@ def test_summary_and_text(blobs) -> None:
 
 def test_export_prototype(blobs, tmp_path: Path) -> None:
     a = _fit(blobs)
-    paths = a.export_prototype(blobs, "test", tmp_path / "proto")
+    paths = export_prototype(a, blobs, "test", tmp_path / "proto")
     info = json.loads(paths["clusters_info"].read_text())
     assert len(info) == 3
     assert set(info[0][0]) == {"layer", "class", "instances_count", "cluster_index"}
@@ -394,6 +399,7 @@ def test_prefetched_reads_give_the_same_fit(blobs) -> None:
     ahead = _fit(blobs)  # default budget: every layer is prefetched
     in_turn = _fit(blobs, memory_limit=40_000)  # one layer fits, three do not
     assert {lc.method_ for lc in in_turn.clusterers_.values()} == {"exact"}
+    assert ahead.prefetched_ == ahead.layers_ and in_turn.prefetched_ == []
     for name in ahead.layers_:
         np.testing.assert_array_equal(ahead.clusterers_[name].cluster_centers_,
                                       in_turn.clusterers_[name].cluster_centers_)
@@ -410,3 +416,78 @@ def test_table_prints_as_aligned_text() -> None:
     assert len({len(line) for line in lines}) == 1
     assert str(t[:1]).count("\n") == 1
     assert "1 more rows" in t.format(max_rows=1)
+
+
+# ---------------------------------------------------------------------------- stale and partial saves
+def _recapture_in_the_same_second(store, split: str) -> None:
+    """Re-capture ``split`` with other samples, then give it the first capture's time stamps,
+    as a re-capture within the same second would have."""
+    old = store.split_attrs(split)["capture"]
+    make_blob_store(store, splits=(split,), n_samples=store.n_samples(split), seed=7,
+                    overwrite=True)
+    info = store.split_attrs(split)
+    info["capture"] = dict(info["capture"], started=old["started"], finished=old["finished"])
+    store.write_split_attrs(split, info)
+
+
+def test_signatures_follow_a_recapture_within_the_same_second(tmp_path: Path) -> None:
+    store = make_blob_store(tmp_path / "s.zarr", n_samples=200)
+    a = _fit(store)
+    before = a.signatures(store, "test")
+    _recapture_in_the_same_second(store, "test")
+    after = a.signatures(store, "test")
+    assert not np.array_equal(after.labels, before.labels)
+    np.testing.assert_array_equal(after.cluster_ids, a.transform(store, "test").cluster_ids)
+    a.save(store, "saved", splits=["test"])
+    _recapture_in_the_same_second(store, "test")  # saved signatures are stale too
+    loaded = SignatureAnalysis.load(store, "saved")
+    np.testing.assert_array_equal(loaded.signatures(store, "test").labels, store.labels("test"))
+
+
+def test_a_refused_subset_leaves_saved_signatures_alone(tmp_path: Path) -> None:
+    from nnsig_core.analysis.persist import save_signatures
+
+    store = make_blob_store(tmp_path / "s.zarr", n_samples=200)
+    a = _fit(store).save(store, "a", splits=["test"])
+    whole = a.signatures(store, "test")
+    with pytest.raises(ValueError, match="whole-split"):
+        save_signatures(store, "a", whole.subset(np.arange(50)))
+    assert "test" in store.root["analysis/a/signatures"]  # the saved copy is still there
+    saved = SignatureAnalysis.load(store, "a").signatures(store, "test")
+    np.testing.assert_array_equal(saved.cluster_ids, whole.cluster_ids)
+    save_signatures(store, "a", a.transform(store, "test"))  # a whole split replaces them
+    assert sorted(k for k, _ in store.root["analysis/a/signatures"].groups()) == ["test"]
+
+
+def test_overwrite_replaces_an_analysis_only_once_the_new_one_is_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A save that fails half-way (disk full) leaves the old analysis and its scores."""
+    import zarr
+
+    from nnsig_core.diagnostics import signature_scores
+    from nnsig_core.diagnostics.persist import saved_score_splits
+
+    store = make_blob_store(tmp_path / "s.zarr", n_samples=200)
+    old = _fit(store).save(store, "a", splits=["test"])
+    signature_scores(old, store, "test", save=True)
+    new = _fit(store, n_clusters=3)
+    real = zarr.Group.create_array
+    calls = {"n": 0}
+
+    def disk_full_on_the_fourth_array(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise OSError(28, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(zarr.Group, "create_array", disk_full_on_the_fourth_array)
+    with pytest.raises(OSError, match="No space"):
+        new.save(store, "a", overwrite=True)
+    monkeypatch.undo()
+    back = SignatureAnalysis.load(open_store(store.path), "a")
+    assert back.n_clusters_ == old.n_clusters_
+    assert saved_score_splits(store, "a") == ["test"]
+    assert store.analyses == ["a"]  # the half-written copy is gone
+    new.save(store, "a", overwrite=True)
+    assert SignatureAnalysis.load(open_store(store.path), "a").n_clusters_ == [3, 3, 3]
+    assert saved_score_splits(store, "a") == []  # scores of the old fit went with it

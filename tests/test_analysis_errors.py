@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnsig_core import capture_arrays, open_store
+from nnsig_core import InvalidParameterError, capture_arrays, open_store
 from nnsig_core.analysis import (
     AnalysisError,
     EmptySelectionError,
@@ -18,7 +18,7 @@ from nnsig_core.analysis import (
     TooFewSamplesError,
 )
 from nnsig_core.analysis.synthetic import make_blob_activations, make_blob_store
-from nnsig_core.store import SPLIT_ATTR, IncompleteStoreError, StoreError
+from nnsig_core.store import IncompleteStoreError, StoreError
 
 
 def _capture(path: Path, n: int = 120, labels: bool = True, wrong: bool = False,
@@ -79,7 +79,7 @@ def test_incomplete_store(tmp_path: Path) -> None:
     store = open_store(tmp_path / "s.zarr", mode="r+")
     info = store.split_attrs("train")
     info["complete"] = False
-    store.root["train"].attrs[SPLIT_ATTR] = info
+    store.write_split_attrs("train", info)
     with pytest.raises(IncompleteStoreError, match="resume=True"):
         _analysis().fit(open_store(tmp_path / "s.zarr"))
 
@@ -124,16 +124,20 @@ def test_not_fitted(tmp_path: Path) -> None:
 
 def test_bad_parameters(tmp_path: Path) -> None:
     _capture(tmp_path / "s.zarr")
-    with pytest.raises(ValueError, match="memory size"):
+    with pytest.raises(InvalidParameterError, match="'memory_limit'.*memory size.*'plenty'"):
         _analysis(memory_limit="plenty").fit(tmp_path / "s.zarr")
     with pytest.raises(ValueError, match="STRATEGY"):
         _analysis(discretizer="gaussian").fit(tmp_path / "s.zarr")
-    with pytest.raises(AnalysisError, match="n_clusters"):
+    with pytest.raises(InvalidParameterError, match="'n_clusters'.*int >= 1.*got 0"):
         _analysis(n_clusters=0).fit(tmp_path / "s.zarr")
-    with pytest.raises(AnalysisError, match="n_init"):
+    with pytest.raises(AnalysisError, match="n_clusters must be an int >= 1 for every layer"):
+        _analysis(n_clusters={"layer1": 0}).fit(tmp_path / "s.zarr")
+    with pytest.raises(InvalidParameterError, match="'n_init'.*'auto'"):
         _analysis(n_init=0).fit(tmp_path / "s.zarr")
-    with pytest.raises(ValueError, match="reduce"):
+    with pytest.raises(InvalidParameterError, match="'reduce'"):
         _analysis(reduce=0).fit(tmp_path / "s.zarr")
+    with pytest.raises(InvalidParameterError, match="'layers'.*non-empty"):
+        _analysis(layers=[]).fit(tmp_path / "s.zarr")
 
 
 def test_transform_of_another_model(tmp_path: Path) -> None:

@@ -510,13 +510,11 @@ def test_resume_after_the_last_chunk_was_written(tmp_path: Path) -> None:
     path = tmp_path / "s.zarr"
     s = capture(LinearReLU(), (X, y), path, chunk_bytes=200, progress=False)
     chunk = s.activations("train", "hidden").chunks[0]
-    from nnsig_core.store import SPLIT_ATTR
-
     for written in (100, 100 - 100 % chunk + 0, 50):  # all, a chunk boundary, mid-chunk
         rw = open_store(path, mode="r+")
         info = rw.split_attrs("train")
         info.update(complete=False, n_written=written)
-        rw.root["train"].attrs[SPLIT_ATTR] = info
+        rw.write_split_attrs("train", info)
         s = capture(LinearReLU(), (X, y), path, resume=True, progress=False)
         assert s.is_complete("train") and s.n_samples("train") == 100
         np.testing.assert_allclose(s.activations("train", "hidden")[:], LinearReLU().hidden(X),

@@ -11,15 +11,26 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from nnsig_core import capture_arrays, open_store
-from nnsig_core.diagnostics import (
+from nnsig_core.diagnostics import Baselines
+from nnsig_core.diagnostics.detectors import (
     ActivationPatternMonitor,
-    Baselines,
     KNNDistance,
     MahalanobisDistance,
     energy_score,
     max_softmax_score,
+    pack_patterns,
+    popcount,
 )
-from nnsig_core.diagnostics.baselines import _pack, hamming_min_bruteforce, popcount
+
+
+def hamming_min_bruteforce(queries, patterns) -> np.ndarray:
+    """Reference: min over rows of ``patterns`` of the Hamming distance to each query
+    (both boolean (n, d)); an empty ``patterns`` gives ``d``."""
+    Q = np.asarray(queries, dtype=bool)
+    P = np.asarray(patterns, dtype=bool)
+    if P.shape[0] == 0:
+        return np.full(Q.shape[0], Q.shape[1], dtype=np.int64)
+    return np.array([(q[None, :] != P).sum(axis=1).min() for q in Q], dtype=np.int64)
 
 
 def test_msp_and_energy_on_crafted_logits():
@@ -90,7 +101,7 @@ def test_popcount_and_packing():
     assert popcount(w).tolist() == [0, 1, 2, 1, 64]
     B = np.zeros((2, 70), bool)
     B[0, [0, 65, 69]] = True
-    W = _pack(B)
+    W = pack_patterns(B)
     assert W.shape == (2, 2) and popcount(W).sum(1).tolist() == [3, 0]
 
 
@@ -145,8 +156,41 @@ def test_baselines_from_store(tmp_path, caplog):
     assert s["knn"][50:].mean() > s["knn"][:50].mean()
     only = Baselines(which=["msp"]).fit(store, "train").score(store, "test")
     assert list(only) == ["msp"]
-    with pytest.raises(ValueError, match="Unknown baseline"):
-        Baselines(which=["nope"])
+    with pytest.raises(ValueError, match="'which'.*among"):
+        Baselines(which=["nope"]).fit(store, "train")
     with caplog.at_level(logging.WARNING, logger="nnsig"):
         Baselines(k=1000).fit(store, "train")
     assert "using k=" in caplog.text
+
+
+@pytest.mark.slow
+def test_baselines_stay_within_memory_limit(tmp_path, caplog):
+    """A layer eight times larger than memory_limit is read in chunks, never whole: the peak
+    of traced memory stays under half the layer (per-sample score vectors and Mahalanobis's
+    d x d matrices come on top of the limit)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    n, d, limit = 8192, 128, 1 << 19
+    path = tmp_path / "big.zarr"
+    for split in ("train", "test"):
+        y = rng.integers(0, 4, n)
+        H = (rng.normal(size=(n, d)) + 2 * y[:, None]).astype(np.float32)
+        logits = (np.eye(4)[y] * 3).astype(np.float32)
+        capture_arrays({"h": H}, logits, y, path, split=split, chunk_bytes=1 << 16,
+                       progress=False)
+    store = open_store(path)
+    layer_bytes = n * d * 4
+    assert layer_bytes >= 8 * limit
+    tracemalloc.start()
+    with caplog.at_level(logging.WARNING, logger="nnsig"):
+        b = Baselines(k=5, memory_limit=limit).fit(store, "train")
+        s = b.score(store, "test")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < layer_bytes / 2, f"peak {peak / 2**20:.1f} MiB, layer {layer_bytes / 2**20} MiB"
+    assert b.n_fit_samples_ == n and b.n_knn_samples_ < n and b.n_pattern_samples_ <= n
+    assert "random subsample" in caplog.text
+    assert all(v.shape == (n,) and np.isfinite(v).all() for v in s.values())
+    full = Baselines(k=5, which=["mahalanobis"]).fit(store, "train").score(store, "test")
+    np.testing.assert_allclose(s["mahalanobis"], full["mahalanobis"], rtol=1e-6)

@@ -5,14 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nnsig_core.diagnostics import (
-    METRICS,
-    detection_metrics,
-    evaluate,
-    fpr_at_tpr,
-    summarize,
-    task_masks,
-)
+from nnsig_core.diagnostics import METRICS, detection_metrics, evaluate, summarize
+from nnsig_core.diagnostics.metrics import fpr_at_tpr, task_masks
 
 # Three positives (suspicious) and four negatives, no ties.
 POS = [0.9, 0.8, 0.4]

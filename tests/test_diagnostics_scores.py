@@ -20,11 +20,11 @@ from nnsig_core.diagnostics import (
     ScoreCombiner,
     SignatureScorer,
     detection_metrics,
-    load_scores,
-    saved_score_splits,
     signature_scores,
 )
-from nnsig_core.diagnostics.scores import _min_hamming
+from nnsig_core.diagnostics.components import min_hamming
+from nnsig_core.diagnostics.geometry import nearest_distances, split_distances
+from nnsig_core.diagnostics.persist import load_scores, saved_score_splits
 
 D = 6
 
@@ -133,7 +133,7 @@ def test_calibration_rejects_unlabelled_split(tmp_path, fitted):
 def test_scores_saved_next_to_the_analysis(fitted, tmp_path, caplog):
     store, analysis = fitted
     saved = copy.deepcopy(analysis).save(store, name="dx", splits=["train"])
-    scores = signature_scores(saved, store, "test")  # saved under the analysis's name
+    scores = signature_scores(saved, store, "test", save=True)  # under the analysis's name
     loaded = SignatureAnalysis.load(store, "dx")
     again = signature_scores(loaded, store, "test", save=False)
     for k in scores:
@@ -147,18 +147,18 @@ def test_scores_saved_next_to_the_analysis(fitted, tmp_path, caplog):
     assert attrs["split"] == "test" and attrs["classes"] == [0, 1, 2]
     ro = open_store(store.path, mode="r")
     with caplog.at_level(logging.WARNING, logger="nnsig"):
-        signature_scores(analysis, ro, "val", name="dx")
+        signature_scores(analysis, ro, "val", name="dx", save=True)
     assert "read-only" in caplog.text
     assert saved_score_splits(store, "dx") == ["test"]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="nnsig"):
-        signature_scores(analysis, store, "val")  # unnamed analysis: nothing to save next to
+        signature_scores(analysis, store, "val", save=True)  # unnamed: nothing to save next to
     assert "not been saved" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="nnsig"):
-        signature_scores(analysis, store, "val", name="nope")
+        signature_scores(analysis, store, "val", name="nope", save=True)
     assert "no analysis 'nope'" in caplog.text and "nope" not in store.analyses
-    signature_scores(saved, store, "val", save=False)
+    signature_scores(saved, store, "val")  # computing does not write unless asked
     assert saved_score_splits(store, "dx") == ["test"]
 
 
@@ -221,11 +221,11 @@ def test_hamming_matches_bruteforce():
         Q = rng.integers(0, K, (40, L))
         P = np.unique(rng.integers(0, K, (30, L)), axis=0)
         want = np.array([(q != P).sum(1).min() for q in Q])
-        np.testing.assert_array_equal(_min_hamming(Q, P, budget=50), want)
+        np.testing.assert_array_equal(min_hamming(Q, P, budget=50), want)
         ex = rng.integers(-1, len(P), 40)
         want_ex = np.array([min([(q != p).sum() for j, p in enumerate(P) if j != e] or [L + 1])
                             for q, e in zip(Q, ex, strict=True)])
-        np.testing.assert_array_equal(_min_hamming(Q, P, exclude=ex), want_ex)
+        np.testing.assert_array_equal(min_hamming(Q, P, exclude=ex), want_ex)
 
 
 def test_rank_combiner_selects_informative_component():
@@ -256,7 +256,7 @@ def test_owners_and_nearest():
     assert {c: v.tolist() for c, v in sc.owners_[0].items()} == {0: [0], 1: [1]}
     assert {c: v.tolist() for c, v in sc.owners_[1].items()} == {0: [0, 1], 1: [1]}
     D = np.array([[1.0, 3.0], [2.0, 0.5], [4.0, 1.0]])
-    own, other = sc._nearest(0, D, np.array([0, 1, 9]))
+    own, other = nearest_distances(sc.owners_[0], D, np.array([0, 1, 9]))
     assert own.tolist() == [1.0, 0.5, 4.0]  # class 9 never seen: the farthest centroid
     assert other.tolist() == [3.0, 2.0, 1.0]
 
@@ -265,14 +265,16 @@ def test_euclidean_geometry_matches_signature_distances(fitted):
     store, analysis = fitted
     sc = SignatureScorer(geometry="euclidean").fit(analysis, store)
     sigs = analysis.signatures(store, "test")
-    geo = sc._geometry(store, "test", None, sigs.cluster_ids, sigs.predictions)
+    geo = split_distances(analysis, sc.owners_, store, "test", None, sigs.cluster_ids,
+                          sigs.predictions, cosine=False)
     np.testing.assert_allclose(geo.assigned, sigs.distances, rtol=1e-4, atol=1e-4)
     hard = SignatureScorer(geometry="euclidean", components=["disagreement", "centroid_distance"])
     out = hard.fit(analysis, store).score(store, "test")
     assert list(out) == ["disagreement", "centroid_distance", "combined"]
     assert not hard._needs_features()  # the signatures' own distances suffice
     cos = SignatureScorer().fit(analysis, store)
-    g = cos._geometry(store, "test", None, sigs.cluster_ids, sigs.predictions)
+    g = split_distances(analysis, cos.owners_, store, "test", None, sigs.cluster_ids,
+                        sigs.predictions, cosine=True)
     assert (g.assigned <= 2 + 1e-9).all() and (g.own <= g.assigned + 1e-9).any()
 
 
@@ -280,7 +282,7 @@ def test_scorer_input_errors(fitted):
     store, analysis = fitted
     with pytest.raises(ValueError, match="distance_combine"):
         SignatureScorer(distance_combine="max").fit(analysis, store)
-    with pytest.raises(ValueError, match="Unknown component"):
+    with pytest.raises(ValueError, match=r"components.*among.*got \[.nope.\]"):
         SignatureScorer(components=["nope"]).fit(analysis, store)
     sc = _hand_scorer()
     with pytest.raises(Exception, match="fit_arrays"):
@@ -298,7 +300,6 @@ def test_diagnostics_import_no_framework():
 
 def test_saved_scores_go_stale_when_the_split_is_recaptured(tmp_path):
     from nnsig_core.analysis.synthetic import make_blob_store
-    from nnsig_core.diagnostics import load_scores
     from nnsig_core.store import StoreError
 
     path = tmp_path / "s.zarr"
@@ -306,7 +307,7 @@ def test_saved_scores_go_stale_when_the_split_is_recaptured(tmp_path):
     store = open_store(path, mode="r+")
     analysis = SignatureAnalysis(n_clusters=3, progress=False).fit(store, "train")
     analysis.save(store, "a")
-    scores = analysis.score(store, "test")
+    scores = signature_scores(analysis, store, "test", save=True)
     np.testing.assert_array_equal(load_scores(store, "a", "test")["combined"], scores["combined"])
     make_blob_store(store, splits=("test",), seed=1, overwrite=True)
     with pytest.raises(StoreError, match="predate"):

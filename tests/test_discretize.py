@@ -10,8 +10,9 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.preprocessing import KBinsDiscretizer
 
+from nnsig_core._util import parse_bytes
 from nnsig_core.analysis import Discretizer, parse_discretizer_spec
-from nnsig_core.analysis._util import Reservoir, parse_bytes, rebatch
+from nnsig_core.analysis._util import Reservoir, rebatch
 
 
 def _relu_data(n: int = 300, f: int = 7, seed: int = 0) -> np.ndarray:

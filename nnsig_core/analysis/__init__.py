@@ -2,18 +2,25 @@
 
 Modules
 -------
+selection
+    :func:`fit_sample_mask`: which samples an analysis is fitted on.
 discretize
     :class:`Discretizer` (uniform / quantile / binary bins, per layer or per
     unit, fittable from chunks) and :func:`parse_discretizer_spec`.
-cluster
+source
+    Row sources: a layer's selected rows, read from the store in whole chunks.
+reduce, assign, cluster
     :class:`LayerClusterer`: discretize, optional IncrementalPCA, exact
-    KMeans or streamed MiniBatchKMeans; canonical cluster ids.
+    KMeans or streamed MiniBatchKMeans; nearest-centre assignment; canonical
+    cluster ids.
 engine
     :class:`SignatureAnalysis`: fit on a store's split, transform any split.
-signatures
+signatures, tables
     :class:`Signatures`: the per-sample cluster ids and their tables.
 persist
     Saving into / loading from ``analysis/<name>`` of the store.
+prototype
+    :func:`export_prototype`, the prototype's two files.
 summary
     :func:`format_summary`, the text table printed by ``nnsig analyze``.
 synthetic
@@ -22,8 +29,7 @@ synthetic
 
 from __future__ import annotations
 
-from nnsig_core.analysis._util import parse_bytes
-from nnsig_core.analysis.cluster import LayerClusterer, PCAReducer, canonical_order
+from nnsig_core.analysis.cluster import LayerClusterer
 from nnsig_core.analysis.discretize import Discretizer, parse_discretizer_spec
 from nnsig_core.analysis.engine import SignatureAnalysis
 from nnsig_core.analysis.errors import (
@@ -34,7 +40,9 @@ from nnsig_core.analysis.errors import (
     NotFittedError,
     TooFewSamplesError,
 )
-from nnsig_core.analysis.signatures import Signatures, class_entropy, class_purity
+from nnsig_core.analysis.prototype import export_prototype
+from nnsig_core.analysis.selection import fit_sample_mask
+from nnsig_core.analysis.signatures import Signatures
 from nnsig_core.analysis.summary import format_summary
 from nnsig_core.analysis.tables import Table
 
@@ -46,15 +54,12 @@ __all__ = [
     "MissingLabelsError",
     "NonFiniteActivationError",
     "NotFittedError",
-    "PCAReducer",
     "SignatureAnalysis",
     "Signatures",
     "Table",
     "TooFewSamplesError",
-    "canonical_order",
-    "class_entropy",
-    "class_purity",
+    "export_prototype",
+    "fit_sample_mask",
     "format_summary",
-    "parse_bytes",
     "parse_discretizer_spec",
 ]

@@ -1,83 +1,12 @@
-"""Small helpers shared by the analysis modules (byte sizes, sampling, batching)."""
+"""Streaming helpers of the analysis: a reservoir sample and re-batching of row blocks."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-__all__ = ["Reservoir", "format_bytes", "parse_bytes", "rebatch"]
-
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1000,
-    "kb": 1000,
-    "m": 1000**2,
-    "mb": 1000**2,
-    "g": 1000**3,
-    "gb": 1000**3,
-    "t": 1000**4,
-    "tb": 1000**4,
-    "kib": 1 << 10,
-    "mib": 1 << 20,
-    "gib": 1 << 30,
-    "tib": 1 << 40,
-}
-_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
-
-
-def parse_bytes(value: int | float | str) -> int:
-    """Parse a memory size: an int of bytes, or a string such as ``"2GiB"``, ``"500MB"``.
-
-    Parameters
-    ----------
-    value : int, float or str
-        Bytes, or a number followed by a unit (``B``, ``kB``, ``MB``, ``GB``,
-        ``TB`` in powers of 1000, ``KiB``, ``MiB``, ``GiB``, ``TiB`` in powers
-        of 1024; case-insensitive).
-
-    Returns
-    -------
-    int
-        The size in bytes (>= 0).
-
-    Raises
-    ------
-    ValueError
-        If the value cannot be parsed or is negative.
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"memory_limit must be a number of bytes or a size string, got {value!r}.")
-    if isinstance(value, (int, np.integer)):
-        n = int(value)
-    elif isinstance(value, (float, np.floating)):
-        n = int(value)
-    elif isinstance(value, str):
-        m = _SIZE.match(value)
-        unit = m.group(2).lower() if m else None
-        if not m or unit not in _UNITS:
-            raise ValueError(
-                f"Cannot parse the memory size {value!r}: give bytes (e.g. 500000000) or a "
-                "number with a unit such as '512MiB', '2GiB', '4GB'."
-            )
-        n = int(float(m.group(1)) * _UNITS[unit])
-    else:
-        raise ValueError(f"memory_limit must be a number of bytes or a size string, got {value!r}.")
-    if n < 0:
-        raise ValueError(f"memory_limit must be >= 0 bytes, got {value!r}.")
-    return n
-
-
-def format_bytes(n: float) -> str:
-    """Human-readable size in powers of 1024 (``"1.5 GiB"``)."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"  # pragma: no cover
-
+__all__ = ["Reservoir", "rebatch"]
 
 class Reservoir:
     """A uniform random sample of at most ``size`` rows of a stream (algorithm R).

@@ -33,6 +33,7 @@ the path, the chunking or KMeans' internal label order.
 from __future__ import annotations
 
 import logging
+import numbers
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -40,85 +41,23 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, clone
 from sklearn.cluster import KMeans, MiniBatchKMeans
-from sklearn.decomposition import IncrementalPCA
-from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.validation import check_is_fitted
 
-from nnsig_core.analysis._util import format_bytes, parse_bytes, rebatch
+from nnsig_core._params import MEMORY_SIZE, Interval, Options, validate_params
+from nnsig_core._util import format_bytes, parse_bytes
+from nnsig_core.analysis._util import rebatch
+from nnsig_core.analysis.assign import assign_nearest, canonical_order
 from nnsig_core.analysis.discretize import Discretizer
 from nnsig_core.analysis.errors import TooFewSamplesError
+from nnsig_core.analysis.reduce import PCAReducer
 from nnsig_core.analysis.source import MemorySource, RowSource, gather
 
-__all__ = ["LayerClusterer", "PCAReducer", "assign_nearest", "canonical_order"]
+__all__ = ["LayerClusterer"]
 
 log = logging.getLogger("nnsig")
 
 METHODS = ("auto", "exact", "streaming")
-
-
-class PCAReducer:
-    """Linear reduction fitted with :class:`~sklearn.decomposition.IncrementalPCA`.
-
-    ``transform(X) = (X - mean_) @ components_.T`` in float32, with the
-    fitted arrays kept (and saved) in float32, so results are identical before
-    and after a save/load round trip.
-
-    Parameters
-    ----------
-    n_components : int
-    """
-
-    def __init__(self, n_components: int) -> None:
-        self.n_components = int(n_components)
-
-    def fit_batches(self, batches: Iterator[np.ndarray]) -> PCAReducer:
-        """Fit with ``partial_fit`` on each batch (each must have >= n_components rows)."""
-        ipca = IncrementalPCA(n_components=self.n_components)
-        for batch in batches:
-            ipca.partial_fit(batch)
-        self.components_ = np.ascontiguousarray(ipca.components_, dtype=np.float32)
-        self.mean_ = np.asarray(ipca.mean_, dtype=np.float32)
-        self.explained_variance_ = np.asarray(ipca.explained_variance_, dtype=np.float64)
-        self.explained_variance_ratio_ = np.asarray(ipca.explained_variance_ratio_, dtype=np.float64)
-        return self
-
-    def transform(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray((X.astype(np.float32, copy=False) - self.mean_) @ self.components_.T,
-                          dtype=np.float32)
-
-    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return (
-            {"n_components": self.n_components},
-            {
-                "components": self.components_,
-                "mean": self.mean_,
-                "explained_variance": self.explained_variance_,
-                "explained_variance_ratio": self.explained_variance_ratio_,
-            },
-        )
-
-    @classmethod
-    def _from_state(cls, attrs: dict[str, Any], arrays: dict[str, np.ndarray]) -> PCAReducer:
-        r = cls(attrs["n_components"])
-        r.components_ = np.asarray(arrays["components"], dtype=np.float32)
-        r.mean_ = np.asarray(arrays["mean"], dtype=np.float32)
-        r.explained_variance_ = np.asarray(arrays["explained_variance"])
-        r.explained_variance_ratio_ = np.asarray(arrays["explained_variance_ratio"])
-        return r
-
-
-def canonical_order(ids: np.ndarray, centers: np.ndarray) -> np.ndarray:
-    """The canonical order of clusters: ``order[new_id] = old_id``.
-
-    Clusters are numbered by first occurrence in ``ids``; clusters absent from
-    ``ids`` follow, sorted lexicographically by their centre coordinates.
-    """
-    k = centers.shape[0]
-    present, first = np.unique(ids, return_index=True)
-    order = present[np.argsort(first, kind="stable")]
-    missing = np.setdiff1d(np.arange(k), present)
-    if missing.size:
-        missing = missing[np.lexsort(centers[missing].T[::-1])]
-    return np.concatenate([order, missing]).astype(np.int64)
 
 
 class _Collector:
@@ -165,6 +104,9 @@ class LayerClusterer(BaseEstimator):
     ----------
     method_ : str
         The path used, ``"exact"`` or ``"streaming"``.
+    cached_raw_ : bool
+        Whether the raw rows were read once and kept in memory for the passes
+        of a discretizer or a reduction (instead of read again per pass).
     n_features_in_ : int
         Features (flattened units) of the layer.
     discretizer_ : Discretizer or None
@@ -204,15 +146,25 @@ class LayerClusterer(BaseEstimator):
         self.method = method
         self.progress = progress
 
+    _parameter_constraints = {
+        "n_clusters": [Interval(numbers.Integral, 1)],
+        "discretizer": [Discretizer, None],
+        "reduce": [Interval(numbers.Integral, 1), None],
+        "memory_limit": [MEMORY_SIZE],
+        "random_state": [numbers.Integral, None],
+        "n_init": [Interval(numbers.Integral, 1), Options(("auto",))],
+        "batch_size": [Interval(numbers.Integral, 1)],
+        "streaming_passes": [Interval(numbers.Integral, 1)],
+        "method": [Options(METHODS)],
+        "progress": [bool],
+    }
+
     # ------------------------------------------------------------------ fitting
     def fit(self, source: RowSource, name: str = "layer") -> LayerClusterer:
         """Fit on every row of ``source`` (named ``name`` in messages)."""
+        validate_params(self, self._parameter_constraints)
         k = int(self.n_clusters)
         n, f = int(source.n_rows), int(source.n_features)
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}; got {self.method!r}.")
-        if k < 1:
-            raise ValueError(f"n_clusters must be >= 1; got {k} for layer {name!r}.")
         if n < k:
             raise TooFewSamplesError(
                 f"Layer {name!r}: {n} sample(s) selected for fitting but n_clusters={k}. "
@@ -299,7 +251,7 @@ class LayerClusterer(BaseEstimator):
             _log_warnings(caught, name)
             centers = np.asarray(mbk.cluster_centers_, dtype=np.float32)
             parts = [
-                self._assign_block(self.features(b), centers)
+                assign_nearest(self.features(b), centers)
                 for _, b in self._pass(src, "assign")
             ]
             ids = np.concatenate([p[0] for p in parts])
@@ -309,6 +261,7 @@ class LayerClusterer(BaseEstimator):
         inv = np.empty(k, dtype=np.int64)
         inv[order] = np.arange(k)
         self.method_ = method
+        self.cached_raw_ = bool(cache)
         self.cluster_centers_ = np.ascontiguousarray(centers[order], dtype=np.float32)
         self.fit_ids_ = inv[ids].astype(np.int32)
         self.fit_counts_ = np.bincount(self.fit_ids_, minlength=k).astype(np.int64)
@@ -326,8 +279,6 @@ class LayerClusterer(BaseEstimator):
         if self.reduce is None:
             return None
         r = int(self.reduce)
-        if r < 1:
-            raise ValueError(f"reduce must be a positive number of components or None; got {r}.")
         if r >= f:
             log.info("Layer %r has %d features <= reduce=%d: not reduced.", name, f, r)
             return None
@@ -380,10 +331,6 @@ class LayerClusterer(BaseEstimator):
         return km
 
     # ------------------------------------------------------------------ transforming
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "cluster_centers_"):
-            raise NotFittedError("This LayerClusterer is not fitted yet; call fit first.")
-
     def _discretized(self, block: np.ndarray) -> np.ndarray:
         if self.discretizer_ is None:
             return block
@@ -396,24 +343,40 @@ class LayerClusterer(BaseEstimator):
             x = self.reducer_.transform(x)
         return np.ascontiguousarray(x, dtype=np.float32)
 
-    @staticmethod
-    def _assign_block(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return assign_nearest(X, centers)
-
-    def predict(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Cluster ids (int32) and distances to the centre (float32) of raw rows."""
-        self._check_fitted()
-        block = np.asarray(block, dtype=np.float32).reshape(block.shape[0], -1)
-        if block.shape[1] != self.n_features_in_:
+    def _rows(self, X: np.ndarray) -> np.ndarray:
+        check_is_fitted(self, "cluster_centers_")
+        X = np.asarray(X, dtype=np.float32)
+        X = X.reshape(X.shape[0], -1)
+        if X.shape[1] != self.n_features_in_:
             raise ValueError(
                 f"The layer was fitted with {self.n_features_in_} features; these rows have "
-                f"{block.shape[1]}."
+                f"{X.shape[1]}."
             )
-        return self._assign_block(self.features(block), self.cluster_centers_)
+        return self.features(X)
+
+    def assign(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Cluster ids (int32) of raw rows and their distances to that centre (float32).
+
+        What a signature needs, in one pass: :meth:`predict` and the matching
+        column of :meth:`transform`.
+        """
+        return assign_nearest(self._rows(X), self.cluster_centers_)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """The cluster id (int32) of each raw row (samples x units, extra axes flattened)."""
+        return self.assign(X)[0]
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """Euclidean distances of each raw row to every centre, ``(n, n_clusters)`` float32,
+        in the clustering space (as :meth:`sklearn.cluster.KMeans.transform`)."""
+        F = self._rows(X).astype(np.float64)
+        c = self.cluster_centers_.astype(np.float64)
+        d2 = (F**2).sum(1)[:, None] - 2 * F @ c.T + (c**2).sum(1)[None, :]
+        return np.sqrt(np.maximum(d2, 0.0)).astype(np.float32)
 
     # ------------------------------------------------------------------ state
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        self._check_fitted()
+        check_is_fitted(self, "cluster_centers_")
         attrs: dict[str, Any] = {
             "n_clusters": int(self.n_clusters),
             "method": self.method_,
@@ -452,41 +415,6 @@ class LayerClusterer(BaseEstimator):
             sub = {k[4:]: v for k, v in arrays.items() if k.startswith("pca_")}
             c.reducer_ = PCAReducer._from_state(attrs["reducer"], sub)
         return c
-
-
-def assign_nearest(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest centre of each row (int32) and the Euclidean distance to it (float32).
-
-    The argmin ranks ``|c|^2 - 2 x.c`` in float32; rows whose two best
-    candidates are within float32 rounding of each other are ranked again in
-    float64 (ties go to the lower id), so the choice does not depend on how
-    rows are grouped into blocks. The distance is computed directly as
-    ``|x - c|``, without cancellation. Plain NumPy: scikit-learn's threaded
-    pairwise reductions cost more in start-up than they save on chunk-sized
-    blocks.
-    """
-    m = X.shape[0]
-    if m == 0:
-        return np.empty(0, dtype=np.int32), np.empty(0, dtype=np.float32)
-    x = np.ascontiguousarray(X, dtype=np.float32)
-    c = np.ascontiguousarray(centers, dtype=np.float32)
-    c_sq = np.einsum("ij,ij->i", c, c)
-    scores = x @ (-2.0 * c.T)
-    scores += c_sq[None, :]
-    ids = np.argmin(scores, axis=1)
-    if c.shape[0] > 1:
-        two = np.partition(scores, 1, axis=1)[:, :2]
-        x_sq = np.einsum("ij,ij->i", x, x)
-        # float32 error of |c|^2 - 2 x.c is below ~ d * eps * (|x|^2 + |c|^2); be generous.
-        tol = 8 * x.shape[1] * np.finfo(np.float32).eps * (x_sq + c_sq.max())
-        near = np.flatnonzero(two[:, 1] - two[:, 0] <= tol)
-        if near.size:
-            c64 = c.astype(np.float64)
-            s64 = x[near].astype(np.float64) @ (-2.0 * c64.T) + np.einsum("ij,ij->i", c64, c64)
-            ids[near] = np.argmin(s64, axis=1)
-    diff = x - c[ids]
-    dist = np.sqrt(np.einsum("ij,ij->i", diff, diff))
-    return ids.astype(np.int32), dist.astype(np.float32)
 
 
 def _log_warnings(caught: list[warnings.WarningMessage], name: str) -> None:

@@ -19,6 +19,7 @@ maps indices back to bin centres when values are wanted.
 from __future__ import annotations
 
 import logging
+import numbers
 import warnings
 from typing import Any
 
@@ -26,7 +27,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.preprocessing import KBinsDiscretizer
+from sklearn.utils.validation import check_is_fitted
 
+from nnsig_core._params import Interval, Options, Satisfies, validate_params
 from nnsig_core.analysis._util import Reservoir
 
 __all__ = ["Discretizer", "parse_discretizer_spec"]
@@ -107,20 +110,20 @@ class Discretizer(TransformerMixin, BaseEstimator):
         self.random_state = random_state
 
     # ------------------------------------------------------------------ fitting
+    _parameter_constraints = {
+        "strategy": [Options(STRATEGIES)],
+        "n_bins": [Interval(numbers.Integral, 2, MAX_BINS)],
+        "scope": [Options(SCOPES)],
+        "threshold": [Satisfies(lambda v: np.isfinite(float(v)), "a finite number")],
+        "subsample": [Interval(numbers.Integral, 1), None],
+        "random_state": [numbers.Integral, None],
+    }
+
     def _validate(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(
-                f"Discretizer strategy must be one of {', '.join(STRATEGIES)}; got {self.strategy!r}."
-            )
-        if self.scope not in SCOPES:
-            raise ValueError(f"Discretizer scope must be 'layer' or 'unit'; got {self.scope!r}.")
-        if self.strategy != "binary":
-            if not isinstance(self.n_bins, (int, np.integer)) or not 2 <= self.n_bins <= MAX_BINS:
-                raise ValueError(f"n_bins must be an int in 2..{MAX_BINS}; got {self.n_bins!r}.")
-        if self.subsample is not None and int(self.subsample) < 1:
-            raise ValueError(f"subsample must be >= 1 or None; got {self.subsample!r}.")
-        if not np.isfinite(float(self.threshold)):
-            raise ValueError(f"threshold must be finite; got {self.threshold!r}.")
+        constraints = dict(self._parameter_constraints)
+        if self.strategy == "binary":  # the binary strategy has no bins to count
+            constraints.pop("n_bins")
+        validate_params(self, constraints)
 
     @staticmethod
     def _as_2d(X: Any) -> np.ndarray:
@@ -175,8 +178,7 @@ class Discretizer(TransformerMixin, BaseEstimator):
 
     def finalize(self) -> Discretizer:
         """Compute the bin edges from what :meth:`partial_fit` has seen."""
-        if not hasattr(self, "n_features_in_"):
-            raise NotFittedError("This Discretizer is not fitted yet; call fit or partial_fit first.")
+        check_is_fitted(self, "n_features_in_")
         if not getattr(self, "_dirty", False):
             return self
         if self._n_seen == 0:
@@ -229,10 +231,7 @@ class Discretizer(TransformerMixin, BaseEstimator):
         return self
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "n_features_in_"):
-            raise NotFittedError(
-                "This Discretizer is not fitted yet; call fit (or partial_fit) first."
-            )
+        check_is_fitted(self, "n_features_in_")
         if getattr(self, "_dirty", False):
             self.finalize()
 

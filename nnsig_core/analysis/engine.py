@@ -19,59 +19,37 @@ path), otherwise MiniBatchKMeans is streamed over the chunks (see
 
 from __future__ import annotations
 
-import json
+import difflib
 import logging
+import numbers
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator
-from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
 
-from nnsig_core.analysis._util import parse_bytes
+from nnsig_core._params import MEMORY_SIZE, Interval, Options, Satisfies, validate_params
+from nnsig_core._util import count_matrix, parse_bytes
+from nnsig_core.analysis import persist
 from nnsig_core.analysis.cluster import LayerClusterer
 from nnsig_core.analysis.discretize import Discretizer, parse_discretizer_spec
-from nnsig_core.analysis.errors import (
-    AnalysisError,
-    EmptySelectionError,
-    MissingLabelsError,
-    TooFewSamplesError,
-)
+from nnsig_core.analysis.errors import AnalysisError, TooFewSamplesError
+from nnsig_core.analysis.selection import fit_sample_mask
 from nnsig_core.analysis.signatures import Signatures
 from nnsig_core.analysis.source import Prefetcher, StoreSource
-from nnsig_core.analysis.tables import Table
 from nnsig_core.store import ActivationStore, StoreError, open_store
 
-__all__ = ["SignatureAnalysis", "as_store"]
+__all__ = ["SignatureAnalysis"]
 
 log = logging.getLogger("nnsig")
 
 DEFAULT_CLUSTERS = 10
 READ_BYTES = 8 << 20  # target size of one read from the store (whole chunks)
-
-
-def as_store(store: ActivationStore | str | os.PathLike[str], mode: str = "r") -> ActivationStore:
-    """An :class:`ActivationStore` as is, or the store at a path opened with ``mode``."""
-    if isinstance(store, ActivationStore):
-        return store
-    if isinstance(store, (str, os.PathLike)):
-        return open_store(store, mode=mode)  # type: ignore[arg-type]
-    raise TypeError(f"Expected an ActivationStore or a path, got {type(store).__name__}.")
-
-
-def split_fingerprint(store: ActivationStore, split: str) -> dict[str, Any]:
-    """What identifies a split's capture (to tell whether saved signatures still apply)."""
-    info = store.split_attrs(split)
-    cap = info.get("capture") or {}
-    return {
-        "n_samples": store.n_samples(split),
-        "capture_id": cap.get("capture_id"),
-        "started": cap.get("started"),
-        "finished": cap.get("finished"),
-    }
+_FITTED = "clusterers_"
+StoreArg = ActivationStore | str | os.PathLike
 
 
 class SignatureAnalysis(BaseEstimator):
@@ -134,7 +112,25 @@ class SignatureAnalysis(BaseEstimator):
         Unit shape of each analysed layer.
     name_ : str or None
         Name under which the analysis was saved or loaded.
+    prefetched_ : list of str
+        Layers whose fit rows were read ahead in a background thread while the
+        previous layer was clustered.
     """
+
+    _parameter_constraints = {
+        "n_clusters": [Interval(numbers.Integral, 1), Mapping],
+        "discretizer": [Discretizer, str, None],
+        "only_correct": [bool],
+        "reduce": [Interval(numbers.Integral, 1), None],
+        "memory_limit": [MEMORY_SIZE],
+        "layers": [str, Satisfies(lambda v: len(v) > 0 and all(isinstance(x, str) for x in v),
+                                  "a non-empty sequence of layer names"), None],
+        "random_state": [numbers.Integral, None],
+        "n_init": [Interval(numbers.Integral, 1), Options(("auto",))],
+        "batch_size": [Interval(numbers.Integral, 1)],
+        "streaming_passes": [Interval(numbers.Integral, 1)],
+        "progress": [bool],
+    }
 
     def __init__(
         self,
@@ -165,16 +161,11 @@ class SignatureAnalysis(BaseEstimator):
     # ------------------------------------------------------------------ parameters
     def _discretizer_template(self) -> Discretizer | None:
         d = self.discretizer
-        if d is None or isinstance(d, Discretizer):
-            if d is not None:
-                d._validate()
-            return d
         if isinstance(d, str):
             return parse_discretizer_spec(d)
-        raise ValueError(
-            f"discretizer must be a Discretizer, a spec string such as 'uniform:10', or None; "
-            f"got {type(d).__name__}."
-        )
+        if d is not None:
+            d._validate()
+        return d
 
     @property
     def discretizer_spec(self) -> str | None:
@@ -187,12 +178,8 @@ class SignatureAnalysis(BaseEstimator):
         if self.layers is None:
             return list(available)
         wanted = [self.layers] if isinstance(self.layers, str) else list(self.layers)
-        if not wanted:
-            raise AnalysisError("layers is empty; pass layer names, or None for all layers.")
         missing = [n for n in wanted if n not in available]
         if missing:
-            import difflib
-
             hints = []
             for m in missing:
                 close = difflib.get_close_matches(m, available, n=2, cutoff=0.5)
@@ -207,104 +194,36 @@ class SignatureAnalysis(BaseEstimator):
 
     def _layer_clusters(self, layers: list[str]) -> list[int]:
         k = self.n_clusters
-        if isinstance(k, Mapping):
-            unknown = [n for n in k if n not in layers]
-            if unknown:
-                raise AnalysisError(
-                    f"n_clusters names layer(s) {unknown} that are not analysed; "
-                    f"analysed layers: {layers}."
-                )
-            ks = [int(k.get(n, DEFAULT_CLUSTERS)) for n in layers]
-        else:
-            if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-                raise AnalysisError(f"n_clusters must be an int or a mapping; got {k!r}.")
-            ks = [int(k)] * len(layers)
-        for n, v in zip(layers, ks, strict=False):
-            if v < 1:
-                raise AnalysisError(f"n_clusters for layer {n!r} must be >= 1; got {v}.")
-        return ks
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "clusterers_"):
-            raise NotFittedError(
-                "This SignatureAnalysis is not fitted yet: call fit(store, split) or "
-                "SignatureAnalysis.load(store, name) first."
+        if not isinstance(k, Mapping):
+            return [int(k)] * len(layers)
+        unknown = [n for n in k if n not in layers]
+        if unknown:
+            raise AnalysisError(
+                f"n_clusters names layer(s) {unknown} that are not analysed; "
+                f"analysed layers: {layers}."
             )
+        ks = [k.get(n, DEFAULT_CLUSTERS) for n in layers]
+        bad = {n: v for n, v in zip(layers, ks, strict=True)
+               if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1}
+        if bad:
+            raise AnalysisError(f"n_clusters must be an int >= 1 for every layer; got {bad}.")
+        return [int(v) for v in ks]
 
     # ------------------------------------------------------------------ selection
-    def selection_mask(
-        self, store: ActivationStore | str | os.PathLike[str], split: str,
-        classes: Iterable[int] | None = None,
-    ) -> np.ndarray:
+    def selection_mask(self, store: StoreArg, split: str,
+                       classes: Iterable[int] | None = None) -> np.ndarray:
         """Which samples of ``split`` the fit rule keeps (``only_correct``, ``classes``).
 
-        Parameters
-        ----------
-        store, split
-        classes : iterable of int, optional
-            Keep only these labels; by default the classes given to :meth:`fit`
-            when fitted, else all.
-
-        Raises
-        ------
-        MissingLabelsError, EmptySelectionError
+        ``classes`` defaults to the classes given to :meth:`fit` when fitted,
+        else all; see :func:`~nnsig_core.analysis.fit_sample_mask`.
         """
         if classes is None:
             classes = getattr(self, "fit_classes_", None)
-        return self._select(as_store(store), split, classes)
-
-    def _select(
-        self, store: ActivationStore, split: str, classes: Iterable[int] | None
-    ) -> np.ndarray:
-        n = store.n_samples(split)
-        labels = store.labels(split)
-        preds = store.predictions(split)
-        need = self.only_correct or classes is not None
-        if need and (not store.has_labels(split) or not (labels >= 0).any()):
-            why = "only_correct=True" if self.only_correct else "a class subset"
-            raise MissingLabelsError(
-                f"Split {split!r} has no labels, but {why} needs them (and so do class counts). "
-                "Capture the split with its labels, or pass only_correct=False (and no classes) "
-                "to fit on every sample."
-            )
-        mask = np.ones(n, dtype=bool)
-        where = ""
-        if classes is not None:
-            wanted = sorted({int(c) for c in classes})
-            if not wanted:
-                raise EmptySelectionError(
-                    "classes is empty: give the labels to fit on (e.g. classes=range(5)), "
-                    "or classes=None for all."
-                )
-            present = sorted(int(c) for c in np.unique(labels[labels >= 0]))
-            mask &= np.isin(labels, wanted)
-            if not mask.any():
-                raise EmptySelectionError(
-                    f"No sample of split {split!r} has a label in {wanted}; the labels present "
-                    f"are {present}. Choose classes among those."
-                )
-            absent = sorted(set(wanted) - set(present))
-            if absent:
-                log.warning("Classes %s have no sample in split %r.", absent, split)
-            where = f" among classes {wanted}"
-        if self.only_correct:
-            n_cand = int(mask.sum())
-            mask &= (labels >= 0) & (labels == preds)
-            if not mask.any():
-                raise EmptySelectionError(
-                    f"No sample of split {split!r}{where} is classified correctly "
-                    f"(0 of {n_cand}): is the model trained, and do labels and predictions "
-                    "use the same class indices? Pass only_correct=False to fit on all samples."
-                )
-        return mask
+        return fit_sample_mask(open_store(store), split, classes, only_correct=self.only_correct)
 
     # ------------------------------------------------------------------ fit / transform
-    def fit(
-        self,
-        store: ActivationStore | str | os.PathLike[str],
-        split: str = "train",
-        classes: Iterable[int] | None = None,
-    ) -> SignatureAnalysis:
+    def fit(self, store: StoreArg, split: str = "train",
+            classes: Iterable[int] | None = None) -> SignatureAnalysis:
         """Fit one clusterer per layer on the selected samples of ``split``.
 
         Parameters
@@ -323,23 +242,22 @@ class SignatureAnalysis(BaseEstimator):
 
         Raises
         ------
+        InvalidParameterError
+            A constructor parameter has an unusable value.
         StoreError
             Missing split or layer, or an incomplete split
             (:class:`~nnsig_core.store.IncompleteStoreError`).
         MissingLabelsError, EmptySelectionError, TooFewSamplesError, NonFiniteActivationError
         """
-        store = as_store(store)
+        validate_params(self, self._parameter_constraints)
+        store = open_store(store)
         store.require_complete(split)
         limit = parse_bytes(self.memory_limit)
         disc = self._discretizer_template()
         layers = self._resolve_layers(store, split)
         ks = self._layer_clusters(layers)
-        if self.n_init != "auto" and (not isinstance(self.n_init, (int, np.integer))
-                                      or self.n_init < 1):
-            raise AnalysisError(f"n_init must be a positive int or 'auto'; got {self.n_init!r}.")
         fit_classes = None if classes is None else sorted({int(c) for c in classes})
-        mask = self._select(store, split, fit_classes)
-        rows = np.flatnonzero(mask)
+        rows = np.flatnonzero(fit_sample_mask(store, split, fit_classes, self.only_correct))
         too_many = [(n, k) for n, k in zip(layers, ks, strict=False) if k > rows.size]
         if too_many:
             desc = ", ".join(f"{n!r}: {k}" for n, k in too_many)
@@ -349,7 +267,7 @@ class SignatureAnalysis(BaseEstimator):
                 "or fit on more samples (only_correct=False, more classes, more data)."
             )
         labels = store.labels(split)
-        n_classes = _n_classes(store, split)
+        n_classes = store.n_classes(split)
         shapes = {d["name"]: list(d["shape"]) for d in store.layer_info(split)}
 
         clusterers: dict[str, LayerClusterer] = {}
@@ -370,16 +288,13 @@ class SignatureAnalysis(BaseEstimator):
                     streaming_passes=self.streaming_passes, progress=self.progress,
                 )
                 lc.fit(prefetch.source(name), name=name)
-                lab = labels[rows]
-                comp = np.zeros((k, n_classes), dtype=np.int64)
-                ok = lab >= 0
-                np.add.at(comp, (lc.fit_ids_[ok], lab[ok]), 1)
-                compositions.append(comp)
+                compositions.append(count_matrix(lc.fit_ids_, labels[rows], k, n_classes))
                 clusterers[name] = lc
                 log.info("Fitted layer %r (%s, %d clusters) in %.2f s", name, lc.method_, k,
                          time.perf_counter() - t0)
         finally:
             prefetch.close()
+        self.prefetched_ = prefetch.served
 
         self.layers_ = layers
         self.clusterers_ = clusterers
@@ -395,9 +310,7 @@ class SignatureAnalysis(BaseEstimator):
         self._cache: dict[tuple[Any, ...], Signatures] = {}
         return self
 
-    def transform(
-        self, store: ActivationStore | str | os.PathLike[str], split: str = "test"
-    ) -> Signatures:
+    def transform(self, store: StoreArg, split: str = "test") -> Signatures:
         """Map every sample of ``split`` onto the fitted clusters.
 
         Returns
@@ -410,8 +323,8 @@ class SignatureAnalysis(BaseEstimator):
         ------
         sklearn.exceptions.NotFittedError, StoreError, NonFiniteActivationError
         """
-        self._check_fitted()
-        store = as_store(store)
+        check_is_fitted(self, _FITTED)
+        store = open_store(store)
         store.require_complete(split)
         info = {d["name"]: list(d["shape"]) for d in store.layer_info(split)}
         missing = [n for n in self.layers_ if n not in info]
@@ -427,133 +340,76 @@ class SignatureAnalysis(BaseEstimator):
                     f"{shape} in the fit split {self.fit_split_!r}: not the same model."
                 )
         n = store.n_samples(split)
-        L = len(self.layers_)
-        ids = np.empty((n, L), dtype=np.int32)
-        dist = np.empty((n, L), dtype=np.float32)
+        ids = np.empty((n, len(self.layers_)), dtype=np.int32)
+        dist = np.empty((n, len(self.layers_)), dtype=np.float32)
         for j, name in enumerate(self.layers_):
             lc = self.clusterers_[name]
             src = StoreSource(store, split, name, None, progress=self.progress)
             for rows, block in src.blocks("assign"):
-                ids[rows, j], dist[rows, j] = lc.predict(block)
-        sigs = Signatures(
-            split, self.layers_, ids, store.labels(split), store.predictions(split), dist,
-            store.sample_index(split), self.n_clusters_,
-            n_classes=max(self.n_classes_, _n_classes(store, split)),
-            class_names=store.class_names(),
-        )
+                ids[rows, j], dist[rows, j] = lc.assign(block)
+        sigs = self._signatures(store, split, ids, dist)
         self._cache_put(store, split, sigs)
         return sigs
 
-    def fit_transform(
-        self,
-        store: ActivationStore | str | os.PathLike[str],
-        split: str = "train",
-        classes: Iterable[int] | None = None,
-    ) -> Signatures:
+    def fit_transform(self, store: StoreArg, split: str = "train",
+                      classes: Iterable[int] | None = None) -> Signatures:
         """:meth:`fit` on ``split``, then :meth:`transform` of the same split (every sample)."""
-        store = as_store(store)
+        store = open_store(store)
         return self.fit(store, split, classes).transform(store, split)
+
+    def _signatures(self, store: ActivationStore, split: str, ids: np.ndarray,
+                    dist: np.ndarray) -> Signatures:
+        return Signatures(
+            split, self.layers_, ids, store.labels(split), store.predictions(split), dist,
+            store.sample_index(split), self.n_clusters_,
+            n_classes=max(self.n_classes_, store.n_classes(split)),
+            class_names=store.class_names(),
+        )
 
     # ------------------------------------------------------------------ signature cache
     def _cache_key(self, store: ActivationStore, split: str) -> tuple[Any, ...]:
         where = str(store.path) if store.path is not None else id(store.root)
-        fp = split_fingerprint(store, split)
-        return (where, split, fp["n_samples"], fp["started"], fp["finished"])
+        return (where, split, tuple(sorted(store.fingerprint(split).items())))
 
     def _cache_put(self, store: ActivationStore, split: str, sigs: Signatures) -> None:
         if not hasattr(self, "_cache"):
             self._cache = {}
         self._cache[self._cache_key(store, split)] = sigs
 
-    def signatures(self, store: ActivationStore | str | os.PathLike[str], split: str) -> Signatures:
+    def signatures(self, store: StoreArg, split: str) -> Signatures:
         """Signatures of ``split``: computed earlier in this session, saved in the store, or now.
 
-        Saved signatures (``save(..., splits=...)``) are used only when the
-        split has not been re-captured since.
+        Cached and saved signatures are used only while the split's capture is
+        the one they were computed from (its fingerprint, with a random
+        capture id, is compared), so a re-captured split is mapped again.
         """
-        self._check_fitted()
-        store = as_store(store)
+        check_is_fitted(self, _FITTED)
+        store = open_store(store)
         key = self._cache_key(store, split)
         cache = getattr(self, "_cache", {})
         if key in cache:
             return cache[key]
         if self.name_ is not None:
-            from nnsig_core.analysis.persist import load_signatures
-
-            sigs = load_signatures(self, store, split, name=self.name_)
-            if sigs is not None:
+            saved = persist.load_signature_arrays(store, self.name_, split, self.layers_)
+            if saved is not None:
+                sigs = self._signatures(store, split, *saved)
                 self._cache_put(store, split, sigs)
                 return sigs
         return self.transform(store, split)
 
-    # ------------------------------------------------------------------ views
-    def table(self, store: ActivationStore | str | os.PathLike[str], split: str,
-              as_frame: bool = False) -> Any:
-        """The prototype's table of ``split`` (see :meth:`Signatures.table`)."""
-        return self.signatures(store, split).table(as_frame=as_frame)
-
-    def cluster_composition(self, store: ActivationStore | str | os.PathLike[str], split: str,
-                            by: str = "input", as_frame: bool = False) -> Any:
-        """Per layer, per cluster, counts per class on ``split`` (see :class:`Signatures`)."""
-        return self.signatures(store, split).cluster_composition(by=by, as_frame=as_frame)
-
-    def transitions(self, store: ActivationStore | str | os.PathLike[str], split: str,
-                    include_io: bool = False, as_frame: bool = False) -> Any:
-        """Counts between consecutive layers' clusters by input class (the Sankey links)."""
-        return self.signatures(store, split).transitions(include_io=include_io, as_frame=as_frame)
-
-    def purity(self, store: ActivationStore | str | os.PathLike[str], split: str) -> np.ndarray:
-        """Per-layer purity on ``split``."""
-        return self.signatures(store, split).purity()
-
-    def entropy(self, store: ActivationStore | str | os.PathLike[str], split: str) -> np.ndarray:
-        """Per-layer mean class entropy (bits) on ``split``."""
-        return self.signatures(store, split).entropy()
-
-    def exemplars(self, store: ActivationStore | str | os.PathLike[str], split: str,
-                  n: int = 5) -> list[list[list[int]]]:
-        """Per layer, per cluster, the positions of the ``n`` samples of ``split`` nearest the centre."""
-        return self.signatures(store, split).exemplars(n=n)
-
+    # ------------------------------------------------------------------ summaries
     def typical_clusters(self, min_share: float = 0.1) -> list[list[list[int]]]:
         """Per layer, per class: clusters holding >= ``min_share`` of the class's fit samples."""
-        self._check_fitted()
+        check_is_fitted(self, _FITTED)
         out = []
         for comp in self.fit_composition_:
-            per_class = []
             totals = comp.sum(axis=0)
-            for c in range(comp.shape[1]):
-                if totals[c] == 0:
-                    per_class.append([])
-                    continue
-                share = comp[:, c] / totals[c]
-                per_class.append([int(i) for i in np.flatnonzero(share >= min_share)])
-            out.append(per_class)
+            out.append([[] if totals[c] == 0 else
+                         [int(i) for i in np.flatnonzero(comp[:, c] / totals[c] >= min_share)]
+                         for c in range(comp.shape[1])])
         return out
 
-    # ------------------------------------------------------------------ diagnostics
-    def score(
-        self,
-        store: ActivationStore | str | os.PathLike[str],
-        split: str,
-        validation_split: str | None = None,
-        **kwargs: Any,
-    ) -> dict[str, np.ndarray]:
-        """Per-sample suspicion scores of ``split`` (higher = more suspicious).
-
-        Delegates to :func:`nnsig_core.diagnostics.signature_scores`: path and
-        transition surprisal, layer/class disagreement, centroid and class
-        distance p-values, class margin, and ``"combined"``, chosen on the
-        error-detection task of ``validation_split`` (known classes only;
-        novel classes there are refused). Scores are also saved next to the
-        analysis when the store is writable and the analysis saved.
-        """
-        from nnsig_core.diagnostics import signature_scores
-
-        return signature_scores(self, store, split, validation_split=validation_split, **kwargs)
-
-    # ------------------------------------------------------------------ summary and export
-    def summary(self, store: ActivationStore | str | os.PathLike[str], split: str) -> dict[str, Any]:
+    def summary(self, store: StoreArg, split: str) -> dict[str, Any]:
         """A JSON-serialisable summary of the analysis on ``split`` (printed by ``nnsig analyze``).
 
         Keys: ``split``, ``n_samples``, ``accuracy`` (None without labels),
@@ -595,59 +451,74 @@ class SignatureAnalysis(BaseEstimator):
             "layers": layers,
         }
 
-    def export_prototype(
-        self, store: ActivationStore | str | os.PathLike[str], split: str,
-        out_dir: str | os.PathLike[str],
-    ) -> dict[str, Path]:
-        """Write the prototype's two files into ``out_dir``.
+    # ------------------------------------------------------------------ state and persistence
+    def _state(self) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any], dict[str, np.ndarray]]]]:
+        """The fitted analysis as JSON (``params``, ``fit``, ``layers``) and, per layer, the
+        clusterer's JSON attributes and arrays (what :mod:`~nnsig_core.analysis.persist` writes)."""
+        check_is_fitted(self, _FITTED)
+        params = self.get_params(deep=False)
+        d = self._discretizer_template()
+        params["discretizer"] = None if d is None else d.get_params()
+        if params.get("layers") is not None:
+            params["layers"] = list(params["layers"])
+        if isinstance(params["n_clusters"], Mapping):
+            params["n_clusters"] = {str(k): int(v) for k, v in params["n_clusters"].items()}
+        meta = {
+            "params": params,
+            "fit": {
+                "split": self.fit_split_,
+                "classes": self.fit_classes_,
+                "classes_fitted": self.classes_,
+                "n_samples": self.n_fit_samples_,
+                "n_classes": self.n_classes_,
+            },
+            "layers": [{"name": n, "shape": list(s), "n_clusters": int(k)}
+                       for n, s, k in zip(self.layers_, self.layer_shapes_, self.n_clusters_,
+                                          strict=True)],
+        }
+        layers = []
+        for name, comp in zip(self.layers_, self.fit_composition_, strict=True):
+            attrs, arrays = self.clusterers_[name]._state()
+            layers.append((name, attrs, {**arrays, "fit_composition": comp}))
+        return meta, layers
 
-        ``clusters_info.json``
-            One list per layer of ``{"layer": l, "class": c, "instances_count":
-            n, "cluster_index": i}`` records (``l`` 1-based, as in the CSV
-            header; non-zero counts only): how many fit samples (those the
-            analysis was fitted on: the correctly classified training samples
-            by default) of class ``c`` fall in cluster ``i``.
-        ``clusterized_values.csv``
-            Header ``input_class,cluster_in_layer1,...,cluster_in_layerL,output_class``;
-            one line per sample of ``split`` in store order.
+    @classmethod
+    def _from_state(cls, meta: Mapping[str, Any],
+                    layers: Mapping[str, tuple[dict[str, Any], dict[str, np.ndarray]]],
+                    name: str | None = None) -> SignatureAnalysis:
+        """Rebuild a fitted analysis from :meth:`_state` output (``layers`` by layer name)."""
+        params = dict(meta["params"])
+        if isinstance(params.get("discretizer"), dict):
+            params["discretizer"] = Discretizer(**params["discretizer"])
+        analysis = cls(**params)
+        template = analysis._discretizer_template()
+        clusterers, compositions = {}, []
+        for lm in meta["layers"]:
+            attrs, arrays = layers[lm["name"]]
+            arrays = dict(arrays)
+            compositions.append(np.asarray(arrays.pop("fit_composition"), dtype=np.int64))
+            lc_params = {k: params.get(k) for k in ("reduce", "memory_limit", "random_state",
+                                                    "n_init", "batch_size", "streaming_passes",
+                                                    "progress")}
+            lc_params.update(n_clusters=int(lm["n_clusters"]), discretizer=template)
+            clusterers[lm["name"]] = LayerClusterer._from_state(attrs, arrays, lc_params)
+        fit = meta["fit"]
+        analysis.layers_ = [lm["name"] for lm in meta["layers"]]
+        analysis.clusterers_ = clusterers
+        analysis.n_clusters_ = [int(lm["n_clusters"]) for lm in meta["layers"]]
+        analysis.fit_split_ = fit["split"]
+        analysis.fit_classes_ = fit["classes"]
+        analysis.classes_ = list(fit["classes_fitted"])
+        analysis.n_fit_samples_ = int(fit["n_samples"])
+        analysis.n_classes_ = int(fit["n_classes"])
+        analysis.fit_composition_ = compositions
+        analysis.layer_shapes_ = [list(lm["shape"]) for lm in meta["layers"]]
+        analysis.name_ = name
+        analysis._cache = {}
+        return analysis
 
-        Returns
-        -------
-        dict
-            ``{"clusters_info": path, "clusterized_values": path}``.
-        """
-        self._check_fitted()
-        store = as_store(store)
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        info = []
-        for j, comp in enumerate(self.fit_composition_):
-            info.append([
-                {"layer": j + 1, "class": int(c), "instances_count": int(comp[i, c]),
-                 "cluster_index": int(i)}
-                for c in range(comp.shape[1]) for i in range(comp.shape[0]) if comp[i, c]
-            ])
-        p_info = out / "clusters_info.json"
-        p_info.write_text(json.dumps(info, indent=1), encoding="utf-8")
-        sigs = self.signatures(store, split)
-        header = ["input_class", *[f"cluster_in_layer{j + 1}" for j in range(len(self.layers_))],
-                  "output_class"]
-        rows = [
-            (int(a), *(int(x) for x in ids), int(b))
-            for a, ids, b in zip(sigs.labels, sigs.cluster_ids, sigs.predictions, strict=False)
-        ]
-        p_csv = out / "clusterized_values.csv"
-        Table(header, rows).to_csv(p_csv)
-        return {"clusters_info": p_info, "clusterized_values": p_csv}
-
-    # ------------------------------------------------------------------ persistence
-    def save(
-        self,
-        store: ActivationStore | str | os.PathLike[str],
-        name: str = "default",
-        overwrite: bool = False,
-        splits: Iterable[str] | None = None,
-    ) -> SignatureAnalysis:
+    def save(self, store: StoreArg, name: str = "default", overwrite: bool = False,
+             splits: Iterable[str] | None = None) -> SignatureAnalysis:
         """Save the fitted analysis into ``store`` under ``analysis/<name>``.
 
         Parameters
@@ -656,7 +527,8 @@ class SignatureAnalysis(BaseEstimator):
             Opened with mode ``"r+"`` or ``"a"`` (a path is opened ``"r+"``).
         name : str
         overwrite : bool
-            Replace an analysis of that name.
+            Replace an analysis of that name (and the scores saved with it),
+            once the new one is completely written.
         splits : iterable of str, optional
             Also save the signatures of these splits (computed if not done
             yet), so reports and exports need not recompute them. ``None``
@@ -667,30 +539,20 @@ class SignatureAnalysis(BaseEstimator):
         StoreError
             Read-only store, or the name is taken and ``overwrite`` is False.
         """
-        from nnsig_core.analysis.persist import save_analysis
-
-        self._check_fitted()
-        store = as_store(store, mode="r+")
-        save_analysis(self, store, name=name, overwrite=overwrite, splits=splits)
+        check_is_fitted(self, _FITTED)
+        store = open_store(store, mode="r+")
+        persist.check_can_save(store, name, overwrite)
+        if splits is None:
+            splits = [s for s in store.splits if store.is_complete(s)]
+        # Signatures are computed before the store is touched: a failure leaves it unchanged.
+        sigs = [self.signatures(store, s) for s in splits]
+        meta, layers = self._state()
+        persist.save_analysis(store, name, meta, layers, sigs, overwrite=overwrite)
         self.name_ = name
         return self
 
     @classmethod
-    def load(cls, store: ActivationStore | str | os.PathLike[str],
-             name: str = "default") -> SignatureAnalysis:
+    def load(cls, store: StoreArg, name: str = "default") -> SignatureAnalysis:
         """Load an analysis saved with :meth:`save` (gives identical signatures)."""
-        from nnsig_core.analysis.persist import load_analysis
-
-        return load_analysis(cls, as_store(store), name=name)
-
-
-def _n_classes(store: ActivationStore, split: str) -> int:
-    """Number of classes: output width (2 for one logit), labels, predictions, names."""
-    width = int(store.outputs(split).shape[1])
-    n = 2 if width == 1 else width
-    labels, preds = store.labels(split), store.predictions(split)
-    n = max(n, int(labels.max(initial=-1)) + 1, int(preds.max(initial=-1)) + 1)
-    names = store.class_names(split)
-    if names:
-        n = max(n, len(names))
-    return n
+        meta, layers = persist.load_analysis(open_store(store), name)
+        return cls._from_state(meta, layers, name=name)

@@ -113,7 +113,7 @@ class StoreSource:
         self.chunk_rows = int(self.array.chunks[0])
         row_bytes = max(self.n_features * self.array.dtype.itemsize, 1)
         per_read = max(1, int(read_bytes) // max(self.chunk_rows * row_bytes, 1))
-        self.read_rows = self.chunk_rows * per_read
+        self.rows_per_read = self.chunk_rows * per_read
         self.progress = progress
         self._sample_index: np.ndarray | None = None
 
@@ -149,7 +149,7 @@ class StoreSource:
 
     def _reads(self, desc: str) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
         """Yield ``(rows, raw, first)``: selected positions, the 2-D rows read, their start."""
-        n, step = self.n_total, self.read_rows
+        n, step = self.n_total, self.rows_per_read
         bar = tqdm(
             total=self.n_rows,
             desc=f"{desc} {self.layer}".strip(),
@@ -243,6 +243,7 @@ class Prefetcher:
         self.sources = sources
         self.order = [n for n in layers if plain and 3 * sources[n].nbytes <= limit]
         self.futures: dict[str, Any] = {}
+        self.served: list[str] = []  # layers handed out from memory, in order
         self.pool: Any = None
         if len(self.order) > 1:
             self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nnsig-read")
@@ -265,6 +266,7 @@ class Prefetcher:
         fut = self.futures.pop(name, None)
         X = fut.result() if fut is not None else self._read(name)
         self._submit_after(name)
+        self.served.append(name)
         src = self.sources[name]
         return MemorySource(X, src.rows if src.rows is not None else np.arange(src.n_rows),
                             block_rows=src.chunk_rows)

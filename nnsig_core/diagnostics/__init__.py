@@ -18,54 +18,43 @@ Typical use::
     scores |= dx.baseline_scores(analysis, store, "test")
     table = dx.evaluate(scores, store.labels("test"), store.predictions("test"),
                         analysis.classes_)
+
+Modules
+-------
+components
+    The component scores' formulas and their training statistics.
+geometry
+    Distances of samples to the analysis's centroids (cosine or Euclidean).
+combine
+    :class:`ScoreCombiner`: the ``combined`` score, tuned on known classes only.
+scores
+    :class:`SignatureScorer` and :func:`signature_scores`.
+detectors, baselines
+    Standard detectors on arrays; :class:`Baselines` on a store's split.
+metrics
+    AUROC, AUPR, FPR at 95% TPR per task (:func:`evaluate`).
+persist
+    Scores saved next to an analysis in the store.
 """
 
-from nnsig_core.diagnostics.persist import load_scores, save_scores, saved_score_splits
-from nnsig_core.diagnostics.baselines import (
-    BASELINES,
-    ActivationPatternMonitor,
-    Baselines,
-    KNNDistance,
-    MahalanobisDistance,
-    baseline_scores,
-    energy_score,
-    max_softmax_score,
-)
-from nnsig_core.diagnostics.combine import NovelClassError, ScoreCombiner, check_known_labels
-from nnsig_core.diagnostics.metrics import (
-    METRICS,
-    TASKS,
-    detection_metrics,
-    evaluate,
-    fpr_at_tpr,
-    summarize,
-    task_masks,
-)
-from nnsig_core.diagnostics.scores import SCORES, SignatureScorer, signature_scores
+from nnsig_core.diagnostics.baselines import BASELINES, Baselines, baseline_scores
+from nnsig_core.diagnostics.combine import NovelClassError, ScoreCombiner
+from nnsig_core.diagnostics.components import SCORES
+from nnsig_core.diagnostics.metrics import METRICS, TASKS, detection_metrics, evaluate, summarize
+from nnsig_core.diagnostics.scores import SignatureScorer, signature_scores
 
 __all__ = [
     "BASELINES",
     "METRICS",
     "SCORES",
     "TASKS",
-    "ActivationPatternMonitor",
     "Baselines",
-    "KNNDistance",
-    "MahalanobisDistance",
     "NovelClassError",
     "ScoreCombiner",
     "SignatureScorer",
     "baseline_scores",
-    "check_known_labels",
     "detection_metrics",
-    "energy_score",
     "evaluate",
-    "fpr_at_tpr",
-    "load_scores",
-    "max_softmax_score",
-    "save_scores",
-    "saved_score_splits",
     "signature_scores",
     "summarize",
-    "task_masks",
 ]

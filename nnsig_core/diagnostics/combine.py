@@ -30,9 +30,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.exceptions import NotFittedError
+from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
+from sklearn.utils.validation import check_is_fitted
 
 from nnsig_core.analysis.errors import AnalysisError, MissingLabelsError
 
@@ -84,7 +85,7 @@ def ecdf_ranks(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
     return (lo + hi) / (2.0 * max(ref.size, 1))
 
 
-class ScoreCombiner:
+class ScoreCombiner(BaseEstimator):
     """Fit-then-apply combination of component scores (see the module doc).
 
     Parameters
@@ -205,8 +206,7 @@ class ScoreCombiner:
 
     def transform(self, scores: Mapping[str, Any]) -> np.ndarray:
         """The combined score (higher = more suspicious) of samples' component ``scores``."""
-        if not hasattr(self, "weights_"):
-            raise NotFittedError("ScoreCombiner is not fitted; call fit first.")
+        check_is_fitted(self, "weights_", msg="ScoreCombiner is not fitted; call fit first.")
         missing = [c for c in self.components_ if c not in scores]
         if missing:
             raise ValueError(f"Scores lack component(s) {missing}.")

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from nnsig_core.store import ANALYSIS_GROUP, ActivationStore, StoreError, to_json_safe
+from nnsig_core._util import to_json_safe
+from nnsig_core.store import ActivationStore, StoreError
+from nnsig_core.store.layout import SCORES_ATTR, scores_path
 
-__all__ = ["SCORES_ATTR", "load_scores", "save_scores", "saved_score_splits"]
+__all__ = ["load_scores", "save_scores", "saved_score_splits"]
 
 log = logging.getLogger("nnsig")
-
-SCORES_GROUP = "scores"
-SCORES_ATTR = "nnsig_scores"
 
 
 def save_scores(
@@ -29,9 +29,9 @@ def save_scores(
 
     Nothing is written (and a warning is logged) when the store is read-only
     or holds no analysis ``name`` (it was never saved to the store). The
-    split's fingerprint (sample count, capture times) is kept in the group's
+    split's fingerprint (sample count, capture id and times) is kept in the group's
     ``nnsig_scores`` attribute with the scorer's settings.
-    Existing scores of the same split are replaced.
+    Existing scores of the same split are replaced once the new ones are written.
     """
     if name is None:
         log.warning("Scores of split %r not saved: the analysis has not been saved to the "
@@ -51,37 +51,33 @@ def save_scores(
         if np.asarray(v).reshape(-1).size != n:
             raise StoreError(f"Score {key!r} has {np.asarray(v).size} values; split {split!r} "
                              f"has {n} samples.")
-    root = store.root
-    g = root.require_group(ANALYSIS_GROUP).require_group(name).require_group(SCORES_GROUP)
-    if split in g:
-        del g[split]
-    sg = g.create_group(split)
-    from nnsig_core.analysis.engine import split_fingerprint
-
-    sg.attrs[SCORES_ATTR] = to_json_safe({"split": split, "n_samples": n,
-                                          "fingerprint": split_fingerprint(store, split),
-                                          "scores": list(scores), **dict(attrs or {})})
-    for key, v in scores.items():
-        data = np.asarray(v, dtype=np.float64).reshape(-1)
-        sg.create_array(key, data=data, chunks=(max(1, min(n, 1 << 16)),),
-                        dimension_names=["sample"], overwrite=True)
-    log.info("Saved %d score(s) of split %r under %s/%s/%s/%s.", len(scores), split,
-             ANALYSIS_GROUP, name, SCORES_GROUP, split)
+    tmp = f"{scores_path(name)}/.new-{split}-{uuid.uuid4().hex[:8]}"
+    sg = store.group(tmp, create=True)
+    try:
+        sg.attrs[SCORES_ATTR] = to_json_safe({"split": split, "n_samples": n,
+                                              "fingerprint": store.fingerprint(split),
+                                              "scores": list(scores), **dict(attrs or {})})
+        for key, v in scores.items():
+            data = np.asarray(v, dtype=np.float64).reshape(-1)
+            sg.create_array(key, data=data, chunks=(max(1, min(n, 1 << 16)),),
+                            dimension_names=["sample"])
+        store.replace_group(tmp, scores_path(name, split))
+    except BaseException:
+        store.delete(tmp)
+        raise
+    log.info("Saved %d score(s) of split %r under %s.", len(scores), split,
+             scores_path(name, split))
     return True
 
 
 def _scores_group(store: ActivationStore, name: str) -> Any:
-    path = f"{ANALYSIS_GROUP}/{name}/{SCORES_GROUP}"
-    try:
-        return store.root[path]
-    except KeyError:
-        return None
+    return store.group(scores_path(name))
 
 
 def saved_score_splits(store: ActivationStore, name: str) -> list[str]:
     """Splits with saved scores for the analysis ``name``."""
     g = _scores_group(store, name)
-    return [] if g is None else sorted(k for k, _ in g.groups())
+    return [] if g is None else sorted(k for k, _ in g.groups() if not k.startswith("."))
 
 
 def load_scores(store: ActivationStore, name: str, split: str) -> dict[str, np.ndarray]:
@@ -92,12 +88,10 @@ def load_scores(store: ActivationStore, name: str, split: str) -> dict[str, np.n
         raise StoreError(f"No saved scores of split {split!r} for analysis {name!r}; "
                          f"splits with scores: {have or '(none)'}.")
     sg = g[split]
-    from nnsig_core.analysis.engine import split_fingerprint
-
     saved = sg.attrs.get(SCORES_ATTR, {})
-    if saved.get("fingerprint") != to_json_safe(split_fingerprint(store, split)):
+    if saved.get("fingerprint") != to_json_safe(store.fingerprint(split)):
         raise StoreError(f"The saved scores of split {split!r} for analysis {name!r} predate the "
                          "split's last capture; compute them again (nnsig evaluate, or "
-                         "analysis.score(store, split)).")
+                         "nnsig_core.diagnostics.signature_scores(analysis, store, split, save=True)).")
     order = saved.get("scores") or sorted(k for k, _ in sg.arrays())
     return {k: np.asarray(sg[k][:]) for k in order if k in sg}

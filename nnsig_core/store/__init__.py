@@ -16,14 +16,3 @@ __all__ = [
     "layer_key",
     "open_store",
 ]
-
-# Legacy names used by modules not yet moved onto the layout module (removed before issue 10 lands).
-from nnsig_core._util import to_json_safe  # noqa: E402,F401
-from nnsig_core.store.layout import (  # noqa: E402,F401
-    ANALYSIS_GROUP,
-    META_ARRAYS,
-    RESERVED_NAMES,
-    ROOT_ATTR,
-    SPLIT_ATTR,
-    resolve_compressor,
-)
