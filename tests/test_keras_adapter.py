@@ -550,11 +550,14 @@ def test_nonfinite_activation_is_an_error_naming_layer_and_sample():
     x = rng(12).normal(size=(6, 8)).astype("float32")
     x[4, 0] = np.nan
     adapter = KerasAdapter(model)
-    adapter.run(x[:3])  # 3 samples seen
+    adapter.run(x[:3])  # 3 samples seen: positions are counted within the batch
     with pytest.raises(
-        NonFiniteActivationError, match=r"layer 'fc1' for sample 4 of this batch \(sample 7"
-    ):
+        NonFiniteActivationError,
+        match=r"layer 'fc1' at sample 4 of the batch: unit 0 is nan; 1 sample\(s\) of the batch "
+        r"affected\. .*keep_nonfinite=True",
+    ) as err:
         adapter.run(x)
+    assert (err.value.layer, err.value.row, err.value.split) == ("fc1", 4, None)
     _, acts = KerasAdapter(model, keep_nonfinite=True).run(x)
     assert np.isnan(acts["fc1"][4]).all() and np.isfinite(acts["fc1"][:4]).all()
 

@@ -16,11 +16,15 @@ from ._backend import choose_backend
 
 choose_backend()
 
-from ._select import LayerSelectionError, UnknownLayerError  # noqa: E402
+from nnsig_core.adapter import (  # noqa: E402
+    LayerSelectionError,
+    NonFiniteActivationError,
+    UnknownLayerError,
+)
+
 from .adapter import (  # noqa: E402
     KerasAdapter,
     ModelNotBuiltError,
-    NonFiniteActivationError,
     UnsupportedModelError,
     available_layers,
 )

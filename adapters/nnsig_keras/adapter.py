@@ -9,6 +9,13 @@ from typing import Any
 import keras
 import numpy as np
 
+from nnsig_core.adapter import (
+    LayerSelectionError,
+    LayerSpec,
+    NonFiniteActivationError,
+    check_batch_finite,
+)
+
 from ._graph import (
     GraphRunner,
     HookRunner,
@@ -23,7 +30,7 @@ from ._graph import (
     to_float32,
     units,
 )
-from ._select import LayerSelectionError, LayerSpec, resolve_layers
+from ._select import resolve_layers
 from ._summary import layer_entry, n_parameters
 
 __all__ = [
@@ -43,10 +50,6 @@ class ModelNotBuiltError(ValueError):
 
 class UnsupportedModelError(ValueError):
     """The model (or the selected layers) cannot be captured on this backend."""
-
-
-class NonFiniteActivationError(ValueError):
-    """A captured activation or the model output holds NaN or Inf."""
 
 
 # ---------------------------------------------------------------------------- checks
@@ -263,7 +266,8 @@ class KerasAdapter:
         layer's name.
     keep_nonfinite : bool
         Keep NaN and Inf values instead of raising
-        :class:`~nnsig_keras.NonFiniteActivationError`.
+        :class:`~nnsig_core.adapter.NonFiniteActivationError` (re-exported by
+        ``nnsig_keras``).
 
     Notes
     -----
@@ -328,7 +332,6 @@ class KerasAdapter:
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._info: dict[str, tuple[str, Any]] = {}
         self._dropped: set[str] = set()
-        self._seen = 0
         selected = [c[0] for c in self._static_captures(self._scope)]
         logger.info(
             "KerasAdapter: capturing %d layer(s) of %s %r (%s backend, %s): %s",
@@ -384,11 +387,9 @@ class KerasAdapter:
 
         Returns
         -------
-        outputs : numpy.ndarray
-            The chosen model output reshaped to ``(n, -1)``, float32.
-        activations : dict of str to numpy.ndarray
-            Capture name to a float32 array ``(n, *unit_shape)``, in the same
-            order on every batch.
+        outputs, activations
+            As :meth:`nnsig_core.adapter.Adapter.run`, float32; ``outputs`` is
+            the model output chosen by ``output``.
 
         Raises
         ------
@@ -444,8 +445,7 @@ class KerasAdapter:
                     "supported (pool or resize them first)."
                 )
         if not self.keep_nonfinite:
-            self._check_finite(acts, out)
-        self._seen += n
+            check_batch_finite(out, acts)
         return out, acts
 
     def _first_batch(self, records: list[Record], same: list[int], out: np.ndarray) -> None:
@@ -484,19 +484,6 @@ class KerasAdapter:
             shape = tuple(np.shape(value))
             self._shapes[name] = tuple(int(s) for s in shape[1:])
             self._info[name] = (path, layer)
-
-    def _check_finite(self, acts: dict[str, np.ndarray], out: np.ndarray) -> None:
-        for name, a in [*acts.items(), ("model output", out)]:
-            flat = a.reshape(a.shape[0], -1)
-            if flat.size and not np.isfinite(flat).all():
-                rows = np.flatnonzero(~np.isfinite(flat).all(axis=1))
-                i = int(rows[0])
-                what = f"layer {name!r}" if name != "model output" else "the model output"
-                raise NonFiniteActivationError(
-                    f"NaN or Inf in {what} for sample {i} of this batch (sample {self._seen + i} "
-                    f"since the adapter started; {len(rows)} sample(s) of the batch affected). "
-                    "Check the inputs and weights, or pass keep_nonfinite=True to keep them."
-                )
 
     def model_summary(self) -> dict[str, Any]:
         """Describe the model and the captured layers.

@@ -8,8 +8,10 @@ See :class:`TorchAdapter` for the selection, naming and pooling rules, and
 ``TorchAdapter.available_layers(model, example_batch)`` for the layer names.
 """
 
+from nnsig_core.adapter import LayerSelectionError, NonFiniteActivationError, UnknownLayerError
+
 from ._pool import POOL_MODES
-from ._select import ACTIVATION_TYPES, LayerSelectionError, UnknownLayerError
+from ._select import ACTIVATION_TYPES
 from ._summary import LayerInfo, LayerList
 from .adapter import TorchAdapter, available_layers
 
@@ -19,6 +21,7 @@ __all__ = [
     "LayerInfo",
     "LayerList",
     "LayerSelectionError",
+    "NonFiniteActivationError",
     "TorchAdapter",
     "UnknownLayerError",
     "available_layers",

@@ -1,20 +1,22 @@
-"""Choosing which modules of a PyTorch model to capture."""
+"""Choosing which modules of a PyTorch model to capture.
+
+The resolution of ``layers=`` (names, globs, types) is shared with the other
+adapters (:func:`nnsig_core.adapter.resolve_selection`); what is torch's is
+here: the candidates (``named_modules()``), unwrapping ``DataParallel``/DDP/
+``torch.compile`` and their name prefixes, and the default selection.
+"""
 
 from __future__ import annotations
 
-import fnmatch
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from torch import nn
 
-from nnsig_core.adapter import LayerSelectionError, UnknownLayerError, close_matches
+from nnsig_core.adapter import LayerSelectionError, LayerSpec, SelectionWording, resolve_selection
 
 __all__ = [
     "ACTIVATION_TYPES",
-    "LayerSelectionError",
-    "LayerSpec",
-    "UnknownLayerError",
     "default_layers",
     "resolve_layers",
     "unwrap_model",
@@ -61,11 +63,8 @@ _PASS_THROUGH_TYPES: tuple[type[nn.Module], ...] = (
     nn.FeatureAlphaDropout,
 )
 
-#: One entry of ``layers``: a qualified module name, a glob pattern or a module type.
-LayerSpec = str | type
-
-_GLOB_CHARS = frozenset("*?[")
-
+# Prefixes a name copied from a wrapped model carries (DataParallel/DDP, torch.compile).
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -93,16 +92,12 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
-def _is_glob(s: str) -> bool:
-    return any(c in _GLOB_CHARS for c in s)
-
-
-def _unknown(name: str, names: Sequence[str], what: str = "layer") -> UnknownLayerError:
-    hint = close_matches(name, names)
-    msg = f"Unknown {what} {name!r}."
-    msg += f" Did you mean: {', '.join(repr(h) for h in hint)}?" if hint else ""
-    msg += " TorchAdapter.available_layers(model) lists all names."
-    return UnknownLayerError(msg)
+def _strip_wrapper_prefix(name: str, modules: Mapping[str, nn.Module]) -> str:
+    """``name`` without a ``module.``/``_orig_mod.`` prefix when that names a module."""
+    for prefix in _WRAPPER_PREFIXES:
+        if name not in modules and name.startswith(prefix) and name[len(prefix) :] in modules:
+            name = name[len(prefix) :]
+    return name
 
 
 def resolve_layers(
@@ -115,9 +110,11 @@ def resolve_layers(
     model : torch.nn.Module
         The (unwrapped) model.
     layers : str, type or sequence of them
-        Exact qualified names (as in ``model.named_modules()``), glob patterns
-        matched with :func:`fnmatch.fnmatchcase` (``"features.*"``) or
-        ``nn.Module`` subclasses (every module that is an instance).
+        Exact qualified names (as in ``model.named_modules()``; a ``module.``
+        or ``_orig_mod.`` prefix copied from a wrapped model is dropped), glob
+        patterns matched with :func:`fnmatch.fnmatchcase` (``"features.*"``)
+        or ``nn.Module`` subclasses (every module that is an instance); see
+        :func:`nnsig_core.adapter.resolve_selection`.
 
     Returns
     -------
@@ -133,52 +130,24 @@ def resolve_layers(
         For an exact name that is not a module of ``model``.
     LayerSelectionError
         For a glob or type that matches no module, or an empty selection.
+    TypeError
+        For an entry that is neither a string nor an ``nn.Module`` subclass.
     """
-    if isinstance(layers, (str, type)):
-        layers = [layers]
     modules = {name: m for name, m in model.named_modules() if name}
-    names = list(modules)
-    chosen: set[str] = set()
-    explicit: set[str] = set()
-    for spec in layers:
-        if isinstance(spec, type) and issubclass(spec, nn.Module):
-            hit = {n for n, m in modules.items() if isinstance(m, spec)}
-            if not hit:
-                present = sorted({type(m).__name__ for m in modules.values()})
-                raise LayerSelectionError(
-                    f"No module of type {spec.__name__} in {type(model).__name__}; "
-                    f"types present: {', '.join(present)}."
-                )
-        elif isinstance(spec, str) and _is_glob(spec):
-            hit = {n for n in names if fnmatch.fnmatchcase(n, spec)}
-            if not hit:
-                raise LayerSelectionError(
-                    f"Pattern {spec!r} matches no module of {type(model).__name__}; "
-                    f"names look like: {', '.join(repr(n) for n in names[:8])}"
-                    f"{', ...' if len(names) > 8 else ''}."
-                )
-        elif isinstance(spec, str):
-            name = spec
-            for prefix in ("module.", "_orig_mod."):  # a name copied from a wrapped model
-                if (
-                    name not in modules
-                    and name.startswith(prefix)
-                    and name[len(prefix) :] in modules
-                ):
-                    name = name[len(prefix) :]
-            if name not in modules:
-                raise _unknown(spec, names)
-            hit = {name}
-            explicit.add(name)
-        else:
-            raise TypeError(
-                "Each entry of `layers` must be a module name, a glob pattern or an "
-                f"nn.Module subclass; got {spec!r}."
-            )
-        chosen |= hit
-    if not chosen:
-        raise LayerSelectionError("`layers` is empty: select at least one layer.")
-    return [n for n in names if n in chosen], explicit
+    wording = SelectionWording(
+        model=type(model).__name__,
+        item="module",
+        entries="a module name, a glob pattern or an nn.Module subclass",
+        listing="TorchAdapter.available_layers(model) lists all names.",
+    )
+    sel = resolve_selection(
+        layers,
+        modules,
+        wording,
+        base=nn.Module,
+        rename=lambda name: _strip_wrapper_prefix(name, modules),
+    )
+    return sel.matched, sel.named
 
 
 def default_layers(model: nn.Module, log: bool = True) -> list[str]:

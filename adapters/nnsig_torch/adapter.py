@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from nnsig_core.adapter import LayerSelectionError, LayerSpec, check_batch_finite, close_matches
+
 from ._capture import Recorder, hooks
 from ._pool import PoolSpec, apply_pool, check_pool, pool_for
 from ._runtime import (
@@ -22,14 +24,7 @@ from ._runtime import (
     move_inputs,
     to_host,
 )
-from ._select import (
-    LayerSelectionError,
-    LayerSpec,
-    close_matches,
-    default_layers,
-    resolve_layers,
-    unwrap_model,
-)
+from ._select import default_layers, resolve_layers, unwrap_model
 from ._structure import model_output, to_batch_first
 from ._summary import LayerInfo, LayerList, module_config, n_parameters
 
@@ -140,7 +135,8 @@ class TorchAdapter:
         Where inputs are moved; the device of the model's first parameter (at
         each call, CPU if it has none) by default. The model itself is not moved.
     keep_nonfinite : bool
-        Keep NaN and Inf values instead of raising ``ValueError``.
+        Keep NaN and Inf values instead of raising
+        :class:`~nnsig_core.adapter.NonFiniteActivationError` (a ``ValueError``).
 
     Notes
     -----
@@ -211,21 +207,20 @@ class TorchAdapter:
 
         Returns
         -------
-        outputs : numpy.ndarray
-            The model output reshaped to ``(n, -1)``, float32: the tensor it
-            returns, or the ``logits`` entry / first tensor of a structured one.
-        activations : dict of str to numpy.ndarray
-            Capture name to a float32 array ``(n, *unit_shape)``, in the same
-            order on every batch.
+        outputs, activations
+            As :meth:`nnsig_core.adapter.Adapter.run`, float32. ``outputs`` is
+            the tensor the model returns, or the ``logits`` entry / first
+            tensor of a structured one.
 
         Raises
         ------
+        NonFiniteActivationError
+            NaN or Inf in an activation or the output (unless ``keep_nonfinite``).
         LayerSelectionError
             A layer named exactly never ran, or the captured names differ from
             the first batch's, or a ``pool`` key matches no captured layer.
         ValueError
-            NaN or Inf in an activation or the output (unless ``keep_nonfinite``),
-            a shape that changed since the first batch, or no batch axis.
+            A shape that changed since the first batch, or no batch axis.
         """
         model = self.model
         device = self.device or model_device(model)
@@ -250,9 +245,11 @@ class TorchAdapter:
         if not self.keep_nonfinite:  # one sum per sample, computed where the tensor lives
             tensors += [_row_sums(t) for t in tensors]
         host = to_host(tensors)
+        outputs, acts = host[k - 1], dict(zip(names, host[: k - 1], strict=True))
         if not self.keep_nonfinite:
-            self._check_finite([*names, None], host[:k], host[k:])
-        return host[k - 1], dict(zip(names, host[: k - 1], strict=True))
+            sums = dict(zip(names, host[k:-1], strict=True))
+            check_batch_finite(outputs, acts, row_sums=sums, output_row_sums=host[-1])
+        return outputs, acts
 
     def model_summary(self) -> dict[str, Any]:
         """Describe the model and the captured layers.
@@ -373,23 +370,6 @@ class TorchAdapter:
                 raise ValueError(
                     f"Layer {name!r} has per-sample shape {shape} but had {old} on the first "
                     "batch; use pool='mean', 'max' or a callable for variable-size outputs."
-                )
-
-    def _check_finite(
-        self, names: list[str | None], values: list[np.ndarray], row_sums: list[np.ndarray]
-    ) -> None:
-        for name, arr, sums in zip(names, values, row_sums, strict=True):
-            suspect = np.flatnonzero(~np.isfinite(sums))
-            if not suspect.size:
-                continue
-            # A row sum can overflow with finite values: confirm on the rows themselves.
-            rows = arr.reshape(len(arr), -1)[suspect]
-            bad = suspect[~np.isfinite(rows).all(axis=1)]
-            if bad.size:
-                what = f"layer {name!r}" if name is not None else "the model output"
-                raise ValueError(
-                    f"NaN or Inf in {what} at sample {int(bad[0])} of the batch "
-                    f"({bad.size} sample(s) affected). Pass keep_nonfinite=True to keep them."
                 )
 
 

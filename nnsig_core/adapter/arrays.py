@@ -1,120 +1,15 @@
-"""The framework-neutral adapter protocol, and the adapter for precomputed arrays.
-
-An *adapter* is the only thing :func:`nnsig_core.capture` knows about a model.
-Framework adapters (``nnsig_torch.TorchAdapter``, ``nnsig_keras.KerasAdapter``)
-live in their own packages and are imported lazily by the user; the core never
-imports a deep-learning framework.
-
-The protocol is deliberately narrow:
-
-``framework``
-    A short string (``"torch"``, ``"keras"``, ``"arrays"``) recorded in the store.
-``run(inputs)``
-    Run one batch and return ``(outputs, activations)``: ``outputs`` a NumPy
-    array of shape ``(n, n_outputs)`` (logits or scores) and ``activations`` a
-    mapping from layer name to a NumPy array of shape ``(n, *unit_shape)``, in
-    the same, stable layer order on every call.
-``model_summary()``
-    A JSON-serialisable dict describing the model (see :class:`ModelSummary`),
-    valid after the first ``run`` (shapes may only be known then).
-``to_numpy(x)``
-    Convert a batch of inputs or labels from the framework's type to NumPy
-    (on the host), used for labels and for input thumbnails.
-
-Optionally, ``batch_images(inputs)`` returns the images of a batch for
-thumbnails (``capture(..., keep_inputs=True)``) when they are not the inputs
-themselves, as for :class:`ArrayAdapter`, whose inputs are sample positions.
-"""
+"""The adapter for activations already computed, by any framework."""
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, TypedDict, runtime_checkable
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-__all__ = [
-    "Adapter",
-    "ArrayAdapter",
-    "LayerSelectionError",
-    "LayerSummary",
-    "ModelSummary",
-    "UnknownLayerError",
-    "close_matches",
-]
+from nnsig_core.adapter.protocol import LayerSummary, ModelSummary
 
-
-class LayerSelectionError(ValueError):
-    """A layer selection that selects nothing, or a selected layer that cannot be captured.
-
-    Raised by every framework adapter, so ``except LayerSelectionError``
-    works whatever the framework.
-    """
-
-
-class UnknownLayerError(LayerSelectionError, KeyError):
-    """A layer name that is not a layer of the model (the message lists close matches)."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
-
-
-def close_matches(name: str, candidates: Sequence[str], n: int = 5) -> list[str]:
-    """Names among ``candidates`` that look like ``name``, best first.
-
-    First the names that merely end with ``name`` after a ``/`` (``"dense_2"``
-    for ``"encoder/dense_2"``, the usual mistake with nested models), then
-    difflib's close matches, then names that contain ``name`` (``"conv1"`` in
-    ``"layer1.0.conv1"``).
-    """
-    found = [c for c in candidates if c.endswith("/" + name)][:n]
-    for c in difflib.get_close_matches(name, candidates, n=n, cutoff=0.5):
-        if c not in found and len(found) < n:
-            found.append(c)
-    for c in candidates:
-        if len(found) >= n:
-            break
-        if name and name in c and c not in found:
-            found.append(c)
-    return found
-
-
-class LayerSummary(TypedDict, total=False):
-    """Metadata of one captured layer, as stored in the store's attributes."""
-
-    name: str
-    type: str
-    shape: list[int]
-    parameters: int
-    config: dict[str, Any]
-
-
-class ModelSummary(TypedDict, total=False):
-    """Metadata of the model whose layers are captured."""
-
-    model_class: str
-    parameters: int
-    layers: list[LayerSummary]
-
-
-@runtime_checkable
-class Adapter(Protocol):
-    """What :func:`nnsig_core.capture` needs from a model (see the module docstring)."""
-
-    framework: str
-
-    def run(self, inputs: Any) -> tuple[np.ndarray, Mapping[str, np.ndarray]]:
-        """Run one batch; return ``(outputs, {layer: activations})`` as NumPy arrays."""
-        ...
-
-    def model_summary(self) -> ModelSummary:
-        """Describe the model and its captured layers (valid after the first ``run``)."""
-        ...
-
-    def to_numpy(self, x: Any) -> np.ndarray:
-        """Convert a batch of inputs or labels to a NumPy array on the host."""
-        ...
+__all__ = ["ArrayAdapter"]
 
 
 class ArrayAdapter:
@@ -173,6 +68,19 @@ class ArrayAdapter:
         self.layer_types = dict(layer_types or {})
 
     def run(self, inputs: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Return the outputs and activations of the samples at positions ``inputs``.
+
+        Parameters
+        ----------
+        inputs : numpy.ndarray
+            A 1-D integer array of sample positions.
+
+        Returns
+        -------
+        outputs, activations
+            As :meth:`nnsig_core.adapter.Adapter.run`, read from the arrays
+            (a contiguous run of positions is read as one slice).
+        """
         idx = np.asarray(inputs)
         if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
             raise TypeError(
@@ -194,6 +102,7 @@ class ArrayAdapter:
         return np.asarray(self.inputs[sl if sl is not None else idx])
 
     def model_summary(self) -> ModelSummary:
+        """Describe the arrays: ``model_class``, no parameters, and each layer's type and shape."""
         layers: list[LayerSummary] = []
         for name, arr in self.activations.items():
             layers.append(
@@ -207,6 +116,7 @@ class ArrayAdapter:
         return {"model_class": self.model_class, "parameters": 0, "layers": layers}
 
     def to_numpy(self, x: Any) -> np.ndarray:
+        """Convert labels or inputs to a NumPy array."""
         return np.asarray(x)
 
 
@@ -228,4 +138,3 @@ def _as_slice(idx: np.ndarray) -> slice | None:
     if idx.size == 1 or bool(np.all(np.diff(idx) == 1)):
         return slice(start, start + idx.size)
     return None
-

@@ -1,0 +1,61 @@
+"""The adapter layer: the protocol every adapter follows, and what adapters share.
+
+Modules:
+
+``protocol``
+    :class:`Adapter` (what :func:`nnsig_core.capture` needs from a model),
+    :class:`LayerSummary`, :class:`ModelSummary`.
+``arrays``
+    :class:`ArrayAdapter`, for activations already computed by any framework.
+``select``
+    Layer selection by name, glob pattern or class (:func:`resolve_selection`)
+    and its errors, :class:`LayerSelectionError` and :class:`UnknownLayerError`.
+``finite``
+    :class:`NonFiniteActivationError` and the sum-first check for NaN and Inf
+    (:func:`check_finite`), used by the adapters and by store readers.
+
+Framework adapters (``nnsig_torch``, ``nnsig_keras``) live in their own
+packages; nothing here imports a deep-learning framework.
+"""
+
+from __future__ import annotations
+
+from nnsig_core.adapter.arrays import ArrayAdapter
+from nnsig_core.adapter.finite import (
+    ADAPTER_FIX,
+    NonFiniteActivationError,
+    check_batch_finite,
+    check_finite,
+    nonfinite_rows,
+)
+from nnsig_core.adapter.protocol import Adapter, LayerSummary, ModelSummary
+from nnsig_core.adapter.select import (
+    LayerSelectionError,
+    LayerSpec,
+    Selection,
+    SelectionWording,
+    UnknownLayerError,
+    close_matches,
+    is_glob,
+    resolve_selection,
+)
+
+__all__ = [
+    "ADAPTER_FIX",
+    "Adapter",
+    "ArrayAdapter",
+    "LayerSelectionError",
+    "LayerSpec",
+    "LayerSummary",
+    "ModelSummary",
+    "NonFiniteActivationError",
+    "Selection",
+    "SelectionWording",
+    "UnknownLayerError",
+    "check_batch_finite",
+    "check_finite",
+    "close_matches",
+    "is_glob",
+    "nonfinite_rows",
+    "resolve_selection",
+]
