@@ -86,12 +86,12 @@ if TYPE_CHECKING:  # imported lazily below, so `nnsig info` starts without sciki
     from nnsig_core.report import (
         PortInUseError,
         ReportError,
+        build_report_data,
         serve_report,
         write_index,
         write_report,
         write_report_data,
     )
-    from nnsig_core.report_data import build_report_data
 
 _LAZY = {
     **dict.fromkeys(
@@ -101,11 +101,10 @@ _LAZY = {
         "nnsig_core.analysis",
     ),
     **dict.fromkeys(
-        ["PortInUseError", "ReportError", "serve_report", "write_index", "write_report",
-         "write_report_data"],
+        ["PortInUseError", "ReportError", "build_report_data", "serve_report", "write_index",
+         "write_report", "write_report_data"],
         "nnsig_core.report",
     ),
-    "build_report_data": "nnsig_core.report_data",
     **dict.fromkeys(
         ["NovelClassError", "baseline_scores", "evaluate", "signature_scores"],
         "nnsig_core.diagnostics",
