@@ -37,17 +37,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from nnsig_core.report import serve_report, write_report_data  # noqa: E402
+from nnsig_core.report.browser import DEFAULT_CHROMIUM, launch_chromium  # noqa: E402
 
 TARGET_S = 1.0
 TARGET_BYTES = 5_000_000
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def find_mnist() -> Path | None:
@@ -136,7 +129,7 @@ def measure(
     times = []
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=ARGS)
+            browser = launch_chromium(p, executable_path=chromium)
             for i in range(runs):
                 ctx = browser.new_context(viewport={"width": 1400, "height": 900})
                 page = ctx.new_page()
@@ -176,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="where to write the report (default: a temp dir)")
     ap.add_argument("--runs", type=int, default=5, help="page loads to time (default 5)")
     ap.add_argument("--http", action="store_true", help="load over serve_report instead of file://")
-    ap.add_argument("--chromium", default="/usr/bin/chromium")
+    ap.add_argument("--chromium", default=DEFAULT_CHROMIUM)
     ap.add_argument("--screenshot", help="save a screenshot of the last load here")
     ap.add_argument("--json", action="store_true", help="print the results as JSON too")
     ap.add_argument("--check", action="store_true", help="exit 1 when a target is missed")

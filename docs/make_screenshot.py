@@ -18,22 +18,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+from nnsig_core.report.browser import DEFAULT_CHROMIUM, launch_chromium
+
 ROOT = Path(__file__).resolve().parents[1]
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--report", type=Path, default=ROOT / "runs" / "mnist_torch" / "report")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshot.png")
-    p.add_argument("--chromium", default="/usr/bin/chromium")
+    p.add_argument("--chromium", default=DEFAULT_CHROMIUM)
     p.add_argument("--split", default="test", help="split shown (default: test)")
     p.add_argument("--width", type=int, default=1400)
     p.add_argument("--height", type=int, default=1000)
@@ -49,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=args.chromium, args=ARGS)
+        browser = launch_chromium(pw, executable_path=args.chromium)
         page = browser.new_page(viewport={"width": args.width, "height": args.height})
         page.goto(index.resolve().as_uri())
         page.wait_for_function("window.NNSIG_READY === true", timeout=30_000)

@@ -141,7 +141,7 @@ def load_mnist(
 
 def parse_classes(text: str) -> list[int]:
     """``"0-9"``, ``"0-4"``, ``"1,3,5"``, ``"0-2,7"`` -> sorted list of digits (argparse type)."""
-    from nnsig_core.cli_commands import parse_classes as parse
+    from nnsig_core.cli.commands import parse_classes as parse
 
     try:
         classes = parse(text) or []

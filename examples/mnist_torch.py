@@ -37,7 +37,7 @@ MEAN, STD = 0.1307, 0.3081
 # ---------------------------------------------------------------------------- data
 def parse_classes(spec: str) -> list[int]:
     """``"0-4"`` -> [0..4]; ``"0,3,7"`` -> [0, 3, 7]."""
-    from nnsig_core.cli_commands import parse_classes as parse
+    from nnsig_core.cli.commands import parse_classes as parse
 
     classes = parse(spec)
     assert classes is not None

@@ -19,6 +19,7 @@ from nnsig_core.adapter import (
     LayerSelectionError,
     LayerSummary,
     ModelSummary,
+    NonFiniteActivationError,
     UnknownLayerError,
 )
 from nnsig_core.capture import CaptureError, capture, capture_arrays
@@ -73,7 +74,6 @@ if TYPE_CHECKING:  # imported on first use (PEP 562), so `import nnsig_core` sta
         Discretizer,
         EmptySelectionError,
         MissingLabelsError,
-        NonFiniteActivationError,
         SignatureAnalysis,
         Signatures,
         TooFewSamplesError,
@@ -89,26 +89,25 @@ if TYPE_CHECKING:  # imported on first use (PEP 562), so `import nnsig_core` sta
     from nnsig_core.report import (
         PortInUseError,
         ReportError,
+        build_report_data,
         serve_report,
         write_index,
         write_report,
         write_report_data,
     )
-    from nnsig_core.report_data import build_report_data
 
 _LAZY = {
     **dict.fromkeys(
         ["AnalysisError", "Discretizer", "EmptySelectionError", "MissingLabelsError",
-         "NonFiniteActivationError", "SignatureAnalysis", "Signatures", "TooFewSamplesError",
+         "SignatureAnalysis", "Signatures", "TooFewSamplesError",
          "format_summary", "parse_discretizer_spec"],
         "nnsig_core.analysis",
     ),
     **dict.fromkeys(
-        ["PortInUseError", "ReportError", "serve_report", "write_index", "write_report",
-         "write_report_data"],
+        ["PortInUseError", "ReportError", "build_report_data", "serve_report", "write_index",
+         "write_report", "write_report_data"],
         "nnsig_core.report",
     ),
-    "build_report_data": "nnsig_core.report_data",
     **dict.fromkeys(
         ["NovelClassError", "baseline_scores", "evaluate", "signature_scores"],
         "nnsig_core.diagnostics",

@@ -366,7 +366,7 @@ def test_save_refusals(tmp_path: Path) -> None:
 
 
 def test_core_imports_no_framework() -> None:
-    code = ("import sys, nnsig_core.analysis, nnsig_core.report_data; "
+    code = ("import sys, nnsig_core.analysis, nnsig_core.report.data; "
             "bad = [m for m in ('torch', 'keras', 'tensorflow') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

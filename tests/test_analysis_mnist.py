@@ -10,7 +10,7 @@ import pytest
 
 from nnsig_core import capture_arrays, open_store
 from nnsig_core.analysis import SignatureAnalysis
-from nnsig_core.report_data import build_report_data
+from nnsig_core.report import build_report_data
 
 pytestmark = [pytest.mark.mnist, pytest.mark.slow]
 

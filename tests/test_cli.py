@@ -46,6 +46,20 @@ def test_info_text_and_json(store_path: Path, capsys: pytest.CaptureFixture[str]
     assert all(d["bytes_stored"] > 0 for d in train["layers"])
 
 
+def test_info_imports_neither_scikit_learn_nor_the_analysis(store_path: Path) -> None:
+    """``nnsig info`` starts light: the heavy modules load only in the commands that need them."""
+    code = (
+        "import sys; from nnsig_core.cli import main; "
+        f"status = main(['info', {str(store_path)!r}]); "
+        "heavy = [m for m in ('sklearn', 'nnsig_core.analysis', 'nnsig_core.diagnostics', "
+        "'nnsig_core.report') if m in sys.modules]; "
+        "assert status == 0 and not heavy, heavy"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "split train:" in r.stdout
+
+
 def test_info_reports_incomplete_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     class Stop(Exception):
         pass

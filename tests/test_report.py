@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnsig_core import report as rp
 from nnsig_core.report import (
     MARKER,
     PortInUseError,
@@ -26,6 +25,8 @@ from nnsig_core.report import (
     write_report,
     write_report_data,
 )
+from nnsig_core.report import serve as rs
+from nnsig_core.report import write as rw
 
 try:
     from test_report_synth import make_report_data
@@ -185,7 +186,7 @@ def test_viewer_dir_error_is_clear(tmp_path, monkeypatch):
     import nnsig_core
 
     monkeypatch.setattr(nnsig_core, "__file__", str(tmp_path / "x" / "__init__.py"))
-    monkeypatch.setattr(rp, "__file__", str(tmp_path / "y" / "z" / "report.py"))
+    monkeypatch.setattr(rw, "__file__", str(tmp_path / "y" / "z" / "report" / "write.py"))
     with pytest.raises(ReportError, match="static files were not found"):
         viewer_dir()
 
@@ -197,9 +198,9 @@ def test_write_report_builds_the_data_then_writes(tmp_path, monkeypatch, data):
         calls.append((analysis, store, tuple(splits), title, scores))
         return data
 
-    fake = types.ModuleType("nnsig_core.report_data")
+    fake = types.ModuleType("nnsig_core.report.data")
     fake.build_report_data = build_report_data
-    monkeypatch.setitem(sys.modules, "nnsig_core.report_data", fake)
+    monkeypatch.setitem(sys.modules, "nnsig_core.report.data", fake)
     index = write_report(
         "ANALYSIS", "STORE", tmp_path / "r", splits=("test",), title="T", scores="S"
     )
@@ -377,7 +378,7 @@ def test_serve_checks_the_directory_and_opens_the_browser(tmp_path, data, monkey
     with pytest.raises(ReportError, match="no index.html"):
         serve_report(tmp_path / "empty", open_browser=False)
     opened = []
-    monkeypatch.setattr(rp.webbrowser, "open", lambda url: opened.append(url) or True)
+    monkeypatch.setattr(rs.webbrowser, "open", lambda url: opened.append(url) or True)
     write_report_data(data, tmp_path / "r")
     server, url = serve_report(tmp_path / "r")
     try:

@@ -13,7 +13,7 @@ import pytest
 from nnsig_core import open_store
 from nnsig_core.analysis import SignatureAnalysis
 from nnsig_core.analysis.synthetic import make_blob_store
-from nnsig_core.report_data import build_report_data
+from nnsig_core.report import build_report_data
 
 K = 4
 

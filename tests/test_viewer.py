@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from nnsig_core.report import serve_report, viewer_dir, write_report_data
+from nnsig_core.report.browser import find_chromium, launch_chromium
 
 try:
     from test_report_synth import expected_nodes, make_report_data
@@ -22,15 +23,7 @@ except ImportError:  # tests/ is a package
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("NNSIG_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+CHROMIUM = find_chromium()
 XSS = "<img src=x onerror=alert(1)>"
 XSS_TITLE = "</script><script>alert('title')</script>"
 
@@ -50,7 +43,7 @@ def browser():
     if not Path(CHROMIUM).exists():
         _missing(f"chromium not found at {CHROMIUM}")
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        b = launch_chromium(p, executable_path=CHROMIUM)
         yield b
         b.close()
 

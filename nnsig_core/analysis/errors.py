@@ -4,12 +4,16 @@ Every class subclasses :class:`AnalysisError`, itself a :class:`ValueError`, so
 callers can catch them all at once; problems with the store itself (missing
 split or layer, interrupted capture) raise :class:`nnsig_core.store.StoreError`
 instead. Using an analysis before ``fit`` raises scikit-learn's
-:class:`~sklearn.exceptions.NotFittedError`.
+:class:`~sklearn.exceptions.NotFittedError`. A NaN or infinite activation read
+from the store raises :class:`~nnsig_core.adapter.NonFiniteActivationError`,
+the same exception the adapters raise while capturing (a ``ValueError``).
 """
 
 from __future__ import annotations
 
 from sklearn.exceptions import NotFittedError
+
+from nnsig_core.adapter import NonFiniteActivationError
 
 __all__ = [
     "AnalysisError",
@@ -35,14 +39,3 @@ class TooFewSamplesError(AnalysisError):
 
 class MissingLabelsError(AnalysisError):
     """The split has no labels but the analysis needs them."""
-
-
-class NonFiniteActivationError(AnalysisError):
-    """An activation is NaN or infinite (the layer, split and sample are named)."""
-
-    def __init__(self, message: str, *, layer: str, split: str, row: int, sample_index: int) -> None:
-        super().__init__(message)
-        self.layer = layer
-        self.split = split
-        self.row = row
-        self.sample_index = sample_index

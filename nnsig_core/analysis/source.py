@@ -16,18 +16,10 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from nnsig_core.analysis.errors import NonFiniteActivationError
+from nnsig_core.adapter import check_finite, nonfinite_rows
 from nnsig_core.store import ActivationStore
 
-__all__ = [
-    "MemorySource",
-    "Prefetcher",
-    "RowSource",
-    "StoreSource",
-    "all_finite",
-    "check_finite",
-    "gather",
-]
+__all__ = ["STORE_FIX", "MemorySource", "Prefetcher", "RowSource", "StoreSource", "gather"]
 
 
 class RowSource(Protocol):
@@ -41,38 +33,9 @@ class RowSource(Protocol):
         ...
 
 
-def all_finite(block: np.ndarray) -> bool:
-    """Whether every value is finite: a float32 sum first (NaN and inf propagate), the
-    element-wise test only when the sum is not finite (which may also be overflow)."""
-    if block.size == 0:
-        return True
-    if np.isfinite(np.add.reduce(block.reshape(-1), dtype=np.float32)):
-        return True
-    return bool(np.isfinite(block).all())
-
-
-def check_finite(
-    block: np.ndarray, rows: np.ndarray, *, layer: str, split: str, sample_index: np.ndarray | None
-) -> None:
-    """Raise :class:`NonFiniteActivationError` naming the first sample with a NaN or inf."""
-    if np.isfinite(block).all():
-        return
-    bad = int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
-    row = int(rows[bad])
-    unit = int(np.flatnonzero(~np.isfinite(block[bad]))[0])
-    value = block[bad, unit]
-    si = int(sample_index[row]) if sample_index is not None else row
-    n_bad = int((~np.isfinite(block).all(axis=1)).sum())
-    raise NonFiniteActivationError(
-        f"Layer {layer!r} of split {split!r} has a non-finite activation ({value}) at sample "
-        f"{row} (data set index {si}), unit {unit}; {n_bad} sample(s) of this chunk are affected. "
-        "The model produced NaN/inf (diverged training, overflow in float16 storage?): fix the "
-        "model or capture with dtype='float32', then re-capture the split.",
-        layer=layer,
-        split=split,
-        row=row,
-        sample_index=si,
-    )
+#: What a reader of the store advises when a stored activation is NaN or Inf.
+STORE_FIX = ("The model produced NaN/inf (diverged training, overflow in float16 storage?): "
+             "fix the model or capture with dtype='float32', then re-capture the split.")
 
 
 class StoreSource:
@@ -127,6 +90,11 @@ class StoreSource:
             self._sample_index = self.store.sample_index(self.split)
         return self._sample_index
 
+    def _check(self, block: np.ndarray, rows: np.ndarray) -> None:
+        if nonfinite_rows(block).size:
+            check_finite(block, layer=self.layer, split=self.split, rows=rows,
+                         sample_index=self._si(), fix=STORE_FIX, scope="this chunk")
+
     def gather(self, out: np.ndarray, desc: str = "read") -> np.ndarray:
         """Read the selected rows straight into ``out`` (float32, (n_rows, n_features)).
 
@@ -141,9 +109,7 @@ class StoreSource:
                 dst[...] = raw
             else:
                 np.take(raw, rows - first, axis=0, out=dst)
-            if not all_finite(dst):
-                check_finite(dst, rows, layer=self.layer, split=self.split,
-                             sample_index=self._si())
+            self._check(dst, rows)
             o += m
         return out
 
@@ -188,9 +154,7 @@ class StoreSource:
                 block = raw
             else:
                 block = np.take(raw, rows - first, axis=0)
-            if not all_finite(block):
-                check_finite(block, rows, layer=self.layer, split=self.split,
-                             sample_index=self._si())
+            self._check(block, rows)
             yield rows, block
 
 

@@ -1,4 +1,4 @@
-"""Write the static report viewer to a directory, index several reports, serve them locally.
+"""Write the static report viewer to a directory and index several reports.
 
 A report directory holds the static page copied from ``viewer/`` plus:
 
@@ -16,15 +16,12 @@ A directory holding several reports gets an ``index.html`` plus ``reports.js``
 (:func:`write_index`) listing them; it is written automatically when a report
 is written beside another one.
 
-Nothing here needs a server: :func:`serve_report` exists for ``nnsig view``,
-and serves only the files under one directory, on 127.0.0.1 by default.
+Nothing here needs a server; :mod:`nnsig_core.report.serve` serves a report
+for ``nnsig view``.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import errno
-import http.server
 import json
 import logging
 import math
@@ -32,22 +29,20 @@ import os
 import shutil
 import stat
 import tempfile
-import threading
-import urllib.parse
 import uuid
-import webbrowser
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from nnsig_core._util import json_default, now_iso
+
 __all__ = [
+    "INDEX_FILE",
     "MARKER",
-    "PortInUseError",
     "ReportError",
-    "ReportServer",
     "is_report",
+    "js_json",
     "list_reports",
-    "serve_report",
     "viewer_dir",
     "write_index",
     "write_report",
@@ -71,19 +66,6 @@ class ReportError(ValueError):
     """A report cannot be written, indexed or served (the message says why)."""
 
 
-class PortInUseError(OSError):
-    """The port asked for is already in use (``errno`` is ``EADDRINUSE``)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        super().__init__(
-            errno.EADDRINUSE,
-            f"port {port} on {host} is already in use: stop the program using it, "
-            "choose another port, or use port 0 for a free one",
-        )
-        self.host = host
-        self.port = port
-
-
 # --------------------------------------------------------------------------- paths
 
 
@@ -102,7 +84,7 @@ def viewer_dir() -> Path:
 
     candidates = [
         Path(nnsig_core.__file__).resolve().parent / "_viewer",
-        Path(__file__).resolve().parents[1] / "viewer",
+        Path(__file__).resolve().parents[2] / "viewer",
     ]
     for c in candidates:
         if (c / INDEX_FILE).is_file():
@@ -130,27 +112,6 @@ def _is_our_index(path: Path) -> bool:
 # --------------------------------------------------------------------------- JSON
 
 
-def _json_default(o: Any) -> Any:
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover - numpy is a dependency
-        np = None
-    if np is not None:
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-    if isinstance(o, (set, frozenset)):
-        return sorted(o)
-    if isinstance(o, tuple):
-        return list(o)
-    if isinstance(o, (_dt.datetime, _dt.date)):
-        return o.isoformat()
-    if isinstance(o, os.PathLike):
-        return os.fspath(o)
-    raise TypeError(f"report data holds a {type(o).__name__}, which is not JSON-serialisable")
-
-
 def _finite(o: Any) -> Any:
     """A copy of ``o`` with NaN and infinities replaced by ``None`` (JSON ``null``)."""
     if isinstance(o, float):
@@ -161,7 +122,7 @@ def _finite(o: Any) -> Any:
         return [_finite(v) for v in o]
     if isinstance(o, (str, int, bool)) or o is None:
         return o
-    return _finite(_json_default(o))
+    return _finite(json_default(o))
 
 
 # Escapes that keep the JSON valid (they only ever occur inside strings) and keep
@@ -180,15 +141,16 @@ _JS_SAFE = str.maketrans(
 def js_json(obj: Any) -> str:
     """``obj`` as JSON that is safe to embed in a script (no ``</``, no U+2028/2029).
 
-    NaN and infinities become ``null``; NumPy scalars and arrays are converted.
+    NaN and infinities become ``null``; NumPy scalars and arrays, sets and other
+    objects are converted by :func:`nnsig_core._util.json_default`.
     """
     kw: dict[str, Any] = dict(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     try:
-        text = json.dumps(obj, default=_json_default, **kw)
+        text = json.dumps(obj, default=json_default, **kw)
     except ValueError as e:
         if "JSON compliant" not in str(e):
             raise
-        text = json.dumps(_finite(obj), default=_json_default, **kw)
+        text = json.dumps(_finite(obj), default=json_default, **kw)
     return text.translate(_JS_SAFE)
 
 
@@ -201,10 +163,6 @@ def _atomic_write(path: Path, text: str) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
 # --------------------------------------------------------------------------- writing
@@ -247,7 +205,7 @@ def _summary(data: dict[str, Any]) -> dict[str, Any]:
             "format_version": data.get("format_version", SUPPORTED_FORMAT),
             "title": data.get("title"),
             "created": data.get("created"),
-            "written": _now(),
+            "written": now_iso(),
             "store": data.get("store"),
             "analysis": analysis.get("name"),
             "model_class": model.get("model_class"),
@@ -333,7 +291,7 @@ def write_report_data(
     ----------
     data : dict
         The report data (``docs/report-data.md``), e.g. from
-        :func:`nnsig_core.report_data.build_report_data`.
+        :func:`nnsig_core.report.data.build_report_data`.
     out_dir : path
         The report directory: new, empty, or an existing nnsig report, which is
         replaced as a whole.
@@ -392,10 +350,10 @@ def write_report(
 ) -> Path:
     """Build the report data of ``analysis`` on ``store`` and write the report.
 
-    See :func:`nnsig_core.report_data.build_report_data` for the arguments and
+    See :func:`nnsig_core.report.data.build_report_data` for the arguments and
     :func:`write_report_data` for the result and errors.
     """
-    from nnsig_core.report_data import build_report_data
+    from nnsig_core.report.data import build_report_data
 
     data = build_report_data(analysis, store, splits, title=title, scores=scores)
     return write_report_data(data, out_dir, title=title)
@@ -460,7 +418,7 @@ def write_index(parent_dir: str | os.PathLike[str]) -> Path:
     reports = list_reports(parent)
     _atomic_write(
         parent / REPORTS_FILE,
-        "window.NNSIG_REPORTS = " + js_json({"generated": _now(), "reports": reports}) + ";\n",
+        "window.NNSIG_REPORTS = " + js_json({"generated": now_iso(), "reports": reports}) + ";\n",
     )
     _atomic_write(index, template.read_text(encoding="utf-8"))
     runs = [
@@ -476,232 +434,3 @@ def write_index(parent_dir: str | os.PathLike[str]) -> Path:
             log.warning("cannot update the run list of %s: %s", parent / r["dir"], e)
     log.info("wrote report index %s (%d reports)", index, len(reports))
     return index
-
-
-# --------------------------------------------------------------------------- serving
-
-_CONTENT_TYPES = {
-    ".html": "text/html; charset=utf-8",
-    ".htm": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".mjs": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".json": "application/json",
-    ".svg": "image/svg+xml",
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".gif": "image/gif",
-    ".webp": "image/webp",
-    ".ico": "image/x-icon",
-    ".txt": "text/plain; charset=utf-8",
-    ".md": "text/plain; charset=utf-8",
-    ".csv": "text/csv; charset=utf-8",
-    ".woff2": "font/woff2",
-}
-
-
-class _ReportRequestHandler(http.server.BaseHTTPRequestHandler):
-    """GET/HEAD of the regular files under ``root``; nothing else."""
-
-    root: Path  # set on the per-server subclass
-    server_version = "nnsig-view"
-    sys_version = ""
-    protocol_version = "HTTP/1.0"
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        self._serve(body=True)
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        self._serve(body=False)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        log.debug("%s %s", self.address_string(), format % args)
-
-    def _host_allowed(self) -> bool:
-        # Refuse requests for other host names (DNS rebinding) on a loopback server.
-        host = self.headers.get("Host")
-        if host is None or not getattr(self.server, "loopback", False):
-            return True
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        return name.strip("[]").lower() in ("127.0.0.1", "localhost", "::1")
-
-    def _serve(self, body: bool) -> None:
-        if not self._host_allowed():
-            self.send_error(403, "Forbidden host")
-            return
-        raw = urllib.parse.urlsplit(self.path).path
-        if not raw.startswith("/"):
-            self.send_error(400, "Bad path")
-            return
-        try:
-            path = urllib.parse.unquote(raw, errors="strict") if "%" in raw else raw
-        except UnicodeDecodeError:
-            self.send_error(400, "Bad path")
-            return
-        parts = path.split("/")
-        if "\x00" in path or "\\" in path or any(p == ".." for p in parts):
-            self.send_error(403, "Forbidden")
-            return
-        rel = [p for p in parts if p not in ("", ".")]
-        if any(p.startswith(".") for p in rel):
-            self.send_error(404, "Not found")
-            return
-        root = self.root
-        try:
-            target = root.joinpath(*rel).resolve(strict=True)
-        except (OSError, RuntimeError, ValueError):
-            self.send_error(404, "Not found")
-            return
-        if target != root and root not in target.parents:
-            self.send_error(403, "Forbidden")
-            return
-        if target.is_dir():
-            if not raw.endswith("/"):
-                self.send_response(301)
-                self.send_header("Location", raw + "/")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            target = target / INDEX_FILE
-            try:
-                target = target.resolve(strict=True)
-            except (OSError, RuntimeError):
-                self.send_error(404, "Not found")  # no directory listings
-                return
-            if root not in target.parents:
-                self.send_error(403, "Forbidden")
-                return
-        if not target.is_file():
-            self.send_error(404, "Not found")
-            return
-        try:
-            with open(target, "rb") as f:
-                content = f.read()
-        except OSError:
-            self.send_error(404, "Not found")
-            return
-        ctype = _CONTENT_TYPES.get(target.suffix.lower(), "application/octet-stream")
-        self.send_response(200)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(content)))
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Referrer-Policy", "no-referrer")
-        self.end_headers()
-        if body:
-            self.wfile.write(content)
-
-
-class ReportServer(http.server.ThreadingHTTPServer):
-    """The local server of :func:`serve_report`; ``close()`` stops it."""
-
-    daemon_threads = True
-    allow_reuse_address = os.name != "nt"  # on Windows SO_REUSEADDR lets ports be stolen
-    url: str = ""
-    directory: Path
-    loopback: bool = True
-    thread: threading.Thread | None = None
-
-    def _background(self) -> bool:
-        t = self.thread
-        return t is not None and t.is_alive() and threading.current_thread() is not t
-
-    def serve_forever(self, poll_interval: float = 0.5) -> None:
-        """Serve until :meth:`shutdown`; when already serving in the background
-        (as :func:`serve_report` leaves it), just wait for that to end instead."""
-        if self._background():
-            assert self.thread is not None
-            while self.thread.is_alive():
-                self.thread.join(0.25)
-            return
-        super().serve_forever(poll_interval)
-
-    def server_close(self) -> None:
-        """Stop the background thread if it runs, then release the port."""
-        if self._background():
-            self.shutdown()
-            assert self.thread is not None
-            self.thread.join(5)
-        super().server_close()
-
-    def close(self) -> None:
-        """Stop serving and release the port."""
-        self.server_close()
-
-    def __exit__(self, *args: Any) -> None:
-        self.close()
-
-
-def serve_report(
-    directory: str | os.PathLike[str],
-    host: str = "127.0.0.1",
-    port: int = 0,
-    open_browser: bool = True,
-) -> tuple[ReportServer, str]:
-    """Serve a report (or a directory of reports) on a local address, in a background thread.
-
-    Only the regular files under ``directory`` are served: paths with ``..``
-    (also percent-encoded) are refused with 403, symbolic links leading outside
-    with 403, hidden files and directories without ``index.html`` with 404 (no
-    listings). Requests naming another host than the loopback one are refused.
-
-    Parameters
-    ----------
-    directory : path
-        A report directory, or a directory of reports with its ``index.html``.
-    host : str
-        The address to listen on (loopback by default).
-    port : int
-        0 (the default) picks a free port.
-    open_browser : bool
-        Open the page with :func:`webbrowser.open`; else only log the address.
-
-    Returns
-    -------
-    (ReportServer, str)
-        The running server (call ``server.close()`` to stop it) and its URL.
-
-    Raises
-    ------
-    ReportError
-        When ``directory`` is not a directory with an ``index.html``.
-    PortInUseError
-        When ``port`` is already in use.
-    """
-    root = Path(directory).expanduser().resolve()
-    if not root.is_dir():
-        raise ReportError(f"cannot serve {directory}: not a directory")
-    if not (root / INDEX_FILE).is_file():
-        raise ReportError(
-            f"cannot serve {directory}: it has no {INDEX_FILE} (not an nnsig report or "
-            "report index; write one with `nnsig report`)"
-        )
-    handler = type("ReportRequestHandler", (_ReportRequestHandler,), {"root": root})
-    server_cls: type[ReportServer] = ReportServer
-    if ":" in host:
-        import socket
-
-        server_cls = type("ReportServer6", (ReportServer,), {"address_family": socket.AF_INET6})
-    try:
-        server = server_cls((host, int(port)), handler)
-    except OSError as e:
-        if e.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1), 10048):
-            raise PortInUseError(host, int(port)) from e
-        raise
-    server.directory = root
-    server.loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
-    url_host = f"[{host}]" if ":" in host else host
-    url = f"http://{url_host}:{server.server_address[1]}/"
-    server.url = url
-    server.thread = threading.Thread(
-        target=server.serve_forever, name="nnsig-view", daemon=True, kwargs={"poll_interval": 0.05}
-    )
-    server.thread.start()
-    log.info("serving %s at %s", root, url)
-    if open_browser:
-        try:
-            webbrowser.open(url)
-        except Exception as e:  # a missing browser must not stop the server
-            log.warning("could not open a browser (%s); open %s yourself", e, url)
-    return server, url

@@ -11,12 +11,12 @@ import base64
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from nnsig_core._util import count_matrix, now_iso
 from nnsig_core.analysis.signatures import Signatures, class_entropy, class_purity
 from nnsig_core.store import ActivationStore, open_store
 
@@ -77,7 +77,7 @@ def build_report_data(
     -------
     dict
     """
-    check_is_fitted(analysis, "clusterers_")
+    check_is_fitted(analysis)
     store = open_store(store)
     present = []
     for s in splits:
@@ -105,7 +105,7 @@ def build_report_data(
     data: dict[str, Any] = {
         "format_version": REPORT_FORMAT_VERSION,
         "title": title or _default_title(model, store),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": now_iso(),
         "store": str(store.path) if store.path is not None else None,
         "analysis": {
             "name": analysis.name_ or "(unsaved)",
@@ -188,15 +188,13 @@ def _split_entry(
                 "score": None if means is None else _f(means[i], 4),
             })
 
-    lab = sigs.labelled
     exemplars = sigs.exemplars(n=n_exemplars)
     clusters = []
     purity, entropy = [], []
     for j, k in enumerate(sigs.n_clusters):
         ids = sigs.cluster_ids[:, j]
         totals = np.bincount(ids, minlength=k)
-        comp = np.zeros((k, n_classes), dtype=np.int64)
-        np.add.at(comp, (ids[lab], sigs.labels[lab]), 1)
+        comp = count_matrix(ids, sigs.labels, k, n_classes)  # labelled samples only
         purity.append(_f(class_purity(comp)))
         entropy.append(_f(class_entropy(comp)))
         layer = []

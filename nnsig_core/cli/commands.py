@@ -1,118 +1,58 @@
-"""``nnsig analyze``, ``report``, ``view`` and ``export``: the analysis side of the CLI.
+"""The subcommands of ``nnsig``: ``info``, ``analyze``, ``report``, ``view``, ``export``, ``evaluate``.
 
-Kept apart from :mod:`nnsig_core.cli` so that ``nnsig info`` starts without
-importing scikit-learn.
+Each ``cmd_*`` function takes the parsed arguments, prints its result and
+returns the exit status; errors are raised for :func:`nnsig_core.cli.main.main`
+to print. Only the store is imported here: scikit-learn, the analysis, the
+diagnostics and the report are imported inside the commands that need them,
+so that ``nnsig info`` starts without them (``tests/test_cli.py`` checks it).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nnsig_core.store import StoreError, open_store
+from nnsig_core.cli.format import format_info, format_table
+from nnsig_core.store import ActivationStore, StoreError, open_store
 
-__all__ = ["register"]
+__all__ = [
+    "cmd_analyze",
+    "cmd_evaluate",
+    "cmd_export",
+    "cmd_info",
+    "cmd_report",
+    "cmd_view",
+    "parse_classes",
+    "parse_clusters",
+]
 
 log = logging.getLogger("nnsig")
 
 
-def register(sub: Any) -> None:
-    """Add the analysis subcommands to an argparse subparsers object."""
-    p = sub.add_parser(
-        "analyze",
-        help="fit per-layer clusters and signatures; save them in the store",
-        description=(
-            "Fit a SignatureAnalysis on a split (correctly classified samples by default), "
-            "save it in the store under --name, and print a per-layer summary for each split."
-        ),
-    )
-    p.add_argument("store", help="path of the store")
-    p.add_argument("--clusters", default="10",
-                   help="clusters per layer: an int, or LAYER=K,LAYER=K (default 10)")
-    p.add_argument("--discretize", default=None, metavar="STRATEGY[:BINS]",
-                   help="discretize first: uniform:10, quantile:8, binary (default: none)")
-    p.add_argument("--layers", nargs="+", default=None, help="layers to analyse (default: all)")
-    p.add_argument("--name", default="default", help="name of the saved analysis (default: default)")
-    p.add_argument("--fit-split", default="train", help="split to fit on (default: train)")
-    p.add_argument("--classes", default=None,
-                   help="fit on these classes only, e.g. 0-4 or 0,2,7 (default: all)")
-    p.add_argument("--all-samples", action="store_true",
-                   help="fit on every sample, not only the correctly classified ones")
-    p.add_argument("--reduce", type=int, default=None, metavar="N",
-                   help="IncrementalPCA to N components before clustering (wide layers)")
-    p.add_argument("--seed", type=int, default=0, help="random state (default: 0)")
-    p.add_argument("--overwrite", action="store_true", help="replace a saved analysis of that name")
-    p.add_argument("--json", action="store_true", help="print the summaries as JSON")
-    p.set_defaults(func=cmd_analyze)
-
-    p = sub.add_parser(
-        "report",
-        help="write the static HTML report of a saved analysis",
-        description="Write a report directory that opens from disk (file://) with no network.",
-    )
-    p.add_argument("store", help="path of the store")
-    p.add_argument("--analysis", default="default", help="saved analysis to report (default: default)")
-    p.add_argument("--out", required=True, help="directory to write the report into")
-    p.add_argument("--splits", nargs="+", default=None, help="splits to include (default: all)")
-    p.add_argument("--title", default=None, help="title shown in the report")
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser(
-        "view",
-        help="serve a report directory on 127.0.0.1 and open it in the browser",
-        description="Serve only the files under DIR, on 127.0.0.1, until interrupted.",
-    )
-    p.add_argument("dir", help="report directory (or a directory of reports)")
-    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
-    p.add_argument("--no-browser", action="store_true", help="only print the address")
-    p.set_defaults(func=cmd_view)
-
-    p = sub.add_parser(
-        "export",
-        help="export signature tables as CSV/JSON, or the prototype's two files",
-        description=(
-            "Write the signature table (input class, signature, output class, count), "
-            "the per-sample signatures and the cluster composition of a split."
-        ),
-    )
-    p.add_argument("store", help="path of the store")
-    p.add_argument("--analysis", default="default", help="saved analysis (default: default)")
-    p.add_argument("--split", default="test", help="split to export (default: test)")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--prototype", action="store_true",
-                   help="write the prototype's clusters_info.json and clusterized_values.csv")
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser(
-        "evaluate",
-        help="score samples from their signatures and measure the scores against baselines",
-        description=(
-            "Compute the signature scores of a split (saved next to the analysis) and the "
-            "baselines (max softmax, energy, Mahalanobis, k-NN, activation patterns), then "
-            "print AUROC, AUPR-In, AUPR-Out and FPR at 95%% TPR for error detection "
-            "(positives: misclassified samples of known classes), novelty (positives: samples "
-            "of classes the analysis was not fitted on) and both. The suspicious samples are "
-            "always the positive class."
-        ),
-    )
-    p.add_argument("store", help="path of the store")
-    p.add_argument("--analysis", default="default", help="saved analysis (default: default)")
-    p.add_argument("--split", default="test", help="split to evaluate (default: test)")
-    p.add_argument("--validation", default=None, metavar="SPLIT",
-                   help="split of known classes that chooses the combined score (default: none)")
-    p.add_argument("--no-baselines", action="store_true", help="signature scores only")
-    p.add_argument("--metric", default="auroc", choices=["auroc", "aupr_in", "aupr_out", "fpr95"],
-                   help="metric of the printed table (default: auroc); --csv has them all")
-    p.add_argument("--csv", default=None, metavar="PATH", help="write every metric as CSV")
-    p.set_defaults(func=cmd_evaluate)
-
-
 # ---------------------------------------------------------------------------- helpers
 def parse_classes(spec: str | None) -> list[int] | None:
-    """``"0-4"`` -> [0, 1, 2, 3, 4]; ``"1,3,5-6"`` -> [1, 3, 5, 6]; None -> None."""
+    """``"0-4"`` -> [0, 1, 2, 3, 4]; ``"1,3,5-6"`` -> [1, 3, 5, 6]; None -> None.
+
+    Parameters
+    ----------
+    spec : str or None
+        Comma-separated class numbers and inclusive ranges ``LO-HI``.
+
+    Returns
+    -------
+    list of int or None
+        The classes, sorted, without repeats.
+
+    Raises
+    ------
+    ValueError
+        When ``spec`` cannot be read or names no class.
+    """
     if spec is None:
         return None
     out: list[int] = []
@@ -136,7 +76,23 @@ def parse_classes(spec: str | None) -> list[int] | None:
 
 
 def parse_clusters(spec: str) -> int | dict[str, int]:
-    """``"10"`` -> 10; ``"fc1=8,fc2=12"`` -> {"fc1": 8, "fc2": 12}."""
+    """``"10"`` -> 10; ``"fc1=8,fc2=12"`` -> {"fc1": 8, "fc2": 12}.
+
+    Parameters
+    ----------
+    spec : str
+        The value of ``--clusters``: one count for every layer, or
+        ``LAYER=K`` pairs.
+
+    Returns
+    -------
+    int or dict of str to int
+
+    Raises
+    ------
+    ValueError
+        When ``spec`` cannot be read.
+    """
     spec = spec.strip()
     try:
         if "=" not in spec:
@@ -152,19 +108,21 @@ def parse_clusters(spec: str) -> int | dict[str, int]:
         ) from None
 
 
-def _load_analysis(store: Any, name: str) -> Any:
+def _load_analysis(store: ActivationStore, name: str) -> Any:
     from nnsig_core.analysis import SignatureAnalysis
 
     if name not in store.analyses:
         saved = ", ".join(store.analyses) or "none"
         raise StoreError(
-            f"No analysis named {name!r} in {store.path} (saved: {saved}); "
-            f"run `nnsig analyze {store.path} --name {name}` first."
+            f"No analysis named {name!r} in {store.location} (saved: {saved}); "
+            f"run `nnsig analyze {store.location} --name {name}` first."
         )
     return SignatureAnalysis.load(store, name)
 
 
-def _saved_combined_scores(store: Any, name: str, splits: Any) -> dict[str, Any]:
+def _saved_combined_scores(
+    store: ActivationStore, name: str, splits: Sequence[str]
+) -> dict[str, Any]:
     """The combined diagnostic score of each split that has fresh saved scores."""
     from nnsig_core.diagnostics.persist import load_scores, saved_score_splits
 
@@ -183,15 +141,25 @@ def _saved_combined_scores(store: Any, name: str, splits: Any) -> dict[str, Any]
 
 
 # ---------------------------------------------------------------------------- commands
-def cmd_analyze(args: argparse.Namespace) -> int:
-    import json
+def cmd_info(args: argparse.Namespace) -> int:
+    """``nnsig info``: describe a store (text, or JSON with ``--json``)."""
+    store = open_store(args.store)
+    summary = store.summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(format_info(summary))
+    return 0
 
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """``nnsig analyze``: fit, save and summarise a :class:`~nnsig_core.analysis.SignatureAnalysis`."""
     from nnsig_core.analysis import SignatureAnalysis, format_summary, parse_discretizer_spec
 
     store = open_store(args.store, mode="r+")
     if args.name in store.analyses and not args.overwrite:
         raise StoreError(
-            f"An analysis named {args.name!r} already exists in {store.path}; "
+            f"An analysis named {args.name!r} already exists in {store.location}; "
             "pass --overwrite to replace it or --name to choose another name."
         )
     analysis = SignatureAnalysis(
@@ -212,12 +180,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     else:
         blocks = [format_summary(s) for s in summaries.values()]
         print("\n\n".join(blocks))
-        print(f"\nsaved analysis {args.name!r} in {store.path}; "
-              f"write the report with: nnsig report {store.path} --analysis {args.name} --out DIR")
+        print(f"\nsaved analysis {args.name!r} in {store.location}; "
+              f"write the report with: nnsig report {store.location} --analysis {args.name} "
+              "--out DIR")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """``nnsig report``: write the static report of a saved analysis (with its saved scores)."""
     from nnsig_core.report import write_report
 
     store = open_store(args.store)
@@ -238,6 +208,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_view(args: argparse.Namespace) -> int:
+    """``nnsig view``: serve a report directory on 127.0.0.1 until interrupted."""
     from nnsig_core.report import serve_report
 
     server, url = serve_report(args.dir, port=args.port, open_browser=not args.no_browser)
@@ -252,6 +223,7 @@ def cmd_view(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """``nnsig export``: signature tables as CSV, or the prototype's two files."""
     store = open_store(args.store)
     analysis = _load_analysis(store, args.analysis)
     out = Path(args.out)
@@ -269,9 +241,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``nnsig evaluate``: signature scores (saved) and baselines, measured per task."""
     import csv
 
-    from nnsig_core.cli import format_table
     from nnsig_core.diagnostics import baseline_scores, evaluate, signature_scores
 
     store = open_store(args.store, mode="r+")
@@ -305,8 +277,3 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"all metrics written to {args.csv}")
     return 0
 
-
-if __name__ == "__main__":  # pragma: no cover
-    from nnsig_core.cli import main
-
-    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Plain text of the ``nnsig`` command: aligned tables and the store description of ``nnsig info``.
+
+Imports nothing else of :mod:`nnsig_core.cli` (the commands import it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from nnsig_core._util import format_bytes
+
+__all__ = ["format_info", "format_table"]
+
+
+def format_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    """Left-aligned plain-text table, numbers right-aligned.
+
+    Parameters
+    ----------
+    rows : sequence of sequences
+        The cells, one sequence per row, printed with ``str``.
+    header : sequence of str
+        The column names; a line of dashes follows them.
+
+    Returns
+    -------
+    str
+        The table, lines joined by newlines, trailing spaces removed.
+    """
+    cells = [[str(h) for h in header]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    numeric = [
+        all(_is_number(r[i]) for r in cells[1:]) and len(cells) > 1 for i in range(len(header))
+    ]
+    lines = []
+    for j, r in enumerate(cells):
+        parts = [c.rjust(w) if numeric[i] and j else c.ljust(w)
+                 for i, (c, w) in enumerate(zip(r, widths, strict=False))]
+        lines.append("  ".join(parts).rstrip())
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s.replace("%", "").replace(",", ""))
+        return True
+    except ValueError:
+        return False
+
+
+def format_info(summary: dict[str, Any]) -> str:
+    """The text of ``nnsig info``: each split's samples, size, completeness, model and layers.
+
+    Parameters
+    ----------
+    summary : dict
+        :meth:`nnsig_core.store.ActivationStore.summary`.
+
+    Returns
+    -------
+    str
+    """
+    out = [f"store: {summary['path']}  (format {summary.get('format_version')})"]
+    if not summary["splits"]:
+        out.append("no splits")
+    for name, s in summary["splits"].items():
+        state = "complete" if s["complete"] else (
+            f"INCOMPLETE: {s['n_samples']} of {s['n_expected'] or '?'} samples written; "
+            f"resume with capture(..., resume=True)"
+        )
+        out.append("")
+        out.append(f"split {name}: {s['n_samples']} samples, {format_bytes(s['bytes_stored'])} "
+                   f"on disk, {state}")
+        params = s.get("model_parameters")
+        out.append(
+            f"  model: {s.get('model_class') or '?'} ({s.get('framework') or '?'}"
+            + (f", {params:,} parameters" if params else "")
+            + ")"
+        )
+        if s.get("class_names"):
+            names = ", ".join(s["class_names"])
+            out.append(f"  classes: {names if len(names) < 100 else names[:97] + '...'}")
+        rows = [
+            [d["name"], d["type"], "x".join(map(str, d["shape"][1:])), d["dtype"],
+             format_bytes(d["bytes_stored"]),
+             "" if d.get("parameters") is None else f"{d['parameters']:,}"]
+            for d in s["layers"]
+        ]
+        table = format_table(rows, ["layer", "type", "units", "dtype", "on disk", "params"])
+        out.extend("  " + line for line in table.splitlines())
+    if summary.get("analyses"):
+        out.append("")
+        out.append("analyses: " + ", ".join(summary["analyses"]))
+    return "\n".join(out)

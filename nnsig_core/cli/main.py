@@ -1,0 +1,190 @@
+"""The ``nnsig`` argument parser and entry point.
+
+Commands: ``info``, ``analyze``, ``report``, ``view``, ``export``, ``evaluate``
+(implemented in :mod:`nnsig_core.cli.commands`).
+
+Exit status: 0 on success, 1 when the command failed on its input (missing
+store, unknown analysis...), 2 for usage errors (argparse's convention), 130
+when interrupted. Errors are one line on stderr; ``--debug`` shows the
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from nnsig_core._util import package_version
+from nnsig_core.cli import commands
+
+__all__ = ["build_parser", "main"]
+
+
+#: Every subcommand: name -> (function, one-line help, description of its ``--help``).
+_COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
+    "info": (
+        commands.cmd_info,
+        "describe a store: splits, layers, shapes, sizes, completeness",
+        "Describe an activation store.",
+    ),
+    "analyze": (
+        commands.cmd_analyze,
+        "fit per-layer clusters and signatures; save them in the store",
+        "Fit a SignatureAnalysis on a split (correctly classified samples by default), "
+        "save it in the store under --name, and print a per-layer summary for each split.",
+    ),
+    "report": (
+        commands.cmd_report,
+        "write the static HTML report of a saved analysis",
+        "Write a report directory that opens from disk (file://) with no network.",
+    ),
+    "view": (
+        commands.cmd_view,
+        "serve a report directory on 127.0.0.1 and open it in the browser",
+        "Serve only the files under DIR, on 127.0.0.1, until interrupted.",
+    ),
+    "export": (
+        commands.cmd_export,
+        "export signature tables as CSV/JSON, or the prototype's two files",
+        "Write the signature table (input class, signature, output class, count), "
+        "the per-sample signatures and the cluster composition of a split.",
+    ),
+    "evaluate": (
+        commands.cmd_evaluate,
+        "score samples from their signatures and measure the scores against baselines",
+        "Compute the signature scores of a split (saved next to the analysis) and the "
+        "baselines (max softmax, energy, Mahalanobis, k-NN, activation patterns), then "
+        "print AUROC, AUPR-In, AUPR-Out and FPR at 95%% TPR for error detection "
+        "(positives: misclassified samples of known classes), novelty (positives: samples "
+        "of classes the analysis was not fitted on) and both. The suspicious samples are "
+        "always the positive class.",
+    ),
+}
+
+
+def _store_and_analysis(p: argparse.ArgumentParser, analysis_help: str) -> None:
+    p.add_argument("store", help="path of the store")
+    p.add_argument("--analysis", default="default", help=analysis_help)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``nnsig`` command.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        Parsed arguments carry ``func``, the :mod:`~nnsig_core.cli.commands`
+        function that runs the chosen subcommand.
+    """
+    parser = argparse.ArgumentParser(
+        prog="nnsig",
+        description="Inspect activation stores, analyse layer signatures, write and view reports.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    cmd: dict[str, argparse.ArgumentParser] = {}
+    for name, (func, help_, description) in _COMMANDS.items():
+        cmd[name] = sub.add_parser(name, help=help_, description=description)
+        cmd[name].set_defaults(func=func)
+
+    p = cmd["info"]
+    p.add_argument("store", help="path of the store (a .zarr directory)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    p = cmd["analyze"]
+    p.add_argument("store", help="path of the store")
+    p.add_argument("--clusters", default="10",
+                   help="clusters per layer: an int, or LAYER=K,LAYER=K (default 10)")
+    p.add_argument("--discretize", default=None, metavar="STRATEGY[:BINS]",
+                   help="discretize first: uniform:10, quantile:8, binary (default: none)")
+    p.add_argument("--layers", nargs="+", default=None, help="layers to analyse (default: all)")
+    p.add_argument("--name", default="default", help="name of the saved analysis (default: default)")
+    p.add_argument("--fit-split", default="train", help="split to fit on (default: train)")
+    p.add_argument("--classes", default=None,
+                   help="fit on these classes only, e.g. 0-4 or 0,2,7 (default: all)")
+    p.add_argument("--all-samples", action="store_true",
+                   help="fit on every sample, not only the correctly classified ones")
+    p.add_argument("--reduce", type=int, default=None, metavar="N",
+                   help="IncrementalPCA to N components before clustering (wide layers)")
+    p.add_argument("--seed", type=int, default=0, help="random state (default: 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace a saved analysis of that name")
+    p.add_argument("--json", action="store_true", help="print the summaries as JSON")
+
+    p = cmd["report"]
+    _store_and_analysis(p, "saved analysis to report (default: default)")
+    p.add_argument("--out", required=True, help="directory to write the report into")
+    p.add_argument("--splits", nargs="+", default=None, help="splits to include (default: all)")
+    p.add_argument("--title", default=None, help="title shown in the report")
+
+    p = cmd["view"]
+    p.add_argument("dir", help="report directory (or a directory of reports)")
+    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    p.add_argument("--no-browser", action="store_true", help="only print the address")
+
+    p = cmd["export"]
+    _store_and_analysis(p, "saved analysis (default: default)")
+    p.add_argument("--split", default="test", help="split to export (default: test)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--prototype", action="store_true",
+                   help="write the prototype's clusters_info.json and clusterized_values.csv")
+
+    p = cmd["evaluate"]
+    _store_and_analysis(p, "saved analysis (default: default)")
+    p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    p.add_argument("--validation", default=None, metavar="SPLIT",
+                   help="split of known classes that chooses the combined score (default: none)")
+    p.add_argument("--no-baselines", action="store_true", help="signature scores only")
+    p.add_argument("--metric", default="auroc", choices=["auroc", "aupr_in", "aupr_out", "fpr95"],
+                   help="metric of the printed table (default: auroc); --csv has them all")
+    p.add_argument("--csv", default=None, metavar="PATH", help="write every metric as CSV")
+    return parser
+
+
+class _OneLineFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"nnsig: {record.getMessage()}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``nnsig`` command.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status: 0 success, 1 error (one line on stderr), 130
+        interrupted. Usage errors exit with 2 through argparse's ``SystemExit``.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLineFormatter() if not args.debug else logging.Formatter(
+        "%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger("nnsig")
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if args.debug else level)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("nnsig: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # one readable line unless --debug
+        if args.debug:
+            raise
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"nnsig: error: {msg}", file=sys.stderr)
+        return 1
+    finally:
+        root.removeHandler(handler)

@@ -1,0 +1,58 @@
+"""The static HTML report: its data, the files written to disk, and a local server.
+
+:func:`build_report_data` (:mod:`~nnsig_core.report.data`) aggregates a fitted
+analysis into the report data of ``docs/report-data.md``;
+:func:`write_report_data` and :func:`write_report`
+(:mod:`~nnsig_core.report.write`) copy the viewer and write that data next to
+it, and :func:`write_index` lists several reports; :func:`serve_report`
+(:mod:`~nnsig_core.report.serve`) serves a report on 127.0.0.1 for ``nnsig
+view``. :mod:`~nnsig_core.report.browser` launches the headless Chromium that
+tests, benchmarks and screenshots drive.
+
+``build_report_data`` is imported on first use: it needs the analysis (and
+scikit-learn), which writing and serving a report do not.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from nnsig_core.report.serve import PortInUseError, ReportServer, serve_report
+from nnsig_core.report.write import (
+    MARKER,
+    ReportError,
+    is_report,
+    js_json,
+    list_reports,
+    viewer_dir,
+    write_index,
+    write_report,
+    write_report_data,
+)
+
+if TYPE_CHECKING:
+    from nnsig_core.report.data import build_report_data
+
+__all__ = [
+    "MARKER",
+    "PortInUseError",
+    "ReportError",
+    "ReportServer",
+    "build_report_data",
+    "is_report",
+    "js_json",
+    "list_reports",
+    "serve_report",
+    "viewer_dir",
+    "write_index",
+    "write_report",
+    "write_report_data",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "build_report_data":  # imported on first use: it needs scikit-learn
+        from nnsig_core.report.data import build_report_data
+
+        return build_report_data
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,71 @@
+"""Launch the headless Chromium that drives the viewer in tests, benchmarks and screenshots.
+
+One list of command-line flags, one launch function: the browser tests
+(``tests/test_viewer.py``), ``benchmarks/bench_report.py`` and
+``docs/make_screenshot.py`` open reports the same way. Playwright is imported
+by the caller, never here, so nnsig_core does not depend on it; the browser is
+the system's Chromium (Debian's ``chromium`` package), never a downloaded one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["CHROMIUM_ARGS", "DEFAULT_CHROMIUM", "find_chromium", "launch_chromium"]
+
+#: Where Debian's ``chromium`` package installs the browser.
+DEFAULT_CHROMIUM = "/usr/bin/chromium"
+
+#: Flags for a headless Chromium that runs as any user (containers, CI) and
+#: makes no network request of its own: no sandbox (it needs privileges that
+#: containers lack), no GPU, no background updates, sync or first-run pages.
+CHROMIUM_ARGS: tuple[str, ...] = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
+
+
+def find_chromium() -> str:
+    """The Chromium executable to use.
+
+    ``$NNSIG_CHROMIUM`` when set, else ``chromium`` on the ``PATH``, else
+    :data:`DEFAULT_CHROMIUM` (which may not exist: check before launching).
+    """
+    return os.environ.get("NNSIG_CHROMIUM") or shutil.which("chromium") or DEFAULT_CHROMIUM
+
+
+def launch_chromium(
+    playwright: Any,
+    executable_path: str | os.PathLike[str] | None = None,
+    args: Sequence[str] = (),
+    **kwargs: Any,
+) -> Any:
+    """Launch headless Chromium with :data:`CHROMIUM_ARGS` through Playwright.
+
+    Parameters
+    ----------
+    playwright : playwright.sync_api.Playwright
+        The object ``sync_playwright()`` yields (the caller imports Playwright).
+    executable_path : path, optional
+        The browser to run (default: :func:`find_chromium`).
+    args : sequence of str
+        Flags added after :data:`CHROMIUM_ARGS`.
+    **kwargs
+        Passed on to ``playwright.chromium.launch`` (e.g. ``headless``).
+
+    Returns
+    -------
+    playwright.sync_api.Browser
+        The browser; the caller closes it.
+    """
+    path = os.fspath(executable_path) if executable_path is not None else find_chromium()
+    return playwright.chromium.launch(
+        executable_path=path, args=[*CHROMIUM_ARGS, *args], **kwargs
+    )
