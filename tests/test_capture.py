@@ -154,7 +154,7 @@ def _interrupting(X: np.ndarray, y: np.ndarray, bs: int, fail_after: int):
 
 @pytest.fixture
 def record_progress_every_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Record the durable count after every chunk (normally about once a second)."""
+    """Record the written count after every chunk (normally about once a second)."""
     monkeypatch.setattr(sys.modules["nnsig_core.capture.session"], "RECORD_EVERY_S", 0.0)
 
 

@@ -40,6 +40,8 @@ from nnsig_core.analysis.errors import AnalysisError, TooFewSamplesError
 from nnsig_core.analysis.selection import fit_sample_mask
 from nnsig_core.analysis.signatures import Signatures
 from nnsig_core.analysis.source import Prefetcher, StoreSource
+from nnsig_core.analysis.state import export_state, restore_state
+from nnsig_core.analysis.summary import analysis_summary
 from nnsig_core.store import ActivationStore, StoreError, open_store
 
 __all__ = ["SignatureAnalysis"]
@@ -410,112 +412,21 @@ class SignatureAnalysis(BaseEstimator):
         return out
 
     def summary(self, store: StoreArg, split: str) -> dict[str, Any]:
-        """A JSON-serialisable summary of the analysis on ``split`` (printed by ``nnsig analyze``).
-
-        Keys: ``split``, ``n_samples``, ``accuracy`` (None without labels),
-        ``n_signatures``, ``n_signatures_correct``, ``fit`` (split, samples,
-        classes, settings) and ``layers`` (per layer: name, clusters, method,
-        features, purity, entropy; None without labels).
-        """
-        sigs = self.signatures(store, split)
-        purity, entropy = sigs.purity(), sigs.entropy()
-        layers = []
-        for j, name in enumerate(self.layers_):
-            lc = self.clusterers_[name]
-            layers.append({
-                "name": name,
-                "n_clusters": int(self.n_clusters_[j]),
-                "method": lc.method_,
-                "features": int(lc.n_features_in_),
-                "reduced_to": None if lc.reducer_ is None else int(lc.reducer_.n_components),
-                "empty_clusters": int((lc.fit_counts_ == 0).sum()),
-                "purity": None if np.isnan(purity[j]) else float(purity[j]),
-                "entropy": None if np.isnan(entropy[j]) else float(entropy[j]),
-            })
-        return {
-            "split": split,
-            "n_samples": sigs.n_samples,
-            "accuracy": sigs.accuracy,
-            "n_signatures": sigs.n_signatures,
-            "n_signatures_correct": sigs.subset(sigs.correct).n_signatures,
-            "fit": {
-                "name": self.name_,
-                "split": self.fit_split_,
-                "n_samples": self.n_fit_samples_,
-                "classes": self.classes_,
-                "only_correct": bool(self.only_correct),
-                "discretizer": self.discretizer_spec,
-                "reduce": self.reduce,
-                "random_state": self.random_state,
-            },
-            "layers": layers,
-        }
+        """A JSON-serialisable summary of the analysis on ``split`` (printed by ``nnsig analyze``);
+        see :func:`~nnsig_core.analysis.summary.analysis_summary`."""
+        return analysis_summary(self, self.signatures(store, split))
 
     # ------------------------------------------------------------------ state and persistence
     def _state(self) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any], dict[str, np.ndarray]]]]:
-        """The fitted analysis as JSON (``params``, ``fit``, ``layers``) and, per layer, the
-        clusterer's JSON attributes and arrays (what :mod:`~nnsig_core.analysis.persist` writes)."""
-        check_is_fitted(self, _FITTED)
-        params = self.get_params(deep=False)
-        d = self._discretizer_template()
-        params["discretizer"] = None if d is None else d.get_params()
-        if params.get("layers") is not None:
-            params["layers"] = list(params["layers"])
-        if isinstance(params["n_clusters"], Mapping):
-            params["n_clusters"] = {str(k): int(v) for k, v in params["n_clusters"].items()}
-        meta = {
-            "params": params,
-            "fit": {
-                "split": self.fit_split_,
-                "classes": self.fit_classes_,
-                "classes_fitted": self.classes_,
-                "n_samples": self.n_fit_samples_,
-                "n_classes": self.n_classes_,
-            },
-            "layers": [{"name": n, "shape": list(s), "n_clusters": int(k)}
-                       for n, s, k in zip(self.layers_, self.layer_shapes_, self.n_clusters_,
-                                          strict=True)],
-        }
-        layers = []
-        for name, comp in zip(self.layers_, self.fit_composition_, strict=True):
-            attrs, arrays = self.clusterers_[name]._state()
-            layers.append((name, attrs, {**arrays, "fit_composition": comp}))
-        return meta, layers
+        """The fitted analysis as JSON and arrays (see :func:`~nnsig_core.analysis.state.export_state`)."""
+        return export_state(self)
 
     @classmethod
     def _from_state(cls, meta: Mapping[str, Any],
                     layers: Mapping[str, tuple[dict[str, Any], dict[str, np.ndarray]]],
                     name: str | None = None) -> SignatureAnalysis:
         """Rebuild a fitted analysis from :meth:`_state` output (``layers`` by layer name)."""
-        params = dict(meta["params"])
-        if isinstance(params.get("discretizer"), dict):
-            params["discretizer"] = Discretizer(**params["discretizer"])
-        analysis = cls(**params)
-        template = analysis._discretizer_template()
-        clusterers, compositions = {}, []
-        for lm in meta["layers"]:
-            attrs, arrays = layers[lm["name"]]
-            arrays = dict(arrays)
-            compositions.append(np.asarray(arrays.pop("fit_composition"), dtype=np.int64))
-            lc_params = {k: params.get(k) for k in ("reduce", "memory_limit", "random_state",
-                                                    "n_init", "batch_size", "streaming_passes",
-                                                    "progress")}
-            lc_params.update(n_clusters=int(lm["n_clusters"]), discretizer=template)
-            clusterers[lm["name"]] = LayerClusterer._from_state(attrs, arrays, lc_params)
-        fit = meta["fit"]
-        analysis.layers_ = [lm["name"] for lm in meta["layers"]]
-        analysis.clusterers_ = clusterers
-        analysis.n_clusters_ = [int(lm["n_clusters"]) for lm in meta["layers"]]
-        analysis.fit_split_ = fit["split"]
-        analysis.fit_classes_ = fit["classes"]
-        analysis.classes_ = list(fit["classes_fitted"])
-        analysis.n_fit_samples_ = int(fit["n_samples"])
-        analysis.n_classes_ = int(fit["n_classes"])
-        analysis.fit_composition_ = compositions
-        analysis.layer_shapes_ = [list(lm["shape"]) for lm in meta["layers"]]
-        analysis.name_ = name
-        analysis._cache = {}
-        return analysis
+        return restore_state(cls, meta, layers, name)
 
     def save(self, store: StoreArg, name: str = "default", overwrite: bool = False,
              splits: Iterable[str] | None = None) -> SignatureAnalysis:

@@ -40,6 +40,7 @@ import numpy as np
 
 from nnsig_core._util import check_name, now_iso, package_version, to_json_safe
 from nnsig_core.analysis.signatures import Signatures
+from nnsig_core.analysis.state import LayerState
 from nnsig_core.store import ActivationStore, StoreError, layer_key
 from nnsig_core.store.layout import (
     ANALYSIS_ATTR,
@@ -59,7 +60,6 @@ __all__ = [
 log = logging.getLogger("nnsig")
 
 FORMAT_VERSION = 1
-LayerState = tuple[str, dict[str, Any], dict[str, np.ndarray]]
 
 
 def _write_arrays(group: Any, arrays: Mapping[str, np.ndarray]) -> None:

@@ -120,7 +120,7 @@ class ChunkWriter:
     """Background writer: buffers rows into whole chunks and writes them in order.
 
     ``submit`` blocks when two batches are already waiting, which bounds
-    memory. Only whole chunks are written until ``close``, so the durable
+    memory. Only whole chunks are written until ``close``, so the written
     count reported through ``on_written`` is always a multiple of the chunk
     length until the last, partial chunk; a resumed capture restarts there.
     """
