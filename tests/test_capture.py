@@ -158,13 +158,20 @@ def record_progress_every_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys.modules["nnsig_core.capture.session"], "RECORD_EVERY_S", 0.0)
 
 
-@pytest.mark.usefixtures("record_progress_every_chunk")
-def test_interrupted_capture_is_incomplete_and_resumes(tmp_path: Path) -> None:
+def _interrupted_capture(path: Path, fail_after: int) -> tuple[LinearReLU, np.ndarray, np.ndarray]:
+    """A capture of 200 samples in batches of 16 that fails at batch ``fail_after``."""
     model = LinearReLU()
     X, y = _data(200)
-    path = tmp_path / "s.zarr"
     with pytest.raises(Boom):
-        capture(model, _interrupting(X, y, 16, fail_after=7), path, chunk_bytes=200, progress=False)
+        capture(model, _interrupting(X, y, 16, fail_after=fail_after), path, chunk_bytes=200,
+                progress=False)
+    return model, X, y
+
+
+@pytest.mark.usefixtures("record_progress_every_chunk")
+def test_interrupted_capture_is_incomplete_and_resumes(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    model, X, y = _interrupted_capture(path, fail_after=7)
     s = open_store(path)
     assert not s.is_complete("train")
     written = s.split_attrs("train")["n_written"]
@@ -186,11 +193,8 @@ def test_interrupted_capture_is_incomplete_and_resumes(tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("record_progress_every_chunk")
 def test_resume_iterable_checks_order(tmp_path: Path) -> None:
-    model = LinearReLU()
-    X, y = _data(200)
     path = tmp_path / "s.zarr"
-    with pytest.raises(Boom):
-        capture(model, _interrupting(X, y, 16, fail_after=9), path, chunk_bytes=200, progress=False)
+    model, X, y = _interrupted_capture(path, fail_after=9)
     perm = np.random.default_rng(5).permutation(200)
     with pytest.raises(CaptureError, match="same order"):
         capture(model, _interrupting(X[perm], y[perm], 16, 99), path, resume=True, progress=False)

@@ -140,23 +140,21 @@ def _batch_len(inputs: Any) -> int:
 
 def take(x: Any, n: int) -> Any:
     """The first ``n`` samples of a batch's inputs or labels (any of their forms)."""
-    if x is None:
-        return None
-    if isinstance(x, Mapping):
-        return {k: take(v, n) for k, v in x.items()}
-    if _is_input_sequence(x):
-        return type(x)(take(v, n) for v in x)
-    return x[:n]
+    return _cut(x, slice(None, n))
 
 
 def _drop(x: Any, n: int) -> Any:
+    return _cut(x, slice(n, None))
+
+
+def _cut(x: Any, rows: slice) -> Any:
     if x is None:
         return None
     if isinstance(x, Mapping):
-        return {k: _drop(v, n) for k, v in x.items()}
+        return {k: _cut(v, rows) for k, v in x.items()}
     if _is_input_sequence(x):
-        return type(x)(_drop(v, n) for v in x)
-    return x[n:]
+        return type(x)(_cut(v, rows) for v in x)
+    return x[rows]
 
 
 def _is_input_sequence(x: Any) -> bool:

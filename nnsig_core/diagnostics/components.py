@@ -155,17 +155,8 @@ def min_hamming(Q: np.ndarray, P: np.ndarray, exclude: np.ndarray | None = None,
 class PathStatistics:
     """Training statistics of signatures, and the component scores of new signatures.
 
-    Parameters
-    ----------
-    alpha : float
-        Additive smoothing of the path and transition probabilities.
-    beta : float
-        Additive smoothing of the cluster class shares (``disagreement``).
-    distance_combine : {"fisher", "minp"}
-        How ``centroid_distance`` combines its per-layer p-values.
-    min_cluster_size : int
-        Clusters with fewer training samples take their distance p-value
-        against the whole layer's training distances.
+    The parameters are those of
+    :class:`~nnsig_core.diagnostics.scores.SignatureScorer`, which builds one.
     """
 
     def __init__(self, alpha: float = 1.0, beta: float = 1.0, distance_combine: str = "fisher",
