@@ -83,6 +83,9 @@ class MLP(nn.Module):
         """Penultimate features as (n, 512, 1, 1) maps (for ReAct and ASH)."""
         return self.body(x)[:, :, None, None]
 
+    def maps_to_features(self, m: torch.Tensor) -> torch.Tensor:
+        return m.flatten(1)
+
     def from_maps(self, m: torch.Tensor) -> torch.Tensor:
         return self.head(m.flatten(1))
 
@@ -111,6 +114,9 @@ class SmallCNN(nn.Module):
 
     def from_maps(self, m: torch.Tensor) -> torch.Tensor:
         return self.head(self.fc(m))
+
+    def maps_to_features(self, m: torch.Tensor) -> torch.Tensor:
+        return self.fc(m)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The dense hidden layer (penultimate features)."""
@@ -152,7 +158,7 @@ def representations(model: nn.Module, X: torch.Tensor,
     for lo in range(0, len(X), batch_size):
         m = model.feature_maps(X[lo : lo + batch_size])
         out["maps"].append(m)
-        f = model.features(X[lo : lo + batch_size])
+        f = model.maps_to_features(m)
         out["features"].append(f)
         out["logits"].append(model.head(f))
     return {k: torch.cat(v) for k, v in out.items()}
