@@ -1,6 +1,7 @@
 """Combine several suspicion scores into one, tuned on the error-detection task of known classes.
 
-:class:`ScoreCombiner` turns each component score into a common scale fitted
+:class:`LayerCombiner` forms the default ``combined`` score from each layer's
+neighbour components (see its docstring). :class:`ScoreCombiner` turns each component score into a common scale fitted
 on a *reference* set of samples, then averages them with weights.
 
 ``method="rank"`` (default)
