@@ -17,7 +17,7 @@ import os
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import zarr
@@ -27,6 +27,7 @@ from zarr.storage import LocalStore
 from nnsig_core._util import to_json_safe
 from nnsig_core.store.describe import describe, nbytes_stored
 from nnsig_core.store.errors import IncompleteStoreError, StoreError
+from nnsig_core.store.guard import GuardedStore
 from nnsig_core.store.layout import (
     ANALYSIS_GROUP,
     FORMAT_VERSION,
@@ -35,9 +36,12 @@ from nnsig_core.store.layout import (
     layer_differences,
 )
 
-__all__ = ["ActivationStore", "IncompleteStoreError", "StoreError", "open_store"]
+__all__ = ["MODES", "ActivationStore", "IncompleteStoreError", "StoreError", "open_store"]
 
 log = logging.getLogger("nnsig")
+
+#: The modes of :meth:`ActivationStore.open`.
+MODES = ("r", "r+", "a", "w")
 
 
 class ActivationStore:
@@ -63,9 +67,7 @@ class ActivationStore:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(
-        cls, path: str | os.PathLike[str], mode: Literal["r", "r+", "a", "w"] = "r"
-    ) -> ActivationStore:
+    def open(cls, path: str | os.PathLike[str], mode: str = "r") -> ActivationStore:
         """Open the store at ``path``.
 
         Parameters
@@ -79,9 +81,18 @@ class ActivationStore:
 
         Raises
         ------
+        ValueError
+            For another ``mode``.
         StoreError
-            If the store does not exist (``"r"``, ``"r+"``) or is not an nnsig store.
+            If the store does not exist (``"r"``, ``"r+"``), is not an nnsig
+            store, or its root metadata is damaged.
         """
+        if mode not in MODES:
+            raise ValueError(
+                f"mode must be one of {', '.join(map(repr, MODES))} ('r' read-only, 'r+' "
+                "read-write, 'a' read-write and created if missing, 'w' created afresh); "
+                f"got {mode!r}."
+            )
         p = Path(path)
         if mode in ("r", "r+"):
             if not p.exists():
@@ -96,10 +107,13 @@ class ActivationStore:
                 )
         if mode == "w" and p.exists():
             shutil.rmtree(p)
-        try:
-            group = zarr.open_group(str(p), mode=mode, zarr_format=3)
-        except (zarr.errors.GroupNotFoundError, FileNotFoundError) as exc:
-            raise StoreError(f"Cannot open {str(p)!r} as a Zarr v3 group: {exc}") from exc
+        if p.is_dir() and not (p / "zarr.json").exists() and any(p.iterdir()):
+            raise StoreError(
+                f"{str(p)!r} is a directory that is not empty and holds no Zarr store; "
+                "choose a new path for the store."
+            )
+        store = GuardedStore(LocalStore(p, read_only=mode == "r"), location=str(p))
+        group = _open_root(store, create=mode in ("a", "w"), location=str(p))
         attrs = dict(group.attrs)
         if ROOT_ATTR not in attrs:
             if mode in ("r", "r+"):
@@ -113,13 +127,12 @@ class ActivationStore:
                     "choose another path."
                 )
             group.attrs[ROOT_ATTR] = {"format_version": FORMAT_VERSION}
-        else:
-            version = attrs[ROOT_ATTR].get("format_version")
-            if version != FORMAT_VERSION:
-                raise StoreError(
-                    f"{str(p)!r} has nnsig store format {version}; this nnsig reads "
-                    f"format {FORMAT_VERSION}. Re-capture with this version."
-                )
+        version = dict(group.attrs)[ROOT_ATTR].get("format_version")
+        if version != FORMAT_VERSION:
+            raise StoreError(
+                f"{str(p)!r} has nnsig store format {version}; this nnsig reads "
+                f"format {FORMAT_VERSION}. Re-capture with this version."
+            )
         return cls(group, p)
 
     def refresh(self) -> ActivationStore:
@@ -441,9 +454,24 @@ class ActivationStore:
         return f"ActivationStore({self.location!r}; {'; '.join(parts) or 'no splits'})"
 
 
-def open_store(
-    store: ActivationStore | str | os.PathLike[str], mode: Literal["r", "r+", "a"] = "r"
-) -> ActivationStore:
+def _open_root(store: GuardedStore, create: bool, location: str) -> zarr.Group:
+    """The root group; created with the nnsig attribute in one metadata write when asked and
+    absent. Two processes creating the same new store both succeed."""
+    try:
+        if create:
+            try:
+                return zarr.create_group(
+                    store, zarr_format=3,
+                    attributes={ROOT_ATTR: {"format_version": FORMAT_VERSION}})
+            except zarr.errors.ContainsGroupError:
+                pass  # created meanwhile (by us before, or by another process)
+        return zarr.open_group(store, mode="r" if store.read_only else "r+", zarr_format=3)
+    except (zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError,
+            FileNotFoundError) as exc:
+        raise StoreError(f"Cannot open {location!r} as a Zarr v3 group: {exc}") from exc
+
+
+def open_store(store: ActivationStore | str | os.PathLike[str], mode: str = "r") -> ActivationStore:
     """Open an activation store (read-only by default); a store already open is returned as is.
 
     Parameters
@@ -466,6 +494,11 @@ def open_store(
     TypeError
         When ``store`` is neither a store nor a path.
     """
+    if mode not in ("r", "r+", "a"):
+        raise ValueError(
+            f"mode must be 'r' (read-only), 'r+' (read-write, the store must exist) or 'a' "
+            f"(read-write, created if missing); got {mode!r}."
+        )
     if isinstance(store, ActivationStore):
         return store
     if not isinstance(store, (str, os.PathLike)):

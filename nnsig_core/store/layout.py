@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from zarr.codecs import BloscCodec, ZstdCodec
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
 __all__ = [
     "ANALYSIS_ATTR",
@@ -38,6 +38,7 @@ __all__ = [
     "SCORES_ATTR",
     "SPLIT_ATTR",
     "analysis_path",
+    "array_options",
     "chunk_rows_for",
     "codec_description",
     "layer_differences",
@@ -116,6 +117,16 @@ def resolve_compressor(compressor: Any) -> Any:
             f"Unknown compressor {compressor!r}: use None, 'lz4', 'zstd' or a zarr codec."
         )
     return compressor
+
+
+def array_options(compressor: Any = "zstd") -> dict[str, Any]:
+    """``create_array`` options every nnsig array gets: the compressor (None, a name of
+    :func:`resolve_compressor` or a codec) followed by a ``crc32c`` checksum, so a damaged
+    chunk is detected on read; and every chunk written even when it holds only the fill
+    value, so a missing chunk always means a lost one."""
+    codec = resolve_compressor(compressor)
+    return {"compressors": [*([codec] if codec is not None else []), Crc32cCodec()],
+            "config": {"write_empty_chunks": True}}
 
 
 def codec_description(compressor: Any) -> Any:
@@ -202,10 +213,12 @@ def split_array_specs(
         layers first, then ``outputs``, ``labels``, ``predictions``,
         ``sample_index`` and ``inputs``.
     """
+    options = array_options(compressor)
+
     def spec(shape: tuple[int, ...], dt: Any, fill: int, dims: tuple[str, ...],
              attributes: dict[str, Any] | None = None) -> dict[str, Any]:
         out = {"shape": (n_rows, *shape), "chunks": (chunk_rows, *shape), "dtype": dt,
-               "compressors": compressor, "fill_value": fill, "dimension_names": ("sample", *dims)}
+               "fill_value": fill, "dimension_names": ("sample", *dims), **options}
         if attributes:
             out["attributes"] = attributes
         return out
