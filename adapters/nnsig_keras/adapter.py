@@ -16,6 +16,7 @@ from nnsig_core.adapter import (
     check_batch_finite,
 )
 
+from ._fingerprint import weights_fingerprint
 from ._graph import (
     GraphRunner,
     HookRunner,
@@ -312,6 +313,11 @@ class KerasAdapter:
             shape = tuple(np.shape(value))
             self._shapes[name] = tuple(int(s) for s in shape[1:])
             self._info[name] = (path, layer)
+
+    def model_fingerprint(self) -> str:
+        """A fingerprint of the model's weights (see ``nnsig_keras._fingerprint``), recorded
+        with each split so a capture is never resumed or extended with other weights."""
+        return weights_fingerprint(self.model)
 
     def model_summary(self) -> dict[str, Any]:
         """Describe the model and the captured layers.

@@ -14,6 +14,7 @@ from torch import nn
 from nnsig_core.adapter import LayerSelectionError, LayerSpec, check_batch_finite, close_matches
 
 from ._capture import Recorder, hooks
+from ._fingerprint import weights_fingerprint
 from ._pool import PoolSpec, apply_pool, check_pool, pool_for
 from ._runtime import (
     batch_size,
@@ -282,6 +283,11 @@ class TorchAdapter:
             "parameters": n_parameters(self.model),
             "layers": layers,
         }
+
+    def model_fingerprint(self) -> str:
+        """A fingerprint of the model's weights (see ``nnsig_torch._fingerprint``), recorded
+        with each split so a capture is never resumed or extended with other weights."""
+        return weights_fingerprint(self.model)
 
     def to_numpy(self, x: Any) -> np.ndarray:
         """Convert inputs or labels to a host NumPy array (bfloat16 becomes float32)."""

@@ -23,12 +23,15 @@ from nnsig_core.capture.batches import is_array_pair, iter_batches, n_available,
 from nnsig_core.capture.errors import CaptureError
 from nnsig_core.capture.policy import (
     check_arguments,
+    check_class_names,
     check_expected,
+    check_weights,
+    model_fingerprint,
     plan_split,
     resume_label_check,
 )
 from nnsig_core.capture.session import CaptureSession
-from nnsig_core.store import ActivationStore, StoreError, open_store
+from nnsig_core.store import ActivationStore, open_store
 from nnsig_core.store.layout import codec_description
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "capture", "capture_arrays", "default_predict"]
@@ -36,6 +39,8 @@ __all__ = ["DEFAULT_CHUNK_BYTES", "capture", "capture_arrays", "default_predict"
 log = logging.getLogger("nnsig")
 
 DEFAULT_CHUNK_BYTES = 4 << 20
+#: fsync chunk files before a split is marked complete (see ``capture(durable=...)``).
+DEFAULT_DURABLE = False
 
 
 def capture(
@@ -54,6 +59,8 @@ def capture(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     predict: Callable[[np.ndarray], np.ndarray] | None = None,
     progress: bool = True,
+    durable: bool = DEFAULT_DURABLE,
+    allow_other_weights: bool | str = False,
 ) -> ActivationStore:
     """Run ``adapter`` over ``data`` and stream every captured layer into a store.
 
@@ -105,6 +112,16 @@ def capture(
         over the last axis, or ``output > 0`` for a single logit.
     progress : bool
         Show a tqdm progress bar.
+    durable : bool
+        fsync every chunk file and its directory, and the split's metadata,
+        before the split is marked complete, so a complete split survives a
+        power cut (local stores; object stores are durable once written).
+        Without it a complete split survives a killed process, not a power cut.
+    allow_other_weights : bool or str
+        The model's weights are fingerprinted (adapters that can) and recorded
+        with the split; resuming a split, or adding one to a store, with a model
+        whose weights differ is refused unless this is True or a reason
+        (recorded with the split, e.g. ``"epoch 5 vs epoch 10"``).
 
     Returns
     -------
@@ -120,18 +137,50 @@ def capture(
     StoreError
         If the split exists and neither ``resume`` nor ``overwrite`` is set, or
         the model's layers differ from those of the store's other splits.
+    ClaimError
+        Another capture is writing the split (it is named); nothing is changed.
     """
     codec = check_arguments(adapter, split, resume=resume, overwrite=overwrite, dtype=dtype,
                             batch_size=batch_size, compressor=compressor, max_samples=max_samples)
-    if class_names is not None:
-        class_names = [str(c) for c in class_names]
+    class_names = check_class_names(class_names)
     store = open_store(store, mode="a")
-    if store.read_only:
-        raise StoreError("The store is open read-only; open it with mode='a' to capture into it.")
-    plan = plan_split(store, split, resume=resume, overwrite=overwrite, keep_inputs=keep_inputs,
-                      dtype=dtype, max_samples=max_samples)
-    if plan.done:
-        return store
+    store.require_writable(f"split {split!r}")
+    fingerprint = model_fingerprint(adapter)
+    with store.claim(split, break_stale=resume) as claim:  # before anything is read or changed
+        plan = plan_split(store, split, resume=resume, overwrite=overwrite,
+                          keep_inputs=keep_inputs, dtype=dtype, max_samples=max_samples)
+        if plan.done:
+            return store
+        check_weights(store, split, fingerprint, plan.existing, allow_other_weights)
+        n_total = n_available(data)
+        n_expected = n_total if max_samples is None else (
+            max_samples if n_total is None else min(max_samples, n_total)
+        )
+        check_expected(split, plan.existing, n_expected)
+        settings = {
+            "batch_size": batch_size if is_array_pair(data) else None,
+            "max_samples": max_samples,
+            "dtype": dtype,
+            "compressor": codec_description(codec),
+            "keep_inputs": bool(keep_inputs),
+            "durable": bool(durable),
+            "nnsig_version": package_version(),
+            "capture_id": uuid.uuid4().hex,  # tells results of an earlier capture apart
+            "started": now_iso(),
+        }
+        if allow_other_weights and isinstance(allow_other_weights, str):
+            settings["other_weights"] = allow_other_weights
+        session = CaptureSession(
+            store=store, split=split, adapter=adapter, n_expected=n_expected,
+            class_names=class_names, keep_inputs=keep_inputs, dtype=np.dtype(dtype),
+            compressor=codec, chunk_bytes=chunk_bytes, predict=predict or default_predict,
+            settings=settings, existing=plan.existing, start=plan.start, claim=claim,
+            fingerprint=fingerprint, durable=durable,
+        )
+        check = resume_label_check(store, split) if plan.existing is not None else None
+        _run(session, iter_batches(data, batch_size, plan.start, on_skipped=check),
+             n_expected, plan.start, max_samples, f"capture {split}", progress)
+    return store
     n_total = n_available(data)
     n_expected = n_total if max_samples is None else (
         max_samples if n_total is None else min(max_samples, n_total)
@@ -196,6 +245,34 @@ def capture(
     finally:
         bar.close()
     return store
+
+
+def _run(session: CaptureSession, batches: Any, n_expected: int | None, start: int,
+         max_samples: int | None, desc: str, progress: bool) -> None:
+    """Feed every batch to the session, then complete the split (or abort on any error)."""
+    bar = tqdm(total=n_expected, initial=start, unit="sample", unit_scale=True, desc=desc,
+               disable=not progress, dynamic_ncols=True)
+    try:
+        done = start
+        for inputs, labels, index in batches:
+            n = len(index)
+            if n == 0:  # an empty batch carries nothing, and does not end the data
+                continue
+            if max_samples is not None and done + n > max_samples:
+                keep = max_samples - done
+                inputs, labels, index = take(inputs, keep), take(labels, keep), index[:keep]
+                n = keep
+            session.process(inputs, labels, index)
+            done += n
+            bar.update(n)
+            if max_samples is not None and done >= max_samples:
+                break
+        session.finish()
+    except BaseException:
+        session.abort()
+        raise
+    finally:
+        bar.close()
 
 
 def capture_arrays(

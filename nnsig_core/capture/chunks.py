@@ -34,6 +34,8 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
+from nnsig_core._util import fsync_dir
+
 __all__ = ["ChunkEncoder", "EncodedChunk", "local_root", "write_chunks"]
 
 _SHUFFLE = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}
@@ -167,15 +169,3 @@ def _make_dirs(directory: Path, made: set[Path], touched: set[Path]) -> None:
         os.makedirs(directory, exist_ok=True)
         touched.update(m.parent for m in missing)  # their entries are new in the parent
     made.add(directory)
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a directory's entries durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

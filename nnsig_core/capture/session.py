@@ -20,6 +20,7 @@ from nnsig_core.capture.errors import CaptureError
 from nnsig_core.capture.thumbnails import make_thumbnails
 from nnsig_core.capture.writer import ChunkWriter
 from nnsig_core.store import ActivationStore
+from nnsig_core.store.claims import SplitClaim
 from nnsig_core.store.layout import chunk_rows_for, layer_key, split_array_specs
 
 __all__ = ["RECORD_EVERY_S", "CaptureSession"]
@@ -49,6 +50,9 @@ class CaptureSession:
         settings: dict[str, Any],
         existing: dict[str, Any] | None,
         start: int,
+        claim: SplitClaim,
+        fingerprint: str | None = None,
+        durable: bool = False,
     ) -> None:
         self.store = store
         self.split = split
@@ -63,6 +67,9 @@ class CaptureSession:
         self.settings = settings
         self.existing = existing
         self.start = start
+        self.claim = claim
+        self.fingerprint = fingerprint
+        self.durable = durable
         self.writer: ChunkWriter | None = None
         self._last_recorded = time.monotonic()
         self.batch_rows: int | None = None
@@ -82,26 +89,7 @@ class CaptureSession:
                 f"The model returned {outputs.shape[0]} output rows for a batch of {n} samples."
             )
         outputs = outputs.reshape(n, -1)
-        if labels is None:
-            if self.has_labels:
-                raise CaptureError("Some batches have labels and others do not.")
-            self.has_labels = False
-            lab = np.full(n, -1, dtype=np.int64)
-        else:
-            if self.has_labels is False:
-                raise CaptureError("Some batches have labels and others do not.")
-            self.has_labels = True
-            lab = class_indices(self.adapter.to_numpy(labels))
-            if lab.shape[0] != n:
-                raise CaptureError(f"A batch has {n} inputs but {lab.shape[0]} labels.")
-            if not np.issubdtype(lab.dtype, np.integer):
-                if np.issubdtype(lab.dtype, np.floating) and np.all(lab == np.round(lab)):
-                    lab = lab.astype(np.int64)
-                else:
-                    raise CaptureError(
-                        f"Labels must be integer class indices (or one-hot), got dtype {lab.dtype}."
-                    )
-            lab = lab.astype(np.int64, copy=False)
+        lab = self._labels(labels, index)
         pred = np.asarray(self.predict(outputs)).astype(np.int64).reshape(-1)
         if pred.shape[0] != n:
             raise CaptureError("predict(outputs) must return one class per sample.")
@@ -135,6 +123,39 @@ class CaptureSession:
             rows["inputs"] = self._thumbs(inputs, index)
         self.writer.submit(rows)
 
+    def _labels(self, labels: Any, index: np.ndarray) -> np.ndarray:
+        """A batch's labels as int64 class indices (-1 for a batch without labels), checked."""
+        n = len(index)
+        if self.has_labels is not None and self.has_labels != (labels is not None):
+            raise CaptureError("Some batches have labels and others do not.")
+        self.has_labels = labels is not None
+        if labels is None:
+            return np.full(n, -1, dtype=np.int64)
+        lab = class_indices(self.adapter.to_numpy(labels))
+        if lab.shape[0] != n:
+            raise CaptureError(f"A batch has {n} inputs but {lab.shape[0]} labels.")
+        if not np.issubdtype(lab.dtype, np.integer):
+            if not (np.issubdtype(lab.dtype, np.floating) and np.all(lab == np.round(lab))):
+                raise CaptureError(
+                    f"Labels must be integer class indices (or one-hot), got dtype {lab.dtype}."
+                )
+        lab = lab.astype(np.int64, copy=False)
+        bad = np.flatnonzero(lab < -1)
+        if bad.size:
+            raise CaptureError(
+                f"Sample {int(index[bad[0]])} has label {int(lab[bad[0]])}: labels are class "
+                "indices from 0, or -1 for an unknown class "
+                f"({bad.size} sample(s) of this batch below -1)."
+            )
+        if self.class_names is not None and lab.size and lab.max() >= len(self.class_names):
+            i = int(np.argmax(lab))
+            raise CaptureError(
+                f"Sample {int(index[i])} has label {int(lab[i])}, but class_names names only "
+                f"{len(self.class_names)} classes (0-{len(self.class_names) - 1}): give one "
+                "name per class."
+            )
+        return lab
+
     def _thumbs(self, inputs: Any, index: np.ndarray) -> np.ndarray:
         batch_images = getattr(self.adapter, "batch_images", None)  # optional in the protocol
         if callable(batch_images):
@@ -155,6 +176,12 @@ class CaptureSession:
             raise CaptureError(f"Layer names collide once escaped: {self.layer_names}.")
         self.shapes = {n: tuple(int(s) for s in np.shape(a)[1:]) for n, a in acts.items()}
         self.n_outputs = int(outputs.shape[1])
+        n_classes = 2 if self.n_outputs == 1 else self.n_outputs
+        if self.class_names is not None and len(self.class_names) < n_classes:
+            raise CaptureError(
+                f"class_names has {len(self.class_names)} names but the model has "
+                f"{n_classes} classes ({self.n_outputs} outputs): give one name per class."
+            )
         summary = to_json_safe(self.adapter.model_summary())
         by_name = {d.get("name"): d for d in summary.get("layers", [])}
         layers = []
@@ -195,6 +222,7 @@ class CaptureSession:
                 "layers": layers,
                 "class_names": self.class_names,
                 "has_labels": bool(self.has_labels),
+                "model_fingerprint": self.fingerprint,
                 "capture": self.settings,
             }
             specs = split_array_specs(
@@ -203,12 +231,14 @@ class CaptureSession:
                 tshape,
             )
             # overwrite=True: the old split goes only now, once the model has matched.
+            self.claim.check()
             arrays = self.store.create_split(self.split, self.info, specs)
         self.writer = ChunkWriter(
             arrays=arrays,
             chunk_rows=chunk_rows,
             start_row=self.start,
             on_written=self._record_written,
+            durable=self.durable,
         )
 
     def _record_written(self, n_written: int) -> None:
@@ -221,6 +251,7 @@ class CaptureSession:
         self._last_recorded = now
         self.info["n_written"] = n_written
         self.info["n_samples"] = n_written
+        self.claim.check()
         self.store.write_split_attrs(self.split, self.info)
 
     # -- end
@@ -245,7 +276,7 @@ class CaptureSession:
             has_labels=bool(self.has_labels),
         )
         self.info["capture"] = dict(self.info["capture"], finished=now_iso())
-        self.store.write_split_attrs(self.split, self.info)
+        self._mark_complete()
         log.info("Captured %d samples of split %r into %s", total, self.split, self.store.location)
 
     def _complete_as_is(self) -> None:
@@ -257,8 +288,17 @@ class CaptureSession:
         self.info.update(complete=True, n_written=total, n_samples=total,
                          n_expected=self.n_expected if self.n_expected is not None else total)
         self.info["capture"] = dict(self.info.get("capture") or {}, finished=now_iso())
-        self.store.write_split_attrs(self.split, self.info)
+        self._mark_complete()
         log.info("Split %r had all its %d samples written; marked complete.", self.split, total)
+
+    def _mark_complete(self) -> None:
+        """Write the completion mark, after everything it vouches for is on disk (``durable``)."""
+        self.claim.check()
+        if self.durable:
+            self.store.sync_split(self.split)
+        self.store.write_split_attrs(self.split, self.info)
+        if self.durable:
+            self.store.sync_split(self.split)
 
     def abort(self) -> None:
         if self.writer is not None:

@@ -24,7 +24,8 @@ import zarr
 import zarr.errors
 from zarr.storage import LocalStore
 
-from nnsig_core._util import to_json_safe
+from nnsig_core._util import fsync_dir, to_json_safe
+from nnsig_core.store.claims import SplitClaim
 from nnsig_core.store.describe import describe, nbytes_stored
 from nnsig_core.store.errors import IncompleteStoreError, StoreError
 from nnsig_core.store.guard import GuardedStore
@@ -361,6 +362,18 @@ class ActivationStore:
         self._group(split).attrs[SPLIT_ATTR] = safe
         self._meta[split] = safe
 
+    def sync_split(self, split: str) -> None:
+        """fsync the split's metadata files and directories (local stores; a no-op elsewhere,
+        where a completed write is durable), so what they record survives a power cut."""
+        if self.path is None:
+            return
+        base = self.path / split
+        for meta in [base / "zarr.json", *base.glob("*/zarr.json")]:
+            with open(meta, "rb") as f:
+                os.fsync(f.fileno())
+        for directory in [self.path, base, *(p for p in base.iterdir() if p.is_dir())]:
+            fsync_dir(directory)
+
     def _forget(self, split: str) -> None:
         self._groups.pop(split, None)
         self._meta.pop(split, None)
@@ -382,6 +395,20 @@ class ActivationStore:
                     f"({'; '.join(problems)}). Capture the same layers of the same model, "
                     "or use a new store."
                 )
+
+    def claim(self, split: str, break_stale: bool = False) -> SplitClaim:
+        """Take the exclusive claim of one writer on ``split`` (see :mod:`~nnsig_core.store.claims`),
+        then forget cached metadata, which another writer may have changed before.
+
+        Raises
+        ------
+        ClaimError
+            Another capture holds the split; the message names it.
+        """
+        self.require_writable(f"split {split!r}")
+        claim = SplitClaim(self.root, split, self.path, self.location).acquire(break_stale)
+        self.refresh()
+        return claim
 
     # ------------------------------------------------------------------ other groups
     def group(self, path: str, create: bool = False) -> zarr.Group | None:
