@@ -162,6 +162,20 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return int(out.stdout.strip().splitlines()[-1])
 
 
+def time_checksums(store: Path) -> float:
+    """Seconds to compute the crc32c of every chunk file of ``store`` (already in memory):
+    the checksum's share of the writer's work."""
+    import google_crc32c
+    import numpy as np
+
+    blobs = [np.frombuffer(f.read_bytes(), dtype=np.uint8) for f in store.rglob("c/**/*")
+             if f.is_file()]
+    t0 = time.perf_counter()
+    for b in blobs:
+        google_crc32c.value(b[:-4])
+    return time.perf_counter() - t0
+
+
 def main(argv: list[str] | None = None) -> int:
     here = Path(__file__).resolve().parents[1]
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -197,11 +211,14 @@ def main(argv: list[str] | None = None) -> int:
         "b_capture_lz4_byteshuffle_5": {"compressor": BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")},
         "b_capture_blosc_zstd1": {"compressor": BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle")},
         "b_capture_zstd_default_level": {"compressor": ZstdCodec()},
+        "b_capture_durable (fsync)": {"durable": True},
     }
     sizes: dict[str, int] = {}
     for name, kw in variants.items():
         results[name] = best(time_capture, model, images, labels, args.batch_size, store, **kw)
         sizes[name] = dir_size(store)
+        if name.startswith("b_capture_default"):
+            crc_seconds = time_checksums(store)
     results["a_forward_again"] = best(time_forward, model, images, labels, args.batch_size)
     results["c_csv_per_layer"] = time_csv(model, images, labels, args.batch_size, work / "csv")
     sizes["c_csv_per_layer"] = dir_size(work / "csv")
@@ -217,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         size = f"{sizes[name] / 2**20:8.1f} MiB" if name in sizes else ""
         print(f"{name:34s} {secs:8.3f} {secs / forward:13.2f} {size:>10s}")
 
+    print(f"crc32c of every chunk of the default capture (computed by the writer thread): "
+          f"{crc_seconds:.3f} s, {crc_seconds / results['b_capture_default (raw)']:.1%} of "
+          "that capture's time")
     rss10 = rss_child(args, 10_000, weights, work / "rss10.zarr")
     rss60 = rss_child(args, 60_000, weights, work / "rss60.zarr")
     print(f"peak RSS capturing 10k: {rss10 / 2**20:.0f} MiB, 60k: {rss60 / 2**20:.0f} MiB, "

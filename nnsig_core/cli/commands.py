@@ -26,9 +26,11 @@ __all__ = [
     "cmd_export",
     "cmd_info",
     "cmd_report",
+    "cmd_verify",
     "cmd_view",
     "parse_classes",
     "parse_clusters",
+    "parse_discretizer",
 ]
 
 log = logging.getLogger("nnsig")
@@ -108,6 +110,14 @@ def parse_clusters(spec: str) -> int | dict[str, int]:
         ) from None
 
 
+def parse_discretizer(spec: str) -> Any:
+    """``--discretize``: a :class:`~nnsig_core.analysis.Discretizer` from its spec (the analysis
+    is imported only when the option is given)."""
+    from nnsig_core.analysis import parse_discretizer_spec
+
+    return parse_discretizer_spec(spec)
+
+
 def _load_analysis(store: ActivationStore, name: str) -> Any:
     from nnsig_core.analysis import SignatureAnalysis
 
@@ -152,9 +162,17 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    """``nnsig verify``: check every chunk; exit status 1 when anything is missing or damaged."""
+    store = open_store(args.store)
+    report = store.verify(progress=sys.stderr.isatty())
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
+    return 0 if report.ok else 1
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     """``nnsig analyze``: fit, save and summarise a :class:`~nnsig_core.analysis.SignatureAnalysis`."""
-    from nnsig_core.analysis import SignatureAnalysis, format_summary, parse_discretizer_spec
+    from nnsig_core.analysis import SignatureAnalysis, format_summary
 
     store = open_store(args.store, mode="r+")
     if args.name in store.analyses and not args.overwrite:
@@ -163,15 +181,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             "pass --overwrite to replace it or --name to choose another name."
         )
     analysis = SignatureAnalysis(
-        n_clusters=parse_clusters(args.clusters),
-        discretizer=parse_discretizer_spec(args.discretize) if args.discretize else None,
+        n_clusters=args.clusters,
+        discretizer=args.discretize,
         only_correct=not args.all_samples,
         reduce=args.reduce,
         layers=args.layers,
         random_state=args.seed,
         progress=sys.stderr.isatty(),  # progress bars for people, not for logs and pipes
     )
-    analysis.fit(store, split=args.fit_split, classes=parse_classes(args.classes))
+    analysis.fit(store, split=args.fit_split, classes=args.classes)
     analysis.save(store, name=args.name, overwrite=args.overwrite)
     summaries = {split: analysis.summary(store, split) for split in store.splits
                  if store.is_complete(split)}

@@ -80,6 +80,10 @@ def format_info(summary: dict[str, Any]) -> str:
             + (f", {params:,} parameters" if params else "")
             + ")"
         )
+        if s.get("model_fingerprint"):
+            out.append(f"  weights: {s['model_fingerprint']}"
+                       + (f" (other weights: {s['other_weights']})" if s.get("other_weights")
+                          else ""))
         if s.get("class_names"):
             names = ", ".join(s["class_names"])
             out.append(f"  classes: {names if len(names) < 100 else names[:97] + '...'}")

@@ -1,7 +1,7 @@
 """The ``nnsig`` argument parser and entry point.
 
-Commands: ``info``, ``analyze``, ``report``, ``view``, ``export``, ``evaluate``
-(implemented in :mod:`nnsig_core.cli.commands`).
+Commands: ``info``, ``verify``, ``analyze``, ``report``, ``view``, ``export``,
+``evaluate`` (implemented in :mod:`nnsig_core.cli.commands`).
 
 Exit status: 0 on success, 1 when the command failed on its input (missing
 store, unknown analysis...), 2 for usage errors (argparse's convention), 130
@@ -28,6 +28,13 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
         commands.cmd_info,
         "describe a store: splits, layers, shapes, sizes, completeness",
         "Describe an activation store.",
+    ),
+    "verify": (
+        commands.cmd_verify,
+        "read every chunk: report missing or damaged data and the rows to capture again",
+        "Read every chunk of every array of the store, check its checksum, that no chunk of "
+        "the rows written is missing and that every metadata file is valid. Exit status 1 "
+        "when anything is missing or damaged.",
     ),
     "analyze": (
         commands.cmd_analyze,
@@ -64,6 +71,19 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
 }
 
 
+def _usage(parse: Callable[[str], object]) -> Callable[[str], object]:
+    """An argparse ``type`` from a parser raising ValueError: a malformed value becomes a usage
+    error (exit status 2, with the parser's message), like any other bad option."""
+    def convert(text: str) -> object:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__.replace("parse_", "")  # argparse names it in messages
+    return convert
+
+
 def _store_and_analysis(p: argparse.ArgumentParser, analysis_help: str) -> None:
     p.add_argument("store", help="path of the store")
     p.add_argument("--analysis", default="default", help=analysis_help)
@@ -96,16 +116,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store", help="path of the store (a .zarr directory)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
+    p = cmd["verify"]
+    p.add_argument("store", help="path of the store (a .zarr directory)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
     p = cmd["analyze"]
     p.add_argument("store", help="path of the store")
-    p.add_argument("--clusters", default="10",
+    p.add_argument("--clusters", default=10, type=_usage(commands.parse_clusters),
                    help="clusters per layer: an int, or LAYER=K,LAYER=K (default 10)")
     p.add_argument("--discretize", default=None, metavar="STRATEGY[:BINS]",
+                   type=_usage(commands.parse_discretizer),
                    help="discretize first: uniform:10, quantile:8, binary (default: none)")
     p.add_argument("--layers", nargs="+", default=None, help="layers to analyse (default: all)")
     p.add_argument("--name", default="default", help="name of the saved analysis (default: default)")
     p.add_argument("--fit-split", default="train", help="split to fit on (default: train)")
-    p.add_argument("--classes", default=None,
+    p.add_argument("--classes", default=None, type=_usage(commands.parse_classes),
                    help="fit on these classes only, e.g. 0-4 or 0,2,7 (default: all)")
     p.add_argument("--all-samples", action="store_true",
                    help="fit on every sample, not only the correctly classified ones")

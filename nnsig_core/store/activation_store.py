@@ -28,21 +28,17 @@ from nnsig_core._util import fsync_dir, to_json_safe
 from nnsig_core.store.claims import SplitClaim
 from nnsig_core.store.describe import describe, nbytes_stored
 from nnsig_core.store.errors import IncompleteStoreError, StoreError
-from nnsig_core.store.guard import GuardedStore
 from nnsig_core.store.layout import (
     ANALYSIS_GROUP,
-    FORMAT_VERSION,
-    ROOT_ATTR,
     SPLIT_ATTR,
     layer_differences,
 )
+from nnsig_core.store.opening import MODES, open_root
+from nnsig_core.store.verify import VerifyReport, verify_store
 
 __all__ = ["MODES", "ActivationStore", "IncompleteStoreError", "StoreError", "open_store"]
 
 log = logging.getLogger("nnsig")
-
-#: The modes of :meth:`ActivationStore.open`.
-MODES = ("r", "r+", "a", "w")
 
 
 class ActivationStore:
@@ -88,53 +84,7 @@ class ActivationStore:
             If the store does not exist (``"r"``, ``"r+"``), is not an nnsig
             store, or its root metadata is damaged.
         """
-        if mode not in MODES:
-            raise ValueError(
-                f"mode must be one of {', '.join(map(repr, MODES))} ('r' read-only, 'r+' "
-                "read-write, 'a' read-write and created if missing, 'w' created afresh); "
-                f"got {mode!r}."
-            )
-        p = Path(path)
-        if mode in ("r", "r+"):
-            if not p.exists():
-                raise StoreError(
-                    f"No store at {str(p)!r}: the path does not exist. "
-                    "Create one with nnsig_core.capture(...)."
-                )
-            if not (p / "zarr.json").is_file():
-                raise StoreError(
-                    f"{str(p)!r} is not a Zarr v3 store (no zarr.json); "
-                    "give the directory that capture() wrote."
-                )
-        if mode == "w" and p.exists():
-            shutil.rmtree(p)
-        if p.is_dir() and not (p / "zarr.json").exists() and any(p.iterdir()):
-            raise StoreError(
-                f"{str(p)!r} is a directory that is not empty and holds no Zarr store; "
-                "choose a new path for the store."
-            )
-        store = GuardedStore(LocalStore(p, read_only=mode == "r"), location=str(p))
-        group = _open_root(store, create=mode in ("a", "w"), location=str(p))
-        attrs = dict(group.attrs)
-        if ROOT_ATTR not in attrs:
-            if mode in ("r", "r+"):
-                raise StoreError(
-                    f"{str(p)!r} is a Zarr group but not an nnsig store "
-                    f"(no {ROOT_ATTR!r} attribute)."
-                )
-            if len(list(group.keys())) > 0:
-                raise StoreError(
-                    f"{str(p)!r} is a non-empty Zarr group that nnsig did not write; "
-                    "choose another path."
-                )
-            group.attrs[ROOT_ATTR] = {"format_version": FORMAT_VERSION}
-        version = dict(group.attrs)[ROOT_ATTR].get("format_version")
-        if version != FORMAT_VERSION:
-            raise StoreError(
-                f"{str(p)!r} has nnsig store format {version}; this nnsig reads "
-                f"format {FORMAT_VERSION}. Re-capture with this version."
-            )
-        return cls(group, p)
+        return cls(open_root(path, mode), Path(path))
 
     def refresh(self) -> ActivationStore:
         """Forget the cached split metadata (after another process wrote to the store)."""
@@ -469,6 +419,17 @@ class ActivationStore:
         """Bytes on disk of a split (or of one layer or array of it)."""
         return nbytes_stored(self, split, name)
 
+    def verify(self, progress: bool = False) -> VerifyReport:
+        """Read every chunk of the store: checksums, completeness, metadata (``nnsig verify``).
+
+        Returns
+        -------
+        VerifyReport
+            ``ok`` when nothing is missing or damaged; ``format()`` and
+            ``rows_to_recapture()`` say what is and which rows to capture again.
+        """
+        return verify_store(self, progress=progress)
+
     def summary(self) -> dict[str, Any]:
         """A JSON-serialisable description used by ``nnsig info``."""
         return describe(self)
@@ -479,23 +440,6 @@ class ActivationStore:
             state = "" if self.is_complete(s) else ", incomplete"
             parts.append(f"{s}: {self.n_samples(s)} samples{state}")
         return f"ActivationStore({self.location!r}; {'; '.join(parts) or 'no splits'})"
-
-
-def _open_root(store: GuardedStore, create: bool, location: str) -> zarr.Group:
-    """The root group; created with the nnsig attribute in one metadata write when asked and
-    absent. Two processes creating the same new store both succeed."""
-    try:
-        if create:
-            try:
-                return zarr.create_group(
-                    store, zarr_format=3,
-                    attributes={ROOT_ATTR: {"format_version": FORMAT_VERSION}})
-            except zarr.errors.ContainsGroupError:
-                pass  # created meanwhile (by us before, or by another process)
-        return zarr.open_group(store, mode="r" if store.read_only else "r+", zarr_format=3)
-    except (zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError,
-            FileNotFoundError) as exc:
-        raise StoreError(f"Cannot open {location!r} as a Zarr v3 group: {exc}") from exc
 
 
 def open_store(store: ActivationStore | str | os.PathLike[str], mode: str = "r") -> ActivationStore:

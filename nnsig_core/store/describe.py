@@ -68,6 +68,8 @@ def describe(store: ActivationStore) -> dict[str, Any]:
             "framework": info.get("framework"),
             "model_class": model.get("model_class"),
             "model_parameters": model.get("parameters"),
+            "model_fingerprint": info.get("model_fingerprint"),
+            "other_weights": (info.get("capture") or {}).get("other_weights"),
             "class_names": info.get("class_names"),
             "capture": info.get("capture"),
             "bytes_stored": nbytes_stored(store, s),

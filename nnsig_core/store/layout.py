@@ -63,10 +63,12 @@ MAX_CHUNK_ROWS = 65536
 
 
 def layer_key(name: str) -> str:
-    """The array key a layer name is stored under (``/``, ``%`` and other unsafe characters
-    percent-escaped; names that clash with the metadata arrays get a ``layer_`` prefix)."""
+    """The array key a layer name is stored under: ``/``, ``%`` and other unsafe characters
+    percent-escaped; a name that clashes with the metadata arrays or with a name zarr or the
+    file system reserves (``zarr.json``, ``__*``, ``.``-names, empty) gets a ``layer_`` prefix."""
     key = urllib.parse.quote(name, safe="._-:~+=,;@!()[]{}")
-    if key in RESERVED_NAMES or key.startswith("__") or key in (".", ".."):
+    if (key in RESERVED_NAMES or key.startswith(("__", ".")) or not key
+            or key.lower() == "zarr.json"):
         key = "layer_" + key
     return key
 
