@@ -212,10 +212,15 @@ def main(argv: list[str] | None = None) -> int:
         "b_capture_blosc_zstd1": {"compressor": BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle")},
         "b_capture_zstd_default_level": {"compressor": ZstdCodec()},
         "b_capture_durable (fsync)": {"durable": True},
+        "b_capture_via_store_api": {"fast_path": False},
     }
     sizes: dict[str, int] = {}
+    from nnsig_core.capture import chunks
+
     for name, kw in variants.items():
+        chunks.LOCAL_FAST_PATH = kw.pop("fast_path", True)  # LocalStore.set for every chunk
         results[name] = best(time_capture, model, images, labels, args.batch_size, store, **kw)
+        chunks.LOCAL_FAST_PATH = True
         sizes[name] = dir_size(store)
         if name.startswith("b_capture_default"):
             crc_seconds = time_checksums(store)

@@ -61,6 +61,7 @@ def capture(
     progress: bool = True,
     durable: bool = DEFAULT_DURABLE,
     allow_other_weights: bool | str = False,
+    storage_options: dict[str, Any] | None = None,
 ) -> ActivationStore:
     """Run ``adapter`` over ``data`` and stream every captured layer into a store.
 
@@ -77,8 +78,10 @@ def capture(
         class indices. A batch may carry a third item, the samples' positions
         in the source data set (stored as ``sample_index``; by default the
         running count), e.g. when a subset of the data is captured.
-    store : ActivationStore or path
-        Where to write. A path is created if missing.
+    store : ActivationStore, path, URL or zarr Store
+        Where to write: a local directory (created if missing), an fsspec
+        URL (``s3://bucket/run.zarr``, ``gs://...``, ``memory://...``) or a
+        zarr ``Store``.
     split : str
         Name of the split (``"train"``, ``"test"``, any name of letters,
         digits, ``_ . -``).
@@ -122,6 +125,8 @@ def capture(
         with the split; resuming a split, or adding one to a store, with a model
         whose weights differ is refused unless this is True or a reason
         (recorded with the split, e.g. ``"epoch 5 vs epoch 10"``).
+    storage_options : dict, optional
+        Options of the URL's fsspec filesystem (endpoint, credentials).
 
     Returns
     -------
@@ -143,7 +148,7 @@ def capture(
     codec = check_arguments(adapter, split, resume=resume, overwrite=overwrite, dtype=dtype,
                             batch_size=batch_size, compressor=compressor, max_samples=max_samples)
     class_names = check_class_names(class_names)
-    store = open_store(store, mode="a")
+    store = open_store(store, mode="a", storage_options=storage_options)
     store.require_writable(f"split {split!r}")
     fingerprint = model_fingerprint(adapter)
     with store.claim(split, break_stale=resume) as claim:  # before anything is read or changed

@@ -12,6 +12,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -84,6 +85,28 @@ def _usage(parse: Callable[[str], object]) -> Callable[[str], object]:
     return convert
 
 
+def _storage_option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE``, the value read as JSON when it is (``anon=true``), else as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"give KEY=VALUE, e.g. endpoint_url=http://127.0.0.1:9000; got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def _apply_storage_options(options: Sequence[tuple[str, object]], store: object) -> None:
+    """Make ``--storage-option``s the defaults of the store URL's fsspec filesystem."""
+    if not options:
+        return
+    if not (isinstance(store, str) and "://" in store):
+        raise ValueError(f"--storage-option applies to store URLs (s3://...), not to {store!r}.")
+    import fsspec.config
+
+    fsspec.config.conf.setdefault(store.split("://", 1)[0], {}).update(dict(options))
+
+
 def _store_and_analysis(p: argparse.ArgumentParser, analysis_help: str) -> None:
     p.add_argument("store", help="path of the store")
     p.add_argument("--analysis", default="default", help=analysis_help)
@@ -105,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    parser.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                        type=_usage(_storage_option),
+                        help="an option of the store URL's filesystem (fsspec), e.g. "
+                             "endpoint_url=http://127.0.0.1:9000; repeatable. Credentials also "
+                             "come from the environment (AWS_*, FSSPEC_<PROTOCOL>_<OPTION>)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     cmd: dict[str, argparse.ArgumentParser] = {}
@@ -199,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if args.debug else level)
     try:
+        _apply_storage_options(args.storage_option, getattr(args, "store", None))
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("nnsig: interrupted", file=sys.stderr)

@@ -106,7 +106,7 @@ def build_report_data(
         "format_version": REPORT_FORMAT_VERSION,
         "title": title or _default_title(model, store),
         "created": now_iso(),
-        "store": str(store.path) if store.path is not None else None,
+        "store": store.location,
         "analysis": {
             "name": analysis.name_ or "(unsaved)",
             "n_clusters": [int(k) for k in analysis.n_clusters_],
@@ -146,7 +146,7 @@ def build_report_data(
 
 
 def _default_title(model: Mapping[str, Any], store: ActivationStore) -> str:
-    name = store.path.name if store.path is not None else "in-memory store"
+    name = store.location.rstrip("/").rsplit("/", 1)[-1] or store.location
     cls = model.get("model_class")
     return f"{cls} ({name})" if cls and cls != "unknown" else name
 

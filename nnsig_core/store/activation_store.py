@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import zarr
 import zarr.errors
+from zarr.abc.store import Store
 from zarr.storage import LocalStore
 
 from nnsig_core._util import fsync_dir, to_json_safe
@@ -55,36 +56,44 @@ class ActivationStore:
         Where it lives on disk, when it is a local directory.
     """
 
-    def __init__(self, group: zarr.Group, path: Path | None = None) -> None:
+    def __init__(self, group: zarr.Group, path: Path | None = None,
+                 location: str | None = None) -> None:
         self.root = group
         self.path = path
+        self._location = location
         self._splits: list[str] | None = None
         self._groups: dict[str, zarr.Group] = {}
         self._meta: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, path: str | os.PathLike[str], mode: str = "r") -> ActivationStore:
-        """Open the store at ``path``.
+    def open(cls, where: str | os.PathLike[str] | Store, mode: str = "r",
+             storage_options: dict[str, Any] | None = None) -> ActivationStore:
+        """Open the store at ``where``.
 
         Parameters
         ----------
-        path : str or path-like
-            A directory (``*.zarr`` by convention).
+        where : str, path-like or zarr Store
+            A local directory (``*.zarr`` by convention; also as a ``file://``
+            URL), an fsspec URL (``s3://bucket/run.zarr``, ``gs://...``,
+            ``memory://...``), or a zarr ``Store`` object.
         mode : {"r", "r+", "a", "w"}
             ``"r"`` read-only (the store must exist), ``"r+"`` read-write
             (must exist), ``"a"`` read-write, created if missing, ``"w"``
             created, replacing anything there.
+        storage_options : dict, optional
+            Options of the URL's fsspec filesystem (credentials, endpoint...).
 
         Raises
         ------
         ValueError
-            For another ``mode``.
+            For another ``mode``, or ``storage_options`` with a local path.
         StoreError
             If the store does not exist (``"r"``, ``"r+"``), is not an nnsig
-            store, or its root metadata is damaged.
+            store, cannot be reached, or its root metadata is damaged.
         """
-        return cls(open_root(path, mode), Path(path))
+        opened = open_root(where, mode, storage_options)
+        return cls(opened.group, opened.path, opened.location)
 
     def refresh(self) -> ActivationStore:
         """Forget the cached split metadata (after another process wrote to the store)."""
@@ -97,6 +106,8 @@ class ActivationStore:
     @property
     def location(self) -> str:
         """Where the store lives, for messages."""
+        if self._location is not None:
+            return self._location
         return str(self.path) if self.path is not None else "(in memory)"
 
     @property
@@ -442,17 +453,23 @@ class ActivationStore:
         return f"ActivationStore({self.location!r}; {'; '.join(parts) or 'no splits'})"
 
 
-def open_store(store: ActivationStore | str | os.PathLike[str], mode: str = "r") -> ActivationStore:
+def open_store(store: ActivationStore | str | os.PathLike[str] | Store, mode: str = "r",
+               storage_options: dict[str, Any] | None = None) -> ActivationStore:
     """Open an activation store (read-only by default); a store already open is returned as is.
 
     Parameters
     ----------
-    store : ActivationStore, str or path-like
-        The store directory written by :func:`nnsig_core.capture`, or an
-        :class:`ActivationStore` (returned unchanged, whatever ``mode``).
+    store : ActivationStore, str, path-like or zarr Store
+        The store :func:`nnsig_core.capture` wrote: a local directory, an
+        fsspec URL (``s3://bucket/run.zarr``, ``gs://...``, ``memory://...``,
+        ``file://...``), a zarr ``Store``, or an :class:`ActivationStore`
+        (returned unchanged, whatever ``mode``).
     mode : {"r", "r+", "a"}
         ``"r"`` read-only, ``"r+"`` read-write (the store must exist),
         ``"a"`` read-write, created if missing.
+    storage_options : dict, optional
+        Options of the URL's fsspec filesystem (``{"endpoint_url": ...}``,
+        credentials); credentials also come from the environment as usual.
 
     Returns
     -------
@@ -472,6 +489,7 @@ def open_store(store: ActivationStore | str | os.PathLike[str], mode: str = "r")
         )
     if isinstance(store, ActivationStore):
         return store
-    if not isinstance(store, (str, os.PathLike)):
-        raise TypeError(f"Expected an ActivationStore or a path, got {type(store).__name__}.")
-    return ActivationStore.open(store, mode=mode)
+    if not isinstance(store, (str, os.PathLike, Store)):
+        raise TypeError(f"Expected an ActivationStore, a path, a URL or a zarr Store, got "
+                        f"{type(store).__name__}.")
+    return ActivationStore.open(store, mode=mode, storage_options=storage_options)

@@ -173,8 +173,24 @@ class SplitClaim:
         return _read_info(None if buf is None else buf.to_bytes())
 
     def _put_marker(self, exclusive: bool) -> None:
-        buf = default_buffer_prototype().buffer.from_bytes(json.dumps(asdict(self.me)).encode())
+        data = json.dumps(asdict(self.me)).encode()
         store = self._store()
+        inner = getattr(store, "_store", store)
+        fs = getattr(inner, "fs", None)
+        protocols = getattr(fs, "protocol", ())
+        protocols = (protocols,) if isinstance(protocols, str) else tuple(protocols)
+        if exclusive and "s3" in protocols:
+            # S3's conditional write (If-None-Match): atomic where the store's
+            # default set_if_not_exists checks, then writes.
+            async def create() -> None:
+                try:
+                    await fs._pipe_file(f"{inner.path}/{self._key}", data, mode="create")
+                except FileExistsError:
+                    pass
+
+            sync(create())
+            return
+        buf = default_buffer_prototype().buffer.from_bytes(data)
         sync(store.set_if_not_exists(self._key, buf) if exclusive else store.set(self._key, buf))
 
     def _acquire_marker(self, break_stale: bool) -> None:
