@@ -382,3 +382,16 @@ def test_damaged_metadata_error_class(tmp_path: Path) -> None:
     (path / "test" / "zarr.json").write_text("{", encoding="utf-8")
     with pytest.raises(DamagedMetadataError):
         _ = open_store(path).splits
+
+
+def test_resume_refuses_a_split_whose_written_part_is_damaged(tmp_path: Path, monkeypatch) -> None:
+    from nnsig_core.capture import session
+
+    monkeypatch.setattr(session, "RECORD_EVERY_S", 0.0)
+    acts = worker_rows(0.0, 120)
+    path = tmp_path / "s.zarr"
+    _interrupted(path, Weighted(acts, "A"), 120, 70)
+    (path / "train" / "h" / "c" / "2" / "0").unlink()  # rows 20-29, below n_written
+    with pytest.raises(CaptureError, match="Cannot resume split 'train'.*h \\(chunks of rows"):
+        capture(Weighted(acts, "A"), (np.arange(120), np.arange(120) % 3), path, resume=True,
+                progress=False)

@@ -205,7 +205,7 @@ class CaptureSession:
         if self.existing is not None:
             chunk_rows = int(self.existing["capture"]["chunk_rows"])
             self.info = dict(self.existing, n_expected=self.n_expected)
-            arrays = self.store.split_arrays(self.split)
+            arrays = self._arrays_to_resume(chunk_rows)
         else:
             chunk_rows = chunk_rows_for(self.chunk_bytes, widest, self.batch_rows)
             tshape = None
@@ -240,6 +240,26 @@ class CaptureSession:
             on_written=self._record_written,
             durable=self.durable,
         )
+
+    def _arrays_to_resume(self, chunk_rows: int) -> dict[str, Any]:
+        """The interrupted split's arrays, refused when one of them, or a chunk of the rows
+        already written, is missing (a resumed capture would complete a damaged split)."""
+        arrays = self.store.split_arrays(self.split)
+        wanted = [*self.keys, "outputs", "labels", "predictions", "sample_index"]
+        wanted += ["inputs"] if self.keep_inputs else []
+        missing = [k for k in wanted if k not in arrays]
+        n_chunks = self.start // chunk_rows
+        for key in wanted:
+            if key in arrays and len(self.store.chunk_indices(self.split, key)
+                                     & set(range(n_chunks))) < n_chunks:
+                missing.append(f"{key} (chunks of rows below {self.start})")
+        if missing:
+            raise CaptureError(
+                f"Cannot resume split {self.split!r}: its written part is damaged (missing: "
+                f"{', '.join(missing)}). Run `nnsig verify {self.store.location}`, and "
+                "capture the split again with overwrite=True."
+            )
+        return arrays
 
     def _record_written(self, n_written: int) -> None:
         # Rewriting the split's metadata costs milliseconds, so the written count is

@@ -15,6 +15,7 @@ import difflib
 import logging
 import os
 import shutil
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import numpy as np
 import zarr
 import zarr.errors
 from zarr.abc.store import Store
+from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
 from nnsig_core._util import fsync_dir, to_json_safe
@@ -317,6 +319,22 @@ class ActivationStore:
         """Every array of ``split`` by key (to continue or complete a capture)."""
         return {k: a for k, a in self._group(split).arrays()}  # type: ignore[misc]
 
+    def chunk_indices(self, split: str, key: str) -> set[int]:
+        """Indices (along samples) of the chunks of array ``key`` of ``split`` present in the
+        store (one listing, no chunk read)."""
+        inner = self.root.store_path.store
+        prefix = f"{split}/{key}/c/"
+
+        async def listed() -> set[int]:
+            found = set()
+            async for k in inner.list_prefix(prefix):
+                head = k[len(prefix):].split("/", 1)[0]
+                if head.isdigit():
+                    found.add(int(head))
+            return found
+
+        return sync(listed())
+
     def write_split_attrs(self, split: str, info: Mapping[str, Any]) -> None:
         """Replace the split's metadata (capture progress, completion)."""
         safe = to_json_safe(dict(info))
@@ -403,7 +421,7 @@ class ActivationStore:
         if isinstance(store, LocalStore):
             base = Path(str(store.root)) / self.root.store_path.path
             parent, _, leaf = path.rpartition("/")
-            old = base / parent / f".replaced-{leaf}"
+            old = base / parent / f".replaced-{leaf}-{uuid.uuid4().hex[:8]}"
             if (base / path).exists():
                 os.replace(base / path, old)
             os.replace(base / new_path, base / path)
