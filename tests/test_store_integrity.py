@@ -395,3 +395,17 @@ def test_resume_refuses_a_split_whose_written_part_is_damaged(tmp_path: Path, mo
     with pytest.raises(CaptureError, match="Cannot resume split 'train'.*h \\(chunks of rows"):
         capture(Weighted(acts, "A"), (np.arange(120), np.arange(120) % 3), path, resume=True,
                 progress=False)
+
+
+def test_replacing_a_group_on_a_local_store_is_a_rename(tmp_path: Path) -> None:
+    """The new copy is moved into place by renaming directories (atomic), not copied."""
+    path = _store(tmp_path)
+    store = open_store(path, mode="r+")
+    for name, value in (("old", 1.0), ("new", 2.0)):
+        store.group(f"analysis/.{name}", create=True).create_array("x", data=np.full(3, value))
+    store.replace_group("analysis/.old", "analysis/kept")
+    inode = os.stat(path / "analysis" / ".new" / "x" / "zarr.json").st_ino
+    store.replace_group("analysis/.new", "analysis/kept")
+    assert os.stat(path / "analysis" / "kept" / "x" / "zarr.json").st_ino == inode
+    np.testing.assert_array_equal(open_store(path).root["analysis/kept/x"][:], 2.0)
+    assert sorted(p.name for p in (path / "analysis").iterdir()) == ["kept", "zarr.json"]

@@ -32,11 +32,11 @@ from numcodecs import Blosc, Zstd
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ZstdCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
-from zarr.storage import LocalStore
 
 from nnsig_core._util import fsync_dir
+from nnsig_core.store.keys import local_root
 
-__all__ = ["ChunkEncoder", "EncodedChunk", "local_root", "write_chunks"]
+__all__ = ["LOCAL_FAST_PATH", "ChunkEncoder", "EncodedChunk", "write_chunks"]
 
 _SHUFFLE = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}
 
@@ -120,13 +120,6 @@ class ChunkEncoder:
                 pieces.append(int(google_crc32c.value(data)).to_bytes(4, "little"))
             out.append((self.key((lo + start) // self.chunk_rows), pieces))
         return out
-
-
-def local_root(store: Any) -> Path | None:
-    """The directory of a local store (looking through wrapper stores), else None."""
-    while not isinstance(store, LocalStore) and hasattr(store, "_store"):
-        store = store._store
-    return Path(str(store.root)) if isinstance(store, LocalStore) else None
 
 
 def write_chunks(store: Any, chunks: Sequence[EncodedChunk], durable: bool = False,

@@ -14,8 +14,6 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-import shutil
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,13 +22,12 @@ import numpy as np
 import zarr
 import zarr.errors
 from zarr.abc.store import Store
-from zarr.core.sync import sync
-from zarr.storage import LocalStore
 
-from nnsig_core._util import fsync_dir, to_json_safe
+from nnsig_core._util import to_json_safe
 from nnsig_core.store.claims import SplitClaim
 from nnsig_core.store.describe import describe, nbytes_stored
 from nnsig_core.store.errors import IncompleteStoreError, StoreError
+from nnsig_core.store.keys import chunk_indices, move_group, sync_metadata
 from nnsig_core.store.layout import (
     ANALYSIS_GROUP,
     SPLIT_ATTR,
@@ -322,18 +319,7 @@ class ActivationStore:
     def chunk_indices(self, split: str, key: str) -> set[int]:
         """Indices (along samples) of the chunks of array ``key`` of ``split`` present in the
         store (one listing, no chunk read)."""
-        inner = self.root.store_path.store
-        prefix = f"{split}/{key}/c/"
-
-        async def listed() -> set[int]:
-            found = set()
-            async for k in inner.list_prefix(prefix):
-                head = k[len(prefix):].split("/", 1)[0]
-                if head.isdigit():
-                    found.add(int(head))
-            return found
-
-        return sync(listed())
+        return chunk_indices(self.root.store_path.store, f"{split}/{key}")
 
     def write_split_attrs(self, split: str, info: Mapping[str, Any]) -> None:
         """Replace the split's metadata (capture progress, completion)."""
@@ -344,14 +330,8 @@ class ActivationStore:
     def sync_split(self, split: str) -> None:
         """fsync the split's metadata files and directories (local stores; a no-op elsewhere,
         where a completed write is durable), so what they record survives a power cut."""
-        if self.path is None:
-            return
-        base = self.path / split
-        for meta in [base / "zarr.json", *base.glob("*/zarr.json")]:
-            with open(meta, "rb") as f:
-                os.fsync(f.fileno())
-        for directory in [self.path, base, *(p for p in base.iterdir() if p.is_dir())]:
-            fsync_dir(directory)
+        if self.path is not None:
+            sync_metadata(self.path, split)
 
     def _forget(self, split: str) -> None:
         self._groups.pop(split, None)
@@ -409,39 +389,10 @@ class ActivationStore:
             del self.root[path]
 
     def replace_group(self, new_path: str, path: str) -> None:
-        """Move the group at ``new_path`` to ``path``, replacing what was there.
-
-        On a local store the old group is renamed aside and the new one renamed
-        into place (each an atomic directory rename), so ``path`` always holds
-        a whole group. Other stores copy the new group's keys, its own
-        metadata last.
-        """
+        """Move the group at ``new_path`` to ``path``, replacing what was there only once the
+        new one is whole (see :func:`~nnsig_core.store.keys.move_group`)."""
         self.require_writable(f"group {path!r}")
-        store = self.root.store_path.store
-        if isinstance(store, LocalStore):
-            base = Path(str(store.root)) / self.root.store_path.path
-            parent, _, leaf = path.rpartition("/")
-            old = base / parent / f".replaced-{leaf}-{uuid.uuid4().hex[:8]}"
-            if (base / path).exists():
-                os.replace(base / path, old)
-            os.replace(base / new_path, base / path)
-            shutil.rmtree(old, ignore_errors=True)
-            return
-        from zarr.core.buffer import default_buffer_prototype
-        from zarr.core.sync import sync
-
-        async def move() -> None:
-            prefix = f"{new_path}/"
-            keys = [k async for k in store.list_prefix(prefix)]
-            keys.sort(key=lambda k: k == f"{prefix}zarr.json")  # the group's metadata last
-            await store.delete_dir(path)
-            for k in keys:
-                buf = await store.get(k, prototype=default_buffer_prototype())
-                if buf is not None:
-                    await store.set(f"{path}/{k[len(prefix):]}", buf)
-            await store.delete_dir(new_path)
-
-        sync(move())
+        move_group(self.root.store_path.store, new_path, path)
 
     # ------------------------------------------------------------------ description
     def nbytes_stored(self, split: str, name: str | None = None) -> int:
