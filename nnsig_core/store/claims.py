@@ -81,6 +81,35 @@ def _read_info(data: bytes | None) -> WriterInfo | None:
         return None
 
 
+def _alive(info: WriterInfo) -> bool:
+    """Whether the writer's process runs (only known on this host; elsewhere assumed)."""
+    if info.host != socket.gethostname():
+        return True
+    try:
+        os.kill(info.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _local_holder(info_path: Path, wait_s: float = 2.0) -> WriterInfo | None:
+    """Who holds a local lock: its info file, once the holder (which writes it just after
+    locking) has written it and if its process is alive; None after ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            info = _read_info(info_path.read_bytes())
+        except OSError:
+            info = None
+        if info is not None and _alive(info):
+            return info
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.02)
+
+
 class SplitClaim:
     """An exclusive claim of this process on one split of a store (a context manager).
 
@@ -151,9 +180,7 @@ class SplitClaim:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            info_path = directory / f"{self.split}.json"
-            raise self._busy(_read_info(info_path.read_bytes() if info_path.exists()
-                                        else None)) from None
+            raise self._busy(_local_holder(directory / f"{self.split}.json")) from None
         self._fd = fd
         info_path = directory / f"{self.split}.json"
         if info_path.exists():
