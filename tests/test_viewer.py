@@ -82,7 +82,8 @@ def reports(tmp_path_factory):
     )
     hostile["layers"] = ["<b>l1</b>", "net.3", "net.5"]
     hostile["model"]["layers"][0]["name"] = "<b>l1</b>"
-    hostile["thumbnails"]["images"][next(iter(hostile["thumbnails"]["images"]))] = "not base64 !!"
+    hostile["thumbnails"]["png"] = "not base64 !!"  # a broken sprite shows no thumbnail, no error
+    hostile["splits"]["train"]["map"]["thumbnails"]["png"] = "AAAA"  # base64, but not a PNG
     xroot = tmp_path_factory.mktemp("hostile")
     write_report_data(hostile, xroot / "x")
     return {"root": root, "main": main, "other": other, "hostile": hostile, "xroot": xroot}
@@ -306,7 +307,7 @@ def test_split_switch_filters_and_views(page, reports):
     p.select_option("#f-input", "3")
     ins = {r["input"] for r in data["splits"]["test"]["rows"]}
     assert p.locator('#sankey-svg .node[data-node^="0:"]').count() == 1 and 3 in ins
-    p.select_option("#f-input", "-1")
+    p.select_option("#f-input", "all")  # "all classes" is no longer -1, the unlabelled class
     p.select_option("#f-outcome", "correct")
     assert p.locator("#table tbody tr.mis").count() == 0
     p.select_option("#f-outcome", "all")

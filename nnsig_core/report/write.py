@@ -59,7 +59,7 @@ INDEX_FILE = "index.html"
 INDEX_TEMPLATE = "runs-index.html"  # in viewer/, copied to <parent>/index.html
 INDEX_GENERATOR = '<meta name="generator" content="nnsig-index">'
 _NOT_COPIED = {INDEX_TEMPLATE, "README.md"}
-SUPPORTED_FORMAT = 1
+SUPPORTED_FORMAT = 2
 
 
 class ReportError(ValueError):
@@ -179,44 +179,73 @@ def _check_data(data: Any) -> None:
             f"report data format_version {version} is newer than this viewer "
             f"(supports {SUPPORTED_FORMAT}); upgrade nnsig"
         )
-    missing = [k for k in ("classes", "layers", "splits") if k not in data]
+    runs = data.get("runs")
+    if runs is not None:
+        if not isinstance(runs, list) or not runs:
+            raise ReportError("report data has an empty or invalid runs list")
+        if "classes" not in data:
+            raise ReportError("report data of several runs lacks classes (see docs/report-data.md)")
+        for i, run in enumerate(runs):
+            _check_run(run, f"run {i + 1} of the report data")
+        return
+    _check_run(data, "report data")
+
+
+def _check_run(run: Any, what: str) -> None:
+    if not isinstance(run, dict):
+        raise ReportError(f"{what} must be a dict, not {type(run).__name__}")
+    missing = [k for k in ("classes", "layers", "splits") if k not in run]
     if missing:
-        raise ReportError(f"report data lacks {', '.join(missing)} (see docs/report-data.md)")
-    if not isinstance(data["splits"], dict) or not data["splits"]:
-        raise ReportError("report data has no splits")
+        raise ReportError(f"{what} lacks {', '.join(missing)} (see docs/report-data.md)")
+    if not isinstance(run["splits"], dict) or not run["splits"]:
+        raise ReportError(f"{what} has no splits")
 
 
-def _summary(data: dict[str, Any]) -> dict[str, Any]:
-    """What the marker file and the report index keep about a report."""
-    model = data.get("model") or {}
-    analysis = data.get("analysis") or {}
-    splits = {}
-    for name, sp in (data.get("splits") or {}).items():
+def _split_summary(splits: Any) -> dict[str, Any]:
+    out = {}
+    for name, sp in (splits or {}).items():
         sp = sp or {}
-        splits[str(name)] = {
+        out[str(name)] = {
             "n_samples": sp.get("n_samples"),
             "accuracy": sp.get("accuracy"),
             "n_signatures": sp.get("n_signatures"),
             "scores": bool(sp.get("scores")),
         }
-    return _finite(
-        {
-            "nnsig_report": 1,
-            "format_version": data.get("format_version", SUPPORTED_FORMAT),
-            "title": data.get("title"),
-            "created": data.get("created"),
-            "written": now_iso(),
-            "store": data.get("store"),
-            "analysis": analysis.get("name"),
-            "model_class": model.get("model_class"),
-            "framework": model.get("framework"),
-            "parameters": model.get("parameters"),
-            "layers": list(data.get("layers") or []),
-            "n_clusters": list(analysis.get("n_clusters") or []),
-            "n_classes": len(data.get("classes") or []),
-            "splits": splits,
-        }
-    )
+    return out
+
+
+def _summary(data: dict[str, Any]) -> dict[str, Any]:
+    """What the marker file and the report index keep about a report (of the first run
+    for a comparison, plus the list of runs)."""
+    runs = data.get("runs")
+    first = runs[0] if runs else data
+    model = first.get("model") or {}
+    analysis = first.get("analysis") or {}
+    out = {
+        "nnsig_report": 1,
+        "format_version": data.get("format_version", SUPPORTED_FORMAT),
+        "title": data.get("title"),
+        "created": data.get("created"),
+        "written": now_iso(),
+        "store": first.get("store"),
+        "analysis": analysis.get("name"),
+        "model_class": model.get("model_class"),
+        "framework": model.get("framework"),
+        "parameters": model.get("parameters"),
+        "layers": list(first.get("layers") or []),
+        "n_clusters": list(analysis.get("n_clusters") or []),
+        "n_classes": len(data.get("classes") or first.get("classes") or []),
+        "splits": _split_summary(first.get("splits")),
+    }
+    if runs:
+        out["runs"] = [
+            {"label": r.get("label"), "store": r.get("store"),
+             "analysis": (r.get("analysis") or {}).get("name"),
+             "model_class": (r.get("model") or {}).get("model_class"),
+             "splits": _split_summary(r.get("splits"))}
+            for r in runs
+        ]
+    return _finite(out)
 
 
 def _copy_viewer(src: Path, dst: Path) -> None:
@@ -342,20 +371,40 @@ def write_report_data(
 
 def write_report(
     analysis: Any,
-    store: Any,
-    out_dir: str | os.PathLike[str],
+    store: Any = None,
+    out_dir: str | os.PathLike[str] | None = None,
     splits: Sequence[str] = ("train", "test"),
     title: str | None = None,
     scores: Any = None,
+    **options: Any,
 ) -> Path:
-    """Build the report data of ``analysis`` on ``store`` and write the report.
+    """Build the report data of one run, or of several runs side by side, and write the report.
 
-    See :func:`nnsig_core.report.data.build_report_data` for the arguments and
-    :func:`write_report_data` for the result and errors.
+    Parameters
+    ----------
+    analysis : SignatureAnalysis or sequence of runs
+        One fitted analysis; or several runs to compare: ``[a, b]`` (analyses
+        of ``store``), ``[(a, store_a), (b, store_b)]`` (each on its own
+        store; ``(a, store_a, scores_a)`` adds its scores) or
+        :class:`~nnsig_core.report.spec.ReportRun` objects.
+    store : ActivationStore or path, optional
+        The store (of every run that does not give its own).
+    out_dir : path
+        The report directory (required; see :func:`write_report_data`).
+    splits, title, scores, **options
+        See :func:`nnsig_core.report.data.build_report_data` (``labels``,
+        ``projection``, ``map_points``...).
+
+    Returns
+    -------
+    Path
+        The report's ``index.html``.
     """
+    if out_dir is None:
+        raise TypeError("write_report needs out_dir, the directory to write the report into")
     from nnsig_core.report.data import build_report_data
 
-    data = build_report_data(analysis, store, splits, title=title, scores=scores)
+    data = build_report_data(analysis, store, splits, title=title, scores=scores, **options)
     return write_report_data(data, out_dir, title=title)
 
 
