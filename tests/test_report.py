@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import sys
 import types
@@ -27,6 +28,8 @@ from nnsig_core.report import (
 )
 from nnsig_core.report import serve as rs
 from nnsig_core.report import write as rw
+from nnsig_core.report.data import REPORT_FORMAT_VERSION
+from nnsig_core.report.summary import SUPPORTED_FORMAT
 
 try:
     from test_report_synth import make_report_data
@@ -54,7 +57,8 @@ def test_write_report_data_writes_viewer_data_and_marker(tmp_path, data):
     index = write_report_data(data, out)
     assert index == out / "index.html"
     names = {p.name for p in out.iterdir()}
-    assert {"index.html", "app.js", "sankey.js", "style.css", "data.js", "runs.js", MARKER} <= names
+    assert {"index.html", "app.js", "model.js", "figures.js", "layermap.js", "sankey.js",
+            "style.css", "data.js", "runs.js", MARKER} <= names
     assert "runs-index.html" not in names and "README.md" not in names
     assert read_data_js(out / "data.js") == data
     assert (out / "runs.js").read_text() == "window.NNSIG_RUNS = null;\n"
@@ -153,9 +157,22 @@ def test_viewer_dir_finds_the_static_files():
     assert (d / "runs-index.html").is_file()
 
 
+def test_viewer_loads_every_script_and_knows_the_data_format():
+    d = viewer_dir()
+    html = (d / "index.html").read_text()
+    scripts = re.findall(r'<script src="([^"]+)"></script>', html)
+    assert scripts[:2] == ["data.js", "runs.js"] and scripts[-1] == "app.js"
+    assert sorted(scripts[2:]) == sorted(p.name for p in d.glob("*.js"))
+    model = (d / "model.js").read_text()
+    assert f"const SUPPORTED_FORMAT = {SUPPORTED_FORMAT};" in model
+    assert REPORT_FORMAT_VERSION == SUPPORTED_FORMAT
+
+
 def test_viewer_never_inserts_markup_and_needs_no_network():
     d = viewer_dir()
-    for name in ("app.js", "sankey.js", "index.html", "runs-index.html"):
+    names = sorted(p.name for p in d.glob("*.js")) + ["index.html", "runs-index.html"]
+    assert len(names) >= 14
+    for name in names:
         text = (d / name).read_text()
         for bad in (
             "innerHTML",

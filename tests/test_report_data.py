@@ -412,8 +412,8 @@ def test_sprites_round_trip_and_shrink() -> None:
 
 
 def test_a_split_without_labels(tmp_path: Path) -> None:
-    from nnsig_core.capture import capture_arrays
     from nnsig_core.analysis.synthetic import make_blob_activations
+    from nnsig_core.capture import capture_arrays
 
     store = make_blob_store(tmp_path / "u.zarr", splits=("train",), n_samples=400, n_classes=K,
                             error_rate=0.05, inputs=True)

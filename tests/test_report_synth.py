@@ -295,7 +295,6 @@ def make_report_data(
 def _map_points(split, labels, paths, outputs, row_of, scores, threshold, clusters, max_points,
                 images, thumb_shape, truth, rng):
     """A split's ``map`` entry: misclassified samples first, points near their cluster's centre."""
-    n = labels.size
     mis = np.flatnonzero((labels >= 0) & (labels != outputs))
     rest = np.flatnonzero(~((labels >= 0) & (labels != outputs)))
     take_mis = mis[: min(mis.size, (2 * max_points) // 3)]

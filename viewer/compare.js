@@ -10,11 +10,9 @@
 (function (global) {
   "use strict";
   const NNSIG = global.NNSIG;
-  const M = NNSIG.model, U = NNSIG.ui;
+  const M = NNSIG.model, F = NNSIG.figures, U = NNSIG.ui;
   const el = U.el, $ = U.$, fmt = U.fmt;
   const LIST = 60;
-
-  let limit = LIST;
 
   function badge(i) { return el("span", { class: "run-badge", text: String.fromCharCode(65 + i) }); }
 
@@ -29,7 +27,7 @@
     for (const c of Array.from(present).sort(function (a, b) { return a - b; })) {
       const cells = runs.map(function (R, i) {
         const P = ctx.cur[i].P;
-        const l = P.hasLabels ? M.separableLayer(P.sp.class_purity, c, R.separable) : null;
+        const l = P.hasLabels ? F.separableLayer(P.sp.class_purity, c, R.separable) : null;
         return { l: l, text: l == null ? "\u2014" : l < 0 ? "never" : R.layers[l] + " (" + (l + 1) + "/" + R.nLayers + ")" };
       });
       const same = cells.every(function (x) { return x.l === cells[0].l; });
@@ -64,7 +62,7 @@
       : fmt(ch.n_changed) + " samples are right in some runs and wrong in others (right in: " +
         runs.map(function (R, i) { return R.label + " " + fmt(right[i]); }).join(", ") + ").";
     pane.append(U.section("Samples whose outcome changes"), el("p", { class: "changed-summary", text: head }));
-    const visible = M.visibleChanges(cmp, ctx.cur.map(function (c) { return c.pass; }));
+    const visible = F.visibleChanges(cmp, ctx.cur.map(function (c) { return c.pass; }));
     if (ch.truncated) pane.append(el("p", { class: "small muted", text: "The report lists the first " + fmt(ch.samples.length) + " of them." }));
     if (visible.length < ch.samples.length) {
       pane.append(el("p", { class: "small muted", text: fmt(visible.length) + " of the listed samples pass the filters." }));
@@ -72,6 +70,7 @@
     const sprite = U.isSprite(ch.thumbnails) ? ch.thumbnails : null;
     const index = new Map(ch.samples.map(function (s, k) { return [s, k]; }));
     const ul = el("ul", { class: "changed" });
+    const limit = ctx.state.changesLimit;
     for (const s of visible.slice(0, limit)) {
       const on = ctx.state.sample === s.position;
       const b = el("button", { type: "button", class: "changed-btn" + (on ? " on" : ""), "aria-pressed": String(on),
@@ -93,15 +92,18 @@
     pane.append(ul);
     if (visible.length > limit) {
       const more = el("button", { type: "button", class: "btn", text: "Show " + fmt(Math.min(LIST, visible.length - limit)) + " more" });
-      more.addEventListener("click", function () { limit += LIST; render(ctx, new Set(["changes"])); });
+      more.addEventListener("click", function () { ctx.set({ changesLimit: limit + LIST }); });
       pane.append(more);
     }
   }
 
+  let stale = true;
+
   function render(ctx, changed) {
     if (!ctx.compare) return;
-    if (!["derived", "sample", "all", "changes", "split"].some(function (k) { return changed.has(k); })) return;
-    if (changed.has("split") || changed.has("derived")) limit = LIST;
+    if (["derived", "sample", "all", "changesLimit"].some(function (k) { return changed.has(k); })) stale = true;
+    if (!stale || ctx.state.tab !== "changes") return; // drawn when shown
+    stale = false;
     const pane = U.clear($("pane-changes"));
     const cmp = ctx.comparison();
     pane.append(el("h3", { class: "pane-title", text: "What changed" }));

@@ -10,7 +10,7 @@
 (function (global) {
   "use strict";
   const NNSIG = global.NNSIG;
-  const M = NNSIG.model, U = NNSIG.ui;
+  const M = NNSIG.model, F = NNSIG.figures, U = NNSIG.ui;
   const el = U.el, $ = U.$, fmt = U.fmt, pct = U.pct, num = U.num;
 
   function thumbs(R) { return R.data.thumbnails || null; }
@@ -137,7 +137,7 @@
       el("th", { text: "Separable at" }), el("th", { class: "num", text: "Purity there" }))));
     const tb = el("tbody");
     for (const c of Array.from(P.present).filter(function (x) { return x >= 0; }).sort(function (a, b) { return a - b; })) {
-      const l = M.separableLayer(cp, c, R.separable);
+      const l = F.separableLayer(cp, c, R.separable);
       const last = cp[cp.length - 1] ? cp[cp.length - 1][c] : null;
       tb.append(el("tr", null, el("td", null, U.classChip(R, c)),
                    el("td", { class: l == null || l < 0 ? "muted" : null, text: l == null ? "\u2014" : l < 0 ? "never" : R.layers[l] }),
@@ -299,11 +299,17 @@
     }
   }
 
+  // A pane is drawn when it is shown; a change while it is hidden only marks it stale.
+  const stale = { details: true, model: true, errors: true };
+  const DRAW = { details: renderDetails, model: renderModel, errors: renderErrors };
+
   function render(ctx, changed) {
     const any = function (keys) { return keys.some(function (k) { return changed.has(k); }); };
-    if (any(["derived", "selected", "active", "all"])) renderDetails(ctx);
-    if (any(["split", "active", "all"])) renderModel(ctx);
-    if (any(["derived", "active", "all"])) renderErrors(ctx);
+    if (any(["derived", "selected", "active", "all"])) stale.details = true;
+    if (any(["split", "active", "all"])) stale.model = true;
+    if (any(["derived", "active", "all"])) stale.errors = true;
+    const tab = ctx.state.tab;
+    if (stale[tab]) { DRAW[tab](ctx); stale[tab] = false; }
   }
 
   NNSIG.views = NNSIG.views || {};

@@ -71,7 +71,7 @@
   function draw(ctx, i) {
     const I = inst[i], R = ctx.runs[i], c = ctx.cur[i], P = c.P;
     const svg = I.svg;
-    const width = Math.max(320, Math.floor(I.box.clientWidth));
+    const width = Math.max(320, ctx.widths[i].sankey);
     I.width = width;
     window.NNSIG_DRAWS = (window.NNSIG_DRAWS || 0) + 1;
     const g = S.build(c.rows, R.nLayers, R.nClasses + 1, {
@@ -161,11 +161,11 @@
           pending = true;
           requestAnimationFrame(function () {
             pending = false;
-            if (ctx.cur[i].P && Math.abs(Math.max(320, Math.floor(I.box.clientWidth)) - I.width) >= 2) draw(ctx, i);
+            if (ctx.cur[i].P && Math.abs(Math.max(320, Math.floor(I.box.clientWidth)) - I.width) >= 2) ctx.resized();
           });
         }).observe(I.box);
       } else {
-        window.addEventListener("resize", function () { if (ctx.cur[i].P) draw(ctx, i); });
+        window.addEventListener("resize", function () { ctx.resized(); });
       }
     });
     window.addEventListener("scroll", U.hideTip, { passive: true });
@@ -173,7 +173,7 @@
 
   function render(ctx, changed) {
     for (let i = 0; i < ctx.runs.length; i++) {
-      if (changed.has("derived")) draw(ctx, i);
+      if (changed.has("derived") || changed.has("resize")) draw(ctx, i);
       else {
         if (changed.has("selected")) highlight(ctx, i);
         if (changed.has("mapLayer") && inst[i].parts) {

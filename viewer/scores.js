@@ -10,7 +10,7 @@
 (function (global) {
   "use strict";
   const NNSIG = global.NNSIG;
-  const M = NNSIG.model, U = NNSIG.ui, S = NNSIG.sankey;
+  const M = NNSIG.model, F = NNSIG.figures, U = NNSIG.ui, S = NNSIG.sankey;
   const el = U.el, $ = U.$, fmt = U.fmt, pct = U.pct, num = U.num;
 
   const GROUPS = { correct: ["Correct", "#4477AA"], misclassified: ["Misclassified", "#EE6677"],
@@ -18,12 +18,15 @@
 
   let built = null; // {key, slider, cands, refresh}
 
+  let stale = true;
+
   function render(ctx, changed) {
     const any = function (keys) { return keys.some(function (k) { return changed.has(k); }); };
-    const i = ctx.state.active;
-    const key = ctx.thresholdKey(i);
-    if (any(["split", "active", "all"]) || !built || built.key !== key) build(ctx);
-    else if (changed.has("threshold") && built) built.refresh();
+    if (any(["split", "active", "all"])) stale = true;
+    if (ctx.state.tab !== "scores") return; // drawn when shown
+    const key = ctx.thresholdKey(ctx.state.active);
+    if (stale || !built || built.key !== key) { build(ctx); stale = false; }
+    else if (changed.has("threshold")) built.refresh();
   }
 
   function build(ctx) {
@@ -38,14 +41,14 @@
     const bins = sc.bins, nb = bins.length - 1;
     const lo = bins[0], hi = bins[nb];
     const def = R.threshold ? Number(R.threshold.value) : null;
-    const groups = M.SCORE_GROUPS.filter(function (g) { return Array.isArray(sc.counts[g]) && M.sum(sc.counts[g]) > 0; });
+    const groups = F.SCORE_GROUPS.filter(function (g) { return Array.isArray(sc.counts[g]) && F.sum(sc.counts[g]) > 0; });
     pane.append(el("h3", { class: "pane-title", text: "Diagnostic score" + (sc.name ? ": " + String(sc.name) : "") }));
     pane.append(el("p", { class: "small muted", text: "Share of each group of samples per score bin. Samples scoring at or above the threshold are flagged." }));
     const W = 320, H = 150, ml = 6, mr = 6, mt = 8, mb = 22;
     const hist = S.svgEl("svg", { viewBox: "0 0 " + W + " " + H, class: "hist", role: "img", "aria-label": "Score histogram" });
     let maxF = 0;
     const fr = groups.map(function (g) {
-      const c = sc.counts[g], t = M.sum(c);
+      const c = sc.counts[g], t = F.sum(c);
       const f = c.map(function (v) { return (v || 0) / t; });
       for (const v of f) maxF = Math.max(maxF, v);
       return f;
@@ -87,7 +90,7 @@
         "starting at the bin edge flagging at most 5% of this split's correct samples." }));
     }
 
-    const cands = M.thresholdCandidates(sc, def);
+    const cands = F.thresholdCandidates(sc, def);
     const start = ctx.threshold(i);
     const slider = el("input", { type: "range", min: "0", max: String(cands.length - 1), step: "1", id: "threshold",
                                  value: String(Math.max(0, cands.indexOf(start))), "aria-label": "Score threshold" });
@@ -113,7 +116,7 @@
       tval.textContent = "\u2265 " + num(t, 3) + (def != null && t === def ? " (default)" : "");
       slider.setAttribute("aria-valuetext", "score at least " + num(t, 3));
       U.clear(rates);
-      const fl = M.flaggedAt(sc, t, def);
+      const fl = F.flaggedAt(sc, t, def);
       function rate(label, g, what) {
         if (!fl[g] || !fl[g].total) return;
         rates.append(el("div", { class: "rate", "data-group": g }, el("span", { class: "rate-label", text: label }),

@@ -207,7 +207,11 @@
     if (full) {
       renderHead(ctx);
       renderBody(ctx);
-      if (!changed.has("sample")) $("table").closest(".table-wrap").scrollTop = 0; // new rows: start at the top
+      if (!changed.has("sample") && !changed.has("all")) {
+        // New rows start at the top (after the redraw's layout, not forcing one now).
+        const wrap = $("table").closest(".table-wrap");
+        requestAnimationFrame(function () { if (wrap.scrollTop) wrap.scrollTop = 0; });
+      }
     }
     else if (changed.has("limit") || changed.has("threshold")) renderBody(ctx);
     if (changed.has("selected") || full || changed.has("limit")) {

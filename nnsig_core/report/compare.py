@@ -88,7 +88,7 @@ def _changed_entry(preps: Sequence[PreparedRun], split: str, pos: np.ndarray,
     right = np.column_stack([p.sigs[split].predictions[pos] == s0.labels[pos] for p in preps])
     # Listed by pattern (right only in the first run first...), then by data set index.
     pattern = right.astype(np.int64) @ (1 << np.arange(len(preps)))[::-1]
-    order = np.lexsort((s0.sample_index[pos], pattern))
+    order = np.lexsort((s0.sample_index[pos], -pattern))
     listed = pos[order][:MAX_CHANGED]
     samples = []
     for p in listed:

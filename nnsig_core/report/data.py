@@ -19,6 +19,7 @@ from nnsig_core.report import layermap
 from nnsig_core.report.compare import comparison_data
 from nnsig_core.report.single import MapOptions, prepare_run, priority_masks, run_body
 from nnsig_core.report.spec import ReportRun, normalize_runs
+from nnsig_core.report.summary import SUPPORTED_FORMAT
 from nnsig_core.store import ActivationStore
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ log = logging.getLogger("nnsig")
 #: Version of the report data format (``docs/report-data.md``): 2 added the layer map,
 #: PNG thumbnail sprites, unlabelled splits, per-class purity, the default score
 #: threshold and reports of several runs.
-REPORT_FORMAT_VERSION = 2
+REPORT_FORMAT_VERSION = SUPPORTED_FORMAT
 
 
 def build_report_data(

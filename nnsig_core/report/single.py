@@ -21,7 +21,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from nnsig_core._util import count_matrix
 from nnsig_core.analysis.signatures import Signatures, class_entropy, class_purity
-from nnsig_core.report import layermap, scores as sc
+from nnsig_core.report import layermap
+from nnsig_core.report import scores as sc
 from nnsig_core.report.spec import ReportRun
 from nnsig_core.report.sprite import make_sprite, shrink
 from nnsig_core.store import ActivationStore

@@ -133,13 +133,15 @@ def _labelled(runs: list[ReportRun]) -> list[ReportRun]:
     def name(r: ReportRun) -> str:
         return getattr(r.analysis, "name_", None) or "(unsaved)"
 
-    def where(r: ReportRun) -> str:
+    def where(r: ReportRun, parts: int) -> str:
         path = getattr(r.store, "path", None)
-        return path.name if path is not None else "in-memory store"
+        return "/".join(path.parts[-parts:]) if path is not None else "in-memory store"
 
     base = [r.label or name(r) for r in runs]
-    if len(set(base)) < len(base):
-        base = [r.label or f"{where(r)}: {name(r)}" for r in runs]
+    for parts in (1, 2):  # the store's name, or its folder too when two stores share a name
+        if len(set(base)) == len(base):
+            break
+        base = [r.label or f"{where(r, parts)}: {name(r)}" for r in runs]
     seen: dict[str, int] = {}
     out = []
     for r, lab in zip(runs, base, strict=True):

@@ -1,10 +1,11 @@
-// Unit tests of the viewer's pure data module (viewer/model.js), run by `node --test tests/js/`
-// (make test, CI). No npm dependency: node's own test runner and assert.
+// Unit tests of the viewer's pure data modules (viewer/model.js, viewer/figures.js), run by
+// `node --test tests/js/` (make test, CI). No npm dependency: node's own test runner and assert.
 "use strict";
 
 const test = require("node:test");
 const assert = require("node:assert/strict");
 const M = require("../../viewer/model.js");
+const F = require("../../viewer/figures.js");
 
 /** A small run: 3 classes, 2 layers; split "train" labelled, "wild" without labels, "mixed" partly. */
 function makeRun(extra) {
@@ -205,14 +206,14 @@ test("thresholds: the report's default, else 5% of this split's correct samples;
     counts: { correct: [60, 30, 6, 4], misclassified: [1, 2, 3, 4], unlabelled: [5, 0, 0, 5] },
     at_threshold: { flagged: { correct: 5, misclassified: 6, unlabelled: 5 }, total: { correct: 100, misclassified: 10, unlabelled: 10 } },
   };
-  assert.equal(M.initialThreshold(sc, 0.7), 0.7);
-  assert.equal(M.initialThreshold(sc, null), 0.75); // 4% of the correct samples at or above 0.75
-  assert.deepEqual(M.thresholdCandidates(sc, 0.7), [0, 0.25, 0.5, 0.7, 0.75, 1]);
-  assert.deepEqual(M.thresholdCandidates(sc, 0.5), [0, 0.25, 0.5, 0.75, 1]);
-  const atDefault = M.flaggedAt(sc, 0.7, 0.7);
+  assert.equal(F.initialThreshold(sc, 0.7), 0.7);
+  assert.equal(F.initialThreshold(sc, null), 0.75); // 4% of the correct samples at or above 0.75
+  assert.deepEqual(F.thresholdCandidates(sc, 0.7), [0, 0.25, 0.5, 0.7, 0.75, 1]);
+  assert.deepEqual(F.thresholdCandidates(sc, 0.5), [0, 0.25, 0.5, 0.75, 1]);
+  const atDefault = F.flaggedAt(sc, 0.7, 0.7);
   assert.deepEqual(atDefault.correct, { flagged: 5, total: 100 });
   assert.deepEqual(atDefault.unlabelled, { flagged: 5, total: 10 });
-  const atEdge = M.flaggedAt(sc, 0.5, 0.7);
+  const atEdge = F.flaggedAt(sc, 0.5, 0.7);
   assert.deepEqual(atEdge.correct, { flagged: 10, total: 100 });
   assert.deepEqual(atEdge.misclassified, { flagged: 7, total: 10 });
   assert.equal(atEdge.unseen, undefined);
@@ -220,11 +221,11 @@ test("thresholds: the report's default, else 5% of this split's correct samples;
 
 test("separableLayer: first layer reaching the purity, -1 never, null unknown", () => {
   const cp = [[0.5, 0.95, null], [0.92, 0.97, null]];
-  assert.equal(M.separableLayer(cp, 0, 0.9), 1);
-  assert.equal(M.separableLayer(cp, 1, 0.9), 0);
-  assert.equal(M.separableLayer(cp, 0, 0.95), -1);
-  assert.equal(M.separableLayer(cp, 2, 0.9), null);
-  assert.equal(M.separableLayer(undefined, 0, 0.9), null);
+  assert.equal(F.separableLayer(cp, 0, 0.9), 1);
+  assert.equal(F.separableLayer(cp, 1, 0.9), 0);
+  assert.equal(F.separableLayer(cp, 0, 0.95), -1);
+  assert.equal(F.separableLayer(cp, 2, 0.9), null);
+  assert.equal(F.separableLayer(undefined, 0, 0.9), null);
 });
 
 function u16b64(values) {
@@ -234,44 +235,44 @@ function u16b64(values) {
 }
 
 test("the layer map: uint16 decoding, data units, points on the border, equal-scale box", () => {
-  assert.deepEqual(Array.from(M.decodeU16(u16b64([0, 1, 65535, 258]))), [0, 1, 65535, 258]);
+  assert.deepEqual(Array.from(F.decodeU16(u16b64([0, 1, 65535, 258]))), [0, 1, 65535, 258]);
   const { P } = prep("train", {});
   P.map = {
     rows: [0, 1, 3], positions: [4, 9, 17], scores: [0.1, 0.8, null],
     layers: [{ xy: u16b64([0, 32768, 65535, 65535, 13107, 26214]), bounds: [-1, 1, 0, 10], centroids: [[32768, 32768]] }],
   };
-  const L = M.mapLayer(P, 0);
+  const L = F.mapLayer(P, 0);
   assert.equal(L.n, 3);
   assert.ok(Math.abs(L.x[0] + 1) < 1e-9 && Math.abs(L.y[0] - 5) < 1e-3);
   assert.ok(Math.abs(L.x[2] + 0.6) < 1e-4 && Math.abs(L.y[2] - 4) < 1e-3);
   assert.deepEqual(Array.from(L.edge), [1, 1, 0]);
   assert.equal(L.centroids.length, 1);
-  assert.equal(M.mapLayer(P, 0), L); // decoded once
-  assert.equal(M.mapLayer(P, 5), null);
-  const box = M.fitBox([0, 2, 0, 1], 220, 120, 10); // data 2:1 in a 200x100 area: scale 100
+  assert.equal(F.mapLayer(P, 0), L); // decoded once
+  assert.equal(F.mapLayer(P, 5), null);
+  const box = F.fitBox([0, 2, 0, 1], 220, 120, 10); // data 2:1 in a 200x100 area: scale 100
   assert.equal(box.x(0), 10);
   assert.equal(box.x(2), 210);
   assert.equal(box.y(0), 110);
   assert.equal(box.y(1), 10);
-  assert.equal(M.pointKind(P, 0, 0.75), "ok");
-  assert.equal(M.pointKind(P, 1, 0.75), "mis");
+  assert.equal(F.pointKind(P, 0, 0.75), "ok");
+  assert.equal(F.pointKind(P, 1, 0.75), "mis");
   P.map.rows = [0, 0, 3];
-  assert.equal(M.pointKind(P, 1, 0.75), "flagged");
-  assert.equal(M.pointKind(P, 1, null), "ok");
+  assert.equal(F.pointKind(P, 1, 0.75), "flagged");
+  assert.equal(F.pointKind(P, 1, null), "ok");
 });
 
 test("nearestPoint: within a distance, among accepted points", () => {
   const xs = [0, 10, 20], ys = [0, 0, 0];
-  assert.equal(M.nearestPoint(xs, ys, 9, 1, 5), 1);
-  assert.equal(M.nearestPoint(xs, ys, 15, 9, 5), -1);
-  assert.equal(M.nearestPoint(xs, ys, 9, 1, 15, (i) => i !== 1), 0);
+  assert.equal(F.nearestPoint(xs, ys, 9, 1, 5), 1);
+  assert.equal(F.nearestPoint(xs, ys, 15, 9, 5), -1);
+  assert.equal(F.nearestPoint(xs, ys, 9, 1, 15, (i) => i !== 1), 0);
 });
 
 test("comparison: changed samples pass when their row passes in one run; rows to group keys", () => {
   const cmp = { changed: { samples: [{ position: 3, rows: [1, 2] }, { position: 8, rows: [0, 0] }] } };
   const pass = [new Uint8Array([0, 1, 0]), new Uint8Array([0, 0, 0])];
-  assert.deepEqual(M.visibleChanges(cmp, pass).map((s) => s.position), [3]);
-  assert.deepEqual(M.visibleChanges({}, pass), []);
+  assert.deepEqual(F.visibleChanges(cmp, pass).map((s) => s.position), [3]);
+  assert.deepEqual(F.visibleChanges({}, pass), []);
   const P = prep("train").P;
   assert.equal(M.groupKeyOfRow(P, 3, M.viewById("overview")), "r3");
   assert.equal(M.groupKeyOfRow(P, 3, M.viewById("input")), "i1|2,2");
