@@ -343,6 +343,7 @@ def test_no_map_and_projection_errors(fitted, monkeypatch: pytest.MonkeyPatch) -
         build_report_data(analysis, store, projection="umap")
 
 
+@pytest.mark.slow  # numba compiles UMAP on first use: a minute or two
 def test_layer_map_with_umap_when_installed(fitted) -> None:
     pytest.importorskip("umap")
     analysis, store = fitted

@@ -169,7 +169,7 @@ def _projector(method: str, X: np.ndarray, seed: int) -> tuple[Any, np.ndarray, 
     if method == "umap":
         import umap
 
-        model = umap.UMAP(n_components=2, random_state=seed,
+        model = umap.UMAP(n_components=2, random_state=seed, n_jobs=1,  # seeded: one thread anyway
                           n_neighbors=int(min(15, max(2, n - 1))))
         Y = model.fit_transform(X)
         return model, np.asarray(Y, dtype=np.float64), None
