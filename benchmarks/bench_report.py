@@ -12,11 +12,14 @@ Usage::
     python benchmarks/bench_report.py --store runs/mnist_torch/store.zarr   # MNIST, real analysis
     python benchmarks/bench_report.py                  # synthetic MNIST-sized report data
     python benchmarks/bench_report.py --report DIR [--report DIR2 ...]     # existing reports
+    python benchmarks/bench_report.py --store ... --report OLD_REPORT       # beside a baseline
     python benchmarks/bench_report.py --store ... --runs 15 --http --screenshot out.png
 
 With ``--store`` (the store written by ``examples/mnist_torch.py``), four
 reports of its saved analysis are written with ``write_report`` and timed side
-by side:
+by side (each round loads every report once, starting with another one each
+time; the minimum over the rounds is the least disturbed by other work on the
+machine, the median the typical):
 
 ``map``
     the report as ``nnsig report`` writes it: layer map of 2,000 points per
@@ -166,8 +169,11 @@ def measure(reports: dict[str, Path], runs: int, http: bool, chromium: str,
     try:
         with sync_playwright() as p:
             browser = launch_chromium(p, executable_path=chromium)
+            labels = list(urls)
             for i in range(runs + 1):  # the first round warms the browser up and is dropped
-                for label, url in urls.items():
+                k = i % len(labels)  # each round starts with another report
+                for label in labels[k:] + labels[:k]:
+                    url = urls[label]
                     ctx = browser.new_context(viewport={"width": 1400, "height": 900})
                     page = ctx.new_page()
                     errors: list[str] = []
@@ -198,7 +204,8 @@ def measure(reports: dict[str, Path], runs: int, http: bool, chromium: str,
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--report", type=Path, action="append",
-                    help="an existing report directory (repeatable)")
+                    help="an existing report directory (repeatable; with --store, timed beside "
+                         "its reports, e.g. one written by an older nnsig as a baseline)")
     ap.add_argument("--store", type=Path, help="an activation store with a saved analysis")
     ap.add_argument("--store2", type=Path, help="a second store on the same samples, to compare")
     ap.add_argument("--analysis", default="default", help="the saved analysis (with --store)")
@@ -214,28 +221,31 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
-        if args.report:
-            reports = {str(r): r for r in args.report}
-        elif args.store:
+        if args.store:
             reports = real_reports(args.store, args.analysis, out, args.store2)
-        else:
+        elif not args.report:
             reports = {"synthetic": synthetic_mnist_report(out / "synthetic")}
+        else:
+            reports = {}
+        for r in args.report or []:  # existing reports, e.g. a baseline, timed in turn with the rest
+            reports[str(r)] = r
         sizes = {label: dir_size(rep) for label, rep in reports.items()}
         times = measure(reports, args.runs, args.http, args.chromium, args.screenshot)
 
     first = next(iter(reports))
     base = statistics.median(times[first])
     print(f"\n{len(times[first])} loads of each ({'http' if args.http else 'file://'}), in turn:")
-    print(f"{'report':22s} {'size MB':>8s} {'data.js':>8s} {'median ms':>10s} {'max ms':>8s}"
-          f" {'vs ' + first:>12s}")
+    base_min = min(times[first])
+    print(f"{'report':22s} {'size MB':>8s} {'data.js':>8s} {'median ms':>10s} {'min ms':>7s}"
+          f" {'max ms':>7s} {'median':>7s} {'min':>6s}   (ratios: vs {first})")
     results = {}
     for label in reports:
         size, data_js = sizes[label]
-        med, worst = statistics.median(times[label]), max(times[label])
-        results[label] = {"bytes": size, "data_js_bytes": data_js, "seconds": times[label],
-                          "median_s": med}
+        t = times[label]
+        med, best, worst = statistics.median(t), min(t), max(t)
+        results[label] = {"bytes": size, "data_js_bytes": data_js, "seconds": t, "median_s": med}
         print(f"{label:22s} {size / 1e6:8.2f} {data_js / 1e6:8.2f} {med * 1000:10.0f}"
-              f" {worst * 1000:8.0f} {med / base:11.2f}x")
+              f" {best * 1000:7.0f} {worst * 1000:7.0f} {med / base:6.2f}x {best / base_min:5.2f}x")
     size, _ = sizes[first]
     ok = size < TARGET_BYTES and base < TARGET_S
     print(f"\ntargets for {first!r}: size < {TARGET_BYTES / 1e6:.1f} MB "

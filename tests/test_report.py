@@ -57,9 +57,15 @@ def test_write_report_data_writes_viewer_data_and_marker(tmp_path, data):
     index = write_report_data(data, out)
     assert index == out / "index.html"
     names = {p.name for p in out.iterdir()}
-    assert {"index.html", "app.js", "model.js", "figures.js", "layermap.js", "sankey.js",
-            "style.css", "data.js", "runs.js", MARKER} <= names
-    assert "runs-index.html" not in names and "README.md" not in names
+    assert names == {"index.html", "style.css", "viewer.js", "data.js", "runs.js", MARKER}
+    # The viewer's modules are joined into viewer.js, in the order viewer/index.html loads them.
+    src = viewer_dir()
+    modules = re.findall(r'<script src="([^"]+)"></script>', (src / "index.html").read_text())[2:]
+    bundle = (out / "viewer.js").read_text()
+    at = [bundle.index(f"/* ---- {m} ---- */\n" + (src / m).read_text()) for m in modules]
+    assert at == sorted(at) and len(modules) >= 12
+    scripts = re.findall(r'<script src="([^"]+)"></script>', index.read_text())
+    assert scripts == ["data.js", "runs.js", "viewer.js"]
     assert read_data_js(out / "data.js") == data
     assert (out / "runs.js").read_text() == "window.NNSIG_RUNS = null;\n"
     marker = json.loads((out / MARKER).read_text())
@@ -327,7 +333,7 @@ def test_serves_the_report_with_content_types(served):
     assert body == (rep / "index.html").read_bytes()
     for path, ctype in (
         ("/index.html", "text/html"),
-        ("/app.js", "text/javascript"),
+        ("/viewer.js", "text/javascript"),
         ("/data.js", "text/javascript"),
         ("/style.css", "text/css"),
         ("/nnsig-report.json", "application/json"),
@@ -338,7 +344,7 @@ def test_serves_the_report_with_content_types(served):
         assert headers["content-type"].startswith(ctype), path
         assert headers["x-content-type-options"] == "nosniff"
     assert raw_get(port, "/link-in.txt")[2] == b"inside"  # a link inside the report is fine
-    status, headers, body = raw_get(port, "/app.js", method="HEAD")
+    status, headers, body = raw_get(port, "/viewer.js", method="HEAD")
     assert status == 200 and body == b"" and int(headers["content-length"]) > 0
 
 

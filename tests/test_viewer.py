@@ -175,8 +175,7 @@ def test_loads_over_http_from_serve_report(page, reports):
             "index.html",
             "data.js",
             "runs.js",
-            "sankey.js",
-            "app.js",
+            "viewer.js",
             "style.css",
         }
         page.clean()

@@ -59,6 +59,7 @@
     sample: null,               // split position of the sample picked on a map or in the changes
     hover: null,                // {run, pos}: the sample under the mouse on a map
     changesLimit: 60,           // changed samples listed (comparisons)
+    changesWho: "all",          // which of them: "all", or run i: those right in run i
   };
 
   /** Derived data per run: the prepared split, filtered rows, table groups. */

@@ -62,10 +62,26 @@
       : fmt(ch.n_changed) + " samples are right in some runs and wrong in others (right in: " +
         runs.map(function (R, i) { return R.label + " " + fmt(right[i]); }).join(", ") + ").";
     pane.append(U.section("Samples whose outcome changes"), el("p", { class: "changed-summary", text: head }));
-    const visible = F.visibleChanges(cmp, ctx.cur.map(function (c) { return c.pass; }));
+    const who = ctx.state.changesWho;
+    const seg = el("div", { class: "segmented light chg-who", role: "radiogroup", "aria-label": "Which changed samples" });
+    const choices = [["all", "All"]].concat(runs.map(function (R, i) {
+      return [String(i), (runs.length === 2 ? "Right only in " : "Right in ") + String.fromCharCode(65 + i) + " (" + fmt(right[i]) + ")"];
+    }));
+    for (const [value, label] of choices) {
+      const on = String(who) === value;
+      const b = el("button", { type: "button", role: "radio", class: "seg-btn", "aria-checked": String(on), "data-who": value,
+                               tabindex: on ? "0" : "-1", text: label });
+      b.addEventListener("click", function () { ctx.set({ changesWho: value === "all" ? "all" : +value, changesLimit: LIST }); });
+      seg.append(b);
+    }
+    pane.append(seg);
+    const visible = F.visibleChanges(cmp, ctx.cur.map(function (c) { return c.pass; })).filter(function (s) {
+      return who === "all" || s.outputs[who] === s.label;
+    });
     if (ch.truncated) pane.append(el("p", { class: "small muted", text: "The report lists the first " + fmt(ch.samples.length) + " of them." }));
     if (visible.length < ch.samples.length) {
-      pane.append(el("p", { class: "small muted", text: fmt(visible.length) + " of the listed samples pass the filters." }));
+      pane.append(el("p", { class: "small muted", text: fmt(visible.length) + " of the listed samples pass the filters" +
+        (who === "all" ? "." : " and this choice.") }));
     }
     const sprite = U.isSprite(ch.thumbnails) ? ch.thumbnails : null;
     const index = new Map(ch.samples.map(function (s, k) { return [s, k]; }));
@@ -101,7 +117,7 @@
 
   function render(ctx, changed) {
     if (!ctx.compare) return;
-    if (["derived", "sample", "all", "changesLimit"].some(function (k) { return changed.has(k); })) stale = true;
+    if (["derived", "sample", "all", "changesLimit", "changesWho"].some(function (k) { return changed.has(k); })) stale = true;
     if (!stale || ctx.state.tab !== "changes") return; // drawn when shown
     stale = false;
     const pane = U.clear($("pane-changes"));

@@ -119,52 +119,24 @@
                  kind: F.pointKind(P, k, thr), r: r, on: selRows ? selRows.has(row) : false });
     }
     I.pts = pts;
-    // Dimmed points first, then the rest, misclassified and flagged on top; one path per
-    // colour (a fill per colour, not per point, keeps 2,000 points to a few ms).
-    const TAU = 2 * Math.PI;
-    g.globalAlpha = 0.45;
-    g.fillStyle = "#c3c9d2";
-    g.beginPath();
-    for (const p of pts) if (p.dim) { g.moveTo(p.x + 1.8, p.y); g.arc(p.x, p.y, 1.8, 0, TAU); }
-    g.fill();
-    const byColour = new Map();
+    // Dimmed points first, then the rest, misclassified and flagged on top. Each mark is
+    // a small pre-drawn stamp copied with drawImage: rasterising 2,000 anti-aliased
+    // circles one by one costs tens of ms in a software-rendered canvas, copying
+    // stamps a few.
+    const put = function (st, p) {
+      g.drawImage(st.cv, Math.round((p.x - st.half) * dpr) / dpr, Math.round((p.y - st.half) * dpr) / dpr,
+                  st.size, st.size);
+    };
+    const dimStamp = stamp("dim", "#c3c9d2", dpr);
+    for (const p of pts) if (p.dim) put(dimStamp, p);
     for (const p of pts) {
       if (p.dim) continue;
       p.colour = colourOf(ctx, i, p.r, layer);
-      let list = byColour.get(p.colour);
-      if (!list) { list = []; byColour.set(p.colour, list); }
-      list.push(p);
+      if (p.kind !== "mis") put(stamp(p.edge ? "hollow" : "dot", p.colour, dpr), p);
     }
-    g.globalAlpha = 0.8;
-    for (const [colour, list] of byColour) {
-      const filled = new Path2D(), hollow = new Path2D();
-      for (const p of list) {
-        if (p.kind === "mis") continue;
-        const path = p.edge ? hollow : filled;
-        path.moveTo(p.x + 2.6, p.y);
-        path.arc(p.x, p.y, 2.6, 0, TAU);
-      }
-      g.fillStyle = colour;
-      g.fill(filled);
-      g.lineWidth = 1.2;
-      g.strokeStyle = colour;
-      g.stroke(hollow);
-    }
-    g.globalAlpha = 1;
-    g.lineWidth = 1;
-    g.strokeStyle = "rgba(29, 36, 48, .7)";
-    g.beginPath();
-    for (const p of pts) {
-      if (p.dim || p.kind !== "flagged") continue;
-      g.moveTo(p.x + 4.4, p.y);
-      g.arc(p.x, p.y, 4.4, 0, TAU);
-    }
-    g.stroke();
-    const mis = pts.filter(function (p) { return !p.dim && p.kind === "mis"; });
-    crosses(g, mis, 3.6, function () { return "#1d2430"; }, 3.4);
-    const misBy = new Map();
-    for (const p of mis) { if (!misBy.has(p.colour)) misBy.set(p.colour, []); misBy.get(p.colour).push(p); }
-    for (const [colour, list] of misBy) crosses(g, list, 3.6, function () { return colour; }, 1.7);
+    const flagStamp = stamp("flag", "#1d2430", dpr);
+    for (const p of pts) if (!p.dim && p.kind === "flagged") put(flagStamp, p);
+    for (const p of pts) if (!p.dim && p.kind === "mis") put(stamp("cross", p.colour, dpr), p);
     // cluster centres
     const fo = M.parseFocus(ctx.state.focus[i]);
     const cents = [];
@@ -213,16 +185,39 @@
     legend(ctx, i, layer);
   }
 
-  function crosses(g, list, s, colour, width) {
-    if (!list.length) return;
-    g.lineWidth = width;
-    g.strokeStyle = colour();
+  /** A mark drawn once per (kind, colour, pixel ratio) into a small canvas. */
+  const stamps = new Map();
+  function stamp(kind, colour, dpr) {
+    const key = kind + "|" + colour + "|" + dpr;
+    let st = stamps.get(key);
+    if (st) return st;
+    const size = kind === "flag" || kind === "cross" ? 11 : 7;
+    const cv = document.createElement("canvas");
+    cv.width = cv.height = Math.ceil(size * dpr);
+    const g = cv.getContext("2d");
+    g.scale(dpr, dpr);
+    const c = size / 2;
     g.beginPath();
-    for (const p of list) {
-      g.moveTo(p.x - s, p.y - s); g.lineTo(p.x + s, p.y + s);
-      g.moveTo(p.x - s, p.y + s); g.lineTo(p.x + s, p.y - s);
+    if (kind === "dim") {
+      g.globalAlpha = 0.45; g.fillStyle = colour; g.arc(c, c, 1.8, 0, 2 * Math.PI); g.fill();
+    } else if (kind === "dot") {
+      g.globalAlpha = 0.8; g.fillStyle = colour; g.arc(c, c, 2.6, 0, 2 * Math.PI); g.fill();
+    } else if (kind === "hollow") {
+      g.globalAlpha = 0.8; g.lineWidth = 1.2; g.strokeStyle = colour; g.arc(c, c, 2.6, 0, 2 * Math.PI); g.stroke();
+    } else if (kind === "flag") {
+      g.lineWidth = 1; g.strokeStyle = "rgba(29, 36, 48, .7)"; g.arc(c, c, 4.4, 0, 2 * Math.PI); g.stroke();
+    } else { // cross: a dark halo, then the colour
+      const s = 3.6;
+      for (const [w, col] of [[3.4, "#1d2430"], [1.7, colour]]) {
+        g.beginPath();
+        g.lineWidth = w; g.strokeStyle = col;
+        g.moveTo(c - s, c - s); g.lineTo(c + s, c + s); g.moveTo(c - s, c + s); g.lineTo(c + s, c - s);
+        g.stroke();
+      }
     }
-    g.stroke();
+    st = { cv: cv, size: size, half: size / 2 };
+    stamps.set(key, st);
+    return st;
   }
 
   function legend(ctx, i, layer) {
