@@ -355,9 +355,14 @@ def test_layer_map_with_umap_when_installed(fitted) -> None:
 
 @settings(max_examples=80, deadline=None)
 @given(st.integers(0, 400), st.integers(0, 300), st.integers(1, 6), st.floats(0, 0.5),
-       st.floats(0, 0.5), st.integers(0, 3))
-def test_select_points_invariants(n, max_points, n_classes, p_mis, p_flag, seed) -> None:
+       st.floats(0, 0.5), st.integers(0, 3), st.sampled_from([None, 1, 3]))
+def test_select_points_invariants(n, max_points, n_classes, p_mis, p_flag, seed, chunk) -> None:
+    from functools import partial
+
     from nnsig_core.report.layermap import select_points
+
+    # Small pools (factor 2) so that drawing from whole chunks happens on these small splits.
+    select_points = partial(select_points, chunk_rows=chunk, pool_factor=2)
 
     rng = np.random.default_rng(seed)
     labels = rng.integers(-1, n_classes, size=n)
@@ -383,6 +388,31 @@ def test_select_points_invariants(n, max_points, n_classes, p_mis, p_flag, seed)
         assert set(strata[others]) == set(strata[np.intersect1d(pos, others)])
     again, _ = select_points(labels, preds, {"misclassified": mis, "flagged": flag}, max_points, seed)
     np.testing.assert_array_equal(pos, again)
+
+
+def test_points_of_a_large_split_come_from_a_bounded_set_of_chunks() -> None:
+    from nnsig_core.report.layermap import select_points
+
+    n, chunk, classes = 400_000, 1000, 20
+    labels = np.repeat(np.arange(classes), n // classes)  # written in class order
+    rng = np.random.default_rng(0)
+    preds = np.where(rng.random(n) < 0.02, (labels + 1) % classes, labels)
+    mis = labels != preds
+    pos, kinds = select_points(labels, preds, {"misclassified": mis}, 2000, chunk_rows=chunk)
+    assert pos.size == 2000 and kinds["misclassified"][1] == 1000  # half the points
+    chunks = np.unique(pos // chunk)
+    # 40 random chunks (20 x 2,000 rows) plus a few per class, not the 400 of the split.
+    assert chunks.size <= 40 + 4 * classes, chunks.size
+    assert set(labels[pos]) == set(range(classes))  # every class, though chunks hold one each
+    others = pos[~mis[pos]]
+    # ...in the split's proportions (equal here), not the pool's.
+    share = np.bincount(labels[~mis], minlength=classes) / (~mis).sum()
+    got = np.bincount(labels[others], minlength=classes)
+    assert np.abs(got - share * others.size).max() <= 1, (got, share * others.size)
+    # A small split is sampled from everywhere.
+    small, _ = select_points(labels[:30_000], preds[:30_000], {"misclassified": mis[:30_000]},
+                             2000, chunk_rows=chunk)
+    assert np.unique(small // chunk).size == 30
 
 
 def test_sprites_round_trip_and_shrink() -> None:

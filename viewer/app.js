@@ -43,6 +43,19 @@
   const n = runs.length;
   function fill(v) { return new Array(n).fill(v); }
 
+  /** Each run's starting threshold on each split with scores: the report's default. */
+  function initialThresholds() {
+    const out = {};
+    runs.forEach(function (R, i) {
+      for (const s of splitNames) {
+        const sc = R.data.splits[s].scores;
+        if (!sc || !Array.isArray(sc.bins) || sc.bins.length < 2 || !sc.counts) continue;
+        out[i + "|" + s] = F.initialThreshold(sc, R.threshold ? R.threshold.value : null);
+      }
+    });
+    return out;
+  }
+
   const state = {
     split: splitNames[0],
     view: "overview",
@@ -54,7 +67,7 @@
     active: 0,                  // the run whose table and panels are shown
     sort: M.defaultSort(),
     limit: PAGE,
-    threshold: {},              // "run|split" -> score threshold
+    threshold: initialThresholds(), // "run|split" -> score threshold
     tab: "details",
     sample: null,               // split position of the sample picked on a map or in the changes
     hover: null,                // {run, pos}: the sample under the mouse on a map
@@ -107,10 +120,10 @@
 
   function update(changed) {
     if (DERIVING.some(function (k) { return changed.has(k); })) { derive(); changed.add("derived"); }
-    if (changed.has("derived") || changed.has("resize") || !ctx.widths) measure();
     else if (changed.has("sort")) {
       for (let i = 0; i < n; i++) M.sortGroups(cur[i].groups, M.validSort(cur[i].view, cur[i].P, state.sort), runs[i].nLayers);
     }
+    if (changed.has("derived") || changed.has("resize") || !ctx.widths) measure();
     for (const p of parts) p.render(ctx, changed);
   }
 
@@ -132,13 +145,8 @@
     thresholdKey: function (i) { return i + "|" + state.split; },
     /** The score threshold of run i on the current split (null without scores). */
     threshold: function (i) {
-      const sc = cur[i].P && cur[i].P.sp.scores;
-      if (!sc || !Array.isArray(sc.bins) || sc.bins.length < 2 || !sc.counts) return null;
-      const key = i + "|" + state.split;
-      if (state.threshold[key] == null) {
-        state.threshold[key] = F.initialThreshold(sc, runs[i].threshold ? runs[i].threshold.value : null);
-      }
-      return state.threshold[key];
+      const t = state.threshold[i + "|" + state.split];
+      return t == null ? null : t;
     },
     comparison: function () {
       return D.comparison && D.comparison.splits ? D.comparison.splits[state.split] || null : null;
@@ -229,6 +237,11 @@
   function setupColumns() {
     const first = document.querySelector(".run-col");
     ctx.cols = [first];
+    if (compare) { // one legend for every run, above the columns
+      const lg = $("legend");
+      lg.classList.add("shared");
+      document.querySelector(".controls").after(lg);
+    }
     for (let i = 1; i < n; i++) {
       const col = first.cloneNode(true);
       col.setAttribute("data-run", String(i));
@@ -239,11 +252,6 @@
       ctx.cols.push(col);
     }
     document.body.classList.toggle("compare", compare);
-    if (compare) {
-      const lg = $("legend");
-      lg.classList.add("shared");
-      document.querySelector(".controls").after(lg);
-    }
     ctx.cols.forEach(function (col, i) {
       const head = col.querySelector(".run-head");
       head.hidden = !compare;

@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 
 from nnsig_core.report import layermap
-from nnsig_core.report.single import MapOptions, PreparedRun, priority_masks, run_body
+from nnsig_core.report.single import (
+    MapOptions,
+    PreparedRun,
+    chunk_rows,
+    priority_masks,
+    run_body,
+)
 from nnsig_core.report.sprite import make_sprite, shrink
 
 __all__ = ["MAX_CHANGED", "changed_samples", "comparison_data", "merged_classes", "same_samples"]
@@ -157,14 +163,16 @@ def comparison_data(
             prio["changed"] = ch
             sig0 = preps[0].sigs[s]
             pos, kd = layermap.select_points(sig0.labels, sig0.predictions, prio,
-                                             opts.max_points, opts.seed)
+                                             opts.max_points, opts.seed,
+                                             chunk_rows=chunk_rows(preps[0], s))
             for i in range(len(preps)):
                 positions[i][s], kinds[i][s] = pos, kd
         else:
             for i, p in enumerate(preps):
                 sg = p.sigs[s]
                 positions[i][s], kinds[i][s] = layermap.select_points(
-                    sg.labels, sg.predictions, priority_masks(p, s), opts.max_points, opts.seed)
+                    sg.labels, sg.predictions, priority_masks(p, s), opts.max_points, opts.seed,
+                    chunk_rows=chunk_rows(p, s))
     bodies = []
     for i, p in enumerate(preps):
         body = run_body(p, positions[i] if with_map else None, kinds[i], opts,

@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Any
 from nnsig_core._util import now_iso
 from nnsig_core.report import layermap
 from nnsig_core.report.compare import comparison_data
-from nnsig_core.report.single import MapOptions, prepare_run, priority_masks, run_body
+from nnsig_core.report.single import (
+    MapOptions,
+    chunk_rows,
+    prepare_run,
+    priority_masks,
+    run_body,
+)
 from nnsig_core.report.spec import ReportRun, normalize_runs
 from nnsig_core.report.summary import SUPPORTED_FORMAT
 from nnsig_core.store import ActivationStore
@@ -125,7 +131,8 @@ def build_report_data(
         for s in prep.splits:
             sg = prep.sigs[s]
             positions[s], kinds[s] = layermap.select_points(
-                sg.labels, sg.predictions, priority_masks(prep, s), opts.max_points, opts.seed)
+                sg.labels, sg.predictions, priority_masks(prep, s), opts.max_points, opts.seed,
+                chunk_rows=chunk_rows(prep, s))
     body = run_body(prep, positions, kinds or {}, opts, **body_kw)
     model = body["model"]
     default = _default_title(model.get("model_class"), prep.store)

@@ -100,12 +100,87 @@ def _stratified(candidates: np.ndarray, strata: np.ndarray, k: int,
     return np.concatenate(chosen) if chosen else np.empty(0, dtype=np.int64)
 
 
+class _ChunkPool:
+    """Whole chunks of a split that the map's points are drawn from (see :func:`select_points`)."""
+
+    def __init__(self, n: int, chunk_rows: int, chosen: np.ndarray) -> None:
+        self.chunk_of = np.arange(n) // int(chunk_rows)
+        self.chosen = chosen
+
+    def inside(self, rows: np.ndarray) -> np.ndarray:
+        return self.chosen[self.chunk_of[rows]]
+
+    def grow(self, cand: np.ndarray, k: int, rng: np.random.Generator) -> None:
+        """Add random chunks holding ``cand`` until ``k`` of them are inside."""
+        counts = np.bincount(self.chunk_of[cand], minlength=self.chosen.size)
+        have = int(counts[self.chosen].sum())
+        for c in rng.permutation(np.flatnonzero((counts > 0) & ~self.chosen)):
+            if have >= k:
+                break
+            self.chosen[c] = True
+            have += int(counts[c])
+
+
+def _chunk_pool(strata: np.ndarray, chunk_rows: int | None, max_points: int, factor: int,
+                rng: np.random.Generator) -> _ChunkPool | None:
+    """On a split of many chunks, the whole chunks the map draws from.
+
+    About ``factor * max_points`` rows of random chunks, then, for each class,
+    more of its chunks until it has at least four candidates per point it would
+    get (one at least, or all its samples): a store written in class order still
+    gives every class. ``None`` when the pool would be half the split or more.
+    """
+    n = strata.size
+    if not chunk_rows or chunk_rows <= 0 or n == 0:
+        return None
+    n_chunks = -(-n // int(chunk_rows))
+    want = -(-factor * max_points // int(chunk_rows))
+    if want >= n_chunks // 2:
+        return None
+    chosen = np.zeros(n_chunks, dtype=bool)
+    chosen[rng.choice(n_chunks, size=want, replace=False)] = True
+    pool = _ChunkPool(n, int(chunk_rows), chosen)
+    keys, inv = np.unique(strata, return_inverse=True)
+    sizes = np.bincount(inv, minlength=keys.size)
+    alloc = _allocate(sizes, min(max_points, n))
+    order = np.argsort(inv, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    for st in range(keys.size):
+        members = order[bounds[st] : bounds[st + 1]]
+        pool.grow(members, min(int(sizes[st]), max(1, 4 * int(alloc[st]))), rng)
+    return pool
+
+
+def _prefer(cand: np.ndarray, pool: _ChunkPool | None, k: int, strata: np.ndarray,
+            rng: np.random.Generator) -> np.ndarray:
+    """``k`` of ``cand``, stratified by their shares among *all* of ``cand``, drawn from the
+    chunk pool (grown when it holds too few); a class short in the pool leaves its
+    shortfall to the others, stratified."""
+    if pool is None or cand.size <= k:
+        return _stratified(cand, strata[cand], k, rng)
+    pool.grow(cand, k, rng)
+    inside = cand[pool.inside(cand)]
+    keys, inv = np.unique(strata[cand], return_inverse=True)
+    quota = _allocate(np.bincount(inv, minlength=keys.size), k)
+    where = np.searchsorted(keys, strata[inside])
+    take = np.minimum(quota, np.bincount(where, minlength=keys.size))
+    chosen = [rng.choice(inside[where == st], size=int(take[st]), replace=False)
+              for st in np.flatnonzero(take)]
+    short = k - int(take.sum())
+    if short > 0:
+        rest = np.setdiff1d(inside, np.concatenate(chosen) if chosen else [])
+        chosen.append(_stratified(rest, strata[rest], short, rng))
+    return np.concatenate(chosen) if chosen else np.empty(0, dtype=np.int64)
+
+
 def select_points(
     labels: np.ndarray,
     predictions: np.ndarray,
     priority: Mapping[str, np.ndarray],
     max_points: int,
     seed: int = 0,
+    chunk_rows: int | None = None,
+    pool_factor: int = 20,
 ) -> tuple[np.ndarray, dict[str, list[int]]]:
     """The positions of a split's map points, and how many of each kind were kept.
 
@@ -124,6 +199,13 @@ def select_points(
         of each made it.
     max_points : int
     seed : int
+    chunk_rows : int, optional
+        Rows per chunk of the split. On a split of many chunks, the points are
+        drawn from whole chunks (:func:`_chunk_pool`: about ``pool_factor *
+        max_points`` rows, every class kept), so that reading them reads a
+        bounded part of the split; priority samples are taken wherever they
+        are while they all fit.
+    pool_factor : int
 
     Returns
     -------
@@ -144,14 +226,15 @@ def select_points(
     p_idx, o_idx = np.flatnonzero(prio), np.flatnonzero(~prio)
     budget = min(p_idx.size, max(int(max_points * PRIORITY_SHARE), max_points - o_idx.size),
                  max_points)
+    in_pool = _chunk_pool(strata, chunk_rows, max_points, pool_factor, rng)
     taken = np.zeros(n, dtype=bool)
     for m in priority.values():
         cand = np.flatnonzero(np.asarray(m, dtype=bool) & ~taken)
         k = min(cand.size, budget - int(taken.sum()))
         if k > 0:
-            taken[_stratified(cand, strata[cand], k, rng)] = True
+            taken[_prefer(cand, in_pool, k, strata, rng)] = True
     chosen_p = np.flatnonzero(taken)
-    chosen_o = _stratified(o_idx, strata[o_idx], max_points - chosen_p.size, rng)
+    chosen_o = _prefer(o_idx, in_pool, max_points - chosen_p.size, strata, rng)
     positions = np.sort(np.concatenate([chosen_p, chosen_o]).astype(np.int64))
     on_map = np.zeros(n, dtype=bool)
     on_map[positions] = True

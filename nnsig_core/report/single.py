@@ -27,8 +27,8 @@ from nnsig_core.report.spec import ReportRun
 from nnsig_core.report.sprite import make_sprite, shrink
 from nnsig_core.store import ActivationStore
 
-__all__ = ["SEPARABLE_PURITY", "TYPICAL_SHARE", "MapOptions", "PreparedRun", "prepare_run",
-           "per_class_purity", "priority_masks", "run_body"]
+__all__ = ["SEPARABLE_PURITY", "TYPICAL_SHARE", "MapOptions", "PreparedRun", "chunk_rows",
+           "per_class_purity", "prepare_run", "priority_masks", "run_body"]
 
 log = logging.getLogger("nnsig")
 
@@ -110,6 +110,11 @@ def priority_masks(prep: PreparedRun, split: str) -> dict[str, np.ndarray]:
     if split in prep.flagged:
         out["flagged"] = prep.flagged[split]
     return out
+
+
+def chunk_rows(prep: PreparedRun, split: str) -> int:
+    """Rows per chunk of ``split`` (every array of a split shares them)."""
+    return int(prep.store.activations(split, prep.run.analysis.layers_[0]).chunks[0])
 
 
 def per_class_purity(sigs: Signatures, n_classes: int) -> list[list[float | None]]:
