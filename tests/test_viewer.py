@@ -844,6 +844,12 @@ def test_comparison_of_runs_on_other_samples_says_why(page, comparison):
     assert p.locator("#pane-changes .changed-btn").count() == 0
     assert p.locator("#pane-changes .sep-cmp").count() == 1
     assert int(p.locator("#map-canvas-1").get_attribute("data-points")) == 100
+    # The index of the reports' directory names the runs of each comparison.
+    p.goto(url_of(comparison["root"] / "index.html"))
+    p.wait_for_function("window.NNSIG_INDEX_READY === true")
+    text = p.locator("tbody").text_content()
+    assert "comparison of 2 runs: A \u00b7 O" in text and XSS_TITLE in text  # as text
+    assert p.evaluate("document.querySelectorAll('img').length") == 0
     page.clean()
 
 
