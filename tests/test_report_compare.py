@@ -62,7 +62,7 @@ def stores(tmp_path_factory: pytest.TempPathFactory):
     fit = {name: SignatureAnalysis(n_clusters=K, progress=False).fit(st, "train")
            for name, st in (("a", a), ("b", b), ("o", other))}
     fit["a6"] = SignatureAnalysis(n_clusters=6, random_state=1, progress=False).fit(a, "train")
-    for name, st in (("a", a), ("b", b), ("o", other)):
+    for name in ("a", "b", "o"):
         fit[name].save(open_store(root / f"{name}.zarr", mode="r+"), "default")
     fit["a6"].save(open_store(root / "a.zarr", mode="r+"), "k6")
     return {"root": root, "a": open_store(root / "a.zarr"), "b": open_store(root / "b.zarr"),
@@ -141,8 +141,8 @@ def test_runs_on_other_samples_say_why_and_keep_their_own_maps(stores) -> None:
 
 
 def test_runs_need_the_same_classes(stores, tmp_path: Path) -> None:
-    from nnsig_core.capture import capture_arrays
     from nnsig_core.analysis.synthetic import make_blob_activations
+    from nnsig_core.capture import capture_arrays
 
     blobs = make_blob_activations(n_samples=200, n_classes=K)
     other = capture_arrays(blobs["activations"], outputs=blobs["outputs"], labels=blobs["labels"],
