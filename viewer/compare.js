@@ -70,7 +70,7 @@
     for (const [value, label] of choices) {
       const on = String(who) === value;
       const b = el("button", { type: "button", role: "radio", class: "seg-btn", "aria-checked": String(on), "data-who": value,
-                               tabindex: on ? "0" : "-1", text: label });
+                               text: label }); // every choice reachable with Tab
       b.addEventListener("click", function () { ctx.set({ changesWho: value === "all" ? "all" : +value, changesLimit: LIST }); });
       seg.append(b);
     }

@@ -137,8 +137,7 @@
     if (!ctx.compare) return;
     ctx.runs.forEach(function (R, i) {
       const on = i === ctx.state.active;
-      const b = el("button", { type: "button", role: "radio", class: "seg-btn", "data-run": String(i), "aria-checked": String(on),
-                               tabindex: on ? "0" : "-1" },
+      const b = el("button", { type: "button", role: "radio", class: "seg-btn", "data-run": String(i), "aria-checked": String(on) },
                    el("span", { class: "run-badge", text: String.fromCharCode(65 + i) }), el("span", { class: "seg-name", text: R.label }));
       b.addEventListener("click", function () { ctx.set({ active: i }); });
       box.append(b);
