@@ -45,8 +45,9 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
     ),
     "report": (
         commands.cmd_report,
-        "write the static HTML report of a saved analysis",
-        "Write a report directory that opens from disk (file://) with no network.",
+        "write the static HTML report of a saved analysis (or several, side by side)",
+        "Write a report directory that opens from disk (file://) with no network. Several "
+        "--analysis of one store, or several stores, give a comparison of the runs side by side.",
     ),
     "view": (
         commands.cmd_view,
@@ -97,14 +98,17 @@ def _storage_option(text: str) -> tuple[str, object]:
 
 
 def _apply_storage_options(options: Sequence[tuple[str, object]], store: object) -> None:
-    """Make ``--storage-option``s the defaults of the store URL's fsspec filesystem."""
+    """Make ``--storage-option``s the defaults of the fsspec filesystem of the store URL(s)."""
     if not options:
         return
-    if not (isinstance(store, str) and "://" in store):
+    stores = store if isinstance(store, list) else [store]
+    urls = [s for s in stores if isinstance(s, str) and "://" in s]
+    if not urls:
         raise ValueError(f"--storage-option applies to store URLs (s3://...), not to {store!r}.")
     import fsspec.config
 
-    fsspec.config.conf.setdefault(store.split("://", 1)[0], {}).update(dict(options))
+    for url in urls:
+        fsspec.config.conf.setdefault(url.split("://", 1)[0], {}).update(dict(options))
 
 
 def _store_and_analysis(p: argparse.ArgumentParser, analysis_help: str) -> None:
@@ -169,7 +173,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summaries as JSON")
 
     p = cmd["report"]
-    _store_and_analysis(p, "saved analysis to report (default: default)")
+    p.add_argument("store", nargs="+",
+                   help="path of the store; several stores to compare them (one run each)")
+    p.add_argument("--analysis", action="append", default=None, metavar="NAME",
+                   help="saved analysis to report (default: default); repeat it to compare "
+                        "several analyses side by side (of one store, or one per store)")
+    p.add_argument("--label", action="append", default=None,
+                   help="name of each run in a comparison, in order (default: the analysis names)")
+    p.add_argument("--projection", choices=("pca", "umap"), default="pca",
+                   help="the layer map's projection (umap needs umap-learn; default: pca)")
+    p.add_argument("--map-points", type=int, default=2000, metavar="N",
+                   help="most samples per split on the layer map (0: no map; default 2000)")
     p.add_argument("--out", required=True, help="directory to write the report into")
     p.add_argument("--splits", nargs="+", default=None, help="splits to include (default: all)")
     p.add_argument("--title", default=None, help="title shown in the report")
