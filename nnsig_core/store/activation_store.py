@@ -99,6 +99,9 @@ class ActivationStore:
         self._splits = None
         self._groups.clear()
         self._meta.clear()
+        forget = getattr(self.root.store_path.store, "forget", None)
+        if callable(forget):
+            forget()
         return self
 
     # ------------------------------------------------------------------ splits
@@ -337,6 +340,9 @@ class ActivationStore:
         self._groups.pop(split, None)
         self._meta.pop(split, None)
         self._splits = None
+        forget = getattr(self.root.store_path.store, "forget", None)
+        if callable(forget):
+            forget()
 
     def check_compatible(self, split: str, layers: Sequence[Mapping[str, Any]],
                          include_self: bool = False) -> None:
