@@ -30,8 +30,9 @@ def sequence_inputs(
     ----------
     x : Any
         The batch as the model gets it.
-    mask : str, callable or None
-        A key of dict batches (nonzero = real token), or ``inputs -> mask``.
+    mask : str, tuple of str, callable or None
+        The key(s) of dict batches tried in order (nonzero = real token), or
+        ``inputs -> mask``.
     token_key : str or None
         The key of the token ids in dict batches.
     n : int or None
@@ -45,8 +46,9 @@ def sequence_inputs(
     m = ids = None
     if callable(mask):
         m = mask(x)
-    elif isinstance(mask, str) and isinstance(x, Mapping):
-        m = x.get(mask)
+    elif mask is not None and isinstance(x, Mapping):
+        keys = (mask,) if isinstance(mask, str) else tuple(mask)
+        m = next((x[k] for k in keys if x.get(k) is not None), None)
     if m is not None:
         if not isinstance(m, torch.Tensor):
             m = torch.as_tensor(m)

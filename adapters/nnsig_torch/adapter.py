@@ -166,10 +166,11 @@ class TorchAdapter:
     batch_axis : int
         The batch axis of the inputs: 0, or 1 for sequence-first models
         (``(seq, batch, ...)``). ``capture`` cuts batches along it too.
-    mask : str, callable or None
-        The attention mask of dict batches: the key (``"attention_mask"``,
-        nonzero for real tokens), a callable ``inputs -> (n, L)`` (true for
-        real tokens), or ``None`` to ignore masks.
+    mask : str, tuple of str, callable or None
+        The attention mask of dict batches: the key(s) tried in order
+        (``"attention_mask"``, then ``"padding_mask"``; nonzero for real
+        tokens), a callable ``inputs -> (n, L)`` (true for real tokens), or
+        ``None`` to ignore masks.
     token_key : str or None
         The key of the input token ids in dict batches, recorded per token row.
 
@@ -214,7 +215,7 @@ class TorchAdapter:
         *,
         layout: LayoutSpec = None,
         batch_axis: int = 0,
-        mask: Any = "attention_mask",
+        mask: Any = ("attention_mask", "padding_mask"),
         token_key: str | None = "input_ids",
     ) -> None:
         if not isinstance(model, nn.Module):
