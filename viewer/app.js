@@ -124,8 +124,9 @@
       if (score != null) hasScore = true;
       const count = Number(r.count) || 0;
       total += count;
+      const tokens = Array.isArray(r.tokens) ? r.tokens : null;  // token row spaces only
       return { i: i, input: r.input, output: r.output, path: path, sig: path.join("\u2009\u2192\u2009"),
-               count: count, score: score, mis: mis, unseen: unseen, div: div };
+               count: count, score: score, mis: mis, unseen: unseen, div: div, tokens: tokens };
     });
     const clusters = [];
     for (let l = 0; l < nLayers; l++) {
@@ -137,7 +138,7 @@
     const present = new Set();
     for (const r of rows) present.add(r.input);
     prepared[name] = { name: name, sp: sp, rows: rows, total: total, clusters: clusters,
-                       present: present, hasScore: hasScore };
+                       present: present, hasScore: hasScore, hasTokens: sp.level === "tokens" };
     return prepared[name];
   }
 
@@ -186,7 +187,7 @@
       return rows.map(function (r) {
         return { key: "r" + r.i, rows: [r], input: r.input, output: r.output, inputs: null, outputs: null,
                  path: r.path, sig: r.sig, count: r.count, correct: r.mis ? 0 : r.count, score: r.score,
-                 div: r.mis ? r.div : null, unseen: r.unseen, mis: r.mis };
+                 div: r.mis ? r.div : null, unseen: r.unseen, mis: r.mis, tokens: tokenCounts([r]) };
       });
     }
     const m = new Map();
@@ -210,6 +211,7 @@
     }
     const out = Array.from(m.values());
     for (const g of out) {
+      g.tokens = tokenCounts(g.rows);
       g.score = g.sw ? g.sc / g.sw : null;
       g.input = argmax(g.inputs);
       g.output = argmax(g.outputs);
@@ -218,6 +220,18 @@
       g.mis = g.correct === 0;
     }
     return out;
+  }
+
+  // Token row spaces: the tokens on a group's rows (label -> count), most frequent kept per row.
+  function tokenCounts(rows) {
+    const m = new Map();
+    for (const r of rows) {
+      if (!r.tokens) continue;
+      for (const t of r.tokens) {
+        if (Array.isArray(t) && t.length === 2) m.set(String(t[0]), (m.get(String(t[0])) || 0) + (Number(t[1]) || 0));
+      }
+    }
+    return m;
   }
 
   function argmax(m) {
@@ -653,12 +667,15 @@
     share: { label: "Share", num: true },
     acc: { label: "Correct", sort: "acc", num: true },
     score: { label: "Score", sort: "score", num: true },
+    tokens: { label: "Tokens", title: "Token row space: the most frequent tokens (positions or token ids) on these rows" },
     div: { label: "Leaves typical at", sort: "div",
            title: "Misclassified rows: first layer whose cluster is not typical of the true class" },
   };
 
   function tableCols() {
-    return COLS[state.view].filter(function (c) { return c !== "score" || cur.P.hasScore; });
+    const cols = COLS[state.view].filter(function (c) { return c !== "score" || cur.P.hasScore; });
+    if (cur.P.hasTokens) cols.splice(cols.indexOf("sig") + 1, 0, "tokens");
+    return cols;
   }
 
   function renderTableHead() {
@@ -696,6 +713,17 @@
       box.append(el("span", { class: "cls" },
                     el("i", { class: "sw", style: { background: colorOf(k) } }),
                     el("span", { class: "cls-name", text: className(k) }),
+                    el("span", { class: "times", text: "\u00d7" + fmt(v) })));
+    }
+    if (entries.length > 3) box.append(el("span", { class: "muted", text: "+" + (entries.length - 3) }));
+    return box;
+  }
+
+  function tokensCell(m) {
+    const entries = Array.from(m.entries()).sort(function (a, b) { return b[1] - a[1] || (a[0] < b[0] ? -1 : 1); });
+    const box = el("span", { class: "multi" });
+    for (const [k, v] of entries.slice(0, 3)) {
+      box.append(el("span", { class: "cls" }, el("code", { class: "tok", text: k }),
                     el("span", { class: "times", text: "\u00d7" + fmt(v) })));
     }
     if (entries.length > 3) box.append(el("span", { class: "muted", text: "+" + (entries.length - 3) }));
@@ -745,6 +773,7 @@
           case "inputs": td = el("td", null, classesCell(g.inputs)); break;
           case "outputs": td = el("td", null, classesCell(g.outputs)); break;
           case "sig": td = el("td", null, sigCell(g)); break;
+          case "tokens": td = el("td", null, tokensCell(g.tokens || new Map())); break;
           case "count": td = el("td", { class: "num", text: fmt(g.count) }); break;
           case "share": td = el("td", { class: "num muted", text: pct(g.count / total) }); break;
           case "acc": td = el("td", { class: "num", text: pct(g.correct / g.count, 0) }); break;
@@ -769,7 +798,8 @@
     more.textContent = "Show " + fmt(Math.min(left, PAGE)) + " more (" + fmt(left) + " left)";
     let flaggedSamples = 0;
     if (thr != null) for (const g of cur.groups) if (isFlagged(g, thr)) flaggedSamples += g.count;
-    $("table-note").textContent = fmt(cur.groups.length) + " rows \u00b7 " + fmt(cur.total) + " samples \u00b7 " +
+    const unit = cur.P.hasTokens ? " tokens \u00b7 " : " samples \u00b7 ";
+    $("table-note").textContent = fmt(cur.groups.length) + " rows \u00b7 " + fmt(cur.total) + unit +
       "click a row or press Enter to highlight its path" +
       (thr != null ? " \u00b7 " + fmt(flaggedSamples) + " samples flagged at score \u2265 " + num(thr, 3) : "");
   }

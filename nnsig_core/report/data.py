@@ -18,6 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from nnsig_core._util import count_matrix, now_iso
 from nnsig_core.analysis.signatures import Signatures, class_entropy, class_purity
+from nnsig_core.report.tokens import add_token_rows, token_images
 from nnsig_core.store import ActivationStore, open_store
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ def build_report_data(
     score_name: str = "combined",
     score_bins: int = 20,
     n_exemplars: int = 4,
+    token_label: Any = None,
+    token_grid: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """The report data of ``docs/report-data.md`` as a JSON-serialisable dict.
 
@@ -72,6 +75,13 @@ def build_report_data(
         over the scores' range).
     n_exemplars : int
         Exemplars (nearest the centre) kept per cluster.
+    token_label : callable, optional
+        For token row spaces (``<split>.tokens``): ``label(position, token_id)
+        -> str`` naming the tokens listed on each row (default: ``"#<id>"``,
+        else ``"pos <position>"``).
+    token_grid : (rows, columns, prefix), optional
+        For token row spaces of image models: the patch grid, so each token
+        exemplar shows its input with the token's patch highlighted.
 
     Returns
     -------
@@ -136,10 +146,12 @@ def build_report_data(
         if s in score_arrays and bins is not None:
             entry["scores"] = _score_histogram(sigs[s], score_arrays[s], bins, analysis.classes_,
                                                score_name)
+        if store.level(s) == "tokens":
+            add_token_rows(entry, store, sigs[s], token_label)
         data["splits"][s] = entry
         wanted[s] = {int(k.split("/", 1)[1]) for layer in entry["clusters"] for c in layer
                      for k in c["exemplars"]}
-    thumbs = _thumbnails(store, wanted)
+    thumbs = _thumbnails(store, wanted, token_grid)
     if thumbs is not None:
         data["thumbnails"] = thumbs
     return data
@@ -270,20 +282,30 @@ def _score_histogram(
     return {"name": name, "bins": [_f(b) for b in bins], "counts": counts}
 
 
-def _thumbnails(store: ActivationStore, wanted: Mapping[str, set[int]]) -> dict[str, Any] | None:
+def _thumbnails(
+    store: ActivationStore, wanted: Mapping[str, set[int]], token_grid: Sequence[int] | None = None
+) -> dict[str, Any] | None:
     images: dict[str, str] = {}
     shape: list[int] | None = None
     for split, rows in wanted.items():
-        arr = store.inputs(split)
-        if arr is None or not rows:
-            continue
-        if shape is None:
-            shape = [int(s) for s in arr.shape[1:]]
-        elif list(arr.shape[1:]) != shape:
-            log.warning("Thumbnails of split %r have another shape; left out.", split)
+        if not rows:
             continue
         idx = np.array(sorted(rows), dtype=np.int64)
-        pix = np.asarray(arr.get_orthogonal_selection((idx,)), dtype=np.uint8)
+        if store.level(split) == "tokens":  # the images of the tokens' inputs
+            found = token_images(store, split, idx, token_grid)
+            if found is None:
+                continue
+            idx, pix = found
+        else:
+            arr = store.inputs(split)
+            if arr is None:
+                continue
+            pix = np.asarray(arr.get_orthogonal_selection((idx,)), dtype=np.uint8)
+        if shape is None:
+            shape = [int(s) for s in pix.shape[1:]]
+        elif list(pix.shape[1:]) != shape:
+            log.warning("Thumbnails of split %r have another shape; left out.", split)
+            continue
         for r, img in zip(idx, pix, strict=False):
             images[f"{split}/{int(r)}"] = base64.b64encode(np.ascontiguousarray(img).tobytes()).decode("ascii")
     if shape is None:

@@ -347,15 +347,20 @@ def write_report(
     splits: Sequence[str] = ("train", "test"),
     title: str | None = None,
     scores: Any = None,
+    **token_options: Any,
 ) -> Path:
     """Build the report data of ``analysis`` on ``store`` and write the report.
 
-    See :func:`nnsig_core.report.data.build_report_data` for the arguments and
+    See :func:`nnsig_core.report.data.build_report_data` for the arguments
+    (``token_label`` and ``token_grid`` for token row spaces) and
     :func:`write_report_data` for the result and errors.
     """
     from nnsig_core.report.data import build_report_data
 
-    data = build_report_data(analysis, store, splits, title=title, scores=scores)
+    unknown = set(token_options) - {"token_label", "token_grid"}
+    if unknown:
+        raise TypeError(f"write_report() got unexpected argument(s) {sorted(unknown)}.")
+    data = build_report_data(analysis, store, splits, title=title, scores=scores, **token_options)
     return write_report_data(data, out_dir, title=title)
 
 
