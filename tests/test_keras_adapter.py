@@ -589,7 +589,7 @@ def test_model_summary_metadata():
     assert fc1 | {"config": None} == {
         "source_shape": [16],
         "layout": "NC",
-        "pool": "None",
+        "pool": "none",
         "name": "fc1",
         "type": "Dense",
         "path": "fc1",

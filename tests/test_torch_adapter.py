@@ -794,7 +794,7 @@ def test_model_summary(cnn, images):
     assert list(layers) == ["conv", "block1.relu", "block1.relu:1", "fc"]
     assert layers["conv"]["type"] == "Conv2d" and layers["conv"]["shape"] == [8]  # "auto"
     assert layers["conv"]["source_shape"] == [8, 8, 8] and layers["conv"]["layout"] == "NCHW"
-    assert layers["conv"]["pool"] == "mean" and layers["fc"]["pool"] == "None"
+    assert layers["conv"]["pool"] == "mean" and layers["fc"]["pool"] == "none"
     assert layers["conv"]["parameters"] == 3 * 8 * 9 + 8
     assert layers["conv"]["config"]["kernel_size"] == [3, 3]
     assert layers["conv"]["config"]["out_channels"] == 8

@@ -137,7 +137,7 @@ class KerasPooler:
         if name not in self.plans:
             return {}
         lay, mode, has_sample, has_tokens = self.plans[name]
-        text = "callable" if callable(mode) else str(mode)
+        text = "callable" if callable(mode) else "none" if mode is None else str(mode)
         if has_tokens:
             text = f"{text}+tokens" if has_sample else "tokens"
         return {"source_shape": list(self.source[name]),

@@ -82,7 +82,8 @@ def capturable(
     bare = len(leaves) == 1 and leaves[0][0] == ""
     found: list[tuple[str, torch.Tensor, torch.Tensor, bool]] = []
     for path, t in leaves:
-        name = capture_name(module_name, call, path)
+        # A block's hidden state is named after the block (its first tensor is all it yields).
+        name = capture_name(module_name, call, "" if first_only else path)
         if t.is_nested or t.layout != torch.strided:
             if strict:
                 raise TypeError(f"Layer {name!r} returned a nested or sparse tensor.")

@@ -72,13 +72,26 @@ _GENERIC = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 @dataclass(frozen=True)
 class DefaultSelection:
-    """What the default captures: module names, how they were chosen, and whether only
-    each module's first floating-point output is kept (blocks)."""
+    """What the default captures: module names, how they were chosen, whether only each
+    module's first floating-point output is kept (blocks), and the next rule's selection,
+    used when none of these modules yields a tensor with a batch axis (MobileViT's
+    transformers fold the patches into the batch)."""
 
     names: list[str]
     how: str
     first_only: bool
     total: int
+    fallback: DefaultSelection | None = None
+
+    def log(self) -> None:
+        """Log the choice on the ``nnsig_torch`` logger (INFO)."""
+        spread = f" of {self.total}, evenly spread" if self.total > len(self.names) else ""
+        shown = ", ".join(self.names[:6]) + (", ..." if len(self.names) > 6 else "")
+        logger.info(
+            "Capturing %d %s%s by default: %s (pass layers= to choose; "
+            "TorchAdapter.available_layers(model, x) lists every layer)",
+            len(self.names), self.how, spread, shown,
+        )
 
 
 def is_activation(module: nn.Module) -> bool:
@@ -115,13 +128,14 @@ def _depth(name: str) -> int:
 
 
 def _is_block(module: nn.Module) -> bool:
-    """Not a leaf, and holds at least two leaves with parameters (a norm-and-activation
-    wrapper such as timm's ``BatchNormAct2d`` is not a block)."""
+    """Not a leaf, and holds at least two modules with parameters of their own (itself
+    included), so a norm-and-activation wrapper such as timm's ``BatchNormAct2d`` is not a
+    block."""
     if next(module.children(), None) is None:
         return False
     weighted = 0
     for m in module.modules():
-        if next(m.children(), None) is None and next(m.parameters(recurse=False), None) is not None:
+        if next(m.parameters(recurse=False), None) is not None:
             weighted += 1
             if weighted >= 2:
                 return True
@@ -167,6 +181,33 @@ def _transformer_blocks(model: nn.Module, groups: list[tuple[str, list[str]]]) -
     return sorted(inner, key=order.__getitem__)
 
 
+def _rules(model: nn.Module) -> list[tuple[list[str], str, bool]]:
+    """The non-empty selections of the rules, in the order they apply."""
+    named = [(n, m) for n, m in model.named_modules() if n]
+    leaves = [n for n, m in named if next(m.children(), None) is None]
+    groups = list(_groups(model, _head(named)))
+    order = {n: i for i, (n, _m) in enumerate(named)}
+    found: list[tuple[list[str], str, bool]] = []
+    if groups and any(_is_attention(m) for _n, m in named):
+        blocks = _transformer_blocks(model, groups)
+        if len(blocks) >= 2:  # not a convnet with one attention stage (EfficientFormer...)
+            found.append((blocks, "transformer block outputs", True))
+    if groups:
+        top = min(_depth(p) for p, _ in groups)
+        found.append((sorted((m for p, ms in groups if _depth(p) == top for m in ms),
+                             key=order.__getitem__), "block outputs", True))
+    activations = [n for n, m in named if is_activation(m)]
+    if activations:
+        found.append((activations, "activation modules", False))
+    hidden = [n for n in leaves[:-1] if not isinstance(model.get_submodule(n), _PASS_THROUGH_TYPES)]
+    if hidden:
+        found.append(
+            (hidden, "hidden leaf modules (the model has no blocks and no activation modules)",
+             False)
+        )
+    return found
+
+
 def default_layers(model: nn.Module, log: bool = True) -> DefaultSelection:
     """The default selection of ``model`` (see the module docstring for the rule).
 
@@ -180,52 +221,24 @@ def default_layers(model: nn.Module, log: bool = True) -> DefaultSelection:
     Returns
     -------
     DefaultSelection
+        With the next rule's selection as its ``fallback``.
 
     Raises
     ------
     LayerSelectionError
         When the model has no hidden layer to capture.
     """
-    named = [(n, m) for n, m in model.named_modules() if n]
-    leaves = [n for n, m in named if next(m.children(), None) is None]
-    head = _head(named)
-    groups = list(_groups(model, head))
-    chosen: list[str] = []
-    first_only = True
-    if groups and any(_is_attention(m) for _n, m in named):
-        chosen = _transformer_blocks(model, groups)
-        how = "transformer block outputs"
-        if len(chosen) < 2:  # a convnet with one attention stage (EfficientFormer...)
-            chosen = []
-    if not chosen and groups:
-        top = min(_depth(p) for p, _ in groups)
-        order = {n: i for i, (n, _m) in enumerate(named)}
-        chosen = sorted(
-            (m for p, ms in groups if _depth(p) == top for m in ms), key=order.__getitem__
-        )
-        how = "block outputs"
-    if not chosen:
-        first_only = False
-        chosen = [n for n, m in named if is_activation(m)]
-        how = "activation modules"
-    if not chosen:
-        chosen = [
-            n for n in leaves[:-1] if not isinstance(model.get_submodule(n), _PASS_THROUGH_TYPES)
-        ]
-        how = "hidden leaf modules (the model has no blocks and no activation modules)"
-    if not chosen:
+    rules = _rules(model)
+    if not rules:
         raise LayerSelectionError(
             f"{type(model).__name__} has no hidden layer to capture by default; "
             "pass `layers=` (TorchAdapter.available_layers(model, x) lists them)."
         )
-    total = len(chosen)
-    chosen = _spread(chosen, MAX_DEFAULT_LAYERS)
+    selection: DefaultSelection | None = None
+    for names, how, first_only in reversed(rules):
+        selection = DefaultSelection(_spread(names, MAX_DEFAULT_LAYERS), how, first_only,
+                                     len(names), selection)
+    assert selection is not None
     if log:
-        spread = f" of {total}, evenly spread" if total > len(chosen) else ""
-        shown = ", ".join(chosen[:6]) + (", ..." if len(chosen) > 6 else "")
-        logger.info(
-            "Capturing %d %s%s by default: %s (pass layers= to choose; "
-            "TorchAdapter.available_layers(model, x) lists every layer)",
-            len(chosen), how, spread, shown,
-        )
-    return DefaultSelection(chosen, how, first_only, total)
+        selection.log()
+    return selection

@@ -61,7 +61,7 @@ class CapturePlan:
 
     def describe_mode(self) -> str:
         """The pooling, as recorded in the store (``"mean"``, ``"cls+tokens"``...)."""
-        mode = "callable" if callable(self.mode) else str(self.mode)
+        mode = "callable" if callable(self.mode) else "none" if self.mode is None else str(self.mode)
         if self.tokens:
             return f"{mode}+tokens" if self.sample else "tokens"
         return mode

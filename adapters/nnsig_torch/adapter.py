@@ -17,7 +17,7 @@ from nnsig_core.adapter.layout import LayoutSpec, check_layout_spec
 from nnsig_core.adapter.tokens import TokenRows, token_name
 
 from ._capture import Recorder, hooks
-from ._defaults import default_layers
+from ._defaults import DefaultSelection, default_layers
 from ._layout import LayoutTracker, tracking
 from ._listing import ClassOrInstance, available_layers
 from ._plan import CapturePlan, Finalized, finalize, make_plans, shares_storage
@@ -110,7 +110,8 @@ class TorchAdapter:
       are flattened: tuples and lists by position (``lstm.0``, ``lstm.1.0``),
       dicts, dataclasses, ``ModelOutput`` and named tuples by key, recursively;
       non-tensor leaves, per-batch scalars and integer tensors are skipped. A
-      block selected by default yields only its first tensor (the hidden state).
+      block selected by default yields only its first tensor (the hidden state),
+      named after the block (``encoder.block.0``, not ``encoder.block.0.0``).
     * **Values and cost.** Hooks keep references, not copies. A tensor changed
       in place later in the pass (``ReLU(inplace=True)``, ``x += residual``)
       is detected on the first batch through its version counter (the first
@@ -153,11 +154,9 @@ class TorchAdapter:
             raise ValueError(f"batch_axis must be 0 or 1, got {batch_axis!r}.")
         self.model = unwrap_model(model)
         self._first_only: set[str] = set()
+        self._default: DefaultSelection | None = None
         if layers is None:
-            chosen = default_layers(self.model)
-            self.layer_names, self._explicit = chosen.names, set()
-            if chosen.first_only:
-                self._first_only = set(chosen.names)
+            self._use_default(default_layers(self.model))
         else:
             self.layer_names, self._explicit = resolve_layers(self.model, layers)
         self.pool = check_pool(pool)
@@ -175,6 +174,11 @@ class TorchAdapter:
         self._batches = 0
         self._prev: dict[str, tuple[torch.Tensor, int]] = {}
         self._pinned = PinnedPool()
+
+    def _use_default(self, chosen: DefaultSelection) -> None:
+        self._default = chosen
+        self.layer_names, self._explicit = list(chosen.names), set()
+        self._first_only = set(chosen.names) if chosen.first_only else set()
 
     def __repr__(self) -> str:
         return (
@@ -252,6 +256,13 @@ class TorchAdapter:
             raw = call_model(self.model, x)
         if first:
             assert tracker is not None
+            fallback = self._default.fallback if self._default is not None else None
+            if not rec.values and fallback is not None:
+                logger.info("None of the %s yields a tensor with a batch axis; trying the next "
+                            "rule", self._default.how if self._default else "")
+                self._use_default(fallback)
+                fallback.log()
+                return self._pass(x, n, mask, token_ids, first)
             tracker.finish()
             self._pending = first_batch_names(self, rec)
             self._plans = make_plans(
