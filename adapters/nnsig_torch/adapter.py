@@ -408,8 +408,12 @@ class TorchAdapter:
         out = model_output(raw).detach()
         moved = to_batch_first(out, n, batch_axis=self.batch_axis)
         if moved is None:
+            hint = (" (the batch size read from axis 0 of the inputs); for sequence-first inputs "
+                    "(seq, batch, ...) pass TorchAdapter(..., batch_axis=1)"
+                    if self.batch_axis == 0 else "")
             raise ValueError(
-                f"The model output has shape {tuple(out.shape)}, with no batch axis of size {n}."
+                f"The model output has shape {tuple(out.shape)}, with no batch axis of size {n}"
+                f"{hint}."
             )
         out = moved[0]
         rows = out.shape[0] if out.ndim else 1

@@ -118,7 +118,7 @@ class CaptureSession:
 
         if self.writer is None:
             self.batch_rows = n
-            self._create(acts, outputs, inputs, bool(token_acts))
+            self._create(acts, outputs, inputs, token_acts)
         assert self.writer is not None
         if list(acts.keys()) != self.layer_names:
             raise CaptureError(
@@ -165,7 +165,7 @@ class CaptureSession:
         return {k: self.info[k] for k in keep if k in self.info}
 
     def _create(self, acts: Mapping[str, np.ndarray], outputs: np.ndarray, inputs: Any,
-                tokens: bool = False) -> None:
+                tokens: Mapping[str, Any] | None = None) -> None:
         if not acts and not tokens:
             raise CaptureError("The adapter captured no layer; select at least one layer.")
         self.layer_names = list(acts.keys())
@@ -189,6 +189,8 @@ class CaptureSession:
             meta.setdefault("parameters", 0)
             layers.append(meta)
         self.store.check_compatible(self.split, layers, include_self=self.existing is not None)
+        if tokens:  # checked before anything is created, like the sample-level layers
+            self.tokens.prepare(tokens, summary)
 
         widest = max(
             [int(np.prod(s, dtype=np.int64)) * self.dtype.itemsize for s in self.shapes.values()]

@@ -67,6 +67,7 @@ class TokenSpace:
         self.writer: ChunkWriter | None = None
         self.names: list[str] = []
         self.keys: list[str] = []
+        self.layers: list[dict[str, Any]] = []
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.info: dict[str, Any] = {}
 
@@ -119,23 +120,36 @@ class TokenSpace:
         assert self.writer is not None
         self.writer.submit(rows)
 
-    def _create(
-        self, tokens: Mapping[str, TokenRows], n_outputs: int, n: int, rows: int,
-        n_expected: int | None,
-    ) -> None:
+    def prepare(self, tokens: Mapping[str, TokenRows], model: Mapping[str, Any]) -> None:
+        """Describe the token-level layers of the first batch and check them against the
+        store's other token row spaces, before anything is created.
+
+        Raises
+        ------
+        StoreError
+            When they differ from another token row space's layers.
+        """
         self.names = list(tokens)
         self.keys = [layer_key(x) for x in self.names]
         self.shapes = {k: tuple(int(s) for s in np.shape(v.values)[1:]) for k, v in tokens.items()}
-        info = self.base_info()
-        by_name = {d.get("name"): d for d in (info.get("model") or {}).get("token_layers", [])}
-        layers = []
+        by_name = {d.get("name"): d for d in model.get("token_layers", [])}
+        self.layers = []
         for name, key in zip(self.names, self.keys, strict=True):
             meta = dict(by_name.get(name, {}))
             meta.update(name=name, key=key, shape=list(self.shapes[name]), dtype=self.dtype.name)
             meta.setdefault("type", "unknown")
             meta.setdefault("parameters", 0)
-            layers.append(meta)
-        self.store.check_compatible(self.name, layers, level="tokens")
+            self.layers.append(meta)
+        self.store.check_compatible(self.name, self.layers, level="tokens")
+
+    def _create(
+        self, tokens: Mapping[str, TokenRows], n_outputs: int, n: int, rows: int,
+        n_expected: int | None,
+    ) -> None:
+        info = self.base_info()
+        if not self.layers:
+            self.prepare(tokens, info.get("model") or {})
+        layers = self.layers
         widest = max([int(np.prod(s, dtype=np.int64)) * self.dtype.itemsize
                       for s in self.shapes.values()] + [n_outputs * 4])
         chunk_rows = chunk_rows_for(self.chunk_bytes, widest, max(rows, 1))
