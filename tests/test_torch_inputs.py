@@ -247,3 +247,30 @@ def test_pinned_pool_hands_a_buffer_out_again_only_once_its_arrays_are_gone():
     assert again.data_ptr() in (buf.data_ptr(), other.data_ptr())
     big, _ = pool.acquire(100)
     assert big.numel() >= 100 and len(pool.buffers) <= 2
+
+
+def test_inference_mode_tensors_are_copied_in_their_hook():
+    """Tensors made under torch.inference_mode() keep no version counter: they are assumed to
+    change and are processed in their hook, so an in-place op after the hook cannot alter them."""
+
+    class InferenceForward(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 4)
+            self.act = nn.ReLU()
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x):
+            with torch.inference_mode():
+                h = self.act(self.fc(x))
+                h.add_(1.0)  # in place, after the hook of `act`
+                return self.head(h)
+
+    model = InferenceForward().eval()
+    adapter = TorchAdapter(model, layers="act", pool=None)
+    for _ in range(3):
+        x = torch.randn(5, 3)
+        _, acts = adapter.run(x)
+        with torch.no_grad():
+            np.testing.assert_allclose(acts["act"], torch.relu(model.fc(x)), atol=ATOL)
+    assert adapter._plans["act"].eager

@@ -22,7 +22,7 @@ from torch import nn
 
 from ._structure import capture_name, flatten_output, to_batch_first
 
-__all__ = ["Captured", "Recorder", "capturable", "hooks"]
+__all__ = ["Captured", "Recorder", "capturable", "hooks", "version_of"]
 
 logger = logging.getLogger("nnsig_torch")
 
@@ -132,12 +132,22 @@ class Captured:
     value: Any
     original: torch.Tensor
     transposed: bool
-    version: int
+    version: int | None
     eager: bool
 
     def changed(self) -> bool:
-        """Whether the original tensor was changed in place after the hook ran."""
-        return self.original._version != self.version
+        """Whether the original tensor was changed in place after the hook ran (always
+        assumed for inference-mode tensors, which have no version counter)."""
+        return self.version is None or version_of(self.original) != self.version
+
+
+def version_of(t: torch.Tensor) -> int | None:
+    """``t._version``, or ``None`` for an inference-mode tensor (a model running parts of
+    its forward under ``torch.inference_mode()``), which keeps no version counter."""
+    try:
+        return int(t._version)
+    except RuntimeError:
+        return None
 
 
 class Recorder:
@@ -197,7 +207,7 @@ class Recorder:
                 value = self.eager(name, module_name, t) if self.eager is not None else None
                 self.values[name] = Captured(
                     name, module_name, t if value is None else value, orig, transposed,
-                    orig._version, value is not None,
+                    version_of(orig), value is not None,
                 )
 
         return _hook

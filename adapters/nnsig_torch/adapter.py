@@ -16,7 +16,7 @@ from nnsig_core.adapter import ADAPTER_FIX, LayerSpec, check_batch_finite, check
 from nnsig_core.adapter.layout import LayoutSpec, check_layout_spec
 from nnsig_core.adapter.tokens import TokenRows, token_name
 
-from ._capture import Recorder, hooks
+from ._capture import Recorder, hooks, version_of
 from ._defaults import DefaultSelection, default_layers
 from ._layout import LayoutTracker, tracking
 from ._listing import ClassOrInstance, available_layers
@@ -303,7 +303,7 @@ class TorchAdapter:
             old = prev.get(name)
             if old is not None:
                 before, version = old
-                if before._version != version or shares_storage(before, orig):
+                if version_of(before) != version or shares_storage(before, orig):
                     if self._batches > 1:
                         raise RuntimeError(
                             f"Layer {name!r} returned memory that the model wrote again on the "
@@ -314,7 +314,7 @@ class TorchAdapter:
                     plan.owned = True  # second batch: copy from now on (this one too)
                     logger.info("Layer %r reuses its memory from batch to batch: copied", name)
                     continue
-            self._prev[name] = (orig, orig._version)
+            self._prev[name] = (orig, version_of(orig))
 
     def _to_numpy(
         self, names: list[str], results: dict[str, Finalized], out: torch.Tensor
