@@ -6,6 +6,8 @@ Chromium driven by Playwright:
 
     python docs/make_screenshot.py                       # runs/mnist_torch/report
     python docs/make_screenshot.py --report DIR --out docs/screenshot.png
+    python docs/make_screenshot.py --report runs/vit_mnist/report/tokens --split test.tokens \
+        --out docs/screenshot-vit-tokens.png --full-page --click '#table tbody tr'
 
 Needs Chromium at /usr/bin/chromium (Debian's ``chromium`` package) or
 ``--chromium PATH``; never downloads a browser.
@@ -31,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="test", help="split shown (default: test)")
     p.add_argument("--width", type=int, default=1400)
     p.add_argument("--height", type=int, default=1000)
+    p.add_argument("--full-page", action="store_true", help="the whole page, not the viewport")
+    p.add_argument("--click", default=None, metavar="SELECTOR",
+                   help="click this element first (e.g. a table row: '#table tbody tr')")
     args = p.parse_args(argv)
 
     index = args.report / "index.html"
@@ -51,8 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         if split_button.count():
             split_button.first.click()
             page.wait_for_timeout(300)
+        if args.click:
+            page.locator(args.click).first.click()
+            page.wait_for_timeout(300)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(args.out), full_page=False)
+        page.screenshot(path=str(args.out), full_page=args.full_page)
         browser.close()
     print(args.out)
     return 0

@@ -438,7 +438,8 @@
     let mis = 0;
     for (const r of cur.rows) if (r.mis) mis += r.count;
     box.append(
-      stat("Split", state.split, fmt(sp.n_samples != null ? sp.n_samples : cur.P.total) + " samples"),
+      stat("Split", state.split, fmt(sp.n_samples != null ? sp.n_samples : cur.P.total) +
+           (cur.P.hasTokens ? " tokens" : " samples")),
       stat("Accuracy", pct(sp.accuracy), "model, on this split"),
       stat("Signatures", fmt(sp.n_signatures), "distinct cluster paths"),
       stat("Shown", fmt(cur.total), cur.P.total ? pct(cur.total / cur.P.total) + " of the split" : ""),
