@@ -70,6 +70,8 @@ def describe(store: ActivationStore) -> dict[str, Any]:
             "model_parameters": model.get("parameters"),
             "class_names": info.get("class_names"),
             "capture": info.get("capture"),
+            "level": info.get("level", "samples"),
+            "parent": info.get("parent"),
             "bytes_stored": nbytes_stored(store, s),
             "layers": layers,
         }
