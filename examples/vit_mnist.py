@@ -22,10 +22,11 @@ One capture records each block's output twice (``pool=("cls", "tokens")``):
     python examples/vit_mnist.py
     NNSIG_DATA=../shared/data python examples/vit_mnist.py --epochs 3
 
-Training takes a few minutes on two CPU cores (about 97% test accuracy after
-three epochs); the weights are cached next to the store. The token rows of
-the whole training set would be a million rows, so by default the first
-``--max-capture`` training images (10,000) are captured.
+Training (three epochs over the 60,000 digits) took 16 CPU-minutes here, so
+about 8 minutes on two free cores, and reached 97.3% test accuracy; the
+weights are cached next to the store. The token rows of the whole training
+set would be a million rows, so by default the first ``--max-capture``
+training images (10,000) are captured.
 """
 
 from __future__ import annotations
