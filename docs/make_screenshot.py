@@ -15,6 +15,12 @@ and photographed in headless Chromium driven by Playwright::
     python docs/make_screenshot.py
     python docs/make_screenshot.py --store runs/mnist_torch/store.zarr --store2 runs/mnist_e1/store.zarr
 
+``--report DIR --shot FILE`` photographs a report already written instead (the
+ViT example's token report in the README)::
+
+    python docs/make_screenshot.py --report runs/vit_mnist/report/tokens --split test.tokens \
+        --shot docs/screenshot-vit-tokens.png --full-page --click '#table tbody tr'
+
 Paths are relative to the repository's root. Needs Chromium at
 /usr/bin/chromium (Debian's ``chromium`` package) or ``--chromium PATH``; never
 downloads a browser.
@@ -104,6 +110,32 @@ def shoot_compare(browser, report: Path, shot: Path, width: int, height: int) ->
     page.close()
 
 
+def shoot_given(args: argparse.Namespace) -> None:
+    """Photograph the report in ``args.report`` (split, optional click, full page)."""
+    from playwright.sync_api import sync_playwright
+
+    index = args.report / "index.html"
+    if not index.is_file():
+        raise SystemExit(f"no report at {index}: write it first (nnsig report ...)")
+    with sync_playwright() as pw:
+        browser = launch_chromium(pw, executable_path=args.chromium)
+        page = browser.new_page(viewport={"width": args.width, "height": args.height})
+        page.goto(index.resolve().as_uri())
+        page.wait_for_function("window.NNSIG_READY === true", timeout=30_000)
+        split_button = page.locator(f"[data-split='{args.split}']")
+        if split_button.count():
+            split_button.first.click()
+            page.wait_for_timeout(300)
+        if args.click:
+            page.locator(args.click).first.click()
+            page.wait_for_timeout(300)
+        args.shot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(args.shot), full_page=args.full_page)
+        browser.close()
+    shrink_png(args.shot)
+    print(args.shot)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--store", type=Path, default=Path("runs/mnist_torch/store.zarr"))
@@ -114,8 +146,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chromium", default=find_chromium())
     p.add_argument("--width", type=int, default=1400)
     p.add_argument("--height", type=int, default=1480)
+    p.add_argument("--report", type=Path, default=None,
+                   help="photograph this report directory instead (with --shot)")
+    p.add_argument("--shot", type=Path, default=Path("docs/screenshot-report.png"))
+    p.add_argument("--split", default="test", help="split shown with --report (default: test)")
+    p.add_argument("--full-page", action="store_true", help="the whole page, not the viewport")
+    p.add_argument("--click", default=None, metavar="SELECTOR",
+                   help="with --report: click this element first (e.g. '#table tbody tr')")
     args = p.parse_args(argv)
     os.chdir(ROOT)  # relative paths: the page shows "runs/mnist_torch/store.zarr"
+    if args.report is not None:
+        shoot_given(args)
+        return 0
 
     ensure_store(args.store)
     ensure_store(args.store2, "--epochs", "1")

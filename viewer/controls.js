@@ -243,7 +243,8 @@
         for (const r of k.rows) if (r.mis) mis += r.count;
         const row = compare ? el("div", { class: "stats-row", "data-run": String(i) }) : box;
         if (compare) row.append(stat("Run", R.label, R.data.model && R.data.model.model_class ? String(R.data.model.model_class) : ""));
-        row.append(stat("Split", state.split, U.fmt(sp.n_samples != null ? sp.n_samples : P.total) + " samples"));
+        row.append(stat("Split", state.split, U.fmt(sp.n_samples != null ? sp.n_samples : P.total) +
+                                     (P.hasTokens ? " tokens" : " samples")));
         row.append(P.hasLabels ? stat("Accuracy", U.pct(sp.accuracy), "model, on " +
                                       (P.nUnlabelled ? U.fmt(P.nLabelled) + " labelled samples" : "this split"))
                                : stat("Accuracy", "\u2014", "no labels in this split"));

@@ -125,7 +125,8 @@
       if (lab) labelled += count; else unlabelledCount += count;
       return { i: i, input: lab ? r.input : UNLABELLED, output: r.output, path: path,
                sig: path.join("\u2009\u2192\u2009"), count: count, score: score,
-               labelled: lab, mis: mis, unseen: unseen, div: div };
+               labelled: lab, mis: mis, unseen: unseen, div: div,
+               tokens: Array.isArray(r.tokens) ? r.tokens : null };  // token row spaces only
     });
     const clusters = [];
     for (let l = 0; l < R.nLayers; l++) {
@@ -140,6 +141,7 @@
     R.prepared[name] = {
       name: name, sp: sp, rows: rows, total: total, clusters: clusters, present: present,
       hasScore: hasScore, hasLabels: hasLabels, nLabelled: labelled, nUnlabelled: unlabelledCount,
+      hasTokens: sp.level === "tokens",
       map: sp.map && Array.isArray(sp.map.layers) && Array.isArray(sp.map.rows) ? sp.map : null,
       mapCache: {},
     };
@@ -208,6 +210,7 @@
     share: { label: "Share", num: true },
     acc: { label: "Correct", sort: "acc", num: true, needsLabels: true },
     score: { label: "Score", sort: "score", num: true, needsScores: true },
+    tokens: { label: "Tokens", title: "Token row space: the most frequent tokens (positions or token ids) on these rows" },
     div: { label: "Leaves typical at", sort: "div", needsLabels: true,
            title: "Misclassified rows: first layer whose cluster is not typical of the true class" },
   };
@@ -269,10 +272,24 @@
 
   /** The columns of a view that make sense on P (no label columns without labels, no score column without scores). */
   function viewColumns(view, P) {
-    return view.columns.filter(function (c) {
+    const cols = view.columns.filter(function (c) {
       const d = COLUMNS[c];
       return !(d.needsLabels && !P.hasLabels) && !(d.needsScores && !P.hasScore);
     });
+    if (P.hasTokens) cols.splice(cols.indexOf("sig") + 1, 0, "tokens");
+    return cols;
+  }
+
+  /** Token row spaces: the tokens on a group's rows (label -> count, summed over the rows). */
+  function tokenCounts(rows) {
+    const m = new Map();
+    for (const r of rows) {
+      if (!r.tokens) continue;
+      for (const t of r.tokens) {
+        if (Array.isArray(t) && t.length === 2) m.set(String(t[0]), (m.get(String(t[0])) || 0) + (Number(t[1]) || 0));
+      }
+    }
+    return m;
   }
 
   function argmax(m) {
@@ -310,6 +327,7 @@
     const out = Array.from(m.values());
     for (const g of out) {
       g.score = g.sw ? g.sc / g.sw : null;
+      g.tokens = tokenCounts(g.rows);
       g.input = argmax(g.inputs);
       g.output = argmax(g.outputs);
       g.mis = g.labelled > 0 && g.correct === 0;
@@ -367,7 +385,7 @@
 
   return {
     SUPPORTED_FORMAT: SUPPORTED_FORMAT, UNLABELLED: UNLABELLED, SEPARABLE_PURITY: SEPARABLE_PURITY,
-    COLUMNS: COLUMNS, VIEWS: VIEWS,
+    COLUMNS: COLUMNS, VIEWS: VIEWS, tokenCounts: tokenCounts,
     checkData: checkData, runsOf: runsOf, splitNamesOf: splitNamesOf, prepareRun: prepareRun,
     prepareSplit: prepareSplit, className: className, isUnseen: isUnseen, colourClass: colourClass,
     defaultFilters: defaultFilters, passes: passes, parseFocus: parseFocus, rowValueAt: rowValueAt,

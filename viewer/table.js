@@ -22,6 +22,17 @@
     return code;
   }
 
+  function tokensCell(m) {
+    const entries = Array.from(m.entries()).sort(function (a, b) { return b[1] - a[1] || (a[0] < b[0] ? -1 : 1); });
+    const box = el("span", { class: "multi" });
+    for (const [k, v] of entries.slice(0, 3)) {
+      box.append(el("span", { class: "cls" }, el("code", { class: "tok", text: k }),
+                    el("span", { class: "times", text: "\u00d7" + U.fmt(v) })));
+    }
+    if (entries.length > 3) box.append(el("span", { class: "muted", text: "+" + (entries.length - 3) }));
+    return box;
+  }
+
   function isFlagged(g, thr) { return thr != null && g.score != null && g.score >= thr; }
 
   /** One function per column id of model.COLUMNS: (R, group, context) -> <td>. */
@@ -31,6 +42,7 @@
     inputs: function (R, g) { return el("td", null, U.classesCell(R, g.inputs)); },
     outputs: function (R, g) { return el("td", null, U.classesCell(R, g.outputs)); },
     sig: function (R, g) { return el("td", null, sigCell(R, g)); },
+    tokens: function (R, g) { return el("td", null, tokensCell(g.tokens || new Map())); },
     count: function (R, g) { return el("td", { class: "num", text: U.fmt(g.count) }); },
     share: function (R, g, x) { return el("td", { class: "num muted", text: U.pct(g.count / x.total) }); },
     acc: function (R, g) { return el("td", { class: "num", text: g.acc == null ? "\u2014" : U.pct(g.acc, 0) }); },
@@ -96,7 +108,7 @@
     more.textContent = "Show " + U.fmt(Math.min(left, ctx.PAGE)) + " more (" + U.fmt(left) + " left)";
     let flaggedSamples = 0;
     if (x.thr != null) for (const g of c.groups) if (isFlagged(g, x.thr)) flaggedSamples += g.count;
-    $("table-note").textContent = U.fmt(c.groups.length) + " rows \u00b7 " + U.fmt(c.total) + " samples \u00b7 " +
+    $("table-note").textContent = U.fmt(c.groups.length) + " rows \u00b7 " + U.fmt(c.total) + (c.P.hasTokens ? " tokens \u00b7 " : " samples \u00b7 ") +
       "click a row or press Enter to highlight its path" +
       (x.thr != null ? " \u00b7 " + U.fmt(flaggedSamples) + " samples in rows flagged at mean score \u2265 " + U.num(x.thr, 3) : "");
   }

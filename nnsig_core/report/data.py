@@ -56,6 +56,8 @@ def build_report_data(
     map_points: int = 2000,
     map_thumbnail_size: int | None = 16,
     random_state: int = 0,
+    token_label: Any = None,
+    token_grid: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """The report data of ``docs/report-data.md`` as a JSON-serialisable dict.
 
@@ -100,6 +102,13 @@ def build_report_data(
         integer factor; None keeps them whole). Exemplars stay whole.
     random_state : int
         Seed of the map's sampling and projection.
+    token_label : callable, optional
+        For token row spaces (``<split>.tokens``): ``label(position, token_id)
+        -> str`` naming the tokens listed on each row (default: ``"#<id>"``,
+        else ``"pos <position>"``).
+    token_grid : (rows, columns, prefix), optional
+        For token row spaces of image models: the patch grid, so each token
+        exemplar shows its input with the token's patch highlighted.
 
     Returns
     -------
@@ -116,7 +125,8 @@ def build_report_data(
         raise ValueError(f"map_points must be >= 0, not {map_points}")
     runs, several = normalize_runs(analysis, store, scores, labels)
     opts = MapOptions(projection, int(map_points), map_thumbnail_size, int(random_state))
-    body_kw = {"score_name": score_name, "score_bins": score_bins, "n_exemplars": n_exemplars}
+    body_kw = {"score_name": score_name, "score_bins": score_bins, "n_exemplars": n_exemplars,
+               "token_label": token_label, "token_grid": token_grid}
     preps = [prepare_run(r, splits) for r in runs]
     if several:
         data = comparison_data(preps, opts, with_map=opts.max_points > 0, **body_kw)

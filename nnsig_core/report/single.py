@@ -12,7 +12,7 @@ signatures, checks the scores and picks the default threshold;
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from nnsig_core.report import layermap
 from nnsig_core.report import scores as sc
 from nnsig_core.report.spec import ReportRun
 from nnsig_core.report.sprite import make_sprite, shrink
+from nnsig_core.report.tokens import add_token_rows, token_images
 from nnsig_core.store import ActivationStore
 
 __all__ = ["SEPARABLE_PURITY", "TYPICAL_SHARE", "MapOptions", "PreparedRun", "chunk_rows",
@@ -207,7 +208,11 @@ def _split_entry(sigs: Signatures, n_classes: int, scores: np.ndarray | None,
     return entry, row_of
 
 
-def _thumbs(store: ActivationStore, split: str, rows: np.ndarray) -> np.ndarray | None:
+def _thumbs(store: ActivationStore, split: str, rows: np.ndarray,
+            token_grid: Sequence[int] | None = None) -> np.ndarray | None:
+    if store.level(split) == "tokens":  # the images of the tokens' inputs
+        found = token_images(store, split, np.asarray(rows, dtype=np.int64), token_grid)
+        return None if found is None else found[1]
     arr = store.inputs(split)
     if arr is None or rows.size == 0:
         return None
@@ -215,11 +220,12 @@ def _thumbs(store: ActivationStore, split: str, rows: np.ndarray) -> np.ndarray 
                       dtype=np.uint8)
 
 
-def _exemplar_sprite(store: ActivationStore, wanted: Mapping[str, set[int]]) -> dict[str, Any] | None:
+def _exemplar_sprite(store: ActivationStore, wanted: Mapping[str, set[int]],
+                     token_grid: Sequence[int] | None = None) -> dict[str, Any] | None:
     images, keys, shape = [], [], None
     for split, rows in wanted.items():
         idx = np.array(sorted(rows), dtype=np.int64)
-        pix = _thumbs(store, split, idx)
+        pix = _thumbs(store, split, idx, token_grid)
         if pix is None:
             continue
         if shape is None:
@@ -244,9 +250,12 @@ def run_body(
     score_bins: int = 20,
     n_exemplars: int = 4,
     map_thumbnails: bool = True,
+    token_label: Callable[[int, int], str] | None = None,
+    token_grid: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """The run's part of the report data (every top-level key of a one-run report
-    but ``format_version``, ``title`` and ``created``)."""
+    but ``format_version``, ``title`` and ``created``); ``token_label`` and
+    ``token_grid`` for token row spaces (:mod:`nnsig_core.report.tokens`)."""
     analysis, store = prep.run.analysis, prep.store
     info = store.split_attrs(analysis.fit_split_ if analysis.fit_split_ in store.splits
                              else (prep.splits[0] if prep.splits else store.splits[0]))
@@ -297,20 +306,23 @@ def run_body(
         if s in shown and bins is not None:
             entry["scores"] = sc.score_histogram(sigs.labels, sigs.predictions, shown[s], bins,
                                                  analysis.classes_, score_name, thr)
+        if store.level(s) == "tokens":
+            add_token_rows(entry, store, sigs, token_label)
         body["splits"][s] = entry
         wanted[s] = {int(k.split("/", 1)[1]) for layer in entry["clusters"] for c in layer
                      for k in c["exemplars"]}
-    sprite = _exemplar_sprite(store, wanted)
+    sprite = _exemplar_sprite(store, wanted, token_grid)
     if sprite is not None:
         body["thumbnails"] = sprite
     if positions is not None:
-        _add_map(body, prep, positions, kinds, row_of, opts, map_thumbnails)
+        _add_map(body, prep, positions, kinds, row_of, opts, map_thumbnails, token_grid)
     return body
 
 
 def _add_map(body: dict[str, Any], prep: PreparedRun, positions: Mapping[str, np.ndarray],
              kinds: Mapping[str, Mapping[str, list[int]]], row_of: Mapping[str, np.ndarray],
-             opts: MapOptions, thumbnails: bool) -> None:
+             opts: MapOptions, thumbnails: bool,
+             token_grid: Sequence[int] | None = None) -> None:
     layers, fitted_on = layermap.project_layers(prep.run.analysis, prep.store, positions,
                                                 prep.run.analysis.fit_split_, opts.projection,
                                                 opts.seed)
@@ -329,7 +341,7 @@ def _add_map(body: dict[str, Any], prep: PreparedRun, positions: Mapping[str, np
         if s in prep.scores:
             m["scores"] = [_f(x, 4) for x in prep.scores[s][pos]]
         if thumbnails:
-            pix = _thumbs(prep.store, s, pos)
+            pix = _thumbs(prep.store, s, pos, token_grid)
             if pix is not None:
                 m["thumbnails"] = make_sprite(shrink(pix, opts.thumbnail_size))
         body["splits"][s]["map"] = m

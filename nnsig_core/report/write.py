@@ -330,7 +330,8 @@ def write_report(
         The report directory (required; see :func:`write_report_data`).
     splits, title, scores, **options
         See :func:`nnsig_core.report.data.build_report_data` (``labels``,
-        ``projection``, ``map_points``...).
+        ``projection``, ``map_points``; ``token_label`` and
+        ``token_grid`` for token row spaces).
 
     Returns
     -------

@@ -25,6 +25,7 @@ from zarr.abc.store import Store
 
 from nnsig_core._util import to_json_safe
 from nnsig_core.store.claims import SplitClaim
+from nnsig_core.store.create import create_arrays
 from nnsig_core.store.describe import describe, nbytes_stored
 from nnsig_core.store.errors import IncompleteStoreError, StoreError
 from nnsig_core.store.keys import chunk_indices, move_group, sync_metadata
@@ -197,6 +198,33 @@ class ActivationStore:
             "finished": cap.get("finished"),
         }
 
+    def level(self, split: str) -> str:
+        """``"samples"`` (one row per sample) or ``"tokens"`` (a token row space)."""
+        return str(self._info(split).get("level", "samples"))
+
+    def token_split(self, split: str) -> str | None:
+        """The token row space of a sample-level split, when its capture made one."""
+        name = self._info(split).get("token_split")
+        return str(name) if name and name in self.splits else None
+
+    def token_rows(
+        self, split: str, start: int = 0, stop: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """Of a token row space: each row's ``sample_row`` (in the parent split),
+        ``position`` and ``token`` id (-1 when unknown), rows ``start:stop``.
+
+        Raises
+        ------
+        StoreError
+            When ``split`` is not a token row space.
+        """
+        if self.level(split) != "tokens":
+            raise StoreError(
+                f"Split {split!r} has one row per sample, not per token; its token rows, if "
+                f"any, are in split {self.token_split(split) or split + '.tokens'!r}."
+            )
+        return {k: self._read(split, k, start, stop) for k in ("sample_row", "position", "token")}
+
     def n_classes(self, split: str) -> int:
         """Number of classes of the split: output width (2 for one logit), the largest label
         and prediction, and the number of class names, whichever is largest."""
@@ -305,7 +333,7 @@ class ActivationStore:
         self._forget(split)
         group = self.root.create_group(split)
         try:
-            arrays = {key: group.create_array(key, **dict(spec)) for key, spec in specs.items()}
+            arrays = create_arrays(group, specs)
             group.attrs[SPLIT_ATTR] = to_json_safe(dict(info))
         except BaseException:
             del self.root[split]
@@ -345,13 +373,17 @@ class ActivationStore:
             forget()
 
     def check_compatible(self, split: str, layers: Sequence[Mapping[str, Any]],
-                         include_self: bool = False) -> None:
+                         include_self: bool = False, level: str = "samples") -> None:
         """Raise :class:`StoreError` unless ``layers`` (name, shape) match every other split's.
 
         ``include_self`` also compares with ``split`` itself (a resumed capture).
+        Only splits of the same ``level`` are compared: sample-level splits with
+        each other, token row spaces (``level="tokens"``) with each other.
         """
         for other in self.splits:
             if other == split and not include_self:
+                continue
+            if self.level(other) != level:
                 continue
             problems = layer_differences(layers, self.layer_info(other), other)
             if problems:

@@ -72,6 +72,8 @@ def describe(store: ActivationStore) -> dict[str, Any]:
             "other_weights": (info.get("capture") or {}).get("other_weights"),
             "class_names": info.get("class_names"),
             "capture": info.get("capture"),
+            "level": info.get("level", "samples"),
+            "parent": info.get("parent"),
             "bytes_stored": nbytes_stored(store, s),
             "layers": layers,
         }

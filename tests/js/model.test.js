@@ -285,3 +285,24 @@ test("colourClass: input class, grey slot for unlabelled rows, prediction withou
   const w = prep("wild");
   assert.deepEqual(w.P.rows.map((r) => M.colourClass(w.R, w.P, r)), [0, 1]);
 });
+
+test("token row spaces: a Tokens column after the signature, token counts summed per group", () => {
+  const D = makeRun();
+  D.splits["train.tokens"] = {
+    n_samples: 9, has_labels: true, level: "tokens", parent: "train", clusters: [],
+    rows: [
+      { input: 0, path: [0, 1], output: 0, count: 5, tokens: [["CLS", 1], ["pos 3", 4]] },
+      { input: 1, path: [0, 1], output: 1, count: 4, tokens: [["pos 3", 2], ["pos 7", 2]] },
+    ],
+  };
+  const R = M.prepareRun(D, 0, D);
+  const P = M.prepareSplit(R, "train.tokens");
+  assert.equal(P.hasTokens, true);
+  assert.equal(prep("train").P.hasTokens, false);
+  const cols = M.viewColumns(M.viewById("signature"), P);
+  assert.equal(cols[cols.indexOf("sig") + 1], "tokens");
+  assert.ok(!M.viewColumns(M.viewById("signature"), prep("train").P).includes("tokens"));
+  const groups = M.groupRows(all(P).rows, M.viewById("signature"));
+  assert.equal(groups.length, 1);
+  assert.deepEqual(Array.from(groups[0].tokens.entries()).sort(), [["CLS", 1], ["pos 3", 6], ["pos 7", 2]]);
+});
