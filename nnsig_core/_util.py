@@ -6,8 +6,10 @@ Each lives here once; modules import them instead of writing their own.
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,7 @@ __all__ = [
     "check_name",
     "count_matrix",
     "format_bytes",
+    "fsync_dir",
     "json_default",
     "l2_normalise",
     "now_iso",
@@ -172,3 +175,16 @@ def count_matrix(clusters: Any, classes: Any, n_clusters: int, n_classes: int) -
                          f"{n_classes}.")
     flat = np.bincount(k[keep] * n_classes + c[keep], minlength=n_clusters * n_classes)
     return flat[: n_clusters * n_classes].reshape(n_clusters, n_classes).astype(np.int64)
+
+
+def fsync_dir(directory: str | os.PathLike[str] | Path) -> None:
+    """Make a directory's entries (new or renamed files) durable; a no-op where directories
+    cannot be opened for that."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

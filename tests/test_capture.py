@@ -396,16 +396,34 @@ def test_adapters_share_one_selection_error_type() -> None:
 @pytest.mark.parametrize("compressor", [None, "lz4", "zstd"])
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_codecs_round_trip(tmp_path: Path, compressor, dtype) -> None:
-    """Raw and Blosc arrays go through the direct chunk writer, zstd through zarr's path."""
-    from nnsig_core.capture.writer import DirectChunkWriter
+    """Every codec goes through nnsig's chunk encoder, whose chunk files hold exactly the bytes
+    zarr itself writes for the same data and metadata (checksum included)."""
+    import zarr
+
+    from nnsig_core.capture.chunks import ChunkEncoder
 
     model = LinearReLU()
     X, y = _data(77)
     s = capture(model, (X, y), tmp_path / "s.zarr", batch_size=9, chunk_bytes=100,
                 compressor=compressor, dtype=dtype, progress=False)
+    for key in ("hidden", "labels", "outputs"):
+        a = s.activations("train", "hidden") if key == "hidden" else s.root["train"][key]
+        assert ChunkEncoder.for_array(a) is not None
+        assert a.metadata.codecs[-1].to_dict() == {"name": "crc32c"}
+        by_zarr = zarr.create_array(tmp_path / f"zarr-{key}.zarr", shape=a.shape,
+                                    chunks=a.chunks, dtype=a.dtype,
+                                    fill_value=a.fill_value, compressors=a.compressors,
+                                    config={"write_empty_chunks": True})
+        by_zarr[:] = a[:]
+
+        def chunk_files(directory: Path) -> dict[str, bytes]:
+            return {str(f.relative_to(directory)): f.read_bytes()
+                    for f in (directory / "c").rglob("*") if f.is_file()}
+
+        ours = chunk_files(tmp_path / "s.zarr" / "train" / a.basename)
+        assert len(ours) == -(-a.shape[0] // a.chunks[0]), key
+        assert ours == chunk_files(tmp_path / f"zarr-{key}.zarr"), key
     arr = s.activations("train", "hidden")
-    direct = DirectChunkWriter.for_array(arr)
-    assert (direct is not None) == (compressor in (None, "lz4"))
     tol = 2e-3 if dtype == "float16" else 1e-6
     np.testing.assert_allclose(arr[:], model.hidden(X), rtol=tol, atol=tol)
     np.testing.assert_array_equal(s.labels("train"), y)
@@ -428,13 +446,13 @@ class MultiInput(LinearReLU):
 def test_writer_failure_with_a_full_queue_raises_instead_of_hanging(tmp_path, monkeypatch) -> None:
     import time as _time
 
-    from nnsig_core.capture.writer import DirectChunkWriter
+    from nnsig_core.capture import writer
 
-    def disk_full(self, index, chunk):
+    def disk_full(*args, **kwargs):
         _time.sleep(0.3)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(DirectChunkWriter, "_write_chunk", disk_full)
+    monkeypatch.setattr(writer, "write_chunks", disk_full)
     X, y = _data(30)
     errors: list[BaseException] = []
 

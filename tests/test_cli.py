@@ -146,8 +146,11 @@ def test_analyze_report_export(store_path: Path, tmp_path: Path) -> None:
 def test_analyze_and_report_errors(store_path: Path, tmp_path: Path) -> None:
     r = run("analyze", store_path, "--layers", "nope", "--name", "bad")
     assert r.returncode == 1 and "nope" in r.stderr
-    r = run("analyze", store_path, "--clusters", "x=")
-    assert r.returncode == 1 and "--clusters" in r.stderr
+    # Every malformed option is a usage error (exit 2) naming the option, as --reduce abc is.
+    for bad in (["--clusters", "x="], ["--clusters", "abc"], ["--discretize", "bogus:3"],
+                ["--classes", "9-1"], ["--reduce", "abc"]):
+        r = run("analyze", store_path, *bad)
+        assert r.returncode == 2 and bad[0] in r.stderr and "usage:" in r.stderr, (bad, r.stderr)
     r = run("report", store_path, "--analysis", "missing", "--out", tmp_path / "r")
     assert r.returncode == 1
     assert "No analysis named 'missing'" in r.stderr and "nnsig analyze" in r.stderr

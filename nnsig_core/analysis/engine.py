@@ -254,6 +254,7 @@ class SignatureAnalysis(BaseEstimator):
         validate_params(self, self._parameter_constraints)
         store = open_store(store)
         store.require_complete(split)
+        before = store.fingerprint(split)
         limit = parse_bytes(self.memory_limit)
         disc = self._discretizer_template()
         layers = self._resolve_layers(store, split)
@@ -297,6 +298,7 @@ class SignatureAnalysis(BaseEstimator):
         finally:
             prefetch.close()
         self.prefetched_ = prefetch.served
+        _check_unchanged(store, split, before)
 
         self.layers_ = layers
         self.clusterers_ = clusterers
@@ -328,6 +330,7 @@ class SignatureAnalysis(BaseEstimator):
         check_is_fitted(self, _FITTED)
         store = open_store(store)
         store.require_complete(split)
+        before = store.fingerprint(split)
         info = {d["name"]: list(d["shape"]) for d in store.layer_info(split)}
         missing = [n for n in self.layers_ if n not in info]
         if missing:
@@ -349,6 +352,7 @@ class SignatureAnalysis(BaseEstimator):
             src = StoreSource(store, split, name, None, progress=self.progress)
             for rows, block in src.blocks("assign"):
                 ids[rows, j], dist[rows, j] = lc.assign(block)
+        _check_unchanged(store, split, before)
         sigs = self._signatures(store, split, ids, dist)
         self._cache_put(store, split, sigs)
         return sigs
@@ -370,7 +374,7 @@ class SignatureAnalysis(BaseEstimator):
 
     # ------------------------------------------------------------------ signature cache
     def _cache_key(self, store: ActivationStore, split: str) -> tuple[Any, ...]:
-        where = str(store.path) if store.path is not None else id(store.root)
+        where = store.location if store.path is not None or "://" in store.location else id(store)
         return (where, split, tuple(sorted(store.fingerprint(split).items())))
 
     def _cache_put(self, store: ActivationStore, split: str, sigs: Signatures) -> None:
@@ -467,3 +471,12 @@ class SignatureAnalysis(BaseEstimator):
         """Load an analysis saved with :meth:`save` (gives identical signatures)."""
         meta, layers = persist.load_analysis(open_store(store), name)
         return cls._from_state(meta, layers, name=name)
+
+
+def _check_unchanged(store: ActivationStore, split: str, before: dict[str, Any]) -> None:
+    """Refuse results read while the split was being captured again (they may mix captures)."""
+    if store.fingerprint(split) != before:
+        raise StoreError(
+            f"Split {split!r} of {store.location} was captured again while it was being read, "
+            "so what was read may mix the two captures. Run the analysis again."
+        )

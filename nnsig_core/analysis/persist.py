@@ -46,6 +46,7 @@ from nnsig_core.store.layout import (
     ANALYSIS_ATTR,
     ANALYSIS_GROUP,
     analysis_path,
+    array_options,
     signatures_path,
 )
 
@@ -65,7 +66,8 @@ FORMAT_VERSION = 1
 def _write_arrays(group: Any, arrays: Mapping[str, np.ndarray]) -> None:
     for key, arr in arrays.items():
         arr = np.ascontiguousarray(arr)
-        group.create_array(key, data=arr, chunks=arr.shape if arr.size else "auto")
+        group.create_array(key, data=arr, chunks=arr.shape if arr.size else "auto",
+                           **array_options())
 
 
 def _read_arrays(group: Any) -> dict[str, np.ndarray]:

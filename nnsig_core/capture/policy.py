@@ -16,7 +16,16 @@ from nnsig_core.capture.errors import CaptureError
 from nnsig_core.store import ActivationStore, StoreError
 from nnsig_core.store.layout import RESERVED_NAMES, resolve_compressor
 
-__all__ = ["Plan", "check_arguments", "check_expected", "plan_split", "resume_label_check"]
+__all__ = [
+    "Plan",
+    "check_arguments",
+    "check_class_names",
+    "check_expected",
+    "check_weights",
+    "model_fingerprint",
+    "plan_split",
+    "resume_label_check",
+]
 
 log = logging.getLogger("nnsig")
 
@@ -48,6 +57,75 @@ def check_arguments(
         return resolve_compressor(compressor)
     except ValueError as exc:
         raise CaptureError(str(exc)) from None
+
+
+def check_class_names(class_names: Any) -> list[str] | None:
+    """Class names as strings; duplicates refused (the number of classes is checked against
+    the model's outputs and labels once the first batch has run)."""
+    if class_names is None:
+        return None
+    if isinstance(class_names, (str, bytes)):
+        raise CaptureError(
+            f"class_names must be a sequence of names, one per class; got the string "
+            f"{class_names!r}. Pass e.g. class_names=['cat', 'dog']."
+        )
+    names = [str(c) for c in class_names]
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise CaptureError(
+                f"class_names has {name!r} twice (classes {seen[name]} and {i}); every class "
+                "needs its own name."
+            )
+        seen[name] = i
+    return names
+
+
+def model_fingerprint(adapter: Any) -> str | None:
+    """The adapter's fingerprint of the model's weights (``model_fingerprint()``, optional in
+    the adapter protocol), or None when it has none."""
+    fingerprint = getattr(adapter, "model_fingerprint", None)
+    if not callable(fingerprint):
+        return None
+    value = fingerprint()
+    return None if value is None else str(value)
+
+
+def check_weights(
+    store: ActivationStore, split: str, fingerprint: str | None, existing: dict[str, Any] | None,
+    allow_other_weights: bool | str,
+) -> None:
+    """Refuse to resume a split, or add one to a store, with other weights than were recorded.
+
+    An interrupted capture must be continued with the very model it started
+    with; a new split must come from the model of the store's other splits.
+    ``allow_other_weights`` (True or a reason) lifts the second check, never
+    the first unless given too.
+    """
+    if fingerprint is None or allow_other_weights:
+        return
+    if existing is not None:
+        before = existing.get("model_fingerprint")
+        if before is not None and before != fingerprint:
+            raise CaptureError(
+                f"Cannot resume split {split!r}: it was started with a model whose weights "
+                f"differ from this one's (fingerprint {before} then, {fingerprint} now), so its "
+                "rows would mix two models. Resume with the same weights, or start again "
+                "with overwrite=True (or pass allow_other_weights='reason' if you mean it)."
+            )
+        return
+    for other in store.splits:
+        if other == split:
+            continue
+        theirs = store.split_attrs(other).get("model_fingerprint")
+        if theirs is not None and theirs != fingerprint:
+            raise CaptureError(
+                f"This model's weights differ from those that captured split {other!r} "
+                f"(fingerprint {theirs} there, {fingerprint} here): signatures of the two "
+                "splits would not be comparable. Capture with the same weights, use a new "
+                "store, or pass allow_other_weights='reason' (e.g. 'epoch 5 vs epoch 10') "
+                "to record that you mean it."
+            )
 
 
 @dataclass

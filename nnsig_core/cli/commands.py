@@ -26,9 +26,11 @@ __all__ = [
     "cmd_export",
     "cmd_info",
     "cmd_report",
+    "cmd_verify",
     "cmd_view",
     "parse_classes",
     "parse_clusters",
+    "parse_discretizer",
 ]
 
 log = logging.getLogger("nnsig")
@@ -108,6 +110,14 @@ def parse_clusters(spec: str) -> int | dict[str, int]:
         ) from None
 
 
+def parse_discretizer(spec: str) -> Any:
+    """``--discretize``: a :class:`~nnsig_core.analysis.Discretizer` from its spec (the analysis
+    is imported only when the option is given)."""
+    from nnsig_core.analysis import parse_discretizer_spec
+
+    return parse_discretizer_spec(spec)
+
+
 def _load_analysis(store: ActivationStore, name: str) -> Any:
     from nnsig_core.analysis import SignatureAnalysis
 
@@ -152,9 +162,17 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    """``nnsig verify``: check every chunk; exit status 1 when anything is missing or damaged."""
+    store = open_store(args.store)
+    report = store.verify(progress=sys.stderr.isatty())
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
+    return 0 if report.ok else 1
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     """``nnsig analyze``: fit, save and summarise a :class:`~nnsig_core.analysis.SignatureAnalysis`."""
-    from nnsig_core.analysis import SignatureAnalysis, format_summary, parse_discretizer_spec
+    from nnsig_core.analysis import SignatureAnalysis, format_summary
 
     store = open_store(args.store, mode="r+")
     if args.name in store.analyses and not args.overwrite:
@@ -163,15 +181,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             "pass --overwrite to replace it or --name to choose another name."
         )
     analysis = SignatureAnalysis(
-        n_clusters=parse_clusters(args.clusters),
-        discretizer=parse_discretizer_spec(args.discretize) if args.discretize else None,
+        n_clusters=args.clusters,
+        discretizer=args.discretize,
         only_correct=not args.all_samples,
         reduce=args.reduce,
         layers=args.layers,
         random_state=args.seed,
         progress=sys.stderr.isatty(),  # progress bars for people, not for logs and pipes
     )
-    analysis.fit(store, split=args.fit_split, classes=parse_classes(args.classes))
+    analysis.fit(store, split=args.fit_split, classes=args.classes)
     analysis.save(store, name=args.name, overwrite=args.overwrite)
     summaries = {split: analysis.summary(store, split) for split in store.splits
                  if store.is_complete(split)}
@@ -186,22 +204,51 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_runs(stores: Sequence[str], names: Sequence[str]) -> list[tuple[str, str]]:
+    """(store, analysis) per run: one store with several analyses, several stores with one
+    analysis, or one analysis per store."""
+    if len(stores) == 1:
+        return [(stores[0], n) for n in names]
+    if len(names) == 1:
+        return [(s, names[0]) for s in stores]
+    if len(names) == len(stores):
+        return list(zip(stores, names, strict=True))
+    raise ValueError(
+        f"{len(stores)} stores and {len(names)} --analysis: give one store with several "
+        "--analysis, several stores with one --analysis, or one --analysis per store."
+    )
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    """``nnsig report``: write the static report of a saved analysis (with its saved scores)."""
+    """``nnsig report``: write the static report of a saved analysis (with its saved scores),
+    or of several runs side by side."""
     from nnsig_core.report import write_report
 
-    store = open_store(args.store)
-    analysis = _load_analysis(store, args.analysis)
-    splits = tuple(args.splits) if args.splits else tuple(
-        s for s in store.splits if store.is_complete(s)
-    )
-    missing = [s for s in splits if s not in store.splits]
-    if missing:
-        raise StoreError(
-            f"Split(s) {', '.join(missing)} not in the store; available: {', '.join(store.splits)}."
-        )
-    index = write_report(analysis, store, args.out, splits=splits, title=args.title,
-                         scores=_saved_combined_scores(store, args.analysis, splits) or None)
+    pairs = _report_runs(args.store, args.analysis or ["default"])
+    stores = {path: open_store(path) for path, _ in pairs}
+    complete = [s for s in next(iter(stores.values())).splits
+                if all(s in st.splits and st.is_complete(s) for st in stores.values())]
+    splits = tuple(args.splits) if args.splits else tuple(complete)
+    for st in stores.values():
+        missing = [s for s in splits if s not in st.splits]
+        if missing:
+            raise StoreError(f"Split(s) {', '.join(missing)} not in {st.location}; "
+                             f"available: {', '.join(st.splits)}.")
+    runs = [(_load_analysis(stores[path], name), stores[path],
+             _saved_combined_scores(stores[path], name, splits) or None) for path, name in pairs]
+    options = {"projection": args.projection, "map_points": args.map_points}
+    if len(runs) == 1:
+        analysis, store, scores = runs[0]
+        if args.label:
+            raise ValueError("--label names the runs of a comparison; give several --analysis "
+                             "or stores, or leave it out.")
+        index = write_report(analysis, store, args.out, splits=splits, title=args.title,
+                             scores=scores, **options)
+    else:
+        index = write_report(runs, None, args.out, splits=splits, title=args.title,
+                             labels=args.label, **options)
+        print(f"comparing {len(runs)} runs: "
+              + ", ".join(f"{name} of {path}" for path, name in pairs))
     print(f"report written: {index}")
     print(f"open it with:   nnsig view {Path(args.out)}   (or open {index} in a browser)")
     return 0

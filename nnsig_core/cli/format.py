@@ -72,7 +72,9 @@ def format_info(summary: dict[str, Any]) -> str:
             f"resume with capture(..., resume=True)"
         )
         out.append("")
-        out.append(f"split {name}: {s['n_samples']} samples, {format_bytes(s['bytes_stored'])} "
+        rows_of = (f"token rows of split {s['parent']!r}" if s.get("level") == "tokens"
+                   else "samples")
+        out.append(f"split {name}: {s['n_samples']} {rows_of}, {format_bytes(s['bytes_stored'])} "
                    f"on disk, {state}")
         params = s.get("model_parameters")
         out.append(
@@ -80,6 +82,10 @@ def format_info(summary: dict[str, Any]) -> str:
             + (f", {params:,} parameters" if params else "")
             + ")"
         )
+        if s.get("model_fingerprint"):
+            out.append(f"  weights: {s['model_fingerprint']}"
+                       + (f" (other weights: {s['other_weights']})" if s.get("other_weights")
+                          else ""))
         if s.get("class_names"):
             names = ", ".join(s["class_names"])
             out.append(f"  classes: {names if len(names) < 100 else names[:97] + '...'}")

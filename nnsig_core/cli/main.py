@@ -1,7 +1,7 @@
 """The ``nnsig`` argument parser and entry point.
 
-Commands: ``info``, ``analyze``, ``report``, ``view``, ``export``, ``evaluate``
-(implemented in :mod:`nnsig_core.cli.commands`).
+Commands: ``info``, ``verify``, ``analyze``, ``report``, ``view``, ``export``,
+``evaluate`` (implemented in :mod:`nnsig_core.cli.commands`).
 
 Exit status: 0 on success, 1 when the command failed on its input (missing
 store, unknown analysis...), 2 for usage errors (argparse's convention), 130
@@ -12,6 +12,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -29,6 +30,13 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
         "describe a store: splits, layers, shapes, sizes, completeness",
         "Describe an activation store.",
     ),
+    "verify": (
+        commands.cmd_verify,
+        "read every chunk: report missing or damaged data and the rows to capture again",
+        "Read every chunk of every array of the store, check its checksum, that no chunk of "
+        "the rows written is missing and that every metadata file is valid. Exit status 1 "
+        "when anything is missing or damaged.",
+    ),
     "analyze": (
         commands.cmd_analyze,
         "fit per-layer clusters and signatures; save them in the store",
@@ -37,8 +45,9 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
     ),
     "report": (
         commands.cmd_report,
-        "write the static HTML report of a saved analysis",
-        "Write a report directory that opens from disk (file://) with no network.",
+        "write the static HTML report of a saved analysis (or several, side by side)",
+        "Write a report directory that opens from disk (file://) with no network. Several "
+        "--analysis of one store, or several stores, give a comparison of the runs side by side.",
     ),
     "view": (
         commands.cmd_view,
@@ -65,6 +74,44 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
 }
 
 
+def _usage(parse: Callable[[str], object]) -> Callable[[str], object]:
+    """An argparse ``type`` from a parser raising ValueError: a malformed value becomes a usage
+    error (exit status 2, with the parser's message), like any other bad option."""
+    def convert(text: str) -> object:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__.replace("parse_", "")  # argparse names it in messages
+    return convert
+
+
+def _storage_option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE``, the value read as JSON when it is (``anon=true``), else as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"give KEY=VALUE, e.g. endpoint_url=http://127.0.0.1:9000; got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def _apply_storage_options(options: Sequence[tuple[str, object]], store: object) -> None:
+    """Make ``--storage-option``s the defaults of the fsspec filesystem of the store URL(s)."""
+    if not options:
+        return
+    stores = store if isinstance(store, list) else [store]
+    urls = [s for s in stores if isinstance(s, str) and "://" in s]
+    if not urls:
+        raise ValueError(f"--storage-option applies to store URLs (s3://...), not to {store!r}.")
+    import fsspec.config
+
+    for url in urls:
+        fsspec.config.conf.setdefault(url.split("://", 1)[0], {}).update(dict(options))
+
+
 def _store_and_analysis(p: argparse.ArgumentParser, analysis_help: str) -> None:
     p.add_argument("store", help="path of the store")
     p.add_argument("--analysis", default="default", help=analysis_help)
@@ -86,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    parser.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                        type=_usage(_storage_option),
+                        help="an option of the store URL's filesystem (fsspec), e.g. "
+                             "endpoint_url=http://127.0.0.1:9000; repeatable. Credentials also "
+                             "come from the environment (AWS_*, FSSPEC_<PROTOCOL>_<OPTION>)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     cmd: dict[str, argparse.ArgumentParser] = {}
@@ -97,16 +149,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store", help="path of the store (a .zarr directory)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
+    p = cmd["verify"]
+    p.add_argument("store", help="path of the store (a .zarr directory)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
     p = cmd["analyze"]
     p.add_argument("store", help="path of the store")
-    p.add_argument("--clusters", default="10",
+    p.add_argument("--clusters", default=10, type=_usage(commands.parse_clusters),
                    help="clusters per layer: an int, or LAYER=K,LAYER=K (default 10)")
     p.add_argument("--discretize", default=None, metavar="STRATEGY[:BINS]",
+                   type=_usage(commands.parse_discretizer),
                    help="discretize first: uniform:10, quantile:8, binary (default: none)")
     p.add_argument("--layers", nargs="+", default=None, help="layers to analyse (default: all)")
     p.add_argument("--name", default="default", help="name of the saved analysis (default: default)")
     p.add_argument("--fit-split", default="train", help="split to fit on (default: train)")
-    p.add_argument("--classes", default=None,
+    p.add_argument("--classes", default=None, type=_usage(commands.parse_classes),
                    help="fit on these classes only, e.g. 0-4 or 0,2,7 (default: all)")
     p.add_argument("--all-samples", action="store_true",
                    help="fit on every sample, not only the correctly classified ones")
@@ -117,7 +174,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summaries as JSON")
 
     p = cmd["report"]
-    _store_and_analysis(p, "saved analysis to report (default: default)")
+    p.add_argument("store", nargs="+",
+                   help="path of the store; several stores to compare them (one run each)")
+    p.add_argument("--analysis", action="append", default=None, metavar="NAME",
+                   help="saved analysis to report (default: default); repeat it to compare "
+                        "several analyses side by side (of one store, or one per store)")
+    p.add_argument("--label", action="append", default=None,
+                   help="name of each run in a comparison, in order (default: the analysis names)")
+    p.add_argument("--projection", choices=("pca", "umap"), default="pca",
+                   help="the layer map's projection (umap needs umap-learn; default: pca)")
+    p.add_argument("--map-points", type=int, default=2000, metavar="N",
+                   help="most samples per split on the layer map (0: no map; default 2000)")
     p.add_argument("--out", required=True, help="directory to write the report into")
     p.add_argument("--splits", nargs="+", default=None, help="splits to include (default: all)")
     p.add_argument("--title", default=None, help="title shown in the report")
@@ -177,6 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if args.debug else level)
     try:
+        _apply_storage_options(args.storage_option, getattr(args, "store", None))
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("nnsig: interrupted", file=sys.stderr)

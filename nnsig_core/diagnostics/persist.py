@@ -19,7 +19,7 @@ import numpy as np
 
 from nnsig_core._util import to_json_safe
 from nnsig_core.store import ActivationStore, StoreError
-from nnsig_core.store.layout import SCORES_ATTR, scores_path
+from nnsig_core.store.layout import SCORES_ATTR, array_options, scores_path
 
 __all__ = ["SCORES_FORMAT", "LegacyScoresError", "load_scores", "save_scores",
            "saved_score_splits", "saved_scores_format"]
@@ -77,7 +77,7 @@ def save_scores(
         for key, v in scores.items():
             data = np.asarray(v, dtype=np.float64).reshape(-1)
             sg.create_array(key, data=data, chunks=(max(1, min(n, 1 << 16)),),
-                            dimension_names=["sample"])
+                            dimension_names=["sample"], **array_options())
         store.replace_group(tmp, scores_path(name, split))
     except BaseException:
         store.delete(tmp)

@@ -5,12 +5,18 @@ layouts); :class:`ActivationStore` reads and writes it.
 """
 
 from nnsig_core.store.activation_store import ActivationStore, open_store
+from nnsig_core.store.claims import ClaimError
 from nnsig_core.store.errors import IncompleteStoreError, StoreError
+from nnsig_core.store.guard import DamagedChunkError, DamagedMetadataError, MissingChunkError
 from nnsig_core.store.layout import FORMAT_VERSION, layer_key
 
 __all__ = [
     "FORMAT_VERSION",
     "ActivationStore",
+    "ClaimError",
+    "DamagedChunkError",
+    "DamagedMetadataError",
+    "MissingChunkError",
     "IncompleteStoreError",
     "StoreError",
     "layer_key",

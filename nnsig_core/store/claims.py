@@ -1,0 +1,276 @@
+"""One writer per split: an exclusive claim taken before a capture touches a split.
+
+Two captures of the same split at the same moment would otherwise interleave
+their chunks, or one would delete the other's arrays mid-write. A capture
+therefore claims its split first:
+
+- on a local store, with an exclusive ``flock`` on
+  ``.nnsig-claims/<split>.lock`` held for the whole capture (the kernel
+  releases it when the process ends, however it ends), and the writer's
+  identity (pid, host, start time) in ``.nnsig-claims/<split>.json`` for the
+  message the loser gets;
+- on a store without locks (object stores), with a marker created only if
+  absent (``set_if_not_exists``), read back to confirm, refreshed as a
+  heartbeat whenever the capture records progress, and checked before every
+  metadata write (:meth:`SplitClaim.check`). A marker whose heartbeat is older
+  than :data:`STALE_AFTER_S` belongs to a writer that died: ``resume=True``
+  breaks it.
+
+The loser gets a :class:`ClaimError` naming the other writer and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import zarr
+import zarr.errors
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+
+from nnsig_core._util import now_iso
+from nnsig_core.store.errors import StoreError
+
+__all__ = ["CLAIMS_GROUP", "STALE_AFTER_S", "ClaimError", "SplitClaim", "WriterInfo"]
+
+log = logging.getLogger("nnsig")
+
+CLAIMS_GROUP = ".nnsig-claims"
+#: Seconds without a heartbeat after which an object-store claim is stale.
+STALE_AFTER_S = 120.0
+
+
+class ClaimError(StoreError):
+    """Another writer holds the split (the message names it)."""
+
+
+@dataclass
+class WriterInfo:
+    """Who holds a claim."""
+
+    id: str
+    pid: int
+    host: str
+    started: str
+    heartbeat: float
+
+    @classmethod
+    def mine(cls) -> WriterInfo:
+        return cls(uuid.uuid4().hex, os.getpid(), socket.gethostname(), now_iso(), time.time())
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on host {self.host!r}, started {self.started}"
+
+
+def _read_info(data: bytes | None) -> WriterInfo | None:
+    if not data:
+        return None
+    try:
+        d = json.loads(data)
+        return WriterInfo(str(d["id"]), int(d["pid"]), str(d["host"]), str(d["started"]),
+                          float(d.get("heartbeat", 0.0)))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _alive(info: WriterInfo) -> bool:
+    """Whether the writer's process runs (only known on this host; elsewhere assumed)."""
+    if info.host != socket.gethostname():
+        return True
+    try:
+        os.kill(info.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _local_holder(info_path: Path, wait_s: float = 2.0) -> WriterInfo | None:
+    """Who holds a local lock: its info file, once the holder (which writes it just after
+    locking) has written it and if its process is alive; None after ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            info = _read_info(info_path.read_bytes())
+        except OSError:
+            info = None
+        if info is not None and _alive(info):
+            return info
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.02)
+
+
+class SplitClaim:
+    """An exclusive claim of this process on one split of a store (a context manager).
+
+    Parameters
+    ----------
+    root : zarr.Group
+        The store's root group.
+    split : str
+    local_dir : pathlib.Path or None
+        The store's directory when it is local (``flock``), else None (marker).
+    location : str
+        How messages name the store.
+    """
+
+    def __init__(self, root: zarr.Group, split: str, local_dir: Path | None,
+                 location: str) -> None:
+        self.root = root
+        self.split = split
+        self.local_dir = local_dir
+        self.location = location
+        self.me = WriterInfo.mine()
+        self._fd: int | None = None
+        self._held = False
+
+    @property
+    def _key(self) -> str:
+        return f"{CLAIMS_GROUP}/{self.split}.json"
+
+    def _busy(self, other: WriterInfo | None, stale: bool = False) -> ClaimError:
+        who = other.describe() if other else "another process"
+        if stale:
+            return ClaimError(
+                f"Split {self.split!r} of {self.location} is claimed by a writer ({who}) that "
+                f"has given no sign of life for over {STALE_AFTER_S:.0f} s: it was probably "
+                "killed. Pass resume=True to break its claim and continue the capture, or "
+                "overwrite=True to start again. Nothing was changed."
+            )
+        return ClaimError(
+            f"Split {self.split!r} of {self.location} is being written by another capture "
+            f"({who}). Wait for it to finish, or capture into another split or store. "
+            "Nothing was changed."
+        )
+
+    def _ensure_group(self) -> None:
+        try:
+            self.root.require_group(CLAIMS_GROUP)
+        except zarr.errors.ContainsGroupError:
+            pass  # created meanwhile by another writer
+
+    # ------------------------------------------------------------------ acquire / release
+    def acquire(self, break_stale: bool = False) -> SplitClaim:
+        """Take the claim, or raise :class:`ClaimError` naming the holder."""
+        self._ensure_group()
+        if self.local_dir is not None:
+            self._acquire_local()
+        else:
+            self._acquire_marker(break_stale)
+        self._held = True
+        return self
+
+    def _acquire_local(self) -> None:
+        import fcntl
+
+        directory = self.local_dir / CLAIMS_GROUP
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / f"{self.split}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise self._busy(_local_holder(directory / f"{self.split}.json")) from None
+        self._fd = fd
+        info_path = directory / f"{self.split}.json"
+        if info_path.exists():
+            old = _read_info(info_path.read_bytes())
+            if old is not None:
+                log.warning("Split %r had a claim left by a writer that ended without "
+                            "releasing it (%s); taking it over.", self.split, old.describe())
+        tmp = directory / f".{self.split}.json.{self.me.id}"
+        tmp.write_text(json.dumps(asdict(self.me)), encoding="utf-8")
+        os.replace(tmp, info_path)
+
+    def _store(self) -> Any:
+        return self.root.store_path.store
+
+    def _get_marker(self) -> WriterInfo | None:
+        buf = sync(self._store().get(self._key, prototype=default_buffer_prototype()))
+        return _read_info(None if buf is None else buf.to_bytes())
+
+    def _put_marker(self, exclusive: bool) -> None:
+        data = json.dumps(asdict(self.me)).encode()
+        store = self._store()
+        inner = getattr(store, "_store", store)
+        fs = getattr(inner, "fs", None)
+        protocols = getattr(fs, "protocol", ())
+        protocols = (protocols,) if isinstance(protocols, str) else tuple(protocols)
+        if exclusive and "s3" in protocols:
+            # S3's conditional write (If-None-Match): atomic where the store's
+            # default set_if_not_exists checks, then writes.
+            async def create() -> None:
+                try:
+                    await fs._pipe_file(f"{inner.path}/{self._key}", data, mode="create")
+                except FileExistsError:
+                    pass
+
+            sync(create())
+            return
+        buf = default_buffer_prototype().buffer.from_bytes(data)
+        sync(store.set_if_not_exists(self._key, buf) if exclusive else store.set(self._key, buf))
+
+    def _acquire_marker(self, break_stale: bool) -> None:
+        self._put_marker(exclusive=True)
+        holder = self._get_marker()
+        if holder is not None and holder.id == self.me.id:
+            return
+        stale = holder is None or time.time() - holder.heartbeat > STALE_AFTER_S
+        if not (stale and break_stale):
+            raise self._busy(holder, stale=stale)
+        log.warning("Breaking the stale claim of split %r (%s).", self.split,
+                    holder.describe() if holder else "unreadable marker")
+        self._put_marker(exclusive=False)
+        if (self._get_marker() or self.me).id != self.me.id:
+            raise self._busy(self._get_marker())
+
+    def check(self) -> None:
+        """Raise :class:`ClaimError` when the claim is no longer ours (object stores: another
+        writer broke it); refresh the heartbeat otherwise. A no-op for local locks."""
+        if self.local_dir is not None or not self._held:
+            return
+        holder = self._get_marker()
+        if holder is None or holder.id != self.me.id:
+            raise ClaimError(
+                f"The claim of this capture on split {self.split!r} of {self.location} was "
+                f"taken by another writer ({holder.describe() if holder else 'unknown'}); "
+                "stopping without writing more."
+            )
+        self.me.heartbeat = time.time()
+        self._put_marker(exclusive=False)
+
+    def release(self) -> None:
+        """Give the claim up (the split may be written by others again)."""
+        if not self._held:
+            return
+        self._held = False
+        if self.local_dir is not None:
+            info_path = self.local_dir / CLAIMS_GROUP / f"{self.split}.json"
+            try:
+                if (_read_info(info_path.read_bytes()) or self.me).id == self.me.id:
+                    info_path.unlink()
+            except OSError:
+                pass
+            if self._fd is not None:
+                os.close(self._fd)  # closing the descriptor releases the flock
+                self._fd = None
+            return
+        holder = self._get_marker()
+        if holder is not None and holder.id == self.me.id:
+            sync(self._store().delete(self._key))
+
+    def __enter__(self) -> SplitClaim:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()

@@ -1,0 +1,247 @@
+"""A zarr store wrapper that refuses to hand out missing or damaged data without a word.
+
+zarr fills a chunk that is absent with the array's fill value, and reports a
+chunk whose bytes were altered as a bare checksum or reshape error naming
+neither file nor array. :class:`GuardedStore` sits between zarr and the real
+store (local directory or object store) and checks every read:
+
+- a chunk of a split's array that must exist (its rows were written: every
+  row of a complete split, the rows below ``n_written`` of an interrupted
+  one) but is absent raises :class:`MissingChunkError`;
+- a chunk of an array whose codecs end with ``crc32c`` (every array nnsig
+  writes) is checked against its checksum, and a mismatch raises
+  :class:`DamagedChunkError`;
+- a metadata document (``zarr.json``) that is not valid JSON raises
+  :class:`DamagedMetadataError`.
+
+Each error names the store, the split, the layer or array, the chunk and its
+rows, and the fix (``nnsig verify``, re-capture). Everything runs inside
+zarr's event loop, so the guard reads what it needs (a split's or an array's
+metadata) through the wrapped store's async API and never calls back into
+synchronous code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import google_crc32c
+import numpy as np
+from zarr.abc.store import ByteRequest, Store
+from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
+from zarr.storage import WrapperStore
+
+from nnsig_core.store.errors import StoreError
+from nnsig_core.store.layout import SPLIT_ATTR
+
+__all__ = [
+    "DamagedChunkError",
+    "DamagedMetadataError",
+    "GuardedStore",
+    "MissingChunkError",
+    "chunk_key_parts",
+    "crc32c_ok",
+]
+
+METADATA = "zarr.json"
+_VERIFY = "nnsig verify"
+
+
+class MissingChunkError(StoreError):
+    """A chunk whose rows were written is absent from the store (deleted or lost)."""
+
+
+class DamagedChunkError(StoreError):
+    """A chunk's bytes no longer match their checksum (altered or truncated after writing)."""
+
+
+class DamagedMetadataError(StoreError):
+    """A ``zarr.json`` document of the store is not valid JSON."""
+
+
+def chunk_key_parts(key: str) -> tuple[str, tuple[int, ...]] | None:
+    """``(array path, chunk coordinates)`` of a chunk key in zarr v3's default encoding
+    (``<array>/c/<i>/<j>...``), or None for any other key."""
+    head, sep, tail = key.rpartition("/c/")
+    if not sep:
+        head, sep, tail = ("", "c/", key[2:]) if key.startswith("c/") else ("", "", "")
+        if not sep:
+            return None
+    try:
+        coords = tuple(int(p) for p in tail.split("/"))
+    except ValueError:
+        return None
+    return head, coords
+
+
+def crc32c_ok(data: Any) -> bool:
+    """Whether the last four bytes of ``data`` (bytes or a uint8 array) are the little-endian
+    crc32c of the rest."""
+    arr = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else np.asarray(data)
+    if arr.size < 4:
+        return False
+    return int(google_crc32c.value(arr[:-4])) == int.from_bytes(arr[-4:].tobytes(), "little")
+
+
+@dataclass
+class _ArrayInfo:
+    checksummed: bool
+    split: str | None
+    name: str  # the layer's name, or the array's key
+    what: str  # "layer" or "array"
+    chunk_rows: int
+
+
+class GuardedStore(WrapperStore[Store]):
+    """Wraps a zarr store; reads of missing chunks, damaged chunks or damaged metadata raise.
+
+    Parameters
+    ----------
+    store : zarr.abc.store.Store
+        The store holding the nnsig hierarchy at its root.
+    location : str
+        How messages name the store (a path or URL).
+    """
+
+    def __init__(self, store: Store, location: str = "") -> None:
+        super().__init__(store)
+        self.location = location
+        self._arrays: dict[str, _ArrayInfo] = {}
+
+    def _with_store(self, store: Store) -> GuardedStore:
+        return type(self)(store, self.location)
+
+    def __repr__(self) -> str:
+        return f"GuardedStore({self._store!r})"
+
+    def forget(self) -> None:
+        """Drop what was learned of arrays (their codecs and chunking): they were re-created."""
+        self._arrays.clear()
+
+    # ------------------------------------------------------------------ reads
+    async def get(self, key: str, prototype: BufferPrototype | None = None,
+                  byte_range: ByteRequest | None = None) -> Buffer | None:
+        prototype = prototype or default_buffer_prototype()
+        value = await self._store.get(key, prototype, byte_range)
+        if byte_range is None:
+            await self._check(key, value)
+        return value
+
+    async def get_partial_values(
+        self, prototype: BufferPrototype, key_ranges: Iterable[tuple[str, ByteRequest | None]]
+    ) -> list[Buffer | None]:
+        key_ranges = list(key_ranges)
+        values = await self._store.get_partial_values(prototype, key_ranges)
+        for (key, byte_range), value in zip(key_ranges, values, strict=True):
+            if byte_range is None:
+                await self._check(key, value)
+        return values
+
+    async def _check(self, key: str, value: Buffer | None) -> None:
+        if key == METADATA or key.endswith("/" + METADATA):
+            if value is not None:
+                try:
+                    json.loads(value.to_bytes())
+                except ValueError as exc:
+                    raise DamagedMetadataError(
+                        f"The metadata file {self._where(key)} is damaged (not valid JSON: "
+                        f"{exc}). Run `{_VERIFY} {self.location}` to see what else is; a "
+                        "damaged split must be captured again (overwrite=True)."
+                    ) from None
+            return
+        parts = chunk_key_parts(key)
+        if parts is None:
+            return
+        array, coords = parts
+        if value is None:
+            await self._check_missing(key, array, coords)
+            return
+        info = await self._array_info(array)
+        if info.checksummed and not crc32c_ok(value.as_numpy_array()):
+            raise DamagedChunkError(
+                f"Chunk {coords[0]} of {self._describe(info)} ({self._rows(info, coords)}) is "
+                f"damaged: its checksum does not match ({self._where(key)} was altered or "
+                f"truncated after it was written). Run `{_VERIFY} {self.location}` to list every "
+                f"damaged chunk; {self._fix(info)}"
+            )
+
+    async def _check_missing(self, key: str, array: str, coords: tuple[int, ...]) -> None:
+        split = array.split("/", 1)[0] if "/" in array else None
+        if split is None:
+            return
+        meta = await self._split_meta(split)
+        if meta is None:
+            return
+        info = await self._array_info(array)
+        written = int(meta.get("n_samples", meta.get("n_written", 0)) if meta.get("complete")
+                      else meta.get("n_written", 0))
+        if coords[0] * info.chunk_rows < written:
+            raise MissingChunkError(
+                f"Chunk {coords[0]} of {self._describe(info)} ({self._rows(info, coords)}) is "
+                f"missing from the store ({self._where(key)} was deleted or lost), although "
+                f"the split's first {written} rows were written. Run `{_VERIFY} "
+                f"{self.location}` to list every missing chunk; {self._fix(info)}"
+            )
+
+    # ------------------------------------------------------------------ metadata of arrays
+    async def _read_json(self, key: str) -> dict[str, Any] | None:
+        buf = await self._store.get(key, default_buffer_prototype())
+        if buf is None:
+            return None
+        try:
+            return dict(json.loads(buf.to_bytes()))
+        except ValueError:
+            return None
+
+    async def _split_meta(self, split: str) -> dict[str, Any] | None:
+        doc = await self._read_json(f"{split}/{METADATA}")
+        if doc is None:
+            return None
+        meta = (doc.get("attributes") or {}).get(SPLIT_ATTR)
+        return dict(meta) if isinstance(meta, dict) else None
+
+    async def _array_info(self, array: str) -> _ArrayInfo:
+        if array in self._arrays:
+            return self._arrays[array]
+        doc = await self._read_json(f"{array}/{METADATA}") or {}
+        codecs = doc.get("codecs") or []
+        checksummed = bool(codecs) and isinstance(codecs[-1], dict) and \
+            codecs[-1].get("name") == "crc32c"
+        chunk_shape = ((doc.get("chunk_grid") or {}).get("configuration") or {}).get(
+            "chunk_shape") or [1]
+        split, _, key = array.partition("/")
+        meta = await self._split_meta(split) if key and "/" not in key else None
+        if meta is None:
+            info = _ArrayInfo(checksummed, None, array, "array", int(chunk_shape[0]))
+        else:
+            names = {d.get("key"): d.get("name") for d in meta.get("layers") or []}
+            layer = names.get(key)
+            info = _ArrayInfo(checksummed, split, layer if layer is not None else key,
+                              "layer" if layer is not None else "array", int(chunk_shape[0]))
+        self._arrays[array] = info
+        return info
+
+    # ------------------------------------------------------------------ words
+    def _where(self, key: str) -> str:
+        return f"{self.location.rstrip('/')}/{key}" if self.location else key
+
+    @staticmethod
+    def _describe(info: _ArrayInfo) -> str:
+        if info.split is None:
+            return f"array {info.name!r}"
+        return f"{info.what} {info.name!r} of split {info.split!r}"
+
+    @staticmethod
+    def _rows(info: _ArrayInfo, coords: tuple[int, ...]) -> str:
+        lo = coords[0] * info.chunk_rows
+        return f"rows {lo}-{lo + info.chunk_rows - 1}"
+
+    @staticmethod
+    def _fix(info: _ArrayInfo) -> str:
+        if info.split is None:
+            return "save the analysis or scores again (overwrite=True)."
+        return (f"capture split {info.split!r} again (capture(..., split={info.split!r}, "
+                "overwrite=True)) to restore it.")
