@@ -12,12 +12,14 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
 
 from nnsig_core._util import package_version
 from nnsig_core.cli import commands
+from nnsig_core.distributed.client import connect, parse_scheduler
 
 __all__ = ["build_parser", "main"]
 
@@ -84,6 +86,13 @@ def _usage(parse: Callable[[str], object]) -> Callable[[str], object]:
     return convert
 
 
+def _scheduler(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS|local:N",
+                   type=_usage(parse_scheduler),
+                   help="run on a Dask cluster: a scheduler address (tcp://host:8786) or local:N "
+                        "for N worker processes here (needs nnsig[dask]; default: this process)")
+
+
 def _store_and_analysis(p: argparse.ArgumentParser, analysis_help: str) -> None:
     p.add_argument("store", help="path of the store")
     p.add_argument("--analysis", default="default", help=analysis_help)
@@ -139,12 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random state (default: 0)")
     p.add_argument("--overwrite", action="store_true", help="replace a saved analysis of that name")
     p.add_argument("--json", action="store_true", help="print the summaries as JSON")
+    _scheduler(p)
 
     p = cmd["report"]
     _store_and_analysis(p, "saved analysis to report (default: default)")
     p.add_argument("--out", required=True, help="directory to write the report into")
     p.add_argument("--splits", nargs="+", default=None, help="splits to include (default: all)")
     p.add_argument("--title", default=None, help="title shown in the report")
+    _scheduler(p)
 
     p = cmd["view"]
     p.add_argument("dir", help="report directory (or a directory of reports)")
@@ -167,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="auroc", choices=["auroc", "aupr_in", "aupr_out", "fpr95"],
                    help="metric of the printed table (default: auroc); --csv has them all")
     p.add_argument("--csv", default=None, metavar="PATH", help="write every metric as CSV")
+    _scheduler(p)
     return parser
 
 
@@ -199,7 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if args.debug else level)
     try:
-        return int(args.func(args) or 0)
+        spec = getattr(args, "scheduler", None)  # a Dask client, active for the whole command
+        with connect(spec) if spec is not None else contextlib.nullcontext():
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("nnsig: interrupted", file=sys.stderr)
         return 130

@@ -11,6 +11,7 @@ import base64
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,6 +50,7 @@ def build_report_data(
     score_name: str = "combined",
     score_bins: int = 20,
     n_exemplars: int = 4,
+    client: Any = None,
 ) -> dict[str, Any]:
     """The report data of ``docs/report-data.md`` as a JSON-serialisable dict.
 
@@ -72,6 +74,9 @@ def build_report_data(
         over the scores' range).
     n_exemplars : int
         Exemplars (nearest the centre) kept per cluster.
+    client : dask.distributed.Client, None or False
+        Compute the aggregates on this Dask cluster (``None``: the active
+        client, if any; ``False``: here).
 
     Returns
     -------
@@ -92,7 +97,7 @@ def build_report_data(
     model = info.get("model") or {}
     layer_info = {d["name"]: d for d in store.layer_info(fit_split)}
 
-    sigs = {s: analysis.signatures(store, s) for s in present}
+    sigs = {s: analysis.signatures(store, s, client=client) for s in present}
     n_classes = max([analysis.n_classes_, *(x.n_classes for x in sigs.values())])
     names = store.class_names() or []
     classes = [str(names[i]) if i < len(names) else str(i) for i in range(n_classes)]
@@ -132,10 +137,12 @@ def build_report_data(
     }
     wanted: dict[str, set[int]] = {}
     for s in present:
-        entry = _split_entry(sigs[s], n_classes, score_arrays.get(s), n_exemplars)
+        # Signatures on a Dask cluster compute their own aggregates there (nnsig_core.distributed).
+        entry = getattr(sigs[s], "report_entry", partial(_split_entry, sigs[s]))(
+            n_classes, score_arrays.get(s), n_exemplars)
         if s in score_arrays and bins is not None:
-            entry["scores"] = _score_histogram(sigs[s], score_arrays[s], bins, analysis.classes_,
-                                               score_name)
+            entry["scores"] = getattr(sigs[s], "score_histogram", partial(_score_histogram, sigs[s]))(
+                score_arrays[s], bins, analysis.classes_, score_name)
         data["splits"][s] = entry
         wanted[s] = {int(k.split("/", 1)[1]) for layer in entry["clusters"] for c in layer
                      for k in c["exemplars"]}
