@@ -58,7 +58,7 @@ from zarr.core.sync import sync
 from nnsig_core._util import now_iso, package_version
 from nnsig_core.adapter import Adapter, NonFiniteActivationError
 from nnsig_core.capture.api import DEFAULT_CHUNK_BYTES, default_predict
-from nnsig_core.capture.batches import is_array_pair, labels_numpy
+from nnsig_core.capture.batches import class_indices, is_array_pair, labels_numpy
 from nnsig_core.capture.errors import CaptureError
 from nnsig_core.capture.policy import (
     check_class_names,
@@ -247,15 +247,29 @@ def _final(exc: BaseException) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- tasks
-def _prepare_task(job: _Job, create: bool) -> dict[str, Any]:
+def _prepare_task(job: _Job, create: bool, check_rows: Sequence[int] = ()) -> dict[str, Any]:
     """Build the model on this worker, check its weights and, for a new split, create the
-    split's arrays from the first batch as a single-process capture does (nothing written)."""
+    split's arrays from the first batch as a single-process capture does (nothing written).
+    Resuming, check that the data gives the stored labels at ``check_rows`` (the first and
+    last row of every shard already written), as a resumed ``capture`` checks the rows it
+    skips."""
     try:
         adapter, lock, fingerprint = _adapter(job)
         store = job.open()
         existing = None if create else store.split_attrs(job.split)
         check_weights(store, job.split, fingerprint, existing, job.allow_other_weights)
         if not create:
+            stored = store.split_arrays(job.split)["labels"]  # rows past n_written included
+            for row in check_rows:
+                _, labels, _ = job.batch(int(row), int(row) + 1)
+                got = -1 if labels is None else int(class_indices(labels_numpy(labels))[0])
+                if got != int(stored[int(row)]):
+                    raise CaptureError(
+                        f"Cannot resume split {job.split!r}: sample {row} has label {got} in "
+                        f"this data but {int(stored[int(row)])} in the store, so the data is "
+                        "not in the same order as the interrupted capture. Use the same data "
+                        "without shuffling, or overwrite=True."
+                    )
             return {"fingerprint": fingerprint}
         session = _session(job, store, adapter, None, 0, fingerprint)
         inputs, labels, index = job.batch(0, min(job.batch_size, job.n))
@@ -554,10 +568,16 @@ def capture_distributed(
         )
         shipped = client.scatter(job, broadcast=True, hash=False)
         try:
+            done: dict[int, bool] = {}
+            check_rows: list[int] = []
             if existing is None:
                 _clear_markers(opened, split)  # markers of an earlier capture of the split
-            _raise(client.submit(_prepare_task, shipped, existing is None, pure=False,
-                                 retries=retries).result())
+            else:
+                done = _done_shards(opened, split, capture_id, _plan(n, int(shard_rows)))
+                check_rows = sorted({r for i, lo, hi in _plan(n, int(shard_rows)) if i in done
+                                     for r in (lo, hi - 1)})
+            _raise(client.submit(_prepare_task, shipped, existing is None, check_rows,
+                                 pure=False, retries=retries).result())
             opened.refresh()
             info = opened.split_attrs(split)
             chunk_rows = int(info["capture"]["chunk_rows"])
@@ -568,9 +588,7 @@ def capture_distributed(
                 info["capture"] = dict(info["capture"], shard_rows=shard_rows)
                 claim.check()
                 opened.write_split_attrs(split, info)
-            shards = [(i, lo, min(lo + shard_rows, n))
-                      for i, lo in enumerate(range(0, n, shard_rows))]
-            done = _done_shards(opened, split, capture_id, shards) if existing else {}
+            shards = _plan(n, shard_rows)
             if done:
                 log.info("Resuming split %r: %d of %d shards already written.", split,
                          len(done), len(shards))
@@ -596,6 +614,11 @@ def capture_distributed(
     log.info("Captured %d samples of split %r into %s on %d shards", n, split, opened.location,
              len(shards))
     return opened
+
+
+def _plan(n: int, shard_rows: int) -> list[tuple[int, int, int]]:
+    """The shards of ``n`` rows: (index, first row, end row)."""
+    return [(i, lo, min(lo + shard_rows, n)) for i, lo in enumerate(range(0, n, shard_rows))]
 
 
 def _raise(result: dict[str, Any]) -> dict[str, Any]:
