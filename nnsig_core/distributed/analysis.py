@@ -19,6 +19,11 @@ Per layer, the fit runs on the cluster (:mod:`.reductions`, :mod:`.features`,
    gives the counts, the composition, the inertia and each cluster's first
    fit row (the canonical order).
 
+The layers are fitted at the same time (one driver thread each, at most
+:data:`MAX_CONCURRENT_LAYERS`): a Lloyd iteration waits for a round trip to
+the workers, which the other layers' tasks fill; the features kept in memory
+share one budget.
+
 Transform assigns every sample of a split with ``map_blocks`` over each layer
 read by ``dask.array.from_zarr`` and returns :class:`.DaskSignatures`, whose
 ids and distances stay in the workers' memory; ``save`` writes them to the
@@ -31,7 +36,9 @@ the estimator it is given.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable
 from typing import Any
 
@@ -73,6 +80,8 @@ log = logging.getLogger("nnsig")
 
 #: Share of the cluster's total memory limit the fit's features may occupy in memory.
 PERSIST_FRACTION = 0.25
+#: Layers fitted at the same time.
+MAX_CONCURRENT_LAYERS = 8
 #: scikit-learn's KMeans defaults, which the single-process exact path uses.
 TOL, MAX_ITER = 1e-4, 300
 
@@ -91,9 +100,31 @@ def _check_unchanged(store: ActivationStore, split: str, before: dict[str, Any])
 
 
 # ---------------------------------------------------------------------------- fit
+class _Budget:
+    """Bytes of features the layers fitted at the same time may keep in the workers' memory."""
+
+    def __init__(self, total: float) -> None:
+        self.left = float(total)
+        self.lock = threading.Lock()
+
+    def take(self, nbytes: int) -> bool:
+        with self.lock:
+            if nbytes > self.left:
+                return False
+            self.left -= nbytes
+            return True
+
+    def give(self, nbytes: int) -> None:
+        with self.lock:
+            self.left += nbytes
+
+
 def fit_layer(lc: LayerClusterer, rows: FitRows, name: str, n_classes: int,
-              client: Any) -> np.ndarray:
-    """Fit ``lc`` on the cluster; returns the fit composition (clusters x classes)."""
+              client: Any, budget: _Budget | None = None) -> np.ndarray:
+    """Fit ``lc`` on the cluster; returns the fit composition (clusters x classes).
+
+    The features are kept in the workers' memory when ``budget`` (default: a
+    :data:`PERSIST_FRACTION` of the cluster's memory limit) allows."""
     validate_params(lc, lc._parameter_constraints)
     k, n, f = int(lc.n_clusters), rows.n, rows.n_features
     if n < k:
@@ -111,20 +142,23 @@ def fit_layer(lc: LayerClusterer, rows: FitRows, name: str, n_classes: int,
     if n_comp is not None:
         lc.reducer_ = fit_pca(n_comp, rows, DiscretizeOnly(lc.discretizer_), lc.random_state)
     d = n_comp or f
-    persist = n * d * 4 <= PERSIST_FRACTION * _memory_limit(client)
+    budget = budget or _Budget(PERSIST_FRACTION * _memory_limit(client))
+    persist = budget.take(n * d * 4)
     log.info("Layer %r: %d samples x %d features on the cluster, features %s", name, n, d,
              "kept in the workers' memory" if persist else "read from the store at every pass")
     feats = rows.features(lc, persist)
     try:
         sample = rows.sample(lc, sample_ranks(n, d, k, lc.random_state))
         n_init = 1 if lc.n_init == "auto" else int(lc.n_init)
-        init = kmeans_plus_plus_on_sample(sample, k, lc.random_state, n_init)
+        seeds = kmeans_plus_plus_on_sample(sample, k, lc.random_state, n_init)
         del sample
-        result = lloyd(client, feats, init, tol=TOL, max_iter=MAX_ITER, name=name)
-        final = final_assignment(client, feats, result.centers, n_classes)
+        result = lloyd(client, feats, seeds.centers, seeds.mean, tol=TOL, max_iter=MAX_ITER,
+                       name=name)
+        final = final_assignment(client, feats, result, n_classes)
     finally:
         if persist:
             client.cancel([f for b in feats for f in _futures(b)])
+            budget.give(n * d * 4)
     order = canonical_from_first(final.first, result.centers)
     lc.method_ = "distributed"
     lc.cached_raw_ = bool(persist)
@@ -177,19 +211,25 @@ def fit_distributed(analysis: Any, store: Any, split: str, classes: Iterable[int
     shapes = {d["name"]: list(d["shape"]) for d in store.layer_info(split)}
     labels = blocks.meta_blocks("labels")
     clusterers: dict[str, LayerClusterer] = {}
-    compositions = []
+    jobs = []
     for name, k in zip(layers, ks, strict=True):
         raw = [delayed(_select, pure=True)(r, m, lo, lab) for r, m, (lo, _), lab in
                zip(blocks.layer_blocks(name), masks, blocks.bounds, labels, strict=True)]
         rows = FitRows(client, raw, sizes, int(np.prod(shapes[name], dtype=np.int64)))
-        lc = LayerClusterer(
+        clusterers[name] = LayerClusterer(
             n_clusters=k, discretizer=disc, reduce=analysis.reduce,
             memory_limit=analysis.memory_limit, random_state=analysis.random_state,
             n_init=analysis.n_init, batch_size=analysis.batch_size,
             streaming_passes=analysis.streaming_passes, progress=analysis.progress,
         )
-        compositions.append(fit_layer(lc, rows, name, n_classes, client))
-        clusterers[name] = lc
+        jobs.append((clusterers[name], rows, name))
+    # The layers are fitted at the same time: each Lloyd iteration waits for a round trip
+    # to the workers, which the other layers' tasks fill.
+    budget = _Budget(PERSIST_FRACTION * _memory_limit(client))
+    with ThreadPoolExecutor(max_workers=min(len(jobs), MAX_CONCURRENT_LAYERS),
+                            thread_name_prefix="nnsig-layer") as pool:
+        compositions = list(pool.map(
+            lambda job: fit_layer(*job, n_classes, client, budget), jobs))
     client.cancel(masks)
     _check_unchanged(store, split, before)
     present = np.flatnonzero(compositions[0].sum(axis=0)) if compositions else []

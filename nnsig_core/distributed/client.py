@@ -190,6 +190,7 @@ def connect(spec: SchedulerSpec | str, **cluster_options: Any) -> Iterator[Clien
                    "dashboard_address": None}
         options.update(cluster_options)
         with LocalCluster(**options) as cluster, Client(cluster) as client:
+            client.wait_for_workers(spec.n_workers)
             log.info("Started a local Dask cluster of %d workers (%s).", spec.n_workers,
                      cluster.scheduler_address)
             yield client

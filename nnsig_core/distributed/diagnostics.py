@@ -53,6 +53,7 @@ from nnsig_core.distributed.reductions import (
     SplitBlocks,
     broadcast,
     fit_mask,
+    release,
     split_counts,
     tree_reduce,
 )
@@ -385,5 +386,5 @@ def score_baselines(baselines: Any, store: Any, split: str, client: Any) -> dict
     parts = [delayed(_baseline_block)(z, x, p, shipped, keys) for z, x, p in
              zip(logits, feats, blocks.meta_blocks("predictions"), strict=True)]
     values = np.concatenate(client.compute(parts, sync=True))
-    client.cancel(shipped)
+    release(client, shipped)
     return {k: values[:, i] for i, k in enumerate(keys)}

@@ -33,7 +33,7 @@ from nnsig_core.analysis._util import Reservoir
 from nnsig_core.analysis.discretize import Discretizer
 from nnsig_core.analysis.reduce import PCAReducer
 from nnsig_core.distributed.kmeans import FitRows
-from nnsig_core.distributed.reductions import broadcast, tree_reduce
+from nnsig_core.distributed.reductions import broadcast, release, tree_reduce
 
 __all__ = ["COVARIANCE_MAX_FEATURES", "Identity", "fit_discretizer", "fit_pca"]
 
@@ -188,7 +188,7 @@ def fit_pca(n_components: int, rows: FitRows, fmap: Any, random_state: int | Non
             q = broadcast(client, Q)
             z = client.compute(tree_reduce(
                 [delayed(_product_part)(b, shipped, mean, q) for b in rows.raw])).result()["z"]
-            client.cancel(q)
+            release(client, q)
             Z = z / max(n - 1, 1)
             Qn, _ = np.linalg.qr(Z)
             if _ == _POWER_ITERATIONS:
@@ -198,7 +198,7 @@ def fit_pca(n_components: int, rows: FitRows, fmap: Any, random_state: int | Non
                 comps = (Q @ U[:, order[:r]]).T
                 ev = np.maximum(w[order[:r]], 0.0)
             Q = Qn
-    client.cancel(shipped)
+    release(client, shipped)
     reducer = PCAReducer(r)
     reducer.components_ = np.ascontiguousarray(_flip(comps), dtype=np.float32)
     reducer.mean_ = np.asarray(mean, dtype=np.float32)

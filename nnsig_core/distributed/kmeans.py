@@ -14,15 +14,19 @@ Seeding
     fit starts. With ``n_init > 1``, the seeds with the lowest potential on the
     sample (sum of squared distances to the nearest seed) are kept.
 Iterations
-    Each iteration assigns every row to its nearest centre (the analysis's
-    :func:`~nnsig_core.analysis.assign.assign_nearest`: float32, near ties
-    ranked again in float64) and returns per-cluster sums and counts; the
-    driver moves the centres to the means. Empty clusters are moved to the
-    rows farthest from their centres, as scikit-learn does (one more pass,
-    only when a cluster empties). Stopping rule: scikit-learn's, the sum of
-    squared centre shifts at most ``tol`` times the mean variance of the
-    features (its ``_tolerance``), or ``max_iter`` iterations; unchanged labels
-    imply a zero shift, so its strict convergence stops here too.
+    As scikit-learn's Lloyd: in coordinates centred on the seeding sample's
+    float32 mean (KMeans' own centring when the sample is every fit row), each
+    row goes to ``argmin_j |c_j|^2 - 2 x.c_j`` computed in float32 (the first
+    minimum: exact ties, frequent on discretized features, go where KMeans
+    sends them); each block returns per-cluster sums (float64) and counts, and
+    the driver moves the centres to the means. Empty clusters are moved to the
+    rows farthest from their centres, as scikit-learn does (one more pass, only
+    when a cluster empties). Stopping rule: scikit-learn's, the sum of squared
+    centre shifts at most ``tol`` times the mean variance of the features (its
+    ``_tolerance``), or ``max_iter`` iterations; unchanged labels give a zero
+    shift, so its strict convergence stops here too. A final pass (KMeans' last
+    E-step) gives the counts, the class composition, the inertia and the first
+    fit row of each cluster (the canonical order).
 Cost per iteration
     One task per block plus ``ceil(blocks / 7)`` merge tasks; one
     ``k x d`` float64 partial per block moves up the tree (see docs/design.md).
@@ -39,11 +43,12 @@ import numpy as np
 
 from nnsig_core._util import count_matrix
 from nnsig_core.analysis.assign import assign_nearest
-from nnsig_core.distributed.reductions import broadcast, tree_reduce
+from nnsig_core.distributed.reductions import broadcast, release, tree_reduce
 
 __all__ = [
     "INIT_SAMPLE_BYTES",
     "FinalAssignment",
+    "Seeds",
     "FitRows",
     "LloydResult",
     "canonical_from_first",
@@ -51,6 +56,7 @@ __all__ = [
     "final_assignment",
     "kmeans_plus_plus_on_sample",
     "lloyd",
+    "lloyd_labels",
     "sample_ranks",
 ]
 
@@ -127,15 +133,24 @@ def _take_features(block: tuple[np.ndarray, np.ndarray, np.ndarray], local: np.n
 
 
 # ---------------------------------------------------------------------------- seeding
+@dataclass
+class Seeds:
+    """k-means++ seeds and the centring vector of the iterations (the sample's float32 mean)."""
+
+    centers: np.ndarray
+    mean: np.ndarray
+
+
 def kmeans_plus_plus_on_sample(sample: np.ndarray, k: int, random_state: int | None,
-                               n_init: int) -> np.ndarray:
+                               n_init: int) -> Seeds:
     """k-means++ seeds (rows of ``sample``) drawn as ``KMeans(random_state=...)`` draws them."""
     from sklearn.cluster import kmeans_plusplus
     from sklearn.utils import check_random_state
     from sklearn.utils.extmath import row_norms
 
     X = np.asarray(sample, dtype=np.float32)
-    centred = X - X.mean(axis=0)  # as KMeans centres its copy of the rows
+    mean = X.mean(axis=0)
+    centred = X - mean  # as KMeans centres its copy of the rows
     norms = row_norms(centred, squared=True)
     rng = check_random_state(random_state)
     best, best_pot = None, np.inf
@@ -143,12 +158,12 @@ def kmeans_plus_plus_on_sample(sample: np.ndarray, k: int, random_state: int | N
         _, idx = kmeans_plusplus(centred, k, x_squared_norms=norms, random_state=rng)
         seeds = X[idx]
         if n_init == 1:
-            return seeds
+            return Seeds(seeds, mean)
         pot = float((assign_nearest(X, seeds)[1].astype(np.float64) ** 2).sum())
         if pot < best_pot:
             best, best_pot = seeds, pot
     assert best is not None
-    return best
+    return Seeds(best, mean)
 
 
 def sample_ranks(n: int, d: int, k: int, random_state: int | None,
@@ -174,33 +189,48 @@ def cluster_sums(F: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _lloyd_part(block: tuple[np.ndarray, np.ndarray, np.ndarray], centers: np.ndarray,
-                moments: bool) -> dict[str, Any]:
-    _, _, F = block
-    k = centers.shape[0]
-    ids, dist = assign_nearest(F, centers)
-    part: dict[str, Any] = {"sums": cluster_sums(F, ids, k),
-                            "counts": np.bincount(ids, minlength=k).astype(np.int64),
-                            "inertia": float((dist.astype(np.float64) ** 2).sum())}
+def lloyd_labels(Fc: np.ndarray, Cc: np.ndarray) -> np.ndarray:
+    """scikit-learn's Lloyd assignment: ``argmin_j |c_j|^2 - 2 x.c_j`` in float32 (first
+    minimum), in centred coordinates, so that exact ties go where KMeans sends them."""
+    if Fc.shape[0] == 0:
+        return np.empty(0, dtype=np.int64)
+    scores = Fc @ (-2.0 * Cc.T)
+    scores += np.einsum("ij,ij->i", Cc, Cc)[None, :]
+    return np.argmin(scores, axis=1)
+
+
+def _centred(block: tuple[np.ndarray, np.ndarray, np.ndarray],
+             state: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    Cc, mean = state
+    return np.asarray(block[2], dtype=np.float32) - mean, Cc
+
+
+def _lloyd_part(block: tuple[np.ndarray, np.ndarray, np.ndarray],
+                state: tuple[np.ndarray, np.ndarray], moments: bool) -> dict[str, Any]:
+    Fc, Cc = _centred(block, state)
+    k = Cc.shape[0]
+    ids = lloyd_labels(Fc, Cc)
+    part: dict[str, Any] = {"sums": cluster_sums(Fc, ids, k),
+                            "counts": np.bincount(ids, minlength=k).astype(np.int64)}
     if moments:
-        F64 = F.astype(np.float64)
+        F64 = Fc.astype(np.float64)
         part["fsum"] = F64.sum(axis=0)
         part["fsq"] = (F64**2).sum(axis=0)
     return part
 
 
-def _far_part(block: tuple[np.ndarray, np.ndarray, np.ndarray], centers: np.ndarray,
-              m: int) -> dict[str, Any]:
+def _far_part(block: tuple[np.ndarray, np.ndarray, np.ndarray],
+              state: tuple[np.ndarray, np.ndarray], m: int) -> dict[str, Any]:
     """The ``m`` rows of the block farthest from their centre: distances, rows, clusters."""
-    _, _, F = block
-    ids, dist = assign_nearest(F, centers)
-    d2 = ((F.astype(np.float64) - centers[ids]) ** 2).sum(axis=1) if F.shape[0] else dist
+    Fc, Cc = _centred(block, state)
+    ids = lloyd_labels(Fc, Cc)
+    d2 = ((Fc - Cc[ids]) ** 2).sum(axis=1)
     top = np.argsort(-d2, kind="stable")[:m]
-    return {"far": [(float(d2[i]), F[i].copy(), int(ids[i])) for i in top]}
+    return {"far": [(float(d2[i]), Fc[i].astype(np.float64), int(ids[i])) for i in top]}
 
 
-def _relocate(parts_sum: dict[str, Any], far: list[tuple[float, np.ndarray, int]],
-              sums: np.ndarray, counts: np.ndarray) -> None:
+def _relocate(far: list[tuple[float, np.ndarray, int]], sums: np.ndarray,
+              counts: np.ndarray) -> None:
     """scikit-learn's ``_relocate_empty_clusters_dense`` on the reduced sums and counts."""
     empty = np.flatnonzero(counts == 0)
     far = sorted(far, key=lambda t: -t[0])[: empty.size]
@@ -213,76 +243,80 @@ def _relocate(parts_sum: dict[str, Any], far: list[tuple[float, np.ndarray, int]
 
 @dataclass
 class LloydResult:
-    """Centres (float32, in the order k-means left them), iterations run, tolerance used."""
+    """Centres (float32, in the order k-means left them, in centred coordinates, and the
+    centring vector), iterations run, tolerance used."""
 
-    centers: np.ndarray
+    centred: np.ndarray
+    mean: np.ndarray
     n_iter: int
     tol: float
     converged: bool
 
+    @property
+    def centers(self) -> np.ndarray:
+        """The centres in the features' coordinates (KMeans adds its mean back in float32)."""
+        return (self.centred + self.mean).astype(np.float32)
 
-def lloyd(client: Any, blocks: Sequence[Any], init: np.ndarray, tol: float = 1e-4,
-          max_iter: int = 300, name: str = "layer") -> LloydResult:
-    """Lloyd's iterations over delayed feature blocks ``(positions, labels, F)`` from ``init``."""
+
+def lloyd(client: Any, blocks: Sequence[Any], init: np.ndarray,
+          mean: np.ndarray | None = None, tol: float = 1e-4, max_iter: int = 300,
+          name: str = "layer") -> LloydResult:
+    """Lloyd's iterations over delayed feature blocks ``(positions, labels, F)`` from ``init``,
+    in coordinates centred on ``mean`` (default: none), as KMeans iterates."""
     from dask import delayed
 
-    centers = np.asarray(init, dtype=np.float32)
+    init = np.asarray(init, dtype=np.float32)
+    mean = np.zeros(init.shape[1], np.float32) if mean is None else np.asarray(mean, np.float32)
+    Cc = (init - mean).astype(np.float32)
     abs_tol = None
     converged = False
     it = 0
     for it in range(1, max_iter + 1):
-        shipped = broadcast(client, centers)
+        shipped = broadcast(client, (Cc, mean))
         parts = [delayed(_lloyd_part)(b, shipped, abs_tol is None) for b in blocks]
         r = client.compute(tree_reduce(parts)).result()
-        client.cancel(shipped)
         if abs_tol is None:
             n = max(int(r["counts"].sum()), 1)
             var = r["fsq"] / n - (r["fsum"] / n) ** 2
             abs_tol = float(np.mean(np.maximum(var, 0.0)) * tol)
         sums, counts = r["sums"], r["counts"].copy()
         if (counts == 0).any():
-            far = _farthest(client, blocks, centers, int((counts == 0).sum()))
-            _relocate(r, far, sums, counts)
+            m = int((counts == 0).sum())
+            far = client.compute(tree_reduce([delayed(_far_part)(b, shipped, m)
+                                              for b in blocks])).result()["far"]
+            _relocate(far, sums, counts)
             log.info("Layer %r: %d empty cluster(s) moved to the farthest rows (iteration %d).",
-                     name, int((r["counts"] == 0).sum()), it)
+                     name, m, it)
+        release(client, shipped)
         new = (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
-        new[counts == 0] = centers[counts == 0]
-        shift = float(((new.astype(np.float64) - centers) ** 2).sum())
-        centers = new
-        log.debug("Layer %r: Lloyd iteration %d, inertia %.6g, shift %.3g (tol %.3g)", name, it,
-                  r["inertia"], shift, abs_tol)
+        new[counts == 0] = Cc[counts == 0]
+        shift = float(((new.astype(np.float64) - Cc) ** 2).sum())
+        Cc = new
+        log.debug("Layer %r: Lloyd iteration %d, shift %.3g (tol %.3g)", name, it, shift,
+                  abs_tol)
         if shift <= abs_tol:
             converged = True
             break
     if not converged:
         log.warning("Layer %r: k-means did not converge in %d iterations; raise max_iter.", name,
                     max_iter)
-    return LloydResult(centers, it, float(abs_tol or 0.0), converged)
-
-
-def _farthest(client: Any, blocks: Sequence[Any], centers: np.ndarray,
-              m: int) -> list[tuple[float, np.ndarray, int]]:
-    from dask import delayed
-
-    shipped = broadcast(client, centers)
-    parts = [delayed(_far_part)(b, shipped, m) for b in blocks]
-    r = client.compute(tree_reduce(parts)).result()
-    return list(r["far"])
+    return LloydResult(Cc, mean, it, float(abs_tol or 0.0), converged)
 
 
 # ---------------------------------------------------------------------------- final assignment
-def _final_part(block: tuple[np.ndarray, np.ndarray, np.ndarray], centers: np.ndarray,
-                n_classes: int) -> dict[str, Any]:
-    pos, lab, F = block
-    k = centers.shape[0]
-    ids, dist = assign_nearest(F, centers)
+def _final_part(block: tuple[np.ndarray, np.ndarray, np.ndarray],
+                state: tuple[np.ndarray, np.ndarray], n_classes: int) -> dict[str, Any]:
+    pos, lab, _ = block
+    Fc, Cc = _centred(block, state)
+    k = Cc.shape[0]
+    ids = lloyd_labels(Fc, Cc)
+    d2 = ((Fc.astype(np.float64) - Cc[ids]) ** 2).sum(axis=1)
     first = np.full(k, -1, dtype=np.int64)
     present, idx = np.unique(ids, return_index=True)
     first[present] = pos[idx]
     return {"counts": np.bincount(ids, minlength=k).astype(np.int64),
             "composition": count_matrix(ids, lab, k, n_classes),
-            "inertia": float((dist.astype(np.float64) ** 2).sum()),
-            "pos_first": first}
+            "inertia": float(d2.sum()), "pos_first": first}
 
 
 @dataclass
@@ -295,15 +329,15 @@ class FinalAssignment:
     first: np.ndarray
 
 
-def final_assignment(client: Any, blocks: Sequence[Any], centers: np.ndarray,
+def final_assignment(client: Any, blocks: Sequence[Any], result: LloydResult,
                      n_classes: int) -> FinalAssignment:
-    """Assign every fit row to the final centres, by one reduction."""
+    """Assign every fit row to the final centres (KMeans' last E-step), by one reduction."""
     from dask import delayed
 
-    shipped = broadcast(client, np.asarray(centers, dtype=np.float32))
+    shipped = broadcast(client, (result.centred, result.mean))
     parts = [delayed(_final_part)(b, shipped, n_classes) for b in blocks]
     r = client.compute(tree_reduce(parts)).result()
-    client.cancel(shipped)
+    release(client, shipped)
     return FinalAssignment(r["counts"], r["composition"], float(r["inertia"]), r["pos_first"])
 
 

@@ -5,8 +5,9 @@ from the pieces here:
 
 - :class:`SplitBlocks`: one split's arrays read with ``dask.array.from_zarr``
   in *blocks* of whole chunks (about :data:`BLOCK_BYTES` of the widest layer,
-  and at least four blocks per worker), so all arrays of a split share row
-  boundaries; the metadata arrays (labels, predictions) and a layer's rows,
+  and at least :data:`MIN_BLOCKS` blocks when the split has that many chunks),
+  so all arrays of a split share row boundaries, whatever the cluster (the
+  blocks depend on the store only); the metadata arrays (labels, predictions) and a layer's rows,
   flattened to float32 and checked for NaN/Inf as the single-process reader
   checks them.
 - :func:`fit_mask`: which rows the fit uses (``only_correct``, ``classes``),
@@ -43,6 +44,7 @@ __all__ = [
     "broadcast",
     "fit_mask",
     "merge",
+    "release",
     "tree_reduce",
 ]
 
@@ -50,13 +52,37 @@ log = logging.getLogger("nnsig")
 
 #: Target bytes of one block of the widest layer (one task reads one block).
 BLOCK_BYTES = 64 << 20
+#: Blocks a split is cut into at least (when it has as many chunks): work for 16 workers.
+MIN_BLOCKS = 16
+#: Objects pickled to at least this many bytes are scattered, not embedded in the graph.
+SCATTER_BYTES = 1 << 20
 #: Partial results merged by one task of a tree reduction.
 SPLIT_EVERY = 8
 
 
 def broadcast(client: Any, obj: Any) -> Any:
-    """``obj`` scattered to every worker once; pass the future to tasks instead of ``obj``."""
+    """``obj`` for the tasks of the next computations, sent once however many tasks use it:
+    embedded in the task graph as one key when small (below :data:`SCATTER_BYTES` pickled),
+    else scattered to every worker (a future). Pass the result to tasks instead of ``obj``
+    and :func:`release` it when done."""
+    import pickle
+
+    from dask import delayed
+
+    try:
+        small = len(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)) < SCATTER_BYTES
+    except Exception:  # noqa: BLE001 - not picklable by pickle: let Dask's serializers try
+        small = False
+    if small:
+        return delayed(obj, pure=False, traverse=False)
     return client.scatter(obj, broadcast=True, hash=False)
+
+
+def release(client: Any, *shipped: Any) -> None:
+    """Let the workers drop what :func:`broadcast` scattered (nothing to do for graph keys)."""
+    futures = [x for x in shipped if type(x).__name__ == "Future"]
+    if futures:
+        client.cancel(futures)
 
 
 def merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
@@ -148,7 +174,7 @@ class SplitBlocks:
     split : str
     block_rows : int, optional
         Rows per block (a multiple of the split's chunk length); default:
-        :data:`BLOCK_BYTES` of the widest layer, at least four blocks per worker.
+        :data:`BLOCK_BYTES` of the widest layer, at least :data:`MIN_BLOCKS` blocks.
     """
 
     def __init__(self, client: Any, store: ActivationStore, split: str,
@@ -161,9 +187,8 @@ class SplitBlocks:
         if block_rows is None:
             widest = max([int(np.prod(d["shape"], dtype=np.int64)) * 4
                           for d in store.layer_info(split)] or [4])
-            n_workers = max(1, len(client.scheduler_info().get("workers", {})))
             by_bytes = max(1, BLOCK_BYTES // max(widest * chunk, 1))
-            by_spread = max(1, math.ceil(self.n / (4 * n_workers * chunk)))
+            by_spread = max(1, math.ceil(self.n / (MIN_BLOCKS * chunk)))
             block_rows = chunk * min(by_bytes, by_spread)
         if block_rows % chunk:
             raise ValueError(f"block_rows={block_rows} is not a multiple of the split's "
