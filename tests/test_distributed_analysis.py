@@ -154,6 +154,25 @@ def test_pca_is_a_reduction_close_to_the_incremental_pca(client, blobs) -> None:
 
 
 @pytest.mark.slow
+def test_wide_layers_get_a_randomized_pca(client, blobs, monkeypatch) -> None:
+    """Layers too wide for a d x d covariance per block: subspace iterations, the same PCA."""
+    from sklearn.decomposition import PCA
+
+    from nnsig_core.distributed import features
+
+    monkeypatch.setattr(features, "COVARIANCE_MAX_FEATURES", 4)
+    dist = SignatureAnalysis(n_clusters=4, reduce=3, progress=False, layers=["layer0"]).fit(
+        blobs, client=client)
+    rows = dist.selection_mask(blobs, "train")
+    pca = PCA(3).fit(blobs.activations("train", "layer0")[:][rows])
+    red = dist.clusterers_["layer0"].reducer_
+    np.testing.assert_allclose(red.explained_variance_, pca.explained_variance_, rtol=1e-5)
+    np.testing.assert_allclose(red.explained_variance_ratio_, pca.explained_variance_ratio_,
+                               rtol=1e-5)
+    np.testing.assert_allclose(red.components_, pca.components_, atol=1e-4)
+
+
+@pytest.mark.slow
 def test_features_read_again_at_every_pass_out_of_core(client, blobs, monkeypatch) -> None:
     monkeypatch.setattr(dist_analysis, "PERSIST_FRACTION", 0.0)
     local = SignatureAnalysis(n_clusters=5, progress=False).fit(blobs, client=False)

@@ -54,6 +54,7 @@ from nnsig_core.distributed.reductions import (
     broadcast,
     fit_mask,
     release,
+    row_slices,
     split_counts,
     tree_reduce,
 )
@@ -86,15 +87,18 @@ def _block_distances(raws: Sequence[np.ndarray], ids: np.ndarray, preds: np.ndar
     for j, name in enumerate(lite.layers):
         lc = lite.clusterers[name]
         raw = np.asarray(raws[j])
-        block = raw.reshape(raw.shape[0], -1)[keep].astype(np.float32, copy=False)
+        block = raw.reshape(raw.shape[0], -1)[keep]
         centers = np.asarray(lc.cluster_centers_, dtype=np.float64)
-        F = lc.features(block).astype(np.float64)
         if cosine:
-            centers, F = l2_normalise(centers), l2_normalise(F)
+            centers = l2_normalise(centers)
         c2 = (centers**2).sum(axis=1)
-        D = np.sqrt(np.maximum((F**2).sum(1)[:, None] - 2 * F @ centers.T + c2[None], 0))
-        out[:, j, 0] = D[np.arange(D.shape[0]), ids[:, j]]
-        out[:, j, 1], out[:, j, 2] = nearest_distances(owners[j], D, c)
+        for sl in row_slices(block.shape[0], block.shape[1]):
+            F = lc.features(block[sl].astype(np.float32, copy=False)).astype(np.float64)
+            if cosine:
+                F = l2_normalise(F)
+            D = np.sqrt(np.maximum((F**2).sum(1)[:, None] - 2 * F @ centers.T + c2[None], 0))
+            out[sl, j, 0] = D[np.arange(D.shape[0]), ids[sl, j]]
+            out[sl, j, 1], out[sl, j, 2] = nearest_distances(owners[j], D, c[sl])
     return out
 
 
@@ -238,8 +242,13 @@ def _subsample(n: int, cap: int, rng: np.random.Generator, what: str, layer: str
 
 
 def _maha_part(block: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    block, y = np.asarray(block), np.asarray(y, dtype=np.int64)
+    return _maha_merge(*[_maha_slice(block[sl], y[sl])
+                         for sl in row_slices(block.shape[0], block.shape[1])])
+
+
+def _maha_slice(block: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     X = np.asarray(block, dtype=np.float64)
-    y = np.asarray(y, dtype=np.int64)
     if X.shape[0] == 0:
         return {"n": 0}
     mean = X.mean(axis=0)

@@ -33,7 +33,7 @@ from nnsig_core.analysis._util import Reservoir
 from nnsig_core.analysis.discretize import Discretizer
 from nnsig_core.analysis.reduce import PCAReducer
 from nnsig_core.distributed.kmeans import FitRows
-from nnsig_core.distributed.reductions import broadcast, release, tree_reduce
+from nnsig_core.distributed.reductions import broadcast, release, row_slices, tree_reduce
 
 __all__ = ["COVARIANCE_MAX_FEATURES", "Identity", "fit_discretizer", "fit_pca"]
 
@@ -107,9 +107,14 @@ def fit_discretizer(template: Discretizer, rows: FitRows, random_state: int | No
 # ---------------------------------------------------------------------------- PCA
 def _scatter_part(block: tuple[np.ndarray, np.ndarray, np.ndarray], fmap: Any) -> dict[str, Any]:
     X = block[2]
-    if X.shape[0] == 0:
+    parts = [_scatter_of(fmap.features(X[sl]).astype(np.float64))
+             for sl in row_slices(X.shape[0], X.shape[1])]
+    return _merge_scatter(*parts)
+
+
+def _scatter_of(F: np.ndarray) -> dict[str, Any]:
+    if F.shape[0] == 0:
         return {"n": 0}
-    F = fmap.features(X).astype(np.float64)
     mean = F.mean(axis=0)
     C = F - mean
     return {"n": F.shape[0], "mean": mean, "m2": C.T @ C}
@@ -133,20 +138,40 @@ def _merge_scatter(*parts: dict[str, Any]) -> dict[str, Any]:
 
 def _moments_part(block: tuple[np.ndarray, np.ndarray, np.ndarray], fmap: Any) -> dict[str, Any]:
     X = block[2]
-    if X.shape[0] == 0:
-        return {"n": 0}
-    F = fmap.features(X).astype(np.float64)
-    mean = F.mean(axis=0)
-    return {"n": F.shape[0], "mean": mean, "m2": ((F - mean) ** 2).sum(axis=0)}
+    parts = []
+    for sl in row_slices(X.shape[0], X.shape[1]):
+        F = fmap.features(X[sl]).astype(np.float64)
+        if F.shape[0]:
+            mean = F.mean(axis=0)
+            parts.append({"n": F.shape[0], "mean": mean, "m2": ((F - mean) ** 2).sum(axis=0)})
+    return _merge_vector(*parts) if parts else {"n": 0}
+
+
+def _merge_vector(*parts: dict[str, Any]) -> dict[str, Any]:
+    """:func:`_merge_scatter` of per-feature sums of squares (the diagonal only)."""
+    out: dict[str, Any] = {"n": 0}
+    for p in parts:
+        if not p["n"]:
+            continue
+        if not out["n"]:
+            out = dict(p)
+            continue
+        na, nb = out["n"], p["n"]
+        n = na + nb
+        delta = p["mean"] - out["mean"]
+        out = {"n": n, "mean": out["mean"] + delta * (nb / n),
+               "m2": out["m2"] + p["m2"] + delta**2 * (na * nb / n)}
+    return out
 
 
 def _product_part(block: tuple[np.ndarray, np.ndarray, np.ndarray], fmap: Any, mean: np.ndarray,
                   Q: np.ndarray) -> dict[str, Any]:
     X = block[2]
-    if X.shape[0] == 0:
-        return {"z": np.zeros_like(Q)}
-    C = fmap.features(X).astype(np.float64) - mean
-    return {"z": C.T @ (C @ Q)}
+    z = np.zeros_like(Q)
+    for sl in row_slices(X.shape[0], X.shape[1]):
+        C = fmap.features(X[sl]).astype(np.float64) - mean
+        z += C.T @ (C @ Q)
+    return {"z": z}
 
 
 def _flip(components: np.ndarray) -> np.ndarray:
@@ -179,19 +204,19 @@ def fit_pca(n_components: int, rows: FitRows, fmap: Any, random_state: int | Non
         mean = s["mean"]
     else:
         m = client.compute(tree_reduce([delayed(_moments_part)(b, shipped) for b in rows.raw],
-                                       _merge_scatter)).result()
+                                       _merge_vector)).result()
         n, mean = m["n"], m["mean"]
         total = float(m["m2"].sum() / max(n - 1, 1))
         rng = np.random.default_rng(random_state)
         Q, _ = np.linalg.qr(rng.normal(size=(f, min(f, r + _OVERSAMPLE))))
-        for _ in range(_POWER_ITERATIONS + 1):
+        for i in range(_POWER_ITERATIONS + 1):
             q = broadcast(client, Q)
             z = client.compute(tree_reduce(
                 [delayed(_product_part)(b, shipped, mean, q) for b in rows.raw])).result()["z"]
             release(client, q)
             Z = z / max(n - 1, 1)
-            Qn, _ = np.linalg.qr(Z)
-            if _ == _POWER_ITERATIONS:
+            Qn = np.linalg.qr(Z)[0]
+            if i == _POWER_ITERATIONS:
                 B = Q.T @ Z  # Q^T C Q
                 w, U = np.linalg.eigh((B + B.T) / 2)
                 order = np.argsort(w)[::-1]

@@ -43,7 +43,7 @@ import numpy as np
 
 from nnsig_core._util import count_matrix
 from nnsig_core.analysis.assign import assign_nearest
-from nnsig_core.distributed.reductions import broadcast, release, tree_reduce
+from nnsig_core.distributed.reductions import broadcast, release, row_slices, tree_reduce
 
 __all__ = [
     "INIT_SAMPLE_BYTES",
@@ -178,14 +178,13 @@ def sample_ranks(n: int, d: int, k: int, random_state: int | None,
 
 # ---------------------------------------------------------------------------- Lloyd
 def cluster_sums(F: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
-    """``(k, d)`` float64 sums of the rows of each cluster."""
+    """``(k, d)`` float64 sums of the rows of each cluster (NumPy's pairwise float64 sums of
+    each cluster's rows; no float64 copy of the block)."""
     out = np.zeros((k, F.shape[1]))
     if F.shape[0] == 0:
         return out
-    order = np.argsort(ids, kind="stable")
-    sid = ids[order]
-    starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]])
-    out[sid[starts]] = np.add.reduceat(F[order].astype(np.float64), starts, axis=0)
+    for c in np.unique(ids):
+        out[c] = F[ids == c].sum(axis=0, dtype=np.float64)
     return out
 
 
@@ -212,10 +211,9 @@ def _lloyd_part(block: tuple[np.ndarray, np.ndarray, np.ndarray],
     ids = lloyd_labels(Fc, Cc)
     part: dict[str, Any] = {"sums": cluster_sums(Fc, ids, k),
                             "counts": np.bincount(ids, minlength=k).astype(np.int64)}
-    if moments:
-        F64 = Fc.astype(np.float64)
-        part["fsum"] = F64.sum(axis=0)
-        part["fsq"] = (F64**2).sum(axis=0)
+    if moments:  # for the tolerance only
+        part["fsum"] = Fc.sum(axis=0, dtype=np.float64)
+        part["fsq"] = np.square(Fc).sum(axis=0, dtype=np.float64)
     return part
 
 
@@ -224,7 +222,8 @@ def _far_part(block: tuple[np.ndarray, np.ndarray, np.ndarray],
     """The ``m`` rows of the block farthest from their centre: distances, rows, clusters."""
     Fc, Cc = _centred(block, state)
     ids = lloyd_labels(Fc, Cc)
-    d2 = ((Fc - Cc[ids]) ** 2).sum(axis=1)
+    d2 = np.concatenate([((Fc[sl] - Cc[ids[sl]]) ** 2).sum(axis=1)
+                         for sl in row_slices(Fc.shape[0], Fc.shape[1])])
     top = np.argsort(-d2, kind="stable")[:m]
     return {"far": [(float(d2[i]), Fc[i].astype(np.float64), int(ids[i])) for i in top]}
 
@@ -310,7 +309,8 @@ def _final_part(block: tuple[np.ndarray, np.ndarray, np.ndarray],
     Fc, Cc = _centred(block, state)
     k = Cc.shape[0]
     ids = lloyd_labels(Fc, Cc)
-    d2 = ((Fc.astype(np.float64) - Cc[ids]) ** 2).sum(axis=1)
+    d2 = np.concatenate([((Fc[sl].astype(np.float64) - Cc[ids[sl]]) ** 2).sum(axis=1)
+                         for sl in row_slices(Fc.shape[0], Fc.shape[1])])
     first = np.full(k, -1, dtype=np.int64)
     present, idx = np.unique(ids, return_index=True)
     first[present] = pos[idx]

@@ -45,6 +45,7 @@ __all__ = [
     "fit_mask",
     "merge",
     "release",
+    "row_slices",
     "tree_reduce",
 ]
 
@@ -52,6 +53,8 @@ log = logging.getLogger("nnsig")
 
 #: Target bytes of one block of the widest layer (one task reads one block).
 BLOCK_BYTES = 64 << 20
+#: Float64 temporaries of a task, per slice of its block.
+SLICE_BYTES = 16 << 20
 #: Blocks a split is cut into at least (when it has as many chunks): work for 16 workers.
 MIN_BLOCKS = 16
 #: Objects pickled to at least this many bytes are scattered, not embedded in the graph.
@@ -83,6 +86,13 @@ def release(client: Any, *shipped: Any) -> None:
     futures = [x for x in shipped if type(x).__name__ == "Future"]
     if futures:
         client.cancel(futures)
+
+
+def row_slices(m: int, d: int, nbytes: int = SLICE_BYTES) -> list[slice]:
+    """Slices of ``m`` rows of ``d`` float64 values, about ``nbytes`` each: a task works on a
+    block slice by slice, so its temporaries stay a fraction of the block."""
+    step = max(1, nbytes // max(8 * d, 1))
+    return [slice(lo, min(lo + step, m)) for lo in range(0, m, step)] or [slice(0, 0)]
 
 
 def merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
