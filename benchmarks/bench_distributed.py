@@ -1,11 +1,13 @@
 """Benchmark: capture and analysis on a Dask cluster (``nnsig_core.distributed``), two runs.
 
 ``outofcore``
-    A synthetic store larger than the workers' memory (default 2,000,000 rows x
-    512 float32 units = 4 GiB, ten Gaussian classes, plus a 200,000-row test
-    split) analysed by ``LocalCluster(n_workers=2, memory_limit="1GiB")``:
+    A synthetic store four times the workers' total memory (default 4,200,000
+    rows x 512 float32 units = 8.0 GiB, ten Gaussian classes, plus a 200,000-row
+    test split) analysed by ``LocalCluster(n_workers=2, memory_limit="1GiB")``:
     fit, transform of both splits, the signature table, the signature scores and
-    the baselines. Prints the time of each step, the peak memory (RSS) of each
+    the Mahalanobis and logit baselines (``--all-baselines`` adds k-NN and the
+    pattern monitor, whose cost grows with the training subsample times the
+    queries, not with the data's size). Prints the time of each step, the peak memory (RSS) of each
     worker process, sampled every 0.5 s, against its limit, every memory or spill
     warning the workers logged, and the measured per-block cost (written to
     ``--json`` for the projection in docs/design.md).
@@ -150,6 +152,7 @@ def outofcore(args: argparse.Namespace) -> int:
     from nnsig_core import open_store
     from nnsig_core.analysis import SignatureAnalysis
     from nnsig_core.diagnostics import baseline_scores, signature_scores
+    from nnsig_core.diagnostics.baselines import BASELINES
     from nnsig_core.distributed import kmeans as dk
 
     args.dir.mkdir(parents=True, exist_ok=True)
@@ -181,22 +184,26 @@ def outofcore(args: argparse.Namespace) -> int:
         st = open_store(path, mode="r+")
         a = timed("fit (train)", lambda: SignatureAnalysis(
             n_clusters=args.clusters, progress=False).fit(st, "train", client=client), times)
+        print(f"    ({a.clusterers_['layer'].n_iter_} Lloyd iterations, "
+              f"{iterations[0]:.1f} s each)", flush=True)
         sig = timed("transform (train)", lambda: a.transform(st, "train", client=client), times)
         test = timed("transform (test)", lambda: a.transform(st, "test", client=client), times)
         table = timed("table (train)", lambda: sig.table(), times)
         timed("purity/entropy (train)", lambda: (sig.purity(), sig.entropy()), times)
         scores = timed("signature scores (test)", lambda: signature_scores(
             a, st, "test", client=client), times)
+        which = BASELINES if args.all_baselines else ("msp", "energy", "mahalanobis")
         base = timed("baselines (test)", lambda: baseline_scores(
-            a, st, "test", client=client, memory_limit="64MiB"), times)
+            a, st, "test", client=client, which=which), times)
         peak = watch.close()
         warnings = memory_warnings(client)
         workers = len(client.scheduler_info()["workers"])
-    n_blocks = -(-args.rows // _block_rows(store))
+        block_rows = _block_rows(store, client)
+    n_blocks = -(-args.rows // block_rows)
     lc = a.clusterers_["layer"]
     print(f"\nfit: {lc.n_iter_} Lloyd iterations, {iterations[0]:.2f} s each; "
-          f"{n_blocks} blocks of {_block_rows(store)} rows "
-          f"({_block_rows(store) * args.units * 4 / 2**20:.0f} MiB) per pass")
+          f"{n_blocks} blocks of {block_rows} rows "
+          f"({block_rows * args.units * 4 / 2**20:.0f} MiB) per pass")
     print(f"table: {len(table)} rows; test: {test.n_samples:,} samples, "
           f"{len(scores)} signature scores, {len(base)} baselines; "
           f"purity {sig.purity().round(3).tolist()}")
@@ -210,7 +217,7 @@ def outofcore(args: argparse.Namespace) -> int:
     record = {"rows": args.rows, "units": args.units, "clusters": args.clusters,
               "workers": args.workers, "memory_limit": limit, "times_s": times,
               "lloyd_iterations": int(lc.n_iter_), "seconds_per_iteration": iterations[0],
-              "blocks_per_pass": n_blocks, "block_rows": _block_rows(store),
+              "blocks_per_pass": n_blocks, "block_rows": block_rows,
               "seconds_per_block_per_worker": per_block,
               "peak_rss": peak, "warnings": warnings}
     print(f"per block and worker: {per_block:.3f} s per Lloyd pass")
@@ -222,13 +229,14 @@ def outofcore(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _block_rows(store: Any) -> int:
-    from nnsig_core.distributed.reductions import BLOCK_BYTES, MIN_BLOCKS
+def _block_rows(store: Any, client: Any = None) -> int:
+    from nnsig_core.distributed.reductions import MIN_BLOCKS, block_bytes
 
     chunk = int(store.split_attrs("train")["capture"]["chunk_rows"])
     widest = max(int(np.prod(d["shape"])) * 4 for d in store.layer_info("train"))
     n = store.n_samples("train")
-    return chunk * min(max(1, BLOCK_BYTES // (widest * chunk)), max(1, -(-n // (MIN_BLOCKS * chunk))))
+    return chunk * min(max(1, block_bytes(client) // (widest * chunk)),
+                       max(1, -(-n // (MIN_BLOCKS * chunk))))
 
 
 # ---------------------------------------------------------------------------- scaling
@@ -336,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("outofcore")
-    p.add_argument("--rows", type=int, default=2_000_000)
+    p.add_argument("--rows", type=int, default=4_200_000)
+    p.add_argument("--all-baselines", action="store_true")
     p.add_argument("--test-rows", type=int, default=200_000)
     p.add_argument("--units", type=int, default=512)
     p.add_argument("--clusters", type=int, default=10)

@@ -4,10 +4,11 @@ Every distributed computation of the analysis and the diagnostics is built
 from the pieces here:
 
 - :class:`SplitBlocks`: one split's arrays read with ``dask.array.from_zarr``
-  in *blocks* of whole chunks (about :data:`BLOCK_BYTES` of the widest layer,
-  and at least :data:`MIN_BLOCKS` blocks when the split has that many chunks),
-  so all arrays of a split share row boundaries, whatever the cluster (the
-  blocks depend on the store only); the metadata arrays (labels, predictions) and a layer's rows,
+  in *blocks* of whole chunks (about :func:`block_bytes` of the widest layer:
+  :data:`BLOCK_BYTES`, or a sixteenth of the smallest worker's memory limit
+  when that is less, fixed per client; and at least :data:`MIN_BLOCKS` blocks
+  when the split has that many chunks), so all arrays of a split share row
+  boundaries; the metadata arrays (labels, predictions) and a layer's rows,
   flattened to float32 and checked for NaN/Inf as the single-process reader
   checks them.
 - :func:`fit_mask`: which rows the fit uses (``only_correct``, ``classes``),
@@ -41,6 +42,7 @@ __all__ = [
     "BLOCK_BYTES",
     "SplitBlocks",
     "SplitCounts",
+    "block_bytes",
     "broadcast",
     "fit_mask",
     "merge",
@@ -53,6 +55,9 @@ log = logging.getLogger("nnsig")
 
 #: Target bytes of one block of the widest layer (one task reads one block).
 BLOCK_BYTES = 64 << 20
+#: A block is at most this fraction of a worker's memory limit (a task holds a few copies).
+BLOCK_SHARE = 1 / 16
+_BLOCK_BYTES: dict[str, int] = {}
 #: Float64 temporaries of a task, per slice of its block.
 SLICE_BYTES = 16 << 20
 #: Blocks a split is cut into at least (when it has as many chunks): work for 16 workers.
@@ -86,6 +91,19 @@ def release(client: Any, *shipped: Any) -> None:
     futures = [x for x in shipped if type(x).__name__ == "Future"]
     if futures:
         client.cancel(futures)
+
+
+def block_bytes(client: Any) -> int:
+    """Bytes of the widest layer per block on this client's cluster: :data:`BLOCK_BYTES`, or
+    :data:`BLOCK_SHARE` of the smallest worker memory limit when less (at least 1 MiB). Fixed
+    for a client at its first use, so that every computation cuts a split the same way."""
+    key = str(getattr(client, "id", id(client)))
+    if key not in _BLOCK_BYTES:
+        workers = client.scheduler_info().get("workers", {}).values()
+        limits = [int(w.get("memory_limit") or 0) for w in workers]
+        share = [int(v * BLOCK_SHARE) for v in limits if v > 0]
+        _BLOCK_BYTES[key] = max(1 << 20, min([BLOCK_BYTES, *share]))
+    return _BLOCK_BYTES[key]
 
 
 def row_slices(m: int, d: int, nbytes: int = SLICE_BYTES) -> list[slice]:
@@ -184,7 +202,7 @@ class SplitBlocks:
     split : str
     block_rows : int, optional
         Rows per block (a multiple of the split's chunk length); default:
-        :data:`BLOCK_BYTES` of the widest layer, at least :data:`MIN_BLOCKS` blocks.
+        :func:`block_bytes` of the widest layer, at least :data:`MIN_BLOCKS` blocks.
     """
 
     def __init__(self, client: Any, store: ActivationStore, split: str,
@@ -197,7 +215,7 @@ class SplitBlocks:
         if block_rows is None:
             widest = max([int(np.prod(d["shape"], dtype=np.int64)) * 4
                           for d in store.layer_info(split)] or [4])
-            by_bytes = max(1, BLOCK_BYTES // max(widest * chunk, 1))
+            by_bytes = max(1, block_bytes(client) // max(widest * chunk, 1))
             by_spread = max(1, math.ceil(self.n / (MIN_BLOCKS * chunk)))
             block_rows = chunk * min(by_bytes, by_spread)
         if block_rows % chunk:
