@@ -103,6 +103,8 @@ class MemoryWatch:
     def __init__(self, client: Any, every: float = 0.5) -> None:
         self.client, self.every = client, every
         self.peak: dict[str, int] = {}
+        self.phase = "start"
+        self.phases: dict[str, int] = {}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
@@ -117,6 +119,7 @@ class MemoryWatch:
             try:
                 for w, v in self.client.run(rss).items():
                     self.peak[w] = max(self.peak.get(w, 0), int(v))
+                    self.phases[self.phase] = max(self.phases.get(self.phase, 0), int(v))
             except Exception:  # noqa: BLE001 - a worker restarting: sample again
                 pass
             self.stop.wait(self.every)
@@ -137,11 +140,14 @@ def memory_warnings(client: Any) -> list[str]:
     return out
 
 
-def timed(label: str, fn: Any, results: dict[str, float]) -> Any:
+def timed(label: str, fn: Any, results: dict[str, float], watch: Any = None) -> Any:
+    if watch is not None:
+        watch.phase = label
     t0 = time.perf_counter()
     out = fn()
     results[label] = time.perf_counter() - t0
-    print(f"  {label:<28} {results[label]:8.1f} s", flush=True)
+    peak = f"   peak worker RSS {watch.phases.get(label, 0) / 2**20:5.0f} MiB" if watch else ""
+    print(f"  {label:<28} {results[label]:8.1f} s{peak}", flush=True)
     return out
 
 
@@ -183,18 +189,18 @@ def outofcore(args: argparse.Namespace) -> int:
         watch = MemoryWatch(client)
         st = open_store(path, mode="r+")
         a = timed("fit (train)", lambda: SignatureAnalysis(
-            n_clusters=args.clusters, progress=False).fit(st, "train", client=client), times)
+            n_clusters=args.clusters, progress=False).fit(st, "train", client=client), times, watch)
         print(f"    ({a.clusterers_['layer'].n_iter_} Lloyd iterations, "
               f"{iterations[0]:.1f} s each)", flush=True)
-        sig = timed("transform (train)", lambda: a.transform(st, "train", client=client), times)
-        test = timed("transform (test)", lambda: a.transform(st, "test", client=client), times)
-        table = timed("table (train)", lambda: sig.table(), times)
-        timed("purity/entropy (train)", lambda: (sig.purity(), sig.entropy()), times)
+        sig = timed("transform (train)", lambda: a.transform(st, "train", client=client), times, watch)
+        test = timed("transform (test)", lambda: a.transform(st, "test", client=client), times, watch)
+        table = timed("table (train)", lambda: sig.table(), times, watch)
+        timed("purity/entropy (train)", lambda: (sig.purity(), sig.entropy()), times, watch)
         scores = timed("signature scores (test)", lambda: signature_scores(
-            a, st, "test", client=client), times)
+            a, st, "test", client=client), times, watch)
         which = BASELINES if args.all_baselines else ("msp", "energy", "mahalanobis")
         base = timed("baselines (test)", lambda: baseline_scores(
-            a, st, "test", client=client, which=which), times)
+            a, st, "test", client=client, which=which), times, watch)
         peak = watch.close()
         warnings = memory_warnings(client)
         workers = len(client.scheduler_info()["workers"])

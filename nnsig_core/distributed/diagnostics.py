@@ -8,20 +8,21 @@ client (given, or the active one). What runs where:
   (``from_zarr``), its features, the distances of each sample to *every*
   centroid and from them the distances to its own centroid and to the nearest
   centroid of its predicted class and of another class (the cosine geometry
-  by default); then, for the scored split, the component scores and the
-  combined score with the fitted statistics (broadcast to the workers once).
-  Baselines: the Mahalanobis class sums and scatter as a tree reduction
-  (merged in float64 with Chan's update), and each block's baseline scores
-  (max softmax and energy from the outputs, Mahalanobis, k-NN, patterns).
+  by default). Baselines: the Mahalanobis class sums and scatter as a tree
+  reduction (merged in float64 with Chan's update), and each block's baseline
+  scores (max softmax and energy from the outputs, Mahalanobis, k-NN, patterns).
 - On the driver: the training statistics (path counts, cluster compositions,
   transition counts, the sorted training distances behind the empirical
-  p-values, the leave-one-out reference scores) are fitted from the training
-  samples' compact signature vectors (cluster ids, three distances and the
-  label: 16 bytes per sample and layer), since exact p-values and ranks need
-  every training distance; the k-NN reference rows and the activation
-  patterns are the bounded random subsample the single-process baselines
-  keep. The scores of the scored split (one float per sample and score) come
-  back to the driver: they are the result.
+  p-values, the leave-one-out reference scores) are exact only with every
+  training distance, so they are fitted from the training samples' compact
+  signature vectors (per layer an int64 id and three float64 distances, and
+  the label: 32 bytes per sample and layer, plus 8); for the same reason
+  (they are as large as the training set, too large to ship to every worker)
+  the component and combined scores of the scored split are computed here from
+  its compact vectors, which come back from the workers. The k-NN reference
+  rows and the activation patterns are the bounded random subsample the
+  single-process baselines keep. The scores (one float per sample and score)
+  are the result.
 
 The numbers are those of the single-process code up to float64 rounding
 (``tests/test_distributed_analysis.py`` compares them).
@@ -29,7 +30,6 @@ The numbers are those of the single-process code up to float64 rounding
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -172,21 +172,21 @@ def fit_scorer(scorer: Any, analysis: Any, store: Any, client: Any) -> Any:
     return scorer
 
 
-def _components_block(ids: np.ndarray, preds: np.ndarray, dist: np.ndarray | None,
-                      plain: np.ndarray, scorer: Any, keys: list[str]) -> np.ndarray:
-    ids = np.asarray(ids, dtype=np.int64)
-    if dist is None:
-        comp = scorer.stats_.scores(ids, np.asarray(plain, np.float64), preds)
-    else:
-        comp = scorer.stats_.scores(ids, dist[:, :, 0], preds, nearest=(dist[:, :, 1],
-                                                                         dist[:, :, 2]))
-    return np.column_stack([np.asarray(comp[k], dtype=np.float64) for k in keys])
+def _signature_block(ids: np.ndarray, preds: np.ndarray, dist: np.ndarray | None,
+                     plain: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the component scores need of a block: ids, predictions and the distances (the
+    three of the scorer's geometry, or the signatures' own)."""
+    d = np.asarray(plain, np.float64)[:, :, None] if dist is None else dist
+    return np.asarray(ids, np.int64), np.asarray(preds, np.int64), d
 
 
 def split_components(scorer: Any, store: Any, split: str,
                      client: Any) -> tuple[dict[str, np.ndarray], Any]:
-    """``SignatureScorer._split_components`` on the cluster: every sample's components (the
-    scorer's ``components_``), and the split's labels and predictions."""
+    """``SignatureScorer._split_components`` with the layers read on the cluster: the
+    distances are computed per block on the workers and come back with the ids and
+    predictions (40 bytes per sample and layer); the components are computed here with the
+    scorer's training statistics, which are as large as the training set and so are not
+    shipped to the workers. Returns the components and the split's labels and predictions."""
     from dask import delayed
 
     store = open_store(store)
@@ -196,10 +196,6 @@ def split_components(scorer: Any, store: Any, split: str,
         raise ValueError(f"Signatures are over layers {sigs.layers}; the scorer was fitted "
                          f"on {scorer.layers_}.")
     blocks = SplitBlocks(client, store, split)
-    lite = copy.copy(scorer)
-    lite.analysis_ = None  # the analysis holds this session's signatures; not for the workers
-    shipped = broadcast(client, lite)
-    keys = list(scorer.components_)
     ids = _aligned(blocks, sigs.cluster_ids)
     preds = blocks.meta_blocks("predictions")
     plain = _aligned(blocks, sigs.distances)
@@ -207,12 +203,18 @@ def split_components(scorer: Any, store: Any, split: str,
     if scorer._needs_features():
         dists = _split_distances(client, analysis, store, split, sigs, scorer.owners_,
                                  scorer.geometry == "cosine", None)
-    parts = [delayed(_components_block)(i, p, d, q, shipped, keys)
+    parts = [delayed(_signature_block)(i, p, d, q)
              for i, p, d, q in zip(ids, preds, dists, plain, strict=True)]
-    got = client.compute(parts + [blocks.meta("labels"), blocks.meta("predictions")], sync=True)
-    values = np.concatenate(got[:-2]) if blocks.n_blocks else np.empty((0, len(keys)))
-    comp = {k: values[:, i] for i, k in enumerate(keys)}
-    return comp, _LabelsOf(np.asarray(got[-2]), np.asarray(got[-1]))
+    got = client.compute(parts + [blocks.meta("labels")], sync=True)
+    ids_all = np.concatenate([g[0] for g in got[:-1]])
+    preds_all = np.concatenate([g[1] for g in got[:-1]])
+    dist = np.concatenate([g[2] for g in got[:-1]])
+    if dist.shape[2] == 3:
+        comp = scorer.stats_.scores(ids_all, dist[:, :, 0], preds_all,
+                                    nearest=(dist[:, :, 1], dist[:, :, 2]))
+    else:
+        comp = scorer.stats_.scores(ids_all, dist[:, :, 0], preds_all)
+    return comp, _LabelsOf(np.asarray(got[-1]), preds_all)
 
 
 class _LabelsOf:
@@ -228,16 +230,19 @@ BASELINES = ("msp", "energy", "mahalanobis", "knn", "pattern")
 _FEATURE_BASELINES = ("mahalanobis", "knn", "pattern")
 
 
-def _subsample(n: int, cap: int, rng: np.random.Generator, what: str, layer: str) -> np.ndarray:
-    """The single-process baselines' training subsample: the same draws from the same seed."""
+def _subsample(n: int, cap: int, rng: np.random.Generator, what: str, layer: str,
+               used: bool = True) -> np.ndarray:
+    """The single-process baselines' training subsample: the same draws from the same seed
+    (drawn even for a baseline not computed, so the next one's draws stay the same)."""
     keep = np.ones(n, dtype=bool)
     cap = max(int(cap), 1)
     if n > cap:
         keep[:] = False
         keep[rng.choice(n, size=cap, replace=False)] = True
-        log.warning("The %s baseline keeps %d of %d training samples of layer %r (a random "
-                    "subsample) to stay within memory_limit; raise memory_limit to use all.",
-                    what, cap, n, layer)
+        if used:
+            log.warning("The %s baseline keeps %d of %d training samples of layer %r (a "
+                        "random subsample) to stay within memory_limit; raise memory_limit to "
+                        "use all.", what, cap, n, layer)
     return keep
 
 
@@ -313,9 +318,10 @@ def fit_baselines(baselines: Any, store: Any, split: str, mask: Any, client: Any
         raw = list(blocks.layer(b.layer_).to_delayed().ravel())
         d = int(np.prod(store.activations(split, b.layer_).shape[1:], dtype=np.int64))
         rng = np.random.default_rng(b.random_state)
-        knn_keep = _subsample(y.size, (budget // 2) // (4 * d), rng, "k-NN", b.layer_)
+        knn_keep = _subsample(y.size, (budget // 2) // (4 * d), rng, "k-NN", b.layer_,
+                              "knn" in b.which)
         pat_keep = _subsample(y.size, (budget // 2) // (8 * (d // 64 + 1)), rng,
-                              "activation-pattern", b.layer_)
+                              "activation-pattern", b.layer_, "pattern" in b.which)
         starts = np.concatenate([[0], np.cumsum(sizes)])
         sel = [delayed(_fit_rows_all)(r, m) for r, m in zip(raw, masks, strict=True)]
         memory = max(budget // 4, 1)
