@@ -184,7 +184,7 @@ def outofcore(args: argparse.Namespace) -> int:
     da_mod.lloyd = lloyd
     times: dict[str, float] = {}
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                      memory_limit=args.memory_limit, dashboard_address=None) as cluster, \
+                      memory_limit=args.memory_limit, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         watch = MemoryWatch(client)
         st = open_store(path, mode="r+")
@@ -305,7 +305,7 @@ def scaling(args: argparse.Namespace) -> int:
     clusters = {}
     for w in (1, 2):
         cluster = LocalCluster(n_workers=w, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+                               dashboard_address=":0")
         clusters[w] = (cluster, Client(cluster))
         clusters[w][1].wait_for_workers(w)
     try:

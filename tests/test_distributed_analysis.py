@@ -34,7 +34,7 @@ BLOBS = dict(n_samples=(1500, 700), error_rate=0.15, separation=6.0, noise=1.5,
 @pytest.fixture(scope="module")
 def client():
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster) as c:
+                      dashboard_address=":0") as cluster, Client(cluster) as c:
         yield c
 
 

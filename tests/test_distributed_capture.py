@@ -18,7 +18,7 @@ from distributed import Client, LocalCluster  # noqa: E402
 from nnsig_core import CaptureError, IncompleteStoreError, capture, open_store  # noqa: E402
 from nnsig_core.analysis import SignatureAnalysis  # noqa: E402
 from nnsig_core.distributed import capture_distributed  # noqa: E402
-from nnsig_core.distributed.capture import shard_marker_prefix  # noqa: E402
+from nnsig_core.distributed.shards import shard_marker_prefix  # noqa: E402
 from nnsig_core.store import ClaimError  # noqa: E402
 
 # Worker processes cannot import this test module: ship its functions by value.
@@ -108,7 +108,7 @@ def _same_bytes(a: Path, b: Path, split: str = "train") -> None:
 @pytest.fixture(scope="module")
 def client():
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster) as c:
+                      dashboard_address=":0") as cluster, Client(cluster) as c:
         yield c
 
 
@@ -281,7 +281,7 @@ def test_worker_processes_with_a_torch_model_loaded_from_a_file(tmp_path) -> Non
     capture(TorchAdapter(model, layers=torch.nn.ReLU), (torch.from_numpy(X), torch.from_numpy(y)),
             tmp_path / "s.zarr", batch_size=64, chunk_bytes=2048, progress=False)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as c:
+                      dashboard_address=":0") as cluster, Client(cluster) as c:
         capture_distributed(functools.partial(_torch_adapter, str(weights)), Dataset(X, y),
                             tmp_path / "d.zarr", batch_size=64, chunk_bytes=2048, client=c,
                             progress=False)

@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -46,7 +47,7 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from nnsig_core._params import validate_params
-from nnsig_core._util import to_json_safe
+from nnsig_core._util import now_iso, to_json_safe
 from nnsig_core.analysis import persist
 from nnsig_core.analysis.assign import assign_nearest
 from nnsig_core.analysis.cluster import LayerClusterer
@@ -71,10 +72,10 @@ from nnsig_core.distributed.reductions import (
 )
 from nnsig_core.distributed.signatures import DaskSignatures
 from nnsig_core.store import ActivationStore, StoreError, open_store
-from nnsig_core.store.layout import signatures_path
+from nnsig_core.store.layout import array_options, signatures_path
 
-__all__ = ["PERSIST_FRACTION", "fit_distributed", "save_distributed", "signatures_distributed",
-           "transform_distributed"]
+__all__ = ["PERSIST_FRACTION", "fit_distributed", "save_distributed", "save_signatures",
+           "signatures_distributed", "transform_distributed"]
 
 log = logging.getLogger("nnsig")
 
@@ -375,4 +376,37 @@ def save_distributed(analysis: Any, store: Any, name: str, overwrite: bool,
     persist.save_analysis(store, name, meta, layers, [], overwrite=overwrite)
     analysis.name_ = name
     for s in sigs:
-        s.save(store, name)
+        save_signatures(s, store, name)
+
+
+def save_signatures(sigs: DaskSignatures, store: ActivationStore, name: str) -> None:
+    """Write the cluster ids and distances next to the saved analysis ``name``, from the
+    workers (each writes its blocks), replacing older ones only once complete."""
+    import dask.array as da
+
+    store.require_writable(f"the signatures of split {sigs.split!r}")
+    if not sigs._whole or sigs.n_samples != store.n_samples(sigs.split):
+        raise ValueError(f"Only whole-split signatures can be saved; these are a subset of "
+                         f"{sigs.n_samples} of split {sigs.split!r}'s samples.")
+    tmp = f"{signatures_path(name)}/.new-{sigs.split}-{uuid.uuid4().hex[:8]}"
+    group = store.group(tmp, create=True)
+    assert group is not None
+    try:
+        rows = sigs.cluster_ids.chunks[0][0]
+        targets = [group.create_array(key, shape=arr.shape, dtype=arr.dtype,
+                                      chunks=(rows, arr.shape[1]), fill_value=0,
+                                      **array_options())
+                   for key, arr in (("cluster_ids", sigs.cluster_ids),
+                                    ("distances", sigs.distances))]
+        stored = da.store([sigs.cluster_ids.rechunk((rows, -1)),
+                           sigs.distances.rechunk((rows, -1))], targets, lock=False,
+                          compute=False)
+        sigs.client.compute(stored, sync=True)
+        group.attrs.update(to_json_safe({
+            "split": sigs.split, "layers": sigs.layers,
+            "fingerprint": store.fingerprint(sigs.split), "created": now_iso(),
+        }))
+        store.replace_group(tmp, signatures_path(name, sigs.split))
+    except BaseException:
+        store.delete(tmp)
+        raise

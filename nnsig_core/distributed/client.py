@@ -187,7 +187,7 @@ def connect(spec: SchedulerSpec | str, **cluster_options: Any) -> Iterator[Clien
         spec = parse_scheduler(spec)
     if spec.is_local:
         options = {"n_workers": spec.n_workers, "threads_per_worker": 1, "processes": True,
-                   "dashboard_address": None}
+                   "dashboard_address": ":0"}
         options.update(cluster_options)
         with LocalCluster(**options) as cluster, Client(cluster) as client:
             client.wait_for_workers(spec.n_workers)

@@ -35,7 +35,7 @@ Cost per iteration
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,33 +199,43 @@ def lloyd_labels(Fc: np.ndarray, Cc: np.ndarray) -> np.ndarray:
 
 
 def _centred(block: tuple[np.ndarray, np.ndarray, np.ndarray],
-             state: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    Cc, mean = state
-    return np.asarray(block[2], dtype=np.float32) - mean, Cc
+             state: tuple[np.ndarray, np.ndarray]) -> Iterator[tuple[slice, np.ndarray]]:
+    """The block's rows centred as KMeans centres them (float32), slice by slice, so a task
+    holds one slice's copy rather than the block's."""
+    mean = state[1]
+    X = block[2]
+    for sl in row_slices(X.shape[0], X.shape[1]):
+        yield sl, np.asarray(X[sl], dtype=np.float32) - mean
 
 
 def _lloyd_part(block: tuple[np.ndarray, np.ndarray, np.ndarray],
                 state: tuple[np.ndarray, np.ndarray], moments: bool) -> dict[str, Any]:
-    Fc, Cc = _centred(block, state)
-    k = Cc.shape[0]
-    ids = lloyd_labels(Fc, Cc)
-    part: dict[str, Any] = {"sums": cluster_sums(Fc, ids, k),
-                            "counts": np.bincount(ids, minlength=k).astype(np.int64)}
+    Cc = state[0]
+    k, d = Cc.shape
+    part: dict[str, Any] = {"sums": np.zeros((k, d)), "counts": np.zeros(k, dtype=np.int64)}
     if moments:  # for the tolerance only
-        part["fsum"] = Fc.sum(axis=0, dtype=np.float64)
-        part["fsq"] = np.square(Fc).sum(axis=0, dtype=np.float64)
+        part["fsum"], part["fsq"] = np.zeros(d), np.zeros(d)
+    for _, Fc in _centred(block, state):
+        ids = lloyd_labels(Fc, Cc)
+        part["sums"] += cluster_sums(Fc, ids, k)
+        part["counts"] += np.bincount(ids, minlength=k)
+        if moments:
+            part["fsum"] += Fc.sum(axis=0, dtype=np.float64)
+            part["fsq"] += np.square(Fc).sum(axis=0, dtype=np.float64)
     return part
 
 
 def _far_part(block: tuple[np.ndarray, np.ndarray, np.ndarray],
               state: tuple[np.ndarray, np.ndarray], m: int) -> dict[str, Any]:
     """The ``m`` rows of the block farthest from their centre: distances, rows, clusters."""
-    Fc, Cc = _centred(block, state)
-    ids = lloyd_labels(Fc, Cc)
-    d2 = np.concatenate([((Fc[sl] - Cc[ids[sl]]) ** 2).sum(axis=1)
-                         for sl in row_slices(Fc.shape[0], Fc.shape[1])])
-    top = np.argsort(-d2, kind="stable")[:m]
-    return {"far": [(float(d2[i]), Fc[i].astype(np.float64), int(ids[i])) for i in top]}
+    Cc = state[0]
+    far: list[tuple[float, np.ndarray, int]] = []
+    for _, Fc in _centred(block, state):
+        ids = lloyd_labels(Fc, Cc)
+        d2 = ((Fc - Cc[ids]) ** 2).sum(axis=1)
+        far += [(float(d2[i]), Fc[i].astype(np.float64), int(ids[i]))
+                for i in np.argsort(-d2, kind="stable")[:m]]
+    return {"far": sorted(far, key=lambda t: -t[0])[:m]}
 
 
 def _relocate(far: list[tuple[float, np.ndarray, int]], sums: np.ndarray,
@@ -306,17 +316,19 @@ def lloyd(client: Any, blocks: Sequence[Any], init: np.ndarray,
 def _final_part(block: tuple[np.ndarray, np.ndarray, np.ndarray],
                 state: tuple[np.ndarray, np.ndarray], n_classes: int) -> dict[str, Any]:
     pos, lab, _ = block
-    Fc, Cc = _centred(block, state)
+    Cc = state[0]
     k = Cc.shape[0]
-    ids = lloyd_labels(Fc, Cc)
-    d2 = np.concatenate([((Fc[sl].astype(np.float64) - Cc[ids[sl]]) ** 2).sum(axis=1)
-                         for sl in row_slices(Fc.shape[0], Fc.shape[1])])
+    ids = np.empty(pos.shape[0], dtype=np.int64)
+    inertia = 0.0
+    for sl, Fc in _centred(block, state):
+        ids[sl] = lloyd_labels(Fc, Cc)
+        inertia += float(((Fc.astype(np.float64) - Cc[ids[sl]]) ** 2).sum())
     first = np.full(k, -1, dtype=np.int64)
     present, idx = np.unique(ids, return_index=True)
     first[present] = pos[idx]
     return {"counts": np.bincount(ids, minlength=k).astype(np.int64),
             "composition": count_matrix(ids, lab, k, n_classes),
-            "inertia": float(d2.sum()), "pos_first": first}
+            "inertia": inertia, "pos_first": first}
 
 
 @dataclass

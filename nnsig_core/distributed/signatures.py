@@ -25,31 +25,19 @@ returns an in-memory :class:`~nnsig_core.analysis.Signatures`.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from nnsig_core._util import now_iso, to_json_safe
 from nnsig_core.analysis.errors import MissingLabelsError
 from nnsig_core.analysis.signatures import Signatures, class_entropy, class_purity
 from nnsig_core.analysis.tables import Table
 from nnsig_core.distributed.reductions import tree_reduce
-from nnsig_core.store import ActivationStore
-from nnsig_core.store.layout import array_options, signatures_path
 
 __all__ = ["DaskSignatures"]
 
 log = logging.getLogger("nnsig")
-
-
-def _f(x: Any, digits: int = 6) -> float | None:
-    """A JSON float (None for NaN/None), rounded as the report rounds it."""
-    if x is None:
-        return None
-    x = float(x)
-    return None if not np.isfinite(x) else round(x, digits)
 
 
 def _frame(table: Table, as_frame: bool) -> Any:
@@ -116,19 +104,6 @@ def _nearest_merge(*parts: dict[str, Any], n: int) -> dict[str, Any]:
         cat = [np.concatenate([p["layers"][j][i] for p in parts]) for i in range(3)]
         layers.append(_nearest(*cat, n))
     return {"layers": layers}
-
-
-def _histogram_part(labels: np.ndarray, preds: np.ndarray, scores: np.ndarray,
-                    bins: list[float], train_classes: list[int]) -> dict[str, Any]:
-    lab, pred = np.asarray(labels), np.asarray(preds)
-    s = np.asarray(scores, dtype=np.float64)
-    labelled = lab >= 0
-    seen = np.isin(lab, train_classes)
-    ok = np.isfinite(s)
-    groups = {"correct": labelled & seen & (lab == pred),
-              "misclassified": labelled & seen & (lab != pred),
-              "unseen": labelled & ~seen}
-    return {g: np.histogram(s[m & ok], bins=bins)[0].astype(np.int64) for g, m in groups.items()}
 
 
 # ---------------------------------------------------------------------------- the class
@@ -443,92 +418,16 @@ class DaskSignatures:
 
     # ------------------------------------------------------------------ the report
     def report_entry(self, n_classes: int, scores: Any, n_exemplars: int) -> dict[str, Any]:
-        """The report's entry of the split (``report.data``'s ``_split_entry``), by reductions."""
-        import dask.array as da
+        """The report's entry of the split (``report.data``'s ``_split_entry``), by reductions;
+        see :func:`nnsig_core.distributed.report.report_entry`."""
+        from nnsig_core.distributed.report import report_entry
 
-        L = len(self.layers)
-        if scores is not None:
-            sc = da.from_array(np.asarray(scores, dtype=np.float64), chunks=self.labels.chunks[0])
-            j = self._reduce_joint(sc)
-            if self._joint is None:
-                self._joint = {"rows": j["rows"], "counts": j["counts"]}
-            with np.errstate(invalid="ignore", divide="ignore"):
-                means = np.where(j["n_scored"] > 0, j["sums"] / np.maximum(j["n_scored"], 1),
-                                 np.nan)
-        else:
-            means = None
-        T, counts = self.joint()
-        rows = []
-        if T.shape[0]:
-            keys = [T[:, L + 1]] + [T[:, 1 + j] for j in reversed(range(L))] + [T[:, 0], -counts]
-            for i in np.lexsort(keys):
-                u = T[i]
-                rows.append({"input": int(u[0]), "path": [int(x) for x in u[1 : L + 1]],
-                             "output": int(u[L + 1]), "count": int(counts[i]),
-                             "score": None if means is None else _f(means[i], 4)})
-        lab, ids, _, w = self._cols()
-        exemplars = self.exemplars(n=n_exemplars)
-        comps = self._composition(lab, ids, w) if T.shape[0] else [
-            np.zeros((k, max(n_classes, 1)), np.int64) for k in self.n_clusters]
-        clusters, purity, entropy = [], [], []
-        for j, k in enumerate(self.n_clusters):
-            totals = np.bincount(ids[:, j], weights=w, minlength=k).astype(np.int64)
-            comp = np.zeros((k, n_classes), dtype=np.int64)
-            comp[:, : min(n_classes, comps[j].shape[1])] = comps[j][:, :n_classes]
-            purity.append(_f(class_purity(comp)))
-            entropy.append(_f(class_entropy(comp)))
-            clusters.append([{
-                "id": c, "count": int(totals[c]), "by_class": [int(x) for x in comp[c]],
-                "purity": _f(comp[c].max() / comp[c].sum()) if comp[c].sum() else None,
-                "exemplars": [f"{self.split}/{r}" for r in exemplars[j][c]],
-            } for c in range(k)])
-        return {"n_samples": self.n_samples, "accuracy": _f(self.accuracy),
-                "n_signatures": self.n_signatures, "purity": purity, "entropy": entropy,
-                "rows": rows, "clusters": clusters}
+        return report_entry(self, n_classes, scores, n_exemplars)
 
     def score_histogram(self, scores: Any, bins: list[float], train_classes: Sequence[int],
                         name: str) -> dict[str, Any]:
-        """The report's score histogram of the split (``report.data``'s ``_score_histogram``)."""
-        import dask.array as da
-        from dask import delayed
+        """The report's score histogram of the split, by a reduction; see
+        :func:`nnsig_core.distributed.report.score_histogram`."""
+        from nnsig_core.distributed.report import score_histogram
 
-        sc = da.from_array(np.asarray(scores, dtype=np.float64), chunks=self.labels.chunks[0])
-        cols = self._blocks(self.labels, self.predictions, sc)
-        parts = [delayed(_histogram_part)(*b, list(bins), [int(c) for c in train_classes])
-                 for b in zip(*cols, strict=True)]
-        r = self.client.compute(tree_reduce(parts)).result()
-        counts = {g: [int(x) for x in r[g]] for g in ("correct", "misclassified", "unseen")}
-        return {"name": name, "bins": [_f(b) for b in bins], "counts": counts}
-
-    # ------------------------------------------------------------------ saving
-    def save(self, store: ActivationStore, name: str) -> None:
-        """Write the cluster ids and distances next to the saved analysis ``name``, from the
-        workers (each writes its blocks), replacing older ones only once complete."""
-        import dask.array as da
-
-        store.require_writable(f"the signatures of split {self.split!r}")
-        if not self._whole or self.n_samples != store.n_samples(self.split):
-            raise ValueError(f"Only whole-split signatures can be saved; these are a subset of "
-                             f"{self.n_samples} of split {self.split!r}'s samples.")
-        tmp = f"{signatures_path(name)}/.new-{self.split}-{uuid.uuid4().hex[:8]}"
-        group = store.group(tmp, create=True)
-        assert group is not None
-        try:
-            rows = self.cluster_ids.chunks[0][0]
-            targets = [group.create_array(key, shape=arr.shape, dtype=arr.dtype,
-                                          chunks=(rows, arr.shape[1]), fill_value=0,
-                                          **array_options())
-                       for key, arr in (("cluster_ids", self.cluster_ids),
-                                        ("distances", self.distances))]
-            stored = da.store([self.cluster_ids.rechunk((rows, -1)),
-                               self.distances.rechunk((rows, -1))], targets, lock=False,
-                              compute=False)
-            self.client.compute(stored, sync=True)
-            group.attrs.update(to_json_safe({
-                "split": self.split, "layers": self.layers,
-                "fingerprint": store.fingerprint(self.split), "created": now_iso(),
-            }))
-            store.replace_group(tmp, signatures_path(name, self.split))
-        except BaseException:
-            store.delete(tmp)
-            raise
+        return score_histogram(self, scores, bins, train_classes, name)
