@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 EXTRAS ?= dev,torch,keras
 
-.PHONY: demo test test-fast lint bench screenshot clean
+.PHONY: demo test test-fast test-js lint bench screenshot clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +17,23 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/python examples/mnist_torch.py $(ARGS)
 
+# The viewer's JavaScript unit tests: node's own runner, no npm packages. Skipped (with
+# a message) when node is missing, except in CI, where that fails.
+NODE_TESTS = if command -v node >/dev/null 2>&1; then node --test tests/js/; \
+	elif [ -n "$$CI" ]; then echo "node is required in CI (apt-get install nodejs)"; false; \
+	else echo "node not found: the viewer's JavaScript unit tests are skipped (install nodejs)"; fi
+
+# pytest and the JavaScript tests both run; the target fails when either fails.
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest $(ARGS)
+	@status=0; $(BIN)/python -m pytest $(ARGS) || status=1; \
+	$(NODE_TESTS) || status=1; exit $$status
 
 test-fast: $(BIN)/.installed
-	$(BIN)/python -m pytest -m "not slow and not browser" $(ARGS)
+	@status=0; $(BIN)/python -m pytest -m "not slow and not browser" $(ARGS) || status=1; \
+	$(NODE_TESTS) || status=1; exit $$status
+
+test-js:
+	@$(NODE_TESTS)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check nnsig_core adapters tests examples benchmarks

@@ -1,20 +1,36 @@
-"""Capture benchmark: forward pass vs capture to a complete store vs one CSV per layer.
+"""Capture benchmark: the cost of a capture next to the forward pass it records.
 
-The prototype's model (784-512-512-512-10 ReLU MLP, briefly trained so its
-activations look like a real network's) on the 60,000 MNIST training images,
-batches of 1000, capturing the three hidden ReLU outputs. Printed, measured in
-the same run, each as a ratio to (a):
+Three parts, each printing ratios measured side by side in one run (best of
+``--repeats``, the runs of the measures interleaved so the machine's load hits
+them alike):
 
-(a)  plain forward passes over the batches (inference mode),
-(b)  ``nnsig_core.capture`` to a complete on-disk store (default codec), plus
-     the other codecs and float16 for comparison (why the default is what it is),
-(c)  the same layers written as one text CSV per layer (the prototype's way),
+``mlp``
+    The prototype's model (784-512-512-512-10 ReLU MLP, briefly trained) on the
+    60,000 MNIST training images, batches of 1000, the three hidden ReLUs:
+    (a) plain forward passes (inference mode), (a2) ``TorchAdapter.run`` alone,
+    (b) ``nnsig_core.capture`` to a complete on-disk store (the target: at most
+    1.3 times (a)), the other codecs and float16, (c) one text CSV per layer
+    (the prototype's way), and the peak RSS of capturing 10,000 vs 60,000
+    samples, each in a fresh process.
+``resnet``
+    torchvision's ResNet-18 (random weights) on 32 x 32 images (MNIST digits
+    padded and repeated on three channels), batches of 256, its four block
+    outputs mean-pooled (nnsig's default for it): forward passes, the adapter,
+    a capture into a new store, and TorchLens (``torchlens.trace``) on the same
+    model and batches, saving the same four module outputs and saving every
+    layer (its default). The values of both are compared.
+``fixed``
+    The fixed cost of a short capture of many layers: DenseNet-121 with 127
+    captures (its 120 convolutions, 4 dense blocks, 3 transitions, all
+    mean-pooled), 3 batches of 16: forward passes, the adapter, a capture into
+    a new store, and the creation of the 127 arrays (metadata written once and
+    concurrently, as ``ActivationStore.create_split`` does) next to zarr's
+    ``create_array`` one array at a time.
 
-and the peak RSS of capturing 10,000 vs 60,000 samples, each in a fresh process.
+Run from the repository root (``flock`` keeps two timing runs from overlapping)::
 
-Run from the repository root::
-
-    .venv/bin/python benchmarks/bench_capture.py --data-root ../shared/data
+    flock /tmp/nnsig-bench.lock .venv/bin/python benchmarks/bench_capture.py --data-root ../shared/data
+    .venv/bin/python benchmarks/bench_capture.py --parts resnet fixed --repeats 2
 """
 
 from __future__ import annotations
@@ -28,6 +44,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -98,6 +115,17 @@ def time_forward(model, images, labels, batch_size: int) -> float:
     with torch.inference_mode():
         for x, _y in batches(images, labels, batch_size):
             model(x)
+    return time.perf_counter() - t
+
+
+def time_run_only(model, images, labels, batch_size: int) -> float:
+    """The adapter alone: hooks, pooling, the finite check, host arrays; no store."""
+    from nnsig_torch import TorchAdapter
+
+    adapter = TorchAdapter(model, layers=["1", "3", "5"])
+    t = time.perf_counter()
+    for x, _y in batches(images, labels, batch_size):
+        adapter.run(x)
     return time.perf_counter() - t
 
 
@@ -176,74 +204,299 @@ def time_checksums(store: Path) -> float:
     return time.perf_counter() - t0
 
 
+def time_capture_via_store_api(model, images, labels, batch_size: int, path: Path) -> float:
+    """A default capture whose chunks all go through zarr's ``Store.set`` (the path every
+    non-local store takes) instead of the local file fast path."""
+    from nnsig_core.capture import chunks
+
+    chunks.LOCAL_FAST_PATH = False
+    try:
+        return time_capture(model, images, labels, batch_size, path)
+    finally:
+        chunks.LOCAL_FAST_PATH = True
+
+
+#: CPU seconds (all threads of this process) of the best run of each measure.
+CPU: dict[str, float] = {}
+
+
+def interleaved(measures: dict[str, Any], repeats: int) -> dict[str, float]:
+    """Best wall time of each measure over ``repeats`` rounds, the measures taking turns
+    (the CPU time of that run goes to :data:`CPU`)."""
+    best = {k: float("inf") for k in measures}
+    for _ in range(repeats):
+        for k, fn in measures.items():
+            c = time.process_time()
+            wall = fn()
+            if wall < best[k]:
+                best[k], CPU[k] = wall, time.process_time() - c
+    return best
+
+
+def table(title: str, results: dict[str, float], base: str, sizes: dict[str, int] | None = None,
+          notes: dict[str, str] | None = None) -> None:
+    """Wall seconds and their ratio to ``base``, and the same for CPU seconds when known."""
+    print(f"\n{title}")
+    print(f"{'measure':40s} {'seconds':>8s} {'ratio':>7s} {'cpu s':>8s} {'cpu ratio':>9s}")
+    for name, secs in results.items():
+        size = f"  {sizes[name] / 2**20:7.1f} MiB" if sizes and name in sizes else ""
+        note = f"  {notes[name]}" if notes and name in notes else ""
+        cpu = (f"{CPU[name]:8.3f} {CPU[name] / CPU[base]:9.2f}" if name in CPU and base in CPU
+               else f"{'':8s} {'':9s}")
+        print(f"{name:40s} {secs:8.3f} {secs / results[base]:7.2f} {cpu}{size}{note}")
+
+
+# ---------------------------------------------------------------------------- MLP
+def part_mlp(args: argparse.Namespace, work: Path, out: dict[str, Any]) -> None:
+    import torch
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    images, labels = load_mnist_uint8(args.data_root)
+    model = train_briefly(make_model(), images, labels)
+    weights = work / "mlp.pt"
+    torch.save(model.state_dict(), weights)
+    store = work / "capture.zarr"
+    bs = args.batch_size
+    time_forward(model, images, labels, bs)  # warm-up
+    results = interleaved({
+        "(a) forward": lambda: time_forward(model, images, labels, bs),
+        "(a2) TorchAdapter.run only": lambda: time_run_only(model, images, labels, bs),
+        "(b) capture, default (raw chunks)": lambda: time_capture(model, images, labels, bs, store),
+        "(b) capture, durable=True (fsync)": lambda: time_capture(model, images, labels, bs,
+                                                                  store, durable=True),
+        "(b) capture via zarr's Store.set": lambda: time_capture_via_store_api(
+            model, images, labels, bs, store),
+    }, args.repeats)
+    time_capture(model, images, labels, bs, store)
+    sizes = {"(b) capture, default (raw chunks)": dir_size(store)}
+    crc_seconds = time_checksums(store)
+    variants = {
+        "(b) capture, float16": {"dtype": "float16"},
+        "(b) capture, lz4 bit shuffle 1": {"compressor": "lz4"},
+        "(b) capture, lz4 byte shuffle 5": {"compressor": BloscCodec(cname="lz4", clevel=5,
+                                                                     shuffle="shuffle")},
+        "(b) capture, blosc zstd 1": {"compressor": BloscCodec(cname="zstd", clevel=1,
+                                                               shuffle="bitshuffle")},
+        "(b) capture, zstd default level": {"compressor": ZstdCodec()},
+    }
+    if not args.no_codecs:
+        for name, kw in variants.items():
+            results[name] = time_capture(model, images, labels, bs, store, **kw)
+            sizes[name] = dir_size(store)
+        results["(c) one CSV per layer"] = time_csv(model, images, labels, bs, work / "csv")
+        sizes["(c) one CSV per layer"] = dir_size(work / "csv")
+    print(f"MNIST train, 60,000 samples, batches of {bs}, layers 1/3/5 (3 x 512 ReLU); "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores")
+    table("MLP: ratio to (a) forward", results, "(a) forward", sizes)
+    print(f"crc32c of every chunk of the default capture (computed by the writer thread): "
+          f"{crc_seconds:.3f} s, {crc_seconds / results['(b) capture, default (raw chunks)']:.1%}"
+          " of that capture's time")
+    rss = {}
+    if not args.no_rss:
+        rss = {"10k": rss_child(args, 10_000, weights, work / "rss10.zarr"),
+               "60k": rss_child(args, 60_000, weights, work / "rss60.zarr")}
+        print(f"peak RSS capturing 10k: {rss['10k'] / 2**20:.0f} MiB, 60k: "
+              f"{rss['60k'] / 2**20:.0f} MiB, 60k/10k = {rss['60k'] / rss['10k']:.3f}")
+    out["mlp"] = {"seconds": results, "bytes": sizes, "rss": rss}
+
+
+# ---------------------------------------------------------------------------- ResNet-18
+def digits_32(root: str, n: int):
+    """``n`` MNIST digits as 32 x 32 RGB images (padded by 2, repeated on 3 channels)."""
+    import torch
+
+    images, _ = load_mnist_uint8(root)
+    x = images[:n].to(torch.float32).div_(255.0)
+    x = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    return ((x - 0.1307) / 0.3081).unsqueeze(1).repeat(1, 3, 1, 1)
+
+
+def part_resnet(args: argparse.Namespace, work: Path, out: dict[str, Any]) -> None:
+    import torch
+    import torchvision
+    from nnsig_torch import TorchAdapter
+
+    from nnsig_core import capture
+
+    blocks = ["layer1", "layer2", "layer3", "layer4"]
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    x = digits_32(args.data_root, 256 * args.resnet_batches)
+    chunks = list(torch.split(x, 256))
+    labels = torch.zeros(len(x), dtype=torch.int64)
+
+    def forward() -> float:
+        t = time.perf_counter()
+        with torch.inference_mode():
+            for b in chunks:
+                model(b)
+        return time.perf_counter() - t
+
+    def run_only() -> float:
+        adapter = TorchAdapter(model)  # the default: the four block outputs, mean-pooled
+        assert adapter.layer_names == blocks
+        t = time.perf_counter()
+        for b in chunks:
+            adapter.run(b)
+        return time.perf_counter() - t
+
+    def capture_store() -> float:
+        path = work / "resnet.zarr"
+        shutil.rmtree(path, ignore_errors=True)
+        t = time.perf_counter()
+        capture(TorchAdapter(model), (x, labels), path, batch_size=256, progress=False)
+        return time.perf_counter() - t
+
+    measures = {"(a) forward": forward, "(b) nnsig TorchAdapter.run": run_only,
+                "(c) nnsig capture to a store": capture_store}
+    notes = {}
+    try:
+        import torchlens as tl
+    except ImportError:
+        tl = None
+        print("TorchLens is not installed: pip install torchlens to compare with it.")
+    if tl is not None:
+        selected = tl.module(blocks[0])
+        for b in blocks[1:]:
+            selected = selected | tl.module(b)
+
+        def torchlens_blocks() -> float:
+            t = time.perf_counter()
+            for b in chunks:
+                tl.trace(model, b, save=selected)
+            return time.perf_counter() - t
+
+        def torchlens_all() -> float:
+            t = time.perf_counter()
+            for b in chunks:
+                tl.trace(model, b)
+            return time.perf_counter() - t
+
+        measures["(d) TorchLens, the 4 block outputs"] = torchlens_blocks
+        measures["(e) TorchLens, every layer (default)"] = torchlens_all
+        version = getattr(tl, "__version__", None)
+        if version is None:
+            from importlib.metadata import version as pkg_version
+
+            version = pkg_version("torchlens")
+        notes["(d) TorchLens, the 4 block outputs"] = f"torchlens {version}"
+    forward()  # warm-up
+    results = interleaved(measures, args.repeats)
+    print(f"\nResNet-18, {len(x)} images 32 x 32, batches of 256, block outputs mean-pooled")
+    table("ResNet-18: ratio to (a) forward", results, "(a) forward", notes=notes)
+    if tl is not None:  # the same values
+        trace = tl.trace(model, chunks[0], save=selected)
+        acts = TorchAdapter(model).run(chunks[0])[1]
+        diff = max(float((trace.modules[b].out.float().mean((2, 3)) - torch.from_numpy(acts[b]))
+                         .abs().max()) for b in blocks)
+        print(f"largest difference between nnsig's and TorchLens' block outputs: {diff:.2e}")
+    out["resnet"] = {"seconds": results}
+
+
+# ---------------------------------------------------------------------------- fixed cost
+def part_fixed(args: argparse.Namespace, work: Path, out: dict[str, Any]) -> None:
+    import torch
+    import torchvision
+    import zarr
+    from nnsig_torch import TorchAdapter
+    from torch import nn
+
+    from nnsig_core import capture
+    from nnsig_core.store.create import create_arrays
+    from nnsig_core.store.layout import layer_key, split_array_specs
+
+    torch.manual_seed(0)
+    model = torchvision.models.densenet121(weights=None, num_classes=10).eval()
+    layers = [nn.Conv2d] + [f"features.denseblock{i}" for i in range(1, 5)] + [
+        f"features.transition{i}" for i in range(1, 4)]
+    x = digits_32(args.data_root, 48)
+    labels = torch.zeros(len(x), dtype=torch.int64)
+    chunks = list(torch.split(x, 16))
+    adapter = TorchAdapter(model, layers=layers)
+    acts = adapter.run(chunks[0])[1]
+    n_layers = len(acts)
+    specs = split_array_specs([(k, layer_key(k), v.shape[1:]) for k, v in acts.items()],
+                              10, len(x), 16, np.float32, None)
+
+    def forward() -> float:
+        t = time.perf_counter()
+        with torch.inference_mode():
+            for b in chunks:
+                model(b)
+        return time.perf_counter() - t
+
+    def run_only() -> float:
+        a = TorchAdapter(model, layers=layers)
+        t = time.perf_counter()
+        for b in chunks:
+            a.run(b)
+        return time.perf_counter() - t
+
+    def capture_store() -> float:
+        path = work / "densenet.zarr"
+        shutil.rmtree(path, ignore_errors=True)
+        t = time.perf_counter()
+        capture(TorchAdapter(model, layers=layers), (x, labels), path, batch_size=16,
+                progress=False)
+        return time.perf_counter() - t
+
+    def group() -> Any:
+        path = work / "arrays.zarr"
+        shutil.rmtree(path, ignore_errors=True)
+        return zarr.open_group(str(path), mode="w", zarr_format=3).create_group("train")
+
+    def create_once() -> float:
+        g = group()
+        t = time.perf_counter()
+        create_arrays(g, specs)
+        return time.perf_counter() - t
+
+    def create_one_by_one() -> float:
+        g = group()
+        t = time.perf_counter()
+        for key, spec in specs.items():
+            g.create_array(key, **spec)
+        return time.perf_counter() - t
+
+    forward()
+    results = interleaved({
+        "(a) forward": forward, "(b) TorchAdapter.run": run_only,
+        "(c) capture into a new store": capture_store,
+        f"(d) create the {len(specs)} arrays, at once": create_once,
+        f"(e) create the {len(specs)} arrays, one by one": create_one_by_one,
+    }, args.repeats)
+    print(f"\nDenseNet-121, {n_layers} captured layers, 3 batches of 16 images 32 x 32")
+    table("Fixed cost: ratio to (a) forward", results, "(a) forward")
+    out["fixed"] = {"seconds": results, "layers": n_layers}
+
+
 def main(argv: list[str] | None = None) -> int:
     here = Path(__file__).resolve().parents[1]
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-root", default=os.environ.get("NNSIG_DATA", str(here.parent / "shared" / "data")))
-    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--parts", nargs="+", choices=["mlp", "resnet", "fixed"],
+                   default=["mlp", "resnet", "fixed"], help="which parts to run (default: all)")
+    p.add_argument("--batch-size", type=int, default=1000, help="MLP batch size (default: 1000)")
     p.add_argument("--repeats", type=int, default=3, help="best of N for each timing")
+    p.add_argument("--resnet-batches", type=int, default=4, help="ResNet-18 batches of 256")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: cores)")
+    p.add_argument("--no-codecs", action="store_true", help="MLP: skip the codec variants and CSV")
+    p.add_argument("--no-rss", action="store_true", help="MLP: skip the peak-RSS subprocesses")
     p.add_argument("--workdir", default=None, help="where stores are written (default: a temp dir)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
 
     import torch
-    from zarr.codecs import BloscCodec, ZstdCodec
 
-    torch.set_num_threads(os.cpu_count() or 1)
-    images, labels = load_mnist_uint8(args.data_root)
-    model = train_briefly(make_model(), images, labels)
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="nnsig-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    weights = work / "mlp.pt"
-    torch.save(model.state_dict(), weights)
-
-    def best(fn, *a, **kw) -> float:
-        return min(fn(*a, **kw) for _ in range(args.repeats))
-
-    time_forward(model, images, labels, args.batch_size)  # warm-up
-    results: dict[str, float] = {}
-    results["a_forward"] = best(time_forward, model, images, labels, args.batch_size)
-    store = work / "capture.zarr"
-    variants = {
-        "b_capture_default (raw)": {},
-        "b_capture_float16": {"dtype": "float16"},
-        "b_capture_lz4_bitshuffle_1": {"compressor": "lz4"},
-        "b_capture_lz4_byteshuffle_5": {"compressor": BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")},
-        "b_capture_blosc_zstd1": {"compressor": BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle")},
-        "b_capture_zstd_default_level": {"compressor": ZstdCodec()},
-        "b_capture_durable (fsync)": {"durable": True},
-    }
-    sizes: dict[str, int] = {}
-    for name, kw in variants.items():
-        results[name] = best(time_capture, model, images, labels, args.batch_size, store, **kw)
-        sizes[name] = dir_size(store)
-        if name.startswith("b_capture_default"):
-            crc_seconds = time_checksums(store)
-    results["a_forward_again"] = best(time_forward, model, images, labels, args.batch_size)
-    results["c_csv_per_layer"] = time_csv(model, images, labels, args.batch_size, work / "csv")
-    sizes["c_csv_per_layer"] = dir_size(work / "csv")
-    forward = min(results["a_forward"], results["a_forward_again"])
-
-    print(f"MNIST train, 60,000 samples, batches of {args.batch_size}, layers 1/3/5 (3 x 512 ReLU)")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores")
-    print(f"{'measure':34s} {'seconds':>8s} {'ratio to (a)':>13s} {'on disk':>10s}")
-    print(f"{'(a) forward only':34s} {forward:8.3f} {1.0:13.2f}")
-    for name, secs in results.items():
-        if name.startswith("a_"):
-            continue
-        size = f"{sizes[name] / 2**20:8.1f} MiB" if name in sizes else ""
-        print(f"{name:34s} {secs:8.3f} {secs / forward:13.2f} {size:>10s}")
-
-    print(f"crc32c of every chunk of the default capture (computed by the writer thread): "
-          f"{crc_seconds:.3f} s, {crc_seconds / results['b_capture_default (raw)']:.1%} of "
-          "that capture's time")
-    rss10 = rss_child(args, 10_000, weights, work / "rss10.zarr")
-    rss60 = rss_child(args, 60_000, weights, work / "rss60.zarr")
-    print(f"peak RSS capturing 10k: {rss10 / 2**20:.0f} MiB, 60k: {rss60 / 2**20:.0f} MiB, "
-          f"60k/10k = {rss60 / rss10:.3f}")
+    out: dict[str, Any] = {"threads": torch.get_num_threads(), "cores": os.cpu_count()}
+    parts = {"mlp": part_mlp, "resnet": part_resnet, "fixed": part_fixed}
+    for name in args.parts:
+        parts[name](args, work, out)
     if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"seconds": results, "bytes": sizes, "rss": {"10k": rss10, "60k": rss60}}, indent=2))
+        Path(args.json).write_text(json.dumps(out, indent=2))
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     return 0

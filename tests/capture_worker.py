@@ -1,10 +1,11 @@
 """A capture run in its own process, for the tests of concurrent writers and killed captures.
 
-Usage: ``python tests/capture_worker.py STORE SPLIT VALUE N [--start-at T] [--sleep S]
-[--resume] [--overwrite]``. Captures ``N`` samples whose activations are
+Usage: ``python tests/capture_worker.py STORE SPLIT VALUE N [--start-at T | --wait-for FILE]
+[--sleep S] [--resume] [--overwrite]``. Captures ``N`` samples whose activations are
 ``VALUE + row / 1000`` (so two writers' rows, and rows of one writer, are told
 apart), in batches of 10, sleeping ``S`` seconds per batch; waits until the
-wall-clock time ``T`` before starting (so two processes start together).
+wall-clock time ``T``, or prints ``READY`` and waits until ``FILE`` exists,
+before starting (so two processes start together).
 Prints ``OK`` on success, or ``ERROR <class>: <message>`` and exits 3.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -39,12 +41,24 @@ def main() -> int:
     p.add_argument("value", type=float)
     p.add_argument("n", type=int)
     p.add_argument("--start-at", type=float, default=0.0)
+    p.add_argument("--wait-for", default=None,
+                   help="print READY, then wait until this file exists before starting")
     p.add_argument("--sleep", type=float, default=0.0)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--record-every-chunk", action="store_true",
+                   help="record the written count after every chunk (not once a second)")
     args = p.parse_args()
+    if args.record_every_chunk:
+        from nnsig_core.capture import session
+
+        session.RECORD_EVERY_S = 0.0
     acts = rows(args.value, args.n)
     adapter = ArrayAdapter({"h": acts}, np.eye(3, dtype=np.float32)[np.arange(args.n) % 3])
+    if args.wait_for:
+        print("READY", flush=True)
+        while not Path(args.wait_for).exists():
+            time.sleep(0.0005)
     while time.time() < args.start_at:
         time.sleep(0.001)
     try:

@@ -210,6 +210,28 @@ def test_an_interrupted_capture_resumes_with_only_its_missing_shards(client, tmp
     assert open_store(path).is_complete("train")
 
 
+def test_a_done_shard_missing_a_chunk_runs_again(client, tmp_path, caplog) -> None:
+    X, y = _data(1003)
+    path = tmp_path / "d.zarr"
+    with pytest.raises(RuntimeError, match="cannot read sample 650"):
+        capture_distributed(make_linear, Dataset(X, y, fail_at=650), path, batch_size=50,
+                            chunk_bytes=4000, shard_rows=200, client=client, retries=0,
+                            progress=False)
+    done = {int(p.name[:6]) for p in (path / shard_marker_prefix("train")).iterdir()}
+    lost = min(done)
+    (path / "train" / "labels" / "c" / str(lost)).unlink()  # its labels' chunk (200 rows)
+    READ.clear()
+    with caplog.at_level("WARNING", logger="nnsig"):
+        capture_distributed(make_linear, Dataset(X, y), path, batch_size=50, client=client,
+                            resume=True, progress=False)
+    assert f"Shard {lost} of split 'train'" in caplog.text and "labels" in caplog.text
+    per_shard = np.bincount(np.array(READ) // 200, minlength=6)
+    assert per_shard[lost] == 200  # captured again, not only checked
+    capture(make_linear(), (X, y), tmp_path / "s.zarr", batch_size=50, chunk_bytes=4000,
+            progress=False)
+    _same_bytes(path, tmp_path / "s.zarr")
+
+
 def test_a_resume_is_refused_with_other_shards_or_other_data(client, tmp_path) -> None:
     X, y = _data(1003)
     path = tmp_path / "d.zarr"

@@ -203,13 +203,25 @@ def test_conv2d_values():
         ]
     )
     x = rng(4).normal(size=(5, 6, 6, 1)).astype("float32")
-    _, acts = KerasAdapter(model, layers=["conv", "flat"]).run(x)
+    _, acts = KerasAdapter(model, layers=["conv", "flat"], pool=None).run(x)
     kernel, bias = model.get_layer("conv").get_weights()  # (3, 3, 1, 2)
     windows = np.lib.stride_tricks.sliding_window_view(x.astype(np.float64), (3, 3), axis=(1, 2))
     ref = relu(np.einsum("nijcab,abcf->nijf", windows, kernel) + bias)  # (5, 4, 4, 2)
     assert acts["conv"].shape == (5, 4, 4, 2)
     np.testing.assert_allclose(acts["conv"], ref, atol=ATOL)
     np.testing.assert_allclose(acts["flat"], ref.reshape(5, -1), atol=ATOL)
+    # "auto": channels last (Keras' convention) averaged over the 4 x 4 positions
+    adapter = KerasAdapter(model, layers=["conv", "flat"])
+    _, pooled = adapter.run(x)
+    np.testing.assert_allclose(pooled["conv"], ref.mean((1, 2)), atol=ATOL)
+    np.testing.assert_allclose(pooled["flat"], acts["flat"], atol=ATOL)
+    entry = adapter.model_summary()["layers"][0]
+    assert entry["layout"] == "NHWC" and entry["pool"] == "mean" and entry["shape"] == [2]
+    assert entry["source_shape"] == [4, 4, 2]
+    _, mx = KerasAdapter(model, layers="conv", pool="max").run(x)
+    np.testing.assert_allclose(mx["conv"], ref.max((1, 2)), atol=ATOL)
+    _, cf = KerasAdapter(model, layers="conv", pool="mean", layout="NCHW").run(x)
+    np.testing.assert_allclose(cf["conv"], ref.mean((2, 3)), atol=ATOL)  # as told
 
 
 def test_inference_mode_for_dropout_and_batch_normalization():
@@ -575,6 +587,9 @@ def test_model_summary_metadata():
     assert summary["parameters"] == model.count_params() == 8 * 16 + 16 + 16 * 12 + 12 + 12 * 3 + 3
     fc1 = summary["layers"][0]
     assert fc1 | {"config": None} == {
+        "source_shape": [16],
+        "layout": "NC",
+        "pool": "none",
         "name": "fc1",
         "type": "Dense",
         "path": "fc1",

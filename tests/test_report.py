@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import sys
 import types
@@ -27,6 +28,8 @@ from nnsig_core.report import (
 )
 from nnsig_core.report import serve as rs
 from nnsig_core.report import write as rw
+from nnsig_core.report.data import REPORT_FORMAT_VERSION
+from nnsig_core.report.summary import SUPPORTED_FORMAT
 
 try:
     from test_report_synth import make_report_data
@@ -54,8 +57,15 @@ def test_write_report_data_writes_viewer_data_and_marker(tmp_path, data):
     index = write_report_data(data, out)
     assert index == out / "index.html"
     names = {p.name for p in out.iterdir()}
-    assert {"index.html", "app.js", "sankey.js", "style.css", "data.js", "runs.js", MARKER} <= names
-    assert "runs-index.html" not in names and "README.md" not in names
+    assert names == {"index.html", "style.css", "viewer.js", "data.js", "runs.js", MARKER}
+    # The viewer's modules are joined into viewer.js, in the order viewer/index.html loads them.
+    src = viewer_dir()
+    modules = re.findall(r'<script src="([^"]+)"></script>', (src / "index.html").read_text())[2:]
+    bundle = (out / "viewer.js").read_text()
+    at = [bundle.index(f"/* ---- {m} ---- */\n" + (src / m).read_text()) for m in modules]
+    assert at == sorted(at) and len(modules) >= 12
+    scripts = re.findall(r'<script src="([^"]+)"></script>', index.read_text())
+    assert scripts == ["data.js", "runs.js", "viewer.js"]
     assert read_data_js(out / "data.js") == data
     assert (out / "runs.js").read_text() == "window.NNSIG_RUNS = null;\n"
     marker = json.loads((out / MARKER).read_text())
@@ -153,9 +163,22 @@ def test_viewer_dir_finds_the_static_files():
     assert (d / "runs-index.html").is_file()
 
 
+def test_viewer_loads_every_script_and_knows_the_data_format():
+    d = viewer_dir()
+    html = (d / "index.html").read_text()
+    scripts = re.findall(r'<script src="([^"]+)"></script>', html)
+    assert scripts[:2] == ["data.js", "runs.js"] and scripts[-1] == "app.js"
+    assert sorted(scripts[2:]) == sorted(p.name for p in d.glob("*.js"))
+    model = (d / "model.js").read_text()
+    assert f"const SUPPORTED_FORMAT = {SUPPORTED_FORMAT};" in model
+    assert REPORT_FORMAT_VERSION == SUPPORTED_FORMAT
+
+
 def test_viewer_never_inserts_markup_and_needs_no_network():
     d = viewer_dir()
-    for name in ("app.js", "sankey.js", "index.html", "runs-index.html"):
+    names = sorted(p.name for p in d.glob("*.js")) + ["index.html", "runs-index.html"]
+    assert len(names) >= 14
+    for name in names:
         text = (d / name).read_text()
         for bad in (
             "innerHTML",
@@ -310,7 +333,7 @@ def test_serves_the_report_with_content_types(served):
     assert body == (rep / "index.html").read_bytes()
     for path, ctype in (
         ("/index.html", "text/html"),
-        ("/app.js", "text/javascript"),
+        ("/viewer.js", "text/javascript"),
         ("/data.js", "text/javascript"),
         ("/style.css", "text/css"),
         ("/nnsig-report.json", "application/json"),
@@ -321,7 +344,7 @@ def test_serves_the_report_with_content_types(served):
         assert headers["content-type"].startswith(ctype), path
         assert headers["x-content-type-options"] == "nosniff"
     assert raw_get(port, "/link-in.txt")[2] == b"inside"  # a link inside the report is fine
-    status, headers, body = raw_get(port, "/app.js", method="HEAD")
+    status, headers, body = raw_get(port, "/viewer.js", method="HEAD")
     assert status == 200 and body == b"" and int(headers["content-length"]) > 0
 
 

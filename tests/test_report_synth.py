@@ -3,8 +3,11 @@
 ``make_report_data`` draws samples whose cluster paths mostly follow a few
 "typical" clusters per class and layer, with some deviations and
 misclassifications, then aggregates them exactly as the contract says (rows,
-per-cluster counts, typical clusters, score histograms, thumbnails). The tests
-at the bottom check the generator itself against the contract.
+per-cluster counts, per-class purity, typical clusters, score histograms and
+the default threshold, thumbnail sprites, the layer map's points). It writes
+format 2 by default and format 1 (no map, raw thumbnails) with ``version=1``,
+to check the viewer still reads it. The tests at the bottom check the
+generator itself against the contract.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ import datetime as dt
 from collections import Counter
 
 import numpy as np
+
+from nnsig_core.report.layermap import encode_xy
+from nnsig_core.report.sprite import make_sprite
 
 LAYER_TYPES = ["Linear", "ReLU", "Conv2d", "BatchNorm2d", "ReLU", "Linear", "ReLU", "Linear"]
 
@@ -39,13 +45,18 @@ def make_report_data(
     title: str = "Synthetic MLP",
     seed: int = 0,
     images: dict[str, np.ndarray] | None = None,
+    version: int = 2,
+    unlabelled: tuple[str, ...] = (),
+    map_points: int = 400,
 ) -> dict:
-    """A report data dict (format 1) for synthetic samples.
+    """A report data dict (format 2, or 1 with ``version=1``) for synthetic samples.
 
     ``samples`` maps split name to sample count (default train 3000, test 800,
     which gives a few hundred distinct rows with 10 classes and 4 layers).
     ``images``, when given, maps split name to a uint8 array (n, *thumb_shape)
-    used for the thumbnails instead of random patterns.
+    used for the thumbnails instead of random patterns. The splits named in
+    ``unlabelled`` have no labels (-1). ``map_points`` points per split go on
+    the layer map (misclassified ones first; 0 or ``version=1``: no map).
     """
     rng = np.random.default_rng(seed)
     samples = samples or {"train": 3000, "test": 800}
@@ -86,6 +97,10 @@ def make_report_data(
         return labels, paths, outputs
 
     drawn = {s: draw(n) for s, n in samples.items()}
+    true_labels = {s: d[0].copy() for s, d in drawn.items()}
+    for s in unlabelled:
+        labels, paths, outputs = drawn[s]
+        drawn[s] = (np.full_like(labels, -1), paths, outputs)
 
     # typical[l][c]: clusters holding >= 10% of class c's fit samples (train split).
     fit_split = "train" if "train" in drawn else next(iter(drawn))
@@ -103,22 +118,27 @@ def make_report_data(
             per_class.append([int(k) for k in np.flatnonzero(cnt >= 0.1 * sel.size)])
         typical.append(per_class)
 
-    thumbs: dict[str, str] = {}
+    thumbs: list[tuple[str, np.ndarray]] = []
     out_splits = {}
+    sample_scores_of: dict[str, np.ndarray] = {}
     for s, (labels, paths, outputs) in drawn.items():
         n = labels.size
+        truth = true_labels[s]
+        lab = labels >= 0
         sample_scores = None
         if scores:
-            base = np.where(labels == outputs, rng.beta(2, 6, size=n), rng.beta(5, 2, size=n))
-            unseen = ~np.isin(labels, fitted)
-            sample_scores = np.where(unseen, rng.beta(4, 2.5, size=n), base)
+            base = np.where(truth == outputs, rng.beta(2, 6, size=n), rng.beta(5, 2, size=n))
+            sample_scores = np.where(~np.isin(truth, fitted), rng.beta(4, 2.5, size=n), base)
+            sample_scores_of[s] = sample_scores
         groups: dict[tuple, list[int]] = {}
         for i in range(n):
             groups.setdefault(
                 (int(labels[i]), tuple(int(x) for x in paths[i]), int(outputs[i])), []
             ).append(i)
         rows = []
+        row_of = np.zeros(n, dtype=np.int64)
         for (inp, path, outp), idx in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+            row_of[idx] = len(rows)
             rows.append(
                 {
                     "input": inp,
@@ -129,11 +149,12 @@ def make_report_data(
                 }
             )
         layer_clusters = []
-        purity, entropy = [], []
+        purity, entropy, class_purity = [], [], []
+        n_lab = int(lab.sum())
         for layer in range(n_layers):
             k = clusters[layer]
             table = np.zeros((k, n_classes), dtype=np.int64)
-            np.add.at(table, (paths[:, layer], labels), 1)
+            np.add.at(table, (paths[lab, layer], labels[lab]), 1)
             cl = []
             for cid in range(k):
                 members = np.flatnonzero(paths[:, layer] == cid)
@@ -143,13 +164,13 @@ def make_report_data(
                         if images is not None and s in images:
                             px = np.asarray(images[s][int(i)], dtype=np.uint8)
                         else:
-                            px = _pattern(int(labels[i]), thumb_shape, rng)
-                        thumbs[key] = base64.b64encode(px.tobytes()).decode("ascii")
+                            px = _pattern(int(truth[i]), thumb_shape, rng)
+                        thumbs.append((key, px))
                 tot = int(table[cid].sum())
                 cl.append(
                     {
                         "id": cid,
-                        "count": tot,
+                        "count": int(members.size),
                         "by_class": [int(v) for v in table[cid]],
                         "purity": round(float(table[cid].max() / tot), 4) if tot else None,
                         "exemplars": ex,
@@ -157,36 +178,68 @@ def make_report_data(
                 )
             layer_clusters.append(cl)
             nz = table.sum(1) > 0
-            purity.append(round(float(table.max(1)[nz].sum() / n), 4))
+            purity.append(round(float(table.max(1)[nz].sum() / n_lab), 4) if n_lab else None)
             entropy.append(
-                round(float(sum(_entropy_bits(row) * row.sum() for row in table[nz]) / n), 4)
+                round(float(sum(_entropy_bits(row) * row.sum() for row in table[nz]) / n_lab), 4)
+                if n_lab else None
             )
+            share = table / np.maximum(table.sum(1, keepdims=True), 1)
+            per_c = table.sum(0)
+            class_purity.append([
+                round(float((table[:, c] * share[:, c]).sum() / per_c[c]), 4) if per_c[c] else None
+                for c in range(n_classes)
+            ])
         sp = {
             "n_samples": int(n),
-            "accuracy": round(float((labels == outputs).mean()), 4),
+            "accuracy": round(float((labels[lab] == outputs[lab]).mean()), 4) if n_lab else None,
             "n_signatures": len({tuple(p) for p in paths.tolist()}),
             "purity": purity,
             "entropy": entropy,
             "rows": rows,
             "clusters": layer_clusters,
         }
+        if version >= 2:
+            sp.update(has_labels=bool(n_lab), n_labelled=n_lab, class_purity=class_purity)
+        out_splits[s] = sp
+        sp["_arrays"] = (labels, paths, outputs, row_of)
+
+    fit_split_scores = sample_scores_of.get(fit_split)
+    threshold = None
+    if scores and version >= 2 and fit_split_scores is not None:
+        fl_, _, fo_ = drawn[fit_split]
+        ok = (fl_ == fo_) & np.isin(fl_, fitted)
+        v = np.sort(fit_split_scores[ok])
+        threshold = float(v[v.size - int(np.floor(0.05 * v.size))])
+    for s, sp in out_splits.items():
+        labels, paths, outputs, row_of = sp.pop("_arrays")
         if scores:
             bins = np.linspace(0.0, 1.0, 21)
-            correct = (labels == outputs) & np.isin(labels, fitted)
-            mis = (labels != outputs) & np.isin(labels, fitted)
-            unseen = ~np.isin(labels, fitted)
+            seen = np.isin(labels, fitted)
+            lab = labels >= 0
+            masks = {"correct": lab & seen & (labels == outputs),
+                     "misclassified": lab & seen & (labels != outputs),
+                     "unseen": lab & ~seen, "unlabelled": ~lab}
+            if version < 2 or not (~lab).any():
+                masks.pop("unlabelled")
+            sc = sample_scores_of[s]
             sp["scores"] = {
                 "name": "combined",
                 "bins": [round(float(b), 4) for b in bins],
-                "counts": {
-                    g: [int(v) for v in np.histogram(sample_scores[m], bins=bins)[0]]
-                    for g, m in (("correct", correct), ("misclassified", mis), ("unseen", unseen))
-                },
+                "counts": {g: [int(x) for x in np.histogram(sc[m], bins=bins)[0]]
+                           for g, m in masks.items()},
             }
-        out_splits[s] = sp
+            if threshold is not None:
+                sp["scores"]["at_threshold"] = {
+                    "flagged": {g: int((sc[m] >= threshold).sum()) for g, m in masks.items()},
+                    "total": {g: int(m.sum()) for g, m in masks.items()},
+                }
+        if version >= 2 and map_points > 0:
+            sp["map"] = _map_points(s, labels, paths, outputs, row_of, sample_scores_of.get(s),
+                                    threshold, clusters, map_points, images, thumb_shape,
+                                    true_labels[s], rng)
 
     data = {
-        "format_version": 1,
+        "format_version": version,
         "title": title,
         "created": dt.datetime(2026, 11, 26, 7, 0, tzinfo=dt.timezone.utc).isoformat(),
         "store": "runs/synthetic.zarr",
@@ -221,9 +274,65 @@ def make_report_data(
         "typical": typical,
         "splits": out_splits,
     }
-    if thumbnails:
-        data["thumbnails"] = {"shape": list(thumb_shape), "images": thumbs}
+    if version >= 2:
+        data["label"] = "default"
+        data["separable_purity"] = 0.9
+        if threshold is not None:
+            data["threshold"] = {"value": threshold, "split": fit_split, "rate": 0.05,
+                                 "n_correct": 0, "score": "combined"}
+        if map_points > 0:
+            data["map"] = {"method": "pca", "fitted_on": fit_split, "max_points": map_points}
+    if thumbnails and thumbs:
+        if version >= 2:
+            data["thumbnails"] = make_sprite(np.stack([px for _, px in thumbs]),
+                                             [k for k, _ in thumbs])
+        else:
+            data["thumbnails"] = {"shape": list(thumb_shape), "images": {
+                k: base64.b64encode(px.tobytes()).decode("ascii") for k, px in thumbs}}
     return data
+
+
+def _map_points(split, labels, paths, outputs, row_of, scores, threshold, clusters, max_points,
+                images, thumb_shape, truth, rng):
+    """A split's ``map`` entry: misclassified samples first, points near their cluster's centre."""
+    mis = np.flatnonzero((labels >= 0) & (labels != outputs))
+    rest = np.flatnonzero(~((labels >= 0) & (labels != outputs)))
+    take_mis = mis[: min(mis.size, (2 * max_points) // 3)]
+    take_rest = rng.choice(rest, size=min(rest.size, max_points - take_mis.size), replace=False)
+    pos = np.sort(np.concatenate([take_mis, take_rest]).astype(np.int64))
+    layers = []
+    for layer, k in enumerate(clusters):
+        ang = 2 * np.pi * np.arange(k) / k
+        centres = np.column_stack([10 * np.cos(ang), 6 * np.sin(ang)])
+        xy = centres[paths[pos, layer]] + rng.normal(0, 0.9, size=(pos.size, 2))
+        xy += 0.4 * np.column_stack([np.cos(truth[pos]), np.sin(truth[pos])])
+        allp = np.vstack([xy, centres])
+        lo, hi = allp.min(0) - 0.5, allp.max(0) + 0.5
+        bounds = [float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1])]
+        cq = np.frombuffer(base64.b64decode(encode_xy(centres, bounds)), dtype="<u2").reshape(-1, 2)
+        layers.append({"xy": encode_xy(xy, bounds), "bounds": bounds,
+                       "centroids": cq.astype(int).tolist(), "explained": [0.3, 0.1]})
+    if images is not None and split in images:
+        pix = np.asarray(images[split][pos], dtype=np.uint8)
+    else:
+        pix = np.stack([_pattern(int(truth[i]), thumb_shape, rng) for i in pos])
+    flagged = (scores >= threshold) if (scores is not None and threshold is not None) else None
+    kinds = {"misclassified": [int(mis.size), int(take_mis.size)]}
+    if flagged is not None:
+        kinds["flagged"] = [int(flagged.sum()), int(flagged[pos].sum())]
+    kinds["other"] = [int(rest.size), int(take_rest.size)]
+    out = {
+        "n_points": int(pos.size),
+        "positions": pos.tolist(),
+        "sample_index": (pos + 1000).tolist(),
+        "rows": row_of[pos].tolist(),
+        "kinds": kinds,
+        "layers": layers,
+        "thumbnails": make_sprite(pix),
+    }
+    if scores is not None:
+        out["scores"] = [round(float(x), 4) for x in scores[pos]]
+    return out
 
 
 def _pattern(label: int, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
@@ -271,8 +380,30 @@ def test_generator_follows_the_contract():
         counts = sp["scores"]["counts"]
         assert sum(sum(v) for v in counts.values()) == sp["n_samples"]
         assert len(sp["scores"]["bins"]) == len(counts["correct"]) + 1
-    for key in data["thumbnails"]["images"]:
-        assert len(base64.b64decode(data["thumbnails"]["images"][key])) == 64
+    keys = {k for sp in data["splits"].values() for cl in sp["clusters"] for c in cl
+            for k in c["exemplars"]}
+    assert set(data["thumbnails"]["keys"]) == keys and data["thumbnails"]["shape"] == [8, 8]
+    for sp in data["splits"].values():
+        m = sp["map"]
+        assert m["n_points"] == len(m["positions"]) == len(m["rows"]) == len(m["scores"])
+        assert m["positions"] == sorted(set(m["positions"]))
+        for layer in m["layers"]:
+            assert len(base64.b64decode(layer["xy"])) == 4 * m["n_points"]
+        mis = sum(r["count"] for r in sp["rows"] if r["input"] != r["output"])
+        assert m["kinds"]["misclassified"][0] == mis
+    v1 = make_report_data(seed=1, version=1)
+    assert v1["format_version"] == 1 and "map" not in v1["splits"]["train"]
+    for key in v1["thumbnails"]["images"]:
+        assert len(base64.b64decode(v1["thumbnails"]["images"][key])) == 64
+
+
+def test_generator_unlabelled_split():
+    data = make_report_data(seed=3, unlabelled=("test",), samples={"train": 600, "test": 300})
+    test = data["splits"]["test"]
+    assert test["has_labels"] is False and test["accuracy"] is None
+    assert {r["input"] for r in test["rows"]} == {-1}
+    assert sum(test["scores"]["counts"]["unlabelled"]) == 300
+    assert all(sum(c["by_class"]) == 0 for cl in test["clusters"] for c in cl)
 
 
 def test_generator_unseen_classes_have_no_typical_clusters():

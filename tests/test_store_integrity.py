@@ -160,6 +160,15 @@ def _worker(path: Path, split: str, value: float, n: int, *extra: str) -> subpro
                              *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _together(go: Path, *procs: subprocess.Popen) -> list[str]:
+    """Let the workers (started with ``--wait-for go``) start at once, once all are ready;
+    return what each printed last."""
+    for p in procs:
+        assert p.stdout.readline().strip() == "READY"
+    go.touch()
+    return [p.communicate(timeout=120)[0].strip() for p in procs]
+
+
 @pytest.mark.slow
 def test_two_writers_of_one_split_never_mix(tmp_path: Path) -> None:
     """20 trials: two processes capture the same split at the same moment. Each either
@@ -167,11 +176,10 @@ def test_two_writers_of_one_split_never_mix(tmp_path: Path) -> None:
     rows of exactly one of them."""
     outcomes = []
     for trial in range(20):
-        path = tmp_path / f"t{trial}.zarr"
-        start = f"{time.time() + 1.0:.3f}"
-        procs = [_worker(path, "train", v, 400, "--start-at", start, "--sleep", "0.002",
-                         "--overwrite") for v in (1.0, 2.0)]
-        results = [p.communicate(timeout=120)[0].strip() for p in procs]
+        path, go = tmp_path / f"t{trial}.zarr", tmp_path / f"go{trial}"
+        results = _together(go, *(_worker(path, "train", v, 400, "--wait-for", str(go),
+                                          "--sleep", "0.002", "--overwrite")
+                                  for v in (1.0, 2.0)))
         assert all(r == "OK" or r.startswith("ERROR ClaimError") for r in results), results
         for r in results:
             if r != "OK":
@@ -188,11 +196,10 @@ def test_two_writers_of_one_split_never_mix(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_two_processes_create_one_new_store_for_different_splits(tmp_path: Path) -> None:
     for trial in range(10):
-        path = tmp_path / f"t{trial}.zarr"
-        start = f"{time.time() + 1.0:.3f}"
-        procs = [_worker(path, split, 1.0, 30, "--start-at", start)
+        path, go = tmp_path / f"t{trial}.zarr", tmp_path / f"go{trial}"
+        procs = [_worker(path, split, 1.0, 30, "--wait-for", str(go))
                  for split in ("train", "test")]
-        assert [p.communicate(timeout=120)[0].strip() for p in procs] == ["OK", "OK"]
+        assert _together(go, *procs) == ["OK", "OK"]
         assert open_store(path).splits == ["test", "train"]
 
 
@@ -217,8 +224,11 @@ def test_a_capture_killed_at_random_points_resumes_to_the_same_bytes(tmp_path: P
     interrupted = 0
     for trial in range(5):
         path = tmp_path / f"k{trial}.zarr"
-        p = _worker(path, "train", 5.0, n, "--sleep", "0.01")
-        time.sleep(rng.uniform(0.8, 1.6))  # imports take ~0.7 s, the capture ~0.6 s more
+        p = _worker(path, "train", 5.0, n, "--sleep", "0.02", "--record-every-chunk")
+        deadline = time.time() + 120
+        while not (path / "train" / "zarr.json").exists() and time.time() < deadline:
+            time.sleep(0.005)  # until the split exists; the capture then runs >= 1.2 s
+        time.sleep(rng.uniform(0.0, 1.0))
         p.send_signal(signal.SIGKILL)
         p.communicate(timeout=60)
         if (path / "train" / "zarr.json").exists() and not open_store(path).is_complete("train"):
@@ -382,3 +392,30 @@ def test_damaged_metadata_error_class(tmp_path: Path) -> None:
     (path / "test" / "zarr.json").write_text("{", encoding="utf-8")
     with pytest.raises(DamagedMetadataError):
         _ = open_store(path).splits
+
+
+def test_resume_refuses_a_split_whose_written_part_is_damaged(tmp_path: Path, monkeypatch) -> None:
+    from nnsig_core.capture import session
+
+    monkeypatch.setattr(session, "RECORD_EVERY_S", 0.0)
+    acts = worker_rows(0.0, 120)
+    path = tmp_path / "s.zarr"
+    _interrupted(path, Weighted(acts, "A"), 120, 70)
+    (path / "train" / "h" / "c" / "2" / "0").unlink()  # rows 20-29, below n_written
+    with pytest.raises(CaptureError, match="Cannot resume split 'train'.*h \\(chunks of rows"):
+        capture(Weighted(acts, "A"), (np.arange(120), np.arange(120) % 3), path, resume=True,
+                progress=False)
+
+
+def test_replacing_a_group_on_a_local_store_is_a_rename(tmp_path: Path) -> None:
+    """The new copy is moved into place by renaming directories (atomic), not copied."""
+    path = _store(tmp_path)
+    store = open_store(path, mode="r+")
+    for name, value in (("old", 1.0), ("new", 2.0)):
+        store.group(f"analysis/.{name}", create=True).create_array("x", data=np.full(3, value))
+    store.replace_group("analysis/.old", "analysis/kept")
+    inode = os.stat(path / "analysis" / ".new" / "x" / "zarr.json").st_ino
+    store.replace_group("analysis/.new", "analysis/kept")
+    assert os.stat(path / "analysis" / "kept" / "x" / "zarr.json").st_ino == inode
+    np.testing.assert_array_equal(open_store(path).root["analysis/kept/x"][:], 2.0)
+    assert sorted(p.name for p in (path / "analysis").iterdir()) == ["kept", "zarr.json"]

@@ -164,7 +164,8 @@ def test_numpy_float64_input_is_cast_to_model_dtype():
 
 def test_inplace_relu_and_residual_do_not_alter_captures(cnn, images):
     layers = ["conv", "block1.conv1", "block1.bn1", "block1.bn2", "block2.bn2", "block1.relu"]
-    outputs, acts = TorchAdapter(cnn, layers=layers).run(images)
+    adapter = TorchAdapter(cnn, layers=layers, pool=None)
+    outputs, acts = adapter.run(images)
     ref = cnn_reference(cnn, images)
     assert list(acts) == [
         "conv",
@@ -179,6 +180,18 @@ def test_inplace_relu_and_residual_do_not_alter_captures(cnn, images):
         close(value, ref[name])
     assert (acts["conv"] < 0).any() and (acts["block1.bn2"] < 0).any()  # pre-ReLU values kept
     close(outputs, ref["out"])
+    # Later batches: the layers changed in place were found on the first one (version
+    # counters) and are copied in their hooks; the others are kept by reference.
+    assert {n for n, p in adapter._plans.items() if p.eager} == {
+        "conv", "block1.bn1", "block1.bn2", "block2.bn2"
+    }
+    for _ in range(2):
+        x = torch.randn(4, 3, 8, 8)
+        outputs, acts = adapter.run(x)
+        ref = cnn_reference(cnn, x)
+        for name, value in acts.items():
+            close(value, ref[name])
+        close(outputs, ref["out"])
 
 
 def test_module_called_twice_yields_two_captures():
@@ -222,7 +235,7 @@ def test_lstm_outputs_are_flattened_batch_first():
 
     model = Seq().eval()
     x = torch.randn(4, 9, 5)
-    adapter = TorchAdapter(model, layers=["lstm", "gru"])
+    adapter = TorchAdapter(model, layers=["lstm", "gru"], pool=None)
     outputs, acts = adapter.run(x)
     assert list(acts) == ["lstm.0", "lstm.1.0", "lstm.1.1", "gru.0", "gru.1"]
     with torch.no_grad():
@@ -250,13 +263,20 @@ def test_transformer_encoder_submodules_are_captured():
     model = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False).eval()
     x = torch.randn(3, 5, 16)
     fast = torch.backends.mha.get_fastpath_enabled()
-    adapter = TorchAdapter(model)  # no activation modules: hidden leaves
+    default = TorchAdapter(model)  # the transformer blocks (the residual stream), mean-pooled
+    assert default.layer_names == ["layers.0", "layers.1"]
+    _, blocks = default.run(x)
+    with torch.no_grad():
+        h0 = model.layers[0](x)
+    close(blocks["layers.0"], h0.mean(1))
+    adapter = TorchAdapter(model, layers=["layers.*.linear*", "layers.*.norm*", "*.out_proj"],
+                           pool=None)
     outputs, acts = adapter.run(x)
     assert torch.backends.mha.get_fastpath_enabled() == fast
     for i in (0, 1):
         for leaf in ("linear1", "linear2", "norm1", "norm2"):
             assert acts[f"layers.{i}.{leaf}"].shape == (3, 5, 32 if leaf == "linear1" else 16)
-    assert not any("dropout" in k or "out_proj" in k for k in acts)  # skipped / never run
+    assert not any("out_proj" in k for k in acts)  # never runs: only its weights are used
     lin1 = model.layers[0].linear1
     close(
         acts["layers.0.linear1"],
@@ -277,7 +297,7 @@ def test_transformer_with_padding_mask_and_nested_fast_path():
     x = torch.randn(3, 5, 16)
     mask = torch.zeros(3, 5, dtype=torch.bool)
     mask[0, 3:] = True
-    outputs, acts = TorchAdapter(model, layers=["layers.0", "layers.1.linear2"]).run(
+    outputs, acts = TorchAdapter(model, layers=["layers.0", "layers.1.linear2"], pool=None).run(
         {"src": x, "src_key_padding_mask": mask}
     )
     assert acts["layers.0"].shape == (3, 5, 16) and acts["layers.1.linear2"].shape == (3, 5, 16)
@@ -300,7 +320,7 @@ def test_sequence_first_transformer_is_made_batch_first():
 
     model = Wrap().eval()
     x = torch.randn(2, 6, 8)
-    _, acts = TorchAdapter(model, layers="enc.layers.0").run(x)
+    _, acts = TorchAdapter(model, layers="enc.layers.0", pool=None).run(x)
     with torch.no_grad():
         close(acts["enc.layers.0"], model(x), atol=1e-5)
 
@@ -312,7 +332,7 @@ def test_resnet18_names_shapes_and_avgpool():
     tv = pytest.importorskip("torchvision")
     model = randomize_bn(tv.models.resnet18(weights=None, num_classes=10)).eval()
     x = torch.randn(2, 3, 32, 32)
-    adapter = TorchAdapter(model, layers=[nn.ReLU, "avgpool", "layer4"])
+    adapter = TorchAdapter(model, layers=[nn.ReLU, "avgpool", "layer4"], pool=None)
     outputs, acts = adapter.run(x)
     assert list(acts)[:4] == ["relu", "layer1.0.relu", "layer1.0.relu:1", "layer1.1.relu"]
     assert len([k for k in acts if "relu" in k]) == 1 + 8 * 2
@@ -339,15 +359,18 @@ def test_mobilenet_v3_small_default_selection_and_classifier():
     tv = pytest.importorskip("torchvision")
     model = randomize_bn(tv.models.mobilenet_v3_small(weights=None, num_classes=5)).eval()
     x = torch.randn(2, 3, 32, 32)
-    adapter = TorchAdapter(model, pool="mean")
+    adapter = TorchAdapter(model)  # the blocks of `features`, at most 12, mean-pooled
     outputs, acts = adapter.run(x)
-    types = {type(model.get_submodule(m)).__name__ for m in adapter._modules.values()}
-    assert types == {"Hardswish", "ReLU", "Hardsigmoid"}
-    assert acts["features.0.2"].shape == (2, 16)  # Hardswish of the stem, mean-pooled
-    assert acts["classifier.1"].shape == (2, 1024)
-    head = model.classifier[3]
-    close(outputs, torch.from_numpy(acts["classifier.1"]) @ head.weight.T + head.bias, atol=1e-4)
+    assert len(acts) == 12 and list(acts)[0] == "features.0" and list(acts)[-1] == "features.12"
+    assert acts["features.0"].shape == (2, 16) and acts["features.12"].shape == (2, 576)
+    with torch.no_grad():
+        feats = model.features(x)
+        logits = model.classifier(feats.mean((2, 3)))
+    close(acts["features.12"], feats.mean((2, 3)), atol=1e-4)
+    close(outputs, logits, atol=1e-4)
     assert all(np.isfinite(a).all() for a in acts.values())
+    head = TorchAdapter(model, layers="classifier.1", pool="mean").run(x)[1]["classifier.1"]
+    assert head.shape == (2, 1024)
 
 
 def test_squeezenet_glob_selection_with_max_pool():
@@ -527,7 +550,11 @@ def test_glob_type_and_mixed_selection(cnn, images):
 def test_default_selection_is_logged(cnn, caplog):
     with caplog.at_level(logging.INFO, logger="nnsig_torch"):
         adapter = TorchAdapter(cnn)
-    assert adapter.layer_names == ["relu", "block1.relu", "block2.relu"]
+    assert adapter.layer_names == ["block1", "block2"]
+    assert "2 block outputs by default" in caplog.text
+    mlp_ = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2))
+    with caplog.at_level(logging.INFO, logger="nnsig_torch"):
+        assert TorchAdapter(mlp_).layer_names == ["1"]
     assert "activation modules" in caplog.text
     plain = nn.Sequential(
         nn.Conv2d(3, 4, 3), nn.Dropout(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5), nn.Linear(5, 2)
@@ -575,16 +602,22 @@ def test_captured_names_must_not_change_between_batches():
 
     adapter = TorchAdapter(Branchy().eval(), layers=nn.Linear)
     adapter.run(torch.randn(4, 2))
-    with pytest.raises(LayerSelectionError, match="new: a; missing: b"):
+    with pytest.raises(LayerSelectionError, match="missing: b"):
         adapter.run(torch.randn(2, 2))
+    named = TorchAdapter(Branchy().eval(), layers=["a", "b"])
+    with pytest.raises(LayerSelectionError, match="never ran.*: a"):
+        named.run(torch.randn(4, 2))
 
 
 def test_shape_change_between_batches_is_an_error():
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU()).eval()
-    adapter = TorchAdapter(model)
+    adapter = TorchAdapter(model, pool=None)
     adapter.run(torch.randn(2, 5, 3))
     with pytest.raises(ValueError, match="per-sample shape"):
         adapter.run(torch.randn(2, 6, 3))
+    auto = TorchAdapter(model)  # (n, L, 4) from a Linear: tokens, averaged
+    assert auto.run(torch.randn(2, 5, 3))[1]["1"].shape == (2, 4)
+    assert auto.run(torch.randn(2, 6, 3))[1]["1"].shape == (2, 4)
     pooled = TorchAdapter(model, pool=lambda t: t.mean(1))
     assert pooled.run(torch.randn(2, 5, 3))[1]["1"].shape == (2, 4)
     assert pooled.run(torch.randn(2, 6, 3))[1]["1"].shape == (2, 4)
@@ -665,21 +698,34 @@ def test_hooks_removed_after_success_and_after_exception(cnn, images):
         TorchAdapter(cnn, layers=[nn.Conv2d, nn.ReLU, "block1"]).run(images)
     assert hooks_snapshot(cnn) == before
     assert {n: m.training for n, m in cnn.named_modules()} == modes
-    with pytest.raises(ZeroDivisionError):  # an exception raised inside our hook
+
+
+def test_hooks_removed_after_an_exception_in_our_hook_or_in_pooling(cnn, images):
+    before = hooks_snapshot(cnn)
+    with pytest.raises(ZeroDivisionError):  # pooling fails (after the pass, on batch 1)
         TorchAdapter(cnn, pool={"conv": lambda t: 1 / 0 and t}, layers="conv").run(images)
+    assert hooks_snapshot(cnn) == before
+    adapter = TorchAdapter(cnn, pool={"block1.bn2": lambda t: t.mean((2, 3))},
+                           layers=["block1.bn2"])
+    adapter.run(images)  # bn2 is changed in place later: from now on pooled in its hook
+    assert adapter._plans["block1.bn2"].eager
+    adapter.pool = {"block1.bn2": lambda t: 1 / 0 and t}
+    adapter._plans["block1.bn2"].mode = adapter.pool["block1.bn2"]
+    with pytest.raises(ZeroDivisionError):  # raised inside our hook
+        adapter.run(images)
     assert hooks_snapshot(cnn) == before
 
 
 def test_data_parallel_is_unwrapped(cnn, images):
     wrapped = nn.DataParallel(cnn)
-    adapter = TorchAdapter(wrapped, layers=["block1.conv1", "module.fc"])
+    adapter = TorchAdapter(wrapped, layers=["block1.conv1", "module.fc"], pool=None)
     assert adapter.layer_names == ["block1.conv1", "fc"]
     outputs, acts = adapter.run(images)
     assert list(acts) == ["block1.conv1", "fc"]
     ref = cnn_reference(cnn, images)
     close(acts["block1.conv1"], ref["block1.conv1"])
     close(outputs, ref["out"])
-    assert TorchAdapter(wrapped).layer_names == ["relu", "block1.relu", "block2.relu"]
+    assert TorchAdapter(wrapped).layer_names == ["block1", "block2"]
     assert all(not i.name.startswith("module.") for i in available_layers(wrapped))
 
 
@@ -723,7 +769,7 @@ def test_available_layers_on_class_and_instance(cnn, images):
     assert by_name["block1.relu:1"].module == "block1.relu"
     assert by_name["block1.conv1"].shape == (8, 8, 8) and by_name["block1.conv1"].type == "Conv2d"
     assert by_name["fc"].shape == (4,) and by_name["fc"].parameters == 8 * 4 + 4
-    assert by_name["relu"].selected and not by_name["conv"].selected  # the default selection
+    assert by_name["block1"].selected and not by_name["conv"].selected  # the default selection
     text = repr(listing)
     assert text.splitlines()[0].split() == ["name", "type", "shape", "params"]
     assert "block1.relu:1" in text and "(8, 8, 8)" in text
@@ -746,7 +792,9 @@ def test_model_summary(cnn, images):
     assert s["parameters"] == sum(p.numel() for p in cnn.parameters())
     layers = {e["name"]: e for e in s["layers"]}
     assert list(layers) == ["conv", "block1.relu", "block1.relu:1", "fc"]
-    assert layers["conv"]["type"] == "Conv2d" and layers["conv"]["shape"] == [8, 8, 8]
+    assert layers["conv"]["type"] == "Conv2d" and layers["conv"]["shape"] == [8]  # "auto"
+    assert layers["conv"]["source_shape"] == [8, 8, 8] and layers["conv"]["layout"] == "NCHW"
+    assert layers["conv"]["pool"] == "mean" and layers["fc"]["pool"] == "none"
     assert layers["conv"]["parameters"] == 3 * 8 * 9 + 8
     assert layers["conv"]["config"]["kernel_size"] == [3, 3]
     assert layers["conv"]["config"]["out_channels"] == 8

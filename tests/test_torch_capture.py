@@ -30,7 +30,7 @@ def test_capture_dataloader_into_store(tmp_path):
     x = torch.randn(10, 1, 8, 8)
     y = torch.arange(10) % 3
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4)
-    adapter = TorchAdapter(model, layers=["conv", "act"], pool={"act:1": "mean"})
+    adapter = TorchAdapter(model, layers=["conv", "act"], pool={"act:1": "mean", "conv": None})
     store = core.capture(
         adapter, loader, tmp_path / "run.zarr", batch_size=4, keep_inputs=True, progress=False
     )

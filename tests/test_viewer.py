@@ -82,7 +82,8 @@ def reports(tmp_path_factory):
     )
     hostile["layers"] = ["<b>l1</b>", "net.3", "net.5"]
     hostile["model"]["layers"][0]["name"] = "<b>l1</b>"
-    hostile["thumbnails"]["images"][next(iter(hostile["thumbnails"]["images"]))] = "not base64 !!"
+    hostile["thumbnails"]["png"] = "not base64 !!"  # a broken sprite shows no thumbnail, no error
+    hostile["splits"]["train"]["map"]["thumbnails"]["png"] = "AAAA"  # base64, but not a PNG
     xroot = tmp_path_factory.mktemp("hostile")
     write_report_data(hostile, xroot / "x")
     return {"root": root, "main": main, "other": other, "hostile": hostile, "xroot": xroot}
@@ -174,8 +175,7 @@ def test_loads_over_http_from_serve_report(page, reports):
             "index.html",
             "data.js",
             "runs.js",
-            "sankey.js",
-            "app.js",
+            "viewer.js",
             "style.css",
         }
         page.clean()
@@ -306,7 +306,7 @@ def test_split_switch_filters_and_views(page, reports):
     p.select_option("#f-input", "3")
     ins = {r["input"] for r in data["splits"]["test"]["rows"]}
     assert p.locator('#sankey-svg .node[data-node^="0:"]').count() == 1 and 3 in ins
-    p.select_option("#f-input", "-1")
+    p.select_option("#f-input", "all")  # "all classes" is no longer -1, the unlabelled class
     p.select_option("#f-outcome", "correct")
     assert p.locator("#table tbody tr.mis").count() == 0
     p.select_option("#f-outcome", "all")
@@ -493,3 +493,393 @@ def read_data(report: Path) -> dict:
 
     text = (report / "data.js").read_text(encoding="utf-8")
     return json.loads(text[text.index("=") + 1 : text.rindex(";")])
+
+
+# --------------------------------------------------------------------------- the layer map
+
+
+def map_points(p, run: int = 0) -> list[dict]:
+    return p.evaluate(f"NNSIG.views.map.points({run})")
+
+
+def canvas_point(p, pt: dict, canvas: str = "#map-canvas") -> tuple[float, float]:
+    p.locator(canvas).scroll_into_view_if_needed()
+    box = p.locator(canvas).bounding_box()
+    return box["x"] + pt["x"], box["y"] + pt["y"]
+
+
+def clear_point(p, accept, run: int = 0) -> dict:
+    """A map point accepted by ``accept``, away from every centre (which the mouse finds
+    first) and not on top of another point."""
+    pts, cents = map_points(p, run), p.evaluate(f"NNSIG.views.map.centres({run})")
+
+    def room(q):
+        near = [c for c in cents if (c["x"] - q["x"]) ** 2 + (c["y"] - q["y"]) ** 2 < 12**2]
+        close = [o for o in pts if o is not q and (o["x"] - q["x"]) ** 2 + (o["y"] - q["y"]) ** 2 < 2]
+        return not near and not close
+
+    return next(q for q in pts if accept(q) and room(q))
+
+
+def drawn_pixels(p, selector: str) -> int:
+    """Pixels of a canvas that are not blank."""
+    return p.evaluate(f"""(() => {{ const c = document.querySelector({selector!r});
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n; }})()""")
+
+
+def test_map_draws_the_points_and_centres_of_the_layer(page, reports):
+    p = page.open(url_of(reports["root"] / "mlp" / "index.html"))
+    data = reports["main"]
+    m = data["splits"]["train"]["map"]
+    cv = p.locator("#map-canvas")
+    assert int(cv.get_attribute("data-points")) == m["n_points"] == 400
+    assert cv.get_attribute("data-dimmed") == "0"
+    assert cv.get_attribute("data-layer") == "3"  # the last layer by default
+    assert drawn_pixels(p, "#map-canvas") > 2000
+    assert len(p.evaluate("NNSIG.views.map.centres(0)")) == data["analysis"]["n_clusters"][3]
+    note = p.locator("#map-note").text_content()
+    assert "400 of 3,000 samples" in note and "misclassified" in note and "PCA of net.7" in note
+    kinds = {pt["kind"] for pt in map_points(p)}
+    assert {"ok", "mis", "flagged"} <= kinds
+    # Another layer from the selector, or from the Sankey's column header.
+    p.select_option("#map-layer", "1")
+    assert cv.get_attribute("data-layer") == "1" and "PCA of net.3" in p.locator("#map-note").text_content()
+    p.locator('#sankey-svg .col-head[data-layer="0"]').click()
+    assert cv.get_attribute("data-layer") == "0"
+    assert "on-map" in p.locator('#sankey-svg .col-head[data-layer="0"]').get_attribute("class")
+    p.select_option("#map-color", "cluster")
+    assert cv.get_attribute("data-color") == "cluster"
+    assert "colour: cluster of net.1" in p.locator(".map-legend").text_content()
+    # The test split has its own points, in the same plane.
+    p.locator('#split-switch [data-split="test"]').click()
+    assert int(cv.get_attribute("data-points")) == data["splits"]["test"]["map"]["n_points"]
+    page.clean()
+
+
+def test_map_hover_shows_the_thumbnail_and_signature(page, reports):
+    p = page.open(url_of(reports["root"] / "mlp" / "index.html"))
+    data = reports["main"]
+    m, rows = data["splits"]["train"]["map"], data["splits"]["train"]["rows"]
+    pt = clear_point(p, lambda q: q["kind"] == "mis" and not q["edge"])
+    p.mouse.move(*canvas_point(p, pt))
+    tip = p.locator("#tooltip")
+    assert tip.is_visible()
+    k = m["positions"].index(pt["pos"])
+    row = rows[pt["row"]]
+    text = tip.text_content()
+    assert f"Sample #{m['sample_index'][k]}" in text and f"train row {pt['pos']}" in text
+    assert "signature " + " \u2192 ".join(map(str, row["path"])) in text
+    assert "misclassified" in text and f"predicted {data['classes'][row['output']]}" in text
+    p.wait_for_function("document.querySelector('#tooltip canvas.tip-thumb')?.dataset.drawn === '1'")
+    assert drawn_pixels(p, "#tooltip canvas.tip-thumb") == 64  # 8x8, every pixel drawn
+    # Hovering a centre names its cluster.
+    c = p.evaluate("NNSIG.views.map.centres(0)")[0]
+    p.mouse.move(*canvas_point(p, c))
+    assert f"cluster {c['id']} (centre)" in tip.text_content()
+    p.mouse.move(5, 5)
+    p.locator("#map-canvas").dispatch_event("mouseleave")
+    assert not tip.is_visible()
+    page.clean()
+
+
+def test_map_click_selects_the_row_and_its_path(page, reports):
+    p = page.open(url_of(reports["root"] / "mlp" / "index.html"))
+    rows = reports["main"]["splits"]["train"]["rows"]
+    n_layers = len(reports["main"]["layers"])
+    pt = clear_point(p, lambda q: q["kind"] == "mis" and not q["edge"])
+    p.mouse.click(*canvas_point(p, pt))
+    sel = p.locator("#table tbody tr[aria-selected=true]")
+    assert sel.count() == 1 and sel.get_attribute("data-key") == f"r{pt['row']}"
+    sig = re.split(r"\s*\u2192\s*", sel.locator(".sig").text_content().strip())
+    assert sig == [str(x) for x in rows[pt["row"]]["path"]]
+    assert p.locator("#sankey-svg .highlight path").count() == n_layers + 1
+    assert "Signature" in p.locator("#pane-details").text_content()
+    assert int(p.locator("#map-canvas").get_attribute("data-selected")) >= 1
+    assert p.evaluate("NNSIG.page.state.sample") == pt["pos"]
+    # The selected row is visible in its scrolled table.
+    assert p.evaluate("""(() => { const tr = document.querySelector('#table tbody tr.selected');
+        const w = tr.closest('.table-wrap'); return tr.offsetTop >= w.scrollTop &&
+        tr.offsetTop + tr.offsetHeight <= w.scrollTop + w.clientHeight + 1; })()""")
+    # In a grouped view the point selects its group.
+    p.select_option("#view", "signature")
+    p.mouse.click(*canvas_point(p, pt))
+    key = "s" + ",".join(map(str, rows[pt["row"]]["path"]))
+    assert p.locator("#table tbody tr[aria-selected=true]").get_attribute("data-key") == key
+    p.mouse.click(*canvas_point(p, pt))  # a second click clears
+    assert p.locator("#table tbody tr[aria-selected=true]").count() == 0
+    # Selecting a table row rings its points on the map.
+    p.locator(f'#table tbody tr[data-key="{key}"]').click()
+    assert int(p.locator("#map-canvas").get_attribute("data-selected")) >= 1
+    page.clean()
+
+
+def test_filters_and_the_sankey_focus_dim_the_map(page, reports):
+    p = page.open(url_of(reports["root"] / "mlp" / "index.html"))
+    rows = reports["main"]["splits"]["train"]["rows"]
+    cv = p.locator("#map-canvas")
+    pts = map_points(p)
+    p.select_option("#f-input", "3")
+    want = sum(1 for q in pts if rows[q["row"]]["input"] != 3)
+    assert int(cv.get_attribute("data-dimmed")) == want > 0
+    assert {q["dim"] for q in map_points(p) if rows[q["row"]]["input"] == 3} == {False}
+    # A dimmed point cannot be selected.
+    dim = clear_point(p, lambda q: q["dim"] and not q["edge"])
+    p.mouse.click(*canvas_point(p, dim))
+    assert p.locator("#table tbody tr[aria-selected=true]").count() == 0
+    p.click("#reset")
+    assert cv.get_attribute("data-dimmed") == "0"
+    # Focusing a Sankey node dims the samples that do not pass through it.
+    key = p.locator('#sankey-svg .node[data-node^="2:"]').first.get_attribute("data-node")
+    cid = int(key.split(":")[1])
+    p.locator(f'#sankey-svg .node[data-node="{key}"] .hit').click()
+    want = sum(1 for q in pts if rows[q["row"]]["path"][1] != cid)
+    assert int(cv.get_attribute("data-dimmed")) == want
+    assert cv.get_attribute("data-layer") == "1"  # the map follows the focused layer
+    # ...and clicking a centre on the map focuses its cluster.
+    p.keyboard.press("Escape")
+    c = p.evaluate("NNSIG.views.map.centres(0)")[2]
+    p.mouse.click(*canvas_point(p, c))
+    assert p.evaluate("NNSIG.page.state.focus[0]") == f"2:{c['id']}"
+    page.clean()
+
+
+# --------------------------------------------------------------------------- unlabelled splits
+
+
+@pytest.fixture(scope="module")
+def unlabelled(tmp_path_factory):
+    root = tmp_path_factory.mktemp("unlabelled")
+    data = make_report_data(n_layers=3, clusters=[8, 9, 10], samples={"train": 1200, "wild": 500},
+                            unlabelled=("wild",), seed=11, title="Unlabelled")
+    # A partly labelled split: some rows of train lose their label (keys stay unique).
+    seen, rows = set(), data["splits"]["train"]["rows"]
+    for r in rows[::7]:
+        key = (tuple(r["path"]), r["output"])
+        if key not in seen and r["input"] == r["output"]:
+            seen.add(key)
+            r["input"] = -1
+    write_report_data(data, root / "u")
+    return {"root": root, "data": data,
+            "n_unlabelled": sum(r["count"] for r in rows if r["input"] == -1)}
+
+
+def test_a_split_without_labels_shows_predictions_only(page, unlabelled):
+    p = page.open(url_of(unlabelled["root"] / "u" / "index.html"))
+    data = unlabelled["data"]
+    p.locator('#split-switch [data-split="wild"]').click()
+    note = p.locator("#split-note")
+    assert note.is_visible() and "has no labels: it shows the predictions only" in note.text_content()
+    # No input column: the first column is the first layer, flows coloured by prediction.
+    titles = [t.strip() for t in p.locator("#sankey-svg .col-title").all_text_contents()]
+    assert titles == data["layers"] + ["Output class"]
+    assert p.locator('#sankey-svg .node[data-node^="0:"]').count() == 0
+    assert "predicted class" in p.locator("#legend").text_content()
+    stats = p.locator("#stats").text_content()
+    assert "no labels in this split" in stats and "Misclassified" not in stats
+    assert p.locator("#f-input").is_disabled() and p.locator("#f-outcome").is_disabled()
+    heads = p.locator("#table thead").text_content()
+    assert "Input class" not in heads and "Correct" not in heads and "Leaves typical" not in heads
+    assert p.locator("#table tbody tr.mis").count() == 0
+    assert p.locator("#table tbody tr.unlabelled").count() == p.locator("#table tbody tr").count() > 0
+    assert p.locator('#view option[value="input"]').is_disabled()
+    assert p.locator("#map-canvas").get_attribute("data-color") == "prediction"
+    assert {q["kind"] for q in map_points(p)} <= {"unlabelled", "flagged"}
+    p.click("#tab-errors")
+    assert "has no labels" in p.locator("#pane-errors").text_content()
+    assert p.locator("#pane-errors .conf-btn").count() == 0
+    p.click("#tab-scores")
+    rates = p.locator("#pane-scores .rates").text_content()
+    assert "Unlabelled flagged" in rates and "false-positive" not in rates
+    p.locator("#sankey-svg .link").first.dispatch_event("mousemove", {"clientX": 300, "clientY": 300, "bubbles": True})
+    assert p.locator("#tooltip").text_content().startswith("Predicted class ")
+    # Back to a labelled split: the input column and the filters return.
+    p.locator('#split-switch [data-split="train"]').click()
+    assert p.locator("#sankey-svg .col-title").first.text_content() == "Input class"
+    assert not p.locator("#f-input").is_disabled()
+    page.clean()
+
+
+def test_unlabelled_samples_of_a_labelled_split_are_not_errors(page, unlabelled):
+    p = page.open(url_of(unlabelled["root"] / "u" / "index.html"))
+    n = unlabelled["n_unlabelled"]
+    assert n > 0
+    note = p.locator("#split-note").text_content()
+    assert f"{n:,} samples of the train split have no label" in note
+    # "All classes" keeps them; the Unlabelled option shows only them, none misclassified.
+    opts = p.locator("#f-input option").all_inner_texts()
+    assert opts[:2] == ["All classes", "Unlabelled (no true class)"]
+    p.select_option("#f-input", "unlabelled")
+    assert p.locator("#table-note").text_content().split(" \u00b7 ")[1] == f"{n:,} samples"
+    assert p.locator("#table tbody tr.mis").count() == 0
+    assert set(p.locator("#table tbody td:first-child .cls-name").all_text_contents()) == {"unlabelled"}
+    assert p.locator('#sankey-svg .node[data-node="0:-1"]').count() == 1
+    p.select_option("#f-outcome", "misclassified")
+    assert "No sample matches" in p.locator("#empty").text_content() and p.locator("#empty").is_visible()
+    p.click("#reset")
+    p.click("#tab-errors")
+    assert "\u2192" in p.locator("#pane-errors .conf").text_content()
+    assert "unlabelled" not in p.locator("#pane-errors").text_content()
+    page.clean()
+
+
+# --------------------------------------------------------------------------- comparisons
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory):
+    """Two models' stores on the same samples, a third on others; reports of them."""
+    import numpy as np
+
+    from nnsig_core.analysis import SignatureAnalysis
+    from nnsig_core.analysis.synthetic import make_blob_activations, make_blob_store
+    from nnsig_core.capture import capture_arrays
+    from nnsig_core.report import write_report
+
+    root = tmp_path_factory.mktemp("compare")
+    stores = []
+    for name, rate, seed in (("a", 0.06, 1), ("b", 0.15, 2)):
+        store = root / f"{name}.zarr"
+        for i, (split, n) in enumerate((("train", 400), ("test", 300))):
+            blobs = make_blob_activations(n_samples=n, n_classes=4, seed=0, sample_seed=1 + i)
+            rng = np.random.default_rng(seed * 10 + i)
+            preds = blobs["labels"].copy()
+            wrong = rng.random(n) < rate
+            preds[wrong] = (preds[wrong] + 1) % 4
+            images = (rng.random((n, 8, 8)) * 255).astype(np.uint8)
+            store = capture_arrays(blobs["activations"], outputs=np.eye(4, dtype=np.float32)[preds],
+                                   labels=blobs["labels"], store=store, split=split,
+                                   progress=False, inputs=images,
+                                   class_names=[XSS, "b", "c", "d"])
+        stores.append(store)
+    fits = [SignatureAnalysis(n_clusters=4, progress=False).fit(s, "train") for s in stores]
+    rng = np.random.default_rng(0)
+    scores = [{s: rng.random(st.n_samples(s)) for s in ("train", "test")} for st in stores]
+    write_report([(f, s, sc) for f, s, sc in zip(fits, stores, scores, strict=True)], None,
+                 root / "same", labels=["model A", XSS_TITLE], title="A vs B")
+    others = [make_blob_store(root / f"o{k}.zarr", n_samples=[400, n], n_classes=4, seed=5,
+                              error_rate=0.1, inputs=True) for k, n in ((1, 300), (2, 250))]
+    fo = [SignatureAnalysis(n_clusters=k, progress=False).fit(o, "train")
+          for k, o in zip((4, 5), others, strict=True)]
+    write_report(list(zip(fo, others, strict=True)), None, root / "other", splits=("test",),
+                 map_points=100, labels=["A", "O"])
+    return {"root": root, "data": read_data(root / "same"), "other": read_data(root / "other")}
+
+
+def test_comparison_shows_the_runs_side_by_side_with_shared_filters(page, comparison):
+    p = page.open(url_of(comparison["root"] / "same" / "index.html"))
+    data = comparison["data"]
+    assert p.locator(".run-col").count() == 2
+    assert [t.strip() for t in p.locator(".run-head .run-label").all_text_contents()] == ["model A", XSS_TITLE]
+    for i, sel in enumerate(("#sankey-svg", "#sankey-svg-1")):
+        assert p.locator(f"{sel} .node").count() == expected_nodes(data["runs"][i], "train")[0]
+    assert p.locator("#map-canvas").is_visible() and p.locator("#map-canvas-1").is_visible()
+    # One legend, the same class colours in both runs.
+    assert p.locator("#legend").count() == 1 and p.locator("#legend .legend-item").count() == 4
+    colours = p.evaluate("""[0, 1].map(i => Array.from(document.querySelectorAll(
+        (i ? '#sankey-svg-1' : '#sankey-svg') + ' .node[data-node="0:2"] .seg')).map(e => e.getAttribute('fill')))""")
+    assert colours[0] == colours[1] and len(colours[0]) == 1
+    # A filter applies to both runs.
+    p.select_option("#f-input", "2")
+    for sel in ("#sankey-svg", "#sankey-svg-1"):
+        assert p.locator(f'{sel} .node[data-node^="0:"]').count() == 1
+    assert p.locator("#map-canvas").get_attribute("data-dimmed") == p.locator("#map-canvas-1").get_attribute("data-dimmed") != "0"
+    p.click("#reset")
+    # Both runs' stats; the table and panels follow the chosen run.
+    assert p.locator("#stats .stats-row").count() == 2
+    assert p.locator("#table-run").is_visible()
+    p.locator('#table-run [data-run="1"]').click()
+    assert p.locator("#side-run").text_content() == "Run: " + XSS_TITLE
+    n_rows_b = len(data["runs"][1]["splits"]["train"]["rows"])
+    assert p.locator("#table-note").text_content().startswith(f"{n_rows_b:,} rows")
+    # Focusing a node in one run leaves the other run's flows as they are.
+    before = p.locator("#sankey-svg-1 .node").count()
+    p.locator('#sankey-svg .node[data-node^="1:"] .hit').first.click()
+    assert p.locator("#sankey-svg-1 .node").count() == before
+    assert p.locator("#side-run").text_content() == "Run: model A"
+    page.clean()
+
+
+def test_comparison_lists_the_changed_samples(page, comparison):
+    p = page.open(url_of(comparison["root"] / "same" / "index.html"))
+    data = comparison["data"]
+    p.locator('#split-switch [data-split="test"]').click()
+    p.click("#tab-changes")
+    ch = data["comparison"]["splits"]["test"]["changed"]
+    summary = p.locator("#pane-changes .changed-summary").text_content()
+    assert summary.startswith(f"{ch['n_changed']} samples change outcome:")
+    assert f"{ch['right_in'][0]} right only in model A" in summary
+    items = p.locator("#pane-changes .changed-btn")
+    assert items.count() == min(60, ch["n_changed"]) > 5
+    first = ch["samples"][0]
+    assert items.first.get_attribute("data-position") == str(first["position"])
+    assert f"#{first['sample_index']}" in items.first.text_content()
+    p.wait_for_function("document.querySelector('#pane-changes canvas.chg-thumb')?.dataset.drawn === '1'")
+    assert p.locator("#pane-changes .sep-cmp tbody tr").count() == 4
+    # Clicking one selects its row in both runs and marks it on both maps.
+    items.first.click()
+    state = p.evaluate("NNSIG.page.state")
+    assert state["sample"] == first["position"]
+    assert state["selected"] == [f"r{first['rows'][0]}", f"r{first['rows'][1]}"]
+    for sel in ("#sankey-svg", "#sankey-svg-1"):
+        assert p.locator(f"{sel} .highlight path").count() == 4  # 3 layers + output
+    assert p.locator("#table tbody tr[aria-selected=true]").get_attribute("data-key") == f"r{first['rows'][0]}"
+    # The filters apply to the list: only samples of class 1.
+    p.select_option("#f-input", "1")
+    p.click("#tab-changes")
+    want = sum(1 for s in ch["samples"] if s["label"] == 1)
+    assert p.locator("#pane-changes .changed-btn").count() == min(60, want)
+    # Hovering a point on one map marks the same sample on the other.
+    pt = clear_point(p, lambda q: not q["dim"] and not q["edge"])
+    p.mouse.move(*canvas_point(p, pt))
+    assert p.evaluate("NNSIG.page.state.hover") == {"run": 0, "pos": pt["pos"]}
+    page.clean()
+
+
+def test_comparison_of_runs_on_other_samples_says_why(page, comparison):
+    p = page.open(url_of(comparison["root"] / "other" / "index.html"))
+    p.click("#tab-changes")
+    text = p.locator("#pane-changes").text_content()
+    assert "do not hold the same samples" in text and "250" in text
+    assert p.locator("#pane-changes .changed-btn").count() == 0
+    assert p.locator("#pane-changes .sep-cmp").count() == 1
+    assert int(p.locator("#map-canvas-1").get_attribute("data-points")) == 100
+    # The index of the reports' directory names the runs of each comparison.
+    p.goto(url_of(comparison["root"] / "index.html"))
+    p.wait_for_function("window.NNSIG_INDEX_READY === true")
+    text = p.locator("tbody").text_content()
+    assert "comparison of 2 runs: A \u00b7 O" in text and XSS_TITLE in text  # as text
+    assert p.evaluate("document.querySelectorAll('img').length") == 0
+    page.clean()
+
+
+# --------------------------------------------------------------------------- formats
+
+
+def test_format_1_reports_still_render(page, tmp_path):
+    old = make_report_data(n_layers=3, clusters=[10, 10, 10], samples={"train": 800, "test": 300},
+                           seed=4, version=1)
+    write_report_data(old, tmp_path / "v1")
+    p = page.open(url_of(tmp_path / "v1" / "index.html"))
+    assert n_nodes(p) == expected_nodes(old, "train")[0]
+    assert p.locator(".map-empty").is_visible() and "No layer map" in p.locator(".map-empty").text_content()
+    p.locator('#sankey-svg .node[data-node="1:0"] .hit').click()
+    assert p.locator("#pane-details canvas.thumb").count() >= 1  # raw base64 thumbnails
+    p.click("#tab-scores")
+    assert "No default threshold" in p.locator("#pane-scores").text_content()
+    page.clean()
+
+
+def test_a_newer_format_shows_a_warning(page, tmp_path):
+    d = tmp_path / "newer"
+    shutil.copytree(viewer_dir(), d)
+    data = make_report_data(n_layers=2, clusters=[5, 5], samples={"train": 300}, seed=2)
+    data["format_version"] = 3
+    from nnsig_core.report import js_json
+
+    (d / "data.js").write_text("window.NNSIG_REPORT = " + js_json(data) + ";\n")
+    (d / "runs.js").write_text("window.NNSIG_RUNS = null;\n")
+    p = page.open(url_of(d / "index.html"))
+    assert "data format 3, newer than this viewer (2)" in p.locator("#warning").text_content()
+    assert n_nodes(p) > 0
+    page.clean()

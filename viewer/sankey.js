@@ -5,8 +5,9 @@
  * Graph: column 0 = input (true) class, columns 1..L = the clusters of each
  * analysed layer, column L+1 = output (predicted) class. Every table row
  * {input, path, output, count} adds `count` to one node per column and to one
- * link per pair of adjacent columns *per input class*, so a link's colour is
- * its input class. Strings never reach the DOM except through textContent.
+ * link per pair of adjacent columns *per colour class* (the input class; the
+ * predicted class on a split without labels, which has no input column), so a
+ * link's colour is its class. Strings never reach the DOM except through textContent.
  */
 (function (global) {
   "use strict";
@@ -31,9 +32,17 @@
     return "hsl(" + hue.toFixed(1) + ",55%," + light + "%)";
   }
 
-  /** Aggregate rows into columns of nodes and per-input-class links. */
-  function build(rows, nLayers, nClasses) {
+  /**
+   * Aggregate rows into columns of nodes and per-colour links.
+   * Logical columns: 0 = input class, 1..L = layers, L+1 = output class; with
+   * opts.noInput (a split without labels) column 0 is left out. opts.classOf(row)
+   * gives the colour slot of a row's flow (default: its input class), in [0, nColours).
+   */
+  function build(rows, nLayers, nColours, opts) {
+    opts = opts || {};
+    const classOf = opts.classOf || function (r) { return r.input; };
     const nCols = nLayers + 2;
+    const first = opts.noInput ? 1 : 0;
     const cols = [];
     for (let c = 0; c < nCols; c++) cols.push(new Map());
     const links = new Map();
@@ -43,24 +52,25 @@
       const cnt = r.count;
       if (!(cnt > 0)) continue;
       total += cnt;
+      const cls = classOf(r);
       ids[0] = r.input;
       for (let l = 0; l < nLayers; l++) ids[l + 1] = r.path[l];
       ids[nCols - 1] = r.output;
       let prev = null;
-      for (let c = 0; c < nCols; c++) {
+      for (let c = first; c < nCols; c++) {
         let node = cols[c].get(ids[c]);
         if (!node) {
           node = { col: c, id: ids[c], key: c + ":" + ids[c], value: 0,
-                   byClass: new Float64Array(nClasses), ins: [], outs: [] };
+                   byClass: new Float64Array(nColours), ins: [], outs: [] };
           cols[c].set(ids[c], node);
         }
         node.value += cnt;
-        node.byClass[r.input] += cnt;
+        node.byClass[cls] += cnt;
         if (prev) {
-          const key = (c - 1) + ":" + prev.id + ":" + node.id + ":" + r.input;
+          const key = prev.col + ":" + prev.id + ":" + node.id + ":" + cls;
           let link = links.get(key);
           if (!link) {
-            link = { key: key, col: c - 1, source: prev, target: node, cls: r.input, value: 0 };
+            link = { key: key, col: prev.col, source: prev, target: node, cls: cls, value: 0 };
             links.set(key, link);
             prev.outs.push(link);
             node.ins.push(link);
@@ -71,12 +81,17 @@
       }
     }
     const nodes = new Map();
-    const columns = cols.map(function (m) {
+    const columns = [];
+    const logical = [];
+    cols.forEach(function (m, c) {
+      if (c < first) return;
       const arr = Array.from(m.values());
-      for (const n of arr) nodes.set(n.key, n);
-      return arr;
+      arr.forEach(function (n) { n.pos = columns.length; nodes.set(n.key, n); });
+      columns.push(arr);
+      logical.push(c);
     });
-    return { nCols: nCols, nLayers: nLayers, columns: columns, nodes: nodes, links: links, total: total };
+    return { nCols: columns.length, nLayers: nLayers, first: first, logical: logical, columns: columns,
+             nodes: nodes, links: links, total: total, classOf: classOf };
   }
 
   function dominant(node) {
@@ -102,9 +117,10 @@
       for (const n of nodes) { n.x0 = opts.x0 + c * step; n.x1 = n.x0 + nw; }
     });
     const byId = function (a, b) { return a.id - b.id; };
-    cols[0].sort(byId);
+    const lo = g.first ? 0 : 1; // the first cluster column (0 when there is no input column)
+    if (!g.first) cols[0].sort(byId);
     cols[nCols - 1].sort(byId);
-    for (let c = 1; c < nCols - 1; c++) {
+    for (let c = lo; c < nCols - 1; c++) {
       for (const n of cols[c]) n.dom = dominant(n);
       cols[c].sort(function (a, b) { return a.dom - b.dom || b.value - a.value || a.id - b.id; });
     }
@@ -138,10 +154,10 @@
       place(nodes);
     }
     for (let it = 0; it < 4; it++) {
-      for (let c = 1; c < nCols - 1; c++) sweep(c, true);
-      for (let c = nCols - 2; c >= 1; c--) sweep(c, false);
+      for (let c = Math.max(lo, 1); c < nCols - 1; c++) sweep(c, true);
+      for (let c = nCols - 2; c >= lo; c--) sweep(c, false);
     }
-    for (let c = 1; c < nCols - 1; c++) sweep(c, true);
+    for (let c = Math.max(lo, 1); c < nCols - 1; c++) sweep(c, true);
 
     for (const nodes of cols) {
       for (const n of nodes) {
@@ -209,8 +225,10 @@
     for (let c = 0; c < nCols; c++) {
       const hd = opts.headers[c] || { title: "" };
       const x = g.x0 + c * g.step;
-      const anchor = c === 0 ? "end" : c === last ? "start" : "middle";
-      const hx = c === 0 ? x + nw : c === last ? x : x + nw / 2;
+      // The input column's header ends at its nodes; a first cluster column (no input
+      // column) starts at its nodes; the output column's starts at its nodes.
+      const anchor = c === 0 ? (g.first ? "start" : "end") : c === last ? "start" : "middle";
+      const hx = c === 0 ? (g.first ? x : x + nw) : c === last ? x : x + nw / 2;
       const cg = svgEl("g", { class: "col-head", "data-col": c }, hg);
       svgEl("title", null, cg).textContent = [hd.title, hd.sub, hd.sub2].filter(Boolean).join("\n");
       svgText(cg, { x: r2(hx), y: opts.headerY, "text-anchor": anchor, class: "col-title" },
@@ -260,10 +278,10 @@
                         class: "hit" }, grp);
         const label = opts.label(n);
         if (label != null && h >= 9) {
-          if (n.col === 0) {
+          if (n.pos === 0 && n.col === 0) {
             svgText(grp, { x: r2(n.x0 - 6), y: r2(n.y0 + h / 2), "text-anchor": "end",
                            class: "nlabel cls", dy: "0.35em" }, truncate(label, 24));
-          } else if (n.col === last) {
+          } else if (n.pos === last) {
             svgText(grp, { x: r2(n.x1 + 6), y: r2(n.y0 + h / 2), "text-anchor": "start",
                            class: "nlabel cls", dy: "0.35em" }, truncate(label, 24));
           } else if (h >= 12) {
@@ -285,17 +303,18 @@
     while (hl.firstChild) hl.removeChild(hl.firstChild);
     for (const e of parts.nodeEls.values()) e.classList.remove("on-path", "diverge");
     if (!rows || !rows.length) { svg.classList.remove("has-highlight"); return []; }
-    const nCols = g.nCols;
+    const nCols = g.nLayers + 2;
     const sub = new Map();
     const onPath = new Set();
     const ids = new Array(nCols);
     for (const r of rows) {
+      const cls = g.classOf(r);
       ids[0] = r.input;
       for (let l = 0; l < g.nLayers; l++) ids[l + 1] = r.path[l];
       ids[nCols - 1] = r.output;
-      for (let c = 0; c < nCols; c++) onPath.add(c + ":" + ids[c]);
-      for (let c = 0; c < nCols - 1; c++) {
-        const key = c + ":" + ids[c] + ":" + ids[c + 1] + ":" + r.input;
+      for (let c = g.first; c < nCols; c++) onPath.add(c + ":" + ids[c]);
+      for (let c = g.first; c < nCols - 1; c++) {
+        const key = c + ":" + ids[c] + ":" + ids[c + 1] + ":" + cls;
         sub.set(key, (sub.get(key) || 0) + r.count);
       }
     }
@@ -319,8 +338,11 @@
     return Array.from(onPath);
   }
 
-  global.NNSIGSankey = {
+  const api = {
     PALETTE: PALETTE, classColor: classColor, build: build, layout: layout,
     draw: draw, highlight: highlight, svgEl: svgEl, svgText: svgText, truncate: truncate,
   };
+  global.NNSIGSankey = api;
+  global.NNSIG = global.NNSIG || {};
+  global.NNSIG.sankey = api;
 })(window);

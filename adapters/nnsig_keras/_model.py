@@ -15,6 +15,7 @@ from ._graph import Scope, build_scope, graph_of, hook_scope, units
 from ._summary import n_parameters
 
 __all__ = [
+    "MAX_DEFAULT_LAYERS",
     "ModelNotBuiltError",
     "UnsupportedModelError",
     "available_layers",
@@ -129,26 +130,107 @@ def scope_of(model: Any) -> Scope:
     return build_scope(model, graph) if graph is not None else hook_scope(model)
 
 
-def default_selection(scope: Scope, model: Any) -> tuple[set[str], set[str]]:
-    """Every top-level layer but the input and output layers (as the prototype did)."""
+#: At most this many layers are captured by default (evenly spread).
+MAX_DEFAULT_LAYERS = 12
+
+# Merges that join paths (residual adds, dense concatenations), as layers or as operations
+# (``inputs + x`` in a functional model); gating products (squeeze-excite) come second.
+_MERGES = ("Add", "Concatenate", "Average", "Maximum", "Minimum", "Subtract")
+_GATES = ("Multiply", "Dot")
+
+
+def _merge_kind(op: Any) -> int:
+    """2 for a merge of paths, 1 for a gating product, 0 otherwise (layers and operations)."""
+    name = type(op).__name__
+    keras_op = type(op).__module__.startswith("keras")
+    if not keras_op:
+        return 0
+    return 2 if name in _MERGES else 1 if name in _GATES else 0
+_ACTIVATION_TYPES = tuple(
+    cls for cls in (getattr(keras.layers, n, None) for n in (
+        "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax"))
+    if isinstance(cls, type)
+)
+_PASS_THROUGH_TYPES = tuple(
+    cls for cls in (getattr(keras.layers, n, None) for n in (
+        "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
+        "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity", "Flatten",
+        "Reshape", "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D",
+        "Cropping3D", "Rescaling", "Normalization", "Resizing"))
+    if isinstance(cls, type)
+)
+
+
+def _spread(items: list[Any], limit: int) -> list[Any]:
+    if len(items) <= limit:
+        return items
+    idx = np.unique(np.round(np.linspace(0, len(items) - 1, limit)).astype(int))
+    return [items[i] for i in idx]
+
+
+def default_selection(scope: Scope, model: Any) -> tuple[set[str], set[str], str]:
+    """The layers captured by default: ``(paths, capture names, how they were chosen)``.
+
+    Graphs: every top-level layer but the input layers and those producing
+    the outputs (as the prototype did) when there are at most
+    :data:`MAX_DEFAULT_LAYERS`; in larger graphs the block outputs: every
+    merge of paths (an ``Add``, ``Concatenate``... layer or operation; gating
+    products such as squeeze-excite's ``Multiply`` only when there is no other
+    merge) or, when the merge feeds one activation layer and nothing else
+    (ResNet's ``convN_blockM_out``), that activation; without merges, the
+    hidden layers but pass-through ones
+    (dropout, reshaping, padding); at most :data:`MAX_DEFAULT_LAYERS`, evenly
+    spread. Models without a graph: their top-level layers (the output layer
+    is left out on the first batch), evenly spread.
+    """
     if scope.is_graph:
         out_ids = {id(t) for t in scope.graph.outputs}
-        exact = {
-            c.name
-            for c in scope.calls
-            if isinstance(c.op, keras.Layer) and not any(id(t) in out_ids for t in c.outputs)
-        }
-        if not exact:
+        produces_output = [any(id(t) in out_ids for t in c.outputs) for c in scope.calls]
+        hidden = [
+            c for c, out in zip(scope.calls, produces_output, strict=True)
+            if isinstance(c.op, keras.Layer) and not out
+        ]
+        merge_ops = [  # joining two tensors or more (not `x + 3`)
+            c for c, out in zip(scope.calls, produces_output, strict=True)
+            if not out and _merge_kind(c.op) and len(c.node.arguments.keras_tensors) >= 2
+        ]
+        if not hidden:
             raise LayerSelectionError(
                 f"Model {model.name!r} has no hidden layer to capture by default (its only "
                 "layers produce its outputs); pass layers=[...] to choose."
             )
-        return set(), exact
+        how = "every layer but the input and output layers"
+        chosen = hidden
+        if len(hidden) > MAX_DEFAULT_LAYERS:
+            merges = [c for c in merge_ops if _merge_kind(c.op) == 2] or merge_ops
+            if merges:
+                consumers: dict[int, list[Any]] = {}
+                for c in scope.calls:
+                    for t in c.node.arguments.keras_tensors:
+                        consumers.setdefault(id(t), []).append(c)
+                chosen = []
+                for c in merges:
+                    after = consumers.get(id(c.outputs[0]), []) if len(c.outputs) == 1 else []
+                    only = after[0] if len(after) == 1 else None
+                    chosen.append(only if only is not None
+                                  and isinstance(only.op, _ACTIVATION_TYPES) else c)
+                how = f"the block outputs ({len(chosen)} merge layers or the activation after each)"
+            else:
+                chosen = [c for c in hidden if not isinstance(c.op, _PASS_THROUGH_TYPES)] or hidden
+                how = f"the {len(chosen)} hidden layers but pass-through ones"
+            if len(chosen) > MAX_DEFAULT_LAYERS:
+                how += f", {MAX_DEFAULT_LAYERS} evenly spread"
+            chosen = _spread(chosen, MAX_DEFAULT_LAYERS)
+        return set(), {c.name for c in chosen}, how
     top = [p for p, layer in scope.layers.items() if "/" not in p]
     if not top:
         raise LayerSelectionError(f"Model {model.name!r} tracks no layer to capture.")
     scope.drop_output = True
-    return set(top), set()
+    how = "every top-level layer but the output layer"
+    if len(top) > MAX_DEFAULT_LAYERS + 1:
+        top = _spread(top[:-1], MAX_DEFAULT_LAYERS)
+        how += f", {MAX_DEFAULT_LAYERS} evenly spread"
+    return set(top), set(), how
 
 
 def available_layers(model: Any) -> list[dict[str, Any]]:
@@ -172,7 +254,7 @@ def available_layers(model: Any) -> list[dict[str, Any]]:
     ensure_built(model, None)
     scope = scope_of(model)
     try:
-        paths, exact = default_selection(scope, model)
+        paths, exact, _how = default_selection(scope, model)
     except LayerSelectionError:
         paths, exact = set(), set()
     calls: dict[str, list[Any]] = {}

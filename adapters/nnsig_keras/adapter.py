@@ -10,11 +10,15 @@ import keras
 import numpy as np
 
 from nnsig_core.adapter import (
+    ADAPTER_FIX,
     LayerSelectionError,
     LayerSpec,
     NonFiniteActivationError,
     check_batch_finite,
+    check_finite,
 )
+from nnsig_core.adapter.layout import LayoutSpec
+from nnsig_core.adapter.tokens import TokenRows
 
 from ._fingerprint import weights_fingerprint
 from ._graph import (
@@ -38,6 +42,7 @@ from ._model import (
     hook_limitation,
     scope_of,
 )
+from ._pool import KerasPooler, sequence_inputs
 from ._select import resolve_layers
 from ._summary import layer_entry, n_parameters
 
@@ -82,8 +87,12 @@ class KerasAdapter:
         against the paths (``"encoder/*"``, ``"conv*"``), layer classes
         (``keras.layers.Dense``: every instance, at any depth), or a list
         mixing them. By default every top-level layer but the input layers
-        and the layers that produce the model's outputs (logged on the
-        ``nnsig_keras`` logger). Unknown names raise
+        and the layers that produce the model's outputs, when there are at
+        most 12; in larger graphs (Keras applications) the block outputs: the
+        merge layers (residual ``Add``, ``Concatenate``...), each replaced by
+        the activation layer that follows it when there is one, else the
+        hidden layers but pass-through ones, at most 12, evenly spread (logged
+        on the ``nnsig_keras`` logger). Unknown names raise
         :class:`~nnsig_keras.UnknownLayerError` with close matches.
     input_shape : sequence of int, optional
         Shape of one sample, used only to build a model that was never built
@@ -97,6 +106,24 @@ class KerasAdapter:
         Keep NaN and Inf values instead of raising
         :class:`~nnsig_core.adapter.NonFiniteActivationError` (re-exported by
         ``nnsig_keras``).
+    pool : str, tuple, callable or dict
+        How each capture is reduced per sample, as for
+        :class:`nnsig_torch.TorchAdapter`: ``"auto"`` (default: the mean over
+        the positions of feature maps and sequences, vectors unchanged),
+        ``"mean"``, ``"max"``, ``"cls"``, ``"last"``, ``"tokens"`` (a row per
+        token), ``"flatten"``, ``None`` (unchanged), a callable on the NumPy
+        batch, a pair such as ``("cls", "tokens")``, or ``{name_or_glob: mode}``.
+    layout : str or dict, optional
+        Layouts (``"NHWC"``, ``"NCHW"``, ``"NLC"``...) overriding Keras' own:
+        a layer's ``data_format``, features last for dense, attention and
+        normalisation layers, ``keras.config.image_data_format()`` otherwise.
+    mask : str, tuple of str, callable or None
+        The key(s) of the attention mask in dict inputs (nonzero = real
+        token; ``"attention_mask"`` then ``"padding_mask"`` by default), a
+        callable ``inputs -> (n, L)``, or ``None``. Padding never enters a
+        mean, a max or a token row.
+    token_key : str or None
+        The key of the token ids in dict inputs, recorded per token row.
 
     Notes
     -----
@@ -131,8 +158,15 @@ class KerasAdapter:
         input_shape: Sequence[int] | None = None,
         output: int | str = 0,
         keep_nonfinite: bool = False,
+        pool: Any = "auto",
+        layout: LayoutSpec = None,
+        mask: Any = ("attention_mask", "padding_mask"),
+        token_key: str | None = "input_ids",
     ) -> None:
         check_model(model)
+        self._pooler = KerasPooler(pool, layout)
+        self.mask = mask
+        self.token_key = token_key
         ensure_built(model, input_shape)
         self.model = model
         self.backend = keras.backend.backend()
@@ -140,7 +174,7 @@ class KerasAdapter:
         self._scope = scope_of(model)
         self._units = units(self._scope)
         if layers is None:
-            paths, exact = default_selection(self._scope, model)
+            paths, exact, self._default_how = default_selection(self._scope, model)
             self._default = True
         else:
             paths, exact = resolve_layers(
@@ -159,6 +193,7 @@ class KerasAdapter:
         )
         self._names: list[str] | None = None
         self._shapes: dict[str, tuple[int, ...]] = {}
+        self._token_shapes: dict[str, tuple[int, ...]] = {}
         self._info: dict[str, tuple[str, Any]] = {}
         self._dropped: set[str] = set()
         selected = [c[0] for c in self._static_captures(self._scope)]
@@ -173,10 +208,10 @@ class KerasAdapter:
         )
         if self._default:
             logger.info(
-                "KerasAdapter: default selection, every layer but the input and output layers%s; "
-                "pass layers=[names, globs or classes] to choose (e.g. 'encoder/*' for the "
-                "layers of a nested model).",
-                "" if self._scope.is_graph else " (the output layer is found on the first batch)",
+                "KerasAdapter: default selection, %s; pass layers=[names, globs or classes] to "
+                "choose (e.g. 'encoder/*' for the layers of a nested model).",
+                self._default_how
+                + ("" if self._scope.is_graph else " (the output layer is found on the first batch)"),
             )
 
     def __repr__(self) -> str:
@@ -205,7 +240,7 @@ class KerasAdapter:
         return None if self._names is None else list(self._names)
 
     # -- the adapter protocol -------------------------------------------------
-    def run(self, inputs: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def run(self, inputs: Any) -> tuple[np.ndarray, dict[str, Any]]:
         """Run one batch and return its outputs and activations.
 
         Parameters
@@ -217,8 +252,10 @@ class KerasAdapter:
         Returns
         -------
         outputs, activations
-            As :meth:`nnsig_core.adapter.Adapter.run`, float32; ``outputs`` is
-            the model output chosen by ``output``.
+            As :meth:`nnsig_core.adapter.Adapter.run`, float32, pooled as
+            ``pool`` says; ``outputs`` is the model output chosen by ``output``.
+            Layers pooled with ``"tokens"`` are
+            :class:`~nnsig_core.adapter.tokens.TokenRows` under ``name + "@tokens"``.
 
         Raises
         ------
@@ -267,15 +304,31 @@ class KerasAdapter:
                     f"Layer {name!r} returned shape {a.shape} for a batch of {n}: it has no batch "
                     "axis; leave it out of `layers`."
                 )
-            if a.shape[1:] != self._shapes[name]:
+        first = not self._pooler.plans
+        if first:
+            self._pooler.plan([(k, self._info[k][0], self._info[k][1], a)
+                               for k, a in acts.items()])
+        mask, token_ids = sequence_inputs(inputs, self.mask, self.token_key)
+        pooled: dict[str, Any] = {}
+        for name, a in acts.items():
+            pooled.update(self._pooler.apply(name, a, mask, token_ids))
+        for key, value in pooled.items():
+            tokens = isinstance(value, TokenRows)
+            shapes = self._token_shapes if tokens else self._shapes
+            shape = tuple(value.values.shape[1:] if tokens else value.shape[1:])
+            if shapes.setdefault(key, shape) != shape:
                 raise ValueError(
-                    f"Layer {name!r} returned per-sample shape {a.shape[1:]} but "
-                    f"{self._shapes[name]} on the first batch; inputs of varying size are not "
-                    "supported (pool or resize them first)."
+                    f"Layer {key!r} returned per-sample shape {shape} but {shapes[key]} on the "
+                    "first batch; inputs of varying size need pool='mean' or 'max'."
                 )
         if not self.keep_nonfinite:
-            check_batch_finite(out, acts)
-        return out, acts
+            check_batch_finite(out, {k: v for k, v in pooled.items()
+                                     if not isinstance(v, TokenRows)})
+            for key, value in pooled.items():
+                if isinstance(value, TokenRows):
+                    check_finite(value.values, layer=key, fix=ADAPTER_FIX,
+                                 scope="the token rows of the batch")
+        return out, pooled
 
     def _first_batch(self, records: list[Record], same: list[int], out: np.ndarray) -> None:
         if self._scope.drop_output and records:
@@ -307,11 +360,9 @@ class KerasAdapter:
                 f"No selected layer of {self.model.name!r} ran on this batch; choose other layers."
             )
         self._names = names
-        for name, path, layer, value in records:
+        for name, path, layer, _value in records:
             if name in self._dropped:
                 continue
-            shape = tuple(np.shape(value))
-            self._shapes[name] = tuple(int(s) for s in shape[1:])
             self._info[name] = (path, layer)
 
     def model_fingerprint(self) -> str:
@@ -334,11 +385,18 @@ class KerasAdapter:
             of ``get_config()``). Before the first :meth:`run`, the captures
             known from the graph are listed with their static shapes.
         """
-        layers = []
-        if self._names is not None:
+        layers, token_layers = [], []
+        if self._names is not None and self._pooler.plans:
             for name in self._names:
                 path, layer = self._info[name]
-                layers.append(layer_entry(name, path, layer, self._shapes[name]))
+                extra = self._pooler.describe(name)
+                if name in self._shapes:
+                    layers.append(layer_entry(name, path, layer, self._shapes[name]) | extra)
+                tkey = name + "@tokens"
+                if tkey in self._token_shapes:
+                    token_layers.append(
+                        layer_entry(name, path, layer, self._token_shapes[tkey]) | extra
+                    )
         else:
             for name, path, layer, shape in self._static_captures(self._scope):
                 layers.append(layer_entry(name, path, layer, shape))
@@ -353,6 +411,7 @@ class KerasAdapter:
             "keras_version": keras.__version__,
             "parameters": total,
             "layers": layers,
+            "token_layers": token_layers,
         }
 
     def _static_captures(self, scope: Scope) -> list[tuple[str, str, Any, tuple[int, ...] | None]]:

@@ -1,6 +1,7 @@
 """PyTorch adapter of nnsig: record hidden-layer activations with forward hooks.
 
 >>> from nnsig_torch import TorchAdapter
+>>> adapter = TorchAdapter(model)                      # the family's default layers, pooled
 >>> adapter = TorchAdapter(model, layers=["layer1", "layer2"], pool="mean")
 >>> outputs, activations = adapter.run(images)   # NumPy arrays
 
@@ -9,20 +10,26 @@ See :class:`TorchAdapter` for the selection, naming and pooling rules, and
 """
 
 from nnsig_core.adapter import LayerSelectionError, NonFiniteActivationError, UnknownLayerError
+from nnsig_core.adapter.layout import AmbiguousLayoutError
+from nnsig_core.adapter.tokens import TokenRows
 
+from ._defaults import ACTIVATION_TYPES, MAX_DEFAULT_LAYERS, default_layers
 from ._pool import POOL_MODES
-from ._select import ACTIVATION_TYPES
 from ._summary import LayerInfo, LayerList
 from .adapter import TorchAdapter, available_layers
 
 __all__ = [
     "ACTIVATION_TYPES",
+    "MAX_DEFAULT_LAYERS",
     "POOL_MODES",
+    "AmbiguousLayoutError",
     "LayerInfo",
     "LayerList",
     "LayerSelectionError",
     "NonFiniteActivationError",
+    "TokenRows",
     "TorchAdapter",
     "UnknownLayerError",
     "available_layers",
+    "default_layers",
 ]

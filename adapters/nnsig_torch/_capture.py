@@ -1,10 +1,20 @@
-"""Forward hooks that record the tensors of selected modules during one forward pass."""
+"""Forward hooks that record the tensors of selected modules during one forward pass.
+
+A hook keeps a *reference* to each captured tensor with its version counter
+(``tensor._version``, which every in-place operation on the tensor or a view
+of it increments), so a capture costs no copy. The adapter compares the
+versions after the pass: a tensor changed in place later in the pass
+(``ReLU(inplace=True)``, ``x += residual``) is detected, and that layer is
+then processed inside its hook (pooled or copied before anything can change
+it) from then on.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -12,20 +22,30 @@ from torch import nn
 
 from ._structure import capture_name, flatten_output, to_batch_first
 
-__all__ = ["Recorder", "capturable", "hooks"]
+__all__ = ["Captured", "Recorder", "capturable", "hooks", "version_of"]
 
 logger = logging.getLogger("nnsig_torch")
 
 
 def capturable(
-    module_name: str, call: int, module: nn.Module, output: Any, n: int | None, strict: bool = True
-) -> list[tuple[str, torch.Tensor]]:
+    module_name: str,
+    call: int,
+    module: nn.Module,
+    output: Any,
+    n: int | None,
+    strict: bool = True,
+    first_only: bool = False,
+    batch_axis: int = 0,
+    skipped: list[str] | None = None,
+) -> list[tuple[str, torch.Tensor, torch.Tensor, bool]]:
     """The named, batch-first tensors that one call of a module yields.
 
     Integer, boolean and complex tensors are not activations: a module that
     returns one directly is an error, and inside a structured output they are
     skipped (e.g. the indices of ``MaxPool2d(return_indices=True)``), as are
-    per-batch scalars and non-tensor leaves.
+    per-batch scalars and non-tensor leaves. A tensor without a batch axis is
+    an error when it is all a module named exactly (``strict``) returned, and
+    is otherwise skipped (its name is appended to ``skipped``).
 
     Parameters
     ----------
@@ -38,7 +58,18 @@ def capturable(
     n : int or None
         The batch size, when known.
     strict : bool
-        Raise on a tensor that cannot be captured instead of skipping it.
+        Raise on a tensor that cannot be captured instead of skipping it (a
+        module named exactly by the user).
+    first_only : bool
+        Keep only the first capturable tensor (a block's hidden state).
+    batch_axis : int
+        Where the batch axis of the inputs is (1 for sequence-first models).
+    skipped : list of str, optional
+        Receives the names of the tensors skipped for having no batch axis.
+
+    Returns
+    -------
+    list of (name, batch-first tensor, original tensor, transposed)
 
     Raises
     ------
@@ -49,9 +80,10 @@ def capturable(
     """
     leaves = flatten_output(output)
     bare = len(leaves) == 1 and leaves[0][0] == ""
-    found: list[tuple[str, torch.Tensor]] = []
+    found: list[tuple[str, torch.Tensor, torch.Tensor, bool]] = []
     for path, t in leaves:
-        name = capture_name(module_name, call, path)
+        # A block's hidden state is named after the block (its first tensor is all it yields).
+        name = capture_name(module_name, call, "" if first_only else path)
         if t.is_nested or t.layout != torch.strided:
             if strict:
                 raise TypeError(f"Layer {name!r} returned a nested or sparse tensor.")
@@ -63,23 +95,59 @@ def capturable(
                     "activations are captured. Select another layer."
                 )
             continue
-        moved = to_batch_first(t.detach(), n, module, path)
+        moved = to_batch_first(t.detach(), n, module, path, batch_axis)
         if moved is None:
-            if strict:
+            if strict and bare:
                 raise ValueError(
                     f"Layer {name!r} returned shape {tuple(t.shape)}, which has no batch "
                     f"axis of size {n} (axis 0 or 1). Select another layer."
                 )
+            if skipped is not None:
+                skipped.append(f"{name} {tuple(t.shape)}")
             continue
         if moved[1]:
             logger.debug("Layer %r: batch axis moved first from %s", name, tuple(t.shape))
-        found.append((name, moved[0]))
+        found.append((name, moved[0], t, moved[1]))
+        if first_only:
+            break
     if strict and not found:
         raise TypeError(
             f"Layer {module_name!r} returned {type(output).__name__} with no "
             "floating-point tensor to capture. Select another layer."
         )
     return found
+
+
+@dataclass
+class Captured:
+    """One captured tensor of one pass.
+
+    ``value`` is the batch-first tensor (a reference), or what the in-hook
+    processing returned; ``original`` the module's tensor as returned (for
+    the layout), ``version`` its version counter when the hook ran.
+    """
+
+    name: str
+    module: str
+    value: Any
+    original: torch.Tensor
+    transposed: bool
+    version: int | None
+    eager: bool
+
+    def changed(self) -> bool:
+        """Whether the original tensor was changed in place after the hook ran (always
+        assumed for inference-mode tensors, which have no version counter)."""
+        return self.version is None or version_of(self.original) != self.version
+
+
+def version_of(t: torch.Tensor) -> int | None:
+    """``t._version``, or ``None`` for an inference-mode tensor (a model running parts of
+    its forward under ``torch.inference_mode()``), which keeps no version counter."""
+    try:
+        return int(t._version)
+    except RuntimeError:
+        return None
 
 
 class Recorder:
@@ -89,37 +157,65 @@ class Recorder:
     ----------
     n : int or None
         The batch size.
-    process : callable
-        ``process(capture_name, module_name, tensor) -> tensor`` applied to
-        every batch-first tensor (pooling and the protective copy).
-    strict : bool
-        See :func:`capturable`.
+    strict : collection of str
+        Modules named exactly by the user: a tensor they yield that cannot be
+        captured is an error (else it is skipped).
+    first_only : collection of str
+        Modules of which only the first capturable tensor is kept.
+    eager : callable, optional
+        ``eager(capture_name, module_name, tensor) -> value or None``, run in
+        the hook: a value is kept instead of the reference (the layers changed
+        in place later in the pass are pooled or copied there).
+    batch_axis : int
+        The batch axis of the inputs.
     """
 
     def __init__(
         self,
         n: int | None,
-        process: Callable[[str, str, torch.Tensor], Any],
-        strict: bool = True,
+        strict: Collection[str] = (),
+        first_only: Collection[str] = (),
+        eager: Callable[[str, str, torch.Tensor], Any] | None = None,
+        batch_axis: int = 0,
     ) -> None:
         self.n = n
-        self.process = process
-        self.strict = strict
+        self.strict = set(strict)
+        self.first_only = set(first_only)
+        self.eager = eager
+        self.batch_axis = batch_axis
         self.calls: dict[str, int] = {}
-        self.values: dict[str, Any] = {}
-        self.modules: dict[str, str] = {}
+        self.values: dict[str, Captured] = {}
+        self.skipped: list[str] = []
+
+    @property
+    def modules(self) -> dict[str, str]:
+        """Capture name -> module name."""
+        return {k: c.module for k, c in self.values.items()}
 
     def hook(self, module_name: str) -> Callable[[nn.Module, Any, Any], None]:
         """A forward hook recording ``module_name``'s output (returns ``None``: no change)."""
+        strict = module_name in self.strict
+        first = module_name in self.first_only
 
         def _hook(module: nn.Module, args: Any, output: Any) -> None:
             call = self.calls.get(module_name, 0)
             self.calls[module_name] = call + 1
-            for name, t in capturable(module_name, call, module, output, self.n, self.strict):
-                self.values[name] = self.process(name, module_name, t)
-                self.modules[name] = module_name
+            for name, t, orig, transposed in capturable(
+                module_name, call, module, output, self.n, strict, first, self.batch_axis,
+                self.skipped,
+            ):
+                value = self.eager(name, module_name, t) if self.eager is not None else None
+                self.values[name] = Captured(
+                    name, module_name, t if value is None else value, orig, transposed,
+                    version_of(orig), value is not None,
+                )
 
         return _hook
+
+    def changed(self, include_eager: bool = False) -> list[str]:
+        """Captures whose tensor was changed in place after their hook ran (those processed
+        in their hook only with ``include_eager``)."""
+        return [k for k, c in self.values.items() if (include_eager or not c.eager) and c.changed()]
 
 
 @contextmanager

@@ -1,73 +1,80 @@
-"""Reducing captured tensors per sample (``pool=``)."""
+"""Reducing captured tensors per sample (``pool=``), with torch operations on their device.
+
+The semantics are those of :mod:`nnsig_core.adapter.pooling` (the NumPy
+reference, which the tests compare with): ``"mean"``/``"max"`` over the
+position axes of the tensor's layout, ``"cls"``/``"last"`` for sequences,
+``"tokens"`` one row per position, padding (an attention mask) left out.
+"""
 
 from __future__ import annotations
 
-import fnmatch
-from collections.abc import Callable, Mapping
-from typing import Union
+from typing import Any
 
 import torch
 
-__all__ = ["POOL_MODES", "Pool", "PoolSpec", "apply_pool", "check_pool", "pool_for"]
+from nnsig_core.adapter.layout import (
+    POOL_MODES,
+    AmbiguousLayoutError,
+    Layout,
+    Pool,
+    PoolSpec,
+    check_pool,
+    pool_for,
+)
+from nnsig_core.adapter.pooling import ambiguous_layout_message, resolve_auto
 
-#: The named pooling modes; ``None`` keeps the per-sample shape.
-POOL_MODES = ("mean", "max", "flatten")
+__all__ = [
+    "POOL_MODES",
+    "Pool",
+    "PoolSpec",
+    "check_pool",
+    "pool_for",
+    "pool_tensor",
+    "token_rows_tensor",
+]
 
-#: A pooling mode: ``None``, ``"mean"``, ``"max"``, ``"flatten"`` or a callable
-#: mapping a ``(n, ...)`` float32 tensor to a ``(n, ...)`` tensor.
-Pool = Union[str, Callable[[torch.Tensor], torch.Tensor], None]  # noqa: UP007
-#: ``pool=``: one mode for every layer, or ``{name_or_glob: mode}``.
-PoolSpec = Union[Pool, Mapping[str, Pool]]  # noqa: UP007
-
-
-def _check_mode(mode: Pool, where: str) -> None:
-    if mode is None or callable(mode) or (isinstance(mode, str) and mode in POOL_MODES):
-        return
-    raise ValueError(
-        f"Invalid pool {mode!r}{where}: use None, 'mean', 'max', 'flatten' or a callable."
-    )
-
-
-def check_pool(pool: PoolSpec) -> PoolSpec:
-    """Validate ``pool`` (a mode or a ``{name_or_glob: mode}`` mapping) and return it."""
-    if isinstance(pool, Mapping):
-        for key, mode in pool.items():
-            if not isinstance(key, str) or not key:
-                raise TypeError(f"pool keys must be layer names or glob patterns, got {key!r}.")
-            _check_mode(mode, f" for {key!r}")
-        return dict(pool)
-    _check_mode(pool, "")
-    return pool
+_FIX = "TorchAdapter(..., layout={{{name!r}: 'NCHW'}}) (or 'NHWC', 'NLC', 'NCL'...)"
 
 
-def pool_for(pool: PoolSpec, capture: str, module_name: str) -> tuple[Pool, str | None]:
-    """The pooling mode of one captured tensor, and the ``pool`` key that chose it.
-
-    With a mapping, an exact key equal to the capture name (``"lstm.1.0"``,
-    ``"block.relu:1"``) wins, then one equal to the module name (covering all
-    its calls and outputs), then the first glob key (in the mapping's order)
-    that matches either name. Unmatched layers are not pooled.
-    """
-    if not isinstance(pool, Mapping):
-        return pool, None
-    for key in (capture, module_name):
-        if key in pool:
-            return pool[key], key
-    for key, mode in pool.items():
-        if fnmatch.fnmatchcase(capture, key) or fnmatch.fnmatchcase(module_name, key):
-            return mode, key
-    return None, None
+def _fix(name: str) -> str:
+    return _FIX.format(name=name)
 
 
-def apply_pool(t: torch.Tensor, mode: Pool) -> torch.Tensor:
-    """Pool a batch-first tensor and return a new float32 tensor (never a view of ``t``).
+def _mask(layout: Layout, t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+    if mask is None or not layout.is_sequence:
+        return None
+    axis = layout.position_axes()[0]
+    if tuple(mask.shape) != (t.shape[0], t.shape[axis]):
+        return None
+    return mask.to(t.device)
 
-    ``None`` keeps the shape ``(n, *unit_shape)``; ``"mean"`` and ``"max"``
-    reduce every axis after the second one, so a convolutional map
-    ``(n, C, *spatial)`` becomes ``(n, C)`` (tensors with fewer than three axes
-    are kept); ``"flatten"`` gives ``(n, prod(unit_shape))``. A callable gets the
-    float32 tensor and returns the pooled one. A per-sample scalar ``(n,)``
-    becomes ``(n, 1)``. The mean is computed in float32 whatever the input type.
+
+def _check_nonempty(mask: torch.Tensor) -> None:
+    empty = ~mask.any(dim=1)
+    if bool(empty.any()):
+        row = int(torch.nonzero(empty)[0, 0])
+        raise ValueError(
+            f"Sample {row} of the batch has no token in its attention mask: nothing to pool. "
+            "Leave empty sequences out of the data."
+        )
+
+
+def pool_tensor(
+    t: torch.Tensor, mode: Any, layout: Layout | None, mask: torch.Tensor | None, name: str
+) -> torch.Tensor:
+    """Pool a batch-first tensor per sample (a sample-level mode).
+
+    Returns a float32 tensor ``(n, ...)``, possibly a view of ``t`` (``None``,
+    ``"flatten"``, ``"cls"``, ``"last"`` on float32 input); the caller copies
+    it when ``t`` may change. A per-sample scalar ``(n,)`` becomes ``(n, 1)``.
+
+    Raises
+    ------
+    AmbiguousLayoutError
+        When the mode needs the layout and it is unknown.
+    ValueError
+        ``"cls"``/``"last"`` on a non-sequence, a callable returning the wrong
+        number of rows, or a sample without any token.
     """
     if callable(mode):
         out = mode(t.float())
@@ -79,12 +86,87 @@ def apply_pool(t: torch.Tensor, mode: Pool) -> torch.Tensor:
         t, mode = out, None
     if t.ndim == 1:
         t = t.unsqueeze(1)
-    if mode in ("mean", "max") and t.ndim >= 3:
-        dims = tuple(range(2, t.ndim))
-        if mode == "mean":
-            return t.mean(dim=dims, dtype=torch.float32)
-        return t.amax(dim=dims).float()
+    if t.ndim > 2 and mode not in (None, "flatten", "auto") and layout is None:
+        raise AmbiguousLayoutError(ambiguous_layout_message(name, tuple(t.shape[1:]), mode,
+                                                            _fix(name)))
+    mode = resolve_auto(mode, layout if t.ndim > 2 else None)
+    if mode is None:
+        return t.float()
     if mode == "flatten":
-        t = t.reshape(t.shape[0], -1)
-    # A fresh contiguous float32 copy: later in-place operations cannot alter it.
-    return t.to(dtype=torch.float32, memory_format=torch.contiguous_format, copy=True)
+        return t.reshape(t.shape[0], -1).float()
+    if t.ndim <= 2 or layout is None or layout.positions == 0:
+        if mode in ("cls", "last"):
+            raise ValueError(
+                f"pool {mode!r} of layer {name!r} needs a sequence; it has shape "
+                f"{tuple(t.shape[1:])}."
+            )
+        return t.float()
+    axes = layout.position_axes()
+    m = _mask(layout, t, mask)
+    if mode in ("cls", "last"):
+        if not layout.is_sequence:
+            raise ValueError(
+                f"pool {mode!r} of layer {name!r} needs a sequence (one position axis); its "
+                f"layout is {layout.code}. Use 'mean', 'max' or 'tokens'."
+            )
+        seq = t.movedim(axes[0], 1)
+        n, length = seq.shape[0], seq.shape[1]
+        if m is None:
+            return seq[:, 0 if mode == "cls" else length - 1].float()
+        _check_nonempty(m)
+        mi = m.to(torch.int8)
+        idx = mi.argmax(1) if mode == "cls" else length - 1 - mi.flip(1).argmax(1)
+        return seq[torch.arange(n, device=t.device), idx].float()
+    if m is not None:
+        _check_nonempty(m)
+        shape = [t.shape[0]] + [1] * (t.ndim - 1)
+        shape[axes[0]] = t.shape[axes[0]]
+        w = m.reshape(shape)
+        if mode == "mean":
+            total = torch.where(w, t, 0).sum(dim=axes, dtype=torch.float32)
+            count = m.sum(dim=1, dtype=torch.float32).reshape(-1, *([1] * (total.ndim - 1)))
+            return total / count
+        return torch.where(w, t, float("-inf")).amax(dim=axes).float()
+    if mode == "mean":
+        return t.mean(dim=axes, dtype=torch.float32)
+    return t.amax(dim=axes).float()
+
+
+def token_rows_tensor(
+    t: torch.Tensor,
+    layout: Layout | None,
+    mask: torch.Tensor | None,
+    token_ids: torch.Tensor | None,
+    name: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Every position of every sample a row (``"tokens"``), padding left out.
+
+    Returns ``(values (rows, C) float32, sample (rows,), position (rows,),
+    token ids (rows,) or None)``, rows in sample then position order; the
+    values are a new tensor when a mask selects rows, else possibly a view.
+    """
+    if layout is None:
+        raise AmbiguousLayoutError(ambiguous_layout_message(name, tuple(t.shape[1:]), "tokens",
+                                                            _fix(name)))
+    if layout.positions == 0:
+        raise ValueError(
+            f"pool 'tokens' of layer {name!r} needs positions (a sequence or a feature map); "
+            f"it has shape {tuple(t.shape[1:])}."
+        )
+    n = t.shape[0]
+    axes = layout.position_axes()
+    moved = t.movedim(axes, tuple(range(1, 1 + len(axes))))  # (n, *positions, C)
+    flat = moved.reshape(n, -1, moved.shape[-1])
+    n_pos = flat.shape[1]
+    m = _mask(layout, t, mask)
+    if m is None:
+        sample = torch.arange(n, device=t.device).repeat_interleave(n_pos)
+        position = torch.arange(n_pos, device=t.device).repeat(n)
+        values = flat.reshape(n * n_pos, -1)
+    else:
+        sample, position = torch.nonzero(m, as_tuple=True)
+        values = flat[sample, position]
+    token = None
+    if token_ids is not None and layout.is_sequence and tuple(token_ids.shape) == (n, n_pos):
+        token = token_ids.to(t.device)[sample, position]
+    return values.float(), sample, position, token

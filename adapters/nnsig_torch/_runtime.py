@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "PinnedPool",
     "batch_size",
     "call_model",
     "float_dtype",
@@ -101,13 +103,13 @@ def move_inputs(x: Any, device: torch.device, float_dtype: torch.dtype | None = 
     return x
 
 
-def batch_size(x: Any) -> int | None:
-    """Axis-0 length of the first tensor in a (moved) batch; ``None`` if it holds none."""
+def batch_size(x: Any, axis: int = 0) -> int | None:
+    """Length along ``axis`` of the first tensor in a (moved) batch; ``None`` if it holds none."""
     if isinstance(x, torch.Tensor):
-        return int(x.shape[0]) if x.ndim else None
+        return int(x.shape[axis]) if x.ndim > axis else None
     values = x.values() if isinstance(x, Mapping) else x if isinstance(x, (tuple, list)) else ()
     for v in values:
-        n = batch_size(v)
+        n = batch_size(v, axis)
         if n is not None:
             return n
     return None
@@ -122,13 +124,58 @@ def call_model(model: nn.Module, x: Any) -> Any:
     return model(x)
 
 
-def to_host(tensors: Sequence[torch.Tensor]) -> list[np.ndarray]:
+class PinnedPool:
+    """Pinned host buffers reused from batch to batch.
+
+    A buffer is handed out again only once every NumPy array made from it is
+    gone (weak references), so a batch still waiting in the capture's writer
+    queue is never overwritten; allocating pinned memory costs more than the
+    copy itself, which is why buffers are kept.
+
+    Parameters
+    ----------
+    allocate : callable, optional
+        ``allocate(n_floats) -> float32 tensor``; pinned host memory by default.
+    keep : int
+        At most this many buffers are kept.
+    """
+
+    def __init__(self, allocate: Any = None, keep: int = 6) -> None:
+        self.allocate = allocate or (
+            lambda size: torch.empty(size, dtype=torch.float32, pin_memory=True)
+        )
+        self.keep = keep
+        self.buffers: list[tuple[torch.Tensor, list[weakref.ref]]] = []
+
+    def acquire(self, size: int) -> tuple[torch.Tensor, list[weakref.ref]]:
+        """A buffer of at least ``size`` floats that no live array uses, and its user list
+        (append a weak reference to each array made from it)."""
+        for buf, users in self.buffers:
+            if buf.numel() >= size and all(u() is None for u in users):
+                users.clear()
+                return buf, users
+        buf = self.allocate(max(size, 1))
+        entry: tuple[torch.Tensor, list[weakref.ref]] = (buf, [])
+        if len(self.buffers) >= self.keep:
+            # Forget the smallest buffer nobody uses (else keep this one out of the pool).
+            free = [i for i, (b, u) in enumerate(self.buffers) if all(r() is None for r in u)]
+            if not free:
+                return entry
+            self.buffers.pop(min(free, key=lambda i: self.buffers[i][0].numel()))
+        self.buffers.append(entry)
+        return entry
+
+
+def to_host(
+    tensors: Sequence[torch.Tensor], pool: PinnedPool | None = None
+) -> list[np.ndarray]:
     """Copy float32 tensors to host NumPy arrays, with one synchronisation per device.
 
     CUDA tensors are copied with ``non_blocking=True`` into one pinned host
-    buffer (the arrays are views into it), and the current stream of each
-    device is synchronised once, after all copies are queued. CPU tensors are
-    returned without a copy.
+    buffer per device (the arrays are views into it; with ``pool`` the buffer
+    is reused once the arrays of an earlier batch are gone), and the current
+    stream of each device is synchronised once, after all copies are queued.
+    CPU tensors are returned without a copy.
     """
     out: list[np.ndarray | None] = [None] * len(tensors)
     by_device: dict[torch.device, list[int]] = {}
@@ -140,10 +187,15 @@ def to_host(tensors: Sequence[torch.Tensor]) -> list[np.ndarray]:
         else:
             out[i] = t.cpu().numpy()
     pending = []
+    users: list[list[weakref.ref]] = []
     for idx in by_device.values():
-        buf = torch.empty(
-            sum(tensors[i].numel() for i in idx), dtype=torch.float32, pin_memory=True
-        )
+        size = sum(tensors[i].numel() for i in idx)
+        if pool is not None:
+            buf, refs = pool.acquire(size)
+            users.append(refs)
+        else:
+            buf = torch.empty(size, dtype=torch.float32, pin_memory=True)
+            users.append([])
         offset = 0
         for i in idx:
             t = tensors[i]
@@ -153,6 +205,9 @@ def to_host(tensors: Sequence[torch.Tensor]) -> list[np.ndarray]:
             offset += t.numel()
     for device in by_device:  # all copies are queued: wait once per device
         torch.cuda.current_stream(device).synchronize()
+    owner = {i: refs for refs, idx in zip(users, by_device.values(), strict=True) for i in idx}
     for i, view in pending:
-        out[i] = view.numpy()
+        arr = view.numpy()
+        owner[i].append(weakref.ref(arr))
+        out[i] = arr
     return out  # type: ignore[return-value]

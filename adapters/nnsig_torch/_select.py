@@ -3,7 +3,8 @@
 The resolution of ``layers=`` (names, globs, types) is shared with the other
 adapters (:func:`nnsig_core.adapter.resolve_selection`); what is torch's is
 here: the candidates (``named_modules()``), unwrapping ``DataParallel``/DDP/
-``torch.compile`` and their name prefixes, and the default selection.
+``torch.compile`` and their name prefixes. The default selection is in
+:mod:`nnsig_torch._defaults`.
 """
 
 from __future__ import annotations
@@ -13,55 +14,11 @@ from collections.abc import Mapping, Sequence
 
 from torch import nn
 
-from nnsig_core.adapter import LayerSelectionError, LayerSpec, SelectionWording, resolve_selection
+from nnsig_core.adapter import LayerSpec, SelectionWording, resolve_selection
 
-__all__ = [
-    "ACTIVATION_TYPES",
-    "default_layers",
-    "resolve_layers",
-    "unwrap_model",
-]
+__all__ = ["resolve_layers", "unwrap_model"]
 
 logger = logging.getLogger("nnsig_torch")
-
-#: Module types the default selection captures when the model has any of them.
-ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Tanh,
-    nn.Sigmoid,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.RReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.CELU,
-    nn.GLU,
-    nn.Hardswish,
-    nn.Hardsigmoid,
-    nn.Hardtanh,
-    nn.Softplus,
-    nn.Softsign,
-    nn.Tanhshrink,
-    nn.Threshold,
-    nn.LogSigmoid,
-)
-
-# Leaves that never change their input in eval mode: capturing them only duplicates data.
-_PASS_THROUGH_TYPES: tuple[type[nn.Module], ...] = (
-    nn.Identity,
-    nn.Flatten,
-    nn.Unflatten,
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.AlphaDropout,
-    nn.FeatureAlphaDropout,
-)
 
 # Prefixes a name copied from a wrapped model carries (DataParallel/DDP, torch.compile).
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -148,48 +105,3 @@ def resolve_layers(
         rename=lambda name: _strip_wrapper_prefix(name, modules),
     )
     return sel.matched, sel.named
-
-
-def default_layers(model: nn.Module, log: bool = True) -> list[str]:
-    """The layers a user would pick: the activations, else the hidden leaf modules.
-
-    Every activation module (:data:`ACTIVATION_TYPES`) when the model has any;
-    otherwise every leaf module except the last one (usually the output head),
-    skipping pass-through leaves (``Dropout``, ``Identity``, ``Flatten``).
-    The choice is logged on the ``nnsig_torch`` logger.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        The (unwrapped) model.
-    log : bool
-        Log the choice (at INFO level).
-
-    Returns
-    -------
-    list of str
-        Qualified module names in ``named_modules()`` order.
-
-    Raises
-    ------
-    LayerSelectionError
-        When the model has no hidden layer to capture.
-    """
-    named = [(n, m) for n, m in model.named_modules() if n]
-    chosen = [n for n, m in named if isinstance(m, ACTIVATION_TYPES)]
-    how = "activation modules"
-    if not chosen:
-        leaves = [n for n, m in named if next(m.children(), None) is None]
-        chosen = [
-            n for n in leaves[:-1] if not isinstance(model.get_submodule(n), _PASS_THROUGH_TYPES)
-        ]
-        how = "hidden leaf modules (the model has no activation modules)"
-    if not chosen:
-        raise LayerSelectionError(
-            f"{type(model).__name__} has no hidden layer to capture by default; "
-            "pass `layers=` (TorchAdapter.available_layers(model, x) lists them)."
-        )
-    shown = ", ".join(chosen[:6]) + (", ..." if len(chosen) > 6 else "")
-    if log:
-        logger.info("Capturing %d %s by default: %s", len(chosen), how, shown)
-    return chosen

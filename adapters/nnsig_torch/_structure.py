@@ -101,7 +101,11 @@ def model_output(obj: Any) -> torch.Tensor:
 
 
 def to_batch_first(
-    t: torch.Tensor, n: int | None, module: nn.Module | None = None, path: str = ""
+    t: torch.Tensor,
+    n: int | None,
+    module: nn.Module | None = None,
+    path: str = "",
+    batch_axis: int = 0,
 ) -> tuple[torch.Tensor, bool] | None:
     """Put the batch axis of ``t`` first.
 
@@ -121,6 +125,9 @@ def to_batch_first(
         The module that produced ``t``.
     path : str
         The path of ``t`` in the module's output (see :func:`flatten_output`).
+    batch_axis : int
+        The batch axis of the model's inputs: with 1 (a sequence-first
+        model), axis 1 is preferred when axes 0 and 1 both have ``n`` entries.
 
     Returns
     -------
@@ -134,6 +141,8 @@ def to_batch_first(
         seq_first = path not in ("", ".0") or not module.batch_first
         if seq_first and t.shape[1] == n:
             return t.transpose(0, 1), True
+    if batch_axis == 1 and t.ndim >= 2 and t.shape[1] == n:
+        return t.transpose(0, 1), True
     if t.ndim >= 1 and t.shape[0] == n:
         return t, False
     if t.ndim >= 2 and t.shape[1] == n:

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from nnsig_core.adapter import LayerSelectionError, LayerSpec, check_batch_finite, close_matches
+from nnsig_core.adapter import ADAPTER_FIX, LayerSpec, check_batch_finite, check_finite
+from nnsig_core.adapter.layout import LayoutSpec, check_layout_spec
+from nnsig_core.adapter.tokens import TokenRows, token_name
 
-from ._capture import Recorder, hooks
+from ._capture import Recorder, hooks, version_of
+from ._defaults import DefaultSelection, default_layers
 from ._fingerprint import weights_fingerprint
-from ._pool import PoolSpec, apply_pool, check_pool, pool_for
+from ._layout import LayoutTracker, tracking
+from ._listing import ClassOrInstance, available_layers
+from ._plan import CapturePlan, Finalized, finalize, make_plans, shares_storage
+from ._pool import PoolSpec, check_pool
 from ._runtime import (
+    PinnedPool,
     batch_size,
     call_model,
     float_dtype,
@@ -25,82 +33,14 @@ from ._runtime import (
     move_inputs,
     to_host,
 )
-from ._select import default_layers, resolve_layers, unwrap_model
+from ._select import resolve_layers, unwrap_model
+from ._session import check_names, first_batch_names, layer_entries, sequence_inputs
 from ._structure import model_output, to_batch_first
-from ._summary import LayerInfo, LayerList, module_config, n_parameters
+from ._summary import LayerList, n_parameters
 
 __all__ = ["TorchAdapter", "available_layers"]
 
 logger = logging.getLogger("nnsig_torch")
-
-
-def available_layers(
-    model: nn.Module,
-    example_input: Any = None,
-    *,
-    device: str | torch.device | None = None,
-    selected: Sequence[str] | None = None,
-) -> LayerList:
-    """List the layers of a model that can be captured.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        The model (``DataParallel``/DDP/``torch.compile`` wrappers are unwrapped).
-    example_input : Any, optional
-        A small batch. With it, every module is run once and each capture name
-        (``module[:call][.path]``) is listed with its per-sample shape, in the
-        order the modules ran, followed by the modules that did not run. Without
-        it, modules are listed without shapes.
-    device : str or torch.device, optional
-        Where to put ``example_input``; the model's device by default.
-    selected : sequence of str, optional
-        Module names to mark as selected; the default selection when omitted.
-
-    Returns
-    -------
-    LayerList
-        A list of :class:`LayerInfo` that prints as a table.
-    """
-    model = unwrap_model(model)
-    modules = {n: m for n, m in model.named_modules() if n}
-    if selected is None:
-        try:
-            selected = default_layers(model, log=False)
-        except LayerSelectionError:
-            selected = []
-    chosen = set(selected)
-
-    def info(name: str, module_name: str, shape: tuple[int, ...] | None) -> LayerInfo:
-        m = modules[module_name]
-        return LayerInfo(
-            name, module_name, type(m).__name__, shape, n_parameters(m), module_name in chosen
-        )
-
-    if example_input is None:
-        return LayerList(info(n, n, None) for n in modules)
-    dev = torch.device(device) if device is not None else model_device(model)
-    x = move_inputs(example_input, dev, float_dtype(model))
-    rec = Recorder(batch_size(x), lambda _c, _m, t: tuple(t.shape[1:]), strict=False)
-    with forward_context(model, list(modules)), hooks(model, list(modules), rec):
-        call_model(model, x)
-    rows = [info(name, rec.modules[name], shape) for name, shape in rec.values.items()]
-    listed = set(rec.modules.values())
-    rows += [info(n, n, None) for n in modules if n not in listed]
-    return LayerList(rows)
-
-
-class _ClassOrInstance:
-    """``available_layers`` on the class takes a model; on an instance it uses the adapter's."""
-
-    def __init__(self, func: Any) -> None:
-        self.func = func
-        functools.update_wrapper(self, func)
-
-    def __get__(self, obj: Any, cls: type | None = None) -> Any:
-        if obj is None:
-            return available_layers
-        return functools.partial(self.func, obj)
 
 
 class TorchAdapter:
@@ -115,55 +55,83 @@ class TorchAdapter:
     layers : str, type, or sequence of them, optional
         What to capture: qualified module names from ``model.named_modules()``
         (``"layer1.0.conv1"``), glob patterns (``"features.*"``), module types
-        (``torch.nn.ReLU``), or a list mixing them. By default every activation
-        module (ReLU, GELU, SiLU, Tanh...) if the model has any, else every
-        hidden leaf module but the last (logged on the ``nnsig_torch`` logger).
-        A name given exactly must run on every batch; modules found by a glob,
-        a type or the default that never run are left out (with a warning).
-    pool : None, str, callable or dict, optional
-        How each captured tensor is reduced per sample. ``None`` keeps the
-        per-sample shape (``(C, H, W)`` for a feature map); ``"mean"`` / ``"max"``
-        average / take the maximum over every axis after the channel axis, so
-        ``(n, C, *spatial)`` gives ``(n, C)`` (tensors with fewer than three
-        axes are unchanged; this assumes channels-first tensors, use a callable
-        such as ``lambda t: t.mean(1)`` to average ``(n, tokens, dim)`` over
-        tokens); ``"flatten"`` gives ``(n, prod(unit_shape))``. A dict
-        ``{name_or_glob: mode}`` sets it per layer: a key equal to a capture
-        name wins, then one equal to the module name, then the first matching
-        glob; layers matching no key are not pooled. Every key must match a
-        captured layer (checked on the first batch).
+        (``torch.nn.ReLU``), or a list mixing them. By default, what a
+        practitioner would pick for the model's family (logged on the
+        ``nnsig_torch`` logger): the block outputs of a transformer (the
+        residual stream), the stage or block outputs of a convnet, every
+        activation of an MLP; at most 12, evenly spread (see
+        ``nnsig_torch._defaults`` and ``docs/design.md``). A name given exactly
+        must run on every batch; modules found by a glob, a type or the
+        default that never run, and their outputs without a batch axis, are
+        left out (logged).
+    pool : str, tuple, callable or dict, optional
+        How each captured tensor is reduced per sample, using its layout (see
+        ``layout``): ``"auto"`` (default) averages the positions of feature
+        maps and sequences and keeps vectors; ``"mean"`` / ``"max"`` reduce
+        the positions and keep the channels (``(n, C, H, W)``, ``(n, H, W, C)``
+        and ``(n, L, D)`` give ``(n, C)`` / ``(n, D)``); ``"cls"`` (first
+        token) and ``"last"`` (last non-padding token) for sequences;
+        ``"tokens"`` makes every token a row of its own (token-level
+        analysis, stored in the split ``<split>.tokens`` with each row's
+        sample and position); ``"flatten"``; ``None`` keeps the per-sample
+        shape; a callable maps the float32 batch to ``(n, ...)``; a pair
+        such as ``("cls", "tokens")`` does both. A dict ``{name_or_glob:
+        mode}`` sets it per layer (an exact capture name wins, then the
+        module name, then the first matching glob; others get ``"auto"``).
+        Padding (see ``mask``) never enters a mean, a max or a token row.
+    layout : str or dict, optional
+        The layout of captured tensors when it cannot be found, e.g.
+        ``{"encoder.*": "NLC"}``: ``"NCHW"``, ``"NHWC"``, ``"NLC"`` (tokens),
+        ``"NCL"``, ``"NC"``, ``"channels_first"``, ``"channels_last"``. By
+        default it is found on the first batch from the modules that make
+        and read each tensor (convolutions are channels-first, linear layers
+        and layer norms channels-last...); pooling a tensor whose layout
+        cannot be found is an error that asks for this argument.
     device : str or torch.device, optional
         Where inputs are moved; the device of the model's first parameter (at
         each call, CPU if it has none) by default. The model itself is not moved.
     keep_nonfinite : bool
         Keep NaN and Inf values instead of raising
         :class:`~nnsig_core.adapter.NonFiniteActivationError` (a ``ValueError``).
+    batch_axis : int
+        The batch axis of the inputs: 0, or 1 for sequence-first models
+        (``(seq, batch, ...)``). ``capture`` cuts batches along it too.
+    mask : str, tuple of str, callable or None
+        The attention mask of dict batches: the key(s) tried in order
+        (``"attention_mask"``, then ``"padding_mask"``; nonzero for real
+        tokens), a callable ``inputs -> (n, L)`` (true for real tokens), or
+        ``None`` to ignore masks.
+    token_key : str or None
+        The key of the input token ids in dict batches, recorded per token row.
 
     Notes
     -----
     * **Names.** A module called several times per forward pass yields one
       capture per call: ``name``, ``name:1``, ``name:2``... Structured outputs
-      are flattened: tuples and lists by position (``lstm.0``, ``lstm.1.0``,
-      ``lstm.1.1``), dicts, dataclasses, ``ModelOutput`` and named tuples by key
-      (``encoder.last_hidden_state``), recursively; non-tensor leaves, per-batch
-      scalars and integer tensors in a structure are skipped. The full pattern
-      is ``module[:call][.path]``.
-    * **Values.** Each captured tensor is pooled and copied to a new float32
-      tensor inside the hook, so in-place operations run later (``ReLU(inplace=
-      True)``) cannot alter it. float16/bfloat16/float64 become float32; a
-      module returning an integer, boolean or complex tensor is an error.
-      The batch axis is put first: recurrent hidden states ``(layers, n, h)``
-      and sequence-first tensors ``(L, n, ...)`` are transposed.
+      are flattened: tuples and lists by position (``lstm.0``, ``lstm.1.0``),
+      dicts, dataclasses, ``ModelOutput`` and named tuples by key, recursively;
+      non-tensor leaves, per-batch scalars and integer tensors are skipped. A
+      block selected by default yields only its first tensor (the hidden state),
+      named after the block (``encoder.block.0``, not ``encoder.block.0.0``).
+    * **Values and cost.** Hooks keep references, not copies. A tensor changed
+      in place later in the pass (``ReLU(inplace=True)``, ``x += residual``)
+      is detected on the first batch through its version counter (the first
+      batch is copied whole) and from then on pooled or copied in its hook;
+      a tensor whose memory the module reuses on the next batch is detected on
+      the second and copied. Every other capture is pooled after the pass and
+      handed to the store without a copy when pooling leaves it unchanged.
+      float16/bfloat16/float64 become float32; an integer, boolean or complex
+      tensor is an error. The batch axis is put first (recurrent states,
+      sequence-first layouts).
     * **Running.** Each :meth:`run` registers its hooks, runs the model in
       ``eval()`` mode under ``torch.no_grad()`` and, in a ``finally`` block,
       removes exactly its hooks and restores every submodule's ``training``
-      flag. ``no_grad`` rather than ``inference_mode``: tensors a model caches
-      during the pass (rotary tables, buffers) stay usable for training later.
-      Inputs may be a tensor, a NumPy array (floating arrays take the model's
-      dtype), a tuple/list (positional arguments) or a dict (keyword arguments).
+      flag. Inputs may be a tensor, a NumPy array (floating arrays take the
+      model's dtype), a tuple/list (positional arguments) or a dict (keyword
+      arguments).
     * **CUDA.** Captured tensors stay on the device during the pass; after it,
-      all of them are copied with ``non_blocking=True`` into one pinned host
-      buffer, with a single stream synchronisation per batch.
+      all of them are copied with ``non_blocking=True`` into a pinned host
+      buffer reused from batch to batch, with a single synchronisation.
     """
 
     framework = "torch"
@@ -172,23 +140,46 @@ class TorchAdapter:
         self,
         model: nn.Module,
         layers: LayerSpec | Sequence[LayerSpec] | None = None,
-        pool: PoolSpec = None,
+        pool: PoolSpec = "auto",
         device: str | torch.device | None = None,
         keep_nonfinite: bool = False,
+        *,
+        layout: LayoutSpec = None,
+        batch_axis: int = 0,
+        mask: Any = ("attention_mask", "padding_mask"),
+        token_key: str | None = "input_ids",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"TorchAdapter needs a torch.nn.Module, got {type(model).__name__}.")
+        if batch_axis not in (0, 1):
+            raise ValueError(f"batch_axis must be 0 or 1, got {batch_axis!r}.")
         self.model = unwrap_model(model)
+        self._first_only: set[str] = set()
+        self._default: DefaultSelection | None = None
         if layers is None:
-            self.layer_names, self._explicit = default_layers(self.model), set()
+            self._use_default(default_layers(self.model))
         else:
             self.layer_names, self._explicit = resolve_layers(self.model, layers)
         self.pool = check_pool(pool)
+        self.layout = check_layout_spec(layout)
         self.device = torch.device(device) if device is not None else None
         self.keep_nonfinite = bool(keep_nonfinite)
+        self.batch_axis = batch_axis
+        self.mask = mask
+        self.token_key = token_key
         self._names: list[str] | None = None  # capture names fixed by the first batch
+        self._pending: list[str] = []
+        self._plans: dict[str, CapturePlan] = {}
         self._shapes: dict[str, tuple[int, ...]] = {}
-        self._modules: dict[str, str] = {}
+        self._token_shapes: dict[str, tuple[int, ...]] = {}
+        self._batches = 0
+        self._prev: dict[str, tuple[torch.Tensor, int]] = {}
+        self._pinned = PinnedPool()
+
+    def _use_default(self, chosen: DefaultSelection) -> None:
+        self._default = chosen
+        self.layer_names, self._explicit = list(chosen.names), set()
+        self._first_only = set(chosen.names) if chosen.first_only else set()
 
     def __repr__(self) -> str:
         return (
@@ -198,7 +189,7 @@ class TorchAdapter:
 
     # -- the adapter protocol -------------------------------------------------
 
-    def run(self, inputs: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def run(self, inputs: Any) -> tuple[np.ndarray, dict[str, Any]]:
         """Run one batch and return its outputs and activations.
 
         Parameters
@@ -211,7 +202,9 @@ class TorchAdapter:
         outputs, activations
             As :meth:`nnsig_core.adapter.Adapter.run`, float32. ``outputs`` is
             the tensor the model returns, or the ``logits`` entry / first
-            tensor of a structured one.
+            tensor of a structured one. Layers pooled with ``"tokens"`` are
+            :class:`~nnsig_core.adapter.tokens.TokenRows` (one row per token)
+            under ``name + "@tokens"``.
 
         Raises
         ------
@@ -219,37 +212,156 @@ class TorchAdapter:
             NaN or Inf in an activation or the output (unless ``keep_nonfinite``).
         LayerSelectionError
             A layer named exactly never ran, or the captured names differ from
-            the first batch's, or a ``pool`` key matches no captured layer.
+            the first batch's, or a ``pool``/``layout`` key matches no layer.
+        AmbiguousLayoutError
+            A tensor whose layout is unknown, pooled with a mode that needs it.
         ValueError
             A shape that changed since the first batch, or no batch axis.
         """
         model = self.model
         device = self.device or model_device(model)
         x = move_inputs(inputs, device, float_dtype(model))
-        n = batch_size(x)
-        used_keys: set[str] = set()
-
-        def process(name: str, module_name: str, t: torch.Tensor) -> torch.Tensor:
-            mode, key = pool_for(self.pool, name, module_name)
-            if key is not None:
-                used_keys.add(key)
-            return apply_pool(t, mode)
-
-        rec = Recorder(n, process)
-        with forward_context(model, self.layer_names), hooks(model, self.layer_names, rec):
-            raw = call_model(model, x)
+        n = batch_size(x, self.batch_axis)
+        mask, token_ids = sequence_inputs(x, self.mask, self.token_key, n)
+        first = self._names is None
+        rec = self._pass(x, n, mask, token_ids, first)
+        if not first and rec[0].changed():
+            changed = rec[0].changed()
+            logger.info("Layer(s) %s changed in place during the pass: processed in the hook "
+                        "from now on; running this batch again.", ", ".join(changed))
+            for name in changed:
+                self._plans[name].eager = True
+            rec = self._pass(x, n, mask, token_ids, first)
+        recorder, raw = rec
         out = self._output_tensor(raw, n)
-        names = self._check_names(rec, used_keys)
-        self._check_shapes(rec.values)
-        tensors = [rec.values[k] for k in names] + [out]
+        names = check_names(self, recorder, self._pending if first else self._names)
+        self._check_reuse(recorder, names)
+        results = {k: self._finalize(k, recorder.values[k], mask, token_ids) for k in names}
+        returned = self._to_numpy(names, results, out)
+        if first:
+            self._names = names
+        self._batches += 1
+        return returned
+
+    def _pass(self, x: Any, n: int | None, mask: Any, token_ids: Any,
+              first: bool) -> tuple[Recorder, Any]:
+        if first:
+            eager = _clone  # the layouts are not known yet: copy whole, pool after the pass
+        else:
+            eager = functools.partial(self._eager, mask=mask, token_ids=token_ids)
+        rec = Recorder(n, self._explicit, self._first_only, eager, self.batch_axis)
+        tracker = LayoutTracker() if first else None
+        watch = tracking(model=self.model, tracker=tracker) if tracker else nullcontext()
+        with forward_context(self.model, self.layer_names), watch, \
+                hooks(self.model, self.layer_names, rec):
+            raw = call_model(self.model, x)
+        if first:
+            assert tracker is not None
+            fallback = self._default.fallback if self._default is not None else None
+            if not rec.values and fallback is not None:
+                logger.info("None of the %s yields a tensor with a batch axis; trying the next "
+                            "rule", self._default.how if self._default else "")
+                self._use_default(fallback)
+                fallback.log()
+                return self._pass(x, n, mask, token_ids, first)
+            tracker.finish()
+            self._pending = first_batch_names(self, rec)
+            self._plans = make_plans(
+                {k: rec.values[k] for k in self._pending}, tracker, self.pool, self.layout
+            )
+            for name in rec.changed(include_eager=True):
+                if name not in self._plans:
+                    continue
+                self._plans[name].eager = True
+                logger.info("Layer %r is changed in place later in the pass: it is processed "
+                            "in its hook", name)
+        return rec, raw
+
+    def _eager(self, name: str, module_name: str, t: torch.Tensor, *, mask: Any,
+               token_ids: Any) -> Finalized | None:
+        plan = self._plans.get(name)
+        if plan is None or not plan.eager:
+            return None
+        return finalize(plan, t, t, mask, token_ids, own=True)
+
+    def _finalize(self, name: str, cap: Any, mask: Any, token_ids: Any) -> Finalized:
+        plan = self._plans[name]
+        if cap.eager and self._batches > 0:
+            return cap.value  # processed in the hook
+        t = cap.value  # a reference, or the first batch's copy
+        return finalize(plan, t, cap.original, mask, token_ids, own=plan.owned)
+
+    def _check_reuse(self, rec: Recorder, names: list[str]) -> None:
+        """Catch modules that hand out memory they write again on the next batch (CPU only:
+        on CUDA every value is copied to the host before :meth:`run` returns). Only
+        captures whose results may be views of the module's tensor are watched."""
+        prev, self._prev = self._prev, {}
+        for name in names:
+            cap, plan = rec.values[name], self._plans[name]
+            orig = cap.original
+            if plan.eager or plan.owned or not plan.may_alias or orig.device.type != "cpu":
+                continue
+            old = prev.get(name)
+            if old is not None:
+                before, version = old
+                if version_of(before) != version or shares_storage(before, orig):
+                    if self._batches > 1:
+                        raise RuntimeError(
+                            f"Layer {name!r} returned memory that the model wrote again on the "
+                            "next batch, after the earlier batch was handed to the store without "
+                            "a copy. Capture it with pool='mean' (or another reducing mode), or "
+                            "report this model to nnsig."
+                        )
+                    plan.owned = True  # second batch: copy from now on (this one too)
+                    logger.info("Layer %r reuses its memory from batch to batch: copied", name)
+                    continue
+            self._prev[name] = (orig, version_of(orig))
+
+    def _to_numpy(
+        self, names: list[str], results: dict[str, Finalized], out: torch.Tensor
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        tensors: list[torch.Tensor] = []
+        slots: list[tuple[str, str]] = []
+        for name in names:
+            sample, tokens = results[name]
+            if sample is not None:
+                tensors.append(sample)
+                slots.append(("s", name))
+            if tokens is not None:
+                tensors.append(tokens[0])
+                slots.append(("t", name))
+        self._check_shapes(slots, tensors)
+        tensors.append(out)
         k = len(tensors)
-        if not self.keep_nonfinite:  # one sum per sample, computed where the tensor lives
+        # On an accelerator, one sum per sample is computed where the tensor lives (a small
+        # transfer); on the CPU the host check sums each block first, single-threaded, which
+        # costs as much as a parallel torch reduction on free cores and far less on busy ones.
+        device_sums = not self.keep_nonfinite and out.device.type != "cpu"
+        if device_sums:
             tensors += [_row_sums(t) for t in tensors]
-        host = to_host(tensors)
-        outputs, acts = host[k - 1], dict(zip(names, host[: k - 1], strict=True))
+        host = to_host(tensors, self._pinned)
+        outputs = host[k - 1]
+        acts: dict[str, Any] = {}
+        sums: dict[str, np.ndarray] = {}
+        for i, (kind, name) in enumerate(slots):
+            if kind == "s":
+                acts[name] = host[i]
+                if device_sums:
+                    sums[name] = host[k + i]
         if not self.keep_nonfinite:
-            sums = dict(zip(names, host[k:-1], strict=True))
-            check_batch_finite(outputs, acts, row_sums=sums, output_row_sums=host[-1])
+            check_batch_finite(outputs, acts, row_sums=sums if device_sums else None,
+                               output_row_sums=host[-1] if device_sums else None)
+        for i, (kind, name) in enumerate(slots):
+            if kind == "t":
+                rows = results[name][1]
+                assert rows is not None
+                token = None if rows[3] is None else rows[3].cpu().numpy()
+                if not self.keep_nonfinite:
+                    check_finite(host[i], layer=name, row_sums=host[k + i] if device_sums else None,
+                                 fix=ADAPTER_FIX, scope="the token rows of the batch")
+                acts[token_name(name)] = TokenRows(
+                    host[i], rows[1].cpu().numpy(), rows[2].cpu().numpy(), token
+                )
         return outputs, acts
 
     def model_summary(self) -> dict[str, Any]:
@@ -258,30 +370,21 @@ class TorchAdapter:
         Returns
         -------
         dict
-            ``model_class``, ``parameters`` (total count) and ``layers``: for each
-            capture, ``name``, ``type`` (module class), ``shape`` (per sample,
-            after pooling), ``parameters`` (of the module, recursive) and
-            ``config`` (hyper-parameters such as ``in_features`` or
-            ``kernel_size``). Before the first :meth:`run`, the selected modules
-            are listed without shapes.
+            ``model_class``, ``parameters`` (total count), ``layers`` (the
+            sample-level captures) and ``token_layers`` (those pooled with
+            ``"tokens"``): for each capture, ``name``, ``type`` (module
+            class), ``shape`` (per row, after pooling), ``source_shape``
+            (before pooling), ``layout``, ``pool``, ``parameters`` (of the
+            module, recursive) and ``config`` (hyper-parameters such as
+            ``in_features``). Before the first :meth:`run`, the selected
+            modules are listed without shapes.
         """
-        if self._names is None:
-            entries = [(n, n, None) for n in self.layer_names]
-        else:
-            entries = [(c, self._modules[c], self._shapes[c]) for c in self._names]
-        layers = []
-        for name, module_name, shape in entries:
-            m = self.model.get_submodule(module_name)
-            entry: dict[str, Any] = {"name": name, "type": type(m).__name__}
-            if shape is not None:
-                entry["shape"] = list(shape)
-            entry["parameters"] = n_parameters(m)
-            entry["config"] = module_config(m)
-            layers.append(entry)
+        layers, token_layers = layer_entries(self)
         return {
             "model_class": type(self.model).__name__,
             "parameters": n_parameters(self.model),
             "layers": layers,
+            "token_layers": token_layers,
         }
 
     def model_fingerprint(self) -> str:
@@ -296,7 +399,7 @@ class TorchAdapter:
             return (x.float() if x.dtype == torch.bfloat16 else x).numpy()
         return np.asarray(x)
 
-    @_ClassOrInstance
+    @ClassOrInstance
     def available_layers(self, example_input: Any = None) -> LayerList:
         """List capturable layers, with shapes when given an example batch.
 
@@ -306,77 +409,42 @@ class TorchAdapter:
         :func:`nnsig_torch.available_layers`.
         """
         return available_layers(
-            self.model, example_input, device=self.device, selected=self.layer_names
+            self.model, example_input, device=self.device, selected=self.layer_names,
+            batch_axis=self.batch_axis,
         )
 
     # -- checks ---------------------------------------------------------------
 
     def _output_tensor(self, raw: Any, n: int | None) -> torch.Tensor:
         out = model_output(raw).detach()
-        moved = to_batch_first(out, n)
+        moved = to_batch_first(out, n, batch_axis=self.batch_axis)
         if moved is None:
+            hint = (" (the batch size read from axis 0 of the inputs); for sequence-first inputs "
+                    "(seq, batch, ...) pass TorchAdapter(..., batch_axis=1)"
+                    if self.batch_axis == 0 else "")
             raise ValueError(
-                f"The model output has shape {tuple(out.shape)}, with no batch axis of size {n}."
+                f"The model output has shape {tuple(out.shape)}, with no batch axis of size {n}"
+                f"{hint}."
             )
         out = moved[0]
         rows = out.shape[0] if out.ndim else 1
-        return out.reshape(rows, -1).to(torch.float32, memory_format=torch.contiguous_format)
+        return out.reshape(rows, -1).to(torch.float32, memory_format=torch.contiguous_format,
+                                        copy=True)
 
-    def _check_names(self, rec: Recorder, used_keys: set[str]) -> list[str]:
-        missing = sorted(n for n in self._explicit if n not in rec.calls)
-        if missing:
-            raise LayerSelectionError(
-                f"Selected layer(s) never ran during the forward pass: {', '.join(missing)}. "
-                "Their forward() is not called by the model (e.g. only their weights are used)."
-            )
-        if not rec.values:
-            raise LayerSelectionError(
-                "None of the selected modules ran during the forward pass: "
-                + ", ".join(self.layer_names[:8])
-            )
-        if self._names is None:
-            self._first_batch(rec, used_keys)
-            return list(self._names)  # type: ignore[arg-type]
-        got, want = set(rec.values), set(self._names)
-        if got != want:
-            extra, lost = sorted(got - want), sorted(want - got)
-            raise LayerSelectionError(
-                "The captured layers differ from the first batch's"
-                + (f"; new: {', '.join(extra)}" if extra else "")
-                + (f"; missing: {', '.join(lost)}" if lost else "")
-                + ". The model's control flow depends on the data; select layers that "
-                "run on every batch."
-            )
-        return list(self._names)
-
-    def _first_batch(self, rec: Recorder, used_keys: set[str]) -> None:
-        if isinstance(self.pool, Mapping):
-            unused = [k for k in self.pool if k not in used_keys]
-            if unused:
-                hint = close_matches(unused[0], list(rec.values))
-                raise LayerSelectionError(
-                    f"pool key(s) {', '.join(map(repr, unused))} match no captured layer"
-                    + (f"; did you mean {', '.join(map(repr, hint))}?" if hint else ".")
-                )
-        idle = [n for n in self.layer_names if n not in rec.calls]
-        if idle:
-            logger.warning(
-                "%d selected module(s) never ran and are not captured: %s",
-                len(idle),
-                ", ".join(idle[:8]) + (", ..." if len(idle) > 8 else ""),
-            )
-        self._names = list(rec.values)
-        self._modules = dict(rec.modules)
-
-    def _check_shapes(self, values: Mapping[str, torch.Tensor]) -> None:
-        for name, t in values.items():
+    def _check_shapes(self, slots: list[tuple[str, str]], tensors: list[torch.Tensor]) -> None:
+        for (kind, name), t in zip(slots, tensors, strict=True):
+            shapes = self._shapes if kind == "s" else self._token_shapes
             shape = tuple(t.shape[1:])
-            old = self._shapes.setdefault(name, shape)
+            old = shapes.setdefault(name, shape)
             if old != shape:
                 raise ValueError(
                     f"Layer {name!r} has per-sample shape {shape} but had {old} on the first "
                     "batch; use pool='mean', 'max' or a callable for variable-size outputs."
                 )
+
+
+def _clone(name: str, module_name: str, t: torch.Tensor) -> torch.Tensor:
+    return t.clone()
 
 
 def _row_sums(t: torch.Tensor) -> torch.Tensor:

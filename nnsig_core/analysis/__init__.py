@@ -23,6 +23,9 @@ prototype
     :func:`export_prototype`, the prototype's two files.
 summary
     :func:`format_summary`, the text table printed by ``nnsig analyze``.
+tokens
+    Token-level signatures (a ``<split>.tokens`` row space): :func:`token_table`,
+    :func:`tokens_by_path`, :func:`paths_by_token`.
 synthetic
     Gaussian-blob activations with known clusters, for tests and examples.
 """
@@ -45,6 +48,7 @@ from nnsig_core.analysis.selection import fit_sample_mask
 from nnsig_core.analysis.signatures import Signatures
 from nnsig_core.analysis.summary import format_summary
 from nnsig_core.analysis.tables import Table
+from nnsig_core.analysis.tokens import paths_by_token, token_table, tokens_by_path
 
 __all__ = [
     "AnalysisError",
@@ -62,4 +66,7 @@ __all__ = [
     "fit_sample_mask",
     "format_summary",
     "parse_discretizer_spec",
+    "paths_by_token",
+    "token_table",
+    "tokens_by_path",
 ]

@@ -404,7 +404,7 @@ class SignatureAnalysis(BaseEstimator):
 
     # ------------------------------------------------------------------ signature cache
     def _cache_key(self, store: ActivationStore, split: str) -> tuple[Any, ...]:
-        where = str(store.path) if store.path is not None else id(store.root)
+        where = store.location if store.path is not None or "://" in store.location else id(store)
         return (where, split, tuple(sorted(store.fingerprint(split).items())))
 
     def _cache_put(self, store: ActivationStore, split: str, sigs: Signatures) -> None:

@@ -32,7 +32,7 @@ from nnsig_core.capture.policy import (
 )
 from nnsig_core.capture.session import CaptureSession
 from nnsig_core.store import ActivationStore, open_store
-from nnsig_core.store.layout import codec_description
+from nnsig_core.store.layout import TOKENS_SUFFIX, codec_description
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "capture", "capture_arrays", "default_predict"]
 
@@ -61,6 +61,10 @@ def capture(
     progress: bool = True,
     durable: bool = DEFAULT_DURABLE,
     allow_other_weights: bool | str = False,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    batch_axis: int | None = None,
+    label_key: str | None = None,
 ) -> ActivationStore:
     """Run ``adapter`` over ``data`` and stream every captured layer into a store.
 
@@ -69,16 +73,23 @@ def capture(
     adapter : Adapter
         A framework adapter (``nnsig_torch.TorchAdapter``,
         ``nnsig_keras.KerasAdapter``, :class:`nnsig_core.ArrayAdapter`).
-    data : tuple of (X, y) or iterable of (inputs, labels) batches
-        Either two arrays (NumPy, torch tensors...) with one row per sample,
-        sliced into batches of ``batch_size``, or an iterable of batches such
-        as a ``torch.utils.data.DataLoader``. ``y`` (or a batch's labels) may
-        be ``None`` when labels are unknown; one-hot labels are converted to
-        class indices. A batch may carry a third item, the samples' positions
-        in the source data set (stored as ``sample_index``; by default the
-        running count), e.g. when a subset of the data is captured.
-    store : ActivationStore or path
-        Where to write. A path is created if missing.
+    data : tuple of (X, y), mapping of arrays, or iterable of batches
+        Two arrays (NumPy, torch tensors...) with one row per sample, sliced
+        into batches of ``batch_size``: ``X`` may be a tuple/list of arrays (the
+        model's positional inputs) or a mapping (its keyword inputs, e.g.
+        ``input_ids`` and ``attention_mask``). Or one mapping of arrays holding
+        the labels too (a tokenizer's output with ``labels``). Or an iterable
+        of batches such as a ``torch.utils.data.DataLoader``, each an
+        ``(inputs, labels[, sample_index])`` tuple or a mapping (keyword
+        inputs plus the labels, see ``label_key``). ``y`` (or a batch's
+        labels) may be ``None`` when labels are unknown; one-hot labels are
+        converted to class indices. The optional third item holds the
+        samples' positions in the source data set (stored as
+        ``sample_index``; by default the running count).
+    store : ActivationStore, path, URL or zarr Store
+        Where to write: a local directory (created if missing), an fsspec
+        URL (``s3://bucket/run.zarr``, ``gs://...``, ``memory://...``) or a
+        zarr ``Store``.
     split : str
         Name of the split (``"train"``, ``"test"``, any name of letters,
         digits, ``_ . -``).
@@ -122,6 +133,15 @@ def capture(
         with the split; resuming a split, or adding one to a store, with a model
         whose weights differ is refused unless this is True or a reason
         (recorded with the split, e.g. ``"epoch 5 vs epoch 10"``).
+    storage_options : dict, optional
+        Options of the URL's fsspec filesystem (endpoint, credentials).
+    batch_axis : int, optional
+        The batch axis of the inputs (1 for sequence-first models, whose
+        inputs are ``(seq, batch, ...)``); the adapter's ``batch_axis`` by
+        default (0 when it has none). Labels always have the batch first.
+    label_key : str, optional
+        The key of the labels in mapping data or batches; by default
+        ``"labels"``, else ``"label"``, else no labels.
 
     Returns
     -------
@@ -142,8 +162,14 @@ def capture(
     """
     codec = check_arguments(adapter, split, resume=resume, overwrite=overwrite, dtype=dtype,
                             batch_size=batch_size, compressor=compressor, max_samples=max_samples)
+    batch_axis = _batch_axis(adapter, batch_axis)
+    if isinstance(split, str) and split.endswith(TOKENS_SUFFIX):
+        raise CaptureError(
+            f"Split names ending in {TOKENS_SUFFIX!r} are reserved for the token rows of a "
+            f"split (pool='tokens' writes them to '<split>{TOKENS_SUFFIX}'); choose another name."
+        )
     class_names = check_class_names(class_names)
-    store = open_store(store, mode="a")
+    store = open_store(store, mode="a", storage_options=storage_options)
     store.require_writable(f"split {split!r}")
     fingerprint = model_fingerprint(adapter)
     with store.claim(split, break_stale=resume) as claim:  # before anything is read or changed
@@ -151,14 +177,21 @@ def capture(
                           keep_inputs=keep_inputs, dtype=dtype, max_samples=max_samples)
         if plan.done:
             return store
+        if plan.existing is not None and plan.existing.get("token_split"):
+            raise CaptureError(
+                f"Cannot resume split {split!r}: its capture has token-level layers "
+                f"({plan.existing['token_split']!r}), whose rows cannot be matched to a restart "
+                "point. Capture it again with overwrite=True."
+            )
         check_weights(store, split, fingerprint, plan.existing, allow_other_weights)
-        n_total = n_available(data)
+        n_total = n_available(data, batch_axis, label_key)
         n_expected = n_total if max_samples is None else (
             max_samples if n_total is None else min(max_samples, n_total)
         )
         check_expected(split, plan.existing, n_expected)
         settings = {
-            "batch_size": batch_size if is_array_pair(data) else None,
+            "batch_size": batch_size if is_array_pair(data) or isinstance(data, Mapping) else None,
+            "batch_axis": batch_axis,
             "max_samples": max_samples,
             "dtype": dtype,
             "compressor": codec_description(codec),
@@ -178,77 +211,15 @@ def capture(
             fingerprint=fingerprint, durable=durable,
         )
         check = resume_label_check(store, split) if plan.existing is not None else None
-        _run(session, iter_batches(data, batch_size, plan.start, on_skipped=check),
-             n_expected, plan.start, max_samples, f"capture {split}", progress)
-    return store
-    n_total = n_available(data)
-    n_expected = n_total if max_samples is None else (
-        max_samples if n_total is None else min(max_samples, n_total)
-    )
-    check_expected(split, plan.existing, n_expected)
-
-    settings = {
-        "batch_size": batch_size if is_array_pair(data) else None,
-        "max_samples": max_samples,
-        "dtype": dtype,
-        "compressor": codec_description(codec),
-        "keep_inputs": bool(keep_inputs),
-        "nnsig_version": package_version(),
-        "capture_id": uuid.uuid4().hex,  # tells results computed from an earlier capture apart
-        "started": now_iso(),
-    }
-    session = CaptureSession(
-        store=store,
-        split=split,
-        adapter=adapter,
-        n_expected=n_expected,
-        class_names=class_names,
-        keep_inputs=keep_inputs,
-        dtype=np.dtype(dtype),
-        compressor=codec,
-        chunk_bytes=chunk_bytes,
-        predict=predict or default_predict,
-        settings=settings,
-        existing=plan.existing,
-        start=plan.start,
-    )
-    check = resume_label_check(store, split) if plan.existing is not None else None
-    batches = iter_batches(data, batch_size, plan.start, on_skipped=check)
-    bar = tqdm(
-        total=n_expected,
-        initial=plan.start,
-        unit="sample",
-        unit_scale=True,
-        desc=f"capture {split}",
-        disable=not progress,
-        dynamic_ncols=True,
-    )
-    try:
-        done = plan.start
-        for inputs, labels, index in batches:
-            n = len(index)
-            if n == 0:  # an empty batch carries nothing, and does not end the data
-                continue
-            if max_samples is not None and done + n > max_samples:
-                keep = max_samples - done
-                inputs, labels, index = take(inputs, keep), take(labels, keep), index[:keep]
-                n = keep
-            session.process(inputs, labels, index)
-            done += n
-            bar.update(n)
-            if max_samples is not None and done >= max_samples:
-                break
-        session.finish()
-    except BaseException:
-        session.abort()
-        raise
-    finally:
-        bar.close()
+        batches = iter_batches(data, batch_size, plan.start, on_skipped=check,
+                               batch_axis=batch_axis, label_key=label_key)
+        _run(session, batches, n_expected, plan.start, max_samples, f"capture {split}",
+             progress, batch_axis)
     return store
 
 
 def _run(session: CaptureSession, batches: Any, n_expected: int | None, start: int,
-         max_samples: int | None, desc: str, progress: bool) -> None:
+         max_samples: int | None, desc: str, progress: bool, batch_axis: int = 0) -> None:
     """Feed every batch to the session, then complete the split (or abort on any error)."""
     bar = tqdm(total=n_expected, initial=start, unit="sample", unit_scale=True, desc=desc,
                disable=not progress, dynamic_ncols=True)
@@ -260,7 +231,8 @@ def _run(session: CaptureSession, batches: Any, n_expected: int | None, start: i
                 continue
             if max_samples is not None and done + n > max_samples:
                 keep = max_samples - done
-                inputs, labels, index = take(inputs, keep), take(labels, keep), index[:keep]
+                inputs, labels = take(inputs, keep, batch_axis), take(labels, keep)
+                index = index[:keep]
                 n = keep
             session.process(inputs, labels, index)
             done += n
@@ -317,6 +289,19 @@ def capture_arrays(
         kwargs["keep_inputs"] = True
     return capture(adapter, (np.arange(n), labels), store, split=split,
                    batch_size=batch_size, **kwargs)
+
+
+def _batch_axis(adapter: Any, batch_axis: int | None) -> int:
+    own = getattr(adapter, "batch_axis", None)
+    if batch_axis is None:
+        batch_axis = 0 if own is None else int(own)
+    elif own is not None and int(own) != batch_axis:
+        raise CaptureError(
+            f"capture(batch_axis={batch_axis}) but the adapter has batch_axis={own}; give it once."
+        )
+    if batch_axis not in (0, 1):
+        raise CaptureError(f"batch_axis must be 0 or 1, got {batch_axis!r}.")
+    return batch_axis
 
 
 def default_predict(outputs: np.ndarray) -> np.ndarray:

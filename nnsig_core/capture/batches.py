@@ -1,8 +1,19 @@
 """Cutting the user's data into ``(inputs, labels, sample_index)`` batches.
 
-Data is either two arrays ``(X, y)`` sliced into batches, or an iterable of
-batches (a ``DataLoader``) whose items are ``(inputs, labels[, sample_index])``.
-Inputs may be one array, a tuple or list of per-input arrays, or a mapping.
+Data is one of:
+
+* two arrays ``(X, y)`` (``y`` may be ``None``), sliced into batches; ``X`` may
+  also be a mapping of arrays (keyword inputs, e.g. ``input_ids`` and
+  ``attention_mask``) or a tuple/list of arrays (positional inputs);
+* a mapping of arrays holding the labels under ``label_key`` (a tokenizer's
+  output with its ``labels``), sliced into batches;
+* an iterable of batches (a ``DataLoader``) whose items are ``(inputs,
+  labels[, sample_index])`` tuples, or mappings (the labels taken out of them
+  under ``label_key``).
+
+Inputs may be one array, a tuple or list of per-input arrays, or a mapping;
+their batch axis is ``batch_axis`` (1 for sequence-first models, whose inputs
+are ``(seq, batch, ...)``); labels always have the batch first.
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ import numpy as np
 from nnsig_core.capture.errors import CaptureError
 
 __all__ = [
+    "AUTO_LABEL_KEYS",
     "class_indices",
     "is_array_pair",
     "iter_batches",
@@ -23,24 +35,70 @@ __all__ = [
     "take",
 ]
 
+#: The keys tried, in order, for the labels of mapping batches when no ``label_key`` is given.
+AUTO_LABEL_KEYS = ("labels", "label")
+
+
+def _is_labels(y: Any) -> bool:
+    if y is None or hasattr(y, "shape"):
+        return True
+    return isinstance(y, (list, tuple)) and (not y or np.isscalar(y[0]))
+
+
+def _is_inputs(x: Any) -> bool:
+    if hasattr(x, "shape"):
+        return True
+    if isinstance(x, Mapping):
+        return bool(x) and all(hasattr(v, "shape") for v in x.values())
+    return isinstance(x, (tuple, list)) and bool(x) and all(hasattr(v, "shape") for v in x)
+
 
 def is_array_pair(data: Any) -> bool:
-    """Whether ``data`` is ``(X, y)``: two arrays (``y`` may be None) rather than batches."""
+    """Whether ``data`` is ``(X, y)`` (arrays, ``y`` possibly None) rather than batches."""
     return (
         isinstance(data, (tuple, list))
         and len(data) == 2
-        and hasattr(data[0], "shape")
-        and (data[1] is None or hasattr(data[1], "__len__"))
+        and _is_inputs(data[0])
+        and _is_labels(data[1])
     )
 
 
-def n_available(data: Any) -> int | None:
-    """How many samples ``data`` holds, when it can tell (arrays, a DataLoader's sampler)."""
-    if is_array_pair(data):
-        n = int(data[0].shape[0])
-        if data[1] is not None and len(data[1]) != n:
+def _is_array_mapping(data: Any) -> bool:
+    return isinstance(data, Mapping) and _is_inputs(data)
+
+
+def _label_key(batch: Mapping[str, Any], label_key: str | None) -> str | None:
+    if label_key is not None:
+        if label_key not in batch:
             raise CaptureError(
-                f"X has {n} rows but y has {len(data[1])}: one label per sample is needed."
+                f"The batch has no {label_key!r} (label_key); its keys are {list(batch)}. "
+                "Pass label_key= naming the labels, or give (inputs, labels) pairs."
+            )
+        return label_key
+    return next((k for k in AUTO_LABEL_KEYS if k in batch), None)
+
+
+def _pop_labels(batch: Mapping[str, Any], label_key: str | None) -> tuple[dict[str, Any], Any]:
+    key = _label_key(batch, label_key)
+    inputs = {k: v for k, v in batch.items() if k != key}
+    if not inputs:
+        raise CaptureError(f"The batch holds only its labels ({key!r}); no model inputs.")
+    return inputs, (batch[key] if key is not None else None)
+
+
+def n_available(data: Any, batch_axis: int = 0, label_key: str | None = None) -> int | None:
+    """How many samples ``data`` holds, when it can tell (arrays, a DataLoader's sampler)."""
+    if is_array_pair(data) or _is_array_mapping(data):
+        if isinstance(data, Mapping):
+            X, y = _pop_labels(data, label_key)
+        else:
+            X, y = data
+        n = _batch_len(X, batch_axis)
+        if y is not None and len(y) != n:
+            rows = f"{n} rows" if batch_axis == 0 else f"{n} samples along axis {batch_axis}"
+            raise CaptureError(
+                f"X has {rows} but y has {len(y)}: one label per sample is needed"
+                + (" (batch_axis=1 for sequence-first inputs)." if batch_axis == 0 else ".")
             )
         return n
     ds = getattr(data, "dataset", None)
@@ -60,38 +118,50 @@ def iter_batches(
     batch_size: int,
     start: int = 0,
     on_skipped: Callable[[int, np.ndarray], None] | None = None,
+    batch_axis: int = 0,
+    label_key: str | None = None,
 ) -> Iterator[tuple[Any, Any, np.ndarray]]:
     """Yield ``(inputs, labels, sample_index)`` from sample ``start`` on.
 
     ``on_skipped(lo, labels)`` is called with the labels of the samples before
     ``start`` (a resumed capture checks them against the stored ones).
     """
-    if is_array_pair(data):
-        X, y = data
-        n = int(X.shape[0])
+    if is_array_pair(data) or _is_array_mapping(data):
+        if isinstance(data, Mapping):
+            X, y = _pop_labels(data, label_key)
+        else:
+            X, y = data
+        n = _batch_len(X, batch_axis)
         if on_skipped is not None and y is not None and start > 0:
             on_skipped(0, np.asarray(y[:start]))
         for lo in range(start, n, batch_size):
             hi = min(lo + batch_size, n)
-            yield X[lo:hi], (None if y is None else y[lo:hi]), np.arange(lo, hi, dtype=np.int64)
+            rows = slice(lo, hi)
+            yield (_cut(X, rows, batch_axis), None if y is None else y[lo:hi],
+                   np.arange(lo, hi, dtype=np.int64))
         return
     if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
         raise CaptureError(
-            f"data must be (X, y) arrays or an iterable of (inputs, labels) batches "
-            f"(a DataLoader), got {type(data).__name__}."
+            f"data must be (X, y) arrays, a mapping of arrays, or an iterable of (inputs, "
+            f"labels) batches (a DataLoader), got {type(data).__name__}."
         )
     pos = 0
     for batch in data:
-        if isinstance(batch, Mapping) or not isinstance(batch, (tuple, list)) or len(batch) < 1:
+        index = None
+        if isinstance(batch, Mapping):
+            inputs, labels = _pop_labels(batch, label_key)
+        elif isinstance(batch, (tuple, list)) and len(batch) >= 1:
+            inputs = batch[0]
+            labels = batch[1] if len(batch) > 1 else None
+            index = batch[2] if len(batch) > 2 else None
+        else:
             raise CaptureError(
-                "Each batch must be an (inputs, labels) pair, got "
+                "Each batch must be an (inputs, labels) pair or a mapping of arrays, got "
                 f"{type(batch).__name__}; wrap your data so it yields (inputs, labels)."
             )
-        inputs = batch[0]
-        labels = batch[1] if len(batch) > 1 else None
-        n = _batch_len(inputs)
-        if len(batch) > 2:
-            index = labels_numpy(batch[2]).astype(np.int64).reshape(-1)
+        n = _batch_len(inputs, batch_axis)
+        if index is not None:
+            index = labels_numpy(index).astype(np.int64).reshape(-1)
             if len(index) != n:
                 raise CaptureError(
                     f"A batch has {n} inputs but {len(index)} sample indices (its third item)."
@@ -107,7 +177,8 @@ def iter_batches(
             skip = start - pos
             if on_skipped is not None and labels is not None:
                 on_skipped(pos, labels_numpy(labels)[:skip])
-            inputs, labels, index = _drop(inputs, skip), _drop(labels, skip), index[skip:]
+            inputs = _cut(inputs, slice(skip, None), batch_axis)
+            labels, index = _cut(labels, slice(skip, None), 0), index[skip:]
             pos, n = start, n - skip
         yield inputs, labels, index
         pos += n
@@ -127,34 +198,36 @@ def labels_numpy(labels: Any) -> np.ndarray:
     return np.asarray(to_numpy() if callable(to_numpy) else labels)
 
 
-def _batch_len(inputs: Any) -> int:
+def _batch_len(inputs: Any, axis: int = 0) -> int:
     if isinstance(inputs, Mapping):
-        return _batch_len(next(iter(inputs.values())))
+        return _batch_len(next(iter(inputs.values())), axis)
     if _is_input_sequence(inputs):
-        return _batch_len(inputs[0])
+        return _batch_len(inputs[0], axis)
     shape = getattr(inputs, "shape", None)
     if shape is not None:
-        return int(shape[0])
+        if len(shape) <= axis:
+            raise CaptureError(
+                f"An input of shape {tuple(shape)} has no batch axis {axis} (batch_axis)."
+            )
+        return int(shape[axis])
     return len(inputs)
 
 
-def take(x: Any, n: int) -> Any:
-    """The first ``n`` samples of a batch's inputs or labels (any of their forms)."""
-    return _cut(x, slice(None, n))
+def take(x: Any, n: int, axis: int = 0) -> Any:
+    """The first ``n`` samples of a batch's inputs (batch ``axis``) or labels (any of their forms)."""
+    return _cut(x, slice(None, n), axis)
 
 
-def _drop(x: Any, n: int) -> Any:
-    return _cut(x, slice(n, None))
-
-
-def _cut(x: Any, rows: slice) -> Any:
+def _cut(x: Any, rows: slice, axis: int = 0) -> Any:
     if x is None:
         return None
     if isinstance(x, Mapping):
-        return {k: _cut(v, rows) for k, v in x.items()}
+        return {k: _cut(v, rows, axis) for k, v in x.items()}
     if _is_input_sequence(x):
-        return type(x)(_cut(v, rows) for v in x)
-    return x[rows]
+        return type(x)(_cut(v, rows, axis) for v in x)
+    if axis == 0 or getattr(x, "ndim", 1) <= axis:
+        return x[rows]
+    return x[(slice(None),) * axis + (rows,)]
 
 
 def _is_input_sequence(x: Any) -> bool:

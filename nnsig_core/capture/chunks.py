@@ -32,13 +32,17 @@ from numcodecs import Blosc, Zstd
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ZstdCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
-from zarr.storage import LocalStore
 
 from nnsig_core._util import fsync_dir
+from nnsig_core.store.keys import local_root
 
-__all__ = ["ChunkEncoder", "EncodedChunk", "local_root", "write_chunks"]
+__all__ = ["LOCAL_FAST_PATH", "ChunkEncoder", "EncodedChunk", "write_chunks"]
 
 _SHUFFLE = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}
+
+#: Write a local store's chunks as files directly (measured faster than ``LocalStore.set``,
+#: see ``benchmarks/bench_capture.py``); False sends every chunk through the store's API.
+LOCAL_FAST_PATH = True
 
 #: An encoded chunk: its store key and the pieces of its bytes, in order.
 EncodedChunk = tuple[str, list[Any]]
@@ -118,18 +122,11 @@ class ChunkEncoder:
         return out
 
 
-def local_root(store: Any) -> Path | None:
-    """The directory of a local store (looking through wrapper stores), else None."""
-    while not isinstance(store, LocalStore) and hasattr(store, "_store"):
-        store = store._store
-    return Path(str(store.root)) if isinstance(store, LocalStore) else None
-
-
 def write_chunks(store: Any, chunks: Sequence[EncodedChunk], durable: bool = False,
                  made_dirs: set[Path] | None = None) -> None:
     """Write encoded chunks: as files of a local store (fsync'd with their directories when
     ``durable``), else concurrently through the store's async ``set``."""
-    root = local_root(store)
+    root = local_root(store) if LOCAL_FAST_PATH else None
     if root is None:
         proto = default_buffer_prototype()
 

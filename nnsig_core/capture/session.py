@@ -15,13 +15,15 @@ import numpy as np
 
 from nnsig_core._util import now_iso, to_json_safe
 from nnsig_core.adapter import Adapter
+from nnsig_core.adapter.tokens import split_token_rows
 from nnsig_core.capture.batches import class_indices
 from nnsig_core.capture.errors import CaptureError
 from nnsig_core.capture.thumbnails import make_thumbnails
+from nnsig_core.capture.tokens import TokenSpace
 from nnsig_core.capture.writer import ChunkWriter
 from nnsig_core.store import ActivationStore
 from nnsig_core.store.claims import SplitClaim
-from nnsig_core.store.layout import chunk_rows_for, layer_key, split_array_specs
+from nnsig_core.store.layout import chunk_rows_for, layer_key, split_array_specs, token_split_name
 
 __all__ = ["RECORD_EVERY_S", "CaptureSession"]
 
@@ -76,11 +78,20 @@ class CaptureSession:
         self.layer_names: list[str] = []
         self.info: dict[str, Any] = {}
         self.has_labels: bool | None = None if existing is None else existing.get("has_labels")
+        self.rows_seen = start  # the split row of the next batch's first sample
+        self.tokens = TokenSpace(store, split, dtype, compressor, chunk_bytes, self._token_info,
+                                 durable)
+        self.has_tokens: bool | None = None
 
     # -- per batch
     def process(self, inputs: Any, labels: Any, index: np.ndarray) -> None:
         n = len(index)
         outputs, acts = self.adapter.run(inputs)
+        acts, token_acts = split_token_rows(acts)
+        if self.has_tokens is None:
+            self.has_tokens = bool(token_acts)
+        elif self.has_tokens != bool(token_acts):
+            raise CaptureError("Some batches have token-level layers and others do not.")
         outputs = np.asarray(outputs)
         if outputs.ndim == 1:
             outputs = outputs[:, None]
@@ -96,7 +107,7 @@ class CaptureSession:
 
         if self.writer is None:
             self.batch_rows = n
-            self._create(acts, outputs, inputs)
+            self._create(acts, outputs, inputs, token_acts)
         assert self.writer is not None
         if list(acts.keys()) != self.layer_names:
             raise CaptureError(
@@ -121,7 +132,11 @@ class CaptureSession:
         rows["sample_index"] = index
         if self.keep_inputs:
             rows["inputs"] = self._thumbs(inputs, index)
+        if token_acts:
+            self.tokens.submit(token_acts, rows["outputs"], lab, pred, index, self.rows_seen,
+                               self.n_expected)
         self.writer.submit(rows)
+        self.rows_seen += n
 
     def _labels(self, labels: Any, index: np.ndarray) -> np.ndarray:
         """A batch's labels as int64 class indices (-1 for a batch without labels), checked."""
@@ -167,8 +182,13 @@ class CaptureSession:
         return make_thumbnails(raw)
 
     # -- array creation
-    def _create(self, acts: Mapping[str, np.ndarray], outputs: np.ndarray, inputs: Any) -> None:
-        if not acts:
+    def _token_info(self) -> dict[str, Any]:
+        keep = ("framework", "model", "class_names", "has_labels", "model_fingerprint", "capture")
+        return {k: self.info[k] for k in keep if k in self.info}
+
+    def _create(self, acts: Mapping[str, np.ndarray], outputs: np.ndarray, inputs: Any,
+                tokens: Mapping[str, Any] | None = None) -> None:
+        if not acts and not tokens:
             raise CaptureError("The adapter captured no layer; select at least one layer.")
         self.layer_names = list(acts.keys())
         self.keys = [layer_key(n) for n in self.layer_names]
@@ -197,6 +217,8 @@ class CaptureSession:
             meta.setdefault("parameters", 0)
             layers.append(meta)
         self.store.check_compatible(self.split, layers, include_self=self.existing is not None)
+        if tokens:  # checked before anything is created, like the sample-level layers
+            self.tokens.prepare(tokens, summary)
 
         widest = max(
             [int(np.prod(s, dtype=np.int64)) * self.dtype.itemsize for s in self.shapes.values()]
@@ -205,13 +227,16 @@ class CaptureSession:
         if self.existing is not None:
             chunk_rows = int(self.existing["capture"]["chunk_rows"])
             self.info = dict(self.existing, n_expected=self.n_expected)
-            arrays = self.store.split_arrays(self.split)
+            arrays = self._arrays_to_resume(chunk_rows)
         else:
             chunk_rows = chunk_rows_for(self.chunk_bytes, widest, self.batch_rows)
             tshape = None
             if self.keep_inputs:  # before anything is created: non-image inputs fail here
                 tshape = self._thumbs(inputs, np.arange(self.start, self.start + 1)).shape[1:]
             self.settings["chunk_rows"] = chunk_rows
+            stale = token_split_name(self.split)
+            if stale in self.store.splits and not tokens:
+                self.store.delete(stale)  # the token rows of the split this capture replaces
             self.info = {
                 "complete": False,
                 "n_written": 0,
@@ -225,6 +250,8 @@ class CaptureSession:
                 "model_fingerprint": self.fingerprint,
                 "capture": self.settings,
             }
+            if tokens:
+                self.info["token_split"] = token_split_name(self.split)
             specs = split_array_specs(
                 [(n, k, self.shapes[n]) for n, k in zip(self.layer_names, self.keys, strict=True)],
                 self.n_outputs, self.n_expected or 0, chunk_rows, self.dtype, self.compressor,
@@ -240,6 +267,26 @@ class CaptureSession:
             on_written=self._record_written,
             durable=self.durable,
         )
+
+    def _arrays_to_resume(self, chunk_rows: int) -> dict[str, Any]:
+        """The interrupted split's arrays, refused when one of them, or a chunk of the rows
+        already written, is missing (a resumed capture would complete a damaged split)."""
+        arrays = self.store.split_arrays(self.split)
+        wanted = [*self.keys, "outputs", "labels", "predictions", "sample_index"]
+        wanted += ["inputs"] if self.keep_inputs else []
+        missing = [k for k in wanted if k not in arrays]
+        n_chunks = self.start // chunk_rows
+        for key in wanted:
+            if key in arrays and len(self.store.chunk_indices(self.split, key)
+                                     & set(range(n_chunks))) < n_chunks:
+                missing.append(f"{key} (chunks of rows below {self.start})")
+        if missing:
+            raise CaptureError(
+                f"Cannot resume split {self.split!r}: its written part is damaged (missing: "
+                f"{', '.join(missing)}). Run `nnsig verify {self.store.location}`, and "
+                "capture the split again with overwrite=True."
+            )
+        return arrays
 
     def _record_written(self, n_written: int) -> None:
         # Rewriting the split's metadata costs milliseconds, so the written count is
@@ -262,6 +309,8 @@ class CaptureSession:
                 self._complete_as_is()
                 return
             raise CaptureError("The data yielded no samples; nothing was captured.")
+        if self.has_tokens:
+            self.tokens.finish()  # complete before the sample-level split is
         total = self.writer.close()
         if self.n_expected is not None and total < self.n_expected:
             log.warning("The data ended at %d of %d expected samples; the split holds %d.",
@@ -301,5 +350,6 @@ class CaptureSession:
             self.store.sync_split(self.split)
 
     def abort(self) -> None:
+        self.tokens.abort()
         if self.writer is not None:
             self.writer.abort()

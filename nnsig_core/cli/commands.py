@@ -204,22 +204,51 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_runs(stores: Sequence[str], names: Sequence[str]) -> list[tuple[str, str]]:
+    """(store, analysis) per run: one store with several analyses, several stores with one
+    analysis, or one analysis per store."""
+    if len(stores) == 1:
+        return [(stores[0], n) for n in names]
+    if len(names) == 1:
+        return [(s, names[0]) for s in stores]
+    if len(names) == len(stores):
+        return list(zip(stores, names, strict=True))
+    raise ValueError(
+        f"{len(stores)} stores and {len(names)} --analysis: give one store with several "
+        "--analysis, several stores with one --analysis, or one --analysis per store."
+    )
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    """``nnsig report``: write the static report of a saved analysis (with its saved scores)."""
+    """``nnsig report``: write the static report of a saved analysis (with its saved scores),
+    or of several runs side by side."""
     from nnsig_core.report import write_report
 
-    store = open_store(args.store)
-    analysis = _load_analysis(store, args.analysis)
-    splits = tuple(args.splits) if args.splits else tuple(
-        s for s in store.splits if store.is_complete(s)
-    )
-    missing = [s for s in splits if s not in store.splits]
-    if missing:
-        raise StoreError(
-            f"Split(s) {', '.join(missing)} not in the store; available: {', '.join(store.splits)}."
-        )
-    index = write_report(analysis, store, args.out, splits=splits, title=args.title,
-                         scores=_saved_combined_scores(store, args.analysis, splits) or None)
+    pairs = _report_runs(args.store, args.analysis or ["default"])
+    stores = {path: open_store(path) for path, _ in pairs}
+    complete = [s for s in next(iter(stores.values())).splits
+                if all(s in st.splits and st.is_complete(s) for st in stores.values())]
+    splits = tuple(args.splits) if args.splits else tuple(complete)
+    for st in stores.values():
+        missing = [s for s in splits if s not in st.splits]
+        if missing:
+            raise StoreError(f"Split(s) {', '.join(missing)} not in {st.location}; "
+                             f"available: {', '.join(st.splits)}.")
+    runs = [(_load_analysis(stores[path], name), stores[path],
+             _saved_combined_scores(stores[path], name, splits) or None) for path, name in pairs]
+    options = {"projection": args.projection, "map_points": args.map_points}
+    if len(runs) == 1:
+        analysis, store, scores = runs[0]
+        if args.label:
+            raise ValueError("--label names the runs of a comparison; give several --analysis "
+                             "or stores, or leave it out.")
+        index = write_report(analysis, store, args.out, splits=splits, title=args.title,
+                             scores=scores, **options)
+    else:
+        index = write_report(runs, None, args.out, splits=splits, title=args.title,
+                             labels=args.label, **options)
+        print(f"comparing {len(runs)} runs: "
+              + ", ".join(f"{name} of {path}" for path, name in pairs))
     print(f"report written: {index}")
     print(f"open it with:   nnsig view {Path(args.out)}   (or open {index} in a browser)")
     return 0

@@ -72,7 +72,9 @@ def format_info(summary: dict[str, Any]) -> str:
             f"resume with capture(..., resume=True)"
         )
         out.append("")
-        out.append(f"split {name}: {s['n_samples']} samples, {format_bytes(s['bytes_stored'])} "
+        rows_of = (f"token rows of split {s['parent']!r}" if s.get("level") == "tokens"
+                   else "samples")
+        out.append(f"split {name}: {s['n_samples']} {rows_of}, {format_bytes(s['bytes_stored'])} "
                    f"on disk, {state}")
         params = s.get("model_parameters")
         out.append(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -46,8 +47,9 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
     ),
     "report": (
         commands.cmd_report,
-        "write the static HTML report of a saved analysis",
-        "Write a report directory that opens from disk (file://) with no network.",
+        "write the static HTML report of a saved analysis (or several, side by side)",
+        "Write a report directory that opens from disk (file://) with no network. Several "
+        "--analysis of one store, or several stores, give a comparison of the runs side by side.",
     ),
     "view": (
         commands.cmd_view,
@@ -93,6 +95,31 @@ def _scheduler(p: argparse.ArgumentParser) -> None:
                         "for N worker processes here (needs nnsig[dask]; default: this process)")
 
 
+def _storage_option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE``, the value read as JSON when it is (``anon=true``), else as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"give KEY=VALUE, e.g. endpoint_url=http://127.0.0.1:9000; got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def _apply_storage_options(options: Sequence[tuple[str, object]], store: object) -> None:
+    """Make ``--storage-option``s the defaults of the fsspec filesystem of the store URL(s)."""
+    if not options:
+        return
+    stores = store if isinstance(store, list) else [store]
+    urls = [s for s in stores if isinstance(s, str) and "://" in s]
+    if not urls:
+        raise ValueError(f"--storage-option applies to store URLs (s3://...), not to {store!r}.")
+    import fsspec.config
+
+    for url in urls:
+        fsspec.config.conf.setdefault(url.split("://", 1)[0], {}).update(dict(options))
+
+
 def _store_and_analysis(p: argparse.ArgumentParser, analysis_help: str) -> None:
     p.add_argument("store", help="path of the store")
     p.add_argument("--analysis", default="default", help=analysis_help)
@@ -114,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    parser.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                        type=_usage(_storage_option),
+                        help="an option of the store URL's filesystem (fsspec), e.g. "
+                             "endpoint_url=http://127.0.0.1:9000; repeatable. Credentials also "
+                             "come from the environment (AWS_*, FSSPEC_<PROTOCOL>_<OPTION>)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     cmd: dict[str, argparse.ArgumentParser] = {}
@@ -151,7 +183,17 @@ def build_parser() -> argparse.ArgumentParser:
     _scheduler(p)
 
     p = cmd["report"]
-    _store_and_analysis(p, "saved analysis to report (default: default)")
+    p.add_argument("store", nargs="+",
+                   help="path of the store; several stores to compare them (one run each)")
+    p.add_argument("--analysis", action="append", default=None, metavar="NAME",
+                   help="saved analysis to report (default: default); repeat it to compare "
+                        "several analyses side by side (of one store, or one per store)")
+    p.add_argument("--label", action="append", default=None,
+                   help="name of each run in a comparison, in order (default: the analysis names)")
+    p.add_argument("--projection", choices=("pca", "umap"), default="pca",
+                   help="the layer map's projection (umap needs umap-learn; default: pca)")
+    p.add_argument("--map-points", type=int, default=2000, metavar="N",
+                   help="most samples per split on the layer map (0: no map; default 2000)")
     p.add_argument("--out", required=True, help="directory to write the report into")
     p.add_argument("--splits", nargs="+", default=None, help="splits to include (default: all)")
     p.add_argument("--title", default=None, help="title shown in the report")
@@ -211,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if args.debug else level)
     try:
+        _apply_storage_options(args.storage_option, getattr(args, "store", None))
         spec = getattr(args, "scheduler", None)  # a Dask client, active for the whole command
         with connect(spec) if spec is not None else contextlib.nullcontext():
             return int(args.func(args) or 0)

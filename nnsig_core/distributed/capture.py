@@ -61,6 +61,7 @@ from nnsig_core.distributed.shards import (
     dataset_len,
     default_collate,
     done_shards,
+    intact_shards,
     prepare_task,
     shard_task,
 )
@@ -265,6 +266,8 @@ def capture_distributed(
                 clear_markers(opened, split)  # markers of an earlier capture of the split
             else:
                 done = done_shards(opened, split, capture_id, _plan(n, int(shard_rows)))
+                done = intact_shards(opened, split, done, _plan(n, int(shard_rows)),
+                                     int(existing["capture"]["chunk_rows"]))
                 check_rows = sorted({r for i, lo, hi in _plan(n, int(shard_rows)) if i in done
                                      for r in (lo, hi - 1)})
             _raise(client.submit(prepare_task, shipped, existing is None, check_rows,

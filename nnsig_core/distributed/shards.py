@@ -39,6 +39,7 @@ __all__ = [
     "Job",
     "default_collate",
     "done_shards",
+    "intact_shards",
     "clear_markers",
     "dataset_len",
     "prepare_task",
@@ -194,6 +195,12 @@ class _ShardSession(CaptureSession):
     def _record_written(self, n_written: int) -> None:
         pass
 
+    def _arrays_to_resume(self, chunk_rows: int) -> dict[str, Any]:
+        """The split's arrays. The chunks below this shard are other shards' (written before,
+        after or at the same time): the driver checks those of done shards when it resumes
+        (:func:`intact_shards`), not the task."""
+        return self.store.split_arrays(self.split)
+
 
 def _session(job: Job, store: ActivationStore, adapter: Adapter, existing: dict[str, Any] | None,
              start: int, fingerprint: str | None) -> CaptureSession:
@@ -338,6 +345,26 @@ def _markers(store: ActivationStore, split: str) -> list[dict[str, Any]]:
 
 def clear_markers(store: ActivationStore, split: str) -> None:
     sync(_zstore(store).delete_dir(shard_marker_prefix(split).rstrip("/")))
+
+
+def intact_shards(store: ActivationStore, split: str, done: dict[int, bool],
+                  shards: Sequence[tuple[int, int, int]], chunk_rows: int) -> dict[int, bool]:
+    """The ``done`` shards whose chunks are all in the store (one listing per array); a shard
+    marked done but missing a chunk (lost, deleted) runs again, with a warning."""
+    present = {key: store.chunk_indices(split, key) for key in store.split_arrays(split)}
+    kept = {}
+    for i, lo, hi in shards:
+        if i not in done:
+            continue
+        need = set(range(lo // chunk_rows, -(-hi // chunk_rows)))
+        lacking = sorted(k for k, have in present.items() if not need <= have)
+        if lacking:
+            log.warning("Shard %d of split %r (rows %d-%d) is marked done but chunks of %s are "
+                        "missing from %s: it runs again.", i, split, lo, hi - 1,
+                        ", ".join(lacking), store.location)
+        else:
+            kept[i] = done[i]
+    return kept
 
 
 def done_shards(store: ActivationStore, split: str, capture_id: str,

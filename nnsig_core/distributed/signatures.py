@@ -13,12 +13,11 @@ available with the same result, computed from aggregates:
   ``composition``, ``cluster_composition``, ``purity``, ``entropy``,
   ``transitions``, ``n_signatures`` and ``accuracy`` are computed from it on
   the driver, counting each distinct row with its multiplicity;
-- ``exemplars`` is a reduction keeping the ``n`` nearest samples per cluster;
-- the report's entry of the split (:meth:`report_entry`) and its score
-  histogram are reductions too.
+- ``exemplars`` is a reduction keeping the ``n`` nearest samples per cluster.
 
 Only the per-sample views (``per_sample``, ``to_frame``, ``to_csv``,
-``export``) bring every sample to the driver, through :meth:`compute`, which
+``export``, and the report, whose layer map and comparisons select samples)
+bring every sample to the driver, through :meth:`compute`, which
 returns an in-memory :class:`~nnsig_core.analysis.Signatures`.
 """
 
@@ -415,19 +414,3 @@ class DaskSignatures:
     def export(self, out_dir: Any) -> list[str]:
         """As :meth:`Signatures.export`; brings every sample to the driver."""
         return self.compute().export(out_dir)
-
-    # ------------------------------------------------------------------ the report
-    def report_entry(self, n_classes: int, scores: Any, n_exemplars: int) -> dict[str, Any]:
-        """The report's entry of the split (``report.data``'s ``_split_entry``), by reductions;
-        see :func:`nnsig_core.distributed.report.report_entry`."""
-        from nnsig_core.distributed.report import report_entry
-
-        return report_entry(self, n_classes, scores, n_exemplars)
-
-    def score_histogram(self, scores: Any, bins: list[float], train_classes: Sequence[int],
-                        name: str) -> dict[str, Any]:
-        """The report's score histogram of the split, by a reduction; see
-        :func:`nnsig_core.distributed.report.score_histogram`."""
-        from nnsig_core.distributed.report import score_histogram
-
-        return score_histogram(self, scores, bins, train_classes, name)

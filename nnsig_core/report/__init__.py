@@ -1,7 +1,11 @@
 """The static HTML report: its data, the files written to disk, and a local server.
 
 :func:`build_report_data` (:mod:`~nnsig_core.report.data`) aggregates a fitted
-analysis into the report data of ``docs/report-data.md``;
+analysis (or several runs, :class:`ReportRun`, shown side by side) into the
+report data of ``docs/report-data.md``, with the layer map
+(:mod:`~nnsig_core.report.layermap`), the scores' histograms and default
+threshold (:mod:`~nnsig_core.report.scores`) and PNG thumbnail sprites
+(:mod:`~nnsig_core.report.sprite`);
 :func:`write_report_data` and :func:`write_report`
 (:mod:`~nnsig_core.report.write`) copy the viewer and write that data next to
 it, and :func:`write_index` lists several reports; :func:`serve_report`
@@ -18,6 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from nnsig_core.report.serve import PortInUseError, ReportServer, serve_report
+from nnsig_core.report.spec import ReportRun
 from nnsig_core.report.write import (
     MARKER,
     ReportError,
@@ -37,6 +42,7 @@ __all__ = [
     "MARKER",
     "PortInUseError",
     "ReportError",
+    "ReportRun",
     "ReportServer",
     "build_report_data",
     "is_report",

@@ -1,72 +1,91 @@
-"""Build the report's data (``docs/report-data.md``, format version 1) from a fitted analysis.
+"""Build the report's data (``docs/report-data.md``, format version 2).
 
-Everything is aggregated: one row per distinct (input class, path, output
-class), per-layer cluster compositions, a few exemplar thumbnails. For MNIST
-(70,000 samples, 3 layers of 10 clusters) the JSON is a few hundred kB.
+One run (a fitted analysis on a store) gives a one-run report; several runs
+give a comparison, shown side by side (:mod:`~nnsig_core.report.compare`).
+Everything is aggregated (rows, compositions, histograms) except the layer
+map's bounded sample of points; for MNIST (70,000 samples, 3 layers of 10
+clusters, 2,000 map points per split) the data is well under 1 MB.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from sklearn.utils.validation import check_is_fitted
-
-from nnsig_core._util import count_matrix, now_iso
-from nnsig_core.analysis.signatures import Signatures, class_entropy, class_purity
-from nnsig_core.store import ActivationStore, open_store
+from nnsig_core._util import now_iso
+from nnsig_core.report import layermap
+from nnsig_core.report.compare import comparison_data
+from nnsig_core.report.single import (
+    MapOptions,
+    chunk_rows,
+    prepare_run,
+    priority_masks,
+    run_body,
+)
+from nnsig_core.report.spec import ReportRun, normalize_runs
+from nnsig_core.report.summary import SUPPORTED_FORMAT
+from nnsig_core.store import ActivationStore
 
 if TYPE_CHECKING:
     from nnsig_core.analysis.engine import SignatureAnalysis
 
-__all__ = ["REPORT_FORMAT_VERSION", "build_report_data"]
+__all__ = ["REPORT_FORMAT_VERSION", "ReportRun", "build_report_data"]
 
 log = logging.getLogger("nnsig")
 
-REPORT_FORMAT_VERSION = 1
-TYPICAL_SHARE = 0.1
-
-
-def _f(x: Any, digits: int = 6) -> float | None:
-    """A JSON float (None for NaN/None), rounded to keep the file small."""
-    if x is None:
-        return None
-    x = float(x)
-    return None if not np.isfinite(x) else round(x, digits)
+#: Version of the report data format (``docs/report-data.md``): 2 added the layer map,
+#: PNG thumbnail sprites, unlabelled splits, per-class purity, the default score
+#: threshold and reports of several runs.
+REPORT_FORMAT_VERSION = SUPPORTED_FORMAT
 
 
 def build_report_data(
-    analysis: SignatureAnalysis,
-    store: ActivationStore | str | os.PathLike[str],
+    analysis: SignatureAnalysis | Sequence[Any],
+    store: ActivationStore | str | os.PathLike[str] | None = None,
     splits: Sequence[str] = ("train", "test"),
     title: str | None = None,
-    scores: Mapping[str, Any] | None = None,
+    scores: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
     *,
+    labels: Sequence[str] | None = None,
     score_name: str = "combined",
     score_bins: int = 20,
     n_exemplars: int = 4,
+    projection: str = "pca",
+    map_points: int = 2000,
+    map_thumbnail_size: int | None = 16,
+    random_state: int = 0,
+    token_label: Any = None,
+    token_grid: Sequence[int] | None = None,
     client: Any = None,
 ) -> dict[str, Any]:
     """The report data of ``docs/report-data.md`` as a JSON-serialisable dict.
 
     Parameters
     ----------
-    analysis : SignatureAnalysis
-        A fitted analysis (signatures saved in the store are reused).
-    store : ActivationStore or path
+    analysis : SignatureAnalysis or sequence of runs
+        A fitted analysis (signatures saved in the store are reused), or
+        several runs to show side by side: analyses of ``store``,
+        ``(analysis, store)`` or ``(analysis, store, scores)`` tuples, or
+        :class:`~nnsig_core.report.spec.ReportRun` objects (at most 4).
+    store : ActivationStore or path, optional
+        The store of the analysis (of every run that does not give its own).
     splits : sequence of str
-        Splits to include; those not in the store are skipped with a warning.
+        Splits to include; those not in a store are skipped with a warning
+        (in a comparison, only the splits every run has are shown).
     title : str, optional
-        Header of the page (default: the model class and the store's name).
-    scores : mapping of split to array-like, optional
+        Header of the page (default: the model class and the store's name;
+        the run labels for a comparison).
+    scores : mapping of split to array-like, or a list of them (one per run)
         Per-sample diagnostic scores (one float per sample of the split, NaN
-        where unknown). Adds each row's mean ``score`` and the split's
-        ``scores`` histogram; rows of splits without scores get ``null``.
+        where unknown). Adds each row's mean ``score``, the split's ``scores``
+        histogram and the default threshold, which flags 5% of the correct
+        samples of the split named ``val``/``validation`` when it was scored
+        (even if it is not shown), else of the fit split.
+    labels : sequence of str, optional
+        The runs' names (default: the analyses' names, with the store's name
+        when two would be equal).
     score_name : str
         Name of the scores shown by the viewer.
     score_bins : int
@@ -74,225 +93,68 @@ def build_report_data(
         over the scores' range).
     n_exemplars : int
         Exemplars (nearest the centre) kept per cluster.
+    projection : {"pca", "umap"}
+        The layer map's projection; ``"umap"`` needs ``umap-learn``.
+    map_points : int
+        Most points of a split on the layer map (0: no map). Misclassified,
+        flagged (and, in a comparison, changed) samples come first.
+    map_thumbnail_size : int or None
+        Largest side, in pixels, of a map point's thumbnail (shrunk by an
+        integer factor; None keeps them whole). Exemplars stay whole.
+    random_state : int
+        Seed of the map's sampling and projection.
+    token_label : callable, optional
+        For token row spaces (``<split>.tokens``): ``label(position, token_id)
+        -> str`` naming the tokens listed on each row (default: ``"#<id>"``,
+        else ``"pos <position>"``).
+    token_grid : (rows, columns, prefix), optional
+        For token row spaces of image models: the patch grid, so each token
+        exemplar shows its input with the token's patch highlighted.
     client : dask.distributed.Client, None or False
-        Compute the aggregates on this Dask cluster (``None``: the active
-        client, if any; ``False``: here).
+        Compute or read the signatures on this Dask cluster (``None``: the
+        active client, if any; ``False``: here); the report then works on their
+        per-sample vectors here (see docs/design.md, "Distributed").
 
     Returns
     -------
     dict
+
+    Raises
+    ------
+    TypeError, ValueError
+        For runs, scores or labels that cannot be read (the message says how
+        to give them); ImportError for ``projection="umap"`` without umap-learn.
     """
-    check_is_fitted(analysis)
-    store = open_store(store)
-    present = []
-    for s in splits:
-        if s in store.splits:
-            present.append(s)
-        else:
-            log.warning("Split %r is not in the store (%s); left out of the report.", s,
-                        ", ".join(store.splits))
-    fit_split = analysis.fit_split_ if analysis.fit_split_ in store.splits else (
-        present[0] if present else store.splits[0])
-    info = store.split_attrs(fit_split)
-    model = info.get("model") or {}
-    layer_info = {d["name"]: d for d in store.layer_info(fit_split)}
-
-    sigs = {s: analysis.signatures(store, s, client=client) for s in present}
-    n_classes = max([analysis.n_classes_, *(x.n_classes for x in sigs.values())])
-    names = store.class_names() or []
-    classes = [str(names[i]) if i < len(names) else str(i) for i in range(n_classes)]
-    typical = [per_class + [[]] * (n_classes - len(per_class))
-               for per_class in analysis.typical_clusters(TYPICAL_SHARE)]
-
-    score_arrays = _score_arrays(scores, store, present)
-    bins = _score_edges(score_arrays, score_bins) if score_arrays else None
-
-    data: dict[str, Any] = {
-        "format_version": REPORT_FORMAT_VERSION,
-        "title": title or _default_title(model, store),
-        "created": now_iso(),
-        "store": str(store.path) if store.path is not None else None,
-        "analysis": {
-            "name": analysis.name_ or "(unsaved)",
-            "n_clusters": [int(k) for k in analysis.n_clusters_],
-            "discretizer": analysis.discretizer_spec,
-            "reduce": None if analysis.reduce is None else int(analysis.reduce),
-            "only_correct": bool(analysis.only_correct),
-            "fit_split": analysis.fit_split_,
-            "fit_samples": int(analysis.n_fit_samples_),
-            "random_state": analysis.random_state,
-        },
-        "model": {
-            "model_class": model.get("model_class", "unknown"),
-            "framework": info.get("framework", "unknown"),
-            "parameters": model.get("parameters"),
-            "layers": [_layer_entry(name, layer_info.get(name, {}), shape)
-                       for name, shape in zip(analysis.layers_, analysis.layer_shapes_, strict=False)],
-        },
-        "classes": classes,
-        "train_classes": [int(c) for c in analysis.classes_],
-        "layers": list(analysis.layers_),
-        "typical": typical,
-        "splits": {},
-    }
-    wanted: dict[str, set[int]] = {}
-    for s in present:
-        # Signatures on a Dask cluster compute their own aggregates there (nnsig_core.distributed).
-        entry = getattr(sigs[s], "report_entry", partial(_split_entry, sigs[s]))(
-            n_classes, score_arrays.get(s), n_exemplars)
-        if s in score_arrays and bins is not None:
-            entry["scores"] = getattr(sigs[s], "score_histogram", partial(_score_histogram, sigs[s]))(
-                score_arrays[s], bins, analysis.classes_, score_name)
-        data["splits"][s] = entry
-        wanted[s] = {int(k.split("/", 1)[1]) for layer in entry["clusters"] for c in layer
-                     for k in c["exemplars"]}
-    thumbs = _thumbnails(store, wanted)
-    if thumbs is not None:
-        data["thumbnails"] = thumbs
-    return data
+    layermap.check_projection(projection)
+    if int(map_points) < 0:
+        raise ValueError(f"map_points must be >= 0, not {map_points}")
+    runs, several = normalize_runs(analysis, store, scores, labels)
+    opts = MapOptions(projection, int(map_points), map_thumbnail_size, int(random_state))
+    body_kw = {"score_name": score_name, "score_bins": score_bins, "n_exemplars": n_exemplars,
+               "token_label": token_label, "token_grid": token_grid}
+    preps = [prepare_run(r, splits, client=client) for r in runs]
+    if several:
+        data = comparison_data(preps, opts, with_map=opts.max_points > 0, **body_kw)
+        head = {"format_version": REPORT_FORMAT_VERSION,
+                "title": title or " vs ".join(str(r.label) for r in runs),
+                "created": now_iso()}
+        return {**head, **data}
+    prep = preps[0]
+    positions = kinds = None
+    if opts.max_points > 0:
+        positions, kinds = {}, {}
+        for s in prep.splits:
+            sg = prep.sigs[s]
+            positions[s], kinds[s] = layermap.select_points(
+                sg.labels, sg.predictions, priority_masks(prep, s), opts.max_points, opts.seed,
+                chunk_rows=chunk_rows(prep, s))
+    body = run_body(prep, positions, kinds or {}, opts, **body_kw)
+    model = body["model"]
+    default = _default_title(model.get("model_class"), prep.store)
+    return {"format_version": REPORT_FORMAT_VERSION, "title": title or default,
+            "created": now_iso(), **body}
 
 
-def _default_title(model: Mapping[str, Any], store: ActivationStore) -> str:
-    name = store.path.name if store.path is not None else "in-memory store"
-    cls = model.get("model_class")
-    return f"{cls} ({name})" if cls and cls != "unknown" else name
-
-
-def _layer_entry(name: str, info: Mapping[str, Any], shape: Sequence[int]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "type": info.get("type", "unknown"),
-        "shape": [int(s) for s in shape],
-        "units": int(np.prod(shape, dtype=np.int64)),
-        "parameters": int(info.get("parameters") or 0),
-    }
-
-
-def _split_entry(
-    sigs: Signatures, n_classes: int, scores: np.ndarray | None, n_exemplars: int
-) -> dict[str, Any]:
-    L = len(sigs.layers)
-    M = np.column_stack([sigs.labels, sigs.cluster_ids.astype(np.int64), sigs.predictions])
-    rows: list[dict[str, Any]] = []
-    if M.shape[0]:
-        uniq, inv, counts = np.unique(M, axis=0, return_inverse=True, return_counts=True)
-        inv = inv.reshape(-1)
-        means: np.ndarray | None = None
-        if scores is not None:
-            ok = np.isfinite(scores)
-            sums = np.bincount(inv[ok], weights=scores[ok], minlength=len(uniq))
-            ns = np.bincount(inv[ok], minlength=len(uniq))
-            with np.errstate(invalid="ignore", divide="ignore"):
-                means = np.where(ns > 0, sums / np.maximum(ns, 1), np.nan)
-        keys = [uniq[:, L + 1]] + [uniq[:, 1 + j] for j in reversed(range(L))] + [uniq[:, 0], -counts]
-        for i in np.lexsort(keys):
-            u = uniq[i]
-            rows.append({
-                "input": int(u[0]),
-                "path": [int(x) for x in u[1 : L + 1]],
-                "output": int(u[L + 1]),
-                "count": int(counts[i]),
-                "score": None if means is None else _f(means[i], 4),
-            })
-
-    exemplars = sigs.exemplars(n=n_exemplars)
-    clusters = []
-    purity, entropy = [], []
-    for j, k in enumerate(sigs.n_clusters):
-        ids = sigs.cluster_ids[:, j]
-        totals = np.bincount(ids, minlength=k)
-        comp = count_matrix(ids, sigs.labels, k, n_classes)  # labelled samples only
-        purity.append(_f(class_purity(comp)))
-        entropy.append(_f(class_entropy(comp)))
-        layer = []
-        for c in range(k):
-            n_lab = int(comp[c].sum())
-            layer.append({
-                "id": c,
-                "count": int(totals[c]),
-                "by_class": [int(x) for x in comp[c]],
-                "purity": _f(comp[c].max() / n_lab) if n_lab else None,
-                "exemplars": [f"{sigs.split}/{r}" for r in exemplars[j][c]],
-            })
-        clusters.append(layer)
-    return {
-        "n_samples": sigs.n_samples,
-        "accuracy": _f(sigs.accuracy),
-        "n_signatures": sigs.n_signatures,
-        "purity": purity,
-        "entropy": entropy,
-        "rows": rows,
-        "clusters": clusters,
-    }
-
-
-def _score_arrays(
-    scores: Mapping[str, Any] | None, store: ActivationStore, splits: Sequence[str]
-) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    if not scores:
-        return out
-    for s, values in scores.items():
-        if s not in splits:
-            continue
-        arr = np.asarray(values, dtype=np.float64).reshape(-1)
-        n = store.n_samples(s)
-        if arr.size != n:
-            raise ValueError(
-                f"scores[{s!r}] has {arr.size} values but split {s!r} has {n} samples; "
-                "give one score per sample, in store order."
-            )
-        out[s] = arr
-    return out
-
-
-def _score_edges(score_arrays: Mapping[str, np.ndarray], n_bins: int) -> list[float] | None:
-    finite = [a[np.isfinite(a)] for a in score_arrays.values()]
-    finite = [a for a in finite if a.size]
-    if not finite:
-        return None
-    lo = min(float(a.min()) for a in finite)
-    hi = max(float(a.max()) for a in finite)
-    if lo >= 0.0 and hi <= 1.0:
-        lo, hi = 0.0, 1.0
-    elif hi <= lo:
-        hi = lo + 1.0
-    return [float(x) for x in np.linspace(lo, hi, max(1, int(n_bins)) + 1)]
-
-
-def _score_histogram(
-    sigs: Signatures, scores: np.ndarray, bins: list[float], train_classes: Sequence[int],
-    name: str,
-) -> dict[str, Any]:
-    lab = sigs.labelled
-    seen = np.isin(sigs.labels, list(train_classes))
-    groups = {
-        "correct": lab & seen & (sigs.labels == sigs.predictions),
-        "misclassified": lab & seen & (sigs.labels != sigs.predictions),
-        "unseen": lab & ~seen,
-    }
-    ok = np.isfinite(scores)
-    counts = {g: [int(x) for x in np.histogram(scores[m & ok], bins=bins)[0]]
-              for g, m in groups.items()}
-    return {"name": name, "bins": [_f(b) for b in bins], "counts": counts}
-
-
-def _thumbnails(store: ActivationStore, wanted: Mapping[str, set[int]]) -> dict[str, Any] | None:
-    images: dict[str, str] = {}
-    shape: list[int] | None = None
-    for split, rows in wanted.items():
-        arr = store.inputs(split)
-        if arr is None or not rows:
-            continue
-        if shape is None:
-            shape = [int(s) for s in arr.shape[1:]]
-        elif list(arr.shape[1:]) != shape:
-            log.warning("Thumbnails of split %r have another shape; left out.", split)
-            continue
-        idx = np.array(sorted(rows), dtype=np.int64)
-        pix = np.asarray(arr.get_orthogonal_selection((idx,)), dtype=np.uint8)
-        for r, img in zip(idx, pix, strict=False):
-            images[f"{split}/{int(r)}"] = base64.b64encode(np.ascontiguousarray(img).tobytes()).decode("ascii")
-    if shape is None:
-        return None
-    return {"shape": shape, "images": images}
+def _default_title(model_class: str | None, store: ActivationStore) -> str:
+    name = store.location.rstrip("/").rsplit("/", 1)[-1] or store.location
+    return f"{model_class} ({name})" if model_class and model_class != "unknown" else name

@@ -14,7 +14,6 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,14 @@ from typing import Any
 import numpy as np
 import zarr
 import zarr.errors
-from zarr.storage import LocalStore
+from zarr.abc.store import Store
 
-from nnsig_core._util import fsync_dir, to_json_safe
+from nnsig_core._util import to_json_safe
 from nnsig_core.store.claims import SplitClaim
+from nnsig_core.store.create import create_arrays
 from nnsig_core.store.describe import describe, nbytes_stored
 from nnsig_core.store.errors import IncompleteStoreError, StoreError
+from nnsig_core.store.keys import chunk_indices, move_group, sync_metadata
 from nnsig_core.store.layout import (
     ANALYSIS_GROUP,
     SPLIT_ATTR,
@@ -55,48 +56,61 @@ class ActivationStore:
         Where it lives on disk, when it is a local directory.
     """
 
-    def __init__(self, group: zarr.Group, path: Path | None = None) -> None:
+    def __init__(self, group: zarr.Group, path: Path | None = None,
+                 location: str | None = None) -> None:
         self.root = group
         self.path = path
+        self._location = location
         self._splits: list[str] | None = None
         self._groups: dict[str, zarr.Group] = {}
         self._meta: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, path: str | os.PathLike[str], mode: str = "r") -> ActivationStore:
-        """Open the store at ``path``.
+    def open(cls, where: str | os.PathLike[str] | Store, mode: str = "r",
+             storage_options: dict[str, Any] | None = None) -> ActivationStore:
+        """Open the store at ``where``.
 
         Parameters
         ----------
-        path : str or path-like
-            A directory (``*.zarr`` by convention).
+        where : str, path-like or zarr Store
+            A local directory (``*.zarr`` by convention; also as a ``file://``
+            URL), an fsspec URL (``s3://bucket/run.zarr``, ``gs://...``,
+            ``memory://...``), or a zarr ``Store`` object.
         mode : {"r", "r+", "a", "w"}
             ``"r"`` read-only (the store must exist), ``"r+"`` read-write
             (must exist), ``"a"`` read-write, created if missing, ``"w"``
             created, replacing anything there.
+        storage_options : dict, optional
+            Options of the URL's fsspec filesystem (credentials, endpoint...).
 
         Raises
         ------
         ValueError
-            For another ``mode``.
+            For another ``mode``, or ``storage_options`` with a local path.
         StoreError
             If the store does not exist (``"r"``, ``"r+"``), is not an nnsig
-            store, or its root metadata is damaged.
+            store, cannot be reached, or its root metadata is damaged.
         """
-        return cls(open_root(path, mode), Path(path))
+        opened = open_root(where, mode, storage_options)
+        return cls(opened.group, opened.path, opened.location)
 
     def refresh(self) -> ActivationStore:
         """Forget the cached split metadata (after another process wrote to the store)."""
         self._splits = None
         self._groups.clear()
         self._meta.clear()
+        forget = getattr(self.root.store_path.store, "forget", None)
+        if callable(forget):
+            forget()
         return self
 
     # ------------------------------------------------------------------ splits
     @property
     def location(self) -> str:
         """Where the store lives, for messages."""
+        if self._location is not None:
+            return self._location
         return str(self.path) if self.path is not None else "(in memory)"
 
     @property
@@ -183,6 +197,33 @@ class ActivationStore:
             "started": cap.get("started"),
             "finished": cap.get("finished"),
         }
+
+    def level(self, split: str) -> str:
+        """``"samples"`` (one row per sample) or ``"tokens"`` (a token row space)."""
+        return str(self._info(split).get("level", "samples"))
+
+    def token_split(self, split: str) -> str | None:
+        """The token row space of a sample-level split, when its capture made one."""
+        name = self._info(split).get("token_split")
+        return str(name) if name and name in self.splits else None
+
+    def token_rows(
+        self, split: str, start: int = 0, stop: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """Of a token row space: each row's ``sample_row`` (in the parent split),
+        ``position`` and ``token`` id (-1 when unknown), rows ``start:stop``.
+
+        Raises
+        ------
+        StoreError
+            When ``split`` is not a token row space.
+        """
+        if self.level(split) != "tokens":
+            raise StoreError(
+                f"Split {split!r} has one row per sample, not per token; its token rows, if "
+                f"any, are in split {self.token_split(split) or split + '.tokens'!r}."
+            )
+        return {k: self._read(split, k, start, stop) for k in ("sample_row", "position", "token")}
 
     def n_classes(self, split: str) -> int:
         """Number of classes of the split: output width (2 for one logit), the largest label
@@ -292,7 +333,7 @@ class ActivationStore:
         self._forget(split)
         group = self.root.create_group(split)
         try:
-            arrays = {key: group.create_array(key, **dict(spec)) for key, spec in specs.items()}
+            arrays = create_arrays(group, specs)
             group.attrs[SPLIT_ATTR] = to_json_safe(dict(info))
         except BaseException:
             del self.root[split]
@@ -306,6 +347,11 @@ class ActivationStore:
         """Every array of ``split`` by key (to continue or complete a capture)."""
         return {k: a for k, a in self._group(split).arrays()}  # type: ignore[misc]
 
+    def chunk_indices(self, split: str, key: str) -> set[int]:
+        """Indices (along samples) of the chunks of array ``key`` of ``split`` present in the
+        store (one listing, no chunk read)."""
+        return chunk_indices(self.root.store_path.store, f"{split}/{key}")
+
     def write_split_attrs(self, split: str, info: Mapping[str, Any]) -> None:
         """Replace the split's metadata (capture progress, completion)."""
         safe = to_json_safe(dict(info))
@@ -315,28 +361,29 @@ class ActivationStore:
     def sync_split(self, split: str) -> None:
         """fsync the split's metadata files and directories (local stores; a no-op elsewhere,
         where a completed write is durable), so what they record survives a power cut."""
-        if self.path is None:
-            return
-        base = self.path / split
-        for meta in [base / "zarr.json", *base.glob("*/zarr.json")]:
-            with open(meta, "rb") as f:
-                os.fsync(f.fileno())
-        for directory in [self.path, base, *(p for p in base.iterdir() if p.is_dir())]:
-            fsync_dir(directory)
+        if self.path is not None:
+            sync_metadata(self.path, split)
 
     def _forget(self, split: str) -> None:
         self._groups.pop(split, None)
         self._meta.pop(split, None)
         self._splits = None
+        forget = getattr(self.root.store_path.store, "forget", None)
+        if callable(forget):
+            forget()
 
     def check_compatible(self, split: str, layers: Sequence[Mapping[str, Any]],
-                         include_self: bool = False) -> None:
+                         include_self: bool = False, level: str = "samples") -> None:
         """Raise :class:`StoreError` unless ``layers`` (name, shape) match every other split's.
 
         ``include_self`` also compares with ``split`` itself (a resumed capture).
+        Only splits of the same ``level`` are compared: sample-level splits with
+        each other, token row spaces (``level="tokens"``) with each other.
         """
         for other in self.splits:
             if other == split and not include_self:
+                continue
+            if self.level(other) != level:
                 continue
             problems = layer_differences(layers, self.layer_info(other), other)
             if problems:
@@ -380,39 +427,10 @@ class ActivationStore:
             del self.root[path]
 
     def replace_group(self, new_path: str, path: str) -> None:
-        """Move the group at ``new_path`` to ``path``, replacing what was there.
-
-        On a local store the old group is renamed aside and the new one renamed
-        into place (each an atomic directory rename), so ``path`` always holds
-        a whole group. Other stores copy the new group's keys, its own
-        metadata last.
-        """
+        """Move the group at ``new_path`` to ``path``, replacing what was there only once the
+        new one is whole (see :func:`~nnsig_core.store.keys.move_group`)."""
         self.require_writable(f"group {path!r}")
-        store = self.root.store_path.store
-        if isinstance(store, LocalStore):
-            base = Path(str(store.root)) / self.root.store_path.path
-            parent, _, leaf = path.rpartition("/")
-            old = base / parent / f".replaced-{leaf}"
-            if (base / path).exists():
-                os.replace(base / path, old)
-            os.replace(base / new_path, base / path)
-            shutil.rmtree(old, ignore_errors=True)
-            return
-        from zarr.core.buffer import default_buffer_prototype
-        from zarr.core.sync import sync
-
-        async def move() -> None:
-            prefix = f"{new_path}/"
-            keys = [k async for k in store.list_prefix(prefix)]
-            keys.sort(key=lambda k: k == f"{prefix}zarr.json")  # the group's metadata last
-            await store.delete_dir(path)
-            for k in keys:
-                buf = await store.get(k, prototype=default_buffer_prototype())
-                if buf is not None:
-                    await store.set(f"{path}/{k[len(prefix):]}", buf)
-            await store.delete_dir(new_path)
-
-        sync(move())
+        move_group(self.root.store_path.store, new_path, path)
 
     # ------------------------------------------------------------------ description
     def nbytes_stored(self, split: str, name: str | None = None) -> int:
@@ -442,17 +460,23 @@ class ActivationStore:
         return f"ActivationStore({self.location!r}; {'; '.join(parts) or 'no splits'})"
 
 
-def open_store(store: ActivationStore | str | os.PathLike[str], mode: str = "r") -> ActivationStore:
+def open_store(store: ActivationStore | str | os.PathLike[str] | Store, mode: str = "r",
+               storage_options: dict[str, Any] | None = None) -> ActivationStore:
     """Open an activation store (read-only by default); a store already open is returned as is.
 
     Parameters
     ----------
-    store : ActivationStore, str or path-like
-        The store directory written by :func:`nnsig_core.capture`, or an
-        :class:`ActivationStore` (returned unchanged, whatever ``mode``).
+    store : ActivationStore, str, path-like or zarr Store
+        The store :func:`nnsig_core.capture` wrote: a local directory, an
+        fsspec URL (``s3://bucket/run.zarr``, ``gs://...``, ``memory://...``,
+        ``file://...``), a zarr ``Store``, or an :class:`ActivationStore`
+        (returned unchanged, whatever ``mode``).
     mode : {"r", "r+", "a"}
         ``"r"`` read-only, ``"r+"`` read-write (the store must exist),
         ``"a"`` read-write, created if missing.
+    storage_options : dict, optional
+        Options of the URL's fsspec filesystem (``{"endpoint_url": ...}``,
+        credentials); credentials also come from the environment as usual.
 
     Returns
     -------
@@ -472,6 +496,7 @@ def open_store(store: ActivationStore | str | os.PathLike[str], mode: str = "r")
         )
     if isinstance(store, ActivationStore):
         return store
-    if not isinstance(store, (str, os.PathLike)):
-        raise TypeError(f"Expected an ActivationStore or a path, got {type(store).__name__}.")
-    return ActivationStore.open(store, mode=mode)
+    if not isinstance(store, (str, os.PathLike, Store)):
+        raise TypeError(f"Expected an ActivationStore, a path, a URL or a zarr Store, got "
+                        f"{type(store).__name__}.")
+    return ActivationStore.open(store, mode=mode, storage_options=storage_options)

@@ -81,6 +81,35 @@ def _read_info(data: bytes | None) -> WriterInfo | None:
         return None
 
 
+def _alive(info: WriterInfo) -> bool:
+    """Whether the writer's process runs (only known on this host; elsewhere assumed)."""
+    if info.host != socket.gethostname():
+        return True
+    try:
+        os.kill(info.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _local_holder(info_path: Path, wait_s: float = 2.0) -> WriterInfo | None:
+    """Who holds a local lock: its info file, once the holder (which writes it just after
+    locking) has written it and if its process is alive; None after ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            info = _read_info(info_path.read_bytes())
+        except OSError:
+            info = None
+        if info is not None and _alive(info):
+            return info
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.02)
+
+
 class SplitClaim:
     """An exclusive claim of this process on one split of a store (a context manager).
 
@@ -151,9 +180,7 @@ class SplitClaim:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            info_path = directory / f"{self.split}.json"
-            raise self._busy(_read_info(info_path.read_bytes() if info_path.exists()
-                                        else None)) from None
+            raise self._busy(_local_holder(directory / f"{self.split}.json")) from None
         self._fd = fd
         info_path = directory / f"{self.split}.json"
         if info_path.exists():
@@ -173,8 +200,24 @@ class SplitClaim:
         return _read_info(None if buf is None else buf.to_bytes())
 
     def _put_marker(self, exclusive: bool) -> None:
-        buf = default_buffer_prototype().buffer.from_bytes(json.dumps(asdict(self.me)).encode())
+        data = json.dumps(asdict(self.me)).encode()
         store = self._store()
+        inner = getattr(store, "_store", store)
+        fs = getattr(inner, "fs", None)
+        protocols = getattr(fs, "protocol", ())
+        protocols = (protocols,) if isinstance(protocols, str) else tuple(protocols)
+        if exclusive and "s3" in protocols:
+            # S3's conditional write (If-None-Match): atomic where the store's
+            # default set_if_not_exists checks, then writes.
+            async def create() -> None:
+                try:
+                    await fs._pipe_file(f"{inner.path}/{self._key}", data, mode="create")
+                except FileExistsError:
+                    pass
+
+            sync(create())
+            return
+        buf = default_buffer_prototype().buffer.from_bytes(data)
         sync(store.set_if_not_exists(self._key, buf) if exclusive else store.set(self._key, buf))
 
     def _acquire_marker(self, break_stale: bool) -> None:

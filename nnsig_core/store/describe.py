@@ -43,7 +43,7 @@ def nbytes_stored(store: ActivationStore, split: str, name: str | None = None) -
 
 def describe(store: ActivationStore) -> dict[str, Any]:
     """A JSON-serialisable description of ``store`` (``nnsig info --json``)."""
-    out: dict[str, Any] = {"path": str(store.path) if store.path else None, "splits": {}}
+    out: dict[str, Any] = {"path": store.location, "splits": {}}
     out["format_version"] = store.attrs.get(ROOT_ATTR, {}).get("format_version")
     for s in store.splits:
         info = store.split_attrs(s)
@@ -72,6 +72,8 @@ def describe(store: ActivationStore) -> dict[str, Any]:
             "other_weights": (info.get("capture") or {}).get("other_weights"),
             "class_names": info.get("class_names"),
             "capture": info.get("capture"),
+            "level": info.get("level", "samples"),
+            "parent": info.get("parent"),
             "bytes_stored": nbytes_stored(store, s),
             "layers": layers,
         }

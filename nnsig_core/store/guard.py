@@ -117,6 +117,10 @@ class GuardedStore(WrapperStore[Store]):
     def __repr__(self) -> str:
         return f"GuardedStore({self._store!r})"
 
+    def forget(self) -> None:
+        """Drop what was learned of arrays (their codecs and chunking): they were re-created."""
+        self._arrays.clear()
+
     # ------------------------------------------------------------------ reads
     async def get(self, key: str, prototype: BufferPrototype | None = None,
                   byte_range: ByteRequest | None = None) -> Buffer | None:

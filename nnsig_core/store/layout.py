@@ -10,6 +10,12 @@ Layout (``docs/design.md`` explains each field)::
         predictions                  int64 (sample,)
         sample_index                 int64 (sample,)   position in the source data set
         inputs                       uint8 (sample, h, w[, 3])  optional thumbnails
+      <split>.tokens/                the token row space of <split> (layers pooled with "tokens"):
+        <layer key>                  (row, *unit shape), one row per token
+        outputs, labels, predictions, sample_index   those of each row's sample
+        sample_row                   int64 (row,)   the row of the token's sample in <split>
+        position                     int64 (row,)   the token's position in its sequence
+        token                        int64 (row,)   the input token id, -1 when unknown
       analysis/<name>/               attrs {"nnsig_analysis": {...}}
         layers/<layer key>/          one fitted clusterer
         signatures/<split>/          cluster_ids, distances
@@ -37,6 +43,8 @@ __all__ = [
     "ROOT_ATTR",
     "SCORES_ATTR",
     "SPLIT_ATTR",
+    "TOKEN_ARRAYS",
+    "TOKENS_SUFFIX",
     "analysis_path",
     "array_options",
     "chunk_rows_for",
@@ -47,6 +55,7 @@ __all__ = [
     "scores_path",
     "signatures_path",
     "split_array_specs",
+    "token_split_name",
 ]
 
 FORMAT_VERSION = 1
@@ -58,7 +67,11 @@ SIGNATURES_GROUP = "signatures"
 SCORES_GROUP = "scores"
 SCORES_ATTR = "nnsig_scores"
 META_ARRAYS = ("labels", "predictions", "outputs", "sample_index", "inputs")
-RESERVED_NAMES = frozenset(META_ARRAYS) | {ANALYSIS_GROUP}
+#: The arrays a token row space adds: each row's sample, position and token id.
+TOKEN_ARRAYS = ("sample_row", "position", "token")
+#: The token row space of split ``s`` is the split ``s + TOKENS_SUFFIX``.
+TOKENS_SUFFIX = ".tokens"
+RESERVED_NAMES = frozenset(META_ARRAYS) | frozenset(TOKEN_ARRAYS) | {ANALYSIS_GROUP}
 MAX_CHUNK_ROWS = 65536
 
 
@@ -71,6 +84,11 @@ def layer_key(name: str) -> str:
             or key.lower() == "zarr.json"):
         key = "layer_" + key
     return key
+
+
+def token_split_name(split: str) -> str:
+    """The name of the token row space of ``split`` (a split of its own: ``"train.tokens"``)."""
+    return split + TOKENS_SUFFIX
 
 
 def analysis_path(name: str) -> str:
@@ -189,6 +207,7 @@ def split_array_specs(
     dtype: Any,
     compressor: Any,
     thumbnail_shape: Sequence[int] | None = None,
+    token_rows: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Keyword arguments of ``zarr.Group.create_array`` for every array of a split.
 
@@ -207,13 +226,15 @@ def split_array_specs(
     compressor : zarr codec or None
     thumbnail_shape : sequence of int, optional
         ``(h, w[, 3])`` of the input thumbnails, when they are kept.
+    token_rows : bool
+        A token row space: add :data:`TOKEN_ARRAYS` (one entry per row).
 
     Returns
     -------
     dict of str to dict
         Array key -> ``create_array`` keyword arguments (``name`` excluded),
         layers first, then ``outputs``, ``labels``, ``predictions``,
-        ``sample_index`` and ``inputs``.
+        ``sample_index``, ``inputs`` and the token arrays.
     """
     options = array_options(compressor)
 
@@ -236,4 +257,7 @@ def split_array_specs(
         tshape = tuple(int(s) for s in thumbnail_shape)
         specs["inputs"] = spec(tshape, np.dtype("uint8"), 0,
                                ("input_h", "input_w", "input_rgb")[: len(tshape)])
+    if token_rows:
+        for key in TOKEN_ARRAYS:
+            specs[key] = spec((), np.dtype("int64"), -1, ())
     return specs

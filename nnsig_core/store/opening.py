@@ -1,27 +1,62 @@
-"""Opening (or creating) the root group of a local store, behind the guard of :mod:`.guard`."""
+"""Opening (or creating) an nnsig store: a local directory, an fsspec URL or a zarr Store.
+
+Whatever the store, zarr reads and writes it through the guard of
+:mod:`~nnsig_core.store.guard`. A local directory (a path, or a ``file://``
+URL) is opened with zarr's ``LocalStore``, the fastest path; ``s3://``,
+``gs://``, ``memory://`` and any other fsspec URL with ``FsspecStore`` and the
+given ``storage_options``; a zarr ``Store`` object is used as it is.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import zarr
 import zarr.errors
+from zarr.abc.store import Store
+from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
 from nnsig_core.store.errors import StoreError
 from nnsig_core.store.guard import GuardedStore
 from nnsig_core.store.layout import FORMAT_VERSION, ROOT_ATTR
 
-__all__ = ["MODES", "open_root"]
+__all__ = ["MODES", "OpenedRoot", "open_root", "split_location"]
 
 #: The modes of :meth:`ActivationStore.open <nnsig_core.store.ActivationStore.open>`.
 MODES = ("r", "r+", "a", "w")
 
+StoreLike = str | os.PathLike[str] | Store
 
-def open_root(path: str | os.PathLike[str], mode: str) -> zarr.Group:
-    """The root group of the nnsig store at ``path``, opened with ``mode`` (see
+
+def split_location(where: StoreLike) -> tuple[Path | None, str | None]:
+    """``(local directory, None)`` for a path or ``file://`` URL, ``(None, url)`` for any other
+    URL, ``(None, None)`` for a Store object."""
+    if isinstance(where, Store):
+        return None, None
+    text = os.fspath(where)
+    if "://" not in text:
+        return Path(text), None
+    if text.startswith("file://"):
+        return Path(text[len("file://"):]), None
+    return None, text
+
+
+class OpenedRoot:
+    """The root group of an opened store, with where it lives."""
+
+    def __init__(self, group: zarr.Group, path: Path | None, location: str) -> None:
+        self.group = group
+        self.path = path
+        self.location = location
+
+
+def open_root(where: StoreLike, mode: str,
+              storage_options: dict[str, Any] | None = None) -> OpenedRoot:
+    """The root group of the nnsig store at ``where``, opened with ``mode`` (see
     :meth:`ActivationStore.open <nnsig_core.store.ActivationStore.open>`)."""
     if mode not in MODES:
         raise ValueError(
@@ -29,7 +64,35 @@ def open_root(path: str | os.PathLike[str], mode: str) -> zarr.Group:
             "read-write, 'a' read-write and created if missing, 'w' created afresh); "
             f"got {mode!r}."
         )
-    p = Path(path)
+    path, url = split_location(where)
+    if path is not None:
+        if storage_options:
+            raise ValueError(f"storage_options apply to URLs, not to the local path {str(path)!r}.")
+        inner: Store = _local(path, mode)
+        location = str(path)
+    elif url is not None:
+        from zarr.storage import FsspecStore
+
+        try:
+            inner = FsspecStore.from_url(url, storage_options=storage_options,
+                                         read_only=mode == "r")
+        except (ImportError, ValueError) as exc:
+            raise StoreError(f"Cannot open {url!r}: {exc}. URLs need fsspec and the package of "
+                             "their protocol (s3fs for s3://, gcsfs for gs://).") from exc
+        location = url
+        _check_remote(inner, location, mode)
+    else:
+        assert isinstance(where, Store)
+        inner = where if where.read_only == (mode == "r") else where.with_read_only(mode == "r")
+        location = f"{type(where).__name__}({where})"
+        _check_remote(inner, location, mode)
+    group = _root_group(GuardedStore(inner, location=location),
+                        create=mode in ("a", "w"), location=location)
+    _check_root(group, location, mode)
+    return OpenedRoot(group, path, location)
+
+
+def _local(p: Path, mode: str) -> LocalStore:
     if mode in ("r", "r+"):
         if not p.exists():
             raise StoreError(
@@ -48,28 +111,27 @@ def open_root(path: str | os.PathLike[str], mode: str) -> zarr.Group:
             f"{str(p)!r} is a directory that is not empty and holds no Zarr store; "
             "choose a new path for the store."
         )
-    store = GuardedStore(LocalStore(p, read_only=mode == "r"), location=str(p))
-    group = _root_group(store, create=mode in ("a", "w"), location=str(p))
-    attrs = dict(group.attrs)
-    if ROOT_ATTR not in attrs:
-        if mode in ("r", "r+"):
+    return LocalStore(p, read_only=mode == "r")
+
+
+def _check_remote(store: Store, location: str, mode: str) -> None:
+    """The checks :func:`_local` makes, through the store's API."""
+    try:
+        has_root = sync(store.exists("zarr.json"))
+        if mode in ("r", "r+") and not has_root:
             raise StoreError(
-                f"{str(p)!r} is a Zarr group but not an nnsig store "
-                f"(no {ROOT_ATTR!r} attribute)."
+                f"No store at {location!r} (no zarr.json there). "
+                "Create one with nnsig_core.capture(...)."
             )
-        if len(list(group.keys())) > 0:
+        if mode == "w":
+            sync(store.delete_dir(""))
+        elif not has_root and not sync(store.is_empty("")):
             raise StoreError(
-                f"{str(p)!r} is a non-empty Zarr group that nnsig did not write; "
-                "choose another path."
+                f"{location!r} is not empty and holds no Zarr store; choose a new location "
+                "for the store."
             )
-        group.attrs[ROOT_ATTR] = {"format_version": FORMAT_VERSION}
-    version = dict(group.attrs)[ROOT_ATTR].get("format_version")
-    if version != FORMAT_VERSION:
-        raise StoreError(
-            f"{str(p)!r} has nnsig store format {version}; this nnsig reads "
-            f"format {FORMAT_VERSION}. Re-capture with this version."
-        )
-    return group
+    except (OSError, PermissionError) as exc:
+        raise StoreError(f"Cannot reach the store {location!r}: {exc}") from exc
 
 
 def _root_group(store: GuardedStore, create: bool, location: str) -> zarr.Group:
@@ -87,3 +149,25 @@ def _root_group(store: GuardedStore, create: bool, location: str) -> zarr.Group:
     except (zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError,
             FileNotFoundError) as exc:
         raise StoreError(f"Cannot open {location!r} as a Zarr v3 group: {exc}") from exc
+
+
+def _check_root(group: zarr.Group, location: str, mode: str) -> None:
+    attrs = dict(group.attrs)
+    if ROOT_ATTR not in attrs:
+        if mode in ("r", "r+"):
+            raise StoreError(
+                f"{location!r} is a Zarr group but not an nnsig store "
+                f"(no {ROOT_ATTR!r} attribute)."
+            )
+        if len(list(group.keys())) > 0:
+            raise StoreError(
+                f"{location!r} is a non-empty Zarr group that nnsig did not write; "
+                "choose another path."
+            )
+        group.attrs[ROOT_ATTR] = {"format_version": FORMAT_VERSION}
+    version = dict(group.attrs)[ROOT_ATTR].get("format_version")
+    if version != FORMAT_VERSION:
+        raise StoreError(
+            f"{location!r} has nnsig store format {version}; this nnsig reads "
+            f"format {FORMAT_VERSION}. Re-capture with this version."
+        )

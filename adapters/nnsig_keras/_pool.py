@@ -1,0 +1,144 @@
+"""Layout-aware pooling of Keras captures (``pool=``, ``layout=``), in NumPy.
+
+Keras states layouts: a layer with a ``data_format`` (convolutions, pooling,
+upsampling) says where its channels are; dense, layer-norm, attention,
+embedding and recurrent layers put features last; any other layer (an
+activation, an ``Add``) follows ``keras.config.image_data_format()``
+(``"channels_last"`` unless changed). ``layout=`` overrides it per layer.
+The reductions are :mod:`nnsig_core.adapter.pooling`'s.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import keras
+import numpy as np
+
+from nnsig_core.adapter import LayerSelectionError, close_matches
+from nnsig_core.adapter.layout import (
+    Layout,
+    check_layout_spec,
+    check_pool,
+    layout_for,
+    parse_layout,
+    pool_for,
+    split_modes,
+)
+from nnsig_core.adapter.pooling import pool_array, resolve_auto, token_rows_array
+from nnsig_core.adapter.tokens import TokenRows, token_name
+
+__all__ = ["KerasPooler", "keras_layout", "sequence_inputs"]
+
+logger = logging.getLogger("nnsig_keras")
+
+_FEATURES_LAST = tuple(
+    cls for cls in (
+        getattr(keras.layers, n, None)
+        for n in ("Dense", "EinsumDense", "LayerNormalization", "MultiHeadAttention",
+                  "GroupQueryAttention", "Embedding", "RNN", "Bidirectional", "Attention",
+                  "AdditiveAttention", "UnitNormalization", "RMSNormalization")
+    ) if isinstance(cls, type)
+)
+_FIX = "KerasAdapter(..., layout={{{name!r}: 'NHWC'}}) (or 'NCHW', 'NLC'...)"
+
+
+def keras_layout(layer: Any, ndim: int) -> Layout:
+    """The layout of a batch of ``ndim`` axes produced by ``layer`` (see the module docstring)."""
+    if ndim <= 2:
+        return Layout("first", 0)
+    fmt = getattr(layer, "data_format", None)
+    if fmt not in ("channels_first", "channels_last"):
+        fmt = "channels_last" if isinstance(layer, _FEATURES_LAST) else (
+            keras.config.image_data_format())
+    return Layout("first" if fmt == "channels_first" else "last", ndim - 2)
+
+
+def sequence_inputs(x: Any, mask: Any, token_key: str | None) -> tuple[Any, Any]:
+    """The ``(n, L)`` real-token mask and token ids of a dict batch, as NumPy, when present."""
+    m = ids = None
+    if callable(mask):
+        m = mask(x)
+    elif isinstance(x, Mapping) and mask is not None:
+        keys = (mask,) if isinstance(mask, str) else tuple(mask)
+        m = next((x[k] for k in keys if k in x), None)
+    if m is not None:
+        m = np.asarray(keras.ops.convert_to_numpy(m)) != 0
+        if m.ndim != 2:
+            raise ValueError(f"The attention mask has shape {m.shape}; it must be (batch, tokens).")
+    if token_key is not None and isinstance(x, Mapping) and token_key in x:
+        t = np.asarray(keras.ops.convert_to_numpy(x[token_key]))
+        if t.ndim == 2 and np.issubdtype(t.dtype, np.integer):
+            ids = t
+    return m, ids
+
+
+class KerasPooler:
+    """Pools the captures of a :class:`~nnsig_keras.KerasAdapter` per its ``pool``/``layout``."""
+
+    def __init__(self, pool: Any, layout: Any) -> None:
+        self.pool = check_pool(pool)
+        self.layout = check_layout_spec(layout)
+        self.plans: dict[str, tuple[Layout | None, Any, bool, bool]] = {}
+        self.source: dict[str, tuple[int, ...]] = {}
+
+    def plan(self, records: list[tuple[str, str, Any, np.ndarray]]) -> None:
+        """Decide each capture's layout and modes on the first batch."""
+        used_pool: set[str] = set()
+        used_layout: set[str] = set()
+        for name, path, layer, value in records:
+            keys = (name, path)
+            mode, pkey = pool_for(self.pool, keys)
+            given, lkey = layout_for(self.layout, keys)
+            used_pool |= {pkey} if pkey else set()
+            used_layout |= {lkey} if lkey else set()
+            if given is not None:
+                try:
+                    lay = parse_layout(given, value.ndim)
+                except ValueError as exc:
+                    raise ValueError(f"layout of layer {name!r}: {exc}") from None
+            else:
+                lay = keras_layout(layer, value.ndim)
+            sample, has_sample, has_tokens = split_modes(mode)
+            if has_sample:
+                sample = resolve_auto(sample, lay if value.ndim > 2 else None)
+            self.plans[name] = (lay, sample, has_sample, has_tokens)
+            self.source[name] = tuple(int(s) for s in value.shape[1:])
+        names = [r[0] for r in records]
+        for spec, used, what in ((self.pool, used_pool, "pool"),
+                                 (self.layout, used_layout, "layout")):
+            if isinstance(spec, Mapping):
+                unused = [k for k in spec if k not in used]
+                if unused:
+                    hint = close_matches(unused[0], names)
+                    raise LayerSelectionError(
+                        f"{what} key(s) {', '.join(map(repr, unused))} match no captured layer"
+                        + (f"; did you mean {', '.join(map(repr, hint))}?" if hint else ".")
+                    )
+
+    def apply(self, name: str, value: np.ndarray, mask: Any, token_ids: Any) -> dict[str, Any]:
+        """The entries of one capture: ``{name: pooled}`` and/or ``{name@tokens: TokenRows}``."""
+        lay, mode, has_sample, has_tokens = self.plans[name]
+        out: dict[str, Any] = {}
+        fix = _FIX.format(name=name)
+        if has_sample:
+            out[name] = np.ascontiguousarray(
+                pool_array(value, mode, lay, mask, name=name, fix=fix), dtype=np.float32
+            )
+        if has_tokens:
+            rows: TokenRows = token_rows_array(value, lay, mask, token_ids, name=name, fix=fix)
+            out[token_name(name)] = rows
+        return out
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """``layout``, ``pool`` and ``source_shape`` of a capture, for the model summary."""
+        if name not in self.plans:
+            return {}
+        lay, mode, has_sample, has_tokens = self.plans[name]
+        text = "callable" if callable(mode) else "none" if mode is None else str(mode)
+        if has_tokens:
+            text = f"{text}+tokens" if has_sample else "tokens"
+        return {"source_shape": list(self.source[name]),
+                "layout": lay.code if lay is not None else None, "pool": text}

@@ -1,0 +1,154 @@
+"""The adapter's bookkeeping across batches: sequence inputs, capture names, the layer summary."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from nnsig_core.adapter import LayerSelectionError
+
+from ._capture import Recorder
+from ._summary import module_config, n_parameters
+
+if TYPE_CHECKING:
+    from .adapter import TorchAdapter
+
+__all__ = ["check_names", "first_batch_names", "layer_entries", "sequence_inputs"]
+
+logger = logging.getLogger("nnsig_torch")
+
+
+def sequence_inputs(
+    x: Any, mask: Any, token_key: str | None, n: int | None
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The ``(n, L)`` real-token mask and token ids of a (moved) batch, when it has them.
+
+    Parameters
+    ----------
+    x : Any
+        The batch as the model gets it.
+    mask : str, tuple of str, callable or None
+        The key(s) of dict batches tried in order (nonzero = real token), or
+        ``inputs -> mask``.
+    token_key : str or None
+        The key of the token ids in dict batches.
+    n : int or None
+        The batch size.
+
+    Raises
+    ------
+    ValueError
+        When the mask is not ``(n, L)``.
+    """
+    m = ids = None
+    if callable(mask):
+        m = mask(x)
+    elif mask is not None and isinstance(x, Mapping):
+        keys = (mask,) if isinstance(mask, str) else tuple(mask)
+        m = next((x[k] for k in keys if x.get(k) is not None), None)
+    if m is not None:
+        if not isinstance(m, torch.Tensor):
+            m = torch.as_tensor(m)
+        if m.ndim != 2 or (n is not None and m.shape[0] != n):
+            raise ValueError(
+                f"The attention mask has shape {tuple(m.shape)}; it must be (batch {n}, tokens). "
+                "Pass mask=None to ignore it, or mask=callable(inputs) returning it."
+            )
+        m = m != 0
+    if token_key is not None and isinstance(x, Mapping):
+        t = x.get(token_key)
+        if isinstance(t, torch.Tensor) and t.ndim == 2 and not t.is_floating_point():
+            ids = t
+    return m, ids
+
+
+def first_batch_names(adapter: TorchAdapter, rec: Recorder) -> list[str]:
+    """The capture names of the first batch (logging what was left out).
+
+    Raises
+    ------
+    LayerSelectionError
+        A module named exactly that never ran, or nothing captured.
+    """
+    missing = sorted(n for n in adapter._explicit if n not in rec.calls)
+    if missing:
+        raise LayerSelectionError(
+            f"Selected layer(s) never ran during the forward pass: {', '.join(missing)}. "
+            "Their forward() is not called by the model (e.g. only their weights are used)."
+        )
+    if not rec.values:
+        raise LayerSelectionError(
+            "None of the selected modules ran during the forward pass (or none of their "
+            "outputs has a batch axis): " + ", ".join(adapter.layer_names[:8])
+        )
+    idle = [n for n in adapter.layer_names if n not in rec.calls]
+    if idle:
+        logger.warning(
+            "%d selected module(s) never ran and are not captured: %s",
+            len(idle), ", ".join(idle[:8]) + (", ..." if len(idle) > 8 else ""),
+        )
+    if rec.skipped:
+        logger.info(
+            "Left out %d output(s) without a batch axis (position tables, shared biases): %s",
+            len(rec.skipped), ", ".join(rec.skipped[:6]) + (", ..." if len(rec.skipped) > 6 else ""),
+        )
+    return list(rec.values)
+
+
+def check_names(adapter: TorchAdapter, rec: Recorder, names: list[str] | None) -> list[str]:
+    """The first batch's capture names, after checking this batch captured the same.
+
+    Extra captures of modules not named exactly (a tensor whose leading axis
+    happens to equal a small last batch) are ignored; a missing one is an error.
+    """
+    assert names is not None
+    missing = sorted(n for n in adapter._explicit if n not in rec.calls)
+    if missing:
+        raise LayerSelectionError(
+            f"Selected layer(s) never ran during the forward pass: {', '.join(missing)}."
+        )
+    got = set(rec.values)
+    lost = [n for n in names if n not in got]
+    extra = sorted(n for n in got - set(names) if rec.values[n].module in adapter._explicit)
+    if lost or extra:
+        raise LayerSelectionError(
+            "The captured layers differ from the first batch's"
+            + (f"; new: {', '.join(extra)}" if extra else "")
+            + (f"; missing: {', '.join(lost)}" if lost else "")
+            + ". The model's control flow depends on the data; select layers that "
+            "run on every batch."
+        )
+    return list(names)
+
+
+def layer_entries(adapter: TorchAdapter) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The ``layers`` and ``token_layers`` of the model summary."""
+    model = adapter.model
+    if adapter._names is None:
+        entries = [
+            {"name": n, "type": type(model.get_submodule(n)).__name__,
+             "parameters": n_parameters(model.get_submodule(n)),
+             "config": module_config(model.get_submodule(n))}
+            for n in adapter.layer_names
+        ]
+        return entries, []
+    layers, tokens = [], []
+    for name in adapter._names:
+        plan = adapter._plans[name]
+        m = model.get_submodule(plan.module)
+        base: dict[str, Any] = {"name": name, "type": type(m).__name__}
+        tail = {
+            "source_shape": list(plan.source_shape),
+            "layout": plan.layout.code if plan.layout is not None else None,
+            "pool": plan.describe_mode(),
+            "parameters": n_parameters(m),
+            "config": module_config(m),
+        }
+        if plan.sample and name in adapter._shapes:
+            layers.append({**base, "shape": list(adapter._shapes[name]), **tail})
+        if plan.tokens and name in adapter._token_shapes:
+            tokens.append({**base, "shape": list(adapter._token_shapes[name]), **tail})
+    return layers, tokens

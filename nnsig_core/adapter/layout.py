@@ -1,0 +1,282 @@
+"""Axis layouts of captured tensors, and the ``pool=`` / ``layout=`` specs every adapter shares.
+
+A captured tensor has a batch axis (always first once the adapter has moved
+it there), at most one *channel* axis (the features: conv channels, embedding
+width) and zero or more *position* axes (spatial positions of a feature map,
+tokens of a sequence). Its layout is written with one letter per axis:
+
+========== ========================================================
+``NC``      a vector per sample (a dense layer), nothing to pool
+``NCL``     channels first, one position axis (``Conv1d``)
+``NLC``     channels last, one position axis: a sequence of tokens
+``NCHW``    channels first, two position axes (PyTorch convolutions)
+``NHWC``    channels last, two position axes (Keras convolutions, Swin, ConvNeXt blocks)
+``NCDHW``   channels first, three position axes (``NDHWC`` channels last)
+========== ========================================================
+
+``"channels_first"`` and ``"channels_last"`` stand for the layout of that kind
+whatever the number of position axes. A layout with exactly one position axis
+is a *sequence*: ``"cls"``, ``"last"`` and the attention mask apply to it.
+
+Pooling modes (``pool=``), applied per sample:
+
+``"auto"`` (the default)
+    ``"mean"`` over the positions when the layout has any, else unchanged.
+``"mean"``, ``"max"``
+    Over the position axes, keeping the channels: ``(n, C, H, W)`` and
+    ``(n, H, W, C)`` both give ``(n, C)``; ``(n, L, D)`` gives ``(n, D)``.
+    Padding (an attention mask) is left out of a sequence's mean and max.
+``"cls"``, ``"last"``
+    Sequences only: the first token (the first non-padding one with a mask),
+    or the last non-padding token (for decoders).
+``"tokens"``
+    Every position a row of its own, in a separate token-level row space
+    that records each row's sample and position (see :class:`~nnsig_core.adapter.tokens.TokenRows`).
+    Padding tokens are left out.
+``"flatten"``, ``None``
+    ``(n, prod(unit shape))``; the per-sample shape unchanged.
+callable
+    ``f(batch) -> (n, ...)``, in the adapter's array type.
+
+A tuple of one sample-level mode and ``"tokens"`` (``("cls", "tokens")``)
+captures the layer both ways: one row per sample, and one row per token.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+__all__ = [
+    "LAYOUT_NAMES",
+    "POOL_MODES",
+    "AmbiguousLayoutError",
+    "Layout",
+    "LayoutSpec",
+    "Pool",
+    "PoolSpec",
+    "check_layout_spec",
+    "check_pool",
+    "layout_for",
+    "parse_layout",
+    "pool_for",
+    "split_modes",
+]
+
+#: The named pooling modes.
+POOL_MODES = ("auto", "mean", "max", "cls", "last", "tokens", "flatten")
+_SAMPLE_MODES = ("auto", "mean", "max", "cls", "last", "flatten")
+
+#: One pooling mode: a name of :data:`POOL_MODES`, ``None``, a callable, or a
+#: tuple ``(sample-level mode, "tokens")``.
+Pool = Union[str, Callable[[Any], Any], None, tuple]  # noqa: UP007
+#: ``pool=``: one mode for every layer, or ``{name_or_glob: mode}``.
+PoolSpec = Union[Pool, Mapping[str, Pool]]  # noqa: UP007
+#: ``layout=``: one layout string for every layer, or ``{name_or_glob: layout}``.
+LayoutSpec = Union[str, Mapping[str, str], None]  # noqa: UP007
+
+_POSITION_LETTERS = {1: "L", 2: "HW", 3: "DHW"}
+#: Layout strings accepted by ``layout=`` besides ``channels_first`` / ``channels_last``.
+LAYOUT_NAMES = ("NC", "NCL", "NLC", "NCHW", "NHWC", "NCDHW", "NDHWC")
+
+
+class AmbiguousLayoutError(ValueError):
+    """The layout of a captured tensor is unknown and the pooling mode needs it."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the channels are in a batch-first tensor, and how many position axes it has.
+
+    Attributes
+    ----------
+    channels : {"first", "last"}
+        The channel axis is axis 1 (``"first"``) or the last axis.
+    positions : int
+        Number of position axes (0 for a vector per sample).
+    """
+
+    channels: str
+    positions: int
+
+    @property
+    def code(self) -> str:
+        """``"NCHW"``, ``"NLC"``...; ``"channels_first:4"`` beyond three position axes."""
+        if self.positions == 0:
+            return "NC"
+        letters = _POSITION_LETTERS.get(self.positions)
+        if letters is None:
+            return f"channels_{self.channels}:{self.positions}"
+        return f"NC{letters}" if self.channels == "first" else f"N{letters}C"
+
+    @property
+    def is_sequence(self) -> bool:
+        """One position axis: tokens (``NLC``) or a 1-D signal (``NCL``)."""
+        return self.positions == 1
+
+    @property
+    def ndim(self) -> int:
+        """Axes of a batch of this layout (batch axis included)."""
+        return 2 + self.positions
+
+    def position_axes(self) -> tuple[int, ...]:
+        """The position axes of a batch-first tensor of this layout."""
+        if self.channels == "first":
+            return tuple(range(2, 2 + self.positions))
+        return tuple(range(1, 1 + self.positions))
+
+    @property
+    def channel_axis(self) -> int:
+        return 1 if self.channels == "first" or self.positions == 0 else 1 + self.positions
+
+    def __str__(self) -> str:
+        return self.code
+
+
+def parse_layout(spec: str, ndim: int | None = None) -> Layout:
+    """The :class:`Layout` a ``layout=`` string stands for, for a batch of ``ndim`` axes.
+
+    Parameters
+    ----------
+    spec : str
+        One of :data:`LAYOUT_NAMES` (``"NTC"``, ``"NCT"`` and lower case are
+        accepted), ``"channels_first"`` or ``"channels_last"``.
+    ndim : int, optional
+        The number of axes of the batch (batch axis included); checked
+        against ``spec``, and needed for ``channels_first`` / ``channels_last``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown string, or one whose number of axes is not ``ndim``.
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"A layout must be a string such as 'NCHW' or 'NLC', got {spec!r}.")
+    s = spec.strip()
+    if s.lower() in ("channels_first", "channels_last"):
+        if ndim is None:
+            raise ValueError(f"layout {spec!r} needs the tensor's number of axes.")
+        return Layout("first" if s.lower() == "channels_first" else "last", max(0, ndim - 2))
+    up = s.upper().replace("T", "L")
+    for code in LAYOUT_NAMES:
+        if up == code:
+            positions = len(code) - 2
+            channels = "first" if code[1] == "C" or positions == 0 else "last"
+            layout = Layout(channels, positions)
+            if ndim is not None and max(ndim, 2) != layout.ndim:
+                raise ValueError(
+                    f"layout {spec!r} describes {layout.ndim}-axis tensors (batch included), "
+                    f"but this one has {ndim} axes."
+                )
+            return layout
+    raise ValueError(
+        f"Unknown layout {spec!r}: use one of {', '.join(LAYOUT_NAMES)} (N = batch, C = "
+        "channels, L = tokens or 1-D positions, H/W/D = spatial), 'channels_first' or "
+        "'channels_last'."
+    )
+
+
+def _check_mode(mode: Any, where: str) -> None:
+    if mode is None or callable(mode) or (isinstance(mode, str) and mode in POOL_MODES):
+        return
+    if isinstance(mode, (tuple, list)):
+        names = list(mode)
+        if (
+            len(names) == 2
+            and names.count("tokens") == 1
+            and all(m == "tokens" or m is None or callable(m) or m in _SAMPLE_MODES for m in names)
+        ):
+            return
+        raise ValueError(
+            f"Invalid pool {mode!r}{where}: a pair must be one sample-level mode and 'tokens', "
+            "e.g. ('cls', 'tokens')."
+        )
+    raise ValueError(
+        f"Invalid pool {mode!r}{where}: use None, {', '.join(map(repr, POOL_MODES))}, a "
+        "callable, or a pair such as ('cls', 'tokens')."
+    )
+
+
+def check_pool(pool: Any) -> Any:
+    """Validate ``pool`` (a mode or a ``{name_or_glob: mode}`` mapping) and return it.
+
+    Raises
+    ------
+    ValueError, TypeError
+        For an unknown mode or a key that is not a non-empty string.
+    """
+    if isinstance(pool, Mapping):
+        for key, mode in pool.items():
+            if not isinstance(key, str) or not key:
+                raise TypeError(f"pool keys must be layer names or glob patterns, got {key!r}.")
+            _check_mode(mode, f" for {key!r}")
+        return {k: (tuple(v) if isinstance(v, list) else v) for k, v in pool.items()}
+    _check_mode(pool, "")
+    return tuple(pool) if isinstance(pool, list) else pool
+
+
+def check_layout_spec(layout: Any) -> Any:
+    """Validate ``layout=`` (a layout string or a ``{name_or_glob: layout}`` mapping)."""
+    if layout is None:
+        return None
+    items = layout.items() if isinstance(layout, Mapping) else [("", layout)]
+    for key, value in items:
+        if isinstance(layout, Mapping) and (not isinstance(key, str) or not key):
+            raise TypeError(f"layout keys must be layer names or glob patterns, got {key!r}.")
+        if not isinstance(value, str):
+            raise TypeError(f"A layout must be a string such as 'NCHW', got {value!r}.")
+        if value.lower() not in ("channels_first", "channels_last"):
+            parse_layout(value)  # raises for an unknown string
+    return dict(layout) if isinstance(layout, Mapping) else layout
+
+
+def _lookup(spec: Any, names: Sequence[str]) -> tuple[Any, str | None, bool]:
+    """(value, key, found) of a per-layer spec for a capture known by ``names`` (most
+    specific first): an exact key wins, then the first glob key (in the mapping's order)
+    matching any of the names."""
+    if not isinstance(spec, Mapping):
+        return spec, None, spec is not None
+    for name in names:
+        if name in spec:
+            return spec[name], name, True
+    for key, value in spec.items():
+        if any(fnmatch.fnmatchcase(n, key) for n in names):
+            return value, key, True
+    return None, None, False
+
+
+def pool_for(pool: Any, names: Sequence[str], default: Any = "auto") -> tuple[Any, str | None]:
+    """The pooling mode of one capture, and the ``pool`` key that chose it.
+
+    Parameters
+    ----------
+    pool : mode or mapping
+        The adapter's ``pool=``.
+    names : sequence of str
+        The capture's names, most specific first (``"block.relu:1"``,
+        ``"block.relu"``).
+    default : mode
+        For captures a mapping does not match.
+    """
+    if not isinstance(pool, Mapping):
+        return pool, None
+    value, key, found = _lookup(pool, names)
+    return (value if found else default), key
+
+
+def layout_for(layout: Any, names: Sequence[str]) -> tuple[str | None, str | None]:
+    """The ``layout=`` string given for one capture (``None`` when none), and its key."""
+    value, key, found = _lookup(layout, names)
+    return (value if found else None), key
+
+
+def split_modes(mode: Any) -> tuple[Any, bool, bool]:
+    """``(sample-level mode, has a sample-level row, has token rows)`` of one capture's mode."""
+    if isinstance(mode, tuple):
+        sample = next(m for m in mode if m != "tokens")
+        return sample, True, True
+    if mode == "tokens":
+        return None, False, True
+    return mode, True, False

@@ -1,0 +1,198 @@
+"""Layout-aware pooling of NumPy batches: the reference semantics of ``pool=``.
+
+The Keras adapter pools with these functions; the PyTorch adapter implements
+the same semantics with torch operations on the device (its tests compare
+both). See :mod:`nnsig_core.adapter.layout` for the modes and layouts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from nnsig_core.adapter.layout import AmbiguousLayoutError, Layout
+from nnsig_core.adapter.tokens import TokenRows
+
+__all__ = [
+    "ambiguous_layout_message",
+    "mask_for",
+    "pool_array",
+    "resolve_auto",
+    "sequence_index",
+    "token_rows_array",
+]
+
+
+def ambiguous_layout_message(name: str, shape: tuple[int, ...], mode: Any, fix: str) -> str:
+    """The message of an :class:`AmbiguousLayoutError` for a capture (``fix``: how to set it)."""
+    return (
+        f"Cannot pool layer {name!r} with {mode!r}: its output has per-sample shape {shape} "
+        "and its layout is unknown (which axis holds the channels, which the positions?). "
+        f"Say it: {fix}, or pass a callable as its pool."
+    )
+
+
+def resolve_auto(mode: Any, layout: Layout | None) -> Any:
+    """``"auto"``: ``"mean"`` when the layout has position axes, else ``None`` (unchanged)."""
+    if mode != "auto":
+        return mode
+    return "mean" if layout is not None and layout.positions > 0 else None
+
+
+def mask_for(layout: Layout | None, shape: tuple[int, ...], mask: np.ndarray | None) -> Any:
+    """The ``(n, L)`` boolean mask that applies to a batch of ``shape``, or ``None``.
+
+    A mask applies to a sequence (one position axis) whose length is the mask's.
+    """
+    if mask is None or layout is None or not layout.is_sequence:
+        return None
+    axis = layout.position_axes()[0]
+    if mask.shape != (shape[0], shape[axis]):
+        return None
+    return mask
+
+
+def sequence_index(mode: str, n: int, length: int, mask: np.ndarray | None) -> np.ndarray:
+    """Per sample, the position ``"cls"`` (first non-padding) or ``"last"`` (last
+    non-padding) picks; raises when a sample has no token at all."""
+    if mask is None:
+        return np.full(n, 0 if mode == "cls" else length - 1, dtype=np.int64)
+    empty = ~mask.any(axis=1)
+    if empty.any():
+        raise ValueError(_empty_message(int(np.flatnonzero(empty)[0])))
+    if mode == "cls":
+        return mask.argmax(axis=1).astype(np.int64)
+    return (length - 1 - mask[:, ::-1].argmax(axis=1)).astype(np.int64)
+
+
+def _empty_message(row: int) -> str:
+    return (
+        f"Sample {row} of the batch has no token in its attention mask: nothing to pool. "
+        "Leave empty sequences out of the data."
+    )
+
+
+def pool_array(
+    a: np.ndarray, mode: Any, layout: Layout | None, mask: np.ndarray | None = None,
+    name: str = "?", fix: str = "pass layout={name: 'NCHW' | 'NHWC' | 'NLC' ...}",
+) -> np.ndarray:
+    """Pool one batch ``(n, ...)`` per sample (sample-level modes; see the module docstring).
+
+    Parameters
+    ----------
+    a : numpy.ndarray
+        The batch, batch axis first.
+    mode : str, callable or None
+        ``"auto"``, ``"mean"``, ``"max"``, ``"cls"``, ``"last"``, ``"flatten"``,
+        ``None`` or a callable.
+    layout : Layout or None
+        The batch's layout; ``None`` when unknown.
+    mask : numpy.ndarray, optional
+        ``(n, L)``, true for real tokens; used for sequences of length ``L``.
+    name, fix : str
+        For the error messages: the layer, and how the user sets its layout.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, ...)`` float32; ``(n,)`` becomes ``(n, 1)``.
+
+    Raises
+    ------
+    AmbiguousLayoutError
+        When the mode needs the layout and it is unknown.
+    ValueError
+        ``"cls"``/``"last"`` on a tensor that is not a sequence, or a sample
+        without any token.
+    """
+    if callable(mode):
+        out = np.asarray(mode(a))
+        if out.ndim < 1 or out.shape[0] != a.shape[0]:
+            raise ValueError(
+                f"A pool callable must return an array with {a.shape[0]} rows; got {out.shape}."
+            )
+        a, mode = out, None
+    if a.ndim == 1:
+        a = a[:, None]
+    if a.ndim > 2 and mode not in (None, "flatten", "auto") and layout is None:
+        raise AmbiguousLayoutError(ambiguous_layout_message(name, a.shape[1:], mode, fix))
+    mode = resolve_auto(mode, layout if a.ndim > 2 else None)
+    if mode is None:
+        return a.astype(np.float32, copy=False)
+    if mode == "flatten":
+        return a.reshape(a.shape[0], -1).astype(np.float32, copy=False)
+    assert layout is not None or a.ndim <= 2
+    if a.ndim <= 2 or layout is None or layout.positions == 0:
+        if mode in ("cls", "last"):
+            raise ValueError(f"pool {mode!r} of layer {name!r} needs a sequence; it has shape "
+                             f"{a.shape[1:]}.")
+        return a.astype(np.float32, copy=False)
+    axes = layout.position_axes()
+    m = mask_for(layout, a.shape, mask)
+    if mode in ("cls", "last"):
+        if not layout.is_sequence:
+            raise ValueError(
+                f"pool {mode!r} of layer {name!r} needs a sequence (one position axis); its "
+                f"layout is {layout.code}. Use 'mean', 'max' or 'tokens'."
+            )
+        idx = sequence_index(mode, a.shape[0], a.shape[axes[0]], m)
+        moved = np.moveaxis(a, axes[0], 1)
+        return moved[np.arange(a.shape[0]), idx].astype(np.float32)
+    if m is not None:
+        if not m.any(axis=1).all():
+            raise ValueError(_empty_message(int(np.flatnonzero(~m.any(axis=1))[0])))
+        shape = [a.shape[0]] + [1] * (a.ndim - 1)
+        shape[axes[0]] = a.shape[axes[0]]
+        w = m.reshape(shape)
+        if mode == "mean":
+            total = np.where(w, a, 0).sum(axis=axes, dtype=np.float64)
+            return (total / m.sum(axis=1).reshape(-1, *([1] * (total.ndim - 1)))).astype(np.float32)
+        return np.where(w, a, -np.inf).max(axis=axes).astype(np.float32)
+    if mode == "mean":
+        return a.mean(axis=axes, dtype=np.float64).astype(np.float32)
+    return a.max(axis=axes).astype(np.float32)
+
+
+def token_rows_array(
+    a: np.ndarray, layout: Layout | None, mask: np.ndarray | None = None,
+    token_ids: np.ndarray | None = None, name: str = "?",
+    fix: str = "pass layout={name: 'NLC' ...}",
+) -> TokenRows:
+    """Every position of every sample a row (``pool="tokens"``), padding left out.
+
+    Parameters
+    ----------
+    a : numpy.ndarray
+        ``(n, ...)`` with at least one position axis.
+    layout : Layout or None
+        Its layout (required).
+    mask : numpy.ndarray, optional
+        ``(n, L)`` real-token mask, used for sequences of length ``L``.
+    token_ids : numpy.ndarray, optional
+        ``(n, L)`` input token ids, recorded per row when the lengths match.
+
+    Returns
+    -------
+    TokenRows
+        Rows in sample order, then position order.
+    """
+    if layout is None:
+        raise AmbiguousLayoutError(ambiguous_layout_message(name, a.shape[1:], "tokens", fix))
+    if layout.positions == 0:
+        raise ValueError(
+            f"pool 'tokens' of layer {name!r} needs positions (a sequence or a feature map); "
+            f"it has shape {a.shape[1:]}."
+        )
+    n = a.shape[0]
+    axes = layout.position_axes()
+    moved = np.moveaxis(a, axes, range(1, 1 + len(axes)))  # (n, *positions, C)
+    n_pos = int(np.prod(moved.shape[1 : 1 + len(axes)]))
+    flat = moved.reshape(n, n_pos, -1)
+    m = mask_for(layout, a.shape, mask)
+    keep = np.ones((n, n_pos), dtype=bool) if m is None else m.astype(bool)
+    sample, position = np.nonzero(keep)
+    token = None
+    if token_ids is not None and layout.is_sequence and token_ids.shape == (n, n_pos):
+        token = np.asarray(token_ids)[sample, position].astype(np.int64)
+    return TokenRows(flat[sample, position].astype(np.float32), sample, position, token)

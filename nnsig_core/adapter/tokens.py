@@ -1,0 +1,122 @@
+"""Token-level rows: what an adapter returns for a layer pooled with ``"tokens"``.
+
+A layer captured with ``pool="tokens"`` has one row per position (token) of
+each sample instead of one row per sample. :meth:`Adapter.run
+<nnsig_core.adapter.Adapter.run>` returns it as a :class:`TokenRows` in its
+activations mapping, under the layer's name followed by :data:`TOKENS_SUFFIX`
+(``"blocks.0@tokens"``), so a layer can be captured both ways in one pass
+(``pool=("cls", "tokens")``); :func:`nnsig_core.capture` writes every
+token-level layer of a split, under its plain name, into the split's token row
+space (``<split>.tokens``), which records for each row the sample it belongs to
+and its position.
+
+Every token-level layer of one capture must yield the same rows (the same
+tokens of the same samples): a token's signature is its cluster in each of
+those layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["TOKENS_SUFFIX", "TokenRows", "check_same_tokens", "split_token_rows", "token_name"]
+
+#: Appended to a layer's name for its token-level rows in an adapter's activations.
+TOKENS_SUFFIX = "@tokens"
+
+
+def token_name(name: str) -> str:
+    """The key of a layer's token-level rows in an adapter's activations."""
+    return name + TOKENS_SUFFIX
+
+
+@dataclass
+class TokenRows:
+    """The token-level rows of one layer for one batch.
+
+    Attributes
+    ----------
+    values : numpy.ndarray
+        ``(rows, *unit_shape)``, one row per token kept (padding left out).
+    sample : numpy.ndarray
+        int64 ``(rows,)``: the row of each token's sample in the batch.
+    position : numpy.ndarray
+        int64 ``(rows,)``: the token's position in its sequence (the flat
+        index over the position axes of a feature map).
+    token : numpy.ndarray or None
+        int64 ``(rows,)``: the input token id at that position, when the
+        batch held them (``input_ids``); ``None`` otherwise.
+    """
+
+    values: np.ndarray
+    sample: np.ndarray
+    position: np.ndarray
+    token: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        rows = self.values.shape[0] if self.values.ndim else -1
+        for what in ("sample", "position", "token"):
+            arr = getattr(self, what)
+            if arr is None:
+                continue
+            arr = np.asarray(arr, dtype=np.int64).reshape(-1)
+            if arr.shape[0] != rows:
+                raise ValueError(
+                    f"TokenRows.{what} has {arr.shape[0]} entries for {rows} rows of values."
+                )
+            setattr(self, what, arr)
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.values.shape)
+
+
+def split_token_rows(
+    activations: Mapping[str, object],
+) -> tuple[dict[str, np.ndarray], dict[str, TokenRows]]:
+    """Separate an adapter's activations into sample-level arrays and token-level rows
+    (keyed by the layer's plain name, without :data:`TOKENS_SUFFIX`)."""
+    samples: dict[str, np.ndarray] = {}
+    tokens: dict[str, TokenRows] = {}
+    for name, value in activations.items():
+        if isinstance(value, TokenRows):
+            plain = name[: -len(TOKENS_SUFFIX)] if name.endswith(TOKENS_SUFFIX) else name
+            if plain in tokens:
+                raise ValueError(f"Two token-level entries for layer {plain!r}.")
+            tokens[plain] = value
+        else:
+            samples[name] = value  # type: ignore[assignment]
+    return samples, tokens
+
+
+def check_same_tokens(tokens: Mapping[str, TokenRows]) -> TokenRows | None:
+    """The rows shared by every token-level layer of a batch (the first one), or ``None``.
+
+    Raises
+    ------
+    ValueError
+        When two layers have different tokens (another sequence length, or
+        another mask), naming both.
+    """
+    first_name, first = None, None
+    for name, rows in tokens.items():
+        if first is None:
+            first_name, first = name, rows
+            continue
+        if not (
+            np.array_equal(rows.sample, first.sample)
+            and np.array_equal(rows.position, first.position)
+        ):
+            raise ValueError(
+                f"Token-level layers {first_name!r} and {name!r} have different tokens "
+                f"({len(first)} vs {len(rows)} rows in this batch: another sequence length or "
+                "another mask). Every layer pooled with 'tokens' in one capture shares one row "
+                "per token; capture them separately."
+            )
+    return first

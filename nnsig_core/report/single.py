@@ -1,0 +1,360 @@
+"""The report data of one run: a fitted analysis on a store (``docs/report-data.md``).
+
+Everything is aggregated: one row per distinct (input class, path, output
+class), per-layer cluster compositions, per-class purity, a few exemplar
+thumbnails, score histograms, and the layer map's bounded sample of points.
+Building happens in two steps so that a comparison can choose the map's
+points of several runs together: :func:`prepare_run` computes the
+signatures, checks the scores and picks the default threshold;
+:func:`run_body` writes the run's part of the report data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+from nnsig_core._util import count_matrix
+from nnsig_core.analysis.signatures import Signatures, class_entropy, class_purity
+from nnsig_core.report import layermap
+from nnsig_core.report import scores as sc
+from nnsig_core.report.spec import ReportRun
+from nnsig_core.report.sprite import make_sprite, shrink
+from nnsig_core.report.tokens import add_token_rows, token_images
+from nnsig_core.store import ActivationStore
+
+__all__ = ["SEPARABLE_PURITY", "TYPICAL_SHARE", "MapOptions", "PreparedRun", "chunk_rows",
+           "per_class_purity", "prepare_run", "priority_masks", "run_body"]
+
+log = logging.getLogger("nnsig")
+
+TYPICAL_SHARE = 0.1
+#: A class is *separable* at the first layer where its per-class purity reaches this.
+SEPARABLE_PURITY = 0.9
+
+
+def _f(x: Any, digits: int = 6) -> float | None:
+    """A JSON float (None for NaN/None), rounded to keep the file small."""
+    if x is None:
+        return None
+    x = float(x)
+    return None if not np.isfinite(x) else round(x, digits)
+
+
+@dataclass
+class MapOptions:
+    """How the layer map is made (see :mod:`nnsig_core.report.layermap`)."""
+
+    projection: str = "pca"
+    max_points: int = 2000
+    thumbnail_size: int | None = 16
+    seed: int = 0
+
+
+@dataclass
+class PreparedRun:
+    """A run's signatures, scores and threshold, before its report data is written."""
+
+    run: ReportRun
+    store: ActivationStore
+    splits: list[str]
+    sigs: dict[str, Signatures]
+    scores: dict[str, np.ndarray]
+    threshold: dict[str, Any] | None
+    n_classes: int
+    classes: list[str]
+    flagged: dict[str, np.ndarray] = field(default_factory=dict)
+    #: The index in the report's rows of every sample, per split (set by :func:`run_body`).
+    row_of: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def prepare_run(run: ReportRun, splits: Sequence[str], client: Any = None) -> PreparedRun:
+    """Signatures of ``splits`` (those in the store), checked scores, default threshold;
+    with a Dask ``client`` the signatures are computed or read on the cluster, then brought
+    here (ids, labels and predictions: 8 bytes per sample and layer plus 16)."""
+    analysis = run.analysis
+    check_is_fitted(analysis)
+    store = run.store
+    assert isinstance(store, ActivationStore)
+    present = []
+    for s in splits:
+        if s in store.splits:
+            present.append(s)
+        else:
+            log.warning("Split %r is not in the store (%s); left out of the report.", s,
+                        ", ".join(store.splits))
+    score_arrays = sc.check_scores(run.scores, store)
+    threshold = sc.default_threshold(score_arrays, store, analysis.fit_split_, analysis.classes_)
+    sigs = {s: analysis.signatures(store, s, client=client) for s in present}
+    sigs = {s: sg.compute() if hasattr(sg, "compute") else sg for s, sg in sigs.items()}
+    n_classes = max([analysis.n_classes_, *(x.n_classes for x in sigs.values())])
+    names = store.class_names() or []
+    classes = [str(names[i]) if i < len(names) else str(i) for i in range(n_classes)]
+    flagged = {}
+    if threshold is not None:
+        for s in present:
+            if s in score_arrays:
+                with np.errstate(invalid="ignore"):
+                    flagged[s] = np.isfinite(score_arrays[s]) & (score_arrays[s] >= threshold["value"])
+    return PreparedRun(run, store, present, sigs, score_arrays, threshold, n_classes, classes,
+                       flagged)
+
+
+def priority_masks(prep: PreparedRun, split: str) -> dict[str, np.ndarray]:
+    """The samples of ``split`` the map always shows: misclassified, and flagged when scored."""
+    g = sc.sample_groups(prep.sigs[split].labels, prep.sigs[split].predictions,
+                         prep.run.analysis.classes_)
+    out = {"misclassified": g["misclassified"] | (g["unseen"] & (prep.sigs[split].labels
+                                                                 != prep.sigs[split].predictions))}
+    if split in prep.flagged:
+        out["flagged"] = prep.flagged[split]
+    return out
+
+
+def chunk_rows(prep: PreparedRun, split: str) -> int:
+    """Rows per chunk of ``split`` (every array of a split shares them)."""
+    return int(prep.store.activations(split, prep.run.analysis.layers_[0]).chunks[0])
+
+
+def per_class_purity(sigs: Signatures, n_classes: int) -> list[list[float | None]]:
+    """Per layer, per class: the mean share of its own class in the cluster of each of its
+    samples (labelled samples only; ``None`` for a class absent from the split).
+
+    A class whose purity reaches :data:`SEPARABLE_PURITY` at a layer sits, at that
+    layer, in clusters that hold almost only it: it has become separable there.
+    """
+    out = []
+    for j, k in enumerate(sigs.n_clusters):
+        comp = count_matrix(sigs.cluster_ids[:, j], sigs.labels, k, n_classes).astype(np.float64)
+        size = comp.sum(axis=1, keepdims=True)
+        share = np.divide(comp, size, out=np.zeros_like(comp), where=size > 0)
+        n_c = comp.sum(axis=0)
+        pur = np.divide((comp * share).sum(axis=0), n_c, out=np.full(n_classes, np.nan),
+                        where=n_c > 0)
+        out.append([_f(p, 4) for p in pur])
+    return out
+
+
+def _rows(sigs: Signatures, scores: np.ndarray | None) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """The table rows, and the row index of every sample of the split."""
+    L = len(sigs.layers)
+    M = np.column_stack([sigs.labels, sigs.cluster_ids.astype(np.int64), sigs.predictions])
+    rows: list[dict[str, Any]] = []
+    row_of = np.zeros(M.shape[0], dtype=np.int64)
+    if not M.shape[0]:
+        return rows, row_of
+    uniq, inv, counts = np.unique(M, axis=0, return_inverse=True, return_counts=True)
+    inv = inv.reshape(-1)
+    means: np.ndarray | None = None
+    if scores is not None:
+        ok = np.isfinite(scores)
+        sums = np.bincount(inv[ok], weights=scores[ok], minlength=len(uniq))
+        ns = np.bincount(inv[ok], minlength=len(uniq))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.where(ns > 0, sums / np.maximum(ns, 1), np.nan)
+    keys = [uniq[:, L + 1]] + [uniq[:, 1 + j] for j in reversed(range(L))] + [uniq[:, 0], -counts]
+    order = np.lexsort(keys)
+    position = np.empty_like(order)
+    position[order] = np.arange(order.size)
+    for i in order:
+        u = uniq[i]
+        rows.append({
+            "input": int(u[0]),
+            "path": [int(x) for x in u[1 : L + 1]],
+            "output": int(u[L + 1]),
+            "count": int(counts[i]),
+            "score": None if means is None else _f(means[i], 4),
+        })
+    row_of[:] = position[inv]
+    return rows, row_of
+
+
+def _split_entry(sigs: Signatures, n_classes: int, scores: np.ndarray | None,
+                 n_exemplars: int) -> tuple[dict[str, Any], np.ndarray]:
+    rows, row_of = _rows(sigs, scores)
+    exemplars = sigs.exemplars(n=n_exemplars)
+    clusters, purity, entropy = [], [], []
+    for j, k in enumerate(sigs.n_clusters):
+        ids = sigs.cluster_ids[:, j]
+        totals = np.bincount(ids, minlength=k)
+        comp = count_matrix(ids, sigs.labels, k, n_classes)  # labelled samples only
+        purity.append(_f(class_purity(comp)))
+        entropy.append(_f(class_entropy(comp)))
+        layer = []
+        for c in range(k):
+            n_lab = int(comp[c].sum())
+            layer.append({
+                "id": c,
+                "count": int(totals[c]),
+                "by_class": [int(x) for x in comp[c]],
+                "purity": _f(comp[c].max() / n_lab) if n_lab else None,
+                "exemplars": [f"{sigs.split}/{r}" for r in exemplars[j][c]],
+            })
+        clusters.append(layer)
+    entry = {
+        "n_samples": sigs.n_samples,
+        "has_labels": sigs.has_labels,
+        "n_labelled": int(sigs.labelled.sum()),
+        "accuracy": _f(sigs.accuracy),
+        "n_signatures": sigs.n_signatures,
+        "purity": purity,
+        "entropy": entropy,
+        "class_purity": per_class_purity(sigs, n_classes),
+        "rows": rows,
+        "clusters": clusters,
+    }
+    return entry, row_of
+
+
+def _thumbs(store: ActivationStore, split: str, rows: np.ndarray,
+            token_grid: Sequence[int] | None = None) -> np.ndarray | None:
+    if store.level(split) == "tokens":  # the images of the tokens' inputs
+        found = token_images(store, split, np.asarray(rows, dtype=np.int64), token_grid)
+        return None if found is None else found[1]
+    arr = store.inputs(split)
+    if arr is None or rows.size == 0:
+        return None
+    return np.asarray(arr.get_orthogonal_selection((np.asarray(rows, dtype=np.int64),)),
+                      dtype=np.uint8)
+
+
+def _exemplar_sprite(store: ActivationStore, wanted: Mapping[str, set[int]],
+                     token_grid: Sequence[int] | None = None) -> dict[str, Any] | None:
+    images, keys, shape = [], [], None
+    for split, rows in wanted.items():
+        idx = np.array(sorted(rows), dtype=np.int64)
+        pix = _thumbs(store, split, idx, token_grid)
+        if pix is None:
+            continue
+        if shape is None:
+            shape = pix.shape[1:]
+        elif pix.shape[1:] != shape:
+            log.warning("Thumbnails of split %r have another shape; left out.", split)
+            continue
+        images.append(pix)
+        keys += [f"{split}/{int(r)}" for r in idx]
+    if not images:
+        return None
+    return make_sprite(np.concatenate(images), keys)
+
+
+def run_body(
+    prep: PreparedRun,
+    positions: Mapping[str, np.ndarray] | None,
+    kinds: Mapping[str, Mapping[str, list[int]]],
+    opts: MapOptions,
+    *,
+    score_name: str = "combined",
+    score_bins: int = 20,
+    n_exemplars: int = 4,
+    map_thumbnails: bool = True,
+    token_label: Callable[[int, int], str] | None = None,
+    token_grid: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """The run's part of the report data (every top-level key of a one-run report
+    but ``format_version``, ``title`` and ``created``); ``token_label`` and
+    ``token_grid`` for token row spaces (:mod:`nnsig_core.report.tokens`)."""
+    analysis, store = prep.run.analysis, prep.store
+    info = store.split_attrs(analysis.fit_split_ if analysis.fit_split_ in store.splits
+                             else (prep.splits[0] if prep.splits else store.splits[0]))
+    model = info.get("model") or {}
+    layer_info = {d["name"]: d for d in store.layer_info(store.splits[0] if not prep.splits
+                                                           else prep.splits[0])}
+    n_classes = prep.n_classes
+    typical = [per_class + [[]] * (n_classes - len(per_class))
+               for per_class in analysis.typical_clusters(TYPICAL_SHARE)]
+    shown = {s: a for s, a in prep.scores.items() if s in prep.splits}
+    thr = prep.threshold["value"] if prep.threshold else None
+    bins = sc.score_edges(shown, score_bins, [thr] if thr is not None else ()) if shown else None
+    body: dict[str, Any] = {
+        "label": prep.run.label,
+        "store": store.location,
+        "analysis": {
+            "name": analysis.name_ or "(unsaved)",
+            "n_clusters": [int(k) for k in analysis.n_clusters_],
+            "discretizer": analysis.discretizer_spec,
+            "reduce": None if analysis.reduce is None else int(analysis.reduce),
+            "only_correct": bool(analysis.only_correct),
+            "fit_split": analysis.fit_split_,
+            "fit_samples": int(analysis.n_fit_samples_),
+            "random_state": analysis.random_state,
+        },
+        "model": {
+            "model_class": model.get("model_class", "unknown"),
+            "framework": info.get("framework", "unknown"),
+            "parameters": model.get("parameters"),
+            "layers": [_layer_entry(name, layer_info.get(name, {}), shape)
+                       for name, shape in zip(analysis.layers_, analysis.layer_shapes_,
+                                              strict=False)],
+        },
+        "classes": prep.classes,
+        "train_classes": [int(c) for c in analysis.classes_],
+        "layers": list(analysis.layers_),
+        "typical": typical,
+        "separable_purity": SEPARABLE_PURITY,
+        "splits": {},
+    }
+    if prep.threshold is not None and bins is not None:
+        body["threshold"] = {**prep.threshold, "value": _f(thr, 9), "score": score_name}
+    wanted: dict[str, set[int]] = {}
+    row_of = prep.row_of
+    for s in prep.splits:
+        sigs = prep.sigs[s]
+        entry, row_of[s] = _split_entry(sigs, n_classes, shown.get(s), n_exemplars)
+        if s in shown and bins is not None:
+            entry["scores"] = sc.score_histogram(sigs.labels, sigs.predictions, shown[s], bins,
+                                                 analysis.classes_, score_name, thr)
+        if store.level(s) == "tokens":
+            add_token_rows(entry, store, sigs, token_label)
+        body["splits"][s] = entry
+        wanted[s] = {int(k.split("/", 1)[1]) for layer in entry["clusters"] for c in layer
+                     for k in c["exemplars"]}
+    sprite = _exemplar_sprite(store, wanted, token_grid)
+    if sprite is not None:
+        body["thumbnails"] = sprite
+    if positions is not None:
+        _add_map(body, prep, positions, kinds, row_of, opts, map_thumbnails, token_grid)
+    return body
+
+
+def _add_map(body: dict[str, Any], prep: PreparedRun, positions: Mapping[str, np.ndarray],
+             kinds: Mapping[str, Mapping[str, list[int]]], row_of: Mapping[str, np.ndarray],
+             opts: MapOptions, thumbnails: bool,
+             token_grid: Sequence[int] | None = None) -> None:
+    layers, fitted_on = layermap.project_layers(prep.run.analysis, prep.store, positions,
+                                                prep.run.analysis.fit_split_, opts.projection,
+                                                opts.seed)
+    body["map"] = {"method": opts.projection, "fitted_on": fitted_on,
+                   "max_points": int(opts.max_points)}
+    for s, pos in positions.items():
+        sigs = prep.sigs[s]
+        m: dict[str, Any] = {
+            "n_points": int(pos.size),
+            "positions": [int(p) for p in pos],
+            "sample_index": [int(x) for x in sigs.sample_index[pos]],
+            "rows": [int(r) for r in row_of[s][pos]],
+            "kinds": {k: list(v) for k, v in kinds.get(s, {}).items()},
+            "layers": layers[s],
+        }
+        if s in prep.scores:
+            m["scores"] = [_f(x, 4) for x in prep.scores[s][pos]]
+        if thumbnails:
+            pix = _thumbs(prep.store, s, pos, token_grid)
+            if pix is not None:
+                m["thumbnails"] = make_sprite(shrink(pix, opts.thumbnail_size))
+        body["splits"][s]["map"] = m
+
+
+def _layer_entry(name: str, info: Mapping[str, Any], shape: Sequence[int]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": info.get("type", "unknown"),
+        "shape": [int(s) for s in shape],
+        "units": int(np.prod(shape, dtype=np.int64)),
+        "parameters": int(info.get("parameters") or 0),
+    }

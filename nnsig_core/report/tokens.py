@@ -1,0 +1,99 @@
+"""The report of a token row space (``<split>.tokens``): which tokens take each path.
+
+For a split with one row per token, each table row of the report (a distinct
+input class, path and output class) lists the tokens that take it, most
+frequent first (``rows[i].tokens``: ``[[label, count], ...]``), and the
+exemplars of a cluster show the image of the token's input, with the token's
+patch highlighted when the caller gives the patch grid
+(``token_grid=(rows, columns, prefix)``: a ViT's patches in row-major order
+after ``prefix`` leading tokens such as a class token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from nnsig_core.analysis.signatures import Signatures
+from nnsig_core.analysis.tokens import token_labels
+from nnsig_core.store import ActivationStore
+
+__all__ = ["add_token_rows", "highlight_patch", "token_images"]
+
+TOP_TOKENS = 5
+
+
+def add_token_rows(
+    entry: dict[str, Any], store: ActivationStore, sigs: Signatures,
+    label: Callable[[int, int], str] | None = None, top: int = TOP_TOKENS,
+) -> None:
+    """Add ``level: "tokens"`` and each row's most frequent token labels to a split entry."""
+    entry["level"] = "tokens"
+    entry["parent"] = store.split_attrs(sigs.split).get("parent")
+    if not sigs.n_samples:
+        return
+    codes, names = token_labels(sigs, store, label)
+    L = len(sigs.layers)
+    M = np.column_stack([sigs.labels, sigs.cluster_ids.astype(np.int64), sigs.predictions])
+    uniq, inv = np.unique(M, axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    where = {(int(u[0]), tuple(int(x) for x in u[1 : L + 1]), int(u[L + 1])): i
+             for i, u in enumerate(uniq)}
+    pairs, counts = np.unique(np.stack([inv, codes], axis=1), axis=0, return_counts=True)
+    order = np.lexsort((pairs[:, 1], -counts, pairs[:, 0]))
+    per_row: list[list[list[Any]]] = [[] for _ in range(len(uniq))]
+    for (g, c), k in zip(pairs[order], counts[order], strict=True):
+        if len(per_row[g]) < top:
+            per_row[g].append([names[int(c)], int(k)])
+    for row in entry["rows"]:
+        i = where.get((row["input"], tuple(row["path"]), row["output"]))
+        if i is not None:
+            row["tokens"] = per_row[i]
+
+
+def highlight_patch(img: np.ndarray, position: int, grid: Sequence[int]) -> np.ndarray:
+    """``img`` (h, w[, 3], uint8) with everything but the patch of ``position`` dimmed.
+
+    ``grid`` is ``(rows, columns, prefix)``; positions before ``prefix`` (a
+    class token) are not patches: the whole image is dimmed a little.
+    """
+    rows, cols, prefix = (int(v) for v in grid)
+    out = img.astype(np.float32)
+    p = position - prefix
+    if p < 0 or p >= rows * cols:
+        return (out * 0.7).astype(np.uint8)
+    h, w = img.shape[:2]
+    r, c = divmod(p, cols)
+    top, bottom = r * h // rows, (r + 1) * h // rows
+    left, right = c * w // cols, (c + 1) * w // cols
+    dim = out * 0.3
+    dim[top:bottom, left:right] = out[top:bottom, left:right]
+    return dim.astype(np.uint8)
+
+
+def token_images(
+    store: ActivationStore, split: str, rows: np.ndarray, grid: Sequence[int] | None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Thumbnails for token rows ``rows`` of a token row space: its input's (from the parent
+    split), the token's patch highlighted when ``grid`` is given; ``(rows, images)`` or None."""
+    info: Mapping[str, Any] = store.split_attrs(split)
+    parent = info.get("parent")
+    if not parent or parent not in store.splits:
+        return None
+    arr = store.inputs(parent)
+    if arr is None or not len(rows):
+        return None
+    tok = store.token_rows(split)
+    samples = tok["sample_row"][rows]
+    order = np.unique(samples)
+    pix = np.asarray(arr.get_orthogonal_selection((order,)), dtype=np.uint8)
+    by_sample = {int(s): img for s, img in zip(order, pix, strict=True)}
+    images = []
+    for r, s in zip(rows, samples, strict=True):
+        img = by_sample[int(s)]
+        if grid is not None:
+            img = highlight_patch(img, int(tok["position"][r]), grid)
+        images.append(img)
+    return rows, np.stack(images)

@@ -1,0 +1,100 @@
+"""Layout-aware pooling, masks and token rows in the Keras adapter."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+keras = pytest.importorskip("keras")
+
+from nnsig_keras import KerasAdapter  # noqa: E402
+
+import nnsig_core  # noqa: E402
+from nnsig_core import open_store  # noqa: E402
+
+layers = keras.layers
+ATOL = 1e-5
+L = 6
+
+
+def text_model():
+    keras.utils.set_random_seed(3)
+    ids = keras.Input((L,), dtype="int32", name="input_ids")
+    mask = keras.Input((L,), name="padding_mask")
+    emb = layers.Embedding(40, 8, name="emb")(ids)
+    h = layers.Dense(8, activation="tanh", name="d1")(emb)
+    res = layers.Add(name="res")([h, emb])
+    pooled = layers.GlobalAveragePooling1D(name="gap")(res * mask[:, :, None])
+    out = layers.Dense(3, name="out")(pooled)
+    return keras.Model({"input_ids": ids, "padding_mask": mask}, out)
+
+
+def batch(n=4, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, 40, size=(n, L)).astype("int32")
+    mask = np.ones((n, L), dtype="float32")
+    mask[0, 4:] = 0
+    mask[2, :1] = 0
+    return {"input_ids": ids, "padding_mask": mask}
+
+
+def reference(model, x):
+    probe = keras.Model(model.inputs, [model.get_layer("d1").output, model.get_layer("res").output])
+    return [np.asarray(keras.ops.convert_to_numpy(v)) for v in probe.predict_on_batch(x)]
+
+
+def test_masked_means_cls_last_and_token_rows():
+    model = text_model()
+    x = batch()
+    d1, res = reference(model, x)
+    keep = x["padding_mask"].astype(bool)
+    got = {m: KerasAdapter(model, layers=["res"], pool=m).run(x)[1]["res"]
+           for m in ("mean", "max", "cls", "last")}
+    for i in range(len(keep)):
+        real = res[i][keep[i]]
+        np.testing.assert_allclose(got["mean"][i], real.mean(0), atol=ATOL)
+        np.testing.assert_allclose(got["max"][i], real.max(0), atol=ATOL)
+        np.testing.assert_allclose(got["cls"][i], real[0], atol=ATOL)
+        np.testing.assert_allclose(got["last"][i], real[-1], atol=ATOL)
+    adapter = KerasAdapter(model, layers=["d1", "res"], pool={"d1": "tokens", "res": ("mean", "tokens")})
+    _, acts = adapter.run(x)
+    assert set(acts) == {"d1@tokens", "res", "res@tokens"}
+    rows = acts["d1@tokens"]
+    sample, position = np.nonzero(keep)
+    np.testing.assert_array_equal(rows.sample, sample)
+    np.testing.assert_array_equal(rows.position, position)
+    np.testing.assert_array_equal(rows.token, x["input_ids"][sample, position])
+    np.testing.assert_allclose(rows.values, d1[sample, position], atol=ATOL)
+    summary = adapter.model_summary()
+    assert [e["name"] for e in summary["layers"]] == ["res"]
+    assert [e["name"] for e in summary["token_layers"]] == ["d1", "res"]
+    assert summary["token_layers"][0]["pool"] == "tokens" and summary["layers"][0]["layout"] == "NLC"
+
+
+def test_token_rows_captured_into_a_store(tmp_path):
+    model = text_model()
+    xs = [batch(4, seed) for seed in range(3)]
+    data = [(x, np.arange(4) % 3) for x in xs]
+    adapter = KerasAdapter(model, layers=["res"], pool=("mean", "tokens"))
+    nnsig_core.capture(adapter, data, tmp_path / "k.zarr", progress=False)
+    store = open_store(tmp_path / "k.zarr")
+    assert store.splits == ["train", "train.tokens"]
+    keep = np.concatenate([x["padding_mask"] for x in xs]).astype(bool)
+    assert store.n_samples("train.tokens") == keep.sum()
+    rows = store.token_rows("train.tokens")
+    np.testing.assert_array_equal(rows["sample_row"], np.nonzero(keep)[0])
+    res = np.concatenate([reference(model, x)[1] for x in xs])
+    np.testing.assert_allclose(store.activations("train.tokens", "res")[:], res[keep], atol=ATOL)
+
+
+def test_unused_pool_key_and_bad_layout():
+    model = text_model()
+    from nnsig_core.adapter import LayerSelectionError
+
+    with pytest.raises(LayerSelectionError, match="pool key.*'rez'.*'res'"):
+        KerasAdapter(model, layers=["res"], pool={"rez": "mean"}).run(batch())
+    with pytest.raises(ValueError, match="layout of layer 'res'.*4-axis"):
+        KerasAdapter(model, layers=["res"], layout="NHWC").run(batch())
