@@ -152,6 +152,7 @@ def capture_distributed(
     durable: bool = False,
     allow_other_weights: bool | str = False,
     retries: int = 3,
+    storage_options: dict[str, Any] | None = None,
 ) -> ActivationStore:
     """Capture ``dataset`` on a Dask cluster: one task per shard of rows (see the module doc).
 
@@ -167,9 +168,10 @@ def capture_distributed(
         pair or an input (e.g. a torch ``Dataset``); or two arrays. Sample
         ``i`` is stored at row ``i`` with ``sample_index = i``. Shipped to
         every worker once.
-    store : ActivationStore or path
+    store : ActivationStore, path, URL or zarr Store
         As for :func:`nnsig_core.capture`. The workers open what is given
-        here (a path or URL), or a copy of the given store.
+        here (a path or URL), or a copy of the opened store (a zarr Store, or
+        a URL with ``storage_options``: its filesystem travels with it).
     split, batch_size, max_samples, class_names, keep_inputs, resume, overwrite, dtype, compressor, chunk_bytes, predict, durable, allow_other_weights
         As for :func:`nnsig_core.capture`. ``resume=True`` runs only the
         shards not yet done.
@@ -189,6 +191,9 @@ def capture_distributed(
     retries : int
         Times a failed shard task is run again (exceptions other than errors in
         the data, the model or the store, and lost workers).
+    storage_options : dict, optional
+        For a store URL: the fsspec filesystem's options (endpoint, credentials),
+        as for :func:`nnsig_core.open_store`.
 
     Returns
     -------
@@ -216,9 +221,9 @@ def capture_distributed(
     n = n_total if max_samples is None else min(n_total, int(max_samples))
     if n == 0:
         raise CaptureError("The data set is empty; nothing to capture.")
-    opened = open_store(store, mode="a")
+    opened = open_store(store, mode="a", storage_options=storage_options)
     opened.require_writable(f"split {split!r}")
-    reopen = store if isinstance(store, (str, os.PathLike)) else opened
+    reopen = store if isinstance(store, (str, os.PathLike)) and not storage_options else opened
     with opened.claim(split, break_stale=resume) as claim:
         plan = plan_split(opened, split, resume=resume, overwrite=overwrite,
                           keep_inputs=keep_inputs, dtype=dtype, max_samples=max_samples)
