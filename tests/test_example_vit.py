@@ -70,4 +70,4 @@ def test_vit_example_end_to_end_on_a_slice(mnist_root: Path, tmp_path: Path, cap
     assert "CLS" in labels and any(x.startswith("patch r") for x in labels)
     assert sum(row["count"] for row in entry["rows"]) == 300 * 17
     thumbs = tok["thumbnails"]
-    assert thumbs["shape"] == [28, 28] and any(k.startswith("test.tokens/") for k in thumbs["images"])
+    assert thumbs["shape"] == [28, 28] and any(k.startswith("test.tokens/") for k in thumbs["keys"])

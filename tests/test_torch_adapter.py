@@ -722,7 +722,8 @@ def test_data_parallel_is_unwrapped(cnn, images):
     assert adapter.layer_names == ["block1.conv1", "fc"]
     outputs, acts = adapter.run(images)
     assert list(acts) == ["block1.conv1", "fc"]
-    ref = cnn_reference(cnn, images)
+    # With CUDA present, DataParallel moves the model to the first GPU.
+    ref = cnn_reference(cnn, images.to(next(cnn.parameters()).device))
     close(acts["block1.conv1"], ref["block1.conv1"])
     close(outputs, ref["out"])
     assert TorchAdapter(wrapped).layer_names == ["block1", "block2"]
