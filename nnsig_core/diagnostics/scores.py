@@ -56,6 +56,7 @@ from nnsig_core.diagnostics.combine import ScoreCombiner, check_known_labels
 from nnsig_core.diagnostics.components import DISTANCE_COMBINE, SCORES, PathStatistics
 from nnsig_core.diagnostics.geometry import Distances, cluster_owners, split_distances
 from nnsig_core.diagnostics.persist import save_scores
+from nnsig_core.distributed.client import ClientArg, resolve_client
 from nnsig_core.store import ActivationStore, open_store
 
 __all__ = ["GEOMETRIES", "SignatureScorer", "signature_scores"]
@@ -146,15 +147,20 @@ class SignatureScorer(BaseEstimator):
         self.components = components
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, analysis: Any, store: StoreArg) -> SignatureScorer:
+    def fit(self, analysis: Any, store: StoreArg, client: ClientArg = None) -> SignatureScorer:
         """Collect the training statistics from ``analysis``'s fit samples in ``store``.
 
         The training samples are the analysis's fit samples that the model
         classifies correctly (:func:`~nnsig_core.analysis.fit_sample_mask`
         on its fit split and classes); their signatures come from the
         analysis (computed, cached or loaded); the fit split's layers are read
-        once more for the distances to all centroids.
+        once more for the distances to all centroids. With a Dask client (given or
+        active) the layers are read and the distances computed on its cluster.
         """
+        if (client := resolve_client(client)) is not None:
+            from nnsig_core.distributed.diagnostics import fit_scorer
+
+            return fit_scorer(self, analysis, store, client)
         validate_params(self, self._parameter_constraints)
         check_is_fitted(analysis, "clusterers_")
         store = open_store(store)
@@ -281,7 +287,12 @@ class SignatureScorer(BaseEstimator):
         self._check_fitted()
         return self.stats_.scores(cluster_ids, distances, predictions, loo=loo, nearest=nearest)
 
-    def _split_components(self, store: ActivationStore, split: str) -> tuple[dict[str, np.ndarray], Any]:
+    def _split_components(self, store: ActivationStore, split: str,
+                          client: ClientArg = None) -> tuple[dict[str, np.ndarray], Any]:
+        if (client := resolve_client(client)) is not None:
+            from nnsig_core.distributed.diagnostics import split_components
+
+            return split_components(self, store, split, client)
         sigs = self.analysis_.signatures(store, split)
         if list(sigs.layers) != self.layers_:
             raise ValueError(f"Signatures are over layers {sigs.layers}; the scorer was fitted "
@@ -292,20 +303,21 @@ class SignatureScorer(BaseEstimator):
                                   nearest=nearest)
         return comp, sigs
 
-    def score(self, store: StoreArg, split: str) -> dict[str, np.ndarray]:
+    def score(self, store: StoreArg, split: str, client: ClientArg = None) -> dict[str, np.ndarray]:
         """Scores of every sample of ``split``, in store order: ``{name: (n,) float64}``.
 
         Keys: the components (all of :data:`SCORES` unless ``components`` was
         given) and ``"combined"``.
         """
         self._check_fitted(need_analysis=True)
-        comp, _ = self._split_components(open_store(store), split)
+        comp, _ = self._split_components(open_store(store), split, client)
         out = {k: comp[k] for k in self.components_}
         out["combined"] = self.combiner_.transform(out)
         return out
 
     # ------------------------------------------------------------------ calibration
-    def calibrate(self, store: StoreArg, split: str, method: str | None = None) -> SignatureScorer:
+    def calibrate(self, store: StoreArg, split: str, method: str | None = None,
+                  client: ClientArg = None) -> SignatureScorer:
         """Choose the ``combined`` score on a validation split's error-detection task.
 
         Every label of ``split`` must be one of the analysis's known classes
@@ -327,7 +339,7 @@ class SignatureScorer(BaseEstimator):
             log.warning("Calibrating on the fit split %r: its paths are all seen in training, "
                         "so the combination is tuned in-sample. Hold out a validation split.",
                         split)
-        comp, sigs = self._split_components(store, split)
+        comp, sigs = self._split_components(store, split, client)
         self._tune(comp, sigs.labels, sigs.predictions, method)
         self.validation_split_ = split
         return self
@@ -378,6 +390,7 @@ def signature_scores(
     save: bool = False,
     name: str | None = None,
     scorer: SignatureScorer | None = None,
+    client: ClientArg = None,
     **params: Any,
 ) -> dict[str, np.ndarray]:
     """Signature-based suspicion scores of every sample of ``split`` (higher = more suspicious).
@@ -408,6 +421,9 @@ def signature_scores(
         saved or loaded with).
     scorer : SignatureScorer, optional
         A fitted scorer to reuse (scoring several splits).
+    client : dask.distributed.Client, None or False
+        Read the layers and score on this Dask cluster (``None``: the active
+        client, if any; ``False``: here).
     **params
         :class:`SignatureScorer` parameters (``alpha``, ``beta``,
         ``geometry``, ``distance_combine``, ``min_cluster_size``,
@@ -420,12 +436,12 @@ def signature_scores(
     """
     store = open_store(store, mode="r+" if save else "r")
     if scorer is None:
-        scorer = SignatureScorer(method=method, **params).fit(analysis, store)
+        scorer = SignatureScorer(method=method, **params).fit(analysis, store, client=client)
     elif params:
         raise TypeError(f"Parameters {sorted(params)} cannot be applied to a given scorer.")
     if validation_split is not None:
-        scorer.calibrate(store, validation_split, method=method)
-    scores = scorer.score(store, split)
+        scorer.calibrate(store, validation_split, method=method, client=client)
+    scores = scorer.score(store, split, client=client)
     if save:
         save_scores(store, name or getattr(analysis, "name_", None), split, scores,
                     attrs=scorer.describe())
