@@ -57,6 +57,7 @@ __all__ = [
     "build_report_data",
     "capture",
     "capture_arrays",
+    "capture_distributed",
     "evaluate",
     "format_summary",
     "open_store",
@@ -86,6 +87,7 @@ if TYPE_CHECKING:  # imported on first use (PEP 562), so `import nnsig_core` sta
         evaluate,
         signature_scores,
     )
+    from nnsig_core.distributed import capture_distributed
     from nnsig_core.report import (
         PortInUseError,
         ReportError,
@@ -112,6 +114,7 @@ _LAZY = {
         ["NovelClassError", "baseline_scores", "evaluate", "signature_scores"],
         "nnsig_core.diagnostics",
     ),
+    "capture_distributed": "nnsig_core.distributed",  # Dask itself is imported when it runs
 }
 
 

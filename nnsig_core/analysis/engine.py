@@ -42,6 +42,7 @@ from nnsig_core.analysis.signatures import Signatures
 from nnsig_core.analysis.source import Prefetcher, StoreSource
 from nnsig_core.analysis.state import export_state, restore_state
 from nnsig_core.analysis.summary import analysis_summary
+from nnsig_core.distributed.client import ClientArg, resolve_client
 from nnsig_core.store import ActivationStore, StoreError, open_store
 
 __all__ = ["SignatureAnalysis"]
@@ -225,7 +226,7 @@ class SignatureAnalysis(BaseEstimator):
 
     # ------------------------------------------------------------------ fit / transform
     def fit(self, store: StoreArg, split: str = "train",
-            classes: Iterable[int] | None = None) -> SignatureAnalysis:
+            classes: Iterable[int] | None = None, client: ClientArg = None) -> SignatureAnalysis:
         """Fit one clusterer per layer on the selected samples of ``split``.
 
         Parameters
@@ -236,6 +237,9 @@ class SignatureAnalysis(BaseEstimator):
         classes : iterable of int, optional
             Fit only on samples with these labels (e.g. ``range(5)`` for a
             novelty study where 5..9 stay unseen).
+        client : dask.distributed.Client, None or False
+            Fit on this Dask cluster (``None``: the active client, if any;
+            ``False``: in this process). See :mod:`nnsig_core.distributed.analysis`.
 
         Returns
         -------
@@ -251,6 +255,11 @@ class SignatureAnalysis(BaseEstimator):
             (:class:`~nnsig_core.store.IncompleteStoreError`).
         MissingLabelsError, EmptySelectionError, TooFewSamplesError, NonFiniteActivationError
         """
+        client = resolve_client(client)
+        if client is not None:
+            from nnsig_core.distributed.analysis import fit_distributed
+
+            return fit_distributed(self, store, split, classes, client)
         validate_params(self, self._parameter_constraints)
         store = open_store(store)
         store.require_complete(split)
@@ -314,8 +323,18 @@ class SignatureAnalysis(BaseEstimator):
         self._cache: dict[tuple[Any, ...], Signatures] = {}
         return self
 
-    def transform(self, store: StoreArg, split: str = "test") -> Signatures:
+    def transform(self, store: StoreArg, split: str = "test",
+                  client: ClientArg = None) -> Signatures:
         """Map every sample of ``split`` onto the fitted clusters.
+
+        Parameters
+        ----------
+        store : ActivationStore or path
+        split : str
+        client : dask.distributed.Client, None or False
+            Assign on this Dask cluster (``None``: the active client, if any;
+            ``False``: here); the result is then a
+            :class:`~nnsig_core.distributed.DaskSignatures`.
 
         Returns
         -------
@@ -328,22 +347,15 @@ class SignatureAnalysis(BaseEstimator):
         sklearn.exceptions.NotFittedError, StoreError, NonFiniteActivationError
         """
         check_is_fitted(self, _FITTED)
+        client = resolve_client(client)
+        if client is not None:
+            from nnsig_core.distributed.analysis import transform_distributed
+
+            return transform_distributed(self, store, split, client)  # type: ignore[return-value]
         store = open_store(store)
         store.require_complete(split)
         before = store.fingerprint(split)
-        info = {d["name"]: list(d["shape"]) for d in store.layer_info(split)}
-        missing = [n for n in self.layers_ if n not in info]
-        if missing:
-            raise StoreError(
-                f"Split {split!r} lacks the analysed layer(s) {missing}; its layers are "
-                f"{list(info)}. Capture the same layers as the fit split {self.fit_split_!r}."
-            )
-        for name, shape in zip(self.layers_, self.layer_shapes_, strict=False):
-            if info[name] != list(shape):
-                raise StoreError(
-                    f"Layer {name!r} has unit shape {info[name]} in split {split!r} but "
-                    f"{shape} in the fit split {self.fit_split_!r}: not the same model."
-                )
+        self._check_split_layers(store, split)
         n = store.n_samples(split)
         ids = np.empty((n, len(self.layers_)), dtype=np.int32)
         dist = np.empty((n, len(self.layers_)), dtype=np.float32)
@@ -357,11 +369,29 @@ class SignatureAnalysis(BaseEstimator):
         self._cache_put(store, split, sigs)
         return sigs
 
+    def _check_split_layers(self, store: ActivationStore, split: str) -> None:
+        """Raise :class:`StoreError` unless ``split`` has the analysed layers, with their shapes."""
+        info = {d["name"]: list(d["shape"]) for d in store.layer_info(split)}
+        missing = [n for n in self.layers_ if n not in info]
+        if missing:
+            raise StoreError(
+                f"Split {split!r} lacks the analysed layer(s) {missing}; its layers are "
+                f"{list(info)}. Capture the same layers as the fit split {self.fit_split_!r}."
+            )
+        for name, shape in zip(self.layers_, self.layer_shapes_, strict=False):
+            if info[name] != list(shape):
+                raise StoreError(
+                    f"Layer {name!r} has unit shape {info[name]} in split {split!r} but "
+                    f"{shape} in the fit split {self.fit_split_!r}: not the same model."
+                )
+
     def fit_transform(self, store: StoreArg, split: str = "train",
-                      classes: Iterable[int] | None = None) -> Signatures:
+                      classes: Iterable[int] | None = None,
+                      client: ClientArg = None) -> Signatures:
         """:meth:`fit` on ``split``, then :meth:`transform` of the same split (every sample)."""
         store = open_store(store)
-        return self.fit(store, split, classes).transform(store, split)
+        return self.fit(store, split, classes, client=client).transform(store, split,
+                                                                          client=client)
 
     def _signatures(self, store: ActivationStore, split: str, ids: np.ndarray,
                     dist: np.ndarray) -> Signatures:
@@ -382,14 +412,21 @@ class SignatureAnalysis(BaseEstimator):
             self._cache = {}
         self._cache[self._cache_key(store, split)] = sigs
 
-    def signatures(self, store: StoreArg, split: str) -> Signatures:
+    def signatures(self, store: StoreArg, split: str, client: ClientArg = None) -> Signatures:
         """Signatures of ``split``: computed earlier in this session, saved in the store, or now.
 
         Cached and saved signatures are used only while the split's capture is
         the one they were computed from (its fingerprint, with a random
         capture id, is compared), so a re-captured split is mapped again.
+        With a client (given or active) they are
+        :class:`~nnsig_core.distributed.DaskSignatures` on that cluster.
         """
         check_is_fitted(self, _FITTED)
+        client = resolve_client(client)
+        if client is not None:
+            from nnsig_core.distributed.analysis import signatures_distributed
+
+            return signatures_distributed(self, store, split, client)  # type: ignore[return-value]
         store = open_store(store)
         key = self._cache_key(store, split)
         cache = getattr(self, "_cache", {})
@@ -433,7 +470,7 @@ class SignatureAnalysis(BaseEstimator):
         return restore_state(cls, meta, layers, name)
 
     def save(self, store: StoreArg, name: str = "default", overwrite: bool = False,
-             splits: Iterable[str] | None = None) -> SignatureAnalysis:
+             splits: Iterable[str] | None = None, client: ClientArg = None) -> SignatureAnalysis:
         """Save the fitted analysis into ``store`` under ``analysis/<name>``.
 
         Parameters
@@ -448,6 +485,9 @@ class SignatureAnalysis(BaseEstimator):
             Also save the signatures of these splits (computed if not done
             yet), so reports and exports need not recompute them. ``None``
             (default): every complete split of the store; ``()``: none.
+        client : dask.distributed.Client, None or False
+            Compute the signatures on this Dask cluster and write them from
+            its workers (``None``: the active client, if any).
 
         Raises
         ------
@@ -455,6 +495,12 @@ class SignatureAnalysis(BaseEstimator):
             Read-only store, or the name is taken and ``overwrite`` is False.
         """
         check_is_fitted(self, _FITTED)
+        client = resolve_client(client)
+        if client is not None:
+            from nnsig_core.distributed.analysis import save_distributed
+
+            save_distributed(self, store, name, overwrite, splits, client)
+            return self
         store = open_store(store, mode="r+")
         persist.check_can_save(store, name, overwrite)
         if splits is None:

@@ -12,6 +12,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -19,6 +20,7 @@ from collections.abc import Callable, Sequence
 
 from nnsig_core._util import package_version
 from nnsig_core.cli import commands
+from nnsig_core.distributed.client import connect, parse_scheduler
 
 __all__ = ["build_parser", "main"]
 
@@ -85,6 +87,13 @@ def _usage(parse: Callable[[str], object]) -> Callable[[str], object]:
 
     convert.__name__ = parse.__name__.replace("parse_", "")  # argparse names it in messages
     return convert
+
+
+def _scheduler(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS|local:N",
+                   type=_usage(parse_scheduler),
+                   help="run on a Dask cluster: a scheduler address (tcp://host:8786) or local:N "
+                        "for N worker processes here (needs nnsig[dask]; default: this process)")
 
 
 def _storage_option(text: str) -> tuple[str, object]:
@@ -172,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random state (default: 0)")
     p.add_argument("--overwrite", action="store_true", help="replace a saved analysis of that name")
     p.add_argument("--json", action="store_true", help="print the summaries as JSON")
+    _scheduler(p)
 
     p = cmd["report"]
     p.add_argument("store", nargs="+",
@@ -188,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory to write the report into")
     p.add_argument("--splits", nargs="+", default=None, help="splits to include (default: all)")
     p.add_argument("--title", default=None, help="title shown in the report")
+    _scheduler(p)
 
     p = cmd["view"]
     p.add_argument("dir", help="report directory (or a directory of reports)")
@@ -212,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "baselines)")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.add_argument("--csv", default=None, metavar="PATH", help="write every metric as CSV")
+    _scheduler(p)
     return parser
 
 
@@ -245,7 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     root.setLevel(logging.DEBUG if args.debug else level)
     try:
         _apply_storage_options(args.storage_option, getattr(args, "store", None))
-        return int(args.func(args) or 0)
+        spec = getattr(args, "scheduler", None)  # a Dask client, active for the whole command
+        with connect(spec) if spec is not None else contextlib.nullcontext():
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("nnsig: interrupted", file=sys.stderr)
         return 130

@@ -38,6 +38,7 @@ from nnsig_core.diagnostics.detectors import (
     max_softmax_score,
     pack_patterns,
 )
+from nnsig_core.distributed.client import ClientArg, resolve_client
 from nnsig_core.store import ActivationStore, open_store
 
 __all__ = ["BASELINES", "Baselines", "baseline_scores"]
@@ -112,7 +113,8 @@ class Baselines(BaseEstimator):
         self.random_state = random_state
 
     @classmethod
-    def from_analysis(cls, analysis: Any, store: StoreArg, **kwargs: Any) -> Baselines:
+    def from_analysis(cls, analysis: Any, store: StoreArg, client: ClientArg = None,
+                      **kwargs: Any) -> Baselines:
         """Baselines fitted on ``analysis``'s fit samples that the model classifies correctly.
 
         The features are the last analysed layer (``analysis.layers_[-1]``)
@@ -123,17 +125,23 @@ class Baselines(BaseEstimator):
         split = analysis.fit_split_
         mask = fit_sample_mask(store, split, analysis.fit_classes_, only_correct=True)
         kwargs.setdefault("layer", analysis.layers_[-1])
-        return cls(**kwargs).fit(store, split, mask)
+        return cls(**kwargs).fit(store, split, mask, client=client)
 
     def _budget(self) -> int:
         return max(parse_bytes(self.memory_limit), 1)
 
-    def fit(self, store: StoreArg, split: str = "train", mask: np.ndarray | None = None) -> Baselines:
+    def fit(self, store: StoreArg, split: str = "train", mask: np.ndarray | None = None,
+            client: ClientArg = None) -> Baselines:
         """Fit on the samples of ``split`` where ``mask`` holds.
 
         ``mask`` defaults to the correctly classified labelled samples
-        (:func:`~nnsig_core.analysis.fit_sample_mask`).
+        (:func:`~nnsig_core.analysis.fit_sample_mask`). With a Dask client (given or
+        active) the layer is read on its cluster.
         """
+        if (client := resolve_client(client)) is not None:
+            from nnsig_core.distributed.diagnostics import fit_baselines
+
+            return fit_baselines(self, store, split, mask, client)
         validate_params(self, self._parameter_constraints)
         store = open_store(store)
         if mask is None:
@@ -184,8 +192,13 @@ class Baselines(BaseEstimator):
                 np.concatenate(patterns), y[pat_keep], d)
             self.n_pattern_samples_ = int(pat_keep.sum())
 
-    def score(self, store: StoreArg, split: str) -> dict[str, np.ndarray]:
-        """Baseline scores of every sample of ``split``: ``{name: (n,) float64}``."""
+    def score(self, store: StoreArg, split: str, client: ClientArg = None) -> dict[str, np.ndarray]:
+        """Baseline scores of every sample of ``split``: ``{name: (n,) float64}`` (computed on
+        the Dask cluster of ``client``, given or active, if any)."""
+        if (client := resolve_client(client)) is not None:
+            from nnsig_core.distributed.diagnostics import score_baselines
+
+            return score_baselines(self, store, split, client)
         check_is_fitted(self, "layer_", msg="Baselines are not fitted; call fit(store, split) "
                                             "first.")
         store = open_store(store)
@@ -236,4 +249,6 @@ def baseline_scores(analysis: Any, store: StoreArg, split: str, **kwargs: Any) -
     To score several splits, fit a :class:`Baselines` once instead (see
     :meth:`Baselines.from_analysis`).
     """
-    return Baselines.from_analysis(analysis, store, **kwargs).score(store, split)
+    client = kwargs.pop("client", None)
+    return Baselines.from_analysis(analysis, store, client=client, **kwargs).score(
+        store, split, client=client)

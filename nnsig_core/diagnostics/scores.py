@@ -69,6 +69,7 @@ from nnsig_core.diagnostics.components import (
 from nnsig_core.diagnostics.geometry import Distances, cluster_owners, split_distances
 from nnsig_core.diagnostics.neighbours import ClassNeighbours, neighbour_scores
 from nnsig_core.diagnostics.persist import save_scores
+from nnsig_core.distributed.client import ClientArg, resolve_client
 from nnsig_core.store import ActivationStore, open_store
 
 __all__ = ["GEOMETRIES", "METHODS", "SignatureScorer", "signature_scores"]
@@ -191,38 +192,48 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         self.random_state = random_state
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, analysis: Any, store: StoreArg) -> SignatureScorer:
+    def fit(self, analysis: Any, store: StoreArg, client: ClientArg = None) -> SignatureScorer:
         """Collect the statistics from ``analysis``'s fit samples in ``store`` (see the module doc).
 
         Reads each analysed layer of the fit split a few times: for the
         distances to the analysis's centroids, for the neighbour statistics,
-        and for the reference and the misclassified samples.
+        and for the reference and the misclassified samples. With a Dask
+        client (given or active) the distances to the centroids are computed
+        on its cluster (:func:`~nnsig_core.distributed.diagnostics.fit_scorer`);
+        the neighbour statistics are read here, chunk by chunk, within
+        ``memory_limit``.
         """
         validate_params(self, self._parameter_constraints)
         check_is_fitted(analysis, "clusterers_")
         store = open_store(store)
         split = analysis.fit_split_
-        sigs = analysis.signatures(store, split)
-        if not sigs.has_labels:
+        labels, preds = store.labels(split), store.predictions(split)
+        if (labels < 0).all():
             raise MissingLabelsError(
                 f"The fit split {split!r} has no labels; the diagnostics need the training "
                 "samples' classes."
             )
         rows = np.flatnonzero(fit_sample_mask(store, split, analysis.fit_classes_,
                                               only_correct=True))
-        ids, y = sigs.cluster_ids[rows], sigs.labels[rows]
         self.analysis_ = analysis
         self.layers_ = list(analysis.layers_)
-        self.owners_ = cluster_owners(ids, y, analysis.n_clusters_)
-        dist = self._distances(store, split, rows, ids, y)
+        if (client := resolve_client(client)) is not None:
+            from nnsig_core.distributed.diagnostics import fit_scorer
+
+            ids, y, dist = fit_scorer(self, analysis, store, client)
+            self.owners_ = cluster_owners(ids, y, analysis.n_clusters_)
+        else:
+            sigs = analysis.signatures(store, split)
+            ids, y = sigs.cluster_ids[rows], sigs.labels[rows]
+            self.owners_ = cluster_owners(ids, y, analysis.n_clusters_)
+            dist = self._distances(store, split, rows, ids, y)
         nearest = None if np.isnan(dist.own).any() else (dist.own, dist.other)
         self._fit_paths(ids, dist.assigned, y, analysis.n_clusters_, analysis.classes_,
                         analysis.layers_, nearest)
         self.neighbours_ = ClassNeighbours(self.n_components, memory_limit=self.memory_limit,
                                            random_state=self.random_state)
         self.neighbours_.fit(store, split, rows, y, self.layers_)
-        self._fit_reference(store, split, sigs, rows, ids, dist, y)
-        self.analysis_ = analysis
+        self._fit_reference(store, split, labels, preds, rows, ids, dist, y)
         return self
 
     def _fit_paths(self, ids: np.ndarray, dist: np.ndarray, y: np.ndarray,
@@ -239,8 +250,9 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         self.n_paths_ = self.stats_.n_paths_
         self.validation_split_: str | None = None
 
-    def _fit_reference(self, store: ActivationStore, split: str, sigs: Any, rows: np.ndarray,
-                       ids: np.ndarray, dist: Distances, y: np.ndarray) -> None:
+    def _fit_reference(self, store: ActivationStore, split: str, labels: np.ndarray,
+                       preds: np.ndarray, rows: np.ndarray, ids: np.ndarray, dist: Distances,
+                       y: np.ndarray) -> None:
         """The internal reference (training samples, leave-one-out) and target (the fit split's
         misclassified samples of the known classes)."""
         comps = self._requested()
@@ -249,7 +261,6 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
                                           .reference_rows_))
         pick = np.sort(rng.choice(ref_pool, min(int(self.n_reference), ref_pool.size),
                                   replace=False))
-        labels, preds = sigs.labels, sigs.predictions
         wrong = np.flatnonzero(np.isin(labels, self.classes_) & (labels != preds))
         both = np.union1d(rows[pick], wrong)
         layer = neighbour_scores(self.neighbours_, store, split, both, preds[both],
@@ -337,23 +348,35 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
                 comp[k][tr] = v
         return comp
 
-    def _split_components(self, store: ActivationStore,
-                          split: str) -> tuple[dict[str, np.ndarray], LayerScores, Any]:
-        sigs = self.analysis_.signatures(store, split)
-        if list(sigs.layers) != self.layers_:
-            raise ValueError(f"Signatures are over layers {sigs.layers}; the scorer was fitted "
-                             f"on {self.layers_}.")
+    def _split_components(self, store: ActivationStore, split: str, client: ClientArg = None,
+                          ) -> tuple[dict[str, np.ndarray], LayerScores, Any]:
+        """The components of every sample of ``split``, its per-layer neighbour components,
+        and an object with its ``labels`` and ``predictions``. With a Dask client the path
+        components come from its cluster
+        (:func:`~nnsig_core.distributed.diagnostics.split_components`)."""
         comp: dict[str, np.ndarray] = {}
-        if any(c in PATH_SCORES for c in self.components_) or self.method != "layers":
-            comp.update(self._path_components(store, split, sigs))
+        if (client := resolve_client(client)) is not None:
+            from nnsig_core.distributed.diagnostics import split_components
+
+            comp, sigs = split_components(self, store, split, client)
+            if split == self.analysis_.fit_split_:
+                log.warning("Path components of the fit split %r computed on a Dask cluster "
+                            "are not leave-one-out.", split)
+        else:
+            sigs = self.analysis_.signatures(store, split)
+            if list(sigs.layers) != self.layers_:
+                raise ValueError(f"Signatures are over layers {sigs.layers}; the scorer was "
+                                 f"fitted on {self.layers_}.")
+            if any(c in PATH_SCORES for c in self.components_) or self.method != "layers":
+                comp.update(self._path_components(store, split, sigs))
         layer = neighbour_scores(self.neighbours_, store, split, None, sigs.predictions,
                                  self.n_neighbors,
                                  leave_one_out=split == self.analysis_.fit_split_)
         comp.update(self._aggregate(layer))
         return comp, layer, sigs
 
-    def score(self, store: StoreArg, split: str,
-              return_layers: bool = False) -> Any:
+    def score(self, store: StoreArg, split: str, return_layers: bool = False,
+              client: ClientArg = None) -> Any:
         """Scores of every sample of ``split``, in store order: ``{name: (n,) float64}``.
 
         Keys: the components (all of :data:`SCORES` unless ``components`` was
@@ -363,7 +386,7 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         z-scores that say which layer flags a sample), as a second value.
         """
         self._check_fitted(need_analysis=True)
-        comp, layer, _ = self._split_components(open_store(store), split)
+        comp, layer, _ = self._split_components(open_store(store), split, client)
         out = {k: comp[k] for k in self.components_}
         if self.method == "layers":
             out["combined"] = self.combiner_.transform(layer)
@@ -372,7 +395,8 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         return (out, layer) if return_layers else out
 
     # ------------------------------------------------------------------ calibration
-    def calibrate(self, store: StoreArg, split: str, method: str | None = None) -> SignatureScorer:
+    def calibrate(self, store: StoreArg, split: str, method: str | None = None,
+                  client: ClientArg = None) -> SignatureScorer:
         """Take the reference and the layers of ``combined`` from a validation split.
 
         Every label of ``split`` must be one of the analysis's known classes
@@ -396,7 +420,7 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         if split == self.analysis_.fit_split_:
             log.warning("Calibrating on the fit split %r: hold out a validation split of known "
                         "classes instead (fit() already uses the fit split).", split)
-        comp, layer, sigs = self._split_components(store, split)
+        comp, layer, sigs = self._split_components(store, split, client)
         wrong = sigs.labels != sigs.predictions
         ok = ~wrong
         if ok.sum() < 2:
@@ -452,6 +476,7 @@ def signature_scores(
     save: bool = False,
     name: str | None = None,
     scorer: SignatureScorer | None = None,
+    client: ClientArg = None,
     **params: Any,
 ) -> dict[str, np.ndarray]:
     """Signature-based suspicion scores of every sample of ``split`` (higher = more suspicious).
@@ -485,6 +510,9 @@ def signature_scores(
         A fitted (and calibrated) scorer to reuse when scoring several
         splits; ``validation_split`` then calibrates it again only if it was
         calibrated on another split.
+    client : dask.distributed.Client, None or False
+        Compute the distances to the centroids and the path components on this
+        Dask cluster (``None``: the active client, if any; ``False``: here).
     **params
         Other :class:`SignatureScorer` parameters.
 
@@ -495,12 +523,12 @@ def signature_scores(
     """
     store = open_store(store, mode="r+" if save else "r")
     if scorer is None:
-        scorer = SignatureScorer(method=method, **params).fit(analysis, store)
+        scorer = SignatureScorer(method=method, **params).fit(analysis, store, client=client)
     elif params:
         raise TypeError(f"Parameters {sorted(params)} cannot be applied to a given scorer.")
     if validation_split is not None and scorer.validation_split_ != validation_split:
-        scorer.calibrate(store, validation_split)
-    scores = scorer.score(store, split)
+        scorer.calibrate(store, validation_split, client=client)
+    scores = scorer.score(store, split, client=client)
     if save:
         save_scores(store, name or getattr(analysis, "name_", None), split, scores,
                     attrs=scorer.describe())

@@ -58,6 +58,7 @@ def build_report_data(
     random_state: int = 0,
     token_label: Any = None,
     token_grid: Sequence[int] | None = None,
+    client: Any = None,
 ) -> dict[str, Any]:
     """The report data of ``docs/report-data.md`` as a JSON-serialisable dict.
 
@@ -109,6 +110,10 @@ def build_report_data(
     token_grid : (rows, columns, prefix), optional
         For token row spaces of image models: the patch grid, so each token
         exemplar shows its input with the token's patch highlighted.
+    client : dask.distributed.Client, None or False
+        Compute or read the signatures on this Dask cluster (``None``: the
+        active client, if any; ``False``: here); the report then works on their
+        per-sample vectors here (see docs/design.md, "Distributed").
 
     Returns
     -------
@@ -127,7 +132,7 @@ def build_report_data(
     opts = MapOptions(projection, int(map_points), map_thumbnail_size, int(random_state))
     body_kw = {"score_name": score_name, "score_bins": score_bins, "n_exemplars": n_exemplars,
                "token_label": token_label, "token_grid": token_grid}
-    preps = [prepare_run(r, splits) for r in runs]
+    preps = [prepare_run(r, splits, client=client) for r in runs]
     if several:
         data = comparison_data(preps, opts, with_map=opts.max_points > 0, **body_kw)
         head = {"format_version": REPORT_FORMAT_VERSION,

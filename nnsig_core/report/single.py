@@ -73,8 +73,10 @@ class PreparedRun:
     row_of: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def prepare_run(run: ReportRun, splits: Sequence[str]) -> PreparedRun:
-    """Signatures of ``splits`` (those in the store), checked scores, default threshold."""
+def prepare_run(run: ReportRun, splits: Sequence[str], client: Any = None) -> PreparedRun:
+    """Signatures of ``splits`` (those in the store), checked scores, default threshold;
+    with a Dask ``client`` the signatures are computed or read on the cluster, then brought
+    here (ids, labels and predictions: 8 bytes per sample and layer plus 16)."""
     analysis = run.analysis
     check_is_fitted(analysis)
     store = run.store
@@ -88,7 +90,8 @@ def prepare_run(run: ReportRun, splits: Sequence[str]) -> PreparedRun:
                         ", ".join(store.splits))
     score_arrays = sc.check_scores(run.scores, store)
     threshold = sc.default_threshold(score_arrays, store, analysis.fit_split_, analysis.classes_)
-    sigs = {s: analysis.signatures(store, s) for s in present}
+    sigs = {s: analysis.signatures(store, s, client=client) for s in present}
+    sigs = {s: sg.compute() if hasattr(sg, "compute") else sg for s, sg in sigs.items()}
     n_classes = max([analysis.n_classes_, *(x.n_classes for x in sigs.values())])
     names = store.class_names() or []
     classes = [str(names[i]) if i < len(names) else str(i) for i in range(n_classes)]

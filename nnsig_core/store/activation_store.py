@@ -103,6 +103,12 @@ class ActivationStore:
         forget = getattr(self.root.store_path.store, "forget", None)
         if callable(forget):
             forget()
+        # An fsspec filesystem caches directory listings (s3fs, gcsfs): new groups would stay
+        # unseen.
+        zstore = self.root.store_path.store
+        fs = getattr(getattr(zstore, "_store", zstore), "fs", None)
+        if fs is not None and callable(getattr(fs, "invalidate_cache", None)):
+            fs.invalidate_cache()
         return self
 
     # ------------------------------------------------------------------ splits

@@ -1,0 +1,55 @@
+"""nnsig on a Dask cluster: capture and analysis as per-chunk tasks that ``dask.distributed`` moves.
+
+Nothing here is a scheduler or a cluster protocol: the per-chunk work is
+written here, Dask runs it. Dask is imported only when a distributed function
+runs (``pip install "nnsig[dask]"``); without a client nnsig runs its
+single-process code and never imports it.
+
+- :func:`capture_distributed` (:mod:`.capture`): one task per shard of rows.
+- ``SignatureAnalysis.fit/transform(..., client=...)`` (:mod:`.analysis`,
+  :mod:`.kmeans`, :mod:`.reductions`): discretizer edges, PCA and Lloyd's
+  k-means as chunked reductions; signatures as :class:`DaskSignatures`
+  (:mod:`.signatures`), whose tables are reductions.
+- ``signature_scores``/``Baselines`` with a client (:mod:`.diagnostics`).
+- :func:`connect`, :func:`parse_scheduler`, :func:`resolve_client`
+  (:mod:`.client`): the CLI's ``--scheduler``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from nnsig_core.distributed.client import (
+    SchedulerSpec,
+    connect,
+    parse_scheduler,
+    require_client,
+    resolve_client,
+)
+
+__all__ = [
+    "DaskSignatures",
+    "SchedulerSpec",
+    "capture_distributed",
+    "connect",
+    "parse_scheduler",
+    "require_client",
+    "resolve_client",
+]
+
+if TYPE_CHECKING:
+    from nnsig_core.distributed.capture import capture_distributed
+    from nnsig_core.distributed.signatures import DaskSignatures
+
+_LAZY = {"capture_distributed": "nnsig_core.distributed.capture",
+         "DaskSignatures": "nnsig_core.distributed.signatures"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nnsig_core.distributed' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,388 @@
+"""Capture on a Dask cluster: one task per shard of rows, each writing its own chunks.
+
+:func:`capture_distributed` is :func:`nnsig_core.capture` for a map-style
+data set (``len`` and ``dataset[i]``, e.g. a torch ``Dataset``, or ``(X, y)``
+arrays) and a cluster:
+
+1. The driver claims the split (one writer per split, as every capture) and
+   ships the job to every worker once (``client.scatter``): the picklable
+   ``make_adapter``, the data set, the settings.
+2. A first task runs on a worker, not on the driver: it builds the model
+   (``make_adapter()``, kept by that worker for its shards), checks its
+   weights against the store's other splits, and runs the first batch through
+   the same :class:`~nnsig_core.capture.session.CaptureSession` as a
+   single-process capture, which creates the split's arrays from the layers'
+   shapes exactly as that capture does (same chunking, same metadata); the
+   batch itself is not written. It runs on a worker because the driver may
+   not be able to hold or run the model (memory, a GPU it lacks), and one
+   batch, not a whole shard, because the shapes are all it needs.
+3. One task per shard of ``shard_rows`` rows (a multiple of the chunk length
+   and of the batch size, so shards own whole chunks and cut the data into
+   the batches a single-process capture would): the worker builds its adapter
+   once (cached per worker process), runs its rows batch by batch through a
+   session that writes whole chunks (the same encoder and writer), then
+   writes the shard's marker ``.nnsig-claims/<split>.shards/<i>.json``
+   through the store's API. A task that fails (an exception, a lost worker)
+   is retried by Dask up to ``retries`` times; errors in the data or the model
+   (:class:`CaptureError`, :class:`StoreError`, NaN) stop the capture at once.
+4. The driver records the rows written (the contiguous prefix of done
+   shards) as the split's ``n_written`` about once a second, and marks the
+   split complete only after every shard's task has returned; the markers
+   are then removed. ``resume=True`` runs only the shards without a marker
+   of this capture (its ``capture_id``).
+
+The chunks are byte-identical to a single-process ``capture`` of the same data
+with the same ``batch_size`` (``tests/test_distributed_capture.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from nnsig_core._util import now_iso, package_version
+from nnsig_core.adapter import Adapter
+from nnsig_core.capture.api import DEFAULT_CHUNK_BYTES, default_predict
+from nnsig_core.capture.errors import CaptureError
+from nnsig_core.capture.policy import check_class_names, check_expected, plan_split
+from nnsig_core.distributed.client import ClientArg, require_client
+from nnsig_core.distributed.shards import (
+    CHECK_EVERY_S,
+    Job,
+    clear_markers,
+    dataset_len,
+    default_collate,
+    done_shards,
+    intact_shards,
+    prepare_task,
+    shard_task,
+)
+from nnsig_core.store import ActivationStore, open_store
+from nnsig_core.store.layout import RESERVED_NAMES, codec_description, resolve_compressor
+
+__all__ = ["SHARD_BYTES", "capture_distributed"]
+
+log = logging.getLogger("nnsig")
+
+#: Target bytes of the widest layer per shard when ``shard_rows`` is not given.
+SHARD_BYTES = 256 << 20
+
+# ---------------------------------------------------------------------------- the driver
+def _check_args(make_adapter: Any, split: str, resume: bool, overwrite: bool, dtype: str,
+                batch_size: int, max_samples: int | None, retries: int) -> None:
+    from nnsig_core._util import check_name
+
+    if not callable(make_adapter):
+        raise CaptureError(
+            f"make_adapter must be a picklable callable building the adapter on a worker "
+            f"(e.g. a module-level function loading the weights from a file); got "
+            f"{type(make_adapter).__name__}."
+        )
+    try:
+        check_name(split, "split", RESERVED_NAMES)
+    except ValueError as exc:
+        raise CaptureError(str(exc)) from None
+    if resume and overwrite:
+        raise CaptureError("Pass resume=True or overwrite=True, not both.")
+    if dtype not in ("float32", "float16"):
+        raise CaptureError(f"dtype must be 'float32' or 'float16', got {dtype!r}.")
+    if batch_size < 1:
+        raise CaptureError(f"batch_size must be >= 1, got {batch_size}.")
+    if max_samples is not None and max_samples < 1:
+        raise CaptureError(f"max_samples must be >= 1 or None, got {max_samples}.")
+    if retries < 0:
+        raise CaptureError(f"retries must be >= 0, got {retries}.")
+
+
+def _shard_rows(requested: int | None, chunk_rows: int, batch_size: int, row_bytes: int,
+                n: int, n_workers: int) -> int:
+    """Rows per shard: a multiple of the chunk length (and of the batch size when given so)."""
+    if requested is not None:
+        if requested < 1 or requested % chunk_rows:
+            raise CaptureError(
+                f"shard_rows={requested} is not a multiple of the split's {chunk_rows} rows per "
+                f"chunk: shards must own whole chunks. Use e.g. "
+                f"{max(1, round(requested / chunk_rows)) * chunk_rows}."
+            )
+        if requested % batch_size:
+            log.warning("shard_rows=%d is not a multiple of batch_size=%d: the batches differ "
+                        "from a single-process capture's (the bytes are the same only for a "
+                        "model whose results do not depend on the batch).", requested, batch_size)
+        return int(requested)
+    unit = chunk_rows * batch_size // math.gcd(chunk_rows, batch_size)
+    by_bytes = max(1, SHARD_BYTES // max(row_bytes * unit, 1))
+    by_spread = max(1, math.ceil(n / (4 * max(n_workers, 1) * unit)))  # >= 4 shards per worker
+    return unit * min(by_bytes, by_spread)
+
+
+def _row_bytes(info: Mapping[str, Any]) -> int:
+    width = [int(np.prod(d["shape"], dtype=np.int64)) * np.dtype(d.get("dtype", "float32")).itemsize
+             for d in info.get("layers", [])]
+    return max(width or [4])
+
+
+def capture_distributed(
+    make_adapter: Callable[[], Adapter],
+    dataset: Any,
+    store: ActivationStore | str | os.PathLike[str],
+    split: str = "train",
+    *,
+    client: ClientArg = None,
+    shard_rows: int | None = None,
+    batch_size: int = 256,
+    max_samples: int | None = None,
+    class_names: Sequence[str] | None = None,
+    keep_inputs: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
+    dtype: str = "float32",
+    compressor: Any = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    predict: Callable[[np.ndarray], np.ndarray] | None = None,
+    collate: Callable[[Sequence[Any]], tuple[Any, Any]] | None = None,
+    progress: bool = True,
+    durable: bool = False,
+    allow_other_weights: bool | str = False,
+    retries: int = 3,
+    storage_options: dict[str, Any] | None = None,
+) -> ActivationStore:
+    """Capture ``dataset`` on a Dask cluster: one task per shard of rows (see the module doc).
+
+    Parameters
+    ----------
+    make_adapter : callable
+        Builds the adapter (model and layer selection) on a worker, once per
+        worker process: a picklable callable, e.g. a module-level function or
+        ``functools.partial`` that loads the weights from a file or URL (the
+        weights are not shipped with every task).
+    dataset : map-style data set or (X, y)
+        ``len(dataset)`` samples and ``dataset[i]``, an ``(input, label)``
+        pair or an input (e.g. a torch ``Dataset``); or two arrays. Sample
+        ``i`` is stored at row ``i`` with ``sample_index = i``. Shipped to
+        every worker once.
+    store : ActivationStore, path, URL or zarr Store
+        As for :func:`nnsig_core.capture`. The workers open what is given
+        here (a path or URL), or a copy of the opened store (a zarr Store, or
+        a URL with ``storage_options``: its filesystem travels with it).
+    split, batch_size, max_samples, class_names, keep_inputs, resume, overwrite, dtype, compressor, chunk_bytes, predict, durable, allow_other_weights
+        As for :func:`nnsig_core.capture`. ``resume=True`` runs only the
+        shards not yet done.
+    client : dask.distributed.Client, optional
+        The cluster (default: the active client).
+    shard_rows : int, optional
+        Rows per task, a multiple of the split's chunk length (default: a
+        multiple of the chunk length and of ``batch_size``, about 256 MiB of
+        the widest layer and at least four shards per worker). With a
+        multiple of ``batch_size`` the chunks are byte-identical to
+        ``capture(..., batch_size=batch_size)``'s.
+    collate : callable, optional
+        Turns a list of ``dataset[i]`` items into ``(inputs, labels)`` (default
+        :func:`~nnsig_core.distributed.shards.default_collate`).
+    progress : bool
+        Show a progress bar of the rows written.
+    retries : int
+        Times a failed shard task is run again (exceptions other than errors in
+        the data, the model or the store, and lost workers).
+    storage_options : dict, optional
+        For a store URL: the fsspec filesystem's options (endpoint, credentials),
+        as for :func:`nnsig_core.open_store`.
+
+    Returns
+    -------
+    ActivationStore
+        The store, with ``split`` complete.
+
+    Raises
+    ------
+    CaptureError, StoreError, ClaimError, NonFiniteActivationError
+        As :func:`nnsig_core.capture`; raised on the driver, from the first
+        shard that met it.
+    ValueError
+        No Dask client.
+    """
+    _check_args(make_adapter, split, resume, overwrite, dtype, batch_size, max_samples, retries)
+    client = require_client(client, "capture_distributed")
+    from dask.base import tokenize
+
+    class_names = check_class_names(class_names)
+    try:
+        codec = resolve_compressor(compressor)
+    except ValueError as exc:
+        raise CaptureError(str(exc)) from None
+    n_total = dataset_len(dataset)
+    n = n_total if max_samples is None else min(n_total, int(max_samples))
+    if n == 0:
+        raise CaptureError("The data set is empty; nothing to capture.")
+    opened = open_store(store, mode="a", storage_options=storage_options)
+    opened.require_writable(f"split {split!r}")
+    reopen = store if isinstance(store, (str, os.PathLike)) and not storage_options else opened
+    with opened.claim(split, break_stale=resume) as claim:
+        plan = plan_split(opened, split, resume=resume, overwrite=overwrite,
+                          keep_inputs=keep_inputs, dtype=dtype, max_samples=max_samples)
+        if plan.done:
+            return opened
+        existing = plan.existing
+        if existing is not None:
+            check_expected(split, existing, n)
+            settings = dict(existing.get("capture") or {})
+            if settings.get("shard_rows") is None:
+                raise CaptureError(
+                    f"Split {split!r} was started by a single-process capture; resume it with "
+                    "capture(..., resume=True)."
+                )
+            if shard_rows is not None and shard_rows != settings["shard_rows"]:
+                raise CaptureError(
+                    f"Cannot resume split {split!r} with shard_rows={shard_rows}: it was started "
+                    f"with {settings['shard_rows']}. Leave shard_rows out to resume."
+                )
+            shard_rows = int(settings["shard_rows"])
+            capture_id = str(settings["capture_id"])
+        else:
+            capture_id = uuid.uuid4().hex
+            settings = {
+                "batch_size": batch_size, "max_samples": max_samples, "dtype": dtype,
+                "compressor": codec_description(codec), "keep_inputs": bool(keep_inputs),
+                "durable": bool(durable), "nnsig_version": package_version(),
+                "capture_id": capture_id, "started": now_iso(), "distributed": True,
+            }
+            if allow_other_weights and isinstance(allow_other_weights, str):
+                settings["other_weights"] = allow_other_weights
+        job = Job(
+            make_adapter=make_adapter, adapter_token=tokenize(make_adapter), dataset=dataset,
+            store=reopen, split=split, n=n, batch_size=batch_size, class_names=class_names,
+            keep_inputs=keep_inputs, dtype=dtype, compressor=codec, chunk_bytes=chunk_bytes,
+            predict=predict or default_predict, collate=collate or default_collate,
+            durable=durable, allow_other_weights=allow_other_weights, capture_id=capture_id,
+            settings=settings,
+        )
+        shipped = client.scatter(job, broadcast=True, hash=False)
+        try:
+            done: dict[int, bool] = {}
+            check_rows: list[int] = []
+            if existing is None:
+                clear_markers(opened, split)  # markers of an earlier capture of the split
+            else:
+                done = done_shards(opened, split, capture_id, _plan(n, int(shard_rows)))
+                done = intact_shards(opened, split, done, _plan(n, int(shard_rows)),
+                                     int(existing["capture"]["chunk_rows"]))
+                check_rows = sorted({r for i, lo, hi in _plan(n, int(shard_rows)) if i in done
+                                     for r in (lo, hi - 1)})
+            _raise(client.submit(prepare_task, shipped, existing is None, check_rows,
+                                 pure=False, retries=retries).result())
+            opened.refresh()
+            info = opened.split_attrs(split)
+            chunk_rows = int(info["capture"]["chunk_rows"])
+            n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+            shard_rows = _shard_rows(shard_rows, chunk_rows, batch_size, _row_bytes(info), n,
+                                     n_workers)
+            if existing is None:
+                info["capture"] = dict(info["capture"], shard_rows=shard_rows)
+                claim.check()
+                opened.write_split_attrs(split, info)
+            shards = _plan(n, shard_rows)
+            if done:
+                log.info("Resuming split %r: %d of %d shards already written.", split,
+                         len(done), len(shards))
+            labels = _run_shards(client, shipped, opened, split, info, shards, done,
+                                 info.get("model_fingerprint"), retries, progress, claim)
+        finally:
+            client.cancel(shipped)
+        if len(set(labels.values())) > 1:
+            raise CaptureError(
+                f"Some samples of split {split!r} have labels and others do not (shards "
+                f"{sorted(i for i, v in labels.items() if v)} have them); label all or none."
+            )
+        info.update(complete=True, n_written=n, n_samples=n, n_expected=n,
+                    has_labels=bool(next(iter(labels.values()), False)))
+        info["capture"] = dict(info["capture"], finished=now_iso())
+        claim.check()
+        if durable:
+            opened.sync_split(split)
+        opened.write_split_attrs(split, info)
+        if durable:
+            opened.sync_split(split)
+        clear_markers(opened, split)
+    log.info("Captured %d samples of split %r into %s on %d shards", n, split, opened.location,
+             len(shards))
+    return opened
+
+
+def _plan(n: int, shard_rows: int) -> list[tuple[int, int, int]]:
+    """The shards of ``n`` rows: (index, first row, end row)."""
+    return [(i, lo, min(lo + shard_rows, n)) for i, lo in enumerate(range(0, n, shard_rows))]
+
+
+def _raise(result: dict[str, Any]) -> dict[str, Any]:
+    if "error" in result:
+        raise result["error"]
+    return result
+
+
+def _run_shards(client: Any, shipped: Any, store: ActivationStore, split: str,
+                info: dict[str, Any], shards: list[tuple[int, int, int]], done: dict[int, bool],
+                fingerprint: str | None, retries: int, progress: bool,
+                claim: Any) -> dict[int, bool]:
+    """Run the shards not in ``done``, recording progress; every task has ended on return.
+
+    Returns shard -> whether its samples had labels (``done`` included).
+    """
+    from distributed import Event, as_completed, wait
+
+    stop_name = f"nnsig-stop-{uuid.uuid4().hex}"
+    stop = Event(stop_name, client=client)
+    todo = [s for s in shards if s[0] not in done]
+    futures = [client.submit(shard_task, shipped, i, lo, hi, fingerprint, stop_name,
+                             key=f"nnsig-capture-{split}-{i}-{uuid.uuid4().hex[:8]}",
+                             retries=retries, pure=False)
+               for i, lo, hi in todo]
+    labels = dict(done)
+    bar = tqdm(total=shards[-1][2], initial=sum(hi - lo for i, lo, hi in shards if i in done),
+               unit="sample", unit_scale=True, desc=f"capture {split}", disable=not progress,
+               dynamic_ncols=True)
+    bounds = {i: (lo, hi) for i, lo, hi in shards}
+    last = time.monotonic()
+    recorded = _prefix(bounds, labels)
+    try:
+        for fut in as_completed(futures):
+            result = _raise(fut.result())
+            labels[int(result["shard"])] = bool(result["has_labels"])
+            bar.update(result["hi"] - result["lo"])
+            prefix = _prefix(bounds, labels)
+            if prefix > recorded and time.monotonic() - last >= CHECK_EVERY_S:
+                info.update(n_written=prefix, n_samples=prefix)
+                claim.check()
+                store.write_split_attrs(split, info)
+                recorded, last = prefix, time.monotonic()
+    except BaseException:
+        stop.set()  # running tasks stop after their batch; those not started return at once
+        try:
+            wait(futures, timeout=300)
+        except Exception:  # noqa: BLE001 - nothing more to do than say so
+            log.warning("Some shard tasks of split %r did not stop within 300 s.", split)
+        prefix = _prefix(bounds, labels)
+        if prefix > recorded:
+            info.update(n_written=prefix, n_samples=prefix)
+            store.write_split_attrs(split, info)
+        raise
+    finally:
+        bar.close()
+        stop.clear()
+    return labels
+
+
+def _prefix(bounds: Mapping[int, tuple[int, int]], done: Mapping[int, Any]) -> int:
+    """Rows written without a gap from row 0 (what ``n_written`` may claim)."""
+    end = 0
+    for i in sorted(bounds):
+        if i not in done:
+            break
+        end = bounds[i][1]
+    return end

@@ -1,0 +1,336 @@
+"""The analysis and the diagnostics on a real dask.distributed cluster give the single-process answers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+
+from distributed import Client, LocalCluster  # noqa: E402
+from sklearn.cluster import KMeans  # noqa: E402
+
+from nnsig_core import capture_arrays, open_store  # noqa: E402
+from nnsig_core.analysis import (  # noqa: E402
+    EmptySelectionError,
+    MissingLabelsError,
+    SignatureAnalysis,
+    TooFewSamplesError,
+)
+from nnsig_core.analysis.synthetic import make_blob_activations, make_blob_store  # noqa: E402
+from nnsig_core.diagnostics import Baselines, signature_scores  # noqa: E402
+from nnsig_core.distributed import DaskSignatures  # noqa: E402
+from nnsig_core.distributed import analysis as dist_analysis  # noqa: E402
+from nnsig_core.distributed.kmeans import lloyd  # noqa: E402
+from nnsig_core.report import build_report_data  # noqa: E402
+
+BLOBS = dict(n_samples=(1500, 700), error_rate=0.15, separation=6.0, noise=1.5,
+             layer_shapes=((8,), (6,), (2, 3)))
+
+
+@pytest.fixture(scope="module")
+def client():
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as cluster, Client(cluster) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def blobs(tmp_path_factory):
+    path = tmp_path_factory.mktemp("blobs") / "b.zarr"
+    make_blob_store(path, chunk_bytes=1024, inputs=True, **BLOBS)
+    return open_store(path)
+
+
+VIEWS = ["table", "by_output_class", "by_signature", "cluster_composition"]
+
+
+def _same_signatures(local, dist, exemplars: bool = True) -> None:
+    assert isinstance(dist, DaskSignatures)
+    got = dist.compute()
+    np.testing.assert_array_equal(got.cluster_ids, local.cluster_ids)
+    np.testing.assert_allclose(got.distances, local.distances, rtol=1e-5, atol=1e-5)
+    for view in VIEWS:
+        assert list(getattr(dist, view)()) == list(getattr(local, view)()), view
+    assert list(dist.transitions(include_io=True)) == list(local.transitions(include_io=True))
+    np.testing.assert_array_equal(dist.purity(), local.purity())
+    np.testing.assert_array_equal(dist.entropy(), local.entropy())
+    assert (dist.n_samples, dist.n_signatures, dist.accuracy, dist.n_classes) == (
+        local.n_samples, local.n_signatures, local.accuracy, local.n_classes)
+    if exemplars:  # nearest first, ties by position: equal distances needed
+        assert dist.exemplars(3) == local.exemplars(3)
+        assert dist.exemplars(2, mask=dist.correct) == local.exemplars(2, mask=local.correct)
+    assert dist.subset(dist.correct).n_signatures == local.subset(local.correct).n_signatures
+    for by in ("input", "output"):
+        for a, b in zip(dist.composition(by), local.composition(by), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def _same_fit(local, dist) -> None:
+    assert dist.layers_ == local.layers_ and dist.classes_ == local.classes_
+    assert (dist.n_fit_samples_, dist.n_classes_) == (local.n_fit_samples_, local.n_classes_)
+    for name, a, b in zip(local.layers_, local.fit_composition_, dist.fit_composition_,
+                          strict=True):
+        np.testing.assert_array_equal(a, b)
+        la, lb = local.clusterers_[name], dist.clusterers_[name]
+        assert lb.method_ == "distributed"
+        np.testing.assert_array_equal(la.fit_counts_, lb.fit_counts_)
+        np.testing.assert_allclose(la.cluster_centers_, lb.cluster_centers_, rtol=1e-4,
+                                   atol=1e-4)
+        assert lb.inertia_ == pytest.approx(la.inertia_, rel=1e-5)
+
+
+# ---------------------------------------------------------------------------- same answers
+def test_a_quick_fit_and_table(client, tmp_path) -> None:
+    path = tmp_path / "q.zarr"
+    make_blob_store(path, n_samples=(300, 100), layer_shapes=((4,),), error_rate=0.1)
+    local = SignatureAnalysis(n_clusters=3, progress=False).fit(path, client=False)
+    dist = SignatureAnalysis(n_clusters=3, progress=False).fit(path, client=client)
+    _same_fit(local, dist)
+    sigs = dist.transform(path, "test", client=client)
+    assert list(sigs.table()) == list(local.transform(path, "test", client=False).table())
+
+
+
+@pytest.mark.parametrize("discretizer", [None, "uniform:5", "quantile:4", "binary",
+                                         "uniform:4:unit", "quantile:3:unit"])
+@pytest.mark.slow
+def test_the_distributed_fit_gives_the_exact_fit_s_partition(client, blobs, discretizer) -> None:
+    """From the same k-means++ seeds (every fit row is in the seeding sample), Lloyd's
+    iterations on the cluster reach the partition KMeans reaches: identical canonical ids,
+    also on discretized features, whose lattice makes exact ties frequent (they are broken as
+    KMeans breaks them). The bins are the single-process bins (quantiles from the same
+    reservoir rows)."""
+    kw = dict(n_clusters=6, discretizer=discretizer, progress=False)
+    local = SignatureAnalysis(**kw).fit(blobs, "train", client=False)
+    dist = SignatureAnalysis(**kw).fit(blobs, "train", client=client)
+    _same_fit(local, dist)
+    for name in local.layers_:
+        da, db = local.clusterers_[name].discretizer_, dist.clusterers_[name].discretizer_
+        if da is not None and da.bin_edges_ is not None:
+            np.testing.assert_array_equal(da.bin_edges_, db.bin_edges_)
+    for split in ("train", "test"):
+        theirs = dist.transform(blobs, split, client=client)
+        # The centres agree to float32 rounding (float64 sums here, float32 in KMeans): on
+        # a lattice, exemplars tied in distance may then swap; against the same centres the
+        # distances are the same bits.
+        _same_signatures(local.transform(blobs, split, client=False), theirs,
+                         exemplars=discretizer is None)
+        _same_signatures(dist.transform(blobs, split, client=False), theirs)
+
+
+@pytest.mark.slow
+def test_classes_all_samples_and_unit_shapes(client, blobs) -> None:
+    kw = dict(n_clusters={"layer0": 3, "layer2": 5}, only_correct=False, progress=False,
+              layers=["layer0", "layer2"])
+    local = SignatureAnalysis(**kw).fit(blobs, "train", classes=[0, 1, 3], client=False)
+    dist = SignatureAnalysis(**kw).fit(blobs, "train", classes=[0, 1, 3], client=client)
+    _same_fit(local, dist)
+    assert dist.fit_classes_ == [0, 1, 3] and dist.layer_shapes_ == [[8], [2, 3]]
+    _same_signatures(local.transform(blobs, "test", client=False),
+                     dist.transform(blobs, "test", client=client))
+
+
+@pytest.mark.slow
+def test_pca_is_a_reduction_close_to_the_incremental_pca(client, blobs) -> None:
+    from sklearn.decomposition import PCA
+    from sklearn.metrics import adjusted_rand_score
+
+    local = SignatureAnalysis(n_clusters=4, reduce=3, progress=False).fit(blobs, client=False)
+    dist = SignatureAnalysis(n_clusters=4, reduce=3, progress=False).fit(blobs, client=client)
+    rows = local.selection_mask(blobs, "train")
+    X = blobs.activations("train", "layer0")[:][rows]
+    pca = PCA(3).fit(X)
+    red = dist.clusterers_["layer0"].reducer_
+    np.testing.assert_allclose(red.explained_variance_, pca.explained_variance_, rtol=1e-4)
+    np.testing.assert_allclose(np.abs(red.components_), np.abs(pca.components_), atol=1e-4)
+    a = local.transform(blobs, "test", client=False)
+    b = dist.transform(blobs, "test", client=client).compute()
+    for j in range(3):  # IncrementalPCA approximates the exact PCA: nearly the same partition
+        assert adjusted_rand_score(a.cluster_ids[:, j], b.cluster_ids[:, j]) > 0.99
+
+
+@pytest.mark.slow
+def test_wide_layers_get_a_randomized_pca(client, blobs, monkeypatch) -> None:
+    """Layers too wide for a d x d covariance per block: subspace iterations, the same PCA."""
+    from sklearn.decomposition import PCA
+
+    from nnsig_core.distributed import features
+
+    monkeypatch.setattr(features, "COVARIANCE_MAX_FEATURES", 4)
+    dist = SignatureAnalysis(n_clusters=4, reduce=3, progress=False, layers=["layer0"]).fit(
+        blobs, client=client)
+    rows = dist.selection_mask(blobs, "train")
+    pca = PCA(3).fit(blobs.activations("train", "layer0")[:][rows])
+    red = dist.clusterers_["layer0"].reducer_
+    np.testing.assert_allclose(red.explained_variance_, pca.explained_variance_, rtol=1e-5)
+    np.testing.assert_allclose(red.explained_variance_ratio_, pca.explained_variance_ratio_,
+                               rtol=1e-5)
+    np.testing.assert_allclose(red.components_, pca.components_, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_features_read_again_at_every_pass_out_of_core(client, blobs, monkeypatch) -> None:
+    monkeypatch.setattr(dist_analysis, "PERSIST_FRACTION", 0.0)
+    local = SignatureAnalysis(n_clusters=5, progress=False).fit(blobs, client=False)
+    dist = SignatureAnalysis(n_clusters=5, progress=False).fit(blobs, client=client)
+    assert not any(lc.cached_raw_ for lc in dist.clusterers_.values())
+    _same_fit(local, dist)
+
+
+def test_lloyd_iterations_and_empty_clusters_follow_scikit_learn(client) -> None:
+    """The same centres, iterations and stopping point as KMeans from the same seeds, an empty
+    cluster (a seed far from every row) moved to the farthest row as KMeans moves it."""
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(c, 1.0, size=(300, 4)) for c in (0, 4, 8)]).astype(np.float32)
+    init = np.concatenate([X[[0, 350, 700]], np.full((1, 4), 100.0, np.float32)])
+    blocks = client.scatter([(np.arange(i, i + 150), np.zeros(150, np.int64), X[i : i + 150])
+                             for i in range(0, 900, 150)])
+    from dask import delayed
+
+    res = lloyd(client, [delayed(b) for b in blocks], init, tol=1e-4, max_iter=300)
+    km = KMeans(4, init=init, n_init=1, tol=1e-4, algorithm="lloyd").fit(X)
+    np.testing.assert_allclose(res.centers, km.cluster_centers_, rtol=1e-4, atol=1e-4)
+    assert res.converged and res.n_iter == km.n_iter_
+
+
+# ---------------------------------------------------------------------------- errors
+@pytest.mark.slow
+def test_errors_are_those_of_the_single_process_fit(client, blobs, tmp_path) -> None:
+    with pytest.raises(TooFewSamplesError, match="Lower n_clusters"):
+        SignatureAnalysis(n_clusters=5000, progress=False).fit(blobs, client=client)
+    with pytest.raises(EmptySelectionError, match="labels present are"):
+        SignatureAnalysis(progress=False).fit(blobs, classes=[7], client=client)
+    data = make_blob_activations(n_samples=60)
+    capture_arrays(data["activations"], data["outputs"], None, tmp_path / "u.zarr",
+                   progress=False)
+    with pytest.raises(MissingLabelsError, match="only_correct=False"):
+        SignatureAnalysis(n_clusters=2, progress=False).fit(tmp_path / "u.zarr", client=client)
+    a = SignatureAnalysis(n_clusters=2, only_correct=False, progress=False)
+    sigs = a.fit(tmp_path / "u.zarr", client=client).transform(tmp_path / "u.zarr", "train",
+                                                               client=client)
+    assert not sigs.has_labels and np.isnan(sigs.purity()).all()
+    with pytest.raises(MissingLabelsError):
+        sigs.composition("input")
+
+
+@pytest.mark.slow
+def test_nan_in_a_layer_names_the_sample(client, tmp_path) -> None:
+    from nnsig_core import NonFiniteActivationError
+
+    data = make_blob_activations(n_samples=300)
+    acts = dict(data["activations"])
+    acts["layer1"] = acts["layer1"].copy()
+    acts["layer1"][217, 2] = np.nan
+    capture_arrays(acts, data["outputs"], data["labels"], tmp_path / "n.zarr", progress=False,
+                   chunk_bytes=512)
+    with pytest.raises(NonFiniteActivationError, match="layer 'layer1' of split 'train' at "
+                                                       "sample 217 .data set index 217."):
+        SignatureAnalysis(n_clusters=2, only_correct=False, progress=False).fit(
+            tmp_path / "n.zarr", client=client)
+
+
+# ---------------------------------------------------------------------------- save, report, scores
+@pytest.mark.slow
+def test_saved_by_the_workers_and_loaded_anywhere(client, tmp_path) -> None:
+    path = tmp_path / "s.zarr"
+    make_blob_store(path, chunk_bytes=1024, **BLOBS)
+    store = open_store(path, mode="r+")
+    dist = SignatureAnalysis(n_clusters=5, progress=False).fit(store, client=client)
+    dist.save(store, "d", client=client)
+    assert store.verify().ok
+    loaded = SignatureAnalysis.load(store, "d")
+    local = SignatureAnalysis(n_clusters=5, progress=False).fit(store, client=False)
+    for split in ("train", "test"):
+        saved = loaded.signatures(store, split, client=False)  # read from the store
+        np.testing.assert_array_equal(saved.cluster_ids,
+                                      local.transform(store, split, client=False).cluster_ids)
+        again = loaded.signatures(store, split, client=client)  # read as dask arrays
+        _same_signatures(saved, again)
+    dist.save(store, "d", overwrite=True, splits=["test"], client=client)
+    assert store.group("analysis/d/signatures/test") is not None
+    assert store.group("analysis/d/signatures/train") is None
+
+
+@pytest.mark.slow
+def test_report_data_is_the_same(client, blobs) -> None:
+    local = SignatureAnalysis(n_clusters=5, progress=False).fit(blobs, client=False)
+    scores = {"test": np.linspace(0, 1, blobs.n_samples("test"))}
+    scores["test"][::7] = np.nan
+    a = build_report_data(local, blobs, scores=scores, client=False)
+    b = build_report_data(local, blobs, scores=scores, client=client)
+    a.pop("created"), b.pop("created")
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("geometry", ["cosine", "euclidean"])
+def test_scores_and_baselines_are_the_same(client, blobs, geometry) -> None:
+    local = SignatureAnalysis(n_clusters=6, progress=False).fit(blobs, client=False)
+    comps = None if geometry == "cosine" else ["path_surprisal", "disagreement",
+                                               "centroid_distance"]
+    kw = dict(geometry=geometry, components=comps, validation_split="train")
+    a = signature_scores(local, blobs, "test", client=False, **kw)
+    b = signature_scores(local, blobs, "test", client=client, **kw)
+    assert sorted(a) == sorted(b)
+    for k in a:
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-9, atol=1e-9, err_msg=k)
+    fa = Baselines.from_analysis(local, blobs, client=False, memory_limit=4000)
+    fb = Baselines.from_analysis(local, blobs, client=client, memory_limit=4000)
+    assert fb.n_knn_samples_ == fa.n_knn_samples_ < fa.n_fit_samples_  # subsampled alike
+    sa, sb = fa.score(blobs, "test", client=False), fb.score(blobs, "test", client=client)
+    for k in sa:
+        np.testing.assert_allclose(sb[k], sa[k], rtol=1e-7, atol=1e-9, err_msg=k)
+
+
+# ---------------------------------------------------------------------------- MNIST
+def _idx(path: Path) -> np.ndarray:
+    raw = path.read_bytes()
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(raw[3])]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * raw[3]).reshape(dims)
+
+
+def mnist_relu_store(root: Path, path: Path, n_train: int, n_test: int) -> Path:
+    """MNIST through a fixed random ReLU network with a ridge read-out (tests/test_analysis_mnist)."""
+    raw = root / "MNIST" / "raw"
+    images = {"train": _idx(raw / "train-images-idx3-ubyte")[:n_train],
+              "test": _idx(raw / "t10k-images-idx3-ubyte")[:n_test]}
+    labels = {"train": _idx(raw / "train-labels-idx1-ubyte")[:n_train].astype(np.int64),
+              "test": _idx(raw / "t10k-labels-idx1-ubyte")[:n_test].astype(np.int64)}
+    rng = np.random.default_rng(0)
+    w1 = rng.normal(size=(784, 256)).astype(np.float32) / 10
+    w2 = rng.normal(size=(256, 64)).astype(np.float32) / 16
+
+    def hidden(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        h1 = np.maximum(x.reshape(len(x), -1).astype(np.float32) / 255 @ w1, 0)
+        return h1, np.maximum(h1 @ w2, 0)
+
+    h1, h2 = hidden(images["train"])
+    a = np.c_[h1, h2, np.ones(len(h1), np.float32)]
+    w_out = np.linalg.solve(a.T @ a + np.eye(a.shape[1]),
+                            a.T @ np.eye(10, dtype=np.float32)[labels["train"]])
+    for split in ("train", "test"):
+        h1, h2 = hidden(images[split])
+        out = np.c_[h1, h2, np.ones(len(h1), np.float32)] @ w_out
+        capture_arrays(activations={"relu1": h1, "relu2": h2}, outputs=out,
+                       labels=labels[split], store=path, split=split, inputs=images[split],
+                       class_names=[str(c) for c in range(10)], progress=False)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.mnist
+def test_mnist_same_partition_and_table(client, mnist_root, tmp_path) -> None:
+    """On MNIST (10,000 training digits), the distributed fit starts from the exact fit's
+    k-means++ seeds and reaches the same partition: identical canonical cluster ids on both
+    splits, hence the same signature table."""
+    store = open_store(mnist_relu_store(mnist_root, tmp_path / "m.zarr", 10_000, 2_000))
+    local = SignatureAnalysis(n_clusters=10, progress=False).fit(store, client=False)
+    dist = SignatureAnalysis(n_clusters=10, progress=False).fit(store, client=client)
+    _same_fit(local, dist)
+    for split in ("train", "test"):
+        _same_signatures(local.transform(store, split, client=False),
+                         dist.transform(store, split, client=client))

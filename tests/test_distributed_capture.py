@@ -1,0 +1,321 @@
+"""capture_distributed on a real dask.distributed cluster: bytes, shards, retries, resume, refusals."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+
+import cloudpickle  # noqa: E402
+from distributed import Client, LocalCluster  # noqa: E402
+
+from nnsig_core import CaptureError, IncompleteStoreError, capture, open_store  # noqa: E402
+from nnsig_core.analysis import SignatureAnalysis  # noqa: E402
+from nnsig_core.distributed import capture_distributed  # noqa: E402
+from nnsig_core.distributed.shards import shard_marker_prefix  # noqa: E402
+from nnsig_core.store import ClaimError  # noqa: E402
+
+# Worker processes cannot import this test module: ship its functions by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+#: Rows read by the data sets of this module, in this process (in-process clusters only).
+READ: list[int] = []
+FAILED: set[int] = set()
+BUILT: list[int] = []
+
+
+class LinearReLU:
+    """A two-layer numpy network implementing the adapter protocol (with a weights fingerprint)."""
+
+    framework = "numpy-test"
+
+    def __init__(self, d_in: int = 6, d_hidden: int = 5, n_out: int = 3, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.w1 = rng.normal(size=(d_in, d_hidden)).astype(np.float32)
+        self.w2 = rng.normal(size=(d_hidden, n_out)).astype(np.float32)
+
+    def run(self, inputs):
+        h = np.maximum(np.asarray(inputs, dtype=np.float32).reshape(len(inputs), -1) @ self.w1, 0)
+        out = h @ self.w2
+        return out, {"hidden": h, "out/logits": out.copy()}
+
+    def model_summary(self):
+        return {"model_class": "LinearReLU", "parameters": int(self.w1.size + self.w2.size),
+                "layers": [{"name": "hidden", "type": "ReLU"}, {"name": "out/logits",
+                                                                 "type": "Linear"}]}
+
+    def model_fingerprint(self) -> str:
+        return hashlib.blake2b(self.w1.tobytes() + self.w2.tobytes(), digest_size=8).hexdigest()
+
+    def to_numpy(self, x):
+        return np.asarray(x)
+
+
+def make_linear(d_in: int = 6, seed: int = 0) -> LinearReLU:
+    return LinearReLU(d_in=d_in, seed=seed)
+
+
+def make_differing() -> LinearReLU:
+    """Each call (each worker) builds other weights."""
+    BUILT.append(1)
+    return LinearReLU(seed=len(BUILT))
+
+
+class Dataset:
+    """A map-style data set of (x, y) pairs, recording the rows read."""
+
+    def __init__(self, X: np.ndarray, y: np.ndarray | None, fail_at: int | None = None,
+                 error: type[BaseException] = RuntimeError, once: bool = False,
+                 bad_label_at: int | None = None) -> None:
+        self.X, self.y = X, y
+        self.fail_at, self.error, self.once, self.bad_label_at = fail_at, error, once, bad_label_at
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+    def __getitem__(self, i: int):
+        READ.append(int(i))
+        if i == self.fail_at and not (self.once and i in FAILED):
+            FAILED.add(i)
+            raise self.error(f"cannot read sample {i}")
+        label = -5 if i == self.bad_label_at else (None if self.y is None else int(self.y[i]))
+        return (self.X[i], label)
+
+
+def _data(n: int = 1003, d: int = 6, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)).astype(np.float32), rng.integers(0, 3, size=n)
+
+
+def _files(split_dir: Path) -> dict[str, bytes]:
+    """Every file of a split but the split's own metadata (which records times and ids)."""
+    return {str(f.relative_to(split_dir)): f.read_bytes() for f in split_dir.rglob("*")
+            if f.is_file() and f != split_dir / "zarr.json"}
+
+
+def _same_bytes(a: Path, b: Path, split: str = "train") -> None:
+    fa, fb = _files(a / split), _files(b / split)
+    assert sorted(fa) == sorted(fb)
+    assert [k for k in fa if fa[k] != fb[k]] == []
+
+
+@pytest.fixture(scope="module")
+def client():
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as cluster, Client(cluster) as c:
+        yield c
+
+
+# ---------------------------------------------------------------------------- bytes
+@pytest.mark.parametrize("form", ["arrays", "dataset"])
+@pytest.mark.parametrize("shard_rows", [None, 400])
+def test_chunks_are_byte_identical_to_a_single_process_capture(client, tmp_path, form,
+                                                               shard_rows) -> None:
+    X, y = _data()
+    data = (X, y) if form == "arrays" else Dataset(X, y)
+    # 200 rows per chunk (the layers' 4000 bytes), 40 per batch: shards of whole chunks cut
+    # the data into the single-process capture's batches.
+    s = capture_distributed(make_linear, data, tmp_path / "d.zarr", batch_size=40,
+                            chunk_bytes=4000, shard_rows=shard_rows, client=client,
+                            progress=False)
+    capture(make_linear(), (X, y), tmp_path / "s.zarr", batch_size=40, chunk_bytes=4000,
+            progress=False)
+    _same_bytes(tmp_path / "d.zarr", tmp_path / "s.zarr")
+    info = s.split_attrs("train")
+    assert info["complete"] and info["n_samples"] == 1003 and info["has_labels"]
+    assert info["capture"]["chunk_rows"] == 200
+    assert info["capture"]["distributed"] and info["capture"]["shard_rows"] == (shard_rows or 200)
+    assert info["model_fingerprint"] == make_linear().model_fingerprint()
+    np.testing.assert_array_equal(s.sample_index("train"), np.arange(1003))
+    assert s.verify().ok
+    assert not (tmp_path / "d.zarr" / shard_marker_prefix("train")).exists()  # markers removed
+
+
+@pytest.mark.parametrize("compressor,dtype", [("lz4", "float32"), ("zstd", "float16")])
+def test_codecs_thumbnails_and_no_labels(client, tmp_path, compressor, dtype) -> None:
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 255, size=(333, 8, 8)).astype(np.float32)
+    kw = dict(batch_size=40, chunk_bytes=2000, compressor=compressor, dtype=dtype,
+              keep_inputs=True, progress=False)
+    capture_distributed(functools.partial(make_linear, 64), (images, None), tmp_path / "d.zarr",
+                        client=client, **kw)
+    capture(make_linear(64), (images, None), tmp_path / "s.zarr", **kw)
+    _same_bytes(tmp_path / "d.zarr", tmp_path / "s.zarr")
+    s = open_store(tmp_path / "d.zarr")
+    assert not s.has_labels("train") and s.inputs("train").shape == (333, 8, 8)
+
+
+def test_a_shard_not_a_multiple_of_the_chunk_is_refused(client, tmp_path) -> None:
+    X, y = _data(300)
+    with pytest.raises(CaptureError, match="multiple of the split's 200 rows per chunk"):
+        capture_distributed(make_linear, (X, y), tmp_path / "d.zarr", batch_size=40,
+                            chunk_bytes=4000, shard_rows=250, client=client, progress=False)
+
+
+# ---------------------------------------------------------------------------- failures
+def test_a_failing_task_is_retried(client, tmp_path) -> None:
+    X, y = _data(600)
+    FAILED.clear()
+    capture_distributed(make_linear, Dataset(X, y, fail_at=321, error=OSError, once=True),
+                        tmp_path / "d.zarr", batch_size=50, chunk_bytes=4000, shard_rows=200,
+                        client=client, progress=False)
+    assert 321 in FAILED  # it failed once, then the retried task wrote the shard
+    capture(make_linear(), (X, y), tmp_path / "s.zarr", batch_size=50, chunk_bytes=4000,
+            progress=False)
+    _same_bytes(tmp_path / "d.zarr", tmp_path / "s.zarr")
+
+
+def test_errors_in_the_data_stop_the_capture_without_retries(client, tmp_path) -> None:
+    X, y = _data(600)
+    READ.clear()
+    with pytest.raises(CaptureError, match="Sample 455 has label -5"):
+        capture_distributed(make_linear, Dataset(X, y, bad_label_at=455), tmp_path / "d.zarr",
+                            batch_size=50, chunk_bytes=4000, shard_rows=200, client=client,
+                            retries=3, progress=False)
+    assert READ.count(455) == 1  # not retried
+    s = open_store(tmp_path / "d.zarr")
+    assert not s.is_complete("train")
+    with pytest.raises(IncompleteStoreError, match="resume=True"):
+        SignatureAnalysis(n_clusters=2, progress=False).fit(s, "train", client=client)
+
+
+def test_an_interrupted_capture_resumes_with_only_its_missing_shards(client, tmp_path) -> None:
+    X, y = _data(1003)
+    path = tmp_path / "d.zarr"
+    with pytest.raises(RuntimeError, match="cannot read sample 650"):
+        capture_distributed(make_linear, Dataset(X, y, fail_at=650), path, batch_size=50,
+                            chunk_bytes=4000, shard_rows=200, client=client, retries=0,
+                            progress=False)
+    s = open_store(path)
+    info = s.split_attrs("train")
+    assert not info["complete"] and info["n_written"] in (0, 200, 400, 600)
+    done = sorted(p.name for p in (path / shard_marker_prefix("train")).iterdir())
+    assert "000003.json" not in done and len(done) >= 1  # shard 3 (rows 600-799) failed
+    READ.clear()
+    capture_distributed(make_linear, Dataset(X, y), path, batch_size=50, client=client,
+                        resume=True, progress=False)
+    per_shard = np.bincount(np.array(READ) // 200, minlength=6)
+    written = {int(name[:6]) for name in done}
+    for shard in range(6):  # written shards: only their first and last rows' labels checked
+        assert per_shard[shard] == (2 if shard in written else min(200, 1003 - 200 * shard))
+    capture(make_linear(), (X, y), tmp_path / "s.zarr", batch_size=50, chunk_bytes=4000,
+            progress=False)
+    _same_bytes(path, tmp_path / "s.zarr")
+    assert open_store(path).is_complete("train")
+
+
+def test_a_done_shard_missing_a_chunk_runs_again(client, tmp_path, caplog) -> None:
+    X, y = _data(1003)
+    path = tmp_path / "d.zarr"
+    with pytest.raises(RuntimeError, match="cannot read sample 650"):
+        capture_distributed(make_linear, Dataset(X, y, fail_at=650), path, batch_size=50,
+                            chunk_bytes=4000, shard_rows=200, client=client, retries=0,
+                            progress=False)
+    done = {int(p.name[:6]) for p in (path / shard_marker_prefix("train")).iterdir()}
+    lost = min(done)
+    (path / "train" / "labels" / "c" / str(lost)).unlink()  # its labels' chunk (200 rows)
+    READ.clear()
+    with caplog.at_level("WARNING", logger="nnsig"):
+        capture_distributed(make_linear, Dataset(X, y), path, batch_size=50, client=client,
+                            resume=True, progress=False)
+    assert f"Shard {lost} of split 'train'" in caplog.text and "labels" in caplog.text
+    per_shard = np.bincount(np.array(READ) // 200, minlength=6)
+    assert per_shard[lost] == 200  # captured again, not only checked
+    capture(make_linear(), (X, y), tmp_path / "s.zarr", batch_size=50, chunk_bytes=4000,
+            progress=False)
+    _same_bytes(path, tmp_path / "s.zarr")
+
+
+def test_a_resume_is_refused_with_other_shards_or_other_data(client, tmp_path) -> None:
+    X, y = _data(1003)
+    path = tmp_path / "d.zarr"
+    with pytest.raises(RuntimeError, match="cannot read sample 650"):
+        capture_distributed(make_linear, Dataset(X, y, fail_at=650), path, batch_size=50,
+                            chunk_bytes=4000, shard_rows=200, client=client, retries=0,
+                            progress=False)
+    with pytest.raises(CaptureError, match="started with 200"):
+        capture_distributed(make_linear, (X, y), path, batch_size=50, shard_rows=400,
+                            client=client, resume=True, progress=False)
+    with pytest.raises(CaptureError, match="not in the same order"):
+        capture_distributed(make_linear, (X[::-1], y[::-1]), path, batch_size=50,
+                            client=client, resume=True, progress=False)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        capture(make_linear(), _batches(X, y, stop=300), tmp_path / "s.zarr", batch_size=50,
+                chunk_bytes=4000, progress=False)
+    with pytest.raises(CaptureError, match="single-process capture"):
+        capture_distributed(make_linear, (X, y), tmp_path / "s.zarr", batch_size=50,
+                            client=client, resume=True, progress=False)
+
+
+def _batches(X, y, stop):
+    for lo in range(0, len(X), 50):
+        if lo >= stop:
+            raise RuntimeError("interrupted")
+        yield X[lo : lo + 50], y[lo : lo + 50]
+
+
+def test_a_split_being_written_is_refused(client, tmp_path) -> None:
+    X, y = _data(100)
+    s = open_store(tmp_path / "d.zarr", mode="a")
+    with s.claim("train"), pytest.raises(ClaimError, match="being written by another capture"):
+        capture_distributed(make_linear, (X, y), s, client=client, progress=False)
+
+
+def test_workers_building_other_weights_are_refused(client, tmp_path) -> None:
+    X, y = _data(2000)
+    BUILT.clear()
+    with pytest.raises(CaptureError, match="other weights"):
+        capture_distributed(make_differing, (X, y), tmp_path / "d.zarr", batch_size=50,
+                            chunk_bytes=4000, shard_rows=200, client=client, progress=False)
+
+
+def test_arguments_are_checked(client, tmp_path) -> None:
+    X, y = _data(10)
+    with pytest.raises(CaptureError, match="picklable callable"):
+        capture_distributed(make_linear(), (X, y), tmp_path / "a.zarr", client=client)
+    with pytest.raises(CaptureError, match="map-style"):
+        capture_distributed(make_linear, iter([(X, y)]), tmp_path / "a.zarr", client=client)
+    with pytest.raises(CaptureError, match="not an nnsig adapter"):
+        capture_distributed(lambda: object(), (X, y), tmp_path / "a.zarr", client=client,
+                            progress=False)
+    with pytest.raises(ValueError, match="needs a Dask cluster"):
+        capture_distributed(make_linear, (X, y), tmp_path / "a.zarr", client=False)
+
+
+# ---------------------------------------------------------------------------- real processes
+@pytest.mark.slow
+def test_worker_processes_with_a_torch_model_loaded_from_a_file(tmp_path) -> None:
+    torch = pytest.importorskip("torch")
+    from nnsig_torch import TorchAdapter
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    weights = tmp_path / "w.pt"
+    torch.save(model.state_dict(), weights)
+    X = np.random.default_rng(0).normal(size=(700, 12)).astype(np.float32)
+    y = np.random.default_rng(1).integers(0, 4, size=700)
+    capture(TorchAdapter(model, layers=torch.nn.ReLU), (torch.from_numpy(X), torch.from_numpy(y)),
+            tmp_path / "s.zarr", batch_size=64, chunk_bytes=2048, progress=False)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster, Client(cluster) as c:
+        capture_distributed(functools.partial(_torch_adapter, str(weights)), Dataset(X, y),
+                            tmp_path / "d.zarr", batch_size=64, chunk_bytes=2048, client=c,
+                            progress=False)
+        pids = c.run(lambda: __import__("os").getpid())
+    assert len(set(pids.values())) == 2
+    _same_bytes(tmp_path / "d.zarr", tmp_path / "s.zarr")
+
+
+def _torch_adapter(path: str):
+    import torch
+    from nnsig_torch import TorchAdapter
+
+    model = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    model.load_state_dict(torch.load(path))
+    return TorchAdapter(model, layers=torch.nn.ReLU)
