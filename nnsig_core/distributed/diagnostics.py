@@ -24,6 +24,10 @@ client (given, or the active one). What runs where:
   single-process baselines keep. The scores (one float per sample and score)
   are the result.
 
+The scorer's neighbour statistics (:mod:`~nnsig_core.diagnostics.neighbours`,
+behind the default ``combined`` score) are fitted and searched on the driver,
+reading the store chunk by chunk (:meth:`SignatureScorer.fit`).
+
 The numbers are those of the single-process code up to float64 rounding
 (``tests/test_distributed_analysis.py`` compares them).
 """
