@@ -164,10 +164,20 @@ def test_evaluate(store_path: Path, tmp_path: Path) -> None:
     assert run("analyze", store_path, "--clusters", "4", "--name", "ev", "--classes", "0-1").returncode == 0
     r = run("evaluate", store_path, "--analysis", "ev", "--split", "test", "--csv", tmp_path / "m.csv")
     assert r.returncode == 0, r.stderr
-    assert "auroc" in r.stdout and "novelty" in r.stdout and "combined" in r.stdout and "knn" in r.stdout
+    for word in ("AUROC", "AUPR", "FPR95", "novelty", "combined (default)", "knn", "energy"):
+        assert word in r.stdout, word
+    assert "class_margin" not in r.stdout  # the components only with --components
     lines = (tmp_path / "m.csv").read_text().splitlines()
     assert lines[0].startswith("score,task,metric,value")
     assert {line.split(",")[2] for line in lines[1:]} == {"auroc", "aupr_in", "aupr_out", "fpr95"}
+    r = run("evaluate", store_path, "--analysis", "ev", "--split", "test", "--json", "--components")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["default_score"] == "combined" and "novelty" in out["tasks"]
+    nov = out["tasks"]["novelty"]
+    assert nov["n_positive"] > 0 and {"combined", "class_margin", "msp", "knn"} <= set(nov["scores"])
+    assert set(nov["scores"]["combined"]) == {"auroc", "aupr_out", "aupr_in", "fpr95"}
+    assert 0 <= nov["scores"]["combined"]["auroc"] <= 1
     # Tuning the combined score on a split holding novel classes is refused.
     r = run("evaluate", store_path, "--analysis", "ev", "--validation", "test")
     assert r.returncode == 1 and "novel" in r.stderr.lower()

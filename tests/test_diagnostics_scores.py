@@ -88,7 +88,10 @@ def test_misclassified_samples_disagree(fitted):
 def test_calibration_on_known_classes_only(fitted, tmp_path):
     store, analysis = fitted
     scorer = SignatureScorer().fit(analysis, store)
-    assert scorer.combiner_.describe()["tuned"] is False
+    # Without a validation split, the layers are chosen on the fit split's own errors.
+    desc = scorer.describe()
+    assert desc["validation_split"] is None and desc["combination"]["method"] == "layers"
+    assert desc["combination"]["tuned"] is True
     with pytest.raises(NovelClassError, match=r"classes \[3\]"):
         scorer.calibrate(store, "test")
     with pytest.raises(NovelClassError):

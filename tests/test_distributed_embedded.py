@@ -144,7 +144,7 @@ def test_analyze_report_and_evaluate_on_a_local_cluster(tmp_path: Path) -> None:
     r = run("evaluate", path, "--analysis", "there", "--validation", "val",
             "--scheduler", "local:2")
     assert r.returncode == 0, r.stderr
-    assert "auroc on split 'test'" in r.stdout and "mahalanobis" in r.stdout
+    assert "Split 'test'" in r.stdout and "AUROC" in r.stdout and "mahalanobis" in r.stdout
     r = run("report", path, "--analysis", "there", "--out", tmp_path / "rep",
             "--scheduler", "local:2")
     assert r.returncode == 0, r.stderr

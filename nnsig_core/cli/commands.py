@@ -288,18 +288,21 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """``nnsig evaluate``: signature scores (saved) and baselines, measured per task."""
+    """``nnsig evaluate``: the default score and the baselines, AUROC/AUPR/FPR95 per task."""
     import csv
 
-    from nnsig_core.diagnostics import baseline_scores, evaluate, signature_scores
+    from nnsig_core.diagnostics import BASELINES, baseline_scores, evaluate, signature_scores
 
     store = open_store(args.store, mode="r+")
     analysis = _load_analysis(store, args.analysis)
     store.require_complete(args.split)
     scores = dict(signature_scores(analysis, store, args.split,
                                    validation_split=args.validation, save=True))
+    shown = ["combined"] + ([k for k in scores if k != "combined"] if args.components else [])
     if not args.no_baselines:
-        scores.update(baseline_scores(analysis, store, args.split))
+        base = baseline_scores(analysis, store, args.split)
+        scores.update(base)
+        shown += [k for k in BASELINES if k in base]
     rows = evaluate(scores, store.labels(args.split), store.predictions(args.split),
                     analysis.classes_, as_frame=False)
     if not rows:
@@ -313,14 +316,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             writer.writeheader()
             writer.writerows(rows)
     tasks = list(dict.fromkeys(r["task"] for r in rows))
-    names = list(dict.fromkeys(r["score"] for r in rows))
-    value = {(r["score"], r["task"]): r["value"] for r in rows if r["metric"] == args.metric}
+    value = {(r["score"], r["task"], r["metric"]): r["value"] for r in rows}
     counts = {r["task"]: (r["n_positive"], r["n_negative"]) for r in rows}
-    table = [[n, *(f"{value[(n, t)]:.3f}" if (n, t) in value else "" for t in tasks)] for n in names]
-    print(f"{args.metric} on split {args.split!r} (positives = suspicious samples):")
-    print(format_table(table, ["score", *tasks]))
-    print("  " + "; ".join(f"{t}: {p} positives, {q} negatives" for t, (p, q) in counts.items()))
+    metrics = (("AUROC", "auroc"), ("AUPR", "aupr_out"), ("FPR95", "fpr95"))
+    if args.json:
+        print(json.dumps({
+            "split": args.split, "analysis": args.analysis, "validation_split": args.validation,
+            "default_score": "combined",
+            "tasks": {t: {"n_positive": counts[t][0], "n_negative": counts[t][1],
+                          "scores": {n: {m: value[(n, t, m)] for m in
+                                         ("auroc", "aupr_out", "aupr_in", "fpr95")}
+                                     for n in shown}}
+                      for t in tasks},
+        }, indent=2))
+    else:
+        print(f"Split {args.split!r}, analysis {args.analysis!r}; positives = suspicious samples "
+              "(AUPR: theirs; FPR95: share of the others flagged when 95% of them are).")
+        for t in tasks:
+            p, q = counts[t]
+            print(f"\n{t}: {p} positives, {q} negatives")
+            table = [[f"{n} (default)" if n == "combined" else n,
+                      *(f"{value[(n, t, m)]:.3f}" for _, m in metrics)] for n in shown]
+            print(format_table(table, ["score", *(h for h, _ in metrics)]))
     if args.csv:
-        print(f"all metrics written to {args.csv}")
+        print(f"all metrics of every score written to {args.csv}", file=sys.stderr if args.json
+              else sys.stdout)
     return 0
 

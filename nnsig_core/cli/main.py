@@ -67,7 +67,8 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
         "score samples from their signatures and measure the scores against baselines",
         "Compute the signature scores of a split (saved next to the analysis) and the "
         "baselines (max softmax, energy, Mahalanobis, k-NN, activation patterns), then "
-        "print AUROC, AUPR-In, AUPR-Out and FPR at 95%% TPR for error detection "
+        "print AUROC, AUPR and FPR at 95%% TPR of the default (combined) score and each "
+        "baseline for error detection "
         "(positives: misclassified samples of known classes), novelty (positives: samples "
         "of classes the analysis was not fitted on) and both. The suspicious samples are "
         "always the positive class.",
@@ -217,8 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation", default=None, metavar="SPLIT",
                    help="split of known classes that chooses the combined score (default: none)")
     p.add_argument("--no-baselines", action="store_true", help="signature scores only")
-    p.add_argument("--metric", default="auroc", choices=["auroc", "aupr_in", "aupr_out", "fpr95"],
-                   help="metric of the printed table (default: auroc); --csv has them all")
+    p.add_argument("--components", action="store_true",
+                   help="also the signature components (default: the combined score and the "
+                        "baselines)")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.add_argument("--csv", default=None, metavar="PATH", help="write every metric as CSV")
     _scheduler(p)
     return parser

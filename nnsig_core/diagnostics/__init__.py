@@ -13,7 +13,7 @@ Typical use::
     from nnsig_core import diagnostics as dx
 
     store = open_store("runs/mnist.zarr", mode="r+")
-    analysis = SignatureAnalysis(n_clusters=50).fit(store, "train")
+    analysis = SignatureAnalysis().fit(store, "train")
     scores = dx.signature_scores(analysis, store, "test", validation_split="val")
     scores |= dx.baseline_scores(analysis, store, "test")
     table = dx.evaluate(scores, store.labels("test"), store.predictions("test"),
@@ -22,19 +22,25 @@ Typical use::
 Modules
 -------
 components
-    The component scores' formulas and their training statistics.
+    The path components' formulas and their training statistics.
 geometry
     Distances of samples to the analysis's centroids (cosine or Euclidean).
+neighbours
+    The scorer's own, finer statistics of each layer: the training samples'
+    normalised, reduced rows grouped by class (the neighbour components).
 combine
-    :class:`ScoreCombiner`: the ``combined`` score, tuned on known classes only.
-scores
-    :class:`SignatureScorer` and :func:`signature_scores`.
+    :class:`~nnsig_core.diagnostics.combine.LayerCombiner` (the default
+    ``combined`` score) and :class:`ScoreCombiner`, tuned on known classes only.
+arrays, scores
+    The path components from signatures as arrays; :class:`SignatureScorer`
+    and :func:`signature_scores`.
 detectors, baselines
     Standard detectors on arrays; :class:`Baselines` on a store's split.
 metrics
     AUROC, AUPR, FPR at 95% TPR per task (:func:`evaluate`).
 persist
-    Scores saved next to an analysis in the store.
+    Scores saved next to an analysis in the store (0.1's refused or read with
+    ``legacy=True``).
 """
 
 from nnsig_core.diagnostics.baselines import BASELINES, Baselines, baseline_scores

@@ -1,6 +1,7 @@
 """Combine several suspicion scores into one, tuned on the error-detection task of known classes.
 
-:class:`ScoreCombiner` turns each component score into a common scale fitted
+:class:`LayerCombiner` forms the default ``combined`` score from each layer's
+neighbour components (see its docstring). :class:`ScoreCombiner` turns each component score into a common scale fitted
 on a *reference* set of samples, then averages them with weights.
 
 ``method="rank"`` (default)
@@ -37,7 +38,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from nnsig_core.analysis.errors import AnalysisError, MissingLabelsError
 
-__all__ = ["NovelClassError", "ScoreCombiner", "check_known_labels", "ecdf_ranks"]
+__all__ = ["LayerCombiner", "NovelClassError", "ScoreCombiner", "check_known_labels", "ecdf_ranks"]
 
 METHODS = ("rank", "logistic")
 _MAX_SUBSET_COMPONENTS = 12
@@ -222,4 +223,189 @@ class ScoreCombiner(BaseEstimator):
             "weights": [float(w) for w in self.weights_],
             "tuned": bool(self.tuned_),
             "tuning_auroc": self.tuning_auroc_,
+        }
+
+
+class LayerCombiner(BaseEstimator):
+    r"""The default ``combined`` score: standardised per-layer components of the chosen layers,
+    plus the excess over the reference's range in any layer.
+
+    Each layer :math:`l` gives two component scores (a distance and a margin;
+    see :mod:`~nnsig_core.diagnostics.neighbours`). Against a *reference* set
+    of samples the model handles correctly (a validation split's correctly
+    classified samples, or fit samples scored leave-one-out) each component is
+    standardised, :math:`z_{l,t} = (s_{l,t} - \mu_{l,t}) / \sigma_{l,t}`, and
+    :math:`M_l = \max_{\text{ref}} z_{l,\text{distance}}` is the largest
+    standardised distance the reference reaches in layer :math:`l`. Then
+
+    .. math::
+
+        \text{combined} = \frac{1}{2|S|} \sum_{l \in S} (z_{l,\text{distance}} +
+        z_{l,\text{margin}}) + \log\Bigl(1 + \sum_{l} \max(0, z_{l,\text{distance}} - M_l)\Bigr)
+
+    The first term averages the layers :math:`S` that best detect the tuning
+    target (misclassified samples of known classes; the non-empty subset of
+    layers with the highest AUROC, ties to the larger subset; every layer when
+    there is no target). The second is zero for a sample inside every layer's
+    reference range and grows with how far outside it lies in *any* layer, so
+    layers left out of :math:`S` (typically the early ones, which say little
+    about errors) still flag inputs unlike anything seen (noise, inverted
+    images). The logarithm keeps the scale readable (a histogram of the
+    scores is not squashed by a few extreme inputs).
+
+    Parameters
+    ----------
+    select_layers : bool
+        Choose :math:`S` on the tuning target (else every layer).
+    guard : bool
+        Add the out-of-range term.
+    max_exhaustive : int
+        Up to this many layers every subset is tried; beyond, layers are added
+        greedily (forward selection).
+
+    Attributes
+    ----------
+    layers_ : list of str
+        Every layer, in order.
+    selected_ : list of str
+        :math:`S`.
+    mean_, scale_ : dict of (str, str) to float
+        :math:`\mu, \sigma` per (layer, component).
+    range_ : dict of str to float
+        :math:`M_l`.
+    tuned_ : bool
+    tuning_auroc_ : float or None
+    n_reference_ : int
+    """
+
+    COMPONENTS = ("distance", "margin")
+
+    def __init__(self, select_layers: bool = True, guard: bool = True,
+                 max_exhaustive: int = 10) -> None:
+        self.select_layers = select_layers
+        self.guard = guard
+        self.max_exhaustive = max_exhaustive
+
+    @classmethod
+    def _matrix(cls, scores: Mapping[str, Mapping[str, Any]], layers: Sequence[str]) -> np.ndarray:
+        """``(n, L, 2)``: the components of ``scores[layer][component]``."""
+        try:
+            cols = [[np.asarray(scores[lay][t], dtype=np.float64).reshape(-1)
+                     for t in cls.COMPONENTS] for lay in layers]
+        except KeyError as exc:
+            raise ValueError(f"Layer scores lack {exc.args[0]!r}: every layer needs "
+                             f"{list(cls.COMPONENTS)}.") from None
+        return np.stack([np.stack(c, axis=1) for c in cols], axis=1)
+
+    def fit(self, reference: Mapping[str, Mapping[str, Any]],
+            tuning: Mapping[str, Mapping[str, Any]] | None = None,
+            target: Any = None) -> LayerCombiner:
+        """Standardise on ``reference``; choose the layers on ``tuning`` and ``target``.
+
+        Parameters
+        ----------
+        reference : mapping of layer to {"distance": (n,), "margin": (n,)}
+            Component scores of reference samples (correctly classified, of
+            known classes, not used to fit the statistics).
+        tuning : same form, optional
+            Component scores of the tuning samples.
+        target : array-like of bool (m,), optional
+            True for the tuning samples to detect (misclassified ones). The
+            caller guarantees they hold no novel class.
+        """
+        self.layers_ = list(reference)
+        if not self.layers_:
+            raise ValueError("The reference holds no layer.")
+        R = self._matrix(reference, self.layers_)
+        if R.shape[0] < 2:
+            raise ValueError(f"The reference set has {R.shape[0]} sample(s); at least 2 are "
+                             "needed to standardise the scores.")
+        mu, sd = R.mean(axis=0), R.std(axis=0)
+        sd = np.where(sd > 0, sd, 1.0)
+        self._mu, self._sd = mu, sd
+        self._range = ((R[:, :, 0] - mu[:, 0]) / sd[:, 0]).max(axis=0)
+        self.mean_ = {(lay, t): float(mu[i, j]) for i, lay in enumerate(self.layers_)
+                      for j, t in enumerate(self.COMPONENTS)}
+        self.scale_ = {(lay, t): float(sd[i, j]) for i, lay in enumerate(self.layers_)
+                       for j, t in enumerate(self.COMPONENTS)}
+        self.range_ = {lay: float(m) for lay, m in zip(self.layers_, self._range, strict=True)}
+        self.n_reference_ = int(R.shape[0])
+        self.tuned_, self.tuning_auroc_ = False, None
+        chosen = np.ones(len(self.layers_), dtype=bool)
+        if tuning is not None and target is not None and self.select_layers:
+            T = self._z(self._matrix(tuning, self.layers_))
+            y = np.asarray(target, dtype=bool).reshape(-1)
+            if y.size != T.shape[0]:
+                raise ValueError(f"target has {y.size} values for {T.shape[0]} tuning samples.")
+            if y.all() or not y.any():
+                raise ValueError("Cannot choose layers: the tuning samples are all "
+                                 f"{'positives' if y.all() else 'negatives'}.")
+            chosen, self.tuning_auroc_ = self._choose(T.mean(axis=2), y)
+            self.tuned_ = True
+        self._chosen = chosen
+        self.selected_ = [lay for lay, c in zip(self.layers_, chosen, strict=True) if c]
+        return self
+
+    def _z(self, X: np.ndarray) -> np.ndarray:
+        return (X - self._mu) / self._sd
+
+    def _choose(self, P: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+        """The subset of layers (columns of ``P``, per-layer mean z) with the best AUROC."""
+        L = P.shape[1]
+        best, best_mask = -np.inf, np.ones(L, dtype=bool)
+        if L <= self.max_exhaustive:
+            for size in range(1, L + 1):
+                for subset in itertools.combinations(range(L), size):
+                    auc = roc_auc_score(y, P[:, list(subset)].mean(axis=1))
+                    if auc >= best - 1e-12:
+                        best, best_mask = auc, np.isin(np.arange(L), subset)
+            return best_mask, float(best)
+        mask = np.zeros(L, dtype=bool)
+        while not mask.all():
+            gains = [(roc_auc_score(y, P[:, mask | (np.arange(L) == j)].mean(axis=1)), j)
+                     for j in np.flatnonzero(~mask)]
+            auc, j = max(gains)
+            if auc < best - 1e-12:
+                break
+            best, mask[j] = auc, True
+        return mask, float(best)
+
+    def transform(self, scores: Mapping[str, Mapping[str, Any]],
+                  layers: Sequence[str] | None = None) -> np.ndarray:
+        """The combined score (higher = more suspicious) of samples' per-layer components.
+
+        ``layers`` overrides the chosen layers :math:`S` (e.g. to compare choices).
+        """
+        check_is_fitted(self, "selected_", msg="LayerCombiner is not fitted; call fit first.")
+        Z = self._z(self._matrix(scores, self.layers_))
+        chosen = self._chosen
+        if layers is not None:
+            unknown = sorted(set(layers) - set(self.layers_))
+            if unknown or not layers:
+                raise ValueError(f"layers must be a non-empty subset of {self.layers_}; got "
+                                 f"{list(layers)}.")
+            chosen = np.isin(self.layers_, list(layers))
+        out = Z[:, chosen, :].mean(axis=(1, 2))
+        if self.guard:
+            out = out + np.log1p(np.maximum(Z[:, :, 0] - self._range, 0.0).sum(axis=1))
+        return out
+
+    def standardised(self, scores: Mapping[str, Mapping[str, Any]]) -> np.ndarray:
+        """``(n, L, 2)``: the standardised components :math:`z_{l,t}`."""
+        check_is_fitted(self, "selected_", msg="LayerCombiner is not fitted; call fit first.")
+        return self._z(self._matrix(scores, self.layers_))
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-serialisable description (layers chosen, reference statistics)."""
+        return {
+            "method": "layers",
+            "layers": list(self.layers_),
+            "selected": list(self.selected_),
+            "guard": bool(self.guard),
+            "tuned": bool(self.tuned_),
+            "tuning_auroc": self.tuning_auroc_,
+            "n_reference": self.n_reference_,
+            "mean": {f"{lay}/{t}": v for (lay, t), v in self.mean_.items()},
+            "scale": {f"{lay}/{t}": v for (lay, t), v in self.scale_.items()},
+            "range": dict(self.range_),
         }

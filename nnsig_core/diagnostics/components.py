@@ -77,9 +77,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DISTANCE_COMBINE", "SCORES", "PathStatistics", "min_hamming"]
+__all__ = ["DISTANCE_COMBINE", "NEIGHBOUR_SCORES", "PATH_SCORES", "SCORES", "PathStatistics",
+           "min_hamming"]
 
-SCORES = (
+#: Components computed from the analysis's clusters (this module).
+PATH_SCORES = (
     "path_surprisal",
     "path_hamming",
     "disagreement",
@@ -88,6 +90,10 @@ SCORES = (
     "class_distance",
     "class_margin",
 )
+#: Components from the scorer's own statistics (:mod:`~nnsig_core.diagnostics.neighbours`).
+NEIGHBOUR_SCORES = ("neighbour_distance", "neighbour_margin")
+#: Every component, in the order :class:`~nnsig_core.diagnostics.SignatureScorer` returns them.
+SCORES = PATH_SCORES + NEIGHBOUR_SCORES
 DISTANCE_COMBINE = ("fisher", "minp")
 _HAMMING_BUDGET = 64 << 20
 _EPS = 1e-9

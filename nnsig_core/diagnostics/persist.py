@@ -1,4 +1,12 @@
-"""Scores in the store: ``analysis/<name>/scores/<split>/<score name>`` (float64, (sample,))."""
+"""Scores in the store: ``analysis/<name>/scores/<split>/<score name>`` (float64, (sample,)).
+
+The group's ``nnsig_scores`` attribute holds the split's fingerprint, the
+scorer's settings and ``scores_format``: 2 since the default ``combined``
+score became the per-layer neighbour combination (issue 15). Scores saved by
+nnsig 0.1 carry no ``scores_format``; their ``combined`` is 0.1's mean rank
+of the path components, a different score under the same name, so
+:func:`load_scores` refuses them unless asked (``legacy=True``).
+"""
 
 from __future__ import annotations
 
@@ -13,9 +21,17 @@ from nnsig_core._util import to_json_safe
 from nnsig_core.store import ActivationStore, StoreError
 from nnsig_core.store.layout import SCORES_ATTR, array_options, scores_path
 
-__all__ = ["load_scores", "save_scores", "saved_score_splits"]
+__all__ = ["SCORES_FORMAT", "LegacyScoresError", "load_scores", "save_scores",
+           "saved_score_splits", "saved_scores_format"]
 
 log = logging.getLogger("nnsig")
+
+#: Format of the saved scores written by this version (0.1 wrote none: format 1).
+SCORES_FORMAT = 2
+
+
+class LegacyScoresError(StoreError):
+    """Saved scores were written by nnsig 0.1 (their ``combined`` is another score)."""
 
 
 def save_scores(
@@ -56,7 +72,8 @@ def save_scores(
     try:
         sg.attrs[SCORES_ATTR] = to_json_safe({"split": split, "n_samples": n,
                                               "fingerprint": store.fingerprint(split),
-                                              "scores": list(scores), **dict(attrs or {})})
+                                              "scores": list(scores), **dict(attrs or {}),
+                                              "scores_format": SCORES_FORMAT})
         for key, v in scores.items():
             data = np.asarray(v, dtype=np.float64).reshape(-1)
             sg.create_array(key, data=data, chunks=(max(1, min(n, 1 << 16)),),
@@ -80,8 +97,31 @@ def saved_score_splits(store: ActivationStore, name: str) -> list[str]:
     return [] if g is None else sorted(k for k, _ in g.groups() if not k.startswith("."))
 
 
-def load_scores(store: ActivationStore, name: str, split: str) -> dict[str, np.ndarray]:
-    """The scores saved by :func:`save_scores` (in the order they were saved)."""
+def saved_scores_format(store: ActivationStore, name: str, split: str) -> int:
+    """Format of the saved scores of ``split`` (1: written by nnsig 0.1; see the module doc)."""
+    g = _scores_group(store, name)
+    if g is None or split not in g:
+        raise StoreError(f"No saved scores of split {split!r} for analysis {name!r}.")
+    return int(g[split].attrs.get(SCORES_ATTR, {}).get("scores_format", 1))
+
+
+def load_scores(store: ActivationStore, name: str, split: str,
+                legacy: bool = False) -> dict[str, np.ndarray]:
+    """The scores saved by :func:`save_scores` (in the order they were saved).
+
+    Parameters
+    ----------
+    legacy : bool
+        Also read scores saved by nnsig 0.1 (logged): their ``combined`` is 0.1's mean
+        rank of the path components. Without it they raise :class:`LegacyScoresError`.
+
+    Raises
+    ------
+    StoreError
+        No saved scores of ``split``, or they predate the split's last capture.
+    LegacyScoresError
+        They were saved by nnsig 0.1 and ``legacy`` is False.
+    """
     g = _scores_group(store, name)
     if g is None or split not in g:
         have = saved_score_splits(store, name)
@@ -89,9 +129,23 @@ def load_scores(store: ActivationStore, name: str, split: str) -> dict[str, np.n
                          f"splits with scores: {have or '(none)'}.")
     sg = g[split]
     saved = sg.attrs.get(SCORES_ATTR, {})
+    fmt = int(saved.get("scores_format", 1))
+    if fmt > SCORES_FORMAT:
+        raise StoreError(f"The saved scores of split {split!r} for analysis {name!r} have format "
+                         f"{fmt}; this nnsig reads up to {SCORES_FORMAT}: upgrade nnsig.")
+    if fmt == 1 and not legacy:
+        raise LegacyScoresError(
+            f"The saved scores of split {split!r} for analysis {name!r} were written by nnsig "
+            "0.1: their 'combined' is 0.1's mean rank of the path components, not today's "
+            "default score. Compute them again (nnsig evaluate, or nnsig_core.diagnostics."
+            "signature_scores(analysis, store, split, save=True)), or read them as they are "
+            "with load_scores(..., legacy=True).")
     if saved.get("fingerprint") != to_json_safe(store.fingerprint(split)):
         raise StoreError(f"The saved scores of split {split!r} for analysis {name!r} predate the "
                          "split's last capture; compute them again (nnsig evaluate, or "
                          "nnsig_core.diagnostics.signature_scores(analysis, store, split, save=True)).")
+    if fmt == 1:
+        log.warning("Reading the scores of split %r for analysis %r saved by nnsig 0.1: their "
+                    "'combined' is 0.1's mean rank of the path components.", split, name)
     order = saved.get("scores") or sorted(k for k, _ in sg.arrays())
     return {k: np.asarray(sg[k][:]) for k in order if k in sg}

@@ -2,38 +2,43 @@ r"""Signature-based suspicion scores: does a sample take a path its predicted cl
 
 A fitted :class:`~nnsig_core.analysis.SignatureAnalysis` assigns every sample
 a *signature* (path), its cluster in each analysed layer. The *training
-paths* are those of the analysis's fit samples that the model classifies
-correctly. :mod:`~nnsig_core.diagnostics.components` defines the component
-scores (``path_surprisal``, ``path_hamming``, ``disagreement``,
-``centroid_distance``, ``transition_surprisal``, ``class_distance``,
-``class_margin``), all *higher = more suspicious*; this module fits them on an
-analysis and a store and combines them:
+samples* are the analysis's fit samples that the model classifies correctly.
+Every score is *higher = more suspicious*:
 
+path components (:mod:`~nnsig_core.diagnostics.components`)
+    ``path_surprisal``, ``path_hamming``, ``disagreement``,
+    ``centroid_distance``, ``transition_surprisal``, ``class_distance``,
+    ``class_margin``: statistics of the paths through the analysis's clusters
+    (the clusters a person reads in the report).
+neighbour components (:mod:`~nnsig_core.diagnostics.neighbours`)
+    ``neighbour_distance`` and ``neighbour_margin``: per layer, the distance to
+    the nearest training sample of the predicted class (in a normalised,
+    reduced space) and how much nearer another class's is; averaged over the
+    layers after standardisation. They use the scorer's own, finer statistics
+    of the layers, so the clusters shown stay as coarse as a person wants.
 ``combined``
-    A :class:`~nnsig_core.diagnostics.combine.ScoreCombiner` of the
-    components: by default the mean of their empirical-CDF ranks on a
-    reference set; after :meth:`SignatureScorer.calibrate` on a validation
-    split of known classes, the combination that best detects that split's
-    misclassified samples (error detection only, never novel classes).
+    By default (``method="layers"``) the
+    :class:`~nnsig_core.diagnostics.combine.LayerCombiner` of the per-layer
+    neighbour components: the layers that best detect errors, plus how far
+    outside the reference range a sample lies in any layer.
+    ``method="rank"`` / ``"logistic"`` combine the components above instead
+    (:class:`~nnsig_core.diagnostics.combine.ScoreCombiner`).
 
-The default reference of the ranks is the training samples themselves, scored
-*leave-one-out* (each one's own contribution removed from every count,
-distance list and path set; the centroids are kept), so that they behave like
-unseen samples of known classes; after calibration it is the validation split.
+What is chosen where (never on test labels or novel classes):
 
-Cost: ``class_distance`` and ``class_margin`` (and any distance in the
-cosine geometry) need the distances to *all* centroids, so the scorer reads
-each analysed layer of the scored split once more, chunk by chunk, through the
-analysis's feature map; the other scores need only the signatures (pass
-``geometry="euclidean"`` and ``components`` without those two to skip the
-read).
+- :meth:`SignatureScorer.fit` uses the fit split only: the statistics come
+  from the training samples; a random subsample of them (``n_reference``,
+  each scored leave-one-out) is the *reference* the components are
+  standardised on, and the fit split's misclassified samples of the known
+  classes are the target the layers are chosen on.
+- :meth:`SignatureScorer.calibrate` (``validation_split=`` of
+  :func:`signature_scores`) redoes both on a held-out split of known classes:
+  its correctly classified samples become the reference, its misclassified
+  ones the target. A split holding a class the analysis was not fitted on is
+  refused (:class:`~nnsig_core.diagnostics.NovelClassError`).
 
-Choices, measured in ``benchmarks/bench_diagnostics.py`` (MNIST MLP, 100
-clusters per layer): in the raw ReLU space Euclidean distances mostly measure
-the activation norm, and cosine distances detect errors and novel classes far
-better; p-values per cluster (``centroid_distance``) forgive samples in loose
-clusters, hence ``class_distance``; exact paths become sparse with many
-clusters, so ``path_*`` and ``transition_surprisal`` are weak there.
+Scoring the fit split itself leaves each training sample out of its own
+statistics (leave-one-out), so training samples are scored like unseen ones.
 """
 
 from __future__ import annotations
@@ -49,25 +54,35 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from nnsig_core._params import Interval, Options, Satisfies, validate_params
+from nnsig_core._params import MEMORY_SIZE, Interval, Options, Satisfies, validate_params
 from nnsig_core.analysis.errors import MissingLabelsError
 from nnsig_core.analysis.selection import fit_sample_mask
-from nnsig_core.diagnostics.combine import ScoreCombiner, check_known_labels
-from nnsig_core.diagnostics.components import DISTANCE_COMBINE, SCORES, PathStatistics
+from nnsig_core.diagnostics.arrays import PathArraysMixin
+from nnsig_core.diagnostics.combine import LayerCombiner, ScoreCombiner, check_known_labels
+from nnsig_core.diagnostics.components import (
+    DISTANCE_COMBINE,
+    NEIGHBOUR_SCORES,
+    PATH_SCORES,
+    SCORES,
+    PathStatistics,
+)
 from nnsig_core.diagnostics.geometry import Distances, cluster_owners, split_distances
+from nnsig_core.diagnostics.neighbours import ClassNeighbours, neighbour_scores
 from nnsig_core.diagnostics.persist import save_scores
 from nnsig_core.distributed.client import ClientArg, resolve_client
 from nnsig_core.store import ActivationStore, open_store
 
-__all__ = ["GEOMETRIES", "SignatureScorer", "signature_scores"]
+__all__ = ["GEOMETRIES", "METHODS", "SignatureScorer", "signature_scores"]
 
 log = logging.getLogger("nnsig")
 
 GEOMETRIES = ("cosine", "euclidean")
+METHODS = ("layers", "rank", "logistic")
 StoreArg = ActivationStore | str | os.PathLike
+LayerScores = dict[str, dict[str, np.ndarray]]
 
 
-class SignatureScorer(BaseEstimator):
+class SignatureScorer(PathArraysMixin, BaseEstimator):
     """Per-sample suspicion scores from a fitted signature analysis (see the module doc).
 
     Parameters
@@ -81,16 +96,28 @@ class SignatureScorer(BaseEstimator):
         ``class_margin``: between L2-normalised features and centroids
         (default), or the analysis's plain Euclidean distances.
     distance_combine : {"fisher", "minp"}
-        How ``centroid_distance`` combines its per-layer p-values
-        (``class_distance`` always uses Fisher's method).
+        How ``centroid_distance`` combines its per-layer p-values.
     min_cluster_size : int
         Clusters with fewer training samples take their distance p-value
         against the whole layer's training distances.
-    method : {"rank", "logistic"}
-        Combination used by :meth:`calibrate` (see
-        :class:`~nnsig_core.diagnostics.combine.ScoreCombiner`).
+    n_neighbors : int
+        The neighbour components use the distance to the ``n_neighbors``-th
+        nearest training sample of a class.
+    n_components : int
+        Dimension of the reduced space of the neighbour components.
+    method : {"layers", "rank", "logistic"}
+        How ``combined`` is formed (see the module doc).
     components : sequence of str or None
-        Scores entering ``combined`` (default: all of :data:`SCORES`).
+        Scores to compute and return (default: all of :data:`SCORES`); with
+        ``method="rank"`` or ``"logistic"`` also those combined.
+    n_reference : int
+        Training samples scored leave-one-out as the reference when no
+        validation split is given.
+    memory_limit : int or str
+        Budget for the neighbour statistics (the reduced training rows of
+        every layer get half of it; a class-stratified subsample beyond).
+    random_state : int or None
+        Seed of the subsamples.
 
     Attributes
     ----------
@@ -102,19 +129,22 @@ class SignatureScorer(BaseEstimator):
     n_train_ : int
         Training samples (correct fit samples) the statistics come from.
     n_paths_ : int
-        Distinct training paths ``U``.
+        Distinct training paths.
     owners_ : list of dict
-        Per layer, class -> the clusters counted as that class's in
-        ``class_margin`` (majority class, see the module doc).
+        Per layer, class -> the clusters counted as that class's.
     stats_ : PathStatistics
-        The training statistics behind the components.
+    neighbours_ : ClassNeighbours or None
     components_ : list of str
-        The components computed and combined.
+        The components computed.
+    layer_combiner_ : LayerCombiner or None
+        Standardises the neighbour components (and forms ``combined`` with
+        ``method="layers"``).
+    combiner_ : LayerCombiner or ScoreCombiner
+        What forms ``combined``.
     reference_ : dict of str to ndarray
-        Leave-one-out scores of the training samples.
-    combiner_ : ScoreCombiner
+        Component scores of the internal reference (training samples, leave-one-out).
     validation_split_ : str or None
-        Split the combination was tuned on (None: untuned rank average).
+        Split the reference and the layers were taken from (None: the fit split).
     """
 
     _parameter_constraints = {
@@ -123,9 +153,14 @@ class SignatureScorer(BaseEstimator):
         "geometry": [Options(GEOMETRIES)],
         "distance_combine": [Options(DISTANCE_COMBINE)],
         "min_cluster_size": [Interval(numbers.Integral, 0)],
-        "method": [Options(("rank", "logistic"))],
+        "n_neighbors": [Interval(numbers.Integral, 1)],
+        "n_components": [Interval(numbers.Integral, 1)],
+        "method": [Options(METHODS)],
         "components": [None, Satisfies(lambda v: len(v) > 0 and set(v) <= set(SCORES),
                                        f"a non-empty list of components among {list(SCORES)}")],
+        "n_reference": [Interval(numbers.Integral, 2)],
+        "memory_limit": [MEMORY_SIZE],
+        "random_state": [numbers.Integral, None],
     }
 
     def __init__(
@@ -135,123 +170,135 @@ class SignatureScorer(BaseEstimator):
         geometry: str = "cosine",
         distance_combine: str = "fisher",
         min_cluster_size: int = 5,
-        method: str = "rank",
+        n_neighbors: int = 1,
+        n_components: int = 64,
+        method: str = "layers",
         components: Sequence[str] | None = None,
+        n_reference: int = 5000,
+        memory_limit: int | str = "1GiB",
+        random_state: int | None = 0,
     ) -> None:
         self.alpha = alpha
         self.beta = beta
         self.geometry = geometry
         self.distance_combine = distance_combine
         self.min_cluster_size = min_cluster_size
+        self.n_neighbors = n_neighbors
+        self.n_components = n_components
         self.method = method
         self.components = components
+        self.n_reference = n_reference
+        self.memory_limit = memory_limit
+        self.random_state = random_state
 
     # ------------------------------------------------------------------ fitting
     def fit(self, analysis: Any, store: StoreArg, client: ClientArg = None) -> SignatureScorer:
-        """Collect the training statistics from ``analysis``'s fit samples in ``store``.
+        """Collect the statistics from ``analysis``'s fit samples in ``store`` (see the module doc).
 
-        The training samples are the analysis's fit samples that the model
-        classifies correctly (:func:`~nnsig_core.analysis.fit_sample_mask`
-        on its fit split and classes); their signatures come from the
-        analysis (computed, cached or loaded); the fit split's layers are read
-        once more for the distances to all centroids. With a Dask client (given or
-        active) the layers are read and the distances computed on its cluster.
+        Reads each analysed layer of the fit split a few times: for the
+        distances to the analysis's centroids, for the neighbour statistics,
+        and for the reference and the misclassified samples. With a Dask
+        client (given or active) the distances to the centroids are computed
+        on its cluster (:func:`~nnsig_core.distributed.diagnostics.fit_scorer`);
+        the neighbour statistics are read here, chunk by chunk, within
+        ``memory_limit``.
         """
-        if (client := resolve_client(client)) is not None:
-            from nnsig_core.distributed.diagnostics import fit_scorer
-
-            return fit_scorer(self, analysis, store, client)
         validate_params(self, self._parameter_constraints)
         check_is_fitted(analysis, "clusterers_")
         store = open_store(store)
         split = analysis.fit_split_
-        sigs = analysis.signatures(store, split)
-        if not sigs.has_labels:
+        labels, preds = store.labels(split), store.predictions(split)
+        if (labels < 0).all():
             raise MissingLabelsError(
                 f"The fit split {split!r} has no labels; the diagnostics need the training "
                 "samples' classes."
             )
         rows = np.flatnonzero(fit_sample_mask(store, split, analysis.fit_classes_,
                                               only_correct=True))
-        ids, y = sigs.cluster_ids[rows], sigs.labels[rows]
         self.analysis_ = analysis
         self.layers_ = list(analysis.layers_)
-        self.owners_ = cluster_owners(ids, y, analysis.n_clusters_)
-        dist = self._distances(store, split, rows, ids, y)
+        if (client := resolve_client(client)) is not None:
+            from nnsig_core.distributed.diagnostics import fit_scorer
+
+            ids, y, dist = fit_scorer(self, analysis, store, client)
+            self.owners_ = cluster_owners(ids, y, analysis.n_clusters_)
+        else:
+            sigs = analysis.signatures(store, split)
+            ids, y = sigs.cluster_ids[rows], sigs.labels[rows]
+            self.owners_ = cluster_owners(ids, y, analysis.n_clusters_)
+            dist = self._distances(store, split, rows, ids, y)
         nearest = None if np.isnan(dist.own).any() else (dist.own, dist.other)
-        self.fit_arrays(ids, dist.assigned, y, n_clusters=analysis.n_clusters_,
-                        classes=analysis.classes_, layers=analysis.layers_, nearest=nearest)
-        self.analysis_ = analysis
+        self._fit_paths(ids, dist.assigned, y, analysis.n_clusters_, analysis.classes_,
+                        analysis.layers_, nearest)
+        self.neighbours_ = ClassNeighbours(self.n_components, memory_limit=self.memory_limit,
+                                           random_state=self.random_state)
+        self.neighbours_.fit(store, split, rows, y, self.layers_)
+        self._fit_reference(store, split, labels, preds, rows, ids, dist, y)
         return self
 
-    def fit_arrays(
-        self,
-        cluster_ids: Any,
-        distances: Any,
-        labels: Any,
-        n_clusters: Sequence[int] | None = None,
-        classes: Sequence[int] | None = None,
-        layers: Sequence[str] | None = None,
-        nearest: tuple[Any, Any] | None = None,
-    ) -> SignatureScorer:
-        """Fit from the training samples' signatures directly (no analysis or store needed).
-
-        Parameters
-        ----------
-        cluster_ids, distances : array-like (n, L)
-            Cluster ids and distances to the assigned centroid of the
-            training samples (all correctly classified, of known classes).
-        labels : array-like (n,)
-            Their classes.
-        n_clusters : sequence of int, optional
-            Clusters per layer (default: largest id + 1 per layer).
-        classes : sequence of int, optional
-            The known classes (default: the labels present).
-        layers : sequence of str, optional
-            Layer names (default ``"0"``, ``"1"``...).
-        nearest : (array-like (n, L), array-like (n, L)), optional
-            Distances to the nearest centroid of the own and of another class's
-            clusters (``class_distance``, ``class_margin``); without them
-            ``class_margin`` is left out of ``combined`` and ``class_distance``
-            uses ``distances`` instead.
-
-        :meth:`component_scores` works after this; :meth:`score` and
-        :meth:`calibrate` need :meth:`fit` (an analysis and a store).
-        """
-        validate_params(self, self._parameter_constraints)
-        ids = np.asarray(cluster_ids, dtype=np.int64)
-        dist = np.asarray(distances, dtype=np.float64)
-        y = np.asarray(labels, dtype=np.int64).reshape(-1)
-        if ids.ndim != 2 or dist.shape != ids.shape or y.size != ids.shape[0] or ids.size == 0:
-            raise ValueError("cluster_ids and distances must be (n, L) with n >= 1, labels (n,).")
-        if (y < 0).any():
-            raise MissingLabelsError("Every training sample needs a label.")
-        L = ids.shape[1]
-        self.layers_ = [str(j) for j in range(L)] if layers is None else list(layers)
-        if n_clusters is None:
-            n_clusters = (ids.max(axis=0) + 1).tolist()
+    def _fit_paths(self, ids: np.ndarray, dist: np.ndarray, y: np.ndarray,
+                   n_clusters: Sequence[int], classes: Sequence[int], layers: Sequence[str],
+                   nearest: tuple[np.ndarray, np.ndarray] | None) -> None:
+        self.layers_ = list(layers)
         self.n_clusters_ = [int(k) for k in n_clusters]
-        if len(self.n_clusters_) != L or len(self.layers_) != L:
-            raise ValueError(f"n_clusters and layers need one entry per layer ({L}).")
-        self.classes_ = sorted({int(c) for c in (np.unique(y) if classes is None else classes)})
-        self.owners_ = cluster_owners(ids, y, self.n_clusters_)
-        own = None if nearest is None else np.asarray(nearest[0], dtype=np.float64)
+        self.classes_ = sorted(int(c) for c in classes)
+        own = None if nearest is None else nearest[0]
         self.stats_ = PathStatistics(self.alpha, self.beta, self.distance_combine,
                                      self.min_cluster_size).fit(
             ids, dist, y, self.n_clusters_, self.classes_, own)
         self.n_train_ = self.stats_.n_train_
         self.n_paths_ = self.stats_.n_paths_
-        comps = list(self.components) if self.components is not None else list(SCORES)
-        if nearest is None and "class_margin" in comps:
-            if self.components is not None:
-                raise ValueError("class_margin needs the nearest-centroid distances (nearest=).")
-            comps.remove("class_margin")
-        self.components_ = comps
-        self.reference_ = self.stats_.scores(ids, dist, y, loo=True, nearest=nearest)
-        self.combiner_ = ScoreCombiner("rank", self.components_).fit(self.reference_)
         self.validation_split_: str | None = None
-        self.analysis_ = None
-        return self
+
+    def _fit_reference(self, store: ActivationStore, split: str, labels: np.ndarray,
+                       preds: np.ndarray, rows: np.ndarray, ids: np.ndarray, dist: Distances,
+                       y: np.ndarray) -> None:
+        """The internal reference (training samples, leave-one-out) and target (the fit split's
+        misclassified samples of the known classes)."""
+        comps = self._requested()
+        rng = np.random.default_rng(self.random_state)
+        ref_pool = np.flatnonzero(np.isin(rows, self.neighbours_.layer(self.layers_[0])
+                                          .reference_rows_))
+        pick = np.sort(rng.choice(ref_pool, min(int(self.n_reference), ref_pool.size),
+                                  replace=False))
+        wrong = np.flatnonzero(np.isin(labels, self.classes_) & (labels != preds))
+        both = np.union1d(rows[pick], wrong)
+        layer = neighbour_scores(self.neighbours_, store, split, both, preds[both],
+                                 self.n_neighbors, leave_one_out=True)
+        is_ref = np.isin(both, rows[pick])
+        ref = {k: {t: v[is_ref] for t, v in d.items()} for k, d in layer.items()}
+        self.layer_combiner_ = LayerCombiner()
+        if wrong.size:
+            self.layer_combiner_.fit(ref, layer, ~is_ref)
+        else:
+            log.warning("The fit split %r has no misclassified sample of the known classes: "
+                        "the combined score averages every layer. Pass a validation split.",
+                        split)
+            self.layer_combiner_.fit(ref)
+        nearest = None if np.isnan(dist.own).any() else (dist.own[pick], dist.other[pick])
+        path = self.stats_.scores(ids[pick], dist.assigned[pick], y[pick], loo=True,
+                                  nearest=nearest)
+        self.components_ = [c for c in comps if c in path or c in NEIGHBOUR_SCORES]
+        self.reference_ = {**path, **self._aggregate(ref)}
+        self.reference_ = {c: self.reference_[c] for c in self.components_}
+        self._set_combiner(None)
+
+    def _requested(self) -> list[str]:
+        return list(self.components) if self.components is not None else list(SCORES)
+
+    def _set_combiner(self, tuned: tuple[dict[str, np.ndarray], Any, Any] | None) -> None:
+        if self.method == "layers":
+            self.combiner_: Any = self.layer_combiner_
+            return
+        combiner = ScoreCombiner(self.method if tuned is not None else "rank", self.components_)
+        if tuned is None:
+            if self.method == "logistic":
+                log.info("method='logistic' needs a validation split; until calibrate() the "
+                         "combined score is the mean rank.")
+            self.combiner_ = combiner.fit(self.reference_)
+        else:
+            comp, labels, preds = tuned
+            self.combiner_ = combiner.fit(comp, labels, preds, self.classes_)
 
     def _check_fitted(self, need_analysis: bool = False) -> None:
         check_is_fitted(self, "combiner_", msg="SignatureScorer is not fitted; call "
@@ -267,8 +314,8 @@ class SignatureScorer(BaseEstimator):
 
     def _distances(self, store: ActivationStore, split: str, rows: np.ndarray | None,
                    ids: np.ndarray, predictions: np.ndarray) -> Distances:
-        """Distances of the selected samples of ``split``; without features to read (Euclidean
-        geometry, no class distances) the signatures' own distances."""
+        """Distances to the analysis's centroids; without features to read (Euclidean geometry,
+        no class distances) the signatures' own distances."""
         if self._needs_features():
             return split_distances(self.analysis_, self.owners_, store, split, rows, ids,
                                    predictions, cosine=self.geometry == "cosine")
@@ -278,52 +325,85 @@ class SignatureScorer(BaseEstimator):
         return Distances(assigned, np.full((n, L), np.nan), np.full((n, L), np.nan))
 
     # ------------------------------------------------------------------ scoring
-    def component_scores(self, cluster_ids: Any, distances: Any, predictions: Any,
-                         loo: bool = False,
-                         nearest: tuple[Any, Any] | None = None) -> dict[str, np.ndarray]:
-        """The component scores of samples given their signatures (see
-        :meth:`~nnsig_core.diagnostics.components.PathStatistics.scores`); ``distances`` are
-        in the scorer's geometry."""
-        self._check_fitted()
-        return self.stats_.scores(cluster_ids, distances, predictions, loo=loo, nearest=nearest)
+    def _aggregate(self, layer: LayerScores) -> dict[str, np.ndarray]:
+        """``neighbour_distance`` and ``neighbour_margin``: per-layer z-scores averaged."""
+        Z = self.layer_combiner_.standardised(layer)
+        return {"neighbour_distance": Z[:, :, 0].mean(axis=1),
+                "neighbour_margin": Z[:, :, 1].mean(axis=1)}
 
-    def _split_components(self, store: ActivationStore, split: str,
-                          client: ClientArg = None) -> tuple[dict[str, np.ndarray], Any]:
+    def _path_components(self, store: ActivationStore, split: str,
+                         sigs: Any) -> dict[str, np.ndarray]:
+        ids, preds = sigs.cluster_ids, sigs.predictions
+        dist = self._distances(store, split, None, ids, preds)
+        nearest = None if np.isnan(dist.own).any() else (dist.own, dist.other)
+        comp = self.stats_.scores(ids, dist.assigned, preds, nearest=nearest)
+        if split == self.analysis_.fit_split_:
+            # Training samples are scored without their own contribution.
+            tr = np.flatnonzero(fit_sample_mask(store, split, self.analysis_.fit_classes_,
+                                                only_correct=True))
+            near = None if nearest is None else (nearest[0][tr], nearest[1][tr])
+            loo = self.stats_.scores(ids[tr], dist.assigned[tr], preds[tr], loo=True,
+                                     nearest=near)
+            for k, v in loo.items():
+                comp[k][tr] = v
+        return comp
+
+    def _split_components(self, store: ActivationStore, split: str, client: ClientArg = None,
+                          ) -> tuple[dict[str, np.ndarray], LayerScores, Any]:
+        """The components of every sample of ``split``, its per-layer neighbour components,
+        and an object with its ``labels`` and ``predictions``. With a Dask client the path
+        components come from its cluster
+        (:func:`~nnsig_core.distributed.diagnostics.split_components`)."""
+        comp: dict[str, np.ndarray] = {}
         if (client := resolve_client(client)) is not None:
             from nnsig_core.distributed.diagnostics import split_components
 
-            return split_components(self, store, split, client)
-        sigs = self.analysis_.signatures(store, split)
-        if list(sigs.layers) != self.layers_:
-            raise ValueError(f"Signatures are over layers {sigs.layers}; the scorer was fitted "
-                             f"on {self.layers_}.")
-        dist = self._distances(store, split, None, sigs.cluster_ids, sigs.predictions)
-        nearest = None if np.isnan(dist.own).any() else (dist.own, dist.other)
-        comp = self.stats_.scores(sigs.cluster_ids, dist.assigned, sigs.predictions,
-                                  nearest=nearest)
-        return comp, sigs
+            comp, sigs = split_components(self, store, split, client)
+            if split == self.analysis_.fit_split_:
+                log.warning("Path components of the fit split %r computed on a Dask cluster "
+                            "are not leave-one-out.", split)
+        else:
+            sigs = self.analysis_.signatures(store, split)
+            if list(sigs.layers) != self.layers_:
+                raise ValueError(f"Signatures are over layers {sigs.layers}; the scorer was "
+                                 f"fitted on {self.layers_}.")
+            if any(c in PATH_SCORES for c in self.components_) or self.method != "layers":
+                comp.update(self._path_components(store, split, sigs))
+        layer = neighbour_scores(self.neighbours_, store, split, None, sigs.predictions,
+                                 self.n_neighbors,
+                                 leave_one_out=split == self.analysis_.fit_split_)
+        comp.update(self._aggregate(layer))
+        return comp, layer, sigs
 
-    def score(self, store: StoreArg, split: str, client: ClientArg = None) -> dict[str, np.ndarray]:
+    def score(self, store: StoreArg, split: str, return_layers: bool = False,
+              client: ClientArg = None) -> Any:
         """Scores of every sample of ``split``, in store order: ``{name: (n,) float64}``.
 
         Keys: the components (all of :data:`SCORES` unless ``components`` was
-        given) and ``"combined"``.
+        given) and ``"combined"``. With ``return_layers``, also the per-layer
+        neighbour components, ``{layer: {"distance": (n,), "margin": (n,)}}``
+        (before standardisation; ``layer_combiner_.standardised`` gives the
+        z-scores that say which layer flags a sample), as a second value.
         """
         self._check_fitted(need_analysis=True)
-        comp, _ = self._split_components(open_store(store), split, client)
+        comp, layer, _ = self._split_components(open_store(store), split, client)
         out = {k: comp[k] for k in self.components_}
-        out["combined"] = self.combiner_.transform(out)
-        return out
+        if self.method == "layers":
+            out["combined"] = self.combiner_.transform(layer)
+        else:
+            out["combined"] = self.combiner_.transform(comp)
+        return (out, layer) if return_layers else out
 
     # ------------------------------------------------------------------ calibration
     def calibrate(self, store: StoreArg, split: str, method: str | None = None,
                   client: ClientArg = None) -> SignatureScorer:
-        """Choose the ``combined`` score on a validation split's error-detection task.
+        """Take the reference and the layers of ``combined`` from a validation split.
 
         Every label of ``split`` must be one of the analysis's known classes
-        (``classes_``): the combination is tuned to separate the misclassified
-        from the correctly classified samples of known classes, never on novel
-        classes.
+        (``classes_``): its correctly classified samples become the reference
+        the components are standardised on, and the layers (or, with
+        ``method="rank"``/``"logistic"``, the combination of the components)
+        are chosen to detect its misclassified samples. Never novel classes.
 
         Raises
         ------
@@ -333,35 +413,36 @@ class SignatureScorer(BaseEstimator):
             ``split`` has samples without labels.
         """
         self._check_fitted(need_analysis=True)
+        if method is not None:
+            validate_params(self.set_params(method=method), self._parameter_constraints)
         store = open_store(store)
         check_known_labels(store.labels(split), self.classes_, f"validation split {split!r}")
         if split == self.analysis_.fit_split_:
-            log.warning("Calibrating on the fit split %r: its paths are all seen in training, "
-                        "so the combination is tuned in-sample. Hold out a validation split.",
-                        split)
-        comp, sigs = self._split_components(store, split, client)
-        self._tune(comp, sigs.labels, sigs.predictions, method)
+            log.warning("Calibrating on the fit split %r: hold out a validation split of known "
+                        "classes instead (fit() already uses the fit split).", split)
+        comp, layer, sigs = self._split_components(store, split, client)
+        wrong = sigs.labels != sigs.predictions
+        ok = ~wrong
+        if ok.sum() < 2:
+            raise ValueError(f"Validation split {split!r} has {int(ok.sum())} correctly "
+                             "classified sample(s): too few to standardise the scores on.")
+        ref = {k: {t: v[ok] for t, v in d.items()} for k, d in layer.items()}
+        self.layer_combiner_ = LayerCombiner()
+        if wrong.any():
+            self.layer_combiner_.fit(ref, layer, wrong)
+        else:
+            log.warning("Validation split %r has no misclassified sample: the combined score "
+                        "averages every layer.", split)
+            self.layer_combiner_.fit(ref)
+        comp.update(self._aggregate(layer))
+        comp = {c: comp[c] for c in self.components_ if c in comp}
+        if self.method != "layers" and not wrong.any():
+            raise ValueError(f"method={self.method!r} is tuned on the validation split's "
+                             "errors, and it has none.")
+        self._set_combiner(None if self.method == "layers" else
+                           (comp, sigs.labels, sigs.predictions))
         self.validation_split_ = split
         return self
-
-    def calibrate_arrays(self, cluster_ids: Any, distances: Any, labels: Any, predictions: Any,
-                         method: str | None = None,
-                         nearest: tuple[Any, Any] | None = None) -> SignatureScorer:
-        """:meth:`calibrate` from validation signatures given as arrays.
-
-        Raises :class:`NovelClassError` unless every label is a known class.
-        """
-        self._check_fitted()
-        check_known_labels(labels, self.classes_, "validation")
-        comp = self.stats_.scores(cluster_ids, distances, predictions, nearest=nearest)
-        self._tune(comp, labels, predictions, method)
-        self.validation_split_ = "(arrays)"
-        return self
-
-    def _tune(self, comp: dict[str, np.ndarray], labels: Any, predictions: Any,
-              method: str | None) -> None:
-        self.combiner_ = ScoreCombiner(method or self.method, self.components_).fit(
-            comp, labels, predictions, self.classes_)
 
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable settings and combination (stored with saved scores)."""
@@ -372,8 +453,13 @@ class SignatureScorer(BaseEstimator):
             "geometry": self.geometry,
             "distance_combine": self.distance_combine,
             "min_cluster_size": int(self.min_cluster_size),
+            "n_neighbors": int(self.n_neighbors),
+            "n_components": int(self.n_components),
+            "method": self.method,
             "fit_split": None if self.analysis_ is None else self.analysis_.fit_split_,
             "n_train": self.n_train_,
+            "n_neighbour_reference": (None if self.neighbours_ is None
+                                      else self.neighbours_.n_reference_),
             "classes": self.classes_,
             "validation_split": self.validation_split_,
             "combination": self.combiner_.describe(),
@@ -386,7 +472,7 @@ def signature_scores(
     split: str,
     *,
     validation_split: str | None = None,
-    method: str = "rank",
+    method: str = "layers",
     save: bool = False,
     name: str | None = None,
     scorer: SignatureScorer | None = None,
@@ -398,20 +484,21 @@ def signature_scores(
     Parameters
     ----------
     analysis : SignatureAnalysis
-        Fitted; its fit samples (correctly classified) are the training paths.
+        Fitted; its fit samples (correctly classified) are the training samples.
     store : ActivationStore or path
         A path is opened read-write when ``save`` (read-only otherwise).
     split : str
         The split to score.
     validation_split : str, optional
-        A labelled split of known classes only, held out from training, on
-        which ``combined`` is tuned for error detection
+        A labelled split of known classes only, held out from training: the
+        reference and the layers of ``combined`` are taken from it
         (:meth:`SignatureScorer.calibrate`; raises
         :class:`~nnsig_core.diagnostics.NovelClassError` if it holds a class
-        the analysis was not fitted on). Without it, ``combined`` is the
-        untuned mean rank.
-    method : {"rank", "logistic"}
-        Combination tuned on ``validation_split``.
+        the analysis was not fitted on). Without it they come from the fit
+        split (training samples scored leave-one-out, and the fit split's
+        misclassified samples).
+    method : {"layers", "rank", "logistic"}
+        How ``combined`` is formed (see :class:`SignatureScorer`).
     save : bool
         Also write the scores to ``analysis/<name>/scores/<split>/<score>``
         in the store (skipped, with a warning, when the store is read-only or
@@ -420,14 +507,14 @@ def signature_scores(
         The analysis name to save under (default: the name the analysis was
         saved or loaded with).
     scorer : SignatureScorer, optional
-        A fitted scorer to reuse (scoring several splits).
+        A fitted (and calibrated) scorer to reuse when scoring several
+        splits; ``validation_split`` then calibrates it again only if it was
+        calibrated on another split.
     client : dask.distributed.Client, None or False
-        Read the layers and score on this Dask cluster (``None``: the active
-        client, if any; ``False``: here).
+        Compute the distances to the centroids and the path components on this
+        Dask cluster (``None``: the active client, if any; ``False``: here).
     **params
-        :class:`SignatureScorer` parameters (``alpha``, ``beta``,
-        ``geometry``, ``distance_combine``, ``min_cluster_size``,
-        ``components``).
+        Other :class:`SignatureScorer` parameters.
 
     Returns
     -------
@@ -439,8 +526,8 @@ def signature_scores(
         scorer = SignatureScorer(method=method, **params).fit(analysis, store, client=client)
     elif params:
         raise TypeError(f"Parameters {sorted(params)} cannot be applied to a given scorer.")
-    if validation_split is not None:
-        scorer.calibrate(store, validation_split, method=method, client=client)
+    if validation_split is not None and scorer.validation_split_ != validation_split:
+        scorer.calibrate(store, validation_split, client=client)
     scores = scorer.score(store, split, client=client)
     if save:
         save_scores(store, name or getattr(analysis, "name_", None), split, scores,

@@ -24,6 +24,10 @@ client (given, or the active one). What runs where:
   single-process baselines keep. The scores (one float per sample and score)
   are the result.
 
+The scorer's neighbour statistics (:mod:`~nnsig_core.diagnostics.neighbours`,
+behind the default ``combined`` score) are fitted and searched on the driver,
+reading the store chunk by chunk (:meth:`SignatureScorer.fit`).
+
 The numbers are those of the single-process code up to float64 rounding
 (``tests/test_distributed_analysis.py`` compares them).
 """
@@ -48,7 +52,7 @@ from nnsig_core.diagnostics.detectors import (
     max_softmax_score,
     pack_patterns,
 )
-from nnsig_core.diagnostics.geometry import cluster_owners, nearest_distances
+from nnsig_core.diagnostics.geometry import Distances, cluster_owners, nearest_distances
 from nnsig_core.distributed.reductions import (
     SplitBlocks,
     broadcast,
@@ -131,8 +135,12 @@ def _split_distances(client: Any, analysis: Any, store: ActivationStore, split: 
     return out
 
 
-def fit_scorer(scorer: Any, analysis: Any, store: Any, client: Any) -> Any:
-    """``SignatureScorer.fit(analysis, store)`` with the layers read on the cluster."""
+def fit_scorer(scorer: Any, analysis: Any, store: Any,
+               client: Any) -> tuple[np.ndarray, np.ndarray, Distances]:
+    """What ``SignatureScorer.fit(analysis, store)`` needs of the layers, read on the cluster:
+    the training samples' cluster ids ``(n, L)``, labels ``(n,)`` and distances (to the
+    assigned centroid, and to the nearest of the own and of another class's, per layer, NaN
+    when not needed). The scorer fits its statistics from them."""
     from dask import delayed
 
     validate_params(scorer, scorer._parameter_constraints)
@@ -166,10 +174,9 @@ def fit_scorer(scorer: Any, analysis: Any, store: Any, client: Any) -> Any:
                                                   strict=True)], sync=True)).astype(np.float64)
         nearest = None
     client.cancel(masks)
-    scorer.fit_arrays(ids, assigned, y, n_clusters=analysis.n_clusters_,
-                      classes=analysis.classes_, layers=analysis.layers_, nearest=nearest)
-    scorer.analysis_ = analysis
-    return scorer
+    if nearest is None:
+        nearest = (np.full(assigned.shape, np.nan), np.full(assigned.shape, np.nan))
+    return ids, y, Distances(assigned, nearest[0], nearest[1])
 
 
 def _signature_block(ids: np.ndarray, preds: np.ndarray, dist: np.ndarray | None,

@@ -1,0 +1,125 @@
+"""The path components from signatures given as arrays (no store): a mixin of
+:class:`~nnsig_core.diagnostics.SignatureScorer`.
+
+Only the path components (:mod:`~nnsig_core.diagnostics.components`) exist
+then; the neighbour components and the default ``combined`` score need the
+layers' activations (:meth:`SignatureScorer.fit` on an analysis and a store).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from nnsig_core._params import validate_params
+from nnsig_core.analysis.errors import MissingLabelsError
+from nnsig_core.diagnostics.combine import ScoreCombiner, check_known_labels
+from nnsig_core.diagnostics.components import NEIGHBOUR_SCORES, PATH_SCORES
+from nnsig_core.diagnostics.geometry import cluster_owners
+
+__all__ = ["PathArraysMixin"]
+
+
+class PathArraysMixin:
+    """``fit_arrays``, ``component_scores`` and ``calibrate_arrays`` of the scorer."""
+
+    # Provided by SignatureScorer.
+    _parameter_constraints: dict[str, Any]
+    components: Sequence[str] | None
+    method: str
+
+    def fit_arrays(
+        self,
+        cluster_ids: Any,
+        distances: Any,
+        labels: Any,
+        n_clusters: Sequence[int] | None = None,
+        classes: Sequence[int] | None = None,
+        layers: Sequence[str] | None = None,
+        nearest: tuple[Any, Any] | None = None,
+    ) -> Any:
+        """Fit the path components from training signatures given as arrays (no store needed).
+
+        Parameters
+        ----------
+        cluster_ids, distances : array-like (n, L)
+            Cluster ids and distances to the assigned centroid of the
+            training samples (all correctly classified, of known classes).
+        labels : array-like (n,)
+            Their classes.
+        n_clusters : sequence of int, optional
+            Clusters per layer (default: largest id + 1 per layer).
+        classes : sequence of int, optional
+            The known classes (default: the labels present).
+        layers : sequence of str, optional
+            Layer names (default ``"0"``, ``"1"``...).
+        nearest : (array-like (n, L), array-like (n, L)), optional
+            Distances to the nearest centroid of the own and of another class's
+            clusters (``class_distance``, ``class_margin``); without them
+            ``class_margin`` is left out and ``class_distance`` uses ``distances``.
+
+        Only the path components exist then (the neighbour components need the
+        layers' activations: :meth:`fit`), combined by their mean rank on the
+        training samples scored leave-one-out; :meth:`component_scores` works,
+        :meth:`score` and :meth:`calibrate` need :meth:`fit`.
+        """
+        validate_params(self, self._parameter_constraints)
+        ids = np.asarray(cluster_ids, dtype=np.int64)
+        dist = np.asarray(distances, dtype=np.float64)
+        y = np.asarray(labels, dtype=np.int64).reshape(-1)
+        if ids.ndim != 2 or dist.shape != ids.shape or y.size != ids.shape[0] or ids.size == 0:
+            raise ValueError("cluster_ids and distances must be (n, L) with n >= 1, labels (n,).")
+        if (y < 0).any():
+            raise MissingLabelsError("Every training sample needs a label.")
+        L = ids.shape[1]
+        layers = [str(j) for j in range(L)] if layers is None else list(layers)
+        if n_clusters is None:
+            n_clusters = (ids.max(axis=0) + 1).tolist()
+        if len(n_clusters) != L or len(layers) != L:
+            raise ValueError(f"n_clusters and layers need one entry per layer ({L}).")
+        classes = np.unique(y) if classes is None else classes
+        self.owners_ = cluster_owners(ids, y, n_clusters)
+        near = None if nearest is None else tuple(np.asarray(a, np.float64) for a in nearest)
+        self._fit_paths(ids, dist, y, n_clusters, classes, layers, near)
+        comps = list(self.components) if self.components is not None else list(PATH_SCORES)
+        bad = [c for c in comps if c in NEIGHBOUR_SCORES]
+        if bad:
+            raise ValueError(f"{bad} need the layers' activations: use fit(analysis, store).")
+        if nearest is None and "class_margin" in comps:
+            if self.components is not None:
+                raise ValueError("class_margin needs the nearest-centroid distances (nearest=).")
+            comps.remove("class_margin")
+        self.components_ = comps
+        self.reference_ = self.stats_.scores(ids, dist, y, loo=True, nearest=near)
+        self.combiner_ = ScoreCombiner("rank", self.components_).fit(self.reference_)
+        self.neighbours_ = self.layer_combiner_ = self.analysis_ = None
+        return self
+
+    def component_scores(self, cluster_ids: Any, distances: Any, predictions: Any,
+                         loo: bool = False,
+                         nearest: tuple[Any, Any] | None = None) -> dict[str, np.ndarray]:
+        """The path components of samples given their signatures (see
+        :meth:`~nnsig_core.diagnostics.components.PathStatistics.scores`); ``distances`` are
+        in the scorer's geometry."""
+        self._check_fitted()
+        return self.stats_.scores(cluster_ids, distances, predictions, loo=loo, nearest=nearest)
+
+    def calibrate_arrays(self, cluster_ids: Any, distances: Any, labels: Any, predictions: Any,
+                         method: str | None = None,
+                         nearest: tuple[Any, Any] | None = None) -> Any:
+        """Tune the rank or logistic combination of the path components on validation
+        signatures given as arrays (after :meth:`fit_arrays`).
+
+        Raises :class:`NovelClassError` unless every label is a known class.
+        """
+        self._check_fitted()
+        check_known_labels(labels, self.classes_, "validation")
+        comp = self.stats_.scores(cluster_ids, distances, predictions, nearest=nearest)
+        m = method or (self.method if self.method != "layers" else "rank")
+        self.combiner_ = ScoreCombiner(m, self.components_).fit(
+            {c: comp[c] for c in self.components_}, labels, predictions, self.classes_)
+        self.validation_split_ = "(arrays)"
+        return self
+

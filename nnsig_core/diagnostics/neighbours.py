@@ -1,0 +1,406 @@
+r"""Class-conditional nearest neighbours: the scorer's own, finer statistics of each layer.
+
+The clusters a person reads (about ten per layer, shared by the classes) are
+too coarse to score samples with: a misclassified or unfamiliar input often
+lands in a big cluster of its predicted class all the same. The scorer
+therefore keeps its own statistics, fitted from the analysis's fit samples
+(the correctly classified ones of the fitted classes) without changing the
+analysis. For each analysed layer:
+
+1. **Normalise**: :math:`u = h / \lVert h \rVert` (in a ReLU layer the norm
+   mostly says how strongly the units fire, the direction which ones fire).
+2. **Reduce**: :math:`z = (u - \bar u) V_r` on the first ``n_components``
+   principal axes of the normalised fit rows (computed on a random subsample
+   of at most ``pca_rows`` rows), and the squared residual
+   :math:`\rho^2 = \lVert u - \bar u \rVert^2 - \lVert z \rVert^2` that the
+   axes leave out. A layer with at most ``n_components`` units is only centred
+   (:math:`\rho = 0`).
+3. **Reference**: the reduced fit rows, grouped by class: every fit sample is
+   its own tiny cluster of one class (a random, class-stratified subsample when
+   they do not fit ``memory_limit``).
+
+A sample in a layer then gets, for each known class :math:`c`,
+:math:`\delta_c = \sqrt{d_{(k)}^2 + \rho^2}` where :math:`d_{(k)}` is the
+distance in the reduced space to the ``n_neighbors``-th nearest reference row
+of class :math:`c` (so :math:`\delta_c` is the distance from the sample to
+that reference row's projection). With :math:`\hat c` its predicted class:
+:math:`\delta_{own} = \delta_{\hat c}` and :math:`\delta_{other} =
+\min_{c \ne \hat c} \delta_c`. A prediction that is not a known class gets
+the largest :math:`\delta_c` as :math:`\delta_{own}`.
+
+When the scored split is the fit split, each reference row is left out of
+its own search (leave-one-out), so fit samples are scored like unseen ones.
+
+Cost: one matrix product of the scored rows with the reference per layer,
+``n x N x n_components`` multiply-adds, in blocks bounded by
+``memory_limit``.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils.extmath import randomized_svd
+from sklearn.utils.validation import check_is_fitted
+
+from nnsig_core._params import MEMORY_SIZE, Interval, validate_params
+from nnsig_core._util import parse_bytes
+from nnsig_core.analysis.source import StoreSource
+from nnsig_core.store import ActivationStore
+
+__all__ = ["ClassNeighbours", "LayerNeighbours", "component_logs", "neighbour_scores", "normalise_rows"]
+
+log = logging.getLogger("nnsig")
+
+_EPS = 1e-12
+
+
+def normalise_rows(X: Any) -> np.ndarray:
+    """Rows divided by their Euclidean norm (zero rows stay zero), float32."""
+    X = np.asarray(X, dtype=np.float32)
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), _EPS)
+
+
+class LayerNeighbours:
+    """One layer's projection and class-grouped reference rows (see the module doc).
+
+    Attributes
+    ----------
+    mean_ : ndarray (d,) float32
+    components_ : ndarray (d, r) float32 or None
+    reference_ : ndarray (N, r) float32
+        Reduced reference rows, grouped by class in ``classes_`` order.
+    reference_rows_ : ndarray (N,) int64
+        Their positions in the fit split (for leave-one-out).
+    classes_ : ndarray (C,) int64
+    offsets_ : ndarray (C + 1,) int64
+        Class ``classes_[i]`` owns ``reference_[offsets_[i]:offsets_[i + 1]]``.
+    explained_variance_ratio_ : float
+        Share of the normalised rows' variance the reduced space keeps.
+    """
+
+    def __init__(self, mean: np.ndarray, components: np.ndarray | None, reference: np.ndarray,
+                 reference_rows: np.ndarray, offsets: np.ndarray, classes: np.ndarray,
+                 explained: float = 1.0) -> None:
+        self.mean_ = np.asarray(mean, dtype=np.float32)
+        self.components_ = None if components is None else np.asarray(components, np.float32)
+        self.reference_ = np.ascontiguousarray(reference, dtype=np.float32)
+        self.reference_rows_ = np.asarray(reference_rows, dtype=np.int64)
+        self.offsets_ = np.asarray(offsets, dtype=np.int64)
+        self.classes_ = np.asarray(classes, dtype=np.int64)
+        self.explained_variance_ratio_ = float(explained)
+        self._sq = (self.reference_.astype(np.float64) ** 2).sum(axis=1).astype(np.float32)
+        self._by_row = np.argsort(self.reference_rows_, kind="stable")
+
+    def transform(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Reduced coordinates ``(n, r)`` and squared residuals ``(n,)`` of a layer's rows."""
+        U = normalise_rows(block) - self.mean_
+        if self.components_ is None:
+            return U, np.zeros(U.shape[0], dtype=np.float32)
+        Z = U @ self.components_
+        res2 = np.maximum((U * U).sum(axis=1) - (Z * Z).sum(axis=1), 0.0)
+        return Z, res2
+
+    def _columns_of(self, rows: np.ndarray) -> np.ndarray:
+        """Reference column of each fit-split position in ``rows`` (-1 when not a reference row)."""
+        sorted_rows = self.reference_rows_[self._by_row]
+        i = np.minimum(np.searchsorted(sorted_rows, rows), max(sorted_rows.size - 1, 0))
+        hit = sorted_rows.size > 0
+        found = hit & (sorted_rows[i] == rows) if hit else np.zeros(rows.size, dtype=bool)
+        return np.where(found, self._by_row[i], -1)
+
+    def class_distances(self, block: np.ndarray, n_neighbors: int = 1,
+                        exclude_rows: np.ndarray | None = None,
+                        block_bytes: int = 64 << 20) -> np.ndarray:
+        """``(n, C)``: distance of each row to its ``n_neighbors``-th nearest reference row of
+        each class (see the module doc).
+
+        Parameters
+        ----------
+        block : ndarray (n, d)
+            The layer's rows.
+        n_neighbors : int
+            Which neighbour (1 = the nearest). Capped by the class's reference size.
+        exclude_rows : ndarray (n,) of int, optional
+            Fit-split positions of the rows: a reference row at the same position is left
+            out of that row's search (leave-one-out when scoring the fit split).
+        block_bytes : int
+            Memory for one block of the distance matrix.
+        """
+        Z, res2 = self.transform(block)
+        n, N = Z.shape[0], self.reference_.shape[0]
+        out = np.empty((n, self.classes_.size), dtype=np.float32)
+        cols = None if exclude_rows is None else self._columns_of(np.asarray(exclude_rows))
+        step = max(1, int(block_bytes) // max(4 * N, 1))
+        k = int(n_neighbors)
+        for s in range(0, n, step):
+            q = Z[s : s + step]
+            D2 = q @ self.reference_.T
+            D2 *= -2.0
+            D2 += (q * q).sum(axis=1)[:, None]
+            D2 += self._sq[None, :]
+            np.maximum(D2, 0.0, out=D2)
+            if cols is not None:
+                c = cols[s : s + step]
+                hit = np.flatnonzero(c >= 0)
+                D2[hit, c[hit]] = np.inf
+            out[s : s + step] = self._kth_per_class(D2, k)
+        np.sqrt(out + res2[:, None], out=out)
+        return out
+
+    def _kth_per_class(self, D2: np.ndarray, k: int) -> np.ndarray:
+        if k == 1:
+            return np.minimum.reduceat(D2, self.offsets_[:-1], axis=1)
+        res = np.empty((D2.shape[0], self.classes_.size), dtype=np.float32)
+        for i in range(self.classes_.size):
+            part = D2[:, self.offsets_[i] : self.offsets_[i + 1]]
+            kk = min(k, part.shape[1]) - 1
+            res[:, i] = np.partition(part, kk, axis=1)[:, kk]
+        return res
+
+    def own_other(self, distances: np.ndarray, predictions: Any) -> tuple[np.ndarray, np.ndarray]:
+        """From :meth:`class_distances`: the distance of the predicted class and the smallest
+        distance of another class. An unknown predicted class takes the largest distance."""
+        p = np.asarray(predictions, dtype=np.int64).reshape(-1)
+        i = np.minimum(np.searchsorted(self.classes_, p), self.classes_.size - 1)
+        known = self.classes_[i] == p
+        rows = np.arange(p.size)
+        own = np.where(known, distances[rows, i], distances.max(axis=1))
+        masked = np.array(distances, dtype=np.float64)
+        masked[rows[known], i[known]] = np.inf
+        other = masked.min(axis=1) if masked.shape[1] > 1 else np.full(p.size, np.inf)
+        return own.astype(np.float64), other
+
+
+class ClassNeighbours(BaseEstimator):
+    """Fit :class:`LayerNeighbours` for the layers of a store's split (see the module doc).
+
+    Parameters
+    ----------
+    n_components : int
+        Dimension of the reduced space.
+    pca_rows : int
+        Fit rows the principal axes are computed from, at most.
+    memory_limit : int or str
+        Budget for the reference rows of all layers together (half of it) and
+        for reading a layer's fit rows.
+    random_state : int or None
+
+    Attributes
+    ----------
+    layers_ : dict of str to LayerNeighbours
+    classes_ : list of int
+    n_fit_samples_ : int
+    n_reference_ : int
+        Reference rows per layer (fewer than the fit samples when subsampled).
+    """
+
+    _parameter_constraints = {
+        "n_components": [Interval(numbers.Integral, 1)],
+        "pca_rows": [Interval(numbers.Integral, 2)],
+        "memory_limit": [MEMORY_SIZE],
+        "random_state": [numbers.Integral, None],
+    }
+
+    def __init__(self, n_components: int = 64, pca_rows: int = 20000,
+                 memory_limit: int | str = "1GiB", random_state: int | None = 0) -> None:
+        self.n_components = n_components
+        self.pca_rows = pca_rows
+        self.memory_limit = memory_limit
+        self.random_state = random_state
+
+    def _budget(self) -> int:
+        return max(parse_bytes(self.memory_limit), 1)
+
+    def _select(self, rows: np.ndarray, y: np.ndarray, n_layers: int,
+                width: int) -> tuple[np.ndarray, np.ndarray]:
+        """The reference rows (sorted positions) and labels: all, or a class-stratified
+        random subsample when the reduced rows of every layer would exceed half the budget."""
+        cap = max(1, (self._budget() // 2) // max(4 * width * n_layers, 1))
+        if rows.size <= cap:
+            return rows, y
+        rng = np.random.default_rng(self.random_state)
+        keep = np.zeros(rows.size, dtype=bool)
+        for c in np.unique(y):
+            idx = np.flatnonzero(y == c)
+            take = max(1, int(round(cap * idx.size / rows.size)))
+            keep[rng.choice(idx, min(take, idx.size), replace=False)] = True
+        log.warning("The scorer keeps %d of %d fit samples as its nearest-neighbour reference "
+                    "(a class-stratified random subsample) to stay within memory_limit; raise "
+                    "memory_limit to use all.", int(keep.sum()), rows.size)
+        return rows[keep], y[keep]
+
+    def fit(self, store: ActivationStore, split: str, rows: np.ndarray, labels: np.ndarray,
+            layers: Sequence[str]) -> ClassNeighbours:
+        """Fit on the samples ``rows`` (sorted positions) of ``split``, of classes ``labels``."""
+        validate_params(self, self._parameter_constraints)
+        rows = np.asarray(rows, dtype=np.int64)
+        y = np.asarray(labels, dtype=np.int64).reshape(-1)
+        if rows.size != y.size or rows.size == 0:
+            raise ValueError("rows and labels must be non-empty and of the same length.")
+        self.classes_ = sorted(int(c) for c in np.unique(y))
+        self.n_fit_samples_ = int(rows.size)
+        rows, y = self._select(rows, y, len(layers), int(self.n_components))
+        self.n_reference_ = int(rows.size)
+        self.layers_: dict[str, LayerNeighbours] = {}
+        read = max(self._budget() // 16, 1 << 20)
+        for name in layers:
+            def source(idx: np.ndarray | None, name: str = name) -> StoreSource:
+                return StoreSource(store, split, name, rows if idx is None else rows[idx],
+                                   read_bytes=read)
+            self.layers_[name] = self._fit_layer(source, rows, y, name)
+        return self
+
+    def fit_arrays(self, features: dict[str, Any], labels: Any,
+                   rows: Any | None = None) -> ClassNeighbours:
+        """Fit from rows in memory: ``{layer: (n, ...)}``, their classes, and optionally their
+        positions in the fit split (default ``0..n-1``)."""
+        validate_params(self, self._parameter_constraints)
+        y = np.asarray(labels, dtype=np.int64).reshape(-1)
+        rows = np.arange(y.size) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.classes_ = sorted(int(c) for c in np.unique(y))
+        self.n_fit_samples_ = self.n_reference_ = int(y.size)
+        self.layers_ = {}
+        for name, X in features.items():
+            X = np.asarray(X, dtype=np.float32).reshape(y.size, -1)
+            def source(idx: np.ndarray | None, X: np.ndarray = X) -> _ArraySource:
+                return _ArraySource(X if idx is None else X[idx])
+            self.layers_[name] = self._fit_layer(source, rows, y, name)
+        return self
+
+    def layer(self, name: str) -> LayerNeighbours:
+        """The fitted statistics of layer ``name``."""
+        check_is_fitted(self, "layers_")
+        return self.layers_[name]
+
+    # ------------------------------------------------------------------ internals
+    def _fit_layer(self, source: Callable[[np.ndarray | None], Any], rows: np.ndarray,
+                   y: np.ndarray, name: str) -> LayerNeighbours:
+        """``source(idx)``: the layer's rows ``rows[idx]`` (all when None), readable by
+        ``gather`` and ``blocks``."""
+        budget = self._budget()
+        src = source(None)
+        d = src.n_features
+        if src.n_rows * d * 4 <= budget // 2:
+            U = normalise_rows(src.gather(np.empty((src.n_rows, d), np.float32), "neighbours"))
+            mean, comps, explained = self._pca(U)
+            U -= mean
+            Z = U if comps is None else U @ comps
+            del U
+        else:
+            rng = np.random.default_rng(self.random_state)
+            cap = max(2, min(int(self.pca_rows), (budget // 4) // max(4 * d, 1)))
+            pick = np.sort(rng.choice(src.n_rows, min(cap, src.n_rows), replace=False))
+            S = source(pick).gather(np.empty((pick.size, d), np.float32), "neighbours")
+            mean, comps, explained = self._pca(normalise_rows(S))
+            del S
+            Z = np.empty((src.n_rows, d if comps is None else comps.shape[1]), np.float32)
+            o = 0
+            for _, block in src.blocks("neighbours"):
+                U = normalise_rows(block) - mean
+                Z[o : o + block.shape[0]] = U if comps is None else U @ comps
+                o += block.shape[0]
+            log.info("Layer %r: principal axes from %d of %d rows (memory_limit).", name,
+                     pick.size, src.n_rows)
+        order = np.argsort(y, kind="stable")
+        classes = np.asarray(self.classes_, dtype=np.int64)
+        offsets = np.r_[np.searchsorted(y[order], classes), y.size].astype(np.int64)
+        return LayerNeighbours(mean, comps, Z[order], rows[order], offsets, classes, explained)
+
+    def _pca(self, U: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float]:
+        mean = U.mean(axis=0, dtype=np.float64).astype(np.float32)
+        r = int(self.n_components)
+        if U.shape[1] <= r:
+            return mean, None, 1.0
+        rng = np.random.default_rng(self.random_state)
+        sub = U if U.shape[0] <= self.pca_rows else U[np.sort(
+            rng.choice(U.shape[0], int(self.pca_rows), replace=False))]
+        C = sub - mean
+        total = float((C.astype(np.float64) ** 2).sum())
+        k = min(r, *C.shape)
+        if min(C.shape) > 4 * k:
+            _, s, Vt = randomized_svd(C, k, n_oversamples=16, n_iter=4,
+                                      random_state=self.random_state)
+        else:
+            _, s, Vt = np.linalg.svd(C, full_matrices=False)
+            s, Vt = s[:k], Vt[:k]
+        explained = float((s.astype(np.float64) ** 2).sum() / total) if total > 0 else 1.0
+        return mean, np.ascontiguousarray(Vt.T, dtype=np.float32), explained
+
+
+class _ArraySource:
+    """In-memory rows with the part of :class:`StoreSource`'s interface the fit uses."""
+
+    def __init__(self, X: np.ndarray, block_rows: int = 4096) -> None:
+        self.X = X
+        self.n_rows, self.n_features = int(X.shape[0]), int(X.shape[1])
+        self.block_rows = block_rows
+
+    def gather(self, out: np.ndarray, desc: str = "") -> np.ndarray:
+        out[...] = self.X
+        return out
+
+    def blocks(self, desc: str = "") -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for s in range(0, self.n_rows, self.block_rows):
+            yield np.arange(s, min(s + self.block_rows, self.n_rows)), self.X[s : s + self.block_rows]
+
+
+def neighbour_scores(
+    neighbours: ClassNeighbours,
+    store: ActivationStore,
+    split: str,
+    rows: np.ndarray | None,
+    predictions: np.ndarray,
+    n_neighbors: int = 1,
+    leave_one_out: bool = False,
+    block_bytes: int = 64 << 20,
+) -> dict[str, dict[str, np.ndarray]]:
+    r"""Per layer, the distance and margin components of the samples ``rows`` of ``split``.
+
+    ``distance`` is :math:`\log \delta_{own}` and ``margin`` is
+    :math:`\log \delta_{own} - \log \delta_{other}` (positive when the sample
+    sits nearer another class's reference rows than its predicted class's);
+    see the module doc.
+
+    Parameters
+    ----------
+    neighbours : ClassNeighbours
+        Fitted.
+    store, split
+        Where the rows are read from (each analysed layer once, chunk by chunk).
+    rows : ndarray of int or None
+        Sorted positions in ``split``; None: every sample.
+    predictions : ndarray (n,)
+        Predicted classes of those samples.
+    n_neighbors : int
+    leave_one_out : bool
+        ``split`` is the fit split: leave each sample's own reference row out.
+    """
+    p = np.asarray(predictions, dtype=np.int64).reshape(-1)
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for name, ln in neighbours.layers_.items():
+        own = np.empty(p.size)
+        other = np.empty(p.size)
+        o = 0
+        for pos, block in StoreSource(store, split, name, rows).blocks("scores"):
+            sl = slice(o, o + block.shape[0])
+            o += block.shape[0]
+            D = ln.class_distances(block, n_neighbors, pos if leave_one_out else None,
+                                   block_bytes)
+            own[sl], other[sl] = ln.own_other(D, p[sl])
+        out[name] = component_logs(own, other)
+    return out
+
+
+def component_logs(own: np.ndarray, other: np.ndarray) -> dict[str, np.ndarray]:
+    """``{"distance": log own, "margin": log own - log other}`` (a tiny floor keeps a zero
+    distance finite; with no other class the margin is 0)."""
+    lo = np.log(np.maximum(own, 1e-9))
+    with np.errstate(invalid="ignore"):
+        margin = np.where(np.isfinite(other), lo - np.log(np.maximum(other, 1e-9)), 0.0)
+    return {"distance": lo, "margin": margin}
