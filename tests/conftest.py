@@ -1,8 +1,12 @@
-"""Shared fixtures: where MNIST is, and whether its absence is a skip or a failure."""
+"""Shared fixtures: where MNIST is (and whether its absence is a skip or a failure), and an
+S3 server on loopback for the object-store tests."""
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
+import uuid
 from pathlib import Path
 
 import pytest
@@ -33,3 +37,37 @@ def mnist_root() -> Path:
             pytest.fail(msg + " (required in CI)")
         pytest.skip(msg)
     return root
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """A real S3-protocol server (moto's ``ThreadedMotoServer``, as s3fs's own tests use) on
+    127.0.0.1, started for one test module and stopped after it."""
+    moto_server = pytest.importorskip("moto.server")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    port = _free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3(s3_endpoint, monkeypatch):
+    """``(url of a store in a fresh bucket, storage_options)`` on the loopback S3 server."""
+    s3fs = pytest.importorskip("s3fs")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    options = {"endpoint_url": s3_endpoint, "key": "testing", "secret": "testing"}
+    bucket = f"nnsig-{uuid.uuid4().hex[:12]}"
+    s3fs.S3FileSystem(**options).mkdir(bucket)
+    return f"s3://{bucket}/run.zarr", options

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import functools
-import socket
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +11,7 @@ import pytest
 
 pytest.importorskip("distributed")
 pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
 
 import cloudpickle  # noqa: E402
 from distributed import Client, LocalCluster  # noqa: E402
@@ -23,41 +21,6 @@ from nnsig_core.analysis import SignatureAnalysis  # noqa: E402
 from nnsig_core.distributed import capture_distributed  # noqa: E402
 
 cloudpickle.register_pickle_by_value(__import__(__name__))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    import logging
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    port = _free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def s3(s3_endpoint, monkeypatch):
-    """``(url of a fresh bucket's store, storage_options)``."""
-    import s3fs
-
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
-    options = {"endpoint_url": s3_endpoint, "key": "testing", "secret": "testing"}
-    bucket = f"nnsig-{uuid.uuid4().hex[:12]}"
-    s3fs.S3FileSystem(**options).mkdir(bucket)
-    return f"s3://{bucket}/run.zarr", options
-
 
 @pytest.fixture(scope="module")
 def client():

@@ -4,7 +4,6 @@ fsspec's memory filesystem, and zarr Store objects."""
 from __future__ import annotations
 
 import json
-import socket
 import uuid
 from pathlib import Path
 
@@ -18,43 +17,7 @@ from nnsig_core.cli import main as cli_main
 from nnsig_core.store import ClaimError, DamagedChunkError, MissingChunkError, StoreError
 
 pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
-
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    """A real S3-protocol server (moto) on 127.0.0.1, for the tests of this module."""
-    import logging
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    port = _free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def s3(s3_endpoint, monkeypatch):
-    """``(url of a fresh bucket's store, storage_options)``."""
-    import s3fs
-
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    options = {"endpoint_url": s3_endpoint, "key": "testing", "secret": "testing"}
-    bucket = f"nnsig-{uuid.uuid4().hex[:12]}"
-    s3fs.S3FileSystem(**options).mkdir(bucket)
-    return f"s3://{bucket}/run.zarr", options
+pytest.importorskip("moto.server")
 
 
 def _blobs(split: str, n: int = 120) -> dict:
