@@ -54,7 +54,45 @@ def class_entropy(composition: np.ndarray) -> float:
     return float((h * sizes[:, 0]).sum() / total)
 
 
-class Signatures:
+class CompositionViews:
+    """Views computed from :meth:`composition` alone, shared by :class:`Signatures` and the
+    distributed ``DaskSignatures`` (which computes the compositions as reductions)."""
+
+    layers: list[str]
+
+    @property
+    def has_labels(self) -> bool:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def composition(self, by: str = "input") -> list[np.ndarray]:  # pragma: no cover
+        raise NotImplementedError
+
+    def cluster_composition(self, by: str = "input", as_frame: bool = False) -> Any:
+        """Long table of :meth:`composition`: ``layer``, ``cluster``, ``class``, ``count``.
+
+        Only non-zero counts are listed; rows follow layer order, then
+        cluster, then class.
+        """
+        rows = []
+        for name, m in zip(self.layers, self.composition(by), strict=False):
+            for c, k in zip(*np.nonzero(m), strict=False):
+                rows.append((name, int(c), int(k), int(m[c, k])))
+        return _maybe_frame(Table(["layer", "cluster", "class", "count"], rows), as_frame)
+
+    def purity(self) -> np.ndarray:
+        """Per-layer purity over labelled samples (NaN without labels); see the module doc."""
+        if not self.has_labels:
+            return np.full(len(self.layers), np.nan)
+        return np.array([class_purity(m) for m in self.composition("input")])
+
+    def entropy(self) -> np.ndarray:
+        """Per-layer mean class entropy in bits (NaN without labels); see the module doc."""
+        if not self.has_labels:
+            return np.full(len(self.layers), np.nan)
+        return np.array([class_entropy(m) for m in self.composition("input")])
+
+
+class Signatures(CompositionViews):
     """Cluster ids of every sample of a split in every analysed layer.
 
     Parameters
@@ -281,30 +319,6 @@ class Signatures:
             np.add.at(m, (self.cluster_ids[keep, j], cls[keep]), 1)
             out.append(m)
         return out
-
-    def cluster_composition(self, by: str = "input", as_frame: bool = False) -> Any:
-        """Long table of :meth:`composition`: ``layer``, ``cluster``, ``class``, ``count``.
-
-        Only non-zero counts are listed; rows follow layer order, then
-        cluster, then class.
-        """
-        rows = []
-        for name, m in zip(self.layers, self.composition(by), strict=False):
-            for c, k in zip(*np.nonzero(m), strict=False):
-                rows.append((name, int(c), int(k), int(m[c, k])))
-        return _maybe_frame(Table(["layer", "cluster", "class", "count"], rows), as_frame)
-
-    def purity(self) -> np.ndarray:
-        """Per-layer purity over labelled samples (NaN without labels); see the module doc."""
-        if not self.has_labels:
-            return np.full(len(self.layers), np.nan)
-        return np.array([class_purity(m) for m in self.composition("input")])
-
-    def entropy(self) -> np.ndarray:
-        """Per-layer mean class entropy in bits (NaN without labels); see the module doc."""
-        if not self.has_labels:
-            return np.full(len(self.layers), np.nan)
-        return np.array([class_entropy(m) for m in self.composition("input")])
 
     def transitions(self, include_io: bool = False, as_frame: bool = False) -> Any:
         """Counts between consecutive layers' clusters, split by input class (Sankey links).

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from nnsig_core.analysis.errors import MissingLabelsError
-from nnsig_core.analysis.signatures import Signatures, class_entropy, class_purity
+from nnsig_core.analysis.signatures import CompositionViews, Signatures
 from nnsig_core.analysis.tables import Table
 from nnsig_core.distributed.reductions import tree_reduce
 
@@ -106,7 +106,7 @@ def _nearest_merge(*parts: dict[str, Any], n: int) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- the class
-class DaskSignatures:
+class DaskSignatures(CompositionViews):
     """Signatures of a split on a Dask cluster (see the module doc).
 
     Parameters
@@ -333,26 +333,6 @@ class DaskSignatures:
         else:
             raise ValueError(f"by must be 'input' or 'output'; got {by!r}.")
         return self._composition(cls, ids, w)
-
-    def cluster_composition(self, by: str = "input", as_frame: bool = False) -> Any:
-        """As :meth:`Signatures.cluster_composition`."""
-        rows = []
-        for name, m in zip(self.layers, self.composition(by), strict=False):
-            for c, k in zip(*np.nonzero(m), strict=False):
-                rows.append((name, int(c), int(k), int(m[c, k])))
-        return _frame(Table(["layer", "cluster", "class", "count"], rows), as_frame)
-
-    def purity(self) -> np.ndarray:
-        """As :meth:`Signatures.purity`."""
-        if not self.has_labels:
-            return np.full(len(self.layers), np.nan)
-        return np.array([class_purity(m) for m in self.composition("input")])
-
-    def entropy(self) -> np.ndarray:
-        """As :meth:`Signatures.entropy`."""
-        if not self.has_labels:
-            return np.full(len(self.layers), np.nan)
-        return np.array([class_entropy(m) for m in self.composition("input")])
 
     def transitions(self, include_io: bool = False, as_frame: bool = False) -> Any:
         """As :meth:`Signatures.transitions`, from the joint table."""
