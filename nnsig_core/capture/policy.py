@@ -20,6 +20,7 @@ __all__ = [
     "Plan",
     "check_arguments",
     "check_class_names",
+    "check_split_options",
     "check_expected",
     "check_weights",
     "model_fingerprint",
@@ -41,6 +42,19 @@ def check_arguments(
             "model_summary and to_numpy). Wrap your model: nnsig_torch.TorchAdapter(model), "
             "nnsig_keras.KerasAdapter(model), or nnsig_core.ArrayAdapter for precomputed arrays."
         )
+    check_split_options(split, resume=resume, overwrite=overwrite, dtype=dtype,
+                        batch_size=batch_size, max_samples=max_samples)
+    try:
+        return resolve_compressor(compressor)
+    except ValueError as exc:
+        raise CaptureError(str(exc)) from None
+
+
+def check_split_options(
+    split: str, *, resume: bool, overwrite: bool, dtype: str, batch_size: int,
+    max_samples: int | None,
+) -> None:
+    """The checks every capture (local or distributed) makes of the split and its options."""
     try:
         check_name(split, "split", RESERVED_NAMES)
     except ValueError as exc:
@@ -53,10 +67,6 @@ def check_arguments(
         raise CaptureError(f"batch_size must be >= 1, got {batch_size}.")
     if max_samples is not None and max_samples < 1:
         raise CaptureError(f"max_samples must be >= 1 or None, got {max_samples}.")
-    try:
-        return resolve_compressor(compressor)
-    except ValueError as exc:
-        raise CaptureError(str(exc)) from None
 
 
 def check_class_names(class_names: Any) -> list[str] | None:

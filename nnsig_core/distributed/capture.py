@@ -52,7 +52,12 @@ from nnsig_core._util import now_iso, package_version
 from nnsig_core.adapter import Adapter
 from nnsig_core.capture.api import DEFAULT_CHUNK_BYTES, default_predict
 from nnsig_core.capture.errors import CaptureError
-from nnsig_core.capture.policy import check_class_names, check_expected, plan_split
+from nnsig_core.capture.policy import (
+    check_class_names,
+    check_expected,
+    check_split_options,
+    plan_split,
+)
 from nnsig_core.distributed.client import ClientArg, require_client
 from nnsig_core.distributed.shards import (
     CHECK_EVERY_S,
@@ -66,7 +71,7 @@ from nnsig_core.distributed.shards import (
     shard_task,
 )
 from nnsig_core.store import ActivationStore, open_store
-from nnsig_core.store.layout import RESERVED_NAMES, codec_description, resolve_compressor
+from nnsig_core.store.layout import codec_description, resolve_compressor
 
 __all__ = ["SHARD_BYTES", "capture_distributed"]
 
@@ -78,26 +83,14 @@ SHARD_BYTES = 256 << 20
 # ---------------------------------------------------------------------------- the driver
 def _check_args(make_adapter: Any, split: str, resume: bool, overwrite: bool, dtype: str,
                 batch_size: int, max_samples: int | None, retries: int) -> None:
-    from nnsig_core._util import check_name
-
     if not callable(make_adapter):
         raise CaptureError(
             f"make_adapter must be a picklable callable building the adapter on a worker "
             f"(e.g. a module-level function loading the weights from a file); got "
             f"{type(make_adapter).__name__}."
         )
-    try:
-        check_name(split, "split", RESERVED_NAMES)
-    except ValueError as exc:
-        raise CaptureError(str(exc)) from None
-    if resume and overwrite:
-        raise CaptureError("Pass resume=True or overwrite=True, not both.")
-    if dtype not in ("float32", "float16"):
-        raise CaptureError(f"dtype must be 'float32' or 'float16', got {dtype!r}.")
-    if batch_size < 1:
-        raise CaptureError(f"batch_size must be >= 1, got {batch_size}.")
-    if max_samples is not None and max_samples < 1:
-        raise CaptureError(f"max_samples must be >= 1 or None, got {max_samples}.")
+    check_split_options(split, resume=resume, overwrite=overwrite, dtype=dtype,
+                        batch_size=batch_size, max_samples=max_samples)
     if retries < 0:
         raise CaptureError(f"retries must be >= 0, got {retries}.")
 
