@@ -106,7 +106,7 @@ def train(model, images, labels, epochs: int, batch_size: int, lr: float, seed: 
     n = len(images)
     steps = epochs * -(-n // batch_size)
     with tqdm(total=steps, desc="train", unit="step", dynamic_ncols=True,
-              disable=not progress) as bar:
+              disable=None if progress else True) as bar:
         for epoch in range(epochs):
             order = torch.randperm(n, generator=g)
             for lo in range(0, n, batch_size):
@@ -237,4 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    with logging_redirect_tqdm():  # log lines above the progress bars, not through them
+        sys.exit(main())

@@ -120,7 +120,7 @@ class StoreSource:
             total=self.n_rows,
             desc=f"{desc} {self.layer}".strip(),
             unit="sample",
-            disable=not self.progress,
+            disable=None if self.progress else True,
             leave=False,
         )
         try:

@@ -222,7 +222,7 @@ def _run(session: CaptureSession, batches: Any, n_expected: int | None, start: i
          max_samples: int | None, desc: str, progress: bool, batch_axis: int = 0) -> None:
     """Feed every batch to the session, then complete the split (or abort on any error)."""
     bar = tqdm(total=n_expected, initial=start, unit="sample", unit_scale=True, desc=desc,
-               disable=not progress, dynamic_ncols=True)
+               disable=None if progress else True, dynamic_ncols=True)
     try:
         done = start
         for inputs, labels, index in batches:

@@ -246,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status: 0 success, 1 error (one line on stderr), 130
         interrupted. Usage errors exit with 2 through argparse's ``SystemExit``.
     """
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
@@ -258,7 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _apply_storage_options(args.storage_option, getattr(args, "store", None))
         spec = getattr(args, "scheduler", None)  # a Dask client, active for the whole command
-        with connect(spec) if spec is not None else contextlib.nullcontext():
+        # Log lines go above a running progress bar instead of through it.
+        with logging_redirect_tqdm(loggers=[root]), \
+                connect(spec) if spec is not None else contextlib.nullcontext():
             return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("nnsig: interrupted", file=sys.stderr)

@@ -338,7 +338,7 @@ def _run_shards(client: Any, shipped: Any, store: ActivationStore, split: str,
                for i, lo, hi in todo]
     labels = dict(done)
     bar = tqdm(total=shards[-1][2], initial=sum(hi - lo for i, lo, hi in shards if i in done),
-               unit="sample", unit_scale=True, desc=f"capture {split}", disable=not progress,
+               unit="sample", unit_scale=True, desc=f"capture {split}", disable=None if progress else True,
                dynamic_ncols=True)
     bounds = {i: (lo, hi) for i, lo, hi in shards}
     last = time.monotonic()

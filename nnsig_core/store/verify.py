@@ -186,7 +186,7 @@ def verify_store(store: ActivationStore, progress: bool = False) -> VerifyReport
                 span = (lo, min(lo + int(rows[0]), written or 0) - 1)
             todo.append((chunk_key, checksummed, split if info is not None else None, name, span))
     for chunk_key, checksummed, split, name, span in tqdm(
-            todo, desc="verify", unit="chunk", disable=not progress, leave=False):
+            todo, desc="verify", unit="chunk", disable=None if progress else True, leave=False):
         if chunk_key not in existing:
             report.problems.append(ChunkProblem("missing", chunk_key, split, name, span))
             continue
