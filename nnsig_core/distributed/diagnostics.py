@@ -275,9 +275,9 @@ def _maha_slice(block: np.ndarray, y: np.ndarray) -> dict[str, Any]:
 
 
 def _maha_merge(*parts: dict[str, Any]) -> dict[str, Any]:
-    from nnsig_core.distributed.features import _merge_scatter
+    from nnsig_core.distributed.features import merge_moments
 
-    out = _merge_scatter(*parts)
+    out = merge_moments(*parts)
     sums: dict[int, np.ndarray] = {}
     counts: dict[int, int] = {}
     for p in parts:

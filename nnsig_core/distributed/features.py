@@ -35,7 +35,7 @@ from nnsig_core.analysis.reduce import PCAReducer
 from nnsig_core.distributed.kmeans import FitRows
 from nnsig_core.distributed.reductions import broadcast, release, row_slices, tree_reduce
 
-__all__ = ["COVARIANCE_MAX_FEATURES", "Identity", "fit_discretizer", "fit_pca"]
+__all__ = ["COVARIANCE_MAX_FEATURES", "Identity", "fit_discretizer", "fit_pca", "merge_moments"]
 
 log = logging.getLogger("nnsig")
 
@@ -109,7 +109,7 @@ def _scatter_part(block: tuple[np.ndarray, np.ndarray, np.ndarray], fmap: Any) -
     X = block[2]
     parts = [_scatter_of(fmap.features(X[sl]).astype(np.float64))
              for sl in row_slices(X.shape[0], X.shape[1])]
-    return _merge_scatter(*parts)
+    return merge_moments(*parts)
 
 
 def _scatter_of(F: np.ndarray) -> dict[str, Any]:
@@ -120,7 +120,9 @@ def _scatter_of(F: np.ndarray) -> dict[str, Any]:
     return {"n": F.shape[0], "mean": mean, "m2": C.T @ C}
 
 
-def _merge_scatter(*parts: dict[str, Any]) -> dict[str, Any]:
+def merge_moments(*parts: dict[str, Any]) -> dict[str, Any]:
+    """Chan et al.'s pairwise merge of ``{n, mean, m2}`` partials: ``m2`` is a scatter
+    matrix (``d x d``) or per-feature sums of squares (``d``), and merges as it came."""
     out: dict[str, Any] = {"n": 0}
     for p in parts:
         if not p["n"]:
@@ -131,8 +133,9 @@ def _merge_scatter(*parts: dict[str, Any]) -> dict[str, Any]:
         na, nb = out["n"], p["n"]
         n = na + nb
         delta = p["mean"] - out["mean"]
+        cross = np.outer(delta, delta) if np.ndim(p["m2"]) == 2 else delta**2
         out = {"n": n, "mean": out["mean"] + delta * (nb / n),
-               "m2": out["m2"] + p["m2"] + np.outer(delta, delta) * (na * nb / n)}
+               "m2": out["m2"] + p["m2"] + cross * (na * nb / n)}
     return out
 
 
@@ -144,24 +147,7 @@ def _moments_part(block: tuple[np.ndarray, np.ndarray, np.ndarray], fmap: Any) -
         if F.shape[0]:
             mean = F.mean(axis=0)
             parts.append({"n": F.shape[0], "mean": mean, "m2": ((F - mean) ** 2).sum(axis=0)})
-    return _merge_vector(*parts) if parts else {"n": 0}
-
-
-def _merge_vector(*parts: dict[str, Any]) -> dict[str, Any]:
-    """:func:`_merge_scatter` of per-feature sums of squares (the diagonal only)."""
-    out: dict[str, Any] = {"n": 0}
-    for p in parts:
-        if not p["n"]:
-            continue
-        if not out["n"]:
-            out = dict(p)
-            continue
-        na, nb = out["n"], p["n"]
-        n = na + nb
-        delta = p["mean"] - out["mean"]
-        out = {"n": n, "mean": out["mean"] + delta * (nb / n),
-               "m2": out["m2"] + p["m2"] + delta**2 * (na * nb / n)}
-    return out
+    return merge_moments(*parts) if parts else {"n": 0}
 
 
 def _product_part(block: tuple[np.ndarray, np.ndarray, np.ndarray], fmap: Any, mean: np.ndarray,
@@ -193,7 +179,7 @@ def fit_pca(n_components: int, rows: FitRows, fmap: Any, random_state: int | Non
     r = int(n_components)
     if f <= COVARIANCE_MAX_FEATURES:
         parts = [delayed(_scatter_part)(b, shipped) for b in rows.raw]
-        s = client.compute(tree_reduce(parts, _merge_scatter)).result()
+        s = client.compute(tree_reduce(parts, merge_moments)).result()
         n = s["n"]
         cov = s["m2"] / max(n - 1, 1)
         w, V = np.linalg.eigh((cov + cov.T) / 2)
@@ -204,7 +190,7 @@ def fit_pca(n_components: int, rows: FitRows, fmap: Any, random_state: int | Non
         mean = s["mean"]
     else:
         m = client.compute(tree_reduce([delayed(_moments_part)(b, shipped) for b in rows.raw],
-                                       _merge_vector)).result()
+                                       merge_moments)).result()
         n, mean = m["n"], m["mean"]
         total = float(m["m2"].sum() / max(n - 1, 1))
         rng = np.random.default_rng(random_state)
