@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from nnsig_core.analysis.errors import MissingLabelsError
+from nnsig_core.analysis.joint import joint_part
 from nnsig_core.analysis.tables import Table
 
 __all__ = ["Signatures", "class_entropy", "class_purity"]
@@ -348,6 +349,12 @@ class Signatures(CompositionViews):
         table = Table(["source_layer", "source", "target_layer", "target", "input_class", "count"],
                       rows)
         return _maybe_frame(table, as_frame)
+
+    def joint_table(self, scores: np.ndarray | None = None) -> dict[str, Any]:
+        """The distinct ``(label, cluster ids..., prediction)`` rows (sorted) with their
+        ``counts`` (:mod:`nnsig_core.analysis.joint`); with ``scores`` (one per sample),
+        each row's ``sums`` of finite scores and their number, ``n_scored``."""
+        return joint_part(self.labels, self.cluster_ids, self.predictions, scores)
 
     def exemplars(self, n: int = 5, mask: np.ndarray | None = None) -> list[list[list[int]]]:
         """Per layer, per cluster: the split positions of the ``n`` samples nearest the centre.

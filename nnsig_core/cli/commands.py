@@ -133,15 +133,18 @@ def _load_analysis(store: ActivationStore, name: str) -> Any:
 def _saved_combined_scores(
     store: ActivationStore, name: str, splits: Sequence[str]
 ) -> dict[str, Any]:
-    """The combined diagnostic score of each split that has fresh saved scores."""
+    """The combined diagnostic score of each split that has fresh saved scores (their zarr
+    arrays, unread, when a Dask client is active: the report reads them on its cluster)."""
     from nnsig_core.diagnostics.persist import load_scores, saved_score_splits
+    from nnsig_core.distributed.client import resolve_client
 
+    lazy = resolve_client(None) is not None
     out = {}
     for split in splits:
         if split not in saved_score_splits(store, name):
             continue
         try:
-            scores = load_scores(store, name, split)
+            scores = load_scores(store, name, split, lazy=lazy)
         except StoreError as exc:
             log.warning("%s The report leaves them out.", exc)
             continue

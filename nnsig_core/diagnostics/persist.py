@@ -106,7 +106,7 @@ def saved_scores_format(store: ActivationStore, name: str, split: str) -> int:
 
 
 def load_scores(store: ActivationStore, name: str, split: str,
-                legacy: bool = False) -> dict[str, np.ndarray]:
+                legacy: bool = False, lazy: bool = False) -> dict[str, Any]:
     """The scores saved by :func:`save_scores` (in the order they were saved).
 
     Parameters
@@ -114,6 +114,9 @@ def load_scores(store: ActivationStore, name: str, split: str,
     legacy : bool
         Also read scores saved by nnsig 0.1 (logged): their ``combined`` is 0.1's mean
         rank of the path components. Without it they raise :class:`LegacyScoresError`.
+    lazy : bool
+        Return the zarr arrays instead of reading them (a report on a Dask cluster reads
+        them there).
 
     Raises
     ------
@@ -148,4 +151,4 @@ def load_scores(store: ActivationStore, name: str, split: str,
         log.warning("Reading the scores of split %r for analysis %r saved by nnsig 0.1: their "
                     "'combined' is 0.1's mean rank of the path components.", split, name)
     order = saved.get("scores") or sorted(k for k, _ in sg.arrays())
-    return {k: np.asarray(sg[k][:]) for k in order if k in sg}
+    return {k: sg[k] if lazy else np.asarray(sg[k][:]) for k in order if k in sg}

@@ -16,9 +16,10 @@ available with the same result, computed from aggregates:
 - ``exemplars`` is a reduction keeping the ``n`` nearest samples per cluster.
 
 Only the per-sample views (``per_sample``, ``to_frame``, ``to_csv``,
-``export``, and the report, whose layer map and comparisons select samples)
-bring every sample to the driver, through :meth:`compute`, which
-returns an in-memory :class:`~nnsig_core.analysis.Signatures`.
+``export``) bring every sample to the driver, through :meth:`compute`, which
+returns an in-memory :class:`~nnsig_core.analysis.Signatures`. The report
+works from :meth:`joint_table` (with score sums) and :meth:`exemplars`
+(:mod:`nnsig_core.distributed.report`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from nnsig_core.analysis.errors import MissingLabelsError
+from nnsig_core.analysis.joint import joint_merge, joint_part
 from nnsig_core.analysis.signatures import CompositionViews, Signatures
 from nnsig_core.analysis.tables import Table
 from nnsig_core.distributed.reductions import tree_reduce
@@ -44,37 +46,6 @@ def _frame(table: Table, as_frame: bool) -> Any:
 
 
 # ---------------------------------------------------------------------------- block functions
-def _joint_part(labels: np.ndarray, ids: np.ndarray, preds: np.ndarray,
-                scores: np.ndarray | None = None) -> dict[str, Any]:
-    M = np.column_stack([np.asarray(labels, np.int64), np.asarray(ids, np.int64),
-                         np.asarray(preds, np.int64)])
-    if M.shape[0] == 0:
-        return {"rows": M, "counts": np.zeros(0, np.int64)}
-    uniq, inv, counts = np.unique(M, axis=0, return_inverse=True, return_counts=True)
-    out = {"rows": uniq, "counts": counts.astype(np.int64)}
-    if scores is not None:
-        s = np.asarray(scores, dtype=np.float64)
-        ok = np.isfinite(s)
-        inv = inv.reshape(-1)
-        out["sums"] = np.bincount(inv[ok], weights=s[ok], minlength=len(uniq))
-        out["n_scored"] = np.bincount(inv[ok], minlength=len(uniq)).astype(np.int64)
-    return out
-
-
-def _joint_merge(*parts: dict[str, Any]) -> dict[str, Any]:
-    parts = tuple(p for p in parts if p["rows"].shape[0]) or parts[:1]
-    rows = np.concatenate([p["rows"] for p in parts])
-    uniq, inv = np.unique(rows, axis=0, return_inverse=True)
-    inv = inv.reshape(-1)
-    out = {"rows": uniq}
-    for key in ("counts", "sums", "n_scored"):
-        if key in parts[0]:
-            vals = np.concatenate([p[key] for p in parts])
-            summed = np.bincount(inv, weights=vals, minlength=len(uniq))
-            out[key] = summed if key == "sums" else summed.astype(np.int64)
-    return out
-
-
 def _nearest_part(ids: np.ndarray, dist: np.ndarray, rows: np.ndarray, mask: np.ndarray | None,
                   n: int) -> dict[str, Any]:
     """Per layer: the ``n`` samples nearest their centre in each cluster (ids, dists, rows)."""
@@ -161,8 +132,24 @@ class DaskSignatures(CompositionViews):
         if scores is not None:
             arrays.append(scores)
         cols = self._blocks(*arrays)
-        parts = [delayed(_joint_part)(*b) for b in zip(*cols, strict=True)]
-        return self.client.compute(tree_reduce(parts, _joint_merge)).result()
+        parts = [delayed(joint_part)(*b) for b in zip(*cols, strict=True)]
+        return self.client.compute(tree_reduce(parts, joint_merge)).result()
+
+    def joint_table(self, scores: Any = None) -> dict[str, Any]:
+        """The joint table (:mod:`nnsig_core.analysis.joint`) as one reduction; with
+        ``scores`` (a dask or NumPy array, one per sample), each row's score sums too."""
+        if scores is None:
+            self.joint()
+            assert self._joint is not None
+            return self._joint
+        if not hasattr(scores, "dask"):
+            import dask.array as da
+
+            scores = da.from_array(np.asarray(scores, dtype=np.float64),
+                                   chunks=self.labels.chunks[0])
+        elif scores.chunks[0] != self.labels.chunks[0]:
+            scores = scores.rechunk({0: self.labels.chunks[0]})
+        return self._reduce_joint(scores)
 
     def joint(self) -> tuple[np.ndarray, np.ndarray]:
         """The distinct ``(label, cluster ids..., prediction)`` rows (sorted) and their counts."""

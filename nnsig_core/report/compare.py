@@ -25,6 +25,7 @@ from nnsig_core.report.single import (
     PreparedRun,
     chunk_rows,
     priority_masks,
+    rows_at,
     run_body,
 )
 from nnsig_core.report.sprite import make_sprite, shrink
@@ -89,13 +90,15 @@ def changed_samples(preps: Sequence[PreparedRun], split: str) -> np.ndarray:
 
 
 def _changed_entry(preps: Sequence[PreparedRun], split: str, pos: np.ndarray,
-                   row_of: Sequence[np.ndarray], opts: MapOptions) -> dict[str, Any]:
+                   opts: MapOptions) -> dict[str, Any]:
     s0 = preps[0].sigs[split]
     right = np.column_stack([p.sigs[split].predictions[pos] == s0.labels[pos] for p in preps])
     # Listed by pattern (right only in the first run first...), then by data set index.
     pattern = right.astype(np.int64) @ (1 << np.arange(len(preps)))[::-1]
     order = np.lexsort((s0.sample_index[pos], -pattern))
     listed = pos[order][:MAX_CHANGED]
+    at = np.sort(listed)
+    rows = [dict(zip(at.tolist(), rows_at(r, split, at).tolist(), strict=True)) for r in preps]
     samples = []
     for p in listed:
         item: dict[str, Any] = {
@@ -103,7 +106,7 @@ def _changed_entry(preps: Sequence[PreparedRun], split: str, pos: np.ndarray,
             "sample_index": int(s0.sample_index[p]),
             "label": int(s0.labels[p]),
             "outputs": [int(r.sigs[split].predictions[p]) for r in preps],
-            "rows": [int(row_of[i][p]) for i in range(len(preps))],
+            "rows": [int(rows[i][int(p)]) for i in range(len(preps))],
         }
         if any(split in r.scores for r in preps):
             item["scores"] = [None if split not in r.scores or not np.isfinite(r.scores[split][p])
@@ -188,8 +191,7 @@ def comparison_data(
                 _own_thumbnails(m, preps[i], s, opts)
     for s in splits:
         if s in changed:
-            info[s]["changed"] = _changed_entry(preps, s, changed[s], [p.row_of[s] for p in preps],
-                                                opts)
+            info[s]["changed"] = _changed_entry(preps, s, changed[s], opts)
     return {"classes": classes, "runs": bodies,
             "comparison": {"runs": [p.run.label for p in preps], "splits": info}}
 

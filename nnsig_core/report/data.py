@@ -20,6 +20,7 @@ from nnsig_core.report.compare import comparison_data
 from nnsig_core.report.single import (
     MapOptions,
     chunk_rows,
+    localize,
     prepare_run,
     priority_masks,
     run_body,
@@ -112,8 +113,11 @@ def build_report_data(
         exemplar shows its input with the token's patch highlighted.
     client : dask.distributed.Client, None or False
         Compute or read the signatures on this Dask cluster (``None``: the
-        active client, if any; ``False``: here); the report then works on their
-        per-sample vectors here (see docs/design.md, "Distributed").
+        active client, if any; ``False``: here); every figure is then a
+        reduction on the cluster, and only aggregates and the bounded data of
+        the map's points and the exemplars come here (a comparison of several
+        runs, and token row spaces, bring their per-sample vectors here; see
+        docs/design.md, "Distributed").
 
     Returns
     -------
@@ -134,6 +138,8 @@ def build_report_data(
                "token_label": token_label, "token_grid": token_grid}
     preps = [prepare_run(r, splits, client=client) for r in runs]
     if several:
+        for p in preps:  # a comparison matches samples across runs one by one
+            localize(p)
         data = comparison_data(preps, opts, with_map=opts.max_points > 0, **body_kw)
         head = {"format_version": REPORT_FORMAT_VERSION,
                 "title": title or " vs ".join(str(r.label) for r in runs),
@@ -147,7 +153,7 @@ def build_report_data(
             sg = prep.sigs[s]
             positions[s], kinds[s] = layermap.select_points(
                 sg.labels, sg.predictions, priority_masks(prep, s), opts.max_points, opts.seed,
-                chunk_rows=chunk_rows(prep, s))
+                chunk_rows=chunk_rows(prep, s), client=prep.client)
     body = run_body(prep, positions, kinds or {}, opts, **body_kw)
     model = body["model"]
     default = _default_title(model.get("model_class"), prep.store)

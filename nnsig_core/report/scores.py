@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import zarr
 
 from nnsig_core.store import ActivationStore
 
@@ -35,6 +36,8 @@ log = logging.getLogger("nnsig")
 
 #: Share of the reference split's correct samples the default threshold flags.
 FLAG_RATE = 0.05
+#: The histogram's groups of samples, in order (:func:`sample_groups`).
+GROUPS = ("correct", "misclassified", "unseen", "unlabelled")
 #: Split names taken as the validation split, in this order.
 VALIDATION_SPLITS = ("val", "validation")
 
@@ -47,25 +50,33 @@ def _f(x: Any, digits: int = 6) -> float | None:
 
 
 def check_scores(
-    scores: Mapping[str, Any] | None, store: ActivationStore
-) -> dict[str, np.ndarray]:
+    scores: Mapping[str, Any] | None, store: ActivationStore, lazy: bool = False
+) -> dict[str, Any]:
     """The scores as float64 arrays, one value per sample of each split, in store order.
 
     Splits that are not in the store are an error (a typo would otherwise
-    silently drop them); so is a wrong length.
+    silently drop them); so is a wrong length. With ``lazy`` (signatures on a
+    Dask cluster), dask arrays and zarr arrays stay where they are, as dask
+    arrays: only their length is checked here.
     """
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, Any] = {}
     for s, values in (scores or {}).items():
         if s not in store.splits:
             raise ValueError(
                 f"scores given for split {s!r}, which is not in the store "
                 f"(splits: {', '.join(store.splits)})."
             )
-        arr = np.asarray(values, dtype=np.float64).reshape(-1)
+        if lazy and (hasattr(values, "dask") or isinstance(values, zarr.Array)):
+            import dask.array as da
+
+            arr = values if hasattr(values, "dask") else da.from_zarr(values)
+            arr = arr.reshape(-1).astype(np.float64)
+        else:
+            arr = np.asarray(values, dtype=np.float64).reshape(-1)
         n = store.n_samples(s)
-        if arr.size != n:
+        if arr.shape[0] != n:
             raise ValueError(
-                f"scores[{s!r}] has {arr.size} values but split {s!r} has {n} samples; "
+                f"scores[{s!r}] has {arr.shape[0]} values but split {s!r} has {n} samples; "
                 "give one score per sample, in store order."
             )
         out[s] = arr
@@ -97,6 +108,7 @@ def default_threshold(
     fit_split: str,
     train_classes: Sequence[int],
     rate: float = FLAG_RATE,
+    client: Any = None,
 ) -> dict[str, Any] | None:
     """The score at or above which ``rate`` of the reference split's correct samples lie.
 
@@ -109,6 +121,9 @@ def default_threshold(
         The analysis's fit split, the reference when no validation split was scored.
     train_classes : sequence of int
     rate : float
+    client : dask.distributed.Client, optional
+        The cluster of dask score arrays (the count and the largest scores are
+        reductions there).
 
     Returns
     -------
@@ -125,40 +140,108 @@ def default_threshold(
             log.info("No default score threshold: neither a validation split (%s) nor the fit "
                      "split %r was scored.", "/".join(VALIDATION_SPLITS), fit_split)
         return None
-    groups = sample_groups(store.labels(ref), store.predictions(ref), train_classes)
-    values = scores[ref][groups["correct"]]
-    values = values[np.isfinite(values)]
-    if values.size == 0:
+    n, top = reference_top(scores[ref], store, ref, train_classes, rate, client)
+    if n == 0:
         log.warning("No default score threshold: split %r has no correct sample with a "
                     "finite score.", ref)
         return None
-    t = flagging_threshold(values, rate)
-    return {"value": t, "split": ref, "rate": float(rate), "n_correct": int(values.size)}
+    t = threshold_from_top(top, n, rate)
+    return {"value": t, "split": ref, "rate": float(rate), "n_correct": int(n)}
+
+
+def _flagged_max(n: int, rate: float) -> int:
+    """How many of ``n`` values a threshold at ``rate`` may flag."""
+    return int(np.floor(rate * n + 1e-9))
+
+
+def correct_count_part(labels: np.ndarray, predictions: np.ndarray, scores: np.ndarray, *,
+                       train_classes: Sequence[int], lo: int = 0) -> dict[str, Any]:
+    """A block's count of correct samples with a finite score."""
+    values = _correct_values(labels, predictions, scores, train_classes)
+    return {"n": np.int64(values.size)}
+
+
+def correct_top_part(labels: np.ndarray, predictions: np.ndarray, scores: np.ndarray, *,
+                     train_classes: Sequence[int], m: int, lo: int = 0) -> dict[str, Any]:
+    """A block's ``m`` largest finite scores of correct samples, ascending."""
+    values = _correct_values(labels, predictions, scores, train_classes)
+    return {"top": np.sort(values)[-m:] if m > 0 else values[:0]}
+
+
+def merge_tops(*parts: dict[str, Any], m: int) -> dict[str, Any]:
+    """The ``m`` largest values of several :func:`correct_top_part` results."""
+    return {"top": np.sort(np.concatenate([p["top"] for p in parts]))[-m:] if m > 0
+            else np.zeros(0)}
+
+
+def _correct_values(labels: np.ndarray, predictions: np.ndarray, scores: np.ndarray,
+                    train_classes: Sequence[int]) -> np.ndarray:
+    values = np.asarray(scores, dtype=np.float64)[
+        sample_groups(np.asarray(labels), np.asarray(predictions), train_classes)["correct"]]
+    return values[np.isfinite(values)]
+
+
+def reference_top(values: Any, store: ActivationStore, split: str,
+                  train_classes: Sequence[int], rate: float,
+                  client: Any = None) -> tuple[int, np.ndarray]:
+    """The number of correct samples of ``split`` with a finite score, and the
+    ``floor(rate * n) + 1`` largest of their scores (ascending): all a threshold needs.
+    ``values`` is a NumPy array, or a dask array reduced on its cluster."""
+    from nnsig_core.report.reduce import reduce_columns
+
+    cols = (store_column(store, split, "labels", values),
+            store_column(store, split, "predictions", values), values)
+    n = int(reduce_columns(correct_count_part, None, cols, train_classes=train_classes,
+                           client=client)["n"])
+    m = _flagged_max(n, rate) + 1
+    top = reduce_columns(correct_top_part, merge_tops, cols, train_classes=train_classes, m=m,
+                         merge_kw={"m": m}, client=client)["top"]
+    return n, np.asarray(top, dtype=np.float64)
+
+
+def store_column(store: ActivationStore, split: str, name: str, like: Any) -> Any:
+    """``labels`` or ``predictions`` of ``split``: a NumPy array, or a dask array chunked like
+    ``like`` when ``like`` is one."""
+    if hasattr(like, "dask"):
+        import dask.array as da
+
+        return da.from_zarr(store.root[split][name], chunks=like.chunks)[: like.shape[0]]
+    return store.labels(split) if name == "labels" else store.predictions(split)
+
+
+def threshold_from_top(top: np.ndarray, n: int, rate: float) -> float:
+    """:func:`flagging_threshold` of ``n`` values from their ``floor(rate * n) + 1`` largest
+    (ascending)."""
+    f = _flagged_max(n, rate)
+    if f == 0:
+        return float(np.nextafter(top[-1], np.inf))
+    if f >= n:  # every value may be flagged: the smallest
+        return float(top[0])
+    t = top[1]  # the value at position n - f of all of them, sorted
+    if top[0] == t:  # ties straddle the limit: the next distinct value
+        above = top[top > t]
+        return float(above[0]) if above.size else float(np.nextafter(t, np.inf))
+    return float(t)
 
 
 def flagging_threshold(values: np.ndarray, rate: float) -> float:
     """The smallest score ``t`` with at most ``floor(rate * n)`` of ``values`` at or above it."""
-    v = np.sort(values)
-    n = v.size
-    k = n - int(np.floor(rate * n + 1e-9))  # the first position allowed to be flagged
-    if k >= n:
-        return float(np.nextafter(v[-1], np.inf))
-    t = v[k]
-    if np.searchsorted(v, t, side="left") < k:  # ties straddle k: the next distinct value
-        j = int(np.searchsorted(v, t, side="right"))
-        return float(v[j]) if j < n else float(np.nextafter(t, np.inf))
-    return float(t)
+    v = np.sort(np.asarray(values, dtype=np.float64))
+    return threshold_from_top(v[max(v.size - _flagged_max(v.size, rate) - 1, 0) :], v.size, rate)
 
 
-def score_edges(score_arrays: Mapping[str, np.ndarray], n_bins: int,
-                extra: Sequence[float] = ()) -> list[float] | None:
-    """Histogram edges over [0, 1] when every score lies there, else over their range."""
-    finite = [a[np.isfinite(a)] for a in score_arrays.values()]
-    finite = [a for a in finite if a.size]
-    if not finite:
+def score_edges(score_arrays: Mapping[str, Any], n_bins: int,
+                extra: Sequence[float] = (), client: Any = None) -> list[float] | None:
+    """Histogram edges over [0, 1] when every score lies there, else over their range (the
+    arrays are NumPy arrays, or dask arrays reduced on their cluster)."""
+    from nnsig_core.report.reduce import reduce_columns
+
+    ranges = [reduce_columns(range_part, None, (a,), client=client)
+              for a in score_arrays.values()]
+    lo = min([float(r["score_min"]) for r in ranges], default=np.inf)
+    hi = max([float(r["score_max"]) for r in ranges], default=-np.inf)
+    if not np.isfinite(lo):
         return None
-    lo = min(float(a.min()) for a in finite)
-    hi = max(float(a.max()) for a in finite)
     for x in extra:
         if np.isfinite(x):
             lo, hi = min(lo, float(x)), max(hi, float(x))
@@ -177,18 +260,55 @@ def flagged_counts(groups: Mapping[str, np.ndarray], scores: np.ndarray,
     return {g: int((m & flag).sum()) for g, m in groups.items()}
 
 
+def range_part(scores: np.ndarray, lo: int = 0) -> dict[str, Any]:
+    """A block's smallest and largest finite score (``inf``/``-inf`` when none)."""
+    v = np.asarray(scores, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return {"score_min": np.float64(v.min() if v.size else np.inf),
+            "score_max": np.float64(v.max() if v.size else -np.inf)}
+
+
+def histogram_part(labels: np.ndarray, predictions: np.ndarray, scores: np.ndarray, *,
+                   bins: Sequence[float], train_classes: Sequence[int],
+                   threshold: float | None, lo: int = 0) -> dict[str, Any]:
+    """A block's histogram counts per group (:data:`GROUPS` order), the group sizes, the
+    finite scores and the flagged samples per group; summed over blocks."""
+    scores = np.asarray(scores, dtype=np.float64)
+    groups = sample_groups(np.asarray(labels), np.asarray(predictions), train_classes)
+    ok = np.isfinite(scores)
+    with np.errstate(invalid="ignore"):
+        flag = ok & (scores >= threshold) if threshold is not None else np.zeros_like(ok)
+    return {
+        "hist": np.array([np.histogram(scores[groups[g] & ok], bins=bins)[0] for g in GROUPS],
+                         dtype=np.int64),
+        "size": np.array([int(groups[g].sum()) for g in GROUPS], dtype=np.int64),
+        "finite": np.array([int((groups[g] & ok).sum()) for g in GROUPS], dtype=np.int64),
+        "flagged": np.array([int((groups[g] & flag).sum()) for g in GROUPS], dtype=np.int64),
+    }
+
+
+def histogram_entry(part: Mapping[str, Any], bins: list[float], name: str,
+                    threshold: float | None) -> dict[str, Any]:
+    """A split's ``scores`` entry of the report data (``docs/report-data.md``) from the sum of
+    its blocks' :func:`histogram_part`."""
+    shown = [i for i, g in enumerate(GROUPS) if g != "unlabelled" or part["size"][i] > 0]
+    out: dict[str, Any] = {"name": name, "bins": [_f(b) for b in bins],
+                           "counts": {GROUPS[i]: [int(x) for x in part["hist"][i]]
+                                      for i in shown}}
+    if threshold is not None:
+        out["at_threshold"] = {"flagged": {GROUPS[i]: int(part["flagged"][i]) for i in shown},
+                               "total": {GROUPS[i]: int(part["finite"][i]) for i in shown}}
+    return out
+
+
 def score_histogram(
     labels: np.ndarray, predictions: np.ndarray, scores: np.ndarray, bins: list[float],
-    train_classes: Sequence[int], name: str, threshold: float | None,
+    train_classes: Sequence[int], name: str, threshold: float | None, client: Any = None,
 ) -> dict[str, Any]:
-    """A split's ``scores`` entry of the report data (``docs/report-data.md``)."""
-    groups = sample_groups(labels, predictions, train_classes)
-    ok = np.isfinite(scores)
-    counts = {g: [int(x) for x in np.histogram(scores[m & ok], bins=bins)[0]]
-              for g, m in groups.items() if g != "unlabelled" or m.any()}
-    out: dict[str, Any] = {"name": name, "bins": [_f(b) for b in bins], "counts": counts}
-    if threshold is not None:
-        totals = {g: int((m & ok).sum()) for g, m in groups.items() if g in counts}
-        flagged = flagged_counts({g: groups[g] for g in counts}, scores, threshold)
-        out["at_threshold"] = {"flagged": flagged, "total": totals}
-    return out
+    """A split's ``scores`` entry of the report data (``docs/report-data.md``); the arrays
+    are NumPy arrays, or dask arrays reduced on their cluster (``client``)."""
+    from nnsig_core.report.reduce import reduce_columns
+
+    part = reduce_columns(histogram_part, None, (labels, predictions, scores), bins=bins,
+                          train_classes=train_classes, threshold=threshold, client=client)
+    return histogram_entry(part, bins, name, threshold)

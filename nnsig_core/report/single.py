@@ -7,6 +7,15 @@ Building happens in two steps so that a comparison can choose the map's
 points of several runs together: :func:`prepare_run` computes the
 signatures, checks the scores and picks the default threshold;
 :func:`run_body` writes the run's part of the report data.
+
+Every figure comes from aggregates: the split's joint table
+(:mod:`nnsig_core.analysis.joint`, with each row's score sums), the
+exemplars, score histograms (:mod:`~nnsig_core.report.scores`) and the map's
+draw (:mod:`~nnsig_core.report.points`). With signatures on a Dask cluster
+(:class:`~nnsig_core.distributed.DaskSignatures`) each is a reduction on the
+workers, and only the results, plus the bounded data of the drawn map points
+and exemplars, reach the driver; a comparison of several runs and token row
+spaces bring their splits' per-sample vectors here (:func:`localize`).
 """
 
 from __future__ import annotations
@@ -14,22 +23,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from nnsig_core._util import count_matrix
 from nnsig_core.analysis.signatures import Signatures, class_entropy, class_purity
 from nnsig_core.report import layermap
 from nnsig_core.report import scores as sc
+from nnsig_core.report.reduce import is_lazy, take
 from nnsig_core.report.spec import ReportRun
 from nnsig_core.report.sprite import make_sprite, shrink
 from nnsig_core.report.tokens import add_token_rows, token_images
 from nnsig_core.store import ActivationStore
 
 __all__ = ["SEPARABLE_PURITY", "TYPICAL_SHARE", "MapOptions", "PreparedRun", "chunk_rows",
-           "per_class_purity", "prepare_run", "priority_masks", "run_body"]
+           "localize", "per_class_purity", "prepare_run", "priority_masks", "rows_at",
+           "run_body"]
 
 log = logging.getLogger("nnsig")
 
@@ -68,15 +79,18 @@ class PreparedRun:
     threshold: dict[str, Any] | None
     n_classes: int
     classes: list[str]
-    flagged: dict[str, np.ndarray] = field(default_factory=dict)
-    #: The index in the report's rows of every sample, per split (set by :func:`run_body`).
-    row_of: dict[str, np.ndarray] = field(default_factory=dict)
+    flagged: dict[str, Any] = field(default_factory=dict)
+    #: Per split, the report's row index of each distinct (label, path, prediction)
+    #: (set by :func:`run_body`; see :func:`rows_at`).
+    row_keys: dict[str, dict[tuple[int, ...], int]] = field(default_factory=dict)
+    #: The Dask client of signatures kept on a cluster (None: in memory here).
+    client: Any = None
 
 
 def prepare_run(run: ReportRun, splits: Sequence[str], client: Any = None) -> PreparedRun:
     """Signatures of ``splits`` (those in the store), checked scores, default threshold;
-    with a Dask ``client`` the signatures are computed or read on the cluster, then brought
-    here (ids, labels and predictions: 8 bytes per sample and layer plus 16)."""
+    with a Dask ``client`` the signatures are computed or read on the cluster and stay
+    there (see the module doc)."""
     analysis = run.analysis
     check_is_fitted(analysis)
     store = run.store
@@ -88,10 +102,11 @@ def prepare_run(run: ReportRun, splits: Sequence[str], client: Any = None) -> Pr
         else:
             log.warning("Split %r is not in the store (%s); left out of the report.", s,
                         ", ".join(store.splits))
-    score_arrays = sc.check_scores(run.scores, store)
-    threshold = sc.default_threshold(score_arrays, store, analysis.fit_split_, analysis.classes_)
     sigs = {s: analysis.signatures(store, s, client=client) for s in present}
-    sigs = {s: sg.compute() if hasattr(sg, "compute") else sg for s, sg in sigs.items()}
+    lazy = next((sg.client for sg in sigs.values() if is_lazy(sg.labels)), None)
+    score_arrays = sc.check_scores(run.scores, store, lazy=lazy is not None)
+    threshold = sc.default_threshold(score_arrays, store, analysis.fit_split_, analysis.classes_,
+                                     client=lazy)
     n_classes = max([analysis.n_classes_, *(x.n_classes for x in sigs.values())])
     names = store.class_names() or []
     classes = [str(names[i]) if i < len(names) else str(i) for i in range(n_classes)]
@@ -102,7 +117,29 @@ def prepare_run(run: ReportRun, splits: Sequence[str], client: Any = None) -> Pr
                 with np.errstate(invalid="ignore"):
                     flagged[s] = np.isfinite(score_arrays[s]) & (score_arrays[s] >= threshold["value"])
     return PreparedRun(run, store, present, sigs, score_arrays, threshold, n_classes, classes,
-                       flagged)
+                       flagged, client=lazy)
+
+
+def localize(prep: PreparedRun, splits: Sequence[str] | None = None) -> None:
+    """Bring the per-sample vectors of ``splits`` (default: all) of a run kept on a Dask
+    cluster to this process: 8 bytes per sample and layer plus 24 (and the scores)."""
+    if prep.client is None:
+        return
+    for s in prep.splits if splits is None else splits:
+        sg = prep.sigs[s]
+        if is_lazy(sg.labels):
+            log.info("Split %r: bringing its %d samples' signatures from the cluster for the "
+                     "report's per-sample views.", s, sg.n_samples)
+            prep.sigs[s] = sg.compute()
+        for d in (prep.scores, prep.flagged):
+            if s in d and is_lazy(d[s]):
+                d[s] = np.asarray(_compute(d[s], prep.client))
+    if not any(is_lazy(prep.sigs[s].labels) for s in prep.splits):
+        prep.client = None
+
+
+def _compute(x: Any, client: Any) -> Any:
+    return client.compute(x, sync=True)
 
 
 def priority_masks(prep: PreparedRun, split: str) -> dict[str, np.ndarray]:
@@ -121,16 +158,18 @@ def chunk_rows(prep: PreparedRun, split: str) -> int:
     return int(prep.store.activations(split, prep.run.analysis.layers_[0]).chunks[0])
 
 
-def per_class_purity(sigs: Signatures, n_classes: int) -> list[list[float | None]]:
+def per_class_purity(compositions: Sequence[np.ndarray],
+                     n_classes: int) -> list[list[float | None]]:
     """Per layer, per class: the mean share of its own class in the cluster of each of its
-    samples (labelled samples only; ``None`` for a class absent from the split).
+    samples (labelled samples only; ``None`` for a class absent from the split), from the
+    layers' cluster x class ``compositions``.
 
     A class whose purity reaches :data:`SEPARABLE_PURITY` at a layer sits, at that
     layer, in clusters that hold almost only it: it has become separable there.
     """
     out = []
-    for j, k in enumerate(sigs.n_clusters):
-        comp = count_matrix(sigs.cluster_ids[:, j], sigs.labels, k, n_classes).astype(np.float64)
+    for comp in compositions:
+        comp = comp.astype(np.float64)
         size = comp.sum(axis=1, keepdims=True)
         share = np.divide(comp, size, out=np.zeros_like(comp), where=size > 0)
         n_c = comp.sum(axis=0)
@@ -140,27 +179,21 @@ def per_class_purity(sigs: Signatures, n_classes: int) -> list[list[float | None
     return out
 
 
-def _rows(sigs: Signatures, scores: np.ndarray | None) -> tuple[list[dict[str, Any]], np.ndarray]:
-    """The table rows, and the row index of every sample of the split."""
-    L = len(sigs.layers)
-    M = np.column_stack([sigs.labels, sigs.cluster_ids.astype(np.int64), sigs.predictions])
+def _rows(joint: Mapping[str, Any], L: int) -> tuple[list[dict[str, Any]],
+                                                      dict[tuple[int, ...], int]]:
+    """The table rows from the joint table, and the row index of each distinct
+    ``(label, path..., prediction)``."""
+    uniq, counts = joint["rows"], joint["counts"]
     rows: list[dict[str, Any]] = []
-    row_of = np.zeros(M.shape[0], dtype=np.int64)
-    if not M.shape[0]:
-        return rows, row_of
-    uniq, inv, counts = np.unique(M, axis=0, return_inverse=True, return_counts=True)
-    inv = inv.reshape(-1)
+    if not uniq.shape[0]:
+        return rows, {}
     means: np.ndarray | None = None
-    if scores is not None:
-        ok = np.isfinite(scores)
-        sums = np.bincount(inv[ok], weights=scores[ok], minlength=len(uniq))
-        ns = np.bincount(inv[ok], minlength=len(uniq))
+    if "sums" in joint:
+        ns = joint["n_scored"]
         with np.errstate(invalid="ignore", divide="ignore"):
-            means = np.where(ns > 0, sums / np.maximum(ns, 1), np.nan)
+            means = np.where(ns > 0, joint["sums"] / np.maximum(ns, 1), np.nan)
     keys = [uniq[:, L + 1]] + [uniq[:, 1 + j] for j in reversed(range(L))] + [uniq[:, 0], -counts]
     order = np.lexsort(keys)
-    position = np.empty_like(order)
-    position[order] = np.arange(order.size)
     for i in order:
         u = uniq[i]
         rows.append({
@@ -170,19 +203,46 @@ def _rows(sigs: Signatures, scores: np.ndarray | None) -> tuple[list[dict[str, A
             "count": int(counts[i]),
             "score": None if means is None else _f(means[i], 4),
         })
-    row_of[:] = position[inv]
-    return rows, row_of
+    return rows, {tuple(int(x) for x in uniq[i]): r for r, i in enumerate(order)}
 
 
-def _split_entry(sigs: Signatures, n_classes: int, scores: np.ndarray | None,
-                 n_exemplars: int) -> tuple[dict[str, Any], np.ndarray]:
-    rows, row_of = _rows(sigs, scores)
+def rows_at(prep: PreparedRun, split: str, positions: np.ndarray) -> np.ndarray:
+    """The report's row index of the samples at ``positions`` of ``split``."""
+    sg = prep.sigs[split]
+    lab = take(sg.labels, positions, prep.client)
+    ids = take(sg.cluster_ids, positions, prep.client)
+    pred = take(sg.predictions, positions, prep.client)
+    keys = prep.row_keys[split]
+    M = np.column_stack([lab, ids, pred]).astype(np.int64)
+    return np.array([keys[tuple(int(x) for x in m)] for m in M], dtype=np.int64)
+
+
+def _compositions(joint: Mapping[str, Any], n_clusters: Sequence[int],
+                  n_classes: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per layer, the samples per cluster, and the labelled samples per cluster and class."""
+    T, w = joint["rows"], joint["counts"]
+    lab = T[:, 0]
+    known = (lab >= 0) & (lab < n_classes)
+    totals, comps = [], []
+    for j, k in enumerate(n_clusters):
+        ids = T[:, 1 + j]
+        totals.append(np.bincount(ids, weights=w, minlength=k).astype(np.int64))
+        comp = np.zeros((k, n_classes), dtype=np.int64)
+        np.add.at(comp, (ids[known], lab[known]), w[known])
+        comps.append(comp)
+    return totals, comps
+
+
+def _split_entry(sigs: Any, n_classes: int, scores: Any, n_exemplars: int,
+                 ) -> tuple[dict[str, Any], dict[tuple[int, ...], int]]:
+    L = len(sigs.layers)
+    joint = sigs.joint_table(scores)
+    rows, row_keys = _rows(joint, L)
     exemplars = sigs.exemplars(n=n_exemplars)
+    totals, comps = _compositions(joint, sigs.n_clusters, n_classes)
     clusters, purity, entropy = [], [], []
     for j, k in enumerate(sigs.n_clusters):
-        ids = sigs.cluster_ids[:, j]
-        totals = np.bincount(ids, minlength=k)
-        comp = count_matrix(ids, sigs.labels, k, n_classes)  # labelled samples only
+        comp = comps[j]
         purity.append(_f(class_purity(comp)))
         entropy.append(_f(class_entropy(comp)))
         layer = []
@@ -190,45 +250,54 @@ def _split_entry(sigs: Signatures, n_classes: int, scores: np.ndarray | None,
             n_lab = int(comp[c].sum())
             layer.append({
                 "id": c,
-                "count": int(totals[c]),
+                "count": int(totals[j][c]),
                 "by_class": [int(x) for x in comp[c]],
                 "purity": _f(comp[c].max() / n_lab) if n_lab else None,
                 "exemplars": [f"{sigs.split}/{r}" for r in exemplars[j][c]],
             })
         clusters.append(layer)
+    T, w = joint["rows"], joint["counts"]
+    labelled = T[:, 0] >= 0 if T.shape[0] else np.zeros(0, dtype=bool)
+    n_labelled = int(w[labelled].sum())
+    right = int(w[labelled & (T[:, 0] == T[:, L + 1])].sum()) if T.shape[0] else 0
     entry = {
-        "n_samples": sigs.n_samples,
-        "has_labels": sigs.has_labels,
-        "n_labelled": int(sigs.labelled.sum()),
-        "accuracy": _f(sigs.accuracy),
-        "n_signatures": sigs.n_signatures,
+        "n_samples": int(w.sum()),
+        "has_labels": bool(labelled.any()),
+        "n_labelled": n_labelled,
+        "accuracy": _f(right / n_labelled) if n_labelled else None,
+        "n_signatures": int(np.unique(T[:, 1 : L + 1], axis=0).shape[0]) if T.shape[0] else 0,
         "purity": purity,
         "entropy": entropy,
-        "class_purity": per_class_purity(sigs, n_classes),
+        "class_purity": per_class_purity(comps, n_classes),
         "rows": rows,
         "clusters": clusters,
     }
-    return entry, row_of
+    return entry, row_keys
 
 
 def _thumbs(store: ActivationStore, split: str, rows: np.ndarray,
-            token_grid: Sequence[int] | None = None) -> np.ndarray | None:
+            token_grid: Sequence[int] | None = None, client: Any = None) -> np.ndarray | None:
     if store.level(split) == "tokens":  # the images of the tokens' inputs
         found = token_images(store, split, np.asarray(rows, dtype=np.int64), token_grid)
         return None if found is None else found[1]
     arr = store.inputs(split)
     if arr is None or rows.size == 0:
         return None
-    return np.asarray(arr.get_orthogonal_selection((np.asarray(rows, dtype=np.int64),)),
-                      dtype=np.uint8)
+    rows = np.asarray(rows, dtype=np.int64)
+    if client is not None:  # picked by the workers
+        import dask.array as da
+
+        return take(da.from_zarr(arr), rows, client).astype(np.uint8, copy=False)
+    return np.asarray(arr.get_orthogonal_selection((rows,)), dtype=np.uint8)
 
 
 def _exemplar_sprite(store: ActivationStore, wanted: Mapping[str, set[int]],
-                     token_grid: Sequence[int] | None = None) -> dict[str, Any] | None:
+                     token_grid: Sequence[int] | None = None,
+                     client: Any = None) -> dict[str, Any] | None:
     images, keys, shape = [], [], None
     for split, rows in wanted.items():
         idx = np.array(sorted(rows), dtype=np.int64)
-        pix = _thumbs(store, split, idx, token_grid)
+        pix = _thumbs(store, split, idx, token_grid, client)
         if pix is None:
             continue
         if shape is None:
@@ -260,6 +329,7 @@ def run_body(
     but ``format_version``, ``title`` and ``created``); ``token_label`` and
     ``token_grid`` for token row spaces (:mod:`nnsig_core.report.tokens`)."""
     analysis, store = prep.run.analysis, prep.store
+    localize(prep, [s for s in prep.splits if store.level(s) == "tokens"])
     info = store.split_attrs(analysis.fit_split_ if analysis.fit_split_ in store.splits
                              else (prep.splits[0] if prep.splits else store.splits[0]))
     model = info.get("model") or {}
@@ -270,7 +340,8 @@ def run_body(
                for per_class in analysis.typical_clusters(TYPICAL_SHARE)]
     shown = {s: a for s, a in prep.scores.items() if s in prep.splits}
     thr = prep.threshold["value"] if prep.threshold else None
-    bins = sc.score_edges(shown, score_bins, [thr] if thr is not None else ()) if shown else None
+    bins = (sc.score_edges(shown, score_bins, [thr] if thr is not None else (), client=prep.client)
+            if shown else None)
     body: dict[str, Any] = {
         "label": prep.run.label,
         "store": store.location,
@@ -302,33 +373,35 @@ def run_body(
     if prep.threshold is not None and bins is not None:
         body["threshold"] = {**prep.threshold, "value": _f(thr, 9), "score": score_name}
     wanted: dict[str, set[int]] = {}
-    row_of = prep.row_of
     for s in prep.splits:
         sigs = prep.sigs[s]
-        entry, row_of[s] = _split_entry(sigs, n_classes, shown.get(s), n_exemplars)
+        entry, prep.row_keys[s] = _split_entry(sigs, n_classes, shown.get(s), n_exemplars)
         if s in shown and bins is not None:
             entry["scores"] = sc.score_histogram(sigs.labels, sigs.predictions, shown[s], bins,
-                                                 analysis.classes_, score_name, thr)
+                                                 analysis.classes_, score_name, thr,
+                                                 client=prep.client)
         if store.level(s) == "tokens":
             add_token_rows(entry, store, sigs, token_label)
         body["splits"][s] = entry
         wanted[s] = {int(k.split("/", 1)[1]) for layer in entry["clusters"] for c in layer
                      for k in c["exemplars"]}
-    sprite = _exemplar_sprite(store, wanted, token_grid)
+    sprite = _exemplar_sprite(store, wanted, token_grid, prep.client)
     if sprite is not None:
         body["thumbnails"] = sprite
     if positions is not None:
-        _add_map(body, prep, positions, kinds, row_of, opts, map_thumbnails, token_grid)
+        _add_map(body, prep, positions, kinds, opts, map_thumbnails, token_grid)
     return body
 
 
 def _add_map(body: dict[str, Any], prep: PreparedRun, positions: Mapping[str, np.ndarray],
-             kinds: Mapping[str, Mapping[str, list[int]]], row_of: Mapping[str, np.ndarray],
-             opts: MapOptions, thumbnails: bool,
+             kinds: Mapping[str, Mapping[str, list[int]]], opts: MapOptions, thumbnails: bool,
              token_grid: Sequence[int] | None = None) -> None:
+    read = None
+    if prep.client is not None:
+        read = partial(_read_on_cluster, prep)
     layers, fitted_on = layermap.project_layers(prep.run.analysis, prep.store, positions,
                                                 prep.run.analysis.fit_split_, opts.projection,
-                                                opts.seed)
+                                                opts.seed, read=read)
     body["map"] = {"method": opts.projection, "fitted_on": fitted_on,
                    "max_points": int(opts.max_points)}
     for s, pos in positions.items():
@@ -336,18 +409,30 @@ def _add_map(body: dict[str, Any], prep: PreparedRun, positions: Mapping[str, np
         m: dict[str, Any] = {
             "n_points": int(pos.size),
             "positions": [int(p) for p in pos],
-            "sample_index": [int(x) for x in sigs.sample_index[pos]],
-            "rows": [int(r) for r in row_of[s][pos]],
+            "sample_index": [int(x) for x in take(sigs.sample_index, pos, prep.client)],
+            "rows": [int(r) for r in rows_at(prep, s, pos)],
             "kinds": {k: list(v) for k, v in kinds.get(s, {}).items()},
             "layers": layers[s],
         }
         if s in prep.scores:
-            m["scores"] = [_f(x, 4) for x in prep.scores[s][pos]]
+            m["scores"] = [_f(x, 4) for x in take(prep.scores[s], pos, prep.client)]
         if thumbnails:
-            pix = _thumbs(prep.store, s, pos, token_grid)
+            pix = _thumbs(prep.store, s, pos, token_grid, prep.client)
             if pix is not None:
                 m["thumbnails"] = make_sprite(shrink(pix, opts.thumbnail_size))
         body["splits"][s]["map"] = m
+
+
+def _read_on_cluster(prep: PreparedRun, split: str, layer: str, rows: np.ndarray,
+                     clusterer: Any) -> np.ndarray:
+    """The map points' features, read and mapped by the workers."""
+    import dask.array as da
+
+    from nnsig_core.distributed.report import take_features
+
+    arr = prep.store.activations(split, layer)
+    x = da.from_zarr(arr)[: prep.store.n_samples(split)]
+    return take_features(x, np.asarray(rows, dtype=np.int64), clusterer, prep.client)
 
 
 def _layer_entry(name: str, info: Mapping[str, Any], shape: Sequence[int]) -> dict[str, Any]:

@@ -1,0 +1,130 @@
+"""The report of a run on a Dask cluster: every figure a reduction there, the same report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+
+import dask.array as da  # noqa: E402
+from distributed import Client, LocalCluster  # noqa: E402
+
+from nnsig_core import open_store  # noqa: E402
+from nnsig_core.analysis import SignatureAnalysis  # noqa: E402
+from nnsig_core.analysis.synthetic import make_blob_store  # noqa: E402
+from nnsig_core.diagnostics.persist import load_scores, save_scores  # noqa: E402
+from nnsig_core.distributed import DaskSignatures  # noqa: E402
+from nnsig_core.report import build_report_data  # noqa: E402
+from nnsig_core.report.points import select_points  # noqa: E402
+from nnsig_core.report.scores import flagging_threshold, threshold_from_top  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as cluster, Client(cluster) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("rep") / "r.zarr"
+    make_blob_store(path, splits=("train", "val", "test"), n_samples=(900, 400, 500),
+                    chunk_bytes=1024, inputs=True, error_rate=0.12, separation=5.0, noise=1.5)
+    store = open_store(path, mode="r+")
+    analysis = SignatureAnalysis(n_clusters=5, progress=False).fit(store, client=False)
+    analysis.save(store, "a")
+    rng = np.random.default_rng(3)
+    for s in ("train", "val", "test"):
+        v = rng.random(store.n_samples(s))
+        v[::11] = np.nan
+        save_scores(store, "a", s, {"combined": v})
+    return analysis, open_store(path)
+
+
+def _no_whole_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail if a split's signatures are brought to the driver whole."""
+    def refuse(self):
+        raise AssertionError(f"the signatures of {self.split!r} were brought to the driver")
+
+    monkeypatch.setattr(DaskSignatures, "compute", refuse)
+
+
+def _same(a: dict, b: dict) -> None:
+    a, b = dict(a), dict(b)
+    a.pop("created"), b.pop("created")
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def test_the_report_on_the_cluster_is_the_report_here(client, run, monkeypatch) -> None:
+    analysis, store = run
+    here = {s: load_scores(store, "a", s)["combined"] for s in store.splits}
+    there = {s: load_scores(store, "a", s, lazy=True)["combined"] for s in store.splits}
+    a = build_report_data(analysis, store, splits=("train", "test"), scores=here, client=False,
+                          map_points=150)
+    _no_whole_split(monkeypatch)
+    b = build_report_data(analysis, store, splits=("train", "test"), scores=there,
+                          client=client, map_points=150)
+    _same(a, b)
+    # The threshold came from the validation split's scores, read on the cluster.
+    assert b["threshold"]["split"] == "val"
+    assert b["splits"]["test"]["map"]["kinds"]["flagged"][0] > 0
+    assert b["splits"]["test"]["scores"]["at_threshold"]["flagged"]["correct"] > 0
+
+
+def test_a_comparison_on_the_cluster_is_the_comparison_here(client, run) -> None:
+    analysis, store = run
+    other = SignatureAnalysis(n_clusters=4, progress=False).fit(store, client=False)
+    a = build_report_data([analysis, other], store, splits=("test",), client=False,
+                          map_points=100)
+    b = build_report_data([analysis, other], store, splits=("test",), client=client,
+                          map_points=100)
+    _same(a, b)
+
+
+@pytest.mark.parametrize("blocks", [97, 500, 5000])
+def test_the_map_draw_does_not_depend_on_the_blocks(client, blocks) -> None:
+    rng = np.random.default_rng(blocks)
+    n = 5000
+    labels = rng.integers(-1, 6, size=n)
+    preds = rng.integers(0, 6, size=n)
+    mis = (labels >= 0) & (labels != preds) & (rng.random(n) < 0.3)
+    flag = rng.random(n) < 0.05
+    want = select_points(labels, preds, {"misclassified": mis, "flagged": flag}, 400, seed=2,
+                         chunk_rows=50)
+    lazy = [da.from_array(x, chunks=blocks) for x in (labels, preds, mis, flag)]
+    got = select_points(lazy[0], lazy[1], {"misclassified": lazy[2], "flagged": lazy[3]}, 400,
+                        seed=2, chunk_rows=50, client=client)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert got[1] == want[1]
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.01, 0.05, 0.5, 1.0])
+def test_the_threshold_needs_only_the_largest_values(rate) -> None:
+    rng = np.random.default_rng(0)
+    for values in (rng.random(1000), np.round(rng.random(500), 1), np.ones(30), np.arange(3.0)):
+        f = int(np.floor(rate * values.size + 1e-9))
+        # The definition: the smallest candidate with at most f values at or above it.
+        candidates = np.append(np.unique(values), np.nextafter(values.max(), np.inf))
+        expected = min(c for c in candidates if (values >= c).sum() <= f)
+        top = np.sort(values)[max(values.size - f - 1, 0) :]
+        assert threshold_from_top(top, values.size, rate) == expected
+        assert flagging_threshold(rng.permutation(values), rate) == expected
+
+
+def test_nnsig_report_with_a_scheduler(client, run, tmp_path, monkeypatch) -> None:
+    from nnsig_core.cli.main import main
+    from nnsig_core.report.write import DATA_FILE
+
+    analysis, store = run
+    _no_whole_split(monkeypatch)
+    out = tmp_path / "report"
+    assert main(["report", store.location, "--analysis", "a", "--out", str(out),
+                 "--scheduler", client.scheduler.address]) == 0
+    text = (out / DATA_FILE).read_text()
+    data = json.loads(text[text.index("{"): text.rindex("}") + 1])
+    assert data["threshold"]["split"] == "val"  # from the saved scores, read on the cluster
+    assert set(data["splits"]) == {"train", "val", "test"}
