@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +12,11 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from distributed import Client, LocalCluster  # noqa: E402
+from distributed import Client, LocalCluster, futures_of  # noqa: E402
 from sklearn.cluster import KMeans  # noqa: E402
 
 from nnsig_core import capture_arrays, open_store  # noqa: E402
+from nnsig_core._util import to_json_safe  # noqa: E402
 from nnsig_core.analysis import (  # noqa: E402
     EmptySelectionError,
     MissingLabelsError,
@@ -26,6 +29,7 @@ from nnsig_core.distributed import DaskSignatures  # noqa: E402
 from nnsig_core.distributed import analysis as dist_analysis  # noqa: E402
 from nnsig_core.distributed.kmeans import lloyd  # noqa: E402
 from nnsig_core.report import build_report_data  # noqa: E402
+from nnsig_core.store import MissingChunkError  # noqa: E402
 
 BLOBS = dict(n_samples=(1500, 700), error_rate=0.15, separation=6.0, noise=1.5,
              layer_shapes=((8,), (6,), (2, 3)))
@@ -253,6 +257,80 @@ def test_saved_by_the_workers_and_loaded_anywhere(client, tmp_path) -> None:
     dist.save(store, "d", overwrite=True, splits=["test"], client=client)
     assert store.group("analysis/d/signatures/test") is not None
     assert store.group("analysis/d/signatures/train") is None
+
+
+def _copy(blobs, tmp_path: Path, name: str = "w.zarr"):
+    """A writable copy of the blobs store (the fixture is shared, and opened read-only)."""
+    shutil.copytree(blobs.path, tmp_path / name)
+    return open_store(tmp_path / name, mode="r+")
+
+
+def _small(store, n_clusters: int = 4) -> SignatureAnalysis:
+    return SignatureAnalysis(n_clusters=n_clusters, layers=["layer0", "layer2"],
+                             progress=False).fit(store, client=False)
+
+
+def test_transform_of_a_saved_analysis_writes_the_ids_into_the_store(client, blobs,
+                                                                     tmp_path) -> None:
+    store = _copy(blobs, tmp_path)
+    _small(store).save(store, "d", splits=(), client=client)
+    loaded = SignatureAnalysis.load(store, "d")
+    sigs = loaded.transform(store, "test", client=client)
+    grp = store.group("analysis/d/signatures/test")
+    assert grp is not None
+    local = loaded.transform(store, "test", client=False)
+    np.testing.assert_array_equal(grp["cluster_ids"][...], local.cluster_ids)
+    attrs = dict(grp.attrs)
+    assert attrs["fingerprint"] == to_json_safe(store.fingerprint("test"))
+    assert (attrs["split"], attrs["layers"]) == ("test", loaded.layers_)
+    assert list(sigs.table()) == list(local.table())
+    # Read from the store, not persisted in the workers' memory.
+    assert not futures_of(sigs.cluster_ids) and not futures_of(sigs.distances)
+    np.testing.assert_array_equal(sigs.cluster_ids.compute(), local.cluster_ids)
+    # Saving again reuses them; under a new name they are written there too.
+    loaded.save(store, "d", overwrite=True, splits=["test"], client=client)
+    assert dict(store.group("analysis/d/signatures/test").attrs)["created"] == attrs["created"]
+    loaded.save(store, "e", splits=["test"], client=client)
+    np.testing.assert_array_equal(store.group("analysis/e/signatures/test")["cluster_ids"][...],
+                                  local.cluster_ids)
+    grp["cluster_ids"][0, 0] = 99  # the signatures returned read this very array
+    assert sigs.cluster_ids[0, 0].compute() == 99
+
+
+def test_transform_of_an_analysis_not_saved_in_the_store_writes_nothing(client, blobs, tmp_path,
+                                                                        caplog) -> None:
+    store = _copy(blobs, tmp_path)
+    with caplog.at_level(logging.INFO, logger="nnsig"):
+        sigs = _small(store).transform(store, "test", client=client)
+    assert "analysis.save(store, name, client=...) writes them" in caplog.text
+    assert futures_of(sigs.cluster_ids) and store.analyses == []
+    # Loaded from another store that holds it under a name this store gives another analysis.
+    other = _copy(blobs, tmp_path, "o.zarr")
+    _small(other).save(other, "d", splits=(), client=False)
+    _small(store, n_clusters=3).save(store, "d", splits=(), client=False)
+    SignatureAnalysis.load(other, "d").transform(store, "test", client=client)
+    assert store.group("analysis/d/signatures/test") is None
+
+
+def test_transform_on_a_read_only_store_writes_nothing(client, blobs, tmp_path) -> None:
+    store = _copy(blobs, tmp_path)
+    _small(store).save(store, "d", splits=(), client=False)
+    ro = open_store(tmp_path / "w.zarr", mode="r")
+    loaded = SignatureAnalysis.load(ro, "d")
+    sigs = loaded.transform(ro, "test", client=client)
+    assert ro.group("analysis/d/signatures/test") is None
+    np.testing.assert_array_equal(sigs.cluster_ids.compute(),
+                                  loaded.transform(ro, "test", client=False).cluster_ids)
+
+
+def test_a_failed_write_leaves_no_signatures_group(client, blobs, tmp_path) -> None:
+    store = _copy(blobs, tmp_path)
+    analysis = _small(store).save(store, "d", splits=(), client=False)
+    key = next(d["key"] for d in store.split_attrs("test")["layers"] if d["name"] == "layer0")
+    (tmp_path / "w.zarr" / "test" / key / "c" / "3" / "0").unlink()
+    with pytest.raises(MissingChunkError, match="layer 'layer0' of split 'test'"):
+        analysis.transform(store, "test", client=client)
+    assert list(store.group("analysis/d/signatures").keys()) == []
 
 
 @pytest.mark.slow

@@ -52,10 +52,12 @@ from nnsig_core.store.layout import (
 
 __all__ = [
     "check_can_save",
+    "holds_analysis",
     "load_analysis",
     "load_signature_arrays",
     "save_analysis",
     "save_signatures",
+    "signatures_group",
 ]
 
 log = logging.getLogger("nnsig")
@@ -175,11 +177,11 @@ def save_signatures(store: ActivationStore, name: str, sigs: Signatures) -> None
         raise
 
 
-def load_signature_arrays(
+def signatures_group(
     store: ActivationStore, name: str, split: str, layers: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """Saved ``(cluster_ids, distances)`` of ``split``, or None when absent, over other layers,
-    or stale (the split was re-captured since)."""
+) -> Any | None:
+    """The group of the saved signatures of ``split`` next to analysis ``name``, or None when
+    absent, over other layers, or stale (the split was re-captured since)."""
     if split not in store.splits:
         return None
     grp = store.group(signatures_path(name, split))
@@ -192,8 +194,34 @@ def load_signature_arrays(
         return None
     if list(attrs.get("layers", [])) != list(layers):
         return None
+    return grp
+
+
+def load_signature_arrays(
+    store: ActivationStore, name: str, split: str, layers: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Saved ``(cluster_ids, distances)`` of ``split``, or None when absent, over other layers,
+    or stale (the split was re-captured since)."""
+    grp = signatures_group(store, name, split, layers)
+    if grp is None:
+        return None
     arrays = _read_arrays(grp)
     return arrays["cluster_ids"], arrays["distances"]
+
+
+def holds_analysis(store: ActivationStore, name: str, centers: Mapping[str, np.ndarray]) -> bool:
+    """Whether ``store`` holds a complete analysis ``name`` over the layers of ``centers`` (layer
+    name -> cluster centres) with these very centres: the same analysis, not another one saved
+    under that name (in a store an analysis was not loaded from, say)."""
+    g = store.group(analysis_path(name)) if name in store.analyses else None
+    meta = None if g is None else dict(g.attrs).get(ANALYSIS_ATTR)
+    if not meta or not meta.get("complete") or meta.get("format_version") != FORMAT_VERSION:
+        return False
+    layers = meta["layers"]
+    if [lm["name"] for lm in layers] != list(centers):
+        return False
+    return all(np.array_equal(g["layers"][lm["key"]]["centers"][...], centers[lm["name"]])
+               for lm in layers)
 
 
 def load_analysis(

@@ -25,9 +25,14 @@ the workers, which the other layers' tasks fill; the features kept in memory
 share one budget.
 
 Transform assigns every sample of a split with ``map_blocks`` over each layer
-read by ``dask.array.from_zarr`` and returns :class:`.DaskSignatures`, whose
-ids and distances stay in the workers' memory; ``save`` writes them to the
-store from the workers.
+read by ``dask.array.from_zarr`` and returns :class:`.DaskSignatures`. When the
+store holds this very analysis (saved there or loaded from there) and is open
+for writing, the workers write the cluster ids and distances from that graph
+straight into the analysis's signatures group (a temporary group moved into
+place once whole), and the result reads them from the store; otherwise they
+stay in the workers' memory until ``save`` writes them from the workers. Tables,
+purity and scores are reductions over those ids: only aggregates reach the
+driver.
 
 This module must not import the engine (the engine imports it): it works on
 the estimator it is given.
@@ -72,7 +77,7 @@ from nnsig_core.distributed.reductions import (
 )
 from nnsig_core.distributed.signatures import DaskSignatures
 from nnsig_core.store import ActivationStore, StoreError, open_store
-from nnsig_core.store.layout import array_options, signatures_path
+from nnsig_core.store.layout import array_options, scores_path, signatures_path
 
 __all__ = ["PERSIST_FRACTION", "fit_distributed", "save_distributed", "save_signatures",
            "signatures_distributed", "transform_distributed"]
@@ -267,7 +272,13 @@ def _checked(raw: np.ndarray, check: Any, block_info: Any = None) -> np.ndarray:
 
 
 def transform_distributed(analysis: Any, store: Any, split: str, client: Any) -> DaskSignatures:
-    """``analysis.transform(store, split)`` on the cluster: :class:`DaskSignatures`."""
+    """``analysis.transform(store, split)`` on the cluster: :class:`DaskSignatures`.
+
+    When ``store`` holds this very analysis (:func:`_home`) and is writable, the workers write
+    the cluster ids and distances straight into its signatures group (as
+    :func:`save_signatures` does) and the result reads them from there; otherwise they are
+    kept in the workers' memory.
+    """
     import dask.array as da
 
     from nnsig_core.distributed.reductions import _LayerCheck
@@ -290,19 +301,36 @@ def transform_distributed(analysis: Any, store: Any, split: str, client: Any) ->
         dist.append(both[:, 1].astype(np.float32))
     cluster_ids = da.stack(ids, axis=1).rechunk((blocks.block_rows, -1))
     distances = da.stack(dist, axis=1).rechunk((blocks.block_rows, -1))
-    cluster_ids, distances = client.persist([cluster_ids, distances])
-    from distributed import wait
+    home = _home(analysis, store)
+    if home is not None and not store.read_only:
+        _forget(analysis, store, split)  # they may read the group this write replaces
+        _write_signatures(store, home, split, analysis.layers_, cluster_ids, distances, client,
+                          before)
+        sigs = _from_group(analysis, store, split, store.group(signatures_path(home, split)),
+                           blocks, client)
+    else:
+        log.info("Cluster ids of split %r kept in the workers' memory (%s); "
+                 "analysis.save(store, name, client=...) writes them to the store.", split,
+                 "the store is open read-only" if home is not None
+                 else "the analysis is not saved in this store")
+        cluster_ids, distances = client.persist([cluster_ids, distances])
+        from distributed import wait
 
-    wait([cluster_ids, distances])
-    _check_unchanged(store, split, before)
+        wait([cluster_ids, distances])
+        _check_unchanged(store, split, before)
+        sigs = _dask_signatures(analysis, store, split, blocks, cluster_ids, distances, client)
+    _cache(analysis)[_cache_key(analysis, store, split, client)] = sigs
+    return sigs
+
+
+def _dask_signatures(analysis: Any, store: ActivationStore, split: str, blocks: SplitBlocks,
+                     cluster_ids: Any, distances: Any, client: Any) -> DaskSignatures:
     counts = split_counts(blocks)
-    sigs = DaskSignatures(
+    return DaskSignatures(
         split, analysis.layers_, cluster_ids, blocks.meta("labels"), blocks.meta("predictions"),
         distances, blocks.meta("sample_index"), analysis.n_clusters_, client,
         n_classes=max(analysis.n_classes_, n_classes_of(store, split, counts)),
         class_names=store.class_names(), n_samples=blocks.n)
-    _cache(analysis)[_cache_key(analysis, store, split, client)] = sigs
-    return sigs
 
 
 def _cache(analysis: Any) -> dict[Any, Any]:
@@ -316,34 +344,45 @@ def _cache_key(analysis: Any, store: ActivationStore, split: str, client: Any) -
     return (*analysis._cache_key(store, split), "dask", client.id)
 
 
+def _forget(analysis: Any, store: ActivationStore, split: str) -> None:
+    """Drop the split's cached :class:`DaskSignatures` (of any client), which may read a group
+    about to be deleted."""
+    prefix = analysis._cache_key(store, split)
+    cache = _cache(analysis)
+    for key in [k for k in cache if len(k) > len(prefix) and k[:len(prefix)] == prefix]:
+        del cache[key]
+
+
 # ---------------------------------------------------------------------------- signatures, save
-def _saved(analysis: Any, store: ActivationStore, split: str, client: Any) -> DaskSignatures | None:
-    """Saved signatures of ``split`` read as dask arrays (None when absent, stale or of other
-    layers); the checks of ``persist.load_signature_arrays``."""
-    if analysis.name_ is None or split not in store.splits:
+def _home(analysis: Any, store: ActivationStore) -> str | None:
+    """The name under which ``store`` holds this very analysis (saved there, or loaded from
+    there), else None."""
+    if analysis.name_ is None:
         return None
-    grp = store.group(signatures_path(analysis.name_, split))
-    if grp is None:
-        return None
-    attrs = dict(grp.attrs)
-    if attrs.get("fingerprint") != to_json_safe(store.fingerprint(split)):
-        log.info("Saved signatures of %r in analysis %r are stale (split re-captured); "
-                 "recomputing.", split, analysis.name_)
-        return None
-    if list(attrs.get("layers", [])) != list(analysis.layers_):
-        return None
+    centers = {n: analysis.clusterers_[n].cluster_centers_ for n in analysis.layers_}
+    return analysis.name_ if persist.holds_analysis(store, analysis.name_, centers) else None
+
+
+def _from_group(analysis: Any, store: ActivationStore, split: str, grp: Any,
+                blocks: SplitBlocks, client: Any) -> DaskSignatures:
+    """The signatures saved in ``grp`` (see :func:`persist.signatures_group`) as dask arrays."""
     import dask.array as da
 
-    blocks = SplitBlocks(client, store, split)
-    arrays = [da.from_zarr(grp[key]).rechunk((blocks.block_rows, -1))
-              for key in ("cluster_ids", "distances")]
-    counts = split_counts(blocks)
-    return DaskSignatures(
-        split, analysis.layers_, arrays[0].astype(np.int32), blocks.meta("labels"),
-        blocks.meta("predictions"), arrays[1].astype(np.float32), blocks.meta("sample_index"),
-        analysis.n_clusters_, client,
-        n_classes=max(analysis.n_classes_, n_classes_of(store, split, counts)),
-        class_names=store.class_names(), n_samples=blocks.n)
+    ids, dist = [da.from_zarr(grp[key]).rechunk((blocks.block_rows, -1))
+                 for key in ("cluster_ids", "distances")]
+    return _dask_signatures(analysis, store, split, blocks, ids.astype(np.int32),
+                            dist.astype(np.float32), client)
+
+
+def _saved(analysis: Any, store: ActivationStore, split: str, client: Any) -> DaskSignatures | None:
+    """Saved signatures of ``split`` read as dask arrays (None when the store does not hold
+    this analysis, or they are absent, stale or of other layers)."""
+    home = _home(analysis, store)
+    grp = None if home is None else persist.signatures_group(store, home, split,
+                                                             analysis.layers_)
+    if grp is None:
+        return None
+    return _from_group(analysis, store, split, grp, SplitBlocks(client, store, split), client)
 
 
 def signatures_distributed(analysis: Any, store: Any, split: str, client: Any) -> DaskSignatures:
@@ -363,14 +402,24 @@ def signatures_distributed(analysis: Any, store: Any, split: str, client: Any) -
 def save_distributed(analysis: Any, store: Any, name: str, overwrite: bool,
                      splits: Iterable[str] | None, client: Any) -> None:
     """``analysis.save(...)`` with signatures computed on the cluster and written by the
-    workers: the analysis's state first (replacing an older one only once whole), then each
-    split's signatures (each replaced only once whole; a failure leaves the analysis without
-    them, and they are computed again when needed)."""
+    workers.
+
+    Usually the analysis's state is written first (replacing an older one only once whole),
+    then each split's signatures (each replaced only once whole; a failure leaves the analysis
+    without them, and they are computed again when needed). When the store already holds this
+    very analysis under ``name``, its state stays and so do the current signatures of
+    ``splits`` (not computed again); what ``overwrite`` replaces goes: the signatures of other
+    splits and the saved scores.
+    """
     check_is_fitted(analysis, "clusterers_")
     store = open_store(store, mode="r+")
     persist.check_can_save(store, name, overwrite)
     if splits is None:
         splits = [s for s in store.splits if store.is_complete(s)]
+    splits = list(splits)
+    if _home(analysis, store) == name:
+        _resave(analysis, store, name, splits, client)
+        return
     sigs = [signatures_distributed(analysis, store, s, client) for s in splits]
     meta, layers = analysis._state()
     persist.save_analysis(store, name, meta, layers, [], overwrite=overwrite)
@@ -379,34 +428,62 @@ def save_distributed(analysis: Any, store: Any, name: str, overwrite: bool,
         save_signatures(s, store, name)
 
 
+def _resave(analysis: Any, store: ActivationStore, name: str, splits: list[str],
+            client: Any) -> None:
+    """:func:`save_distributed` of an analysis over its own saved copy ``name``."""
+    saved = store.group(signatures_path(name))
+    for split in [] if saved is None else [k for k, _ in saved.groups()]:
+        if split not in splits and not split.startswith("."):  # not another writer's group
+            _forget(analysis, store, split)
+            store.delete(signatures_path(name, split))
+    store.delete(scores_path(name))
+    for split in splits:
+        if persist.signatures_group(store, name, split, analysis.layers_) is not None:
+            continue
+        # Written into the store by the transform, unless computed (in memory) earlier.
+        sigs = signatures_distributed(analysis, store, split, client)
+        if persist.signatures_group(store, name, split, analysis.layers_) is None:
+            save_signatures(sigs, store, name)
+    log.info("Analysis %r was already saved in %s; its signatures of %s are current.", name,
+             store.location, splits or "no split")
+
+
 def save_signatures(sigs: DaskSignatures, store: ActivationStore, name: str) -> None:
     """Write the cluster ids and distances next to the saved analysis ``name``, from the
     workers (each writes its blocks), replacing older ones only once complete."""
-    import dask.array as da
-
     store.require_writable(f"the signatures of split {sigs.split!r}")
     if not sigs._whole or sigs.n_samples != store.n_samples(sigs.split):
         raise ValueError(f"Only whole-split signatures can be saved; these are a subset of "
                          f"{sigs.n_samples} of split {sigs.split!r}'s samples.")
-    tmp = f"{signatures_path(name)}/.new-{sigs.split}-{uuid.uuid4().hex[:8]}"
+    _write_signatures(store, name, sigs.split, sigs.layers, sigs.cluster_ids, sigs.distances,
+                      sigs.client, store.fingerprint(sigs.split))
+
+
+def _write_signatures(store: ActivationStore, name: str, split: str, layers: list[str],
+                      cluster_ids: Any, distances: Any, client: Any,
+                      fingerprint: dict[str, Any]) -> None:
+    """Compute the dask arrays ``cluster_ids`` and ``distances`` on the workers, each writing
+    its blocks into a temporary group moved to ``signatures_path(name, split)`` once whole
+    (deleted on failure). ``fingerprint`` is the split's when the arrays' reading began: the
+    split must still have it once they are written."""
+    import dask.array as da
+
+    tmp = f"{signatures_path(name)}/.new-{split}-{uuid.uuid4().hex[:8]}"
     group = store.group(tmp, create=True)
     assert group is not None
     try:
-        rows = sigs.cluster_ids.chunks[0][0]
+        rows = cluster_ids.chunks[0][0]
+        arrays = [a.rechunk((rows, -1)) for a in (cluster_ids, distances)]
         targets = [group.create_array(key, shape=arr.shape, dtype=arr.dtype,
                                       chunks=(rows, arr.shape[1]), fill_value=0,
                                       **array_options())
-                   for key, arr in (("cluster_ids", sigs.cluster_ids),
-                                    ("distances", sigs.distances))]
-        stored = da.store([sigs.cluster_ids.rechunk((rows, -1)),
-                           sigs.distances.rechunk((rows, -1))], targets, lock=False,
-                          compute=False)
-        sigs.client.compute(stored, sync=True)
+                   for key, arr in zip(("cluster_ids", "distances"), arrays, strict=True)]
+        client.compute(da.store(arrays, targets, lock=False, compute=False), sync=True)
+        _check_unchanged(store, split, fingerprint)
         group.attrs.update(to_json_safe({
-            "split": sigs.split, "layers": sigs.layers,
-            "fingerprint": store.fingerprint(sigs.split), "created": now_iso(),
+            "split": split, "layers": layers, "fingerprint": fingerprint, "created": now_iso(),
         }))
-        store.replace_group(tmp, signatures_path(name, sigs.split))
+        store.replace_group(tmp, signatures_path(name, split))
     except BaseException:
         store.delete(tmp)
         raise
