@@ -25,8 +25,17 @@ client (given, or the active one). What runs where:
   are the result.
 
 The scorer's neighbour statistics (:mod:`~nnsig_core.diagnostics.neighbours`,
-behind the default ``combined`` score) are fitted and searched on the driver,
-reading the store chunk by chunk (:meth:`SignatureScorer.fit`).
+behind the default ``combined`` score) are fitted and searched per block on
+the workers too (:func:`fit_neighbours`, :func:`neighbour_scores_on`): the
+reference rows of each layer are read, normalised and reduced there; only
+the rows the principal axes are computed from (the single-process fit's
+draws, at most ``pca_rows``), the per-block sums of the normalised rows and
+the reduced reference rows (bounded by ``memory_limit``) come back. The
+fitted state (mean, axes, reference rows per class) is a bounded model like
+the centroids: it is computed on the driver and broadcast, and each block of
+a scored split (or of the fit split's reference and misclassified samples,
+leave-one-out) returns its samples' own and other distances, two floats per
+sample and layer.
 
 The numbers are those of the single-process code up to float64 rounding
 (``tests/test_distributed_analysis.py`` compares them).
