@@ -24,7 +24,8 @@ from nnsig_core.analysis import (  # noqa: E402
     TooFewSamplesError,
 )
 from nnsig_core.analysis.synthetic import make_blob_activations, make_blob_store  # noqa: E402
-from nnsig_core.diagnostics import Baselines, signature_scores  # noqa: E402
+from nnsig_core.diagnostics import Baselines, SignatureScorer, signature_scores  # noqa: E402
+from nnsig_core.diagnostics.neighbours import ClassNeighbours, neighbour_scores  # noqa: E402
 from nnsig_core.distributed import DaskSignatures  # noqa: E402
 from nnsig_core.distributed import analysis as dist_analysis  # noqa: E402
 from nnsig_core.distributed.kmeans import lloyd  # noqa: E402
@@ -350,18 +351,95 @@ def test_scores_and_baselines_are_the_same(client, blobs, geometry) -> None:
     local = SignatureAnalysis(n_clusters=6, progress=False).fit(blobs, client=False)
     comps = None if geometry == "cosine" else ["path_surprisal", "disagreement",
                                                "centroid_distance"]
-    kw = dict(geometry=geometry, components=comps, validation_split="train")
-    a = signature_scores(local, blobs, "test", client=False, **kw)
-    b = signature_scores(local, blobs, "test", client=client, **kw)
-    assert sorted(a) == sorted(b)
-    for k in a:
-        np.testing.assert_allclose(b[k], a[k], rtol=1e-9, atol=1e-9, err_msg=k)
+    for validation in ("train", None):  # calibrated, and the fit split's own reference
+        # n_components below the layers' widths: the neighbour statistics use principal axes
+        kw = dict(geometry=geometry, components=comps, validation_split=validation,
+                  n_components=4)
+        a = signature_scores(local, blobs, "test", client=False, **kw)
+        b = signature_scores(local, blobs, "test", client=client, **kw)
+        assert sorted(a) == sorted(b)
+        if comps is None:
+            assert {"neighbour_distance", "neighbour_margin", "combined"} <= set(a)
+        for k in a:
+            np.testing.assert_allclose(b[k], a[k], rtol=1e-9, atol=1e-9, err_msg=k)
     fa = Baselines.from_analysis(local, blobs, client=False, memory_limit=4000)
     fb = Baselines.from_analysis(local, blobs, client=client, memory_limit=4000)
     assert fb.n_knn_samples_ == fa.n_knn_samples_ < fa.n_fit_samples_  # subsampled alike
     sa, sb = fa.score(blobs, "test", client=False), fb.score(blobs, "test", client=client)
     for k in sa:
         np.testing.assert_allclose(sb[k], sa[k], rtol=1e-7, atol=1e-9, err_msg=k)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("params", [dict(n_components=4), dict(n_components=4, pca_rows=300),
+                                    dict(n_components=4, memory_limit="16KiB"), dict()],
+                         ids=["axes", "axes-from-subsample", "over-memory-limit", "narrow"])
+def test_neighbour_statistics_are_fitted_and_searched_alike(client, blobs, params) -> None:
+    """The scorer's neighbour statistics fitted on the workers are those of the single-process
+    fit (same reference subsample, mean, axes and reduced rows), and so are the searches of a
+    whole split and of a subset of the fit split left out of its own search."""
+    rows = np.flatnonzero(blobs.labels("train") == blobs.predictions("train"))
+    y = blobs.labels("train")[rows]
+    layers = blobs.layers("train")
+    a = ClassNeighbours(**params).fit(blobs, "train", rows, y, layers, client=False)
+    b = ClassNeighbours(**params).fit(blobs, "train", rows, y, layers, client=client)
+    assert b.n_reference_ == a.n_reference_
+    if "memory_limit" in params:
+        assert a.n_reference_ < rows.size
+    for name in layers:
+        la, lb = a.layer(name), b.layer(name)
+        assert (la.components_ is None) == (lb.components_ is None) == ("n_components" not in
+                                                                         params)
+        np.testing.assert_array_equal(lb.reference_rows_, la.reference_rows_)
+        np.testing.assert_array_equal(lb.offsets_, la.offsets_)
+        np.testing.assert_allclose(lb.mean_, la.mean_, rtol=1e-6, atol=1e-7)
+        if la.components_ is not None:
+            np.testing.assert_allclose(lb.components_, la.components_, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(lb.reference_, la.reference_, rtol=1e-5, atol=1e-6)
+        assert lb.explained_variance_ratio_ == pytest.approx(la.explained_variance_ratio_)
+    some = rows[::3]
+    for split, subset, loo in (("test", None, False), ("train", some, True)):
+        preds = blobs.predictions(split)
+        preds = preds if subset is None else preds[subset]
+        sa = neighbour_scores(a, blobs, split, subset, preds, leave_one_out=loo, client=False)
+        sb = neighbour_scores(a, blobs, split, subset, preds, leave_one_out=loo, client=client)
+        for name in layers:
+            for kind in ("distance", "margin"):
+                np.testing.assert_allclose(sb[name][kind], sa[name][kind], rtol=1e-6,
+                                           atol=1e-6, err_msg=f"{split} {name} {kind}")
+
+
+@pytest.mark.slow
+def test_the_neighbour_search_reads_no_layer_on_the_driver(client, blobs, monkeypatch) -> None:
+    """With a client, fitting the scorer and scoring a split read no activation on the driver
+    (the main thread: this cluster's workers are threads of this process); every read of a
+    layer that returns values is recorded by thread (``from_zarr`` reads a 0-row slice here
+    for its meta), and the single-process search is seen reading here."""
+    import threading
+
+    import zarr
+
+    local = SignatureAnalysis(n_clusters=6, progress=False).fit(blobs, client=False)
+    paths = {blobs.activations(s, n).path for s in ("train", "test") for n in blobs.layers(s)}
+    reads: list[tuple[bool, str]] = []
+    getitem = zarr.Array.__getitem__
+
+    def recorded(self: zarr.Array, selection: object) -> object:
+        out = getitem(self, selection)
+        if self.path in paths and np.size(out):
+            reads.append((threading.current_thread() is threading.main_thread(), self.path))
+        return out
+
+    monkeypatch.setattr(zarr.Array, "__getitem__", recorded)
+    scorer = SignatureScorer(n_components=4).fit(local, blobs, client=client)
+    scores = scorer.score(blobs, "test", client=client)
+    assert np.isfinite(scores["combined"]).all()
+    assert reads and not [p for here, p in reads if here]
+    reads.clear()
+    neighbour_scores(scorer.neighbours_, blobs, "test", None, blobs.predictions("test"),
+                     client=False)
+    assert {p for here, p in reads if here} == {blobs.activations("test", n).path
+                                                for n in blobs.layers("test")}
 
 
 # ---------------------------------------------------------------------------- MNIST

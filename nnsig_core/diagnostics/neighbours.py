@@ -34,6 +34,19 @@ its own search (leave-one-out), so fit samples are scored like unseen ones.
 Cost: one matrix product of the scored rows with the reference per layer,
 ``n x N x n_components`` multiply-adds, in blocks bounded by
 ``memory_limit``.
+
+What runs where: without a client, everything here, reading the store chunk
+by chunk. With a Dask client (``client=`` of :meth:`ClassNeighbours.fit` and
+:func:`neighbour_scores`), the layers are read and reduced per block on the
+workers (:func:`~nnsig_core.distributed.diagnostics.fit_neighbours`,
+:func:`~nnsig_core.distributed.diagnostics.neighbour_scores_on`): the fit
+brings back only the normalised rows the principal axes are computed from (at
+most ``pca_rows``), the per-block sums of the normalised rows when the mean is
+taken over every reference row, and the reduced reference rows; the fitted
+:class:`LayerNeighbours` (a bounded model, like centroids) is broadcast to the
+workers, which search each block of the scored rows and return two floats
+per sample and layer. The block functions (:func:`reduce_rows`,
+:meth:`LayerNeighbours.own_other_of`) are the same in both paths.
 """
 
 from __future__ import annotations
@@ -51,9 +64,11 @@ from sklearn.utils.validation import check_is_fitted
 from nnsig_core._params import MEMORY_SIZE, Interval, validate_params
 from nnsig_core._util import parse_bytes
 from nnsig_core.analysis.source import StoreSource
+from nnsig_core.distributed.client import ClientArg, resolve_client
 from nnsig_core.store import ActivationStore
 
-__all__ = ["ClassNeighbours", "LayerNeighbours", "component_logs", "neighbour_scores", "normalise_rows"]
+__all__ = ["ClassNeighbours", "LayerNeighbours", "component_logs", "neighbour_scores",
+           "normalise_rows", "reduce_rows"]
 
 log = logging.getLogger("nnsig")
 
@@ -64,6 +79,14 @@ def normalise_rows(X: Any) -> np.ndarray:
     """Rows divided by their Euclidean norm (zero rows stay zero), float32."""
     X = np.asarray(X, dtype=np.float32)
     return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), _EPS)
+
+
+def reduce_rows(block: np.ndarray, mean: np.ndarray,
+                components: np.ndarray | None) -> np.ndarray:
+    """Reduced coordinates ``(n, r)`` of a layer's rows: normalised, centred on ``mean`` and
+    projected on ``components`` (only centred when None)."""
+    U = normalise_rows(block) - mean
+    return U if components is None else U @ components
 
 
 class LayerNeighbours:
@@ -176,6 +199,14 @@ class LayerNeighbours:
         other = masked.min(axis=1) if masked.shape[1] > 1 else np.full(p.size, np.inf)
         return own.astype(np.float64), other
 
+    def own_other_of(self, block: np.ndarray, predictions: Any, n_neighbors: int = 1,
+                     exclude_rows: np.ndarray | None = None,
+                     block_bytes: int = 64 << 20) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`own_other` of :meth:`class_distances`: a block of rows scored (the block
+        function of :func:`neighbour_scores`, here and on a Dask cluster)."""
+        D = self.class_distances(block, n_neighbors, exclude_rows, block_bytes)
+        return self.own_other(D, predictions)
+
 
 class ClassNeighbours(BaseEstimator):
     """Fit :class:`LayerNeighbours` for the layers of a store's split (see the module doc).
@@ -236,8 +267,13 @@ class ClassNeighbours(BaseEstimator):
         return rows[keep], y[keep]
 
     def fit(self, store: ActivationStore, split: str, rows: np.ndarray, labels: np.ndarray,
-            layers: Sequence[str]) -> ClassNeighbours:
-        """Fit on the samples ``rows`` (sorted positions) of ``split``, of classes ``labels``."""
+            layers: Sequence[str], client: ClientArg = None) -> ClassNeighbours:
+        """Fit on the samples ``rows`` (sorted positions) of ``split``, of classes ``labels``.
+
+        With a Dask client (given, or the active one; ``False``: here) the layers are read
+        and reduced on its workers (:func:`~nnsig_core.distributed.diagnostics.fit_neighbours`);
+        the result is the same up to float rounding.
+        """
         validate_params(self, self._parameter_constraints)
         rows = np.asarray(rows, dtype=np.int64)
         y = np.asarray(labels, dtype=np.int64).reshape(-1)
@@ -248,6 +284,11 @@ class ClassNeighbours(BaseEstimator):
         rows, y = self._select(rows, y, len(layers), int(self.n_components))
         self.n_reference_ = int(rows.size)
         self.layers_: dict[str, LayerNeighbours] = {}
+        if (client := resolve_client(client)) is not None:
+            from nnsig_core.distributed.diagnostics import fit_neighbours
+
+            self.layers_ = fit_neighbours(self, store, split, rows, y, layers, client)
+            return self
         read = max(self._budget() // 16, 1 << 20)
         for name in layers:
             def source(idx: np.ndarray | None, name: str = name) -> StoreSource:
@@ -283,30 +324,44 @@ class ClassNeighbours(BaseEstimator):
                    y: np.ndarray, name: str) -> LayerNeighbours:
         """``source(idx)``: the layer's rows ``rows[idx]`` (all when None), readable by
         ``gather`` and ``blocks``."""
-        budget = self._budget()
         src = source(None)
         d = src.n_features
-        if src.n_rows * d * 4 <= budget // 2:
+        if self._fits(src.n_rows, d):
             U = normalise_rows(src.gather(np.empty((src.n_rows, d), np.float32), "neighbours"))
             mean, comps, explained = self._pca(U)
             U -= mean
             Z = U if comps is None else U @ comps
             del U
         else:
-            rng = np.random.default_rng(self.random_state)
-            cap = max(2, min(int(self.pca_rows), (budget // 4) // max(4 * d, 1)))
-            pick = np.sort(rng.choice(src.n_rows, min(cap, src.n_rows), replace=False))
+            pick = self._pca_pick(src.n_rows, d, name)
             S = source(pick).gather(np.empty((pick.size, d), np.float32), "neighbours")
             mean, comps, explained = self._pca(normalise_rows(S))
             del S
             Z = np.empty((src.n_rows, d if comps is None else comps.shape[1]), np.float32)
             o = 0
             for _, block in src.blocks("neighbours"):
-                U = normalise_rows(block) - mean
-                Z[o : o + block.shape[0]] = U if comps is None else U @ comps
+                Z[o : o + block.shape[0]] = reduce_rows(block, mean, comps)
                 o += block.shape[0]
-            log.info("Layer %r: principal axes from %d of %d rows (memory_limit).", name,
-                     pick.size, src.n_rows)
+        return self._layer(mean, comps, Z, rows, y, explained)
+
+    def _fits(self, n_rows: int, d: int) -> bool:
+        """A layer's normalised reference rows fit half the budget: its mean is taken over all
+        of them (else over :meth:`_pca_pick`'s)."""
+        return n_rows * d * 4 <= self._budget() // 2
+
+    def _pca_pick(self, n_rows: int, d: int, name: str) -> np.ndarray:
+        """Sorted positions, among layer ``name``'s reference rows, of the rows its mean and
+        axes are computed from when they do not all fit (:meth:`_fits`)."""
+        rng = np.random.default_rng(self.random_state)
+        cap = max(2, min(int(self.pca_rows), (self._budget() // 4) // max(4 * d, 1)))
+        pick = np.sort(rng.choice(n_rows, min(cap, n_rows), replace=False))
+        log.info("Layer %r: principal axes from %d of %d rows (memory_limit).", name,
+                 pick.size, n_rows)
+        return pick
+
+    def _layer(self, mean: np.ndarray, comps: np.ndarray | None, Z: np.ndarray,
+               rows: np.ndarray, y: np.ndarray, explained: float) -> LayerNeighbours:
+        """The fitted layer from its reduced reference rows ``Z`` (in ``rows`` order)."""
         order = np.argsort(y, kind="stable")
         classes = np.asarray(self.classes_, dtype=np.int64)
         offsets = np.r_[np.searchsorted(y[order], classes), y.size].astype(np.int64)
@@ -314,12 +369,25 @@ class ClassNeighbours(BaseEstimator):
 
     def _pca(self, U: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float]:
         mean = U.mean(axis=0, dtype=np.float64).astype(np.float32)
-        r = int(self.n_components)
-        if U.shape[1] <= r:
+        if U.shape[1] <= int(self.n_components):
             return mean, None, 1.0
+        pick = self._svd_pick(U.shape[0])
+        return (mean, *self._axes(U if pick is None else U[pick], mean))
+
+    def _svd_pick(self, n_rows: int) -> np.ndarray | None:
+        """Sorted positions of the (at most ``pca_rows``) rows the axes are computed from;
+        None: all."""
+        if n_rows <= self.pca_rows:
+            return None
         rng = np.random.default_rng(self.random_state)
-        sub = U if U.shape[0] <= self.pca_rows else U[np.sort(
-            rng.choice(U.shape[0], int(self.pca_rows), replace=False))]
+        return np.sort(rng.choice(n_rows, int(self.pca_rows), replace=False))
+
+    def _axes(self, sub: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray | None, float]:
+        """The first ``n_components`` principal axes ``(d, r)`` of the normalised rows ``sub``
+        about ``mean``, and the share of their variance kept (None, 1.0 for a narrow layer)."""
+        r = int(self.n_components)
+        if sub.shape[1] <= r:
+            return None, 1.0
         C = sub - mean
         total = float((C.astype(np.float64) ** 2).sum())
         k = min(r, *C.shape)
@@ -330,7 +398,7 @@ class ClassNeighbours(BaseEstimator):
             _, s, Vt = np.linalg.svd(C, full_matrices=False)
             s, Vt = s[:k], Vt[:k]
         explained = float((s.astype(np.float64) ** 2).sum() / total) if total > 0 else 1.0
-        return mean, np.ascontiguousarray(Vt.T, dtype=np.float32), explained
+        return np.ascontiguousarray(Vt.T, dtype=np.float32), explained
 
 
 class _ArraySource:
@@ -359,6 +427,7 @@ def neighbour_scores(
     n_neighbors: int = 1,
     leave_one_out: bool = False,
     block_bytes: int = 64 << 20,
+    client: ClientArg = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     r"""Per layer, the distance and margin components of the samples ``rows`` of ``split``.
 
@@ -380,8 +449,20 @@ def neighbour_scores(
     n_neighbors : int
     leave_one_out : bool
         ``split`` is the fit split: leave each sample's own reference row out.
+    block_bytes : int
+        Memory for one block of the distance matrix.
+    client : dask.distributed.Client, None or False
+        Read and search the blocks on this Dask cluster (``None``: the active client, if
+        any; ``False``: here), with the fitted statistics broadcast to its workers
+        (:func:`~nnsig_core.distributed.diagnostics.neighbour_scores_on`).
     """
     p = np.asarray(predictions, dtype=np.int64).reshape(-1)
+    if (client := resolve_client(client)) is not None:
+        from nnsig_core.distributed.diagnostics import neighbour_scores_on
+
+        pairs = neighbour_scores_on(neighbours, store, split, rows, p, n_neighbors,
+                                    leave_one_out, block_bytes, client)
+        return {name: component_logs(own, other) for name, (own, other) in pairs.items()}
     out: dict[str, dict[str, np.ndarray]] = {}
     for name, ln in neighbours.layers_.items():
         own = np.empty(p.size)
@@ -390,9 +471,8 @@ def neighbour_scores(
         for pos, block in StoreSource(store, split, name, rows).blocks("scores"):
             sl = slice(o, o + block.shape[0])
             o += block.shape[0]
-            D = ln.class_distances(block, n_neighbors, pos if leave_one_out else None,
-                                   block_bytes)
-            own[sl], other[sl] = ln.own_other(D, p[sl])
+            own[sl], other[sl] = ln.own_other_of(block, p[sl], n_neighbors,
+                                                 pos if leave_one_out else None, block_bytes)
         out[name] = component_logs(own, other)
     return out
 

@@ -199,8 +199,12 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         distances to the analysis's centroids, for the neighbour statistics,
         and for the reference and the misclassified samples. With a Dask
         client (given or active) the distances to the centroids are computed
-        on its cluster (:func:`~nnsig_core.distributed.diagnostics.fit_scorer`);
-        the neighbour statistics are read here, chunk by chunk, within
+        on its cluster (:func:`~nnsig_core.distributed.diagnostics.fit_scorer`),
+        and so are the neighbour statistics' reduced rows and the
+        reference's and misclassified samples' neighbour search
+        (:func:`~nnsig_core.distributed.diagnostics.fit_neighbours`,
+        :func:`~nnsig_core.distributed.diagnostics.neighbour_scores_on`);
+        without one they are read here, chunk by chunk, within
         ``memory_limit``.
         """
         validate_params(self, self._parameter_constraints)
@@ -232,8 +236,9 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
                         analysis.layers_, nearest)
         self.neighbours_ = ClassNeighbours(self.n_components, memory_limit=self.memory_limit,
                                            random_state=self.random_state)
-        self.neighbours_.fit(store, split, rows, y, self.layers_)
-        self._fit_reference(store, split, labels, preds, rows, ids, dist, y)
+        on = False if client is None else client
+        self.neighbours_.fit(store, split, rows, y, self.layers_, client=on)
+        self._fit_reference(store, split, labels, preds, rows, ids, dist, y, on)
         return self
 
     def _fit_paths(self, ids: np.ndarray, dist: np.ndarray, y: np.ndarray,
@@ -252,9 +257,10 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
 
     def _fit_reference(self, store: ActivationStore, split: str, labels: np.ndarray,
                        preds: np.ndarray, rows: np.ndarray, ids: np.ndarray, dist: Distances,
-                       y: np.ndarray) -> None:
+                       y: np.ndarray, client: ClientArg = False) -> None:
         """The internal reference (training samples, leave-one-out) and target (the fit split's
-        misclassified samples of the known classes)."""
+        misclassified samples of the known classes); their neighbour search on ``client``'s
+        cluster when one is given."""
         comps = self._requested()
         rng = np.random.default_rng(self.random_state)
         ref_pool = np.flatnonzero(np.isin(rows, self.neighbours_.layer(self.layers_[0])
@@ -264,7 +270,7 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         wrong = np.flatnonzero(np.isin(labels, self.classes_) & (labels != preds))
         both = np.union1d(rows[pick], wrong)
         layer = neighbour_scores(self.neighbours_, store, split, both, preds[both],
-                                 self.n_neighbors, leave_one_out=True)
+                                 self.n_neighbors, leave_one_out=True, client=client)
         is_ref = np.isin(both, rows[pick])
         ref = {k: {t: v[is_ref] for t, v in d.items()} for k, d in layer.items()}
         self.layer_combiner_ = LayerCombiner()
@@ -353,7 +359,8 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         """The components of every sample of ``split``, its per-layer neighbour components,
         and an object with its ``labels`` and ``predictions``. With a Dask client the path
         components come from its cluster
-        (:func:`~nnsig_core.distributed.diagnostics.split_components`)."""
+        (:func:`~nnsig_core.distributed.diagnostics.split_components`), and so do the
+        neighbour components (searched per block on its workers)."""
         comp: dict[str, np.ndarray] = {}
         if (client := resolve_client(client)) is not None:
             from nnsig_core.distributed.diagnostics import split_components
@@ -371,7 +378,8 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
                 comp.update(self._path_components(store, split, sigs))
         layer = neighbour_scores(self.neighbours_, store, split, None, sigs.predictions,
                                  self.n_neighbors,
-                                 leave_one_out=split == self.analysis_.fit_split_)
+                                 leave_one_out=split == self.analysis_.fit_split_,
+                                 client=False if client is None else client)
         comp.update(self._aggregate(layer))
         return comp, layer, sigs
 
@@ -511,8 +519,9 @@ def signature_scores(
         splits; ``validation_split`` then calibrates it again only if it was
         calibrated on another split.
     client : dask.distributed.Client, None or False
-        Compute the distances to the centroids and the path components on this
-        Dask cluster (``None``: the active client, if any; ``False``: here).
+        Compute the distances to the centroids, the path components and the
+        neighbour statistics and components on this Dask cluster (``None``: the
+        active client, if any; ``False``: here).
     **params
         Other :class:`SignatureScorer` parameters.
 

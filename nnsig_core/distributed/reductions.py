@@ -180,13 +180,18 @@ class _SampleIndex:
         return int(self.store.sample_index(self.split, int(row), int(row) + 1)[0])
 
 
-def _flat_checked(raw: np.ndarray, lo: int, check: _LayerCheck) -> np.ndarray:
+def _flat_checked(raw: np.ndarray, lo: int, check: _LayerCheck,
+                  idx: np.ndarray | None = None) -> np.ndarray:
+    """A block starting at row ``lo`` (its rows ``idx`` when given, positions in the block),
+    flattened to float32 and checked for NaN/Inf."""
     block = np.asarray(raw).reshape(raw.shape[0], -1)
+    if idx is not None:
+        block = block[np.asarray(idx, dtype=np.int64)]
     if block.dtype != np.float32:
         block = block.astype(np.float32)
     if nonfinite_rows(block).size:
         check_finite(block, layer=check.layer, split=check.split,
-                     rows=np.arange(lo, lo + block.shape[0]),
+                     rows=lo + (np.arange(block.shape[0]) if idx is None else np.asarray(idx)),
                      sample_index=_SampleIndex(check.store, check.split),  # type: ignore[arg-type]
                      fix=STORE_FIX, scope="this chunk")
     return block
