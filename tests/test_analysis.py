@@ -349,6 +349,19 @@ def test_saved_signatures_are_reused_until_recapture(tmp_path: Path,
     assert b.signatures(open_store(path), "test").n_samples == 150
 
 
+def test_another_store_s_analysis_of_the_same_name_is_not_this_one(tmp_path: Path) -> None:
+    for name, seed in (("a.zarr", 0), ("b.zarr", 5)):
+        make_blob_store(tmp_path / name, n_samples=200, seed=seed)
+        _fit(open_store(tmp_path / name, mode="r+")).save(tmp_path / name, "default")
+    from_a = SignatureAnalysis.load(open_store(tmp_path / "a.zarr"))
+    b = open_store(tmp_path / "b.zarr")
+    # b's saved signatures (of b's own "default") must not be taken for from_a's.
+    np.testing.assert_array_equal(from_a.signatures(b, "test").cluster_ids,
+                                  from_a.transform(b, "test").cluster_ids)
+    assert not np.array_equal(SignatureAnalysis.load(b).signatures(b, "test").cluster_ids,
+                              from_a.transform(b, "test").cluster_ids)
+
+
 def test_save_refusals(tmp_path: Path) -> None:
     path = tmp_path / "r.zarr"
     make_blob_store(path, n_samples=200)

@@ -432,13 +432,23 @@ class SignatureAnalysis(BaseEstimator):
         cache = getattr(self, "_cache", {})
         if key in cache:
             return cache[key]
-        if self.name_ is not None:
-            saved = persist.load_signature_arrays(store, self.name_, split, self.layers_)
+        name = self._saved_name(store)
+        if name is not None:
+            saved = persist.load_signature_arrays(store, name, split, self.layers_)
             if saved is not None:
                 sigs = self._signatures(store, split, *saved)
                 self._cache_put(store, split, sigs)
                 return sigs
         return self.transform(store, split)
+
+    def _saved_name(self, store: ActivationStore) -> str | None:
+        """The name under which ``store`` holds this very analysis (saved there, or loaded
+        from there), else None: another analysis saved under the same name in another
+        store is not this one, and its signatures are not these."""
+        if self.name_ is None:
+            return None
+        centers = {n: self.clusterers_[n].cluster_centers_ for n in self.layers_}
+        return self.name_ if persist.holds_analysis(store, self.name_, centers) else None
 
     # ------------------------------------------------------------------ summaries
     def typical_clusters(self, min_share: float = 0.1) -> list[list[list[int]]]:

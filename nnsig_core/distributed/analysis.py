@@ -357,10 +357,7 @@ def _forget(analysis: Any, store: ActivationStore, split: str) -> None:
 def _home(analysis: Any, store: ActivationStore) -> str | None:
     """The name under which ``store`` holds this very analysis (saved there, or loaded from
     there), else None."""
-    if analysis.name_ is None:
-        return None
-    centers = {n: analysis.clusterers_[n].cluster_centers_ for n in analysis.layers_}
-    return analysis.name_ if persist.holds_analysis(store, analysis.name_, centers) else None
+    return analysis._saved_name(store)
 
 
 def _from_group(analysis: Any, store: ActivationStore, split: str, grp: Any,
