@@ -75,14 +75,25 @@ def test_the_report_on_the_cluster_is_the_report_here(client, run, monkeypatch) 
     assert b["splits"]["test"]["scores"]["at_threshold"]["flagged"]["correct"] > 0
 
 
-def test_a_comparison_on_the_cluster_is_the_comparison_here(client, run) -> None:
+def test_a_comparison_on_the_cluster_is_the_comparison_here(client, run, tmp_path,
+                                                           monkeypatch) -> None:
+    from test_report_compare import _model_store
+
     analysis, store = run
-    other = SignatureAnalysis(n_clusters=4, progress=False).fit(store, client=False)
-    a = build_report_data([analysis, other], store, splits=("test",), client=False,
-                          map_points=100)
-    b = build_report_data([analysis, other], store, splits=("test",), client=client,
-                          map_points=100)
-    _same(a, b)
+    a = open_store(_model_store(tmp_path / "a.zarr", error_rate=0.06, error_seed=1))
+    b = open_store(_model_store(tmp_path / "b.zarr", error_rate=0.15, error_seed=2))
+    runs = [(SignatureAnalysis(n_clusters=4, progress=False).fit(st, client=False), st)
+            for st in (a, b)] + [(analysis, store)]
+    here = build_report_data(runs, splits=("test",), client=False, map_points=100)
+    _no_whole_split(monkeypatch)
+    there = build_report_data(runs, splits=("test",), client=client, map_points=100)
+    _same(here, there)
+    info = there["comparison"]["splits"]["test"]
+    assert not info["same_samples"] and "samples" in info["reason"]  # the third run's store
+    two = build_report_data(runs[:2], splits=("test",), client=client, map_points=100)
+    _same(build_report_data(runs[:2], splits=("test",), client=False, map_points=100), two)
+    changed = two["comparison"]["splits"]["test"]["changed"]
+    assert changed["n_changed"] > 0 and len(changed["samples"]) == changed["n_changed"]
 
 
 @pytest.mark.parametrize("blocks", [97, 500, 5000])

@@ -8,18 +8,23 @@ differs (right in one run, wrong in another) and the layer map of every run
 shows the same sampled points (misclassified, flagged or changed in any run
 first), so one sample can be followed from map to map. When they do not, the
 comparison says why and shows only what does not need aligned samples (each
-run's flows, maps and per-class separability).
+run's flows, maps and per-class separability). The checks and the changed
+samples are reductions (:mod:`~nnsig_core.report.reduce`), on the cluster
+when the runs' signatures are there.
 """
 
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Sequence
+from functools import reduce
 from typing import Any
 
 import numpy as np
 
 from nnsig_core.report import layermap
+from nnsig_core.report.reduce import reduce_columns, take
 from nnsig_core.report.single import (
     MapOptions,
     PreparedRun,
@@ -27,10 +32,11 @@ from nnsig_core.report.single import (
     priority_masks,
     rows_at,
     run_body,
+    thumbnails_at,
 )
 from nnsig_core.report.sprite import make_sprite, shrink
 
-__all__ = ["MAX_CHANGED", "changed_samples", "comparison_data", "merged_classes", "same_samples"]
+__all__ = ["MAX_CHANGED", "changed_mask", "comparison_data", "merged_classes", "same_samples"]
 
 log = logging.getLogger("nnsig")
 
@@ -62,6 +68,10 @@ def merged_classes(preps: Sequence[PreparedRun]) -> list[str]:
     return [g if g is not None else d for g, d in zip(given, out, strict=True)]
 
 
+def _differences_part(a: np.ndarray, b: np.ndarray, lo: int = 0) -> dict[str, Any]:
+    return {"n": np.int64((np.asarray(a) != np.asarray(b)).sum())}
+
+
 def same_samples(a: PreparedRun, b: PreparedRun, split: str) -> tuple[bool, str | None]:
     """Whether runs ``a`` and ``b`` hold the same samples in ``split``, and if not, why."""
     sa, sb = a.sigs[split], b.sigs[split]
@@ -69,60 +79,91 @@ def same_samples(a: PreparedRun, b: PreparedRun, split: str) -> tuple[bool, str 
     if sa.n_samples != sb.n_samples:
         return False, (f"{la!r} has {sa.n_samples} samples in {split!r}, {lb!r} has "
                        f"{sb.n_samples}")
-    differ = int((sa.sample_index != sb.sample_index).sum())
+    client = a.client or b.client
+    differ = int(reduce_columns(_differences_part, None, (sa.sample_index, sb.sample_index),
+                                client=client)["n"])
     if differ:
         return False, (f"the {split!r} samples of {la!r} and {lb!r} are not the same data set "
                        f"samples in the same order (sample_index differs at {differ} positions)")
-    differ = int((sa.labels != sb.labels).sum())
+    differ = int(reduce_columns(_differences_part, None, (sa.labels, sb.labels),
+                                client=client)["n"])
     if differ:
         return False, (f"the labels of {split!r} differ between {la!r} and {lb!r} at {differ} "
                        "samples")
     return True, None
 
 
-def changed_samples(preps: Sequence[PreparedRun], split: str) -> np.ndarray:
-    """Positions of the labelled samples whose outcome (right or wrong) is not the same in
-    every run (the runs must hold the same samples: :func:`same_samples`)."""
+def changed_mask(preps: Sequence[PreparedRun], split: str) -> Any:
+    """Whether each labelled sample's outcome (right or wrong) differs between the runs
+    (which must hold the same samples: :func:`same_samples`); lazy on a cluster."""
     labels = preps[0].sigs[split].labels
-    right = np.column_stack([p.sigs[split].predictions == labels for p in preps])
-    lab = labels >= 0
-    return np.flatnonzero(lab & right.any(axis=1) & ~right.all(axis=1))
+    right = [p.sigs[split].predictions == labels for p in preps]
+    return (labels >= 0) & reduce(operator.or_, right) & ~reduce(operator.and_, right)
 
 
-def _changed_entry(preps: Sequence[PreparedRun], split: str, pos: np.ndarray,
-                   opts: MapOptions) -> dict[str, Any]:
+def _changed_part(labels: np.ndarray, sample_index: np.ndarray, *predictions: np.ndarray,
+                  limit: int, lo: int = 0) -> dict[str, Any]:
+    """A block's changed samples: their number, how many each run gets right, and the first
+    ``limit`` of them by pattern (right only in the first run first...), then data set index."""
+    labels = np.asarray(labels)
+    right = np.column_stack([np.asarray(p) == labels for p in predictions])
+    changed = (labels >= 0) & right.any(axis=1) & ~right.all(axis=1)
+    r = right[changed]
+    pattern = r.astype(np.int64) @ (1 << np.arange(len(predictions)))[::-1]
+    part = {"n_changed": np.int64(changed.sum()), "right_in": r.sum(axis=0).astype(np.int64),
+            "pattern": pattern, "sample_index": np.asarray(sample_index)[changed],
+            "pos": lo + np.flatnonzero(changed)}
+    return _first(part, limit)
+
+
+def _first(part: dict[str, Any], limit: int) -> dict[str, Any]:
+    order = np.lexsort((part["sample_index"], -part["pattern"]))[:limit]
+    return {**part, **{k: part[k][order] for k in ("pattern", "sample_index", "pos")}}
+
+
+def _merge_changed(*parts: dict[str, Any], limit: int) -> dict[str, Any]:
+    out = {k: np.sum([p[k] for p in parts], axis=0) for k in ("n_changed", "right_in")}
+    out.update({k: np.concatenate([p[k] for p in parts])
+                for k in ("pattern", "sample_index", "pos")})
+    return _first(out, limit)
+
+
+def _changed_entry(preps: Sequence[PreparedRun], split: str, opts: MapOptions) -> dict[str, Any]:
     s0 = preps[0].sigs[split]
-    right = np.column_stack([p.sigs[split].predictions[pos] == s0.labels[pos] for p in preps])
-    # Listed by pattern (right only in the first run first...), then by data set index.
-    pattern = right.astype(np.int64) @ (1 << np.arange(len(preps)))[::-1]
-    order = np.lexsort((s0.sample_index[pos], -pattern))
-    listed = pos[order][:MAX_CHANGED]
+    found = reduce_columns(_changed_part, _merge_changed,
+                           (s0.labels, s0.sample_index,
+                            *(p.sigs[split].predictions for p in preps)),
+                           limit=MAX_CHANGED, merge_kw={"limit": MAX_CHANGED},
+                           client=preps[0].client)
+    listed = np.asarray(found["pos"], dtype=np.int64)
     at = np.sort(listed)
-    rows = [dict(zip(at.tolist(), rows_at(r, split, at).tolist(), strict=True)) for r in preps]
+    back = np.searchsorted(at, listed)
+    label = take(s0.labels, at, preps[0].client)[back]
+    outputs = [take(p.sigs[split].predictions, at, p.client)[back] for p in preps]
+    rows = [rows_at(p, split, at)[back] for p in preps]
+    scores = [take(p.scores[split], at, p.client)[back] if split in p.scores else None
+              for p in preps]
     samples = []
-    for p in listed:
+    for i, pos in enumerate(listed):
         item: dict[str, Any] = {
-            "position": int(p),
-            "sample_index": int(s0.sample_index[p]),
-            "label": int(s0.labels[p]),
-            "outputs": [int(r.sigs[split].predictions[p]) for r in preps],
-            "rows": [int(rows[i][int(p)]) for i in range(len(preps))],
+            "position": int(pos),
+            "sample_index": int(found["sample_index"][i]),
+            "label": int(label[i]),
+            "outputs": [int(o[i]) for o in outputs],
+            "rows": [int(r[i]) for r in rows],
         }
-        if any(split in r.scores for r in preps):
-            item["scores"] = [None if split not in r.scores or not np.isfinite(r.scores[split][p])
-                              else round(float(r.scores[split][p]), 4) for r in preps]
+        if any(v is not None for v in scores):
+            item["scores"] = [None if v is None or not np.isfinite(v[i]) else round(float(v[i]), 4)
+                              for v in scores]
         samples.append(item)
     out: dict[str, Any] = {
-        "n_changed": int(pos.size),
-        "right_in": [int(c) for c in right.sum(axis=0)],
+        "n_changed": int(found["n_changed"]),
+        "right_in": [int(c) for c in found["right_in"]],
         "samples": samples,
-        "truncated": bool(pos.size > listed.size),
+        "truncated": bool(int(found["n_changed"]) > listed.size),
     }
-    arr = preps[0].store.inputs(split)
-    if arr is not None and listed.size:
-        idx = np.sort(listed)
-        pix = np.asarray(arr.get_orthogonal_selection((idx,)), dtype=np.uint8)
-        back = np.searchsorted(idx, listed)
+    pix = thumbnails_at(preps[0].store, split, at, client=preps[0].client)
+    if pix is not None and listed.size:
         out["thumbnails"] = make_sprite(shrink(pix[back], opts.thumbnail_size))
     return out
 
@@ -143,7 +184,6 @@ def comparison_data(
     positions: list[dict[str, np.ndarray]] = [{} for _ in preps]
     kinds: list[dict[str, Any]] = [{} for _ in preps]
     shared: dict[str, bool] = {}
-    changed: dict[str, np.ndarray] = {}
     for s in splits:
         same, reason = True, None
         for p in preps[1:]:
@@ -152,22 +192,19 @@ def comparison_data(
                 break
         info[s] = {"same_samples": same, "reason": reason}
         shared[s] = same
-        if same:
-            changed[s] = changed_samples(preps, s)
         if not with_map:
             continue
         if same:
-            prio: dict[str, np.ndarray] = {}
+            prio: dict[str, Any] = {}
             for p in preps:
                 for k, m in priority_masks(p, s).items():
                     prio[k] = prio[k] | m if k in prio else m
-            ch = np.zeros(preps[0].sigs[s].n_samples, dtype=bool)
-            ch[changed[s]] = True
-            prio["changed"] = ch
+            prio["changed"] = changed_mask(preps, s)
             sig0 = preps[0].sigs[s]
             pos, kd = layermap.select_points(sig0.labels, sig0.predictions, prio,
                                              opts.max_points, opts.seed,
-                                             chunk_rows=chunk_rows(preps[0], s))
+                                             chunk_rows=chunk_rows(preps[0], s),
+                                             client=preps[0].client)
             for i in range(len(preps)):
                 positions[i][s], kinds[i][s] = pos, kd
         else:
@@ -175,7 +212,7 @@ def comparison_data(
                 sg = p.sigs[s]
                 positions[i][s], kinds[i][s] = layermap.select_points(
                     sg.labels, sg.predictions, priority_masks(p, s), opts.max_points, opts.seed,
-                    chunk_rows=chunk_rows(p, s))
+                    chunk_rows=chunk_rows(p, s), client=p.client)
     bodies = []
     for i, p in enumerate(preps):
         body = run_body(p, positions[i] if with_map else None, kinds[i], opts,
@@ -190,16 +227,15 @@ def comparison_data(
             elif m is not None and not shared[s]:
                 _own_thumbnails(m, preps[i], s, opts)
     for s in splits:
-        if s in changed:
-            info[s]["changed"] = _changed_entry(preps, s, changed[s], opts)
+        if shared[s]:
+            info[s]["changed"] = _changed_entry(preps, s, opts)
     return {"classes": classes, "runs": bodies,
             "comparison": {"runs": [p.run.label for p in preps], "splits": info}}
 
 
 def _own_thumbnails(m: dict[str, Any], prep: PreparedRun, split: str, opts: MapOptions) -> None:
-    arr = prep.store.inputs(split)
-    if arr is not None and m["positions"]:
-        idx = np.asarray(m["positions"], dtype=np.int64)
-        pix = np.asarray(arr.get_orthogonal_selection((idx,)), dtype=np.uint8)
-        m["thumbnails"] = make_sprite(shrink(pix, opts.thumbnail_size))
-
+    if m["positions"]:
+        pix = thumbnails_at(prep.store, split, np.asarray(m["positions"], dtype=np.int64),
+                      client=prep.client)
+        if pix is not None:
+            m["thumbnails"] = make_sprite(shrink(pix, opts.thumbnail_size))

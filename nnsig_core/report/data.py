@@ -20,7 +20,6 @@ from nnsig_core.report.compare import comparison_data
 from nnsig_core.report.single import (
     MapOptions,
     chunk_rows,
-    localize,
     prepare_run,
     priority_masks,
     run_body,
@@ -115,8 +114,8 @@ def build_report_data(
         Compute or read the signatures on this Dask cluster (``None``: the
         active client, if any; ``False``: here); every figure is then a
         reduction on the cluster, and only aggregates and the bounded data of
-        the map's points and the exemplars come here (a comparison of several
-        runs, and token row spaces, bring their per-sample vectors here; see
+        the map's points, the exemplars and the listed changed samples come
+        here (token row spaces bring their per-sample vectors here; see
         docs/design.md, "Distributed").
 
     Returns
@@ -138,8 +137,6 @@ def build_report_data(
                "token_label": token_label, "token_grid": token_grid}
     preps = [prepare_run(r, splits, client=client) for r in runs]
     if several:
-        for p in preps:  # a comparison matches samples across runs one by one
-            localize(p)
         data = comparison_data(preps, opts, with_map=opts.max_points > 0, **body_kw)
         head = {"format_version": REPORT_FORMAT_VERSION,
                 "title": title or " vs ".join(str(r.label) for r in runs),

@@ -13,9 +13,9 @@ Every figure comes from aggregates: the split's joint table
 exemplars, score histograms (:mod:`~nnsig_core.report.scores`) and the map's
 draw (:mod:`~nnsig_core.report.points`). With signatures on a Dask cluster
 (:class:`~nnsig_core.distributed.DaskSignatures`) each is a reduction on the
-workers, and only the results, plus the bounded data of the drawn map points
-and exemplars, reach the driver; a comparison of several runs and token row
-spaces bring their splits' per-sample vectors here (:func:`localize`).
+workers, and only the results, plus the bounded data of the drawn map points,
+the exemplars and a comparison's listed changed samples, reach the driver;
+token row spaces bring their splits' per-sample vectors here (:func:`localize`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from nnsig_core.store import ActivationStore
 
 __all__ = ["SEPARABLE_PURITY", "TYPICAL_SHARE", "MapOptions", "PreparedRun", "chunk_rows",
            "localize", "per_class_purity", "prepare_run", "priority_masks", "rows_at",
-           "run_body"]
+           "run_body", "thumbnails_at"]
 
 log = logging.getLogger("nnsig")
 
@@ -122,7 +122,7 @@ def prepare_run(run: ReportRun, splits: Sequence[str], client: Any = None) -> Pr
 
 def localize(prep: PreparedRun, splits: Sequence[str] | None = None) -> None:
     """Bring the per-sample vectors of ``splits`` (default: all) of a run kept on a Dask
-    cluster to this process: 8 bytes per sample and layer plus 24 (and the scores)."""
+    cluster to this process: 8 bytes per sample and layer plus 32 (and the scores)."""
     if prep.client is None:
         return
     for s in prep.splits if splits is None else splits:
@@ -275,8 +275,11 @@ def _split_entry(sigs: Any, n_classes: int, scores: Any, n_exemplars: int,
     return entry, row_keys
 
 
-def _thumbs(store: ActivationStore, split: str, rows: np.ndarray,
-            token_grid: Sequence[int] | None = None, client: Any = None) -> np.ndarray | None:
+def thumbnails_at(store: ActivationStore, split: str, rows: np.ndarray,
+                  token_grid: Sequence[int] | None = None,
+                  client: Any = None) -> np.ndarray | None:
+    """The uint8 thumbnails of ``rows`` of ``split`` (None without thumbnails), picked by the
+    workers with a ``client``; for a token row space, its inputs' images."""
     if store.level(split) == "tokens":  # the images of the tokens' inputs
         found = token_images(store, split, np.asarray(rows, dtype=np.int64), token_grid)
         return None if found is None else found[1]
@@ -297,7 +300,7 @@ def _exemplar_sprite(store: ActivationStore, wanted: Mapping[str, set[int]],
     images, keys, shape = [], [], None
     for split, rows in wanted.items():
         idx = np.array(sorted(rows), dtype=np.int64)
-        pix = _thumbs(store, split, idx, token_grid, client)
+        pix = thumbnails_at(store, split, idx, token_grid, client)
         if pix is None:
             continue
         if shape is None:
@@ -417,7 +420,7 @@ def _add_map(body: dict[str, Any], prep: PreparedRun, positions: Mapping[str, np
         if s in prep.scores:
             m["scores"] = [_f(x, 4) for x in take(prep.scores[s], pos, prep.client)]
         if thumbnails:
-            pix = _thumbs(prep.store, s, pos, token_grid, prep.client)
+            pix = thumbnails_at(prep.store, s, pos, token_grid, prep.client)
             if pix is not None:
                 m["thumbnails"] = make_sprite(shrink(pix, opts.thumbnail_size))
         body["splits"][s]["map"] = m
