@@ -4,8 +4,8 @@
     A synthetic store four times the workers' total memory (default 4,200,000
     rows x 512 float32 units = 8.0 GiB, ten Gaussian classes, plus a 200,000-row
     test split) analysed by ``LocalCluster(n_workers=2, memory_limit="1GiB")``:
-    fit, transform of both splits, the signature table, the signature scores and
-    the Mahalanobis and logit baselines (``--all-baselines`` adds k-NN and the
+    fit, transform of both splits, the signature table, the signature scores,
+    the Mahalanobis and logit baselines and the report data (``--all-baselines`` adds k-NN and the
     pattern monitor, whose cost grows with the training subsample times the
     queries, not with the data's size). Prints the time of each step, the peak memory (RSS) of each
     worker process, sampled every 0.5 s, against its limit, every memory or spill
@@ -34,6 +34,7 @@ import os
 import sys
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,7 @@ def outofcore(args: argparse.Namespace) -> int:
     from nnsig_core.diagnostics import baseline_scores, signature_scores
     from nnsig_core.diagnostics.baselines import BASELINES
     from nnsig_core.distributed import kmeans as dk
+    from nnsig_core.report import build_report_data
 
     args.dir.mkdir(parents=True, exist_ok=True)
     path = args.dir / f"blobs-{args.rows}x{args.units}.zarr"
@@ -201,6 +203,12 @@ def outofcore(args: argparse.Namespace) -> int:
         which = BASELINES if args.all_baselines else ("msp", "energy", "mahalanobis")
         base = timed("baselines (test)", lambda: baseline_scores(
             a, st, "test", client=client, which=which), times, watch)
+        tracemalloc.start()
+        data = timed("report data (train, test)", lambda: build_report_data(
+            a, st, splits=("train", "test"), scores={"test": scores["combined"]},
+            client=client), times, watch)
+        report_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
         peak = watch.close()
         warnings = memory_warnings(client)
         workers = len(client.scheduler_info()["workers"])
@@ -210,6 +218,10 @@ def outofcore(args: argparse.Namespace) -> int:
     print(f"\nfit: {lc.n_iter_} Lloyd iterations, {iterations[0]:.2f} s each; "
           f"{n_blocks} blocks of {block_rows} rows "
           f"({block_rows * args.units * 4 / 2**20:.0f} MiB) per pass")
+    per_sample = (args.rows + args.test_rows) * (8 + 32)
+    print(f"report data: {len(json.dumps(data)) / 2**20:.2f} MiB of JSON; the driver's traced "
+          f"peak while building it {report_peak / 2**20:.0f} MiB (every sample's signature "
+          f"vectors would be {per_sample / 2**20:.0f} MiB)")
     print(f"table: {len(table)} rows; test: {test.n_samples:,} samples, "
           f"{len(scores)} signature scores, {len(base)} baselines; "
           f"purity {sig.purity().round(3).tolist()}")
@@ -225,7 +237,8 @@ def outofcore(args: argparse.Namespace) -> int:
               "lloyd_iterations": int(lc.n_iter_), "seconds_per_iteration": iterations[0],
               "blocks_per_pass": n_blocks, "block_rows": block_rows,
               "seconds_per_block_per_worker": per_block,
-              "peak_rss": peak, "warnings": warnings}
+              "peak_rss": peak, "warnings": warnings,
+              "report_driver_traced_peak": report_peak}
     print(f"per block and worker: {per_block:.3f} s per Lloyd pass")
     if args.json:
         Path(args.json).write_text(json.dumps(record, indent=2))

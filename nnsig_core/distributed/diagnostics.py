@@ -62,7 +62,7 @@ from nnsig_core.diagnostics.detectors import (
     pack_patterns,
 )
 from nnsig_core.diagnostics.geometry import Distances, cluster_owners, nearest_distances
-from nnsig_core.diagnostics.neighbours import LayerNeighbours, normalise_rows, reduce_rows
+from nnsig_core.diagnostics.reference import LayerNeighbours, normalise_rows, reduce_rows
 from nnsig_core.distributed.reductions import (
     SplitBlocks,
     _flat_checked,

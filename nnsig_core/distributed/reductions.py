@@ -93,6 +93,14 @@ def release(client: Any, *shipped: Any) -> None:
         client.cancel(futures)
 
 
+def smallest_worker_memory(client: Any) -> int | None:
+    """The smallest memory limit of the cluster's workers in bytes (None when none is set)."""
+    workers = client.scheduler_info().get("workers", {}).values()
+    limits = [int(w.get("memory_limit") or 0) for w in workers]
+    limits = [v for v in limits if v > 0]
+    return min(limits) if limits else None
+
+
 def block_bytes(client: Any) -> int:
     """Bytes of the widest layer per block on this client's cluster: :data:`BLOCK_BYTES`, or
     :data:`BLOCK_SHARE` of the smallest worker memory limit when less (at least 1 MiB). Fixed

@@ -1,0 +1,150 @@
+"""One layer's fitted neighbour statistics: the projection and the class-grouped reference rows.
+
+The per-block work of :mod:`nnsig_core.diagnostics.neighbours` (normalise,
+reduce, search the reference), shared by the single-process scorer and the
+workers of a Dask cluster (:mod:`nnsig_core.distributed.diagnostics`), which
+import it from here: a module below both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["LayerNeighbours", "normalise_rows", "reduce_rows"]
+
+_EPS = 1e-12
+
+
+def normalise_rows(X: Any) -> np.ndarray:
+    """Rows divided by their Euclidean norm (zero rows stay zero), float32."""
+    X = np.asarray(X, dtype=np.float32)
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), _EPS)
+
+
+def reduce_rows(block: np.ndarray, mean: np.ndarray,
+                components: np.ndarray | None) -> np.ndarray:
+    """Reduced coordinates ``(n, r)`` of a layer's rows: normalised, centred on ``mean`` and
+    projected on ``components`` (only centred when None)."""
+    U = normalise_rows(block) - mean
+    return U if components is None else U @ components
+
+
+class LayerNeighbours:
+    """One layer's projection and class-grouped reference rows (see the module doc).
+
+    Attributes
+    ----------
+    mean_ : ndarray (d,) float32
+    components_ : ndarray (d, r) float32 or None
+    reference_ : ndarray (N, r) float32
+        Reduced reference rows, grouped by class in ``classes_`` order.
+    reference_rows_ : ndarray (N,) int64
+        Their positions in the fit split (for leave-one-out).
+    classes_ : ndarray (C,) int64
+    offsets_ : ndarray (C + 1,) int64
+        Class ``classes_[i]`` owns ``reference_[offsets_[i]:offsets_[i + 1]]``.
+    explained_variance_ratio_ : float
+        Share of the normalised rows' variance the reduced space keeps.
+    """
+
+    def __init__(self, mean: np.ndarray, components: np.ndarray | None, reference: np.ndarray,
+                 reference_rows: np.ndarray, offsets: np.ndarray, classes: np.ndarray,
+                 explained: float = 1.0) -> None:
+        self.mean_ = np.asarray(mean, dtype=np.float32)
+        self.components_ = None if components is None else np.asarray(components, np.float32)
+        self.reference_ = np.ascontiguousarray(reference, dtype=np.float32)
+        self.reference_rows_ = np.asarray(reference_rows, dtype=np.int64)
+        self.offsets_ = np.asarray(offsets, dtype=np.int64)
+        self.classes_ = np.asarray(classes, dtype=np.int64)
+        self.explained_variance_ratio_ = float(explained)
+        self._sq = (self.reference_.astype(np.float64) ** 2).sum(axis=1).astype(np.float32)
+        self._by_row = np.argsort(self.reference_rows_, kind="stable")
+
+    def transform(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Reduced coordinates ``(n, r)`` and squared residuals ``(n,)`` of a layer's rows."""
+        U = normalise_rows(block) - self.mean_
+        if self.components_ is None:
+            return U, np.zeros(U.shape[0], dtype=np.float32)
+        Z = U @ self.components_
+        res2 = np.maximum((U * U).sum(axis=1) - (Z * Z).sum(axis=1), 0.0)
+        return Z, res2
+
+    def _columns_of(self, rows: np.ndarray) -> np.ndarray:
+        """Reference column of each fit-split position in ``rows`` (-1 when not a reference row)."""
+        sorted_rows = self.reference_rows_[self._by_row]
+        i = np.minimum(np.searchsorted(sorted_rows, rows), max(sorted_rows.size - 1, 0))
+        hit = sorted_rows.size > 0
+        found = hit & (sorted_rows[i] == rows) if hit else np.zeros(rows.size, dtype=bool)
+        return np.where(found, self._by_row[i], -1)
+
+    def class_distances(self, block: np.ndarray, n_neighbors: int = 1,
+                        exclude_rows: np.ndarray | None = None,
+                        block_bytes: int = 64 << 20) -> np.ndarray:
+        """``(n, C)``: distance of each row to its ``n_neighbors``-th nearest reference row of
+        each class (see the module doc).
+
+        Parameters
+        ----------
+        block : ndarray (n, d)
+            The layer's rows.
+        n_neighbors : int
+            Which neighbour (1 = the nearest). Capped by the class's reference size.
+        exclude_rows : ndarray (n,) of int, optional
+            Fit-split positions of the rows: a reference row at the same position is left
+            out of that row's search (leave-one-out when scoring the fit split).
+        block_bytes : int
+            Memory for one block of the distance matrix.
+        """
+        Z, res2 = self.transform(block)
+        n, N = Z.shape[0], self.reference_.shape[0]
+        out = np.empty((n, self.classes_.size), dtype=np.float32)
+        cols = None if exclude_rows is None else self._columns_of(np.asarray(exclude_rows))
+        step = max(1, int(block_bytes) // max(4 * N, 1))
+        k = int(n_neighbors)
+        for s in range(0, n, step):
+            q = Z[s : s + step]
+            D2 = q @ self.reference_.T
+            D2 *= -2.0
+            D2 += (q * q).sum(axis=1)[:, None]
+            D2 += self._sq[None, :]
+            np.maximum(D2, 0.0, out=D2)
+            if cols is not None:
+                c = cols[s : s + step]
+                hit = np.flatnonzero(c >= 0)
+                D2[hit, c[hit]] = np.inf
+            out[s : s + step] = self._kth_per_class(D2, k)
+        np.sqrt(out + res2[:, None], out=out)
+        return out
+
+    def _kth_per_class(self, D2: np.ndarray, k: int) -> np.ndarray:
+        if k == 1:
+            return np.minimum.reduceat(D2, self.offsets_[:-1], axis=1)
+        res = np.empty((D2.shape[0], self.classes_.size), dtype=np.float32)
+        for i in range(self.classes_.size):
+            part = D2[:, self.offsets_[i] : self.offsets_[i + 1]]
+            kk = min(k, part.shape[1]) - 1
+            res[:, i] = np.partition(part, kk, axis=1)[:, kk]
+        return res
+
+    def own_other(self, distances: np.ndarray, predictions: Any) -> tuple[np.ndarray, np.ndarray]:
+        """From :meth:`class_distances`: the distance of the predicted class and the smallest
+        distance of another class. An unknown predicted class takes the largest distance."""
+        p = np.asarray(predictions, dtype=np.int64).reshape(-1)
+        i = np.minimum(np.searchsorted(self.classes_, p), self.classes_.size - 1)
+        known = self.classes_[i] == p
+        rows = np.arange(p.size)
+        own = np.where(known, distances[rows, i], distances.max(axis=1))
+        masked = np.array(distances, dtype=np.float64)
+        masked[rows[known], i[known]] = np.inf
+        other = masked.min(axis=1) if masked.shape[1] > 1 else np.full(p.size, np.inf)
+        return own.astype(np.float64), other
+
+    def own_other_of(self, block: np.ndarray, predictions: Any, n_neighbors: int = 1,
+                     exclude_rows: np.ndarray | None = None,
+                     block_bytes: int = 64 << 20) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`own_other` of :meth:`class_distances`: a block of rows scored (the block
+        function of :func:`neighbour_scores`, here and on a Dask cluster)."""
+        D = self.class_distances(block, n_neighbors, exclude_rows, block_bytes)
+        return self.own_other(D, predictions)
