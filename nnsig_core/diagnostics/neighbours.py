@@ -152,12 +152,12 @@ class ClassNeighbours(BaseEstimator):
         if (client := resolve_client(client)) is not None:
             from nnsig_core.distributed.reductions import smallest_worker_memory
 
-            # Every worker holds the reference: at most a quarter of the smallest one's memory.
+            # Every worker holds the reference: at most an eighth of the smallest one's memory.
             worker = smallest_worker_memory(client)
-            if worker is not None and worker // 2 < budget:
+            if worker is not None and worker // 4 < budget:
                 log.info("The scorer's reference is bounded by the workers' memory limit "
                          "(%d MiB) rather than memory_limit.", worker >> 20)
-                budget = worker // 2
+                budget = worker // 4
         rows, y = self._select(rows, y, len(layers), int(self.n_components), budget)
         self.n_reference_ = int(rows.size)
         self.layers_: dict[str, LayerNeighbours] = {}

@@ -71,6 +71,7 @@ from nnsig_core.distributed.reductions import (
     fit_mask,
     release,
     row_slices,
+    smallest_worker_memory,
     split_counts,
     tree_reduce,
 )
@@ -362,6 +363,9 @@ def neighbour_scores_on(neighbours: Any, store: Any, split: str, rows: np.ndarra
     store = open_store(store)
     blocks = SplitBlocks(client, store, split)
     held = _held(blocks, None if rows is None else np.asarray(rows, dtype=np.int64))
+    worker = smallest_worker_memory(client)
+    if worker is not None:  # a distance matrix of at most 1/32 of a worker's memory
+        block_bytes = max(1 << 20, min(int(block_bytes), worker // 32))
     shipped, parts = [], {}
     for name, ln in neighbours.layers_.items():
         model, check = broadcast(client, ln), broadcast(client, _LayerCheck(store, split, name))
