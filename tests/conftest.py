@@ -1,5 +1,5 @@
-"""Shared fixtures: where MNIST is (and whether its absence is a skip or a failure), and an
-S3 server on loopback for the object-store tests."""
+"""Shared fixtures: where MNIST is (and whether its absence is a skip or a failure), an
+S3 server on loopback for the object-store tests, and a Dask cluster in this process."""
 
 from __future__ import annotations
 
@@ -71,3 +71,13 @@ def s3(s3_endpoint, monkeypatch):
     bucket = f"nnsig-{uuid.uuid4().hex[:12]}"
     s3fs.S3FileSystem(**options).mkdir(bucket)
     return f"s3://{bucket}/run.zarr", options
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A Dask ``LocalCluster`` of two single-threaded workers in this process, per module."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=":0") as cluster, \
+            distributed.Client(cluster) as c:
+        yield c

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from distributed import Client, LocalCluster, futures_of  # noqa: E402
+from distributed import futures_of  # noqa: E402
 from sklearn.cluster import KMeans  # noqa: E402
 
 from nnsig_core import capture_arrays, open_store  # noqa: E402
@@ -34,13 +34,6 @@ from nnsig_core.store import MissingChunkError  # noqa: E402
 
 BLOBS = dict(n_samples=(1500, 700), error_rate=0.15, separation=6.0, noise=1.5,
              layer_shapes=((8,), (6,), (2, 3)))
-
-
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=":0") as cluster, Client(cluster) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

@@ -105,13 +105,6 @@ def _same_bytes(a: Path, b: Path, split: str = "train") -> None:
     assert [k for k in fa if fa[k] != fb[k]] == []
 
 
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=":0") as cluster, Client(cluster) as c:
-        yield c
-
-
 # ---------------------------------------------------------------------------- bytes
 @pytest.mark.parametrize("form", ["arrays", "dataset"])
 @pytest.mark.parametrize("shard_rows", [None, 400])

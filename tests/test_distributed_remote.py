@@ -14,20 +14,12 @@ pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")
 
 import cloudpickle  # noqa: E402
-from distributed import Client, LocalCluster  # noqa: E402
 
 from nnsig_core import capture, open_store  # noqa: E402
 from nnsig_core.analysis import SignatureAnalysis  # noqa: E402
 from nnsig_core.distributed import capture_distributed  # noqa: E402
 
 cloudpickle.register_pickle_by_value(__import__(__name__))
-
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=":0") as cluster, Client(cluster) as c:
-        yield c
-
 
 def _centres(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(scale=4.0, size=(3, 8)).astype(np.float32)

@@ -10,7 +10,6 @@ import pytest
 pytest.importorskip("distributed")
 
 import dask.array as da  # noqa: E402
-from distributed import Client, LocalCluster  # noqa: E402
 
 from nnsig_core import open_store  # noqa: E402
 from nnsig_core.analysis import SignatureAnalysis  # noqa: E402
@@ -20,13 +19,6 @@ from nnsig_core.distributed import DaskSignatures  # noqa: E402
 from nnsig_core.report import build_report_data  # noqa: E402
 from nnsig_core.report.points import select_points  # noqa: E402
 from nnsig_core.report.scores import flagging_threshold, threshold_from_top  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=":0") as cluster, Client(cluster) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["joint_merge", "joint_part"]
+__all__ = ["joint_compositions", "joint_merge", "joint_part"]
 
 
 def joint_part(labels: np.ndarray, ids: np.ndarray, preds: np.ndarray,
@@ -50,4 +50,18 @@ def joint_merge(*parts: dict[str, Any]) -> dict[str, Any]:
             vals = np.concatenate([p[key] for p in parts])
             summed = np.bincount(inv, weights=vals, minlength=len(uniq))
             out[key] = summed if key == "sums" else summed.astype(np.int64)
+    return out
+
+
+def joint_compositions(classes: np.ndarray, ids: np.ndarray, counts: np.ndarray,
+                       n_clusters: list[int], n_classes: int) -> list[np.ndarray]:
+    """Per layer, the ``(clusters, n_classes)`` sample counts of the joint table's rows:
+    their class ``classes`` (rows with a class < 0 are left out), cluster ids ``ids``
+    ``(rows, layers)`` and ``counts``."""
+    keep = (classes >= 0) & (classes < n_classes)
+    out = []
+    for j, k in enumerate(n_clusters):
+        m = np.zeros((k, n_classes), dtype=np.int64)
+        np.add.at(m, (ids[keep, j], classes[keep]), counts[keep])
+        out.append(m)
     return out

@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 
 from nnsig_core.analysis.errors import MissingLabelsError
-from nnsig_core.analysis.joint import joint_merge, joint_part
+from nnsig_core.analysis.joint import joint_compositions, joint_merge, joint_part
 from nnsig_core.analysis.signatures import CompositionViews, Signatures
 from nnsig_core.analysis.tables import Table
-from nnsig_core.distributed.reductions import tree_reduce
+from nnsig_core.distributed.report import reduce_blocks
 
 __all__ = ["DaskSignatures"]
 
@@ -46,8 +46,8 @@ def _frame(table: Table, as_frame: bool) -> Any:
 
 
 # ---------------------------------------------------------------------------- block functions
-def _nearest_part(ids: np.ndarray, dist: np.ndarray, rows: np.ndarray, mask: np.ndarray | None,
-                  n: int) -> dict[str, Any]:
+def _nearest_part(ids: np.ndarray, dist: np.ndarray, rows: np.ndarray,
+                  mask: np.ndarray | None = None, *, n: int, lo: int = 0) -> dict[str, Any]:
     """Per layer: the ``n`` samples nearest their centre in each cluster (ids, dists, rows)."""
     ids, dist, rows = np.asarray(ids), np.asarray(dist), np.asarray(rows)
     if mask is not None:
@@ -122,18 +122,11 @@ class DaskSignatures(CompositionViews):
         self._n_classes_arg = int(n_classes or 0)
 
     # ------------------------------------------------------------------ the joint table
-    def _blocks(self, *arrays: Any) -> list[list[Any]]:
-        return [list(a.to_delayed().ravel()) for a in arrays]
-
     def _reduce_joint(self, scores: Any = None) -> dict[str, Any]:
-        from dask import delayed
-
         arrays = [self.labels, self.cluster_ids, self.predictions]
         if scores is not None:
             arrays.append(scores)
-        cols = self._blocks(*arrays)
-        parts = [delayed(joint_part)(*b) for b in zip(*cols, strict=True)]
-        return self.client.compute(tree_reduce(parts, joint_merge)).result()
+        return reduce_blocks(joint_part, joint_merge, arrays, {}, {}, self.client)
 
     def joint_table(self, scores: Any = None) -> dict[str, Any]:
         """The joint table (:mod:`nnsig_core.analysis.joint`) as one reduction; with
@@ -142,13 +135,6 @@ class DaskSignatures(CompositionViews):
             self.joint()
             assert self._joint is not None
             return self._joint
-        if not hasattr(scores, "dask"):
-            import dask.array as da
-
-            scores = da.from_array(np.asarray(scores, dtype=np.float64),
-                                   chunks=self.labels.chunks[0])
-        elif scores.chunks[0] != self.labels.chunks[0]:
-            scores = scores.rechunk({0: self.labels.chunks[0]})
         return self._reduce_joint(scores)
 
     def joint(self) -> tuple[np.ndarray, np.ndarray]:
@@ -300,14 +286,7 @@ class DaskSignatures(CompositionViews):
         return _frame(Table(cols, rows), as_frame)
 
     def _composition(self, cls: np.ndarray, ids: np.ndarray, w: np.ndarray) -> list[np.ndarray]:
-        keep = cls >= 0
-        C = max(self.n_classes, 1)
-        out = []
-        for j, k in enumerate(self.n_clusters):
-            m = np.zeros((k, C), dtype=np.int64)
-            np.add.at(m, (ids[keep, j], cls[keep]), w[keep])
-            out.append(m)
-        return out
+        return joint_compositions(cls, ids, w, self.n_clusters, max(self.n_classes, 1))
 
     def composition(self, by: str = "input") -> list[np.ndarray]:
         """As :meth:`Signatures.composition`."""
@@ -342,21 +321,10 @@ class DaskSignatures(CompositionViews):
 
     def exemplars(self, n: int = 5, mask: Any = None) -> list[list[list[int]]]:
         """As :meth:`Signatures.exemplars`: a reduction keeping ``n`` samples per cluster."""
-        from functools import partial
-
-        from dask import delayed
-
         arrays = [self.cluster_ids, self.distances, self.rows]
         if mask is not None:
-            import dask.array as da
-
-            if not hasattr(mask, "dask"):
-                mask = da.from_array(np.asarray(mask, dtype=bool), chunks=self.rows.chunks[0])
-            arrays.append(mask)
-        cols = self._blocks(*arrays)
-        parts = [delayed(_nearest_part)(*b[:3], b[3] if mask is not None else None, n)
-                 for b in zip(*cols, strict=True)]
-        r = self.client.compute(tree_reduce(parts, partial(_nearest_merge, n=n))).result()
+            arrays.append(mask if hasattr(mask, "dask") else np.asarray(mask, dtype=bool))
+        r = reduce_blocks(_nearest_part, _nearest_merge, arrays, {"n": n}, {"n": n}, self.client)
         out = []
         for (ids, _, rows), k in zip(r["layers"], self.n_clusters, strict=True):
             starts = np.searchsorted(ids, np.arange(k))

@@ -31,8 +31,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PRIORITY_SHARE", "Draw", "allocate", "count_part", "draw_part", "merge_counts",
-           "merge_draws", "quotas", "select_points", "strata_of"]
+from nnsig_core.report.reduce import is_lazy, reduce_columns, take
+
+__all__ = ["PRIORITY_SHARE", "Draw", "allocate", "count_part", "draw_part", "kinds_on_map",
+           "merge_counts", "merge_draws", "quotas", "select_points", "strata_of"]
 
 #: Share of a split's points the priority samples may take when they are too many.
 PRIORITY_SHARE = 1 / 2
@@ -257,8 +259,6 @@ def select_points(
     kinds : dict
         ``{kind: [in the split, on the map]}`` for each priority kind and ``"other"``.
     """
-    from nnsig_core.report.reduce import is_lazy, reduce_columns, take
-
     names = list(priority)
     masks = [priority[k] if is_lazy(priority[k]) else np.asarray(priority[k], dtype=bool)
              for k in names]

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from nnsig_core.report.reduce import reduce_columns
 from nnsig_core.store import ActivationStore
 
 __all__ = [
@@ -154,24 +155,18 @@ def _flagged_max(n: int, rate: float) -> int:
     return int(np.floor(rate * n + 1e-9))
 
 
-def correct_count_part(labels: np.ndarray, predictions: np.ndarray, scores: np.ndarray, *,
-                       train_classes: Sequence[int], lo: int = 0) -> dict[str, Any]:
-    """A block's count of correct samples with a finite score."""
-    values = _correct_values(labels, predictions, scores, train_classes)
-    return {"n": np.int64(values.size)}
-
-
 def correct_top_part(labels: np.ndarray, predictions: np.ndarray, scores: np.ndarray, *,
                      train_classes: Sequence[int], m: int, lo: int = 0) -> dict[str, Any]:
-    """A block's ``m`` largest finite scores of correct samples, ascending."""
+    """A block's number ``n`` of correct samples with a finite score, and the ``m`` largest
+    of those scores (ascending)."""
     values = _correct_values(labels, predictions, scores, train_classes)
-    return {"top": np.sort(values)[-m:] if m > 0 else values[:0]}
+    return {"n": np.int64(values.size), "top": np.sort(values)[-m:]}
 
 
 def merge_tops(*parts: dict[str, Any], m: int) -> dict[str, Any]:
-    """The ``m`` largest values of several :func:`correct_top_part` results."""
-    return {"top": np.sort(np.concatenate([p["top"] for p in parts]))[-m:] if m > 0
-            else np.zeros(0)}
+    """Merge several :func:`correct_top_part` results."""
+    return {"n": np.int64(sum(int(p["n"]) for p in parts)),
+            "top": np.sort(np.concatenate([p["top"] for p in parts]))[-m:]}
 
 
 def _correct_values(labels: np.ndarray, predictions: np.ndarray, scores: np.ndarray,
@@ -187,16 +182,14 @@ def reference_top(values: Any, store: ActivationStore, split: str,
     """The number of correct samples of ``split`` with a finite score, and the
     ``floor(rate * n) + 1`` largest of their scores (ascending): all a threshold needs.
     ``values`` is a NumPy array, or a dask array reduced on its cluster."""
-    from nnsig_core.report.reduce import reduce_columns
-
     cols = (store_column(store, split, "labels", values),
             store_column(store, split, "predictions", values), values)
-    n = int(reduce_columns(correct_count_part, None, cols, train_classes=train_classes,
-                           client=client)["n"])
-    m = _flagged_max(n, rate) + 1
-    top = reduce_columns(correct_top_part, merge_tops, cols, train_classes=train_classes, m=m,
-                         merge_kw={"m": m}, client=client)["top"]
-    return n, np.asarray(top, dtype=np.float64)
+    # One pass: n is at most the split's size, so its top floor(rate * n) + 1 are among these.
+    m = _flagged_max(store.n_samples(split), rate) + 1
+    got = reduce_columns(correct_top_part, merge_tops, cols, train_classes=train_classes, m=m,
+                         merge_kw={"m": m}, client=client)
+    n = int(got["n"])
+    return n, np.asarray(got["top"], dtype=np.float64)[-(_flagged_max(n, rate) + 1):]
 
 
 def store_column(store: ActivationStore, split: str, name: str, like: Any) -> Any:
@@ -234,8 +227,6 @@ def score_edges(score_arrays: Mapping[str, Any], n_bins: int,
                 extra: Sequence[float] = (), client: Any = None) -> list[float] | None:
     """Histogram edges over [0, 1] when every score lies there, else over their range (the
     arrays are NumPy arrays, or dask arrays reduced on their cluster)."""
-    from nnsig_core.report.reduce import reduce_columns
-
     ranges = [reduce_columns(range_part, None, (a,), client=client)
               for a in score_arrays.values()]
     lo = min([float(r["score_min"]) for r in ranges], default=np.inf)
@@ -276,14 +267,13 @@ def histogram_part(labels: np.ndarray, predictions: np.ndarray, scores: np.ndarr
     scores = np.asarray(scores, dtype=np.float64)
     groups = sample_groups(np.asarray(labels), np.asarray(predictions), train_classes)
     ok = np.isfinite(scores)
-    with np.errstate(invalid="ignore"):
-        flag = ok & (scores >= threshold) if threshold is not None else np.zeros_like(ok)
+    flagged = flagged_counts(groups, scores, threshold) if threshold is not None else {}
     return {
         "hist": np.array([np.histogram(scores[groups[g] & ok], bins=bins)[0] for g in GROUPS],
                          dtype=np.int64),
         "size": np.array([int(groups[g].sum()) for g in GROUPS], dtype=np.int64),
         "finite": np.array([int((groups[g] & ok).sum()) for g in GROUPS], dtype=np.int64),
-        "flagged": np.array([int((groups[g] & flag).sum()) for g in GROUPS], dtype=np.int64),
+        "flagged": np.array([flagged.get(g, 0) for g in GROUPS], dtype=np.int64),
     }
 
 
@@ -307,8 +297,6 @@ def score_histogram(
 ) -> dict[str, Any]:
     """A split's ``scores`` entry of the report data (``docs/report-data.md``); the arrays
     are NumPy arrays, or dask arrays reduced on their cluster (``client``)."""
-    from nnsig_core.report.reduce import reduce_columns
-
     part = reduce_columns(histogram_part, None, (labels, predictions, scores), bins=bins,
                           train_classes=train_classes, threshold=threshold, client=client)
     return histogram_entry(part, bins, name, threshold)

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from nnsig_core.analysis.joint import joint_compositions
 from nnsig_core.analysis.signatures import Signatures, class_entropy, class_purity
 from nnsig_core.report import layermap
 from nnsig_core.report import scores as sc
@@ -133,13 +134,9 @@ def localize(prep: PreparedRun, splits: Sequence[str] | None = None) -> None:
             prep.sigs[s] = sg.compute()
         for d in (prep.scores, prep.flagged):
             if s in d and is_lazy(d[s]):
-                d[s] = np.asarray(_compute(d[s], prep.client))
+                d[s] = np.asarray(prep.client.compute(d[s], sync=True))
     if not any(is_lazy(prep.sigs[s].labels) for s in prep.splits):
         prep.client = None
-
-
-def _compute(x: Any, client: Any) -> Any:
-    return client.compute(x, sync=True)
 
 
 def priority_masks(prep: PreparedRun, split: str) -> dict[str, np.ndarray]:
@@ -221,16 +218,10 @@ def _compositions(joint: Mapping[str, Any], n_clusters: Sequence[int],
                   n_classes: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per layer, the samples per cluster, and the labelled samples per cluster and class."""
     T, w = joint["rows"], joint["counts"]
-    lab = T[:, 0]
-    known = (lab >= 0) & (lab < n_classes)
-    totals, comps = [], []
-    for j, k in enumerate(n_clusters):
-        ids = T[:, 1 + j]
-        totals.append(np.bincount(ids, weights=w, minlength=k).astype(np.int64))
-        comp = np.zeros((k, n_classes), dtype=np.int64)
-        np.add.at(comp, (ids[known], lab[known]), w[known])
-        comps.append(comp)
-    return totals, comps
+    ids = T[:, 1 : 1 + len(n_clusters)]
+    totals = [np.bincount(ids[:, j], weights=w, minlength=k).astype(np.int64)
+              for j, k in enumerate(n_clusters)]
+    return totals, joint_compositions(T[:, 0], ids, w, list(n_clusters), n_classes)
 
 
 def _split_entry(sigs: Any, n_classes: int, scores: Any, n_exemplars: int,
