@@ -120,6 +120,24 @@ def test_calibration_on_known_classes_only(fitted, tmp_path):
         scorer.calibrate_arrays(np.zeros((2, 2), int), np.zeros((2, 2)), [0, 7], [0, 0])
 
 
+def test_misclassified_fit_samples_are_capped_at_n_reference(fitted):
+    """The layers are chosen on at most ``n_reference`` misclassified fit samples (a draw);
+    up to the cap every one is used."""
+    store, analysis = fitted
+    y, pred = store.labels("train"), store.predictions("train")
+    n_wrong = int((y != pred).sum())
+    assert n_wrong > 20
+    full = SignatureScorer(random_state=0).fit(analysis, store)
+    assert full.n_misclassified_ == full.describe()["n_misclassified"] == n_wrong
+    capped = SignatureScorer(n_reference=20, random_state=0).fit(analysis, store)
+    assert capped.n_misclassified_ == 20 and capped.describe()["combination"]["tuned"] is True
+    assert capped.layer_combiner_.n_reference_ == 20
+    roomy = SignatureScorer(n_reference=n_wrong, random_state=0).fit(analysis, store)
+    assert roomy.n_misclassified_ == n_wrong
+    small = SignatureScorer(n_reference=n_wrong - 1, random_state=0).fit(analysis, store)
+    assert small.n_misclassified_ == n_wrong - 1
+
+
 def test_calibration_rejects_unlabelled_split(tmp_path, fitted):
     _, analysis = fitted
     rng = np.random.default_rng(5)

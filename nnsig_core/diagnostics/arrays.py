@@ -95,6 +95,7 @@ class PathArraysMixin:
         self.reference_ = self.stats_.scores(ids, dist, y, loo=True, nearest=near)
         self.combiner_ = ScoreCombiner("rank", self.components_).fit(self.reference_)
         self.neighbours_ = self.layer_combiner_ = self.analysis_ = None
+        self.n_misclassified_ = None
         return self
 
     def component_scores(self, cluster_ids: Any, distances: Any, predictions: Any,

@@ -30,7 +30,8 @@ What is chosen where (never on test labels or novel classes):
   from the training samples; a random subsample of them (``n_reference``,
   each scored leave-one-out) is the *reference* the components are
   standardised on, and the fit split's misclassified samples of the known
-  classes are the target the layers are chosen on.
+  classes (at most ``n_reference`` of them, drawn at random) are the target
+  the layers are chosen on.
 - :meth:`SignatureScorer.calibrate` (``validation_split=`` of
   :func:`signature_scores`) redoes both on a held-out split of known classes:
   its correctly classified samples become the reference, its misclassified
@@ -112,7 +113,9 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         ``method="rank"`` or ``"logistic"`` also those combined.
     n_reference : int
         Training samples scored leave-one-out as the reference when no
-        validation split is given.
+        validation split is given; also the most misclassified training
+        samples the layers are chosen on (a random subsample beyond: their
+        neighbour search is what a large fit split's scoring costs).
     memory_limit : int or str
         Budget for the neighbour statistics (the reduced training rows of
         every layer get half of it; a class-stratified subsample beyond).
@@ -130,6 +133,10 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         Training samples (correct fit samples) the statistics come from.
     n_paths_ : int
         Distinct training paths.
+    n_misclassified_ : int or None
+        Misclassified fit samples (of the known classes) the layers were
+        chosen on: all of them, or ``n_reference`` drawn at random (None
+        when fitted with :meth:`fit_arrays`).
     owners_ : list of dict
         Per layer, class -> the clusters counted as that class's.
     stats_ : PathStatistics
@@ -268,6 +275,9 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         pick = np.sort(rng.choice(ref_pool, min(int(self.n_reference), ref_pool.size),
                                   replace=False))
         wrong = np.flatnonzero(np.isin(labels, self.classes_) & (labels != preds))
+        if wrong.size > self.n_reference:
+            wrong = np.sort(rng.choice(wrong, int(self.n_reference), replace=False))
+        self.n_misclassified_ = int(wrong.size)
         both = np.union1d(rows[pick], wrong)
         layer = neighbour_scores(self.neighbours_, store, split, both, preds[both],
                                  self.n_neighbors, leave_one_out=True, client=client)
@@ -468,6 +478,7 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
             "n_train": self.n_train_,
             "n_neighbour_reference": (None if self.neighbours_ is None
                                       else self.neighbours_.n_reference_),
+            "n_misclassified": self.n_misclassified_,
             "classes": self.classes_,
             "validation_split": self.validation_split_,
             "combination": self.combiner_.describe(),
