@@ -9,7 +9,9 @@ them alike):
     60,000 MNIST training images, batches of 1000, the three hidden ReLUs:
     (a) plain forward passes (inference mode), (a2) ``TorchAdapter.run`` alone,
     (b) ``nnsig_core.capture`` to a complete on-disk store (the target: at most
-    1.3 times (a)), the other codecs and float16, (c) one text CSV per layer
+    1.3 times (a)), the same into a memory file system (``--tmpfs``, default
+    ``/dev/shm``: the library's cost without the disk file system's), the other
+    codecs and float16, (c) one text CSV per layer
     (the prototype's way), and the peak RSS of capturing 10,000 vs 60,000
     samples, each in a fresh process.
 ``resnet``
@@ -36,6 +38,7 @@ Run from the repository root (``flock`` keeps two timing runs from overlapping):
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import shutil
@@ -256,6 +259,10 @@ def part_mlp(args: argparse.Namespace, work: Path, out: dict[str, Any]) -> None:
     weights = work / "mlp.pt"
     torch.save(model.state_dict(), weights)
     store = work / "capture.zarr"
+    memory_dir = (Path(tempfile.mkdtemp(prefix="nnsig-bench-", dir=args.tmpfs))
+                  if args.tmpfs and Path(args.tmpfs).is_dir() else None)
+    if memory_dir:
+        atexit.register(shutil.rmtree, memory_dir, True)  # 355 MB of memory until removed
     bs = args.batch_size
     time_forward(model, images, labels, bs)  # warm-up
     results = interleaved({
@@ -266,6 +273,8 @@ def part_mlp(args: argparse.Namespace, work: Path, out: dict[str, Any]) -> None:
                                                                   store, durable=True),
         "(b) capture via zarr's Store.set": lambda: time_capture_via_store_api(
             model, images, labels, bs, store),
+        **({"(b) capture, store in memory (tmpfs)": lambda: time_capture(
+            model, images, labels, bs, memory_dir / "capture.zarr")} if memory_dir else {}),
     }, args.repeats)
     time_capture(model, images, labels, bs, store)
     sizes = {"(b) capture, default (raw chunks)": dir_size(store)}
@@ -291,6 +300,10 @@ def part_mlp(args: argparse.Namespace, work: Path, out: dict[str, Any]) -> None:
     print(f"crc32c of every chunk of the default capture (computed by the writer thread): "
           f"{crc_seconds:.3f} s, {crc_seconds / results['(b) capture, default (raw chunks)']:.1%}"
           " of that capture's time")
+    if memory_dir:
+        print(f"store in memory: the same capture into {memory_dir} (tmpfs), i.e. without the "
+              "disk file system's cost of creating the chunk files")
+        shutil.rmtree(memory_dir, ignore_errors=True)
     rss = {}
     if not args.no_rss:
         rss = {"10k": rss_child(args, 10_000, weights, work / "rss10.zarr"),
@@ -483,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-codecs", action="store_true", help="MLP: skip the codec variants and CSV")
     p.add_argument("--no-rss", action="store_true", help="MLP: skip the peak-RSS subprocesses")
     p.add_argument("--workdir", default=None, help="where stores are written (default: a temp dir)")
+    p.add_argument("--tmpfs", default="/dev/shm",
+                   help="MLP: a memory file system for the capture to tmpfs row ('' to skip)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
 

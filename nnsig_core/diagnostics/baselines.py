@@ -139,7 +139,7 @@ class Baselines(BaseEstimator):
         active) the layer is read on its cluster.
         """
         if (client := resolve_client(client)) is not None:
-            from nnsig_core.distributed.diagnostics import fit_baselines
+            from nnsig_core.distributed.baselines import fit_baselines
 
             return fit_baselines(self, store, split, mask, client)
         validate_params(self, self._parameter_constraints)
@@ -196,7 +196,7 @@ class Baselines(BaseEstimator):
         """Baseline scores of every sample of ``split``: ``{name: (n,) float64}`` (computed on
         the Dask cluster of ``client``, given or active, if any)."""
         if (client := resolve_client(client)) is not None:
-            from nnsig_core.distributed.diagnostics import score_baselines
+            from nnsig_core.distributed.baselines import score_baselines
 
             return score_baselines(self, store, split, client)
         check_is_fitted(self, "layer_", msg="Baselines are not fitted; call fit(store, split) "

@@ -38,8 +38,8 @@ Cost: one matrix product of the scored rows with the reference per layer,
 What runs where: without a client, everything here, reading the store chunk
 by chunk. With a Dask client (``client=`` of :meth:`ClassNeighbours.fit` and
 :func:`neighbour_scores`), the layers are read and reduced per block on the
-workers (:func:`~nnsig_core.distributed.diagnostics.fit_neighbours`,
-:func:`~nnsig_core.distributed.diagnostics.neighbour_scores_on`): the fit
+workers (:func:`~nnsig_core.distributed.neighbours.fit_neighbours`,
+:func:`~nnsig_core.distributed.neighbours.neighbour_scores_on`): the fit
 brings back only the normalised rows the principal axes are computed from (at
 most ``pca_rows``), the per-block sums of the normalised rows when the mean is
 taken over every reference row, and the reduced reference rows; the fitted
@@ -138,7 +138,7 @@ class ClassNeighbours(BaseEstimator):
         """Fit on the samples ``rows`` (sorted positions) of ``split``, of classes ``labels``.
 
         With a Dask client (given, or the active one; ``False``: here) the layers are read
-        and reduced on its workers (:func:`~nnsig_core.distributed.diagnostics.fit_neighbours`);
+        and reduced on its workers (:func:`~nnsig_core.distributed.neighbours.fit_neighbours`);
         the result is the same up to float rounding.
         """
         validate_params(self, self._parameter_constraints)
@@ -162,7 +162,7 @@ class ClassNeighbours(BaseEstimator):
         self.n_reference_ = int(rows.size)
         self.layers_: dict[str, LayerNeighbours] = {}
         if client is not None:
-            from nnsig_core.distributed.diagnostics import fit_neighbours
+            from nnsig_core.distributed.neighbours import fit_neighbours
 
             self.layers_ = fit_neighbours(self, store, split, rows, y, layers, client)
             return self
@@ -331,11 +331,11 @@ def neighbour_scores(
     client : dask.distributed.Client, None or False
         Read and search the blocks on this Dask cluster (``None``: the active client, if
         any; ``False``: here), with the fitted statistics broadcast to its workers
-        (:func:`~nnsig_core.distributed.diagnostics.neighbour_scores_on`).
+        (:func:`~nnsig_core.distributed.neighbours.neighbour_scores_on`).
     """
     p = np.asarray(predictions, dtype=np.int64).reshape(-1)
     if (client := resolve_client(client)) is not None:
-        from nnsig_core.distributed.diagnostics import neighbour_scores_on
+        from nnsig_core.distributed.neighbours import neighbour_scores_on
 
         pairs = neighbour_scores_on(neighbours, store, split, rows, p, n_neighbors,
                                     leave_one_out, block_bytes, client)

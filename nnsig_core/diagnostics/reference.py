@@ -2,7 +2,7 @@
 
 The per-block work of :mod:`nnsig_core.diagnostics.neighbours` (normalise,
 reduce, search the reference), shared by the single-process scorer and the
-workers of a Dask cluster (:mod:`nnsig_core.distributed.diagnostics`), which
+workers of a Dask cluster (:mod:`nnsig_core.distributed.neighbours`), which
 import it from here: a module below both.
 """
 

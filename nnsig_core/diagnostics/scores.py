@@ -206,11 +206,11 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         distances to the analysis's centroids, for the neighbour statistics,
         and for the reference and the misclassified samples. With a Dask
         client (given or active) the distances to the centroids are computed
-        on its cluster (:func:`~nnsig_core.distributed.diagnostics.fit_scorer`),
+        on its cluster (:func:`~nnsig_core.distributed.scores.fit_scorer`),
         and so are the neighbour statistics' reduced rows and the
         reference's and misclassified samples' neighbour search
-        (:func:`~nnsig_core.distributed.diagnostics.fit_neighbours`,
-        :func:`~nnsig_core.distributed.diagnostics.neighbour_scores_on`);
+        (:func:`~nnsig_core.distributed.neighbours.fit_neighbours`,
+        :func:`~nnsig_core.distributed.neighbours.neighbour_scores_on`);
         without one they are read here, chunk by chunk, within
         ``memory_limit``.
         """
@@ -229,7 +229,7 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         self.analysis_ = analysis
         self.layers_ = list(analysis.layers_)
         if (client := resolve_client(client)) is not None:
-            from nnsig_core.distributed.diagnostics import fit_scorer
+            from nnsig_core.distributed.scores import fit_scorer
 
             ids, y, dist = fit_scorer(self, analysis, store, client)
             self.owners_ = cluster_owners(ids, y, analysis.n_clusters_)
@@ -369,11 +369,11 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         """The components of every sample of ``split``, its per-layer neighbour components,
         and an object with its ``labels`` and ``predictions``. With a Dask client the path
         components come from its cluster
-        (:func:`~nnsig_core.distributed.diagnostics.split_components`), and so do the
+        (:func:`~nnsig_core.distributed.scores.split_components`), and so do the
         neighbour components (searched per block on its workers)."""
         comp: dict[str, np.ndarray] = {}
         if (client := resolve_client(client)) is not None:
-            from nnsig_core.distributed.diagnostics import split_components
+            from nnsig_core.distributed.scores import split_components
 
             comp, sigs = split_components(self, store, split, client)
             if split == self.analysis_.fit_split_:

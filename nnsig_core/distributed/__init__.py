@@ -10,7 +10,8 @@ single-process code and never imports it.
   :mod:`.kmeans`, :mod:`.reductions`): discretizer edges, PCA and Lloyd's
   k-means as chunked reductions; signatures as :class:`DaskSignatures`
   (:mod:`.signatures`), whose tables are reductions.
-- ``signature_scores``/``Baselines`` with a client (:mod:`.diagnostics`).
+- ``signature_scores``/``Baselines`` with a client (:mod:`.scores`, :mod:`.neighbours`,
+  :mod:`.baselines`).
 - :func:`connect`, :func:`parse_scheduler`, :func:`resolve_client`
   (:mod:`.client`): the CLI's ``--scheduler``.
 """

@@ -45,6 +45,7 @@ __all__ = [
     "block_bytes",
     "broadcast",
     "fit_mask",
+    "masked_rows",
     "merge",
     "release",
     "row_slices",
@@ -341,6 +342,13 @@ def _mask_block(labels: np.ndarray, preds: np.ndarray, classes: np.ndarray | Non
 
 def _count_mask(mask: np.ndarray) -> dict[str, Any]:
     return {"n": np.int64(mask.sum())}
+
+
+def masked_rows(values: Any, mask: Any) -> np.ndarray:
+    """The rows of ``values`` where ``mask`` is True (all of them when ``mask`` is None): a
+    block's part of the fit rows."""
+    v = np.asarray(values)
+    return v if mask is None else v[np.asarray(mask, dtype=bool)]
 
 
 def fit_mask(blocks: SplitBlocks, counts: SplitCounts, classes: Iterable[int] | None,
