@@ -49,6 +49,7 @@ __all__ = [
     "merge",
     "release",
     "row_slices",
+    "smallest_worker_memory",
     "tree_reduce",
 ]
 
@@ -108,9 +109,8 @@ def block_bytes(client: Any) -> int:
     for a client at its first use, so that every computation cuts a split the same way."""
     key = str(getattr(client, "id", id(client)))
     if key not in _BLOCK_BYTES:
-        workers = client.scheduler_info().get("workers", {}).values()
-        limits = [int(w.get("memory_limit") or 0) for w in workers]
-        share = [int(v * BLOCK_SHARE) for v in limits if v > 0]
+        worker = smallest_worker_memory(client)
+        share = [] if worker is None else [int(worker * BLOCK_SHARE)]
         _BLOCK_BYTES[key] = max(1 << 20, min([BLOCK_BYTES, *share]))
     return _BLOCK_BYTES[key]
 

@@ -104,27 +104,32 @@ def changed_mask(preps: Sequence[PreparedRun], split: str) -> Any:
 def _changed_part(labels: np.ndarray, sample_index: np.ndarray, *predictions: np.ndarray,
                   limit: int, lo: int = 0) -> dict[str, Any]:
     """A block's changed samples: their number, how many each run gets right, and the first
-    ``limit`` of them by pattern (right only in the first run first...), then data set index."""
+    ``limit`` of them by pattern (right only in the first run first...), then data set index,
+    with their label and every run's prediction."""
     labels = np.asarray(labels)
-    right = np.column_stack([np.asarray(p) == labels for p in predictions])
+    preds = np.column_stack([np.asarray(p) for p in predictions])
+    right = preds == labels[:, None]
     changed = (labels >= 0) & right.any(axis=1) & ~right.all(axis=1)
     r = right[changed]
     pattern = r.astype(np.int64) @ (1 << np.arange(len(predictions)))[::-1]
     part = {"n_changed": np.int64(changed.sum()), "right_in": r.sum(axis=0).astype(np.int64),
             "pattern": pattern, "sample_index": np.asarray(sample_index)[changed],
-            "pos": lo + np.flatnonzero(changed)}
+            "pos": lo + np.flatnonzero(changed), "label": labels[changed],
+            "outputs": preds[changed]}
     return _first(part, limit)
+
+
+_LISTED = ("pattern", "sample_index", "pos", "label", "outputs")
 
 
 def _first(part: dict[str, Any], limit: int) -> dict[str, Any]:
     order = np.lexsort((part["sample_index"], -part["pattern"]))[:limit]
-    return {**part, **{k: part[k][order] for k in ("pattern", "sample_index", "pos")}}
+    return {**part, **{k: part[k][order] for k in _LISTED}}
 
 
 def _merge_changed(*parts: dict[str, Any], limit: int) -> dict[str, Any]:
     out = {k: np.sum([p[k] for p in parts], axis=0) for k in ("n_changed", "right_in")}
-    out.update({k: np.concatenate([p[k] for p in parts])
-                for k in ("pattern", "sample_index", "pos")})
+    out.update({k: np.concatenate([p[k] for p in parts]) for k in _LISTED})
     return _first(out, limit)
 
 
@@ -138,8 +143,6 @@ def _changed_entry(preps: Sequence[PreparedRun], split: str, opts: MapOptions) -
     listed = np.asarray(found["pos"], dtype=np.int64)
     at = np.sort(listed)
     back = np.searchsorted(at, listed)
-    label = take(s0.labels, at, preps[0].client)[back]
-    outputs = [take(p.sigs[split].predictions, at, p.client)[back] for p in preps]
     rows = [rows_at(p, split, at)[back] for p in preps]
     scores = [take(p.scores[split], at, p.client)[back] if split in p.scores else None
               for p in preps]
@@ -148,8 +151,8 @@ def _changed_entry(preps: Sequence[PreparedRun], split: str, opts: MapOptions) -
         item: dict[str, Any] = {
             "position": int(pos),
             "sample_index": int(found["sample_index"][i]),
-            "label": int(label[i]),
-            "outputs": [int(o[i]) for o in outputs],
+            "label": int(found["label"][i]),
+            "outputs": [int(o) for o in found["outputs"][i]],
             "rows": [int(r[i]) for r in rows],
         }
         if any(v is not None for v in scores):
@@ -236,6 +239,6 @@ def comparison_data(
 def _own_thumbnails(m: dict[str, Any], prep: PreparedRun, split: str, opts: MapOptions) -> None:
     if m["positions"]:
         pix = thumbnails_at(prep.store, split, np.asarray(m["positions"], dtype=np.int64),
-                      client=prep.client)
+                            client=prep.client)
         if pix is not None:
             m["thumbnails"] = make_sprite(shrink(pix, opts.thumbnail_size))
