@@ -249,7 +249,8 @@ def outofcore(args: argparse.Namespace) -> int:
 
 
 def _block_rows(store: Any, client: Any = None) -> int:
-    from nnsig_core.distributed.reductions import MIN_BLOCKS, block_bytes
+    from nnsig_core.distributed.reductions import MIN_BLOCKS
+    from nnsig_core.execute.dask_blocks import block_bytes
 
     chunk = int(store.split_attrs("train")["capture"]["chunk_rows"])
     widest = max(int(np.prod(d["shape"])) * 4 for d in store.layer_info("train"))

@@ -73,11 +73,14 @@ def s3(s3_endpoint, monkeypatch):
     return f"s3://{bucket}/run.zarr", options
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def client():
-    """A Dask ``LocalCluster`` of two single-threaded workers in this process, per module."""
+    """A Dask ``LocalCluster`` of two single-threaded workers in this process, one for the
+    whole test run (started by the first test that needs it). It is not the default client:
+    a test that means the active client says so (``with client.as_current():``), and no
+    other test runs on it by accident."""
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                                   dashboard_address=":0") as cluster, \
-            distributed.Client(cluster) as c:
+            distributed.Client(cluster, set_as_default=False) as c:
         yield c

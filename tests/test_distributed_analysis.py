@@ -26,7 +26,6 @@ from nnsig_core.analysis import (  # noqa: E402
 from nnsig_core.analysis.synthetic import make_blob_activations, make_blob_store  # noqa: E402
 from nnsig_core.diagnostics import Baselines, SignatureScorer, signature_scores  # noqa: E402
 from nnsig_core.diagnostics.neighbours import ClassNeighbours, neighbour_scores  # noqa: E402
-from nnsig_core.distributed import DaskSignatures  # noqa: E402
 from nnsig_core.distributed import analysis as dist_analysis  # noqa: E402
 from nnsig_core.distributed.kmeans import lloyd  # noqa: E402
 from nnsig_core.report import build_report_data  # noqa: E402
@@ -47,7 +46,7 @@ VIEWS = ["table", "by_output_class", "by_signature", "cluster_composition"]
 
 
 def _same_signatures(local, dist, exemplars: bool = True) -> None:
-    assert isinstance(dist, DaskSignatures)
+    assert dist.lazy and not local.lazy
     got = dist.compute()
     np.testing.assert_array_equal(got.cluster_ids, local.cluster_ids)
     np.testing.assert_allclose(got.distances, local.distances, rtol=1e-5, atol=1e-5)
@@ -132,42 +131,36 @@ def test_classes_all_samples_and_unit_shapes(client, blobs) -> None:
                      dist.transform(blobs, "test", client=client))
 
 
+@pytest.mark.parametrize("wide", [False, True], ids=["covariance", "subspace"])
 @pytest.mark.slow
-def test_pca_is_a_reduction_close_to_the_incremental_pca(client, blobs) -> None:
+def test_the_pca_is_one_algorithm_on_both_drivers(client, blobs, monkeypatch, wide) -> None:
+    """The exact PCA (or, for layers too wide for a d x d covariance, the randomized subspace
+    iteration) is computed from the same aggregates here and on the cluster: the same
+    components as scikit-learn's PCA, and the same partition on both drivers."""
     from sklearn.decomposition import PCA
-    from sklearn.metrics import adjusted_rand_score
 
-    local = SignatureAnalysis(n_clusters=4, reduce=3, progress=False).fit(blobs, client=False)
-    dist = SignatureAnalysis(n_clusters=4, reduce=3, progress=False).fit(blobs, client=client)
+    from nnsig_core.analysis import pca as pca_module
+
+    if wide:
+        monkeypatch.setattr(pca_module, "COVARIANCE_MAX_FEATURES", 4)
+    kw = {"n_clusters": 4, "reduce": 3, "progress": False, "layers": ["layer0", "layer1"]}
+    local = SignatureAnalysis(**kw).fit(blobs, client=False)
+    dist = SignatureAnalysis(**kw).fit(blobs, client=client)
     rows = local.selection_mask(blobs, "train")
-    X = blobs.activations("train", "layer0")[:][rows]
-    pca = PCA(3).fit(X)
-    red = dist.clusterers_["layer0"].reducer_
-    np.testing.assert_allclose(red.explained_variance_, pca.explained_variance_, rtol=1e-4)
-    np.testing.assert_allclose(np.abs(red.components_), np.abs(pca.components_), atol=1e-4)
-    a = local.transform(blobs, "test", client=False)
-    b = dist.transform(blobs, "test", client=client).compute()
-    for j in range(3):  # IncrementalPCA approximates the exact PCA: nearly the same partition
-        assert adjusted_rand_score(a.cluster_ids[:, j], b.cluster_ids[:, j]) > 0.99
-
-
-@pytest.mark.slow
-def test_wide_layers_get_a_randomized_pca(client, blobs, monkeypatch) -> None:
-    """Layers too wide for a d x d covariance per block: subspace iterations, the same PCA."""
-    from sklearn.decomposition import PCA
-
-    from nnsig_core.distributed import features
-
-    monkeypatch.setattr(features, "COVARIANCE_MAX_FEATURES", 4)
-    dist = SignatureAnalysis(n_clusters=4, reduce=3, progress=False, layers=["layer0"]).fit(
-        blobs, client=client)
-    rows = dist.selection_mask(blobs, "train")
-    pca = PCA(3).fit(blobs.activations("train", "layer0")[:][rows])
-    red = dist.clusterers_["layer0"].reducer_
-    np.testing.assert_allclose(red.explained_variance_, pca.explained_variance_, rtol=1e-5)
-    np.testing.assert_allclose(red.explained_variance_ratio_, pca.explained_variance_ratio_,
-                               rtol=1e-5)
-    np.testing.assert_allclose(red.components_, pca.components_, atol=1e-4)
+    ref = PCA(3).fit(blobs.activations("train", "layer0")[:][rows])
+    for analysis in (local, dist):
+        red = analysis.clusterers_["layer0"].reducer_
+        np.testing.assert_allclose(red.explained_variance_, ref.explained_variance_, rtol=1e-5)
+        np.testing.assert_allclose(red.explained_variance_ratio_, ref.explained_variance_ratio_,
+                                   rtol=1e-5)
+        np.testing.assert_allclose(red.components_, ref.components_, atol=1e-4)
+    for name in kw["layers"]:
+        a, b = local.clusterers_[name].reducer_, dist.clusterers_[name].reducer_
+        np.testing.assert_allclose(a.components_, b.components_, atol=1e-6)
+        np.testing.assert_allclose(a.mean_, b.mean_, atol=1e-6)
+    _same_fit(local, dist)
+    _same_signatures(local.transform(blobs, "test", client=False),
+                     dist.transform(blobs, "test", client=client))
 
 
 @pytest.mark.slow
@@ -280,7 +273,7 @@ def test_transform_of_a_saved_analysis_writes_the_ids_into_the_store(client, blo
     assert list(sigs.table()) == list(local.table())
     # Read from the store, not persisted in the workers' memory.
     assert not futures_of(sigs.cluster_ids) and not futures_of(sigs.distances)
-    np.testing.assert_array_equal(sigs.cluster_ids.compute(), local.cluster_ids)
+    np.testing.assert_array_equal(sigs.compute().cluster_ids, local.cluster_ids)
     # Saving again reuses them; under a new name they are written there too.
     loaded.save(store, "d", overwrite=True, splits=["test"], client=client)
     assert dict(store.group("analysis/d/signatures/test").attrs)["created"] == attrs["created"]
@@ -288,7 +281,7 @@ def test_transform_of_a_saved_analysis_writes_the_ids_into_the_store(client, blo
     np.testing.assert_array_equal(store.group("analysis/e/signatures/test")["cluster_ids"][...],
                                   local.cluster_ids)
     grp["cluster_ids"][0, 0] = 99  # the signatures returned read this very array
-    assert sigs.cluster_ids[0, 0].compute() == 99
+    assert client.compute(sigs.cluster_ids[0, 0], sync=True) == 99
 
 
 def test_transform_of_an_analysis_not_saved_in_the_store_writes_nothing(client, blobs, tmp_path,
@@ -313,7 +306,7 @@ def test_transform_on_a_read_only_store_writes_nothing(client, blobs, tmp_path) 
     loaded = SignatureAnalysis.load(ro, "d")
     sigs = loaded.transform(ro, "test", client=client)
     assert ro.group("analysis/d/signatures/test") is None
-    np.testing.assert_array_equal(sigs.cluster_ids.compute(),
+    np.testing.assert_array_equal(sigs.compute().cluster_ids,
                                   loaded.transform(ro, "test", client=False).cluster_ids)
 
 

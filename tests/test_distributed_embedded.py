@@ -15,7 +15,7 @@ import nnsig_core
 from nnsig_core.analysis.synthetic import make_blob_store
 from nnsig_core.cli import main
 from nnsig_core.distributed import parse_scheduler, resolve_client
-from nnsig_core.distributed.client import SchedulerSpec
+from nnsig_core.execute.client import SchedulerSpec
 
 ROOT = Path(nnsig_core.__file__).resolve().parent
 NNSIG = [sys.executable, "-m", "nnsig_core"]

@@ -12,10 +12,12 @@ pytest.importorskip("distributed")
 import dask.array as da  # noqa: E402
 
 from nnsig_core import open_store  # noqa: E402
-from nnsig_core.analysis import SignatureAnalysis  # noqa: E402
+from nnsig_core.analysis import (
+    SignatureAnalysis,  # noqa: E402
+    Signatures,  # noqa: E402
+)
 from nnsig_core.analysis.synthetic import make_blob_store  # noqa: E402
 from nnsig_core.diagnostics.persist import load_scores, save_scores  # noqa: E402
-from nnsig_core.distributed import DaskSignatures  # noqa: E402
 from nnsig_core.report import build_report_data  # noqa: E402
 from nnsig_core.report.points import select_points  # noqa: E402
 from nnsig_core.report.scores import flagging_threshold, threshold_from_top  # noqa: E402
@@ -39,10 +41,14 @@ def run(tmp_path_factory):
 
 def _no_whole_split(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail if a split's signatures are brought to the driver whole."""
-    def refuse(self):
-        raise AssertionError(f"the signatures of {self.split!r} were brought to the driver")
+    compute = Signatures.compute
 
-    monkeypatch.setattr(DaskSignatures, "compute", refuse)
+    def refuse(self):
+        if self.lazy:
+            raise AssertionError(f"the signatures of {self.split!r} were brought to the driver")
+        return compute(self)
+
+    monkeypatch.setattr(Signatures, "compute", refuse)
 
 
 def _same(a: dict, b: dict) -> None:

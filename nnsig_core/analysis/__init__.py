@@ -10,7 +10,7 @@ discretize
 source
     Row sources: a layer's selected rows, read from the store in whole chunks.
 reduce, assign, cluster
-    :class:`LayerClusterer`: discretize, optional IncrementalPCA, exact
+    :class:`LayerClusterer`: discretize, optional PCA, exact
     KMeans or streamed MiniBatchKMeans; nearest-centre assignment; canonical
     cluster ids.
 engine

@@ -50,8 +50,9 @@ from nnsig_core.analysis._util import rebatch
 from nnsig_core.analysis.assign import assign_nearest, canonical_order
 from nnsig_core.analysis.discretize import Discretizer
 from nnsig_core.analysis.errors import TooFewSamplesError
-from nnsig_core.analysis.reduce import PCAReducer
+from nnsig_core.analysis.pca import PCAReducer
 from nnsig_core.analysis.source import MemorySource, RowSource, gather
+from nnsig_core.execute.blocks import fold, row_slices
 
 __all__ = ["LayerClusterer"]
 
@@ -83,8 +84,8 @@ class LayerClusterer(BaseEstimator):
     discretizer : Discretizer or None
         Template, cloned at fit (its ``random_state`` defaults to ours).
     reduce : int or None
-        Number of IncrementalPCA components (``None``: no reduction; a value
-        >= the number of features also means none).
+        Number of principal components (:mod:`nnsig_core.analysis.pca`; ``None``: no
+        reduction; a value >= the number of features also means none).
     memory_limit : int or str
         Budget of layer data held in memory (see the module docstring).
     random_state : int or None
@@ -216,9 +217,14 @@ class LayerClusterer(BaseEstimator):
                 disc.partial_fit(b)
             disc.finalize()
         if n_comp is not None:
-            size = max(1024, 2 * n_comp)
-            batches = rebatch((self._discretized(b) for _, b in self._pass(src, "pca", collector)), size)
-            self.reducer_ = PCAReducer(n_comp).fit_batches(batches)
+            def feature_slices() -> Iterator[np.ndarray]:  # one pass, float64 temporaries bounded
+                for _, b in self._pass(src, "pca", collector):
+                    F = self._discretized(b)
+                    yield from (F[sl] for sl in row_slices(F.shape[0], F.shape[1]))
+
+            self.reducer_ = PCAReducer(n_comp).fit_reduce(
+                lambda part, merge, **kw: fold(feature_slices(), part, merge, **kw), f,
+                self.random_state)
 
         if method == "exact":
             X = self._gather(src, n, d_eff, collector)

@@ -39,10 +39,10 @@ from nnsig_core.analysis.discretize import Discretizer, parse_discretizer_spec
 from nnsig_core.analysis.errors import AnalysisError, TooFewSamplesError
 from nnsig_core.analysis.selection import fit_sample_mask
 from nnsig_core.analysis.signatures import Signatures
-from nnsig_core.analysis.source import Prefetcher, StoreSource
+from nnsig_core.analysis.source import Prefetcher, StoreSource, check_unchanged
 from nnsig_core.analysis.state import export_state, restore_state
 from nnsig_core.analysis.summary import analysis_summary
-from nnsig_core.distributed.client import ClientArg, resolve_client
+from nnsig_core.execute.client import ClientArg, resolve_client
 from nnsig_core.store import ActivationStore, StoreError, open_store
 
 __all__ = ["SignatureAnalysis"]
@@ -72,7 +72,7 @@ class SignatureAnalysis(BaseEstimator):
         Fit only on samples the model classifies correctly (the prototype's
         choice); needs labels.
     reduce : int or None
-        Reduce each layer to this many IncrementalPCA components before
+        Reduce each layer to this many principal components before
         clustering (useful for wide, flattened conv maps); ``None`` keeps all.
     memory_limit : int or str
         Budget for a layer's fit rows in memory (``"2GiB"``, bytes...). A layer
@@ -307,7 +307,7 @@ class SignatureAnalysis(BaseEstimator):
         finally:
             prefetch.close()
         self.prefetched_ = prefetch.served
-        _check_unchanged(store, split, before)
+        check_unchanged(store, split, before)
 
         self.layers_ = layers
         self.clusterers_ = clusterers
@@ -364,7 +364,7 @@ class SignatureAnalysis(BaseEstimator):
             src = StoreSource(store, split, name, None, progress=self.progress)
             for rows, block in src.blocks("assign"):
                 ids[rows, j], dist[rows, j] = lc.assign(block)
-        _check_unchanged(store, split, before)
+        check_unchanged(store, split, before)
         sigs = self._signatures(store, split, ids, dist)
         self._cache_put(store, split, sigs)
         return sigs
@@ -527,12 +527,3 @@ class SignatureAnalysis(BaseEstimator):
         """Load an analysis saved with :meth:`save` (gives identical signatures)."""
         meta, layers = persist.load_analysis(open_store(store), name)
         return cls._from_state(meta, layers, name=name)
-
-
-def _check_unchanged(store: ActivationStore, split: str, before: dict[str, Any]) -> None:
-    """Refuse results read while the split was being captured again (they may mix captures)."""
-    if store.fingerprint(split) != before:
-        raise StoreError(
-            f"Split {split!r} of {store.location} was captured again while it was being read, "
-            "so what was read may mix the two captures. Run the analysis again."
-        )

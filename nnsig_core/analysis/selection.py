@@ -1,23 +1,126 @@
 """Which samples an analysis is fitted on: the correctly classified ones of the chosen classes.
 
 The clusters, the diagnostics' training paths and the baselines all start
-from the same samples; :func:`fit_sample_mask` is the one place that says
-which.
+from the same samples; this module is the one place that says which, as one
+kernel run by either driver: :func:`selection_block` (a block's mask),
+:func:`label_counts_part` (a block's label counts, merged by
+:func:`merge_label_counts`) and :func:`check_selection` (the errors, from those
+counts alone). :func:`fit_sample_mask` runs them here; the Dask driver runs
+the same functions per block on the workers
+(:func:`nnsig_core.distributed.reductions.fit_mask`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
 from nnsig_core.analysis.errors import EmptySelectionError, MissingLabelsError
+from nnsig_core.execute.blocks import reduce_columns
+from nnsig_core.execute.merging import merge_parts
 from nnsig_core.store import ActivationStore
 
-__all__ = ["fit_sample_mask"]
+__all__ = [
+    "check_selected",
+    "check_selection",
+    "fit_sample_mask",
+    "label_counts_part",
+    "merge_label_counts",
+    "selection_block",
+]
 
 log = logging.getLogger("nnsig")
+
+
+def selection_block(labels: np.ndarray, preds: np.ndarray, classes: np.ndarray | None,
+                    only_correct: bool) -> np.ndarray:
+    """The mask of a block's rows kept by the fit rule (``classes``, ``only_correct``)."""
+    lab = np.asarray(labels, dtype=np.int64)
+    mask = np.ones(lab.shape, dtype=bool)
+    if classes is not None:
+        mask &= np.isin(lab, classes)
+    if only_correct:
+        mask &= (lab >= 0) & (lab == np.asarray(preds, dtype=np.int64))
+    return mask
+
+
+def label_counts_part(labels: np.ndarray, preds: np.ndarray, lo: int = 0) -> dict[str, Any]:
+    """A block's samples per label >= 0, unlabelled samples, largest label and prediction."""
+    lab = np.asarray(labels, dtype=np.int64)
+    return {"labels": np.bincount(lab[lab >= 0]), "unlabelled": int((lab < 0).sum()),
+            "label_max": np.int64(lab.max(initial=-1)),
+            "pred_max": np.int64(np.asarray(preds).max(initial=-1))}
+
+
+def merge_label_counts(*parts: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge :func:`label_counts_part` results (label counts of different lengths)."""
+    size = max(p["labels"].size for p in parts)
+    return merge_parts(*[{**p, "labels": np.pad(p["labels"], (0, size - p["labels"].size))}
+                         for p in parts])
+
+
+def check_selection(split: str, has_labels: bool, label_counts: np.ndarray, n_samples: int,
+                    classes: Iterable[int] | None, only_correct: bool) -> np.ndarray | None:
+    """Check the fit rule against a split's label counts, before any mask is built.
+
+    Returns
+    -------
+    ndarray of int or None
+        The sorted classes to keep (None: every class).
+
+    Raises
+    ------
+    MissingLabelsError
+        The split has no labels but ``only_correct`` or ``classes`` needs them.
+    EmptySelectionError
+        An empty class list, or no sample with a label among ``classes``.
+    """
+    need = only_correct or classes is not None
+    if need and (not has_labels or not label_counts.any()):
+        why = "only_correct=True" if only_correct else "a class subset"
+        raise MissingLabelsError(
+            f"Split {split!r} has no labels, but {why} needs them (and so do class counts). "
+            "Capture the split with its labels, or pass only_correct=False (and no classes) "
+            "to fit on every sample."
+        )
+    if classes is None:
+        return None
+    wanted = np.array(sorted({int(c) for c in classes}), dtype=np.int64)
+    if wanted.size == 0:
+        raise EmptySelectionError(
+            "classes is empty: give the labels to fit on (e.g. classes=range(5)), "
+            "or classes=None for all."
+        )
+    present = [int(c) for c in np.flatnonzero(label_counts)]
+    if not set(wanted.tolist()) & set(present):
+        raise EmptySelectionError(
+            f"No sample of split {split!r} has a label in {wanted.tolist()}; the labels "
+            f"present are {present}. Choose classes among those."
+        )
+    absent = sorted(set(wanted.tolist()) - set(present))
+    if absent:
+        log.warning("Classes %s have no sample in split %r.", absent, split)
+    return wanted
+
+
+def check_selected(split: str, n_selected: int, label_counts: np.ndarray, n_samples: int,
+                   wanted: np.ndarray | None, only_correct: bool) -> None:
+    """Raise :class:`EmptySelectionError` when ``only_correct`` kept no sample."""
+    if not only_correct or n_selected:
+        return
+    if wanted is None:
+        n_cand, where = n_samples, ""
+    else:
+        n_cand = int(label_counts[wanted[wanted < label_counts.size]].sum())
+        where = f" among classes {wanted.tolist()}"
+    raise EmptySelectionError(
+        f"No sample of split {split!r}{where} is classified correctly "
+        f"(0 of {n_cand}): is the model trained, and do labels and predictions "
+        "use the same class indices? Pass only_correct=False to fit on all samples."
+    )
 
 
 def fit_sample_mask(
@@ -50,42 +153,10 @@ def fit_sample_mask(
         split, or no correctly classified sample).
     """
     n = store.n_samples(split)
-    labels = store.labels(split)
-    need = only_correct or classes is not None
-    if need and (not store.has_labels(split) or not (labels >= 0).any()):
-        why = "only_correct=True" if only_correct else "a class subset"
-        raise MissingLabelsError(
-            f"Split {split!r} has no labels, but {why} needs them (and so do class counts). "
-            "Capture the split with its labels, or pass only_correct=False (and no classes) "
-            "to fit on every sample."
-        )
-    mask = np.ones(n, dtype=bool)
-    where = ""
-    if classes is not None:
-        wanted = sorted({int(c) for c in classes})
-        if not wanted:
-            raise EmptySelectionError(
-                "classes is empty: give the labels to fit on (e.g. classes=range(5)), "
-                "or classes=None for all."
-            )
-        present = sorted(int(c) for c in np.unique(labels[labels >= 0]))
-        mask &= np.isin(labels, wanted)
-        if not mask.any():
-            raise EmptySelectionError(
-                f"No sample of split {split!r} has a label in {wanted}; the labels present "
-                f"are {present}. Choose classes among those."
-            )
-        absent = sorted(set(wanted) - set(present))
-        if absent:
-            log.warning("Classes %s have no sample in split %r.", absent, split)
-        where = f" among classes {wanted}"
-    if only_correct:
-        n_cand = int(mask.sum())
-        mask &= (labels >= 0) & (labels == store.predictions(split))
-        if not mask.any():
-            raise EmptySelectionError(
-                f"No sample of split {split!r}{where} is classified correctly "
-                f"(0 of {n_cand}): is the model trained, and do labels and predictions "
-                "use the same class indices? Pass only_correct=False to fit on all samples."
-            )
+    labels, preds = store.labels(split), store.predictions(split)
+    counts = reduce_columns(label_counts_part, merge_label_counts, (labels, preds))
+    wanted = check_selection(split, store.has_labels(split), counts["labels"], n, classes,
+                             only_correct)
+    mask = selection_block(labels, preds, wanted, only_correct)
+    check_selected(split, int(mask.sum()), counts["labels"], n, wanted, only_correct)
     return mask

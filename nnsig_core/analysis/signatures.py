@@ -5,16 +5,17 @@ layer. :class:`Signatures` holds them with labels, predictions and distances,
 and derives the prototype's table, grouped views, per-layer cluster
 composition, the Sankey transitions, purity, entropy and exemplars.
 
-Definitions
------------
-purity (per layer)
-    Over labelled samples: the sum over clusters of the count of the cluster's
-    most frequent input class, divided by the number of labelled samples (1:
-    every cluster holds one class).
-entropy (per layer)
-    Over labelled samples: the mean, weighted by cluster size, of the entropy
-    in bits of the input classes within each cluster, i.e. H(class | cluster)
-    (0: every cluster holds one class).
+Every view is computed from one aggregate, the *joint table*
+(:mod:`nnsig_core.analysis.joint`: the distinct ``(label, path, prediction)``
+rows with their counts), and exemplars from a reduction keeping the nearest
+samples per cluster. Both are parts with a merge run by the executor
+(:func:`nnsig_core.execute.reduce_columns`), so the same code answers for
+signatures held in memory (NumPy arrays) and for signatures on a Dask cluster
+(dask arrays, what ``transform`` returns with a client): only the per-sample
+views (:meth:`Signatures.per_sample`, ``to_frame``, ``to_csv``, ``export``) bring
+every sample into this process (:meth:`Signatures.compute`).
+
+The views and the definitions of purity and entropy: :mod:`nnsig_core.analysis.joint_views`.
 """
 
 from __future__ import annotations
@@ -26,123 +27,149 @@ from typing import Any
 
 import numpy as np
 
-from nnsig_core.analysis.errors import MissingLabelsError
-from nnsig_core.analysis.joint import joint_part
+from nnsig_core.analysis.joint import joint_merge, joint_part
+from nnsig_core.analysis.joint_views import JointTableViews, class_entropy, class_purity
 from nnsig_core.analysis.tables import Table
+from nnsig_core.execute.blocks import is_lazy, reduce_columns
 
-__all__ = ["Signatures", "class_entropy", "class_purity"]
-
-
-def _maybe_frame(table: Table, as_frame: bool) -> Any:
-    return table.to_frame() if as_frame else table
+__all__ = ["Signatures", "class_entropy", "class_purity", "nearest_merge", "nearest_part"]
 
 
-def class_purity(composition: np.ndarray) -> float:
-    """Purity of a (clusters x classes) count matrix (NaN when it is empty)."""
-    total = composition.sum()
-    return float(composition.max(axis=1).sum() / total) if total else float("nan")
+def _nearest(ids: np.ndarray, dist: np.ndarray, rows: np.ndarray,
+             n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per cluster id, the ``n`` rows nearest their centre (ties by position), sorted by id."""
+    order = np.lexsort((rows, dist, ids))
+    ids, dist, rows = ids[order], dist[order], rows[order]
+    if ids.size:
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        rank = np.arange(ids.size) - np.repeat(starts, np.diff(np.r_[starts, ids.size]))
+        keep = rank < n
+        ids, dist, rows = ids[keep], dist[keep], rows[keep]
+    return ids, dist, rows
 
 
-def class_entropy(composition: np.ndarray) -> float:
-    """Size-weighted mean class entropy (bits) of a (clusters x classes) count matrix."""
-    total = composition.sum()
-    if not total:
-        return float("nan")
-    sizes = composition.sum(axis=1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = np.where(sizes > 0, composition / np.maximum(sizes, 1), 0.0)
-        h = -np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0)), 0.0).sum(axis=1)
-    return float((h * sizes[:, 0]).sum() / total)
+def nearest_part(ids: np.ndarray, dist: np.ndarray, rows: np.ndarray,
+                 mask: np.ndarray | None = None, *, n: int, lo: int = 0) -> dict[str, Any]:
+    """Per layer: the ``n`` samples of a block nearest their centre in each cluster."""
+    ids, dist, rows = np.asarray(ids), np.asarray(dist), np.asarray(rows)
+    if mask is not None:
+        keep = np.asarray(mask, dtype=bool)
+        ids, dist, rows = ids[keep], dist[keep], rows[keep]
+    return {"layers": [_nearest(ids[:, j], dist[:, j], rows, n) for j in range(ids.shape[1])]}
 
 
-class CompositionViews:
-    """Views computed from :meth:`composition` alone, shared by :class:`Signatures` and the
-    distributed ``DaskSignatures`` (which computes the compositions as reductions)."""
-
-    layers: list[str]
-
-    @property
-    def has_labels(self) -> bool:  # pragma: no cover - every subclass defines it
-        raise NotImplementedError
-
-    def composition(self, by: str = "input") -> list[np.ndarray]:  # pragma: no cover
-        raise NotImplementedError
-
-    def cluster_composition(self, by: str = "input", as_frame: bool = False) -> Any:
-        """Long table of :meth:`composition`: ``layer``, ``cluster``, ``class``, ``count``.
-
-        Only non-zero counts are listed; rows follow layer order, then
-        cluster, then class.
-        """
-        rows = []
-        for name, m in zip(self.layers, self.composition(by), strict=False):
-            for c, k in zip(*np.nonzero(m), strict=False):
-                rows.append((name, int(c), int(k), int(m[c, k])))
-        return _maybe_frame(Table(["layer", "cluster", "class", "count"], rows), as_frame)
-
-    def purity(self) -> np.ndarray:
-        """Per-layer purity over labelled samples (NaN without labels); see the module doc."""
-        if not self.has_labels:
-            return np.full(len(self.layers), np.nan)
-        return np.array([class_purity(m) for m in self.composition("input")])
-
-    def entropy(self) -> np.ndarray:
-        """Per-layer mean class entropy in bits (NaN without labels); see the module doc."""
-        if not self.has_labels:
-            return np.full(len(self.layers), np.nan)
-        return np.array([class_entropy(m) for m in self.composition("input")])
+def nearest_merge(*parts: dict[str, Any], n: int) -> dict[str, Any]:
+    """Merge the :func:`nearest_part` of several blocks."""
+    layers = []
+    for j in range(len(parts[0]["layers"])):
+        cat = [np.concatenate([p["layers"][j][i] for p in parts]) for i in range(3)]
+        layers.append(_nearest(*cat, n))
+    return {"layers": layers}
 
 
-class Signatures(CompositionViews):
+class Signatures(JointTableViews):
     """Cluster ids of every sample of a split in every analysed layer.
+
+    The per-sample arrays are NumPy arrays, or dask arrays on a cluster (then
+    every view is a reduction on the workers; see the module doc).
 
     Parameters
     ----------
     split : str
     layers : sequence of str
         Analysed layer names, in model order.
-    cluster_ids : ndarray (n_samples, n_layers) of int
-    labels, predictions, sample_index : ndarray (n_samples,) of int
+    cluster_ids : array (n_samples, n_layers) of int
+    labels, predictions, sample_index : array (n_samples,) of int
         ``labels`` is -1 where unknown.
-    distances : ndarray (n_samples, n_layers) of float
+    distances : array (n_samples, n_layers) of float
         Euclidean distance to the assigned centre, in the clustering space.
     n_clusters : sequence of int
         Clusters per layer.
     n_classes : int, optional
         Number of classes (default: from labels and predictions).
     class_names : sequence of str, optional
-    rows : ndarray of int, optional
+    rows : array of int, optional
         Position of each sample in the split (default ``arange``); differs
         after :meth:`subset`.
+    client : dask.distributed.Client, optional
+        The cluster that holds dask arrays (default: dask's default scheduler).
+    n_samples : int, optional
+        The number of samples when the arrays are lazy (else counted when needed).
     """
 
     def __init__(
         self,
         split: str,
         layers: Sequence[str],
-        cluster_ids: np.ndarray,
-        labels: np.ndarray,
-        predictions: np.ndarray,
-        distances: np.ndarray,
-        sample_index: np.ndarray,
+        cluster_ids: Any,
+        labels: Any,
+        predictions: Any,
+        distances: Any,
+        sample_index: Any,
         n_clusters: Sequence[int],
         n_classes: int | None = None,
         class_names: Sequence[str] | None = None,
-        rows: np.ndarray | None = None,
+        rows: Any = None,
+        *,
+        client: Any = None,
+        n_samples: int | None = None,
     ) -> None:
         self.split = split
         self.layers = list(layers)
-        self.cluster_ids = np.asarray(cluster_ids, dtype=np.int32).reshape(-1, len(self.layers))
+        self.n_clusters = [int(k) for k in n_clusters]
+        self.class_names = list(class_names) if class_names else None
+        self.client = client
+        self._n_classes_arg = int(n_classes or 0)
+        self._joint: dict[str, Any] | None = None
+        self._whole = rows is None  # every sample of the split, in order
+        L = len(self.layers)
+        if is_lazy(cluster_ids):
+            import dask.array as da
+
+            self.cluster_ids, self.labels, self.predictions = cluster_ids, labels, predictions
+            self.distances, self.sample_index = distances, sample_index
+            self.rows = rows if rows is not None else da.arange(
+                cluster_ids.shape[0], chunks=cluster_ids.chunks[0], dtype=np.int64)
+            self._n = n_samples
+            return
+        self.cluster_ids = np.asarray(cluster_ids, dtype=np.int32).reshape(-1, L)
         n = self.cluster_ids.shape[0]
+        self._n = n
         self.labels = np.asarray(labels, dtype=np.int64).reshape(n)
         self.predictions = np.asarray(predictions, dtype=np.int64).reshape(n)
-        self.distances = np.asarray(distances, dtype=np.float32).reshape(n, len(self.layers))
+        self.distances = np.asarray(distances, dtype=np.float32).reshape(n, L)
         self.sample_index = np.asarray(sample_index, dtype=np.int64).reshape(n)
-        self.n_clusters = [int(k) for k in n_clusters]
         self.rows = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
-        seen = max(int(self.labels.max(initial=-1)), int(self.predictions.max(initial=-1))) + 1
-        self.n_classes = max(int(n_classes or 0), seen)
-        self.class_names = list(class_names) if class_names else None
+
+    # ------------------------------------------------------------------ the joint table
+    @property
+    def lazy(self) -> bool:
+        """Whether the per-sample arrays are dask arrays (on a cluster)."""
+        return is_lazy(self.cluster_ids)
+
+    def joint_table(self, scores: Any = None) -> dict[str, Any]:
+        """The distinct ``(label, cluster ids..., prediction)`` rows (sorted) with their
+        ``counts`` (:mod:`nnsig_core.analysis.joint`), as one reduction; with ``scores`` (one
+        per sample), each row's ``sums`` of finite scores and their number, ``n_scored``."""
+        if scores is None and self._joint is not None:
+            return self._joint
+        columns = [self.labels, self.cluster_ids, self.predictions]
+        if scores is not None:
+            columns.append(scores)
+        joint = reduce_columns(joint_part, joint_merge, columns, client=self.client)
+        if scores is None:
+            self._joint = joint
+        return joint
+
+    def joint(self) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct ``(label, cluster ids..., prediction)`` rows (sorted) and their counts."""
+        t = self.joint_table()
+        return t["rows"], t["counts"]
+
+    def _cols(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        T, w = self.joint()
+        L = len(self.layers)
+        return T[:, 0], T[:, 1 : L + 1], T[:, L + 1], w
 
     # ------------------------------------------------------------------ basics
     def __len__(self) -> int:
@@ -151,219 +178,89 @@ class Signatures(CompositionViews):
     def __repr__(self) -> str:
         acc = self.accuracy
         acc_s = f", accuracy {acc:.3f}" if acc is not None else ""
+        where = ", on a Dask cluster" if self.lazy else ""
         return (
             f"Signatures(split={self.split!r}, {self.n_samples} samples x {len(self.layers)} "
-            f"layers, {self.n_signatures} distinct signatures{acc_s})"
+            f"layers, {self.n_signatures} distinct signatures{acc_s}{where})"
         )
 
     @property
     def n_samples(self) -> int:
-        return int(self.cluster_ids.shape[0])
+        if self._n is None:
+            self._n = int(self.joint()[1].sum())
+        return self._n
 
     @property
-    def labelled(self) -> np.ndarray:
-        """Boolean mask of samples with a known label."""
+    def n_classes(self) -> int:
+        """Number of classes: the one given, or more when labels or predictions say so."""
+        lab, _, pred, _ = self._cols()
+        seen = max(int(lab.max(initial=-1)), int(pred.max(initial=-1))) + 1
+        return max(self._n_classes_arg, seen)
+
+    @property
+    def labelled(self) -> Any:
+        """Boolean mask of samples with a known label (lazy on a cluster)."""
         return self.labels >= 0
 
     @property
     def has_labels(self) -> bool:
-        return bool(self.labelled.any())
+        return bool((self._cols()[0] >= 0).any())
 
     @property
-    def correct(self) -> np.ndarray:
-        """Boolean mask: labelled and predicted as labelled."""
-        return self.labelled & (self.labels == self.predictions)
+    def correct(self) -> Any:
+        """Boolean mask: labelled and predicted as labelled (lazy on a cluster)."""
+        return (self.labels >= 0) & (self.labels == self.predictions)
 
     @property
     def accuracy(self) -> float | None:
         """Model accuracy over labelled samples (None without labels)."""
-        m = self.labelled
-        return float(self.correct.sum() / m.sum()) if m.any() else None
+        lab, _, pred, w = self._cols()
+        m = lab >= 0
+        total = int(w[m].sum())
+        return float(w[m & (lab == pred)].sum() / total) if total else None
 
     @property
     def n_signatures(self) -> int:
         """Number of distinct signatures (cluster paths)."""
-        if self.n_samples == 0:
-            return 0
-        return int(np.unique(self.cluster_ids, axis=0).shape[0])
+        _, ids, _, w = self._cols()
+        return int(np.unique(ids, axis=0).shape[0]) if w.size else 0
 
-    def subset(self, mask: np.ndarray) -> Signatures:
-        """The signatures of the samples where ``mask`` (bool or index array) holds."""
+    def subset(self, mask: Any) -> Signatures:
+        """The signatures of the samples where ``mask`` (bool or index array; a dask array on
+        a cluster, where the subset stays lazy) holds."""
+        if self.lazy and not is_lazy(mask):
+            import dask.array as da
+
+            mask = da.from_array(np.asarray(mask, dtype=bool), chunks=self.labels.chunks[0])
         return Signatures(
             self.split, self.layers, self.cluster_ids[mask], self.labels[mask],
             self.predictions[mask], self.distances[mask], self.sample_index[mask],
             self.n_clusters, self.n_classes, self.class_names, self.rows[mask],
+            client=self.client,
         )
 
-    def _need_labels(self, what: str) -> None:
-        if not self.has_labels:
-            raise MissingLabelsError(
-                f"Split {self.split!r} has no labels, which {what} needs. Capture the split with "
-                "labels, or use by='output' to count predicted classes instead."
-            )
+    def compute(self) -> Signatures:
+        """The signatures with every sample in this process (``self`` when they already are)."""
+        if not self.lazy:
+            return self
+        from nnsig_core.execute.dask_blocks import compute
 
-    def _classes(self, by: str) -> np.ndarray:
-        if by in ("input", "label"):
-            self._need_labels("class counts")
-            return self.labels
-        if by in ("output", "prediction"):
-            return self.predictions
-        raise ValueError(f"by must be 'input' or 'output'; got {by!r}.")
-
-    # ------------------------------------------------------------------ main table
-    def table(self, as_frame: bool = False) -> Any:
-        """The prototype's table: one row per distinct (input class, signature, output class).
-
-        Columns ``input_class`` (-1 when unknown), ``signature`` (tuple of
-        cluster ids, one per layer), ``output_class``, ``count``; sorted by
-        count (descending), then input class, signature and output class.
-
-        Parameters
-        ----------
-        as_frame : bool
-            Return a pandas DataFrame instead of a :class:`Table`.
-        """
-        L = len(self.layers)
-        M = np.column_stack([self.labels, self.cluster_ids.astype(np.int64), self.predictions])
-        if M.shape[0] == 0:
-            return _maybe_frame(Table(["input_class", "signature", "output_class", "count"], []),
-                                as_frame)
-        uniq, counts = np.unique(M, axis=0, return_counts=True)
-        keys = [uniq[:, L + 1]] + [uniq[:, 1 + j] for j in reversed(range(L))] + [uniq[:, 0], -counts]
-        order = np.lexsort(keys)
-        rows = [
-            (int(u[0]), tuple(int(x) for x in u[1 : L + 1]), int(u[L + 1]), int(c))
-            for u, c in zip(uniq[order], counts[order], strict=False)
-        ]
-        return _maybe_frame(Table(["input_class", "signature", "output_class", "count"], rows),
-                            as_frame)
-
-    def by_output_class(self, as_frame: bool = False) -> Any:
-        """Signatures leading to each output class.
-
-        Columns ``output_class``, ``signature``, ``count``, ``n_correct``
-        (samples whose label is that output class), ``n_misclassified``
-        (labelled, label differs); sorted by output class, then count
-        (descending), then signature.
-        """
-        L = len(self.layers)
-        M = np.column_stack([self.predictions, self.cluster_ids.astype(np.int64)])
-        cols = ["output_class", "signature", "count", "n_correct", "n_misclassified"]
-        if M.shape[0] == 0:
-            return _maybe_frame(Table(cols, []), as_frame)
-        uniq, inv, counts = np.unique(M, axis=0, return_inverse=True, return_counts=True)
-        inv = inv.reshape(-1)
-        n_ok = np.bincount(inv, weights=self.correct, minlength=len(uniq)).astype(np.int64)
-        n_bad = np.bincount(inv, weights=self.labelled & ~self.correct,
-                            minlength=len(uniq)).astype(np.int64)
-        keys = [uniq[:, 1 + j] for j in reversed(range(L))] + [-counts, uniq[:, 0]]
-        order = np.lexsort(keys)
-        rows = [
-            (int(uniq[i, 0]), tuple(int(x) for x in uniq[i, 1:]), int(counts[i]),
-             int(n_ok[i]), int(n_bad[i]))
-            for i in order
-        ]
-        return _maybe_frame(Table(cols, rows), as_frame)
-
-    def by_signature(self, as_frame: bool = False) -> Any:
-        """One row per distinct signature.
-
-        Columns ``signature``, ``count``, ``majority_class`` (most frequent
-        input class, -1 without labels), ``purity`` (its share of the
-        labelled samples), ``n_misclassified``, ``by_class`` (dict input
-        class -> count), ``by_output`` (dict output class -> count); sorted by
-        count (descending), then signature.
-        """
-        cols = ["signature", "count", "majority_class", "purity", "n_misclassified",
-                "by_class", "by_output"]
-        if self.n_samples == 0:
-            return _maybe_frame(Table(cols, []), as_frame)
-        uniq, inv, counts = np.unique(self.cluster_ids, axis=0, return_inverse=True,
-                                      return_counts=True)
-        inv = inv.reshape(-1)
-        C = max(self.n_classes, 1)
-        lab = self.labelled
-        by_class = np.zeros((len(uniq), C), dtype=np.int64)
-        np.add.at(by_class, (inv[lab], self.labels[lab]), 1)
-        by_out = np.zeros((len(uniq), C), dtype=np.int64)
-        np.add.at(by_out, (inv, np.clip(self.predictions, 0, C - 1)), 1)
-        bad = np.bincount(inv, weights=lab & ~self.correct, minlength=len(uniq)).astype(np.int64)
-        keys = [uniq[:, j] for j in reversed(range(uniq.shape[1]))] + [-counts]
-        rows = []
-        for i in np.lexsort(keys):
-            n_lab = int(by_class[i].sum())
-            maj = int(by_class[i].argmax()) if n_lab else -1
-            rows.append((
-                tuple(int(x) for x in uniq[i]), int(counts[i]), maj,
-                float(by_class[i, maj] / n_lab) if n_lab else None, int(bad[i]),
-                {int(c): int(v) for c, v in enumerate(by_class[i]) if v},
-                {int(c): int(v) for c, v in enumerate(by_out[i]) if v},
-            ))
-        return _maybe_frame(Table(cols, rows), as_frame)
-
-    # ------------------------------------------------------------------ per layer
-    def composition(self, by: str = "input") -> list[np.ndarray]:
-        """Per layer, a (n_clusters, n_classes) matrix of sample counts.
-
-        Parameters
-        ----------
-        by : {"input", "output"}
-            Count by true label (samples without a label are left out) or by
-            predicted class.
-        """
-        cls = self._classes(by)
-        keep = cls >= 0
-        C = max(self.n_classes, 1)
-        out = []
-        for j, k in enumerate(self.n_clusters):
-            m = np.zeros((k, C), dtype=np.int64)
-            np.add.at(m, (self.cluster_ids[keep, j], cls[keep]), 1)
-            out.append(m)
+        ids, lab, pred, dist, si, rows = compute(
+            [self.cluster_ids, self.labels, self.predictions, self.distances, self.sample_index,
+             self.rows], self.client)
+        out = Signatures(self.split, self.layers, ids, lab, pred, dist, si, self.n_clusters,
+                         n_classes=self.n_classes, class_names=self.class_names, rows=rows)
+        out._whole = self._whole
         return out
 
-    def transitions(self, include_io: bool = False, as_frame: bool = False) -> Any:
-        """Counts between consecutive layers' clusters, split by input class (Sankey links).
-
-        Columns ``source_layer``, ``source``, ``target_layer``, ``target``,
-        ``input_class`` (-1 when unknown), ``count``. With ``include_io`` the
-        links from the input class to the first layer (``source_layer`` is
-        ``"input"``) and from the last layer to the output class
-        (``target_layer`` is ``"output"``) are included too.
-        """
-        cols = [self.labels]
-        names = ["input"]
-        for j, name in enumerate(self.layers):
-            cols.append(self.cluster_ids[:, j].astype(np.int64))
-            names.append(name)
-        cols.append(self.predictions)
-        names.append("output")
-        pairs = range(len(cols) - 1) if include_io else range(1, len(cols) - 2)
-        rows = []
-        for a in pairs:
-            M = np.column_stack([cols[a], cols[a + 1], self.labels])
-            if M.shape[0] == 0:
-                continue
-            uniq, counts = np.unique(M, axis=0, return_counts=True)
-            for u, c in zip(uniq, counts, strict=False):
-                rows.append((names[a], int(u[0]), names[a + 1], int(u[1]), int(u[2]), int(c)))
-        table = Table(["source_layer", "source", "target_layer", "target", "input_class", "count"],
-                      rows)
-        return _maybe_frame(table, as_frame)
-
-    def joint_table(self, scores: np.ndarray | None = None) -> dict[str, Any]:
-        """The distinct ``(label, cluster ids..., prediction)`` rows (sorted) with their
-        ``counts`` (:mod:`nnsig_core.analysis.joint`); with ``scores`` (one per sample),
-        each row's ``sums`` of finite scores and their number, ``n_scored``."""
-        return joint_part(self.labels, self.cluster_ids, self.predictions, scores)
-
-    def exemplars(self, n: int = 5, mask: np.ndarray | None = None) -> list[list[list[int]]]:
+    def exemplars(self, n: int = 5, mask: Any = None) -> list[list[list[int]]]:
         """Per layer, per cluster: the split positions of the ``n`` samples nearest the centre.
 
         Parameters
         ----------
         n : int
             Exemplars per cluster (fewer when the cluster is smaller).
-        mask : ndarray of bool, optional
+        mask : array of bool, optional
             Consider only these samples (e.g. ``sigs.correct``).
 
         Returns
@@ -372,29 +269,31 @@ class Signatures(CompositionViews):
             ``out[layer][cluster]``: row positions in the split, nearest first
             (ties by position).
         """
-        idx = np.arange(self.n_samples) if mask is None else np.flatnonzero(mask)
+        columns = [self.cluster_ids, self.distances, self.rows]
+        if mask is not None:
+            columns.append(mask if is_lazy(mask) else np.asarray(mask, dtype=bool))
+        r = reduce_columns(nearest_part, nearest_merge, columns, merge_kw={"n": n}, n=n,
+                           client=self.client)
         out = []
-        for j, k in enumerate(self.n_clusters):
-            ids = self.cluster_ids[idx, j]
-            order = idx[np.lexsort((self.rows[idx], self.distances[idx, j], ids))]
-            sorted_ids = self.cluster_ids[order, j]
-            starts = np.searchsorted(sorted_ids, np.arange(k))
-            ends = np.searchsorted(sorted_ids, np.arange(k), side="right")
-            out.append([[int(self.rows[r]) for r in order[s : min(e, s + n)]]
-                        for s, e in zip(starts, ends, strict=False)])
+        for (ids, _, rows), k in zip(r["layers"], self.n_clusters, strict=True):
+            starts = np.searchsorted(ids, np.arange(k))
+            ends = np.searchsorted(ids, np.arange(k), side="right")
+            out.append([[int(x) for x in rows[s:e]] for s, e in zip(starts, ends, strict=True)])
         return out
 
     # ------------------------------------------------------------------ per-sample export
     def per_sample(self) -> Table:
-        """One row per sample: position, data set index, label, prediction, correct, clusters, distances."""
+        """One row per sample: position, data set index, label, prediction, correct, clusters,
+        distances (brings every sample into this process)."""
+        s = self.compute()
         cols = ["row", "sample_index", "label", "prediction", "correct"]
-        cols += [f"cluster:{n}" for n in self.layers] + [f"distance:{n}" for n in self.layers]
-        ok = self.correct
+        cols += [f"cluster:{n}" for n in s.layers] + [f"distance:{n}" for n in s.layers]
+        ok = s.correct
         rows = [
-            (int(self.rows[i]), int(self.sample_index[i]), int(self.labels[i]),
-             int(self.predictions[i]), bool(ok[i]),
-             *(int(x) for x in self.cluster_ids[i]), *(float(x) for x in self.distances[i]))
-            for i in range(self.n_samples)
+            (int(s.rows[i]), int(s.sample_index[i]), int(s.labels[i]),
+             int(s.predictions[i]), bool(ok[i]),
+             *(int(x) for x in s.cluster_ids[i]), *(float(x) for x in s.distances[i]))
+            for i in range(s.n_samples)
         ]
         return Table(cols, rows)
 
@@ -403,14 +302,15 @@ class Signatures(CompositionViews):
         from nnsig_core.analysis.tables import require_pandas
 
         pd = require_pandas()
+        s = self.compute()
         data: dict[str, Any] = {
-            "row": self.rows, "sample_index": self.sample_index, "label": self.labels,
-            "prediction": self.predictions, "correct": self.correct,
+            "row": s.rows, "sample_index": s.sample_index, "label": s.labels,
+            "prediction": s.predictions, "correct": s.correct,
         }
-        for j, n in enumerate(self.layers):
-            data[f"cluster:{n}"] = self.cluster_ids[:, j]
-        for j, n in enumerate(self.layers):
-            data[f"distance:{n}"] = self.distances[:, j]
+        for j, n in enumerate(s.layers):
+            data[f"cluster:{n}"] = s.cluster_ids[:, j]
+        for j, n in enumerate(s.layers):
+            data[f"distance:{n}"] = s.distances[:, j]
         return pd.DataFrame(data)
 
     def to_csv(self, path: str | os.PathLike[str] | None = None) -> str | None:
@@ -428,7 +328,8 @@ class Signatures(CompositionViews):
         sample), ``table_<split>.csv`` (the prototype's table),
         ``by_output_<split>.csv``, ``by_signature_<split>.csv``,
         ``transitions_<split>.csv`` (with the input and output columns) and,
-        when the split has labels, ``composition_<split>.csv``.
+        when the split has labels, ``composition_<split>.csv`` (every sample
+        is brought into this process for the first).
 
         Returns
         -------

@@ -17,9 +17,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from nnsig_core.adapter import check_finite, nonfinite_rows
-from nnsig_core.store import ActivationStore
+from nnsig_core.store import ActivationStore, StoreError
 
-__all__ = ["STORE_FIX", "MemorySource", "Prefetcher", "RowSource", "StoreSource", "gather"]
+__all__ = ["STORE_FIX", "MemorySource", "Prefetcher", "RowSource", "StoreSource",
+           "check_unchanged", "gather"]
 
 
 class RowSource(Protocol):
@@ -240,3 +241,13 @@ class Prefetcher:
             for fut in self.futures.values():
                 fut.cancel()
             self.pool.shutdown(wait=True)
+
+
+def check_unchanged(store: ActivationStore, split: str, before: dict[str, Any]) -> None:
+    """Refuse results read while the split was being captured again (they may mix captures):
+    ``before`` is the split's fingerprint when the reading began."""
+    if store.fingerprint(split) != before:
+        raise StoreError(
+            f"Split {split!r} of {store.location} was captured again while it was being read, "
+            "so what was read may mix the two captures. Run the analysis again."
+        )

@@ -136,7 +136,7 @@ def _saved_combined_scores(
     """The combined diagnostic score of each split that has fresh saved scores (their zarr
     arrays, unread, when a Dask client is active: the report reads them on its cluster)."""
     from nnsig_core.diagnostics.persist import load_scores, saved_score_splits
-    from nnsig_core.distributed.client import resolve_client
+    from nnsig_core.execute.client import resolve_client
 
     lazy = resolve_client(None) is not None
     out = {}

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 from nnsig_core._util import package_version
 from nnsig_core.cli import commands
-from nnsig_core.distributed.client import connect, parse_scheduler
+from nnsig_core.execute.client import connect, parse_scheduler
 
 __all__ = ["build_parser", "main"]
 
@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-samples", action="store_true",
                    help="fit on every sample, not only the correctly classified ones")
     p.add_argument("--reduce", type=int, default=None, metavar="N",
-                   help="IncrementalPCA to N components before clustering (wide layers)")
+                   help="PCA to N components before clustering (wide layers)")
     p.add_argument("--seed", type=int, default=0, help="random state (default: 0)")
     p.add_argument("--overwrite", action="store_true", help="replace a saved analysis of that name")
     p.add_argument("--json", action="store_true", help="print the summaries as JSON")

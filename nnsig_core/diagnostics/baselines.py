@@ -38,7 +38,7 @@ from nnsig_core.diagnostics.detectors import (
     max_softmax_score,
     pack_patterns,
 )
-from nnsig_core.distributed.client import ClientArg, resolve_client
+from nnsig_core.execute.client import ClientArg, resolve_client
 from nnsig_core.store import ActivationStore, open_store
 
 __all__ = ["BASELINES", "Baselines", "baseline_scores"]

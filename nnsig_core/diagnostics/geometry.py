@@ -18,7 +18,8 @@ from nnsig_core._util import l2_normalise
 from nnsig_core.analysis.source import StoreSource
 from nnsig_core.store import ActivationStore
 
-__all__ = ["Distances", "cluster_owners", "nearest_distances", "split_distances"]
+__all__ = ["Distances", "block_distances", "centroids", "cluster_owners", "nearest_distances",
+           "split_distances"]
 
 
 @dataclass
@@ -78,6 +79,31 @@ def nearest_distances(owners: dict[int, np.ndarray], D: np.ndarray,
     return own, other
 
 
+def centroids(clusterer: Any, cosine: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A layer's centroids in the scorer's geometry (float64, L2-normalised when ``cosine``)
+    and their squared norms."""
+    centers = np.asarray(clusterer.cluster_centers_, dtype=np.float64)
+    if cosine:
+        centers = l2_normalise(centers)
+    return centers, (centers**2).sum(axis=1)
+
+
+def block_distances(block: np.ndarray, clusterer: Any, centers: tuple[np.ndarray, np.ndarray],
+                    ids: np.ndarray, predictions: np.ndarray, owners: dict[int, np.ndarray],
+                    cosine: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One layer's distances of a block of rows (float32 ``(m, n_features)``, their cluster
+    ids and predictions): to the assigned centroid, and to the nearest of the predicted class's
+    and of another class's (:func:`centroids` gives ``centers``). The one kernel both drivers
+    run."""
+    C, c2 = centers
+    F = clusterer.features(block).astype(np.float64)
+    if cosine:
+        F = l2_normalise(F)
+    D = np.sqrt(np.maximum((F**2).sum(1)[:, None] - 2 * F @ C.T + c2[None], 0))
+    own, other = nearest_distances(owners, D, predictions)
+    return D[np.arange(D.shape[0]), ids], own, other
+
+
 def split_distances(
     analysis: Any,
     owners: Sequence[dict[int, np.ndarray]],
@@ -99,18 +125,11 @@ def split_distances(
     c = np.asarray(predictions, dtype=np.int64)
     for j, name in enumerate(analysis.layers_):
         lc = analysis.clusterers_[name]
-        centers = np.asarray(lc.cluster_centers_, dtype=np.float64)
-        if cosine:
-            centers = l2_normalise(centers)
-        c2 = (centers**2).sum(axis=1)
+        centers = centroids(lc, cosine)
         o = 0
         for _, block in StoreSource(store, split, name, rows).blocks():
             sl = slice(o, o + block.shape[0])
             o += block.shape[0]
-            F = lc.features(block).astype(np.float64)
-            if cosine:
-                F = l2_normalise(F)
-            D = np.sqrt(np.maximum((F**2).sum(1)[:, None] - 2 * F @ centers.T + c2[None], 0))
-            out.assigned[sl, j] = D[np.arange(D.shape[0]), ids[sl, j]]
-            out.own[sl, j], out.other[sl, j] = nearest_distances(owners[j], D, c[sl])
+            out.assigned[sl, j], out.own[sl, j], out.other[sl, j] = block_distances(
+                block, lc, centers, ids[sl, j], c[sl], owners[j], cosine)
     return out

@@ -65,7 +65,7 @@ from nnsig_core._params import MEMORY_SIZE, Interval, validate_params
 from nnsig_core._util import parse_bytes
 from nnsig_core.analysis.source import StoreSource
 from nnsig_core.diagnostics.reference import LayerNeighbours, normalise_rows, reduce_rows
-from nnsig_core.distributed.client import ClientArg, resolve_client
+from nnsig_core.execute.client import ClientArg, resolve_client
 from nnsig_core.store import ActivationStore
 
 __all__ = ["ClassNeighbours", "LayerNeighbours", "component_logs", "neighbour_scores",
@@ -150,7 +150,7 @@ class ClassNeighbours(BaseEstimator):
         self.n_fit_samples_ = int(rows.size)
         budget = self._budget()
         if (client := resolve_client(client)) is not None:
-            from nnsig_core.distributed.reductions import smallest_worker_memory
+            from nnsig_core.execute.dask_blocks import smallest_worker_memory
 
             # Every worker holds the reference: at most an eighth of the smallest one's memory.
             worker = smallest_worker_memory(client)

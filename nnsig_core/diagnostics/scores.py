@@ -70,7 +70,7 @@ from nnsig_core.diagnostics.components import (
 from nnsig_core.diagnostics.geometry import Distances, cluster_owners, split_distances
 from nnsig_core.diagnostics.neighbours import ClassNeighbours, neighbour_scores
 from nnsig_core.diagnostics.persist import save_scores
-from nnsig_core.distributed.client import ClientArg, resolve_client
+from nnsig_core.execute.client import ClientArg, resolve_client
 from nnsig_core.store import ActivationStore, open_store
 
 __all__ = ["GEOMETRIES", "METHODS", "SignatureScorer", "signature_scores"]
@@ -347,14 +347,13 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         return {"neighbour_distance": Z[:, :, 0].mean(axis=1),
                 "neighbour_margin": Z[:, :, 1].mean(axis=1)}
 
-    def _path_components(self, store: ActivationStore, split: str,
-                         sigs: Any) -> dict[str, np.ndarray]:
-        ids, preds = sigs.cluster_ids, sigs.predictions
-        dist = self._distances(store, split, None, ids, preds)
+    def _path_components(self, store: ActivationStore, split: str, ids: np.ndarray,
+                         preds: np.ndarray, dist: Distances) -> dict[str, np.ndarray]:
+        """The path components of every sample; the fit split's training samples are scored
+        without their own contribution (leave-one-out), whichever driver read the layers."""
         nearest = None if np.isnan(dist.own).any() else (dist.own, dist.other)
         comp = self.stats_.scores(ids, dist.assigned, preds, nearest=nearest)
         if split == self.analysis_.fit_split_:
-            # Training samples are scored without their own contribution.
             tr = np.flatnonzero(fit_sample_mask(store, split, self.analysis_.fit_classes_,
                                                 only_correct=True))
             near = None if nearest is None else (nearest[0][tr], nearest[1][tr])
@@ -365,33 +364,31 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         return comp
 
     def _split_components(self, store: ActivationStore, split: str, client: ClientArg = None,
-                          ) -> tuple[dict[str, np.ndarray], LayerScores, Any]:
+                          ) -> tuple[dict[str, np.ndarray], LayerScores, np.ndarray, np.ndarray]:
         """The components of every sample of ``split``, its per-layer neighbour components,
-        and an object with its ``labels`` and ``predictions``. With a Dask client the path
-        components come from its cluster
-        (:func:`~nnsig_core.distributed.scores.split_components`), and so do the
-        neighbour components (searched per block on its workers)."""
-        comp: dict[str, np.ndarray] = {}
+        its labels and its predictions. With a Dask client the layers are read and the
+        distances computed on its workers
+        (:func:`~nnsig_core.distributed.scores.split_vectors`), and so are the neighbour
+        components; the components are then computed here, by the same code either way."""
         if (client := resolve_client(client)) is not None:
-            from nnsig_core.distributed.scores import split_components
+            from nnsig_core.distributed.scores import split_vectors
 
-            comp, sigs = split_components(self, store, split, client)
-            if split == self.analysis_.fit_split_:
-                log.warning("Path components of the fit split %r computed on a Dask cluster "
-                            "are not leave-one-out.", split)
+            ids, labels, preds, dist = split_vectors(self, store, split, client)
         else:
             sigs = self.analysis_.signatures(store, split)
             if list(sigs.layers) != self.layers_:
                 raise ValueError(f"Signatures are over layers {sigs.layers}; the scorer was "
                                  f"fitted on {self.layers_}.")
-            if any(c in PATH_SCORES for c in self.components_) or self.method != "layers":
-                comp.update(self._path_components(store, split, sigs))
-        layer = neighbour_scores(self.neighbours_, store, split, None, sigs.predictions,
-                                 self.n_neighbors,
+            ids, labels, preds = sigs.cluster_ids, sigs.labels, sigs.predictions
+            dist = self._distances(store, split, None, ids, preds)
+        comp: dict[str, np.ndarray] = {}
+        if any(c in PATH_SCORES for c in self.components_) or self.method != "layers":
+            comp.update(self._path_components(store, split, ids, preds, dist))
+        layer = neighbour_scores(self.neighbours_, store, split, None, preds, self.n_neighbors,
                                  leave_one_out=split == self.analysis_.fit_split_,
                                  client=False if client is None else client)
         comp.update(self._aggregate(layer))
-        return comp, layer, sigs
+        return comp, layer, labels, preds
 
     def score(self, store: StoreArg, split: str, return_layers: bool = False,
               client: ClientArg = None) -> Any:
@@ -404,7 +401,7 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         z-scores that say which layer flags a sample), as a second value.
         """
         self._check_fitted(need_analysis=True)
-        comp, layer, _ = self._split_components(open_store(store), split, client)
+        comp, layer, _, _ = self._split_components(open_store(store), split, client)
         out = {k: comp[k] for k in self.components_}
         if self.method == "layers":
             out["combined"] = self.combiner_.transform(layer)
@@ -438,8 +435,8 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         if split == self.analysis_.fit_split_:
             log.warning("Calibrating on the fit split %r: hold out a validation split of known "
                         "classes instead (fit() already uses the fit split).", split)
-        comp, layer, sigs = self._split_components(store, split, client)
-        wrong = sigs.labels != sigs.predictions
+        comp, layer, labels, preds = self._split_components(store, split, client)
+        wrong = labels != preds
         ok = ~wrong
         if ok.sum() < 2:
             raise ValueError(f"Validation split {split!r} has {int(ok.sum())} correctly "
@@ -458,7 +455,7 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
             raise ValueError(f"method={self.method!r} is tuned on the validation split's "
                              "errors, and it has none.")
         self._set_combiner(None if self.method == "layers" else
-                           (comp, sigs.labels, sigs.predictions))
+                           (comp, labels, preds))
         self.validation_split_ = split
         return self
 

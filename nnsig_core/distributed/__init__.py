@@ -8,12 +8,12 @@ single-process code and never imports it.
 - :func:`capture_distributed` (:mod:`.capture`): one task per shard of rows.
 - ``SignatureAnalysis.fit/transform(..., client=...)`` (:mod:`.analysis`,
   :mod:`.kmeans`, :mod:`.reductions`): discretizer edges, PCA and Lloyd's
-  k-means as chunked reductions; signatures as :class:`DaskSignatures`
-  (:mod:`.signatures`), whose tables are reductions.
+  k-means as chunked reductions; the signatures are
+  :class:`~nnsig_core.analysis.Signatures` over dask arrays, whose tables are reductions.
 - ``signature_scores``/``Baselines`` with a client (:mod:`.scores`, :mod:`.neighbours`,
   :mod:`.baselines`).
 - :func:`connect`, :func:`parse_scheduler`, :func:`resolve_client`
-  (:mod:`.client`): the CLI's ``--scheduler``.
+  (:mod:`nnsig_core.execute.client`): the CLI's ``--scheduler``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from nnsig_core.distributed.client import (
+from nnsig_core.execute.client import (
     SchedulerSpec,
     connect,
     parse_scheduler,
@@ -30,7 +30,6 @@ from nnsig_core.distributed.client import (
 )
 
 __all__ = [
-    "DaskSignatures",
     "SchedulerSpec",
     "capture_distributed",
     "connect",
@@ -41,10 +40,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from nnsig_core.distributed.capture import capture_distributed
-    from nnsig_core.distributed.signatures import DaskSignatures
 
-_LAZY = {"capture_distributed": "nnsig_core.distributed.capture",
-         "DaskSignatures": "nnsig_core.distributed.signatures"}
+_LAZY = {"capture_distributed": "nnsig_core.distributed.capture"}
 
 
 def __getattr__(name: str) -> Any:

@@ -25,7 +25,7 @@ the workers, which the other layers' tasks fill; the features kept in memory
 share one budget.
 
 Transform assigns every sample of a split with ``map_blocks`` over each layer
-read by ``dask.array.from_zarr`` and returns :class:`.DaskSignatures`. When the
+read by ``dask.array.from_zarr`` and returns :class:`~nnsig_core.analysis.Signatures` over dask arrays. When the
 store holds this very analysis (saved there or loaded from there) and is open
 for writing, the workers write the cluster ids and distances from that graph
 straight into the analysis's signatures group (a temporary group moved into
@@ -57,6 +57,8 @@ from nnsig_core.analysis import persist
 from nnsig_core.analysis.assign import assign_nearest
 from nnsig_core.analysis.cluster import LayerClusterer
 from nnsig_core.analysis.errors import TooFewSamplesError
+from nnsig_core.analysis.signatures import Signatures
+from nnsig_core.analysis.source import check_unchanged
 from nnsig_core.distributed.features import DiscretizeOnly, fit_discretizer, fit_pca
 from nnsig_core.distributed.kmeans import (
     FitRows,
@@ -69,14 +71,13 @@ from nnsig_core.distributed.kmeans import (
 )
 from nnsig_core.distributed.reductions import (
     SplitBlocks,
-    broadcast,
     fit_mask,
     n_classes_of,
     require_rows,
     split_counts,
 )
-from nnsig_core.distributed.signatures import DaskSignatures
-from nnsig_core.store import ActivationStore, StoreError, open_store
+from nnsig_core.execute.dask_blocks import broadcast
+from nnsig_core.store import ActivationStore, open_store
 from nnsig_core.store.layout import array_options, scores_path, signatures_path
 
 __all__ = ["PERSIST_FRACTION", "fit_distributed", "save_distributed", "save_signatures",
@@ -95,14 +96,6 @@ TOL, MAX_ITER = 1e-4, 300
 def _memory_limit(client: Any) -> int:
     workers = client.scheduler_info().get("workers", {}).values()
     return int(sum(int(w.get("memory_limit") or 0) for w in workers))
-
-
-def _check_unchanged(store: ActivationStore, split: str, before: dict[str, Any]) -> None:
-    if store.fingerprint(split) != before:
-        raise StoreError(
-            f"Split {split!r} of {store.location} was captured again while it was being read, "
-            "so what was read may mix the two captures. Run the analysis again."
-        )
 
 
 # ---------------------------------------------------------------------------- fit
@@ -237,7 +230,7 @@ def fit_distributed(analysis: Any, store: Any, split: str, classes: Iterable[int
         compositions = list(pool.map(
             lambda job: fit_layer(*job, n_classes, client, budget), jobs))
     client.cancel(masks)
-    _check_unchanged(store, split, before)
+    check_unchanged(store, split, before)
     present = np.flatnonzero(compositions[0].sum(axis=0)) if compositions else []
     analysis.layers_ = layers
     analysis.clusterers_ = clusterers
@@ -271,8 +264,8 @@ def _checked(raw: np.ndarray, check: Any, block_info: Any = None) -> np.ndarray:
     return _flat_checked(raw, lo, check)
 
 
-def transform_distributed(analysis: Any, store: Any, split: str, client: Any) -> DaskSignatures:
-    """``analysis.transform(store, split)`` on the cluster: :class:`DaskSignatures`.
+def transform_distributed(analysis: Any, store: Any, split: str, client: Any) -> Signatures:
+    """``analysis.transform(store, split)`` on the cluster: :class:`Signatures`.
 
     When ``store`` holds this very analysis (:func:`_home`) and is writable, the workers write
     the cluster ids and distances straight into its signatures group (as
@@ -316,21 +309,22 @@ def transform_distributed(analysis: Any, store: Any, split: str, client: Any) ->
         cluster_ids, distances = client.persist([cluster_ids, distances])
         from distributed import wait
 
-        wait([cluster_ids, distances])
-        _check_unchanged(store, split, before)
+        with client.as_current():
+            wait([cluster_ids, distances])
+        check_unchanged(store, split, before)
         sigs = _dask_signatures(analysis, store, split, blocks, cluster_ids, distances, client)
     _cache(analysis)[_cache_key(analysis, store, split, client)] = sigs
     return sigs
 
 
 def _dask_signatures(analysis: Any, store: ActivationStore, split: str, blocks: SplitBlocks,
-                     cluster_ids: Any, distances: Any, client: Any) -> DaskSignatures:
+                     cluster_ids: Any, distances: Any, client: Any) -> Signatures:
     counts = split_counts(blocks)
-    return DaskSignatures(
+    return Signatures(
         split, analysis.layers_, cluster_ids, blocks.meta("labels"), blocks.meta("predictions"),
-        distances, blocks.meta("sample_index"), analysis.n_clusters_, client,
+        distances, blocks.meta("sample_index"), analysis.n_clusters_,
         n_classes=max(analysis.n_classes_, n_classes_of(store, split, counts)),
-        class_names=store.class_names(), n_samples=blocks.n)
+        class_names=store.class_names(), client=client, n_samples=blocks.n)
 
 
 def _cache(analysis: Any) -> dict[Any, Any]:
@@ -345,7 +339,7 @@ def _cache_key(analysis: Any, store: ActivationStore, split: str, client: Any) -
 
 
 def _forget(analysis: Any, store: ActivationStore, split: str) -> None:
-    """Drop the split's cached :class:`DaskSignatures` (of any client), which may read a group
+    """Drop the split's cached :class:`Signatures` (of any client), which may read a group
     about to be deleted."""
     prefix = analysis._cache_key(store, split)
     cache = _cache(analysis)
@@ -361,7 +355,7 @@ def _home(analysis: Any, store: ActivationStore) -> str | None:
 
 
 def _from_group(analysis: Any, store: ActivationStore, split: str, grp: Any,
-                blocks: SplitBlocks, client: Any) -> DaskSignatures:
+                blocks: SplitBlocks, client: Any) -> Signatures:
     """The signatures saved in ``grp`` (see :func:`persist.signatures_group`) as dask arrays."""
     import dask.array as da
 
@@ -371,7 +365,7 @@ def _from_group(analysis: Any, store: ActivationStore, split: str, grp: Any,
                             dist.astype(np.float32), client)
 
 
-def _saved(analysis: Any, store: ActivationStore, split: str, client: Any) -> DaskSignatures | None:
+def _saved(analysis: Any, store: ActivationStore, split: str, client: Any) -> Signatures | None:
     """Saved signatures of ``split`` read as dask arrays (None when the store does not hold
     this analysis, or they are absent, stale or of other layers)."""
     home = _home(analysis, store)
@@ -382,7 +376,7 @@ def _saved(analysis: Any, store: ActivationStore, split: str, client: Any) -> Da
     return _from_group(analysis, store, split, grp, SplitBlocks(client, store, split), client)
 
 
-def signatures_distributed(analysis: Any, store: Any, split: str, client: Any) -> DaskSignatures:
+def signatures_distributed(analysis: Any, store: Any, split: str, client: Any) -> Signatures:
     """``analysis.signatures(store, split)`` on the cluster: computed earlier with this client,
     saved in the store (read as dask arrays), or transformed now."""
     check_is_fitted(analysis, "clusterers_")
@@ -445,7 +439,7 @@ def _resave(analysis: Any, store: ActivationStore, name: str, splits: list[str],
              store.location, splits or "no split")
 
 
-def save_signatures(sigs: DaskSignatures, store: ActivationStore, name: str) -> None:
+def save_signatures(sigs: Signatures, store: ActivationStore, name: str) -> None:
     """Write the cluster ids and distances next to the saved analysis ``name``, from the
     workers (each writes its blocks), replacing older ones only once complete."""
     store.require_writable(f"the signatures of split {sigs.split!r}")
@@ -476,7 +470,7 @@ def _write_signatures(store: ActivationStore, name: str, split: str, layers: lis
                                       **array_options())
                    for key, arr in zip(("cluster_ids", "distances"), arrays, strict=True)]
         client.compute(da.store(arrays, targets, lock=False, compute=False), sync=True)
-        _check_unchanged(store, split, fingerprint)
+        check_unchanged(store, split, fingerprint)
         group.attrs.update(to_json_safe({
             "split": split, "layers": layers, "fingerprint": fingerprint, "created": now_iso(),
         }))

@@ -27,16 +27,9 @@ from nnsig_core.diagnostics.detectors import (
     max_softmax_score,
     pack_patterns,
 )
-from nnsig_core.distributed.reductions import (
-    SplitBlocks,
-    broadcast,
-    fit_mask,
-    masked_rows,
-    release,
-    row_slices,
-    split_counts,
-    tree_reduce,
-)
+from nnsig_core.distributed.reductions import SplitBlocks, fit_mask, masked_rows, split_counts
+from nnsig_core.execute.blocks import row_slices
+from nnsig_core.execute.dask_blocks import broadcast, release, tree_reduce
 from nnsig_core.store import open_store
 
 __all__ = ["fit_baselines", "score_baselines"]
@@ -87,7 +80,7 @@ def _maha_slice(block: np.ndarray, y: np.ndarray) -> dict[str, Any]:
 
 
 def _maha_merge(*parts: dict[str, Any]) -> dict[str, Any]:
-    from nnsig_core.distributed.features import merge_moments
+    from nnsig_core.analysis.pca import merge_moments
 
     out = merge_moments(*parts)
     sums: dict[int, np.ndarray] = {}

@@ -58,7 +58,6 @@ from nnsig_core.capture.policy import (
     check_split_options,
     plan_split,
 )
-from nnsig_core.distributed.client import ClientArg, require_client
 from nnsig_core.distributed.shards import (
     CHECK_EVERY_S,
     Job,
@@ -70,6 +69,7 @@ from nnsig_core.distributed.shards import (
     prepare_task,
     shard_task,
 )
+from nnsig_core.execute.client import ClientArg, require_client
 from nnsig_core.store import ActivationStore, open_store
 from nnsig_core.store.layout import codec_description, resolve_compressor
 
@@ -344,7 +344,7 @@ def _run_shards(client: Any, shipped: Any, store: ActivationStore, split: str,
     last = time.monotonic()
     recorded = _prefix(bounds, labels)
     try:
-        for fut in as_completed(futures):
+        for fut in as_completed(futures, loop=client.loop):
             result = _raise(fut.result())
             labels[int(result["shard"])] = bool(result["has_labels"])
             bar.update(result["hi"] - result["lo"])
@@ -357,7 +357,8 @@ def _run_shards(client: Any, shipped: Any, store: ActivationStore, split: str,
     except BaseException:
         stop.set()  # running tasks stop after their batch; those not started return at once
         try:
-            wait(futures, timeout=300)
+            with client.as_current():  # wait() and as_completed() use the default client
+                wait(futures, timeout=300)
         except Exception:  # noqa: BLE001 - nothing more to do than say so
             log.warning("Some shard tasks of split %r did not stop within 300 s.", split)
         prefix = _prefix(bounds, labels)

@@ -10,20 +10,14 @@ Discretizer
     from the very rows the single-process fit would have kept. ``binary``:
     nothing to learn.
 PCA (``reduce=``)
-    From the covariance of the (discretized) fit rows: each block returns its
-    count, mean and centred scatter matrix, merged pairwise (Chan et al.'s
-    update, stable in float64); the driver takes the top eigenvectors. This is
-    the exact PCA, which scikit-learn's ``IncrementalPCA`` of the
-    single-process path approximates batch by batch, so reduced features
-    differ slightly between the two paths. Layers wider than
-    :data:`COVARIANCE_MAX_FEATURES` (a ``d x d`` matrix per block would not be
-    a small aggregate) use a randomized subspace iteration instead: each pass
-    returns ``d x (r + 10)`` products, seven passes and a final one.
+    :meth:`~nnsig_core.analysis.pca.PCAReducer.fit_reduce`, the one algorithm
+    of both drivers, with its reductions run per block on the workers.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -31,17 +25,15 @@ from sklearn.base import clone
 
 from nnsig_core.analysis._util import Reservoir
 from nnsig_core.analysis.discretize import Discretizer
-from nnsig_core.analysis.reduce import PCAReducer
+from nnsig_core.analysis.pca import PCAReducer
 from nnsig_core.distributed.kmeans import FitRows
-from nnsig_core.distributed.reductions import broadcast, release, row_slices, tree_reduce
+from nnsig_core.execute.blocks import row_slices
+from nnsig_core.execute.dask_blocks import broadcast, release, tree_reduce
 
-__all__ = ["COVARIANCE_MAX_FEATURES", "Identity", "fit_discretizer", "fit_pca", "merge_moments"]
+__all__ = ["DiscretizeOnly", "Identity", "fit_discretizer", "fit_pca"]
 
 log = logging.getLogger("nnsig")
 
-COVARIANCE_MAX_FEATURES = 4096
-_POWER_ITERATIONS = 7
-_OVERSAMPLE = 10
 
 
 class Identity:
@@ -105,115 +97,33 @@ def fit_discretizer(template: Discretizer, rows: FitRows, random_state: int | No
 
 
 # ---------------------------------------------------------------------------- PCA
-def _scatter_part(block: tuple[np.ndarray, np.ndarray, np.ndarray], fmap: Any) -> dict[str, Any]:
+def _reduce_block(block: tuple[np.ndarray, np.ndarray, np.ndarray], fmap: Any,
+                  part: Callable[..., dict[str, Any]], merge: Callable[..., dict[str, Any]],
+                  kw: dict[str, Any]) -> dict[str, Any]:
     X = block[2]
-    parts = [_scatter_of(fmap.features(X[sl]).astype(np.float64))
-             for sl in row_slices(X.shape[0], X.shape[1])]
-    return merge_moments(*parts)
-
-
-def _scatter_of(F: np.ndarray) -> dict[str, Any]:
-    if F.shape[0] == 0:
-        return {"n": 0}
-    mean = F.mean(axis=0)
-    C = F - mean
-    return {"n": F.shape[0], "mean": mean, "m2": C.T @ C}
-
-
-def merge_moments(*parts: dict[str, Any]) -> dict[str, Any]:
-    """Chan et al.'s pairwise merge of ``{n, mean, m2}`` partials: ``m2`` is a scatter
-    matrix (``d x d``) or per-feature sums of squares (``d``), and merges as it came."""
-    out: dict[str, Any] = {"n": 0}
-    for p in parts:
-        if not p["n"]:
-            continue
-        if not out["n"]:
-            out = dict(p)
-            continue
-        na, nb = out["n"], p["n"]
-        n = na + nb
-        delta = p["mean"] - out["mean"]
-        cross = np.outer(delta, delta) if np.ndim(p["m2"]) == 2 else delta**2
-        out = {"n": n, "mean": out["mean"] + delta * (nb / n),
-               "m2": out["m2"] + p["m2"] + cross * (na * nb / n)}
-    return out
-
-
-def _moments_part(block: tuple[np.ndarray, np.ndarray, np.ndarray], fmap: Any) -> dict[str, Any]:
-    X = block[2]
-    parts = []
-    for sl in row_slices(X.shape[0], X.shape[1]):
-        F = fmap.features(X[sl]).astype(np.float64)
-        if F.shape[0]:
-            mean = F.mean(axis=0)
-            parts.append({"n": F.shape[0], "mean": mean, "m2": ((F - mean) ** 2).sum(axis=0)})
-    return merge_moments(*parts) if parts else {"n": 0}
-
-
-def _product_part(block: tuple[np.ndarray, np.ndarray, np.ndarray], fmap: Any, mean: np.ndarray,
-                  Q: np.ndarray) -> dict[str, Any]:
-    X = block[2]
-    z = np.zeros_like(Q)
-    for sl in row_slices(X.shape[0], X.shape[1]):
-        C = fmap.features(X[sl]).astype(np.float64) - mean
-        z += C.T @ (C @ Q)
-    return {"z": z}
-
-
-def _flip(components: np.ndarray) -> np.ndarray:
-    """scikit-learn's sign convention (``svd_flip``, V-based): each component's largest
-    absolute coefficient is positive."""
-    idx = np.argmax(np.abs(components), axis=1)
-    signs = np.sign(components[np.arange(components.shape[0]), idx])
-    signs[signs == 0] = 1
-    return components * signs[:, None]
+    return merge(*[part(fmap.features(X[sl]), **kw)
+                   for sl in row_slices(X.shape[0], X.shape[1])])
 
 
 def fit_pca(n_components: int, rows: FitRows, fmap: Any, random_state: int | None) -> PCAReducer:
-    """PCA of ``fmap.features`` of the fit rows, as a :class:`PCAReducer`."""
+    """PCA of ``fmap.features`` of the fit rows (:meth:`PCAReducer.fit_reduce`), each of its
+    reductions run per block on the workers and merged in a tree."""
     from dask import delayed
 
     client = rows.client
     shipped = broadcast(client, fmap)
-    f = rows.n_features
-    r = int(n_components)
-    if f <= COVARIANCE_MAX_FEATURES:
-        parts = [delayed(_scatter_part)(b, shipped) for b in rows.raw]
-        s = client.compute(tree_reduce(parts, merge_moments)).result()
-        n = s["n"]
-        cov = s["m2"] / max(n - 1, 1)
-        w, V = np.linalg.eigh((cov + cov.T) / 2)
-        order = np.argsort(w)[::-1]
-        w, V = np.maximum(w[order], 0.0), V[:, order]
-        total = float(w.sum())
-        comps, ev = V[:, :r].T, w[:r]
-        mean = s["mean"]
-    else:
-        m = client.compute(tree_reduce([delayed(_moments_part)(b, shipped) for b in rows.raw],
-                                       merge_moments)).result()
-        n, mean = m["n"], m["mean"]
-        total = float(m["m2"].sum() / max(n - 1, 1))
-        rng = np.random.default_rng(random_state)
-        Q, _ = np.linalg.qr(rng.normal(size=(f, min(f, r + _OVERSAMPLE))))
-        for i in range(_POWER_ITERATIONS + 1):
-            q = broadcast(client, Q)
-            z = client.compute(tree_reduce(
-                [delayed(_product_part)(b, shipped, mean, q) for b in rows.raw])).result()["z"]
-            release(client, q)
-            Z = z / max(n - 1, 1)
-            Qn = np.linalg.qr(Z)[0]
-            if i == _POWER_ITERATIONS:
-                B = Q.T @ Z  # Q^T C Q
-                w, U = np.linalg.eigh((B + B.T) / 2)
-                order = np.argsort(w)[::-1]
-                comps = (Q @ U[:, order[:r]]).T
-                ev = np.maximum(w[order[:r]], 0.0)
-            Q = Qn
-    release(client, shipped)
-    reducer = PCAReducer(r)
-    reducer.components_ = np.ascontiguousarray(_flip(comps), dtype=np.float32)
-    reducer.mean_ = np.asarray(mean, dtype=np.float32)
-    reducer.explained_variance_ = np.asarray(ev, dtype=np.float64)
-    reducer.explained_variance_ratio_ = np.asarray(ev / total if total > 0 else ev * 0,
-                                                   dtype=np.float64)
-    return reducer
+
+    def reduce(part: Callable[..., dict[str, Any]], merge: Callable[..., dict[str, Any]],
+               **kw: Any) -> dict[str, Any]:
+        sent = {k: broadcast(client, v) if isinstance(v, np.ndarray) else v
+                for k, v in kw.items()}
+        parts = [delayed(_reduce_block)(b, shipped, part, merge, sent) for b in rows.raw]
+        try:
+            return client.compute(tree_reduce(parts, merge)).result()
+        finally:
+            release(client, *sent.values())
+
+    try:
+        return PCAReducer(n_components).fit_reduce(reduce, rows.n_features, random_state)
+    finally:
+        release(client, shipped)

@@ -43,7 +43,8 @@ import numpy as np
 
 from nnsig_core._util import count_matrix
 from nnsig_core.analysis.assign import assign_nearest
-from nnsig_core.distributed.reductions import broadcast, release, row_slices, tree_reduce
+from nnsig_core.execute.blocks import row_slices
+from nnsig_core.execute.dask_blocks import broadcast, release, tree_reduce
 
 __all__ = [
     "INIT_SAMPLE_BYTES",

@@ -25,14 +25,8 @@ from typing import Any
 import numpy as np
 
 from nnsig_core.diagnostics.reference import LayerNeighbours, normalise_rows, reduce_rows
-from nnsig_core.distributed.reductions import (
-    SplitBlocks,
-    _flat_checked,
-    _LayerCheck,
-    broadcast,
-    release,
-    smallest_worker_memory,
-)
+from nnsig_core.distributed.reductions import SplitBlocks, _flat_checked, _LayerCheck
+from nnsig_core.execute.dask_blocks import broadcast, release, smallest_worker_memory
 from nnsig_core.store import open_store
 
 __all__ = ["fit_neighbours", "neighbour_scores_on"]

@@ -33,20 +33,19 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from nnsig_core._params import validate_params
-from nnsig_core._util import l2_normalise
 from nnsig_core.analysis.errors import MissingLabelsError
-from nnsig_core.diagnostics.geometry import Distances, cluster_owners, nearest_distances
-from nnsig_core.distributed.reductions import (
-    SplitBlocks,
-    broadcast,
-    fit_mask,
-    masked_rows,
-    row_slices,
-    split_counts,
+from nnsig_core.diagnostics.geometry import (
+    Distances,
+    block_distances,
+    centroids,
+    cluster_owners,
 )
+from nnsig_core.distributed.reductions import SplitBlocks, fit_mask, masked_rows, split_counts
+from nnsig_core.execute.blocks import row_slices
+from nnsig_core.execute.dask_blocks import broadcast
 from nnsig_core.store import ActivationStore, open_store
 
-__all__ = ["fit_scorer", "split_components"]
+__all__ = ["fit_scorer", "split_vectors"]
 
 
 class _Layers:
@@ -60,8 +59,8 @@ class _Layers:
 def _block_distances(raws: Sequence[np.ndarray], ids: np.ndarray, preds: np.ndarray,
                      mask: np.ndarray | None, lite: _Layers, owners: Any,
                      cosine: bool) -> np.ndarray:
-    """``(rows, L, 3)``: distance to the assigned centroid, to the nearest of the predicted
-    class's clusters and of another class's, per layer (``geometry.split_distances``'s math)."""
+    """``(rows, L, 3)``: :func:`~nnsig_core.diagnostics.geometry.block_distances` of every
+    layer, slice by slice of the block."""
     ids = np.asarray(ids, dtype=np.int64)
     c = np.asarray(preds, dtype=np.int64)
     keep = slice(None) if mask is None else np.asarray(mask, dtype=bool)
@@ -71,17 +70,11 @@ def _block_distances(raws: Sequence[np.ndarray], ids: np.ndarray, preds: np.ndar
         lc = lite.clusterers[name]
         raw = np.asarray(raws[j])
         block = raw.reshape(raw.shape[0], -1)[keep]
-        centers = np.asarray(lc.cluster_centers_, dtype=np.float64)
-        if cosine:
-            centers = l2_normalise(centers)
-        c2 = (centers**2).sum(axis=1)
+        centers = centroids(lc, cosine)
         for sl in row_slices(block.shape[0], block.shape[1]):
-            F = lc.features(block[sl].astype(np.float32, copy=False)).astype(np.float64)
-            if cosine:
-                F = l2_normalise(F)
-            D = np.sqrt(np.maximum((F**2).sum(1)[:, None] - 2 * F @ centers.T + c2[None], 0))
-            out[sl, j, 0] = D[np.arange(D.shape[0]), ids[sl, j]]
-            out[sl, j, 1], out[sl, j, 2] = nearest_distances(owners[j], D, c[sl])
+            out[sl, j, 0], out[sl, j, 1], out[sl, j, 2] = block_distances(
+                block[sl].astype(np.float32, copy=False), lc, centers, ids[sl, j], c[sl],
+                owners[j], cosine)
     return out
 
 
@@ -161,13 +154,13 @@ def _signature_block(ids: np.ndarray, preds: np.ndarray, dist: np.ndarray | None
     return np.asarray(ids, np.int64), np.asarray(preds, np.int64), d
 
 
-def split_components(scorer: Any, store: Any, split: str,
-                     client: Any) -> tuple[dict[str, np.ndarray], Any]:
-    """``SignatureScorer._split_components`` with the layers read on the cluster: the
-    distances are computed per block on the workers and come back with the ids and
-    predictions (40 bytes per sample and layer); the components are computed here with the
-    scorer's training statistics, which are as large as the training set and so are not
-    shipped to the workers. Returns the components and the split's labels and predictions."""
+def split_vectors(scorer: Any, store: Any, split: str,
+                  client: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, Distances]:
+    """What ``SignatureScorer._split_components`` needs of a split, with the layers read on the
+    cluster: its cluster ids, labels, predictions and distances (computed per block on the
+    workers; 40 bytes per sample and layer come back). The components are computed by the
+    scorer from them, with its training statistics, which are as large as the training set
+    and so are not shipped to the workers."""
     from dask import delayed
 
     store = open_store(store)
@@ -191,15 +184,8 @@ def split_components(scorer: Any, store: Any, split: str,
     preds_all = np.concatenate([g[1] for g in got[:-1]])
     dist = np.concatenate([g[2] for g in got[:-1]])
     if dist.shape[2] == 3:
-        comp = scorer.stats_.scores(ids_all, dist[:, :, 0], preds_all,
-                                    nearest=(dist[:, :, 1], dist[:, :, 2]))
+        d = Distances(dist[:, :, 0], dist[:, :, 1], dist[:, :, 2])
     else:
-        comp = scorer.stats_.scores(ids_all, dist[:, :, 0], preds_all)
-    return comp, _LabelsOf(np.asarray(got[-1]), preds_all)
-
-
-class _LabelsOf:
-    """The labels and predictions of a split, as calibration reads them from signatures."""
-
-    def __init__(self, labels: np.ndarray, predictions: np.ndarray) -> None:
-        self.labels, self.predictions = labels, predictions
+        d = Distances(dist[:, :, 0], np.full(dist.shape[:2], np.nan),
+                      np.full(dist.shape[:2], np.nan))
+    return ids_all, np.asarray(got[-1], dtype=np.int64), preds_all, d

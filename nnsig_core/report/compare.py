@@ -9,7 +9,7 @@ shows the same sampled points (misclassified, flagged or changed in any run
 first), so one sample can be followed from map to map. When they do not, the
 comparison says why and shows only what does not need aligned samples (each
 run's flows, maps and per-class separability). The checks and the changed
-samples are reductions (:mod:`~nnsig_core.report.reduce`), on the cluster
+samples are reductions (:mod:`~nnsig_core.execute.blocks`), on the cluster
 when the runs' signatures are there.
 """
 
@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from nnsig_core.execute.blocks import reduce_columns, take
 from nnsig_core.report import layermap
-from nnsig_core.report.reduce import reduce_columns, take
 from nnsig_core.report.single import (
     MapOptions,
     PreparedRun,

@@ -7,7 +7,7 @@ changes between runs) first, then a sample of the others stratified by
 class. Their rows are read layer by layer through
 :class:`~nnsig_core.analysis.source.StoreSource` (whole chunks, only the
 selected rows kept: never the whole split; on a Dask cluster by the workers,
-see :mod:`nnsig_core.distributed.report`), mapped into the clustering
+see :mod:`nnsig_core.execute.dask_blocks`), mapped into the clustering
 space with :meth:`LayerClusterer.features`, and projected to 2-D together
 with the layer's cluster centres. The projection is fitted per layer on the
 sampled points of the fit split (every split is then placed in the same

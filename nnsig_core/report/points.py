@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from nnsig_core.report.reduce import is_lazy, reduce_columns, take
+from nnsig_core.execute.blocks import is_lazy, reduce_columns, take
 
 __all__ = ["PRIORITY_SHARE", "Draw", "allocate", "count_part", "draw_part", "kinds_on_map",
            "merge_counts", "merge_draws", "quotas", "select_points", "strata_of"]

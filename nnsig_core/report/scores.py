@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from nnsig_core.report.reduce import reduce_columns
+from nnsig_core.execute.blocks import reduce_columns
 from nnsig_core.store import ActivationStore
 
 __all__ = [

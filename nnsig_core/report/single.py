@@ -31,9 +31,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from nnsig_core.analysis.joint import joint_compositions
 from nnsig_core.analysis.signatures import Signatures, class_entropy, class_purity
+from nnsig_core.execute.blocks import is_lazy, take
 from nnsig_core.report import layermap
 from nnsig_core.report import scores as sc
-from nnsig_core.report.reduce import is_lazy, take
 from nnsig_core.report.spec import ReportRun
 from nnsig_core.report.sprite import make_sprite, shrink
 from nnsig_core.report.tokens import add_token_rows, token_images
@@ -422,7 +422,7 @@ def _read_on_cluster(prep: PreparedRun, split: str, layer: str, rows: np.ndarray
     """The map points' features, read and mapped by the workers."""
     import dask.array as da
 
-    from nnsig_core.distributed.report import take_features
+    from nnsig_core.execute.dask_blocks import take_features
 
     arr = prep.store.activations(split, layer)
     x = da.from_zarr(arr)[: prep.store.n_samples(split)]

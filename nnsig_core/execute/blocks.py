@@ -1,0 +1,110 @@
+"""The executor's one protocol: a per-block *part* with a *merge*, and rows picked by position.
+
+Every aggregate nnsig computes over a split (the fit rows' counts, the joint
+table behind every signature table, exemplars, the report's histograms,
+thresholds and map draw) is written once as a part with a merge:
+``part(*columns, lo=first_row, **kw)`` returns a dict of NumPy arrays for one
+block of rows, and ``merge(*parts)`` combines several (default: :func:`merge_parts`).
+:func:`reduce_columns` runs it by one of two drivers, chosen by the columns
+themselves:
+
+- **local** (NumPy or zarr columns): in this process, over row blocks aligned
+  to the columns' chunks (NumPy columns are one block); Dask is never imported;
+- **Dask** (any dask column): per block on the workers, merged in a tree; only
+  the merged result reaches this process (:mod:`nnsig_core.execute.dask_blocks`).
+
+:func:`take` picks rows by position the same way: a dask array's rows are
+read by the workers, and only those rows come back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from nnsig_core.execute.merging import combiner, merge_parts
+
+#: Target bytes of one block of the widest column read by the local driver.
+LOCAL_BLOCK_BYTES = 64 << 20
+#: Float64 temporaries of a kernel, per slice of its block.
+SLICE_BYTES = 16 << 20
+
+
+def is_lazy(x: Any) -> bool:
+    """Whether ``x`` is a dask array (or a collection computed on a cluster)."""
+    return hasattr(x, "dask")
+
+
+def row_slices(m: int, d: int, nbytes: int = SLICE_BYTES) -> list[slice]:
+    """Slices of ``m`` rows of ``d`` float64 values, about ``nbytes`` each: a task works on a
+    block slice by slice, so its temporaries stay a fraction of the block."""
+    step = max(1, nbytes // max(8 * d, 1))
+    return [slice(lo, min(lo + step, m)) for lo in range(0, m, step)] or [slice(0, 0)]
+
+
+def _local_bounds(columns: Sequence[Any]) -> list[tuple[int, int]]:
+    """Row blocks for the local driver: one block for in-memory columns; for chunked (zarr)
+    columns, whole chunks of about :data:`LOCAL_BLOCK_BYTES` of the widest column."""
+    n = int(np.shape(columns[0])[0]) if columns else 0
+    chunked = [c for c in columns if hasattr(c, "chunks") and not isinstance(c, np.ndarray)]
+    if not chunked or n == 0:
+        return [(0, n)]
+    chunk = int(chunked[0].chunks[0])
+    row_bytes = max(int(np.prod(c.shape[1:], dtype=np.int64)) * c.dtype.itemsize
+                    for c in chunked)
+    step = chunk * max(1, LOCAL_BLOCK_BYTES // max(row_bytes * chunk, 1))
+    return [(lo, min(lo + step, n)) for lo in range(0, n, step)]
+
+
+def reduce_columns(part: Callable[..., dict[str, Any]], merge: Callable[..., Any] | None,
+                   columns: Sequence[Any], *, merge_kw: Mapping[str, Any] | None = None,
+                   client: Any = None, **kw: Any) -> dict[str, Any]:
+    """``part`` over ``columns`` (arrays of one length, ``None`` entries passed through),
+    merged by ``merge(*parts, **merge_kw)`` (default :func:`merge_parts`).
+
+    The driver follows the columns: any dask column runs every block on the cluster
+    (``client``, else dask's default scheduler); otherwise the blocks run here, NumPy
+    columns as one block and zarr columns chunk-aligned block by block.
+    """
+    if any(is_lazy(c) for c in columns if c is not None):
+        from nnsig_core.execute.dask_blocks import reduce_blocks
+
+        return reduce_blocks(part, merge, columns, dict(merge_kw or {}), kw, client)
+    present = [c for c in columns if c is not None]
+    bounds = _local_bounds(present)
+    if len(bounds) == 1:
+        return part(*[None if c is None else np.asarray(c) for c in columns], lo=0, **kw)
+    parts = [part(*[None if c is None else np.asarray(c[lo:hi]) for c in columns], lo=lo, **kw)
+             for lo, hi in bounds]
+    return combiner(merge, merge_kw)(*parts)
+
+
+def fold(blocks: Iterable[Any], part: Callable[..., Any], merge: Callable[..., Any] | None = None,
+         **kw: Any) -> Any:
+    """``part(block, **kw)`` over ``blocks`` in this process, merged as they come by
+    ``merge(acc, part)`` (default :func:`merge_parts`): the local driver of a reduction over a
+    stream of blocks (a layer's fit rows read pass by pass). The Dask driver runs the same part
+    and merge on the workers (:func:`nnsig_core.execute.dask_blocks.reduce_delayed`)."""
+    merge = merge or merge_parts
+    acc: Any = None
+    for block in blocks:
+        p = part(block, **kw)
+        acc = p if acc is None else merge(acc, p)
+    if acc is None:
+        raise ValueError("Nothing to reduce.")
+    return acc
+
+
+def take(x: Any, positions: np.ndarray, client: Any = None) -> np.ndarray:
+    """``x[positions]`` (sorted positions) as a NumPy array; a dask array's rows are picked
+    by the workers, and only those rows reach this process."""
+    positions = np.asarray(positions, dtype=np.int64)
+    if is_lazy(x):
+        from nnsig_core.execute.dask_blocks import take_rows
+
+        return take_rows(x, positions, client)
+    if hasattr(x, "get_orthogonal_selection") and positions.size:
+        return np.asarray(x.get_orthogonal_selection((positions,)))
+    return np.asarray(x)[positions]

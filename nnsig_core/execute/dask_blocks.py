@@ -1,0 +1,187 @@
+"""The Dask driver of the executor: the same parts and merges, run per block on the workers.
+
+A part runs on every row block of its columns (dask arrays, aligned to the
+first one's blocks) and the partial results are merged pairwise up a tree of
+tasks (:data:`SPLIT_EVERY` at a time); only the root reaches this process.
+Large objects that every task needs (centroids, a fitted feature map) are sent
+once (:func:`broadcast`), never embedded in each task. Nothing else of nnsig
+is a scheduler: Dask schedules, moves data, retries and spills.
+
+Imported only when a column is a dask array or a client was given, so a
+single-process session never imports Dask.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from nnsig_core.execute.merging import combiner, merge_parts
+
+#: Target bytes of one block of the widest layer (one task reads one block).
+BLOCK_BYTES = 64 << 20
+#: A block is at most this fraction of a worker's memory limit (a task holds a few copies).
+BLOCK_SHARE = 1 / 16
+_BLOCK_BYTES: dict[str, int] = {}
+#: Objects pickled to at least this many bytes are scattered, not embedded in the graph.
+SCATTER_BYTES = 1 << 20
+#: Partial results merged by one task of a tree reduction.
+SPLIT_EVERY = 8
+
+
+def broadcast(client: Any, obj: Any) -> Any:
+    """``obj`` for the tasks of the next computations, sent once however many tasks use it:
+    embedded in the task graph as one key when small (below :data:`SCATTER_BYTES` pickled),
+    else scattered to every worker (a future). Pass the result to tasks instead of ``obj``
+    and :func:`release` it when done."""
+    from dask import delayed
+
+    try:
+        small = len(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)) < SCATTER_BYTES
+    except Exception:  # noqa: BLE001 - not picklable by pickle: let Dask's serializers try
+        small = False
+    if small or client is None:
+        return delayed(obj, pure=False, traverse=False)
+    return client.scatter(obj, broadcast=True, hash=False)
+
+
+def release(client: Any, *shipped: Any) -> None:
+    """Let the workers drop what :func:`broadcast` scattered (nothing to do for graph keys)."""
+    futures = [x for x in shipped if type(x).__name__ == "Future"]
+    if futures:
+        client.cancel(futures)
+
+
+def smallest_worker_memory(client: Any) -> int | None:
+    """The smallest memory limit of the cluster's workers in bytes (None when none is set)."""
+    workers = client.scheduler_info().get("workers", {}).values()
+    limits = [int(w.get("memory_limit") or 0) for w in workers]
+    limits = [v for v in limits if v > 0]
+    return min(limits) if limits else None
+
+
+def block_bytes(client: Any) -> int:
+    """Bytes of the widest layer per block on this client's cluster: :data:`BLOCK_BYTES`, or
+    :data:`BLOCK_SHARE` of the smallest worker memory limit when less (at least 1 MiB). Fixed
+    for a client at its first use, so that every computation cuts a split the same way."""
+    key = str(getattr(client, "id", id(client)))
+    if key not in _BLOCK_BYTES:
+        worker = smallest_worker_memory(client)
+        share = [] if worker is None else [int(worker * BLOCK_SHARE)]
+        _BLOCK_BYTES[key] = max(1 << 20, min([BLOCK_BYTES, *share]))
+    return _BLOCK_BYTES[key]
+
+
+def _merge_all(*parts: Any, combine: Callable[..., Any] | None = None) -> Any:
+    return (combine or merge_parts)(*parts)
+
+
+def tree_reduce(parts: Sequence[Any], combine: Callable[..., Any] | None = None,
+                split_every: int = SPLIT_EVERY) -> Any:
+    """A delayed tree merging ``parts`` (delayed partial results) ``split_every`` at a time
+    with ``combine(*parts)`` (default :func:`~nnsig_core.execute.blocks.merge_parts`)."""
+    from dask import delayed
+
+    level = list(parts)
+    if not level:
+        raise ValueError("Nothing to reduce.")
+    if len(level) == 1:
+        return delayed(_merge_all)(level[0], combine=combine)
+    while len(level) > 1:
+        level = [delayed(_merge_all)(*level[i : i + split_every], combine=combine)
+                 for i in range(0, len(level), split_every)]
+    return level[0]
+
+
+def reduce_delayed(client: Any, blocks: Sequence[Any], part: Callable[..., Any],
+                   merge: Callable[..., Any] | None = None, **kw: Any) -> Any:
+    """``part(block, **kw)`` on every delayed block on the workers, merged in a tree by
+    ``merge(*parts)`` (default :func:`~nnsig_core.execute.merging.merge_parts`); array and
+    tuple arguments are sent once (:func:`broadcast`), not with every task. The Dask driver of
+    :func:`nnsig_core.execute.blocks.fold`."""
+    from dask import delayed
+
+    sent = {k: broadcast(client, v) if isinstance(v, np.ndarray | tuple) else v
+            for k, v in kw.items()}
+    try:
+        parts = [delayed(part)(b, **sent) for b in blocks]
+        return client.compute(tree_reduce(parts, merge)).result()
+    finally:
+        release(client, *sent.values())
+
+
+def compute(x: Any, client: Any = None) -> Any:
+    """``x`` computed on ``client`` (dask's default scheduler when None)."""
+    if client is not None:
+        return client.compute(x, sync=True)
+    import dask
+
+    return dask.compute(x)[0]
+
+
+def _aligned(columns: Sequence[Any]) -> list[Any]:
+    """The columns as dask arrays sharing the first dask column's row blocks."""
+    import dask.array as da
+
+    first = next(c for c in columns if hasattr(c, "dask"))
+    rows = first.chunks[0]
+    out = []
+    for c in columns:
+        if not hasattr(c, "dask"):
+            c = da.from_array(np.asarray(c), chunks=(rows, *np.shape(c)[1:]))
+        elif c.chunks[0] != rows:
+            c = c.rechunk({0: rows})
+        out.append(c)
+    return out
+
+
+def _run_part(part: Callable[..., Any], lo: int, kw: Mapping[str, Any], *blocks: Any) -> Any:
+    return part(*blocks, lo=lo, **kw)
+
+
+def reduce_blocks(part: Callable[..., Any], merge: Callable[..., Any] | None,
+                  columns: Sequence[Any], merge_kw: Mapping[str, Any], kw: Mapping[str, Any],
+                  client: Any = None) -> Any:
+    """``part`` on every block of ``columns`` on the workers, merged in a tree."""
+    from dask import delayed
+
+    cols = _aligned(columns)
+    sizes = np.asarray(cols[0].chunks[0], dtype=np.float64)
+    # Blocks of unknown length (a boolean subset) have no first row: ``lo`` is -1 there.
+    bounds = (np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64) if np.isfinite(sizes).all()
+              else np.full(sizes.size + 1, -1, dtype=np.int64))
+    blocks = [list(c.to_delayed().ravel()) for c in cols]
+    parts = [delayed(_run_part, pure=True)(part, int(bounds[i]), dict(kw), *b)
+             for i, b in enumerate(zip(*blocks, strict=True))]
+    if not parts:
+        return part(*[np.asarray(c)[:0] for c in columns], lo=0, **kw)
+    return compute(tree_reduce(parts, combiner(merge, merge_kw)), client)
+
+
+def take_rows(x: Any, positions: np.ndarray, client: Any = None) -> np.ndarray:
+    """``x[positions]`` picked on the workers (only those rows reach this process)."""
+    if positions.size == 0:
+        return np.zeros((0, *x.shape[1:]), dtype=x.dtype)
+    return np.asarray(compute(x[positions], client))
+
+
+def _features(raw: np.ndarray, clusterer: Any) -> np.ndarray:
+    block = np.asarray(raw).reshape(raw.shape[0], -1).astype(np.float32, copy=False)
+    return np.asarray(clusterer.features(block), dtype=np.float32)
+
+
+def take_features(layer: Any, positions: np.ndarray, clusterer: Any, client: Any) -> np.ndarray:
+    """The clustering-space features of rows ``positions`` of a layer (a dask array): read
+    and mapped by the workers; only the features of those rows reach this process."""
+    if positions.size == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    picked = layer[positions]
+    width = int(np.asarray(clusterer.cluster_centers_).shape[1])
+    lc = broadcast(client, clusterer) if client is not None else clusterer
+    feats = picked.map_blocks(_features, lc, dtype=np.float32,
+                              chunks=(picked.chunks[0], (width,)),
+                              drop_axis=list(range(2, picked.ndim)) or None)
+    return np.asarray(compute(feats, client))
