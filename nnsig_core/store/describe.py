@@ -10,7 +10,8 @@ from nnsig_core.store.errors import StoreError
 from nnsig_core.store.layout import ROOT_ATTR
 
 if TYPE_CHECKING:
-    from nnsig_core.store.activation_store import ActivationStore
+    from nnsig_core.store.results import ResultsArea
+    from nnsig_core.store.split_reading import SplitReading
 
 __all__ = ["describe", "nbytes_stored"]
 
@@ -26,7 +27,7 @@ def _dir_size(path: Path) -> int:
     return total
 
 
-def nbytes_stored(store: ActivationStore, split: str, name: str | None = None) -> int:
+def nbytes_stored(store: SplitReading, split: str, name: str | None = None) -> int:
     """Bytes on disk of a split, or of one of its layers (by name) or arrays (by key)."""
     g = store._group(split)
     key = None
@@ -41,7 +42,7 @@ def nbytes_stored(store: ActivationStore, split: str, name: str | None = None) -
     return int(g[key].nbytes_stored())  # type: ignore[union-attr]
 
 
-def describe(store: ActivationStore) -> dict[str, Any]:
+def describe(store: ResultsArea) -> dict[str, Any]:
     """A JSON-serialisable description of ``store`` (``nnsig info --json``)."""
     out: dict[str, Any] = {"path": store.location, "splits": {}}
     out["format_version"] = store.attrs.get(ROOT_ATTR, {}).get("format_version")

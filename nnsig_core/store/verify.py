@@ -24,7 +24,7 @@ from nnsig_core.store.guard import crc32c_ok
 from nnsig_core.store.layout import SPLIT_ATTR
 
 if TYPE_CHECKING:
-    from nnsig_core.store.activation_store import ActivationStore
+    from nnsig_core.store.split_reading import SplitReading
 
 __all__ = ["ChunkProblem", "VerifyReport", "verify_store"]
 
@@ -123,7 +123,7 @@ def _expected_chunks(meta: dict[str, Any], rows_written: int | None) -> Iterator
     return product(*(range(g) for g in grid))
 
 
-def verify_store(store: ActivationStore, progress: bool = False) -> VerifyReport:
+def verify_store(store: SplitReading, progress: bool = False) -> VerifyReport:
     """Check every chunk and metadata document of ``store`` (see the module docstring)."""
     inner = store.root.store_path.store
     inner = getattr(inner, "_store", inner)  # read the raw bytes, not through the guard

@@ -1,0 +1,118 @@
+"""Writing a split: its creation, its progress and the claim of its one writer.
+
+Capture claims a split (:mod:`~nnsig_core.store.claims`), checks its model
+against the other splits of the same level, creates the split's arrays and
+metadata, then records its progress through :class:`SplitWriting`. What is
+written here updates the metadata cache of
+:class:`~nnsig_core.store.split_reading.SplitReading`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import zarr
+
+from nnsig_core._util import to_json_safe
+from nnsig_core.store.claims import SplitClaim
+from nnsig_core.store.create import create_arrays
+from nnsig_core.store.errors import StoreError
+from nnsig_core.store.keys import chunk_indices, sync_metadata
+from nnsig_core.store.layout import SPLIT_ATTR, layer_differences
+from nnsig_core.store.split_reading import SplitReading
+
+__all__ = ["SplitWriting"]
+
+
+class SplitWriting(SplitReading):
+    """The writing of splits, a mixin of :class:`~nnsig_core.store.ActivationStore`."""
+
+    def create_split(
+        self, split: str, info: Mapping[str, Any], specs: Mapping[str, Mapping[str, Any]]
+    ) -> dict[str, zarr.Array]:
+        """Create ``split``'s group and arrays (``layout.split_array_specs``) and its metadata.
+
+        An existing group of that name (``overwrite=True`` of capture) is
+        replaced. If creating an array fails, the half-made group is removed,
+        so the store never holds a group without split metadata.
+        """
+        self.require_writable(f"split {split!r}")
+        if split in self.root:
+            del self.root[split]
+        self._forget(split)
+        group = self.root.create_group(split)
+        try:
+            arrays = create_arrays(group, specs)
+            group.attrs[SPLIT_ATTR] = to_json_safe(dict(info))
+        except BaseException:
+            del self.root[split]
+            raise
+        self._groups[split] = group
+        self._meta[split] = to_json_safe(dict(info))
+        self._splits = None
+        return arrays
+
+    def split_arrays(self, split: str) -> dict[str, zarr.Array]:
+        """Every array of ``split`` by key (to continue or complete a capture)."""
+        return {k: a for k, a in self._group(split).arrays()}  # type: ignore[misc]
+
+    def chunk_indices(self, split: str, key: str) -> set[int]:
+        """Indices (along samples) of the chunks of array ``key`` of ``split`` present in the
+        store (one listing, no chunk read)."""
+        return chunk_indices(self.root.store_path.store, f"{split}/{key}")
+
+    def write_split_attrs(self, split: str, info: Mapping[str, Any]) -> None:
+        """Replace the split's metadata (capture progress, completion)."""
+        safe = to_json_safe(dict(info))
+        self._group(split).attrs[SPLIT_ATTR] = safe
+        self._meta[split] = safe
+
+    def sync_split(self, split: str) -> None:
+        """fsync the split's metadata files and directories (local stores; a no-op elsewhere,
+        where a completed write is durable), so what they record survives a power cut."""
+        if self.path is not None:
+            sync_metadata(self.path, split)
+
+    def _forget(self, split: str) -> None:
+        self._groups.pop(split, None)
+        self._meta.pop(split, None)
+        self._splits = None
+        forget = getattr(self.root.store_path.store, "forget", None)
+        if callable(forget):
+            forget()
+
+    def check_compatible(self, split: str, layers: Sequence[Mapping[str, Any]],
+                         include_self: bool = False, level: str = "samples") -> None:
+        """Raise :class:`StoreError` unless ``layers`` (name, shape) match every other split's.
+
+        ``include_self`` also compares with ``split`` itself (a resumed capture).
+        Only splits of the same ``level`` are compared: sample-level splits with
+        each other, token row spaces (``level="tokens"``) with each other.
+        """
+        for other in self.splits:
+            if other == split and not include_self:
+                continue
+            if self.level(other) != level:
+                continue
+            problems = layer_differences(layers, self.layer_info(other), other)
+            if problems:
+                raise StoreError(
+                    f"This model does not match split {other!r} of the store "
+                    f"({'; '.join(problems)}). Capture the same layers of the same model, "
+                    "or use a new store."
+                )
+
+    def claim(self, split: str, break_stale: bool = False) -> SplitClaim:
+        """Take the exclusive claim of one writer on ``split`` (see :mod:`~nnsig_core.store.claims`),
+        then forget cached metadata, which another writer may have changed before.
+
+        Raises
+        ------
+        ClaimError
+            Another capture holds the split; the message names it.
+        """
+        self.require_writable(f"split {split!r}")
+        claim = SplitClaim(self.root, split, self.path, self.location).acquire(break_stale)
+        self.refresh()
+        return claim
