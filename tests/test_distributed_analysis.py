@@ -341,13 +341,16 @@ def test_scores_and_baselines_are_the_same(client, blobs, geometry) -> None:
         # n_components below the layers' widths: the neighbour statistics use principal axes
         kw = dict(geometry=geometry, components=comps, validation_split=validation,
                   n_components=4)
-        a = signature_scores(local, blobs, "test", client=False, **kw)
-        b = signature_scores(local, blobs, "test", client=client, **kw)
-        assert sorted(a) == sorted(b)
-        if comps is None:
-            assert {"neighbour_distance", "neighbour_margin", "combined"} <= set(a)
-        for k in a:
-            np.testing.assert_allclose(b[k], a[k], rtol=1e-9, atol=1e-9, err_msg=k)
+        # The fit split too: its training samples are scored leave-one-out on both drivers.
+        for split in ("test", "train"):
+            a = signature_scores(local, blobs, split, client=False, **kw)
+            b = signature_scores(local, blobs, split, client=client, **kw)
+            assert sorted(a) == sorted(b)
+            if comps is None:
+                assert {"neighbour_distance", "neighbour_margin", "combined"} <= set(a)
+            for k in a:
+                np.testing.assert_allclose(b[k], a[k], rtol=1e-9, atol=1e-9,
+                                           err_msg=f"{split}: {k}")
     fa = Baselines.from_analysis(local, blobs, client=False, memory_limit=4000)
     fb = Baselines.from_analysis(local, blobs, client=client, memory_limit=4000)
     assert fb.n_knn_samples_ == fa.n_knn_samples_ < fa.n_fit_samples_  # subsampled alike
