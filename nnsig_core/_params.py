@@ -1,6 +1,6 @@
 """Parameter constraints checked once when ``fit`` starts, in scikit-learn's style.
 
-An estimator declares ``_parameter_constraints = {"name": [constraint, ...]}``
+An estimator declares ``_nnsig_constraints = {"name": [constraint, ...]}``
 and calls :func:`validate_params` at the top of ``fit``; a value is accepted
 when any constraint of its list accepts it. Constraints are ``None`` (the
 value None), a type (``isinstance``; ``bool`` is never an ``int`` here), an

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import copy
 import itertools
-import logging
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from nnsig_core import capture_arrays, open_store
+from nnsig_core import NnsigWarning, capture_arrays, open_store
 from nnsig_core.analysis.engine import SignatureAnalysis
 from nnsig_core.analysis.errors import MissingLabelsError
 from nnsig_core.diagnostics import (
@@ -151,7 +150,7 @@ def test_calibration_rejects_unlabelled_split(tmp_path, fitted):
         SignatureScorer().fit(an, store).calibrate(store, "val")
 
 
-def test_scores_saved_next_to_the_analysis(fitted, tmp_path, caplog):
+def test_scores_saved_next_to_the_analysis(fitted, tmp_path):
     store, analysis = fitted
     saved = copy.deepcopy(analysis).save(store, name="dx", splits=["train"])
     scores = signature_scores(saved, store, "test", save=True)  # under the analysis's name
@@ -167,18 +166,14 @@ def test_scores_saved_next_to_the_analysis(fitted, tmp_path, caplog):
     attrs = dict(store.root["analysis/dx/scores/test"].attrs)["nnsig_scores"]
     assert attrs["split"] == "test" and attrs["classes"] == [0, 1, 2]
     ro = open_store(store.path, mode="r")
-    with caplog.at_level(logging.WARNING, logger="nnsig"):
+    with pytest.warns(NnsigWarning, match="read-only"):
         signature_scores(analysis, ro, "val", name="dx", save=True)
-    assert "read-only" in caplog.text
     assert saved_score_splits(store, "dx") == ["test"]
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="nnsig"):
+    with pytest.warns(NnsigWarning, match="not been saved"):
         signature_scores(analysis, store, "val", save=True)  # unnamed: nothing to save next to
-    assert "not been saved" in caplog.text
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="nnsig"):
+    with pytest.warns(NnsigWarning, match="no analysis 'nope'"):
         signature_scores(analysis, store, "val", name="nope", save=True)
-    assert "no analysis 'nope'" in caplog.text and "nope" not in store.analyses
+    assert "nope" not in store.analyses
     signature_scores(saved, store, "val")  # computing does not write unless asked
     assert saved_score_splits(store, "dx") == ["test"]
 

@@ -110,7 +110,7 @@ class Discretizer(TransformerMixin, BaseEstimator):
         self.random_state = random_state
 
     # ------------------------------------------------------------------ fitting
-    _parameter_constraints = {
+    _nnsig_constraints = {
         "strategy": [Options(STRATEGIES)],
         "n_bins": [Interval(numbers.Integral, 2, MAX_BINS)],
         "scope": [Options(SCOPES)],
@@ -120,7 +120,7 @@ class Discretizer(TransformerMixin, BaseEstimator):
     }
 
     def _validate(self) -> None:
-        constraints = dict(self._parameter_constraints)
+        constraints = dict(self._nnsig_constraints)
         if self.strategy == "binary":  # the binary strategy has no bins to count
             constraints.pop("n_bins")
         validate_params(self, constraints)

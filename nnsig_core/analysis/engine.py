@@ -120,7 +120,7 @@ class SignatureAnalysis(BaseEstimator):
         previous layer was clustered.
     """
 
-    _parameter_constraints = {
+    _nnsig_constraints = {
         "n_clusters": [Interval(numbers.Integral, 1), Mapping],
         "discretizer": [Discretizer, str, None],
         "only_correct": [bool],
@@ -260,7 +260,7 @@ class SignatureAnalysis(BaseEstimator):
             from nnsig_core.distributed.analysis import fit_distributed
 
             return fit_distributed(self, store, split, classes, client)
-        validate_params(self, self._parameter_constraints)
+        validate_params(self, self._nnsig_constraints)
         store = open_store(store)
         store.require_complete(split)
         before = store.fingerprint(split)

@@ -7,17 +7,15 @@ which.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 
 import numpy as np
 
+from nnsig_core._warnings import warn
 from nnsig_core.analysis.errors import EmptySelectionError, MissingLabelsError
 from nnsig_core.store import ActivationStore
 
 __all__ = ["fit_sample_mask"]
-
-log = logging.getLogger("nnsig")
 
 
 def fit_sample_mask(
@@ -77,7 +75,7 @@ def fit_sample_mask(
             )
         absent = sorted(set(wanted) - set(present))
         if absent:
-            log.warning("Classes %s have no sample in split %r.", absent, split)
+            warn(f"Classes {absent} have no sample in split {split!r}.")
         where = f" among classes {wanted}"
     if only_correct:
         n_cand = int(mask.sum())

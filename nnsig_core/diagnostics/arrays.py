@@ -26,7 +26,7 @@ class PathArraysMixin:
     """``fit_arrays``, ``component_scores`` and ``calibrate_arrays`` of the scorer."""
 
     # Provided by SignatureScorer.
-    _parameter_constraints: dict[str, Any]
+    _nnsig_constraints: dict[str, Any]
     components: Sequence[str] | None
     method: str
 
@@ -65,7 +65,7 @@ class PathArraysMixin:
         training samples scored leave-one-out; :meth:`component_scores` works,
         :meth:`score` and :meth:`calibrate` need :meth:`fit`.
         """
-        validate_params(self, self._parameter_constraints)
+        validate_params(self, self._nnsig_constraints)
         ids = np.asarray(cluster_ids, dtype=np.int64)
         dist = np.asarray(distances, dtype=np.float64)
         y = np.asarray(labels, dtype=np.int64).reshape(-1)

@@ -15,7 +15,6 @@ Sun et al. do for ImageNet. Scoring reads the scored split block by block.
 
 from __future__ import annotations
 
-import logging
 import numbers
 import os
 from collections.abc import Iterable
@@ -27,6 +26,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from nnsig_core._params import MEMORY_SIZE, Interval, Satisfies, validate_params
 from nnsig_core._util import parse_bytes
+from nnsig_core._warnings import warn
 from nnsig_core.analysis.selection import fit_sample_mask
 from nnsig_core.analysis.source import StoreSource
 from nnsig_core.diagnostics.detectors import (
@@ -43,7 +43,6 @@ from nnsig_core.store import ActivationStore, open_store
 
 __all__ = ["BASELINES", "Baselines", "baseline_scores"]
 
-log = logging.getLogger("nnsig")
 
 BASELINES = ("msp", "energy", "mahalanobis", "knn", "pattern")
 _FEATURE_BASELINES = ("mahalanobis", "knn", "pattern")
@@ -83,7 +82,7 @@ class Baselines(BaseEstimator):
         Training samples kept for k-NN and the patterns (fewer when subsampled).
     """
 
-    _parameter_constraints = {
+    _nnsig_constraints = {
         "layer": [str, None],
         "k": [Interval(numbers.Integral, 1)],
         "threshold": [Satisfies(lambda v: np.isfinite(float(v)), "a finite number")],
@@ -142,7 +141,7 @@ class Baselines(BaseEstimator):
             from nnsig_core.distributed.baselines import fit_baselines
 
             return fit_baselines(self, store, split, mask, client)
-        validate_params(self, self._parameter_constraints)
+        validate_params(self, self._nnsig_constraints)
         store = open_store(store)
         if mask is None:
             mask = fit_sample_mask(store, split, only_correct=True)
@@ -235,9 +234,8 @@ def _subsample(n: int, cap: int, rng: np.random.Generator, what: str, layer: str
     if n > cap:
         keep[:] = False
         keep[rng.choice(n, size=cap, replace=False)] = True
-        log.warning("The %s baseline keeps %d of %d training samples of layer %r (a random "
-                    "subsample) to stay within memory_limit; raise memory_limit to use all.",
-                    what, cap, n, layer)
+        warn(f"The {what} baseline keeps {cap} of {n} training samples of layer {layer!r} (a "
+             "random subsample) to stay within memory_limit; raise memory_limit to use all.")
     return keep
 
 

@@ -30,7 +30,6 @@ fits them on a store's split; here they work on arrays.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
@@ -40,6 +39,7 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn.utils.validation import check_is_fitted
 
 from nnsig_core._util import l2_normalise
+from nnsig_core._warnings import warn
 
 __all__ = [
     "ActivationPatternMonitor",
@@ -51,7 +51,6 @@ __all__ = [
     "popcount",
 ]
 
-log = logging.getLogger("nnsig")
 
 DEFAULT_BUDGET = 256 << 20  # bytes of temporary memory for the chunked computations
 
@@ -207,7 +206,7 @@ class KNNDistance(BaseEstimator):
             raise ValueError("KNNDistance needs at least one training sample.")
         self.k_ = int(min(max(int(self.k), 1), U.shape[0]))
         if self.k_ < int(self.k):
-            log.warning("kNN: only %d training samples; using k=%d.", U.shape[0], self.k_)
+            warn(f"kNN: only {U.shape[0]} training samples; using k={self.k_}.")
         self.nn_ = NearestNeighbors(n_neighbors=self.k_, algorithm="brute").fit(U)
         self.n_train_ = int(U.shape[0])
         return self

@@ -45,6 +45,8 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
+from nnsig_core._warnings import warn
+
 __all__ = [
     "METRICS",
     "TASKS",
@@ -229,8 +231,7 @@ def evaluate(
             raise ValueError(f"Unknown task(s) {unknown}; choose among {list(TASKS)}.")
         missing = [t for t in tasks if t not in masks]
         if missing:
-            log.warning("Task(s) %s undefined on these samples (no positives or negatives).",
-                        missing)
+            warn(f"Task(s) {missing} undefined on these samples (no positives or negatives).")
         masks = {t: masks[t] for t in tasks if t in masks}
     n = np.asarray(labels).reshape(-1).size
     rows: list[dict[str, Any]] = []

@@ -63,6 +63,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from nnsig_core._params import MEMORY_SIZE, Interval, validate_params
 from nnsig_core._util import parse_bytes
+from nnsig_core._warnings import warn
 from nnsig_core.analysis.source import StoreSource
 from nnsig_core.diagnostics.reference import LayerNeighbours, normalise_rows, reduce_rows
 from nnsig_core.distributed.client import ClientArg, resolve_client
@@ -96,7 +97,7 @@ class ClassNeighbours(BaseEstimator):
         Reference rows per layer (fewer than the fit samples when subsampled).
     """
 
-    _parameter_constraints = {
+    _nnsig_constraints = {
         "n_components": [Interval(numbers.Integral, 1)],
         "pca_rows": [Interval(numbers.Integral, 2)],
         "memory_limit": [MEMORY_SIZE],
@@ -128,9 +129,9 @@ class ClassNeighbours(BaseEstimator):
             idx = np.flatnonzero(y == c)
             take = max(1, int(round(cap * idx.size / rows.size)))
             keep[rng.choice(idx, min(take, idx.size), replace=False)] = True
-        log.warning("The scorer keeps %d of %d fit samples as its nearest-neighbour reference "
-                    "(a class-stratified random subsample) to stay within memory_limit; raise "
-                    "memory_limit to use all.", int(keep.sum()), rows.size)
+        warn(f"The scorer keeps {int(keep.sum())} of {rows.size} fit samples as its "
+             "nearest-neighbour reference (a class-stratified random subsample) to stay within "
+             "memory_limit; raise memory_limit to use all.")
         return rows[keep], y[keep]
 
     def fit(self, store: ActivationStore, split: str, rows: np.ndarray, labels: np.ndarray,
@@ -141,7 +142,7 @@ class ClassNeighbours(BaseEstimator):
         and reduced on its workers (:func:`~nnsig_core.distributed.neighbours.fit_neighbours`);
         the result is the same up to float rounding.
         """
-        validate_params(self, self._parameter_constraints)
+        validate_params(self, self._nnsig_constraints)
         rows = np.asarray(rows, dtype=np.int64)
         y = np.asarray(labels, dtype=np.int64).reshape(-1)
         if rows.size != y.size or rows.size == 0:
@@ -178,7 +179,7 @@ class ClassNeighbours(BaseEstimator):
                    rows: Any | None = None) -> ClassNeighbours:
         """Fit from rows in memory: ``{layer: (n, ...)}``, their classes, and optionally their
         positions in the fit split (default ``0..n-1``)."""
-        validate_params(self, self._parameter_constraints)
+        validate_params(self, self._nnsig_constraints)
         y = np.asarray(labels, dtype=np.int64).reshape(-1)
         rows = np.arange(y.size) if rows is None else np.asarray(rows, dtype=np.int64)
         self.classes_ = sorted(int(c) for c in np.unique(y))

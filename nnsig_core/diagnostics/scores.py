@@ -56,6 +56,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from nnsig_core._params import MEMORY_SIZE, Interval, Options, Satisfies, validate_params
+from nnsig_core._warnings import warn
 from nnsig_core.analysis.errors import MissingLabelsError
 from nnsig_core.analysis.selection import fit_sample_mask
 from nnsig_core.diagnostics.arrays import PathArraysMixin
@@ -154,7 +155,7 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         Split the reference and the layers were taken from (None: the fit split).
     """
 
-    _parameter_constraints = {
+    _nnsig_constraints = {
         "alpha": [Interval(numbers.Real, 1e-300)],
         "beta": [Interval(numbers.Real, 1e-300)],
         "geometry": [Options(GEOMETRIES)],
@@ -214,7 +215,7 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         without one they are read here, chunk by chunk, within
         ``memory_limit``.
         """
-        validate_params(self, self._parameter_constraints)
+        validate_params(self, self._nnsig_constraints)
         check_is_fitted(analysis, "clusterers_")
         store = open_store(store)
         split = analysis.fit_split_
@@ -287,9 +288,8 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         if wrong.size:
             self.layer_combiner_.fit(ref, layer, ~is_ref)
         else:
-            log.warning("The fit split %r has no misclassified sample of the known classes: "
-                        "the combined score averages every layer. Pass a validation split.",
-                        split)
+            warn(f"The fit split {split!r} has no misclassified sample of the known classes: "
+                 "the combined score averages every layer. Pass a validation split.")
             self.layer_combiner_.fit(ref)
         nearest = None if np.isnan(dist.own).any() else (dist.own[pick], dist.other[pick])
         path = self.stats_.scores(ids[pick], dist.assigned[pick], y[pick], loo=True,
@@ -377,8 +377,8 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
 
             comp, sigs = split_components(self, store, split, client)
             if split == self.analysis_.fit_split_:
-                log.warning("Path components of the fit split %r computed on a Dask cluster "
-                            "are not leave-one-out.", split)
+                warn(f"Path components of the fit split {split!r} computed on a Dask cluster "
+                     "are not leave-one-out.")
         else:
             sigs = self.analysis_.signatures(store, split)
             if list(sigs.layers) != self.layers_:
@@ -432,12 +432,12 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         """
         self._check_fitted(need_analysis=True)
         if method is not None:
-            validate_params(self.set_params(method=method), self._parameter_constraints)
+            validate_params(self.set_params(method=method), self._nnsig_constraints)
         store = open_store(store)
         check_known_labels(store.labels(split), self.classes_, f"validation split {split!r}")
         if split == self.analysis_.fit_split_:
-            log.warning("Calibrating on the fit split %r: hold out a validation split of known "
-                        "classes instead (fit() already uses the fit split).", split)
+            warn(f"Calibrating on the fit split {split!r}: hold out a validation split of known "
+                 "classes instead (fit() already uses the fit split).")
         comp, layer, sigs = self._split_components(store, split, client)
         wrong = sigs.labels != sigs.predictions
         ok = ~wrong
@@ -449,8 +449,8 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         if wrong.any():
             self.layer_combiner_.fit(ref, layer, wrong)
         else:
-            log.warning("Validation split %r has no misclassified sample: the combined score "
-                        "averages every layer.", split)
+            warn(f"Validation split {split!r} has no misclassified sample: the combined score "
+                 "averages every layer.")
             self.layer_combiner_.fit(ref)
         comp.update(self._aggregate(layer))
         comp = {c: comp[c] for c in self.components_ if c in comp}

@@ -12,13 +12,13 @@ Mahalanobis, k-NN, patterns) are computed on a worker, and only the scores
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from nnsig_core._params import validate_params
+from nnsig_core._warnings import warn
 from nnsig_core.diagnostics.detectors import (
     ActivationPatternMonitor,
     KNNDistance,
@@ -41,8 +41,6 @@ from nnsig_core.store import open_store
 
 __all__ = ["fit_baselines", "score_baselines"]
 
-log = logging.getLogger("nnsig")
-
 
 #: ``diagnostics.baselines``' names (not imported: it imports this module).
 BASELINES = ("msp", "energy", "mahalanobis", "knn", "pattern")
@@ -59,9 +57,9 @@ def _subsample(n: int, cap: int, rng: np.random.Generator, what: str, layer: str
         keep[:] = False
         keep[rng.choice(n, size=cap, replace=False)] = True
         if used:
-            log.warning("The %s baseline keeps %d of %d training samples of layer %r (a "
-                        "random subsample) to stay within memory_limit; raise memory_limit to "
-                        "use all.", what, cap, n, layer)
+            warn(f"The {what} baseline keeps {cap} of {n} training samples of layer {layer!r} "
+                 "(a random subsample) to stay within memory_limit; raise memory_limit to "
+                 "use all.")
     return keep
 
 
@@ -111,7 +109,7 @@ def fit_baselines(baselines: Any, store: Any, split: str, mask: Any, client: Any
     """``Baselines.fit(store, split, mask)`` with the layer read on the cluster."""
     from dask import delayed
 
-    validate_params(baselines, baselines._parameter_constraints)
+    validate_params(baselines, baselines._nnsig_constraints)
     store = open_store(store)
     blocks = SplitBlocks(client, store, split)
     counts = split_counts(blocks)

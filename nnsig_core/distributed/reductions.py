@@ -25,7 +25,6 @@ futures, never embedded in each task.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from nnsig_core._warnings import warn
 from nnsig_core.adapter import check_finite, nonfinite_rows
 from nnsig_core.analysis.errors import EmptySelectionError, MissingLabelsError
 from nnsig_core.analysis.source import STORE_FIX
@@ -53,7 +53,6 @@ __all__ = [
     "tree_reduce",
 ]
 
-log = logging.getLogger("nnsig")
 
 #: Target bytes of one block of the widest layer (one task reads one block).
 BLOCK_BYTES = 64 << 20
@@ -386,7 +385,7 @@ def fit_mask(blocks: SplitBlocks, counts: SplitCounts, classes: Iterable[int] | 
             )
         absent = sorted(set(wanted.tolist()) - set(present))
         if absent:
-            log.warning("Classes %s have no sample in split %r.", absent, split)
+            warn(f"Classes {absent} have no sample in split {split!r}.")
         where = f" among classes {wanted.tolist()}"
     masks = [delayed(_mask_block, pure=True)(lab, pred, wanted, only_correct)
              for lab, pred in zip(blocks.meta_blocks("labels"), blocks.meta_blocks("predictions"),

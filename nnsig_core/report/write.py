@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from nnsig_core._util import json_default, now_iso
+from nnsig_core._warnings import warn
 from nnsig_core.report.summary import ReportError, check_data, finite, summary
 
 __all__ = [
@@ -302,7 +303,7 @@ def write_report_data(
         try:
             write_index(parent)
         except (ReportError, OSError) as e:
-            log.warning("report written, but not the index of %s: %s", parent, e)
+            warn(f"Report written, but not the index of {parent}: {e}")
     return out / INDEX_FILE
 
 
@@ -369,7 +370,7 @@ def list_reports(parent_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
             if not isinstance(info, dict):
                 raise ValueError("not an object")
         except (OSError, ValueError) as e:
-            log.warning("unreadable report marker %s: %s", p / MARKER, e)
+            warn(f"Unreadable report marker {p / MARKER}: {e}")
             info = {}
         info["dir"] = p.name
         if not info.get("title"):
@@ -418,6 +419,6 @@ def write_index(parent_dir: str | os.PathLike[str]) -> Path:
                 parent / r["dir"] / RUNS_FILE, "window.NNSIG_RUNS = " + js_json(payload) + ";\n"
             )
         except OSError as e:
-            log.warning("cannot update the run list of %s: %s", parent / r["dir"], e)
+            warn(f"Cannot update the run list of {parent / r['dir']}: {e}")
     log.info("wrote report index %s (%d reports)", index, len(reports))
     return index
