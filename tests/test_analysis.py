@@ -99,7 +99,7 @@ def test_determinism(blobs) -> None:
 
 
 def test_streaming_path_agrees_with_exact_path(blobs) -> None:
-    for kw in ({}, {"discretizer": "uniform:10"}, {"discretizer": Discretizer("binary", threshold=8.0)},
+    for kw in ({}, {"discretizer": "uniform:10"}, {"discretizer": Discretizer(strategy="binary", threshold=8.0)},
                {"reduce": 3}, {"discretizer": "quantile:6:unit", "reduce": 4}):
         exact = _fit(blobs, **kw)
         streamed = _fit(blobs, memory_limit=1, **kw)  # forces out-of-core for every layer

@@ -258,11 +258,11 @@ def test_rank_combiner_selects_informative_component():
     untuned = ScoreCombiner().fit(comps)
     assert untuned.describe()["weights"] == [1.0, 1.0]
     assert 0 <= untuned.transform(comps).min() and untuned.transform(comps).max() <= 1
-    log_c = ScoreCombiner("logistic").fit(comps, labels, preds, [0, 1, 2])
+    log_c = ScoreCombiner(method="logistic").fit(comps, labels, preds, [0, 1, 2])
     w = log_c.describe()["weights"]
     assert w[0] > 5 * abs(w[1])
     with pytest.raises(ValueError, match="needs a target"):
-        ScoreCombiner("logistic").fit(comps)
+        ScoreCombiner(method="logistic").fit(comps)
 
 
 def test_owners_and_nearest():

@@ -67,7 +67,7 @@ def sequence_inputs(
 
 
 def first_batch_names(adapter: TorchAdapter, rec: Recorder) -> list[str]:
-    """The capture names of the first batch (logging what was left out).
+    """The capture names of the first batch (warning of what was left out).
 
     Raises
     ------

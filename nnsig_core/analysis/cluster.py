@@ -44,7 +44,7 @@ from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
-from nnsig_core._params import MEMORY_SIZE, Interval, Options, validate_params
+from nnsig_core._params import MEMORY_SIZE, Interval, NnsigParamsMixin, Options, validate_params
 from nnsig_core._util import format_bytes, parse_bytes
 from nnsig_core._warnings import warn
 from nnsig_core.analysis._util import rebatch
@@ -75,7 +75,7 @@ class _Collector:
             self.rows[lo:hi] = block[self.positions[lo:hi] - offset]
 
 
-class LayerClusterer(BaseEstimator):
+class LayerClusterer(NnsigParamsMixin, BaseEstimator):
     """Cluster one layer's rows: discretize, reduce, KMeans (exact or streamed).
 
     Parameters
@@ -125,6 +125,7 @@ class LayerClusterer(BaseEstimator):
 
     def __init__(
         self,
+        *,
         n_clusters: int = 10,
         discretizer: Discretizer | None = None,
         reduce: int | None = None,
@@ -161,7 +162,7 @@ class LayerClusterer(BaseEstimator):
     }
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, source: RowSource, name: str = "layer") -> LayerClusterer:
+    def fit(self, source: RowSource, *, name: str = "layer") -> LayerClusterer:
         """Fit on every row of ``source`` (named ``name`` in messages)."""
         validate_params(self, self._nnsig_constraints)
         k = int(self.n_clusters)

@@ -21,6 +21,7 @@ __all__ = ["fit_sample_mask"]
 def fit_sample_mask(
     store: ActivationStore,
     split: str,
+    *,
     classes: Iterable[int] | None = None,
     only_correct: bool = True,
 ) -> np.ndarray:

@@ -75,7 +75,7 @@ class CompositionViews:
         cluster, then class.
         """
         rows = []
-        for name, m in zip(self.layers, self.composition(by), strict=False):
+        for name, m in zip(self.layers, self.composition(by=by), strict=False):
             for c, k in zip(*np.nonzero(m), strict=False):
                 rows.append((name, int(c), int(k), int(m[c, k])))
         return _maybe_frame(Table(["layer", "cluster", "class", "count"], rows), as_frame)
@@ -84,13 +84,13 @@ class CompositionViews:
         """Per-layer purity over labelled samples (NaN without labels); see the module doc."""
         if not self.has_labels:
             return np.full(len(self.layers), np.nan)
-        return np.array([class_purity(m) for m in self.composition("input")])
+        return np.array([class_purity(m) for m in self.composition(by="input")])
 
     def entropy(self) -> np.ndarray:
         """Per-layer mean class entropy in bits (NaN without labels); see the module doc."""
         if not self.has_labels:
             return np.full(len(self.layers), np.nan)
-        return np.array([class_entropy(m) for m in self.composition("input")])
+        return np.array([class_entropy(m) for m in self.composition(by="input")])
 
 
 class Signatures(CompositionViews):
@@ -211,7 +211,7 @@ class Signatures(CompositionViews):
         raise ValueError(f"by must be 'input' or 'output'; got {by!r}.")
 
     # ------------------------------------------------------------------ main table
-    def table(self, as_frame: bool = False) -> Any:
+    def table(self, *, as_frame: bool = False) -> Any:
         """The prototype's table: one row per distinct (input class, signature, output class).
 
         Columns ``input_class`` (-1 when unknown), ``signature`` (tuple of
@@ -238,7 +238,7 @@ class Signatures(CompositionViews):
         return _maybe_frame(Table(["input_class", "signature", "output_class", "count"], rows),
                             as_frame)
 
-    def by_output_class(self, as_frame: bool = False) -> Any:
+    def by_output_class(self, *, as_frame: bool = False) -> Any:
         """Signatures leading to each output class.
 
         Columns ``output_class``, ``signature``, ``count``, ``n_correct``
@@ -265,7 +265,7 @@ class Signatures(CompositionViews):
         ]
         return _maybe_frame(Table(cols, rows), as_frame)
 
-    def by_signature(self, as_frame: bool = False) -> Any:
+    def by_signature(self, *, as_frame: bool = False) -> Any:
         """One row per distinct signature.
 
         Columns ``signature``, ``count``, ``majority_class`` (most frequent
@@ -302,7 +302,7 @@ class Signatures(CompositionViews):
         return _maybe_frame(Table(cols, rows), as_frame)
 
     # ------------------------------------------------------------------ per layer
-    def composition(self, by: str = "input") -> list[np.ndarray]:
+    def composition(self, *, by: str = "input") -> list[np.ndarray]:
         """Per layer, a (n_clusters, n_classes) matrix of sample counts.
 
         Parameters
@@ -321,7 +321,7 @@ class Signatures(CompositionViews):
             out.append(m)
         return out
 
-    def transitions(self, include_io: bool = False, as_frame: bool = False) -> Any:
+    def transitions(self, *, include_io: bool = False, as_frame: bool = False) -> Any:
         """Counts between consecutive layers' clusters, split by input class (Sankey links).
 
         Columns ``source_layer``, ``source``, ``target_layer``, ``target``,
@@ -356,7 +356,7 @@ class Signatures(CompositionViews):
         each row's ``sums`` of finite scores and their number, ``n_scored``."""
         return joint_part(self.labels, self.cluster_ids, self.predictions, scores)
 
-    def exemplars(self, n: int = 5, mask: np.ndarray | None = None) -> list[list[list[int]]]:
+    def exemplars(self, *, n: int = 5, mask: np.ndarray | None = None) -> list[list[list[int]]]:
         """Per layer, per cluster: the split positions of the ``n`` samples nearest the centre.
 
         Parameters

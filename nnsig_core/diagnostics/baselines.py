@@ -9,7 +9,7 @@ is *higher = more suspicious*.
 Memory: the layer is read chunk by chunk, never whole. The Mahalanobis fit
 accumulates class sums and one ``d x d`` moment; the k-NN reference set and
 the activation patterns are kept in memory, and when the training rows do not
-fit ``memory_limit`` a uniform random subsample of them is used (logged), as
+fit ``memory_limit`` a uniform random subsample of them is used (with a warning), as
 Sun et al. do for ImageNet. Scoring reads the scored split block by block.
 """
 
@@ -24,7 +24,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from nnsig_core._params import MEMORY_SIZE, Interval, Satisfies, validate_params
+from nnsig_core._params import MEMORY_SIZE, Interval, NnsigParamsMixin, Satisfies, validate_params
 from nnsig_core._util import parse_bytes
 from nnsig_core._warnings import warn
 from nnsig_core.analysis.selection import fit_sample_mask
@@ -49,7 +49,7 @@ _FEATURE_BASELINES = ("mahalanobis", "knn", "pattern")
 StoreArg = ActivationStore | str | os.PathLike
 
 
-class Baselines(BaseEstimator):
+class Baselines(NnsigParamsMixin, BaseEstimator):
     """Fit the baselines on a store's split and score any split.
 
     Parameters
@@ -95,6 +95,7 @@ class Baselines(BaseEstimator):
 
     def __init__(
         self,
+        *,
         layer: str | None = None,
         k: int = 50,
         threshold: float = 0.0,
@@ -112,7 +113,7 @@ class Baselines(BaseEstimator):
         self.random_state = random_state
 
     @classmethod
-    def from_analysis(cls, analysis: Any, store: StoreArg, client: ClientArg = None,
+    def from_analysis(cls, analysis: Any, store: StoreArg, *, client: ClientArg = None,
                       **kwargs: Any) -> Baselines:
         """Baselines fitted on ``analysis``'s fit samples that the model classifies correctly.
 
@@ -122,14 +123,14 @@ class Baselines(BaseEstimator):
         check_is_fitted(analysis, "clusterers_")
         store = open_store(store)
         split = analysis.fit_split_
-        mask = fit_sample_mask(store, split, analysis.fit_classes_, only_correct=True)
+        mask = fit_sample_mask(store, split, classes=analysis.fit_classes_, only_correct=True)
         kwargs.setdefault("layer", analysis.layers_[-1])
-        return cls(**kwargs).fit(store, split, mask, client=client)
+        return cls(**kwargs).fit(store, split, mask=mask, client=client)
 
     def _budget(self) -> int:
         return max(parse_bytes(self.memory_limit), 1)
 
-    def fit(self, store: StoreArg, split: str = "train", mask: np.ndarray | None = None,
+    def fit(self, store: StoreArg, split: str = "train", *, mask: np.ndarray | None = None,
             client: ClientArg = None) -> Baselines:
         """Fit on the samples of ``split`` where ``mask`` holds.
 
@@ -167,7 +168,7 @@ class Baselines(BaseEstimator):
         knn_keep = _subsample(rows.size, (budget // 2) // (4 * d), rng, "k-NN", self.layer_)
         pat_keep = _subsample(rows.size, (budget // 2) // (8 * (d // 64 + 1)), rng,
                               "activation-pattern", self.layer_)
-        maha = MahalanobisDistance(self.rcond) if "mahalanobis" in self.which else None
+        maha = MahalanobisDistance(rcond=self.rcond) if "mahalanobis" in self.which else None
         knn_rows: list[np.ndarray] = []
         patterns: list[np.ndarray] = []
         o = 0
@@ -184,14 +185,15 @@ class Baselines(BaseEstimator):
             self.mahalanobis_ = maha
         memory = max(budget // 4, 1)
         if "knn" in self.which:
-            self.knn_ = KNNDistance(self.k, memory).fit(np.concatenate(knn_rows))
+            self.knn_ = KNNDistance(k=self.k, memory_limit=memory).fit(np.concatenate(knn_rows))
             self.n_knn_samples_ = int(knn_keep.sum())
         if "pattern" in self.which:
-            self.pattern_ = ActivationPatternMonitor(self.threshold, memory).fit_packed(
+            self.pattern_ = ActivationPatternMonitor(threshold=self.threshold, memory_limit=memory).fit_packed(
                 np.concatenate(patterns), y[pat_keep], d)
             self.n_pattern_samples_ = int(pat_keep.sum())
 
-    def score(self, store: StoreArg, split: str, client: ClientArg = None) -> dict[str, np.ndarray]:
+    def score(self, store: StoreArg, split: str, *,
+              client: ClientArg = None) -> dict[str, np.ndarray]:
         """Baseline scores of every sample of ``split``: ``{name: (n,) float64}`` (computed on
         the Dask cluster of ``client``, given or active, if any)."""
         if (client := resolve_client(client)) is not None:

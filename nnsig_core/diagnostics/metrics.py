@@ -85,7 +85,7 @@ def _check(scores: Any, positive: Any) -> tuple[np.ndarray, np.ndarray]:
     return s, y
 
 
-def fpr_at_tpr(scores: Any, positive: Any, tpr: float = 0.95) -> float:
+def fpr_at_tpr(scores: Any, positive: Any, *, tpr: float = 0.95) -> float:
     """False-positive rate at the highest threshold whose true-positive rate is >= ``tpr``.
 
     Samples are flagged when ``score >= t``. With ``T = {t : TPR(t) >= tpr}``,
@@ -134,7 +134,7 @@ def detection_metrics(scores: Any, positive: Any) -> dict[str, float]:
         "auroc": float(roc_auc_score(y, s)),
         "aupr_in": float(average_precision_score(~y, -s)),
         "aupr_out": float(average_precision_score(y, s)),
-        "fpr95": fpr_at_tpr(s, y, 0.95),
+        "fpr95": fpr_at_tpr(s, y, tpr=0.95),
     }
 
 
@@ -194,6 +194,7 @@ def evaluate(
     labels: Any,
     predictions: Any,
     known_classes: Iterable[int],
+    *,
     tasks: Sequence[str] | None = None,
     as_frame: bool | None = None,
 ) -> Any:
@@ -248,7 +249,7 @@ def evaluate(
     return _as_table(rows, as_frame)
 
 
-def summarize(rows: Iterable[Mapping[str, Any]], by: Sequence[str] = ("score", "task", "metric"),
+def summarize(rows: Iterable[Mapping[str, Any]], *, by: Sequence[str] = ("score", "task", "metric"),
               as_frame: bool | None = None) -> Any:
     """Mean, standard deviation (ddof=1; 0 for one run) and count of ``value`` per group.
 

@@ -61,7 +61,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.extmath import randomized_svd
 from sklearn.utils.validation import check_is_fitted
 
-from nnsig_core._params import MEMORY_SIZE, Interval, validate_params
+from nnsig_core._params import MEMORY_SIZE, Interval, NnsigParamsMixin, validate_params
 from nnsig_core._util import parse_bytes
 from nnsig_core._warnings import warn
 from nnsig_core.analysis.source import StoreSource
@@ -74,7 +74,7 @@ __all__ = ["ClassNeighbours", "LayerNeighbours", "component_logs", "neighbour_sc
 
 log = logging.getLogger("nnsig")
 
-class ClassNeighbours(BaseEstimator):
+class ClassNeighbours(NnsigParamsMixin, BaseEstimator):
     """Fit :class:`LayerNeighbours` for the layers of a store's split (see the module doc).
 
     Parameters
@@ -104,7 +104,7 @@ class ClassNeighbours(BaseEstimator):
         "random_state": [numbers.Integral, None],
     }
 
-    def __init__(self, n_components: int = 64, pca_rows: int = 20000,
+    def __init__(self, *, n_components: int = 64, pca_rows: int = 20000,
                  memory_limit: int | str = "1GiB", random_state: int | None = 0) -> None:
         self.n_components = n_components
         self.pca_rows = pca_rows
@@ -135,7 +135,7 @@ class ClassNeighbours(BaseEstimator):
         return rows[keep], y[keep]
 
     def fit(self, store: ActivationStore, split: str, rows: np.ndarray, labels: np.ndarray,
-            layers: Sequence[str], client: ClientArg = None) -> ClassNeighbours:
+            layers: Sequence[str], *, client: ClientArg = None) -> ClassNeighbours:
         """Fit on the samples ``rows`` (sorted positions) of ``split``, of classes ``labels``.
 
         With a Dask client (given, or the active one; ``False``: here) the layers are read
@@ -302,6 +302,7 @@ def neighbour_scores(
     split: str,
     rows: np.ndarray | None,
     predictions: np.ndarray,
+    *,
     n_neighbors: int = 1,
     leave_one_out: bool = False,
     block_bytes: int = 64 << 20,

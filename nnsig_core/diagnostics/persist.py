@@ -44,7 +44,7 @@ def save_scores(
 ) -> bool:
     """Write ``scores`` next to the analysis ``name``; returns whether anything was written.
 
-    Nothing is written (and a warning is logged) when the store is read-only
+    Nothing is written (with an :class:`~nnsig_core.NnsigWarning`) when the store is read-only
     or holds no analysis ``name`` (it was never saved to the store). The
     split's fingerprint (sample count, capture id and times) is kept in the group's
     ``nnsig_scores`` attribute with the scorer's settings.
@@ -112,7 +112,7 @@ def load_scores(store: ActivationStore, name: str, split: str,
     Parameters
     ----------
     legacy : bool
-        Also read scores saved by nnsig 0.1 (logged): their ``combined`` is 0.1's mean
+        Also read scores saved by nnsig 0.1 (with a warning): their ``combined`` is 0.1's mean
         rank of the path components. Without it they raise :class:`LegacyScoresError`.
     lazy : bool
         Return the zarr arrays instead of reading them (a report on a Dask cluster reads

@@ -191,7 +191,7 @@ def _futures(obj: Any) -> list[Any]:
 
 def fit_distributed(analysis: Any, store: Any, split: str, classes: Iterable[int] | None,
                     client: Any) -> Any:
-    """``analysis.fit(store, split, classes)`` on the cluster of ``client``."""
+    """``analysis.fit(store, split, classes=classes)`` on the cluster of ``client``."""
     from dask import delayed
 
     validate_params(analysis, analysis._nnsig_constraints)

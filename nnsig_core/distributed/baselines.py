@@ -106,7 +106,7 @@ def _fit_rows(block: np.ndarray, mask: np.ndarray, keep: np.ndarray, y: np.ndarr
 
 
 def fit_baselines(baselines: Any, store: Any, split: str, mask: Any, client: Any) -> Any:
-    """``Baselines.fit(store, split, mask)`` with the layer read on the cluster."""
+    """``Baselines.fit(store, split, mask=mask)`` with the layer read on the cluster."""
     from dask import delayed
 
     validate_params(baselines, baselines._nnsig_constraints)
@@ -147,7 +147,7 @@ def fit_baselines(baselines: Any, store: Any, split: str, mask: Any, client: Any
                                                           strict=True)]
             s = client.compute(tree_reduce([delayed(_maha_part)(x, yy) for x, yy in
                                             zip(sel, ys_d, strict=True)], _maha_merge)).result()
-            maha = MahalanobisDistance(b.rcond)
+            maha = MahalanobisDistance(rcond=b.rcond)
             maha._shift = s["mean"]
             maha._moment = s["m2"]
             maha._sums = {int(c): v - s["counts"][c] * s["mean"] for c, v in s["sums"].items()}
@@ -162,10 +162,10 @@ def fit_baselines(baselines: Any, store: Any, split: str, mask: Any, client: Any
                      for i, (r, m) in enumerate(zip(raw, masks, strict=True))]
             rows = np.concatenate(client.compute(parts, sync=True))
             if what == "knn":
-                b.knn_ = KNNDistance(b.k, memory).fit(rows)
+                b.knn_ = KNNDistance(k=b.k, memory_limit=memory).fit(rows)
                 b.n_knn_samples_ = int(keep.sum())
             else:
-                b.pattern_ = ActivationPatternMonitor(b.threshold, memory).fit_packed(
+                b.pattern_ = ActivationPatternMonitor(threshold=b.threshold, memory_limit=memory).fit_packed(
                     rows, y[keep], d)
                 b.n_pattern_samples_ = int(keep.sum())
     if mask is None:

@@ -224,7 +224,7 @@ class DaskSignatures(CompositionViews):
                 "labels, or use by='output' to count predicted classes instead."
             )
 
-    def table(self, as_frame: bool = False) -> Any:
+    def table(self, *, as_frame: bool = False) -> Any:
         """As :meth:`Signatures.table`, from the joint table."""
         T, counts = self.joint()
         L = len(self.layers)
@@ -237,7 +237,7 @@ class DaskSignatures(CompositionViews):
                 for u, c in zip(T[order], counts[order], strict=False)]
         return _frame(Table(cols, rows), as_frame)
 
-    def by_output_class(self, as_frame: bool = False) -> Any:
+    def by_output_class(self, *, as_frame: bool = False) -> Any:
         """As :meth:`Signatures.by_output_class`, from the joint table."""
         lab, ids, pred, w = self._cols()
         L = len(self.layers)
@@ -256,7 +256,7 @@ class DaskSignatures(CompositionViews):
                  int(n_ok[i]), int(n_bad[i])) for i in np.lexsort(keys)]
         return _frame(Table(cols, rows), as_frame)
 
-    def by_signature(self, as_frame: bool = False) -> Any:
+    def by_signature(self, *, as_frame: bool = False) -> Any:
         """As :meth:`Signatures.by_signature`, from the joint table."""
         lab, ids, pred, w = self._cols()
         cols = ["signature", "count", "majority_class", "purity", "n_misclassified",
@@ -288,7 +288,7 @@ class DaskSignatures(CompositionViews):
     def _composition(self, cls: np.ndarray, ids: np.ndarray, w: np.ndarray) -> list[np.ndarray]:
         return joint_compositions(cls, ids, w, self.n_clusters, max(self.n_classes, 1))
 
-    def composition(self, by: str = "input") -> list[np.ndarray]:
+    def composition(self, *, by: str = "input") -> list[np.ndarray]:
         """As :meth:`Signatures.composition`."""
         lab, ids, pred, w = self._cols()
         if by in ("input", "label"):
@@ -300,7 +300,7 @@ class DaskSignatures(CompositionViews):
             raise ValueError(f"by must be 'input' or 'output'; got {by!r}.")
         return self._composition(cls, ids, w)
 
-    def transitions(self, include_io: bool = False, as_frame: bool = False) -> Any:
+    def transitions(self, *, include_io: bool = False, as_frame: bool = False) -> Any:
         """As :meth:`Signatures.transitions`, from the joint table."""
         lab, ids, pred, w = self._cols()
         cols = [lab] + [ids[:, j] for j in range(ids.shape[1])] + [pred]
@@ -319,7 +319,7 @@ class DaskSignatures(CompositionViews):
                        "count"], rows)
         return _frame(table, as_frame)
 
-    def exemplars(self, n: int = 5, mask: Any = None) -> list[list[list[int]]]:
+    def exemplars(self, *, n: int = 5, mask: Any = None) -> list[list[list[int]]]:
         """As :meth:`Signatures.exemplars`: a reduction keeping ``n`` samples per cluster."""
         arrays = [self.cluster_ids, self.distances, self.rows]
         if mask is not None:

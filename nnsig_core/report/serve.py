@@ -193,6 +193,7 @@ class ReportServer(http.server.ThreadingHTTPServer):
 
 def serve_report(
     directory: str | os.PathLike[str],
+    *,
     host: str = "127.0.0.1",
     port: int = 0,
     open_browser: bool = True,

@@ -332,7 +332,7 @@ def run_body(
                                                            else prep.splits[0])}
     n_classes = prep.n_classes
     typical = [per_class + [[]] * (n_classes - len(per_class))
-               for per_class in analysis.typical_clusters(TYPICAL_SHARE)]
+               for per_class in analysis.typical_clusters(min_share=TYPICAL_SHARE)]
     shown = {s: a for s, a in prep.scores.items() if s in prep.splits}
     thr = prep.threshold["value"] if prep.threshold else None
     bins = (sc.score_edges(shown, score_bins, [thr] if thr is not None else (), client=prep.client)

@@ -250,7 +250,7 @@ def _replace(out: Path, data: dict[str, Any]) -> None:
 
 
 def write_report_data(
-    data: dict[str, Any], out_dir: str | os.PathLike[str], title: str | None = None
+    data: dict[str, Any], out_dir: str | os.PathLike[str], *, title: str | None = None
 ) -> Path:
     """Write a report (viewer + ``data.js`` + marker) into ``out_dir``.
 
@@ -311,6 +311,7 @@ def write_report(
     analysis: Any,
     store: Any = None,
     out_dir: str | os.PathLike[str] | None = None,
+    *,
     splits: Sequence[str] = ("train", "test"),
     title: str | None = None,
     scores: Any = None,
@@ -343,7 +344,7 @@ def write_report(
         raise TypeError("write_report needs out_dir, the directory to write the report into")
     from nnsig_core.report.data import build_report_data
 
-    data = build_report_data(analysis, store, splits, title=title, scores=scores, **options)
+    data = build_report_data(analysis, store, splits=splits, title=title, scores=scores, **options)
     return write_report_data(data, out_dir, title=title)
 
 
