@@ -137,6 +137,7 @@ def test_misclassified_fit_samples_are_capped_at_n_reference(fitted):
     assert small.n_misclassified_ == n_wrong - 1
 
 
+@pytest.mark.filterwarnings("ignore:The fit split .* has no misclassified sample")
 def test_calibration_rejects_unlabelled_split(tmp_path, fitted):
     _, analysis = fitted
     rng = np.random.default_rng(5)
@@ -314,6 +315,7 @@ def test_diagnostics_import_no_framework():
     assert out.stdout.strip() == "False"
 
 
+@pytest.mark.filterwarnings("ignore:The fit split .* has no misclassified sample")
 def test_saved_scores_go_stale_when_the_split_is_recaptured(tmp_path):
     from nnsig_core.analysis.synthetic import make_blob_store
     from nnsig_core.store import StoreError

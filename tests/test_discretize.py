@@ -97,8 +97,9 @@ def _chunks(X: np.ndarray, cuts: list[int]) -> list[np.ndarray]:
 )
 def test_partial_fit_over_chunks_equals_fit(cuts: list[int], strategy: str, scope: str) -> None:
     X = _relu_data(n=180, f=4, seed=7)
-    ref = Discretizer(strategy=strategy, n_bins=5, scope=scope, subsample=120, random_state=0).fit(X)
-    streamed = Discretizer(strategy=strategy, n_bins=5, scope=scope, subsample=120, random_state=0)
+    params = {"strategy": strategy, "n_bins": 5, "scope": scope, "subsample": 120, "random_state": 0}
+    ref = Discretizer(**params).fit(X)
+    streamed = Discretizer(**params)
     for c in _chunks(X, cuts):
         streamed.partial_fit(c)
     np.testing.assert_array_equal(streamed.transform(X), ref.transform(X))
@@ -130,7 +131,8 @@ def test_inverse_transform_gives_bin_centres() -> None:
 
 def test_state_round_trip() -> None:
     X = _relu_data()
-    for d in (Discretizer(strategy="uniform", n_bins=7), Discretizer(strategy="quantile", n_bins=5, scope="unit"),
+    for d in (Discretizer(strategy="uniform", n_bins=7),
+              Discretizer(strategy="quantile", n_bins=5, scope="unit"),
               Discretizer(strategy="binary", threshold=0.2)):
         d.fit(X)
         attrs, arrays = d._state()

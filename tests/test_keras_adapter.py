@@ -454,7 +454,8 @@ def test_subclassed_never_called_is_an_error_or_built_from_input_shape():
     with pytest.raises(ModelNotBuiltError, match=r"never been called.*model\(x\[:1\]\)"):
         KerasAdapter(model)
     if TORCH_BACKEND:
-        adapter = KerasAdapter(model, input_shape=(6,))
+        with pytest.warns(NnsigWarning, match="'fresh' once on zeros of shape"):
+            adapter = KerasAdapter(model, input_shape=(6,))
         assert model.built
         assert list(adapter.run(np.ones((2, 6), "float32"))[1]) == ["blk", "drop", "mid", "mid:1"]
 

@@ -94,7 +94,8 @@ class PathArraysMixin:
             comps.remove("class_margin")
         self.components_ = comps
         self.reference_ = self.stats_.scores(ids, dist, y, loo=True, nearest=near)
-        self.combiner_ = ScoreCombiner(method="rank", components=self.components_).fit(self.reference_)
+        self.combiner_ = ScoreCombiner(method="rank", components=self.components_).fit(
+            self.reference_)
         self.neighbours_ = self.layer_combiner_ = self.analysis_ = None
         self.n_misclassified_ = None
         return self

@@ -188,8 +188,8 @@ class Baselines(NnsigParamsMixin, BaseEstimator):
             self.knn_ = KNNDistance(k=self.k, memory_limit=memory).fit(np.concatenate(knn_rows))
             self.n_knn_samples_ = int(knn_keep.sum())
         if "pattern" in self.which:
-            self.pattern_ = ActivationPatternMonitor(threshold=self.threshold, memory_limit=memory).fit_packed(
-                np.concatenate(patterns), y[pat_keep], d)
+            monitor = ActivationPatternMonitor(threshold=self.threshold, memory_limit=memory)
+            self.pattern_ = monitor.fit_packed(np.concatenate(patterns), y[pat_keep], d)
             self.n_pattern_samples_ = int(pat_keep.sum())
 
     def score(self, store: StoreArg, split: str, *,

@@ -250,7 +250,8 @@ class SignatureScorer(PathArraysMixin, NnsigParamsMixin, BaseEstimator):
         nearest = None if np.isnan(dist.own).any() else (dist.own, dist.other)
         self._fit_paths(ids, dist.assigned, y, analysis.n_clusters_, analysis.classes_,
                         analysis.layers_, nearest)
-        self.neighbours_ = ClassNeighbours(n_components=self.n_components, memory_limit=self.memory_limit,
+        self.neighbours_ = ClassNeighbours(n_components=self.n_components,
+                                           memory_limit=self.memory_limit,
                                            random_state=self.random_state)
         on = False if client is None else client
         self.neighbours_.fit(store, split, rows, y, self.layers_, client=on)

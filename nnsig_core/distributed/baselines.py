@@ -165,8 +165,8 @@ def fit_baselines(baselines: Any, store: Any, split: str, mask: Any, client: Any
                 b.knn_ = KNNDistance(k=b.k, memory_limit=memory).fit(rows)
                 b.n_knn_samples_ = int(keep.sum())
             else:
-                b.pattern_ = ActivationPatternMonitor(threshold=b.threshold, memory_limit=memory).fit_packed(
-                    rows, y[keep], d)
+                b.pattern_ = ActivationPatternMonitor(
+                    threshold=b.threshold, memory_limit=memory).fit_packed(rows, y[keep], d)
                 b.n_pattern_samples_ = int(keep.sum())
     if mask is None:
         client.cancel(masks)
