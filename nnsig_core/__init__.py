@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from nnsig_core._params import InvalidParameterError
 from nnsig_core._util import package_version
+from nnsig_core._warnings import NnsigWarning
 from nnsig_core.adapter import (
     Adapter,
     ArrayAdapter,
@@ -44,8 +45,9 @@ __all__ = [
     "LayerSummary",
     "MissingLabelsError",
     "ModelSummary",
-    "NovelClassError",
+    "NnsigWarning",
     "NonFiniteActivationError",
+    "NovelClassError",
     "PortInUseError",
     "ReportError",
     "SignatureAnalysis",

@@ -1,8 +1,11 @@
 """Parameter constraints checked once when ``fit`` starts, in scikit-learn's style.
 
-An estimator declares ``_parameter_constraints = {"name": [constraint, ...]}``
+An estimator declares ``_nnsig_constraints = {"name": [constraint, ...]}``
 and calls :func:`validate_params` at the top of ``fit``; a value is accepted
-when any constraint of its list accepts it. Constraints are ``None`` (the
+when any constraint of its list accepts it. The attribute is nnsig's own, not
+scikit-learn's ``_parameter_constraints`` (whose constraint types are
+scikit-learn's): :class:`NnsigParamsMixin` makes scikit-learn's
+``BaseEstimator._validate_params`` run these checks instead. Constraints are ``None`` (the
 value None), a type (``isinstance``; ``bool`` is never an ``int`` here), an
 :class:`Interval`, :class:`Options` or :class:`Satisfies`. scikit-learn keeps
 its own machinery private, so nnsig keeps this small version of it.
@@ -13,7 +16,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from nnsig_core._util import parse_bytes
 
@@ -21,6 +24,7 @@ __all__ = [
     "MEMORY_SIZE",
     "Interval",
     "InvalidParameterError",
+    "NnsigParamsMixin",
     "Options",
     "Satisfies",
     "validate_params",
@@ -124,6 +128,21 @@ def validate_params(estimator: Any, constraints: Mapping[str, Sequence[Any]]) ->
             f"The {name!r} parameter of {type(estimator).__name__} must be {choices}; "
             f"got {value!r}."
         )
+
+
+class NnsigParamsMixin:
+    """Base of nnsig's estimators, before scikit-learn's ``BaseEstimator``.
+
+    Their constraints are ``_nnsig_constraints``; ``_parameter_constraints``
+    stays undefined, so scikit-learn's parameter checks (``check_estimator``)
+    skip them, and scikit-learn's ``_validate_params`` runs nnsig's
+    :func:`validate_params` (raising :class:`InvalidParameterError`).
+    """
+
+    _nnsig_constraints: ClassVar[Mapping[str, Sequence[Any]]] = {}
+
+    def _validate_params(self) -> None:
+        validate_params(self, self._nnsig_constraints)
 
 
 #: A memory budget: bytes, or a size string that :func:`~nnsig_core._util.parse_bytes` reads.

@@ -98,8 +98,9 @@ def test_determinism(blobs) -> None:
 
 
 def test_streaming_path_agrees_with_exact_path(blobs) -> None:
-    for kw in ({}, {"discretizer": "uniform:10"}, {"discretizer": Discretizer("binary", threshold=8.0)},
-               {"reduce": 3}, {"discretizer": "quantile:6:unit", "reduce": 4}):
+    for kw in ({}, {"discretizer": "uniform:10"},
+               {"discretizer": Discretizer(strategy="binary", threshold=8.0)}, {"reduce": 3},
+               {"discretizer": "quantile:6:unit", "reduce": 4}):
         exact = _fit(blobs, **kw)
         streamed = _fit(blobs, memory_limit=1, **kw)  # forces out-of-core for every layer
         assert {lc.method_ for lc in exact.clusterers_.values()} == {"exact"}, kw
@@ -464,6 +465,7 @@ def test_a_refused_subset_leaves_saved_signatures_alone(tmp_path: Path) -> None:
     assert sorted(k for k, _ in store.root["analysis/a/signatures"].groups()) == ["test"]
 
 
+@pytest.mark.filterwarnings("ignore:The fit split .* has no misclassified sample")
 def test_overwrite_replaces_an_analysis_only_once_the_new_one_is_written(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A save that fails half-way (disk full) leaves the old analysis and its scores."""

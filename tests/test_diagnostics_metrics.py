@@ -47,10 +47,10 @@ def test_fpr_at_tpr_threshold_rule():
     s = np.concatenate([pos, neg])
     y = np.r_[np.ones(20, bool), np.zeros(10, bool)]
     # 95% of 20 = 19 positives: highest threshold is 2 -> negatives >= 2 are 2.5..9.5 -> 8 of 10.
-    assert fpr_at_tpr(s, y, 0.95) == pytest.approx(0.8)
+    assert fpr_at_tpr(s, y, tpr=0.95) == pytest.approx(0.8)
     # 50%: 10 positives, threshold 11 -> no negative flagged.
-    assert fpr_at_tpr(s, y, 0.5) == 0.0
-    assert fpr_at_tpr(s, y, 1.0) == pytest.approx(0.9)  # threshold 1 flags 1.5..9.5
+    assert fpr_at_tpr(s, y, tpr=0.5) == 0.0
+    assert fpr_at_tpr(s, y, tpr=1.0) == pytest.approx(0.9)  # threshold 1 flags 1.5..9.5
 
 
 def test_metric_input_errors():
@@ -61,7 +61,7 @@ def test_metric_input_errors():
     with pytest.raises(ValueError, match="values"):
         detection_metrics([1.0, 2.0, 3.0], [True, False])
     with pytest.raises(ValueError, match="tpr"):
-        fpr_at_tpr([1.0, 2.0], [True, False], 0.0)
+        fpr_at_tpr([1.0, 2.0], [True, False], tpr=0.0)
 
 
 def test_task_masks():

@@ -4,14 +4,13 @@ path, and saved scores across versions (0.1's format written by hand)."""
 from __future__ import annotations
 
 import copy
-import logging
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nnsig_core import capture_arrays, open_store
+from nnsig_core import NnsigWarning, capture_arrays, open_store
 from nnsig_core.analysis.engine import SignatureAnalysis
 from nnsig_core.diagnostics import SCORES, SignatureScorer, detection_metrics, signature_scores
 from nnsig_core.diagnostics.combine import LayerCombiner
@@ -90,14 +89,13 @@ def test_leave_one_out_and_own_other():
     assert np.isfinite(logs["distance"][1]) and logs["margin"][1] == 0
 
 
-def test_memory_limit_subsamples_the_reference(caplog):
+def test_memory_limit_subsamples_the_reference():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 2000)
     X = rng.normal(size=(2000, 4))
-    with caplog.at_level(logging.WARNING, logger="nnsig"):
+    with pytest.warns(NnsigWarning, match="subsample"):
         cn = ClassNeighbours(n_components=4, memory_limit=32 * 1024)
         cn._select(np.arange(2000), y, 1, 4)
-    assert "subsample" in caplog.text
     with pytest.raises(ValueError, match="n_components"):
         ClassNeighbours(n_components=0).fit_arrays({"a": X}, y)
 
@@ -243,7 +241,7 @@ def test_analysis_saved_without_scores_loads(blob_store):
     np.testing.assert_array_equal(load_scores(store, "bare", "test")["combined"], s["combined"])
 
 
-def test_scores_saved_by_0_1_are_refused_or_read(blob_store, caplog):
+def test_scores_saved_by_0_1_are_refused_or_read(blob_store):
     """0.1 (git 5ce32a6) wrote analysis/<name>/scores/<split>/<score> float64 arrays and the
     attribute nnsig_scores without a scores_format; written here by hand with zarr."""
     import zarr
@@ -265,9 +263,8 @@ def test_scores_saved_by_0_1_are_refused_or_read(blob_store, caplog):
     assert saved_scores_format(fresh, "old", "test") == 1
     with pytest.raises(LegacyScoresError, match=r"nnsig 0\.1.*legacy=True"):
         load_scores(fresh, "old", "test")
-    with caplog.at_level(logging.WARNING, logger="nnsig"):
+    with pytest.warns(NnsigWarning, match=r"0\.1"):
         back = load_scores(fresh, "old", "test", legacy=True)
-    assert "0.1" in caplog.text
     assert list(back) == list(old)
     for k, v in old.items():
         np.testing.assert_array_equal(back[k], v)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import copy
 import itertools
-import logging
 
 import numpy as np
 import pytest
 
-from nnsig_core import capture_arrays, open_store
+from nnsig_core import NnsigWarning, capture_arrays, open_store
 from nnsig_core.analysis.engine import SignatureAnalysis
 from nnsig_core.analysis.errors import MissingLabelsError
 from nnsig_core.diagnostics import (
@@ -136,6 +135,7 @@ def test_misclassified_fit_samples_are_capped_at_n_reference(fitted):
     assert small.n_misclassified_ == n_wrong - 1
 
 
+@pytest.mark.filterwarnings("ignore:The fit split .* has no misclassified sample")
 def test_calibration_rejects_unlabelled_split(tmp_path, fitted):
     _, analysis = fitted
     rng = np.random.default_rng(5)
@@ -149,7 +149,7 @@ def test_calibration_rejects_unlabelled_split(tmp_path, fitted):
         SignatureScorer().fit(an, store).calibrate(store, "val")
 
 
-def test_scores_saved_next_to_the_analysis(fitted, tmp_path, caplog):
+def test_scores_saved_next_to_the_analysis(fitted, tmp_path):
     store, analysis = fitted
     saved = copy.deepcopy(analysis).save(store, name="dx", splits=["train"])
     scores = signature_scores(saved, store, "test", save=True)  # under the analysis's name
@@ -165,18 +165,14 @@ def test_scores_saved_next_to_the_analysis(fitted, tmp_path, caplog):
     attrs = dict(store.root["analysis/dx/scores/test"].attrs)["nnsig_scores"]
     assert attrs["split"] == "test" and attrs["classes"] == [0, 1, 2]
     ro = open_store(store.path, mode="r")
-    with caplog.at_level(logging.WARNING, logger="nnsig"):
+    with pytest.warns(NnsigWarning, match="read-only"):
         signature_scores(analysis, ro, "val", name="dx", save=True)
-    assert "read-only" in caplog.text
     assert saved_score_splits(store, "dx") == ["test"]
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="nnsig"):
+    with pytest.warns(NnsigWarning, match="not been saved"):
         signature_scores(analysis, store, "val", save=True)  # unnamed: nothing to save next to
-    assert "not been saved" in caplog.text
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="nnsig"):
+    with pytest.warns(NnsigWarning, match="no analysis 'nope'"):
         signature_scores(analysis, store, "val", name="nope", save=True)
-    assert "no analysis 'nope'" in caplog.text and "nope" not in store.analyses
+    assert "nope" not in store.analyses
     signature_scores(saved, store, "val")  # computing does not write unless asked
     assert saved_score_splits(store, "dx") == ["test"]
 
@@ -261,11 +257,11 @@ def test_rank_combiner_selects_informative_component():
     untuned = ScoreCombiner().fit(comps)
     assert untuned.describe()["weights"] == [1.0, 1.0]
     assert 0 <= untuned.transform(comps).min() and untuned.transform(comps).max() <= 1
-    log_c = ScoreCombiner("logistic").fit(comps, labels, preds, [0, 1, 2])
+    log_c = ScoreCombiner(method="logistic").fit(comps, labels, preds, [0, 1, 2])
     w = log_c.describe()["weights"]
     assert w[0] > 5 * abs(w[1])
     with pytest.raises(ValueError, match="needs a target"):
-        ScoreCombiner("logistic").fit(comps)
+        ScoreCombiner(method="logistic").fit(comps)
 
 
 def test_owners_and_nearest():
@@ -310,6 +306,7 @@ def test_scorer_input_errors(fitted):
         sc.component_scores(np.zeros((2, 3), int), np.zeros((2, 3)), [0, 0])
 
 
+@pytest.mark.filterwarnings("ignore:The fit split .* has no misclassified sample")
 def test_saved_scores_go_stale_when_the_split_is_recaptured(tmp_path):
     from nnsig_core.analysis.synthetic import make_blob_store
     from nnsig_core.store import StoreError

@@ -24,7 +24,7 @@ def _relu_data(n: int = 300, f: int = 7, seed: int = 0) -> np.ndarray:
 
 def test_uniform_layer_scope_is_the_prototype_binning() -> None:
     X = _relu_data()
-    d = Discretizer("uniform", n_bins=10).fit(X)
+    d = Discretizer(strategy="uniform", n_bins=10).fit(X)
     lo, hi = X.min(), X.max()
     np.testing.assert_allclose(d.bin_edges_, np.linspace(lo, hi, 11))
     expected = np.clip(np.floor((X - lo) / (hi - lo) * 10), 0, 9).astype(int)
@@ -38,7 +38,7 @@ def test_uniform_layer_scope_is_the_prototype_binning() -> None:
 def test_out_of_range_values_fall_in_edge_bins() -> None:
     X = _relu_data()
     for scope in ("layer", "unit"):
-        d = Discretizer("uniform", n_bins=5, scope=scope).fit(X)
+        d = Discretizer(strategy="uniform", n_bins=5, scope=scope).fit(X)
         out = d.transform(np.vstack([X.min(axis=0) - 100, X.max(axis=0) + 100]))
         assert (out[0] == 0).all()
         top = np.asarray(d.n_bins_) - 1 if scope == "unit" else d.n_bins_ - 1
@@ -49,7 +49,7 @@ def test_out_of_range_values_fall_in_edge_bins() -> None:
 def test_unit_scope_matches_kbinsdiscretizer(strategy: str) -> None:
     X = _relu_data(n=400, f=5, seed=3)
     X[:, 1] = np.random.default_rng(0).normal(size=400)  # a unit with negative values
-    ours = Discretizer(strategy, n_bins=6, scope="unit", subsample=None).fit(X)
+    ours = Discretizer(strategy=strategy, n_bins=6, scope="unit", subsample=None).fit(X)
     ref = KBinsDiscretizer(n_bins=6, encode="ordinal", strategy=strategy,
                            subsample=None if strategy == "quantile" else 200_000)
     with pytest.warns(UserWarning):  # the dead unit (and merged quantile bins)
@@ -61,16 +61,16 @@ def test_unit_scope_matches_kbinsdiscretizer(strategy: str) -> None:
 
 def test_binary_is_the_relu_on_off_pattern() -> None:
     X = _relu_data()
-    d = Discretizer("binary").fit(X)
+    d = Discretizer(strategy="binary").fit(X)
     np.testing.assert_array_equal(d.transform(X), (X > 0).astype(np.int16))
-    d2 = Discretizer("binary", threshold=1.0).fit(X)
+    d2 = Discretizer(strategy="binary", threshold=1.0).fit(X)
     np.testing.assert_array_equal(d2.transform(X), (X > 1.0).astype(np.int16))
     assert d2.spec == "binary:1"
 
 
 def test_quantile_layer_scope_merges_repeated_edges() -> None:
     X = _relu_data(n=500)  # about half exact zeros
-    d = Discretizer("quantile", n_bins=10).fit(X)
+    d = Discretizer(strategy="quantile", n_bins=10).fit(X)
     assert d.n_bins_ < 10
     assert np.all(np.diff(d.bin_edges_) > 0)
     counts = np.bincount(d.transform(X).ravel())
@@ -80,7 +80,7 @@ def test_quantile_layer_scope_merges_repeated_edges() -> None:
 def test_constant_layer_gets_one_bin() -> None:
     X = np.full((20, 3), 2.5, dtype=np.float32)
     for scope in ("layer", "unit"):
-        d = Discretizer("uniform", n_bins=4, scope=scope).fit(X)
+        d = Discretizer(strategy="uniform", n_bins=4, scope=scope).fit(X)
         assert (d.transform(X) == 0).all()
 
 
@@ -97,8 +97,9 @@ def _chunks(X: np.ndarray, cuts: list[int]) -> list[np.ndarray]:
 )
 def test_partial_fit_over_chunks_equals_fit(cuts: list[int], strategy: str, scope: str) -> None:
     X = _relu_data(n=180, f=4, seed=7)
-    ref = Discretizer(strategy, n_bins=5, scope=scope, subsample=120, random_state=0).fit(X)
-    streamed = Discretizer(strategy, n_bins=5, scope=scope, subsample=120, random_state=0)
+    params = {"strategy": strategy, "n_bins": 5, "scope": scope, "subsample": 120, "random_state": 0}
+    ref = Discretizer(**params).fit(X)
+    streamed = Discretizer(**params)
     for c in _chunks(X, cuts):
         streamed.partial_fit(c)
     np.testing.assert_array_equal(streamed.transform(X), ref.transform(X))
@@ -108,7 +109,7 @@ def test_partial_fit_over_chunks_equals_fit(cuts: list[int], strategy: str, scop
 
 def test_train_bins_are_reused_for_test_data() -> None:
     train, test = _relu_data(seed=1), _relu_data(seed=2) * 1.5
-    d = Discretizer("uniform", n_bins=8).fit(train)
+    d = Discretizer(strategy="uniform", n_bins=8).fit(train)
     edges = d.bin_edges_.copy()
     d.transform(test)
     np.testing.assert_array_equal(d.bin_edges_, edges)
@@ -119,10 +120,10 @@ def test_train_bins_are_reused_for_test_data() -> None:
 
 def test_inverse_transform_gives_bin_centres() -> None:
     X = _relu_data()
-    d = Discretizer("uniform", n_bins=4).fit(X)
+    d = Discretizer(strategy="uniform", n_bins=4).fit(X)
     centres = d.inverse_transform(d.transform(X))
     assert np.abs(centres - X).max() <= (X.max() - X.min()) / 8 + 1e-6
-    du = Discretizer("uniform", n_bins=4, scope="unit").fit(X)
+    du = Discretizer(strategy="uniform", n_bins=4, scope="unit").fit(X)
     cu = du.inverse_transform(du.transform(X))
     assert cu.shape == X.shape
     assert np.all(np.abs(cu - X) <= (X.max(axis=0) - X.min(axis=0)) / 8 + 1e-6)
@@ -130,8 +131,9 @@ def test_inverse_transform_gives_bin_centres() -> None:
 
 def test_state_round_trip() -> None:
     X = _relu_data()
-    for d in (Discretizer("uniform", 7), Discretizer("quantile", 5, scope="unit"),
-              Discretizer("binary", threshold=0.2)):
+    for d in (Discretizer(strategy="uniform", n_bins=7),
+              Discretizer(strategy="quantile", n_bins=5, scope="unit"),
+              Discretizer(strategy="binary", threshold=0.2)):
         d.fit(X)
         attrs, arrays = d._state()
         again = Discretizer._from_state(attrs, arrays)
@@ -140,12 +142,12 @@ def test_state_round_trip() -> None:
 
 
 def test_sklearn_conventions_and_errors() -> None:
-    d = Discretizer("quantile", n_bins=5)
+    d = Discretizer(strategy="quantile", n_bins=5)
     assert clone(d).get_params() == d.get_params()
     with pytest.raises(NotFittedError):
         d.transform(np.zeros((2, 2)))
     with pytest.raises(ValueError, match="strategy"):
-        Discretizer("kmeans").fit(np.zeros((3, 2)))
+        Discretizer(strategy="kmeans").fit(np.zeros((3, 2)))
     with pytest.raises(ValueError, match="scope"):
         Discretizer(scope="neuron").fit(np.zeros((3, 2)))
     with pytest.raises(ValueError, match="n_bins"):

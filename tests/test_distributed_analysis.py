@@ -58,11 +58,11 @@ def _same_signatures(local, dist, exemplars: bool = True) -> None:
     assert (dist.n_samples, dist.n_signatures, dist.accuracy, dist.n_classes) == (
         local.n_samples, local.n_signatures, local.accuracy, local.n_classes)
     if exemplars:  # nearest first, ties by position: equal distances needed
-        assert dist.exemplars(3) == local.exemplars(3)
-        assert dist.exemplars(2, mask=dist.correct) == local.exemplars(2, mask=local.correct)
+        assert dist.exemplars(n=3) == local.exemplars(n=3)
+        assert dist.exemplars(n=2, mask=dist.correct) == local.exemplars(n=2, mask=local.correct)
     assert dist.subset(dist.correct).n_signatures == local.subset(local.correct).n_signatures
     for by in ("input", "output"):
-        for a, b in zip(dist.composition(by), local.composition(by), strict=True):
+        for a, b in zip(dist.composition(by=by), local.composition(by=by), strict=True):
             np.testing.assert_array_equal(a, b)
 
 
@@ -205,7 +205,7 @@ def test_errors_are_those_of_the_single_process_fit(client, blobs, tmp_path) -> 
                                                                client=client)
     assert not sigs.has_labels and np.isnan(sigs.purity()).all()
     with pytest.raises(MissingLabelsError):
-        sigs.composition("input")
+        sigs.composition(by="input")
 
 
 @pytest.mark.slow

@@ -31,6 +31,7 @@ def _capture(url: str, options: dict, split: str, n: int = 120, **kw) -> None:
                    storage_options=options, **kw)
 
 
+@pytest.mark.filterwarnings("ignore:The fit split .* has no misclassified sample")
 def test_capture_analysis_and_report_from_s3(s3, tmp_path: Path) -> None:
     url, options = s3
     for split in ("train", "test"):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nnsig_core import NnsigWarning
 from nnsig_core.report import (
     MARKER,
     PortInUseError,
@@ -259,13 +260,13 @@ def test_index_written_when_a_second_report_appears(tmp_path, data):
     assert "NNSIG_RUNS = {" in (tmp_path / "a" / "runs.js").read_text()
 
 
-def test_write_index_refuses_a_foreign_index_and_a_report(tmp_path, data, caplog):
+def test_write_index_refuses_a_foreign_index_and_a_report(tmp_path, data):
     (tmp_path / "index.html").write_text("<html>my own page</html>")
     write_report_data(data, tmp_path / "a")
-    write_report_data(data, tmp_path / "b")  # logs a warning, writes the report anyway
+    with pytest.warns(NnsigWarning, match="not the index"):  # writes the report anyway
+        write_report_data(data, tmp_path / "b")
     assert (tmp_path / "b" / MARKER).is_file()
     assert (tmp_path / "index.html").read_text() == "<html>my own page</html>"
-    assert "not the index" in caplog.text
     with pytest.raises(ReportError, match="not written by nnsig"):
         write_index(tmp_path)
     with pytest.raises(ReportError, match="is a report itself"):

@@ -26,6 +26,8 @@ from nnsig_torch import (  # noqa: E402
     available_layers,
 )
 
+from nnsig_core import NnsigWarning  # noqa: E402
+
 ATOL = 1e-5
 
 
@@ -271,7 +273,8 @@ def test_transformer_encoder_submodules_are_captured():
     close(blocks["layers.0"], h0.mean(1))
     adapter = TorchAdapter(model, layers=["layers.*.linear*", "layers.*.norm*", "*.out_proj"],
                            pool=None)
-    outputs, acts = adapter.run(x)
+    with pytest.warns(NnsigWarning, match=r"2 selected module\(s\) never ran.*out_proj"):
+        outputs, acts = adapter.run(x)  # out_proj: only its weights are used
     assert torch.backends.mha.get_fastpath_enabled() == fast
     for i in (0, 1):
         for leaf in ("linear1", "linear2", "norm1", "norm2"):
@@ -586,7 +589,8 @@ def test_layer_that_never_runs_is_an_error(images):
     model = Unused().eval()
     with pytest.raises(LayerSelectionError, match="never ran.*aux"):
         TorchAdapter(model, layers=["conv", "aux"]).run(images)
-    _, acts = TorchAdapter(model, layers=nn.Linear).run(images)  # by type: aux left out
+    with pytest.warns(NnsigWarning, match="never ran and are not captured: aux"):
+        _, acts = TorchAdapter(model, layers=nn.Linear).run(images)  # by type: aux left out
     assert list(acts) == ["fc"]
 
 
@@ -601,7 +605,8 @@ def test_captured_names_must_not_change_between_batches():
             return self.b(x) if x.shape[0] > 2 else self.a(x)
 
     adapter = TorchAdapter(Branchy().eval(), layers=nn.Linear)
-    adapter.run(torch.randn(4, 2))
+    with pytest.warns(NnsigWarning, match="never ran and are not captured: a"):
+        adapter.run(torch.randn(4, 2))
     with pytest.raises(LayerSelectionError, match="missing: b"):
         adapter.run(torch.randn(2, 2))
     named = TorchAdapter(Branchy().eval(), layers=["a", "b"])

@@ -26,13 +26,14 @@ Keras internals used (stable through Keras 3.x): ``Function._nodes_by_depth``,
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import keras
 import numpy as np
+
+from nnsig_core._warnings import warn
 
 __all__ = [
     "Call",
@@ -50,7 +51,6 @@ __all__ = [
     "units",
 ]
 
-logger = logging.getLogger("nnsig_keras")
 
 InputLayer = keras.layers.InputLayer
 
@@ -177,11 +177,9 @@ def hook_scope(op: Any, prefix: str = "", path_prefix: str = "") -> Scope:
                 i = 2
                 while f"{path}~{i}" in scope.layers:
                     i += 1
-                logger.warning(
-                    "Two layers of %r are both named %r; the second is captured as %r.",
-                    op.name,
-                    path,
-                    f"{path}~{i}",
+                warn(
+                    f"Two layers of {op.name!r} are both named {path!r}; the second is "
+                    f"captured as '{path}~{i}'."
                 )
                 path = f"{path}~{i}"
             scope.layers[path] = sub

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
 import keras
 import numpy as np
 
+from nnsig_core._warnings import warn
 from nnsig_core.adapter import LayerSelectionError
 
 from ._graph import Scope, build_scope, graph_of, hook_scope, units
@@ -25,8 +25,6 @@ __all__ = [
     "hook_limitation",
     "scope_of",
 ]
-
-logger = logging.getLogger("nnsig_keras")
 
 
 class ModelNotBuiltError(ValueError):
@@ -83,11 +81,9 @@ def ensure_built(model: Any, input_shape: Sequence[int] | None) -> None:
                     "KerasAdapter(model, input_shape=(...)) (the shape of one sample, without "
                     "the batch axis)."
                 )
-            logger.warning(
-                "Building Sequential model %r for inputs of shape %s: its weights are freshly "
-                "initialised.",
-                model.name,
-                tuple(input_shape),
+            warn(
+                f"Building Sequential model {model.name!r} for inputs of shape "
+                f"{tuple(input_shape)}: its weights are freshly initialised."
             )
             model.build((None, *input_shape))
         return
@@ -100,11 +96,9 @@ def ensure_built(model: Any, input_shape: Sequence[int] | None) -> None:
                 "layers have no weights. Call it once on a batch (model(x[:1])), train it, or "
                 "pass KerasAdapter(model, input_shape=(...)) (the shape of one sample)."
             )
-        logger.warning(
-            "Calling model %r once on zeros of shape %s to build it: its weights are freshly "
-            "initialised.",
-            model.name,
-            (1, *input_shape),
+        warn(
+            f"Calling model {model.name!r} once on zeros of shape {(1, *input_shape)} to build "
+            "it: its weights are freshly initialised."
         )
         model(np.zeros((1, *input_shape), dtype="float32"), training=False)
 

@@ -19,13 +19,13 @@ handed to the store without a copy.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from nnsig_core._warnings import warn
 from nnsig_core.adapter import LayerSelectionError, close_matches
 from nnsig_core.adapter.layout import (
     Layout,
@@ -41,8 +41,6 @@ from ._layout import LayoutTracker
 from ._pool import pool_tensor, token_rows_tensor
 
 __all__ = ["CapturePlan", "Finalized", "finalize", "make_plans", "shares_storage"]
-
-logger = logging.getLogger("nnsig_torch")
 
 
 @dataclass
@@ -169,10 +167,10 @@ def make_plans(
     _unused(pool, used_pool, "pool", names)
     _unused(layout, used_layout, "layout", names)
     if unknown:
-        logger.warning(
-            "The layout of %d layer(s) is unknown, so they are kept whole (not pooled): %s. "
-            "Pass layout={name: 'NCHW' | 'NHWC' | 'NLC' ...} to pool them.",
-            len(unknown), ", ".join(unknown[:6]) + (", ..." if len(unknown) > 6 else ""),
+        warn(
+            f"The layout of {len(unknown)} layer(s) is unknown, so they are kept whole (not "
+            f"pooled): {', '.join(unknown[:6]) + (', ...' if len(unknown) > 6 else '')}. "
+            "Pass layout={name: 'NCHW' | 'NHWC' | 'NLC' ...} to pool them."
         )
     for p in plans.values():
         if p.sample:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from nnsig_core._warnings import warn
 from nnsig_core.adapter import LayerSelectionError
 
 from ._capture import Recorder
@@ -66,7 +67,7 @@ def sequence_inputs(
 
 
 def first_batch_names(adapter: TorchAdapter, rec: Recorder) -> list[str]:
-    """The capture names of the first batch (logging what was left out).
+    """The capture names of the first batch (warning of what was left out).
 
     Raises
     ------
@@ -86,9 +87,9 @@ def first_batch_names(adapter: TorchAdapter, rec: Recorder) -> list[str]:
         )
     idle = [n for n in adapter.layer_names if n not in rec.calls]
     if idle:
-        logger.warning(
-            "%d selected module(s) never ran and are not captured: %s",
-            len(idle), ", ".join(idle[:8]) + (", ..." if len(idle) > 8 else ""),
+        warn(
+            f"{len(idle)} selected module(s) never ran and are not captured: "
+            + ", ".join(idle[:8]) + (", ..." if len(idle) > 8 else "")
         )
     if rec.skipped:
         logger.info(

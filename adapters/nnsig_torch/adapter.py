@@ -63,7 +63,7 @@ class TorchAdapter:
         ``nnsig_torch._defaults`` and ``docs/design.md``). A name given exactly
         must run on every batch; modules found by a glob, a type or the
         default that never run, and their outputs without a batch axis, are
-        left out (logged).
+        left out (with an :class:`~nnsig_core.NnsigWarning`).
     pool : str, tuple, callable or dict, optional
         How each captured tensor is reduced per sample, using its layout (see
         ``layout``): ``"auto"`` (default) averages the positions of feature
@@ -140,10 +140,10 @@ class TorchAdapter:
         self,
         model: nn.Module,
         layers: LayerSpec | Sequence[LayerSpec] | None = None,
+        *,
         pool: PoolSpec = "auto",
         device: str | torch.device | None = None,
         keep_nonfinite: bool = False,
-        *,
         layout: LayoutSpec = None,
         batch_axis: int = 0,
         mask: Any = ("attention_mask", "padding_mask"),

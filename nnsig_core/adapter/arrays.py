@@ -42,6 +42,7 @@ class ArrayAdapter:
         self,
         activations: Mapping[str, Any],
         outputs: Any,
+        *,
         model_class: str = "unknown",
         layer_types: Mapping[str, str] | None = None,
         inputs: Any = None,

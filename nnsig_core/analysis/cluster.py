@@ -44,8 +44,9 @@ from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
-from nnsig_core._params import MEMORY_SIZE, Interval, Options, validate_params
+from nnsig_core._params import MEMORY_SIZE, Interval, NnsigParamsMixin, Options, validate_params
 from nnsig_core._util import format_bytes, parse_bytes
+from nnsig_core._warnings import warn
 from nnsig_core.analysis._util import rebatch
 from nnsig_core.analysis.assign import assign_nearest, canonical_order
 from nnsig_core.analysis.discretize import Discretizer
@@ -75,7 +76,7 @@ class _Collector:
             self.rows[lo:hi] = block[self.positions[lo:hi] - offset]
 
 
-class LayerClusterer(BaseEstimator):
+class LayerClusterer(NnsigParamsMixin, BaseEstimator):
     """Cluster one layer's rows: discretize, reduce, KMeans (exact or streamed).
 
     Parameters
@@ -125,6 +126,7 @@ class LayerClusterer(BaseEstimator):
 
     def __init__(
         self,
+        *,
         n_clusters: int = 10,
         discretizer: Discretizer | None = None,
         reduce: int | None = None,
@@ -147,7 +149,7 @@ class LayerClusterer(BaseEstimator):
         self.method = method
         self.progress = progress
 
-    _parameter_constraints = {
+    _nnsig_constraints = {
         "n_clusters": [Interval(numbers.Integral, 1)],
         "discretizer": [Discretizer, None],
         "reduce": [Interval(numbers.Integral, 1), None],
@@ -161,9 +163,9 @@ class LayerClusterer(BaseEstimator):
     }
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, source: RowSource, name: str = "layer") -> LayerClusterer:
+    def fit(self, source: RowSource, *, name: str = "layer") -> LayerClusterer:
         """Fit on every row of ``source`` (named ``name`` in messages)."""
-        validate_params(self, self._parameter_constraints)
+        validate_params(self, self._nnsig_constraints)
         k = int(self.n_clusters)
         n, f = int(source.n_rows), int(source.n_features)
         if n < k:
@@ -254,7 +256,7 @@ class LayerClusterer(BaseEstimator):
                     feats = (self.features(b) for _, b in self._pass(src, f"kmeans {p + 1}"))
                     for batch in rebatch(feats, max(int(self.batch_size), k)):
                         mbk.partial_fit(batch)
-            _log_warnings(caught, name)
+            _warn_once(caught, name)
             centers = np.asarray(mbk.cluster_centers_, dtype=np.float32)
             parts = [
                 assign_nearest(self.features(b), centers)
@@ -275,9 +277,9 @@ class LayerClusterer(BaseEstimator):
         self.n_fit_samples_ = n
         n_empty = int((self.fit_counts_ == 0).sum())
         if n_empty:
-            log.warning(
-                "Layer %r: %d of %d clusters hold no fit sample (too few distinct activation "
-                "patterns?); consider fewer clusters.", name, n_empty, k,
+            warn(
+                f"Layer {name!r}: {n_empty} of {k} clusters hold no fit sample (too few distinct "
+                "activation patterns?); consider fewer clusters."
             )
         return self
 
@@ -289,7 +291,7 @@ class LayerClusterer(BaseEstimator):
             log.info("Layer %r has %d features <= reduce=%d: not reduced.", name, f, r)
             return None
         if r > n:
-            log.warning("Layer %r: reduce=%d > %d fit samples; using %d components.", name, r, n, n)
+            warn(f"Layer {name!r}: reduce={r} > {n} fit samples; using {n} components.")
             return n if n < f else None
         return r
 
@@ -333,7 +335,7 @@ class LayerClusterer(BaseEstimator):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             km.fit(X)
-        _log_warnings(caught, name)
+        _warn_once(caught, name)
         return km
 
     # ------------------------------------------------------------------ transforming
@@ -423,10 +425,10 @@ class LayerClusterer(BaseEstimator):
         return c
 
 
-def _log_warnings(caught: list[warnings.WarningMessage], name: str) -> None:
+def _warn_once(caught: list[warnings.WarningMessage], name: str) -> None:
     seen = set()
     for w in caught:
         msg = str(w.message)
         if msg not in seen:
             seen.add(msg)
-            log.warning("Layer %r: %s", name, msg)
+            warn(f"Layer {name!r}: {msg}")

@@ -29,7 +29,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.preprocessing import KBinsDiscretizer
 from sklearn.utils.validation import check_is_fitted
 
-from nnsig_core._params import Interval, Options, Satisfies, validate_params
+from nnsig_core._params import Interval, NnsigParamsMixin, Options, Satisfies, validate_params
 from nnsig_core.analysis._util import Reservoir
 
 __all__ = ["Discretizer", "parse_discretizer_spec"]
@@ -42,7 +42,7 @@ MAX_BINS = 32767
 _TRANSFORM_BLOCK = 4 << 20  # elements compared at once by the per-unit transform
 
 
-class Discretizer(TransformerMixin, BaseEstimator):
+class Discretizer(NnsigParamsMixin, TransformerMixin, BaseEstimator):
     """Bin activations; fittable in one go (:meth:`fit`) or from chunks (:meth:`partial_fit`).
 
     Parameters
@@ -95,6 +95,7 @@ class Discretizer(TransformerMixin, BaseEstimator):
 
     def __init__(
         self,
+        *,
         strategy: str = "uniform",
         n_bins: int = 10,
         scope: str = "layer",
@@ -110,7 +111,7 @@ class Discretizer(TransformerMixin, BaseEstimator):
         self.random_state = random_state
 
     # ------------------------------------------------------------------ fitting
-    _parameter_constraints = {
+    _nnsig_constraints = {
         "strategy": [Options(STRATEGIES)],
         "n_bins": [Interval(numbers.Integral, 2, MAX_BINS)],
         "scope": [Options(SCOPES)],
@@ -120,10 +121,13 @@ class Discretizer(TransformerMixin, BaseEstimator):
     }
 
     def _validate(self) -> None:
-        constraints = dict(self._parameter_constraints)
+        constraints = dict(self._nnsig_constraints)
         if self.strategy == "binary":  # the binary strategy has no bins to count
             constraints.pop("n_bins")
         validate_params(self, constraints)
+
+    def _validate_params(self) -> None:
+        self._validate()
 
     @staticmethod
     def _as_2d(X: Any) -> np.ndarray:
@@ -375,10 +379,10 @@ def parse_discretizer_spec(spec: str | None) -> Discretizer | None:
     try:
         if strategy == "binary":
             threshold = float(rest[0]) if rest else 0.0
-            d = Discretizer("binary", scope=scope, threshold=threshold)
+            d = Discretizer(strategy="binary", scope=scope, threshold=threshold)
         else:
             n_bins = int(rest[0]) if rest else 10
-            d = Discretizer(strategy, n_bins=n_bins, scope=scope)
+            d = Discretizer(strategy=strategy, n_bins=n_bins, scope=scope)
     except ValueError as exc:
         raise ValueError(grammar) from exc
     d._validate()

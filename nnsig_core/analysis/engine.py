@@ -31,7 +31,14 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from nnsig_core._params import MEMORY_SIZE, Interval, Options, Satisfies, validate_params
+from nnsig_core._params import (
+    MEMORY_SIZE,
+    Interval,
+    NnsigParamsMixin,
+    Options,
+    Satisfies,
+    validate_params,
+)
 from nnsig_core._util import count_matrix, parse_bytes
 from nnsig_core.analysis import persist
 from nnsig_core.analysis.cluster import LayerClusterer
@@ -55,7 +62,7 @@ _FITTED = "clusterers_"
 StoreArg = ActivationStore | str | os.PathLike
 
 
-class SignatureAnalysis(BaseEstimator):
+class SignatureAnalysis(NnsigParamsMixin, BaseEstimator):
     """Cluster each layer's activations and follow every sample's signature.
 
     Parameters
@@ -120,7 +127,7 @@ class SignatureAnalysis(BaseEstimator):
         previous layer was clustered.
     """
 
-    _parameter_constraints = {
+    _nnsig_constraints = {
         "n_clusters": [Interval(numbers.Integral, 1), Mapping],
         "discretizer": [Discretizer, str, None],
         "only_correct": [bool],
@@ -137,6 +144,7 @@ class SignatureAnalysis(BaseEstimator):
 
     def __init__(
         self,
+        *,
         n_clusters: int | Mapping[str, int] = DEFAULT_CLUSTERS,
         discretizer: Discretizer | str | None = None,
         only_correct: bool = True,
@@ -213,7 +221,7 @@ class SignatureAnalysis(BaseEstimator):
         return [int(v) for v in ks]
 
     # ------------------------------------------------------------------ selection
-    def selection_mask(self, store: StoreArg, split: str,
+    def selection_mask(self, store: StoreArg, split: str, *,
                        classes: Iterable[int] | None = None) -> np.ndarray:
         """Which samples of ``split`` the fit rule keeps (``only_correct``, ``classes``).
 
@@ -222,10 +230,11 @@ class SignatureAnalysis(BaseEstimator):
         """
         if classes is None:
             classes = getattr(self, "fit_classes_", None)
-        return fit_sample_mask(open_store(store), split, classes, only_correct=self.only_correct)
+        return fit_sample_mask(open_store(store), split, classes=classes,
+                               only_correct=self.only_correct)
 
     # ------------------------------------------------------------------ fit / transform
-    def fit(self, store: StoreArg, split: str = "train",
+    def fit(self, store: StoreArg, split: str = "train", *,
             classes: Iterable[int] | None = None, client: ClientArg = None) -> SignatureAnalysis:
         """Fit one clusterer per layer on the selected samples of ``split``.
 
@@ -260,7 +269,7 @@ class SignatureAnalysis(BaseEstimator):
             from nnsig_core.distributed.analysis import fit_distributed
 
             return fit_distributed(self, store, split, classes, client)
-        validate_params(self, self._parameter_constraints)
+        validate_params(self, self._nnsig_constraints)
         store = open_store(store)
         store.require_complete(split)
         before = store.fingerprint(split)
@@ -269,7 +278,8 @@ class SignatureAnalysis(BaseEstimator):
         layers = self._resolve_layers(store, split)
         ks = self._layer_clusters(layers)
         fit_classes = None if classes is None else sorted({int(c) for c in classes})
-        rows = np.flatnonzero(fit_sample_mask(store, split, fit_classes, self.only_correct))
+        rows = np.flatnonzero(fit_sample_mask(store, split, classes=fit_classes,
+                                               only_correct=self.only_correct))
         too_many = [(n, k) for n, k in zip(layers, ks, strict=False) if k > rows.size]
         if too_many:
             desc = ", ".join(f"{n!r}: {k}" for n, k in too_many)
@@ -323,7 +333,7 @@ class SignatureAnalysis(BaseEstimator):
         self._cache: dict[tuple[Any, ...], Signatures] = {}
         return self
 
-    def transform(self, store: StoreArg, split: str = "test",
+    def transform(self, store: StoreArg, split: str = "test", *,
                   client: ClientArg = None) -> Signatures:
         """Map every sample of ``split`` onto the fitted clusters.
 
@@ -385,12 +395,12 @@ class SignatureAnalysis(BaseEstimator):
                     f"{shape} in the fit split {self.fit_split_!r}: not the same model."
                 )
 
-    def fit_transform(self, store: StoreArg, split: str = "train",
+    def fit_transform(self, store: StoreArg, split: str = "train", *,
                       classes: Iterable[int] | None = None,
                       client: ClientArg = None) -> Signatures:
         """:meth:`fit` on ``split``, then :meth:`transform` of the same split (every sample)."""
         store = open_store(store)
-        return self.fit(store, split, classes, client=client).transform(store, split,
+        return self.fit(store, split, classes=classes, client=client).transform(store, split,
                                                                           client=client)
 
     def _signatures(self, store: ActivationStore, split: str, ids: np.ndarray,
@@ -412,7 +422,7 @@ class SignatureAnalysis(BaseEstimator):
             self._cache = {}
         self._cache[self._cache_key(store, split)] = sigs
 
-    def signatures(self, store: StoreArg, split: str, client: ClientArg = None) -> Signatures:
+    def signatures(self, store: StoreArg, split: str, *, client: ClientArg = None) -> Signatures:
         """Signatures of ``split``: computed earlier in this session, saved in the store, or now.
 
         Cached and saved signatures are used only while the split's capture is
@@ -451,7 +461,7 @@ class SignatureAnalysis(BaseEstimator):
         return self.name_ if persist.holds_analysis(store, self.name_, centers) else None
 
     # ------------------------------------------------------------------ summaries
-    def typical_clusters(self, min_share: float = 0.1) -> list[list[list[int]]]:
+    def typical_clusters(self, *, min_share: float = 0.1) -> list[list[list[int]]]:
         """Per layer, per class: clusters holding >= ``min_share`` of the class's fit samples."""
         check_is_fitted(self, _FITTED)
         out = []
@@ -479,7 +489,7 @@ class SignatureAnalysis(BaseEstimator):
         """Rebuild a fitted analysis from :meth:`_state` output (``layers`` by layer name)."""
         return restore_state(cls, meta, layers, name)
 
-    def save(self, store: StoreArg, name: str = "default", overwrite: bool = False,
+    def save(self, store: StoreArg, name: str = "default", *, overwrite: bool = False,
              splits: Iterable[str] | None = None, client: ClientArg = None) -> SignatureAnalysis:
         """Save the fitted analysis into ``store`` under ``analysis/<name>``.
 

@@ -78,7 +78,7 @@ class JointTableViews:
             )
 
     # ------------------------------------------------------------------ main table
-    def table(self, as_frame: bool = False) -> Any:
+    def table(self, *, as_frame: bool = False) -> Any:
         """The prototype's table: one row per distinct (input class, signature, output class).
 
         Columns ``input_class`` (-1 when unknown), ``signature`` (tuple of
@@ -101,7 +101,7 @@ class JointTableViews:
                 for u, c in zip(T[order], counts[order], strict=False)]
         return _maybe_frame(Table(cols, rows), as_frame)
 
-    def by_output_class(self, as_frame: bool = False) -> Any:
+    def by_output_class(self, *, as_frame: bool = False) -> Any:
         """Signatures leading to each output class.
 
         Columns ``output_class``, ``signature``, ``count``, ``n_correct``
@@ -126,7 +126,7 @@ class JointTableViews:
                  int(n_ok[i]), int(n_bad[i])) for i in np.lexsort(keys)]
         return _maybe_frame(Table(cols, rows), as_frame)
 
-    def by_signature(self, as_frame: bool = False) -> Any:
+    def by_signature(self, *, as_frame: bool = False) -> Any:
         """One row per distinct signature.
 
         Columns ``signature``, ``count``, ``majority_class`` (most frequent
@@ -163,7 +163,7 @@ class JointTableViews:
         return _maybe_frame(Table(cols, rows), as_frame)
 
     # ------------------------------------------------------------------ per layer
-    def composition(self, by: str = "input") -> list[np.ndarray]:
+    def composition(self, *, by: str = "input") -> list[np.ndarray]:
         """Per layer, a (n_clusters, n_classes) matrix of sample counts.
 
         Parameters
@@ -182,14 +182,14 @@ class JointTableViews:
             raise ValueError(f"by must be 'input' or 'output'; got {by!r}.")
         return joint_compositions(cls, ids, w, self.n_clusters, max(self.n_classes, 1))
 
-    def cluster_composition(self, by: str = "input", as_frame: bool = False) -> Any:
+    def cluster_composition(self, *, by: str = "input", as_frame: bool = False) -> Any:
         """Long table of :meth:`composition`: ``layer``, ``cluster``, ``class``, ``count``.
 
         Only non-zero counts are listed; rows follow layer order, then
         cluster, then class.
         """
         rows = []
-        for name, m in zip(self.layers, self.composition(by), strict=False):
+        for name, m in zip(self.layers, self.composition(by=by), strict=False):
             for c, k in zip(*np.nonzero(m), strict=False):
                 rows.append((name, int(c), int(k), int(m[c, k])))
         return _maybe_frame(Table(["layer", "cluster", "class", "count"], rows), as_frame)
@@ -198,15 +198,15 @@ class JointTableViews:
         """Per-layer purity over labelled samples (NaN without labels); see the module doc."""
         if not self.has_labels:
             return np.full(len(self.layers), np.nan)
-        return np.array([class_purity(m) for m in self.composition("input")])
+        return np.array([class_purity(m) for m in self.composition(by="input")])
 
     def entropy(self) -> np.ndarray:
         """Per-layer mean class entropy in bits (NaN without labels); see the module doc."""
         if not self.has_labels:
             return np.full(len(self.layers), np.nan)
-        return np.array([class_entropy(m) for m in self.composition("input")])
+        return np.array([class_entropy(m) for m in self.composition(by="input")])
 
-    def transitions(self, include_io: bool = False, as_frame: bool = False) -> Any:
+    def transitions(self, *, include_io: bool = False, as_frame: bool = False) -> Any:
         """Counts between consecutive layers' clusters, split by input class (Sankey links).
 
         Columns ``source_layer``, ``source``, ``target_layer``, ``target``,

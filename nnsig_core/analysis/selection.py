@@ -12,12 +12,12 @@ the same functions per block on the workers
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
+from nnsig_core._warnings import warn
 from nnsig_core.analysis.errors import EmptySelectionError, MissingLabelsError
 from nnsig_core.execute.blocks import reduce_columns
 from nnsig_core.execute.merging import merge_parts
@@ -31,8 +31,6 @@ __all__ = [
     "merge_label_counts",
     "selection_block",
 ]
-
-log = logging.getLogger("nnsig")
 
 
 def selection_block(labels: np.ndarray, preds: np.ndarray, classes: np.ndarray | None,
@@ -102,7 +100,7 @@ def check_selection(split: str, has_labels: bool, label_counts: np.ndarray, n_sa
         )
     absent = sorted(set(wanted.tolist()) - set(present))
     if absent:
-        log.warning("Classes %s have no sample in split %r.", absent, split)
+        warn(f"Classes {absent} have no sample in split {split!r}.")
     return wanted
 
 
@@ -126,6 +124,7 @@ def check_selected(split: str, n_selected: int, label_counts: np.ndarray, n_samp
 def fit_sample_mask(
     store: ActivationStore,
     split: str,
+    *,
     classes: Iterable[int] | None = None,
     only_correct: bool = True,
 ) -> np.ndarray:

@@ -253,7 +253,7 @@ class Signatures(JointTableViews):
         out._whole = self._whole
         return out
 
-    def exemplars(self, n: int = 5, mask: Any = None) -> list[list[list[int]]]:
+    def exemplars(self, *, n: int = 5, mask: Any = None) -> list[list[list[int]]]:
         """Per layer, per cluster: the split positions of the ``n`` samples nearest the centre.
 
         Parameters

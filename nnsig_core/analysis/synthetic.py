@@ -14,6 +14,7 @@ __all__ = ["make_blob_activations", "make_blob_store"]
 
 
 def make_blob_activations(
+    *,
     n_samples: int = 600,
     n_classes: int = 4,
     layer_shapes: Sequence[tuple[int, ...]] = ((8,), (6,), (2, 3)),
@@ -74,6 +75,7 @@ def make_blob_activations(
 
 def make_blob_store(
     path: str | os.PathLike[str] | ActivationStore,
+    *,
     splits: Sequence[str] = ("train", "test"),
     n_samples: int | Sequence[int] = 600,
     chunk_bytes: int = 2048,

@@ -53,7 +53,7 @@ def _rows(sigs: Signatures, store: ActivationStore) -> dict[str, np.ndarray]:
 
 
 def token_labels(
-    sigs: Signatures, store: ActivationStore, label: TokenLabel | None = None
+    sigs: Signatures, store: ActivationStore, *, label: TokenLabel | None = None
 ) -> tuple[np.ndarray, list[str]]:
     """Per token of ``sigs``: the index of its label, and the labels (in first-seen order)."""
     rows = _rows(sigs, store)
@@ -70,13 +70,13 @@ def token_labels(
 
 
 def token_table(
-    sigs: Signatures, store: ActivationStore, label: TokenLabel | None = None,
+    sigs: Signatures, store: ActivationStore, *, label: TokenLabel | None = None,
     as_frame: bool = False,
 ) -> Any:
     """One row per token: ``sample_index``, ``sample_row``, ``position``, ``token``,
     ``label``, ``input_class``, ``signature``, ``output_class``, in store order."""
     rows = _rows(sigs, store)
-    codes, names = token_labels(sigs, store, label)
+    codes, names = token_labels(sigs, store, label=label)
     out = [
         (int(si), int(sr), int(p), int(t), names[int(c)], int(y), tuple(int(x) for x in path),
          int(o))
@@ -109,13 +109,13 @@ def _top(groups: np.ndarray, items: np.ndarray, n_groups: int, top: int) -> list
 
 
 def tokens_by_path(
-    sigs: Signatures, store: ActivationStore, label: TokenLabel | None = None, top: int = 5,
+    sigs: Signatures, store: ActivationStore, *, label: TokenLabel | None = None, top: int = 5,
     as_frame: bool = False,
 ) -> Any:
     """Per distinct path: ``signature``, ``count`` (tokens), ``inputs`` (distinct samples),
     ``tokens`` (its ``top`` most frequent labels, ``"pos 0 ×20, pos 3 ×10"``); most frequent
     paths first. :func:`token_table` has every token for finer questions."""
-    codes, names = token_labels(sigs, store, label)
+    codes, names = token_labels(sigs, store, label=label)
     rows = _rows(sigs, store)
     if not len(codes):
         empty = Table(["signature", "count", "inputs", "tokens"], [])
@@ -134,12 +134,12 @@ def tokens_by_path(
 
 
 def paths_by_token(
-    sigs: Signatures, store: ActivationStore, label: TokenLabel | None = None, top: int = 3,
+    sigs: Signatures, store: ActivationStore, *, label: TokenLabel | None = None, top: int = 3,
     as_frame: bool = False,
 ) -> Any:
     """Per token label: ``label``, ``count``, ``paths`` (distinct), ``top_paths`` (its ``top``
     most frequent signatures, ``"0-3 ×12, 1-3 ×5"``); most frequent labels first."""
-    codes, names = token_labels(sigs, store, label)
+    codes, names = token_labels(sigs, store, label=label)
     if not len(codes):
         empty = Table(["label", "count", "paths", "top_paths"], [])
         return empty.to_frame() if as_frame else empty

@@ -47,6 +47,7 @@ def capture(
     adapter: Adapter,
     data: Any,
     store: ActivationStore | str | os.PathLike[str],
+    *,
     split: str = "train",
     batch_size: int = 1000,
     max_samples: int | None = None,
@@ -62,7 +63,6 @@ def capture(
     durable: bool = DEFAULT_DURABLE,
     allow_other_weights: bool | str = False,
     storage_options: dict[str, Any] | None = None,
-    *,
     batch_axis: int | None = None,
     label_key: str | None = None,
 ) -> ActivationStore:
@@ -148,7 +148,7 @@ def capture(
     ActivationStore
         The store, with ``split`` complete. When the data ends before the
         expected count (``len(DataLoader)``...), the split is complete with
-        the samples the data gave, and the shortfall is logged.
+        the samples the data gave, with an :class:`~nnsig_core.NnsigWarning`.
 
     Raises
     ------
@@ -252,6 +252,7 @@ def capture_arrays(
     outputs: Any,
     labels: Any,
     store: ActivationStore | str | os.PathLike[str],
+    *,
     split: str = "train",
     model_class: str = "unknown",
     layer_types: Mapping[str, str] | None = None,

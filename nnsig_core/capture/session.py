@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from nnsig_core._util import now_iso, to_json_safe
+from nnsig_core._warnings import warn
 from nnsig_core.adapter import Adapter
 from nnsig_core.adapter.tokens import split_token_rows
 from nnsig_core.capture.batches import class_indices
@@ -313,8 +314,8 @@ class CaptureSession:
             self.tokens.finish()  # complete before the sample-level split is
         total = self.writer.close()
         if self.n_expected is not None and total < self.n_expected:
-            log.warning("The data ended at %d of %d expected samples; the split holds %d.",
-                        total, self.n_expected, total)
+            warn(f"The data ended at {total} of {self.n_expected} expected samples; the split "
+                 f"holds {total}.")
             for arr in self.writer.arrays.values():
                 arr.resize((total, *arr.shape[1:]))
         self.info.update(

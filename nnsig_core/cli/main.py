@@ -16,9 +16,12 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from nnsig_core._util import package_version
+from nnsig_core._warnings import NnsigWarning
 from nnsig_core.cli import commands
 from nnsig_core.execute.client import connect, parse_scheduler
 
@@ -232,6 +235,24 @@ class _OneLineFormatter(logging.Formatter):
         return f"nnsig: {record.getMessage()}"
 
 
+@contextlib.contextmanager
+def _warnings_logged() -> Iterator[None]:
+    """Show each :class:`NnsigWarning` as one line of the ``nnsig`` logger (``nnsig: ...`` on
+    stderr, above a running progress bar); other warnings are shown as Python shows them."""
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message: Any, category: type[Warning], filename: str, lineno: int,
+                 file: Any = None, line: str | None = None) -> None:
+            if issubclass(category, NnsigWarning):
+                logging.getLogger("nnsig.cli").warning("%s", message)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``nnsig`` command.
 
@@ -260,8 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _apply_storage_options(args.storage_option, getattr(args, "store", None))
         spec = getattr(args, "scheduler", None)  # a Dask client, active for the whole command
-        # Log lines go above a running progress bar instead of through it.
-        with logging_redirect_tqdm(loggers=[root]), \
+        # Log lines and nnsig's warnings go above a running progress bar, not through it.
+        with logging_redirect_tqdm(loggers=[root]), _warnings_logged(), \
                 connect(spec) if spec is not None else contextlib.nullcontext():
             return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -26,7 +26,7 @@ class PathArraysMixin:
     """``fit_arrays``, ``component_scores`` and ``calibrate_arrays`` of the scorer."""
 
     # Provided by SignatureScorer.
-    _parameter_constraints: dict[str, Any]
+    _nnsig_constraints: dict[str, Any]
     components: Sequence[str] | None
     method: str
 
@@ -35,6 +35,7 @@ class PathArraysMixin:
         cluster_ids: Any,
         distances: Any,
         labels: Any,
+        *,
         n_clusters: Sequence[int] | None = None,
         classes: Sequence[int] | None = None,
         layers: Sequence[str] | None = None,
@@ -65,7 +66,7 @@ class PathArraysMixin:
         training samples scored leave-one-out; :meth:`component_scores` works,
         :meth:`score` and :meth:`calibrate` need :meth:`fit`.
         """
-        validate_params(self, self._parameter_constraints)
+        validate_params(self, self._nnsig_constraints)
         ids = np.asarray(cluster_ids, dtype=np.int64)
         dist = np.asarray(distances, dtype=np.float64)
         y = np.asarray(labels, dtype=np.int64).reshape(-1)
@@ -93,12 +94,13 @@ class PathArraysMixin:
             comps.remove("class_margin")
         self.components_ = comps
         self.reference_ = self.stats_.scores(ids, dist, y, loo=True, nearest=near)
-        self.combiner_ = ScoreCombiner("rank", self.components_).fit(self.reference_)
+        self.combiner_ = ScoreCombiner(method="rank", components=self.components_).fit(
+            self.reference_)
         self.neighbours_ = self.layer_combiner_ = self.analysis_ = None
         self.n_misclassified_ = None
         return self
 
-    def component_scores(self, cluster_ids: Any, distances: Any, predictions: Any,
+    def component_scores(self, cluster_ids: Any, distances: Any, predictions: Any, *,
                          loo: bool = False,
                          nearest: tuple[Any, Any] | None = None) -> dict[str, np.ndarray]:
         """The path components of samples given their signatures (see
@@ -107,7 +109,7 @@ class PathArraysMixin:
         self._check_fitted()
         return self.stats_.scores(cluster_ids, distances, predictions, loo=loo, nearest=nearest)
 
-    def calibrate_arrays(self, cluster_ids: Any, distances: Any, labels: Any, predictions: Any,
+    def calibrate_arrays(self, cluster_ids: Any, distances: Any, labels: Any, predictions: Any, *,
                          method: str | None = None,
                          nearest: tuple[Any, Any] | None = None) -> Any:
         """Tune the rank or logistic combination of the path components on validation
@@ -119,7 +121,7 @@ class PathArraysMixin:
         check_known_labels(labels, self.classes_, "validation")
         comp = self.stats_.scores(cluster_ids, distances, predictions, nearest=nearest)
         m = method or (self.method if self.method != "layers" else "rank")
-        self.combiner_ = ScoreCombiner(m, self.components_).fit(
+        self.combiner_ = ScoreCombiner(method=m, components=self.components_).fit(
             {c: comp[c] for c in self.components_}, labels, predictions, self.classes_)
         self.validation_split_ = "(arrays)"
         return self

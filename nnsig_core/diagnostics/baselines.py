@@ -9,13 +9,12 @@ is *higher = more suspicious*.
 Memory: the layer is read chunk by chunk, never whole. The Mahalanobis fit
 accumulates class sums and one ``d x d`` moment; the k-NN reference set and
 the activation patterns are kept in memory, and when the training rows do not
-fit ``memory_limit`` a uniform random subsample of them is used (logged), as
+fit ``memory_limit`` a uniform random subsample of them is used (with a warning), as
 Sun et al. do for ImageNet. Scoring reads the scored split block by block.
 """
 
 from __future__ import annotations
 
-import logging
 import numbers
 import os
 from collections.abc import Iterable
@@ -25,8 +24,9 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from nnsig_core._params import MEMORY_SIZE, Interval, Satisfies, validate_params
+from nnsig_core._params import MEMORY_SIZE, Interval, NnsigParamsMixin, Satisfies, validate_params
 from nnsig_core._util import parse_bytes
+from nnsig_core._warnings import warn
 from nnsig_core.analysis.selection import fit_sample_mask
 from nnsig_core.analysis.source import StoreSource
 from nnsig_core.diagnostics.detectors import (
@@ -43,14 +43,13 @@ from nnsig_core.store import ActivationStore, open_store
 
 __all__ = ["BASELINES", "Baselines", "baseline_scores"]
 
-log = logging.getLogger("nnsig")
 
 BASELINES = ("msp", "energy", "mahalanobis", "knn", "pattern")
 _FEATURE_BASELINES = ("mahalanobis", "knn", "pattern")
 StoreArg = ActivationStore | str | os.PathLike
 
 
-class Baselines(BaseEstimator):
+class Baselines(NnsigParamsMixin, BaseEstimator):
     """Fit the baselines on a store's split and score any split.
 
     Parameters
@@ -83,7 +82,7 @@ class Baselines(BaseEstimator):
         Training samples kept for k-NN and the patterns (fewer when subsampled).
     """
 
-    _parameter_constraints = {
+    _nnsig_constraints = {
         "layer": [str, None],
         "k": [Interval(numbers.Integral, 1)],
         "threshold": [Satisfies(lambda v: np.isfinite(float(v)), "a finite number")],
@@ -96,6 +95,7 @@ class Baselines(BaseEstimator):
 
     def __init__(
         self,
+        *,
         layer: str | None = None,
         k: int = 50,
         threshold: float = 0.0,
@@ -113,7 +113,7 @@ class Baselines(BaseEstimator):
         self.random_state = random_state
 
     @classmethod
-    def from_analysis(cls, analysis: Any, store: StoreArg, client: ClientArg = None,
+    def from_analysis(cls, analysis: Any, store: StoreArg, *, client: ClientArg = None,
                       **kwargs: Any) -> Baselines:
         """Baselines fitted on ``analysis``'s fit samples that the model classifies correctly.
 
@@ -123,14 +123,14 @@ class Baselines(BaseEstimator):
         check_is_fitted(analysis, "clusterers_")
         store = open_store(store)
         split = analysis.fit_split_
-        mask = fit_sample_mask(store, split, analysis.fit_classes_, only_correct=True)
+        mask = fit_sample_mask(store, split, classes=analysis.fit_classes_, only_correct=True)
         kwargs.setdefault("layer", analysis.layers_[-1])
-        return cls(**kwargs).fit(store, split, mask, client=client)
+        return cls(**kwargs).fit(store, split, mask=mask, client=client)
 
     def _budget(self) -> int:
         return max(parse_bytes(self.memory_limit), 1)
 
-    def fit(self, store: StoreArg, split: str = "train", mask: np.ndarray | None = None,
+    def fit(self, store: StoreArg, split: str = "train", *, mask: np.ndarray | None = None,
             client: ClientArg = None) -> Baselines:
         """Fit on the samples of ``split`` where ``mask`` holds.
 
@@ -142,7 +142,7 @@ class Baselines(BaseEstimator):
             from nnsig_core.distributed.baselines import fit_baselines
 
             return fit_baselines(self, store, split, mask, client)
-        validate_params(self, self._parameter_constraints)
+        validate_params(self, self._nnsig_constraints)
         store = open_store(store)
         if mask is None:
             mask = fit_sample_mask(store, split, only_correct=True)
@@ -168,7 +168,7 @@ class Baselines(BaseEstimator):
         knn_keep = _subsample(rows.size, (budget // 2) // (4 * d), rng, "k-NN", self.layer_)
         pat_keep = _subsample(rows.size, (budget // 2) // (8 * (d // 64 + 1)), rng,
                               "activation-pattern", self.layer_)
-        maha = MahalanobisDistance(self.rcond) if "mahalanobis" in self.which else None
+        maha = MahalanobisDistance(rcond=self.rcond) if "mahalanobis" in self.which else None
         knn_rows: list[np.ndarray] = []
         patterns: list[np.ndarray] = []
         o = 0
@@ -185,14 +185,15 @@ class Baselines(BaseEstimator):
             self.mahalanobis_ = maha
         memory = max(budget // 4, 1)
         if "knn" in self.which:
-            self.knn_ = KNNDistance(self.k, memory).fit(np.concatenate(knn_rows))
+            self.knn_ = KNNDistance(k=self.k, memory_limit=memory).fit(np.concatenate(knn_rows))
             self.n_knn_samples_ = int(knn_keep.sum())
         if "pattern" in self.which:
-            self.pattern_ = ActivationPatternMonitor(self.threshold, memory).fit_packed(
-                np.concatenate(patterns), y[pat_keep], d)
+            monitor = ActivationPatternMonitor(threshold=self.threshold, memory_limit=memory)
+            self.pattern_ = monitor.fit_packed(np.concatenate(patterns), y[pat_keep], d)
             self.n_pattern_samples_ = int(pat_keep.sum())
 
-    def score(self, store: StoreArg, split: str, client: ClientArg = None) -> dict[str, np.ndarray]:
+    def score(self, store: StoreArg, split: str, *,
+              client: ClientArg = None) -> dict[str, np.ndarray]:
         """Baseline scores of every sample of ``split``: ``{name: (n,) float64}`` (computed on
         the Dask cluster of ``client``, given or active, if any)."""
         if (client := resolve_client(client)) is not None:
@@ -235,9 +236,8 @@ def _subsample(n: int, cap: int, rng: np.random.Generator, what: str, layer: str
     if n > cap:
         keep[:] = False
         keep[rng.choice(n, size=cap, replace=False)] = True
-        log.warning("The %s baseline keeps %d of %d training samples of layer %r (a random "
-                    "subsample) to stay within memory_limit; raise memory_limit to use all.",
-                    what, cap, n, layer)
+        warn(f"The {what} baseline keeps {cap} of {n} training samples of layer {layer!r} (a "
+             "random subsample) to stay within memory_limit; raise memory_limit to use all.")
     return keep
 
 

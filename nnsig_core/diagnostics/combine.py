@@ -36,6 +36,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.utils.validation import check_is_fitted
 
+from nnsig_core._params import NnsigParamsMixin
 from nnsig_core.analysis.errors import AnalysisError, MissingLabelsError
 
 __all__ = ["LayerCombiner", "NovelClassError", "ScoreCombiner", "check_known_labels", "ecdf_ranks"]
@@ -86,7 +87,7 @@ def ecdf_ranks(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
     return (lo + hi) / (2.0 * max(ref.size, 1))
 
 
-class ScoreCombiner(BaseEstimator):
+class ScoreCombiner(NnsigParamsMixin, BaseEstimator):
     """Fit-then-apply combination of component scores (see the module doc).
 
     Parameters
@@ -108,7 +109,7 @@ class ScoreCombiner(BaseEstimator):
         AUROC of the combination for the target on the reference samples.
     """
 
-    def __init__(self, method: str = "rank", components: Sequence[str] | None = None,
+    def __init__(self, *, method: str = "rank", components: Sequence[str] | None = None,
                  C: float = 1.0) -> None:
         self.method = method
         self.components = components
@@ -226,7 +227,7 @@ class ScoreCombiner(BaseEstimator):
         }
 
 
-class LayerCombiner(BaseEstimator):
+class LayerCombiner(NnsigParamsMixin, BaseEstimator):
     r"""The default ``combined`` score: standardised per-layer components of the chosen layers,
     plus the excess over the reference's range in any layer.
 
@@ -280,7 +281,7 @@ class LayerCombiner(BaseEstimator):
 
     COMPONENTS = ("distance", "margin")
 
-    def __init__(self, select_layers: bool = True, guard: bool = True,
+    def __init__(self, *, select_layers: bool = True, guard: bool = True,
                  max_exhaustive: int = 10) -> None:
         self.select_layers = select_layers
         self.guard = guard
@@ -370,7 +371,7 @@ class LayerCombiner(BaseEstimator):
             best, mask[j] = auc, True
         return mask, float(best)
 
-    def transform(self, scores: Mapping[str, Mapping[str, Any]],
+    def transform(self, scores: Mapping[str, Mapping[str, Any]], *,
                   layers: Sequence[str] | None = None) -> np.ndarray:
         """The combined score (higher = more suspicious) of samples' per-layer components.
 

@@ -165,7 +165,7 @@ class PathStatistics:
     :class:`~nnsig_core.diagnostics.scores.SignatureScorer`, which builds one.
     """
 
-    def __init__(self, alpha: float = 1.0, beta: float = 1.0, distance_combine: str = "fisher",
+    def __init__(self, *, alpha: float = 1.0, beta: float = 1.0, distance_combine: str = "fisher",
                  min_cluster_size: int = 5) -> None:
         self.alpha = alpha
         self.beta = beta
@@ -224,7 +224,7 @@ class PathStatistics:
             self._class_dist.append({int(c): np.sort(own[y == c, j]) for c in np.unique(y)})
         return self
 
-    def scores(self, cluster_ids: Any, distances: Any, predictions: Any,
+    def scores(self, cluster_ids: Any, distances: Any, predictions: Any, *,
                          loo: bool = False,
                          nearest: tuple[Any, Any] | None = None) -> dict[str, np.ndarray]:
         """The component scores of samples given their signatures.

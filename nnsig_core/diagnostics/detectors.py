@@ -30,7 +30,6 @@ fits them on a store's split; here they work on arrays.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
@@ -39,7 +38,9 @@ from sklearn.base import BaseEstimator
 from sklearn.neighbors import NearestNeighbors
 from sklearn.utils.validation import check_is_fitted
 
+from nnsig_core._params import NnsigParamsMixin
 from nnsig_core._util import l2_normalise
+from nnsig_core._warnings import warn
 
 __all__ = [
     "ActivationPatternMonitor",
@@ -51,7 +52,6 @@ __all__ = [
     "popcount",
 ]
 
-log = logging.getLogger("nnsig")
 
 DEFAULT_BUDGET = 256 << 20  # bytes of temporary memory for the chunked computations
 
@@ -81,7 +81,7 @@ def max_softmax_score(logits: Any) -> np.ndarray:
     return -np.exp(z.max(axis=1) - _logsumexp(z))
 
 
-def energy_score(logits: Any, temperature: float = 1.0) -> np.ndarray:
+def energy_score(logits: Any, *, temperature: float = 1.0) -> np.ndarray:
     """``-T log sum_c exp(z_c / T)`` per row; higher = more suspicious."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0; got {temperature}.")
@@ -99,7 +99,7 @@ def _chunk_rows(bytes_per_row: int, budget: int) -> int:
 
 
 # ---------------------------------------------------------------------------- Mahalanobis
-class MahalanobisDistance(BaseEstimator):
+class MahalanobisDistance(NnsigParamsMixin, BaseEstimator):
     """Minimum over classes of the Mahalanobis distance with a shared covariance.
 
     ``score(h) = min_c (h - mu_c)^T S^+ (h - mu_c)`` (squared distance), with
@@ -113,7 +113,7 @@ class MahalanobisDistance(BaseEstimator):
         Relative eigenvalue cut-off of the pseudo-inverse.
     """
 
-    def __init__(self, rcond: float = 1e-6) -> None:
+    def __init__(self, *, rcond: float = 1e-6) -> None:
         self.rcond = rcond
 
     def fit(self, X: Any, y: Any) -> MahalanobisDistance:
@@ -180,7 +180,7 @@ class MahalanobisDistance(BaseEstimator):
 
 
 # ---------------------------------------------------------------------------- kNN
-class KNNDistance(BaseEstimator):
+class KNNDistance(NnsigParamsMixin, BaseEstimator):
     """Distance to the k-th nearest L2-normalised training feature.
 
     ``score(h) = ||u - u_(k)||`` with ``u = h / ||h||`` and ``u_(k)`` the k-th
@@ -197,7 +197,7 @@ class KNNDistance(BaseEstimator):
         Bytes of temporary distance matrix per chunk.
     """
 
-    def __init__(self, k: int = 50, memory_limit: int = DEFAULT_BUDGET) -> None:
+    def __init__(self, *, k: int = 50, memory_limit: int = DEFAULT_BUDGET) -> None:
         self.k = k
         self.memory_limit = memory_limit
 
@@ -207,7 +207,7 @@ class KNNDistance(BaseEstimator):
             raise ValueError("KNNDistance needs at least one training sample.")
         self.k_ = int(min(max(int(self.k), 1), U.shape[0]))
         if self.k_ < int(self.k):
-            log.warning("kNN: only %d training samples; using k=%d.", U.shape[0], self.k_)
+            warn(f"kNN: only {U.shape[0]} training samples; using k={self.k_}.")
         self.nn_ = NearestNeighbors(n_neighbors=self.k_, algorithm="brute").fit(U)
         self.n_train_ = int(U.shape[0])
         return self
@@ -249,7 +249,7 @@ def popcount(words: np.ndarray) -> np.ndarray:
     return _BYTE_POP[b].sum(axis=-1, dtype=np.uint16)
 
 
-class ActivationPatternMonitor(BaseEstimator):
+class ActivationPatternMonitor(NnsigParamsMixin, BaseEstimator):
     """On/off activation patterns of each class; distance of a new pattern to its predicted class.
 
     ``score(h, c) = min_{i: y_i = c} Hamming([h > t], [h_i > t])``: the number
@@ -267,7 +267,7 @@ class ActivationPatternMonitor(BaseEstimator):
         Bytes of temporary XOR block per chunk.
     """
 
-    def __init__(self, threshold: float = 0.0, memory_limit: int = DEFAULT_BUDGET) -> None:
+    def __init__(self, *, threshold: float = 0.0, memory_limit: int = DEFAULT_BUDGET) -> None:
         self.threshold = threshold
         self.memory_limit = memory_limit
 
@@ -328,6 +328,6 @@ class ActivationPatternMonitor(BaseEstimator):
             out[rows] = best[inv.reshape(-1)]
         return out
 
-    def accepts(self, X: Any, predictions: Any, gamma: int = 0) -> np.ndarray:
+    def accepts(self, X: Any, predictions: Any, *, gamma: int = 0) -> np.ndarray:
         """The monitor's verdict: True where the pattern lies within Hamming ``gamma`` of its class."""
         return self.score(X, predictions) <= gamma

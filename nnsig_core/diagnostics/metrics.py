@@ -45,6 +45,8 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
+from nnsig_core._warnings import warn
+
 __all__ = [
     "METRICS",
     "TASKS",
@@ -83,7 +85,7 @@ def _check(scores: Any, positive: Any) -> tuple[np.ndarray, np.ndarray]:
     return s, y
 
 
-def fpr_at_tpr(scores: Any, positive: Any, tpr: float = 0.95) -> float:
+def fpr_at_tpr(scores: Any, positive: Any, *, tpr: float = 0.95) -> float:
     """False-positive rate at the highest threshold whose true-positive rate is >= ``tpr``.
 
     Samples are flagged when ``score >= t``. With ``T = {t : TPR(t) >= tpr}``,
@@ -132,7 +134,7 @@ def detection_metrics(scores: Any, positive: Any) -> dict[str, float]:
         "auroc": float(roc_auc_score(y, s)),
         "aupr_in": float(average_precision_score(~y, -s)),
         "aupr_out": float(average_precision_score(y, s)),
-        "fpr95": fpr_at_tpr(s, y, 0.95),
+        "fpr95": fpr_at_tpr(s, y, tpr=0.95),
     }
 
 
@@ -192,6 +194,7 @@ def evaluate(
     labels: Any,
     predictions: Any,
     known_classes: Iterable[int],
+    *,
     tasks: Sequence[str] | None = None,
     as_frame: bool | None = None,
 ) -> Any:
@@ -229,8 +232,7 @@ def evaluate(
             raise ValueError(f"Unknown task(s) {unknown}; choose among {list(TASKS)}.")
         missing = [t for t in tasks if t not in masks]
         if missing:
-            log.warning("Task(s) %s undefined on these samples (no positives or negatives).",
-                        missing)
+            warn(f"Task(s) {missing} undefined on these samples (no positives or negatives).")
         masks = {t: masks[t] for t in tasks if t in masks}
     n = np.asarray(labels).reshape(-1).size
     rows: list[dict[str, Any]] = []
@@ -247,7 +249,7 @@ def evaluate(
     return _as_table(rows, as_frame)
 
 
-def summarize(rows: Iterable[Mapping[str, Any]], by: Sequence[str] = ("score", "task", "metric"),
+def summarize(rows: Iterable[Mapping[str, Any]], *, by: Sequence[str] = ("score", "task", "metric"),
               as_frame: bool | None = None) -> Any:
     """Mean, standard deviation (ddof=1; 0 for one run) and count of ``value`` per group.
 

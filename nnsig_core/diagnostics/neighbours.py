@@ -61,8 +61,9 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.extmath import randomized_svd
 from sklearn.utils.validation import check_is_fitted
 
-from nnsig_core._params import MEMORY_SIZE, Interval, validate_params
+from nnsig_core._params import MEMORY_SIZE, Interval, NnsigParamsMixin, validate_params
 from nnsig_core._util import parse_bytes
+from nnsig_core._warnings import warn
 from nnsig_core.analysis.source import StoreSource
 from nnsig_core.diagnostics.reference import LayerNeighbours, normalise_rows, reduce_rows
 from nnsig_core.execute.client import ClientArg, resolve_client
@@ -73,7 +74,7 @@ __all__ = ["ClassNeighbours", "LayerNeighbours", "component_logs", "neighbour_sc
 
 log = logging.getLogger("nnsig")
 
-class ClassNeighbours(BaseEstimator):
+class ClassNeighbours(NnsigParamsMixin, BaseEstimator):
     """Fit :class:`LayerNeighbours` for the layers of a store's split (see the module doc).
 
     Parameters
@@ -96,14 +97,14 @@ class ClassNeighbours(BaseEstimator):
         Reference rows per layer (fewer than the fit samples when subsampled).
     """
 
-    _parameter_constraints = {
+    _nnsig_constraints = {
         "n_components": [Interval(numbers.Integral, 1)],
         "pca_rows": [Interval(numbers.Integral, 2)],
         "memory_limit": [MEMORY_SIZE],
         "random_state": [numbers.Integral, None],
     }
 
-    def __init__(self, n_components: int = 64, pca_rows: int = 20000,
+    def __init__(self, *, n_components: int = 64, pca_rows: int = 20000,
                  memory_limit: int | str = "1GiB", random_state: int | None = 0) -> None:
         self.n_components = n_components
         self.pca_rows = pca_rows
@@ -128,20 +129,20 @@ class ClassNeighbours(BaseEstimator):
             idx = np.flatnonzero(y == c)
             take = max(1, int(round(cap * idx.size / rows.size)))
             keep[rng.choice(idx, min(take, idx.size), replace=False)] = True
-        log.warning("The scorer keeps %d of %d fit samples as its nearest-neighbour reference "
-                    "(a class-stratified random subsample) to stay within memory_limit; raise "
-                    "memory_limit to use all.", int(keep.sum()), rows.size)
+        warn(f"The scorer keeps {int(keep.sum())} of {rows.size} fit samples as its "
+             "nearest-neighbour reference (a class-stratified random subsample) to stay within "
+             "memory_limit; raise memory_limit to use all.")
         return rows[keep], y[keep]
 
     def fit(self, store: ActivationStore, split: str, rows: np.ndarray, labels: np.ndarray,
-            layers: Sequence[str], client: ClientArg = None) -> ClassNeighbours:
+            layers: Sequence[str], *, client: ClientArg = None) -> ClassNeighbours:
         """Fit on the samples ``rows`` (sorted positions) of ``split``, of classes ``labels``.
 
         With a Dask client (given, or the active one; ``False``: here) the layers are read
         and reduced on its workers (:func:`~nnsig_core.distributed.neighbours.fit_neighbours`);
         the result is the same up to float rounding.
         """
-        validate_params(self, self._parameter_constraints)
+        validate_params(self, self._nnsig_constraints)
         rows = np.asarray(rows, dtype=np.int64)
         y = np.asarray(labels, dtype=np.int64).reshape(-1)
         if rows.size != y.size or rows.size == 0:
@@ -178,7 +179,7 @@ class ClassNeighbours(BaseEstimator):
                    rows: Any | None = None) -> ClassNeighbours:
         """Fit from rows in memory: ``{layer: (n, ...)}``, their classes, and optionally their
         positions in the fit split (default ``0..n-1``)."""
-        validate_params(self, self._parameter_constraints)
+        validate_params(self, self._nnsig_constraints)
         y = np.asarray(labels, dtype=np.int64).reshape(-1)
         rows = np.arange(y.size) if rows is None else np.asarray(rows, dtype=np.int64)
         self.classes_ = sorted(int(c) for c in np.unique(y))
@@ -301,6 +302,7 @@ def neighbour_scores(
     split: str,
     rows: np.ndarray | None,
     predictions: np.ndarray,
+    *,
     n_neighbors: int = 1,
     leave_one_out: bool = False,
     block_bytes: int = 64 << 20,

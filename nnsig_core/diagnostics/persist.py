@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from nnsig_core._util import to_json_safe
+from nnsig_core._warnings import warn
 from nnsig_core.store import ActivationStore, StoreError
 from nnsig_core.store.layout import SCORES_ATTR, array_options, scores_path
 
@@ -43,24 +44,23 @@ def save_scores(
 ) -> bool:
     """Write ``scores`` next to the analysis ``name``; returns whether anything was written.
 
-    Nothing is written (and a warning is logged) when the store is read-only
+    Nothing is written (with an :class:`~nnsig_core.NnsigWarning`) when the store is read-only
     or holds no analysis ``name`` (it was never saved to the store). The
     split's fingerprint (sample count, capture id and times) is kept in the group's
     ``nnsig_scores`` attribute with the scorer's settings.
     Existing scores of the same split are replaced once the new ones are written.
     """
     if name is None:
-        log.warning("Scores of split %r not saved: the analysis has not been saved to the "
-                    "store (analysis.save(store, name)) and no name was given.", split)
+        warn(f"Scores of split {split!r} not saved: the analysis has not been saved to the "
+             "store (analysis.save(store, name)) and no name was given.")
         return False
     if store.read_only:
-        log.warning("Scores of split %r not saved: the store is open read-only "
-                    "(open it with mode='r+', or pass save=False).", split)
+        warn(f"Scores of split {split!r} not saved: the store is open read-only "
+             "(open it with mode='r+', or pass save=False).")
         return False
     if name not in store.analyses:
-        log.warning("Scores of split %r not saved: no analysis %r in the store to save them "
-                    "next to (analysis.save(store, %r) first, or pass save=False).",
-                    split, name, name)
+        warn(f"Scores of split {split!r} not saved: no analysis {name!r} in the store to save "
+             f"them next to (analysis.save(store, {name!r}) first, or pass save=False).")
         return False
     n = store.n_samples(split)
     for key, v in scores.items():
@@ -112,7 +112,7 @@ def load_scores(store: ActivationStore, name: str, split: str,
     Parameters
     ----------
     legacy : bool
-        Also read scores saved by nnsig 0.1 (logged): their ``combined`` is 0.1's mean
+        Also read scores saved by nnsig 0.1 (with a warning): their ``combined`` is 0.1's mean
         rank of the path components. Without it they raise :class:`LegacyScoresError`.
     lazy : bool
         Return the zarr arrays instead of reading them (a report on a Dask cluster reads
@@ -148,7 +148,7 @@ def load_scores(store: ActivationStore, name: str, split: str,
                          "split's last capture; compute them again (nnsig evaluate, or "
                          "nnsig_core.diagnostics.signature_scores(analysis, store, split, save=True)).")
     if fmt == 1:
-        log.warning("Reading the scores of split %r for analysis %r saved by nnsig 0.1: their "
-                    "'combined' is 0.1's mean rank of the path components.", split, name)
+        warn(f"Reading the scores of split {split!r} for analysis {name!r} saved by nnsig 0.1: "
+             "their 'combined' is 0.1's mean rank of the path components.")
     order = saved.get("scores") or sorted(k for k, _ in sg.arrays())
     return {k: sg[k] if lazy else np.asarray(sg[k][:]) for k in order if k in sg}

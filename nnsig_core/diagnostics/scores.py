@@ -55,7 +55,15 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from nnsig_core._params import MEMORY_SIZE, Interval, Options, Satisfies, validate_params
+from nnsig_core._params import (
+    MEMORY_SIZE,
+    Interval,
+    NnsigParamsMixin,
+    Options,
+    Satisfies,
+    validate_params,
+)
+from nnsig_core._warnings import warn
 from nnsig_core.analysis.errors import MissingLabelsError
 from nnsig_core.analysis.selection import fit_sample_mask
 from nnsig_core.diagnostics.arrays import PathArraysMixin
@@ -83,7 +91,7 @@ StoreArg = ActivationStore | str | os.PathLike
 LayerScores = dict[str, dict[str, np.ndarray]]
 
 
-class SignatureScorer(PathArraysMixin, BaseEstimator):
+class SignatureScorer(PathArraysMixin, NnsigParamsMixin, BaseEstimator):
     """Per-sample suspicion scores from a fitted signature analysis (see the module doc).
 
     Parameters
@@ -154,7 +162,7 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         Split the reference and the layers were taken from (None: the fit split).
     """
 
-    _parameter_constraints = {
+    _nnsig_constraints = {
         "alpha": [Interval(numbers.Real, 1e-300)],
         "beta": [Interval(numbers.Real, 1e-300)],
         "geometry": [Options(GEOMETRIES)],
@@ -172,6 +180,7 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
 
     def __init__(
         self,
+        *,
         alpha: float = 1.0,
         beta: float = 1.0,
         geometry: str = "cosine",
@@ -199,7 +208,7 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         self.random_state = random_state
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, analysis: Any, store: StoreArg, client: ClientArg = None) -> SignatureScorer:
+    def fit(self, analysis: Any, store: StoreArg, *, client: ClientArg = None) -> SignatureScorer:
         """Collect the statistics from ``analysis``'s fit samples in ``store`` (see the module doc).
 
         Reads each analysed layer of the fit split a few times: for the
@@ -214,7 +223,7 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         without one they are read here, chunk by chunk, within
         ``memory_limit``.
         """
-        validate_params(self, self._parameter_constraints)
+        validate_params(self, self._nnsig_constraints)
         check_is_fitted(analysis, "clusterers_")
         store = open_store(store)
         split = analysis.fit_split_
@@ -224,7 +233,7 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
                 f"The fit split {split!r} has no labels; the diagnostics need the training "
                 "samples' classes."
             )
-        rows = np.flatnonzero(fit_sample_mask(store, split, analysis.fit_classes_,
+        rows = np.flatnonzero(fit_sample_mask(store, split, classes=analysis.fit_classes_,
                                               only_correct=True))
         self.analysis_ = analysis
         self.layers_ = list(analysis.layers_)
@@ -241,7 +250,8 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         nearest = None if np.isnan(dist.own).any() else (dist.own, dist.other)
         self._fit_paths(ids, dist.assigned, y, analysis.n_clusters_, analysis.classes_,
                         analysis.layers_, nearest)
-        self.neighbours_ = ClassNeighbours(self.n_components, memory_limit=self.memory_limit,
+        self.neighbours_ = ClassNeighbours(n_components=self.n_components,
+                                           memory_limit=self.memory_limit,
                                            random_state=self.random_state)
         on = False if client is None else client
         self.neighbours_.fit(store, split, rows, y, self.layers_, client=on)
@@ -255,8 +265,9 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         self.n_clusters_ = [int(k) for k in n_clusters]
         self.classes_ = sorted(int(c) for c in classes)
         own = None if nearest is None else nearest[0]
-        self.stats_ = PathStatistics(self.alpha, self.beta, self.distance_combine,
-                                     self.min_cluster_size).fit(
+        self.stats_ = PathStatistics(alpha=self.alpha, beta=self.beta,
+                                     distance_combine=self.distance_combine,
+                                     min_cluster_size=self.min_cluster_size).fit(
             ids, dist, y, self.n_clusters_, self.classes_, own)
         self.n_train_ = self.stats_.n_train_
         self.n_paths_ = self.stats_.n_paths_
@@ -280,16 +291,16 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         self.n_misclassified_ = int(wrong.size)
         both = np.union1d(rows[pick], wrong)
         layer = neighbour_scores(self.neighbours_, store, split, both, preds[both],
-                                 self.n_neighbors, leave_one_out=True, client=client)
+                                 n_neighbors=self.n_neighbors, leave_one_out=True,
+                                 client=client)
         is_ref = np.isin(both, rows[pick])
         ref = {k: {t: v[is_ref] for t, v in d.items()} for k, d in layer.items()}
         self.layer_combiner_ = LayerCombiner()
         if wrong.size:
             self.layer_combiner_.fit(ref, layer, ~is_ref)
         else:
-            log.warning("The fit split %r has no misclassified sample of the known classes: "
-                        "the combined score averages every layer. Pass a validation split.",
-                        split)
+            warn(f"The fit split {split!r} has no misclassified sample of the known classes: "
+                 "the combined score averages every layer. Pass a validation split.")
             self.layer_combiner_.fit(ref)
         nearest = None if np.isnan(dist.own).any() else (dist.own[pick], dist.other[pick])
         path = self.stats_.scores(ids[pick], dist.assigned[pick], y[pick], loo=True,
@@ -306,7 +317,8 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         if self.method == "layers":
             self.combiner_: Any = self.layer_combiner_
             return
-        combiner = ScoreCombiner(self.method if tuned is not None else "rank", self.components_)
+        combiner = ScoreCombiner(method=self.method if tuned is not None else "rank",
+                                 components=self.components_)
         if tuned is None:
             if self.method == "logistic":
                 log.info("method='logistic' needs a validation split; until calibrate() the "
@@ -354,7 +366,7 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         nearest = None if np.isnan(dist.own).any() else (dist.own, dist.other)
         comp = self.stats_.scores(ids, dist.assigned, preds, nearest=nearest)
         if split == self.analysis_.fit_split_:
-            tr = np.flatnonzero(fit_sample_mask(store, split, self.analysis_.fit_classes_,
+            tr = np.flatnonzero(fit_sample_mask(store, split, classes=self.analysis_.fit_classes_,
                                                 only_correct=True))
             near = None if nearest is None else (nearest[0][tr], nearest[1][tr])
             loo = self.stats_.scores(ids[tr], dist.assigned[tr], preds[tr], loo=True,
@@ -384,13 +396,14 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         comp: dict[str, np.ndarray] = {}
         if any(c in PATH_SCORES for c in self.components_) or self.method != "layers":
             comp.update(self._path_components(store, split, ids, preds, dist))
-        layer = neighbour_scores(self.neighbours_, store, split, None, preds, self.n_neighbors,
+        layer = neighbour_scores(self.neighbours_, store, split, None, preds,
+                                 n_neighbors=self.n_neighbors,
                                  leave_one_out=split == self.analysis_.fit_split_,
                                  client=False if client is None else client)
         comp.update(self._aggregate(layer))
         return comp, layer, labels, preds
 
-    def score(self, store: StoreArg, split: str, return_layers: bool = False,
+    def score(self, store: StoreArg, split: str, *, return_layers: bool = False,
               client: ClientArg = None) -> Any:
         """Scores of every sample of ``split``, in store order: ``{name: (n,) float64}``.
 
@@ -410,7 +423,7 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         return (out, layer) if return_layers else out
 
     # ------------------------------------------------------------------ calibration
-    def calibrate(self, store: StoreArg, split: str, method: str | None = None,
+    def calibrate(self, store: StoreArg, split: str, *, method: str | None = None,
                   client: ClientArg = None) -> SignatureScorer:
         """Take the reference and the layers of ``combined`` from a validation split.
 
@@ -429,12 +442,12 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         """
         self._check_fitted(need_analysis=True)
         if method is not None:
-            validate_params(self.set_params(method=method), self._parameter_constraints)
+            validate_params(self.set_params(method=method), self._nnsig_constraints)
         store = open_store(store)
         check_known_labels(store.labels(split), self.classes_, f"validation split {split!r}")
         if split == self.analysis_.fit_split_:
-            log.warning("Calibrating on the fit split %r: hold out a validation split of known "
-                        "classes instead (fit() already uses the fit split).", split)
+            warn(f"Calibrating on the fit split {split!r}: hold out a validation split of known "
+                 "classes instead (fit() already uses the fit split).")
         comp, layer, labels, preds = self._split_components(store, split, client)
         wrong = labels != preds
         ok = ~wrong
@@ -446,8 +459,8 @@ class SignatureScorer(PathArraysMixin, BaseEstimator):
         if wrong.any():
             self.layer_combiner_.fit(ref, layer, wrong)
         else:
-            log.warning("Validation split %r has no misclassified sample: the combined score "
-                        "averages every layer.", split)
+            warn(f"Validation split {split!r} has no misclassified sample: the combined score "
+                 "averages every layer.")
             self.layer_combiner_.fit(ref)
         comp.update(self._aggregate(layer))
         comp = {c: comp[c] for c in self.components_ if c in comp}

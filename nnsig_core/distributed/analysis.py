@@ -53,6 +53,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from nnsig_core._params import validate_params
 from nnsig_core._util import now_iso, to_json_safe
+from nnsig_core._warnings import warn
 from nnsig_core.analysis import persist
 from nnsig_core.analysis.assign import assign_nearest
 from nnsig_core.analysis.cluster import LayerClusterer
@@ -124,7 +125,7 @@ def fit_layer(lc: LayerClusterer, rows: FitRows, name: str, n_classes: int,
 
     The features are kept in the workers' memory when ``budget`` (default: a
     :data:`PERSIST_FRACTION` of the cluster's memory limit) allows."""
-    validate_params(lc, lc._parameter_constraints)
+    validate_params(lc, lc._nnsig_constraints)
     k, n, f = int(lc.n_clusters), rows.n, rows.n_features
     if n < k:
         raise TooFewSamplesError(
@@ -168,8 +169,8 @@ def fit_layer(lc: LayerClusterer, rows: FitRows, name: str, n_classes: int,
     lc.n_iter_ = result.n_iter
     n_empty = int((lc.fit_counts_ == 0).sum())
     if n_empty:
-        log.warning("Layer %r: %d of %d clusters hold no fit sample (too few distinct activation "
-                    "patterns?); consider fewer clusters.", name, n_empty, k)
+        warn(f"Layer {name!r}: {n_empty} of {k} clusters hold no fit sample (too few distinct "
+             "activation patterns?); consider fewer clusters.")
     log.info("Fitted layer %r on the cluster (%d Lloyd iterations) in %.2f s", name,
              result.n_iter, time.perf_counter() - t0)
     return final.composition[order]
@@ -183,10 +184,10 @@ def _futures(obj: Any) -> list[Any]:
 
 def fit_distributed(analysis: Any, store: Any, split: str, classes: Iterable[int] | None,
                     client: Any) -> Any:
-    """``analysis.fit(store, split, classes)`` on the cluster of ``client``."""
+    """``analysis.fit(store, split, classes=classes)`` on the cluster of ``client``."""
     from dask import delayed
 
-    validate_params(analysis, analysis._parameter_constraints)
+    validate_params(analysis, analysis._nnsig_constraints)
     store = open_store(store)
     require_rows(store, split)
     before = store.fingerprint(split)

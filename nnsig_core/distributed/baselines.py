@@ -12,13 +12,13 @@ Mahalanobis, k-NN, patterns) are computed on a worker, and only the scores
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from nnsig_core._params import validate_params
+from nnsig_core._warnings import warn
 from nnsig_core.diagnostics.detectors import (
     ActivationPatternMonitor,
     KNNDistance,
@@ -33,8 +33,6 @@ from nnsig_core.execute.dask_blocks import broadcast, release, tree_reduce
 from nnsig_core.store import open_store
 
 __all__ = ["fit_baselines", "score_baselines"]
-
-log = logging.getLogger("nnsig")
 
 
 #: ``diagnostics.baselines``' names (not imported: it imports this module).
@@ -52,9 +50,9 @@ def _subsample(n: int, cap: int, rng: np.random.Generator, what: str, layer: str
         keep[:] = False
         keep[rng.choice(n, size=cap, replace=False)] = True
         if used:
-            log.warning("The %s baseline keeps %d of %d training samples of layer %r (a "
-                        "random subsample) to stay within memory_limit; raise memory_limit to "
-                        "use all.", what, cap, n, layer)
+            warn(f"The {what} baseline keeps {cap} of {n} training samples of layer {layer!r} "
+                 "(a random subsample) to stay within memory_limit; raise memory_limit to "
+                 "use all.")
     return keep
 
 
@@ -101,10 +99,10 @@ def _fit_rows(block: np.ndarray, mask: np.ndarray, keep: np.ndarray, y: np.ndarr
 
 
 def fit_baselines(baselines: Any, store: Any, split: str, mask: Any, client: Any) -> Any:
-    """``Baselines.fit(store, split, mask)`` with the layer read on the cluster."""
+    """``Baselines.fit(store, split, mask=mask)`` with the layer read on the cluster."""
     from dask import delayed
 
-    validate_params(baselines, baselines._parameter_constraints)
+    validate_params(baselines, baselines._nnsig_constraints)
     store = open_store(store)
     blocks = SplitBlocks(client, store, split)
     counts = split_counts(blocks)
@@ -142,7 +140,7 @@ def fit_baselines(baselines: Any, store: Any, split: str, mask: Any, client: Any
                                                           strict=True)]
             s = client.compute(tree_reduce([delayed(_maha_part)(x, yy) for x, yy in
                                             zip(sel, ys_d, strict=True)], _maha_merge)).result()
-            maha = MahalanobisDistance(b.rcond)
+            maha = MahalanobisDistance(rcond=b.rcond)
             maha._shift = s["mean"]
             maha._moment = s["m2"]
             maha._sums = {int(c): v - s["counts"][c] * s["mean"] for c, v in s["sums"].items()}
@@ -157,11 +155,11 @@ def fit_baselines(baselines: Any, store: Any, split: str, mask: Any, client: Any
                      for i, (r, m) in enumerate(zip(raw, masks, strict=True))]
             rows = np.concatenate(client.compute(parts, sync=True))
             if what == "knn":
-                b.knn_ = KNNDistance(b.k, memory).fit(rows)
+                b.knn_ = KNNDistance(k=b.k, memory_limit=memory).fit(rows)
                 b.n_knn_samples_ = int(keep.sum())
             else:
-                b.pattern_ = ActivationPatternMonitor(b.threshold, memory).fit_packed(
-                    rows, y[keep], d)
+                b.pattern_ = ActivationPatternMonitor(
+                    threshold=b.threshold, memory_limit=memory).fit_packed(rows, y[keep], d)
                 b.n_pattern_samples_ = int(keep.sum())
     if mask is None:
         client.cancel(masks)

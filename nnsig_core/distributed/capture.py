@@ -49,6 +49,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from nnsig_core._util import now_iso, package_version
+from nnsig_core._warnings import warn
 from nnsig_core.adapter import Adapter
 from nnsig_core.capture.api import DEFAULT_CHUNK_BYTES, default_predict
 from nnsig_core.capture.errors import CaptureError
@@ -106,9 +107,9 @@ def _shard_rows(requested: int | None, chunk_rows: int, batch_size: int, row_byt
                 f"{max(1, round(requested / chunk_rows)) * chunk_rows}."
             )
         if requested % batch_size:
-            log.warning("shard_rows=%d is not a multiple of batch_size=%d: the batches differ "
-                        "from a single-process capture's (the bytes are the same only for a "
-                        "model whose results do not depend on the batch).", requested, batch_size)
+            warn(f"shard_rows={requested} is not a multiple of batch_size={batch_size}: the "
+                 "batches differ from a single-process capture's (the bytes are the same only "
+                 "for a model whose results do not depend on the batch).")
         return int(requested)
     unit = chunk_rows * batch_size // math.gcd(chunk_rows, batch_size)
     by_bytes = max(1, SHARD_BYTES // max(row_bytes * unit, 1))
@@ -126,8 +127,8 @@ def capture_distributed(
     make_adapter: Callable[[], Adapter],
     dataset: Any,
     store: ActivationStore | str | os.PathLike[str],
-    split: str = "train",
     *,
+    split: str = "train",
     client: ClientArg = None,
     shard_rows: int | None = None,
     batch_size: int = 256,
@@ -360,7 +361,7 @@ def _run_shards(client: Any, shipped: Any, store: ActivationStore, split: str,
             with client.as_current():  # wait() and as_completed() use the default client
                 wait(futures, timeout=300)
         except Exception:  # noqa: BLE001 - nothing more to do than say so
-            log.warning("Some shard tasks of split %r did not stop within 300 s.", split)
+            warn(f"Some shard tasks of split {split!r} did not stop within 300 s.")
         prefix = _prefix(bounds, labels)
         if prefix > recorded:
             info.update(n_written=prefix, n_samples=prefix)

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from nnsig_core._util import count_matrix
+from nnsig_core._warnings import warn
 from nnsig_core.analysis.assign import assign_nearest
 from nnsig_core.execute.blocks import row_slices
 from nnsig_core.execute.dask_blocks import broadcast, release, tree_reduce
@@ -308,8 +309,8 @@ def lloyd(client: Any, blocks: Sequence[Any], init: np.ndarray,
             converged = True
             break
     if not converged:
-        log.warning("Layer %r: k-means did not converge in %d iterations; raise max_iter.", name,
-                    max_iter)
+        warn(f"Layer {name!r}: k-means did not converge in {max_iter} iterations; raise "
+             "max_iter.")
     return LloydResult(Cc, mean, it, float(abs_tol or 0.0), converged)
 
 

@@ -25,7 +25,6 @@ futures, never embedded in each task.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -48,7 +47,6 @@ from nnsig_core.store import ActivationStore, StoreError
 
 __all__ = ["MIN_BLOCKS", "SplitBlocks", "SplitCounts", "fit_mask", "masked_rows"]
 
-log = logging.getLogger("nnsig")
 
 #: Blocks a split is cut into at least (when it has as many chunks): work for 16 workers.
 MIN_BLOCKS = 16

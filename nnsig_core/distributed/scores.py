@@ -110,7 +110,7 @@ def fit_scorer(scorer: Any, analysis: Any, store: Any,
     when not needed). The scorer fits its statistics from them."""
     from dask import delayed
 
-    validate_params(scorer, scorer._parameter_constraints)
+    validate_params(scorer, scorer._nnsig_constraints)
     check_is_fitted(analysis, "clusterers_")
     store = open_store(store)
     split = analysis.fit_split_

@@ -26,6 +26,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from nnsig_core._util import now_iso
+from nnsig_core._warnings import warn
 from nnsig_core.adapter import Adapter, NonFiniteActivationError
 from nnsig_core.capture.batches import class_indices, is_array_pair, labels_numpy
 from nnsig_core.capture.errors import CaptureError
@@ -359,9 +360,8 @@ def intact_shards(store: ActivationStore, split: str, done: dict[int, bool],
         need = set(range(lo // chunk_rows, -(-hi // chunk_rows)))
         lacking = sorted(k for k, have in present.items() if not need <= have)
         if lacking:
-            log.warning("Shard %d of split %r (rows %d-%d) is marked done but chunks of %s are "
-                        "missing from %s: it runs again.", i, split, lo, hi - 1,
-                        ", ".join(lacking), store.location)
+            warn(f"Shard {i} of split {split!r} (rows {lo}-{hi - 1}) is marked done but chunks "
+                 f"of {', '.join(lacking)} are missing from {store.location}: it runs again.")
         else:
             kept[i] = done[i]
     return kept

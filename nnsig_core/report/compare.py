@@ -15,7 +15,6 @@ when the runs' signatures are there.
 
 from __future__ import annotations
 
-import logging
 import operator
 from collections.abc import Sequence
 from functools import reduce
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from nnsig_core._warnings import warn
 from nnsig_core.execute.blocks import reduce_columns, take
 from nnsig_core.report import layermap
 from nnsig_core.report.single import (
@@ -38,7 +38,6 @@ from nnsig_core.report.sprite import make_sprite, shrink
 
 __all__ = ["MAX_CHANGED", "changed_mask", "comparison_data", "merged_classes", "same_samples"]
 
-log = logging.getLogger("nnsig")
 
 #: The most changed samples listed per split (all are counted).
 MAX_CHANGED = 500
@@ -180,8 +179,8 @@ def comparison_data(
     for p in preps:
         left = [s for s in p.splits if s not in splits]
         if left:
-            log.warning("Split(s) %s of run %r are not in every run; left out of the comparison.",
-                        ", ".join(left), p.run.label)
+            warn(f"Split(s) {', '.join(left)} of run {p.run.label!r} are not in every run; "
+                 "left out of the comparison.")
         p.splits = [s for s in p.splits if s in splits]
     info: dict[str, dict[str, Any]] = {}
     positions: list[dict[str, np.ndarray]] = [{} for _ in preps]

@@ -44,10 +44,10 @@ REPORT_FORMAT_VERSION = SUPPORTED_FORMAT
 def build_report_data(
     analysis: SignatureAnalysis | Sequence[Any],
     store: ActivationStore | str | os.PathLike[str] | None = None,
+    *,
     splits: Sequence[str] = ("train", "test"),
     title: str | None = None,
     scores: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
-    *,
     labels: Sequence[str] | None = None,
     score_name: str = "combined",
     score_bins: int = 20,

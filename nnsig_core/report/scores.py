@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from nnsig_core._warnings import warn
 from nnsig_core.execute.blocks import reduce_columns
 from nnsig_core.store import ActivationStore
 
@@ -143,8 +144,8 @@ def default_threshold(
         return None
     n, top = reference_top(scores[ref], store, ref, train_classes, rate, client)
     if n == 0:
-        log.warning("No default score threshold: split %r has no correct sample with a "
-                    "finite score.", ref)
+        warn(f"No default score threshold: split {ref!r} has no correct sample with a "
+             "finite score.")
         return None
     t = threshold_from_top(top, n, rate)
     return {"value": t, "split": ref, "rate": float(rate), "n_correct": int(n)}

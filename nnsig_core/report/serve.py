@@ -18,6 +18,7 @@ import webbrowser
 from pathlib import Path
 from typing import Any
 
+from nnsig_core._warnings import warn
 from nnsig_core.report.write import INDEX_FILE, ReportError
 
 __all__ = ["PortInUseError", "ReportServer", "serve_report"]
@@ -192,6 +193,7 @@ class ReportServer(http.server.ThreadingHTTPServer):
 
 def serve_report(
     directory: str | os.PathLike[str],
+    *,
     host: str = "127.0.0.1",
     port: int = 0,
     open_browser: bool = True,
@@ -260,5 +262,5 @@ def serve_report(
         try:
             webbrowser.open(url)
         except Exception as e:  # a missing browser must not stop the server
-            log.warning("could not open a browser (%s); open %s yourself", e, url)
+            warn(f"Could not open a browser ({e}); open {url} yourself.")
     return server, url

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from nnsig_core._warnings import warn
 from nnsig_core.analysis.joint import joint_compositions
 from nnsig_core.analysis.signatures import Signatures, class_entropy, class_purity
 from nnsig_core.execute.blocks import is_lazy, take
@@ -101,8 +102,8 @@ def prepare_run(run: ReportRun, splits: Sequence[str], client: Any = None) -> Pr
         if s in store.splits:
             present.append(s)
         else:
-            log.warning("Split %r is not in the store (%s); left out of the report.", s,
-                        ", ".join(store.splits))
+            warn(f"Split {s!r} is not in the store ({', '.join(store.splits)}); left out of "
+                 "the report.")
     sigs = {s: analysis.signatures(store, s, client=client) for s in present}
     lazy = next((sg.client for sg in sigs.values() if is_lazy(sg.labels)), None)
     score_arrays = sc.check_scores(run.scores, store, lazy=lazy is not None)
@@ -297,7 +298,7 @@ def _exemplar_sprite(store: ActivationStore, wanted: Mapping[str, set[int]],
         if shape is None:
             shape = pix.shape[1:]
         elif pix.shape[1:] != shape:
-            log.warning("Thumbnails of split %r have another shape; left out.", split)
+            warn(f"Thumbnails of split {split!r} have another shape; left out.")
             continue
         images.append(pix)
         keys += [f"{split}/{int(r)}" for r in idx]
@@ -331,7 +332,7 @@ def run_body(
                                                            else prep.splits[0])}
     n_classes = prep.n_classes
     typical = [per_class + [[]] * (n_classes - len(per_class))
-               for per_class in analysis.typical_clusters(TYPICAL_SHARE)]
+               for per_class in analysis.typical_clusters(min_share=TYPICAL_SHARE)]
     shown = {s: a for s, a in prep.scores.items() if s in prep.splits}
     thr = prep.threshold["value"] if prep.threshold else None
     bins = (sc.score_edges(shown, score_bins, [thr] if thr is not None else (), client=prep.client)

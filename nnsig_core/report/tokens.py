@@ -34,7 +34,7 @@ def add_token_rows(
     entry["parent"] = store.split_attrs(sigs.split).get("parent")
     if not sigs.n_samples:
         return
-    codes, names = token_labels(sigs, store, label)
+    codes, names = token_labels(sigs, store, label=label)
     L = len(sigs.layers)
     M = np.column_stack([sigs.labels, sigs.cluster_ids.astype(np.int64), sigs.predictions])
     uniq, inv = np.unique(M, axis=0, return_inverse=True)

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from nnsig_core._util import json_default, now_iso
+from nnsig_core._warnings import warn
 from nnsig_core.report.summary import ReportError, check_data, finite, summary
 
 __all__ = [
@@ -249,7 +250,7 @@ def _replace(out: Path, data: dict[str, Any]) -> None:
 
 
 def write_report_data(
-    data: dict[str, Any], out_dir: str | os.PathLike[str], title: str | None = None
+    data: dict[str, Any], out_dir: str | os.PathLike[str], *, title: str | None = None
 ) -> Path:
     """Write a report (viewer + ``data.js`` + marker) into ``out_dir``.
 
@@ -302,7 +303,7 @@ def write_report_data(
         try:
             write_index(parent)
         except (ReportError, OSError) as e:
-            log.warning("report written, but not the index of %s: %s", parent, e)
+            warn(f"Report written, but not the index of {parent}: {e}")
     return out / INDEX_FILE
 
 
@@ -310,6 +311,7 @@ def write_report(
     analysis: Any,
     store: Any = None,
     out_dir: str | os.PathLike[str] | None = None,
+    *,
     splits: Sequence[str] = ("train", "test"),
     title: str | None = None,
     scores: Any = None,
@@ -342,7 +344,7 @@ def write_report(
         raise TypeError("write_report needs out_dir, the directory to write the report into")
     from nnsig_core.report.data import build_report_data
 
-    data = build_report_data(analysis, store, splits, title=title, scores=scores, **options)
+    data = build_report_data(analysis, store, splits=splits, title=title, scores=scores, **options)
     return write_report_data(data, out_dir, title=title)
 
 
@@ -369,7 +371,7 @@ def list_reports(parent_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
             if not isinstance(info, dict):
                 raise ValueError("not an object")
         except (OSError, ValueError) as e:
-            log.warning("unreadable report marker %s: %s", p / MARKER, e)
+            warn(f"Unreadable report marker {p / MARKER}: {e}")
             info = {}
         info["dir"] = p.name
         if not info.get("title"):
@@ -418,6 +420,6 @@ def write_index(parent_dir: str | os.PathLike[str]) -> Path:
                 parent / r["dir"] / RUNS_FILE, "window.NNSIG_RUNS = " + js_json(payload) + ";\n"
             )
         except OSError as e:
-            log.warning("cannot update the run list of %s: %s", parent / r["dir"], e)
+            warn(f"Cannot update the run list of {parent / r['dir']}: {e}")
     log.info("wrote report index %s (%d reports)", index, len(reports))
     return index
