@@ -158,9 +158,9 @@ def outofcore(args: argparse.Namespace) -> int:
 
     from nnsig_core import open_store
     from nnsig_core.analysis import SignatureAnalysis
+    from nnsig_core.analysis import lloyd as dk
     from nnsig_core.diagnostics import baseline_scores, signature_scores
     from nnsig_core.diagnostics.baselines import BASELINES
-    from nnsig_core.distributed import kmeans as dk
     from nnsig_core.report import build_report_data
 
     args.dir.mkdir(parents=True, exist_ok=True)

@@ -97,14 +97,14 @@ def test_determinism(blobs) -> None:
                                       b.transform(blobs, "test").cluster_ids)
 
 
-def test_streaming_path_agrees_with_exact_path(blobs) -> None:
+def test_out_of_core_path_agrees_with_exact_path(blobs) -> None:
     for kw in ({}, {"discretizer": "uniform:10"},
                {"discretizer": Discretizer(strategy="binary", threshold=8.0)}, {"reduce": 3},
                {"discretizer": "quantile:6:unit", "reduce": 4}):
         exact = _fit(blobs, **kw)
         streamed = _fit(blobs, memory_limit=1, **kw)  # forces out-of-core for every layer
         assert {lc.method_ for lc in exact.clusterers_.values()} == {"exact"}, kw
-        assert {lc.method_ for lc in streamed.clusterers_.values()} == {"streaming"}, kw
+        assert {lc.method_ for lc in streamed.clusterers_.values()} == {"lloyd"}, kw
         for split in ("train", "test"):
             np.testing.assert_array_equal(
                 exact.transform(blobs, split).cluster_ids,
@@ -124,6 +124,31 @@ def test_raw_cache_path_equals_uncached_path(blobs) -> None:
     for name in cached.layers_:
         np.testing.assert_array_equal(cached.clusterers_[name].cluster_centers_,
                                       uncached.clusterers_[name].cluster_centers_)
+
+
+def test_an_analysis_fitted_by_nnsig_0_2_out_of_core_still_loads(blobs, tmp_path) -> None:
+    """0.2 saved the MiniBatchKMeans path's parameters (batch_size, streaming_passes) and
+    method_ "streaming": such an analysis loads and maps samples as it did."""
+    import shutil
+
+    from nnsig_core.analysis.persist import ANALYSIS_ATTR
+    from nnsig_core.store.layout import analysis_path
+
+    shutil.copytree(blobs.path, tmp_path / "c.zarr")
+    store = open_store(tmp_path / "c.zarr", mode="r+")
+    a = _fit(store, memory_limit=1).save(store, "old", splits=())
+    g = store.group(analysis_path("old"))
+    meta = dict(g.attrs)[ANALYSIS_ATTR]
+    meta["params"].update(batch_size=1024, streaming_passes=2)
+    g.attrs[ANALYSIS_ATTR] = meta
+    for lm in meta["layers"]:
+        lg = g["layers"][lm["key"]]
+        lg.attrs["state"] = {**dict(lg.attrs)["state"], "method": "streaming"}
+    old = SignatureAnalysis.load(open_store(tmp_path / "c.zarr"), "old")
+    assert {lc.method_ for lc in old.clusterers_.values()} == {"streaming"}
+    assert "batch_size" not in old.get_params()
+    np.testing.assert_array_equal(old.transform(store, "test").cluster_ids,
+                                  a.transform(store, "test").cluster_ids)
 
 
 _REF: dict[str, np.ndarray] = {}

@@ -23,11 +23,11 @@ from nnsig_core.analysis import (  # noqa: E402
     SignatureAnalysis,
     TooFewSamplesError,
 )
+from nnsig_core.analysis.lloyd import lloyd  # noqa: E402
 from nnsig_core.analysis.synthetic import make_blob_activations, make_blob_store  # noqa: E402
 from nnsig_core.diagnostics import Baselines, SignatureScorer, signature_scores  # noqa: E402
 from nnsig_core.diagnostics.neighbours import ClassNeighbours, neighbour_scores  # noqa: E402
 from nnsig_core.distributed import analysis as dist_analysis  # noqa: E402
-from nnsig_core.distributed.kmeans import lloyd  # noqa: E402
 from nnsig_core.report import build_report_data  # noqa: E402
 from nnsig_core.store import MissingChunkError  # noqa: E402
 
@@ -173,19 +173,26 @@ def test_features_read_again_at_every_pass_out_of_core(client, blobs, monkeypatc
 
 
 def test_lloyd_iterations_and_empty_clusters_follow_scikit_learn(client) -> None:
-    """The same centres, iterations and stopping point as KMeans from the same seeds, an empty
+    """On both drivers, the same centres, iterations and stopping point as KMeans from the same seeds, an empty
     cluster (a seed far from every row) moved to the farthest row as KMeans moves it."""
     rng = np.random.default_rng(0)
     X = np.concatenate([rng.normal(c, 1.0, size=(300, 4)) for c in (0, 4, 8)]).astype(np.float32)
     init = np.concatenate([X[[0, 350, 700]], np.full((1, 4), 100.0, np.float32)])
-    blocks = client.scatter([(np.arange(i, i + 150), np.zeros(150, np.int64), X[i : i + 150])
-                             for i in range(0, 900, 150)])
+    blocks = [(np.arange(i, i + 150), np.zeros(150, np.int64), X[i : i + 150])
+              for i in range(0, 900, 150)]
     from dask import delayed
 
-    res = lloyd(client, [delayed(b) for b in blocks], init, tol=1e-4, max_iter=300)
+    from nnsig_core.execute.blocks import fold
+    from nnsig_core.execute.dask_blocks import reduce_delayed
+
     km = KMeans(4, init=init, n_init=1, tol=1e-4, algorithm="lloyd").fit(X)
-    np.testing.assert_allclose(res.centers, km.cluster_centers_, rtol=1e-4, atol=1e-4)
-    assert res.converged and res.n_iter == km.n_iter_
+    on_workers = [delayed(b) for b in client.scatter(blocks)]
+    for reduce in (lambda part, merge=None, **kw: fold(blocks, part, merge, **kw),
+                   lambda part, merge=None, **kw: reduce_delayed(client, on_workers, part, merge,
+                                                                 **kw)):
+        res = lloyd(reduce, init, tol=1e-4, max_iter=300)
+        np.testing.assert_allclose(res.centers, km.cluster_centers_, rtol=1e-4, atol=1e-4)
+        assert res.converged and res.n_iter == km.n_iter_
 
 
 # ---------------------------------------------------------------------------- errors

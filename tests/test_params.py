@@ -160,16 +160,16 @@ def test_a_warning_reaches_the_cli_user_as_one_line(tmp_path: Path) -> None:
 
 
 def test_a_constant_layer_warns_once_not_per_batch() -> None:
-    """scikit-learn's warnings of each KMeans / MiniBatchKMeans batch are NnsigWarnings, each
-    message once per layer."""
+    """scikit-learn's warnings of KMeans (exact, or on the out-of-core path's sample) are
+    NnsigWarnings, each message once per layer."""
     from nnsig_core.analysis.source import MemorySource
 
     X = np.zeros((4000, 3), dtype=np.float32)  # two distinct points for four clusters
     X[:2] = 1.0
-    for method in ("exact", "streaming"):
+    for method in ("exact", "lloyd"):
         with warnings.catch_warnings(record=True) as rec:
             warnings.simplefilter("always")
-            LayerClusterer(n_clusters=4, method=method, batch_size=100, progress=False).fit(
+            LayerClusterer(n_clusters=4, method=method, progress=False).fit(
                 MemorySource(X, np.arange(4000), block_rows=100), name="flat")
         msgs = [str(w.message) for w in rec]
         assert all(w.category is NnsigWarning and w.filename == __file__ for w in rec)

@@ -11,7 +11,7 @@ source
     Row sources: a layer's selected rows, read from the store in whole chunks.
 reduce, assign, cluster
     :class:`LayerClusterer`: discretize, optional PCA, exact
-    KMeans or streamed MiniBatchKMeans; nearest-centre assignment; canonical
+    KMeans, or Lloyd's iterations out of core; nearest-centre assignment; canonical
     cluster ids.
 engine
     :class:`SignatureAnalysis`: fit on a store's split, transform any split.

@@ -1,12 +1,10 @@
-"""Streaming helpers of the analysis: a reservoir sample and re-batching of row blocks."""
+"""A reservoir sample of a stream of rows (the quantile discretizer's fit)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-
 import numpy as np
 
-__all__ = ["Reservoir", "rebatch"]
+__all__ = ["Reservoir"]
 
 class Reservoir:
     """A uniform random sample of at most ``size`` rows of a stream (algorithm R).
@@ -65,39 +63,3 @@ class Reservoir:
         if self.rows is None:
             return np.empty((0,))
         return self.rows[: self.filled]
-
-
-def rebatch(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
-    """Re-cut a stream of 2-D blocks into batches of exactly ``size`` rows.
-
-    The last batch holds the remainder; when that remainder would be shorter
-    than ``size`` and a previous batch exists, it is merged into it, so every
-    batch has at least ``size`` rows whenever the stream has. The batches
-    depend only on the rows, not on how the input was cut.
-    """
-    size = max(1, int(size))
-    pending: list[np.ndarray] = []
-    n_pending = 0
-    held: np.ndarray | None = None
-    for block in blocks:
-        if block.shape[0] == 0:
-            continue
-        pending.append(block)
-        n_pending += block.shape[0]
-        while n_pending >= size:
-            cat = np.concatenate(pending) if len(pending) > 1 else pending[0]
-            batch, rest = cat[:size], cat[size:]
-            pending = [rest] if rest.shape[0] else []
-            n_pending = rest.shape[0]
-            if held is not None:
-                yield held
-            held = batch
-    if n_pending:
-        cat = np.concatenate(pending) if len(pending) > 1 else pending[0]
-        if held is not None:
-            yield np.concatenate([held, cat])
-            held = None
-        else:
-            yield cat
-    if held is not None:
-        yield held

@@ -7,21 +7,24 @@ exact
     The selected rows (after discretization and reduction, float32) fit in
     ``memory_limit``: they are gathered in memory and clustered with
     scikit-learn's :class:`~sklearn.cluster.KMeans`.
-streaming
-    They do not: a random subsample of the rows (chosen up front, so it does
-    not depend on chunk boundaries) is clustered with ``KMeans`` to seed
-    :class:`~sklearn.cluster.MiniBatchKMeans`, which is then updated with
-    ``partial_fit`` over fixed-size batches of the streamed rows for
-    ``streaming_passes`` passes.
+lloyd
+    They do not: the out-of-core k-means of :mod:`nnsig_core.analysis.lloyd`,
+    the algorithm the Dask driver runs too: ``KMeans`` on a random sample of
+    the rows (chosen up front, so it does not depend on chunk boundaries), then
+    Lloyd's iterations, each one pass over the store. (nnsig 0.2 streamed
+    ``MiniBatchKMeans`` here: about half the time and the same inertia on the
+    MNIST MLP's layers, ``benchmarks/bench_kmeans.py``, but an algorithm no
+    cluster can run as reductions; analyses it fitted, ``method_ ==
+    "streaming"``, still load.)
 
 Memory: the exact path holds the selected rows in the clustering space
 (``n_rows x n_dims`` float32, at most ``memory_limit``); KMeans works on a
 copy only when twice that fits. With a discretizer or a reduction, the raw
 rows are also kept (read once instead of once per pass) when raw plus
-transformed rows fit. The streaming path holds one read from the store (whole
-chunks, up to a quarter of the budget and at most 32 MiB), one batch and
-the seeding subsample (``max(1024, 20 * n_clusters)`` rows, more when the
-budget allows, at most 100,000).
+transformed rows fit. The out-of-core path holds one read from the store
+(whole chunks, up to a quarter of the budget and at most 32 MiB), the ``k x d``
+sums of an iteration and the seeding sample (at most a quarter of the budget
+and 256 MiB).
 
 Cluster ids are canonical: after fitting, clusters are renumbered by the order
 in which they first occur among the fit rows (in store order), and clusters
@@ -40,17 +43,22 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, clone
-from sklearn.cluster import KMeans, MiniBatchKMeans
+from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
 from nnsig_core._params import MEMORY_SIZE, Interval, NnsigParamsMixin, Options, validate_params
 from nnsig_core._util import format_bytes, parse_bytes
 from nnsig_core._warnings import warn
-from nnsig_core.analysis._util import rebatch
 from nnsig_core.analysis.assign import assign_nearest, canonical_order
 from nnsig_core.analysis.discretize import Discretizer
 from nnsig_core.analysis.errors import TooFewSamplesError
+from nnsig_core.analysis.lloyd import (
+    INIT_SAMPLE_BYTES,
+    fit_lloyd,
+    ids_part,
+    sample_ranks,
+)
 from nnsig_core.analysis.pca import PCAReducer
 from nnsig_core.analysis.source import MemorySource, RowSource, gather
 from nnsig_core.execute.blocks import fold, row_slices
@@ -59,7 +67,7 @@ __all__ = ["LayerClusterer"]
 
 log = logging.getLogger("nnsig")
 
-METHODS = ("auto", "exact", "streaming")
+METHODS = ("auto", "exact", "lloyd")
 
 
 class _Collector:
@@ -91,13 +99,9 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
         Budget of layer data held in memory (see the module docstring).
     random_state : int or None
     n_init : int or "auto"
-        KMeans initialisations (exact path, and the seeding KMeans of the
-        streaming path).
-    batch_size : int
-        Rows per MiniBatchKMeans ``partial_fit`` call (streaming path).
-    streaming_passes : int
-        Passes over the rows with MiniBatchKMeans (streaming path).
-    method : {"auto", "exact", "streaming"}
+        KMeans initialisations (exact path, and the KMeans on the seeding sample of the
+        out-of-core path, at least 3 there when the sample is not every row).
+    method : {"auto", "exact", "lloyd"}
         ``"auto"`` chooses by ``memory_limit``.
     progress : bool
         Show tqdm bars.
@@ -105,7 +109,8 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
     Attributes
     ----------
     method_ : str
-        The path used, ``"exact"`` or ``"streaming"``.
+        The path used, ``"exact"`` or ``"lloyd"`` (``"streaming"`` in analyses fitted by
+        nnsig 0.2, ``"distributed"`` on a Dask cluster).
     cached_raw_ : bool
         Whether the raw rows were read once and kept in memory for the passes
         of a discretizer or a reduction (instead of read again per pass).
@@ -133,8 +138,6 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
         memory_limit: int | str = "2GiB",
         random_state: int | None = 0,
         n_init: int | str = 1,
-        batch_size: int = 1024,
-        streaming_passes: int = 2,
         method: str = "auto",
         progress: bool = False,
     ) -> None:
@@ -144,8 +147,6 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
         self.memory_limit = memory_limit
         self.random_state = random_state
         self.n_init = n_init
-        self.batch_size = batch_size
-        self.streaming_passes = streaming_passes
         self.method = method
         self.progress = progress
 
@@ -156,8 +157,6 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
         "memory_limit": [MEMORY_SIZE],
         "random_state": [numbers.Integral, None],
         "n_init": [Interval(numbers.Integral, 1), Options(("auto",))],
-        "batch_size": [Interval(numbers.Integral, 1)],
-        "streaming_passes": [Interval(numbers.Integral, 1)],
         "method": [Options(METHODS)],
         "progress": [bool],
     }
@@ -186,7 +185,7 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
         transformed = disc is not None or n_comp is not None
         method = self.method
         if method == "auto":
-            method = "exact" if eff_bytes <= limit else "streaming"
+            method = "exact" if eff_bytes <= limit else "lloyd"
         cache = transformed and n * f * 4 + (eff_bytes if method == "exact" else 0) <= limit
         log.info(
             "Layer %r: %d samples x %d features (%s as float32, budget %s): %s KMeans%s",
@@ -196,12 +195,10 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
         self.discretizer_ = disc
         self.reducer_ = None
         self.n_features_in_ = f
-        rng = np.random.default_rng(self.random_state)
         collector = None
-        if method == "streaming":
-            m = self._init_rows(n, f, k, limit)
-            pos = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
-            collector = _Collector(pos, f)
+        if method == "lloyd":
+            collector = _Collector(sample_ranks(n, d_eff, k, self.random_state,
+                                                self._sample_bytes()), f)
 
         src: RowSource = source
         X_raw: np.ndarray | None = None
@@ -237,33 +234,7 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
             # KMeans' final labels match its centres (it ends with an assignment step).
             ids, inertia = np.asarray(km.labels_), float(km.inertia_)
         else:
-            if collector is not None and not collector.done:
-                for _ in self._pass(src, "sample", collector):
-                    pass
-            assert collector is not None
-            init = self.features(collector.rows)
-            init_centers = self._kmeans(init, k, name).cluster_centers_
-            mbk = MiniBatchKMeans(
-                n_clusters=k,
-                init=init_centers,
-                n_init=1,
-                batch_size=max(int(self.batch_size), k),
-                random_state=self.random_state,
-            )
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", ConvergenceWarning)
-                for p in range(max(1, int(self.streaming_passes))):
-                    feats = (self.features(b) for _, b in self._pass(src, f"kmeans {p + 1}"))
-                    for batch in rebatch(feats, max(int(self.batch_size), k)):
-                        mbk.partial_fit(batch)
-            _warn_once(caught, name)
-            centers = np.asarray(mbk.cluster_centers_, dtype=np.float32)
-            parts = [
-                assign_nearest(self.features(b), centers)
-                for _, b in self._pass(src, "assign")
-            ]
-            ids = np.concatenate([p[0] for p in parts])
-            inertia = float(np.sum(np.concatenate([p[1] for p in parts]).astype(np.float64) ** 2))
+            centers, ids, inertia = self._lloyd(src, collector, k, name)
 
         order = canonical_order(ids, centers)
         inv = np.empty(k, dtype=np.int64)
@@ -295,10 +266,35 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
             return n if n < f else None
         return r
 
-    @staticmethod
-    def _init_rows(n: int, f: int, k: int, limit: int) -> int:
-        budget = limit // max(8 * f, 1)
-        return int(min(n, max(1024, 20 * k, min(budget, 100_000))))
+    def _sample_bytes(self) -> int:
+        """Bytes of the out-of-core k-means' seeding sample: at most a quarter of
+        ``memory_limit`` (and :data:`~nnsig_core.analysis.lloyd.INIT_SAMPLE_BYTES`)."""
+        return int(min(INIT_SAMPLE_BYTES, max(parse_bytes(self.memory_limit) // 4, 1)))
+
+    def _lloyd(self, src: RowSource, collector: _Collector | None, k: int,
+               name: str) -> tuple[np.ndarray, np.ndarray, float]:
+        """The out-of-core k-means of :mod:`nnsig_core.analysis.lloyd`, each reduction one pass
+        over ``src``: centres, the cluster of every row and the inertia."""
+        assert collector is not None
+        if not collector.done:
+            for _ in self._pass(src, "sample", collector):
+                pass
+
+        def blocks(desc: str) -> Iterator[tuple[np.ndarray, None, np.ndarray]]:
+            for rows, b in self._pass(src, desc):
+                yield rows, None, self.features(b)
+
+        def reduce(part: Any, merge: Any = None, **kw: Any) -> dict[str, Any]:
+            return fold(blocks("k-means"), part, merge, **kw)
+
+        sample = self.features(collector.rows)
+        collector.rows = collector.rows[:0]
+        result = fit_lloyd(reduce, sample, src.n_rows,
+                           lambda X, n_init: self._kmeans(X, k, name, n_init), name=name)
+        del sample
+        r = fold(blocks("assign"), ids_part, state=(result.centred, result.mean))
+        self.n_iter_ = result.n_iter
+        return result.centers, np.concatenate(r["ids"]), float(r["inertia"])
 
     def _pass(
         self, src: RowSource, desc: str, collector: _Collector | None = None
@@ -327,11 +323,14 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
             o += b.shape[0]
         return X
 
-    def _kmeans(self, X: np.ndarray, k: int, name: str) -> KMeans:
+    def _kmeans(self, X: np.ndarray, k: int, name: str, n_init: int | None = None) -> KMeans:
+        """scikit-learn's KMeans on ``X`` (``n_init`` at least the estimator's when given)."""
         # KMeans centres a copy of X; without the copy it centres X in place and adds the
         # mean back, which changes X by rounding. Copy when the budget allows it.
         copy = 2 * X.nbytes <= parse_bytes(self.memory_limit)
-        km = KMeans(n_clusters=k, n_init=self.n_init, random_state=self.random_state, copy_x=copy)
+        runs = self.n_init if n_init is None else max(
+            n_init, 1 if self.n_init == "auto" else int(self.n_init))
+        km = KMeans(n_clusters=k, n_init=runs, random_state=self.random_state, copy_x=copy)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             km.fit(X)

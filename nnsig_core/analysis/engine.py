@@ -13,8 +13,8 @@ Typical use::
 
 Everything is read chunk by chunk from the store; a layer's selected rows are
 gathered in memory only when they fit ``memory_limit`` (the exact KMeans
-path), otherwise MiniBatchKMeans is streamed over the chunks (see
-:mod:`nnsig_core.analysis.cluster`).
+path), otherwise the out-of-core k-means iterates over the chunks, the algorithm a Dask
+cluster runs too (see :mod:`nnsig_core.analysis.cluster`, :mod:`nnsig_core.analysis.lloyd`).
 """
 
 from __future__ import annotations
@@ -84,17 +84,13 @@ class SignatureAnalysis(NnsigParamsMixin, BaseEstimator):
     memory_limit : int or str
         Budget for a layer's fit rows in memory (``"2GiB"``, bytes...). A layer
         whose selected rows (float32, after reduction) fit is clustered with
-        exact KMeans, otherwise MiniBatchKMeans is streamed over the chunks.
+        exact KMeans, otherwise with Lloyd's iterations over the chunks (out of core).
     layers : sequence of str or None
         Layers to analyse, in any order (model order is kept); ``None``: all.
     random_state : int or None
         Seed of everything random (KMeans, subsamples); same seed, same result.
     n_init : int or "auto"
         KMeans initialisations.
-    batch_size : int
-        Rows per MiniBatchKMeans update (streaming path only).
-    streaming_passes : int
-        Passes over the data of MiniBatchKMeans (streaming path only).
     progress : bool
         Show tqdm progress bars.
 
@@ -137,8 +133,6 @@ class SignatureAnalysis(NnsigParamsMixin, BaseEstimator):
                                   "a non-empty sequence of layer names"), None],
         "random_state": [numbers.Integral, None],
         "n_init": [Interval(numbers.Integral, 1), Options(("auto",))],
-        "batch_size": [Interval(numbers.Integral, 1)],
-        "streaming_passes": [Interval(numbers.Integral, 1)],
         "progress": [bool],
     }
 
@@ -153,8 +147,6 @@ class SignatureAnalysis(NnsigParamsMixin, BaseEstimator):
         layers: Sequence[str] | None = None,
         random_state: int | None = 0,
         n_init: int | str = 1,
-        batch_size: int = 1024,
-        streaming_passes: int = 2,
         progress: bool = True,
     ) -> None:
         self.n_clusters = n_clusters
@@ -165,8 +157,6 @@ class SignatureAnalysis(NnsigParamsMixin, BaseEstimator):
         self.layers = layers
         self.random_state = random_state
         self.n_init = n_init
-        self.batch_size = batch_size
-        self.streaming_passes = streaming_passes
         self.progress = progress
 
     # ------------------------------------------------------------------ parameters
@@ -306,8 +296,7 @@ class SignatureAnalysis(NnsigParamsMixin, BaseEstimator):
                 lc = LayerClusterer(
                     n_clusters=k, discretizer=disc, reduce=self.reduce,
                     memory_limit=self.memory_limit, random_state=self.random_state,
-                    n_init=self.n_init, batch_size=self.batch_size,
-                    streaming_passes=self.streaming_passes, progress=self.progress,
+                    n_init=self.n_init, progress=self.progress,
                 )
                 lc.fit(prefetch.source(name), name=name)
                 compositions.append(count_matrix(lc.fit_ids_, labels[rows], k, n_classes))

@@ -57,7 +57,10 @@ def restore_state(cls: type, meta: Mapping[str, Any],
                   name: str | None = None) -> Any:
     """Rebuild a fitted analysis of class ``cls`` from :func:`export_state` output
     (``layers`` by layer name); ``name`` is what it was saved as."""
-    params = dict(meta["params"])
+    # Parameters that no longer exist (0.2's batch_size and streaming_passes, of the
+    # MiniBatchKMeans path) shaped only how the analysis was fitted: they are dropped.
+    known = set(cls._get_param_names())
+    params = {k: v for k, v in meta["params"].items() if k in known}
     if isinstance(params.get("discretizer"), dict):
         params["discretizer"] = Discretizer(**params["discretizer"])
     analysis = cls(**params)
@@ -68,8 +71,7 @@ def restore_state(cls: type, meta: Mapping[str, Any],
         arrays = dict(arrays)
         compositions.append(np.asarray(arrays.pop("fit_composition"), dtype=np.int64))
         lc_params = {k: params.get(k) for k in ("reduce", "memory_limit", "random_state",
-                                                "n_init", "batch_size", "streaming_passes",
-                                                "progress")}
+                                                "n_init", "progress")}
         lc_params.update(n_clusters=int(lm["n_clusters"]), discretizer=template)
         clusterers[lm["name"]] = LayerClusterer._from_state(attrs, arrays, lc_params)
     fit = meta["fit"]

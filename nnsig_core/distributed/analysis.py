@@ -58,18 +58,16 @@ from nnsig_core.analysis import persist
 from nnsig_core.analysis.assign import assign_nearest
 from nnsig_core.analysis.cluster import LayerClusterer
 from nnsig_core.analysis.errors import TooFewSamplesError
+from nnsig_core.analysis.lloyd import (
+    canonical_from_first,
+    final_assignment,
+    fit_lloyd,
+    sample_ranks,
+)
 from nnsig_core.analysis.signatures import Signatures
 from nnsig_core.analysis.source import check_unchanged
 from nnsig_core.distributed.features import DiscretizeOnly, fit_discretizer, fit_pca
-from nnsig_core.distributed.kmeans import (
-    FitRows,
-    _select,
-    canonical_from_first,
-    final_assignment,
-    kmeans_plus_plus_on_sample,
-    lloyd,
-    sample_ranks,
-)
+from nnsig_core.distributed.kmeans import FitRows, _select
 from nnsig_core.distributed.reductions import (
     SplitBlocks,
     fit_mask,
@@ -91,7 +89,6 @@ PERSIST_FRACTION = 0.25
 #: Layers fitted at the same time.
 MAX_CONCURRENT_LAYERS = 8
 #: scikit-learn's KMeans defaults, which the single-process exact path uses.
-TOL, MAX_ITER = 1e-4, 300
 
 
 def _memory_limit(client: Any) -> int:
@@ -148,13 +145,12 @@ def fit_layer(lc: LayerClusterer, rows: FitRows, name: str, n_classes: int,
              "kept in the workers' memory" if persist else "read from the store at every pass")
     feats = rows.features(lc, persist)
     try:
-        sample = rows.sample(lc, sample_ranks(n, d, k, lc.random_state))
-        n_init = 1 if lc.n_init == "auto" else int(lc.n_init)
-        seeds = kmeans_plus_plus_on_sample(sample, k, lc.random_state, n_init)
+        sample = rows.sample(lc, sample_ranks(n, d, k, lc.random_state, lc._sample_bytes()))
+        reduce = rows.reducer(feats)
+        result = fit_lloyd(reduce, sample, n, lambda X, n_init: lc._kmeans(X, k, name, n_init),
+                           name=name)
         del sample
-        result = lloyd(client, feats, seeds.centers, seeds.mean, tol=TOL, max_iter=MAX_ITER,
-                       name=name)
-        final = final_assignment(client, feats, result, n_classes)
+        final = final_assignment(reduce, result, n_classes)
     finally:
         if persist:
             client.cancel([f for b in feats for f in _futures(b)])
@@ -219,8 +215,7 @@ def fit_distributed(analysis: Any, store: Any, split: str, classes: Iterable[int
         clusterers[name] = LayerClusterer(
             n_clusters=k, discretizer=disc, reduce=analysis.reduce,
             memory_limit=analysis.memory_limit, random_state=analysis.random_state,
-            n_init=analysis.n_init, batch_size=analysis.batch_size,
-            streaming_passes=analysis.streaming_passes, progress=analysis.progress,
+            n_init=analysis.n_init, progress=analysis.progress,
         )
         jobs.append((clusterers[name], rows, name))
     # The layers are fitted at the same time: each Lloyd iteration waits for a round trip
