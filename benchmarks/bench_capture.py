@@ -416,7 +416,7 @@ def part_fixed(args: argparse.Namespace, work: Path, out: dict[str, Any]) -> Non
 
     from nnsig_core import capture
     from nnsig_core.store.create import create_arrays
-    from nnsig_core.store.layout import layer_key, split_array_specs
+    from nnsig_core.store.format import layer_key, split_array_specs
 
     torch.manual_seed(0)
     model = torchvision.models.densenet121(weights=None, num_classes=10).eval()

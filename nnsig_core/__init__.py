@@ -2,7 +2,7 @@
 
 Framework adapters live in separate packages (``nnsig_torch``, ``nnsig_keras``)
 and are imported by the user; this package only knows the
-:class:`~nnsig_core.adapter.Adapter` protocol.
+:class:`~nnsig_core.protocol.Adapter` protocol.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from nnsig_core._params import InvalidParameterError
 from nnsig_core._util import package_version
 from nnsig_core._warnings import NnsigWarning
-from nnsig_core.adapter import (
+from nnsig_core.capture import CaptureError, capture, capture_arrays
+from nnsig_core.protocol import (
     Adapter,
     ArrayAdapter,
     LayerSelectionError,
@@ -23,7 +24,6 @@ from nnsig_core.adapter import (
     NonFiniteActivationError,
     UnknownLayerError,
 )
-from nnsig_core.capture import CaptureError, capture, capture_arrays
 from nnsig_core.store import (
     ActivationStore,
     IncompleteStoreError,

@@ -1,4 +1,4 @@
-"""Tests of what the adapters share (nnsig_core.adapter): layer selection and the non-finite check.
+"""Tests of what the adapters share (nnsig_core.protocol): layer selection and the non-finite check.
 
 The shared pieces are tested on plain dicts and NumPy arrays; the last tests
 check that the PyTorch and Keras adapters raise the very same error classes.
@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from nnsig_core.adapter import (
+from nnsig_core.protocol import (
     LayerSelectionError,
     NonFiniteActivationError,
     SelectionWording,
@@ -24,7 +24,7 @@ from nnsig_core.adapter import (
     nonfinite_rows,
     resolve_selection,
 )
-from nnsig_core.adapter import finite as finite_mod
+from nnsig_core.protocol import finite as finite_mod
 
 
 # ---------------------------------------------------------------------------- selection

@@ -132,7 +132,7 @@ def test_an_analysis_fitted_by_nnsig_0_2_out_of_core_still_loads(blobs, tmp_path
     import shutil
 
     from nnsig_core.analysis.persist import ANALYSIS_ATTR
-    from nnsig_core.store.layout import analysis_path
+    from nnsig_core.store.format import analysis_path
 
     shutil.copytree(blobs.path, tmp_path / "c.zarr")
     store = open_store(tmp_path / "c.zarr", mode="r+")

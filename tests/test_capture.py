@@ -382,7 +382,7 @@ def test_batches_may_carry_source_positions(tmp_path: Path) -> None:
 
 def test_adapters_share_one_selection_error_type() -> None:
     from nnsig_core import LayerSelectionError, UnknownLayerError
-    from nnsig_core.adapter import close_matches
+    from nnsig_core.protocol import close_matches
 
     assert issubclass(UnknownLayerError, LayerSelectionError)
     assert issubclass(UnknownLayerError, KeyError)

@@ -12,7 +12,7 @@ from sklearn.preprocessing import KBinsDiscretizer
 
 from nnsig_core._util import parse_bytes
 from nnsig_core.analysis import Discretizer, parse_discretizer_spec
-from nnsig_core.analysis._util import Reservoir, rebatch
+from nnsig_core.analysis._util import Reservoir
 
 
 def _relu_data(n: int = 300, f: int = 7, seed: int = 0) -> np.ndarray:
@@ -177,7 +177,7 @@ def test_parse_discretizer_spec() -> None:
 
 @settings(max_examples=20, deadline=None)
 @given(cuts=st.lists(st.integers(0, 300), max_size=5), size=st.integers(1, 60))
-def test_reservoir_and_rebatch_ignore_chunk_boundaries(cuts: list[int], size: int) -> None:
+def test_the_reservoir_ignores_chunk_boundaries(cuts: list[int], size: int) -> None:
     X = np.arange(300 * 2, dtype=np.float32).reshape(300, 2)
     ref = Reservoir(size, seed=3)
     ref.add(X)
@@ -186,9 +186,6 @@ def test_reservoir_and_rebatch_ignore_chunk_boundaries(cuts: list[int], size: in
         r.add(c)
     np.testing.assert_array_equal(r.sample(), ref.sample())
     assert len({tuple(row) for row in r.sample()}) == size  # no duplicates
-    batches = list(rebatch(_chunks(X, cuts), 64))
-    assert [len(b) for b in batches] == [64, 64, 64, 108]
-    np.testing.assert_array_equal(np.concatenate(batches), X)
 
 
 def test_parse_bytes() -> None:

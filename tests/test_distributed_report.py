@@ -20,7 +20,7 @@ from nnsig_core.analysis.synthetic import make_blob_store  # noqa: E402
 from nnsig_core.diagnostics.persist import load_scores, save_scores  # noqa: E402
 from nnsig_core.report import build_report_data  # noqa: E402
 from nnsig_core.report.points import select_points  # noqa: E402
-from nnsig_core.report.scores import flagging_threshold, threshold_from_top  # noqa: E402
+from nnsig_core.report.score_figures import flagging_threshold, threshold_from_top  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -92,7 +92,7 @@ def test_token_rows_captured_into_a_store(tmp_path):
 
 def test_unused_pool_key_and_bad_layout():
     model = text_model()
-    from nnsig_core.adapter import LayerSelectionError
+    from nnsig_core.protocol import LayerSelectionError
 
     with pytest.raises(LayerSelectionError, match="pool key.*'rez'.*'res'"):
         KerasAdapter(model, layers=["res"], pool={"rez": "mean"}).run(batch())

@@ -17,7 +17,7 @@ from nnsig_core import NnsigWarning, open_store
 from nnsig_core.analysis import SignatureAnalysis
 from nnsig_core.analysis.synthetic import make_blob_store
 from nnsig_core.report import build_report_data
-from nnsig_core.report.scores import flagging_threshold
+from nnsig_core.report.score_figures import flagging_threshold
 
 K = 4
 

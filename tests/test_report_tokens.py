@@ -17,7 +17,7 @@ from nnsig_core import SignatureAnalysis, capture, open_store  # noqa: E402
 from nnsig_core.analysis import paths_by_token, token_table, tokens_by_path  # noqa: E402
 from nnsig_core.report import write_report  # noqa: E402
 from nnsig_core.report.data import build_report_data  # noqa: E402
-from nnsig_core.report.tokens import highlight_patch  # noqa: E402
+from nnsig_core.report.token_report import highlight_patch  # noqa: E402
 
 try:
     from test_report_data import decode_png, sprite_cell

@@ -816,7 +816,7 @@ def test_model_summary(cnn, images):
 def test_protocol_and_to_numpy():
     adapter = TorchAdapter(mlp())
     assert adapter.framework == "torch"
-    adapter_mod = pytest.importorskip("nnsig_core.adapter")
+    adapter_mod = pytest.importorskip("nnsig_core.protocol")
     assert isinstance(adapter, adapter_mod.Adapter)
     t = torch.arange(6).reshape(2, 3)
     assert np.array_equal(adapter.to_numpy(t), t.numpy())

@@ -1,7 +1,7 @@
 """Layouts and pooling in nnsig_torch: found from the modules, overridable, exact under masks.
 
 The torch reductions are compared with the NumPy reference of
-``nnsig_core.adapter.pooling`` (property-based), and with computations by hand
+``nnsig_core.protocol.pooling`` (property-based), and with computations by hand
 on real models.
 """
 
@@ -21,13 +21,13 @@ from nnsig_torch import TorchAdapter  # noqa: E402
 from nnsig_torch._pool import pool_tensor, token_rows_tensor  # noqa: E402
 
 from nnsig_core import NnsigWarning  # noqa: E402
-from nnsig_core.adapter.layout import (  # noqa: E402
+from nnsig_core.protocol.axes import (  # noqa: E402
     AmbiguousLayoutError,
     Layout,
     parse_layout,
     split_modes,
 )
-from nnsig_core.adapter.pooling import pool_array, token_rows_array  # noqa: E402
+from nnsig_core.protocol.pooling import pool_array, token_rows_array  # noqa: E402
 
 ATOL = 1e-5
 
@@ -158,7 +158,7 @@ def test_unknown_layout_is_an_error_that_says_how_to_choose():
         np.testing.assert_allclose(told["mix"], model.mix(x).mean((1, 2)), atol=ATOL)
     with pytest.raises(ValueError, match="layout of layer 'mix'.*3-axis"):
         TorchAdapter(model, layers="mix", layout="NLC").run(x)
-    from nnsig_core.adapter import LayerSelectionError
+    from nnsig_core.protocol import LayerSelectionError
 
     with pytest.raises(LayerSelectionError, match="layout key.*'mox'"):
         TorchAdapter(model, layers="mix", layout={"mox": "NHWC"}).run(x)

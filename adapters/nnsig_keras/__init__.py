@@ -16,7 +16,7 @@ from ._backend import choose_backend
 
 choose_backend()
 
-from nnsig_core.adapter import (  # noqa: E402
+from nnsig_core.protocol import (  # noqa: E402
     LayerSelectionError,
     NonFiniteActivationError,
     UnknownLayerError,

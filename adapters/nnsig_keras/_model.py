@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from nnsig_core._warnings import warn
-from nnsig_core.adapter import LayerSelectionError
+from nnsig_core.protocol import LayerSelectionError
 
 from ._graph import Scope, build_scope, graph_of, hook_scope, units
 from ._summary import n_parameters

@@ -5,7 +5,7 @@ upsampling) says where its channels are; dense, layer-norm, attention,
 embedding and recurrent layers put features last; any other layer (an
 activation, an ``Add``) follows ``keras.config.image_data_format()``
 (``"channels_last"`` unless changed). ``layout=`` overrides it per layer.
-The reductions are :mod:`nnsig_core.adapter.pooling`'s.
+The reductions are :mod:`nnsig_core.protocol.pooling`'s.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from nnsig_core.adapter import LayerSelectionError, close_matches
-from nnsig_core.adapter.layout import (
+from nnsig_core.protocol import LayerSelectionError, close_matches
+from nnsig_core.protocol.axes import (
     Layout,
     check_layout_spec,
     check_pool,
@@ -27,8 +27,8 @@ from nnsig_core.adapter.layout import (
     pool_for,
     split_modes,
 )
-from nnsig_core.adapter.pooling import pool_array, resolve_auto, token_rows_array
-from nnsig_core.adapter.tokens import TokenRows, token_name
+from nnsig_core.protocol.pooling import pool_array, resolve_auto, token_rows_array
+from nnsig_core.protocol.token_rows import TokenRows, token_name
 
 __all__ = ["KerasPooler", "keras_layout", "sequence_inputs"]
 

@@ -1,7 +1,7 @@
 """Resolving ``layers=`` (names, glob patterns, layer classes) to layer paths of a Keras model.
 
 The resolution itself is shared with the other adapters
-(:func:`nnsig_core.adapter.resolve_selection`); what is Keras's is here: the
+(:func:`nnsig_core.protocol.resolve_selection`); what is Keras's is here: the
 candidates are layer paths (``"encoder/dense_2"``), and the capture names of
 one call or one output (``"shared:1"``, ``"split.0"``) may be given too.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from nnsig_core.adapter import LayerSpec, SelectionWording, resolve_selection
+from nnsig_core.protocol import LayerSpec, SelectionWording, resolve_selection
 
 __all__ = ["resolve_layers"]
 
@@ -32,7 +32,7 @@ def resolve_layers(
         matched with :func:`fnmatch.fnmatchcase` against the paths and the
         capture names (``"encoder/*"``), or layer classes
         (``keras.layers.Dense``: every layer, at any depth, that is an
-        instance); see :func:`nnsig_core.adapter.resolve_selection`.
+        instance); see :func:`nnsig_core.protocol.resolve_selection`.
     units : mapping of str to layer
         Every selectable layer path to its layer (or operation), model order.
     capture_names : sequence of str

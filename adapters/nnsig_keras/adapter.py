@@ -9,7 +9,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from nnsig_core.adapter import (
+from nnsig_core.protocol import (
     ADAPTER_FIX,
     LayerSelectionError,
     LayerSpec,
@@ -17,8 +17,8 @@ from nnsig_core.adapter import (
     check_batch_finite,
     check_finite,
 )
-from nnsig_core.adapter.layout import LayoutSpec
-from nnsig_core.adapter.tokens import TokenRows
+from nnsig_core.protocol.axes import LayoutSpec
+from nnsig_core.protocol.token_rows import TokenRows
 
 from ._fingerprint import weights_fingerprint
 from ._graph import (
@@ -104,7 +104,7 @@ class KerasAdapter:
         layer's name.
     keep_nonfinite : bool
         Keep NaN and Inf values instead of raising
-        :class:`~nnsig_core.adapter.NonFiniteActivationError` (re-exported by
+        :class:`~nnsig_core.protocol.NonFiniteActivationError` (re-exported by
         ``nnsig_keras``).
     pool : str, tuple, callable or dict
         How each capture is reduced per sample, as for
@@ -252,10 +252,10 @@ class KerasAdapter:
         Returns
         -------
         outputs, activations
-            As :meth:`nnsig_core.adapter.Adapter.run`, float32, pooled as
+            As :meth:`nnsig_core.protocol.Adapter.run`, float32, pooled as
             ``pool`` says; ``outputs`` is the model output chosen by ``output``.
             Layers pooled with ``"tokens"`` are
-            :class:`~nnsig_core.adapter.tokens.TokenRows` under ``name + "@tokens"``.
+            :class:`~nnsig_core.protocol.token_rows.TokenRows` under ``name + "@tokens"``.
 
         Raises
         ------

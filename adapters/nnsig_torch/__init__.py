@@ -9,9 +9,9 @@ See :class:`TorchAdapter` for the selection, naming and pooling rules, and
 ``TorchAdapter.available_layers(model, example_batch)`` for the layer names.
 """
 
-from nnsig_core.adapter import LayerSelectionError, NonFiniteActivationError, UnknownLayerError
-from nnsig_core.adapter.layout import AmbiguousLayoutError
-from nnsig_core.adapter.tokens import TokenRows
+from nnsig_core.protocol import LayerSelectionError, NonFiniteActivationError, UnknownLayerError
+from nnsig_core.protocol.axes import AmbiguousLayoutError
+from nnsig_core.protocol.token_rows import TokenRows
 
 from ._defaults import ACTIVATION_TYPES, MAX_DEFAULT_LAYERS, default_layers
 from ._pool import POOL_MODES

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from nnsig_core.adapter import LayerSelectionError
+from nnsig_core.protocol import LayerSelectionError
 
 __all__ = [
     "ACTIVATION_TYPES",

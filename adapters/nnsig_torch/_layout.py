@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nnsig_core.adapter.layout import Layout
+from nnsig_core.protocol.axes import Layout
 
 from ._structure import flatten_output
 

@@ -26,15 +26,15 @@ from typing import Any
 import torch
 
 from nnsig_core._warnings import warn
-from nnsig_core.adapter import LayerSelectionError, close_matches
-from nnsig_core.adapter.layout import (
+from nnsig_core.protocol import LayerSelectionError, close_matches
+from nnsig_core.protocol.axes import (
     Layout,
     layout_for,
     parse_layout,
     pool_for,
     split_modes,
 )
-from nnsig_core.adapter.pooling import resolve_auto
+from nnsig_core.protocol.pooling import resolve_auto
 
 from ._capture import Captured
 from ._layout import LayoutTracker

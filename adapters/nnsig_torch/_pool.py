@@ -1,6 +1,6 @@
 """Reducing captured tensors per sample (``pool=``), with torch operations on their device.
 
-The semantics are those of :mod:`nnsig_core.adapter.pooling` (the NumPy
+The semantics are those of :mod:`nnsig_core.protocol.pooling` (the NumPy
 reference, which the tests compare with): ``"mean"``/``"max"`` over the
 position axes of the tensor's layout, ``"cls"``/``"last"`` for sequences,
 ``"tokens"`` one row per position, padding (an attention mask) left out.
@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from nnsig_core.adapter.layout import (
+from nnsig_core.protocol.axes import (
     POOL_MODES,
     AmbiguousLayoutError,
     Layout,
@@ -21,7 +21,7 @@ from nnsig_core.adapter.layout import (
     check_pool,
     pool_for,
 )
-from nnsig_core.adapter.pooling import ambiguous_layout_message, resolve_auto
+from nnsig_core.protocol.pooling import ambiguous_layout_message, resolve_auto
 
 __all__ = [
     "POOL_MODES",

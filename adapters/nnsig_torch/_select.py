@@ -1,7 +1,7 @@
 """Choosing which modules of a PyTorch model to capture.
 
 The resolution of ``layers=`` (names, globs, types) is shared with the other
-adapters (:func:`nnsig_core.adapter.resolve_selection`); what is torch's is
+adapters (:func:`nnsig_core.protocol.resolve_selection`); what is torch's is
 here: the candidates (``named_modules()``), unwrapping ``DataParallel``/DDP/
 ``torch.compile`` and their name prefixes. The default selection is in
 :mod:`nnsig_torch._defaults`.
@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 from torch import nn
 
-from nnsig_core.adapter import LayerSpec, SelectionWording, resolve_selection
+from nnsig_core.protocol import LayerSpec, SelectionWording, resolve_selection
 
 __all__ = ["resolve_layers", "unwrap_model"]
 
@@ -71,7 +71,7 @@ def resolve_layers(
         or ``_orig_mod.`` prefix copied from a wrapped model is dropped), glob
         patterns matched with :func:`fnmatch.fnmatchcase` (``"features.*"``)
         or ``nn.Module`` subclasses (every module that is an instance); see
-        :func:`nnsig_core.adapter.resolve_selection`.
+        :func:`nnsig_core.protocol.resolve_selection`.
 
     Returns
     -------

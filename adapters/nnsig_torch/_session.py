@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from nnsig_core._warnings import warn
-from nnsig_core.adapter import LayerSelectionError
+from nnsig_core.protocol import LayerSelectionError
 
 from ._capture import Recorder
 from ._summary import module_config, n_parameters

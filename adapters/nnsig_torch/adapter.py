@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnsig_core.adapter import ADAPTER_FIX, LayerSpec, check_batch_finite, check_finite
-from nnsig_core.adapter.layout import LayoutSpec, check_layout_spec
-from nnsig_core.adapter.tokens import TokenRows, token_name
+from nnsig_core.protocol import ADAPTER_FIX, LayerSpec, check_batch_finite, check_finite
+from nnsig_core.protocol.axes import LayoutSpec, check_layout_spec
+from nnsig_core.protocol.token_rows import TokenRows, token_name
 
 from ._capture import Recorder, hooks, version_of
 from ._defaults import DefaultSelection, default_layers
@@ -92,7 +92,7 @@ class TorchAdapter:
         each call, CPU if it has none) by default. The model itself is not moved.
     keep_nonfinite : bool
         Keep NaN and Inf values instead of raising
-        :class:`~nnsig_core.adapter.NonFiniteActivationError` (a ``ValueError``).
+        :class:`~nnsig_core.protocol.NonFiniteActivationError` (a ``ValueError``).
     batch_axis : int
         The batch axis of the inputs: 0, or 1 for sequence-first models
         (``(seq, batch, ...)``). ``capture`` cuts batches along it too.
@@ -200,10 +200,10 @@ class TorchAdapter:
         Returns
         -------
         outputs, activations
-            As :meth:`nnsig_core.adapter.Adapter.run`, float32. ``outputs`` is
+            As :meth:`nnsig_core.protocol.Adapter.run`, float32. ``outputs`` is
             the tensor the model returns, or the ``logits`` entry / first
             tensor of a structured one. Layers pooled with ``"tokens"`` are
-            :class:`~nnsig_core.adapter.tokens.TokenRows` (one row per token)
+            :class:`~nnsig_core.protocol.token_rows.TokenRows` (one row per token)
             under ``name + "@tokens"``.
 
         Raises

@@ -48,7 +48,7 @@ from nnsig_core.analysis.selection import fit_sample_mask
 from nnsig_core.analysis.signatures import Signatures
 from nnsig_core.analysis.summary import format_summary
 from nnsig_core.analysis.tables import Table
-from nnsig_core.analysis.tokens import paths_by_token, token_table, tokens_by_path
+from nnsig_core.analysis.token_tables import paths_by_token, token_table, tokens_by_path
 
 __all__ = [
     "AnalysisError",

@@ -5,7 +5,7 @@ callers can catch them all at once; problems with the store itself (missing
 split or layer, interrupted capture) raise :class:`nnsig_core.store.StoreError`
 instead. Using an analysis before ``fit`` raises scikit-learn's
 :class:`~sklearn.exceptions.NotFittedError`. A NaN or infinite activation read
-from the store raises :class:`~nnsig_core.adapter.NonFiniteActivationError`,
+from the store raises :class:`~nnsig_core.protocol.NonFiniteActivationError`,
 the same exception the adapters raise while capturing (a ``ValueError``).
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from sklearn.exceptions import NotFittedError
 
-from nnsig_core.adapter import NonFiniteActivationError
+from nnsig_core.protocol import NonFiniteActivationError
 
 __all__ = [
     "AnalysisError",

@@ -2,7 +2,7 @@
 
 What is saved comes from ``SignatureAnalysis._state()`` and goes back through
 ``SignatureAnalysis._from_state()``; this module only writes and reads it.
-Layout, under ``analysis/<name>`` (:mod:`nnsig_core.store.layout`)::
+Layout, under ``analysis/<name>`` (:mod:`nnsig_core.store.format`)::
 
     analysis/<name>/                 attrs {"nnsig_analysis": {format_version, created,
                                             nnsig_version, params, fit, layers, complete}}
@@ -42,7 +42,7 @@ from nnsig_core._util import check_name, now_iso, package_version, to_json_safe
 from nnsig_core.analysis.signatures import Signatures
 from nnsig_core.analysis.state import LayerState
 from nnsig_core.store import ActivationStore, StoreError, layer_key
-from nnsig_core.store.layout import (
+from nnsig_core.store.format import (
     ANALYSIS_ATTR,
     ANALYSIS_GROUP,
     analysis_path,

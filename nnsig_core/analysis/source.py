@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from nnsig_core.adapter import check_finite, nonfinite_rows
+from nnsig_core.protocol import check_finite, nonfinite_rows
 from nnsig_core.store import ActivationStore, StoreError
 
 __all__ = ["STORE_FIX", "MemorySource", "Prefetcher", "RowSource", "StoreSource",

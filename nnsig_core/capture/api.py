@@ -18,7 +18,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from nnsig_core._util import now_iso, package_version
-from nnsig_core.adapter import Adapter, ArrayAdapter
 from nnsig_core.capture.batches import is_array_pair, iter_batches, n_available, take
 from nnsig_core.capture.errors import CaptureError
 from nnsig_core.capture.policy import (
@@ -31,8 +30,9 @@ from nnsig_core.capture.policy import (
     resume_label_check,
 )
 from nnsig_core.capture.session import CaptureSession
+from nnsig_core.protocol import Adapter, ArrayAdapter
 from nnsig_core.store import ActivationStore, open_store
-from nnsig_core.store.layout import TOKENS_SUFFIX, codec_description
+from nnsig_core.store.format import TOKENS_SUFFIX, codec_description
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "capture", "capture_arrays", "default_predict"]
 

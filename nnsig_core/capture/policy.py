@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 
 from nnsig_core._util import check_name
-from nnsig_core.adapter import Adapter
 from nnsig_core.capture.batches import class_indices
 from nnsig_core.capture.errors import CaptureError
+from nnsig_core.protocol import Adapter
 from nnsig_core.store import ActivationStore, StoreError
-from nnsig_core.store.layout import RESERVED_NAMES, resolve_compressor
+from nnsig_core.store.format import RESERVED_NAMES, resolve_compressor
 
 __all__ = [
     "Plan",

@@ -15,16 +15,16 @@ import numpy as np
 
 from nnsig_core._util import now_iso, to_json_safe
 from nnsig_core._warnings import warn
-from nnsig_core.adapter import Adapter
-from nnsig_core.adapter.tokens import split_token_rows
 from nnsig_core.capture.batches import class_indices
 from nnsig_core.capture.errors import CaptureError
 from nnsig_core.capture.thumbnails import make_thumbnails
-from nnsig_core.capture.tokens import TokenSpace
+from nnsig_core.capture.token_split import TokenSpace
 from nnsig_core.capture.writer import ChunkWriter
+from nnsig_core.protocol import Adapter
+from nnsig_core.protocol.token_rows import split_token_rows
 from nnsig_core.store import ActivationStore
 from nnsig_core.store.claims import SplitClaim
-from nnsig_core.store.layout import chunk_rows_for, layer_key, split_array_specs, token_split_name
+from nnsig_core.store.format import chunk_rows_for, layer_key, split_array_specs, token_split_name
 
 __all__ = ["RECORD_EVERY_S", "CaptureSession"]
 

@@ -47,7 +47,7 @@ from nnsig_core.diagnostics.baselines import BASELINES, Baselines, baseline_scor
 from nnsig_core.diagnostics.combine import NovelClassError, ScoreCombiner
 from nnsig_core.diagnostics.components import SCORES
 from nnsig_core.diagnostics.metrics import METRICS, TASKS, detection_metrics, evaluate, summarize
-from nnsig_core.diagnostics.scores import SignatureScorer, signature_scores
+from nnsig_core.diagnostics.scorer import SignatureScorer, signature_scores
 
 __all__ = [
     "BASELINES",

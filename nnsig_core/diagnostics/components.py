@@ -66,7 +66,7 @@ distances of the analysis's signatures.
     positive when the sample sits closer to another class's clusters.
 
 :class:`PathStatistics` holds the training counts and distance lists and
-computes these components; :class:`~nnsig_core.diagnostics.scores.SignatureScorer`
+computes these components; :class:`~nnsig_core.diagnostics.scorer.SignatureScorer`
 combines them.
 """
 
@@ -162,7 +162,7 @@ class PathStatistics:
     """Training statistics of signatures, and the component scores of new signatures.
 
     The parameters are those of
-    :class:`~nnsig_core.diagnostics.scores.SignatureScorer`, which builds one.
+    :class:`~nnsig_core.diagnostics.scorer.SignatureScorer`, which builds one.
     """
 
     def __init__(self, *, alpha: float = 1.0, beta: float = 1.0, distance_combine: str = "fisher",

@@ -20,7 +20,7 @@ import numpy as np
 from nnsig_core._util import to_json_safe
 from nnsig_core._warnings import warn
 from nnsig_core.store import ActivationStore, StoreError
-from nnsig_core.store.layout import SCORES_ATTR, array_options, scores_path
+from nnsig_core.store.format import SCORES_ATTR, array_options, scores_path
 
 __all__ = ["SCORES_FORMAT", "LegacyScoresError", "load_scores", "save_scores",
            "saved_score_splits", "saved_scores_format"]

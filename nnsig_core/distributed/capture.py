@@ -50,7 +50,6 @@ from tqdm.auto import tqdm
 
 from nnsig_core._util import now_iso, package_version
 from nnsig_core._warnings import warn
-from nnsig_core.adapter import Adapter
 from nnsig_core.capture.api import DEFAULT_CHUNK_BYTES, default_predict
 from nnsig_core.capture.errors import CaptureError
 from nnsig_core.capture.policy import (
@@ -71,8 +70,9 @@ from nnsig_core.distributed.shards import (
     shard_task,
 )
 from nnsig_core.execute.client import ClientArg, require_client
+from nnsig_core.protocol import Adapter
 from nnsig_core.store import ActivationStore, open_store
-from nnsig_core.store.layout import codec_description, resolve_compressor
+from nnsig_core.store.format import codec_description, resolve_compressor
 
 __all__ = ["SHARD_BYTES", "capture_distributed"]
 

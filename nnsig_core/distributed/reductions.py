@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 
-from nnsig_core.adapter import check_finite, nonfinite_rows
 from nnsig_core.analysis.selection import (
     check_selected,
     check_selection,
@@ -43,6 +42,7 @@ from nnsig_core.analysis.selection import (
 from nnsig_core.analysis.source import STORE_FIX
 from nnsig_core.execute.blocks import reduce_columns
 from nnsig_core.execute.dask_blocks import block_bytes, broadcast
+from nnsig_core.protocol import check_finite, nonfinite_rows
 from nnsig_core.store import ActivationStore, StoreError
 
 __all__ = ["MIN_BLOCKS", "SplitBlocks", "SplitCounts", "fit_mask", "masked_rows"]

@@ -27,11 +27,11 @@ from zarr.core.sync import sync
 
 from nnsig_core._util import now_iso
 from nnsig_core._warnings import warn
-from nnsig_core.adapter import Adapter, NonFiniteActivationError
 from nnsig_core.capture.batches import class_indices, is_array_pair, labels_numpy
 from nnsig_core.capture.errors import CaptureError
 from nnsig_core.capture.policy import check_weights, model_fingerprint
 from nnsig_core.capture.session import CaptureSession
+from nnsig_core.protocol import Adapter, NonFiniteActivationError
 from nnsig_core.store import ActivationStore, StoreError, open_store
 from nnsig_core.store.claims import CLAIMS_GROUP
 

@@ -4,7 +4,7 @@
 analysis (or several runs, :class:`ReportRun`, shown side by side) into the
 report data of ``docs/report-data.md``, with the layer map
 (:mod:`~nnsig_core.report.layermap`), the scores' histograms and default
-threshold (:mod:`~nnsig_core.report.scores`) and PNG thumbnail sprites
+threshold (:mod:`~nnsig_core.report.score_figures`) and PNG thumbnail sprites
 (:mod:`~nnsig_core.report.sprite`);
 :func:`write_report_data` and :func:`write_report`
 (:mod:`~nnsig_core.report.write`) copy the viewer and write that data next to

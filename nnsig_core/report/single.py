@@ -10,7 +10,7 @@ signatures, checks the scores and picks the default threshold;
 
 Every figure comes from aggregates: the split's joint table
 (:mod:`nnsig_core.analysis.joint`, with each row's score sums), the
-exemplars, score histograms (:mod:`~nnsig_core.report.scores`) and the map's
+exemplars, score histograms (:mod:`~nnsig_core.report.score_figures`) and the map's
 draw (:mod:`~nnsig_core.report.points`). With signatures on a Dask cluster
 (:class:`~nnsig_core.distributed.DaskSignatures`) each is a reduction on the
 workers, and only the results, plus the bounded data of the drawn map points,
@@ -34,10 +34,10 @@ from nnsig_core.analysis.joint import joint_compositions
 from nnsig_core.analysis.signatures import Signatures, class_entropy, class_purity
 from nnsig_core.execute.blocks import is_lazy, take
 from nnsig_core.report import layermap
-from nnsig_core.report import scores as sc
+from nnsig_core.report import score_figures as sc
 from nnsig_core.report.spec import ReportRun
 from nnsig_core.report.sprite import make_sprite, shrink
-from nnsig_core.report.tokens import add_token_rows, token_images
+from nnsig_core.report.token_report import add_token_rows, token_images
 from nnsig_core.store import ActivationStore
 
 __all__ = ["SEPARABLE_PURITY", "TYPICAL_SHARE", "MapOptions", "PreparedRun", "chunk_rows",
@@ -322,7 +322,7 @@ def run_body(
 ) -> dict[str, Any]:
     """The run's part of the report data (every top-level key of a one-run report
     but ``format_version``, ``title`` and ``created``); ``token_label`` and
-    ``token_grid`` for token row spaces (:mod:`nnsig_core.report.tokens`)."""
+    ``token_grid`` for token row spaces (:mod:`nnsig_core.report.token_report`)."""
     analysis, store = prep.run.analysis, prep.store
     localize(prep, [s for s in prep.splits if store.level(s) == "tokens"])
     info = store.split_attrs(analysis.fit_split_ if analysis.fit_split_ in store.splits

@@ -1,14 +1,14 @@
 """The activation store: a Zarr v3 hierarchy of captured activations and what is fitted on them.
 
-:mod:`~nnsig_core.store.layout` defines the format (names, keys, array
+:mod:`~nnsig_core.store.format` defines the format (names, keys, array
 layouts); :class:`ActivationStore` reads and writes it.
 """
 
 from nnsig_core.store.activation_store import ActivationStore, open_store
 from nnsig_core.store.claims import ClaimError
 from nnsig_core.store.errors import IncompleteStoreError, StoreError
+from nnsig_core.store.format import FORMAT_VERSION, layer_key
 from nnsig_core.store.guard import DamagedChunkError, DamagedMetadataError, MissingChunkError
-from nnsig_core.store.layout import FORMAT_VERSION, layer_key
 
 __all__ = [
     "FORMAT_VERSION",

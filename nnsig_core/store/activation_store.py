@@ -1,7 +1,7 @@
 """The activation store: one Zarr v3 hierarchy per experiment, one group per split.
 
 :class:`ActivationStore` is the only code that reads or writes the layout of
-:mod:`nnsig_core.store.layout`: capture creates a split's arrays and records
+:mod:`nnsig_core.store.format`: capture creates a split's arrays and records
 its progress through it, the analysis and the diagnostics ask it where their
 groups live. It is composed of one mixin per job, each in its own module:
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nnsig_core.store.errors import StoreError
-from nnsig_core.store.layout import ROOT_ATTR
+from nnsig_core.store.format import ROOT_ATTR
 
 if TYPE_CHECKING:
     from nnsig_core.store.results import ResultsArea

@@ -35,7 +35,7 @@ from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.storage import WrapperStore
 
 from nnsig_core.store.errors import StoreError
-from nnsig_core.store.layout import SPLIT_ATTR
+from nnsig_core.store.format import SPLIT_ATTR
 
 __all__ = [
     "DamagedChunkError",

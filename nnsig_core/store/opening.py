@@ -21,8 +21,8 @@ from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
 from nnsig_core.store.errors import StoreError
+from nnsig_core.store.format import FORMAT_VERSION, ROOT_ATTR
 from nnsig_core.store.guard import GuardedStore
-from nnsig_core.store.layout import FORMAT_VERSION, ROOT_ATTR
 
 __all__ = ["MODES", "OpenedRoot", "open_root", "split_location"]
 

@@ -1,8 +1,8 @@
 """The results area of a store: the groups of analyses, their signatures and scores.
 
 Everything fitted or computed on the captured splits lives under
-``analysis/`` (:data:`~nnsig_core.store.layout.ANALYSIS_GROUP`); the paths come
-from :mod:`~nnsig_core.store.layout` and the analysis and diagnostics write
+``analysis/`` (:data:`~nnsig_core.store.format.ANALYSIS_GROUP`); the paths come
+from :mod:`~nnsig_core.store.format` and the analysis and diagnostics write
 the groups' contents. :class:`ResultsArea` lists the analyses and opens,
 creates, deletes and replaces groups by path: those under ``analysis/``, and
 the few other paths capture asks about (whether a split's group exists, a
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import zarr
 
+from nnsig_core.store.format import ANALYSIS_GROUP
 from nnsig_core.store.keys import move_group
-from nnsig_core.store.layout import ANALYSIS_GROUP
 from nnsig_core.store.split_reading import SplitReading
 
 __all__ = ["ResultsArea"]

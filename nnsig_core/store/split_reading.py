@@ -21,7 +21,7 @@ import numpy as np
 import zarr
 
 from nnsig_core.store.errors import IncompleteStoreError, StoreError
-from nnsig_core.store.layout import ANALYSIS_GROUP, SPLIT_ATTR
+from nnsig_core.store.format import ANALYSIS_GROUP, SPLIT_ATTR
 
 __all__ = ["SplitReading"]
 

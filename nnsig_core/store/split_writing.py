@@ -18,8 +18,8 @@ from nnsig_core._util import to_json_safe
 from nnsig_core.store.claims import SplitClaim
 from nnsig_core.store.create import create_arrays
 from nnsig_core.store.errors import StoreError
+from nnsig_core.store.format import SPLIT_ATTR, layer_differences
 from nnsig_core.store.keys import chunk_indices, sync_metadata
-from nnsig_core.store.layout import SPLIT_ATTR, layer_differences
 from nnsig_core.store.split_reading import SplitReading
 
 __all__ = ["SplitWriting"]

@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
+from nnsig_core.store.format import SPLIT_ATTR
 from nnsig_core.store.guard import crc32c_ok
-from nnsig_core.store.layout import SPLIT_ATTR
 
 if TYPE_CHECKING:
     from nnsig_core.store.split_reading import SplitReading

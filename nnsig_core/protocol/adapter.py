@@ -23,7 +23,7 @@ The protocol is deliberately narrow:
 
 Optionally, ``batch_images(inputs)`` returns the images of a batch for
 thumbnails (``capture(..., keep_inputs=True)``) when they are not the inputs
-themselves, as for :class:`~nnsig_core.adapter.ArrayAdapter`, whose inputs are
+themselves, as for :class:`~nnsig_core.protocol.ArrayAdapter`, whose inputs are
 sample positions; and ``model_fingerprint()`` returns a string identifying the
 model's weights (a hash), recorded with each split so that a capture is never
 resumed, nor a split added to a store, with other weights unnoticed.

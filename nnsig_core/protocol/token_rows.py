@@ -2,7 +2,7 @@
 
 A layer captured with ``pool="tokens"`` has one row per position (token) of
 each sample instead of one row per sample. :meth:`Adapter.run
-<nnsig_core.adapter.Adapter.run>` returns it as a :class:`TokenRows` in its
+<nnsig_core.protocol.Adapter.run>` returns it as a :class:`TokenRows` in its
 activations mapping, under the layer's name followed by :data:`TOKENS_SUFFIX`
 (``"blocks.0@tokens"``), so a layer can be captured both ways in one pass
 (``pool=("cls", "tokens")``); :func:`nnsig_core.capture` writes every

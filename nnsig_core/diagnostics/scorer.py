@@ -215,7 +215,7 @@ class SignatureScorer(PathArraysMixin, NnsigParamsMixin, BaseEstimator):
         distances to the analysis's centroids, for the neighbour statistics,
         and for the reference and the misclassified samples. With a Dask
         client (given or active) the distances to the centroids are computed
-        on its cluster (:func:`~nnsig_core.distributed.scores.fit_scorer`),
+        on its cluster (:func:`~nnsig_core.distributed.scorer_distances.fit_scorer`),
         and so are the neighbour statistics' reduced rows and the
         reference's and misclassified samples' neighbour search
         (:func:`~nnsig_core.distributed.neighbours.fit_neighbours`,
@@ -238,7 +238,7 @@ class SignatureScorer(PathArraysMixin, NnsigParamsMixin, BaseEstimator):
         self.analysis_ = analysis
         self.layers_ = list(analysis.layers_)
         if (client := resolve_client(client)) is not None:
-            from nnsig_core.distributed.scores import fit_scorer
+            from nnsig_core.distributed.scorer_distances import fit_scorer
 
             ids, y, dist = fit_scorer(self, analysis, store, client)
             self.owners_ = cluster_owners(ids, y, analysis.n_clusters_)
@@ -380,10 +380,10 @@ class SignatureScorer(PathArraysMixin, NnsigParamsMixin, BaseEstimator):
         """The components of every sample of ``split``, its per-layer neighbour components,
         its labels and its predictions. With a Dask client the layers are read and the
         distances computed on its workers
-        (:func:`~nnsig_core.distributed.scores.split_vectors`), and so are the neighbour
+        (:func:`~nnsig_core.distributed.scorer_distances.split_vectors`), and so are the neighbour
         components; the components are then computed here, by the same code either way."""
         if (client := resolve_client(client)) is not None:
-            from nnsig_core.distributed.scores import split_vectors
+            from nnsig_core.distributed.scorer_distances import split_vectors
 
             ids, labels, preds, dist = split_vectors(self, store, split, client)
         else:

@@ -1,7 +1,7 @@
 """The token row space of a capture: layers pooled with ``"tokens"``, one row per token.
 
-A capture whose adapter returns :class:`~nnsig_core.adapter.tokens.TokenRows`
-writes them to a second split, ``<split>.tokens`` (``store/layout.py``), with
+A capture whose adapter returns :class:`~nnsig_core.protocol.token_rows.TokenRows`
+writes them to a second split, ``<split>.tokens`` (``store/format.py``), with
 its own chunk writer. Each row holds the token's activations in every
 token-level layer, plus the sample it belongs to (``sample_row`` in
 ``<split>``, and that sample's label, prediction, outputs and data-set index)
@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 
 from nnsig_core._util import now_iso
-from nnsig_core.adapter.tokens import TokenRows, check_same_tokens
 from nnsig_core.capture.errors import CaptureError
 from nnsig_core.capture.writer import ChunkWriter
+from nnsig_core.protocol.token_rows import TokenRows, check_same_tokens
 from nnsig_core.store import ActivationStore
-from nnsig_core.store.layout import chunk_rows_for, layer_key, split_array_specs, token_split_name
+from nnsig_core.store.format import chunk_rows_for, layer_key, split_array_specs, token_split_name
 
 __all__ = ["TokenSpace"]
 

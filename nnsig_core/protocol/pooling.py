@@ -2,7 +2,7 @@
 
 The Keras adapter pools with these functions; the PyTorch adapter implements
 the same semantics with torch operations on the device (its tests compare
-both). See :mod:`nnsig_core.adapter.layout` for the modes and layouts.
+both). See :mod:`nnsig_core.protocol.axes` for the modes and layouts.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from nnsig_core.adapter.layout import AmbiguousLayoutError, Layout
-from nnsig_core.adapter.tokens import TokenRows
+from nnsig_core.protocol.axes import AmbiguousLayoutError, Layout
+from nnsig_core.protocol.token_rows import TokenRows
 
 __all__ = [
     "ambiguous_layout_message",

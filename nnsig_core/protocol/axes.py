@@ -31,7 +31,7 @@ Pooling modes (``pool=``), applied per sample:
     or the last non-padding token (for decoders).
 ``"tokens"``
     Every position a row of its own, in a separate token-level row space
-    that records each row's sample and position (see :class:`~nnsig_core.adapter.tokens.TokenRows`).
+    that records each row's sample and position (see :class:`~nnsig_core.protocol.token_rows.TokenRows`).
     Padding tokens are left out.
 ``"flatten"``, ``None``
     ``(n, prod(unit shape))``; the per-sample shape unchanged.

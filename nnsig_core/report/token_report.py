@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from nnsig_core.analysis.signatures import Signatures
-from nnsig_core.analysis.tokens import token_labels
+from nnsig_core.analysis.token_tables import token_labels
 from nnsig_core.store import ActivationStore
 
 __all__ = ["add_token_rows", "highlight_patch", "token_images"]

@@ -20,16 +20,16 @@ packages; nothing here imports a deep-learning framework.
 
 from __future__ import annotations
 
-from nnsig_core.adapter.arrays import ArrayAdapter
-from nnsig_core.adapter.finite import (
+from nnsig_core.protocol.adapter import Adapter, LayerSummary, ModelSummary
+from nnsig_core.protocol.arrays import ArrayAdapter
+from nnsig_core.protocol.finite import (
     ADAPTER_FIX,
     NonFiniteActivationError,
     check_batch_finite,
     check_finite,
     nonfinite_rows,
 )
-from nnsig_core.adapter.protocol import Adapter, LayerSummary, ModelSummary
-from nnsig_core.adapter.select import (
+from nnsig_core.protocol.select import (
     LayerSelectionError,
     LayerSpec,
     Selection,

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from nnsig_core.adapter.protocol import LayerSummary, ModelSummary
+from nnsig_core.protocol.adapter import LayerSummary, ModelSummary
 
 __all__ = ["ArrayAdapter"]
 
@@ -79,7 +79,7 @@ class ArrayAdapter:
         Returns
         -------
         outputs, activations
-            As :meth:`nnsig_core.adapter.Adapter.run`, read from the arrays
+            As :meth:`nnsig_core.protocol.Adapter.run`, read from the arrays
             (a contiguous run of positions is read as one slice).
         """
         idx = np.asarray(inputs)
