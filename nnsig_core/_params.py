@@ -20,16 +20,6 @@ from typing import Any, ClassVar
 
 from nnsig_core._util import parse_bytes
 
-__all__ = [
-    "MEMORY_SIZE",
-    "Interval",
-    "InvalidParameterError",
-    "NnsigParamsMixin",
-    "Options",
-    "Satisfies",
-    "validate_params",
-]
-
 
 class InvalidParameterError(ValueError, TypeError):
     """A constructor parameter has a value the estimator cannot use (the message says which)."""

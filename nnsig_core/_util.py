@@ -14,20 +14,6 @@ from typing import Any
 
 import numpy as np
 
-__all__ = [
-    "NAME_PATTERN",
-    "check_name",
-    "count_matrix",
-    "format_bytes",
-    "fsync_dir",
-    "json_default",
-    "l2_normalise",
-    "now_iso",
-    "package_version",
-    "parse_bytes",
-    "to_json_safe",
-]
-
 #: Split and analysis names: letters, digits, ``_ . -``, not starting with a symbol.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 

@@ -21,8 +21,6 @@ import inspect
 import os
 import warnings
 
-__all__ = ["NnsigWarning", "find_stack_level", "warn"]
-
 
 class NnsigWarning(UserWarning):
     """Something about the user's data or result that they should know or act on."""

@@ -358,7 +358,7 @@ def test_layer_map_with_umap_when_installed(fitted) -> None:
 def test_select_points_invariants(n, max_points, n_classes, p_mis, p_flag, seed, chunk) -> None:
     from functools import partial
 
-    from nnsig_core.report.layermap import select_points
+    from nnsig_core.report.points import select_points
 
     # Small pools (factor 2) so that drawing from whole chunks happens on these small splits.
     select_points = partial(select_points, chunk_rows=chunk, pool_factor=2)
@@ -390,7 +390,7 @@ def test_select_points_invariants(n, max_points, n_classes, p_mis, p_flag, seed,
 
 
 def test_points_of_a_large_split_come_from_a_bounded_set_of_chunks() -> None:
-    from nnsig_core.report.layermap import select_points
+    from nnsig_core.report.points import select_points
 
     n, chunk, classes = 400_000, 1000, 20
     labels = np.repeat(np.arange(classes), n // classes)  # written in class order

@@ -22,12 +22,8 @@ from nnsig_core.protocol import (  # noqa: E402
     UnknownLayerError,
 )
 
-from .adapter import (  # noqa: E402
-    KerasAdapter,
-    ModelNotBuiltError,
-    UnsupportedModelError,
-    available_layers,
-)
+from ._model import ModelNotBuiltError, UnsupportedModelError  # noqa: E402
+from .adapter import KerasAdapter, available_layers  # noqa: E402
 
 __all__ = [
     "KerasAdapter",

@@ -9,8 +9,6 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["choose_backend"]
-
 logger = logging.getLogger("nnsig_keras")
 
 #: Backends tried, in this order, when Keras would otherwise pick an absent TensorFlow.

@@ -8,8 +8,6 @@ from typing import Any
 import keras
 import numpy as np
 
-__all__ = ["weights_fingerprint"]
-
 
 def weights_fingerprint(model: Any) -> str:
     """``"blake2b:<hex>"`` of every weight (trainable or not): paths, dtypes, shapes and bytes.

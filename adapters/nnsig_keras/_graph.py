@@ -35,23 +35,6 @@ import numpy as np
 
 from nnsig_core._warnings import warn
 
-__all__ = [
-    "Call",
-    "GraphRunner",
-    "HookRunner",
-    "Record",
-    "Scope",
-    "build_scope",
-    "capture_names",
-    "graph_of",
-    "hook_scope",
-    "mark_selection",
-    "make_runner",
-    "sublayers",
-    "units",
-]
-
-
 InputLayer = keras.layers.InputLayer
 
 #: One captured value: (capture name, layer path, layer, value).

@@ -14,18 +14,6 @@ from nnsig_core.protocol import LayerSelectionError
 from ._graph import Scope, build_scope, graph_of, hook_scope, units
 from ._summary import n_parameters
 
-__all__ = [
-    "MAX_DEFAULT_LAYERS",
-    "ModelNotBuiltError",
-    "UnsupportedModelError",
-    "available_layers",
-    "check_model",
-    "default_selection",
-    "ensure_built",
-    "hook_limitation",
-    "scope_of",
-]
-
 
 class ModelNotBuiltError(ValueError):
     """The model has no weights yet: it was never built, called or trained."""

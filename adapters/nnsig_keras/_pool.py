@@ -30,8 +30,6 @@ from nnsig_core.protocol.axes import (
 from nnsig_core.protocol.pooling import pool_array, resolve_auto, token_rows_array
 from nnsig_core.protocol.token_rows import TokenRows, token_name
 
-__all__ = ["KerasPooler", "keras_layout", "sequence_inputs"]
-
 logger = logging.getLogger("nnsig_keras")
 
 _FEATURES_LAST = tuple(

@@ -13,8 +13,6 @@ from typing import Any
 
 from nnsig_core.protocol import LayerSpec, SelectionWording, resolve_selection
 
-__all__ = ["resolve_layers"]
-
 
 def resolve_layers(
     layers: LayerSpec | Sequence[LayerSpec],

@@ -8,8 +8,6 @@ from typing import Any
 
 import keras
 
-__all__ = ["layer_config", "layer_entry", "n_parameters"]
-
 
 def n_parameters(layer: Any) -> int:
     """Number of weight values of ``layer`` (0 for operations and unbuilt layers)."""

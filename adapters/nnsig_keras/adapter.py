@@ -13,7 +13,6 @@ from nnsig_core.protocol import (
     ADAPTER_FIX,
     LayerSelectionError,
     LayerSpec,
-    NonFiniteActivationError,
     check_batch_finite,
     check_finite,
 )
@@ -33,8 +32,6 @@ from ._graph import (
     units,
 )
 from ._model import (
-    ModelNotBuiltError,
-    UnsupportedModelError,
     available_layers,
     check_model,
     default_selection,
@@ -45,14 +42,6 @@ from ._model import (
 from ._pool import KerasPooler, sequence_inputs
 from ._select import resolve_layers
 from ._summary import layer_entry, n_parameters
-
-__all__ = [
-    "KerasAdapter",
-    "ModelNotBuiltError",
-    "NonFiniteActivationError",
-    "UnsupportedModelError",
-    "available_layers",
-]
 
 logger = logging.getLogger("nnsig_keras")
 

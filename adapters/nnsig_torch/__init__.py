@@ -10,11 +10,10 @@ See :class:`TorchAdapter` for the selection, naming and pooling rules, and
 """
 
 from nnsig_core.protocol import LayerSelectionError, NonFiniteActivationError, UnknownLayerError
-from nnsig_core.protocol.axes import AmbiguousLayoutError
+from nnsig_core.protocol.axes import POOL_MODES, AmbiguousLayoutError
 from nnsig_core.protocol.token_rows import TokenRows
 
 from ._defaults import ACTIVATION_TYPES, MAX_DEFAULT_LAYERS, default_layers
-from ._pool import POOL_MODES
 from ._summary import LayerInfo, LayerList
 from .adapter import TorchAdapter, available_layers
 

@@ -22,8 +22,6 @@ from torch import nn
 
 from ._structure import capture_name, flatten_output, to_batch_first
 
-__all__ = ["Captured", "Recorder", "capturable", "hooks", "version_of"]
-
 logger = logging.getLogger("nnsig_torch")
 
 

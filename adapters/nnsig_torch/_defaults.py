@@ -41,14 +41,6 @@ from torch import nn
 
 from nnsig_core.protocol import LayerSelectionError
 
-__all__ = [
-    "ACTIVATION_TYPES",
-    "MAX_DEFAULT_LAYERS",
-    "DefaultSelection",
-    "default_layers",
-    "is_activation",
-]
-
 logger = logging.getLogger("nnsig_torch")
 
 #: At most this many layers are captured by default (evenly spread).

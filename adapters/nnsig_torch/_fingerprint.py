@@ -7,8 +7,6 @@ import hashlib
 import torch
 from torch import nn
 
-__all__ = ["weights_fingerprint"]
-
 
 def weights_fingerprint(model: nn.Module) -> str:
     """``"blake2b:<hex>"`` of every parameter and buffer: names, dtypes, shapes and bytes.

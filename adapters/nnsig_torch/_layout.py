@@ -40,8 +40,6 @@ from nnsig_core.protocol.axes import Layout
 
 from ._structure import flatten_output
 
-__all__ = ["LayoutTracker", "producer_side"]
-
 FIRST, LAST = "first", "last"
 
 _CHANNELS_FIRST: tuple[type[nn.Module], ...] = (

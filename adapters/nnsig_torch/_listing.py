@@ -22,8 +22,6 @@ from ._runtime import (
 from ._select import unwrap_model
 from ._summary import LayerInfo, LayerList, n_parameters
 
-__all__ = ["ClassOrInstance", "available_layers"]
-
 
 def available_layers(
     model: nn.Module,

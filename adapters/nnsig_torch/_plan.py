@@ -40,8 +40,6 @@ from ._capture import Captured
 from ._layout import LayoutTracker
 from ._pool import pool_tensor, token_rows_tensor
 
-__all__ = ["CapturePlan", "Finalized", "finalize", "make_plans", "shares_storage"]
-
 
 @dataclass
 class CapturePlan:

@@ -13,25 +13,10 @@ from typing import Any
 import torch
 
 from nnsig_core.protocol.axes import (
-    POOL_MODES,
     AmbiguousLayoutError,
     Layout,
-    Pool,
-    PoolSpec,
-    check_pool,
-    pool_for,
 )
 from nnsig_core.protocol.pooling import ambiguous_layout_message, resolve_auto
-
-__all__ = [
-    "POOL_MODES",
-    "Pool",
-    "PoolSpec",
-    "check_pool",
-    "pool_for",
-    "pool_tensor",
-    "token_rows_tensor",
-]
 
 _FIX = "TorchAdapter(..., layout={{{name!r}: 'NCHW'}}) (or 'NHWC', 'NLC', 'NCL'...)"
 

@@ -11,17 +11,6 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = [
-    "PinnedPool",
-    "batch_size",
-    "call_model",
-    "float_dtype",
-    "forward_context",
-    "model_device",
-    "move_inputs",
-    "to_host",
-]
-
 # Modules whose fused inference path (torch.backends.mha) would skip their submodules.
 _FUSED_TYPES: tuple[type[nn.Module], ...] = (
     nn.MultiheadAttention,

@@ -16,8 +16,6 @@ from torch import nn
 
 from nnsig_core.protocol import LayerSpec, SelectionWording, resolve_selection
 
-__all__ = ["resolve_layers", "unwrap_model"]
-
 logger = logging.getLogger("nnsig_torch")
 
 # Prefixes a name copied from a wrapped model carries (DataParallel/DDP, torch.compile).

@@ -17,8 +17,6 @@ from ._summary import module_config, n_parameters
 if TYPE_CHECKING:
     from .adapter import TorchAdapter
 
-__all__ = ["check_names", "first_batch_names", "layer_entries", "sequence_inputs"]
-
 logger = logging.getLogger("nnsig_torch")
 
 

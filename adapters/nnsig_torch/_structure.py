@@ -9,8 +9,6 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["capture_name", "flatten_output", "model_output", "to_batch_first"]
-
 _MAX_DEPTH = 16
 
 

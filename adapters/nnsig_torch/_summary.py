@@ -10,8 +10,6 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["LayerInfo", "LayerList", "module_config", "n_parameters"]
-
 _SKIP_ARGS = {"self", "device", "dtype"}
 # Looked up on modules whose __init__ takes *args/**kwargs (nn.LSTM, nn.GRU...).
 _COMMON_ATTRS = (

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from nnsig_core.protocol import ADAPTER_FIX, LayerSpec, check_batch_finite, check_finite
-from nnsig_core.protocol.axes import LayoutSpec, check_layout_spec
+from nnsig_core.protocol.axes import LayoutSpec, PoolSpec, check_layout_spec, check_pool
 from nnsig_core.protocol.token_rows import TokenRows, token_name
 
 from ._capture import Recorder, hooks, version_of
@@ -22,7 +22,6 @@ from ._fingerprint import weights_fingerprint
 from ._layout import LayoutTracker, tracking
 from ._listing import ClassOrInstance, available_layers
 from ._plan import CapturePlan, Finalized, finalize, make_plans, shares_storage
-from ._pool import PoolSpec, check_pool
 from ._runtime import (
     PinnedPool,
     batch_size,
@@ -37,8 +36,6 @@ from ._select import resolve_layers, unwrap_model
 from ._session import check_names, first_batch_names, layer_entries, sequence_inputs
 from ._structure import model_output, to_batch_first
 from ._summary import LayerList, n_parameters
-
-__all__ = ["TorchAdapter", "available_layers"]
 
 logger = logging.getLogger("nnsig_torch")
 

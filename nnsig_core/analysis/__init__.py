@@ -32,6 +32,8 @@ synthetic
 
 from __future__ import annotations
 
+from sklearn.exceptions import NotFittedError
+
 from nnsig_core.analysis.cluster import LayerClusterer
 from nnsig_core.analysis.discretize import Discretizer, parse_discretizer_spec
 from nnsig_core.analysis.engine import SignatureAnalysis
@@ -39,8 +41,6 @@ from nnsig_core.analysis.errors import (
     AnalysisError,
     EmptySelectionError,
     MissingLabelsError,
-    NonFiniteActivationError,
-    NotFittedError,
     TooFewSamplesError,
 )
 from nnsig_core.analysis.prototype import export_prototype
@@ -49,6 +49,7 @@ from nnsig_core.analysis.signatures import Signatures
 from nnsig_core.analysis.summary import format_summary
 from nnsig_core.analysis.tables import Table
 from nnsig_core.analysis.token_tables import paths_by_token, token_table, tokens_by_path
+from nnsig_core.protocol import NonFiniteActivationError
 
 __all__ = [
     "AnalysisError",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Reservoir"]
 
 class Reservoir:
     """A uniform random sample of at most ``size`` rows of a stream (algorithm R).

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["assign_nearest", "canonical_order"]
-
 
 def canonical_order(ids: np.ndarray, centers: np.ndarray) -> np.ndarray:
     """The canonical order of clusters: ``order[new_id] = old_id``.

@@ -63,8 +63,6 @@ from nnsig_core.analysis.pca import PCAReducer
 from nnsig_core.analysis.source import MemorySource, RowSource, gather
 from nnsig_core.execute.blocks import fold, row_slices
 
-__all__ = ["LayerClusterer"]
-
 log = logging.getLogger("nnsig")
 
 METHODS = ("auto", "exact", "lloyd")

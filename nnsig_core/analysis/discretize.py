@@ -32,8 +32,6 @@ from sklearn.utils.validation import check_is_fitted
 from nnsig_core._params import Interval, NnsigParamsMixin, Options, Satisfies, validate_params
 from nnsig_core.analysis._util import Reservoir
 
-__all__ = ["Discretizer", "parse_discretizer_spec"]
-
 log = logging.getLogger("nnsig")
 
 STRATEGIES = ("uniform", "quantile", "binary")

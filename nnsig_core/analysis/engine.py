@@ -52,8 +52,6 @@ from nnsig_core.analysis.summary import analysis_summary
 from nnsig_core.execute.client import ClientArg, resolve_client
 from nnsig_core.store import ActivationStore, StoreError, open_store
 
-__all__ = ["SignatureAnalysis"]
-
 log = logging.getLogger("nnsig")
 
 DEFAULT_CLUSTERS = 10

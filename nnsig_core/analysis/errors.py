@@ -11,19 +11,6 @@ the same exception the adapters raise while capturing (a ``ValueError``).
 
 from __future__ import annotations
 
-from sklearn.exceptions import NotFittedError
-
-from nnsig_core.protocol import NonFiniteActivationError
-
-__all__ = [
-    "AnalysisError",
-    "EmptySelectionError",
-    "MissingLabelsError",
-    "NonFiniteActivationError",
-    "NotFittedError",
-    "TooFewSamplesError",
-]
-
 
 class AnalysisError(ValueError):
     """The analysis cannot run as asked; the message names the problem and the fix."""

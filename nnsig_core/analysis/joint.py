@@ -13,8 +13,6 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["joint_compositions", "joint_merge", "joint_part"]
-
 
 def joint_part(labels: np.ndarray, ids: np.ndarray, preds: np.ndarray,
                scores: np.ndarray | None = None, lo: int = 0) -> dict[str, Any]:

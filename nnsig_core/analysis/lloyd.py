@@ -46,25 +46,6 @@ from nnsig_core._util import count_matrix
 from nnsig_core._warnings import warn
 from nnsig_core.execute.blocks import row_slices
 
-__all__ = [
-    "INIT_SAMPLE_BYTES",
-    "MIN_SAMPLE_ROWS",
-    "MAX_ITER",
-    "SAMPLE_N_INIT",
-    "TOL",
-    "FinalAssignment",
-    "LloydResult",
-    "Reduce",
-    "canonical_from_first",
-    "cluster_sums",
-    "final_assignment",
-    "fit_lloyd",
-    "ids_part",
-    "lloyd",
-    "lloyd_labels",
-    "sample_ranks",
-]
-
 log = logging.getLogger("nnsig")
 
 #: Bytes of features (float32) of the seeding sample held in memory.

@@ -25,8 +25,6 @@ import numpy as np
 
 from nnsig_core.execute.merging import merge_parts
 
-__all__ = ["COVARIANCE_MAX_FEATURES", "PCAReducer", "merge_moments", "moments_part"]
-
 COVARIANCE_MAX_FEATURES = 4096
 POWER_ITERATIONS = 7
 OVERSAMPLE = 10

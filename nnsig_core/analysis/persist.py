@@ -50,16 +50,6 @@ from nnsig_core.store.format import (
     signatures_path,
 )
 
-__all__ = [
-    "check_can_save",
-    "holds_analysis",
-    "load_analysis",
-    "load_signature_arrays",
-    "save_analysis",
-    "save_signatures",
-    "signatures_group",
-]
-
 log = logging.getLogger("nnsig")
 
 FORMAT_VERSION = 1

@@ -12,8 +12,6 @@ from sklearn.utils.validation import check_is_fitted
 from nnsig_core.analysis.tables import Table
 from nnsig_core.store import ActivationStore, open_store
 
-__all__ = ["export_prototype"]
-
 
 def export_prototype(
     analysis: Any,

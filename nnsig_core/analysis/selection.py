@@ -23,15 +23,6 @@ from nnsig_core.execute.blocks import reduce_columns
 from nnsig_core.execute.merging import merge_parts
 from nnsig_core.store import ActivationStore
 
-__all__ = [
-    "check_selected",
-    "check_selection",
-    "fit_sample_mask",
-    "label_counts_part",
-    "merge_label_counts",
-    "selection_block",
-]
-
 
 def selection_block(labels: np.ndarray, preds: np.ndarray, classes: np.ndarray | None,
                     only_correct: bool) -> np.ndarray:

@@ -28,11 +28,9 @@ from typing import Any
 import numpy as np
 
 from nnsig_core.analysis.joint import joint_merge, joint_part
-from nnsig_core.analysis.joint_views import JointTableViews, class_entropy, class_purity
+from nnsig_core.analysis.joint_views import JointTableViews
 from nnsig_core.analysis.tables import Table
 from nnsig_core.execute.blocks import is_lazy, reduce_columns
-
-__all__ = ["Signatures", "class_entropy", "class_purity", "nearest_merge", "nearest_part"]
 
 
 def _nearest(ids: np.ndarray, dist: np.ndarray, rows: np.ndarray,

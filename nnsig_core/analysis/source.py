@@ -19,9 +19,6 @@ from tqdm.auto import tqdm
 from nnsig_core.protocol import check_finite, nonfinite_rows
 from nnsig_core.store import ActivationStore, StoreError
 
-__all__ = ["STORE_FIX", "MemorySource", "Prefetcher", "RowSource", "StoreSource",
-           "check_unchanged", "gather"]
-
 
 class RowSource(Protocol):
     """What the per-layer clusterer reads from."""

@@ -16,8 +16,6 @@ from sklearn.utils.validation import check_is_fitted
 from nnsig_core.analysis.cluster import LayerClusterer
 from nnsig_core.analysis.discretize import Discretizer
 
-__all__ = ["LayerState", "export_state", "restore_state"]
-
 LayerState = tuple[str, dict[str, Any], dict[str, np.ndarray]]
 
 

@@ -6,8 +6,6 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["analysis_summary", "format_summary"]
-
 
 def _num(v: Any, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)

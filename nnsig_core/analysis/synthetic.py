@@ -10,8 +10,6 @@ import numpy as np
 
 from nnsig_core.store import ActivationStore
 
-__all__ = ["make_blob_activations", "make_blob_store"]
-
 
 def make_blob_activations(
     *,

@@ -17,8 +17,6 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Table", "require_pandas"]
-
 
 def require_pandas() -> Any:
     """Import pandas, or raise an ImportError that says how to get it or what to use instead."""

@@ -31,8 +31,6 @@ from nnsig_core.analysis.signatures import Signatures
 from nnsig_core.analysis.tables import Table
 from nnsig_core.store import ActivationStore, StoreError
 
-__all__ = ["default_token_label", "paths_by_token", "token_labels", "token_table", "tokens_by_path"]
-
 #: ``label(position, token_id) -> str``.
 TokenLabel = Callable[[int, int], str]
 

@@ -34,8 +34,6 @@ from nnsig_core.protocol import Adapter, ArrayAdapter
 from nnsig_core.store import ActivationStore, open_store
 from nnsig_core.store.format import TOKENS_SUFFIX, codec_description
 
-__all__ = ["DEFAULT_CHUNK_BYTES", "capture", "capture_arrays", "default_predict"]
-
 log = logging.getLogger("nnsig")
 
 DEFAULT_CHUNK_BYTES = 4 << 20

@@ -25,16 +25,6 @@ import numpy as np
 
 from nnsig_core.capture.errors import CaptureError
 
-__all__ = [
-    "AUTO_LABEL_KEYS",
-    "class_indices",
-    "is_array_pair",
-    "iter_batches",
-    "labels_numpy",
-    "n_available",
-    "take",
-]
-
 #: The keys tried, in order, for the labels of mapping batches when no ``label_key`` is given.
 AUTO_LABEL_KEYS = ("labels", "label")
 

@@ -36,8 +36,6 @@ from zarr.core.sync import sync
 from nnsig_core._util import fsync_dir
 from nnsig_core.store.keys import local_root
 
-__all__ = ["LOCAL_FAST_PATH", "ChunkEncoder", "EncodedChunk", "write_chunks"]
-
 _SHUFFLE = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}
 
 #: Write a local store's chunks as files directly (measured faster than ``LocalStore.set``,

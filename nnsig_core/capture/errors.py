@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-__all__ = ["CaptureError"]
-
 
 class CaptureError(ValueError):
     """The model, the data or the store cannot be captured as asked."""

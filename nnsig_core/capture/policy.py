@@ -16,18 +16,6 @@ from nnsig_core.protocol import Adapter
 from nnsig_core.store import ActivationStore, StoreError
 from nnsig_core.store.format import RESERVED_NAMES, resolve_compressor
 
-__all__ = [
-    "Plan",
-    "check_arguments",
-    "check_class_names",
-    "check_split_options",
-    "check_expected",
-    "check_weights",
-    "model_fingerprint",
-    "plan_split",
-    "resume_label_check",
-]
-
 log = logging.getLogger("nnsig")
 
 

@@ -26,8 +26,6 @@ from nnsig_core.store import ActivationStore
 from nnsig_core.store.claims import SplitClaim
 from nnsig_core.store.format import chunk_rows_for, layer_key, split_array_specs, token_split_name
 
-__all__ = ["RECORD_EVERY_S", "CaptureSession"]
-
 log = logging.getLogger("nnsig")
 
 #: Seconds between two updates of the written count in the split's metadata.

@@ -8,8 +8,6 @@ import numpy as np
 
 from nnsig_core.capture.errors import CaptureError
 
-__all__ = ["MAX_THUMBNAIL", "make_thumbnails"]
-
 MAX_THUMBNAIL = 32
 
 

@@ -25,8 +25,6 @@ from nnsig_core.protocol.token_rows import TokenRows, check_same_tokens
 from nnsig_core.store import ActivationStore
 from nnsig_core.store.format import chunk_rows_for, layer_key, split_array_specs, token_split_name
 
-__all__ = ["TokenSpace"]
-
 log = logging.getLogger("nnsig")
 
 

@@ -19,8 +19,6 @@ import zarr
 from nnsig_core.capture.chunks import ChunkEncoder, write_chunks
 from nnsig_core.capture.errors import CaptureError
 
-__all__ = ["ChunkWriter"]
-
 
 class ChunkWriter:
     """Background writer: buffers rows into whole chunks and writes them in order.

@@ -20,19 +20,6 @@ from typing import Any
 from nnsig_core.cli.format import format_info, format_table
 from nnsig_core.store import ActivationStore, StoreError, open_store
 
-__all__ = [
-    "cmd_analyze",
-    "cmd_evaluate",
-    "cmd_export",
-    "cmd_info",
-    "cmd_report",
-    "cmd_verify",
-    "cmd_view",
-    "parse_classes",
-    "parse_clusters",
-    "parse_discretizer",
-]
-
 log = logging.getLogger("nnsig")
 
 

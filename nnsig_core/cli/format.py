@@ -10,8 +10,6 @@ from typing import Any
 
 from nnsig_core._util import format_bytes
 
-__all__ = ["format_info", "format_table"]
-
 
 def format_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
     """Left-aligned plain-text table, numbers right-aligned.

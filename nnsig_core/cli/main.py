@@ -25,9 +25,6 @@ from nnsig_core._warnings import NnsigWarning
 from nnsig_core.cli import commands
 from nnsig_core.execute.client import connect, parse_scheduler
 
-__all__ = ["build_parser", "main"]
-
-
 #: Every subcommand: name -> (function, one-line help, description of its ``--help``).
 _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
     "info": (

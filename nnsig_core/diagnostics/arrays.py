@@ -19,8 +19,6 @@ from nnsig_core.diagnostics.combine import ScoreCombiner, check_known_labels
 from nnsig_core.diagnostics.components import NEIGHBOUR_SCORES, PATH_SCORES
 from nnsig_core.diagnostics.geometry import cluster_owners
 
-__all__ = ["PathArraysMixin"]
-
 
 class PathArraysMixin:
     """``fit_arrays``, ``component_scores`` and ``calibrate_arrays`` of the scorer."""

@@ -41,9 +41,6 @@ from nnsig_core.diagnostics.detectors import (
 from nnsig_core.execute.client import ClientArg, resolve_client
 from nnsig_core.store import ActivationStore, open_store
 
-__all__ = ["BASELINES", "Baselines", "baseline_scores"]
-
-
 BASELINES = ("msp", "energy", "mahalanobis", "knn", "pattern")
 _FEATURE_BASELINES = ("mahalanobis", "knn", "pattern")
 StoreArg = ActivationStore | str | os.PathLike

@@ -39,8 +39,6 @@ from sklearn.utils.validation import check_is_fitted
 from nnsig_core._params import NnsigParamsMixin
 from nnsig_core.analysis.errors import AnalysisError, MissingLabelsError
 
-__all__ = ["LayerCombiner", "NovelClassError", "ScoreCombiner", "check_known_labels", "ecdf_ranks"]
-
 METHODS = ("rank", "logistic")
 _MAX_SUBSET_COMPONENTS = 12
 

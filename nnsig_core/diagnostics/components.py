@@ -77,9 +77,6 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DISTANCE_COMBINE", "NEIGHBOUR_SCORES", "PATH_SCORES", "SCORES", "PathStatistics",
-           "min_hamming"]
-
 #: Components computed from the analysis's clusters (this module).
 PATH_SCORES = (
     "path_surprisal",

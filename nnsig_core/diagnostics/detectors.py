@@ -42,17 +42,6 @@ from nnsig_core._params import NnsigParamsMixin
 from nnsig_core._util import l2_normalise
 from nnsig_core._warnings import warn
 
-__all__ = [
-    "ActivationPatternMonitor",
-    "KNNDistance",
-    "MahalanobisDistance",
-    "energy_score",
-    "max_softmax_score",
-    "pack_patterns",
-    "popcount",
-]
-
-
 DEFAULT_BUDGET = 256 << 20  # bytes of temporary memory for the chunked computations
 
 

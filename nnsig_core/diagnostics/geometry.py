@@ -18,9 +18,6 @@ from nnsig_core._util import l2_normalise
 from nnsig_core.analysis.source import StoreSource
 from nnsig_core.store import ActivationStore
 
-__all__ = ["Distances", "block_distances", "centroids", "cluster_owners", "nearest_distances",
-           "split_distances"]
-
 
 @dataclass
 class Distances:

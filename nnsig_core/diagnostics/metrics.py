@@ -47,16 +47,6 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from nnsig_core._warnings import warn
 
-__all__ = [
-    "METRICS",
-    "TASKS",
-    "detection_metrics",
-    "evaluate",
-    "fpr_at_tpr",
-    "summarize",
-    "task_masks",
-]
-
 log = logging.getLogger("nnsig")
 
 TASKS = ("error", "novelty", "both")

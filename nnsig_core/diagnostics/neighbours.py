@@ -69,9 +69,6 @@ from nnsig_core.diagnostics.reference import LayerNeighbours, normalise_rows, re
 from nnsig_core.execute.client import ClientArg, resolve_client
 from nnsig_core.store import ActivationStore
 
-__all__ = ["ClassNeighbours", "LayerNeighbours", "component_logs", "neighbour_scores",
-           "normalise_rows", "reduce_rows"]
-
 log = logging.getLogger("nnsig")
 
 class ClassNeighbours(NnsigParamsMixin, BaseEstimator):

@@ -22,9 +22,6 @@ from nnsig_core._warnings import warn
 from nnsig_core.store import ActivationStore, StoreError
 from nnsig_core.store.format import SCORES_ATTR, array_options, scores_path
 
-__all__ = ["SCORES_FORMAT", "LegacyScoresError", "load_scores", "save_scores",
-           "saved_score_splits", "saved_scores_format"]
-
 log = logging.getLogger("nnsig")
 
 #: Format of the saved scores written by this version (0.1 wrote none: format 1).

@@ -12,8 +12,6 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LayerNeighbours", "normalise_rows", "reduce_rows"]
-
 _EPS = 1e-12
 
 

@@ -81,8 +81,6 @@ from nnsig_core.diagnostics.persist import save_scores
 from nnsig_core.execute.client import ClientArg, resolve_client
 from nnsig_core.store import ActivationStore, open_store
 
-__all__ = ["GEOMETRIES", "METHODS", "SignatureScorer", "signature_scores"]
-
 log = logging.getLogger("nnsig")
 
 GEOMETRIES = ("cosine", "euclidean")

@@ -79,9 +79,6 @@ from nnsig_core.execute.dask_blocks import broadcast
 from nnsig_core.store import ActivationStore, open_store
 from nnsig_core.store.format import array_options, scores_path, signatures_path
 
-__all__ = ["PERSIST_FRACTION", "fit_distributed", "save_distributed", "save_signatures",
-           "signatures_distributed", "transform_distributed"]
-
 log = logging.getLogger("nnsig")
 
 #: Share of the cluster's total memory limit the fit's features may occupy in memory.

@@ -32,9 +32,6 @@ from nnsig_core.execute.blocks import row_slices
 from nnsig_core.execute.dask_blocks import broadcast, release, tree_reduce
 from nnsig_core.store import open_store
 
-__all__ = ["fit_baselines", "score_baselines"]
-
-
 #: ``diagnostics.baselines``' names (not imported: it imports this module).
 BASELINES = ("msp", "energy", "mahalanobis", "knn", "pattern")
 _FEATURE_BASELINES = ("mahalanobis", "knn", "pattern")

@@ -74,8 +74,6 @@ from nnsig_core.protocol import Adapter
 from nnsig_core.store import ActivationStore, open_store
 from nnsig_core.store.format import codec_description, resolve_compressor
 
-__all__ = ["SHARD_BYTES", "capture_distributed"]
-
 log = logging.getLogger("nnsig")
 
 #: Target bytes of the widest layer per shard when ``shard_rows`` is not given.

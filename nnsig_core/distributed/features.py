@@ -30,8 +30,6 @@ from nnsig_core.distributed.kmeans import FitRows
 from nnsig_core.execute.blocks import row_slices
 from nnsig_core.execute.dask_blocks import broadcast, release, tree_reduce
 
-__all__ = ["DiscretizeOnly", "Identity", "fit_discretizer", "fit_pca"]
-
 log = logging.getLogger("nnsig")
 
 

@@ -20,8 +20,6 @@ import numpy as np
 from nnsig_core.analysis.lloyd import Reduce
 from nnsig_core.execute.dask_blocks import broadcast, reduce_delayed
 
-__all__ = ["FitRows"]
-
 
 # ---------------------------------------------------------------------------- the rows
 def _select(raw: np.ndarray, mask: np.ndarray | None, lo: int,

@@ -29,8 +29,6 @@ from nnsig_core.distributed.reductions import SplitBlocks, _flat_checked, _Layer
 from nnsig_core.execute.dask_blocks import broadcast, release, smallest_worker_memory
 from nnsig_core.store import open_store
 
-__all__ = ["fit_neighbours", "neighbour_scores_on"]
-
 
 def _held(blocks: SplitBlocks, rows: np.ndarray | None) -> list[tuple[int, slice, Any]]:
     """Per block holding any of ``rows`` (sorted positions; None: all): its index, the slice of

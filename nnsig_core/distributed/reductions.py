@@ -45,9 +45,6 @@ from nnsig_core.execute.dask_blocks import block_bytes, broadcast
 from nnsig_core.protocol import check_finite, nonfinite_rows
 from nnsig_core.store import ActivationStore, StoreError
 
-__all__ = ["MIN_BLOCKS", "SplitBlocks", "SplitCounts", "fit_mask", "masked_rows"]
-
-
 #: Blocks a split is cut into at least (when it has as many chunks): work for 16 workers.
 MIN_BLOCKS = 16
 

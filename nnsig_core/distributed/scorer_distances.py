@@ -45,8 +45,6 @@ from nnsig_core.execute.blocks import row_slices
 from nnsig_core.execute.dask_blocks import broadcast
 from nnsig_core.store import ActivationStore, open_store
 
-__all__ = ["fit_scorer", "split_vectors"]
-
 
 class _Layers:
     """What a block needs of a fitted analysis: its layers and clusterers (no caches)."""

@@ -35,19 +35,6 @@ from nnsig_core.protocol import Adapter, NonFiniteActivationError
 from nnsig_core.store import ActivationStore, StoreError, open_store
 from nnsig_core.store.claims import CLAIMS_GROUP
 
-__all__ = [
-    "CHECK_EVERY_S",
-    "Job",
-    "default_collate",
-    "done_shards",
-    "intact_shards",
-    "clear_markers",
-    "dataset_len",
-    "prepare_task",
-    "shard_marker_prefix",
-    "shard_task",
-]
-
 log = logging.getLogger("nnsig")
 
 #: Seconds between two checks of the stop flag by a shard task, and two progress records.

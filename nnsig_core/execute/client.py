@@ -24,16 +24,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = [
-    "ClientArg",
-    "SchedulerSpec",
-    "connect",
-    "parse_scheduler",
-    "require_client",
-    "require_dask",
-    "resolve_client",
-]
-
 log = logging.getLogger("nnsig")
 
 #: What ``client=`` accepts: a client, ``None`` (the active client, if any) or ``False`` (none).

@@ -36,8 +36,6 @@ from typing import Any, Protocol, TypedDict, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Adapter", "LayerSummary", "ModelSummary"]
-
 
 class LayerSummary(TypedDict, total=False):
     """Metadata of one captured layer, as stored in the store's attributes."""

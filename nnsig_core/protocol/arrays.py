@@ -9,8 +9,6 @@ import numpy as np
 
 from nnsig_core.protocol.adapter import LayerSummary, ModelSummary
 
-__all__ = ["ArrayAdapter"]
-
 
 class ArrayAdapter:
     """Adapter for activations already computed by any framework.

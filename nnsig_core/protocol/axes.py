@@ -49,22 +49,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
-__all__ = [
-    "LAYOUT_NAMES",
-    "POOL_MODES",
-    "AmbiguousLayoutError",
-    "Layout",
-    "LayoutSpec",
-    "Pool",
-    "PoolSpec",
-    "check_layout_spec",
-    "check_pool",
-    "layout_for",
-    "parse_layout",
-    "pool_for",
-    "split_modes",
-]
-
 #: The named pooling modes.
 POOL_MODES = ("auto", "mean", "max", "cls", "last", "tokens", "flatten")
 _SAMPLE_MODES = ("auto", "mean", "max", "cls", "last", "flatten")

@@ -14,14 +14,6 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = [
-    "ADAPTER_FIX",
-    "NonFiniteActivationError",
-    "check_batch_finite",
-    "check_finite",
-    "nonfinite_rows",
-]
-
 #: What the framework adapters advise when a batch holds NaN or Inf.
 ADAPTER_FIX = "Check the inputs and weights, or pass keep_nonfinite=True to keep them."
 

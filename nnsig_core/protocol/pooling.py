@@ -14,15 +14,6 @@ import numpy as np
 from nnsig_core.protocol.axes import AmbiguousLayoutError, Layout
 from nnsig_core.protocol.token_rows import TokenRows
 
-__all__ = [
-    "ambiguous_layout_message",
-    "mask_for",
-    "pool_array",
-    "resolve_auto",
-    "sequence_index",
-    "token_rows_array",
-]
-
 
 def ambiguous_layout_message(name: str, shape: tuple[int, ...], mode: Any, fix: str) -> str:
     """The message of an :class:`AmbiguousLayoutError` for a capture (``fix``: how to set it)."""

@@ -17,18 +17,6 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = [
-    "GLOB_CHARS",
-    "LayerSelectionError",
-    "LayerSpec",
-    "Selection",
-    "SelectionWording",
-    "UnknownLayerError",
-    "close_matches",
-    "is_glob",
-    "resolve_selection",
-]
-
 #: One entry of ``layers``: a name, a glob pattern or a class.
 LayerSpec = str | type
 

@@ -22,8 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["TOKENS_SUFFIX", "TokenRows", "check_same_tokens", "split_token_rows", "token_name"]
-
 #: Appended to a layer's name for its token-level rows in an adapter's activations.
 TOKENS_SUFFIX = "@tokens"
 

@@ -14,8 +14,6 @@ import shutil
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["CHROMIUM_ARGS", "DEFAULT_CHROMIUM", "find_chromium", "launch_chromium"]
-
 #: Where Debian's ``chromium`` package installs the browser.
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
 

@@ -36,9 +36,6 @@ from nnsig_core.report.single import (
 )
 from nnsig_core.report.sprite import make_sprite, shrink
 
-__all__ = ["MAX_CHANGED", "changed_mask", "comparison_data", "merged_classes", "same_samples"]
-
-
 #: The most changed samples listed per split (all are counted).
 MAX_CHANGED = 500
 

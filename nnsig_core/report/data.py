@@ -24,14 +24,12 @@ from nnsig_core.report.single import (
     priority_masks,
     run_body,
 )
-from nnsig_core.report.spec import ReportRun, normalize_runs
+from nnsig_core.report.spec import normalize_runs
 from nnsig_core.report.summary import SUPPORTED_FORMAT
 from nnsig_core.store import ActivationStore
 
 if TYPE_CHECKING:
     from nnsig_core.analysis.engine import SignatureAnalysis
-
-__all__ = ["REPORT_FORMAT_VERSION", "ReportRun", "build_report_data"]
 
 log = logging.getLogger("nnsig")
 

@@ -30,11 +30,7 @@ from typing import Any
 import numpy as np
 
 from nnsig_core.analysis.source import StoreSource
-from nnsig_core.report.points import PRIORITY_SHARE, select_points
 from nnsig_core.store import ActivationStore
-
-__all__ = ["PRIORITY_SHARE", "PROJECTIONS", "check_projection", "encode_xy", "project_layers",
-           "select_points"]
 
 log = logging.getLogger("nnsig")
 

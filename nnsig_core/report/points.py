@@ -33,9 +33,6 @@ import numpy as np
 
 from nnsig_core.execute.blocks import is_lazy, reduce_columns, take
 
-__all__ = ["PRIORITY_SHARE", "Draw", "allocate", "count_part", "draw_part", "kinds_on_map",
-           "merge_counts", "merge_draws", "quotas", "select_points", "strata_of"]
-
 #: Share of a split's points the priority samples may take when they are too many.
 PRIORITY_SHARE = 1 / 2
 

@@ -22,18 +22,6 @@ from nnsig_core._warnings import warn
 from nnsig_core.execute.blocks import reduce_columns
 from nnsig_core.store import ActivationStore
 
-__all__ = [
-    "FLAG_RATE",
-    "VALIDATION_SPLITS",
-    "check_scores",
-    "default_threshold",
-    "flagged_counts",
-    "flagging_threshold",
-    "sample_groups",
-    "score_edges",
-    "score_histogram",
-]
-
 log = logging.getLogger("nnsig")
 
 #: Share of the reference split's correct samples the default threshold flags.

@@ -21,8 +21,6 @@ from typing import Any
 from nnsig_core._warnings import warn
 from nnsig_core.report.write import INDEX_FILE, ReportError
 
-__all__ = ["PortInUseError", "ReportServer", "serve_report"]
-
 log = logging.getLogger("nnsig.report")
 
 class PortInUseError(OSError):

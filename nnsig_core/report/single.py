@@ -31,7 +31,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from nnsig_core._warnings import warn
 from nnsig_core.analysis.joint import joint_compositions
-from nnsig_core.analysis.signatures import Signatures, class_entropy, class_purity
+from nnsig_core.analysis.joint_views import class_entropy, class_purity
+from nnsig_core.analysis.signatures import Signatures
 from nnsig_core.execute.blocks import is_lazy, take
 from nnsig_core.report import layermap
 from nnsig_core.report import score_figures as sc
@@ -39,10 +40,6 @@ from nnsig_core.report.spec import ReportRun
 from nnsig_core.report.sprite import make_sprite, shrink
 from nnsig_core.report.token_report import add_token_rows, token_images
 from nnsig_core.store import ActivationStore
-
-__all__ = ["SEPARABLE_PURITY", "TYPICAL_SHARE", "MapOptions", "PreparedRun", "chunk_rows",
-           "localize", "per_class_purity", "prepare_run", "priority_masks", "rows_at",
-           "run_body", "thumbnails_at"]
 
 log = logging.getLogger("nnsig")
 

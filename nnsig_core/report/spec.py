@@ -20,8 +20,6 @@ from typing import Any
 
 from nnsig_core.store import ActivationStore, open_store
 
-__all__ = ["MAX_RUNS", "ReportRun", "normalize_runs"]
-
 #: The most runs one report shows side by side.
 MAX_RUNS = 4
 

@@ -23,8 +23,6 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["encode_png", "make_sprite", "shrink"]
-
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

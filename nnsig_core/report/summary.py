@@ -13,8 +13,6 @@ from typing import Any
 
 from nnsig_core._util import json_default, now_iso
 
-__all__ = ["SUPPORTED_FORMAT", "ReportError", "check_data", "finite", "summary"]
-
 #: The newest report data format this viewer reads (``docs/report-data.md``).
 SUPPORTED_FORMAT = 2
 

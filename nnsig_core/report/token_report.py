@@ -20,8 +20,6 @@ from nnsig_core.analysis.signatures import Signatures
 from nnsig_core.analysis.token_tables import token_labels
 from nnsig_core.store import ActivationStore
 
-__all__ = ["add_token_rows", "highlight_patch", "token_images"]
-
 TOP_TOKENS = 5
 
 

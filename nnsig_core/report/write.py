@@ -41,19 +41,6 @@ from nnsig_core._util import json_default, now_iso
 from nnsig_core._warnings import warn
 from nnsig_core.report.summary import ReportError, check_data, finite, summary
 
-__all__ = [
-    "INDEX_FILE",
-    "MARKER",
-    "ReportError",
-    "is_report",
-    "js_json",
-    "list_reports",
-    "viewer_dir",
-    "write_index",
-    "write_report",
-    "write_report_data",
-]
-
 log = logging.getLogger("nnsig.report")
 
 MARKER = "nnsig-report.json"

@@ -24,12 +24,9 @@ from typing import Any
 
 from zarr.abc.store import Store
 
-from nnsig_core.store.errors import IncompleteStoreError, StoreError
 from nnsig_core.store.inspection import StoreInspection
-from nnsig_core.store.opening import MODES, open_root
+from nnsig_core.store.opening import open_root
 from nnsig_core.store.split_writing import SplitWriting
-
-__all__ = ["MODES", "ActivationStore", "IncompleteStoreError", "StoreError", "open_store"]
 
 
 class ActivationStore(SplitWriting, StoreInspection):

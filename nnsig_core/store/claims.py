@@ -39,8 +39,6 @@ from zarr.core.sync import sync
 from nnsig_core._util import now_iso
 from nnsig_core.store.errors import StoreError
 
-__all__ = ["CLAIMS_GROUP", "STALE_AFTER_S", "ClaimError", "SplitClaim", "WriterInfo"]
-
 log = logging.getLogger("nnsig")
 
 CLAIMS_GROUP = ".nnsig-claims"

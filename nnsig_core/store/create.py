@@ -7,8 +7,6 @@ from typing import Any
 
 import zarr
 
-__all__ = ["create_arrays"]
-
 
 def _join(base: str, key: str) -> str:
     return f"{base}/{key}" if base else key

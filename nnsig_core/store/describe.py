@@ -13,9 +13,6 @@ if TYPE_CHECKING:
     from nnsig_core.store.results import ResultsArea
     from nnsig_core.store.split_reading import SplitReading
 
-__all__ = ["describe", "nbytes_stored"]
-
-
 def _dir_size(path: Path) -> int:
     total = 0
     for root, _dirs, files in os.walk(path):

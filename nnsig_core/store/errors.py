@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-__all__ = ["IncompleteStoreError", "StoreError"]
-
 
 class StoreError(ValueError):
     """A store, split or layer is missing, malformed or incompatible."""

@@ -34,30 +34,6 @@ from typing import Any
 import numpy as np
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
-__all__ = [
-    "ANALYSIS_ATTR",
-    "ANALYSIS_GROUP",
-    "FORMAT_VERSION",
-    "META_ARRAYS",
-    "RESERVED_NAMES",
-    "ROOT_ATTR",
-    "SCORES_ATTR",
-    "SPLIT_ATTR",
-    "TOKEN_ARRAYS",
-    "TOKENS_SUFFIX",
-    "analysis_path",
-    "array_options",
-    "chunk_rows_for",
-    "codec_description",
-    "layer_differences",
-    "layer_key",
-    "resolve_compressor",
-    "scores_path",
-    "signatures_path",
-    "split_array_specs",
-    "token_split_name",
-]
-
 FORMAT_VERSION = 1
 ROOT_ATTR = "nnsig"
 SPLIT_ATTR = "nnsig_split"

@@ -37,15 +37,6 @@ from zarr.storage import WrapperStore
 from nnsig_core.store.errors import StoreError
 from nnsig_core.store.format import SPLIT_ATTR
 
-__all__ = [
-    "DamagedChunkError",
-    "DamagedMetadataError",
-    "GuardedStore",
-    "MissingChunkError",
-    "chunk_key_parts",
-    "crc32c_ok",
-]
-
 METADATA = "zarr.json"
 _VERIFY = "nnsig verify"
 

@@ -14,8 +14,6 @@ from nnsig_core.store.describe import describe, nbytes_stored
 from nnsig_core.store.results import ResultsArea
 from nnsig_core.store.verify import VerifyReport, verify_store
 
-__all__ = ["StoreInspection"]
-
 
 class StoreInspection(ResultsArea):
     """Sizes, description and verification, a mixin of

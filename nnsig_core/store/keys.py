@@ -18,8 +18,6 @@ from zarr.storage import LocalStore
 
 from nnsig_core._util import fsync_dir
 
-__all__ = ["chunk_indices", "local_root", "move_group", "sync_metadata"]
-
 
 def local_root(store: Any) -> Path | None:
     """The directory of a local store (looking through wrapper stores), else None."""

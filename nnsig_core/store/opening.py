@@ -24,8 +24,6 @@ from nnsig_core.store.errors import StoreError
 from nnsig_core.store.format import FORMAT_VERSION, ROOT_ATTR
 from nnsig_core.store.guard import GuardedStore
 
-__all__ = ["MODES", "OpenedRoot", "open_root", "split_location"]
-
 #: The modes of :meth:`ActivationStore.open <nnsig_core.store.ActivationStore.open>`.
 MODES = ("r", "r+", "a", "w")
 

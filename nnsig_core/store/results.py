@@ -17,8 +17,6 @@ from nnsig_core.store.format import ANALYSIS_GROUP
 from nnsig_core.store.keys import move_group
 from nnsig_core.store.split_reading import SplitReading
 
-__all__ = ["ResultsArea"]
-
 
 class ResultsArea(SplitReading):
     """The groups of results, a mixin of :class:`~nnsig_core.store.ActivationStore`."""

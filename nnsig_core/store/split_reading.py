@@ -23,8 +23,6 @@ import zarr
 from nnsig_core.store.errors import IncompleteStoreError, StoreError
 from nnsig_core.store.format import ANALYSIS_GROUP, SPLIT_ATTR
 
-__all__ = ["SplitReading"]
-
 _Store = TypeVar("_Store", bound="SplitReading")
 
 

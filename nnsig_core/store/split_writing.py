@@ -22,8 +22,6 @@ from nnsig_core.store.format import SPLIT_ATTR, layer_differences
 from nnsig_core.store.keys import chunk_indices, sync_metadata
 from nnsig_core.store.split_reading import SplitReading
 
-__all__ = ["SplitWriting"]
-
 
 class SplitWriting(SplitReading):
     """The writing of splits, a mixin of :class:`~nnsig_core.store.ActivationStore`."""

@@ -26,9 +26,6 @@ from nnsig_core.store.guard import crc32c_ok
 if TYPE_CHECKING:
     from nnsig_core.store.split_reading import SplitReading
 
-__all__ = ["ChunkProblem", "VerifyReport", "verify_store"]
-
-
 @dataclass
 class ChunkProblem:
     """A missing or damaged chunk (or metadata file)."""
