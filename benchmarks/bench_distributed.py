@@ -180,10 +180,7 @@ def outofcore(args: argparse.Namespace) -> int:
         iterations.append((time.perf_counter() - t0) / max(res.n_iter, 1))
         return res
 
-    dk.lloyd = lloyd
-    import nnsig_core.distributed.analysis as da_mod
-
-    da_mod.lloyd = lloyd
+    dk.lloyd = lloyd  # fit_lloyd calls it from its module
     times: dict[str, float] = {}
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
                       memory_limit=args.memory_limit, dashboard_address=":0") as cluster, \

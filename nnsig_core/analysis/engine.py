@@ -44,10 +44,10 @@ from nnsig_core.analysis import persist
 from nnsig_core.analysis.cluster import LayerClusterer
 from nnsig_core.analysis.discretize import Discretizer, parse_discretizer_spec
 from nnsig_core.analysis.errors import AnalysisError, TooFewSamplesError
+from nnsig_core.analysis.saved import SavedAnalysis
 from nnsig_core.analysis.selection import fit_sample_mask
 from nnsig_core.analysis.signatures import Signatures
 from nnsig_core.analysis.source import Prefetcher, StoreSource, check_unchanged
-from nnsig_core.analysis.state import export_state, restore_state
 from nnsig_core.analysis.summary import analysis_summary
 from nnsig_core.execute.client import ClientArg, resolve_client
 from nnsig_core.store import ActivationStore, StoreError, open_store
@@ -60,7 +60,7 @@ _FITTED = "clusterers_"
 StoreArg = ActivationStore | str | os.PathLike
 
 
-class SignatureAnalysis(NnsigParamsMixin, BaseEstimator):
+class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
     """Cluster each layer's activations and follow every sample's signature.
 
     Parameters
@@ -399,16 +399,6 @@ class SignatureAnalysis(NnsigParamsMixin, BaseEstimator):
             class_names=store.class_names(),
         )
 
-    # ------------------------------------------------------------------ signature cache
-    def _cache_key(self, store: ActivationStore, split: str) -> tuple[Any, ...]:
-        where = store.location if store.path is not None or "://" in store.location else id(store)
-        return (where, split, tuple(sorted(store.fingerprint(split).items())))
-
-    def _cache_put(self, store: ActivationStore, split: str, sigs: Signatures) -> None:
-        if not hasattr(self, "_cache"):
-            self._cache = {}
-        self._cache[self._cache_key(store, split)] = sigs
-
     def signatures(self, store: StoreArg, split: str, *, client: ClientArg = None) -> Signatures:
         """Signatures of ``split``: computed earlier in this session, saved in the store, or now.
 
@@ -416,7 +406,7 @@ class SignatureAnalysis(NnsigParamsMixin, BaseEstimator):
         the one they were computed from (its fingerprint, with a random
         capture id, is compared), so a re-captured split is mapped again.
         With a client (given or active) they are
-        :class:`~nnsig_core.distributed.DaskSignatures` on that cluster.
+        :class:`Signatures` over dask arrays on that cluster.
         """
         check_is_fitted(self, _FITTED)
         client = resolve_client(client)
@@ -438,15 +428,6 @@ class SignatureAnalysis(NnsigParamsMixin, BaseEstimator):
                 return sigs
         return self.transform(store, split)
 
-    def _saved_name(self, store: ActivationStore) -> str | None:
-        """The name under which ``store`` holds this very analysis (saved there, or loaded
-        from there), else None: another analysis saved under the same name in another
-        store is not this one, and its signatures are not these."""
-        if self.name_ is None:
-            return None
-        centers = {n: self.clusterers_[n].cluster_centers_ for n in self.layers_}
-        return self.name_ if persist.holds_analysis(store, self.name_, centers) else None
-
     # ------------------------------------------------------------------ summaries
     def typical_clusters(self, *, min_share: float = 0.1) -> list[list[list[int]]]:
         """Per layer, per class: clusters holding >= ``min_share`` of the class's fit samples."""
@@ -463,64 +444,3 @@ class SignatureAnalysis(NnsigParamsMixin, BaseEstimator):
         """A JSON-serialisable summary of the analysis on ``split`` (printed by ``nnsig analyze``);
         see :func:`~nnsig_core.analysis.summary.analysis_summary`."""
         return analysis_summary(self, self.signatures(store, split))
-
-    # ------------------------------------------------------------------ state and persistence
-    def _state(self) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any], dict[str, np.ndarray]]]]:
-        """The fitted analysis as JSON and arrays (see :func:`~nnsig_core.analysis.state.export_state`)."""
-        return export_state(self)
-
-    @classmethod
-    def _from_state(cls, meta: Mapping[str, Any],
-                    layers: Mapping[str, tuple[dict[str, Any], dict[str, np.ndarray]]],
-                    name: str | None = None) -> SignatureAnalysis:
-        """Rebuild a fitted analysis from :meth:`_state` output (``layers`` by layer name)."""
-        return restore_state(cls, meta, layers, name)
-
-    def save(self, store: StoreArg, name: str = "default", *, overwrite: bool = False,
-             splits: Iterable[str] | None = None, client: ClientArg = None) -> SignatureAnalysis:
-        """Save the fitted analysis into ``store`` under ``analysis/<name>``.
-
-        Parameters
-        ----------
-        store : ActivationStore or path
-            Opened with mode ``"r+"`` or ``"a"`` (a path is opened ``"r+"``).
-        name : str
-        overwrite : bool
-            Replace an analysis of that name (and the scores saved with it),
-            once the new one is completely written.
-        splits : iterable of str, optional
-            Also save the signatures of these splits (computed if not done
-            yet), so reports and exports need not recompute them. ``None``
-            (default): every complete split of the store; ``()``: none.
-        client : dask.distributed.Client, None or False
-            Compute the signatures on this Dask cluster and write them from
-            its workers (``None``: the active client, if any).
-
-        Raises
-        ------
-        StoreError
-            Read-only store, or the name is taken and ``overwrite`` is False.
-        """
-        check_is_fitted(self, _FITTED)
-        client = resolve_client(client)
-        if client is not None:
-            from nnsig_core.distributed.analysis import save_distributed
-
-            save_distributed(self, store, name, overwrite, splits, client)
-            return self
-        store = open_store(store, mode="r+")
-        persist.check_can_save(store, name, overwrite)
-        if splits is None:
-            splits = [s for s in store.splits if store.is_complete(s)]
-        # Signatures are computed before the store is touched: a failure leaves it unchanged.
-        sigs = [self.signatures(store, s) for s in splits]
-        meta, layers = self._state()
-        persist.save_analysis(store, name, meta, layers, sigs, overwrite=overwrite)
-        self.name_ = name
-        return self
-
-    @classmethod
-    def load(cls, store: StoreArg, name: str = "default") -> SignatureAnalysis:
-        """Load an analysis saved with :meth:`save` (gives identical signatures)."""
-        meta, layers = persist.load_analysis(open_store(store), name)
-        return cls._from_state(meta, layers, name=name)

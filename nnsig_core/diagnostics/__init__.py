@@ -47,7 +47,8 @@ from nnsig_core.diagnostics.baselines import BASELINES, Baselines, baseline_scor
 from nnsig_core.diagnostics.combine import NovelClassError, ScoreCombiner
 from nnsig_core.diagnostics.components import SCORES
 from nnsig_core.diagnostics.metrics import METRICS, TASKS, detection_metrics, evaluate, summarize
-from nnsig_core.diagnostics.scorer import SignatureScorer, signature_scores
+from nnsig_core.diagnostics.scorer import SignatureScorer
+from nnsig_core.diagnostics.scoring import signature_scores
 
 __all__ = [
     "BASELINES",

@@ -24,7 +24,7 @@ import numpy as np
 
 from nnsig_core._warnings import warn
 from nnsig_core.execute.blocks import reduce_columns, take
-from nnsig_core.report import layermap
+from nnsig_core.report.points import select_points
 from nnsig_core.report.single import (
     MapOptions,
     PreparedRun,
@@ -200,7 +200,7 @@ def comparison_data(
                     prio[k] = prio[k] | m if k in prio else m
             prio["changed"] = changed_mask(preps, s)
             sig0 = preps[0].sigs[s]
-            pos, kd = layermap.select_points(sig0.labels, sig0.predictions, prio,
+            pos, kd = select_points(sig0.labels, sig0.predictions, prio,
                                              opts.max_points, opts.seed,
                                              chunk_rows=chunk_rows(preps[0], s),
                                              client=preps[0].client)
@@ -209,7 +209,7 @@ def comparison_data(
         else:
             for i, p in enumerate(preps):
                 sg = p.sigs[s]
-                positions[i][s], kinds[i][s] = layermap.select_points(
+                positions[i][s], kinds[i][s] = select_points(
                     sg.labels, sg.predictions, priority_masks(p, s), opts.max_points, opts.seed,
                     chunk_rows=chunk_rows(p, s), client=p.client)
     bodies = []

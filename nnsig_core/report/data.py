@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from nnsig_core._util import now_iso
 from nnsig_core.report import layermap
 from nnsig_core.report.compare import comparison_data
+from nnsig_core.report.points import select_points
 from nnsig_core.report.single import (
     MapOptions,
     chunk_rows,
@@ -146,7 +147,7 @@ def build_report_data(
         positions, kinds = {}, {}
         for s in prep.splits:
             sg = prep.sigs[s]
-            positions[s], kinds[s] = layermap.select_points(
+            positions[s], kinds[s] = select_points(
                 sg.labels, sg.predictions, priority_masks(prep, s), opts.max_points, opts.seed,
                 chunk_rows=chunk_rows(prep, s), client=prep.client)
     body = run_body(prep, positions, kinds or {}, opts, **body_kw)
