@@ -360,8 +360,20 @@ def test_core_never_imports_a_framework() -> None:
 
 
 def test_public_api_is_listed() -> None:
-    for name in nnsig_core.__all__:
-        assert hasattr(nnsig_core, name), name
+    """Every name a package's __all__ lists resolves; no other module has an __all__."""
+    import importlib
+    import pkgutil
+
+    packages = ["nnsig_core"] + [m.name for m in pkgutil.walk_packages(nnsig_core.__path__,
+                                                                        "nnsig_core.") if m.ispkg]
+    for package in packages:
+        module = importlib.import_module(package)
+        for name in module.__all__:
+            assert hasattr(module, name), (package, name)
+    root = Path(nnsig_core.__file__).parent
+    with_all = [str(p.relative_to(root)) for p in root.rglob("*.py")
+                if p.name != "__init__.py" and "\n__all__" in p.read_text()]
+    assert not with_all, with_all
 
 
 def test_batches_may_carry_source_positions(tmp_path: Path) -> None:
