@@ -87,6 +87,7 @@ def test_canonical_order_puts_empty_clusters_last() -> None:
     assert list(order) == [3, 0, 2, 1]  # seen 3 then 0; unseen 2 < 1 lexicographically
 
 
+@pytest.mark.slow
 def test_determinism(blobs) -> None:
     for kw in ({}, {"n_init": 3, "discretizer": "uniform:10"}, {"memory_limit": 1, "reduce": 3}):
         a, b = _fit(blobs, **kw), _fit(blobs, **kw)
@@ -97,6 +98,7 @@ def test_determinism(blobs) -> None:
                                       b.transform(blobs, "test").cluster_ids)
 
 
+@pytest.mark.slow
 def test_out_of_core_path_agrees_with_exact_path(blobs) -> None:
     for kw in ({}, {"discretizer": "uniform:10"},
                {"discretizer": Discretizer(strategy="binary", threshold=8.0)}, {"reduce": 3},
@@ -157,6 +159,7 @@ _REF: dict[str, np.ndarray] = {}
 @settings(max_examples=8, deadline=None)
 @given(chunk_bytes=st.sampled_from([100, 350, 1500, 1 << 20]),
        streaming=st.booleans())
+@pytest.mark.slow
 def test_signatures_do_not_depend_on_chunk_size(chunk_bytes: int, streaming: bool) -> None:
     kw = {"memory_limit": 1} if streaming else {}
     key = str(streaming)
@@ -328,6 +331,7 @@ def test_export_prototype(blobs, tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- persistence
+@pytest.mark.slow
 def test_save_and_load_give_identical_signatures(tmp_path: Path) -> None:
     path = tmp_path / "p.zarr"
     make_blob_store(path, n_samples=300, error_rate=0.05)

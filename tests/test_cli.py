@@ -100,6 +100,7 @@ def test_errors_are_one_line_with_status_1(tmp_path: Path) -> None:
     assert r.returncode == 1 and "Traceback" in r.stderr
 
 
+@pytest.mark.slow
 def test_usage_errors_exit_2() -> None:
     assert run().returncode == 2
     assert run("info").returncode == 2
@@ -112,6 +113,7 @@ def test_usage_errors_exit_2() -> None:
         assert "usage: nnsig " + cmd in r.stdout
 
 
+@pytest.mark.slow
 def test_analyze_report_export(store_path: Path, tmp_path: Path) -> None:
     r = run("analyze", store_path, "--clusters", "4", "--name", "cli")
     assert r.returncode == 0, r.stderr
@@ -143,6 +145,7 @@ def test_analyze_report_export(store_path: Path, tmp_path: Path) -> None:
     assert header.startswith("input_class,cluster_in_layer1") and header.endswith("output_class")
 
 
+@pytest.mark.slow
 def test_analyze_and_report_errors(store_path: Path, tmp_path: Path) -> None:
     r = run("analyze", store_path, "--layers", "nope", "--name", "bad")
     assert r.returncode == 1 and "nope" in r.stderr
@@ -160,6 +163,7 @@ def test_analyze_and_report_errors(store_path: Path, tmp_path: Path) -> None:
     assert r.returncode == 1 and "No store" in r.stderr
 
 
+@pytest.mark.slow
 def test_evaluate(store_path: Path, tmp_path: Path) -> None:
     assert run("analyze", store_path, "--clusters", "4", "--name", "ev", "--classes", "0-1").returncode == 0
     r = run("evaluate", store_path, "--analysis", "ev", "--split", "test", "--csv", tmp_path / "m.csv")
@@ -197,6 +201,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_view_serves_and_stops_on_interrupt(store_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     assert run("analyze", store_path, "--clusters", "3", "--name", "view").returncode == 0

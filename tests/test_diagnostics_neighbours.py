@@ -220,6 +220,7 @@ def test_default_path_detects_errors_and_novel_samples(blob_store):
     assert abs(np.median(tr[ok_tr]) - np.median(val_c[ok_val])) < 0.5
 
 
+@pytest.mark.slow
 def test_method_rank_combines_every_component(blob_store):
     store, analysis = blob_store
     scores = signature_scores(analysis, store, "test", validation_split="val", method="rank")

@@ -27,7 +27,7 @@ from nnsig_core.analysis.lloyd import lloyd  # noqa: E402
 from nnsig_core.analysis.synthetic import make_blob_activations, make_blob_store  # noqa: E402
 from nnsig_core.diagnostics import Baselines, SignatureScorer, signature_scores  # noqa: E402
 from nnsig_core.diagnostics.neighbours import ClassNeighbours, neighbour_scores  # noqa: E402
-from nnsig_core.distributed import analysis as dist_analysis  # noqa: E402
+from nnsig_core.distributed import fitting as dist_fitting  # noqa: E402
 from nnsig_core.report import build_report_data  # noqa: E402
 from nnsig_core.store import MissingChunkError  # noqa: E402
 
@@ -165,7 +165,7 @@ def test_the_pca_is_one_algorithm_on_both_drivers(client, blobs, monkeypatch, wi
 
 @pytest.mark.slow
 def test_features_read_again_at_every_pass_out_of_core(client, blobs, monkeypatch) -> None:
-    monkeypatch.setattr(dist_analysis, "PERSIST_FRACTION", 0.0)
+    monkeypatch.setattr(dist_fitting, "PERSIST_FRACTION", 0.0)
     local = SignatureAnalysis(n_clusters=5, progress=False).fit(blobs, client=False)
     dist = SignatureAnalysis(n_clusters=5, progress=False).fit(blobs, client=client)
     assert not any(lc.cached_raw_ for lc in dist.clusterers_.values())
@@ -264,6 +264,7 @@ def _small(store, n_clusters: int = 4) -> SignatureAnalysis:
                              progress=False).fit(store, client=False)
 
 
+@pytest.mark.slow
 def test_transform_of_a_saved_analysis_writes_the_ids_into_the_store(client, blobs,
                                                                      tmp_path) -> None:
     store = _copy(blobs, tmp_path)
@@ -291,6 +292,7 @@ def test_transform_of_a_saved_analysis_writes_the_ids_into_the_store(client, blo
     assert client.compute(sigs.cluster_ids[0, 0], sync=True) == 99
 
 
+@pytest.mark.slow
 def test_transform_of_an_analysis_not_saved_in_the_store_writes_nothing(client, blobs, tmp_path,
                                                                         caplog) -> None:
     store = _copy(blobs, tmp_path)
@@ -306,6 +308,7 @@ def test_transform_of_an_analysis_not_saved_in_the_store_writes_nothing(client, 
     assert store.group("analysis/d/signatures/test") is None
 
 
+@pytest.mark.slow
 def test_transform_on_a_read_only_store_writes_nothing(client, blobs, tmp_path) -> None:
     store = _copy(blobs, tmp_path)
     _small(store).save(store, "d", splits=(), client=False)

@@ -57,6 +57,7 @@ def _same(a: dict, b: dict) -> None:
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
+@pytest.mark.slow
 def test_the_report_on_the_cluster_is_the_report_here(client, run, monkeypatch) -> None:
     analysis, store = run
     here = {s: load_scores(store, "a", s)["combined"] for s in store.splits}
@@ -73,6 +74,7 @@ def test_the_report_on_the_cluster_is_the_report_here(client, run, monkeypatch) 
     assert b["splits"]["test"]["scores"]["at_threshold"]["flagged"]["correct"] > 0
 
 
+@pytest.mark.slow
 def test_a_comparison_on_the_cluster_is_the_comparison_here(client, run, tmp_path,
                                                            monkeypatch) -> None:
     from test_report_compare import _model_store
@@ -124,6 +126,7 @@ def test_the_threshold_needs_only_the_largest_values(rate) -> None:
         assert flagging_threshold(rng.permutation(values), rate) == expected
 
 
+@pytest.mark.slow
 def test_nnsig_report_with_a_scheduler(client, run, tmp_path, monkeypatch) -> None:
     from nnsig_core.cli.main import main
     from nnsig_core.report.write import DATA_FILE

@@ -479,6 +479,7 @@ def test_subclassed_on_another_backend_is_an_error_naming_the_limit(monkeypatch)
 @pytest.mark.skipif(
     importlib.util.find_spec("jax") is None, reason="jax is not installed (second backend)"
 )
+@pytest.mark.slow
 def test_graph_capture_on_the_jax_backend():
     """A fresh process on the jax backend: graph models work, subclassed ones are a clear
     error, and TensorFlow is never imported."""

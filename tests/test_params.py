@@ -144,6 +144,7 @@ def test_nnsig_warning_points_at_the_users_call(tmp_path: Path) -> None:
     assert rec[0].filename == __file__  # not a line inside nnsig_core
 
 
+@pytest.mark.slow
 def test_a_warning_reaches_the_cli_user_as_one_line(tmp_path: Path) -> None:
     _store(tmp_path / "s.zarr")
     root = Path(__file__).resolve().parents[1]

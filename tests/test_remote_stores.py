@@ -32,6 +32,7 @@ def _capture(url: str, options: dict, split: str, n: int = 120, **kw) -> None:
 
 
 @pytest.mark.filterwarnings("ignore:The fit split .* has no misclassified sample")
+@pytest.mark.slow
 def test_capture_analysis_and_report_from_s3(s3, tmp_path: Path) -> None:
     url, options = s3
     for split in ("train", "test"):
@@ -63,6 +64,7 @@ def test_capture_analysis_and_report_from_s3(s3, tmp_path: Path) -> None:
     assert store.verify().ok
 
 
+@pytest.mark.slow
 def test_cli_reads_s3_stores(s3, capsys) -> None:
     url, options = s3
     _capture(url, options, "train")
@@ -74,6 +76,7 @@ def test_cli_reads_s3_stores(s3, capsys) -> None:
     assert "OK" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_an_interrupted_capture_to_s3_resumes(s3, monkeypatch) -> None:
     from nnsig_core.capture import session
 
@@ -101,6 +104,7 @@ def test_an_interrupted_capture_to_s3_resumes(s3, monkeypatch) -> None:
     np.testing.assert_array_equal(store.labels("train"), b["labels"])
 
 
+@pytest.mark.slow
 def test_one_writer_per_split_on_s3(s3) -> None:
     url, options = s3
     _capture(url, options, "train")
@@ -111,6 +115,7 @@ def test_one_writer_per_split_on_s3(s3) -> None:
     assert "test" in open_store(url, storage_options=options).splits
 
 
+@pytest.mark.slow
 def test_a_stale_s3_claim_is_broken_only_by_resume(s3, monkeypatch) -> None:
     from nnsig_core.store import claims
 
@@ -126,6 +131,7 @@ def test_a_stale_s3_claim_is_broken_only_by_resume(s3, monkeypatch) -> None:
     assert open_store(url, storage_options=options).is_complete("test")
 
 
+@pytest.mark.slow
 def test_damage_on_s3_is_detected(s3) -> None:
     import s3fs
 

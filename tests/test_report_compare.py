@@ -69,6 +69,7 @@ def stores(tmp_path_factory: pytest.TempPathFactory):
             "o": open_store(root / "o.zarr"), **{f"fit_{k}": v for k, v in fit.items()}}
 
 
+@pytest.mark.slow
 def test_two_analyses_of_one_store(stores) -> None:
     a, a6, st = stores["fit_a"], stores["fit_a6"], stores["a"]
     data = build_report_data([a, a6], st, map_points=200)

@@ -735,6 +735,7 @@ def test_data_parallel_is_unwrapped(cnn, images):
     assert all(not i.name.startswith("module.") for i in available_layers(wrapped))
 
 
+@pytest.mark.slow
 def test_torch_compile_is_unwrapped():
     model = mlp()
     compiled = torch.compile(model)

@@ -16,7 +16,7 @@ from nnsig_core.protocol import ADAPTER_FIX, LayerSpec, check_batch_finite, chec
 from nnsig_core.protocol.axes import LayoutSpec, PoolSpec, check_layout_spec, check_pool
 from nnsig_core.protocol.token_rows import TokenRows, token_name
 
-from ._capture import Recorder, hooks, version_of
+from ._capture import Recorder, clone_output, hooks, row_sums, version_of
 from ._defaults import DefaultSelection, default_layers
 from ._fingerprint import weights_fingerprint
 from ._layout import LayoutTracker, tracking
@@ -243,7 +243,7 @@ class TorchAdapter:
     def _pass(self, x: Any, n: int | None, mask: Any, token_ids: Any,
               first: bool) -> tuple[Recorder, Any]:
         if first:
-            eager = _clone  # the layouts are not known yet: copy whole, pool after the pass
+            eager = clone_output  # the layouts are not known yet: copy whole, pool after the pass
         else:
             eager = functools.partial(self._eager, mask=mask, token_ids=token_ids)
         rec = Recorder(n, self._explicit, self._first_only, eager, self.batch_axis)
@@ -335,7 +335,7 @@ class TorchAdapter:
         # costs as much as a parallel torch reduction on free cores and far less on busy ones.
         device_sums = not self.keep_nonfinite and out.device.type != "cpu"
         if device_sums:
-            tensors += [_row_sums(t) for t in tensors]
+            tensors += [row_sums(t) for t in tensors]
         host = to_host(tensors, self._pinned)
         outputs = host[k - 1]
         acts: dict[str, Any] = {}
@@ -438,16 +438,3 @@ class TorchAdapter:
                     f"Layer {name!r} has per-sample shape {shape} but had {old} on the first "
                     "batch; use pool='mean', 'max' or a callable for variable-size outputs."
                 )
-
-
-def _clone(name: str, module_name: str, t: torch.Tensor) -> torch.Tensor:
-    return t.clone()
-
-
-def _row_sums(t: torch.Tensor) -> torch.Tensor:
-    """One float32 sum per sample: non-finite whenever the row holds a NaN or Inf.
-
-    A read-only reduction, several times cheaper than ``isfinite(t).all(1)``,
-    which allocates a boolean copy of every activation.
-    """
-    return t.reshape(t.shape[0], -1).sum(dim=1, dtype=torch.float32)

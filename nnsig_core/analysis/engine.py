@@ -254,7 +254,7 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         """
         client = resolve_client(client)
         if client is not None:
-            from nnsig_core.distributed.analysis import fit_distributed
+            from nnsig_core.distributed.fitting import fit_distributed
 
             return fit_distributed(self, store, split, classes, client)
         validate_params(self, self._nnsig_constraints)
