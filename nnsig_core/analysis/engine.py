@@ -43,9 +43,9 @@ from nnsig_core._util import count_matrix, parse_bytes
 from nnsig_core.analysis import persist
 from nnsig_core.analysis.cluster import LayerClusterer
 from nnsig_core.analysis.discretize import Discretizer, parse_discretizer_spec
-from nnsig_core.analysis.errors import AnalysisError, TooFewSamplesError
+from nnsig_core.analysis.errors import AnalysisError
 from nnsig_core.analysis.saved import SavedAnalysis
-from nnsig_core.analysis.selection import fit_sample_mask
+from nnsig_core.analysis.selection import check_enough_rows, fit_sample_mask
 from nnsig_core.analysis.signatures import Signatures
 from nnsig_core.analysis.source import Prefetcher, StoreSource, check_unchanged
 from nnsig_core.analysis.summary import analysis_summary
@@ -268,14 +268,7 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         fit_classes = None if classes is None else sorted({int(c) for c in classes})
         rows = np.flatnonzero(fit_sample_mask(store, split, classes=fit_classes,
                                                only_correct=self.only_correct))
-        too_many = [(n, k) for n, k in zip(layers, ks, strict=False) if k > rows.size]
-        if too_many:
-            desc = ", ".join(f"{n!r}: {k}" for n, k in too_many)
-            raise TooFewSamplesError(
-                f"Only {rows.size} sample(s) of split {split!r} are selected for fitting, fewer "
-                f"than the clusters asked for ({desc}). Lower n_clusters to at most {rows.size}, "
-                "or fit on more samples (only_correct=False, more classes, more data)."
-            )
+        check_enough_rows(split, int(rows.size), layers, ks)
         labels = store.labels(split)
         n_classes = store.n_classes(split)
         shapes = {d["name"]: list(d["shape"]) for d in store.layer_info(split)}

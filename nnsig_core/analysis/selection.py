@@ -18,7 +18,11 @@ from typing import Any
 import numpy as np
 
 from nnsig_core._warnings import warn
-from nnsig_core.analysis.errors import EmptySelectionError, MissingLabelsError
+from nnsig_core.analysis.errors import (
+    EmptySelectionError,
+    MissingLabelsError,
+    TooFewSamplesError,
+)
 from nnsig_core.execute.blocks import reduce_columns
 from nnsig_core.execute.merging import merge_parts
 from nnsig_core.store import ActivationStore
@@ -110,6 +114,19 @@ def check_selected(split: str, n_selected: int, label_counts: np.ndarray, n_samp
         f"(0 of {n_cand}): is the model trained, and do labels and predictions "
         "use the same class indices? Pass only_correct=False to fit on all samples."
     )
+
+
+def check_enough_rows(split: str, n_selected: int, layers: list[str], ks: list[int]) -> None:
+    """Raise :class:`TooFewSamplesError` when a layer asks for more clusters than the
+    ``n_selected`` samples selected for fitting."""
+    too_many = [(n, k) for n, k in zip(layers, ks, strict=True) if k > n_selected]
+    if too_many:
+        desc = ", ".join(f"{n!r}: {k}" for n, k in too_many)
+        raise TooFewSamplesError(
+            f"Only {n_selected} sample(s) of split {split!r} are selected for fitting, fewer "
+            f"than the clusters asked for ({desc}). Lower n_clusters to at most {n_selected}, "
+            "or fit on more samples (only_correct=False, more classes, more data)."
+        )
 
 
 def fit_sample_mask(

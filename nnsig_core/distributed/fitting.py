@@ -42,6 +42,7 @@ from nnsig_core.analysis.lloyd import (
     fit_lloyd,
     sample_ranks,
 )
+from nnsig_core.analysis.selection import check_enough_rows
 from nnsig_core.analysis.source import check_unchanged
 from nnsig_core.distributed.features import DiscretizeOnly, fit_discretizer, fit_pca
 from nnsig_core.distributed.kmeans import FitRows, _select
@@ -166,14 +167,7 @@ def fit_distributed(analysis: Any, store: Any, split: str, classes: Iterable[int
     counts = split_counts(blocks)
     masks, sizes = fit_mask(blocks, counts, fit_classes, analysis.only_correct)
     n_fit = int(sum(sizes))
-    too_many = [(n, k) for n, k in zip(layers, ks, strict=False) if k > n_fit]
-    if too_many:
-        desc = ", ".join(f"{n!r}: {k}" for n, k in too_many)
-        raise TooFewSamplesError(
-            f"Only {n_fit} sample(s) of split {split!r} are selected for fitting, fewer "
-            f"than the clusters asked for ({desc}). Lower n_clusters to at most {n_fit}, "
-            "or fit on more samples (only_correct=False, more classes, more data)."
-        )
+    check_enough_rows(split, n_fit, layers, ks)
     n_classes = n_classes_of(store, split, counts)
     shapes = {d["name"]: list(d["shape"]) for d in store.layer_info(split)}
     labels = blocks.meta_blocks("labels")
