@@ -105,3 +105,18 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert find_cycles(graph) == [["a", "b", "c"]]
     assert find_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_only_the_dask_driver_imports_dask() -> None:
+    """Dask is imported (even inside a function) only by the Dask driver of the executor
+    (``execute/dask_blocks.py``, ``execute/client.py``) and the ``distributed`` package."""
+    driver = {"nnsig_core.execute.dask_blocks", "nnsig_core.execute.client"}
+    offenders = []
+    for path in sorted(ROOT.rglob("*.py")):
+        name = _module_name(path)
+        if name in driver or name.startswith("nnsig_core.distributed"):
+            continue
+        for module, _ in _imports(ast.parse(path.read_text())):
+            if module.split(".")[0] in ("dask", "distributed"):
+                offenders.append(f"{name} imports {module}")
+    assert not offenders, offenders

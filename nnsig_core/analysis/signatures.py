@@ -122,12 +122,11 @@ class Signatures(JointTableViews):
         self._whole = rows is None  # every sample of the split, in order
         L = len(self.layers)
         if is_lazy(cluster_ids):
-            import dask.array as da
+            from nnsig_core.execute.dask_blocks import positions_like
 
             self.cluster_ids, self.labels, self.predictions = cluster_ids, labels, predictions
             self.distances, self.sample_index = distances, sample_index
-            self.rows = rows if rows is not None else da.arange(
-                cluster_ids.shape[0], chunks=cluster_ids.chunks[0], dtype=np.int64)
+            self.rows = rows if rows is not None else positions_like(cluster_ids)
             self._n = n_samples
             return
         self.cluster_ids = np.asarray(cluster_ids, dtype=np.int32).reshape(-1, L)
@@ -227,9 +226,9 @@ class Signatures(JointTableViews):
         """The signatures of the samples where ``mask`` (bool or index array; a dask array on
         a cluster, where the subset stays lazy) holds."""
         if self.lazy and not is_lazy(mask):
-            import dask.array as da
+            from nnsig_core.execute.dask_blocks import as_dask
 
-            mask = da.from_array(np.asarray(mask, dtype=bool), chunks=self.labels.chunks[0])
+            mask = as_dask(np.asarray(mask, dtype=bool), self.labels.chunks[0])
         return Signatures(
             self.split, self.layers, self.cluster_ids[mask], self.labels[mask],
             self.predictions[mask], self.distances[mask], self.sample_index[mask],

@@ -122,6 +122,26 @@ def compute(x: Any, client: Any = None) -> Any:
     return dask.compute(x)[0]
 
 
+def as_dask(values: Any, rows: Any = None) -> Any:
+    """``values`` as a dask array: as it is when it already is one, a zarr array read by
+    ``from_zarr``, anything else cut into ``rows`` (a dask array's row chunks) or one block."""
+    import dask.array as da
+
+    if hasattr(values, "dask"):
+        return values
+    if hasattr(values, "store_path") or type(values).__module__.startswith("zarr"):
+        return da.from_zarr(values, chunks=None if rows is None else (rows, *values.shape[1:]))
+    arr = np.asarray(values)
+    return da.from_array(arr, chunks=(rows if rows is not None else arr.shape[0], *arr.shape[1:]))
+
+
+def positions_like(x: Any) -> Any:
+    """The row positions ``0..n-1`` of a dask array, as a dask array with its row chunks."""
+    import dask.array as da
+
+    return da.arange(x.shape[0], chunks=x.chunks[0], dtype=np.int64)
+
+
 def _aligned(columns: Sequence[Any]) -> list[Any]:
     """The columns as dask arrays sharing the first dask column's row blocks."""
     import dask.array as da

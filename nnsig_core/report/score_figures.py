@@ -57,10 +57,9 @@ def check_scores(
                 f"(splits: {', '.join(store.splits)})."
             )
         if lazy and (hasattr(values, "dask") or isinstance(values, zarr.Array)):
-            import dask.array as da
+            from nnsig_core.execute.dask_blocks import as_dask
 
-            arr = values if hasattr(values, "dask") else da.from_zarr(values)
-            arr = arr.reshape(-1).astype(np.float64)
+            arr = as_dask(values).reshape(-1).astype(np.float64)
         else:
             arr = np.asarray(values, dtype=np.float64).reshape(-1)
         n = store.n_samples(s)
@@ -185,9 +184,9 @@ def store_column(store: ActivationStore, split: str, name: str, like: Any) -> An
     """``labels`` or ``predictions`` of ``split``: a NumPy array, or a dask array chunked like
     ``like`` when ``like`` is one."""
     if hasattr(like, "dask"):
-        import dask.array as da
+        from nnsig_core.execute.dask_blocks import as_dask
 
-        return da.from_zarr(store.root[split][name], chunks=like.chunks)[: like.shape[0]]
+        return as_dask(store.root[split][name], like.chunks[0])[: like.shape[0]]
     return store.labels(split) if name == "labels" else store.predictions(split)
 
 

@@ -277,9 +277,9 @@ def thumbnails_at(store: ActivationStore, split: str, rows: np.ndarray,
         return None
     rows = np.asarray(rows, dtype=np.int64)
     if client is not None:  # picked by the workers
-        import dask.array as da
+        from nnsig_core.execute.dask_blocks import as_dask
 
-        return take(da.from_zarr(arr), rows, client).astype(np.uint8, copy=False)
+        return take(as_dask(arr), rows, client).astype(np.uint8, copy=False)
     return np.asarray(arr.get_orthogonal_selection((rows,)), dtype=np.uint8)
 
 
@@ -418,12 +418,9 @@ def _add_map(body: dict[str, Any], prep: PreparedRun, positions: Mapping[str, np
 def _read_on_cluster(prep: PreparedRun, split: str, layer: str, rows: np.ndarray,
                      clusterer: Any) -> np.ndarray:
     """The map points' features, read and mapped by the workers."""
-    import dask.array as da
+    from nnsig_core.execute.dask_blocks import as_dask, take_features
 
-    from nnsig_core.execute.dask_blocks import take_features
-
-    arr = prep.store.activations(split, layer)
-    x = da.from_zarr(arr)[: prep.store.n_samples(split)]
+    x = as_dask(prep.store.activations(split, layer))[: prep.store.n_samples(split)]
     return take_features(x, np.asarray(rows, dtype=np.int64), clusterer, prep.client)
 
 
