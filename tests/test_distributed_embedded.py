@@ -141,13 +141,19 @@ def test_analyze_report_and_evaluate_on_a_local_cluster(tmp_path: Path) -> None:
         assert a[split]["n_signatures"] == b[split]["n_signatures"]
     store = nnsig_core.open_store(path)
     assert store.group("analysis/there/signatures/test") is not None  # written by the workers
-    r = run("evaluate", path, "--analysis", "there", "--validation", "val",
-            "--scheduler", "local:2")
-    assert r.returncode == 0, r.stderr
-    assert "Split 'test'" in r.stdout and "AUROC" in r.stdout and "mahalanobis" in r.stdout
-    r = run("report", path, "--analysis", "there", "--out", tmp_path / "rep",
-            "--scheduler", "local:2")
-    assert r.returncode == 0, r.stderr
+    # A scheduler address: one cluster of worker processes serves both commands.
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster:
+        address = cluster.scheduler_address
+        r = run("evaluate", path, "--analysis", "there", "--validation", "val",
+                "--scheduler", address)
+        assert r.returncode == 0, r.stderr
+        assert "Split 'test'" in r.stdout and "AUROC" in r.stdout and "mahalanobis" in r.stdout
+        r = run("report", path, "--analysis", "there", "--out", tmp_path / "rep",
+                "--scheduler", address)
+        assert r.returncode == 0, r.stderr
     assert (tmp_path / "rep" / "index.html").is_file()
     r = run("analyze", path, "--scheduler", "tcp://127.0.0.1:9", "--name", "x")
     assert r.returncode == 1 and "Cannot reach the Dask scheduler" in r.stderr
