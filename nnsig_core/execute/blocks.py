@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import zarr
 
 from nnsig_core.execute.merging import combiner, merge_parts
 
@@ -48,7 +49,7 @@ def _local_bounds(columns: Sequence[Any]) -> list[tuple[int, int]]:
     """Row blocks for the local driver: one block for in-memory columns; for chunked (zarr)
     columns, whole chunks of about :data:`LOCAL_BLOCK_BYTES` of the widest column."""
     n = int(np.shape(columns[0])[0]) if columns else 0
-    chunked = [c for c in columns if hasattr(c, "chunks") and not isinstance(c, np.ndarray)]
+    chunked = [c for c in columns if isinstance(c, zarr.Array)]
     if not chunked or n == 0:
         return [(0, n)]
     chunk = int(chunked[0].chunks[0])
@@ -105,6 +106,6 @@ def take(x: Any, positions: np.ndarray, client: Any = None) -> np.ndarray:
         from nnsig_core.execute.dask_blocks import take_rows
 
         return take_rows(x, positions, client)
-    if hasattr(x, "get_orthogonal_selection") and positions.size:
+    if isinstance(x, zarr.Array) and positions.size:
         return np.asarray(x.get_orthogonal_selection((positions,)))
     return np.asarray(x)[positions]

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import zarr
 
 from nnsig_core.execute.merging import combiner, merge_parts
 
@@ -129,7 +130,7 @@ def as_dask(values: Any, rows: Any = None) -> Any:
 
     if hasattr(values, "dask"):
         return values
-    if hasattr(values, "store_path") or type(values).__module__.startswith("zarr"):
+    if isinstance(values, zarr.Array):
         return da.from_zarr(values, chunks=None if rows is None else (rows, *values.shape[1:]))
     arr = np.asarray(values)
     return da.from_array(arr, chunks=(rows if rows is not None else arr.shape[0], *arr.shape[1:]))
