@@ -100,6 +100,13 @@ def test_evaluate_table_rows_and_frame():
     frame = evaluate(scores, labels, preds, [0, 1, 2], tasks=["novelty"])
     pd = pytest.importorskip("pandas")
     assert isinstance(frame, pd.DataFrame) and set(frame["task"]) == {"novelty"}
+    # Wide by default: one row per task and score, so that it prints whole.
+    assert len(frame) == 2 and list(frame.columns) == ["task", "score", *METRICS,
+                                                       "n_positive", "n_negative"]
+    wide = evaluate(scores, labels, preds, [0, 1, 2], as_frame=False, layout="wide")
+    assert len(wide) == 2 * 3
+    assert {(r["task"], r["auroc"]) for r in wide if r["score"] == "good"} == {
+        (t, good[(t, "auroc")]) for t in ("error", "novelty", "both")}
     with pytest.raises(ValueError, match="Unknown task"):
         evaluate(scores, labels, preds, [0, 1, 2], tasks=["nope"])
     with pytest.raises(ValueError, match="values for"):

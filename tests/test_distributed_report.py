@@ -17,10 +17,9 @@ from nnsig_core.analysis import (
     Signatures,  # noqa: E402
 )
 from nnsig_core.analysis.synthetic import make_blob_store  # noqa: E402
-from nnsig_core.diagnostics.persist import load_scores, save_scores  # noqa: E402
+from nnsig_core.diagnostics import signature_scores  # noqa: E402
 from nnsig_core.report import build_report_data  # noqa: E402
 from nnsig_core.report.points import select_points  # noqa: E402
-from nnsig_core.report.score_figures import flagging_threshold, threshold_from_top  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +30,8 @@ def run(tmp_path_factory):
     store = open_store(path, mode="r+")
     analysis = SignatureAnalysis(n_clusters=5, progress=False).fit(store, client=False)
     analysis.save(store, "a")
-    rng = np.random.default_rng(3)
-    for s in ("train", "val", "test"):
-        v = rng.random(store.n_samples(s))
-        v[::11] = np.nan
-        save_scores(store, "a", s, {"combined": v})
+    for s in ("train", "test"):  # the validation split is scored and saved with them
+        signature_scores(analysis, store, s, validation_split="val", save=True, client=False)
     return analysis, open_store(path)
 
 
@@ -60,16 +56,15 @@ def _same(a: dict, b: dict) -> None:
 @pytest.mark.slow
 def test_the_report_on_the_cluster_is_the_report_here(client, run, monkeypatch) -> None:
     analysis, store = run
-    here = {s: load_scores(store, "a", s)["combined"] for s in store.splits}
-    there = {s: load_scores(store, "a", s, lazy=True)["combined"] for s in store.splits}
-    a = build_report_data(analysis, store, splits=("train", "test"), scores=here, client=False,
+    # The saved scores: read here, or read on the cluster.
+    a = build_report_data(analysis, store, splits=("train", "test"), client=False,
                           map_points=150)
     _no_whole_split(monkeypatch)
-    b = build_report_data(analysis, store, splits=("train", "test"), scores=there,
-                          client=client, map_points=150)
+    b = build_report_data(analysis, store, splits=("train", "test"), client=client,
+                          map_points=150)
     _same(a, b)
-    # The threshold came from the validation split's scores, read on the cluster.
-    assert b["threshold"]["split"] == "val"
+    # The scorer's conformal threshold, calibrated on held-out samples of the validation split.
+    assert b["threshold"]["split"] == "val" and b["threshold"]["kind"] == "conformal"
     assert b["splits"]["test"]["map"]["kinds"]["flagged"][0] > 0
     assert b["splits"]["test"]["scores"]["at_threshold"]["flagged"]["correct"] > 0
 
@@ -113,19 +108,6 @@ def test_the_map_draw_does_not_depend_on_the_blocks(client, blocks) -> None:
     assert got[1] == want[1]
 
 
-@pytest.mark.parametrize("rate", [0.0, 0.01, 0.05, 0.5, 1.0])
-def test_the_threshold_needs_only_the_largest_values(rate) -> None:
-    rng = np.random.default_rng(0)
-    for values in (rng.random(1000), np.round(rng.random(500), 1), np.ones(30), np.arange(3.0)):
-        f = int(np.floor(rate * values.size + 1e-9))
-        # The definition: the smallest candidate with at most f values at or above it.
-        candidates = np.append(np.unique(values), np.nextafter(values.max(), np.inf))
-        expected = min(c for c in candidates if (values >= c).sum() <= f)
-        top = np.sort(values)[max(values.size - f - 1, 0) :]
-        assert threshold_from_top(top, values.size, rate) == expected
-        assert flagging_threshold(rng.permutation(values), rate) == expected
-
-
 @pytest.mark.slow
 def test_nnsig_report_with_a_scheduler(client, run, tmp_path, monkeypatch) -> None:
     from nnsig_core.cli.main import main
@@ -138,5 +120,5 @@ def test_nnsig_report_with_a_scheduler(client, run, tmp_path, monkeypatch) -> No
                  "--scheduler", client.scheduler.address]) == 0
     text = (out / DATA_FILE).read_text()
     data = json.loads(text[text.index("{"): text.rindex("}") + 1])
-    assert data["threshold"]["split"] == "val"  # from the saved scores, read on the cluster
+    assert data["threshold"]["split"] == "val"  # the saved scorer's conformal threshold
     assert set(data["splits"]) == {"train", "val", "test"}

@@ -17,7 +17,6 @@ from nnsig_core import NnsigWarning, open_store
 from nnsig_core.analysis import SignatureAnalysis
 from nnsig_core.analysis.synthetic import make_blob_store
 from nnsig_core.report import build_report_data
-from nnsig_core.report.score_figures import flagging_threshold
 
 K = 4
 
@@ -173,42 +172,13 @@ def _correct(store, split):
     return (store.labels(split) == store.predictions(split)) & (store.labels(split) >= 0)
 
 
-def test_default_threshold_flags_five_percent_of_the_validation_split(with_val) -> None:
+def test_plain_score_arrays_come_without_a_threshold(with_val) -> None:
     analysis, store, scores = with_val
+    # Nothing says which scorer gave plain arrays: no threshold is taken from them (0.2 took
+    # 5% of the val split's correct samples, whatever their settings).
     data = build_report_data(analysis, store, scores=scores)
-    thr = data["threshold"]
-    assert thr["split"] == "val" and thr["rate"] == 0.05 and thr["score"] == "combined"
-    ok = scores["val"][_correct(store, "val")]
-    flagged = (ok >= thr["value"]).mean()
-    assert flagged <= 0.05 and flagged > 0.05 - 2 / ok.size
-    assert thr["n_correct"] == ok.size
-    # Shown on every split's histogram: exact counts at the default threshold.
-    for s in ("train", "test"):
-        at = data["splits"][s]["scores"]["at_threshold"]
-        assert at["flagged"]["correct"] == int((scores[s][_correct(store, s)] >= thr["value"]).sum())
-        assert at["total"]["correct"] == int(_correct(store, s).sum())
-    # The validation split chooses the threshold even when it is not shown.
-    only = build_report_data(analysis, store, splits=("test",), scores=scores)
-    assert only["threshold"]["split"] == "val" and only["threshold"]["value"] == thr["value"]
-    # Without a validation split: the fit split.
-    no_val = build_report_data(analysis, store, scores={s: scores[s] for s in ("train", "test")})
-    assert no_val["threshold"]["split"] == "train"
-    ok = scores["train"][_correct(store, "train")]
-    assert (ok >= no_val["threshold"]["value"]).mean() <= 0.05
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.floats(-5, 5, allow_nan=False), min_size=1, max_size=400),
-       st.sampled_from([0.01, 0.05, 0.2]))
-def test_flagging_threshold_flags_at_most_the_rate(values, rate) -> None:
-    v = np.array(values)
-    t = flagging_threshold(v, rate)
-    allowed = int(np.floor(rate * v.size + 1e-9))
-    assert (v >= t).sum() <= allowed
-    # ...and is the smallest such score: any lower observed score flags more.
-    lower = v[v < t]
-    if lower.size:
-        assert (v >= lower.max()).sum() > allowed
+    assert "threshold" not in data
+    assert all("at_threshold" not in data["splits"][s]["scores"] for s in scores)
 
 
 def test_missing_split_is_skipped_with_a_warning(fitted) -> None:
@@ -463,8 +433,7 @@ def test_a_split_without_labels(tmp_path: Path) -> None:
     assert all(sum(c["by_class"]) == 0 for layer in wild["clusters"] for c in layer)
     counts = wild["scores"]["counts"]
     assert sum(counts["unlabelled"]) == 200 and sum(counts["correct"] + counts["misclassified"]) == 0
-    at = wild["scores"]["at_threshold"]
-    assert at["flagged"]["unlabelled"] == int((scores["wild"] >= data["threshold"]["value"]).sum())
+    assert "threshold" not in data  # plain arrays: no scorer, no threshold
     m = wild["map"]
     assert m["kinds"]["misclassified"] == [0, 0]  # unlabelled samples are not errors
     assert m["n_points"] == 200

@@ -78,7 +78,8 @@ def test_token_tables(token_store):
     assert set(by_token.column("count")) == {30}
     from nnsig_core.store import StoreError
 
-    per_image = analysis.signatures(store, "test")  # the CLS rows: same layers, one per image
+    per_image = SignatureAnalysis(n_clusters=3, only_correct=False, progress=False).fit(
+        store, "train").signatures(store, "test")  # the CLS rows: one per image
     with pytest.raises(StoreError, match="one row per sample.*'test.tokens'"):
         token_table(per_image, store)
 
@@ -110,6 +111,22 @@ def test_report_rows_list_their_tokens_and_exemplars_show_the_patch(token_store)
         expected = highlight_patch(parent[rows["sample_row"][r]], int(rows["position"][r]),
                                    (2, 2, 1))
         np.testing.assert_array_equal(sprite_cell(sheet, thumbs, i), expected)
+
+def test_a_token_analysis_applies_to_token_splits_only(token_store):
+    from nnsig_core.store import StoreError
+
+    store, analysis = token_store
+    with pytest.raises(StoreError, match="fitted on tokens.*Use split 'test.tokens'"):
+        analysis.transform(store, "test")
+    # Saved and reported by default: the token row spaces only, never the sentence-level splits.
+    data = build_report_data(analysis, store, map_points=0)
+    assert list(data["splits"]) == ["train.tokens", "test.tokens"]
+    rw = open_store(store.location, mode="r+")
+    analysis.save(rw, "tokens-only")
+    saved = sorted(k for k, _ in rw.group("analysis/tokens-only/signatures").groups())
+    assert saved == ["test.tokens", "train.tokens"]
+    rw.delete("analysis/tokens-only")
+
 
 def test_highlight_patch():
     img = np.full((4, 6), 200, dtype=np.uint8)

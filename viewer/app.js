@@ -57,7 +57,8 @@
   }
 
   const state = {
-    split: splitNames[0],
+    // The report's opening split (the first that is not the fit split), when it is shown.
+    split: splitNames.indexOf(D.open_split) >= 0 ? D.open_split : splitNames[0],
     view: "overview",
     f: M.defaultFilters(),
     focus: fill(null),          // per run: node key "col:id"

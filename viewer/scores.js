@@ -81,13 +81,15 @@
     const legend = el("div", { class: "hist-legend" });
     for (const g of groups) legend.append(el("span", null, el("i", { class: "sw", style: { background: GROUPS[g][1] } }), GROUPS[g][0]));
     pane.append(legend);
-    if (R.threshold) {
+    if (R.threshold && R.threshold.promise) {
+      pane.append(el("p", { class: "small default-note", text: "Default threshold " + num(def, 3) + ": " + String(R.threshold.promise) + "." }));
+    } else if (R.threshold) {
       const t = R.threshold;
       pane.append(el("p", { class: "small default-note", text: "Default threshold " + num(def, 3) + ": flags " + pct(t.rate, 0) +
         " of the correct samples of the " + String(t.split) + " split" + (t.split === ctx.state.split ? " (this split)." : ", chosen there and applied here.") }));
     } else {
-      pane.append(el("p", { class: "small muted", text: "No default threshold in the report (no validation or fit split was scored): " +
-        "starting at the bin edge flagging at most 5% of this split's correct samples." }));
+      pane.append(el("p", { class: "small muted", text: "No default threshold in the report (the scores come from a scorer without a validation split: " +
+        "nnsig evaluate STORE --validation VAL gives one with a stated guarantee): starting at the bin edge flagging at most 5% of this split's correct samples." }));
     }
 
     const cands = F.thresholdCandidates(sc, def);

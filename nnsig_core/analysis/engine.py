@@ -359,8 +359,25 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         self._cache_put(store, split, sigs)
         return sigs
 
+    def row_level(self, store: ActivationStore) -> str:
+        """The row level of the fit split: ``"samples"``, or ``"tokens"`` for a token row
+        space (see :meth:`~nnsig_core.store.ActivationStore.level`)."""
+        check_is_fitted(self, _FITTED)
+        if self.fit_split_ in store.splits:
+            return store.level(self.fit_split_)
+        return "tokens" if str(self.fit_split_).endswith(".tokens") else "samples"
+
     def _check_split_layers(self, store: ActivationStore, split: str) -> None:
-        """Raise :class:`StoreError` unless ``split`` has the analysed layers, with their shapes."""
+        """Raise :class:`StoreError` unless ``split`` has the analysed layers, with their shapes,
+        and rows of the fit split's level (samples, or tokens)."""
+        level, mine = store.level(split), self.row_level(store)
+        if level != mine:
+            other = (store.token_split(split) or f"{split}.tokens" if mine == "tokens"
+                     else split.removesuffix(".tokens"))
+            raise StoreError(
+                f"This analysis was fitted on {mine} (split {self.fit_split_!r}); split {split!r} "
+                f"has one row per {level[:-1]}: its clusters do not apply. Use split "
+                f"{other!r}, or an analysis fitted on {level}.")
         info = {d["name"]: list(d["shape"]) for d in store.layer_info(split)}
         missing = [n for n in self.layers_ if n not in info]
         if missing:

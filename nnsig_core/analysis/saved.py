@@ -80,7 +80,8 @@ class SavedAnalysis:
         splits : iterable of str, optional
             Also save the signatures of these splits (computed if not done
             yet), so reports and exports need not recompute them. ``None``
-            (default): every complete split of the store; ``()``: none.
+            (default): every complete split of the store at the fit split's row
+            level (token row spaces for a token-level analysis); ``()``: none.
         client : dask.distributed.Client, None or False
             Compute the signatures on this Dask cluster and write them from
             its workers (``None``: the active client, if any).
@@ -100,7 +101,8 @@ class SavedAnalysis:
         store = open_store(store, mode="r+")
         persist.check_can_save(store, name, overwrite)
         if splits is None:
-            splits = [s for s in store.splits if store.is_complete(s)]
+            level = self.row_level(store)  # a token-level analysis saves token row spaces only
+            splits = [s for s in store.splits if store.is_complete(s) and store.level(s) == level]
         # Signatures are computed before the store is touched: a failure leaves it unchanged.
         sigs = [self.signatures(store, s) for s in splits]
         meta, layers = self._state()

@@ -21,7 +21,7 @@ The views and the definitions of purity and entropy: :mod:`nnsig_core.analysis.j
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,9 @@ from nnsig_core.analysis.joint import joint_merge, joint_part
 from nnsig_core.analysis.joint_views import JointTableViews
 from nnsig_core.analysis.tables import Table
 from nnsig_core.execute.blocks import is_lazy, reduce_columns
+
+#: The formats of :meth:`Signatures.export`.
+EXPORT_FORMATS = ("csv", "json", "parquet")
 
 
 def _nearest(ids: np.ndarray, dist: np.ndarray, rows: np.ndarray,
@@ -294,6 +297,18 @@ class Signatures(JointTableViews):
         ]
         return Table(cols, rows)
 
+    def _with_scores(self, table: Table, scores: Mapping[str, Any] | None) -> Table:
+        if not scores:
+            return table
+        cols = {k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in scores.items()}
+        for k, v in cols.items():
+            if v.size != self.n_samples:
+                raise ValueError(f"Score {k!r} has {v.size} values; split {self.split!r} has "
+                                 f"{self.n_samples} samples.")
+        rows = [(*r, *(None if not np.isfinite(v[i]) else float(v[i]) for v in cols.values()))
+                for i, r in enumerate(table.rows)]
+        return Table([*table.columns, *(f"score:{k}" for k in cols)], rows)
+
     def to_frame(self) -> Any:
         """Per-sample pandas DataFrame (see :meth:`per_sample`); needs pandas."""
         from nnsig_core.analysis.tables import require_pandas
@@ -318,33 +333,51 @@ class Signatures(JointTableViews):
         """Per-sample JSON records (written to ``path`` too when given)."""
         return self.per_sample().to_json(path)
 
-    def export(self, out_dir: str | os.PathLike[str]) -> list[str]:
-        """Write every view of the split as CSV files into ``out_dir`` (used by ``nnsig export``).
+    def export(self, out_dir: str | os.PathLike[str], *, format: str = "csv",
+               scores: Mapping[str, Any] | None = None) -> list[str]:
+        """Write every view of the split into ``out_dir`` (used by ``nnsig export``).
 
-        Files (``<split>`` is the split name): ``signatures_<split>.csv`` (per
-        sample), ``table_<split>.csv`` (the prototype's table),
-        ``by_output_<split>.csv``, ``by_signature_<split>.csv``,
-        ``transitions_<split>.csv`` (with the input and output columns) and,
-        when the split has labels, ``composition_<split>.csv`` (every sample
-        is brought into this process for the first).
+        Files (``<split>`` is the split name, ``<ext>`` the format):
+        ``signatures_<split>.<ext>`` (per sample, with a ``score:<name>`` column
+        per score given), ``table_<split>``, ``by_output_<split>``,
+        ``by_signature_<split>``, ``transitions_<split>`` (with the input and
+        output columns) and, when the split has labels, ``composition_<split>``
+        (every sample is brought into this process for the first).
+
+        Parameters
+        ----------
+        out_dir : path
+        format : {"csv", "json", "parquet"}
+            Parquet needs pyarrow.
+        scores : mapping of str to array-like (n,), optional
+            Per-sample scores of this split (e.g. what
+            :func:`~nnsig_core.diagnostics.signature_scores` returns), added to
+            the per-sample file.
 
         Returns
         -------
         list of str
             The names of the files written, in that order.
         """
+        if format not in EXPORT_FORMATS:
+            raise ValueError(f"format must be one of {list(EXPORT_FORMATS)}, not {format!r}.")
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         s = self.split
         views: list[tuple[str, Table]] = [
-            (f"signatures_{s}.csv", self.per_sample()),
-            (f"table_{s}.csv", self.table()),
-            (f"by_output_{s}.csv", self.by_output_class()),
-            (f"by_signature_{s}.csv", self.by_signature()),
-            (f"transitions_{s}.csv", self.transitions(include_io=True)),
+            (f"signatures_{s}.{format}", self._with_scores(self.per_sample(), scores)),
+            (f"table_{s}.{format}", self.table()),
+            (f"by_output_{s}.{format}", self.by_output_class()),
+            (f"by_signature_{s}.{format}", self.by_signature()),
+            (f"transitions_{s}.{format}", self.transitions(include_io=True)),
         ]
         if self.has_labels:
-            views.append((f"composition_{s}.csv", self.cluster_composition()))
+            views.append((f"composition_{s}.{format}", self.cluster_composition()))
         for name, table in views:
-            table.to_csv(out / name)
+            if format == "csv":
+                table.to_csv(out / name)
+            elif format == "json":
+                table.to_json(out / name)
+            else:
+                table.to_parquet(out / name)
         return [name for name, _ in views]

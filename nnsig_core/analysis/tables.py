@@ -134,6 +134,17 @@ class Table:
         Path(path).write_text(text, encoding="utf-8")
         return None
 
+    def to_parquet(self, path: str | os.PathLike[str]) -> None:
+        """Write the table as Parquet (signatures become lists of ints; needs pyarrow)."""
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ImportError("Parquet needs pyarrow: pip install pyarrow (or choose csv or "
+                              "json).") from None
+        records = self.to_records()
+        pq.write_table(pa.table({c: [r[c] for r in records] for c in self.columns}), str(path))
+
     def to_json(self, path: str | os.PathLike[str] | None = None, indent: int | None = None) -> str:
         """The records as JSON (written to ``path`` too when given)."""
         text = json.dumps(self.to_records(), indent=indent)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -198,6 +199,7 @@ def capture(
             "nnsig_version": package_version(),
             "capture_id": uuid.uuid4().hex,  # tells results of an earlier capture apart
             "started": now_iso(),
+            "started_ns": time.time_ns(),  # orders splits captured within one second
         }
         if allow_other_weights and isinstance(allow_other_weights, str):
             settings["other_weights"] = allow_other_weights

@@ -117,29 +117,6 @@ def _load_analysis(store: ActivationStore, name: str) -> Any:
     return SignatureAnalysis.load(store, name)
 
 
-def _saved_combined_scores(
-    store: ActivationStore, name: str, splits: Sequence[str]
-) -> dict[str, Any]:
-    """The combined diagnostic score of each split that has fresh saved scores (their zarr
-    arrays, unread, when a Dask client is active: the report reads them on its cluster)."""
-    from nnsig_core.diagnostics.persist import load_scores, saved_score_splits
-    from nnsig_core.execute.client import resolve_client
-
-    lazy = resolve_client(None) is not None
-    out = {}
-    for split in splits:
-        if split not in saved_score_splits(store, name):
-            continue
-        try:
-            scores = load_scores(store, name, split, lazy=lazy)
-        except StoreError as exc:
-            log.warning("%s The report leaves them out.", exc)
-            continue
-        if "combined" in scores:
-            out[split] = scores["combined"]
-    return out
-
-
 # ---------------------------------------------------------------------------- commands
 def cmd_info(args: argparse.Namespace) -> int:
     """``nnsig info``: describe a store (text, or JSON with ``--json``)."""
@@ -216,24 +193,21 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     pairs = _report_runs(args.store, args.analysis or ["default"])
     stores = {path: open_store(path) for path, _ in pairs}
-    complete = [s for s in next(iter(stores.values())).splits
-                if all(s in st.splits and st.is_complete(s) for st in stores.values())]
-    splits = tuple(args.splits) if args.splits else tuple(complete)
+    splits = tuple(args.splits) if args.splits else None
     for st in stores.values():
-        missing = [s for s in splits if s not in st.splits]
+        missing = [s for s in splits or () if s not in st.splits]
         if missing:
             raise StoreError(f"Split(s) {', '.join(missing)} not in {st.location}; "
                              f"available: {', '.join(st.splits)}.")
-    runs = [(_load_analysis(stores[path], name), stores[path],
-             _saved_combined_scores(stores[path], name, splits) or None) for path, name in pairs]
+    runs = [(_load_analysis(stores[path], name), stores[path]) for path, name in pairs]
     options = {"projection": args.projection, "map_points": args.map_points}
+    # The same function and defaults as the API: the saved scores of each analysis's scorer,
+    # the fit split first, then the splits in capture order.
     if len(runs) == 1:
-        analysis, store, scores = runs[0]
         if args.label:
             raise ValueError("--label names the runs of a comparison; give several --analysis "
                              "or stores, or leave it out.")
-        index = write_report(analysis, store, args.out, splits=splits, title=args.title,
-                             scores=scores, **options)
+        index = write_report(*runs[0], args.out, splits=splits, title=args.title, **options)
     else:
         index = write_report(runs, None, args.out, splits=splits, title=args.title,
                              labels=args.label, **options)
@@ -260,21 +234,55 @@ def cmd_view(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """``nnsig export``: signature tables as CSV, or the prototype's two files."""
+    """``nnsig export``: every view of the signatures of the chosen splits (default: every
+    complete split of the analysis's row level) as CSV, JSON or Parquet, the saved scores of
+    the analysis's scorer in the per-sample files; or the prototype's two files."""
+    from nnsig_core.diagnostics.persist import saved_score_splits, saved_scorer
+
     store = open_store(args.store)
     analysis = _load_analysis(store, args.analysis)
     out = Path(args.out)
+    level = analysis.row_level(store)
+    splits = args.split or ([s for s in store.splits
+                             if store.is_complete(s) and store.level(s) == level]
+                            if not args.prototype else ["test"])
+    for s in splits:
+        store.require_complete(s)
     out.mkdir(parents=True, exist_ok=True)
     if args.prototype:
         from nnsig_core.analysis import export_prototype
 
-        export_prototype(analysis, store, args.split, out)
+        if len(splits) != 1:
+            raise ValueError("--prototype writes the files of one split: give one --split.")
+        export_prototype(analysis, store, splits[0], out)
         written = ["clusters_info.json", "clusterized_values.csv"]
     else:
-        written = analysis.signatures(store, args.split).export(out)
+        scored = saved_score_splits(store, args.analysis)
+        record = saved_scorer(store, args.analysis)
+        written = []
+        for s in splits:
+            scores = (_saved_scores(store, args.analysis, s, record)
+                      if s in scored else None)
+            written += analysis.signatures(store, s).export(out, format=args.format,
+                                                            scores=scores)
     for name in written:
         print(out / name)
     return 0
+
+
+def _saved_scores(store: ActivationStore, name: str, split: str,
+                  record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The saved scores of ``split`` when the saved scorer gave them (the report's rule)."""
+    from nnsig_core._warnings import warn
+    from nnsig_core.diagnostics.persist import load_scores, saved_scores_fingerprint
+
+    if record is not None and saved_scores_fingerprint(store, name, split) != record["fingerprint"]:
+        return None
+    try:
+        return dict(load_scores(store, name, split))
+    except StoreError as exc:
+        warn(f"{exc} The export leaves them out.")
+        return None
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -282,24 +290,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import csv
 
     from nnsig_core.diagnostics import BASELINES, baseline_scores, evaluate, signature_scores
+    from nnsig_core.diagnostics.metrics import task_masks
 
     store = open_store(args.store, mode="r+")
     analysis = _load_analysis(store, args.analysis)
     store.require_complete(args.split)
+    masks = task_masks(store.labels(args.split), store.predictions(args.split),
+                       analysis.classes_)
+    if not masks:  # before any scoring: there is nothing to measure the scores against
+        raise ValueError(
+            f"Nothing to evaluate on split {args.split!r}: it has no misclassified samples "
+            "and no samples of classes outside the analysis's fitted classes."
+        )
+    # "both" is error or novelty: the same task as "error" when no sample is of a novel class.
+    tasks = [t for t in masks if t != "both" or "novelty" in masks]
     scores = dict(signature_scores(analysis, store, args.split,
                                    validation_split=args.validation, save=True))
+    scores.pop("p_value", None)  # ranks the samples exactly as "combined" does
     shown = ["combined"] + ([k for k in scores if k != "combined"] if args.components else [])
     if not args.no_baselines:
         base = baseline_scores(analysis, store, args.split)
         scores.update(base)
         shown += [k for k in BASELINES if k in base]
     rows = evaluate(scores, store.labels(args.split), store.predictions(args.split),
-                    analysis.classes_, as_frame=False)
-    if not rows:
-        raise ValueError(
-            f"Nothing to evaluate on split {args.split!r}: it has no misclassified samples "
-            "and no samples of classes outside the analysis's fitted classes."
-        )
+                    analysis.classes_, tasks=tasks, as_frame=False)
     if args.csv:
         with open(args.csv, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))

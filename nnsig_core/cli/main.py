@@ -58,20 +58,25 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
     ),
     "export": (
         commands.cmd_export,
-        "export signature tables as CSV/JSON, or the prototype's two files",
-        "Write the signature table (input class, signature, output class, count), "
-        "the per-sample signatures and the cluster composition of a split.",
+        "export signature tables as CSV, JSON or Parquet, or the prototype's two files",
+        "Write, for every split (or those given), the per-sample signatures with the "
+        "saved scores, the signature table (input class, signature, output class, count), "
+        "the tables by output class, by signature and of transitions, and the cluster "
+        "composition.",
     ),
     "evaluate": (
         commands.cmd_evaluate,
         "score samples from their signatures and measure the scores against baselines",
         "Compute the signature scores of a split (saved next to the analysis) and the "
         "baselines (max softmax, energy, Mahalanobis, k-NN, activation patterns), then "
-        "print AUROC, AUPR and FPR at 95%% TPR of the default (combined) score and each "
+        "print AUROC, AUPR and FPR at 95% TPR of the default (combined) score and each "
         "baseline for error detection "
         "(positives: misclassified samples of known classes), novelty (positives: samples "
-        "of classes the analysis was not fitted on) and both. The suspicious samples are "
-        "always the positive class.",
+        "of classes the analysis was not fitted on) and both (when there are novel "
+        "classes). The suspicious samples are always the positive class. With "
+        "--validation, the scorer is tuned on that split, a held-out part of it calibrates "
+        "the conformal threshold the report shows, and it is scored and saved too; the "
+        "scorer is saved with the analysis and scores every later split alike.",
     ),
 }
 
@@ -207,7 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd["export"]
     _store_and_analysis(p, "saved analysis (default: default)")
-    p.add_argument("--split", default="test", help="split to export (default: test)")
+    p.add_argument("--split", action="append", default=None, metavar="SPLIT",
+                   help="split to export; repeat it for several (default: every complete "
+                        "split of the analysis's row level; test with --prototype)")
+    p.add_argument("--format", choices=("csv", "json", "parquet"), default="csv",
+                   help="file format (parquet needs pyarrow; default: csv)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--prototype", action="store_true",
                    help="write the prototype's clusters_info.json and clusterized_values.csv")
@@ -216,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     _store_and_analysis(p, "saved analysis (default: default)")
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
     p.add_argument("--validation", default=None, metavar="SPLIT",
-                   help="split of known classes that chooses the combined score (default: none)")
+                   help="held-out split of known classes: tunes the combined score and "
+                        "calibrates its conformal threshold (default: the saved scorer's)")
     p.add_argument("--no-baselines", action="store_true", help="signature scores only")
     p.add_argument("--components", action="store_true",
                    help="also the signature components (default: the combined score and the "

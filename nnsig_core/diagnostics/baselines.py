@@ -193,6 +193,8 @@ class Baselines(NnsigParamsMixin, BaseEstimator):
               client: ClientArg = None) -> dict[str, np.ndarray]:
         """Baseline scores of every sample of ``split``: ``{name: (n,) float64}`` (computed on
         the Dask cluster of ``client``, given or active, if any)."""
+        if "msp" in self.which or "energy" in self.which:
+            _check_logits(open_store(store), split)
         if (client := resolve_client(client)) is not None:
             from nnsig_core.distributed.baselines import score_baselines
 
@@ -224,6 +226,22 @@ class Baselines(NnsigParamsMixin, BaseEstimator):
                 if "pattern" in out:
                     out["pattern"][rows] = self.pattern_.score(block, preds[rows])
         return {k: out[k] for k in BASELINES if k in out}
+
+
+def _check_logits(store: ActivationStore, split: str, n_rows: int = 2048) -> None:
+    """Warn when the outputs of ``split`` look like probabilities rather than logits (rows in
+    [0, 1] summing to 1: a model ending in softmax), on which msp and energy are other
+    scores than the published ones."""
+    out = np.asarray(store.outputs(split)[: min(n_rows, store.n_samples(split))],
+                     dtype=np.float64)
+    if out.ndim != 2 or out.shape[1] < 2 or out.size == 0:
+        return
+    if (out.min() >= 0 and out.max() <= 1
+            and np.allclose(out.sum(axis=1), 1.0, atol=1e-3)):
+        warn(f"The outputs of split {split!r} look like probabilities (every row in [0, 1], "
+             "summing to 1: the model ends in a softmax): the msp and energy baselines expect "
+             "logits, and energy on probabilities is not the energy score. Capture the logits "
+             "(the model without its final softmax, or its pre-softmax layer as the output).")
 
 
 def _subsample(n: int, cap: int, rng: np.random.Generator, what: str, layer: str) -> np.ndarray:

@@ -11,16 +11,21 @@ reference, its errors the target).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from typing import Any
 
 import numpy as np
+from sklearn.exceptions import NotFittedError
 
 from nnsig_core._params import validate_params
+from nnsig_core._util import to_json_safe
 from nnsig_core._warnings import warn
 from nnsig_core.diagnostics.combine import LayerCombiner, ScoreCombiner, check_known_labels
 from nnsig_core.diagnostics.components import NEIGHBOUR_SCORES, SCORES
+from nnsig_core.diagnostics.conformal import conformal_threshold
 from nnsig_core.diagnostics.geometry import Distances
 from nnsig_core.diagnostics.neighbours import neighbour_scores
 from nnsig_core.execute.client import ClientArg
@@ -38,6 +43,7 @@ class ReferenceChoice:
     method: str
     n_reference: int
     n_neighbors: int
+    conformal_holdout: float
     random_state: Any
     classes_: list[int]
     layers_: list[str]
@@ -79,6 +85,9 @@ class ReferenceChoice:
         self.reference_ = {**path, **self._aggregate(ref)}
         self.reference_ = {c: self.reference_[c] for c in self.components_}
         self._set_combiner(None)
+        self.conformal_scores_: np.ndarray | None = None
+        self.conformal_split_: str | None = None
+        self._set_fingerprint(store)
 
     def _requested(self) -> list[str]:
         return list(self.components) if self.components is not None else list(SCORES)
@@ -101,13 +110,18 @@ class ReferenceChoice:
     # ------------------------------------------------------------------ calibration
     def calibrate(self, store: StoreArg, split: str, *, method: str | None = None,
                   client: ClientArg = None) -> Any:
-        """Take the reference and the layers of ``combined`` from a validation split.
+        """Take the reference and the layers of ``combined`` from a validation split, and
+        calibrate the conformal threshold on a held-out part of it.
 
         Every label of ``split`` must be one of the analysis's known classes
-        (``classes_``): its correctly classified samples become the reference
-        the components are standardised on, and the layers (or, with
-        ``method="rank"``/``"logistic"``, the combination of the components)
-        are chosen to detect its misclassified samples. Never novel classes.
+        (``classes_``). A share ``conformal_holdout`` of its correctly classified
+        samples (drawn with ``random_state``) is held out of every choice: their
+        ``combined`` scores calibrate the conformal threshold
+        (:meth:`threshold`, :mod:`~nnsig_core.diagnostics.conformal`). The other
+        correct samples become the reference the components are standardised on,
+        and the layers (or, with ``method="rank"``/``"logistic"``, the combination
+        of the components) are chosen to detect its misclassified samples. Never
+        novel classes.
 
         Raises
         ------
@@ -126,14 +140,19 @@ class ReferenceChoice:
                  "classes instead (fit() already uses the fit split).")
         comp, layer, labels, preds = self._split_components(store, split, client)
         wrong = labels != preds
-        ok = ~wrong
+        ok, held = self._conformal_rows(~wrong)
         if ok.sum() < 2:
-            raise ValueError(f"Validation split {split!r} has {int(ok.sum())} correctly "
-                             "classified sample(s): too few to standardise the scores on.")
+            raise ValueError(
+                f"Validation split {split!r} has {int(ok.sum())} correctly classified "
+                "sample(s) left to standardise the scores on (after holding out "
+                f"conformal_holdout={self.conformal_holdout} of them for the threshold): too "
+                "few. Use a larger validation split, or a smaller conformal_holdout.")
         ref = {k: {t: v[ok] for t, v in d.items()} for k, d in layer.items()}
+        tuned = ~held
         self.layer_combiner_ = LayerCombiner()
         if wrong.any():
-            self.layer_combiner_.fit(ref, layer, wrong)
+            self.layer_combiner_.fit(ref, {k: {t: v[tuned] for t, v in d.items()}
+                                           for k, d in layer.items()}, wrong[tuned])
         else:
             warn(f"Validation split {split!r} has no misclassified sample: the combined score "
                  "averages every layer.")
@@ -144,6 +163,66 @@ class ReferenceChoice:
             raise ValueError(f"method={self.method!r} is tuned on the validation split's "
                              "errors, and it has none.")
         self._set_combiner(None if self.method == "layers" else
-                           (comp, labels, preds))
+                           ({k: v[tuned] for k, v in comp.items()}, labels[tuned], preds[tuned]))
         self.validation_split_ = split
+        combined = (self.combiner_.transform(layer) if self.method == "layers"
+                    else self.combiner_.transform(comp))
+        cal = combined[held]
+        self.conformal_scores_ = np.sort(cal[np.isfinite(cal)])
+        self.conformal_split_ = split if self.conformal_scores_.size else None
+        self._set_fingerprint(store)
         return self
+
+    def _conformal_rows(self, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Split the validation split's correct samples: those the reference is standardised
+        on, and ``conformal_holdout`` of them (drawn with ``random_state``) held out of every
+        choice, whose scores calibrate the conformal threshold."""
+        rows = np.flatnonzero(correct)
+        n_held = int(np.floor(float(self.conformal_holdout) * rows.size))
+        rng = np.random.default_rng(self.random_state)
+        held = np.zeros(correct.shape[0], dtype=bool)
+        held[rng.choice(rows, n_held, replace=False)] = True
+        return correct & ~held, held
+
+    # ------------------------------------------------------------------ the threshold
+    def threshold(self, alpha: float = 0.05) -> float:
+        """The split-conformal threshold of ``combined`` for a false-positive rate ``alpha``
+        on correctly classified inputs like those of the validation split: flag a sample
+        whose ``combined`` score is above it (see :mod:`~nnsig_core.diagnostics.conformal`).
+
+        Raises
+        ------
+        NotFittedError
+            The scorer was not calibrated on a validation split (:meth:`calibrate`, or
+            ``validation_split=`` of :func:`~nnsig_core.diagnostics.signature_scores`).
+        """
+        self._check_fitted()
+        if getattr(self, "conformal_scores_", None) is None or not self.conformal_scores_.size:
+            raise NotFittedError(
+                "This scorer has no conformal calibration: calibrate it on a labelled "
+                "validation split held out from training (scorer.calibrate(store, 'val'), or "
+                "signature_scores(..., validation_split='val')) with conformal_holdout > 0.")
+        return conformal_threshold(self.conformal_scores_, alpha)
+
+    def _set_fingerprint(self, store: ActivationStore) -> None:
+        """``fingerprint_``: a hash of the settings and of what the scorer was fitted on (the
+        analysis's clusters, the fit split's and the validation split's captures), saved with
+        every score so that a threshold is never taken from scores of another scorer."""
+        splits = [self.analysis_.fit_split_, getattr(self, "validation_split_", None)]
+        what = {
+            "params": {k: v for k, v in self.get_params(deep=False).items()},
+            "analysis": analysis_identity(self.analysis_),
+            "splits": {s: store.fingerprint(s) for s in splits if s is not None},
+            "validation_split": splits[1],
+        }
+        text = json.dumps(to_json_safe(what), sort_keys=True, default=str)
+        self.fingerprint_ = hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def analysis_identity(analysis: Any) -> str:
+    """A hash of an analysis's layers and clusters (its centres, to the bit)."""
+    h = hashlib.sha256()
+    for name, k in zip(analysis.layers_, analysis.n_clusters_, strict=True):
+        h.update(f"{name}:{int(k)};".encode())
+        h.update(np.ascontiguousarray(analysis.clusterers_[name].cluster_centers_).tobytes())
+    return h.hexdigest()[:16]

@@ -37,6 +37,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.utils.validation import check_is_fitted
 
 from nnsig_core._params import NnsigParamsMixin
+from nnsig_core._warnings import warn
 from nnsig_core.analysis.errors import AnalysisError, MissingLabelsError
 
 METHODS = ("rank", "logistic")
@@ -316,13 +317,29 @@ class LayerCombiner(NnsigParamsMixin, BaseEstimator):
         if not self.layers_:
             raise ValueError("The reference holds no layer.")
         R = self._matrix(reference, self.layers_)
+        finite = np.isfinite(R).all(axis=(1, 2))
+        if not finite.all():
+            warn(f"{int((~finite).sum())} of {R.shape[0]} reference samples have no finite "
+                 "neighbour score (their class has no other training sample to be their "
+                 "neighbour); they are left out of the reference.")
+            R = R[finite]
         if R.shape[0] < 2:
-            raise ValueError(f"The reference set has {R.shape[0]} sample(s); at least 2 are "
-                             "needed to standardise the scores.")
+            raise ValueError(f"The reference set has {R.shape[0]} sample(s) with finite scores; "
+                             "at least 2 are needed to standardise the scores.")
         mu, sd = R.mean(axis=0), R.std(axis=0)
+        # A layer whose components do not vary over the reference says nothing: it is dropped.
+        self._usable = (sd > 0).all(axis=1)
+        if not self._usable.any():
+            raise ValueError("Every layer's neighbour components are constant over the "
+                             "reference samples: nothing to combine (are the layers constant?).")
+        if not self._usable.all():
+            warn(f"Layer(s) {[n for n, u in zip(self.layers_, self._usable, strict=True) if not u]}"
+                 " have constant neighbour components over the reference samples: the "
+                 "combined score leaves them out.")
         sd = np.where(sd > 0, sd, 1.0)
         self._mu, self._sd = mu, sd
-        self._range = ((R[:, :, 0] - mu[:, 0]) / sd[:, 0]).max(axis=0)
+        self._range = np.where(self._usable, ((R[:, :, 0] - mu[:, 0]) / sd[:, 0]).max(axis=0),
+                               np.inf)
         self.mean_ = {(lay, t): float(mu[i, j]) for i, lay in enumerate(self.layers_)
                       for j, t in enumerate(self.COMPONENTS)}
         self.scale_ = {(lay, t): float(sd[i, j]) for i, lay in enumerate(self.layers_)
@@ -330,16 +347,18 @@ class LayerCombiner(NnsigParamsMixin, BaseEstimator):
         self.range_ = {lay: float(m) for lay, m in zip(self.layers_, self._range, strict=True)}
         self.n_reference_ = int(R.shape[0])
         self.tuned_, self.tuning_auroc_ = False, None
-        chosen = np.ones(len(self.layers_), dtype=bool)
+        chosen = self._usable.copy()
         if tuning is not None and target is not None and self.select_layers:
-            T = self._z(self._matrix(tuning, self.layers_))
+            T = self._z(self._matrix(tuning, self.layers_))[:, self._usable]
             y = np.asarray(target, dtype=bool).reshape(-1)
             if y.size != T.shape[0]:
                 raise ValueError(f"target has {y.size} values for {T.shape[0]} tuning samples.")
+            rows = np.isfinite(T).all(axis=(1, 2))
+            T, y = T[rows], y[rows]
             if y.all() or not y.any():
                 raise ValueError("Cannot choose layers: the tuning samples are all "
                                  f"{'positives' if y.all() else 'negatives'}.")
-            chosen, self.tuning_auroc_ = self._choose(T.mean(axis=2), y)
+            chosen[self._usable], self.tuning_auroc_ = self._choose(T.mean(axis=2), y)
             self.tuned_ = True
         self._chosen = chosen
         self.selected_ = [lay for lay, c in zip(self.layers_, chosen, strict=True) if c]
@@ -384,8 +403,8 @@ class LayerCombiner(NnsigParamsMixin, BaseEstimator):
                 raise ValueError(f"layers must be a non-empty subset of {self.layers_}; got "
                                  f"{list(layers)}.")
             chosen = np.isin(self.layers_, list(layers))
-        out = Z[:, chosen, :].mean(axis=(1, 2))
-        if self.guard:
+        out = Z[:, chosen & self._usable, :].mean(axis=(1, 2))
+        if self.guard:  # the range of a dropped layer is +inf: it adds nothing
             out = out + np.log1p(np.maximum(Z[:, :, 0] - self._range, 0.0).sum(axis=1))
         return out
 

@@ -51,6 +51,8 @@ log = logging.getLogger("nnsig")
 
 TASKS = ("error", "novelty", "both")
 METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95")
+#: Scores where a lower value is the more suspicious (negated by :func:`evaluate`).
+LOWER_IS_SUSPICIOUS = frozenset({"p_value"})
 
 
 def _check(scores: Any, positive: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -187,13 +189,15 @@ def evaluate(
     *,
     tasks: Sequence[str] | None = None,
     as_frame: bool | None = None,
+    layout: str | None = None,
 ) -> Any:
-    """Every score x task x metric, as a tidy table.
+    """Every score x task x metric, as a table.
 
     Parameters
     ----------
     scores : mapping of str to array-like (n,)
-        Score name to per-sample scores (higher = more suspicious), e.g. the
+        Score name to per-sample scores (higher = more suspicious, except
+        :data:`LOWER_IS_SUSPICIOUS`: the conformal ``p_value``), e.g. the
         output of :func:`~nnsig_core.diagnostics.signature_scores` merged with
         :func:`~nnsig_core.diagnostics.baseline_scores`.
     labels, predictions : array-like of int (n,)
@@ -206,12 +210,17 @@ def evaluate(
     as_frame : bool or None
         ``True``: a pandas DataFrame; ``False``: a list of dicts; ``None``
         (default): a DataFrame when pandas is installed, else a list.
+    layout : {"wide", "long"} or None
+        ``"wide"``: one row per task and score, one column per metric (the
+        default of a DataFrame: it prints whole); ``"long"``: one row per
+        task, score and metric (tidy; the default of a list).
 
     Returns
     -------
     list of dict or pandas.DataFrame
-        One row per (score, task, metric): ``score``, ``task``, ``metric``,
-        ``value``, ``n_positive``, ``n_negative``. Metrics are ``auroc``,
+        Long: one row per (score, task, metric): ``score``, ``task``, ``metric``,
+        ``value``, ``n_positive``, ``n_negative``. Wide: ``task``, ``score``, one
+        column per metric, ``n_positive``, ``n_negative``. Metrics are ``auroc``,
         ``aupr_in``, ``aupr_out``, ``fpr95`` (see the module doc; positives
         are the suspicious samples).
     """
@@ -228,6 +237,8 @@ def evaluate(
     rows: list[dict[str, Any]] = []
     for name, values in scores.items():
         s = np.asarray(values, dtype=np.float64).reshape(-1)
+        if name in LOWER_IS_SUSPICIOUS:
+            s = -s
         if s.size != n:
             raise ValueError(f"Score {name!r} has {s.size} values for {n} samples.")
         for task, (inc, pos) in masks.items():
@@ -236,7 +247,35 @@ def evaluate(
             for metric in METRICS:
                 rows.append({"score": name, "task": task, "metric": metric, "value": m[metric],
                              "n_positive": n_pos, "n_negative": n_neg})
+    if layout not in (None, "wide", "long"):
+        raise ValueError(f"layout must be 'wide' or 'long', not {layout!r}.")
+    frame = as_frame is not False and _has_pandas(as_frame)
+    if (layout or ("wide" if frame else "long")) == "wide":
+        rows = _wide(rows)
     return _as_table(rows, as_frame)
+
+
+def _has_pandas(as_frame: bool | None) -> bool:
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _wide(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (task, score) with a column per metric, tasks first."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        row = out.setdefault((r["task"], r["score"]), {"task": r["task"], "score": r["score"]})
+        row[r["metric"]] = r["value"]
+        row["_n"] = (r["n_positive"], r["n_negative"])
+    order = {t: i for i, t in enumerate(TASKS)}
+    wide = []
+    for row in sorted(out.values(), key=lambda r: order[r["task"]]):
+        n_pos, n_neg = row.pop("_n")
+        wide.append({**row, "n_positive": n_pos, "n_negative": n_neg})
+    return wide
 
 
 def summarize(rows: Iterable[Mapping[str, Any]], *, by: Sequence[str] = ("score", "task", "metric"),

@@ -20,12 +20,15 @@ import numpy as np
 from nnsig_core._util import to_json_safe
 from nnsig_core._warnings import warn
 from nnsig_core.store import ActivationStore, StoreError
-from nnsig_core.store.format import SCORES_ATTR, array_options, scores_path
+from nnsig_core.store.format import SCORES_ATTR, analysis_path, array_options, scores_path
 
 log = logging.getLogger("nnsig")
 
 #: Format of the saved scores written by this version (0.1 wrote none: format 1).
 SCORES_FORMAT = 2
+#: The saved scorer's group (in the analysis's) and its attribute.
+SCORER_GROUP = "scorer"
+SCORER_ATTR = "nnsig_scorer"
 
 
 class LegacyScoresError(StoreError):
@@ -47,18 +50,9 @@ def save_scores(
     ``nnsig_scores`` attribute with the scorer's settings.
     Existing scores of the same split are replaced once the new ones are written.
     """
-    if name is None:
-        warn(f"Scores of split {split!r} not saved: the analysis has not been saved to the "
-             "store (analysis.save(store, name)) and no name was given.")
+    if not can_save(store, name, f"Scores of split {split!r}"):
         return False
-    if store.read_only:
-        warn(f"Scores of split {split!r} not saved: the store is open read-only "
-             "(open it with mode='r+', or pass save=False).")
-        return False
-    if name not in store.analyses:
-        warn(f"Scores of split {split!r} not saved: no analysis {name!r} in the store to save "
-             f"them next to (analysis.save(store, {name!r}) first, or pass save=False).")
-        return False
+    assert name is not None
     n = store.n_samples(split)
     for key, v in scores.items():
         if np.asarray(v).reshape(-1).size != n:
@@ -149,3 +143,86 @@ def load_scores(store: ActivationStore, name: str, split: str,
              "their 'combined' is 0.1's mean rank of the path components.")
     order = saved.get("scores") or sorted(k for k, _ in sg.arrays())
     return {k: sg[k] if lazy else np.asarray(sg[k][:]) for k in order if k in sg}
+
+
+# ---------------------------------------------------------------------------- the scorer
+def scorer_path(name: str) -> str:
+    """Path of the scorer saved with the analysis ``name``."""
+    return f"{analysis_path(name)}/{SCORER_GROUP}"
+
+
+def can_save(store: ActivationStore, name: str | None, what: str) -> bool:
+    """Whether ``what`` can be saved next to the analysis ``name`` (else a warning says why)."""
+    if name is None:
+        warn(f"{what} not saved: the analysis has not been saved to the store "
+             "(analysis.save(store, name)) and no name was given.")
+    elif store.read_only:
+        warn(f"{what} not saved: the store is open read-only (open it with mode='r+', or "
+             "pass save=False).")
+    elif name not in store.analyses:
+        warn(f"{what} not saved: no analysis {name!r} in the store to save them next to "
+             f"(analysis.save(store, {name!r}) first, or pass save=False).")
+    else:
+        return True
+    return False
+
+
+def saved_scorer(store: ActivationStore, name: str) -> dict[str, Any] | None:
+    """The record of the scorer saved with the analysis ``name`` (``params``,
+    ``validation_split``, ``fingerprint``, ``conformal_split``, ``conformal_scores``), or
+    None when none was saved (analyses saved before scorers were: nnsig 0.2)."""
+    g = store.group(scorer_path(name))
+    if g is None or SCORER_ATTR not in g.attrs:
+        return None
+    record = dict(g.attrs[SCORER_ATTR])
+    cal = g["conformal_scores"] if "conformal_scores" in g else None
+    record["conformal_scores"] = None if cal is None else np.asarray(cal[:], dtype=np.float64)
+    return record
+
+
+def save_scorer(store: ActivationStore, name: str, scorer: Any) -> None:
+    """Save ``scorer``'s settings, fingerprint and conformal calibration with the analysis
+    ``name``, replacing another scorer once written. Saved scores of another scorer (another
+    fingerprint, or none) are deleted, with a warning naming their splits: a report must
+    never mix them with this scorer's."""
+    old = saved_scorer(store, name)
+    if old is not None and old.get("fingerprint") == scorer.fingerprint_:
+        return
+    stale = [s for s in saved_score_splits(store, name)
+             if saved_scores_fingerprint(store, name, s) != scorer.fingerprint_]
+    tmp = f"{analysis_path(name)}/.new-scorer-{uuid.uuid4().hex[:8]}"
+    g = store.group(tmp, create=True)
+    try:
+        g.attrs[SCORER_ATTR] = to_json_safe({
+            "params": scorer.get_params(deep=False),
+            "validation_split": scorer.validation_split_,
+            "fingerprint": scorer.fingerprint_,
+            "conformal_split": getattr(scorer, "conformal_split_", None),
+        })
+        cal = getattr(scorer, "conformal_scores_", None)
+        if cal is not None:
+            g.create_array("conformal_scores", data=np.asarray(cal, dtype=np.float64),
+                           chunks=(max(1, min(cal.size, 1 << 16)),),
+                           dimension_names=["sample"], **array_options())
+        store.replace_group(tmp, scorer_path(name))
+    except BaseException:
+        store.delete(tmp)
+        raise
+    for s in stale:
+        store.delete(scores_path(name, s))
+    if stale:
+        warn(f"The saved scores of split(s) {', '.join(stale)} for analysis {name!r} came from "
+             "another scorer (other settings, or fitted on other data) and were deleted: "
+             "score them again to see them in the report.")
+    log.info("Saved the scorer (fingerprint %s) with analysis %r.", scorer.fingerprint_, name)
+
+
+def _scores_attrs(store: ActivationStore, name: str, split: str) -> dict[str, Any]:
+    g = _scores_group(store, name)
+    return {} if g is None or split not in g else dict(g[split].attrs.get(SCORES_ATTR, {}))
+
+
+def saved_scores_fingerprint(store: ActivationStore, name: str, split: str) -> str | None:
+    """The fingerprint of the scorer that gave the saved scores of ``split`` (None: unknown,
+    scores saved before scorers had fingerprints)."""
+    return _scores_attrs(store, name, split).get("scorer_fingerprint")

@@ -73,6 +73,7 @@ from nnsig_core.diagnostics.components import (
     SCORES,
     PathStatistics,
 )
+from nnsig_core.diagnostics.conformal import conformal_p_values
 from nnsig_core.diagnostics.geometry import Distances, cluster_owners, split_distances
 from nnsig_core.diagnostics.neighbours import ClassNeighbours, neighbour_scores
 from nnsig_core.execute.client import ClientArg, resolve_client
@@ -155,6 +156,14 @@ class SignatureScorer(ReferenceChoice, PathArraysMixin, NnsigParamsMixin, BaseEs
         Component scores of the internal reference (training samples, leave-one-out).
     validation_split_ : str or None
         Split the reference and the layers were taken from (None: the fit split).
+    conformal_scores_ : ndarray or None
+        Sorted ``combined`` scores of the validation split's held-out correct
+        samples: the conformal calibration (None before :meth:`calibrate`).
+    conformal_split_ : str or None
+        The split they come from.
+    fingerprint_ : str
+        A hash of the settings and of what the scorer was fitted and calibrated
+        on; saved with every score it gives.
     """
 
     _nnsig_constraints = {
@@ -169,6 +178,7 @@ class SignatureScorer(ReferenceChoice, PathArraysMixin, NnsigParamsMixin, BaseEs
         "components": [None, Satisfies(lambda v: len(v) > 0 and set(v) <= set(SCORES),
                                        f"a non-empty list of components among {list(SCORES)}")],
         "n_reference": [Interval(numbers.Integral, 2)],
+        "conformal_holdout": [Interval(numbers.Real, 0.0, 0.9)],
         "memory_limit": [MEMORY_SIZE],
         "random_state": [numbers.Integral, None],
     }
@@ -186,6 +196,7 @@ class SignatureScorer(ReferenceChoice, PathArraysMixin, NnsigParamsMixin, BaseEs
         method: str = "layers",
         components: Sequence[str] | None = None,
         n_reference: int = 5000,
+        conformal_holdout: float = 0.5,
         memory_limit: int | str = "1GiB",
         random_state: int | None = 0,
     ) -> None:
@@ -199,6 +210,7 @@ class SignatureScorer(ReferenceChoice, PathArraysMixin, NnsigParamsMixin, BaseEs
         self.method = method
         self.components = components
         self.n_reference = n_reference
+        self.conformal_holdout = conformal_holdout
         self.memory_limit = memory_limit
         self.random_state = random_state
 
@@ -348,7 +360,9 @@ class SignatureScorer(ReferenceChoice, PathArraysMixin, NnsigParamsMixin, BaseEs
         """Scores of every sample of ``split``, in store order: ``{name: (n,) float64}``.
 
         Keys: the components (all of :data:`SCORES` unless ``components`` was
-        given) and ``"combined"``. With ``return_layers``, also the per-layer
+        given), ``"combined"`` and, once calibrated on a validation split,
+        ``"p_value"``: the conformal p-value of ``combined`` (lower = more
+        suspicious; at most ``alpha`` exactly when above :meth:`threshold`). With ``return_layers``, also the per-layer
         neighbour components, ``{layer: {"distance": (n,), "margin": (n,)}}``
         (before standardisation; ``layer_combiner_.standardised`` gives the
         z-scores that say which layer flags a sample), as a second value.
@@ -360,6 +374,8 @@ class SignatureScorer(ReferenceChoice, PathArraysMixin, NnsigParamsMixin, BaseEs
             out["combined"] = self.combiner_.transform(layer)
         else:
             out["combined"] = self.combiner_.transform(comp)
+        if getattr(self, "conformal_scores_", None) is not None and self.conformal_scores_.size:
+            out["p_value"] = conformal_p_values(self.conformal_scores_, out["combined"])
         return (out, layer) if return_layers else out
 
     def describe(self) -> dict[str, Any]:
@@ -381,5 +397,9 @@ class SignatureScorer(ReferenceChoice, PathArraysMixin, NnsigParamsMixin, BaseEs
             "n_misclassified": self.n_misclassified_,
             "classes": self.classes_,
             "validation_split": self.validation_split_,
+            "conformal_holdout": float(self.conformal_holdout),
+            "n_conformal": (None if getattr(self, "conformal_scores_", None) is None
+                            else int(self.conformal_scores_.size)),
+            "scorer_fingerprint": getattr(self, "fingerprint_", None),
             "combination": self.combiner_.describe(),
         }

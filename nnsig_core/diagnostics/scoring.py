@@ -1,19 +1,67 @@
-"""The scoring workflow in one call: fit a scorer on an analysis, calibrate it, score, save.
+"""The scoring workflow in one call: the analysis's scorer, its scores, saved with both.
 
 :func:`signature_scores` is what ``nnsig evaluate`` and most users call; the
 estimator it drives is :class:`~nnsig_core.diagnostics.scorer.SignatureScorer`.
+
+The scorer belongs to the analysis: it is fitted once per setting (kept on the
+analysis object for the session) and, with ``save=True``, saved with the
+analysis (its settings, its fingerprint, its conformal calibration). Every
+saved score records the fingerprint of the scorer that gave it; saving another
+scorer deletes the scores of the previous one, so that a report never takes a
+threshold from scores of other settings.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from typing import Any
 
 import numpy as np
 
-from nnsig_core.diagnostics.persist import save_scores
+from nnsig_core._util import to_json_safe
+from nnsig_core.diagnostics.persist import (
+    can_save,
+    save_scorer,
+    save_scores,
+    saved_score_splits,
+    saved_scorer,
+    saved_scores_fingerprint,
+)
 from nnsig_core.diagnostics.scorer import SignatureScorer, StoreArg
 from nnsig_core.execute.client import ClientArg
-from nnsig_core.store import open_store
+from nnsig_core.store import ActivationStore, open_store
+
+log = logging.getLogger("nnsig")
+
+
+class Scores(dict):
+    """The scores of one split (``{name: (n,) float64}``), with what they came from.
+
+    A plain ``dict`` of the score names, plus:
+
+    Attributes
+    ----------
+    split : str
+        The split scored.
+    fingerprint : str
+        The fingerprint of the scorer that gave them.
+    conformal_scores : ndarray or None
+        That scorer's conformal calibration (sorted ``combined`` scores of the
+        held-out correct samples of ``conformal_split``).
+    conformal_split : str or None
+    """
+
+    def __init__(self, scores: dict[str, np.ndarray], *, split: str, scorer: SignatureScorer):
+        super().__init__(scores)
+        self.split = split
+        self.fingerprint = scorer.fingerprint_
+        self.conformal_scores = getattr(scorer, "conformal_scores_", None)
+        self.conformal_split = getattr(scorer, "conformal_split_", None)
+
+    def __repr__(self) -> str:
+        return (f"Scores(split={self.split!r}, scores={list(self)}, "
+                f"fingerprint={self.fingerprint!r})")
 
 
 def signature_scores(
@@ -22,13 +70,13 @@ def signature_scores(
     split: str,
     *,
     validation_split: str | None = None,
-    method: str = "layers",
+    method: str | None = None,
     save: bool = False,
     name: str | None = None,
     scorer: SignatureScorer | None = None,
     client: ClientArg = None,
     **params: Any,
-) -> dict[str, np.ndarray]:
+) -> Scores:
     """Signature-based suspicion scores of every sample of ``split`` (higher = more suspicious).
 
     Parameters
@@ -41,25 +89,27 @@ def signature_scores(
         The split to score.
     validation_split : str, optional
         A labelled split of known classes only, held out from training: the
-        reference and the layers of ``combined`` are taken from it
+        reference and the layers of ``combined`` are taken from it, and a
+        held-out part of its correct samples calibrates the conformal threshold
         (:meth:`SignatureScorer.calibrate`; raises
         :class:`~nnsig_core.diagnostics.NovelClassError` if it holds a class
-        the analysis was not fitted on). Without it they come from the fit
-        split (training samples scored leave-one-out, and the fit split's
-        misclassified samples).
-    method : {"layers", "rank", "logistic"}
-        How ``combined`` is formed (see :class:`SignatureScorer`).
+        the analysis was not fitted on). Default: that of the scorer saved with
+        the analysis when no other setting is given, else none (the reference
+        and the layers then come from the fit split, and there is no threshold).
+    method : {"layers", "rank", "logistic"}, optional
+        How ``combined`` is formed (see :class:`SignatureScorer`; default
+        ``"layers"``, or the saved scorer's).
     save : bool
-        Also write the scores to ``analysis/<name>/scores/<split>/<score>``
-        in the store (skipped, with a warning, when the store is read-only or
-        the analysis was never saved), where ``nnsig report`` finds them.
+        Also save the scorer with the analysis and the scores under
+        ``analysis/<name>/scores/<split>/<score>`` (and those of
+        ``validation_split``), where the report finds them. Skipped, with a
+        warning, when the store is read-only or the analysis was never saved.
     name : str, optional
         The analysis name to save under (default: the name the analysis was
         saved or loaded with).
     scorer : SignatureScorer, optional
-        A fitted (and calibrated) scorer to reuse when scoring several
-        splits; ``validation_split`` then calibrates it again only if it was
-        calibrated on another split.
+        A fitted (and calibrated) scorer to use; ``validation_split`` then
+        calibrates it again only if it was calibrated on another split.
     client : dask.distributed.Client, None or False
         Compute the distances to the centroids, the path components and the
         neighbour statistics and components on this Dask cluster (``None``: the
@@ -69,18 +119,71 @@ def signature_scores(
 
     Returns
     -------
-    dict of str to ndarray (n,)
-        The components of :data:`~nnsig_core.diagnostics.components.SCORES` and ``combined``.
+    Scores
+        A dict: the components of :data:`~nnsig_core.diagnostics.components.SCORES`,
+        ``combined`` and, once calibrated on a validation split, the conformal
+        ``p_value``; with the split and the scorer's fingerprint.
     """
     store = open_store(store, mode="r+" if save else "r")
+    name = name or getattr(analysis, "name_", None)
     if scorer is None:
-        scorer = SignatureScorer(method=method, **params).fit(analysis, store, client=client)
-    elif params:
-        raise TypeError(f"Parameters {sorted(params)} cannot be applied to a given scorer.")
-    if validation_split is not None and scorer.validation_split_ != validation_split:
-        scorer.calibrate(store, validation_split, client=client)
-    scores = scorer.score(store, split, client=client)
-    if save:
-        save_scores(store, name or getattr(analysis, "name_", None), split, scores,
-                    attrs=scorer.describe())
+        scorer = analysis_scorer(analysis, store, name=name, validation_split=validation_split,
+                                 method=method, client=client, **params)
+    else:
+        if params or method is not None:
+            raise TypeError(f"Parameters {sorted([*params, *(['method'] if method else [])])} "
+                            "cannot be applied to a given scorer.")
+        if validation_split is not None and scorer.validation_split_ != validation_split:
+            scorer.calibrate(store, validation_split, client=client)
+    scores = Scores(scorer.score(store, split, client=client), split=split, scorer=scorer)
+    if save and can_save(store, name, f"Scores of split {split!r}"):
+        assert name is not None
+        save_scorer(store, name, scorer)
+        val = scorer.validation_split_
+        if val is not None and val != split and (
+                val not in saved_score_splits(store, name)
+                or saved_scores_fingerprint(store, name, val) != scorer.fingerprint_):
+            log.info("Scoring the validation split %r too (saved with the scorer).", val)
+            save_scores(store, name, val, scorer.score(store, val, client=client),
+                        attrs=scorer.describe())
+        save_scores(store, name, split, scores, attrs=scorer.describe())
     return scores
+
+
+def analysis_scorer(analysis: Any, store: ActivationStore, *, name: str | None = None,
+                    validation_split: str | None = None, method: str | None = None,
+                    client: ClientArg = None, **params: Any) -> SignatureScorer:
+    """The analysis's scorer of these settings: fitted earlier in this session, rebuilt from
+    the one saved with the analysis (same settings, same data), or fitted now.
+
+    With no setting given, the saved scorer's settings are used (its validation split
+    included), so that every split is scored by one scorer.
+    """
+    record = saved_scorer(store, name) if name and name in store.analyses else None
+    if record is not None and validation_split is None and method is None and not params:
+        settings = dict(record["params"])
+        validation_split = record.get("validation_split")
+    else:
+        settings = {**params, **({"method": method} if method is not None else {})}
+    key = _scorer_key(store, analysis, settings, validation_split)
+    cache = analysis.__dict__.setdefault("_scorers", {})
+    if key not in cache:
+        scorer = SignatureScorer(**settings).fit(analysis, store, client=client)
+        if validation_split is not None:
+            scorer.calibrate(store, validation_split, client=client)
+        if record is not None and record.get("fingerprint") not in (None, scorer.fingerprint_) \
+                and settings == record["params"]:
+            log.info("The scorer saved with analysis %r was fitted on other captures of its "
+                     "splits; it is fitted again.", name)
+        cache.clear()  # one scorer per analysis at a time: the last one asked for
+        cache[key] = scorer
+    return cache[key]
+
+
+def _scorer_key(store: ActivationStore, analysis: Any, settings: dict[str, Any],
+                validation_split: str | None) -> str:
+    splits = [analysis.fit_split_, validation_split]
+    return json.dumps(to_json_safe({
+        "store": store.location, "settings": settings, "validation_split": validation_split,
+        "captures": {s: store.fingerprint(s) for s in splits if s is not None},
+    }), sort_keys=True, default=str)

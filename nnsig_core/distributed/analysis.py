@@ -207,7 +207,8 @@ def save_distributed(analysis: Any, store: Any, name: str, overwrite: bool,
     store = open_store(store, mode="r+")
     persist.check_can_save(store, name, overwrite)
     if splits is None:
-        splits = [s for s in store.splits if store.is_complete(s)]
+        level = analysis.row_level(store)  # a token-level analysis saves token row spaces only
+        splits = [s for s in store.splits if store.is_complete(s) and store.level(s) == level]
     splits = list(splits)
     if _home(analysis, store) == name:
         _resave(analysis, store, name, splits, client)

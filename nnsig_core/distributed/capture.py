@@ -243,7 +243,8 @@ def capture_distributed(
                 "batch_size": batch_size, "max_samples": max_samples, "dtype": dtype,
                 "compressor": codec_description(codec), "keep_inputs": bool(keep_inputs),
                 "durable": bool(durable), "nnsig_version": package_version(),
-                "capture_id": capture_id, "started": now_iso(), "distributed": True,
+                "capture_id": capture_id, "started": now_iso(),
+                "started_ns": time.time_ns(), "distributed": True,
             }
             if allow_other_weights and isinstance(allow_other_weights, str):
                 settings["other_weights"] = allow_other_weights

@@ -25,7 +25,7 @@ from nnsig_core.report.single import (
     priority_masks,
     run_body,
 )
-from nnsig_core.report.spec import normalize_runs
+from nnsig_core.report.spec import normalize_runs, opening_split, report_splits
 from nnsig_core.report.summary import SUPPORTED_FORMAT
 from nnsig_core.store import ActivationStore
 
@@ -44,7 +44,7 @@ def build_report_data(
     analysis: SignatureAnalysis | Sequence[Any],
     store: ActivationStore | str | os.PathLike[str] | None = None,
     *,
-    splits: Sequence[str] = ("train", "test"),
+    splits: Sequence[str] | None = None,
     title: str | None = None,
     scores: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
     labels: Sequence[str] | None = None,
@@ -70,18 +70,26 @@ def build_report_data(
         :class:`~nnsig_core.report.spec.ReportRun` objects (at most 4).
     store : ActivationStore or path, optional
         The store of the analysis (of every run that does not give its own).
-    splits : sequence of str
+    splits : sequence of str, optional
         Splits to include; those not in a store are skipped with a warning
-        (in a comparison, only the splits every run has are shown).
+        (in a comparison, only the splits every run has are shown). Default:
+        every complete split of the analysis's row level (samples or tokens)
+        that every run's store holds, the fit split first, then in capture
+        order. The report opens on the first that is not the fit split.
     title : str, optional
         Header of the page (default: the model class and the store's name;
         the run labels for a comparison).
-    scores : mapping of split to array-like, or a list of them (one per run)
-        Per-sample diagnostic scores (one float per sample of the split, NaN
-        where unknown). Adds each row's mean ``score``, the split's ``scores``
-        histogram and the default threshold, which flags 5% of the correct
-        samples of the split named ``val``/``validation`` when it was scored
-        (even if it is not shown), else of the fit split.
+    scores : optional
+        Per-sample diagnostic scores, by :mod:`~nnsig_core.report.run_scores`'s
+        rules: None (default) shows the scores saved with the analysis; what
+        :func:`~nnsig_core.diagnostics.signature_scores` returns (a ``Scores``,
+        a list of them, or ``{split: Scores}``) shows their ``combined`` score;
+        ``{split: array}`` shows the arrays as given (one float per sample, NaN
+        where unknown); False shows none. With several runs, a list (one per
+        run). Adds each row's mean ``score``, the split's ``scores`` histogram
+        and, for scores of a scorer calibrated on a validation split, its
+        conformal threshold (at most 5% of correct inputs like the validation
+        split's flagged).
     labels : sequence of str, optional
         The runs' names (default: the analyses' names, with the store's name
         when two would be equal).
@@ -131,6 +139,7 @@ def build_report_data(
     if int(map_points) < 0:
         raise ValueError(f"map_points must be >= 0, not {map_points}")
     runs, several = normalize_runs(analysis, store, scores, labels)
+    splits = report_splits(runs, splits)
     opts = MapOptions(projection, int(map_points), map_thumbnail_size, int(random_state))
     body_kw = {"score_name": score_name, "score_bins": score_bins, "n_exemplars": n_exemplars,
                "token_label": token_label, "token_grid": token_grid}
@@ -139,7 +148,9 @@ def build_report_data(
         data = comparison_data(preps, opts, with_map=opts.max_points > 0, **body_kw)
         head = {"format_version": REPORT_FORMAT_VERSION,
                 "title": title or " vs ".join(str(r.label) for r in runs),
-                "created": now_iso()}
+                "created": now_iso(),
+                "open_split": opening_split([s for s in splits if s in preps[0].splits],
+                                            runs[0].analysis.fit_split_)}
         return {**head, **data}
     prep = preps[0]
     positions = kinds = None
@@ -154,7 +165,8 @@ def build_report_data(
     model = body["model"]
     default = _default_title(model.get("model_class"), prep.store)
     return {"format_version": REPORT_FORMAT_VERSION, "title": title or default,
-            "created": now_iso(), **body}
+            "created": now_iso(), "open_split": opening_split(prep.splits, prep.run.analysis.fit_split_),
+            **body}
 
 
 def _default_title(model_class: str | None, store: ActivationStore) -> str:

@@ -1,12 +1,10 @@
-"""Diagnostic scores in the report: checks, histograms and the default threshold.
+"""Diagnostic scores in the report: checks and histograms.
 
 The report shows one per-sample score (the combined signature score by
 default) as a histogram per split, split into correct, misclassified,
-unseen-class and unlabelled samples. Its default threshold flags
-:data:`FLAG_RATE` (5%) of the *correct* samples of a reference split: the
-split named ``val`` or ``validation`` when it was scored, else the split the
-analysis was fitted on. The test split's rates at that threshold are then
-held-out rates, not rates tuned on the split they are read from.
+unseen-class and unlabelled samples. Which scores, and the threshold that
+comes with them (the scorer's conformal threshold), are chosen by
+:mod:`~nnsig_core.report.run_scores`.
 """
 
 from __future__ import annotations
@@ -18,18 +16,13 @@ from typing import Any
 import numpy as np
 import zarr
 
-from nnsig_core._warnings import warn
 from nnsig_core.execute.blocks import reduce_columns
 from nnsig_core.store import ActivationStore
 
 log = logging.getLogger("nnsig")
 
-#: Share of the reference split's correct samples the default threshold flags.
-FLAG_RATE = 0.05
 #: The histogram's groups of samples, in order (:func:`sample_groups`).
 GROUPS = ("correct", "misclassified", "unseen", "unlabelled")
-#: Split names taken as the validation split, in this order.
-VALIDATION_SPLITS = ("val", "validation")
 
 
 def _f(x: Any, digits: int = 6) -> float | None:
@@ -89,126 +82,6 @@ def sample_groups(
         "unseen": lab & ~seen,
         "unlabelled": ~lab,
     }
-
-
-def default_threshold(
-    scores: Mapping[str, np.ndarray],
-    store: ActivationStore,
-    fit_split: str,
-    train_classes: Sequence[int],
-    rate: float = FLAG_RATE,
-    client: Any = None,
-) -> dict[str, Any] | None:
-    """The score at or above which ``rate`` of the reference split's correct samples lie.
-
-    Parameters
-    ----------
-    scores : mapping of split to array
-        Checked scores (:func:`check_scores`).
-    store : ActivationStore
-    fit_split : str
-        The analysis's fit split, the reference when no validation split was scored.
-    train_classes : sequence of int
-    rate : float
-    client : dask.distributed.Client, optional
-        The cluster of dask score arrays (the count and the largest scores are
-        reductions there).
-
-    Returns
-    -------
-    dict or None
-        ``{"value", "split", "rate", "n_correct"}``; ``None`` when neither a
-        validation split nor the fit split was scored, or the reference split
-        has no correct sample with a finite score.
-    """
-    ref = next((s for s in VALIDATION_SPLITS if s in scores), None)
-    if ref is None and fit_split in scores:
-        ref = fit_split
-    if ref is None:
-        if scores:
-            log.info("No default score threshold: neither a validation split (%s) nor the fit "
-                     "split %r was scored.", "/".join(VALIDATION_SPLITS), fit_split)
-        return None
-    n, top = reference_top(scores[ref], store, ref, train_classes, rate, client)
-    if n == 0:
-        warn(f"No default score threshold: split {ref!r} has no correct sample with a "
-             "finite score.")
-        return None
-    t = threshold_from_top(top, n, rate)
-    return {"value": t, "split": ref, "rate": float(rate), "n_correct": int(n)}
-
-
-def _flagged_max(n: int, rate: float) -> int:
-    """How many of ``n`` values a threshold at ``rate`` may flag."""
-    return int(np.floor(rate * n + 1e-9))
-
-
-def correct_top_part(labels: np.ndarray, predictions: np.ndarray, scores: np.ndarray, *,
-                     train_classes: Sequence[int], m: int, lo: int = 0) -> dict[str, Any]:
-    """A block's number ``n`` of correct samples with a finite score, and the ``m`` largest
-    of those scores (ascending)."""
-    values = _correct_values(labels, predictions, scores, train_classes)
-    return {"n": np.int64(values.size), "top": np.sort(values)[-m:]}
-
-
-def merge_tops(*parts: dict[str, Any], m: int) -> dict[str, Any]:
-    """Merge several :func:`correct_top_part` results."""
-    return {"n": np.int64(sum(int(p["n"]) for p in parts)),
-            "top": np.sort(np.concatenate([p["top"] for p in parts]))[-m:]}
-
-
-def _correct_values(labels: np.ndarray, predictions: np.ndarray, scores: np.ndarray,
-                    train_classes: Sequence[int]) -> np.ndarray:
-    values = np.asarray(scores, dtype=np.float64)[
-        sample_groups(np.asarray(labels), np.asarray(predictions), train_classes)["correct"]]
-    return values[np.isfinite(values)]
-
-
-def reference_top(values: Any, store: ActivationStore, split: str,
-                  train_classes: Sequence[int], rate: float,
-                  client: Any = None) -> tuple[int, np.ndarray]:
-    """The number of correct samples of ``split`` with a finite score, and the
-    ``floor(rate * n) + 1`` largest of their scores (ascending): all a threshold needs.
-    ``values`` is a NumPy array, or a dask array reduced on its cluster."""
-    cols = (store_column(store, split, "labels", values),
-            store_column(store, split, "predictions", values), values)
-    # One pass: n is at most the split's size, so its top floor(rate * n) + 1 are among these.
-    m = _flagged_max(store.n_samples(split), rate) + 1
-    got = reduce_columns(correct_top_part, merge_tops, cols, train_classes=train_classes, m=m,
-                         merge_kw={"m": m}, client=client)
-    n = int(got["n"])
-    return n, np.asarray(got["top"], dtype=np.float64)[-(_flagged_max(n, rate) + 1):]
-
-
-def store_column(store: ActivationStore, split: str, name: str, like: Any) -> Any:
-    """``labels`` or ``predictions`` of ``split``: a NumPy array, or a dask array chunked like
-    ``like`` when ``like`` is one."""
-    if hasattr(like, "dask"):
-        from nnsig_core.execute.dask_blocks import as_dask
-
-        return as_dask(store.root[split][name], like.chunks[0])[: like.shape[0]]
-    return store.labels(split) if name == "labels" else store.predictions(split)
-
-
-def threshold_from_top(top: np.ndarray, n: int, rate: float) -> float:
-    """:func:`flagging_threshold` of ``n`` values from their ``floor(rate * n) + 1`` largest
-    (ascending)."""
-    f = _flagged_max(n, rate)
-    if f == 0:
-        return float(np.nextafter(top[-1], np.inf))
-    if f >= n:  # every value may be flagged: the smallest
-        return float(top[0])
-    t = top[1]  # the value at position n - f of all of them, sorted
-    if top[0] == t:  # ties straddle the limit: the next distinct value
-        above = top[top > t]
-        return float(above[0]) if above.size else float(np.nextafter(t, np.inf))
-    return float(t)
-
-
-def flagging_threshold(values: np.ndarray, rate: float) -> float:
-    """The smallest score ``t`` with at most ``floor(rate * n)`` of ``values`` at or above it."""
-    v = np.sort(np.asarray(values, dtype=np.float64))
-    return threshold_from_top(v[max(v.size - _flagged_max(v.size, rate) - 1, 0) :], v.size, rate)
 
 
 def score_edges(score_arrays: Mapping[str, Any], n_bins: int,

@@ -36,6 +36,7 @@ from nnsig_core.analysis.signatures import Signatures
 from nnsig_core.execute.blocks import is_lazy, take
 from nnsig_core.report import layermap
 from nnsig_core.report import score_figures as sc
+from nnsig_core.report.run_scores import conformal_report_threshold, report_scores
 from nnsig_core.report.spec import ReportRun
 from nnsig_core.report.sprite import make_sprite, shrink
 from nnsig_core.report.token_report import add_token_rows, token_images
@@ -103,9 +104,9 @@ def prepare_run(run: ReportRun, splits: Sequence[str], client: Any = None) -> Pr
                  "the report.")
     sigs = {s: analysis.signatures(store, s, client=client) for s in present}
     lazy = next((sg.client for sg in sigs.values() if is_lazy(sg.labels)), None)
-    score_arrays = sc.check_scores(run.scores, store, lazy=lazy is not None)
-    threshold = sc.default_threshold(score_arrays, store, analysis.fit_split_, analysis.classes_,
-                                     client=lazy)
+    given, calibration = report_scores(run.scores, analysis, store)
+    score_arrays = sc.check_scores(given, store, lazy=lazy is not None)
+    threshold = conformal_report_threshold(calibration)
     n_classes = max([analysis.n_classes_, *(x.n_classes for x in sigs.values())])
     names = store.class_names() or []
     classes = [str(names[i]) if i < len(names) else str(i) for i in range(n_classes)]
@@ -363,7 +364,8 @@ def run_body(
         "splits": {},
     }
     if prep.threshold is not None and bins is not None:
-        body["threshold"] = {**prep.threshold, "value": _f(thr, 9), "score": score_name}
+        # Unrounded: samples at or above it are flagged, the conformal rule to the bit.
+        body["threshold"] = {**prep.threshold, "value": float(thr), "score": score_name}
     wanted: dict[str, set[int]] = {}
     for s in prep.splits:
         sigs = prep.sigs[s]

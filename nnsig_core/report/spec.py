@@ -150,3 +150,33 @@ def _labelled(runs: list[ReportRun]) -> list[ReportRun]:
     if len(set(labels)) < len(labels):
         raise ValueError(f"run labels must differ: {labels}")
     return out
+
+
+def report_splits(runs: Sequence[ReportRun], splits: Sequence[str] | None) -> tuple[str, ...]:
+    """The splits a report shows: ``splits`` as given, or by default every complete split that
+    every run's store holds, of the first run's row level (samples, or tokens for a token-level
+    analysis): its fit split first, then the others in the order they were captured."""
+    if splits is not None:
+        return tuple(splits)
+    first = runs[0]
+    store = first.store
+    assert isinstance(store, ActivationStore)
+    fit = first.analysis.fit_split_
+    level = store.level(fit) if fit in store.splits else (
+        "tokens" if str(fit).endswith(".tokens") else "samples")
+    stores = [r.store for r in runs]
+    shared = [s for s in store.splits
+              if all(s in st.splits and st.is_complete(s) for st in stores)  # type: ignore[union-attr]
+              and store.level(s) == level]
+    started = {s: _started(store, s) for s in shared}
+    return tuple(sorted(shared, key=lambda s: (s != fit, started[s], s)))
+
+
+def _started(store: ActivationStore, split: str) -> tuple[str, int]:
+    cap = store.split_attrs(split).get("capture") or {}
+    return str(cap.get("started") or ""), int(cap.get("started_ns") or 0)
+
+
+def opening_split(splits: Sequence[str], fit_split: str) -> str | None:
+    """The split a report opens on: the first that is not the fit split."""
+    return next((s for s in splits if s != fit_split), splits[0] if splits else None)

@@ -299,7 +299,7 @@ def write_report(
     store: Any = None,
     out_dir: str | os.PathLike[str] | None = None,
     *,
-    splits: Sequence[str] = ("train", "test"),
+    splits: Sequence[str] | None = None,
     title: str | None = None,
     scores: Any = None,
     **options: Any,

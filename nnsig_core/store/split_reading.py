@@ -104,6 +104,8 @@ class SplitReading:
 
     def _group(self, split: str) -> zarr.Group:
         if split not in self.splits:
+            self._splits = None  # another handle (or process) may have written it since
+        if split not in self.splits:
             raise StoreError(
                 f"Split {split!r} is not in the store {self.location!r}; "
                 f"available splits: {', '.join(self.splits) or '(none)'}."
@@ -132,6 +134,10 @@ class SplitReading:
     def require_complete(self, split: str) -> None:
         """Raise :class:`IncompleteStoreError` unless ``split`` is complete."""
         info = self._info(split)
+        if not info.get("complete", False):  # read again: another handle may have finished it
+            self._meta.pop(split, None)
+            self._groups.pop(split, None)
+            info = self._info(split)
         if not info.get("complete", False):
             raise IncompleteStoreError(
                 f"Split {split!r} of {self.location!r} is incomplete "

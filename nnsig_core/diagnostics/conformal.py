@@ -1,0 +1,88 @@
+"""Split-conformal thresholds and p-values: a false-positive rate with a guarantee.
+
+The scores of ``n`` *calibration* samples (correctly classified inputs of a
+held-out split, never used to fit or tune the scorer) give, for a target
+rate ``alpha``, the threshold ``t``: the ``ceil((n + 1)(1 - alpha))``-th
+smallest of them (``+inf`` when that exceeds ``n``). A new correctly
+classified input exchangeable with the calibration samples (drawn from the
+same distribution, scored by the same fixed scorer) then has a score above
+``t`` with probability at most ``alpha``, and at least ``alpha - 1 / (n + 1)``
+when scores do not tie (Vovk et al., 2005; Angelopoulos & Bates, 2021, sec. 1.1).
+
+Its conformal p-value is ``(1 + #{calibration scores >= s}) / (n + 1)``: a
+sample is flagged by the threshold at ``alpha`` exactly when its p-value is at
+most ``alpha``. Over many calibration sets the realised false-positive rate of
+one threshold is a Beta-binomial variable whose spread
+:func:`false_positive_spread` gives.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def _calibration(scores: np.ndarray) -> np.ndarray:
+    v = np.asarray(scores, dtype=np.float64).reshape(-1)
+    return np.sort(v[np.isfinite(v)])
+
+
+def conformal_threshold(calibration_scores: np.ndarray, alpha: float) -> float:
+    """The split-conformal threshold: flag a score strictly above it.
+
+    Parameters
+    ----------
+    calibration_scores : array-like
+        Scores of the calibration samples (non-finite ones are left out).
+    alpha : float
+        Target false-positive rate, in (0, 1).
+
+    Returns
+    -------
+    float
+        The ``ceil((n + 1)(1 - alpha))``-th smallest calibration score, or
+        ``inf`` when ``n`` is too small for ``alpha`` (fewer than
+        ``1 / alpha - 1`` samples): nothing is flagged then.
+
+    Raises
+    ------
+    ValueError
+        ``alpha`` outside (0, 1), or no finite calibration score.
+    """
+    if not 0 < float(alpha) < 1:
+        raise ValueError(f"alpha must lie in (0, 1); got {alpha!r}.")
+    v = _calibration(calibration_scores)
+    if v.size == 0:
+        raise ValueError("No finite calibration score: the calibration split has no correctly "
+                         "classified sample with a score.")
+    k = math.ceil((v.size + 1) * (1 - float(alpha)) - 1e-12)
+    return float("inf") if k > v.size else float(v[k - 1])
+
+
+def conformal_p_values(calibration_scores: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Conformal p-values of ``scores``: ``(1 + #{calibration >= s}) / (n + 1)``; NaN where a
+    score is not finite. Lower is more suspicious."""
+    cal = _calibration(calibration_scores)
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    at_least = cal.size - np.searchsorted(cal, s, side="left")
+    p = (1.0 + at_least) / (cal.size + 1.0)
+    return np.where(np.isfinite(s), p, np.nan)
+
+
+def false_positive_spread(n: int, alpha: float, n_test: int) -> tuple[float, float]:
+    """Mean and standard deviation of the false-positive rate, over random calibration sets of
+    ``n`` samples, of the threshold at ``alpha`` on ``n_test`` exchangeable test samples.
+
+    The rate's expectation is ``(n + 1 - k) / (n + 1)`` with ``k`` the threshold's rank; given
+    the calibration set it is Beta(``n + 1 - k``, ``k``) distributed, and the test samples add
+    binomial noise (the variance of a Beta-binomial proportion).
+    """
+    k = math.ceil((n + 1) * (1 - float(alpha)) - 1e-12)
+    if k > n:
+        return 0.0, 0.0
+    a, b = n + 1 - k, k
+    mean = a / (a + b)
+    beta_var = a * b / ((a + b) ** 2 * (a + b + 1))
+    var = mean * (1 - mean) / n_test + beta_var * (1 - 1 / n_test)
+    return mean, math.sqrt(var)
