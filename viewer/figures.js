@@ -96,10 +96,29 @@
     return out;
   }
 
+  /** The sides of the map's extent a point is beyond (stored on the grid's border, 0 or
+   * 65535): a sum of EDGE_LEFT, EDGE_RIGHT, EDGE_BOTTOM and EDGE_TOP, 0 when inside. */
+  const EDGE_LEFT = 1, EDGE_RIGHT = 2, EDGE_BOTTOM = 4, EDGE_TOP = 8;
+  function edgeSide(qx, qy) {
+    return (qx === 0 ? EDGE_LEFT : qx === 65535 ? EDGE_RIGHT : 0) |
+      (qy === 0 ? EDGE_BOTTOM : qy === 65535 ? EDGE_TOP : 0);
+  }
+
+  /** The outward direction of a point beyond the extent on `side`, a unit vector [dx, dy] on
+   * the screen (y down), or null inside the extent. */
+  function edgeDirection(side) {
+    const dx = (side & EDGE_RIGHT ? 1 : 0) - (side & EDGE_LEFT ? 1 : 0);
+    const dy = (side & EDGE_BOTTOM ? 1 : 0) - (side & EDGE_TOP ? 1 : 0);
+    if (!dx && !dy) return null;
+    const n = Math.sqrt(dx * dx + dy * dy);
+    return [dx / n, dy / n];
+  }
+
   /**
    * Layer l of a split's map, in data units: {x, y} (Float64Array per point), edge (1 for a
-   * point beyond the map's extent, stored on its border), centroids
-   * [{id, x, y}], bounds [x0, x1, y0, y1], explained. Decoded once per layer.
+   * point beyond the map's extent, stored on its border), side (edgeSide: which sides it is
+   * beyond), nEdge (how many are), centroids [{id, x, y}], bounds [x0, x1, y0, y1],
+   * explained. Decoded once per layer.
    */
   function mapLayer(P, l) {
     if (!P.map || !P.map.layers[l]) return null;
@@ -108,18 +127,21 @@
     const q = decodeU16(L.xy || "");
     const b = Array.isArray(L.bounds) && L.bounds.length === 4 ? L.bounds : [0, 1, 0, 1];
     const n = Math.min(P.map.rows.length, q.length >> 1);
-    const x = new Float64Array(n), y = new Float64Array(n), edge = new Uint8Array(n);
+    const x = new Float64Array(n), y = new Float64Array(n), edge = new Uint8Array(n), side = new Uint8Array(n);
     const sx = (b[1] - b[0]) / 65535, sy = (b[3] - b[2]) / 65535;
+    let nEdge = 0;
     for (let i = 0; i < n; i++) {
       const qx = q[2 * i], qy = q[2 * i + 1];
       x[i] = b[0] + qx * sx;
       y[i] = b[2] + qy * sy;
-      edge[i] = qx === 0 || qx === 65535 || qy === 0 || qy === 65535 ? 1 : 0; // beyond the map, put on its border
+      side[i] = edgeSide(qx, qy); // beyond the map, put on its border
+      edge[i] = side[i] ? 1 : 0;
+      nEdge += edge[i];
     }
     const cents = (Array.isArray(L.centroids) ? L.centroids : []).map(function (c, id) {
       return { id: id, x: b[0] + c[0] * sx, y: b[2] + c[1] * sy };
     });
-    P.mapCache[l] = { x: x, y: y, edge: edge, n: n, centroids: cents, bounds: b, explained: L.explained || null };
+    P.mapCache[l] = { x: x, y: y, edge: edge, side: side, nEdge: nEdge, n: n, centroids: cents, bounds: b, explained: L.explained || null };
     return P.mapCache[l];
   }
 
@@ -166,6 +188,8 @@
     SCORE_GROUPS: SCORE_GROUPS, sum: sum, thresholdCandidates: thresholdCandidates,
     initialThreshold: initialThreshold, flaggedAt: flaggedAt, separableLayer: separableLayer,
     b64bytes: b64bytes, decodeU16: decodeU16, mapLayer: mapLayer, fitBox: fitBox,
+    EDGE_LEFT: EDGE_LEFT, EDGE_RIGHT: EDGE_RIGHT, EDGE_BOTTOM: EDGE_BOTTOM, EDGE_TOP: EDGE_TOP,
+    edgeSide: edgeSide, edgeDirection: edgeDirection,
     nearestPoint: nearestPoint, pointKind: pointKind, visibleChanges: visibleChanges,
   };
 });
