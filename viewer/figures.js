@@ -176,6 +176,45 @@
     return r && !r.labelled ? "unlabelled" : "ok";
   }
 
+  // ------------------------------------------------------------------ token maps
+
+  /**
+   * Map point i of a token row space (each point is one token of one input): {position,
+   * sampleRow (the input's row in the parent split), sampleIndex (its index in the source
+   * data set), token (the id, or null when the input had no token ids), label (the name
+   * the report's token_label gave, or null)}; null for a map of samples.
+   */
+  function tokenOf(P, i) {
+    const t = P.map && P.map.tokens;
+    if (!t || !Array.isArray(t.position) || t.position[i] == null) return null;
+    const id = Array.isArray(t.token) ? t.token[i] : null;
+    const label = Array.isArray(t.label) ? t.label[i] : null;
+    return {
+      position: t.position[i],
+      sampleRow: Array.isArray(t.sample_row) ? t.sample_row[i] : null,
+      sampleIndex: Array.isArray(P.map.sample_index) ? P.map.sample_index[i] : null,
+      token: id != null && id >= 0 ? id : null,
+      label: label != null ? String(label) : null,
+    };
+  }
+
+  /**
+   * What a token's tooltip says: {title: which token, at which position of which input;
+   * input: the input's index and row; note: what is not known, or ""}. `parent` is the
+   * split of the inputs.
+   */
+  function tokenWords(t, parent) {
+    const which = t.label != null ? "Token \u201c" + t.label + "\u201d" + (t.token != null ? " (id " + t.token + ")" : "")
+      : t.token != null ? "Token id " + t.token : "Token";
+    const input = "input " + (t.sampleIndex != null ? "#" + t.sampleIndex : "row " + t.sampleRow);
+    const title = which + " \u00b7 position " + t.position + " of " + input;
+    const where = input + (t.sampleRow != null && parent ? " is row " + t.sampleRow + " of split " + parent : "");
+    const note = t.label != null ? ""
+      : t.token != null ? "the token's text is not in the report (it stores token ids; write the report with token_label to name them)"
+        : "no token id stored (the inputs had no input_ids): only its position is known";
+    return { title: title, input: where, note: note };
+  }
+
   /** The changed samples of a split that pass the filters in at least one run (pass[i][row]). */
   function visibleChanges(cmp, passByRun) {
     if (!cmp || !cmp.changed || !Array.isArray(cmp.changed.samples)) return [];
@@ -189,7 +228,7 @@
     initialThreshold: initialThreshold, flaggedAt: flaggedAt, separableLayer: separableLayer,
     b64bytes: b64bytes, decodeU16: decodeU16, mapLayer: mapLayer, fitBox: fitBox,
     EDGE_LEFT: EDGE_LEFT, EDGE_RIGHT: EDGE_RIGHT, EDGE_BOTTOM: EDGE_BOTTOM, EDGE_TOP: EDGE_TOP,
-    edgeSide: edgeSide, edgeDirection: edgeDirection,
+    edgeSide: edgeSide, edgeDirection: edgeDirection, tokenOf: tokenOf, tokenWords: tokenWords,
     nearestPoint: nearestPoint, pointKind: pointKind, visibleChanges: visibleChanges,
   };
 });

@@ -6,9 +6,10 @@
  * with the page: samples filtered out by the filters or the Sankey's node focus
  * are dimmed; the selected table row's samples are ringed; points beyond the map's
  * extent (outliers) are drawn on its border with an arrow pointing outwards, and
- * counted in the legend; hovering a point shows its thumbnail and signature (and
- * marks the same sample on the other runs' maps); clicking it selects its row;
- * clicking a centre focuses its cluster.
+ * counted in the legend; hovering a point shows its thumbnail and signature (for a
+ * token: which token, at which position of which input) and marks the same sample
+ * on the other runs' maps; clicking it selects its row; clicking a centre focuses
+ * its cluster.
  * One canvas, not an SVG node per point: 2,000 points draw in a few ms.
  */
 (function (global) {
@@ -265,10 +266,18 @@
     const R = ctx.runs[i], m = mapOf(ctx, i), P = ctx.cur[i].P;
     const r = p.r;
     const box = el("div", { class: "map-tip" });
-    const cv = U.spriteCanvas(spriteOf(ctx, i), p.k, "sample " + (m.sample_index ? m.sample_index[p.k] : p.pos), "tip-thumb");
+    const tok = F.tokenOf(P, p.k);
+    const cv = U.spriteCanvas(spriteOf(ctx, i), p.k, (tok ? "input " : "sample ") + (m.sample_index ? m.sample_index[p.k] : p.pos), "tip-thumb");
     const text = el("div");
     const sidx = Array.isArray(m.sample_index) ? m.sample_index[p.k] : null;
-    text.append(el("div", { class: "tt-title", text: "Sample " + (sidx != null ? "#" + sidx : "") + " \u00b7 " + ctx.state.split + " row " + p.pos }));
+    if (tok) { // one token of one input
+      const w = F.tokenWords(tok, P.sp.parent);
+      text.append(el("div", { class: "tt-title tt-token", text: w.title }),
+                  el("div", { class: "tt-line", text: w.input + " \u00b7 " + ctx.state.split + " row " + p.pos }));
+      if (w.note) text.append(el("div", { class: "tt-line muted", text: w.note }));
+    } else {
+      text.append(el("div", { class: "tt-title", text: "Sample " + (sidx != null ? "#" + sidx : "") + " \u00b7 " + ctx.state.split + " row " + p.pos }));
+    }
     text.append(el("div", { class: "tt-line" }, r.labelled ? "true " + M.className(R, r.input) + " \u2192 predicted " : "no label \u00b7 predicted ",
                    M.className(R, r.output), r.mis ? el("b", { class: "tt-bad", text: "  misclassified" }) : null));
     text.append(el("div", { class: "tt-line" }, "signature ", el("code", { text: r.path.join(" \u2192 ") })));
@@ -278,7 +287,6 @@
     text.append(el("div", { class: "tt-line muted", text: p.dim ? "hidden by the filters" : "click to select its row" }));
     if (cv) box.append(cv);
     box.append(text);
-    void P;
     return box;
   }
 

@@ -1,5 +1,5 @@
 // The layer map's pure logic (viewer/figures.js): points beyond the map's extent (which
-// sides, the outward direction, how many).
+// sides, the outward direction, how many) and what a token map point's tooltip says.
 // Run by `node --test tests/js/`; no npm dependency.
 "use strict";
 
@@ -40,4 +40,26 @@ test("points beyond the extent: the sides they are beyond, counted, and which wa
   assert.ok(Math.abs(d[0] - Math.SQRT1_2) < 1e-12 && Math.abs(d[1] - Math.SQRT1_2) < 1e-12);
   assert.equal(F.edgeDirection(0), null);
   assert.equal(F.mapLayer(mapOf([1, 2, 65534, 3]), 0).nEdge, 0);
+});
+
+test("a token map point: its token, position and input; what the report does not know", () => {
+  const tokens = { sample_row: [4, 4, 9], position: [0, 3, 2], token: [101, 1996, -1] };
+  const P = mapOf([1, 1, 2, 2, 3, 3], { sample_index: [40, 40, 90], tokens: tokens });
+  assert.equal(F.tokenOf(mapOf([1, 1]), 0), null); // a map of samples
+  const t = F.tokenOf(P, 1);
+  assert.deepEqual(t, { position: 3, sampleRow: 4, sampleIndex: 40, token: 1996, label: null });
+  let w = F.tokenWords(t, "test");
+  assert.equal(w.title, "Token id 1996 \u00b7 position 3 of input #40");
+  assert.equal(w.input, "input #40 is row 4 of split test");
+  assert.match(w.note, /text is not in the report.*token ids.*token_label/);
+  // no token id stored (inputs without input_ids): only the position
+  w = F.tokenWords(F.tokenOf(P, 2), "test");
+  assert.equal(w.title, "Token \u00b7 position 2 of input #90");
+  assert.match(w.note, /no token id stored/);
+  // named by the report's token_label
+  P.map.tokens.label = ["[CLS]", "the", "<b>x</b>"];
+  w = F.tokenWords(F.tokenOf(P, 1), "test");
+  assert.equal(w.title, "Token \u201cthe\u201d (id 1996) \u00b7 position 3 of input #40");
+  assert.equal(w.note, "");
+  assert.equal(F.tokenWords(F.tokenOf(P, 2), "test").title, "Token \u201c<b>x</b>\u201d \u00b7 position 2 of input #90");
 });
