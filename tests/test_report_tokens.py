@@ -165,3 +165,141 @@ def test_viewer_shows_the_tokens_column(token_store, tmp_path: Path):
         assert page.locator("#table tbody b").count() == 0
         assert "tokens" in page.locator("#table-note").inner_text()
         browser.close()
+
+
+# --------------------------------------------------------------------------- the token map
+
+
+def test_token_map_points_say_which_token_of_which_input(token_store):
+    """Each map point of a token row space: its input's row and index, its position, its
+    token id (-1: the inputs had no ids), and its name when the report has a token_label."""
+    store, analysis = token_store
+    data = build_report_data(analysis, store, splits=("test.tokens",), token_label=label)
+    m = data["splits"]["test.tokens"]["map"]
+    tok = m["tokens"]
+    rows = store.token_rows("test.tokens")
+    pos = np.asarray(m["positions"])
+    assert tok["sample_row"] == rows["sample_row"][pos].tolist()
+    assert tok["position"] == rows["position"][pos].tolist()
+    assert tok["token"] == [-1] * pos.size  # images: no token ids
+    assert tok["label"] == [label(p, -1) for p in tok["position"]]
+    assert m["sample_index"] == store.sample_index("test")[tok["sample_row"]].tolist()
+    unnamed = build_report_data(analysis, store, splits=("test.tokens",))
+    assert "label" not in unnamed["splits"]["test.tokens"]["map"]["tokens"]
+
+
+def test_token_rows_at_reads_only_the_blocks_it_needs(token_store, monkeypatch):
+    from nnsig_core.report import token_report
+
+    store, _ = token_store
+    every = store.token_rows("train.tokens")
+    monkeypatch.setattr(token_report, "READ_ROWS", 64)
+    read = []
+    real = store.token_rows
+    monkeypatch.setattr(store, "token_rows", lambda s, a=0, b=None: read.append((a, b)) or
+                        real(s, a, b))
+    rows = np.array([400, 3, 70, 5, 401])
+    got = token_report.token_rows_at(store, "train.tokens", rows)
+    for k in ("sample_row", "position", "token"):
+        np.testing.assert_array_equal(got[k], every[k][rows])
+    assert sorted(read) == [(0, 64), (64, 128), (384, 448)]
+
+
+VOCAB = [f"w{i}" for i in range(30)]
+
+
+class TextNet(nn.Module):
+    """Embedding, one encoder layer, mean over the real tokens, head: input_ids, attention_mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(30, 8)
+        self.block = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, input_ids, attention_mask):
+        h = self.block(self.embed(input_ids), src_key_padding_mask=attention_mask == 0)
+        w = attention_mask.unsqueeze(-1).float()
+        return self.head((h * w).sum(1) / w.sum(1))
+
+
+@pytest.fixture(scope="module")
+def text_store(tmp_path_factory):
+    """A text model's token row space, with the token ids of its inputs."""
+    torch.manual_seed(0)
+    ids = torch.randint(1, 30, (60, 6))
+    mask = torch.ones(60, 6, dtype=torch.long)
+    mask[::4, 4:] = 0
+    labels = torch.arange(60) % 3
+
+    def batches():
+        for lo in range(0, 60, 16):
+            yield {"input_ids": ids[lo:lo + 16], "attention_mask": mask[lo:lo + 16],
+                   "labels": labels[lo:lo + 16]}
+
+    adapter = TorchAdapter(TextNet().eval(), layers="block", pool=("mean", "tokens"))
+    store = capture(adapter, batches(), tmp_path_factory.mktemp("text") / "t.zarr",
+                    progress=False)
+    analysis = SignatureAnalysis(n_clusters=3, only_correct=False, random_state=0,
+                                 progress=False).fit(store, split="train.tokens")
+    return store, analysis, ids.numpy()
+
+
+def test_token_map_of_a_text_model_keeps_the_token_ids(text_store):
+    store, analysis, ids = text_store
+    data = build_report_data(analysis, store, splits=("train.tokens",))
+    tok = data["splits"]["train.tokens"]["map"]["tokens"]
+    assert tok["token"] == ids[tok["sample_row"], tok["position"]].tolist()
+    assert min(tok["token"]) >= 1
+
+
+@pytest.mark.browser
+def test_token_map_tooltip_names_the_token_its_position_and_input(text_store, tmp_path: Path):
+    from nnsig_core.report.browser import find_chromium, launch_chromium
+
+    try:
+        from test_viewer import canvas_point, clear_point, read_data
+    except ImportError:
+        from tests.test_viewer import canvas_point, clear_point, read_data
+    chromium = find_chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("playwright is not installed")
+        pytest.skip("playwright is not installed")
+    if not Path(chromium).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"chromium not found at {chromium}")
+        pytest.skip(f"chromium not found at {chromium}")
+    store, analysis, _ = text_store
+    named = write_report(analysis, store, tmp_path / "named", splits=("train.tokens",),
+                         token_label=lambda p, t: VOCAB[t]).parent
+    unnamed = write_report(analysis, store, tmp_path / "unnamed", splits=("train.tokens",)).parent
+    with sync_playwright() as p:
+        browser = launch_chromium(p, executable_path=chromium)
+        for report in (named, unnamed):
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
+            page.goto((report / "index.html").resolve().as_uri())
+            page.wait_for_function("window.NNSIG_READY === true", timeout=30_000)
+            m = read_data(report)["splits"]["train.tokens"]["map"]
+            pt = clear_point(page, lambda q: not q["edge"])
+            page.mouse.move(*canvas_point(page, pt))
+            text = page.locator("#tooltip").text_content()
+            k = m["positions"].index(pt["pos"])
+            t = m["tokens"]
+            tok, position, row = t["token"][k], t["position"][k], t["sample_row"][k]
+            where = f"position {position} of input #{m['sample_index'][k]}"
+            if report == named:
+                assert f"Token \u201c{VOCAB[tok]}\u201d (id {tok}) \u00b7 {where}" in text
+                assert "not in the report" not in text
+            else:
+                assert f"Token id {tok} \u00b7 {where}" in text
+                assert "the token's text is not in the report" in text
+            assert f"is row {row} of split train" in text
+            assert f"train.tokens row {pt['pos']}" in text
+            assert errors == []
+            page.close()
+        browser.close()

@@ -644,6 +644,61 @@ def test_filters_and_the_sankey_focus_dim_the_map(page, reports):
     page.clean()
 
 
+def pixel_alphas(p, xy: list[tuple[float, float]], selector: str = "#map-canvas") -> list[int]:
+    """The alpha of a canvas's pixels at (x, y) CSS pixels from its top left (one readback)."""
+    return p.evaluate(f"""(xy => {{ const c = document.querySelector({selector!r});
+        const r = c.width / c.getBoundingClientRect().width;
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        return xy.map(([x, y]) => d[4 * (Math.round(y * r) * c.width + Math.round(x * r)) + 3]);
+        }})""", [list(v) for v in xy])
+
+
+def test_map_points_beyond_the_extent_have_their_own_mark_counted_in_the_legend(page, reports,
+                                                                               tmp_path):
+    """Outliers pinned to the map's border: an arrowhead just outside each, pointing outwards
+    (not the hollow ring that looked like 'flagged'), and their count in the legend."""
+    import base64
+    import copy
+
+    import numpy as np
+
+    data = copy.deepcopy(reports["main"])
+    layer = data["splits"]["train"]["map"]["layers"][-1]
+    q = np.frombuffer(base64.b64decode(layer["xy"]), dtype="<u2").reshape(-1, 2).copy()
+    left, top = [3, 40, 90, 160, 250], [7, 120]
+    q[left, 0] = 0
+    q[top, 1] = 65535
+    layer["xy"] = base64.b64encode(q.tobytes()).decode("ascii")
+    write_report_data(data, tmp_path / "edge")
+    p = page.open(url_of(tmp_path / "edge" / "index.html"))
+    cv = p.locator("#map-canvas")
+    assert cv.get_attribute("data-edge") == "7"
+    pos = data["splits"]["train"]["map"]["positions"]
+    edge = [pt for pt in map_points(p) if pt["edge"]]
+    assert sorted(pt["pos"] for pt in edge) == sorted(pos[k] for k in left + top)
+    assert {pt["side"] for pt in edge} == {1, 8}  # left, top
+    item = p.locator(".map-legend .ml-edge-item")
+    assert item.count() == 1 and item.get_attribute("data-count") == "7"
+    assert "7 beyond the extent, drawn on its border" in item.text_content()
+    assert p.locator(".map-legend .ml-edge").count() == 1
+    # Each one's arrowhead lies just outside the extent, where no other point is drawn.
+    others = [pt for pt in map_points(p) if not pt["edge"]]
+    tips = [(pt["x"] - 7.5, pt["y"]) if pt["side"] == 1 else (pt["x"], pt["y"] - 7.5)
+            for pt in edge]
+    tips = [(x, y) for x, y in tips
+            if not any((o["x"] - x) ** 2 + (o["y"] - y) ** 2 < 8**2 for o in others)]
+    assert len(tips) >= 3
+    assert min(pixel_alphas(p, tips)) > 100
+    # Its tooltip says so; the other layers have none beyond, and no such legend item.
+    pt = next(pt for pt in edge if pt["side"] == 1)
+    p.mouse.move(*canvas_point(p, pt))
+    assert "beyond the map's extent" in p.locator("#tooltip").text_content()
+    p.select_option("#map-layer", "0")
+    assert cv.get_attribute("data-edge") == "0"
+    assert p.locator(".map-legend .ml-edge-item").count() == 0
+    page.clean()
+
+
 # --------------------------------------------------------------------------- unlabelled splits
 
 

@@ -96,10 +96,29 @@
     return out;
   }
 
+  /** The sides of the map's extent a point is beyond (stored on the grid's border, 0 or
+   * 65535): a sum of EDGE_LEFT, EDGE_RIGHT, EDGE_BOTTOM and EDGE_TOP, 0 when inside. */
+  const EDGE_LEFT = 1, EDGE_RIGHT = 2, EDGE_BOTTOM = 4, EDGE_TOP = 8;
+  function edgeSide(qx, qy) {
+    return (qx === 0 ? EDGE_LEFT : qx === 65535 ? EDGE_RIGHT : 0) |
+      (qy === 0 ? EDGE_BOTTOM : qy === 65535 ? EDGE_TOP : 0);
+  }
+
+  /** The outward direction of a point beyond the extent on `side`, a unit vector [dx, dy] on
+   * the screen (y down), or null inside the extent. */
+  function edgeDirection(side) {
+    const dx = (side & EDGE_RIGHT ? 1 : 0) - (side & EDGE_LEFT ? 1 : 0);
+    const dy = (side & EDGE_BOTTOM ? 1 : 0) - (side & EDGE_TOP ? 1 : 0);
+    if (!dx && !dy) return null;
+    const n = Math.sqrt(dx * dx + dy * dy);
+    return [dx / n, dy / n];
+  }
+
   /**
    * Layer l of a split's map, in data units: {x, y} (Float64Array per point), edge (1 for a
-   * point beyond the map's extent, stored on its border), centroids
-   * [{id, x, y}], bounds [x0, x1, y0, y1], explained. Decoded once per layer.
+   * point beyond the map's extent, stored on its border), side (edgeSide: which sides it is
+   * beyond), nEdge (how many are), centroids [{id, x, y}], bounds [x0, x1, y0, y1],
+   * explained. Decoded once per layer.
    */
   function mapLayer(P, l) {
     if (!P.map || !P.map.layers[l]) return null;
@@ -108,18 +127,21 @@
     const q = decodeU16(L.xy || "");
     const b = Array.isArray(L.bounds) && L.bounds.length === 4 ? L.bounds : [0, 1, 0, 1];
     const n = Math.min(P.map.rows.length, q.length >> 1);
-    const x = new Float64Array(n), y = new Float64Array(n), edge = new Uint8Array(n);
+    const x = new Float64Array(n), y = new Float64Array(n), edge = new Uint8Array(n), side = new Uint8Array(n);
     const sx = (b[1] - b[0]) / 65535, sy = (b[3] - b[2]) / 65535;
+    let nEdge = 0;
     for (let i = 0; i < n; i++) {
       const qx = q[2 * i], qy = q[2 * i + 1];
       x[i] = b[0] + qx * sx;
       y[i] = b[2] + qy * sy;
-      edge[i] = qx === 0 || qx === 65535 || qy === 0 || qy === 65535 ? 1 : 0; // beyond the map, put on its border
+      side[i] = edgeSide(qx, qy); // beyond the map, put on its border
+      edge[i] = side[i] ? 1 : 0;
+      nEdge += edge[i];
     }
     const cents = (Array.isArray(L.centroids) ? L.centroids : []).map(function (c, id) {
       return { id: id, x: b[0] + c[0] * sx, y: b[2] + c[1] * sy };
     });
-    P.mapCache[l] = { x: x, y: y, edge: edge, n: n, centroids: cents, bounds: b, explained: L.explained || null };
+    P.mapCache[l] = { x: x, y: y, edge: edge, side: side, nEdge: nEdge, n: n, centroids: cents, bounds: b, explained: L.explained || null };
     return P.mapCache[l];
   }
 
@@ -154,6 +176,45 @@
     return r && !r.labelled ? "unlabelled" : "ok";
   }
 
+  // ------------------------------------------------------------------ token maps
+
+  /**
+   * Map point i of a token row space (each point is one token of one input): {position,
+   * sampleRow (the input's row in the parent split), sampleIndex (its index in the source
+   * data set), token (the id, or null when the input had no token ids), label (the name
+   * the report's token_label gave, or null)}; null for a map of samples.
+   */
+  function tokenOf(P, i) {
+    const t = P.map && P.map.tokens;
+    if (!t || !Array.isArray(t.position) || t.position[i] == null) return null;
+    const id = Array.isArray(t.token) ? t.token[i] : null;
+    const label = Array.isArray(t.label) ? t.label[i] : null;
+    return {
+      position: t.position[i],
+      sampleRow: Array.isArray(t.sample_row) ? t.sample_row[i] : null,
+      sampleIndex: Array.isArray(P.map.sample_index) ? P.map.sample_index[i] : null,
+      token: id != null && id >= 0 ? id : null,
+      label: label != null ? String(label) : null,
+    };
+  }
+
+  /**
+   * What a token's tooltip says: {title: which token, at which position of which input;
+   * input: the input's index and row; note: what is not known, or ""}. `parent` is the
+   * split of the inputs.
+   */
+  function tokenWords(t, parent) {
+    const which = t.label != null ? "Token \u201c" + t.label + "\u201d" + (t.token != null ? " (id " + t.token + ")" : "")
+      : t.token != null ? "Token id " + t.token : "Token";
+    const input = "input " + (t.sampleIndex != null ? "#" + t.sampleIndex : "row " + t.sampleRow);
+    const title = which + " \u00b7 position " + t.position + " of " + input;
+    const where = input + (t.sampleRow != null && parent ? " is row " + t.sampleRow + " of split " + parent : "");
+    const note = t.label != null ? ""
+      : t.token != null ? "the token's text is not in the report (it stores token ids; write the report with token_label to name them)"
+        : "no token id stored (the inputs had no input_ids): only its position is known";
+    return { title: title, input: where, note: note };
+  }
+
   /** The changed samples of a split that pass the filters in at least one run (pass[i][row]). */
   function visibleChanges(cmp, passByRun) {
     if (!cmp || !cmp.changed || !Array.isArray(cmp.changed.samples)) return [];
@@ -166,6 +227,8 @@
     SCORE_GROUPS: SCORE_GROUPS, sum: sum, thresholdCandidates: thresholdCandidates,
     initialThreshold: initialThreshold, flaggedAt: flaggedAt, separableLayer: separableLayer,
     b64bytes: b64bytes, decodeU16: decodeU16, mapLayer: mapLayer, fitBox: fitBox,
+    EDGE_LEFT: EDGE_LEFT, EDGE_RIGHT: EDGE_RIGHT, EDGE_BOTTOM: EDGE_BOTTOM, EDGE_TOP: EDGE_TOP,
+    edgeSide: edgeSide, edgeDirection: edgeDirection, tokenOf: tokenOf, tokenWords: tokenWords,
     nearestPoint: nearestPoint, pointKind: pointKind, visibleChanges: visibleChanges,
   };
 });

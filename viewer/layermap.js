@@ -4,9 +4,12 @@
  * bounded sample of the split's samples in one layer, coloured by true class,
  * predicted class or cluster, with the cluster centres marked. Linked both ways
  * with the page: samples filtered out by the filters or the Sankey's node focus
- * are dimmed; the selected table row's samples are ringed; hovering a point shows
- * its thumbnail and signature (and marks the same sample on the other runs'
- * maps); clicking it selects its row; clicking a centre focuses its cluster.
+ * are dimmed; the selected table row's samples are ringed; points beyond the map's
+ * extent (outliers) are drawn on its border with an arrow pointing outwards, and
+ * counted in the legend; hovering a point shows its thumbnail and signature (for a
+ * token: which token, at which position of which input) and marks the same sample
+ * on the other runs' maps; clicking it selects its row; clicking a centre focuses
+ * its cluster.
  * One canvas, not an SVG node per point: 2,000 points draw in a few ms.
  */
 (function (global) {
@@ -116,9 +119,19 @@
       const dim = !c.pass[row];
       if (dim) dimmed++;
       pts.push({ k: k, x: box.x(L.x[k]), y: box.y(L.y[k]), row: row, pos: m.positions ? m.positions[k] : k, dim: dim, edge: !!L.edge[k],
-                 kind: F.pointKind(P, k, thr), r: r, on: selRows ? selRows.has(row) : false });
+                 side: L.side[k], kind: F.pointKind(P, k, thr), r: r, on: selRows ? selRows.has(row) : false });
     }
     I.pts = pts;
+    const nEdge = pts.filter(function (p) { return p.edge; }).length;
+    if (nEdge) { // the extent, whose border the points beyond are drawn on
+      g.save();
+      g.setLineDash([3, 3]);
+      g.lineWidth = 1;
+      g.strokeStyle = "rgba(95, 107, 122, .45)";
+      const x0 = box.x(L.bounds[0]), x1 = box.x(L.bounds[1]), y0 = box.y(L.bounds[2]), y1 = box.y(L.bounds[3]);
+      g.strokeRect(Math.min(x0, x1), Math.min(y0, y1), Math.abs(x1 - x0), Math.abs(y1 - y0));
+      g.restore();
+    }
     // Dimmed points first, then the rest, misclassified and flagged on top. Each mark is
     // a small pre-drawn stamp copied with drawImage: rasterising 2,000 anti-aliased
     // circles one by one costs tens of ms in a software-rendered canvas, copying
@@ -132,7 +145,13 @@
     for (const p of pts) {
       if (p.dim) continue;
       p.colour = colourOf(ctx, i, p.r, layer);
-      if (p.kind !== "mis") put(stamp(p.edge ? "hollow" : "dot", p.colour, dpr), p);
+      if (p.kind !== "mis") put(stamp("dot", p.colour, dpr), p);
+    }
+    // Beyond the extent: an arrowhead just outside the point, pointing to where it lies.
+    for (const p of pts) {
+      if (!p.edge) continue;
+      const d = F.edgeDirection(p.side);
+      put(stamp("edge" + p.side, p.dim ? "#c3c9d2" : p.colour, dpr), { x: p.x + 7.5 * d[0], y: p.y + 7.5 * d[1] });
     }
     const flagStamp = stamp("flag", "#1d2430", dpr);
     for (const p of pts) if (!p.dim && p.kind === "flagged") put(flagStamp, p);
@@ -177,12 +196,13 @@
     if (st.hover && (st.hover.run !== i)) ring(st.hover.pos, "#0b62a4", 10);
     cv.setAttribute("data-points", String(pts.length));
     cv.setAttribute("data-dimmed", String(dimmed));
+    cv.setAttribute("data-edge", String(nEdge));
     cv.setAttribute("data-selected", String(pts.filter(function (p) { return p.on; }).length));
     cv.setAttribute("data-layer", String(layer));
     cv.setAttribute("data-color", colourMode(ctx, i));
     cv.setAttribute("aria-label", "Layer map of " + R.layers[layer] + ": " + pts.length + " samples, " + dimmed + " dimmed by the filters");
     I.note.textContent = note(ctx, i);
-    legend(ctx, i, layer);
+    legend(ctx, i, layer, nEdge);
   }
 
   /** A mark drawn once per (kind, colour, pixel ratio) into a small canvas. */
@@ -191,7 +211,7 @@
     const key = kind + "|" + colour + "|" + dpr;
     let st = stamps.get(key);
     if (st) return st;
-    const size = kind === "flag" || kind === "cross" ? 11 : 7;
+    const size = kind === "flag" || kind === "cross" || kind.slice(0, 4) === "edge" ? 11 : 7;
     const cv = document.createElement("canvas");
     cv.width = cv.height = Math.ceil(size * dpr);
     const g = cv.getContext("2d");
@@ -202,8 +222,15 @@
       g.globalAlpha = 0.45; g.fillStyle = colour; g.arc(c, c, 1.8, 0, 2 * Math.PI); g.fill();
     } else if (kind === "dot") {
       g.globalAlpha = 0.8; g.fillStyle = colour; g.arc(c, c, 2.6, 0, 2 * Math.PI); g.fill();
-    } else if (kind === "hollow") {
-      g.globalAlpha = 0.8; g.lineWidth = 1.2; g.strokeStyle = colour; g.arc(c, c, 2.6, 0, 2 * Math.PI); g.stroke();
+    } else if (kind.slice(0, 4) === "edge") { // an arrowhead pointing outwards, dark rimmed
+      const d = F.edgeDirection(+kind.slice(4)) || [1, 0];
+      const ox = -d[1], oy = d[0];
+      g.moveTo(c + 3.8 * d[0], c + 3.8 * d[1]);
+      g.lineTo(c - 2.6 * d[0] + 3.2 * ox, c - 2.6 * d[1] + 3.2 * oy);
+      g.lineTo(c - 2.6 * d[0] - 3.2 * ox, c - 2.6 * d[1] - 3.2 * oy);
+      g.closePath();
+      g.fillStyle = colour; g.fill();
+      g.lineWidth = 0.9; g.strokeStyle = "rgba(29, 36, 48, .75)"; g.stroke();
     } else if (kind === "flag") {
       g.lineWidth = 1; g.strokeStyle = "rgba(29, 36, 48, .7)"; g.arc(c, c, 4.4, 0, 2 * Math.PI); g.stroke();
     } else { // cross: a dark halo, then the colour
@@ -220,7 +247,7 @@
     return st;
   }
 
-  function legend(ctx, i, layer) {
+  function legend(ctx, i, layer, nEdge) {
     const box = U.clear(inst[i].legend);
     const mode = colourMode(ctx, i);
     box.append(el("span", { class: "ml-item" }, el("i", { class: "ml-dot" }), "correct"),
@@ -228,6 +255,9 @@
                el("span", { class: "ml-item" }, el("i", { class: "ml-ring" }), "flagged (score \u2265 threshold)"),
                el("span", { class: "ml-item" }, el("i", { class: "ml-centre" }), "cluster centre"),
                el("span", { class: "ml-item" }, el("i", { class: "ml-dim" }), "filtered out"),
+               nEdge ? el("span", { class: "ml-item ml-edge-item", "data-count": String(nEdge),
+                                    title: "Outliers of this layer's projection: drawn on the border of the dashed extent, the arrow pointing to where they lie" },
+                          el("i", { class: "ml-edge" }), U.fmt(nEdge) + " beyond the extent, drawn on its border") : null,
                el("span", { class: "ml-item muted", text: mode === "cluster" ? "colour: cluster of " + ctx.runs[i].layers[layer]
                  : mode === "prediction" ? "colour: predicted class" : "colour: true class" }));
   }
@@ -236,20 +266,27 @@
     const R = ctx.runs[i], m = mapOf(ctx, i), P = ctx.cur[i].P;
     const r = p.r;
     const box = el("div", { class: "map-tip" });
-    const cv = U.spriteCanvas(spriteOf(ctx, i), p.k, "sample " + (m.sample_index ? m.sample_index[p.k] : p.pos), "tip-thumb");
+    const tok = F.tokenOf(P, p.k);
+    const cv = U.spriteCanvas(spriteOf(ctx, i), p.k, (tok ? "input " : "sample ") + (m.sample_index ? m.sample_index[p.k] : p.pos), "tip-thumb");
     const text = el("div");
     const sidx = Array.isArray(m.sample_index) ? m.sample_index[p.k] : null;
-    text.append(el("div", { class: "tt-title", text: "Sample " + (sidx != null ? "#" + sidx : "") + " \u00b7 " + ctx.state.split + " row " + p.pos }));
+    if (tok) { // one token of one input
+      const w = F.tokenWords(tok, P.sp.parent);
+      text.append(el("div", { class: "tt-title tt-token", text: w.title }),
+                  el("div", { class: "tt-line", text: w.input + " \u00b7 " + ctx.state.split + " row " + p.pos }));
+      if (w.note) text.append(el("div", { class: "tt-line muted", text: w.note }));
+    } else {
+      text.append(el("div", { class: "tt-title", text: "Sample " + (sidx != null ? "#" + sidx : "") + " \u00b7 " + ctx.state.split + " row " + p.pos }));
+    }
     text.append(el("div", { class: "tt-line" }, r.labelled ? "true " + M.className(R, r.input) + " \u2192 predicted " : "no label \u00b7 predicted ",
                    M.className(R, r.output), r.mis ? el("b", { class: "tt-bad", text: "  misclassified" }) : null));
     text.append(el("div", { class: "tt-line" }, "signature ", el("code", { text: r.path.join(" \u2192 ") })));
     const s = Array.isArray(m.scores) ? m.scores[p.k] : null;
     if (s != null) text.append(el("div", { class: "tt-line", text: "score " + U.num(s, 3) + (p.kind === "flagged" || (r.mis && ctx.threshold(i) != null && s >= ctx.threshold(i)) ? " (flagged)" : "") }));
-    if (p.edge) text.append(el("div", { class: "tt-line muted", text: "beyond the map's extent: drawn on its border" }));
+    if (p.edge) text.append(el("div", { class: "tt-line muted", text: "beyond the map's extent (an outlier of this projection): drawn on its border, the arrow points to where it lies" }));
     text.append(el("div", { class: "tt-line muted", text: p.dim ? "hidden by the filters" : "click to select its row" }));
     if (cv) box.append(cv);
     box.append(text);
-    void P;
     return box;
   }
 
@@ -331,7 +368,7 @@
   /** The drawn points of run i's map, in CSS pixels from the canvas's top left (for tests). */
   function points(i) {
     return (inst[i] ? inst[i].pts : []).map(function (p) {
-      return { x: p.x, y: p.y, row: p.row, pos: p.pos, dim: p.dim, kind: p.kind, on: p.on, edge: p.edge };
+      return { x: p.x, y: p.y, row: p.row, pos: p.pos, dim: p.dim, kind: p.kind, on: p.on, edge: p.edge, side: p.side };
     });
   }
   function centres(i) { return (inst[i] ? inst[i].cents : []).map(function (c) { return { id: c.id, x: c.x, y: c.y }; }); }

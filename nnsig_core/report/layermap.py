@@ -14,9 +14,11 @@ sampled points of the fit split (every split is then placed in the same
 plane) with PCA, or with UMAP when asked for and ``umap-learn`` is installed.
 
 Coordinates are stored as uint16 on a grid over the layer's bounds (the
-central 99% of every split's points and all the centres, plus a margin; the
+central 99% of every split's points, reaching out over their tails but not
+to outliers, and all the centres, plus a margin; see :func:`_bounds`; the
 rare points beyond are put on the border, grid value 0 or 65535, which the
-viewer draws hollow), little-endian, interleaved ``x0, y0, x1, y1...``, in
+viewer draws there with an arrow pointing outwards and counts in the map's
+legend), little-endian, interleaved ``x0, y0, x1, y1...``, in
 base64: 4 bytes per point and layer instead of about 20 as JSON numbers.
 """
 
@@ -36,6 +38,10 @@ log = logging.getLogger("nnsig")
 
 PROJECTIONS = ("pca", "umap")
 GRID = 65535
+#: Points from which the extent leaves out outliers (fewer: it covers them all).
+ROBUST_MIN = 200
+#: How far beyond the central 99% of the points the extent reaches, in that span.
+REACH = 0.5
 
 
 def check_projection(projection: str) -> None:
@@ -98,13 +104,36 @@ def encode_xy(Y: np.ndarray, bounds: Sequence[float]) -> str:
 
 
 def _bounds(points: Sequence[np.ndarray], centres: np.ndarray) -> list[float]:
-    """The map's extent: the central 99% of the points on each axis and every centre,
-    with a 6% margin. The rare points beyond are stored on the border (the viewer
-    draws them hollow and says so)."""
+    """The map's extent ``[x0, x1, y0, y1]``: robust to outliers, clipping only them.
+
+    On each axis, from the central 99% of the points (with at least
+    :data:`ROBUST_MIN` points; else all of them), each side reaches out to the
+    farthest point within :data:`REACH` times that span beyond it, so the tails
+    of a spread are on the map and only points far from the rest are not; then
+    every centre, and a 6% margin. The points still beyond are stored on the
+    border: the viewer draws them there with an arrow pointing outwards, and
+    counts them in the legend.
+
+    Parameters
+    ----------
+    points : sequence of ndarray (n, 2)
+        The 2-D coordinates of every split's points.
+    centres : ndarray (k, 2)
+        The cluster centres, always inside.
+
+    Returns
+    -------
+    list of float
+    """
     pts = [p for p in points if p.size]
     allp = np.concatenate(pts) if pts else np.zeros((0, 2))
-    if allp.shape[0] >= 200:
+    if allp.shape[0] >= ROBUST_MIN:
         lo, hi = np.quantile(allp, 0.005, axis=0), np.quantile(allp, 0.995, axis=0)
+        reach = REACH * np.maximum(hi - lo, 1e-9)
+        for a in range(2):
+            v = allp[:, a]
+            lo[a] = v[v >= lo[a] - reach[a]].min()
+            hi[a] = v[v <= hi[a] + reach[a]].max()
     elif allp.shape[0]:
         lo, hi = allp.min(axis=0), allp.max(axis=0)
     else:

@@ -4,6 +4,13 @@
 It answers GET and HEAD of regular files below its directory and nothing else:
 no listings, no hidden files, no paths leading outside (``..``, symbolic
 links), no other host name than the loopback one (DNS rebinding).
+
+Served alone, a report's page must not offer the reports beside it: its
+``runs.js`` lists them (when they were written in one folder) with links
+outside the served directory, which would answer 404 (and "All runs" would
+reload the page itself). So a server of one report answers ``runs.js`` with
+no list (:data:`ALONE_RUNS`): the page shows that report, with every run
+written into it side by side, and no run menu.
 """
 
 from __future__ import annotations
@@ -19,9 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from nnsig_core._warnings import warn
-from nnsig_core.report.write import INDEX_FILE, ReportError
+from nnsig_core.report.write import INDEX_FILE, RUNS_FILE, ReportError, is_report
 
 log = logging.getLogger("nnsig.report")
+
+#: ``runs.js`` of a report served alone: no other reports to offer.
+ALONE_RUNS = b"window.NNSIG_RUNS = null; /* served alone by nnsig view: no other reports */\n"
 
 class PortInUseError(OSError):
     """The port asked for is already in use (``errno`` is ``EADDRINUSE``)."""
@@ -61,6 +71,7 @@ class _ReportRequestHandler(http.server.BaseHTTPRequestHandler):
     """GET/HEAD of the regular files under ``root``; nothing else."""
 
     root: Path  # set on the per-server subclass
+    answers: dict[str, bytes] = {}  # path below root -> the content served instead of the file
     server_version = "nnsig-view"
     sys_version = ""
     protocol_version = "HTTP/1.0"
@@ -103,6 +114,9 @@ class _ReportRequestHandler(http.server.BaseHTTPRequestHandler):
         if any(p.startswith(".") for p in rel):
             self.send_error(404, "Not found")
             return
+        if "/".join(rel) in self.answers:
+            self._send(self.answers["/".join(rel)], rel[-1], body)
+            return
         root = self.root
         try:
             target = root.joinpath(*rel).resolve(strict=True)
@@ -137,7 +151,10 @@ class _ReportRequestHandler(http.server.BaseHTTPRequestHandler):
         except OSError:
             self.send_error(404, "Not found")
             return
-        ctype = _CONTENT_TYPES.get(target.suffix.lower(), "application/octet-stream")
+        self._send(content, target.name, body)
+
+    def _send(self, content: bytes, name: str, body: bool) -> None:
+        ctype = _CONTENT_TYPES.get(Path(name).suffix.lower(), "application/octet-stream")
         self.send_response(200)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(content)))
@@ -207,6 +224,10 @@ def serve_report(
     ----------
     directory : path
         A report directory, or a directory of reports with its ``index.html``.
+        A report served alone offers no other reports: its ``runs.js`` is
+        answered with no run list (the reports beside it are not served, see
+        the module doc); served as a directory of reports, each report's run
+        menu lists the others.
     host : str
         The address to listen on (loopback by default).
     port : int
@@ -234,7 +255,9 @@ def serve_report(
             f"cannot serve {directory}: it has no {INDEX_FILE} (not an nnsig report or "
             "report index; write one with `nnsig report`)"
         )
-    handler = type("ReportRequestHandler", (_ReportRequestHandler,), {"root": root})
+    answers = {RUNS_FILE: ALONE_RUNS} if is_report(root) else {}
+    handler = type("ReportRequestHandler", (_ReportRequestHandler,),
+                   {"root": root, "answers": answers})
     server_cls: type[ReportServer] = ReportServer
     if ":" in host:
         import socket

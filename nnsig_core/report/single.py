@@ -39,7 +39,7 @@ from nnsig_core.report import score_figures as sc
 from nnsig_core.report.run_scores import conformal_report_threshold, report_scores
 from nnsig_core.report.spec import ReportRun
 from nnsig_core.report.sprite import make_sprite, shrink
-from nnsig_core.report.token_report import add_token_rows, token_images
+from nnsig_core.report.token_report import add_token_rows, token_images, token_map_points
 from nnsig_core.store import ActivationStore
 
 log = logging.getLogger("nnsig")
@@ -383,13 +383,14 @@ def run_body(
     if sprite is not None:
         body["thumbnails"] = sprite
     if positions is not None:
-        _add_map(body, prep, positions, kinds, opts, map_thumbnails, token_grid)
+        _add_map(body, prep, positions, kinds, opts, map_thumbnails, token_grid, token_label)
     return body
 
 
 def _add_map(body: dict[str, Any], prep: PreparedRun, positions: Mapping[str, np.ndarray],
              kinds: Mapping[str, Mapping[str, list[int]]], opts: MapOptions, thumbnails: bool,
-             token_grid: Sequence[int] | None = None) -> None:
+             token_grid: Sequence[int] | None = None,
+             token_label: Callable[[int, int], str] | None = None) -> None:
     read = None
     if prep.client is not None:
         read = partial(_read_on_cluster, prep)
@@ -408,6 +409,8 @@ def _add_map(body: dict[str, Any], prep: PreparedRun, positions: Mapping[str, np
             "kinds": {k: list(v) for k, v in kinds.get(s, {}).items()},
             "layers": layers[s],
         }
+        if prep.store.level(s) == "tokens":  # which token of which input each point is
+            m["tokens"] = token_map_points(prep.store, s, pos, token_label)
         if s in prep.scores:
             m["scores"] = [_f(x, 4) for x in take(prep.scores[s], pos, prep.client)]
         if thumbnails:

@@ -6,7 +6,15 @@ frequent first (``rows[i].tokens``: ``[[label, count], ...]``), and the
 exemplars of a cluster show the image of the token's input, with the token's
 patch highlighted when the caller gives the patch grid
 (``token_grid=(rows, columns, prefix)``: a ViT's patches in row-major order
-after ``prefix`` leading tokens such as a class token).
+after ``prefix`` leading tokens such as a class token). The layer map's
+points of a token row space say which token each is
+(:func:`token_map_points`): its input, position, token id and, with a
+``label``, its name, for the viewer's tooltip.
+
+The store keeps each token's sample row, position and token id (-1 when the
+inputs had no ``input_ids``), never its text: a report names tokens only
+through the caller's ``label(position, token_id)`` (e.g. a tokenizer's
+``decode``).
 """
 
 from __future__ import annotations
@@ -21,6 +29,57 @@ from nnsig_core.analysis.token_tables import token_labels
 from nnsig_core.store import ActivationStore
 
 TOP_TOKENS = 5
+#: Rows of the token arrays read at a time when picking some rows.
+READ_ROWS = 1 << 16
+
+
+def token_rows_at(store: ActivationStore, split: str, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """``sample_row``, ``position`` and ``token`` of some ``rows`` of a token row space.
+
+    Only the blocks of :data:`READ_ROWS` rows holding some of ``rows`` are read,
+    one at a time: memory holds one block plus the picked rows, never the
+    whole split's token arrays.
+    """
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    out = {k: np.empty(rows.size, dtype=np.int64) for k in ("sample_row", "position", "token")}
+    block = rows // READ_ROWS
+    for b in np.unique(block):
+        at = np.flatnonzero(block == b)
+        part = store.token_rows(split, int(b) * READ_ROWS, (int(b) + 1) * READ_ROWS)
+        for k, v in out.items():
+            v[at] = np.asarray(part[k])[rows[at] - int(b) * READ_ROWS]
+    return out
+
+
+def token_map_points(store: ActivationStore, split: str, positions: np.ndarray,
+                     label: Callable[[int, int], str] | None = None) -> dict[str, list[Any]]:
+    """Which token each map point of a token row space is, for the viewer's tooltip.
+
+    Parameters
+    ----------
+    store : ActivationStore
+    split : str
+        A token row space (``<split>.tokens``).
+    positions : ndarray of int
+        The map points' rows in ``split``.
+    label : callable, optional
+        ``label(position, token_id) -> str``, the report's ``token_label``:
+        each token's name (its text, with a tokenizer's ``decode``).
+
+    Returns
+    -------
+    dict
+        ``sample_row`` (the input's row in the parent split), ``position``
+        and ``token`` (the id, -1 when not stored) per point, and ``label``
+        (per point) when ``label`` is given. The input's index in the source
+        data set is the map's ``sample_index``.
+    """
+    tok = token_rows_at(store, split, positions)
+    out: dict[str, list[Any]] = {k: [int(x) for x in v] for k, v in tok.items()}
+    if label is not None:
+        out["label"] = [str(label(p, t)) for p, t in zip(out["position"], out["token"],
+                                                          strict=True)]
+    return out
 
 
 def add_token_rows(
@@ -83,15 +142,15 @@ def token_images(
     arr = store.inputs(parent)
     if arr is None or not len(rows):
         return None
-    tok = store.token_rows(split)
-    samples = tok["sample_row"][rows]
+    tok = token_rows_at(store, split, rows)
+    samples = tok["sample_row"]
     order = np.unique(samples)
     pix = np.asarray(arr.get_orthogonal_selection((order,)), dtype=np.uint8)
     by_sample = {int(s): img for s, img in zip(order, pix, strict=True)}
     images = []
-    for r, s in zip(rows, samples, strict=True):
+    for i, s in enumerate(samples):
         img = by_sample[int(s)]
         if grid is not None:
-            img = highlight_patch(img, int(tok["position"][r]), grid)
+            img = highlight_patch(img, int(tok["position"][i]), grid)
         images.append(img)
     return rows, np.stack(images)
