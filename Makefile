@@ -1,12 +1,13 @@
 # nnsig: the two commands a new user needs, and a few more.
 #   make demo   set up .venv, train the MNIST MLP, capture, analyse, write the report
 #   make test   set up .venv and run the whole test suite
+#   make docs   build the documentation site into site/ (open site/index.html)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 EXTRAS ?= dev,torch,keras
 
-.PHONY: demo test test-fast test-js lint bench screenshot clean
+.PHONY: demo test test-fast test-js lint docs bench screenshot clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +37,13 @@ test-js:
 	@$(NODE_TESTS)
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check nnsig_core adapters tests examples benchmarks
+	$(BIN)/ruff check nnsig_core adapters tests examples benchmarks docs
+
+# The documentation site (mkdocs.yml, docs/) into site/: open site/index.html from disk.
+# --strict fails on any warning (a broken link, a docstring mkdocstrings cannot read).
+docs: $(BIN)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --site-dir site
+	@echo "docs: open site/index.html"
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_capture.py
@@ -48,4 +55,4 @@ screenshot: $(BIN)/.installed
 	$(BIN)/python docs/make_screenshot.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .hypothesis
+	rm -rf $(VENV) runs site .pytest_cache .hypothesis
