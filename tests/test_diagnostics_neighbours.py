@@ -198,7 +198,7 @@ def test_default_path_detects_errors_and_novel_samples(blob_store):
     novel, wrong = y == 4, (y != p) & (y < 4)
     for val in ("val", None):
         scores = signature_scores(analysis, store, "test", validation_split=val)
-        assert list(scores) == [*SCORES, "combined"]
+        assert list(scores) == [*SCORES, "combined", *(["p_value"] if val else [])]
         comb = scores["combined"]
         assert np.isfinite(comb).all()
         assert detection_metrics(comb, novel)["auroc"] > 0.95, val
@@ -207,8 +207,10 @@ def test_default_path_detects_errors_and_novel_samples(blob_store):
     assert sc.validation_split_ is None and sc.describe()["combination"]["method"] == "layers"
     sc.calibrate(store, "val")
     desc = sc.describe()
-    assert desc["validation_split"] == "val" and desc["combination"]["n_reference"] == int(
-        (store.labels("val") == store.predictions("val")).sum())
+    n_ok = int((store.labels("val") == store.predictions("val")).sum())
+    # Half of the validation split's correct samples calibrate the conformal threshold only.
+    assert desc["validation_split"] == "val" and desc["n_conformal"] == n_ok // 2
+    assert desc["combination"]["n_reference"] == n_ok - n_ok // 2
     out, layers = sc.score(store, "test", return_layers=True)
     assert set(layers) == {"a", "b"}
     np.testing.assert_allclose(sc.layer_combiner_.transform(layers), out["combined"])
@@ -269,8 +271,10 @@ def test_scores_saved_by_0_1_are_refused_or_read(blob_store):
     assert list(back) == list(old)
     for k, v in old.items():
         np.testing.assert_array_equal(back[k], v)
-    # The analysis next to them still loads, and saving new scores replaces the old ones.
+    # The analysis next to them still loads, and saving new scores replaces the old ones
+    # (the scorer saved with them says so: they came from no scorer of this version).
     loaded = SignatureAnalysis.load(fresh, "old")
-    signature_scores(loaded, open_store(store.path, mode="r+"), "test", save=True)
+    with pytest.warns(NnsigWarning, match="came from another scorer"):
+        signature_scores(loaded, open_store(store.path, mode="r+"), "test", save=True)
     assert saved_scores_format(open_store(store.path), "old", "test") == SCORES_FORMAT
     assert list(load_scores(open_store(store.path), "old", "test")) == [*SCORES, "combined"]

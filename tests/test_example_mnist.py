@@ -32,17 +32,19 @@ def test_example_end_to_end_on_a_slice(mnist_root: Path, tmp_path: Path, capsys)
     example = _example()
     out = tmp_path / "run"
     argv = ["--data-root", str(mnist_root), "--out", str(out), "--max-train", "3000",
-            "--max-test", "600", "--epochs", "1", "--train-classes", "0-4", "--quiet"]
+            "--max-test", "600", "--epochs", "1", "--train-classes", "0-4", "--val", "500",
+            "--quiet"]
     assert example.main(argv) == 0
     printed = capsys.readouterr().out
     assert "test accuracy" in printed and "purity" in printed
     assert "nnsig view" in printed and "report:" in printed
 
     store = open_store(out / "store.zarr")
-    assert store.splits == ["test", "train"]
+    assert store.splits == ["test", "train", "val"]
     assert store.is_complete("train") and store.is_complete("test")
     assert store.layers("train") == ["relu1", "relu2", "relu3"]
-    assert store.n_samples("train") == 3000 and store.n_samples("test") == 600
+    assert store.n_samples("train") == 2500 and store.n_samples("test") == 600
+    assert store.n_samples("val") == 500  # held out of the 3,000 training images
     # Only digits 0-4 were trained on; the test split holds all ten.
     assert set(np.unique(store.labels("train"))) <= {0, 1, 2, 3, 4}
     assert set(np.unique(store.labels("test"))) > {0, 1, 2, 3, 4}
@@ -60,7 +62,9 @@ def test_example_end_to_end_on_a_slice(mnist_root: Path, tmp_path: Path, capsys)
     data = (report / "data.js").read_text()
     payload = json.loads(data[data.index("{"): data.rindex("}") + 1])
     assert payload["train_classes"] == [0, 1, 2, 3, 4]
-    assert "scores" in payload["splits"]["test"]
+    assert "scores" in payload["splits"]["test"] and "scores" in payload["splits"]["val"]
+    assert list(payload["splits"]) == ["train", "test", "val"] and payload["open_split"] == "test"
+    assert payload["threshold"]["kind"] == "conformal" and payload["threshold"]["split"] == "val"
 
     # A rerun reuses the cached weights instead of training again.
     weights = list(out.glob("mlp-*.pt"))

@@ -64,6 +64,7 @@ from sklearn.utils.validation import check_is_fitted
 from nnsig_core._params import MEMORY_SIZE, Interval, NnsigParamsMixin, validate_params
 from nnsig_core._util import parse_bytes
 from nnsig_core._warnings import warn
+from nnsig_core.analysis.pca import COVARIANCE_MAX_FEATURES
 from nnsig_core.analysis.source import StoreSource
 from nnsig_core.diagnostics.reference import LayerNeighbours, normalise_rows, reduce_rows
 from nnsig_core.execute.client import ClientArg, resolve_client
@@ -266,7 +267,13 @@ class ClassNeighbours(NnsigParamsMixin, BaseEstimator):
         C = sub - mean
         total = float((C.astype(np.float64) ** 2).sum())
         k = min(r, *C.shape)
-        if min(C.shape) > 4 * k:
+        if C.shape[1] <= COVARIANCE_MAX_FEATURES and C.shape[0] > C.shape[1]:
+            # Exact, and cheaper than a randomized SVD of the rows: the eigenvectors of the
+            # d x d scatter matrix (one float32 product over the rows, an eigh in float64).
+            w, V = np.linalg.eigh((C.T @ C).astype(np.float64))
+            top = np.argsort(w)[::-1][:k]
+            s, Vt = np.sqrt(np.maximum(w[top], 0.0)), V[:, top].T
+        elif min(C.shape) > 4 * k:
             _, s, Vt = randomized_svd(C, k, n_oversamples=16, n_iter=4,
                                       random_state=self.random_state)
         else:

@@ -57,7 +57,10 @@ class LayerNeighbours:
         self.offsets_ = np.asarray(offsets, dtype=np.int64)
         self.classes_ = np.asarray(classes, dtype=np.int64)
         self.explained_variance_ratio_ = float(explained)
-        self._sq = (self.reference_.astype(np.float64) ** 2).sum(axis=1).astype(np.float32)
+        sq = (self.reference_.astype(np.float64) ** 2).sum(axis=1).astype(np.float32)
+        # [-2 r, |r|^2] per reference row r: [q, 1] times it is |q - r|^2 - |q|^2, one product.
+        self._augmented = np.ascontiguousarray(
+            np.hstack([-2.0 * self.reference_, sq[:, None]]).T, dtype=np.float32)
         self._by_row = np.argsort(self.reference_rows_, kind="stable")
 
     def transform(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -101,18 +104,20 @@ class LayerNeighbours:
         cols = None if exclude_rows is None else self._columns_of(np.asarray(exclude_rows))
         step = max(1, int(block_bytes) // max(4 * N, 1))
         k = int(n_neighbors)
+        q_aug = np.empty((min(step, n), Z.shape[1] + 1), dtype=np.float32)
+        q_aug[:, -1] = 1.0
         for s in range(0, n, step):
             q = Z[s : s + step]
-            D2 = q @ self.reference_.T
-            D2 *= -2.0
-            D2 += (q * q).sum(axis=1)[:, None]
-            D2 += self._sq[None, :]
-            np.maximum(D2, 0.0, out=D2)
+            qa = q_aug[: q.shape[0]]
+            qa[:, :-1] = q
+            D = qa @ self._augmented  # |q - r|^2 - |q|^2: adding |q|^2 keeps every order
             if cols is not None:
                 c = cols[s : s + step]
                 hit = np.flatnonzero(c >= 0)
-                D2[hit, c[hit]] = np.inf
-            out[s : s + step] = self._kth_per_class(D2, k)
+                D[hit, c[hit]] = np.inf
+            out[s : s + step] = self._kth_per_class(D, k)
+            out[s : s + step] += (q * q).sum(axis=1)[:, None]
+        np.maximum(out, 0.0, out=out)
         np.sqrt(out + res2[:, None], out=out)
         return out
 
