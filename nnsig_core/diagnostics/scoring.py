@@ -30,7 +30,7 @@ from nnsig_core.diagnostics.persist import (
 )
 from nnsig_core.diagnostics.scorer import SignatureScorer, StoreArg
 from nnsig_core.execute.client import ClientArg
-from nnsig_core.store import ActivationStore, open_store
+from nnsig_core.store import ActivationStore, StoreError, open_store
 
 log = logging.getLogger("nnsig")
 
@@ -163,8 +163,15 @@ def analysis_scorer(analysis: Any, store: ActivationStore, *, name: str | None =
     if record is not None and validation_split is None and method is None and not params:
         settings = dict(record["params"])
         validation_split = record.get("validation_split")
+        if validation_split is not None and validation_split not in store.splits:
+            raise StoreError(
+                f"The scorer saved with analysis {name!r} was tuned on split "
+                f"{validation_split!r}, which is not in {store.location} any more: give "
+                "validation_split= (nnsig evaluate --validation SPLIT) of a split it holds.")
     else:
         settings = {**params, **({"method": method} if method is not None else {})}
+    # Every setting spelled out, so that the same scorer is found however it was asked for.
+    settings = SignatureScorer(**settings).get_params(deep=False)
     key = _scorer_key(store, analysis, settings, validation_split)
     cache = analysis.__dict__.setdefault("_scorers", {})
     if key not in cache:
