@@ -86,6 +86,7 @@ def test_the_false_positive_rate_holds_over_random_calibration_sets() -> None:
 
 
 # --------------------------------------------------------------------------- item 1
+@pytest.mark.slow
 def test_the_threshold_comes_from_the_scorer_of_the_scores_shown(saved, tmp_path) -> None:
     """evaluate --validation val, then evaluate --split val, then report: one scorer, and
     the validation split is scored (and saved) by the first call."""
@@ -140,6 +141,7 @@ def test_the_scorer_holds_out_its_conformal_samples(saved) -> None:
 
 
 # --------------------------------------------------------------------------- items 2, 3
+@pytest.mark.slow
 def test_write_report_and_nnsig_report_are_one_report(saved, tmp_path) -> None:
     from nnsig_core.cli.main import main
 
@@ -180,6 +182,7 @@ def test_a_store_handle_sees_what_another_handle_wrote(tmp_path) -> None:
 
 
 # --------------------------------------------------------------------------- items 8, 9
+@pytest.mark.slow
 def test_evaluate_shows_each_task_once_and_fails_fast(saved, tmp_path, capsys) -> None:
     from nnsig_core.cli.main import main
     from nnsig_core.diagnostics.persist import saved_scorer
@@ -219,6 +222,7 @@ def test_energy_on_probabilities_is_flagged(tmp_path) -> None:
         baseline_scores(analysis, store, "test", which=("energy",))
 
 
+@pytest.mark.slow
 def test_export_every_split_in_every_format_with_the_saved_scores(saved, tmp_path) -> None:
     from nnsig_core.cli.main import main
 
