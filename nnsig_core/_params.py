@@ -16,7 +16,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from nnsig_core._util import parse_bytes
 
@@ -36,7 +36,8 @@ class Interval:
     def accepts(self, v: Any) -> bool:
         if isinstance(v, bool) or not isinstance(v, self.kind):
             return False
-        return (self.low is None or v >= self.low) and (self.high is None or v <= self.high)
+        x = cast(float, v)
+        return (self.low is None or x >= self.low) and (self.high is None or x <= self.high)
 
     def describe(self) -> str:
         what = "an int" if self.kind is numbers.Integral else "a number"

@@ -389,7 +389,8 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
             "n_fit_samples": int(self.n_fit_samples_),
             "inertia": float(self.inertia_),
         }
-        arrays = {"centers": self.cluster_centers_, "fit_counts": self.fit_counts_}
+        arrays: dict[str, np.ndarray] = {"centers": self.cluster_centers_,
+                                         "fit_counts": self.fit_counts_}
         if self.discretizer_ is not None:
             a, arr = self.discretizer_._state()
             attrs["discretizer"] = a

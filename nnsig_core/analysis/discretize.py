@@ -91,6 +91,10 @@ class Discretizer(NnsigParamsMixin, TransformerMixin, BaseEstimator):
     ``edges[i] <= x < edges[i + 1]``, as in ``KBinsDiscretizer``.
     """
 
+    # Fitted (see Attributes); typed loosely: their shapes depend on ``scope``.
+    bin_edges_: Any
+    n_bins_: Any
+
     def __init__(
         self,
         *,

@@ -64,10 +64,19 @@ class JointTableViews:
     split: str
     layers: list[str]
     n_clusters: list[int]
-    n_classes: int
-    has_labels: bool
+
+    @property
+    def n_classes(self) -> int:
+        raise NotImplementedError  # pragma: no cover - every subclass defines it
+
+    @property
+    def has_labels(self) -> bool:
+        raise NotImplementedError  # pragma: no cover - every subclass defines it
 
     def _cols(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        raise NotImplementedError  # pragma: no cover - every subclass defines it
+
+    def joint(self) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError  # pragma: no cover - every subclass defines it
 
     def _need_labels(self, what: str) -> None:

@@ -63,8 +63,8 @@ def nearest_merge(*parts: dict[str, Any], n: int) -> dict[str, Any]:
     """Merge the :func:`nearest_part` of several blocks."""
     layers = []
     for j in range(len(parts[0]["layers"])):
-        cat = [np.concatenate([p["layers"][j][i] for p in parts]) for i in range(3)]
-        layers.append(_nearest(*cat, n))
+        ids, dist, rows = (np.concatenate([p["layers"][j][i] for p in parts]) for i in range(3))
+        layers.append(_nearest(ids, dist, rows, n))
     return {"layers": layers}
 
 

@@ -57,7 +57,7 @@ def restore_state(cls: type, meta: Mapping[str, Any],
     (``layers`` by layer name); ``name`` is what it was saved as."""
     # Parameters that no longer exist (0.2's batch_size and streaming_passes, of the
     # MiniBatchKMeans path) shaped only how the analysis was fitted: they are dropped.
-    known = set(cls._get_param_names())
+    known = set(cls._get_param_names())  # type: ignore[attr-defined]
     params = {k: v for k, v in meta["params"].items() if k in known}
     if isinstance(params.get("discretizer"), dict):
         params["discretizer"] = Discretizer(**params["discretizer"])

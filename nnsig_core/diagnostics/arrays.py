@@ -9,7 +9,7 @@ layers' activations (:meth:`SignatureScorer.fit` on an analysis and a store).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -24,9 +24,25 @@ class PathArraysMixin:
     """``fit_arrays``, ``component_scores`` and ``calibrate_arrays`` of the scorer."""
 
     # Provided by SignatureScorer.
-    _nnsig_constraints: dict[str, Any]
+    # What the estimator this mixes into defines (for the type checker).
+    _nnsig_constraints: ClassVar[dict[str, Any]]
     components: Sequence[str] | None
     method: str
+    analysis_: Any
+    neighbours_: Any
+    stats_: Any
+    layer_combiner_: Any
+    combiner_: Any
+    classes_: list[int]
+    n_misclassified_: int | None
+    validation_split_: str | None
+
+    if TYPE_CHECKING:
+        def _check_fitted(self, need_analysis: bool = False) -> None: ...
+        def _fit_paths(self, ids: np.ndarray, dist: np.ndarray, y: np.ndarray,
+                       n_clusters: Sequence[int], classes: Sequence[int],
+                       layers: Sequence[str],
+                       nearest: tuple[np.ndarray, np.ndarray] | None) -> None: ...
 
     def fit_arrays(
         self,
@@ -78,10 +94,11 @@ class PathArraysMixin:
             n_clusters = (ids.max(axis=0) + 1).tolist()
         if len(n_clusters) != L or len(layers) != L:
             raise ValueError(f"n_clusters and layers need one entry per layer ({L}).")
-        classes = np.unique(y) if classes is None else classes
+        known = [int(c) for c in (np.unique(y) if classes is None else classes)]
         self.owners_ = cluster_owners(ids, y, n_clusters)
-        near = None if nearest is None else tuple(np.asarray(a, np.float64) for a in nearest)
-        self._fit_paths(ids, dist, y, n_clusters, classes, layers, near)
+        near = (None if nearest is None else
+                (np.asarray(nearest[0], np.float64), np.asarray(nearest[1], np.float64)))
+        self._fit_paths(ids, dist, y, n_clusters, known, layers, near)
         comps = list(self.components) if self.components is not None else list(PATH_SCORES)
         bad = [c for c in comps if c in NEIGHBOUR_SCORES]
         if bad:

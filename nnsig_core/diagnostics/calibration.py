@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from sklearn.exceptions import NotFittedError
@@ -39,6 +39,7 @@ StoreArg = ActivationStore | str | os.PathLike
 class ReferenceChoice:
     """The reference and the target of a :class:`SignatureScorer` (see the module doc)."""
 
+    # What the estimator this mixes into defines (for the type checker).
     components: Any
     method: str
     n_reference: int
@@ -47,7 +48,23 @@ class ReferenceChoice:
     random_state: Any
     classes_: list[int]
     layers_: list[str]
-    _nnsig_constraints: dict[str, Any]
+    _nnsig_constraints: ClassVar[dict[str, Any]]
+    analysis_: Any
+    neighbours_: Any
+    stats_: Any
+    layer_combiner_: Any
+    combiner_: Any
+    n_misclassified_: int | None
+    validation_split_: str | None
+    fingerprint_: str
+
+    if TYPE_CHECKING:
+        def _check_fitted(self, need_analysis: bool = False) -> None: ...
+        def _aggregate(self, layer: Any) -> dict[str, np.ndarray]: ...
+        def _split_components(self, store: ActivationStore, split: str,
+                              client: ClientArg = None) -> Any: ...
+        def get_params(self, deep: bool = True) -> dict[str, Any]: ...
+        def set_params(self, **params: Any) -> Any: ...
 
     def _fit_reference(self, store: ActivationStore, split: str, labels: np.ndarray,
                        preds: np.ndarray, rows: np.ndarray, ids: np.ndarray, dist: Distances,
@@ -197,12 +214,13 @@ class ReferenceChoice:
             ``validation_split=`` of :func:`~nnsig_core.diagnostics.signature_scores`).
         """
         self._check_fitted()
-        if getattr(self, "conformal_scores_", None) is None or not self.conformal_scores_.size:
+        cal = getattr(self, "conformal_scores_", None)
+        if cal is None or not cal.size:
             raise NotFittedError(
                 "This scorer has no conformal calibration: calibrate it on a labelled "
                 "validation split held out from training (scorer.calibrate(store, 'val'), or "
                 "signature_scores(..., validation_split='val')) with conformal_holdout > 0.")
-        return conformal_threshold(self.conformal_scores_, alpha)
+        return conformal_threshold(cal, alpha)
 
     def _set_fingerprint(self, store: ActivationStore) -> None:
         """``fingerprint_``: a hash of the settings and of what the scorer was fitted on (the

@@ -62,8 +62,8 @@ def nearest_distances(owners: dict[int, np.ndarray], D: np.ndarray,
     K = D.shape[1]
     mine = np.zeros(D.shape, dtype=bool)
     held = np.zeros(K, dtype=bool)
-    for idx in owners.values():
-        held[idx[idx < K]] = True
+    for owned in owners.values():
+        held[owned[owned < K]] = True
     for cls in np.unique(c):
         idx = owners.get(int(cls))
         if idx is not None and idx.size:

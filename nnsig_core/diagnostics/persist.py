@@ -60,6 +60,7 @@ def save_scores(
                              f"has {n} samples.")
     tmp = f"{scores_path(name)}/.new-{split}-{uuid.uuid4().hex[:8]}"
     sg = store.group(tmp, create=True)
+    assert sg is not None  # created
     try:
         sg.attrs[SCORES_ATTR] = to_json_safe({"split": split, "n_samples": n,
                                               "fingerprint": store.fingerprint(split),
@@ -174,8 +175,8 @@ def saved_scorer(store: ActivationStore, name: str) -> dict[str, Any] | None:
     g = store.group(scorer_path(name))
     if g is None or SCORER_ATTR not in g.attrs:
         return None
-    record = dict(g.attrs[SCORER_ATTR])
-    cal = g["conformal_scores"] if "conformal_scores" in g else None
+    record: dict[str, Any] = dict(g.attrs[SCORER_ATTR])  # type: ignore[arg-type]
+    cal: Any = g["conformal_scores"] if "conformal_scores" in g else None
     record["conformal_scores"] = None if cal is None else np.asarray(cal[:], dtype=np.float64)
     return record
 
@@ -192,6 +193,7 @@ def save_scorer(store: ActivationStore, name: str, scorer: Any) -> None:
              if saved_scores_fingerprint(store, name, s) != scorer.fingerprint_]
     tmp = f"{analysis_path(name)}/.new-scorer-{uuid.uuid4().hex[:8]}"
     g = store.group(tmp, create=True)
+    assert g is not None  # created
     try:
         g.attrs[SCORER_ATTR] = to_json_safe({
             "params": scorer.get_params(deep=False),

@@ -278,7 +278,7 @@ class SignatureScorer(ReferenceChoice, PathArraysMixin, NnsigParamsMixin, BaseEs
             ids, dist, y, self.n_clusters_, self.classes_, own)
         self.n_train_ = self.stats_.n_train_
         self.n_paths_ = self.stats_.n_paths_
-        self.validation_split_: str | None = None
+        self.validation_split_ = None
 
     def _check_fitted(self, need_analysis: bool = False) -> None:
         check_is_fitted(self, "combiner_", msg="SignatureScorer is not fitted; call "
@@ -374,8 +374,9 @@ class SignatureScorer(ReferenceChoice, PathArraysMixin, NnsigParamsMixin, BaseEs
             out["combined"] = self.combiner_.transform(layer)
         else:
             out["combined"] = self.combiner_.transform(comp)
-        if getattr(self, "conformal_scores_", None) is not None and self.conformal_scores_.size:
-            out["p_value"] = conformal_p_values(self.conformal_scores_, out["combined"])
+        cal = getattr(self, "conformal_scores_", None)
+        if cal is not None and cal.size:
+            out["p_value"] = conformal_p_values(cal, out["combined"])
         return (out, layer) if return_layers else out
 
     def describe(self) -> dict[str, Any]:
@@ -398,8 +399,8 @@ class SignatureScorer(ReferenceChoice, PathArraysMixin, NnsigParamsMixin, BaseEs
             "classes": self.classes_,
             "validation_split": self.validation_split_,
             "conformal_holdout": float(self.conformal_holdout),
-            "n_conformal": (None if getattr(self, "conformal_scores_", None) is None
-                            else int(self.conformal_scores_.size)),
+            "n_conformal": (None if (cal := getattr(self, "conformal_scores_", None)) is None
+                            else int(cal.size)),
             "scorer_fingerprint": getattr(self, "fingerprint_", None),
             "combination": self.combiner_.describe(),
         }

@@ -267,7 +267,7 @@ def _write_signatures(store: ActivationStore, name: str, split: str, layers: lis
     try:
         rows = cluster_ids.chunks[0][0]
         arrays = [a.rechunk((rows, -1)) for a in (cluster_ids, distances)]
-        targets = [group.create_array(key, shape=arr.shape, dtype=arr.dtype,
+        targets: list[Any] = [group.create_array(key, shape=arr.shape, dtype=arr.dtype,
                                       chunks=(rows, arr.shape[1]), fill_value=0,
                                       **array_options())
                    for key, arr in zip(("cluster_ids", "distances"), arrays, strict=True)]

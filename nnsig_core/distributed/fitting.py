@@ -189,10 +189,10 @@ def fit_distributed(analysis: Any, store: Any, split: str, classes: Iterable[int
     with ThreadPoolExecutor(max_workers=min(len(jobs), MAX_CONCURRENT_LAYERS),
                             thread_name_prefix="nnsig-layer") as pool:
         compositions = list(pool.map(
-            lambda job: fit_layer(*job, n_classes, client, budget), jobs))
+            lambda job: fit_layer(job[0], job[1], job[2], n_classes, client, budget), jobs))
     client.cancel(masks)
     check_unchanged(store, split, before)
-    present = np.flatnonzero(compositions[0].sum(axis=0)) if compositions else []
+    present: Any = np.flatnonzero(compositions[0].sum(axis=0)) if compositions else []
     analysis.layers_ = layers
     analysis.clusterers_ = clusterers
     analysis.n_clusters_ = ks

@@ -86,7 +86,10 @@ def fit_neighbours(neighbours: Any, store: Any, split: str, rows: np.ndarray, y:
     blocks = SplitBlocks(client, store, split)
     held = _held(blocks, rows)
     n, r = int(rows.size), int(neighbours.n_components)
-    checks, raws, pca_parts, plans = {}, {}, {}, {}
+    checks: dict[str, Any] = {}
+    raws: dict[str, Any] = {}
+    pca_parts: dict[str, list[Any]] = {}
+    plans: dict[str, Any] = {}
     for name in layers:
         d = int(np.prod(store.activations(split, name).shape[1:], dtype=np.int64))
         fits = neighbours._fits(n, d)

@@ -133,7 +133,8 @@ class SplitBlocks:
         """A metadata array (``labels``, ``predictions``, ``sample_index``) as a dask array."""
         if name not in ("labels", "predictions", "sample_index"):
             raise ValueError(f"Unknown metadata array {name!r}.")
-        return self._from_zarr(self.store.root[self.split][name])
+        group: Any = self.store.root[self.split]
+        return self._from_zarr(group[name])
 
     def meta_blocks(self, name: str) -> list[Any]:
         """Delayed blocks of a metadata array."""

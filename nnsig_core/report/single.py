@@ -363,7 +363,7 @@ def run_body(
         "separable_purity": SEPARABLE_PURITY,
         "splits": {},
     }
-    if prep.threshold is not None and bins is not None:
+    if prep.threshold is not None and thr is not None and bins is not None:
         # Unrounded: samples at or above it are flagged, the conformal rule to the bit.
         body["threshold"] = {**prep.threshold, "value": float(thr), "score": score_name}
     wanted: dict[str, set[int]] = {}
