@@ -42,6 +42,8 @@ ANALYSIS_ATTR = "nnsig_analysis"
 SIGNATURES_GROUP = "signatures"
 SCORES_GROUP = "scores"
 SCORES_ATTR = "nnsig_scores"
+#: The attribute of a pointer group: the sibling holding the current copy (store/pointers.py).
+POINTER_ATTR = "nnsig_pointer"
 META_ARRAYS = ("labels", "predictions", "outputs", "sample_index", "inputs")
 #: The arrays a token row space adds: each row's sample, position and token id.
 TOKEN_ARRAYS = ("sample_row", "position", "token")

@@ -111,6 +111,9 @@ class GuardedStore(WrapperStore[Store]):
     def forget(self) -> None:
         """Drop what was learned of arrays (their codecs and chunking): they were re-created."""
         self._arrays.clear()
+        forget = getattr(self._store, "forget", None)
+        if callable(forget):
+            forget()
 
     # ------------------------------------------------------------------ reads
     async def get(self, key: str, prototype: BufferPrototype | None = None,

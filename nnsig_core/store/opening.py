@@ -23,6 +23,7 @@ from zarr.storage import LocalStore
 from nnsig_core.store.errors import StoreError
 from nnsig_core.store.format import FORMAT_VERSION, ROOT_ATTR
 from nnsig_core.store.guard import GuardedStore
+from nnsig_core.store.pointers import PointerStore
 
 #: The modes of :meth:`ActivationStore.open <nnsig_core.store.ActivationStore.open>`.
 MODES = ("r", "r+", "a", "w")
@@ -84,7 +85,7 @@ def open_root(where: StoreLike, mode: str,
         inner = where if where.read_only == (mode == "r") else where.with_read_only(mode == "r")
         location = f"{type(where).__name__}({where})"
         _check_remote(inner, location, mode)
-    group = _root_group(GuardedStore(inner, location=location),
+    group = _root_group(GuardedStore(PointerStore(inner), location=location),
                         create=mode in ("a", "w"), location=location)
     _check_root(group, location, mode)
     return OpenedRoot(group, path, location)

@@ -22,6 +22,7 @@ import zarr
 
 from nnsig_core.store.errors import IncompleteStoreError, StoreError
 from nnsig_core.store.format import ANALYSIS_GROUP, SPLIT_ATTR
+from nnsig_core.store.pointers import unwrap
 
 _Store = TypeVar("_Store", bound="SplitReading")
 
@@ -59,7 +60,7 @@ class SplitReading:
         # An fsspec filesystem caches directory listings (s3fs, gcsfs): new groups would stay
         # unseen.
         zstore = self.root.store_path.store
-        fs = getattr(getattr(zstore, "_store", zstore), "fs", None)
+        fs = getattr(unwrap(zstore, "fs"), "fs", None)
         if fs is not None and callable(getattr(fs, "invalidate_cache", None)):
             fs.invalidate_cache()
         return self

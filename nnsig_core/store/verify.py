@@ -22,6 +22,7 @@ from zarr.core.sync import sync
 
 from nnsig_core.store.format import SPLIT_ATTR
 from nnsig_core.store.guard import crc32c_ok
+from nnsig_core.store.pointers import raw_store
 
 if TYPE_CHECKING:
     from nnsig_core.store.split_reading import SplitReading
@@ -122,8 +123,7 @@ def _expected_chunks(meta: dict[str, Any], rows_written: int | None) -> Iterator
 
 def verify_store(store: SplitReading, progress: bool = False) -> VerifyReport:
     """Check every chunk and metadata document of ``store`` (see the module docstring)."""
-    inner = store.root.store_path.store
-    inner = getattr(inner, "_store", inner)  # read the raw bytes, not through the guard
+    inner = raw_store(store.root.store_path.store)  # the raw bytes, not through the guard
     proto = default_buffer_prototype()
     report = VerifyReport(store.location)
 
