@@ -35,7 +35,7 @@ from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.storage import WrapperStore
 
 from nnsig_core.store.errors import StoreError
-from nnsig_core.store.format import SPLIT_ATTR
+from nnsig_core.store.format import ANALYSIS_GROUP, SCORES_GROUP, SIGNATURES_GROUP, SPLIT_ATTR
 
 METADATA = "zarr.json"
 _VERIFY = "nnsig verify"
@@ -163,13 +163,20 @@ class GuardedStore(WrapperStore[Store]):
             )
 
     async def _check_missing(self, key: str, array: str, coords: tuple[int, ...]) -> None:
-        split = array.split("/", 1)[0] if "/" in array else None
-        if split is None:
+        info = await self._array_info(array)
+        if info.split is None:
+            # Arrays of analyses, signatures and scores hold every chunk of their shape
+            # (written whole, empty chunks included): any absent one was lost.
+            if info.checksummed and array.startswith(ANALYSIS_GROUP + "/"):
+                raise MissingChunkError(
+                    f"Chunk {'/'.join(map(str, coords))} of {self._describe(info)} is missing "
+                    f"from the store ({self._where(key)} was deleted or lost). Run `{_VERIFY} "
+                    f"{self.location}` to list every missing chunk; {self._fix(info)}"
+                )
             return
-        meta = await self._split_meta(split)
+        meta = await self._split_meta(info.split)
         if meta is None:
             return
-        info = await self._array_info(array)
         written = int(meta.get("n_samples", meta.get("n_written", 0)) if meta.get("complete")
                       else meta.get("n_written", 0))
         if coords[0] * info.chunk_rows < written:
@@ -235,7 +242,23 @@ class GuardedStore(WrapperStore[Store]):
 
     @staticmethod
     def _fix(info: _ArrayInfo) -> str:
-        if info.split is None:
-            return "save the analysis or scores again (overwrite=True)."
-        return (f"capture split {info.split!r} again (capture(..., split={info.split!r}, "
-                "overwrite=True)) to restore it.")
+        return fix_for(info.name if info.split is None else None, info.split)
+
+
+def fix_for(array: str | None, split: str | None = None) -> str:
+    """What to do about a lost or damaged chunk of a split (``split``) or of a saved result
+    (``array``, its path under ``analysis/``): a command that restores it."""
+    if split is not None:
+        return (f"capture split {split!r} again with the same data and model "
+                f"(capture(..., split={split!r}, resume=True) re-captures the rows that are "
+                "missing or damaged).")
+    parts = (array or "").split("/")
+    name = parts[1] if len(parts) > 1 else "?"
+    if len(parts) > 3 and parts[2] == SIGNATURES_GROUP:
+        return (f"save analysis {name!r} again (analysis.save(store, {name!r}, "
+                "overwrite=True)), which computes its signatures again.")
+    if len(parts) > 3 and parts[2] == SCORES_GROUP:
+        return (f"compute the scores of split {parts[3]!r} again (signature_scores(analysis, "
+                f"store, {parts[3]!r}, save=True), or nnsig evaluate).")
+    return (f"fit analysis {name!r} again and save it with overwrite=True "
+            f"(SignatureAnalysis(...).fit(store).save(store, {name!r}, overwrite=True)).")

@@ -15,8 +15,8 @@ Instead:
 3. the old copy is deleted.
 
 A save killed before step 2 leaves the old copy current (the new prefix is
-garbage that ``nnsig verify`` ignores and the next save of the name removes);
-one killed after it leaves the new one current. :class:`PointerStore` sits
+garbage that readers and ``nnsig verify`` ignore; it is not removed, since it
+may be the copy of a concurrent save still being written); one killed after it leaves the new one current. :class:`PointerStore` sits
 under the guard and follows the pointers for every key under ``analysis/``,
 so zarr, the analysis and the diagnostics read and write logical paths
 (``analysis/default/scores/test``) and never see a half state. Pointers

@@ -20,9 +20,9 @@ from tqdm.auto import tqdm
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
-from nnsig_core.store.format import SPLIT_ATTR
+from nnsig_core.store.format import POINTER_ATTR, SPLIT_ATTR
 from nnsig_core.store.guard import crc32c_ok
-from nnsig_core.store.pointers import raw_store
+from nnsig_core.store.pointers import HIDDEN, raw_store
 
 if TYPE_CHECKING:
     from nnsig_core.store.split_reading import SplitReading
@@ -121,6 +121,25 @@ def _expected_chunks(meta: dict[str, Any], rows_written: int | None) -> Iterator
     return product(*(range(g) for g in grid))
 
 
+def _live_copies(docs: dict[str, dict[str, Any]]) -> set[str]:
+    """The paths of the copies pointers lead to (:mod:`~nnsig_core.store.pointers`)."""
+    live = set()
+    for path, doc in docs.items():
+        target = ((doc.get("attributes") or {}).get(POINTER_ATTR) or {}).get("target")
+        if target:
+            parent = path.rpartition("/")[0]
+            live.add(f"{parent}/{target}" if parent else str(target))
+    return live
+
+
+def _live(path: str, live: set[str]) -> bool:
+    """Whether ``path`` is reachable: not inside a copy no pointer leads to (one being written,
+    or left by a save that was killed: garbage, which a save never reads)."""
+    parts = path.split("/")
+    return all(not seg.startswith(HIDDEN) or "/".join(parts[: i + 1]) in live
+               for i, seg in enumerate(parts))
+
+
 def verify_store(store: SplitReading, progress: bool = False) -> VerifyReport:
     """Check every chunk and metadata document of ``store`` (see the module docstring)."""
     inner = raw_store(store.root.store_path.store)  # the raw bytes, not through the guard
@@ -149,7 +168,8 @@ def verify_store(store: SplitReading, progress: bool = False) -> VerifyReport:
             report.incomplete[split] = (
                 f"incomplete ({meta.get('n_written', 0)} of {meta.get('n_expected') or '?'} "
                 "samples written): resume it with capture(..., resume=True)")
-    arrays = {p: d for p, d in docs.items() if d.get("node_type") == "array"}
+    live = _live_copies(docs)
+    arrays = {p: d for p, d in docs.items() if d.get("node_type") == "array" and _live(p, live)}
     for split, meta in sorted(splits.items()):
         written = int(meta.get("n_samples", 0) if meta.get("complete") else meta.get("n_written", 0))
         wanted = {d.get("key"): d.get("name") for d in meta.get("layers") or []}
