@@ -29,6 +29,7 @@ from nnsig_core.capture.policy import (
     plan_split,
     resume_label_check,
 )
+from nnsig_core.capture.repair import Repairs
 from nnsig_core.capture.session import CaptureSession
 from nnsig_core.protocol import Adapter, ArrayAdapter
 from nnsig_core.store import ActivationStore, open_store
@@ -208,16 +209,19 @@ def capture(
             settings=settings, existing=plan.existing, start=plan.start, claim=claim,
             fingerprint=fingerprint, durable=durable,
         )
-        check = resume_label_check(store, split) if plan.existing is not None else None
+        check = (resume_label_check(store, split, plan.repairs) if plan.existing is not None
+                 else None)
+        repairs = Repairs(session, plan.repairs) if plan.repairs else None
         batches = iter_batches(data, batch_size, plan.start, on_skipped=check,
-                               batch_axis=batch_axis, label_key=label_key)
+                               batch_axis=batch_axis, label_key=label_key, repair=repairs)
         _run(session, batches, n_expected, plan.start, max_samples, f"capture {split}",
-             progress, batch_axis)
+             progress, batch_axis, repairs)
     return store
 
 
 def _run(session: CaptureSession, batches: Any, n_expected: int | None, start: int,
-         max_samples: int | None, desc: str, progress: bool, batch_axis: int = 0) -> None:
+         max_samples: int | None, desc: str, progress: bool, batch_axis: int = 0,
+         repairs: Repairs | None = None) -> None:
     """Feed every batch to the session, then complete the split (or abort on any error)."""
     bar = tqdm(total=n_expected, initial=start, unit="sample", unit_scale=True, desc=desc,
                disable=None if progress else True, dynamic_ncols=True)
@@ -237,8 +241,12 @@ def _run(session: CaptureSession, batches: Any, n_expected: int | None, start: i
             bar.update(n)
             if max_samples is not None and done >= max_samples:
                 break
+        if repairs is not None:
+            repairs.close(session.split)
         session.finish()
     except BaseException:
+        if repairs is not None:
+            repairs.abort()
         session.abort()
         raise
     finally:

@@ -84,6 +84,19 @@ class CaptureSession:
 
     # -- per batch
     def process(self, inputs: Any, labels: Any, index: np.ndarray) -> None:
+        """Run one batch and hand its rows to the writer (the split's next rows)."""
+        rows, token_acts = self.compute(inputs, labels, index)
+        assert self.writer is not None
+        if token_acts:
+            self.tokens.submit(token_acts, rows["outputs"], rows["labels"], rows["predictions"],
+                               index, self.rows_seen, self.n_expected)
+        self.writer.submit(rows)
+        self.rows_seen += len(index)
+
+    def compute(self, inputs: Any, labels: Any,
+                index: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Run one batch and check it: its rows by array key, and its token-level layers
+        (the split's arrays are created on the first batch)."""
         n = len(index)
         outputs, acts = self.adapter.run(inputs)
         acts, token_acts = split_token_rows(acts)
@@ -131,11 +144,7 @@ class CaptureSession:
         rows["sample_index"] = index
         if self.keep_inputs:
             rows["inputs"] = self._thumbs(inputs, index)
-        if token_acts:
-            self.tokens.submit(token_acts, rows["outputs"], lab, pred, index, self.rows_seen,
-                               self.n_expected)
-        self.writer.submit(rows)
-        self.rows_seen += n
+        return rows, token_acts
 
     def _labels(self, labels: Any, index: np.ndarray) -> np.ndarray:
         """A batch's labels as int64 class indices (-1 for a batch without labels), checked."""
@@ -268,22 +277,18 @@ class CaptureSession:
         )
 
     def _arrays_to_resume(self, chunk_rows: int) -> dict[str, Any]:
-        """The interrupted split's arrays, refused when one of them, or a chunk of the rows
-        already written, is missing (a resumed capture would complete a damaged split)."""
+        """The interrupted split's arrays, refused when one of them is missing (its
+        metadata is gone: the split must be captured again). Missing or damaged chunks of
+        the rows already written are re-captured (:mod:`~nnsig_core.capture.repair`)."""
         arrays = self.store.split_arrays(self.split)
         wanted = [*self.keys, "outputs", "labels", "predictions", "sample_index"]
         wanted += ["inputs"] if self.keep_inputs else []
         missing = [k for k in wanted if k not in arrays]
-        n_chunks = self.start // chunk_rows
-        for key in wanted:
-            if key in arrays and len(self.store.chunk_indices(self.split, key)
-                                     & set(range(n_chunks))) < n_chunks:
-                missing.append(f"{key} (chunks of rows below {self.start})")
         if missing:
             raise CaptureError(
-                f"Cannot resume split {self.split!r}: its written part is damaged (missing: "
-                f"{', '.join(missing)}). Run `nnsig verify {self.store.location}`, and "
-                "capture the split again with overwrite=True."
+                f"Cannot resume split {self.split!r}: arrays {', '.join(missing)} are missing "
+                f"from the store. Run `nnsig verify {self.store.location}`, and capture the "
+                "split again with overwrite=True."
             )
         return arrays
 
@@ -302,6 +307,9 @@ class CaptureSession:
 
     # -- end
     def finish(self) -> None:
+        if self.existing is not None and self.existing.get("complete"):
+            self._finish_repair()
+            return
         if self.writer is None:
             if self.existing is not None and self.start > 0:
                 # Interrupted after its last chunk was written: only the end was missing.
@@ -326,6 +334,15 @@ class CaptureSession:
         self.info["capture"] = dict(self.info["capture"], finished=now_iso())
         self._mark_complete()
         log.info("Captured %d samples of split %r into %s", total, self.split, self.store.location)
+
+    def _finish_repair(self) -> None:
+        """A complete split whose lost rows were re-captured: it keeps its fingerprint (the
+        rows are those it had), and records the repair."""
+        if self.writer is not None:
+            self.writer.close()
+        self.info = dict(self.existing or {})
+        self.info["capture"] = dict(self.info.get("capture") or {}, repaired=now_iso())
+        self._mark_complete()
 
     def _complete_as_is(self) -> None:
         total = self.start

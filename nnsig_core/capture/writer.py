@@ -42,6 +42,7 @@ class ChunkWriter:
         self.chunk_rows = chunk_rows
         self.on_written = on_written
         self.written = start_row
+        self.bytes_written = 0  # encoded bytes of the chunks written
         self.durable = durable
         self.store = next(iter(arrays.values())).store_path.store
         self.encoders = {k: ChunkEncoder.for_array(a) for k, a in arrays.items()}
@@ -107,6 +108,7 @@ class ChunkWriter:
             else:
                 arr[lo:hi] = blocks[k][:m]
         write_chunks(self.store, encoded, self.durable, self.made_dirs)
+        self.bytes_written += sum(memoryview(p).nbytes for _, pieces in encoded for p in pieces)
         self.written = hi
         self.on_written(hi)
 

@@ -142,8 +142,8 @@ class GuardedStore(WrapperStore[Store]):
                 except ValueError as exc:
                     raise DamagedMetadataError(
                         f"The metadata file {self._where(key)} is damaged (not valid JSON: "
-                        f"{exc}). Run `{_VERIFY} {self.location}` to see what else is; a "
-                        "damaged split must be captured again (overwrite=True)."
+                        f"{exc}). Run `{_VERIFY} {self.location}` to see what else is; "
+                        f"{metadata_fix(key)}"
                     ) from None
             return
         parts = chunk_key_parts(key)
@@ -243,6 +243,19 @@ class GuardedStore(WrapperStore[Store]):
     @staticmethod
     def _fix(info: _ArrayInfo) -> str:
         return fix_for(info.name if info.split is None else None, info.split)
+
+
+def metadata_fix(key: str) -> str:
+    """What restores the damaged metadata document ``key``."""
+    parts = key.split("/")
+    if len(parts) == 1:
+        return ("it holds only the store's format version: open_store(..., mode='a') writes "
+                "it again.")
+    if parts[0] == ANALYSIS_GROUP:
+        return fix_for("/".join(parts[:-1]))
+    split = parts[0]
+    return (f"capture split {split!r} again (capture(..., split={split!r}, overwrite=True)); "
+            "the store's other splits stay readable.")
 
 
 def fix_for(array: str | None, split: str | None = None) -> str:

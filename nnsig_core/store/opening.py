@@ -9,6 +9,8 @@ given ``storage_options``; a zarr ``Store`` object is used as it is.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -17,13 +19,16 @@ from typing import Any
 import zarr
 import zarr.errors
 from zarr.abc.store import Store
+from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
 from nnsig_core.store.errors import StoreError
 from nnsig_core.store.format import FORMAT_VERSION, ROOT_ATTR
-from nnsig_core.store.guard import GuardedStore
+from nnsig_core.store.guard import DamagedMetadataError, GuardedStore
 from nnsig_core.store.pointers import PointerStore
+
+log = logging.getLogger("nnsig")
 
 #: The modes of :meth:`ActivationStore.open <nnsig_core.store.ActivationStore.open>`.
 MODES = ("r", "r+", "a", "w")
@@ -138,6 +143,7 @@ def _root_group(store: GuardedStore, create: bool, location: str) -> zarr.Group:
     absent. Two processes creating the same new store both succeed."""
     try:
         if create:
+            _rewrite_damaged_root(store, location)
             try:
                 return zarr.create_group(
                     store, zarr_format=3,
@@ -148,6 +154,19 @@ def _root_group(store: GuardedStore, create: bool, location: str) -> zarr.Group:
     except (zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError,
             FileNotFoundError) as exc:
         raise StoreError(f"Cannot open {location!r} as a Zarr v3 group: {exc}") from exc
+
+
+def _rewrite_damaged_root(store: GuardedStore, location: str) -> None:
+    """Write the root's metadata again when it is damaged (it holds only the format version,
+    so nothing is lost): what the :class:`DamagedMetadataError` of the root names as the fix."""
+    try:
+        sync(store.get("zarr.json", default_buffer_prototype()))
+    except DamagedMetadataError:
+        log.warning("The root metadata of %s was damaged; writing it again.", location)
+        doc = {"zarr_format": 3, "node_type": "group",
+               "attributes": {ROOT_ATTR: {"format_version": FORMAT_VERSION}}}
+        sync(store.set("zarr.json", default_buffer_prototype().buffer.from_bytes(
+            json.dumps(doc).encode())))
 
 
 def _check_root(group: zarr.Group, location: str, mode: str) -> None:

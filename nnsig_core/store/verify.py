@@ -105,7 +105,7 @@ class VerifyReport:
         for split, ranges in sorted(self.rows_to_recapture().items()):
             spans = ", ".join(f"{lo}-{hi}" for lo, hi in ranges)
             lines.append(f"split {split!r}: rows {spans} must be captured again "
-                         f"(capture(..., split={split!r}, overwrite=True))")
+                         f"(capture(..., split={split!r}, resume=True) re-captures them)")
         if any(p.split is None and p.kind != "metadata" for p in self.problems):
             lines.append("damaged analyses or scores: save them again (overwrite=True)")
         return "\n".join(lines)
@@ -140,14 +140,18 @@ def _live(path: str, live: set[str]) -> bool:
                for i, seg in enumerate(parts))
 
 
-def verify_store(store: SplitReading, progress: bool = False) -> VerifyReport:
-    """Check every chunk and metadata document of ``store`` (see the module docstring)."""
+def verify_store(store: SplitReading, progress: bool = False,
+                 split: str | None = None) -> VerifyReport:
+    """Check every chunk and metadata document of ``store`` (see the module docstring), or
+    only those of ``split`` (what a resumed capture repairs)."""
     inner = raw_store(store.root.store_path.store)  # the raw bytes, not through the guard
     proto = default_buffer_prototype()
     report = VerifyReport(store.location)
 
     async def keys() -> list[str]:
-        return [k async for k in inner.list()]
+        if split is None:
+            return [k async for k in inner.list()]
+        return [k async for k in inner.list_prefix(f"{split}/")]
 
     def get(key: str) -> bytes | None:
         buf = sync(inner.get(key, prototype=proto))
