@@ -391,11 +391,14 @@ def test_open_store_modes(tmp_path: Path) -> None:
 def test_damaged_metadata_error_class(tmp_path: Path) -> None:
     path = _store(tmp_path)
     (path / "test" / "zarr.json").write_text("{", encoding="utf-8")
-    with pytest.raises(DamagedMetadataError):
-        _ = open_store(path).splits
+    store = open_store(path)
+    assert store.splits == ["train"] and list(store.damaged_splits) == ["test"]
+    with pytest.raises(DamagedMetadataError, match="overwrite=True"):
+        store.labels("test")
 
 
-def test_resume_refuses_a_split_whose_written_part_is_damaged(tmp_path: Path, monkeypatch) -> None:
+def test_resume_repairs_the_damaged_written_part_of_an_interrupted_split(
+        tmp_path: Path, monkeypatch) -> None:
     from nnsig_core.capture import session
 
     monkeypatch.setattr(session, "RECORD_EVERY_S", 0.0)
@@ -403,9 +406,11 @@ def test_resume_refuses_a_split_whose_written_part_is_damaged(tmp_path: Path, mo
     path = tmp_path / "s.zarr"
     _interrupted(path, Weighted(acts, "A"), 120, 70)
     (path / "train" / "h" / "c" / "2" / "0").unlink()  # rows 20-29, below n_written
-    with pytest.raises(CaptureError, match="Cannot resume split 'train'.*h \\(chunks of rows"):
-        capture(Weighted(acts, "A"), (np.arange(120), np.arange(120) % 3), path, resume=True,
-                progress=False)
+    capture(Weighted(acts, "A"), (np.arange(120), np.arange(120) % 3), path, resume=True,
+            batch_size=10, chunk_bytes=8 * 4 * 10, progress=False)
+    store = open_store(path)
+    assert store.is_complete("train") and store.verify().ok
+    np.testing.assert_array_equal(store.activations("train", "h")[:], acts)
 
 
 def test_replacing_a_group_switches_a_pointer_and_leaves_no_copy_behind(tmp_path: Path) -> None:
