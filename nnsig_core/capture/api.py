@@ -168,21 +168,58 @@ def capture(
             f"split (pool='tokens' writes them to '<split>{TOKENS_SUFFIX}'); choose another name."
         )
     class_names = check_class_names(class_names)
+    existed = _exists(store)
     store = open_store(store, mode="a", storage_options=storage_options)
     store.require_writable(f"split {split!r}")
     fingerprint = model_fingerprint(adapter)
+    try:
+        _capture(store, adapter, data, existed, split=split, batch_size=batch_size,
+                 max_samples=max_samples, class_names=class_names, keep_inputs=keep_inputs,
+                 resume=resume, overwrite=overwrite, dtype=dtype, codec=codec,
+                 chunk_bytes=chunk_bytes, predict=predict, progress=progress, durable=durable,
+                 allow_other_weights=allow_other_weights, batch_axis=batch_axis,
+                 label_key=label_key, fingerprint=fingerprint)
+    except BaseException:
+        if not existed and not store.splits:
+            store.remove_if_empty()  # a store made for a capture refused at once: no trace
+        raise
+    return store
+
+
+def _exists(store: Any) -> bool:
+    """Whether ``store`` (as given to capture) holds anything yet."""
+    if isinstance(store, ActivationStore):
+        return True
+    if isinstance(store, (str, os.PathLike)) and "://" not in os.fspath(store):
+        return os.path.exists(store)
+    return True  # URLs and Store objects: not removed
+
+
+def _capture(store: ActivationStore, adapter: Any, data: Any, existed: bool, *, split: str,
+             batch_size: int, max_samples: int | None, class_names: list[str] | None,
+             keep_inputs: bool, resume: bool, overwrite: bool, dtype: str, codec: Any,
+             chunk_bytes: int, predict: Any, progress: bool, durable: bool,
+             allow_other_weights: bool | str, batch_axis: int, label_key: str | None,
+             fingerprint: str | None) -> None:
+    """:func:`capture` once its arguments are checked and the store is open."""
     with store.claim(split, break_stale=resume) as claim:  # before anything is read or changed
         plan = plan_split(store, split, resume=resume, overwrite=overwrite,
                           keep_inputs=keep_inputs, dtype=dtype, max_samples=max_samples)
         if plan.done:
-            return store
+            return
         if plan.existing is not None and plan.existing.get("token_split"):
             raise CaptureError(
                 f"Cannot resume split {split!r}: its capture has token-level layers "
                 f"({plan.existing['token_split']!r}), whose rows cannot be matched to a restart "
                 "point. Capture it again with overwrite=True."
             )
-        check_weights(store, split, fingerprint, plan.existing, allow_other_weights)
+        weights_error = None
+        try:
+            check_weights(store, split, fingerprint, plan.existing, allow_other_weights)
+        except CaptureError as exc:
+            if plan.existing is None:
+                raise
+            weights_error = exc  # after the first batch, which tells which layers changed
         n_total = n_available(data, batch_axis, label_key)
         n_expected = n_total if max_samples is None else (
             max_samples if n_total is None else min(max_samples, n_total)
@@ -207,7 +244,7 @@ def capture(
             class_names=class_names, keep_inputs=keep_inputs, dtype=np.dtype(dtype),
             compressor=codec, chunk_bytes=chunk_bytes, predict=predict or default_predict,
             settings=settings, existing=plan.existing, start=plan.start, claim=claim,
-            fingerprint=fingerprint, durable=durable,
+            fingerprint=fingerprint, durable=durable, weights_error=weights_error,
         )
         check = (resume_label_check(store, split, plan.repairs) if plan.existing is not None
                  else None)
@@ -216,7 +253,6 @@ def capture(
                                batch_axis=batch_axis, label_key=label_key, repair=repairs)
         _run(session, batches, n_expected, plan.start, max_samples, f"capture {split}",
              progress, batch_axis, repairs)
-    return store
 
 
 def _run(session: CaptureSession, batches: Any, n_expected: int | None, start: int,

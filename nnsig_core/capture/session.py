@@ -24,7 +24,13 @@ from nnsig_core.protocol import Adapter
 from nnsig_core.protocol.token_rows import split_token_rows
 from nnsig_core.store import ActivationStore
 from nnsig_core.store.claims import SplitClaim
-from nnsig_core.store.format import chunk_rows_for, layer_key, split_array_specs, token_split_name
+from nnsig_core.store.format import (
+    changed_layers,
+    chunk_rows_for,
+    layer_key,
+    split_array_specs,
+    token_split_name,
+)
 
 log = logging.getLogger("nnsig")
 
@@ -54,6 +60,7 @@ class CaptureSession:
         claim: SplitClaim,
         fingerprint: str | None = None,
         durable: bool = False,
+        weights_error: Exception | None = None,
     ) -> None:
         self.store = store
         self.split = split
@@ -71,7 +78,9 @@ class CaptureSession:
         self.claim = claim
         self.fingerprint = fingerprint
         self.durable = durable
+        self.weights_error = weights_error  # raised once the layers are known to match
         self.writer: ChunkWriter | None = None
+        self.created = False  # this capture created the split's group
         self._last_recorded = time.monotonic()
         self.batch_rows: int | None = None
         self.layer_names: list[str] = []
@@ -224,6 +233,16 @@ class CaptureSession:
             meta.setdefault("type", "unknown")
             meta.setdefault("parameters", 0)
             layers.append(meta)
+        if self.existing is not None:
+            changed = changed_layers(layers, self.existing.get("layers") or [])
+            if changed:
+                raise CaptureError(
+                    f"Cannot resume split {self.split!r}: this model is not the one that "
+                    f"started it ({'; '.join(changed)}). Resume with that model, or start "
+                    "again with overwrite=True."
+                )
+            if self.weights_error is not None:
+                raise self.weights_error
         self.store.check_compatible(self.split, layers, include_self=self.existing is not None)
         if tokens:  # checked before anything is created, like the sample-level layers
             self.tokens.prepare(tokens, summary)
@@ -268,6 +287,7 @@ class CaptureSession:
             # overwrite=True: the old split goes only now, once the model has matched.
             self.claim.check()
             arrays = self.store.create_split(self.split, self.info, specs)
+            self.created = True
         self.writer = ChunkWriter(
             arrays=arrays,
             chunk_rows=chunk_rows,
@@ -369,3 +389,8 @@ class CaptureSession:
         self.tokens.abort()
         if self.writer is not None:
             self.writer.abort()
+        if self.created and (self.writer is None or self.writer.written == 0):
+            # Refused on its first batch: a new split with no row leaves no trace.
+            self.store.remove_split(self.split)
+            if self.has_tokens and token_split_name(self.split) in self.store.splits:
+                self.store.remove_split(token_split_name(self.split))

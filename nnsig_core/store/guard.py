@@ -115,11 +115,49 @@ class GuardedStore(WrapperStore[Store]):
         if callable(forget):
             forget()
 
+    # ------------------------------------------------------------------ writes
+    def _denied(self, what: str, key: str, exc: BaseException) -> StoreError:
+        return StoreError(
+            f"The store {self.location} refused to {what} {self._where(key)} ({exc}): these "
+            "credentials may not write there. Use credentials that can write to it (for S3, "
+            "s3:PutObject and s3:DeleteObject on its keys), or another store."
+        )
+
+    async def set(self, key: str, value: Buffer) -> None:
+        try:
+            await self._store.set(key, value)
+        except PermissionError as exc:
+            raise self._denied("write", key, exc) from exc
+
+    async def set_if_not_exists(self, key: str, value: Buffer) -> None:
+        try:
+            await self._store.set_if_not_exists(key, value)
+        except PermissionError as exc:
+            raise self._denied("write", key, exc) from exc
+
+    async def delete(self, key: str) -> None:
+        try:
+            await self._store.delete(key)
+        except PermissionError as exc:
+            raise self._denied("delete", key, exc) from exc
+
+    async def delete_dir(self, prefix: str) -> None:
+        try:
+            await self._store.delete_dir(prefix)
+        except PermissionError as exc:
+            raise self._denied("delete", prefix, exc) from exc
+
     # ------------------------------------------------------------------ reads
     async def get(self, key: str, prototype: BufferPrototype | None = None,
                   byte_range: ByteRequest | None = None) -> Buffer | None:
         prototype = prototype or default_buffer_prototype()
-        value = await self._store.get(key, prototype, byte_range)
+        try:
+            value = await self._store.get(key, prototype, byte_range)
+        except PermissionError as exc:
+            raise StoreError(
+                f"The store {self.location} refused to read {self._where(key)} ({exc}). Use "
+                "credentials that may read it (for S3, s3:GetObject and s3:ListBucket)."
+            ) from exc
         if byte_range is None:
             await self._check(key, value)
         return value

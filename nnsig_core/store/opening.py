@@ -134,8 +134,17 @@ def _check_remote(store: Store, location: str, mode: str) -> None:
                 f"{location!r} is not empty and holds no Zarr store; choose a new location "
                 "for the store."
             )
-    except (OSError, PermissionError) as exc:
-        raise StoreError(f"Cannot reach the store {location!r}: {exc}") from exc
+    except StoreError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the network's and the SDK's errors, whatever they are
+        if not isinstance(exc, OSError) and not type(exc).__module__.startswith(
+                ("botocore", "aiobotocore", "aiohttp", "google", "gcsfs", "adlfs", "s3fs")):
+            raise
+        raise StoreError(
+            f"Cannot reach the store {location!r} ({type(exc).__name__}: {exc}). Check its "
+            "URL, the endpoint (storage_options={'endpoint_url': ...}, or --storage-option "
+            "endpoint_url=...), the credentials and the network."
+        ) from exc
 
 
 def _root_group(store: GuardedStore, create: bool, location: str) -> zarr.Group:
