@@ -18,6 +18,7 @@ from typing import Any
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
+from nnsig_core.store.errors import StoreError
 from nnsig_core.store.pointers import raw_store
 
 
@@ -86,6 +87,12 @@ class S3Conditional(Unconditional):
             out = self.fs.call_s3("put_object", **self._where(key), Body=data, **condition)
         except FileExistsError:
             return None
+        except PermissionError as exc:
+            raise StoreError(
+                f"The store s3://{self.root} refused to write s3://{self.root}/{key} ({exc}): "
+                "these credentials may not write there. Use credentials that can write to it "
+                "(s3:PutObject and s3:DeleteObject on its keys), or another store."
+            ) from exc
         except OSError as exc:  # 412 Precondition Failed (If-Match), 409 conflict
             if "precondition" in str(exc).lower() or "conflict" in str(exc).lower() or \
                     getattr(exc, "errno", None) == 22:
