@@ -284,6 +284,7 @@ def _run(session: CaptureSession, batches: Any, n_expected: int | None, start: i
         if repairs is not None:
             repairs.abort()
         session.abort()
+        session.discard_if_empty()
         raise
     finally:
         bar.close()

@@ -389,6 +389,10 @@ class CaptureSession:
         self.tokens.abort()
         if self.writer is not None:
             self.writer.abort()
+
+    def discard_if_empty(self) -> None:
+        """After :meth:`abort`: a split this capture created and wrote no row of (refused on
+        its first batch) is removed, so a refused capture leaves no trace."""
         if self.created and (self.writer is None or self.writer.written == 0):
             # Refused on its first batch: a new split with no row leaves no trace.
             self.store.remove_split(self.split)
