@@ -81,6 +81,7 @@ class CaptureSession:
         self.weights_error = weights_error  # raised once the layers are known to match
         self.writer: ChunkWriter | None = None
         self.created = False  # this capture created the split's group
+        self.batches = 0  # batches handed to the writer
         self._last_recorded = time.monotonic()
         self.batch_rows: int | None = None
         self.layer_names: list[str] = []
@@ -101,6 +102,7 @@ class CaptureSession:
                                index, self.rows_seen, self.n_expected)
         self.writer.submit(rows)
         self.rows_seen += len(index)
+        self.batches += 1
 
     def compute(self, inputs: Any, labels: Any,
                 index: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -391,9 +393,9 @@ class CaptureSession:
             self.writer.abort()
 
     def discard_if_empty(self) -> None:
-        """After :meth:`abort`: a split this capture created and wrote no row of (refused on
-        its first batch) is removed, so a refused capture leaves no trace."""
-        if self.created and (self.writer is None or self.writer.written == 0):
+        """After :meth:`abort`: a split this capture created and handed no batch to the writer
+        (its first batch was refused) is removed, so a refused capture leaves no trace."""
+        if self.created and self.batches == 0:
             # Refused on its first batch: a new split with no row leaves no trace.
             self.store.remove_split(self.split)
             if self.has_tokens and token_split_name(self.split) in self.store.splits:
