@@ -168,34 +168,19 @@ def capture(
             f"split (pool='tokens' writes them to '<split>{TOKENS_SUFFIX}'); choose another name."
         )
     class_names = check_class_names(class_names)
-    existed = _exists(store)
     store = open_store(store, mode="a", storage_options=storage_options)
     store.require_writable(f"split {split!r}")
     fingerprint = model_fingerprint(adapter)
-    try:
-        _capture(store, adapter, data, existed, split=split, batch_size=batch_size,
-                 max_samples=max_samples, class_names=class_names, keep_inputs=keep_inputs,
-                 resume=resume, overwrite=overwrite, dtype=dtype, codec=codec,
-                 chunk_bytes=chunk_bytes, predict=predict, progress=progress, durable=durable,
-                 allow_other_weights=allow_other_weights, batch_axis=batch_axis,
-                 label_key=label_key, fingerprint=fingerprint)
-    except BaseException:
-        if not existed and not store.splits:
-            store.remove_if_empty()  # a store made for a capture refused at once: no trace
-        raise
+    _capture(store, adapter, data, split=split, batch_size=batch_size,
+             max_samples=max_samples, class_names=class_names, keep_inputs=keep_inputs,
+             resume=resume, overwrite=overwrite, dtype=dtype, codec=codec,
+             chunk_bytes=chunk_bytes, predict=predict, progress=progress, durable=durable,
+             allow_other_weights=allow_other_weights, batch_axis=batch_axis,
+             label_key=label_key, fingerprint=fingerprint)
     return store
 
 
-def _exists(store: Any) -> bool:
-    """Whether ``store`` (as given to capture) holds anything yet."""
-    if isinstance(store, ActivationStore):
-        return True
-    if isinstance(store, (str, os.PathLike)) and "://" not in os.fspath(store):
-        return os.path.exists(store)
-    return True  # URLs and Store objects: not removed
-
-
-def _capture(store: ActivationStore, adapter: Any, data: Any, existed: bool, *, split: str,
+def _capture(store: ActivationStore, adapter: Any, data: Any, *, split: str,
              batch_size: int, max_samples: int | None, class_names: list[str] | None,
              keep_inputs: bool, resume: bool, overwrite: bool, dtype: str, codec: Any,
              chunk_bytes: int, predict: Any, progress: bool, durable: bool,

@@ -9,7 +9,6 @@ written here updates the metadata cache of
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,7 +16,7 @@ import zarr
 from zarr.core.sync import sync
 
 from nnsig_core._util import to_json_safe
-from nnsig_core.store.claims import CLAIMS_GROUP, SplitClaim
+from nnsig_core.store.claims import SplitClaim
 from nnsig_core.store.create import create_arrays
 from nnsig_core.store.errors import StoreError
 from nnsig_core.store.format import SPLIT_ATTR, layer_differences
@@ -58,18 +57,6 @@ class SplitWriting(SplitReading):
         sync(self.root.store_path.store.delete_dir(split))
         self._forget(split)
         self._damaged.pop(split, None)
-
-    def remove_if_empty(self) -> bool:
-        """Delete the whole store when it holds nothing but claims (a first capture into it
-        was refused): whether it was deleted."""
-        if set(self._children()) - {CLAIMS_GROUP}:
-            return False
-        if self.path is not None:
-            shutil.rmtree(self.path, ignore_errors=True)
-        else:
-            sync(self.root.store_path.store.delete_dir(CLAIMS_GROUP))
-            sync(self.root.store_path.store.delete("zarr.json"))
-        return True
 
     def split_arrays(self, split: str) -> dict[str, zarr.Array]:
         """Every array of ``split`` by key (to continue or complete a capture)."""
