@@ -247,13 +247,12 @@ def test_analysis_saved_without_scores_loads(blob_store):
 def test_scores_saved_by_0_1_are_refused_or_read(blob_store):
     """0.1 (git 5ce32a6) wrote analysis/<name>/scores/<split>/<score> float64 arrays and the
     attribute nnsig_scores without a scores_format; written here by hand with zarr."""
-    import zarr
-
     store, analysis = blob_store
     copy.deepcopy(analysis).save(store, "old", overwrite=True)
     n = store.n_samples("test")
     old = {"path_surprisal": np.linspace(0, 1, n), "combined": np.linspace(1, 0, n)}
-    root = zarr.open_group(str(store.path), mode="r+")
+    # zarr's groups through nnsig's store, which follows the analysis's pointer (issue 22)
+    root = open_store(store.path, mode="r+").root
     g = root.require_group("analysis/old/scores").create_group("test")
     g.attrs["nnsig_scores"] = {"split": "test", "n_samples": n,
                                "fingerprint": store.fingerprint("test"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import sys
 from pathlib import Path
 
@@ -317,3 +318,82 @@ def _torch_adapter(path: str):
     model = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
     model.load_state_dict(torch.load(path))
     return TorchAdapter(model, layers=torch.nn.ReLU)
+
+
+class SlowDataset(Dataset):
+    """A data set whose rows take a little while to read (so a capture can be interrupted)."""
+
+    def __getitem__(self, i: int):
+        import time
+
+        time.sleep(0.004)
+        return super().__getitem__(i)
+
+
+@pytest.mark.slow
+def test_losing_every_worker_says_so_and_resume_completes(tmp_path) -> None:
+    """Every worker process killed with SIGKILL mid-capture: a CaptureError saying the workers
+    were lost and that resume=True continues; the resume completes, byte for byte."""
+    import os
+    import signal
+    import threading
+    import time
+
+    X, y = _data(1003)
+    path = tmp_path / "d.zarr"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster, Client(cluster) as c:
+        pids = list(c.run(os.getpid).values())
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                capture_distributed(make_linear, SlowDataset(X, y), path, batch_size=50,
+                                    chunk_bytes=4000, shard_rows=200, client=c,
+                                    progress=False)
+            except BaseException as exc:  # noqa: BLE001 - examined below
+                errors.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        markers = path / shard_marker_prefix("train")
+        deadline = time.time() + 120
+        while time.time() < deadline and not (markers.is_dir() and any(markers.iterdir())):
+            time.sleep(0.01)
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        thread.join(timeout=300)
+        assert len(errors) == 1 and isinstance(errors[0], CaptureError), errors
+        assert re.search("lost its workers.*resume=True.*shards done", str(errors[0]))
+        c.wait_for_workers(2, timeout=120)
+        capture_distributed(make_linear, Dataset(X, y), path, batch_size=50, client=c,
+                            resume=True, progress=False)
+    capture(make_linear(), (X, y), tmp_path / "s.zarr", batch_size=50, chunk_bytes=4000,
+            progress=False)
+    _same_bytes(path, tmp_path / "s.zarr")
+    assert open_store(path).is_complete("train")
+
+
+def test_a_resume_repairs_the_shards_holding_lost_or_damaged_chunks(client, tmp_path) -> None:
+    X, y = _data(1003)
+    path = tmp_path / "d.zarr"
+    capture_distributed(make_linear, Dataset(X, y), path, batch_size=50, chunk_bytes=4000,
+                        shard_rows=200, client=client, progress=False)
+    fingerprint = open_store(path).fingerprint("train")
+    assert open_store(path).split_attrs("train")["capture"]["chunk_rows"] == 50  # the batch
+    (path / "train" / "hidden" / "c" / "5" / "0").unlink()  # rows 250-299: shard 1
+    chunk = path / "train" / "labels" / "c" / "16"  # rows 800-849: shard 4
+    data = bytearray(chunk.read_bytes())
+    data[5] ^= 0x10
+    chunk.write_bytes(bytes(data))
+    READ.clear()
+    capture_distributed(make_linear, Dataset(X, y), path, batch_size=50, client=client,
+                        resume=True, progress=False)
+    per_shard = np.bincount(np.array(READ) // 200, minlength=6)
+    assert per_shard[1] == 200 and per_shard[4] == 200  # captured again
+    assert per_shard[[0, 2, 3, 5]].max() <= 2  # the others: only their labels checked
+    capture(make_linear(), (X, y), tmp_path / "s.zarr", batch_size=50, chunk_bytes=4000,
+            progress=False)
+    _same_bytes(path, tmp_path / "s.zarr")
+    store = open_store(path)
+    assert store.verify().ok and store.fingerprint("train") == fingerprint

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest.mock import ANY
 
 import numpy as np
 import pytest
@@ -120,7 +121,7 @@ def test_damaged_analysis_arrays_are_reported(tmp_path: Path) -> None:
     path = _store(tmp_path)
     store = open_store(path, mode="r+")
     SignatureAnalysis(n_clusters=3, progress=False).fit(store, "train").save(store, "a")
-    centers = next((path / "analysis" / "a" / "layers").glob("*/centers/c/0/0"))
+    centers = next((path / "analysis").glob(".new-a-*/layers/*/centers/c/0/0"))
     centers.write_bytes(centers.read_bytes()[:-1] + b"\x00")
     with pytest.raises(DamagedChunkError, match="array 'analysis/a/layers/.*/centers'.*save"):
         SignatureAnalysis.load(open_store(path), "a")
@@ -390,11 +391,14 @@ def test_open_store_modes(tmp_path: Path) -> None:
 def test_damaged_metadata_error_class(tmp_path: Path) -> None:
     path = _store(tmp_path)
     (path / "test" / "zarr.json").write_text("{", encoding="utf-8")
-    with pytest.raises(DamagedMetadataError):
-        _ = open_store(path).splits
+    store = open_store(path)
+    assert store.splits == ["train"] and list(store.damaged_splits) == ["test"]
+    with pytest.raises(DamagedMetadataError, match="overwrite=True"):
+        store.labels("test")
 
 
-def test_resume_refuses_a_split_whose_written_part_is_damaged(tmp_path: Path, monkeypatch) -> None:
+def test_resume_repairs_the_damaged_written_part_of_an_interrupted_split(
+        tmp_path: Path, monkeypatch) -> None:
     from nnsig_core.capture import session
 
     monkeypatch.setattr(session, "RECORD_EVERY_S", 0.0)
@@ -402,20 +406,27 @@ def test_resume_refuses_a_split_whose_written_part_is_damaged(tmp_path: Path, mo
     path = tmp_path / "s.zarr"
     _interrupted(path, Weighted(acts, "A"), 120, 70)
     (path / "train" / "h" / "c" / "2" / "0").unlink()  # rows 20-29, below n_written
-    with pytest.raises(CaptureError, match="Cannot resume split 'train'.*h \\(chunks of rows"):
-        capture(Weighted(acts, "A"), (np.arange(120), np.arange(120) % 3), path, resume=True,
-                progress=False)
+    capture(Weighted(acts, "A"), (np.arange(120), np.arange(120) % 3), path, resume=True,
+            batch_size=10, chunk_bytes=8 * 4 * 10, progress=False)
+    store = open_store(path)
+    assert store.is_complete("train") and store.verify().ok
+    np.testing.assert_array_equal(store.activations("train", "h")[:], acts)
 
 
-def test_replacing_a_group_on_a_local_store_is_a_rename(tmp_path: Path) -> None:
-    """The new copy is moved into place by renaming directories (atomic), not copied."""
+def test_replacing_a_group_switches_a_pointer_and_leaves_no_copy_behind(tmp_path: Path) -> None:
+    """A replacement is written aside and switched in by one pointer document; the copy it
+    replaced is deleted, and zarr's listings show the logical group only."""
     path = _store(tmp_path)
     store = open_store(path, mode="r+")
     for name, value in (("old", 1.0), ("new", 2.0)):
-        store.group(f"analysis/.{name}", create=True).create_array("x", data=np.full(3, value))
-    store.replace_group("analysis/.old", "analysis/kept")
-    inode = os.stat(path / "analysis" / ".new" / "x" / "zarr.json").st_ino
-    store.replace_group("analysis/.new", "analysis/kept")
-    assert os.stat(path / "analysis" / "kept" / "x" / "zarr.json").st_ino == inode
+        store.group(f"analysis/.new-{name}", create=True).create_array("x", data=np.full(3, value))
+    store.replace_group("analysis/.new-old", "analysis/kept")
+    store.replace_group("analysis/.new-new", "analysis/kept")
     np.testing.assert_array_equal(open_store(path).root["analysis/kept/x"][:], 2.0)
-    assert sorted(p.name for p in (path / "analysis").iterdir()) == ["kept", "zarr.json"]
+    assert sorted(p.name for p in (path / "analysis").iterdir()) == [".new-new", "kept",
+                                                                      "zarr.json"]
+    assert json.loads((path / "analysis" / "kept" / "zarr.json").read_text())["attributes"] == {
+        "nnsig_pointer": {"target": ".new-new", "switched": ANY}}
+    assert [k for k, _ in open_store(path).root["analysis"].groups()] == ["kept"]
+    store.delete("analysis/kept")
+    assert sorted(p.name for p in (path / "analysis").iterdir()) == ["zarr.json"]

@@ -30,6 +30,7 @@ from nnsig_core.capture.policy import (
     plan_split,
     resume_label_check,
 )
+from nnsig_core.capture.repair import Repairs
 from nnsig_core.capture.session import CaptureSession
 from nnsig_core.protocol import Adapter, ArrayAdapter
 from nnsig_core.store import ActivationStore, open_store
@@ -171,18 +172,40 @@ def capture(
     store = open_store(store, mode="a", storage_options=storage_options)
     store.require_writable(f"split {split!r}")
     fingerprint = model_fingerprint(adapter)
+    _capture(store, adapter, data, split=split, batch_size=batch_size,
+             max_samples=max_samples, class_names=class_names, keep_inputs=keep_inputs,
+             resume=resume, overwrite=overwrite, dtype=dtype, codec=codec,
+             chunk_bytes=chunk_bytes, predict=predict, progress=progress, durable=durable,
+             allow_other_weights=allow_other_weights, batch_axis=batch_axis,
+             label_key=label_key, fingerprint=fingerprint)
+    return store
+
+
+def _capture(store: ActivationStore, adapter: Any, data: Any, *, split: str,
+             batch_size: int, max_samples: int | None, class_names: list[str] | None,
+             keep_inputs: bool, resume: bool, overwrite: bool, dtype: str, codec: Any,
+             chunk_bytes: int, predict: Any, progress: bool, durable: bool,
+             allow_other_weights: bool | str, batch_axis: int, label_key: str | None,
+             fingerprint: str | None) -> None:
+    """:func:`capture` once its arguments are checked and the store is open."""
     with store.claim(split, break_stale=resume) as claim:  # before anything is read or changed
         plan = plan_split(store, split, resume=resume, overwrite=overwrite,
                           keep_inputs=keep_inputs, dtype=dtype, max_samples=max_samples)
         if plan.done:
-            return store
+            return
         if plan.existing is not None and plan.existing.get("token_split"):
             raise CaptureError(
                 f"Cannot resume split {split!r}: its capture has token-level layers "
                 f"({plan.existing['token_split']!r}), whose rows cannot be matched to a restart "
                 "point. Capture it again with overwrite=True."
             )
-        check_weights(store, split, fingerprint, plan.existing, allow_other_weights)
+        weights_error = None
+        try:
+            check_weights(store, split, fingerprint, plan.existing, allow_other_weights)
+        except CaptureError as exc:
+            if plan.existing is None:
+                raise
+            weights_error = exc  # after the first batch, which tells which layers changed
         n_total = n_available(data, batch_axis, label_key)
         n_expected = n_total if max_samples is None else (
             max_samples if n_total is None else min(max_samples, n_total)
@@ -208,18 +231,20 @@ def capture(
             class_names=class_names, keep_inputs=keep_inputs, dtype=np.dtype(dtype),
             compressor=codec, chunk_bytes=chunk_bytes, predict=predict or default_predict,
             settings=settings, existing=plan.existing, start=plan.start, claim=claim,
-            fingerprint=fingerprint, durable=durable,
+            fingerprint=fingerprint, durable=durable, weights_error=weights_error,
         )
-        check = resume_label_check(store, split) if plan.existing is not None else None
+        check = (resume_label_check(store, split, plan.repairs) if plan.existing is not None
+                 else None)
+        repairs = Repairs(session, plan.repairs) if plan.repairs else None
         batches = iter_batches(data, batch_size, plan.start, on_skipped=check,
-                               batch_axis=batch_axis, label_key=label_key)
+                               batch_axis=batch_axis, label_key=label_key, repair=repairs)
         _run(session, batches, n_expected, plan.start, max_samples, f"capture {split}",
-             progress, batch_axis)
-    return store
+             progress, batch_axis, repairs)
 
 
 def _run(session: CaptureSession, batches: Any, n_expected: int | None, start: int,
-         max_samples: int | None, desc: str, progress: bool, batch_axis: int = 0) -> None:
+         max_samples: int | None, desc: str, progress: bool, batch_axis: int = 0,
+         repairs: Repairs | None = None) -> None:
     """Feed every batch to the session, then complete the split (or abort on any error)."""
     bar = tqdm(total=n_expected, initial=start, unit="sample", unit_scale=True, desc=desc,
                disable=None if progress else True, dynamic_ncols=True)
@@ -239,9 +264,14 @@ def _run(session: CaptureSession, batches: Any, n_expected: int | None, start: i
             bar.update(n)
             if max_samples is not None and done >= max_samples:
                 break
+        if repairs is not None:
+            repairs.close(session.split)
         session.finish()
     except BaseException:
+        if repairs is not None:
+            repairs.abort()
         session.abort()
+        session.discard_if_empty()
         raise
     finally:
         bar.close()

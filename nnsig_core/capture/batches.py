@@ -110,11 +110,15 @@ def iter_batches(
     on_skipped: Callable[[int, np.ndarray], None] | None = None,
     batch_axis: int = 0,
     label_key: str | None = None,
+    repair: Any = None,
 ) -> Iterator[tuple[Any, Any, np.ndarray]]:
     """Yield ``(inputs, labels, sample_index)`` from sample ``start`` on.
 
     ``on_skipped(lo, labels)`` is called with the labels of the samples before
     ``start`` (a resumed capture checks them against the stored ones).
+    ``repair`` (a :class:`~nnsig_core.capture.repair.Repairs`) is given every whole batch
+    before ``start`` holding rows it re-captures (``repair.wants(lo, hi)``,
+    ``repair.feed(inputs, labels, index, lo)``), cut as the first capture cut them.
     """
     if is_array_pair(data) or _is_array_mapping(data):
         if isinstance(data, Mapping):
@@ -124,6 +128,12 @@ def iter_batches(
         n = _batch_len(X, batch_axis)
         if on_skipped is not None and y is not None and start > 0:
             on_skipped(0, np.asarray(y[:start]))
+        for lo in range(0, start, batch_size) if repair is not None else ():
+            hi = min(lo + batch_size, n)
+            if repair.wants(lo, hi):
+                rows = slice(lo, hi)
+                repair.feed(_cut(X, rows, batch_axis), None if y is None else y[lo:hi],
+                            np.arange(lo, hi, dtype=np.int64), lo)
         for lo in range(start, n, batch_size):
             hi = min(lo + batch_size, n)
             rows = slice(lo, hi)
@@ -158,6 +168,8 @@ def iter_batches(
                 )
         else:
             index = np.arange(pos, pos + n, dtype=np.int64)
+        if repair is not None and pos < start and repair.wants(pos, pos + n):
+            repair.feed(inputs, labels, index, pos)
         if pos + n <= start:
             if on_skipped is not None and labels is not None:
                 on_skipped(pos, labels_numpy(labels))

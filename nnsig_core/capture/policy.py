@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -133,6 +133,8 @@ class Plan:
     start: int = 0
     existing: dict[str, Any] | None = None
     done: bool = False
+    #: Row ranges (first, last) below ``start`` to capture again: missing or damaged chunks.
+    repairs: list[tuple[int, int]] = field(default_factory=list)
 
 
 def plan_split(
@@ -151,28 +153,70 @@ def plan_split(
             return Plan()
         if resume:
             existing = store.split_attrs(split)
+            repairs = rows_to_repair(store, split)
             if existing.get("complete"):
-                log.info("Split %r is already complete; nothing to resume.", split)
-                return Plan(done=True)
+                if not repairs:
+                    log.info("Split %r is complete and every chunk of it is sound; nothing to "
+                             "resume.", split)
+                    return Plan(done=True)
+                _check_resume_settings(split, existing, keep_inputs, dtype, None)
+                log.warning("Split %r is complete but rows %s are missing or damaged: capturing "
+                            "them again.", split, _spans(repairs))
+                return Plan(start=int(existing.get("n_samples", 0)), existing=existing,
+                            repairs=repairs)
             _check_resume_settings(split, existing, keep_inputs, dtype, max_samples)
             # Restart at a chunk boundary: a partial last chunk may have been written.
             chunk_rows = int(existing["capture"]["chunk_rows"])
             start = int(existing.get("n_written", 0))
             start -= start % chunk_rows
+            repairs = [(a, min(b, start - 1)) for a, b in repairs if a < start]
+            if repairs:
+                log.warning("Rows %s of split %r are missing or damaged: capturing them again.",
+                            _spans(repairs), split)
             log.info("Resuming split %r at sample %d", split, start)
-            return Plan(start=start, existing=existing)
+            return Plan(start=start, existing=existing, repairs=repairs)
         state = "complete" if store.is_complete(split) else "incomplete"
         raise StoreError(
             f"Split {split!r} already exists in {store.location} ({state}, "
             f"{store.n_samples(split)} samples). Pass overwrite=True to replace it"
             + (", or resume=True to continue it." if state == "incomplete" else ".")
         )
+    damaged = store.damaged_splits.get(split)
+    if damaged is not None:
+        if overwrite:
+            log.info("Overwriting split %r of %s (its metadata is damaged)", split, store.location)
+            return Plan()
+        raise damaged
     if store.group(split) is not None and not overwrite:
         raise StoreError(
             f"{split!r} exists in the store but is not a split (a capture that failed while "
             "creating it?); pass overwrite=True to replace it, or choose another split name."
         )
     return Plan()
+
+
+def _spans(ranges: list[tuple[int, int]]) -> str:
+    return ", ".join(f"{a}-{b}" for a, b in ranges)
+
+
+def rows_to_repair(store: ActivationStore, split: str) -> list[tuple[int, int]]:
+    """The row ranges of ``split`` whose chunks are missing or damaged (``nnsig verify`` of
+    the split), which a resumed capture re-captures.
+
+    Raises
+    ------
+    StoreError
+        When metadata of the split is damaged or one of its arrays is gone: only
+        ``overwrite=True`` restores those.
+    """
+    report = store.verify(split=split)
+    lost = [p for p in report.problems if p.kind == "metadata" or p.key.endswith("zarr.json")]
+    if lost:
+        raise StoreError(
+            f"Cannot resume split {split!r} of {store.location}: {lost[0].describe()}, which a "
+            f"resume cannot restore. Capture it again with overwrite=True."
+        )
+    return [(int(a), int(b)) for a, b in report.rows_to_recapture().get(split, [])]
 
 
 def check_expected(split: str, existing: dict[str, Any] | None, n_expected: int | None) -> None:
@@ -183,6 +227,12 @@ def check_expected(split: str, existing: dict[str, Any] | None, n_expected: int 
             f"samples, this data gives {n_expected}. Pass the same data and max_samples, "
             "or overwrite=True."
         )
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """The ``[start, stop)`` runs of True in ``mask``."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
 def _check_resume_settings(
@@ -204,12 +254,22 @@ def _check_resume_settings(
         )
 
 
-def resume_label_check(store: ActivationStore, split: str) -> Callable[[int, np.ndarray], None]:
-    """A check that the labels of the samples a resumed capture skips are those stored."""
+def resume_label_check(store: ActivationStore, split: str,
+                       repairs: list[tuple[int, int]] = ()) -> Callable[[int, np.ndarray], None]:
+    """A check that the labels of the samples a resumed capture skips are those stored (those
+    of the rows it captures again, ``repairs``, may be lost: they are not compared)."""
     def check(lo: int, labels: np.ndarray) -> None:
-        labels = class_indices(labels)
-        stored = store.labels(split, lo, lo + len(labels))
-        if not np.array_equal(stored, labels.astype(np.int64)):
+        labels = class_indices(labels).astype(np.int64)
+        keep = np.ones(len(labels), dtype=bool)
+        for a, b in repairs:
+            keep[max(a - lo, 0) : max(b + 1 - lo, 0)] = False
+        if not keep.any():
+            return
+        first, last = int(np.argmax(keep)), len(keep) - int(np.argmax(keep[::-1]))
+        stored = np.full(len(labels), -2, dtype=np.int64)
+        for a, b in _runs(keep[first:last]):
+            stored[first + a : first + b] = store.labels(split, lo + first + a, lo + first + b)
+        if not np.array_equal(stored[keep], labels[keep]):
             raise CaptureError(
                 f"Cannot resume split {split!r}: the labels of samples {lo}..{lo + len(labels) - 1} "
                 "differ from those already stored, so the data is not in the same order as the "

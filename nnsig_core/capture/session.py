@@ -24,7 +24,13 @@ from nnsig_core.protocol import Adapter
 from nnsig_core.protocol.token_rows import split_token_rows
 from nnsig_core.store import ActivationStore
 from nnsig_core.store.claims import SplitClaim
-from nnsig_core.store.format import chunk_rows_for, layer_key, split_array_specs, token_split_name
+from nnsig_core.store.format import (
+    changed_layers,
+    chunk_rows_for,
+    layer_key,
+    split_array_specs,
+    token_split_name,
+)
 
 log = logging.getLogger("nnsig")
 
@@ -54,6 +60,7 @@ class CaptureSession:
         claim: SplitClaim,
         fingerprint: str | None = None,
         durable: bool = False,
+        weights_error: Exception | None = None,
     ) -> None:
         self.store = store
         self.split = split
@@ -71,7 +78,10 @@ class CaptureSession:
         self.claim = claim
         self.fingerprint = fingerprint
         self.durable = durable
+        self.weights_error = weights_error  # raised once the layers are known to match
         self.writer: ChunkWriter | None = None
+        self.created = False  # this capture created the split's group
+        self.batches = 0  # batches handed to the writer
         self._last_recorded = time.monotonic()
         self.batch_rows: int | None = None
         self.layer_names: list[str] = []
@@ -84,6 +94,20 @@ class CaptureSession:
 
     # -- per batch
     def process(self, inputs: Any, labels: Any, index: np.ndarray) -> None:
+        """Run one batch and hand its rows to the writer (the split's next rows)."""
+        rows, token_acts = self.compute(inputs, labels, index)
+        assert self.writer is not None
+        if token_acts:
+            self.tokens.submit(token_acts, rows["outputs"], rows["labels"], rows["predictions"],
+                               index, self.rows_seen, self.n_expected)
+        self.writer.submit(rows)
+        self.rows_seen += len(index)
+        self.batches += 1
+
+    def compute(self, inputs: Any, labels: Any,
+                index: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Run one batch and check it: its rows by array key, and its token-level layers
+        (the split's arrays are created on the first batch)."""
         n = len(index)
         outputs, acts = self.adapter.run(inputs)
         acts, token_acts = split_token_rows(acts)
@@ -131,11 +155,7 @@ class CaptureSession:
         rows["sample_index"] = index
         if self.keep_inputs:
             rows["inputs"] = self._thumbs(inputs, index)
-        if token_acts:
-            self.tokens.submit(token_acts, rows["outputs"], lab, pred, index, self.rows_seen,
-                               self.n_expected)
-        self.writer.submit(rows)
-        self.rows_seen += n
+        return rows, token_acts
 
     def _labels(self, labels: Any, index: np.ndarray) -> np.ndarray:
         """A batch's labels as int64 class indices (-1 for a batch without labels), checked."""
@@ -215,6 +235,16 @@ class CaptureSession:
             meta.setdefault("type", "unknown")
             meta.setdefault("parameters", 0)
             layers.append(meta)
+        if self.existing is not None:
+            changed = changed_layers(layers, self.existing.get("layers") or [])
+            if changed:
+                raise CaptureError(
+                    f"Cannot resume split {self.split!r}: this model is not the one that "
+                    f"started it ({'; '.join(changed)}). Resume with that model, or start "
+                    "again with overwrite=True."
+                )
+            if self.weights_error is not None:
+                raise self.weights_error
         self.store.check_compatible(self.split, layers, include_self=self.existing is not None)
         if tokens:  # checked before anything is created, like the sample-level layers
             self.tokens.prepare(tokens, summary)
@@ -259,6 +289,7 @@ class CaptureSession:
             # overwrite=True: the old split goes only now, once the model has matched.
             self.claim.check()
             arrays = self.store.create_split(self.split, self.info, specs)
+            self.created = True
         self.writer = ChunkWriter(
             arrays=arrays,
             chunk_rows=chunk_rows,
@@ -268,22 +299,18 @@ class CaptureSession:
         )
 
     def _arrays_to_resume(self, chunk_rows: int) -> dict[str, Any]:
-        """The interrupted split's arrays, refused when one of them, or a chunk of the rows
-        already written, is missing (a resumed capture would complete a damaged split)."""
+        """The interrupted split's arrays, refused when one of them is missing (its
+        metadata is gone: the split must be captured again). Missing or damaged chunks of
+        the rows already written are re-captured (:mod:`~nnsig_core.capture.repair`)."""
         arrays = self.store.split_arrays(self.split)
         wanted = [*self.keys, "outputs", "labels", "predictions", "sample_index"]
         wanted += ["inputs"] if self.keep_inputs else []
         missing = [k for k in wanted if k not in arrays]
-        n_chunks = self.start // chunk_rows
-        for key in wanted:
-            if key in arrays and len(self.store.chunk_indices(self.split, key)
-                                     & set(range(n_chunks))) < n_chunks:
-                missing.append(f"{key} (chunks of rows below {self.start})")
         if missing:
             raise CaptureError(
-                f"Cannot resume split {self.split!r}: its written part is damaged (missing: "
-                f"{', '.join(missing)}). Run `nnsig verify {self.store.location}`, and "
-                "capture the split again with overwrite=True."
+                f"Cannot resume split {self.split!r}: arrays {', '.join(missing)} are missing "
+                f"from the store. Run `nnsig verify {self.store.location}`, and capture the "
+                "split again with overwrite=True."
             )
         return arrays
 
@@ -302,6 +329,9 @@ class CaptureSession:
 
     # -- end
     def finish(self) -> None:
+        if self.existing is not None and self.existing.get("complete"):
+            self._finish_repair()
+            return
         if self.writer is None:
             if self.existing is not None and self.start > 0:
                 # Interrupted after its last chunk was written: only the end was missing.
@@ -326,6 +356,15 @@ class CaptureSession:
         self.info["capture"] = dict(self.info["capture"], finished=now_iso())
         self._mark_complete()
         log.info("Captured %d samples of split %r into %s", total, self.split, self.store.location)
+
+    def _finish_repair(self) -> None:
+        """A complete split whose lost rows were re-captured: it keeps its fingerprint (the
+        rows are those it had), and records the repair."""
+        if self.writer is not None:
+            self.writer.close()
+        self.info = dict(self.existing or {})
+        self.info["capture"] = dict(self.info.get("capture") or {}, repaired=now_iso())
+        self._mark_complete()
 
     def _complete_as_is(self) -> None:
         total = self.start
@@ -352,3 +391,12 @@ class CaptureSession:
         self.tokens.abort()
         if self.writer is not None:
             self.writer.abort()
+
+    def discard_if_empty(self) -> None:
+        """After :meth:`abort`: a split this capture created and handed no batch to the writer
+        (its first batch was refused) is removed, so a refused capture leaves no trace."""
+        if self.created and self.batches == 0:
+            # Refused on its first batch: a new split with no row leaves no trace.
+            self.store.remove_split(self.split)
+            if self.has_tokens and token_split_name(self.split) in self.store.splits:
+                self.store.remove_split(token_split_name(self.split))

@@ -18,6 +18,7 @@ import zarr
 
 from nnsig_core.capture.chunks import ChunkEncoder, write_chunks
 from nnsig_core.capture.errors import CaptureError
+from nnsig_core.store.errors import StoreError
 
 
 class ChunkWriter:
@@ -42,6 +43,7 @@ class ChunkWriter:
         self.chunk_rows = chunk_rows
         self.on_written = on_written
         self.written = start_row
+        self.bytes_written = 0  # encoded bytes of the chunks written
         self.durable = durable
         self.store = next(iter(arrays.values())).store_path.store
         self.encoders = {k: ChunkEncoder.for_array(a) for k, a in arrays.items()}
@@ -59,7 +61,7 @@ class ChunkWriter:
     def submit(self, rows: dict[str, np.ndarray]) -> None:
         while True:
             if self.error is not None:
-                raise CaptureError(f"Writing to the store failed: {self.error}") from self.error
+                self._raise()
             try:
                 self.queue.put(rows, timeout=0.5)
                 return
@@ -107,6 +109,7 @@ class ChunkWriter:
             else:
                 arr[lo:hi] = blocks[k][:m]
         write_chunks(self.store, encoded, self.durable, self.made_dirs)
+        self.bytes_written += sum(memoryview(p).nbytes for _, pieces in encoded for p in pieces)
         self.written = hi
         self.on_written(hi)
 
@@ -119,7 +122,7 @@ class ChunkWriter:
                 continue
         self.thread.join()
         if self.error is not None:
-            raise CaptureError(f"Writing to the store failed: {self.error}") from self.error
+            self._raise()
         if self.fill:
             try:
                 self._write(self.buffers, self.fill)
@@ -127,6 +130,12 @@ class ChunkWriter:
                 raise CaptureError(f"Writing to the store failed: {exc}") from exc
             self.fill = 0
         return self.written
+
+    def _raise(self) -> None:
+        assert self.error is not None
+        if isinstance(self.error, StoreError):  # names the store, the key and the fix
+            raise self.error
+        raise CaptureError(f"Writing to the store failed: {self.error}") from self.error
 
     def abort(self) -> None:
         self.stopping = True

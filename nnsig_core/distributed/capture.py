@@ -266,6 +266,8 @@ def capture_distributed(
                 done = done_shards(opened, split, capture_id, _plan(n, int(shard_rows)))
                 done = intact_shards(opened, split, done, _plan(n, int(shard_rows)),
                                      int(existing["capture"]["chunk_rows"]))
+                done = _without_repairs(done, plan.repairs, existing,
+                                        _plan(n, int(shard_rows)))
                 check_rows = sorted({r for i, lo, hi in _plan(n, int(shard_rows)) if i in done
                                      for r in (lo, hi - 1)})
             _raise(client.submit(prepare_task, shipped, existing is None, check_rows,
@@ -286,6 +288,15 @@ def capture_distributed(
                          len(done), len(shards))
             labels = _run_shards(client, shipped, opened, split, info, shards, done,
                                  info.get("model_fingerprint"), retries, progress, claim)
+        except Exception as exc:
+            if type(exc).__name__ in _LOST_WORKERS:
+                raise CaptureError(
+                    f"The capture of split {split!r} lost its workers ({type(exc).__name__}: "
+                    f"{exc}); the shards they had finished are in the store. Run "
+                    "capture_distributed(..., resume=True) with workers to continue from the "
+                    "shards done."
+                ) from exc
+            raise
         finally:
             client.cancel(shipped)
         if len(set(labels.values())) > 1:
@@ -295,7 +306,10 @@ def capture_distributed(
             )
         info.update(complete=True, n_written=n, n_samples=n, n_expected=n,
                     has_labels=bool(next(iter(labels.values()), False)))
-        info["capture"] = dict(info["capture"], finished=now_iso())
+        repaired = existing is not None and existing.get("complete")
+        # A repaired split keeps its fingerprint: its rows are those it had.
+        info["capture"] = dict(info["capture"], **({"repaired": now_iso()} if repaired
+                                                   else {"finished": now_iso()}))
         claim.check()
         if durable:
             opened.sync_split(split)
@@ -306,6 +320,25 @@ def capture_distributed(
     log.info("Captured %d samples of split %r into %s on %d shards", n, split, opened.location,
              len(shards))
     return opened
+
+
+#: Errors of a Dask client whose workers died with the job or the tasks.
+_LOST_WORKERS = frozenset({"FutureCancelledError", "CancelledError", "KilledWorker",
+                           "CommClosedError", "FutureLostError"})
+
+
+def _without_repairs(done: dict[int, bool], repairs: list[tuple[int, int]],
+                     existing: Mapping[str, Any], shards: list[tuple[int, int, int]]
+                     ) -> dict[int, bool]:
+    """The shards a resume skips: those done (for a complete split, every shard) but not
+    those holding rows ``nnsig verify`` found missing or damaged, which run again."""
+    if existing.get("complete"):
+        done = {i: bool(existing.get("has_labels")) for i, _, _ in shards}
+    bad = {i for i, lo, hi in shards if any(a < hi and b >= lo for a, b in repairs)}
+    if bad:
+        log.warning("Shards %s hold rows that are missing or damaged: capturing them again.",
+                    sorted(bad))
+    return {i: v for i, v in done.items() if i not in bad}
 
 
 def _plan(n: int, shard_rows: int) -> list[tuple[int, int, int]]:

@@ -10,11 +10,14 @@ therefore claims its split first:
   identity (pid, host, start time) in ``.nnsig-claims/<split>.json`` for the
   message the loser gets;
 - on a store without locks (object stores), with a marker created only if
-  absent (``set_if_not_exists``), read back to confirm, refreshed as a
-  heartbeat whenever the capture records progress, and checked before every
-  metadata write (:meth:`SplitClaim.check`). A marker whose heartbeat is older
-  than :data:`STALE_AFTER_S` belongs to a writer that died: ``resume=True``
-  breaks it.
+  absent (S3: ``If-None-Match``; :mod:`~nnsig_core.store.conditional`),
+  refreshed as a heartbeat by a compare-and-swap (S3: ``If-Match`` on the
+  version this writer wrote) whenever the capture records progress and before
+  every metadata write (:meth:`SplitClaim.check`), so a writer whose claim was
+  broken learns it at its next write. A marker whose writer's process is dead
+  on this very host is taken over at once (as the kernel releases a ``flock``);
+  one whose heartbeat is older than :data:`STALE_AFTER_S` belongs to a writer
+  that probably died elsewhere: ``resume=True`` breaks it.
 
 The loser gets a :class:`ClaimError` naming the other writer and changes nothing.
 """
@@ -33,10 +36,9 @@ from typing import Any
 
 import zarr
 import zarr.errors
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import sync
 
 from nnsig_core._util import now_iso
+from nnsig_core.store.conditional import conditional_writes
 from nnsig_core.store.errors import StoreError
 
 log = logging.getLogger("nnsig")
@@ -92,6 +94,10 @@ def _alive(info: WriterInfo) -> bool:
     return True
 
 
+def _seconds(s: float | None) -> str:
+    return "?" if s is None else f"{max(0.0, s):.0f} s"
+
+
 def _local_holder(info_path: Path, wait_s: float = 2.0) -> WriterInfo | None:
     """Who holds a local lock: its info file, once the holder (which writes it just after
     locking) has written it and if its process is alive; None after ``wait_s``."""
@@ -131,6 +137,8 @@ class SplitClaim:
         self.me = WriterInfo.mine()
         self._fd: int | None = None
         self._held = False
+        self._version: str | None = None  # of the marker this writer last wrote
+        self._writes = conditional_writes(root.store_path.store)
 
     @property
     def _key(self) -> str:
@@ -138,17 +146,23 @@ class SplitClaim:
 
     def _busy(self, other: WriterInfo | None, stale: bool = False) -> ClaimError:
         who = other.describe() if other else "another process"
+        age = None if other is None or self.local_dir is not None else \
+            max(0.0, time.time() - other.heartbeat)
         if stale:
             return ClaimError(
                 f"Split {self.split!r} of {self.location} is claimed by a writer ({who}) that "
-                f"has given no sign of life for over {STALE_AFTER_S:.0f} s: it was probably "
-                "killed. Pass resume=True to break its claim and continue the capture, or "
-                "overwrite=True to start again. Nothing was changed."
+                f"has given no sign of life for {_seconds(age)} (over {STALE_AFTER_S:.0f} s): "
+                "it was probably killed. Pass resume=True to break its claim and continue the "
+                "capture, or overwrite=True to start again. Nothing was changed."
             )
+        when = "" if age is None else (
+            f" Its last heartbeat was {_seconds(age)} ago; if it stays silent, resume=True "
+            f"may break its claim in {_seconds(STALE_AFTER_S - age)} (after "
+            f"{STALE_AFTER_S:.0f} s without one).")
         return ClaimError(
             f"Split {self.split!r} of {self.location} is being written by another capture "
-            f"({who}). Wait for it to finish, or capture into another split or store. "
-            "Nothing was changed."
+            f"({who}). Wait for it to finish, or capture into another split or store."
+            f"{when} Nothing was changed."
         )
 
     def _ensure_group(self) -> None:
@@ -194,58 +208,50 @@ class SplitClaim:
         return self.root.store_path.store
 
     def _get_marker(self) -> WriterInfo | None:
-        buf = sync(self._store().get(self._key, prototype=default_buffer_prototype()))
-        return _read_info(None if buf is None else buf.to_bytes())
-
-    def _put_marker(self, exclusive: bool) -> None:
-        data = json.dumps(asdict(self.me)).encode()
-        store = self._store()
-        inner = getattr(store, "_store", store)
-        fs = getattr(inner, "fs", None)
-        protocols = getattr(fs, "protocol", ())
-        protocols = (protocols,) if isinstance(protocols, str) else tuple(protocols)
-        if exclusive and "s3" in protocols:
-            # S3's conditional write (If-None-Match): atomic where the store's
-            # default set_if_not_exists checks, then writes.
-            async def create() -> None:
-                try:
-                    await fs._pipe_file(f"{inner.path}/{self._key}", data, mode="create")
-                except FileExistsError:
-                    pass
-
-            sync(create())
-            return
-        buf = default_buffer_prototype().buffer.from_bytes(data)
-        sync(store.set_if_not_exists(self._key, buf) if exclusive else store.set(self._key, buf))
+        got = self._writes.read(self._key)
+        return None if got is None else _read_info(got[0])
 
     def _acquire_marker(self, break_stale: bool) -> None:
-        self._put_marker(exclusive=True)
-        holder = self._get_marker()
-        if holder is not None and holder.id == self.me.id:
+        data = json.dumps(asdict(self.me)).encode()
+        self._version = self._writes.create(self._key, data)
+        if self._version is not None:
             return
+        got = self._writes.read(self._key)
+        holder = None if got is None else _read_info(got[0])
+        if holder is not None and holder.id == self.me.id:
+            self._version = got[1] if got else None
+            return
+        dead = holder is not None and not _alive(holder)
         stale = holder is None or time.time() - holder.heartbeat > STALE_AFTER_S
-        if not (stale and break_stale):
+        if not (dead or (stale and break_stale)):
             raise self._busy(holder, stale=stale)
-        log.warning("Breaking the stale claim of split %r (%s).", self.split,
-                    holder.describe() if holder else "unreadable marker")
-        self._put_marker(exclusive=False)
-        if (self._get_marker() or self.me).id != self.me.id:
+        log.warning("Taking over the claim of split %r from %s (%s).", self.split,
+                    holder.describe() if holder else "an unreadable marker",
+                    "its process is dead" if dead else "silent for over "
+                    f"{STALE_AFTER_S:.0f} s")
+        # Compare-and-swap: of two writers breaking one claim, one wins.
+        self._version = (self._writes.replace(self._key, data, got[1]) if got is not None
+                         else self._writes.create(self._key, data))
+        if self._version is None:
             raise self._busy(self._get_marker())
 
     def check(self) -> None:
         """Raise :class:`ClaimError` when the claim is no longer ours (object stores: another
-        writer broke it); refresh the heartbeat otherwise. A no-op for local locks."""
+        writer broke it); refresh the heartbeat otherwise, by a compare-and-swap on the
+        version this writer last wrote. A no-op for local locks."""
         if self.local_dir is not None or not self._held:
             return
-        holder = self._get_marker()
-        if holder is None or holder.id != self.me.id:
+        self.me.heartbeat = time.time()
+        version = self._writes.replace(self._key, json.dumps(asdict(self.me)).encode(),
+                                       self._version)
+        if version is None:
+            holder = self._get_marker()
             raise ClaimError(
                 f"The claim of this capture on split {self.split!r} of {self.location} was "
                 f"taken by another writer ({holder.describe() if holder else 'unknown'}); "
                 "stopping without writing more."
             )
-        self.me.heartbeat = time.time()
-        self._put_marker(exclusive=False)
+        self._version = version
 
     def release(self) -> None:
         """Give the claim up (the split may be written by others again)."""
@@ -265,7 +271,7 @@ class SplitClaim:
             return
         holder = self._get_marker()
         if holder is not None and holder.id == self.me.id:
-            sync(self._store().delete(self._key))
+            self._writes.delete(self._key)
 
     def __enter__(self) -> SplitClaim:
         return self

@@ -40,7 +40,15 @@ def nbytes_stored(store: SplitReading, split: str, name: str | None = None) -> i
 
 
 def describe(store: ResultsArea) -> dict[str, Any]:
-    """A JSON-serialisable description of ``store`` (``nnsig info --json``)."""
+    """A JSON-serialisable description of ``store`` (``nnsig info --json``).
+
+    Raises
+    ------
+    DamagedMetadataError
+        When a split's metadata is damaged (the message names the file and the fix).
+    """
+    for error in store.damaged_splits.values():
+        raise error
     out: dict[str, Any] = {"path": store.location, "splits": {}}
     out["format_version"] = store.attrs.get(ROOT_ATTR, {}).get("format_version")
     for s in store.splits:

@@ -42,6 +42,8 @@ ANALYSIS_ATTR = "nnsig_analysis"
 SIGNATURES_GROUP = "signatures"
 SCORES_GROUP = "scores"
 SCORES_ATTR = "nnsig_scores"
+#: The attribute of a pointer group: the sibling holding the current copy (store/pointers.py).
+POINTER_ATTR = "nnsig_pointer"
 META_ARRAYS = ("labels", "predictions", "outputs", "sample_index", "inputs")
 #: The arrays a token row space adds: each row's sample, position and token id.
 TOKEN_ARRAYS = ("sample_row", "position", "token")
@@ -167,6 +169,25 @@ def layer_differences(
         if n in b and a[n] != b[n]:
             problems.append(f"layer {n!r} has shape {a[n]} here but {b[n]} in {other!r}")
     return problems or ["the layers come in a different order"]
+
+
+def changed_layers(now: Sequence[Mapping[str, Any]], then: Sequence[Mapping[str, Any]]
+                   ) -> list[str]:
+    """How the captured layers of a model (``now``) differ from those a split was started
+    with (``then``), in words ("layer '1' had 16 units, now 24"); empty when they match."""
+    a = {d["name"]: tuple(d["shape"]) for d in now}
+    b = {d["name"]: tuple(d["shape"]) for d in then}
+    out = [f"layer {n!r} is new" for n in a if n not in b]
+    out += [f"layer {n!r} is gone" for n in b if n not in a]
+    for n in a:
+        if n in b and a[n] != b[n]:
+            if len(a[n]) == len(b[n]) == 1:
+                out.append(f"layer {n!r} had {b[n][0]} units, now {a[n][0]}")
+            else:
+                out.append(f"layer {n!r} had shape {b[n]}, now {a[n]}")
+    if not out and list(a) != list(b):
+        out.append("the layers come in another order")
+    return out
 
 
 def _unit_dims(key: str, ndim: int) -> tuple[str, ...]:

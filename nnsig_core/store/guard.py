@@ -35,7 +35,7 @@ from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.storage import WrapperStore
 
 from nnsig_core.store.errors import StoreError
-from nnsig_core.store.format import SPLIT_ATTR
+from nnsig_core.store.format import ANALYSIS_GROUP, SCORES_GROUP, SIGNATURES_GROUP, SPLIT_ATTR
 
 METADATA = "zarr.json"
 _VERIFY = "nnsig verify"
@@ -111,12 +111,53 @@ class GuardedStore(WrapperStore[Store]):
     def forget(self) -> None:
         """Drop what was learned of arrays (their codecs and chunking): they were re-created."""
         self._arrays.clear()
+        forget = getattr(self._store, "forget", None)
+        if callable(forget):
+            forget()
+
+    # ------------------------------------------------------------------ writes
+    def _denied(self, what: str, key: str, exc: BaseException) -> StoreError:
+        return StoreError(
+            f"The store {self.location} refused to {what} {self._where(key)} ({exc}): these "
+            "credentials may not write there. Use credentials that can write to it (for S3, "
+            "s3:PutObject and s3:DeleteObject on its keys), or another store."
+        )
+
+    async def set(self, key: str, value: Buffer) -> None:
+        try:
+            await self._store.set(key, value)
+        except PermissionError as exc:
+            raise self._denied("write", key, exc) from exc
+
+    async def set_if_not_exists(self, key: str, value: Buffer) -> None:
+        try:
+            await self._store.set_if_not_exists(key, value)
+        except PermissionError as exc:
+            raise self._denied("write", key, exc) from exc
+
+    async def delete(self, key: str) -> None:
+        try:
+            await self._store.delete(key)
+        except PermissionError as exc:
+            raise self._denied("delete", key, exc) from exc
+
+    async def delete_dir(self, prefix: str) -> None:
+        try:
+            await self._store.delete_dir(prefix)
+        except PermissionError as exc:
+            raise self._denied("delete", prefix, exc) from exc
 
     # ------------------------------------------------------------------ reads
     async def get(self, key: str, prototype: BufferPrototype | None = None,
                   byte_range: ByteRequest | None = None) -> Buffer | None:
         prototype = prototype or default_buffer_prototype()
-        value = await self._store.get(key, prototype, byte_range)
+        try:
+            value = await self._store.get(key, prototype, byte_range)
+        except PermissionError as exc:
+            raise StoreError(
+                f"The store {self.location} refused to read {self._where(key)} ({exc}). Use "
+                "credentials that may read it (for S3, s3:GetObject and s3:ListBucket)."
+            ) from exc
         if byte_range is None:
             await self._check(key, value)
         return value
@@ -139,8 +180,8 @@ class GuardedStore(WrapperStore[Store]):
                 except ValueError as exc:
                     raise DamagedMetadataError(
                         f"The metadata file {self._where(key)} is damaged (not valid JSON: "
-                        f"{exc}). Run `{_VERIFY} {self.location}` to see what else is; a "
-                        "damaged split must be captured again (overwrite=True)."
+                        f"{exc}). Run `{_VERIFY} {self.location}` to see what else is; "
+                        f"{metadata_fix(key)}"
                     ) from None
             return
         parts = chunk_key_parts(key)
@@ -160,13 +201,20 @@ class GuardedStore(WrapperStore[Store]):
             )
 
     async def _check_missing(self, key: str, array: str, coords: tuple[int, ...]) -> None:
-        split = array.split("/", 1)[0] if "/" in array else None
-        if split is None:
+        info = await self._array_info(array)
+        if info.split is None:
+            # Arrays of analyses, signatures and scores hold every chunk of their shape
+            # (written whole, empty chunks included): any absent one was lost.
+            if info.checksummed and array.startswith(ANALYSIS_GROUP + "/"):
+                raise MissingChunkError(
+                    f"Chunk {'/'.join(map(str, coords))} of {self._describe(info)} is missing "
+                    f"from the store ({self._where(key)} was deleted or lost). Run `{_VERIFY} "
+                    f"{self.location}` to list every missing chunk; {self._fix(info)}"
+                )
             return
-        meta = await self._split_meta(split)
+        meta = await self._split_meta(info.split)
         if meta is None:
             return
-        info = await self._array_info(array)
         written = int(meta.get("n_samples", meta.get("n_written", 0)) if meta.get("complete")
                       else meta.get("n_written", 0))
         if coords[0] * info.chunk_rows < written:
@@ -232,7 +280,36 @@ class GuardedStore(WrapperStore[Store]):
 
     @staticmethod
     def _fix(info: _ArrayInfo) -> str:
-        if info.split is None:
-            return "save the analysis or scores again (overwrite=True)."
-        return (f"capture split {info.split!r} again (capture(..., split={info.split!r}, "
-                "overwrite=True)) to restore it.")
+        return fix_for(info.name if info.split is None else None, info.split)
+
+
+def metadata_fix(key: str) -> str:
+    """What restores the damaged metadata document ``key``."""
+    parts = key.split("/")
+    if len(parts) == 1:
+        return ("it holds only the store's format version: open_store(..., mode='a') writes "
+                "it again.")
+    if parts[0] == ANALYSIS_GROUP:
+        return fix_for("/".join(parts[:-1]))
+    split = parts[0]
+    return (f"capture split {split!r} again (capture(..., split={split!r}, overwrite=True)); "
+            "the store's other splits stay readable.")
+
+
+def fix_for(array: str | None, split: str | None = None) -> str:
+    """What to do about a lost or damaged chunk of a split (``split``) or of a saved result
+    (``array``, its path under ``analysis/``): a command that restores it."""
+    if split is not None:
+        return (f"capture split {split!r} again with the same data and model "
+                f"(capture(..., split={split!r}, resume=True) re-captures the rows that are "
+                "missing or damaged).")
+    parts = (array or "").split("/")
+    name = parts[1] if len(parts) > 1 else "?"
+    if len(parts) > 3 and parts[2] == SIGNATURES_GROUP:
+        return (f"save analysis {name!r} again (analysis.save(store, {name!r}, "
+                "overwrite=True)), which computes its signatures again.")
+    if len(parts) > 3 and parts[2] == SCORES_GROUP:
+        return (f"compute the scores of split {parts[3]!r} again (signature_scores(analysis, "
+                f"store, {parts[3]!r}, save=True), or nnsig evaluate).")
+    return (f"fit analysis {name!r} again and save it with overwrite=True "
+            f"(SignatureAnalysis(...).fit(store).save(store, {name!r}, overwrite=True)).")

@@ -23,8 +23,9 @@ class StoreInspection(ResultsArea):
         """Bytes on disk of a split (or of one layer or array of it)."""
         return nbytes_stored(self, split, name)
 
-    def verify(self, progress: bool = False) -> VerifyReport:
-        """Read every chunk of the store: checksums, completeness, metadata (``nnsig verify``).
+    def verify(self, progress: bool = False, split: str | None = None) -> VerifyReport:
+        """Read every chunk of the store: checksums, completeness, metadata (``nnsig verify``);
+        only those of ``split`` when given.
 
         Returns
         -------
@@ -32,7 +33,7 @@ class StoreInspection(ResultsArea):
             ``ok`` when nothing is missing or damaged; ``format()`` and
             ``rows_to_recapture()`` say what is and which rows to capture again.
         """
-        return verify_store(self, progress=progress)
+        return verify_store(self, progress=progress, split=split)
 
     def summary(self) -> dict[str, Any]:
         """A JSON-serialisable description used by ``nnsig info``."""

@@ -1,18 +1,14 @@
 """Operations on a zarr store's keys (and, for a local store, its files) that zarr lacks.
 
-Listing which chunks of an array exist, moving a group into place whole, and
-fsyncing a split's metadata, for a local directory or any other store.
+Listing which chunks of an array exist, and fsyncing a split's metadata, for a local directory or any other store.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
-from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
@@ -40,38 +36,6 @@ def chunk_indices(store: Any, array: str) -> set[int]:
         return found
 
     return sync(listed())
-
-
-def move_group(store: Any, new_path: str, path: str) -> None:
-    """Move the group at ``new_path`` to ``path``, replacing what was there.
-
-    On a local store the old group is renamed aside (under a unique name) and
-    the new one renamed into place, each an atomic directory rename, so
-    ``path`` always holds a whole group. Other stores copy the new group's
-    keys, its own metadata last, then delete the copy's source.
-    """
-    root = local_root(store)
-    if root is not None:
-        parent, _, leaf = path.rpartition("/")
-        old = root / parent / f".replaced-{leaf}-{uuid.uuid4().hex[:8]}"
-        if (root / path).exists():
-            os.replace(root / path, old)
-        os.replace(root / new_path, root / path)
-        shutil.rmtree(old, ignore_errors=True)
-        return
-
-    async def move() -> None:
-        prefix = f"{new_path}/"
-        keys = [k async for k in store.list_prefix(prefix)]
-        keys.sort(key=lambda k: k == f"{prefix}zarr.json")  # the group's metadata last
-        await store.delete_dir(path)
-        for k in keys:
-            buf = await store.get(k, prototype=default_buffer_prototype())
-            if buf is not None:
-                await store.set(f"{path}/{k[len(prefix):]}", buf)
-        await store.delete_dir(new_path)
-
-    sync(move())
 
 
 def sync_metadata(root: Path, group: str) -> None:

@@ -9,6 +9,8 @@ given ``storage_options``; a zarr ``Store`` object is used as it is.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -17,12 +19,16 @@ from typing import Any
 import zarr
 import zarr.errors
 from zarr.abc.store import Store
+from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
 from nnsig_core.store.errors import StoreError
 from nnsig_core.store.format import FORMAT_VERSION, ROOT_ATTR
-from nnsig_core.store.guard import GuardedStore
+from nnsig_core.store.guard import DamagedMetadataError, GuardedStore
+from nnsig_core.store.pointers import PointerStore
+
+log = logging.getLogger("nnsig")
 
 #: The modes of :meth:`ActivationStore.open <nnsig_core.store.ActivationStore.open>`.
 MODES = ("r", "r+", "a", "w")
@@ -84,7 +90,7 @@ def open_root(where: StoreLike, mode: str,
         inner = where if where.read_only == (mode == "r") else where.with_read_only(mode == "r")
         location = f"{type(where).__name__}({where})"
         _check_remote(inner, location, mode)
-    group = _root_group(GuardedStore(inner, location=location),
+    group = _root_group(GuardedStore(PointerStore(inner), location=location),
                         create=mode in ("a", "w"), location=location)
     _check_root(group, location, mode)
     return OpenedRoot(group, path, location)
@@ -128,8 +134,17 @@ def _check_remote(store: Store, location: str, mode: str) -> None:
                 f"{location!r} is not empty and holds no Zarr store; choose a new location "
                 "for the store."
             )
-    except (OSError, PermissionError) as exc:
-        raise StoreError(f"Cannot reach the store {location!r}: {exc}") from exc
+    except StoreError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the network's and the SDK's errors, whatever they are
+        if not isinstance(exc, OSError) and not type(exc).__module__.startswith(
+                ("botocore", "aiobotocore", "aiohttp", "google", "gcsfs", "adlfs", "s3fs")):
+            raise
+        raise StoreError(
+            f"Cannot reach the store {location!r} ({type(exc).__name__}: {exc}). Check its "
+            "URL, the endpoint (storage_options={'endpoint_url': ...}, or --storage-option "
+            "endpoint_url=...), the credentials and the network."
+        ) from exc
 
 
 def _root_group(store: GuardedStore, create: bool, location: str) -> zarr.Group:
@@ -137,6 +152,7 @@ def _root_group(store: GuardedStore, create: bool, location: str) -> zarr.Group:
     absent. Two processes creating the same new store both succeed."""
     try:
         if create:
+            _rewrite_damaged_root(store, location)
             try:
                 return zarr.create_group(
                     store, zarr_format=3,
@@ -147,6 +163,19 @@ def _root_group(store: GuardedStore, create: bool, location: str) -> zarr.Group:
     except (zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError,
             FileNotFoundError) as exc:
         raise StoreError(f"Cannot open {location!r} as a Zarr v3 group: {exc}") from exc
+
+
+def _rewrite_damaged_root(store: GuardedStore, location: str) -> None:
+    """Write the root's metadata again when it is damaged (it holds only the format version,
+    so nothing is lost): what the :class:`DamagedMetadataError` of the root names as the fix."""
+    try:
+        sync(store.get("zarr.json", default_buffer_prototype()))
+    except DamagedMetadataError:
+        log.warning("The root metadata of %s was damaged; writing it again.", location)
+        doc = {"zarr_format": 3, "node_type": "group",
+               "attributes": {ROOT_ATTR: {"format_version": FORMAT_VERSION}}}
+        sync(store.set("zarr.json", default_buffer_prototype().buffer.from_bytes(
+            json.dumps(doc).encode())))
 
 
 def _check_root(group: zarr.Group, location: str, mode: str) -> None:

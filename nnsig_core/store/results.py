@@ -12,9 +12,11 @@ stale token row space to delete).
 from __future__ import annotations
 
 import zarr
+from zarr.core.sync import sync
 
+from nnsig_core.store.errors import StoreError
 from nnsig_core.store.format import ANALYSIS_GROUP
-from nnsig_core.store.keys import move_group
+from nnsig_core.store.pointers import pointer_store
 from nnsig_core.store.split_reading import SplitReading
 
 
@@ -42,13 +44,25 @@ class ResultsArea(SplitReading):
         return node if isinstance(node, zarr.Group) else None
 
     def delete(self, path: str) -> None:
-        """Remove the group or array at ``path`` (nothing when absent)."""
+        """Remove the group or array at ``path`` (nothing when absent); under ``analysis/``
+        the pointer goes first, then the copy it pointed to."""
         self.require_writable(f"the deletion of {path!r}")
-        if path in self.root:
+        pointers = pointer_store(self.root.store_path.store)
+        if pointers is not None and path.startswith(ANALYSIS_GROUP + "/"):
+            sync(pointers.delete_dir(path))
+        elif path in self.root:
             del self.root[path]
 
     def replace_group(self, new_path: str, path: str) -> None:
-        """Move the group at ``new_path`` to ``path``, replacing what was there only once the
-        new one is whole (see :func:`~nnsig_core.store.keys.move_group`)."""
+        """Make the whole group written at ``new_path`` (a sibling of ``path`` under
+        ``analysis/``) the group at ``path``: one pointer document switched last, then the
+        old copy deleted (:mod:`~nnsig_core.store.pointers`). A process killed at any moment
+        leaves either the old group or the new one at ``path``, never a mix."""
         self.require_writable(f"group {path!r}")
-        move_group(self.root.store_path.store, new_path, path)
+        parent, _, leaf = new_path.rpartition("/")
+        pointers = pointer_store(self.root.store_path.store)
+        if (pointers is None or parent != path.rpartition("/")[0]
+                or not path.startswith(ANALYSIS_GROUP + "/")):
+            raise StoreError(f"Cannot replace {path!r} by {new_path!r}: a replacement is written "
+                             f"as a sibling of the group it replaces, under {ANALYSIS_GROUP}/.")
+        sync(pointers.switch(path, leaf))

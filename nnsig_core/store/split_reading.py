@@ -19,9 +19,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 import zarr
+from zarr.core.sync import sync
 
 from nnsig_core.store.errors import IncompleteStoreError, StoreError
 from nnsig_core.store.format import ANALYSIS_GROUP, SPLIT_ATTR
+from nnsig_core.store.pointers import unwrap
 
 _Store = TypeVar("_Store", bound="SplitReading")
 
@@ -47,19 +49,21 @@ class SplitReading:
         self._splits: list[str] | None = None
         self._groups: dict[str, zarr.Group] = {}
         self._meta: dict[str, dict[str, Any]] = {}
+        self._damaged: dict[str, StoreError] = {}
 
     def refresh(self: _Store) -> _Store:
         """Forget the cached split metadata (after another process wrote to the store)."""
         self._splits = None
         self._groups.clear()
         self._meta.clear()
+        self._damaged.clear()
         forget = getattr(self.root.store_path.store, "forget", None)
         if callable(forget):
             forget()
         # An fsspec filesystem caches directory listings (s3fs, gcsfs): new groups would stay
         # unseen.
         zstore = self.root.store_path.store
-        fs = getattr(getattr(zstore, "_store", zstore), "fs", None)
+        fs = getattr(unwrap(zstore, "fs"), "fs", None)
         if fs is not None and callable(getattr(fs, "invalidate_cache", None)):
             fs.invalidate_cache()
         return self
@@ -95,14 +99,38 @@ class SplitReading:
         """Names of the splits in the store, complete or not, in sorted order."""
         if self._splits is None:
             names = []
-            for name, node in self.root.groups():
-                if name != ANALYSIS_GROUP and SPLIT_ATTR in node.attrs:
+            self._damaged.clear()
+            for name in sorted(self._children()):
+                if name == ANALYSIS_GROUP or name.startswith("."):
+                    continue
+                try:
+                    node = self.root[name]
+                except KeyError:
+                    continue
+                except StoreError as exc:  # its metadata is damaged: the others stay readable
+                    self._damaged[name] = exc
+                    continue
+                if isinstance(node, zarr.Group) and SPLIT_ATTR in node.attrs:
                     names.append(name)
                     self._groups[name] = node
-            self._splits = sorted(names)
+            self._splits = names
         return list(self._splits)
 
+    def _children(self) -> list[str]:
+        async def listed() -> list[str]:
+            return [k async for k in self.root.store_path.store.list_dir("")]
+        return [k for k in sync(listed()) if k != "zarr.json"]
+
+    @property
+    def damaged_splits(self) -> dict[str, StoreError]:
+        """Groups of the store whose metadata is damaged (name -> the error naming the fix);
+        :attr:`splits` leaves them out."""
+        self.splits  # noqa: B018 (lists them)
+        return dict(self._damaged)
+
     def _group(self, split: str) -> zarr.Group:
+        if split not in self.splits and split in self._damaged:
+            raise self._damaged[split]
         if split not in self.splits:
             self._splits = None  # another handle (or process) may have written it since
         if split not in self.splits:

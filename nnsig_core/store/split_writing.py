@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import zarr
+from zarr.core.sync import sync
 
 from nnsig_core._util import to_json_safe
 from nnsig_core.store.claims import SplitClaim
@@ -36,20 +37,26 @@ class SplitWriting(SplitReading):
         so the store never holds a group without split metadata.
         """
         self.require_writable(f"split {split!r}")
-        if split in self.root:
-            del self.root[split]
-        self._forget(split)
+        self.remove_split(split)
         group = self.root.create_group(split)
         try:
             arrays = create_arrays(group, specs)
             group.attrs[SPLIT_ATTR] = to_json_safe(dict(info))
         except BaseException:
-            del self.root[split]
+            self.remove_split(split)
             raise
         self._groups[split] = group
         self._meta[split] = to_json_safe(dict(info))
         self._splits = None
         return arrays
+
+    def remove_split(self, split: str) -> None:
+        """Delete the group ``split`` and everything under it, without reading its metadata
+        (which may be damaged: ``overwrite=True`` is then the fix)."""
+        self.require_writable(f"split {split!r}")
+        sync(self.root.store_path.store.delete_dir(split))
+        self._forget(split)
+        self._damaged.pop(split, None)
 
     def split_arrays(self, split: str) -> dict[str, zarr.Array]:
         """Every array of ``split`` by key (to continue or complete a capture)."""

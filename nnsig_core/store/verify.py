@@ -20,8 +20,9 @@ from tqdm.auto import tqdm
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
-from nnsig_core.store.format import SPLIT_ATTR
+from nnsig_core.store.format import POINTER_ATTR, SPLIT_ATTR
 from nnsig_core.store.guard import crc32c_ok
+from nnsig_core.store.pointers import HIDDEN, raw_store
 
 if TYPE_CHECKING:
     from nnsig_core.store.split_reading import SplitReading
@@ -104,7 +105,7 @@ class VerifyReport:
         for split, ranges in sorted(self.rows_to_recapture().items()):
             spans = ", ".join(f"{lo}-{hi}" for lo, hi in ranges)
             lines.append(f"split {split!r}: rows {spans} must be captured again "
-                         f"(capture(..., split={split!r}, overwrite=True))")
+                         f"(capture(..., split={split!r}, resume=True) re-captures them)")
         if any(p.split is None and p.kind != "metadata" for p in self.problems):
             lines.append("damaged analyses or scores: save them again (overwrite=True)")
         return "\n".join(lines)
@@ -120,15 +121,37 @@ def _expected_chunks(meta: dict[str, Any], rows_written: int | None) -> Iterator
     return product(*(range(g) for g in grid))
 
 
-def verify_store(store: SplitReading, progress: bool = False) -> VerifyReport:
-    """Check every chunk and metadata document of ``store`` (see the module docstring)."""
-    inner = store.root.store_path.store
-    inner = getattr(inner, "_store", inner)  # read the raw bytes, not through the guard
+def _live_copies(docs: dict[str, dict[str, Any]]) -> set[str]:
+    """The paths of the copies pointers lead to (:mod:`~nnsig_core.store.pointers`)."""
+    live = set()
+    for path, doc in docs.items():
+        target = ((doc.get("attributes") or {}).get(POINTER_ATTR) or {}).get("target")
+        if target:
+            parent = path.rpartition("/")[0]
+            live.add(f"{parent}/{target}" if parent else str(target))
+    return live
+
+
+def _live(path: str, live: set[str]) -> bool:
+    """Whether ``path`` is reachable: not inside a copy no pointer leads to (one being written,
+    or left by a save that was killed: garbage, which a save never reads)."""
+    parts = path.split("/")
+    return all(not seg.startswith(HIDDEN) or "/".join(parts[: i + 1]) in live
+               for i, seg in enumerate(parts))
+
+
+def verify_store(store: SplitReading, progress: bool = False,
+                 split: str | None = None) -> VerifyReport:
+    """Check every chunk and metadata document of ``store`` (see the module docstring), or
+    only those of ``split`` (what a resumed capture repairs)."""
+    inner = raw_store(store.root.store_path.store)  # the raw bytes, not through the guard
     proto = default_buffer_prototype()
     report = VerifyReport(store.location)
 
     async def keys() -> list[str]:
-        return [k async for k in inner.list()]
+        if split is None:
+            return [k async for k in inner.list()]
+        return [k async for k in inner.list_prefix(f"{split}/")]
 
     def get(key: str) -> bytes | None:
         buf = sync(inner.get(key, prototype=proto))
@@ -149,7 +172,8 @@ def verify_store(store: SplitReading, progress: bool = False) -> VerifyReport:
             report.incomplete[split] = (
                 f"incomplete ({meta.get('n_written', 0)} of {meta.get('n_expected') or '?'} "
                 "samples written): resume it with capture(..., resume=True)")
-    arrays = {p: d for p, d in docs.items() if d.get("node_type") == "array"}
+    live = _live_copies(docs)
+    arrays = {p: d for p, d in docs.items() if d.get("node_type") == "array" and _live(p, live)}
     for split, meta in sorted(splits.items()):
         written = int(meta.get("n_samples", 0) if meta.get("complete") else meta.get("n_written", 0))
         wanted = {d.get("key"): d.get("name") for d in meta.get("layers") or []}
