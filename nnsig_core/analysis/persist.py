@@ -159,6 +159,7 @@ def save_signatures(store: ActivationStore, name: str, sigs: Signatures) -> None
     _check_whole_split(store, sigs)
     tmp = f"{signatures_path(name)}/.new-{sigs.split}-{uuid.uuid4().hex[:8]}"
     group = store.group(tmp, create=True)
+    assert group is not None  # created
     try:
         _write_signatures(group, store, sigs)
         store.replace_group(tmp, signatures_path(name, sigs.split))
@@ -177,7 +178,7 @@ def signatures_group(
     grp = store.group(signatures_path(name, split))
     if grp is None:
         return None
-    attrs = dict(grp.attrs)
+    attrs: dict[str, Any] = dict(grp.attrs)
     if attrs.get("fingerprint") != to_json_safe(store.fingerprint(split)):
         log.info("Saved signatures of %r in analysis %r are stale (split re-captured); "
                  "recomputing.", split, name)
@@ -203,8 +204,8 @@ def holds_analysis(store: ActivationStore, name: str, centers: Mapping[str, np.n
     """Whether ``store`` holds a complete analysis ``name`` over the layers of ``centers`` (layer
     name -> cluster centres) with these very centres: the same analysis, not another one saved
     under that name (in a store an analysis was not loaded from, say)."""
-    g = store.group(analysis_path(name)) if name in store.analyses else None
-    meta = None if g is None else dict(g.attrs).get(ANALYSIS_ATTR)
+    g: Any = store.group(analysis_path(name)) if name in store.analyses else None
+    meta: Any = None if g is None else dict(g.attrs).get(ANALYSIS_ATTR)
     if not meta or not meta.get("complete") or meta.get("format_version") != FORMAT_VERSION:
         return False
     layers = meta["layers"]
@@ -218,7 +219,7 @@ def load_analysis(
     store: ActivationStore, name: str = "default"
 ) -> tuple[dict[str, Any], dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]]]:
     """The saved state of analysis ``name``: its JSON and, per layer name, (attrs, arrays)."""
-    g = store.group(analysis_path(name))
+    g: Any = store.group(analysis_path(name))
     if g is None or name not in store.analyses:
         saved = ", ".join(store.analyses) or "(none)"
         raise StoreError(
@@ -226,7 +227,7 @@ def load_analysis(
             f"{saved}. Fit and save one first (SignatureAnalysis(...).fit(store).save(store, "
             "name))."
         )
-    meta = dict(g.attrs).get(ANALYSIS_ATTR)
+    meta: Any = dict(g.attrs).get(ANALYSIS_ATTR)
     if not meta or not meta.get("complete"):
         raise StoreError(
             f"Analysis {name!r} in {store.location!r} is incomplete (its save was interrupted); "

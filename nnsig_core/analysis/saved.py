@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
@@ -33,6 +33,10 @@ class SavedAnalysis:
     layers_: list[str]
     clusterers_: dict[str, Any]
     _cache: dict[tuple[Any, ...], Signatures]
+
+    if TYPE_CHECKING:  # defined by the estimator this mixes into
+        def row_level(self, store: ActivationStore) -> str: ...
+        def signatures(self, store: Any, split: str, *, client: Any = None) -> Signatures: ...
 
     # ------------------------------------------------------------------ signature cache
     def _cache_key(self, store: ActivationStore, split: str) -> tuple[Any, ...]:

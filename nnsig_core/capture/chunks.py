@@ -67,7 +67,7 @@ class ChunkEncoder:
             return None
         if tuple(array.chunks[1:]) != tuple(array.shape[1:]):
             return None  # chunked along samples only
-        codecs = list(meta.codecs)
+        codecs = list(meta.codecs)  # type: ignore[union-attr]  # zarr_format 3: v3 metadata
         if not codecs or not isinstance(codecs[0], BytesCodec):
             return None
         if getattr(codecs[0].endian, "value", codecs[0].endian) not in (None, "little"):

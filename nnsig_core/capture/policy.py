@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -255,7 +255,7 @@ def _check_resume_settings(
 
 
 def resume_label_check(store: ActivationStore, split: str,
-                       repairs: list[tuple[int, int]] = ()) -> Callable[[int, np.ndarray], None]:
+                       repairs: Sequence[tuple[int, int]] = ()) -> Callable[[int, np.ndarray], None]:
     """A check that the labels of the samples a resumed capture skips are those stored (those
     of the rows it captures again, ``repairs``, may be lost: they are not compared)."""
     def check(lo: int, labels: np.ndarray) -> None:

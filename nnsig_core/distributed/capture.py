@@ -263,6 +263,7 @@ def capture_distributed(
             if existing is None:
                 clear_markers(opened, split)  # markers of an earlier capture of the split
             else:
+                assert shard_rows is not None  # a resume takes the started capture's
                 done = done_shards(opened, split, capture_id, _plan(n, int(shard_rows)))
                 done = intact_shards(opened, split, done, _plan(n, int(shard_rows)),
                                      int(existing["capture"]["chunk_rows"]))

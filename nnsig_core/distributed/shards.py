@@ -223,7 +223,7 @@ def prepare_task(job: Job, create: bool, check_rows: Sequence[int] = ()) -> dict
         existing = None if create else store.split_attrs(job.split)
         check_weights(store, job.split, fingerprint, existing, job.allow_other_weights)
         if not create:
-            stored = store.split_arrays(job.split)["labels"]  # rows past n_written included
+            stored: Any = store.split_arrays(job.split)["labels"]  # rows past n_written too
             for row in check_rows:
                 _, labels, _ = job.batch(int(row), int(row) + 1)
                 got = -1 if labels is None else int(class_indices(labels_numpy(labels))[0])

@@ -185,6 +185,7 @@ class SplitClaim:
     def _acquire_local(self) -> None:
         import fcntl
 
+        assert self.local_dir is not None  # called for local stores only
         directory = self.local_dir / CLAIMS_GROUP
         directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(directory / f"{self.split}.lock", os.O_RDWR | os.O_CREAT, 0o644)

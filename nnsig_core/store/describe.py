@@ -56,7 +56,7 @@ def describe(store: ResultsArea) -> dict[str, Any]:
         g = store._group(s)
         layers = []
         for d in info["layers"]:
-            arr = g[d["key"]]
+            arr: Any = g[d["key"]]
             layers.append({
                 "name": d["name"],
                 "type": d.get("type", "?"),

@@ -192,7 +192,8 @@ def _check_root(group: zarr.Group, location: str, mode: str) -> None:
                 "choose another path."
             )
         group.attrs[ROOT_ATTR] = {"format_version": FORMAT_VERSION}
-    version = dict(group.attrs)[ROOT_ATTR].get("format_version")
+    root: Any = dict(group.attrs)[ROOT_ATTR]
+    version = root.get("format_version")
     if version != FORMAT_VERSION:
         raise StoreError(
             f"{location!r} has nnsig store format {version}; this nnsig reads "

@@ -144,7 +144,7 @@ class SplitReading:
 
     def _info(self, split: str) -> dict[str, Any]:
         if split not in self._meta:
-            self._meta[split] = dict(self._group(split).attrs[SPLIT_ATTR])
+            self._meta[split] = dict(self._group(split).attrs[SPLIT_ATTR])  # type: ignore[arg-type]
         return self._meta[split]
 
     def split_attrs(self, split: str) -> dict[str, Any]:
@@ -183,7 +183,7 @@ class SplitReading:
         """What identifies the split's capture: sample count, a random capture id, start and
         end times. Read from the storage (not the cache), so results computed from an earlier
         capture of the split are told apart from results of this one."""
-        info = dict(self._group(split).attrs[SPLIT_ATTR])
+        info: dict[str, Any] = dict(self._group(split).attrs[SPLIT_ATTR])  # type: ignore[arg-type]
         cap = info.get("capture") or {}
         return {
             "n_samples": int(info.get("n_samples", info.get("n_written", 0))),

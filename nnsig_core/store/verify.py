@@ -164,9 +164,9 @@ def verify_store(store: SplitReading, progress: bool = False,
             docs[key[: -len("zarr.json")].rstrip("/")] = json.loads(get(key) or b"")
         except ValueError:
             report.problems.append(ChunkProblem("metadata", key))
-    splits = {path: (doc.get("attributes") or {}).get(SPLIT_ATTR) for path, doc in docs.items()
-              if doc.get("node_type") == "group" and "/" not in path and path}
-    splits = {k: v for k, v in splits.items() if isinstance(v, dict)}
+    found = {path: (doc.get("attributes") or {}).get(SPLIT_ATTR) for path, doc in docs.items()
+             if doc.get("node_type") == "group" and "/" not in path and path}
+    splits: dict[str, dict[str, Any]] = {k: v for k, v in found.items() if isinstance(v, dict)}
     for split, meta in sorted(splits.items()):
         if not meta.get("complete"):
             report.incomplete[split] = (
@@ -175,7 +175,7 @@ def verify_store(store: SplitReading, progress: bool = False,
     live = _live_copies(docs)
     arrays = {p: d for p, d in docs.items() if d.get("node_type") == "array" and _live(p, live)}
     for split, meta in sorted(splits.items()):
-        written = int(meta.get("n_samples", 0) if meta.get("complete") else meta.get("n_written", 0))
+        n_rows = int(meta.get("n_samples", 0) if meta.get("complete") else meta.get("n_written", 0))
         wanted = {d.get("key"): d.get("name") for d in meta.get("layers") or []}
         wanted.update({k: k for k in ("outputs", "labels", "predictions", "sample_index")})
         if (meta.get("capture") or {}).get("keep_inputs"):
@@ -184,12 +184,12 @@ def verify_store(store: SplitReading, progress: bool = False,
             if f"{split}/{key}" not in arrays:
                 report.problems.append(ChunkProblem(
                     "missing", f"{split}/{key}/zarr.json", split, name,
-                    (0, written - 1) if written else None))
+                    (0, n_rows - 1) if n_rows else None))
     todo = []
     for path, meta in sorted(arrays.items()):
         split, _, key = path.partition("/")
         info = splits.get(split) if key and "/" not in key else None
-        written = None
+        written: int | None = None
         name = path
         if info is not None:
             written = int(info.get("n_samples", 0) if info.get("complete")
