@@ -147,7 +147,7 @@ class LayerInfo:
 class LayerList(list):
     """A list of :class:`LayerInfo` that prints as a table (``*`` marks selected layers)."""
 
-    def __getitem__(self, i):  # type: ignore[override]
+    def __getitem__(self, i):
         item = super().__getitem__(i)
         return LayerList(item) if isinstance(i, slice) else item
 

@@ -341,7 +341,7 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         if client is not None:
             from nnsig_core.distributed.analysis import transform_distributed
 
-            return transform_distributed(self, store, split, client)  # type: ignore[return-value]
+            return transform_distributed(self, store, split, client)
         store = open_store(store)
         store.require_complete(split)
         before = store.fingerprint(split)
@@ -423,7 +423,7 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         if client is not None:
             from nnsig_core.distributed.analysis import signatures_distributed
 
-            return signatures_distributed(self, store, split, client)  # type: ignore[return-value]
+            return signatures_distributed(self, store, split, client)
         store = open_store(store)
         key = self._cache_key(store, split)
         cache = getattr(self, "_cache", {})

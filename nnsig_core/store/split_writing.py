@@ -60,7 +60,7 @@ class SplitWriting(SplitReading):
 
     def split_arrays(self, split: str) -> dict[str, zarr.Array]:
         """Every array of ``split`` by key (to continue or complete a capture)."""
-        return {k: a for k, a in self._group(split).arrays()}  # type: ignore[misc]
+        return {k: a for k, a in self._group(split).arrays()}
 
     def chunk_indices(self, split: str, key: str) -> set[int]:
         """Indices (along samples) of the chunks of array ``key`` of ``split`` present in the
