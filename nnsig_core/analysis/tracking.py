@@ -113,7 +113,7 @@ def assign_tracks(ids: Sequence[np.ndarray], n_clusters: Sequence[int], *,
     -------
     tracks : list of array (k_t,)
         Per checkpoint, the track id of each cluster (the first checkpoint's
-        clusters are tracks ``0..k-1``).
+        clusters are tracks ``0..k-1``; -1 for an empty cluster after it).
     events : list of list of dict
         Per checkpoint (empty for the first), what happened since the one
         before, in track ids: ``{"kind": "split", "from": [a], "to": [b, c]}``,
@@ -135,7 +135,9 @@ def assign_tracks(ids: Sequence[np.ndarray], n_clusters: Sequence[int], *,
         cur = np.full(ka, -1, dtype=np.int64)
         for i, j in m["pairs"]:
             cur[j] = prev[i]
-        for j in np.flatnonzero(cur < 0):
+        sizes_b = np.bincount(np.asarray(ids[t - 1], dtype=np.int64), minlength=kb)
+        sizes_a = np.bincount(np.asarray(ids[t], dtype=np.int64), minlength=ka)
+        for j in np.flatnonzero((cur < 0) & (sizes_a > 0)):  # an empty cluster gets no track
             cur[j] = n_tracks
             n_tracks += 1
         ev: list[dict] = []
@@ -151,8 +153,6 @@ def assign_tracks(ids: Sequence[np.ndarray], n_clusters: Sequence[int], *,
             in_event_b.update(parts)
         matched_b = {i for i, _ in m["pairs"]}
         matched_a = {j for _, j in m["pairs"]}
-        sizes_b = np.bincount(np.asarray(ids[t - 1], dtype=np.int64), minlength=kb)
-        sizes_a = np.bincount(np.asarray(ids[t], dtype=np.int64), minlength=ka)
         for j in range(ka):
             if j not in matched_a and j not in in_event_a and sizes_a[j] > 0:
                 ev.append({"kind": "new", "from": [], "to": [int(cur[j])]})
