@@ -211,3 +211,68 @@ def test_timeline_report_is_written_and_shown(tmp_path, timeline_store, fitted):
 def test_encode_u16_falls_back_to_a_list():
     assert encode_u16(np.array([1, 2])) == "AQACAA=="
     assert encode_u16(np.array([70000])) == [70000]
+
+
+# --------------------------------------------------------------------------- in Chromium
+
+
+@pytest.mark.browser
+def test_the_timeline_panel_in_chromium(tmp_path, timeline_store, fitted):
+    """The panel draws from one report file: the slider and the play button move over the
+    checkpoints, the flows are in track ids (each cluster node carries its track), the
+    changed samples between two checkpoints are listed, and nothing fails."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from pathlib import Path
+
+    from nnsig_core.report.browser import find_chromium, launch_chromium
+
+    chromium = find_chromium()
+    if not Path(chromium).exists():
+        if __import__("os").environ.get("CI"):
+            pytest.fail("chromium is required in CI")
+        pytest.skip(f"chromium not found at {chromium}")
+    index = write_timeline_report(fitted, timeline_store, tmp_path / "rep", map_points=100)
+    errors: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = launch_chromium(p, executable_path=chromium)
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 1200})
+            page.on("console", lambda m: m.type in ("error", "warning") and errors.append(m.text))
+            page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+            page.goto(index.as_uri())
+            page.wait_for_function("window.NNSIG_READY === true", timeout=20000)
+            # the last checkpoint first, then the one the slider picks
+            assert page.get_attribute("#timeline", "data-t") == "2"
+            assert "epoch 2" in page.text_content("#tl-label")
+            tracks = page.eval_on_selector_all(
+                "#tl-sankey-svg [data-track]", "els => els.map(e => Number(e.dataset.track))")
+            labels = np.asarray(fitted.signatures_[2].labels)
+            expected = {int(k) for k in np.unique(fitted.track_paths(2))}
+            assert set(tracks) == expected and len(labels) == 240
+            page.fill("#tl-slider", "0")
+            page.dispatch_event("#tl-slider", "input")
+            assert page.get_attribute("#timeline", "data-t") == "0"
+            assert "epoch 0" in page.text_content("#tl-label")
+            # compared with the last checkpoint: what changed, counted as Timeline.changes does
+            page.select_option("#tl-from", "2")
+            ch = fitted.changes(2, 0)
+            counts = page.text_content("#tl-counts")
+            assert f"{int(ch['fixed'].sum())} fixed, {int(ch['broken'].sum())} broken" in counts
+            assert f"{int(ch['path'].sum())} changed path" in counts
+            assert page.locator(".tl-change").count() == min(60, int((ch["path"] | ch["prediction"]).sum()))
+            assert page.locator(".tl-change canvas[data-drawn]").count() > 0  # thumbnails
+            # the separability grid: one row per class, one column per checkpoint
+            assert page.locator("#tl-separable tbody tr").count() == 4
+            assert page.locator("#tl-separable thead th").count() == 4
+            assert page.locator("#tl-accuracy .tl-point").count() == 3
+            # play runs to the last checkpoint and stops
+            page.click("#tl-play")
+            page.wait_for_function(
+                "document.getElementById('timeline').dataset.t === '2' &&"
+                " document.getElementById('tl-play').getAttribute('aria-pressed') === 'false'",
+                timeout=10000)
+            # the report of the last checkpoint is still below, with its Sankey
+            assert page.locator("#sankey-svg path.link").count() > 0
+        finally:
+            browser.close()
+    assert errors == []
