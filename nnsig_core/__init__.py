@@ -53,6 +53,7 @@ __all__ = [
     "SignatureAnalysis",
     "Signatures",
     "StoreError",
+    "Timeline",
     "TooFewSamplesError",
     "UnknownLayerError",
     "baseline_scores",
@@ -80,6 +81,7 @@ if TYPE_CHECKING:  # imported on first use (PEP 562), so `import nnsig_core` sta
         MissingLabelsError,
         SignatureAnalysis,
         Signatures,
+        Timeline,
         TooFewSamplesError,
         format_summary,
         parse_discretizer_spec,
@@ -105,7 +107,7 @@ if TYPE_CHECKING:  # imported on first use (PEP 562), so `import nnsig_core` sta
 _LAZY = {
     **dict.fromkeys(
         ["AnalysisError", "Discretizer", "EmptySelectionError", "MissingLabelsError",
-         "SignatureAnalysis", "Signatures", "TooFewSamplesError",
+         "SignatureAnalysis", "Signatures", "Timeline", "TooFewSamplesError",
          "format_summary", "parse_discretizer_spec"],
         "nnsig_core.analysis",
     ),

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+from nnsig_torch import TorchProbe, hf_callback, lightning_callback  # noqa: E402
+from nnsig_torch.callbacks import Schedule  # noqa: E402
+from nnsig_torch.probe import probe_arrays  # noqa: E402
 from torch import nn  # noqa: E402
 
 from nnsig_core import open_store  # noqa: E402
 from nnsig_core.capture import CaptureError, Probe, checkpoint_split, list_checkpoints  # noqa: E402
 from nnsig_core.capture.probe import CHECKPOINT_KEY  # noqa: E402
-from nnsig_torch import TorchProbe, hf_callback, lightning_callback  # noqa: E402
-from nnsig_torch.callbacks import Schedule  # noqa: E402
-from nnsig_torch.probe import probe_arrays  # noqa: E402
 
 
 def _data(n=120, seed=0):

@@ -17,7 +17,6 @@ from nnsig_core.report import show
 from nnsig_core.report.timeline import build_timeline_data, encode_u16, write_timeline_report
 from nnsig_core.report.write import js_json
 
-
 # --------------------------------------------------------------------------- tracking
 
 

@@ -25,6 +25,7 @@
   function setT(t) {
     st.t = Math.max(0, Math.min(P.checkpoints.length - 1, t));
     st.limit = LIST;
+    st.from = null; // compared with the checkpoint before, until another is chosen
     draw();
   }
 
@@ -61,6 +62,7 @@
     parts.acc = S.svgEl("svg", { id: "tl-accuracy", class: "tl-chart", role: "img", "aria-label": "Accuracy over time" });
     parts.score = S.svgEl("svg", { id: "tl-scores", class: "tl-chart", role: "img", "aria-label": "Score over time" });
     parts.sep = el("table", { id: "tl-separable", class: "tl-sep" });
+    parts.sepNote = el("p", { class: "hint tl-sep-note" });
     parts.events = el("div", { id: "tl-events", class: "tl-events" });
     parts.fromSel = el("select", { id: "tl-from", "aria-label": "Compare with checkpoint" });
     parts.fromSel.addEventListener("change", function () { st.from = Number(parts.fromSel.value); st.limit = LIST; drawChanges(); });
@@ -78,7 +80,8 @@
             el("h3", { class: "pane-h", text: "Accuracy on the probe set" }), parts.acc,
             scoreName ? el("h3", { class: "pane-h", text: "Score (" + scoreName + "): 10th, 50th, 90th percentiles" }) : null,
             scoreName ? parts.score : null,
-            el("h3", { class: "pane-h", text: "Where each class becomes separable (layer)" }), parts.sep)),
+            el("h3", { class: "pane-h", text: "Where each class becomes separable (layer)" }), parts.sep,
+            parts.sepNote)),
       el("div", { class: "tl-lower" },
          el("div", null, el("h3", { class: "pane-h", text: "Clusters since the checkpoint before" }), parts.events),
          el("div", null,
@@ -209,6 +212,9 @@
       body.append(tr);
     }
     t.append(body);
+    const legend = P.tl.layers.map(function (l, j) { return (j + 1) + " = " + l; }).join(", ");
+    parts.sepNote.textContent = legend + "; \u2013 = in no layer (class purity below " +
+      (P.tl.separable_purity || 0.9) + "). Columns: checkpoints.";
   }
 
   function drawEvents() {

@@ -39,6 +39,7 @@ from nnsig_core.report.write import (
 
 if TYPE_CHECKING:
     from nnsig_core.report.data import build_report_data
+    from nnsig_core.report.timeline import build_timeline_data, write_timeline_report
 
 __all__ = [
     "MARKER",
@@ -48,6 +49,7 @@ __all__ = [
     "ReportRun",
     "ReportServer",
     "build_report_data",
+    "build_timeline_data",
     "is_report",
     "js_json",
     "list_reports",
@@ -57,6 +59,7 @@ __all__ = [
     "write_index",
     "write_report",
     "write_report_data",
+    "write_timeline_report",
 ]
 
 
@@ -65,4 +68,8 @@ def __getattr__(name: str) -> Any:
         from nnsig_core.report.data import build_report_data
 
         return build_report_data
+    if name in ("build_timeline_data", "write_timeline_report"):  # the same
+        from nnsig_core.report import timeline
+
+        return getattr(timeline, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

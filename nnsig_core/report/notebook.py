@@ -212,7 +212,7 @@ def summary_text(summary: Mapping[str, Any]) -> str:
         acc = ", ".join(f"{s} {_fmt(a)}" for s, a in r["accuracy"].items())
         lines.append(f"{head}accuracy {acc}")
         if r["purity"]:
-            pur = ", ".join(f"{layer} {_fmt(p, 2)}" for layer, p in zip(r["layers"], r["purity"]))
+            pur = ", ".join(f"{layer} {_fmt(p, 2)}" for layer, p in zip(r["layers"], r["purity"], strict=False))
             lines.append(f"  purity ({r['split']}): {pur}")
         if r["separable"]:
             sep = ", ".join(f"{c}@{layer or 'never'}" for c, layer in r["separable"].items())
@@ -245,7 +245,7 @@ def summary_html(summary: Mapping[str, Any]) -> str:
         parts.append(f"<div>accuracy: {acc}</div>")
         if r["purity"]:
             parts.append(_table(["layer", f"purity ({r['split']})"],
-                                [[layer, p] for layer, p in zip(r["layers"], r["purity"])]))
+                                [[layer, p] for layer, p in zip(r["layers"], r["purity"], strict=False)]))
         if r["separable"]:
             parts.append(_table(["class", "separable from layer"],
                                 [[c, layer or "never"] for c, layer in r["separable"].items()]))
