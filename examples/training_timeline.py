@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             step += 1
             train_time += time.perf_counter() - t1
             if step in due:
-                probe.capture(model, step=step, epoch=round(step / per_epoch, 3), loss=float(loss))
+                probe.capture(model, step=step, epoch=round(step / per_epoch, 3), loss=loss.item())
     log.info("trained %d steps in %.1f s; %d checkpoints", step, train_time, len(probe.timings))
 
     timeline = Timeline(n_clusters=args.clusters, random_state=args.seed).fit(store_path)
