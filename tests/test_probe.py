@@ -51,6 +51,7 @@ def test_checkpoint_split_names_sort_by_step():
         Probe(_data(), "x.zarr", make_adapter=lambda m: m, split="train")
 
 
+@pytest.mark.slow  # the first capture through torch: a few seconds on a busy machine
 def test_probe_captures_one_split_per_checkpoint(tmp_path):
     X, y = _data()
     model = _mlp()
@@ -73,6 +74,7 @@ def test_probe_captures_one_split_per_checkpoint(tmp_path):
     assert probe.checkpoints() == cps
 
 
+@pytest.mark.slow  # a few captures through torch
 def test_a_resumed_run_skips_what_it_has_and_replaces_what_differs(tmp_path, caplog):
     X, y = _data()
     model = _mlp()
@@ -91,6 +93,7 @@ def test_a_resumed_run_skips_what_it_has_and_replaces_what_differs(tmp_path, cap
     assert again.capture(model, step=0) == "step_00000000"
     assert open_store(path).split_attrs("step_00000000")["capture"]["capture_id"] == \
         info["capture"]["capture_id"]
+    assert again.timings == []  # nothing was captured
     # other weights at a step already captured: replaced
     _step(model, X, y)
     assert again.capture(model, step=0) == "step_00000000"
@@ -102,6 +105,34 @@ def test_a_resumed_run_skips_what_it_has_and_replaces_what_differs(tmp_path, cap
     store.write_split_attrs("step_00000000", {**info, "complete": False})
     assert again.capture(model, step=0) == "step_00000000"
     assert open_store(path).is_complete("step_00000000")
+
+
+def test_the_core_probe_with_any_adapter(tmp_path):
+    """Probe is framework-neutral: here the "model" is a dict of arrays and its adapter an
+    ArrayAdapter (no weights fingerprint: a recorded step is skipped)."""
+    from nnsig_core import ArrayAdapter
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 50)
+
+    def model(t):
+        return {"h": rng.normal(size=(50, 4)) + t, "out": np.eye(3)[labels] * (t + 1)}
+
+    probe = Probe((np.arange(50), labels), tmp_path / "a.zarr", batch_size=20,
+                  make_adapter=lambda m: ArrayAdapter({"h": m["h"]}, m["out"]))
+    for t in range(3):
+        assert probe.capture(model(t), step=10 * t, epoch=t) == checkpoint_split(10 * t)
+    assert probe.capture(model(9), step=0) is None  # recorded, no fingerprint to compare
+    cps = probe.checkpoints()
+    assert [(c["step"], c["epoch"], c["fingerprint"]) for c in cps] == [
+        (0, 0, None), (10, 1, None), (20, 2, None)]
+    assert len(probe.timings) == 3
+    other = Probe((np.arange(50), labels), tmp_path / "a.zarr", prefix="val",
+                  make_adapter=lambda m: ArrayAdapter({"h": m["h"]}, m["out"]))
+    other.capture(model(0), step=5)
+    assert [c["split"] for c in list_checkpoints(tmp_path / "a.zarr")] == [
+        "step_00000000", "val_00000005", "step_00000010", "step_00000020"]
+    assert [c["split"] for c in other.checkpoints()] == ["val_00000005"]
 
 
 def test_a_dataset_is_read_once_into_tensors():

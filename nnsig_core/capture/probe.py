@@ -193,7 +193,8 @@ class Probe:
         record = {"step": int(step), "epoch": epoch, "fingerprint": fingerprint,
                   "seconds": round(seconds, 4), "captured": now_iso(), **extra}
         store.write_split_attrs(split, {**store.split_attrs(split), CHECKPOINT_KEY: record})
-        self.timings.append(seconds)
+        if what != "record":
+            self.timings.append(seconds)
         log.info("checkpoint %s (epoch %s) captured in %.2f s", split, epoch, seconds)
         return split
 
