@@ -277,6 +277,7 @@
     setupTabs();
     setupKeys();
     parts.push(V.controls, tabs, V.sankey, V.map, V.table, V.panels, V.scores, V.compare);
+    if (V.timeline) parts.push(V.timeline); // drawn only when the data has a training timeline
     for (const p of parts) if (p.mount) p.mount(ctx);
     update(new Set(["all"]));
     markReady();

@@ -8,6 +8,8 @@
 
 See :class:`KerasAdapter` for the selection and naming rules, and
 ``KerasAdapter.available_layers(model)`` for the names of a model's layers.
+:class:`KerasProbe` (a ``keras.callbacks.Callback``) captures a fixed probe
+set at checkpoints of ``model.fit``.
 Importing this package imports Keras; when no Keras backend is configured and
 TensorFlow is absent, the torch (else jax) backend is chosen first.
 """
@@ -24,9 +26,11 @@ from nnsig_core.protocol import (  # noqa: E402
 
 from ._model import ModelNotBuiltError, UnsupportedModelError  # noqa: E402
 from .adapter import KerasAdapter, available_layers  # noqa: E402
+from .callback import KerasProbe  # noqa: E402
 
 __all__ = [
     "KerasAdapter",
+    "KerasProbe",
     "LayerSelectionError",
     "ModelNotBuiltError",
     "NonFiniteActivationError",

@@ -7,6 +7,9 @@
 
 See :class:`TorchAdapter` for the selection, naming and pooling rules, and
 ``TorchAdapter.available_layers(model, example_batch)`` for the layer names.
+:class:`TorchProbe` captures a fixed probe set at checkpoints of a training
+loop (:func:`lightning_callback` and :func:`hf_callback` wrap it for Lightning
+and the Hugging Face ``Trainer``, importing them only when called).
 """
 
 from nnsig_core.protocol import LayerSelectionError, NonFiniteActivationError, UnknownLayerError
@@ -16,6 +19,8 @@ from nnsig_core.protocol.token_rows import TokenRows
 from ._defaults import ACTIVATION_TYPES, MAX_DEFAULT_LAYERS, default_layers
 from ._summary import LayerInfo, LayerList
 from .adapter import TorchAdapter, available_layers
+from .callbacks import hf_callback, lightning_callback
+from .probe import TorchProbe
 
 __all__ = [
     "ACTIVATION_TYPES",
@@ -28,7 +33,10 @@ __all__ = [
     "NonFiniteActivationError",
     "TokenRows",
     "TorchAdapter",
+    "TorchProbe",
     "UnknownLayerError",
     "available_layers",
     "default_layers",
+    "hf_callback",
+    "lightning_callback",
 ]

@@ -26,6 +26,9 @@ summary
 tokens
     Token-level signatures (a ``<split>.tokens`` row space): :func:`token_table`,
     :func:`tokens_by_path`, :func:`paths_by_token`.
+timeline, tracking
+    :class:`Timeline`: one analysis per checkpoint of a training run, clusters
+    followed from one checkpoint to the next (Hungarian matching on shared samples).
 synthetic
     Gaussian-blob activations with known clusters, for tests and examples.
 """
@@ -48,6 +51,7 @@ from nnsig_core.analysis.selection import fit_sample_mask
 from nnsig_core.analysis.signatures import Signatures
 from nnsig_core.analysis.summary import format_summary
 from nnsig_core.analysis.tables import Table
+from nnsig_core.analysis.timeline import Timeline
 from nnsig_core.analysis.token_tables import paths_by_token, token_table, tokens_by_path
 from nnsig_core.protocol import NonFiniteActivationError
 
@@ -62,6 +66,7 @@ __all__ = [
     "SignatureAnalysis",
     "Signatures",
     "Table",
+    "Timeline",
     "TooFewSamplesError",
     "export_prototype",
     "fit_sample_mask",

@@ -14,10 +14,22 @@ writer
     The background thread writing whole chunks.
 thumbnails
     Small uint8 images of the inputs, for the viewer.
+probe
+    :class:`Probe`: a fixed probe set captured at checkpoints of a training run.
 """
 
 from nnsig_core.capture.api import capture, capture_arrays, default_predict
 from nnsig_core.capture.errors import CaptureError
+from nnsig_core.capture.probe import Probe, checkpoint_split, list_checkpoints
 from nnsig_core.capture.thumbnails import make_thumbnails
 
-__all__ = ["CaptureError", "capture", "capture_arrays", "default_predict", "make_thumbnails"]
+__all__ = [
+    "CaptureError",
+    "Probe",
+    "capture",
+    "capture_arrays",
+    "checkpoint_split",
+    "default_predict",
+    "list_checkpoints",
+    "make_thumbnails",
+]

@@ -10,7 +10,8 @@ threshold (:mod:`~nnsig_core.report.score_figures`) and PNG thumbnail sprites
 (:mod:`~nnsig_core.report.write`) copy the viewer and write that data next to
 it, and :func:`write_index` lists several reports; :func:`serve_report`
 (:mod:`~nnsig_core.report.serve`) serves a report on 127.0.0.1 for ``nnsig
-view``. :mod:`~nnsig_core.report.browser` launches the headless Chromium that
+view``; :func:`show` (:mod:`~nnsig_core.report.notebook`) shows a report in a
+notebook. :mod:`~nnsig_core.report.browser` launches the headless Chromium that
 tests, benchmarks and screenshots drive.
 
 ``build_report_data`` is imported on first use: it needs the analysis (and
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from nnsig_core.report.notebook import NotebookReport, show
 from nnsig_core.report.serve import PortInUseError, ReportServer, serve_report
 from nnsig_core.report.spec import ReportRun
 from nnsig_core.report.write import (
@@ -37,22 +39,27 @@ from nnsig_core.report.write import (
 
 if TYPE_CHECKING:
     from nnsig_core.report.data import build_report_data
+    from nnsig_core.report.timeline import build_timeline_data, write_timeline_report
 
 __all__ = [
     "MARKER",
+    "NotebookReport",
     "PortInUseError",
     "ReportError",
     "ReportRun",
     "ReportServer",
     "build_report_data",
+    "build_timeline_data",
     "is_report",
     "js_json",
     "list_reports",
     "serve_report",
+    "show",
     "viewer_dir",
     "write_index",
     "write_report",
     "write_report_data",
+    "write_timeline_report",
 ]
 
 
@@ -61,4 +68,8 @@ def __getattr__(name: str) -> Any:
         from nnsig_core.report.data import build_report_data
 
         return build_report_data
+    if name in ("build_timeline_data", "write_timeline_report"):  # the same
+        from nnsig_core.report import timeline
+
+        return getattr(timeline, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

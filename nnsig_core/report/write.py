@@ -146,6 +146,24 @@ def _atomic_write(path: Path, text: str) -> None:
 _SCRIPT = re.compile(r'<script src="([^"]+)"></script>\n?')
 
 
+def viewer_bundle(src: Path) -> tuple[str, list[str], str]:
+    """The viewer's ``index.html``, its own script modules (in load order) and those
+    modules joined into one script (the report's :data:`BUNDLE_FILE`).
+
+    Raises
+    ------
+    ReportError
+        When a module that ``index.html`` loads is missing.
+    """
+    html = (src / INDEX_FILE).read_text(encoding="utf-8")
+    modules = [m for m in _SCRIPT.findall(html) if m not in (DATA_FILE, RUNS_FILE)]
+    missing = [m for m in modules if not (src / m).is_file()]
+    if missing:
+        raise ReportError(f"the viewer is incomplete: {', '.join(missing)} missing in {src}")
+    parts = [f"/* ---- {m} ---- */\n" + (src / m).read_text(encoding="utf-8") for m in modules]
+    return html, modules, "\n".join(parts)
+
+
 def _copy_viewer(src: Path, dst: Path) -> None:
     """Copy the viewer, its scripts joined into one file.
 
@@ -156,13 +174,8 @@ def _copy_viewer(src: Path, dst: Path) -> None:
     ``benchmarks/bench_report.py``). Each module is a self-contained function
     scope, so joining them changes nothing else.
     """
-    html = (src / INDEX_FILE).read_text(encoding="utf-8")
-    modules = [m for m in _SCRIPT.findall(html) if m not in (DATA_FILE, RUNS_FILE)]
-    missing = [m for m in modules if not (src / m).is_file()]
-    if missing:
-        raise ReportError(f"the viewer is incomplete: {', '.join(missing)} missing in {src}")
-    parts = [f"/* ---- {m} ---- */\n" + (src / m).read_text(encoding="utf-8") for m in modules]
-    (dst / BUNDLE_FILE).write_text("\n".join(parts), encoding="utf-8")
+    html, modules, bundle = viewer_bundle(src)
+    (dst / BUNDLE_FILE).write_text(bundle, encoding="utf-8")
     first = True
 
     def one_script(match: re.Match[str]) -> str:

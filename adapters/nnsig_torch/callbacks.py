@@ -1,0 +1,164 @@
+"""Training-loop callbacks that capture a :class:`~nnsig_torch.probe.TorchProbe` at checkpoints.
+
+* :func:`lightning_callback`: a Lightning ``Callback`` (``lightning.pytorch``,
+  else ``pytorch_lightning``; the ``lightning`` extra);
+* :func:`hf_callback`: a Hugging Face ``transformers.TrainerCallback`` (the
+  ``transformers`` extra).
+
+Each imports its framework when it is called, never when ``nnsig_torch`` is
+imported. Both capture before training (step 0, unless ``at_start=False``),
+every ``every_n_epochs`` epochs and, when given, every ``every_n_steps``
+optimiser steps, on the main process only; a step captured twice (an epoch end
+that is also a step checkpoint, a resumed run) is captured once.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from .probe import TorchProbe
+
+
+class Schedule:
+    """When a checkpoint is due: before training, every N epochs, every N steps.
+
+    Parameters
+    ----------
+    every_n_epochs : int or None
+    every_n_steps : int or None
+    at_start : bool
+    """
+
+    def __init__(self, every_n_epochs: int | None = 1, every_n_steps: int | None = None,
+                 at_start: bool = True) -> None:
+        for name, v in (("every_n_epochs", every_n_epochs), ("every_n_steps", every_n_steps)):
+            if v is not None and int(v) < 1:
+                raise ValueError(f"{name} must be >= 1 or None, not {v}")
+        self.every_n_epochs = every_n_epochs
+        self.every_n_steps = every_n_steps
+        self.at_start = bool(at_start)
+
+    def epoch_due(self, epochs_done: int) -> bool:
+        """Whether a checkpoint is due after ``epochs_done`` whole epochs."""
+        return bool(self.every_n_epochs) and epochs_done % int(self.every_n_epochs) == 0
+
+    def step_due(self, step: int) -> bool:
+        """Whether a checkpoint is due after optimiser step ``step``."""
+        return bool(self.every_n_steps) and step > 0 and step % int(self.every_n_steps) == 0
+
+
+@functools.lru_cache(maxsize=1)
+def _lightning_class() -> type:
+    try:
+        from lightning.pytorch import Callback
+    except ImportError:
+        try:
+            from pytorch_lightning import Callback
+        except ImportError as e:
+            raise ImportError(
+                "lightning_callback needs Lightning: pip install 'nnsig[lightning]' "
+                "(or pip install lightning)"
+            ) from e
+
+    class NnsigProbeCallback(Callback):  # type: ignore[misc, valid-type]
+        """Captures an nnsig probe set at checkpoints of a Lightning training run."""
+
+        def __init__(self, probe: TorchProbe, schedule: Schedule) -> None:
+            super().__init__()
+            self.probe, self.schedule = probe, schedule
+
+        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+            if self.schedule.at_start and trainer.is_global_zero and trainer.global_step == 0:
+                self.probe.capture(pl_module, step=0, epoch=0)
+
+        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
+                               batch_idx: int) -> None:
+            if trainer.is_global_zero and self.schedule.step_due(trainer.global_step):
+                self.probe.capture(pl_module, step=trainer.global_step,
+                                   epoch=trainer.current_epoch)
+
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            done = trainer.current_epoch + 1
+            if trainer.is_global_zero and self.schedule.epoch_due(done):
+                self.probe.capture(pl_module, step=trainer.global_step, epoch=done)
+
+    return NnsigProbeCallback
+
+
+@functools.lru_cache(maxsize=1)
+def _hf_class() -> type:
+    try:
+        from transformers import TrainerCallback
+    except ImportError as e:
+        raise ImportError(
+            "hf_callback needs transformers: pip install 'nnsig[transformers]'"
+        ) from e
+
+    class NnsigProbeTrainerCallback(TrainerCallback):  # type: ignore[misc, valid-type]
+        """Captures an nnsig probe set at checkpoints of a Hugging Face ``Trainer`` run."""
+
+        def __init__(self, probe: TorchProbe, schedule: Schedule) -> None:
+            self.probe, self.schedule = probe, schedule
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None,
+                           **kwargs: Any) -> None:
+            if (self.schedule.at_start and model is not None and state.is_world_process_zero
+                    and state.global_step == 0):
+                self.probe.capture(model, step=0, epoch=0)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None,
+                        **kwargs: Any) -> None:
+            if (model is not None and state.is_world_process_zero
+                    and self.schedule.step_due(state.global_step)):
+                self.probe.capture(model, step=state.global_step, epoch=state.epoch)
+
+        def on_epoch_end(self, args: Any, state: Any, control: Any, model: Any = None,
+                         **kwargs: Any) -> None:
+            done = int(round(state.epoch or 0))
+            if model is not None and state.is_world_process_zero and self.schedule.epoch_due(done):
+                self.probe.capture(model, step=state.global_step, epoch=done)
+
+    return NnsigProbeTrainerCallback
+
+
+def lightning_callback(probe: TorchProbe, *, every_n_epochs: int | None = 1,
+                       every_n_steps: int | None = None, at_start: bool = True) -> Any:
+    """A Lightning callback that captures ``probe`` at checkpoints of ``Trainer.fit``.
+
+    Parameters
+    ----------
+    probe : TorchProbe
+    every_n_epochs : int or None
+        Capture after every N training epochs (None: never at epoch ends).
+    every_n_steps : int or None
+        Capture after every N optimiser steps (``trainer.global_step``).
+    at_start : bool
+        Capture before the first step (step 0).
+
+    Returns
+    -------
+    lightning.pytorch.Callback
+        Pass it in ``Trainer(callbacks=[...])``.
+    """
+    return _lightning_class()(probe, Schedule(every_n_epochs, every_n_steps, at_start))
+
+
+def hf_callback(probe: TorchProbe, *, every_n_epochs: int | None = 1,
+                every_n_steps: int | None = None, at_start: bool = True) -> Any:
+    """A Hugging Face ``TrainerCallback`` that captures ``probe`` at checkpoints.
+
+    Parameters
+    ----------
+    probe : TorchProbe
+        Its data is what the model takes: dict batches (``input_ids``,
+        ``attention_mask``, ``labels``) for a transformers model.
+    every_n_epochs, every_n_steps, at_start
+        As for :func:`lightning_callback` (``state.global_step``, ``state.epoch``).
+
+    Returns
+    -------
+    transformers.TrainerCallback
+        Pass it in ``Trainer(callbacks=[...])`` or ``trainer.add_callback(...)``.
+    """
+    return _hf_class()(probe, Schedule(every_n_epochs, every_n_steps, at_start))

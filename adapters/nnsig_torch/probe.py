@@ -1,0 +1,99 @@
+"""A fixed probe set captured from a PyTorch training loop: :class:`TorchProbe`.
+
+>>> probe = TorchProbe(test_set, "runs/timeline.zarr", n=2000, layers=["fc1", "fc2"])
+>>> for epoch in range(10):
+...     train_one_epoch(model)
+...     probe.capture(model, step=global_step, epoch=epoch + 1)
+
+Lightning and Hugging Face ``Trainer`` callbacks wrapping it are in
+:mod:`nnsig_torch.callbacks` (each imports its framework only when used).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from nnsig_core.capture.probe import DEFAULT_PREFIX, Probe
+from nnsig_core.store import ActivationStore
+
+from .adapter import TorchAdapter
+
+
+def _is_dataset(data: Any) -> bool:
+    """A map-style data set (``len`` and ``data[i]``), not arrays, tensors, pairs or a loader."""
+    if isinstance(data, (tuple, list, Mapping, np.ndarray, torch.Tensor)):
+        return False
+    if isinstance(data, torch.utils.data.DataLoader):
+        return False
+    return hasattr(data, "__len__") and hasattr(data, "__getitem__")
+
+
+def probe_arrays(data: Any, n: int | None = None, indices: Sequence[int] | None = None) -> Any:
+    """The probe set as tensors: a map-style ``Dataset`` is read once (``indices``, else
+    its first ``n`` samples) and collated into ``(inputs, labels)``; an ``(X, y)`` pair is
+    cut to ``indices`` or ``n``; anything else (a loader) is returned as it is."""
+    if _is_dataset(data):
+        chosen = list(indices) if indices is not None else range(min(n or len(data), len(data)))
+        items = [data[int(i)] for i in chosen]
+        batch = torch.utils.data.default_collate(items)
+        if isinstance(batch, (list, tuple)) and len(batch) >= 2:
+            return batch[0], batch[1]
+        return batch
+    if isinstance(data, tuple) and len(data) == 2:
+        x, y = data
+        if indices is not None:
+            idx = torch.as_tensor(list(indices)) if isinstance(x, torch.Tensor) else np.asarray(indices)
+            return x[idx], (None if y is None else y[idx])
+        if n is not None:
+            return x[:n], (None if y is None else y[:n])
+    return data
+
+
+class TorchProbe(Probe):
+    """A fixed probe set captured through a PyTorch model at checkpoints of its training.
+
+    Parameters
+    ----------
+    data : Dataset, (X, y) or iterable of batches
+        The probe set. A map-style ``torch.utils.data.Dataset`` (e.g. the test
+        set of torchvision) is read once, its first ``n`` samples (or
+        ``indices``) collated into tensors; ``(X, y)`` tensors or arrays are cut
+        the same way; a loader is iterated at each checkpoint and must give the
+        same samples in the same order.
+    store : ActivationStore, path or URL
+        The store of the timeline, one split per checkpoint.
+    n : int, optional
+        Samples of the probe set (e.g. 2000).
+    indices : sequence of int, optional
+        Which samples of ``data`` (instead of the first ``n``).
+    layers, pool, layout
+        As for :class:`~nnsig_torch.TorchAdapter`.
+    prefix : str
+        Split names are ``<prefix>_<step>``.
+    **options
+        Passed on to :class:`~nnsig_core.capture.Probe` (``batch_size``,
+        ``class_names``, ``keep_inputs``, capture options).
+
+    Examples
+    --------
+    >>> probe = TorchProbe(test_set, "runs/timeline.zarr", n=2000)
+    >>> probe.capture(model, step=0, epoch=0)          # before training
+    >>> probe.capture(model, step=step, epoch=epoch)   # after each epoch
+    """
+
+    def __init__(self, data: Any, store: ActivationStore | str | os.PathLike[str], *,
+                 n: int | None = None, indices: Sequence[int] | None = None,
+                 layers: Any = None, pool: Any = "auto", layout: Any = None,
+                 prefix: str = DEFAULT_PREFIX, **options: Any) -> None:
+        self.layers, self.pool, self.layout = layers, pool, layout
+        super().__init__(probe_arrays(data, n, indices), store, make_adapter=self._make_adapter,
+                         prefix=prefix, **options)
+
+    def _make_adapter(self, model: nn.Module) -> TorchAdapter:
+        return TorchAdapter(model, layers=self.layers, pool=self.pool, layout=self.layout)

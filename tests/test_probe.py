@@ -1,0 +1,233 @@
+"""The probe: a fixed probe set captured at checkpoints of a training run (PyTorch loop,
+Lightning, Hugging Face Trainer callback, Keras callback)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from nnsig_torch import TorchProbe, hf_callback, lightning_callback  # noqa: E402
+from nnsig_torch.callbacks import Schedule  # noqa: E402
+from nnsig_torch.probe import probe_arrays  # noqa: E402
+from torch import nn  # noqa: E402
+
+from nnsig_core import open_store  # noqa: E402
+from nnsig_core.capture import CaptureError, Probe, checkpoint_split, list_checkpoints  # noqa: E402
+from nnsig_core.capture.probe import CHECKPOINT_KEY  # noqa: E402
+
+
+def _data(n=120, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, 6, generator=g)
+    y = (X[:, 0] > 0).long() + (X[:, 1] > 0).long()
+    return X, y
+
+
+def _mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def _step(model, X, y):
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    loss = nn.functional.cross_entropy(model(X), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+def test_checkpoint_split_names_sort_by_step():
+    names = [checkpoint_split(s) for s in (0, 9, 10, 12345)]
+    assert names == sorted(names) == ["step_00000000", "step_00000009", "step_00000010",
+                                      "step_00012345"]
+    with pytest.raises(CaptureError):
+        checkpoint_split(-1)
+    with pytest.raises(TypeError, match="split"):
+        Probe(_data(), "x.zarr", make_adapter=lambda m: m, split="train")
+
+
+@pytest.mark.slow  # the first capture through torch: a few seconds on a busy machine
+def test_probe_captures_one_split_per_checkpoint(tmp_path):
+    X, y = _data()
+    model = _mlp()
+    probe = TorchProbe((X, y), tmp_path / "t.zarr", n=100, class_names=["a", "b", "c"])
+    model.train()
+    assert probe.capture(model, step=0, epoch=0) == "step_00000000"
+    for step in (5, 10):
+        _step(model, X, y)
+        assert probe.capture(model, step=step, epoch=step // 5, loss=0.5) == checkpoint_split(step)
+        assert model.training  # the adapter restored the training mode
+    cps = list_checkpoints(tmp_path / "t.zarr")
+    assert [c["step"] for c in cps] == [0, 5, 10] and [c["epoch"] for c in cps] == [0, 1, 2]
+    assert len({c["fingerprint"] for c in cps}) == 3 and cps[1]["loss"] == 0.5
+    assert len(probe.timings) == 3 and all(t > 0 for t in probe.timings)
+    store = open_store(tmp_path / "t.zarr")
+    for c in cps:
+        assert store.n_samples(c["split"]) == 100
+        np.testing.assert_array_equal(store.labels(c["split"]), y[:100].numpy())
+        assert store.split_attrs(c["split"])["model_fingerprint"] == c["fingerprint"]
+    assert probe.checkpoints() == cps
+
+
+@pytest.mark.slow  # a few captures through torch
+def test_a_resumed_run_skips_what_it_has_and_replaces_what_differs(tmp_path, caplog):
+    X, y = _data()
+    model = _mlp()
+    path = tmp_path / "t.zarr"
+    probe = TorchProbe((X, y), path)
+    probe.capture(model, step=0)
+    first = list_checkpoints(path)[0]
+    # a restarted run (a new probe object, the same weights): skipped
+    again = TorchProbe((X, y), path)
+    assert again.capture(model, step=0) is None and again.timings == []
+    # the record was lost (killed between the capture and its record): only the record is written
+    store = open_store(path, mode="r+")
+    info = store.split_attrs("step_00000000")
+    store.write_split_attrs("step_00000000", {k: v for k, v in info.items() if k != CHECKPOINT_KEY})
+    assert list_checkpoints(path) == []
+    assert again.capture(model, step=0) == "step_00000000"
+    assert open_store(path).split_attrs("step_00000000")["capture"]["capture_id"] == \
+        info["capture"]["capture_id"]
+    assert again.timings == []  # nothing was captured
+    # other weights at a step already captured: replaced
+    _step(model, X, y)
+    assert again.capture(model, step=0) == "step_00000000"
+    now = list_checkpoints(path)[0]
+    assert now["fingerprint"] != first["fingerprint"]
+    # an interrupted capture (incomplete split) is captured again
+    store = open_store(path, mode="r+")
+    info = store.split_attrs("step_00000000")
+    store.write_split_attrs("step_00000000", {**info, "complete": False})
+    assert again.capture(model, step=0) == "step_00000000"
+    assert open_store(path).is_complete("step_00000000")
+
+
+def test_the_core_probe_with_any_adapter(tmp_path):
+    """Probe is framework-neutral: here the "model" is a dict of arrays and its adapter an
+    ArrayAdapter (no weights fingerprint: a recorded step is skipped)."""
+    from nnsig_core import ArrayAdapter
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 50)
+
+    def model(t):
+        return {"h": rng.normal(size=(50, 4)) + t, "out": np.eye(3)[labels] * (t + 1)}
+
+    probe = Probe((np.arange(50), labels), tmp_path / "a.zarr", batch_size=20,
+                  make_adapter=lambda m: ArrayAdapter({"h": m["h"]}, m["out"]))
+    for t in range(3):
+        assert probe.capture(model(t), step=10 * t, epoch=t) == checkpoint_split(10 * t)
+    assert probe.capture(model(9), step=0) is None  # recorded, no fingerprint to compare
+    cps = probe.checkpoints()
+    assert [(c["step"], c["epoch"], c["fingerprint"]) for c in cps] == [
+        (0, 0, None), (10, 1, None), (20, 2, None)]
+    assert len(probe.timings) == 3
+    other = Probe((np.arange(50), labels), tmp_path / "a.zarr", prefix="val",
+                  make_adapter=lambda m: ArrayAdapter({"h": m["h"]}, m["out"]))
+    other.capture(model(0), step=5)
+    assert [c["split"] for c in list_checkpoints(tmp_path / "a.zarr")] == [
+        "step_00000000", "val_00000005", "step_00000010", "step_00000020"]
+    assert [c["split"] for c in other.checkpoints()] == ["val_00000005"]
+
+
+def test_a_dataset_is_read_once_into_tensors():
+    X, y = _data(50)
+    ds = torch.utils.data.TensorDataset(X, y)
+    px, py = probe_arrays(ds, n=20)
+    assert torch.equal(px, X[:20]) and torch.equal(py, y[:20])
+    px, py = probe_arrays(ds, indices=[3, 1])
+    assert torch.equal(px, X[[3, 1]])
+    px, py = probe_arrays((X.numpy(), y.numpy()), indices=[4])
+    assert px.shape == (1, 6)
+    loader = torch.utils.data.DataLoader(ds, batch_size=10)
+    assert probe_arrays(loader) is loader
+
+
+def test_schedule():
+    s = Schedule(every_n_epochs=2, every_n_steps=5)
+    assert [s.epoch_due(e) for e in (1, 2, 3, 4)] == [False, True, False, True]
+    assert [s.step_due(k) for k in (0, 5, 6, 10)] == [False, True, False, True]
+    assert not Schedule(None).epoch_due(1)
+    with pytest.raises(ValueError):
+        Schedule(0)
+
+
+@pytest.mark.slow
+def test_lightning_callback(tmp_path):
+    pl = pytest.importorskip("lightning.pytorch")
+    X, y = _data(96)
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = _mlp()
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, _):
+            x, t = batch
+            return nn.functional.cross_entropy(self.net(x), t)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.3)
+
+    module = Module()
+    probe = TorchProbe((X, y), tmp_path / "pl.zarr", layers=["net.1", "net.3"])
+    cb = lightning_callback(probe, every_n_epochs=1, every_n_steps=4)
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[cb])
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=32)
+    trainer.fit(module, loader)
+    cps = list_checkpoints(tmp_path / "pl.zarr")
+    # step 0, every 4 steps, and each epoch end (3 and 6 steps)
+    assert [c["step"] for c in cps] == [0, 3, 4, 6]
+    assert [c["epoch"] for c in cps] == [0, 1, 1, 2]
+    assert open_store(tmp_path / "pl.zarr").layers("step_00000006") == ["net.1", "net.3"]
+
+
+@pytest.mark.slow
+def test_hugging_face_trainer_callback(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    X, y = _data(40)
+    model = _mlp()
+    probe = TorchProbe((X, y), tmp_path / "hf.zarr")
+    cb = hf_callback(probe, every_n_epochs=1, every_n_steps=3)
+    assert isinstance(cb, transformers.TrainerCallback)
+    state = transformers.TrainerState()
+    cb.on_train_begin(None, state, None, model=model)
+    for step in range(1, 5):
+        _step(model, X, y)
+        state.global_step, state.epoch = step, step / 2
+        cb.on_step_end(None, state, None, model=model)
+        if step % 2 == 0:
+            cb.on_epoch_end(None, state, None, model=model)
+    assert [c["step"] for c in list_checkpoints(tmp_path / "hf.zarr")] == [0, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_keras_callback(tmp_path):
+    keras = pytest.importorskip("keras")
+    from nnsig_keras import KerasProbe
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu", name="h1"),
+                              keras.layers.Dense(6, activation="relu", name="h2"),
+                              keras.layers.Dense(2, name="out")])
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    probe = KerasProbe((x[:40], y[:40]), tmp_path / "k.zarr", every_n_epochs=1)
+    model.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[probe])
+    cps = probe.checkpoints()
+    assert [(c["step"], c["epoch"]) for c in cps] == [(0, 0), (2, 1), (4, 2)]
+    assert "loss" in cps[1]["logs"] and len(probe.timings) == 3
+    assert open_store(tmp_path / "k.zarr").layers("step_00000002") == ["h1", "h2"]
+    # by hand, in any loop
+    assert probe.capture(model, step=100, epoch=3) == "step_00000100"
