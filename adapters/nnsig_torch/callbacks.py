@@ -41,11 +41,13 @@ class Schedule:
 
     def epoch_due(self, epochs_done: int) -> bool:
         """Whether a checkpoint is due after ``epochs_done`` whole epochs."""
-        return bool(self.every_n_epochs) and epochs_done % int(self.every_n_epochs) == 0
+        n = self.every_n_epochs
+        return n is not None and n > 0 and epochs_done % int(n) == 0
 
     def step_due(self, step: int) -> bool:
         """Whether a checkpoint is due after optimiser step ``step``."""
-        return bool(self.every_n_steps) and step > 0 and step % int(self.every_n_steps) == 0
+        n = self.every_n_steps
+        return n is not None and n > 0 and step > 0 and step % int(n) == 0
 
 
 @functools.lru_cache(maxsize=1)
@@ -54,14 +56,14 @@ def _lightning_class() -> type:
         from lightning.pytorch import Callback
     except ImportError:
         try:
-            from pytorch_lightning import Callback
+            from pytorch_lightning import Callback  # type: ignore[assignment]
         except ImportError as e:
             raise ImportError(
                 "lightning_callback needs Lightning: pip install 'nnsig[lightning]' "
                 "(or pip install lightning)"
             ) from e
 
-    class NnsigProbeCallback(Callback):  # type: ignore[misc, valid-type]
+    class NnsigProbeCallback(Callback):
         """Captures an nnsig probe set at checkpoints of a Lightning training run."""
 
         def __init__(self, probe: TorchProbe, schedule: Schedule) -> None:
@@ -95,7 +97,7 @@ def _hf_class() -> type:
             "hf_callback needs transformers: pip install 'nnsig[transformers]'"
         ) from e
 
-    class NnsigProbeTrainerCallback(TrainerCallback):  # type: ignore[misc, valid-type]
+    class NnsigProbeTrainerCallback(TrainerCallback):
         """Captures an nnsig probe set at checkpoints of a Hugging Face ``Trainer`` run."""
 
         def __init__(self, probe: TorchProbe, schedule: Schedule) -> None:

@@ -107,7 +107,7 @@ class Probe:
     """
 
     def __init__(self, data: Any, store: ActivationStore | str | os.PathLike[str], *,
-                 make_adapter: Callable[[Any], Adapter], prefix: str = DEFAULT_PREFIX,
+                 make_adapter: Callable[[Any], Any], prefix: str = DEFAULT_PREFIX,
                  batch_size: int = 1000, class_names: Sequence[str] | None = None,
                  keep_inputs: bool = False, **options: Any) -> None:
         for bad in ("split", "resume", "overwrite", "allow_other_weights"):

@@ -121,7 +121,7 @@ def _runs(data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 def _summary_split(data: Mapping[str, Any], run: Mapping[str, Any]) -> str:
     splits = list(run.get("splits") or {})
     opening = data.get("open_split")
-    return opening if opening in splits else splits[-1]
+    return str(opening) if opening in splits else splits[-1]
 
 
 def _separable(run: Mapping[str, Any], split: Mapping[str, Any]) -> list[str | None]:

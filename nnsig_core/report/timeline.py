@@ -58,10 +58,10 @@ def msp_scores(store: ActivationStore, split: str) -> np.ndarray:
     return 1.0 - out.max(axis=1)
 
 
-def _scores(timeline: Any, store: ActivationStore, t: int, score: str) -> np.ndarray | None:
+def _scores(timeline: Any, store: ActivationStore, t: int, score: str) -> np.ndarray:
     split = timeline.checkpoints_[t]["split"]
     if score == "msp":
-        return msp_scores(store, split)
+        return np.asarray(msp_scores(store, split), dtype=np.float64)
     if score == "combined":
         from nnsig_core.diagnostics import signature_scores
 
