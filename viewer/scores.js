@@ -2,8 +2,9 @@
  *
  * A histogram of the diagnostic score per group of samples (correct,
  * misclassified, unseen class, unlabelled), the report's default threshold
- * marked on it (the score flagging 5% of the correct samples of the
- * validation or fit split), and a slider over the bin edges and that default;
+ * marked on it (the scorer's split-conformal threshold, with what it promises;
+ * reports of nnsig 0.2: 5% of a split's correct samples), and a slider over the
+ * bin edges and that default;
  * the rates at the chosen threshold are exact (bin edges, and the default
  * from the report's exact counts). Flagged rows and map points follow.
  */
