@@ -47,7 +47,7 @@ from nnsig_core.analysis.errors import AnalysisError
 from nnsig_core.analysis.saved import SavedAnalysis
 from nnsig_core.analysis.selection import check_enough_rows, fit_sample_mask
 from nnsig_core.analysis.signatures import Signatures
-from nnsig_core.analysis.source import Prefetcher, StoreSource, check_unchanged
+from nnsig_core.analysis.source import Prefetcher, StoreSource, check_row_level, check_unchanged
 from nnsig_core.analysis.summary import analysis_summary
 from nnsig_core.execute.client import ClientArg, resolve_client
 from nnsig_core.store import ActivationStore, StoreError, open_store
@@ -370,14 +370,7 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
     def _check_split_layers(self, store: ActivationStore, split: str) -> None:
         """Raise :class:`StoreError` unless ``split`` has the analysed layers, with their shapes,
         and rows of the fit split's level (samples, or tokens)."""
-        level, mine = store.level(split), self.row_level(store)
-        if level != mine:
-            other = (store.token_split(split) or f"{split}.tokens" if mine == "tokens"
-                     else split.removesuffix(".tokens"))
-            raise StoreError(
-                f"This analysis was fitted on {mine} (split {self.fit_split_!r}); split {split!r} "
-                f"has one row per {level[:-1]}: its clusters do not apply. Use split "
-                f"{other!r}, or an analysis fitted on {level}.")
+        check_row_level(store, split, self.fit_split_, self.row_level(store))
         info = {d["name"]: list(d["shape"]) for d in store.layer_info(split)}
         missing = [n for n in self.layers_ if n not in info]
         if missing:

@@ -248,3 +248,16 @@ def check_unchanged(store: ActivationStore, split: str, before: dict[str, Any]) 
             f"Split {split!r} of {store.location} was captured again while it was being read, "
             "so what was read may mix the two captures. Run the analysis again."
         )
+
+
+def check_row_level(store: ActivationStore, split: str, fit_split: str, fitted: str) -> None:
+    """Raise :class:`StoreError` unless ``split`` has rows of the level an analysis was fitted
+    on (``"samples"``, or ``"tokens"`` for a token row space), naming the split to use."""
+    level = store.level(split)
+    if level != fitted:
+        other = (store.token_split(split) or f"{split}.tokens" if fitted == "tokens"
+                 else split.removesuffix(".tokens"))
+        raise StoreError(
+            f"This analysis was fitted on {fitted} (split {fit_split!r}); split {split!r} has "
+            f"one row per {level[:-1]}: its clusters do not apply. Use split {other!r}, or an "
+            f"analysis fitted on {level}.")
