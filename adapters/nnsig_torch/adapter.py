@@ -133,7 +133,8 @@ class TorchAdapter:
       removes exactly its hooks and restores every submodule's ``training``
       flag. Inputs may be a tensor, a NumPy array (floating arrays take the
       model's dtype), a tuple/list (positional arguments) or a dict (keyword
-      arguments).
+      arguments); a model whose one argument is a tuple takes
+      ``{"x": (a, b)}`` or ``((a, b),)``.
     * **CUDA.** Captured tensors stay on the device during the pass; after it,
       all of them are copied with ``non_blocking=True`` into a pinned host
       buffer reused from batch to batch, with a single synchronisation.
