@@ -162,8 +162,10 @@ def test_sequence_first_batches(tmp_path: Path):
     x = torch.randn(6, 10, 8)  # 6 tokens, 10 samples
     labels = torch.arange(10) % 3
     loader = [(x[:, lo : lo + 4], labels[lo : lo + 4]) for lo in range(0, 10, 4)]
-    with pytest.raises(ValueError, match="no batch axis of size 6.*batch_axis=1"):
+    with pytest.raises(CaptureError, match="labels match axis 1.*batch_axis=1"):
         capture(TorchAdapter(model), loader, tmp_path / "bad.zarr", progress=False)
+    with pytest.raises(ValueError, match="no batch axis of size 6.*batch_axis=1"):
+        TorchAdapter(model).run(x[:, :4])
     adapter = TorchAdapter(model, batch_axis=1)
     store = capture(adapter, loader, tmp_path / "s.zarr", progress=False)
     again = capture(adapter, (x, labels), tmp_path / "t.zarr", batch_size=3, progress=False)

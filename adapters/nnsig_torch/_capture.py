@@ -93,7 +93,8 @@ def capturable(
                     "activations are captured. Select another layer."
                 )
             continue
-        moved = to_batch_first(t.detach(), n, module, path, batch_axis)
+        moved = (None if _broadcast(t, n, module, batch_axis)
+                 else to_batch_first(t.detach(), n, module, path, batch_axis))
         if moved is None:
             if strict and bare:
                 raise ValueError(
@@ -116,13 +117,25 @@ def capturable(
     return found
 
 
+def _broadcast(t: torch.Tensor, n: int | None, module: nn.Module, batch_axis: int) -> bool:
+    """Whether ``t`` is shared by the whole batch: a leading axis of 1 for a batch of
+    several samples, such as T5's relative position bias ``(1, heads, q, k)``. Its axis 1
+    may happen to have ``n`` entries (as many heads as samples), which is no batch axis;
+    only a module that says it is sequence-first (``batch_first=False``) or a
+    sequence-first model (``batch_axis=1``) has its ``(1, n, ...)`` transposed."""
+    return (n is not None and n != 1 and t.ndim >= 2 and t.shape[0] == 1 and batch_axis == 0
+            and getattr(module, "batch_first", True) is not False)
+
+
 @dataclass
 class Captured:
     """One captured tensor of one pass.
 
     ``value`` is the batch-first tensor (a reference), or what the in-hook
     processing returned; ``original`` the module's tensor as returned (for
-    the layout), ``version`` its version counter when the hook ran.
+    the layout), ``version`` its version counter when the hook ran; ``total``
+    the float32 sum of ``value`` taken in the hook (the first half of the
+    finite check, read while the tensor is still in the cache), when asked.
     """
 
     name: str
@@ -132,6 +145,7 @@ class Captured:
     transposed: bool
     version: int | None
     eager: bool
+    total: torch.Tensor | None = None
 
     def changed(self) -> bool:
         """Whether the original tensor was changed in place after the hook ran (always
@@ -166,6 +180,9 @@ class Recorder:
         in place later in the pass are pooled or copied there).
     batch_axis : int
         The batch axis of the inputs.
+    total : collection of str, optional
+        Capture names whose whole-tensor float32 sum is taken in the hook
+        (:attr:`Captured.total`), when they are not processed there.
     """
 
     def __init__(
@@ -175,8 +192,10 @@ class Recorder:
         first_only: Collection[str] = (),
         eager: Callable[[str, str, torch.Tensor], Any] | None = None,
         batch_axis: int = 0,
+        total: Collection[str] = (),
     ) -> None:
         self.n = n
+        self.total = total
         self.strict = set(strict)
         self.first_only = set(first_only)
         self.eager = eager
@@ -203,9 +222,11 @@ class Recorder:
                 self.skipped,
             ):
                 value = self.eager(name, module_name, t) if self.eager is not None else None
+                total = (t.sum(dtype=torch.float32) if value is None and t.is_cpu and name in self.total
+                         else None)
                 self.values[name] = Captured(
                     name, module_name, t if value is None else value, orig, transposed,
-                    version_of(orig), value is not None,
+                    version_of(orig), value is not None, total,
                 )
 
         return _hook

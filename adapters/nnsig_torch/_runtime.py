@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -39,32 +40,39 @@ def float_dtype(model: nn.Module) -> torch.dtype:
     return torch.float32
 
 
-def _inside_fused(model: nn.Module, names: Sequence[str]) -> bool:
+def inside_fused(model: nn.Module, names: Sequence[str]) -> bool:
+    """Whether a hooked module lies inside a module whose fused fast path would skip it."""
     fused = [n for n, m in model.named_modules() if isinstance(m, _FUSED_TYPES)]
     return any(name.startswith(f + ".") or (f == "" and name) for f in fused for name in names)
 
 
 @contextmanager
-def forward_context(model: nn.Module, hooked: Sequence[str] = ()) -> Iterator[None]:
+def forward_context(
+    model: nn.Module, hooked: Sequence[str] = (), fused: bool | None = None
+) -> Iterator[None]:
     """Evaluation mode without autograd, undone on exit (also on an exception).
 
     The ``training`` flag of every submodule is restored exactly as it was
-    (a partly frozen model stays partly frozen). When a hooked module lies
-    inside a transformer or attention module, PyTorch's fused fast path (which
-    would not run the submodules) is disabled for the duration.
+    (a partly frozen model stays partly frozen); a model already in
+    evaluation mode is left untouched (no ``eval()`` call, nothing to
+    restore). When a hooked module lies inside a transformer or attention
+    module, PyTorch's fused fast path (which would not run the submodules) is
+    disabled for the duration. ``fused`` is that answer when already known
+    (:func:`inside_fused`, computed once per adapter).
     """
-    modes = [(m, m.training) for m in model.modules()]
+    training = [m for m in model.modules() if m.training]
     mha = getattr(torch.backends, "mha", None)
     fast = mha.get_fastpath_enabled() if mha is not None else None
     try:
-        if fast and _inside_fused(model, hooked):
+        if fast and (inside_fused(model, hooked) if fused is None else fused):
             mha.set_fastpath_enabled(False)
-        model.eval()
+        if training:
+            model.eval()
         with torch.no_grad():
             yield
     finally:
-        for m, mode in modes:
-            m.training = mode
+        for m in training:
+            m.training = True
         if fast is not None:
             mha.set_fastpath_enabled(fast)
 
@@ -105,12 +113,46 @@ def batch_size(x: Any, axis: int = 0) -> int | None:
 
 
 def call_model(model: nn.Module, x: Any) -> Any:
-    """``model(x)``; a tuple or list is passed as positional arguments, a dict as keywords."""
+    """``model(x)``; a tuple or list is passed as positional arguments, a dict as keywords.
+
+    A model whose one argument is itself a tuple (``forward(self, x)`` with
+    ``a, b = x``) takes the batch ``{"x": (a, b)}`` (keywords) or ``((a, b),)``
+    (one positional argument); a tuple given bare, which the model cannot take
+    as positional arguments, is a ``TypeError`` that says so.
+    """
     if isinstance(x, Mapping):
         return model(**x)
     if isinstance(x, (tuple, list)) and not hasattr(x, "_fields"):
-        return model(*x)
+        try:
+            return model(*x)
+        except TypeError as exc:
+            hint = _tuple_hint(model, x)
+            if hint is None:
+                raise
+            raise TypeError(f"{exc}. {hint}") from exc
     return model(x)
+
+
+def _tuple_hint(model: nn.Module, x: Sequence[Any]) -> str | None:
+    """What to pass instead of a tuple batch that ``forward`` cannot take positionally."""
+    try:
+        sig = inspect.signature(model.forward)
+        sig.bind(*x)
+        return None  # the arguments fit: the TypeError came from inside the model
+    except TypeError:
+        pass
+    except ValueError:
+        return None
+    params = [p for p in sig.parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    name = params[0].name if params else "x"
+    kind = type(x).__name__
+    return (f"The batch is a {kind} of {len(x)} items, which TorchAdapter passes as "
+            f"{len(x)} positional arguments, and {type(model).__name__}.forward does not take "
+            f"them. To pass the {kind} as one argument, give the batch as a dict of keyword "
+            f"arguments, {{{name!r}: ({', '.join('...' for _ in x)})}}, or as a 1-tuple "
+            f"(({', '.join('...' for _ in x)}),); in a DataLoader, yield ({{{name!r}: "
+            f"...}}, labels).")
 
 
 class PinnedPool:

@@ -64,6 +64,26 @@ def sequence_inputs(
     return m, ids
 
 
+def decoder_inputs(
+    x: Any, mask: Any, token_key: str | None, n: int | None
+) -> tuple[torch.Tensor | None, torch.Tensor | None] | None:
+    """The decoder's ``(n, L)`` mask and token ids of an encoder-decoder's dict batch (one
+    with ``decoder_*`` keys, as HF T5 and BART take), ``None`` for any other batch.
+
+    The decoder's sequence is not the input's: ``decoder_attention_mask`` (absent: every
+    decoder token is real) and ``decoder_input_ids``. A callable ``mask`` or ``mask=None``
+    applies to both.
+    """
+    if not isinstance(x, Mapping) or not any(str(k).startswith("decoder_") for k in x):
+        return None
+    if callable(mask) or mask is None:
+        return sequence_inputs(x, mask, None, n)[0], None
+    dec = {"attention_mask": x.get("decoder_attention_mask")}
+    if token_key is not None:
+        dec["input_ids"] = x.get("decoder_" + token_key)
+    return sequence_inputs(dec, "attention_mask", "input_ids", n)
+
+
 def first_batch_names(adapter: TorchAdapter, rec: Recorder) -> list[str]:
     """The capture names of the first batch (warning of what was left out).
 
@@ -111,7 +131,10 @@ def check_names(adapter: TorchAdapter, rec: Recorder, names: list[str] | None) -
         )
     got = set(rec.values)
     lost = [n for n in names if n not in got]
-    extra = sorted(n for n in got - set(names) if rec.values[n].module in adapter._explicit)
+    # With one sample, a tensor shared by the batch (T5's position bias, (1, heads, q, k))
+    # looks like one with a batch axis: one not captured on the first batch is ignored.
+    extra = [] if rec.n == 1 else sorted(
+        n for n in got - set(names) if rec.values[n].module in adapter._explicit)
     if lost or extra:
         raise LayerSelectionError(
             "The captured layers differ from the first batch's"

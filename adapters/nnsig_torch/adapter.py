@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Sequence
 from contextlib import nullcontext
 from typing import Any
@@ -28,12 +29,19 @@ from ._runtime import (
     call_model,
     float_dtype,
     forward_context,
+    inside_fused,
     model_device,
     move_inputs,
     to_host,
 )
 from ._select import resolve_layers, unwrap_model
-from ._session import check_names, first_batch_names, layer_entries, sequence_inputs
+from ._session import (
+    check_names,
+    decoder_inputs,
+    first_batch_names,
+    layer_entries,
+    sequence_inputs,
+)
 from ._structure import model_output, to_batch_first
 from ._summary import LayerList, n_parameters
 
@@ -125,7 +133,8 @@ class TorchAdapter:
       removes exactly its hooks and restores every submodule's ``training``
       flag. Inputs may be a tensor, a NumPy array (floating arrays take the
       model's dtype), a tuple/list (positional arguments) or a dict (keyword
-      arguments).
+      arguments); a model whose one argument is a tuple takes
+      ``{"x": (a, b)}`` or ``((a, b),)``.
     * **CUDA.** Captured tensors stay on the device during the pass; after it,
       all of them are copied with ``non_blocking=True`` into a pinned host
       buffer reused from batch to batch, with a single synchronisation.
@@ -172,11 +181,17 @@ class TorchAdapter:
         self._batches = 0
         self._prev: dict[str, tuple[torch.Tensor, int]] = {}
         self._pinned = PinnedPool()
+        # Decided once: whether a hooked module lies inside a fused transformer module, and
+        # which captures are returned as they are (their finite check is summed in the hook).
+        self._fused: bool | None = None
+        self._hook_sums: frozenset[str] = frozenset()
+        self._decoder_seq: tuple[Any, Any] | None = None
 
     def _use_default(self, chosen: DefaultSelection) -> None:
         self._default = chosen
         self.layer_names, self._explicit = list(chosen.names), set()
         self._first_only = set(chosen.names) if chosen.first_only else set()
+        self._fused = None
 
     def __repr__(self) -> str:
         return (
@@ -220,6 +235,7 @@ class TorchAdapter:
         x = move_inputs(inputs, device, float_dtype(model))
         n = batch_size(x, self.batch_axis)
         mask, token_ids = sequence_inputs(x, self.mask, self.token_key, n)
+        self._decoder_seq = decoder_inputs(x, self.mask, self.token_key, n)
         first = self._names is None
         rec = self._pass(x, n, mask, token_ids, first)
         if not first and rec[0].changed():
@@ -234,9 +250,16 @@ class TorchAdapter:
         names = check_names(self, recorder, self._pending if first else self._names)
         self._check_reuse(recorder, names)
         results = {k: self._finalize(k, recorder.values[k], mask, token_ids) for k in names}
-        returned = self._to_numpy(names, results, out)
+        finite = {k for k in names if _finite_total(recorder.values[k].total)}
+        returned = self._to_numpy(names, results, out, finite)
         if first:
             self._names = names
+            # A capture handed over as it is (no pooling) is summed in its hook, while the
+            # tensor is still in the cache: the first half of the finite check.
+            self._hook_sums = frozenset(
+                k for k in names if not self.keep_nonfinite and self._plans[k].sample
+                and self._plans[k].mode in (None, "flatten")
+            )
         self._batches += 1
         return returned
 
@@ -246,10 +269,13 @@ class TorchAdapter:
             eager = clone_output  # the layouts are not known yet: copy whole, pool after the pass
         else:
             eager = functools.partial(self._eager, mask=mask, token_ids=token_ids)
-        rec = Recorder(n, self._explicit, self._first_only, eager, self.batch_axis)
+        rec = Recorder(n, self._explicit, self._first_only, eager, self.batch_axis,
+                       () if first else self._hook_sums)
         tracker = LayoutTracker() if first else None
         watch = tracking(model=self.model, tracker=tracker) if tracker else nullcontext()
-        with forward_context(self.model, self.layer_names), watch, \
+        if self._fused is None:
+            self._fused = inside_fused(self.model, self.layer_names)
+        with forward_context(self.model, self.layer_names, self._fused), watch, \
                 hooks(self.model, self.layer_names, rec):
             raw = call_model(self.model, x)
         if first:
@@ -279,6 +305,7 @@ class TorchAdapter:
         plan = self._plans.get(name)
         if plan is None or not plan.eager:
             return None
+        mask, token_ids = self._sequence(plan.module, mask, token_ids)
         return finalize(plan, t, t, mask, token_ids, own=True)
 
     def _finalize(self, name: str, cap: Any, mask: Any, token_ids: Any) -> Finalized:
@@ -286,7 +313,16 @@ class TorchAdapter:
         if cap.eager and self._batches > 0:
             return cap.value  # processed in the hook
         t = cap.value  # a reference, or the first batch's copy
+        mask, token_ids = self._sequence(plan.module, mask, token_ids)
         return finalize(plan, t, cap.original, mask, token_ids, own=plan.owned)
+
+    def _sequence(self, module: str, mask: Any, token_ids: Any) -> tuple[Any, Any]:
+        """The padding mask and token ids of a capture: an encoder-decoder's decoder modules
+        (a ``decoder`` in their name) read the decoder's sequence (``decoder_attention_mask``,
+        none meaning every token is real, and ``decoder_input_ids``), the others the input's."""
+        if self._decoder_seq is not None and "decoder" in module.split("."):
+            return self._decoder_seq
+        return mask, token_ids
 
     def _check_reuse(self, rec: Recorder, names: list[str]) -> None:
         """Catch modules that hand out memory they write again on the next batch (CPU only:
@@ -315,8 +351,11 @@ class TorchAdapter:
             self._prev[name] = (orig, version_of(orig))
 
     def _to_numpy(
-        self, names: list[str], results: dict[str, Finalized], out: torch.Tensor
+        self, names: list[str], results: dict[str, Finalized], out: torch.Tensor,
+        finite: set[str] | frozenset[str] = frozenset(),
     ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Host arrays of the batch, checked for NaN and Inf (except the captures in
+        ``finite``, whose sum taken in the hook was finite: they hold neither)."""
         tensors: list[torch.Tensor] = []
         slots: list[tuple[str, str]] = []
         for name in names:
@@ -346,7 +385,8 @@ class TorchAdapter:
                 if device_sums:
                     sums[name] = host[k + i]
         if not self.keep_nonfinite:
-            check_batch_finite(outputs, acts, row_sums=sums if device_sums else None,
+            unchecked = {k: v for k, v in acts.items() if k not in finite} if finite else acts
+            check_batch_finite(outputs, unchecked, row_sums=sums if device_sums else None,
                                output_row_sums=host[-1] if device_sums else None)
         for i, (kind, name) in enumerate(slots):
             if kind == "t":
@@ -438,3 +478,9 @@ class TorchAdapter:
                     f"Layer {name!r} has per-sample shape {shape} but had {old} on the first "
                     "batch; use pool='mean', 'max' or a callable for variable-size outputs."
                 )
+
+
+def _finite_total(total: torch.Tensor | None) -> bool:
+    """Whether a sum taken in a hook says its capture holds no NaN or Inf (a sum is not
+    finite whenever what it sums holds one; one that overflowed is checked element-wise)."""
+    return total is not None and math.isfinite(total.item())

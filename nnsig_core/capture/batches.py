@@ -36,11 +36,13 @@ def _is_labels(y: Any) -> bool:
 
 
 def _is_inputs(x: Any) -> bool:
+    """An array, or a non-empty tuple, list or mapping of inputs (nested: a model whose one
+    argument is a tuple takes ``{"x": (a, b)}`` or ``((a, b),)``)."""
     if hasattr(x, "shape"):
         return True
     if isinstance(x, Mapping):
-        return bool(x) and all(hasattr(v, "shape") for v in x.values())
-    return isinstance(x, (tuple, list)) and bool(x) and all(hasattr(v, "shape") for v in x)
+        return bool(x) and all(_is_inputs(v) for v in x.values())
+    return isinstance(x, (tuple, list)) and bool(x) and all(_is_inputs(v) for v in x)
 
 
 def is_array_pair(data: Any) -> bool:
@@ -88,7 +90,7 @@ def n_available(data: Any, batch_axis: int = 0, label_key: str | None = None) ->
             rows = f"{n} rows" if batch_axis == 0 else f"{n} samples along axis {batch_axis}"
             raise CaptureError(
                 f"X has {rows} but y has {len(y)}: one label per sample is needed"
-                + (" (batch_axis=1 for sequence-first inputs)." if batch_axis == 0 else ".")
+                + _axis_hint(X, len(y), batch_axis)
             )
         return n
     ds = getattr(data, "dataset", None)
@@ -160,6 +162,12 @@ def iter_batches(
                 f"{type(batch).__name__}; wrap your data so it yields (inputs, labels)."
             )
         n = _batch_len(inputs, batch_axis)
+        if labels is not None and hasattr(labels, "__len__") and len(labels) != n:
+            raise CaptureError(
+                f"A batch has {n} inputs (along axis {batch_axis} of its inputs) but "
+                f"{len(labels)} labels: one label per sample is needed"
+                + _axis_hint(inputs, len(labels), batch_axis)
+            )
         if index is not None:
             index = labels_numpy(index).astype(np.int64).reshape(-1)
             if len(index) != n:
@@ -215,6 +223,30 @@ def _batch_len(inputs: Any, axis: int = 0) -> int:
     return len(inputs)
 
 
+def _first_shape(inputs: Any) -> tuple[int, ...] | None:
+    if isinstance(inputs, Mapping):
+        return _first_shape(next(iter(inputs.values()))) if inputs else None
+    if _is_input_sequence(inputs):
+        return _first_shape(inputs[0])
+    shape = getattr(inputs, "shape", None)
+    return None if shape is None else tuple(int(d) for d in shape)
+
+
+def _axis_hint(inputs: Any, n_labels: int, batch_axis: int) -> str:
+    """How to fix a labels/inputs length mismatch: the batch axis the labels fit, if any."""
+    shape = _first_shape(inputs)
+    other = 1 - batch_axis
+    if shape is not None and len(shape) > other and shape[other] == n_labels:
+        if batch_axis == 0:
+            return (f". The labels match axis 1 of the inputs {shape}: a sequence-first model, "
+                    "whose inputs are (seq, batch, ...)? Pass batch_axis=1 "
+                    "(TorchAdapter(model, batch_axis=1); capture() then cuts along it too).")
+        return (f". The labels match axis 0 of the inputs {shape}: the inputs are batch-first; "
+                "leave batch_axis at 0.")
+    return (" (for sequence-first inputs (seq, batch, ...), pass batch_axis=1)."
+            if batch_axis == 0 else ".")
+
+
 def take(x: Any, n: int, axis: int = 0) -> Any:
     """The first ``n`` samples of a batch's inputs (batch ``axis``) or labels (any of their forms)."""
     return _cut(x, slice(None, n), axis)
@@ -233,5 +265,7 @@ def _cut(x: Any, rows: slice, axis: int = 0) -> Any:
 
 
 def _is_input_sequence(x: Any) -> bool:
-    """A tuple or list of per-input arrays (several model inputs), not a list of labels."""
-    return isinstance(x, (tuple, list)) and len(x) > 0 and hasattr(x[0], "shape")
+    """A tuple or list of per-input arrays (several model inputs, possibly nested: ``((a, b),)``
+    is one argument that is a tuple), not a list of labels."""
+    return (isinstance(x, (tuple, list)) and len(x) > 0
+            and (hasattr(x[0], "shape") or _is_input_sequence(x[0])))
