@@ -258,7 +258,7 @@ class KerasAdapter:
         runner = self._runner
         if isinstance(runner, GraphRunner):
             records, outs = runner.run(inputs)
-            raw_out, same = outs[0], []
+            raw_out, same = outs[0], list[Any]()
         else:
             assert isinstance(runner, HookRunner)
             records, flat, same = runner.run(inputs)
@@ -404,7 +404,7 @@ class KerasAdapter:
         }
 
     def _static_captures(self, scope: Scope) -> list[tuple[str, str, Any, tuple[int, ...] | None]]:
-        found = []
+        found: list[tuple[str, str, Any, tuple[int, ...] | None]] = []
         if not scope.is_graph:
             for p in scope.hooked:
                 found.append((scope.prefix + p[len(scope.path_prefix) :], p, scope.layers[p], None))

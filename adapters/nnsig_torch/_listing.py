@@ -87,7 +87,7 @@ class ClassOrInstance:
 
     def __init__(self, func: Any) -> None:
         self.func = func
-        functools.update_wrapper(self, func)
+        functools.update_wrapper(self, func)  # type: ignore[arg-type]  # a descriptor
 
     def __get__(self, obj: Any, cls: type | None = None) -> Any:
         if obj is None:

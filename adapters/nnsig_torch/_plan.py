@@ -103,7 +103,7 @@ def finalize(
         if own and shares_storage(values, original):
             values = values.clone(memory_format=torch.contiguous_format)
         tokens = (values.contiguous(), rows, position, token)
-    return sample, tokens
+    return sample, tokens  # type: ignore[return-value]  # the token ids may be None
 
 
 def _unused(spec: Any, used: set[str], what: str, names: list[str]) -> None:

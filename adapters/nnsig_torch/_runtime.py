@@ -25,10 +25,10 @@ _FUSED_TYPES: tuple[type[nn.Module], ...] = (
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter (or buffer); CPU when it has none."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
     return torch.device("cpu")
 
 
@@ -65,6 +65,7 @@ def forward_context(
     fast = mha.get_fastpath_enabled() if mha is not None else None
     try:
         if fast and (inside_fused(model, hooked) if fused is None else fused):
+            assert mha is not None  # fast is None without it
             mha.set_fastpath_enabled(False)
         if training:
             model.eval()
@@ -73,7 +74,7 @@ def forward_context(
     finally:
         for m in training:
             m.training = True
-        if fast is not None:
+        if fast is not None and mha is not None:
             mha.set_fastpath_enabled(fast)
 
 

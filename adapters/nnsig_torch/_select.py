@@ -42,7 +42,7 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             model = model.module
         elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
             logger.info("Unwrapping a torch.compile'd model: capturing the original module")
-            model = model._orig_mod
+            model = model._orig_mod  # type: ignore[assignment]  # an nn.Module, checked above
         else:
             return model
 

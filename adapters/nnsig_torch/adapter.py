@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -13,18 +13,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnsig_core.protocol import ADAPTER_FIX, LayerSpec, check_batch_finite, check_finite
+from nnsig_core.protocol import LayerSpec
 from nnsig_core.protocol.axes import LayoutSpec, PoolSpec, check_layout_spec, check_pool
-from nnsig_core.protocol.token_rows import TokenRows, token_name
 
-from ._capture import Recorder, clone_output, hooks, row_sums, version_of
+from ._capture import Recorder, clone_output, hooks, version_of
 from ._defaults import DefaultSelection, default_layers
 from ._fingerprint import weights_fingerprint
+from ._host import HostArrays
 from ._layout import LayoutTracker, tracking
 from ._listing import ClassOrInstance, available_layers
 from ._plan import CapturePlan, Finalized, finalize, make_plans, shares_storage
 from ._runtime import (
-    PinnedPool,
     batch_size,
     call_model,
     float_dtype,
@@ -32,7 +31,6 @@ from ._runtime import (
     inside_fused,
     model_device,
     move_inputs,
-    to_host,
 )
 from ._select import resolve_layers, unwrap_model
 from ._session import (
@@ -179,8 +177,8 @@ class TorchAdapter:
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._token_shapes: dict[str, tuple[int, ...]] = {}
         self._batches = 0
-        self._prev: dict[str, tuple[torch.Tensor, int]] = {}
-        self._pinned = PinnedPool()
+        self._prev: dict[str, tuple[torch.Tensor, int | None]] = {}
+        self._host = HostArrays(self._shapes, self._token_shapes)
         # Decided once: whether a hooked module lies inside a fused transformer module, and
         # which captures are returned as they are (their finite check is summed in the hook).
         self._fused: bool | None = None
@@ -251,7 +249,8 @@ class TorchAdapter:
         self._check_reuse(recorder, names)
         results = {k: self._finalize(k, recorder.values[k], mask, token_ids) for k in names}
         finite = {k for k in names if _finite_total(recorder.values[k].total)}
-        returned = self._to_numpy(names, results, out, finite)
+        returned = self._host.arrays(names, results, out, finite,
+                                     keep_nonfinite=self.keep_nonfinite)
         if first:
             self._names = names
             # A capture handed over as it is (no pooling) is summed in its hook, while the
@@ -265,6 +264,7 @@ class TorchAdapter:
 
     def _pass(self, x: Any, n: int | None, mask: Any, token_ids: Any,
               first: bool) -> tuple[Recorder, Any]:
+        eager: Callable[[str, str, torch.Tensor], Any]
         if first:
             eager = clone_output  # the layouts are not known yet: copy whole, pool after the pass
         else:
@@ -350,57 +350,6 @@ class TorchAdapter:
                     continue
             self._prev[name] = (orig, version_of(orig))
 
-    def _to_numpy(
-        self, names: list[str], results: dict[str, Finalized], out: torch.Tensor,
-        finite: set[str] | frozenset[str] = frozenset(),
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Host arrays of the batch, checked for NaN and Inf (except the captures in
-        ``finite``, whose sum taken in the hook was finite: they hold neither)."""
-        tensors: list[torch.Tensor] = []
-        slots: list[tuple[str, str]] = []
-        for name in names:
-            sample, tokens = results[name]
-            if sample is not None:
-                tensors.append(sample)
-                slots.append(("s", name))
-            if tokens is not None:
-                tensors.append(tokens[0])
-                slots.append(("t", name))
-        self._check_shapes(slots, tensors)
-        tensors.append(out)
-        k = len(tensors)
-        # On an accelerator, one sum per sample is computed where the tensor lives (a small
-        # transfer); on the CPU the host check sums each block first, single-threaded, which
-        # costs as much as a parallel torch reduction on free cores and far less on busy ones.
-        device_sums = not self.keep_nonfinite and out.device.type != "cpu"
-        if device_sums:
-            tensors += [row_sums(t) for t in tensors]
-        host = to_host(tensors, self._pinned)
-        outputs = host[k - 1]
-        acts: dict[str, Any] = {}
-        sums: dict[str, np.ndarray] = {}
-        for i, (kind, name) in enumerate(slots):
-            if kind == "s":
-                acts[name] = host[i]
-                if device_sums:
-                    sums[name] = host[k + i]
-        if not self.keep_nonfinite:
-            unchecked = {k: v for k, v in acts.items() if k not in finite} if finite else acts
-            check_batch_finite(outputs, unchecked, row_sums=sums if device_sums else None,
-                               output_row_sums=host[-1] if device_sums else None)
-        for i, (kind, name) in enumerate(slots):
-            if kind == "t":
-                rows = results[name][1]
-                assert rows is not None
-                token = None if rows[3] is None else rows[3].cpu().numpy()
-                if not self.keep_nonfinite:
-                    check_finite(host[i], layer=name, row_sums=host[k + i] if device_sums else None,
-                                 fix=ADAPTER_FIX, scope="the token rows of the batch")
-                acts[token_name(name)] = TokenRows(
-                    host[i], rows[1].cpu().numpy(), rows[2].cpu().numpy(), token
-                )
-        return outputs, acts
-
     def model_summary(self) -> dict[str, Any]:
         """Describe the model and the captured layers.
 
@@ -467,18 +416,6 @@ class TorchAdapter:
         rows = out.shape[0] if out.ndim else 1
         return out.reshape(rows, -1).to(torch.float32, memory_format=torch.contiguous_format,
                                         copy=True)
-
-    def _check_shapes(self, slots: list[tuple[str, str]], tensors: list[torch.Tensor]) -> None:
-        for (kind, name), t in zip(slots, tensors, strict=True):
-            shapes = self._shapes if kind == "s" else self._token_shapes
-            shape = tuple(t.shape[1:])
-            old = shapes.setdefault(name, shape)
-            if old != shape:
-                raise ValueError(
-                    f"Layer {name!r} has per-sample shape {shape} but had {old} on the first "
-                    "batch; use pool='mean', 'max' or a callable for variable-size outputs."
-                )
-
 
 def _finite_total(total: torch.Tensor | None) -> bool:
     """Whether a sum taken in a hook says its capture holds no NaN or Inf (a sum is not
