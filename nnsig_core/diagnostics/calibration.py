@@ -228,7 +228,7 @@ class ReferenceChoice:
         every score so that a threshold is never taken from scores of another scorer."""
         splits = [self.analysis_.fit_split_, getattr(self, "validation_split_", None)]
         what = {
-            "params": {k: v for k, v in self.get_params(deep=False).items()},
+            "params": self.get_params(deep=False),
             "analysis": analysis_identity(self.analysis_),
             "splits": {s: store.fingerprint(s) for s in splits if s is not None},
             "validation_split": splits[1],

@@ -61,7 +61,7 @@ def msp_scores(store: ActivationStore, split: str) -> np.ndarray:
 def _scores(timeline: Any, store: ActivationStore, t: int, score: str) -> np.ndarray:
     split = timeline.checkpoints_[t]["split"]
     if score == "msp":
-        return np.asarray(msp_scores(store, split), dtype=np.float64)
+        return msp_scores(store, split)
     if score == "combined":
         from nnsig_core.diagnostics import signature_scores
 
