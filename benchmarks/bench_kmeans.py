@@ -1,4 +1,4 @@
-"""Benchmark: the out-of-core k-means, Lloyd's iterations vs MiniBatchKMeans, on time and inertia.
+"""Benchmark: the out-of-core k-means (Lloyd's iterations) against the exact KMeans, on time and inertia.
 
 A layer whose fit rows do not fit ``memory_limit`` is clustered out of core,
 reading the store pass by pass. This prints, side by side in one run on the
@@ -7,8 +7,8 @@ three hidden layers of the prototype's MNIST MLP (the store of
 
 - ``lloyd``: :mod:`nnsig_core.analysis.lloyd`, the algorithm the Dask driver
   runs too (k-means++ on a sample, Lloyd's iterations as reductions over passes);
-- ``streaming``: ``MiniBatchKMeans.partial_fit`` over ``streaming_passes`` passes
-  (nnsig 0.2's out-of-core path);
+  (nnsig 0.2's ``MiniBatchKMeans`` path, compared when Lloyd's replaced it, is gone:
+  ``docs/design.md`` keeps the figures);
 - ``exact``: scikit-learn's ``KMeans`` on the rows in memory (the reference);
 
 the wall time, the inertia relative to the exact fit's, and the adjusted Rand
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{rows.size} fit rows, k={args.clusters}, memory_limit={args.memory_limit}")
     print(f"{'layer':8} {'seed':>4} {'method':10} {'seconds':>8} {'inertia/exact':>14} "
           f"{'ARI vs exact':>12} {'iterations':>10}")
-    totals: dict[str, list[float]] = {"lloyd": [], "streaming": []}
+    totals: dict[str, list[float]] = {"lloyd": []}
     for name in LAYERS:
         X = np.asarray(store.activations("train", name)[:], dtype=np.float32)[rows]
         X = X.reshape(X.shape[0], -1)
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             t_exact = time.perf_counter() - t0
             print(f"{name:8} {seed:>4} {'exact':10} {t_exact:8.2f} {1.0:14.4f} {1.0:12.3f} "
                   f"{km.n_iter_:>10}")
-            for method in ("lloyd", "streaming"):
+            for method in ("lloyd",):
                 lc = LayerClusterer(n_clusters=args.clusters, memory_limit=args.memory_limit,
                                     random_state=seed, method=method)
                 t0 = time.perf_counter()
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                 dt = time.perf_counter() - t0
                 ratio = lc.inertia_ / km.inertia_
                 totals[method].append(ratio)
-                ari = adjusted_rand_score(km.labels_, lc.fit_ids_)
+                ari = adjusted_rand_score(km.labels_, lc.predict(X))
                 print(f"{name:8} {seed:>4} {method:10} {dt:8.2f} {ratio:14.4f} {ari:12.3f} "
                       f"{getattr(lc, 'n_iter_', '-'):>10}")
     for method, ratios in totals.items():

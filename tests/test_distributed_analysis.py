@@ -27,7 +27,7 @@ from nnsig_core.analysis.lloyd import lloyd  # noqa: E402
 from nnsig_core.analysis.synthetic import make_blob_activations, make_blob_store  # noqa: E402
 from nnsig_core.diagnostics import Baselines, SignatureScorer, signature_scores  # noqa: E402
 from nnsig_core.diagnostics.neighbours import ClassNeighbours, neighbour_scores  # noqa: E402
-from nnsig_core.distributed import fitting as dist_fitting  # noqa: E402
+from nnsig_core.distributed import split_view as dask_view  # noqa: E402
 from nnsig_core.report import build_report_data  # noqa: E402
 from nnsig_core.store import MissingChunkError  # noqa: E402
 
@@ -73,7 +73,7 @@ def _same_fit(local, dist) -> None:
                           strict=True):
         np.testing.assert_array_equal(a, b)
         la, lb = local.clusterers_[name], dist.clusterers_[name]
-        assert lb.method_ == "distributed"
+        assert lb.method_ == la.method_
         np.testing.assert_array_equal(la.fit_counts_, lb.fit_counts_)
         np.testing.assert_allclose(la.cluster_centers_, lb.cluster_centers_, rtol=1e-4,
                                    atol=1e-4)
@@ -163,13 +163,23 @@ def test_the_pca_is_one_algorithm_on_both_drivers(client, blobs, monkeypatch, wi
                      dist.transform(blobs, "test", client=client))
 
 
+@pytest.mark.parametrize("keep", [True, False], ids=["rows-kept", "read-every-pass"])
 @pytest.mark.slow
-def test_features_read_again_at_every_pass_out_of_core(client, blobs, monkeypatch) -> None:
-    monkeypatch.setattr(dist_fitting, "PERSIST_FRACTION", 0.0)
-    local = SignatureAnalysis(n_clusters=5, progress=False).fit(blobs, client=False)
-    dist = SignatureAnalysis(n_clusters=5, progress=False).fit(blobs, client=client)
-    assert not any(lc.cached_raw_ for lc in dist.clusterers_.values())
+def test_the_out_of_core_fit_is_the_same_on_both_drivers(client, blobs, monkeypatch,
+                                                          keep) -> None:
+    """Rows over memory_limit take Lloyd's path on both drivers (a seeding sample, then
+    iterations as reductions): the same centres and partition, whether the cluster keeps the
+    rows in the workers' memory or reads them again at every pass."""
+    if not keep:
+        monkeypatch.setattr(dask_view, "PERSIST_FRACTION", 0.0)
+    kw = dict(n_clusters=5, memory_limit="8KiB", progress=False)
+    local = SignatureAnalysis(**kw).fit(blobs, client=False)
+    dist = SignatureAnalysis(**kw).fit(blobs, client=client)
+    assert {lc.method_ for lc in local.clusterers_.values()} == {"lloyd"}
+    assert all(lc.cached_raw_ == keep for lc in dist.clusterers_.values())
     _same_fit(local, dist)
+    for a, b in zip(local.clusterers_.values(), dist.clusterers_.values(), strict=True):
+        assert a.n_iter_ == b.n_iter_
 
 
 def test_lloyd_iterations_and_empty_clusters_follow_scikit_learn(client) -> None:

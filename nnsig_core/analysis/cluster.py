@@ -1,7 +1,10 @@
 """Per-layer clustering: optional discretization, optional PCA, then KMeans.
 
-:class:`LayerClusterer` fits one layer from a :mod:`~nnsig_core.analysis.source`
-of rows. It picks one of two paths:
+:class:`LayerClusterer` fits one layer from its fit rows, held by either
+driver (:mod:`~nnsig_core.analysis.fit_rows`: read here, or blocks on a Dask
+cluster; the bins and the PCA are fitted as reductions,
+:mod:`~nnsig_core.analysis.feature_fit`). It picks one of two paths, by
+``memory_limit`` alone, whichever the driver:
 
 exact
     The selected rows (after discretization and reduction, float32) fit in
@@ -9,19 +12,19 @@ exact
     scikit-learn's :class:`~sklearn.cluster.KMeans`.
 lloyd
     They do not: the out-of-core k-means of :mod:`nnsig_core.analysis.lloyd`,
-    the algorithm the Dask driver runs too: ``KMeans`` on a random sample of
-    the rows (chosen up front, so it does not depend on chunk boundaries), then
-    Lloyd's iterations, each one pass over the store. (nnsig 0.2 streamed
+    ``KMeans`` on a random sample of the rows (chosen up front, so it does not
+    depend on chunk boundaries), then Lloyd's iterations, each one reduction
+    over the fit rows (a pass over the store, or per block on the workers). (nnsig 0.2 streamed
     ``MiniBatchKMeans`` here: about half the time and the same inertia on the
     MNIST MLP's layers, ``benchmarks/bench_kmeans.py``, but an algorithm no
     cluster can run as reductions; analyses it fitted, ``method_ ==
-    "streaming"``, still load.)
+    "streaming"``, still load, as do those of 0.2's Dask fit, ``"distributed"``.)
 
 Memory: the exact path holds the selected rows in the clustering space
 (``n_rows x n_dims`` float32, at most ``memory_limit``); KMeans works on a
 copy only when twice that fits. With a discretizer or a reduction, the raw
 rows are also kept (read once instead of once per pass) when raw plus
-transformed rows fit. The out-of-core path holds one read from the store
+transformed rows fit (on a cluster, in the workers' memory). The out-of-core path holds one read from the store
 (whole chunks, up to a quarter of the budget and at most 32 MiB), the ``k x d``
 sums of an iteration and the seeding sample (at most a quarter of the budget
 and 256 MiB).
@@ -38,48 +41,35 @@ from __future__ import annotations
 import logging
 import numbers
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
 from nnsig_core._params import MEMORY_SIZE, Interval, NnsigParamsMixin, Options, validate_params
-from nnsig_core._util import format_bytes, parse_bytes
+from nnsig_core._util import count_matrix, format_bytes, parse_bytes
 from nnsig_core._warnings import warn
 from nnsig_core.analysis.assign import assign_nearest, canonical_order
 from nnsig_core.analysis.discretize import Discretizer
 from nnsig_core.analysis.errors import TooFewSamplesError
+from nnsig_core.analysis.feature_fit import fit_discretizer, fit_pca
+from nnsig_core.analysis.fit_rows import FitRows, SourceRows
 from nnsig_core.analysis.lloyd import (
     INIT_SAMPLE_BYTES,
+    canonical_from_first,
+    final_assignment,
     fit_lloyd,
-    ids_part,
     sample_ranks,
 )
 from nnsig_core.analysis.pca import PCAReducer
-from nnsig_core.analysis.source import MemorySource, RowSource, gather
-from nnsig_core.execute.blocks import fold, row_slices
+from nnsig_core.analysis.source import RowSource
 
 log = logging.getLogger("nnsig")
 
 METHODS = ("auto", "exact", "lloyd")
-
-
-class _Collector:
-    """Gathers the rows at given positions (in source order) during a pass."""
-
-    def __init__(self, positions: np.ndarray, n_features: int) -> None:
-        self.positions = np.asarray(positions, dtype=np.int64)
-        self.rows = np.empty((self.positions.size, n_features), dtype=np.float32)
-        self.done = False
-
-    def take(self, offset: int, block: np.ndarray) -> None:
-        lo, hi = np.searchsorted(self.positions, [offset, offset + block.shape[0]])
-        if hi > lo:
-            self.rows[lo:hi] = block[self.positions[lo:hi] - offset]
 
 
 class LayerClusterer(NnsigParamsMixin, BaseEstimator):
@@ -107,8 +97,8 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
     Attributes
     ----------
     method_ : str
-        The path used, ``"exact"`` or ``"lloyd"`` (``"streaming"`` in analyses fitted by
-        nnsig 0.2, ``"distributed"`` on a Dask cluster).
+        The path used, ``"exact"`` or ``"lloyd"``, on either driver (``"streaming"`` and
+        ``"distributed"`` in analyses saved by earlier versions).
     cached_raw_ : bool
         Whether the raw rows were read once and kept in memory for the passes
         of a discretizer or a reduction (instead of read again per pass).
@@ -123,8 +113,10 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
     inertia_ : float
         Sum of squared distances of fit rows to their centre.
     n_fit_samples_ : int
-    fit_ids_ : ndarray (n_fit_samples,), int32
-        Cluster of each fit row (not saved with the analysis).
+    fit_composition_ : ndarray (n_clusters, n_classes), int64
+        Fit rows per cluster and label.
+    n_iter_ : int
+        KMeans' (exact) or Lloyd's (out of core) iterations.
     """
 
     def __init__(
@@ -160,11 +152,25 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
     }
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, source: RowSource, *, name: str = "layer") -> LayerClusterer:
-        """Fit on every row of ``source`` (named ``name`` in messages)."""
+    def fit(self, rows: FitRows | RowSource, *, name: str = "layer",
+            n_classes: int | None = None) -> LayerClusterer:
+        """Fit on every fit row of ``rows`` (named ``name`` in messages).
+
+        Parameters
+        ----------
+        rows : FitRows or RowSource
+            The layer's fit rows, held by either driver
+            (:mod:`nnsig_core.analysis.fit_rows`); a plain row source is read here.
+        name : str
+        n_classes : int, optional
+            Classes of the fit rows' labels, the columns of :attr:`fit_composition_`
+            (default 1: rows read without labels count as class 0).
+        """
         validate_params(self, self._nnsig_constraints)
+        if not hasattr(rows, "reducer"):
+            rows = SourceRows(rows)  # type: ignore[arg-type]
         k = int(self.n_clusters)
-        n, f = int(source.n_rows), int(source.n_features)
+        n, f = int(rows.n), int(rows.n_features)
         if n < k:
             raise TooFewSamplesError(
                 f"Layer {name!r}: {n} sample(s) selected for fitting but n_clusters={k}. "
@@ -172,76 +178,61 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
                 "(more data, only_correct=False, or a larger class subset)."
             )
         limit = parse_bytes(self.memory_limit)
-        disc: Discretizer | None = None
-        if self.discretizer is not None:
-            disc = clone(self.discretizer)
-            if disc.random_state is None:
-                disc.set_params(random_state=self.random_state)
+        n_cls = 1 if n_classes is None else int(n_classes)
         n_comp = self._n_components(n, f, name)
         d_eff = n_comp or f
         eff_bytes = n * d_eff * 4
-        transformed = disc is not None or n_comp is not None
+        transformed = self.discretizer is not None or n_comp is not None
         method = self.method
         if method == "auto":
             method = "exact" if eff_bytes <= limit else "lloyd"
-        cache = transformed and n * f * 4 + (eff_bytes if method == "exact" else 0) <= limit
+        # Bins, a reduction and Lloyd's iterations read the rows once per pass: keep them when
+        # they fit (here: memory_limit; on a cluster: the workers' memory).
+        kept = (transformed or method == "lloyd") and rows.keep(
+            n * f * 4 + (eff_bytes if method == "exact" else 0) <= limit)
         log.info(
             "Layer %r: %d samples x %d features (%s as float32, budget %s): %s KMeans%s",
             name, n, d_eff, format_bytes(eff_bytes), format_bytes(limit), method,
-            " on cached rows" if cache else "",
+            " on rows kept in memory" if kept else "",
         )
-        self.discretizer_ = disc
-        self.reducer_ = None
         self.n_features_in_ = f
-        collector = None
-        if method == "lloyd":
-            collector = _Collector(sample_ranks(n, d_eff, k, self.random_state,
-                                                self._sample_bytes()), f)
-
-        src: RowSource = source
-        X_raw: np.ndarray | None = None
-        if cache:
-            X_raw = np.empty((n, f), dtype=np.float32)
-            rows = np.empty(n, dtype=np.int64)
-            o = 0
-            for r, b in self._pass(source, "read", collector):
-                X_raw[o : o + b.shape[0]] = b
-                rows[o : o + b.shape[0]] = r
-                o += b.shape[0]
-            src = MemorySource(X_raw, rows, block_rows=getattr(source, "chunk_rows", 4096))
-        if disc is not None:
-            for _, b in self._pass(src, "bins", collector):
-                disc.partial_fit(b)
-            disc.finalize()
-        if n_comp is not None:
-            def feature_slices() -> Iterator[np.ndarray]:  # one pass, float64 temporaries bounded
-                for _, b in self._pass(src, "pca", collector):
-                    F = self._discretized(b)
-                    yield from (F[sl] for sl in row_slices(F.shape[0], F.shape[1]))
-
-            self.reducer_ = PCAReducer(n_comp).fit_reduce(
-                lambda part, merge, **kw: fold(feature_slices(), part, merge, **kw), f,
-                self.random_state)
-
-        if method == "exact":
-            X = self._gather(src, n, d_eff, collector)
-            src, X_raw = source, None  # free the cached raw rows before KMeans
-            km = self._kmeans(X, k, name)
-            del X
-            centers = np.asarray(km.cluster_centers_, dtype=np.float32)
-            # KMeans' final labels match its centres (it ends with an assignment step).
-            ids, inertia = np.asarray(km.labels_), float(km.inertia_)
-        else:
-            centers, ids, inertia = self._lloyd(src, collector, k, name)
-
-        order = canonical_order(ids, centers)
-        inv = np.empty(k, dtype=np.int64)
-        inv[order] = np.arange(k)
+        self.discretizer_ = (None if self.discretizer is None else
+                             fit_discretizer(self.discretizer, rows, self.random_state))
+        self.reducer_ = (None if n_comp is None else
+                         fit_pca(n_comp, rows, self.discretizer_, self.random_state))
+        fmap = self if transformed else None
+        try:
+            if method == "exact":
+                X, labels = rows.gather(fmap)
+                rows.drop()  # free the kept rows before KMeans
+                km = self._kmeans(X, k, name)
+                del X
+                centers = np.asarray(km.cluster_centers_, dtype=np.float32)
+                # KMeans' final labels match its centres (it ends with an assignment step).
+                ids = np.asarray(km.labels_)
+                order = canonical_order(ids, centers)
+                counts = np.bincount(ids, minlength=k)
+                composition = count_matrix(ids, labels, k, n_cls)
+                inertia, self.n_iter_ = float(km.inertia_), int(km.n_iter_)
+            else:
+                sample = rows.sample(fmap, sample_ranks(n, d_eff, k, self.random_state,
+                                                        self._sample_bytes()))
+                reduce = rows.reducer(fmap)
+                result = fit_lloyd(reduce, sample, n,
+                                   lambda X, n_init: self._kmeans(X, k, name, n_init), name=name)
+                del sample
+                final = final_assignment(reduce, result, n_cls)
+                centers = result.centers
+                order = canonical_from_first(final.first, centers)
+                counts, composition, inertia = final.counts, final.composition, final.inertia
+                self.n_iter_ = result.n_iter
+        finally:
+            rows.drop()
         self.method_ = method
-        self.cached_raw_ = bool(cache)
+        self.cached_raw_ = bool(kept)
         self.cluster_centers_ = np.ascontiguousarray(centers[order], dtype=np.float32)
-        self.fit_ids_ = inv[ids].astype(np.int32)
-        self.fit_counts_ = np.bincount(self.fit_ids_, minlength=k).astype(np.int64)
+        self.fit_counts_ = np.asarray(counts)[order].astype(np.int64)
+        self.fit_composition_ = np.asarray(composition)[order].astype(np.int64)
         self.inertia_ = inertia
         self.n_fit_samples_ = n
         n_empty = int((self.fit_counts_ == 0).sum())
@@ -268,58 +259,6 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
         """Bytes of the out-of-core k-means' seeding sample: at most a quarter of
         ``memory_limit`` (and :data:`~nnsig_core.analysis.lloyd.INIT_SAMPLE_BYTES`)."""
         return int(min(INIT_SAMPLE_BYTES, max(parse_bytes(self.memory_limit) // 4, 1)))
-
-    def _lloyd(self, src: RowSource, collector: _Collector | None, k: int,
-               name: str) -> tuple[np.ndarray, np.ndarray, float]:
-        """The out-of-core k-means of :mod:`nnsig_core.analysis.lloyd`, each reduction one pass
-        over ``src``: centres, the cluster of every row and the inertia."""
-        assert collector is not None
-        if not collector.done:
-            for _ in self._pass(src, "sample", collector):
-                pass
-
-        def blocks(desc: str) -> Iterator[tuple[np.ndarray, None, np.ndarray]]:
-            for rows, b in self._pass(src, desc):
-                yield rows, None, self.features(b)
-
-        def reduce(part: Any, merge: Any = None, **kw: Any) -> dict[str, Any]:
-            return fold(blocks("k-means"), part, merge, **kw)
-
-        sample = self.features(collector.rows)
-        collector.rows = collector.rows[:0]
-        result = fit_lloyd(reduce, sample, src.n_rows,
-                           lambda X, n_init: self._kmeans(X, k, name, n_init), name=name)
-        del sample
-        r = fold(blocks("assign"), ids_part, state=(result.centred, result.mean))
-        self.n_iter_ = result.n_iter
-        return result.centers, np.concatenate(r["ids"]), float(r["inertia"])
-
-    def _pass(
-        self, src: RowSource, desc: str, collector: _Collector | None = None
-    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Iterate ``src`` once, feeding ``collector`` on its first full pass."""
-        feed = collector is not None and not collector.done
-        offset = 0
-        for rows, block in src.blocks(desc):
-            if feed:
-                collector.take(offset, block)  # type: ignore[union-attr]
-            offset += block.shape[0]
-            yield rows, block
-        if feed:
-            collector.done = True  # type: ignore[union-attr]
-
-    def _gather(self, src: RowSource, n: int, d: int, collector: _Collector | None) -> np.ndarray:
-        plain = collector is None and self.discretizer_ is None and self.reducer_ is None
-        if plain and isinstance(src, MemorySource) and src.X.dtype == np.float32:
-            return src.X  # rows already gathered (prefetched): no copy
-        X = np.empty((n, d), dtype=np.float32)
-        if plain:
-            return gather(src, X)
-        o = 0
-        for _, b in self._pass(src, "read", collector):
-            X[o : o + b.shape[0]] = self.features(b)
-            o += b.shape[0]
-        return X
 
     def _kmeans(self, X: np.ndarray, k: int, name: str, n_init: int | None = None) -> KMeans:
         """scikit-learn's KMeans on ``X`` (``n_init`` at least the estimator's when given)."""

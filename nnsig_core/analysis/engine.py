@@ -39,15 +39,17 @@ from nnsig_core._params import (
     Satisfies,
     validate_params,
 )
-from nnsig_core._util import count_matrix, parse_bytes
+from nnsig_core._util import parse_bytes
 from nnsig_core.analysis import persist
 from nnsig_core.analysis.cluster import LayerClusterer
 from nnsig_core.analysis.discretize import Discretizer, parse_discretizer_spec
 from nnsig_core.analysis.errors import AnalysisError
+from nnsig_core.analysis.fit_rows import FitRows
 from nnsig_core.analysis.saved import SavedAnalysis
 from nnsig_core.analysis.selection import check_enough_rows, fit_sample_mask
 from nnsig_core.analysis.signatures import Signatures
-from nnsig_core.analysis.source import Prefetcher, StoreSource, check_row_level, check_unchanged
+from nnsig_core.analysis.source import check_row_level, check_unchanged
+from nnsig_core.analysis.split_view import split_view
 from nnsig_core.analysis.summary import analysis_summary
 from nnsig_core.execute.client import ClientArg, resolve_client
 from nnsig_core.store import ActivationStore, StoreError, open_store
@@ -55,7 +57,6 @@ from nnsig_core.store import ActivationStore, StoreError, open_store
 log = logging.getLogger("nnsig")
 
 DEFAULT_CLUSTERS = 10
-READ_BYTES = 8 << 20  # target size of one read from the store (whole chunks)
 _FITTED = "clusterers_"
 StoreArg = ActivationStore | str | os.PathLike
 
@@ -236,7 +237,8 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
             novelty study where 5..9 stay unseen).
         client : dask.distributed.Client, None or False
             Fit on this Dask cluster (``None``: the active client, if any;
-            ``False``: in this process). See :mod:`nnsig_core.distributed.analysis`.
+            ``False``: in this process); see :mod:`nnsig_core.analysis.split_view`. Both
+            drivers run the same fit and give the same clusters.
 
         Returns
         -------
@@ -253,10 +255,6 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         MissingLabelsError, EmptySelectionError, TooFewSamplesError, NonFiniteActivationError
         """
         client = resolve_client(client)
-        if client is not None:
-            from nnsig_core.distributed.fitting import fit_distributed
-
-            return fit_distributed(self, store, split, classes, client)
         validate_params(self, self._nnsig_constraints)
         store = open_store(store)
         store.require_complete(split)
@@ -266,46 +264,36 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         layers = self._resolve_layers(store, split)
         ks = self._layer_clusters(layers)
         fit_classes = None if classes is None else sorted({int(c) for c in classes})
-        rows = np.flatnonzero(fit_sample_mask(store, split, classes=fit_classes,
-                                               only_correct=self.only_correct))
-        check_enough_rows(split, int(rows.size), layers, ks)
-        labels = store.labels(split)
-        n_classes = store.n_classes(split)
+        view = split_view(store, split, client, progress=self.progress)
+        n_fit = view.select(fit_classes, self.only_correct)
+        check_enough_rows(split, n_fit, layers, ks)
+        n_classes = view.n_classes()
         shapes = {d["name"]: list(d["shape"]) for d in store.layer_info(split)}
 
-        clusterers: dict[str, LayerClusterer] = {}
-        compositions = []
-        sources = {
-            name: StoreSource(store, split, name, rows, progress=self.progress,
-                              read_bytes=min(READ_BYTES, max(limit // 4, 1)))
-            for name in layers
-        }
-        prefetch = Prefetcher(sources, layers, limit, disc is None and self.reduce is None)
-        try:
-            for name, k in zip(layers, ks, strict=True):
-                t0 = time.perf_counter()
-                lc = LayerClusterer(
-                    n_clusters=k, discretizer=disc, reduce=self.reduce,
-                    memory_limit=self.memory_limit, random_state=self.random_state,
-                    n_init=self.n_init, progress=self.progress,
-                )
-                lc.fit(prefetch.source(name), name=name)
-                compositions.append(count_matrix(lc.fit_ids_, labels[rows], k, n_classes))
-                clusterers[name] = lc
-                log.info("Fitted layer %r (%s, %d clusters) in %.2f s", name, lc.method_, k,
-                         time.perf_counter() - t0)
-        finally:
-            prefetch.close()
-        self.prefetched_ = prefetch.served
-        check_unchanged(store, split, before)
+        def fit_layer(name: str, rows: FitRows) -> LayerClusterer:
+            t0 = time.perf_counter()
+            lc = LayerClusterer(
+                n_clusters=ks[layers.index(name)], discretizer=disc, reduce=self.reduce,
+                memory_limit=self.memory_limit, random_state=self.random_state,
+                n_init=self.n_init, progress=self.progress,
+            )
+            lc.fit(rows, name=name, n_classes=n_classes)
+            log.info("Fitted layer %r (%s, %d clusters) in %.2f s", name, lc.method_,
+                     lc.n_clusters, time.perf_counter() - t0)
+            return lc
 
+        fitted = view.fit_layers(layers, fit_layer, limit=limit,
+                                 plain=disc is None and self.reduce is None)
+        check_unchanged(store, split, before)
+        compositions = [lc.fit_composition_ for lc in fitted]
+        self.prefetched_ = list(view.prefetched)
         self.layers_ = layers
-        self.clusterers_ = clusterers
+        self.clusterers_ = dict(zip(layers, fitted, strict=True))
         self.n_clusters_ = ks
         self.fit_split_ = split
         self.fit_classes_ = fit_classes
-        self.classes_ = sorted(int(c) for c in np.unique(labels[rows]) if c >= 0)
-        self.n_fit_samples_ = int(rows.size)
+        self.classes_ = [int(c) for c in np.flatnonzero(compositions[0].sum(axis=0))]
+        self.n_fit_samples_ = n_fit
         self.n_classes_ = n_classes
         self.fit_composition_ = compositions
         self.layer_shapes_ = [shapes[n] for n in layers]
@@ -323,8 +311,9 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         split : str
         client : dask.distributed.Client, None or False
             Assign on this Dask cluster (``None``: the active client, if any;
-            ``False``: here); the result is then a
-            :class:`~nnsig_core.distributed.DaskSignatures`.
+            ``False``: here); the result is then :class:`Signatures` over dask
+            arrays, written next to the analysis when the store holds it and is
+            writable, else kept in the workers' memory.
 
         Returns
         -------
@@ -337,26 +326,17 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         sklearn.exceptions.NotFittedError, StoreError, NonFiniteActivationError
         """
         check_is_fitted(self, _FITTED)
-        client = resolve_client(client)
-        if client is not None:
-            from nnsig_core.distributed.analysis import transform_distributed
-
-            return transform_distributed(self, store, split, client)
-        store = open_store(store)
+        view = split_view(open_store(store), split, resolve_client(client),
+                          progress=self.progress)
+        store = view.store
         store.require_complete(split)
         before = store.fingerprint(split)
         self._check_split_layers(store, split)
-        n = store.n_samples(split)
-        ids = np.empty((n, len(self.layers_)), dtype=np.int32)
-        dist = np.empty((n, len(self.layers_)), dtype=np.float32)
-        for j, name in enumerate(self.layers_):
-            lc = self.clusterers_[name]
-            src = StoreSource(store, split, name, None, progress=self.progress)
-            for rows, block in src.blocks("assign"):
-                ids[rows, j], dist[rows, j] = lc.assign(block)
+        ids, dist = view.assign([self.clusterers_[n] for n in self.layers_], self.layers_)
+        ids, dist = view.materialize(self, ids, dist, before)
         check_unchanged(store, split, before)
-        sigs = self._signatures(store, split, ids, dist)
-        self._cache_put(store, split, sigs)
+        sigs = view.signatures(self, ids, dist)
+        self._cache_put(store, split, sigs, view.cache_tag)
         return sigs
 
     def row_level(self, store: ActivationStore) -> str:
@@ -393,15 +373,6 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         return self.fit(store, split, classes=classes, client=client).transform(store, split,
                                                                           client=client)
 
-    def _signatures(self, store: ActivationStore, split: str, ids: np.ndarray,
-                    dist: np.ndarray) -> Signatures:
-        return Signatures(
-            split, self.layers_, ids, store.labels(split), store.predictions(split), dist,
-            store.sample_index(split), self.n_clusters_,
-            n_classes=max(self.n_classes_, store.n_classes(split)),
-            class_names=store.class_names(),
-        )
-
     def signatures(self, store: StoreArg, split: str, *, client: ClientArg = None) -> Signatures:
         """Signatures of ``split``: computed earlier in this session, saved in the store, or now.
 
@@ -413,23 +384,20 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         """
         check_is_fitted(self, _FITTED)
         client = resolve_client(client)
-        if client is not None:
-            from nnsig_core.distributed.analysis import signatures_distributed
-
-            return signatures_distributed(self, store, split, client)
-        store = open_store(store)
-        key = self._cache_key(store, split)
+        view = split_view(open_store(store), split, client, progress=self.progress)
+        store = view.store
+        key = (*self._cache_key(store, split), *view.cache_tag)
         cache = getattr(self, "_cache", {})
         if key in cache:
             return cache[key]
         name = self._saved_name(store)
-        if name is not None:
-            saved = persist.load_signature_arrays(store, name, split, self.layers_)
-            if saved is not None:
-                sigs = self._signatures(store, split, *saved)
-                self._cache_put(store, split, sigs)
-                return sigs
-        return self.transform(store, split)
+        grp = (None if name is None else
+               persist.signatures_group(store, name, split, self.layers_))
+        if grp is None:
+            return self.transform(store, split, client=client)
+        sigs = view.signatures(self, *view.read_saved(grp))
+        self._cache_put(store, split, sigs, view.cache_tag)
+        return sigs
 
     # ------------------------------------------------------------------ summaries
     def typical_clusters(self, *, min_share: float = 0.1) -> list[list[list[int]]]:

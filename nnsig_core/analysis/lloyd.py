@@ -3,7 +3,7 @@
 One algorithm for every layer whose fit rows do not fit in memory, whichever
 driver reads them: the local clusterer (:class:`~nnsig_core.analysis.cluster.LayerClusterer`)
 folds each reduction over a pass of the store, the Dask driver
-(:mod:`nnsig_core.distributed.kmeans`) runs it per block on the workers and
+(:mod:`nnsig_core.distributed.split_view`) runs it per block on the workers and
 merges in a tree. A reduction (:data:`Reduce`) visits blocks ``(positions,
 labels, F)`` of the fit rows' features; only the ``k x d`` centres and what
 each reduction returns (per-cluster sums, counts, the inertia) are held.

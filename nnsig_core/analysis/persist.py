@@ -40,7 +40,9 @@ import numpy as np
 
 from nnsig_core._util import check_name, now_iso, package_version, to_json_safe
 from nnsig_core.analysis.signatures import Signatures
+from nnsig_core.analysis.source import check_unchanged
 from nnsig_core.analysis.state import LayerState
+from nnsig_core.execute.blocks import is_lazy
 from nnsig_core.store import ActivationStore, StoreError, layer_key
 from nnsig_core.store.format import (
     ANALYSIS_ATTR,
@@ -55,8 +57,15 @@ log = logging.getLogger("nnsig")
 FORMAT_VERSION = 1
 
 
-def _write_arrays(group: Any, arrays: Mapping[str, np.ndarray]) -> None:
+def _write_arrays(group: Any, arrays: Mapping[str, Any], client: Any = None) -> None:
+    """Write NumPy arrays here; dask arrays (signatures on a cluster) are written block by
+    block by the workers of ``client``."""
     for key, arr in arrays.items():
+        if is_lazy(arr):
+            from nnsig_core.distributed.writing import write_blocks
+
+            write_blocks(group, key, arr, client)
+            continue
         arr = np.ascontiguousarray(arr)
         group.create_array(key, data=arr, chunks=arr.shape if arr.size else "auto",
                            **array_options())
@@ -112,7 +121,8 @@ def save_analysis(
             layer_meta.append({**lm, "key": key})
         sg = g.create_group("signatures")
         for sigs in signatures:
-            _write_signatures(sg.create_group(sigs.split), store, sigs)
+            _write_signatures(sg.create_group(sigs.split), store, sigs.split, sigs.layers,
+                              sigs.cluster_ids, sigs.distances, sigs.client)
         g.attrs[ANALYSIS_ATTR] = to_json_safe({
             **dict(meta),
             "layers": layer_meta,
@@ -130,18 +140,20 @@ def save_analysis(
 
 
 def _check_whole_split(store: ActivationStore, sigs: Signatures) -> None:
-    if sigs.n_samples != store.n_samples(sigs.split) or not np.array_equal(
-            sigs.rows, np.arange(sigs.n_samples)):
+    if not sigs._whole or sigs.n_samples != store.n_samples(sigs.split):
         raise ValueError(f"Only whole-split signatures can be saved; these are a subset of "
                          f"{sigs.n_samples} of split {sigs.split!r}'s samples.")
 
 
-def _write_signatures(group: Any, store: ActivationStore, sigs: Signatures) -> None:
-    _write_arrays(group, {"cluster_ids": sigs.cluster_ids, "distances": sigs.distances})
+def _write_signatures(group: Any, store: ActivationStore, split: str, layers: Sequence[str],
+                      cluster_ids: Any, distances: Any, client: Any = None) -> None:
+    fingerprint = store.fingerprint(split)
+    _write_arrays(group, {"cluster_ids": cluster_ids, "distances": distances}, client)
+    check_unchanged(store, split, fingerprint)  # what was written may mix two captures
     group.attrs.update(to_json_safe({
-        "split": sigs.split,
-        "layers": sigs.layers,
-        "fingerprint": store.fingerprint(sigs.split),
+        "split": split,
+        "layers": list(layers),
+        "fingerprint": fingerprint,
         "created": now_iso(),
     }))
 
@@ -152,17 +164,26 @@ def save_signatures(store: ActivationStore, name: str, sigs: Signatures) -> None
     Older signatures of the split are replaced only after the new ones are
     checked (a subset is refused without touching the saved copy).
     """
-    store.require_writable(f"the signatures of split {sigs.split!r}")
+    _check_whole_split(store, sigs)
+    save_signature_arrays(store, name, sigs.split, sigs.layers, sigs.cluster_ids,
+                          sigs.distances, sigs.client)
+
+
+def save_signature_arrays(store: ActivationStore, name: str, split: str, layers: Sequence[str],
+                          cluster_ids: Any, distances: Any, client: Any = None) -> None:
+    """Write a whole split's cluster ids and distances (NumPy, or dask arrays written by the
+    workers of ``client``) next to the saved analysis ``name``, replacing older ones only once
+    complete."""
+    store.require_writable(f"the signatures of split {split!r}")
     if name not in store.analyses:
         raise StoreError(f"No analysis named {name!r} in {store.location!r} to save "
                          "signatures next to; save the analysis first.")
-    _check_whole_split(store, sigs)
-    tmp = f"{signatures_path(name)}/.new-{sigs.split}-{uuid.uuid4().hex[:8]}"
+    tmp = f"{signatures_path(name)}/.new-{split}-{uuid.uuid4().hex[:8]}"
     group = store.group(tmp, create=True)
     assert group is not None  # created
     try:
-        _write_signatures(group, store, sigs)
-        store.replace_group(tmp, signatures_path(name, sigs.split))
+        _write_signatures(group, store, split, layers, cluster_ids, distances, client)
+        store.replace_group(tmp, signatures_path(name, split))
     except BaseException:
         store.delete(tmp)
         raise

@@ -9,6 +9,7 @@ cached by the split's fingerprint; and which store holds this very analysis.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,9 @@ from nnsig_core.analysis.signatures import Signatures
 from nnsig_core.analysis.state import export_state, restore_state
 from nnsig_core.execute.client import ClientArg, resolve_client
 from nnsig_core.store import ActivationStore, open_store
+from nnsig_core.store.format import analysis_path, scores_path, signatures_path
+
+log = logging.getLogger("nnsig")
 
 StoreArg = ActivationStore | str | os.PathLike
 _FITTED = "clusterers_"
@@ -43,10 +47,20 @@ class SavedAnalysis:
         where = store.location if store.path is not None or "://" in store.location else id(store)
         return (where, split, tuple(sorted(store.fingerprint(split).items())))
 
-    def _cache_put(self, store: ActivationStore, split: str, sigs: Signatures) -> None:
-        if not hasattr(self, "_cache"):
+    def _cache_put(self, store: ActivationStore, split: str, sigs: Signatures,
+                   tag: tuple[Any, ...] = ()) -> None:
+        """Keep ``sigs`` for this session; ``tag`` marks the driver's (a client's) copy."""
+        if getattr(self, "_cache", None) is None:
             self._cache = {}
-        self._cache[self._cache_key(store, split)] = sigs
+        self._cache[(*self._cache_key(store, split), *tag)] = sigs
+
+    def _forget(self, store: ActivationStore, split: str) -> None:
+        """Drop every driver's cached signatures of ``split`` (they may read a group that is
+        about to be replaced)."""
+        prefix = self._cache_key(store, split)
+        cache = getattr(self, "_cache", None) or {}
+        for key in [k for k in cache if k[:len(prefix)] == prefix]:
+            del cache[key]
 
     def _saved_name(self, store: ActivationStore) -> str | None:
         """The name under which ``store`` holds this very analysis (saved there, or loaded
@@ -88,7 +102,8 @@ class SavedAnalysis:
             level (token row spaces for a token-level analysis); ``()``: none.
         client : dask.distributed.Client, None or False
             Compute the signatures on this Dask cluster and write them from
-            its workers (``None``: the active client, if any).
+            its workers (``None``: the active client, if any). Both drivers
+            write the same analysis.
 
         Raises
         ------
@@ -97,22 +112,41 @@ class SavedAnalysis:
         """
         check_is_fitted(self, _FITTED)
         client = resolve_client(client)
-        if client is not None:
-            from nnsig_core.distributed.analysis import save_distributed
-
-            save_distributed(self, store, name, overwrite, splits, client)
-            return self
         store = open_store(store, mode="r+")
         persist.check_can_save(store, name, overwrite)
         if splits is None:
             level = self.row_level(store)  # a token-level analysis saves token row spaces only
             splits = [s for s in store.splits if store.is_complete(s) and store.level(s) == level]
-        # Signatures are computed before the store is touched: a failure leaves it unchanged.
-        sigs = [self.signatures(store, s) for s in splits]
+        if self._saved_name(store) == name:
+            self._resave(store, name, list(splits), client)
+            return self
+        # Signatures are computed before the store is touched: a failure leaves it unchanged
+        # (on a cluster they are written by the workers, into the new analysis's group).
+        sigs = [self.signatures(store, s, client=client) for s in splits]
         meta, layers = self._state()
         persist.save_analysis(store, name, meta, layers, sigs, overwrite=overwrite)
         self.name_ = name
         return self
+
+    def _resave(self, store: ActivationStore, name: str, splits: list[str], client: Any) -> None:
+        """:meth:`save` of an analysis over its own saved copy ``name``: its state stays, and so
+        do the current signatures of ``splits`` (not computed again); what ``overwrite``
+        replaces goes: the signatures of other splits, the scorer and its scores."""
+        saved = store.group(signatures_path(name))
+        for split in [] if saved is None else [k for k, _ in saved.groups()]:
+            if split not in splits and not split.startswith("."):  # not another writer's group
+                self._forget(store, split)
+                store.delete(signatures_path(name, split))
+        store.delete(scores_path(name))
+        store.delete(f"{analysis_path(name)}/scorer")
+        for split in splits:
+            if persist.signatures_group(store, name, split, self.layers_) is None:
+                # On a cluster the transform writes them next to the analysis itself.
+                sigs = self.signatures(store, split, client=client)
+                if persist.signatures_group(store, name, split, self.layers_) is None:
+                    persist.save_signatures(store, name, sigs)
+        log.info("Analysis %r was already saved in %s; its signatures of %s are current.", name,
+                 store.location, splits or "no split")
 
     @classmethod
     def load(cls, store: StoreArg, name: str = "default") -> Any:

@@ -1,0 +1,323 @@
+"""The Dask driver's split view: a split on a cluster, its fit rows as delayed blocks.
+
+:class:`DaskSplit` is :class:`~nnsig_core.distributed.reductions.SplitBlocks`
+(the split's arrays as dask arrays in blocks of whole chunks) with the
+operations of the local view (:class:`~nnsig_core.analysis.split_view.LocalSplit`):
+the fit rule's rows as a boolean mask per block, computed on the workers
+(only their count per block reaches the driver); each layer's fit rows as
+:class:`DaskRows`, the :class:`~nnsig_core.analysis.fit_rows.FitRows` whose
+every reduction runs per block on the workers and merges in a tree.
+
+The layers are fitted at the same time (one driver thread each, at most
+:data:`MAX_CONCURRENT_LAYERS`): a Lloyd iteration waits for a round trip to the
+workers, which the other layers' tasks fill. Rows kept for the passes
+(:meth:`DaskRows.keep`) stay in the workers' memory, within one budget shared
+by those layers: :data:`PERSIST_FRACTION` of the cluster's memory limit.
+
+Transform assigns every sample with ``map_blocks`` over each layer and
+returns :class:`~nnsig_core.analysis.Signatures` over dask arrays; only
+aggregates reach the driver. Where they live (:meth:`DaskSplit.materialize`):
+when the store holds this very analysis and is writable, the workers write
+them next to it (a temporary group moved into place once whole, as every
+save does) and the result reads them from there; otherwise they stay in the
+workers' memory until a save writes them
+(:func:`~nnsig_core.distributed.writing.write_blocks`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from nnsig_core.analysis import persist
+from nnsig_core.analysis.fit_rows import FitRows, Reduce, features_of
+from nnsig_core.analysis.signatures import Signatures
+from nnsig_core.distributed.reductions import (
+    SplitBlocks,
+    SplitCounts,
+    _flat_checked,
+    _LayerCheck,
+    fit_mask,
+    n_classes_of,
+    split_counts,
+)
+from nnsig_core.execute.blocks import row_slices
+from nnsig_core.execute.dask_blocks import broadcast, reduce_delayed, release, tree_reduce
+from nnsig_core.execute.merging import combiner
+from nnsig_core.store.format import signatures_path
+
+log = logging.getLogger("nnsig")
+
+#: Share of the cluster's total memory limit the kept fit rows may occupy.
+PERSIST_FRACTION = 0.25
+#: Layers fitted at the same time.
+MAX_CONCURRENT_LAYERS = 8
+
+
+def _memory_limit(client: Any) -> int:
+    workers = client.scheduler_info().get("workers", {}).values()
+    return int(sum(int(w.get("memory_limit") or 0) for w in workers))
+
+
+class _Budget:
+    """Bytes of fit rows the layers fitted at the same time may keep in the workers' memory."""
+
+    def __init__(self, total: float) -> None:
+        self.left = float(total)
+        self.lock = threading.Lock()
+
+    def take(self, nbytes: int) -> bool:
+        with self.lock:
+            if nbytes > self.left:
+                return False
+            self.left -= nbytes
+            return True
+
+    def give(self, nbytes: int) -> None:
+        with self.lock:
+            self.left += nbytes
+
+
+# ---------------------------------------------------------------------------- block kernels
+def _select(raw: np.ndarray, mask: np.ndarray | None, lo: int,
+            labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(positions, labels, rows)`` of a block's fit rows."""
+    if mask is None:
+        pos = np.arange(lo, lo + raw.shape[0], dtype=np.int64)
+        return pos, np.asarray(labels, dtype=np.int64), raw
+    keep = np.flatnonzero(mask)
+    X = raw if keep.size == raw.shape[0] else raw[keep]
+    return keep + lo, np.asarray(labels, dtype=np.int64)[keep], X
+
+
+def _featurize(block: tuple[np.ndarray, np.ndarray, np.ndarray],
+               fmap: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    pos, lab, X = block
+    return pos, lab, features_of(fmap, X)
+
+
+def _reduce_slices(block: tuple[np.ndarray, np.ndarray, np.ndarray], fmap: Any,
+                   part: Callable[..., Any], merge: Callable[..., Any],
+                   kw: dict[str, Any]) -> dict[str, Any]:
+    F = features_of(fmap, block[2])
+    return merge(*[part(F[sl], **kw) for sl in row_slices(F.shape[0], F.shape[1])])
+
+
+def _take(block: tuple[np.ndarray, np.ndarray, np.ndarray], local: np.ndarray,
+          fmap: Any) -> np.ndarray:
+    return features_of(fmap, block[2][local])
+
+
+def _assign_block(raw: np.ndarray, lc: Any, check: _LayerCheck,
+                  block_info: Any = None) -> np.ndarray:
+    """``(rows, 2)`` float64: cluster id and distance of each row of a block (exact in
+    float64), the block checked for NaN/Inf first."""
+    lo = block_info[0]["array-location"][0][0] if block_info else 0
+    ids, dist = lc.assign(_flat_checked(raw, lo, check))
+    return np.column_stack([ids.astype(np.float64), dist.astype(np.float64)])
+
+
+def _futures(obj: Any) -> list[Any]:
+    from distributed import futures_of
+
+    return list(futures_of(obj))
+
+
+# ---------------------------------------------------------------------------- fit rows
+class DaskRows:
+    """A layer's fit rows on the cluster: per block, delayed ``(positions, labels, rows)``
+    (the :class:`~nnsig_core.analysis.fit_rows.FitRows` of the Dask driver)."""
+
+    def __init__(self, client: Any, raw: list[Any], sizes: list[int], n_features: int,
+                 budget: _Budget) -> None:
+        self.client, self.sizes, self.n_features, self.budget = client, sizes, n_features, budget
+        self._stored = self._raw = raw
+        self._kept = 0
+        self._shipped: list[Any] = []
+
+    @property
+    def n(self) -> int:
+        return int(sum(self.sizes))
+
+    def _ship(self, obj: Any) -> Any:
+        sent = broadcast(self.client, obj)
+        self._shipped.append(sent)
+        return sent
+
+    def _blocks(self, fmap: Any) -> list[Any]:
+        from dask import delayed
+
+        if fmap is None:
+            return self._raw
+        shipped = self._ship(fmap)
+        return [delayed(_featurize, pure=True)(b, shipped) for b in self._raw]
+
+    def reduce(self, fmap: Any, part: Callable[..., Any], merge: Callable[..., Any] | None = None,
+               **kw: Any) -> dict[str, Any]:
+        return reduce_delayed(self.client, self._blocks(fmap), part, merge, **kw)
+
+    def reduce_slices(self, fmap: Any, part: Callable[..., Any],
+                      merge: Callable[..., Any] | None = None, **kw: Any) -> dict[str, Any]:
+        from dask import delayed
+
+        merge = combiner(merge)
+        sent = {k: broadcast(self.client, v) if isinstance(v, np.ndarray) else v
+                for k, v in kw.items()}
+        shipped = self._ship(fmap)
+        try:
+            parts = [delayed(_reduce_slices)(b, shipped, part, merge, sent) for b in self._raw]
+            return self.client.compute(tree_reduce(parts, merge)).result()
+        finally:
+            release(self.client, *sent.values())
+
+    def reducer(self, fmap: Any) -> Reduce:
+        return partial(reduce_delayed, self.client, self._blocks(fmap))
+
+    def sample(self, fmap: Any, ranks: np.ndarray) -> np.ndarray:
+        from dask import delayed
+
+        ranks = np.asarray(ranks, dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(self.sizes)])
+        shipped = self._ship(fmap)
+        parts = []
+        for i, b in enumerate(self._raw):
+            lo, hi = np.searchsorted(ranks, [starts[i], starts[i + 1]])
+            if hi > lo:
+                parts.append(delayed(_take)(b, ranks[lo:hi] - starts[i], shipped))
+        rows = self.client.compute(parts, sync=True)
+        if rows:
+            return np.concatenate(rows)
+        return features_of(fmap, np.empty((0, self.n_features), np.float32))
+
+    def gather(self, fmap: Any) -> tuple[np.ndarray, np.ndarray]:
+        blocks = self.client.compute(self._blocks(fmap), sync=True)
+        X = np.concatenate([b[2] for b in blocks])
+        return np.ascontiguousarray(X, dtype=np.float32), np.concatenate([b[1] for b in blocks])
+
+    def keep(self, fits: bool) -> bool:
+        """Keep the rows in the workers' memory while the cluster's budget allows (the
+        driver's ``fits`` does not bind the workers)."""
+        nbytes = self.n * self.n_features * 4
+        if self._kept or not self.budget.take(nbytes):
+            return bool(self._kept)
+        self._raw, self._kept = list(self.client.persist(self._stored)), nbytes
+        return True
+
+    def drop(self) -> None:
+        if self._kept:
+            self.client.cancel([f for b in self._raw for f in _futures(b)])
+            self.budget.give(self._kept)
+            self._raw, self._kept = self._stored, 0
+        release(self.client, *self._shipped)
+        self._shipped = []
+
+
+# ---------------------------------------------------------------------------- the view
+class DaskSplit(SplitBlocks):
+    """A split on the cluster of ``client``: :class:`SplitBlocks` with the operations of the
+    local view (see the module doc)."""
+
+    prefetched: list[str] = []
+
+    @property
+    def cache_tag(self) -> tuple[Any, ...]:
+        return ("dask", self.client.id)
+
+    def __init__(self, client: Any, store: Any, split: str,
+                 block_rows: int | None = None) -> None:
+        super().__init__(client, store, split, block_rows)
+        self._counts: SplitCounts | None = None
+        self._masks: list[Any] = []
+        self._sizes: list[int] = []
+
+    def counts(self) -> SplitCounts:
+        if self._counts is None:
+            self._counts = split_counts(self)
+        return self._counts
+
+    def select(self, classes: Iterable[int] | None, only_correct: bool) -> int:
+        self._masks, self._sizes = fit_mask(self, self.counts(), classes, only_correct)
+        return int(sum(self._sizes))
+
+    def n_classes(self) -> int:
+        return n_classes_of(self.store, self.split, self.counts())
+
+    def fit_layers(self, layers: list[str], fit_one: Callable[[str, FitRows], Any], *,
+                   limit: int, plain: bool) -> list[Any]:
+        from dask import delayed
+
+        labels = self.meta_blocks("labels")
+        shapes = {d["name"]: int(np.prod(d["shape"], dtype=np.int64))
+                  for d in self.store.layer_info(self.split)}
+        budget = _Budget(PERSIST_FRACTION * _memory_limit(self.client))
+
+        def rows(name: str) -> DaskRows:
+            raw = [delayed(_select, pure=True)(r, m, lo, lab) for r, m, (lo, _), lab in
+                   zip(self.layer_blocks(name), self._masks, self.bounds, labels, strict=True)]
+            return DaskRows(self.client, raw, self._sizes, shapes[name], budget)
+
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, min(len(layers), MAX_CONCURRENT_LAYERS)),
+                                    thread_name_prefix="nnsig-layer") as pool:
+                return list(pool.map(lambda name: fit_one(name, rows(name)), layers))
+        finally:
+            self.client.cancel(self._masks)
+
+    # ---------------------------------------------------------------- transform
+    def assign(self, clusterers: list[Any], layers: list[str]) -> tuple[Any, Any]:
+        """Lazy cluster ids (int32) and distances (float32), ``(n, n_layers)`` dask arrays."""
+        import dask.array as da
+
+        ids, dist = [], []
+        for name, lc in zip(layers, clusterers, strict=True):
+            x = self.layer(name)
+            check = broadcast(self.client, _LayerCheck(self.store, self.split, name))
+            both = x.map_blocks(_assign_block, broadcast(self.client, lc), check,
+                                chunks=(x.chunks[0], (2,)), drop_axis=list(range(2, x.ndim)),
+                                dtype=np.float64)
+            ids.append(both[:, 0].astype(np.int32))
+            dist.append(both[:, 1].astype(np.float32))
+        return (da.stack(ids, axis=1).rechunk((self.block_rows, -1)),
+                da.stack(dist, axis=1).rechunk((self.block_rows, -1)))
+
+    def materialize(self, analysis: Any, ids: Any, dist: Any,
+                    before: dict[str, Any]) -> tuple[Any, Any]:
+        """Written next to the analysis when the store holds it and is writable (read back
+        from there), else computed and kept in the workers' memory."""
+        home = analysis._saved_name(self.store)
+        if home is not None and not self.store.read_only:
+            analysis._forget(self.store, self.split)  # they may read the group replaced here
+            persist.save_signature_arrays(self.store, home, self.split, analysis.layers_, ids,
+                                          dist, self.client)
+            grp = self.store.group(signatures_path(home, self.split))
+            return self.read_saved(grp)
+        log.info("Cluster ids of split %r kept in the workers' memory (%s); "
+                 "analysis.save(store, name, client=...) writes them to the store.", self.split,
+                 "the store is open read-only" if home is not None
+                 else "the analysis is not saved in this store")
+        from distributed import wait
+
+        ids, dist = self.client.persist([ids, dist])
+        with self.client.as_current():
+            wait([ids, dist])
+        return ids, dist
+
+    def read_saved(self, group: Any) -> tuple[Any, Any]:
+        import dask.array as da
+
+        ids, dist = [da.from_zarr(group[key]).rechunk((self.block_rows, -1))
+                     for key in ("cluster_ids", "distances")]
+        return ids.astype(np.int32), dist.astype(np.float32)
+
+    def signatures(self, analysis: Any, ids: Any, dist: Any) -> Signatures:
+        return Signatures(
+            self.split, analysis.layers_, ids, self.meta("labels"), self.meta("predictions"),
+            dist, self.meta("sample_index"), analysis.n_clusters_,
+            n_classes=max(analysis.n_classes_, self.n_classes()),
+            class_names=self.store.class_names(), client=self.client, n_samples=self.n)
