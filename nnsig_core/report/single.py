@@ -12,7 +12,7 @@ Every figure comes from aggregates: the split's joint table
 (:mod:`nnsig_core.analysis.joint`, with each row's score sums), the
 exemplars, score histograms (:mod:`~nnsig_core.report.score_figures`) and the map's
 draw (:mod:`~nnsig_core.report.points`). With signatures on a Dask cluster
-(:class:`~nnsig_core.distributed.DaskSignatures`) each is a reduction on the
+(:class:`~nnsig_core.analysis.Signatures` over dask arrays) each is a reduction on the
 workers, and only the results, plus the bounded data of the drawn map points,
 the exemplars and a comparison's listed changed samples, reach the driver;
 token row spaces bring their splits' per-sample vectors here (:func:`localize`).
