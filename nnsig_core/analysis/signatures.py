@@ -108,10 +108,10 @@ class Signatures(JointTableViews):
         distances: Any,
         sample_index: Any,
         n_clusters: Sequence[int],
+        *,
         n_classes: int | None = None,
         class_names: Sequence[str] | None = None,
         rows: Any = None,
-        *,
         client: Any = None,
         n_samples: int | None = None,
     ) -> None:
@@ -235,8 +235,8 @@ class Signatures(JointTableViews):
         return Signatures(
             self.split, self.layers, self.cluster_ids[mask], self.labels[mask],
             self.predictions[mask], self.distances[mask], self.sample_index[mask],
-            self.n_clusters, self.n_classes, self.class_names, self.rows[mask],
-            client=self.client,
+            self.n_clusters, n_classes=self.n_classes, class_names=self.class_names,
+            rows=self.rows[mask], client=self.client,
         )
 
     def compute(self) -> Signatures:
