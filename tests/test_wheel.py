@@ -1,8 +1,7 @@
 """The built wheel is a complete package: installed on its own (outside this checkout) it
 imports from where it was installed, says its version, ships its py.typed markers, licence
-and viewer, and writes a report with that viewer.
-
-``tests/test_packaging.py`` checks the wheel's layout; these tests use it installed.
+and viewer (and nothing called adapters or viewer at the top), and writes a report with
+that viewer. The wheel is built once for the module.
 """
 
 from __future__ import annotations
@@ -67,8 +66,12 @@ def _run(installed: Path, cwd: Path, *args: str) -> str:
 
 def test_the_wheel_ships_typed_packages_its_licence_and_the_whole_viewer(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
+    tops = {n.split("/")[0] for n in names}
+    assert "adapters" not in tops and "viewer" not in tops  # the checkout's folders, not packages
     for package in ("nnsig_core", "nnsig_torch", "nnsig_keras"):
         assert f"{package}/py.typed" in names, package
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "nnsig = nnsig_core.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
     assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE")
                for n in names)
     viewer = {p.name for p in (REPO / "viewer").iterdir() if p.is_file()}
@@ -144,3 +147,9 @@ def test_the_installed_wheel_writes_a_report_with_its_own_viewer(
     assert (tmp_path / "report" / "style.css").read_text().endswith(mark)
     assert (tmp_path / "report" / "data.js").is_file()
     assert (tmp_path / "report" / "viewer.js").is_file()
+
+
+def test_a_source_checkout_finds_the_viewer() -> None:
+    from nnsig_core.report import viewer_dir
+
+    assert (viewer_dir() / "index.html").is_file()
