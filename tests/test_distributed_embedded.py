@@ -136,7 +136,7 @@ def test_analyze_report_and_evaluate_on_a_local_cluster(tmp_path: Path) -> None:
     a, b = json.loads(here.stdout), json.loads(there.stdout)
     for split in a:
         for la, lb in zip(a[split]["layers"], b[split]["layers"], strict=True):
-            assert lb["method"] == "distributed"
+            assert lb["method"] == la["method"]  # one fit, whichever the driver
             assert (la["purity"], la["entropy"]) == (lb["purity"], lb["entropy"])
         assert a[split]["n_signatures"] == b[split]["n_signatures"]
     store = nnsig_core.open_store(path)
