@@ -137,6 +137,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """``nnsig migrate``: upgrade an older store in place (exit status 1 when it cannot be)."""
+    from nnsig_core.store import MigrationError, migrate_store
+
+    try:
+        report = migrate_store(args.store, dry_run=args.dry_run, drop_splits=args.drop_split)
+    except MigrationError as exc:
+        report = exc.report
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
+    return 1 if report.problems else 0
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     """``nnsig analyze``: fit, save and summarise a :class:`~nnsig_core.analysis.SignatureAnalysis`."""
     from nnsig_core.analysis import SignatureAnalysis, format_summary

@@ -1,6 +1,6 @@
 """The ``nnsig`` argument parser and entry point.
 
-Commands: ``info``, ``verify``, ``analyze``, ``report``, ``view``, ``export``,
+Commands: ``info``, ``verify``, ``migrate``, ``analyze``, ``report``, ``view``, ``export``,
 ``evaluate`` (implemented in :mod:`nnsig_core.cli.commands`).
 
 Exit status: 0 on success, 1 when the command failed on its input (missing
@@ -38,6 +38,15 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
         "Read every chunk of every array of the store, check its checksum, that no chunk of "
         "the rows written is missing and that every metadata file is valid. Exit status 1 "
         "when anything is missing or damaged.",
+    ),
+    "migrate": (
+        commands.cmd_migrate,
+        "upgrade a store written by an older nnsig to this version's format, in place",
+        "Upgrade a store of an older format version (nnsig 0.1 and 0.2 wrote format 1) to "
+        "this version's, in place and atomically: the root's metadata, written last in one "
+        "write, switches the version, so a migration stopped at any moment leaves the old "
+        "format, and running it again finishes it. What cannot be upgraded is listed and "
+        "nothing is changed (exit status 1).",
     ),
     "analyze": (
         commands.cmd_analyze,
@@ -165,6 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd["verify"]
     p.add_argument("store", help="path of the store (a .zarr directory)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    p = cmd["migrate"]
+    p.add_argument("store", help="path or URL of the store")
+    p.add_argument("--dry-run", action="store_true", help="say what would change; write nothing")
+    p.add_argument("--drop-split", action="append", default=[], metavar="SPLIT",
+                   help="delete this split first (one the report says cannot be upgraded); "
+                        "repeatable")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     p = cmd["analyze"]
