@@ -247,7 +247,8 @@ def cmd_view(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``nnsig export``: every view of the signatures of the chosen splits (default: every
-    complete split of the analysis's row level) as CSV, JSON or Parquet, the saved scores of
+    complete split of the analysis's row level) as CSV, JSON, Parquet or Hugging Face datasets
+    (``save_to_disk`` directories), the saved scores of
     the analysis's scorer in the per-sample files; or the prototype's two files."""
     from nnsig_core.diagnostics.persist import saved_score_splits, saved_scorer
 

@@ -67,7 +67,8 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
     ),
     "export": (
         commands.cmd_export,
-        "export signature tables as CSV, JSON or Parquet, or the prototype's two files",
+        "export signature tables as CSV, JSON, Parquet or Hugging Face datasets, or the "
+        "prototype's two files",
         "Write, for every split (or those given), the per-sample signatures with the "
         "saved scores, the signature table (input class, signature, output class, count), "
         "the tables by output class, by signature and of transitions, and the cluster "
@@ -232,8 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", action="append", default=None, metavar="SPLIT",
                    help="split to export; repeat it for several (default: every complete "
                         "split of the analysis's row level; test with --prototype)")
-    p.add_argument("--format", choices=("csv", "json", "parquet"), default="csv",
-                   help="file format (parquet needs pyarrow; default: csv)")
+    p.add_argument("--format", choices=("csv", "json", "parquet", "datasets"), default="csv",
+                   help="file format (parquet needs pyarrow; datasets writes Hugging Face "
+                        "datasets with save_to_disk, and needs the datasets package; "
+                        "default: csv)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--prototype", action="store_true",
                    help="write the prototype's clusters_info.json and clusterized_values.csv")

@@ -150,7 +150,7 @@ def migrate_store(store: str | os.PathLike[str] | Store, *, dry_run: bool = Fals
         drop_splits = [drop_splits]
     opened = open_root(store, "r" if dry_run else "r+", storage_options, any_version=True)
     root = opened.group
-    attrs = dict(root.attrs)
+    attrs: dict[str, Any] = dict(root.attrs)  # JSON whose layout is nnsig's
     version = (attrs.get(ROOT_ATTR) or {}).get("format_version")
     report = MigrationReport(opened.location, version, dry_run=dry_run)
     if version == FORMAT_VERSION:
@@ -296,7 +296,8 @@ class _Plan:
             if not isinstance(scores, zarr.Group):
                 continue
             for split, sg in scores.groups():
-                if "scores_format" not in dict(sg.attrs.get(SCORES_ATTR) or {}):
+                saved: Any = sg.attrs.get(SCORES_ATTR) or {}
+                if "scores_format" not in saved:
                     self.report.notes.append(
                         f"the scores of split {split!r} saved with analysis {name!r} were saved "
                         "by nnsig 0.1: they stay as they are (read them with "
