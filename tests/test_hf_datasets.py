@@ -141,6 +141,16 @@ def test_torch_model_from_a_tokenised_dataset(tmp_path: Path) -> None:
         logits = model(ids, mask)
     np.testing.assert_allclose(store.outputs("train")[:], logits.numpy(), atol=1e-5)
     np.testing.assert_array_equal(store.labels("train"), labels.numpy())
+    # token rows from the same dataset, read back with xarray with their own coordinates
+    tokens = capture(TorchAdapter(model, layers=["embed"], pool=("mean", "tokens")), ds,
+                     tmp_path / "tok.zarr", batch_size=5, progress=False)
+    xr = pytest.importorskip("xarray")
+    rows = xr.open_zarr(tmp_path / "tok.zarr", group="train.tokens")
+    assert {"sample_row", "position", "token", "labels"} <= set(rows.coords)
+    keep = mask.bool().numpy()
+    np.testing.assert_array_equal(rows["token"].values, ids.numpy()[keep])
+    np.testing.assert_array_equal(rows["labels"].values,
+                                  tokens.labels("train")[np.nonzero(keep)[0]])
 
 
 def test_exports_as_hf_datasets(tmp_path: Path) -> None:
