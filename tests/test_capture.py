@@ -351,7 +351,8 @@ def test_core_never_imports_a_framework() -> None:
         "for m in pkgutil.walk_packages(nnsig_core.__path__, 'nnsig_core.'):\n"
         "    if not m.name.endswith('__main__'):\n"
         "        importlib.import_module(m.name)\n"
-        "bad = [m for m in ('torch', 'keras', 'tensorflow', 'jax', 'nnsig_torch', 'nnsig_keras')"
+        "bad = [m for m in ('torch', 'keras', 'tensorflow', 'jax', 'nnsig_torch', 'nnsig_keras',"
+        " 'datasets')"
         " if m in sys.modules]\n"
         "print(bad)\n"
     )
