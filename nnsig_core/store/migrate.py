@@ -142,9 +142,10 @@ def migrate_store(store: str | os.PathLike[str] | Store, *, dry_run: bool = Fals
     Raises
     ------
     MigrationError
-        A :class:`~nnsig_core.StoreError`: when the store cannot be upgraded (a newer format, a layer stored under
-        a name format 2 gives to a coordinate...); the message lists every
-        problem and its fix, and the store is unchanged.
+        A :class:`~nnsig_core.StoreError`: when the store cannot be upgraded
+        (a newer format, a layer stored under a name format 2 gives to a
+        coordinate...); the message lists every problem and its fix, and the
+        store is unchanged.
     """
     if isinstance(drop_splits, str):
         drop_splits = [drop_splits]
