@@ -27,7 +27,9 @@ from nnsig_core.protocol import (
 from nnsig_core.store import (
     ActivationStore,
     IncompleteStoreError,
+    MigrationReport,
     StoreError,
+    migrate_store,
     open_store,
 )
 
@@ -43,6 +45,7 @@ __all__ = [
     "InvalidParameterError",
     "LayerSelectionError",
     "LayerSummary",
+    "MigrationReport",
     "MissingLabelsError",
     "ModelSummary",
     "NnsigWarning",
@@ -63,6 +66,7 @@ __all__ = [
     "capture_distributed",
     "evaluate",
     "format_summary",
+    "migrate_store",
     "open_store",
     "parse_discretizer_spec",
     "serve_report",

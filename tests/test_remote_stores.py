@@ -176,3 +176,44 @@ def test_missing_remote_store_and_unknown_protocol(s3) -> None:
     with pytest.raises(CaptureError):
         capture_arrays({"h": np.ones((3, 2))}, np.eye(3), [0, 1, 2], url, split="bad name",
                        storage_options=options, progress=False)
+
+
+@pytest.mark.slow
+def test_xarray_opens_an_s3_split_with_one_metadata_read_and_a_migrated_store(
+        s3, tmp_path: Path) -> None:
+    """Format 2 on S3: xarray reads one zarr.json (the root's consolidated metadata) to open a
+    split; a format 1 store uploaded to S3 is refused naming nnsig migrate, which upgrades it."""
+    import s3fs
+    from zarr.storage import FsspecStore, WrapperStore
+
+    from nnsig_core import migrate_store
+    from tests.test_store_formats import write_format1_store
+
+    xr = pytest.importorskip("xarray")
+    url, options = s3
+    _capture(url, options, "train")
+    reads: list[str] = []
+
+    class Reads(WrapperStore):
+        def _with_store(self, store):
+            return type(self)(store)
+
+        async def get(self, key, prototype, byte_range=None):
+            reads.append(key)
+            return await self._store.get(key, prototype, byte_range)
+
+    inner = FsspecStore.from_url(url, storage_options=options, read_only=True)
+    ds = xr.open_zarr(Reads(inner), group="train")
+    assert [k for k in reads if k.endswith("zarr.json")] == ["zarr.json"]
+    np.testing.assert_array_equal(ds["labels"].values, _blobs("train")["labels"])
+
+    old = url.replace("run.zarr", "old.zarr")
+    values = write_format1_store(tmp_path / "old.zarr")
+    s3fs.S3FileSystem(**options).put(str(tmp_path / "old.zarr"), old[len("s3://"):],
+                                     recursive=True)
+    with pytest.raises(StoreError, match="nnsig migrate"):
+        open_store(old, storage_options=options)
+    assert migrate_store(old, storage_options=options).migrated
+    store = open_store(old, storage_options=options)
+    np.testing.assert_array_equal(store.labels("train"), values["labels"])
+    assert store.verify().ok

@@ -33,7 +33,7 @@ from nnsig_core.analysis.tables import Table
 from nnsig_core.execute.blocks import is_lazy, reduce_columns
 
 #: The formats of :meth:`Signatures.export`.
-EXPORT_FORMATS = ("csv", "json", "parquet")
+EXPORT_FORMATS = ("csv", "json", "parquet", "datasets")
 
 
 def _nearest(ids: np.ndarray, dist: np.ndarray, rows: np.ndarray,
@@ -325,6 +325,18 @@ class Signatures(JointTableViews):
             data[f"distance:{n}"] = s.distances[:, j]
         return pd.DataFrame(data)
 
+    def to_hf_dataset(self, *, scores: Mapping[str, Any] | None = None) -> Any:
+        """Per-sample Hugging Face ``datasets.Dataset`` (the columns of :meth:`per_sample`, and
+        a ``score:<name>`` column per score given); needs the ``datasets`` package.
+
+        Parameters
+        ----------
+        scores : mapping of str to array-like (n,), optional
+            Per-sample scores of this split (what
+            :func:`~nnsig_core.diagnostics.signature_scores` returns).
+        """
+        return self._with_scores(self.per_sample(), scores).to_hf_dataset()
+
     def to_csv(self, path: str | os.PathLike[str] | None = None) -> str | None:
         """Per-sample CSV (written to ``path``, or returned as a string)."""
         return self.per_sample().to_csv(path)
@@ -337,7 +349,9 @@ class Signatures(JointTableViews):
                scores: Mapping[str, Any] | None = None) -> list[str]:
         """Write every view of the split into ``out_dir`` (used by ``nnsig export``).
 
-        Files (``<split>`` is the split name, ``<ext>`` the format):
+        Files (``<split>`` is the split name, ``<ext>`` the format; with
+        ``"datasets"``, directories without an extension, each a Hugging Face
+        dataset written by ``save_to_disk``, opened with ``datasets.load_from_disk``):
         ``signatures_<split>.<ext>`` (per sample, with a ``score:<name>`` column
         per score given), ``table_<split>``, ``by_output_<split>``,
         ``by_signature_<split>``, ``transitions_<split>`` (with the input and
@@ -347,8 +361,8 @@ class Signatures(JointTableViews):
         Parameters
         ----------
         out_dir : path
-        format : {"csv", "json", "parquet"}
-            Parquet needs pyarrow.
+        format : {"csv", "json", "parquet", "datasets"}
+            Parquet needs pyarrow, datasets the ``datasets`` package.
         scores : mapping of str to array-like (n,), optional
             Per-sample scores of this split (e.g. what
             :func:`~nnsig_core.diagnostics.signature_scores` returns), added to
@@ -363,21 +377,23 @@ class Signatures(JointTableViews):
             raise ValueError(f"format must be one of {list(EXPORT_FORMATS)}, not {format!r}.")
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        s = self.split
+        s, ext = self.split, "" if format == "datasets" else f".{format}"
         views: list[tuple[str, Table]] = [
-            (f"signatures_{s}.{format}", self._with_scores(self.per_sample(), scores)),
-            (f"table_{s}.{format}", self.table()),
-            (f"by_output_{s}.{format}", self.by_output_class()),
-            (f"by_signature_{s}.{format}", self.by_signature()),
-            (f"transitions_{s}.{format}", self.transitions(include_io=True)),
+            (f"signatures_{s}{ext}", self._with_scores(self.per_sample(), scores)),
+            (f"table_{s}{ext}", self.table()),
+            (f"by_output_{s}{ext}", self.by_output_class()),
+            (f"by_signature_{s}{ext}", self.by_signature()),
+            (f"transitions_{s}{ext}", self.transitions(include_io=True)),
         ]
         if self.has_labels:
-            views.append((f"composition_{s}.{format}", self.cluster_composition()))
+            views.append((f"composition_{s}{ext}", self.cluster_composition()))
         for name, table in views:
             if format == "csv":
                 table.to_csv(out / name)
             elif format == "json":
                 table.to_json(out / name)
-            else:
+            elif format == "parquet":
                 table.to_parquet(out / name)
+            else:
+                table.to_hf_dataset().save_to_disk(str(out / name))
         return [name for name, _ in views]

@@ -145,6 +145,17 @@ class Table:
         records = self.to_records()
         pq.write_table(pa.table({c: [r[c] for r in records] for c in self.columns}), str(path))
 
+    def to_hf_dataset(self) -> Any:
+        """The table as a Hugging Face ``datasets.Dataset`` (signatures become lists of ints;
+        needs the ``datasets`` package: ``pip install 'nnsig[datasets]'``)."""
+        try:
+            import datasets
+        except ImportError:
+            raise ImportError("A Hugging Face dataset needs the datasets package: pip install "
+                              "'nnsig[datasets]' (or choose csv, json or parquet).") from None
+        records = self.to_records()
+        return datasets.Dataset.from_dict({c: [r[c] for r in records] for c in self.columns})
+
     def to_json(self, path: str | os.PathLike[str] | None = None, indent: int | None = None) -> str:
         """The records as JSON (written to ``path`` too when given)."""
         text = json.dumps(self.to_records(), indent=indent)

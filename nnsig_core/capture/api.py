@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from nnsig_core._util import now_iso, package_version
 from nnsig_core.capture.batches import is_array_pair, iter_batches, n_available, take
 from nnsig_core.capture.errors import CaptureError
+from nnsig_core.capture.hf_datasets import as_capture_data
 from nnsig_core.capture.policy import (
     check_arguments,
     check_class_names,
@@ -65,6 +66,7 @@ def capture(
     storage_options: dict[str, Any] | None = None,
     batch_axis: int | None = None,
     label_key: str | None = None,
+    input_columns: str | Sequence[str] | None = None,
 ) -> ActivationStore:
     """Run ``adapter`` over ``data`` and stream every captured layer into a store.
 
@@ -85,7 +87,11 @@ def capture(
         labels) may be ``None`` when labels are unknown; one-hot labels are
         converted to class indices. The optional third item holds the
         samples' positions in the source data set (stored as
-        ``sample_index``; by default the running count).
+        ``sample_index``; by default the running count). Or a Hugging Face
+        ``datasets.Dataset`` or ``IterableDataset``, read ``batch_size`` rows
+        at a time in its format (``set_format("torch")``, ``"numpy"``...; see
+        ``input_columns`` and ``label_key``); a ``ClassLabel`` label column
+        gives the default ``class_names``.
     store : ActivationStore, path, URL or zarr Store
         Where to write: a local directory (created if missing), an fsspec
         URL (``s3://bucket/run.zarr``, ``gs://...``, ``memory://...``) or a
@@ -140,8 +146,14 @@ def capture(
         inputs are ``(seq, batch, ...)``); the adapter's ``batch_axis`` by
         default (0 when it has none). Labels always have the batch first.
     label_key : str, optional
-        The key of the labels in mapping data or batches; by default
-        ``"labels"``, else ``"label"``, else no labels.
+        The key of the labels in mapping data or batches, or the label column
+        of a Hugging Face dataset; by default ``"labels"``, else ``"label"``,
+        else no labels.
+    input_columns : str or sequence of str, optional
+        The input columns of a Hugging Face dataset: one name (the model's
+        positional input, e.g. ``"pixel_values"``) or several (keyword inputs,
+        e.g. ``["input_ids", "attention_mask"]``). By default every column
+        but the labels and text columns (several as keyword inputs).
 
     Returns
     -------
@@ -168,7 +180,9 @@ def capture(
             f"Split names ending in {TOKENS_SUFFIX!r} are reserved for the token rows of a "
             f"split (pool='tokens' writes them to '<split>{TOKENS_SUFFIX}'); choose another name."
         )
-    class_names = check_class_names(class_names)
+    data, hf_class_names = as_capture_data(data, batch_size=batch_size,
+                                           input_columns=input_columns, label_column=label_key)
+    class_names = check_class_names(class_names if class_names is not None else hf_class_names)
     store = open_store(store, mode="a", storage_options=storage_options)
     store.require_writable(f"split {split!r}")
     fingerprint = model_fingerprint(adapter)

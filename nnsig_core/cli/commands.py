@@ -137,6 +137,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """``nnsig migrate``: upgrade an older store in place (exit status 1 when it cannot be)."""
+    from nnsig_core.store import MigrationError, migrate_store
+
+    try:
+        report = migrate_store(args.store, dry_run=args.dry_run, drop_splits=args.drop_split)
+    except MigrationError as exc:
+        report = exc.report
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
+    return 1 if report.problems else 0
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     """``nnsig analyze``: fit, save and summarise a :class:`~nnsig_core.analysis.SignatureAnalysis`."""
     from nnsig_core.analysis import SignatureAnalysis, format_summary
@@ -235,7 +247,8 @@ def cmd_view(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``nnsig export``: every view of the signatures of the chosen splits (default: every
-    complete split of the analysis's row level) as CSV, JSON or Parquet, the saved scores of
+    complete split of the analysis's row level) as CSV, JSON, Parquet or Hugging Face datasets
+    (``save_to_disk`` directories), the saved scores of
     the analysis's scorer in the per-sample files; or the prototype's two files."""
     from nnsig_core.diagnostics.persist import saved_score_splits, saved_scorer
 

@@ -1,6 +1,6 @@
 """The ``nnsig`` argument parser and entry point.
 
-Commands: ``info``, ``verify``, ``analyze``, ``report``, ``view``, ``export``,
+Commands: ``info``, ``verify``, ``migrate``, ``analyze``, ``report``, ``view``, ``export``,
 ``evaluate`` (implemented in :mod:`nnsig_core.cli.commands`).
 
 Exit status: 0 on success, 1 when the command failed on its input (missing
@@ -39,6 +39,15 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
         "the rows written is missing and that every metadata file is valid. Exit status 1 "
         "when anything is missing or damaged.",
     ),
+    "migrate": (
+        commands.cmd_migrate,
+        "upgrade a store written by an older nnsig to this version's format, in place",
+        "Upgrade a store of an older format version (nnsig 0.1 and 0.2 wrote format 1) to "
+        "this version's, in place and atomically: the root's metadata, written last in one "
+        "write, switches the version, so a migration stopped at any moment leaves the old "
+        "format, and running it again finishes it. What cannot be upgraded is listed and "
+        "nothing is changed (exit status 1).",
+    ),
     "analyze": (
         commands.cmd_analyze,
         "fit per-layer clusters and signatures; save them in the store",
@@ -58,7 +67,8 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
     ),
     "export": (
         commands.cmd_export,
-        "export signature tables as CSV, JSON or Parquet, or the prototype's two files",
+        "export signature tables as CSV, JSON, Parquet or Hugging Face datasets, or the "
+        "prototype's two files",
         "Write, for every split (or those given), the per-sample signatures with the "
         "saved scores, the signature table (input class, signature, output class, count), "
         "the tables by output class, by signature and of transitions, and the cluster "
@@ -167,6 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store", help="path of the store (a .zarr directory)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
+    p = cmd["migrate"]
+    p.add_argument("store", help="path or URL of the store")
+    p.add_argument("--dry-run", action="store_true", help="say what would change; write nothing")
+    p.add_argument("--drop-split", action="append", default=[], metavar="SPLIT",
+                   help="delete this split first (one the report says cannot be upgraded); "
+                        "repeatable")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
     p = cmd["analyze"]
     p.add_argument("store", help="path of the store")
     p.add_argument("--clusters", default=10, type=_usage(commands.parse_clusters),
@@ -215,8 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", action="append", default=None, metavar="SPLIT",
                    help="split to export; repeat it for several (default: every complete "
                         "split of the analysis's row level; test with --prototype)")
-    p.add_argument("--format", choices=("csv", "json", "parquet"), default="csv",
-                   help="file format (parquet needs pyarrow; default: csv)")
+    p.add_argument("--format", choices=("csv", "json", "parquet", "datasets"), default="csv",
+                   help="file format (parquet needs pyarrow; datasets writes Hugging Face "
+                        "datasets with save_to_disk, and needs the datasets package; "
+                        "default: csv)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--prototype", action="store_true",
                    help="write the prototype's clusters_info.json and clusterized_values.csv")

@@ -9,6 +9,7 @@ from nnsig_core.store.claims import ClaimError
 from nnsig_core.store.errors import IncompleteStoreError, StoreError
 from nnsig_core.store.format import FORMAT_VERSION, layer_key
 from nnsig_core.store.guard import DamagedChunkError, DamagedMetadataError, MissingChunkError
+from nnsig_core.store.migrate import MigrationError, MigrationReport, migrate_store
 
 __all__ = [
     "FORMAT_VERSION",
@@ -18,7 +19,10 @@ __all__ = [
     "DamagedMetadataError",
     "MissingChunkError",
     "IncompleteStoreError",
+    "MigrationError",
+    "MigrationReport",
     "StoreError",
     "layer_key",
+    "migrate_store",
     "open_store",
 ]

@@ -2,10 +2,12 @@
 
 Layout (``docs/design.md`` explains each field)::
 
-    store.zarr/                      root attrs: {"nnsig": {"format_version": 1}}
+    store.zarr/                      root attrs: {"nnsig": {"format_version": 2}}
+                                     and the consolidated metadata of every node
       <split>/                       split attrs: {"nnsig_split": {...}}
         <layer key>                  float32 or float16, (sample, *unit shape)
         outputs                      float32 (sample, output)
+        output                       int64 (output,)   coordinate: the class of each output
         labels                       int64 (sample,)   -1 where unknown
         predictions                  int64 (sample,)
         sample_index                 int64 (sample,)   position in the source data set
@@ -21,7 +23,10 @@ Layout (``docs/design.md`` explains each field)::
         signatures/<split>/          cluster_ids, distances
         scores/<split>/<score>       per-sample diagnostic scores
 
-Readers and writers take every name from here; :class:`~nnsig_core.store.ActivationStore`
+Every array with a ``sample`` axis names the coordinates of that axis in its
+``coordinates`` attribute (xarray's convention): ``labels``, ``predictions``,
+``sample_index`` (and, in a token row space, ``sample_row``, ``position``,
+``token``). Readers and writers take every name from here; :class:`~nnsig_core.store.ActivationStore`
 implements the operations on it.
 """
 
@@ -34,7 +39,9 @@ from typing import Any
 import numpy as np
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
-FORMAT_VERSION = 1
+#: The store format this nnsig writes and reads: 1 (nnsig 0.1 and 0.2), 2 (consolidated
+#: metadata, coordinates; ``nnsig migrate`` upgrades 1 to 2).
+FORMAT_VERSION = 2
 ROOT_ATTR = "nnsig"
 SPLIT_ATTR = "nnsig_split"
 ANALYSIS_GROUP = "analysis"
@@ -49,7 +56,14 @@ META_ARRAYS = ("labels", "predictions", "outputs", "sample_index", "inputs")
 TOKEN_ARRAYS = ("sample_row", "position", "token")
 #: The token row space of split ``s`` is the split ``s + TOKENS_SUFFIX``.
 TOKENS_SUFFIX = ".tokens"
-RESERVED_NAMES = frozenset(META_ARRAYS) | frozenset(TOKEN_ARRAYS) | {ANALYSIS_GROUP}
+#: Coordinate arrays of a split's other axes: ``output`` holds the class of each column of
+#: ``outputs`` (its dimension), so xarray indexes ``outputs`` by class.
+CLASS_COORDINATE = "output"
+COORDINATE_ARRAYS = (CLASS_COORDINATE,)
+#: The coordinates of the sample axis, named by every other array (``coordinates`` attribute).
+SAMPLE_COORDINATES = ("labels", "predictions", "sample_index")
+RESERVED_NAMES = (frozenset(META_ARRAYS) | frozenset(TOKEN_ARRAYS) | frozenset(COORDINATE_ARRAYS)
+                  | {ANALYSIS_GROUP})
 MAX_CHUNK_ROWS = 65536
 
 
@@ -234,13 +248,13 @@ def split_array_specs(
         ``sample_index``, ``inputs`` and the token arrays.
     """
     options = array_options(compressor)
+    coords = sample_coordinates(token_rows)
 
     def spec(shape: tuple[int, ...], dt: Any, fill: int, dims: tuple[str, ...],
              attributes: dict[str, Any] | None = None) -> dict[str, Any]:
         out = {"shape": (n_rows, *shape), "chunks": (chunk_rows, *shape), "dtype": dt,
                "fill_value": fill, "dimension_names": ("sample", *dims), **options}
-        if attributes:
-            out["attributes"] = attributes
+        out["attributes"] = {**(attributes or {}), "coordinates": coords}
         return out
 
     specs: dict[str, dict[str, Any]] = {}
@@ -257,4 +271,25 @@ def split_array_specs(
     if token_rows:
         for key in TOKEN_ARRAYS:
             specs[key] = spec((), np.dtype("int64"), -1, ())
+    for key in (*SAMPLE_COORDINATES, *(TOKEN_ARRAYS if token_rows else ())):
+        del specs[key]["attributes"]
+    specs[CLASS_COORDINATE] = class_coordinate_spec(int(n_outputs))
     return specs
+
+
+def sample_coordinates(token_rows: bool = False) -> str:
+    """The ``coordinates`` attribute of a split's arrays with a sample axis (xarray's
+    convention: the names of the coordinate arrays, separated by spaces)."""
+    return " ".join((*SAMPLE_COORDINATES, *(TOKEN_ARRAYS if token_rows else ())))
+
+
+def class_coordinate_spec(n_outputs: int) -> dict[str, Any]:
+    """``create_array`` keyword arguments of the ``output`` coordinate (one chunk)."""
+    return {"shape": (n_outputs,), "chunks": (max(n_outputs, 1),), "dtype": np.dtype("int64"),
+            "fill_value": -1, "dimension_names": (CLASS_COORDINATE,), **array_options(None)}
+
+
+def coordinate_values(key: str, spec: Mapping[str, Any]) -> np.ndarray:
+    """The values of the coordinate array ``key`` (``output``: the class index of each output
+    column)."""
+    return np.arange(int(spec["shape"][0]), dtype=np.int64)

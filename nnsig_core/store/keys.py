@@ -13,6 +13,7 @@ from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
 from nnsig_core._util import fsync_dir
+from nnsig_core.store.format import COORDINATE_ARRAYS
 
 
 def local_root(store: Any) -> Path | None:
@@ -39,10 +40,14 @@ def chunk_indices(store: Any, array: str) -> set[int]:
 
 
 def sync_metadata(root: Path, group: str) -> None:
-    """fsync the metadata files of ``group`` and of its arrays, and their directories."""
+    """fsync the metadata files of ``group`` and of its arrays, the chunk of its coordinate
+    arrays (written with the metadata), and their directories."""
     base = root / group
-    for meta in [base / "zarr.json", *base.glob("*/zarr.json")]:
+    coordinates = [f for key in COORDINATE_ARRAYS for f in (base / key / "c").rglob("*")
+                   if f.is_file()]
+    for meta in [*coordinates, root / "zarr.json", base / "zarr.json", *base.glob("*/zarr.json")]:
         with open(meta, "rb") as f:
             os.fsync(f.fileno())
-    for directory in [root, base, *(p for p in base.iterdir() if p.is_dir())]:
+    for directory in [root, base, *(p for p in base.iterdir() if p.is_dir()),
+                      *(base / key / "c" for key in COORDINATE_ARRAYS if (base / key / "c").is_dir())]:
         fsync_dir(directory)

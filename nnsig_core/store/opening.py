@@ -58,10 +58,12 @@ class OpenedRoot:
         self.location = location
 
 
-def open_root(where: StoreLike, mode: str,
-              storage_options: dict[str, Any] | None = None) -> OpenedRoot:
+def open_root(where: StoreLike, mode: str, storage_options: dict[str, Any] | None = None,
+              *, any_version: bool = False) -> OpenedRoot:
     """The root group of the nnsig store at ``where``, opened with ``mode`` (see
-    :meth:`ActivationStore.open <nnsig_core.store.ActivationStore.open>`)."""
+    :meth:`ActivationStore.open <nnsig_core.store.ActivationStore.open>`); a store of
+    another format version is refused unless ``any_version`` (what ``nnsig migrate``
+    opens)."""
     if mode not in MODES:
         raise ValueError(
             f"mode must be one of {', '.join(map(repr, MODES))} ('r' read-only, 'r+' "
@@ -92,7 +94,7 @@ def open_root(where: StoreLike, mode: str,
         _check_remote(inner, location, mode)
     group = _root_group(GuardedStore(PointerStore(inner), location=location),
                         create=mode in ("a", "w"), location=location)
-    _check_root(group, location, mode)
+    _check_root(group, location, mode, any_version)
     return OpenedRoot(group, path, location)
 
 
@@ -159,7 +161,10 @@ def _root_group(store: GuardedStore, create: bool, location: str) -> zarr.Group:
                     attributes={ROOT_ATTR: {"format_version": FORMAT_VERSION}})
             except zarr.errors.ContainsGroupError:
                 pass  # created meanwhile (by us before, or by another process)
-        return zarr.open_group(store, mode="r" if store.read_only else "r+", zarr_format=3)
+        # nnsig reads the nodes' own documents, never the consolidated copy (written for
+        # xarray), which a capture in progress outdates.
+        return zarr.open_group(store, mode="r" if store.read_only else "r+", zarr_format=3,
+                               use_consolidated=False)
     except (zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError,
             FileNotFoundError) as exc:
         raise StoreError(f"Cannot open {location!r} as a Zarr v3 group: {exc}") from exc
@@ -178,7 +183,7 @@ def _rewrite_damaged_root(store: GuardedStore, location: str) -> None:
             json.dumps(doc).encode())))
 
 
-def _check_root(group: zarr.Group, location: str, mode: str) -> None:
+def _check_root(group: zarr.Group, location: str, mode: str, any_version: bool) -> None:
     attrs = dict(group.attrs)
     if ROOT_ATTR not in attrs:
         if mode in ("r", "r+"):
@@ -194,8 +199,17 @@ def _check_root(group: zarr.Group, location: str, mode: str) -> None:
         group.attrs[ROOT_ATTR] = {"format_version": FORMAT_VERSION}
     root: Any = dict(group.attrs)[ROOT_ATTR]
     version = root.get("format_version")
-    if version != FORMAT_VERSION:
+    if version == FORMAT_VERSION or any_version:
+        return
+    if isinstance(version, int) and version < FORMAT_VERSION:
         raise StoreError(
-            f"{location!r} has nnsig store format {version}; this nnsig reads "
-            f"format {FORMAT_VERSION}. Re-capture with this version."
+            f"{location!r} has nnsig store format {version} (written by an older nnsig); this "
+            f"nnsig reads format {FORMAT_VERSION}. Upgrade it in place with `nnsig migrate "
+            f"{location}` (or nnsig_core.migrate_store(...)); `nnsig migrate --dry-run` says "
+            "what it would change."
         )
+    raise StoreError(
+        f"{location!r} has nnsig store format {version}; this nnsig reads format "
+        f"{FORMAT_VERSION} (and upgrades older ones with `nnsig migrate`). Use the nnsig "
+        "version that wrote it (a newer one), or re-capture with this version."
+    )

@@ -52,6 +52,10 @@ class ResultsArea(SplitReading):
             sync(pointers.delete_dir(path))
         elif path in self.root:
             del self.root[path]
+        else:
+            return
+        if not path.rpartition("/")[2].startswith("."):
+            self.consolidate_metadata()
 
     def replace_group(self, new_path: str, path: str) -> None:
         """Make the whole group written at ``new_path`` (a sibling of ``path`` under
@@ -66,3 +70,4 @@ class ResultsArea(SplitReading):
             raise StoreError(f"Cannot replace {path!r} by {new_path!r}: a replacement is written "
                              f"as a sibling of the group it replaces, under {ANALYSIS_GROUP}/.")
         sync(pointers.switch(path, leaf))
+        self.consolidate_metadata()

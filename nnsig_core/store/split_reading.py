@@ -21,6 +21,7 @@ import numpy as np
 import zarr
 from zarr.core.sync import sync
 
+from nnsig_core.store.consolidated import consolidate
 from nnsig_core.store.errors import IncompleteStoreError, StoreError
 from nnsig_core.store.format import ANALYSIS_GROUP, SPLIT_ATTR
 from nnsig_core.store.pointers import unwrap
@@ -92,6 +93,14 @@ class SplitReading:
                 f"The store {self.location!r} is open read-only, so {what} cannot be written. "
                 "Open it with open_store(path, mode='r+')."
             )
+
+    def consolidate_metadata(self) -> None:
+        """Write the metadata of every split, array and saved result into the root's
+        ``zarr.json`` (zarr's consolidated metadata, which xarray reads in one go). Every
+        operation of nnsig that changes the hierarchy does it when done
+        (:mod:`~nnsig_core.store.consolidated`)."""
+        self.require_writable("the consolidated metadata")
+        consolidate(self.root)
 
     # ------------------------------------------------------------------ splits
     @property

@@ -19,7 +19,12 @@ from nnsig_core._util import to_json_safe
 from nnsig_core.store.claims import SplitClaim
 from nnsig_core.store.create import create_arrays
 from nnsig_core.store.errors import StoreError
-from nnsig_core.store.format import SPLIT_ATTR, layer_differences
+from nnsig_core.store.format import (
+    COORDINATE_ARRAYS,
+    SPLIT_ATTR,
+    coordinate_values,
+    layer_differences,
+)
 from nnsig_core.store.keys import chunk_indices, sync_metadata
 from nnsig_core.store.split_reading import SplitReading
 
@@ -37,30 +42,39 @@ class SplitWriting(SplitReading):
         so the store never holds a group without split metadata.
         """
         self.require_writable(f"split {split!r}")
-        self.remove_split(split)
+        self._remove(split)
         group = self.root.create_group(split)
         try:
             arrays = create_arrays(group, specs)
+            for key in COORDINATE_ARRAYS:
+                if key in arrays:
+                    arrays.pop(key)[...] = coordinate_values(key, specs[key])
             group.attrs[SPLIT_ATTR] = to_json_safe(dict(info))
         except BaseException:
-            self.remove_split(split)
+            self._remove(split)
             raise
         self._groups[split] = group
         self._meta[split] = to_json_safe(dict(info))
         self._splits = None
+        self.consolidate_metadata()
         return arrays
 
     def remove_split(self, split: str) -> None:
         """Delete the group ``split`` and everything under it, without reading its metadata
         (which may be damaged: ``overwrite=True`` is then the fix)."""
+        self._remove(split)
+        self.consolidate_metadata()
+
+    def _remove(self, split: str) -> None:
         self.require_writable(f"split {split!r}")
         sync(self.root.store_path.store.delete_dir(split))
         self._forget(split)
         self._damaged.pop(split, None)
 
     def split_arrays(self, split: str) -> dict[str, zarr.Array]:
-        """Every array of ``split`` by key (to continue or complete a capture)."""
-        return {k: a for k, a in self._group(split).arrays()}
+        """Every array of ``split`` with one row per sample, by key (to continue or complete a
+        capture); the coordinate arrays of other axes (``output``) are left out."""
+        return {k: a for k, a in self._group(split).arrays() if k not in COORDINATE_ARRAYS}
 
     def chunk_indices(self, split: str, key: str) -> set[int]:
         """Indices (along samples) of the chunks of array ``key`` of ``split`` present in the
@@ -68,10 +82,13 @@ class SplitWriting(SplitReading):
         return chunk_indices(self.root.store_path.store, f"{split}/{key}")
 
     def write_split_attrs(self, split: str, info: Mapping[str, Any]) -> None:
-        """Replace the split's metadata (capture progress, completion)."""
+        """Replace the split's metadata (capture progress, completion); once the split is
+        complete, the store's consolidated metadata is written again."""
         safe = to_json_safe(dict(info))
         self._group(split).attrs[SPLIT_ATTR] = safe
         self._meta[split] = safe
+        if safe.get("complete"):
+            self.consolidate_metadata()
 
     def sync_split(self, split: str) -> None:
         """fsync the split's metadata files and directories (local stores; a no-op elsewhere,

@@ -1,0 +1,168 @@
+"""Hugging Face datasets as capture data: a ``datasets.Dataset`` or ``IterableDataset``,
+read batch by batch.
+
+:func:`as_capture_data` turns one into an iterable of ``(inputs, labels)``
+batches that :func:`~nnsig_core.capture` reads like a DataLoader: the input
+columns (token ids and masks, image tensors...) and the label column are
+selected first, so other columns (the raw text, an undecoded image) are never
+read; each batch comes from ``Dataset.iter(batch_size=...)`` in the dataset's
+own format (``set_format("torch")``, ``"numpy"``, or Python lists, stacked
+here). Nothing here imports ``datasets``: a dataset is recognised by its
+class, and the package is only used through the object the caller passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from nnsig_core.capture.errors import CaptureError
+
+_LABEL_DEFAULTS = ("labels", "label")
+
+
+def is_hf_dataset(data: Any) -> bool:
+    """Whether ``data`` is a Hugging Face ``datasets.Dataset`` or ``IterableDataset``."""
+    return any(c.__module__.startswith("datasets.") and c.__name__ in ("Dataset", "IterableDataset")
+               for c in type(data).__mro__)
+
+
+class HFBatches:
+    """``(inputs, labels)`` batches of a Hugging Face dataset (see the module doc).
+
+    ``dataset`` is the dataset when its length is known (a ``Dataset``), which
+    capture reads as the expected number of samples; None for an
+    ``IterableDataset``.
+    """
+
+    def __init__(self, data: Any, *, batch_size: int, inputs: list[str], positional: bool,
+                 label: str | None) -> None:
+        self.source = data.select_columns([*inputs, *([label] if label else [])])
+        self.batch_size = batch_size
+        self.inputs = inputs
+        self.positional = positional
+        self.label = label
+        self.dataset = data if _has_len(data) else None
+        self.sampler = None
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        for batch in self.source.iter(batch_size=self.batch_size):
+            inputs = {c: _stacked(batch[c], c) for c in self.inputs}
+            labels = None if self.label is None else _stacked(batch[self.label], self.label)
+            yield (inputs[self.inputs[0]] if self.positional else inputs), labels
+
+
+def as_capture_data(data: Any, *, batch_size: int, input_columns: str | Sequence[str] | None,
+                    label_column: str | None) -> tuple[Any, list[str] | None]:
+    """``data`` as capture reads it, and the class names its label column declares.
+
+    A Hugging Face dataset becomes :class:`HFBatches`; anything else is returned
+    as it is (``input_columns`` is then refused: it names dataset columns).
+
+    Parameters
+    ----------
+    data : Any
+    batch_size : int
+        Rows per batch read from the dataset.
+    input_columns : str, sequence of str or None
+        One column (its values are the model's one positional input), several
+        (a mapping of keyword inputs: ``["input_ids", "attention_mask"]``), or
+        None: every column but the label column and text columns (one of them
+        positional, several as keyword inputs).
+    label_column : str or None
+        The labels' column; by default ``"labels"``, else ``"label"``, else none.
+
+    Returns
+    -------
+    data, class_names
+        ``class_names`` from a ``ClassLabel`` label column, else None.
+
+    Raises
+    ------
+    CaptureError
+        For a column the dataset does not have, or no input column; the
+        message lists the dataset's columns.
+    """
+    if not is_hf_dataset(data):
+        if input_columns is not None:
+            raise CaptureError(
+                f"input_columns names the columns of a Hugging Face dataset, but data is a "
+                f"{type(data).__name__}; leave input_columns out for arrays and DataLoaders.")
+        return data, None
+    columns = list(data.column_names or [])
+    features = dict(getattr(data, "features", None) or {})
+    if not columns:  # a stream whose columns are unknown until read: its first example tells
+        first = next(iter(data.take(1)), None) or {}
+        columns = list(first)
+        features = {c: _Text() for c, v in first.items() if isinstance(v, str)}
+    if label_column is None:
+        label = next((c for c in _LABEL_DEFAULTS if c in columns), None)
+    elif label_column in columns:
+        label = label_column
+    else:
+        raise CaptureError(f"The dataset has no label column {label_column!r}; its columns are "
+                           f"{columns}. Pass label_key=<one of them>, or None for no labels.")
+    if input_columns is None:
+        inputs = [c for c in columns if c != label and not _is_text(features.get(c))]
+        positional = len(inputs) == 1
+    else:
+        positional = isinstance(input_columns, str)
+        inputs = [input_columns] if isinstance(input_columns, str) else list(input_columns)
+        unknown = [c for c in inputs if c not in columns]
+        if unknown:
+            raise CaptureError(f"The dataset has no column {', '.join(map(repr, unknown))}; its "
+                               f"columns are {columns}. Pass input_columns=<some of them>.")
+    if not inputs:
+        raise CaptureError(
+            f"No input column: the dataset's columns are {columns} (the label column "
+            f"{label!r} and text columns are not inputs). Tokenise the text first "
+            "(dataset.map(tokenizer, batched=True)) or pass input_columns=[...].")
+    names = getattr(features.get(label), "names", None) if label else None
+    return (HFBatches(data, batch_size=batch_size, inputs=inputs, positional=positional,
+                      label=label), list(names) if names else None)
+
+
+class _Text:
+    dtype = "string"
+
+
+def _has_len(data: Any) -> bool:
+    try:
+        len(data)
+    except TypeError:
+        return False
+    return True
+
+
+def _is_text(feature: Any) -> bool:
+    dtype = getattr(feature, "dtype", None)
+    return dtype in ("string", "large_string")
+
+
+def _stacked(values: Any, column: str) -> Any:
+    """A batch of one column as one array: tensors and arrays as they come (the dataset's
+    format), Python lists (no format; images) stacked into a NumPy array. The datasets
+    library stacks a column only when its values have one shape; otherwise it gives a list
+    (or an array of objects), refused here."""
+    if isinstance(values, np.ndarray) and values.dtype.kind == "O":
+        raise _ragged(column)
+    if not isinstance(values, list):
+        return values
+    if values and hasattr(values[0], "shape") and not isinstance(values[0], np.ndarray):
+        raise _ragged(column)  # a list of tensors: their shapes differ
+    try:
+        out = np.asarray([np.asarray(v) for v in values])
+    except ValueError as exc:
+        raise _ragged(column) from exc
+    if out.dtype == object:
+        raise _ragged(column)
+    return out
+
+
+def _ragged(column: str) -> CaptureError:
+    return CaptureError(
+        f"Column {column!r} holds values of different lengths within a batch, which cannot "
+        "make one array: pad them to one length (tokenizer(..., padding='max_length', "
+        "truncation=True)) or resize the images to one size, e.g. in dataset.map(...).")
