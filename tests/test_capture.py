@@ -377,6 +377,23 @@ def test_public_api_is_listed() -> None:
     assert not with_all, with_all
 
 
+def test_the_public_names_are_listed_once_in_the_design() -> None:
+    """docs/design.md's "Public names" table is each package's __all__, exactly."""
+    import importlib
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "design.md").read_text()
+    section = text.split("## Public names", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([\w.]+)` \| (.+) \|$", section, flags=re.M)
+    assert rows, "no table under '## Public names'"
+    for package, names in rows:
+        listed = re.findall(r"`(\w+)`", names)
+        module = importlib.import_module(package)
+        assert sorted(listed) == sorted(module.__all__), (
+            package, sorted(set(module.__all__) - set(listed)),
+            sorted(set(listed) - set(module.__all__)))
+
+
 def test_batches_may_carry_source_positions(tmp_path: Path) -> None:
     X, y = _data(40)
     keep = np.flatnonzero(y != 1)
