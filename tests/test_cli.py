@@ -9,7 +9,10 @@ import socket
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,7 +32,34 @@ def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(*args: str, **kw) -> subprocess.CompletedProcess:
+    """``nnsig ARGS`` in its own process (what a shell runs)."""
     return subprocess.run([*NNSIG, *map(str, args)], capture_output=True, text=True, timeout=120, **kw)
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def nnsig(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
+    """``nnsig ARGS`` in this process: the console script's ``main``, its exit status (argparse's
+    ``SystemExit`` for usage errors) and what it printed. Subprocess runs (:func:`run`) check
+    the process itself once; the commands' behaviour is checked here, without paying the
+    interpreter's start and imports for every command."""
+
+    def call(*args: Any) -> Result:
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 1
+        out = capsys.readouterr()
+        return Result(code, out.out, out.err)
+
+    return call
 
 
 def test_info_text_and_json(store_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -100,44 +130,44 @@ def test_errors_are_one_line_with_status_1(tmp_path: Path) -> None:
     assert r.returncode == 1 and "Traceback" in r.stderr
 
 
-@pytest.mark.slow
-def test_usage_errors_exit_2() -> None:
-    assert run().returncode == 2
-    assert run("info").returncode == 2
-    assert run("frobnicate").returncode == 2
-    r = run("--help")
+def test_usage_errors_exit_2(nnsig: Callable[..., Result]) -> None:
+    assert run().returncode == 2  # the process's own exit status, once
+    assert nnsig("info").returncode == 2
+    assert nnsig("frobnicate").returncode == 2
+    r = nnsig("--help")
     assert r.returncode == 0 and "analyze" in r.stdout and "view" in r.stdout
-    for cmd in ("info", "analyze", "report", "view", "export", "evaluate"):
-        r = run(cmd, "--help")
+    for cmd in ("info", "analyze", "report", "view", "export", "evaluate", "migrate"):
+        r = nnsig(cmd, "--help")
         assert r.returncode == 0, cmd
         assert "usage: nnsig " + cmd in r.stdout
 
 
 @pytest.mark.slow
-def test_analyze_report_export(store_path: Path, tmp_path: Path) -> None:
-    r = run("analyze", store_path, "--clusters", "4", "--name", "cli")
+def test_analyze_report_export(store_path: Path, tmp_path: Path,
+                               nnsig: Callable[..., Result]) -> None:
+    r = nnsig("analyze", store_path, "--clusters", "4", "--name", "cli")
     assert r.returncode == 0, r.stderr
     assert "purity" in r.stdout.lower()
     assert "cli" in open_store(store_path).analyses
     # The same name again is refused unless --overwrite.
-    r = run("analyze", store_path, "--clusters", "4", "--name", "cli")
+    r = nnsig("analyze", store_path, "--clusters", "4", "--name", "cli")
     assert r.returncode == 1 and "--overwrite" in r.stderr
-    r = run("analyze", store_path, "--clusters", "3", "--name", "cli", "--overwrite",
+    r = nnsig("analyze", store_path, "--clusters", "3", "--name", "cli", "--overwrite",
             "--discretize", "uniform:5", "--json")
     assert r.returncode == 0, r.stderr
     summaries = json.loads(r.stdout)
     assert set(summaries) == set(open_store(store_path).splits)
 
     out = tmp_path / "report"
-    r = run("report", store_path, "--analysis", "cli", "--out", out)
+    r = nnsig("report", store_path, "--analysis", "cli", "--out", out)
     assert r.returncode == 0, r.stderr
     assert (out / "index.html").is_file() and (out / "data.js").is_file()
     assert "nnsig view" in r.stdout
 
-    r = run("export", store_path, "--analysis", "cli", "--split", "test", "--out", tmp_path / "x")
+    r = nnsig("export", store_path, "--analysis", "cli", "--split", "test", "--out", tmp_path / "x")
     assert r.returncode == 0, r.stderr
     assert any(name.endswith(".csv") for name in os.listdir(tmp_path / "x"))
-    r = run("export", store_path, "--analysis", "cli", "--out", tmp_path / "p", "--prototype")
+    r = nnsig("export", store_path, "--analysis", "cli", "--out", tmp_path / "p", "--prototype")
     assert r.returncode == 0, r.stderr
     info = json.loads((tmp_path / "p" / "clusters_info.json").read_text())
     assert {"layer", "class", "instances_count", "cluster_index"} <= set(info[0][0] if isinstance(info[0], list) else info[0])
@@ -146,27 +176,29 @@ def test_analyze_report_export(store_path: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_analyze_and_report_errors(store_path: Path, tmp_path: Path) -> None:
-    r = run("analyze", store_path, "--layers", "nope", "--name", "bad")
+def test_analyze_and_report_errors(store_path: Path, tmp_path: Path,
+                                   nnsig: Callable[..., Result]) -> None:
+    r = nnsig("analyze", store_path, "--layers", "nope", "--name", "bad")
     assert r.returncode == 1 and "nope" in r.stderr
     # Every malformed option is a usage error (exit 2) naming the option, as --reduce abc is.
     for bad in (["--clusters", "x="], ["--clusters", "abc"], ["--discretize", "bogus:3"],
                 ["--classes", "9-1"], ["--reduce", "abc"]):
-        r = run("analyze", store_path, *bad)
+        r = nnsig("analyze", store_path, *bad)
         assert r.returncode == 2 and bad[0] in r.stderr and "usage:" in r.stderr, (bad, r.stderr)
-    r = run("report", store_path, "--analysis", "missing", "--out", tmp_path / "r")
+    r = nnsig("report", store_path, "--analysis", "missing", "--out", tmp_path / "r")
     assert r.returncode == 1
     assert "No analysis named 'missing'" in r.stderr and "nnsig analyze" in r.stderr
-    r = run("export", store_path, "--analysis", "missing", "--out", tmp_path / "x")
+    r = nnsig("export", store_path, "--analysis", "missing", "--out", tmp_path / "x")
     assert r.returncode == 1 and "missing" in r.stderr
-    r = run("report", tmp_path / "nostore.zarr", "--out", tmp_path / "r")
+    r = nnsig("report", tmp_path / "nostore.zarr", "--out", tmp_path / "r")
     assert r.returncode == 1 and "No store" in r.stderr
 
 
 @pytest.mark.slow
-def test_evaluate(store_path: Path, tmp_path: Path) -> None:
-    assert run("analyze", store_path, "--clusters", "4", "--name", "ev", "--classes", "0-1").returncode == 0
-    r = run("evaluate", store_path, "--analysis", "ev", "--split", "test", "--csv", tmp_path / "m.csv")
+def test_evaluate(store_path: Path, tmp_path: Path,
+                  nnsig: Callable[..., Result]) -> None:
+    assert nnsig("analyze", store_path, "--clusters", "4", "--name", "ev", "--classes", "0-1").returncode == 0
+    r = nnsig("evaluate", store_path, "--analysis", "ev", "--split", "test", "--csv", tmp_path / "m.csv")
     assert r.returncode == 0, r.stderr
     for word in ("AUROC", "AUPR", "FPR95", "novelty", "combined (default)", "knn", "energy"):
         assert word in r.stdout, word
@@ -174,7 +206,7 @@ def test_evaluate(store_path: Path, tmp_path: Path) -> None:
     lines = (tmp_path / "m.csv").read_text().splitlines()
     assert lines[0].startswith("score,task,metric,value")
     assert {line.split(",")[2] for line in lines[1:]} == {"auroc", "aupr_in", "aupr_out", "fpr95"}
-    r = run("evaluate", store_path, "--analysis", "ev", "--split", "test", "--json", "--components")
+    r = nnsig("evaluate", store_path, "--analysis", "ev", "--split", "test", "--json", "--components")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["default_score"] == "combined" and "novelty" in out["tasks"]
@@ -183,12 +215,12 @@ def test_evaluate(store_path: Path, tmp_path: Path) -> None:
     assert set(nov["scores"]["combined"]) == {"auroc", "aupr_out", "aupr_in", "fpr95"}
     assert 0 <= nov["scores"]["combined"]["auroc"] <= 1
     # Tuning the combined score on a split holding novel classes is refused.
-    r = run("evaluate", store_path, "--analysis", "ev", "--validation", "test")
+    r = nnsig("evaluate", store_path, "--analysis", "ev", "--validation", "test")
     assert r.returncode == 1 and "novel" in r.stderr.lower()
-    r = run("evaluate", store_path, "--analysis", "nope")
+    r = nnsig("evaluate", store_path, "--analysis", "nope")
     assert r.returncode == 1 and "nope" in r.stderr
     # The report picks up the scores that evaluate saved.
-    r = run("report", store_path, "--analysis", "ev", "--out", tmp_path / "rep")
+    r = nnsig("report", store_path, "--analysis", "ev", "--out", tmp_path / "rep")
     assert r.returncode == 0, r.stderr
     data = (tmp_path / "rep" / "data.js").read_text()
     payload = json.loads(data[data.index("{"): data.rindex("}") + 1])
@@ -202,10 +234,11 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_view_serves_and_stops_on_interrupt(store_path: Path, tmp_path: Path) -> None:
+def test_view_serves_and_stops_on_interrupt(store_path: Path, tmp_path: Path,
+                                           nnsig: Callable[..., Result]) -> None:
     out = tmp_path / "report"
-    assert run("analyze", store_path, "--clusters", "3", "--name", "view").returncode == 0
-    assert run("report", store_path, "--analysis", "view", "--out", out).returncode == 0
+    assert nnsig("analyze", store_path, "--clusters", "3", "--name", "view").returncode == 0
+    assert nnsig("report", store_path, "--analysis", "view", "--out", out).returncode == 0
     proc = subprocess.Popen([*NNSIG, "view", str(out), "--no-browser"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -225,10 +258,10 @@ def test_view_serves_and_stops_on_interrupt(store_path: Path, tmp_path: Path) ->
     assert proc.returncode == 0
 
 
-def test_view_refuses_non_report(tmp_path: Path) -> None:
-    r = run("view", tmp_path, "--no-browser", "--port", _free_port())
+def test_view_refuses_non_report(tmp_path: Path, nnsig: Callable[..., Result]) -> None:
+    r = nnsig("view", tmp_path, "--no-browser", "--port", _free_port())
     assert r.returncode == 1 and "index.html" in r.stderr
-    r = run("view", tmp_path / "nope", "--no-browser")
+    r = nnsig("view", tmp_path / "nope", "--no-browser")
     assert r.returncode == 1 and "not a directory" in r.stderr
 
 
