@@ -119,21 +119,27 @@ def test_a_malformed_scheduler_is_a_usage_error(tmp_path: Path,
 
 
 @pytest.mark.slow
-def test_analyze_report_and_evaluate_on_a_local_cluster(tmp_path: Path) -> None:
-    pytest.importorskip("distributed")
+def test_analyze_report_and_evaluate_on_a_local_cluster(tmp_path: Path, client,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """``--scheduler local:2`` starts a cluster of worker processes for one command (its own
+    process here); ``--scheduler ADDRESS`` uses a running cluster (the test session's, for
+    the commands run in this process); an unreachable address is one error line."""
     path = tmp_path / "s.zarr"
     make_blob_store(path, splits=("train", "val", "test"), n_samples=(800, 300, 300),
                     error_rate=0.1, inputs=True)
 
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*NNSIG, *map(str, args)], capture_output=True, text=True,
-                              timeout=600)
+    def nnsig(*args: object) -> tuple[int, str, str]:
+        capsys.readouterr()
+        status = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return status, out.out, out.err
 
-    here = run("analyze", path, "--clusters", "5", "--json", "--name", "here")
-    there = run("analyze", path, "--clusters", "5", "--json", "--name", "there",
-                "--scheduler", "local:2")
-    assert here.returncode == 0 and there.returncode == 0, there.stderr
-    a, b = json.loads(here.stdout), json.loads(there.stdout)
+    status, here, _ = nnsig("analyze", path, "--clusters", "5", "--json", "--name", "here")
+    there = subprocess.run([*NNSIG, "analyze", str(path), "--clusters", "5", "--json",
+                            "--name", "there", "--scheduler", "local:2"],
+                           capture_output=True, text=True, timeout=600)
+    assert status == 0 and there.returncode == 0, there.stderr
+    a, b = json.loads(here), json.loads(there.stdout)
     for split in a:
         for la, lb in zip(a[split]["layers"], b[split]["layers"], strict=True):
             assert lb["method"] == la["method"]  # one fit, whichever the driver
@@ -141,19 +147,14 @@ def test_analyze_report_and_evaluate_on_a_local_cluster(tmp_path: Path) -> None:
         assert a[split]["n_signatures"] == b[split]["n_signatures"]
     store = nnsig_core.open_store(path)
     assert store.group("analysis/there/signatures/test") is not None  # written by the workers
-    # A scheduler address: one cluster of worker processes serves both commands.
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=":0") as cluster:
-        address = cluster.scheduler_address
-        r = run("evaluate", path, "--analysis", "there", "--validation", "val",
-                "--scheduler", address)
-        assert r.returncode == 0, r.stderr
-        assert "Split 'test'" in r.stdout and "AUROC" in r.stdout and "mahalanobis" in r.stdout
-        r = run("report", path, "--analysis", "there", "--out", tmp_path / "rep",
-                "--scheduler", address)
-        assert r.returncode == 0, r.stderr
+    address = client.scheduler.address
+    status, out, err = nnsig("evaluate", path, "--analysis", "there", "--validation", "val",
+                             "--scheduler", address)
+    assert status == 0, err
+    assert "Split 'test'" in out and "AUROC" in out and "mahalanobis" in out
+    status, _, err = nnsig("report", path, "--analysis", "there", "--out", tmp_path / "rep",
+                           "--scheduler", address)
+    assert status == 0, err
     assert (tmp_path / "rep" / "index.html").is_file()
-    r = run("analyze", path, "--scheduler", "tcp://127.0.0.1:9", "--name", "x")
-    assert r.returncode == 1 and "Cannot reach the Dask scheduler" in r.stderr
+    status, _, err = nnsig("analyze", path, "--scheduler", "tcp://127.0.0.1:9", "--name", "x")
+    assert status == 1 and "Cannot reach the Dask scheduler" in err
