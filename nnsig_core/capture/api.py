@@ -266,6 +266,7 @@ def _run(session: CaptureSession, batches: Any, n_expected: int | None, start: i
                 break
         if repairs is not None:
             repairs.close(session.split)
+            session.repaired = repairs.record()
         session.finish()
     except BaseException:
         if repairs is not None:

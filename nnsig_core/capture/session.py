@@ -91,6 +91,8 @@ class CaptureSession:
         self.tokens = TokenSpace(store, split, dtype, compressor, chunk_bytes, self._token_info,
                                  durable)
         self.has_tokens: bool | None = None
+        #: What a repair re-captured (``Repairs.record()``), recorded as ``capture.repaired``.
+        self.repaired: dict[str, Any] | None = None
 
     # -- per batch
     def process(self, inputs: Any, labels: Any, index: np.ndarray) -> None:
@@ -354,6 +356,8 @@ class CaptureSession:
             has_labels=bool(self.has_labels),
         )
         self.info["capture"] = dict(self.info["capture"], finished=now_iso())
+        if self.repaired is not None:
+            self.info["capture"]["repaired"] = self.repaired
         self._mark_complete()
         log.info("Captured %d samples of split %r into %s", total, self.split, self.store.location)
 
@@ -363,7 +367,8 @@ class CaptureSession:
         if self.writer is not None:
             self.writer.close()
         self.info = dict(self.existing or {})
-        self.info["capture"] = dict(self.info.get("capture") or {}, repaired=now_iso())
+        self.info["capture"] = dict(self.info.get("capture") or {},
+                                    repaired=self.repaired or {"at": now_iso()})
         self._mark_complete()
 
     def _complete_as_is(self) -> None:

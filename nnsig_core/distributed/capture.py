@@ -29,7 +29,12 @@ arrays) and a cluster:
    shards) as the split's ``n_written`` about once a second, and marks the
    split complete only after every shard's task has returned; the markers
    are then removed. ``resume=True`` runs only the shards without a marker
-   of this capture (its ``capture_id``).
+   of this capture (its ``capture_id``), and in the shards done captures
+   again exactly the chunks ``nnsig verify`` finds missing or damaged (or
+   missing past the rows recorded as written): one task per such shard runs
+   only the batches holding those rows (:func:`~nnsig_core.distributed.shards.repair_task`),
+   and the split records what was re-captured (``capture.repaired``: rows,
+   bytes).
 
 The chunks are byte-identical to a single-process ``capture`` of the same data
 with the same ``batch_size`` (``tests/test_distributed_capture.py``).
@@ -58,6 +63,7 @@ from nnsig_core.capture.policy import (
     check_split_options,
     plan_split,
 )
+from nnsig_core.capture.repair import log_repair
 from nnsig_core.distributed.shards import (
     CHECK_EVERY_S,
     Job,
@@ -65,8 +71,9 @@ from nnsig_core.distributed.shards import (
     dataset_len,
     default_collate,
     done_shards,
-    intact_shards,
+    lost_chunks,
     prepare_task,
+    repair_task,
     shard_task,
 )
 from nnsig_core.execute.client import ClientArg, require_client
@@ -260,17 +267,20 @@ def capture_distributed(
         try:
             done: dict[int, bool] = {}
             check_rows: list[int] = []
+            lost: dict[int, list[int]] = {}
             if existing is None:
                 clear_markers(opened, split)  # markers of an earlier capture of the split
             else:
                 assert shard_rows is not None  # a resume takes the started capture's
-                done = done_shards(opened, split, capture_id, _plan(n, int(shard_rows)))
-                done = intact_shards(opened, split, done, _plan(n, int(shard_rows)),
-                                     int(existing["capture"]["chunk_rows"]))
-                done = _without_repairs(done, plan.repairs, existing,
-                                        _plan(n, int(shard_rows)))
-                check_rows = sorted({r for i, lo, hi in _plan(n, int(shard_rows)) if i in done
-                                     for r in (lo, hi - 1)})
+                shards = _plan(n, int(shard_rows))
+                done = ({i: bool(existing.get("has_labels")) for i, _, _ in shards}
+                        if existing.get("complete")
+                        else done_shards(opened, split, capture_id, shards))
+                lost = _lost(opened, split, shards, done, plan.repairs,
+                             int(existing["capture"]["chunk_rows"]))
+                chunk_rows = int(existing["capture"]["chunk_rows"])
+                check_rows = sorted({r for i, lo, hi in shards if i in done for r in (lo, hi - 1)
+                                     if r // chunk_rows not in lost.get(i, ())})
             _raise(client.submit(prepare_task, shipped, existing is None, check_rows,
                                  pure=False, retries=retries).result())
             opened.refresh()
@@ -287,6 +297,8 @@ def capture_distributed(
             if done:
                 log.info("Resuming split %r: %d of %d shards already written.", split,
                          len(done), len(shards))
+            repaired = _run_repairs(client, shipped, split, shards, lost, chunk_rows, n,
+                                    info.get("model_fingerprint"), retries)
             labels = _run_shards(client, shipped, opened, split, info, shards, done,
                                  info.get("model_fingerprint"), retries, progress, claim)
         except Exception as exc:
@@ -307,10 +319,11 @@ def capture_distributed(
             )
         info.update(complete=True, n_written=n, n_samples=n, n_expected=n,
                     has_labels=bool(next(iter(labels.values()), False)))
-        repaired = existing is not None and existing.get("complete")
-        # A repaired split keeps its fingerprint: its rows are those it had.
-        info["capture"] = dict(info["capture"], **({"repaired": now_iso()} if repaired
-                                                   else {"finished": now_iso()}))
+        # A repaired complete split keeps its fingerprint: its rows are those it had.
+        stamp = {} if existing is not None and existing.get("complete") else {
+            "finished": now_iso()}
+        info["capture"] = dict(info["capture"], **stamp,
+                               **({"repaired": repaired} if repaired else {}))
         claim.check()
         if durable:
             opened.sync_split(split)
@@ -328,18 +341,53 @@ _LOST_WORKERS = frozenset({"FutureCancelledError", "CancelledError", "KilledWork
                            "CommClosedError", "FutureLostError"})
 
 
-def _without_repairs(done: dict[int, bool], repairs: list[tuple[int, int]],
-                     existing: Mapping[str, Any], shards: list[tuple[int, int, int]]
-                     ) -> dict[int, bool]:
-    """The shards a resume skips: those done (for a complete split, every shard) but not
-    those holding rows ``nnsig verify`` found missing or damaged, which run again."""
-    if existing.get("complete"):
-        done = {i: bool(existing.get("has_labels")) for i, _, _ in shards}
-    bad = {i for i, lo, hi in shards if any(a < hi and b >= lo for a, b in repairs)}
-    if bad:
-        log.warning("Shards %s hold rows that are missing or damaged: capturing them again.",
-                    sorted(bad))
-    return {i: v for i, v in done.items() if i not in bad}
+def _lost(store: ActivationStore, split: str, shards: list[tuple[int, int, int]],
+          done: Mapping[int, bool], repairs: list[tuple[int, int]], chunk_rows: int
+          ) -> dict[int, list[int]]:
+    """Done shard -> its chunks to capture again: those ``nnsig verify`` finds missing or
+    damaged (``repairs``, rows) and those missing from a shard marked done past the rows the
+    split records as written."""
+    chunks = {c for a, b in repairs for c in range(a // chunk_rows, b // chunk_rows + 1)}
+    chunks |= lost_chunks(store, split, done, shards, chunk_rows)
+    lost = {i: [c for c in sorted(chunks) if lo <= c * chunk_rows < hi]
+            for i, lo, hi in shards if i in done}
+    lost = {i: cs for i, cs in lost.items() if cs}
+    if lost:
+        log.warning("Shards %s of split %r hold missing or damaged chunks: capturing their rows "
+                    "again.", sorted(lost), split)
+    return lost
+
+
+def _run_repairs(client: Any, shipped: Any, split: str, shards: list[tuple[int, int, int]],
+                 lost: dict[int, list[int]], chunk_rows: int, n: int,
+                 fingerprint: str | None, retries: int) -> dict[str, Any] | None:
+    """Capture again the ``lost`` chunks of done shards, one task per shard: exactly their
+    rows, cut into the batches the shard was cut into. Returns what was re-captured."""
+    if not lost:
+        return None
+    futures = []
+    for i, lo, hi in shards:
+        if i in lost:
+            ranges = _ranges(lost[i], chunk_rows, n)
+            futures.append(client.submit(repair_task, shipped, [(i, lo, hi)], ranges,
+                                         fingerprint, pure=False, retries=retries))
+    records = [_raise(f.result()) for f in futures]
+    record = {"at": now_iso(), "ranges": [r for rec in records for r in rec["ranges"]],
+              "rows": sum(r["rows"] for r in records),
+              "bytes": sum(r["bytes"] for r in records)}
+    log_repair(split, record)
+    return record
+
+
+def _ranges(chunks: Sequence[int], chunk_rows: int, n: int) -> list[tuple[int, int]]:
+    """The rows ``(first, last)`` of sorted chunk indices, consecutive chunks merged."""
+    out: list[tuple[int, int]] = []
+    for c in chunks:
+        a, b = c * chunk_rows, min((c + 1) * chunk_rows, n) - 1
+        if out and out[-1][1] == a - 1:
+            a = out.pop()[0]
+        out.append((a, b))
+    return out
 
 
 def _plan(n: int, shard_rows: int) -> list[tuple[int, int, int]]:
