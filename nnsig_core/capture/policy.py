@@ -9,74 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from nnsig_core._util import check_name
 from nnsig_core.capture.batches import class_indices
 from nnsig_core.capture.errors import CaptureError
-from nnsig_core.protocol import Adapter
 from nnsig_core.store import ActivationStore, StoreError
-from nnsig_core.store.format import RESERVED_NAMES, resolve_compressor
 
 log = logging.getLogger("nnsig")
-
-
-def check_arguments(
-    adapter: Any, split: str, *, resume: bool, overwrite: bool, dtype: str, batch_size: int,
-    compressor: Any, max_samples: int | None,
-) -> Any:
-    """Check ``capture``'s arguments before the store is touched; returns the zarr codec."""
-    if not isinstance(adapter, Adapter):
-        raise CaptureError(
-            f"{type(adapter).__name__} is not an nnsig adapter (it needs framework, run, "
-            "model_summary and to_numpy). Wrap your model: nnsig_torch.TorchAdapter(model), "
-            "nnsig_keras.KerasAdapter(model), or nnsig_core.ArrayAdapter for precomputed arrays."
-        )
-    check_split_options(split, resume=resume, overwrite=overwrite, dtype=dtype,
-                        batch_size=batch_size, max_samples=max_samples)
-    try:
-        return resolve_compressor(compressor)
-    except ValueError as exc:
-        raise CaptureError(str(exc)) from None
-
-
-def check_split_options(
-    split: str, *, resume: bool, overwrite: bool, dtype: str, batch_size: int,
-    max_samples: int | None,
-) -> None:
-    """The checks every capture (local or distributed) makes of the split and its options."""
-    try:
-        check_name(split, "split", RESERVED_NAMES)
-    except ValueError as exc:
-        raise CaptureError(str(exc)) from None
-    if resume and overwrite:
-        raise CaptureError("Pass resume=True or overwrite=True, not both.")
-    if dtype not in ("float32", "float16"):
-        raise CaptureError(f"dtype must be 'float32' or 'float16', got {dtype!r}.")
-    if batch_size < 1:
-        raise CaptureError(f"batch_size must be >= 1, got {batch_size}.")
-    if max_samples is not None and max_samples < 1:
-        raise CaptureError(f"max_samples must be >= 1 or None, got {max_samples}.")
-
-
-def check_class_names(class_names: Any) -> list[str] | None:
-    """Class names as strings; duplicates refused (the number of classes is checked against
-    the model's outputs and labels once the first batch has run)."""
-    if class_names is None:
-        return None
-    if isinstance(class_names, (str, bytes)):
-        raise CaptureError(
-            f"class_names must be a sequence of names, one per class; got the string "
-            f"{class_names!r}. Pass e.g. class_names=['cat', 'dog']."
-        )
-    names = [str(c) for c in class_names]
-    seen: dict[str, int] = {}
-    for i, name in enumerate(names):
-        if name in seen:
-            raise CaptureError(
-                f"class_names has {name!r} twice (classes {seen[name]} and {i}); every class "
-                "needs its own name."
-            )
-        seen[name] = i
-    return names
 
 
 def model_fingerprint(adapter: Any) -> str | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ from nnsig_core._util import now_iso, to_json_safe
 from nnsig_core._warnings import warn
 from nnsig_core.capture.batches import class_indices
 from nnsig_core.capture.errors import CaptureError
+from nnsig_core.capture.options import default_predict
 from nnsig_core.capture.thumbnails import make_thumbnails
 from nnsig_core.capture.token_split import TokenSpace
 from nnsig_core.capture.writer import ChunkWriter
@@ -48,12 +49,12 @@ class CaptureSession:
         split: str,
         adapter: Adapter,
         n_expected: int | None,
-        class_names: list[str] | None,
+        class_names: Sequence[str] | None,
         keep_inputs: bool,
         dtype: np.dtype,
         compressor: Any,
         chunk_bytes: int,
-        predict: Callable[[np.ndarray], np.ndarray],
+        predict: Callable[[np.ndarray], np.ndarray] | None,
         settings: dict[str, Any],
         existing: dict[str, Any] | None,
         start: int,
@@ -71,7 +72,7 @@ class CaptureSession:
         self.dtype = dtype
         self.compressor = compressor
         self.chunk_bytes = chunk_bytes
-        self.predict = predict
+        self.predict = predict or default_predict
         self.settings = settings
         self.existing = existing
         self.start = start

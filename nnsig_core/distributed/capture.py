@@ -53,16 +53,11 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from nnsig_core._util import now_iso, package_version
+from nnsig_core._util import now_iso
 from nnsig_core._warnings import warn
-from nnsig_core.capture.api import DEFAULT_CHUNK_BYTES, default_predict
 from nnsig_core.capture.errors import CaptureError
-from nnsig_core.capture.policy import (
-    check_class_names,
-    check_expected,
-    check_split_options,
-    plan_split,
-)
+from nnsig_core.capture.options import DEFAULT_CHUNK_BYTES, DEFAULT_DURABLE, CaptureOptions
+from nnsig_core.capture.policy import check_expected, plan_split
 from nnsig_core.capture.repair import log_repair
 from nnsig_core.distributed.shards import (
     CHECK_EVERY_S,
@@ -79,7 +74,6 @@ from nnsig_core.distributed.shards import (
 from nnsig_core.execute.client import ClientArg, require_client
 from nnsig_core.protocol import Adapter
 from nnsig_core.store import ActivationStore, open_store
-from nnsig_core.store.format import codec_description, resolve_compressor
 
 log = logging.getLogger("nnsig")
 
@@ -87,20 +81,6 @@ log = logging.getLogger("nnsig")
 SHARD_BYTES = 256 << 20
 
 # ---------------------------------------------------------------------------- the driver
-def _check_args(make_adapter: Any, split: str, resume: bool, overwrite: bool, dtype: str,
-                batch_size: int, max_samples: int | None, retries: int) -> None:
-    if not callable(make_adapter):
-        raise CaptureError(
-            f"make_adapter must be a picklable callable building the adapter on a worker "
-            f"(e.g. a module-level function loading the weights from a file); got "
-            f"{type(make_adapter).__name__}."
-        )
-    check_split_options(split, resume=resume, overwrite=overwrite, dtype=dtype,
-                        batch_size=batch_size, max_samples=max_samples)
-    if retries < 0:
-        raise CaptureError(f"retries must be >= 0, got {retries}.")
-
-
 def _shard_rows(requested: int | None, chunk_rows: int, batch_size: int, row_bytes: int,
                 n: int, n_workers: int) -> int:
     """Rows per shard: a multiple of the chunk length (and of the batch size when given so)."""
@@ -148,7 +128,7 @@ def capture_distributed(
     predict: Callable[[np.ndarray], np.ndarray] | None = None,
     collate: Callable[[Sequence[Any]], tuple[Any, Any]] | None = None,
     progress: bool = True,
-    durable: bool = False,
+    durable: bool = DEFAULT_DURABLE,
     allow_other_weights: bool | str = False,
     retries: int = 3,
     storage_options: dict[str, Any] | None = None,
@@ -171,9 +151,11 @@ def capture_distributed(
         As for :func:`nnsig_core.capture`. The workers open what is given
         here (a path or URL), or a copy of the opened store (a zarr Store, or
         a URL with ``storage_options``: its filesystem travels with it).
-    split, batch_size, max_samples, class_names, keep_inputs, resume, overwrite, dtype, compressor, chunk_bytes, predict, durable, allow_other_weights
-        As for :func:`nnsig_core.capture`. ``resume=True`` runs only the
-        shards not yet done.
+    split, batch_size, max_samples, class_names, keep_inputs, resume, overwrite, dtype, compressor, chunk_bytes, predict, progress, durable, allow_other_weights, storage_options
+        The options every capture shares: see
+        :class:`~nnsig_core.capture.CaptureOptions`. ``resume=True`` runs the
+        shards not yet done and, in those done, only the chunks to repair.
+        A store URL's ``storage_options`` travel to the workers.
     client : dask.distributed.Client, optional
         The cluster (default: the active client).
     shard_rows : int, optional
@@ -185,14 +167,9 @@ def capture_distributed(
     collate : callable, optional
         Turns a list of ``dataset[i]`` items into ``(inputs, labels)`` (default
         :func:`~nnsig_core.distributed.shards.default_collate`).
-    progress : bool
-        Show a progress bar of the rows written.
     retries : int
         Times a failed shard task is run again (exceptions other than errors in
         the data, the model or the store, and lost workers).
-    storage_options : dict, optional
-        For a store URL: the fsspec filesystem's options (endpoint, credentials),
-        as for :func:`nnsig_core.open_store`.
 
     Returns
     -------
@@ -207,15 +184,18 @@ def capture_distributed(
     ValueError
         No Dask client.
     """
-    _check_args(make_adapter, split, resume, overwrite, dtype, batch_size, max_samples, retries)
+    options = CaptureOptions.from_call(locals())
+    if not callable(make_adapter):
+        raise CaptureError(
+            f"make_adapter must be a picklable callable building the adapter on a worker "
+            f"(e.g. a module-level function loading the weights from a file); got "
+            f"{type(make_adapter).__name__}."
+        )
+    if retries < 0:
+        raise CaptureError(f"retries must be >= 0, got {retries}.")
     client = require_client(client, "capture_distributed")
     from dask.base import tokenize
 
-    class_names = check_class_names(class_names)
-    try:
-        codec = resolve_compressor(compressor)
-    except ValueError as exc:
-        raise CaptureError(str(exc)) from None
     n_total = dataset_len(dataset)
     n = n_total if max_samples is None else min(n_total, int(max_samples))
     if n == 0:
@@ -243,26 +223,12 @@ def capture_distributed(
                     f"with {settings['shard_rows']}. Leave shard_rows out to resume."
                 )
             shard_rows = int(settings["shard_rows"])
-            capture_id = str(settings["capture_id"])
         else:
-            capture_id = uuid.uuid4().hex
-            settings = {
-                "batch_size": batch_size, "max_samples": max_samples, "dtype": dtype,
-                "compressor": codec_description(codec), "keep_inputs": bool(keep_inputs),
-                "durable": bool(durable), "nnsig_version": package_version(),
-                "capture_id": capture_id, "started": now_iso(),
-                "started_ns": time.time_ns(), "distributed": True,
-            }
-            if allow_other_weights and isinstance(allow_other_weights, str):
-                settings["other_weights"] = allow_other_weights
-        job = Job(
-            make_adapter=make_adapter, adapter_token=tokenize(make_adapter), dataset=dataset,
-            store=reopen, split=split, n=n, batch_size=batch_size, class_names=class_names,
-            keep_inputs=keep_inputs, dtype=dtype, compressor=codec, chunk_bytes=chunk_bytes,
-            predict=predict or default_predict, collate=collate or default_collate,
-            durable=durable, allow_other_weights=allow_other_weights, capture_id=capture_id,
-            settings=settings,
-        )
+            settings = options.settings(distributed=True)
+        job = Job(make_adapter=make_adapter, adapter_token=tokenize(make_adapter),
+                  dataset=dataset, store=reopen, options=options, n=n,
+                  collate=collate or default_collate, capture_id=str(settings["capture_id"]),
+                  settings=settings)
         shipped = client.scatter(job, broadcast=True, hash=False)
         try:
             done: dict[int, bool] = {}
@@ -275,7 +241,7 @@ def capture_distributed(
                 shards = _plan(n, int(shard_rows))
                 done = ({i: bool(existing.get("has_labels")) for i, _, _ in shards}
                         if existing.get("complete")
-                        else done_shards(opened, split, capture_id, shards))
+                        else done_shards(opened, split, job.capture_id, shards))
                 lost = _lost(opened, split, shards, done, plan.repairs,
                              int(existing["capture"]["chunk_rows"]))
                 chunk_rows = int(existing["capture"]["chunk_rows"])

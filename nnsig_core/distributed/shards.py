@@ -28,6 +28,7 @@ from zarr.core.sync import sync
 from nnsig_core._util import now_iso
 from nnsig_core.capture.batches import class_indices, is_array_pair, labels_numpy
 from nnsig_core.capture.errors import CaptureError
+from nnsig_core.capture.options import CaptureOptions
 from nnsig_core.capture.policy import check_weights, model_fingerprint
 from nnsig_core.capture.repair import Repairs
 from nnsig_core.capture.session import CaptureSession
@@ -105,20 +106,19 @@ class Job:
     adapter_token: str
     dataset: Any
     store: Any  # what the workers open: a path or URL given by the user, or the ActivationStore
-    split: str
+    options: CaptureOptions
     n: int
-    batch_size: int
-    class_names: list[str] | None
-    keep_inputs: bool
-    dtype: str
-    compressor: Any
-    chunk_bytes: int
-    predict: Callable[[np.ndarray], np.ndarray]
     collate: Callable[[Sequence[Any]], tuple[Any, Any]]
-    durable: bool
-    allow_other_weights: bool | str
     capture_id: str
     settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def split(self) -> str:
+        return self.options.split
+
+    @property
+    def batch_size(self) -> int:
+        return self.options.batch_size
 
     def batch(self, lo: int, hi: int) -> tuple[Any, Any, np.ndarray]:
         index = np.arange(lo, hi, dtype=np.int64)
@@ -192,13 +192,14 @@ class _ShardSession(CaptureSession):
 
 def _session(job: Job, store: ActivationStore, adapter: Adapter, existing: dict[str, Any] | None,
              start: int, fingerprint: str | None) -> CaptureSession:
+    o = job.options
     return _ShardSession(
         store=store, split=job.split, adapter=adapter, n_expected=job.n,
-        class_names=job.class_names, keep_inputs=job.keep_inputs, dtype=np.dtype(job.dtype),
-        compressor=job.compressor, chunk_bytes=job.chunk_bytes, predict=job.predict,
+        class_names=o.class_names, keep_inputs=o.keep_inputs, dtype=np.dtype(o.dtype),
+        compressor=o.codec, chunk_bytes=o.chunk_bytes, predict=o.predict,
         settings=dict(job.settings), existing=existing, start=start,
         claim=_TaskClaim(),  # type: ignore[arg-type]
-        fingerprint=fingerprint, durable=job.durable,
+        fingerprint=fingerprint, durable=o.durable,
     )
 
 
@@ -221,7 +222,7 @@ def prepare_task(job: Job, create: bool, check_rows: Sequence[int] = ()) -> dict
         adapter, lock, fingerprint = _adapter(job)
         store = job.open()
         existing = None if create else store.split_attrs(job.split)
-        check_weights(store, job.split, fingerprint, existing, job.allow_other_weights)
+        check_weights(store, job.split, fingerprint, existing, job.options.allow_other_weights)
         if not create:
             stored: Any = store.split_arrays(job.split)["labels"]  # rows past n_written too
             for row in check_rows:
@@ -261,7 +262,7 @@ def _open(job: Job, fingerprint: str | None
     """This worker's adapter (refused when its weights are not the split's) and the store,
     with the split's metadata (refused when the split was replaced since)."""
     adapter, lock, mine = _adapter(job)
-    if fingerprint is not None and mine != fingerprint and not job.allow_other_weights:
+    if fingerprint is not None and mine != fingerprint and not job.options.allow_other_weights:
         raise CaptureError(
             f"make_adapter() built a model with other weights on worker {_worker_key()} "
             f"(fingerprint {mine}, the split's is {fingerprint}): every worker must load "
