@@ -158,11 +158,9 @@ def _capture(store: ActivationStore, adapter: Any, data: Any, o: CaptureOptions,
         if not (is_array_pair(data) or isinstance(data, Mapping)):
             settings["batch_size"] = None
         session = CaptureSession(
-            store=store, split=split, adapter=adapter, n_expected=n_expected,
-            class_names=o.class_names, keep_inputs=o.keep_inputs, dtype=np.dtype(o.dtype),
-            compressor=o.codec, chunk_bytes=o.chunk_bytes, predict=o.predict,
-            settings=settings, existing=plan.existing, start=plan.start, claim=claim,
-            fingerprint=fingerprint, durable=o.durable, weights_error=weights_error,
+            store=store, adapter=adapter, options=o, n_expected=n_expected, settings=settings,
+            existing=plan.existing, start=plan.start, claim=claim, fingerprint=fingerprint,
+            weights_error=weights_error,
         )
         check = (resume_label_check(store, split, plan.repairs) if plan.existing is not None
                  else None)

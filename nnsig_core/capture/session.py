@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,7 @@ from nnsig_core._util import now_iso, to_json_safe
 from nnsig_core._warnings import warn
 from nnsig_core.capture.batches import class_indices
 from nnsig_core.capture.errors import CaptureError
-from nnsig_core.capture.options import default_predict
+from nnsig_core.capture.options import CaptureOptions, default_predict
 from nnsig_core.capture.thumbnails import make_thumbnails
 from nnsig_core.capture.token_split import TokenSpace
 from nnsig_core.capture.writer import ChunkWriter
@@ -46,39 +46,28 @@ class CaptureSession:
         self,
         *,
         store: ActivationStore,
-        split: str,
         adapter: Adapter,
+        options: CaptureOptions,
         n_expected: int | None,
-        class_names: Sequence[str] | None,
-        keep_inputs: bool,
-        dtype: np.dtype,
-        compressor: Any,
-        chunk_bytes: int,
-        predict: Callable[[np.ndarray], np.ndarray] | None,
         settings: dict[str, Any],
         existing: dict[str, Any] | None,
         start: int,
         claim: SplitClaim,
         fingerprint: str | None = None,
-        durable: bool = False,
         weights_error: Exception | None = None,
     ) -> None:
         self.store = store
-        self.split = split
         self.adapter = adapter
         self.n_expected = n_expected
-        self.class_names = class_names
-        self.keep_inputs = keep_inputs
-        self.dtype = dtype
-        self.compressor = compressor
-        self.chunk_bytes = chunk_bytes
-        self.predict = predict or default_predict
+        o = options
+        self.split, self.class_names, self.keep_inputs = o.split, o.class_names, o.keep_inputs
+        self.dtype, self.compressor, self.chunk_bytes = np.dtype(o.dtype), o.codec, o.chunk_bytes
+        self.predict, self.durable = o.predict or default_predict, o.durable
         self.settings = settings
         self.existing = existing
         self.start = start
         self.claim = claim
         self.fingerprint = fingerprint
-        self.durable = durable
         self.weights_error = weights_error  # raised once the layers are known to match
         self.writer: ChunkWriter | None = None
         self.created = False  # this capture created the split's group
@@ -89,8 +78,8 @@ class CaptureSession:
         self.info: dict[str, Any] = {}
         self.has_labels: bool | None = None if existing is None else existing.get("has_labels")
         self.rows_seen = start  # the split row of the next batch's first sample
-        self.tokens = TokenSpace(store, split, dtype, compressor, chunk_bytes, self._token_info,
-                                 durable)
+        self.tokens = TokenSpace(store, self.split, self.dtype, self.compressor,
+                                 self.chunk_bytes, self._token_info, self.durable)
         self.has_tokens: bool | None = None
         #: What a repair re-captured (``Repairs.record()``), recorded as ``capture.repaired``.
         self.repaired: dict[str, Any] | None = None

@@ -192,14 +192,11 @@ class _ShardSession(CaptureSession):
 
 def _session(job: Job, store: ActivationStore, adapter: Adapter, existing: dict[str, Any] | None,
              start: int, fingerprint: str | None) -> CaptureSession:
-    o = job.options
     return _ShardSession(
-        store=store, split=job.split, adapter=adapter, n_expected=job.n,
-        class_names=o.class_names, keep_inputs=o.keep_inputs, dtype=np.dtype(o.dtype),
-        compressor=o.codec, chunk_bytes=o.chunk_bytes, predict=o.predict,
+        store=store, adapter=adapter, options=job.options, n_expected=job.n,
         settings=dict(job.settings), existing=existing, start=start,
         claim=_TaskClaim(),  # type: ignore[arg-type]
-        fingerprint=fingerprint, durable=o.durable,
+        fingerprint=fingerprint,
     )
 
 
