@@ -138,6 +138,67 @@ def test_a_save_killed_at_any_moment_of_a_replace_on_s3_leaves_an_analysis(s3) -
         assert back.n_clusters in (3, 4), k
     assert results == {3, 4}, "the sweep must kill both before and after the switch"
     assert open_store(url, storage_options=options).verify().ok
+    # The copies the killed saves left (new ones, and old ones half deleted), written by this
+    # process (alive): kept by default, removed when every writer is taken to be gone.
+    store = open_store(url, mode="r+", storage_options=options)
+    left = store.verify().leftovers
+    assert left and all(p.startswith("analysis/.new-") for p in left)
+    assert store.clean() == []
+    assert store.clean(older_than=0) == left
+    copies = {k.split("/")[1] for k in _keys(url, options) if k.startswith("analysis/.new-")}
+    assert store.verify().leftovers == [] and len(copies) == 2  # those the pointers lead to
+    assert SignatureAnalysis.load(store, "default").n_clusters in (3, 4)
+
+
+_KILLED_SAVE = """
+import json, os, signal, sys
+from nnsig_core import open_store
+from nnsig_core.analysis import SignatureAnalysis
+store = open_store(sys.argv[1], mode="r+", storage_options=json.loads(sys.argv[2]) or None)
+analysis = SignatureAnalysis(n_clusters=4, progress=False).fit(store, "train")
+raw = store.root.store_path.store
+while hasattr(raw, "_store"):
+    raw = raw._store
+real, writes = raw.set, [0]
+async def dying_set(key, value):
+    writes[0] += 1
+    if writes[0] == 6:
+        os.kill(os.getpid(), signal.SIGKILL)  # killed in the middle of the save
+    return await real(key, value)
+object.__setattr__(raw, "set", dying_set)
+analysis.save(store, "default", overwrite=True)
+"""
+
+
+@pytest.mark.slow
+def test_copies_of_killed_saves_are_removed_by_the_next_save_never_a_live_one(where) -> None:
+    """A save in a process killed with SIGKILL leaves its copy; the next save removes it (its
+    writer's process has ended), never the copy a pointer leads to nor one a live writer holds
+    (one this process is writing); store.clean() removes the latter once taken to be gone."""
+    import json
+
+    url, options = where
+    _capture(url, options)
+    store = open_store(url, mode="r+", storage_options=options or None)
+    analysis = SignatureAnalysis(n_clusters=3, progress=False).fit(store, "train")
+    analysis.save(store, "default")
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, "-c", _KILLED_SAVE, url, json.dumps(options)],
+                          env=env, timeout=300, capture_output=True, text=True)
+    assert done.returncode == -9, done.stderr
+    store = open_store(url, mode="r+", storage_options=options or None)
+    [killed] = store.verify().leftovers
+    assert killed.startswith("analysis/.new-default-")
+    live = "analysis/.new-other-0123abcd"
+    store.group(live, create=True).create_array("x", shape=(3,), dtype="int8")  # being written
+    assert store.verify().leftovers == sorted([killed, live])
+    analysis.save(store, "default", overwrite=True)  # the next save: its siblings collected
+    keys = _keys(url, options)
+    assert not any(k.startswith(killed + "/") for k in keys)
+    assert f"{live}/x/zarr.json" in keys and store.verify().leftovers == [live]
+    assert store.clean() == [] and store.clean(older_than=0) == [live]
+    assert store.verify().ok and store.verify().leftovers == []
+    assert SignatureAnalysis.load(store, "default").n_clusters == 3
 
 
 # ---------------------------------------------------------------------------- 2. every array guarded
