@@ -311,6 +311,67 @@ def test_a_broken_claim_stops_its_writer_at_the_next_heartbeat(s3, monkeypatch) 
     second.release()
 
 
+# ---------------------------------------------------------------------------- 5b. server stopped
+@pytest.mark.slow
+def test_a_server_stopped_mid_capture_is_a_store_error_and_resume_after_restart_is_identical(
+        tmp_path, monkeypatch) -> None:
+    """The S3 server stops in the middle of a capture: a StoreError saying the store does not
+    answer and that resume=True continues. Restarted (the same ThreadedMotoServer: moto keeps
+    its objects in this process; a new process would start empty), resume=True completes
+    the split byte for byte as an uninterrupted capture."""
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    import importlib
+
+    session = importlib.import_module("nnsig_core.capture.session")
+    monkeypatch.setattr(session, "RECORD_EVERY_S", 0.0)  # n_written recorded at every chunk
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    options = {"endpoint_url": f"http://127.0.0.1:{port}", "key": "testing",
+               "secret": "testing", "config_kwargs": {"connect_timeout": 1,
+                                                      "retries": {"max_attempts": 1}}}
+    s3fs.S3FileSystem(**options).mkdir("nnsig-restart")
+    url = "s3://nnsig-restart/run.zarr"
+    b = _blobs("train", 400)
+    adapter = ArrayAdapter(b["activations"], b["outputs"])
+
+    def batches(stop_at: int | None = None):
+        for i, lo in enumerate(range(0, 400, 40)):
+            if i == stop_at:
+                server.stop()
+            yield np.arange(lo, lo + 40), b["labels"][lo : lo + 40]
+
+    try:
+        with pytest.raises(StoreError, match=r"did not answer.*down or unreachable.*"
+                                             r"resume=True\) continues"):
+            capture(adapter, batches(stop_at=5), url, chunk_bytes=8 * 4 * 40, progress=False,
+                    storage_options=options)
+        server.start()
+        store = open_store(url, storage_options=options)
+        assert not store.is_complete("train") and 0 < store.split_attrs("train")["n_written"]
+        capture(adapter, batches(), url, chunk_bytes=8 * 4 * 40, progress=False,
+                storage_options=options, resume=True)
+        local = str(tmp_path / "s.zarr")
+        capture(adapter, batches(), local, chunk_bytes=8 * 4 * 40, progress=False)
+        remote, here = _keys(url, options), _keys(local, {})
+        split = sorted(k for k in here if k.startswith("train/") and k != "train/zarr.json")
+        assert split == sorted(k for k in remote if k.startswith("train/")
+                               and k != "train/zarr.json")
+        assert [k for k in split if remote[k] != here[k]] == []
+        assert open_store(url, storage_options=options).verify().ok
+    finally:
+        server.stop()
+
+
 # ---------------------------------------------------------------------------- 6. bare errors
 @pytest.mark.slow
 def test_writes_denied_by_a_policy_are_a_store_error_naming_store_key_and_fix(
