@@ -24,7 +24,6 @@ probe
     :class:`Probe`: a fixed probe set captured at checkpoints of a training run.
 """
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 from nnsig_core.capture.api import capture, capture_arrays
@@ -51,9 +50,8 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    """``capture_distributed``, imported when first used (it needs Dask)."""
-    if name != "capture_distributed":
-        raise AttributeError(f"module 'nnsig_core.capture' has no attribute {name!r}")
-    value = importlib.import_module("nnsig_core.distributed.capture").capture_distributed
-    globals()[name] = value
-    return value
+    if name == "capture_distributed":  # it needs Dask: imported on first use
+        from nnsig_core.distributed.capture import capture_distributed
+
+        return capture_distributed
+    raise AttributeError(f"module 'nnsig_core.capture' has no attribute {name!r}")

@@ -132,8 +132,7 @@ def _capture(store: ActivationStore, adapter: Any, data: Any, o: CaptureOptions,
     """:func:`capture` once its arguments are checked and the store is open."""
     split, max_samples = o.split, o.max_samples
     with store.claim(split, break_stale=o.resume) as claim:  # before anything is read or changed
-        plan = plan_split(store, split, resume=o.resume, overwrite=o.overwrite,
-                          keep_inputs=o.keep_inputs, dtype=o.dtype, max_samples=max_samples)
+        plan = plan_split(store, o)
         if plan.done:
             return
         if plan.existing is not None and plan.existing.get("token_split"):

@@ -1,4 +1,4 @@
-"""The options :func:`capture` and :func:`capture_distributed` share, documented and checked once."""
+"""The options that `capture` and `capture_distributed` share, documented and checked once."""
 
 from __future__ import annotations
 
@@ -35,10 +35,8 @@ def default_predict(outputs: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class CaptureOptions:
     """The options of every capture (:func:`~nnsig_core.capture.capture`,
-    :func:`~nnsig_core.distributed.capture_distributed`), checked when created.
-
-    Both functions take these as keyword parameters and build this object from
-    them; the checks and their errors are these.
+    :func:`~nnsig_core.distributed.capture_distributed`, which take them as
+    keyword parameters and build this), checked when created.
 
     Parameters
     ----------
@@ -165,8 +163,8 @@ class CaptureOptions:
             "started_ns": time.time_ns(),  # orders splits captured within one second
             **extra,
         }
-        if self.allow_other_weights and isinstance(self.allow_other_weights, str):
-            settings["other_weights"] = self.allow_other_weights
+        if isinstance(self.allow_other_weights, str) and self.allow_other_weights:
+            settings["other_weights"] = self.allow_other_weights  # the reason given
         return settings
 
 
@@ -181,12 +179,10 @@ def _class_names(class_names: Any) -> list[str] | None:
             f"{class_names!r}. Pass e.g. class_names=['cat', 'dog']."
         )
     names = [str(c) for c in class_names]
-    seen: dict[str, int] = {}
     for i, name in enumerate(names):
-        if name in seen:
+        if name in names[:i]:
             raise CaptureError(
-                f"class_names has {name!r} twice (classes {seen[name]} and {i}); every class "
-                "needs its own name."
+                f"class_names has {name!r} twice (classes {names.index(name)} and {i}); every "
+                "class needs its own name."
             )
-        seen[name] = i
     return names

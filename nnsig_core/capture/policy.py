@@ -11,6 +11,7 @@ import numpy as np
 
 from nnsig_core.capture.batches import class_indices
 from nnsig_core.capture.errors import CaptureError
+from nnsig_core.capture.options import CaptureOptions
 from nnsig_core.store import ActivationStore, StoreError
 
 log = logging.getLogger("nnsig")
@@ -74,21 +75,20 @@ class Plan:
     repairs: list[tuple[int, int]] = field(default_factory=list)
 
 
-def plan_split(
-    store: ActivationStore, split: str, *, resume: bool, overwrite: bool, keep_inputs: bool,
-    dtype: str, max_samples: int | None,
-) -> Plan:
-    """Decide whether ``split`` is created, replaced (``overwrite``) or continued (``resume``).
+def plan_split(store: ActivationStore, o: CaptureOptions) -> Plan:
+    """Decide whether ``o.split`` is created, replaced (``overwrite``) or continued
+    (``resume``).
 
     An existing split is replaced only once the first batch has run and
     matched the other splits (by the capture session), so a capture refused
     early leaves the old split as it was.
     """
+    split, max_samples = o.split, o.max_samples
     if split in store.splits:
-        if overwrite:
+        if o.overwrite:
             log.info("Overwriting split %r of %s", split, store.location)
             return Plan()
-        if resume:
+        if o.resume:
             existing = store.split_attrs(split)
             repairs = rows_to_repair(store, split)
             if existing.get("complete"):
@@ -96,12 +96,12 @@ def plan_split(
                     log.info("Split %r is complete and every chunk of it is sound; nothing to "
                              "resume.", split)
                     return Plan(done=True)
-                _check_resume_settings(split, existing, keep_inputs, dtype, None)
+                _check_resume_settings(split, existing, o.keep_inputs, o.dtype, None)
                 log.warning("Split %r is complete but rows %s are missing or damaged: capturing "
                             "them again.", split, _spans(repairs))
                 return Plan(start=int(existing.get("n_samples", 0)), existing=existing,
                             repairs=repairs)
-            _check_resume_settings(split, existing, keep_inputs, dtype, max_samples)
+            _check_resume_settings(split, existing, o.keep_inputs, o.dtype, max_samples)
             # Restart at a chunk boundary: a partial last chunk may have been written.
             chunk_rows = int(existing["capture"]["chunk_rows"])
             start = int(existing.get("n_written", 0))
@@ -120,11 +120,11 @@ def plan_split(
         )
     damaged = store.damaged_splits.get(split)
     if damaged is not None:
-        if overwrite:
+        if o.overwrite:
             log.info("Overwriting split %r of %s (its metadata is damaged)", split, store.location)
             return Plan()
         raise damaged
-    if store.group(split) is not None and not overwrite:
+    if store.group(split) is not None and not o.overwrite:
         raise StoreError(
             f"{split!r} exists in the store but is not a split (a capture that failed while "
             "creating it?); pass overwrite=True to replace it, or choose another split name."

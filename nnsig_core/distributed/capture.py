@@ -204,8 +204,7 @@ def capture_distributed(
     opened.require_writable(f"split {split!r}")
     reopen = store if isinstance(store, (str, os.PathLike)) and not storage_options else opened
     with opened.claim(split, break_stale=resume) as claim:
-        plan = plan_split(opened, split, resume=resume, overwrite=overwrite,
-                          keep_inputs=keep_inputs, dtype=dtype, max_samples=max_samples)
+        plan = plan_split(opened, options)
         if plan.done:
             return opened
         existing = plan.existing

@@ -112,14 +112,6 @@ class Job:
     capture_id: str
     settings: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def split(self) -> str:
-        return self.options.split
-
-    @property
-    def batch_size(self) -> int:
-        return self.options.batch_size
-
     def batch(self, lo: int, hi: int) -> tuple[Any, Any, np.ndarray]:
         index = np.arange(lo, hi, dtype=np.int64)
         if is_array_pair(self.dataset):
@@ -217,24 +209,24 @@ def prepare_task(job: Job, create: bool, check_rows: Sequence[int] = ()) -> dict
     skips."""
     try:
         adapter, lock, fingerprint = _adapter(job)
-        store = job.open()
-        existing = None if create else store.split_attrs(job.split)
-        check_weights(store, job.split, fingerprint, existing, job.options.allow_other_weights)
+        store, split = job.open(), job.options.split
+        existing = None if create else store.split_attrs(split)
+        check_weights(store, split, fingerprint, existing, job.options.allow_other_weights)
         if not create:
-            stored: Any = store.split_arrays(job.split)["labels"]  # rows past n_written too
+            stored: Any = store.split_arrays(split)["labels"]  # rows past n_written too
             for row in check_rows:
                 _, labels, _ = job.batch(int(row), int(row) + 1)
                 got = -1 if labels is None else int(class_indices(labels_numpy(labels))[0])
                 if got != int(stored[int(row)]):
                     raise CaptureError(
-                        f"Cannot resume split {job.split!r}: sample {row} has label {got} in "
+                        f"Cannot resume split {split!r}: sample {row} has label {got} in "
                         f"this data but {int(stored[int(row)])} in the store, so the data is "
                         "not in the same order as the interrupted capture. Use the same data "
                         "without shuffling, or overwrite=True."
                     )
             return {"fingerprint": fingerprint}
         session = _session(job, store, adapter, None, 0, fingerprint)
-        inputs, labels, index = job.batch(0, min(job.batch_size, job.n))
+        inputs, labels, index = job.batch(0, min(job.options.batch_size, job.n))
         try:
             with lock:
                 session.process(inputs, labels, index)
@@ -266,10 +258,10 @@ def _open(job: Job, fingerprint: str | None
             "the same weights."
         )
     store = job.open()
-    info = store.split_attrs(job.split)
+    info = store.split_attrs(job.options.split)
     if (info.get("capture") or {}).get("capture_id") != job.capture_id:
         raise StoreError(
-            f"Split {job.split!r} of {store.location} no longer belongs to this capture "
+            f"Split {job.options.split!r} of {store.location} no longer belongs to this capture "
             "(it was replaced); stopping without writing."
         )
     return adapter, lock, mine, store, info
@@ -283,11 +275,11 @@ def shard_task(job: Job, shard: int, lo: int, hi: int, fingerprint: str | None,
         session = _session(job, store, adapter, info, lo, mine)
         last = [time.monotonic()]
         try:
-            for b in range(lo, hi, job.batch_size):
+            for b in range(lo, hi, job.options.batch_size):
                 if _stopped(stop, last):
                     session.abort()
                     return {"shard": shard, "stopped": True}
-                inputs, labels, index = job.batch(b, min(b + job.batch_size, hi))
+                inputs, labels, index = job.batch(b, min(b + job.options.batch_size, hi))
                 with lock:
                     session.process(inputs, labels, index)
             if session.writer is None:
@@ -298,7 +290,7 @@ def shard_task(job: Job, shard: int, lo: int, hi: int, fingerprint: str | None,
             raise
         if written != hi:
             raise CaptureError(f"Shard {shard} wrote rows up to {written}, expected {hi}.")
-        _put_marker(store, job.split, shard, {
+        _put_marker(store, job.options.split, shard, {
             "shard": shard, "rows": [lo, hi], "capture_id": job.capture_id,
             "has_labels": bool(session.has_labels), "host": socket.gethostname(),
             "pid": os.getpid(), "finished": now_iso(),
@@ -320,13 +312,13 @@ def repair_task(job: Job, shards: Sequence[tuple[int, int, int]],
         repairs = Repairs(session, list(ranges))
         try:
             for _, lo, hi in shards:
-                for b in range(lo, hi, job.batch_size):
-                    e = min(b + job.batch_size, hi)
+                for b in range(lo, hi, job.options.batch_size):
+                    e = min(b + job.options.batch_size, hi)
                     if repairs.wants(b, e):
                         inputs, labels, index = job.batch(b, e)
                         with lock:
                             repairs.feed(inputs, labels, index, b)
-            repairs.close(job.split)
+            repairs.close(job.options.split)
         except BaseException:
             repairs.abort()
             raise
