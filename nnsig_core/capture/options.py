@@ -179,10 +179,11 @@ def _class_names(class_names: Any) -> list[str] | None:
             f"{class_names!r}. Pass e.g. class_names=['cat', 'dog']."
         )
     names = [str(c) for c in class_names]
+    seen: dict[str, int] = {}
     for i, name in enumerate(names):
-        if name in names[:i]:
+        if seen.setdefault(name, i) != i:
             raise CaptureError(
-                f"class_names has {name!r} twice (classes {names.index(name)} and {i}); every "
-                "class needs its own name."
+                f"class_names has {name!r} twice (classes {seen[name]} and {i}); every class "
+                "needs its own name."
             )
     return names
