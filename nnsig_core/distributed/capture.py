@@ -241,9 +241,8 @@ def capture_distributed(
                 done = ({i: bool(existing.get("has_labels")) for i, _, _ in shards}
                         if existing.get("complete")
                         else done_shards(opened, split, job.capture_id, shards))
-                lost = _lost(opened, split, shards, done, plan.repairs,
-                             int(existing["capture"]["chunk_rows"]))
                 chunk_rows = int(existing["capture"]["chunk_rows"])
+                lost = _lost(opened, split, shards, done, plan.repairs, chunk_rows)
                 check_rows = sorted({r for i, lo, hi in shards if i in done for r in (lo, hi - 1)
                                      if r // chunk_rows not in lost.get(i, ())})
             _raise(client.submit(prepare_task, shipped, existing is None, check_rows,
