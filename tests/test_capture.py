@@ -604,3 +604,48 @@ def test_layer_named_like_a_metadata_array(tmp_path: Path) -> None:
     assert s.layers("train") == ["labels"]
     assert s.activations("train", "labels").shape == (200, 64)
     assert s.nbytes_stored("train", "labels") >= 200 * 64 * 4
+
+
+@pytest.mark.parametrize("bad,match", [
+    ({"split": "a/b"}, "Invalid split name"),
+    ({"split": "x.tokens"}, "reserved for the token rows"),
+    ({"resume": True, "overwrite": True}, "not both"),
+    ({"dtype": "int8"}, "dtype must be"),
+    ({"batch_size": 0}, "batch_size must be"),
+    ({"max_samples": 0}, "max_samples must be"),
+    ({"compressor": "gzip9"}, "Unknown compressor"),
+    ({"class_names": "cat"}, "sequence of names"),
+    ({"class_names": ["a", "a"]}, "twice"),
+])
+def test_capture_and_capture_distributed_check_their_shared_options_alike(
+        tmp_path: Path, bad: dict, match: str) -> None:
+    """One CaptureOptions holds and checks the options both capture functions share: the same
+    error from each (before a store or a cluster is touched), and from the options alone."""
+    from nnsig_core.capture import CaptureOptions, capture_distributed
+
+    X, y = _data(10)
+    with pytest.raises(CaptureError, match=match) as local:
+        capture(LinearReLU(), (X, y), tmp_path / "a.zarr", progress=False, **bad)
+    with pytest.raises(CaptureError, match=match) as distributed:
+        capture_distributed(LinearReLU, (X, y), tmp_path / "b.zarr", progress=False, **bad)
+    with pytest.raises(CaptureError, match=match) as alone:
+        CaptureOptions(**bad)
+    assert str(local.value) == str(distributed.value) == str(alone.value)
+    assert not (tmp_path / "a.zarr").exists() and not (tmp_path / "b.zarr").exists()
+
+
+def test_capture_options_are_frozen_and_normalised() -> None:
+    from nnsig_core.capture import CaptureOptions, default_predict
+
+    options = CaptureOptions(class_names=("a", 2), compressor="lz4")
+    assert options.class_names == ["a", "2"] and options.predict is default_predict
+    assert options.codec is not None and options.settings()["compressor"] != "none"
+    with pytest.raises(AttributeError):
+        options.split = "test"  # type: ignore[misc]
+
+
+def test_capture_distributed_is_reached_from_nnsig_core_capture_without_importing_dask() -> None:
+    code = ("import importlib, sys; c = importlib.import_module('nnsig_core.capture'); "
+            "assert 'dask' not in sys.modules and 'distributed' not in sys.modules; "
+            "f = c.capture_distributed; assert f.__module__ == 'nnsig_core.distributed.capture'")
+    subprocess.run([sys.executable, "-c", code], check=True)

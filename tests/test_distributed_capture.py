@@ -19,7 +19,6 @@ from distributed import Client, LocalCluster  # noqa: E402
 from nnsig_core import (  # noqa: E402
     CaptureError,
     IncompleteStoreError,
-    NnsigWarning,
     capture,
     open_store,
 )
@@ -210,7 +209,15 @@ def test_an_interrupted_capture_resumes_with_only_its_missing_shards(client, tmp
     assert open_store(path).is_complete("train")
 
 
-def test_a_done_shard_missing_a_chunk_runs_again(client, tmp_path) -> None:
+def _read_beyond_checks(n: int, shard_rows: int) -> set[int]:
+    """Rows read in this process but the first and last of each shard (the resume's label
+    checks, or the first batch of a repair)."""
+    checks = {r for lo in range(0, n, shard_rows) for r in (lo, min(lo + shard_rows, n) - 1)}
+    return set(READ) - checks
+
+
+def test_a_done_shard_missing_a_chunk_has_only_that_chunk_captured_again(client, tmp_path,
+                                                                          caplog) -> None:
     X, y = _data(1003)
     path = tmp_path / "d.zarr"
     with pytest.raises(RuntimeError, match="cannot read sample 650"):
@@ -218,14 +225,18 @@ def test_a_done_shard_missing_a_chunk_runs_again(client, tmp_path) -> None:
                             chunk_bytes=4000, shard_rows=200, client=client, retries=0,
                             progress=False)
     done = {int(p.name[:6]) for p in (path / shard_marker_prefix("train")).iterdir()}
-    lost = min(done)
-    (path / "train" / "labels" / "c" / str(lost)).unlink()  # its labels' chunk (200 rows)
+    lost = max(d for d in done if d < 5)  # past the rows recorded as written (not shard 0)
+    (path / "train" / "labels" / "c" / str(4 * lost + 1)).unlink()  # its second chunk
     READ.clear()
-    with pytest.warns(NnsigWarning, match=f"Shard {lost} of split 'train'.*labels"):
+    with caplog.at_level("INFO", logger="nnsig"):
         capture_distributed(make_linear, Dataset(X, y), path, batch_size=50, client=client,
                             resume=True, progress=False)
-    per_shard = np.bincount(np.array(READ) // 200, minlength=6)
-    assert per_shard[lost] == 200  # captured again, not only checked
+    assert f"Shards [{lost}] of split 'train' hold missing or damaged chunks" in caplog.text
+    first = 200 * lost + 50
+    redone = set(range(first, first + 50))
+    assert _read_beyond_checks(1003, 200) & set(range(200 * lost, 200 * lost + 200)) == redone
+    record = open_store(path).split_attrs("train")["capture"]["repaired"]
+    assert record["ranges"] == [[first, first + 49]] and record["rows"] == 50
     capture(make_linear(), (X, y), tmp_path / "s.zarr", batch_size=50, chunk_bytes=4000,
             progress=False)
     _same_bytes(path, tmp_path / "s.zarr")
@@ -374,26 +385,70 @@ def test_losing_every_worker_says_so_and_resume_completes(tmp_path) -> None:
     assert open_store(path).is_complete("train")
 
 
-def test_a_resume_repairs_the_shards_holding_lost_or_damaged_chunks(client, tmp_path) -> None:
+def test_a_resume_repairs_exactly_the_rows_verify_lists(client, tmp_path, caplog) -> None:
+    """A deleted and a flipped chunk of a complete split: only their rows are captured again
+    (not their shards), the split records what (rows, bytes), and the bytes are those of an
+    uninterrupted capture."""
     X, y = _data(1003)
     path = tmp_path / "d.zarr"
     capture_distributed(make_linear, Dataset(X, y), path, batch_size=50, chunk_bytes=4000,
                         shard_rows=200, client=client, progress=False)
     fingerprint = open_store(path).fingerprint("train")
     assert open_store(path).split_attrs("train")["capture"]["chunk_rows"] == 50  # the batch
-    (path / "train" / "hidden" / "c" / "5" / "0").unlink()  # rows 250-299: shard 1
+    lost_chunk = path / "train" / "hidden" / "c" / "5" / "0"  # rows 250-299: shard 1
+    size = lost_chunk.stat().st_size
+    lost_chunk.unlink()
     chunk = path / "train" / "labels" / "c" / "16"  # rows 800-849: shard 4
     data = bytearray(chunk.read_bytes())
     data[5] ^= 0x10
     chunk.write_bytes(bytes(data))
+    assert [list(r) for r in open_store(path).verify().rows_to_recapture()["train"]] == [
+        [250, 299], [800, 849]]
     READ.clear()
-    capture_distributed(make_linear, Dataset(X, y), path, batch_size=50, client=client,
-                        resume=True, progress=False)
-    per_shard = np.bincount(np.array(READ) // 200, minlength=6)
-    assert per_shard[1] == 200 and per_shard[4] == 200  # captured again
-    assert per_shard[[0, 2, 3, 5]].max() <= 2  # the others: only their labels checked
+    with caplog.at_level("INFO", logger="nnsig"):
+        capture_distributed(make_linear, Dataset(X, y), path, batch_size=50, client=client,
+                            resume=True, progress=False)
+    assert _read_beyond_checks(1003, 200) == set(range(250, 300)) | set(range(801, 850))
+    assert READ.count(800) == 1  # in the repaired rows: read once, not checked
+    record = open_store(path).split_attrs("train")["capture"]["repaired"]
+    assert record["ranges"] == [[250, 299], [800, 849]] and record["rows"] == 100
+    # every array's chunk of those rows is written again: at least the lost one's bytes
+    assert record["bytes"] > size
+    assert "re-captured rows 250-299, 800-849 (100 rows" in caplog.text
     capture(make_linear(), (X, y), tmp_path / "s.zarr", batch_size=50, chunk_bytes=4000,
             progress=False)
     _same_bytes(path, tmp_path / "s.zarr")
     store = open_store(path)
     assert store.verify().ok and store.fingerprint("train") == fingerprint
+
+
+@pytest.mark.slow
+def test_a_distributed_repair_on_s3_recaptures_exactly_the_lost_rows(s3, client, tmp_path) -> None:
+    """On an object store too: a deleted and a flipped object of a split captured on the
+    cluster; the resume re-captures only their rows, byte-identical to a local capture."""
+    s3fs = pytest.importorskip("s3fs")
+    url, options = s3
+    X, y = _data(1003)
+    kw = dict(batch_size=50, chunk_bytes=4000, shard_rows=200, client=client,
+              storage_options=options, progress=False)
+    capture_distributed(make_linear, Dataset(X, y), url, **kw)
+    fs, root = s3fs.S3FileSystem(**options), url.removeprefix("s3://")
+    fs.rm_file(f"{root}/train/hidden/c/5/0")  # rows 250-299
+    data = bytearray(fs.cat_file(f"{root}/train/labels/c/16"))  # rows 800-849
+    data[5] ^= 0x10
+    fs.pipe_file(f"{root}/train/labels/c/16", bytes(data))
+    READ.clear()
+    capture_distributed(make_linear, Dataset(X, y), url, resume=True,
+                        **{k: v for k, v in kw.items() if k != "shard_rows"})
+    assert _read_beyond_checks(1003, 200) == set(range(250, 300)) | set(range(801, 850))
+    store = open_store(url, storage_options=options)
+    record = store.split_attrs("train")["capture"]["repaired"]
+    assert record["ranges"] == [[250, 299], [800, 849]] and record["rows"] == 100
+    capture(make_linear(), (X, y), tmp_path / "s.zarr", batch_size=50, chunk_bytes=4000,
+            progress=False)
+    fs.invalidate_cache()
+    remote = {k.removeprefix(f"{root}/train/"): fs.cat_file(k) for k in fs.find(f"{root}/train")}
+    local = _files(tmp_path / "s.zarr" / "train")
+    assert sorted(k for k in remote if k != "zarr.json") == sorted(local)
+    assert [k for k in local if remote[k] != local[k]] == []
+    assert store.verify().ok

@@ -138,6 +138,67 @@ def test_a_save_killed_at_any_moment_of_a_replace_on_s3_leaves_an_analysis(s3) -
         assert back.n_clusters in (3, 4), k
     assert results == {3, 4}, "the sweep must kill both before and after the switch"
     assert open_store(url, storage_options=options).verify().ok
+    # The copies the killed saves left (new ones, and old ones half deleted), written by this
+    # process (alive): kept by default, removed when every writer is taken to be gone.
+    store = open_store(url, mode="r+", storage_options=options)
+    left = store.verify().leftovers
+    assert left and all(p.startswith("analysis/.new-") for p in left)
+    assert store.clean() == []
+    assert store.clean(older_than=0) == left
+    copies = {k.split("/")[1] for k in _keys(url, options) if k.startswith("analysis/.new-")}
+    assert store.verify().leftovers == [] and len(copies) == 2  # those the pointers lead to
+    assert SignatureAnalysis.load(store, "default").n_clusters in (3, 4)
+
+
+_KILLED_SAVE = """
+import json, os, signal, sys
+from nnsig_core import open_store
+from nnsig_core.analysis import SignatureAnalysis
+store = open_store(sys.argv[1], mode="r+", storage_options=json.loads(sys.argv[2]) or None)
+analysis = SignatureAnalysis(n_clusters=4, progress=False).fit(store, "train")
+raw = store.root.store_path.store
+while hasattr(raw, "_store"):
+    raw = raw._store
+real, writes = raw.set, [0]
+async def dying_set(key, value):
+    writes[0] += 1
+    if writes[0] == 6:
+        os.kill(os.getpid(), signal.SIGKILL)  # killed in the middle of the save
+    return await real(key, value)
+object.__setattr__(raw, "set", dying_set)
+analysis.save(store, "default", overwrite=True)
+"""
+
+
+@pytest.mark.slow
+def test_copies_of_killed_saves_are_removed_by_the_next_save_never_a_live_one(where) -> None:
+    """A save in a process killed with SIGKILL leaves its copy; the next save removes it (its
+    writer's process has ended), never the copy a pointer leads to nor one a live writer holds
+    (one this process is writing); store.clean() removes the latter once taken to be gone."""
+    import json
+
+    url, options = where
+    _capture(url, options)
+    store = open_store(url, mode="r+", storage_options=options or None)
+    analysis = SignatureAnalysis(n_clusters=3, progress=False).fit(store, "train")
+    analysis.save(store, "default")
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, "-c", _KILLED_SAVE, url, json.dumps(options)],
+                          env=env, timeout=300, capture_output=True, text=True)
+    assert done.returncode == -9, done.stderr
+    store = open_store(url, mode="r+", storage_options=options or None)
+    [killed] = store.verify().leftovers
+    assert killed.startswith("analysis/.new-default-")
+    live = "analysis/.new-other-0123abcd"
+    store.group(live, create=True).create_array("x", shape=(3,), dtype="int8")  # being written
+    assert store.verify().leftovers == sorted([killed, live])
+    analysis.save(store, "default", overwrite=True)  # the next save: its siblings collected
+    keys = _keys(url, options)
+    assert not any(k.startswith(killed + "/") for k in keys)
+    assert f"{live}/x/zarr.json" in keys and store.verify().leftovers == [live]
+    assert store.clean() == [] and store.clean(older_than=0) == [live]
+    assert store.verify().ok and store.verify().leftovers == []
+    assert SignatureAnalysis.load(store, "default").n_clusters == 3
 
 
 # ---------------------------------------------------------------------------- 2. every array guarded
@@ -248,6 +309,67 @@ def test_a_broken_claim_stops_its_writer_at_the_next_heartbeat(s3, monkeypatch) 
         first.check()
     second.check()
     second.release()
+
+
+# ---------------------------------------------------------------------------- 5b. server stopped
+@pytest.mark.slow
+def test_a_server_stopped_mid_capture_is_a_store_error_and_resume_after_restart_is_identical(
+        tmp_path, monkeypatch) -> None:
+    """The S3 server stops in the middle of a capture: a StoreError saying the store does not
+    answer and that resume=True continues. Restarted (the same ThreadedMotoServer: moto keeps
+    its objects in this process; a new process would start empty), resume=True completes
+    the split byte for byte as an uninterrupted capture."""
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    import importlib
+
+    session = importlib.import_module("nnsig_core.capture.session")
+    monkeypatch.setattr(session, "RECORD_EVERY_S", 0.0)  # n_written recorded at every chunk
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    options = {"endpoint_url": f"http://127.0.0.1:{port}", "key": "testing",
+               "secret": "testing", "config_kwargs": {"connect_timeout": 1,
+                                                      "retries": {"max_attempts": 1}}}
+    s3fs.S3FileSystem(**options).mkdir("nnsig-restart")
+    url = "s3://nnsig-restart/run.zarr"
+    b = _blobs("train", 400)
+    adapter = ArrayAdapter(b["activations"], b["outputs"])
+
+    def batches(stop_at: int | None = None):
+        for i, lo in enumerate(range(0, 400, 40)):
+            if i == stop_at:
+                server.stop()
+            yield np.arange(lo, lo + 40), b["labels"][lo : lo + 40]
+
+    try:
+        with pytest.raises(StoreError, match=r"did not answer.*down or unreachable.*"
+                                             r"resume=True\) continues"):
+            capture(adapter, batches(stop_at=5), url, chunk_bytes=8 * 4 * 40, progress=False,
+                    storage_options=options)
+        server.start()
+        store = open_store(url, storage_options=options)
+        assert not store.is_complete("train") and 0 < store.split_attrs("train")["n_written"]
+        capture(adapter, batches(), url, chunk_bytes=8 * 4 * 40, progress=False,
+                storage_options=options, resume=True)
+        local = str(tmp_path / "s.zarr")
+        capture(adapter, batches(), local, chunk_bytes=8 * 4 * 40, progress=False)
+        remote, here = _keys(url, options), _keys(local, {})
+        split = sorted(k for k in here if k.startswith("train/") and k != "train/zarr.json")
+        assert split == sorted(k for k in remote if k.startswith("train/")
+                               and k != "train/zarr.json")
+        assert [k for k in split if remote[k] != here[k]] == []
+        assert open_store(url, storage_options=options).verify().ok
+    finally:
+        server.stop()
 
 
 # ---------------------------------------------------------------------------- 6. bare errors

@@ -3,7 +3,11 @@
 Modules
 -------
 api
-    :func:`capture` and :func:`capture_arrays`, the entry points.
+    :func:`capture` and :func:`capture_arrays`, the entry points
+    (:func:`capture_distributed`, on a Dask cluster, is
+    :mod:`nnsig_core.distributed.capture`'s, loaded when first used).
+options
+    :class:`CaptureOptions`: the options every capture shares, checked once.
 policy
     Argument checks; whether a split is created, replaced or resumed.
 batches
@@ -14,22 +18,40 @@ writer
     The background thread writing whole chunks.
 thumbnails
     Small uint8 images of the inputs, for the viewer.
+repair
+    Re-capturing exactly the rows whose chunks are missing or damaged.
 probe
     :class:`Probe`: a fixed probe set captured at checkpoints of a training run.
 """
 
-from nnsig_core.capture.api import capture, capture_arrays, default_predict
+from typing import TYPE_CHECKING, Any
+
+from nnsig_core.capture.api import capture, capture_arrays
 from nnsig_core.capture.errors import CaptureError
+from nnsig_core.capture.options import CaptureOptions, default_predict
 from nnsig_core.capture.probe import Probe, checkpoint_split, list_checkpoints
 from nnsig_core.capture.thumbnails import make_thumbnails
 
 __all__ = [
     "CaptureError",
+    "CaptureOptions",
     "Probe",
     "capture",
     "capture_arrays",
+    "capture_distributed",
     "checkpoint_split",
     "default_predict",
     "list_checkpoints",
     "make_thumbnails",
 ]
+
+if TYPE_CHECKING:
+    from nnsig_core.distributed.capture import capture_distributed
+
+
+def __getattr__(name: str) -> Any:
+    if name == "capture_distributed":  # it needs Dask: imported on first use
+        from nnsig_core.distributed.capture import capture_distributed
+
+        return capture_distributed
+    raise AttributeError(f"module 'nnsig_core.capture' has no attribute {name!r}")

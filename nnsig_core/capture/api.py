@@ -8,23 +8,24 @@ queue between the two keeps peak memory independent of the data set's size.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from nnsig_core._util import now_iso, package_version
 from nnsig_core.capture.batches import is_array_pair, iter_batches, n_available, take
 from nnsig_core.capture.errors import CaptureError
 from nnsig_core.capture.hf_datasets import as_capture_data
+from nnsig_core.capture.options import (
+    DEFAULT_CHUNK_BYTES,
+    DEFAULT_DURABLE,
+    CaptureOptions,
+)
 from nnsig_core.capture.policy import (
-    check_arguments,
-    check_class_names,
     check_expected,
     check_weights,
     model_fingerprint,
@@ -35,13 +36,8 @@ from nnsig_core.capture.repair import Repairs
 from nnsig_core.capture.session import CaptureSession
 from nnsig_core.protocol import Adapter, ArrayAdapter
 from nnsig_core.store import ActivationStore, open_store
-from nnsig_core.store.format import TOKENS_SUFFIX, codec_description
 
 log = logging.getLogger("nnsig")
-
-DEFAULT_CHUNK_BYTES = 4 << 20
-#: fsync chunk files before a split is marked complete (see ``capture(durable=...)``).
-DEFAULT_DURABLE = False
 
 
 def capture(
@@ -96,51 +92,9 @@ def capture(
         Where to write: a local directory (created if missing), an fsspec
         URL (``s3://bucket/run.zarr``, ``gs://...``, ``memory://...``) or a
         zarr ``Store``.
-    split : str
-        Name of the split (``"train"``, ``"test"``, any name of letters,
-        digits, ``_ . -``).
-    batch_size : int
-        Rows per forward pass when ``data`` is ``(X, y)``; ignored for iterables.
-    max_samples : int, optional
-        Stop after this many samples.
-    class_names : sequence of str, optional
-        Names of the classes, index = label.
-    keep_inputs : bool
-        Also store small uint8 thumbnails of image inputs (at most
-        32 pixels a side, per-sample min-max scaled) for the viewer.
-    resume : bool
-        Continue an interrupted capture of ``split`` from its last chunk
-        recorded as written. The data must come in the same order as before
-        (checked against the stored labels), with the same ``keep_inputs``
-        and ``dtype``.
-    overwrite : bool
-        Replace an existing split of that name.
-    dtype : {"float32", "float16"}
-        Storage type of activations.
-    compressor : None, "lz4", "zstd" or a zarr codec
-        ``None`` (the default, chosen by measurement: see
-        ``benchmarks/bench_capture.py``) stores raw bytes; ``"lz4"`` is Blosc
-        LZ4 with bit shuffle, the fastest codec; ``"zstd"`` the smallest.
-    chunk_bytes : int
-        Target size of one chunk (uncompressed) of the widest layer; every
-        array of the split is chunked with the same number of rows.
-    predict : callable, optional
-        Maps a batch of outputs to predicted classes. Default: ``argmax``
-        over the last axis, or ``output > 0`` for a single logit.
-    progress : bool
-        Show a tqdm progress bar.
-    durable : bool
-        fsync every chunk file and its directory, and the split's metadata,
-        before the split is marked complete, so a complete split survives a
-        power cut (local stores; object stores are durable once written).
-        Without it a complete split survives a killed process, not a power cut.
-    allow_other_weights : bool or str
-        The model's weights are fingerprinted (adapters that can) and recorded
-        with the split; resuming a split, or adding one to a store, with a model
-        whose weights differ is refused unless this is True or a reason
-        (recorded with the split, e.g. ``"epoch 5 vs epoch 10"``).
-    storage_options : dict, optional
-        Options of the URL's fsspec filesystem (endpoint, credentials).
+    split, batch_size, max_samples, class_names, keep_inputs, resume, overwrite, dtype, compressor, chunk_bytes, predict, progress, durable, allow_other_weights, storage_options
+        The options every capture shares: see :class:`CaptureOptions`.
+        ``batch_size`` is used when ``data`` is ``(X, y)`` or a mapping.
     batch_axis : int, optional
         The batch axis of the inputs (1 for sequence-first models, whose
         inputs are ``(seq, batch, ...)``); the adapter's ``batch_axis`` by
@@ -172,39 +126,30 @@ def capture(
     ClaimError
         Another capture is writing the split (it is named); nothing is changed.
     """
-    codec = check_arguments(adapter, split, resume=resume, overwrite=overwrite, dtype=dtype,
-                            batch_size=batch_size, compressor=compressor, max_samples=max_samples)
-    batch_axis = _batch_axis(adapter, batch_axis)
-    if isinstance(split, str) and split.endswith(TOKENS_SUFFIX):
+    options = CaptureOptions.from_call(locals())
+    if not isinstance(adapter, Adapter):
         raise CaptureError(
-            f"Split names ending in {TOKENS_SUFFIX!r} are reserved for the token rows of a "
-            f"split (pool='tokens' writes them to '<split>{TOKENS_SUFFIX}'); choose another name."
+            f"{type(adapter).__name__} is not an nnsig adapter (it needs framework, run, "
+            "model_summary and to_numpy). Wrap your model: nnsig_torch.TorchAdapter(model), "
+            "nnsig_keras.KerasAdapter(model), or nnsig_core.ArrayAdapter for precomputed arrays."
         )
-    data, hf_class_names = as_capture_data(data, batch_size=batch_size,
+    data, hf_class_names = as_capture_data(data, batch_size=options.batch_size,
                                            input_columns=input_columns, label_column=label_key)
-    class_names = check_class_names(class_names if class_names is not None else hf_class_names)
+    if options.class_names is None and hf_class_names is not None:
+        options = dataclasses.replace(options, class_names=hf_class_names)
+    batch_axis = _batch_axis(adapter, batch_axis)
     store = open_store(store, mode="a", storage_options=storage_options)
     store.require_writable(f"split {split!r}")
-    fingerprint = model_fingerprint(adapter)
-    _capture(store, adapter, data, split=split, batch_size=batch_size,
-             max_samples=max_samples, class_names=class_names, keep_inputs=keep_inputs,
-             resume=resume, overwrite=overwrite, dtype=dtype, codec=codec,
-             chunk_bytes=chunk_bytes, predict=predict, progress=progress, durable=durable,
-             allow_other_weights=allow_other_weights, batch_axis=batch_axis,
-             label_key=label_key, fingerprint=fingerprint)
+    _capture(store, adapter, data, options, batch_axis, label_key, model_fingerprint(adapter))
     return store
 
 
-def _capture(store: ActivationStore, adapter: Any, data: Any, *, split: str,
-             batch_size: int, max_samples: int | None, class_names: list[str] | None,
-             keep_inputs: bool, resume: bool, overwrite: bool, dtype: str, codec: Any,
-             chunk_bytes: int, predict: Any, progress: bool, durable: bool,
-             allow_other_weights: bool | str, batch_axis: int, label_key: str | None,
-             fingerprint: str | None) -> None:
+def _capture(store: ActivationStore, adapter: Any, data: Any, o: CaptureOptions,
+             batch_axis: int, label_key: str | None, fingerprint: str | None) -> None:
     """:func:`capture` once its arguments are checked and the store is open."""
-    with store.claim(split, break_stale=resume) as claim:  # before anything is read or changed
-        plan = plan_split(store, split, resume=resume, overwrite=overwrite,
-                          keep_inputs=keep_inputs, dtype=dtype, max_samples=max_samples)
+    split, max_samples = o.split, o.max_samples
+    with store.claim(split, break_stale=o.resume) as claim:  # before anything is read or changed
+        plan = plan_split(store, o)
         if plan.done:
             return
         if plan.existing is not None and plan.existing.get("token_split"):
@@ -215,7 +160,7 @@ def _capture(store: ActivationStore, adapter: Any, data: Any, *, split: str,
             )
         weights_error = None
         try:
-            check_weights(store, split, fingerprint, plan.existing, allow_other_weights)
+            check_weights(store, split, fingerprint, plan.existing, o.allow_other_weights)
         except CaptureError as exc:
             if plan.existing is None:
                 raise
@@ -225,35 +170,21 @@ def _capture(store: ActivationStore, adapter: Any, data: Any, *, split: str,
             max_samples if n_total is None else min(max_samples, n_total)
         )
         check_expected(split, plan.existing, n_expected)
-        settings = {
-            "batch_size": batch_size if is_array_pair(data) or isinstance(data, Mapping) else None,
-            "batch_axis": batch_axis,
-            "max_samples": max_samples,
-            "dtype": dtype,
-            "compressor": codec_description(codec),
-            "keep_inputs": bool(keep_inputs),
-            "durable": bool(durable),
-            "nnsig_version": package_version(),
-            "capture_id": uuid.uuid4().hex,  # tells results of an earlier capture apart
-            "started": now_iso(),
-            "started_ns": time.time_ns(),  # orders splits captured within one second
-        }
-        if allow_other_weights and isinstance(allow_other_weights, str):
-            settings["other_weights"] = allow_other_weights
+        settings = o.settings(batch_axis=batch_axis)
+        if not (is_array_pair(data) or isinstance(data, Mapping)):
+            settings["batch_size"] = None
         session = CaptureSession(
-            store=store, split=split, adapter=adapter, n_expected=n_expected,
-            class_names=class_names, keep_inputs=keep_inputs, dtype=np.dtype(dtype),
-            compressor=codec, chunk_bytes=chunk_bytes, predict=predict or default_predict,
-            settings=settings, existing=plan.existing, start=plan.start, claim=claim,
-            fingerprint=fingerprint, durable=durable, weights_error=weights_error,
+            store=store, adapter=adapter, options=o, n_expected=n_expected, settings=settings,
+            existing=plan.existing, start=plan.start, claim=claim, fingerprint=fingerprint,
+            weights_error=weights_error,
         )
         check = (resume_label_check(store, split, plan.repairs) if plan.existing is not None
                  else None)
         repairs = Repairs(session, plan.repairs) if plan.repairs else None
-        batches = iter_batches(data, batch_size, plan.start, on_skipped=check,
+        batches = iter_batches(data, o.batch_size, plan.start, on_skipped=check,
                                batch_axis=batch_axis, label_key=label_key, repair=repairs)
         _run(session, batches, n_expected, plan.start, max_samples, f"capture {split}",
-             progress, batch_axis, repairs)
+             o.progress, batch_axis, repairs)
 
 
 def _run(session: CaptureSession, batches: Any, n_expected: int | None, start: int,
@@ -280,6 +211,7 @@ def _run(session: CaptureSession, batches: Any, n_expected: int | None, start: i
                 break
         if repairs is not None:
             repairs.close(session.split)
+            session.repaired = repairs.record()
         session.finish()
     except BaseException:
         if repairs is not None:
@@ -347,11 +279,3 @@ def _batch_axis(adapter: Any, batch_axis: int | None) -> int:
     if batch_axis not in (0, 1):
         raise CaptureError(f"batch_axis must be 0 or 1, got {batch_axis!r}.")
     return batch_axis
-
-
-def default_predict(outputs: np.ndarray) -> np.ndarray:
-    """Predicted class: argmax over the last axis, or ``logit > 0`` for one output."""
-    out = np.asarray(outputs)
-    if out.ndim == 1 or out.shape[-1] == 1:
-        return (out.reshape(len(out)) > 0).astype(np.int64)
-    return np.argmax(out.reshape(len(out), -1), axis=1).astype(np.int64)

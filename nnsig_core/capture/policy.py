@@ -9,74 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from nnsig_core._util import check_name
 from nnsig_core.capture.batches import class_indices
 from nnsig_core.capture.errors import CaptureError
-from nnsig_core.protocol import Adapter
+from nnsig_core.capture.options import CaptureOptions
 from nnsig_core.store import ActivationStore, StoreError
-from nnsig_core.store.format import RESERVED_NAMES, resolve_compressor
 
 log = logging.getLogger("nnsig")
-
-
-def check_arguments(
-    adapter: Any, split: str, *, resume: bool, overwrite: bool, dtype: str, batch_size: int,
-    compressor: Any, max_samples: int | None,
-) -> Any:
-    """Check ``capture``'s arguments before the store is touched; returns the zarr codec."""
-    if not isinstance(adapter, Adapter):
-        raise CaptureError(
-            f"{type(adapter).__name__} is not an nnsig adapter (it needs framework, run, "
-            "model_summary and to_numpy). Wrap your model: nnsig_torch.TorchAdapter(model), "
-            "nnsig_keras.KerasAdapter(model), or nnsig_core.ArrayAdapter for precomputed arrays."
-        )
-    check_split_options(split, resume=resume, overwrite=overwrite, dtype=dtype,
-                        batch_size=batch_size, max_samples=max_samples)
-    try:
-        return resolve_compressor(compressor)
-    except ValueError as exc:
-        raise CaptureError(str(exc)) from None
-
-
-def check_split_options(
-    split: str, *, resume: bool, overwrite: bool, dtype: str, batch_size: int,
-    max_samples: int | None,
-) -> None:
-    """The checks every capture (local or distributed) makes of the split and its options."""
-    try:
-        check_name(split, "split", RESERVED_NAMES)
-    except ValueError as exc:
-        raise CaptureError(str(exc)) from None
-    if resume and overwrite:
-        raise CaptureError("Pass resume=True or overwrite=True, not both.")
-    if dtype not in ("float32", "float16"):
-        raise CaptureError(f"dtype must be 'float32' or 'float16', got {dtype!r}.")
-    if batch_size < 1:
-        raise CaptureError(f"batch_size must be >= 1, got {batch_size}.")
-    if max_samples is not None and max_samples < 1:
-        raise CaptureError(f"max_samples must be >= 1 or None, got {max_samples}.")
-
-
-def check_class_names(class_names: Any) -> list[str] | None:
-    """Class names as strings; duplicates refused (the number of classes is checked against
-    the model's outputs and labels once the first batch has run)."""
-    if class_names is None:
-        return None
-    if isinstance(class_names, (str, bytes)):
-        raise CaptureError(
-            f"class_names must be a sequence of names, one per class; got the string "
-            f"{class_names!r}. Pass e.g. class_names=['cat', 'dog']."
-        )
-    names = [str(c) for c in class_names]
-    seen: dict[str, int] = {}
-    for i, name in enumerate(names):
-        if name in seen:
-            raise CaptureError(
-                f"class_names has {name!r} twice (classes {seen[name]} and {i}); every class "
-                "needs its own name."
-            )
-        seen[name] = i
-    return names
 
 
 def model_fingerprint(adapter: Any) -> str | None:
@@ -137,21 +75,20 @@ class Plan:
     repairs: list[tuple[int, int]] = field(default_factory=list)
 
 
-def plan_split(
-    store: ActivationStore, split: str, *, resume: bool, overwrite: bool, keep_inputs: bool,
-    dtype: str, max_samples: int | None,
-) -> Plan:
-    """Decide whether ``split`` is created, replaced (``overwrite``) or continued (``resume``).
+def plan_split(store: ActivationStore, o: CaptureOptions) -> Plan:
+    """Decide whether ``o.split`` is created, replaced (``overwrite``) or continued
+    (``resume``).
 
     An existing split is replaced only once the first batch has run and
     matched the other splits (by the capture session), so a capture refused
     early leaves the old split as it was.
     """
+    split, max_samples = o.split, o.max_samples
     if split in store.splits:
-        if overwrite:
+        if o.overwrite:
             log.info("Overwriting split %r of %s", split, store.location)
             return Plan()
-        if resume:
+        if o.resume:
             existing = store.split_attrs(split)
             repairs = rows_to_repair(store, split)
             if existing.get("complete"):
@@ -159,12 +96,12 @@ def plan_split(
                     log.info("Split %r is complete and every chunk of it is sound; nothing to "
                              "resume.", split)
                     return Plan(done=True)
-                _check_resume_settings(split, existing, keep_inputs, dtype, None)
+                _check_resume_settings(split, existing, o.keep_inputs, o.dtype, None)
                 log.warning("Split %r is complete but rows %s are missing or damaged: capturing "
                             "them again.", split, _spans(repairs))
                 return Plan(start=int(existing.get("n_samples", 0)), existing=existing,
                             repairs=repairs)
-            _check_resume_settings(split, existing, keep_inputs, dtype, max_samples)
+            _check_resume_settings(split, existing, o.keep_inputs, o.dtype, max_samples)
             # Restart at a chunk boundary: a partial last chunk may have been written.
             chunk_rows = int(existing["capture"]["chunk_rows"])
             start = int(existing.get("n_written", 0))
@@ -183,11 +120,11 @@ def plan_split(
         )
     damaged = store.damaged_splits.get(split)
     if damaged is not None:
-        if overwrite:
+        if o.overwrite:
             log.info("Overwriting split %r of %s (its metadata is damaged)", split, store.location)
             return Plan()
         raise damaged
-    if store.group(split) is not None and not overwrite:
+    if store.group(split) is not None and not o.overwrite:
         raise StoreError(
             f"{split!r} exists in the store but is not a split (a capture that failed while "
             "creating it?); pass overwrite=True to replace it, or choose another split name."

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from nnsig_core._util import now_iso
 from nnsig_core.capture.errors import CaptureError
 from nnsig_core.capture.writer import ChunkWriter
 
@@ -87,10 +88,20 @@ class Repairs:
                 "first capture, or capture the split again with overwrite=True."
             )
         if self.ranges:
-            log.info("Repaired split %r: re-captured rows %s (%d rows, %d bytes of chunks).",
-                     split, ", ".join(f"{a}-{b}" for a, b in self.ranges), self.rows, self.bytes)
+            log_repair(split, self.record())
+
+    def record(self) -> dict[str, Any]:
+        """What was re-captured, as recorded in the split's ``capture.repaired``."""
+        return {"at": now_iso(), "ranges": [list(r) for r in self.ranges], "rows": self.rows,
+                "bytes": self.bytes}
 
     def abort(self) -> None:
         if self._writer is not None:
             self._writer.abort()
             self._writer = None
+
+
+def log_repair(split: str, record: dict[str, Any]) -> None:
+    """Log what a repair re-captured (:meth:`Repairs.record`)."""
+    log.info("Repaired split %r: re-captured rows %s (%d rows, %d bytes of chunks).", split,
+             ", ".join(f"{a}-{b}" for a, b in record["ranges"]), record["rows"], record["bytes"])

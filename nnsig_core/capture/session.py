@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ from nnsig_core._util import now_iso, to_json_safe
 from nnsig_core._warnings import warn
 from nnsig_core.capture.batches import class_indices
 from nnsig_core.capture.errors import CaptureError
+from nnsig_core.capture.options import CaptureOptions, default_predict
 from nnsig_core.capture.thumbnails import make_thumbnails
 from nnsig_core.capture.token_split import TokenSpace
 from nnsig_core.capture.writer import ChunkWriter
@@ -45,39 +46,28 @@ class CaptureSession:
         self,
         *,
         store: ActivationStore,
-        split: str,
         adapter: Adapter,
+        options: CaptureOptions,
         n_expected: int | None,
-        class_names: list[str] | None,
-        keep_inputs: bool,
-        dtype: np.dtype,
-        compressor: Any,
-        chunk_bytes: int,
-        predict: Callable[[np.ndarray], np.ndarray],
         settings: dict[str, Any],
         existing: dict[str, Any] | None,
         start: int,
         claim: SplitClaim,
         fingerprint: str | None = None,
-        durable: bool = False,
         weights_error: Exception | None = None,
     ) -> None:
         self.store = store
-        self.split = split
         self.adapter = adapter
         self.n_expected = n_expected
-        self.class_names = class_names
-        self.keep_inputs = keep_inputs
-        self.dtype = dtype
-        self.compressor = compressor
-        self.chunk_bytes = chunk_bytes
-        self.predict = predict
+        o = options
+        self.split, self.class_names, self.keep_inputs = o.split, o.class_names, o.keep_inputs
+        self.dtype, self.compressor, self.chunk_bytes = np.dtype(o.dtype), o.codec, o.chunk_bytes
+        self.predict, self.durable = o.predict or default_predict, o.durable
         self.settings = settings
         self.existing = existing
         self.start = start
         self.claim = claim
         self.fingerprint = fingerprint
-        self.durable = durable
         self.weights_error = weights_error  # raised once the layers are known to match
         self.writer: ChunkWriter | None = None
         self.created = False  # this capture created the split's group
@@ -88,9 +78,11 @@ class CaptureSession:
         self.info: dict[str, Any] = {}
         self.has_labels: bool | None = None if existing is None else existing.get("has_labels")
         self.rows_seen = start  # the split row of the next batch's first sample
-        self.tokens = TokenSpace(store, split, dtype, compressor, chunk_bytes, self._token_info,
-                                 durable)
+        self.tokens = TokenSpace(store, self.split, self.dtype, self.compressor,
+                                 self.chunk_bytes, self._token_info, self.durable)
         self.has_tokens: bool | None = None
+        #: What a repair re-captured (``Repairs.record()``), recorded as ``capture.repaired``.
+        self.repaired: dict[str, Any] | None = None
 
     # -- per batch
     def process(self, inputs: Any, labels: Any, index: np.ndarray) -> None:
@@ -354,6 +346,8 @@ class CaptureSession:
             has_labels=bool(self.has_labels),
         )
         self.info["capture"] = dict(self.info["capture"], finished=now_iso())
+        if self.repaired is not None:
+            self.info["capture"]["repaired"] = self.repaired
         self._mark_complete()
         log.info("Captured %d samples of split %r into %s", total, self.split, self.store.location)
 
@@ -363,7 +357,8 @@ class CaptureSession:
         if self.writer is not None:
             self.writer.close()
         self.info = dict(self.existing or {})
-        self.info["capture"] = dict(self.info.get("capture") or {}, repaired=now_iso())
+        self.info["capture"] = dict(self.info.get("capture") or {},
+                                    repaired=self.repaired or {"at": now_iso()})
         self._mark_complete()
 
     def _complete_as_is(self) -> None:

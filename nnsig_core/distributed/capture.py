@@ -29,7 +29,12 @@ arrays) and a cluster:
    shards) as the split's ``n_written`` about once a second, and marks the
    split complete only after every shard's task has returned; the markers
    are then removed. ``resume=True`` runs only the shards without a marker
-   of this capture (its ``capture_id``).
+   of this capture (its ``capture_id``), and in the shards done captures
+   again exactly the chunks ``nnsig verify`` finds missing or damaged (or
+   missing past the rows recorded as written): one task per such shard runs
+   only the batches holding those rows (:func:`~nnsig_core.distributed.shards.repair_task`),
+   and the split records what was re-captured (``capture.repaired``: rows,
+   bytes).
 
 The chunks are byte-identical to a single-process ``capture`` of the same data
 with the same ``batch_size`` (``tests/test_distributed_capture.py``).
@@ -48,16 +53,12 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from nnsig_core._util import now_iso, package_version
+from nnsig_core._util import now_iso
 from nnsig_core._warnings import warn
-from nnsig_core.capture.api import DEFAULT_CHUNK_BYTES, default_predict
 from nnsig_core.capture.errors import CaptureError
-from nnsig_core.capture.policy import (
-    check_class_names,
-    check_expected,
-    check_split_options,
-    plan_split,
-)
+from nnsig_core.capture.options import DEFAULT_CHUNK_BYTES, DEFAULT_DURABLE, CaptureOptions
+from nnsig_core.capture.policy import check_expected, plan_split
+from nnsig_core.capture.repair import log_repair
 from nnsig_core.distributed.shards import (
     CHECK_EVERY_S,
     Job,
@@ -65,14 +66,14 @@ from nnsig_core.distributed.shards import (
     dataset_len,
     default_collate,
     done_shards,
-    intact_shards,
+    lost_chunks,
     prepare_task,
+    repair_task,
     shard_task,
 )
 from nnsig_core.execute.client import ClientArg, require_client
 from nnsig_core.protocol import Adapter
 from nnsig_core.store import ActivationStore, open_store
-from nnsig_core.store.format import codec_description, resolve_compressor
 
 log = logging.getLogger("nnsig")
 
@@ -80,20 +81,6 @@ log = logging.getLogger("nnsig")
 SHARD_BYTES = 256 << 20
 
 # ---------------------------------------------------------------------------- the driver
-def _check_args(make_adapter: Any, split: str, resume: bool, overwrite: bool, dtype: str,
-                batch_size: int, max_samples: int | None, retries: int) -> None:
-    if not callable(make_adapter):
-        raise CaptureError(
-            f"make_adapter must be a picklable callable building the adapter on a worker "
-            f"(e.g. a module-level function loading the weights from a file); got "
-            f"{type(make_adapter).__name__}."
-        )
-    check_split_options(split, resume=resume, overwrite=overwrite, dtype=dtype,
-                        batch_size=batch_size, max_samples=max_samples)
-    if retries < 0:
-        raise CaptureError(f"retries must be >= 0, got {retries}.")
-
-
 def _shard_rows(requested: int | None, chunk_rows: int, batch_size: int, row_bytes: int,
                 n: int, n_workers: int) -> int:
     """Rows per shard: a multiple of the chunk length (and of the batch size when given so)."""
@@ -141,7 +128,7 @@ def capture_distributed(
     predict: Callable[[np.ndarray], np.ndarray] | None = None,
     collate: Callable[[Sequence[Any]], tuple[Any, Any]] | None = None,
     progress: bool = True,
-    durable: bool = False,
+    durable: bool = DEFAULT_DURABLE,
     allow_other_weights: bool | str = False,
     retries: int = 3,
     storage_options: dict[str, Any] | None = None,
@@ -164,9 +151,11 @@ def capture_distributed(
         As for :func:`nnsig_core.capture`. The workers open what is given
         here (a path or URL), or a copy of the opened store (a zarr Store, or
         a URL with ``storage_options``: its filesystem travels with it).
-    split, batch_size, max_samples, class_names, keep_inputs, resume, overwrite, dtype, compressor, chunk_bytes, predict, durable, allow_other_weights
-        As for :func:`nnsig_core.capture`. ``resume=True`` runs only the
-        shards not yet done.
+    split, batch_size, max_samples, class_names, keep_inputs, resume, overwrite, dtype, compressor, chunk_bytes, predict, progress, durable, allow_other_weights, storage_options
+        The options every capture shares: see
+        :class:`~nnsig_core.capture.CaptureOptions`. ``resume=True`` runs the
+        shards not yet done and, in those done, only the chunks to repair.
+        A store URL's ``storage_options`` travel to the workers.
     client : dask.distributed.Client, optional
         The cluster (default: the active client).
     shard_rows : int, optional
@@ -178,14 +167,9 @@ def capture_distributed(
     collate : callable, optional
         Turns a list of ``dataset[i]`` items into ``(inputs, labels)`` (default
         :func:`~nnsig_core.distributed.shards.default_collate`).
-    progress : bool
-        Show a progress bar of the rows written.
     retries : int
         Times a failed shard task is run again (exceptions other than errors in
         the data, the model or the store, and lost workers).
-    storage_options : dict, optional
-        For a store URL: the fsspec filesystem's options (endpoint, credentials),
-        as for :func:`nnsig_core.open_store`.
 
     Returns
     -------
@@ -200,15 +184,18 @@ def capture_distributed(
     ValueError
         No Dask client.
     """
-    _check_args(make_adapter, split, resume, overwrite, dtype, batch_size, max_samples, retries)
+    options = CaptureOptions.from_call(locals())
+    if not callable(make_adapter):
+        raise CaptureError(
+            f"make_adapter must be a picklable callable building the adapter on a worker "
+            f"(e.g. a module-level function loading the weights from a file); got "
+            f"{type(make_adapter).__name__}."
+        )
+    if retries < 0:
+        raise CaptureError(f"retries must be >= 0, got {retries}.")
     client = require_client(client, "capture_distributed")
     from dask.base import tokenize
 
-    class_names = check_class_names(class_names)
-    try:
-        codec = resolve_compressor(compressor)
-    except ValueError as exc:
-        raise CaptureError(str(exc)) from None
     n_total = dataset_len(dataset)
     n = n_total if max_samples is None else min(n_total, int(max_samples))
     if n == 0:
@@ -217,8 +204,7 @@ def capture_distributed(
     opened.require_writable(f"split {split!r}")
     reopen = store if isinstance(store, (str, os.PathLike)) and not storage_options else opened
     with opened.claim(split, break_stale=resume) as claim:
-        plan = plan_split(opened, split, resume=resume, overwrite=overwrite,
-                          keep_inputs=keep_inputs, dtype=dtype, max_samples=max_samples)
+        plan = plan_split(opened, options)
         if plan.done:
             return opened
         existing = plan.existing
@@ -236,41 +222,29 @@ def capture_distributed(
                     f"with {settings['shard_rows']}. Leave shard_rows out to resume."
                 )
             shard_rows = int(settings["shard_rows"])
-            capture_id = str(settings["capture_id"])
         else:
-            capture_id = uuid.uuid4().hex
-            settings = {
-                "batch_size": batch_size, "max_samples": max_samples, "dtype": dtype,
-                "compressor": codec_description(codec), "keep_inputs": bool(keep_inputs),
-                "durable": bool(durable), "nnsig_version": package_version(),
-                "capture_id": capture_id, "started": now_iso(),
-                "started_ns": time.time_ns(), "distributed": True,
-            }
-            if allow_other_weights and isinstance(allow_other_weights, str):
-                settings["other_weights"] = allow_other_weights
-        job = Job(
-            make_adapter=make_adapter, adapter_token=tokenize(make_adapter), dataset=dataset,
-            store=reopen, split=split, n=n, batch_size=batch_size, class_names=class_names,
-            keep_inputs=keep_inputs, dtype=dtype, compressor=codec, chunk_bytes=chunk_bytes,
-            predict=predict or default_predict, collate=collate or default_collate,
-            durable=durable, allow_other_weights=allow_other_weights, capture_id=capture_id,
-            settings=settings,
-        )
+            settings = options.settings(distributed=True)
+        job = Job(make_adapter=make_adapter, adapter_token=tokenize(make_adapter),
+                  dataset=dataset, store=reopen, options=options, n=n,
+                  collate=collate or default_collate, capture_id=str(settings["capture_id"]),
+                  settings=settings)
         shipped = client.scatter(job, broadcast=True, hash=False)
         try:
             done: dict[int, bool] = {}
             check_rows: list[int] = []
+            lost: dict[int, list[int]] = {}
             if existing is None:
                 clear_markers(opened, split)  # markers of an earlier capture of the split
             else:
                 assert shard_rows is not None  # a resume takes the started capture's
-                done = done_shards(opened, split, capture_id, _plan(n, int(shard_rows)))
-                done = intact_shards(opened, split, done, _plan(n, int(shard_rows)),
-                                     int(existing["capture"]["chunk_rows"]))
-                done = _without_repairs(done, plan.repairs, existing,
-                                        _plan(n, int(shard_rows)))
-                check_rows = sorted({r for i, lo, hi in _plan(n, int(shard_rows)) if i in done
-                                     for r in (lo, hi - 1)})
+                shards = _plan(n, int(shard_rows))
+                done = ({i: bool(existing.get("has_labels")) for i, _, _ in shards}
+                        if existing.get("complete")
+                        else done_shards(opened, split, job.capture_id, shards))
+                chunk_rows = int(existing["capture"]["chunk_rows"])
+                lost = _lost(opened, split, shards, done, plan.repairs, chunk_rows)
+                check_rows = sorted({r for i, lo, hi in shards if i in done for r in (lo, hi - 1)
+                                     if r // chunk_rows not in lost.get(i, ())})
             _raise(client.submit(prepare_task, shipped, existing is None, check_rows,
                                  pure=False, retries=retries).result())
             opened.refresh()
@@ -287,6 +261,8 @@ def capture_distributed(
             if done:
                 log.info("Resuming split %r: %d of %d shards already written.", split,
                          len(done), len(shards))
+            repaired = _run_repairs(client, shipped, split, shards, lost, chunk_rows, n,
+                                    info.get("model_fingerprint"), retries)
             labels = _run_shards(client, shipped, opened, split, info, shards, done,
                                  info.get("model_fingerprint"), retries, progress, claim)
         except Exception as exc:
@@ -307,10 +283,11 @@ def capture_distributed(
             )
         info.update(complete=True, n_written=n, n_samples=n, n_expected=n,
                     has_labels=bool(next(iter(labels.values()), False)))
-        repaired = existing is not None and existing.get("complete")
-        # A repaired split keeps its fingerprint: its rows are those it had.
-        info["capture"] = dict(info["capture"], **({"repaired": now_iso()} if repaired
-                                                   else {"finished": now_iso()}))
+        # A repaired complete split keeps its fingerprint: its rows are those it had.
+        stamp = {} if existing is not None and existing.get("complete") else {
+            "finished": now_iso()}
+        info["capture"] = dict(info["capture"], **stamp,
+                               **({"repaired": repaired} if repaired else {}))
         claim.check()
         if durable:
             opened.sync_split(split)
@@ -328,18 +305,53 @@ _LOST_WORKERS = frozenset({"FutureCancelledError", "CancelledError", "KilledWork
                            "CommClosedError", "FutureLostError"})
 
 
-def _without_repairs(done: dict[int, bool], repairs: list[tuple[int, int]],
-                     existing: Mapping[str, Any], shards: list[tuple[int, int, int]]
-                     ) -> dict[int, bool]:
-    """The shards a resume skips: those done (for a complete split, every shard) but not
-    those holding rows ``nnsig verify`` found missing or damaged, which run again."""
-    if existing.get("complete"):
-        done = {i: bool(existing.get("has_labels")) for i, _, _ in shards}
-    bad = {i for i, lo, hi in shards if any(a < hi and b >= lo for a, b in repairs)}
-    if bad:
-        log.warning("Shards %s hold rows that are missing or damaged: capturing them again.",
-                    sorted(bad))
-    return {i: v for i, v in done.items() if i not in bad}
+def _lost(store: ActivationStore, split: str, shards: list[tuple[int, int, int]],
+          done: Mapping[int, bool], repairs: list[tuple[int, int]], chunk_rows: int
+          ) -> dict[int, list[int]]:
+    """Done shard -> its chunks to capture again: those ``nnsig verify`` finds missing or
+    damaged (``repairs``, rows) and those missing from a shard marked done past the rows the
+    split records as written."""
+    chunks = {c for a, b in repairs for c in range(a // chunk_rows, b // chunk_rows + 1)}
+    chunks |= lost_chunks(store, split, done, shards, chunk_rows)
+    lost = {i: [c for c in sorted(chunks) if lo <= c * chunk_rows < hi]
+            for i, lo, hi in shards if i in done}
+    lost = {i: cs for i, cs in lost.items() if cs}
+    if lost:
+        log.warning("Shards %s of split %r hold missing or damaged chunks: capturing their rows "
+                    "again.", sorted(lost), split)
+    return lost
+
+
+def _run_repairs(client: Any, shipped: Any, split: str, shards: list[tuple[int, int, int]],
+                 lost: dict[int, list[int]], chunk_rows: int, n: int,
+                 fingerprint: str | None, retries: int) -> dict[str, Any] | None:
+    """Capture again the ``lost`` chunks of done shards, one task per shard: exactly their
+    rows, cut into the batches the shard was cut into. Returns what was re-captured."""
+    if not lost:
+        return None
+    futures = []
+    for i, lo, hi in shards:
+        if i in lost:
+            ranges = _ranges(lost[i], chunk_rows, n)
+            futures.append(client.submit(repair_task, shipped, [(i, lo, hi)], ranges,
+                                         fingerprint, pure=False, retries=retries))
+    records = [_raise(f.result()) for f in futures]
+    record = {"at": now_iso(), "ranges": [r for rec in records for r in rec["ranges"]],
+              "rows": sum(r["rows"] for r in records),
+              "bytes": sum(r["bytes"] for r in records)}
+    log_repair(split, record)
+    return record
+
+
+def _ranges(chunks: Sequence[int], chunk_rows: int, n: int) -> list[tuple[int, int]]:
+    """The rows ``(first, last)`` of sorted chunk indices, consecutive chunks merged."""
+    out: list[tuple[int, int]] = []
+    for c in chunks:
+        a, b = c * chunk_rows, min((c + 1) * chunk_rows, n) - 1
+        if out and out[-1][1] == a - 1:
+            a = out.pop()[0]
+        out.append((a, b))
+    return out
 
 
 def _plan(n: int, shard_rows: int) -> list[tuple[int, int, int]]:

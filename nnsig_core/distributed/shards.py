@@ -26,10 +26,11 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from nnsig_core._util import now_iso
-from nnsig_core._warnings import warn
 from nnsig_core.capture.batches import class_indices, is_array_pair, labels_numpy
 from nnsig_core.capture.errors import CaptureError
+from nnsig_core.capture.options import CaptureOptions
 from nnsig_core.capture.policy import check_weights, model_fingerprint
+from nnsig_core.capture.repair import Repairs
 from nnsig_core.capture.session import CaptureSession
 from nnsig_core.protocol import Adapter, NonFiniteActivationError
 from nnsig_core.store import ActivationStore, StoreError, open_store
@@ -105,18 +106,9 @@ class Job:
     adapter_token: str
     dataset: Any
     store: Any  # what the workers open: a path or URL given by the user, or the ActivationStore
-    split: str
+    options: CaptureOptions
     n: int
-    batch_size: int
-    class_names: list[str] | None
-    keep_inputs: bool
-    dtype: str
-    compressor: Any
-    chunk_bytes: int
-    predict: Callable[[np.ndarray], np.ndarray]
     collate: Callable[[Sequence[Any]], tuple[Any, Any]]
-    durable: bool
-    allow_other_weights: bool | str
     capture_id: str
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -193,12 +185,10 @@ class _ShardSession(CaptureSession):
 def _session(job: Job, store: ActivationStore, adapter: Adapter, existing: dict[str, Any] | None,
              start: int, fingerprint: str | None) -> CaptureSession:
     return _ShardSession(
-        store=store, split=job.split, adapter=adapter, n_expected=job.n,
-        class_names=job.class_names, keep_inputs=job.keep_inputs, dtype=np.dtype(job.dtype),
-        compressor=job.compressor, chunk_bytes=job.chunk_bytes, predict=job.predict,
+        store=store, adapter=adapter, options=job.options, n_expected=job.n,
         settings=dict(job.settings), existing=existing, start=start,
         claim=_TaskClaim(),  # type: ignore[arg-type]
-        fingerprint=fingerprint, durable=job.durable,
+        fingerprint=fingerprint,
     )
 
 
@@ -219,24 +209,24 @@ def prepare_task(job: Job, create: bool, check_rows: Sequence[int] = ()) -> dict
     skips."""
     try:
         adapter, lock, fingerprint = _adapter(job)
-        store = job.open()
-        existing = None if create else store.split_attrs(job.split)
-        check_weights(store, job.split, fingerprint, existing, job.allow_other_weights)
+        store, split = job.open(), job.options.split
+        existing = None if create else store.split_attrs(split)
+        check_weights(store, split, fingerprint, existing, job.options.allow_other_weights)
         if not create:
-            stored: Any = store.split_arrays(job.split)["labels"]  # rows past n_written too
+            stored: Any = store.split_arrays(split)["labels"]  # rows past n_written too
             for row in check_rows:
                 _, labels, _ = job.batch(int(row), int(row) + 1)
                 got = -1 if labels is None else int(class_indices(labels_numpy(labels))[0])
                 if got != int(stored[int(row)]):
                     raise CaptureError(
-                        f"Cannot resume split {job.split!r}: sample {row} has label {got} in "
+                        f"Cannot resume split {split!r}: sample {row} has label {got} in "
                         f"this data but {int(stored[int(row)])} in the store, so the data is "
                         "not in the same order as the interrupted capture. Use the same data "
                         "without shuffling, or overwrite=True."
                     )
             return {"fingerprint": fingerprint}
         session = _session(job, store, adapter, None, 0, fingerprint)
-        inputs, labels, index = job.batch(0, min(job.batch_size, job.n))
+        inputs, labels, index = job.batch(0, min(job.options.batch_size, job.n))
         try:
             with lock:
                 session.process(inputs, labels, index)
@@ -256,32 +246,40 @@ def _stopped(name: str | None, last: list[float]) -> bool:
     return bool(Event(name).is_set())
 
 
+def _open(job: Job, fingerprint: str | None
+          ) -> tuple[Adapter, threading.Lock, str | None, ActivationStore, dict[str, Any]]:
+    """This worker's adapter (refused when its weights are not the split's) and the store,
+    with the split's metadata (refused when the split was replaced since)."""
+    adapter, lock, mine = _adapter(job)
+    if fingerprint is not None and mine != fingerprint and not job.options.allow_other_weights:
+        raise CaptureError(
+            f"make_adapter() built a model with other weights on worker {_worker_key()} "
+            f"(fingerprint {mine}, the split's is {fingerprint}): every worker must load "
+            "the same weights."
+        )
+    store = job.open()
+    info = store.split_attrs(job.options.split)
+    if (info.get("capture") or {}).get("capture_id") != job.capture_id:
+        raise StoreError(
+            f"Split {job.options.split!r} of {store.location} no longer belongs to this capture "
+            "(it was replaced); stopping without writing."
+        )
+    return adapter, lock, mine, store, info
+
+
 def shard_task(job: Job, shard: int, lo: int, hi: int, fingerprint: str | None,
                stop: str | None) -> dict[str, Any]:
     """Capture rows ``lo:hi`` (whole chunks, the last shard excepted), then mark the shard done."""
     try:
-        adapter, lock, mine = _adapter(job)
-        if fingerprint is not None and mine != fingerprint and not job.allow_other_weights:
-            raise CaptureError(
-                f"make_adapter() built a model with other weights on worker {_worker_key()} "
-                f"(fingerprint {mine}, the split's is {fingerprint}): every worker must load "
-                "the same weights."
-            )
-        store = job.open()
-        info = store.split_attrs(job.split)
-        if (info.get("capture") or {}).get("capture_id") != job.capture_id:
-            raise StoreError(
-                f"Split {job.split!r} of {store.location} no longer belongs to this capture "
-                "(it was replaced); stopping without writing."
-            )
+        adapter, lock, mine, store, info = _open(job, fingerprint)
         session = _session(job, store, adapter, info, lo, mine)
         last = [time.monotonic()]
         try:
-            for b in range(lo, hi, job.batch_size):
+            for b in range(lo, hi, job.options.batch_size):
                 if _stopped(stop, last):
                     session.abort()
                     return {"shard": shard, "stopped": True}
-                inputs, labels, index = job.batch(b, min(b + job.batch_size, hi))
+                inputs, labels, index = job.batch(b, min(b + job.options.batch_size, hi))
                 with lock:
                     session.process(inputs, labels, index)
             if session.writer is None:
@@ -292,7 +290,7 @@ def shard_task(job: Job, shard: int, lo: int, hi: int, fingerprint: str | None,
             raise
         if written != hi:
             raise CaptureError(f"Shard {shard} wrote rows up to {written}, expected {hi}.")
-        _put_marker(store, job.split, shard, {
+        _put_marker(store, job.options.split, shard, {
             "shard": shard, "rows": [lo, hi], "capture_id": job.capture_id,
             "has_labels": bool(session.has_labels), "host": socket.gethostname(),
             "pid": os.getpid(), "finished": now_iso(),
@@ -300,6 +298,35 @@ def shard_task(job: Job, shard: int, lo: int, hi: int, fingerprint: str | None,
         return {"shard": shard, "lo": lo, "hi": hi, "has_labels": bool(session.has_labels)}
     except _FINAL_ERRORS as exc:
         return {"shard": shard, **_final(exc)}
+
+
+def repair_task(job: Job, shards: Sequence[tuple[int, int, int]],
+                ranges: Sequence[tuple[int, int]], fingerprint: str | None) -> dict[str, Any]:
+    """Capture again the rows ``ranges`` (whole chunks: missing or damaged) of the done
+    ``shards`` holding them, running only the batches holding those rows, cut as the shards
+    cut them (:class:`~nnsig_core.capture.repair.Repairs`, as a local resume): the chunks are
+    written again byte for byte. Returns :meth:`Repairs.record`."""
+    try:
+        adapter, lock, mine, store, info = _open(job, fingerprint)
+        session = _session(job, store, adapter, info, shards[0][1], mine)
+        repairs = Repairs(session, list(ranges))
+        try:
+            for _, lo, hi in shards:
+                for b in range(lo, hi, job.options.batch_size):
+                    e = min(b + job.options.batch_size, hi)
+                    if repairs.wants(b, e):
+                        inputs, labels, index = job.batch(b, e)
+                        with lock:
+                            repairs.feed(inputs, labels, index, b)
+            repairs.close(job.options.split)
+        except BaseException:
+            repairs.abort()
+            raise
+        finally:
+            session.abort()  # its own writer was given nothing
+        return repairs.record()
+    except _FINAL_ERRORS as exc:
+        return _final(exc)
 
 
 # ---------------------------------------------------------------------------- markers
@@ -335,23 +362,14 @@ def clear_markers(store: ActivationStore, split: str) -> None:
     sync(_zstore(store).delete_dir(shard_marker_prefix(split).rstrip("/")))
 
 
-def intact_shards(store: ActivationStore, split: str, done: dict[int, bool],
-                  shards: Sequence[tuple[int, int, int]], chunk_rows: int) -> dict[int, bool]:
-    """The ``done`` shards whose chunks are all in the store (one listing per array); a shard
-    marked done but missing a chunk (lost, deleted) runs again, with a warning."""
+def lost_chunks(store: ActivationStore, split: str, done: Mapping[int, Any],
+                shards: Sequence[tuple[int, int, int]], chunk_rows: int) -> set[int]:
+    """The chunk indices of the ``done`` shards missing from the store in any array (one
+    listing per array): a shard marked done may have lost a chunk (deleted) since."""
     present = {key: store.chunk_indices(split, key) for key in store.split_arrays(split)}
-    kept = {}
-    for i, lo, hi in shards:
-        if i not in done:
-            continue
-        need = set(range(lo // chunk_rows, -(-hi // chunk_rows)))
-        lacking = sorted(k for k, have in present.items() if not need <= have)
-        if lacking:
-            warn(f"Shard {i} of split {split!r} (rows {lo}-{hi - 1}) is marked done but chunks "
-                 f"of {', '.join(lacking)} are missing from {store.location}: it runs again.")
-        else:
-            kept[i] = done[i]
-    return kept
+    need = {c for i, lo, hi in shards if i in done
+            for c in range(lo // chunk_rows, -(-hi // chunk_rows))}
+    return {c for c in need if any(c not in have for have in present.values())}
 
 
 def done_shards(store: ActivationStore, split: str, capture_id: str,

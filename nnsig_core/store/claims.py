@@ -81,6 +81,10 @@ def _read_info(data: bytes | None) -> WriterInfo | None:
         return None
 
 
+#: The claims this process released (or tried to: their marker may be left behind).
+_RELEASED: set[str] = set()
+
+
 def _alive(info: WriterInfo) -> bool:
     """Whether the writer's process runs (only known on this host; elsewhere assumed)."""
     if info.host != socket.gethostname():
@@ -222,7 +226,7 @@ class SplitClaim:
         if holder is not None and holder.id == self.me.id:
             self._version = got[1] if got else None
             return
-        dead = holder is not None and not _alive(holder)
+        dead = holder is not None and (holder.id in _RELEASED or not _alive(holder))
         stale = holder is None or time.time() - holder.heartbeat > STALE_AFTER_S
         if not (dead or (stale and break_stale)):
             raise self._busy(holder, stale=stale)
@@ -270,9 +274,14 @@ class SplitClaim:
                 os.close(self._fd)  # closing the descriptor releases the flock
                 self._fd = None
             return
-        holder = self._get_marker()
-        if holder is not None and holder.id == self.me.id:
-            self._writes.delete(self._key)
+        _RELEASED.add(self.me.id)
+        try:
+            holder = self._get_marker()
+            if holder is not None and holder.id == self.me.id:
+                self._writes.delete(self._key)
+        except StoreError as exc:  # e.g. the store stopped answering: a resume takes it over
+            log.warning("The claim of split %r of %s could not be released (%s); "
+                        "capture(..., resume=True) takes it over.", self.split, self.location, exc)
 
     def __enter__(self) -> SplitClaim:
         return self

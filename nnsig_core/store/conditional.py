@@ -13,12 +13,14 @@ allow.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
-from nnsig_core.store.errors import StoreError
+from nnsig_core.store.errors import StoreError, unreachable
 from nnsig_core.store.pointers import raw_store
 
 
@@ -69,7 +71,22 @@ class S3Conditional(Unconditional):
         bucket, path, _ = self.fs.split_path(f"{self.root}/{key}")
         return {"Bucket": bucket, "Key": path}
 
+    @contextmanager
+    def _answering(self, what: str, key: str) -> Iterator[None]:
+        """A store that does not answer is a :class:`StoreError` saying so, and the fix."""
+        try:
+            yield
+        except Exception as exc:
+            lost = unreachable(f"s3://{self.root}", exc, f"{what} s3://{self.root}/{key}")
+            if lost is None:
+                raise
+            raise lost from exc
+
     def read(self, key: str) -> tuple[bytes, str] | None:
+        with self._answering("read", key):
+            return self._read(key)
+
+    def _read(self, key: str) -> tuple[bytes, str] | None:
         path = f"{self.root}/{key}"
         for _ in range(5):  # the data and the ETag of one version
             try:
@@ -83,6 +100,10 @@ class S3Conditional(Unconditional):
         return None
 
     def _put(self, key: str, data: bytes, **condition: str) -> str | None:
+        with self._answering("write", key):
+            return self._put_object(key, data, **condition)
+
+    def _put_object(self, key: str, data: bytes, **condition: str) -> str | None:
         try:
             out = self.fs.call_s3("put_object", **self._where(key), Body=data, **condition)
         except FileExistsError:
@@ -109,7 +130,8 @@ class S3Conditional(Unconditional):
         return self._put(key, data, **({} if version is None else {"IfMatch": version}))
 
     def delete(self, key: str) -> None:
-        self.fs.rm_file(f"{self.root}/{key}")
+        with self._answering("delete", key):
+            self.fs.rm_file(f"{self.root}/{key}")
 
 
 def conditional_writes(store: Any) -> Unconditional:

@@ -24,7 +24,7 @@ synchronous code.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,7 @@ from zarr.abc.store import ByteRequest, Store
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.storage import WrapperStore
 
-from nnsig_core.store.errors import StoreError
+from nnsig_core.store.errors import StoreError, unreachable
 from nnsig_core.store.format import ANALYSIS_GROUP, SCORES_GROUP, SIGNATURES_GROUP, SPLIT_ATTR
 
 METADATA = "zarr.json"
@@ -123,41 +123,41 @@ class GuardedStore(WrapperStore[Store]):
             "s3:PutObject and s3:DeleteObject on its keys), or another store."
         )
 
-    async def set(self, key: str, value: Buffer) -> None:
+    async def _io(self, what: str, key: str, call: Awaitable[Any]) -> Any:
+        """Await ``call``, an operation ``what`` on ``key``: a refusal or a store that does not
+        answer is a :class:`StoreError` naming the store, the key and the fix."""
         try:
-            await self._store.set(key, value)
+            return await call
         except PermissionError as exc:
-            raise self._denied("write", key, exc) from exc
+            if what == "read":
+                raise StoreError(
+                    f"The store {self.location} refused to read {self._where(key)} ({exc}). "
+                    "Use credentials that may read it (for S3, s3:GetObject and s3:ListBucket)."
+                ) from exc
+            raise self._denied(what, key, exc) from exc
+        except Exception as exc:
+            lost = unreachable(self.location, exc, f"{what} {self._where(key)}")
+            if lost is None:
+                raise
+            raise lost from exc
+
+    async def set(self, key: str, value: Buffer) -> None:
+        await self._io("write", key, self._store.set(key, value))
 
     async def set_if_not_exists(self, key: str, value: Buffer) -> None:
-        try:
-            await self._store.set_if_not_exists(key, value)
-        except PermissionError as exc:
-            raise self._denied("write", key, exc) from exc
+        await self._io("write", key, self._store.set_if_not_exists(key, value))
 
     async def delete(self, key: str) -> None:
-        try:
-            await self._store.delete(key)
-        except PermissionError as exc:
-            raise self._denied("delete", key, exc) from exc
+        await self._io("delete", key, self._store.delete(key))
 
     async def delete_dir(self, prefix: str) -> None:
-        try:
-            await self._store.delete_dir(prefix)
-        except PermissionError as exc:
-            raise self._denied("delete", prefix, exc) from exc
+        await self._io("delete", prefix, self._store.delete_dir(prefix))
 
     # ------------------------------------------------------------------ reads
     async def get(self, key: str, prototype: BufferPrototype | None = None,
                   byte_range: ByteRequest | None = None) -> Buffer | None:
         prototype = prototype or default_buffer_prototype()
-        try:
-            value = await self._store.get(key, prototype, byte_range)
-        except PermissionError as exc:
-            raise StoreError(
-                f"The store {self.location} refused to read {self._where(key)} ({exc}). Use "
-                "credentials that may read it (for S3, s3:GetObject and s3:ListBucket)."
-            ) from exc
+        value = await self._io("read", key, self._store.get(key, prototype, byte_range))
         if byte_range is None:
             await self._check(key, value)
         return value

@@ -15,8 +15,9 @@ Instead:
 3. the old copy is deleted.
 
 A save killed before step 2 leaves the old copy current (the new prefix is
-garbage that readers and ``nnsig verify`` ignore; it is not removed, since it
-may be the copy of a concurrent save still being written); one killed after it leaves the new one current. :class:`PointerStore` sits
+garbage that readers ignore); one killed after it leaves the new one current.
+Copies no pointer leads to are removed once their writer is gone, never while
+it may still write (:mod:`~nnsig_core.store.leftovers`). :class:`PointerStore` sits
 under the guard and follows the pointers for every key under ``analysis/``,
 so zarr, the analysis and the diagnostics read and write logical paths
 (``analysis/default/scores/test``) and never see a half state. Pointers

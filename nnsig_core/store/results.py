@@ -11,13 +11,18 @@ stale token row space to delete).
 
 from __future__ import annotations
 
+import logging
+
 import zarr
 from zarr.core.sync import sync
 
 from nnsig_core.store.errors import StoreError
 from nnsig_core.store.format import ANALYSIS_GROUP
-from nnsig_core.store.pointers import pointer_store
+from nnsig_core.store.leftovers import COPY_ATTR, LEFTOVER_AGE_S, collect, copy_record
+from nnsig_core.store.pointers import HIDDEN, pointer_store, raw_store
 from nnsig_core.store.split_reading import SplitReading
+
+log = logging.getLogger("nnsig")
 
 
 class ResultsArea(SplitReading):
@@ -36,6 +41,8 @@ class ResultsArea(SplitReading):
         None when absent."""
         if create:
             self.require_writable(f"group {path!r}")
+            if path.rpartition("/")[2].startswith(HIDDEN):  # a copy: who writes it
+                return self.root.create_group(path, attributes={COPY_ATTR: copy_record()})
             return self.root.require_group(path)
         try:
             node = self.root[path]
@@ -70,4 +77,25 @@ class ResultsArea(SplitReading):
             raise StoreError(f"Cannot replace {path!r} by {new_path!r}: a replacement is written "
                              f"as a sibling of the group it replaces, under {ANALYSIS_GROUP}/.")
         sync(pointers.switch(path, leaf))
-        self.consolidate_metadata()
+        try:  # the copies killed saves left beside it
+            sync(collect(raw_store(pointers), sync(pointers.resolve(parent))))
+        except Exception as exc:  # noqa: BLE001 - the save is done; the rest can wait
+            log.warning("Copies left by killed saves beside %r were not removed (%s: %s); "
+                        "store.clean() removes them.", path, type(exc).__name__, exc)
+
+    def clean(self, older_than: float = LEFTOVER_AGE_S, dry_run: bool = False) -> list[str]:
+        """Remove the copies of results left by killed saves that no pointer leads to and
+        whose writer is gone (:mod:`~nnsig_core.store.leftovers`); returns their paths.
+
+        Parameters
+        ----------
+        older_than : float
+            Seconds after which a copy's writer is taken to be gone even when it ran on
+            another host (on this host, an ended process is known at once).
+        dry_run : bool
+            List them, remove nothing.
+        """
+        if not dry_run:
+            self.require_writable("the removal of copies left by killed saves")
+        inner = raw_store(self.root.store_path.store)
+        return list(sync(collect(inner, None, older_than, dry_run)))

@@ -22,6 +22,7 @@ from zarr.core.sync import sync
 
 from nnsig_core.store.format import POINTER_ATTR, SPLIT_ATTR
 from nnsig_core.store.guard import crc32c_ok
+from nnsig_core.store.leftovers import unreferenced
 from nnsig_core.store.pointers import HIDDEN, raw_store
 
 if TYPE_CHECKING:
@@ -56,6 +57,8 @@ class VerifyReport:
     unchecked: int = 0  # chunks without a checksum (stores written before nnsig 0.2)
     problems: list[ChunkProblem] = field(default_factory=list)
     incomplete: dict[str, str] = field(default_factory=dict)  # split -> state
+    #: Copies of results no pointer leads to: left by killed saves, or being written.
+    leftovers: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -88,6 +91,7 @@ class VerifyReport:
             "rows_to_recapture": {s: [list(r) for r in v]
                                   for s, v in self.rows_to_recapture().items()},
             "incomplete_splits": self.incomplete,
+            "unreferenced_copies": self.leftovers,
         }
 
     def format(self) -> str:
@@ -97,6 +101,10 @@ class VerifyReport:
             lines.append(f"chunks without a checksum (written before nnsig 0.2): {self.unchecked}")
         for split, state in sorted(self.incomplete.items()):
             lines.append(f"split {split!r}: {state}")
+        if self.leftovers:
+            lines.append(f"copies no pointer leads to (left by killed saves, or saves running "
+                         f"now; store.clean() removes those whose writer is gone): "
+                         f"{', '.join(self.leftovers)}")
         if self.ok:
             lines.append("OK: no chunk is missing or damaged.")
             return "\n".join(lines)
@@ -158,6 +166,8 @@ def verify_store(store: SplitReading, progress: bool = False,
         return None if buf is None else buf.to_bytes()
 
     existing = set(sync(keys()))
+    if split is None:
+        report.leftovers = sync(unreferenced(inner))
     docs: dict[str, dict[str, Any]] = {}
     for key in sorted(k for k in existing if k == "zarr.json" or k.endswith("/zarr.json")):
         try:
