@@ -82,6 +82,7 @@ class ResultsArea(SplitReading):
         except Exception as exc:  # noqa: BLE001 - the save is done; the rest can wait
             log.warning("Copies left by killed saves beside %r were not removed (%s: %s); "
                         "store.clean() removes them.", path, type(exc).__name__, exc)
+        self.consolidate_metadata()
 
     def clean(self, older_than: float = LEFTOVER_AGE_S, dry_run: bool = False) -> list[str]:
         """Remove the copies of results left by killed saves that no pointer leads to and
