@@ -244,13 +244,6 @@ def _assign(block: tuple[np.ndarray, np.ndarray, np.ndarray],
     return ids, inertia
 
 
-def ids_part(block: tuple[np.ndarray, np.ndarray, np.ndarray],
-             state: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
-    """A block's cluster ids (a one-item list, so that merging concatenates) and inertia."""
-    ids, inertia = _assign(block, state)
-    return {"ids": [ids], "inertia": inertia}
-
-
 def _final_part(block: tuple[np.ndarray, np.ndarray, np.ndarray],
                 state: tuple[np.ndarray, np.ndarray], n_classes: int) -> dict[str, Any]:
     pos, lab, _ = block

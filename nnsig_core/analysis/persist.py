@@ -209,18 +209,6 @@ def signatures_group(
     return grp
 
 
-def load_signature_arrays(
-    store: ActivationStore, name: str, split: str, layers: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """Saved ``(cluster_ids, distances)`` of ``split``, or None when absent, over other layers,
-    or stale (the split was re-captured since)."""
-    grp = signatures_group(store, name, split, layers)
-    if grp is None:
-        return None
-    arrays = _read_arrays(grp)
-    return arrays["cluster_ids"], arrays["distances"]
-
-
 def holds_analysis(store: ActivationStore, name: str, centers: Mapping[str, np.ndarray]) -> bool:
     """Whether ``store`` holds a complete analysis ``name`` over the layers of ``centers`` (layer
     name -> cluster centres) with these very centres: the same analysis, not another one saved

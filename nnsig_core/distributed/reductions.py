@@ -43,7 +43,7 @@ from nnsig_core.analysis.source import STORE_FIX
 from nnsig_core.execute.blocks import reduce_columns
 from nnsig_core.execute.dask_blocks import block_bytes, broadcast
 from nnsig_core.protocol import check_finite, nonfinite_rows
-from nnsig_core.store import ActivationStore, StoreError
+from nnsig_core.store import ActivationStore
 
 #: Blocks a split is cut into at least (when it has as many chunks): work for 16 workers.
 MIN_BLOCKS = 16
@@ -220,10 +220,3 @@ def fit_mask(blocks: SplitBlocks, counts: SplitCounts, classes: Iterable[int] | 
     check_selected(blocks.split, sum(sizes), counts.label_counts, counts.n, wanted,
                    only_correct)
     return masks, sizes
-
-
-def require_rows(store: ActivationStore, split: str) -> None:
-    """Refuse an incomplete split (as the single-process analysis does)."""
-    store.require_complete(split)
-    if store.n_samples(split) == 0:
-        raise StoreError(f"Split {split!r} of {store.location} holds no samples.")
