@@ -145,6 +145,7 @@ class SavedAnalysis:
                 sigs = self.signatures(store, split, client=client)
                 if persist.signatures_group(store, name, split, self.layers_) is None:
                     persist.save_signatures(store, name, sigs)
+        store.remove_leftovers_beside(analysis_path(name))  # as a replacing save does
         log.info("Analysis %r was already saved in %s; its signatures of %s are current.", name,
                  store.location, splits or "no split")
 

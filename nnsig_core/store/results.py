@@ -77,12 +77,20 @@ class ResultsArea(SplitReading):
             raise StoreError(f"Cannot replace {path!r} by {new_path!r}: a replacement is written "
                              f"as a sibling of the group it replaces, under {ANALYSIS_GROUP}/.")
         sync(pointers.switch(path, leaf))
-        try:  # the copies killed saves left beside it
-            sync(collect(raw_store(pointers), sync(pointers.resolve(parent))))
+        self.remove_leftovers_beside(path)
+        self.consolidate_metadata()
+
+    def remove_leftovers_beside(self, path: str) -> None:
+        """Remove the copies killed saves left beside ``path`` (under ``analysis/``) whose
+        writer is gone; a failure is logged, never raised (the save it follows is done)."""
+        pointers = pointer_store(self.root.store_path.store)
+        if pointers is None or self.read_only:
+            return
+        try:
+            sync(collect(raw_store(pointers), sync(pointers.resolve(path.rpartition("/")[0]))))
         except Exception as exc:  # noqa: BLE001 - the save is done; the rest can wait
             log.warning("Copies left by killed saves beside %r were not removed (%s: %s); "
                         "store.clean() removes them.", path, type(exc).__name__, exc)
-        self.consolidate_metadata()
 
     def clean(self, older_than: float = LEFTOVER_AGE_S, dry_run: bool = False) -> list[str]:
         """Remove the copies of results left by killed saves that no pointer leads to and
