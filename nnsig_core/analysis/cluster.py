@@ -41,7 +41,7 @@ from __future__ import annotations
 import logging
 import numbers
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -167,8 +167,10 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
             (default 1: rows read without labels count as class 0).
         """
         validate_params(self, self._nnsig_constraints)
-        if not hasattr(rows, "reducer"):
-            rows = SourceRows(rows)  # type: ignore[arg-type]
+        if hasattr(rows, "reducer"):
+            rows = cast(FitRows, rows)
+        else:  # a plain row source, read here
+            rows = cast(FitRows, SourceRows(rows))
         k = int(self.n_clusters)
         n, f = int(rows.n), int(rows.n_features)
         if n < k:

@@ -326,9 +326,8 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         sklearn.exceptions.NotFittedError, StoreError, NonFiniteActivationError
         """
         check_is_fitted(self, _FITTED)
-        view = split_view(open_store(store), split, resolve_client(client),
-                          progress=self.progress)
-        store = view.store
+        store = open_store(store)
+        view = split_view(store, split, resolve_client(client), progress=self.progress)
         store.require_complete(split)
         before = store.fingerprint(split)
         self._check_split_layers(store, split)
@@ -384,8 +383,8 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         """
         check_is_fitted(self, _FITTED)
         client = resolve_client(client)
-        view = split_view(open_store(store), split, client, progress=self.progress)
-        store = view.store
+        store = open_store(store)
+        view = split_view(store, split, client, progress=self.progress)
         key = (*self._cache_key(store, split), *view.cache_tag)
         cache = getattr(self, "_cache", {})
         if key in cache:

@@ -56,8 +56,15 @@ class DiscretizeOnly:
 class FitRows(Protocol):
     """What the per-layer fit reads: the operations both drivers implement."""
 
-    n: int
-    n_features: int
+    @property
+    def n(self) -> int:
+        """The number of fit rows."""
+        ...
+
+    @property
+    def n_features(self) -> int:
+        """Features (flattened units) of a stored row."""
+        ...
 
     def reduce(self, fmap: Any, part: Callable[..., Any], merge: Callable[..., Any] | None = None,
                **kw: Any) -> dict[str, Any]:
@@ -161,15 +168,14 @@ class SourceRows:
             else:
                 X = gather(src, np.empty((self.n, self.n_features), dtype=np.float32))
         else:
-            X, pos, o = None, np.empty(self.n, np.int64), 0
+            X = features_of(fmap, np.empty((0, self.n_features), np.float32))
+            pos, o = np.empty(self.n, np.int64), 0
             for p, raw in src.blocks("read"):
                 F = fmap.features(raw)
-                if X is None:
+                if o == 0:
                     X = np.empty((self.n, F.shape[1]), dtype=np.float32)
                 X[o : o + F.shape[0]], pos[o : o + F.shape[0]] = F, p
                 o += F.shape[0]
-            if X is None:
-                X = features_of(fmap, np.empty((0, self.n_features), np.float32))
         if pos is None:
             pos = np.arange(self.n, dtype=np.int64)
         return X, self._labels(pos)
