@@ -168,14 +168,16 @@ class SourceRows:
             else:
                 X = gather(src, np.empty((self.n, self.n_features), dtype=np.float32))
         else:
-            X = features_of(fmap, np.empty((0, self.n_features), np.float32))
+            out: np.ndarray | None = None
             pos, o = np.empty(self.n, np.int64), 0
             for p, raw in src.blocks("read"):
                 F = fmap.features(raw)
-                if o == 0:
-                    X = np.empty((self.n, F.shape[1]), dtype=np.float32)
-                X[o : o + F.shape[0]], pos[o : o + F.shape[0]] = F, p
+                if out is None:
+                    out = np.empty((self.n, F.shape[1]), dtype=np.float32)
+                out[o : o + F.shape[0]], pos[o : o + F.shape[0]] = F, p
                 o += F.shape[0]
+            assert out is not None, "no fit rows"  # the fit refuses fewer rows than clusters
+            X = out
         if pos is None:
             pos = np.arange(self.n, dtype=np.int64)
         return X, self._labels(pos)
