@@ -56,7 +56,7 @@ def _lightning_class() -> type:
         from lightning.pytorch import Callback
     except ImportError:
         try:
-            from pytorch_lightning import Callback  # type: ignore[assignment]
+            from pytorch_lightning import Callback
         except ImportError as e:
             raise ImportError(
                 "lightning_callback needs Lightning: pip install 'nnsig[lightning]' "
