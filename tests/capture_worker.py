@@ -7,6 +7,9 @@ apart), in batches of 10, sleeping ``S`` seconds per batch; waits until the
 wall-clock time ``T``, or prints ``READY`` and waits until ``FILE`` exists,
 before starting (so two processes start together).
 Prints ``OK`` on success, or ``ERROR <class>: <message>`` and exits 3.
+With ``--trials K`` the process runs K captures one after the other (one interpreter
+start for many trials): trial ``i`` writes ``STORE/t<i>.zarr`` once ``FILE<i>`` exists,
+and prints its ``READY`` and its result line.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ def main() -> int:
     p.add_argument("--sleep", type=float, default=0.0)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--trials", type=int, default=0,
+                   help="run this many captures in turn (see the module doc)")
     p.add_argument("--record-every-chunk", action="store_true",
                    help="record the written count after every chunk (not once a second)")
     args = p.parse_args()
@@ -55,14 +60,23 @@ def main() -> int:
         session.RECORD_EVERY_S = 0.0
     acts = rows(args.value, args.n)
     adapter = ArrayAdapter({"h": acts}, np.eye(3, dtype=np.float32)[np.arange(args.n) % 3])
-    if args.wait_for:
+    if args.trials:
+        for i in range(args.trials):
+            _one(args, adapter, str(Path(args.store) / f"t{i}.zarr"), f"{args.wait_for}{i}")
+        return 0
+    return _one(args, adapter, args.store, args.wait_for)
+
+
+def _one(args: argparse.Namespace, adapter: ArrayAdapter, store: str,
+         wait_for: str | None) -> int:
+    if wait_for:
         print("READY", flush=True)
-        while not Path(args.wait_for).exists():
+        while not Path(wait_for).exists():
             time.sleep(0.0005)
     while time.time() < args.start_at:
         time.sleep(0.001)
     try:
-        capture(adapter, batches(args.n, args.sleep), args.store, split=args.split,
+        capture(adapter, batches(args.n, args.sleep), store, split=args.split,
                 chunk_bytes=8 * 4 * 10, resume=args.resume, overwrite=args.overwrite,
                 progress=False)
     except Exception as exc:

@@ -176,11 +176,15 @@ def test_two_writers_of_one_split_never_mix(tmp_path: Path) -> None:
     finishes, or fails with a ClaimError naming the other writer; the split always holds the
     rows of exactly one of them."""
     outcomes = []
-    for trial in range(20):
-        path, go = tmp_path / f"t{trial}.zarr", tmp_path / f"go{trial}"
-        results = _together(go, *(_worker(path, "train", v, 400, "--wait-for", str(go),
-                                          "--sleep", "0.002", "--overwrite")
-                                  for v in (1.0, 2.0)))
+    go = tmp_path / "go"
+    procs = [_worker(tmp_path, "train", v, 400, "--wait-for", str(go), "--sleep", "0.002",
+                     "--overwrite", "--trials", "20") for v in (1.0, 2.0)]
+    for trial in range(20):  # two processes, each capturing the 20 stores in turn
+        path = tmp_path / f"t{trial}.zarr"
+        for p in procs:
+            assert p.stdout.readline().strip() == "READY"
+        (tmp_path / f"go{trial}").touch()
+        results = [p.stdout.readline().strip() for p in procs]
         assert all(r == "OK" or r.startswith("ERROR ClaimError") for r in results), results
         for r in results:
             if r != "OK":
@@ -191,17 +195,24 @@ def test_two_writers_of_one_split_never_mix(tmp_path: Path) -> None:
         stored = store.activations("train", "h")[:]
         assert any(np.array_equal(stored, worker_rows(v, 400)) for v in (1.0, 2.0)), trial
         outcomes.append(results.count("OK"))
+    for p in procs:
+        assert p.wait(timeout=60) == 0, p.communicate()[1]
     assert 1 in outcomes, "the writers never overlapped: the test did not test anything"
 
 
 @pytest.mark.slow
 def test_two_processes_create_one_new_store_for_different_splits(tmp_path: Path) -> None:
-    for trial in range(10):
-        path, go = tmp_path / f"t{trial}.zarr", tmp_path / f"go{trial}"
-        procs = [_worker(path, split, 1.0, 30, "--wait-for", str(go))
-                 for split in ("train", "test")]
-        assert _together(go, *procs) == ["OK", "OK"]
-        assert open_store(path).splits == ["test", "train"]
+    go = tmp_path / "go"
+    procs = [_worker(tmp_path, split, 1.0, 30, "--wait-for", str(go), "--trials", "10")
+             for split in ("train", "test")]
+    for trial in range(10):  # two processes, each creating the 10 stores in turn
+        for p in procs:
+            assert p.stdout.readline().strip() == "READY"
+        (tmp_path / f"go{trial}").touch()
+        assert [p.stdout.readline().strip() for p in procs] == ["OK", "OK"]
+        assert open_store(tmp_path / f"t{trial}.zarr").splits == ["test", "train"]
+    for p in procs:
+        assert p.wait(timeout=60) == 0, p.communicate()[1]
 
 
 def test_a_claim_held_in_this_process_refuses_a_second_writer(tmp_path: Path) -> None:
