@@ -1,18 +1,49 @@
 """One layer's fitted neighbour statistics: the projection and the class-grouped reference rows.
 
-The per-block work of :mod:`nnsig_core.diagnostics.neighbours` (normalise,
-reduce, search the reference), shared by the single-process scorer and the
-workers of a Dask cluster (:mod:`nnsig_core.distributed.neighbours`), which
-import it from here: a module below both.
+The per-block work of :mod:`nnsig_core.diagnostics.neighbours` (read a block's
+rows, normalise, reduce, search the reference): the kernels both drivers of
+the executor run, here or on a Dask cluster's workers.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from nnsig_core.analysis.source import STORE_FIX
+from nnsig_core.protocol import check_finite, nonfinite_rows
+
 _EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class LayerRows:
+    """A layer of a store's split, as a block kernel reads it: ``rows(raw, lo, keep)`` is the
+    block ``raw`` (its first row at ``lo``) flattened to float32, its rows where ``keep``
+    holds (all when None), checked for NaN/Inf (the error names the sample)."""
+
+    store: Any
+    split: str
+    layer: str
+
+    def __getitem__(self, row: int) -> int:
+        """The data-set index of the split's row ``row`` (read only when a check fails)."""
+        return int(self.store.sample_index(self.split, int(row), int(row) + 1)[0])
+
+    def __call__(self, raw: Any, lo: int, keep: Any = None) -> np.ndarray:
+        block = np.asarray(raw).reshape(np.shape(raw)[0], -1)
+        where = None if keep is None else np.flatnonzero(np.asarray(keep, dtype=bool))
+        if where is not None and where.size < block.shape[0]:
+            block = block[where]
+        block = block.astype(np.float32, copy=False)
+        if nonfinite_rows(block).size:
+            rows = lo + (np.arange(block.shape[0]) if where is None else where)
+            check_finite(block, layer=self.layer, split=self.split, rows=rows,
+                         sample_index=None if self.store is None else self,  # type: ignore[arg-type]
+                         fix=STORE_FIX, scope="this chunk")
+        return block
 
 
 def normalise_rows(X: Any) -> np.ndarray:

@@ -82,6 +82,37 @@ def reduce_columns(part: Callable[..., dict[str, Any]], merge: Callable[..., Any
     return combiner(merge, merge_kw)(*parts)
 
 
+def map_blocks(part: Callable[..., dict[str, Any]], columns: Sequence[Any], *,
+               client: Any = None, **kw: Any) -> dict[str, Any]:
+    """``part(*blocks, lo=first_row, **kw)`` over ``columns`` on the driver ``client`` chose, its
+    results merged by :func:`merge_parts` and every list concatenated into one array.
+
+    The first column is a NumPy array of the split's length (a row mask: it sets ``n``); the
+    others are NumPy, zarr (read ``[:n]``) or ``None``. Without a client the blocks run here
+    (:func:`reduce_columns`); with one, zarr columns are read on its workers in chunk-aligned
+    blocks and every large argument is sent once
+    (:func:`nnsig_core.execute.dask_blocks.lazy_columns`). A part returns, per key, a list of
+    per-row arrays (its block's rows, in order: concatenated) or an array (summed).
+    """
+    cols = list(columns)
+    if client is not None:
+        from nnsig_core.execute.dask_blocks import lazy_columns
+
+        cols = lazy_columns(cols, client)
+    out = reduce_columns(part, None, cols, client=client, **kw)
+    return {k: np.concatenate(v) if isinstance(v, list) else v for k, v in out.items()}
+
+
+def worker_memory(client: Any) -> int | None:
+    """The smallest memory limit of ``client``'s workers in bytes (None: no client, or no
+    limit set): what bounds a model every worker holds."""
+    if client is None:
+        return None
+    from nnsig_core.execute.dask_blocks import smallest_worker_memory
+
+    return smallest_worker_memory(client)
+
+
 def fold(blocks: Iterable[Any], part: Callable[..., Any], merge: Callable[..., Any] | None = None,
          **kw: Any) -> Any:
     """``part(block, **kw)`` over ``blocks`` in this process, merged as they come by
