@@ -201,15 +201,16 @@ class ClassNeighbours(NnsigParamsMixin, BaseEstimator):
             pick = self._pca_pick(n, d, read.layer)
         picked = np.zeros_like(keep)
         picked[np.flatnonzero(keep)[pick]] = True
-        got = map_blocks(_pca_part, [keep, picked, layer], client=client, read=read,
-                         with_sum=fits)
+        local = max(self._budget() // 16, 1 << 20)
+        got = map_blocks(_pca_part, [keep, picked, layer], client=client, local_bytes=local,
+                         read=read, with_sum=fits)
         if fits:
             mean = (got["sum"] / n).astype(np.float32)
             mean, comps, explained = (mean, *self._axes(got["rows"], mean))
         else:
             mean, comps, explained = self._pca(got["rows"])
-        Z = map_blocks(_reduce_part, [keep, layer], client=client, read=read,
-                       model=(mean, comps))["z"]
+        Z = map_blocks(_reduce_part, [keep, layer], client=client, local_bytes=local,
+                       read=read, model=(mean, comps))["z"]
         return self._layer(mean, comps, Z, rows, y, explained)
 
     def _fits(self, n_rows: int, d: int) -> bool:
