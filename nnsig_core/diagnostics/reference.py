@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from nnsig_core.analysis.source import STORE_FIX
+from nnsig_core.diagnostics.cells import Cells
 from nnsig_core.protocol import check_finite, nonfinite_rows
 
 _EPS = 1e-12
@@ -93,6 +94,7 @@ class LayerNeighbours:
         self._augmented = np.ascontiguousarray(
             np.hstack([-2.0 * self.reference_, sq[:, None]]).T, dtype=np.float32)
         self._by_row = np.argsort(self.reference_rows_, kind="stable")
+        self._cells = Cells(self.reference_, self.offsets_, self._augmented)
 
     def transform(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Reduced coordinates ``(n, r)`` and squared residuals ``(n,)`` of a layer's rows."""
@@ -179,6 +181,27 @@ class LayerNeighbours:
                      exclude_rows: np.ndarray | None = None,
                      block_bytes: int = 64 << 20) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`own_other` of :meth:`class_distances`: a block of rows scored (the block
-        function of :func:`neighbour_scores`, here and on a Dask cluster)."""
-        D = self.class_distances(block, n_neighbors, exclude_rows, block_bytes)
-        return self.own_other(D, predictions)
+        function of :func:`neighbour_scores`). With ``n_neighbors=1`` the search skips the
+        reference cells that cannot hold the nearest row
+        (:class:`~nnsig_core.diagnostics.cells.Cells`; the same distances)."""
+        p = np.asarray(predictions, dtype=np.int64).reshape(-1)
+        if int(n_neighbors) != 1 or self.classes_.size == 0:
+            D = self.class_distances(block, n_neighbors, exclude_rows, block_bytes)
+            return self.own_other(D, p)
+        i = np.minimum(np.searchsorted(self.classes_, p), self.classes_.size - 1)
+        known = self.classes_[i] == p
+        Z, res2 = self.transform(block)
+        cols = None if exclude_rows is None else self._columns_of(np.asarray(exclude_rows))
+        own2, other2 = self._cells.own_other(Z, np.where(known, i, -1), cols)
+        q2 = (Z * Z).sum(axis=1)
+        pair = np.stack([own2, other2], axis=1) + q2[:, None]
+        np.maximum(pair, 0.0, out=pair)
+        np.sqrt(pair + res2[:, None], out=pair)
+        own, other = pair[:, 0].astype(np.float64), pair[:, 1].astype(np.float64)
+        if not known.all():  # an unknown class takes the largest class distance
+            u = np.flatnonzero(~known)
+            D = self.class_distances(np.asarray(block)[u], 1,
+                                     None if exclude_rows is None else
+                                     np.asarray(exclude_rows)[u], block_bytes)
+            own[u], other[u] = self.own_other(D, p[u])
+        return own, other
