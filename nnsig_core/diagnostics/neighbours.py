@@ -39,10 +39,11 @@ What runs where: each step is one kernel on a block of rows (:func:`_pca_part`,
 :func:`_reduce_part`, :func:`_search_part`), run by the executor's driver
 (:func:`~nnsig_core.execute.blocks.map_blocks`) chosen once from the client
 (``client=`` of :meth:`ClassNeighbours.fit` and :func:`neighbour_scores`):
-here, chunk by chunk, or on a Dask cluster's workers. The fit brings back only
-the normalised rows the principal axes are computed from (at most
-``pca_rows``), the sums of the normalised rows when the mean is taken over
-every reference row, and the reduced reference rows; the fitted
+here, chunk by chunk, or on a Dask cluster's workers. The fit brings back, in
+one pass, the normalised reference rows when they fit half ``memory_limit``
+(the mean and axes are computed from them, and they are reduced here); else,
+in two, the rows the mean and axes are computed from (at most ``pca_rows``)
+and the reduced reference rows. The fitted
 :class:`LayerNeighbours` (a bounded model, like centroids) is sent once to the
 workers, which search each block of the scored rows and return two floats per
 sample and layer.
@@ -189,26 +190,24 @@ class ClassNeighbours(NnsigParamsMixin, BaseEstimator):
     # ------------------------------------------------------------------ internals
     def _fit_layer(self, keep: np.ndarray, layer: Any, read: LayerRows, rows: np.ndarray,
                    y: np.ndarray, client: Any) -> LayerNeighbours:
-        """One layer from its rows where ``keep`` holds (``layer``: the split's array), in two
-        passes: the rows of the mean and axes (and the sum of all when the mean is over every
-        row, :meth:`_fits`), then the reduced rows."""
+        """One layer from its rows where ``keep`` holds (``layer``: the split's array). When
+        their normalised rows fit (:meth:`_fits`) one pass brings them all back and they are
+        reduced here; else one pass brings back those the mean and axes are computed from
+        (:meth:`_pca_pick`) and a second the reduced rows."""
         n, d = int(rows.size), int(np.prod(layer.shape[1:], dtype=np.int64))
-        fits = self._fits(n, d)
-        if fits:
-            pick = self._svd_pick(n) if d > int(self.n_components) else np.empty(0, np.int64)
-            pick = np.arange(n) if pick is None else pick
-        else:
-            pick = self._pca_pick(n, d, read.layer)
-        picked = np.zeros_like(keep)
-        picked[np.flatnonzero(keep)[pick]] = True
         local = max(self._budget() // 16, 1 << 20)
-        got = map_blocks(_pca_part, [keep, picked, layer], client=client, local_bytes=local,
-                         read=read, with_sum=fits)
-        if fits:
-            mean = (got["sum"] / n).astype(np.float32)
-            mean, comps, explained = (mean, *self._axes(got["rows"], mean))
-        else:
-            mean, comps, explained = self._pca(got["rows"])
+        if self._fits(n, d):
+            U = map_blocks(_pca_part, [keep, layer], client=client, local_bytes=local,
+                           read=read)["rows"]
+            mean, comps, explained = self._pca(U)
+            U -= mean
+            return self._layer(mean, comps, U if comps is None else U @ comps, rows, y,
+                               explained)
+        picked = np.zeros_like(keep)
+        picked[np.flatnonzero(keep)[self._pca_pick(n, d, read.layer)]] = True
+        S = map_blocks(_pca_part, [picked, layer], client=client, local_bytes=local,
+                       read=read)["rows"]
+        mean, comps, explained = self._pca(S)
         Z = map_blocks(_reduce_part, [keep, layer], client=client, local_bytes=local,
                        read=read, model=(mean, comps))["z"]
         return self._layer(mean, comps, Z, rows, y, explained)
@@ -276,16 +275,9 @@ class ClassNeighbours(NnsigParamsMixin, BaseEstimator):
         return np.ascontiguousarray(Vt.T, dtype=np.float32), explained
 
 
-def _pca_part(keep: np.ndarray, picked: np.ndarray, raw: Any, *, lo: int, read: LayerRows,
-              with_sum: bool) -> dict[str, Any]:
-    """A block's normalised rows where ``picked`` holds and, with ``with_sum``, the float64
-    sum of those where ``keep`` holds."""
-    keep = np.asarray(keep, dtype=bool)
-    U = normalise_rows(read(raw, lo, keep))
-    out: dict[str, Any] = {"rows": [U[np.asarray(picked, dtype=bool)[keep]]]}
-    if with_sum:
-        out["sum"] = U.sum(axis=0, dtype=np.float64)
-    return out
+def _pca_part(picked: np.ndarray, raw: Any, *, lo: int, read: LayerRows) -> dict[str, Any]:
+    """A block's normalised rows where ``picked`` holds."""
+    return {"rows": [normalise_rows(read(raw, lo, picked))]}
 
 
 def _reduce_part(keep: np.ndarray, raw: Any, *, lo: int, read: LayerRows,
