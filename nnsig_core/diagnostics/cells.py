@@ -147,7 +147,7 @@ class Cells:
         need_t = np.ascontiguousarray(need.T)
         with threadpool_limits(1, user_api="blas"):  # many small products: one thread each
             for k in np.flatnonzero(need_t.any(1)):
-                self._cell(k, Q, need_t[k], same, exclude, best)
+                self._cell(int(k), Q, need_t[k], same, exclude, best)
 
     def _cell(self, k: int, Q: np.ndarray, need: np.ndarray, same: np.ndarray,
               exclude: np.ndarray | None, best: np.ndarray) -> None:
