@@ -34,7 +34,7 @@ CELL_ROWS = 256
 CELL_ITERATIONS = 4
 #: A cell is searched while its bound is below ``best * (1 + SLACK) + SLACK`` (float32 error).
 SLACK = 2e-3
-#: Scored rows per step (their bounds to every cell are held at once).
+#: Scored rows per step at most (their bounds to every cell are held at once).
 STEP_ROWS = 16384
 
 
@@ -99,20 +99,21 @@ class Cells:
         self.position[self.order] = np.arange(self.order.size)
         self.cell_of = np.repeat(np.arange(self.owner.size), np.diff(self.bounds))
 
-    def own_other(self, Z: np.ndarray, own_class: np.ndarray,
-                  exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def own_other(self, Z: np.ndarray, own_class: np.ndarray, exclude: np.ndarray | None,
+                  block_bytes: int = 64 << 20) -> tuple[np.ndarray, np.ndarray]:
         """``|q - r|^2 - |q|^2`` (float32 ``(n,)``, the brute force's quantity) of the rows ``Z``
         (float32 ``(n, r)``) for their nearest reference row ``r`` of class index ``own_class``
         and of any other class (inf when none).
 
         ``exclude``: per row, a reference column (reference order) left out of its search,
-        or -1.
+        or -1. ``block_bytes``: memory for a step's bounds (rows x cells, a few arrays).
         """
         n = Z.shape[0]
         own = np.full(n, np.inf, dtype=np.float32)
         other = np.full(n, np.inf, dtype=np.float32)
-        for s in range(0, n, STEP_ROWS):
-            sl = slice(s, min(s + STEP_ROWS, n))
+        step = max(1, min(STEP_ROWS, int(block_bytes) // max(24 * self.owner.size, 1)))
+        for s in range(0, n, step):
+            sl = slice(s, min(s + step, n))
             ex = None if exclude is None else exclude[sl]
             own[sl], other[sl] = self._step(Z[sl], own_class[sl], ex)
         return own, other

@@ -31,9 +31,11 @@ the largest :math:`\delta_c` as :math:`\delta_{own}`.
 When the scored split is the fit split, each reference row is left out of
 its own search (leave-one-out), so fit samples are scored like unseen ones.
 
-Cost: one matrix product of the scored rows with the reference per layer,
-``n x N x n_components`` multiply-adds, in blocks bounded by
-``memory_limit``.
+Cost: at most ``n x N x n_components`` multiply-adds per layer (a product of
+the scored rows with the reference, in blocks bounded by ``memory_limit``);
+with ``n_neighbors=1`` the search skips the reference cells that cannot hold
+the nearest row (:mod:`~nnsig_core.diagnostics.cells`), the same distances
+for a fraction of the products.
 
 What runs where: each step is one kernel on a block of rows (:func:`_pca_part`,
 :func:`_reduce_part`, :func:`_search_part`), run by the executor's driver

@@ -192,7 +192,7 @@ class LayerNeighbours:
         known = self.classes_[i] == p
         Z, res2 = self.transform(block)
         cols = None if exclude_rows is None else self._columns_of(np.asarray(exclude_rows))
-        own2, other2 = self._cells.own_other(Z, np.where(known, i, -1), cols)
+        own2, other2 = self._cells.own_other(Z, np.where(known, i, -1), cols, block_bytes)
         q2 = (Z * Z).sum(axis=1)
         pair = np.stack([own2, other2], axis=1) + q2[:, None]
         np.maximum(pair, 0.0, out=pair)
