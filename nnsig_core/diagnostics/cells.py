@@ -11,8 +11,8 @@ By the triangle inequality no row of a cell is nearer :math:`q` than
 :math:`\max(\lVert q - c \rVert - \rho, 0)`, so a cell whose bound exceeds the
 best distance found so far cannot hold the nearest row, and is skipped:
 
-1. the nearest cell of the own class and of the other classes (by bound) are
-   searched: upper bounds on the two distances;
+1. the cell of the nearest centre of the own class and of the other classes
+   are searched: upper bounds on the two distances;
 2. every other cell whose bound is below the upper bound of its side is
    searched.
 
@@ -124,16 +124,16 @@ class Cells:
         q2 = (Z.astype(np.float64) ** 2).sum(1)
         Q = np.empty((n, Z.shape[1] + 1), dtype=np.float32)
         Q[:, :-1], Q[:, -1] = Z, 1.0
-        lower = np.sqrt(_sq_dists(Z.astype(np.float64), self.centres)) - self.radii[None]
-        np.maximum(lower, 0.0, out=lower)
+        centre = np.sqrt(_sq_dists(Z.astype(np.float64), self.centres))
+        lower = np.maximum(centre - self.radii[None], 0.0)
         same = self.owner[None, :] == mine[:, None]
         best = np.full((2, n), np.inf, dtype=np.float32)  # |q - r|^2 - |q|^2: own, other
-        # 1. the nearest cell of each side, by bound: upper bounds
+        # 1. the cell of the nearest centre on each side: upper bounds
         first = np.zeros(lower.shape, dtype=bool)
         rows = np.arange(n)
         for side in (same, ~same):
             has = side.any(1)
-            pick = np.where(side, lower, np.inf).argmin(1)
+            pick = np.where(side, centre, np.inf).argmin(1)
             first[rows[has], pick[has]] = True
         self._search(Q, first, same, exclude, best)
         # 2. every other cell that may hold a nearer row
