@@ -277,3 +277,30 @@ def test_scores_saved_by_0_1_are_refused_or_read(blob_store):
         signature_scores(loaded, open_store(store.path, mode="r+"), "test", save=True)
     assert saved_scores_format(open_store(store.path), "old", "test") == SCORES_FORMAT
     assert list(load_scores(open_store(store.path), "old", "test")) == [*SCORES, "combined"]
+
+
+@pytest.mark.parametrize("cell_rows", [1, 7, 10_000])
+def test_the_cell_search_finds_the_brute_force_s_neighbours(monkeypatch, cell_rows) -> None:
+    """The pruned search (cells with bounds) returns the brute force's own and other distances,
+    leave-one-out included, and an unknown predicted class still takes the largest class
+    distance; from one-row cells to one cell per class."""
+    from nnsig_core.diagnostics import cells
+    from nnsig_core.diagnostics.reference import LayerNeighbours
+
+    monkeypatch.setattr(cells, "CELL_ROWS", cell_rows)
+    monkeypatch.setattr(cells, "STEP_ROWS", 64)  # several steps
+    rng = np.random.default_rng(3)
+    n, r, C = 600, 5, 4
+    y = np.sort(rng.integers(0, C, n))
+    Z = (rng.normal(size=(C, r))[y] + 0.6 * rng.normal(size=(n, r))).astype(np.float32)
+    offsets = np.r_[np.searchsorted(y, np.arange(C)), n]
+    ln = LayerNeighbours(np.zeros(r), None, Z, np.arange(n) * 2, offsets, np.arange(C))
+    X = np.vstack([Z[::3], rng.normal(size=(50, r))]).astype(np.float32)
+    preds = np.r_[y[::3], rng.integers(0, C + 1, 50)]  # C: a class the reference lacks
+    loo = np.r_[np.arange(0, n, 3) * 2, np.full(50, -5)]
+    for exclude in (None, loo):
+        want = ln.own_other(ln.class_distances(X, 1, exclude), preds)
+        got = ln.own_other_of(X, preds, 1, exclude)
+        for w, g in zip(want, got, strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+    assert np.isinf(ln.own_other_of(X[:3], preds[:3], 1, None)[1]).sum() == 0

@@ -280,16 +280,18 @@ def test_euclidean_geometry_matches_signature_distances(fitted):
     store, analysis = fitted
     sc = SignatureScorer(geometry="euclidean").fit(analysis, store)
     sigs = analysis.signatures(store, "test")
-    geo = split_distances(analysis, sc.owners_, store, "test", None, sigs.cluster_ids,
-                          sigs.predictions, cosine=False)
+    every = np.ones(sigs.predictions.size, dtype=bool)
+    ids, geo = split_distances(analysis, sc.owners_, store, "test", sigs, sigs.predictions,
+                               every, cosine=False, features=True)
+    np.testing.assert_array_equal(ids, sigs.cluster_ids)
     np.testing.assert_allclose(geo.assigned, sigs.distances, rtol=1e-4, atol=1e-4)
     hard = SignatureScorer(geometry="euclidean", components=["disagreement", "centroid_distance"])
     out = hard.fit(analysis, store).score(store, "test")
     assert list(out) == ["disagreement", "centroid_distance", "combined"]
     assert not hard._needs_features()  # the signatures' own distances suffice
     cos = SignatureScorer().fit(analysis, store)
-    g = split_distances(analysis, cos.owners_, store, "test", None, sigs.cluster_ids,
-                        sigs.predictions, cosine=True)
+    _, g = split_distances(analysis, cos.owners_, store, "test", sigs, sigs.predictions,
+                           every, cosine=True, features=True)
     assert (g.assigned <= 2 + 1e-9).all() and (g.own <= g.assigned + 1e-9).any()
 
 

@@ -11,6 +11,13 @@ accumulates class sums and one ``d x d`` moment; the k-NN reference set and
 the activation patterns are kept in memory, and when the training rows do not
 fit ``memory_limit`` a uniform random subsample of them is used (with a warning), as
 Sun et al. do for ImageNet. Scoring reads the scored split block by block.
+
+What runs where: the fit and the scores are each one kernel on a block of rows
+(:func:`_fit_part`, merged by :func:`_fit_merge`; :func:`_score_part`), run by
+the executor's driver chosen from the client: here, or on a Dask cluster's
+workers, which merge the Mahalanobis class sums and scatter in a tree (float64,
+Chan's update) and send back only the bounded k-NN rows and packed patterns,
+and, when scoring, one float per sample and baseline.
 """
 
 from __future__ import annotations
@@ -27,8 +34,8 @@ from sklearn.utils.validation import check_is_fitted
 from nnsig_core._params import MEMORY_SIZE, Interval, NnsigParamsMixin, Satisfies, validate_params
 from nnsig_core._util import parse_bytes
 from nnsig_core._warnings import warn
+from nnsig_core.analysis.pca import merge_moments
 from nnsig_core.analysis.selection import fit_sample_mask
-from nnsig_core.analysis.source import StoreSource
 from nnsig_core.diagnostics.detectors import (
     DEFAULT_BUDGET,
     ActivationPatternMonitor,
@@ -38,7 +45,10 @@ from nnsig_core.diagnostics.detectors import (
     max_softmax_score,
     pack_patterns,
 )
+from nnsig_core.diagnostics.reference import LayerRows
+from nnsig_core.execute.blocks import map_blocks, row_slices
 from nnsig_core.execute.client import ClientArg, resolve_client
+from nnsig_core.execute.merging import merge_parts
 from nnsig_core.store import ActivationStore, open_store
 
 BASELINES = ("msp", "energy", "mahalanobis", "knn", "pattern")
@@ -135,10 +145,6 @@ class Baselines(NnsigParamsMixin, BaseEstimator):
         (:func:`~nnsig_core.analysis.fit_sample_mask`). With a Dask client (given or
         active) the layer is read on its cluster.
         """
-        if (client := resolve_client(client)) is not None:
-            from nnsig_core.distributed.baselines import fit_baselines
-
-            return fit_baselines(self, store, split, mask, client)
         validate_params(self, self._nnsig_constraints)
         store = open_store(store)
         if mask is None:
@@ -147,85 +153,144 @@ class Baselines(NnsigParamsMixin, BaseEstimator):
         if not mask.any():
             raise ValueError(f"No sample of split {split!r} is selected to fit the baselines.")
         self.layer_ = self.layer or store.layers(split)[-1]
-        rows = np.flatnonzero(mask)
-        y = store.labels(split)[rows]
+        labels = store.labels(split)
+        y = labels[mask]
         self.fit_split_ = split
-        self.n_fit_samples_ = int(rows.size)
+        self.n_fit_samples_ = int(y.size)
         self.classes_ = sorted(int(c) for c in np.unique(y))
         if any(w in self.which for w in _FEATURE_BASELINES):
-            self._fit_features(store, split, rows, y)
+            self._fit_features(store, split, mask, labels, resolve_client(client))
         return self
 
-    def _fit_features(self, store: ActivationStore, split: str, rows: np.ndarray,
-                      y: np.ndarray) -> None:
+    def _fit_features(self, store: ActivationStore, split: str, mask: np.ndarray,
+                      labels: np.ndarray, client: Any) -> None:
         budget = self._budget()
-        src = StoreSource(store, split, self.layer_, rows, read_bytes=max(budget // 8, 1))
-        d = src.n_features
+        layer = store.activations(split, self.layer_)
+        d = int(np.prod(layer.shape[1:], dtype=np.int64))
         rng = np.random.default_rng(self.random_state)
-        knn_keep = _subsample(rows.size, (budget // 2) // (4 * d), rng, "k-NN", self.layer_)
-        pat_keep = _subsample(rows.size, (budget // 2) // (8 * (d // 64 + 1)), rng,
-                              "activation-pattern", self.layer_)
-        maha = MahalanobisDistance(rcond=self.rcond) if "mahalanobis" in self.which else None
-        knn_rows: list[np.ndarray] = []
-        patterns: list[np.ndarray] = []
-        o = 0
-        for _, block in src.blocks("baselines"):
-            sel = slice(o, o + block.shape[0])
-            o += block.shape[0]
-            if maha is not None:
-                maha.partial_fit(block, y[sel])
-            if "knn" in self.which:
-                knn_rows.append(block[knn_keep[sel]])
-            if "pattern" in self.which:
-                patterns.append(pack_patterns(block[pat_keep[sel]] > self.threshold))
-        if maha is not None:
-            self.mahalanobis_ = maha
+        n = int(mask.sum())
+        knn_keep, pat_keep = np.zeros_like(mask), np.zeros_like(mask)
+        knn_keep[mask] = _subsample(n, (budget // 2) // (4 * d), rng, "k-NN", self.layer_,
+                                    "knn" in self.which)
+        pat_keep[mask] = _subsample(n, (budget // 2) // (8 * (d // 64 + 1)), rng,
+                                    "activation-pattern", self.layer_, "pattern" in self.which)
+        got = map_blocks(_fit_part, [mask, labels, knn_keep, pat_keep, layer], client=client,
+                         merge=_fit_merge, local_bytes=max(budget // 8, 1),
+                         read=LayerRows(store, split, self.layer_),
+                         which=tuple(self.which), threshold=float(self.threshold))
+        if "mahalanobis" in self.which:
+            s = got["maha"]
+            maha = MahalanobisDistance(rcond=self.rcond)
+            maha._shift, maha._moment = s["mean"], s["m2"]
+            maha._sums = {int(c): v - s["counts"][c] * s["mean"] for c, v in s["sums"].items()}
+            maha._counts = {int(c): int(v) for c, v in s["counts"].items()}
+            maha._dirty = True
+            self.mahalanobis_ = maha._finish()
         memory = max(budget // 4, 1)
         if "knn" in self.which:
-            self.knn_ = KNNDistance(k=self.k, memory_limit=memory).fit(np.concatenate(knn_rows))
+            self.knn_ = KNNDistance(k=self.k, memory_limit=memory).fit(got["knn"])
             self.n_knn_samples_ = int(knn_keep.sum())
         if "pattern" in self.which:
             monitor = ActivationPatternMonitor(threshold=self.threshold, memory_limit=memory)
-            self.pattern_ = monitor.fit_packed(np.concatenate(patterns), y[pat_keep], d)
+            self.pattern_ = monitor.fit_packed(got["pattern"], labels[pat_keep], d)
             self.n_pattern_samples_ = int(pat_keep.sum())
 
     def score(self, store: StoreArg, split: str, *,
               client: ClientArg = None) -> dict[str, np.ndarray]:
         """Baseline scores of every sample of ``split``: ``{name: (n,) float64}`` (computed on
         the Dask cluster of ``client``, given or active, if any)."""
+        store = open_store(store)
         if "msp" in self.which or "energy" in self.which:
-            _check_logits(open_store(store), split)
-        if (client := resolve_client(client)) is not None:
-            from nnsig_core.distributed.baselines import score_baselines
-
-            return score_baselines(self, store, split, client)
+            _check_logits(store, split)
         check_is_fitted(self, "layer_", msg="Baselines are not fitted; call fit(store, split) "
                                             "first.")
-        store = open_store(store)
         store.require_complete(split)
-        n = store.n_samples(split)
-        out: dict[str, np.ndarray] = {}
-        if "msp" in self.which or "energy" in self.which:
-            logits = np.asarray(store.outputs(split)[:n])
-            if "msp" in self.which:
-                out["msp"] = max_softmax_score(logits)
-            if "energy" in self.which:
-                out["energy"] = energy_score(logits)
-        features = [w for w in _FEATURE_BASELINES if w in self.which]
-        if features:
-            for w in features:
-                out[w] = np.empty(n)
-            preds = store.predictions(split)
-            src = StoreSource(store, split, self.layer_, None,
-                              read_bytes=max(self._budget() // 8, 1))
-            for rows, block in src.blocks("baselines"):
-                if "mahalanobis" in out:
-                    out["mahalanobis"][rows] = self.mahalanobis_.score(block)
-                if "knn" in out:
-                    out["knn"][rows] = self.knn_.score(block)
-                if "pattern" in out:
-                    out["pattern"][rows] = self.pattern_.score(block, preds[rows])
-        return {k: out[k] for k in BASELINES if k in out}
+        keys = [k for k in BASELINES if k in self.which]
+        logits = store.outputs(split) if {"msp", "energy"} & set(keys) else None
+        layer = (store.activations(split, self.layer_)
+                 if set(_FEATURE_BASELINES) & set(keys) else None)
+        got = map_blocks(_score_part, [store.predictions(split), logits, layer],
+                         client=resolve_client(client), local_bytes=max(self._budget() // 8, 1),
+                         model=self, keys=tuple(keys),
+                         read=LayerRows(store, split, self.layer_))
+        return {k: got[k] for k in keys}
+
+
+def _maha_part(X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """The Mahalanobis class sums, counts, mean and scatter of a block's rows, slice by slice."""
+    return _maha_merge(*[_maha_slice(X[sl], y[sl]) for sl in row_slices(X.shape[0], X.shape[1])])
+
+
+def _maha_slice(block: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    X = np.asarray(block, dtype=np.float64)
+    if X.shape[0] == 0:
+        return {"n": 0}
+    mean = X.mean(axis=0)
+    C = X - mean
+    classes, inv = np.unique(y, return_inverse=True)
+    sums = np.zeros((classes.size, X.shape[1]))
+    np.add.at(sums, inv.reshape(-1), X)
+    return {"n": X.shape[0], "mean": mean, "m2": C.T @ C,
+            "sums": dict(zip(classes.tolist(), sums, strict=True)),
+            "counts": dict(zip(classes.tolist(), np.bincount(inv.reshape(-1)).tolist(),
+                               strict=True))}
+
+
+def _maha_merge(*parts: dict[str, Any]) -> dict[str, Any]:
+    out = merge_moments(*parts)
+    sums: dict[int, np.ndarray] = {}
+    counts: dict[int, int] = {}
+    for p in parts:
+        for c, v in p.get("sums", {}).items():
+            sums[c] = sums.get(c, 0) + v
+            counts[c] = counts.get(c, 0) + p["counts"][c]
+    out["sums"], out["counts"] = sums, counts
+    return out
+
+
+def _fit_part(mask: np.ndarray, labels: np.ndarray, knn: np.ndarray, pat: np.ndarray, raw: Any,
+              *, lo: int, read: LayerRows, which: tuple[str, ...],
+              threshold: float) -> dict[str, Any]:
+    """A block's share of the fit: Mahalanobis moments, k-NN rows and packed patterns."""
+    mask = np.asarray(mask, dtype=bool)
+    X = read(raw, lo, mask)
+    out: dict[str, Any] = {}
+    if "mahalanobis" in which:
+        out["maha"] = _maha_part(X, np.asarray(labels, dtype=np.int64)[mask])
+    if "knn" in which:
+        out["knn"] = [X[np.asarray(knn, dtype=bool)[mask]]]
+    if "pattern" in which:
+        out["pattern"] = [pack_patterns(X[np.asarray(pat, dtype=bool)[mask]] > threshold)]
+    return out
+
+
+def _fit_merge(*parts: dict[str, Any]) -> dict[str, Any]:
+    maha = [p["maha"] for p in parts if "maha" in p]
+    out = merge_parts(*[{k: v for k, v in p.items() if k != "maha"} for p in parts])
+    if maha:
+        out["maha"] = _maha_merge(*maha)
+    return out
+
+
+def _score_part(preds: np.ndarray, logits: Any, raw: Any, *, lo: int, model: Baselines,
+                keys: tuple[str, ...], read: LayerRows) -> dict[str, Any]:
+    """A block's baseline scores, one list of floats per baseline."""
+    out: dict[str, Any] = {}
+    if logits is not None:
+        z = np.asarray(logits)
+        if "msp" in keys:
+            out["msp"] = max_softmax_score(z)
+        if "energy" in keys:
+            out["energy"] = energy_score(z)
+    if raw is not None:
+        X = read(raw, lo)
+        if "mahalanobis" in keys:
+            out["mahalanobis"] = model.mahalanobis_.score(X)
+        if "knn" in keys:
+            out["knn"] = model.knn_.score(X)
+        if "pattern" in keys:
+            out["pattern"] = model.pattern_.score(X, np.asarray(preds))
+    return {k: [np.asarray(v, dtype=np.float64)] for k, v in out.items()}
 
 
 def _check_logits(store: ActivationStore, split: str, n_rows: int = 2048) -> None:
@@ -244,13 +309,16 @@ def _check_logits(store: ActivationStore, split: str, n_rows: int = 2048) -> Non
              "(the model without its final softmax, or its pre-softmax layer as the output).")
 
 
-def _subsample(n: int, cap: int, rng: np.random.Generator, what: str, layer: str) -> np.ndarray:
-    """A mask keeping ``min(n, cap)`` of ``n`` rows, uniformly at random."""
+def _subsample(n: int, cap: int, rng: np.random.Generator, what: str, layer: str,
+               used: bool = True) -> np.ndarray:
+    """A mask keeping ``min(n, cap)`` of ``n`` rows, uniformly at random (drawn even for a
+    baseline not computed, so that the next one's draws stay the same)."""
     keep = np.ones(n, dtype=bool)
     cap = max(int(cap), 1)
     if n > cap:
         keep[:] = False
         keep[rng.choice(n, size=cap, replace=False)] = True
+    if n > cap and used:
         warn(f"The {what} baseline keeps {cap} of {n} training samples of layer {layer!r} (a "
              "random subsample) to stay within memory_limit; raise memory_limit to use all.")
     return keep

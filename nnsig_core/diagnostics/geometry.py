@@ -4,6 +4,11 @@ Per sample and layer: the distance to its assigned centroid, to the nearest
 centroid of a cluster *of its predicted class* (one whose training majority is
 that class) and to the nearest centroid of another class's cluster. In the
 cosine geometry (the default) features and centroids are L2-normalised first.
+
+:func:`split_distances` computes them with one kernel on a block of rows
+(:func:`_distance_part`), run by the executor's driver chosen from the client:
+here, chunk by chunk, or on a Dask cluster's workers, which send back 32 bytes
+per sample and layer (the cluster id and three distances).
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from nnsig_core._util import l2_normalise
-from nnsig_core.analysis.source import StoreSource
+from nnsig_core.diagnostics.reference import LayerRows
+from nnsig_core.execute.blocks import map_blocks, row_slices
 from nnsig_core.store import ActivationStore
 
 
@@ -101,32 +107,51 @@ def block_distances(block: np.ndarray, clusterer: Any, centers: tuple[np.ndarray
     return D[np.arange(D.shape[0]), ids], own, other
 
 
-def split_distances(
-    analysis: Any,
-    owners: Sequence[dict[int, np.ndarray]],
-    store: ActivationStore,
-    split: str,
-    rows: np.ndarray | None,
-    ids: np.ndarray,
-    predictions: np.ndarray,
-    cosine: bool,
-) -> Distances:
-    """Distances of the samples ``rows`` (sorted positions; None = all) of ``split``.
+class _Layers:
+    """What a block needs of a fitted analysis: its layers and clusterers (no caches)."""
 
-    Reads each analysed layer once, chunk by chunk, through the analysis's
-    feature map (discretizer, reduction).
-    """
-    n, L = ids.shape
-    out = Distances(np.empty((n, L)), np.full((n, L), np.nan), np.full((n, L), np.nan))
-    ids = np.asarray(ids, dtype=np.int64)
-    c = np.asarray(predictions, dtype=np.int64)
-    for j, name in enumerate(analysis.layers_):
-        lc = analysis.clusterers_[name]
+    def __init__(self, analysis: Any) -> None:
+        self.layers = list(analysis.layers_)
+        self.clusterers = {n: analysis.clusterers_[n] for n in self.layers}
+
+
+def _distance_part(keep: np.ndarray, preds: np.ndarray, ids: Any, plain: Any, *raws: Any,
+                   lo: int, lite: _Layers, owners: Any, cosine: bool,
+                   reads: Sequence[LayerRows]) -> dict[str, Any]:
+    """A block's rows where ``keep`` holds: their cluster ids ``(m, L)`` and distances
+    ``(m, L, 3)`` (assigned, own, other; without layers to read, the signatures' own distances
+    ``plain`` and NaN)."""
+    keep = np.asarray(keep, dtype=bool)
+    ids = np.asarray(ids, dtype=np.int64)[keep]
+    c = np.asarray(preds, dtype=np.int64)[keep]
+    out = np.full((*ids.shape, 3), np.nan)
+    if not raws:
+        out[:, :, 0] = np.asarray(plain, dtype=np.float64)[keep]
+    for j, raw in enumerate(raws):
+        lc = lite.clusterers[lite.layers[j]]
         centers = centroids(lc, cosine)
-        o = 0
-        for _, block in StoreSource(store, split, name, rows).blocks():
-            sl = slice(o, o + block.shape[0])
-            o += block.shape[0]
-            out.assigned[sl, j], out.own[sl, j], out.other[sl, j] = block_distances(
-                block, lc, centers, ids[sl, j], c[sl], owners[j], cosine)
-    return out
+        block = reads[j](raw, lo, keep)
+        for sl in row_slices(block.shape[0], block.shape[1]):
+            out[sl, j, 0], out[sl, j, 1], out[sl, j, 2] = block_distances(
+                block[sl], lc, centers, ids[sl, j], c[sl], owners[j], cosine)
+    return {"ids": [ids], "dist": [out]}
+
+
+def split_distances(analysis: Any, owners: Sequence[dict[int, np.ndarray]] | None,
+                    store: ActivationStore, split: str, sigs: Any, predictions: np.ndarray,
+                    keep: np.ndarray, cosine: bool, features: bool,
+                    client: Any = None) -> tuple[np.ndarray, Distances]:
+    """The cluster ids and :class:`Distances` of the samples of ``split`` where ``keep`` holds.
+
+    ``sigs``: the split's signatures (their ``cluster_ids`` and ``distances``, NumPy or dask).
+    With ``features`` each analysed layer is read once, block by block, through the
+    analysis's feature map (discretizer, reduction); without, the distances are the
+    signatures' own (``own`` and ``other`` NaN). ``client``: the driver (None: here).
+    """
+    layers = list(analysis.layers_) if features else []
+    got = map_blocks(_distance_part, [keep, predictions, sigs.cluster_ids, sigs.distances,
+                                      *[store.activations(split, n) for n in layers]],
+                     client=client, lite=_Layers(analysis), owners=owners, cosine=bool(cosine),
+                     reads=[LayerRows(store, split, n) for n in layers])
+    d = got["dist"]
+    return got["ids"], Distances(d[:, :, 0], d[:, :, 1], d[:, :, 2])

@@ -31,29 +31,31 @@ the largest :math:`\delta_c` as :math:`\delta_{own}`.
 When the scored split is the fit split, each reference row is left out of
 its own search (leave-one-out), so fit samples are scored like unseen ones.
 
-Cost: one matrix product of the scored rows with the reference per layer,
-``n x N x n_components`` multiply-adds, in blocks bounded by
-``memory_limit``.
+Cost: at most ``n x N x n_components`` multiply-adds per layer (a product of
+the scored rows with the reference, in blocks bounded by ``memory_limit``);
+with ``n_neighbors=1`` the search skips the reference cells that cannot hold
+the nearest row (:mod:`~nnsig_core.diagnostics.cells`), the same distances
+for a fraction of the products.
 
-What runs where: without a client, everything here, reading the store chunk
-by chunk. With a Dask client (``client=`` of :meth:`ClassNeighbours.fit` and
-:func:`neighbour_scores`), the layers are read and reduced per block on the
-workers (:func:`~nnsig_core.distributed.neighbours.fit_neighbours`,
-:func:`~nnsig_core.distributed.neighbours.neighbour_scores_on`): the fit
-brings back only the normalised rows the principal axes are computed from (at
-most ``pca_rows``), the per-block sums of the normalised rows when the mean is
-taken over every reference row, and the reduced reference rows; the fitted
-:class:`LayerNeighbours` (a bounded model, like centroids) is broadcast to the
-workers, which search each block of the scored rows and return two floats
-per sample and layer. The block functions (:func:`reduce_rows`,
-:meth:`LayerNeighbours.own_other_of`) are the same in both paths.
+What runs where: each step is one kernel on a block of rows (:func:`_pca_part`,
+:func:`_reduce_part`, :func:`_search_part`), run by the executor's driver
+(:func:`~nnsig_core.execute.blocks.map_blocks`) chosen once from the client
+(``client=`` of :meth:`ClassNeighbours.fit` and :func:`neighbour_scores`):
+here, chunk by chunk, or on a Dask cluster's workers. The fit brings back, in
+one pass, the normalised reference rows when they fit half ``memory_limit``
+(the mean and axes are computed from them, and they are reduced here); else,
+in two, the rows the mean and axes are computed from (at most ``pca_rows``)
+and the reduced reference rows. The fitted
+:class:`LayerNeighbours` (a bounded model, like centroids) is sent once to the
+workers, which search each block of the scored rows and return two floats per
+sample and layer.
 """
 
 from __future__ import annotations
 
 import logging
 import numbers
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -65,12 +67,13 @@ from nnsig_core._params import MEMORY_SIZE, Interval, NnsigParamsMixin, validate
 from nnsig_core._util import parse_bytes
 from nnsig_core._warnings import warn
 from nnsig_core.analysis.pca import COVARIANCE_MAX_FEATURES
-from nnsig_core.analysis.source import StoreSource
-from nnsig_core.diagnostics.reference import LayerNeighbours, normalise_rows, reduce_rows
+from nnsig_core.diagnostics.reference import LayerNeighbours, LayerRows, normalise_rows, reduce_rows
+from nnsig_core.execute.blocks import map_blocks, worker_memory
 from nnsig_core.execute.client import ClientArg, resolve_client
-from nnsig_core.store import ActivationStore
+from nnsig_core.store import ActivationStore, open_store
 
 log = logging.getLogger("nnsig")
+
 
 class ClassNeighbours(NnsigParamsMixin, BaseEstimator):
     """Fit :class:`LayerNeighbours` for the layers of a store's split (see the module doc).
@@ -137,10 +140,11 @@ class ClassNeighbours(NnsigParamsMixin, BaseEstimator):
         """Fit on the samples ``rows`` (sorted positions) of ``split``, of classes ``labels``.
 
         With a Dask client (given, or the active one; ``False``: here) the layers are read
-        and reduced on its workers (:func:`~nnsig_core.distributed.neighbours.fit_neighbours`);
-        the result is the same up to float rounding.
+        and reduced on its workers, by the same kernels; the result is the same up to float
+        rounding.
         """
         validate_params(self, self._nnsig_constraints)
+        store = open_store(store)
         rows = np.asarray(rows, dtype=np.int64)
         y = np.asarray(labels, dtype=np.int64).reshape(-1)
         if rows.size != y.size or rows.size == 0:
@@ -148,29 +152,21 @@ class ClassNeighbours(NnsigParamsMixin, BaseEstimator):
         self.classes_ = sorted(int(c) for c in np.unique(y))
         self.n_fit_samples_ = int(rows.size)
         budget = self._budget()
-        if (client := resolve_client(client)) is not None:
-            from nnsig_core.execute.dask_blocks import smallest_worker_memory
-
-            # Every worker holds the reference: at most an eighth of the smallest one's memory.
-            worker = smallest_worker_memory(client)
-            if worker is not None and worker // 4 < budget:
-                log.info("The scorer's reference is bounded by the workers' memory limit "
-                         "(%d MiB) rather than memory_limit.", worker >> 20)
-                budget = worker // 4
+        client = resolve_client(client)
+        # Every worker holds the reference: at most an eighth of the smallest one's memory.
+        worker = worker_memory(client)
+        if worker is not None and worker // 4 < budget:
+            log.info("The scorer's reference is bounded by the workers' memory limit "
+                     "(%d MiB) rather than memory_limit.", worker >> 20)
+            budget = worker // 4
         rows, y = self._select(rows, y, len(layers), int(self.n_components), budget)
         self.n_reference_ = int(rows.size)
-        self.layers_: dict[str, LayerNeighbours] = {}
-        if client is not None:
-            from nnsig_core.distributed.neighbours import fit_neighbours
-
-            self.layers_ = fit_neighbours(self, store, split, rows, y, layers, client)
-            return self
-        read = max(self._budget() // 16, 1 << 20)
-        for name in layers:
-            def source(idx: np.ndarray | None, name: str = name) -> StoreSource:
-                return StoreSource(store, split, name, rows if idx is None else rows[idx],
-                                   read_bytes=read)
-            self.layers_[name] = self._fit_layer(source, rows, y, name)
+        keep = np.zeros(store.n_samples(split), dtype=bool)
+        keep[rows] = True
+        self.layers_: dict[str, LayerNeighbours] = {
+            name: self._fit_layer(keep, store.activations(split, name),
+                                  LayerRows(store, split, name), rows, y, client)
+            for name in layers}
         return self
 
     def fit_arrays(self, features: dict[str, Any], labels: Any,
@@ -182,12 +178,10 @@ class ClassNeighbours(NnsigParamsMixin, BaseEstimator):
         rows = np.arange(y.size) if rows is None else np.asarray(rows, dtype=np.int64)
         self.classes_ = sorted(int(c) for c in np.unique(y))
         self.n_fit_samples_ = self.n_reference_ = int(y.size)
-        self.layers_ = {}
-        for name, X in features.items():
-            X = np.asarray(X, dtype=np.float32).reshape(y.size, -1)
-            def source(idx: np.ndarray | None, X: np.ndarray = X) -> _ArraySource:
-                return _ArraySource(X if idx is None else X[idx])
-            self.layers_[name] = self._fit_layer(source, rows, y, name)
+        keep = np.ones(y.size, dtype=bool)
+        self.layers_ = {name: self._fit_layer(keep, np.asarray(X).reshape(y.size, -1),
+                                              LayerRows(None, "", name), rows, y, None)
+                        for name, X in features.items()}
         return self
 
     def layer(self, name: str) -> LayerNeighbours:
@@ -196,28 +190,28 @@ class ClassNeighbours(NnsigParamsMixin, BaseEstimator):
         return self.layers_[name]
 
     # ------------------------------------------------------------------ internals
-    def _fit_layer(self, source: Callable[[np.ndarray | None], Any], rows: np.ndarray,
-                   y: np.ndarray, name: str) -> LayerNeighbours:
-        """``source(idx)``: the layer's rows ``rows[idx]`` (all when None), readable by
-        ``gather`` and ``blocks``."""
-        src = source(None)
-        d = src.n_features
-        if self._fits(src.n_rows, d):
-            U = normalise_rows(src.gather(np.empty((src.n_rows, d), np.float32), "neighbours"))
+    def _fit_layer(self, keep: np.ndarray, layer: Any, read: LayerRows, rows: np.ndarray,
+                   y: np.ndarray, client: Any) -> LayerNeighbours:
+        """One layer from its rows where ``keep`` holds (``layer``: the split's array). When
+        their normalised rows fit (:meth:`_fits`) one pass brings them all back and they are
+        reduced here; else one pass brings back those the mean and axes are computed from
+        (:meth:`_pca_pick`) and a second the reduced rows."""
+        n, d = int(rows.size), int(np.prod(layer.shape[1:], dtype=np.int64))
+        local = max(self._budget() // 16, 1 << 20)
+        if self._fits(n, d):
+            U = map_blocks(_pca_part, [keep, layer], client=client, local_bytes=local,
+                           read=read)["rows"]
             mean, comps, explained = self._pca(U)
             U -= mean
-            Z = U if comps is None else U @ comps
-            del U
-        else:
-            pick = self._pca_pick(src.n_rows, d, name)
-            S = source(pick).gather(np.empty((pick.size, d), np.float32), "neighbours")
-            mean, comps, explained = self._pca(normalise_rows(S))
-            del S
-            Z = np.empty((src.n_rows, d if comps is None else comps.shape[1]), np.float32)
-            o = 0
-            for _, block in src.blocks("neighbours"):
-                Z[o : o + block.shape[0]] = reduce_rows(block, mean, comps)
-                o += block.shape[0]
+            return self._layer(mean, comps, U if comps is None else U @ comps, rows, y,
+                               explained)
+        picked = np.zeros_like(keep)
+        picked[np.flatnonzero(keep)[self._pca_pick(n, d, read.layer)]] = True
+        S = map_blocks(_pca_part, [picked, layer], client=client, local_bytes=local,
+                       read=read)["rows"]
+        mean, comps, explained = self._pca(S)
+        Z = map_blocks(_reduce_part, [keep, layer], client=client, local_bytes=local,
+                       read=read, model=(mean, comps))["z"]
         return self._layer(mean, comps, Z, rows, y, explained)
 
     def _fits(self, n_rows: int, d: int) -> bool:
@@ -283,21 +277,25 @@ class ClassNeighbours(NnsigParamsMixin, BaseEstimator):
         return np.ascontiguousarray(Vt.T, dtype=np.float32), explained
 
 
-class _ArraySource:
-    """In-memory rows with the part of :class:`StoreSource`'s interface the fit uses."""
+def _pca_part(picked: np.ndarray, raw: Any, *, lo: int, read: LayerRows) -> dict[str, Any]:
+    """A block's normalised rows where ``picked`` holds."""
+    return {"rows": [normalise_rows(read(raw, lo, picked))]}
 
-    def __init__(self, X: np.ndarray, block_rows: int = 4096) -> None:
-        self.X = X
-        self.n_rows, self.n_features = int(X.shape[0]), int(X.shape[1])
-        self.block_rows = block_rows
 
-    def gather(self, out: np.ndarray, desc: str = "") -> np.ndarray:
-        out[...] = self.X
-        return out
+def _reduce_part(keep: np.ndarray, raw: Any, *, lo: int, read: LayerRows,
+                 model: tuple[np.ndarray, np.ndarray | None]) -> dict[str, Any]:
+    return {"z": [reduce_rows(read(raw, lo, keep), *model)]}
 
-    def blocks(self, desc: str = "") -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for s in range(0, self.n_rows, self.block_rows):
-            yield np.arange(s, min(s + self.block_rows, self.n_rows)), self.X[s : s + self.block_rows]
+
+def _search_part(keep: np.ndarray, preds: np.ndarray, raw: Any, *, lo: int, read: LayerRows,
+                 model: LayerNeighbours, n_neighbors: int, leave_one_out: bool,
+                 block_bytes: int) -> dict[str, Any]:
+    """The own and other distances of a block's rows where ``keep`` holds."""
+    keep = np.asarray(keep, dtype=bool)
+    pos = lo + np.flatnonzero(keep) if leave_one_out else None
+    own, other = model.own_other_of(read(raw, lo, keep), np.asarray(preds)[keep], n_neighbors,
+                                    pos, block_bytes)
+    return {"own": [own], "other": [other]}
 
 
 def neighbour_scores(
@@ -336,27 +334,27 @@ def neighbour_scores(
         Memory for one block of the distance matrix.
     client : dask.distributed.Client, None or False
         Read and search the blocks on this Dask cluster (``None``: the active client, if
-        any; ``False``: here), with the fitted statistics broadcast to its workers
-        (:func:`~nnsig_core.distributed.neighbours.neighbour_scores_on`).
+        any; ``False``: here), with the fitted statistics sent once to its workers.
     """
-    p = np.asarray(predictions, dtype=np.int64).reshape(-1)
-    if (client := resolve_client(client)) is not None:
-        from nnsig_core.distributed.neighbours import neighbour_scores_on
-
-        pairs = neighbour_scores_on(neighbours, store, split, rows, p, n_neighbors,
-                                    leave_one_out, block_bytes, client)
-        return {name: component_logs(own, other) for name, (own, other) in pairs.items()}
+    store = open_store(store)
+    client = resolve_client(client)
+    n = store.n_samples(split)
+    keep = np.ones(n, dtype=bool)
+    if rows is not None:
+        keep[:] = False
+        keep[np.asarray(rows, dtype=np.int64)] = True
+    preds = np.zeros(n, dtype=np.int64)
+    preds[keep] = np.asarray(predictions, dtype=np.int64).reshape(-1)
+    worker = worker_memory(client)
+    if worker is not None:  # a distance matrix of at most 1/32 of a worker's memory
+        block_bytes = max(1 << 20, min(int(block_bytes), worker // 32))
     out: dict[str, dict[str, np.ndarray]] = {}
     for name, ln in neighbours.layers_.items():
-        own = np.empty(p.size)
-        other = np.empty(p.size)
-        o = 0
-        for pos, block in StoreSource(store, split, name, rows).blocks("scores"):
-            sl = slice(o, o + block.shape[0])
-            o += block.shape[0]
-            own[sl], other[sl] = ln.own_other_of(block, p[sl], n_neighbors,
-                                                 pos if leave_one_out else None, block_bytes)
-        out[name] = component_logs(own, other)
+        got = map_blocks(_search_part, [keep, preds, store.activations(split, name)],
+                         client=client, read=LayerRows(store, split, name), model=ln,
+                         n_neighbors=int(n_neighbors), leave_one_out=bool(leave_one_out),
+                         block_bytes=int(block_bytes))
+        out[name] = component_logs(got["own"], got["other"])
     return out
 
 

@@ -1,18 +1,50 @@
 """One layer's fitted neighbour statistics: the projection and the class-grouped reference rows.
 
-The per-block work of :mod:`nnsig_core.diagnostics.neighbours` (normalise,
-reduce, search the reference), shared by the single-process scorer and the
-workers of a Dask cluster (:mod:`nnsig_core.distributed.neighbours`), which
-import it from here: a module below both.
+The per-block work of :mod:`nnsig_core.diagnostics.neighbours` (read a block's
+rows, normalise, reduce, search the reference): the kernels both drivers of
+the executor run, here or on a Dask cluster's workers.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from nnsig_core.analysis.source import STORE_FIX
+from nnsig_core.diagnostics.cells import Cells
+from nnsig_core.protocol import check_finite, nonfinite_rows
+
 _EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class LayerRows:
+    """A layer of a store's split, as a block kernel reads it: ``rows(raw, lo, keep)`` is the
+    block ``raw`` (its first row at ``lo``) flattened to float32, its rows where ``keep``
+    holds (all when None), checked for NaN/Inf (the error names the sample)."""
+
+    store: Any
+    split: str
+    layer: str
+
+    def __getitem__(self, row: int) -> int:
+        """The data-set index of the split's row ``row`` (read only when a check fails)."""
+        return int(self.store.sample_index(self.split, int(row), int(row) + 1)[0])
+
+    def __call__(self, raw: Any, lo: int, keep: Any = None) -> np.ndarray:
+        block = np.asarray(raw).reshape(np.shape(raw)[0], -1)
+        where = None if keep is None else np.flatnonzero(np.asarray(keep, dtype=bool))
+        if where is not None and where.size < block.shape[0]:
+            block = block[where]
+        block = block.astype(np.float32, copy=False)
+        if nonfinite_rows(block).size:
+            rows = lo + (np.arange(block.shape[0]) if where is None else where)
+            check_finite(block, layer=self.layer, split=self.split, rows=rows,
+                         sample_index=None if self.store is None else self,  # type: ignore[arg-type]
+                         fix=STORE_FIX, scope="this chunk")
+        return block
 
 
 def normalise_rows(X: Any) -> np.ndarray:
@@ -62,6 +94,7 @@ class LayerNeighbours:
         self._augmented = np.ascontiguousarray(
             np.hstack([-2.0 * self.reference_, sq[:, None]]).T, dtype=np.float32)
         self._by_row = np.argsort(self.reference_rows_, kind="stable")
+        self._cells = Cells(self.reference_, self.offsets_, self._augmented)
 
     def transform(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Reduced coordinates ``(n, r)`` and squared residuals ``(n,)`` of a layer's rows."""
@@ -148,6 +181,27 @@ class LayerNeighbours:
                      exclude_rows: np.ndarray | None = None,
                      block_bytes: int = 64 << 20) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`own_other` of :meth:`class_distances`: a block of rows scored (the block
-        function of :func:`neighbour_scores`, here and on a Dask cluster)."""
-        D = self.class_distances(block, n_neighbors, exclude_rows, block_bytes)
-        return self.own_other(D, predictions)
+        function of :func:`neighbour_scores`). With ``n_neighbors=1`` the search skips the
+        reference cells that cannot hold the nearest row
+        (:class:`~nnsig_core.diagnostics.cells.Cells`; the same distances)."""
+        p = np.asarray(predictions, dtype=np.int64).reshape(-1)
+        if int(n_neighbors) != 1 or self.classes_.size == 0:
+            D = self.class_distances(block, n_neighbors, exclude_rows, block_bytes)
+            return self.own_other(D, p)
+        i = np.minimum(np.searchsorted(self.classes_, p), self.classes_.size - 1)
+        known = self.classes_[i] == p
+        Z, res2 = self.transform(block)
+        cols = None if exclude_rows is None else self._columns_of(np.asarray(exclude_rows))
+        own2, other2 = self._cells.own_other(Z, np.where(known, i, -1), cols, block_bytes)
+        q2 = (Z * Z).sum(axis=1)
+        pair = np.stack([own2, other2], axis=1) + q2[:, None]
+        np.maximum(pair, 0.0, out=pair)
+        np.sqrt(pair + res2[:, None], out=pair)
+        own, other = pair[:, 0].astype(np.float64), pair[:, 1].astype(np.float64)
+        if not known.all():  # an unknown class takes the largest class distance
+            u = np.flatnonzero(~known)
+            D = self.class_distances(np.asarray(block)[u], 1,
+                                     None if exclude_rows is None else
+                                     np.asarray(exclude_rows)[u], block_bytes)
+            own[u], other[u] = self.own_other(D, p[u])
+        return own, other

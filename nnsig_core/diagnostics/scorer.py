@@ -76,6 +76,7 @@ from nnsig_core.diagnostics.components import (
 from nnsig_core.diagnostics.conformal import conformal_p_values
 from nnsig_core.diagnostics.geometry import Distances, cluster_owners, split_distances
 from nnsig_core.diagnostics.neighbours import ClassNeighbours, neighbour_scores
+from nnsig_core.execute.blocks import take
 from nnsig_core.execute.client import ClientArg, resolve_client
 from nnsig_core.store import ActivationStore, open_store
 
@@ -220,15 +221,10 @@ class SignatureScorer(ReferenceChoice, PathArraysMixin, NnsigParamsMixin, BaseEs
 
         Reads each analysed layer of the fit split a few times: for the
         distances to the analysis's centroids, for the neighbour statistics,
-        and for the reference and the misclassified samples. With a Dask
-        client (given or active) the distances to the centroids are computed
-        on its cluster (:func:`~nnsig_core.distributed.scorer_distances.fit_scorer`),
-        and so are the neighbour statistics' reduced rows and the
-        reference's and misclassified samples' neighbour search
-        (:func:`~nnsig_core.distributed.neighbours.fit_neighbours`,
-        :func:`~nnsig_core.distributed.neighbours.neighbour_scores_on`);
-        without one they are read here, chunk by chunk, within
-        ``memory_limit``.
+        and for the reference and the misclassified samples; each by one
+        kernel on a block of rows, run here, chunk by chunk within
+        ``memory_limit``, or with a Dask client (given or active) on its
+        cluster's workers.
         """
         validate_params(self, self._nnsig_constraints)
         check_is_fitted(analysis, "clusterers_")
@@ -240,27 +236,23 @@ class SignatureScorer(ReferenceChoice, PathArraysMixin, NnsigParamsMixin, BaseEs
                 f"The fit split {split!r} has no labels; the diagnostics need the training "
                 "samples' classes."
             )
-        rows = np.flatnonzero(fit_sample_mask(store, split, classes=analysis.fit_classes_,
-                                              only_correct=True))
+        mask = fit_sample_mask(store, split, classes=analysis.fit_classes_, only_correct=True)
+        rows = np.flatnonzero(mask)
         self.analysis_ = analysis
         self.layers_ = list(analysis.layers_)
-        if (client := resolve_client(client)) is not None:
-            from nnsig_core.distributed.scorer_distances import fit_scorer
-
-            ids, y, dist = fit_scorer(self, analysis, store, client)
-            self.owners_ = cluster_owners(ids, y, analysis.n_clusters_)
-        else:
-            sigs = analysis.signatures(store, split)
-            ids, y = sigs.cluster_ids[rows], sigs.labels[rows]
-            self.owners_ = cluster_owners(ids, y, analysis.n_clusters_)
-            dist = self._distances(store, split, rows, ids, y)
+        client = resolve_client(client)
+        on = False if client is None else client
+        sigs = analysis.signatures(store, split, client=on)
+        y = labels[rows]
+        self.owners_ = cluster_owners(take(sigs.cluster_ids, rows, client), y,
+                                      analysis.n_clusters_)
+        ids, dist = self._distances(store, split, sigs, preds, mask, client)
         nearest = None if np.isnan(dist.own).any() else (dist.own, dist.other)
         self._fit_paths(ids, dist.assigned, y, analysis.n_clusters_, analysis.classes_,
                         analysis.layers_, nearest)
         self.neighbours_ = ClassNeighbours(n_components=self.n_components,
                                            memory_limit=self.memory_limit,
                                            random_state=self.random_state)
-        on = False if client is None else client
         self.neighbours_.fit(store, split, rows, y, self.layers_, client=on)
         self._fit_reference(store, split, labels, preds, rows, ids, dist, y, on)
         return self
@@ -292,17 +284,14 @@ class SignatureScorer(ReferenceChoice, PathArraysMixin, NnsigParamsMixin, BaseEs
         comps = set(self.components) if self.components is not None else set(SCORES)
         return self.geometry == "cosine" or bool({"class_margin", "class_distance"} & comps)
 
-    def _distances(self, store: ActivationStore, split: str, rows: np.ndarray | None,
-                   ids: np.ndarray, predictions: np.ndarray) -> Distances:
-        """Distances to the analysis's centroids; without features to read (Euclidean geometry,
-        no class distances) the signatures' own distances."""
-        if self._needs_features():
-            return split_distances(self.analysis_, self.owners_, store, split, rows, ids,
-                                   predictions, cosine=self.geometry == "cosine")
-        n, L = ids.shape
-        sigs_dist = self.analysis_.signatures(store, split).distances
-        assigned = np.asarray(sigs_dist if rows is None else sigs_dist[rows], dtype=np.float64)
-        return Distances(assigned, np.full((n, L), np.nan), np.full((n, L), np.nan))
+    def _distances(self, store: ActivationStore, split: str, sigs: Any, preds: np.ndarray,
+                   keep: np.ndarray, client: Any) -> tuple[np.ndarray, Distances]:
+        """Cluster ids and distances to the analysis's centroids of the samples where ``keep``
+        holds; without features to read (Euclidean geometry, no class distances) the
+        signatures' own distances."""
+        return split_distances(self.analysis_, self.owners_, store, split, sigs, preds, keep,
+                               cosine=self.geometry == "cosine",
+                               features=self._needs_features(), client=client)
 
     # ------------------------------------------------------------------ scoring
     def _aggregate(self, layer: LayerScores) -> dict[str, np.ndarray]:
@@ -330,28 +319,24 @@ class SignatureScorer(ReferenceChoice, PathArraysMixin, NnsigParamsMixin, BaseEs
     def _split_components(self, store: ActivationStore, split: str, client: ClientArg = None,
                           ) -> tuple[dict[str, np.ndarray], LayerScores, np.ndarray, np.ndarray]:
         """The components of every sample of ``split``, its per-layer neighbour components,
-        its labels and its predictions. With a Dask client the layers are read and the
-        distances computed on its workers
-        (:func:`~nnsig_core.distributed.scorer_distances.split_vectors`), and so are the neighbour
-        components; the components are then computed here, by the same code either way."""
-        if (client := resolve_client(client)) is not None:
-            from nnsig_core.distributed.scorer_distances import split_vectors
-
-            ids, labels, preds, dist = split_vectors(self, store, split, client)
-        else:
-            sigs = self.analysis_.signatures(store, split)
-            if list(sigs.layers) != self.layers_:
-                raise ValueError(f"Signatures are over layers {sigs.layers}; the scorer was "
-                                 f"fitted on {self.layers_}.")
-            ids, labels, preds = sigs.cluster_ids, sigs.labels, sigs.predictions
-            dist = self._distances(store, split, None, ids, preds)
+        its labels and its predictions. The layers are read and the distances computed by the
+        driver of ``client`` (here, or on a Dask cluster's workers); the components are then
+        computed here from the compact per-sample vectors, by the same code either way."""
+        client = resolve_client(client)
+        on = False if client is None else client
+        sigs = self.analysis_.signatures(store, split, client=on)
+        if list(sigs.layers) != self.layers_:
+            raise ValueError(f"Signatures are over layers {sigs.layers}; the scorer was "
+                             f"fitted on {self.layers_}.")
+        labels, preds = store.labels(split), store.predictions(split)
+        ids, dist = self._distances(store, split, sigs, preds, np.ones(preds.size, dtype=bool),
+                                    client)
         comp: dict[str, np.ndarray] = {}
         if any(c in PATH_SCORES for c in self.components_) or self.method != "layers":
             comp.update(self._path_components(store, split, ids, preds, dist))
         layer = neighbour_scores(self.neighbours_, store, split, None, preds,
                                  n_neighbors=self.n_neighbors,
-                                 leave_one_out=split == self.analysis_.fit_split_,
-                                 client=False if client is None else client)
+                                 leave_one_out=split == self.analysis_.fit_split_, client=on)
         comp.update(self._aggregate(layer))
         return comp, layer, labels, preds
 

@@ -10,8 +10,8 @@ single-process code and never imports it.
   :mod:`.kmeans`, :mod:`.reductions`): discretizer edges, PCA and Lloyd's
   k-means as chunked reductions; the signatures are
   :class:`~nnsig_core.analysis.Signatures` over dask arrays, whose tables are reductions.
-- ``signature_scores``/``Baselines`` with a client (:mod:`.scores`, :mod:`.neighbours`,
-  :mod:`.baselines`).
+- ``signature_scores``/``Baselines`` with a client: the diagnostics' own block kernels, run
+  by the executor's Dask driver (:func:`nnsig_core.execute.blocks.map_blocks`).
 - :func:`connect`, :func:`parse_scheduler`, :func:`resolve_client`
   (:mod:`nnsig_core.execute.client`): the CLI's ``--scheduler``.
 """

@@ -45,9 +45,10 @@ def row_slices(m: int, d: int, nbytes: int = SLICE_BYTES) -> list[slice]:
     return [slice(lo, min(lo + step, m)) for lo in range(0, m, step)] or [slice(0, 0)]
 
 
-def _local_bounds(columns: Sequence[Any]) -> list[tuple[int, int]]:
+def _local_bounds(columns: Sequence[Any],
+                  nbytes: int = LOCAL_BLOCK_BYTES) -> list[tuple[int, int]]:
     """Row blocks for the local driver: one block for in-memory columns; for chunked (zarr)
-    columns, whole chunks of about :data:`LOCAL_BLOCK_BYTES` of the widest column."""
+    columns, whole chunks of about ``nbytes`` of the widest column."""
     n = int(np.shape(columns[0])[0]) if columns else 0
     chunked = [c for c in columns if isinstance(c, zarr.Array)]
     if not chunked or n == 0:
@@ -55,31 +56,67 @@ def _local_bounds(columns: Sequence[Any]) -> list[tuple[int, int]]:
     chunk = int(chunked[0].chunks[0])
     row_bytes = max(int(np.prod(c.shape[1:], dtype=np.int64)) * c.dtype.itemsize
                     for c in chunked)
-    step = chunk * max(1, LOCAL_BLOCK_BYTES // max(row_bytes * chunk, 1))
+    step = chunk * max(1, int(nbytes) // max(row_bytes * chunk, 1))
     return [(lo, min(lo + step, n)) for lo in range(0, n, step)]
 
 
 def reduce_columns(part: Callable[..., dict[str, Any]], merge: Callable[..., Any] | None,
                    columns: Sequence[Any], *, merge_kw: Mapping[str, Any] | None = None,
-                   client: Any = None, **kw: Any) -> dict[str, Any]:
+                   client: Any = None, local_bytes: int = LOCAL_BLOCK_BYTES,
+                   **kw: Any) -> dict[str, Any]:
     """``part`` over ``columns`` (arrays of one length, ``None`` entries passed through),
     merged by ``merge(*parts, **merge_kw)`` (default :func:`merge_parts`).
 
     The driver follows the columns: any dask column runs every block on the cluster
     (``client``, else dask's default scheduler); otherwise the blocks run here, NumPy
-    columns as one block and zarr columns chunk-aligned block by block.
+    columns as one block and zarr columns chunk-aligned block by block (about
+    ``local_bytes`` of the widest column each).
     """
     if any(is_lazy(c) for c in columns if c is not None):
         from nnsig_core.execute.dask_blocks import reduce_blocks
 
         return reduce_blocks(part, merge, columns, dict(merge_kw or {}), kw, client)
     present = [c for c in columns if c is not None]
-    bounds = _local_bounds(present)
+    bounds = _local_bounds(present, local_bytes)
     if len(bounds) == 1:
         return part(*[None if c is None else np.asarray(c) for c in columns], lo=0, **kw)
-    parts = [part(*[None if c is None else np.asarray(c[lo:hi]) for c in columns], lo=lo, **kw)
-             for lo, hi in bounds]
-    return combiner(merge, merge_kw)(*parts)
+    # Merged as they come: only one block's part is held besides the running result.
+    return fold(bounds, lambda b: part(*[None if c is None else np.asarray(c[b[0]:b[1]])
+                                         for c in columns], lo=b[0], **kw),
+                combiner(merge, merge_kw))
+
+
+def map_blocks(part: Callable[..., dict[str, Any]], columns: Sequence[Any], *,
+               client: Any = None, merge: Callable[..., Any] | None = None,
+               local_bytes: int = LOCAL_BLOCK_BYTES, **kw: Any) -> dict[str, Any]:
+    """``part(*blocks, lo=first_row, **kw)`` over ``columns`` on the driver ``client`` chose, its
+    results merged by ``merge`` (default :func:`merge_parts`) and every list concatenated into
+    one array.
+
+    The first column is a NumPy array of the split's length (a row mask: it sets ``n``); the
+    others are NumPy, zarr (read ``[:n]``) or ``None``. Without a client the blocks run here
+    (:func:`reduce_columns`, about ``local_bytes`` of the widest column each); with one, zarr columns are read on its workers in chunk-aligned
+    blocks and every large argument is sent once
+    (:func:`nnsig_core.execute.dask_blocks.lazy_columns`). A part returns, per key, a list of
+    per-row arrays (its block's rows, in order: concatenated) or an array (summed).
+    """
+    cols = list(columns)
+    if client is not None:
+        from nnsig_core.execute.dask_blocks import lazy_columns
+
+        cols = lazy_columns(cols, client)
+    out = reduce_columns(part, merge, cols, client=client, local_bytes=local_bytes, **kw)
+    return {k: np.concatenate(v) if isinstance(v, list) else v for k, v in out.items()}
+
+
+def worker_memory(client: Any) -> int | None:
+    """The smallest memory limit of ``client``'s workers in bytes (None: no client, or no
+    limit set): what bounds a model every worker holds."""
+    if client is None:
+        return None
+    from nnsig_core.execute.dask_blocks import smallest_worker_memory
+
+    return smallest_worker_memory(client)
 
 
 def fold(blocks: Iterable[Any], part: Callable[..., Any], merge: Callable[..., Any] | None = None,

@@ -143,15 +143,47 @@ def positions_like(x: Any) -> Any:
     return da.arange(x.shape[0], chunks=x.chunks[0], dtype=np.int64)
 
 
+#: Blocks a split is cut into at least (when it has as many chunks).
+MIN_BLOCKS = 16
+
+
+def lazy_columns(columns: Sequence[Any], client: Any) -> list[Any]:
+    """The columns of :func:`~nnsig_core.execute.blocks.map_blocks` for the workers: zarr
+    columns as dask arrays of their first ``n`` rows (``n``: the first column's length) in
+    blocks of whole chunks (about :func:`block_bytes` of the widest, at least
+    :data:`MIN_BLOCKS` blocks), other dask columns on the same blocks; NumPy and None as they
+    are."""
+    import dask.array as da
+
+    n = int(np.shape(columns[0])[0])
+    stored = [c for c in columns if isinstance(c, zarr.Array)]
+    if not stored or n == 0:
+        return list(columns)
+    chunk = int(stored[0].chunks[0])
+    widest = max(int(np.prod(c.shape[1:], dtype=np.int64)) * 4 for c in stored)
+    by_bytes = max(1, block_bytes(client) // max(widest * chunk, 1))
+    rows = chunk * min(by_bytes, max(1, -(-n // (MIN_BLOCKS * chunk))))
+    out = []
+    for c in columns:
+        if isinstance(c, zarr.Array):
+            c = da.from_zarr(c, chunks=(rows, *c.shape[1:]))[:n]
+        elif hasattr(c, "dask"):
+            c = c.rechunk({0: rows})
+        out.append(c)
+    return out
+
+
 def _aligned(columns: Sequence[Any]) -> list[Any]:
-    """The columns as dask arrays sharing the first dask column's row blocks."""
+    """The columns as dask arrays sharing the first dask column's row blocks (None stays)."""
     import dask.array as da
 
     first = next(c for c in columns if hasattr(c, "dask"))
     rows = first.chunks[0]
     out = []
     for c in columns:
-        if not hasattr(c, "dask"):
+        if c is None:
+            pass
+        elif not hasattr(c, "dask"):
             c = da.from_array(np.asarray(c), chunks=(rows, *np.shape(c)[1:]))
         elif c.chunks[0] != rows:
             c = c.rechunk({0: rows})
@@ -166,20 +198,31 @@ def _run_part(part: Callable[..., Any], lo: int, kw: Mapping[str, Any], *blocks:
 def reduce_blocks(part: Callable[..., Any], merge: Callable[..., Any] | None,
                   columns: Sequence[Any], merge_kw: Mapping[str, Any], kw: Mapping[str, Any],
                   client: Any = None) -> Any:
-    """``part`` on every block of ``columns`` on the workers, merged in a tree."""
+    """``part`` on every block of ``columns`` on the workers, merged in a tree; the arrays and
+    objects of ``kw`` are sent once (:func:`broadcast`), not with every task."""
     from dask import delayed
 
     cols = _aligned(columns)
-    sizes = np.asarray(cols[0].chunks[0], dtype=np.float64)
+    lead = next(c for c in cols if c is not None)
+    sizes = np.asarray(lead.chunks[0], dtype=np.float64)
     # Blocks of unknown length (a boolean subset) have no first row: ``lo`` is -1 there.
     bounds = (np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64) if np.isfinite(sizes).all()
               else np.full(sizes.size + 1, -1, dtype=np.int64))
-    blocks = [list(c.to_delayed().ravel()) for c in cols]
-    parts = [delayed(_run_part, pure=True)(part, int(bounds[i]), dict(kw), *b)
-             for i, b in enumerate(zip(*blocks, strict=True))]
-    if not parts:
-        return part(*[np.asarray(c)[:0] for c in columns], lo=0, **kw)
-    return compute(tree_reduce(parts, combiner(merge, merge_kw)), client)
+    blocks = [[None] * sizes.size if c is None else list(c.to_delayed().ravel()) for c in cols]
+    if not sizes.size:
+        return part(*[None if c is None else np.asarray(c)[:0] for c in columns], lo=0, **kw)
+    sent = {k: v if isinstance(v, _PLAIN) else broadcast(client, v) for k, v in kw.items()}
+    try:
+        parts = [delayed(_run_part, pure=True)(part, int(bounds[i]), sent, *b)
+                 for i, b in enumerate(zip(*blocks, strict=True))]
+        return compute(tree_reduce(parts, combiner(merge, merge_kw)), client)
+    finally:
+        if client is not None:
+            release(client, *sent.values())
+
+
+#: Arguments embedded in every task as they are (small by nature).
+_PLAIN = (bool, int, float, str, type(None), np.integer, np.floating)
 
 
 def take_rows(x: Any, positions: np.ndarray, client: Any = None) -> np.ndarray:
