@@ -83,7 +83,9 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
     memory_limit : int or str
         Budget for a layer's fit rows in memory (``"2GiB"``, bytes...). A layer
         whose selected rows (float32, after reduction) fit is clustered with
-        exact KMeans, otherwise with Lloyd's iterations over the chunks (out of core).
+        exact KMeans in this process (on a cluster, its rows are gathered from
+        the workers), otherwise with Lloyd's iterations over the chunks (out of
+        core; on a cluster, reduced on the workers).
     layers : sequence of str or None
         Layers to analyse, in any order (model order is kept); ``None``: all.
     random_state : int or None
