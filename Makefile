@@ -29,8 +29,9 @@ test: $(BIN)/.installed
 	@status=0; $(BIN)/python -m pytest $(ARGS) || status=1; \
 	$(NODE_TESTS) || status=1; exit $$status
 
+# The fast tests in two processes (pytest-xdist): they are single-threaded, so both cores work.
 test-fast: $(BIN)/.installed
-	@status=0; $(BIN)/python -m pytest -m "not slow and not browser" $(ARGS) || status=1; \
+	@status=0; $(BIN)/python -m pytest -m "not slow and not browser" -n 2 $(ARGS) || status=1; \
 	$(NODE_TESTS) || status=1; exit $$status
 
 test-js:
