@@ -6,9 +6,10 @@ runs (``pip install "nnsig[dask]"``); without a client nnsig runs its
 single-process code and never imports it.
 
 - :func:`capture_distributed` (:mod:`.capture`): one task per shard of rows.
-- ``SignatureAnalysis.fit/transform(..., client=...)`` (:mod:`.analysis`,
-  :mod:`.kmeans`, :mod:`.reductions`): discretizer edges, PCA and Lloyd's
-  k-means as chunked reductions; the signatures are
+- ``SignatureAnalysis.fit/transform/save(..., client=...)``: the split view of a cluster
+  (:mod:`.split_view`: the fit rows as delayed blocks, whose reductions give the bins, the
+  PCA and Lloyd's k-means; :mod:`.reductions`: the split in blocks and the fit rows'
+  masks; :mod:`.writing`: dask arrays written by the workers); the signatures are
   :class:`~nnsig_core.analysis.Signatures` over dask arrays, whose tables are reductions.
 - ``signature_scores``/``Baselines`` with a client: the diagnostics' own block kernels, run
   by the executor's Dask driver (:func:`nnsig_core.execute.blocks.map_blocks`).

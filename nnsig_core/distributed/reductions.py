@@ -14,7 +14,7 @@ from the pieces here:
 - :func:`fit_mask`: which rows the fit uses (``only_correct``, ``classes``),
   as a dask array, with the errors of
   :func:`~nnsig_core.analysis.fit_sample_mask` computed from counts.
-- :func:`tree_reduce`: per-block partial results (dicts of NumPy arrays)
+- :func:`~nnsig_core.execute.dask_blocks.tree_reduce` (used with them): per-block partial results (dicts of NumPy arrays)
   merged pairwise up a tree of tasks on the workers; only the root reaches
   the driver.
 
@@ -41,12 +41,9 @@ from nnsig_core.analysis.selection import (
 )
 from nnsig_core.analysis.source import STORE_FIX
 from nnsig_core.execute.blocks import reduce_columns
-from nnsig_core.execute.dask_blocks import block_bytes, broadcast
+from nnsig_core.execute.dask_blocks import MIN_BLOCKS, block_bytes, broadcast
 from nnsig_core.protocol import check_finite, nonfinite_rows
 from nnsig_core.store import ActivationStore
-
-#: Blocks a split is cut into at least (when it has as many chunks): work for 16 workers.
-MIN_BLOCKS = 16
 
 
 # ---------------------------------------------------------------------------- blocks
@@ -191,13 +188,6 @@ def n_classes_of(store: ActivationStore, split: str, counts: SplitCounts) -> int
 
 def _count_mask(mask: np.ndarray) -> dict[str, Any]:
     return {"n": np.int64(mask.sum())}
-
-
-def masked_rows(values: Any, mask: Any) -> np.ndarray:
-    """The rows of ``values`` where ``mask`` is True (all of them when ``mask`` is None): a
-    block's part of the fit rows."""
-    v = np.asarray(values)
-    return v if mask is None else v[np.asarray(mask, dtype=bool)]
 
 
 def fit_mask(blocks: SplitBlocks, counts: SplitCounts, classes: Iterable[int] | None,
