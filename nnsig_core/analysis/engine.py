@@ -334,7 +334,7 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         before = store.fingerprint(split)
         self._check_split_layers(store, split)
         ids, dist = view.assign([self.clusterers_[n] for n in self.layers_], self.layers_)
-        ids, dist = view.materialize(self, ids, dist, before)
+        ids, dist = view.materialize(self, ids, dist)
         check_unchanged(store, split, before)
         sigs = view.signatures(self, ids, dist)
         self._cache_put(store, split, sigs, view.cache_tag)

@@ -109,8 +109,8 @@ class LocalSplit:
                 ids[rows, j], dist[rows, j] = lc.assign(block)
         return ids, dist
 
-    def materialize(self, analysis: Any, ids: np.ndarray, dist: np.ndarray,
-                    before: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    def materialize(self, analysis: Any, ids: np.ndarray,
+                    dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Here the arrays are already in memory."""
         return ids, dist
 

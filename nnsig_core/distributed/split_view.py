@@ -286,8 +286,7 @@ class DaskSplit(SplitBlocks):
         return (da.stack(ids, axis=1).rechunk((self.block_rows, -1)),
                 da.stack(dist, axis=1).rechunk((self.block_rows, -1)))
 
-    def materialize(self, analysis: Any, ids: Any, dist: Any,
-                    before: dict[str, Any]) -> tuple[Any, Any]:
+    def materialize(self, analysis: Any, ids: Any, dist: Any) -> tuple[Any, Any]:
         """Written next to the analysis when the store holds it and is writable (read back
         from there), else computed and kept in the workers' memory."""
         home = analysis._saved_name(self.store)
