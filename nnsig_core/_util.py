@@ -138,7 +138,7 @@ def format_bytes(n: float | None) -> str:
 def l2_normalise(X: Any, dtype: Any = np.float64) -> np.ndarray:
     """Rows of ``X`` divided by their Euclidean norm (a zero row stays zero), as ``dtype``."""
     X = np.array(X, dtype=dtype, copy=True)
-    X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    X /= np.maximum(np.sqrt(np.einsum("ij,ij->i", X, X))[:, None], 1e-12)
     return X
 
 

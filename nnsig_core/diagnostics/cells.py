@@ -25,8 +25,10 @@ row searches a fraction of the reference (the deeper the layer, the smaller).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 
 #: Reference rows per cell, about.
 CELL_ROWS = 256
@@ -36,6 +38,14 @@ CELL_ITERATIONS = 4
 SLACK = 2e-3
 #: Scored rows per step at most (their bounds to every cell are held at once).
 STEP_ROWS = 16384
+
+
+def search_threads() -> int:
+    """Threads the search runs its steps on: as many as BLAS may use here (its products run
+    on one thread each). One in a Dask worker, whose nanny limits BLAS to one thread."""
+    blas = [int(i.get("num_threads", 1)) for i in threadpool_info()
+            if i.get("user_api") == "blas"]
+    return max(1, min(blas, default=1))
 
 
 def _sq_dists(X: np.ndarray, C: np.ndarray) -> np.ndarray:
@@ -111,11 +121,25 @@ class Cells:
         n = Z.shape[0]
         own = np.full(n, np.inf, dtype=np.float32)
         other = np.full(n, np.inf, dtype=np.float32)
-        step = max(1, min(STEP_ROWS, int(block_bytes) // max(24 * self.owner.size, 1)))
-        for s in range(0, n, step):
+        threads = search_threads()
+        # Steps share block_bytes; at least two per thread, so that both keep busy.
+        step = max(1, min(STEP_ROWS, int(block_bytes) // max(24 * self.owner.size * threads, 1),
+                          -(-n // (2 * threads))))
+
+        def run(s: int) -> None:
             sl = slice(s, min(s + step, n))
             ex = None if exclude is None else exclude[sl]
             own[sl], other[sl] = self._step(Z[sl], own_class[sl], ex)
+
+        # Many small products: one BLAS thread each, the steps on `threads` threads (the limit
+        # is process-wide, so it is set once here, around them all).
+        with threadpool_limits(1, user_api="blas"):
+            if threads == 1:
+                for s in range(0, n, step):
+                    run(s)
+            else:
+                with ThreadPoolExecutor(threads) as pool:
+                    list(pool.map(run, range(0, n, step)))
         return own, other
 
     def _step(self, Z: np.ndarray, mine: np.ndarray,
@@ -146,9 +170,8 @@ class Cells:
                 exclude: np.ndarray | None, best: np.ndarray) -> None:
         """Search the cells ``need[:, k]`` for the rows that need them, into ``best``."""
         need_t = np.ascontiguousarray(need.T)
-        with threadpool_limits(1, user_api="blas"):  # many small products: one thread each
-            for k in np.flatnonzero(need_t.any(1)):
-                self._cell(int(k), Q, need_t[k], same, exclude, best)
+        for k in np.flatnonzero(need_t.any(1)):
+            self._cell(int(k), Q, need_t[k], same, exclude, best)
 
     def _cell(self, k: int, Q: np.ndarray, need: np.ndarray, same: np.ndarray,
               exclude: np.ndarray | None, best: np.ndarray) -> None:

@@ -99,10 +99,13 @@ def block_distances(block: np.ndarray, clusterer: Any, centers: tuple[np.ndarray
     and of another class's (:func:`centroids` gives ``centers``). The one kernel both drivers
     run."""
     C, c2 = centers
-    F = clusterer.features(block).astype(np.float64)
-    if cosine:
-        F = l2_normalise(F)
-    D = np.sqrt(np.maximum((F**2).sum(1)[:, None] - 2 * F @ C.T + c2[None], 0))
+    F = clusterer.features(block)
+    F = l2_normalise(F) if cosine else F.astype(np.float64)
+    D = F @ C.T
+    D *= -2
+    D += np.einsum("ij,ij->i", F, F)[:, None]
+    D += c2[None]
+    np.sqrt(np.maximum(D, 0, out=D), out=D)
     own, other = nearest_distances(owners, D, predictions)
     return D[np.arange(D.shape[0]), ids], own, other
 
