@@ -24,7 +24,7 @@ from nnsig_core._params import validate_params
 from nnsig_core._util import to_json_safe
 from nnsig_core._warnings import warn
 from nnsig_core.diagnostics.combine import LayerCombiner, ScoreCombiner, check_known_labels
-from nnsig_core.diagnostics.components import NEIGHBOUR_SCORES, SCORES
+from nnsig_core.diagnostics.components import SCORES
 from nnsig_core.diagnostics.conformal import conformal_threshold
 from nnsig_core.diagnostics.geometry import Distances
 from nnsig_core.diagnostics.neighbours import neighbour_scores
@@ -62,7 +62,7 @@ class ReferenceChoice:
         def _check_fitted(self, need_analysis: bool = False) -> None: ...
         def _aggregate(self, layer: Any) -> dict[str, np.ndarray]: ...
         def _split_components(self, store: ActivationStore, split: str,
-                              client: ClientArg = None) -> Any: ...
+                              client: ClientArg = None, aggregate: bool = True) -> Any: ...
         def get_params(self, deep: bool = True) -> dict[str, Any]: ...
         def set_params(self, **params: Any) -> Any: ...
 
@@ -72,7 +72,6 @@ class ReferenceChoice:
         """The internal reference (training samples, leave-one-out) and target (the fit split's
         misclassified samples of the known classes); their neighbour search on ``client``'s
         cluster when one is given."""
-        comps = self._requested()
         rng = np.random.default_rng(self.random_state)
         ref_pool = np.flatnonzero(np.isin(rows, self.neighbours_.layer(self.layers_[0])
                                           .reference_rows_))
@@ -98,7 +97,7 @@ class ReferenceChoice:
         nearest = None if np.isnan(dist.own).any() else (dist.own[pick], dist.other[pick])
         path = self.stats_.scores(ids[pick], dist.assigned[pick], y[pick], loo=True,
                                   nearest=nearest)
-        self.components_ = [c for c in comps if c in path or c in NEIGHBOUR_SCORES]
+        self.components_ = self._components(nearest is not None)
         self.reference_ = {**path, **self._aggregate(ref)}
         self.reference_ = {c: self.reference_[c] for c in self.components_}
         self._set_combiner(None)
@@ -108,6 +107,20 @@ class ReferenceChoice:
 
     def _requested(self) -> list[str]:
         return list(self.components) if self.components is not None else list(SCORES)
+
+    def _components(self, nearest: bool) -> list[str]:
+        """The requested components this scorer computes (``class_margin`` needs the distances
+        to the nearest centroids, ``nearest``)."""
+        return [c for c in self._requested() if c != "class_margin" or nearest]
+
+    def _fit_validation(self, store: ActivationStore, split: str, nearest: bool,
+                        client: ClientArg = None) -> None:
+        """``fit(..., validation_split=split)``: the reference and target come from ``split``
+        alone (:meth:`calibrate`), so the internal one is not computed."""
+        self.components_ = self._components(nearest)
+        self.reference_ = None
+        self.n_misclassified_ = None
+        self._calibrate(store, split, None, client)
 
     def _set_combiner(self, tuned: tuple[dict[str, np.ndarray], Any, Any] | None) -> None:
         if self.method == "layers":
@@ -148,14 +161,18 @@ class ReferenceChoice:
             ``split`` has samples without labels.
         """
         self._check_fitted(need_analysis=True)
+        return self._calibrate(open_store(store), split, method, client)
+
+    def _calibrate(self, store: ActivationStore, split: str, method: str | None,
+                   client: ClientArg) -> Any:
         if method is not None:
             validate_params(self.set_params(method=method), self._nnsig_constraints)
-        store = open_store(store)
         check_known_labels(store.labels(split), self.classes_, f"validation split {split!r}")
         if split == self.analysis_.fit_split_:
             warn(f"Calibrating on the fit split {split!r}: hold out a validation split of known "
                  "classes instead (fit() already uses the fit split).")
-        comp, layer, labels, preds = self._split_components(store, split, client)
+        comp, layer, labels, preds = self._split_components(store, split, client,
+                                                             aggregate=False)
         wrong = labels != preds
         ok, held = self._conformal_rows(~wrong)
         if ok.sum() < 2:

@@ -50,7 +50,7 @@ class LayerRows:
 def normalise_rows(X: Any) -> np.ndarray:
     """Rows divided by their Euclidean norm (zero rows stay zero), float32."""
     X = np.asarray(X, dtype=np.float32)
-    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), _EPS)
+    return X / np.maximum(np.sqrt(np.einsum("ij,ij->i", X, X))[:, None], _EPS)
 
 
 def reduce_rows(block: np.ndarray, mean: np.ndarray,
@@ -102,7 +102,7 @@ class LayerNeighbours:
         if self.components_ is None:
             return U, np.zeros(U.shape[0], dtype=np.float32)
         Z = U @ self.components_
-        res2 = np.maximum((U * U).sum(axis=1) - (Z * Z).sum(axis=1), 0.0)
+        res2 = np.maximum(np.einsum("ij,ij->i", U, U) - np.einsum("ij,ij->i", Z, Z), 0.0)
         return Z, res2
 
     def _columns_of(self, rows: np.ndarray) -> np.ndarray:

@@ -216,8 +216,14 @@ class SignatureScorer(ReferenceChoice, PathArraysMixin, NnsigParamsMixin, BaseEs
         self.random_state = random_state
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, analysis: Any, store: StoreArg, *, client: ClientArg = None) -> SignatureScorer:
+    def fit(self, analysis: Any, store: StoreArg, *, validation_split: str | None = None,
+            client: ClientArg = None) -> SignatureScorer:
         """Collect the statistics from ``analysis``'s fit samples in ``store`` (see the module doc).
+
+        With ``validation_split`` the reference, the layers and the conformal threshold come
+        from that split, as :meth:`calibrate` takes them, and the internal reference of the
+        fit split (a leave-one-out search) is not computed: the same scorer as ``fit`` then
+        ``calibrate``, for less.
 
         Reads each analysed layer of the fit split a few times: for the
         distances to the analysis's centroids, for the neighbour statistics,
@@ -254,7 +260,10 @@ class SignatureScorer(ReferenceChoice, PathArraysMixin, NnsigParamsMixin, BaseEs
                                            memory_limit=self.memory_limit,
                                            random_state=self.random_state)
         self.neighbours_.fit(store, split, rows, y, self.layers_, client=on)
-        self._fit_reference(store, split, labels, preds, rows, ids, dist, y, on)
+        if validation_split is not None:
+            self._fit_validation(store, validation_split, nearest is not None, on)
+        else:
+            self._fit_reference(store, split, labels, preds, rows, ids, dist, y, on)
         return self
 
     def _fit_paths(self, ids: np.ndarray, dist: np.ndarray, y: np.ndarray,
@@ -317,11 +326,14 @@ class SignatureScorer(ReferenceChoice, PathArraysMixin, NnsigParamsMixin, BaseEs
         return comp
 
     def _split_components(self, store: ActivationStore, split: str, client: ClientArg = None,
+                          aggregate: bool = True,
                           ) -> tuple[dict[str, np.ndarray], LayerScores, np.ndarray, np.ndarray]:
         """The components of every sample of ``split``, its per-layer neighbour components,
         its labels and its predictions. The layers are read and the distances computed by the
         driver of ``client`` (here, or on a Dask cluster's workers); the components are then
-        computed here from the compact per-sample vectors, by the same code either way."""
+        computed here from the compact per-sample vectors, by the same code either way.
+        Without ``aggregate``, the neighbour components are left out (they need
+        ``layer_combiner_``)."""
         client = resolve_client(client)
         on = False if client is None else client
         sigs = self.analysis_.signatures(store, split, client=on)
@@ -337,7 +349,8 @@ class SignatureScorer(ReferenceChoice, PathArraysMixin, NnsigParamsMixin, BaseEs
         layer = neighbour_scores(self.neighbours_, store, split, None, preds,
                                  n_neighbors=self.n_neighbors,
                                  leave_one_out=split == self.analysis_.fit_split_, client=on)
-        comp.update(self._aggregate(layer))
+        if aggregate:
+            comp.update(self._aggregate(layer))
         return comp, layer, labels, preds
 
     def score(self, store: StoreArg, split: str, *, return_layers: bool = False,

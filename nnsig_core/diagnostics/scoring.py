@@ -175,9 +175,8 @@ def analysis_scorer(analysis: Any, store: ActivationStore, *, name: str | None =
     key = _scorer_key(store, analysis, settings, validation_split)
     cache = analysis.__dict__.setdefault("_scorers", {})
     if key not in cache:
-        scorer = SignatureScorer(**settings).fit(analysis, store, client=client)
-        if validation_split is not None:
-            scorer.calibrate(store, validation_split, client=client)
+        scorer = SignatureScorer(**settings).fit(analysis, store,
+                                                 validation_split=validation_split, client=client)
         if record is not None and record.get("fingerprint") not in (None, scorer.fingerprint_) \
                 and settings == record["params"]:
             log.info("The scorer saved with analysis %r was fitted on other captures of its "
