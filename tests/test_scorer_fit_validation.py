@@ -39,3 +39,26 @@ def test_fit_with_a_validation_split_is_fit_then_calibrate(tmp_path, monkeypatch
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_the_validation_split_is_scored_once(tmp_path, monkeypatch) -> None:
+    """signature_scores(..., validation_split="val", save=True) saves val's scores too: they
+    are calibrate's, not a second search, and equal to a fresh scoring."""
+    path = tmp_path / "s.zarr"
+    make_blob_store(path, splits=("train", "val"), n_samples=[500, 400], n_classes=4,
+                    error_rate=0.1)
+    store = open_store(path)
+    analysis = SignatureAnalysis(n_clusters=4, progress=False).fit(store, "train")
+    scorer = SignatureScorer().fit(analysis, store, validation_split="val")
+    searched: list[str] = []
+    real = neighbours.neighbour_scores
+    monkeypatch.setattr("nnsig_core.diagnostics.scorer.neighbour_scores",
+                        lambda nb, st, split, *a, **kw: searched.append(split)
+                        or real(nb, st, split, *a, **kw))
+    kept = scorer.score(store, "val")
+    assert searched == []
+    scorer._calibration_components = None  # what score() computes without it
+    fresh = scorer.score(store, "val")
+    assert searched == ["val"]
+    for k in fresh:
+        np.testing.assert_array_equal(kept[k], fresh[k], err_msg=k)

@@ -173,6 +173,9 @@ class ReferenceChoice:
                  "classes instead (fit() already uses the fit split).")
         comp, layer, labels, preds = self._split_components(store, split, client,
                                                              aggregate=False)
+        # Kept for score(split) right after, which would otherwise read and search it again.
+        self._calibration_components = (store.location, split, store.fingerprint(split),
+                                         dict(comp), layer)
         wrong = labels != preds
         ok, held = self._conformal_rows(~wrong)
         if ok.sum() < 2:

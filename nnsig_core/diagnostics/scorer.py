@@ -235,6 +235,7 @@ class SignatureScorer(ReferenceChoice, PathArraysMixin, NnsigParamsMixin, BaseEs
         validate_params(self, self._nnsig_constraints)
         check_is_fitted(analysis, "clusterers_")
         store = open_store(store)
+        self._calibration_components = None
         split = analysis.fit_split_
         labels, preds = store.labels(split), store.predictions(split)
         if (labels < 0).all():
@@ -366,7 +367,13 @@ class SignatureScorer(ReferenceChoice, PathArraysMixin, NnsigParamsMixin, BaseEs
         z-scores that say which layer flags a sample), as a second value.
         """
         self._check_fitted(need_analysis=True)
-        comp, layer, _, _ = self._split_components(open_store(store), split, client)
+        store = open_store(store)
+        kept = getattr(self, "_calibration_components", None)
+        if kept is not None and kept[:3] == (store.location, split, store.fingerprint(split)):
+            comp, layer = dict(kept[3]), kept[4]  # the calibration split, scored by calibrate
+            comp.update(self._aggregate(layer))
+        else:
+            comp, layer, _, _ = self._split_components(store, split, client)
         out = {k: comp[k] for k in self.components_}
         if self.method == "layers":
             out["combined"] = self.combiner_.transform(layer)
