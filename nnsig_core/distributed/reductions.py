@@ -1,26 +1,9 @@
 """A split on the cluster: its arrays as dask arrays in row blocks, the fit rows, tree reductions.
 
-Every distributed computation of the analysis and the diagnostics is built
-from the pieces here:
-
-- :class:`SplitBlocks`: one split's arrays read with ``dask.array.from_zarr``
-  in *blocks* of whole chunks (about :func:`block_bytes` of the widest layer:
-  :data:`BLOCK_BYTES`, or a sixteenth of the smallest worker's memory limit
-  when that is less, fixed per client; and at least :data:`MIN_BLOCKS` blocks
-  when the split has that many chunks), so all arrays of a split share row
-  boundaries; the metadata arrays (labels, predictions) and a layer's rows,
-  flattened to float32 and checked for NaN/Inf as the single-process reader
-  checks them.
-- :func:`fit_mask`: which rows the fit uses (``only_correct``, ``classes``),
-  as a dask array, with the errors of
-  :func:`~nnsig_core.analysis.fit_sample_mask` computed from counts.
-- :func:`~nnsig_core.execute.dask_blocks.tree_reduce` (used with them): per-block partial results (dicts of NumPy arrays)
-  merged pairwise up a tree of tasks on the workers; only the root reaches
-  the driver.
-
-Large objects that every task needs (centroids, a fitted feature map) are
-scattered to the workers once (:func:`broadcast`) and passed to tasks as
-futures, never embedded in each task.
+:class:`SplitBlocks` reads a split's arrays with ``dask.array.from_zarr`` in blocks of
+whole chunks (sizes: ``docs/design.md``, "Distributed analysis"), so all its arrays share
+row boundaries; :func:`fit_mask` gives the fit rows as a dask array. Objects every task
+needs are scattered once (:func:`broadcast`) and passed to tasks as futures.
 """
 
 from __future__ import annotations

@@ -1,45 +1,7 @@
 """Axis layouts of captured tensors, and the ``pool=`` / ``layout=`` specs every adapter shares.
 
-A captured tensor has a batch axis (always first once the adapter has moved
-it there), at most one *channel* axis (the features: conv channels, embedding
-width) and zero or more *position* axes (spatial positions of a feature map,
-tokens of a sequence). Its layout is written with one letter per axis:
-
-========== ========================================================
-``NC``      a vector per sample (a dense layer), nothing to pool
-``NCL``     channels first, one position axis (``Conv1d``)
-``NLC``     channels last, one position axis: a sequence of tokens
-``NCHW``    channels first, two position axes (PyTorch convolutions)
-``NHWC``    channels last, two position axes (Keras convolutions, Swin, ConvNeXt blocks)
-``NCDHW``   channels first, three position axes (``NDHWC`` channels last)
-========== ========================================================
-
-``"channels_first"`` and ``"channels_last"`` stand for the layout of that kind
-whatever the number of position axes. A layout with exactly one position axis
-is a *sequence*: ``"cls"``, ``"last"`` and the attention mask apply to it.
-
-Pooling modes (``pool=``), applied per sample:
-
-``"auto"`` (the default)
-    ``"mean"`` over the positions when the layout has any, else unchanged.
-``"mean"``, ``"max"``
-    Over the position axes, keeping the channels: ``(n, C, H, W)`` and
-    ``(n, H, W, C)`` both give ``(n, C)``; ``(n, L, D)`` gives ``(n, D)``.
-    Padding (an attention mask) is left out of a sequence's mean and max.
-``"cls"``, ``"last"``
-    Sequences only: the first token (the first non-padding one with a mask),
-    or the last non-padding token (for decoders).
-``"tokens"``
-    Every position a row of its own, in a separate token-level row space
-    that records each row's sample and position (see :class:`~nnsig_core.protocol.token_rows.TokenRows`).
-    Padding tokens are left out.
-``"flatten"``, ``None``
-    ``(n, prod(unit shape))``; the per-sample shape unchanged.
-callable
-    ``f(batch) -> (n, ...)``, in the adapter's array type.
-
-A tuple of one sample-level mode and ``"tokens"`` (``("cls", "tokens")``)
-captures the layer both ways: one row per sample, and one row per token.
+A layout has one letter per axis (``NC``, ``NCHW``, ``NLC``, ...); the layouts and the
+pooling modes are described in ``docs/design.md`` ("Layouts and pooling").
 """
 
 from __future__ import annotations

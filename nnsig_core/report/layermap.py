@@ -1,25 +1,9 @@
 """The layer map: a 2-D projection of each analysed layer, computed when the report is written.
 
-Per split, a bounded sample of the samples is drawn
-(:mod:`~nnsig_core.report.points`): the *priority* samples (misclassified,
-flagged by the score threshold, and in a comparison those whose outcome
-changes between runs) first, then a sample of the others stratified by
-class. Their rows are read layer by layer through
-:class:`~nnsig_core.analysis.source.StoreSource` (whole chunks, only the
-selected rows kept: never the whole split; on a Dask cluster by the workers,
-see :mod:`nnsig_core.execute.dask_blocks`), mapped into the clustering
-space with :meth:`LayerClusterer.features`, and projected to 2-D together
-with the layer's cluster centres. The projection is fitted per layer on the
-sampled points of the fit split (every split is then placed in the same
-plane) with PCA, or with UMAP when asked for and ``umap-learn`` is installed.
-
-Coordinates are stored as uint16 on a grid over the layer's bounds (the
-central 99% of every split's points, reaching out over their tails but not
-to outliers, and all the centres, plus a margin; see :func:`_bounds`; the
-rare points beyond are put on the border, grid value 0 or 65535, which the
-viewer draws there with an arrow pointing outwards and counts in the map's
-legend), little-endian, interleaved ``x0, y0, x1, y1...``, in
-base64: 4 bytes per point and layer instead of about 20 as JSON numbers.
+A bounded sample of each split (:mod:`~nnsig_core.report.points`) is read layer by layer
+in whole chunks, mapped into the clustering space and projected with PCA (or UMAP)
+fitted on the fit split's points; coordinates are uint16 on a grid over the layer's
+bounds (:func:`_bounds`), in base64 (``docs/report-data.md``, ``docs/design.md``).
 """
 
 from __future__ import annotations

@@ -1,26 +1,10 @@
 """The layer map's points: a bounded, stratified sample of a split, drawn block by block.
 
-The same draw runs on one machine and on a Dask cluster (where only counts
-and the drawn positions reach the driver), and gives the same points on
-both, because every choice depends on a sample's *position* and the seed,
-never on how the split is cut into blocks:
-
-1. **Counts** (:func:`count_part`, summed over blocks): the samples of each
-   *kind* (the priority kinds in order, e.g. misclassified then flagged, a
-   sample counting for the first one it belongs to, then ``"other"``) and
-   *stratum* (the label, or the predicted class for unlabelled samples).
-2. **Quotas** (:func:`quotas`): the priority samples get up to half of the
-   points (more when the others are too few to fill the rest), kind by kind
-   in order; the others get the rest; within a kind, the points are shared
-   over the strata in proportion to their sizes, at least one each when the
-   points allow (:func:`allocate`).
-3. **Draw** (:func:`draw_part`, merged by :func:`merge_draws`): per kind and
-   stratum, the samples with the smallest keys. A key is the *tier* of the
-   sample's chunk plus a uniform number hashed from the seed and the
-   position. On a split of many chunks, the chunks are dealt at random into
-   tiers of about ``pool_factor * max_points`` rows: a stratum's points come
-   from the first tier holding enough of it, so reading them reads a bounded
-   set of whole chunks; on a small split every chunk is in tier 0.
+Counts per (kind, stratum) (:func:`count_part`), quotas from them (:func:`quotas`), then
+per (kind, stratum) the samples with the smallest keys (:func:`draw_part`,
+:func:`merge_draws`). Every choice depends on a sample's position and the seed, never on
+the blocks, so the points are the same with and without a cluster (``docs/design.md``,
+"Report and viewer").
 """
 
 from __future__ import annotations

@@ -1,26 +1,10 @@
 """Write the static report viewer to a directory and index several reports.
 
-A report directory holds the static page copied from ``viewer/`` plus:
-
-``data.js``
-    ``window.NNSIG_REPORT = {...};`` -- the report data (``docs/report-data.md``),
-    loaded with ``<script src="data.js">`` so the page works from ``file://``.
-``runs.js``
-    ``window.NNSIG_RUNS = null;`` or, when the report sits beside other reports,
-    the list of sibling reports for the page's run selector.
-``nnsig-report.json``
-    The marker: title, dates, splits and accuracies. A directory holding it is
-    an nnsig report that :func:`write_report_data` may replace.
-``viewer.js``
-    The viewer's script modules (``viewer/*.js``, in the order ``index.html``
-    loads them) joined into one file, which the report's ``index.html`` loads.
-
-A directory holding several reports gets an ``index.html`` plus ``reports.js``
-(:func:`write_index`) listing them; it is written automatically when a report
-is written beside another one.
-
-Nothing here needs a server; :mod:`nnsig_core.report.serve` serves a report
-for ``nnsig view``.
+A report directory holds the viewer's page, ``viewer.js`` (``viewer/*.js`` joined),
+``data.js`` (the report data, ``docs/report-data.md``, loadable from ``file://``),
+``runs.js`` (its sibling reports, or null) and the marker ``nnsig-report.json``, which
+makes it a report :func:`write_report_data` may replace. A directory of several reports
+gets an ``index.html`` and ``reports.js`` (:func:`write_index`).
 """
 
 from __future__ import annotations

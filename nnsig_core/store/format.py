@@ -1,33 +1,7 @@
 """The store format: every name, key, attribute and array layout of an nnsig store.
 
-Layout (``docs/design.md`` explains each field)::
-
-    store.zarr/                      root attrs: {"nnsig": {"format_version": 2}}
-                                     and the consolidated metadata of every node
-      <split>/                       split attrs: {"nnsig_split": {...}}
-        <layer key>                  float32 or float16, (sample, *unit shape)
-        outputs                      float32 (sample, output)
-        output                       int64 (output,)   coordinate: the class of each output
-        labels                       int64 (sample,)   -1 where unknown
-        predictions                  int64 (sample,)
-        sample_index                 int64 (sample,)   position in the source data set
-        inputs                       uint8 (sample, h, w[, 3])  optional thumbnails
-      <split>.tokens/                the token row space of <split> (layers pooled with "tokens"):
-        <layer key>                  (row, *unit shape), one row per token
-        outputs, labels, predictions, sample_index   those of each row's sample
-        sample_row                   int64 (row,)   the row of the token's sample in <split>
-        position                     int64 (row,)   the token's position in its sequence
-        token                        int64 (row,)   the input token id, -1 when unknown
-      analysis/<name>/               attrs {"nnsig_analysis": {...}}
-        layers/<layer key>/          one fitted clusterer
-        signatures/<split>/          cluster_ids, distances
-        scores/<split>/<score>       per-sample diagnostic scores
-
-Every array with a ``sample`` axis names the coordinates of that axis in its
-``coordinates`` attribute (xarray's convention): ``labels``, ``predictions``,
-``sample_index`` (and, in a token row space, ``sample_row``, ``position``,
-``token``). Readers and writers take every name from here; :class:`~nnsig_core.store.ActivationStore`
-implements the operations on it.
+The layout is drawn and explained in ``docs/store-format.md``; readers and writers take
+every name from here, :class:`~nnsig_core.store.ActivationStore` implements the operations.
 """
 
 from __future__ import annotations
