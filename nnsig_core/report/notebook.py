@@ -1,17 +1,8 @@
 """The report inside a notebook: the viewer inlined into one page, shown in an iframe.
 
-:func:`show` builds a report's data (or reads a written report) and returns a
-:class:`NotebookReport`, whose ``_repr_html_`` is a compact summary (accuracy,
-per-layer purity, the layer where each class becomes separable, the top
-flagged samples) above an ``<iframe srcdoc=...>`` holding the whole viewer,
-its data and its styles inlined: no server, no file beside the notebook and no
-network, so it shows in JupyterLab, the classic notebook, VS Code and in the
-HTML that ``nbconvert`` exports. The iframe is sandboxed (scripts only, an
-opaque origin): the report's scripts cannot reach the notebook's page.
-
-A notebook opened without being trusted (JupyterLab sanitises the outputs of
-an untrusted notebook) shows the summary but not the iframe; running the cell
-again shows both.
+:func:`show` returns a :class:`NotebookReport`: a compact summary above a sandboxed
+``<iframe srcdoc=...>`` holding the whole viewer and its data, so it needs no server,
+file or network (``docs/design.md``, "The report in a notebook").
 """
 
 from __future__ import annotations
