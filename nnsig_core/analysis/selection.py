@@ -57,19 +57,11 @@ def merge_label_counts(*parts: Mapping[str, Any]) -> dict[str, Any]:
 
 def check_selection(split: str, has_labels: bool, label_counts: np.ndarray, n_samples: int,
                     classes: Iterable[int] | None, only_correct: bool) -> np.ndarray | None:
-    """Check the fit rule against a split's label counts, before any mask is built.
+    """Check the fit rule against a split's label counts; the sorted classes to keep, or None (all).
 
-    Returns
-    -------
-    ndarray of int or None
-        The sorted classes to keep (None: every class).
-
-    Raises
-    ------
-    MissingLabelsError
-        The split has no labels but ``only_correct`` or ``classes`` needs them.
-    EmptySelectionError
-        An empty class list, or no sample with a label among ``classes``.
+    Raises :class:`MissingLabelsError` when the split has no labels but ``only_correct`` or
+    ``classes`` needs them, :class:`EmptySelectionError` for an empty class list or no
+    sample with a label among ``classes``.
     """
     need = only_correct or classes is not None
     if need and (not has_labels or not label_counts.any()):

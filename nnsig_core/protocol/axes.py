@@ -84,19 +84,10 @@ class Layout:
 def parse_layout(spec: str, ndim: int | None = None) -> Layout:
     """The :class:`Layout` a ``layout=`` string stands for, for a batch of ``ndim`` axes.
 
-    Parameters
-    ----------
-    spec : str
-        One of :data:`LAYOUT_NAMES` (``"NTC"``, ``"NCT"`` and lower case are
-        accepted), ``"channels_first"`` or ``"channels_last"``.
-    ndim : int, optional
-        The number of axes of the batch (batch axis included); checked
-        against ``spec``, and needed for ``channels_first`` / ``channels_last``.
-
-    Raises
-    ------
-    ValueError
-        For an unknown string, or one whose number of axes is not ``ndim``.
+    ``spec``: one of :data:`LAYOUT_NAMES` (``"NTC"``, ``"NCT"`` and lower case are
+    accepted), ``"channels_first"`` or ``"channels_last"`` (these need ``ndim``, the batch
+    axis included). ValueError for an unknown string, or one whose number of axes is not
+    ``ndim``.
     """
     if not isinstance(spec, str):
         raise TypeError(f"A layout must be a string such as 'NCHW' or 'NLC', got {spec!r}.")
@@ -196,15 +187,8 @@ def _lookup(spec: Any, names: Sequence[str]) -> tuple[Any, str | None, bool]:
 def pool_for(pool: Any, names: Sequence[str], default: Any = "auto") -> tuple[Any, str | None]:
     """The pooling mode of one capture, and the ``pool`` key that chose it.
 
-    Parameters
-    ----------
-    pool : mode or mapping
-        The adapter's ``pool=``.
-    names : sequence of str
-        The capture's names, most specific first (``"block.relu:1"``,
-        ``"block.relu"``).
-    default : mode
-        For captures a mapping does not match.
+    ``names`` are the capture's names, most specific first (``"block.relu:1"``,
+    ``"block.relu"``); ``default`` is for captures a mapping does not match.
     """
     if not isinstance(pool, Mapping):
         return pool, None

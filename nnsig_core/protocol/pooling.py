@@ -152,21 +152,10 @@ def token_rows_array(
 ) -> TokenRows:
     """Every position of every sample a row (``pool="tokens"``), padding left out.
 
-    Parameters
-    ----------
-    a : numpy.ndarray
-        ``(n, ...)`` with at least one position axis.
-    layout : Layout or None
-        Its layout (required).
-    mask : numpy.ndarray, optional
-        ``(n, L)`` real-token mask, used for sequences of length ``L``.
-    token_ids : numpy.ndarray, optional
-        ``(n, L)`` input token ids, recorded per row when the lengths match.
-
-    Returns
-    -------
-    TokenRows
-        Rows in sample order, then position order.
+    ``a`` is ``(n, ...)`` with at least one position axis of the (required) ``layout``;
+    ``mask`` ``(n, L)`` marks the real tokens of sequences of length ``L``; ``token_ids``
+    ``(n, L)`` are recorded per row when the lengths match. Rows come in sample order, then
+    position order.
     """
     if layout is None:
         raise AmbiguousLayoutError(ambiguous_layout_message(name, a.shape[1:], "tokens", fix))

@@ -90,24 +90,9 @@ def encode_xy(Y: np.ndarray, bounds: Sequence[float]) -> str:
 def _bounds(points: Sequence[np.ndarray], centres: np.ndarray) -> list[float]:
     """The map's extent ``[x0, x1, y0, y1]``: robust to outliers, clipping only them.
 
-    On each axis, from the central 99% of the points (with at least
-    :data:`ROBUST_MIN` points; else all of them), each side reaches out to the
-    farthest point within :data:`REACH` times that span beyond it, so the tails
-    of a spread are on the map and only points far from the rest are not; then
-    every centre, and a 6% margin. The points still beyond are stored on the
-    border: the viewer draws them there with an arrow pointing outwards, and
-    counts them in the legend.
-
-    Parameters
-    ----------
-    points : sequence of ndarray (n, 2)
-        The 2-D coordinates of every split's points.
-    centres : ndarray (k, 2)
-        The cluster centres, always inside.
-
-    Returns
-    -------
-    list of float
+    On each axis, from the central 99% of the points (with at least :data:`ROBUST_MIN`
+    points; else all of them), each side reaches out to the farthest point within
+    :data:`REACH` times that span beyond it; then every centre, and a 6% margin.
     """
     pts = [p for p in points if p.size]
     allp = np.concatenate(pts) if pts else np.zeros((0, 2))
@@ -148,20 +133,11 @@ def project_layers(
 ) -> tuple[dict[str, list[dict[str, Any]]], str]:
     """Project the map points of every split, layer by layer, with the cluster centres.
 
-    Each layer is read in whole chunks of at most about ``read_bytes`` at a time,
-    keeping only the points' rows: memory holds one read plus the points, never
-    the whole split. ``read(split, layer, positions, clusterer)``, when given,
-    returns the points' features instead (the workers of a Dask cluster read them).
-
-    Returns
-    -------
-    layers : dict
-        ``{split: [per layer {"xy", "bounds", "centroids", "explained"}]}``
-        (``centroids`` are uint16 grid pairs; ``explained`` is PCA's explained
-        variance ratio per axis, ``None`` for UMAP).
-    fitted_on : str
-        The split whose points the projection was fitted on (``"all"`` when
-        the fit split is not in the report: then on every split's points).
+    Each layer is read in whole chunks of at most about ``read_bytes`` at a time, keeping
+    only the points' rows; ``read(split, layer, positions, clusterer)``, when given, returns
+    the points' features instead (the workers of a Dask cluster read them). Returns
+    ``{split: [per layer {"xy", "bounds", "centroids", "explained"}]}`` and the split the
+    projection was fitted on (``"all"`` when the fit split is not in the report).
     """
     check_projection(method)
     splits = [s for s in positions if positions[s].size]

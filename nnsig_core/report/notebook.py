@@ -43,16 +43,6 @@ def _script_safe(code: str) -> str:
 def standalone_html(data: Mapping[str, Any]) -> str:
     """The report as one self-contained HTML page: the viewer's scripts, its styles and
     ``data`` inlined (``window.NNSIG_REPORT``), with no run menu.
-
-    Parameters
-    ----------
-    data : dict
-        Report data (``docs/report-data.md``).
-
-    Returns
-    -------
-    str
-        The page; save it as a ``.html`` file or show it in an iframe.
     """
     check_data(dict(data))
     src = viewer_dir()
@@ -156,12 +146,9 @@ def report_summary(data: Mapping[str, Any], *, top: int = TOP_FLAGGED) -> dict[s
     per-layer purity and, on the report's opening split, the layer where each class
     becomes separable and the ``top`` highest-scored samples.
 
-    Returns
-    -------
-    dict
-        ``{"title", "runs": [{"label", "split", "accuracy": {split: acc}, "layers",
-        "purity", "separable": {class: layer or None}, "flagged": [...]}], "timeline"}``
-        (``timeline``: per checkpoint, its label and accuracy, when the data has one).
+    ``{"title", "runs": [{"label", "split", "accuracy": {split: acc}, "layers",
+    "purity", "separable": {class: layer or None}, "flagged": [...]}], "timeline"}``
+    (``timeline``: per checkpoint, its label and accuracy, when the data has one).
     """
     out: dict[str, Any] = {"title": data.get("title"), "runs": []}
     for run in _runs(data):

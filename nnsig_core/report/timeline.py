@@ -133,19 +133,11 @@ def _separable_layer(class_purity_: list[list[float | None]], c: int) -> int | N
 
 def timeline_section(timeline: Any, store: ActivationStore | str | os.PathLike[str], *,
                      score: str | None = "msp", thumbnail_size: int | None = 16) -> dict[str, Any]:
-    """The ``timeline`` entry of the report data (``docs/report-data.md``).
+    """The ``timeline`` entry of the report data (``docs/report-data.md``) of a fitted timeline.
 
-    Parameters
-    ----------
-    timeline : Timeline
-        Fitted.
-    store : ActivationStore or path
-    score : {"msp", "combined"} or None
-        The score whose distribution is drawn over time: ``"msp"`` (1 - max
-        softmax of the stored outputs, cheap), ``"combined"`` (the signature
-        scores of each checkpoint's analysis), or None.
-    thumbnail_size : int or None
-        Largest side of the probe samples' thumbnails (None: whole).
+    ``score`` is drawn over time: ``"msp"`` (1 - max softmax of the stored outputs, cheap),
+    ``"combined"`` (each checkpoint's signature scores) or None; ``thumbnail_size`` is the
+    largest side of the probe samples' thumbnails (None: whole).
     """
     timeline._fitted()
     store = open_store(store)

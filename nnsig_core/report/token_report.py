@@ -53,26 +53,11 @@ def token_rows_at(store: ActivationStore, split: str, rows: np.ndarray) -> dict[
 
 def token_map_points(store: ActivationStore, split: str, positions: np.ndarray,
                      label: Callable[[int, int], str] | None = None) -> dict[str, list[Any]]:
-    """Which token each map point of a token row space is, for the viewer's tooltip.
+    """Which token each map point (``positions``: rows of the token row space ``split``) is.
 
-    Parameters
-    ----------
-    store : ActivationStore
-    split : str
-        A token row space (``<split>.tokens``).
-    positions : ndarray of int
-        The map points' rows in ``split``.
-    label : callable, optional
-        ``label(position, token_id) -> str``, the report's ``token_label``:
-        each token's name (its text, with a tokenizer's ``decode``).
-
-    Returns
-    -------
-    dict
-        ``sample_row`` (the input's row in the parent split), ``position``
-        and ``token`` (the id, -1 when not stored) per point, and ``label``
-        (per point) when ``label`` is given. The input's index in the source
-        data set is the map's ``sample_index``.
+    Returns ``sample_row`` (the input's row in the parent split), ``position`` and ``token``
+    (the id, -1 when not stored) per point, and ``label`` per point when ``label(position,
+    token_id) -> str`` (the report's ``token_label``) is given.
     """
     tok = token_rows_at(store, split, positions)
     out: dict[str, list[Any]] = {k: [int(x) for x in v] for k, v in tok.items()}

@@ -75,22 +75,11 @@ def scores_path(name: str, split: str | None = None) -> str:
 
 
 def resolve_compressor(compressor: Any) -> Any:
-    """The zarr codec for ``capture(..., compressor=...)``.
+    """The zarr codec for ``capture(..., compressor=...)``; ValueError for an unknown name.
 
-    ``None`` (the default) stores raw bytes; ``"lz4"`` is Blosc LZ4 at level 1
-    after bit shuffle, the fastest codec measured; ``"zstd"`` is zstd at its
-    default level, the smallest; anything else is taken as a zarr codec.
-
-    Raw is the default by measurement (``benchmarks/bench_capture.py``,
-    figures in docs/design.md): ReLU activations of a trained MLP have random
-    mantissas, so even the fastest codec shrinks them by only ~12% while
-    adding about 40% to the capture time on a 2-core machine; zstd halves
-    them at three times the capture time.
-
-    Raises
-    ------
-    ValueError
-        For an unknown codec name.
+    ``None`` (the default, by measurement: ``docs/design.md``, "Writing") stores raw bytes;
+    ``"lz4"`` is Blosc LZ4 at level 1 after bit shuffle, the fastest; ``"zstd"`` is zstd at
+    its default level, the smallest; anything else is taken as a zarr codec.
     """
     if compressor is None or compressor == "none":
         return None
