@@ -87,16 +87,9 @@ class FitRows(Protocol):
 
 
 class SourceRows:
-    """The local driver's fit rows: a :class:`~nnsig_core.analysis.source.RowSource` read in
-    this process (the store, or rows already in memory).
+    """The local driver's fit rows: a :class:`~nnsig_core.analysis.source.RowSource` read here.
 
-    Parameters
-    ----------
-    source : RowSource
-        The layer's fit rows, block by block.
-    labels : ndarray of int, optional
-        Labels of the split's samples, indexed by the positions the source yields (``None``:
-        all 0).
+    ``labels`` are the split's, indexed by the positions the source yields (``None``: all 0).
     """
 
     def __init__(self, source: RowSource, labels: np.ndarray | None = None) -> None:

@@ -87,15 +87,10 @@ def _top(matrix: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class PCAReducer:
-    """Linear reduction to the top principal components of the fit rows (see the module doc).
+    """Linear reduction to the top ``n_components`` principal components of the fit rows.
 
-    ``transform(X) = (X - mean_) @ components_.T`` in float32, with the
-    fitted arrays kept (and saved) in float32, so results are identical before
-    and after a save/load round trip.
-
-    Parameters
-    ----------
-    n_components : int
+    ``transform(X) = (X - mean_) @ components_.T`` in float32, with the fitted arrays kept
+    (and saved) in float32, so results are identical before and after a save/load round trip.
     """
 
     def __init__(self, n_components: int) -> None:

@@ -38,15 +38,7 @@ def split_view(store: ActivationStore, split: str, client: Any = None, *,
 
 
 class LocalSplit:
-    """A split read in this process.
-
-    Parameters
-    ----------
-    store : ActivationStore
-    split : str
-    progress : bool
-        tqdm bars for the passes over the store.
-    """
+    """A split read in this process (``progress``: tqdm bars for the passes over the store)."""
 
     client = None
     cache_tag: tuple[Any, ...] = ()

@@ -69,14 +69,8 @@ def _flat_checked(raw: np.ndarray, lo: int, check: _LayerCheck,
 class SplitBlocks:
     """One split's arrays on the cluster, cut into the same row blocks.
 
-    Parameters
-    ----------
-    client : dask.distributed.Client
-    store : ActivationStore
-    split : str
-    block_rows : int, optional
-        Rows per block (a multiple of the split's chunk length); default:
-        :func:`block_bytes` of the widest layer, at least :data:`MIN_BLOCKS` blocks.
+    ``block_rows`` (a multiple of the split's chunk length) defaults to :func:`block_bytes` of
+    the widest layer, in at least :data:`MIN_BLOCKS` blocks.
     """
 
     def __init__(self, client: Any, store: ActivationStore, split: str,

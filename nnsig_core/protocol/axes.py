@@ -34,14 +34,8 @@ class AmbiguousLayoutError(ValueError):
 
 @dataclass(frozen=True)
 class Layout:
-    """Where the channels are in a batch-first tensor, and how many position axes it has.
-
-    Attributes
-    ----------
-    channels : {"first", "last"}
-        The channel axis is axis 1 (``"first"``) or the last axis.
-    positions : int
-        Number of position axes (0 for a vector per sample).
+    """Where the channels are in a batch-first tensor (axis 1, ``"first"``, or the last axis,
+    ``"last"``), and how many position axes it has (0 for a vector per sample).
     """
 
     channels: str

@@ -35,12 +35,8 @@ def report_scores(scores: Any, analysis: Any, store: ActivationStore,
     """The per-split score arrays a run shows and its threshold's calibration
     (``{"split", "scores", "fingerprint"}``, or None), by the rules of the module doc.
 
-    Raises
-    ------
-    TypeError
-        ``scores`` has none of the accepted shapes (the message lists them).
-    ValueError
-        Scores of several scorers given together.
+    TypeError when ``scores`` has none of the accepted shapes (the message lists them),
+    ValueError for scores of several scorers together.
     """
     if scores is False:
         return {}, None

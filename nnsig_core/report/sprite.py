@@ -32,15 +32,10 @@ def _chunk(kind: bytes, payload: bytes) -> bytes:
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
-    """An 8-bit PNG of ``pixels``: ``(h, w)`` grey or ``(h, w, 3)`` RGB, uint8.
+    """An 8-bit PNG of ``pixels``, ``(h, w)`` grey or ``(h, w, 3)`` RGB uint8 (else ValueError).
 
     Rows use PNG filter 0 (none), which deflates MNIST-like images better than
     the Sub/Up filters (measured: 160 vs 200 bytes per 28x28 digit).
-
-    Raises
-    ------
-    ValueError
-        When ``pixels`` is not a 2-D grey or 3-channel image.
     """
     px = np.ascontiguousarray(pixels, dtype=np.uint8)
     if px.ndim == 2:
@@ -85,11 +80,8 @@ def shrink(images: np.ndarray, max_side: int | None) -> np.ndarray:
 def make_sprite(images: np.ndarray, keys: Sequence[str] | None = None) -> dict[str, Any]:
     """One sprite sheet of ``images`` ``(n, h, w[, 3])`` uint8, as report data.
 
-    Returns
-    -------
-    dict
-        ``{"shape": [h, w(, 3)], "columns": c, "png": base64 PNG}`` plus
-        ``"keys"`` (thumbnail ``i`` is ``keys[i]``) when ``keys`` are given.
+    ``{"shape": [h, w(, 3)], "columns": c, "png": base64 PNG}`` plus ``"keys"`` (thumbnail
+    ``i`` is ``keys[i]``) when ``keys`` are given.
     """
     images = np.asarray(images, dtype=np.uint8)
     if images.ndim not in (3, 4) or images.shape[0] == 0:

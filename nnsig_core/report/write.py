@@ -132,12 +132,7 @@ _SCRIPT = re.compile(r'<script src="([^"]+)"></script>\n?')
 
 def viewer_bundle(src: Path) -> tuple[str, list[str], str]:
     """The viewer's ``index.html``, its own script modules (in load order) and those
-    modules joined into one script (the report's :data:`BUNDLE_FILE`).
-
-    Raises
-    ------
-    ReportError
-        When a module that ``index.html`` loads is missing.
+    modules joined into one script (:data:`BUNDLE_FILE`); ReportError when one is missing.
     """
     html = (src / INDEX_FILE).read_text(encoding="utf-8")
     modules = [m for m in _SCRIPT.findall(html) if m not in (DATA_FILE, RUNS_FILE)]
@@ -149,14 +144,11 @@ def viewer_bundle(src: Path) -> tuple[str, list[str], str]:
 
 
 def _copy_viewer(src: Path, dst: Path) -> None:
-    """Copy the viewer, its scripts joined into one file.
+    """Copy the viewer, its script modules joined into one :data:`BUNDLE_FILE` (in load order).
 
-    ``viewer/index.html`` loads ``data.js``, ``runs.js`` and the viewer's own
-    modules one ``<script>`` each; a report loads those modules as one
-    :data:`BUNDLE_FILE` (in the same order), which makes the page draw about
-    100 ms sooner from ``file://`` on a loaded machine (measured with
-    ``benchmarks/bench_report.py``). Each module is a self-contained function
-    scope, so joining them changes nothing else.
+    The page then draws about 100 ms sooner from ``file://`` on a loaded machine
+    (``benchmarks/bench_report.py``); each module is a self-contained function scope, so
+    joining them changes nothing else.
     """
     html, modules, bundle = viewer_bundle(src)
     (dst / BUNDLE_FILE).write_text(bundle, encoding="utf-8")

@@ -106,15 +106,8 @@ def _local_holder(info_path: Path, wait_s: float = 2.0) -> WriterInfo | None:
 class SplitClaim:
     """An exclusive claim of this process on one split of a store (a context manager).
 
-    Parameters
-    ----------
-    root : zarr.Group
-        The store's root group.
-    split : str
-    local_dir : pathlib.Path or None
-        The store's directory when it is local (``flock``), else None (marker).
-    location : str
-        How messages name the store.
+    ``local_dir`` is the store's directory when it is local (``flock``), else None (marker);
+    ``location`` is how messages name the store.
     """
 
     def __init__(self, root: zarr.Group, split: str, local_dir: Path | None,

@@ -88,16 +88,8 @@ async def _consolidate(group: zarr.Group, attributes: dict[str, Any] | None) -> 
 
 
 def consolidate(group: zarr.Group, attributes: dict[str, Any] | None = None) -> None:
-    """Write the metadata of every node under the root ``group`` into the root's ``zarr.json``
-    (zarr's consolidated metadata), in one write.
-
-    Parameters
-    ----------
-    group : zarr.Group
-        The root group of the store, opened through nnsig's guard and pointers
-        (the nodes are read below them).
-    attributes : dict, optional
-        New attributes of the root, written in the same document (a migration
-        switches the format version this way); the root's own by default.
+    """Write the metadata of every node under the root ``group`` (opened through nnsig's guard
+    and pointers) into the root's ``zarr.json``, in one write; ``attributes``, when given,
+    replace the root's own in the same document (a migration switches the format version so).
     """
     sync(_consolidate(group, attributes))

@@ -76,12 +76,7 @@ class _ArrayInfo:
 class GuardedStore(WrapperStore[Store]):
     """Wraps a zarr store; reads of missing chunks, damaged chunks or damaged metadata raise.
 
-    Parameters
-    ----------
-    store : zarr.abc.store.Store
-        The store holding the nnsig hierarchy at its root.
-    location : str
-        How messages name the store (a path or URL).
+    ``location`` is how messages name the store (a path or URL).
     """
 
     def __init__(self, store: Store, location: str = "") -> None:
