@@ -1,20 +1,10 @@
 """Clusters followed from one checkpoint to the next by the samples they share.
 
-A timeline's checkpoints hold the *same* probe samples, so the clusters of a
-layer at two checkpoints are compared by their members: the overlap table
-(clusters before x clusters after, the samples in both) is the whole story.
-
-* :func:`overlap_table` counts it;
-* :func:`match_clusters` keeps a cluster's identity (its *track*) across the
-  step through a Hungarian assignment on the overlap table
-  (``scipy.optimize.linear_sum_assignment``, maximising the shared samples),
-  keeping only the pairs whose Jaccard index reaches ``min_jaccard`` (a
-  forced pairing of two unrelated clusters is not a continuation), and names
-  the **splits** (one cluster whose members go, in shares of at least
-  ``event_share``, to several clusters that are each mostly made of it) and
-  the **merges** (the converse);
-* :func:`assign_tracks` turns the matches of a whole timeline into track ids:
-  a matched cluster keeps its predecessor's track, any other starts a new one.
+A timeline's checkpoints hold the *same* probe samples, so the clusters of a layer at two
+checkpoints are compared by their members: :func:`overlap_table` counts them,
+:func:`match_clusters` pairs clusters by a Hungarian assignment and names splits and
+merges, :func:`assign_tracks` turns a whole timeline's matches into track ids
+(``docs/design.md``, "In a notebook and during training").
 """
 
 from __future__ import annotations
