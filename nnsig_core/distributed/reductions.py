@@ -93,10 +93,6 @@ class SplitBlocks:
         self.bounds = [(lo, min(lo + self.block_rows, self.n))
                        for lo in range(0, max(self.n, 1), self.block_rows)] if self.n else []
 
-    @property
-    def n_blocks(self) -> int:
-        return len(self.bounds)
-
     def _from_zarr(self, array: Any) -> Any:
         import dask.array as da
 

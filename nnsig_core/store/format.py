@@ -183,32 +183,12 @@ def split_array_specs(
     thumbnail_shape: Sequence[int] | None = None,
     token_rows: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """Keyword arguments of ``zarr.Group.create_array`` for every array of a split.
+    """Keyword arguments of ``zarr.Group.create_array`` for every array of a split, by key.
 
-    Parameters
-    ----------
-    layers : sequence of (name, key, unit shape)
-        The captured layers, in model order.
-    n_outputs : int
-        Width of the model's output.
-    n_rows : int
-        Initial number of rows (the arrays grow as the capture writes).
-    chunk_rows : int
-        Rows per chunk, the same for every array of the split.
-    dtype : numpy dtype
-        Storage type of the activations.
-    compressor : zarr codec or None
-    thumbnail_shape : sequence of int, optional
-        ``(h, w[, 3])`` of the input thumbnails, when they are kept.
-    token_rows : bool
-        A token row space: add :data:`TOKEN_ARRAYS` (one entry per row).
-
-    Returns
-    -------
-    dict of str to dict
-        Array key -> ``create_array`` keyword arguments (``name`` excluded),
-        layers first, then ``outputs``, ``labels``, ``predictions``,
-        ``sample_index``, ``inputs`` and the token arrays.
+    ``layers`` are ``(name, key, unit shape)`` in model order; every array starts with
+    ``n_rows`` rows of ``chunk_rows`` a chunk; ``thumbnail_shape`` adds ``inputs``,
+    ``token_rows`` the :data:`TOKEN_ARRAYS`. Layers come first, then ``outputs``, ``labels``,
+    ``predictions``, ``sample_index``, ``inputs`` and the token arrays.
     """
     options = array_options(compressor)
     coords = sample_coordinates(token_rows)
