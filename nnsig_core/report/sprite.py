@@ -1,14 +1,7 @@
 """Thumbnails for the report as one PNG sprite sheet, encoded with the standard library.
 
-The report keeps small input images for two things: the exemplars of each
-cluster (full size) and the points of the layer map (shrunk, see
-:func:`shrink`). Raw pixels in base64 cost 1.33 bytes per pixel; a PNG
-(deflate) sprite of MNIST digits costs about a fifth of that, which is what
-keeps the MNIST report with its map under 1 MB. The browser decodes the PNG
-natively (an ``Image`` from a ``data:`` URL, no network) and draws each
-thumbnail from its cell with ``drawImage``.
-
-Thumbnail ``i`` of a sprite lies at column ``i % columns``, row
+A PNG sprite of MNIST digits costs about a fifth of raw pixels in base64, and the browser
+decodes it natively. Thumbnail ``i`` lies at column ``i % columns``, row
 ``i // columns``; cells are ``shape[1]`` pixels wide and ``shape[0]`` tall.
 """
 

@@ -1,20 +1,9 @@
-"""The activation store: one Zarr v3 hierarchy per experiment, one group per split.
+"""The activation store: :class:`ActivationStore`, one mixin per job, and :func:`open_store`.
 
-:class:`ActivationStore` is the only code that reads or writes the layout of
-:mod:`nnsig_core.store.format`: capture creates a split's arrays and records
-its progress through it, the analysis and the diagnostics ask it where their
-groups live. It is composed of one mixin per job, each in its own module:
-
-- :class:`~nnsig_core.store.split_reading.SplitReading`: the shared state and
-  the reading of a split, its metadata cached per opened store;
-- :class:`~nnsig_core.store.split_writing.SplitWriting`: creating a split,
-  recording its progress, the claim of its one writer;
-- :class:`~nnsig_core.store.results.ResultsArea`: the groups of analyses,
-  signatures and scores;
-- :class:`~nnsig_core.store.inspection.StoreInspection`: sizes, ``nnsig info``'s
-  description, ``nnsig verify``.
-
-This module puts them together and opens stores.
+The mixins are :class:`~nnsig_core.store.split_reading.SplitReading`,
+:class:`~nnsig_core.store.split_writing.SplitWriting`,
+:class:`~nnsig_core.store.results.ResultsArea` and
+:class:`~nnsig_core.store.inspection.StoreInspection` (``docs/design.md``, "Module map").
 """
 
 from __future__ import annotations
