@@ -75,10 +75,6 @@ class Timeline:
         self.params = {"progress": False, **params}
         self.checkpoints_: list[dict[str, Any]] | None = None
 
-    def _make_analysis(self) -> SignatureAnalysis:
-        return SignatureAnalysis(n_clusters=self.n_clusters, only_correct=self.only_correct,
-                                 **self.params)
-
     def fit(self, store: ActivationStore | str | os.PathLike[str],
             splits: Sequence[str] | None = None, *, prefix: str | None = None) -> Timeline:
         """Analyse every checkpoint of ``store`` and match their clusters.
@@ -121,7 +117,8 @@ class Timeline:
         self.checkpoints_ = records
         self.analyses_, self.signatures_ = [], []
         for r in records:
-            a = self._make_analysis().fit(store, r["split"])
+            a = SignatureAnalysis(n_clusters=self.n_clusters, only_correct=self.only_correct,
+                                  **self.params).fit(store, r["split"])
             self.analyses_.append(a)
             self.signatures_.append(a.transform(store, r["split"]))
             log.info("timeline: checkpoint %s analysed", r["split"])

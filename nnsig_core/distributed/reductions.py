@@ -131,23 +131,18 @@ class SplitCounts:
 
     n: int
     label_counts: np.ndarray  # samples per label >= 0
-    n_unlabelled: int
     max_label: int
     max_prediction: int
-
-    @property
-    def present(self) -> list[int]:
-        return [int(c) for c in np.flatnonzero(self.label_counts)]
 
 
 def split_counts(blocks: SplitBlocks) -> SplitCounts:
     """Label counts and the largest label and prediction of a split, by one reduction."""
     if blocks.n == 0:
-        return SplitCounts(0, np.zeros(0, np.int64), 0, -1, -1)
+        return SplitCounts(0, np.zeros(0, np.int64), -1, -1)
     r = reduce_columns(label_counts_part, merge_label_counts,
                        (blocks.meta("labels"), blocks.meta("predictions")), client=blocks.client)
-    return SplitCounts(blocks.n, np.asarray(r["labels"], dtype=np.int64), int(r["unlabelled"]),
-                       int(r["label_max"]), int(r["pred_max"]))
+    return SplitCounts(blocks.n, np.asarray(r["labels"], dtype=np.int64), int(r["label_max"]),
+                       int(r["pred_max"]))
 
 
 def n_classes_of(store: ActivationStore, split: str, counts: SplitCounts) -> int:

@@ -99,12 +99,6 @@ def _runs(data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return list(data["runs"]) if data.get("runs") else [data]
 
 
-def _summary_split(data: Mapping[str, Any], run: Mapping[str, Any]) -> str:
-    splits = list(run.get("splits") or {})
-    opening = data.get("open_split")
-    return str(opening) if opening in splits else splits[-1]
-
-
 def _separable(run: Mapping[str, Any], split: Mapping[str, Any]) -> list[str | None]:
     """Per class, the first layer whose class purity reaches ``separable_purity`` (None:
     never; "" when the class is not in the split)."""
@@ -154,7 +148,8 @@ def report_summary(data: Mapping[str, Any], *, top: int = TOP_FLAGGED) -> dict[s
     for run in _runs(data):
         classes = list(run.get("classes") or data.get("classes") or [])
         run = {**run, "classes": classes}
-        name = _summary_split(data, run)
+        splits = list(run.get("splits") or {})
+        name = str(data["open_split"]) if data.get("open_split") in splits else splits[-1]
         split = run["splits"][name]
         sep = _separable(run, split)
         out["runs"].append({
