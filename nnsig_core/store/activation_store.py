@@ -35,18 +35,15 @@ class ActivationStore(SplitWriting, StoreInspection):
     @classmethod
     def open(cls, where: str | os.PathLike[str] | Store, mode: str = "r",
              storage_options: dict[str, Any] | None = None) -> ActivationStore:
-        """Open the store at ``where``.
+        """Open the store at ``where``, as :func:`open_store` does, or create it (``mode="w"``).
 
         Parameters
         ----------
         where : str, path-like or zarr Store
-            A local directory (``*.zarr`` by convention; also as a ``file://``
-            URL), an fsspec URL (``s3://bucket/run.zarr``, ``gs://...``,
-            ``memory://...``), or a zarr ``Store`` object.
+            A local directory (also as a ``file://`` URL), an fsspec URL (``s3://bucket/run.zarr``,
+            ``memory://...``), or a zarr ``Store``.
         mode : {"r", "r+", "a", "w"}
-            ``"r"`` read-only (the store must exist), ``"r+"`` read-write
-            (must exist), ``"a"`` read-write, created if missing, ``"w"``
-            created, replacing anything there.
+            Those of :func:`open_store`, and ``"w"``: created, replacing anything there.
         storage_options : dict, optional
             Options of the URL's fsspec filesystem (credentials, endpoint...).
 
