@@ -1,13 +1,9 @@
 """Which samples an analysis is fitted on: the correctly classified ones of the chosen classes.
 
-The clusters, the diagnostics' training paths and the baselines all start
-from the same samples; this module is the one place that says which, as one
-kernel run by either driver: :func:`selection_block` (a block's mask),
-:func:`label_counts_part` (a block's label counts, merged by
-:func:`merge_label_counts`) and :func:`check_selection` (the errors, from those
-counts alone). :func:`fit_sample_mask` runs them here; the Dask driver runs
-the same functions per block on the workers
-(:func:`nnsig_core.distributed.reductions.fit_mask`).
+One kernel for both drivers: :func:`selection_block` (a block's mask),
+:func:`label_counts_part` (its label counts, merged by :func:`merge_label_counts`) and
+:func:`check_selection` (the errors, from those counts alone). :func:`fit_sample_mask`
+runs them here, :func:`nnsig_core.distributed.reductions.fit_mask` on the workers.
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
 """Hugging Face datasets as capture data: a ``datasets.Dataset`` or ``IterableDataset``,
 read batch by batch.
 
-:func:`as_capture_data` turns one into an iterable of ``(inputs, labels)``
-batches that :func:`~nnsig_core.capture` reads like a DataLoader: the input
-columns (token ids and masks, image tensors...) and the label column are
-selected first, so other columns (the raw text, an undecoded image) are never
-read; each batch comes from ``Dataset.iter(batch_size=...)`` in the dataset's
-own format (``set_format("torch")``, ``"numpy"``, or Python lists, stacked
-here). Nothing here imports ``datasets``: a dataset is recognised by its
-class, and the package is only used through the object the caller passes.
+:func:`as_capture_data` selects the input and label columns first, so other columns are
+never read, and reads batches in the dataset's own format. Nothing here imports
+``datasets``: a dataset is recognised by its class.
 """
 
 from __future__ import annotations
