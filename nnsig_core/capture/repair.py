@@ -21,12 +21,7 @@ log = logging.getLogger("nnsig")
 
 class Repairs:
     """The row ranges ``[(first, last), ...]`` (whole chunks) of ``session``'s split to capture
-    again, fed the batches that hold them (see the module doc).
-
-    Attributes
-    ----------
-    rows, bytes : int
-        Rows re-captured and encoded bytes written so far.
+    again, fed the batches that hold them; ``rows`` and ``bytes`` count what is written so far.
     """
 
     def __init__(self, session: Any, ranges: list[tuple[int, int]]) -> None:

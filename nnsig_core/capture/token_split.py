@@ -111,13 +111,8 @@ class TokenSpace:
         self.writer.submit(rows)
 
     def prepare(self, tokens: Mapping[str, TokenRows], model: Mapping[str, Any]) -> None:
-        """Describe the token-level layers of the first batch and check them against the
-        store's other token row spaces, before anything is created.
-
-        Raises
-        ------
-        StoreError
-            When they differ from another token row space's layers.
+        """Describe the token-level layers of the first batch and check them against the store's
+        other token row spaces (StoreError when they differ), before anything is created.
         """
         self.names = list(tokens)
         self.keys = [layer_key(x) for x in self.names]

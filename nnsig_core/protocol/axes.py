@@ -131,12 +131,8 @@ def _check_mode(mode: Any, where: str) -> None:
 
 
 def check_pool(pool: Any) -> Any:
-    """Validate ``pool`` (a mode or a ``{name_or_glob: mode}`` mapping) and return it.
-
-    Raises
-    ------
-    ValueError, TypeError
-        For an unknown mode or a key that is not a non-empty string.
+    """Validate ``pool`` (a mode or a ``{name_or_glob: mode}`` mapping) and return it;
+    ValueError or TypeError for an unknown mode or a key that is not a non-empty string.
     """
     if isinstance(pool, Mapping):
         for key, mode in pool.items():

@@ -85,13 +85,8 @@ def split_token_rows(
 
 
 def check_same_tokens(tokens: Mapping[str, TokenRows]) -> TokenRows | None:
-    """The rows shared by every token-level layer of a batch (the first one), or ``None``.
-
-    Raises
-    ------
-    ValueError
-        When two layers have different tokens (another sequence length, or
-        another mask), naming both.
+    """The rows shared by every token-level layer of a batch (the first one), or ``None``;
+    ValueError, naming both, when two layers have different tokens (length or mask).
     """
     first_name, first = None, None
     for name, rows in tokens.items():

@@ -34,12 +34,8 @@ MAX_CHANGED = 500
 
 
 def merged_classes(preps: Sequence[PreparedRun]) -> list[str]:
-    """The class names shared by every run (so every run gets the same class colours).
-
-    Raises
-    ------
-    ValueError
-        When two runs name a class differently: their classes are not the same.
+    """The class names shared by every run (so every run gets the same class colours);
+    ValueError when two runs name a class differently.
     """
     n = max(p.n_classes for p in preps)
     named = [(p.run.label, p.store.class_names() or []) for p in preps]

@@ -70,12 +70,8 @@ def standalone_html(data: Mapping[str, Any]) -> str:
 
 
 def read_report_data(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """The data of a report written to ``directory`` (its ``data.js``).
-
-    Raises
-    ------
-    ReportError
-        When ``directory`` is not an nnsig report or its data cannot be read.
+    """The data of a report written to ``directory`` (its ``data.js``); ReportError when
+    ``directory`` is not an nnsig report or its data cannot be read.
     """
     d = Path(directory).expanduser()
     if d.name == INDEX_FILE:
