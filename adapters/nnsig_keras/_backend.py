@@ -29,18 +29,11 @@ def _file_backend() -> str | None:
 def choose_backend() -> str | None:
     """Set ``KERAS_BACKEND`` when Keras is not imported yet and would need an absent TensorFlow.
 
-    Keras 3 defaults to the TensorFlow backend, and writes that default into
-    ``~/.keras/keras.json`` the first time it is imported. When
-    ``KERAS_BACKEND`` is not set, the file names no backend or TensorFlow, and
-    TensorFlow is not installed, importing Keras would fail; this picks the
-    first installed of torch and jax instead, and logs the choice. Nothing is
-    changed when Keras is already imported, ``KERAS_BACKEND`` is set, or the
-    file names another backend.
-
-    Returns
-    -------
-    str or None
-        The backend set, or ``None`` when nothing was changed.
+    Keras 3 defaults to the TensorFlow backend (and writes that default into
+    ``~/.keras/keras.json`` on its first import). When ``KERAS_BACKEND`` is not set, the
+    file names no backend or TensorFlow, and TensorFlow is not installed, this picks the
+    first installed of torch and jax, logs it and returns it; otherwise it changes nothing
+    and returns ``None``.
     """
     if "keras" in sys.modules or os.environ.get("KERAS_BACKEND"):
         return None

@@ -20,40 +20,13 @@ def resolve_layers(
     capture_names: Sequence[str],
     model_name: str,
 ) -> tuple[set[str], set[str]]:
-    """Resolve ``layers`` against the layer paths of a model.
+    """Resolve ``layers`` against a model's layer paths (as ``resolve_selection`` does).
 
-    Parameters
-    ----------
-    layers : str, type or sequence of them
-        Layer paths (``"dense_1"``, ``"encoder/dense_2"``), capture names of
-        one call or one output (``"shared:1"``, ``"split.0"``), glob patterns
-        matched with :func:`fnmatch.fnmatchcase` against the paths and the
-        capture names (``"encoder/*"``), or layer classes
-        (``keras.layers.Dense``: every layer, at any depth, that is an
-        instance); see :func:`nnsig_core.protocol.resolve_selection`.
-    units : mapping of str to layer
-        Every selectable layer path to its layer (or operation), model order.
-    capture_names : sequence of str
-        Capture names that may be given exactly (known without running the
-        model, i.e. for symbolic graphs).
-    model_name : str
-        For messages.
-
-    Returns
-    -------
-    paths : set of str
-        Layer paths selected whole (every call, every output).
-    exact : set of str
-        Capture names selected individually.
-
-    Raises
-    ------
-    UnknownLayerError
-        For a name that is neither a layer path nor a capture name.
-    LayerSelectionError
-        For a pattern or class that matches nothing, or an empty selection.
-    TypeError
-        For an entry that is neither a string nor a class.
+    ``layers`` holds layer paths (``"encoder/dense_2"``), capture names of one call or output
+    (``"shared:1"``, ``"split.0"``), glob patterns matched against both, or layer classes;
+    ``units`` maps every selectable path to its layer, in model order; ``capture_names`` may
+    be given exactly (known without running the model). Returns the paths selected whole and
+    the capture names selected individually; raises as ``resolve_selection`` does.
     """
     wording = SelectionWording(
         model=f"model {model_name!r}",

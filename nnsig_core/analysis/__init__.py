@@ -1,37 +1,4 @@
-"""Signature analysis: per-layer clustering of stored activations and each sample's cluster path.
-
-Modules
--------
-selection
-    :func:`fit_sample_mask`: which samples an analysis is fitted on.
-discretize
-    :class:`Discretizer` (uniform / quantile / binary bins, per layer or per
-    unit, fittable from chunks) and :func:`parse_discretizer_spec`.
-source
-    Row sources: a layer's selected rows, read from the store in whole chunks.
-reduce, assign, cluster
-    :class:`LayerClusterer`: discretize, optional PCA, exact
-    KMeans, or Lloyd's iterations out of core; nearest-centre assignment; canonical
-    cluster ids.
-engine
-    :class:`SignatureAnalysis`: fit on a store's split, transform any split.
-signatures, tables
-    :class:`Signatures`: the per-sample cluster ids and their tables.
-persist
-    Saving into / loading from ``analysis/<name>`` of the store.
-prototype
-    :func:`export_prototype`, the prototype's two files.
-summary
-    :func:`format_summary`, the text table printed by ``nnsig analyze``.
-tokens
-    Token-level signatures (a ``<split>.tokens`` row space): :func:`token_table`,
-    :func:`tokens_by_path`, :func:`paths_by_token`.
-timeline, tracking
-    :class:`Timeline`: one analysis per checkpoint of a training run, clusters
-    followed from one checkpoint to the next (Hungarian matching on shared samples).
-synthetic
-    Gaussian-blob activations with known clusters, for tests and examples.
-"""
+"""Signature analysis: per-layer clustering of stored activations and each sample's cluster path."""
 
 from __future__ import annotations
 

@@ -8,16 +8,8 @@ import numpy as np
 class Reservoir:
     """A uniform random sample of at most ``size`` rows of a stream (algorithm R).
 
-    One uniform float is drawn per row after the first ``size`` rows, in
-    stream order, so the sample depends only on the rows and the seed, not on
-    how the stream is cut into blocks.
-
-    Parameters
-    ----------
-    size : int
-        Maximum rows kept.
-    seed : int or None
-        Seed of the random generator.
+    One uniform float is drawn per row after the first ``size`` rows, in stream order, so
+    the sample depends only on the rows and the ``seed``, not on how the stream is cut.
     """
 
     def __init__(self, size: int, seed: int | None) -> None:

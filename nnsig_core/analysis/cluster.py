@@ -1,39 +1,9 @@
 """Per-layer clustering: optional discretization, optional PCA, then KMeans.
 
-:class:`LayerClusterer` fits one layer from its fit rows, held by either
-driver (:mod:`~nnsig_core.analysis.fit_rows`: read here, or blocks on a Dask
-cluster; the bins and the PCA are fitted as reductions,
-:mod:`~nnsig_core.analysis.feature_fit`). It picks one of two paths, by
-``memory_limit`` alone, whichever the driver:
-
-exact
-    The selected rows (after discretization and reduction, float32) fit in
-    ``memory_limit``: they are gathered in memory and clustered with
-    scikit-learn's :class:`~sklearn.cluster.KMeans`.
-lloyd
-    They do not: the out-of-core k-means of :mod:`nnsig_core.analysis.lloyd`,
-    ``KMeans`` on a random sample of the rows (chosen up front, so it does not
-    depend on chunk boundaries), then Lloyd's iterations, each one reduction
-    over the fit rows (a pass over the store, or per block on the workers). (nnsig 0.2 streamed
-    ``MiniBatchKMeans`` here: about half the time and the same inertia on the
-    MNIST MLP's layers, ``benchmarks/bench_kmeans.py``, but an algorithm no
-    cluster can run as reductions; analyses it fitted, ``method_ ==
-    "streaming"``, still load, as do those of 0.2's Dask fit, ``"distributed"``.)
-
-Memory: the exact path holds the selected rows in the clustering space
-(``n_rows x n_dims`` float32, at most ``memory_limit``); KMeans works on a
-copy only when twice that fits. With a discretizer or a reduction, the raw
-rows are also kept (read once instead of once per pass) when raw plus
-transformed rows fit (on a cluster, in the workers' memory). The out-of-core path holds one read from the store
-(whole chunks, up to a quarter of the budget and at most 32 MiB), the ``k x d``
-sums of an iteration and the seeding sample (at most a quarter of the budget
-and 256 MiB).
-
-Cluster ids are canonical: after fitting, clusters are renumbered by the order
-in which they first occur among the fit rows (in store order), and clusters
-that no fit row falls in come last, ordered lexicographically by centroid.
-Two fits that find the same partition therefore give the same ids, whatever
-the path, the chunking or KMeans' internal label order.
+:class:`LayerClusterer` fits one layer from its fit rows, held by either driver. It
+clusters with exact KMeans when the selected rows fit ``memory_limit``, else with the
+out-of-core k-means of :mod:`nnsig_core.analysis.lloyd`; cluster ids are canonical
+(``docs/design.md``, "Analysis").
 """
 
 from __future__ import annotations

@@ -10,11 +10,6 @@ Typical use::
     test = analysis.transform(store, "test")
     print(test.table(as_frame=True).head())
     analysis.save(store, name="default", splits=["train", "test"])
-
-Everything is read chunk by chunk from the store; a layer's selected rows are
-gathered in memory only when they fit ``memory_limit`` (the exact KMeans
-path), otherwise the out-of-core k-means iterates over the chunks, the algorithm a Dask
-cluster runs too (see :mod:`nnsig_core.analysis.cluster`, :mod:`nnsig_core.analysis.lloyd`).
 """
 
 from __future__ import annotations

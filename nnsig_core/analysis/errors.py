@@ -1,19 +1,15 @@
-"""Exceptions raised by the signature analysis.
-
-Every class subclasses :class:`AnalysisError`, itself a :class:`ValueError`, so
-callers can catch them all at once; problems with the store itself (missing
-split or layer, interrupted capture) raise :class:`nnsig_core.store.StoreError`
-instead. Using an analysis before ``fit`` raises scikit-learn's
-:class:`~sklearn.exceptions.NotFittedError`. A NaN or infinite activation read
-from the store raises :class:`~nnsig_core.protocol.NonFiniteActivationError`,
-the same exception the adapters raise while capturing (a ``ValueError``).
-"""
+"""Exceptions raised by the signature analysis."""
 
 from __future__ import annotations
 
 
 class AnalysisError(ValueError):
-    """The analysis cannot run as asked; the message names the problem and the fix."""
+    """The analysis cannot run as asked; the message names the problem and the fix.
+
+    The base of the analysis's errors. Problems with the store itself (missing split or
+    layer, interrupted capture) raise :class:`nnsig_core.store.StoreError` instead, an
+    analysis used before ``fit`` scikit-learn's :class:`~sklearn.exceptions.NotFittedError`.
+    """
 
 
 class EmptySelectionError(AnalysisError):

@@ -1,14 +1,9 @@
 """A layer's feature map fitted from its fit rows, by either driver: the bins, then the PCA.
 
-Discretizer
-    ``uniform``: per-unit minimum and maximum, one reduction. ``quantile``: a
-    reservoir sample (algorithm R) whose kept rows depend only on the number of
-    rows and the seed, not on the values or on how the rows are cut into
-    blocks: the ranks it keeps are drawn first, then those rows are read, and
-    the edges are computed from them. ``binary``: nothing to learn.
-PCA (``reduce=``)
-    :meth:`~nnsig_core.analysis.pca.PCAReducer.fit_reduce`, its reductions run
-    over slices of the fit rows' (binned) features.
+Uniform bins from per-unit minima and maxima; quantile bins from a reservoir sample whose
+kept rows depend only on the row count and the seed (the ranks are drawn first, then those
+rows read); then :meth:`~nnsig_core.analysis.pca.PCAReducer.fit_reduce` over the (binned)
+features.
 """
 
 from __future__ import annotations

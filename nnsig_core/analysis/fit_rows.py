@@ -1,22 +1,10 @@
 """A layer's fit rows as the per-layer fit reads them, whichever driver holds them.
 
-:class:`~nnsig_core.analysis.cluster.LayerClusterer` fits one layer (bins,
-PCA, k-means) from a :class:`FitRows`: a handful of operations over blocks
-``(positions, labels, rows)`` of the layer's fit rows, each mapped through a
-*feature map* (``None``: the stored rows as float32; else an object whose
-``features(rows)`` gives the clustering space, such as the clusterer itself).
-Two drivers implement it, chosen once at the entry point with the split view
-(:func:`nnsig_core.analysis.split_view.split_view`):
-
-- :class:`SourceRows` (here): blocks read from the store in this process (or
-  rows already in memory), each reduction folded as the blocks come; Dask is
-  never imported;
-- ``DaskRows`` (:mod:`nnsig_core.distributed.split_view`): delayed blocks on
-  the workers of a Dask cluster, each reduction run per block and merged in
-  a tree; only what a reduction returns reaches this process.
-
-The kernels (the parts and merges of the bins, the PCA and Lloyd's
-iterations) are the same functions on both, so both give the same answer.
+:class:`FitRows` is a handful of operations over blocks ``(positions, labels, rows)``,
+each mapped through a *feature map* (``None``: the stored rows as float32; else an object
+whose ``features(rows)`` gives the clustering space). :class:`SourceRows` (here) reads
+blocks in this process; ``DaskRows`` (:mod:`nnsig_core.distributed.split_view`) runs each
+reduction per block on the workers. Both run the same kernels, so give the same answer.
 """
 
 from __future__ import annotations
@@ -99,16 +87,9 @@ class FitRows(Protocol):
 
 
 class SourceRows:
-    """The local driver's fit rows: a :class:`~nnsig_core.analysis.source.RowSource` read in
-    this process (the store, or rows already in memory).
+    """The local driver's fit rows: a :class:`~nnsig_core.analysis.source.RowSource` read here.
 
-    Parameters
-    ----------
-    source : RowSource
-        The layer's fit rows, block by block.
-    labels : ndarray of int, optional
-        Labels of the split's samples, indexed by the positions the source yields (``None``:
-        all 0).
+    ``labels`` are the split's, indexed by the positions the source yields (``None``: all 0).
     """
 
     def __init__(self, source: RowSource, labels: np.ndarray | None = None) -> None:

@@ -1,22 +1,9 @@
 """The views of a split's signatures computed from its joint table alone.
 
 :class:`JointTableViews` holds every table and per-layer figure of
-:class:`~nnsig_core.analysis.Signatures` (the prototype's table, the grouped
-views, compositions, purity, entropy, the Sankey transitions). Each counts the
-joint table's distinct ``(label, path, prediction)`` rows with their
-multiplicities, so it costs as many rows as there are distinct paths, however
-many samples there are and wherever they are held.
-
-Definitions
------------
-purity (per layer)
-    Over labelled samples: the sum over clusters of the count of the cluster's
-    most frequent input class, divided by the number of labelled samples (1:
-    every cluster holds one class).
-entropy (per layer)
-    Over labelled samples: the mean, weighted by cluster size, of the entropy
-    in bits of the input classes within each cluster, i.e. H(class | cluster)
-    (0: every cluster holds one class).
+:class:`~nnsig_core.analysis.Signatures`. Each counts the joint table's distinct
+``(label, path, prediction)`` rows with their multiplicities, so it costs as many rows as
+there are distinct paths, however many samples there are and wherever they are held.
 """
 
 from __future__ import annotations
@@ -204,13 +191,17 @@ class JointTableViews:
         return _maybe_frame(Table(["layer", "cluster", "class", "count"], rows), as_frame)
 
     def purity(self) -> np.ndarray:
-        """Per-layer purity over labelled samples (NaN without labels); see the module doc."""
+        """Per layer, over labelled samples: the share of samples in their cluster's most frequent
+        input class (1: every cluster holds one class; NaN without labels).
+        """
         if not self.has_labels:
             return np.full(len(self.layers), np.nan)
         return np.array([class_purity(m) for m in self.composition(by="input")])
 
     def entropy(self) -> np.ndarray:
-        """Per-layer mean class entropy in bits (NaN without labels); see the module doc."""
+        """Per layer, over labelled samples: H(class | cluster) in bits, the size-weighted mean of
+        each cluster's class entropy (0: every cluster holds one class; NaN without labels).
+        """
         if not self.has_labels:
             return np.full(len(self.layers), np.nan)
         return np.array([class_entropy(m) for m in self.composition(by="input")])

@@ -1,36 +1,9 @@
 """k-means out of core: Lloyd's iterations as reductions over blocks of rows, seeded on a sample.
 
-One algorithm for every layer whose fit rows do not fit in memory, whichever
-driver reads them: the local clusterer (:class:`~nnsig_core.analysis.cluster.LayerClusterer`)
-folds each reduction over a pass of the store, the Dask driver
-(:mod:`nnsig_core.distributed.split_view`) runs it per block on the workers and
-merges in a tree. A reduction (:data:`Reduce`) visits blocks ``(positions,
-labels, F)`` of the fit rows' features; only the ``k x d`` centres and what
-each reduction returns (per-cluster sums, counts, the inertia) are held.
-
-Start
-    scikit-learn's ``KMeans`` (k-means++ seeds, ``n_init``, ``random_state``)
-    fitted in memory on a uniform random sample of the fit rows (at most
-    :data:`INIT_SAMPLE_BYTES` of features; all of them when they fit). When the
-    sample is every fit row this is the exact fit, and the answer
-    (:func:`fit_lloyd`); otherwise the iterations over every row start close to
-    their end (a handful of passes instead of dozens from k-means++ seeds:
-    ``benchmarks/bench_kmeans.py``).
-Iterations
-    As scikit-learn's Lloyd: in coordinates centred on the seeding sample's
-    float32 mean (KMeans' own centring when the sample is every fit row), each
-    row goes to ``argmin_j |c_j|^2 - 2 x.c_j`` computed in float32 (the first
-    minimum: exact ties, frequent on discretized features, go where KMeans
-    sends them); each block returns per-cluster sums (float64) and counts, and
-    the centres move to the means. Empty clusters are moved to the rows
-    farthest from their centres, as scikit-learn does (one more pass, only
-    when a cluster empties). Stopping rule: scikit-learn's, the sum of squared
-    centre shifts at most ``tol`` times the mean variance of the features (its
-    ``_tolerance``), or ``max_iter`` iterations; unchanged labels give a zero
-    shift, so its strict convergence stops here too. A final pass (KMeans' last
-    E-step) gives the cluster of every fit row, or its aggregates: the counts,
-    the class composition, the inertia and the first fit row of each cluster
-    (the canonical order).
+One algorithm for every layer whose fit rows do not fit in memory, whichever driver
+reads them: the local clusterer folds each reduction over a pass of the store, the Dask
+driver runs it per block on the workers. The start, the iterations and the stopping
+rule (scikit-learn's) are described in ``docs/design.md`` ("Distributed analysis").
 """
 
 from __future__ import annotations

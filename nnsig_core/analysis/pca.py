@@ -1,19 +1,10 @@
 """Linear reduction of a layer before clustering (``SignatureAnalysis(reduce=N)``): one exact PCA.
 
-The PCA is computed from aggregates of the fit rows' features, so that one
-algorithm serves every driver (:meth:`PCAReducer.fit_reduce` takes the
-driver's reduction: the local clusterer folds the parts of its passes over the
-store, the Dask driver reduces them per block on the workers, in a tree):
-
-- up to :data:`COVARIANCE_MAX_FEATURES` features, the covariance from each
-  block's count, mean and centred scatter matrix, merged pairwise (Chan et
-  al.'s update, float64), then its top eigenvectors: the exact PCA;
-- wider layers (a ``d x d`` matrix per block would not be a small aggregate): a
-  randomized subspace iteration, each pass one reduction of ``d x (r + 10)``
-  products, :data:`POWER_ITERATIONS` passes and a final one.
-
-Signs follow scikit-learn's convention (``svd_flip``). Both drivers give the
-same components up to float64 rounding (the blocks merge in another order).
+Computed from aggregates of the fit rows' features, so one algorithm serves both drivers
+(:meth:`PCAReducer.fit_reduce` takes the driver's reduction): the covariance from
+per-block moments up to :data:`COVARIANCE_MAX_FEATURES` features, else a randomized
+subspace iteration (``docs/design.md``, "Distributed analysis"). Signs follow
+scikit-learn's ``svd_flip``.
 """
 
 from __future__ import annotations
@@ -87,15 +78,10 @@ def _top(matrix: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class PCAReducer:
-    """Linear reduction to the top principal components of the fit rows (see the module doc).
+    """Linear reduction to the top ``n_components`` principal components of the fit rows.
 
-    ``transform(X) = (X - mean_) @ components_.T`` in float32, with the
-    fitted arrays kept (and saved) in float32, so results are identical before
-    and after a save/load round trip.
-
-    Parameters
-    ----------
-    n_components : int
+    ``transform(X) = (X - mean_) @ components_.T`` in float32, with the fitted arrays kept
+    (and saved) in float32, so results are identical before and after a save/load round trip.
     """
 
     def __init__(self, n_components: int) -> None:

@@ -1,32 +1,8 @@
 """Saved analyses and signatures in the store: zarr I/O only.
 
 What is saved comes from ``SignatureAnalysis._state()`` and goes back through
-``SignatureAnalysis._from_state()``; this module only writes and reads it.
-Layout, under ``analysis/<name>`` (:mod:`nnsig_core.store.format`)::
-
-    analysis/<name>/                 attrs {"nnsig_analysis": {format_version, created,
-                                            nnsig_version, params, fit, layers, complete}}
-      layers/<layer key>/            attrs {"layer": name, "state": {method, n_clusters,
-                                            n_features_in, n_fit_samples, inertia,
-                                            discretizer?, reducer?}}
-        centers                      float32 (n_clusters, n_dims)  canonical order
-        fit_counts                   int64   (n_clusters,)
-        fit_composition              int64   (n_clusters, n_classes)  fit samples per label
-        disc_bin_edges               float64 (n_bins+1,) or (n_features, max_bins+1), NaN-padded
-        disc_n_bins                  int64   (n_features,)    per-unit scope only
-        disc_data_min, disc_data_max float64 (n_features,)    uniform strategy
-        pca_components               float32 (n_components, n_features)
-        pca_mean                     float32 (n_features,)
-        pca_explained_variance[_ratio] float64 (n_components,)
-      signatures/<split>/            attrs {"split", "layers", "fingerprint", "created"}
-        cluster_ids                  int32   (n_samples, n_layers)
-        distances                    float32 (n_samples, n_layers)
-      scores/<split>/<score>         written by nnsig_core.diagnostics.persist
-
-Only JSON attributes and numeric zarr arrays are written, never pickles.
-Labels, predictions and sample indices of saved signatures are read from the
-split itself; saved signatures are ignored once the split is re-captured (its
-fingerprint, which holds a random capture id, changes).
+``SignatureAnalysis._from_state()``; the layout under ``analysis/<name>`` is in
+``docs/store-format.md``. Only JSON attributes and numeric arrays are written, never pickles.
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """Which samples an analysis is fitted on: the correctly classified ones of the chosen classes.
 
-The clusters, the diagnostics' training paths and the baselines all start
-from the same samples; this module is the one place that says which, as one
-kernel run by either driver: :func:`selection_block` (a block's mask),
-:func:`label_counts_part` (a block's label counts, merged by
-:func:`merge_label_counts`) and :func:`check_selection` (the errors, from those
-counts alone). :func:`fit_sample_mask` runs them here; the Dask driver runs
-the same functions per block on the workers
-(:func:`nnsig_core.distributed.reductions.fit_mask`).
+One kernel for both drivers: :func:`selection_block` (a block's mask),
+:func:`label_counts_part` (its label counts, merged by :func:`merge_label_counts`) and
+:func:`check_selection` (the errors, from those counts alone). :func:`fit_sample_mask`
+runs them here, :func:`nnsig_core.distributed.reductions.fit_mask` on the workers.
 """
 
 from __future__ import annotations
@@ -57,19 +53,11 @@ def merge_label_counts(*parts: Mapping[str, Any]) -> dict[str, Any]:
 
 def check_selection(split: str, has_labels: bool, label_counts: np.ndarray, n_samples: int,
                     classes: Iterable[int] | None, only_correct: bool) -> np.ndarray | None:
-    """Check the fit rule against a split's label counts, before any mask is built.
+    """Check the fit rule against a split's label counts; the sorted classes to keep, or None (all).
 
-    Returns
-    -------
-    ndarray of int or None
-        The sorted classes to keep (None: every class).
-
-    Raises
-    ------
-    MissingLabelsError
-        The split has no labels but ``only_correct`` or ``classes`` needs them.
-    EmptySelectionError
-        An empty class list, or no sample with a label among ``classes``.
+    Raises :class:`MissingLabelsError` when the split has no labels but ``only_correct`` or
+    ``classes`` needs them, :class:`EmptySelectionError` for an empty class list or no
+    sample with a label among ``classes``.
     """
     need = only_correct or classes is not None
     if need and (not has_labels or not label_counts.any()):

@@ -1,21 +1,9 @@
 """Signatures of a split: each sample's cluster id in each analysed layer, and views of them.
 
-A *signature* (or *path*) is the tuple of a sample's cluster ids, one per
-layer. :class:`Signatures` holds them with labels, predictions and distances,
-and derives the prototype's table, grouped views, per-layer cluster
-composition, the Sankey transitions, purity, entropy and exemplars.
-
-Every view is computed from one aggregate, the *joint table*
-(:mod:`nnsig_core.analysis.joint`: the distinct ``(label, path, prediction)``
-rows with their counts), and exemplars from a reduction keeping the nearest
-samples per cluster. Both are parts with a merge run by the executor
-(:func:`nnsig_core.execute.reduce_columns`), so the same code answers for
-signatures held in memory (NumPy arrays) and for signatures on a Dask cluster
-(dask arrays, what ``transform`` returns with a client): only the per-sample
-views (:meth:`Signatures.per_sample`, ``to_frame``, ``to_csv``, ``export``) bring
-every sample into this process (:meth:`Signatures.compute`).
-
-The views and the definitions of purity and entropy: :mod:`nnsig_core.analysis.joint_views`.
+Every view is computed from the *joint table* (:mod:`nnsig_core.analysis.joint`) and
+exemplars from a reduction, both run by the executor, so the same code answers for
+signatures in memory and on a Dask cluster; only the per-sample views bring every sample
+here (:meth:`Signatures.compute`). Definitions: :mod:`nnsig_core.analysis.joint_views`.
 """
 
 from __future__ import annotations

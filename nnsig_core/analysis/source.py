@@ -39,18 +39,8 @@ STORE_FIX = ("The model produced NaN/inf (diverged training, overflow in float16
 class StoreSource:
     """The rows ``rows`` (sorted positions; ``None`` = all) of one layer of a split.
 
-    Parameters
-    ----------
-    store : ActivationStore
-    split, layer : str
-    rows : ndarray of int or None
-        Sorted sample positions to yield; ``None`` yields every sample.
-    progress : bool
-        Show a tqdm bar per pass.
-    read_bytes : int
-        Target size of one read: whole chunks are read together up to this
-        many (uncompressed) bytes, so zarr decodes them concurrently; at
-        least one chunk is read at a time.
+    One read takes whole chunks together up to ``read_bytes`` (uncompressed), so zarr decodes
+    them concurrently; at least one chunk is read at a time. ``progress``: a tqdm bar per pass.
     """
 
     def __init__(
@@ -168,15 +158,7 @@ def gather(source: RowSource, out: np.ndarray, desc: str = "read") -> np.ndarray
 
 
 class MemorySource:
-    """Rows already in memory, yielded in blocks of ``block_rows``.
-
-    Parameters
-    ----------
-    X : ndarray (n, n_features)
-    rows : ndarray of int
-        The positions of ``X``'s rows in their split.
-    block_rows : int
-    """
+    """Rows ``X`` in memory (at positions ``rows`` of their split), in blocks of ``block_rows``."""
 
     def __init__(self, X: np.ndarray, rows: np.ndarray, block_rows: int = 4096) -> None:
         self.X = X

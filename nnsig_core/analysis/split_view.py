@@ -1,25 +1,11 @@
 """A split as one driver reads it: the store, the split and the client travel together.
 
-The public entry points resolve the client once (``client=``: a Dask client,
-``None`` for the active one, ``False`` for none) and open a *split view*
-with :func:`split_view`; everything below works on the view, never on a
-loose client:
-
-- :class:`LocalSplit` (here): the split read in this process, block by block
-  (the fit rows of each layer as :class:`~nnsig_core.analysis.fit_rows.SourceRows`,
-  the next layer read ahead while one is clustered); Dask is never imported;
-- ``DaskSplit`` (:mod:`nnsig_core.distributed.split_view`): the split's
-  arrays as dask arrays in blocks of whole chunks on a cluster, the fit rows
-  as delayed blocks on the workers, the layers fitted at the same time.
-
-Both offer the same operations: :meth:`select` (the fit rule's rows, with its
-errors, :mod:`nnsig_core.analysis.selection`), :meth:`n_classes` and
-:meth:`fit_layers` (each layer fitted from its fit rows by one function) for
-the fit; :meth:`assign` (every sample's cluster and distance per layer, by the
-clusterers' one kernel), :meth:`materialize` (where the result lives: here,
-or on a cluster written next to the saved analysis or kept by the workers),
-:meth:`read_saved` and :meth:`signatures` for transform and the saved
-signatures; ``cache_tag`` marks a driver's copy in the analysis's cache.
+The public entry points resolve the client once and open a *split view* with
+:func:`split_view`: :class:`LocalSplit` (here, no Dask) or ``DaskSplit``
+(:mod:`nnsig_core.distributed.split_view`). Both offer the same operations:
+:meth:`select`, :meth:`n_classes` and :meth:`fit_layers` for the fit; :meth:`assign`,
+:meth:`materialize`, :meth:`read_saved` and :meth:`signatures` for transform;
+``cache_tag`` marks a driver's copy in the analysis's cache.
 """
 
 from __future__ import annotations
@@ -52,15 +38,7 @@ def split_view(store: ActivationStore, split: str, client: Any = None, *,
 
 
 class LocalSplit:
-    """A split read in this process.
-
-    Parameters
-    ----------
-    store : ActivationStore
-    split : str
-    progress : bool
-        tqdm bars for the passes over the store.
-    """
+    """A split read in this process (``progress``: tqdm bars for the passes over the store)."""
 
     client = None
     cache_tag: tuple[Any, ...] = ()

@@ -22,31 +22,12 @@ def make_blob_activations(
     seed: int = 0,
     sample_seed: int | None = None,
 ) -> dict[str, Any]:
-    """Gaussian blobs: in every layer, each class is one well-separated blob.
+    """Gaussian blobs: in every layer (``layer0``, ``layer1``...), each class is one blob.
 
-    Parameters
-    ----------
-    n_samples : int
-    n_classes : int
-    layer_shapes : sequence of tuple
-        Unit shape of each layer (named ``layer0``, ``layer1``...).
-    separation : float
-        Scale of the class centres (drawn uniformly in ``[0, separation]``
-        per unit) relative to ``noise``.
-    noise : float
-        Standard deviation of each blob.
-    error_rate : float
-        Share of samples whose prediction is a wrong class.
-    seed : int
-        Seed of the class centres.
-    sample_seed : int, optional
-        Seed of the samples (labels, noise, errors); default ``seed + 1``.
-
-    Returns
-    -------
-    dict
-        ``activations`` (name -> array), ``outputs`` (logits), ``labels``,
-        ``predictions``.
+    Class centres are drawn uniformly in ``[0, separation]`` per unit with ``seed``, samples
+    (labels, noise of standard deviation ``noise``, a share ``error_rate`` of wrong
+    predictions) with ``sample_seed`` (default ``seed + 1``). Returns ``activations`` (name ->
+    array), ``outputs`` (logits), ``labels`` and ``predictions``.
     """
     crng = np.random.default_rng(seed)
     rng = np.random.default_rng(seed + 1 if sample_seed is None else sample_seed)

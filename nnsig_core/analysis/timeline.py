@@ -1,20 +1,10 @@
 """A training timeline: one analysis per checkpoint, with clusters followed between them.
 
-The checkpoints are splits of one store holding the same probe samples,
-captured through the model at several points of its training
-(:class:`~nnsig_core.capture.Probe`). :class:`Timeline` fits one
-:class:`~nnsig_core.analysis.engine.SignatureAnalysis` per checkpoint, on that
-checkpoint's own split, maps the split onto it, then follows each layer's
-clusters from one checkpoint to the next by the probe samples they share
-(:mod:`~nnsig_core.analysis.tracking`): a cluster keeps its *track* id (and its
-colour in the report) while it persists; splits, merges, new and ended clusters
-are named. :meth:`Timeline.changes` lists the samples whose outcome or path
-changed between two checkpoints.
-
-Fitting on every probe sample (``only_correct=False``, the default here, unlike
-``SignatureAnalysis``) is deliberate: early in training most samples are
-misclassified, and the clusters should describe what the network does with
-the whole probe set at that step.
+:class:`Timeline` fits one :class:`~nnsig_core.analysis.engine.SignatureAnalysis` per
+checkpoint split of a :class:`~nnsig_core.capture.Probe`, then follows each layer's
+clusters by the probe samples they share (:mod:`~nnsig_core.analysis.tracking`). It fits
+on every probe sample (``only_correct=False`` by default): early in training most samples
+are misclassified, and the clusters should describe the whole probe set at that step.
 """
 
 from __future__ import annotations
@@ -85,10 +75,6 @@ class Timeline:
         self.params = {"progress": False, **params}
         self.checkpoints_: list[dict[str, Any]] | None = None
 
-    def _make_analysis(self) -> SignatureAnalysis:
-        return SignatureAnalysis(n_clusters=self.n_clusters, only_correct=self.only_correct,
-                                 **self.params)
-
     def fit(self, store: ActivationStore | str | os.PathLike[str],
             splits: Sequence[str] | None = None, *, prefix: str | None = None) -> Timeline:
         """Analyse every checkpoint of ``store`` and match their clusters.
@@ -131,7 +117,8 @@ class Timeline:
         self.checkpoints_ = records
         self.analyses_, self.signatures_ = [], []
         for r in records:
-            a = self._make_analysis().fit(store, r["split"])
+            a = SignatureAnalysis(n_clusters=self.n_clusters, only_correct=self.only_correct,
+                                  **self.params).fit(store, r["split"])
             self.analyses_.append(a)
             self.signatures_.append(a.transform(store, r["split"]))
             log.info("timeline: checkpoint %s analysed", r["split"])

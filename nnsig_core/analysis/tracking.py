@@ -1,20 +1,10 @@
 """Clusters followed from one checkpoint to the next by the samples they share.
 
-A timeline's checkpoints hold the *same* probe samples, so the clusters of a
-layer at two checkpoints are compared by their members: the overlap table
-(clusters before x clusters after, the samples in both) is the whole story.
-
-* :func:`overlap_table` counts it;
-* :func:`match_clusters` keeps a cluster's identity (its *track*) across the
-  step through a Hungarian assignment on the overlap table
-  (``scipy.optimize.linear_sum_assignment``, maximising the shared samples),
-  keeping only the pairs whose Jaccard index reaches ``min_jaccard`` (a
-  forced pairing of two unrelated clusters is not a continuation), and names
-  the **splits** (one cluster whose members go, in shares of at least
-  ``event_share``, to several clusters that are each mostly made of it) and
-  the **merges** (the converse);
-* :func:`assign_tracks` turns the matches of a whole timeline into track ids:
-  a matched cluster keeps its predecessor's track, any other starts a new one.
+A timeline's checkpoints hold the *same* probe samples, so the clusters of a layer at two
+checkpoints are compared by their members: :func:`overlap_table` counts them,
+:func:`match_clusters` pairs clusters by a Hungarian assignment and names splits and
+merges, :func:`assign_tracks` turns a whole timeline's matches into track ids
+(``docs/design.md``, "In a notebook and during training").
 """
 
 from __future__ import annotations
@@ -32,15 +22,7 @@ MOSTLY = 0.5
 
 
 def overlap_table(before: np.ndarray, after: np.ndarray, k_before: int, k_after: int) -> np.ndarray:
-    """``(k_before, k_after)`` counts: samples in cluster i before and in cluster j after.
-
-    Parameters
-    ----------
-    before, after : array (n_samples,) of int
-        One layer's cluster ids of the same samples at two checkpoints.
-    k_before, k_after : int
-        Clusters at each checkpoint.
-    """
+    """``(k_before, k_after)`` counts: samples in cluster i before and in cluster j after."""
     before = np.asarray(before, dtype=np.int64)
     after = np.asarray(after, dtype=np.int64)
     if before.shape != after.shape:
@@ -53,22 +35,11 @@ def match_clusters(overlap: np.ndarray, *, min_jaccard: float = MIN_JACCARD,
                    event_share: float = EVENT_SHARE) -> dict[str, Any]:
     """Which cluster after continues which cluster before, and which split or merged.
 
-    Parameters
-    ----------
-    overlap : array (k_before, k_after)
-        :func:`overlap_table`.
-    min_jaccard : float
-        A Hungarian pair is kept when ``|i & j| / |i | j|`` reaches this.
-    event_share : float
-        A split: cluster i sends at least this share of its members to each of
-        two or more clusters, each made at least half of i's members. A merge:
-        the converse.
-
-    Returns
-    -------
-    dict
-        ``pairs`` (list of ``(i, j)``), ``splits`` (list of ``(i, [j, ...])``),
-        ``merges`` (list of ``([i, ...], j)``), ``jaccard`` (of each pair).
+    A Hungarian pair is kept when its Jaccard index ``|i & j| / |i | j|`` reaches
+    ``min_jaccard``. A split: cluster i sends at least ``event_share`` of its members to each
+    of two or more clusters, each made at least half of i's members; a merge: the converse.
+    Returns ``pairs`` (``(i, j)``), ``splits`` (``(i, [j, ...])``), ``merges``
+    (``([i, ...], j)``) and ``jaccard`` (of each pair).
     """
     C = np.asarray(overlap, dtype=np.float64)
     size_b, size_a = C.sum(axis=1), C.sum(axis=0)
@@ -98,29 +69,13 @@ def match_clusters(overlap: np.ndarray, *, min_jaccard: float = MIN_JACCARD,
 def assign_tracks(ids: Sequence[np.ndarray], n_clusters: Sequence[int], *,
                   min_jaccard: float = MIN_JACCARD,
                   event_share: float = EVENT_SHARE) -> tuple[list[np.ndarray], list[list[dict]], int]:
-    """Track ids of one layer's clusters over a timeline.
+    """Track ids of one layer's clusters over a timeline (``ids``: the same samples' ids).
 
-    Parameters
-    ----------
-    ids : sequence of array (n_samples,)
-        The layer's cluster ids of the same samples at each checkpoint.
-    n_clusters : sequence of int
-        Clusters at each checkpoint.
-    min_jaccard, event_share : float
-        See :func:`match_clusters`.
-
-    Returns
-    -------
-    tracks : list of array (k_t,)
-        Per checkpoint, the track id of each cluster (the first checkpoint's
-        clusters are tracks ``0..k-1``; -1 for an empty cluster after it).
-    events : list of list of dict
-        Per checkpoint (empty for the first), what happened since the one
-        before, in track ids: ``{"kind": "split", "from": [a], "to": [b, c]}``,
-        ``"merge"``, ``"new"`` (``to`` only) and ``"end"`` (``from`` only), plus
-        ``"continued"``: the number of tracks that went on.
-    n_tracks : int
-        Tracks in all.
+    Returns, per checkpoint, the track id of each cluster (the first checkpoint's are
+    ``0..k-1``; -1 for an empty cluster after it); per checkpoint (empty for the first) the
+    events since the one before, in track ids: ``{"kind": "split", "from": [a], "to": [b, c]}``,
+    ``"merge"``, ``"new"`` (``to`` only), ``"end"`` (``from`` only) and ``"continued"`` (the
+    number of tracks that went on); and the number of tracks in all.
     """
     if not ids:
         return [], [], 0

@@ -1,28 +1,4 @@
-"""Capture: run a model over data and stream its hidden layers' activations into a store.
-
-Modules
--------
-api
-    :func:`capture` and :func:`capture_arrays`, the entry points
-    (:func:`capture_distributed`, on a Dask cluster, is
-    :mod:`nnsig_core.distributed.capture`'s, loaded when first used).
-options
-    :class:`CaptureOptions`: the options every capture shares, checked once.
-policy
-    Argument checks; whether a split is created, replaced or resumed.
-batches
-    Cutting the data into ``(inputs, labels, sample_index)`` batches.
-session
-    One capture: runs the adapter, checks each batch, creates the split's arrays.
-writer
-    The background thread writing whole chunks.
-thumbnails
-    Small uint8 images of the inputs, for the viewer.
-repair
-    Re-capturing exactly the rows whose chunks are missing or damaged.
-probe
-    :class:`Probe`: a fixed probe set captured at checkpoints of a training run.
-"""
+"""Capture: run a model over data and stream its hidden layers' activations into a store."""
 
 from typing import TYPE_CHECKING, Any
 

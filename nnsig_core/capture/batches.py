@@ -1,19 +1,9 @@
 """Cutting the user's data into ``(inputs, labels, sample_index)`` batches.
 
-Data is one of:
-
-* two arrays ``(X, y)`` (``y`` may be ``None``), sliced into batches; ``X`` may
-  also be a mapping of arrays (keyword inputs, e.g. ``input_ids`` and
-  ``attention_mask``) or a tuple/list of arrays (positional inputs);
-* a mapping of arrays holding the labels under ``label_key`` (a tokenizer's
-  output with its ``labels``), sliced into batches;
-* an iterable of batches (a ``DataLoader``) whose items are ``(inputs,
-  labels[, sample_index])`` tuples, or mappings (the labels taken out of them
-  under ``label_key``).
-
-Inputs may be one array, a tuple or list of per-input arrays, or a mapping;
-their batch axis is ``batch_axis`` (1 for sequence-first models, whose inputs
-are ``(seq, batch, ...)``); labels always have the batch first.
+The data forms are those of :func:`~nnsig_core.capture.capture`'s ``data``: ``(X, y)``
+(``X`` an array, a tuple of arrays or a mapping), a mapping holding the labels under
+``label_key``, or an iterable of tuple or mapping batches. The inputs' batch axis is
+``batch_axis``; labels always have the batch first.
 """
 
 from __future__ import annotations

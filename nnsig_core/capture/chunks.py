@@ -1,19 +1,9 @@
 """Whole chunks of a capture: encoded as zarr encodes them, written through the store or to files.
 
-Capture writes every array in whole, aligned chunks, in order. For that access
-pattern zarr's general write path (selection, asyncio, a copy per codec) costs
-about three times the encoding and the write themselves, which is what makes
-capture slower than the forward pass it records. :class:`ChunkEncoder`
-encodes a chunk with the array's own codecs (``bytes`` little-endian, then
-optional ``blosc`` or ``zstd``, then the ``crc32c`` checksum every nnsig array
-ends with) and gives its key; ``tests/test_capture.py`` checks that the bytes
-are those zarr writes itself. :func:`write_chunks` writes encoded chunks:
-straight to the files of a local store (optionally fsync'd, see ``durable``),
-or through the store's async ``set`` for any other store.
-
-Arrays whose codecs or chunking are not this plain case get ``None`` from
-:meth:`ChunkEncoder.for_array`, and the writer uses zarr's ordinary
-``array[lo:hi] = block``.
+:class:`ChunkEncoder` encodes a whole, aligned chunk with the array's own codecs, byte
+for byte what zarr writes; :func:`write_chunks` writes them to a local store's files or
+through the store's async ``set`` (``docs/design.md``, "Writing"). Arrays of other codecs
+or chunking get ``None`` from :meth:`ChunkEncoder.for_array` and go through zarr.
 """
 
 from __future__ import annotations

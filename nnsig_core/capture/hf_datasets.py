@@ -1,14 +1,9 @@
 """Hugging Face datasets as capture data: a ``datasets.Dataset`` or ``IterableDataset``,
 read batch by batch.
 
-:func:`as_capture_data` turns one into an iterable of ``(inputs, labels)``
-batches that :func:`~nnsig_core.capture` reads like a DataLoader: the input
-columns (token ids and masks, image tensors...) and the label column are
-selected first, so other columns (the raw text, an undecoded image) are never
-read; each batch comes from ``Dataset.iter(batch_size=...)`` in the dataset's
-own format (``set_format("torch")``, ``"numpy"``, or Python lists, stacked
-here). Nothing here imports ``datasets``: a dataset is recognised by its
-class, and the package is only used through the object the caller passes.
+:func:`as_capture_data` selects the input and label columns first, so other columns are
+never read, and reads batches in the dataset's own format. Nothing here imports
+``datasets``: a dataset is recognised by its class.
 """
 
 from __future__ import annotations
@@ -56,34 +51,13 @@ class HFBatches:
 
 def as_capture_data(data: Any, *, batch_size: int, input_columns: str | Sequence[str] | None,
                     label_column: str | None) -> tuple[Any, list[str] | None]:
-    """``data`` as capture reads it, and the class names its label column declares.
+    """``data`` as capture reads it, and the class names of a ``ClassLabel`` label column (or None).
 
-    A Hugging Face dataset becomes :class:`HFBatches`; anything else is returned
-    as it is (``input_columns`` is then refused: it names dataset columns).
-
-    Parameters
-    ----------
-    data : Any
-    batch_size : int
-        Rows per batch read from the dataset.
-    input_columns : str, sequence of str or None
-        One column (its values are the model's one positional input), several
-        (a mapping of keyword inputs: ``["input_ids", "attention_mask"]``), or
-        None: every column but the label column and text columns (one of them
-        positional, several as keyword inputs).
-    label_column : str or None
-        The labels' column; by default ``"labels"``, else ``"label"``, else none.
-
-    Returns
-    -------
-    data, class_names
-        ``class_names`` from a ``ClassLabel`` label column, else None.
-
-    Raises
-    ------
-    CaptureError
-        For a column the dataset does not have, or no input column; the
-        message lists the dataset's columns.
+    A Hugging Face dataset becomes :class:`HFBatches` of ``batch_size`` rows; anything else is
+    returned as it is (``input_columns`` is then refused: it names dataset columns).
+    ``input_columns`` and ``label_column`` are :func:`~nnsig_core.capture.capture`'s
+    ``input_columns`` and ``label_key``. Raises :class:`CaptureError` for a column the dataset
+    does not have, or no input column; the message lists the dataset's columns.
     """
     if not is_hf_dataset(data):
         if input_columns is not None:

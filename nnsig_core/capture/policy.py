@@ -140,11 +140,8 @@ def rows_to_repair(store: ActivationStore, split: str) -> list[tuple[int, int]]:
     """The row ranges of ``split`` whose chunks are missing or damaged (``nnsig verify`` of
     the split), which a resumed capture re-captures.
 
-    Raises
-    ------
-    StoreError
-        When metadata of the split is damaged or one of its arrays is gone: only
-        ``overwrite=True`` restores those.
+    StoreError when metadata of the split is damaged or one of its arrays is gone: only
+    ``overwrite=True`` restores those.
     """
     report = store.verify(split=split)
     lost = [p for p in report.problems if p.kind == "metadata" or p.key.endswith("zarr.json")]

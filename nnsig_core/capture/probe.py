@@ -1,19 +1,9 @@
 """A fixed probe set captured at checkpoints of a training run, one split per checkpoint.
 
-:class:`Probe` is framework-neutral: it is given a function that makes an
-adapter for a model (``nnsig_torch.TorchProbe`` and ``nnsig_keras.KerasProbe``
-give it theirs, and the Lightning, Hugging Face and Keras callbacks call it).
-Each :meth:`Probe.capture` writes the probe set's activations under the split
-``<prefix>_<step>`` (zero-padded, so the names sort by step) and records the
-checkpoint with the split (``split_attrs(split)["checkpoint"]``): its step, its
-epoch, the weights' fingerprint and the seconds the capture took.
-
-It is resumable: a step whose split is complete and was captured with the same
-weights is skipped (a training run restarted from a checkpoint calls it again),
-an interrupted one is captured again, and one captured with other weights (the
-restarted run took another path) is replaced. :func:`list_checkpoints` lists the
-checkpoints of a store in step order; :class:`~nnsig_core.analysis.timeline.Timeline`
-analyses them.
+:class:`Probe` is framework-neutral: it is given a function that makes an adapter for a
+model. Each :meth:`Probe.capture` writes one split and records the checkpoint with it;
+a step already captured with the same weights is skipped (``docs/design.md``, "The
+probe"). :func:`list_checkpoints` lists a store's checkpoints in step order.
 """
 
 from __future__ import annotations

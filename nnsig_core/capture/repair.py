@@ -1,14 +1,8 @@
 """Repairs: the rows of a split that ``nnsig verify`` finds missing or damaged, re-captured.
 
-A resumed capture (``capture(..., resume=True)``, or ``capture_distributed``'s)
-first verifies the chunks of the rows already written. Every chunk that is
-missing or fails its checksum is captured again: the data is read from the
-start, batches holding none of those rows are skipped (their labels checked
-against the stored ones, as for any resume), and the batches holding them are
-run through the model, cut exactly as the first capture cut them, so the
-chunks written again are byte for byte those that were lost. Every array's
-chunk of those rows is written (the arrays share their chunk rows), since a
-model gives all of them at once.
+A resumed capture skips the batches holding none of those rows (checking their labels)
+and runs the others, cut as the first capture cut them, so every array's chunks of those
+rows are written again byte for byte (``docs/design.md``, "Repairs").
 """
 
 from __future__ import annotations
@@ -27,12 +21,7 @@ log = logging.getLogger("nnsig")
 
 class Repairs:
     """The row ranges ``[(first, last), ...]`` (whole chunks) of ``session``'s split to capture
-    again, fed the batches that hold them (see the module doc).
-
-    Attributes
-    ----------
-    rows, bytes : int
-        Rows re-captured and encoded bytes written so far.
+    again, fed the batches that hold them; ``rows`` and ``bytes`` count what is written so far.
     """
 
     def __init__(self, session: Any, ranges: list[tuple[int, int]]) -> None:

@@ -31,22 +31,9 @@ log = logging.getLogger("nnsig")
 class TokenSpace:
     """Creates and feeds the token row space of one capture (see the module docstring).
 
-    Parameters
-    ----------
-    store : ActivationStore
-    split : str
-        The sample-level split the tokens belong to.
-    dtype : numpy.dtype
-        Storage type of the activations.
-    compressor : zarr codec or None
-    chunk_bytes : int
-        Target size of a chunk of the widest array.
-    base_info : callable
-        ``() -> dict`` of the split attributes shared with the sample-level split
-        (framework, model summary, class names, capture settings).
-    durable : bool
-        As for :func:`~nnsig_core.capture.capture`: fsync the token split's chunks and
-        metadata before it is marked complete.
+    ``split`` is the sample-level split the tokens belong to; ``base_info()`` gives the split
+    attributes shared with it (framework, model summary, class names, capture settings);
+    ``dtype``, ``compressor``, ``chunk_bytes`` and ``durable`` are the capture's.
     """
 
     def __init__(
@@ -124,13 +111,8 @@ class TokenSpace:
         self.writer.submit(rows)
 
     def prepare(self, tokens: Mapping[str, TokenRows], model: Mapping[str, Any]) -> None:
-        """Describe the token-level layers of the first batch and check them against the
-        store's other token row spaces, before anything is created.
-
-        Raises
-        ------
-        StoreError
-            When they differ from another token row space's layers.
+        """Describe the token-level layers of the first batch and check them against the store's
+        other token row spaces (StoreError when they differ), before anything is created.
         """
         self.names = list(tokens)
         self.keys = [layer_key(x) for x in self.names]

@@ -27,20 +27,8 @@ log = logging.getLogger("nnsig")
 def parse_classes(spec: str | None) -> list[int] | None:
     """``"0-4"`` -> [0, 1, 2, 3, 4]; ``"1,3,5-6"`` -> [1, 3, 5, 6]; None -> None.
 
-    Parameters
-    ----------
-    spec : str or None
-        Comma-separated class numbers and inclusive ranges ``LO-HI``.
-
-    Returns
-    -------
-    list of int or None
-        The classes, sorted, without repeats.
-
-    Raises
-    ------
-    ValueError
-        When ``spec`` cannot be read or names no class.
+    The classes come sorted, without repeats; ValueError when ``spec`` cannot be read or
+    names no class.
     """
     if spec is None:
         return None
@@ -65,23 +53,7 @@ def parse_classes(spec: str | None) -> list[int] | None:
 
 
 def parse_clusters(spec: str) -> int | dict[str, int]:
-    """``"10"`` -> 10; ``"fc1=8,fc2=12"`` -> {"fc1": 8, "fc2": 12}.
-
-    Parameters
-    ----------
-    spec : str
-        The value of ``--clusters``: one count for every layer, or
-        ``LAYER=K`` pairs.
-
-    Returns
-    -------
-    int or dict of str to int
-
-    Raises
-    ------
-    ValueError
-        When ``spec`` cannot be read.
-    """
+    """``"10"`` -> 10; ``"fc1=8,fc2=12"`` -> {"fc1": 8, "fc2": 12}; ValueError when unreadable."""
     spec = spec.strip()
     try:
         if "=" not in spec:

@@ -12,20 +12,7 @@ from nnsig_core._util import format_bytes
 
 
 def format_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
-    """Left-aligned plain-text table, numbers right-aligned.
-
-    Parameters
-    ----------
-    rows : sequence of sequences
-        The cells, one sequence per row, printed with ``str``.
-    header : sequence of str
-        The column names; a line of dashes follows them.
-
-    Returns
-    -------
-    str
-        The table, lines joined by newlines, trailing spaces removed.
-    """
+    """Left-aligned plain-text table, numbers right-aligned, a line of dashes under ``header``."""
     cells = [[str(h) for h in header]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     numeric = [
@@ -50,17 +37,7 @@ def _is_number(s: str) -> bool:
 
 
 def format_info(summary: dict[str, Any]) -> str:
-    """The text of ``nnsig info``: each split's samples, size, completeness, model and layers.
-
-    Parameters
-    ----------
-    summary : dict
-        :meth:`nnsig_core.store.ActivationStore.summary`.
-
-    Returns
-    -------
-    str
-    """
+    """The text of ``nnsig info`` from :meth:`~nnsig_core.store.ActivationStore.summary`."""
     out = [f"store: {summary['path']}  (format {summary.get('format_version')})"]
     if not summary["splits"]:
         out.append("no splits")

@@ -1,20 +1,16 @@
 """nnsig on a Dask cluster: capture and analysis as per-chunk tasks that ``dask.distributed`` moves.
 
-Nothing here is a scheduler or a cluster protocol: the per-chunk work is
-written here, Dask runs it. Dask is imported only when a distributed function
-runs (``pip install "nnsig[dask]"``); without a client nnsig runs its
-single-process code and never imports it.
+Nothing here is a scheduler or a cluster protocol: the per-chunk work is written here,
+Dask runs it. Dask is imported only when a distributed function runs
+(``pip install "nnsig[dask]"``); without a client nnsig runs its single-process code.
 
-- :func:`capture_distributed` (:mod:`.capture`): one task per shard of rows.
-- ``SignatureAnalysis.fit/transform/save(..., client=...)``: the split view of a cluster
-  (:mod:`.split_view`: the fit rows as delayed blocks, whose reductions give the bins, the
-  PCA and Lloyd's k-means; :mod:`.reductions`: the split in blocks and the fit rows'
-  masks; :mod:`.writing`: dask arrays written by the workers); the signatures are
+- :func:`capture_distributed`: one task per shard of rows.
+- ``SignatureAnalysis.fit/transform/save(..., client=...)``: the fit rows as blocks on the
+  workers, whose reductions give the bins, the PCA and Lloyd's k-means; the signatures are
   :class:`~nnsig_core.analysis.Signatures` over dask arrays, whose tables are reductions.
-- ``signature_scores``/``Baselines`` with a client: the diagnostics' own block kernels, run
-  by the executor's Dask driver (:func:`nnsig_core.execute.blocks.map_blocks`).
-- :func:`connect`, :func:`parse_scheduler`, :func:`resolve_client`
-  (:mod:`nnsig_core.execute.client`): the CLI's ``--scheduler``.
+- ``signature_scores``/``Baselines`` with a client: the diagnostics' block kernels on the
+  workers.
+- :func:`connect`, :func:`parse_scheduler`, :func:`resolve_client`: the CLI's ``--scheduler``.
 """
 
 from __future__ import annotations

@@ -1,43 +1,9 @@
 """Capture on a Dask cluster: one task per shard of rows, each writing its own chunks.
 
-:func:`capture_distributed` is :func:`nnsig_core.capture` for a map-style
-data set (``len`` and ``dataset[i]``, e.g. a torch ``Dataset``, or ``(X, y)``
-arrays) and a cluster:
-
-1. The driver claims the split (one writer per split, as every capture) and
-   ships the job to every worker once (``client.scatter``): the picklable
-   ``make_adapter``, the data set, the settings.
-2. A first task runs on a worker, not on the driver: it builds the model
-   (``make_adapter()``, kept by that worker for its shards), checks its
-   weights against the store's other splits, and runs the first batch through
-   the same :class:`~nnsig_core.capture.session.CaptureSession` as a
-   single-process capture, which creates the split's arrays from the layers'
-   shapes exactly as that capture does (same chunking, same metadata); the
-   batch itself is not written. It runs on a worker because the driver may
-   not be able to hold or run the model (memory, a GPU it lacks), and one
-   batch, not a whole shard, because the shapes are all it needs.
-3. One task per shard of ``shard_rows`` rows (a multiple of the chunk length
-   and of the batch size, so shards own whole chunks and cut the data into
-   the batches a single-process capture would): the worker builds its adapter
-   once (cached per worker process), runs its rows batch by batch through a
-   session that writes whole chunks (the same encoder and writer), then
-   writes the shard's marker ``.nnsig-claims/<split>.shards/<i>.json``
-   through the store's API. A task that fails (an exception, a lost worker)
-   is retried by Dask up to ``retries`` times; errors in the data or the model
-   (:class:`CaptureError`, :class:`StoreError`, NaN) stop the capture at once.
-4. The driver records the rows written (the contiguous prefix of done
-   shards) as the split's ``n_written`` about once a second, and marks the
-   split complete only after every shard's task has returned; the markers
-   are then removed. ``resume=True`` runs only the shards without a marker
-   of this capture (its ``capture_id``), and in the shards done captures
-   again exactly the chunks ``nnsig verify`` finds missing or damaged (or
-   missing past the rows recorded as written): one task per such shard runs
-   only the batches holding those rows (:func:`~nnsig_core.distributed.shards.repair_task`),
-   and the split records what was re-captured (``capture.repaired``: rows,
-   bytes).
-
-The chunks are byte-identical to a single-process ``capture`` of the same data
-with the same ``batch_size`` (``tests/test_distributed_capture.py``).
+The driver claims the split, a first task creates its arrays on a worker, one task per
+shard writes whole chunks and a marker; ``docs/design.md`` ("Distributed capture")
+gives the steps and the failures. The chunks are byte-identical to a single-process
+``capture`` of the same data and ``batch_size`` (``tests/test_distributed_capture.py``).
 """
 
 from __future__ import annotations

@@ -1,26 +1,9 @@
 """A split on the cluster: its arrays as dask arrays in row blocks, the fit rows, tree reductions.
 
-Every distributed computation of the analysis and the diagnostics is built
-from the pieces here:
-
-- :class:`SplitBlocks`: one split's arrays read with ``dask.array.from_zarr``
-  in *blocks* of whole chunks (about :func:`block_bytes` of the widest layer:
-  :data:`BLOCK_BYTES`, or a sixteenth of the smallest worker's memory limit
-  when that is less, fixed per client; and at least :data:`MIN_BLOCKS` blocks
-  when the split has that many chunks), so all arrays of a split share row
-  boundaries; the metadata arrays (labels, predictions) and a layer's rows,
-  flattened to float32 and checked for NaN/Inf as the single-process reader
-  checks them.
-- :func:`fit_mask`: which rows the fit uses (``only_correct``, ``classes``),
-  as a dask array, with the errors of
-  :func:`~nnsig_core.analysis.fit_sample_mask` computed from counts.
-- :func:`~nnsig_core.execute.dask_blocks.tree_reduce` (used with them): per-block partial results (dicts of NumPy arrays)
-  merged pairwise up a tree of tasks on the workers; only the root reaches
-  the driver.
-
-Large objects that every task needs (centroids, a fitted feature map) are
-scattered to the workers once (:func:`broadcast`) and passed to tasks as
-futures, never embedded in each task.
+:class:`SplitBlocks` reads a split's arrays with ``dask.array.from_zarr`` in blocks of
+whole chunks (sizes: ``docs/design.md``, "Distributed analysis"), so all its arrays share
+row boundaries; :func:`fit_mask` gives the fit rows as a dask array. Objects every task
+needs are scattered once (:func:`broadcast`) and passed to tasks as futures.
 """
 
 from __future__ import annotations
@@ -86,14 +69,8 @@ def _flat_checked(raw: np.ndarray, lo: int, check: _LayerCheck,
 class SplitBlocks:
     """One split's arrays on the cluster, cut into the same row blocks.
 
-    Parameters
-    ----------
-    client : dask.distributed.Client
-    store : ActivationStore
-    split : str
-    block_rows : int, optional
-        Rows per block (a multiple of the split's chunk length); default:
-        :func:`block_bytes` of the widest layer, at least :data:`MIN_BLOCKS` blocks.
+    ``block_rows`` (a multiple of the split's chunk length) defaults to :func:`block_bytes` of
+    the widest layer, in at least :data:`MIN_BLOCKS` blocks.
     """
 
     def __init__(self, client: Any, store: ActivationStore, split: str,
@@ -115,10 +92,6 @@ class SplitBlocks:
         self.block_rows = int(block_rows)
         self.bounds = [(lo, min(lo + self.block_rows, self.n))
                        for lo in range(0, max(self.n, 1), self.block_rows)] if self.n else []
-
-    @property
-    def n_blocks(self) -> int:
-        return len(self.bounds)
 
     def _from_zarr(self, array: Any) -> Any:
         import dask.array as da
@@ -158,23 +131,18 @@ class SplitCounts:
 
     n: int
     label_counts: np.ndarray  # samples per label >= 0
-    n_unlabelled: int
     max_label: int
     max_prediction: int
-
-    @property
-    def present(self) -> list[int]:
-        return [int(c) for c in np.flatnonzero(self.label_counts)]
 
 
 def split_counts(blocks: SplitBlocks) -> SplitCounts:
     """Label counts and the largest label and prediction of a split, by one reduction."""
     if blocks.n == 0:
-        return SplitCounts(0, np.zeros(0, np.int64), 0, -1, -1)
+        return SplitCounts(0, np.zeros(0, np.int64), -1, -1)
     r = reduce_columns(label_counts_part, merge_label_counts,
                        (blocks.meta("labels"), blocks.meta("predictions")), client=blocks.client)
-    return SplitCounts(blocks.n, np.asarray(r["labels"], dtype=np.int64), int(r["unlabelled"]),
-                       int(r["label_max"]), int(r["pred_max"]))
+    return SplitCounts(blocks.n, np.asarray(r["labels"], dtype=np.int64), int(r["label_max"]),
+                       int(r["pred_max"]))
 
 
 def n_classes_of(store: ActivationStore, split: str, counts: SplitCounts) -> int:

@@ -1,11 +1,6 @@
-"""The worker side of :func:`~nnsig_core.distributed.capture.capture_distributed`.
-
-The job every task shares (shipped to each worker once), the adapter each
-worker builds once per model (``make_adapter()``, cached per worker process;
-runs of one adapter are serialised), the two tasks (prepare: build the model,
-check its weights, create the split's arrays from one batch; shard: capture
-rows ``lo:hi`` and write its marker), and the shard markers, written and read
-through the store's API.
+"""The worker side of :func:`~nnsig_core.distributed.capture.capture_distributed`: the job,
+the adapter each worker builds once per model, the prepare and shard tasks, and the shard
+markers, written and read through the store's API.
 """
 
 from __future__ import annotations

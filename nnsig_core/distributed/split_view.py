@@ -1,27 +1,16 @@
 """The Dask driver's split view: a split on a cluster, its fit rows as delayed blocks.
 
-:class:`DaskSplit` is :class:`~nnsig_core.distributed.reductions.SplitBlocks`
-(the split's arrays as dask arrays in blocks of whole chunks) with the
-operations of the local view (:class:`~nnsig_core.analysis.split_view.LocalSplit`):
-the fit rule's rows as a boolean mask per block, computed on the workers
-(only their count per block reaches the driver); each layer's fit rows as
-:class:`DaskRows`, the :class:`~nnsig_core.analysis.fit_rows.FitRows` whose
-every reduction runs per block on the workers and merges in a tree.
+:class:`DaskSplit` is :class:`~nnsig_core.distributed.reductions.SplitBlocks` with the
+operations of the local view (:class:`~nnsig_core.analysis.split_view.LocalSplit`); each
+layer's fit rows are :class:`DaskRows`, whose reductions run per block on the workers.
 
 The layers are fitted at the same time (one driver thread each, at most
 :data:`MAX_CONCURRENT_LAYERS`): a Lloyd iteration waits for a round trip to the
 workers, which the other layers' tasks fill. Rows kept for the passes
 (:meth:`DaskRows.keep`) stay in the workers' memory, within one budget shared
 by those layers: :data:`PERSIST_FRACTION` of the cluster's memory limit.
-
-Transform assigns every sample with ``map_blocks`` over each layer and
-returns :class:`~nnsig_core.analysis.Signatures` over dask arrays; only
-aggregates reach the driver. Where they live (:meth:`DaskSplit.materialize`):
-when the store holds this very analysis and is writable, the workers write
-them next to it (a temporary group moved into place once whole, as every
-save does) and the result reads them from there; otherwise they stay in the
-workers' memory until a save writes them
-(:func:`~nnsig_core.distributed.writing.write_blocks`).
+Transform's signatures are written next to the analysis by the workers when the store
+holds it and is writable (:meth:`DaskSplit.materialize`), else kept in their memory.
 """
 
 from __future__ import annotations

@@ -1,20 +1,10 @@
 """The executor's one protocol: a per-block *part* with a *merge*, and rows picked by position.
 
-Every aggregate nnsig computes over a split (the fit rows' counts, the joint
-table behind every signature table, exemplars, the report's histograms,
-thresholds and map draw) is written once as a part with a merge:
-``part(*columns, lo=first_row, **kw)`` returns a dict of NumPy arrays for one
-block of rows, and ``merge(*parts)`` combines several (default: :func:`merge_parts`).
-:func:`reduce_columns` runs it by one of two drivers, chosen by the columns
-themselves:
-
-- **local** (NumPy or zarr columns): in this process, over row blocks aligned
-  to the columns' chunks (NumPy columns are one block); Dask is never imported;
-- **Dask** (any dask column): per block on the workers, merged in a tree; only
-  the merged result reaches this process (:mod:`nnsig_core.execute.dask_blocks`).
-
-:func:`take` picks rows by position the same way: a dask array's rows are
-read by the workers, and only those rows come back.
+``part(*columns, lo=first_row, **kw)`` returns a dict of NumPy arrays for one block of
+rows, ``merge(*parts)`` combines several (default: :func:`merge_parts`).
+:func:`reduce_columns` runs it here over chunk-aligned blocks for NumPy or zarr columns,
+or per block on the workers when a column is a dask array
+(:mod:`nnsig_core.execute.dask_blocks`); :func:`take` picks rows by position the same way.
 """
 
 from __future__ import annotations

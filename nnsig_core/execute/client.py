@@ -1,14 +1,9 @@
 """Which Dask client a computation runs on: the one given, the active one, or one made here.
 
-Nothing here imports Dask at module level, and :func:`resolve_client` does
-not import it either unless ``dask.distributed`` is already loaded: without
-a client, nnsig runs its single-process code and Dask is never imported
-(``tests/test_distributed_embedded.py`` checks it).
-
-``--scheduler`` of the CLI takes ``ADDRESS`` (``tcp://host:8786``, or any
-address ``dask.distributed.Client`` accepts) or ``local:N`` (a
-``LocalCluster`` of ``N`` single-threaded worker processes on this machine,
-started for the command and closed after it); :func:`connect` opens either.
+Nothing here imports Dask unless ``dask.distributed`` is already loaded
+(``tests/test_distributed_embedded.py``). :func:`connect` opens what the CLI's
+``--scheduler`` names: ``ADDRESS`` (``tcp://host:8786``) or ``local:N`` (a
+``LocalCluster`` of ``N`` single-threaded worker processes, closed after the command).
 """
 
 from __future__ import annotations

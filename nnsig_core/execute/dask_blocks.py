@@ -1,14 +1,8 @@
 """The Dask driver of the executor: the same parts and merges, run per block on the workers.
 
-A part runs on every row block of its columns (dask arrays, aligned to the
-first one's blocks) and the partial results are merged pairwise up a tree of
-tasks (:data:`SPLIT_EVERY` at a time); only the root reaches this process.
-Large objects that every task needs (centroids, a fitted feature map) are sent
-once (:func:`broadcast`), never embedded in each task. Nothing else of nnsig
-is a scheduler: Dask schedules, moves data, retries and spills.
-
-Imported only when a column is a dask array or a client was given, so a
-single-process session never imports Dask.
+Partial results are merged pairwise up a tree of tasks (:data:`SPLIT_EVERY` at a time);
+only the root reaches this process. What every task needs is sent once
+(:func:`broadcast`). Imported only when a column is a dask array or a client was given.
 """
 
 from __future__ import annotations

@@ -1,19 +1,5 @@
 """The adapter layer: the protocol every adapter follows, and what adapters share.
 
-Modules:
-
-``protocol``
-    :class:`Adapter` (what :func:`nnsig_core.capture` needs from a model),
-    :class:`LayerSummary`, :class:`ModelSummary`.
-``arrays``
-    :class:`ArrayAdapter`, for activations already computed by any framework.
-``select``
-    Layer selection by name, glob pattern or class (:func:`resolve_selection`)
-    and its errors, :class:`LayerSelectionError` and :class:`UnknownLayerError`.
-``finite``
-    :class:`NonFiniteActivationError` and the sum-first check for NaN and Inf
-    (:func:`check_finite`), used by the adapters and by store readers.
-
 Framework adapters (``nnsig_torch``, ``nnsig_keras``) live in their own
 packages; nothing here imports a deep-learning framework.
 """

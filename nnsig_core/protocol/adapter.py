@@ -1,33 +1,4 @@
-"""The adapter protocol: what :func:`nnsig_core.capture` needs from a model.
-
-An *adapter* is the only thing :func:`nnsig_core.capture` knows about a model.
-Framework adapters (``nnsig_torch.TorchAdapter``, ``nnsig_keras.KerasAdapter``)
-live in their own packages and are imported lazily by the user; the core never
-imports a deep-learning framework.
-
-The protocol is deliberately narrow:
-
-``framework``
-    A short string (``"torch"``, ``"keras"``, ``"arrays"``) recorded in the store.
-``run(inputs)``
-    Run one batch and return ``(outputs, activations)``: ``outputs`` a NumPy
-    array of shape ``(n, n_outputs)`` (logits or scores) and ``activations`` a
-    mapping from layer name to a NumPy array of shape ``(n, *unit_shape)``, in
-    the same, stable layer order on every call.
-``model_summary()``
-    A JSON-serialisable dict describing the model (see :class:`ModelSummary`),
-    valid after the first ``run`` (shapes may only be known then).
-``to_numpy(x)``
-    Convert a batch of inputs or labels from the framework's type to NumPy
-    (on the host), used for labels and for input thumbnails.
-
-Optionally, ``batch_images(inputs)`` returns the images of a batch for
-thumbnails (``capture(..., keep_inputs=True)``) when they are not the inputs
-themselves, as for :class:`~nnsig_core.protocol.ArrayAdapter`, whose inputs are
-sample positions; and ``model_fingerprint()`` returns a string identifying the
-model's weights (a hash), recorded with each split so that a capture is never
-resumed, nor a split added to a store, with other weights unnoticed.
-"""
+"""The adapter protocol: what :func:`nnsig_core.capture` needs from a model (``docs/design.md``)."""
 
 from __future__ import annotations
 
@@ -57,7 +28,14 @@ class ModelSummary(TypedDict, total=False):
 
 @runtime_checkable
 class Adapter(Protocol):
-    """What :func:`nnsig_core.capture` needs from a model (see the module docstring)."""
+    """What :func:`nnsig_core.capture` needs from a model; the core never imports a framework.
+
+    Optionally, ``batch_images(inputs)`` returns the images of a batch for thumbnails
+    (``keep_inputs=True``) when they are not the inputs themselves (as for
+    :class:`~nnsig_core.protocol.ArrayAdapter`, whose inputs are sample positions), and
+    ``model_fingerprint()`` a string identifying the model's weights, recorded with each
+    split so that a capture is never resumed, nor a split added, with other weights unnoticed.
+    """
 
     framework: str
 

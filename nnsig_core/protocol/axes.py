@@ -1,45 +1,7 @@
 """Axis layouts of captured tensors, and the ``pool=`` / ``layout=`` specs every adapter shares.
 
-A captured tensor has a batch axis (always first once the adapter has moved
-it there), at most one *channel* axis (the features: conv channels, embedding
-width) and zero or more *position* axes (spatial positions of a feature map,
-tokens of a sequence). Its layout is written with one letter per axis:
-
-========== ========================================================
-``NC``      a vector per sample (a dense layer), nothing to pool
-``NCL``     channels first, one position axis (``Conv1d``)
-``NLC``     channels last, one position axis: a sequence of tokens
-``NCHW``    channels first, two position axes (PyTorch convolutions)
-``NHWC``    channels last, two position axes (Keras convolutions, Swin, ConvNeXt blocks)
-``NCDHW``   channels first, three position axes (``NDHWC`` channels last)
-========== ========================================================
-
-``"channels_first"`` and ``"channels_last"`` stand for the layout of that kind
-whatever the number of position axes. A layout with exactly one position axis
-is a *sequence*: ``"cls"``, ``"last"`` and the attention mask apply to it.
-
-Pooling modes (``pool=``), applied per sample:
-
-``"auto"`` (the default)
-    ``"mean"`` over the positions when the layout has any, else unchanged.
-``"mean"``, ``"max"``
-    Over the position axes, keeping the channels: ``(n, C, H, W)`` and
-    ``(n, H, W, C)`` both give ``(n, C)``; ``(n, L, D)`` gives ``(n, D)``.
-    Padding (an attention mask) is left out of a sequence's mean and max.
-``"cls"``, ``"last"``
-    Sequences only: the first token (the first non-padding one with a mask),
-    or the last non-padding token (for decoders).
-``"tokens"``
-    Every position a row of its own, in a separate token-level row space
-    that records each row's sample and position (see :class:`~nnsig_core.protocol.token_rows.TokenRows`).
-    Padding tokens are left out.
-``"flatten"``, ``None``
-    ``(n, prod(unit shape))``; the per-sample shape unchanged.
-callable
-    ``f(batch) -> (n, ...)``, in the adapter's array type.
-
-A tuple of one sample-level mode and ``"tokens"`` (``("cls", "tokens")``)
-captures the layer both ways: one row per sample, and one row per token.
+A layout has one letter per axis (``NC``, ``NCHW``, ``NLC``, ...); the layouts and the
+pooling modes are described in ``docs/design.md`` ("Layouts and pooling").
 """
 
 from __future__ import annotations
@@ -72,14 +34,8 @@ class AmbiguousLayoutError(ValueError):
 
 @dataclass(frozen=True)
 class Layout:
-    """Where the channels are in a batch-first tensor, and how many position axes it has.
-
-    Attributes
-    ----------
-    channels : {"first", "last"}
-        The channel axis is axis 1 (``"first"``) or the last axis.
-    positions : int
-        Number of position axes (0 for a vector per sample).
+    """Where the channels are in a batch-first tensor (axis 1, ``"first"``, or the last axis,
+    ``"last"``), and how many position axes it has (0 for a vector per sample).
     """
 
     channels: str
@@ -122,19 +78,10 @@ class Layout:
 def parse_layout(spec: str, ndim: int | None = None) -> Layout:
     """The :class:`Layout` a ``layout=`` string stands for, for a batch of ``ndim`` axes.
 
-    Parameters
-    ----------
-    spec : str
-        One of :data:`LAYOUT_NAMES` (``"NTC"``, ``"NCT"`` and lower case are
-        accepted), ``"channels_first"`` or ``"channels_last"``.
-    ndim : int, optional
-        The number of axes of the batch (batch axis included); checked
-        against ``spec``, and needed for ``channels_first`` / ``channels_last``.
-
-    Raises
-    ------
-    ValueError
-        For an unknown string, or one whose number of axes is not ``ndim``.
+    ``spec``: one of :data:`LAYOUT_NAMES` (``"NTC"``, ``"NCT"`` and lower case are
+    accepted), ``"channels_first"`` or ``"channels_last"`` (these need ``ndim``, the batch
+    axis included). ValueError for an unknown string, or one whose number of axes is not
+    ``ndim``.
     """
     if not isinstance(spec, str):
         raise TypeError(f"A layout must be a string such as 'NCHW' or 'NLC', got {spec!r}.")
@@ -184,12 +131,8 @@ def _check_mode(mode: Any, where: str) -> None:
 
 
 def check_pool(pool: Any) -> Any:
-    """Validate ``pool`` (a mode or a ``{name_or_glob: mode}`` mapping) and return it.
-
-    Raises
-    ------
-    ValueError, TypeError
-        For an unknown mode or a key that is not a non-empty string.
+    """Validate ``pool`` (a mode or a ``{name_or_glob: mode}`` mapping) and return it;
+    ValueError or TypeError for an unknown mode or a key that is not a non-empty string.
     """
     if isinstance(pool, Mapping):
         for key, mode in pool.items():
@@ -234,15 +177,8 @@ def _lookup(spec: Any, names: Sequence[str]) -> tuple[Any, str | None, bool]:
 def pool_for(pool: Any, names: Sequence[str], default: Any = "auto") -> tuple[Any, str | None]:
     """The pooling mode of one capture, and the ``pool`` key that chose it.
 
-    Parameters
-    ----------
-    pool : mode or mapping
-        The adapter's ``pool=``.
-    names : sequence of str
-        The capture's names, most specific first (``"block.relu:1"``,
-        ``"block.relu"``).
-    default : mode
-        For captures a mapping does not match.
+    ``names`` are the capture's names, most specific first (``"block.relu:1"``,
+    ``"block.relu"``); ``default`` is for captures a mapping does not match.
     """
     if not isinstance(pool, Mapping):
         return pool, None

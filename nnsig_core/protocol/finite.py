@@ -1,10 +1,5 @@
-"""Finding NaN and infinities in activations: one error, one check, for adapters and readers.
-
-The check is *sum-first*: a float32 sum is not finite whenever what it sums
-holds a NaN or an infinity, and a sum reads its input without writing a
-boolean copy of it, so a block that is finite costs one reduction. A sum can
-also overflow with finite values, so the rows whose sum is not finite are
-confirmed element-wise before anything is reported.
+"""Finding NaN and infinities in activations: one error, one *sum-first* check
+(:func:`nonfinite_rows`), for adapters and readers.
 """
 
 from __future__ import annotations

@@ -68,34 +68,13 @@ def pool_array(
     a: np.ndarray, mode: Any, layout: Layout | None, mask: np.ndarray | None = None,
     name: str = "?", fix: str = "pass layout={name: 'NCHW' | 'NHWC' | 'NLC' ...}",
 ) -> np.ndarray:
-    """Pool one batch ``(n, ...)`` per sample (sample-level modes; see the module docstring).
+    """Pool one batch ``(n, ...)``, batch axis first, per sample with a sample-level ``mode``.
 
-    Parameters
-    ----------
-    a : numpy.ndarray
-        The batch, batch axis first.
-    mode : str, callable or None
-        ``"auto"``, ``"mean"``, ``"max"``, ``"cls"``, ``"last"``, ``"flatten"``,
-        ``None`` or a callable.
-    layout : Layout or None
-        The batch's layout; ``None`` when unknown.
-    mask : numpy.ndarray, optional
-        ``(n, L)``, true for real tokens; used for sequences of length ``L``.
-    name, fix : str
-        For the error messages: the layer, and how the user sets its layout.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(n, ...)`` float32; ``(n,)`` becomes ``(n, 1)``.
-
-    Raises
-    ------
-    AmbiguousLayoutError
-        When the mode needs the layout and it is unknown.
-    ValueError
-        ``"cls"``/``"last"`` on a tensor that is not a sequence, or a sample
-        without any token.
+    ``layout`` is ``None`` when unknown; ``mask`` ``(n, L)`` marks the real tokens of sequences
+    of length ``L``; ``name`` and ``fix`` (how the user sets the layer's layout) go into the
+    messages. Returns ``(n, ...)`` float32 (``(n,)`` becomes ``(n, 1)``). Raises
+    :class:`AmbiguousLayoutError` when the mode needs the unknown layout, ValueError for
+    ``"cls"``/``"last"`` on a tensor that is not a sequence, or a sample without any token.
     """
     if callable(mode):
         out = np.asarray(mode(a))
@@ -152,21 +131,10 @@ def token_rows_array(
 ) -> TokenRows:
     """Every position of every sample a row (``pool="tokens"``), padding left out.
 
-    Parameters
-    ----------
-    a : numpy.ndarray
-        ``(n, ...)`` with at least one position axis.
-    layout : Layout or None
-        Its layout (required).
-    mask : numpy.ndarray, optional
-        ``(n, L)`` real-token mask, used for sequences of length ``L``.
-    token_ids : numpy.ndarray, optional
-        ``(n, L)`` input token ids, recorded per row when the lengths match.
-
-    Returns
-    -------
-    TokenRows
-        Rows in sample order, then position order.
+    ``a`` is ``(n, ...)`` with at least one position axis of the (required) ``layout``;
+    ``mask`` ``(n, L)`` marks the real tokens of sequences of length ``L``; ``token_ids``
+    ``(n, L)`` are recorded per row when the lengths match. Rows come in sample order, then
+    position order.
     """
     if layout is None:
         raise AmbiguousLayoutError(ambiguous_layout_message(name, a.shape[1:], "tokens", fix))

@@ -1,18 +1,9 @@
 """Token-level rows: what an adapter returns for a layer pooled with ``"tokens"``.
 
-A layer captured with ``pool="tokens"`` has one row per position (token) of
-each sample instead of one row per sample. :meth:`Adapter.run
-<nnsig_core.protocol.Adapter.run>` returns it as a :class:`TokenRows` in its
-activations mapping, under the layer's name followed by :data:`TOKENS_SUFFIX`
-(``"blocks.0@tokens"``), so a layer can be captured both ways in one pass
-(``pool=("cls", "tokens")``); :func:`nnsig_core.capture` writes every
-token-level layer of a split, under its plain name, into the split's token row
-space (``<split>.tokens``), which records for each row the sample it belongs to
-and its position.
-
-Every token-level layer of one capture must yield the same rows (the same
-tokens of the same samples): a token's signature is its cluster in each of
-those layers.
+:meth:`Adapter.run <nnsig_core.protocol.Adapter.run>` returns them as a :class:`TokenRows`
+under the layer's name plus :data:`TOKENS_SUFFIX` (``"blocks.0@tokens"``), so a layer can
+be captured both ways in one pass; capture writes them to the token row space
+``<split>.tokens``. Every token-level layer of one capture must yield the same rows.
 """
 
 from __future__ import annotations
@@ -94,13 +85,8 @@ def split_token_rows(
 
 
 def check_same_tokens(tokens: Mapping[str, TokenRows]) -> TokenRows | None:
-    """The rows shared by every token-level layer of a batch (the first one), or ``None``.
-
-    Raises
-    ------
-    ValueError
-        When two layers have different tokens (another sequence length, or
-        another mask), naming both.
+    """The rows shared by every token-level layer of a batch (the first one), or ``None``;
+    ValueError, naming both, when two layers have different tokens (length or mask).
     """
     first_name, first = None, None
     for name, rows in tokens.items():

@@ -1,21 +1,13 @@
 """The static HTML report: its data, the files written to disk, and a local server.
 
-:func:`build_report_data` (:mod:`~nnsig_core.report.data`) aggregates a fitted
-analysis (or several runs, :class:`ReportRun`, shown side by side) into the
-report data of ``docs/report-data.md``, with the layer map
-(:mod:`~nnsig_core.report.layermap`), the scores' histograms and default
-threshold (:mod:`~nnsig_core.report.score_figures`) and PNG thumbnail sprites
-(:mod:`~nnsig_core.report.sprite`);
-:func:`write_report_data` and :func:`write_report`
-(:mod:`~nnsig_core.report.write`) copy the viewer and write that data next to
-it, and :func:`write_index` lists several reports; :func:`serve_report`
-(:mod:`~nnsig_core.report.serve`) serves a report on 127.0.0.1 for ``nnsig
-view``; :func:`show` (:mod:`~nnsig_core.report.notebook`) shows a report in a
-notebook. :mod:`~nnsig_core.report.browser` launches the headless Chromium that
-tests, benchmarks and screenshots drive.
-
-``build_report_data`` is imported on first use: it needs the analysis (and
-scikit-learn), which writing and serving a report do not.
+:func:`build_report_data` aggregates a fitted analysis (or several runs,
+:class:`ReportRun`, shown side by side) into the report data of
+``docs/report-data.md``: flows, compositions, the layer map, the scores' histograms and
+threshold, PNG thumbnail sprites. :func:`write_report_data` and :func:`write_report` copy
+the viewer and write that data next to it, :func:`write_index` lists several reports,
+:func:`serve_report` serves one on 127.0.0.1 (``nnsig view``) and :func:`show` shows one
+in a notebook. ``build_report_data`` is imported on first use: it needs the analysis
+(and scikit-learn), which writing and serving a report do not.
 """
 
 from __future__ import annotations

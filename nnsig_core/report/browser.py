@@ -45,23 +45,11 @@ def launch_chromium(
     args: Sequence[str] = (),
     **kwargs: Any,
 ) -> Any:
-    """Launch headless Chromium with :data:`CHROMIUM_ARGS` through Playwright.
+    """Launch headless Chromium with :data:`CHROMIUM_ARGS`, then ``args``, through Playwright.
 
-    Parameters
-    ----------
-    playwright : playwright.sync_api.Playwright
-        The object ``sync_playwright()`` yields (the caller imports Playwright).
-    executable_path : path, optional
-        The browser to run (default: :func:`find_chromium`).
-    args : sequence of str
-        Flags added after :data:`CHROMIUM_ARGS`.
-    **kwargs
-        Passed on to ``playwright.chromium.launch`` (e.g. ``headless``).
-
-    Returns
-    -------
-    playwright.sync_api.Browser
-        The browser; the caller closes it.
+    ``playwright`` is what ``sync_playwright()`` yields; ``executable_path`` defaults to
+    :func:`find_chromium`; ``kwargs`` go to ``playwright.chromium.launch``. The caller
+    closes the browser returned.
     """
     path = os.fspath(executable_path) if executable_path is not None else find_chromium()
     return playwright.chromium.launch(

@@ -1,16 +1,9 @@
 """Several runs in one report: side by side, and what changed between them.
 
-Runs are compared split by split. Sample-level changes need the runs to hold
-the *same samples* in that split: the same number of samples, the same
-``sample_index`` (position in the source data set) in the same order, and the
-same labels. When they do, the comparison lists the samples whose outcome
-differs (right in one run, wrong in another) and the layer map of every run
-shows the same sampled points (misclassified, flagged or changed in any run
-first), so one sample can be followed from map to map. When they do not, the
-comparison says why and shows only what does not need aligned samples (each
-run's flows, maps and per-class separability). The checks and the changed
-samples are reductions (:mod:`~nnsig_core.execute.blocks`), on the cluster
-when the runs' signatures are there.
+Sample-level changes need the runs to hold the *same samples* in a split (count,
+``sample_index`` and labels); then the changed samples are listed and every run's map shows
+the same points, else the comparison says why. The checks and the changed samples are
+reductions (:mod:`~nnsig_core.execute.blocks`), on the cluster when the signatures are there.
 """
 
 from __future__ import annotations
@@ -41,12 +34,8 @@ MAX_CHANGED = 500
 
 
 def merged_classes(preps: Sequence[PreparedRun]) -> list[str]:
-    """The class names shared by every run (so every run gets the same class colours).
-
-    Raises
-    ------
-    ValueError
-        When two runs name a class differently: their classes are not the same.
+    """The class names shared by every run (so every run gets the same class colours);
+    ValueError when two runs name a class differently.
     """
     n = max(p.n_classes for p in preps)
     named = [(p.run.label, p.store.class_names() or []) for p in preps]

@@ -163,12 +163,9 @@ def build_report_data(
                 chunk_rows=chunk_rows(prep, s), client=prep.client)
     body = run_body(prep, positions, kinds or {}, opts, **body_kw)
     model = body["model"]
-    default = _default_title(model.get("model_class"), prep.store)
+    model_class = model.get("model_class")
+    name = prep.store.location.rstrip("/").rsplit("/", 1)[-1] or prep.store.location
+    default = f"{model_class} ({name})" if model_class and model_class != "unknown" else name
     return {"format_version": REPORT_FORMAT_VERSION, "title": title or default,
             "created": now_iso(), "open_split": opening_split(prep.splits, prep.run.analysis.fit_split_),
             **body}
-
-
-def _default_title(model_class: str | None, store: ActivationStore) -> str:
-    name = store.location.rstrip("/").rsplit("/", 1)[-1] or store.location
-    return f"{model_class} ({name})" if model_class and model_class != "unknown" else name

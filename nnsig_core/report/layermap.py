@@ -1,25 +1,9 @@
 """The layer map: a 2-D projection of each analysed layer, computed when the report is written.
 
-Per split, a bounded sample of the samples is drawn
-(:mod:`~nnsig_core.report.points`): the *priority* samples (misclassified,
-flagged by the score threshold, and in a comparison those whose outcome
-changes between runs) first, then a sample of the others stratified by
-class. Their rows are read layer by layer through
-:class:`~nnsig_core.analysis.source.StoreSource` (whole chunks, only the
-selected rows kept: never the whole split; on a Dask cluster by the workers,
-see :mod:`nnsig_core.execute.dask_blocks`), mapped into the clustering
-space with :meth:`LayerClusterer.features`, and projected to 2-D together
-with the layer's cluster centres. The projection is fitted per layer on the
-sampled points of the fit split (every split is then placed in the same
-plane) with PCA, or with UMAP when asked for and ``umap-learn`` is installed.
-
-Coordinates are stored as uint16 on a grid over the layer's bounds (the
-central 99% of every split's points, reaching out over their tails but not
-to outliers, and all the centres, plus a margin; see :func:`_bounds`; the
-rare points beyond are put on the border, grid value 0 or 65535, which the
-viewer draws there with an arrow pointing outwards and counts in the map's
-legend), little-endian, interleaved ``x0, y0, x1, y1...``, in
-base64: 4 bytes per point and layer instead of about 20 as JSON numbers.
+A bounded sample of each split (:mod:`~nnsig_core.report.points`) is read layer by layer
+in whole chunks, mapped into the clustering space and projected with PCA (or UMAP)
+fitted on the fit split's points; coordinates are uint16 on a grid over the layer's
+bounds (:func:`_bounds`), in base64 (``docs/report-data.md``, ``docs/design.md``).
 """
 
 from __future__ import annotations
@@ -106,24 +90,9 @@ def encode_xy(Y: np.ndarray, bounds: Sequence[float]) -> str:
 def _bounds(points: Sequence[np.ndarray], centres: np.ndarray) -> list[float]:
     """The map's extent ``[x0, x1, y0, y1]``: robust to outliers, clipping only them.
 
-    On each axis, from the central 99% of the points (with at least
-    :data:`ROBUST_MIN` points; else all of them), each side reaches out to the
-    farthest point within :data:`REACH` times that span beyond it, so the tails
-    of a spread are on the map and only points far from the rest are not; then
-    every centre, and a 6% margin. The points still beyond are stored on the
-    border: the viewer draws them there with an arrow pointing outwards, and
-    counts them in the legend.
-
-    Parameters
-    ----------
-    points : sequence of ndarray (n, 2)
-        The 2-D coordinates of every split's points.
-    centres : ndarray (k, 2)
-        The cluster centres, always inside.
-
-    Returns
-    -------
-    list of float
+    On each axis, from the central 99% of the points (with at least :data:`ROBUST_MIN`
+    points; else all of them), each side reaches out to the farthest point within
+    :data:`REACH` times that span beyond it; then every centre, and a 6% margin.
     """
     pts = [p for p in points if p.size]
     allp = np.concatenate(pts) if pts else np.zeros((0, 2))
@@ -164,20 +133,11 @@ def project_layers(
 ) -> tuple[dict[str, list[dict[str, Any]]], str]:
     """Project the map points of every split, layer by layer, with the cluster centres.
 
-    Each layer is read in whole chunks of at most about ``read_bytes`` at a time,
-    keeping only the points' rows: memory holds one read plus the points, never
-    the whole split. ``read(split, layer, positions, clusterer)``, when given,
-    returns the points' features instead (the workers of a Dask cluster read them).
-
-    Returns
-    -------
-    layers : dict
-        ``{split: [per layer {"xy", "bounds", "centroids", "explained"}]}``
-        (``centroids`` are uint16 grid pairs; ``explained`` is PCA's explained
-        variance ratio per axis, ``None`` for UMAP).
-    fitted_on : str
-        The split whose points the projection was fitted on (``"all"`` when
-        the fit split is not in the report: then on every split's points).
+    Each layer is read in whole chunks of at most about ``read_bytes`` at a time, keeping
+    only the points' rows; ``read(split, layer, positions, clusterer)``, when given, returns
+    the points' features instead (the workers of a Dask cluster read them). Returns
+    ``{split: [per layer {"xy", "bounds", "centroids", "explained"}]}`` and the split the
+    projection was fitted on (``"all"`` when the fit split is not in the report).
     """
     check_projection(method)
     splits = [s for s in positions if positions[s].size]

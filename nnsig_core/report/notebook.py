@@ -1,17 +1,8 @@
 """The report inside a notebook: the viewer inlined into one page, shown in an iframe.
 
-:func:`show` builds a report's data (or reads a written report) and returns a
-:class:`NotebookReport`, whose ``_repr_html_`` is a compact summary (accuracy,
-per-layer purity, the layer where each class becomes separable, the top
-flagged samples) above an ``<iframe srcdoc=...>`` holding the whole viewer,
-its data and its styles inlined: no server, no file beside the notebook and no
-network, so it shows in JupyterLab, the classic notebook, VS Code and in the
-HTML that ``nbconvert`` exports. The iframe is sandboxed (scripts only, an
-opaque origin): the report's scripts cannot reach the notebook's page.
-
-A notebook opened without being trusted (JupyterLab sanitises the outputs of
-an untrusted notebook) shows the summary but not the iframe; running the cell
-again shows both.
+:func:`show` returns a :class:`NotebookReport`: a compact summary above a sandboxed
+``<iframe srcdoc=...>`` holding the whole viewer and its data, so it needs no server,
+file or network (``docs/design.md``, "The report in a notebook").
 """
 
 from __future__ import annotations
@@ -52,16 +43,6 @@ def _script_safe(code: str) -> str:
 def standalone_html(data: Mapping[str, Any]) -> str:
     """The report as one self-contained HTML page: the viewer's scripts, its styles and
     ``data`` inlined (``window.NNSIG_REPORT``), with no run menu.
-
-    Parameters
-    ----------
-    data : dict
-        Report data (``docs/report-data.md``).
-
-    Returns
-    -------
-    str
-        The page; save it as a ``.html`` file or show it in an iframe.
     """
     check_data(dict(data))
     src = viewer_dir()
@@ -89,12 +70,8 @@ def standalone_html(data: Mapping[str, Any]) -> str:
 
 
 def read_report_data(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """The data of a report written to ``directory`` (its ``data.js``).
-
-    Raises
-    ------
-    ReportError
-        When ``directory`` is not an nnsig report or its data cannot be read.
+    """The data of a report written to ``directory`` (its ``data.js``); ReportError when
+    ``directory`` is not an nnsig report or its data cannot be read.
     """
     d = Path(directory).expanduser()
     if d.name == INDEX_FILE:
@@ -116,12 +93,6 @@ def read_report_data(directory: str | os.PathLike[str]) -> dict[str, Any]:
 
 def _runs(data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return list(data["runs"]) if data.get("runs") else [data]
-
-
-def _summary_split(data: Mapping[str, Any], run: Mapping[str, Any]) -> str:
-    splits = list(run.get("splits") or {})
-    opening = data.get("open_split")
-    return str(opening) if opening in splits else splits[-1]
 
 
 def _separable(run: Mapping[str, Any], split: Mapping[str, Any]) -> list[str | None]:
@@ -165,18 +136,16 @@ def report_summary(data: Mapping[str, Any], *, top: int = TOP_FLAGGED) -> dict[s
     per-layer purity and, on the report's opening split, the layer where each class
     becomes separable and the ``top`` highest-scored samples.
 
-    Returns
-    -------
-    dict
-        ``{"title", "runs": [{"label", "split", "accuracy": {split: acc}, "layers",
-        "purity", "separable": {class: layer or None}, "flagged": [...]}], "timeline"}``
-        (``timeline``: per checkpoint, its label and accuracy, when the data has one).
+    ``{"title", "runs": [{"label", "split", "accuracy": {split: acc}, "layers",
+    "purity", "separable": {class: layer or None}, "flagged": [...]}], "timeline"}``
+    (``timeline``: per checkpoint, its label and accuracy, when the data has one).
     """
     out: dict[str, Any] = {"title": data.get("title"), "runs": []}
     for run in _runs(data):
         classes = list(run.get("classes") or data.get("classes") or [])
         run = {**run, "classes": classes}
-        name = _summary_split(data, run)
+        splits = list(run.get("splits") or {})
+        name = str(data["open_split"]) if data.get("open_split") in splits else splits[-1]
         split = run["splits"][name]
         sep = _separable(run, split)
         out["runs"].append({

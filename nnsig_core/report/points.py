@@ -1,26 +1,10 @@
 """The layer map's points: a bounded, stratified sample of a split, drawn block by block.
 
-The same draw runs on one machine and on a Dask cluster (where only counts
-and the drawn positions reach the driver), and gives the same points on
-both, because every choice depends on a sample's *position* and the seed,
-never on how the split is cut into blocks:
-
-1. **Counts** (:func:`count_part`, summed over blocks): the samples of each
-   *kind* (the priority kinds in order, e.g. misclassified then flagged, a
-   sample counting for the first one it belongs to, then ``"other"``) and
-   *stratum* (the label, or the predicted class for unlabelled samples).
-2. **Quotas** (:func:`quotas`): the priority samples get up to half of the
-   points (more when the others are too few to fill the rest), kind by kind
-   in order; the others get the rest; within a kind, the points are shared
-   over the strata in proportion to their sizes, at least one each when the
-   points allow (:func:`allocate`).
-3. **Draw** (:func:`draw_part`, merged by :func:`merge_draws`): per kind and
-   stratum, the samples with the smallest keys. A key is the *tier* of the
-   sample's chunk plus a uniform number hashed from the seed and the
-   position. On a split of many chunks, the chunks are dealt at random into
-   tiers of about ``pool_factor * max_points`` rows: a stratum's points come
-   from the first tier holding enough of it, so reading them reads a bounded
-   set of whole chunks; on a small split every chunk is in tier 0.
+Counts per (kind, stratum) (:func:`count_part`), quotas from them (:func:`quotas`), then
+per (kind, stratum) the samples with the smallest keys (:func:`draw_part`,
+:func:`merge_draws`). Every choice depends on a sample's position and the seed, never on
+the blocks, so the points are the same with and without a cluster (``docs/design.md``,
+"Report and viewer").
 """
 
 from __future__ import annotations
@@ -223,38 +207,13 @@ def select_points(
     pool_factor: int = 20,
     client: Any = None,
 ) -> tuple[np.ndarray, dict[str, list[int]]]:
-    """The positions of a split's map points, and how many of each kind were kept.
+    """The sorted positions of a split's map points (``min(n, max_points)``) and, per priority
+    kind and ``"other"``, ``[in the split, on the map]``.
 
-    Parameters
-    ----------
-    labels, predictions : ndarray (n,)
-        Labels (-1 = unknown) and predicted classes; points are stratified by
-        label, or by predicted class for unlabelled samples. Dask arrays (and
-        masks) are drawn from block by block on their cluster (``client``),
-        with the same result.
-    priority : mapping of kind to bool mask (n,)
-        Samples shown first (e.g. ``"misclassified"``, then ``"flagged"``):
-        they get up to half of the points, or more when the other samples are
-        too few to fill the rest, so all of them are on the map while they
-        number at most that. Beyond it they are given out kind by kind in the
-        mapping's order (a sample counts for the first kind it belongs to),
-        each kind stratified by class; ``kinds`` says how many of each made it.
-    max_points : int
-    seed : int
-    chunk_rows : int, optional
-        Rows per chunk of the split. On a split of many chunks, the points are
-        drawn from whole chunks (tiers of about ``pool_factor * max_points``
-        rows, see the module doc), so that reading them reads a bounded part
-        of the split.
-    pool_factor : int
-    client : dask.distributed.Client, optional
-
-    Returns
-    -------
-    positions : ndarray of int64
-        Sorted, unique split positions (``min(n, max_points)`` of them).
-    kinds : dict
-        ``{kind: [in the split, on the map]}`` for each priority kind and ``"other"``.
+    Points are stratified by label (by prediction when unlabelled); the ``priority`` masks'
+    samples come first, kind by kind in the mapping's order. With ``chunk_rows``, a split of
+    many chunks is drawn from tiers of about ``pool_factor * max_points`` rows (see the module
+    doc). Dask arrays are drawn block by block on ``client``'s cluster, with the same result.
     """
     names = list(priority)
     masks = [priority[k] if is_lazy(priority[k]) else np.asarray(priority[k], dtype=bool)

@@ -1,21 +1,9 @@
 """Which scores a report shows, and the threshold they come with.
 
-One rule for :func:`~nnsig_core.report.write_report` and ``nnsig report``:
-
-- ``scores=None`` (the default): the scores saved with the analysis by the
-  scorer saved with it (``signature_scores(..., save=True)``, ``nnsig evaluate``);
-  scores of another scorer are never shown with its threshold;
-- what :func:`~nnsig_core.diagnostics.signature_scores` returns (one split's
-  :class:`~nnsig_core.diagnostics.Scores`, a list of them, or a mapping of split
-  to them): their ``combined`` score; they must all come from one scorer;
-- a mapping of split to one array per sample: shown as given, without a
-  threshold (nothing says which scorer gave them);
-- ``False``: no scores.
-
-The threshold is the scorer's split-conformal threshold
-(:mod:`~nnsig_core.diagnostics.conformal`) at :data:`FLAG_RATE`, calibrated
-on held-out correct samples of its validation split; without a validation
-split there is none.
+One rule for :func:`~nnsig_core.report.write_report` and ``nnsig report`` (the ``scores``
+parameter of :func:`~nnsig_core.report.build_report_data`); the threshold is the scorer's
+split-conformal threshold at :data:`FLAG_RATE` (``docs/design.md``, "Which scores, and
+the threshold").
 """
 
 from __future__ import annotations
@@ -47,12 +35,8 @@ def report_scores(scores: Any, analysis: Any, store: ActivationStore,
     """The per-split score arrays a run shows and its threshold's calibration
     (``{"split", "scores", "fingerprint"}``, or None), by the rules of the module doc.
 
-    Raises
-    ------
-    TypeError
-        ``scores`` has none of the accepted shapes (the message lists them).
-    ValueError
-        Scores of several scorers given together.
+    TypeError when ``scores`` has none of the accepted shapes (the message lists them),
+    ValueError for scores of several scorers together.
     """
     if scores is False:
         return {}, None

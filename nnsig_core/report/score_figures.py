@@ -1,10 +1,5 @@
-"""Diagnostic scores in the report: checks and histograms.
-
-The report shows one per-sample score (the combined signature score by
-default) as a histogram per split, split into correct, misclassified,
-unseen-class and unlabelled samples. Which scores, and the threshold that
-comes with them (the scorer's conformal threshold), are chosen by
-:mod:`~nnsig_core.report.run_scores`.
+"""Diagnostic scores in the report: checks and histograms (per split: correct, misclassified,
+unseen-class and unlabelled samples); :mod:`~nnsig_core.report.run_scores` picks the scores.
 """
 
 from __future__ import annotations

@@ -1,16 +1,9 @@
 """The local HTTP server of ``nnsig view``: only the files under one directory, on 127.0.0.1.
 
-:func:`serve_report` starts a :class:`ReportServer` in a background thread.
-It answers GET and HEAD of regular files below its directory and nothing else:
-no listings, no hidden files, no paths leading outside (``..``, symbolic
-links), no other host name than the loopback one (DNS rebinding).
-
-Served alone, a report's page must not offer the reports beside it: its
-``runs.js`` lists them (when they were written in one folder) with links
-outside the served directory, which would answer 404 (and "All runs" would
-reload the page itself). So a server of one report answers ``runs.js`` with
-no list (:data:`ALONE_RUNS`): the page shows that report, with every run
-written into it side by side, and no run menu.
+:func:`serve_report` starts a :class:`ReportServer` in a background thread. It answers GET
+and HEAD of regular files below its directory and nothing else (no listings, hidden files,
+paths leading outside, or host names other than the loopback one). Serving one report, it
+answers ``runs.js`` with no list (:data:`ALONE_RUNS`): the siblings are out of reach.
 """
 
 from __future__ import annotations

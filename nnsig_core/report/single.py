@@ -1,21 +1,10 @@
 """The report data of one run: a fitted analysis on a store (``docs/report-data.md``).
 
-Everything is aggregated: one row per distinct (input class, path, output
-class), per-layer cluster compositions, per-class purity, a few exemplar
-thumbnails, score histograms, and the layer map's bounded sample of points.
-Building happens in two steps so that a comparison can choose the map's
-points of several runs together: :func:`prepare_run` computes the
-signatures, checks the scores and picks the default threshold;
-:func:`run_body` writes the run's part of the report data.
-
-Every figure comes from aggregates: the split's joint table
-(:mod:`nnsig_core.analysis.joint`, with each row's score sums), the
-exemplars, score histograms (:mod:`~nnsig_core.report.score_figures`) and the map's
-draw (:mod:`~nnsig_core.report.points`). With signatures on a Dask cluster
-(:class:`~nnsig_core.analysis.Signatures` over dask arrays) each is a reduction on the
-workers, and only the results, plus the bounded data of the drawn map points,
-the exemplars and a comparison's listed changed samples, reach the driver;
-token row spaces bring their splits' per-sample vectors here (:func:`localize`).
+Built in two steps, so that a comparison can choose the map's points of several runs
+together: :func:`prepare_run` computes the signatures, checks the scores and picks the
+threshold; :func:`run_body` writes the run's part. Every figure comes from aggregates
+(reductions on the workers when the signatures are on a Dask cluster); token row spaces
+bring their splits' per-sample vectors here (:func:`localize`).
 """
 
 from __future__ import annotations

@@ -71,18 +71,10 @@ def normalize_runs(
     scores: Any = None,
     labels: Sequence[str] | None = None,
 ) -> tuple[list[ReportRun], bool]:
-    """The runs of a report, each with an opened store and a unique label.
+    """The runs of a report, each with an opened store and a unique label, and whether
+    ``analysis`` was a sequence of runs (a comparison, even of one run).
 
-    Returns
-    -------
-    runs : list of ReportRun
-    several : bool
-        Whether ``analysis`` was a sequence of runs (a comparison, even of one run).
-
-    Raises
-    ------
-    TypeError, ValueError
-        With the fix, for every form that cannot be read.
+    TypeError or ValueError, with the fix, for every form that cannot be read.
     """
     several = isinstance(analysis, (list, tuple)) and not (
         isinstance(analysis, tuple) and len(analysis) in (2, 3) and _is_analysis(analysis[0])

@@ -1,14 +1,7 @@
 """Thumbnails for the report as one PNG sprite sheet, encoded with the standard library.
 
-The report keeps small input images for two things: the exemplars of each
-cluster (full size) and the points of the layer map (shrunk, see
-:func:`shrink`). Raw pixels in base64 cost 1.33 bytes per pixel; a PNG
-(deflate) sprite of MNIST digits costs about a fifth of that, which is what
-keeps the MNIST report with its map under 1 MB. The browser decodes the PNG
-natively (an ``Image`` from a ``data:`` URL, no network) and draws each
-thumbnail from its cell with ``drawImage``.
-
-Thumbnail ``i`` of a sprite lies at column ``i % columns``, row
+A PNG sprite of MNIST digits costs about a fifth of raw pixels in base64, and the browser
+decodes it natively. Thumbnail ``i`` lies at column ``i % columns``, row
 ``i // columns``; cells are ``shape[1]`` pixels wide and ``shape[0]`` tall.
 """
 
@@ -32,15 +25,10 @@ def _chunk(kind: bytes, payload: bytes) -> bytes:
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
-    """An 8-bit PNG of ``pixels``: ``(h, w)`` grey or ``(h, w, 3)`` RGB, uint8.
+    """An 8-bit PNG of ``pixels``, ``(h, w)`` grey or ``(h, w, 3)`` RGB uint8 (else ValueError).
 
     Rows use PNG filter 0 (none), which deflates MNIST-like images better than
     the Sub/Up filters (measured: 160 vs 200 bytes per 28x28 digit).
-
-    Raises
-    ------
-    ValueError
-        When ``pixels`` is not a 2-D grey or 3-channel image.
     """
     px = np.ascontiguousarray(pixels, dtype=np.uint8)
     if px.ndim == 2:
@@ -85,11 +73,8 @@ def shrink(images: np.ndarray, max_side: int | None) -> np.ndarray:
 def make_sprite(images: np.ndarray, keys: Sequence[str] | None = None) -> dict[str, Any]:
     """One sprite sheet of ``images`` ``(n, h, w[, 3])`` uint8, as report data.
 
-    Returns
-    -------
-    dict
-        ``{"shape": [h, w(, 3)], "columns": c, "png": base64 PNG}`` plus
-        ``"keys"`` (thumbnail ``i`` is ``keys[i]``) when ``keys`` are given.
+    ``{"shape": [h, w(, 3)], "columns": c, "png": base64 PNG}`` plus ``"keys"`` (thumbnail
+    ``i`` is ``keys[i]``) when ``keys`` are given.
     """
     images = np.asarray(images, dtype=np.uint8)
     if images.ndim not in (3, 4) or images.shape[0] == 0:

@@ -1,15 +1,7 @@
 """The report of a training timeline: the last checkpoint's report plus ``timeline``.
 
-:func:`build_timeline_data` gives the report data of one checkpoint (the last
-by default: a normal one-run report, Sankey, map, table and panes) with a
-``timeline`` entry (``docs/report-data.md``, "Timeline") that the viewer's
-timeline panel (``viewer/timeline.js``) draws above it: per checkpoint the
-flows in track ids (a cluster keeps its id and colour while it persists), the
-accuracy, per-class purity and separability, a score's distribution, the
-splits and merges of clusters, and each probe sample's row (so the viewer
-lists the samples that change path or outcome between any two checkpoints),
-plus the probe samples' thumbnails once. Nothing here is per checkpoint and
-per sample but one uint16 row index.
+:func:`build_timeline_data` gives one checkpoint's report data with a ``timeline`` entry
+(``docs/report-data.md``, "Timeline") that ``viewer/timeline.js`` draws above it.
 """
 
 from __future__ import annotations
@@ -133,19 +125,11 @@ def _separable_layer(class_purity_: list[list[float | None]], c: int) -> int | N
 
 def timeline_section(timeline: Any, store: ActivationStore | str | os.PathLike[str], *,
                      score: str | None = "msp", thumbnail_size: int | None = 16) -> dict[str, Any]:
-    """The ``timeline`` entry of the report data (``docs/report-data.md``).
+    """The ``timeline`` entry of the report data (``docs/report-data.md``) of a fitted timeline.
 
-    Parameters
-    ----------
-    timeline : Timeline
-        Fitted.
-    store : ActivationStore or path
-    score : {"msp", "combined"} or None
-        The score whose distribution is drawn over time: ``"msp"`` (1 - max
-        softmax of the stored outputs, cheap), ``"combined"`` (the signature
-        scores of each checkpoint's analysis), or None.
-    thumbnail_size : int or None
-        Largest side of the probe samples' thumbnails (None: whole).
+    ``score`` is drawn over time: ``"msp"`` (1 - max softmax of the stored outputs, cheap),
+    ``"combined"`` (each checkpoint's signature scores) or None; ``thumbnail_size`` is the
+    largest side of the probe samples' thumbnails (None: whole).
     """
     timeline._fitted()
     store = open_store(store)

@@ -1,20 +1,9 @@
 """The report of a token row space (``<split>.tokens``): which tokens take each path.
 
-For a split with one row per token, each table row of the report (a distinct
-input class, path and output class) lists the tokens that take it, most
-frequent first (``rows[i].tokens``: ``[[label, count], ...]``), and the
-exemplars of a cluster show the image of the token's input, with the token's
-patch highlighted when the caller gives the patch grid
-(``token_grid=(rows, columns, prefix)``: a ViT's patches in row-major order
-after ``prefix`` leading tokens such as a class token). The layer map's
-points of a token row space say which token each is
-(:func:`token_map_points`): its input, position, token id and, with a
-``label``, its name, for the viewer's tooltip.
-
-The store keeps each token's sample row, position and token id (-1 when the
-inputs had no ``input_ids``), never its text: a report names tokens only
-through the caller's ``label(position, token_id)`` (e.g. a tokenizer's
-``decode``).
+Each table row lists the tokens that take it (``rows[i].tokens``), a cluster's exemplars
+show the token's input with its patch lit (``token_grid=(rows, columns, prefix)``), and the
+map's points say which token each is (:func:`token_map_points`). The store keeps token
+ids, never text: tokens are named only through the caller's ``label(position, token_id)``.
 """
 
 from __future__ import annotations
@@ -53,26 +42,11 @@ def token_rows_at(store: ActivationStore, split: str, rows: np.ndarray) -> dict[
 
 def token_map_points(store: ActivationStore, split: str, positions: np.ndarray,
                      label: Callable[[int, int], str] | None = None) -> dict[str, list[Any]]:
-    """Which token each map point of a token row space is, for the viewer's tooltip.
+    """Which token each map point (``positions``: rows of the token row space ``split``) is.
 
-    Parameters
-    ----------
-    store : ActivationStore
-    split : str
-        A token row space (``<split>.tokens``).
-    positions : ndarray of int
-        The map points' rows in ``split``.
-    label : callable, optional
-        ``label(position, token_id) -> str``, the report's ``token_label``:
-        each token's name (its text, with a tokenizer's ``decode``).
-
-    Returns
-    -------
-    dict
-        ``sample_row`` (the input's row in the parent split), ``position``
-        and ``token`` (the id, -1 when not stored) per point, and ``label``
-        (per point) when ``label`` is given. The input's index in the source
-        data set is the map's ``sample_index``.
+    Returns ``sample_row`` (the input's row in the parent split), ``position`` and ``token``
+    (the id, -1 when not stored) per point, and ``label`` per point when ``label(position,
+    token_id) -> str`` (the report's ``token_label``) is given.
     """
     tok = token_rows_at(store, split, positions)
     out: dict[str, list[Any]] = {k: [int(x) for x in v] for k, v in tok.items()}

@@ -1,26 +1,10 @@
 """Write the static report viewer to a directory and index several reports.
 
-A report directory holds the static page copied from ``viewer/`` plus:
-
-``data.js``
-    ``window.NNSIG_REPORT = {...};`` -- the report data (``docs/report-data.md``),
-    loaded with ``<script src="data.js">`` so the page works from ``file://``.
-``runs.js``
-    ``window.NNSIG_RUNS = null;`` or, when the report sits beside other reports,
-    the list of sibling reports for the page's run selector.
-``nnsig-report.json``
-    The marker: title, dates, splits and accuracies. A directory holding it is
-    an nnsig report that :func:`write_report_data` may replace.
-``viewer.js``
-    The viewer's script modules (``viewer/*.js``, in the order ``index.html``
-    loads them) joined into one file, which the report's ``index.html`` loads.
-
-A directory holding several reports gets an ``index.html`` plus ``reports.js``
-(:func:`write_index`) listing them; it is written automatically when a report
-is written beside another one.
-
-Nothing here needs a server; :mod:`nnsig_core.report.serve` serves a report
-for ``nnsig view``.
+A report directory holds the viewer's page, ``viewer.js`` (``viewer/*.js`` joined),
+``data.js`` (the report data, ``docs/report-data.md``, loadable from ``file://``),
+``runs.js`` (its sibling reports, or null) and the marker ``nnsig-report.json``, which
+makes it a report :func:`write_report_data` may replace. A directory of several reports
+gets an ``index.html`` and ``reports.js`` (:func:`write_index`).
 """
 
 from __future__ import annotations
@@ -148,12 +132,7 @@ _SCRIPT = re.compile(r'<script src="([^"]+)"></script>\n?')
 
 def viewer_bundle(src: Path) -> tuple[str, list[str], str]:
     """The viewer's ``index.html``, its own script modules (in load order) and those
-    modules joined into one script (the report's :data:`BUNDLE_FILE`).
-
-    Raises
-    ------
-    ReportError
-        When a module that ``index.html`` loads is missing.
+    modules joined into one script (:data:`BUNDLE_FILE`); ReportError when one is missing.
     """
     html = (src / INDEX_FILE).read_text(encoding="utf-8")
     modules = [m for m in _SCRIPT.findall(html) if m not in (DATA_FILE, RUNS_FILE)]
@@ -165,14 +144,11 @@ def viewer_bundle(src: Path) -> tuple[str, list[str], str]:
 
 
 def _copy_viewer(src: Path, dst: Path) -> None:
-    """Copy the viewer, its scripts joined into one file.
+    """Copy the viewer, its script modules joined into one :data:`BUNDLE_FILE` (in load order).
 
-    ``viewer/index.html`` loads ``data.js``, ``runs.js`` and the viewer's own
-    modules one ``<script>`` each; a report loads those modules as one
-    :data:`BUNDLE_FILE` (in the same order), which makes the page draw about
-    100 ms sooner from ``file://`` on a loaded machine (measured with
-    ``benchmarks/bench_report.py``). Each module is a self-contained function
-    scope, so joining them changes nothing else.
+    The page then draws about 100 ms sooner from ``file://`` on a loaded machine
+    (``benchmarks/bench_report.py``); each module is a self-contained function scope, so
+    joining them changes nothing else.
     """
     html, modules, bundle = viewer_bundle(src)
     (dst / BUNDLE_FILE).write_text(bundle, encoding="utf-8")

@@ -1,20 +1,9 @@
-"""The activation store: one Zarr v3 hierarchy per experiment, one group per split.
+"""The activation store: :class:`ActivationStore`, one mixin per job, and :func:`open_store`.
 
-:class:`ActivationStore` is the only code that reads or writes the layout of
-:mod:`nnsig_core.store.format`: capture creates a split's arrays and records
-its progress through it, the analysis and the diagnostics ask it where their
-groups live. It is composed of one mixin per job, each in its own module:
-
-- :class:`~nnsig_core.store.split_reading.SplitReading`: the shared state and
-  the reading of a split, its metadata cached per opened store;
-- :class:`~nnsig_core.store.split_writing.SplitWriting`: creating a split,
-  recording its progress, the claim of its one writer;
-- :class:`~nnsig_core.store.results.ResultsArea`: the groups of analyses,
-  signatures and scores;
-- :class:`~nnsig_core.store.inspection.StoreInspection`: sizes, ``nnsig info``'s
-  description, ``nnsig verify``.
-
-This module puts them together and opens stores.
+The mixins are :class:`~nnsig_core.store.split_reading.SplitReading`,
+:class:`~nnsig_core.store.split_writing.SplitWriting`,
+:class:`~nnsig_core.store.results.ResultsArea` and
+:class:`~nnsig_core.store.inspection.StoreInspection` (``docs/design.md``, "Module map").
 """
 
 from __future__ import annotations
@@ -46,18 +35,15 @@ class ActivationStore(SplitWriting, StoreInspection):
     @classmethod
     def open(cls, where: str | os.PathLike[str] | Store, mode: str = "r",
              storage_options: dict[str, Any] | None = None) -> ActivationStore:
-        """Open the store at ``where``.
+        """Open the store at ``where``, as :func:`open_store` does, or create it (``mode="w"``).
 
         Parameters
         ----------
         where : str, path-like or zarr Store
-            A local directory (``*.zarr`` by convention; also as a ``file://``
-            URL), an fsspec URL (``s3://bucket/run.zarr``, ``gs://...``,
-            ``memory://...``), or a zarr ``Store`` object.
+            A local directory (also as a ``file://`` URL), an fsspec URL (``s3://bucket/run.zarr``,
+            ``memory://...``), or a zarr ``Store``.
         mode : {"r", "r+", "a", "w"}
-            ``"r"`` read-only (the store must exist), ``"r+"`` read-write
-            (must exist), ``"a"`` read-write, created if missing, ``"w"``
-            created, replacing anything there.
+            Those of :func:`open_store`, and ``"w"``: created, replacing anything there.
         storage_options : dict, optional
             Options of the URL's fsspec filesystem (credentials, endpoint...).
 

@@ -1,25 +1,10 @@
 """One writer per split: an exclusive claim taken before a capture touches a split.
 
-Two captures of the same split at the same moment would otherwise interleave
-their chunks, or one would delete the other's arrays mid-write. A capture
-therefore claims its split first:
-
-- on a local store, with an exclusive ``flock`` on
-  ``.nnsig-claims/<split>.lock`` held for the whole capture (the kernel
-  releases it when the process ends, however it ends), and the writer's
-  identity (pid, host, start time) in ``.nnsig-claims/<split>.json`` for the
-  message the loser gets;
-- on a store without locks (object stores), with a marker created only if
-  absent (S3: ``If-None-Match``; :mod:`~nnsig_core.store.conditional`),
-  refreshed as a heartbeat by a compare-and-swap (S3: ``If-Match`` on the
-  version this writer wrote) whenever the capture records progress and before
-  every metadata write (:meth:`SplitClaim.check`), so a writer whose claim was
-  broken learns it at its next write. A marker whose writer's process is dead
-  on this very host is taken over at once (as the kernel releases a ``flock``);
-  one whose heartbeat is older than :data:`STALE_AFTER_S` belongs to a writer
-  that probably died elsewhere: ``resume=True`` breaks it.
-
-The loser gets a :class:`ClaimError` naming the other writer and changes nothing.
+Locally an exclusive ``flock`` on ``.nnsig-claims/<split>.lock``; on object stores a
+marker created only if absent and refreshed as a heartbeat by compare-and-swap
+(:mod:`~nnsig_core.store.conditional`); ``docs/design.md`` ("One writer per split")
+gives the rules. The loser gets a :class:`ClaimError` naming the other writer and
+changes nothing.
 """
 
 from __future__ import annotations
@@ -121,15 +106,8 @@ def _local_holder(info_path: Path, wait_s: float = 2.0) -> WriterInfo | None:
 class SplitClaim:
     """An exclusive claim of this process on one split of a store (a context manager).
 
-    Parameters
-    ----------
-    root : zarr.Group
-        The store's root group.
-    split : str
-    local_dir : pathlib.Path or None
-        The store's directory when it is local (``flock``), else None (marker).
-    location : str
-        How messages name the store.
+    ``local_dir`` is the store's directory when it is local (``flock``), else None (marker);
+    ``location`` is how messages name the store.
     """
 
     def __init__(self, root: zarr.Group, split: str, local_dir: Path | None,

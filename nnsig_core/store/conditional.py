@@ -1,14 +1,8 @@
 """Conditional writes of small documents on object stores: create-only and compare-and-swap.
 
-A claim on an object store (:mod:`~nnsig_core.store.claims`) needs two
-atomic operations: create a marker only if absent, and replace it only if it
-is still the version this writer last wrote (its heartbeat), so two writers
-never both believe they hold a split. S3 has both (``PUT`` with
-``If-None-Match: *`` and with ``If-Match: <etag>``); they are called through
-s3fs's public ``call_s3`` on a synchronous filesystem built from the store's
-own options (no private s3fs call). Other stores get :class:`Unconditional`:
-zarr's ``set_if_not_exists`` and a read before each write, the best they
-allow.
+On S3, ``PUT`` with ``If-None-Match: *`` and ``If-Match: <etag>`` through s3fs's public
+``call_s3``; other stores get :class:`Unconditional`: zarr's ``set_if_not_exists`` and a
+read before each write, the best they allow (``docs/design.md``, "One writer per split").
 """
 
 from __future__ import annotations

@@ -1,23 +1,9 @@
 """Consolidated metadata: every node's metadata in the root's ``zarr.json`` (format 2).
 
-xarray (``xr.open_zarr(path, group="train")``) and zarr's ``open_consolidated``
-read the root's ``zarr.json`` once and find every group's and array's metadata
-there: one read on an object store instead of one per array. nnsig writes it
-again after every operation that changes the hierarchy (a split created,
-completed or removed; an analysis, signatures or scores saved or deleted), so
-it describes the store as of the last completed operation. nnsig itself never
-reads it (the root is opened with ``use_consolidated=False``): the documents of
-the nodes stay the truth, and a split being captured (whose arrays grow) is
-read from them.
-
-It holds the hierarchy as a plain zarr reader sees it, below nnsig's pointers
-(:mod:`~nnsig_core.store.pointers`): a saved analysis is its pointer group
-(whose ``nnsig_pointer`` attribute names the hidden copy), not the copy's
-arrays, which a plain reader would look for at paths where they are not.
-Hidden nodes (``.nnsig-claims``, the copies, any ``.``-name) are left out, and
-so is a node whose document is not valid JSON (``nnsig verify`` reports it).
-The root's document is replaced in one write (one ``PUT``, or zarr's atomic
-rename on a local disk), so a reader sees the old one or the new one.
+Written again after every operation that changes the hierarchy, for xarray and zarr's
+``open_consolidated``; nnsig itself never reads it. It holds the hierarchy below nnsig's
+pointers (a saved analysis is its pointer group), leaves hidden and damaged nodes out,
+and is replaced in one write (``docs/design.md``, "Format versions").
 """
 
 from __future__ import annotations
@@ -102,16 +88,8 @@ async def _consolidate(group: zarr.Group, attributes: dict[str, Any] | None) -> 
 
 
 def consolidate(group: zarr.Group, attributes: dict[str, Any] | None = None) -> None:
-    """Write the metadata of every node under the root ``group`` into the root's ``zarr.json``
-    (zarr's consolidated metadata), in one write.
-
-    Parameters
-    ----------
-    group : zarr.Group
-        The root group of the store, opened through nnsig's guard and pointers
-        (the nodes are read below them).
-    attributes : dict, optional
-        New attributes of the root, written in the same document (a migration
-        switches the format version this way); the root's own by default.
+    """Write the metadata of every node under the root ``group`` (opened through nnsig's guard
+    and pointers) into the root's ``zarr.json``, in one write; ``attributes``, when given,
+    replace the root's own in the same document (a migration switches the format version so).
     """
     sync(_consolidate(group, attributes))

@@ -1,33 +1,7 @@
 """The store format: every name, key, attribute and array layout of an nnsig store.
 
-Layout (``docs/design.md`` explains each field)::
-
-    store.zarr/                      root attrs: {"nnsig": {"format_version": 2}}
-                                     and the consolidated metadata of every node
-      <split>/                       split attrs: {"nnsig_split": {...}}
-        <layer key>                  float32 or float16, (sample, *unit shape)
-        outputs                      float32 (sample, output)
-        output                       int64 (output,)   coordinate: the class of each output
-        labels                       int64 (sample,)   -1 where unknown
-        predictions                  int64 (sample,)
-        sample_index                 int64 (sample,)   position in the source data set
-        inputs                       uint8 (sample, h, w[, 3])  optional thumbnails
-      <split>.tokens/                the token row space of <split> (layers pooled with "tokens"):
-        <layer key>                  (row, *unit shape), one row per token
-        outputs, labels, predictions, sample_index   those of each row's sample
-        sample_row                   int64 (row,)   the row of the token's sample in <split>
-        position                     int64 (row,)   the token's position in its sequence
-        token                        int64 (row,)   the input token id, -1 when unknown
-      analysis/<name>/               attrs {"nnsig_analysis": {...}}
-        layers/<layer key>/          one fitted clusterer
-        signatures/<split>/          cluster_ids, distances
-        scores/<split>/<score>       per-sample diagnostic scores
-
-Every array with a ``sample`` axis names the coordinates of that axis in its
-``coordinates`` attribute (xarray's convention): ``labels``, ``predictions``,
-``sample_index`` (and, in a token row space, ``sample_row``, ``position``,
-``token``). Readers and writers take every name from here; :class:`~nnsig_core.store.ActivationStore`
-implements the operations on it.
+The layout is drawn and explained in ``docs/store-format.md``; readers and writers take
+every name from here, :class:`~nnsig_core.store.ActivationStore` implements the operations.
 """
 
 from __future__ import annotations
@@ -101,22 +75,11 @@ def scores_path(name: str, split: str | None = None) -> str:
 
 
 def resolve_compressor(compressor: Any) -> Any:
-    """The zarr codec for ``capture(..., compressor=...)``.
+    """The zarr codec for ``capture(..., compressor=...)``; ValueError for an unknown name.
 
-    ``None`` (the default) stores raw bytes; ``"lz4"`` is Blosc LZ4 at level 1
-    after bit shuffle, the fastest codec measured; ``"zstd"`` is zstd at its
-    default level, the smallest; anything else is taken as a zarr codec.
-
-    Raw is the default by measurement (``benchmarks/bench_capture.py``,
-    figures in docs/design.md): ReLU activations of a trained MLP have random
-    mantissas, so even the fastest codec shrinks them by only ~12% while
-    adding about 40% to the capture time on a 2-core machine; zstd halves
-    them at three times the capture time.
-
-    Raises
-    ------
-    ValueError
-        For an unknown codec name.
+    ``None`` (the default, by measurement: ``docs/design.md``, "Writing") stores raw bytes;
+    ``"lz4"`` is Blosc LZ4 at level 1 after bit shuffle, the fastest; ``"zstd"`` is zstd at
+    its default level, the smallest; anything else is taken as a zarr codec.
     """
     if compressor is None or compressor == "none":
         return None
@@ -220,32 +183,12 @@ def split_array_specs(
     thumbnail_shape: Sequence[int] | None = None,
     token_rows: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """Keyword arguments of ``zarr.Group.create_array`` for every array of a split.
+    """Keyword arguments of ``zarr.Group.create_array`` for every array of a split, by key.
 
-    Parameters
-    ----------
-    layers : sequence of (name, key, unit shape)
-        The captured layers, in model order.
-    n_outputs : int
-        Width of the model's output.
-    n_rows : int
-        Initial number of rows (the arrays grow as the capture writes).
-    chunk_rows : int
-        Rows per chunk, the same for every array of the split.
-    dtype : numpy dtype
-        Storage type of the activations.
-    compressor : zarr codec or None
-    thumbnail_shape : sequence of int, optional
-        ``(h, w[, 3])`` of the input thumbnails, when they are kept.
-    token_rows : bool
-        A token row space: add :data:`TOKEN_ARRAYS` (one entry per row).
-
-    Returns
-    -------
-    dict of str to dict
-        Array key -> ``create_array`` keyword arguments (``name`` excluded),
-        layers first, then ``outputs``, ``labels``, ``predictions``,
-        ``sample_index``, ``inputs`` and the token arrays.
+    ``layers`` are ``(name, key, unit shape)`` in model order; every array starts with
+    ``n_rows`` rows of ``chunk_rows`` a chunk; ``thumbnail_shape`` adds ``inputs``,
+    ``token_rows`` the :data:`TOKEN_ARRAYS`. Layers come first, then ``outputs``, ``labels``,
+    ``predictions``, ``sample_index``, ``inputs`` and the token arrays.
     """
     options = array_options(compressor)
     coords = sample_coordinates(token_rows)

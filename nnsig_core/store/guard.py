@@ -1,24 +1,11 @@
 """A zarr store wrapper that refuses to hand out missing or damaged data without a word.
 
-zarr fills a chunk that is absent with the array's fill value, and reports a
-chunk whose bytes were altered as a bare checksum or reshape error naming
-neither file nor array. :class:`GuardedStore` sits between zarr and the real
-store (local directory or object store) and checks every read:
-
-- a chunk of a split's array that must exist (its rows were written: every
-  row of a complete split, the rows below ``n_written`` of an interrupted
-  one) but is absent raises :class:`MissingChunkError`;
-- a chunk of an array whose codecs end with ``crc32c`` (every array nnsig
-  writes) is checked against its checksum, and a mismatch raises
-  :class:`DamagedChunkError`;
-- a metadata document (``zarr.json``) that is not valid JSON raises
-  :class:`DamagedMetadataError`.
-
-Each error names the store, the split, the layer or array, the chunk and its
-rows, and the fix (``nnsig verify``, re-capture). Everything runs inside
-zarr's event loop, so the guard reads what it needs (a split's or an array's
-metadata) through the wrapped store's async API and never calls back into
-synchronous code.
+:class:`GuardedStore` sits between zarr and the real store and checks every read: a
+chunk that must exist but is absent (:class:`MissingChunkError`), a chunk whose crc32c
+does not match (:class:`DamagedChunkError`), a ``zarr.json`` that is not valid JSON
+(:class:`DamagedMetadataError`); each error names the store, split, array, chunk, rows
+and the fix (``docs/design.md``, "Integrity"). Everything runs inside zarr's event loop,
+so the guard reads metadata through the wrapped store's async API only.
 """
 
 from __future__ import annotations
@@ -89,12 +76,7 @@ class _ArrayInfo:
 class GuardedStore(WrapperStore[Store]):
     """Wraps a zarr store; reads of missing chunks, damaged chunks or damaged metadata raise.
 
-    Parameters
-    ----------
-    store : zarr.abc.store.Store
-        The store holding the nnsig hierarchy at its root.
-    location : str
-        How messages name the store (a path or URL).
+    ``location`` is how messages name the store (a path or URL).
     """
 
     def __init__(self, store: Store, location: str = "") -> None:

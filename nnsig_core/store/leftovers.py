@@ -1,23 +1,11 @@
 """Copies left by killed saves, found and removed: never one a pointer leads to, nor one a
 live writer holds.
 
-A save writes its new copy under a hidden sibling of its place and switches the
-pointer last (:mod:`~nnsig_core.store.pointers`). A save killed before the
-switch leaves its copy; one killed after it, while deleting the old copy,
-leaves part of the old one. No pointer leads to either. Every copy records
-its writer in its group's ``zarr.json`` when created (:data:`COPY_ATTR`: host,
-process id, start time), in the same write. A copy no pointer leads to is
-removed when
-
-- its ``zarr.json`` is gone: a deletion cut short (a writer writes it first);
-- its writer ran on this host and its process has ended;
-- it was started ``older_than`` seconds ago or more (a writer elsewhere may
-  still run: :data:`LEFTOVER_AGE_S` by default).
-
-A copy without a record (written before nnsig recorded writers) is removed
-only with ``older_than=0``. After each switch, the place's siblings are
-collected (:meth:`ResultsArea.replace_group`); ``store.clean()`` collects the
-whole store and ``nnsig verify`` lists what is left.
+Every copy records its writer (:data:`COPY_ATTR`: host, pid, start time) in its group's
+``zarr.json`` when created. A copy no pointer leads to is removed when its ``zarr.json``
+is gone, its writer ran on this host and has ended, or it is ``older_than`` seconds old
+(:data:`LEFTOVER_AGE_S` by default); one without a record only with ``older_than=0``
+(``docs/design.md``, "Leftovers are collected").
 """
 
 from __future__ import annotations

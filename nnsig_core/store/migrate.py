@@ -1,20 +1,9 @@
 """``nnsig migrate``: upgrade a store of an older format version in place.
 
-Format 1 (nnsig 0.1 and 0.2) becomes format 2: every array with a sample axis
-names its coordinates (``coordinates`` attribute: ``labels``, ``predictions``,
-``sample_index``, and a token row space's ``sample_row``, ``position``,
-``token``), every array has ``dimension_names``, each split gains the
-``output`` coordinate (the class of each column of ``outputs``), and the
-root's ``zarr.json`` holds the consolidated metadata.
-
-The upgrade is atomic. Every change but the last one only adds to the store
-what format 1 readers ignore (attributes, one small array per split); the last
-one is the root's ``zarr.json``, written in one write (one ``PUT``, or zarr's
-rename on a local disk) with the new format version and the consolidated
-metadata together. A migration killed at any moment leaves a format 1 store
-that nnsig 0.2 reads as before, and that ``nnsig migrate`` upgrades when run
-again. What cannot be upgraded is listed before anything is written, and the
-store is left untouched.
+Format 1 (nnsig 0.1 and 0.2) becomes format 2 (coordinates, ``dimension_names``, the
+``output`` coordinate, consolidated metadata). Every change but the last only adds what
+format 1 readers ignore; the last is the root's ``zarr.json``, one write, so a migration
+killed at any moment leaves a format 1 store (``docs/design.md``, "Format versions").
 """
 
 from __future__ import annotations

@@ -1,27 +1,9 @@
 """Atomic replacement of saved results: groups under ``analysis/`` reached through pointers.
 
-A saved analysis, the signatures of a split or its scores are replaced as a
-whole (``save(..., overwrite=True)``). Object stores have no rename, so the new
-copy cannot be moved into place; copying it key by key over the old one (what
-nnsig 0.3 did) leaves neither copy whole when the process dies half-way.
-Instead:
-
-1. the new copy is written under a new key prefix, a hidden sibling of its
-   final place (``analysis/.new-default-1a2b3c4d``);
-2. one small document is written last: the ``zarr.json`` of the final place
-   (``analysis/default/zarr.json``) becomes a *pointer*, a group whose
-   ``nnsig_pointer`` attribute names the sibling holding the current copy (one
-   ``PUT``, atomic on every object store; an atomic rename on a local disk);
-3. the old copy is deleted.
-
-A save killed before step 2 leaves the old copy current (the new prefix is
-garbage that readers ignore); one killed after it leaves the new one current.
-Copies no pointer leads to are removed once their writer is gone, never while
-it may still write (:mod:`~nnsig_core.store.leftovers`). :class:`PointerStore` sits
-under the guard and follows the pointers for every key under ``analysis/``,
-so zarr, the analysis and the diagnostics read and write logical paths
-(``analysis/default/scores/test``) and never see a half state. Pointers
-nest: the signatures and scores inside an analysis are replaced the same way.
+A new copy is written under a hidden sibling prefix, then the final place's ``zarr.json``
+becomes a pointer to it (one atomic write), then the old copy is deleted
+(``docs/design.md``, "Atomic replacement of results"). :class:`PointerStore` sits under
+the guard and follows the pointers, so zarr and the analysis read and write logical paths.
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
 """The results area of a store: the groups of analyses, their signatures and scores.
 
-Everything fitted or computed on the captured splits lives under
-``analysis/`` (:data:`~nnsig_core.store.format.ANALYSIS_GROUP`); the paths come
-from :mod:`~nnsig_core.store.format` and the analysis and diagnostics write
-the groups' contents. :class:`ResultsArea` lists the analyses and opens,
-creates, deletes and replaces groups by path: those under ``analysis/``, and
-the few other paths capture asks about (whether a split's group exists, a
-stale token row space to delete).
+:class:`ResultsArea` lists the analyses and opens, creates, deletes and replaces groups
+by path: those under ``analysis/``, and the few other paths capture asks about.
 """
 
 from __future__ import annotations

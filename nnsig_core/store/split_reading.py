@@ -1,14 +1,9 @@
 """Reading a split of the store, with its metadata cached per opened store.
 
-:class:`SplitReading` holds what every part of
-:class:`~nnsig_core.store.ActivationStore` shares (the root group, where it
-lives, the cached split metadata, the read-only check) and is the base of the
-other mixins: writing splits (:mod:`~nnsig_core.store.split_writing`), the
-results area (:mod:`~nnsig_core.store.results`) and inspection
-(:mod:`~nnsig_core.store.inspection`). A split's metadata is read once and
-cached; what the store writes updates the cache, :meth:`SplitReading.refresh`
-forgets it (another process wrote to the store), and
-:meth:`SplitReading.fingerprint` always reads the storage itself.
+:class:`SplitReading` holds the state every mixin of
+:class:`~nnsig_core.store.ActivationStore` shares and is their base. A split's metadata is
+read once and cached; what the store writes updates the cache, :meth:`SplitReading.refresh`
+forgets it, and :meth:`SplitReading.fingerprint` always reads the storage itself.
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""Writing a split: its creation, its progress and the claim of its one writer.
-
-Capture claims a split (:mod:`~nnsig_core.store.claims`), checks its model
-against the other splits of the same level, creates the split's arrays and
-metadata, then records its progress through :class:`SplitWriting`. What is
-written here updates the metadata cache of
+"""Writing a split: its creation, its progress and the claim of its one writer
+(:mod:`~nnsig_core.store.claims`); what is written updates the metadata cache of
 :class:`~nnsig_core.store.split_reading.SplitReading`.
 """
 

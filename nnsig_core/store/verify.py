@@ -1,10 +1,7 @@
 """``nnsig verify``: read every chunk of a store, check its checksum and that none is missing.
 
-A split's arrays must hold every chunk of the rows written (all of them once
-the split is complete); an analysis's or a score's arrays every chunk of their
-shape. Every chunk whose codecs end with ``crc32c`` is checked against it;
-every metadata document must be valid JSON. The report says what is damaged
-or missing and which rows of which split a re-capture must redo.
+The report says what is damaged or missing and which rows of which split a re-capture
+must redo (``docs/design.md``, "Integrity").
 """
 
 from __future__ import annotations
