@@ -18,29 +18,6 @@ Typical use::
     scores |= dx.baseline_scores(analysis, store, "test")
     table = dx.evaluate(scores, store.labels("test"), store.predictions("test"),
                         analysis.classes_)
-
-Modules
--------
-components
-    The path components' formulas and their training statistics.
-geometry
-    Distances of samples to the analysis's centroids (cosine or Euclidean).
-neighbours
-    The scorer's own, finer statistics of each layer: the training samples'
-    normalised, reduced rows grouped by class (the neighbour components).
-combine
-    :class:`~nnsig_core.diagnostics.combine.LayerCombiner` (the default
-    ``combined`` score) and :class:`ScoreCombiner`, tuned on known classes only.
-arrays, scores
-    The path components from signatures as arrays; :class:`SignatureScorer`
-    and :func:`signature_scores`.
-detectors, baselines
-    Standard detectors on arrays; :class:`Baselines` on a store's split.
-metrics
-    AUROC, AUPR, FPR at 95% TPR per task (:func:`evaluate`).
-persist
-    Scores saved next to an analysis in the store (0.1's refused or read with
-    ``legacy=True``).
 """
 
 from nnsig_core.diagnostics.baselines import BASELINES, Baselines, baseline_scores

@@ -33,7 +33,8 @@ What is chosen where (never on test labels or novel classes):
   classes (at most ``n_reference`` of them, drawn at random) are the target
   the layers are chosen on.
 - :meth:`SignatureScorer.calibrate` (``validation_split=`` of
-  :func:`signature_scores`) redoes both on a held-out split of known classes:
+  :func:`signature_scores` and of :meth:`SignatureScorer.fit`, which then skips
+  the fit split's reference) redoes both on a held-out split of known classes:
   its correctly classified samples become the reference, its misclassified
   ones the target. A split holding a class the analysis was not fitted on is
   refused (:class:`~nnsig_core.diagnostics.NovelClassError`).
