@@ -5,9 +5,12 @@ Each lives here once; modules import them instead of writing their own.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
+import sys
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -174,3 +177,18 @@ def fsync_dir(directory: str | os.PathLike[str] | Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def lazy_attributes(package: str, modules: Mapping[str, str]) -> Callable[[str], Any]:
+    """A package's PEP 562 ``__getattr__``: ``name`` imported from ``modules[name]`` on first
+    use (so importing the package imports none of them), then set on the package."""
+
+    def __getattr__(name: str) -> Any:
+        module = modules.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        setattr(sys.modules[package], name, value)
+        return value
+
+    return __getattr__
