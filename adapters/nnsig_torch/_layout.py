@@ -1,36 +1,18 @@
 """Finding the layout of captured tensors (channels first or last) from the modules around them.
 
-On the first batch a :class:`LayoutTracker` watches every module of the model
-once. It collects *evidence* about tensors, not guesses from their shapes:
-
-producer
-    A module with a known layout made the tensor: convolutions, batch and
-    group norms, 2-D pools, upsampling make channels-first maps;
-    ``Linear``, ``LayerNorm`` (not the ``LayerNorm2d`` of timm/torchvision),
-    RMS norms, embeddings, attention and recurrent layers make channels-last
-    tensors. A module with a ``data_format`` attribute (HuggingFace ConvNeXt)
-    says it.
-consumer
-    A module with a known input layout read the tensor (a ``LayerNorm`` after
-    a functional ``transpose`` tells that the transposed tensor is
-    channels-last).
-same shape
-    A module without a rule (activations, dropout, residual blocks, any
-    container) whose output has the shape of its input keeps the input's
-    layout (and the other way round); torchvision's ``Permute`` moves it.
-
-Tensors are known by identity during the pass only (weak references: nothing
-is kept alive). After the pass, evidence is propagated to a fixed point; a
-tensor with none has no known layout (``None``), and pooling it is an error
-that asks the user for ``layout=``.
+On the first batch a :class:`LayoutTracker` hooks every module once and collects evidence
+per tensor, known by identity during the pass only (weak references): the module that made
+it (:func:`producer_side`), the modules that read it (:func:`_consumer_side`) and, through
+modules without a rule, an input of the same shape (torchvision's ``Permute`` moves it).
+It is propagated to a fixed point after the pass (the rules: ``docs/design.md``, PyTorch);
+a tensor with none has no known layout, and pooling it asks for ``layout=``.
 """
 
 from __future__ import annotations
 
 import itertools
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -38,6 +20,7 @@ from torch import nn
 
 from nnsig_core.protocol.axes import Layout
 
+from ._capture import forward_hooks
 from ._structure import flatten_output
 
 FIRST, LAST = "first", "last"
@@ -245,14 +228,6 @@ class LayoutTracker:
         self._propagate()
 
 
-@contextmanager
-def tracking(model: nn.Module, tracker: LayoutTracker) -> Iterator[None]:
-    """Register ``tracker``'s hook on every module of ``model``; remove them on exit."""
-    handles = []
-    try:
-        for m in model.modules():
-            handles.append(m.register_forward_hook(tracker.hook, with_kwargs=True))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
+def tracking(model: nn.Module, tracker: LayoutTracker) -> AbstractContextManager[None]:
+    """``tracker``'s hook on every module of ``model``, for the ``with`` block."""
+    return forward_hooks(((m, tracker.hook) for m in model.modules()), with_kwargs=True)

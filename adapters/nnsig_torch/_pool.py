@@ -52,14 +52,9 @@ def pool_tensor(
     Returns a float32 tensor ``(n, ...)``, possibly a view of ``t`` (``None``,
     ``"flatten"``, ``"cls"``, ``"last"`` on float32 input); the caller copies
     it when ``t`` may change. A per-sample scalar ``(n,)`` becomes ``(n, 1)``.
-
-    Raises
-    ------
-    AmbiguousLayoutError
-        When the mode needs the layout and it is unknown.
-    ValueError
-        ``"cls"``/``"last"`` on a non-sequence, a callable returning the wrong
-        number of rows, or a sample without any token.
+    A mode that needs the unknown layout is an :class:`AmbiguousLayoutError`;
+    ``"cls"``/``"last"`` on a non-sequence, a callable returning the wrong number
+    of rows, or a sample without any token, a ``ValueError``.
     """
     if callable(mode):
         out = mode(t.float())

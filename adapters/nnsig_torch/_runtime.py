@@ -162,14 +162,8 @@ class PinnedPool:
     A buffer is handed out again only once every NumPy array made from it is
     gone (weak references), so a batch still waiting in the capture's writer
     queue is never overwritten; allocating pinned memory costs more than the
-    copy itself, which is why buffers are kept.
-
-    Parameters
-    ----------
-    allocate : callable, optional
-        ``allocate(n_floats) -> float32 tensor``; pinned host memory by default.
-    keep : int
-        At most this many buffers are kept.
+    copy itself, which is why buffers are kept (at most ``keep``). ``allocate(n_floats)``
+    returns a float32 tensor, pinned host memory by default.
     """
 
     def __init__(self, allocate: Any = None, keep: int = 6) -> None:

@@ -63,16 +63,7 @@ def module_config(module: nn.Module) -> dict[str, Any]:
     (``in_features``, ``kernel_size``, ``inplace``...) whose values are plain
     scalars or tuples of them, completed by the ``key=value`` items of
     ``extra_repr()``; when neither gives anything, ``{"repr": extra_repr()}``.
-
-    Parameters
-    ----------
-    module : torch.nn.Module
-        Any module.
-
-    Returns
-    -------
-    dict
-        For example ``{"in_features": 8, "out_features": 16}`` for a Linear.
+    For example ``{"in_features": 8, "out_features": 16}`` for a Linear.
     """
     config: dict[str, Any] = {}
     try:
