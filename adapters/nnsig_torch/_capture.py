@@ -157,11 +157,6 @@ class Recorder:
         self.values: dict[str, Captured] = {}
         self.skipped: list[str] = []
 
-    @property
-    def modules(self) -> dict[str, str]:
-        """Capture name -> module name."""
-        return {k: c.module for k, c in self.values.items()}
-
     def hook(self, module_name: str) -> Callable[[nn.Module, Any, Any], None]:
         """A forward hook recording ``module_name``'s output (returns ``None``: no change)."""
         strict = module_name in self.strict

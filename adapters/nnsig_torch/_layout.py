@@ -21,6 +21,7 @@ from torch import nn
 from nnsig_core.protocol.axes import Layout
 
 from ._capture import forward_hooks
+from ._runtime import ATTENTION_TYPES
 from ._structure import flatten_output
 
 FIRST, LAST = "first", "last"
@@ -52,13 +53,8 @@ _CHANNELS_LAST: tuple[type[nn.Module], ...] = (
     nn.LayerNorm,
     nn.Embedding,
     nn.EmbeddingBag,
-    nn.MultiheadAttention,
     nn.RNNBase,
-    nn.TransformerEncoderLayer,
-    nn.TransformerDecoderLayer,
-    nn.TransformerEncoder,
-    nn.TransformerDecoder,
-    nn.Transformer,
+    *ATTENTION_TYPES,
 )
 _RMS_NORM = getattr(nn, "RMSNorm", None)
 if _RMS_NORM is not None:
@@ -182,7 +178,8 @@ class LayoutTracker:
                     self.links.append((key, in_key, None))
 
     # -- resolving
-    def _propagate(self) -> None:
+    def finish(self) -> None:
+        """Propagate the evidence to a fixed point (call once, after the pass)."""
         changed = True
         while changed:
             changed = False
@@ -222,10 +219,6 @@ class LayoutTracker:
         if transposed and side == FIRST:
             return None  # a channels-first tensor whose batch was axis 1: no such layout
         return Layout(side, t.ndim - 2)
-
-    def finish(self) -> None:
-        """Propagate the evidence (call once, after the pass)."""
-        self._propagate()
 
 
 def tracking(model: nn.Module, tracker: LayoutTracker) -> AbstractContextManager[None]:

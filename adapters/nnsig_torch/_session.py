@@ -131,13 +131,9 @@ def layer_entries(adapter: TorchAdapter) -> tuple[list[dict[str, Any]], list[dic
     """The ``layers`` and ``token_layers`` of the model summary."""
     model = adapter.model
     if adapter._names is None:
-        entries = [
-            {"name": n, "type": type(model.get_submodule(n)).__name__,
-             "parameters": n_parameters(model.get_submodule(n)),
-             "config": module_config(model.get_submodule(n))}
-            for n in adapter.layer_names
-        ]
-        return entries, []
+        selected = [(n, model.get_submodule(n)) for n in adapter.layer_names]
+        return [{"name": n, "type": type(m).__name__, "parameters": n_parameters(m),
+                 "config": module_config(m)} for n, m in selected], []
     layers, tokens = [], []
     for name in adapter._names:
         plan = adapter._plans[name]
