@@ -80,19 +80,18 @@ def finalize(
     own: bool,
 ) -> Finalized:
     """Pool one batch-first tensor as ``plan`` says; with ``own``, results never alias ``t``."""
+    def contiguous(result: torch.Tensor) -> torch.Tensor:
+        if own and shares_storage(result, original):
+            return result.clone(memory_format=torch.contiguous_format)
+        return result.contiguous()
+
     sample = tokens = None
     if plan.sample:
-        sample = pool_tensor(t, plan.mode, plan.layout, mask, plan.name)
-        if own and shares_storage(sample, original):
-            sample = sample.clone(memory_format=torch.contiguous_format)
-        else:
-            sample = sample.contiguous()
+        sample = contiguous(pool_tensor(t, plan.mode, plan.layout, mask, plan.name))
     if plan.tokens:
         values, rows, position, token = token_rows_tensor(t, plan.layout, mask, token_ids,
                                                           plan.name)
-        if own and shares_storage(values, original):
-            values = values.clone(memory_format=torch.contiguous_format)
-        tokens = (values.contiguous(), rows, position, token)
+        tokens = (contiguous(values), rows, position, token)
     return sample, tokens  # type: ignore[return-value]  # the token ids may be None
 
 

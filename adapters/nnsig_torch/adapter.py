@@ -230,15 +230,14 @@ class TorchAdapter:
         mask, token_ids = sequence_inputs(x, self.mask, self.token_key, n)
         self._decoder_seq = decoder_inputs(x, self.mask, self.token_key, n)
         first = self._names is None
-        rec = self._pass(x, n, mask, token_ids, first)
-        if not first and rec[0].changed():
-            changed = rec[0].changed()
+        recorder, raw = self._pass(x, n, mask, token_ids, first)
+        changed = [] if first else recorder.changed()
+        if changed:
             logger.info("Layer(s) %s changed in place during the pass: processed in the hook "
                         "from now on; running this batch again.", ", ".join(changed))
             for name in changed:
                 self._plans[name].eager = True
-            rec = self._pass(x, n, mask, token_ids, first)
-        recorder, raw = rec
+            recorder, raw = self._pass(x, n, mask, token_ids, first)
         out = self._output_tensor(raw, n)
         names = check_names(self, recorder, self._pending if first else self._names)
         self._check_reuse(recorder, names)
