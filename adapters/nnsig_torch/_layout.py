@@ -47,18 +47,21 @@ _CHANNELS_FIRST: tuple[type[nn.Module], ...] = (
     nn.FractionalMaxPool3d,
     nn.Fold,
 )
-_CHANNELS_LAST: tuple[type[nn.Module], ...] = (
+_RMS_NORM = getattr(nn, "RMSNorm", None)
+# Modules that read channels-last tensors (and make them).
+_READS_CHANNELS_LAST: tuple[type[nn.Module], ...] = (
     nn.Linear,
     nn.Bilinear,
     nn.LayerNorm,
+    *(() if _RMS_NORM is None else (_RMS_NORM,)),
+)
+_CHANNELS_LAST: tuple[type[nn.Module], ...] = (
+    *_READS_CHANNELS_LAST,
     nn.Embedding,
     nn.EmbeddingBag,
     nn.RNNBase,
     *ATTENTION_TYPES,
 )
-_RMS_NORM = getattr(nn, "RMSNorm", None)
-if _RMS_NORM is not None:
-    _CHANNELS_LAST += (_RMS_NORM,)
 
 
 def _name_rule(module: nn.Module) -> str | None:
@@ -96,9 +99,7 @@ def _consumer_side(module: nn.Module) -> str | None:
     rule = _name_rule(module)
     if rule is not None:
         return rule
-    if isinstance(module, (nn.Linear, nn.LayerNorm, nn.Bilinear)) or (
-        _RMS_NORM is not None and isinstance(module, _RMS_NORM)
-    ):
+    if isinstance(module, _READS_CHANNELS_LAST):
         return LAST
     if isinstance(module, _CHANNELS_FIRST) and not isinstance(module, nn.Fold):
         return FIRST
