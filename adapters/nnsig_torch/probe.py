@@ -19,9 +19,8 @@ from .adapter import TorchAdapter
 
 def _is_dataset(data: Any) -> bool:
     """A map-style data set (``len`` and ``data[i]``), not arrays, tensors, pairs or a loader."""
-    if isinstance(data, (tuple, list, Mapping, np.ndarray, torch.Tensor)):
-        return False
-    if isinstance(data, torch.utils.data.DataLoader):
+    if isinstance(data, (tuple, list, Mapping, np.ndarray, torch.Tensor,
+                         torch.utils.data.DataLoader)):
         return False
     return hasattr(data, "__len__") and hasattr(data, "__getitem__")
 
