@@ -7,12 +7,11 @@ and are imported by the user; this package only knows the
 
 from __future__ import annotations
 
-import importlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from nnsig_core._params import InvalidParameterError
-from nnsig_core._util import package_version
+from nnsig_core._util import lazy_attributes, package_version
 from nnsig_core._warnings import NnsigWarning
 from nnsig_core.capture import CaptureError, capture, capture_arrays
 from nnsig_core.protocol import (
@@ -127,14 +126,7 @@ _LAZY = {
     "capture_distributed": "nnsig_core.distributed",  # Dask itself is imported when it runs
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nnsig_core' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

@@ -5,9 +5,12 @@ Each lives here once; modules import them instead of writing their own.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
+import sys
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,17 +22,8 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 def check_name(name: Any, what: str, reserved: frozenset[str] = frozenset()) -> str:
-    """Return ``name`` if it is a valid split or analysis name, else raise ``ValueError``.
-
-    Parameters
-    ----------
-    name : Any
-        The name to check.
-    what : str
-        What it names (``"split"``, ``"analysis"``), for the message.
-    reserved : frozenset of str
-        Names that are taken by the store format.
-    """
+    """Return ``name`` if it is a valid ``what`` (``"split"``, ``"analysis"``) name and not
+    one of the ``reserved`` names the store format takes, else raise ``ValueError``."""
     if not isinstance(name, str) or not NAME_PATTERN.match(name) or name in reserved:
         taken = f", and not one of {sorted(reserved)}" if reserved else ""
         raise ValueError(
@@ -84,30 +78,14 @@ _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*$", re.
 
 
 def parse_bytes(value: int | float | str) -> int:
-    """Parse a memory size: an int of bytes, or a string such as ``"2GiB"``, ``"500MB"``.
-
-    Parameters
-    ----------
-    value : int, float or str
-        Bytes, or a number followed by a unit (``B``, ``kB``, ``MB``, ``GB``,
-        ``TB`` in powers of 1000, ``KiB``, ``MiB``, ``GiB``, ``TiB`` in powers
-        of 1024; case-insensitive).
-
-    Returns
-    -------
-    int
-        The size in bytes (>= 0).
-
-    Raises
-    ------
-    ValueError
-        If the value cannot be parsed or is negative.
-    """
-    if isinstance(value, bool):
+    """A memory size in bytes (>= 0, else ``ValueError``): a number of bytes, or a string
+    such as ``"2GiB"``, ``"500MB"`` (``B``, ``kB``, ``MB``, ``GB``, ``TB`` in powers of
+    1000, ``KiB``, ``MiB``, ``GiB``, ``TiB`` in powers of 1024; case-insensitive)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer, float, np.floating, str)):
         raise ValueError(f"memory_limit must be a number of bytes or a size string, got {value!r}.")
-    if isinstance(value, (int, np.integer, float, np.floating)):
+    if not isinstance(value, str):
         n = int(value)
-    elif isinstance(value, str):
+    else:
         m = _SIZE.match(value)
         unit = m.group(2).lower() if m else None
         if not m or unit not in _UNITS:
@@ -116,8 +94,6 @@ def parse_bytes(value: int | float | str) -> int:
                 "number with a unit such as '512MiB', '2GiB', '4GB'."
             )
         n = int(float(m.group(1)) * _UNITS[unit])
-    else:
-        raise ValueError(f"memory_limit must be a number of bytes or a size string, got {value!r}.")
     if n < 0:
         raise ValueError(f"memory_limit must be >= 0 bytes, got {value!r}.")
     return n
@@ -143,15 +119,8 @@ def l2_normalise(X: Any, dtype: Any = np.float64) -> np.ndarray:
 
 
 def count_matrix(clusters: Any, classes: Any, n_clusters: int, n_classes: int) -> np.ndarray:
-    """``(n_clusters, n_classes)`` counts of (cluster, class) pairs; rows with a class < 0 skipped.
-
-    Parameters
-    ----------
-    clusters, classes : array-like of int, same length
-        The cluster and the class of each sample (class -1 = unknown).
-    n_clusters, n_classes : int
-        The matrix's shape.
-    """
+    """``(n_clusters, n_classes)`` counts of the samples' (cluster, class) pairs; samples of
+    class < 0 (unknown) skipped."""
     k = np.asarray(clusters, dtype=np.int64).reshape(-1)
     c = np.asarray(classes, dtype=np.int64).reshape(-1)
     keep = c >= 0
@@ -174,3 +143,18 @@ def fsync_dir(directory: str | os.PathLike[str] | Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def lazy_attributes(package: str, modules: Mapping[str, str]) -> Callable[[str], Any]:
+    """A package's PEP 562 ``__getattr__``: ``name`` imported from ``modules[name]`` on first
+    use (so importing the package imports none of them), then set on the package."""
+
+    def __getattr__(name: str) -> Any:
+        module = modules.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        setattr(sys.modules[package], name, value)
+        return value
+
+    return __getattr__

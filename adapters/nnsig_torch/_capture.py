@@ -1,19 +1,14 @@
 """Forward hooks that record the tensors of selected modules during one forward pass.
 
-A hook keeps a *reference* to each captured tensor with its version counter
-(``tensor._version``, which every in-place operation on the tensor or a view
-of it increments), so a capture costs no copy. The adapter compares the
-versions after the pass: a tensor changed in place later in the pass
-(``ReLU(inplace=True)``, ``x += residual``) is detected, and that layer is
-then processed inside its hook (pooled or copied before anything can change
-it) from then on.
+A hook keeps a reference to each tensor, not a copy, with its version counter, which
+tells the adapter after the pass which ones were changed in place later in it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,45 +31,16 @@ def capturable(
     batch_axis: int = 0,
     skipped: list[str] | None = None,
 ) -> list[tuple[str, torch.Tensor, torch.Tensor, bool]]:
-    """The named, batch-first tensors that one call of a module yields.
+    """The ``(name, batch-first tensor, original tensor, transposed)`` that one call of a
+    module (``call`` earlier calls in this pass) yields from ``output``.
 
-    Integer, boolean and complex tensors are not activations: a module that
-    returns one directly is an error, and inside a structured output they are
-    skipped (e.g. the indices of ``MaxPool2d(return_indices=True)``), as are
-    per-batch scalars and non-tensor leaves. A tensor without a batch axis is
-    an error when it is all a module named exactly (``strict``) returned, and
-    is otherwise skipped (its name is appended to ``skipped``).
-
-    Parameters
-    ----------
-    module_name, call : str, int
-        The module's qualified name and how many times it already ran.
-    module : torch.nn.Module
-        The module.
-    output : Any
-        What it returned.
-    n : int or None
-        The batch size, when known.
-    strict : bool
-        Raise on a tensor that cannot be captured instead of skipping it (a
-        module named exactly by the user).
-    first_only : bool
-        Keep only the first capturable tensor (a block's hidden state).
-    batch_axis : int
-        Where the batch axis of the inputs is (1 for sequence-first models).
-    skipped : list of str, optional
-        Receives the names of the tensors skipped for having no batch axis.
-
-    Returns
-    -------
-    list of (name, batch-first tensor, original tensor, transposed)
-
-    Raises
-    ------
-    TypeError
-        When ``strict`` and the output holds no floating-point tensor.
-    ValueError
-        When ``strict`` and a floating-point tensor has no batch axis.
+    Integer, boolean and complex tensors are not activations: a module that returns one
+    directly is an error, and inside a structured output they are skipped (the indices of
+    ``MaxPool2d(return_indices=True)``), as are per-batch scalars and non-tensor leaves.
+    A module named exactly (``strict``) whose output holds no floating-point tensor is a
+    ``TypeError``, and one whose only tensor has no batch axis a ``ValueError``; other
+    tensors without a batch axis are skipped, their names appended to ``skipped``.
+    ``first_only`` keeps the first capturable tensor alone (a block's hidden state).
     """
     leaves = flatten_output(output)
     bare = len(leaves) == 1 and leaves[0][0] == ""
@@ -165,24 +131,11 @@ def version_of(t: torch.Tensor) -> int | None:
 class Recorder:
     """Per-forward-pass state: how often each module ran and what it produced.
 
-    Parameters
-    ----------
-    n : int or None
-        The batch size.
-    strict : collection of str
-        Modules named exactly by the user: a tensor they yield that cannot be
-        captured is an error (else it is skipped).
-    first_only : collection of str
-        Modules of which only the first capturable tensor is kept.
-    eager : callable, optional
-        ``eager(capture_name, module_name, tensor) -> value or None``, run in
-        the hook: a value is kept instead of the reference (the layers changed
-        in place later in the pass are pooled or copied there).
-    batch_axis : int
-        The batch axis of the inputs.
-    total : collection of str, optional
-        Capture names whose whole-tensor float32 sum is taken in the hook
-        (:attr:`Captured.total`), when they are not processed there.
+    ``strict`` and ``first_only`` are module names, as for :func:`capturable`.
+    ``eager(capture_name, module_name, tensor)``, run in the hook, returns a value kept
+    instead of the reference (a layer changed in place later in the pass, pooled or
+    copied there), or ``None``. Captures named in ``total`` and not processed in the hook
+    have their whole-tensor float32 sum taken there (:attr:`Captured.total`).
     """
 
     def __init__(
@@ -203,11 +156,6 @@ class Recorder:
         self.calls: dict[str, int] = {}
         self.values: dict[str, Captured] = {}
         self.skipped: list[str] = []
-
-    @property
-    def modules(self) -> dict[str, str]:
-        """Capture name -> module name."""
-        return {k: c.module for k, c in self.values.items()}
 
     def hook(self, module_name: str) -> Callable[[nn.Module, Any, Any], None]:
         """A forward hook recording ``module_name``'s output (returns ``None``: no change)."""
@@ -238,16 +186,23 @@ class Recorder:
 
 
 @contextmanager
-def hooks(model: nn.Module, names: Sequence[str], recorder: Recorder) -> Iterator[None]:
-    """Register ``recorder``'s hooks on the named modules; remove exactly those on exit."""
+def forward_hooks(hooked: Iterable[tuple[nn.Module, Callable[..., None]]], *,
+                  with_kwargs: bool = False) -> Iterator[None]:
+    """Register each ``(module, hook)`` as a forward hook; remove exactly those on exit."""
     handles = []
     try:
-        for name in names:
-            handles.append(model.get_submodule(name).register_forward_hook(recorder.hook(name)))
+        for module, hook in hooked:
+            handles.append(module.register_forward_hook(hook, with_kwargs=with_kwargs))
         yield
     finally:
         for h in handles:
             h.remove()
+
+
+def hooks(model: nn.Module, names: Sequence[str],
+          recorder: Recorder) -> AbstractContextManager[None]:
+    """``recorder``'s hooks on the named modules, for the ``with`` block."""
+    return forward_hooks((model.get_submodule(name), recorder.hook(name)) for name in names)
 
 
 def clone_output(name: str, module_name: str, t: torch.Tensor) -> torch.Tensor:

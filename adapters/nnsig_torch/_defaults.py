@@ -1,33 +1,9 @@
-"""The layers a practitioner would capture first, by model family.
+"""The layers a practitioner would capture first, by model family (``layers=None``).
 
-The rule (also in ``docs/design.md``), applied to the module tree alone:
-
-1. **Blocks.** A *block group* is two or more sibling modules that are not
-   leaves and look alike: the same class, or, for plain containers
-   (``Sequential``, ``ModuleList``, ``ModuleDict``), the same set of child
-   classes. A sibling that holds the classifier head (the last leaf with
-   parameters, when it is a linear or convolutional layer) is left out.
-2. **Transformers** (the model has an attention module: ``MultiheadAttention``
-   or a class named ``*Attention*``/``*Attn*``): the outputs of the innermost
-   blocks holding attention, i.e. the members of block groups whose every
-   member holds an attention module (without being one) and that hold no
-   such block group themselves, when there are at least two: torchvision
-   ``encoder.layers.*``, timm ``blocks.*``, HuggingFace ``encoder.layer.*``,
-   ``h.*``, ``layers.*``, ``block.*`` (encoder then decoder), Swin's blocks
-   inside its stages. This is the residual stream.
-3. **Other networks with blocks** (convnets): the outermost block groups, i.e.
-   those whose parent is closest to the root (several groups under parents at
-   that depth are all taken): ResNet ``layer1..4``, timm ``stages.*``,
-   torchvision ``features.*`` of MobileNet/EfficientNet, DenseNet's dense
-   blocks and transitions.
-4. **No blocks** (MLPs, VGG-like stacks): every activation module (including
-   the activation classes of ``transformers`` and ``timm``), else every
-   hidden leaf but the last, leaving out pass-through leaves.
-
-At most :data:`MAX_DEFAULT_LAYERS` are kept, evenly spread (first and last
-included) when there are more. A block's capture is its first floating-point
-output (the hidden state of a block returning a tuple), and modules whose
-output has no batch axis are skipped at the first batch.
+The rule, applied to the module tree alone, is in ``docs/design.md`` (PyTorch, "The
+default selection"): the innermost blocks holding attention (transformers), else the
+outermost block groups (convnets), else every activation module, else every hidden leaf
+but the last; at most :data:`MAX_DEFAULT_LAYERS`, evenly spread.
 """
 
 from __future__ import annotations
@@ -100,6 +76,7 @@ def _is_attention(module: nn.Module) -> bool:
 
 
 def _key(module: nn.Module) -> object:
+    """Siblings alike: the same class or, for plain containers, the same child classes."""
     if type(module) in _GENERIC:
         return (type(module), frozenset(type(c).__name__ for c in module.children()))
     return type(module)
@@ -135,7 +112,8 @@ def _is_block(module: nn.Module) -> bool:
 
 
 def _groups(model: nn.Module, head: str | None) -> Iterator[tuple[str, list[str]]]:
-    """Every block group: (parent name, member names in order)."""
+    """Every block group: two or more sibling blocks alike (:func:`_key`), leaving out the
+    one that holds the classifier ``head``, as (parent name, member names in order)."""
     for parent, module in model.named_modules():
         by_key: dict[object, list[str]] = {}
         for child_name, child in module.named_children():
@@ -201,7 +179,7 @@ def _rules(model: nn.Module) -> list[tuple[list[str], str, bool]]:
 
 
 def default_layers(model: nn.Module, log: bool = True) -> DefaultSelection:
-    """The default selection of ``model`` (see the module docstring for the rule).
+    """The default selection of ``model`` (the rule is in the module docstring).
 
     Parameters
     ----------

@@ -1,36 +1,18 @@
 """Finding the layout of captured tensors (channels first or last) from the modules around them.
 
-On the first batch a :class:`LayoutTracker` watches every module of the model
-once. It collects *evidence* about tensors, not guesses from their shapes:
-
-producer
-    A module with a known layout made the tensor: convolutions, batch and
-    group norms, 2-D pools, upsampling make channels-first maps;
-    ``Linear``, ``LayerNorm`` (not the ``LayerNorm2d`` of timm/torchvision),
-    RMS norms, embeddings, attention and recurrent layers make channels-last
-    tensors. A module with a ``data_format`` attribute (HuggingFace ConvNeXt)
-    says it.
-consumer
-    A module with a known input layout read the tensor (a ``LayerNorm`` after
-    a functional ``transpose`` tells that the transposed tensor is
-    channels-last).
-same shape
-    A module without a rule (activations, dropout, residual blocks, any
-    container) whose output has the shape of its input keeps the input's
-    layout (and the other way round); torchvision's ``Permute`` moves it.
-
-Tensors are known by identity during the pass only (weak references: nothing
-is kept alive). After the pass, evidence is propagated to a fixed point; a
-tensor with none has no known layout (``None``), and pooling it is an error
-that asks the user for ``layout=``.
+On the first batch a :class:`LayoutTracker` hooks every module once and collects evidence
+per tensor, known by identity during the pass only (weak references): the module that made
+it (:func:`producer_side`), the modules that read it (:func:`_consumer_side`) and, through
+modules without a rule, an input of the same shape (torchvision's ``Permute`` moves it).
+It is propagated to a fixed point after the pass (the rules: ``docs/design.md``, PyTorch);
+a tensor with none has no known layout, and pooling it asks for ``layout=``.
 """
 
 from __future__ import annotations
 
 import itertools
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -38,6 +20,8 @@ from torch import nn
 
 from nnsig_core.protocol.axes import Layout
 
+from ._capture import forward_hooks
+from ._runtime import ATTENTION_TYPES
 from ._structure import flatten_output
 
 FIRST, LAST = "first", "last"
@@ -63,23 +47,21 @@ _CHANNELS_FIRST: tuple[type[nn.Module], ...] = (
     nn.FractionalMaxPool3d,
     nn.Fold,
 )
-_CHANNELS_LAST: tuple[type[nn.Module], ...] = (
+_RMS_NORM = getattr(nn, "RMSNorm", None)
+# Modules that read channels-last tensors (and make them).
+_READS_CHANNELS_LAST: tuple[type[nn.Module], ...] = (
     nn.Linear,
     nn.Bilinear,
     nn.LayerNorm,
+    *(() if _RMS_NORM is None else (_RMS_NORM,)),
+)
+_CHANNELS_LAST: tuple[type[nn.Module], ...] = (
+    *_READS_CHANNELS_LAST,
     nn.Embedding,
     nn.EmbeddingBag,
-    nn.MultiheadAttention,
     nn.RNNBase,
-    nn.TransformerEncoderLayer,
-    nn.TransformerDecoderLayer,
-    nn.TransformerEncoder,
-    nn.TransformerDecoder,
-    nn.Transformer,
+    *ATTENTION_TYPES,
 )
-_RMS_NORM = getattr(nn, "RMSNorm", None)
-if _RMS_NORM is not None:
-    _CHANNELS_LAST += (_RMS_NORM,)
 
 
 def _name_rule(module: nn.Module) -> str | None:
@@ -117,9 +99,7 @@ def _consumer_side(module: nn.Module) -> str | None:
     rule = _name_rule(module)
     if rule is not None:
         return rule
-    if isinstance(module, (nn.Linear, nn.LayerNorm, nn.Bilinear)) or (
-        _RMS_NORM is not None and isinstance(module, _RMS_NORM)
-    ):
+    if isinstance(module, _READS_CHANNELS_LAST):
         return LAST
     if isinstance(module, _CHANNELS_FIRST) and not isinstance(module, nn.Fold):
         return FIRST
@@ -199,7 +179,8 @@ class LayoutTracker:
                     self.links.append((key, in_key, None))
 
     # -- resolving
-    def _propagate(self) -> None:
+    def finish(self) -> None:
+        """Propagate the evidence to a fixed point (call once, after the pass)."""
         changed = True
         while changed:
             changed = False
@@ -240,19 +221,7 @@ class LayoutTracker:
             return None  # a channels-first tensor whose batch was axis 1: no such layout
         return Layout(side, t.ndim - 2)
 
-    def finish(self) -> None:
-        """Propagate the evidence (call once, after the pass)."""
-        self._propagate()
 
-
-@contextmanager
-def tracking(model: nn.Module, tracker: LayoutTracker) -> Iterator[None]:
-    """Register ``tracker``'s hook on every module of ``model``; remove them on exit."""
-    handles = []
-    try:
-        for m in model.modules():
-            handles.append(m.register_forward_hook(tracker.hook, with_kwargs=True))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
+def tracking(model: nn.Module, tracker: LayoutTracker) -> AbstractContextManager[None]:
+    """``tracker``'s hook on every module of ``model``, for the ``with`` block."""
+    return forward_hooks(((m, tracker.hook) for m in model.modules()), with_kwargs=True)

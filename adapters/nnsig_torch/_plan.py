@@ -1,21 +1,4 @@
-"""What the adapter does with each capture, decided on the first batch: layout, pooling, copies.
-
-A :class:`CapturePlan` holds, per capture name, its layout (given with
-``layout=`` or found by the :class:`~nnsig_torch._layout.LayoutTracker`), its
-sample-level pooling mode and whether it also has token-level rows, and how
-its values are protected:
-
-``eager``
-    The tensor is changed in place later in the forward pass (detected with
-    its version counter): it is pooled or copied inside the hook.
-``owned``
-    The tensor's storage outlives the pass (a buffer the module reuses, seen
-    on the second batch): results that would alias it are copied after the pass.
-
-Every other capture is processed after the pass from a reference, and a
-result that is a view of the module's tensor (``pool=None``, ``"cls"``...) is
-handed to the store without a copy.
-"""
+"""What the adapter does with each capture, decided on the first batch: layout, pooling, copies."""
 
 from __future__ import annotations
 
@@ -43,7 +26,14 @@ from ._pool import pool_tensor, token_rows_tensor
 
 @dataclass
 class CapturePlan:
-    """How one capture is processed (see the module docstring)."""
+    """How one capture is processed: its layout (given with ``layout=`` or found by the
+    :class:`~nnsig_torch._layout.LayoutTracker`), its sample-level pooling mode, whether it
+    also has token rows, and how its values are protected. ``eager``: the tensor is changed
+    in place later in the pass (seen through its version counter), so it is pooled or
+    copied in its hook. ``owned``: its storage outlives the pass (a buffer the module
+    reuses, seen on the second batch), so results that would alias it are copied after the
+    pass. Any other result that is a view of the module's tensor (``pool=None``, ``"cls"``)
+    goes to the store without a copy."""
 
     name: str
     module: str
@@ -90,19 +80,18 @@ def finalize(
     own: bool,
 ) -> Finalized:
     """Pool one batch-first tensor as ``plan`` says; with ``own``, results never alias ``t``."""
+    def contiguous(result: torch.Tensor) -> torch.Tensor:
+        if own and shares_storage(result, original):
+            return result.clone(memory_format=torch.contiguous_format)
+        return result.contiguous()
+
     sample = tokens = None
     if plan.sample:
-        sample = pool_tensor(t, plan.mode, plan.layout, mask, plan.name)
-        if own and shares_storage(sample, original):
-            sample = sample.clone(memory_format=torch.contiguous_format)
-        else:
-            sample = sample.contiguous()
+        sample = contiguous(pool_tensor(t, plan.mode, plan.layout, mask, plan.name))
     if plan.tokens:
         values, rows, position, token = token_rows_tensor(t, plan.layout, mask, token_ids,
                                                           plan.name)
-        if own and shares_storage(values, original):
-            values = values.clone(memory_format=torch.contiguous_format)
-        tokens = (values.contiguous(), rows, position, token)
+        tokens = (contiguous(values), rows, position, token)
     return sample, tokens  # type: ignore[return-value]  # the token ids may be None
 
 
@@ -124,15 +113,9 @@ def make_plans(
     pool: Any,
     layout: Any,
 ) -> dict[str, CapturePlan]:
-    """The plan of every capture of the first batch.
-
-    Raises
-    ------
-    LayerSelectionError
-        A ``pool`` or ``layout`` key that matches no captured layer.
-    ValueError
-        A ``layout`` string that does not fit the tensor's number of axes.
-    """
+    """The plan of every capture of the first batch; a ``pool`` or ``layout`` key that
+    matches no captured layer is a ``LayerSelectionError``, a ``layout`` string that does
+    not fit the tensor's number of axes a ``ValueError``."""
     plans: dict[str, CapturePlan] = {}
     used_pool: set[str] = set()
     used_layout: set[str] = set()

@@ -21,10 +21,6 @@ from nnsig_core.protocol.pooling import ambiguous_layout_message, resolve_auto
 _FIX = "TorchAdapter(..., layout={{{name!r}: 'NCHW'}}) (or 'NHWC', 'NLC', 'NCL'...)"
 
 
-def _fix(name: str) -> str:
-    return _FIX.format(name=name)
-
-
 def _mask(layout: Layout, t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
     if mask is None or not layout.is_sequence:
         return None
@@ -52,14 +48,9 @@ def pool_tensor(
     Returns a float32 tensor ``(n, ...)``, possibly a view of ``t`` (``None``,
     ``"flatten"``, ``"cls"``, ``"last"`` on float32 input); the caller copies
     it when ``t`` may change. A per-sample scalar ``(n,)`` becomes ``(n, 1)``.
-
-    Raises
-    ------
-    AmbiguousLayoutError
-        When the mode needs the layout and it is unknown.
-    ValueError
-        ``"cls"``/``"last"`` on a non-sequence, a callable returning the wrong
-        number of rows, or a sample without any token.
+    A mode that needs the unknown layout is an :class:`AmbiguousLayoutError`;
+    ``"cls"``/``"last"`` on a non-sequence, a callable returning the wrong number
+    of rows, or a sample without any token, a ``ValueError``.
     """
     if callable(mode):
         out = mode(t.float())
@@ -73,7 +64,7 @@ def pool_tensor(
         t = t.unsqueeze(1)
     if t.ndim > 2 and mode not in (None, "flatten", "auto") and layout is None:
         raise AmbiguousLayoutError(ambiguous_layout_message(name, tuple(t.shape[1:]), mode,
-                                                            _fix(name)))
+                                                            _FIX.format(name=name)))
     mode = resolve_auto(mode, layout if t.ndim > 2 else None)
     if mode is None:
         return t.float()
@@ -132,7 +123,7 @@ def token_rows_tensor(
     """
     if layout is None:
         raise AmbiguousLayoutError(ambiguous_layout_message(name, tuple(t.shape[1:]), "tokens",
-                                                            _fix(name)))
+                                                            _FIX.format(name=name)))
     if layout.positions == 0:
         raise ValueError(
             f"pool 'tokens' of layer {name!r} needs positions (a sequence or a feature map); "

@@ -12,8 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
-# Modules whose fused inference path (torch.backends.mha) would skip their submodules.
-_FUSED_TYPES: tuple[type[nn.Module], ...] = (
+# torch's attention and transformer modules, whose fused inference path (torch.backends.mha)
+# would skip their submodules.
+ATTENTION_TYPES: tuple[type[nn.Module], ...] = (
     nn.MultiheadAttention,
     nn.TransformerEncoderLayer,
     nn.TransformerDecoderLayer,
@@ -42,7 +43,7 @@ def float_dtype(model: nn.Module) -> torch.dtype:
 
 def inside_fused(model: nn.Module, names: Sequence[str]) -> bool:
     """Whether a hooked module lies inside a module whose fused fast path would skip it."""
-    fused = [n for n, m in model.named_modules() if isinstance(m, _FUSED_TYPES)]
+    fused = [n for n, m in model.named_modules() if isinstance(m, ATTENTION_TYPES)]
     return any(name.startswith(f + ".") or (f == "" and name) for f in fused for name in names)
 
 
@@ -162,14 +163,8 @@ class PinnedPool:
     A buffer is handed out again only once every NumPy array made from it is
     gone (weak references), so a batch still waiting in the capture's writer
     queue is never overwritten; allocating pinned memory costs more than the
-    copy itself, which is why buffers are kept.
-
-    Parameters
-    ----------
-    allocate : callable, optional
-        ``allocate(n_floats) -> float32 tensor``; pinned host memory by default.
-    keep : int
-        At most this many buffers are kept.
+    copy itself, which is why buffers are kept (at most ``keep``). ``allocate(n_floats)``
+    returns a float32 tensor, pinned host memory by default.
     """
 
     def __init__(self, allocate: Any = None, keep: int = 6) -> None:
@@ -198,16 +193,13 @@ class PinnedPool:
         return entry
 
 
-def to_host(
-    tensors: Sequence[torch.Tensor], pool: PinnedPool | None = None
-) -> list[np.ndarray]:
+def to_host(tensors: Sequence[torch.Tensor], pool: PinnedPool) -> list[np.ndarray]:
     """Copy float32 tensors to host NumPy arrays, with one synchronisation per device.
 
     CUDA tensors are copied with ``non_blocking=True`` into one pinned host
-    buffer per device (the arrays are views into it; with ``pool`` the buffer
-    is reused once the arrays of an earlier batch are gone), and the current
-    stream of each device is synchronised once, after all copies are queued.
-    CPU tensors are returned without a copy.
+    buffer of ``pool`` per device (the arrays are views into it, so it is reused
+    once they are gone), and the current stream of each device is synchronised
+    once, after all copies are queued. CPU tensors are returned without a copy.
     """
     out: list[np.ndarray | None] = [None] * len(tensors)
     by_device: dict[torch.device, list[int]] = {}
@@ -218,28 +210,20 @@ def to_host(
             by_device.setdefault(t.device, []).append(i)
         else:
             out[i] = t.cpu().numpy()
-    pending = []
-    users: list[list[weakref.ref]] = []
+    pending: list[tuple[int, torch.Tensor, list[weakref.ref]]] = []
     for idx in by_device.values():
-        size = sum(tensors[i].numel() for i in idx)
-        if pool is not None:
-            buf, refs = pool.acquire(size)
-            users.append(refs)
-        else:
-            buf = torch.empty(size, dtype=torch.float32, pin_memory=True)
-            users.append([])
+        buf, users = pool.acquire(sum(tensors[i].numel() for i in idx))
         offset = 0
         for i in idx:
             t = tensors[i]
             view = buf[offset : offset + t.numel()].view(t.shape)
             view.copy_(t, non_blocking=True)
-            pending.append((i, view))
+            pending.append((i, view, users))
             offset += t.numel()
     for device in by_device:  # all copies are queued: wait once per device
         torch.cuda.current_stream(device).synchronize()
-    owner = {i: refs for refs, idx in zip(users, by_device.values(), strict=True) for i in idx}
-    for i, view in pending:
+    for i, view, users in pending:
         arr = view.numpy()
-        owner[i].append(weakref.ref(arr))
+        users.append(weakref.ref(arr))
         out[i] = arr
     return out  # type: ignore[return-value]

@@ -23,19 +23,8 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """Return the user's module inside ``DataParallel``, DDP or ``torch.compile`` wrappers.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        The model as given by the user.
-
-    Returns
-    -------
-    torch.nn.Module
-        The innermost module, whose ``named_modules()`` carry no ``module.`` or
-        ``_orig_mod.`` prefix.
-    """
+    """The user's module inside ``DataParallel``, DDP or ``torch.compile`` wrappers, whose
+    ``named_modules()`` carry no ``module.`` or ``_orig_mod.`` prefix."""
     while True:
         if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
             logger.info("Unwrapping %s: capturing model.module", type(model).__name__)
@@ -58,35 +47,12 @@ def _strip_wrapper_prefix(name: str, modules: Mapping[str, nn.Module]) -> str:
 def resolve_layers(
     model: nn.Module, layers: LayerSpec | Sequence[LayerSpec]
 ) -> tuple[list[str], set[str]]:
-    """Resolve ``layers`` to qualified module names of ``model``.
+    """The module names ``layers`` selects in the (unwrapped) ``model``, in
+    ``named_modules()`` order, and those given exactly, which must run on every batch.
 
-    Parameters
-    ----------
-    model : torch.nn.Module
-        The (unwrapped) model.
-    layers : str, type or sequence of them
-        Exact qualified names (as in ``model.named_modules()``; a ``module.``
-        or ``_orig_mod.`` prefix copied from a wrapped model is dropped), glob
-        patterns matched with :func:`fnmatch.fnmatchcase` (``"features.*"``)
-        or ``nn.Module`` subclasses (every module that is an instance); see
-        :func:`nnsig_core.protocol.resolve_selection`.
-
-    Returns
-    -------
-    names : list of str
-        Matching module names, in ``named_modules()`` order, without duplicates.
-    explicit : set of str
-        The names given exactly; those must fire on every batch. Modules found
-        through a glob or a type may be skipped if they never run.
-
-    Raises
-    ------
-    UnknownLayerError
-        For an exact name that is not a module of ``model``.
-    LayerSelectionError
-        For a glob or type that matches no module, or an empty selection.
-    TypeError
-        For an entry that is neither a string nor an ``nn.Module`` subclass.
+    Names, globs and ``nn.Module`` subclasses are resolved, and their errors raised, by
+    :func:`nnsig_core.protocol.resolve_selection`; a ``module.`` or ``_orig_mod.`` prefix
+    copied from a wrapped model is dropped.
     """
     modules = {name: m for name, m in model.named_modules() if name}
     wording = SelectionWording(

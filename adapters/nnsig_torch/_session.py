@@ -25,22 +25,8 @@ def sequence_inputs(
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """The ``(n, L)`` real-token mask and token ids of a (moved) batch, when it has them.
 
-    Parameters
-    ----------
-    x : Any
-        The batch as the model gets it.
-    mask : str, tuple of str, callable or None
-        The key(s) of dict batches tried in order (nonzero = real token), or
-        ``inputs -> mask``.
-    token_key : str or None
-        The key of the token ids in dict batches.
-    n : int or None
-        The batch size.
-
-    Raises
-    ------
-    ValueError
-        When the mask is not ``(n, L)``.
+    ``mask`` is as for :class:`~nnsig_torch.TorchAdapter` (a mask that is not ``(n, L)``
+    is a ``ValueError``); ``token_key`` is the key of the token ids in dict batches.
     """
     m = ids = None
     if callable(mask):
@@ -84,20 +70,19 @@ def decoder_inputs(
     return sequence_inputs(dec, "attention_mask", "input_ids", n)
 
 
-def first_batch_names(adapter: TorchAdapter, rec: Recorder) -> list[str]:
-    """The capture names of the first batch (warning of what was left out).
-
-    Raises
-    ------
-    LayerSelectionError
-        A module named exactly that never ran, or nothing captured.
-    """
+def _check_explicit_ran(adapter: TorchAdapter, rec: Recorder, why: str = "") -> None:
     missing = sorted(n for n in adapter._explicit if n not in rec.calls)
     if missing:
         raise LayerSelectionError(
-            f"Selected layer(s) never ran during the forward pass: {', '.join(missing)}. "
-            "Their forward() is not called by the model (e.g. only their weights are used)."
+            f"Selected layer(s) never ran during the forward pass: {', '.join(missing)}.{why}"
         )
+
+
+def first_batch_names(adapter: TorchAdapter, rec: Recorder) -> list[str]:
+    """The capture names of the first batch, warning of what was left out (a module named
+    exactly that never ran, or nothing captured, is a ``LayerSelectionError``)."""
+    _check_explicit_ran(adapter, rec, " Their forward() is not called by the model (e.g. only "
+                        "their weights are used).")
     if not rec.values:
         raise LayerSelectionError(
             "None of the selected modules ran during the forward pass (or none of their "
@@ -124,11 +109,7 @@ def check_names(adapter: TorchAdapter, rec: Recorder, names: list[str] | None) -
     happens to equal a small last batch) are ignored; a missing one is an error.
     """
     assert names is not None
-    missing = sorted(n for n in adapter._explicit if n not in rec.calls)
-    if missing:
-        raise LayerSelectionError(
-            f"Selected layer(s) never ran during the forward pass: {', '.join(missing)}."
-        )
+    _check_explicit_ran(adapter, rec)
     got = set(rec.values)
     lost = [n for n in names if n not in got]
     # With one sample, a tensor shared by the batch (T5's position bias, (1, heads, q, k))
@@ -150,13 +131,9 @@ def layer_entries(adapter: TorchAdapter) -> tuple[list[dict[str, Any]], list[dic
     """The ``layers`` and ``token_layers`` of the model summary."""
     model = adapter.model
     if adapter._names is None:
-        entries = [
-            {"name": n, "type": type(model.get_submodule(n)).__name__,
-             "parameters": n_parameters(model.get_submodule(n)),
-             "config": module_config(model.get_submodule(n))}
-            for n in adapter.layer_names
-        ]
-        return entries, []
+        selected = [(n, model.get_submodule(n)) for n in adapter.layer_names]
+        return [{"name": n, "type": type(m).__name__, "parameters": n_parameters(m),
+                 "config": module_config(m)} for n, m in selected], []
     layers, tokens = [], []
     for name in adapter._names:
         plan = adapter._plans[name]

@@ -13,40 +13,20 @@ _MAX_DEPTH = 16
 
 
 def capture_name(module_name: str, call: int, path: str = "") -> str:
-    """Name of one captured tensor: ``module[:call][.path]``.
-
-    Parameters
-    ----------
-    module_name : str
-        Qualified module name (``"layer1.0.conv1"``).
-    call : int
-        How many times the module already ran in this forward pass; the first
-        call has no suffix, later ones ``:1``, ``:2``...
-    path : str
-        Position inside a structured output, ``""`` for a plain tensor, else
-        ``".0"``, ``".1.0"``, ``".last_hidden_state"``...
-    """
+    """Name of one captured tensor: ``module[:call][.path]``, where ``call`` counts the
+    module's earlier calls in this pass (the first has no suffix) and ``path`` is the
+    position inside a structured output (``""``, ``".0"``, ``".last_hidden_state"``)."""
     return (module_name if call == 0 else f"{module_name}:{call}") + path
 
 
 def flatten_output(obj: Any) -> list[tuple[str, torch.Tensor]]:
-    """List the tensors in a module output with their paths.
+    """The tensors in a module output with their paths, in a stable order.
 
     A tensor has the path ``""``; tuples and lists give ``".0"``, ``".1"``...
     (named tuples their field names), mappings ``".key"`` in their order
     (HuggingFace ``ModelOutput`` included, its ``None`` fields being absent)
     and dataclasses ``".field"`` in declaration order, recursively. Leaves that
     are not tensors are skipped.
-
-    Parameters
-    ----------
-    obj : Any
-        What a module's ``forward`` returned.
-
-    Returns
-    -------
-    list of (str, torch.Tensor)
-        In a stable order for a given structure.
     """
     out: list[tuple[str, torch.Tensor]] = []
     _walk(obj, "", out, 0)
@@ -77,12 +57,8 @@ def model_output(obj: Any) -> torch.Tensor:
 
     A tensor as is; for a mapping or dataclass its ``logits`` entry when there
     is one; otherwise the first floating-point tensor of :func:`flatten_output`
-    (the first tensor of a tuple), else the first tensor.
-
-    Raises
-    ------
-    TypeError
-        When the output holds no tensor.
+    (the first tensor of a tuple), else the first tensor; a ``TypeError`` when it holds
+    none.
     """
     if isinstance(obj, torch.Tensor):
         return obj
@@ -105,33 +81,16 @@ def to_batch_first(
     path: str = "",
     batch_axis: int = 0,
 ) -> tuple[torch.Tensor, bool] | None:
-    """Put the batch axis of ``t`` first.
+    """``t`` (at ``path`` in ``module``'s output) with the batch axis first, and whether it
+    was transposed; ``None`` when neither axis 0 nor 1 has ``n`` entries.
 
     Recurrent modules have known layouts: their hidden states are
     ``(layers * directions, n, hidden)`` and their output is sequence-first
     unless ``batch_first=True``; both are transposed. Any other tensor is kept
     when its axis 0 has ``n`` entries, else transposed when axis 1 has (a
     sequence-first layout, e.g. a transformer with ``batch_first=False``).
-
-    Parameters
-    ----------
-    t : torch.Tensor
-        A captured tensor.
-    n : int or None
-        The batch size; ``None`` when unknown (axis 0 is then assumed).
-    module : torch.nn.Module, optional
-        The module that produced ``t``.
-    path : str
-        The path of ``t`` in the module's output (see :func:`flatten_output`).
-    batch_axis : int
-        The batch axis of the model's inputs: with 1 (a sequence-first
-        model), axis 1 is preferred when axes 0 and 1 both have ``n`` entries.
-
-    Returns
-    -------
-    (torch.Tensor, bool) or None
-        The tensor and whether it was transposed; ``None`` when no axis 0 or 1
-        has ``n`` entries.
+    With ``batch_axis=1`` (a sequence-first model), axis 1 is preferred when both
+    have ``n`` entries; with ``n`` unknown, axis 0 is assumed.
     """
     if n is None:
         return (t, False) if t.ndim >= 1 else None

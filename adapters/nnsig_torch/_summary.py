@@ -63,16 +63,7 @@ def module_config(module: nn.Module) -> dict[str, Any]:
     (``in_features``, ``kernel_size``, ``inplace``...) whose values are plain
     scalars or tuples of them, completed by the ``key=value`` items of
     ``extra_repr()``; when neither gives anything, ``{"repr": extra_repr()}``.
-
-    Parameters
-    ----------
-    module : torch.nn.Module
-        Any module.
-
-    Returns
-    -------
-    dict
-        For example ``{"in_features": 8, "out_features": 16}`` for a Linear.
+    For example ``{"in_features": 8, "out_features": 16}`` for a Linear.
     """
     config: dict[str, Any] = {}
     try:
@@ -163,13 +154,11 @@ class LayerList(list):
             shape = "-" if i.shape is None else str(tuple(i.shape))
             rows.append((i.name, i.type, shape, f"{i.parameters:,}", "*" if i.selected else ""))
         widths = [max(len(r[c]) for r in rows) for c in range(4)]
-        lines = [
-            "  ".join(
-                [r[0].ljust(widths[0]), r[1].ljust(widths[1]), r[2].ljust(widths[2])]
-                + [r[3].rjust(widths[3]), r[4]]
-            ).rstrip()
+        justify = (str.ljust, str.ljust, str.ljust, str.rjust)  # the counts right-aligned
+        return "\n".join(
+            "  ".join([j(cell, w) for j, cell, w in zip(justify, r[:4], widths, strict=True)]
+                      + [r[4]]).rstrip()
             for r in rows
-        ]
-        return "\n".join(lines)
+        )
 
     __str__ = __repr__

@@ -116,16 +116,12 @@ class TorchAdapter:
       non-tensor leaves, per-batch scalars and integer tensors are skipped. A
       block selected by default yields only its first tensor (the hidden state),
       named after the block (``encoder.block.0``, not ``encoder.block.0.0``).
-    * **Values and cost.** Hooks keep references, not copies. A tensor changed
-      in place later in the pass (``ReLU(inplace=True)``, ``x += residual``)
-      is detected on the first batch through its version counter (the first
-      batch is copied whole) and from then on pooled or copied in its hook;
-      a tensor whose memory the module reuses on the next batch is detected on
-      the second and copied. Every other capture is pooled after the pass and
-      handed to the store without a copy when pooling leaves it unchanged.
-      float16/bfloat16/float64 become float32; an integer, boolean or complex
-      tensor is an error. The batch axis is put first (recurrent states,
-      sequence-first layouts).
+    * **Values and cost.** Hooks keep references, not copies; a tensor changed
+      in place later in the pass (``ReLU(inplace=True)``, ``x += residual``),
+      or whose memory the module reuses on the next batch, is detected and then
+      pooled or copied in time (``docs/design.md``). float16/bfloat16/float64
+      become float32; an integer, boolean or complex tensor is an error. The
+      batch axis is put first (recurrent states, sequence-first layouts).
     * **Running.** Each :meth:`run` registers its hooks, runs the model in
       ``eval()`` mode under ``torch.no_grad()`` and, in a ``finally`` block,
       removes exactly its hooks and restores every submodule's ``training``
@@ -133,9 +129,8 @@ class TorchAdapter:
       model's dtype), a tuple/list (positional arguments) or a dict (keyword
       arguments); a model whose one argument is a tuple takes
       ``{"x": (a, b)}`` or ``((a, b),)``.
-    * **CUDA.** Captured tensors stay on the device during the pass; after it,
-      all of them are copied with ``non_blocking=True`` into a pinned host
-      buffer reused from batch to batch, with a single synchronisation.
+    * **CUDA.** Captured tensors stay on the device during the pass, then go
+      to a reused pinned host buffer with a single synchronisation.
     """
 
     framework = "torch"
@@ -235,15 +230,14 @@ class TorchAdapter:
         mask, token_ids = sequence_inputs(x, self.mask, self.token_key, n)
         self._decoder_seq = decoder_inputs(x, self.mask, self.token_key, n)
         first = self._names is None
-        rec = self._pass(x, n, mask, token_ids, first)
-        if not first and rec[0].changed():
-            changed = rec[0].changed()
+        recorder, raw = self._pass(x, n, mask, token_ids, first)
+        changed = [] if first else recorder.changed()
+        if changed:
             logger.info("Layer(s) %s changed in place during the pass: processed in the hook "
                         "from now on; running this batch again.", ", ".join(changed))
             for name in changed:
                 self._plans[name].eager = True
-            rec = self._pass(x, n, mask, token_ids, first)
-        recorder, raw = rec
+            recorder, raw = self._pass(x, n, mask, token_ids, first)
         out = self._output_tensor(raw, n)
         names = check_names(self, recorder, self._pending if first else self._names)
         self._check_reuse(recorder, names)

@@ -1,15 +1,7 @@
-"""Training-loop callbacks that capture a :class:`~nnsig_torch.probe.TorchProbe` at checkpoints.
-
-* :func:`lightning_callback`: a Lightning ``Callback`` (``lightning.pytorch``,
-  else ``pytorch_lightning``; the ``lightning`` extra);
-* :func:`hf_callback`: a Hugging Face ``transformers.TrainerCallback`` (the
-  ``transformers`` extra).
-
-Each imports its framework when it is called, never when ``nnsig_torch`` is
-imported. Both capture before training (step 0, unless ``at_start=False``),
-every ``every_n_epochs`` epochs and, when given, every ``every_n_steps``
-optimiser steps, on the main process only; a step captured twice (an epoch end
-that is also a step checkpoint, a resumed run) is captured once.
+"""Lightning and Hugging Face ``Trainer`` callbacks that capture a
+:class:`~nnsig_torch.probe.TorchProbe` at checkpoints, on the main process only (a step
+captured twice, such as an epoch end that is also a step checkpoint, is captured once).
+Each imports its framework when called, never when ``nnsig_torch`` is imported.
 """
 
 from __future__ import annotations
@@ -21,14 +13,7 @@ from .probe import TorchProbe
 
 
 class Schedule:
-    """When a checkpoint is due: before training, every N epochs, every N steps.
-
-    Parameters
-    ----------
-    every_n_epochs : int or None
-    every_n_steps : int or None
-    at_start : bool
-    """
+    """When a checkpoint is due: before training, every N epochs, every N steps."""
 
     def __init__(self, every_n_epochs: int | None = 1, every_n_steps: int | None = None,
                  at_start: bool = True) -> None:

@@ -1,13 +1,5 @@
-"""A fixed probe set captured from a PyTorch training loop: :class:`TorchProbe`.
-
->>> probe = TorchProbe(test_set, "runs/timeline.zarr", n=2000, layers=["fc1", "fc2"])
->>> for epoch in range(10):
-...     train_one_epoch(model)
-...     probe.capture(model, step=global_step, epoch=epoch + 1)
-
-Lightning and Hugging Face ``Trainer`` callbacks wrapping it are in
-:mod:`nnsig_torch.callbacks` (each imports its framework only when used).
-"""
+"""A fixed probe set captured from a PyTorch training loop: :class:`TorchProbe` (the
+Lightning and Hugging Face callbacks wrapping it are in :mod:`nnsig_torch.callbacks`)."""
 
 from __future__ import annotations
 
@@ -27,9 +19,8 @@ from .adapter import TorchAdapter
 
 def _is_dataset(data: Any) -> bool:
     """A map-style data set (``len`` and ``data[i]``), not arrays, tensors, pairs or a loader."""
-    if isinstance(data, (tuple, list, Mapping, np.ndarray, torch.Tensor)):
-        return False
-    if isinstance(data, torch.utils.data.DataLoader):
+    if isinstance(data, (tuple, list, Mapping, np.ndarray, torch.Tensor,
+                         torch.utils.data.DataLoader)):
         return False
     return hasattr(data, "__len__") and hasattr(data, "__getitem__")
 

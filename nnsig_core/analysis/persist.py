@@ -1,7 +1,7 @@
 """Saved analyses and signatures in the store: zarr I/O only.
 
-What is saved comes from ``SignatureAnalysis._state()`` and goes back through
-``SignatureAnalysis._from_state()``; the layout under ``analysis/<name>`` is in
+What is saved comes from ``state.export_state`` and goes back through
+``state.restore_state``; the layout under ``analysis/<name>`` is in
 ``docs/store-format.md``. Only JSON attributes and numeric arrays are written, never pickles.
 """
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from nnsig_core.analysis import persist
@@ -71,18 +70,7 @@ class SavedAnalysis:
         centers = {n: self.clusterers_[n].cluster_centers_ for n in self.layers_}
         return self.name_ if persist.holds_analysis(store, self.name_, centers) else None
 
-    # ------------------------------------------------------------------ state and persistence
-    def _state(self) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any], dict[str, np.ndarray]]]]:
-        """The fitted analysis as JSON and arrays (see :func:`~nnsig_core.analysis.state.export_state`)."""
-        return export_state(self)
-
-    @classmethod
-    def _from_state(cls, meta: Mapping[str, Any],
-                    layers: Mapping[str, tuple[dict[str, Any], dict[str, np.ndarray]]],
-                    name: str | None = None) -> Any:
-        """Rebuild a fitted analysis from :meth:`_state` output (``layers`` by layer name)."""
-        return restore_state(cls, meta, layers, name)
-
+    # ------------------------------------------------------------------ persistence
     def save(self, store: StoreArg, name: str = "default", *, overwrite: bool = False,
              splits: Iterable[str] | None = None, client: ClientArg = None) -> Any:
         """Save the fitted analysis into ``store`` under ``analysis/<name>``.
@@ -123,7 +111,7 @@ class SavedAnalysis:
         # Signatures are computed before the store is touched: a failure leaves it unchanged
         # (on a cluster they are written by the workers, into the new analysis's group).
         sigs = [self.signatures(store, s, client=client) for s in splits]
-        meta, layers = self._state()
+        meta, layers = export_state(self)
         persist.save_analysis(store, name, meta, layers, sigs, overwrite=overwrite)
         self.name_ = name
         return self
@@ -153,4 +141,4 @@ class SavedAnalysis:
     def load(cls, store: StoreArg, name: str = "default") -> Any:
         """Load an analysis saved with :meth:`save` (gives identical signatures)."""
         meta, layers = persist.load_analysis(open_store(store), name)
-        return cls._from_state(meta, layers, name=name)
+        return restore_state(cls, meta, layers, name)

@@ -1,7 +1,8 @@
 """Capture: run a model over data and stream its hidden layers' activations into a store."""
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from nnsig_core._util import lazy_attributes
 from nnsig_core.capture.api import capture, capture_arrays
 from nnsig_core.capture.errors import CaptureError
 from nnsig_core.capture.options import CaptureOptions, default_predict
@@ -24,10 +25,5 @@ __all__ = [
 if TYPE_CHECKING:
     from nnsig_core.distributed.capture import capture_distributed
 
-
-def __getattr__(name: str) -> Any:
-    if name == "capture_distributed":  # it needs Dask: imported on first use
-        from nnsig_core.distributed.capture import capture_distributed
-
-        return capture_distributed
-    raise AttributeError(f"module 'nnsig_core.capture' has no attribute {name!r}")
+# capture_distributed needs Dask: imported on first use.
+__getattr__ = lazy_attributes(__name__, {"capture_distributed": "nnsig_core.distributed.capture"})

@@ -15,9 +15,9 @@ Dask runs it. Dask is imported only when a distributed function runs
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from nnsig_core._util import lazy_attributes
 from nnsig_core.execute.client import (
     SchedulerSpec,
     connect,
@@ -38,13 +38,4 @@ __all__ = [
 if TYPE_CHECKING:
     from nnsig_core.distributed.capture import capture_distributed
 
-_LAZY = {"capture_distributed": "nnsig_core.distributed.capture"}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nnsig_core.distributed' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, {"capture_distributed": "nnsig_core.distributed.capture"})

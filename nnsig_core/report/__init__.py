@@ -12,8 +12,9 @@ in a notebook. ``build_report_data`` is imported on first use: it needs the anal
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from nnsig_core._util import lazy_attributes
 from nnsig_core.report.notebook import NotebookReport, show
 from nnsig_core.report.serve import PortInUseError, ReportServer, serve_report
 from nnsig_core.report.spec import ReportRun
@@ -54,14 +55,9 @@ __all__ = [
     "write_timeline_report",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name == "build_report_data":  # imported on first use: it needs scikit-learn
-        from nnsig_core.report.data import build_report_data
-
-        return build_report_data
-    if name in ("build_timeline_data", "write_timeline_report"):  # the same
-        from nnsig_core.report import timeline
-
-        return getattr(timeline, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Imported on first use: they need scikit-learn.
+__getattr__ = lazy_attributes(__name__, {
+    "build_report_data": "nnsig_core.report.data",
+    "build_timeline_data": "nnsig_core.report.timeline",
+    "write_timeline_report": "nnsig_core.report.timeline",
+})
