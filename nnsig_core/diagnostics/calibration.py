@@ -56,6 +56,10 @@ class ReferenceChoice:
     combiner_: Any
     n_misclassified_: int | None
     validation_split_: str | None
+    reference_: dict[str, np.ndarray] | None
+    #: The calibration split's components (store, split, capture, components, layers), kept
+    #: by calibrate for score(split).
+    _calibration_components: tuple[Any, ...] | None
     fingerprint_: str
 
     if TYPE_CHECKING:
@@ -132,6 +136,7 @@ class ReferenceChoice:
             if self.method == "logistic":
                 log.info("method='logistic' needs a validation split; until calibrate() the "
                          "combined score is the mean rank.")
+            assert self.reference_ is not None  # untuned: the fit split's reference
             self.combiner_ = combiner.fit(self.reference_)
         else:
             comp, labels, preds = tuned

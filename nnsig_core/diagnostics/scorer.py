@@ -154,8 +154,9 @@ class SignatureScorer(ReferenceChoice, PathArraysMixin, NnsigParamsMixin, BaseEs
         ``method="layers"``).
     combiner_ : LayerCombiner or ScoreCombiner
         What forms ``combined``.
-    reference_ : dict of str to ndarray
-        Component scores of the internal reference (training samples, leave-one-out).
+    reference_ : dict of str to ndarray or None
+        Component scores of the internal reference (training samples, leave-one-out);
+        None when fitted with ``validation_split``.
     validation_split_ : str or None
         Split the reference and the layers were taken from (None: the fit split).
     conformal_scores_ : ndarray or None
