@@ -127,3 +127,16 @@ def test_masked_mean_and_tokens_on_cuda():
         for name in want:
             np.testing.assert_allclose(got[name], want[name], atol=1e-4, rtol=1e-3,
                                        err_msg=f"{pool} {name}")
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_captures_on_two_devices_get_their_own_buffers():
+    """One batch's captures on two devices: each device's copy goes to its own pinned buffer
+    (the pool hands a buffer out once per call, before any array of it exists)."""
+    from nnsig_torch._runtime import PinnedPool, to_host
+
+    a = torch.arange(12, dtype=torch.float32, device="cuda:0").reshape(3, 4)
+    b = -torch.arange(12, dtype=torch.float32, device="cuda:1").reshape(3, 4)
+    host = to_host([a, b], PinnedPool())
+    np.testing.assert_array_equal(host[0], a.cpu().numpy())
+    np.testing.assert_array_equal(host[1], b.cpu().numpy())

@@ -218,6 +218,8 @@ def to_host(tensors: Sequence[torch.Tensor], pool: PinnedPool) -> list[np.ndarra
             t = tensors[i]
             view = buf[offset : offset + t.numel()].view(t.shape)
             view.copy_(t, non_blocking=True)
+            # In use from now on: another device's acquire in this call must not get it too.
+            users.append(weakref.ref(view))
             pending.append((i, view, users))
             offset += t.numel()
     for device in by_device:  # all copies are queued: wait once per device
