@@ -696,6 +696,7 @@ def test_map_points_beyond_the_extent_have_their_own_mark_counted_in_the_legend(
     p.select_option("#map-layer", "0")
     assert cv.get_attribute("data-edge") == "0"
     assert p.locator(".map-legend .ml-edge-item").count() == 0
+    assert "null" not in p.locator(".map-legend").text_content()  # not the missing item's
     page.clean()
 
 

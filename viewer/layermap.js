@@ -250,7 +250,8 @@
   function legend(ctx, i, layer, nEdge) {
     const box = U.clear(inst[i].legend);
     const mode = colourMode(ctx, i);
-    box.append(el("span", { class: "ml-item" }, el("i", { class: "ml-dot" }), "correct"),
+    // Element.append writes null as the text "null": the optional item is filtered out.
+    box.append(...[el("span", { class: "ml-item" }, el("i", { class: "ml-dot" }), "correct"),
                el("span", { class: "ml-item" }, el("i", { class: "ml-cross", text: "\u2715" }), "misclassified"),
                el("span", { class: "ml-item" }, el("i", { class: "ml-ring" }), "flagged (score \u2265 threshold)"),
                el("span", { class: "ml-item" }, el("i", { class: "ml-centre" }), "cluster centre"),
@@ -259,7 +260,8 @@
                                     title: "Outliers of this layer's projection: drawn on the border of the dashed extent, the arrow pointing to where they lie" },
                           el("i", { class: "ml-edge" }), U.fmt(nEdge) + " beyond the extent, drawn on its border") : null,
                el("span", { class: "ml-item muted", text: mode === "cluster" ? "colour: cluster of " + ctx.runs[i].layers[layer]
-                 : mode === "prediction" ? "colour: predicted class" : "colour: true class" }));
+                 : mode === "prediction" ? "colour: predicted class" : "colour: true class" })]
+      .filter(Boolean));
   }
 
   function pointTip(ctx, i, p) {
