@@ -147,3 +147,55 @@ def test_transform_of_another_model(tmp_path: Path) -> None:
     a = _analysis(n_clusters=4).fit(tmp_path / "a.zarr")
     with pytest.raises(StoreError, match="'layer1' has unit shape"):
         a.transform(tmp_path / "b.zarr", "train")
+
+
+# --------------------------------------------------------------------------- a new user's slips
+@pytest.fixture
+def blobs(tmp_path: Path):
+    path = tmp_path / "b.zarr"
+    make_blob_store(path, splits=("train", "val", "test"), n_samples=[300, 200, 100],
+                    n_classes=3, error_rate=0.1)
+    return open_store(path)
+
+
+def test_an_unfitted_analysis_is_not_fitted_everywhere(blobs) -> None:
+    """Scores, a report and a notebook view of an analysis never fitted: scikit-learn's
+    NotFittedError, as transform and save give (not an AttributeError)."""
+    from sklearn.exceptions import NotFittedError
+
+    from nnsig_core.diagnostics import signature_scores
+    from nnsig_core.report import show, write_report
+
+    with pytest.raises(NotFittedError):
+        signature_scores(SignatureAnalysis(), blobs, "test")
+    with pytest.raises(NotFittedError):
+        write_report(SignatureAnalysis(), blobs, blobs.location + "-report")
+    with pytest.raises(NotFittedError):
+        show(SignatureAnalysis(), blobs)
+
+
+def test_a_report_of_no_split_in_the_store_names_those_it_holds(blobs, tmp_path) -> None:
+    from nnsig_core.report import write_report
+
+    analysis = _analysis().fit(blobs, "train")
+    with pytest.raises(ValueError, match=r"tst not in .*available: .*test"):
+        with pytest.warns(UserWarning, match="'tst' is not in the store"):
+            write_report(analysis, blobs, tmp_path / "r", splits=["tst"])
+    assert not (tmp_path / "r").exists()
+
+
+def test_scores_of_a_missing_split_fail_before_any_fit(blobs) -> None:
+    from nnsig_core.diagnostics import signature_scores
+
+    analysis = _analysis().fit(blobs, "train")
+    with pytest.raises(StoreError, match="'tst' is not in the store.*available splits"):
+        signature_scores(analysis, blobs, "tst")
+    assert not analysis.__dict__.get("_scorers")  # nothing was fitted first
+
+
+def test_scoring_the_validation_split_itself_warns(blobs) -> None:
+    from nnsig_core.diagnostics import signature_scores
+
+    analysis = _analysis().fit(blobs, "train")
+    with pytest.warns(UserWarning, match="optimistic"):
+        signature_scores(analysis, blobs, "val", validation_split="val")

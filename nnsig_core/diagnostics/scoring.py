@@ -18,8 +18,10 @@ import logging
 from typing import Any
 
 import numpy as np
+from sklearn.utils.validation import check_is_fitted
 
 from nnsig_core._util import to_json_safe
+from nnsig_core._warnings import warn
 from nnsig_core.diagnostics.persist import (
     can_save,
     save_scorer,
@@ -124,7 +126,12 @@ def signature_scores(
         ``combined`` and, once calibrated on a validation split, the conformal
         ``p_value``; with the split and the scorer's fingerprint.
     """
+    check_is_fitted(analysis, "clusterers_")
     store = open_store(store, mode="r+" if save else "r")
+    store.n_samples(split)  # a split not in the store: the error lists those it holds
+    if split == validation_split:
+        warn(f"Scoring split {split!r}, which also tunes and calibrates the scorer "
+             "(validation_split): its figures are optimistic. Score a split held out from both.")
     name = name or getattr(analysis, "name_", None)
     if scorer is None:
         scorer = analysis_scorer(analysis, store, name=name, validation_split=validation_split,

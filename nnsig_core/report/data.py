@@ -14,6 +14,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from sklearn.utils.validation import check_is_fitted
+
 from nnsig_core._util import now_iso
 from nnsig_core.report import layermap
 from nnsig_core.report.compare import comparison_data
@@ -139,6 +141,8 @@ def build_report_data(
     if int(map_points) < 0:
         raise ValueError(f"map_points must be >= 0, not {map_points}")
     runs, several = normalize_runs(analysis, store, scores, labels)
+    for r in runs:
+        check_is_fitted(r.analysis)
     splits = report_splits(runs, splits)
     opts = MapOptions(projection, int(map_points), map_thumbnail_size, int(random_state))
     body_kw = {"score_name": score_name, "score_bins": score_bins, "n_exemplars": n_exemplars,

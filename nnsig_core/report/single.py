@@ -91,6 +91,9 @@ def prepare_run(run: ReportRun, splits: Sequence[str], client: Any = None) -> Pr
         else:
             warn(f"Split {s!r} is not in the store ({', '.join(store.splits)}); left out of "
                  "the report.")
+    if not present:
+        raise ValueError(f"Split(s) {', '.join(splits) or '(none)'} not in {store.location}; "
+                         f"available: {', '.join(store.splits)}.")
     sigs = {s: analysis.signatures(store, s, client=client) for s in present}
     lazy = next((sg.client for sg in sigs.values() if is_lazy(sg.labels)), None)
     given, calibration = report_scores(run.scores, analysis, store)
