@@ -182,7 +182,8 @@ def test_analyze_and_report_errors(store_path: Path, tmp_path: Path,
     assert r.returncode == 1 and "nope" in r.stderr
     # Every malformed option is a usage error (exit 2) naming the option, as --reduce abc is.
     for bad in (["--clusters", "x="], ["--clusters", "abc"], ["--discretize", "bogus:3"],
-                ["--classes", "9-1"], ["--reduce", "abc"]):
+                ["--classes", "9-1"], ["--reduce", "abc"], ["--clusters", "0"],
+                ["--clusters", "a=2,b=0"], ["--reduce", "0"], ["--seed", "-1"]):
         r = nnsig("analyze", store_path, *bad)
         assert r.returncode == 2 and bad[0] in r.stderr and "usage:" in r.stderr, (bad, r.stderr)
     r = nnsig("report", store_path, "--analysis", "missing", "--out", tmp_path / "r")

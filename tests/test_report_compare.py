@@ -211,11 +211,18 @@ def test_cli_reports_several_analyses_and_several_stores(stores, tmp_path: Path,
     one = read_data(tmp_path / "one")
     assert "runs" not in one and "map" not in one["splits"]["test"]
     capsys.readouterr()
-    assert main(["report", a, str(root / "b.zarr"), "--analysis", "default", "--analysis", "k6",
-                 "--analysis", "x", "--out", str(tmp_path / "bad")]) == 1
-    assert "2 stores and 3 --analysis" in capsys.readouterr().err
-    assert main(["report", a, "--label", "x", "--out", str(tmp_path / "bad")]) == 1
-    assert "--label names the runs of a comparison" in capsys.readouterr().err
+    # Runs that do not pair up are usage errors (exit 2), as argparse's own.
+    for bad, says in (
+            ([a, str(root / "b.zarr"), "--analysis", "default", "--analysis", "k6", "--analysis",
+              "x"], "2 stores and 3 --analysis"),
+            ([a, "--label", "x"], "--label names the runs of a comparison"),
+            ([a, str(root / "b.zarr"), "--label", "A"], "1 --label for 2 runs"),
+            ([a, "--map-points", "-5"], "--map-points: must be at least 0")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["report", *bad, "--out", str(tmp_path / "bad")])
+        assert exit_.value.code == 2
+        assert says in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_sprite_keys_are_base64_pngs(stores) -> None:

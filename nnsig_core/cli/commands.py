@@ -56,17 +56,16 @@ def parse_clusters(spec: str) -> int | dict[str, int]:
     """``"10"`` -> 10; ``"fc1=8,fc2=12"`` -> {"fc1": 8, "fc2": 12}; ValueError when unreadable."""
     spec = spec.strip()
     try:
-        if "=" not in spec:
-            return int(spec)
-        out = {}
-        for part in spec.split(","):
-            name, k = part.rsplit("=", 1)
-            out[name.strip()] = int(k)
-        return out
+        counts: int | dict[str, int] = (
+            {name.strip(): int(k) for name, k in (part.rsplit("=", 1) for part in spec.split(","))}
+            if "=" in spec else int(spec))
     except ValueError:
         raise ValueError(
             f"Cannot read --clusters {spec!r}: give an int (10) or LAYER=K pairs (fc1=8,fc2=12)."
         ) from None
+    if min(counts.values() if isinstance(counts, dict) else [counts]) < 1:
+        raise ValueError(f"--clusters {spec!r}: every layer needs at least 1 cluster.")
+    return counts
 
 
 def parse_discretizer(spec: str) -> Any:
@@ -187,10 +186,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     options = {"projection": args.projection, "map_points": args.map_points}
     # The same function and defaults as the API: the saved scores of each analysis's scorer,
     # the fit split first, then the splits in capture order.
-    if len(runs) == 1:
-        if args.label:
-            raise ValueError("--label names the runs of a comparison; give several --analysis "
-                             "or stores, or leave it out.")
+    if len(runs) == 1:  # (--label with one run is a usage error: cli.main)
         index = write_report(*runs[0], args.out, splits=splits, title=args.title, **options)
     else:
         index = write_report(runs, None, args.out, splits=splits, title=args.title,

@@ -104,6 +104,35 @@ def _usage(parse: Callable[[str], object]) -> Callable[[str], object]:
     return convert
 
 
+def _int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer of at least ``low`` (else a usage error, exit 2)."""
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    convert.__name__ = f"integer >= {low}"
+    return convert
+
+
+def _check_report_runs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``nnsig report``: stores, --analysis and --label that do not pair up are usage errors."""
+    try:
+        n = len(commands._report_runs(args.store, args.analysis or ["default"]))
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.label is not None and n == 1:
+        parser.error("--label names the runs of a comparison; give several --analysis or "
+                     "stores, or leave it out.")
+    if args.label is not None and len(args.label) != n:
+        parser.error(f"{len(args.label)} --label for {n} runs: give one --label per run, in "
+                     "order.")
+
+
 def _scheduler(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", default=None, metavar="ADDRESS|local:N",
                    type=_usage(parse_scheduler),
@@ -167,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd: dict[str, argparse.ArgumentParser] = {}
     for name, (func, help_, description) in _COMMANDS.items():
         cmd[name] = sub.add_parser(name, help=help_, description=description)
-        cmd[name].set_defaults(func=func)
+        cmd[name].set_defaults(func=func, command_parser=cmd[name])
 
     p = cmd["info"]
     p.add_argument("store", help="path of the store (a .zarr directory)")
@@ -199,9 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fit on these classes only, e.g. 0-4 or 0,2,7 (default: all)")
     p.add_argument("--all-samples", action="store_true",
                    help="fit on every sample, not only the correctly classified ones")
-    p.add_argument("--reduce", type=int, default=None, metavar="N",
+    p.add_argument("--reduce", type=_int_at_least(1), default=None, metavar="N",
                    help="PCA to N components before clustering (wide layers)")
-    p.add_argument("--seed", type=int, default=0, help="random state (default: 0)")
+    p.add_argument("--seed", type=_int_at_least(0), default=0,
+                   help="random state (default: 0)")
     p.add_argument("--overwrite", action="store_true", help="replace a saved analysis of that name")
     p.add_argument("--json", action="store_true", help="print the summaries as JSON")
     _scheduler(p)
@@ -216,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="name of each run in a comparison, in order (default: the analysis names)")
     p.add_argument("--projection", choices=("pca", "umap"), default="pca",
                    help="the layer map's projection (umap needs umap-learn; default: pca)")
-    p.add_argument("--map-points", type=int, default=2000, metavar="N",
+    p.add_argument("--map-points", type=_int_at_least(0), default=2000, metavar="N",
                    help="most samples per split on the layer map (0: no map; default 2000)")
     p.add_argument("--out", required=True, help="directory to write the report into")
     p.add_argument("--splits", nargs="+", default=None, help="splits to include (default: all)")
@@ -298,6 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "func", None) is commands.cmd_report:
+        _check_report_runs(args.command_parser, args)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_OneLineFormatter() if not args.debug else logging.Formatter(
