@@ -194,6 +194,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"comparing {len(runs)} runs: "
               + ", ".join(f"{name} of {path}" for path, name in pairs))
     print(f"report written: {index}")
+    parent = Path(args.out).resolve().parent
+    if (parent / "reports.js").exists():  # write_report indexed the reports beside it
+        print(f"run selector:   {parent / 'index.html'} (every report in {parent}; their run "
+              "menus list this one)")
     print(f"open it with:   nnsig view {Path(args.out)}   (or open {index} in a browser)")
     return 0
 

@@ -248,7 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the layer map's projection (umap needs umap-learn; default: pca)")
     p.add_argument("--map-points", type=_int_at_least(0), default=2000, metavar="N",
                    help="most samples per split on the layer map (0: no map; default 2000)")
-    p.add_argument("--out", required=True, help="directory to write the report into")
+    p.add_argument("--out", required=True,
+                   help="directory to write the report into (when its parent folder holds other "
+                        "reports, the parent gets index.html, a selector of them all)")
     p.add_argument("--splits", nargs="+", default=None, help="splits to include (default: all)")
     p.add_argument("--title", default=None, help="title shown in the report")
     _scheduler(p)
