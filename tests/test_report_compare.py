@@ -204,6 +204,8 @@ def test_cli_reports_several_analyses_and_several_stores(stores, tmp_path: Path,
     assert data["runs"][0]["splits"]["test"]["map"]["n_points"] == 40
     assert main(["report", a, str(root / "b.zarr"), "--label", "A", "--label", "B", "--out",
                  str(tmp_path / "stores")]) == 0
+    # A second report beside the first: the parent's run selector, said out loud.
+    assert f"run selector:   {tmp_path.resolve() / 'index.html'}" in capsys.readouterr().out
     data = read_data(tmp_path / "stores")
     assert [r["label"] for r in data["runs"]] == ["A", "B"]
     assert data["comparison"]["splits"]["test"]["changed"]["n_changed"] > 0
