@@ -262,3 +262,15 @@ def test_a_class_with_one_training_sample_does_not_break_the_combination(tmp_pat
     with pytest.warns(NnsigWarning, match="no finite neighbour score"):
         scores = signature_scores(analysis, store, "train")
     assert np.isfinite(scores["combined"]).sum() >= store.n_samples("train") - 1
+
+
+def test_replacing_an_analysis_says_its_scores_go(saved) -> None:
+    """`nnsig analyze --overwrite` (save(overwrite=True)) over an analysis with a scorer and
+    scores removes them: a warning says so and how to compute them again."""
+    analysis, store = saved
+    signature_scores(analysis, store, "test", validation_split="val", save=True)
+    other = SignatureAnalysis(n_clusters=K + 1, progress=False).fit(store, "train")
+    with pytest.warns(NnsigWarning, match=r"removes the scorer .* scores of test, val.*"
+                                          r"nnsig evaluate --validation"):
+        other.save(store, "default", overwrite=True)
+    assert store.analyses == ["default"]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sklearn.utils.validation import check_is_fitted
 
+from nnsig_core._warnings import warn
 from nnsig_core.analysis import persist
 from nnsig_core.analysis.signatures import Signatures
 from nnsig_core.analysis.state import export_state, restore_state
@@ -102,6 +103,7 @@ class SavedAnalysis:
         client = resolve_client(client)
         store = open_store(store, mode="r+")
         persist.check_can_save(store, name, overwrite)
+        _warn_of_dropped_scores(store, name)
         if splits is None:
             level = self.row_level(store)  # a token-level analysis saves token row spaces only
             splits = [s for s in store.splits if store.is_complete(s) and store.level(s) == level]
@@ -142,3 +144,15 @@ class SavedAnalysis:
         """Load an analysis saved with :meth:`save` (gives identical signatures)."""
         meta, layers = persist.load_analysis(open_store(store), name)
         return restore_state(cls, meta, layers, name)
+
+
+def _warn_of_dropped_scores(store: ActivationStore, name: str) -> None:
+    """Replacing the analysis ``name`` removes the scorer and scores saved with it: say so."""
+    scores = store.group(scores_path(name))
+    splits = [] if scores is None else sorted(k for k, _ in scores.groups() if not k.startswith("."))
+    if splits or store.group(f"{analysis_path(name)}/scorer") is not None:
+        warn(f"Replacing analysis {name!r} removes the scorer saved with it"
+             + (f" and its scores of {', '.join(splits)}" if splits else "")
+             + ": the report shows no scores or threshold until they are computed again "
+             "(signature_scores(..., validation_split=..., save=True), or nnsig evaluate "
+             "--validation SPLIT).")
