@@ -151,7 +151,7 @@ def test_torch_model_from_a_tokenised_dataset(tmp_path: Path) -> None:
                                   tokens.labels("train")[np.nonzero(keep)[0]])
 
 
-def test_exports_as_hf_datasets(tmp_path: Path) -> None:
+def test_exports_as_hf_datasets(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     ds, X, y = _dataset()
     store = capture(TinyNet(), ds, tmp_path / "s.zarr", batch_size=16, progress=False)
     store = open_store(tmp_path / "s.zarr", mode="r+")
@@ -164,8 +164,11 @@ def test_exports_as_hf_datasets(tmp_path: Path) -> None:
     np.testing.assert_array_equal(table["label"], y)
     np.testing.assert_array_equal(table["cluster:hidden"], sigs.cluster_ids[:, 0])
     np.testing.assert_allclose(table["score:mine"], score)
+    capfd.readouterr()
     names = sigs.export(tmp_path / "out", format="datasets")
     assert "signatures_train" in names and "table_train" in names
+    assert capfd.readouterr().err == ""  # no progress bars off a terminal
+    assert datasets.is_progress_bar_enabled()  # and the user's setting is back
     again = datasets.load_from_disk(str(tmp_path / "out" / "signatures_train"))
     assert again.column_names == table.column_names[:-1]  # no scores given to export
     analysis.save(store, name="default")

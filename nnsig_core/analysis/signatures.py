@@ -9,7 +9,9 @@ here (:meth:`Signatures.compute`). Definitions: :mod:`nnsig_core.analysis.joint_
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -383,5 +385,21 @@ class Signatures(JointTableViews):
             elif format == "parquet":
                 table.to_parquet(out / name)
             else:
-                table.to_hf_dataset().save_to_disk(str(out / name))
+                with _progress_on_a_terminal():
+                    table.to_hf_dataset().save_to_disk(str(out / name))
         return [name for name, _ in views]
+
+
+@contextmanager
+def _progress_on_a_terminal() -> Iterator[None]:
+    """Hugging Face ``datasets``' progress bars only when stderr is a terminal."""
+    import datasets
+
+    was = datasets.is_progress_bar_enabled()
+    if was and not sys.stderr.isatty():
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was:
+            datasets.enable_progress_bars()
