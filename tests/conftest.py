@@ -13,6 +13,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Dask worker processes (LocalCluster(processes=True) here, `--scheduler local:N` in the
+# commands these tests run) are forked from a fork server, as distributed's own test suite
+# does, not spawned: the server (a fresh interpreter, none of this process's threads or
+# state) imports Dask and NumPy once, and each worker starts without importing them again.
+# Tasks still reach the workers pickled, as with spawn. The variable reaches subprocesses.
+os.environ.setdefault("DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD", "forkserver")
+
 
 def _required() -> bool:
     return bool(os.environ.get("CI") or os.environ.get("NNSIG_REQUIRE_MNIST"))
