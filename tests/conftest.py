@@ -91,3 +91,25 @@ def client():
                                   dashboard_address=":0") as cluster, \
             distributed.Client(cluster, set_as_default=False) as c:
         yield c
+
+
+@pytest.fixture(autouse=True)
+def _no_default_dask_client_left(request):
+    """A default Dask client left behind by a test makes later tests of this process (any
+    order, any xdist worker) run on it by accident: say which test left it (a warning in
+    the summary), so that the test can be fixed."""
+    yield
+    import sys
+
+    if "distributed" not in sys.modules:
+        return
+    from distributed import default_client
+
+    try:
+        left = default_client()
+    except ValueError:  # none
+        return
+    import warnings
+
+    warnings.warn(f"{request.node.nodeid} left a default Dask client behind: {left}",
+                  pytest.PytestWarning, stacklevel=1)
