@@ -24,9 +24,10 @@ NODE_TESTS = if command -v node >/dev/null 2>&1; then node --test tests/js/; \
 	elif [ -n "$$CI" ]; then echo "node is required in CI (apt-get install nodejs)"; false; \
 	else echo "node not found: the viewer's JavaScript unit tests are skipped (install nodejs)"; fi
 
-# pytest and the JavaScript tests both run; the target fails when either fails.
+# pytest and the JavaScript tests both run; the target fails when either fails. pytest runs
+# in two processes (pytest-xdist), each with its own Dask cluster and S3 server (fixtures).
 test: $(BIN)/.installed
-	@status=0; $(BIN)/python -m pytest $(ARGS) || status=1; \
+	@status=0; $(BIN)/python -m pytest -n 2 $(ARGS) || status=1; \
 	$(NODE_TESTS) || status=1; exit $$status
 
 # The fast tests in two processes (pytest-xdist): they are single-threaded, so both cores work.

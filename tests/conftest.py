@@ -13,6 +13,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Dask worker processes (LocalCluster(processes=True) here, `--scheduler local:N` in the
+# commands these tests run) are forked from a fork server, as distributed's own test suite
+# does, not spawned: the server (a fresh interpreter, none of this process's threads or
+# state) imports Dask and NumPy once, and each worker starts without importing them again.
+# Tasks still reach the workers pickled, as with spawn. The variable reaches subprocesses.
+os.environ.setdefault("DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD", "forkserver")
+
 
 def _required() -> bool:
     return bool(os.environ.get("CI") or os.environ.get("NNSIG_REQUIRE_MNIST"))
@@ -84,3 +91,25 @@ def client():
                                   dashboard_address=":0") as cluster, \
             distributed.Client(cluster, set_as_default=False) as c:
         yield c
+
+
+@pytest.fixture(autouse=True)
+def _no_default_dask_client_left(request):
+    """A default Dask client left behind by a test makes later tests of this process (any
+    order, any xdist worker) run on it by accident: say which test left it (a warning in
+    the summary), so that the test can be fixed."""
+    yield
+    import sys
+
+    if "distributed" not in sys.modules:
+        return
+    from distributed import default_client
+
+    try:
+        left = default_client()
+    except ValueError:  # none
+        return
+    import warnings
+
+    warnings.warn(f"{request.node.nodeid} left a default Dask client behind: {left}",
+                  pytest.PytestWarning, stacklevel=1)

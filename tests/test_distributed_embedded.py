@@ -119,13 +119,13 @@ def test_a_malformed_scheduler_is_a_usage_error(tmp_path: Path,
 
 
 @pytest.mark.slow
-def test_analyze_report_and_evaluate_on_a_local_cluster(tmp_path: Path, client,
+def test_analyze_report_and_evaluate_on_a_local_cluster(tmp_path: Path, client, monkeypatch,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     """``--scheduler local:2`` starts a cluster of worker processes for one command (its own
     process here); ``--scheduler ADDRESS`` uses a running cluster (the test session's, for
     the commands run in this process); an unreachable address is one error line."""
     path = tmp_path / "s.zarr"
-    make_blob_store(path, splits=("train", "val", "test"), n_samples=(800, 300, 300),
+    make_blob_store(path, splits=("train", "val", "test"), n_samples=(400, 200, 200),
                     error_rate=0.1, inputs=True)
 
     def nnsig(*args: object) -> tuple[int, str, str]:
@@ -156,5 +156,8 @@ def test_analyze_report_and_evaluate_on_a_local_cluster(tmp_path: Path, client,
                            "--scheduler", address)
     assert status == 0, err
     assert (tmp_path / "rep" / "index.html").is_file()
+    import nnsig_core.execute.client as execute_client
+
+    monkeypatch.setattr(execute_client, "CONNECT_TIMEOUT_S", 1.0)  # refused: retried till then
     status, _, err = nnsig("analyze", path, "--scheduler", "tcp://127.0.0.1:9", "--name", "x")
     assert status == 1 and "Cannot reach the Dask scheduler" in err

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nnsig")
 
+#: Seconds :func:`connect` waits for a scheduler at an address (Dask retries a refused
+#: connection until then).
+CONNECT_TIMEOUT_S = 30.0
+
 #: What ``client=`` accepts: a client, ``None`` (the active client, if any) or ``False`` (none).
 ClientArg = Any
 
@@ -181,7 +185,7 @@ def connect(spec: SchedulerSpec | str, **cluster_options: Any) -> Iterator[Clien
             yield client
         return
     try:
-        client = Client(spec.address, timeout="30s")
+        client = Client(spec.address, timeout=f"{CONNECT_TIMEOUT_S}s")
     except OSError as exc:
         raise OSError(
             f"Cannot reach the Dask scheduler at {spec.address!r} ({exc}); is it running? "
