@@ -14,10 +14,10 @@ from nnsig_core.diagnostics import SignatureScorer, neighbours
 @pytest.mark.parametrize("method", ["layers", "rank"])
 def test_fit_with_a_validation_split_is_fit_then_calibrate(tmp_path, monkeypatch, method) -> None:
     path = tmp_path / "s.zarr"
-    make_blob_store(path, splits=("train", "val", "test"), n_samples=[500, 400, 300],
-                    n_classes=4, error_rate=0.1)
+    make_blob_store(path, splits=("train", "val", "test"), n_samples=[240, 200, 100],
+                    n_classes=3, error_rate=0.15)
     store = open_store(path)
-    analysis = SignatureAnalysis(n_clusters=4, progress=False).fit(store, "train")
+    analysis = SignatureAnalysis(n_clusters=3, progress=False).fit(store, "train")
     two_steps = SignatureScorer(method=method).fit(analysis, store).calibrate(store, "val")
 
     searched: list[tuple[str, bool]] = []
@@ -45,10 +45,10 @@ def test_the_validation_split_is_scored_once(tmp_path, monkeypatch) -> None:
     """signature_scores(..., validation_split="val", save=True) saves val's scores too: they
     are calibrate's, not a second search, and equal to a fresh scoring."""
     path = tmp_path / "s.zarr"
-    make_blob_store(path, splits=("train", "val"), n_samples=[500, 400], n_classes=4,
-                    error_rate=0.1)
+    make_blob_store(path, splits=("train", "val"), n_samples=[240, 200], n_classes=3,
+                    error_rate=0.15)
     store = open_store(path)
-    analysis = SignatureAnalysis(n_clusters=4, progress=False).fit(store, "train")
+    analysis = SignatureAnalysis(n_clusters=3, progress=False).fit(store, "train")
     scorer = SignatureScorer().fit(analysis, store, validation_split="val")
     searched: list[str] = []
     real = neighbours.neighbour_scores
