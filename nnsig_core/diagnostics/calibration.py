@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import os
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
 from sklearn.exceptions import NotFittedError
@@ -34,6 +34,22 @@ from nnsig_core.store import ActivationStore, open_store
 log = logging.getLogger("nnsig")
 
 StoreArg = ActivationStore | str | os.PathLike
+
+
+class KeptComponents(NamedTuple):
+    """The calibration split's components (before the neighbour components are standardised),
+    kept by :meth:`ReferenceChoice.calibrate` for a ``score`` of the same capture."""
+
+    location: str
+    split: str
+    capture: dict[str, Any]
+    components: dict[str, np.ndarray]
+    layers: dict[str, dict[str, np.ndarray]]
+
+    def of(self, store: ActivationStore, split: str) -> bool:
+        """Whether these are the components of ``split`` of ``store`` as captured now."""
+        return (self.location, self.split) == (store.location, split) and \
+            self.capture == store.fingerprint(split)
 
 
 class ReferenceChoice:
@@ -57,9 +73,7 @@ class ReferenceChoice:
     n_misclassified_: int | None
     validation_split_: str | None
     reference_: dict[str, np.ndarray] | None
-    #: The calibration split's components (store, split, capture, components, layers), kept
-    #: by calibrate for score(split).
-    _calibration_components: tuple[Any, ...] | None
+    _calibration_components: KeptComponents | None
     fingerprint_: str
 
     if TYPE_CHECKING:
@@ -179,8 +193,8 @@ class ReferenceChoice:
         comp, layer, labels, preds = self._split_components(store, split, client,
                                                              aggregate=False)
         # Kept for score(split) right after, which would otherwise read and search it again.
-        self._calibration_components = (store.location, split, store.fingerprint(split),
-                                         dict(comp), layer)
+        self._calibration_components = KeptComponents(store.location, split,
+                                                      store.fingerprint(split), dict(comp), layer)
         wrong = labels != preds
         ok, held = self._conformal_rows(~wrong)
         if ok.sum() < 2:

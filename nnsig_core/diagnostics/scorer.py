@@ -371,8 +371,8 @@ class SignatureScorer(ReferenceChoice, PathArraysMixin, NnsigParamsMixin, BaseEs
         self._check_fitted(need_analysis=True)
         store = open_store(store)
         kept = getattr(self, "_calibration_components", None)
-        if kept is not None and kept[:3] == (store.location, split, store.fingerprint(split)):
-            comp, layer = dict(kept[3]), kept[4]  # the calibration split, scored by calibrate
+        if kept is not None and kept.of(store, split):  # scored by calibrate already
+            comp, layer = dict(kept.components), kept.layers
             comp.update(self._aggregate(layer))
         else:
             comp, layer, _, _ = self._split_components(store, split, client)
