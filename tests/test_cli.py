@@ -255,7 +255,8 @@ def test_view_serves_and_stops_on_interrupt(store_path: Path, tmp_path: Path,
         assert r.returncode == 1 and str(port) in r.stderr and "in use" in r.stderr.lower()
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=10)
+        # Generous: in CI the suite's other process keeps both cores busy (it once took > 10 s).
+        proc.wait(timeout=60)
     assert proc.returncode == 0
 
 
