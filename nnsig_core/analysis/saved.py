@@ -22,7 +22,7 @@ from nnsig_core.analysis.signatures import Signatures
 from nnsig_core.analysis.state import export_state, restore_state
 from nnsig_core.execute.client import ClientArg, resolve_client
 from nnsig_core.store import ActivationStore, open_store
-from nnsig_core.store.format import analysis_path, scores_path, signatures_path
+from nnsig_core.store.format import analysis_path, scorer_path, scores_path, signatures_path
 
 log = logging.getLogger("nnsig")
 
@@ -128,7 +128,7 @@ class SavedAnalysis:
                 self._forget(store, split)
                 store.delete(signatures_path(name, split))
         store.delete(scores_path(name))
-        store.delete(f"{analysis_path(name)}/scorer")
+        store.delete(scorer_path(name))
         for split in splits:
             if persist.signatures_group(store, name, split, self.layers_) is None:
                 # On a cluster the transform writes them next to the analysis itself.
@@ -150,7 +150,7 @@ def _warn_of_dropped_scores(store: ActivationStore, name: str) -> None:
     """Replacing the analysis ``name`` removes the scorer and scores saved with it: say so."""
     scores = store.group(scores_path(name))
     splits = [] if scores is None else sorted(k for k, _ in scores.groups() if not k.startswith("."))
-    if splits or store.group(f"{analysis_path(name)}/scorer") is not None:
+    if splits or store.group(scorer_path(name)) is not None:
         warn(f"Replacing analysis {name!r} removes the scorer saved with it"
              + (f" and its scores of {', '.join(splits)}" if splits else "")
              + ": the report shows no scores or threshold until they are computed again "

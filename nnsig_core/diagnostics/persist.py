@@ -20,14 +20,19 @@ import numpy as np
 from nnsig_core._util import to_json_safe
 from nnsig_core._warnings import warn
 from nnsig_core.store import ActivationStore, StoreError
-from nnsig_core.store.format import SCORES_ATTR, analysis_path, array_options, scores_path
+from nnsig_core.store.format import (
+    SCORES_ATTR,
+    analysis_path,
+    array_options,
+    scorer_path,
+    scores_path,
+)
 
 log = logging.getLogger("nnsig")
 
 #: Format of the saved scores written by this version (0.1 wrote none: format 1).
 SCORES_FORMAT = 2
 #: The saved scorer's group (in the analysis's) and its attribute.
-SCORER_GROUP = "scorer"
 SCORER_ATTR = "nnsig_scorer"
 
 
@@ -147,11 +152,6 @@ def load_scores(store: ActivationStore, name: str, split: str,
 
 
 # ---------------------------------------------------------------------------- the scorer
-def scorer_path(name: str) -> str:
-    """Path of the scorer saved with the analysis ``name``."""
-    return f"{analysis_path(name)}/{SCORER_GROUP}"
-
-
 def can_save(store: ActivationStore, name: str | None, what: str) -> bool:
     """Whether ``what`` can be saved next to the analysis ``name`` (else a warning says why)."""
     if name is None:

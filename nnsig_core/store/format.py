@@ -22,6 +22,7 @@ ANALYSIS_GROUP = "analysis"
 ANALYSIS_ATTR = "nnsig_analysis"
 SIGNATURES_GROUP = "signatures"
 SCORES_GROUP = "scores"
+SCORER_GROUP = "scorer"
 SCORES_ATTR = "nnsig_scores"
 #: The attribute of a pointer group: the sibling holding the current copy (store/pointers.py).
 POINTER_ATTR = "nnsig_pointer"
@@ -66,6 +67,11 @@ def signatures_path(name: str, split: str | None = None) -> str:
     """Path of an analysis's saved signatures (of one split, or the group of all)."""
     base = f"{analysis_path(name)}/{SIGNATURES_GROUP}"
     return base if split is None else f"{base}/{split}"
+
+
+def scorer_path(name: str) -> str:
+    """Path of the scorer saved with the analysis ``name``."""
+    return f"{analysis_path(name)}/{SCORER_GROUP}"
 
 
 def scores_path(name: str, split: str | None = None) -> str:
