@@ -12,11 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from nnsig_core._util import l2_normalise
 from nnsig_core.analysis.source import STORE_FIX
 from nnsig_core.diagnostics.cells import Cells
 from nnsig_core.protocol import check_finite, nonfinite_rows
-
-_EPS = 1e-12
 
 
 @dataclass(frozen=True)
@@ -49,8 +48,7 @@ class LayerRows:
 
 def normalise_rows(X: Any) -> np.ndarray:
     """Rows divided by their Euclidean norm (zero rows stay zero), float32."""
-    X = np.asarray(X, dtype=np.float32)
-    return X / np.maximum(np.sqrt(np.einsum("ij,ij->i", X, X))[:, None], _EPS)
+    return l2_normalise(X, np.float32)
 
 
 def reduce_rows(block: np.ndarray, mean: np.ndarray,
