@@ -1,26 +1,14 @@
 r"""An exact nearest-neighbour search that skips most reference rows: cells with bounds.
 
-The scorer's neighbour components (:mod:`nnsig_core.diagnostics.neighbours`)
-need, per scored row :math:`q`, only two distances in the reduced space: to
-the nearest reference row of its predicted class (*own*) and to the nearest of
-any other class (*other*). A brute-force search computes all ``N`` distances.
-Here each class's reference rows are cut into small *cells* (a few Lloyd
-iterations of k-means, about :data:`CELL_ROWS` rows each) with a centre
-:math:`c` and a radius :math:`\rho = \max_{r \in cell} \lVert r - c \rVert`.
-By the triangle inequality no row of a cell is nearer :math:`q` than
-:math:`\max(\lVert q - c \rVert - \rho, 0)`, so a cell whose bound exceeds the
-best distance found so far cannot hold the nearest row, and is skipped:
-
-1. the cell of the nearest centre of the own class and of the other classes
-   are searched: upper bounds on the two distances;
-2. every other cell whose bound is below the upper bound of its side is
-   searched.
-
-The answer is exact: a skipped row is farther than the returned one by more
-than float32 rounding (:data:`SLACK`). Each searched cell's distances are the
-same product as the brute force's (``[q, 1] @ [-2 r, |r|^2]``), and a
-leave-one-out row is left out of its own cell. On the MNIST demo's layers a
-row searches a fraction of the reference (the deeper the layer, the smaller).
+Each class's reference rows are cut into cells of about :data:`CELL_ROWS`
+rows (a few Lloyd iterations) with a centre :math:`c` and a radius
+:math:`\rho`; no row of a cell is nearer a query :math:`q` than
+:math:`\max(\lVert q - c \rVert - \rho, 0)`. A query searches the cell of its
+nearest centre on each side (own class, other classes), which bounds the two
+distances, then only the cells whose bound is below them (:data:`SLACK` for
+float32 rounding). Each searched cell is the brute force's product
+``[q, 1] @ [-2 r, |r|^2]``, so the answer is the brute force's; a
+leave-one-out row is left out of its own cell.
 """
 
 from __future__ import annotations

@@ -1,54 +1,18 @@
 r"""Class-conditional nearest neighbours: the scorer's own, finer statistics of each layer.
 
-The clusters a person reads (about ten per layer, shared by the classes) are
-too coarse to score samples with: a misclassified or unfamiliar input often
-lands in a big cluster of its predicted class all the same. The scorer
-therefore keeps its own statistics, fitted from the analysis's fit samples
-(the correctly classified ones of the fitted classes) without changing the
-analysis. For each analysed layer:
-
-1. **Normalise**: :math:`u = h / \lVert h \rVert` (in a ReLU layer the norm
-   mostly says how strongly the units fire, the direction which ones fire).
-2. **Reduce**: :math:`z = (u - \bar u) V_r` on the first ``n_components``
-   principal axes of the normalised fit rows (computed on a random subsample
-   of at most ``pca_rows`` rows), and the squared residual
-   :math:`\rho^2 = \lVert u - \bar u \rVert^2 - \lVert z \rVert^2` that the
-   axes leave out. A layer with at most ``n_components`` units is only centred
-   (:math:`\rho = 0`).
-3. **Reference**: the reduced fit rows, grouped by class: every fit sample is
-   its own tiny cluster of one class (a random, class-stratified subsample when
-   they do not fit ``memory_limit``).
-
-A sample in a layer then gets, for each known class :math:`c`,
-:math:`\delta_c = \sqrt{d_{(k)}^2 + \rho^2}` where :math:`d_{(k)}` is the
-distance in the reduced space to the ``n_neighbors``-th nearest reference row
-of class :math:`c` (so :math:`\delta_c` is the distance from the sample to
-that reference row's projection). With :math:`\hat c` its predicted class:
-:math:`\delta_{own} = \delta_{\hat c}` and :math:`\delta_{other} =
-\min_{c \ne \hat c} \delta_c`. A prediction that is not a known class gets
-the largest :math:`\delta_c` as :math:`\delta_{own}`.
-
-When the scored split is the fit split, each reference row is left out of
-its own search (leave-one-out), so fit samples are scored like unseen ones.
-
-Cost: at most ``n x N x n_components`` multiply-adds per layer (a product of
-the scored rows with the reference, in blocks bounded by ``memory_limit``);
-with ``n_neighbors=1`` the search skips the reference cells that cannot hold
-the nearest row (:mod:`~nnsig_core.diagnostics.cells`), the same distances
-for a fraction of the products.
-
-What runs where: each step is one kernel on a block of rows (:func:`_pca_part`,
-:func:`_reduce_part`, :func:`_search_part`), run by the executor's driver
-(:func:`~nnsig_core.execute.blocks.map_blocks`) chosen once from the client
-(``client=`` of :meth:`ClassNeighbours.fit` and :func:`neighbour_scores`):
-here, chunk by chunk, or on a Dask cluster's workers. The fit brings back, in
-one pass, the normalised reference rows when they fit half ``memory_limit``
-(the mean and axes are computed from them, and they are reduced here); else,
-in two, the rows the mean and axes are computed from (at most ``pca_rows``)
-and the reduced reference rows. The fitted
-:class:`LayerNeighbours` (a bounded model, like centroids) is sent once to the
-workers, which search each block of the scored rows and return two floats per
-sample and layer.
+The clusters a person reads are too coarse to score samples with, so the
+scorer fits, per analysed layer, from the analysis's correct fit samples: the
+rows L2-normalised, reduced on the first ``n_components`` principal axes (plus
+the squared residual :math:`\rho^2` the axes leave out), and kept, grouped by
+class, as the reference (a class-stratified subsample beyond ``memory_limit``).
+A sample gets, per known class :math:`c`, :math:`\delta_c = \sqrt{d_{(k)}^2 +
+\rho^2}` (:math:`d_{(k)}`: the reduced distance to the ``n_neighbors``-th
+nearest reference row of :math:`c`); :math:`\delta_{own}` is that of its
+predicted class (the largest one for an unknown class), :math:`\delta_{other}`
+the smallest of the others. Fit samples are scored leave-one-out. Each step is
+one block kernel (:func:`_pca_part`, :func:`_reduce_part`,
+:func:`_search_part`) run by the executor's driver, here or on a Dask cluster
+(``docs/design.md``, "Diagnostics").
 """
 
 from __future__ import annotations

@@ -1,46 +1,23 @@
 r"""Signature-based suspicion scores: does a sample take a path its predicted class takes?
 
-A fitted :class:`~nnsig_core.analysis.SignatureAnalysis` assigns every sample
-a *signature* (path), its cluster in each analysed layer. The *training
-samples* are the analysis's fit samples that the model classifies correctly.
-Every score is *higher = more suspicious*:
+Every score is *higher = more suspicious*, against the *training samples* (the
+analysis's fit samples the model classifies correctly): the path components of
+:mod:`~nnsig_core.diagnostics.components` (statistics of the paths through the
+analysis's clusters), the neighbour components of
+:mod:`~nnsig_core.diagnostics.neighbours` (the scorer's own, finer statistics
+of the layers), and ``combined``: the
+:class:`~nnsig_core.diagnostics.combine.LayerCombiner` of the per-layer
+neighbour components (``method="layers"``) or the
+:class:`~nnsig_core.diagnostics.combine.ScoreCombiner` of the components
+(``"rank"``, ``"logistic"``).
 
-path components (:mod:`~nnsig_core.diagnostics.components`)
-    ``path_surprisal``, ``path_hamming``, ``disagreement``,
-    ``centroid_distance``, ``transition_surprisal``, ``class_distance``,
-    ``class_margin``: statistics of the paths through the analysis's clusters
-    (the clusters a person reads in the report).
-neighbour components (:mod:`~nnsig_core.diagnostics.neighbours`)
-    ``neighbour_distance`` and ``neighbour_margin``: per layer, the distance to
-    the nearest training sample of the predicted class (in a normalised,
-    reduced space) and how much nearer another class's is; averaged over the
-    layers after standardisation. They use the scorer's own, finer statistics
-    of the layers, so the clusters shown stay as coarse as a person wants.
-``combined``
-    By default (``method="layers"``) the
-    :class:`~nnsig_core.diagnostics.combine.LayerCombiner` of the per-layer
-    neighbour components: the layers that best detect errors, plus how far
-    outside the reference range a sample lies in any layer.
-    ``method="rank"`` / ``"logistic"`` combine the components above instead
-    (:class:`~nnsig_core.diagnostics.combine.ScoreCombiner`).
-
-What is chosen where (never on test labels or novel classes):
-
-- :meth:`SignatureScorer.fit` uses the fit split only: the statistics come
-  from the training samples; a random subsample of them (``n_reference``,
-  each scored leave-one-out) is the *reference* the components are
-  standardised on, and the fit split's misclassified samples of the known
-  classes (at most ``n_reference`` of them, drawn at random) are the target
-  the layers are chosen on.
-- :meth:`SignatureScorer.calibrate` (``validation_split=`` of
-  :func:`signature_scores` and of :meth:`SignatureScorer.fit`, which then skips
-  the fit split's reference) redoes both on a held-out split of known classes:
-  its correctly classified samples become the reference, its misclassified
-  ones the target. A split holding a class the analysis was not fitted on is
-  refused (:class:`~nnsig_core.diagnostics.NovelClassError`).
-
-Scoring the fit split itself leaves each training sample out of its own
-statistics (leave-one-out), so training samples are scored like unseen ones.
+The reference the components are standardised on and the target the layers are
+chosen on come from the fit split (a random ``n_reference`` of the training
+samples scored leave-one-out, and its misclassified samples) or, with a
+validation split (:meth:`SignatureScorer.calibrate`, ``validation_split=`` of
+:meth:`SignatureScorer.fit`), from that split's correct and misclassified
+samples; never from test labels or novel classes (``docs/design.md``,
+"Diagnostics"). The fit split itself is scored leave-one-out.
 """
 
 from __future__ import annotations
