@@ -20,9 +20,8 @@ from torch import nn
 
 from nnsig_core.protocol.axes import Layout
 
-from ._capture import forward_hooks
+from ._capture import flatten_output, forward_hooks
 from ._runtime import ATTENTION_TYPES
-from ._structure import flatten_output
 
 FIRST, LAST = "first", "last"
 
