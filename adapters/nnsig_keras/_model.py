@@ -1,15 +1,16 @@
-"""Keras models as the adapter sees them: checks, building, scopes, default and available layers."""
+"""Keras models as the adapter sees them: checks, building, scopes, selected, default and
+available layers."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
 import numpy as np
 
 from nnsig_core._warnings import warn
-from nnsig_core.protocol import LayerSelectionError
+from nnsig_core.protocol import LayerSelectionError, LayerSpec, SelectionWording, resolve_selection
 
 from ._graph import Scope, build_scope, graph_of, hook_scope, units
 from ._summary import n_parameters
@@ -269,3 +270,25 @@ def available_layers(model: Any) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def resolve_layers(
+    layers: LayerSpec | Sequence[LayerSpec],
+    units: Mapping[str, Any],
+    capture_names: Sequence[str],
+    model_name: str,
+) -> tuple[set[str], set[str]]:
+    """The layer paths ``layers`` selects whole and the capture names it selects one by one
+    (``units``: every selectable path to its layer, in model order; ``capture_names``: those
+    known without running the model), as :func:`nnsig_core.protocol.resolve_selection`."""
+    wording = SelectionWording(
+        model=f"model {model_name!r}",
+        item="layer",
+        kind="class",
+        kinds="classes",
+        entries="a layer name, a glob pattern or a Keras layer class (e.g. keras.layers.Dense)",
+        listing="Layers of nested models are named by their path ('encoder/dense_2'); "
+        "KerasAdapter.available_layers(model) lists every name.",
+    )
+    sel = resolve_selection(layers, units, wording, extra=capture_names)
+    return set(sel.matched), sel.extra

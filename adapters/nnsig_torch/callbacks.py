@@ -1,8 +1,6 @@
 """Lightning and Hugging Face ``Trainer`` callbacks that capture a
-:class:`~nnsig_torch.probe.TorchProbe` at checkpoints, on the main process only (a step
-captured twice, such as an epoch end that is also a step checkpoint, is captured once).
-Each imports its framework when called, never when ``nnsig_torch`` is imported.
-"""
+:class:`~nnsig_torch.probe.TorchProbe` at checkpoints, on the main process only; each
+imports its framework when called."""
 
 from __future__ import annotations
 
@@ -119,14 +117,14 @@ def lightning_callback(probe: TorchProbe, *, every_n_epochs: int | None = 1,
     every_n_epochs : int or None
         Capture after every N training epochs (None: never at epoch ends).
     every_n_steps : int or None
-        Capture after every N optimiser steps (``trainer.global_step``).
+        Capture after every N optimiser steps.
     at_start : bool
         Capture before the first step (step 0).
 
     Returns
     -------
     lightning.pytorch.Callback
-        Pass it in ``Trainer(callbacks=[...])``.
+        For ``Trainer(callbacks=[...])``.
     """
     return _lightning_class()(probe, Schedule(every_n_epochs, every_n_steps, at_start))
 
@@ -138,14 +136,13 @@ def hf_callback(probe: TorchProbe, *, every_n_epochs: int | None = 1,
     Parameters
     ----------
     probe : TorchProbe
-        Its data is what the model takes: dict batches (``input_ids``,
-        ``attention_mask``, ``labels``) for a transformers model.
+        Its data is what the model takes (dict batches for a transformers model).
     every_n_epochs, every_n_steps, at_start
-        As for :func:`lightning_callback` (``state.global_step``, ``state.epoch``).
+        As for :func:`lightning_callback`.
 
     Returns
     -------
     transformers.TrainerCallback
-        Pass it in ``Trainer(callbacks=[...])`` or ``trainer.add_callback(...)``.
+        For ``Trainer(callbacks=[...])`` or ``trainer.add_callback(...)``.
     """
     return _hf_class()(probe, Schedule(every_n_epochs, every_n_steps, at_start))
