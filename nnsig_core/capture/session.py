@@ -1,8 +1,5 @@
-"""One capture: runs each batch through the adapter, checks it, and feeds the writer.
-
-The split's arrays are created on the first batch, once the captured layers
-and their shapes are known and matched against the store's other splits.
-"""
+"""One capture: runs each batch through the adapter, checks it, and feeds the writer (the
+split's arrays are created on the first batch, once its layers are matched to the store)."""
 
 from __future__ import annotations
 
@@ -19,7 +16,13 @@ from nnsig_core.capture.batches import class_indices
 from nnsig_core.capture.errors import CaptureError
 from nnsig_core.capture.options import CaptureOptions, default_predict
 from nnsig_core.capture.thumbnails import make_thumbnails
-from nnsig_core.capture.token_split import TokenSpace
+from nnsig_core.capture.token_split import (
+    TokenSpace,
+    layer_records,
+    mark_complete,
+    trim,
+    widest_row,
+)
 from nnsig_core.capture.writer import ChunkWriter
 from nnsig_core.protocol import Adapter
 from nnsig_core.protocol.token_rows import split_token_rows
@@ -214,19 +217,8 @@ class CaptureSession:
                 f"{n_classes} classes ({self.n_outputs} outputs): give one name per class."
             )
         summary = to_json_safe(self.adapter.model_summary())
-        by_name = {d.get("name"): d for d in summary.get("layers", [])}
-        layers = []
-        for name, key in zip(self.layer_names, self.keys, strict=False):
-            meta = dict(by_name.get(name, {}))
-            meta.update(
-                name=name,
-                key=key,
-                shape=list(self.shapes[name]),
-                dtype=self.dtype.name,
-            )
-            meta.setdefault("type", "unknown")
-            meta.setdefault("parameters", 0)
-            layers.append(meta)
+        layers = layer_records(self.layer_names, self.keys, self.shapes, self.dtype,
+                               summary.get("layers", []))
         if self.existing is not None:
             changed = changed_layers(layers, self.existing.get("layers") or [])
             if changed:
@@ -241,16 +233,14 @@ class CaptureSession:
         if tokens:  # checked before anything is created, like the sample-level layers
             self.tokens.prepare(tokens, summary)
 
-        widest = max(
-            [int(np.prod(s, dtype=np.int64)) * self.dtype.itemsize for s in self.shapes.values()]
-            + [self.n_outputs * 4]
-        )
         if self.existing is not None:
             chunk_rows = int(self.existing["capture"]["chunk_rows"])
             self.info = dict(self.existing, n_expected=self.n_expected)
             arrays = self._arrays_to_resume(chunk_rows)
         else:
-            chunk_rows = chunk_rows_for(self.chunk_bytes, widest, self.batch_rows)
+            chunk_rows = chunk_rows_for(self.chunk_bytes,
+                                        widest_row(self.shapes, self.dtype, self.n_outputs),
+                                        self.batch_rows)
             tshape = None
             if self.keep_inputs:  # before anything is created: non-image inputs fail here
                 tshape = self._thumbs(inputs, np.arange(self.start, self.start + 1)).shape[1:]
@@ -336,8 +326,7 @@ class CaptureSession:
         if self.n_expected is not None and total < self.n_expected:
             warn(f"The data ended at {total} of {self.n_expected} expected samples; the split "
                  f"holds {total}.")
-            for arr in self.writer.arrays.values():
-                arr.resize((total, *arr.shape[1:]))
+            trim(self.writer.arrays.values(), total)
         self.info.update(
             complete=True,
             n_written=total,
@@ -363,9 +352,7 @@ class CaptureSession:
 
     def _complete_as_is(self) -> None:
         total = self.start
-        for arr in self.store.split_arrays(self.split).values():
-            if arr.shape[0] != total:
-                arr.resize((total, *arr.shape[1:]))
+        trim(self.store.split_arrays(self.split).values(), total)
         self.info = dict(self.existing or {})
         self.info.update(complete=True, n_written=total, n_samples=total,
                          n_expected=self.n_expected if self.n_expected is not None else total)
@@ -374,13 +361,8 @@ class CaptureSession:
         log.info("Split %r had all its %d samples written; marked complete.", self.split, total)
 
     def _mark_complete(self) -> None:
-        """Write the completion mark, after everything it vouches for is on disk (``durable``)."""
         self.claim.check()
-        if self.durable:
-            self.store.sync_split(self.split)
-        self.store.write_split_attrs(self.split, self.info)
-        if self.durable:
-            self.store.sync_split(self.split)
+        mark_complete(self.store, self.split, self.info, self.durable)
 
     def abort(self) -> None:
         self.tokens.abort()
