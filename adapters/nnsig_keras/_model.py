@@ -24,7 +24,6 @@ class UnsupportedModelError(ValueError):
     """The model (or the selected layers) cannot be captured on this backend."""
 
 
-# ---------------------------------------------------------------------------- checks
 def check_model(model: Any) -> None:
     if isinstance(model, keras.Model):
         return
@@ -107,7 +106,6 @@ def hook_limitation(scope: Scope, model: Any) -> UnsupportedModelError:
     )
 
 
-# ---------------------------------------------------------------------------- listing
 def scope_of(model: Any) -> Scope:
     graph = graph_of(model)
     return build_scope(model, graph) if graph is not None else hook_scope(model)
@@ -152,20 +150,9 @@ def _spread(items: list[Any], limit: int) -> list[Any]:
 
 
 def default_selection(scope: Scope, model: Any) -> tuple[set[str], set[str], str]:
-    """The layers captured by default: ``(paths, capture names, how they were chosen)``.
-
-    Graphs: every top-level layer but the input layers and those producing
-    the outputs (as the prototype did) when there are at most
-    :data:`MAX_DEFAULT_LAYERS`; in larger graphs the block outputs: every
-    merge of paths (an ``Add``, ``Concatenate``... layer or operation; gating
-    products such as squeeze-excite's ``Multiply`` only when there is no other
-    merge) or, when the merge feeds one activation layer and nothing else
-    (ResNet's ``convN_blockM_out``), that activation; without merges, the
-    hidden layers but pass-through ones
-    (dropout, reshaping, padding); at most :data:`MAX_DEFAULT_LAYERS`, evenly
-    spread. Models without a graph: their top-level layers (the output layer
-    is left out on the first batch), evenly spread.
-    """
+    """The layers captured by default: ``(paths, capture names, how they were chosen)``
+    (the rule: ``docs/design.md``, Keras; without a graph, the top-level layers, the output
+    layer left out on the first batch)."""
     if scope.is_graph:
         out_ids = {id(t) for t in scope.graph.outputs}
         produces_output = [any(id(t) in out_ids for t in c.outputs) for c in scope.calls]
@@ -227,11 +214,10 @@ def available_layers(model: Any) -> list[dict[str, Any]]:
     Returns
     -------
     list of dict
-        One entry per layer path, model order: ``name`` (the path to give in
-        ``layers``), ``type`` (class), ``calls`` (capture names of its calls and
-        outputs; empty for layers of subclassed models, only known once run),
-        ``shape`` (per sample, of the first output of the first call, ``None``
-        when unknown), ``parameters`` and ``default`` (captured by default).
+        One per layer path, model order: ``name`` (the path), ``type``,
+        ``calls`` (capture names; empty without a graph), ``shape`` (per sample,
+        first output of the first call, or None), ``parameters`` and
+        ``default`` (captured by default).
     """
     check_model(model)
     ensure_built(model, None)

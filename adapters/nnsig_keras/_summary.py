@@ -39,13 +39,8 @@ def _compact(value: Any) -> Any:
 
 
 def layer_config(layer: Any) -> dict[str, Any]:
-    """``layer.get_config()`` restricted to its JSON-serialisable entries.
-
-    Nested models are summarised as ``{"name", "layers"}`` (their full config
-    is the whole sub-graph); entries that cannot be written as JSON are left
-    out, and Keras' serialised dtype policies and parameter-less initialisers
-    are shortened to their names.
-    """
+    """The JSON-serialisable entries of ``layer.get_config()``, shortened (a nested model as
+    ``{"name", "layers"}``)."""
     if isinstance(layer, keras.Model):
         return {"name": layer.name, "layers": [sub.name for sub in layer.layers]}
     get_config = getattr(layer, "get_config", None)

@@ -30,23 +30,22 @@ class KerasProbe(keras.callbacks.Callback):
     layers, pool, layout
         As for :class:`~nnsig_keras.KerasAdapter`.
     every_n_epochs : int or None
-        Capture after every N epochs of ``fit`` (None: never at epoch ends).
+        Capture after every N epochs (None: never at epoch ends).
     every_n_steps : int or None
-        Capture after every N training batches (optimiser steps).
+        Capture after every N training batches.
     at_start : bool
         Capture before the first step (step 0).
     prefix : str
         Split names are ``<prefix>_<step>``.
     **options
-        Passed on to :class:`~nnsig_core.capture.Probe` (``batch_size``,
-        ``class_names``, ``keep_inputs``, capture options).
+        Passed on to :class:`~nnsig_core.capture.Probe`.
 
     Attributes
     ----------
     probe : nnsig_core.capture.Probe
-        The framework-neutral probe (its ``timings``, ``checkpoints()``).
+        The framework-neutral probe.
     step : int
-        Training batches seen by this callback (plus ``initial_step``).
+        Training batches seen (plus ``initial_step``).
     """
 
     def __init__(self, data: Any, store: ActivationStore | str | os.PathLike[str], *,
@@ -81,7 +80,6 @@ class KerasProbe(keras.callbacks.Callback):
         """The checkpoints in the store, in step order."""
         return self.probe.checkpoints()
 
-    # ------------------------------------------------------------------ keras hooks
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         if self.at_start and self.step == 0:
             self.probe.capture(self.model, step=0, epoch=0)

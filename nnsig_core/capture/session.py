@@ -87,7 +87,6 @@ class CaptureSession:
         #: What a repair re-captured (``Repairs.record()``), recorded as ``capture.repaired``.
         self.repaired: dict[str, Any] | None = None
 
-    # -- per batch
     def process(self, inputs: Any, labels: Any, index: np.ndarray) -> None:
         """Run one batch and hand its rows to the writer (the split's next rows)."""
         rows, token_acts = self.compute(inputs, labels, index)
@@ -101,8 +100,7 @@ class CaptureSession:
 
     def compute(self, inputs: Any, labels: Any,
                 index: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Run one batch and check it: its rows by array key, and its token-level layers
-        (the split's arrays are created on the first batch)."""
+        """Run one batch and check it: its rows by array key, and its token-level layers."""
         n = len(index)
         outputs, acts = self.adapter.run(inputs)
         acts, token_acts = split_token_rows(acts)
@@ -195,7 +193,6 @@ class CaptureSession:
             raw = np.asarray(self.adapter.to_numpy(inputs))
         return make_thumbnails(raw)
 
-    # -- array creation
     def _token_info(self) -> dict[str, Any]:
         keep = ("framework", "model", "class_names", "has_labels", "model_fingerprint", "capture")
         return {k: self.info[k] for k in keep if k in self.info}
@@ -281,9 +278,7 @@ class CaptureSession:
         )
 
     def _arrays_to_resume(self, chunk_rows: int) -> dict[str, Any]:
-        """The interrupted split's arrays, refused when one of them is missing (its
-        metadata is gone: the split must be captured again). Missing or damaged chunks of
-        the rows already written are re-captured (:mod:`~nnsig_core.capture.repair`)."""
+        """The interrupted split's arrays (one missing must be captured again)."""
         arrays = self.store.split_arrays(self.split)
         wanted = [*self.keys, "outputs", "labels", "predictions", "sample_index"]
         wanted += ["inputs"] if self.keep_inputs else []
@@ -297,9 +292,7 @@ class CaptureSession:
         return arrays
 
     def _record_written(self, n_written: int) -> None:
-        # Rewriting the split's metadata costs milliseconds, so the written count is
-        # recorded about once a second; it is a lower bound, which is all a resumed
-        # capture needs (it rewrites from the chunk boundary below it).
+        # About once a second: a lower bound is all a resume needs.
         now = time.monotonic()
         if now - self._last_recorded < RECORD_EVERY_S:
             return
@@ -309,7 +302,6 @@ class CaptureSession:
         self.claim.check()
         self.store.write_split_attrs(self.split, self.info)
 
-    # -- end
     def finish(self) -> None:
         if self.existing is not None and self.existing.get("complete"):
             self._finish_repair()
@@ -341,8 +333,7 @@ class CaptureSession:
         log.info("Captured %d samples of split %r into %s", total, self.split, self.store.location)
 
     def _finish_repair(self) -> None:
-        """A complete split whose lost rows were re-captured: it keeps its fingerprint (the
-        rows are those it had), and records the repair."""
+        """A complete split whose lost rows were re-captured records the repair."""
         if self.writer is not None:
             self.writer.close()
         self.info = dict(self.existing or {})
@@ -370,10 +361,9 @@ class CaptureSession:
             self.writer.abort()
 
     def discard_if_empty(self) -> None:
-        """After :meth:`abort`: a split this capture created and handed no batch to the writer
-        (its first batch was refused) is removed, so a refused capture leaves no trace."""
+        """After :meth:`abort`: remove a split this capture created if its first batch was
+        refused, so a refused capture leaves no trace."""
         if self.created and self.batches == 0:
-            # Refused on its first batch: a new split with no row leaves no trace.
             self.store.remove_split(self.split)
             if self.has_tokens and token_split_name(self.split) in self.store.splits:
                 self.store.remove_split(token_split_name(self.split))
