@@ -127,15 +127,10 @@ class Recorder:
     have their float32 sum taken there.
     """
 
-    def __init__(
-        self,
-        n: int | None,
-        strict: Collection[str] = (),
-        first_only: Collection[str] = (),
-        eager: Callable[[str, str, torch.Tensor], Any] | None = None,
-        batch_axis: int = 0,
-        total: Collection[str] = (),
-    ) -> None:
+    def __init__(self, n: int | None, strict: Collection[str] = (),
+                 first_only: Collection[str] = (),
+                 eager: Callable[[str, str, torch.Tensor], Any] | None = None, batch_axis: int = 0,
+                 total: Collection[str] = ()) -> None:
         self.n = n
         self.total = total
         self.strict = set(strict)
@@ -254,13 +249,8 @@ def model_output(obj: Any) -> torch.Tensor:
     raise TypeError(f"The model returned no tensor (got {type(obj).__name__}).")
 
 
-def to_batch_first(
-    t: torch.Tensor,
-    n: int | None,
-    module: nn.Module | None = None,
-    path: str = "",
-    batch_axis: int = 0,
-) -> tuple[torch.Tensor, bool] | None:
+def to_batch_first(t: torch.Tensor, n: int | None, module: nn.Module | None = None, path: str = "",
+                   batch_axis: int = 0) -> tuple[torch.Tensor, bool] | None:
     """``t`` (at ``path`` in ``module``'s output) with the batch axis first, and whether it
     was transposed; ``None`` when neither axis 0 nor 1 has ``n`` entries.
 

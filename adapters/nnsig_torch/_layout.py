@@ -23,41 +23,21 @@ from ._runtime import ATTENTION_TYPES
 
 FIRST, LAST = "first", "last"
 
+_POOLING = nn.modules.pooling
 _CHANNELS_FIRST: tuple[type[nn.Module], ...] = (
-    nn.modules.conv._ConvNd,
-    nn.modules.batchnorm._NormBase,  # batch and instance norms
-    nn.GroupNorm,
-    nn.LocalResponseNorm,
-    nn.modules.pooling._MaxPoolNd,
-    nn.modules.pooling._AvgPoolNd,
-    nn.modules.pooling._AdaptiveAvgPoolNd,
-    nn.modules.pooling._AdaptiveMaxPoolNd,
-    nn.modules.pooling._LPPoolNd,
-    nn.Upsample,
-    nn.PixelShuffle,
-    nn.PixelUnshuffle,
-    nn.ChannelShuffle,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.FractionalMaxPool2d,
-    nn.FractionalMaxPool3d,
-    nn.Fold,
+    nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LocalResponseNorm,
+    _POOLING._MaxPoolNd, _POOLING._AvgPoolNd, _POOLING._AdaptiveAvgPoolNd,
+    _POOLING._AdaptiveMaxPoolNd, _POOLING._LPPoolNd, nn.Upsample, nn.PixelShuffle,
+    nn.PixelUnshuffle, nn.ChannelShuffle, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+    nn.FractionalMaxPool2d, nn.FractionalMaxPool3d, nn.Fold,
 )
 _RMS_NORM = getattr(nn, "RMSNorm", None)
 # Modules that read channels-last tensors (and make them).
 _READS_CHANNELS_LAST: tuple[type[nn.Module], ...] = (
-    nn.Linear,
-    nn.Bilinear,
-    nn.LayerNorm,
-    *(() if _RMS_NORM is None else (_RMS_NORM,)),
+    nn.Linear, nn.Bilinear, nn.LayerNorm, *(() if _RMS_NORM is None else (_RMS_NORM,)),
 )
 _CHANNELS_LAST: tuple[type[nn.Module], ...] = (
-    *_READS_CHANNELS_LAST,
-    nn.Embedding,
-    nn.EmbeddingBag,
-    nn.RNNBase,
-    *ATTENTION_TYPES,
+    *_READS_CHANNELS_LAST, nn.Embedding, nn.EmbeddingBag, nn.RNNBase, *ATTENTION_TYPES,
 )
 
 

@@ -71,14 +71,8 @@ def shares_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
         return False
 
 
-def finalize(
-    plan: CapturePlan,
-    t: torch.Tensor,
-    original: torch.Tensor,
-    mask: torch.Tensor | None,
-    token_ids: torch.Tensor | None,
-    own: bool,
-) -> Finalized:
+def finalize(plan: CapturePlan, t: torch.Tensor, original: torch.Tensor, mask: torch.Tensor | None,
+             token_ids: torch.Tensor | None, own: bool) -> Finalized:
     """Pool one batch-first tensor as ``plan`` says; with ``own``, results never alias ``t``."""
     def contiguous(result: torch.Tensor) -> torch.Tensor:
         if own and shares_storage(result, original):
@@ -107,12 +101,8 @@ def _unused(spec: Any, used: set[str], what: str, names: list[str]) -> None:
         )
 
 
-def make_plans(
-    values: Mapping[str, Captured],
-    tracker: LayoutTracker | None,
-    pool: Any,
-    layout: Any,
-) -> dict[str, CapturePlan]:
+def make_plans(values: Mapping[str, Captured], tracker: LayoutTracker | None, pool: Any,
+               layout: Any) -> dict[str, CapturePlan]:
     """The plan of every capture of the first batch (a ``pool`` or ``layout`` key matching
     no captured layer is a ``LayerSelectionError``, a misfit ``layout`` a ``ValueError``)."""
     plans: dict[str, CapturePlan] = {}

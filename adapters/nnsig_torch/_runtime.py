@@ -14,12 +14,8 @@ from torch import nn
 
 # Modules whose fused inference path (torch.backends.mha) would skip their submodules.
 ATTENTION_TYPES: tuple[type[nn.Module], ...] = (
-    nn.MultiheadAttention,
-    nn.TransformerEncoderLayer,
-    nn.TransformerDecoderLayer,
-    nn.TransformerEncoder,
-    nn.TransformerDecoder,
-    nn.Transformer,
+    nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer,
+    nn.TransformerEncoder, nn.TransformerDecoder, nn.Transformer,
 )
 
 

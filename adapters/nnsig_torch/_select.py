@@ -78,14 +78,9 @@ def resolve_layers(
     return sel.matched, sel.named
 
 
-def available_layers(
-    model: nn.Module,
-    example_input: Any = None,
-    *,
-    device: str | torch.device | None = None,
-    selected: Sequence[str] | None = None,
-    batch_axis: int = 0,
-) -> LayerList:
+def available_layers(model: nn.Module, example_input: Any = None, *,
+                     device: str | torch.device | None = None,
+                     selected: Sequence[str] | None = None, batch_axis: int = 0) -> LayerList:
     """List the layers of a model that can be captured.
 
     Parameters

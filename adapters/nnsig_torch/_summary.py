@@ -13,12 +13,7 @@ from torch import nn
 _SKIP_ARGS = {"self", "device", "dtype"}
 # Looked up on modules whose __init__ takes *args/**kwargs (nn.LSTM, nn.GRU...).
 _COMMON_ATTRS = (
-    "input_size",
-    "hidden_size",
-    "num_layers",
-    "bidirectional",
-    "proj_size",
-    "nonlinearity",
+    "input_size", "hidden_size", "num_layers", "bidirectional", "proj_size", "nonlinearity",
     "dropout",
 )
 

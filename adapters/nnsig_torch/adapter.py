@@ -31,13 +31,7 @@ from ._runtime import (
     move_inputs,
 )
 from ._select import ClassOrInstance, available_layers, resolve_layers, unwrap_model
-from ._session import (
-    check_names,
-    decoder_inputs,
-    first_batch_names,
-    layer_entries,
-    sequence_inputs,
-)
+from ._session import check_names, decoder_inputs, first_batch_names, layer_entries, sequence_inputs
 from ._summary import LayerList, n_parameters
 
 logger = logging.getLogger("nnsig_torch")

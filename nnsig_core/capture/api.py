@@ -15,11 +15,7 @@ from tqdm.auto import tqdm
 from nnsig_core.capture.batches import is_array_pair, iter_batches, n_available, take
 from nnsig_core.capture.errors import CaptureError
 from nnsig_core.capture.hf_datasets import as_capture_data
-from nnsig_core.capture.options import (
-    DEFAULT_CHUNK_BYTES,
-    DEFAULT_DURABLE,
-    CaptureOptions,
-)
+from nnsig_core.capture.options import DEFAULT_CHUNK_BYTES, DEFAULT_DURABLE, CaptureOptions
 from nnsig_core.capture.policy import (
     check_expected,
     check_weights,

@@ -93,15 +93,10 @@ def n_available(data: Any, batch_axis: int = 0, label_key: str | None = None) ->
     return None
 
 
-def iter_batches(
-    data: Any,
-    batch_size: int,
-    start: int = 0,
-    on_skipped: Callable[[int, np.ndarray], None] | None = None,
-    batch_axis: int = 0,
-    label_key: str | None = None,
-    repair: Any = None,
-) -> Iterator[tuple[Any, Any, np.ndarray]]:
+def iter_batches(data: Any, batch_size: int, start: int = 0,
+                 on_skipped: Callable[[int, np.ndarray], None] | None = None, batch_axis: int = 0,
+                 label_key: str | None = None,
+                 repair: Any = None) -> Iterator[tuple[Any, Any, np.ndarray]]:
     """Yield ``(inputs, labels, sample_index)`` from sample ``start`` on.
 
     ``on_skipped(lo, labels)`` gets the labels of the samples before ``start`` (a resume

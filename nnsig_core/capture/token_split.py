@@ -67,16 +67,9 @@ class TokenSpace:
     """Creates and feeds the token row space of one capture; ``base_info()`` gives the
     attributes shared with the sample-level ``split``."""
 
-    def __init__(
-        self,
-        store: ActivationStore,
-        split: str,
-        dtype: np.dtype,
-        compressor: Any,
-        chunk_bytes: int,
-        base_info: Callable[[], dict[str, Any]],
-        durable: bool = False,
-    ) -> None:
+    def __init__(self, store: ActivationStore, split: str, dtype: np.dtype, compressor: Any,
+                 chunk_bytes: int, base_info: Callable[[], dict[str, Any]],
+                 durable: bool = False) -> None:
         self.store = store
         self.split = split
         self.name = token_split_name(split)
@@ -92,16 +85,9 @@ class TokenSpace:
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.info: dict[str, Any] = {}
 
-    def submit(
-        self,
-        tokens: Mapping[str, TokenRows],
-        outputs: np.ndarray,
-        labels: np.ndarray,
-        predictions: np.ndarray,
-        index: np.ndarray,
-        first_row: int,
-        n_expected: int | None,
-    ) -> None:
+    def submit(self, tokens: Mapping[str, TokenRows], outputs: np.ndarray, labels: np.ndarray,
+               predictions: np.ndarray, index: np.ndarray, first_row: int,
+               n_expected: int | None) -> None:
         """Write the token rows of one batch (``first_row``: the split row of its first sample)."""
         try:
             shared = check_same_tokens(tokens)
@@ -151,10 +137,8 @@ class TokenSpace:
                                     model.get("token_layers", []))
         self.store.check_compatible(self.name, self.layers, level="tokens")
 
-    def _create(
-        self, tokens: Mapping[str, TokenRows], n_outputs: int, n: int, rows: int,
-        n_expected: int | None,
-    ) -> None:
+    def _create(self, tokens: Mapping[str, TokenRows], n_outputs: int, n: int, rows: int,
+                n_expected: int | None) -> None:
         info = self.base_info()
         if not self.layers:
             self.prepare(tokens, info.get("model") or {})

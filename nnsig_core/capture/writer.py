@@ -21,15 +21,9 @@ class ChunkWriter:
     blocks while ``max_pending`` batches wait). Only whole chunks are written until
     ``close``, so the count reported to ``on_written`` is where a resume restarts."""
 
-    def __init__(
-        self,
-        arrays: dict[str, zarr.Array],
-        chunk_rows: int,
-        start_row: int,
-        on_written: Callable[[int], None],
-        max_pending: int = 2,
-        durable: bool = False,
-    ) -> None:
+    def __init__(self, arrays: dict[str, zarr.Array], chunk_rows: int, start_row: int,
+                 on_written: Callable[[int], None], max_pending: int = 2,
+                 durable: bool = False) -> None:
         self.arrays = arrays
         self.chunk_rows = chunk_rows
         self.on_written = on_written
