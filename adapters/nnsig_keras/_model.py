@@ -13,7 +13,7 @@ from nnsig_core._warnings import warn
 from nnsig_core.protocol import LayerSelectionError, LayerSpec, SelectionWording, resolve_selection
 
 from ._graph import Scope, build_scope, graph_of, hook_scope, units
-from ._summary import n_parameters
+from ._summary import layer_classes, n_parameters
 
 
 class ModelNotBuiltError(ValueError):
@@ -122,23 +122,18 @@ _GATES = ("Multiply", "Dot")
 
 def _merge_kind(op: Any) -> int:
     """2 for a merge of paths, 1 for a gating product, 0 otherwise (layers and operations)."""
-    name = type(op).__name__
-    keras_op = type(op).__module__.startswith("keras")
-    if not keras_op:
+    if not type(op).__module__.startswith("keras"):
         return 0
+    name = type(op).__name__
     return 2 if name in _MERGES else 1 if name in _GATES else 0
-_ACTIVATION_TYPES = tuple(
-    cls for cls in (getattr(keras.layers, n, None) for n in (
-        "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax"))
-    if isinstance(cls, type)
-)
-_PASS_THROUGH_TYPES = tuple(
-    cls for cls in (getattr(keras.layers, n, None) for n in (
-        "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
-        "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity", "Flatten",
-        "Reshape", "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D",
-        "Cropping3D", "Rescaling", "Normalization", "Resizing"))
-    if isinstance(cls, type)
+
+
+_ACTIVATION_TYPES = layer_classes("Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax")
+_PASS_THROUGH_TYPES = layer_classes(
+    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
+    "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity", "Flatten",
+    "Reshape", "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D",
+    "Cropping3D", "Rescaling", "Normalization", "Resizing",
 )
 
 

@@ -23,15 +23,14 @@ from nnsig_core.protocol.axes import (
 from nnsig_core.protocol.pooling import pool_array, resolve_auto, token_rows_array
 from nnsig_core.protocol.token_rows import TokenRows, token_name
 
+from ._summary import layer_classes
+
 logger = logging.getLogger("nnsig_keras")
 
-_FEATURES_LAST = tuple(
-    cls for cls in (
-        getattr(keras.layers, n, None)
-        for n in ("Dense", "EinsumDense", "LayerNormalization", "MultiHeadAttention",
-                  "GroupQueryAttention", "Embedding", "RNN", "Bidirectional", "Attention",
-                  "AdditiveAttention", "UnitNormalization", "RMSNormalization")
-    ) if isinstance(cls, type)
+_FEATURES_LAST = layer_classes(
+    "Dense", "EinsumDense", "LayerNormalization", "MultiHeadAttention", "GroupQueryAttention",
+    "Embedding", "RNN", "Bidirectional", "Attention", "AdditiveAttention", "UnitNormalization",
+    "RMSNormalization",
 )
 _FIX = "KerasAdapter(..., layout={{{name!r}: 'NHWC'}}) (or 'NCHW', 'NLC'...)"
 

@@ -9,6 +9,12 @@ from typing import Any
 import keras
 
 
+def layer_classes(*names: str) -> tuple[type, ...]:
+    """The classes of ``keras.layers`` of these names that this Keras version has."""
+    found = (getattr(keras.layers, n, None) for n in names)
+    return tuple(cls for cls in found if isinstance(cls, type))
+
+
 def n_parameters(layer: Any) -> int:
     """Number of weight values of ``layer`` (0 for operations and unbuilt layers)."""
     if not isinstance(layer, keras.Layer):

@@ -139,15 +139,12 @@ class KerasAdapter:
         self.backend = keras.backend.backend()
         self.keep_nonfinite = bool(keep_nonfinite)
         self._scope = scope_of(model)
-        self._units = units(self._scope)
+        how = None
         if layers is None:
-            paths, exact, self._default_how = default_selection(self._scope, model)
-            self._default = True
+            paths, exact, how = default_selection(self._scope, model)
         else:
-            paths, exact = resolve_layers(
-                layers, self._units, capture_names(self._scope), model.name
-            )
-            self._default = False
+            paths, exact = resolve_layers(layers, units(self._scope), capture_names(self._scope),
+                                          model.name)
         mark_selection(self._scope, paths, exact)
         if not self._scope.needed():
             raise LayerSelectionError("The selection captures no layer.")
@@ -164,22 +161,16 @@ class KerasAdapter:
         self._info: dict[str, tuple[str, Any]] = {}
         self._dropped: set[str] = set()
         selected = [c[0] for c in self._static_captures(self._scope)]
-        logger.info(
-            "KerasAdapter: capturing %d layer(s) of %s %r (%s backend, %s): %s",
-            len(selected),
-            type(model).__name__,
-            model.name,
-            self.backend,
-            "symbolic graph" if self._scope.is_graph else "forward hooks",
-            ", ".join(selected),
-        )
-        if self._default:
-            logger.info(
-                "KerasAdapter: default selection, %s; pass layers=[names, globs or classes] to "
-                "choose (e.g. 'encoder/*' for the layers of a nested model).",
-                self._default_how
-                + ("" if self._scope.is_graph else " (the output layer is found on the first batch)"),
-            )
+        logger.info("KerasAdapter: capturing %d layer(s) of %s %r (%s backend, %s): %s",
+                    len(selected), type(model).__name__, model.name, self.backend,
+                    "symbolic graph" if self._scope.is_graph else "forward hooks",
+                    ", ".join(selected))
+        if how is not None:
+            if not self._scope.is_graph:
+                how += " (the output layer is found on the first batch)"
+            logger.info("KerasAdapter: default selection, %s; pass layers=[names, globs or "
+                        "classes] to choose (e.g. 'encoder/*' for the layers of a nested model).",
+                        how)
 
     def __repr__(self) -> str:
         n = len(self._names) if self._names is not None else "?"
@@ -240,9 +231,8 @@ class KerasAdapter:
             if not flat:
                 raise ValueError(f"Model {self.model.name!r} returned no tensor.")
             if not -len(flat) <= self._output < len(flat):
-                raise ValueError(
-                    f"output={self._output} but the model returned {len(flat)} tensors."
-                )
+                raise ValueError(f"output={self._output} but the model returned {len(flat)} "
+                                 "tensors.")
             raw_out = flat[self._output]
         out = to_float32(raw_out)
         if out.ndim == 0:
@@ -251,11 +241,8 @@ class KerasAdapter:
         out = out.reshape(n, -1)
         if self._names is None:
             self._first_batch(records, same, out)
-        acts: dict[str, np.ndarray] = {}
-        for name, _path, _layer, value in records:
-            if name in self._dropped:
-                continue
-            acts[name] = to_float32(value)
+        acts = {name: to_float32(value) for name, _path, _layer, value in records
+                if name not in self._dropped}
         if list(acts) != self._names:
             raise LayerSelectionError(
                 f"This batch captured {list(acts)} but the first batch captured {self._names}: "
@@ -268,8 +255,7 @@ class KerasAdapter:
                     f"Layer {name!r} returned shape {a.shape} for a batch of {n}: it has no batch "
                     "axis; leave it out of `layers`."
                 )
-        first = not self._pooler.plans
-        if first:
+        if not self._pooler.plans:
             self._pooler.plan([(k, self._info[k][0], self._info[k][1], a)
                                for k, a in acts.items()])
         mask, token_ids = sequence_inputs(inputs, self.mask, self.token_key)
@@ -299,19 +285,14 @@ class KerasAdapter:
             drop = set(same)
             if not drop:  # a layer whose output is the model output, copied on the way
                 top = [i for i, r in enumerate(records) if "/" not in r[1]]
-                if top:
-                    last = records[top[-1]][3]
-                    arr = to_float32(last)
-                    if arr.shape[:1] == out.shape[:1] and np.array_equal(
-                        arr.reshape(len(arr), -1), out
-                    ):
-                        drop = {top[-1]}
+                arr = to_float32(records[top[-1]][3]) if top else None
+                if (arr is not None and arr.shape[:1] == out.shape[:1]
+                        and np.array_equal(arr.reshape(len(arr), -1), out)):
+                    drop = {top[-1]}
             self._dropped = {records[i][0] for i in drop}
             if self._dropped:
-                logger.info(
-                    "KerasAdapter: leaving out %s, which produces the model output.",
-                    ", ".join(sorted(self._dropped)),
-                )
+                logger.info("KerasAdapter: leaving out %s, which produces the model output.",
+                            ", ".join(sorted(self._dropped)))
         names = [r[0] for r in records if r[0] not in self._dropped]
         dupes = sorted({x for x in names if names.count(x) > 1})
         if dupes:
@@ -324,10 +305,8 @@ class KerasAdapter:
                 f"No selected layer of {self.model.name!r} ran on this batch; choose other layers."
             )
         self._names = names
-        for name, path, layer, _value in records:
-            if name in self._dropped:
-                continue
-            self._info[name] = (path, layer)
+        self._info = {name: (path, layer) for name, path, layer, _value in records
+                      if name not in self._dropped}
 
     def model_fingerprint(self) -> str:
         """``"blake2b:<hex>"`` of every weight (paths, dtypes, shapes, bytes), recorded with
@@ -361,11 +340,9 @@ class KerasAdapter:
                 tkey = name + "@tokens"
                 if tkey in self._token_shapes:
                     token_layers.append(
-                        layer_entry(name, path, layer, self._token_shapes[tkey]) | extra
-                    )
+                        layer_entry(name, path, layer, self._token_shapes[tkey]) | extra)
         else:
-            for name, path, layer, shape in self._static_captures(self._scope):
-                layers.append(layer_entry(name, path, layer, shape))
+            layers = [layer_entry(*c) for c in self._static_captures(self._scope)]
         try:
             total = int(self.model.count_params())
         except Exception:
@@ -381,19 +358,16 @@ class KerasAdapter:
         }
 
     def _static_captures(self, scope: Scope) -> list[tuple[str, str, Any, tuple[int, ...] | None]]:
-        found: list[tuple[str, str, Any, tuple[int, ...] | None]] = []
         if not scope.is_graph:
-            for p in scope.hooked:
-                found.append((scope.prefix + p[len(scope.path_prefix) :], p, scope.layers[p], None))
-            return found
+            return [(scope.prefix + p[len(scope.path_prefix) :], p, scope.layers[p], None)
+                    for p in scope.hooked]
+        found: list[tuple[str, str, Any, tuple[int, ...] | None]] = []
         for c in scope.calls:
             if c.child is not None and c.child.needed():
                 found += self._static_captures(c.child)
             for i in c.selected:
                 shape = tuple(c.outputs[i].shape)[1:]
-                found.append(
-                    (c.output_name(i), c.path, c.op, None if None in shape else tuple(shape))
-                )
+                found.append((c.output_name(i), c.path, c.op, None if None in shape else shape))
         return found
 
     def to_numpy(self, x: Any) -> np.ndarray:
