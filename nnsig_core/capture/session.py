@@ -14,7 +14,7 @@ from nnsig_core._util import now_iso, to_json_safe
 from nnsig_core._warnings import warn
 from nnsig_core.capture.batches import class_indices
 from nnsig_core.capture.errors import CaptureError
-from nnsig_core.capture.options import CaptureOptions, default_predict
+from nnsig_core.capture.options import CaptureOptions
 from nnsig_core.capture.thumbnails import make_thumbnails
 from nnsig_core.capture.token_split import (
     TokenSpace,
@@ -65,7 +65,7 @@ class CaptureSession:
         o = options
         self.split, self.class_names, self.keep_inputs = o.split, o.class_names, o.keep_inputs
         self.dtype, self.compressor, self.chunk_bytes = np.dtype(o.dtype), o.codec, o.chunk_bytes
-        self.predict, self.durable = o.predict or default_predict, o.durable
+        self.predict, self.durable = o.predict, o.durable
         self.settings = settings
         self.existing = existing
         self.start = start
@@ -76,7 +76,6 @@ class CaptureSession:
         self.created = False  # this capture created the split's group
         self.batches = 0  # batches handed to the writer
         self._last_recorded = time.monotonic()
-        self.batch_rows: int | None = None
         self.layer_names: list[str] = []
         self.info: dict[str, Any] = {}
         self.has_labels: bool | None = None if existing is None else existing.get("has_labels")
@@ -122,7 +121,6 @@ class CaptureSession:
             raise CaptureError("predict(outputs) must return one class per sample.")
 
         if self.writer is None:
-            self.batch_rows = n
             self._create(acts, outputs, inputs, token_acts)
         assert self.writer is not None
         if list(acts.keys()) != self.layer_names:
@@ -198,7 +196,7 @@ class CaptureSession:
         return {k: self.info[k] for k in keep if k in self.info}
 
     def _create(self, acts: Mapping[str, np.ndarray], outputs: np.ndarray, inputs: Any,
-                tokens: Mapping[str, Any] | None = None) -> None:
+                tokens: Mapping[str, Any]) -> None:
         if not acts and not tokens:
             raise CaptureError("The adapter captured no layer; select at least one layer.")
         self.layer_names = list(acts.keys())
@@ -237,7 +235,7 @@ class CaptureSession:
         else:
             chunk_rows = chunk_rows_for(self.chunk_bytes,
                                         widest_row(self.shapes, self.dtype, self.n_outputs),
-                                        self.batch_rows)
+                                        len(outputs))
             tshape = None
             if self.keep_inputs:  # before anything is created: non-image inputs fail here
                 tshape = self._thumbs(inputs, np.arange(self.start, self.start + 1)).shape[1:]
@@ -246,16 +244,10 @@ class CaptureSession:
             if stale in self.store.splits and not tokens:
                 self.store.delete(stale)  # the token rows of the split this capture replaces
             self.info = {
-                "complete": False,
-                "n_written": 0,
-                "n_samples": 0,
-                "n_expected": self.n_expected,
-                "framework": getattr(self.adapter, "framework", "unknown"),
-                "model": summary,
-                "layers": layers,
-                "class_names": self.class_names,
-                "has_labels": bool(self.has_labels),
-                "model_fingerprint": self.fingerprint,
+                "complete": False, "n_written": 0, "n_samples": 0, "n_expected": self.n_expected,
+                "framework": getattr(self.adapter, "framework", "unknown"), "model": summary,
+                "layers": layers, "class_names": self.class_names,
+                "has_labels": bool(self.has_labels), "model_fingerprint": self.fingerprint,
                 "capture": self.settings,
             }
             if tokens:
@@ -269,13 +261,8 @@ class CaptureSession:
             self.claim.check()
             arrays = self.store.create_split(self.split, self.info, specs)
             self.created = True
-        self.writer = ChunkWriter(
-            arrays=arrays,
-            chunk_rows=chunk_rows,
-            start_row=self.start,
-            on_written=self._record_written,
-            durable=self.durable,
-        )
+        self.writer = ChunkWriter(arrays=arrays, chunk_rows=chunk_rows, start_row=self.start,
+                                  on_written=self._record_written, durable=self.durable)
 
     def _arrays_to_resume(self, chunk_rows: int) -> dict[str, Any]:
         """The interrupted split's arrays (one missing must be captured again)."""
