@@ -7,30 +7,9 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from nnsig_core.capture.probe import Schedule
+
 from .probe import TorchProbe
-
-
-class Schedule:
-    """When a checkpoint is due: before training, every N epochs, every N steps."""
-
-    def __init__(self, every_n_epochs: int | None = 1, every_n_steps: int | None = None,
-                 at_start: bool = True) -> None:
-        for name, v in (("every_n_epochs", every_n_epochs), ("every_n_steps", every_n_steps)):
-            if v is not None and int(v) < 1:
-                raise ValueError(f"{name} must be >= 1 or None, not {v}")
-        self.every_n_epochs = every_n_epochs
-        self.every_n_steps = every_n_steps
-        self.at_start = bool(at_start)
-
-    def epoch_due(self, epochs_done: int) -> bool:
-        """Whether a checkpoint is due after ``epochs_done`` whole epochs."""
-        n = self.every_n_epochs
-        return n is not None and n > 0 and epochs_done % int(n) == 0
-
-    def step_due(self, step: int) -> bool:
-        """Whether a checkpoint is due after optimiser step ``step``."""
-        n = self.every_n_steps
-        return n is not None and n > 0 and step > 0 and step % int(n) == 0
 
 
 @functools.lru_cache(maxsize=1)
