@@ -6,12 +6,9 @@
 >>> outputs, activations = adapter.run(x_batch)          # float32 NumPy arrays
 >>> nnsig_core.capture(adapter, (x, y), "runs/model.zarr")
 
-See :class:`KerasAdapter` for the selection and naming rules, and
-``KerasAdapter.available_layers(model)`` for the names of a model's layers.
-:class:`KerasProbe` (a ``keras.callbacks.Callback``) captures a fixed probe
-set at checkpoints of ``model.fit``.
-Importing this package imports Keras; when no Keras backend is configured and
-TensorFlow is absent, the torch (else jax) backend is chosen first.
+:class:`KerasProbe` (a ``keras.callbacks.Callback``) captures a fixed probe set at
+checkpoints of ``model.fit``. Importing this package imports Keras; when no backend is
+configured and TensorFlow is absent, torch (else jax) is chosen.
 """
 
 from ._backend import choose_backend

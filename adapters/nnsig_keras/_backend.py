@@ -27,14 +27,8 @@ def _file_backend() -> str | None:
 
 
 def choose_backend() -> str | None:
-    """Set ``KERAS_BACKEND`` when Keras is not imported yet and would need an absent TensorFlow.
-
-    Keras 3 defaults to the TensorFlow backend (and writes that default into
-    ``~/.keras/keras.json`` on its first import). When ``KERAS_BACKEND`` is not set, the
-    file names no backend or TensorFlow, and TensorFlow is not installed, this picks the
-    first installed of torch and jax, logs it and returns it; otherwise it changes nothing
-    and returns ``None``.
-    """
+    """Set ``KERAS_BACKEND`` to the first installed of torch and jax (and return it) when
+    Keras is not imported yet and would pick an absent TensorFlow; else return None."""
     if "keras" in sys.modules or os.environ.get("KERAS_BACKEND"):
         return None
     if _file_backend() not in (None, "tensorflow"):

@@ -1,23 +1,15 @@
 """The structure of a Keras model and how to run it with taps on its layers.
 
-A model is described by a tree of *scopes*. A graph scope is a symbolic graph
-(a functional model, or the graph Keras builds for a Sequential model): every
-call of every operation in it is a :class:`Call`, named ``layer`` for the first
-call and ``layer:1``, ``layer:2``... for the next ones. A call of a nested
-model (or of a layer that has layers of its own) has a child scope whose names
-are prefixed by the call's name and ``/`` (``encoder/dense``,
-``encoder:1/dense``). A hook scope is a model or layer without a symbolic
-graph (subclassed); its layers are found by tracking and captured with torch
-forward hooks.
+A model is a tree of *scopes*. A graph scope is a symbolic graph (functional, or the one
+Keras builds for a Sequential model): each call of each operation is a :class:`Call`
+(``layer``, ``layer:1``...); a call of a nested model (or of a layer with layers) has a
+child scope whose names are prefixed by the call's name and ``/``. A hook scope is a
+model or layer without a graph, captured with torch forward hooks.
 
-Running: each needed graph scope is compiled into one *layer model*,
-``keras.Model(graph inputs, [tapped tensors] + [inputs of the nested calls to
-expand] + [model outputs])``, run with ``predict_on_batch``. A nested scope is
-run on the values its call received in the parent, so a nested model is
-computed once as a whole (for the outer model's outputs) and once more by its
-own layer model (for its inner layers). Building layer models from the
-model's own symbolic tensors adds no node to the model's layers: the user's
-model is left exactly as it was.
+Each needed graph scope runs as one *layer model*, ``keras.Model(graph inputs, [tapped
+tensors] + [inputs of nested calls] + [outputs])``, with ``predict_on_batch``; a nested
+scope runs on the values its call received. Building it from the model's own symbolic
+tensors leaves the model as it was.
 
 Keras internals used (stable through Keras 3.x): ``Function._nodes_by_depth``,
 ``Function._inputs_struct``, ``Operation._inbound_nodes``, ``Node.outputs``,
@@ -42,7 +34,7 @@ Record = tuple[str, str, Any, Any]
 
 
 def graph_of(op: Any) -> Any | None:
-    """The symbolic graph (a ``keras.Function``) of a functional or Sequential model, else ``None``."""
+    """The symbolic graph (a ``keras.Function``) of a functional or Sequential model, or None."""
     if isinstance(op, keras.Sequential):
         return getattr(op, "_functional", None) or None
     if isinstance(op, keras.Function) and isinstance(op, keras.Layer):
@@ -223,7 +215,6 @@ def mark_selection(scope: Scope, paths: set[str], exact: set[str]) -> None:
         scope.hooked = [p for p in scope.layers if p in paths]
 
 
-# ---------------------------------------------------------------------------- running
 def _as_list(values: Any, n: int) -> list[Any]:
     if n == 1 and not isinstance(values, (list, tuple)):
         return [values]
@@ -308,8 +299,8 @@ class HookRunner:
         return records
 
     def run(self, x: Any) -> tuple[list[Record], list[Any], list[int]]:
-        """Run the root model on ``x``: captures, its flattened outputs, and the positions
-        (in the captures) of values that are the very output tensor (``drop_output``)."""
+        """Run the root model on ``x``: captures, its flattened outputs, and the positions of
+        captures that are the very output tensor (``drop_output``)."""
         if isinstance(x, tuple):
             x = list(x)
         # Tensors of the top-level layers, kept during the call only to find the output layer.

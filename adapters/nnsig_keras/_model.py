@@ -1,18 +1,19 @@
-"""Keras models as the adapter sees them: checks, building, scopes, default and available layers."""
+"""Keras models as the adapter sees them: checks, building, scopes, selected, default and
+available layers."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
 import numpy as np
 
 from nnsig_core._warnings import warn
-from nnsig_core.protocol import LayerSelectionError
+from nnsig_core.protocol import LayerSelectionError, LayerSpec, SelectionWording, resolve_selection
 
 from ._graph import Scope, build_scope, graph_of, hook_scope, units
-from ._summary import n_parameters
+from ._summary import layer_classes, n_parameters
 
 
 class ModelNotBuiltError(ValueError):
@@ -23,7 +24,6 @@ class UnsupportedModelError(ValueError):
     """The model (or the selected layers) cannot be captured on this backend."""
 
 
-# ---------------------------------------------------------------------------- checks
 def check_model(model: Any) -> None:
     if isinstance(model, keras.Model):
         return
@@ -106,7 +106,6 @@ def hook_limitation(scope: Scope, model: Any) -> UnsupportedModelError:
     )
 
 
-# ---------------------------------------------------------------------------- listing
 def scope_of(model: Any) -> Scope:
     graph = graph_of(model)
     return build_scope(model, graph) if graph is not None else hook_scope(model)
@@ -123,23 +122,18 @@ _GATES = ("Multiply", "Dot")
 
 def _merge_kind(op: Any) -> int:
     """2 for a merge of paths, 1 for a gating product, 0 otherwise (layers and operations)."""
-    name = type(op).__name__
-    keras_op = type(op).__module__.startswith("keras")
-    if not keras_op:
+    if not type(op).__module__.startswith("keras"):
         return 0
+    name = type(op).__name__
     return 2 if name in _MERGES else 1 if name in _GATES else 0
-_ACTIVATION_TYPES = tuple(
-    cls for cls in (getattr(keras.layers, n, None) for n in (
-        "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax"))
-    if isinstance(cls, type)
-)
-_PASS_THROUGH_TYPES = tuple(
-    cls for cls in (getattr(keras.layers, n, None) for n in (
-        "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
-        "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity", "Flatten",
-        "Reshape", "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D",
-        "Cropping3D", "Rescaling", "Normalization", "Resizing"))
-    if isinstance(cls, type)
+
+
+_ACTIVATION_TYPES = layer_classes("Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax")
+_PASS_THROUGH_TYPES = layer_classes(
+    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
+    "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity", "Flatten",
+    "Reshape", "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D",
+    "Cropping3D", "Rescaling", "Normalization", "Resizing",
 )
 
 
@@ -151,20 +145,9 @@ def _spread(items: list[Any], limit: int) -> list[Any]:
 
 
 def default_selection(scope: Scope, model: Any) -> tuple[set[str], set[str], str]:
-    """The layers captured by default: ``(paths, capture names, how they were chosen)``.
-
-    Graphs: every top-level layer but the input layers and those producing
-    the outputs (as the prototype did) when there are at most
-    :data:`MAX_DEFAULT_LAYERS`; in larger graphs the block outputs: every
-    merge of paths (an ``Add``, ``Concatenate``... layer or operation; gating
-    products such as squeeze-excite's ``Multiply`` only when there is no other
-    merge) or, when the merge feeds one activation layer and nothing else
-    (ResNet's ``convN_blockM_out``), that activation; without merges, the
-    hidden layers but pass-through ones
-    (dropout, reshaping, padding); at most :data:`MAX_DEFAULT_LAYERS`, evenly
-    spread. Models without a graph: their top-level layers (the output layer
-    is left out on the first batch), evenly spread.
-    """
+    """The layers captured by default: ``(paths, capture names, how they were chosen)``
+    (the rule: ``docs/design.md``, Keras; without a graph, the top-level layers, the output
+    layer left out on the first batch)."""
     if scope.is_graph:
         out_ids = {id(t) for t in scope.graph.outputs}
         produces_output = [any(id(t) in out_ids for t in c.outputs) for c in scope.calls]
@@ -226,11 +209,10 @@ def available_layers(model: Any) -> list[dict[str, Any]]:
     Returns
     -------
     list of dict
-        One entry per layer path, model order: ``name`` (the path to give in
-        ``layers``), ``type`` (class), ``calls`` (capture names of its calls and
-        outputs; empty for layers of subclassed models, only known once run),
-        ``shape`` (per sample, of the first output of the first call, ``None``
-        when unknown), ``parameters`` and ``default`` (captured by default).
+        One per layer path, model order: ``name`` (the path), ``type``,
+        ``calls`` (capture names; empty without a graph), ``shape`` (per sample,
+        first output of the first call, or None), ``parameters`` and
+        ``default`` (captured by default).
     """
     check_model(model)
     ensure_built(model, None)
@@ -269,3 +251,25 @@ def available_layers(model: Any) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def resolve_layers(
+    layers: LayerSpec | Sequence[LayerSpec],
+    units: Mapping[str, Any],
+    capture_names: Sequence[str],
+    model_name: str,
+) -> tuple[set[str], set[str]]:
+    """The layer paths ``layers`` selects whole and the capture names it selects one by one
+    (``units``: every selectable path to its layer, in model order; ``capture_names``: those
+    known without running the model), as :func:`nnsig_core.protocol.resolve_selection`."""
+    wording = SelectionWording(
+        model=f"model {model_name!r}",
+        item="layer",
+        kind="class",
+        kinds="classes",
+        entries="a layer name, a glob pattern or a Keras layer class (e.g. keras.layers.Dense)",
+        listing="Layers of nested models are named by their path ('encoder/dense_2'); "
+        "KerasAdapter.available_layers(model) lists every name.",
+    )
+    sel = resolve_selection(layers, units, wording, extra=capture_names)
+    return set(sel.matched), sel.extra

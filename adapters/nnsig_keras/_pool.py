@@ -1,12 +1,5 @@
-"""Layout-aware pooling of Keras captures (``pool=``, ``layout=``), in NumPy.
-
-Keras states layouts: a layer with a ``data_format`` (convolutions, pooling,
-upsampling) says where its channels are; dense, layer-norm, attention,
-embedding and recurrent layers put features last; any other layer (an
-activation, an ``Add``) follows ``keras.config.image_data_format()``
-(``"channels_last"`` unless changed). ``layout=`` overrides it per layer.
-The reductions are :mod:`nnsig_core.protocol.pooling`'s.
-"""
+"""Layout-aware pooling of Keras captures (``pool=``, ``layout=``) with the reductions of
+:mod:`nnsig_core.protocol.pooling` (the layouts: ``docs/design.md``, Keras)."""
 
 from __future__ import annotations
 
@@ -30,21 +23,20 @@ from nnsig_core.protocol.axes import (
 from nnsig_core.protocol.pooling import pool_array, resolve_auto, token_rows_array
 from nnsig_core.protocol.token_rows import TokenRows, token_name
 
+from ._summary import layer_classes
+
 logger = logging.getLogger("nnsig_keras")
 
-_FEATURES_LAST = tuple(
-    cls for cls in (
-        getattr(keras.layers, n, None)
-        for n in ("Dense", "EinsumDense", "LayerNormalization", "MultiHeadAttention",
-                  "GroupQueryAttention", "Embedding", "RNN", "Bidirectional", "Attention",
-                  "AdditiveAttention", "UnitNormalization", "RMSNormalization")
-    ) if isinstance(cls, type)
+_FEATURES_LAST = layer_classes(
+    "Dense", "EinsumDense", "LayerNormalization", "MultiHeadAttention", "GroupQueryAttention",
+    "Embedding", "RNN", "Bidirectional", "Attention", "AdditiveAttention", "UnitNormalization",
+    "RMSNormalization",
 )
 _FIX = "KerasAdapter(..., layout={{{name!r}: 'NHWC'}}) (or 'NCHW', 'NLC'...)"
 
 
 def keras_layout(layer: Any, ndim: int) -> Layout:
-    """The layout of a batch of ``ndim`` axes produced by ``layer`` (see the module docstring)."""
+    """The layout of a batch of ``ndim`` axes produced by ``layer``."""
     if ndim <= 2:
         return Layout("first", 0)
     fmt = getattr(layer, "data_format", None)

@@ -9,6 +9,12 @@ from typing import Any
 import keras
 
 
+def layer_classes(*names: str) -> tuple[type, ...]:
+    """The classes of ``keras.layers`` of these names that this Keras version has."""
+    found = (getattr(keras.layers, n, None) for n in names)
+    return tuple(cls for cls in found if isinstance(cls, type))
+
+
 def n_parameters(layer: Any) -> int:
     """Number of weight values of ``layer`` (0 for operations and unbuilt layers)."""
     if not isinstance(layer, keras.Layer):
@@ -39,13 +45,8 @@ def _compact(value: Any) -> Any:
 
 
 def layer_config(layer: Any) -> dict[str, Any]:
-    """``layer.get_config()`` restricted to its JSON-serialisable entries.
-
-    Nested models are summarised as ``{"name", "layers"}`` (their full config
-    is the whole sub-graph); entries that cannot be written as JSON are left
-    out, and Keras' serialised dtype policies and parameter-less initialisers
-    are shortened to their names.
-    """
+    """The JSON-serialisable entries of ``layer.get_config()``, shortened (a nested model as
+    ``{"name", "layers"}``)."""
     if isinstance(layer, keras.Model):
         return {"name": layer.name, "layers": [sub.name for sub in layer.layers]}
     get_config = getattr(layer, "get_config", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -19,7 +20,6 @@ from nnsig_core.protocol import (
 from nnsig_core.protocol.axes import LayoutSpec
 from nnsig_core.protocol.token_rows import TokenRows
 
-from ._fingerprint import weights_fingerprint
 from ._graph import (
     GraphRunner,
     HookRunner,
@@ -37,10 +37,10 @@ from ._model import (
     default_selection,
     ensure_built,
     hook_limitation,
+    resolve_layers,
     scope_of,
 )
 from ._pool import KerasPooler, sequence_inputs
-from ._select import resolve_layers
 from ._summary import layer_entry, n_parameters
 
 logger = logging.getLogger("nnsig_keras")
@@ -59,82 +59,60 @@ class _ClassOrInstance:
         return lambda: available_layers(obj.model)
 
 
-# ---------------------------------------------------------------------------- the adapter
 class KerasAdapter:
     """Capture the hidden-layer activations of a Keras 3 model, on any backend.
 
     Parameters
     ----------
     model : keras.Model
-        A Sequential model (started with ``keras.Input`` or built with
-        ``build()``), a functional model (branches, merges, nested models,
+        A built Sequential or functional model (branches, merges, nested models,
         shared layers), or a subclassed model (torch backend only).
     layers : str, type, or sequence of them, optional
-        What to capture: layer names (``"dense_1"``), paths of layers inside
-        nested models (``"encoder/dense_2"``), capture names of one call or
-        one output (``"shared:1"``, ``"split.0"``), glob patterns matched
-        against the paths (``"encoder/*"``, ``"conv*"``), layer classes
-        (``keras.layers.Dense``: every instance, at any depth), or a list
-        mixing them. By default every top-level layer but the input layers
-        and the layers that produce the model's outputs, when there are at
-        most 12; in larger graphs (Keras applications) the block outputs: the
-        merge layers (residual ``Add``, ``Concatenate``...), each replaced by
-        the activation layer that follows it when there is one, else the
-        hidden layers but pass-through ones, at most 12, evenly spread (logged
-        on the ``nnsig_keras`` logger). Unknown names raise
+        Layer names (``"dense_1"``), paths inside nested models
+        (``"encoder/dense_2"``), capture names of one call or output
+        (``"shared:1"``, ``"split.0"``), glob patterns over the paths, layer
+        classes (every instance, at any depth), or a list mixing them. By
+        default every top-level layer but the input and output layers when
+        there are at most 12; in larger graphs the block outputs (merge layers
+        such as a residual ``Add``, each replaced by the activation that
+        follows it), else the hidden layers but pass-through ones, at most 12,
+        evenly spread (logged). Unknown names raise
         :class:`~nnsig_keras.UnknownLayerError` with close matches.
     input_shape : sequence of int, optional
-        Shape of one sample, used only to build a model that was never built
-        or called (its weights are then freshly initialised); without it such
-        a model is an error.
+        Shape of one sample, used only to build a model never built or called
+        (its weights then freshly initialised).
     output : int or str
-        Which model output gives the ``outputs`` array (scores for the
-        predictions) when the model has several: a position or an output
-        layer's name.
+        Which model output gives the ``outputs`` array: a position or an
+        output layer's name.
     keep_nonfinite : bool
-        Keep NaN and Inf values instead of raising
-        :class:`~nnsig_core.protocol.NonFiniteActivationError` (re-exported by
-        ``nnsig_keras``).
+        Keep NaN and Inf instead of raising
+        :class:`~nnsig_core.protocol.NonFiniteActivationError`.
     pool : str, tuple, callable or dict
-        How each capture is reduced per sample, as for
-        :class:`nnsig_torch.TorchAdapter`: ``"auto"`` (default: the mean over
-        the positions of feature maps and sequences, vectors unchanged),
-        ``"mean"``, ``"max"``, ``"cls"``, ``"last"``, ``"tokens"`` (a row per
-        token), ``"flatten"``, ``None`` (unchanged), a callable on the NumPy
-        batch, a pair such as ``("cls", "tokens")``, or ``{name_or_glob: mode}``.
+        The per-sample reduction, as for :class:`nnsig_torch.TorchAdapter`
+        (``"auto"``, ``"mean"``, ``"max"``, ``"cls"``, ``"last"``,
+        ``"tokens"``, ``"flatten"``, ``None``, a callable on the NumPy batch, a
+        pair, or ``{name_or_glob: mode}``).
     layout : str or dict, optional
         Layouts (``"NHWC"``, ``"NCHW"``, ``"NLC"``...) overriding Keras' own:
         a layer's ``data_format``, features last for dense, attention and
         normalisation layers, ``keras.config.image_data_format()`` otherwise.
     mask : str, tuple of str, callable or None
-        The key(s) of the attention mask in dict inputs (nonzero = real
-        token; ``"attention_mask"`` then ``"padding_mask"`` by default), a
-        callable ``inputs -> (n, L)``, or ``None``. Padding never enters a
-        mean, a max or a token row.
+        The key(s) of the attention mask in dict inputs (nonzero for real
+        tokens), a callable ``inputs -> (n, L)``, or ``None``.
     token_key : str or None
         The key of the token ids in dict inputs, recorded per token row.
 
     Notes
     -----
-    * **Names.** A layer has the name Keras gives it; a layer inside a nested
-      model is named by its path, ``outer/inner``. A layer called several
-      times gives one capture per call: ``name``, ``name:1``, ``name:2``...
-      (a nested model called twice: ``encoder/dense``, ``encoder:1/dense``);
-      a layer with several outputs gives ``name.0``, ``name.1``... Selecting
-      a path selects every call and output of it.
-    * **How.** For models with a symbolic graph (Sequential, functional) one
-      *layer model* ``keras.Model(inputs, [captured tensors] + outputs)`` is
-      built from the model's own graph and run batch by batch with
-      ``predict_on_batch`` (inference mode), so any backend works and the
-      model is not modified. Layers inside a nested model are captured by a
-      second layer model over the nested graph, run on the values the nested
-      model received. Models (or nested layers) without a graph are run
-      eagerly with torch forward hooks on their Keras layers, which needs
-      the torch backend; layer order is then the order the layers ran in on
-      the first batch, and a layer called several times is numbered per
-      layer path (``block/dense:1``).
-    * **Values.** Activations and outputs are returned as float32 NumPy
-      arrays of shape ``(n, *unit_shape)`` and ``(n, n_outputs)``.
+    A layer inside a nested model is named by its path, ``outer/inner``; a
+    layer called several times gives ``name``, ``name:1``... (a nested model
+    called twice: ``encoder/dense``, ``encoder:1/dense``); one with several
+    outputs ``name.0``, ``name.1``... Models with a symbolic graph are run
+    through one *layer model* built from their own graph with
+    ``predict_on_batch`` (any backend; the model is not modified); models or
+    nested layers without a graph are run with torch forward hooks (torch
+    backend; layer order is then the order they ran in). Activations and
+    outputs are float32 NumPy arrays ``(n, *unit_shape)`` and ``(n, n_outputs)``.
     """
 
     framework = "keras"
@@ -161,15 +139,12 @@ class KerasAdapter:
         self.backend = keras.backend.backend()
         self.keep_nonfinite = bool(keep_nonfinite)
         self._scope = scope_of(model)
-        self._units = units(self._scope)
+        how = None
         if layers is None:
-            paths, exact, self._default_how = default_selection(self._scope, model)
-            self._default = True
+            paths, exact, how = default_selection(self._scope, model)
         else:
-            paths, exact = resolve_layers(
-                layers, self._units, capture_names(self._scope), model.name
-            )
-            self._default = False
+            paths, exact = resolve_layers(layers, units(self._scope), capture_names(self._scope),
+                                          model.name)
         mark_selection(self._scope, paths, exact)
         if not self._scope.needed():
             raise LayerSelectionError("The selection captures no layer.")
@@ -186,28 +161,21 @@ class KerasAdapter:
         self._info: dict[str, tuple[str, Any]] = {}
         self._dropped: set[str] = set()
         selected = [c[0] for c in self._static_captures(self._scope)]
-        logger.info(
-            "KerasAdapter: capturing %d layer(s) of %s %r (%s backend, %s): %s",
-            len(selected),
-            type(model).__name__,
-            model.name,
-            self.backend,
-            "symbolic graph" if self._scope.is_graph else "forward hooks",
-            ", ".join(selected),
-        )
-        if self._default:
-            logger.info(
-                "KerasAdapter: default selection, %s; pass layers=[names, globs or classes] to "
-                "choose (e.g. 'encoder/*' for the layers of a nested model).",
-                self._default_how
-                + ("" if self._scope.is_graph else " (the output layer is found on the first batch)"),
-            )
+        logger.info("KerasAdapter: capturing %d layer(s) of %s %r (%s backend, %s): %s",
+                    len(selected), type(model).__name__, model.name, self.backend,
+                    "symbolic graph" if self._scope.is_graph else "forward hooks",
+                    ", ".join(selected))
+        if how is not None:
+            if not self._scope.is_graph:
+                how += " (the output layer is found on the first batch)"
+            logger.info("KerasAdapter: default selection, %s; pass layers=[names, globs or "
+                        "classes] to choose (e.g. 'encoder/*' for the layers of a nested model).",
+                        how)
 
     def __repr__(self) -> str:
         n = len(self._names) if self._names is not None else "?"
         return f"KerasAdapter({type(self.model).__name__} {self.model.name!r}, {n} captures)"
 
-    # -- selection helpers ------------------------------------------------------
     def _resolve_output(self, output: int | str) -> int:
         if not self._scope.is_graph:
             if not isinstance(output, int):
@@ -228,7 +196,6 @@ class KerasAdapter:
         """Capture names, in order (known after the first :meth:`run`)."""
         return None if self._names is None else list(self._names)
 
-    # -- the adapter protocol -------------------------------------------------
     def run(self, inputs: Any) -> tuple[np.ndarray, dict[str, Any]]:
         """Run one batch and return its outputs and activations.
 
@@ -241,15 +208,14 @@ class KerasAdapter:
         Returns
         -------
         outputs, activations
-            As :meth:`nnsig_core.protocol.Adapter.run`, float32, pooled as
-            ``pool`` says; ``outputs`` is the model output chosen by ``output``.
-            Layers pooled with ``"tokens"`` are
+            As :meth:`nnsig_core.protocol.Adapter.run`, float32, pooled; layers
+            pooled with ``"tokens"`` are
             :class:`~nnsig_core.protocol.token_rows.TokenRows` under ``name + "@tokens"``.
 
         Raises
         ------
         NonFiniteActivationError
-            NaN or Inf in an activation or the output (unless ``keep_nonfinite``).
+            NaN or Inf (unless ``keep_nonfinite``).
         LayerSelectionError
             The layers that ran differ from those of the first batch.
         ValueError
@@ -265,9 +231,8 @@ class KerasAdapter:
             if not flat:
                 raise ValueError(f"Model {self.model.name!r} returned no tensor.")
             if not -len(flat) <= self._output < len(flat):
-                raise ValueError(
-                    f"output={self._output} but the model returned {len(flat)} tensors."
-                )
+                raise ValueError(f"output={self._output} but the model returned {len(flat)} "
+                                 "tensors.")
             raw_out = flat[self._output]
         out = to_float32(raw_out)
         if out.ndim == 0:
@@ -276,11 +241,8 @@ class KerasAdapter:
         out = out.reshape(n, -1)
         if self._names is None:
             self._first_batch(records, same, out)
-        acts: dict[str, np.ndarray] = {}
-        for name, _path, _layer, value in records:
-            if name in self._dropped:
-                continue
-            acts[name] = to_float32(value)
+        acts = {name: to_float32(value) for name, _path, _layer, value in records
+                if name not in self._dropped}
         if list(acts) != self._names:
             raise LayerSelectionError(
                 f"This batch captured {list(acts)} but the first batch captured {self._names}: "
@@ -293,8 +255,7 @@ class KerasAdapter:
                     f"Layer {name!r} returned shape {a.shape} for a batch of {n}: it has no batch "
                     "axis; leave it out of `layers`."
                 )
-        first = not self._pooler.plans
-        if first:
+        if not self._pooler.plans:
             self._pooler.plan([(k, self._info[k][0], self._info[k][1], a)
                                for k, a in acts.items()])
         mask, token_ids = sequence_inputs(inputs, self.mask, self.token_key)
@@ -324,19 +285,14 @@ class KerasAdapter:
             drop = set(same)
             if not drop:  # a layer whose output is the model output, copied on the way
                 top = [i for i, r in enumerate(records) if "/" not in r[1]]
-                if top:
-                    last = records[top[-1]][3]
-                    arr = to_float32(last)
-                    if arr.shape[:1] == out.shape[:1] and np.array_equal(
-                        arr.reshape(len(arr), -1), out
-                    ):
-                        drop = {top[-1]}
+                arr = to_float32(records[top[-1]][3]) if top else None
+                if (arr is not None and arr.shape[:1] == out.shape[:1]
+                        and np.array_equal(arr.reshape(len(arr), -1), out)):
+                    drop = {top[-1]}
             self._dropped = {records[i][0] for i in drop}
             if self._dropped:
-                logger.info(
-                    "KerasAdapter: leaving out %s, which produces the model output.",
-                    ", ".join(sorted(self._dropped)),
-                )
+                logger.info("KerasAdapter: leaving out %s, which produces the model output.",
+                            ", ".join(sorted(self._dropped)))
         names = [r[0] for r in records if r[0] not in self._dropped]
         dupes = sorted({x for x in names if names.count(x) > 1})
         if dupes:
@@ -349,15 +305,18 @@ class KerasAdapter:
                 f"No selected layer of {self.model.name!r} ran on this batch; choose other layers."
             )
         self._names = names
-        for name, path, layer, _value in records:
-            if name in self._dropped:
-                continue
-            self._info[name] = (path, layer)
+        self._info = {name: (path, layer) for name, path, layer, _value in records
+                      if name not in self._dropped}
 
     def model_fingerprint(self) -> str:
-        """A fingerprint of the model's weights (see ``nnsig_keras._fingerprint``), recorded
-        with each split so a capture is never resumed or extended with other weights."""
-        return weights_fingerprint(self.model)
+        """``"blake2b:<hex>"`` of every weight (paths, dtypes, shapes, bytes), recorded with
+        each split so a capture is never resumed or extended with other weights."""
+        h = hashlib.blake2b(digest_size=16)
+        for w in self.model.weights:
+            value = np.ascontiguousarray(keras.ops.convert_to_numpy(w))
+            h.update(f"{getattr(w, 'path', w.name)}|{value.dtype}|{value.shape}|".encode())
+            h.update(value.tobytes())
+        return "blake2b:" + h.hexdigest()
 
     def model_summary(self) -> dict[str, Any]:
         """Describe the model and the captured layers.
@@ -366,13 +325,10 @@ class KerasAdapter:
         -------
         dict
             ``model_class``, ``name``, ``backend``, ``keras_version``,
-            ``parameters`` (total count) and ``layers``: for each capture,
-            ``name``, ``type`` (layer class), ``path`` (layer path), ``shape``
-            (per sample), ``units`` (``units``/``filters`` of the layer, else
-            the number of values per sample), ``activation`` (when the layer
-            has one), ``parameters`` and ``config`` (the JSON-serialisable part
-            of ``get_config()``). Before the first :meth:`run`, the captures
-            known from the graph are listed with their static shapes.
+            ``parameters``, ``layers`` and ``token_layers``, each capture with
+            ``name``, ``type``, ``path``, ``shape``, ``units``, ``activation``
+            (if any), ``parameters`` and ``config``. Before the first
+            :meth:`run`, the captures known from the graph, with static shapes.
         """
         layers, token_layers = [], []
         if self._names is not None and self._pooler.plans:
@@ -384,11 +340,9 @@ class KerasAdapter:
                 tkey = name + "@tokens"
                 if tkey in self._token_shapes:
                     token_layers.append(
-                        layer_entry(name, path, layer, self._token_shapes[tkey]) | extra
-                    )
+                        layer_entry(name, path, layer, self._token_shapes[tkey]) | extra)
         else:
-            for name, path, layer, shape in self._static_captures(self._scope):
-                layers.append(layer_entry(name, path, layer, shape))
+            layers = [layer_entry(*c) for c in self._static_captures(self._scope)]
         try:
             total = int(self.model.count_params())
         except Exception:
@@ -404,19 +358,16 @@ class KerasAdapter:
         }
 
     def _static_captures(self, scope: Scope) -> list[tuple[str, str, Any, tuple[int, ...] | None]]:
-        found: list[tuple[str, str, Any, tuple[int, ...] | None]] = []
         if not scope.is_graph:
-            for p in scope.hooked:
-                found.append((scope.prefix + p[len(scope.path_prefix) :], p, scope.layers[p], None))
-            return found
+            return [(scope.prefix + p[len(scope.path_prefix) :], p, scope.layers[p], None)
+                    for p in scope.hooked]
+        found: list[tuple[str, str, Any, tuple[int, ...] | None]] = []
         for c in scope.calls:
             if c.child is not None and c.child.needed():
                 found += self._static_captures(c.child)
             for i in c.selected:
                 shape = tuple(c.outputs[i].shape)[1:]
-                found.append(
-                    (c.output_name(i), c.path, c.op, None if None in shape else tuple(shape))
-                )
+                found.append((c.output_name(i), c.path, c.op, None if None in shape else shape))
         return found
 
     def to_numpy(self, x: Any) -> np.ndarray:
@@ -438,9 +389,6 @@ class KerasAdapter:
 
     @_ClassOrInstance
     def available_layers(self) -> list[dict[str, Any]]:
-        """List capturable layers (see :func:`nnsig_keras.available_layers`).
-
-        On the class: ``KerasAdapter.available_layers(model)``; on an adapter:
-        ``adapter.available_layers()``.
-        """
+        """List capturable layers (see :func:`nnsig_keras.available_layers`): on the class
+        ``KerasAdapter.available_layers(model)``, on an adapter ``adapter.available_layers()``."""
         return available_layers(self.model)

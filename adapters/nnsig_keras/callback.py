@@ -12,7 +12,7 @@ from typing import Any
 
 import keras
 
-from nnsig_core.capture.probe import DEFAULT_PREFIX, Probe
+from nnsig_core.capture.probe import DEFAULT_PREFIX, Probe, Schedule
 from nnsig_core.store import ActivationStore
 
 from .adapter import KerasAdapter
@@ -30,23 +30,22 @@ class KerasProbe(keras.callbacks.Callback):
     layers, pool, layout
         As for :class:`~nnsig_keras.KerasAdapter`.
     every_n_epochs : int or None
-        Capture after every N epochs of ``fit`` (None: never at epoch ends).
+        Capture after every N epochs (None: never at epoch ends).
     every_n_steps : int or None
-        Capture after every N training batches (optimiser steps).
+        Capture after every N training batches.
     at_start : bool
         Capture before the first step (step 0).
     prefix : str
         Split names are ``<prefix>_<step>``.
     **options
-        Passed on to :class:`~nnsig_core.capture.Probe` (``batch_size``,
-        ``class_names``, ``keep_inputs``, capture options).
+        Passed on to :class:`~nnsig_core.capture.Probe`.
 
     Attributes
     ----------
     probe : nnsig_core.capture.Probe
-        The framework-neutral probe (its ``timings``, ``checkpoints()``).
+        The framework-neutral probe.
     step : int
-        Training batches seen by this callback (plus ``initial_step``).
+        Training batches seen (plus ``initial_step``).
     """
 
     def __init__(self, data: Any, store: ActivationStore | str | os.PathLike[str], *,
@@ -55,12 +54,8 @@ class KerasProbe(keras.callbacks.Callback):
                  at_start: bool = True, initial_step: int = 0,
                  prefix: str = DEFAULT_PREFIX, **options: Any) -> None:
         super().__init__()
-        for name, v in (("every_n_epochs", every_n_epochs), ("every_n_steps", every_n_steps)):
-            if v is not None and int(v) < 1:
-                raise ValueError(f"{name} must be >= 1 or None, not {v}")
+        self.schedule = Schedule(every_n_epochs, every_n_steps, at_start)
         self.layers, self.pool, self.layout = layers, pool, layout
-        self.every_n_epochs, self.every_n_steps = every_n_epochs, every_n_steps
-        self.at_start = bool(at_start)
         self.step = int(initial_step)
         self.probe = Probe(data, store, make_adapter=self._make_adapter, prefix=prefix, **options)
 
@@ -81,14 +76,13 @@ class KerasProbe(keras.callbacks.Callback):
         """The checkpoints in the store, in step order."""
         return self.probe.checkpoints()
 
-    # ------------------------------------------------------------------ keras hooks
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        if self.at_start and self.step == 0:
+        if self.schedule.at_start and self.step == 0:
             self.probe.capture(self.model, step=0, epoch=0)
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self.step += 1
-        if self.every_n_steps and self.step % int(self.every_n_steps) == 0:
+        if self.schedule.step_due(self.step):
             self.probe.capture(self.model, step=self.step, epoch=self._epoch)
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -96,7 +90,7 @@ class KerasProbe(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         done = epoch + 1
-        if self.every_n_epochs and done % int(self.every_n_epochs) == 0:
+        if self.schedule.epoch_due(done):
             extra = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))}
             self.probe.capture(self.model, step=self.step, epoch=done, logs=extra)
 

@@ -5,11 +5,9 @@
 >>> adapter = TorchAdapter(model, layers=["layer1", "layer2"], pool="mean")
 >>> outputs, activations = adapter.run(images)   # NumPy arrays
 
-See :class:`TorchAdapter` for the selection, naming and pooling rules, and
-``TorchAdapter.available_layers(model, example_batch)`` for the layer names.
-:class:`TorchProbe` captures a fixed probe set at checkpoints of a training
-loop (:func:`lightning_callback` and :func:`hf_callback` wrap it for Lightning
-and the Hugging Face ``Trainer``, importing them only when called).
+:class:`TorchProbe` captures a fixed probe set at checkpoints of a training loop
+(:func:`lightning_callback` and :func:`hf_callback` wrap it for Lightning and the
+Hugging Face ``Trainer``).
 """
 
 from nnsig_core.protocol import LayerSelectionError, NonFiniteActivationError, UnknownLayerError

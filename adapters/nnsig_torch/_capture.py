@@ -1,13 +1,15 @@
 """Forward hooks that record the tensors of selected modules during one forward pass.
 
-A hook keeps a reference to each tensor, not a copy, with its version counter, which
-tells the adapter after the pass which ones were changed in place later in it.
+A hook keeps a reference to each tensor (not a copy) with its version counter, which tells
+after the pass which ones were changed in place later in it. Structured outputs (tuples,
+dicts, dataclasses) are flattened to named tensors.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -15,9 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._structure import capture_name, flatten_output, to_batch_first
-
 logger = logging.getLogger("nnsig_torch")
+
+_MAX_DEPTH = 16
 
 
 def capturable(
@@ -31,16 +33,13 @@ def capturable(
     batch_axis: int = 0,
     skipped: list[str] | None = None,
 ) -> list[tuple[str, torch.Tensor, torch.Tensor, bool]]:
-    """The ``(name, batch-first tensor, original tensor, transposed)`` that one call of a
-    module (``call`` earlier calls in this pass) yields from ``output``.
+    """The ``(name, batch-first tensor, original tensor, transposed)`` one call of a module
+    yields from ``output``.
 
-    Integer, boolean and complex tensors are not activations: a module that returns one
-    directly is an error, and inside a structured output they are skipped (the indices of
-    ``MaxPool2d(return_indices=True)``), as are per-batch scalars and non-tensor leaves.
-    A module named exactly (``strict``) whose output holds no floating-point tensor is a
-    ``TypeError``, and one whose only tensor has no batch axis a ``ValueError``; other
-    tensors without a batch axis are skipped, their names appended to ``skipped``.
-    ``first_only`` keeps the first capturable tensor alone (a block's hidden state).
+    Non-floating tensors, per-batch scalars and non-tensor leaves of a structured output
+    are skipped; tensors without a batch axis too, named in ``skipped``. A module named
+    exactly (``strict``) that yields nothing, or returns such a tensor bare, is an error.
+    ``first_only`` keeps the first tensor alone (a block's hidden state).
     """
     leaves = flatten_output(output)
     bare = len(leaves) == 1 and leaves[0][0] == ""
@@ -84,25 +83,17 @@ def capturable(
 
 
 def _broadcast(t: torch.Tensor, n: int | None, module: nn.Module, batch_axis: int) -> bool:
-    """Whether ``t`` is shared by the whole batch: a leading axis of 1 for a batch of
-    several samples, such as T5's relative position bias ``(1, heads, q, k)``. Its axis 1
-    may happen to have ``n`` entries (as many heads as samples), which is no batch axis;
-    only a module that says it is sequence-first (``batch_first=False``) or a
-    sequence-first model (``batch_axis=1``) has its ``(1, n, ...)`` transposed."""
+    """Whether ``t`` is shared by the batch, such as T5's position bias ``(1, heads, q, k)``
+    (its axis 1 is a batch axis only for sequence-first modules or models)."""
     return (n is not None and n != 1 and t.ndim >= 2 and t.shape[0] == 1 and batch_axis == 0
             and getattr(module, "batch_first", True) is not False)
 
 
 @dataclass
 class Captured:
-    """One captured tensor of one pass.
-
-    ``value`` is the batch-first tensor (a reference), or what the in-hook
-    processing returned; ``original`` the module's tensor as returned (for
-    the layout), ``version`` its version counter when the hook ran; ``total``
-    the float32 sum of ``value`` taken in the hook (the first half of the
-    finite check, read while the tensor is still in the cache), when asked.
-    """
+    """One captured tensor of one pass: ``value`` is the batch-first tensor (a reference) or
+    what the in-hook processing returned, ``original`` the module's tensor, ``version`` its
+    version counter in the hook, ``total`` the float32 sum of ``value`` taken in the hook."""
 
     name: str
     module: str
@@ -114,14 +105,13 @@ class Captured:
     total: torch.Tensor | None = None
 
     def changed(self) -> bool:
-        """Whether the original tensor was changed in place after the hook ran (always
-        assumed for inference-mode tensors, which have no version counter)."""
+        """Whether the original tensor was changed in place after the hook (or has no
+        version counter)."""
         return self.version is None or version_of(self.original) != self.version
 
 
 def version_of(t: torch.Tensor) -> int | None:
-    """``t._version``, or ``None`` for an inference-mode tensor (a model running parts of
-    its forward under ``torch.inference_mode()``), which keeps no version counter."""
+    """``t._version``, or ``None`` for an inference-mode tensor, which has none."""
     try:
         return int(t._version)
     except RuntimeError:
@@ -133,20 +123,14 @@ class Recorder:
 
     ``strict`` and ``first_only`` are module names, as for :func:`capturable`.
     ``eager(capture_name, module_name, tensor)``, run in the hook, returns a value kept
-    instead of the reference (a layer changed in place later in the pass, pooled or
-    copied there), or ``None``. Captures named in ``total`` and not processed in the hook
-    have their whole-tensor float32 sum taken there (:attr:`Captured.total`).
+    instead of the reference, or ``None``. Captures in ``total`` not processed in the hook
+    have their float32 sum taken there.
     """
 
-    def __init__(
-        self,
-        n: int | None,
-        strict: Collection[str] = (),
-        first_only: Collection[str] = (),
-        eager: Callable[[str, str, torch.Tensor], Any] | None = None,
-        batch_axis: int = 0,
-        total: Collection[str] = (),
-    ) -> None:
+    def __init__(self, n: int | None, strict: Collection[str] = (),
+                 first_only: Collection[str] = (),
+                 eager: Callable[[str, str, torch.Tensor], Any] | None = None, batch_axis: int = 0,
+                 total: Collection[str] = ()) -> None:
         self.n = n
         self.total = total
         self.strict = set(strict)
@@ -180,8 +164,8 @@ class Recorder:
         return _hook
 
     def changed(self, include_eager: bool = False) -> list[str]:
-        """Captures whose tensor was changed in place after their hook ran (those processed
-        in their hook only with ``include_eager``)."""
+        """Captures changed in place after their hook ran (those processed in their hook
+        only with ``include_eager``)."""
         return [k for k, c in self.values.items() if (include_eager or not c.eager) and c.changed()]
 
 
@@ -210,9 +194,80 @@ def clone_output(name: str, module_name: str, t: torch.Tensor) -> torch.Tensor:
 
 
 def row_sums(t: torch.Tensor) -> torch.Tensor:
-    """One float32 sum per sample: non-finite whenever the row holds a NaN or Inf.
-
-    A read-only reduction, several times cheaper than ``isfinite(t).all(1)``,
-    which allocates a boolean copy of every activation.
-    """
+    """One float32 sum per sample, non-finite when the row holds NaN or Inf (far cheaper
+    than ``isfinite(t).all(1)``, which allocates a boolean copy)."""
     return t.reshape(t.shape[0], -1).sum(dim=1, dtype=torch.float32)
+
+
+def capture_name(module_name: str, call: int, path: str = "") -> str:
+    """``module[:call][.path]``: ``call`` counts the module's earlier calls in this pass,
+    ``path`` is the position in a structured output (``""``, ``".0"``, ``".logits"``)."""
+    return (module_name if call == 0 else f"{module_name}:{call}") + path
+
+
+def flatten_output(obj: Any) -> list[tuple[str, torch.Tensor]]:
+    """The tensors in a module output with their paths (``""`` for a tensor; ``".0"`` or
+    ``".field"`` for tuples, named tuples, mappings and dataclasses, recursively)."""
+    out: list[tuple[str, torch.Tensor]] = []
+    _walk(obj, "", out, 0)
+    return out
+
+
+def _walk(obj: Any, path: str, out: list[tuple[str, torch.Tensor]], depth: int) -> None:
+    if isinstance(obj, torch.Tensor):
+        out.append((path, obj))
+    elif depth >= _MAX_DEPTH:
+        return
+    elif isinstance(obj, Mapping):
+        for k, v in obj.items():
+            _walk(v, f"{path}.{k}", out, depth + 1)
+    elif isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
+        for k, v in zip(obj._fields, obj, strict=False):
+            _walk(v, f"{path}.{k}", out, depth + 1)
+    elif isinstance(obj, (tuple, list)):
+        for i, v in enumerate(obj):
+            _walk(v, f"{path}.{i}", out, depth + 1)
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            _walk(getattr(obj, f.name, None), f"{path}.{f.name}", out, depth + 1)
+
+
+def model_output(obj: Any) -> torch.Tensor:
+    """The model's output tensor: itself, its ``logits`` entry, else its first floating-point
+    tensor, else its first tensor (a ``TypeError`` when it holds none)."""
+    if isinstance(obj, torch.Tensor):
+        return obj
+    logits = obj.get("logits") if isinstance(obj, Mapping) else getattr(obj, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    leaves = flatten_output(obj)
+    for _, t in leaves:
+        if t.is_floating_point():
+            return t
+    if leaves:
+        return leaves[0][1]
+    raise TypeError(f"The model returned no tensor (got {type(obj).__name__}).")
+
+
+def to_batch_first(t: torch.Tensor, n: int | None, module: nn.Module | None = None, path: str = "",
+                   batch_axis: int = 0) -> tuple[torch.Tensor, bool] | None:
+    """``t`` (at ``path`` in ``module``'s output) with the batch axis first, and whether it
+    was transposed; ``None`` when neither axis 0 nor 1 has ``n`` entries.
+
+    Recurrent hidden states and sequence-first outputs are transposed; otherwise axis 0 is
+    kept when it has ``n`` entries (axis 1 first with ``batch_axis=1``), else axis 1 is
+    moved first. With ``n`` unknown, axis 0 is assumed.
+    """
+    if n is None:
+        return (t, False) if t.ndim >= 1 else None
+    if isinstance(module, nn.RNNBase) and t.ndim == 3:
+        seq_first = path not in ("", ".0") or not module.batch_first
+        if seq_first and t.shape[1] == n:
+            return t.transpose(0, 1), True
+    if batch_axis == 1 and t.ndim >= 2 and t.shape[1] == n:
+        return t.transpose(0, 1), True
+    if t.ndim >= 1 and t.shape[0] == n:
+        return t, False
+    if t.ndim >= 2 and t.shape[1] == n:
+        return t.transpose(0, 1), True
+    return None

@@ -1,9 +1,8 @@
 """The layers a practitioner would capture first, by model family (``layers=None``).
 
-The rule, applied to the module tree alone, is in ``docs/design.md`` (PyTorch, "The
-default selection"): the innermost blocks holding attention (transformers), else the
-outermost block groups (convnets), else every activation module, else every hidden leaf
-but the last; at most :data:`MAX_DEFAULT_LAYERS`, evenly spread.
+The rule (``docs/design.md``, "The default selection"): the innermost blocks holding
+attention, else the outermost block groups, else every activation module, else every
+hidden leaf but the last; at most :data:`MAX_DEFAULT_LAYERS`, evenly spread.
 """
 
 from __future__ import annotations
@@ -40,10 +39,9 @@ _GENERIC = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 @dataclass(frozen=True)
 class DefaultSelection:
-    """What the default captures: module names, how they were chosen, whether only each
-    module's first floating-point output is kept (blocks), and the next rule's selection,
-    used when none of these modules yields a tensor with a batch axis (MobileViT's
-    transformers fold the patches into the batch)."""
+    """The default's module names, how they were chosen, whether only each module's first
+    output is kept (blocks), and the next rule's selection, used when none of these
+    modules yields a tensor with a batch axis."""
 
     names: list[str]
     how: str
@@ -83,8 +81,7 @@ def _key(module: nn.Module) -> object:
 
 
 def _head(named: list[tuple[str, nn.Module]]) -> str | None:
-    """The classifier head: the last leaf with parameters, when it is a linear or
-    convolutional layer (a model ending with a norm, a bare encoder, has no head)."""
+    """The classifier head: the last leaf with parameters, if linear or convolutional."""
     for name, m in reversed(named):
         if next(m.children(), None) is None and next(m.parameters(recurse=False), None) is not None:
             linear = isinstance(m, (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd))
@@ -97,9 +94,8 @@ def _depth(name: str) -> int:
 
 
 def _is_block(module: nn.Module) -> bool:
-    """Not a leaf, and holds at least two modules with parameters of their own (itself
-    included), so a norm-and-activation wrapper such as timm's ``BatchNormAct2d`` is not a
-    block."""
+    """Not a leaf, and holds two modules or more with parameters of their own (a
+    norm-and-activation wrapper such as timm's ``BatchNormAct2d`` is not a block)."""
     if next(module.children(), None) is None:
         return False
     weighted = 0
@@ -112,8 +108,8 @@ def _is_block(module: nn.Module) -> bool:
 
 
 def _groups(model: nn.Module, head: str | None) -> Iterator[tuple[str, list[str]]]:
-    """Every block group: two or more sibling blocks alike (:func:`_key`), leaving out the
-    one that holds the classifier ``head``, as (parent name, member names in order)."""
+    """Every group of two or more sibling blocks alike, but the one holding ``head``, as
+    (parent name, member names)."""
     for parent, module in model.named_modules():
         by_key: dict[object, list[str]] = {}
         for child_name, child in module.named_children():
@@ -186,7 +182,7 @@ def default_layers(model: nn.Module, log: bool = True) -> DefaultSelection:
     model : torch.nn.Module
         The (unwrapped) model.
     log : bool
-        Log the choice on the ``nnsig_torch`` logger (INFO).
+        Log the choice on the ``nnsig_torch`` logger.
 
     Returns
     -------

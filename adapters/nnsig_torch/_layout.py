@@ -1,11 +1,9 @@
 """Finding the layout of captured tensors (channels first or last) from the modules around them.
 
-On the first batch a :class:`LayoutTracker` hooks every module once and collects evidence
-per tensor, known by identity during the pass only (weak references): the module that made
-it (:func:`producer_side`), the modules that read it (:func:`_consumer_side`) and, through
-modules without a rule, an input of the same shape (torchvision's ``Permute`` moves it).
-It is propagated to a fixed point after the pass (the rules: ``docs/design.md``, PyTorch);
-a tensor with none has no known layout, and pooling it asks for ``layout=``.
+On the first batch a :class:`LayoutTracker` hooks every module and collects evidence per
+tensor (by identity, through weak references): the module that made it, the modules that
+read it, and links through modules without a rule to an input of the same shape (or
+permuted by torchvision's ``Permute``), propagated after the pass (``docs/design.md``).
 """
 
 from __future__ import annotations
@@ -20,47 +18,26 @@ from torch import nn
 
 from nnsig_core.protocol.axes import Layout
 
-from ._capture import forward_hooks
+from ._capture import flatten_output, forward_hooks
 from ._runtime import ATTENTION_TYPES
-from ._structure import flatten_output
 
 FIRST, LAST = "first", "last"
 
+_POOLING = nn.modules.pooling
 _CHANNELS_FIRST: tuple[type[nn.Module], ...] = (
-    nn.modules.conv._ConvNd,
-    nn.modules.batchnorm._NormBase,  # batch and instance norms
-    nn.GroupNorm,
-    nn.LocalResponseNorm,
-    nn.modules.pooling._MaxPoolNd,
-    nn.modules.pooling._AvgPoolNd,
-    nn.modules.pooling._AdaptiveAvgPoolNd,
-    nn.modules.pooling._AdaptiveMaxPoolNd,
-    nn.modules.pooling._LPPoolNd,
-    nn.Upsample,
-    nn.PixelShuffle,
-    nn.PixelUnshuffle,
-    nn.ChannelShuffle,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.FractionalMaxPool2d,
-    nn.FractionalMaxPool3d,
-    nn.Fold,
+    nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LocalResponseNorm,
+    _POOLING._MaxPoolNd, _POOLING._AvgPoolNd, _POOLING._AdaptiveAvgPoolNd,
+    _POOLING._AdaptiveMaxPoolNd, _POOLING._LPPoolNd, nn.Upsample, nn.PixelShuffle,
+    nn.PixelUnshuffle, nn.ChannelShuffle, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+    nn.FractionalMaxPool2d, nn.FractionalMaxPool3d, nn.Fold,
 )
 _RMS_NORM = getattr(nn, "RMSNorm", None)
 # Modules that read channels-last tensors (and make them).
 _READS_CHANNELS_LAST: tuple[type[nn.Module], ...] = (
-    nn.Linear,
-    nn.Bilinear,
-    nn.LayerNorm,
-    *(() if _RMS_NORM is None else (_RMS_NORM,)),
+    nn.Linear, nn.Bilinear, nn.LayerNorm, *(() if _RMS_NORM is None else (_RMS_NORM,)),
 )
 _CHANNELS_LAST: tuple[type[nn.Module], ...] = (
-    *_READS_CHANNELS_LAST,
-    nn.Embedding,
-    nn.EmbeddingBag,
-    nn.RNNBase,
-    *ATTENTION_TYPES,
+    *_READS_CHANNELS_LAST, nn.Embedding, nn.EmbeddingBag, nn.RNNBase, *ATTENTION_TYPES,
 )
 
 
@@ -81,7 +58,7 @@ def _name_rule(module: nn.Module) -> str | None:
 
 
 def producer_side(module: nn.Module, index: int) -> str | None:
-    """The channel side (``"first"``/``"last"``) of output leaf ``index`` of ``module``, if known."""
+    """The channel side of output leaf ``index`` of ``module``, if known."""
     rule = _name_rule(module)
     if rule is not None:
         return rule
@@ -121,14 +98,12 @@ class LayoutTracker:
     """Collects layout evidence during one forward pass (see the module docstring)."""
 
     def __init__(self) -> None:
-        # Every tensor seen gets a token; a token outlives its tensor, so evidence recorded
-        # through a tensor that died during the pass is still used (and a reused id is not).
+        # Every tensor seen gets a token, which outlives it (a reused id gets a new one).
         self._tokens: dict[int, tuple[weakref.ref, int]] = {}
         self.side: dict[int, tuple[int, str]] = {}  # token -> (strength, side)
         self.links: list[tuple[int, int, tuple[int, ...] | None]] = []  # (out, in, permutation)
         self._count = itertools.count(1)
 
-    # -- recording
     def token(self, t: torch.Tensor) -> int | None:
         """The token of a live tensor seen during the pass (``None`` if never seen)."""
         entry = self._tokens.get(id(t))
@@ -178,7 +153,6 @@ class LayoutTracker:
                 elif inp is not None and tuple(t.shape) == tuple(inp.shape):
                     self.links.append((key, in_key, None))
 
-    # -- resolving
     def finish(self) -> None:
         """Propagate the evidence to a fixed point (call once, after the pass)."""
         changed = True
@@ -205,11 +179,8 @@ class LayoutTracker:
                         changed = True
 
     def layout_of(self, t: torch.Tensor, transposed: bool) -> Layout | None:
-        """The layout of captured tensor ``t`` (before the batch axis was moved), if known.
-
-        Call after the pass (and after :meth:`finish`); ``transposed`` tells
-        that the capture's axes 0 and 1 were swapped to put the batch first.
-        """
+        """The layout of captured tensor ``t`` (as returned, its axes 0 and 1 then swapped
+        when ``transposed``), if known, after :meth:`finish`."""
         if t.ndim <= 2:
             return Layout(FIRST, 0)
         key = self.token(t)

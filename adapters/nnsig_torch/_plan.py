@@ -1,4 +1,5 @@
-"""What the adapter does with each capture, decided on the first batch: layout, pooling, copies."""
+"""What the adapter does with each capture (layout, pooling, copies, decided on the first
+batch), and the batch's results brought to the host, checked."""
 
 from __future__ import annotations
 
@@ -6,34 +7,33 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from nnsig_core._warnings import warn
-from nnsig_core.protocol import LayerSelectionError, close_matches
-from nnsig_core.protocol.axes import (
-    Layout,
-    layout_for,
-    parse_layout,
-    pool_for,
-    split_modes,
+from nnsig_core.protocol import (
+    ADAPTER_FIX,
+    LayerSelectionError,
+    check_batch_finite,
+    check_finite,
+    close_matches,
 )
+from nnsig_core.protocol.axes import Layout, layout_for, parse_layout, pool_for, split_modes
 from nnsig_core.protocol.pooling import resolve_auto
+from nnsig_core.protocol.token_rows import TokenRows, token_name
 
-from ._capture import Captured
+from ._capture import Captured, row_sums
 from ._layout import LayoutTracker
 from ._pool import pool_tensor, token_rows_tensor
+from ._runtime import PinnedPool, to_host
 
 
 @dataclass
 class CapturePlan:
-    """How one capture is processed: its layout (given with ``layout=`` or found by the
-    :class:`~nnsig_torch._layout.LayoutTracker`), its sample-level pooling mode, whether it
-    also has token rows, and how its values are protected. ``eager``: the tensor is changed
-    in place later in the pass (seen through its version counter), so it is pooled or
-    copied in its hook. ``owned``: its storage outlives the pass (a buffer the module
-    reuses, seen on the second batch), so results that would alias it are copied after the
-    pass. Any other result that is a view of the module's tensor (``pool=None``, ``"cls"``)
-    goes to the store without a copy."""
+    """How one capture is processed: its layout, sample-level pooling mode, whether it has
+    token rows, and how its values are protected: ``eager`` (changed in place later in the
+    pass: pooled or copied in its hook) or ``owned`` (a buffer the module reuses: results
+    that would alias it are copied after the pass); other views go to the store uncopied."""
 
     name: str
     module: str
@@ -71,14 +71,8 @@ def shares_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
         return False
 
 
-def finalize(
-    plan: CapturePlan,
-    t: torch.Tensor,
-    original: torch.Tensor,
-    mask: torch.Tensor | None,
-    token_ids: torch.Tensor | None,
-    own: bool,
-) -> Finalized:
+def finalize(plan: CapturePlan, t: torch.Tensor, original: torch.Tensor, mask: torch.Tensor | None,
+             token_ids: torch.Tensor | None, own: bool) -> Finalized:
     """Pool one batch-first tensor as ``plan`` says; with ``own``, results never alias ``t``."""
     def contiguous(result: torch.Tensor) -> torch.Tensor:
         if own and shares_storage(result, original):
@@ -107,15 +101,10 @@ def _unused(spec: Any, used: set[str], what: str, names: list[str]) -> None:
         )
 
 
-def make_plans(
-    values: Mapping[str, Captured],
-    tracker: LayoutTracker | None,
-    pool: Any,
-    layout: Any,
-) -> dict[str, CapturePlan]:
-    """The plan of every capture of the first batch; a ``pool`` or ``layout`` key that
-    matches no captured layer is a ``LayerSelectionError``, a ``layout`` string that does
-    not fit the tensor's number of axes a ``ValueError``."""
+def make_plans(values: Mapping[str, Captured], tracker: LayoutTracker | None, pool: Any,
+               layout: Any) -> dict[str, CapturePlan]:
+    """The plan of every capture of the first batch (a ``pool`` or ``layout`` key matching
+    no captured layer is a ``LayerSelectionError``, a misfit ``layout`` a ``ValueError``)."""
     plans: dict[str, CapturePlan] = {}
     used_pool: set[str] = set()
     used_layout: set[str] = set()
@@ -157,3 +146,75 @@ def make_plans(
         if p.sample:
             p.mode = resolve_auto(p.mode, p.layout if len(p.source_shape) > 1 else None)
     return plans
+
+
+class HostArrays:
+    """Host arrays of a batch; ``shapes`` and ``token_shapes`` (the adapter's) record each
+    capture's per-sample shape on the first batch, which later batches must match."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]],
+                 token_shapes: dict[str, tuple[int, ...]]) -> None:
+        self.shapes = shapes
+        self.token_shapes = token_shapes
+        self.pinned = PinnedPool()
+
+    def arrays(
+        self, names: list[str], results: dict[str, Finalized], out: torch.Tensor,
+        finite: set[str] | frozenset[str] = frozenset(), *, keep_nonfinite: bool = False,
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Host arrays of the batch, checked for NaN and Inf (except the captures in
+        ``finite``, whose sum taken in the hook was finite: they hold neither)."""
+        tensors: list[torch.Tensor] = []
+        slots: list[tuple[str, str]] = []
+        for name in names:
+            sample, tokens = results[name]
+            if sample is not None:
+                tensors.append(sample)
+                slots.append(("s", name))
+            if tokens is not None:
+                tensors.append(tokens[0])
+                slots.append(("t", name))
+        self._check_shapes(slots, tensors)
+        tensors.append(out)
+        k = len(tensors)
+        # On an accelerator, one sum per sample is computed where the tensor lives (a small
+        # transfer); on the CPU the host check is as fast and spares busy cores.
+        device_sums = not keep_nonfinite and out.device.type != "cpu"
+        if device_sums:
+            tensors += [row_sums(t) for t in tensors]
+        host = to_host(tensors, self.pinned)
+        outputs = host[k - 1]
+        acts: dict[str, Any] = {}
+        sums: dict[str, np.ndarray] = {}
+        for i, (kind, name) in enumerate(slots):
+            if kind == "s":
+                acts[name] = host[i]
+                if device_sums:
+                    sums[name] = host[k + i]
+        if not keep_nonfinite:
+            unchecked = {k: v for k, v in acts.items() if k not in finite} if finite else acts
+            check_batch_finite(outputs, unchecked, row_sums=sums if device_sums else None,
+                               output_row_sums=host[-1] if device_sums else None)
+        for i, (kind, name) in enumerate(slots):
+            if kind == "t":
+                rows = results[name][1]
+                assert rows is not None
+                token = None if rows[3] is None else rows[3].cpu().numpy()
+                if not keep_nonfinite:
+                    check_finite(host[i], layer=name, row_sums=host[k + i] if device_sums else None,
+                                 fix=ADAPTER_FIX, scope="the token rows of the batch")
+                acts[token_name(name)] = TokenRows(
+                    host[i], rows[1].cpu().numpy(), rows[2].cpu().numpy(), token
+                )
+        return outputs, acts
+
+    def _check_shapes(self, slots: list[tuple[str, str]], tensors: list[torch.Tensor]) -> None:
+        for (kind, name), t in zip(slots, tensors, strict=True):
+            shapes = self.shapes if kind == "s" else self.token_shapes
+            shape = tuple(t.shape[1:])
+            old = shapes.setdefault(name, shape)
+            if old != shape:
+                raise ValueError(
+                    f"Layer {name!r} has per-sample shape {shape} but had {old} on the first "
+                    "batch; use pool='mean', 'max' or a callable for variable-size outputs."
+                )

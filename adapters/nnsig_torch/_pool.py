@@ -1,10 +1,5 @@
-"""Reducing captured tensors per sample (``pool=``), with torch operations on their device.
-
-The semantics are those of :mod:`nnsig_core.protocol.pooling` (the NumPy
-reference, which the tests compare with): ``"mean"``/``"max"`` over the
-position axes of the tensor's layout, ``"cls"``/``"last"`` for sequences,
-``"tokens"`` one row per position, padding (an attention mask) left out.
-"""
+"""Reducing captured tensors per sample (``pool=``) with torch operations on their device,
+as :mod:`nnsig_core.protocol.pooling` (the NumPy reference) does."""
 
 from __future__ import annotations
 
@@ -12,10 +7,7 @@ from typing import Any
 
 import torch
 
-from nnsig_core.protocol.axes import (
-    AmbiguousLayoutError,
-    Layout,
-)
+from nnsig_core.protocol.axes import AmbiguousLayoutError, Layout
 from nnsig_core.protocol.pooling import ambiguous_layout_message, resolve_auto
 
 _FIX = "TorchAdapter(..., layout={{{name!r}: 'NCHW'}}) (or 'NHWC', 'NLC', 'NCL'...)"
@@ -43,15 +35,10 @@ def _check_nonempty(mask: torch.Tensor) -> None:
 def pool_tensor(
     t: torch.Tensor, mode: Any, layout: Layout | None, mask: torch.Tensor | None, name: str
 ) -> torch.Tensor:
-    """Pool a batch-first tensor per sample (a sample-level mode).
-
-    Returns a float32 tensor ``(n, ...)``, possibly a view of ``t`` (``None``,
-    ``"flatten"``, ``"cls"``, ``"last"`` on float32 input); the caller copies
-    it when ``t`` may change. A per-sample scalar ``(n,)`` becomes ``(n, 1)``.
-    A mode that needs the unknown layout is an :class:`AmbiguousLayoutError`;
-    ``"cls"``/``"last"`` on a non-sequence, a callable returning the wrong number
-    of rows, or a sample without any token, a ``ValueError``.
-    """
+    """Pool a batch-first tensor per sample: a float32 ``(n, ...)`` tensor, possibly a view
+    of ``t``. An unknown layout a mode needs is an :class:`AmbiguousLayoutError`; a
+    non-sequence for ``"cls"``/``"last"``, a bad callable result or an empty sample a
+    ``ValueError``."""
     if callable(mode):
         out = mode(t.float())
         if not isinstance(out, torch.Tensor) or out.ndim < 1 or out.shape[0] != t.shape[0]:
@@ -115,12 +102,8 @@ def token_rows_tensor(
     token_ids: torch.Tensor | None,
     name: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Every position of every sample a row (``"tokens"``), padding left out.
-
-    Returns ``(values (rows, C) float32, sample (rows,), position (rows,),
-    token ids (rows,) or None)``, rows in sample then position order; the
-    values are a new tensor when a mask selects rows, else possibly a view.
-    """
+    """Every position of every sample a row (``"tokens"``), padding left out: ``(values
+    (rows, C) float32, sample, position, token ids or None)``, in sample then position order."""
     if layout is None:
         raise AmbiguousLayoutError(ambiguous_layout_message(name, tuple(t.shape[1:]), "tokens",
                                                             _FIX.format(name=name)))

@@ -12,15 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 
-# torch's attention and transformer modules, whose fused inference path (torch.backends.mha)
-# would skip their submodules.
+# Modules whose fused inference path (torch.backends.mha) would skip their submodules.
 ATTENTION_TYPES: tuple[type[nn.Module], ...] = (
-    nn.MultiheadAttention,
-    nn.TransformerEncoderLayer,
-    nn.TransformerDecoderLayer,
-    nn.TransformerEncoder,
-    nn.TransformerDecoder,
-    nn.Transformer,
+    nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer,
+    nn.TransformerEncoder, nn.TransformerDecoder, nn.Transformer,
 )
 
 
@@ -51,16 +46,9 @@ def inside_fused(model: nn.Module, names: Sequence[str]) -> bool:
 def forward_context(
     model: nn.Module, hooked: Sequence[str] = (), fused: bool | None = None
 ) -> Iterator[None]:
-    """Evaluation mode without autograd, undone on exit (also on an exception).
-
-    The ``training`` flag of every submodule is restored exactly as it was
-    (a partly frozen model stays partly frozen); a model already in
-    evaluation mode is left untouched (no ``eval()`` call, nothing to
-    restore). When a hooked module lies inside a transformer or attention
-    module, PyTorch's fused fast path (which would not run the submodules) is
-    disabled for the duration. ``fused`` is that answer when already known
-    (:func:`inside_fused`, computed once per adapter).
-    """
+    """Evaluation mode without autograd, undone on exit: every submodule's ``training`` flag
+    is restored, and the fused attention fast path is disabled while a hooked module lies
+    inside a fused module (``fused``: :func:`inside_fused`, when already known)."""
     training = [m for m in model.modules() if m.training]
     mha = getattr(torch.backends, "mha", None)
     fast = mha.get_fastpath_enabled() if mha is not None else None
@@ -80,12 +68,8 @@ def forward_context(
 
 
 def move_inputs(x: Any, device: torch.device, float_dtype: torch.dtype | None = None) -> Any:
-    """Move a batch (tensor, NumPy array, or tuple/list/dict of them) to ``device``.
-
-    NumPy arrays become tensors; floating-point ones take ``float_dtype`` (the
-    model's parameter type) so that float64 data works with a float32 model.
-    Tensors keep their dtype. Other leaves are passed through.
-    """
+    """Move a batch (tensor, NumPy array, or tuple/list/dict of them) to ``device``;
+    floating-point NumPy arrays take ``float_dtype`` (the model's), tensors keep theirs."""
     if isinstance(x, torch.Tensor):
         return x.to(device, non_blocking=True)
     if isinstance(x, np.ndarray):
@@ -115,13 +99,8 @@ def batch_size(x: Any, axis: int = 0) -> int | None:
 
 
 def call_model(model: nn.Module, x: Any) -> Any:
-    """``model(x)``; a tuple or list is passed as positional arguments, a dict as keywords.
-
-    A model whose one argument is itself a tuple (``forward(self, x)`` with
-    ``a, b = x``) takes the batch ``{"x": (a, b)}`` (keywords) or ``((a, b),)``
-    (one positional argument); a tuple given bare, which the model cannot take
-    as positional arguments, is a ``TypeError`` that says so.
-    """
+    """``model(x)``; a tuple or list is passed as positional arguments, a dict as keywords
+    (a tuple the model cannot take positionally is a ``TypeError`` saying what to pass)."""
     if isinstance(x, Mapping):
         return model(**x)
     if isinstance(x, (tuple, list)) and not hasattr(x, "_fields"):
@@ -158,14 +137,9 @@ def _tuple_hint(model: nn.Module, x: Sequence[Any]) -> str | None:
 
 
 class PinnedPool:
-    """Pinned host buffers reused from batch to batch.
-
-    A buffer is handed out again only once every NumPy array made from it is
-    gone (weak references), so a batch still waiting in the capture's writer
-    queue is never overwritten; allocating pinned memory costs more than the
-    copy itself, which is why buffers are kept (at most ``keep``). ``allocate(n_floats)``
-    returns a float32 tensor, pinned host memory by default.
-    """
+    """Pinned host buffers (``allocate(n_floats)``), at most ``keep``, reused from batch to
+    batch once every NumPy array made from them is gone (a batch in the writer's queue is
+    never overwritten)."""
 
     def __init__(self, allocate: Any = None, keep: int = 6) -> None:
         self.allocate = allocate or (
@@ -175,8 +149,7 @@ class PinnedPool:
         self.buffers: list[tuple[torch.Tensor, list[weakref.ref]]] = []
 
     def acquire(self, size: int) -> tuple[torch.Tensor, list[weakref.ref]]:
-        """A buffer of at least ``size`` floats that no live array uses, and its user list
-        (append a weak reference to each array made from it)."""
+        """A free buffer of at least ``size`` floats and its list of users' weak references."""
         for buf, users in self.buffers:
             if buf.numel() >= size and all(u() is None for u in users):
                 users.clear()
@@ -194,13 +167,8 @@ class PinnedPool:
 
 
 def to_host(tensors: Sequence[torch.Tensor], pool: PinnedPool) -> list[np.ndarray]:
-    """Copy float32 tensors to host NumPy arrays, with one synchronisation per device.
-
-    CUDA tensors are copied with ``non_blocking=True`` into one pinned host
-    buffer of ``pool`` per device (the arrays are views into it, so it is reused
-    once they are gone), and the current stream of each device is synchronised
-    once, after all copies are queued. CPU tensors are returned without a copy.
-    """
+    """Copy float32 tensors to host NumPy arrays: CUDA tensors asynchronously into one pinned
+    buffer of ``pool`` per device, synchronised once; CPU tensors without a copy."""
     out: list[np.ndarray | None] = [None] * len(tensors)
     by_device: dict[torch.device, list[int]] = {}
     for i, t in enumerate(tensors):

@@ -23,11 +23,8 @@ logger = logging.getLogger("nnsig_torch")
 def sequence_inputs(
     x: Any, mask: Any, token_key: str | None, n: int | None
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The ``(n, L)`` real-token mask and token ids of a (moved) batch, when it has them.
-
-    ``mask`` is as for :class:`~nnsig_torch.TorchAdapter` (a mask that is not ``(n, L)``
-    is a ``ValueError``); ``token_key`` is the key of the token ids in dict batches.
-    """
+    """The ``(n, L)`` real-token mask and token ids of a (moved) batch, when it has them
+    (``mask`` and ``token_key`` as for :class:`~nnsig_torch.TorchAdapter`)."""
     m = ids = None
     if callable(mask):
         m = mask(x)
@@ -53,13 +50,8 @@ def sequence_inputs(
 def decoder_inputs(
     x: Any, mask: Any, token_key: str | None, n: int | None
 ) -> tuple[torch.Tensor | None, torch.Tensor | None] | None:
-    """The decoder's ``(n, L)`` mask and token ids of an encoder-decoder's dict batch (one
-    with ``decoder_*`` keys, as HF T5 and BART take), ``None`` for any other batch.
-
-    The decoder's sequence is not the input's: ``decoder_attention_mask`` (absent: every
-    decoder token is real) and ``decoder_input_ids``. A callable ``mask`` or ``mask=None``
-    applies to both.
-    """
+    """The decoder's mask (``decoder_attention_mask``, absent: every token is real) and
+    token ids of an encoder-decoder's dict batch (``decoder_*`` keys), else ``None``."""
     if not isinstance(x, Mapping) or not any(str(k).startswith("decoder_") for k in x):
         return None
     if callable(mask) or mask is None:
@@ -79,8 +71,7 @@ def _check_explicit_ran(adapter: TorchAdapter, rec: Recorder, why: str = "") -> 
 
 
 def first_batch_names(adapter: TorchAdapter, rec: Recorder) -> list[str]:
-    """The capture names of the first batch, warning of what was left out (a module named
-    exactly that never ran, or nothing captured, is a ``LayerSelectionError``)."""
+    """The capture names of the first batch, warning of what was left out."""
     _check_explicit_ran(adapter, rec, " Their forward() is not called by the model (e.g. only "
                         "their weights are used).")
     if not rec.values:
@@ -103,11 +94,8 @@ def first_batch_names(adapter: TorchAdapter, rec: Recorder) -> list[str]:
 
 
 def check_names(adapter: TorchAdapter, rec: Recorder, names: list[str] | None) -> list[str]:
-    """The first batch's capture names, after checking this batch captured the same.
-
-    Extra captures of modules not named exactly (a tensor whose leading axis
-    happens to equal a small last batch) are ignored; a missing one is an error.
-    """
+    """The first batch's capture names, checked against this batch's (a missing one is an
+    error; extras of modules not named exactly are ignored)."""
     assert names is not None
     _check_explicit_ran(adapter, rec)
     got = set(rec.values)

@@ -13,12 +13,7 @@ from torch import nn
 _SKIP_ARGS = {"self", "device", "dtype"}
 # Looked up on modules whose __init__ takes *args/**kwargs (nn.LSTM, nn.GRU...).
 _COMMON_ATTRS = (
-    "input_size",
-    "hidden_size",
-    "num_layers",
-    "bidirectional",
-    "proj_size",
-    "nonlinearity",
+    "input_size", "hidden_size", "num_layers", "bidirectional", "proj_size", "nonlinearity",
     "dropout",
 )
 
@@ -57,14 +52,8 @@ def _split_top(s: str) -> list[str]:
 
 
 def module_config(module: nn.Module) -> dict[str, Any]:
-    """A small JSON-serialisable description of a module's hyper-parameters.
-
-    Attributes named like the arguments of the module's ``__init__``
-    (``in_features``, ``kernel_size``, ``inplace``...) whose values are plain
-    scalars or tuples of them, completed by the ``key=value`` items of
-    ``extra_repr()``; when neither gives anything, ``{"repr": extra_repr()}``.
-    For example ``{"in_features": 8, "out_features": 16}`` for a Linear.
-    """
+    """A module's hyper-parameters as JSON: plain attributes named like its ``__init__``
+    arguments, then the ``key=value`` items of ``extra_repr()``, else ``{"repr": ...}``."""
     config: dict[str, Any] = {}
     try:
         params = list(inspect.signature(type(module).__init__).parameters.values())
@@ -104,21 +93,18 @@ class LayerInfo:
     Attributes
     ----------
     name : str
-        The capture name (``module[:call][.path]``), which is what ``layers=``
-        and ``pool=`` accept for modules (the part before ``:`` / ``.path``).
+        The capture name, ``module[:call][.path]``.
     module : str
         Qualified module name in ``named_modules()``.
     type : str
-        Module class name (``"Conv2d"``).
+        Module class name.
     shape : tuple of int or None
-        Per-sample shape of the tensor before pooling; ``None`` (shown ``-``)
-        when no example input was given, or when the module did not run on it
-        or returned no floating-point tensor.
+        Per-sample shape before pooling; ``None`` when unknown (no example input,
+        or the module did not run or returned no floating-point tensor).
     parameters : int
         Parameter count of the module (recursive).
     selected : bool
-        Whether the adapter captures it (on an instance), or whether the
-        default selection would (on the class).
+        Whether the adapter (or, on the class, the default selection) captures it.
     """
 
     name: str

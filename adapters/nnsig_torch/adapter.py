@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -16,13 +17,10 @@ from torch import nn
 from nnsig_core.protocol import LayerSpec
 from nnsig_core.protocol.axes import LayoutSpec, PoolSpec, check_layout_spec, check_pool
 
-from ._capture import Recorder, clone_output, hooks, version_of
+from ._capture import Recorder, clone_output, hooks, model_output, to_batch_first, version_of
 from ._defaults import DefaultSelection, default_layers
-from ._fingerprint import weights_fingerprint
-from ._host import HostArrays
 from ._layout import LayoutTracker, tracking
-from ._listing import ClassOrInstance, available_layers
-from ._plan import CapturePlan, Finalized, finalize, make_plans, shares_storage
+from ._plan import CapturePlan, Finalized, HostArrays, finalize, make_plans, shares_storage
 from ._runtime import (
     batch_size,
     call_model,
@@ -32,15 +30,8 @@ from ._runtime import (
     model_device,
     move_inputs,
 )
-from ._select import resolve_layers, unwrap_model
-from ._session import (
-    check_names,
-    decoder_inputs,
-    first_batch_names,
-    layer_entries,
-    sequence_inputs,
-)
-from ._structure import model_output, to_batch_first
+from ._select import ClassOrInstance, available_layers, resolve_layers, unwrap_model
+from ._session import check_names, decoder_inputs, first_batch_names, layer_entries, sequence_inputs
 from ._summary import LayerList, n_parameters
 
 logger = logging.getLogger("nnsig_torch")
@@ -52,85 +43,59 @@ class TorchAdapter:
     Parameters
     ----------
     model : torch.nn.Module
-        The model. ``DataParallel``, ``DistributedDataParallel`` and
-        ``torch.compile`` wrappers are unwrapped: the inner module is run on one
-        device and layer names carry no ``module.`` prefix.
+        The model; ``DataParallel``, DDP and ``torch.compile`` wrappers are
+        unwrapped (names carry no ``module.`` prefix).
     layers : str, type, or sequence of them, optional
-        What to capture: qualified module names from ``model.named_modules()``
-        (``"layer1.0.conv1"``), glob patterns (``"features.*"``), module types
-        (``torch.nn.ReLU``), or a list mixing them. By default, what a
-        practitioner would pick for the model's family (logged on the
-        ``nnsig_torch`` logger): the block outputs of a transformer (the
-        residual stream), the stage or block outputs of a convnet, every
-        activation of an MLP; at most 12, evenly spread (see
-        ``nnsig_torch._defaults`` and ``docs/design.md``). A name given exactly
-        must run on every batch; modules found by a glob, a type or the
-        default that never run, and their outputs without a batch axis, are
-        left out (with an :class:`~nnsig_core.NnsigWarning`).
+        Module names from ``model.named_modules()``, glob patterns, module
+        types, or a list mixing them. By default what a practitioner would
+        pick for the model's family (logged): transformer block outputs,
+        convnet stage or block outputs, or an MLP's activations; at most 12,
+        evenly spread. A name given exactly must run on every batch; other
+        modules that never run, or whose outputs have no batch axis, are left
+        out with an :class:`~nnsig_core.NnsigWarning`.
     pool : str, tuple, callable or dict, optional
-        How each captured tensor is reduced per sample, using its layout (see
-        ``layout``): ``"auto"`` (default) averages the positions of feature
-        maps and sequences and keeps vectors; ``"mean"`` / ``"max"`` reduce
-        the positions and keep the channels (``(n, C, H, W)``, ``(n, H, W, C)``
-        and ``(n, L, D)`` give ``(n, C)`` / ``(n, D)``); ``"cls"`` (first
-        token) and ``"last"`` (last non-padding token) for sequences;
-        ``"tokens"`` makes every token a row of its own (token-level
-        analysis, stored in the split ``<split>.tokens`` with each row's
-        sample and position); ``"flatten"``; ``None`` keeps the per-sample
-        shape; a callable maps the float32 batch to ``(n, ...)``; a pair
-        such as ``("cls", "tokens")`` does both. A dict ``{name_or_glob:
-        mode}`` sets it per layer (an exact capture name wins, then the
-        module name, then the first matching glob; others get ``"auto"``).
-        Padding (see ``mask``) never enters a mean, a max or a token row.
+        The per-sample reduction, using the layout: ``"auto"`` (average the
+        positions of feature maps and sequences, keep vectors), ``"mean"`` /
+        ``"max"`` over positions, ``"cls"`` (first token), ``"last"`` (last
+        real token), ``"tokens"`` (a row per token, stored in split
+        ``<split>.tokens``), ``"flatten"``, ``None`` (keep the shape), a
+        callable on the float32 batch, a pair such as ``("cls", "tokens")``,
+        or ``{name_or_glob: mode}`` (exact capture name, then module name,
+        then first matching glob; others ``"auto"``). Padding never enters a
+        mean, a max or a token row.
     layout : str or dict, optional
-        The layout of captured tensors when it cannot be found, e.g.
-        ``{"encoder.*": "NLC"}``: ``"NCHW"``, ``"NHWC"``, ``"NLC"`` (tokens),
-        ``"NCL"``, ``"NC"``, ``"channels_first"``, ``"channels_last"``. By
-        default it is found on the first batch from the modules that make
-        and read each tensor (convolutions are channels-first, linear layers
-        and layer norms channels-last...); pooling a tensor whose layout
-        cannot be found is an error that asks for this argument.
+        The layout when it cannot be found, e.g. ``{"encoder.*": "NLC"}``:
+        ``"NCHW"``, ``"NHWC"``, ``"NLC"``, ``"NCL"``, ``"NC"``,
+        ``"channels_first"``, ``"channels_last"``. By default found on the
+        first batch from the modules that make and read each tensor; pooling
+        a tensor of unknown layout is an error asking for this argument.
     device : str or torch.device, optional
-        Where inputs are moved; the device of the model's first parameter (at
-        each call, CPU if it has none) by default. The model itself is not moved.
+        Where inputs are moved; by default the device of the model's first
+        parameter (CPU if none). The model is not moved.
     keep_nonfinite : bool
-        Keep NaN and Inf values instead of raising
-        :class:`~nnsig_core.protocol.NonFiniteActivationError` (a ``ValueError``).
+        Keep NaN and Inf instead of raising
+        :class:`~nnsig_core.protocol.NonFiniteActivationError`.
     batch_axis : int
-        The batch axis of the inputs: 0, or 1 for sequence-first models
-        (``(seq, batch, ...)``). ``capture`` cuts batches along it too.
+        The batch axis of the inputs: 0, or 1 for sequence-first models.
     mask : str, tuple of str, callable or None
-        The attention mask of dict batches: the key(s) tried in order
-        (``"attention_mask"``, then ``"padding_mask"``; nonzero for real
-        tokens), a callable ``inputs -> (n, L)`` (true for real tokens), or
-        ``None`` to ignore masks.
+        The attention mask of dict batches: key(s) tried in order (nonzero
+        for real tokens), a callable ``inputs -> (n, L)``, or ``None``.
     token_key : str or None
-        The key of the input token ids in dict batches, recorded per token row.
+        The key of the token ids in dict batches, recorded per token row.
 
     Notes
     -----
-    * **Names.** A module called several times per forward pass yields one
-      capture per call: ``name``, ``name:1``, ``name:2``... Structured outputs
-      are flattened: tuples and lists by position (``lstm.0``, ``lstm.1.0``),
-      dicts, dataclasses, ``ModelOutput`` and named tuples by key, recursively;
-      non-tensor leaves, per-batch scalars and integer tensors are skipped. A
-      block selected by default yields only its first tensor (the hidden state),
-      named after the block (``encoder.block.0``, not ``encoder.block.0.0``).
-    * **Values and cost.** Hooks keep references, not copies; a tensor changed
-      in place later in the pass (``ReLU(inplace=True)``, ``x += residual``),
-      or whose memory the module reuses on the next batch, is detected and then
-      pooled or copied in time (``docs/design.md``). float16/bfloat16/float64
-      become float32; an integer, boolean or complex tensor is an error. The
-      batch axis is put first (recurrent states, sequence-first layouts).
-    * **Running.** Each :meth:`run` registers its hooks, runs the model in
-      ``eval()`` mode under ``torch.no_grad()`` and, in a ``finally`` block,
-      removes exactly its hooks and restores every submodule's ``training``
-      flag. Inputs may be a tensor, a NumPy array (floating arrays take the
-      model's dtype), a tuple/list (positional arguments) or a dict (keyword
-      arguments); a model whose one argument is a tuple takes
-      ``{"x": (a, b)}`` or ``((a, b),)``.
-    * **CUDA.** Captured tensors stay on the device during the pass, then go
-      to a reused pinned host buffer with a single synchronisation.
+    A module called several times per pass yields ``name``, ``name:1``...;
+    structured outputs are flattened by position or key (``lstm.0``,
+    ``lstm.1.0``), skipping non-tensors, per-batch scalars and integer
+    tensors; a block selected by default yields its first tensor, named after
+    the block. Hooks keep references; a tensor changed in place later in the
+    pass, or reused on the next batch, is detected and copied or pooled in
+    time. Values become float32 with the batch axis first. Each :meth:`run`
+    runs in ``eval()`` mode under ``torch.no_grad()`` and restores the hooks
+    and ``training`` flags. Inputs may be a tensor, a NumPy array, a
+    tuple/list (positional arguments) or a dict (keyword arguments). On CUDA,
+    captures go to a reused pinned host buffer with one synchronisation.
     """
 
     framework = "torch"
@@ -174,8 +139,8 @@ class TorchAdapter:
         self._batches = 0
         self._prev: dict[str, tuple[torch.Tensor, int | None]] = {}
         self._host = HostArrays(self._shapes, self._token_shapes)
-        # Decided once: whether a hooked module lies inside a fused transformer module, and
-        # which captures are returned as they are (their finite check is summed in the hook).
+        # Decided once: whether a hooked module is inside a fused module, and which captures
+        # are returned as they are (their finite check is summed in the hook).
         self._fused: bool | None = None
         self._hook_sums: frozenset[str] = frozenset()
         self._decoder_seq: tuple[Any, Any] | None = None
@@ -192,8 +157,6 @@ class TorchAdapter:
             f"pool={self.pool!r})"
         )
 
-    # -- the adapter protocol -------------------------------------------------
-
     def run(self, inputs: Any) -> tuple[np.ndarray, dict[str, Any]]:
         """Run one batch and return its outputs and activations.
 
@@ -205,21 +168,21 @@ class TorchAdapter:
         Returns
         -------
         outputs, activations
-            As :meth:`nnsig_core.protocol.Adapter.run`, float32. ``outputs`` is
-            the tensor the model returns, or the ``logits`` entry / first
-            tensor of a structured one. Layers pooled with ``"tokens"`` are
-            :class:`~nnsig_core.protocol.token_rows.TokenRows` (one row per token)
-            under ``name + "@tokens"``.
+            As :meth:`nnsig_core.protocol.Adapter.run`, float32; ``outputs`` is
+            the model's tensor, or the ``logits`` entry / first tensor of a
+            structured one. Layers pooled with ``"tokens"`` are
+            :class:`~nnsig_core.protocol.token_rows.TokenRows` under
+            ``name + "@tokens"``.
 
         Raises
         ------
         NonFiniteActivationError
-            NaN or Inf in an activation or the output (unless ``keep_nonfinite``).
+            NaN or Inf (unless ``keep_nonfinite``).
         LayerSelectionError
-            A layer named exactly never ran, or the captured names differ from
-            the first batch's, or a ``pool``/``layout`` key matches no layer.
+            A layer named exactly never ran, the captured names changed, or a
+            ``pool``/``layout`` key matches no layer.
         AmbiguousLayoutError
-            A tensor whose layout is unknown, pooled with a mode that needs it.
+            A tensor of unknown layout pooled with a mode that needs it.
         ValueError
             A shape that changed since the first batch, or no batch axis.
         """
@@ -247,8 +210,7 @@ class TorchAdapter:
                                      keep_nonfinite=self.keep_nonfinite)
         if first:
             self._names = names
-            # A capture handed over as it is (no pooling) is summed in its hook, while the
-            # tensor is still in the cache: the first half of the finite check.
+            # Unpooled captures are summed in their hook, while still in the cache.
             self._hook_sums = frozenset(
                 k for k in names if not self.keep_nonfinite and self._plans[k].sample
                 and self._plans[k].mode in (None, "flatten")
@@ -311,17 +273,15 @@ class TorchAdapter:
         return finalize(plan, t, cap.original, mask, token_ids, own=plan.owned)
 
     def _sequence(self, module: str, mask: Any, token_ids: Any) -> tuple[Any, Any]:
-        """The padding mask and token ids of a capture: an encoder-decoder's decoder modules
-        (a ``decoder`` in their name) read the decoder's sequence (``decoder_attention_mask``,
-        none meaning every token is real, and ``decoder_input_ids``), the others the input's."""
+        """The mask and token ids of a capture: the decoder's for an encoder-decoder's
+        ``decoder`` modules, else the input's."""
         if self._decoder_seq is not None and "decoder" in module.split("."):
             return self._decoder_seq
         return mask, token_ids
 
     def _check_reuse(self, rec: Recorder, names: list[str]) -> None:
-        """Catch modules that hand out memory they write again on the next batch (CPU only:
-        on CUDA every value is copied to the host before :meth:`run` returns). Only
-        captures whose results may be views of the module's tensor are watched."""
+        """Catch modules that hand out memory they write again on the next batch (CPU only;
+        only captures whose results may be views of the module's tensor)."""
         prev, self._prev = self._prev, {}
         for name in names:
             cap, plan = rec.values[name], self._plans[name]
@@ -350,14 +310,11 @@ class TorchAdapter:
         Returns
         -------
         dict
-            ``model_class``, ``parameters`` (total count), ``layers`` (the
-            sample-level captures) and ``token_layers`` (those pooled with
-            ``"tokens"``): for each capture, ``name``, ``type`` (module
-            class), ``shape`` (per row, after pooling), ``source_shape``
-            (before pooling), ``layout``, ``pool``, ``parameters`` (of the
-            module, recursive) and ``config`` (hyper-parameters such as
-            ``in_features``). Before the first :meth:`run`, the selected
-            modules are listed without shapes.
+            ``model_class``, ``parameters``, ``layers`` and ``token_layers``
+            (those pooled with ``"tokens"``), each capture with ``name``,
+            ``type``, ``shape`` (per row, pooled), ``source_shape``,
+            ``layout``, ``pool``, ``parameters`` and ``config``. Before the
+            first :meth:`run`, the selected modules without shapes.
         """
         layers, token_layers = layer_entries(self)
         return {
@@ -368,9 +325,18 @@ class TorchAdapter:
         }
 
     def model_fingerprint(self) -> str:
-        """A fingerprint of the model's weights (see ``nnsig_torch._fingerprint``), recorded
-        with each split so a capture is never resumed or extended with other weights."""
-        return weights_fingerprint(self.model)
+        """``"blake2b:<hex>"`` of every parameter and buffer (names, dtypes, shapes, bytes),
+        recorded with each split so a capture is never resumed or extended with other weights."""
+        h = hashlib.blake2b(digest_size=16)
+        with torch.no_grad():
+            for name, t in self.model.state_dict().items():
+                if not isinstance(t, torch.Tensor):
+                    continue
+                h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+                flat = t.detach().reshape(-1).contiguous()
+                if flat.numel():
+                    h.update(flat.cpu().view(torch.uint8).numpy().tobytes())
+        return "blake2b:" + h.hexdigest()
 
     def to_numpy(self, x: Any) -> np.ndarray:
         """Convert inputs or labels to a host NumPy array (bfloat16 becomes float32)."""
@@ -381,19 +347,15 @@ class TorchAdapter:
 
     @ClassOrInstance
     def available_layers(self, example_input: Any = None) -> LayerList:
-        """List capturable layers, with shapes when given an example batch.
+        """List capturable layers (see :func:`nnsig_torch.available_layers`).
 
         On the class: ``TorchAdapter.available_layers(model, example_input=None,
-        device=None)``; on an instance: ``adapter.available_layers(example_input=
-        None)``, marking the adapter's selected modules. See
-        :func:`nnsig_torch.available_layers`.
+        device=None)``; on an instance: ``adapter.available_layers(example_input=None)``.
         """
         return available_layers(
             self.model, example_input, device=self.device, selected=self.layer_names,
             batch_axis=self.batch_axis,
         )
-
-    # -- checks ---------------------------------------------------------------
 
     def _output_tensor(self, raw: Any, n: int | None) -> torch.Tensor:
         out = model_output(raw).detach()
@@ -412,6 +374,5 @@ class TorchAdapter:
                                         copy=True)
 
 def _finite_total(total: torch.Tensor | None) -> bool:
-    """Whether a sum taken in a hook says its capture holds no NaN or Inf (a sum is not
-    finite whenever what it sums holds one; one that overflowed is checked element-wise)."""
+    """Whether a sum taken in a hook proves its capture finite (an overflow is rechecked)."""
     return total is not None and math.isfinite(total.item())

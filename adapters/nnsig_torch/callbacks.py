@@ -1,38 +1,15 @@
 """Lightning and Hugging Face ``Trainer`` callbacks that capture a
-:class:`~nnsig_torch.probe.TorchProbe` at checkpoints, on the main process only (a step
-captured twice, such as an epoch end that is also a step checkpoint, is captured once).
-Each imports its framework when called, never when ``nnsig_torch`` is imported.
-"""
+:class:`~nnsig_torch.probe.TorchProbe` at checkpoints, on the main process only; each
+imports its framework when called."""
 
 from __future__ import annotations
 
 import functools
 from typing import Any
 
+from nnsig_core.capture.probe import Schedule
+
 from .probe import TorchProbe
-
-
-class Schedule:
-    """When a checkpoint is due: before training, every N epochs, every N steps."""
-
-    def __init__(self, every_n_epochs: int | None = 1, every_n_steps: int | None = None,
-                 at_start: bool = True) -> None:
-        for name, v in (("every_n_epochs", every_n_epochs), ("every_n_steps", every_n_steps)):
-            if v is not None and int(v) < 1:
-                raise ValueError(f"{name} must be >= 1 or None, not {v}")
-        self.every_n_epochs = every_n_epochs
-        self.every_n_steps = every_n_steps
-        self.at_start = bool(at_start)
-
-    def epoch_due(self, epochs_done: int) -> bool:
-        """Whether a checkpoint is due after ``epochs_done`` whole epochs."""
-        n = self.every_n_epochs
-        return n is not None and n > 0 and epochs_done % int(n) == 0
-
-    def step_due(self, step: int) -> bool:
-        """Whether a checkpoint is due after optimiser step ``step``."""
-        n = self.every_n_steps
-        return n is not None and n > 0 and step > 0 and step % int(n) == 0
 
 
 @functools.lru_cache(maxsize=1)
@@ -119,14 +96,14 @@ def lightning_callback(probe: TorchProbe, *, every_n_epochs: int | None = 1,
     every_n_epochs : int or None
         Capture after every N training epochs (None: never at epoch ends).
     every_n_steps : int or None
-        Capture after every N optimiser steps (``trainer.global_step``).
+        Capture after every N optimiser steps.
     at_start : bool
         Capture before the first step (step 0).
 
     Returns
     -------
     lightning.pytorch.Callback
-        Pass it in ``Trainer(callbacks=[...])``.
+        For ``Trainer(callbacks=[...])``.
     """
     return _lightning_class()(probe, Schedule(every_n_epochs, every_n_steps, at_start))
 
@@ -138,14 +115,13 @@ def hf_callback(probe: TorchProbe, *, every_n_epochs: int | None = 1,
     Parameters
     ----------
     probe : TorchProbe
-        Its data is what the model takes: dict batches (``input_ids``,
-        ``attention_mask``, ``labels``) for a transformers model.
+        Its data is what the model takes (dict batches for a transformers model).
     every_n_epochs, every_n_steps, at_start
-        As for :func:`lightning_callback` (``state.global_step``, ``state.epoch``).
+        As for :func:`lightning_callback`.
 
     Returns
     -------
     transformers.TrainerCallback
-        Pass it in ``Trainer(callbacks=[...])`` or ``trainer.add_callback(...)``.
+        For ``Trainer(callbacks=[...])`` or ``trainer.add_callback(...)``.
     """
     return _hf_class()(probe, Schedule(every_n_epochs, every_n_steps, at_start))

@@ -26,9 +26,9 @@ def _is_dataset(data: Any) -> bool:
 
 
 def probe_arrays(data: Any, n: int | None = None, indices: Sequence[int] | None = None) -> Any:
-    """The probe set as tensors: a map-style ``Dataset`` is read once (``indices``, else
-    its first ``n`` samples) and collated into ``(inputs, labels)``; an ``(X, y)`` pair is
-    cut to ``indices`` or ``n``; anything else (a loader) is returned as it is."""
+    """The probe set: a map-style ``Dataset`` read once (``indices``, else its first ``n``)
+    and collated into ``(inputs, labels)``, an ``(X, y)`` pair cut the same way, or
+    anything else (a loader) as it is."""
     if _is_dataset(data):
         chosen = list(indices) if indices is not None else range(min(n or len(data), len(data)))
         items = [data[int(i)] for i in chosen]
@@ -52,11 +52,9 @@ class TorchProbe(Probe):
     Parameters
     ----------
     data : Dataset, (X, y) or iterable of batches
-        The probe set. A map-style ``torch.utils.data.Dataset`` (e.g. the test
-        set of torchvision) is read once, its first ``n`` samples (or
-        ``indices``) collated into tensors; ``(X, y)`` tensors or arrays are cut
-        the same way; a loader is iterated at each checkpoint and must give the
-        same samples in the same order.
+        The probe set: a map-style ``Dataset`` is read once, its first ``n``
+        samples (or ``indices``) collated into tensors; ``(X, y)`` is cut the
+        same way; a loader must give the same samples at each checkpoint.
     store : ActivationStore, path or URL
         The store of the timeline, one split per checkpoint.
     n : int, optional

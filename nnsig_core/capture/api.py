@@ -1,10 +1,5 @@
-"""Streaming capture: run a model batch by batch and write its activations to a store.
-
-The forward passes run in the calling thread; a background writer thread
-(:mod:`~nnsig_core.capture.writer`) buffers rows into whole, chunk-aligned
-blocks and writes them, so disk I/O overlaps the next forward pass. A bounded
-queue between the two keeps peak memory independent of the data set's size.
-"""
+"""Streaming capture: run a model batch by batch and write its activations to a store
+(the background writer is :mod:`~nnsig_core.capture.writer`)."""
 
 from __future__ import annotations
 
@@ -20,11 +15,7 @@ from tqdm.auto import tqdm
 from nnsig_core.capture.batches import is_array_pair, iter_batches, n_available, take
 from nnsig_core.capture.errors import CaptureError
 from nnsig_core.capture.hf_datasets import as_capture_data
-from nnsig_core.capture.options import (
-    DEFAULT_CHUNK_BYTES,
-    DEFAULT_DURABLE,
-    CaptureOptions,
-)
+from nnsig_core.capture.options import DEFAULT_CHUNK_BYTES, DEFAULT_DURABLE, CaptureOptions
 from nnsig_core.capture.policy import (
     check_expected,
     check_weights,
@@ -72,59 +63,44 @@ def capture(
         A framework adapter (``nnsig_torch.TorchAdapter``,
         ``nnsig_keras.KerasAdapter``, :class:`nnsig_core.ArrayAdapter`).
     data : tuple of (X, y), mapping of arrays, or iterable of batches
-        Two arrays (NumPy, torch tensors...) with one row per sample, sliced
-        into batches of ``batch_size``: ``X`` may be a tuple/list of arrays (the
-        model's positional inputs) or a mapping (its keyword inputs, e.g.
-        ``input_ids`` and ``attention_mask``). Or one mapping of arrays holding
-        the labels too (a tokenizer's output with ``labels``). Or an iterable
-        of batches such as a ``torch.utils.data.DataLoader``, each an
-        ``(inputs, labels[, sample_index])`` tuple or a mapping (keyword
-        inputs plus the labels, see ``label_key``). ``y`` (or a batch's
-        labels) may be ``None`` when labels are unknown; one-hot labels are
-        converted to class indices. The optional third item holds the
-        samples' positions in the source data set (stored as
-        ``sample_index``; by default the running count). Or a Hugging Face
-        ``datasets.Dataset`` or ``IterableDataset``, read ``batch_size`` rows
-        at a time in its format (``set_format("torch")``, ``"numpy"``...; see
-        ``input_columns`` and ``label_key``); a ``ClassLabel`` label column
-        gives the default ``class_names``.
+        Arrays with one row per sample, cut into batches of ``batch_size``
+        (``X`` may be a tuple of positional inputs or a mapping of keyword
+        inputs); one mapping of arrays holding the labels too; an iterable of
+        ``(inputs, labels[, sample_index])`` or mapping batches (a
+        ``DataLoader``); or a Hugging Face ``Dataset`` / ``IterableDataset``,
+        read in its format (a ``ClassLabel`` column gives ``class_names``).
+        Labels may be ``None``; one-hot labels become class indices; the
+        optional ``sample_index`` is stored (by default the running count).
     store : ActivationStore, path, URL or zarr Store
-        Where to write: a local directory (created if missing), an fsspec
-        URL (``s3://bucket/run.zarr``, ``gs://...``, ``memory://...``) or a
-        zarr ``Store``.
+        A local directory (created if missing), an fsspec URL
+        (``s3://bucket/run.zarr``, ``memory://...``) or a zarr ``Store``.
     split, batch_size, max_samples, class_names, keep_inputs, resume, overwrite, dtype, compressor, chunk_bytes, predict, progress, durable, allow_other_weights, storage_options
-        The options every capture shares: see :class:`CaptureOptions`.
-        ``batch_size`` is used when ``data`` is ``(X, y)`` or a mapping.
+        See :class:`CaptureOptions`.
     batch_axis : int, optional
-        The batch axis of the inputs (1 for sequence-first models, whose
-        inputs are ``(seq, batch, ...)``); the adapter's ``batch_axis`` by
-        default (0 when it has none). Labels always have the batch first.
+        The batch axis of the inputs (1 for sequence-first models); the
+        adapter's by default, else 0. Labels always have the batch first.
     label_key : str, optional
-        The key of the labels in mapping data or batches, or the label column
-        of a Hugging Face dataset; by default ``"labels"``, else ``"label"``,
-        else no labels.
+        The labels' key in mapping data or batches, or a Hugging Face label
+        column; by default ``"labels"``, else ``"label"``, else no labels.
     input_columns : str or sequence of str, optional
-        The input columns of a Hugging Face dataset: one name (the model's
-        positional input, e.g. ``"pixel_values"``) or several (keyword inputs,
-        e.g. ``["input_ids", "attention_mask"]``). By default every column
-        but the labels and text columns (several as keyword inputs).
+        A Hugging Face dataset's input columns: one name (a positional input)
+        or several (keyword inputs); by default all but labels and text.
 
     Returns
     -------
     ActivationStore
-        The store, with ``split`` complete. When the data ends before the
-        expected count (``len(DataLoader)``...), the split is complete with
-        the samples the data gave, with an :class:`~nnsig_core.NnsigWarning`.
+        The store, with ``split`` complete (with the samples the data gave,
+        and an :class:`~nnsig_core.NnsigWarning`, if it ended early).
 
     Raises
     ------
     CaptureError
         For bad arguments, data or model outputs; the message names the fix.
     StoreError
-        If the split exists and neither ``resume`` nor ``overwrite`` is set, or
-        the model's layers differ from those of the store's other splits.
+        The split exists without ``resume`` or ``overwrite``, or the layers
+        differ from the store's other splits.
     ClaimError
-        Another capture is writing the split (it is named); nothing is changed.
+        Another capture is writing the split; nothing is changed.
     """
     options = CaptureOptions.from_call(locals())
     if not isinstance(adapter, Adapter):
@@ -249,9 +225,9 @@ def capture_arrays(
     store, split, batch_size, **kwargs
         As for :func:`capture`.
     model_class, layer_types
-        Recorded in the store's model summary.
+        Recorded in the model summary.
     inputs : array-like, optional
-        Images to keep as thumbnails (``keep_inputs`` is then implied).
+        Images to keep as thumbnails (implies ``keep_inputs``).
 
     Returns
     -------

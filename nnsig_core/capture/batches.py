@@ -1,10 +1,5 @@
-"""Cutting the user's data into ``(inputs, labels, sample_index)`` batches.
-
-The data forms are those of :func:`~nnsig_core.capture.capture`'s ``data``: ``(X, y)``
-(``X`` an array, a tuple of arrays or a mapping), a mapping holding the labels under
-``label_key``, or an iterable of tuple or mapping batches. The inputs' batch axis is
-``batch_axis``; labels always have the batch first.
-"""
+"""Cutting the user's data (the forms :func:`~nnsig_core.capture.capture` takes) into
+``(inputs, labels, sample_index)`` batches, the inputs along ``batch_axis``."""
 
 from __future__ import annotations
 
@@ -26,8 +21,7 @@ def _is_labels(y: Any) -> bool:
 
 
 def _is_inputs(x: Any) -> bool:
-    """An array, or a non-empty tuple, list or mapping of inputs (nested: a model whose one
-    argument is a tuple takes ``{"x": (a, b)}`` or ``((a, b),)``)."""
+    """An array, or a non-empty (nested) tuple, list or mapping of inputs."""
     if hasattr(x, "shape"):
         return True
     if isinstance(x, Mapping):
@@ -45,8 +39,15 @@ def is_array_pair(data: Any) -> bool:
     )
 
 
-def _is_array_mapping(data: Any) -> bool:
-    return isinstance(data, Mapping) and _is_inputs(data)
+def _arrays(data: Any, batch_axis: int, label_key: str | None) -> tuple[Any, Any, int] | None:
+    """``(X, y, n)`` of array data (``(X, y)`` or a mapping of arrays), else None."""
+    if isinstance(data, Mapping) and _is_inputs(data):
+        X, y = _pop_labels(data, label_key)
+    elif is_array_pair(data):
+        X, y = data
+    else:
+        return None
+    return X, y, _batch_len(X, batch_axis)
 
 
 def _label_key(batch: Mapping[str, Any], label_key: str | None) -> str | None:
@@ -70,12 +71,9 @@ def _pop_labels(batch: Mapping[str, Any], label_key: str | None) -> tuple[dict[s
 
 def n_available(data: Any, batch_axis: int = 0, label_key: str | None = None) -> int | None:
     """How many samples ``data`` holds, when it can tell (arrays, a DataLoader's sampler)."""
-    if is_array_pair(data) or _is_array_mapping(data):
-        if isinstance(data, Mapping):
-            X, y = _pop_labels(data, label_key)
-        else:
-            X, y = data
-        n = _batch_len(X, batch_axis)
+    arrays = _arrays(data, batch_axis, label_key)
+    if arrays is not None:
+        X, y, n = arrays
         if y is not None and len(y) != n:
             rows = f"{n} rows" if batch_axis == 0 else f"{n} samples along axis {batch_axis}"
             raise CaptureError(
@@ -95,41 +93,29 @@ def n_available(data: Any, batch_axis: int = 0, label_key: str | None = None) ->
     return None
 
 
-def iter_batches(
-    data: Any,
-    batch_size: int,
-    start: int = 0,
-    on_skipped: Callable[[int, np.ndarray], None] | None = None,
-    batch_axis: int = 0,
-    label_key: str | None = None,
-    repair: Any = None,
-) -> Iterator[tuple[Any, Any, np.ndarray]]:
+def iter_batches(data: Any, batch_size: int, start: int = 0,
+                 on_skipped: Callable[[int, np.ndarray], None] | None = None, batch_axis: int = 0,
+                 label_key: str | None = None,
+                 repair: Any = None) -> Iterator[tuple[Any, Any, np.ndarray]]:
     """Yield ``(inputs, labels, sample_index)`` from sample ``start`` on.
 
-    ``on_skipped(lo, labels)`` is called with the labels of the samples before
-    ``start`` (a resumed capture checks them against the stored ones).
-    ``repair`` (a :class:`~nnsig_core.capture.repair.Repairs`) is given every whole batch
-    before ``start`` holding rows it re-captures (``repair.wants(lo, hi)``,
-    ``repair.feed(inputs, labels, index, lo)``), cut as the first capture cut them.
+    ``on_skipped(lo, labels)`` gets the labels of the samples before ``start`` (a resume
+    checks them); ``repair`` (:class:`~nnsig_core.capture.repair.Repairs`) is fed the
+    batches before ``start`` holding rows it re-captures, cut as the first capture cut them.
     """
-    if is_array_pair(data) or _is_array_mapping(data):
-        if isinstance(data, Mapping):
-            X, y = _pop_labels(data, label_key)
-        else:
-            X, y = data
-        n = _batch_len(X, batch_axis)
+    arrays = _arrays(data, batch_axis, label_key)
+    if arrays is not None:
+        X, y, n = arrays
         if on_skipped is not None and y is not None and start > 0:
             on_skipped(0, np.asarray(y[:start]))
         for lo in range(0, start, batch_size) if repair is not None else ():
             hi = min(lo + batch_size, n)
             if repair.wants(lo, hi):
-                rows = slice(lo, hi)
-                repair.feed(_cut(X, rows, batch_axis), None if y is None else y[lo:hi],
+                repair.feed(_cut(X, slice(lo, hi), batch_axis), None if y is None else y[lo:hi],
                             np.arange(lo, hi, dtype=np.int64), lo)
         for lo in range(start, n, batch_size):
             hi = min(lo + batch_size, n)
-            rows = slice(lo, hi)
-            yield (_cut(X, rows, batch_axis), None if y is None else y[lo:hi],
+            yield (_cut(X, slice(lo, hi), batch_axis), None if y is None else y[lo:hi],
                    np.arange(lo, hi, dtype=np.int64))
         return
     if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
@@ -255,7 +241,6 @@ def _cut(x: Any, rows: slice, axis: int = 0) -> Any:
 
 
 def _is_input_sequence(x: Any) -> bool:
-    """A tuple or list of per-input arrays (several model inputs, possibly nested: ``((a, b),)``
-    is one argument that is a tuple), not a list of labels."""
+    """A (nested) tuple or list of per-input arrays, not a list of labels."""
     return (isinstance(x, (tuple, list)) and len(x) > 0
             and (hasattr(x[0], "shape") or _is_input_sequence(x[0])))

@@ -1,10 +1,5 @@
-"""Whole chunks of a capture: encoded as zarr encodes them, written through the store or to files.
-
-:class:`ChunkEncoder` encodes a whole, aligned chunk with the array's own codecs, byte
-for byte what zarr writes; :func:`write_chunks` writes them to a local store's files or
-through the store's async ``set`` (``docs/design.md``, "Writing"). Arrays of other codecs
-or chunking get ``None`` from :meth:`ChunkEncoder.for_array` and go through zarr.
-"""
+"""Whole chunks of a capture, encoded byte for byte as zarr would and written to a local
+store's files or through the store's async ``set`` (``docs/design.md``, "Writing")."""
 
 from __future__ import annotations
 
@@ -37,7 +32,7 @@ EncodedChunk = tuple[str, list[Any]]
 
 
 class ChunkEncoder:
-    """Encodes whole chunks of one array exactly as zarr would (see the module docstring)."""
+    """Encodes whole chunks of one array exactly as zarr would."""
 
     def __init__(self, array: zarr.Array, compressor: Any, checksum: bool) -> None:
         self.array = array
@@ -84,12 +79,8 @@ class ChunkEncoder:
         return f"{self.prefix}/{chunk_key}" if self.prefix else chunk_key
 
     def encode(self, lo: int, block: np.ndarray) -> list[EncodedChunk]:
-        """Encode rows ``lo : lo + len(block)``; ``lo`` must start a chunk.
-
-        ``block`` holds whole chunks, except that the last chunk of the array
-        may be partial (it is padded with the fill value, as zarr stores edge
-        chunks).
-        """
+        """Encode rows ``lo : lo + len(block)`` (``lo`` starts a chunk; the array's last
+        chunk may be partial, padded with the fill value as zarr does)."""
         if lo % self.chunk_rows:
             raise ValueError(f"row {lo} does not start a chunk of {self.chunk_rows} rows")
         block = np.ascontiguousarray(block, dtype=self.dtype)

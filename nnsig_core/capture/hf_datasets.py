@@ -1,10 +1,5 @@
-"""Hugging Face datasets as capture data: a ``datasets.Dataset`` or ``IterableDataset``,
-read batch by batch.
-
-:func:`as_capture_data` selects the input and label columns first, so other columns are
-never read, and reads batches in the dataset's own format. Nothing here imports
-``datasets``: a dataset is recognised by its class.
-"""
+"""Hugging Face datasets as capture data, read batch by batch in their own format (only
+the input and label columns; ``datasets`` is never imported)."""
 
 from __future__ import annotations
 
@@ -25,12 +20,8 @@ def is_hf_dataset(data: Any) -> bool:
 
 
 class HFBatches:
-    """``(inputs, labels)`` batches of a Hugging Face dataset (see the module doc).
-
-    ``dataset`` is the dataset when its length is known (a ``Dataset``), which
-    capture reads as the expected number of samples; None for an
-    ``IterableDataset``.
-    """
+    """``(inputs, labels)`` batches of a Hugging Face dataset; ``dataset`` is the dataset
+    when its length is known (capture's expected count), else None."""
 
     def __init__(self, data: Any, *, batch_size: int, inputs: list[str], positional: bool,
                  label: str | None) -> None:
@@ -51,14 +42,8 @@ class HFBatches:
 
 def as_capture_data(data: Any, *, batch_size: int, input_columns: str | Sequence[str] | None,
                     label_column: str | None) -> tuple[Any, list[str] | None]:
-    """``data`` as capture reads it, and the class names of a ``ClassLabel`` label column (or None).
-
-    A Hugging Face dataset becomes :class:`HFBatches` of ``batch_size`` rows; anything else is
-    returned as it is (``input_columns`` is then refused: it names dataset columns).
-    ``input_columns`` and ``label_column`` are :func:`~nnsig_core.capture.capture`'s
-    ``input_columns`` and ``label_key``. Raises :class:`CaptureError` for a column the dataset
-    does not have, or no input column; the message lists the dataset's columns.
-    """
+    """``data`` as capture reads it (a Hugging Face dataset as :class:`HFBatches`), and the
+    class names of a ``ClassLabel`` label column (or None)."""
     if not is_hf_dataset(data):
         if input_columns is not None:
             raise CaptureError(
@@ -116,10 +101,8 @@ def _is_text(feature: Any) -> bool:
 
 
 def _stacked(values: Any, column: str) -> Any:
-    """A batch of one column as one array: tensors and arrays as they come (the dataset's
-    format), Python lists (no format; images) stacked into a NumPy array. The datasets
-    library stacks a column only when its values have one shape; otherwise it gives a list
-    (or an array of objects), refused here."""
+    """A batch of one column as one array: tensors and arrays as they come, Python lists
+    stacked; values of several shapes are refused."""
     if isinstance(values, np.ndarray) and values.dtype.kind == "O":
         raise _ragged(column)
     if not isinstance(values, list):

@@ -35,58 +35,52 @@ def default_predict(outputs: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class CaptureOptions:
     """The options of every capture (:func:`~nnsig_core.capture.capture`,
-    :func:`~nnsig_core.distributed.capture_distributed`, which take them as
-    keyword parameters and build this), checked when created.
+    :func:`~nnsig_core.distributed.capture_distributed`), checked when created.
 
     Parameters
     ----------
     split : str
-        Name of the split (``"train"``, ``"test"``, any name of letters,
-        digits, ``_ . -``; names ending in ``.tokens`` are reserved).
+        Name of the split (letters, digits, ``_ . -``; names ending in
+        ``.tokens`` are reserved).
     batch_size : int
-        Rows per forward pass. ``capture`` uses it when the data is ``(X, y)``
-        or a mapping of arrays (an iterable of batches brings its own);
-        ``capture_distributed`` cuts each shard into batches of this size.
+        Rows per forward pass, for array data (an iterable of batches brings
+        its own) and the shards of ``capture_distributed``.
     max_samples : int, optional
         Stop after this many samples.
     class_names : sequence of str, optional
         Names of the classes, index = label (one per class, no duplicate).
     keep_inputs : bool
-        Also store small uint8 thumbnails of image inputs (at most 32 pixels
-        a side, per-sample min-max scaled) for the viewer.
+        Also store uint8 thumbnails of image inputs (at most 32 pixels a side)
+        for the viewer.
     resume : bool
-        Continue an interrupted capture of ``split`` from its last chunk
-        recorded as written, and capture again exactly the rows whose chunks
-        ``nnsig verify`` finds missing or damaged (whole chunks, written byte
-        for byte as before; the split records them as ``capture.repaired``).
-        The data must come in the same order as before (checked against the
-        stored labels), with the same ``keep_inputs`` and ``dtype``.
+        Continue an interrupted capture from its last chunk written, and
+        capture again the rows whose chunks ``nnsig verify`` finds missing or
+        damaged (recorded as ``capture.repaired``). The data must come in the
+        same order (checked against the stored labels), with the same
+        ``keep_inputs`` and ``dtype``.
     overwrite : bool
         Replace an existing split of that name.
     dtype : {"float32", "float16"}
         Storage type of activations.
     compressor : None, "lz4", "zstd" or a zarr codec
-        ``None`` (the default, chosen by measurement: see
-        ``benchmarks/bench_capture.py``) stores raw bytes; ``"lz4"`` is Blosc
-        LZ4 with bit shuffle, the fastest codec; ``"zstd"`` the smallest.
+        ``None`` (measured fastest: ``benchmarks/bench_capture.py``) stores
+        raw bytes; ``"lz4"`` is Blosc LZ4 with bit shuffle; ``"zstd"`` the
+        smallest.
     chunk_bytes : int
-        Target size of one chunk (uncompressed) of the widest layer; every
-        array of the split is chunked with the same number of rows.
+        Target size of one chunk of the widest layer; every array of the split
+        has the same chunk rows.
     predict : callable, optional
-        Maps a batch of outputs to predicted classes. Default
-        (:func:`default_predict`): ``argmax`` over the last axis, or
-        ``output > 0`` for a single logit.
+        Maps a batch of outputs to predicted classes (default:
+        :func:`default_predict`).
     progress : bool
         Show a tqdm progress bar.
     durable : bool
-        fsync every chunk file and its directory, and the split's metadata,
-        before the split is marked complete, so a complete split survives a
-        power cut (local stores; object stores are durable once written).
-        Without it a complete split survives a killed process, not a power cut.
+        fsync the chunks, their directories and the metadata before the split
+        is marked complete, so it survives a power cut, not only a killed
+        process (local stores).
     allow_other_weights : bool or str
-        The model's weights are fingerprinted (adapters that can) and recorded
-        with the split; resuming a split, or adding one to a store, with a
-        model whose weights differ is refused unless this is True or a reason
+        Resuming a split, or adding one to a store, with a model whose weights
+        fingerprint differs is refused unless this is True or a reason
         (recorded with the split, e.g. ``"epoch 5 vs epoch 10"``).
     storage_options : dict, optional
         Options of a store URL's fsspec filesystem (endpoint, credentials).
@@ -152,8 +146,8 @@ class CaptureOptions:
         return cls(**{f.name: arguments[f.name] for f in fields(cls) if f.init})
 
     def settings(self, **extra: Any) -> dict[str, Any]:
-        """The ``capture`` record of a new split: these options, nnsig's version, a new
-        capture id and the start time, and ``extra``."""
+        """The ``capture`` record of a new split: these options, nnsig's version, a capture
+        id, the start time and ``extra``."""
         settings = {
             "batch_size": self.batch_size, "max_samples": self.max_samples, "dtype": self.dtype,
             "compressor": codec_description(self.codec), "keep_inputs": bool(self.keep_inputs),
@@ -169,8 +163,7 @@ class CaptureOptions:
 
 
 def _class_names(class_names: Any) -> list[str] | None:
-    """Class names as strings; duplicates refused (the number of classes is checked against
-    the model's outputs and labels once the first batch has run)."""
+    """Class names as strings; duplicates refused."""
     if class_names is None:
         return None
     if isinstance(class_names, (str, bytes)):

@@ -18,8 +18,7 @@ log = logging.getLogger("nnsig")
 
 
 def model_fingerprint(adapter: Any) -> str | None:
-    """The adapter's fingerprint of the model's weights (``model_fingerprint()``, optional in
-    the adapter protocol), or None when it has none."""
+    """The adapter's ``model_fingerprint()`` (optional in the protocol), or None."""
     fingerprint = getattr(adapter, "model_fingerprint", None)
     if not callable(fingerprint):
         return None
@@ -31,13 +30,8 @@ def check_weights(
     store: ActivationStore, split: str, fingerprint: str | None, existing: dict[str, Any] | None,
     allow_other_weights: bool | str,
 ) -> None:
-    """Refuse to resume a split, or add one to a store, with other weights than were recorded.
-
-    An interrupted capture must be continued with the very model it started
-    with; a new split must come from the model of the store's other splits.
-    ``allow_other_weights`` (True or a reason) lifts the second check, never
-    the first unless given too.
-    """
+    """Refuse to resume a split, or add one to a store, with other weights than were recorded
+    (unless ``allow_other_weights``)."""
     if fingerprint is None or allow_other_weights:
         return
     if existing is not None:
@@ -76,13 +70,8 @@ class Plan:
 
 
 def plan_split(store: ActivationStore, o: CaptureOptions) -> Plan:
-    """Decide whether ``o.split`` is created, replaced (``overwrite``) or continued
-    (``resume``).
-
-    An existing split is replaced only once the first batch has run and
-    matched the other splits (by the capture session), so a capture refused
-    early leaves the old split as it was.
-    """
+    """Decide whether ``o.split`` is created, replaced (by the session, once the first batch
+    has matched) or continued."""
     split, max_samples = o.split, o.max_samples
     if split in store.splits:
         if o.overwrite:
@@ -137,12 +126,8 @@ def _spans(ranges: list[tuple[int, int]]) -> str:
 
 
 def rows_to_repair(store: ActivationStore, split: str) -> list[tuple[int, int]]:
-    """The row ranges of ``split`` whose chunks are missing or damaged (``nnsig verify`` of
-    the split), which a resumed capture re-captures.
-
-    StoreError when metadata of the split is damaged or one of its arrays is gone: only
-    ``overwrite=True`` restores those.
-    """
+    """The row ranges of ``split`` whose chunks ``nnsig verify`` finds missing or damaged
+    (a StoreError when its metadata is damaged or an array is gone)."""
     report = store.verify(split=split)
     lost = [p for p in report.problems if p.kind == "metadata" or p.key.endswith("zarr.json")]
     if lost:
@@ -190,8 +175,8 @@ def _check_resume_settings(
 
 def resume_label_check(store: ActivationStore, split: str,
                        repairs: Sequence[tuple[int, int]] = ()) -> Callable[[int, np.ndarray], None]:
-    """A check that the labels of the samples a resumed capture skips are those stored (those
-    of the rows it captures again, ``repairs``, may be lost: they are not compared)."""
+    """A check that the labels of the samples a resume skips are those stored (but those of
+    the ``repairs`` rows, which may be lost)."""
     def check(lo: int, labels: np.ndarray) -> None:
         labels = class_indices(labels).astype(np.int64)
         keep = np.ones(len(labels), dtype=bool)

@@ -1,10 +1,5 @@
-"""A fixed probe set captured at checkpoints of a training run, one split per checkpoint.
-
-:class:`Probe` is framework-neutral: it is given a function that makes an adapter for a
-model. Each :meth:`Probe.capture` writes one split and records the checkpoint with it;
-a step already captured with the same weights is skipped (``docs/design.md``, "The
-probe"). :func:`list_checkpoints` lists a store's checkpoints in step order.
-"""
+"""A fixed probe set captured at checkpoints of a training run, one split per checkpoint
+(``docs/design.md``, "The probe")."""
 
 from __future__ import annotations
 
@@ -49,8 +44,8 @@ def list_checkpoints(store: ActivationStore | str | os.PathLike[str], *,
     Returns
     -------
     list of dict
-        ``{"split", "step", "epoch", "fingerprint", "seconds", "captured"}`` for
-        each complete split that carries a checkpoint record.
+        ``{"split", "step", "epoch", "fingerprint", "seconds", "captured"}`` of
+        each complete split with a checkpoint record.
     """
     store = open_store(store)
     out = []
@@ -65,15 +60,38 @@ def list_checkpoints(store: ActivationStore | str | os.PathLike[str], *,
     return out
 
 
+class Schedule:
+    """When a checkpoint is due: before training, every N epochs, every N steps (the training
+    callbacks' ``every_n_epochs``, ``every_n_steps`` and ``at_start``)."""
+
+    def __init__(self, every_n_epochs: int | None = 1, every_n_steps: int | None = None,
+                 at_start: bool = True) -> None:
+        for name, v in (("every_n_epochs", every_n_epochs), ("every_n_steps", every_n_steps)):
+            if v is not None and int(v) < 1:
+                raise ValueError(f"{name} must be >= 1 or None, not {v}")
+        self.every_n_epochs = every_n_epochs
+        self.every_n_steps = every_n_steps
+        self.at_start = bool(at_start)
+
+    def epoch_due(self, epochs_done: int) -> bool:
+        """Whether a checkpoint is due after ``epochs_done`` whole epochs."""
+        n = self.every_n_epochs
+        return n is not None and n > 0 and epochs_done % int(n) == 0
+
+    def step_due(self, step: int) -> bool:
+        """Whether a checkpoint is due after optimiser step ``step``."""
+        n = self.every_n_steps
+        return n is not None and n > 0 and step > 0 and step % int(n) == 0
+
+
 class Probe:
     """A fixed set of samples captured at checkpoints of a training run into one store.
 
     Parameters
     ----------
     data : tuple of (X, y), mapping of arrays, or iterable of batches
-        The probe set, in any form :func:`~nnsig_core.capture.capture` takes; the
-        same samples in the same order at every checkpoint (an iterable must
-        give the same batches each time it is iterated).
+        The probe set, as :func:`~nnsig_core.capture.capture` takes it: the same
+        samples in the same order at every checkpoint.
     store : ActivationStore, path or URL
         The store every checkpoint goes into.
     make_adapter : callable
@@ -84,11 +102,9 @@ class Probe:
         Rows per forward pass for array data.
     class_names : sequence of str, optional
     keep_inputs : bool
-        Keep thumbnails of image inputs (for the report's exemplars and the
-        timeline's changed samples).
+        Keep thumbnails of image inputs.
     **options
-        Passed on to :func:`~nnsig_core.capture.capture` (``dtype``,
-        ``compressor``, ``storage_options``, ``label_key``...).
+        Passed on to :func:`~nnsig_core.capture.capture`.
 
     Attributes
     ----------
@@ -150,10 +166,9 @@ class Probe:
         Parameters
         ----------
         model : object
-            The model being trained (its adapter runs it in evaluation mode,
-            without gradients, and restores its training mode).
+            The model being trained (its training mode is restored).
         step : int
-            The training step (optimiser steps so far, or any increasing count).
+            The training step (or any increasing count).
         epoch : int or float, optional
             The epoch, recorded with the step.
         **extra
@@ -163,7 +178,7 @@ class Probe:
         -------
         str or None
             The split written, or None when that checkpoint was already in the
-            store with these weights (a resumed run).
+            store with these weights.
         """
         split = checkpoint_split(step, self.prefix)
         store = self._store()

@@ -1,9 +1,5 @@
-"""Repairs: the rows of a split that ``nnsig verify`` finds missing or damaged, re-captured.
-
-A resumed capture skips the batches holding none of those rows (checking their labels)
-and runs the others, cut as the first capture cut them, so every array's chunks of those
-rows are written again byte for byte (``docs/design.md``, "Repairs").
-"""
+"""Repairs: the rows of a split that ``nnsig verify`` finds missing or damaged, re-captured
+whole chunks at a time (``docs/design.md``, "Repairs")."""
 
 from __future__ import annotations
 
@@ -20,9 +16,8 @@ log = logging.getLogger("nnsig")
 
 
 class Repairs:
-    """The row ranges ``[(first, last), ...]`` (whole chunks) of ``session``'s split to capture
-    again, fed the batches that hold them; ``rows`` and ``bytes`` count what is written so far.
-    """
+    """The row ranges ``[(first, last), ...]`` of ``session``'s split to capture again, fed
+    the batches that hold them; ``rows`` and ``bytes`` count what is written."""
 
     def __init__(self, session: Any, ranges: list[tuple[int, int]]) -> None:
         self.session = session

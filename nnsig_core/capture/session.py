@@ -1,8 +1,5 @@
-"""One capture: runs each batch through the adapter, checks it, and feeds the writer.
-
-The split's arrays are created on the first batch, once the captured layers
-and their shapes are known and matched against the store's other splits.
-"""
+"""One capture: runs each batch through the adapter, checks it, and feeds the writer (the
+split's arrays are created on the first batch, once its layers are matched to the store)."""
 
 from __future__ import annotations
 
@@ -17,9 +14,15 @@ from nnsig_core._util import now_iso, to_json_safe
 from nnsig_core._warnings import warn
 from nnsig_core.capture.batches import class_indices
 from nnsig_core.capture.errors import CaptureError
-from nnsig_core.capture.options import CaptureOptions, default_predict
+from nnsig_core.capture.options import CaptureOptions
 from nnsig_core.capture.thumbnails import make_thumbnails
-from nnsig_core.capture.token_split import TokenSpace
+from nnsig_core.capture.token_split import (
+    TokenSpace,
+    layer_records,
+    mark_complete,
+    trim,
+    widest_row,
+)
 from nnsig_core.capture.writer import ChunkWriter
 from nnsig_core.protocol import Adapter
 from nnsig_core.protocol.token_rows import split_token_rows
@@ -62,7 +65,7 @@ class CaptureSession:
         o = options
         self.split, self.class_names, self.keep_inputs = o.split, o.class_names, o.keep_inputs
         self.dtype, self.compressor, self.chunk_bytes = np.dtype(o.dtype), o.codec, o.chunk_bytes
-        self.predict, self.durable = o.predict or default_predict, o.durable
+        self.predict, self.durable = o.predict, o.durable
         self.settings = settings
         self.existing = existing
         self.start = start
@@ -73,7 +76,6 @@ class CaptureSession:
         self.created = False  # this capture created the split's group
         self.batches = 0  # batches handed to the writer
         self._last_recorded = time.monotonic()
-        self.batch_rows: int | None = None
         self.layer_names: list[str] = []
         self.info: dict[str, Any] = {}
         self.has_labels: bool | None = None if existing is None else existing.get("has_labels")
@@ -84,7 +86,6 @@ class CaptureSession:
         #: What a repair re-captured (``Repairs.record()``), recorded as ``capture.repaired``.
         self.repaired: dict[str, Any] | None = None
 
-    # -- per batch
     def process(self, inputs: Any, labels: Any, index: np.ndarray) -> None:
         """Run one batch and hand its rows to the writer (the split's next rows)."""
         rows, token_acts = self.compute(inputs, labels, index)
@@ -98,8 +99,7 @@ class CaptureSession:
 
     def compute(self, inputs: Any, labels: Any,
                 index: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Run one batch and check it: its rows by array key, and its token-level layers
-        (the split's arrays are created on the first batch)."""
+        """Run one batch and check it: its rows by array key, and its token-level layers."""
         n = len(index)
         outputs, acts = self.adapter.run(inputs)
         acts, token_acts = split_token_rows(acts)
@@ -121,7 +121,6 @@ class CaptureSession:
             raise CaptureError("predict(outputs) must return one class per sample.")
 
         if self.writer is None:
-            self.batch_rows = n
             self._create(acts, outputs, inputs, token_acts)
         assert self.writer is not None
         if list(acts.keys()) != self.layer_names:
@@ -192,13 +191,12 @@ class CaptureSession:
             raw = np.asarray(self.adapter.to_numpy(inputs))
         return make_thumbnails(raw)
 
-    # -- array creation
     def _token_info(self) -> dict[str, Any]:
         keep = ("framework", "model", "class_names", "has_labels", "model_fingerprint", "capture")
         return {k: self.info[k] for k in keep if k in self.info}
 
     def _create(self, acts: Mapping[str, np.ndarray], outputs: np.ndarray, inputs: Any,
-                tokens: Mapping[str, Any] | None = None) -> None:
+                tokens: Mapping[str, Any]) -> None:
         if not acts and not tokens:
             raise CaptureError("The adapter captured no layer; select at least one layer.")
         self.layer_names = list(acts.keys())
@@ -214,19 +212,8 @@ class CaptureSession:
                 f"{n_classes} classes ({self.n_outputs} outputs): give one name per class."
             )
         summary = to_json_safe(self.adapter.model_summary())
-        by_name = {d.get("name"): d for d in summary.get("layers", [])}
-        layers = []
-        for name, key in zip(self.layer_names, self.keys, strict=False):
-            meta = dict(by_name.get(name, {}))
-            meta.update(
-                name=name,
-                key=key,
-                shape=list(self.shapes[name]),
-                dtype=self.dtype.name,
-            )
-            meta.setdefault("type", "unknown")
-            meta.setdefault("parameters", 0)
-            layers.append(meta)
+        layers = layer_records(self.layer_names, self.keys, self.shapes, self.dtype,
+                               summary.get("layers", []))
         if self.existing is not None:
             changed = changed_layers(layers, self.existing.get("layers") or [])
             if changed:
@@ -241,16 +228,14 @@ class CaptureSession:
         if tokens:  # checked before anything is created, like the sample-level layers
             self.tokens.prepare(tokens, summary)
 
-        widest = max(
-            [int(np.prod(s, dtype=np.int64)) * self.dtype.itemsize for s in self.shapes.values()]
-            + [self.n_outputs * 4]
-        )
         if self.existing is not None:
             chunk_rows = int(self.existing["capture"]["chunk_rows"])
             self.info = dict(self.existing, n_expected=self.n_expected)
             arrays = self._arrays_to_resume(chunk_rows)
         else:
-            chunk_rows = chunk_rows_for(self.chunk_bytes, widest, self.batch_rows)
+            chunk_rows = chunk_rows_for(self.chunk_bytes,
+                                        widest_row(self.shapes, self.dtype, self.n_outputs),
+                                        len(outputs))
             tshape = None
             if self.keep_inputs:  # before anything is created: non-image inputs fail here
                 tshape = self._thumbs(inputs, np.arange(self.start, self.start + 1)).shape[1:]
@@ -259,16 +244,10 @@ class CaptureSession:
             if stale in self.store.splits and not tokens:
                 self.store.delete(stale)  # the token rows of the split this capture replaces
             self.info = {
-                "complete": False,
-                "n_written": 0,
-                "n_samples": 0,
-                "n_expected": self.n_expected,
-                "framework": getattr(self.adapter, "framework", "unknown"),
-                "model": summary,
-                "layers": layers,
-                "class_names": self.class_names,
-                "has_labels": bool(self.has_labels),
-                "model_fingerprint": self.fingerprint,
+                "complete": False, "n_written": 0, "n_samples": 0, "n_expected": self.n_expected,
+                "framework": getattr(self.adapter, "framework", "unknown"), "model": summary,
+                "layers": layers, "class_names": self.class_names,
+                "has_labels": bool(self.has_labels), "model_fingerprint": self.fingerprint,
                 "capture": self.settings,
             }
             if tokens:
@@ -282,18 +261,11 @@ class CaptureSession:
             self.claim.check()
             arrays = self.store.create_split(self.split, self.info, specs)
             self.created = True
-        self.writer = ChunkWriter(
-            arrays=arrays,
-            chunk_rows=chunk_rows,
-            start_row=self.start,
-            on_written=self._record_written,
-            durable=self.durable,
-        )
+        self.writer = ChunkWriter(arrays=arrays, chunk_rows=chunk_rows, start_row=self.start,
+                                  on_written=self._record_written, durable=self.durable)
 
     def _arrays_to_resume(self, chunk_rows: int) -> dict[str, Any]:
-        """The interrupted split's arrays, refused when one of them is missing (its
-        metadata is gone: the split must be captured again). Missing or damaged chunks of
-        the rows already written are re-captured (:mod:`~nnsig_core.capture.repair`)."""
+        """The interrupted split's arrays (one missing must be captured again)."""
         arrays = self.store.split_arrays(self.split)
         wanted = [*self.keys, "outputs", "labels", "predictions", "sample_index"]
         wanted += ["inputs"] if self.keep_inputs else []
@@ -307,9 +279,7 @@ class CaptureSession:
         return arrays
 
     def _record_written(self, n_written: int) -> None:
-        # Rewriting the split's metadata costs milliseconds, so the written count is
-        # recorded about once a second; it is a lower bound, which is all a resumed
-        # capture needs (it rewrites from the chunk boundary below it).
+        # About once a second: a lower bound is all a resume needs.
         now = time.monotonic()
         if now - self._last_recorded < RECORD_EVERY_S:
             return
@@ -319,7 +289,6 @@ class CaptureSession:
         self.claim.check()
         self.store.write_split_attrs(self.split, self.info)
 
-    # -- end
     def finish(self) -> None:
         if self.existing is not None and self.existing.get("complete"):
             self._finish_repair()
@@ -336,8 +305,7 @@ class CaptureSession:
         if self.n_expected is not None and total < self.n_expected:
             warn(f"The data ended at {total} of {self.n_expected} expected samples; the split "
                  f"holds {total}.")
-            for arr in self.writer.arrays.values():
-                arr.resize((total, *arr.shape[1:]))
+            trim(self.writer.arrays.values(), total)
         self.info.update(
             complete=True,
             n_written=total,
@@ -352,8 +320,7 @@ class CaptureSession:
         log.info("Captured %d samples of split %r into %s", total, self.split, self.store.location)
 
     def _finish_repair(self) -> None:
-        """A complete split whose lost rows were re-captured: it keeps its fingerprint (the
-        rows are those it had), and records the repair."""
+        """A complete split whose lost rows were re-captured records the repair."""
         if self.writer is not None:
             self.writer.close()
         self.info = dict(self.existing or {})
@@ -363,9 +330,7 @@ class CaptureSession:
 
     def _complete_as_is(self) -> None:
         total = self.start
-        for arr in self.store.split_arrays(self.split).values():
-            if arr.shape[0] != total:
-                arr.resize((total, *arr.shape[1:]))
+        trim(self.store.split_arrays(self.split).values(), total)
         self.info = dict(self.existing or {})
         self.info.update(complete=True, n_written=total, n_samples=total,
                          n_expected=self.n_expected if self.n_expected is not None else total)
@@ -374,13 +339,8 @@ class CaptureSession:
         log.info("Split %r had all its %d samples written; marked complete.", self.split, total)
 
     def _mark_complete(self) -> None:
-        """Write the completion mark, after everything it vouches for is on disk (``durable``)."""
         self.claim.check()
-        if self.durable:
-            self.store.sync_split(self.split)
-        self.store.write_split_attrs(self.split, self.info)
-        if self.durable:
-            self.store.sync_split(self.split)
+        mark_complete(self.store, self.split, self.info, self.durable)
 
     def abort(self) -> None:
         self.tokens.abort()
@@ -388,10 +348,9 @@ class CaptureSession:
             self.writer.abort()
 
     def discard_if_empty(self) -> None:
-        """After :meth:`abort`: a split this capture created and handed no batch to the writer
-        (its first batch was refused) is removed, so a refused capture leaves no trace."""
+        """After :meth:`abort`: remove a split this capture created if its first batch was
+        refused, so a refused capture leaves no trace."""
         if self.created and self.batches == 0:
-            # Refused on its first batch: a new split with no row leaves no trace.
             self.store.remove_split(self.split)
             if self.has_tokens and token_split_name(self.split) in self.store.splits:
                 self.store.remove_split(token_split_name(self.split))

@@ -14,10 +14,9 @@ MAX_THUMBNAIL = 32
 def make_thumbnails(x: np.ndarray, max_side: int = MAX_THUMBNAIL) -> np.ndarray:
     """Turn a batch of images into uint8 thumbnails of at most ``max_side`` pixels a side.
 
-    Accepts ``(n, h, w)``, ``(n, 1|3, h, w)``, ``(n, h, w, 1|3)`` and flat
-    ``(n, s*s)`` inputs (reshaped to ``s x s``). Each sample is min-max scaled
-    to 0-255 unless it is already uint8; sides are reduced by block averaging.
-    Returns ``(n, h', w')`` for grey images and ``(n, h', w', 3)`` for colour.
+    Accepts ``(n, h, w)``, ``(n, 1|3, h, w)``, ``(n, h, w, 1|3)`` and flat square
+    ``(n, s*s)`` inputs; each sample is min-max scaled (unless uint8) and block
+    averaged. Returns ``(n, h', w')`` (grey) or ``(n, h', w', 3)`` (colour).
     """
     x = np.asarray(x)
     n = x.shape[0]

@@ -1,19 +1,16 @@
 """The token row space of a capture: layers pooled with ``"tokens"``, one row per token.
 
-A capture whose adapter returns :class:`~nnsig_core.protocol.token_rows.TokenRows`
-writes them to a second split, ``<split>.tokens`` (``store/format.py``), with
-its own chunk writer. Each row holds the token's activations in every
-token-level layer, plus the sample it belongs to (``sample_row`` in
-``<split>``, and that sample's label, prediction, outputs and data-set index)
-and its ``position`` (and input ``token`` id when known). It is a split like any
-other, so the analysis, the signatures, the diagnostics and the report work on
-it unchanged: a token's signature is its cluster in each token-level layer.
+Token rows (:class:`~nnsig_core.protocol.token_rows.TokenRows`) go to a second split,
+``<split>.tokens``, with its own chunk writer: each row holds the token's activations in
+every token-level layer, its sample (``sample_row`` and that sample's label, prediction,
+outputs and index), its ``position`` and ``token`` id. Also the split-writing steps the
+sample-level session shares.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,24 +25,51 @@ from nnsig_core.store.format import chunk_rows_for, layer_key, split_array_specs
 log = logging.getLogger("nnsig")
 
 
+def layer_records(names: Sequence[str], keys: Sequence[str], shapes: Mapping[str, tuple[int, ...]],
+                  dtype: np.dtype, described: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each layer's record in the split: the adapter's description of it, by name, with
+    its key, shape and dtype."""
+    by_name = {d.get("name"): d for d in described}
+    layers = []
+    for name, key in zip(names, keys, strict=True):
+        meta = dict(by_name.get(name, {}))
+        meta.update(name=name, key=key, shape=list(shapes[name]), dtype=dtype.name)
+        meta.setdefault("type", "unknown")
+        meta.setdefault("parameters", 0)
+        layers.append(meta)
+    return layers
+
+
+def widest_row(shapes: Mapping[str, tuple[int, ...]], dtype: np.dtype, n_outputs: int) -> int:
+    """The bytes of the widest row of a split's arrays (which sets the chunk rows)."""
+    return max([int(np.prod(s, dtype=np.int64)) * dtype.itemsize for s in shapes.values()]
+               + [n_outputs * 4])
+
+
+def trim(arrays: Iterable[Any], total: int) -> None:
+    """Resize a split's arrays to the rows written."""
+    for arr in arrays:
+        if arr.shape[0] != total:
+            arr.resize((total, *arr.shape[1:]))
+
+
+def mark_complete(store: ActivationStore, split: str, info: dict[str, Any],
+                  durable: bool) -> None:
+    """Write a split's metadata, with everything it vouches for on disk first (``durable``)."""
+    if durable:
+        store.sync_split(split)
+    store.write_split_attrs(split, info)
+    if durable:
+        store.sync_split(split)
+
+
 class TokenSpace:
-    """Creates and feeds the token row space of one capture (see the module docstring).
+    """Creates and feeds the token row space of one capture; ``base_info()`` gives the
+    attributes shared with the sample-level ``split``."""
 
-    ``split`` is the sample-level split the tokens belong to; ``base_info()`` gives the split
-    attributes shared with it (framework, model summary, class names, capture settings);
-    ``dtype``, ``compressor``, ``chunk_bytes`` and ``durable`` are the capture's.
-    """
-
-    def __init__(
-        self,
-        store: ActivationStore,
-        split: str,
-        dtype: np.dtype,
-        compressor: Any,
-        chunk_bytes: int,
-        base_info: Callable[[], dict[str, Any]],
-        durable: bool = False,
-    ) -> None:
+    def __init__(self, store: ActivationStore, split: str, dtype: np.dtype, compressor: Any,
+                 chunk_bytes: int, base_info: Callable[[], dict[str, Any]],
+                 durable: bool = False) -> None:
         self.store = store
         self.split = split
         self.name = token_split_name(split)
@@ -61,16 +85,9 @@ class TokenSpace:
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.info: dict[str, Any] = {}
 
-    def submit(
-        self,
-        tokens: Mapping[str, TokenRows],
-        outputs: np.ndarray,
-        labels: np.ndarray,
-        predictions: np.ndarray,
-        index: np.ndarray,
-        first_row: int,
-        n_expected: int | None,
-    ) -> None:
+    def submit(self, tokens: Mapping[str, TokenRows], outputs: np.ndarray, labels: np.ndarray,
+               predictions: np.ndarray, index: np.ndarray, first_row: int,
+               n_expected: int | None) -> None:
         """Write the token rows of one batch (``first_row``: the split row of its first sample)."""
         try:
             shared = check_same_tokens(tokens)
@@ -111,39 +128,28 @@ class TokenSpace:
         self.writer.submit(rows)
 
     def prepare(self, tokens: Mapping[str, TokenRows], model: Mapping[str, Any]) -> None:
-        """Describe the token-level layers of the first batch and check them against the store's
-        other token row spaces (StoreError when they differ), before anything is created.
-        """
+        """Describe the first batch's token-level layers and check them against the store's
+        other token row spaces (a StoreError), before anything is created."""
         self.names = list(tokens)
         self.keys = [layer_key(x) for x in self.names]
         self.shapes = {k: tuple(int(s) for s in np.shape(v.values)[1:]) for k, v in tokens.items()}
-        by_name = {d.get("name"): d for d in model.get("token_layers", [])}
-        self.layers = []
-        for name, key in zip(self.names, self.keys, strict=True):
-            meta = dict(by_name.get(name, {}))
-            meta.update(name=name, key=key, shape=list(self.shapes[name]), dtype=self.dtype.name)
-            meta.setdefault("type", "unknown")
-            meta.setdefault("parameters", 0)
-            self.layers.append(meta)
+        self.layers = layer_records(self.names, self.keys, self.shapes, self.dtype,
+                                    model.get("token_layers", []))
         self.store.check_compatible(self.name, self.layers, level="tokens")
 
-    def _create(
-        self, tokens: Mapping[str, TokenRows], n_outputs: int, n: int, rows: int,
-        n_expected: int | None,
-    ) -> None:
+    def _create(self, tokens: Mapping[str, TokenRows], n_outputs: int, n: int, rows: int,
+                n_expected: int | None) -> None:
         info = self.base_info()
         if not self.layers:
             self.prepare(tokens, info.get("model") or {})
-        layers = self.layers
-        widest = max([int(np.prod(s, dtype=np.int64)) * self.dtype.itemsize
-                      for s in self.shapes.values()] + [n_outputs * 4])
+        widest = widest_row(self.shapes, self.dtype, n_outputs)
         chunk_rows = chunk_rows_for(self.chunk_bytes, widest, max(rows, 1))
         per_sample = max(1, -(-rows // max(n, 1)))  # rows of the first batch per sample
         guess = (n_expected or 0) * per_sample  # an estimate; the arrays grow or shrink to fit
         capture = dict(info.get("capture") or {}, chunk_rows=chunk_rows)
         self.info = {
             **info, "complete": False, "n_written": 0, "n_samples": 0, "n_expected": None,
-            "level": "tokens", "parent": self.split, "layers": layers, "capture": capture,
+            "level": "tokens", "parent": self.split, "layers": self.layers, "capture": capture,
         }
         specs = split_array_specs(
             [(x, k, self.shapes[x]) for x, k in zip(self.names, self.keys, strict=True)],
@@ -159,16 +165,10 @@ class TokenSpace:
         """Write the last rows, trim the arrays, mark the token split complete; the row count."""
         assert self.writer is not None
         total = self.writer.close()
-        for arr in self.writer.arrays.values():
-            if arr.shape[0] != total:
-                arr.resize((total, *arr.shape[1:]))
+        trim(self.writer.arrays.values(), total)
         self.info.update(complete=True, n_written=total, n_samples=total, n_expected=total)
         self.info["capture"] = dict(self.info["capture"], finished=now_iso())
-        if self.durable:
-            self.store.sync_split(self.name)
-        self.store.write_split_attrs(self.name, self.info)
-        if self.durable:
-            self.store.sync_split(self.name)
+        mark_complete(self.store, self.name, self.info, self.durable)
         return total
 
     def abort(self) -> None:

@@ -1,10 +1,5 @@
-"""The background writer of a capture.
-
-:class:`ChunkWriter` receives each batch from the capture loop through a
-bounded queue, assembles whole chunks and writes them in order, so disk I/O
-overlaps the next forward pass and memory stays a few batches whatever the
-data set's size. Chunks are encoded and written by :mod:`~nnsig_core.capture.chunks`.
-"""
+"""The background writer of a capture: disk I/O overlaps the next forward pass, and a
+bounded queue keeps memory to a few batches."""
 
 from __future__ import annotations
 
@@ -22,23 +17,13 @@ from nnsig_core.store.errors import StoreError
 
 
 class ChunkWriter:
-    """Background writer: buffers rows into whole chunks and writes them in order.
+    """Buffers rows into whole chunks and writes them in order, in a thread (``submit``
+    blocks while ``max_pending`` batches wait). Only whole chunks are written until
+    ``close``, so the count reported to ``on_written`` is where a resume restarts."""
 
-    ``submit`` blocks when two batches are already waiting, which bounds
-    memory. Only whole chunks are written until ``close``, so the written
-    count reported through ``on_written`` is always a multiple of the chunk
-    length until the last, partial chunk; a resumed capture restarts there.
-    """
-
-    def __init__(
-        self,
-        arrays: dict[str, zarr.Array],
-        chunk_rows: int,
-        start_row: int,
-        on_written: Callable[[int], None],
-        max_pending: int = 2,
-        durable: bool = False,
-    ) -> None:
+    def __init__(self, arrays: dict[str, zarr.Array], chunk_rows: int, start_row: int,
+                 on_written: Callable[[int], None], max_pending: int = 2,
+                 durable: bool = False) -> None:
         self.arrays = arrays
         self.chunk_rows = chunk_rows
         self.on_written = on_written
