@@ -1,12 +1,8 @@
 """What the scorer's components are standardised on, and which layers form ``combined``.
 
-:class:`ReferenceChoice` is that half of
-:class:`~nnsig_core.diagnostics.scorer.SignatureScorer` (a mixin): at ``fit``,
-from the fit split (a subsample of the training samples scored leave-one-out
-is the *reference*; the fit split's misclassified samples of the known classes
-are the *target* the layers are chosen on); with :meth:`ReferenceChoice.calibrate`,
-from a held-out validation split of known classes (its correct samples the
-reference, its errors the target).
+:class:`ReferenceChoice`, a mixin of :class:`~nnsig_core.diagnostics.scorer.SignatureScorer`,
+takes the *reference* and the *target* from the fit split (leave-one-out) at ``fit``, or
+from a validation split with :meth:`ReferenceChoice.calibrate`.
 """
 
 from __future__ import annotations
@@ -37,8 +33,7 @@ StoreArg = ActivationStore | str | os.PathLike
 
 
 class KeptComponents(NamedTuple):
-    """The calibration split's components (before the neighbour components are standardised),
-    kept by :meth:`ReferenceChoice.calibrate` for a ``score`` of the same capture."""
+    """The calibration split's unstandardised components, kept for a ``score`` of that capture."""
 
     location: str
     split: str
@@ -87,9 +82,7 @@ class ReferenceChoice:
     def _fit_reference(self, store: ActivationStore, split: str, labels: np.ndarray,
                        preds: np.ndarray, rows: np.ndarray, ids: np.ndarray, dist: Distances,
                        y: np.ndarray, client: ClientArg = False) -> None:
-        """The internal reference (training samples, leave-one-out) and target (the fit split's
-        misclassified samples of the known classes); their neighbour search on ``client``'s
-        cluster when one is given."""
+        """The reference (training samples, leave-one-out) and target (the fit split's errors)."""
         rng = np.random.default_rng(self.random_state)
         ref_pool = np.flatnonzero(np.isin(rows, self.neighbours_.layer(self.layers_[0])
                                           .reference_rows_))
@@ -123,18 +116,14 @@ class ReferenceChoice:
         self.conformal_split_: str | None = None
         self._set_fingerprint(store)
 
-    def _requested(self) -> list[str]:
-        return list(self.components) if self.components is not None else list(SCORES)
-
     def _components(self, nearest: bool) -> list[str]:
-        """The requested components this scorer computes (``class_margin`` needs the distances
-        to the nearest centroids, ``nearest``)."""
-        return [c for c in self._requested() if c != "class_margin" or nearest]
+        """The requested components computed (``class_margin`` needs ``nearest`` distances)."""
+        requested = list(self.components) if self.components is not None else list(SCORES)
+        return [c for c in requested if c != "class_margin" or nearest]
 
     def _fit_validation(self, store: ActivationStore, split: str, nearest: bool,
                         client: ClientArg = None) -> None:
-        """``fit(..., validation_split=split)``: the reference and target come from ``split``
-        alone (:meth:`calibrate`), so the internal one is not computed."""
+        """``fit(..., validation_split=split)``: reference and target from ``split`` alone."""
         self.components_ = self._components(nearest)
         self.reference_ = None
         self.n_misclassified_ = None
@@ -156,28 +145,17 @@ class ReferenceChoice:
             comp, labels, preds = tuned
             self.combiner_ = combiner.fit(comp, labels, preds, self.classes_)
 
-    # ------------------------------------------------------------------ calibration
     def calibrate(self, store: StoreArg, split: str, *, method: str | None = None,
                   client: ClientArg = None) -> Any:
-        """Take the reference and the layers of ``combined`` from a validation split, and
-        calibrate the conformal threshold on a held-out part of it.
+        """Take the reference and the layers of ``combined`` from a validation split of known
+        classes, and calibrate the conformal threshold on a held-out part of it.
 
-        Every label of ``split`` must be one of the analysis's known classes
-        (``classes_``). A share ``conformal_holdout`` of its correctly classified
-        samples (drawn with ``random_state``) is held out of every choice: their
-        ``combined`` scores calibrate the conformal threshold
-        (:meth:`threshold`, :mod:`~nnsig_core.diagnostics.conformal`). The other
-        correct samples become the reference the components are standardised on,
-        and the layers (or, with ``method="rank"``/``"logistic"``, the combination
-        of the components) are chosen to detect its misclassified samples. Never
-        novel classes.
-
-        Raises
-        ------
-        NovelClassError
-            ``split`` holds a label the analysis was not fitted on.
-        MissingLabelsError
-            ``split`` has samples without labels.
+        A share ``conformal_holdout`` of its correct samples (drawn with
+        ``random_state``) is held out of every choice to calibrate
+        :meth:`threshold`; the other correct samples are the reference, and the
+        layers (or the ``method`` combination) are chosen to detect its errors.
+        Raises :class:`NovelClassError` or :class:`MissingLabelsError` on a label
+        that is not a known class.
         """
         self._check_fitted(need_analysis=True)
         return self._calibrate(open_store(store), split, method, client)
@@ -230,9 +208,7 @@ class ReferenceChoice:
         return self
 
     def _conformal_rows(self, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Split the validation split's correct samples: those the reference is standardised
-        on, and ``conformal_holdout`` of them (drawn with ``random_state``) held out of every
-        choice, whose scores calibrate the conformal threshold."""
+        """The correct samples of the reference, and those held out for the conformal threshold."""
         rows = np.flatnonzero(correct)
         n_held = int(np.floor(float(self.conformal_holdout) * rows.size))
         rng = np.random.default_rng(self.random_state)
@@ -240,17 +216,11 @@ class ReferenceChoice:
         held[rng.choice(rows, n_held, replace=False)] = True
         return correct & ~held, held
 
-    # ------------------------------------------------------------------ the threshold
     def threshold(self, alpha: float = 0.05) -> float:
         """The split-conformal threshold of ``combined`` for a false-positive rate ``alpha``
-        on correctly classified inputs like those of the validation split: flag a sample
-        whose ``combined`` score is above it (see :mod:`~nnsig_core.diagnostics.conformal`).
+        on correct inputs like the validation split's: flag a score above it.
 
-        Raises
-        ------
-        NotFittedError
-            The scorer was not calibrated on a validation split (:meth:`calibrate`, or
-            ``validation_split=`` of :func:`~nnsig_core.diagnostics.signature_scores`).
+        Raises :class:`NotFittedError` unless the scorer was calibrated.
         """
         self._check_fitted()
         cal = getattr(self, "conformal_scores_", None)
@@ -262,9 +232,7 @@ class ReferenceChoice:
         return conformal_threshold(cal, alpha)
 
     def _set_fingerprint(self, store: ActivationStore) -> None:
-        """``fingerprint_``: a hash of the settings and of what the scorer was fitted on (the
-        analysis's clusters, the fit split's and the validation split's captures), saved with
-        every score so that a threshold is never taken from scores of another scorer."""
+        """``fingerprint_``: a hash of the settings, the analysis's clusters and the captures."""
         splits = [self.analysis_.fit_split_, getattr(self, "validation_split_", None)]
         what = {
             "params": self.get_params(deep=False),
