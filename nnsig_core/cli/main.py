@@ -1,12 +1,7 @@
 """The ``nnsig`` argument parser and entry point.
 
-Commands: ``info``, ``verify``, ``migrate``, ``analyze``, ``report``, ``view``, ``export``,
-``evaluate`` (implemented in :mod:`nnsig_core.cli.commands`).
-
-Exit status: 0 on success, 1 when the command failed on its input (missing
-store, unknown analysis...), 2 for usage errors (argparse's convention), 130
-when interrupted. Errors are one line on stderr; ``--debug`` shows the
-traceback.
+Exit status: 0 on success, 1 when the command failed on its input, 2 for usage errors,
+130 when interrupted. Errors are one line on stderr; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -92,8 +87,7 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
 
 
 def _usage(parse: Callable[[str], object]) -> Callable[[str], object]:
-    """An argparse ``type`` from a parser raising ValueError: a malformed value becomes a usage
-    error (exit status 2, with the parser's message), like any other bad option."""
+    """An argparse ``type`` from a parser raising ValueError (a usage error, exit status 2)."""
     def convert(text: str) -> object:
         try:
             return parse(text)
@@ -105,7 +99,7 @@ def _usage(parse: Callable[[str], object]) -> Callable[[str], object]:
 
 
 def _int_at_least(low: int) -> Callable[[str], int]:
-    """An argparse ``type``: an integer of at least ``low`` (else a usage error, exit 2)."""
+    """An argparse ``type``: an integer of at least ``low``."""
     def convert(text: str) -> int:
         try:
             value = int(text)
@@ -171,18 +165,10 @@ def _store_and_analysis(p: argparse.ArgumentParser, analysis_help: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``nnsig`` command.
-
-    Returns
-    -------
-    argparse.ArgumentParser
-        Parsed arguments carry ``func``, the :mod:`~nnsig_core.cli.commands`
-        function that runs the chosen subcommand.
-    """
-    parser = argparse.ArgumentParser(
-        prog="nnsig",
-        description="Inspect activation stores, analyse layer signatures, write and view reports.",
-    )
+    """The argument parser of the ``nnsig`` command; parsed arguments carry ``func``, the
+    :mod:`~nnsig_core.cli.commands` function of the subcommand."""
+    parser = argparse.ArgumentParser(prog="nnsig", description="Inspect activation stores, "
+                                     "analyse layer signatures, write and view reports.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
@@ -198,13 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
         cmd[name] = sub.add_parser(name, help=help_, description=description)
         cmd[name].set_defaults(func=func, command_parser=cmd[name])
 
-    p = cmd["info"]
-    p.add_argument("store", help="path of the store (a .zarr directory)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
-
-    p = cmd["verify"]
-    p.add_argument("store", help="path of the store (a .zarr directory)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    for p in (cmd["info"], cmd["verify"]):
+        p.add_argument("store", help="path of the store (a .zarr directory)")
+        p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     p = cmd["migrate"]
     p.add_argument("store", help="path or URL of the store")
@@ -296,8 +278,7 @@ class _OneLineFormatter(logging.Formatter):
 
 @contextlib.contextmanager
 def _warnings_logged() -> Iterator[None]:
-    """Show each :class:`NnsigWarning` as one line of the ``nnsig`` logger (``nnsig: ...`` on
-    stderr, above a running progress bar); other warnings are shown as Python shows them."""
+    """Each :class:`NnsigWarning` as one line of the ``nnsig`` logger; others as Python does."""
     with warnings.catch_warnings():
         shown = warnings.showwarning
 
@@ -313,18 +294,9 @@ def _warnings_logged() -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``nnsig`` command.
+    """Run the ``nnsig`` command on ``argv`` (default: ``sys.argv[1:]``); the exit status.
 
-    Parameters
-    ----------
-    argv : sequence of str, optional
-        The arguments (default: ``sys.argv[1:]``).
-
-    Returns
-    -------
-    int
-        The exit status: 0 success, 1 error (one line on stderr), 130
-        interrupted. Usage errors exit with 2 through argparse's ``SystemExit``.
+    Usage errors exit with 2 through argparse's ``SystemExit``.
     """
     from tqdm.contrib.logging import logging_redirect_tqdm
 

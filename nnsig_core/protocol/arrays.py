@@ -56,7 +56,7 @@ class ArrayAdapter:
         self.layer_types = dict(layer_types or {})
 
     def run(self, inputs: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """The outputs and activations (as :meth:`Adapter.run`) at the positions ``inputs`` (1-D)."""
+        """The outputs and activations (as :meth:`Adapter.run`) at the positions ``inputs``."""
         idx = np.asarray(inputs)
         if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
             raise TypeError("ArrayAdapter.run expects a 1-D array of sample positions; "

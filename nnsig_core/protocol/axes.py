@@ -66,6 +66,10 @@ class Layout:
             return tuple(range(2, 2 + self.positions))
         return tuple(range(1, 1 + self.positions))
 
+    @property
+    def channel_axis(self) -> int:
+        return 1 if self.channels == "first" or self.positions == 0 else 1 + self.positions
+
     def __str__(self) -> str:
         return self.code
 
