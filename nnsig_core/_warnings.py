@@ -33,26 +33,18 @@ def _package_dirs() -> tuple[str, ...]:
 _DIRS: tuple[str, ...] | None = None
 
 
-def find_stack_level() -> int:
-    """The ``stacklevel`` of the first frame outside nnsig's packages (the user's call)."""
+def warn(message: str) -> None:
+    """Raise ``message`` as an :class:`NnsigWarning` at the user's call (the first frame outside
+    nnsig's packages)."""
     global _DIRS
     if _DIRS is None:
         _DIRS = _package_dirs()
     frame = inspect.currentframe()
-    level = 0
+    level = 0  # the nnsig frames from this one up
     try:
-        frame = frame.f_back if frame is not None else None  # this function's caller
-        while frame is not None:
-            fname = os.path.abspath(frame.f_code.co_filename)
-            if not fname.startswith(_DIRS):
-                break
+        while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_DIRS):
             frame = frame.f_back
             level += 1
     finally:
         del frame
-    return max(level, 1)
-
-
-def warn(message: str) -> None:
-    """Raise ``message`` as an :class:`NnsigWarning` at the user's call."""
-    warnings.warn(message, NnsigWarning, stacklevel=find_stack_level() + 1)
+    warnings.warn(message, NnsigWarning, stacklevel=max(level, 1) + 1)

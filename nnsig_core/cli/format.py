@@ -44,8 +44,7 @@ def format_info(summary: dict[str, Any]) -> str:
     for name, s in summary["splits"].items():
         state = "complete" if s["complete"] else (
             f"INCOMPLETE: {s['n_samples']} of {s['n_expected'] or '?'} samples written; "
-            f"resume with capture(..., resume=True)"
-        )
+            f"resume with capture(..., resume=True)")
         out.append("")
         rows_of = (f"token rows of split {s['parent']!r}" if s.get("level") == "tokens"
                    else "samples")
@@ -55,8 +54,7 @@ def format_info(summary: dict[str, Any]) -> str:
         out.append(
             f"  model: {s.get('model_class') or '?'} ({s.get('framework') or '?'}"
             + (f", {params:,} parameters" if params else "")
-            + ")"
-        )
+            + ")")
         if s.get("model_fingerprint"):
             out.append(f"  weights: {s['model_fingerprint']}"
                        + (f" (other weights: {s['other_weights']})" if s.get("other_weights")

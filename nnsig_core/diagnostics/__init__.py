@@ -1,10 +1,7 @@
 """Diagnostics: which inputs does the network get wrong, or not know at all?
 
-Signature-based suspicion scores (:func:`signature_scores`), baselines computed
-on the same model and features (:func:`baseline_scores`), and their
-evaluation on error detection, novelty detection and both
-(:func:`evaluate`). Every score is *higher = more suspicious*; every metric
-takes the suspicious samples as its positive class.
+Signature scores, baselines on the same model and features, and their evaluation on
+error detection, novelty detection and both (higher = more suspicious).
 
 Typical use::
 

@@ -39,17 +39,10 @@ class PathArraysMixin:
                        layers: Sequence[str],
                        nearest: tuple[np.ndarray, np.ndarray] | None) -> None: ...
 
-    def fit_arrays(
-        self,
-        cluster_ids: Any,
-        distances: Any,
-        labels: Any,
-        *,
-        n_clusters: Sequence[int] | None = None,
-        classes: Sequence[int] | None = None,
-        layers: Sequence[str] | None = None,
-        nearest: tuple[Any, Any] | None = None,
-    ) -> Any:
+    def fit_arrays(self, cluster_ids: Any, distances: Any, labels: Any, *,
+                   n_clusters: Sequence[int] | None = None,
+                   classes: Sequence[int] | None = None, layers: Sequence[str] | None = None,
+                   nearest: tuple[Any, Any] | None = None) -> Any:
         """Fit the path components from training signatures given as arrays.
 
         Only the path components exist then, combined by their mean rank on the

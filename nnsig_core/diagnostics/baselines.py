@@ -85,17 +85,9 @@ class Baselines(NnsigParamsMixin, BaseEstimator):
         "random_state": [numbers.Integral, None],
     }
 
-    def __init__(
-        self,
-        *,
-        layer: str | None = None,
-        k: int = 50,
-        threshold: float = 0.0,
-        rcond: float = 1e-6,
-        memory_limit: int | str = DEFAULT_BUDGET,
-        which: Iterable[str] = BASELINES,
-        random_state: int | None = 0,
-    ) -> None:
+    def __init__(self, *, layer: str | None = None, k: int = 50, threshold: float = 0.0,
+                 rcond: float = 1e-6, memory_limit: int | str = DEFAULT_BUDGET,
+                 which: Iterable[str] = BASELINES, random_state: int | None = 0) -> None:
         self.layer = layer
         self.k = k
         self.threshold = threshold

@@ -37,15 +37,13 @@ def check_known_labels(labels: Any, known_classes: Iterable[int], what: str = "v
     if (y < 0).any():
         raise MissingLabelsError(
             f"{int((y < 0).sum())} {what} sample(s) have no label: the combined score is tuned on "
-            "error detection of known classes only, which needs every label. Use a labelled split."
-        )
+            "error detection of known classes only, which needs every label. Use a labelled split.")
     novel = sorted(set(np.unique(y).tolist()) - set(known))
     if novel:
         raise NovelClassError(
             f"The {what} data holds classes {novel} that the analysis was not fitted on "
             f"(fitted classes: {known}). Scores must never be tuned on novel classes: hold out "
-            "a validation split of known classes only (e.g. part of the training classes' data)."
-        )
+            "a validation split of known classes only (e.g. part of the training classes' data).")
     return y
 
 
@@ -94,13 +92,8 @@ class ScoreCombiner(NnsigParamsMixin, BaseEstimator):
         self.components = components
         self.C = C
 
-    def fit(
-        self,
-        reference: Mapping[str, Any],
-        labels: Any = None,
-        predictions: Any = None,
-        known_classes: Iterable[int] | None = None,
-    ) -> ScoreCombiner:
+    def fit(self, reference: Mapping[str, Any], labels: Any = None, predictions: Any = None,
+            known_classes: Iterable[int] | None = None) -> ScoreCombiner:
         """Fit the scales on ``reference`` scores; tune the weights when labels are given.
 
         Parameters
@@ -138,10 +131,8 @@ class ScoreCombiner(NnsigParamsMixin, BaseEstimator):
                 raise ValueError("labels/predictions do not match the reference scores' length.")
             target = y != p
             if target.all() or not target.any():
-                raise ValueError(
-                    "Cannot tune on error detection: the tuning samples are all "
-                    f"{'misclassified' if target.all() else 'correctly classified'}."
-                )
+                raise ValueError("Cannot tune on error detection: the tuning samples are all "
+                                 f"{'misclassified' if target.all() else 'correctly classified'}.")
         if self.method == "logistic":
             if target is None:
                 raise ValueError("method='logistic' needs a target: pass labels, predictions "

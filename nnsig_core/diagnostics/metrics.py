@@ -37,13 +37,11 @@ def _check(scores: Any, positive: Any) -> tuple[np.ndarray, np.ndarray]:
     if not np.isfinite(s).all():
         raise ValueError(
             f"{int((~np.isfinite(s)).sum())} score(s) are NaN or infinite; "
-            "detection metrics need finite scores."
-        )
+            "detection metrics need finite scores.")
     if y.all() or not y.any():
         raise ValueError(
             "Detection metrics need both positives (suspicious samples) and negatives; "
-            f"got {int(y.sum())} positive(s) among {y.size} sample(s)."
-        )
+            f"got {int(y.sum())} positive(s) among {y.size} sample(s).")
     return s, y
 
 
@@ -81,9 +79,8 @@ def detection_metrics(scores: Any, positive: Any) -> dict[str, float]:
     }
 
 
-def task_masks(
-    labels: Any, predictions: Any, known_classes: Iterable[int]
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def task_masks(labels: Any, predictions: Any,
+               known_classes: Iterable[int]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The evaluation tasks of a split: ``{task: (included, positive)}`` masks.
 
     ``error``: labelled samples of ``known_classes``, the misclassified ones
@@ -119,16 +116,9 @@ def task_masks(
     return kept
 
 
-def evaluate(
-    scores: Mapping[str, Any],
-    labels: Any,
-    predictions: Any,
-    known_classes: Iterable[int],
-    *,
-    tasks: Sequence[str] | None = None,
-    as_frame: bool | None = None,
-    layout: str | None = None,
-) -> Any:
+def evaluate(scores: Mapping[str, Any], labels: Any, predictions: Any,
+             known_classes: Iterable[int], *, tasks: Sequence[str] | None = None,
+             as_frame: bool | None = None, layout: str | None = None) -> Any:
     """Every score x task x metric, as a table.
 
     Parameters

@@ -36,13 +36,8 @@ class LegacyScoresError(StoreError):
     """Saved scores were written by nnsig 0.1 (their ``combined`` is another score)."""
 
 
-def save_scores(
-    store: ActivationStore,
-    name: str | None,
-    split: str,
-    scores: Mapping[str, Any],
-    attrs: Mapping[str, Any] | None = None,
-) -> bool:
+def save_scores(store: ActivationStore, name: str | None, split: str, scores: Mapping[str, Any],
+                attrs: Mapping[str, Any] | None = None) -> bool:
     """Write (or replace) ``scores`` next to the analysis ``name``; whether anything was.
 
     Nothing is written, with a warning, when the store is read-only or holds no

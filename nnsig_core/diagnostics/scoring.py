@@ -55,19 +55,11 @@ class Scores(dict):
                 f"fingerprint={self.fingerprint!r})")
 
 
-def signature_scores(
-    analysis: Any,
-    store: StoreArg,
-    split: str,
-    *,
-    validation_split: str | None = None,
-    method: str | None = None,
-    save: bool = False,
-    name: str | None = None,
-    scorer: SignatureScorer | None = None,
-    client: ClientArg = None,
-    **params: Any,
-) -> Scores:
+def signature_scores(analysis: Any, store: StoreArg, split: str, *,
+                     validation_split: str | None = None, method: str | None = None,
+                     save: bool = False, name: str | None = None,
+                     scorer: SignatureScorer | None = None, client: ClientArg = None,
+                     **params: Any) -> Scores:
     """Signature-based suspicion scores of every sample of ``split`` (higher = more suspicious).
 
     Parameters

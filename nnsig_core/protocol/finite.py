@@ -14,8 +14,7 @@ ADAPTER_FIX = "Check the inputs and weights, or pass keep_nonfinite=True to keep
 
 _DEFAULT_FIX = (
     "The model produced NaN or Inf (diverged training, overflow in low precision?); "
-    "fix the model or its inputs."
-)
+    "fix the model or its inputs.")
 
 
 class NonFiniteActivationError(ValueError):

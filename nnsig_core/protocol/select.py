@@ -15,9 +15,6 @@ from typing import Any
 #: One entry of ``layers``: a name, a glob pattern or a class.
 LayerSpec = str | type
 
-#: The characters that make a string a glob pattern for :func:`fnmatch.fnmatchcase`.
-GLOB_CHARS = frozenset("*?[")
-
 
 class LayerSelectionError(ValueError):
     """A layer selection that selects nothing, or a selected layer that cannot be captured."""
@@ -50,7 +47,7 @@ def close_matches(name: str, candidates: Sequence[str], n: int = 5) -> list[str]
 
 def is_glob(spec: str) -> bool:
     """Whether ``spec`` is a glob pattern (holds ``*``, ``?`` or ``[``)."""
-    return any(c in GLOB_CHARS for c in spec)
+    return any(c in "*?[" for c in spec)
 
 
 @dataclass(frozen=True)
@@ -89,15 +86,10 @@ class Selection:
     extra: set[str]
 
 
-def resolve_selection(
-    layers: LayerSpec | Sequence[LayerSpec],
-    candidates: Mapping[str, Any],
-    wording: SelectionWording,
-    *,
-    extra: Collection[str] = (),
-    base: type | tuple[type, ...] | None = None,
-    rename: Callable[[str], str] | None = None,
-) -> Selection:
+def resolve_selection(layers: LayerSpec | Sequence[LayerSpec], candidates: Mapping[str, Any],
+                      wording: SelectionWording, *, extra: Collection[str] = (),
+                      base: type | tuple[type, ...] | None = None,
+                      rename: Callable[[str], str] | None = None) -> Selection:
     """Resolve a ``layers=`` spec against the candidate names of a model.
 
     Each entry is, by precedence: a class (its instances), a candidate's name,
@@ -182,13 +174,11 @@ def _no_instance(spec: type, candidates: Mapping[str, Any], wording: SelectionWo
     present = sorted({type(obj).__name__ for obj in candidates.values()})
     return (
         f"No {wording.item} of {wording.kind} {spec.__name__} in {wording.model}; "
-        f"{wording.kinds} present: {', '.join(present)}."
-    )
+        f"{wording.kinds} present: {', '.join(present)}.")
 
 
 def _no_match(spec: str, names: Sequence[str], wording: SelectionWording) -> str:
     return (
         f"Pattern {spec!r} matches no {wording.item} of {wording.model}; "
         f"{wording.item} names look like: {', '.join(repr(n) for n in names[:8])}"
-        f"{', ...' if len(names) > 8 else ''}."
-    )
+        f"{', ...' if len(names) > 8 else ''}.")

@@ -89,6 +89,5 @@ def check_same_tokens(tokens: Mapping[str, TokenRows]) -> TokenRows | None:
                 f"Token-level layers {first_name!r} and {name!r} have different tokens "
                 f"({len(first)} vs {len(rows)} rows in this batch: another sequence length or "
                 "another mask). Every layer pooled with 'tokens' in one capture shares one row "
-                "per token; capture them separately."
-            )
+                "per token; capture them separately.")
     return first
