@@ -217,22 +217,15 @@ class LayerCombiner(NnsigParamsMixin, BaseEstimator):
     guard : bool
         Add the out-of-range term.
     max_exhaustive : int
-        Up to this many layers every subset is tried; beyond, layers are added
-        greedily (forward selection).
+        Up to this many layers every subset is tried; beyond, forward selection.
 
     Attributes
     ----------
-    layers_ : list of str
-        Every layer, in order.
-    selected_ : list of str
-        :math:`S`.
-    mean_, scale_ : dict of (str, str) to float
-        :math:`\mu, \sigma` per (layer, component).
-    range_ : dict of str to float
-        :math:`M_l`.
-    tuned_ : bool
-    tuning_auroc_ : float or None
-    n_reference_ : int
+    layers_, selected_ : list of str
+        Every layer, in order; :math:`S`.
+    mean_, scale_, range_ : dict
+        :math:`\mu, \sigma` per (layer, component); :math:`M_l` per layer.
+    tuned_, tuning_auroc_, n_reference_
     """
 
     COMPONENTS = ("distance", "margin")

@@ -125,9 +125,7 @@ def evaluate(scores: Mapping[str, Any], labels: Any, predictions: Any,
     ----------
     scores : mapping of str to array-like (n,)
         Score name to per-sample scores (higher = more suspicious, except
-        :data:`LOWER_IS_SUSPICIOUS`: the conformal ``p_value``), e.g. the
-        output of :func:`~nnsig_core.diagnostics.signature_scores` merged with
-        :func:`~nnsig_core.diagnostics.baseline_scores`.
+        :data:`LOWER_IS_SUSPICIOUS`: the conformal ``p_value``).
     labels, predictions : array-like of int (n,)
         True labels (-1 unknown) and predicted classes of the same samples.
     known_classes : iterable of int
@@ -138,9 +136,8 @@ def evaluate(scores: Mapping[str, Any], labels: Any, predictions: Any,
         ``True``: a pandas DataFrame; ``False``: a list of dicts; ``None``
         (default): a DataFrame when pandas is installed, else a list.
     layout : {"wide", "long"} or None
-        ``"wide"``: one row per task and score, one column per metric (the
-        default of a DataFrame: it prints whole); ``"long"``: one row per
-        task, score and metric (tidy; the default of a list).
+        One row per task and score (default of a DataFrame), or per task, score
+        and metric (default of a list).
 
     Returns
     -------
@@ -199,8 +196,7 @@ def summarize(rows: Iterable[Mapping[str, Any]], *, by: Sequence[str] = ("score"
     Parameters
     ----------
     rows : iterable of mapping
-        Tidy rows (e.g. several :func:`evaluate` tables concatenated, with a
-        ``seed`` column).
+        Tidy rows (e.g. several :func:`evaluate` tables with a ``seed`` column).
     by : sequence of str
         The grouping columns, kept in first-seen order.
     as_frame : bool or None
