@@ -2,19 +2,6 @@
 
 Signature scores, baselines on the same model and features, and their evaluation on
 error detection, novelty detection and both (higher = more suspicious).
-
-Typical use::
-
-    from nnsig_core import open_store
-    from nnsig_core.analysis import SignatureAnalysis
-    from nnsig_core import diagnostics as dx
-
-    store = open_store("runs/mnist.zarr", mode="r+")
-    analysis = SignatureAnalysis().fit(store, "train")
-    scores = dx.signature_scores(analysis, store, "test", validation_split="val")
-    scores |= dx.baseline_scores(analysis, store, "test")
-    table = dx.evaluate(scores, store.labels("test"), store.predictions("test"),
-                        analysis.classes_)
 """
 
 from nnsig_core.diagnostics.baselines import BASELINES, Baselines, baseline_scores

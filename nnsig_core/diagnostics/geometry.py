@@ -97,16 +97,8 @@ def block_distances(block: np.ndarray, clusterer: Any, centers: tuple[np.ndarray
     return D[np.arange(D.shape[0]), ids], own, other
 
 
-class _Layers:
-    """What a block needs of a fitted analysis: its layers and clusterers (no caches)."""
-
-    def __init__(self, analysis: Any) -> None:
-        self.layers = list(analysis.layers_)
-        self.clusterers = {n: analysis.clusterers_[n] for n in self.layers}
-
-
 def _distance_part(keep: np.ndarray, preds: np.ndarray, ids: Any, plain: Any, *raws: Any,
-                   lo: int, lite: _Layers, owners: Any, cosine: bool,
+                   lo: int, clusterers: Sequence[Any], owners: Any, cosine: bool,
                    reads: Sequence[LayerRows]) -> dict[str, Any]:
     """A block's kept rows: cluster ids ``(m, L)``, distances ``(m, L, 3)`` (assigned, own,
     other; without layers, the signatures' own ``plain`` and NaN)."""
@@ -116,8 +108,7 @@ def _distance_part(keep: np.ndarray, preds: np.ndarray, ids: Any, plain: Any, *r
     out = np.full((*ids.shape, 3), np.nan)
     if not raws:
         out[:, :, 0] = np.asarray(plain, dtype=np.float64)[keep]
-    for j, raw in enumerate(raws):
-        lc = lite.clusterers[lite.layers[j]]
+    for j, (raw, lc) in enumerate(zip(raws, clusterers, strict=True)):
         centers = centroids(lc, cosine)
         block = reads[j](raw, lo, keep)
         for sl in row_slices(block.shape[0], block.shape[1]):
@@ -138,7 +129,8 @@ def split_distances(analysis: Any, owners: Sequence[dict[int, np.ndarray]] | Non
     layers = list(analysis.layers_) if features else []
     got = map_blocks(_distance_part, [keep, predictions, sigs.cluster_ids, sigs.distances,
                                       *[store.activations(split, n) for n in layers]],
-                     client=client, lite=_Layers(analysis), owners=owners, cosine=bool(cosine),
+                     client=client, clusterers=[analysis.clusterers_[n] for n in layers],
+                     owners=owners, cosine=bool(cosine),
                      reads=[LayerRows(store, split, n) for n in layers])
     d = got["dist"]
     return got["ids"], Distances(d[:, :, 0], d[:, :, 1], d[:, :, 2])

@@ -56,10 +56,8 @@ class SelectionWording:
 
     Parameters
     ----------
-    model : str
-        The model, as in "in {model}".
-    item : str
-        What a candidate is (``"module"``, ``"layer"``).
+    model, item : str
+        The model, as in "in {model}"; what a candidate is (``"module"``, ``"layer"``).
     kind, kinds : str
         What a class is called, singular and plural.
     entries : str
