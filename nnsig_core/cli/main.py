@@ -22,11 +22,8 @@ from nnsig_core.execute.client import connect, parse_scheduler
 
 #: Every subcommand: name -> (function, one-line help, description of its ``--help``).
 _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
-    "info": (
-        commands.cmd_info,
-        "describe a store: splits, layers, shapes, sizes, completeness",
-        "Describe an activation store.",
-    ),
+    "info": (commands.cmd_info, "describe a store: splits, layers, shapes, sizes, completeness",
+             "Describe an activation store."),
     "verify": (
         commands.cmd_verify,
         "read every chunk: report missing or damaged data and the rows to capture again",
@@ -55,11 +52,8 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
         "Write a report directory that opens from disk (file://) with no network. Several "
         "--analysis of one store, or several stores, give a comparison of the runs side by side.",
     ),
-    "view": (
-        commands.cmd_view,
-        "serve a report directory on 127.0.0.1 and open it in the browser",
-        "Serve only the files under DIR, on 127.0.0.1, until interrupted.",
-    ),
+    "view": (commands.cmd_view, "serve a report directory on 127.0.0.1 and open it in the browser",
+             "Serve only the files under DIR, on 127.0.0.1, until interrupted."),
     "export": (
         commands.cmd_export,
         "export signature tables as CSV, JSON, Parquet or Hugging Face datasets, or the "
@@ -75,13 +69,12 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
         "Compute the signature scores of a split (saved next to the analysis) and the "
         "baselines (max softmax, energy, Mahalanobis, k-NN, activation patterns), then "
         "print AUROC, AUPR and FPR at 95% TPR of the default (combined) score and each "
-        "baseline for error detection "
-        "(positives: misclassified samples of known classes), novelty (positives: samples "
-        "of classes the analysis was not fitted on) and both (when there are novel "
-        "classes). The suspicious samples are always the positive class. With "
-        "--validation, the scorer is tuned on that split, a held-out part of it calibrates "
-        "the conformal threshold the report shows, and it is scored and saved too; the "
-        "scorer is saved with the analysis and scores every later split alike.",
+        "baseline for error detection (positives: misclassified samples of known classes), "
+        "novelty (positives: samples of classes the analysis was not fitted on) and both "
+        "(when there are novel classes). The suspicious samples are always the positive "
+        "class. With --validation, the scorer is tuned on that split, a held-out part of it "
+        "calibrates the conformal threshold the report shows, and it is scored and saved too; "
+        "the scorer is saved with the analysis and scores every later split alike.",
     ),
 }
 
