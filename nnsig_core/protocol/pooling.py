@@ -55,10 +55,9 @@ def _empty_message(row: int) -> str:
             "Leave empty sequences out of the data.")
 
 
-def pool_array(
-    a: np.ndarray, mode: Any, layout: Layout | None, mask: np.ndarray | None = None,
-    name: str = "?", fix: str = "pass layout={name: 'NCHW' | 'NHWC' | 'NLC' ...}",
-) -> np.ndarray:
+def pool_array(a: np.ndarray, mode: Any, layout: Layout | None, mask: np.ndarray | None = None,
+               name: str = "?",
+               fix: str = "pass layout={name: 'NCHW' | 'NHWC' | 'NLC' ...}") -> np.ndarray:
     """Pool one batch ``(n, ...)`` per sample with a sample-level ``mode``: ``(n, ...)`` float32.
 
     ``layout`` is ``None`` when unknown; ``mask`` ``(n, L)`` marks the real tokens;
@@ -109,11 +108,9 @@ def pool_array(
     return a.max(axis=axes).astype(np.float32)
 
 
-def token_rows_array(
-    a: np.ndarray, layout: Layout | None, mask: np.ndarray | None = None,
-    token_ids: np.ndarray | None = None, name: str = "?",
-    fix: str = "pass layout={name: 'NLC' ...}",
-) -> TokenRows:
+def token_rows_array(a: np.ndarray, layout: Layout | None, mask: np.ndarray | None = None,
+                     token_ids: np.ndarray | None = None, name: str = "?",
+                     fix: str = "pass layout={name: 'NLC' ...}") -> TokenRows:
     """Every position of every sample a row (``pool="tokens"``), padding left out, in sample
     then position order; ``token_ids`` ``(n, L)`` are recorded when the lengths match."""
     if layout is None:

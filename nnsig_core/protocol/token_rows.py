@@ -59,8 +59,8 @@ class TokenRows:
         return tuple(self.values.shape)
 
 
-def split_token_rows(activations: Mapping[str, object],
-                     ) -> tuple[dict[str, np.ndarray], dict[str, TokenRows]]:
+def split_token_rows(
+        activations: Mapping[str, object]) -> tuple[dict[str, np.ndarray], dict[str, TokenRows]]:
     """Separate an adapter's activations into sample-level arrays and token-level rows
     (keyed by the layer's plain name, without :data:`TOKENS_SUFFIX`)."""
     samples: dict[str, np.ndarray] = {}
