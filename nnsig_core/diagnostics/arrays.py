@@ -5,35 +5,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from nnsig_core._params import validate_params
 from nnsig_core.analysis.errors import MissingLabelsError
+from nnsig_core.diagnostics.calibration import ScorerState
 from nnsig_core.diagnostics.combine import ScoreCombiner, check_known_labels
 from nnsig_core.diagnostics.components import NEIGHBOUR_SCORES, PATH_SCORES
 from nnsig_core.diagnostics.geometry import cluster_owners
 
 
-class PathArraysMixin:
+class PathArraysMixin(ScorerState):
     """``fit_arrays``, ``component_scores`` and ``calibrate_arrays`` of the scorer."""
 
-    # What the estimator this mixes into defines (for the type checker).
-    _nnsig_constraints: ClassVar[dict[str, Any]]
-    components: Sequence[str] | None
-    method: str
-    analysis_: Any
-    neighbours_: Any
-    stats_: Any
-    layer_combiner_: Any
-    combiner_: Any
-    classes_: list[int]
-    n_misclassified_: int | None
-    validation_split_: str | None
-
     if TYPE_CHECKING:
-        def _check_fitted(self, need_analysis: bool = False) -> None: ...
         def _fit_paths(self, ids: np.ndarray, dist: np.ndarray, y: np.ndarray,
                        n_clusters: Sequence[int], classes: Sequence[int],
                        layers: Sequence[str],

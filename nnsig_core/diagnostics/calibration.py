@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -47,19 +48,13 @@ class KeptComponents(NamedTuple):
             self.capture == store.fingerprint(split)
 
 
-class ReferenceChoice:
-    """The reference and the target of a :class:`SignatureScorer` (see the module doc)."""
+class ScorerState:
+    """What :class:`SignatureScorer` defines, declared for the type checker of its mixins."""
 
-    # What the estimator this mixes into defines (for the type checker).
-    components: Any
-    method: str
-    n_reference: int
-    n_neighbors: int
-    conformal_holdout: float
-    random_state: Any
-    classes_: list[int]
-    layers_: list[str]
     _nnsig_constraints: ClassVar[dict[str, Any]]
+    components: Sequence[str] | None
+    method: str
+    classes_: list[int]
     analysis_: Any
     neighbours_: Any
     stats_: Any
@@ -67,12 +62,24 @@ class ReferenceChoice:
     combiner_: Any
     n_misclassified_: int | None
     validation_split_: str | None
+
+    if TYPE_CHECKING:
+        def _check_fitted(self, need_analysis: bool = False) -> None: ...
+
+
+class ReferenceChoice(ScorerState):
+    """The reference and the target of a :class:`SignatureScorer` (see the module doc)."""
+
+    n_reference: int
+    n_neighbors: int
+    conformal_holdout: float
+    random_state: Any
+    layers_: list[str]
     reference_: dict[str, np.ndarray] | None
     _calibration_components: KeptComponents | None
     fingerprint_: str
 
     if TYPE_CHECKING:
-        def _check_fitted(self, need_analysis: bool = False) -> None: ...
         def _aggregate(self, layer: Any) -> dict[str, np.ndarray]: ...
         def _split_components(self, store: ActivationStore, split: str,
                               client: ClientArg = None, aggregate: bool = True) -> Any: ...
