@@ -207,25 +207,10 @@ class LayerCombiner(NnsigParamsMixin, BaseEstimator):
         \text{combined} = \frac{1}{2|S|} \sum_{l \in S} (z_{l,\text{distance}} +
         z_{l,\text{margin}}) + \log\Bigl(1 + \sum_{l} \max(0, z_{l,\text{distance}} - M_l)\Bigr)
 
-    with :math:`S` the non-empty subset of layers that best detects the tuning
-    target (ties: the larger subset; every layer without a target).
-
-    Parameters
-    ----------
-    select_layers : bool
-        Choose :math:`S` on the tuning target (else every layer).
-    guard : bool
-        Add the out-of-range term.
-    max_exhaustive : int
-        Up to this many layers every subset is tried; beyond, forward selection.
-
-    Attributes
-    ----------
-    layers_, selected_ : list of str
-        Every layer, in order; :math:`S`.
-    mean_, scale_, range_ : dict
-        :math:`\mu, \sigma` per (layer, component); :math:`M_l` per layer.
-    tuned_, tuning_auroc_, n_reference_
+    with :math:`S` (``selected_``) the non-empty subset of layers that best detects the
+    tuning target (ties: the larger subset; every layer without a target or
+    ``select_layers``; forward selection beyond ``max_exhaustive`` layers). ``guard``
+    adds the second term.
     """
 
     COMPONENTS = ("distance", "margin")
@@ -250,17 +235,8 @@ class LayerCombiner(NnsigParamsMixin, BaseEstimator):
     def fit(self, reference: Mapping[str, Mapping[str, Any]],
             tuning: Mapping[str, Mapping[str, Any]] | None = None,
             target: Any = None) -> LayerCombiner:
-        """Standardise on ``reference``; choose the layers on ``tuning`` and ``target``.
-
-        Parameters
-        ----------
-        reference : mapping of layer to {"distance": (n,), "margin": (n,)}
-            Component scores of reference samples.
-        tuning : same form, optional
-            Component scores of the tuning samples.
-        target : array-like of bool (m,), optional
-            True for the tuning samples to detect (of known classes only).
-        """
+        """Standardise on ``reference`` (``{layer: {"distance": (n,), "margin": (n,)}}``); choose
+        the layers on ``tuning`` (the same form) to detect ``target`` (m,) bool."""
         self.layers_ = list(reference)
         if not self.layers_:
             raise ValueError("The reference holds no layer.")

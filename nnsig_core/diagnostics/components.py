@@ -124,10 +124,7 @@ def _pvalue(ref: np.ndarray, d: np.ndarray, delta: int) -> np.ndarray:
 
 
 class PathStatistics:
-    """Training statistics of signatures, and the component scores of new signatures.
-
-    The parameters are those of :class:`~nnsig_core.diagnostics.scorer.SignatureScorer`.
-    """
+    """Training statistics of signatures, and the component scores of new signatures."""
 
     def __init__(self, *, alpha: float = 1.0, beta: float = 1.0, distance_combine: str = "fisher",
                  min_cluster_size: int = 5) -> None:
@@ -139,20 +136,8 @@ class PathStatistics:
     def fit(self, ids: np.ndarray, dist: np.ndarray, y: np.ndarray,
             n_clusters: Sequence[int], classes: Sequence[int],
             own: np.ndarray | None = None) -> PathStatistics:
-        """Collect the statistics of the training samples' signatures.
-
-        Parameters
-        ----------
-        ids, dist : ndarray (n, L)
-            Cluster ids and distances to the assigned centroid.
-        y : ndarray (n,)
-            Their classes (all correctly classified).
-        n_clusters, classes : sequence of int
-            Clusters per layer; the known classes.
-        own : ndarray (n, L), optional
-            Distances to the nearest centroid of their own class's clusters
-            (``class_distance``); ``dist`` when not given.
-        """
+        """Collect the statistics of the (correct) training samples' cluster ids and distances
+        ``(n, L)``; ``own``: their distances to their class's nearest centroid (else ``dist``)."""
         ids = np.asarray(ids, dtype=np.int64)
         dist = np.asarray(dist, dtype=np.float64)
         y = np.asarray(y, dtype=np.int64).reshape(-1)
@@ -185,21 +170,9 @@ class PathStatistics:
 
     def scores(self, cluster_ids: Any, distances: Any, predictions: Any, *, loo: bool = False,
                nearest: tuple[Any, Any] | None = None) -> dict[str, np.ndarray]:
-        """The component scores of samples given their signatures.
-
-        Parameters
-        ----------
-        cluster_ids, distances : array-like (n, L)
-            Cluster ids and distances to the assigned centroid.
-        predictions : array-like (n,)
-            Predicted classes.
-        loo : bool
-            The samples are training samples: leave each one's own contribution out.
-        nearest : (array-like (n, L), array-like (n, L)), optional
-            Distances to the nearest centroid of the predicted class's and of
-            another class's clusters; ``class_margin`` needs them, and
-            ``class_distance`` uses ``distances`` without them.
-        """
+        """The component scores of samples given their signatures (``loo``: training samples,
+        each one's own contribution left out); ``nearest``: the distances to the nearest centroid
+        of the predicted class's and another class's clusters (``class_margin`` needs them)."""
         ids = np.asarray(cluster_ids, dtype=np.int64)
         dist = np.asarray(distances, dtype=np.float64)
         c = np.asarray(predictions, dtype=np.int64).reshape(-1)

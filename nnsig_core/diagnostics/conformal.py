@@ -19,20 +19,10 @@ def _calibration(scores: np.ndarray) -> np.ndarray:
 
 
 def conformal_threshold(calibration_scores: np.ndarray, alpha: float) -> float:
-    """The split-conformal threshold: flag a score strictly above it.
+    """The split-conformal threshold at false-positive rate ``alpha``: flag a score above it.
 
-    Parameters
-    ----------
-    calibration_scores : array-like
-        Scores of the calibration samples (non-finite ones are left out).
-    alpha : float
-        Target false-positive rate, in (0, 1).
-
-    Returns
-    -------
-    float
-        The ``ceil((n + 1)(1 - alpha))``-th smallest calibration score, or
-        ``inf`` (nothing flagged) when ``n < 1 / alpha - 1``.
+    The ``ceil((n + 1)(1 - alpha))``-th smallest of the ``n`` finite calibration scores,
+    or ``inf`` (nothing flagged) when ``n < 1 / alpha - 1``.
     """
     if not 0 < float(alpha) < 1:
         raise ValueError(f"alpha must lie in (0, 1); got {alpha!r}.")

@@ -69,11 +69,6 @@ class MahalanobisDistance(NnsigParamsMixin, BaseEstimator):
 
     ``S^+`` drops eigenvalues below ``rcond * max eigenvalue`` (dead ReLU units
     make ``S`` singular).
-
-    Parameters
-    ----------
-    rcond : float
-        Relative eigenvalue cut-off of the pseudo-inverse.
     """
 
     def __init__(self, *, rcond: float = 1e-6) -> None:
@@ -139,15 +134,8 @@ class MahalanobisDistance(NnsigParamsMixin, BaseEstimator):
 
 
 class KNNDistance(NnsigParamsMixin, BaseEstimator):
-    """Distance to the k-th nearest L2-normalised training feature (exact, brute force).
-
-    Parameters
-    ----------
-    k : int
-        Neighbour rank (clipped to the number of training samples).
-    memory_limit : int
-        Bytes of temporary distance matrix per chunk.
-    """
+    """Distance to the ``k``-th nearest L2-normalised training feature (exact, brute force), in
+    chunks of ``memory_limit`` bytes."""
 
     def __init__(self, *, k: int = 50, memory_limit: int = DEFAULT_BUDGET) -> None:
         self.k = k
@@ -203,15 +191,8 @@ def popcount(words: np.ndarray) -> np.ndarray:
 class ActivationPatternMonitor(NnsigParamsMixin, BaseEstimator):
     """``min_{i: y_i = c} Hamming([h > t], [h_i > t])`` to the predicted class ``c``'s patterns.
 
-    The number of units when ``c`` has no training sample. Patterns are
-    bit-packed and compared with XOR and popcount, in chunks within ``memory_limit``.
-
-    Parameters
-    ----------
-    threshold : float
-        A unit is "on" when its activation is above this (0 for ReLU).
-    memory_limit : int
-        Bytes of temporary XOR block per chunk.
+    A unit is "on" above ``threshold``; the number of units when ``c`` has no training
+    sample. Patterns are bit-packed, compared with XOR and popcount within ``memory_limit``.
     """
 
     def __init__(self, *, threshold: float = 0.0, memory_limit: int = DEFAULT_BUDGET) -> None:

@@ -92,20 +92,10 @@ def saved_scores_format(store: ActivationStore, name: str, split: str) -> int:
 
 def load_scores(store: ActivationStore, name: str, split: str,
                 legacy: bool = False, lazy: bool = False) -> dict[str, Any]:
-    """The scores saved by :func:`save_scores` (in the order they were saved).
+    """The scores saved by :func:`save_scores`, in their order (``lazy``: the zarr arrays).
 
-    Parameters
-    ----------
-    legacy : bool
-        Also read scores saved by nnsig 0.1 (with a warning); without it they
-        raise :class:`LegacyScoresError`.
-    lazy : bool
-        Return the zarr arrays instead of reading them.
-
-    Raises
-    ------
-    StoreError
-        No saved scores of ``split``, or they predate the split's last capture.
+    ``legacy`` also reads scores saved by nnsig 0.1 (with a warning), which otherwise
+    raise :class:`LegacyScoresError`.
     """
     g = _scores_group(store, name)
     if g is None or split not in g:
