@@ -30,18 +30,9 @@ log = logging.getLogger("nnsig")
 
 
 class Scores(dict):
-    """The scores of one split (a ``dict`` of ``{name: (n,) float64}``), with their source.
-
-    Attributes
-    ----------
-    split : str
-        The split scored.
-    fingerprint : str
-        The fingerprint of the scorer that gave them.
-    conformal_scores : ndarray or None
-        That scorer's conformal calibration (sorted ``combined`` scores).
-    conformal_split : str or None
-    """
+    """The scores of one ``split`` (a ``dict`` of ``{name: (n,) float64}``), with the
+    ``fingerprint`` of the scorer that gave them and its ``conformal_scores`` (sorted
+    ``combined`` scores, or None) and ``conformal_split``."""
 
     def __init__(self, scores: dict[str, np.ndarray], *, split: str, scorer: SignatureScorer):
         super().__init__(scores)

@@ -88,15 +88,13 @@ def parse_layout(spec: str, ndim: int | None = None) -> Layout:
             raise ValueError(f"layout {spec!r} needs the tensor's number of axes.")
         return Layout("first" if s.lower() == "channels_first" else "last", max(0, ndim - 2))
     up = s.upper().replace("T", "L")
-    for code in LAYOUT_NAMES:
-        if up == code:
-            positions = len(code) - 2
-            channels = "first" if code[1] == "C" or positions == 0 else "last"
-            layout = Layout(channels, positions)
-            if ndim is not None and max(ndim, 2) != layout.ndim:
-                raise ValueError(f"layout {spec!r} describes {layout.ndim}-axis tensors (batch "
-                                 f"included), but this one has {ndim} axes.")
-            return layout
+    if up in LAYOUT_NAMES:
+        positions = len(up) - 2
+        layout = Layout("first" if up[1] == "C" or positions == 0 else "last", positions)
+        if ndim is not None and max(ndim, 2) != layout.ndim:
+            raise ValueError(f"layout {spec!r} describes {layout.ndim}-axis tensors (batch "
+                             f"included), but this one has {ndim} axes.")
+        return layout
     raise ValueError(
         f"Unknown layout {spec!r}: use one of {', '.join(LAYOUT_NAMES)} (N = batch, C = "
         "channels, L = tokens or 1-D positions, H/W/D = spatial), 'channels_first' or "
@@ -169,15 +167,14 @@ def pool_for(pool: Any, names: Sequence[str], default: Any = "auto") -> tuple[An
 
 def layout_for(layout: Any, names: Sequence[str]) -> tuple[str | None, str | None]:
     """The ``layout=`` string given for one capture (``None`` when none), and its key."""
-    value, key, found = _lookup(layout, names)
-    return (value if found else None), key
+    value, key, _ = _lookup(layout, names)  # None when not found
+    return value, key
 
 
 def split_modes(mode: Any) -> tuple[Any, bool, bool]:
     """``(sample-level mode, has a sample-level row, has token rows)`` of one capture's mode."""
     if isinstance(mode, tuple):
-        sample = next(m for m in mode if m != "tokens")
-        return sample, True, True
+        return next(m for m in mode if m != "tokens"), True, True
     if mode == "tokens":
         return None, False, True
     return mode, True, False
