@@ -97,8 +97,8 @@ class PathArraysMixin(ScorerState):
     def calibrate_arrays(self, cluster_ids: Any, distances: Any, labels: Any, predictions: Any, *,
                          method: str | None = None,
                          nearest: tuple[Any, Any] | None = None) -> Any:
-        """Tune the combination of the path components on validation signatures of known
-        classes given as arrays (after :meth:`fit_arrays`)."""
+        """Tune the combination of the path components on validation signatures given as arrays
+        (after :meth:`fit_arrays`); :class:`NovelClassError` unless every label is known."""
         self._check_fitted()
         check_known_labels(labels, self.classes_, "validation")
         comp = self.stats_.scores(cluster_ids, distances, predictions, nearest=nearest)
