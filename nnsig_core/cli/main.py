@@ -152,11 +152,6 @@ def _apply_storage_options(options: Sequence[tuple[str, object]], store: object)
         fsspec.config.conf.setdefault(url.split("://", 1)[0], {}).update(dict(options))
 
 
-def _store_and_analysis(p: argparse.ArgumentParser, analysis_help: str) -> None:
-    p.add_argument("store", help="path of the store")
-    p.add_argument("--analysis", default="default", help=analysis_help)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``nnsig`` command; parsed arguments carry ``func``, the
     :mod:`~nnsig_core.cli.commands` function of the subcommand."""
@@ -180,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (cmd["info"], cmd["verify"]):
         p.add_argument("store", help="path of the store (a .zarr directory)")
         p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    for p in (cmd["export"], cmd["evaluate"]):
+        p.add_argument("store", help="path of the store")
+        p.add_argument("--analysis", default="default", help="saved analysis (default: default)")
 
     p = cmd["migrate"]
     p.add_argument("store", help="path or URL of the store")
@@ -236,7 +234,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-browser", action="store_true", help="only print the address")
 
     p = cmd["export"]
-    _store_and_analysis(p, "saved analysis (default: default)")
     p.add_argument("--split", action="append", default=None, metavar="SPLIT",
                    help="split to export; repeat it for several (default: every complete "
                         "split of the analysis's row level; test with --prototype)")
@@ -249,7 +246,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the prototype's clusters_info.json and clusterized_values.csv")
 
     p = cmd["evaluate"]
-    _store_and_analysis(p, "saved analysis (default: default)")
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
     p.add_argument("--validation", default=None, metavar="SPLIT",
                    help="held-out split of known classes: tunes the combined score and "
