@@ -45,8 +45,12 @@ def package_version() -> str:
 
 def json_default(o: Any) -> Any:
     """``json.dumps(default=...)`` for NumPy scalars and arrays, sets, and anything else as text."""
-    if isinstance(o, (np.bool_, np.integer, np.floating)):
-        return o.item()
+    if isinstance(o, np.bool_):
+        return bool(o)
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
     if isinstance(o, np.ndarray):
         return o.tolist()
     if isinstance(o, (set, frozenset)):
