@@ -108,21 +108,13 @@ if TYPE_CHECKING:  # imported on first use (PEP 562), so `import nnsig_core` sta
     )
 
 _LAZY = {
-    **dict.fromkeys(
-        ["AnalysisError", "Discretizer", "EmptySelectionError", "MissingLabelsError",
-         "SignatureAnalysis", "Signatures", "Timeline", "TooFewSamplesError",
-         "format_summary", "parse_discretizer_spec"],
-        "nnsig_core.analysis",
-    ),
-    **dict.fromkeys(
-        ["PortInUseError", "ReportError", "build_report_data", "serve_report", "show", "write_index",
-         "write_report", "write_report_data"],
-        "nnsig_core.report",
-    ),
-    **dict.fromkeys(
-        ["NovelClassError", "baseline_scores", "evaluate", "signature_scores"],
-        "nnsig_core.diagnostics",
-    ),
+    **dict.fromkeys(["AnalysisError", "Discretizer", "EmptySelectionError", "MissingLabelsError",
+                     "SignatureAnalysis", "Signatures", "Timeline", "TooFewSamplesError",
+                     "format_summary", "parse_discretizer_spec"], "nnsig_core.analysis"),
+    **dict.fromkeys(["PortInUseError", "ReportError", "build_report_data", "serve_report", "show",
+                     "write_index", "write_report", "write_report_data"], "nnsig_core.report"),
+    **dict.fromkeys(["NovelClassError", "baseline_scores", "evaluate", "signature_scores"],
+                    "nnsig_core.diagnostics"),
     "capture_distributed": "nnsig_core.distributed",  # Dask itself is imported when it runs
 }
 

@@ -1,14 +1,9 @@
 """Parameter constraints checked once when ``fit`` starts, in scikit-learn's style.
 
-An estimator declares ``_nnsig_constraints = {"name": [constraint, ...]}``
-and calls :func:`validate_params` at the top of ``fit``; a value is accepted
-when any constraint of its list accepts it. The attribute is nnsig's own, not
-scikit-learn's ``_parameter_constraints`` (whose constraint types are
-scikit-learn's): :class:`NnsigParamsMixin` makes scikit-learn's
-``BaseEstimator._validate_params`` run these checks instead. Constraints are ``None`` (the
-value None), a type (``isinstance``; ``bool`` is never an ``int`` here), an
-:class:`Interval`, :class:`Options` or :class:`Satisfies`. scikit-learn keeps
-its own machinery private, so nnsig keeps this small version of it.
+An estimator declares ``_nnsig_constraints = {"name": [constraint, ...]}`` and calls
+:func:`validate_params` at the top of ``fit``; a value is accepted when any constraint
+of its list accepts it: ``None``, a type (``bool`` is never an ``int`` here), an
+:class:`Interval`, :class:`Options` or :class:`Satisfies`.
 """
 
 from __future__ import annotations
@@ -103,32 +98,19 @@ def _describe(constraint: Any) -> str:
 
 
 def validate_params(estimator: Any, constraints: Mapping[str, Sequence[Any]]) -> None:
-    """Check the estimator's parameters against ``constraints``.
-
-    Raises
-    ------
-    InvalidParameterError
-        Naming the parameter, what it may be, and the value it got.
-    """
+    """Check the estimator's parameters against ``constraints`` (InvalidParameterError)."""
     for name, allowed in constraints.items():
         value = getattr(estimator, name)
         if any(_accepts(c, value) for c in allowed):
             continue
         choices = " or ".join(_describe(c) for c in allowed)
-        raise InvalidParameterError(
-            f"The {name!r} parameter of {type(estimator).__name__} must be {choices}; "
-            f"got {value!r}."
-        )
+        raise InvalidParameterError(f"The {name!r} parameter of {type(estimator).__name__} "
+                                    f"must be {choices}; got {value!r}.")
 
 
 class NnsigParamsMixin:
-    """Base of nnsig's estimators, before scikit-learn's ``BaseEstimator``.
-
-    Their constraints are ``_nnsig_constraints``; ``_parameter_constraints``
-    stays undefined, so scikit-learn's parameter checks (``check_estimator``)
-    skip them, and scikit-learn's ``_validate_params`` runs nnsig's
-    :func:`validate_params` (raising :class:`InvalidParameterError`).
-    """
+    """Base of nnsig's estimators, before ``BaseEstimator``: scikit-learn's ``_validate_params``
+    runs :func:`validate_params` on ``_nnsig_constraints``."""
 
     _nnsig_constraints: ClassVar[Mapping[str, Sequence[Any]]] = {}
 

@@ -1,7 +1,4 @@
-"""Small helpers used across nnsig_core: names, time stamps, versions, JSON, sizes, counts.
-
-Each lives here once; modules import them instead of writing their own.
-"""
+"""Small helpers used across nnsig_core: names, time stamps, versions, JSON, sizes, counts."""
 
 from __future__ import annotations
 
@@ -26,10 +23,8 @@ def check_name(name: Any, what: str, reserved: frozenset[str] = frozenset()) -> 
     one of the ``reserved`` names the store format takes, else raise ``ValueError``."""
     if not isinstance(name, str) or not NAME_PATTERN.match(name) or name in reserved:
         taken = f", and not one of {sorted(reserved)}" if reserved else ""
-        raise ValueError(
-            f"Invalid {what} name {name!r}: use letters, digits, '_', '.', '-' "
-            f"(starting with a letter or digit){taken}."
-        )
+        raise ValueError(f"Invalid {what} name {name!r}: use letters, digits, '_', '.', '-' "
+                         f"(starting with a letter or digit){taken}.")
     return name
 
 
@@ -89,10 +84,8 @@ def parse_bytes(value: int | float | str) -> int:
         m = _SIZE.match(value)
         unit = m.group(2).lower() if m else None
         if not m or unit not in _UNITS:
-            raise ValueError(
-                f"Cannot parse the memory size {value!r}: give bytes (e.g. 500000000) or a "
-                "number with a unit such as '512MiB', '2GiB', '4GB'."
-            )
+            raise ValueError(f"Cannot parse the memory size {value!r}: give bytes (e.g. "
+                             "500000000) or a number with a unit such as '512MiB', '2GiB', '4GB'.")
         n = int(float(m.group(1)) * _UNITS[unit])
     if n < 0:
         raise ValueError(f"memory_limit must be >= 0 bytes, got {value!r}.")

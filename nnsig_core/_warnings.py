@@ -1,17 +1,8 @@
 """nnsig's warning category and how it is raised.
 
-What a user must act on, or should know about their result (a layer whose
-clusters stay empty, classes absent from a split, a split left out of a
-report, a subsample taken to stay within ``memory_limit``...), is raised with
-:func:`warn` as an :class:`NnsigWarning`, so it shows in a script or a
-notebook; progress and information go to the ``nnsig`` logger (which has only
-a ``NullHandler`` until the application adds one).
-
-Filter them as any warning::
-
-    import warnings
-    from nnsig_core import NnsigWarning
-    warnings.simplefilter("ignore", NnsigWarning)
+What a user must act on, or should know about their result, is raised with :func:`warn`
+as an :class:`NnsigWarning` (filter it as any warning); progress and information go to
+the ``nnsig`` logger.
 """
 
 from __future__ import annotations
@@ -42,31 +33,18 @@ def _package_dirs() -> tuple[str, ...]:
 _DIRS: tuple[str, ...] | None = None
 
 
-def find_stack_level() -> int:
-    """The ``stacklevel`` that points at the first frame outside nnsig (the user's call).
-
-    Frames of ``nnsig_core``, ``nnsig_torch`` and ``nnsig_keras`` are skipped;
-    a test module is never skipped.
-    """
+def warn(message: str) -> None:
+    """Raise ``message`` as an :class:`NnsigWarning` at the user's call (the first frame outside
+    nnsig's packages)."""
     global _DIRS
     if _DIRS is None:
         _DIRS = _package_dirs()
     frame = inspect.currentframe()
-    level = 0
+    level = 0  # the nnsig frames from this one up
     try:
-        # Skip this function's frame, then every nnsig frame.
-        frame = frame.f_back if frame is not None else None
-        while frame is not None:
-            fname = os.path.abspath(frame.f_code.co_filename)
-            if not fname.startswith(_DIRS):
-                break
+        while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_DIRS):
             frame = frame.f_back
             level += 1
     finally:
         del frame
-    return max(level, 1)
-
-
-def warn(message: str) -> None:
-    """Raise ``message`` as an :class:`NnsigWarning` at the user's call."""
-    warnings.warn(message, NnsigWarning, stacklevel=find_stack_level() + 1)
+    warnings.warn(message, NnsigWarning, stacklevel=max(level, 1) + 1)

@@ -1,10 +1,8 @@
 """The subcommands of ``nnsig``: ``info``, ``analyze``, ``report``, ``view``, ``export``, ``evaluate``.
 
-Each ``cmd_*`` function takes the parsed arguments, prints its result and
-returns the exit status; errors are raised for :func:`nnsig_core.cli.main.main`
-to print. Only the store is imported here: scikit-learn, the analysis, the
-diagnostics and the report are imported inside the commands that need them,
-so that ``nnsig info`` starts without them (``tests/test_cli.py`` checks it).
+Each ``cmd_*`` function prints its result and returns the exit status; errors are raised
+for :func:`nnsig_core.cli.main.main` to print. Heavy imports happen inside the commands
+that need them, so that ``nnsig info`` starts without scikit-learn.
 """
 
 from __future__ import annotations
@@ -23,13 +21,8 @@ from nnsig_core.store import ActivationStore, StoreError, open_store
 log = logging.getLogger("nnsig")
 
 
-# ---------------------------------------------------------------------------- helpers
 def parse_classes(spec: str | None) -> list[int] | None:
-    """``"0-4"`` -> [0, 1, 2, 3, 4]; ``"1,3,5-6"`` -> [1, 3, 5, 6]; None -> None.
-
-    The classes come sorted, without repeats; ValueError when ``spec`` cannot be read or
-    names no class.
-    """
+    """``"0-4"`` -> [0, 1, 2, 3, 4]; ``"1,3,5-6"`` -> [1, 3, 5, 6] (sorted); None -> None."""
     if spec is None:
         return None
     out: list[int] = []
@@ -60,17 +53,15 @@ def parse_clusters(spec: str) -> int | dict[str, int]:
             {name.strip(): int(k) for name, k in (part.rsplit("=", 1) for part in spec.split(","))}
             if "=" in spec else int(spec))
     except ValueError:
-        raise ValueError(
-            f"Cannot read --clusters {spec!r}: give an int (10) or LAYER=K pairs (fc1=8,fc2=12)."
-        ) from None
+        raise ValueError(f"Cannot read --clusters {spec!r}: give an int (10) or LAYER=K pairs "
+                         "(fc1=8,fc2=12).") from None
     if min(counts.values() if isinstance(counts, dict) else [counts]) < 1:
         raise ValueError(f"--clusters {spec!r}: every layer needs at least 1 cluster.")
     return counts
 
 
 def parse_discretizer(spec: str) -> Any:
-    """``--discretize``: a :class:`~nnsig_core.analysis.Discretizer` from its spec (the analysis
-    is imported only when the option is given)."""
+    """``--discretize``: a :class:`~nnsig_core.analysis.Discretizer` from its spec."""
     from nnsig_core.analysis import parse_discretizer_spec
 
     return parse_discretizer_spec(spec)
@@ -81,22 +72,16 @@ def _load_analysis(store: ActivationStore, name: str) -> Any:
 
     if name not in store.analyses:
         saved = ", ".join(store.analyses) or "none"
-        raise StoreError(
-            f"No analysis named {name!r} in {store.location} (saved: {saved}); "
-            f"run `nnsig analyze {store.location} --name {name}` first."
-        )
+        raise StoreError(f"No analysis named {name!r} in {store.location} (saved: {saved}); "
+                         f"run `nnsig analyze {store.location} --name {name}` first.")
     return SignatureAnalysis.load(store, name)
 
 
-# ---------------------------------------------------------------------------- commands
 def cmd_info(args: argparse.Namespace) -> int:
     """``nnsig info``: describe a store (text, or JSON with ``--json``)."""
     store = open_store(args.store)
     summary = store.summary()
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(format_info(summary))
+    print(json.dumps(summary, indent=2) if args.json else format_info(summary))
     return 0
 
 
@@ -126,19 +111,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     store = open_store(args.store, mode="r+")
     if args.name in store.analyses and not args.overwrite:
-        raise StoreError(
-            f"An analysis named {args.name!r} already exists in {store.location}; "
-            "pass --overwrite to replace it or --name to choose another name."
-        )
-    analysis = SignatureAnalysis(
-        n_clusters=args.clusters,
-        discretizer=args.discretize,
-        only_correct=not args.all_samples,
-        reduce=args.reduce,
-        layers=args.layers,
-        random_state=args.seed,
-        progress=sys.stderr.isatty(),  # progress bars for people, not for logs and pipes
-    )
+        raise StoreError(f"An analysis named {args.name!r} already exists in {store.location}; "
+                         "pass --overwrite to replace it or --name to choose another name.")
+    # Progress bars for people, not for logs and pipes.
+    analysis = SignatureAnalysis(n_clusters=args.clusters, discretizer=args.discretize,
+                                 only_correct=not args.all_samples, reduce=args.reduce,
+                                 layers=args.layers, random_state=args.seed,
+                                 progress=sys.stderr.isatty())
     analysis.fit(store, split=args.fit_split, classes=args.classes)
     analysis.save(store, name=args.name, overwrite=args.overwrite)
     summaries = {split: analysis.summary(store, split) for split in store.splits
@@ -146,8 +125,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summaries, indent=2))
     else:
-        blocks = [format_summary(s) for s in summaries.values()]
-        print("\n\n".join(blocks))
+        print("\n\n".join(format_summary(s) for s in summaries.values()))
         print(f"\nsaved analysis {args.name!r} in {store.location}; "
               f"write the report with: nnsig report {store.location} --analysis {args.name} "
               "--out DIR")
@@ -163,10 +141,9 @@ def _report_runs(stores: Sequence[str], names: Sequence[str]) -> list[tuple[str,
         return [(s, names[0]) for s in stores]
     if len(names) == len(stores):
         return list(zip(stores, names, strict=True))
-    raise ValueError(
-        f"{len(stores)} stores and {len(names)} --analysis: give one store with several "
-        "--analysis, several stores with one --analysis, or one --analysis per store."
-    )
+    raise ValueError(f"{len(stores)} stores and {len(names)} --analysis: give one store with "
+                     "several --analysis, several stores with one --analysis, or one --analysis "
+                     "per store.")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -218,10 +195,8 @@ def cmd_view(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """``nnsig export``: every view of the signatures of the chosen splits (default: every
-    complete split of the analysis's row level) as CSV, JSON, Parquet or Hugging Face datasets
-    (``save_to_disk`` directories), the saved scores of
-    the analysis's scorer in the per-sample files; or the prototype's two files."""
+    """``nnsig export``: every view of the signatures of the chosen splits, with the saved
+    scores of the analysis's scorer; or the prototype's two files."""
     from nnsig_core.diagnostics.persist import saved_score_splits, saved_scorer
 
     store = open_store(args.store)
@@ -246,8 +221,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         record = saved_scorer(store, args.analysis)
         written = []
         for s in splits:
-            scores = (_saved_scores(store, args.analysis, s, record)
-                      if s in scored else None)
+            scores = _saved_scores(store, args.analysis, s, record) if s in scored else None
             written += analysis.signatures(store, s).export(out, format=args.format,
                                                             scores=scores)
     for name in written:
@@ -283,10 +257,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     masks = task_masks(store.labels(args.split), store.predictions(args.split),
                        analysis.classes_)
     if not masks:  # before any scoring: there is nothing to measure the scores against
-        raise ValueError(
-            f"Nothing to evaluate on split {args.split!r}: it has no misclassified samples "
-            "and no samples of classes outside the analysis's fitted classes."
-        )
+        raise ValueError(f"Nothing to evaluate on split {args.split!r}: it has no misclassified "
+                         "samples and no samples of classes outside the analysis's fitted "
+                         "classes.")
     # "both" is error or novelty: the same task as "error" when no sample is of a novel class.
     tasks = [t for t in masks if t != "both" or "novelty" in masks]
     scores = dict(signature_scores(analysis, store, args.split,

@@ -1,12 +1,7 @@
 """The ``nnsig`` argument parser and entry point.
 
-Commands: ``info``, ``verify``, ``migrate``, ``analyze``, ``report``, ``view``, ``export``,
-``evaluate`` (implemented in :mod:`nnsig_core.cli.commands`).
-
-Exit status: 0 on success, 1 when the command failed on its input (missing
-store, unknown analysis...), 2 for usage errors (argparse's convention), 130
-when interrupted. Errors are one line on stderr; ``--debug`` shows the
-traceback.
+Exit status: 0 on success, 1 when the command failed on its input, 2 for usage errors,
+130 when interrupted. Errors are one line on stderr; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -27,11 +22,8 @@ from nnsig_core.execute.client import connect, parse_scheduler
 
 #: Every subcommand: name -> (function, one-line help, description of its ``--help``).
 _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
-    "info": (
-        commands.cmd_info,
-        "describe a store: splits, layers, shapes, sizes, completeness",
-        "Describe an activation store.",
-    ),
+    "info": (commands.cmd_info, "describe a store: splits, layers, shapes, sizes, completeness",
+             "Describe an activation store."),
     "verify": (
         commands.cmd_verify,
         "read every chunk: report missing or damaged data and the rows to capture again",
@@ -60,11 +52,8 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
         "Write a report directory that opens from disk (file://) with no network. Several "
         "--analysis of one store, or several stores, give a comparison of the runs side by side.",
     ),
-    "view": (
-        commands.cmd_view,
-        "serve a report directory on 127.0.0.1 and open it in the browser",
-        "Serve only the files under DIR, on 127.0.0.1, until interrupted.",
-    ),
+    "view": (commands.cmd_view, "serve a report directory on 127.0.0.1 and open it in the browser",
+             "Serve only the files under DIR, on 127.0.0.1, until interrupted."),
     "export": (
         commands.cmd_export,
         "export signature tables as CSV, JSON, Parquet or Hugging Face datasets, or the "
@@ -80,20 +69,18 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
         "Compute the signature scores of a split (saved next to the analysis) and the "
         "baselines (max softmax, energy, Mahalanobis, k-NN, activation patterns), then "
         "print AUROC, AUPR and FPR at 95% TPR of the default (combined) score and each "
-        "baseline for error detection "
-        "(positives: misclassified samples of known classes), novelty (positives: samples "
-        "of classes the analysis was not fitted on) and both (when there are novel "
-        "classes). The suspicious samples are always the positive class. With "
-        "--validation, the scorer is tuned on that split, a held-out part of it calibrates "
-        "the conformal threshold the report shows, and it is scored and saved too; the "
-        "scorer is saved with the analysis and scores every later split alike.",
+        "baseline for error detection (positives: misclassified samples of known classes), "
+        "novelty (positives: samples of classes the analysis was not fitted on) and both "
+        "(when there are novel classes). The suspicious samples are always the positive "
+        "class. With --validation, the scorer is tuned on that split, a held-out part of it "
+        "calibrates the conformal threshold the report shows, and it is scored and saved too; "
+        "the scorer is saved with the analysis and scores every later split alike.",
     ),
 }
 
 
 def _usage(parse: Callable[[str], object]) -> Callable[[str], object]:
-    """An argparse ``type`` from a parser raising ValueError: a malformed value becomes a usage
-    error (exit status 2, with the parser's message), like any other bad option."""
+    """An argparse ``type`` from a parser raising ValueError (a usage error, exit status 2)."""
     def convert(text: str) -> object:
         try:
             return parse(text)
@@ -105,7 +92,7 @@ def _usage(parse: Callable[[str], object]) -> Callable[[str], object]:
 
 
 def _int_at_least(low: int) -> Callable[[str], int]:
-    """An argparse ``type``: an integer of at least ``low`` (else a usage error, exit 2)."""
+    """An argparse ``type``: an integer of at least ``low``."""
     def convert(text: str) -> int:
         try:
             value = int(text)
@@ -165,24 +152,11 @@ def _apply_storage_options(options: Sequence[tuple[str, object]], store: object)
         fsspec.config.conf.setdefault(url.split("://", 1)[0], {}).update(dict(options))
 
 
-def _store_and_analysis(p: argparse.ArgumentParser, analysis_help: str) -> None:
-    p.add_argument("store", help="path of the store")
-    p.add_argument("--analysis", default="default", help=analysis_help)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``nnsig`` command.
-
-    Returns
-    -------
-    argparse.ArgumentParser
-        Parsed arguments carry ``func``, the :mod:`~nnsig_core.cli.commands`
-        function that runs the chosen subcommand.
-    """
-    parser = argparse.ArgumentParser(
-        prog="nnsig",
-        description="Inspect activation stores, analyse layer signatures, write and view reports.",
-    )
+    """The argument parser of the ``nnsig`` command; parsed arguments carry ``func``, the
+    :mod:`~nnsig_core.cli.commands` function of the subcommand."""
+    parser = argparse.ArgumentParser(prog="nnsig", description="Inspect activation stores, "
+                                     "analyse layer signatures, write and view reports.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
@@ -198,13 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
         cmd[name] = sub.add_parser(name, help=help_, description=description)
         cmd[name].set_defaults(func=func, command_parser=cmd[name])
 
-    p = cmd["info"]
-    p.add_argument("store", help="path of the store (a .zarr directory)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
-
-    p = cmd["verify"]
-    p.add_argument("store", help="path of the store (a .zarr directory)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    for p in (cmd["info"], cmd["verify"]):
+        p.add_argument("store", help="path of the store (a .zarr directory)")
+        p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    for p in (cmd["export"], cmd["evaluate"]):
+        p.add_argument("store", help="path of the store")
+        p.add_argument("--analysis", default="default", help="saved analysis (default: default)")
 
     p = cmd["migrate"]
     p.add_argument("store", help="path or URL of the store")
@@ -261,7 +234,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-browser", action="store_true", help="only print the address")
 
     p = cmd["export"]
-    _store_and_analysis(p, "saved analysis (default: default)")
     p.add_argument("--split", action="append", default=None, metavar="SPLIT",
                    help="split to export; repeat it for several (default: every complete "
                         "split of the analysis's row level; test with --prototype)")
@@ -274,7 +246,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the prototype's clusters_info.json and clusterized_values.csv")
 
     p = cmd["evaluate"]
-    _store_and_analysis(p, "saved analysis (default: default)")
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
     p.add_argument("--validation", default=None, metavar="SPLIT",
                    help="held-out split of known classes: tunes the combined score and "
@@ -296,8 +267,7 @@ class _OneLineFormatter(logging.Formatter):
 
 @contextlib.contextmanager
 def _warnings_logged() -> Iterator[None]:
-    """Show each :class:`NnsigWarning` as one line of the ``nnsig`` logger (``nnsig: ...`` on
-    stderr, above a running progress bar); other warnings are shown as Python shows them."""
+    """Each :class:`NnsigWarning` as one line of the ``nnsig`` logger; others as Python does."""
     with warnings.catch_warnings():
         shown = warnings.showwarning
 
@@ -313,18 +283,9 @@ def _warnings_logged() -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``nnsig`` command.
+    """Run the ``nnsig`` command on ``argv`` (default: ``sys.argv[1:]``); the exit status.
 
-    Parameters
-    ----------
-    argv : sequence of str, optional
-        The arguments (default: ``sys.argv[1:]``).
-
-    Returns
-    -------
-    int
-        The exit status: 0 success, 1 error (one line on stderr), 130
-        interrupted. Usage errors exit with 2 through argparse's ``SystemExit``.
+    Usage errors exit with 2 through argparse's ``SystemExit``.
     """
     from tqdm.contrib.logging import logging_redirect_tqdm
 

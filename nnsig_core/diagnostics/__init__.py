@@ -1,23 +1,7 @@
 """Diagnostics: which inputs does the network get wrong, or not know at all?
 
-Signature-based suspicion scores (:func:`signature_scores`), baselines computed
-on the same model and features (:func:`baseline_scores`), and their
-evaluation on error detection, novelty detection and both
-(:func:`evaluate`). Every score is *higher = more suspicious*; every metric
-takes the suspicious samples as its positive class.
-
-Typical use::
-
-    from nnsig_core import open_store
-    from nnsig_core.analysis import SignatureAnalysis
-    from nnsig_core import diagnostics as dx
-
-    store = open_store("runs/mnist.zarr", mode="r+")
-    analysis = SignatureAnalysis().fit(store, "train")
-    scores = dx.signature_scores(analysis, store, "test", validation_split="val")
-    scores |= dx.baseline_scores(analysis, store, "test")
-    table = dx.evaluate(scores, store.labels("test"), store.predictions("test"),
-                        analysis.classes_)
+Signature scores, baselines on the same model and features, and their evaluation on
+error detection, novelty detection and both (higher = more suspicious).
 """
 
 from nnsig_core.diagnostics.baselines import BASELINES, Baselines, baseline_scores

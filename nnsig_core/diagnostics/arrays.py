@@ -1,67 +1,45 @@
 """The path components from signatures given as arrays (no store): a mixin of
 :class:`~nnsig_core.diagnostics.SignatureScorer`.
-
-Only the path components (:mod:`~nnsig_core.diagnostics.components`) exist
-then; the neighbour components and the default ``combined`` score need the
-layers' activations (:meth:`SignatureScorer.fit` on an analysis and a store).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from nnsig_core._params import validate_params
 from nnsig_core.analysis.errors import MissingLabelsError
+from nnsig_core.diagnostics.calibration import ScorerState
 from nnsig_core.diagnostics.combine import ScoreCombiner, check_known_labels
 from nnsig_core.diagnostics.components import NEIGHBOUR_SCORES, PATH_SCORES
 from nnsig_core.diagnostics.geometry import cluster_owners
 
 
-class PathArraysMixin:
+class PathArraysMixin(ScorerState):
     """``fit_arrays``, ``component_scores`` and ``calibrate_arrays`` of the scorer."""
 
-    # Provided by SignatureScorer.
-    # What the estimator this mixes into defines (for the type checker).
-    _nnsig_constraints: ClassVar[dict[str, Any]]
-    components: Sequence[str] | None
-    method: str
-    analysis_: Any
-    neighbours_: Any
-    stats_: Any
-    layer_combiner_: Any
-    combiner_: Any
-    classes_: list[int]
-    n_misclassified_: int | None
-    validation_split_: str | None
-
     if TYPE_CHECKING:
-        def _check_fitted(self, need_analysis: bool = False) -> None: ...
         def _fit_paths(self, ids: np.ndarray, dist: np.ndarray, y: np.ndarray,
                        n_clusters: Sequence[int], classes: Sequence[int],
                        layers: Sequence[str],
                        nearest: tuple[np.ndarray, np.ndarray] | None) -> None: ...
 
-    def fit_arrays(
-        self,
-        cluster_ids: Any,
-        distances: Any,
-        labels: Any,
-        *,
-        n_clusters: Sequence[int] | None = None,
-        classes: Sequence[int] | None = None,
-        layers: Sequence[str] | None = None,
-        nearest: tuple[Any, Any] | None = None,
-    ) -> Any:
-        """Fit the path components from training signatures given as arrays (no store needed).
+    def fit_arrays(self, cluster_ids: Any, distances: Any, labels: Any, *,
+                   n_clusters: Sequence[int] | None = None,
+                   classes: Sequence[int] | None = None, layers: Sequence[str] | None = None,
+                   nearest: tuple[Any, Any] | None = None) -> Any:
+        """Fit the path components from training signatures given as arrays.
+
+        Only the path components exist then, combined by their mean rank on the
+        training samples scored leave-one-out; :meth:`score` and
+        :meth:`calibrate` need :meth:`fit`.
 
         Parameters
         ----------
         cluster_ids, distances : array-like (n, L)
-            Cluster ids and distances to the assigned centroid of the
-            training samples (all correctly classified, of known classes).
+            Of the correctly classified training samples.
         labels : array-like (n,)
             Their classes.
         n_clusters : sequence of int, optional
@@ -72,13 +50,7 @@ class PathArraysMixin:
             Layer names (default ``"0"``, ``"1"``...).
         nearest : (array-like (n, L), array-like (n, L)), optional
             Distances to the nearest centroid of the own and of another class's
-            clusters (``class_distance``, ``class_margin``); without them
-            ``class_margin`` is left out and ``class_distance`` uses ``distances``.
-
-        Only the path components exist then (the neighbour components need the
-        layers' activations: :meth:`fit`), combined by their mean rank on the
-        training samples scored leave-one-out; :meth:`component_scores` works,
-        :meth:`score` and :meth:`calibrate` need :meth:`fit`.
+            clusters; without them ``class_margin`` is left out.
         """
         validate_params(self, self._nnsig_constraints)
         ids = np.asarray(cluster_ids, dtype=np.int64)
@@ -118,20 +90,15 @@ class PathArraysMixin:
     def component_scores(self, cluster_ids: Any, distances: Any, predictions: Any, *,
                          loo: bool = False,
                          nearest: tuple[Any, Any] | None = None) -> dict[str, np.ndarray]:
-        """The path components of samples given their signatures (see
-        :meth:`~nnsig_core.diagnostics.components.PathStatistics.scores`); ``distances`` are
-        in the scorer's geometry."""
+        """The path components of samples given their signatures (``PathStatistics.scores``)."""
         self._check_fitted()
         return self.stats_.scores(cluster_ids, distances, predictions, loo=loo, nearest=nearest)
 
     def calibrate_arrays(self, cluster_ids: Any, distances: Any, labels: Any, predictions: Any, *,
                          method: str | None = None,
                          nearest: tuple[Any, Any] | None = None) -> Any:
-        """Tune the rank or logistic combination of the path components on validation
-        signatures given as arrays (after :meth:`fit_arrays`).
-
-        Raises :class:`NovelClassError` unless every label is a known class.
-        """
+        """Tune the combination of the path components on validation signatures given as arrays
+        (after :meth:`fit_arrays`); :class:`NovelClassError` unless every label is known."""
         self._check_fitted()
         check_known_labels(labels, self.classes_, "validation")
         comp = self.stats_.scores(cluster_ids, distances, predictions, nearest=nearest)

@@ -1,23 +1,10 @@
 """Baseline detectors computed by nnsig on the same model, samples and features as the analysis.
 
-The feature baselines (:mod:`~nnsig_core.diagnostics.detectors`: Mahalanobis,
-k-NN, activation patterns) are fitted on the analysis's fit samples that the
-model classifies correctly, on one layer (by default the last analysed one);
-the logit baselines (max softmax, energy) need only the outputs. Every score
-is *higher = more suspicious*.
-
-Memory: the layer is read chunk by chunk, never whole. The Mahalanobis fit
-accumulates class sums and one ``d x d`` moment; the k-NN reference set and
-the activation patterns are kept in memory, and when the training rows do not
-fit ``memory_limit`` a uniform random subsample of them is used (with a warning), as
-Sun et al. do for ImageNet. Scoring reads the scored split block by block.
-
-What runs where: the fit and the scores are each one kernel on a block of rows
-(:func:`_fit_part`, merged by :func:`_fit_merge`; :func:`_score_part`), run by
-the executor's driver chosen from the client: here, or on a Dask cluster's
-workers, which merge the Mahalanobis class sums and scatter in a tree (float64,
-Chan's update) and send back only the bounded k-NN rows and packed patterns,
-and, when scoring, one float per sample and baseline.
+The feature baselines (Mahalanobis, k-NN, activation patterns) are fitted on one
+layer of the analysis's correctly classified fit samples, read chunk by chunk;
+the fit and the scores are each one kernel on a block of rows (:func:`_fit_part`,
+:func:`_score_part`), run here or on a Dask cluster's workers. See docs/design.md,
+"Diagnostics".
 """
 
 from __future__ import annotations
@@ -71,10 +58,8 @@ class Baselines(NnsigParamsMixin, BaseEstimator):
     rcond : float
         Pseudo-inverse cut-off of the Mahalanobis baseline.
     memory_limit : int or str
-        Budget of memory for the layer's rows: the k-NN reference set and the
-        packed patterns get half of it each at most (a random subsample of
-        the training rows when they do not fit), reads and the chunked
-        searches the rest.
+        Memory budget: the k-NN rows and the packed patterns get half each at
+        most (a random subsample of the training rows beyond).
     which : iterable of str
         Baselines to compute, among :data:`BASELINES`.
     random_state : int or None
@@ -100,17 +85,9 @@ class Baselines(NnsigParamsMixin, BaseEstimator):
         "random_state": [numbers.Integral, None],
     }
 
-    def __init__(
-        self,
-        *,
-        layer: str | None = None,
-        k: int = 50,
-        threshold: float = 0.0,
-        rcond: float = 1e-6,
-        memory_limit: int | str = DEFAULT_BUDGET,
-        which: Iterable[str] = BASELINES,
-        random_state: int | None = 0,
-    ) -> None:
+    def __init__(self, *, layer: str | None = None, k: int = 50, threshold: float = 0.0,
+                 rcond: float = 1e-6, memory_limit: int | str = DEFAULT_BUDGET,
+                 which: Iterable[str] = BASELINES, random_state: int | None = 0) -> None:
         self.layer = layer
         self.k = k
         self.threshold = threshold
@@ -122,10 +99,9 @@ class Baselines(NnsigParamsMixin, BaseEstimator):
     @classmethod
     def from_analysis(cls, analysis: Any, store: StoreArg, *, client: ClientArg = None,
                       **kwargs: Any) -> Baselines:
-        """Baselines fitted on ``analysis``'s fit samples that the model classifies correctly.
+        """Baselines fitted on ``analysis``'s correctly classified fit samples.
 
-        The features are the last analysed layer (``analysis.layers_[-1]``)
-        unless ``layer=`` is given; other keyword arguments go to the constructor.
+        ``layer`` defaults to ``analysis.layers_[-1]``; keyword arguments go to the constructor.
         """
         check_is_fitted(analysis, "clusterers_")
         store = open_store(store)
@@ -139,11 +115,9 @@ class Baselines(NnsigParamsMixin, BaseEstimator):
 
     def fit(self, store: StoreArg, split: str = "train", *, mask: np.ndarray | None = None,
             client: ClientArg = None) -> Baselines:
-        """Fit on the samples of ``split`` where ``mask`` holds.
+        """Fit on the samples of ``split`` where ``mask`` holds (default: the correct ones).
 
-        ``mask`` defaults to the correctly classified labelled samples
-        (:func:`~nnsig_core.analysis.fit_sample_mask`). With a Dask client (given or
-        active) the layer is read on its cluster.
+        With a Dask client (given or active) the layer is read on its cluster.
         """
         validate_params(self, self._nnsig_constraints)
         store = open_store(store)
@@ -197,8 +171,7 @@ class Baselines(NnsigParamsMixin, BaseEstimator):
 
     def score(self, store: StoreArg, split: str, *,
               client: ClientArg = None) -> dict[str, np.ndarray]:
-        """Baseline scores of every sample of ``split``: ``{name: (n,) float64}`` (computed on
-        the Dask cluster of ``client``, given or active, if any)."""
+        """Baseline scores of every sample of ``split``: ``{name: (n,) float64}``."""
         store = open_store(store)
         if "msp" in self.which or "energy" in self.which:
             _check_logits(store, split)
@@ -294,9 +267,7 @@ def _score_part(preds: np.ndarray, logits: Any, raw: Any, *, lo: int, model: Bas
 
 
 def _check_logits(store: ActivationStore, split: str, n_rows: int = 2048) -> None:
-    """Warn when the outputs of ``split`` look like probabilities rather than logits (rows in
-    [0, 1] summing to 1: a model ending in softmax), on which msp and energy are other
-    scores than the published ones."""
+    """Warn when the outputs of ``split`` look like probabilities rather than logits."""
     out = np.asarray(store.outputs(split)[: min(n_rows, store.n_samples(split))],
                      dtype=np.float64)
     if out.ndim != 2 or out.shape[1] < 2 or out.size == 0:
@@ -311,8 +282,8 @@ def _check_logits(store: ActivationStore, split: str, n_rows: int = 2048) -> Non
 
 def _subsample(n: int, cap: int, rng: np.random.Generator, what: str, layer: str,
                used: bool = True) -> np.ndarray:
-    """A mask keeping ``min(n, cap)`` of ``n`` rows, uniformly at random (drawn even for a
-    baseline not computed, so that the next one's draws stay the same)."""
+    """A mask of ``min(n, cap)`` of ``n`` rows at random (drawn even when not ``used``, so the
+    next baseline's draws stay the same)."""
     keep = np.ones(n, dtype=bool)
     cap = max(int(cap), 1)
     if n > cap:
@@ -325,12 +296,9 @@ def _subsample(n: int, cap: int, rng: np.random.Generator, what: str, layer: str
 
 
 def baseline_scores(analysis: Any, store: StoreArg, split: str, **kwargs: Any) -> dict[str, np.ndarray]:
-    """The baselines fitted on ``analysis``'s fit samples (correct ones only) and applied to ``split``.
+    """:meth:`Baselines.from_analysis` (keyword arguments go there) applied to ``split``.
 
-    The features are the last analysed layer (``analysis.layers_[-1]``) unless
-    ``layer=`` is given; other keyword arguments go to :class:`Baselines`.
-    To score several splits, fit a :class:`Baselines` once instead (see
-    :meth:`Baselines.from_analysis`).
+    To score several splits, fit a :class:`Baselines` once instead.
     """
     client = kwargs.pop("client", None)
     return Baselines.from_analysis(analysis, store, client=client, **kwargs).score(

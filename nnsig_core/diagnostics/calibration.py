@@ -1,12 +1,8 @@
 """What the scorer's components are standardised on, and which layers form ``combined``.
 
-:class:`ReferenceChoice` is that half of
-:class:`~nnsig_core.diagnostics.scorer.SignatureScorer` (a mixin): at ``fit``,
-from the fit split (a subsample of the training samples scored leave-one-out
-is the *reference*; the fit split's misclassified samples of the known classes
-are the *target* the layers are chosen on); with :meth:`ReferenceChoice.calibrate`,
-from a held-out validation split of known classes (its correct samples the
-reference, its errors the target).
+:class:`ReferenceChoice`, a mixin of :class:`~nnsig_core.diagnostics.scorer.SignatureScorer`,
+takes the *reference* and the *target* from the fit split (leave-one-out) at ``fit``, or
+from a validation split with :meth:`ReferenceChoice.calibrate`.
 """
 
 from __future__ import annotations
@@ -15,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -37,8 +34,7 @@ StoreArg = ActivationStore | str | os.PathLike
 
 
 class KeptComponents(NamedTuple):
-    """The calibration split's components (before the neighbour components are standardised),
-    kept by :meth:`ReferenceChoice.calibrate` for a ``score`` of the same capture."""
+    """The calibration split's unstandardised components, kept for a ``score`` of that capture."""
 
     location: str
     split: str
@@ -52,19 +48,13 @@ class KeptComponents(NamedTuple):
             self.capture == store.fingerprint(split)
 
 
-class ReferenceChoice:
-    """The reference and the target of a :class:`SignatureScorer` (see the module doc)."""
+class ScorerState:
+    """What :class:`SignatureScorer` defines, declared for the type checker of its mixins."""
 
-    # What the estimator this mixes into defines (for the type checker).
-    components: Any
-    method: str
-    n_reference: int
-    n_neighbors: int
-    conformal_holdout: float
-    random_state: Any
-    classes_: list[int]
-    layers_: list[str]
     _nnsig_constraints: ClassVar[dict[str, Any]]
+    components: Sequence[str] | None
+    method: str
+    classes_: list[int]
     analysis_: Any
     neighbours_: Any
     stats_: Any
@@ -72,12 +62,24 @@ class ReferenceChoice:
     combiner_: Any
     n_misclassified_: int | None
     validation_split_: str | None
+
+    if TYPE_CHECKING:
+        def _check_fitted(self, need_analysis: bool = False) -> None: ...
+
+
+class ReferenceChoice(ScorerState):
+    """The reference and the target of a :class:`SignatureScorer` (see the module doc)."""
+
+    n_reference: int
+    n_neighbors: int
+    conformal_holdout: float
+    random_state: Any
+    layers_: list[str]
     reference_: dict[str, np.ndarray] | None
     _calibration_components: KeptComponents | None
     fingerprint_: str
 
     if TYPE_CHECKING:
-        def _check_fitted(self, need_analysis: bool = False) -> None: ...
         def _aggregate(self, layer: Any) -> dict[str, np.ndarray]: ...
         def _split_components(self, store: ActivationStore, split: str,
                               client: ClientArg = None, aggregate: bool = True) -> Any: ...
@@ -87,9 +89,7 @@ class ReferenceChoice:
     def _fit_reference(self, store: ActivationStore, split: str, labels: np.ndarray,
                        preds: np.ndarray, rows: np.ndarray, ids: np.ndarray, dist: Distances,
                        y: np.ndarray, client: ClientArg = False) -> None:
-        """The internal reference (training samples, leave-one-out) and target (the fit split's
-        misclassified samples of the known classes); their neighbour search on ``client``'s
-        cluster when one is given."""
+        """The reference (training samples, leave-one-out) and target (the fit split's errors)."""
         rng = np.random.default_rng(self.random_state)
         ref_pool = np.flatnonzero(np.isin(rows, self.neighbours_.layer(self.layers_[0])
                                           .reference_rows_))
@@ -123,18 +123,14 @@ class ReferenceChoice:
         self.conformal_split_: str | None = None
         self._set_fingerprint(store)
 
-    def _requested(self) -> list[str]:
-        return list(self.components) if self.components is not None else list(SCORES)
-
     def _components(self, nearest: bool) -> list[str]:
-        """The requested components this scorer computes (``class_margin`` needs the distances
-        to the nearest centroids, ``nearest``)."""
-        return [c for c in self._requested() if c != "class_margin" or nearest]
+        """The requested components computed (``class_margin`` needs ``nearest`` distances)."""
+        requested = list(self.components) if self.components is not None else list(SCORES)
+        return [c for c in requested if c != "class_margin" or nearest]
 
     def _fit_validation(self, store: ActivationStore, split: str, nearest: bool,
                         client: ClientArg = None) -> None:
-        """``fit(..., validation_split=split)``: the reference and target come from ``split``
-        alone (:meth:`calibrate`), so the internal one is not computed."""
+        """``fit(..., validation_split=split)``: reference and target from ``split`` alone."""
         self.components_ = self._components(nearest)
         self.reference_ = None
         self.n_misclassified_ = None
@@ -156,28 +152,17 @@ class ReferenceChoice:
             comp, labels, preds = tuned
             self.combiner_ = combiner.fit(comp, labels, preds, self.classes_)
 
-    # ------------------------------------------------------------------ calibration
     def calibrate(self, store: StoreArg, split: str, *, method: str | None = None,
                   client: ClientArg = None) -> Any:
-        """Take the reference and the layers of ``combined`` from a validation split, and
-        calibrate the conformal threshold on a held-out part of it.
+        """Take the reference and the layers of ``combined`` from a validation split of known
+        classes, and calibrate the conformal threshold on a held-out part of it.
 
-        Every label of ``split`` must be one of the analysis's known classes
-        (``classes_``). A share ``conformal_holdout`` of its correctly classified
-        samples (drawn with ``random_state``) is held out of every choice: their
-        ``combined`` scores calibrate the conformal threshold
-        (:meth:`threshold`, :mod:`~nnsig_core.diagnostics.conformal`). The other
-        correct samples become the reference the components are standardised on,
-        and the layers (or, with ``method="rank"``/``"logistic"``, the combination
-        of the components) are chosen to detect its misclassified samples. Never
-        novel classes.
-
-        Raises
-        ------
-        NovelClassError
-            ``split`` holds a label the analysis was not fitted on.
-        MissingLabelsError
-            ``split`` has samples without labels.
+        A share ``conformal_holdout`` of its correct samples (drawn with
+        ``random_state``) is held out of every choice to calibrate
+        :meth:`threshold`; the other correct samples are the reference, and the
+        layers (or the ``method`` combination) are chosen to detect its errors.
+        Raises :class:`NovelClassError` or :class:`MissingLabelsError` on a label
+        that is not a known class.
         """
         self._check_fitted(need_analysis=True)
         return self._calibrate(open_store(store), split, method, client)
@@ -230,9 +215,7 @@ class ReferenceChoice:
         return self
 
     def _conformal_rows(self, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Split the validation split's correct samples: those the reference is standardised
-        on, and ``conformal_holdout`` of them (drawn with ``random_state``) held out of every
-        choice, whose scores calibrate the conformal threshold."""
+        """The correct samples of the reference, and those held out for the conformal threshold."""
         rows = np.flatnonzero(correct)
         n_held = int(np.floor(float(self.conformal_holdout) * rows.size))
         rng = np.random.default_rng(self.random_state)
@@ -240,17 +223,11 @@ class ReferenceChoice:
         held[rng.choice(rows, n_held, replace=False)] = True
         return correct & ~held, held
 
-    # ------------------------------------------------------------------ the threshold
     def threshold(self, alpha: float = 0.05) -> float:
         """The split-conformal threshold of ``combined`` for a false-positive rate ``alpha``
-        on correctly classified inputs like those of the validation split: flag a sample
-        whose ``combined`` score is above it (see :mod:`~nnsig_core.diagnostics.conformal`).
+        on correct inputs like the validation split's: flag a score above it.
 
-        Raises
-        ------
-        NotFittedError
-            The scorer was not calibrated on a validation split (:meth:`calibrate`, or
-            ``validation_split=`` of :func:`~nnsig_core.diagnostics.signature_scores`).
+        Raises :class:`NotFittedError` unless the scorer was calibrated.
         """
         self._check_fitted()
         cal = getattr(self, "conformal_scores_", None)
@@ -262,9 +239,7 @@ class ReferenceChoice:
         return conformal_threshold(cal, alpha)
 
     def _set_fingerprint(self, store: ActivationStore) -> None:
-        """``fingerprint_``: a hash of the settings and of what the scorer was fitted on (the
-        analysis's clusters, the fit split's and the validation split's captures), saved with
-        every score so that a threshold is never taken from scores of another scorer."""
+        """``fingerprint_``: a hash of the settings, the analysis's clusters and the captures."""
         splits = [self.analysis_.fit_split_, getattr(self, "validation_split_", None)]
         what = {
             "params": self.get_params(deep=False),

@@ -1,27 +1,7 @@
-"""Combine several suspicion scores into one, tuned on the error-detection task of known classes.
+"""Combine several suspicion scores into one, tuned on error detection of known classes only.
 
 :class:`LayerCombiner` forms the default ``combined`` score from each layer's
-neighbour components (see its docstring). :class:`ScoreCombiner` turns each component score into a common scale fitted
-on a *reference* set of samples, then averages them with weights.
-
-``method="rank"`` (default)
-    Each component ``s_j`` is mapped to its mid-rank empirical CDF on the
-    reference samples, ``F_j(s) = (#{r < s} + #{r <= s}) / (2 n_ref)``, and
-    ``combined = sum_j w_j F_j(s_j) / sum_j w_j``. Without a tuning target all
-    ``w_j = 1``; with one, ``w`` is the 0/1 vector (a non-empty subset of the
-    components, equal weights) whose combination has the highest AUROC for
-    the target on the reference samples (ties: the larger subset).
-``method="logistic"``
-    Each component is standardised with the reference mean and standard
-    deviation, ``z_j = (s_j - m_j) / sd_j``, and ``combined = sum_j w_j z_j``
-    with ``w`` the coefficients of an L2-regularised logistic regression
-    (``C``, balanced class weights) of the target on ``z``.
-
-The tuning target is always the *error-detection* task (misclassified vs
-correctly classified) on samples whose labels are all among the known classes:
-:meth:`ScoreCombiner.fit` takes labels, predictions and the known classes and
-raises :class:`NovelClassError` if any label is not a known class, so a
-combination can never be tuned on novel classes.
+neighbour components; :class:`ScoreCombiner` combines the path components.
 """
 
 from __future__ import annotations
@@ -49,15 +29,7 @@ class NovelClassError(AnalysisError):
 
 
 def check_known_labels(labels: Any, known_classes: Iterable[int], what: str = "validation") -> np.ndarray:
-    """Return ``labels`` as int64, raising unless every one is a known class.
-
-    Raises
-    ------
-    MissingLabelsError
-        Some label is unknown (-1): it cannot be shown to be a known class.
-    NovelClassError
-        Some label is not among ``known_classes``.
-    """
+    """``labels`` as int64; MissingLabelsError if one is -1, NovelClassError if one is not known."""
     y = np.asarray(labels, dtype=np.int64).reshape(-1)
     known = sorted({int(c) for c in known_classes})
     if y.size == 0:
@@ -65,15 +37,13 @@ def check_known_labels(labels: Any, known_classes: Iterable[int], what: str = "v
     if (y < 0).any():
         raise MissingLabelsError(
             f"{int((y < 0).sum())} {what} sample(s) have no label: the combined score is tuned on "
-            "error detection of known classes only, which needs every label. Use a labelled split."
-        )
+            "error detection of known classes only, which needs every label. Use a labelled split.")
     novel = sorted(set(np.unique(y).tolist()) - set(known))
     if novel:
         raise NovelClassError(
             f"The {what} data holds classes {novel} that the analysis was not fitted on "
             f"(fitted classes: {known}). Scores must never be tuned on novel classes: hold out "
-            "a validation split of known classes only (e.g. part of the training classes' data)."
-        )
+            "a validation split of known classes only (e.g. part of the training classes' data).")
     return y
 
 
@@ -87,7 +57,15 @@ def ecdf_ranks(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 class ScoreCombiner(NnsigParamsMixin, BaseEstimator):
-    """Fit-then-apply combination of component scores (see the module doc).
+    """Component scores on a common scale fitted on a reference set, averaged with weights.
+
+    ``method="rank"`` maps each component to its mid-rank empirical CDF on the
+    reference and averages them with 0/1 weights: all ones untuned, else the
+    non-empty subset with the best tuning AUROC (ties: the larger subset).
+    ``method="logistic"`` standardises each component on the reference and
+    weighs them by an L2-regularised, class-balanced logistic regression.
+    The target is always error detection on labels of known classes only
+    (:class:`NovelClassError` otherwise).
 
     Parameters
     ----------
@@ -114,13 +92,8 @@ class ScoreCombiner(NnsigParamsMixin, BaseEstimator):
         self.components = components
         self.C = C
 
-    def fit(
-        self,
-        reference: Mapping[str, Any],
-        labels: Any = None,
-        predictions: Any = None,
-        known_classes: Iterable[int] | None = None,
-    ) -> ScoreCombiner:
+    def fit(self, reference: Mapping[str, Any], labels: Any = None, predictions: Any = None,
+            known_classes: Iterable[int] | None = None) -> ScoreCombiner:
         """Fit the scales on ``reference`` scores; tune the weights when labels are given.
 
         Parameters
@@ -128,11 +101,9 @@ class ScoreCombiner(NnsigParamsMixin, BaseEstimator):
         reference : mapping of str to array-like (n,)
             Component scores of the reference samples.
         labels, predictions : array-like of int (n,), optional
-            The reference samples' labels and predicted classes: when given,
-            the weights are tuned to detect ``labels != predictions``.
+            When given, the weights are tuned to detect ``labels != predictions``.
         known_classes : iterable of int
-            Required with ``labels``: every label must be one of them
-            (:class:`NovelClassError` otherwise).
+            Required with ``labels``, which must all be among them.
         """
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}; got {self.method!r}.")
@@ -160,10 +131,8 @@ class ScoreCombiner(NnsigParamsMixin, BaseEstimator):
                 raise ValueError("labels/predictions do not match the reference scores' length.")
             target = y != p
             if target.all() or not target.any():
-                raise ValueError(
-                    "Cannot tune on error detection: the tuning samples are all "
-                    f"{'misclassified' if target.all() else 'correctly classified'}."
-                )
+                raise ValueError("Cannot tune on error detection: the tuning samples are all "
+                                 f"{'misclassified' if target.all() else 'correctly classified'}.")
         if self.method == "logistic":
             if target is None:
                 raise ValueError("method='logistic' needs a target: pass labels, predictions "
@@ -173,11 +142,9 @@ class ScoreCombiner(NnsigParamsMixin, BaseEstimator):
             lr.fit(Z, target)
             self.weights_ = lr.coef_[0].astype(np.float64)
         else:
-            F = np.column_stack([ecdf_ranks(self.sorted_reference_[j], R[:, j])
-                                 for j in range(R.shape[1])])
             self.weights_ = np.ones(len(comps))
             if target is not None:
-                self.weights_ = self._best_subset(F, target)
+                self.weights_ = self._best_subset(self._ranks(R), target)
         if target is not None:
             self.tuning_auroc_ = float(roc_auc_score(target, self._combine(R)))
         return self
@@ -198,12 +165,14 @@ class ScoreCombiner(NnsigParamsMixin, BaseEstimator):
                     best, best_w = auc, w
         return best_w
 
+    def _ranks(self, R: np.ndarray) -> np.ndarray:
+        return np.column_stack([ecdf_ranks(ref, R[:, j])
+                                for j, ref in enumerate(self.sorted_reference_)])
+
     def _combine(self, R: np.ndarray) -> np.ndarray:
         if self.method == "logistic":
             return ((R - self.mean_) / self.scale_) @ self.weights_
-        F = np.column_stack([ecdf_ranks(self.sorted_reference_[j], R[:, j])
-                             for j in range(R.shape[1])])
-        return F @ self.weights_ / max(self.weights_.sum(), 1e-12)
+        return self._ranks(R) @ self.weights_ / max(self.weights_.sum(), 1e-12)
 
     def transform(self, scores: Mapping[str, Any]) -> np.ndarray:
         """The combined score (higher = more suspicious) of samples' component ``scores``."""
@@ -227,55 +196,21 @@ class ScoreCombiner(NnsigParamsMixin, BaseEstimator):
 
 
 class LayerCombiner(NnsigParamsMixin, BaseEstimator):
-    r"""The default ``combined`` score: standardised per-layer components of the chosen layers,
-    plus the excess over the reference's range in any layer.
+    r"""The default ``combined`` score (see docs/design.md, "Diagnostics").
 
-    Each layer :math:`l` gives two component scores (a distance and a margin;
-    see :mod:`~nnsig_core.diagnostics.neighbours`). Against a *reference* set
-    of samples the model handles correctly (a validation split's correctly
-    classified samples, or fit samples scored leave-one-out) each component is
-    standardised, :math:`z_{l,t} = (s_{l,t} - \mu_{l,t}) / \sigma_{l,t}`, and
-    :math:`M_l = \max_{\text{ref}} z_{l,\text{distance}}` is the largest
-    standardised distance the reference reaches in layer :math:`l`. Then
+    Each layer's distance and margin are standardised on a reference set,
+    :math:`z_{l,t} = (s_{l,t} - \mu_{l,t}) / \sigma_{l,t}`, and
+    :math:`M_l = \max_{\text{ref}} z_{l,\text{distance}}`. Then
 
     .. math::
 
         \text{combined} = \frac{1}{2|S|} \sum_{l \in S} (z_{l,\text{distance}} +
         z_{l,\text{margin}}) + \log\Bigl(1 + \sum_{l} \max(0, z_{l,\text{distance}} - M_l)\Bigr)
 
-    The first term averages the layers :math:`S` that best detect the tuning
-    target (misclassified samples of known classes; the non-empty subset of
-    layers with the highest AUROC, ties to the larger subset; every layer when
-    there is no target). The second is zero for a sample inside every layer's
-    reference range and grows with how far outside it lies in *any* layer, so
-    layers left out of :math:`S` (typically the early ones, which say little
-    about errors) still flag inputs unlike anything seen (noise, inverted
-    images). The logarithm keeps the scale readable (a histogram of the
-    scores is not squashed by a few extreme inputs).
-
-    Parameters
-    ----------
-    select_layers : bool
-        Choose :math:`S` on the tuning target (else every layer).
-    guard : bool
-        Add the out-of-range term.
-    max_exhaustive : int
-        Up to this many layers every subset is tried; beyond, layers are added
-        greedily (forward selection).
-
-    Attributes
-    ----------
-    layers_ : list of str
-        Every layer, in order.
-    selected_ : list of str
-        :math:`S`.
-    mean_, scale_ : dict of (str, str) to float
-        :math:`\mu, \sigma` per (layer, component).
-    range_ : dict of str to float
-        :math:`M_l`.
-    tuned_ : bool
-    tuning_auroc_ : float or None
-    n_reference_ : int
+    with :math:`S` (``selected_``) the non-empty subset of layers that best detects the
+    tuning target (ties: the larger subset; every layer without a target or
+    ``select_layers``; forward selection beyond ``max_exhaustive`` layers). ``guard``
+    adds the second term.
     """
 
     COMPONENTS = ("distance", "margin")
@@ -300,19 +235,8 @@ class LayerCombiner(NnsigParamsMixin, BaseEstimator):
     def fit(self, reference: Mapping[str, Mapping[str, Any]],
             tuning: Mapping[str, Mapping[str, Any]] | None = None,
             target: Any = None) -> LayerCombiner:
-        """Standardise on ``reference``; choose the layers on ``tuning`` and ``target``.
-
-        Parameters
-        ----------
-        reference : mapping of layer to {"distance": (n,), "margin": (n,)}
-            Component scores of reference samples (correctly classified, of
-            known classes, not used to fit the statistics).
-        tuning : same form, optional
-            Component scores of the tuning samples.
-        target : array-like of bool (m,), optional
-            True for the tuning samples to detect (misclassified ones). The
-            caller guarantees they hold no novel class.
-        """
+        """Standardise on ``reference`` (``{layer: {"distance": (n,), "margin": (n,)}}``); choose
+        the layers on ``tuning`` (the same form) to detect ``target`` (m,) bool."""
         self.layers_ = list(reference)
         if not self.layers_:
             raise ValueError("The reference holds no layer.")
@@ -340,10 +264,7 @@ class LayerCombiner(NnsigParamsMixin, BaseEstimator):
         self._mu, self._sd = mu, sd
         self._range = np.where(self._usable, ((R[:, :, 0] - mu[:, 0]) / sd[:, 0]).max(axis=0),
                                np.inf)
-        self.mean_ = {(lay, t): float(mu[i, j]) for i, lay in enumerate(self.layers_)
-                      for j, t in enumerate(self.COMPONENTS)}
-        self.scale_ = {(lay, t): float(sd[i, j]) for i, lay in enumerate(self.layers_)
-                       for j, t in enumerate(self.COMPONENTS)}
+        self.mean_, self.scale_ = self._per_component(mu), self._per_component(sd)
         self.range_ = {lay: float(m) for lay, m in zip(self.layers_, self._range, strict=True)}
         self.n_reference_ = int(R.shape[0])
         self.tuned_, self.tuning_auroc_ = False, None
@@ -363,6 +284,10 @@ class LayerCombiner(NnsigParamsMixin, BaseEstimator):
         self._chosen = chosen
         self.selected_ = [lay for lay, c in zip(self.layers_, chosen, strict=True) if c]
         return self
+
+    def _per_component(self, a: np.ndarray) -> dict[tuple[str, str], float]:
+        return {(lay, t): float(a[i, j]) for i, lay in enumerate(self.layers_)
+                for j, t in enumerate(self.COMPONENTS)}
 
     def _z(self, X: np.ndarray) -> np.ndarray:
         return (X - self._mu) / self._sd
@@ -394,8 +319,7 @@ class LayerCombiner(NnsigParamsMixin, BaseEstimator):
 
         ``layers`` overrides the chosen layers :math:`S` (e.g. to compare choices).
         """
-        check_is_fitted(self, "selected_", msg="LayerCombiner is not fitted; call fit first.")
-        Z = self._z(self._matrix(scores, self.layers_))
+        Z = self.standardised(scores)
         chosen = self._chosen
         if layers is not None:
             unknown = sorted(set(layers) - set(self.layers_))

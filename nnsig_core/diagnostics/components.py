@@ -1,73 +1,38 @@
-r"""The component scores: per-sample statistics of signatures against the training paths.
+r"""The path components: per-sample statistics of signatures against the training paths.
 
-A fitted :class:`~nnsig_core.analysis.SignatureAnalysis` assigns every sample
-a *signature* (path) :math:`s = (k_1, \dots, k_L)`, its cluster in each of the
-:math:`L` analysed layers. The *training paths* are those of the analysis's
-fit samples that the model classifies correctly (label = prediction). Every
-score below is computed for a sample predicted as class :math:`c` and is
-*higher = more suspicious*.
-
-Notation: :math:`N_c` training samples of class :math:`c`, :math:`n(s, c)` of
-them on path :math:`s`; :math:`V = U + 1` with :math:`U` the number of
-distinct training paths (all classes; the :math:`+1` stands for "unseen");
-:math:`n_l(k, c)` training samples of class :math:`c` in cluster :math:`k` of
-layer :math:`l`, :math:`n_l(k)` of any class; :math:`K_l` clusters in layer
-:math:`l`; :math:`C` known classes; :math:`\alpha, \beta` additive smoothing.
-:math:`d_l` is the distance of the sample's layer-:math:`l` features (in the
-analysis's clustering space) to its assigned centroid; with
-``geometry="cosine"`` (default) distances are between L2-normalised vectors,
-:math:`\|x/\|x\| - \mu/\|\mu\|\|`; with ``"euclidean"`` they are the plain
-distances of the analysis's signatures.
+For a sample on path :math:`s = (k_1, \dots, k_L)` predicted as class :math:`c`
+(training paths: the analysis's correctly classified fit samples; higher = more
+suspicious). :math:`N_c` training samples of class :math:`c`, :math:`n(s, c)` on
+path :math:`s`; :math:`V` distinct training paths + 1; :math:`n_l(k, c)`,
+:math:`n_l(k)` training samples (of class :math:`c`) in cluster :math:`k` of layer
+:math:`l`; :math:`K_l` clusters; :math:`C` classes; :math:`\alpha, \beta` smoothing;
+:math:`d_l` the distance to the assigned centroid (between L2-normalised vectors
+with ``geometry="cosine"``).
 
 ``path_surprisal``
-    :math:`-\log \frac{n(s, c) + \alpha}{N_c + \alpha V}`: how rare the exact
-    path is among class :math:`c`'s training paths.
+    :math:`-\log \frac{n(s, c) + \alpha}{N_c + \alpha V}`.
 ``path_hamming``
-    :math:`\min_{s' \in S_c} \#\{l : s_l \ne s'_l\}`: the number of layers by
-    which :math:`s` differs from the closest training path of class :math:`c`
-    (:math:`L` when the class has none); computed over distinct paths.
+    :math:`\min_{s' \in S_c} \#\{l : s_l \ne s'_l\}` over class :math:`c`'s
+    distinct training paths (:math:`L` when it has none).
 ``disagreement``
-    :math:`\frac{1}{L} \sum_l \bigl(1 - \frac{n_l(k_l, c) + \beta}{n_l(k_l) + \beta C}\bigr)`:
-    how strongly the visited clusters belong to other classes.
+    :math:`\frac{1}{L} \sum_l \bigl(1 - \frac{n_l(k_l, c) + \beta}{n_l(k_l) + \beta C}\bigr)`.
 ``centroid_distance``
-    Per layer the empirical p-value of :math:`d_l` against the training
-    distances *of the same cluster*,
     :math:`p_l = \frac{1 + \#\{i : k_{il} = k_l, d_{il} \ge d_l\}}{1 + n_l(k_l)}`
-    (against the whole layer's when the cluster holds fewer than
-    ``min_cluster_size`` training samples), combined by Fisher's method
-    :math:`-2 \sum_l \log p_l` (``distance_combine="fisher"``; the
-    :math:`\chi^2_{2L}` reference would need independent layers, which they
-    are not: it is a score, not a test) or by the Bonferroni-corrected minimum
-    :math:`-\log \min(1, L \min_l p_l)` (``"minp"``).
+    (the whole layer's distances when the cluster holds fewer than
+    ``min_cluster_size``), combined as :math:`-2 \sum_l \log p_l` (``"fisher"``:
+    a score, not a test) or :math:`-\log \min(1, L \min_l p_l)` (``"minp"``).
 ``transition_surprisal``
-    Negative log-likelihood of the path under a class-conditional first-order
-    Markov chain over layers:
     :math:`-\log \frac{n_1(k_1, c) + \alpha}{N_c + \alpha K_1} - \sum_{l=1}^{L-1}
     \log \frac{n_{l,l+1}(k_l, k_{l+1}, c) + \alpha}{n_l(k_l, c) + \alpha K_{l+1}}`,
-    :math:`n_{l,l+1}(a, b, c)` counting class-:math:`c` training samples going
-    from cluster :math:`a` of layer :math:`l` to cluster :math:`b` of layer
-    :math:`l + 1`.
+    a class-conditional Markov chain over the layers' clusters.
 ``class_distance``
-    With :math:`\delta^{c}_l` the distance to the nearest centroid of a
-    cluster *of class* :math:`c` (one whose training majority is :math:`c`;
-    any cluster holding class :math:`c` if none is; the farthest centroid if
-    the class was never seen), its p-value against the same distance of
-    class :math:`c`'s training samples,
-    :math:`q_l = \frac{1 + \#\{i : y_i = c, \delta^{c}_{il} \ge \delta^{c}_l\}}{1 + N_c}`,
-    Fisher-combined: :math:`-2 \sum_l \log q_l`. Unlike
-    ``centroid_distance`` it does not renormalise each cluster's spread (a
-    sample in a loose, ambiguous cluster stays suspicious) and it measures
-    the distance to the predicted class, not to whatever cluster the sample
-    fell in (a class never seen gets :math:`q_l = 1 / (1 + N)`).
+    :math:`-2 \sum_l \log q_l`, :math:`q_l = \frac{1 + \#\{i : y_i = c, \delta^{c}_{il}
+    \ge \delta^{c}_l\}}{1 + N_c}` with :math:`\delta^{c}_l` the distance to the
+    nearest centroid of a cluster of class :math:`c` (:math:`q_l = 1 / (1 + N)`
+    for a class never seen).
 ``class_margin``
-    :math:`\sum_l \log \frac{\delta^{c}_l}{\delta^{\neg c}_l}` with
-    :math:`\delta^{\neg c}_l` the distance to the nearest centroid of a
-    cluster of another class: a soft, distance-aware ``disagreement``,
-    positive when the sample sits closer to another class's clusters.
-
-:class:`PathStatistics` holds the training counts and distance lists and
-computes these components; :class:`~nnsig_core.diagnostics.scorer.SignatureScorer`
-combines them.
+    :math:`\sum_l \log \frac{\delta^{c}_l}{\delta^{\neg c}_l}`, :math:`\delta^{\neg c}_l`
+    the distance to the nearest centroid of another class's cluster.
 """
 
 from __future__ import annotations
@@ -109,9 +74,6 @@ class RowCounter:
 
     def __init__(self, rows: np.ndarray) -> None:
         self.keys, self.counts = np.unique(_void(rows), return_counts=True)
-
-    def __len__(self) -> int:
-        return int(self.keys.size)
 
     def __call__(self, rows: np.ndarray) -> np.ndarray:
         v = _void(rows)
@@ -155,12 +117,14 @@ def min_hamming(Q: np.ndarray, P: np.ndarray, exclude: np.ndarray | None = None,
     return out
 
 
-class PathStatistics:
-    """Training statistics of signatures, and the component scores of new signatures.
+def _pvalue(ref: np.ndarray, d: np.ndarray, delta: int) -> np.ndarray:
+    """Empirical p-value of ``d`` against the sorted ``ref`` (``delta``: own value left out)."""
+    ge = ref.size - np.searchsorted(ref, d, side="left")
+    return (1.0 + ge - delta) / (1.0 + ref.size - delta)
 
-    The parameters are those of
-    :class:`~nnsig_core.diagnostics.scorer.SignatureScorer`, which builds one.
-    """
+
+class PathStatistics:
+    """Training statistics of signatures, and the component scores of new signatures."""
 
     def __init__(self, *, alpha: float = 1.0, beta: float = 1.0, distance_combine: str = "fisher",
                  min_cluster_size: int = 5) -> None:
@@ -172,22 +136,8 @@ class PathStatistics:
     def fit(self, ids: np.ndarray, dist: np.ndarray, y: np.ndarray,
             n_clusters: Sequence[int], classes: Sequence[int],
             own: np.ndarray | None = None) -> PathStatistics:
-        """Collect the statistics of the training samples' signatures.
-
-        Parameters
-        ----------
-        ids, dist : ndarray (n, L)
-            Cluster ids and distances to the assigned centroid.
-        y : ndarray (n,)
-            Their classes (all correctly classified).
-        n_clusters : sequence of int
-            Clusters per layer.
-        classes : sequence of int
-            The known classes.
-        own : ndarray (n, L), optional
-            Distances to the nearest centroid of their own class's clusters
-            (``class_distance``); ``dist`` when not given.
-        """
+        """Collect the statistics of the (correct) training samples' cluster ids and distances
+        ``(n, L)``; ``own``: their distances to their class's nearest centroid (else ``dist``)."""
         ids = np.asarray(ids, dtype=np.int64)
         dist = np.asarray(dist, dtype=np.float64)
         y = np.asarray(y, dtype=np.int64).reshape(-1)
@@ -200,16 +150,13 @@ class PathStatistics:
         self.n_paths_ = int(np.unique(ids, axis=0).shape[0])
         self._class_n = RowCounter(y[:, None])
         self._path_n = RowCounter(np.column_stack([y, ids]))
-        self._class_paths: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for c in np.unique(y):
-            P, cnt = np.unique(ids[y == c], axis=0, return_counts=True)
-            self._class_paths[int(c)] = (P, cnt)
+        self._class_paths = {int(c): np.unique(ids[y == c], axis=0, return_counts=True)
+                             for c in np.unique(y)}
         self._comp = [RowCounter(np.column_stack([ids[:, j], y])) for j in range(L)]
         self._size = [RowCounter(ids[:, j : j + 1]) for j in range(L)]
         self._trans = [RowCounter(np.column_stack([y, ids[:, j], ids[:, j + 1]]))
                        for j in range(L - 1)]
-        # Sorted training distances per (layer, cluster), stored flat with offsets,
-        # per (layer, class), and per layer.
+        # Sorted training distances per (layer, cluster) flat with offsets, per class, per layer.
         self._dist: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._class_dist: list[dict[int, np.ndarray]] = []
         for j in range(L):
@@ -221,25 +168,11 @@ class PathStatistics:
             self._class_dist.append({int(c): np.sort(own[y == c, j]) for c in np.unique(y)})
         return self
 
-    def scores(self, cluster_ids: Any, distances: Any, predictions: Any, *,
-                         loo: bool = False,
-                         nearest: tuple[Any, Any] | None = None) -> dict[str, np.ndarray]:
-        """The component scores of samples given their signatures.
-
-        Parameters
-        ----------
-        cluster_ids, distances : array-like (n, L)
-            Cluster ids and distances to the assigned centroid.
-        predictions : array-like (n,)
-            Predicted classes.
-        loo : bool
-            The samples are themselves training samples (of class
-            ``predictions``): remove each one's own contribution (leave one out).
-        nearest : (array-like (n, L), array-like (n, L)), optional
-            Distances to the nearest centroid of the predicted class's and of
-            another class's clusters; ``class_margin`` is computed only with
-            them, and ``class_distance`` uses ``distances`` without them.
-        """
+    def scores(self, cluster_ids: Any, distances: Any, predictions: Any, *, loo: bool = False,
+               nearest: tuple[Any, Any] | None = None) -> dict[str, np.ndarray]:
+        """The component scores of samples given their signatures (``loo``: training samples,
+        each one's own contribution left out); ``nearest``: the distances to the nearest centroid
+        of the predicted class's and another class's clusters (``class_margin`` needs them)."""
         ids = np.asarray(cluster_ids, dtype=np.int64)
         dist = np.asarray(distances, dtype=np.float64)
         c = np.asarray(predictions, dtype=np.int64).reshape(-1)
@@ -300,8 +233,7 @@ class PathStatistics:
             ref = flat[offsets[kk] : offsets[kk + 1]] if 0 <= kk < K else flat[:0]
             if ref.size - delta < int(self.min_cluster_size):
                 ref = pooled
-            ge = ref.size - np.searchsorted(ref, d[rows], side="left")
-            p[rows] = (1.0 + ge - delta) / (1.0 + ref.size - delta)
+            p[rows] = _pvalue(ref, d[rows], delta)
         return np.clip(p, 1e-300, 1.0)
 
     def _class_pvalues(self, j: int, c: np.ndarray, d: np.ndarray, delta: int) -> np.ndarray:
@@ -312,8 +244,7 @@ class PathStatistics:
             if ref is None or ref.size - delta < 1:
                 continue
             rows = np.flatnonzero(c == cls)
-            ge = ref.size - np.searchsorted(ref, d[rows], side="left")
-            p[rows] = (1.0 + ge - delta) / (1.0 + ref.size - delta)
+            p[rows] = _pvalue(ref, d[rows], delta)
         return np.clip(p, 1e-300, 1.0)
 
     def _hamming(self, ids: np.ndarray, c: np.ndarray, loo: bool) -> np.ndarray:

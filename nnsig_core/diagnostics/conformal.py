@@ -1,19 +1,9 @@
 """Split-conformal thresholds and p-values: a false-positive rate with a guarantee.
 
-The scores of ``n`` *calibration* samples (correctly classified inputs of a
-held-out split, never used to fit or tune the scorer) give, for a target
-rate ``alpha``, the threshold ``t``: the ``ceil((n + 1)(1 - alpha))``-th
-smallest of them (``+inf`` when that exceeds ``n``). A new correctly
-classified input exchangeable with the calibration samples (drawn from the
-same distribution, scored by the same fixed scorer) then has a score above
-``t`` with probability at most ``alpha``, and at least ``alpha - 1 / (n + 1)``
-when scores do not tie (Vovk et al., 2005; Angelopoulos & Bates, 2021, sec. 1.1).
-
-Its conformal p-value is ``(1 + #{calibration scores >= s}) / (n + 1)``: a
-sample is flagged by the threshold at ``alpha`` exactly when its p-value is at
-most ``alpha``. Over many calibration sets the realised false-positive rate of
-one threshold is a Beta-binomial variable whose spread
-:func:`false_positive_spread` gives.
+A new correctly classified input exchangeable with the ``n`` calibration samples
+scores above the threshold at ``alpha`` with probability in
+``[alpha - 1 / (n + 1), alpha]`` (Vovk et al., 2005; Angelopoulos & Bates, 2021,
+sec. 1.1); see docs/design.md, "The scoring workflow".
 """
 
 from __future__ import annotations
@@ -29,26 +19,10 @@ def _calibration(scores: np.ndarray) -> np.ndarray:
 
 
 def conformal_threshold(calibration_scores: np.ndarray, alpha: float) -> float:
-    """The split-conformal threshold: flag a score strictly above it.
+    """The split-conformal threshold at false-positive rate ``alpha``: flag a score above it.
 
-    Parameters
-    ----------
-    calibration_scores : array-like
-        Scores of the calibration samples (non-finite ones are left out).
-    alpha : float
-        Target false-positive rate, in (0, 1).
-
-    Returns
-    -------
-    float
-        The ``ceil((n + 1)(1 - alpha))``-th smallest calibration score, or
-        ``inf`` when ``n`` is too small for ``alpha`` (fewer than
-        ``1 / alpha - 1`` samples): nothing is flagged then.
-
-    Raises
-    ------
-    ValueError
-        ``alpha`` outside (0, 1), or no finite calibration score.
+    The ``ceil((n + 1)(1 - alpha))``-th smallest of the ``n`` finite calibration scores,
+    or ``inf`` (nothing flagged) when ``n < 1 / alpha - 1``.
     """
     if not 0 < float(alpha) < 1:
         raise ValueError(f"alpha must lie in (0, 1); got {alpha!r}.")
@@ -71,13 +45,8 @@ def conformal_p_values(calibration_scores: np.ndarray, scores: np.ndarray) -> np
 
 
 def false_positive_spread(n: int, alpha: float, n_test: int) -> tuple[float, float]:
-    """Mean and standard deviation of the false-positive rate, over random calibration sets of
-    ``n`` samples, of the threshold at ``alpha`` on ``n_test`` exchangeable test samples.
-
-    The rate's expectation is ``(n + 1 - k) / (n + 1)`` with ``k`` the threshold's rank; given
-    the calibration set it is Beta(``n + 1 - k``, ``k``) distributed, and the test samples add
-    binomial noise (the variance of a Beta-binomial proportion).
-    """
+    """Mean and sd of the false-positive rate of the threshold at ``alpha`` on ``n_test`` samples,
+    over random calibration sets of ``n`` (a Beta-binomial proportion)."""
     k = math.ceil((n + 1) * (1 - float(alpha)) - 1e-12)
     if k > n:
         return 0.0, 0.0

@@ -1,31 +1,9 @@
 """Standard detectors on one layer's features or on logits (NumPy and scikit-learn).
 
-Every score is *higher = more suspicious*. :mod:`~nnsig_core.diagnostics.baselines`
-fits them on a store's split; here they work on arrays.
-
-``msp``
-    Maximum softmax probability (Hendrycks & Gimpel, 2017):
-    ``score(x) = -max_c softmax(z(x))_c`` for logits ``z``.
-``energy``
-    Free energy (Liu et al., 2020) at temperature 1:
-    ``score(x) = -log sum_c exp(z_c(x))``.
-``mahalanobis``
-    Class means ``mu_c`` and one shared covariance
-    ``S = 1/N sum_i (h_i - mu_{y_i})(h_i - mu_{y_i})^T`` of the layer's
-    features ``h`` (Lee et al., 2018, without input preprocessing):
-    ``score(x) = min_c (h - mu_c)^T S^+ (h - mu_c)``, ``S^+`` the
-    pseudo-inverse (eigenvalues below ``rcond * max`` dropped: dead ReLU units
-    make ``S`` singular).
-``knn``
-    Deep nearest neighbours (Sun et al., 2022): with ``u = h / ||h||``,
-    ``score(x) = ||u(x) - u_(k)||``, the distance to the k-th nearest
-    normalised training feature (k = 50).
-``pattern``
-    Activation-pattern monitor (Cheng et al., 2019): the on/off pattern
-    ``b(x) = [h > threshold]`` and
-    ``score(x) = min_{i: y_i = c} Hamming(b(x), b(x_i))`` over training
-    samples of the predicted class ``c``; the monitor accepts ``x`` at
-    Hamming radius ``gamma`` when ``score(x) <= gamma``.
+Every score is *higher = more suspicious*: maximum softmax probability (Hendrycks &
+Gimpel, 2017), energy (Liu et al., 2020), Mahalanobis (Lee et al., 2018, without input
+preprocessing), deep k-NN (Sun et al., 2022) and the activation-pattern monitor (Cheng
+et al., 2019). :mod:`~nnsig_core.diagnostics.baselines` fits them on a store's split.
 """
 
 from __future__ import annotations
@@ -61,17 +39,13 @@ def _logsumexp(z: np.ndarray) -> np.ndarray:
 
 
 def max_softmax_score(logits: Any) -> np.ndarray:
-    """``-max_c softmax(z)_c`` per row of ``logits`` (n, n_classes); higher = more suspicious.
-
-    A single logit column is read as a binary classifier's logit ``z``, i.e.
-    the logits ``(0, z)``.
-    """
+    """``-max_c softmax(z)_c`` per row of ``logits`` (one column ``z``: the logits ``(0, z)``)."""
     z = _logits_2d(logits)
     return -np.exp(z.max(axis=1) - _logsumexp(z))
 
 
 def energy_score(logits: Any, *, temperature: float = 1.0) -> np.ndarray:
-    """``-T log sum_c exp(z_c / T)`` per row; higher = more suspicious."""
+    """``-T log sum_c exp(z_c / T)`` per row of ``logits``."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0; got {temperature}.")
     z = _logits_2d(logits)
@@ -87,19 +61,14 @@ def _chunk_rows(bytes_per_row: int, budget: int) -> int:
     return int(max(1, budget // max(int(bytes_per_row), 1)))
 
 
-# ---------------------------------------------------------------------------- Mahalanobis
+_MAHA_NOT_FITTED = "MahalanobisDistance is not fitted; call fit(X, y) first."
+
+
 class MahalanobisDistance(NnsigParamsMixin, BaseEstimator):
-    """Minimum over classes of the Mahalanobis distance with a shared covariance.
+    """``min_c (h - mu_c)^T S^+ (h - mu_c)``: class means, one pooled within-class covariance.
 
-    ``score(h) = min_c (h - mu_c)^T S^+ (h - mu_c)`` (squared distance), with
-    class means ``mu_c``, the pooled within-class covariance ``S`` and its
-    pseudo-inverse ``S^+`` computed from the eigendecomposition of ``S``,
-    dropping eigenvalues below ``rcond * max eigenvalue``.
-
-    Parameters
-    ----------
-    rcond : float
-        Relative eigenvalue cut-off of the pseudo-inverse.
+    ``S^+`` drops eigenvalues below ``rcond * max eigenvalue`` (dead ReLU units
+    make ``S`` singular).
     """
 
     def __init__(self, *, rcond: float = 1e-6) -> None:
@@ -113,8 +82,7 @@ class MahalanobisDistance(NnsigParamsMixin, BaseEstimator):
         return self.partial_fit(X, y)._finish()
 
     def partial_fit(self, X: Any, y: Any) -> MahalanobisDistance:
-        """Add a block of rows (for features that do not fit in memory); call
-        :meth:`score` (or :meth:`fit` again to restart) when every block is in."""
+        """Add a block of rows; :meth:`score` once every block is in (:meth:`fit` restarts)."""
         X = _flat(X).astype(np.float64)
         y = np.asarray(y, dtype=np.int64).reshape(-1)
         if X.shape[0] != y.size:
@@ -138,8 +106,7 @@ class MahalanobisDistance(NnsigParamsMixin, BaseEstimator):
     def _finish(self) -> MahalanobisDistance:
         if not getattr(self, "_dirty", False):
             return self
-        check_is_fitted(self, "_sums", msg="MahalanobisDistance is not fitted; call fit(X, y) "
-                                           "first.")
+        check_is_fitted(self, "_sums", msg=_MAHA_NOT_FITTED)
         self.classes_ = np.array(sorted(self._sums), dtype=np.int64)
         n = sum(self._counts.values())
         centred = np.stack([self._sums[int(c)] / self._counts[int(c)] for c in self.classes_])
@@ -159,32 +126,16 @@ class MahalanobisDistance(NnsigParamsMixin, BaseEstimator):
     def score(self, X: Any) -> np.ndarray:
         """``min_c`` squared Mahalanobis distance of each row of ``X``."""
         self._finish()
-        check_is_fitted(self, "whiten_", msg="MahalanobisDistance is not fitted; call fit(X, y) "
-                                             "first.")
-        X = _flat(X)
-        Z = X.astype(np.float64) @ self.whiten_
+        check_is_fitted(self, "whiten_", msg=_MAHA_NOT_FITTED)
+        Z = _flat(X).astype(np.float64) @ self.whiten_
         M = self.white_means_
         d = (Z**2).sum(1)[:, None] - 2 * Z @ M.T + (M**2).sum(1)[None, :]
         return np.maximum(d.min(axis=1), 0.0)
 
 
-# ---------------------------------------------------------------------------- kNN
 class KNNDistance(NnsigParamsMixin, BaseEstimator):
-    """Distance to the k-th nearest L2-normalised training feature.
-
-    ``score(h) = ||u - u_(k)||`` with ``u = h / ||h||`` and ``u_(k)`` the k-th
-    nearest normalised training vector (exact search with scikit-learn's
-    :class:`~sklearn.neighbors.NearestNeighbors`, brute force). Queries are
-    processed in chunks so the distance blocks stay within ``memory_limit``
-    bytes.
-
-    Parameters
-    ----------
-    k : int
-        Neighbour rank (clipped to the number of training samples).
-    memory_limit : int
-        Bytes of temporary distance matrix per chunk.
-    """
+    """Distance to the ``k``-th nearest L2-normalised training feature (exact, brute force), in
+    chunks of ``memory_limit`` bytes."""
 
     def __init__(self, *, k: int = 50, memory_limit: int = DEFAULT_BUDGET) -> None:
         self.k = k
@@ -216,7 +167,6 @@ class KNNDistance(NnsigParamsMixin, BaseEstimator):
         return out
 
 
-# ---------------------------------------------------------------------------- activation patterns
 def pack_patterns(B: np.ndarray) -> np.ndarray:
     """Boolean rows -> uint64 words (bits packed with np.packbits, zero-padded)."""
     packed = np.packbits(B.astype(bool), axis=1)
@@ -239,21 +189,10 @@ def popcount(words: np.ndarray) -> np.ndarray:
 
 
 class ActivationPatternMonitor(NnsigParamsMixin, BaseEstimator):
-    """On/off activation patterns of each class; distance of a new pattern to its predicted class.
+    """``min_{i: y_i = c} Hamming([h > t], [h_i > t])`` to the predicted class ``c``'s patterns.
 
-    ``score(h, c) = min_{i: y_i = c} Hamming([h > t], [h_i > t])``: the number
-    of units whose on/off state differs from the nearest training pattern of
-    the predicted class ``c`` (``d``, the number of units, when ``c`` has no
-    training sample). Patterns are bit-packed (``np.packbits``) into 64-bit
-    words and compared with XOR and popcount, over each class's *distinct*
-    patterns, in query chunks bounded by ``memory_limit`` bytes.
-
-    Parameters
-    ----------
-    threshold : float
-        A unit is "on" when its activation is above this (0 for ReLU).
-    memory_limit : int
-        Bytes of temporary XOR block per chunk.
+    A unit is "on" above ``threshold``; the number of units when ``c`` has no training
+    sample. Patterns are bit-packed, compared with XOR and popcount within ``memory_limit``.
     """
 
     def __init__(self, *, threshold: float = 0.0, memory_limit: int = DEFAULT_BUDGET) -> None:
@@ -275,9 +214,7 @@ class ActivationPatternMonitor(NnsigParamsMixin, BaseEstimator):
         if W.shape[0] != y.size:
             raise ValueError(f"{W.shape[0]} patterns but {y.size} labels.")
         self.n_units_ = int(n_units)
-        self.patterns_: dict[int, np.ndarray] = {}
-        for c in np.unique(y):
-            self.patterns_[int(c)] = np.unique(W[y == c], axis=0)
+        self.patterns_ = {int(c): np.unique(W[y == c], axis=0) for c in np.unique(y)}
         return self
 
     def fit_patterns(self, B: Any, y: Any) -> ActivationPatternMonitor:

@@ -1,14 +1,7 @@
 """Distances of a split's samples to the analysis's centroids, in the scorer's geometry.
 
-Per sample and layer: the distance to its assigned centroid, to the nearest
-centroid of a cluster *of its predicted class* (one whose training majority is
-that class) and to the nearest centroid of another class's cluster. In the
-cosine geometry (the default) features and centroids are L2-normalised first.
-
-:func:`split_distances` computes them with one kernel on a block of rows
-(:func:`_distance_part`), run by the executor's driver chosen from the client:
-here, chunk by chunk, or on a Dask cluster's workers, which send back 32 bytes
-per sample and layer (the cluster id and three distances).
+In the cosine geometry (the default) features and centroids are L2-normalised first.
+:func:`split_distances` runs one kernel per block of rows, here or on a Dask cluster.
 """
 
 from __future__ import annotations
@@ -27,9 +20,8 @@ from nnsig_core.store import ActivationStore
 
 @dataclass
 class Distances:
-    """Per-sample distances ``(n, L)``: to the assigned centroid, to the nearest centroid of the
-    predicted class's clusters (``own``) and of another class's (``other``); NaN when not
-    computed."""
+    """Per-sample distances ``(n, L)`` to the assigned centroid, the nearest of the predicted
+    class's clusters (``own``) and of another class's (``other``); NaN when not computed."""
 
     assigned: np.ndarray
     own: np.ndarray
@@ -62,9 +54,8 @@ def cluster_owners(ids: np.ndarray, y: np.ndarray,
 
 def nearest_distances(owners: dict[int, np.ndarray], D: np.ndarray,
                       c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distance to the nearest centroid of the predicted class's clusters and of the other
-    classes' clusters (the farthest centroid for a class never seen), from the distances
-    ``D`` (n, K) to every centroid of one layer."""
+    """From the distances ``D`` (n, K) to one layer's centroids: the nearest of the predicted
+    class's clusters (the farthest for a class never seen) and of the other classes'."""
     K = D.shape[1]
     mine = np.zeros(D.shape, dtype=bool)
     held = np.zeros(K, dtype=bool)
@@ -83,8 +74,7 @@ def nearest_distances(owners: dict[int, np.ndarray], D: np.ndarray,
 
 
 def centroids(clusterer: Any, cosine: bool) -> tuple[np.ndarray, np.ndarray]:
-    """A layer's centroids in the scorer's geometry (float64, L2-normalised when ``cosine``)
-    and their squared norms."""
+    """A layer's centroids in the scorer's geometry (float64) and their squared norms."""
     centers = np.asarray(clusterer.cluster_centers_, dtype=np.float64)
     if cosine:
         centers = l2_normalise(centers)
@@ -94,10 +84,7 @@ def centroids(clusterer: Any, cosine: bool) -> tuple[np.ndarray, np.ndarray]:
 def block_distances(block: np.ndarray, clusterer: Any, centers: tuple[np.ndarray, np.ndarray],
                     ids: np.ndarray, predictions: np.ndarray, owners: dict[int, np.ndarray],
                     cosine: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One layer's distances of a block of rows (float32 ``(m, n_features)``, their cluster
-    ids and predictions): to the assigned centroid, and to the nearest of the predicted class's
-    and of another class's (:func:`centroids` gives ``centers``). The one kernel both drivers
-    run."""
+    """One layer's :class:`Distances` columns of a block of rows (the kernel of both drivers)."""
     C, c2 = centers
     F = clusterer.features(block)
     F = l2_normalise(F) if cosine else F.astype(np.float64)
@@ -110,28 +97,18 @@ def block_distances(block: np.ndarray, clusterer: Any, centers: tuple[np.ndarray
     return D[np.arange(D.shape[0]), ids], own, other
 
 
-class _Layers:
-    """What a block needs of a fitted analysis: its layers and clusterers (no caches)."""
-
-    def __init__(self, analysis: Any) -> None:
-        self.layers = list(analysis.layers_)
-        self.clusterers = {n: analysis.clusterers_[n] for n in self.layers}
-
-
 def _distance_part(keep: np.ndarray, preds: np.ndarray, ids: Any, plain: Any, *raws: Any,
-                   lo: int, lite: _Layers, owners: Any, cosine: bool,
+                   lo: int, clusterers: Sequence[Any], owners: Any, cosine: bool,
                    reads: Sequence[LayerRows]) -> dict[str, Any]:
-    """A block's rows where ``keep`` holds: their cluster ids ``(m, L)`` and distances
-    ``(m, L, 3)`` (assigned, own, other; without layers to read, the signatures' own distances
-    ``plain`` and NaN)."""
+    """A block's kept rows: cluster ids ``(m, L)``, distances ``(m, L, 3)`` (assigned, own,
+    other; without layers, the signatures' own ``plain`` and NaN)."""
     keep = np.asarray(keep, dtype=bool)
     ids = np.asarray(ids, dtype=np.int64)[keep]
     c = np.asarray(preds, dtype=np.int64)[keep]
     out = np.full((*ids.shape, 3), np.nan)
     if not raws:
         out[:, :, 0] = np.asarray(plain, dtype=np.float64)[keep]
-    for j, raw in enumerate(raws):
-        lc = lite.clusterers[lite.layers[j]]
+    for j, (raw, lc) in enumerate(zip(raws, clusterers, strict=True)):
         centers = centroids(lc, cosine)
         block = reads[j](raw, lo, keep)
         for sl in row_slices(block.shape[0], block.shape[1]):
@@ -146,15 +123,14 @@ def split_distances(analysis: Any, owners: Sequence[dict[int, np.ndarray]] | Non
                     client: Any = None) -> tuple[np.ndarray, Distances]:
     """The cluster ids and :class:`Distances` of the samples of ``split`` where ``keep`` holds.
 
-    ``sigs``: the split's signatures (their ``cluster_ids`` and ``distances``, NumPy or dask).
-    With ``features`` each analysed layer is read once, block by block, through the
-    analysis's feature map (discretizer, reduction); without, the distances are the
-    signatures' own (``own`` and ``other`` NaN). ``client``: the driver (None: here).
+    With ``features`` each analysed layer is read once through the analysis's feature
+    map; without, the distances are the signatures' own. ``client``: the driver (None: here).
     """
     layers = list(analysis.layers_) if features else []
     got = map_blocks(_distance_part, [keep, predictions, sigs.cluster_ids, sigs.distances,
                                       *[store.activations(split, n) for n in layers]],
-                     client=client, lite=_Layers(analysis), owners=owners, cosine=bool(cosine),
+                     client=client, clusterers=[analysis.clusterers_[n] for n in layers],
+                     owners=owners, cosine=bool(cosine),
                      reads=[LayerRows(store, split, n) for n in layers])
     d = got["dist"]
     return got["ids"], Distances(d[:, :, 0], d[:, :, 1], d[:, :, 2])

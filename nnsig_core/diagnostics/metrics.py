@@ -1,43 +1,13 @@
 """Detection metrics and the three evaluation tasks (error, novelty, both).
 
-Convention
-----------
-Every score is *higher = more suspicious*. The **positive** class of every
-metric is the *suspicious* one: the samples a monitor should flag
-(misclassified samples, samples of novel classes, or both, depending on the
-task). Negatives are the samples it should let through.
-
-AUROC
-    Area under the ROC curve of ``score`` for ``positive``: the probability
-    that a random positive scores higher than a random negative (ties count
-    one half). 0.5 is chance, 1 is perfect.
-AUPR-Out
-    Average precision (scikit-learn's ``average_precision_score``) with the
-    suspicious samples as the positive class, ranked by ``score``.
-AUPR-In
-    Average precision with the *normal* samples as the positive class, ranked
-    by ``-score``.
-FPR@95TPR
-    Take the highest threshold ``t`` such that flagging ``score >= t`` catches
-    at least 95 % of the positives; the fraction of negatives also flagged at
-    ``t``. Lower is better.
-
-Tasks (see :func:`task_masks`)
-------------------------------
-``error`` (A)
-    Population: labelled samples of known classes (those the analysis was
-    fitted on). Positives: the misclassified ones.
-``novelty`` (B)
-    Population: all labelled samples. Positives: samples whose label is not
-    a known class; negatives: every known-class sample, right or wrong.
-``both`` (C)
-    Population: all labelled samples. Positives: misclassified known-class
-    samples and novel-class samples; negatives: correctly classified
-    known-class samples.
+Every score is *higher = more suspicious*, and the positive class of every
+metric is the suspicious samples (see :func:`task_masks`). AUPR-Out ranks the
+suspicious samples by ``score``, AUPR-In the normal ones by ``-score``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -67,32 +37,16 @@ def _check(scores: Any, positive: Any) -> tuple[np.ndarray, np.ndarray]:
     if not np.isfinite(s).all():
         raise ValueError(
             f"{int((~np.isfinite(s)).sum())} score(s) are NaN or infinite; "
-            "detection metrics need finite scores."
-        )
+            "detection metrics need finite scores.")
     if y.all() or not y.any():
         raise ValueError(
             "Detection metrics need both positives (suspicious samples) and negatives; "
-            f"got {int(y.sum())} positive(s) among {y.size} sample(s)."
-        )
+            f"got {int(y.sum())} positive(s) among {y.size} sample(s).")
     return s, y
 
 
 def fpr_at_tpr(scores: Any, positive: Any, *, tpr: float = 0.95) -> float:
-    """False-positive rate at the highest threshold whose true-positive rate is >= ``tpr``.
-
-    Samples are flagged when ``score >= t``. With ``T = {t : TPR(t) >= tpr}``,
-    the threshold is ``max(T)`` and the result
-    ``FPR = #{negatives with score >= max(T)} / #negatives``.
-
-    Parameters
-    ----------
-    scores : array-like (n,)
-        Higher = more suspicious.
-    positive : array-like of bool (n,)
-        True for the samples that should be flagged.
-    tpr : float
-        Target true-positive rate in (0, 1].
-    """
+    """False-positive rate of ``score >= t`` at the highest ``t`` whose TPR is >= ``tpr``."""
     if not 0.0 < tpr <= 1.0:
         raise ValueError(f"tpr must be in (0, 1]; got {tpr}.")
     s, y = _check(scores, positive)
@@ -107,19 +61,14 @@ def detection_metrics(scores: Any, positive: Any) -> dict[str, float]:
     Parameters
     ----------
     scores : array-like (n,)
-        Higher = more suspicious.
+        Higher = more suspicious; finite.
     positive : array-like of bool (n,)
-        True for suspicious samples (the positive class; see the module doc).
+        True for suspicious samples; both classes must be present.
 
     Returns
     -------
     dict
         ``{"auroc", "aupr_in", "aupr_out", "fpr95"}``: floats.
-
-    Raises
-    ------
-    ValueError
-        Non-finite scores, mismatched lengths, or only one class present.
     """
     s, y = _check(scores, positive)
     return {
@@ -130,29 +79,15 @@ def detection_metrics(scores: Any, positive: Any) -> dict[str, float]:
     }
 
 
-def task_masks(
-    labels: Any, predictions: Any, known_classes: Iterable[int]
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The evaluation tasks of a split: ``{task: (included, positive)}``.
+def task_masks(labels: Any, predictions: Any,
+               known_classes: Iterable[int]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The evaluation tasks of a split: ``{task: (included, positive)}`` masks.
 
-    Parameters
-    ----------
-    labels : array-like of int (n,)
-        True labels, -1 where unknown (such samples are in no task).
-    predictions : array-like of int (n,)
-        The model's predicted classes.
-    known_classes : iterable of int
-        The classes the model and the analysis were fitted on
-        (``SignatureAnalysis.classes_``).
-
-    Returns
-    -------
-    dict of str to (ndarray of bool, ndarray of bool)
-        For each of ``"error"``, ``"novelty"``, ``"both"`` whose population
-        holds at least one positive and one negative: a mask of the samples
-        included and, over the whole split, the mask of positives (only
-        meaningful where included). Tasks without positives or negatives
-        (e.g. ``novelty`` when every class is known) are left out.
+    ``error``: labelled samples of ``known_classes``, the misclassified ones
+    positive. ``novelty``: all labelled samples (label -1 is in no task), those
+    of unknown classes positive. ``both``: all labelled samples, the
+    misclassified and novel ones positive. A task without positives or
+    negatives is left out.
     """
     y = np.asarray(labels, dtype=np.int64).reshape(-1)
     p = np.asarray(predictions, dtype=np.int64).reshape(-1)
@@ -181,48 +116,35 @@ def task_masks(
     return kept
 
 
-def evaluate(
-    scores: Mapping[str, Any],
-    labels: Any,
-    predictions: Any,
-    known_classes: Iterable[int],
-    *,
-    tasks: Sequence[str] | None = None,
-    as_frame: bool | None = None,
-    layout: str | None = None,
-) -> Any:
+def evaluate(scores: Mapping[str, Any], labels: Any, predictions: Any,
+             known_classes: Iterable[int], *, tasks: Sequence[str] | None = None,
+             as_frame: bool | None = None, layout: str | None = None) -> Any:
     """Every score x task x metric, as a table.
 
     Parameters
     ----------
     scores : mapping of str to array-like (n,)
         Score name to per-sample scores (higher = more suspicious, except
-        :data:`LOWER_IS_SUSPICIOUS`: the conformal ``p_value``), e.g. the
-        output of :func:`~nnsig_core.diagnostics.signature_scores` merged with
-        :func:`~nnsig_core.diagnostics.baseline_scores`.
+        :data:`LOWER_IS_SUSPICIOUS`: the conformal ``p_value``).
     labels, predictions : array-like of int (n,)
         True labels (-1 unknown) and predicted classes of the same samples.
     known_classes : iterable of int
         Classes the analysis was fitted on (``analysis.classes_``).
     tasks : sequence of str, optional
-        Subset of ``("error", "novelty", "both")``; default all that are defined
-        on these samples (see :func:`task_masks`).
+        Subset of :data:`TASKS`; default all that are defined on these samples.
     as_frame : bool or None
         ``True``: a pandas DataFrame; ``False``: a list of dicts; ``None``
         (default): a DataFrame when pandas is installed, else a list.
     layout : {"wide", "long"} or None
-        ``"wide"``: one row per task and score, one column per metric (the
-        default of a DataFrame: it prints whole); ``"long"``: one row per
-        task, score and metric (tidy; the default of a list).
+        One row per task and score (default of a DataFrame), or per task, score
+        and metric (default of a list).
 
     Returns
     -------
     list of dict or pandas.DataFrame
-        Long: one row per (score, task, metric): ``score``, ``task``, ``metric``,
-        ``value``, ``n_positive``, ``n_negative``. Wide: ``task``, ``score``, one
-        column per metric, ``n_positive``, ``n_negative``. Metrics are ``auroc``,
-        ``aupr_in``, ``aupr_out``, ``fpr95`` (see the module doc; positives
-        are the suspicious samples).
+        Long: ``score``, ``task``, ``metric``, ``value``, ``n_positive``,
+        ``n_negative``. Wide: ``task``, ``score``, one column per metric,
+        ``n_positive``, ``n_negative``.
     """
     masks = task_masks(labels, predictions, known_classes)
     if tasks is not None:
@@ -249,33 +171,22 @@ def evaluate(
                              "n_positive": n_pos, "n_negative": n_neg})
     if layout not in (None, "wide", "long"):
         raise ValueError(f"layout must be 'wide' or 'long', not {layout!r}.")
-    frame = as_frame is not False and _has_pandas(as_frame)
+    frame = as_frame is not False and importlib.util.find_spec("pandas") is not None
     if (layout or ("wide" if frame else "long")) == "wide":
         rows = _wide(rows)
     return _as_table(rows, as_frame)
 
 
-def _has_pandas(as_frame: bool | None) -> bool:
-    try:
-        import pandas  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _wide(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (task, score) with a column per metric, tasks first."""
     out: dict[tuple[str, str], dict[str, Any]] = {}
+    counts: dict[tuple[str, str], dict[str, int]] = {}
     for r in rows:
-        row = out.setdefault((r["task"], r["score"]), {"task": r["task"], "score": r["score"]})
-        row[r["metric"]] = r["value"]
-        row["_n"] = (r["n_positive"], r["n_negative"])
+        key = (r["task"], r["score"])
+        out.setdefault(key, {"task": r["task"], "score": r["score"]})[r["metric"]] = r["value"]
+        counts[key] = {"n_positive": r["n_positive"], "n_negative": r["n_negative"]}
     order = {t: i for i, t in enumerate(TASKS)}
-    wide = []
-    for row in sorted(out.values(), key=lambda r: order[r["task"]]):
-        n_pos, n_neg = row.pop("_n")
-        wide.append({**row, "n_positive": n_pos, "n_negative": n_neg})
-    return wide
+    return [{**out[k], **counts[k]} for k in sorted(out, key=lambda k: order[k[0]])]
 
 
 def summarize(rows: Iterable[Mapping[str, Any]], *, by: Sequence[str] = ("score", "task", "metric"),
@@ -285,8 +196,7 @@ def summarize(rows: Iterable[Mapping[str, Any]], *, by: Sequence[str] = ("score"
     Parameters
     ----------
     rows : iterable of mapping
-        Tidy rows (e.g. several :func:`evaluate` tables concatenated, with a
-        ``seed`` column).
+        Tidy rows (e.g. several :func:`evaluate` tables with a ``seed`` column).
     by : sequence of str
         The grouping columns, kept in first-seen order.
     as_frame : bool or None

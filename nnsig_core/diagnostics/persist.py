@@ -1,11 +1,7 @@
 """Scores in the store: ``analysis/<name>/scores/<split>/<score name>`` (float64, (sample,)).
 
 The group's ``nnsig_scores`` attribute holds the split's fingerprint, the
-scorer's settings and ``scores_format``: 2 since the default ``combined``
-score became the per-layer neighbour combination (issue 15). Scores saved by
-nnsig 0.1 carry no ``scores_format``; their ``combined`` is 0.1's mean rank
-of the path components, a different score under the same name, so
-:func:`load_scores` refuses them unless asked (``legacy=True``).
+scorer's settings and ``scores_format`` (see docs/design.md, "Saved scores").
 """
 
 from __future__ import annotations
@@ -40,20 +36,12 @@ class LegacyScoresError(StoreError):
     """Saved scores were written by nnsig 0.1 (their ``combined`` is another score)."""
 
 
-def save_scores(
-    store: ActivationStore,
-    name: str | None,
-    split: str,
-    scores: Mapping[str, Any],
-    attrs: Mapping[str, Any] | None = None,
-) -> bool:
-    """Write ``scores`` next to the analysis ``name``; returns whether anything was written.
+def save_scores(store: ActivationStore, name: str | None, split: str, scores: Mapping[str, Any],
+                attrs: Mapping[str, Any] | None = None) -> bool:
+    """Write (or replace) ``scores`` next to the analysis ``name``; whether anything was.
 
-    Nothing is written (with an :class:`~nnsig_core.NnsigWarning`) when the store is read-only
-    or holds no analysis ``name`` (it was never saved to the store). The
-    split's fingerprint (sample count, capture id and times) is kept in the group's
-    ``nnsig_scores`` attribute with the scorer's settings.
-    Existing scores of the same split are replaced once the new ones are written.
+    Nothing is written, with a warning, when the store is read-only or holds no
+    analysis ``name``.
     """
     if not can_save(store, name, f"Scores of split {split!r}"):
         return False
@@ -95,7 +83,7 @@ def saved_score_splits(store: ActivationStore, name: str) -> list[str]:
 
 
 def saved_scores_format(store: ActivationStore, name: str, split: str) -> int:
-    """Format of the saved scores of ``split`` (1: written by nnsig 0.1; see the module doc)."""
+    """Format of the saved scores of ``split`` (1: written by nnsig 0.1)."""
     g = _scores_group(store, name)
     if g is None or split not in g:
         raise StoreError(f"No saved scores of split {split!r} for analysis {name!r}.")
@@ -104,23 +92,10 @@ def saved_scores_format(store: ActivationStore, name: str, split: str) -> int:
 
 def load_scores(store: ActivationStore, name: str, split: str,
                 legacy: bool = False, lazy: bool = False) -> dict[str, Any]:
-    """The scores saved by :func:`save_scores` (in the order they were saved).
+    """The scores saved by :func:`save_scores`, in their order (``lazy``: the zarr arrays).
 
-    Parameters
-    ----------
-    legacy : bool
-        Also read scores saved by nnsig 0.1 (with a warning): their ``combined`` is 0.1's mean
-        rank of the path components. Without it they raise :class:`LegacyScoresError`.
-    lazy : bool
-        Return the zarr arrays instead of reading them (a report on a Dask cluster reads
-        them there).
-
-    Raises
-    ------
-    StoreError
-        No saved scores of ``split``, or they predate the split's last capture.
-    LegacyScoresError
-        They were saved by nnsig 0.1 and ``legacy`` is False.
+    ``legacy`` also reads scores saved by nnsig 0.1 (with a warning), which otherwise
+    raise :class:`LegacyScoresError`.
     """
     g = _scores_group(store, name)
     if g is None or split not in g:
@@ -151,7 +126,6 @@ def load_scores(store: ActivationStore, name: str, split: str,
     return {k: sg[k] if lazy else np.asarray(sg[k][:]) for k in order if k in sg}
 
 
-# ---------------------------------------------------------------------------- the scorer
 def can_save(store: ActivationStore, name: str | None, what: str) -> bool:
     """Whether ``what`` can be saved next to the analysis ``name`` (else a warning says why)."""
     if name is None:
@@ -170,8 +144,7 @@ def can_save(store: ActivationStore, name: str | None, what: str) -> bool:
 
 def saved_scorer(store: ActivationStore, name: str) -> dict[str, Any] | None:
     """The record of the scorer saved with the analysis ``name`` (``params``,
-    ``validation_split``, ``fingerprint``, ``conformal_split``, ``conformal_scores``), or
-    None when none was saved (analyses saved before scorers were: nnsig 0.2)."""
+    ``validation_split``, ``fingerprint``, ``conformal_split``, ``conformal_scores``), or None."""
     g = store.group(scorer_path(name))
     if g is None or SCORER_ATTR not in g.attrs:
         return None
@@ -182,10 +155,8 @@ def saved_scorer(store: ActivationStore, name: str) -> dict[str, Any] | None:
 
 
 def save_scorer(store: ActivationStore, name: str, scorer: Any) -> None:
-    """Save ``scorer``'s settings, fingerprint and conformal calibration with the analysis
-    ``name``, replacing another scorer once written. Saved scores of another scorer (another
-    fingerprint, or none) are deleted, with a warning naming their splits: a report must
-    never mix them with this scorer's."""
+    """Save ``scorer`` with the analysis ``name``, replacing another one; the saved scores of
+    another scorer are deleted with a warning, so a report never mixes them."""
     old = saved_scorer(store, name)
     if old is not None and old.get("fingerprint") == scorer.fingerprint_:
         return
@@ -219,12 +190,9 @@ def save_scorer(store: ActivationStore, name: str, scorer: Any) -> None:
     log.info("Saved the scorer (fingerprint %s) with analysis %r.", scorer.fingerprint_, name)
 
 
-def _scores_attrs(store: ActivationStore, name: str, split: str) -> dict[str, Any]:
-    g = _scores_group(store, name)
-    return {} if g is None or split not in g else dict(g[split].attrs.get(SCORES_ATTR, {}))
-
-
 def saved_scores_fingerprint(store: ActivationStore, name: str, split: str) -> str | None:
-    """The fingerprint of the scorer that gave the saved scores of ``split`` (None: unknown,
-    scores saved before scorers had fingerprints)."""
-    return _scores_attrs(store, name, split).get("scorer_fingerprint")
+    """The fingerprint of the scorer that gave the saved scores of ``split`` (None: unknown)."""
+    g = _scores_group(store, name)
+    if g is None or split not in g:
+        return None
+    return dict(g[split].attrs.get(SCORES_ATTR, {})).get("scorer_fingerprint")

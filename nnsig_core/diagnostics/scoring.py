@@ -1,14 +1,6 @@
 """The scoring workflow in one call: the analysis's scorer, its scores, saved with both.
 
-:func:`signature_scores` is what ``nnsig evaluate`` and most users call; the
-estimator it drives is :class:`~nnsig_core.diagnostics.scorer.SignatureScorer`.
-
-The scorer belongs to the analysis: it is fitted once per setting (kept on the
-analysis object for the session) and, with ``save=True``, saved with the
-analysis (its settings, its fingerprint, its conformal calibration). Every
-saved score records the fingerprint of the scorer that gave it; saving another
-scorer deletes the scores of the previous one, so that a report never takes a
-threshold from scores of other settings.
+The scorer belongs to the analysis (see docs/design.md, "The scoring workflow").
 """
 
 from __future__ import annotations
@@ -38,21 +30,9 @@ log = logging.getLogger("nnsig")
 
 
 class Scores(dict):
-    """The scores of one split (``{name: (n,) float64}``), with what they came from.
-
-    A plain ``dict`` of the score names, plus:
-
-    Attributes
-    ----------
-    split : str
-        The split scored.
-    fingerprint : str
-        The fingerprint of the scorer that gave them.
-    conformal_scores : ndarray or None
-        That scorer's conformal calibration (sorted ``combined`` scores of the
-        held-out correct samples of ``conformal_split``).
-    conformal_split : str or None
-    """
+    """The scores of one ``split`` (a ``dict`` of ``{name: (n,) float64}``), with the
+    ``fingerprint`` of the scorer that gave them and its ``conformal_scores`` (sorted
+    ``combined`` scores, or None) and ``conformal_split``."""
 
     def __init__(self, scores: dict[str, np.ndarray], *, split: str, scorer: SignatureScorer):
         super().__init__(scores)
@@ -66,19 +46,11 @@ class Scores(dict):
                 f"fingerprint={self.fingerprint!r})")
 
 
-def signature_scores(
-    analysis: Any,
-    store: StoreArg,
-    split: str,
-    *,
-    validation_split: str | None = None,
-    method: str | None = None,
-    save: bool = False,
-    name: str | None = None,
-    scorer: SignatureScorer | None = None,
-    client: ClientArg = None,
-    **params: Any,
-) -> Scores:
+def signature_scores(analysis: Any, store: StoreArg, split: str, *,
+                     validation_split: str | None = None, method: str | None = None,
+                     save: bool = False, name: str | None = None,
+                     scorer: SignatureScorer | None = None, client: ClientArg = None,
+                     **params: Any) -> Scores:
     """Signature-based suspicion scores of every sample of ``split`` (higher = more suspicious).
 
     Parameters
@@ -90,41 +62,32 @@ def signature_scores(
     split : str
         The split to score.
     validation_split : str, optional
-        A labelled split of known classes only, held out from training: the
-        reference and the layers of ``combined`` are taken from it, and a
-        held-out part of its correct samples calibrates the conformal threshold
-        (:meth:`SignatureScorer.calibrate`; raises
-        :class:`~nnsig_core.diagnostics.NovelClassError` if it holds a class
-        the analysis was not fitted on). Default: that of the scorer saved with
-        the analysis when no other setting is given, else none (the reference
-        and the layers then come from the fit split, and there is no threshold).
+        A labelled split of known classes only, held out from training: it
+        gives the reference, the layers of ``combined`` and the conformal
+        calibration (:class:`~nnsig_core.diagnostics.NovelClassError` if it
+        holds an unknown class). Default: the saved scorer's when no other
+        setting is given, else none (the fit split then; no threshold).
     method : {"layers", "rank", "logistic"}, optional
-        How ``combined`` is formed (see :class:`SignatureScorer`; default
-        ``"layers"``, or the saved scorer's).
+        How ``combined`` is formed (default ``"layers"``, or the saved scorer's).
     save : bool
-        Also save the scorer with the analysis and the scores under
-        ``analysis/<name>/scores/<split>/<score>`` (and those of
-        ``validation_split``), where the report finds them. Skipped, with a
-        warning, when the store is read-only or the analysis was never saved.
+        Also save the scorer and the scores (and those of ``validation_split``)
+        with the analysis, where the report finds them; skipped with a warning
+        when the store is read-only or the analysis was never saved.
     name : str, optional
-        The analysis name to save under (default: the name the analysis was
-        saved or loaded with).
+        The analysis name to save under (default: the analysis's own).
     scorer : SignatureScorer, optional
-        A fitted (and calibrated) scorer to use; ``validation_split`` then
-        calibrates it again only if it was calibrated on another split.
+        A fitted scorer to use; ``validation_split`` recalibrates it only if
+        it was calibrated on another split.
     client : dask.distributed.Client, None or False
-        Compute the distances to the centroids, the path components and the
-        neighbour statistics and components on this Dask cluster (``None``: the
-        active client, if any; ``False``: here).
+        Compute on this Dask cluster (``None``: the active client, if any;
+        ``False``: here).
     **params
         Other :class:`SignatureScorer` parameters.
 
     Returns
     -------
     Scores
-        A dict: the components of :data:`~nnsig_core.diagnostics.components.SCORES`,
-        ``combined`` and, once calibrated on a validation split, the conformal
-        ``p_value``; with the split and the scorer's fingerprint.
+        The components, ``combined`` and, once calibrated, the conformal ``p_value``.
     """
     check_is_fitted(analysis, "clusterers_")
     store = open_store(store, mode="r+" if save else "r")
@@ -160,11 +123,9 @@ def signature_scores(
 def analysis_scorer(analysis: Any, store: ActivationStore, *, name: str | None = None,
                     validation_split: str | None = None, method: str | None = None,
                     client: ClientArg = None, **params: Any) -> SignatureScorer:
-    """The analysis's scorer of these settings: fitted earlier in this session, rebuilt from
-    the one saved with the analysis (same settings, same data), or fitted now.
+    """The analysis's scorer of these settings: cached, rebuilt from the saved one, or fitted.
 
-    With no setting given, the saved scorer's settings are used (its validation split
-    included), so that every split is scored by one scorer.
+    With no setting given, the saved scorer's settings (and validation split) are used.
     """
     record = saved_scorer(store, name) if name and name in store.analyses else None
     if record is not None and validation_split is None and method is None and not params:

@@ -1,7 +1,6 @@
 """The adapter layer: the protocol every adapter follows, and what adapters share.
 
-Framework adapters (``nnsig_torch``, ``nnsig_keras``) live in their own
-packages; nothing here imports a deep-learning framework.
+Nothing here imports a deep-learning framework (adapters live in their own packages).
 """
 
 from __future__ import annotations

@@ -30,30 +30,21 @@ class ModelSummary(TypedDict, total=False):
 class Adapter(Protocol):
     """What :func:`nnsig_core.capture` needs from a model; the core never imports a framework.
 
-    Optionally, ``batch_images(inputs)`` returns the images of a batch for thumbnails
-    (``keep_inputs=True``) when they are not the inputs themselves (as for
-    :class:`~nnsig_core.protocol.ArrayAdapter`, whose inputs are sample positions), and
-    ``model_fingerprint()`` a string identifying the model's weights, recorded with each
-    split so that a capture is never resumed, nor a split added, with other weights unnoticed.
+    Optionally, ``batch_images(inputs)`` returns a batch's images for thumbnails when they
+    are not the inputs, and ``model_fingerprint()`` identifies the model's weights.
     """
 
     framework: str
 
     def run(self, inputs: Any) -> tuple[np.ndarray, Mapping[str, np.ndarray]]:
-        """Run one batch and return its outputs and activations.
-
-        Parameters
-        ----------
-        inputs : Any
-            One batch, in whatever form the model takes.
+        """Run one batch (in whatever form the model takes).
 
         Returns
         -------
         outputs : numpy.ndarray
-            The model output reshaped to ``(n, -1)`` (logits or scores).
+            The model output reshaped to ``(n, -1)``.
         activations : mapping of str to numpy.ndarray
-            Capture name to an array ``(n, *unit_shape)``, in the same order
-            on every batch.
+            Capture name to ``(n, *unit_shape)``, in the same order on every batch.
         """
         ...
 

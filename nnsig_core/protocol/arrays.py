@@ -13,17 +13,14 @@ from nnsig_core.protocol.adapter import LayerSummary, ModelSummary
 class ArrayAdapter:
     """Adapter for activations already computed by any framework.
 
-    The "inputs" that :func:`nnsig_core.capture` passes to :meth:`run` are
-    integer sample positions, so the data given to ``capture`` is
-    ``(np.arange(n), labels)``; :func:`nnsig_core.capture_arrays` does this for
-    you.
+    Its "inputs" are integer sample positions (``(np.arange(n), labels)``, as
+    :func:`nnsig_core.capture_arrays` passes them).
 
     Parameters
     ----------
     activations : mapping of str to array-like
-        Layer name to an array of shape ``(n_samples, *unit_shape)``.
-        Anything sliceable along the first axis works (NumPy arrays, memmaps,
-        zarr or h5py arrays), so data larger than memory can be streamed.
+        Layer name to ``(n_samples, *unit_shape)``: anything sliceable along the
+        first axis (memmaps, zarr or h5py arrays stream data larger than memory).
     outputs : array-like
         Model outputs (logits or scores), shape ``(n_samples, n_outputs)``.
     model_class : str, optional
@@ -36,15 +33,9 @@ class ArrayAdapter:
 
     framework = "arrays"
 
-    def __init__(
-        self,
-        activations: Mapping[str, Any],
-        outputs: Any,
-        *,
-        model_class: str = "unknown",
-        layer_types: Mapping[str, str] | None = None,
-        inputs: Any = None,
-    ) -> None:
+    def __init__(self, activations: Mapping[str, Any], outputs: Any, *,
+                 model_class: str = "unknown", layer_types: Mapping[str, str] | None = None,
+                 inputs: Any = None) -> None:
         if not activations:
             raise ValueError("ArrayAdapter needs at least one layer in `activations`.")
         n = _first_dim(outputs, "outputs")
@@ -53,10 +44,8 @@ class ArrayAdapter:
                 raise ValueError(f"Layer names must be non-empty strings, got {name!r}.")
             m = _first_dim(arr, f"activations[{name!r}]")
             if m != n:
-                raise ValueError(
-                    f"activations[{name!r}] has {m} samples but outputs has {n}; "
-                    "every array must have one row per sample, in the same order."
-                )
+                raise ValueError(f"activations[{name!r}] has {m} samples but outputs has {n}; "
+                                 "every array must have one row per sample, in the same order.")
         if inputs is not None and _first_dim(inputs, "inputs") != n:
             raise ValueError(f"inputs has {_first_dim(inputs, 'inputs')} rows but outputs has {n}.")
         self.inputs = inputs
@@ -67,51 +56,28 @@ class ArrayAdapter:
         self.layer_types = dict(layer_types or {})
 
     def run(self, inputs: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Return the outputs and activations of the samples at positions ``inputs``.
-
-        Parameters
-        ----------
-        inputs : numpy.ndarray
-            A 1-D integer array of sample positions.
-
-        Returns
-        -------
-        outputs, activations
-            As :meth:`nnsig_core.protocol.Adapter.run`, read from the arrays
-            (a contiguous run of positions is read as one slice).
-        """
+        """The outputs and activations (as :meth:`Adapter.run`) at the positions ``inputs``."""
         idx = np.asarray(inputs)
         if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
-            raise TypeError(
-                "ArrayAdapter.run expects a 1-D array of sample positions; "
-                "use nnsig_core.capture_arrays(...) to capture precomputed arrays."
-            )
-        sl = _as_slice(idx)
-        key = sl if sl is not None else idx
-        outputs = np.asarray(self.outputs[key])
-        acts = {name: np.asarray(arr[key]) for name, arr in self.activations.items()}
-        return outputs, acts
+            raise TypeError("ArrayAdapter.run expects a 1-D array of sample positions; "
+                            "use nnsig_core.capture_arrays(...) to capture precomputed arrays.")
+        key = _as_key(idx)
+        return (np.asarray(self.outputs[key]),
+                {name: np.asarray(arr[key]) for name, arr in self.activations.items()})
 
     def batch_images(self, inputs: Any) -> np.ndarray:
         """The images of the samples at positions ``inputs`` (for thumbnails)."""
         if self.inputs is None:
             raise ValueError("This ArrayAdapter was given no `inputs` to make thumbnails from.")
-        idx = np.asarray(inputs)
-        sl = _as_slice(idx)
-        return np.asarray(self.inputs[sl if sl is not None else idx])
+        return np.asarray(self.inputs[_as_key(np.asarray(inputs))])
 
     def model_summary(self) -> ModelSummary:
         """Describe the arrays: ``model_class``, no parameters, and each layer's type and shape."""
-        layers: list[LayerSummary] = []
-        for name, arr in self.activations.items():
-            layers.append(
-                {
-                    "name": name,
-                    "type": self.layer_types.get(name, "unknown"),
-                    "shape": [int(s) for s in np.shape(arr)[1:]] if hasattr(arr, "shape") else [],
-                    "parameters": 0,
-                }
-            )
+        layers: list[LayerSummary] = [
+            {"name": name, "type": self.layer_types.get(name, "unknown"),
+             "shape": [int(s) for s in np.shape(arr)[1:]] if hasattr(arr, "shape") else [],
+             "parameters": 0}
+            for name, arr in self.activations.items()]
         return {"model_class": self.model_class, "parameters": 0, "layers": layers}
 
     def to_numpy(self, x: Any) -> np.ndarray:
@@ -122,18 +88,17 @@ class ArrayAdapter:
 def _first_dim(arr: Any, what: str) -> int:
     shape = getattr(arr, "shape", None)
     if shape is None:
-        arr = np.asarray(arr)
-        shape = arr.shape
+        shape = np.asarray(arr).shape
     if len(shape) < 1:
         raise ValueError(f"{what} must have a sample axis; got a scalar.")
     return int(shape[0])
 
 
-def _as_slice(idx: np.ndarray) -> slice | None:
-    """Return an equivalent slice when ``idx`` is a contiguous ascending run."""
+def _as_key(idx: np.ndarray) -> slice | np.ndarray:
+    """``idx``, or an equivalent slice when it is a contiguous ascending run."""
     if idx.size == 0:
         return slice(0, 0)
     start = int(idx[0])
     if idx.size == 1 or bool(np.all(np.diff(idx) == 1)):
         return slice(start, start + idx.size)
-    return None
+    return idx

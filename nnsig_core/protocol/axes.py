@@ -34,9 +34,8 @@ class AmbiguousLayoutError(ValueError):
 
 @dataclass(frozen=True)
 class Layout:
-    """Where the channels are in a batch-first tensor (axis 1, ``"first"``, or the last axis,
-    ``"last"``), and how many position axes it has (0 for a vector per sample).
-    """
+    """Where the channels are in a batch-first tensor (``"first"``: axis 1, or ``"last"``), and
+    how many position axes it has (0 for a vector per sample)."""
 
     channels: str
     positions: int
@@ -76,12 +75,10 @@ class Layout:
 
 
 def parse_layout(spec: str, ndim: int | None = None) -> Layout:
-    """The :class:`Layout` a ``layout=`` string stands for, for a batch of ``ndim`` axes.
+    """The :class:`Layout` of a ``layout=`` string for a batch of ``ndim`` axes (batch included).
 
-    ``spec``: one of :data:`LAYOUT_NAMES` (``"NTC"``, ``"NCT"`` and lower case are
-    accepted), ``"channels_first"`` or ``"channels_last"`` (these need ``ndim``, the batch
-    axis included). ValueError for an unknown string, or one whose number of axes is not
-    ``ndim``.
+    ``spec``: one of :data:`LAYOUT_NAMES` (``T`` for ``L`` and lower case accepted),
+    ``"channels_first"`` or ``"channels_last"`` (these need ``ndim``).
     """
     if not isinstance(spec, str):
         raise TypeError(f"A layout must be a string such as 'NCHW' or 'NLC', got {spec!r}.")
@@ -91,22 +88,17 @@ def parse_layout(spec: str, ndim: int | None = None) -> Layout:
             raise ValueError(f"layout {spec!r} needs the tensor's number of axes.")
         return Layout("first" if s.lower() == "channels_first" else "last", max(0, ndim - 2))
     up = s.upper().replace("T", "L")
-    for code in LAYOUT_NAMES:
-        if up == code:
-            positions = len(code) - 2
-            channels = "first" if code[1] == "C" or positions == 0 else "last"
-            layout = Layout(channels, positions)
-            if ndim is not None and max(ndim, 2) != layout.ndim:
-                raise ValueError(
-                    f"layout {spec!r} describes {layout.ndim}-axis tensors (batch included), "
-                    f"but this one has {ndim} axes."
-                )
-            return layout
+    if up in LAYOUT_NAMES:
+        positions = len(up) - 2
+        layout = Layout("first" if up[1] == "C" or positions == 0 else "last", positions)
+        if ndim is not None and max(ndim, 2) != layout.ndim:
+            raise ValueError(f"layout {spec!r} describes {layout.ndim}-axis tensors (batch "
+                             f"included), but this one has {ndim} axes.")
+        return layout
     raise ValueError(
         f"Unknown layout {spec!r}: use one of {', '.join(LAYOUT_NAMES)} (N = batch, C = "
         "channels, L = tokens or 1-D positions, H/W/D = spatial), 'channels_first' or "
-        "'channels_last'."
-    )
+        "'channels_last'.")
 
 
 def _check_mode(mode: Any, where: str) -> None:
@@ -114,26 +106,17 @@ def _check_mode(mode: Any, where: str) -> None:
         return
     if isinstance(mode, (tuple, list)):
         names = list(mode)
-        if (
-            len(names) == 2
-            and names.count("tokens") == 1
-            and all(m == "tokens" or m is None or callable(m) or m in _SAMPLE_MODES for m in names)
-        ):
+        if len(names) == 2 and names.count("tokens") == 1 and all(
+                m == "tokens" or m is None or callable(m) or m in _SAMPLE_MODES for m in names):
             return
-        raise ValueError(
-            f"Invalid pool {mode!r}{where}: a pair must be one sample-level mode and 'tokens', "
-            "e.g. ('cls', 'tokens')."
-        )
-    raise ValueError(
-        f"Invalid pool {mode!r}{where}: use None, {', '.join(map(repr, POOL_MODES))}, a "
-        "callable, or a pair such as ('cls', 'tokens')."
-    )
+        raise ValueError(f"Invalid pool {mode!r}{where}: a pair must be one sample-level mode "
+                         "and 'tokens', e.g. ('cls', 'tokens').")
+    raise ValueError(f"Invalid pool {mode!r}{where}: use None, {', '.join(map(repr, POOL_MODES))}, "
+                     "a callable, or a pair such as ('cls', 'tokens').")
 
 
 def check_pool(pool: Any) -> Any:
-    """Validate ``pool`` (a mode or a ``{name_or_glob: mode}`` mapping) and return it;
-    ValueError or TypeError for an unknown mode or a key that is not a non-empty string.
-    """
+    """Validate ``pool`` (a mode or a ``{name_or_glob: mode}`` mapping) and return it."""
     if isinstance(pool, Mapping):
         for key, mode in pool.items():
             if not isinstance(key, str) or not key:
@@ -160,9 +143,8 @@ def check_layout_spec(layout: Any) -> Any:
 
 
 def _lookup(spec: Any, names: Sequence[str]) -> tuple[Any, str | None, bool]:
-    """(value, key, found) of a per-layer spec for a capture known by ``names`` (most
-    specific first): an exact key wins, then the first glob key (in the mapping's order)
-    matching any of the names."""
+    """(value, key, found) of a per-layer spec for a capture's ``names`` (most specific first):
+    an exact key wins, then the first glob key matching any of them."""
     if not isinstance(spec, Mapping):
         return spec, None, spec is not None
     for name in names:
@@ -175,11 +157,8 @@ def _lookup(spec: Any, names: Sequence[str]) -> tuple[Any, str | None, bool]:
 
 
 def pool_for(pool: Any, names: Sequence[str], default: Any = "auto") -> tuple[Any, str | None]:
-    """The pooling mode of one capture, and the ``pool`` key that chose it.
-
-    ``names`` are the capture's names, most specific first (``"block.relu:1"``,
-    ``"block.relu"``); ``default`` is for captures a mapping does not match.
-    """
+    """The pooling mode of one capture (``names``, most specific first), and the key that chose
+    it; ``default`` for captures a mapping does not match."""
     if not isinstance(pool, Mapping):
         return pool, None
     value, key, found = _lookup(pool, names)
@@ -188,15 +167,14 @@ def pool_for(pool: Any, names: Sequence[str], default: Any = "auto") -> tuple[An
 
 def layout_for(layout: Any, names: Sequence[str]) -> tuple[str | None, str | None]:
     """The ``layout=`` string given for one capture (``None`` when none), and its key."""
-    value, key, found = _lookup(layout, names)
-    return (value if found else None), key
+    value, key, _ = _lookup(layout, names)  # None when not found
+    return value, key
 
 
 def split_modes(mode: Any) -> tuple[Any, bool, bool]:
     """``(sample-level mode, has a sample-level row, has token rows)`` of one capture's mode."""
     if isinstance(mode, tuple):
-        sample = next(m for m in mode if m != "tokens")
-        return sample, True, True
+        return next(m for m in mode if m != "tokens"), True, True
     if mode == "tokens":
         return None, False, True
     return mode, True, False

@@ -14,20 +14,15 @@ ADAPTER_FIX = "Check the inputs and weights, or pass keep_nonfinite=True to keep
 
 _DEFAULT_FIX = (
     "The model produced NaN or Inf (diverged training, overflow in low precision?); "
-    "fix the model or its inputs."
-)
+    "fix the model or its inputs.")
 
 
 class NonFiniteActivationError(ValueError):
-    """An activation (or the model output) holds NaN or Inf.
-
-    Raised by the framework adapters while capturing and by readers of a
-    store, so ``except NonFiniteActivationError`` works wherever it comes from.
+    """An activation (or the model output) holds NaN or Inf, while capturing or reading.
 
     Parameters
     ----------
     message : str
-        The full message (see :func:`check_finite`).
     layer : str, optional
         The layer; ``None`` for the model output.
     split : str, optional
@@ -38,15 +33,8 @@ class NonFiniteActivationError(ValueError):
         The data-set index of that sample, when known.
     """
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        layer: str | None = None,
-        split: str | None = None,
-        row: int | None = None,
-        sample_index: int | None = None,
-    ) -> None:
+    def __init__(self, message: str, *, layer: str | None = None, split: str | None = None,
+                 row: int | None = None, sample_index: int | None = None) -> None:
         super().__init__(message)
         self.layer = layer
         self.split = split
@@ -62,26 +50,11 @@ def _rows(block: np.ndarray) -> np.ndarray:
 
 
 def nonfinite_rows(block: np.ndarray, row_sums: np.ndarray | None = None) -> np.ndarray:
-    """Positions of the rows of a block holding a NaN or an infinity.
+    """Sorted int64 positions of the rows of ``block`` ``(n, ...)`` holding a NaN or an infinity.
 
-    Sum-first: one float32 sum per row (given, e.g. computed on a GPU where
-    the block was made, or computed here); only the rows whose sum is not
-    finite are tested element-wise, since a sum can overflow with finite
-    values. Without ``row_sums``, a single sum over the whole block comes
-    first, and the rows are only summed when it is not finite.
-
-    Parameters
-    ----------
-    block : numpy.ndarray
-        Shape ``(n, ...)``: one row per sample (a block of more than two axes
-        is read as ``(n, -1)``).
-    row_sums : numpy.ndarray, optional
-        One sum per row, shape ``(n,)``.
-
-    Returns
-    -------
-    numpy.ndarray
-        The positions of the bad rows, int64, sorted; empty when all are finite.
+    Sum-first: only the rows whose float32 sum (``row_sums``, shape ``(n,)``, or
+    computed here after one sum over the whole block) is not finite are tested
+    element-wise.
     """
     flat = _rows(block)
     none = np.empty(0, dtype=np.int64)
@@ -103,55 +76,34 @@ def nonfinite_rows(block: np.ndarray, row_sums: np.ndarray | None = None) -> np.
     return suspect[~np.isfinite(flat[suspect]).all(axis=1)].astype(np.int64)
 
 
-def check_finite(
-    block: np.ndarray,
-    *,
-    layer: str | None,
-    split: str | None = None,
-    rows: np.ndarray | None = None,
-    sample_index: np.ndarray | None = None,
-    row_sums: np.ndarray | None = None,
-    fix: str = _DEFAULT_FIX,
-    scope: str = "this block",
-) -> None:
+def check_finite(block: np.ndarray, *, layer: str | None, split: str | None = None,
+                 rows: np.ndarray | None = None, sample_index: np.ndarray | None = None,
+                 row_sums: np.ndarray | None = None, fix: str = _DEFAULT_FIX,
+                 scope: str = "this block") -> None:
     """Raise :class:`NonFiniteActivationError` when a row of ``block`` holds NaN or Inf.
 
-    The message names the layer (and split), the first bad sample (its
-    position and, when known, its data-set index), the first bad unit, its
-    value and how many rows of the block are affected, followed by ``fix``::
-
-        NaN or Inf in layer 'fc1' of split 'train' at sample 57 (data set
-        index 1057): unit 3 is nan; 2 sample(s) of this block affected. <fix>
-
-    Cheap when everything is finite: one reduction (or none with ``row_sums``),
-    no boolean copy of the block (see :func:`nonfinite_rows`).
+    The message names the layer (and split), the first bad sample and its
+    data-set index, the first bad unit and its value, how many rows are
+    affected, and ``fix``.
 
     Parameters
     ----------
     block : numpy.ndarray
-        Shape ``(n, *unit_shape)``: one row per sample.
+        Shape ``(n, *unit_shape)``.
     layer : str or None
         The layer's name; ``None`` for the model output.
     split : str, optional
         The split the block was read from.
     rows : numpy.ndarray, optional
-        The position of each row of ``block`` (e.g. in its split). Without it
-        a sample is named by its row in the block, "of ``scope``".
+        The position of each row of ``block`` (else its row in the block, "of ``scope``").
     sample_index : numpy.ndarray, optional
-        The data-set index of each position: indexed by ``rows[i]`` when
-        ``rows`` is given, else by the row ``i`` itself.
+        The data-set index of each position (indexed by ``rows[i]``, or ``i``).
     row_sums : numpy.ndarray, optional
-        One float32 sum per row, already computed (see :func:`nonfinite_rows`).
+        One float32 sum per row, already computed.
     fix : str
-        What the user should do, appended to the message.
+        What the user should do.
     scope : str
         How the message names the block ("the batch", "this chunk").
-
-    Raises
-    ------
-    NonFiniteActivationError
-        With ``layer``, ``split``, ``row`` (the position of the first bad
-        sample) and ``sample_index`` (its data-set index, or ``None``).
     """
     bad = nonfinite_rows(block, row_sums)
     if not bad.size:
@@ -171,22 +123,14 @@ def check_finite(
     raise NonFiniteActivationError(
         f"NaN or Inf in {where} at {at}: unit {unit_name} is {value}; "
         f"{bad.size} sample(s) of {scope} affected. {fix}",
-        layer=layer,
-        split=split,
-        row=row,
-        sample_index=si,
-    )
+        layer=layer, split=split, row=row, sample_index=si)
 
 
-def check_batch_finite(
-    outputs: np.ndarray,
-    activations: Mapping[str, np.ndarray],
-    *,
-    row_sums: Mapping[str, np.ndarray] | None = None,
-    output_row_sums: np.ndarray | None = None,
-    fix: str = ADAPTER_FIX,
-) -> None:
-    """Check the activations of one batch, then its outputs, as an adapter's ``run`` returns them.
+def check_batch_finite(outputs: np.ndarray, activations: Mapping[str, np.ndarray], *,
+                       row_sums: Mapping[str, np.ndarray] | None = None,
+                       output_row_sums: np.ndarray | None = None,
+                       fix: str = ADAPTER_FIX) -> None:
+    """:func:`check_finite` on the activations of one batch, then its outputs.
 
     Parameters
     ----------
@@ -199,13 +143,7 @@ def check_batch_finite(
     output_row_sums : numpy.ndarray, optional
         The same for ``outputs``.
     fix : str
-        What the user should do, appended to the message.
-
-    Raises
-    ------
-    NonFiniteActivationError
-        For the first array holding NaN or Inf, naming its first bad sample
-        "of the batch" (``layer`` is ``None`` for the outputs).
+        What the user should do.
     """
     for name, values in activations.items():
         sums = row_sums.get(name) if row_sums is not None else None

@@ -1,8 +1,7 @@
 """Layout-aware pooling of NumPy batches: the reference semantics of ``pool=``.
 
-The Keras adapter pools with these functions; the PyTorch adapter implements
-the same semantics with torch operations on the device (its tests compare
-both). See :mod:`nnsig_core.protocol.axes` for the modes and layouts.
+The Keras adapter pools with these functions; the PyTorch adapter implements the same
+semantics on the device (its tests compare both).
 """
 
 from __future__ import annotations
@@ -17,11 +16,9 @@ from nnsig_core.protocol.token_rows import TokenRows
 
 def ambiguous_layout_message(name: str, shape: tuple[int, ...], mode: Any, fix: str) -> str:
     """The message of an :class:`AmbiguousLayoutError` for a capture (``fix``: how to set it)."""
-    return (
-        f"Cannot pool layer {name!r} with {mode!r}: its output has per-sample shape {shape} "
-        "and its layout is unknown (which axis holds the channels, which the positions?). "
-        f"Say it: {fix}, or pass a callable as its pool."
-    )
+    return (f"Cannot pool layer {name!r} with {mode!r}: its output has per-sample shape {shape} "
+            "and its layout is unknown (which axis holds the channels, which the positions?). "
+            f"Say it: {fix}, or pass a callable as its pool.")
 
 
 def resolve_auto(mode: Any, layout: Layout | None) -> Any:
@@ -32,10 +29,7 @@ def resolve_auto(mode: Any, layout: Layout | None) -> Any:
 
 
 def mask_for(layout: Layout | None, shape: tuple[int, ...], mask: np.ndarray | None) -> Any:
-    """The ``(n, L)`` boolean mask that applies to a batch of ``shape``, or ``None``.
-
-    A mask applies to a sequence (one position axis) whose length is the mask's.
-    """
+    """``mask`` ``(n, L)`` when it applies to a sequence batch of ``shape``, else ``None``."""
     if mask is None or layout is None or not layout.is_sequence:
         return None
     axis = layout.position_axes()[0]
@@ -45,8 +39,7 @@ def mask_for(layout: Layout | None, shape: tuple[int, ...], mask: np.ndarray | N
 
 
 def sequence_index(mode: str, n: int, length: int, mask: np.ndarray | None) -> np.ndarray:
-    """Per sample, the position ``"cls"`` (first non-padding) or ``"last"`` (last
-    non-padding) picks; raises when a sample has no token at all."""
+    """Per sample, the first (``"cls"``) or last (``"last"``) non-padding position."""
     if mask is None:
         return np.full(n, 0 if mode == "cls" else length - 1, dtype=np.int64)
     empty = ~mask.any(axis=1)
@@ -58,30 +51,23 @@ def sequence_index(mode: str, n: int, length: int, mask: np.ndarray | None) -> n
 
 
 def _empty_message(row: int) -> str:
-    return (
-        f"Sample {row} of the batch has no token in its attention mask: nothing to pool. "
-        "Leave empty sequences out of the data."
-    )
+    return (f"Sample {row} of the batch has no token in its attention mask: nothing to pool. "
+            "Leave empty sequences out of the data.")
 
 
-def pool_array(
-    a: np.ndarray, mode: Any, layout: Layout | None, mask: np.ndarray | None = None,
-    name: str = "?", fix: str = "pass layout={name: 'NCHW' | 'NHWC' | 'NLC' ...}",
-) -> np.ndarray:
-    """Pool one batch ``(n, ...)``, batch axis first, per sample with a sample-level ``mode``.
+def pool_array(a: np.ndarray, mode: Any, layout: Layout | None, mask: np.ndarray | None = None,
+               name: str = "?",
+               fix: str = "pass layout={name: 'NCHW' | 'NHWC' | 'NLC' ...}") -> np.ndarray:
+    """Pool one batch ``(n, ...)`` per sample with a sample-level ``mode``: ``(n, ...)`` float32.
 
-    ``layout`` is ``None`` when unknown; ``mask`` ``(n, L)`` marks the real tokens of sequences
-    of length ``L``; ``name`` and ``fix`` (how the user sets the layer's layout) go into the
-    messages. Returns ``(n, ...)`` float32 (``(n,)`` becomes ``(n, 1)``). Raises
-    :class:`AmbiguousLayoutError` when the mode needs the unknown layout, ValueError for
-    ``"cls"``/``"last"`` on a tensor that is not a sequence, or a sample without any token.
+    ``layout`` is ``None`` when unknown; ``mask`` ``(n, L)`` marks the real tokens;
+    ``name`` and ``fix`` (how the user sets the layer's layout) go into the messages.
     """
     if callable(mode):
         out = np.asarray(mode(a))
         if out.ndim < 1 or out.shape[0] != a.shape[0]:
-            raise ValueError(
-                f"A pool callable must return an array with {a.shape[0]} rows; got {out.shape}."
-            )
+            raise ValueError(f"A pool callable must return an array with {a.shape[0]} rows; "
+                             f"got {out.shape}.")
         a, mode = out, None
     if a.ndim == 1:
         a = a[:, None]
@@ -102,10 +88,8 @@ def pool_array(
     m = mask_for(layout, a.shape, mask)
     if mode in ("cls", "last"):
         if not layout.is_sequence:
-            raise ValueError(
-                f"pool {mode!r} of layer {name!r} needs a sequence (one position axis); its "
-                f"layout is {layout.code}. Use 'mean', 'max' or 'tokens'."
-            )
+            raise ValueError(f"pool {mode!r} of layer {name!r} needs a sequence (one position "
+                             f"axis); its layout is {layout.code}. Use 'mean', 'max' or 'tokens'.")
         idx = sequence_index(mode, a.shape[0], a.shape[axes[0]], m)
         moved = np.moveaxis(a, axes[0], 1)
         return moved[np.arange(a.shape[0]), idx].astype(np.float32)
@@ -124,25 +108,16 @@ def pool_array(
     return a.max(axis=axes).astype(np.float32)
 
 
-def token_rows_array(
-    a: np.ndarray, layout: Layout | None, mask: np.ndarray | None = None,
-    token_ids: np.ndarray | None = None, name: str = "?",
-    fix: str = "pass layout={name: 'NLC' ...}",
-) -> TokenRows:
-    """Every position of every sample a row (``pool="tokens"``), padding left out.
-
-    ``a`` is ``(n, ...)`` with at least one position axis of the (required) ``layout``;
-    ``mask`` ``(n, L)`` marks the real tokens of sequences of length ``L``; ``token_ids``
-    ``(n, L)`` are recorded per row when the lengths match. Rows come in sample order, then
-    position order.
-    """
+def token_rows_array(a: np.ndarray, layout: Layout | None, mask: np.ndarray | None = None,
+                     token_ids: np.ndarray | None = None, name: str = "?",
+                     fix: str = "pass layout={name: 'NLC' ...}") -> TokenRows:
+    """Every position of every sample a row (``pool="tokens"``), padding left out, in sample
+    then position order; ``token_ids`` ``(n, L)`` are recorded when the lengths match."""
     if layout is None:
         raise AmbiguousLayoutError(ambiguous_layout_message(name, a.shape[1:], "tokens", fix))
     if layout.positions == 0:
-        raise ValueError(
-            f"pool 'tokens' of layer {name!r} needs positions (a sequence or a feature map); "
-            f"it has shape {a.shape[1:]}."
-        )
+        raise ValueError(f"pool 'tokens' of layer {name!r} needs positions (a sequence or a "
+                         f"feature map); it has shape {a.shape[1:]}.")
     n = a.shape[0]
     axes = layout.position_axes()
     moved = np.moveaxis(a, axes, range(1, 1 + len(axes)))  # (n, *positions, C)

@@ -1,12 +1,7 @@
 """Choosing layers by name, glob pattern or type: the part every framework adapter shares.
 
-A framework adapter enumerates its *candidates* (a mapping from each
-selectable name to its module or layer, in model order) and hands the user's
-``layers=`` to :func:`resolve_selection`, with a :class:`SelectionWording`
-saying how its messages name things. What stays in the adapter is only what
-is framework-specific: how candidates are enumerated, which class a type must
-derive from, names that stand for a candidate (e.g. torch's ``module.``
-prefix), and extra names that may be given exactly (e.g. Keras's ``shared:1``).
+An adapter enumerates its *candidates* (each selectable name to its module or layer,
+in model order) and hands the user's ``layers=`` to :func:`resolve_selection`.
 """
 
 from __future__ import annotations
@@ -20,16 +15,9 @@ from typing import Any
 #: One entry of ``layers``: a name, a glob pattern or a class.
 LayerSpec = str | type
 
-#: The characters that make a string a glob pattern for :func:`fnmatch.fnmatchcase`.
-GLOB_CHARS = frozenset("*?[")
-
 
 class LayerSelectionError(ValueError):
-    """A layer selection that selects nothing, or a selected layer that cannot be captured.
-
-    Raised by every framework adapter, so ``except LayerSelectionError``
-    works whatever the framework.
-    """
+    """A layer selection that selects nothing, or a selected layer that cannot be captured."""
 
 
 class UnknownLayerError(LayerSelectionError, KeyError):
@@ -40,26 +28,10 @@ class UnknownLayerError(LayerSelectionError, KeyError):
 
 
 def close_matches(name: str, candidates: Sequence[str], n: int = 5) -> list[str]:
-    """Names among ``candidates`` that look like ``name``, best first.
+    """At most ``n`` names among ``candidates`` that look like ``name``, best first.
 
-    First the names that merely end with ``name`` after a ``/`` (``"dense_2"``
-    for ``"encoder/dense_2"``, the usual mistake with nested models), then
-    difflib's close matches, then names that contain ``name`` (``"conv1"`` in
-    ``"layer1.0.conv1"``).
-
-    Parameters
-    ----------
-    name : str
-        The name the user gave.
-    candidates : sequence of str
-        The valid names.
-    n : int
-        At most this many names are returned.
-
-    Returns
-    -------
-    list of str
-        The close matches, best first; empty when none looks like ``name``.
+    First the names ending with ``"/" + name`` (nested models), then difflib's
+    close matches, then names that contain ``name``.
     """
     found = [c for c in candidates if c.endswith("/" + name)][:n]
     for c in difflib.get_close_matches(name, candidates, n=n, cutoff=0.5):
@@ -75,7 +47,7 @@ def close_matches(name: str, candidates: Sequence[str], n: int = 5) -> list[str]
 
 def is_glob(spec: str) -> bool:
     """Whether ``spec`` is a glob pattern (holds ``*``, ``?`` or ``[``)."""
-    return any(c in GLOB_CHARS for c in spec)
+    return any(c in "*?[" for c in spec)
 
 
 @dataclass(frozen=True)
@@ -84,16 +56,12 @@ class SelectionWording:
 
     Parameters
     ----------
-    model : str
-        The model, as in "in {model}" (``"ConvNet"``, ``"model 'mlp'"``).
-    item : str
-        What a candidate is (``"module"``, ``"layer"``).
+    model, item : str
+        The model, as in "in {model}"; what a candidate is (``"module"``, ``"layer"``).
     kind, kinds : str
-        What a class is called, singular and plural (``"type"``/``"types"``,
-        ``"class"``/``"classes"``).
+        What a class is called, singular and plural.
     entries : str
-        What an entry of ``layers`` may be, for the ``TypeError`` ("a module
-        name, a glob pattern or an nn.Module subclass").
+        What an entry of ``layers`` may be, for the ``TypeError``.
     listing : str
         Appended to the unknown-name message: where to find the valid names.
     """
@@ -108,38 +76,22 @@ class SelectionWording:
 
 @dataclass(frozen=True)
 class Selection:
-    """What a ``layers=`` spec selects (see :func:`resolve_selection`).
-
-    Attributes
-    ----------
-    matched : list of str
-        The candidates selected (by name, pattern or class), in candidate order.
-    named : set of str
-        The candidates given exactly by name (possibly through ``rename``).
-    extra : set of str
-        The extra names selected, exactly or by a pattern.
-    """
+    """What a ``layers=`` spec selects: the candidates ``matched`` (in candidate order), those
+    ``named`` exactly, and the ``extra`` names selected."""
 
     matched: list[str]
     named: set[str]
     extra: set[str]
 
 
-def resolve_selection(
-    layers: LayerSpec | Sequence[LayerSpec],
-    candidates: Mapping[str, Any],
-    wording: SelectionWording,
-    *,
-    extra: Collection[str] = (),
-    base: type | tuple[type, ...] | None = None,
-    rename: Callable[[str], str] | None = None,
-) -> Selection:
+def resolve_selection(layers: LayerSpec | Sequence[LayerSpec], candidates: Mapping[str, Any],
+                      wording: SelectionWording, *, extra: Collection[str] = (),
+                      base: type | tuple[type, ...] | None = None,
+                      rename: Callable[[str], str] | None = None) -> Selection:
     """Resolve a ``layers=`` spec against the candidate names of a model.
 
-    Each entry is, in this order of precedence: a class (every candidate that
-    is an instance), a candidate's name, an extra name, or a glob pattern
-    matched with :func:`fnmatch.fnmatchcase` against the candidates and the
-    extra names.
+    Each entry is, by precedence: a class (its instances), a candidate's name,
+    an extra name, or a glob pattern over the candidates and extra names.
 
     Parameters
     ----------
@@ -148,31 +100,24 @@ def resolve_selection(
     candidates : mapping of str to object
         Every selectable name to its module or layer, in model order.
     wording : SelectionWording
-        How the error messages name the model, its candidates and classes.
+        How the error messages name things.
     extra : collection of str
-        Other names that may be given exactly or matched by a pattern
-        without being candidates (e.g. the name of one call of a layer).
+        Other names that may be selected without being candidates.
     base : type or tuple of types, optional
         The class every class entry must derive from (else ``TypeError``).
     rename : callable, optional
-        Maps a name that is not a candidate to the candidate it stands for
-        (e.g. a name copied from a wrapped model); returns it unchanged when
-        it stands for none.
+        Maps a name that is not a candidate to the candidate it stands for.
 
     Returns
     -------
     Selection
-        The candidates matched, those named exactly, and the extra names.
 
     Raises
     ------
     UnknownLayerError
-        For a name that is neither a candidate nor an extra name; the message
-        lists close matches.
+        A name that is neither a candidate nor an extra name.
     LayerSelectionError
-        For a pattern or class that matches nothing, or an empty selection.
-    TypeError
-        For an entry that is neither a string nor a class (derived from ``base``).
+        A pattern or class that matches nothing, or an empty selection.
     """
     if isinstance(layers, (str, type)):
         layers = [layers]
@@ -217,26 +162,21 @@ def _unknown(name: str, valid: Sequence[str], wording: SelectionWording) -> Unkn
     return UnknownLayerError(msg)
 
 
-def _candidate(
-    spec: str, candidates: Mapping[str, Any], rename: Callable[[str], str] | None
-) -> str | None:
-    if spec in candidates:
-        return spec
-    renamed = rename(spec) if rename is not None else spec
-    return renamed if renamed in candidates else None
+def _candidate(spec: str, candidates: Mapping[str, Any],
+               rename: Callable[[str], str] | None) -> str | None:
+    name = spec if spec in candidates or rename is None else rename(spec)
+    return name if name in candidates else None
 
 
 def _no_instance(spec: type, candidates: Mapping[str, Any], wording: SelectionWording) -> str:
     present = sorted({type(obj).__name__ for obj in candidates.values()})
     return (
         f"No {wording.item} of {wording.kind} {spec.__name__} in {wording.model}; "
-        f"{wording.kinds} present: {', '.join(present)}."
-    )
+        f"{wording.kinds} present: {', '.join(present)}.")
 
 
 def _no_match(spec: str, names: Sequence[str], wording: SelectionWording) -> str:
     return (
         f"Pattern {spec!r} matches no {wording.item} of {wording.model}; "
         f"{wording.item} names look like: {', '.join(repr(n) for n in names[:8])}"
-        f"{', ...' if len(names) > 8 else ''}."
-    )
+        f"{', ...' if len(names) > 8 else ''}.")

@@ -1,9 +1,7 @@
 """Token-level rows: what an adapter returns for a layer pooled with ``"tokens"``.
 
-:meth:`Adapter.run <nnsig_core.protocol.Adapter.run>` returns them as a :class:`TokenRows`
-under the layer's name plus :data:`TOKENS_SUFFIX` (``"blocks.0@tokens"``), so a layer can
-be captured both ways in one pass; capture writes them to the token row space
-``<split>.tokens``. Every token-level layer of one capture must yield the same rows.
+Keyed by the layer's name plus :data:`TOKENS_SUFFIX`; every token-level layer of one
+capture must yield the same rows.
 """
 
 from __future__ import annotations
@@ -30,14 +28,10 @@ class TokenRows:
     ----------
     values : numpy.ndarray
         ``(rows, *unit_shape)``, one row per token kept (padding left out).
-    sample : numpy.ndarray
-        int64 ``(rows,)``: the row of each token's sample in the batch.
-    position : numpy.ndarray
-        int64 ``(rows,)``: the token's position in its sequence (the flat
-        index over the position axes of a feature map).
+    sample, position : numpy.ndarray
+        int64 ``(rows,)``: each token's sample in the batch, and its (flat) position.
     token : numpy.ndarray or None
-        int64 ``(rows,)``: the input token id at that position, when the
-        batch held them (``input_ids``); ``None`` otherwise.
+        int64 ``(rows,)``: the input token ids, when the batch held them.
     """
 
     values: np.ndarray
@@ -53,9 +47,8 @@ class TokenRows:
                 continue
             arr = np.asarray(arr, dtype=np.int64).reshape(-1)
             if arr.shape[0] != rows:
-                raise ValueError(
-                    f"TokenRows.{what} has {arr.shape[0]} entries for {rows} rows of values."
-                )
+                raise ValueError(f"TokenRows.{what} has {arr.shape[0]} entries for {rows} rows "
+                                 "of values.")
             setattr(self, what, arr)
 
     def __len__(self) -> int:
@@ -67,8 +60,7 @@ class TokenRows:
 
 
 def split_token_rows(
-    activations: Mapping[str, object],
-) -> tuple[dict[str, np.ndarray], dict[str, TokenRows]]:
+        activations: Mapping[str, object]) -> tuple[dict[str, np.ndarray], dict[str, TokenRows]]:
     """Separate an adapter's activations into sample-level arrays and token-level rows
     (keyed by the layer's plain name, without :data:`TOKENS_SUFFIX`)."""
     samples: dict[str, np.ndarray] = {}
@@ -85,22 +77,17 @@ def split_token_rows(
 
 
 def check_same_tokens(tokens: Mapping[str, TokenRows]) -> TokenRows | None:
-    """The rows shared by every token-level layer of a batch (the first one), or ``None``;
-    ValueError, naming both, when two layers have different tokens (length or mask).
-    """
+    """The rows shared by every token-level layer of a batch (the first one's), or ``None``."""
     first_name, first = None, None
     for name, rows in tokens.items():
         if first is None:
             first_name, first = name, rows
             continue
-        if not (
-            np.array_equal(rows.sample, first.sample)
-            and np.array_equal(rows.position, first.position)
-        ):
+        if not (np.array_equal(rows.sample, first.sample)
+                and np.array_equal(rows.position, first.position)):
             raise ValueError(
                 f"Token-level layers {first_name!r} and {name!r} have different tokens "
                 f"({len(first)} vs {len(rows)} rows in this batch: another sequence length or "
                 "another mask). Every layer pooled with 'tokens' in one capture shares one row "
-                "per token; capture them separately."
-            )
+                "per token; capture them separately.")
     return first
