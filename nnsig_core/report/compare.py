@@ -17,11 +17,10 @@ import numpy as np
 
 from nnsig_core._warnings import warn
 from nnsig_core.execute.blocks import reduce_columns, take
-from nnsig_core.report.points import select_points
 from nnsig_core.report.single import (
     MapOptions,
     PreparedRun,
-    chunk_rows,
+    draw_map_points,
     priority_masks,
     rows_at,
     run_body,
@@ -188,19 +187,12 @@ def comparison_data(
                 for k, m in priority_masks(p, s).items():
                     prio[k] = prio[k] | m if k in prio else m
             prio["changed"] = changed_mask(preps, s)
-            sig0 = preps[0].sigs[s]
-            pos, kd = select_points(sig0.labels, sig0.predictions, prio,
-                                             opts.max_points, opts.seed,
-                                             chunk_rows=chunk_rows(preps[0], s),
-                                             client=preps[0].client)
+            pos, kd = draw_map_points(preps[0], s, opts, prio)
             for i in range(len(preps)):
                 positions[i][s], kinds[i][s] = pos, kd
         else:
             for i, p in enumerate(preps):
-                sg = p.sigs[s]
-                positions[i][s], kinds[i][s] = select_points(
-                    sg.labels, sg.predictions, priority_masks(p, s), opts.max_points, opts.seed,
-                    chunk_rows=chunk_rows(p, s), client=p.client)
+                positions[i][s], kinds[i][s] = draw_map_points(p, s, opts)
     bodies = []
     for i, p in enumerate(preps):
         body = run_body(p, positions[i] if with_map else None, kinds[i], opts,

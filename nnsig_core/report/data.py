@@ -5,7 +5,6 @@ layer map's bounded sample of points.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -15,16 +14,13 @@ from sklearn.utils.validation import check_is_fitted
 from nnsig_core._util import now_iso
 from nnsig_core.report import layermap
 from nnsig_core.report.compare import comparison_data
-from nnsig_core.report.points import select_points
-from nnsig_core.report.single import MapOptions, chunk_rows, prepare_run, priority_masks, run_body
+from nnsig_core.report.single import MapOptions, draw_map_points, prepare_run, run_body
 from nnsig_core.report.spec import normalize_runs, opening_split, report_splits
 from nnsig_core.report.summary import SUPPORTED_FORMAT
 from nnsig_core.store import ActivationStore
 
 if TYPE_CHECKING:
     from nnsig_core.analysis.engine import SignatureAnalysis
-
-log = logging.getLogger("nnsig")
 
 #: Version of the report data format (``docs/report-data.md``).
 REPORT_FORMAT_VERSION = SUPPORTED_FORMAT
@@ -126,15 +122,12 @@ def build_report_data(
                                             runs[0].analysis.fit_split_)}
         return {**head, **data}
     prep = preps[0]
-    positions = kinds = None
+    positions, kinds = None, {}
     if opts.max_points > 0:
-        positions, kinds = {}, {}
+        positions = {}
         for s in prep.splits:
-            sg = prep.sigs[s]
-            positions[s], kinds[s] = select_points(
-                sg.labels, sg.predictions, priority_masks(prep, s), opts.max_points, opts.seed,
-                chunk_rows=chunk_rows(prep, s), client=prep.client)
-    body = run_body(prep, positions, kinds or {}, opts, **body_kw)
+            positions[s], kinds[s] = draw_map_points(prep, s, opts)
+    body = run_body(prep, positions, kinds, opts, **body_kw)
     model_class = body["model"].get("model_class")
     name = prep.store.location.rstrip("/").rsplit("/", 1)[-1] or prep.store.location
     default = f"{model_class} ({name})" if model_class and model_class != "unknown" else name

@@ -25,7 +25,9 @@ from nnsig_core.analysis.signatures import Signatures
 from nnsig_core.execute.blocks import is_lazy, take
 from nnsig_core.report import layermap
 from nnsig_core.report import score_figures as sc
+from nnsig_core.report.points import select_points
 from nnsig_core.report.run_scores import conformal_report_threshold, report_scores
+from nnsig_core.report.score_figures import rounded
 from nnsig_core.report.spec import ReportRun
 from nnsig_core.report.sprite import make_sprite, shrink
 from nnsig_core.report.token_report import add_token_rows, token_images, token_map_points
@@ -36,14 +38,6 @@ log = logging.getLogger("nnsig")
 TYPICAL_SHARE = 0.1
 #: A class is *separable* at the first layer where its per-class purity reaches this.
 SEPARABLE_PURITY = 0.9
-
-
-def _f(x: Any, digits: int = 6) -> float | None:
-    """A JSON float (None for NaN/None), rounded to keep the file small."""
-    if x is None:
-        return None
-    x = float(x)
-    return None if not np.isfinite(x) else round(x, digits)
 
 
 @dataclass
@@ -141,9 +135,15 @@ def priority_masks(prep: PreparedRun, split: str) -> dict[str, np.ndarray]:
     return out
 
 
-def chunk_rows(prep: PreparedRun, split: str) -> int:
-    """Rows per chunk of ``split`` (every array of a split shares them)."""
-    return int(prep.store.activations(split, prep.run.analysis.layers_[0]).chunks[0])
+def draw_map_points(prep: PreparedRun, split: str, opts: MapOptions,
+                    priority: Mapping[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """The map points of ``split`` and their kinds (``select_points``), the ``priority`` masks
+    first (default: :func:`priority_masks`)."""
+    sg = prep.sigs[split]
+    rows = int(prep.store.activations(split, prep.run.analysis.layers_[0]).chunks[0])
+    priority = priority_masks(prep, split) if priority is None else priority
+    return select_points(sg.labels, sg.predictions, priority, opts.max_points, opts.seed,
+                         chunk_rows=rows, client=prep.client)
 
 
 def per_class_purity(compositions: Sequence[np.ndarray],
@@ -163,7 +163,7 @@ def per_class_purity(compositions: Sequence[np.ndarray],
         n_c = comp.sum(axis=0)
         pur = np.divide((comp * share).sum(axis=0), n_c, out=np.full(n_classes, np.nan),
                         where=n_c > 0)
-        out.append([_f(p, 4) for p in pur])
+        out.append([rounded(p, 4) for p in pur])
     return out
 
 
@@ -189,7 +189,7 @@ def _rows(joint: Mapping[str, Any], L: int) -> tuple[list[dict[str, Any]],
             "path": [int(x) for x in u[1 : L + 1]],
             "output": int(u[L + 1]),
             "count": int(counts[i]),
-            "score": None if means is None else _f(means[i], 4),
+            "score": None if means is None else rounded(means[i], 4),
         })
     return rows, {tuple(int(x) for x in uniq[i]): r for r, i in enumerate(order)}
 
@@ -225,8 +225,8 @@ def _split_entry(sigs: Any, n_classes: int, scores: Any, n_exemplars: int,
     clusters, purity, entropy = [], [], []
     for j, k in enumerate(sigs.n_clusters):
         comp = comps[j]
-        purity.append(_f(class_purity(comp)))
-        entropy.append(_f(class_entropy(comp)))
+        purity.append(rounded(class_purity(comp)))
+        entropy.append(rounded(class_entropy(comp)))
         layer = []
         for c in range(k):
             n_lab = int(comp[c].sum())
@@ -234,7 +234,7 @@ def _split_entry(sigs: Any, n_classes: int, scores: Any, n_exemplars: int,
                 "id": c,
                 "count": int(totals[j][c]),
                 "by_class": [int(x) for x in comp[c]],
-                "purity": _f(comp[c].max() / n_lab) if n_lab else None,
+                "purity": rounded(comp[c].max() / n_lab) if n_lab else None,
                 "exemplars": [f"{sigs.split}/{r}" for r in exemplars[j][c]],
             })
         clusters.append(layer)
@@ -246,7 +246,7 @@ def _split_entry(sigs: Any, n_classes: int, scores: Any, n_exemplars: int,
         "n_samples": int(w.sum()),
         "has_labels": bool(labelled.any()),
         "n_labelled": n_labelled,
-        "accuracy": _f(right / n_labelled) if n_labelled else None,
+        "accuracy": rounded(right / n_labelled) if n_labelled else None,
         "n_signatures": int(np.unique(T[:, 1 : L + 1], axis=0).shape[0]) if T.shape[0] else 0,
         "purity": purity,
         "entropy": entropy,
@@ -404,7 +404,7 @@ def _add_map(body: dict[str, Any], prep: PreparedRun, positions: Mapping[str, np
         if prep.store.level(s) == "tokens":  # which token of which input each point is
             m["tokens"] = token_map_points(prep.store, s, pos, token_label)
         if s in prep.scores:
-            m["scores"] = [_f(x, 4) for x in take(prep.scores[s], pos, prep.client)]
+            m["scores"] = [rounded(x, 4) for x in take(prep.scores[s], pos, prep.client)]
         if thumbnails:
             pix = thumbnails_at(prep.store, s, pos, token_grid, prep.client)
             if pix is not None:

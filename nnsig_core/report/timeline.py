@@ -1,6 +1,4 @@
-"""The report of a training timeline: the last checkpoint's report plus ``timeline``.
-
-:func:`build_timeline_data` gives one checkpoint's report data with a ``timeline`` entry
+"""The report of a training timeline: one checkpoint's report data plus a ``timeline`` entry
 (``docs/report-data.md``, "Timeline") that ``viewer/timeline.js`` draws above it.
 """
 
@@ -13,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from nnsig_core.analysis.joint_views import class_purity
+from nnsig_core.report.score_figures import rounded
 from nnsig_core.report.single import SEPARABLE_PURITY, per_class_purity
 from nnsig_core.report.sprite import make_sprite, shrink
 from nnsig_core.report.write import write_report_data
@@ -20,13 +19,6 @@ from nnsig_core.store import ActivationStore, open_store
 
 SCORE_BINS = 20
 QUANTILES = (0.1, 0.5, 0.9)
-
-
-def _f(x: Any, digits: int = 4) -> float | None:
-    if x is None:
-        return None
-    x = float(x)
-    return round(x, digits) if np.isfinite(x) else None
 
 
 def encode_u16(values: np.ndarray) -> str | list[int]:
@@ -69,7 +61,7 @@ def _score_entry(scores: np.ndarray, correct: np.ndarray, labelled: np.ndarray,
     for g, m in groups.items():
         s = scores[m & np.isfinite(scores)]
         entry["counts"][g] = np.histogram(s, bins=edges)[0].astype(int).tolist()
-        entry["quantiles"][g] = [_f(q) for q in np.quantile(s, QUANTILES)] if s.size else None
+        entry["quantiles"][g] = [rounded(q, 4) for q in np.quantile(s, QUANTILES)] if s.size else None
     return entry
 
 
@@ -103,8 +95,8 @@ def _checkpoint(timeline: Any, t: int, n_classes: int) -> dict[str, Any]:
         "split": rec["split"], "step": int(rec["step"]), "epoch": rec.get("epoch"),
         "label": _label(rec), "fingerprint": rec.get("fingerprint"),
         "seconds": rec.get("seconds"),
-        "accuracy": _f(sg.accuracy),
-        "purity": [_f(class_purity(c)) for c in comps],
+        "accuracy": rounded(sg.accuracy, 4),
+        "purity": [rounded(class_purity(c), 4) for c in comps],
         "class_purity": cp,
         "separable": [_separable_layer(cp, c) for c in range(n_classes)],
         "rows": rows,
@@ -152,7 +144,7 @@ def timeline_section(timeline: Any, store: ActivationStore | str | os.PathLike[s
         lo, hi = (0.0, 1.0) if finite.size == 0 or (finite.min() >= 0 and finite.max() <= 1) \
             else (float(finite.min()), float(finite.max()))
         edges = np.linspace(lo, hi if hi > lo else lo + 1.0, SCORE_BINS + 1)
-        out["score"] = {"name": score, "bins": [_f(e, 6) for e in edges]}
+        out["score"] = {"name": score, "bins": [rounded(e) for e in edges]}
         for t, s in enumerate(all_scores):
             sg = timeline.signatures_[t]
             checkpoints[t]["scores"] = _score_entry(s, np.asarray(sg.correct),
@@ -170,7 +162,7 @@ def build_timeline_data(timeline: Any, store: ActivationStore | str | os.PathLik
                         *, checkpoint: int = -1, title: str | None = None,
                         score: str | None = "msp", thumbnail_size: int | None = 16,
                         **options: Any) -> dict[str, Any]:
-    """Report data of a timeline: one checkpoint's report with the ``timeline`` entry.
+    """Report data of a fitted timeline: one checkpoint's report with the ``timeline`` entry.
 
     Parameters
     ----------
@@ -179,13 +171,12 @@ def build_timeline_data(timeline: Any, store: ActivationStore | str | os.PathLik
     store : ActivationStore or path, optional
         Its store (default: the one it was fitted on).
     checkpoint : int
-        Which checkpoint the report below the timeline shows (default: the last).
+        The checkpoint the report below the timeline shows (default: the last).
     title : str, optional
     score, thumbnail_size
         See :func:`timeline_section`.
     **options
-        Passed to :func:`~nnsig_core.report.data.build_report_data` for the
-        checkpoint's report (``map_points``, ``projection``...).
+        Passed to :func:`~nnsig_core.report.data.build_report_data`.
 
     Returns
     -------
