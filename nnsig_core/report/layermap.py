@@ -43,7 +43,6 @@ def check_projection(projection: str) -> None:
             ) from None
 
 
-# ---------------------------------------------------------------------------- projection
 def _projector(method: str, X: np.ndarray, seed: int) -> tuple[Any, np.ndarray, list[float] | None]:
     """Fit ``method`` on ``X``; returns the fitted model, X's 2-D coordinates and the
     explained variance ratios (PCA only)."""

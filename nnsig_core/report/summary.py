@@ -41,10 +41,8 @@ def check_data(data: Any) -> None:
     if version is not None and not isinstance(version, int):
         raise ReportError(f"report data format_version must be an integer, not {version!r}")
     if isinstance(version, int) and version > SUPPORTED_FORMAT:
-        raise ReportError(
-            f"report data format_version {version} is newer than this viewer "
-            f"(supports {SUPPORTED_FORMAT}); upgrade nnsig"
-        )
+        raise ReportError(f"report data format_version {version} is newer than this viewer "
+                          f"(supports {SUPPORTED_FORMAT}); upgrade nnsig")
     runs = data.get("runs")
     if runs is not None:
         if not isinstance(runs, list) or not runs:

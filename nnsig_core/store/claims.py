@@ -153,7 +153,6 @@ class SplitClaim:
         except zarr.errors.ContainsGroupError:
             pass  # created meanwhile by another writer
 
-    # ------------------------------------------------------------------ acquire / release
     def acquire(self, break_stale: bool = False) -> SplitClaim:
         """Take the claim, or raise :class:`ClaimError` naming the holder."""
         self._ensure_group()

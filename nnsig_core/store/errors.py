@@ -12,14 +12,14 @@ class IncompleteStoreError(StoreError):
 
 
 #: Packages whose exceptions come from the network or a storage service's SDK.
-_REMOTE = ("botocore", "aiobotocore", "aiohttp", "google", "gcsfs", "adlfs", "s3fs")
+REMOTE_PACKAGES = ("botocore", "aiobotocore", "aiohttp", "google", "gcsfs", "adlfs", "s3fs")
 
 
 def unreachable(location: str, exc: BaseException, what: str) -> StoreError | None:
     """The error to raise when the store at ``location`` failed to ``what`` (e.g. "write
     s3://b/run.zarr/train/zarr.json") with ``exc``, a network or SDK error; None for others."""
     if not (isinstance(exc, (ConnectionError, TimeoutError))
-            or type(exc).__module__.startswith(_REMOTE)):
+            or type(exc).__module__.startswith(REMOTE_PACKAGES)):
         return None
     return StoreError(
         f"The store {location} did not answer when asked to {what} ({type(exc).__name__}: "

@@ -173,7 +173,8 @@ def changed_layers(now: Sequence[Mapping[str, Any]], then: Sequence[Mapping[str,
     return out
 
 
-def _unit_dims(key: str, ndim: int) -> tuple[str, ...]:
+def unit_dims(key: str, ndim: int) -> tuple[str, ...]:
+    """The dimension names of a layer's unit axes."""
     if ndim == 1:
         return (f"{key}_unit",)
     return tuple(f"{key}_dim{i}" for i in range(ndim))
@@ -209,7 +210,7 @@ def split_array_specs(
     specs: dict[str, dict[str, Any]] = {}
     for name, key, shape in layers:
         shape = tuple(int(s) for s in shape)
-        specs[key] = spec(shape, np.dtype(dtype), 0, _unit_dims(key, len(shape)), {"layer": name})
+        specs[key] = spec(shape, np.dtype(dtype), 0, unit_dims(key, len(shape)), {"layer": name})
     specs["outputs"] = spec((int(n_outputs),), np.dtype("float32"), 0, ("output",))
     for key in ("labels", "predictions", "sample_index"):
         specs[key] = spec((), np.dtype("int64"), -1, ())

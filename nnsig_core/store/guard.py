@@ -97,7 +97,6 @@ class GuardedStore(WrapperStore[Store]):
         if callable(forget):
             forget()
 
-    # ------------------------------------------------------------------ writes
     def _denied(self, what: str, key: str, exc: BaseException) -> StoreError:
         return StoreError(
             f"The store {self.location} refused to {what} {self._where(key)} ({exc}): these "
@@ -135,7 +134,6 @@ class GuardedStore(WrapperStore[Store]):
     async def delete_dir(self, prefix: str) -> None:
         await self._io("delete", prefix, self._store.delete_dir(prefix))
 
-    # ------------------------------------------------------------------ reads
     async def get(self, key: str, prototype: BufferPrototype | None = None,
                   byte_range: ByteRequest | None = None) -> Buffer | None:
         prototype = prototype or default_buffer_prototype()
@@ -207,7 +205,6 @@ class GuardedStore(WrapperStore[Store]):
                 f"{self.location}` to list every missing chunk; {self._fix(info)}"
             )
 
-    # ------------------------------------------------------------------ metadata of arrays
     async def _read_json(self, key: str) -> dict[str, Any] | None:
         buf = await self._store.get(key, default_buffer_prototype())
         if buf is None:
@@ -245,7 +242,6 @@ class GuardedStore(WrapperStore[Store]):
         self._arrays[array] = info
         return info
 
-    # ------------------------------------------------------------------ words
     def _where(self, key: str) -> str:
         return f"{self.location.rstrip('/')}/{key}" if self.location else key
 

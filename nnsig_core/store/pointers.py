@@ -66,7 +66,6 @@ class PointerStore(WrapperStore[Store]):
         """Drop the cached pointers (another process may have switched them)."""
         self._slots.clear()
 
-    # ------------------------------------------------------------------ resolution
     async def _raw(self, key: str) -> bytes | None:
         buf = await self._store.get(key, default_buffer_prototype())
         return None if buf is None else buf.to_bytes()
@@ -145,7 +144,6 @@ class PointerStore(WrapperStore[Store]):
         self._slots = {k: v for k, v in self._slots.items()
                        if k != place and not k.startswith(place + "/")}
 
-    # ------------------------------------------------------------------ the store API
     async def get(self, key: str, prototype: BufferPrototype | None = None,
                   byte_range: ByteRequest | None = None) -> Buffer | None:
         prototype = prototype or default_buffer_prototype()

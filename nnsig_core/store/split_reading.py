@@ -64,7 +64,6 @@ class SplitReading:
             fs.invalidate_cache()
         return self
 
-    # ------------------------------------------------------------------ the store
     @property
     def location(self) -> str:
         """Where the store lives, for messages."""
@@ -97,7 +96,6 @@ class SplitReading:
         self.require_writable("the consolidated metadata")
         consolidate(self.root)
 
-    # ------------------------------------------------------------------ splits
     @property
     def splits(self) -> list[str]:
         """Names of the splits in the store, complete or not, in sorted order."""
@@ -138,10 +136,8 @@ class SplitReading:
         if split not in self.splits:
             self._splits = None  # another handle (or process) may have written it since
         if split not in self.splits:
-            raise StoreError(
-                f"Split {split!r} is not in the store {self.location!r}; "
-                f"available splits: {', '.join(self.splits) or '(none)'}."
-            )
+            raise StoreError(f"Split {split!r} is not in the store {self.location!r}; "
+                             f"available splits: {', '.join(self.splits) or '(none)'}.")
         if split not in self._groups:
             self._groups[split] = self.root[split]  # type: ignore[assignment]
         return self._groups[split]
@@ -233,7 +229,6 @@ class SplitReading:
         names = self.class_names(split)
         return max(n, len(names)) if names else n
 
-    # ------------------------------------------------------------------ layers
     def layer_info(self, split: str) -> list[dict[str, Any]]:
         """Per captured layer: name, key, type, shape, dtype, parameters."""
         return [dict(d) for d in self._info(split)["layers"]]
@@ -249,10 +244,8 @@ class SplitReading:
         names = self.layers(split)
         close = difflib.get_close_matches(layer, names, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise StoreError(
-            f"Layer {layer!r} is not in split {split!r}.{hint} "
-            f"Captured layers: {', '.join(names)}."
-        )
+        raise StoreError(f"Layer {layer!r} is not in split {split!r}.{hint} "
+                         f"Captured layers: {', '.join(names)}.")
 
     def activations(self, split: str, layer: str) -> zarr.Array:
         """The activations of ``layer`` on ``split``: a zarr array (sample, *unit shape).
@@ -263,7 +256,6 @@ class SplitReading:
         """
         return self._group(split)[self._layer_key(split, layer)]  # type: ignore[return-value]
 
-    # ------------------------------------------------------------------ metadata arrays
     def _array(self, split: str, name: str) -> zarr.Array:
         g = self._group(split)
         if name not in g:
