@@ -1,10 +1,5 @@
-"""Several runs in one report: side by side, and what changed between them.
-
-Sample-level changes need the runs to hold the *same samples* in a split (count,
-``sample_index`` and labels); then the changed samples are listed and every run's map shows
-the same points, else the comparison says why. The checks and the changed samples are
-reductions (:mod:`~nnsig_core.execute.blocks`), on the cluster when the signatures are there.
-"""
+"""Several runs in one report: side by side and, when the runs hold the same samples in a
+split, what changed between them (reductions, on the cluster when the signatures are there)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""The layer map: a 2-D projection of each analysed layer, computed when the report is written.
-
-A bounded sample of each split (:mod:`~nnsig_core.report.points`) is read layer by layer
-in whole chunks, mapped into the clustering space and projected with PCA (or UMAP)
-fitted on the fit split's points; coordinates are uint16 on a grid over the layer's
-bounds (:func:`_bounds`), in base64 (``docs/report-data.md``, ``docs/design.md``).
-"""
+"""The layer map: each analysed layer's map points and cluster centres projected to 2-D (PCA
+or UMAP, fitted on the fit split's points), as uint16 grid coordinates in base64."""
 
 from __future__ import annotations
 
@@ -132,11 +127,10 @@ def project_layers(
 ) -> tuple[dict[str, list[dict[str, Any]]], str]:
     """Project the map points of every split, layer by layer, with the cluster centres.
 
-    Each layer is read in whole chunks of at most about ``read_bytes`` at a time, keeping
-    only the points' rows; ``read(split, layer, positions, clusterer)``, when given, returns
-    the points' features instead (the workers of a Dask cluster read them). Returns
-    ``{split: [per layer {"xy", "bounds", "centroids", "explained"}]}`` and the split the
-    projection was fitted on (``"all"`` when the fit split is not in the report).
+    Each layer is read in whole chunks of about ``read_bytes``; ``read(split, layer, positions,
+    clusterer)``, when given, returns the points' features instead (read by Dask workers).
+    Returns ``{split: [per layer {"xy", "bounds", "centroids", "explained"}]}`` and the split
+    the projection was fitted on (``"all"`` when the fit split is not in the report).
     """
     check_projection(method)
     splits = [s for s in positions if positions[s].size]

@@ -1,10 +1,5 @@
-"""Which scores a report shows, and the threshold they come with.
-
-One rule for :func:`~nnsig_core.report.write_report` and ``nnsig report`` (the ``scores``
-parameter of :func:`~nnsig_core.report.build_report_data`); the threshold is the scorer's
-split-conformal threshold at :data:`FLAG_RATE` (``docs/design.md``, "Which scores, and
-the threshold").
-"""
+"""Which scores a report shows, and their split-conformal threshold at :data:`FLAG_RATE`
+(``docs/design.md``, "Which scores, and the threshold")."""
 
 from __future__ import annotations
 

@@ -1,11 +1,6 @@
-"""The report data of one run: a fitted analysis on a store (``docs/report-data.md``).
-
-Built in two steps, so that a comparison can choose the map's points of several runs
-together: :func:`prepare_run` computes the signatures, checks the scores and picks the
-threshold; :func:`run_body` writes the run's part. Every figure comes from aggregates
-(reductions on the workers when the signatures are on a Dask cluster); token row spaces
-bring their splits' per-sample vectors here (:func:`localize`).
-"""
+"""The report data of one run: :func:`prepare_run` computes the signatures, checks the scores
+and picks the threshold (so a comparison can choose the map's points of several runs
+together); :func:`run_body` writes the run's part."""
 
 from __future__ import annotations
 
@@ -149,12 +144,8 @@ def draw_map_points(prep: PreparedRun, split: str, opts: MapOptions,
 def per_class_purity(compositions: Sequence[np.ndarray],
                      n_classes: int) -> list[list[float | None]]:
     """Per layer, per class: the mean share of its own class in the cluster of each of its
-    samples (labelled samples only; ``None`` for a class absent from the split), from the
-    layers' cluster x class ``compositions``.
-
-    A class whose purity reaches :data:`SEPARABLE_PURITY` at a layer sits, at that
-    layer, in clusters that hold almost only it: it has become separable there.
-    """
+    labelled samples (``None`` for a class absent from the split), from the layers' cluster x
+    class ``compositions``; at :data:`SEPARABLE_PURITY` the class has become separable."""
     out = []
     for comp in compositions:
         comp = comp.astype(np.float64)

@@ -1,15 +1,6 @@
-"""What a report is made of: one run, or several runs shown side by side.
-
-A *run* is a fitted analysis on a store, with optional per-sample scores and a
-label. :func:`normalize_runs` reads the forms :func:`~nnsig_core.report.write_report`
-and :func:`~nnsig_core.report.build_report_data` accept:
-
-- ``analysis`` with ``store``: one run;
-- ``[analysis_a, analysis_b]`` with ``store``: several analyses of one store;
-- ``[(analysis_a, store_a), (analysis_b, store_b)]``: runs on their own stores
-  (a third item, ``(analysis, store, scores)``, gives that run's scores);
-- ``[ReportRun(...), ...]``: everything explicit.
-"""
+"""What a report is made of: one run (a fitted analysis on a store, with optional scores and a
+label), or several side by side; :func:`normalize_runs` reads the forms ``write_report``
+accepts."""
 
 from __future__ import annotations
 
@@ -35,10 +26,9 @@ class ReportRun:
     store : ActivationStore or path, optional
         Its store (default: the ``store`` given to ``write_report``).
     scores : mapping of split to array-like, optional
-        Per-sample diagnostic scores of this run, one value per sample.
+        Per-sample diagnostic scores of this run.
     label : str, optional
-        The run's name in the report (default: the analysis's name, with the
-        store's name when two runs would otherwise share it).
+        Its name in the report (default: the analysis's name, made unique with the store's).
     """
 
     analysis: Any

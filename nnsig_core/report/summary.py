@@ -1,10 +1,5 @@
-"""What a report's data must hold, and what its marker file keeps.
-
-:func:`check_data` refuses what :func:`~nnsig_core.report.write.write_report_data`
-cannot write (not report data, a newer format, a run without splits);
-:func:`summary` is the content of a report's marker file
-(``nnsig-report.json``) and of its entry in the index of several reports.
-"""
+"""What a report's data must hold (:func:`check_data`), and what its marker file
+``nnsig-report.json`` and the index of several reports keep (:func:`summary`)."""
 
 from __future__ import annotations
 

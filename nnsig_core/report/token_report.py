@@ -1,10 +1,6 @@
-"""The report of a token row space (``<split>.tokens``): which tokens take each path.
-
-Each table row lists the tokens that take it (``rows[i].tokens``), a cluster's exemplars
-show the token's input with its patch lit (``token_grid=(rows, columns, prefix)``), and the
-map's points say which token each is (:func:`token_map_points`). The store keeps token
-ids, never text: tokens are named only through the caller's ``label(position, token_id)``.
-"""
+"""The report of a token row space (``<split>.tokens``): the tokens that take each path, the
+exemplars' inputs with the token's patch lit, and which token each map point is. Tokens are
+named only through the caller's ``label(position, token_id)``."""
 
 from __future__ import annotations
 

@@ -1,11 +1,6 @@
-"""One writer per split: an exclusive claim taken before a capture touches a split.
-
-Locally an exclusive ``flock`` on ``.nnsig-claims/<split>.lock``; on object stores a
-marker created only if absent and refreshed as a heartbeat by compare-and-swap
-(:mod:`~nnsig_core.store.conditional`); ``docs/design.md`` ("One writer per split")
-gives the rules. The loser gets a :class:`ClaimError` naming the other writer and
-changes nothing.
-"""
+"""One writer per split: an exclusive claim taken before a capture touches a split (a local
+``flock``, or on object stores a marker refreshed by compare-and-swap; ``docs/design.md``,
+"One writer per split"). The loser gets a :class:`ClaimError` naming the other writer."""
 
 from __future__ import annotations
 

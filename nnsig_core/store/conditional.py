@@ -1,9 +1,5 @@
-"""Conditional writes of small documents on object stores: create-only and compare-and-swap.
-
-On S3, ``PUT`` with ``If-None-Match: *`` and ``If-Match: <etag>`` through s3fs's public
-``call_s3``; other stores get :class:`Unconditional`: zarr's ``set_if_not_exists`` and a
-read before each write, the best they allow (``docs/design.md``, "One writer per split").
-"""
+"""Conditional writes of small documents on object stores: create-only and compare-and-swap
+(S3's ``If-None-Match``/``If-Match``; elsewhere :class:`Unconditional`, the best they allow)."""
 
 from __future__ import annotations
 

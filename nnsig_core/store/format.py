@@ -192,10 +192,9 @@ def split_array_specs(
 ) -> dict[str, dict[str, Any]]:
     """Keyword arguments of ``zarr.Group.create_array`` for every array of a split, by key.
 
-    ``layers`` are ``(name, key, unit shape)`` in model order; every array starts with
-    ``n_rows`` rows of ``chunk_rows`` a chunk; ``thumbnail_shape`` adds ``inputs``,
-    ``token_rows`` the :data:`TOKEN_ARRAYS`. Layers come first, then ``outputs``, ``labels``,
-    ``predictions``, ``sample_index``, ``inputs`` and the token arrays.
+    ``layers`` are ``(name, key, unit shape)`` in model order, every array ``n_rows`` rows of
+    ``chunk_rows`` a chunk; ``thumbnail_shape`` adds ``inputs``, ``token_rows`` the
+    :data:`TOKEN_ARRAYS`.
     """
     options = array_options(compressor)
     coords = sample_coordinates(token_rows)

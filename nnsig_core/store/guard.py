@@ -1,12 +1,6 @@
-"""A zarr store wrapper that refuses to hand out missing or damaged data without a word.
-
-:class:`GuardedStore` sits between zarr and the real store and checks every read: a
-chunk that must exist but is absent (:class:`MissingChunkError`), a chunk whose crc32c
-does not match (:class:`DamagedChunkError`), a ``zarr.json`` that is not valid JSON
-(:class:`DamagedMetadataError`); each error names the store, split, array, chunk, rows
-and the fix (``docs/design.md``, "Integrity"). Everything runs inside zarr's event loop,
-so the guard reads metadata through the wrapped store's async API only.
-"""
+"""A zarr store wrapper whose reads raise on a missing chunk, a chunk failing its crc32c or
+a ``zarr.json`` that is not JSON, naming the store, split, array, rows and the fix
+(``docs/design.md``, "Integrity"). It runs in zarr's event loop: async reads only."""
 
 from __future__ import annotations
 

@@ -43,25 +43,19 @@ class StoreInspection(ResultsArea):
         return int(g[key].nbytes_stored())  # type: ignore[union-attr]
 
     def verify(self, progress: bool = False, split: str | None = None) -> VerifyReport:
-        """Read every chunk of the store: checksums, completeness, metadata (``nnsig verify``);
-        only those of ``split`` when given.
+        """Read every chunk of the store (or of ``split``): checksums, completeness, metadata
+        (``nnsig verify``).
 
         Returns
         -------
         VerifyReport
-            ``ok`` when nothing is missing or damaged; ``format()`` and
-            ``rows_to_recapture()`` say what is and which rows to capture again.
+            ``ok`` when nothing is missing or damaged; ``format()`` and ``rows_to_recapture()``.
         """
         return verify_store(self, progress=progress, split=split)
 
     def summary(self) -> dict[str, Any]:
-        """A JSON-serialisable description used by ``nnsig info``.
-
-        Raises
-        ------
-        DamagedMetadataError
-            When a split's metadata is damaged (the message names the file and the fix).
-        """
+        """A JSON-serialisable description used by ``nnsig info``; DamagedMetadataError when a
+        split's metadata is damaged."""
         for error in self.damaged_splits.values():
             raise error
         out: dict[str, Any] = {"path": self.location, "splits": {}}

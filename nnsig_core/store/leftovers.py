@@ -1,12 +1,6 @@
 """Copies left by killed saves, found and removed: never one a pointer leads to, nor one a
-live writer holds.
-
-Every copy records its writer (:data:`COPY_ATTR`: host, pid, start time) in its group's
-``zarr.json`` when created. A copy no pointer leads to is removed when its ``zarr.json``
-is gone, its writer ran on this host and has ended, or it is ``older_than`` seconds old
-(:data:`LEFTOVER_AGE_S` by default); one without a record only with ``older_than=0``
-(``docs/design.md``, "Leftovers are collected").
-"""
+live writer holds (each records its writer, :data:`COPY_ATTR`; ``docs/design.md``,
+"Leftovers are collected")."""
 
 from __future__ import annotations
 

@@ -1,10 +1,6 @@
-"""Atomic replacement of saved results: groups under ``analysis/`` reached through pointers.
-
-A new copy is written under a hidden sibling prefix, then the final place's ``zarr.json``
-becomes a pointer to it (one atomic write), then the old copy is deleted
-(``docs/design.md``, "Atomic replacement of results"). :class:`PointerStore` sits under
-the guard and follows the pointers, so zarr and the analysis read and write logical paths.
-"""
+"""Atomic replacement of saved results: groups under ``analysis/`` are pointers to hidden
+sibling copies, switched in one write (``docs/design.md``, "Atomic replacement of
+results"); :class:`PointerStore` follows them, so zarr reads and writes logical paths."""
 
 from __future__ import annotations
 

@@ -88,14 +88,13 @@ class ResultsArea(SplitReading):
                         "store.clean() removes them.", path, type(exc).__name__, exc)
 
     def clean(self, older_than: float = LEFTOVER_AGE_S, dry_run: bool = False) -> list[str]:
-        """Remove the copies of results left by killed saves that no pointer leads to and
-        whose writer is gone (:mod:`~nnsig_core.store.leftovers`); returns their paths.
+        """Remove the copies left by killed saves that no pointer leads to and whose writer is
+        gone; returns their paths.
 
         Parameters
         ----------
         older_than : float
-            Seconds after which a copy's writer is taken to be gone even when it ran on
-            another host (on this host, an ended process is known at once).
+            Seconds after which a copy's writer on another host is taken to be gone.
         dry_run : bool
             List them, remove nothing.
         """

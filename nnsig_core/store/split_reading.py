@@ -1,10 +1,5 @@
-"""Reading a split of the store, with its metadata cached per opened store.
-
-:class:`SplitReading` holds the state every mixin of
-:class:`~nnsig_core.store.ActivationStore` shares and is their base. A split's metadata is
-read once and cached; what the store writes updates the cache, :meth:`SplitReading.refresh`
-forgets it, and :meth:`SplitReading.fingerprint` always reads the storage itself.
-"""
+"""Reading a split of the store, its metadata cached per opened store (:meth:`refresh`
+forgets it); :class:`SplitReading` is the base of every mixin of ``ActivationStore``."""
 
 from __future__ import annotations
 
@@ -204,14 +199,8 @@ class SplitReading:
     def token_rows(
         self, split: str, start: int = 0, stop: int | None = None
     ) -> dict[str, np.ndarray]:
-        """Of a token row space: each row's ``sample_row`` (in the parent split),
-        ``position`` and ``token`` id (-1 when unknown), rows ``start:stop``.
-
-        Raises
-        ------
-        StoreError
-            When ``split`` is not a token row space.
-        """
+        """Of a token row space: rows ``start:stop``'s ``sample_row`` (in the parent split),
+        ``position`` and ``token`` id (-1 when unknown); StoreError for another split."""
         if self.level(split) != "tokens":
             raise StoreError(
                 f"Split {split!r} has one row per sample, not per token; its token rows, if "

@@ -122,14 +122,8 @@ class SplitWriting(SplitReading):
                 )
 
     def claim(self, split: str, break_stale: bool = False) -> SplitClaim:
-        """Take the exclusive claim of one writer on ``split`` (see :mod:`~nnsig_core.store.claims`),
-        then forget cached metadata, which another writer may have changed before.
-
-        Raises
-        ------
-        ClaimError
-            Another capture holds the split; the message names it.
-        """
+        """Take the exclusive claim of one writer on ``split``, then forget cached metadata;
+        ClaimError, naming the holder, when another capture holds it."""
         self.require_writable(f"split {split!r}")
         claim = SplitClaim(self.root, split, self.path, self.location).acquire(break_stale)
         self.refresh()
