@@ -99,10 +99,8 @@ def _local_holder(info_path: Path, wait_s: float = 2.0) -> WriterInfo | None:
 
 
 class SplitClaim:
-    """An exclusive claim of this process on one split of a store (a context manager).
-
-    ``local_dir`` is the store's directory when it is local (``flock``), else None (marker);
-    ``location`` is how messages name the store.
+    """An exclusive claim of this process on one split of a store (a context manager):
+    ``flock`` in ``local_dir`` for a local store, else a marker; ``location`` names the store.
     """
 
     def __init__(self, root: zarr.Group, split: str, local_dir: Path | None,
@@ -142,15 +140,12 @@ class SplitClaim:
             f"{when} Nothing was changed."
         )
 
-    def _ensure_group(self) -> None:
+    def acquire(self, break_stale: bool = False) -> SplitClaim:
+        """Take the claim, or raise :class:`ClaimError` naming the holder."""
         try:
             self.root.require_group(CLAIMS_GROUP)
         except zarr.errors.ContainsGroupError:
             pass  # created meanwhile by another writer
-
-    def acquire(self, break_stale: bool = False) -> SplitClaim:
-        """Take the claim, or raise :class:`ClaimError` naming the holder."""
-        self._ensure_group()
         if self.local_dir is not None:
             self._acquire_local()
         else:
@@ -180,9 +175,6 @@ class SplitClaim:
         tmp = directory / f".{self.split}.json.{self.me.id}"
         tmp.write_text(json.dumps(asdict(self.me)), encoding="utf-8")
         os.replace(tmp, info_path)
-
-    def _store(self) -> Any:
-        return self.root.store_path.store
 
     def _get_marker(self) -> WriterInfo | None:
         got = self._writes.read(self._key)
