@@ -39,12 +39,8 @@ def launch_chromium(
     args: Sequence[str] = (),
     **kwargs: Any,
 ) -> Any:
-    """Launch headless Chromium with :data:`CHROMIUM_ARGS`, then ``args``, through Playwright.
-
-    ``playwright`` is what ``sync_playwright()`` yields; ``executable_path`` defaults to
-    :func:`find_chromium`; ``kwargs`` go to ``playwright.chromium.launch``. The caller
-    closes the browser returned.
-    """
+    """Launch headless Chromium through Playwright (``sync_playwright()``'s object) with
+    :data:`CHROMIUM_ARGS` then ``args``; ``kwargs`` go to ``playwright.chromium.launch``."""
     path = os.fspath(executable_path) if executable_path is not None else find_chromium()
     return playwright.chromium.launch(executable_path=path, args=[*CHROMIUM_ARGS, *args],
                                       **kwargs)

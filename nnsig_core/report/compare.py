@@ -82,9 +82,7 @@ def changed_mask(preps: Sequence[PreparedRun], split: str) -> Any:
 
 def _changed_part(labels: np.ndarray, sample_index: np.ndarray, *predictions: np.ndarray,
                   limit: int, lo: int = 0) -> dict[str, Any]:
-    """A block's changed samples: their number, how many each run gets right, and the first
-    ``limit`` of them by pattern (right only in the first run first...), then data set index,
-    with their label and every run's prediction."""
+    """A block's changed samples: their number, each run's right ones, and the first ``limit``."""
     labels = np.asarray(labels)
     preds = np.column_stack([np.asarray(p) for p in predictions])
     right = preds == labels[:, None]
@@ -128,10 +126,8 @@ def _changed_entry(preps: Sequence[PreparedRun], split: str, opts: MapOptions) -
     samples = []
     for i, pos in enumerate(listed):
         item: dict[str, Any] = {
-            "position": int(pos),
-            "sample_index": int(found["sample_index"][i]),
-            "label": int(found["label"][i]),
-            "outputs": [int(o) for o in found["outputs"][i]],
+            "position": int(pos), "sample_index": int(found["sample_index"][i]),
+            "label": int(found["label"][i]), "outputs": [int(o) for o in found["outputs"][i]],
             "rows": [int(r[i]) for r in rows],
         }
         if any(v is not None for v in scores):
@@ -139,10 +135,8 @@ def _changed_entry(preps: Sequence[PreparedRun], split: str, opts: MapOptions) -
                               for v in scores]
         samples.append(item)
     out: dict[str, Any] = {
-        "n_changed": int(found["n_changed"]),
-        "right_in": [int(c) for c in found["right_in"]],
-        "samples": samples,
-        "truncated": bool(int(found["n_changed"]) > listed.size),
+        "n_changed": int(found["n_changed"]), "right_in": [int(c) for c in found["right_in"]],
+        "samples": samples, "truncated": bool(int(found["n_changed"]) > listed.size),
     }
     pix = thumbnails_at(preps[0].store, split, at, client=preps[0].client)
     if pix is not None and listed.size:

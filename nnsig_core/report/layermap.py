@@ -82,12 +82,8 @@ def encode_xy(Y: np.ndarray, bounds: Sequence[float]) -> str:
 
 
 def _bounds(points: Sequence[np.ndarray], centres: np.ndarray) -> list[float]:
-    """The map's extent ``[x0, x1, y0, y1]``: robust to outliers, clipping only them.
-
-    On each axis, from the central 99% of the points (with at least :data:`ROBUST_MIN`
-    points; else all of them), each side reaches out to the farthest point within
-    :data:`REACH` times that span beyond it; then every centre, and a 6% margin.
-    """
+    """The map's extent ``[x0, x1, y0, y1]``: on each axis the central 99% of the points,
+    reaching out to the points within :data:`REACH` times that span, every centre, a 6% margin."""
     pts = [p for p in points if p.size]
     allp = np.concatenate(pts) if pts else np.zeros((0, 2))
     if allp.shape[0] >= ROBUST_MIN:

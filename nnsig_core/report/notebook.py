@@ -129,11 +129,9 @@ def report_summary(data: Mapping[str, Any], *, top: int = TOP_FLAGGED) -> dict[s
         split = run["splits"][name]
         sep = _separable(run, split)
         out["runs"].append({
-            "label": run.get("label"),
-            "split": name,
+            "label": run.get("label"), "split": name,
             "accuracy": {s: v.get("accuracy") for s, v in run["splits"].items()},
-            "layers": list(run.get("layers") or []),
-            "purity": split.get("purity"),
+            "layers": list(run.get("layers") or []), "purity": split.get("purity"),
             "separable": {classes[c]: sep[c] for c in range(len(classes)) if sep[c] != ""},
             "flagged": _top_flagged(run, split, top),
             "threshold": (run.get("threshold") or {}).get("value"),

@@ -28,11 +28,7 @@ def _is_scores(obj: Any) -> bool:
 def report_scores(scores: Any, analysis: Any, store: ActivationStore,
                   score_name: str = "combined") -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The per-split score arrays a run shows and its threshold's calibration
-    (``{"split", "scores", "fingerprint"}``, or None), by the rules of the module doc.
-
-    TypeError when ``scores`` has none of the accepted shapes (the message lists them),
-    ValueError for scores of several scorers together.
-    """
+    (``{"split", "scores", "fingerprint"}`` or None); TypeError or ValueError, with the fix."""
     if scores is False:
         return {}, None
     if scores is None:

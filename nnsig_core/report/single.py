@@ -176,11 +176,8 @@ def _rows(joint: Mapping[str, Any], L: int) -> tuple[list[dict[str, Any]],
     for i in order:
         u = uniq[i]
         rows.append({
-            "input": int(u[0]),
-            "path": [int(x) for x in u[1 : L + 1]],
-            "output": int(u[L + 1]),
-            "count": int(counts[i]),
-            "score": None if means is None else rounded(means[i], 4),
+            "input": int(u[0]), "path": [int(x) for x in u[1 : L + 1]], "output": int(u[L + 1]),
+            "count": int(counts[i]), "score": None if means is None else rounded(means[i], 4),
         })
     return rows, {tuple(int(x) for x in uniq[i]): r for r, i in enumerate(order)}
 
@@ -222,9 +219,7 @@ def _split_entry(sigs: Any, n_classes: int, scores: Any, n_exemplars: int,
         for c in range(k):
             n_lab = int(comp[c].sum())
             layer.append({
-                "id": c,
-                "count": int(totals[j][c]),
-                "by_class": [int(x) for x in comp[c]],
+                "id": c, "count": int(totals[j][c]), "by_class": [int(x) for x in comp[c]],
                 "purity": rounded(comp[c].max() / n_lab) if n_lab else None,
                 "exemplars": [f"{sigs.split}/{r}" for r in exemplars[j][c]],
             })
@@ -234,16 +229,11 @@ def _split_entry(sigs: Any, n_classes: int, scores: Any, n_exemplars: int,
     n_labelled = int(w[labelled].sum())
     right = int(w[labelled & (T[:, 0] == T[:, L + 1])].sum()) if T.shape[0] else 0
     entry = {
-        "n_samples": int(w.sum()),
-        "has_labels": bool(labelled.any()),
-        "n_labelled": n_labelled,
+        "n_samples": int(w.sum()), "has_labels": bool(labelled.any()), "n_labelled": n_labelled,
         "accuracy": rounded(right / n_labelled) if n_labelled else None,
         "n_signatures": int(np.unique(T[:, 1 : L + 1], axis=0).shape[0]) if T.shape[0] else 0,
-        "purity": purity,
-        "entropy": entropy,
-        "class_purity": per_class_purity(comps, n_classes),
-        "rows": rows,
-        "clusters": clusters,
+        "purity": purity, "entropy": entropy, "class_purity": per_class_purity(comps, n_classes),
+        "rows": rows, "clusters": clusters,
     }
     return entry, row_keys
 
@@ -326,10 +316,8 @@ def run_body(
             "n_clusters": [int(k) for k in analysis.n_clusters_],
             "discretizer": analysis.discretizer_spec,
             "reduce": None if analysis.reduce is None else int(analysis.reduce),
-            "only_correct": bool(analysis.only_correct),
-            "fit_split": analysis.fit_split_,
-            "fit_samples": int(analysis.n_fit_samples_),
-            "random_state": analysis.random_state,
+            "only_correct": bool(analysis.only_correct), "fit_split": analysis.fit_split_,
+            "fit_samples": int(analysis.n_fit_samples_), "random_state": analysis.random_state,
         },
         "model": {
             "model_class": model.get("model_class", "unknown"),
@@ -385,12 +373,10 @@ def _add_map(body: dict[str, Any], prep: PreparedRun, positions: Mapping[str, np
     for s, pos in positions.items():
         sigs = prep.sigs[s]
         m: dict[str, Any] = {
-            "n_points": int(pos.size),
-            "positions": [int(p) for p in pos],
+            "n_points": int(pos.size), "positions": [int(p) for p in pos],
             "sample_index": [int(x) for x in take(sigs.sample_index, pos, prep.client)],
             "rows": [int(r) for r in rows_at(prep, s, pos)],
-            "kinds": {k: list(v) for k, v in kinds.get(s, {}).items()},
-            "layers": layers[s],
+            "kinds": {k: list(v) for k, v in kinds.get(s, {}).items()}, "layers": layers[s],
         }
         if prep.store.level(s) == "tokens":  # which token of which input each point is
             m["tokens"] = token_map_points(prep.store, s, pos, token_label)
@@ -414,9 +400,7 @@ def _read_on_cluster(prep: PreparedRun, split: str, layer: str, rows: np.ndarray
 
 def _layer_entry(name: str, info: Mapping[str, Any], shape: Sequence[int]) -> dict[str, Any]:
     return {
-        "name": name,
-        "type": info.get("type", "unknown"),
-        "shape": [int(s) for s in shape],
+        "name": name, "type": info.get("type", "unknown"), "shape": [int(s) for s in shape],
         "units": int(np.prod(shape, dtype=np.int64)),
         "parameters": int(info.get("parameters") or 0),
     }

@@ -62,10 +62,7 @@ def normalize_runs(
     labels: Sequence[str] | None = None,
 ) -> tuple[list[ReportRun], bool]:
     """The runs of a report, each with an opened store and a unique label, and whether
-    ``analysis`` was a sequence of runs (a comparison, even of one run).
-
-    TypeError or ValueError, with the fix, for every form that cannot be read.
-    """
+    ``analysis`` was a sequence of runs; TypeError or ValueError, with the fix."""
     several = isinstance(analysis, (list, tuple)) and not (
         isinstance(analysis, tuple) and len(analysis) in (2, 3) and _is_analysis(analysis[0])
         and not _is_analysis(analysis[1]))

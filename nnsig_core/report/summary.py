@@ -65,10 +65,8 @@ def _split_summary(splits: Any) -> dict[str, Any]:
     for name, sp in (splits or {}).items():
         sp = sp or {}
         out[str(name)] = {
-            "n_samples": sp.get("n_samples"),
-            "accuracy": sp.get("accuracy"),
-            "n_signatures": sp.get("n_signatures"),
-            "scores": bool(sp.get("scores")),
+            "n_samples": sp.get("n_samples"), "accuracy": sp.get("accuracy"),
+            "n_signatures": sp.get("n_signatures"), "scores": bool(sp.get("scores")),
         }
     return out
 
@@ -81,17 +79,11 @@ def summary(data: dict[str, Any]) -> dict[str, Any]:
     model = first.get("model") or {}
     analysis = first.get("analysis") or {}
     out = {
-        "nnsig_report": 1,
-        "format_version": data.get("format_version", SUPPORTED_FORMAT),
-        "title": data.get("title"),
-        "created": data.get("created"),
-        "written": now_iso(),
-        "store": first.get("store"),
-        "analysis": analysis.get("name"),
-        "model_class": model.get("model_class"),
-        "framework": model.get("framework"),
-        "parameters": model.get("parameters"),
-        "layers": list(first.get("layers") or []),
+        "nnsig_report": 1, "format_version": data.get("format_version", SUPPORTED_FORMAT),
+        "title": data.get("title"), "created": data.get("created"), "written": now_iso(),
+        "store": first.get("store"), "analysis": analysis.get("name"),
+        "model_class": model.get("model_class"), "framework": model.get("framework"),
+        "parameters": model.get("parameters"), "layers": list(first.get("layers") or []),
         "n_clusters": list(analysis.get("n_clusters") or []),
         "n_classes": len(data.get("classes") or first.get("classes") or []),
         "splits": _split_summary(first.get("splits")),

@@ -117,12 +117,8 @@ def _separable_layer(class_purity_: list[list[float | None]], c: int) -> int | N
 
 def timeline_section(timeline: Any, store: ActivationStore | str | os.PathLike[str], *,
                      score: str | None = "msp", thumbnail_size: int | None = 16) -> dict[str, Any]:
-    """The ``timeline`` entry of the report data (``docs/report-data.md``) of a fitted timeline.
-
-    ``score`` is drawn over time: ``"msp"`` (1 - max softmax of the stored outputs, cheap),
-    ``"combined"`` (each checkpoint's signature scores) or None; ``thumbnail_size`` is the
-    largest side of the probe samples' thumbnails (None: whole).
-    """
+    """The ``timeline`` entry of the report data of a fitted timeline; ``score`` (``"msp"``,
+    ``"combined"`` or None) is drawn over time, ``thumbnail_size`` bounds the probe thumbnails."""
     timeline._fitted()
     store = open_store(store)
     first = timeline.signatures_[0]
@@ -130,12 +126,10 @@ def timeline_section(timeline: Any, store: ActivationStore | str | os.PathLike[s
                     timeline.analyses_[0].n_classes_)
     checkpoints = [_checkpoint(timeline, t, n_classes) for t in range(len(timeline))]
     out: dict[str, Any] = {
-        "layers": list(timeline.layers_),
-        "n_tracks": [int(k) for k in timeline.n_tracks_],
+        "layers": list(timeline.layers_), "n_tracks": [int(k) for k in timeline.n_tracks_],
         "n_samples": int(first.n_samples),
         "sample_index": encode_u16(np.asarray(first.sample_index)),
-        "separable_purity": SEPARABLE_PURITY,
-        "shown": len(timeline) - 1,
+        "separable_purity": SEPARABLE_PURITY, "shown": len(timeline) - 1,
         "checkpoints": checkpoints,
     }
     if score is not None:

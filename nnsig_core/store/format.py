@@ -81,12 +81,8 @@ def scores_path(name: str, split: str | None = None) -> str:
 
 
 def resolve_compressor(compressor: Any) -> Any:
-    """The zarr codec for ``capture(..., compressor=...)``; ValueError for an unknown name.
-
-    ``None`` (the default, by measurement: ``docs/design.md``, "Writing") stores raw bytes;
-    ``"lz4"`` is Blosc LZ4 at level 1 after bit shuffle, the fastest; ``"zstd"`` is zstd at
-    its default level, the smallest; anything else is taken as a zarr codec.
-    """
+    """The zarr codec for ``capture(..., compressor=...)``: None raw bytes, ``"lz4"`` Blosc LZ4
+    (fastest), ``"zstd"`` zstd (smallest), or a zarr codec; ValueError for another name."""
     if compressor is None or compressor == "none":
         return None
     if compressor == "lz4":
@@ -119,11 +115,8 @@ def codec_description(compressor: Any) -> Any:
 
 
 def chunk_rows_for(chunk_bytes: int, row_bytes: int, batch_rows: int | None) -> int:
-    """Rows per chunk: about ``chunk_bytes`` of the widest array.
-
-    When a batch is within a factor of four of that size, the chunk is exactly
-    one batch, so batches are written without being copied into a buffer.
-    """
+    """Rows per chunk: about ``chunk_bytes`` of the widest array, or exactly one batch when
+    within a factor of four (batches are then written without a copy)."""
     rows = int(max(1, min(MAX_CHUNK_ROWS, chunk_bytes // max(row_bytes, 1))))
     if batch_rows and rows // 4 <= batch_rows <= rows * 4:
         return batch_rows
@@ -133,10 +126,8 @@ def chunk_rows_for(chunk_bytes: int, row_bytes: int, batch_rows: int | None) -> 
 def layer_differences(
     mine: Sequence[Mapping[str, Any]], theirs: Sequence[Mapping[str, Any]], other: str
 ) -> list[str]:
-    """How two lists of captured layers (name, shape) differ, in words; empty when they match.
-
-    ``other`` names the split ``theirs`` comes from.
-    """
+    """How two lists of captured layers (name, shape) differ, in words (``other`` names the
+    split of ``theirs``); empty when they match."""
     a = {d["name"]: tuple(d["shape"]) for d in mine}
     b = {d["name"]: tuple(d["shape"]) for d in theirs}
     if list(a) == list(b) and a == b:

@@ -67,30 +67,22 @@ class StoreInspection(ResultsArea):
             for d in info["layers"]:
                 arr: Any = g[d["key"]]
                 layers.append({
-                    "name": d["name"],
-                    "type": d.get("type", "?"),
-                    "shape": list(arr.shape),
-                    "dtype": str(arr.dtype),
-                    "chunks": list(arr.chunks),
+                    "name": d["name"], "type": d.get("type", "?"), "shape": list(arr.shape),
+                    "dtype": str(arr.dtype), "chunks": list(arr.chunks),
                     "bytes_stored": self.nbytes_stored(s, d["name"]),
                     "parameters": d.get("parameters"),
                 })
             model = info.get("model") or {}
             out["splits"][s] = {
-                "complete": bool(info.get("complete", False)),
-                "n_samples": self.n_samples(s),
-                "n_expected": info.get("n_expected"),
-                "framework": info.get("framework"),
+                "complete": bool(info.get("complete", False)), "n_samples": self.n_samples(s),
+                "n_expected": info.get("n_expected"), "framework": info.get("framework"),
                 "model_class": model.get("model_class"),
                 "model_parameters": model.get("parameters"),
                 "model_fingerprint": info.get("model_fingerprint"),
                 "other_weights": (info.get("capture") or {}).get("other_weights"),
-                "class_names": info.get("class_names"),
-                "capture": info.get("capture"),
-                "level": info.get("level", "samples"),
-                "parent": info.get("parent"),
-                "bytes_stored": self.nbytes_stored(s),
-                "layers": layers,
+                "class_names": info.get("class_names"), "capture": info.get("capture"),
+                "level": info.get("level", "samples"), "parent": info.get("parent"),
+                "bytes_stored": self.nbytes_stored(s), "layers": layers,
             }
         if self.analyses:
             out["analyses"] = self.analyses

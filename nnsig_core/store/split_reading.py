@@ -147,11 +147,8 @@ class SplitReading:
         return dict(self._info(split))
 
     def is_complete(self, split: str) -> bool:
-        """Whether the split's capture finished (every sample written to the store's files).
-
-        Written means the chunk files were written and closed, not fsync'd: a
-        complete split survives the process being killed, not a power cut.
-        """
+        """Whether the split's capture finished (every sample's chunks written and closed, not
+        fsync'd)."""
         return bool(self._info(split).get("complete", False))
 
     def require_complete(self, split: str) -> None:
@@ -182,8 +179,7 @@ class SplitReading:
         cap = info.get("capture") or {}
         return {
             "n_samples": int(info.get("n_samples", info.get("n_written", 0))),
-            "capture_id": cap.get("capture_id"),
-            "started": cap.get("started"),
+            "capture_id": cap.get("capture_id"), "started": cap.get("started"),
             "finished": cap.get("finished"),
         }
 
@@ -237,12 +233,8 @@ class SplitReading:
                          f"Captured layers: {', '.join(names)}.")
 
     def activations(self, split: str, layer: str) -> zarr.Array:
-        """The activations of ``layer`` on ``split``: a zarr array (sample, *unit shape).
-
-        Slicing reads only the chunks needed, e.g. ``store.activations("train",
-        "fc1")[:1000]``. On an incomplete split, rows at and after
-        :meth:`n_samples` hold no data yet.
-        """
+        """The activations of ``layer`` on ``split``: a zarr array (sample, *unit shape); a slice
+        reads only its chunks. On an incomplete split, rows from :meth:`n_samples` on are empty."""
         return self._group(split)[self._layer_key(split, layer)]  # type: ignore[return-value]
 
     def _array(self, split: str, name: str) -> zarr.Array:
