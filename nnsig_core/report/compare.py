@@ -28,9 +28,8 @@ MAX_CHANGED = 500
 
 
 def merged_classes(preps: Sequence[PreparedRun]) -> list[str]:
-    """The class names shared by every run (so every run gets the same class colours);
-    ValueError when two runs name a class differently.
-    """
+    """The class names shared by every run (the same class colours in every run); ValueError
+    when two runs name a class differently."""
     n = max(p.n_classes for p in preps)
     named = [(p.run.label, p.store.class_names() or []) for p in preps]
     out = [str(i) for i in range(n)]
@@ -159,7 +158,6 @@ def comparison_data(
     info: dict[str, dict[str, Any]] = {}
     positions: list[dict[str, np.ndarray]] = [{} for _ in preps]
     kinds: list[dict[str, Any]] = [{} for _ in preps]
-    shared: dict[str, bool] = {}
     for s in splits:
         same, reason = True, None
         for p in preps[1:]:
@@ -167,7 +165,6 @@ def comparison_data(
             if not same:
                 break
         info[s] = {"same_samples": same, "reason": reason}
-        shared[s] = same
         if not with_map:
             continue
         if same:
@@ -188,23 +185,20 @@ def comparison_data(
                         map_thumbnails=i == 0, **body_kw)
         body["classes"] = classes
         bodies.append(body)
-    for i, body in enumerate(bodies[1:], start=1):
+    for body, p in zip(bodies[1:], preps[1:], strict=True):
         for s in splits:
             m = body["splits"][s].get("map")
-            if m is not None and shared[s] and "thumbnails" in bodies[0]["splits"][s].get("map", {}):
+            shared = info[s]["same_samples"]
+            if m is not None and shared and "thumbnails" in bodies[0]["splits"][s].get("map", {}):
                 m["thumbnails"] = {"run": 0}
-            elif m is not None and not shared[s]:
-                _own_thumbnails(m, preps[i], s, opts)
+            elif m is not None and not shared and m["positions"]:  # the run's own points
+                pix = thumbnails_at(p.store, s, np.asarray(m["positions"], dtype=np.int64),
+                                    client=p.client)
+                if pix is not None:
+                    m["thumbnails"] = make_sprite(shrink(pix, opts.thumbnail_size))
     for s in splits:
-        if shared[s]:
+        if info[s]["same_samples"]:
             info[s]["changed"] = _changed_entry(preps, s, opts)
     return {"classes": classes, "runs": bodies,
             "comparison": {"runs": [p.run.label for p in preps], "splits": info}}
 
-
-def _own_thumbnails(m: dict[str, Any], prep: PreparedRun, split: str, opts: MapOptions) -> None:
-    if m["positions"]:
-        pix = thumbnails_at(prep.store, split, np.asarray(m["positions"], dtype=np.int64),
-                            client=prep.client)
-        if pix is not None:
-            m["thumbnails"] = make_sprite(shrink(pix, opts.thumbnail_size))

@@ -73,11 +73,9 @@ def prepare_run(run: ReportRun, splits: Sequence[str], client: Any = None) -> Pr
     check_is_fitted(analysis)
     store = run.store
     assert isinstance(store, ActivationStore)
-    present = []
+    present = [s for s in splits if s in store.splits]
     for s in splits:
-        if s in store.splits:
-            present.append(s)
-        else:
+        if s not in present:
             warn(f"Split {s!r} is not in the store ({', '.join(store.splits)}); left out of "
                  "the report.")
     if not present:
