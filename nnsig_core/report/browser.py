@@ -33,12 +33,8 @@ def find_chromium() -> str:
     return os.environ.get("NNSIG_CHROMIUM") or shutil.which("chromium") or DEFAULT_CHROMIUM
 
 
-def launch_chromium(
-    playwright: Any,
-    executable_path: str | os.PathLike[str] | None = None,
-    args: Sequence[str] = (),
-    **kwargs: Any,
-) -> Any:
+def launch_chromium(playwright: Any, executable_path: str | os.PathLike[str] | None = None,
+                    args: Sequence[str] = (), **kwargs: Any) -> Any:
     """Launch headless Chromium through Playwright (``sync_playwright()``'s object) with
     :data:`CHROMIUM_ARGS` then ``args``; ``kwargs`` go to ``playwright.chromium.launch``."""
     path = os.fspath(executable_path) if executable_path is not None else find_chromium()

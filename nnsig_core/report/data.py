@@ -28,22 +28,13 @@ REPORT_FORMAT_VERSION = SUPPORTED_FORMAT
 
 def build_report_data(
     analysis: SignatureAnalysis | Sequence[Any],
-    store: ActivationStore | str | os.PathLike[str] | None = None,
-    *,
-    splits: Sequence[str] | None = None,
-    title: str | None = None,
+    store: ActivationStore | str | os.PathLike[str] | None = None, *,
+    splits: Sequence[str] | None = None, title: str | None = None,
     scores: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
-    labels: Sequence[str] | None = None,
-    score_name: str = "combined",
-    score_bins: int = 20,
-    n_exemplars: int = 4,
-    projection: str = "pca",
-    map_points: int = 2000,
-    map_thumbnail_size: int | None = 16,
-    random_state: int = 0,
-    token_label: Any = None,
-    token_grid: Sequence[int] | None = None,
-    client: Any = None,
+    labels: Sequence[str] | None = None, score_name: str = "combined", score_bins: int = 20,
+    n_exemplars: int = 4, projection: str = "pca", map_points: int = 2000,
+    map_thumbnail_size: int | None = 16, random_state: int = 0, token_label: Any = None,
+    token_grid: Sequence[int] | None = None, client: Any = None,
 ) -> dict[str, Any]:
     """The report data of ``docs/report-data.md`` as a JSON-serialisable dict.
 
@@ -55,23 +46,20 @@ def build_report_data(
     store : ActivationStore or path, optional
         The store of every run that does not give its own.
     splits : sequence of str, optional
-        Splits to include (those not in a store are skipped with a warning). Default: every
-        complete split of the analysis's row level in every run's store, the fit split first.
-        The report opens on the first that is not the fit split.
+        Splits to include (default: every complete split of the analysis's row level in every
+        run's store, the fit split first); the report opens on the first other one.
     title : str, optional
         Header of the page (default: the model class and store name, or the run labels).
     scores : optional
-        Per-sample scores (:mod:`~nnsig_core.report.run_scores`): None shows those saved with
-        the analysis; a ``Scores``, a list of them or ``{split: Scores}`` their ``combined``
-        score; ``{split: array}`` the arrays (NaN where unknown); False none; a list of these
-        with several runs. A scorer calibrated on a validation split adds its conformal
-        threshold.
+        None shows the scores saved with the analysis; what ``signature_scores`` returns shows
+        its ``combined`` score (and a calibrated scorer's conformal threshold); ``{split:
+        array}`` the arrays (NaN where unknown); False none. With several runs, a list.
     labels : sequence of str, optional
         The runs' names (default: the analyses' names, with the store's name if equal).
     score_name : str
         Name of the scores shown by the viewer.
     score_bins : int
-        Histogram bins (over [0, 1] when every score lies there, else the scores' range).
+        Histogram bins.
     n_exemplars : int
         Exemplars (nearest the centre) kept per cluster.
     projection : {"pca", "umap"}
@@ -89,8 +77,7 @@ def build_report_data(
         For token row spaces of image models: the patch grid of each token's input.
     client : dask.distributed.Client, None or False
         Compute or read the signatures on this Dask cluster (``None``: the active client;
-        ``False``: here); only aggregates and bounded data come here (docs/design.md,
-        "Distributed").
+        ``False``: here); only aggregates and bounded data come here.
 
     Returns
     -------

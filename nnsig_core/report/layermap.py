@@ -112,13 +112,8 @@ def _read_features(store: ActivationStore, split: str, layer: str, rows: np.ndar
 
 
 def project_layers(
-    analysis: Any,
-    store: ActivationStore,
-    positions: Mapping[str, np.ndarray],
-    fit_split: str,
-    method: str = "pca",
-    seed: int = 0,
-    read_bytes: int = 16 << 20,
+    analysis: Any, store: ActivationStore, positions: Mapping[str, np.ndarray], fit_split: str,
+    method: str = "pca", seed: int = 0, read_bytes: int = 16 << 20,
     read: Callable[[str, str, np.ndarray, Any], np.ndarray] | None = None,
 ) -> tuple[dict[str, list[dict[str, Any]]], str]:
     """Project the map points of every split, layer by layer, with the cluster centres.

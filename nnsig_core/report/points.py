@@ -192,13 +192,8 @@ def kinds_on_map(names: Sequence[str], counts: Mapping[str, Any], drawn: Mapping
 
 
 def select_points(
-    labels: np.ndarray,
-    predictions: np.ndarray,
-    priority: Mapping[str, np.ndarray],
-    max_points: int,
-    seed: int = 0,
-    chunk_rows: int | None = None,
-    pool_factor: int = 20,
+    labels: np.ndarray, predictions: np.ndarray, priority: Mapping[str, np.ndarray],
+    max_points: int, seed: int = 0, chunk_rows: int | None = None, pool_factor: int = 20,
     client: Any = None,
 ) -> tuple[np.ndarray, dict[str, list[int]]]:
     """The sorted positions of a split's map points (``min(n, max_points)``) and, per priority

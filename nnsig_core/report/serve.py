@@ -186,19 +186,10 @@ class ReportServer(http.server.ThreadingHTTPServer):
         self.close()
 
 
-def serve_report(
-    directory: str | os.PathLike[str],
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    open_browser: bool = True,
-) -> tuple[ReportServer, str]:
-    """Serve a report (or a directory of reports) on a local address, in a background thread.
-
-    Only the regular files under ``directory`` are served: paths with ``..`` (also
-    percent-encoded) and symbolic links leading outside get 403, hidden files and directories
-    without ``index.html`` 404 (no listings); requests naming another host than the loopback
-    one are refused.
+def serve_report(directory: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 0,
+                 open_browser: bool = True) -> tuple[ReportServer, str]:
+    """Serve a report (or a directory of reports) on a local address, in a background thread:
+    only the regular files under ``directory``, to requests naming the loopback host.
 
     Parameters
     ----------
@@ -210,7 +201,7 @@ def serve_report(
     port : int
         0 (the default) picks a free port.
     open_browser : bool
-        Open the page with :func:`webbrowser.open`; else only log the address.
+        Open the page with :func:`webbrowser.open`.
 
     Returns
     -------

@@ -276,19 +276,11 @@ def _exemplar_sprite(store: ActivationStore, wanted: Mapping[str, set[int]],
     return make_sprite(np.concatenate(images), keys)
 
 
-def run_body(
-    prep: PreparedRun,
-    positions: Mapping[str, np.ndarray] | None,
-    kinds: Mapping[str, Mapping[str, list[int]]],
-    opts: MapOptions,
-    *,
-    score_name: str = "combined",
-    score_bins: int = 20,
-    n_exemplars: int = 4,
-    map_thumbnails: bool = True,
-    token_label: Callable[[int, int], str] | None = None,
-    token_grid: Sequence[int] | None = None,
-) -> dict[str, Any]:
+def run_body(prep: PreparedRun, positions: Mapping[str, np.ndarray] | None,
+             kinds: Mapping[str, Mapping[str, list[int]]], opts: MapOptions, *,
+             score_name: str = "combined", score_bins: int = 20, n_exemplars: int = 4,
+             map_thumbnails: bool = True, token_label: Callable[[int, int], str] | None = None,
+             token_grid: Sequence[int] | None = None) -> dict[str, Any]:
     """The run's part of the report data (every top-level key of a one-run report
     but ``format_version``, ``title`` and ``created``); ``token_label`` and
     ``token_grid`` for token row spaces (:mod:`nnsig_core.report.token_report`)."""

@@ -56,10 +56,8 @@ def _one(item: Any, i: int) -> ReportRun:
 
 
 def normalize_runs(
-    analysis: Any,
-    store: ActivationStore | str | os.PathLike[str] | None = None,
-    scores: Any = None,
-    labels: Sequence[str] | None = None,
+    analysis: Any, store: ActivationStore | str | os.PathLike[str] | None = None,
+    scores: Any = None, labels: Sequence[str] | None = None,
 ) -> tuple[list[ReportRun], bool]:
     """The runs of a report, each with an opened store and a unique label, and whether
     ``analysis`` was a sequence of runs; TypeError or ValueError, with the fix."""

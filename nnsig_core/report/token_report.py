@@ -44,10 +44,8 @@ def token_map_points(store: ActivationStore, split: str, positions: np.ndarray,
     return out
 
 
-def add_token_rows(
-    entry: dict[str, Any], store: ActivationStore, sigs: Signatures,
-    label: Callable[[int, int], str] | None = None, top: int = TOP_TOKENS,
-) -> None:
+def add_token_rows(entry: dict[str, Any], store: ActivationStore, sigs: Signatures,
+                   label: Callable[[int, int], str] | None = None, top: int = TOP_TOKENS) -> None:
     """Add ``level: "tokens"`` and each row's most frequent token labels to a split entry."""
     entry["level"] = "tokens"
     entry["parent"] = store.split_attrs(sigs.split).get("parent")

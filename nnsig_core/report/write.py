@@ -248,16 +248,9 @@ def write_report_data(
     return out / INDEX_FILE
 
 
-def write_report(
-    analysis: Any,
-    store: Any = None,
-    out_dir: str | os.PathLike[str] | None = None,
-    *,
-    splits: Sequence[str] | None = None,
-    title: str | None = None,
-    scores: Any = None,
-    **options: Any,
-) -> Path:
+def write_report(analysis: Any, store: Any = None, out_dir: str | os.PathLike[str] | None = None, *,
+                 splits: Sequence[str] | None = None, title: str | None = None, scores: Any = None,
+                 **options: Any) -> Path:
     """Build the report data of one run, or of several side by side, and write the report.
 
     Parameters

@@ -172,13 +172,8 @@ def unit_dims(key: str, ndim: int) -> tuple[str, ...]:
 
 
 def split_array_specs(
-    layers: Sequence[tuple[str, str, Sequence[int]]],
-    n_outputs: int,
-    n_rows: int,
-    chunk_rows: int,
-    dtype: Any,
-    compressor: Any,
-    thumbnail_shape: Sequence[int] | None = None,
+    layers: Sequence[tuple[str, str, Sequence[int]]], n_outputs: int, n_rows: int, chunk_rows: int,
+    dtype: Any, compressor: Any, thumbnail_shape: Sequence[int] | None = None,
     token_rows: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Keyword arguments of ``zarr.Group.create_array`` for every array of a split, by key.
