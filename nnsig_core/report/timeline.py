@@ -94,14 +94,10 @@ def _checkpoint(timeline: Any, t: int, n_classes: int) -> dict[str, Any]:
     return {
         "split": rec["split"], "step": int(rec["step"]), "epoch": rec.get("epoch"),
         "label": _label(rec), "fingerprint": rec.get("fingerprint"),
-        "seconds": rec.get("seconds"),
-        "accuracy": rounded(sg.accuracy, 4),
-        "purity": [rounded(class_purity(c), 4) for c in comps],
-        "class_purity": cp,
+        "seconds": rec.get("seconds"), "accuracy": rounded(sg.accuracy, 4),
+        "purity": [rounded(class_purity(c), 4) for c in comps], "class_purity": cp,
         "separable": [_separable_layer(cp, c) for c in range(n_classes)],
-        "rows": rows,
-        "row_of": encode_u16(row_of.reshape(-1)),
-        "clusters": clusters,
+        "rows": rows, "row_of": encode_u16(row_of.reshape(-1)), "clusters": clusters,
         "events": timeline.events_[t],
     }
 

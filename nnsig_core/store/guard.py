@@ -17,6 +17,7 @@ from zarr.storage import WrapperStore
 
 from nnsig_core.store.errors import StoreError, unreachable
 from nnsig_core.store.format import ANALYSIS_GROUP, SCORES_GROUP, SIGNATURES_GROUP, SPLIT_ATTR
+from nnsig_core.store.pointers import read_json
 
 METADATA = "zarr.json"
 _VERIFY = "nnsig verify"
@@ -199,17 +200,8 @@ class GuardedStore(WrapperStore[Store]):
                 f"{self.location}` to list every missing chunk; {self._fix(info)}"
             )
 
-    async def _read_json(self, key: str) -> dict[str, Any] | None:
-        buf = await self._store.get(key, default_buffer_prototype())
-        if buf is None:
-            return None
-        try:
-            return dict(json.loads(buf.to_bytes()))
-        except ValueError:
-            return None
-
     async def _split_meta(self, split: str) -> dict[str, Any] | None:
-        doc = await self._read_json(f"{split}/{METADATA}")
+        doc = await read_json(self._store, f"{split}/{METADATA}")
         if doc is None:
             return None
         meta = (doc.get("attributes") or {}).get(SPLIT_ATTR)
@@ -218,7 +210,7 @@ class GuardedStore(WrapperStore[Store]):
     async def _array_info(self, array: str) -> _ArrayInfo:
         if array in self._arrays:
             return self._arrays[array]
-        doc = await self._read_json(f"{array}/{METADATA}") or {}
+        doc = await read_json(self._store, f"{array}/{METADATA}") or {}
         codecs = doc.get("codecs") or []
         checksummed = bool(codecs) and isinstance(codecs[-1], dict) and \
             codecs[-1].get("name") == "crc32c"

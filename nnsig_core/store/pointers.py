@@ -28,6 +28,18 @@ def pointer_document(target: str) -> bytes:
         POINTER_ATTR: {"target": target, "switched": now_iso()}}}).encode()
 
 
+async def read_json(store: Store, key: str) -> dict[str, Any] | None:
+    """The JSON object at ``key`` of ``store``: None when absent, ``{}`` when not an object."""
+    buf = await store.get(key, default_buffer_prototype())
+    if buf is None:
+        return None
+    try:
+        doc = json.loads(buf.to_bytes())
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
 def pointer_target(doc: bytes | None) -> str | None:
     """The sibling a ``zarr.json`` points to, or None for any other document."""
     if not doc:

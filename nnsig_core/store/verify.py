@@ -80,15 +80,12 @@ class VerifyReport:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable form (``nnsig verify --json``)."""
         return {
-            "location": self.location,
-            "ok": self.ok,
-            "chunks_checked": self.chunks_checked,
+            "location": self.location, "ok": self.ok, "chunks_checked": self.chunks_checked,
             "chunks_without_checksum": self.unchecked,
             "problems": [p.__dict__ for p in self.problems],
             "rows_to_recapture": {s: [list(r) for r in v]
                                   for s, v in self.rows_to_recapture().items()},
-            "incomplete_splits": self.incomplete,
-            "unreferenced_copies": self.leftovers,
+            "incomplete_splits": self.incomplete, "unreferenced_copies": self.leftovers,
         }
 
     def format(self) -> str:
