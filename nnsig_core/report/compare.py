@@ -38,10 +38,9 @@ def merged_classes(preps: Sequence[PreparedRun]) -> list[str]:
         for i, name in enumerate(names[:n]):
             if given[i] is not None and given[i] != str(name):
                 other = next(lab for lab, nm in named if i < len(nm) and str(nm[i]) == given[i])
-                raise ValueError(
-                    f"runs {other!r} and {label!r} name class {i} differently ({given[i]!r} vs "
-                    f"{str(name)!r}): runs compared side by side need the same classes"
-                )
+                raise ValueError(f"runs {other!r} and {label!r} name class {i} differently "
+                                 f"({given[i]!r} vs {str(name)!r}): runs compared side by side "
+                                 "need the same classes")
             given[i] = str(name)
     return [g if g is not None else d for g, d in zip(given, out, strict=True)]
 

@@ -31,11 +31,9 @@ def check_projection(projection: str) -> None:
         try:
             import umap  # noqa: F401
         except ImportError:
-            raise ImportError(
-                "projection='umap' needs the umap-learn package, which is not installed: "
-                "pip install 'nnsig[umap]' (or pip install umap-learn), or use the default "
-                "projection='pca'."
-            ) from None
+            raise ImportError("projection='umap' needs the umap-learn package, which is not "
+                              "installed: pip install 'nnsig[umap]' (or pip install umap-learn), "
+                              "or use the default projection='pca'.") from None
 
 
 def _projector(method: str, X: np.ndarray, seed: int) -> tuple[Any, np.ndarray, list[float] | None]:

@@ -49,10 +49,9 @@ def _one(item: Any, i: int) -> ReportRun:
         return ReportRun(*item)
     if _is_analysis(item):
         return ReportRun(item)
-    raise TypeError(
-        f"run {i + 1} of the report is a {type(item).__name__}: give a fitted analysis, an "
-        "(analysis, store) or (analysis, store, scores) tuple, or a ReportRun"
-    )
+    raise TypeError(f"run {i + 1} of the report is a {type(item).__name__}: give a fitted "
+                    "analysis, an (analysis, store) or (analysis, store, scores) tuple, or a "
+                    "ReportRun")
 
 
 def normalize_runs(
@@ -74,10 +73,9 @@ def normalize_runs(
         if not several:
             runs = [replace(runs[0], scores=scores)]
         elif isinstance(scores, Mapping):
-            raise TypeError(
-                "with several runs, give scores as a list (one mapping of split to scores per "
-                "run, or None), or inside each (analysis, store, scores) tuple"
-            )
+            raise TypeError("with several runs, give scores as a list (one mapping of split to "
+                            "scores per run, or None), or inside each (analysis, store, scores) "
+                            "tuple")
         else:
             scores = list(scores)
             if len(scores) != len(runs):
@@ -97,9 +95,8 @@ def normalize_runs(
             raise TypeError(f"run {i + 1}: {type(r.analysis).__name__} is not a fitted analysis")
         s = r.store if r.store is not None else store
         if s is None:
-            raise ValueError(
-                f"run {i + 1} has no store: pass store=..., or give (analysis, store) pairs"
-            )
+            raise ValueError(f"run {i + 1} has no store: pass store=..., or give (analysis, store) "
+                             "pairs")
         out.append(replace(r, store=open_store(s)))
     return _labelled(out), several
 

@@ -75,10 +75,8 @@ def open_store(store: ActivationStore | str | os.PathLike[str] | Store, mode: st
         When ``store`` is neither a store nor a path.
     """
     if mode not in ("r", "r+", "a"):
-        raise ValueError(
-            f"mode must be 'r' (read-only), 'r+' (read-write, the store must exist) or 'a' "
-            f"(read-write, created if missing); got {mode!r}."
-        )
+        raise ValueError("mode must be 'r' (read-only), 'r+' (read-write, the store must exist) "
+                         f"or 'a' (read-write, created if missing); got {mode!r}.")
     if isinstance(store, ActivationStore):
         return store
     if not isinstance(store, (str, os.PathLike, Store)):

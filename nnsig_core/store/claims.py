@@ -124,21 +124,18 @@ class SplitClaim:
         age = None if other is None or self.local_dir is not None else \
             max(0.0, time.time() - other.heartbeat)
         if stale:
-            return ClaimError(
-                f"Split {self.split!r} of {self.location} is claimed by a writer ({who}) that "
-                f"has given no sign of life for {_seconds(age)} (over {STALE_AFTER_S:.0f} s): "
-                "it was probably killed. Pass resume=True to break its claim and continue the "
-                "capture, or overwrite=True to start again. Nothing was changed."
-            )
+            return ClaimError(f"Split {self.split!r} of {self.location} is claimed by a writer "
+                              f"({who}) that has given no sign of life for {_seconds(age)} (over "
+                              f"{STALE_AFTER_S:.0f} s): it was probably killed. Pass resume=True "
+                              "to break its claim and continue the capture, or overwrite=True to "
+                              "start again. Nothing was changed.")
         when = "" if age is None else (
             f" Its last heartbeat was {_seconds(age)} ago; if it stays silent, resume=True "
             f"may break its claim in {_seconds(STALE_AFTER_S - age)} (after "
             f"{STALE_AFTER_S:.0f} s without one).")
-        return ClaimError(
-            f"Split {self.split!r} of {self.location} is being written by another capture "
-            f"({who}). Wait for it to finish, or capture into another split or store."
-            f"{when} Nothing was changed."
-        )
+        return ClaimError(f"Split {self.split!r} of {self.location} is being written by another "
+                          f"capture ({who}). Wait for it to finish, or capture into another split "
+                          f"or store.{when} Nothing was changed.")
 
     def acquire(self, break_stale: bool = False) -> SplitClaim:
         """Take the claim, or raise :class:`ClaimError` naming the holder."""
@@ -215,11 +212,10 @@ class SplitClaim:
                                        self._version)
         if version is None:
             holder = self._get_marker()
-            raise ClaimError(
-                f"The claim of this capture on split {self.split!r} of {self.location} was "
-                f"taken by another writer ({holder.describe() if holder else 'unknown'}); "
-                "stopping without writing more."
-            )
+            raise ClaimError(f"The claim of this capture on split {self.split!r} of "
+                             f"{self.location} was taken by another writer "
+                             f"({holder.describe() if holder else 'unknown'}); stopping without "
+                             "writing more.")
         self._version = version
 
     def release(self) -> None:

@@ -91,11 +91,10 @@ class S3Conditional(Unconditional):
             except FileExistsError:
                 return None
             except PermissionError as exc:
-                raise StoreError(
-                    f"The store s3://{self.root} refused to write s3://{self.root}/{key} "
-                    f"({exc}): these credentials may not write there. Use credentials that can "
-                    "write to it (s3:PutObject and s3:DeleteObject on its keys), or another store."
-                ) from exc
+                raise StoreError(f"The store s3://{self.root} refused to write "
+                                 f"s3://{self.root}/{key} ({exc}): these credentials may not write "
+                                 "there. Use credentials that can write to it (s3:PutObject and "
+                                 "s3:DeleteObject on its keys), or another store.") from exc
             except OSError as exc:  # 412 Precondition Failed (If-Match), 409 conflict
                 if "precondition" in str(exc).lower() or "conflict" in str(exc).lower() or \
                         getattr(exc, "errno", None) == 22:

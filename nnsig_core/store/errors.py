@@ -21,9 +21,8 @@ def unreachable(location: str, exc: BaseException, what: str) -> StoreError | No
     if not (isinstance(exc, (ConnectionError, TimeoutError))
             or type(exc).__module__.startswith(REMOTE_PACKAGES)):
         return None
-    return StoreError(
-        f"The store {location} did not answer when asked to {what} ({type(exc).__name__}: "
-        f"{exc}): its endpoint is down or unreachable. Check the endpoint and the network; "
-        "once it answers, capture(..., resume=True) continues an interrupted capture from "
-        "the chunks written (nothing written is lost), and a save can be run again."
-    )
+    return StoreError(f"The store {location} did not answer when asked to {what} "
+                      f"({type(exc).__name__}: {exc}): its endpoint is down or unreachable. Check "
+                      "the endpoint and the network; once it answers, capture(..., resume=True) "
+                      "continues an interrupted capture from the chunks written (nothing written "
+                      "is lost), and a save can be run again.")

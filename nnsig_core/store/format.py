@@ -90,9 +90,8 @@ def resolve_compressor(compressor: Any) -> Any:
     if compressor == "zstd":
         return ZstdCodec()
     if isinstance(compressor, str):
-        raise ValueError(
-            f"Unknown compressor {compressor!r}: use None, 'lz4', 'zstd' or a zarr codec."
-        )
+        raise ValueError(f"Unknown compressor {compressor!r}: use None, 'lz4', 'zstd' or a zarr "
+                         "codec.")
     return compressor
 
 

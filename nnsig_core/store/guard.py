@@ -93,11 +93,10 @@ class GuardedStore(WrapperStore[Store]):
             forget()
 
     def _denied(self, what: str, key: str, exc: BaseException) -> StoreError:
-        return StoreError(
-            f"The store {self.location} refused to {what} {self._where(key)} ({exc}): these "
-            "credentials may not write there. Use credentials that can write to it (for S3, "
-            "s3:PutObject and s3:DeleteObject on its keys), or another store."
-        )
+        return StoreError(f"The store {self.location} refused to {what} {self._where(key)} "
+                          f"({exc}): these credentials may not write there. Use credentials that "
+                          "can write to it (for S3, s3:PutObject and s3:DeleteObject on its "
+                          "keys), or another store.")
 
     async def _io(self, what: str, key: str, call: Awaitable[Any]) -> Any:
         """Await ``call``, an operation ``what`` on ``key``: a refusal or a store that does not
@@ -106,10 +105,9 @@ class GuardedStore(WrapperStore[Store]):
             return await call
         except PermissionError as exc:
             if what == "read":
-                raise StoreError(
-                    f"The store {self.location} refused to read {self._where(key)} ({exc}). "
-                    "Use credentials that may read it (for S3, s3:GetObject and s3:ListBucket)."
-                ) from exc
+                raise StoreError(f"The store {self.location} refused to read {self._where(key)} "
+                                 f"({exc}). Use credentials that may read it (for S3, s3:GetObject "
+                                 "and s3:ListBucket).") from exc
             raise self._denied(what, key, exc) from exc
         except Exception as exc:
             lost = unreachable(self.location, exc, f"{what} {self._where(key)}")
@@ -153,11 +151,10 @@ class GuardedStore(WrapperStore[Store]):
                 try:
                     json.loads(value.to_bytes())
                 except ValueError as exc:
-                    raise DamagedMetadataError(
-                        f"The metadata file {self._where(key)} is damaged (not valid JSON: "
-                        f"{exc}). Run `{_VERIFY} {self.location}` to see what else is; "
-                        f"{metadata_fix(key)}"
-                    ) from None
+                    raise DamagedMetadataError(f"The metadata file {self._where(key)} is damaged "
+                                               f"(not valid JSON: {exc}). Run `{_VERIFY} "
+                                               f"{self.location}` to see what else is; "
+                                               f"{metadata_fix(key)}") from None
             return
         parts = chunk_key_parts(key)
         if parts is None:
@@ -168,12 +165,11 @@ class GuardedStore(WrapperStore[Store]):
             return
         info = await self._array_info(array)
         if info.checksummed and not crc32c_ok(value.as_numpy_array()):
-            raise DamagedChunkError(
-                f"Chunk {coords[0]} of {self._describe(info)} ({self._rows(info, coords)}) is "
-                f"damaged: its checksum does not match ({self._where(key)} was altered or "
-                f"truncated after it was written). Run `{_VERIFY} {self.location}` to list every "
-                f"damaged chunk; {self._fix(info)}"
-            )
+            raise DamagedChunkError(f"Chunk {coords[0]} of {self._describe(info)} "
+                                    f"({self._rows(info, coords)}) is damaged: its checksum does "
+                                    f"not match ({self._where(key)} was altered or truncated after "
+                                    f"it was written). Run `{_VERIFY} {self.location}` to list "
+                                    f"every damaged chunk; {self._fix(info)}")
 
     async def _check_missing(self, key: str, array: str, coords: tuple[int, ...]) -> None:
         info = await self._array_info(array)

@@ -135,9 +135,8 @@ def migrate_store(store: str | os.PathLike[str] | Store, *, dry_run: bool = Fals
     if version == FORMAT_VERSION:
         return report
     if version != 1:
-        report.problems.append(
-            f"format {version!r} is not one nnsig wrote before format {FORMAT_VERSION}: use the "
-            "nnsig version that wrote it")
+        report.problems.append(f"format {version!r} is not one nnsig wrote before format "
+                               f"{FORMAT_VERSION}: use the nnsig version that wrote it")
         raise MigrationError(report)
     plan = _Plan(root, report, set(drop_splits))
     plan.survey()
@@ -185,9 +184,8 @@ class _Plan:
                  and n != _META]
         missing = sorted(self.drop - set(names))
         if missing:
-            self.report.problems.append(
-                f"drop_splits names {missing}, which the store does not hold (its groups: "
-                f"{names})")
+            self.report.problems.append(f"drop_splits names {missing}, which the store does not "
+                                        f"hold (its groups: {names})")
         unchecked: list[str] = []
         for split in names:
             if split in self.drop or split.removesuffix(TOKENS_SUFFIX) in self.drop:
@@ -206,9 +204,8 @@ class _Plan:
                 "so reads and `nnsig verify` cannot tell a damaged chunk; capture them again "
                 "(overwrite=True) for checksums")
         self._survey_scores()
-        self.report.changes.append(
-            f"write the root's zarr.json last, in one write: format_version {FORMAT_VERSION} "
-            "and the consolidated metadata of every node")
+        self.report.changes.append("write the root's zarr.json last, in one write: format_version "
+                                   f"{FORMAT_VERSION} and the consolidated metadata of every node")
 
     def _survey_split(self, split: str, meta: dict[str, Any]) -> bool:
         """Plan the split's documents; True when its arrays have no checksums (nnsig 0.1)."""
@@ -252,9 +249,8 @@ class _Plan:
                 f"split {split!r}: name the coordinates and dimensions of {changed} arrays")
         if width is not None:
             self.coords[split] = width
-            self.report.changes.append(
-                f"split {split!r}: add the coordinate {CLASS_COORDINATE!r} (the class of each of "
-                f"the {width} outputs)")
+            self.report.changes.append(f"split {split!r}: add the coordinate {CLASS_COORDINATE!r} "
+                                       f"(the class of each of the {width} outputs)")
         return unchecked
 
     def _survey_scores(self) -> None:

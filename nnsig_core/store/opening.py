@@ -119,10 +119,8 @@ def _check_remote(store: Store, location: str, mode: str) -> None:
         if mode == "w":
             sync(store.delete_dir(""))
         elif not has_root and not sync(store.is_empty("")):
-            raise StoreError(
-                f"{location!r} is not empty and holds no Zarr store; choose a new location "
-                "for the store."
-            )
+            raise StoreError(f"{location!r} is not empty and holds no Zarr store; choose a new "
+                             "location for the store.")
     except StoreError:
         raise
     except Exception as exc:  # noqa: BLE001 - the network's and the SDK's errors, whatever they are
@@ -184,14 +182,10 @@ def _check_root(group: zarr.Group, location: str, mode: str, any_version: bool) 
     if version == FORMAT_VERSION or any_version:
         return
     if isinstance(version, int) and version < FORMAT_VERSION:
-        raise StoreError(
-            f"{location!r} has nnsig store format {version} (written by an older nnsig); this "
-            f"nnsig reads format {FORMAT_VERSION}. Upgrade it in place with `nnsig migrate "
-            f"{location}` (or nnsig_core.migrate_store(...)); `nnsig migrate --dry-run` says "
-            "what it would change."
-        )
-    raise StoreError(
-        f"{location!r} has nnsig store format {version}; this nnsig reads format "
-        f"{FORMAT_VERSION} (and upgrades older ones with `nnsig migrate`). Use the nnsig "
-        "version that wrote it (a newer one), or re-capture with this version."
-    )
+        raise StoreError(f"{location!r} has nnsig store format {version} (written by an older "
+                         f"nnsig); this nnsig reads format {FORMAT_VERSION}. Upgrade it in place "
+                         f"with `nnsig migrate {location}` (or nnsig_core.migrate_store(...)); "
+                         "`nnsig migrate --dry-run` says what it would change.")
+    raise StoreError(f"{location!r} has nnsig store format {version}; this nnsig reads format "
+                     f"{FORMAT_VERSION} (and upgrades older ones with `nnsig migrate`). Use the "
+                     "nnsig version that wrote it (a newer one), or re-capture with this version.")

@@ -78,10 +78,8 @@ class SplitReading:
     def require_writable(self, what: str) -> None:
         """Raise :class:`StoreError` when the store is open read-only (``what`` needs to write)."""
         if self.read_only:
-            raise StoreError(
-                f"The store {self.location!r} is open read-only, so {what} cannot be written. "
-                "Open it with open_store(path, mode='r+')."
-            )
+            raise StoreError(f"The store {self.location!r} is open read-only, so {what} cannot be "
+                             "written. Open it with open_store(path, mode='r+').")
 
     def consolidate_metadata(self) -> None:
         """Write the metadata of every split, array and saved result into the root's
@@ -198,10 +196,9 @@ class SplitReading:
         """Of a token row space: rows ``start:stop``'s ``sample_row`` (in the parent split),
         ``position`` and ``token`` id (-1 when unknown); StoreError for another split."""
         if self.level(split) != "tokens":
-            raise StoreError(
-                f"Split {split!r} has one row per sample, not per token; its token rows, if "
-                f"any, are in split {self.token_split(split) or split + '.tokens'!r}."
-            )
+            raise StoreError(f"Split {split!r} has one row per sample, not per token; its token "
+                             "rows, if any, are in split "
+                             f"{self.token_split(split) or split + '.tokens'!r}.")
         return {k: self._read(split, k, start, stop) for k in ("sample_row", "position", "token")}
 
     def n_classes(self, split: str) -> int:

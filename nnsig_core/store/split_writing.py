@@ -107,11 +107,9 @@ class SplitWriting(SplitReading):
                 continue
             problems = layer_differences(layers, self.layer_info(other), other)
             if problems:
-                raise StoreError(
-                    f"This model does not match split {other!r} of the store "
-                    f"({'; '.join(problems)}). Capture the same layers of the same model, "
-                    "or use a new store."
-                )
+                raise StoreError(f"This model does not match split {other!r} of the store "
+                                 f"({'; '.join(problems)}). Capture the same layers of the same "
+                                 "model, or use a new store.")
 
     def claim(self, split: str, break_stale: bool = False) -> SplitClaim:
         """Take the exclusive claim of one writer on ``split``, then forget cached metadata;
