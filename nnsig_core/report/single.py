@@ -299,8 +299,7 @@ def run_body(prep: PreparedRun, positions: Mapping[str, np.ndarray] | None,
     bins = (sc.score_edges(shown, score_bins, [thr] if thr is not None else (), client=prep.client)
             if shown else None)
     body: dict[str, Any] = {
-        "label": prep.run.label,
-        "store": store.location,
+        "label": prep.run.label, "store": store.location,
         "analysis": {
             "name": analysis.name_ or "(unsaved)",
             "n_clusters": [int(k) for k in analysis.n_clusters_],
@@ -311,18 +310,14 @@ def run_body(prep: PreparedRun, positions: Mapping[str, np.ndarray] | None,
         },
         "model": {
             "model_class": model.get("model_class", "unknown"),
-            "framework": info.get("framework", "unknown"),
-            "parameters": model.get("parameters"),
+            "framework": info.get("framework", "unknown"), "parameters": model.get("parameters"),
             "layers": [_layer_entry(name, layer_info.get(name, {}), shape)
                        for name, shape in zip(analysis.layers_, analysis.layer_shapes_,
                                               strict=False)],
         },
-        "classes": prep.classes,
-        "train_classes": [int(c) for c in analysis.classes_],
-        "layers": list(analysis.layers_),
-        "typical": typical,
-        "separable_purity": SEPARABLE_PURITY,
-        "splits": {},
+        "classes": prep.classes, "train_classes": [int(c) for c in analysis.classes_],
+        "layers": list(analysis.layers_), "typical": typical,
+        "separable_purity": SEPARABLE_PURITY, "splits": {},
     }
     if prep.threshold is not None and thr is not None and bins is not None:
         # Unrounded: samples at or above it are flagged, the conformal rule to the bit.

@@ -53,12 +53,8 @@ def pointer_target(doc: bytes | None) -> str | None:
 
 
 class PointerStore(WrapperStore[Store]):
-    """Wraps a zarr store; keys under ``analysis/`` follow pointers (see the module doc).
-
-    What a pointer resolves to is cached per instance (:meth:`forget` drops it);
-    a read that finds nothing where a cached pointer led is retried once with
-    the pointers read again, so a copy replaced by another process is found.
-    """
+    """Wraps a zarr store; keys under ``analysis/`` follow pointers, cached per instance (a
+    read that finds nothing where a cached pointer led reads the pointers again)."""
 
     def __init__(self, store: Store) -> None:
         super().__init__(store)

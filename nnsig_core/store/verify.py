@@ -171,14 +171,13 @@ def verify_store(store: SplitReading, progress: bool = False,
     found = {path: (doc.get("attributes") or {}).get(SPLIT_ATTR) for path, doc in docs.items()
              if doc.get("node_type") == "group" and "/" not in path and path}
     splits: dict[str, dict[str, Any]] = {k: v for k, v in found.items() if isinstance(v, dict)}
+    live = _live_copies(docs)
+    arrays = {p: d for p, d in docs.items() if d.get("node_type") == "array" and _live(p, live)}
     for split, meta in sorted(splits.items()):
         if not meta.get("complete"):
             report.incomplete[split] = (
                 f"incomplete ({meta.get('n_written', 0)} of {meta.get('n_expected') or '?'} "
                 "samples written): resume it with capture(..., resume=True)")
-    live = _live_copies(docs)
-    arrays = {p: d for p, d in docs.items() if d.get("node_type") == "array" and _live(p, live)}
-    for split, meta in sorted(splits.items()):
         n_rows = int(meta.get("n_samples", 0) if meta.get("complete") else meta.get("n_written", 0))
         wanted = {d.get("key"): d.get("name") for d in meta.get("layers") or []}
         wanted.update({k: k for k in ("outputs", "labels", "predictions", "sample_index")})
