@@ -37,8 +37,7 @@ def check_projection(projection: str) -> None:
 
 
 def _projector(method: str, X: np.ndarray, seed: int) -> tuple[Any, np.ndarray, list[float] | None]:
-    """Fit ``method`` on ``X``; returns the fitted model, X's 2-D coordinates and the
-    explained variance ratios (PCA only)."""
+    """Fit ``method`` on ``X``: the model, X's 2-D coordinates, PCA's explained variance."""
     n, d = X.shape
     if method == "umap":
         import umap

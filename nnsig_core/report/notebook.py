@@ -81,8 +81,7 @@ def _runs(data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 
 def _separable(run: Mapping[str, Any], split: Mapping[str, Any]) -> list[str | None]:
-    """Per class, the first layer whose class purity reaches ``separable_purity`` (None:
-    never; "" when the class is not in the split)."""
+    """Per class, the first layer reaching ``separable_purity`` (None: never; "": absent)."""
     thr = float(run.get("separable_purity") or 0.9)
     purity = split.get("class_purity") or []
     layers = list(run.get("layers") or [])
@@ -98,8 +97,7 @@ def _separable(run: Mapping[str, Any], split: Mapping[str, Any]) -> list[str | N
 
 
 def _top_flagged(run: Mapping[str, Any], split: Mapping[str, Any], n: int) -> list[dict[str, Any]]:
-    """The highest-scored samples among the split's map points (which hold the flagged
-    and the misclassified samples first)."""
+    """The ``n`` highest-scored samples among the split's map points."""
     pts = split.get("map") or {}
     scores = pts.get("scores")
     if not scores:

@@ -158,8 +158,7 @@ def per_class_purity(compositions: Sequence[np.ndarray],
 
 def _rows(joint: Mapping[str, Any], L: int) -> tuple[list[dict[str, Any]],
                                                       dict[tuple[int, ...], int]]:
-    """The table rows from the joint table, and the row index of each distinct
-    ``(label, path..., prediction)``."""
+    """The table rows, and the row index of each distinct ``(label, path..., prediction)``."""
     uniq, counts = joint["rows"], joint["counts"]
     rows: list[dict[str, Any]] = []
     if not uniq.shape[0]:

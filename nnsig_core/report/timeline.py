@@ -103,8 +103,7 @@ def _checkpoint(timeline: Any, t: int, n_classes: int) -> dict[str, Any]:
 
 
 def _separable_layer(class_purity_: list[list[float | None]], c: int) -> int | None:
-    """The first layer where class ``c``'s purity reaches :data:`SEPARABLE_PURITY`; -1 if
-    none, None if the class is absent."""
+    """The first layer where class ``c`` is separable; -1 if none, None if it is absent."""
     values = [layer[c] for layer in class_purity_]
     if all(v is None for v in values):
         return None

@@ -126,8 +126,7 @@ def join_scripts(html: str, modules: list[str], script: str) -> str:
 
 
 def _copy_viewer(src: Path, dst: Path) -> None:
-    """Copy the viewer, its script modules joined into one :data:`BUNDLE_FILE` (the page draws
-    sooner from ``file://``; each module is a self-contained scope)."""
+    """Copy the viewer, its script modules joined into one :data:`BUNDLE_FILE`."""
     html, modules, bundle = viewer_bundle(src)
     (dst / BUNDLE_FILE).write_text(bundle, encoding="utf-8")
     html = join_scripts(html, modules, f'<script src="{BUNDLE_FILE}"></script>\n')
@@ -163,8 +162,7 @@ def _clear(directory: Path) -> None:
 
 
 def _replace(out: Path, data: dict[str, Any]) -> None:
-    """Replace the report in ``out``: build the new one beside it, then swap the two,
-    so that a reader never sees a half-written report (in place when that cannot be
+    """Build the new report beside ``out``, then swap the two (in place when that cannot be
     done: ``out`` holds the working directory, or its parent is read-only)."""
     resolved, cwd = out.resolve(), Path.cwd().resolve()
     tmp = None

@@ -83,8 +83,7 @@ def _seconds(s: float | None) -> str:
 
 
 def _local_holder(info_path: Path, wait_s: float = 2.0) -> WriterInfo | None:
-    """Who holds a local lock: its info file, once the holder (which writes it just after
-    locking) has written it and if its process is alive; None after ``wait_s``."""
+    """The live holder of a local lock (from its info file), or None after ``wait_s``."""
     deadline = time.monotonic() + wait_s
     while True:
         try:

@@ -99,8 +99,7 @@ class GuardedStore(WrapperStore[Store]):
                           "keys), or another store.")
 
     async def _io(self, what: str, key: str, call: Awaitable[Any]) -> Any:
-        """Await ``call``, an operation ``what`` on ``key``: a refusal or a store that does not
-        answer is a :class:`StoreError` naming the store, the key and the fix."""
+        """Await ``call``; a refusal or a silent store is a :class:`StoreError` with the fix."""
         try:
             return await call
         except PermissionError as exc:

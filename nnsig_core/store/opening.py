@@ -134,8 +134,7 @@ def _check_remote(store: Store, location: str, mode: str) -> None:
 
 
 def _root_group(store: GuardedStore, create: bool, location: str) -> zarr.Group:
-    """The root group; created with the nnsig attribute in one metadata write when asked and
-    absent. Two processes creating the same new store both succeed."""
+    """The root group, created with the nnsig attribute in one write when asked and absent."""
     try:
         if create:
             _rewrite_damaged_root(store, location)
@@ -155,8 +154,7 @@ def _root_group(store: GuardedStore, create: bool, location: str) -> zarr.Group:
 
 
 def _rewrite_damaged_root(store: GuardedStore, location: str) -> None:
-    """Write the root's metadata again when it is damaged (it holds only the format version,
-    so nothing is lost): what the :class:`DamagedMetadataError` of the root names as the fix."""
+    """Write the root's metadata again when it is damaged (it holds only the format version)."""
     try:
         sync(store.get("zarr.json", default_buffer_prototype()))
     except DamagedMetadataError:

@@ -75,8 +75,7 @@ class PointerStore(WrapperStore[Store]):
         return None if buf is None else buf.to_bytes()
 
     async def _node(self, path: str) -> str | None:
-        """What the node at the physical ``path`` is: a pointer's target, ``_PLAIN`` for a
-        group, None for an array or nothing (below which no pointer is looked for)."""
+        """A pointer's target, ``_PLAIN`` for a group, None for an array or nothing at ``path``."""
         if path in self._slots:
             return self._slots[path]
         doc = await self._raw(f"{path}/{_META}")

@@ -135,8 +135,7 @@ def _live_copies(docs: dict[str, dict[str, Any]]) -> set[str]:
 
 
 def _live(path: str, live: set[str]) -> bool:
-    """Whether ``path`` is reachable: not inside a copy no pointer leads to (one being written,
-    or left by a save that was killed: garbage, which a save never reads)."""
+    """Whether ``path`` is not inside a copy no pointer leads to (being written, or garbage)."""
     parts = path.split("/")
     return all(not seg.startswith(HIDDEN) or "/".join(parts[: i + 1]) in live
                for i, seg in enumerate(parts))
