@@ -1,14 +1,6 @@
-"""The static HTML report: its data, the files written to disk, and a local server.
-
-:func:`build_report_data` aggregates a fitted analysis (or several runs,
-:class:`ReportRun`, shown side by side) into the report data of
-``docs/report-data.md``: flows, compositions, the layer map, the scores' histograms and
-threshold, PNG thumbnail sprites. :func:`write_report_data` and :func:`write_report` copy
-the viewer and write that data next to it, :func:`write_index` lists several reports,
-:func:`serve_report` serves one on 127.0.0.1 (``nnsig view``) and :func:`show` shows one
-in a notebook. ``build_report_data`` is imported on first use: it needs the analysis
-(and scikit-learn), which writing and serving a report do not.
-"""
+"""The static HTML report: its data, the files written to disk, a local server and the
+notebook view. ``build_report_data`` and the timeline's functions are imported on first use:
+they need scikit-learn, which writing and serving a report do not."""
 
 from __future__ import annotations
 

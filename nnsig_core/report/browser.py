@@ -1,10 +1,7 @@
 """Launch the headless Chromium that drives the viewer in tests, benchmarks and screenshots.
 
-One list of command-line flags, one launch function: the browser tests
-(``tests/test_viewer.py``), ``benchmarks/bench_report.py`` and
-``docs/make_screenshot.py`` open reports the same way. Playwright is imported
-by the caller, never here, so nnsig_core does not depend on it; the browser is
-the system's Chromium (Debian's ``chromium`` package), never a downloaded one.
+The caller imports Playwright (nnsig_core does not depend on it); the browser is the system's
+Chromium, never a downloaded one.
 """
 
 from __future__ import annotations
@@ -31,27 +28,15 @@ CHROMIUM_ARGS: tuple[str, ...] = (
 
 
 def find_chromium() -> str:
-    """The Chromium executable to use.
-
-    ``$NNSIG_CHROMIUM`` when set, else ``chromium`` on the ``PATH``, else
-    :data:`DEFAULT_CHROMIUM` (which may not exist: check before launching).
-    """
+    """The Chromium executable: ``$NNSIG_CHROMIUM``, else ``chromium`` on the ``PATH``, else
+    :data:`DEFAULT_CHROMIUM` (which may not exist)."""
     return os.environ.get("NNSIG_CHROMIUM") or shutil.which("chromium") or DEFAULT_CHROMIUM
 
 
-def launch_chromium(
-    playwright: Any,
-    executable_path: str | os.PathLike[str] | None = None,
-    args: Sequence[str] = (),
-    **kwargs: Any,
-) -> Any:
-    """Launch headless Chromium with :data:`CHROMIUM_ARGS`, then ``args``, through Playwright.
-
-    ``playwright`` is what ``sync_playwright()`` yields; ``executable_path`` defaults to
-    :func:`find_chromium`; ``kwargs`` go to ``playwright.chromium.launch``. The caller
-    closes the browser returned.
-    """
+def launch_chromium(playwright: Any, executable_path: str | os.PathLike[str] | None = None,
+                    args: Sequence[str] = (), **kwargs: Any) -> Any:
+    """Launch headless Chromium through Playwright (``sync_playwright()``'s object) with
+    :data:`CHROMIUM_ARGS` then ``args``; ``kwargs`` go to ``playwright.chromium.launch``."""
     path = os.fspath(executable_path) if executable_path is not None else find_chromium()
-    return playwright.chromium.launch(
-        executable_path=path, args=[*CHROMIUM_ARGS, *args], **kwargs
-    )
+    return playwright.chromium.launch(executable_path=path, args=[*CHROMIUM_ARGS, *args],
+                                      **kwargs)

@@ -1,10 +1,5 @@
-"""Several runs in one report: side by side, and what changed between them.
-
-Sample-level changes need the runs to hold the *same samples* in a split (count,
-``sample_index`` and labels); then the changed samples are listed and every run's map shows
-the same points, else the comparison says why. The checks and the changed samples are
-reductions (:mod:`~nnsig_core.execute.blocks`), on the cluster when the signatures are there.
-"""
+"""Several runs in one report: side by side and, when the runs hold the same samples in a
+split, what changed between them (reductions, on the cluster when the signatures are there)."""
 
 from __future__ import annotations
 
@@ -17,11 +12,10 @@ import numpy as np
 
 from nnsig_core._warnings import warn
 from nnsig_core.execute.blocks import reduce_columns, take
-from nnsig_core.report.points import select_points
 from nnsig_core.report.single import (
     MapOptions,
     PreparedRun,
-    chunk_rows,
+    draw_map_points,
     priority_masks,
     rows_at,
     run_body,
@@ -34,9 +28,8 @@ MAX_CHANGED = 500
 
 
 def merged_classes(preps: Sequence[PreparedRun]) -> list[str]:
-    """The class names shared by every run (so every run gets the same class colours);
-    ValueError when two runs name a class differently.
-    """
+    """The class names shared by every run (the same class colours in every run); ValueError
+    when two runs name a class differently."""
     n = max(p.n_classes for p in preps)
     named = [(p.run.label, p.store.class_names() or []) for p in preps]
     out = [str(i) for i in range(n)]
@@ -45,10 +38,9 @@ def merged_classes(preps: Sequence[PreparedRun]) -> list[str]:
         for i, name in enumerate(names[:n]):
             if given[i] is not None and given[i] != str(name):
                 other = next(lab for lab, nm in named if i < len(nm) and str(nm[i]) == given[i])
-                raise ValueError(
-                    f"runs {other!r} and {label!r} name class {i} differently ({given[i]!r} vs "
-                    f"{str(name)!r}): runs compared side by side need the same classes"
-                )
+                raise ValueError(f"runs {other!r} and {label!r} name class {i} differently "
+                                 f"({given[i]!r} vs {str(name)!r}): runs compared side by side "
+                                 "need the same classes")
             given[i] = str(name)
     return [g if g is not None else d for g, d in zip(given, out, strict=True)]
 
@@ -88,9 +80,7 @@ def changed_mask(preps: Sequence[PreparedRun], split: str) -> Any:
 
 def _changed_part(labels: np.ndarray, sample_index: np.ndarray, *predictions: np.ndarray,
                   limit: int, lo: int = 0) -> dict[str, Any]:
-    """A block's changed samples: their number, how many each run gets right, and the first
-    ``limit`` of them by pattern (right only in the first run first...), then data set index,
-    with their label and every run's prediction."""
+    """A block's changed samples: their number, each run's right ones, and the first ``limit``."""
     labels = np.asarray(labels)
     preds = np.column_stack([np.asarray(p) for p in predictions])
     right = preds == labels[:, None]
@@ -134,10 +124,8 @@ def _changed_entry(preps: Sequence[PreparedRun], split: str, opts: MapOptions) -
     samples = []
     for i, pos in enumerate(listed):
         item: dict[str, Any] = {
-            "position": int(pos),
-            "sample_index": int(found["sample_index"][i]),
-            "label": int(found["label"][i]),
-            "outputs": [int(o) for o in found["outputs"][i]],
+            "position": int(pos), "sample_index": int(found["sample_index"][i]),
+            "label": int(found["label"][i]), "outputs": [int(o) for o in found["outputs"][i]],
             "rows": [int(r[i]) for r in rows],
         }
         if any(v is not None for v in scores):
@@ -145,10 +133,8 @@ def _changed_entry(preps: Sequence[PreparedRun], split: str, opts: MapOptions) -
                               for v in scores]
         samples.append(item)
     out: dict[str, Any] = {
-        "n_changed": int(found["n_changed"]),
-        "right_in": [int(c) for c in found["right_in"]],
-        "samples": samples,
-        "truncated": bool(int(found["n_changed"]) > listed.size),
+        "n_changed": int(found["n_changed"]), "right_in": [int(c) for c in found["right_in"]],
+        "samples": samples, "truncated": bool(int(found["n_changed"]) > listed.size),
     }
     pix = thumbnails_at(preps[0].store, split, at, client=preps[0].client)
     if pix is not None and listed.size:
@@ -171,7 +157,6 @@ def comparison_data(
     info: dict[str, dict[str, Any]] = {}
     positions: list[dict[str, np.ndarray]] = [{} for _ in preps]
     kinds: list[dict[str, Any]] = [{} for _ in preps]
-    shared: dict[str, bool] = {}
     for s in splits:
         same, reason = True, None
         for p in preps[1:]:
@@ -179,7 +164,6 @@ def comparison_data(
             if not same:
                 break
         info[s] = {"same_samples": same, "reason": reason}
-        shared[s] = same
         if not with_map:
             continue
         if same:
@@ -188,42 +172,32 @@ def comparison_data(
                 for k, m in priority_masks(p, s).items():
                     prio[k] = prio[k] | m if k in prio else m
             prio["changed"] = changed_mask(preps, s)
-            sig0 = preps[0].sigs[s]
-            pos, kd = select_points(sig0.labels, sig0.predictions, prio,
-                                             opts.max_points, opts.seed,
-                                             chunk_rows=chunk_rows(preps[0], s),
-                                             client=preps[0].client)
+            pos, kd = draw_map_points(preps[0], s, opts, prio)
             for i in range(len(preps)):
                 positions[i][s], kinds[i][s] = pos, kd
         else:
             for i, p in enumerate(preps):
-                sg = p.sigs[s]
-                positions[i][s], kinds[i][s] = select_points(
-                    sg.labels, sg.predictions, priority_masks(p, s), opts.max_points, opts.seed,
-                    chunk_rows=chunk_rows(p, s), client=p.client)
+                positions[i][s], kinds[i][s] = draw_map_points(p, s, opts)
     bodies = []
     for i, p in enumerate(preps):
         body = run_body(p, positions[i] if with_map else None, kinds[i], opts,
                         map_thumbnails=i == 0, **body_kw)
         body["classes"] = classes
         bodies.append(body)
-    for i, body in enumerate(bodies[1:], start=1):
+    for body, p in zip(bodies[1:], preps[1:], strict=True):
         for s in splits:
             m = body["splits"][s].get("map")
-            if m is not None and shared[s] and "thumbnails" in bodies[0]["splits"][s].get("map", {}):
+            shared = info[s]["same_samples"]
+            if m is not None and shared and "thumbnails" in bodies[0]["splits"][s].get("map", {}):
                 m["thumbnails"] = {"run": 0}
-            elif m is not None and not shared[s]:
-                _own_thumbnails(m, preps[i], s, opts)
+            elif m is not None and not shared and m["positions"]:  # the run's own points
+                pix = thumbnails_at(p.store, s, np.asarray(m["positions"], dtype=np.int64),
+                                    client=p.client)
+                if pix is not None:
+                    m["thumbnails"] = make_sprite(shrink(pix, opts.thumbnail_size))
     for s in splits:
-        if shared[s]:
+        if info[s]["same_samples"]:
             info[s]["changed"] = _changed_entry(preps, s, opts)
     return {"classes": classes, "runs": bodies,
             "comparison": {"runs": [p.run.label for p in preps], "splits": info}}
 
-
-def _own_thumbnails(m: dict[str, Any], prep: PreparedRun, split: str, opts: MapOptions) -> None:
-    if m["positions"]:
-        pix = thumbnails_at(prep.store, split, np.asarray(m["positions"], dtype=np.int64),
-                            client=prep.client)
-        if pix is not None:
-            m["thumbnails"] = make_sprite(shrink(pix, opts.thumbnail_size))

@@ -1,15 +1,10 @@
-"""Build the report's data (``docs/report-data.md``, format version 2).
-
-One run (a fitted analysis on a store) gives a one-run report; several runs
-give a comparison, shown side by side (:mod:`~nnsig_core.report.compare`).
-Everything is aggregated (rows, compositions, histograms) except the layer
-map's bounded sample of points; for MNIST (70,000 samples, 3 layers of 10
-clusters, 2,000 map points per split) the data is well under 1 MB.
+"""Build the report's data (``docs/report-data.md``, format version 2) of one run, or of
+several side by side (:mod:`~nnsig_core.report.compare`); everything is aggregated except the
+layer map's bounded sample of points.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -19,14 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 from nnsig_core._util import now_iso
 from nnsig_core.report import layermap
 from nnsig_core.report.compare import comparison_data
-from nnsig_core.report.points import select_points
-from nnsig_core.report.single import (
-    MapOptions,
-    chunk_rows,
-    prepare_run,
-    priority_masks,
-    run_body,
-)
+from nnsig_core.report.single import MapOptions, draw_map_points, prepare_run, run_body
 from nnsig_core.report.spec import normalize_runs, opening_split, report_splits
 from nnsig_core.report.summary import SUPPORTED_FORMAT
 from nnsig_core.store import ActivationStore
@@ -34,98 +22,62 @@ from nnsig_core.store import ActivationStore
 if TYPE_CHECKING:
     from nnsig_core.analysis.engine import SignatureAnalysis
 
-log = logging.getLogger("nnsig")
-
-#: Version of the report data format (``docs/report-data.md``): 2 added the layer map,
-#: PNG thumbnail sprites, unlabelled splits, per-class purity, the default score
-#: threshold and reports of several runs.
+#: Version of the report data format (``docs/report-data.md``).
 REPORT_FORMAT_VERSION = SUPPORTED_FORMAT
 
 
 def build_report_data(
     analysis: SignatureAnalysis | Sequence[Any],
-    store: ActivationStore | str | os.PathLike[str] | None = None,
-    *,
-    splits: Sequence[str] | None = None,
-    title: str | None = None,
+    store: ActivationStore | str | os.PathLike[str] | None = None, *,
+    splits: Sequence[str] | None = None, title: str | None = None,
     scores: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
-    labels: Sequence[str] | None = None,
-    score_name: str = "combined",
-    score_bins: int = 20,
-    n_exemplars: int = 4,
-    projection: str = "pca",
-    map_points: int = 2000,
-    map_thumbnail_size: int | None = 16,
-    random_state: int = 0,
-    token_label: Any = None,
-    token_grid: Sequence[int] | None = None,
-    client: Any = None,
+    labels: Sequence[str] | None = None, score_name: str = "combined", score_bins: int = 20,
+    n_exemplars: int = 4, projection: str = "pca", map_points: int = 2000,
+    map_thumbnail_size: int | None = 16, random_state: int = 0, token_label: Any = None,
+    token_grid: Sequence[int] | None = None, client: Any = None,
 ) -> dict[str, Any]:
     """The report data of ``docs/report-data.md`` as a JSON-serialisable dict.
 
     Parameters
     ----------
     analysis : SignatureAnalysis or sequence of runs
-        A fitted analysis (signatures saved in the store are reused), or
-        several runs to show side by side: analyses of ``store``,
-        ``(analysis, store)`` or ``(analysis, store, scores)`` tuples, or
-        :class:`~nnsig_core.report.spec.ReportRun` objects (at most 4).
+        A fitted analysis, or up to 4 runs side by side: analyses of ``store``,
+        ``(analysis, store[, scores])`` tuples or :class:`~nnsig_core.report.spec.ReportRun`.
     store : ActivationStore or path, optional
-        The store of the analysis (of every run that does not give its own).
+        The store of every run that does not give its own.
     splits : sequence of str, optional
-        Splits to include; those not in a store are skipped with a warning
-        (in a comparison, only the splits every run has are shown). Default:
-        every complete split of the analysis's row level (samples or tokens)
-        that every run's store holds, the fit split first, then in capture
-        order. The report opens on the first that is not the fit split.
+        Splits to include (default: every complete split of the analysis's row level in every
+        run's store, the fit split first); the report opens on the first other one.
     title : str, optional
-        Header of the page (default: the model class and the store's name;
-        the run labels for a comparison).
+        Header of the page (default: the model class and store name, or the run labels).
     scores : optional
-        Per-sample diagnostic scores, by :mod:`~nnsig_core.report.run_scores`'s
-        rules: None (default) shows the scores saved with the analysis; what
-        :func:`~nnsig_core.diagnostics.signature_scores` returns (a ``Scores``,
-        a list of them, or ``{split: Scores}``) shows their ``combined`` score;
-        ``{split: array}`` shows the arrays as given (one float per sample, NaN
-        where unknown); False shows none. With several runs, a list (one per
-        run). Adds each row's mean ``score``, the split's ``scores`` histogram
-        and, for scores of a scorer calibrated on a validation split, its
-        conformal threshold (at most 5% of correct inputs like the validation
-        split's flagged).
+        None shows the scores saved with the analysis; what ``signature_scores`` returns shows
+        its ``combined`` score (and a calibrated scorer's conformal threshold); ``{split:
+        array}`` the arrays (NaN where unknown); False none. With several runs, a list.
     labels : sequence of str, optional
-        The runs' names (default: the analyses' names, with the store's name
-        when two would be equal).
+        The runs' names (default: the analyses' names, with the store's name if equal).
     score_name : str
         Name of the scores shown by the viewer.
     score_bins : int
-        Histogram bins (edges over [0, 1] when every score lies there, else
-        over the scores' range).
+        Histogram bins.
     n_exemplars : int
         Exemplars (nearest the centre) kept per cluster.
     projection : {"pca", "umap"}
         The layer map's projection; ``"umap"`` needs ``umap-learn``.
     map_points : int
-        Most points of a split on the layer map (0: no map). Misclassified,
-        flagged (and, in a comparison, changed) samples come first.
+        Most points of a split on the layer map (0: no map); misclassified, flagged and
+        changed samples first.
     map_thumbnail_size : int or None
-        Largest side, in pixels, of a map point's thumbnail (shrunk by an
-        integer factor; None keeps them whole). Exemplars stay whole.
+        Largest side, in pixels, of a map point's thumbnail (None keeps them whole).
     random_state : int
         Seed of the map's sampling and projection.
     token_label : callable, optional
-        For token row spaces (``<split>.tokens``): ``label(position, token_id)
-        -> str`` naming the tokens listed on each row (default: ``"#<id>"``,
-        else ``"pos <position>"``).
+        For token row spaces: ``label(position, token_id) -> str`` naming listed tokens.
     token_grid : (rows, columns, prefix), optional
-        For token row spaces of image models: the patch grid, so each token
-        exemplar shows its input with the token's patch highlighted.
+        For token row spaces of image models: the patch grid of each token's input.
     client : dask.distributed.Client, None or False
-        Compute or read the signatures on this Dask cluster (``None``: the
-        active client, if any; ``False``: here); every figure is then a
-        reduction on the cluster, and only aggregates and the bounded data of
-        the map's points, the exemplars and the listed changed samples come
-        here (token row spaces bring their per-sample vectors here; see
-        docs/design.md, "Distributed").
+        Compute or read the signatures on this Dask cluster (``None``: the active client;
+        ``False``: here); only aggregates and bounded data come here.
 
     Returns
     -------
@@ -134,8 +86,8 @@ def build_report_data(
     Raises
     ------
     TypeError, ValueError
-        For runs, scores or labels that cannot be read (the message says how
-        to give them); ImportError for ``projection="umap"`` without umap-learn.
+        For runs, scores or labels that cannot be read; ImportError for ``projection="umap"``
+        without umap-learn.
     """
     layermap.check_projection(projection)
     if int(map_points) < 0:
@@ -157,17 +109,13 @@ def build_report_data(
                                             runs[0].analysis.fit_split_)}
         return {**head, **data}
     prep = preps[0]
-    positions = kinds = None
+    positions, kinds = None, {}
     if opts.max_points > 0:
-        positions, kinds = {}, {}
+        positions = {}
         for s in prep.splits:
-            sg = prep.sigs[s]
-            positions[s], kinds[s] = select_points(
-                sg.labels, sg.predictions, priority_masks(prep, s), opts.max_points, opts.seed,
-                chunk_rows=chunk_rows(prep, s), client=prep.client)
-    body = run_body(prep, positions, kinds or {}, opts, **body_kw)
-    model = body["model"]
-    model_class = model.get("model_class")
+            positions[s], kinds[s] = draw_map_points(prep, s, opts)
+    body = run_body(prep, positions, kinds, opts, **body_kw)
+    model_class = body["model"].get("model_class")
     name = prep.store.location.rstrip("/").rsplit("/", 1)[-1] or prep.store.location
     default = f"{model_class} ({name})" if model_class and model_class != "unknown" else name
     return {"format_version": REPORT_FORMAT_VERSION, "title": title or default,

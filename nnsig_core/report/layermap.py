@@ -1,10 +1,5 @@
-"""The layer map: a 2-D projection of each analysed layer, computed when the report is written.
-
-A bounded sample of each split (:mod:`~nnsig_core.report.points`) is read layer by layer
-in whole chunks, mapped into the clustering space and projected with PCA (or UMAP)
-fitted on the fit split's points; coordinates are uint16 on a grid over the layer's
-bounds (:func:`_bounds`), in base64 (``docs/report-data.md``, ``docs/design.md``).
-"""
+"""The layer map: each analysed layer's map points and cluster centres projected to 2-D (PCA
+or UMAP, fitted on the fit split's points), as uint16 grid coordinates in base64."""
 
 from __future__ import annotations
 
@@ -36,17 +31,13 @@ def check_projection(projection: str) -> None:
         try:
             import umap  # noqa: F401
         except ImportError:
-            raise ImportError(
-                "projection='umap' needs the umap-learn package, which is not installed: "
-                "pip install 'nnsig[umap]' (or pip install umap-learn), or use the default "
-                "projection='pca'."
-            ) from None
+            raise ImportError("projection='umap' needs the umap-learn package, which is not "
+                              "installed: pip install 'nnsig[umap]' (or pip install umap-learn), "
+                              "or use the default projection='pca'.") from None
 
 
-# ---------------------------------------------------------------------------- projection
 def _projector(method: str, X: np.ndarray, seed: int) -> tuple[Any, np.ndarray, list[float] | None]:
-    """Fit ``method`` on ``X``; returns the fitted model, X's 2-D coordinates and the
-    explained variance ratios (PCA only)."""
+    """Fit ``method`` on ``X``: the model, X's 2-D coordinates, PCA's explained variance."""
     n, d = X.shape
     if method == "umap":
         import umap
@@ -88,12 +79,8 @@ def encode_xy(Y: np.ndarray, bounds: Sequence[float]) -> str:
 
 
 def _bounds(points: Sequence[np.ndarray], centres: np.ndarray) -> list[float]:
-    """The map's extent ``[x0, x1, y0, y1]``: robust to outliers, clipping only them.
-
-    On each axis, from the central 99% of the points (with at least :data:`ROBUST_MIN`
-    points; else all of them), each side reaches out to the farthest point within
-    :data:`REACH` times that span beyond it; then every centre, and a 6% margin.
-    """
+    """The map's extent ``[x0, x1, y0, y1]``: on each axis the central 99% of the points,
+    reaching out to the points within :data:`REACH` times that span, every centre, a 6% margin."""
     pts = [p for p in points if p.size]
     allp = np.concatenate(pts) if pts else np.zeros((0, 2))
     if allp.shape[0] >= ROBUST_MIN:
@@ -122,22 +109,16 @@ def _read_features(store: ActivationStore, split: str, layer: str, rows: np.ndar
 
 
 def project_layers(
-    analysis: Any,
-    store: ActivationStore,
-    positions: Mapping[str, np.ndarray],
-    fit_split: str,
-    method: str = "pca",
-    seed: int = 0,
-    read_bytes: int = 16 << 20,
+    analysis: Any, store: ActivationStore, positions: Mapping[str, np.ndarray], fit_split: str,
+    method: str = "pca", seed: int = 0, read_bytes: int = 16 << 20,
     read: Callable[[str, str, np.ndarray, Any], np.ndarray] | None = None,
 ) -> tuple[dict[str, list[dict[str, Any]]], str]:
     """Project the map points of every split, layer by layer, with the cluster centres.
 
-    Each layer is read in whole chunks of at most about ``read_bytes`` at a time, keeping
-    only the points' rows; ``read(split, layer, positions, clusterer)``, when given, returns
-    the points' features instead (the workers of a Dask cluster read them). Returns
-    ``{split: [per layer {"xy", "bounds", "centroids", "explained"}]}`` and the split the
-    projection was fitted on (``"all"`` when the fit split is not in the report).
+    Each layer is read in whole chunks of about ``read_bytes``; ``read(split, layer, positions,
+    clusterer)``, when given, returns the points' features instead (read by Dask workers).
+    Returns ``{split: [per layer {"xy", "bounds", "centroids", "explained"}]}`` and the split
+    the projection was fitted on (``"all"`` when the fit split is not in the report).
     """
     check_projection(method)
     splits = [s for s in positions if positions[s].size]

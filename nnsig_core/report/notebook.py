@@ -1,8 +1,5 @@
-"""The report inside a notebook: the viewer inlined into one page, shown in an iframe.
-
-:func:`show` returns a :class:`NotebookReport`: a compact summary above a sandboxed
-``<iframe srcdoc=...>`` holding the whole viewer and its data, so it needs no server,
-file or network (``docs/design.md``, "The report in a notebook").
+"""The report inside a notebook: a summary above a sandboxed ``<iframe srcdoc=...>`` holding
+the whole viewer and its data, needing no server, file or network (:func:`show`).
 """
 
 from __future__ import annotations
@@ -20,8 +17,10 @@ from nnsig_core.report.write import (
     DATA_FILE,
     INDEX_FILE,
     RUNS_FILE,
+    SCRIPT_TAG,
     ReportError,
     is_report,
+    join_scripts,
     js_json,
     viewer_bundle,
     viewer_dir,
@@ -30,7 +29,6 @@ from nnsig_core.report.write import (
 
 DEFAULT_HEIGHT = 900
 TOP_FLAGGED = 5
-_SCRIPT_TAG = re.compile(r'<script src="([^"]+)"></script>\n?')
 _STYLE_TAG = re.compile(r'<link rel="stylesheet" href="([^"]+)">')
 _CLOSE_SCRIPT = re.compile(r"</(script)", re.IGNORECASE)
 
@@ -42,37 +40,27 @@ def _script_safe(code: str) -> str:
 
 def standalone_html(data: Mapping[str, Any]) -> str:
     """The report as one self-contained HTML page: the viewer's scripts, its styles and
-    ``data`` inlined (``window.NNSIG_REPORT``), with no run menu.
-    """
+    ``data`` inlined (``window.NNSIG_REPORT``), with no run menu."""
     check_data(dict(data))
     src = viewer_dir()
     page, modules, bundle = viewer_bundle(src)
-    first = True
+    inlined = {DATA_FILE: "<script>window.NNSIG_REPORT = " + js_json(data) + ";</script>\n",
+               RUNS_FILE: "<script>window.NNSIG_RUNS = null;</script>\n"}
 
     def inline_script(match: re.Match[str]) -> str:
-        nonlocal first
-        name = match.group(1)
-        if name == DATA_FILE:
-            return "<script>window.NNSIG_REPORT = " + js_json(data) + ";</script>\n"
-        if name == RUNS_FILE:
-            return "<script>window.NNSIG_RUNS = null;</script>\n"
-        if name not in modules:
-            return match.group(0)
-        keep, first = first, False
-        return "<script>\n" + _script_safe(bundle) + "\n</script>\n" if keep else ""
+        return inlined.get(match.group(1), match.group(0))
 
     def inline_style(match: re.Match[str]) -> str:
         css = (src / match.group(1)).read_text(encoding="utf-8")
         return "<style>\n" + css.replace("</", "<\\/") + "\n</style>"
 
-    page = _STYLE_TAG.sub(inline_style, page)
-    return _SCRIPT_TAG.sub(inline_script, page)
+    page = SCRIPT_TAG.sub(inline_script, _STYLE_TAG.sub(inline_style, page))
+    return join_scripts(page, modules, "<script>\n" + _script_safe(bundle) + "\n</script>\n")
 
 
 def read_report_data(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """The data of a report written to ``directory`` (its ``data.js``); ReportError when
-    ``directory`` is not an nnsig report or its data cannot be read.
-    """
+    """The data of the report in ``directory`` (its ``data.js``); ReportError when it is not
+    a report or its data cannot be read."""
     d = Path(directory).expanduser()
     if d.name == INDEX_FILE:
         d = d.parent
@@ -88,16 +76,12 @@ def read_report_data(directory: str | os.PathLike[str]) -> dict[str, Any]:
         raise ReportError(f"{d / DATA_FILE} cannot be read: {e}") from e
 
 
-# --------------------------------------------------------------------------- the summary
-
-
 def _runs(data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return list(data["runs"]) if data.get("runs") else [data]
 
 
 def _separable(run: Mapping[str, Any], split: Mapping[str, Any]) -> list[str | None]:
-    """Per class, the first layer whose class purity reaches ``separable_purity`` (None:
-    never; "" when the class is not in the split)."""
+    """Per class, the first layer reaching ``separable_purity`` (None: never; "": absent)."""
     thr = float(run.get("separable_purity") or 0.9)
     purity = split.get("class_purity") or []
     layers = list(run.get("layers") or [])
@@ -113,8 +97,7 @@ def _separable(run: Mapping[str, Any], split: Mapping[str, Any]) -> list[str | N
 
 
 def _top_flagged(run: Mapping[str, Any], split: Mapping[str, Any], n: int) -> list[dict[str, Any]]:
-    """The highest-scored samples among the split's map points (which hold the flagged
-    and the misclassified samples first)."""
+    """The ``n`` highest-scored samples among the split's map points."""
     pts = split.get("map") or {}
     scores = pts.get("scores")
     if not scores:
@@ -132,14 +115,9 @@ def _top_flagged(run: Mapping[str, Any], split: Mapping[str, Any], n: int) -> li
 
 
 def report_summary(data: Mapping[str, Any], *, top: int = TOP_FLAGGED) -> dict[str, Any]:
-    """A compact summary of report data: per run, the accuracy of each split, the
-    per-layer purity and, on the report's opening split, the layer where each class
-    becomes separable and the ``top`` highest-scored samples.
-
-    ``{"title", "runs": [{"label", "split", "accuracy": {split: acc}, "layers",
-    "purity", "separable": {class: layer or None}, "flagged": [...]}], "timeline"}``
-    (``timeline``: per checkpoint, its label and accuracy, when the data has one).
-    """
+    """A compact summary of report data: per run, each split's accuracy and, on the opening
+    split, the per-layer purity, the layer where each class becomes separable and the ``top``
+    highest-scored samples; ``timeline``, per checkpoint, its label and accuracy."""
     out: dict[str, Any] = {"title": data.get("title"), "runs": []}
     for run in _runs(data):
         classes = list(run.get("classes") or data.get("classes") or [])
@@ -149,11 +127,9 @@ def report_summary(data: Mapping[str, Any], *, top: int = TOP_FLAGGED) -> dict[s
         split = run["splits"][name]
         sep = _separable(run, split)
         out["runs"].append({
-            "label": run.get("label"),
-            "split": name,
+            "label": run.get("label"), "split": name,
             "accuracy": {s: v.get("accuracy") for s, v in run["splits"].items()},
-            "layers": list(run.get("layers") or []),
-            "purity": split.get("purity"),
+            "layers": list(run.get("layers") or []), "purity": split.get("purity"),
             "separable": {classes[c]: sep[c] for c in range(len(classes)) if sep[c] != ""},
             "flagged": _top_flagged(run, split, top),
             "threshold": (run.get("threshold") or {}).get("value"),
@@ -197,10 +173,8 @@ def summary_text(summary: Mapping[str, Any]) -> str:
 
 def _table(head: list[str], rows: list[list[Any]]) -> str:
     th = "".join(f"<th>{html.escape(str(h))}</th>" for h in head)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
-        for row in rows
-    )
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
+                   for row in rows)
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -232,11 +206,9 @@ def summary_html(summary: Mapping[str, Any]) -> str:
     return f'{style}<div class="nnsig-summary">' + "".join(parts) + "</div>"
 
 
-# --------------------------------------------------------------------------- the object
-
-
 class NotebookReport:
-    """A report to show in a notebook: a summary and the viewer, in one iframe.
+    """A report to show in a notebook: a summary and the viewer in an iframe (its
+    ``_repr_html_``); ``repr()`` is the summary as text.
 
     Parameters
     ----------
@@ -246,11 +218,6 @@ class NotebookReport:
         Height of the iframe, in pixels.
     path : path, optional
         Where the report was read from, if it was.
-
-    Notes
-    -----
-    ``_repr_html_`` is what Jupyter, VS Code and nbconvert show; ``repr()`` is
-    the summary as text. :meth:`save` writes the self-contained page.
     """
 
     def __init__(self, data: Mapping[str, Any], *, height: int = DEFAULT_HEIGHT,
@@ -280,12 +247,10 @@ class NotebookReport:
 
     def iframe(self) -> str:
         """The ``<iframe>`` that shows the viewer, its page inlined in ``srcdoc``."""
-        return (
-            f'<iframe class="nnsig-report" title="nnsig report" srcdoc="{html.escape(self.html())}" '
-            f'sandbox="allow-scripts allow-downloads" '
-            f'style="width:100%;height:{self.height}px;border:1px solid #ccc;border-radius:4px">'
-            "</iframe>"
-        )
+        return (f'<iframe class="nnsig-report" title="nnsig report" '
+                f'srcdoc="{html.escape(self.html())}" sandbox="allow-scripts allow-downloads" '
+                f'style="width:100%;height:{self.height}px;border:1px solid #ccc;'
+                'border-radius:4px"></iframe>')
 
     def _repr_html_(self) -> str:
         return summary_html(self.summary()) + self.iframe()
@@ -301,23 +266,20 @@ def show(analysis: Any, store: Any = None, *, height: int = DEFAULT_HEIGHT,
     Parameters
     ----------
     analysis : SignatureAnalysis, sequence of runs, Timeline, or path
-        What :func:`~nnsig_core.report.write.write_report` takes (one analysis, or
-        several runs side by side), a fitted
-        :class:`~nnsig_core.analysis.timeline.Timeline`, or the directory of a
-        report already written (then ``store`` is not given).
+        What :func:`~nnsig_core.report.write.write_report` takes, a fitted
+        :class:`~nnsig_core.analysis.timeline.Timeline`, or the directory of a report
+        already written (without ``store``).
     store : ActivationStore or path, optional
         The store.
     height : int
         Height of the iframe, in pixels.
     **options
-        Passed to :func:`~nnsig_core.report.data.build_report_data` (``splits``,
-        ``title``, ``scores``, ``map_points``...).
+        Passed to :func:`~nnsig_core.report.data.build_report_data`.
 
     Returns
     -------
     NotebookReport
-        Shows itself as a summary and the viewer; ``.save("report.html")`` writes
-        the self-contained page.
+        ``.save("report.html")`` writes the self-contained page.
     """
     if isinstance(analysis, (str, os.PathLike)) and store is None:
         return NotebookReport(read_report_data(analysis), height=height, path=analysis)

@@ -1,11 +1,5 @@
-"""The layer map's points: a bounded, stratified sample of a split, drawn block by block.
-
-Counts per (kind, stratum) (:func:`count_part`), quotas from them (:func:`quotas`), then
-per (kind, stratum) the samples with the smallest keys (:func:`draw_part`,
-:func:`merge_draws`). Every choice depends on a sample's position and the seed, never on
-the blocks, so the points are the same with and without a cluster (``docs/design.md``,
-"Report and viewer").
-"""
+"""The layer map's points: a bounded, stratified sample of a split, drawn block by block, the
+same with and without a cluster (``docs/design.md``, "Report and viewer")."""
 
 from __future__ import annotations
 
@@ -198,22 +192,16 @@ def kinds_on_map(names: Sequence[str], counts: Mapping[str, Any], drawn: Mapping
 
 
 def select_points(
-    labels: np.ndarray,
-    predictions: np.ndarray,
-    priority: Mapping[str, np.ndarray],
-    max_points: int,
-    seed: int = 0,
-    chunk_rows: int | None = None,
-    pool_factor: int = 20,
+    labels: np.ndarray, predictions: np.ndarray, priority: Mapping[str, np.ndarray],
+    max_points: int, seed: int = 0, chunk_rows: int | None = None, pool_factor: int = 20,
     client: Any = None,
 ) -> tuple[np.ndarray, dict[str, list[int]]]:
     """The sorted positions of a split's map points (``min(n, max_points)``) and, per priority
     kind and ``"other"``, ``[in the split, on the map]``.
 
-    Points are stratified by label (by prediction when unlabelled); the ``priority`` masks'
-    samples come first, kind by kind in the mapping's order. With ``chunk_rows``, a split of
-    many chunks is drawn from tiers of about ``pool_factor * max_points`` rows (see the module
-    doc). Dask arrays are drawn block by block on ``client``'s cluster, with the same result.
+    Points are stratified by label (by prediction when unlabelled), the ``priority`` masks'
+    samples first, in order. With ``chunk_rows``, a split of many chunks is drawn from tiers of
+    about ``pool_factor * max_points`` rows. Dask arrays are drawn on ``client``'s cluster.
     """
     names = list(priority)
     masks = [priority[k] if is_lazy(priority[k]) else np.asarray(priority[k], dtype=bool)

@@ -1,10 +1,5 @@
-"""Which scores a report shows, and the threshold they come with.
-
-One rule for :func:`~nnsig_core.report.write_report` and ``nnsig report`` (the ``scores``
-parameter of :func:`~nnsig_core.report.build_report_data`); the threshold is the scorer's
-split-conformal threshold at :data:`FLAG_RATE` (``docs/design.md``, "Which scores, and
-the threshold").
-"""
+"""Which scores a report shows, and their split-conformal threshold at :data:`FLAG_RATE`
+(``docs/design.md``, "Which scores, and the threshold")."""
 
 from __future__ import annotations
 
@@ -33,11 +28,7 @@ def _is_scores(obj: Any) -> bool:
 def report_scores(scores: Any, analysis: Any, store: ActivationStore,
                   score_name: str = "combined") -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The per-split score arrays a run shows and its threshold's calibration
-    (``{"split", "scores", "fingerprint"}``, or None), by the rules of the module doc.
-
-    TypeError when ``scores`` has none of the accepted shapes (the message lists them),
-    ValueError for scores of several scorers together.
-    """
+    (``{"split", "scores", "fingerprint"}`` or None); TypeError or ValueError, with the fix."""
     if scores is False:
         return {}, None
     if scores is None:

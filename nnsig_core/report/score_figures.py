@@ -4,7 +4,6 @@ unseen-class and unlabelled samples); :mod:`~nnsig_core.report.run_scores` picks
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,36 +13,28 @@ import zarr
 from nnsig_core.execute.blocks import reduce_columns
 from nnsig_core.store import ActivationStore
 
-log = logging.getLogger("nnsig")
-
 #: The histogram's groups of samples, in order (:func:`sample_groups`).
 GROUPS = ("correct", "misclassified", "unseen", "unlabelled")
 
 
-def _f(x: Any, digits: int = 6) -> float | None:
+def rounded(x: Any, digits: int = 6) -> float | None:
+    """A JSON float (None for NaN/None), rounded to keep the file small."""
     if x is None:
         return None
     x = float(x)
     return None if not np.isfinite(x) else round(x, digits)
 
 
-def check_scores(
-    scores: Mapping[str, Any] | None, store: ActivationStore, lazy: bool = False
-) -> dict[str, Any]:
-    """The scores as float64 arrays, one value per sample of each split, in store order.
-
-    Splits that are not in the store are an error (a typo would otherwise
-    silently drop them); so is a wrong length. With ``lazy`` (signatures on a
-    Dask cluster), dask arrays and zarr arrays stay where they are, as dask
-    arrays: only their length is checked here.
-    """
+def check_scores(scores: Mapping[str, Any] | None, store: ActivationStore,
+                 lazy: bool = False) -> dict[str, Any]:
+    """The scores as float64 arrays, one value per sample of each split, in store order; a
+    split not in the store or a wrong length is an error. With ``lazy`` (signatures on a Dask
+    cluster), dask and zarr arrays stay where they are, as dask arrays."""
     out: dict[str, Any] = {}
     for s, values in (scores or {}).items():
         if s not in store.splits:
-            raise ValueError(
-                f"scores given for split {s!r}, which is not in the store "
-                f"(splits: {', '.join(store.splits)})."
-            )
+            raise ValueError(f"scores given for split {s!r}, which is not in the store "
+                             f"(splits: {', '.join(store.splits)}).")
         if lazy and (hasattr(values, "dask") or isinstance(values, zarr.Array)):
             from nnsig_core.execute.dask_blocks import as_dask
 
@@ -52,31 +43,21 @@ def check_scores(
             arr = np.asarray(values, dtype=np.float64).reshape(-1)
         n = store.n_samples(s)
         if arr.shape[0] != n:
-            raise ValueError(
-                f"scores[{s!r}] has {arr.shape[0]} values but split {s!r} has {n} samples; "
-                "give one score per sample, in store order."
-            )
+            raise ValueError(f"scores[{s!r}] has {arr.shape[0]} values but split {s!r} has {n} "
+                             "samples; give one score per sample, in store order.")
         out[s] = arr
     return out
 
 
-def sample_groups(
-    labels: np.ndarray, predictions: np.ndarray, train_classes: Sequence[int]
-) -> dict[str, np.ndarray]:
-    """Boolean masks of the histogram's groups: correct, misclassified, unseen, unlabelled.
-
-    A sample with label -1 (unknown) is *unlabelled*: neither correct nor
-    misclassified. A labelled sample of a class the analysis was not fitted
-    on is *unseen*, right or wrong.
-    """
+def sample_groups(labels: np.ndarray, predictions: np.ndarray,
+                  train_classes: Sequence[int]) -> dict[str, np.ndarray]:
+    """Boolean masks of the histogram's groups: correct, misclassified, *unseen* (labelled with
+    a class the analysis was not fitted on) and *unlabelled* (label -1)."""
     lab = labels >= 0
     seen = np.isin(labels, np.asarray(list(train_classes), dtype=np.int64))
-    return {
-        "correct": lab & seen & (labels == predictions),
-        "misclassified": lab & seen & (labels != predictions),
-        "unseen": lab & ~seen,
-        "unlabelled": ~lab,
-    }
+    return {"correct": lab & seen & (labels == predictions),
+            "misclassified": lab & seen & (labels != predictions),
+            "unseen": lab & ~seen, "unlabelled": ~lab}
 
 
 def score_edges(score_arrays: Mapping[str, Any], n_bins: int,
@@ -99,14 +80,6 @@ def score_edges(score_arrays: Mapping[str, Any], n_bins: int,
     return [float(x) for x in np.linspace(lo, hi, max(1, int(n_bins)) + 1)]
 
 
-def flagged_counts(groups: Mapping[str, np.ndarray], scores: np.ndarray,
-                   threshold: float) -> dict[str, int]:
-    """Per group, the samples whose (finite) score is at or above ``threshold``."""
-    with np.errstate(invalid="ignore"):
-        flag = np.isfinite(scores) & (scores >= threshold)
-    return {g: int((m & flag).sum()) for g, m in groups.items()}
-
-
 def range_part(scores: np.ndarray, lo: int = 0) -> dict[str, Any]:
     """A block's smallest and largest finite score (``inf``/``-inf`` when none)."""
     v = np.asarray(scores, dtype=np.float64)
@@ -123,7 +96,11 @@ def histogram_part(labels: np.ndarray, predictions: np.ndarray, scores: np.ndarr
     scores = np.asarray(scores, dtype=np.float64)
     groups = sample_groups(np.asarray(labels), np.asarray(predictions), train_classes)
     ok = np.isfinite(scores)
-    flagged = flagged_counts(groups, scores, threshold) if threshold is not None else {}
+    flagged = {}
+    if threshold is not None:
+        with np.errstate(invalid="ignore"):
+            flag = ok & (scores >= threshold)
+        flagged = {g: int((m & flag).sum()) for g, m in groups.items()}
     return {
         "hist": np.array([np.histogram(scores[groups[g] & ok], bins=bins)[0] for g in GROUPS],
                          dtype=np.int64),
@@ -131,20 +108,6 @@ def histogram_part(labels: np.ndarray, predictions: np.ndarray, scores: np.ndarr
         "finite": np.array([int((groups[g] & ok).sum()) for g in GROUPS], dtype=np.int64),
         "flagged": np.array([flagged.get(g, 0) for g in GROUPS], dtype=np.int64),
     }
-
-
-def histogram_entry(part: Mapping[str, Any], bins: list[float], name: str,
-                    threshold: float | None) -> dict[str, Any]:
-    """A split's ``scores`` entry of the report data (``docs/report-data.md``) from the sum of
-    its blocks' :func:`histogram_part`."""
-    shown = [i for i, g in enumerate(GROUPS) if g != "unlabelled" or part["size"][i] > 0]
-    out: dict[str, Any] = {"name": name, "bins": [_f(b) for b in bins],
-                           "counts": {GROUPS[i]: [int(x) for x in part["hist"][i]]
-                                      for i in shown}}
-    if threshold is not None:
-        out["at_threshold"] = {"flagged": {GROUPS[i]: int(part["flagged"][i]) for i in shown},
-                               "total": {GROUPS[i]: int(part["finite"][i]) for i in shown}}
-    return out
 
 
 def score_histogram(
@@ -155,4 +118,11 @@ def score_histogram(
     are NumPy arrays, or dask arrays reduced on their cluster (``client``)."""
     part = reduce_columns(histogram_part, None, (labels, predictions, scores), bins=bins,
                           train_classes=train_classes, threshold=threshold, client=client)
-    return histogram_entry(part, bins, name, threshold)
+    shown = [i for i, g in enumerate(GROUPS) if g != "unlabelled" or part["size"][i] > 0]
+    out: dict[str, Any] = {"name": name, "bins": [rounded(b) for b in bins],
+                           "counts": {GROUPS[i]: [int(x) for x in part["hist"][i]]
+                                      for i in shown}}
+    if threshold is not None:
+        out["at_threshold"] = {"flagged": {GROUPS[i]: int(part["flagged"][i]) for i in shown},
+                               "total": {GROUPS[i]: int(part["finite"][i]) for i in shown}}
+    return out

@@ -1,9 +1,6 @@
-"""The local HTTP server of ``nnsig view``: only the files under one directory, on 127.0.0.1.
-
-:func:`serve_report` starts a :class:`ReportServer` in a background thread. It answers GET
-and HEAD of regular files below its directory and nothing else (no listings, hidden files,
-paths leading outside, or host names other than the loopback one). Serving one report, it
-answers ``runs.js`` with no list (:data:`ALONE_RUNS`): the siblings are out of reach.
+"""The local HTTP server of ``nnsig view``: GET and HEAD of the regular files under one
+directory, in a background thread, and nothing else. A report served alone gets ``runs.js``
+with no list (:data:`ALONE_RUNS`): its siblings are out of reach.
 """
 
 from __future__ import annotations
@@ -39,23 +36,13 @@ class PortInUseError(OSError):
         self.port = port
 
 
+_HTML, _JS, _TEXT = ("text/html; charset=utf-8", "text/javascript; charset=utf-8",
+                     "text/plain; charset=utf-8")
 _CONTENT_TYPES = {
-    ".html": "text/html; charset=utf-8",
-    ".htm": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".mjs": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".json": "application/json",
-    ".svg": "image/svg+xml",
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".gif": "image/gif",
-    ".webp": "image/webp",
-    ".ico": "image/x-icon",
-    ".txt": "text/plain; charset=utf-8",
-    ".md": "text/plain; charset=utf-8",
-    ".csv": "text/csv; charset=utf-8",
+    ".html": _HTML, ".htm": _HTML, ".js": _JS, ".mjs": _JS, ".css": "text/css; charset=utf-8",
+    ".json": "application/json", ".svg": "image/svg+xml", ".png": "image/png",
+    ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp",
+    ".ico": "image/x-icon", ".txt": _TEXT, ".md": _TEXT, ".csv": "text/csv; charset=utf-8",
     ".woff2": "font/woff2",
 }
 
@@ -199,34 +186,22 @@ class ReportServer(http.server.ThreadingHTTPServer):
         self.close()
 
 
-def serve_report(
-    directory: str | os.PathLike[str],
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    open_browser: bool = True,
-) -> tuple[ReportServer, str]:
-    """Serve a report (or a directory of reports) on a local address, in a background thread.
-
-    Only the regular files under ``directory`` are served: paths with ``..``
-    (also percent-encoded) are refused with 403, symbolic links leading outside
-    with 403, hidden files and directories without ``index.html`` with 404 (no
-    listings). Requests naming another host than the loopback one are refused.
+def serve_report(directory: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 0,
+                 open_browser: bool = True) -> tuple[ReportServer, str]:
+    """Serve a report (or a directory of reports) on a local address, in a background thread:
+    only the regular files under ``directory``, to requests naming the loopback host.
 
     Parameters
     ----------
     directory : path
-        A report directory, or a directory of reports with its ``index.html``.
-        A report served alone offers no other reports: its ``runs.js`` is
-        answered with no run list (the reports beside it are not served, see
-        the module doc); served as a directory of reports, each report's run
-        menu lists the others.
+        A report directory (served alone: its run menu lists no others), or a directory of
+        reports with its ``index.html``.
     host : str
         The address to listen on (loopback by default).
     port : int
         0 (the default) picks a free port.
     open_browser : bool
-        Open the page with :func:`webbrowser.open`; else only log the address.
+        Open the page with :func:`webbrowser.open`.
 
     Returns
     -------
@@ -244,10 +219,8 @@ def serve_report(
     if not root.is_dir():
         raise ReportError(f"cannot serve {directory}: not a directory")
     if not (root / INDEX_FILE).is_file():
-        raise ReportError(
-            f"cannot serve {directory}: it has no {INDEX_FILE} (not an nnsig report or "
-            "report index; write one with `nnsig report`)"
-        )
+        raise ReportError(f"cannot serve {directory}: it has no {INDEX_FILE} (not an nnsig "
+                          "report or report index; write one with `nnsig report`)")
     answers = {RUNS_FILE: ALONE_RUNS} if is_report(root) else {}
     handler = type("ReportRequestHandler", (_ReportRequestHandler,),
                    {"root": root, "answers": answers})
@@ -264,12 +237,10 @@ def serve_report(
         raise
     server.directory = root
     server.loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
-    url_host = f"[{host}]" if ":" in host else host
-    url = f"http://{url_host}:{server.server_address[1]}/"
+    url = f"http://{f'[{host}]' if ':' in host else host}:{server.server_address[1]}/"
     server.url = url
-    server.thread = threading.Thread(
-        target=server.serve_forever, name="nnsig-view", daemon=True, kwargs={"poll_interval": 0.05}
-    )
+    server.thread = threading.Thread(target=server.serve_forever, name="nnsig-view", daemon=True,
+                                     kwargs={"poll_interval": 0.05})
     server.thread.start()
     log.info("serving %s at %s", root, url)
     if open_browser:

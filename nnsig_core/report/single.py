@@ -1,11 +1,6 @@
-"""The report data of one run: a fitted analysis on a store (``docs/report-data.md``).
-
-Built in two steps, so that a comparison can choose the map's points of several runs
-together: :func:`prepare_run` computes the signatures, checks the scores and picks the
-threshold; :func:`run_body` writes the run's part. Every figure comes from aggregates
-(reductions on the workers when the signatures are on a Dask cluster); token row spaces
-bring their splits' per-sample vectors here (:func:`localize`).
-"""
+"""The report data of one run: :func:`prepare_run` computes the signatures, checks the scores
+and picks the threshold (so a comparison can choose the map's points of several runs
+together); :func:`run_body` writes the run's part."""
 
 from __future__ import annotations
 
@@ -25,7 +20,9 @@ from nnsig_core.analysis.signatures import Signatures
 from nnsig_core.execute.blocks import is_lazy, take
 from nnsig_core.report import layermap
 from nnsig_core.report import score_figures as sc
+from nnsig_core.report.points import select_points
 from nnsig_core.report.run_scores import conformal_report_threshold, report_scores
+from nnsig_core.report.score_figures import rounded
 from nnsig_core.report.spec import ReportRun
 from nnsig_core.report.sprite import make_sprite, shrink
 from nnsig_core.report.token_report import add_token_rows, token_images, token_map_points
@@ -36,14 +33,6 @@ log = logging.getLogger("nnsig")
 TYPICAL_SHARE = 0.1
 #: A class is *separable* at the first layer where its per-class purity reaches this.
 SEPARABLE_PURITY = 0.9
-
-
-def _f(x: Any, digits: int = 6) -> float | None:
-    """A JSON float (None for NaN/None), rounded to keep the file small."""
-    if x is None:
-        return None
-    x = float(x)
-    return None if not np.isfinite(x) else round(x, digits)
 
 
 @dataclass
@@ -84,11 +73,9 @@ def prepare_run(run: ReportRun, splits: Sequence[str], client: Any = None) -> Pr
     check_is_fitted(analysis)
     store = run.store
     assert isinstance(store, ActivationStore)
-    present = []
+    present = [s for s in splits if s in store.splits]
     for s in splits:
-        if s in store.splits:
-            present.append(s)
-        else:
+        if s not in present:
             warn(f"Split {s!r} is not in the store ({', '.join(store.splits)}); left out of "
                  "the report.")
     if not present:
@@ -141,20 +128,22 @@ def priority_masks(prep: PreparedRun, split: str) -> dict[str, np.ndarray]:
     return out
 
 
-def chunk_rows(prep: PreparedRun, split: str) -> int:
-    """Rows per chunk of ``split`` (every array of a split shares them)."""
-    return int(prep.store.activations(split, prep.run.analysis.layers_[0]).chunks[0])
+def draw_map_points(prep: PreparedRun, split: str, opts: MapOptions,
+                    priority: Mapping[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """The map points of ``split`` and their kinds (``select_points``), the ``priority`` masks
+    first (default: :func:`priority_masks`)."""
+    sg = prep.sigs[split]
+    rows = int(prep.store.activations(split, prep.run.analysis.layers_[0]).chunks[0])
+    priority = priority_masks(prep, split) if priority is None else priority
+    return select_points(sg.labels, sg.predictions, priority, opts.max_points, opts.seed,
+                         chunk_rows=rows, client=prep.client)
 
 
 def per_class_purity(compositions: Sequence[np.ndarray],
                      n_classes: int) -> list[list[float | None]]:
     """Per layer, per class: the mean share of its own class in the cluster of each of its
-    samples (labelled samples only; ``None`` for a class absent from the split), from the
-    layers' cluster x class ``compositions``.
-
-    A class whose purity reaches :data:`SEPARABLE_PURITY` at a layer sits, at that
-    layer, in clusters that hold almost only it: it has become separable there.
-    """
+    labelled samples (``None`` for a class absent from the split), from the layers' cluster x
+    class ``compositions``; at :data:`SEPARABLE_PURITY` the class has become separable."""
     out = []
     for comp in compositions:
         comp = comp.astype(np.float64)
@@ -163,14 +152,13 @@ def per_class_purity(compositions: Sequence[np.ndarray],
         n_c = comp.sum(axis=0)
         pur = np.divide((comp * share).sum(axis=0), n_c, out=np.full(n_classes, np.nan),
                         where=n_c > 0)
-        out.append([_f(p, 4) for p in pur])
+        out.append([rounded(p, 4) for p in pur])
     return out
 
 
 def _rows(joint: Mapping[str, Any], L: int) -> tuple[list[dict[str, Any]],
                                                       dict[tuple[int, ...], int]]:
-    """The table rows from the joint table, and the row index of each distinct
-    ``(label, path..., prediction)``."""
+    """The table rows, and the row index of each distinct ``(label, path..., prediction)``."""
     uniq, counts = joint["rows"], joint["counts"]
     rows: list[dict[str, Any]] = []
     if not uniq.shape[0]:
@@ -185,11 +173,8 @@ def _rows(joint: Mapping[str, Any], L: int) -> tuple[list[dict[str, Any]],
     for i in order:
         u = uniq[i]
         rows.append({
-            "input": int(u[0]),
-            "path": [int(x) for x in u[1 : L + 1]],
-            "output": int(u[L + 1]),
-            "count": int(counts[i]),
-            "score": None if means is None else _f(means[i], 4),
+            "input": int(u[0]), "path": [int(x) for x in u[1 : L + 1]], "output": int(u[L + 1]),
+            "count": int(counts[i]), "score": None if means is None else rounded(means[i], 4),
         })
     return rows, {tuple(int(x) for x in uniq[i]): r for r, i in enumerate(order)}
 
@@ -225,16 +210,14 @@ def _split_entry(sigs: Any, n_classes: int, scores: Any, n_exemplars: int,
     clusters, purity, entropy = [], [], []
     for j, k in enumerate(sigs.n_clusters):
         comp = comps[j]
-        purity.append(_f(class_purity(comp)))
-        entropy.append(_f(class_entropy(comp)))
+        purity.append(rounded(class_purity(comp)))
+        entropy.append(rounded(class_entropy(comp)))
         layer = []
         for c in range(k):
             n_lab = int(comp[c].sum())
             layer.append({
-                "id": c,
-                "count": int(totals[j][c]),
-                "by_class": [int(x) for x in comp[c]],
-                "purity": _f(comp[c].max() / n_lab) if n_lab else None,
+                "id": c, "count": int(totals[j][c]), "by_class": [int(x) for x in comp[c]],
+                "purity": rounded(comp[c].max() / n_lab) if n_lab else None,
                 "exemplars": [f"{sigs.split}/{r}" for r in exemplars[j][c]],
             })
         clusters.append(layer)
@@ -243,16 +226,11 @@ def _split_entry(sigs: Any, n_classes: int, scores: Any, n_exemplars: int,
     n_labelled = int(w[labelled].sum())
     right = int(w[labelled & (T[:, 0] == T[:, L + 1])].sum()) if T.shape[0] else 0
     entry = {
-        "n_samples": int(w.sum()),
-        "has_labels": bool(labelled.any()),
-        "n_labelled": n_labelled,
-        "accuracy": _f(right / n_labelled) if n_labelled else None,
+        "n_samples": int(w.sum()), "has_labels": bool(labelled.any()), "n_labelled": n_labelled,
+        "accuracy": rounded(right / n_labelled) if n_labelled else None,
         "n_signatures": int(np.unique(T[:, 1 : L + 1], axis=0).shape[0]) if T.shape[0] else 0,
-        "purity": purity,
-        "entropy": entropy,
-        "class_purity": per_class_purity(comps, n_classes),
-        "rows": rows,
-        "clusters": clusters,
+        "purity": purity, "entropy": entropy, "class_purity": per_class_purity(comps, n_classes),
+        "rows": rows, "clusters": clusters,
     }
     return entry, row_keys
 
@@ -297,19 +275,11 @@ def _exemplar_sprite(store: ActivationStore, wanted: Mapping[str, set[int]],
     return make_sprite(np.concatenate(images), keys)
 
 
-def run_body(
-    prep: PreparedRun,
-    positions: Mapping[str, np.ndarray] | None,
-    kinds: Mapping[str, Mapping[str, list[int]]],
-    opts: MapOptions,
-    *,
-    score_name: str = "combined",
-    score_bins: int = 20,
-    n_exemplars: int = 4,
-    map_thumbnails: bool = True,
-    token_label: Callable[[int, int], str] | None = None,
-    token_grid: Sequence[int] | None = None,
-) -> dict[str, Any]:
+def run_body(prep: PreparedRun, positions: Mapping[str, np.ndarray] | None,
+             kinds: Mapping[str, Mapping[str, list[int]]], opts: MapOptions, *,
+             score_name: str = "combined", score_bins: int = 20, n_exemplars: int = 4,
+             map_thumbnails: bool = True, token_label: Callable[[int, int], str] | None = None,
+             token_grid: Sequence[int] | None = None) -> dict[str, Any]:
     """The run's part of the report data (every top-level key of a one-run report
     but ``format_version``, ``title`` and ``created``); ``token_label`` and
     ``token_grid`` for token row spaces (:mod:`nnsig_core.report.token_report`)."""
@@ -328,32 +298,25 @@ def run_body(
     bins = (sc.score_edges(shown, score_bins, [thr] if thr is not None else (), client=prep.client)
             if shown else None)
     body: dict[str, Any] = {
-        "label": prep.run.label,
-        "store": store.location,
+        "label": prep.run.label, "store": store.location,
         "analysis": {
             "name": analysis.name_ or "(unsaved)",
             "n_clusters": [int(k) for k in analysis.n_clusters_],
             "discretizer": analysis.discretizer_spec,
             "reduce": None if analysis.reduce is None else int(analysis.reduce),
-            "only_correct": bool(analysis.only_correct),
-            "fit_split": analysis.fit_split_,
-            "fit_samples": int(analysis.n_fit_samples_),
-            "random_state": analysis.random_state,
+            "only_correct": bool(analysis.only_correct), "fit_split": analysis.fit_split_,
+            "fit_samples": int(analysis.n_fit_samples_), "random_state": analysis.random_state,
         },
         "model": {
             "model_class": model.get("model_class", "unknown"),
-            "framework": info.get("framework", "unknown"),
-            "parameters": model.get("parameters"),
+            "framework": info.get("framework", "unknown"), "parameters": model.get("parameters"),
             "layers": [_layer_entry(name, layer_info.get(name, {}), shape)
                        for name, shape in zip(analysis.layers_, analysis.layer_shapes_,
                                               strict=False)],
         },
-        "classes": prep.classes,
-        "train_classes": [int(c) for c in analysis.classes_],
-        "layers": list(analysis.layers_),
-        "typical": typical,
-        "separable_purity": SEPARABLE_PURITY,
-        "splits": {},
+        "classes": prep.classes, "train_classes": [int(c) for c in analysis.classes_],
+        "layers": list(analysis.layers_), "typical": typical,
+        "separable_purity": SEPARABLE_PURITY, "splits": {},
     }
     if prep.threshold is not None and thr is not None and bins is not None:
         # Unrounded: samples at or above it are flagged, the conformal rule to the bit.
@@ -394,17 +357,15 @@ def _add_map(body: dict[str, Any], prep: PreparedRun, positions: Mapping[str, np
     for s, pos in positions.items():
         sigs = prep.sigs[s]
         m: dict[str, Any] = {
-            "n_points": int(pos.size),
-            "positions": [int(p) for p in pos],
+            "n_points": int(pos.size), "positions": [int(p) for p in pos],
             "sample_index": [int(x) for x in take(sigs.sample_index, pos, prep.client)],
             "rows": [int(r) for r in rows_at(prep, s, pos)],
-            "kinds": {k: list(v) for k, v in kinds.get(s, {}).items()},
-            "layers": layers[s],
+            "kinds": {k: list(v) for k, v in kinds.get(s, {}).items()}, "layers": layers[s],
         }
         if prep.store.level(s) == "tokens":  # which token of which input each point is
             m["tokens"] = token_map_points(prep.store, s, pos, token_label)
         if s in prep.scores:
-            m["scores"] = [_f(x, 4) for x in take(prep.scores[s], pos, prep.client)]
+            m["scores"] = [rounded(x, 4) for x in take(prep.scores[s], pos, prep.client)]
         if thumbnails:
             pix = thumbnails_at(prep.store, s, pos, token_grid, prep.client)
             if pix is not None:
@@ -423,9 +384,7 @@ def _read_on_cluster(prep: PreparedRun, split: str, layer: str, rows: np.ndarray
 
 def _layer_entry(name: str, info: Mapping[str, Any], shape: Sequence[int]) -> dict[str, Any]:
     return {
-        "name": name,
-        "type": info.get("type", "unknown"),
-        "shape": [int(s) for s in shape],
+        "name": name, "type": info.get("type", "unknown"), "shape": [int(s) for s in shape],
         "units": int(np.prod(shape, dtype=np.int64)),
         "parameters": int(info.get("parameters") or 0),
     }

@@ -1,15 +1,6 @@
-"""What a report is made of: one run, or several runs shown side by side.
-
-A *run* is a fitted analysis on a store, with optional per-sample scores and a
-label. :func:`normalize_runs` reads the forms :func:`~nnsig_core.report.write_report`
-and :func:`~nnsig_core.report.build_report_data` accept:
-
-- ``analysis`` with ``store``: one run;
-- ``[analysis_a, analysis_b]`` with ``store``: several analyses of one store;
-- ``[(analysis_a, store_a), (analysis_b, store_b)]``: runs on their own stores
-  (a third item, ``(analysis, store, scores)``, gives that run's scores);
-- ``[ReportRun(...), ...]``: everything explicit.
-"""
+"""What a report is made of: one run (a fitted analysis on a store, with optional scores and a
+label), or several side by side; :func:`normalize_runs` reads the forms ``write_report``
+accepts."""
 
 from __future__ import annotations
 
@@ -35,10 +26,9 @@ class ReportRun:
     store : ActivationStore or path, optional
         Its store (default: the ``store`` given to ``write_report``).
     scores : mapping of split to array-like, optional
-        Per-sample diagnostic scores of this run, one value per sample.
+        Per-sample diagnostic scores of this run.
     label : str, optional
-        The run's name in the report (default: the analysis's name, with the
-        store's name when two runs would otherwise share it).
+        Its name in the report (default: the analysis's name, made unique with the store's).
     """
 
     analysis: Any
@@ -59,23 +49,17 @@ def _one(item: Any, i: int) -> ReportRun:
         return ReportRun(*item)
     if _is_analysis(item):
         return ReportRun(item)
-    raise TypeError(
-        f"run {i + 1} of the report is a {type(item).__name__}: give a fitted analysis, an "
-        "(analysis, store) or (analysis, store, scores) tuple, or a ReportRun"
-    )
+    raise TypeError(f"run {i + 1} of the report is a {type(item).__name__}: give a fitted "
+                    "analysis, an (analysis, store) or (analysis, store, scores) tuple, or a "
+                    "ReportRun")
 
 
 def normalize_runs(
-    analysis: Any,
-    store: ActivationStore | str | os.PathLike[str] | None = None,
-    scores: Any = None,
-    labels: Sequence[str] | None = None,
+    analysis: Any, store: ActivationStore | str | os.PathLike[str] | None = None,
+    scores: Any = None, labels: Sequence[str] | None = None,
 ) -> tuple[list[ReportRun], bool]:
     """The runs of a report, each with an opened store and a unique label, and whether
-    ``analysis`` was a sequence of runs (a comparison, even of one run).
-
-    TypeError or ValueError, with the fix, for every form that cannot be read.
-    """
+    ``analysis`` was a sequence of runs; TypeError or ValueError, with the fix."""
     several = isinstance(analysis, (list, tuple)) and not (
         isinstance(analysis, tuple) and len(analysis) in (2, 3) and _is_analysis(analysis[0])
         and not _is_analysis(analysis[1]))
@@ -89,10 +73,9 @@ def normalize_runs(
         if not several:
             runs = [replace(runs[0], scores=scores)]
         elif isinstance(scores, Mapping):
-            raise TypeError(
-                "with several runs, give scores as a list (one mapping of split to scores per "
-                "run, or None), or inside each (analysis, store, scores) tuple"
-            )
+            raise TypeError("with several runs, give scores as a list (one mapping of split to "
+                            "scores per run, or None), or inside each (analysis, store, scores) "
+                            "tuple")
         else:
             scores = list(scores)
             if len(scores) != len(runs):
@@ -112,9 +95,8 @@ def normalize_runs(
             raise TypeError(f"run {i + 1}: {type(r.analysis).__name__} is not a fitted analysis")
         s = r.store if r.store is not None else store
         if s is None:
-            raise ValueError(
-                f"run {i + 1} has no store: pass store=..., or give (analysis, store) pairs"
-            )
+            raise ValueError(f"run {i + 1} has no store: pass store=..., or give (analysis, store) "
+                             "pairs")
         out.append(replace(r, store=open_store(s)))
     return _labelled(out), several
 

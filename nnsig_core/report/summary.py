@@ -1,10 +1,5 @@
-"""What a report's data must hold, and what its marker file keeps.
-
-:func:`check_data` refuses what :func:`~nnsig_core.report.write.write_report_data`
-cannot write (not report data, a newer format, a run without splits);
-:func:`summary` is the content of a report's marker file
-(``nnsig-report.json``) and of its entry in the index of several reports.
-"""
+"""What a report's data must hold (:func:`check_data`), and what its marker file
+``nnsig-report.json`` and the index of several reports keep (:func:`summary`)."""
 
 from __future__ import annotations
 
@@ -41,10 +36,8 @@ def check_data(data: Any) -> None:
     if version is not None and not isinstance(version, int):
         raise ReportError(f"report data format_version must be an integer, not {version!r}")
     if isinstance(version, int) and version > SUPPORTED_FORMAT:
-        raise ReportError(
-            f"report data format_version {version} is newer than this viewer "
-            f"(supports {SUPPORTED_FORMAT}); upgrade nnsig"
-        )
+        raise ReportError(f"report data format_version {version} is newer than this viewer "
+                          f"(supports {SUPPORTED_FORMAT}); upgrade nnsig")
     runs = data.get("runs")
     if runs is not None:
         if not isinstance(runs, list) or not runs:
@@ -72,10 +65,8 @@ def _split_summary(splits: Any) -> dict[str, Any]:
     for name, sp in (splits or {}).items():
         sp = sp or {}
         out[str(name)] = {
-            "n_samples": sp.get("n_samples"),
-            "accuracy": sp.get("accuracy"),
-            "n_signatures": sp.get("n_signatures"),
-            "scores": bool(sp.get("scores")),
+            "n_samples": sp.get("n_samples"), "accuracy": sp.get("accuracy"),
+            "n_signatures": sp.get("n_signatures"), "scores": bool(sp.get("scores")),
         }
     return out
 
@@ -88,17 +79,11 @@ def summary(data: dict[str, Any]) -> dict[str, Any]:
     model = first.get("model") or {}
     analysis = first.get("analysis") or {}
     out = {
-        "nnsig_report": 1,
-        "format_version": data.get("format_version", SUPPORTED_FORMAT),
-        "title": data.get("title"),
-        "created": data.get("created"),
-        "written": now_iso(),
-        "store": first.get("store"),
-        "analysis": analysis.get("name"),
-        "model_class": model.get("model_class"),
-        "framework": model.get("framework"),
-        "parameters": model.get("parameters"),
-        "layers": list(first.get("layers") or []),
+        "nnsig_report": 1, "format_version": data.get("format_version", SUPPORTED_FORMAT),
+        "title": data.get("title"), "created": data.get("created"), "written": now_iso(),
+        "store": first.get("store"), "analysis": analysis.get("name"),
+        "model_class": model.get("model_class"), "framework": model.get("framework"),
+        "parameters": model.get("parameters"), "layers": list(first.get("layers") or []),
         "n_clusters": list(analysis.get("n_clusters") or []),
         "n_classes": len(data.get("classes") or first.get("classes") or []),
         "splits": _split_summary(first.get("splits")),

@@ -1,6 +1,4 @@
-"""The report of a training timeline: the last checkpoint's report plus ``timeline``.
-
-:func:`build_timeline_data` gives one checkpoint's report data with a ``timeline`` entry
+"""The report of a training timeline: one checkpoint's report data plus a ``timeline`` entry
 (``docs/report-data.md``, "Timeline") that ``viewer/timeline.js`` draws above it.
 """
 
@@ -13,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from nnsig_core.analysis.joint_views import class_purity
+from nnsig_core.report.score_figures import rounded
 from nnsig_core.report.single import SEPARABLE_PURITY, per_class_purity
 from nnsig_core.report.sprite import make_sprite, shrink
 from nnsig_core.report.write import write_report_data
@@ -20,13 +19,6 @@ from nnsig_core.store import ActivationStore, open_store
 
 SCORE_BINS = 20
 QUANTILES = (0.1, 0.5, 0.9)
-
-
-def _f(x: Any, digits: int = 4) -> float | None:
-    if x is None:
-        return None
-    x = float(x)
-    return round(x, digits) if np.isfinite(x) else None
 
 
 def encode_u16(values: np.ndarray) -> str | list[int]:
@@ -69,7 +61,7 @@ def _score_entry(scores: np.ndarray, correct: np.ndarray, labelled: np.ndarray,
     for g, m in groups.items():
         s = scores[m & np.isfinite(scores)]
         entry["counts"][g] = np.histogram(s, bins=edges)[0].astype(int).tolist()
-        entry["quantiles"][g] = [_f(q) for q in np.quantile(s, QUANTILES)] if s.size else None
+        entry["quantiles"][g] = [rounded(q, 4) for q in np.quantile(s, QUANTILES)] if s.size else None
     return entry
 
 
@@ -102,21 +94,16 @@ def _checkpoint(timeline: Any, t: int, n_classes: int) -> dict[str, Any]:
     return {
         "split": rec["split"], "step": int(rec["step"]), "epoch": rec.get("epoch"),
         "label": _label(rec), "fingerprint": rec.get("fingerprint"),
-        "seconds": rec.get("seconds"),
-        "accuracy": _f(sg.accuracy),
-        "purity": [_f(class_purity(c)) for c in comps],
-        "class_purity": cp,
+        "seconds": rec.get("seconds"), "accuracy": rounded(sg.accuracy, 4),
+        "purity": [rounded(class_purity(c), 4) for c in comps], "class_purity": cp,
         "separable": [_separable_layer(cp, c) for c in range(n_classes)],
-        "rows": rows,
-        "row_of": encode_u16(row_of.reshape(-1)),
-        "clusters": clusters,
+        "rows": rows, "row_of": encode_u16(row_of.reshape(-1)), "clusters": clusters,
         "events": timeline.events_[t],
     }
 
 
 def _separable_layer(class_purity_: list[list[float | None]], c: int) -> int | None:
-    """The first layer where class ``c``'s purity reaches :data:`SEPARABLE_PURITY`; -1 if
-    none, None if the class is absent."""
+    """The first layer where class ``c`` is separable; -1 if none, None if it is absent."""
     values = [layer[c] for layer in class_purity_]
     if all(v is None for v in values):
         return None
@@ -125,12 +112,8 @@ def _separable_layer(class_purity_: list[list[float | None]], c: int) -> int | N
 
 def timeline_section(timeline: Any, store: ActivationStore | str | os.PathLike[str], *,
                      score: str | None = "msp", thumbnail_size: int | None = 16) -> dict[str, Any]:
-    """The ``timeline`` entry of the report data (``docs/report-data.md``) of a fitted timeline.
-
-    ``score`` is drawn over time: ``"msp"`` (1 - max softmax of the stored outputs, cheap),
-    ``"combined"`` (each checkpoint's signature scores) or None; ``thumbnail_size`` is the
-    largest side of the probe samples' thumbnails (None: whole).
-    """
+    """The ``timeline`` entry of the report data of a fitted timeline; ``score`` (``"msp"``,
+    ``"combined"`` or None) is drawn over time, ``thumbnail_size`` bounds the probe thumbnails."""
     timeline._fitted()
     store = open_store(store)
     first = timeline.signatures_[0]
@@ -138,12 +121,10 @@ def timeline_section(timeline: Any, store: ActivationStore | str | os.PathLike[s
                     timeline.analyses_[0].n_classes_)
     checkpoints = [_checkpoint(timeline, t, n_classes) for t in range(len(timeline))]
     out: dict[str, Any] = {
-        "layers": list(timeline.layers_),
-        "n_tracks": [int(k) for k in timeline.n_tracks_],
+        "layers": list(timeline.layers_), "n_tracks": [int(k) for k in timeline.n_tracks_],
         "n_samples": int(first.n_samples),
         "sample_index": encode_u16(np.asarray(first.sample_index)),
-        "separable_purity": SEPARABLE_PURITY,
-        "shown": len(timeline) - 1,
+        "separable_purity": SEPARABLE_PURITY, "shown": len(timeline) - 1,
         "checkpoints": checkpoints,
     }
     if score is not None:
@@ -152,7 +133,7 @@ def timeline_section(timeline: Any, store: ActivationStore | str | os.PathLike[s
         lo, hi = (0.0, 1.0) if finite.size == 0 or (finite.min() >= 0 and finite.max() <= 1) \
             else (float(finite.min()), float(finite.max()))
         edges = np.linspace(lo, hi if hi > lo else lo + 1.0, SCORE_BINS + 1)
-        out["score"] = {"name": score, "bins": [_f(e, 6) for e in edges]}
+        out["score"] = {"name": score, "bins": [rounded(e) for e in edges]}
         for t, s in enumerate(all_scores):
             sg = timeline.signatures_[t]
             checkpoints[t]["scores"] = _score_entry(s, np.asarray(sg.correct),
@@ -170,7 +151,7 @@ def build_timeline_data(timeline: Any, store: ActivationStore | str | os.PathLik
                         *, checkpoint: int = -1, title: str | None = None,
                         score: str | None = "msp", thumbnail_size: int | None = 16,
                         **options: Any) -> dict[str, Any]:
-    """Report data of a timeline: one checkpoint's report with the ``timeline`` entry.
+    """Report data of a fitted timeline: one checkpoint's report with the ``timeline`` entry.
 
     Parameters
     ----------
@@ -179,13 +160,12 @@ def build_timeline_data(timeline: Any, store: ActivationStore | str | os.PathLik
     store : ActivationStore or path, optional
         Its store (default: the one it was fitted on).
     checkpoint : int
-        Which checkpoint the report below the timeline shows (default: the last).
+        The checkpoint the report below the timeline shows (default: the last).
     title : str, optional
     score, thumbnail_size
         See :func:`timeline_section`.
     **options
-        Passed to :func:`~nnsig_core.report.data.build_report_data` for the
-        checkpoint's report (``map_points``, ``projection``...).
+        Passed to :func:`~nnsig_core.report.data.build_report_data`.
 
     Returns
     -------

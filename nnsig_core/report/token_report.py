@@ -1,10 +1,6 @@
-"""The report of a token row space (``<split>.tokens``): which tokens take each path.
-
-Each table row lists the tokens that take it (``rows[i].tokens``), a cluster's exemplars
-show the token's input with its patch lit (``token_grid=(rows, columns, prefix)``), and the
-map's points say which token each is (:func:`token_map_points`). The store keeps token
-ids, never text: tokens are named only through the caller's ``label(position, token_id)``.
-"""
+"""The report of a token row space (``<split>.tokens``): the tokens that take each path, the
+exemplars' inputs with the token's patch lit, and which token each map point is. Tokens are
+named only through the caller's ``label(position, token_id)``."""
 
 from __future__ import annotations
 
@@ -23,12 +19,8 @@ READ_ROWS = 1 << 16
 
 
 def token_rows_at(store: ActivationStore, split: str, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """``sample_row``, ``position`` and ``token`` of some ``rows`` of a token row space.
-
-    Only the blocks of :data:`READ_ROWS` rows holding some of ``rows`` are read,
-    one at a time: memory holds one block plus the picked rows, never the
-    whole split's token arrays.
-    """
+    """``sample_row``, ``position`` and ``token`` of some ``rows`` of a token row space, reading
+    only the blocks of :data:`READ_ROWS` rows that hold some, one at a time."""
     rows = np.asarray(rows, dtype=np.int64).reshape(-1)
     out = {k: np.empty(rows.size, dtype=np.int64) for k in ("sample_row", "position", "token")}
     block = rows // READ_ROWS
@@ -42,12 +34,8 @@ def token_rows_at(store: ActivationStore, split: str, rows: np.ndarray) -> dict[
 
 def token_map_points(store: ActivationStore, split: str, positions: np.ndarray,
                      label: Callable[[int, int], str] | None = None) -> dict[str, list[Any]]:
-    """Which token each map point (``positions``: rows of the token row space ``split``) is.
-
-    Returns ``sample_row`` (the input's row in the parent split), ``position`` and ``token``
-    (the id, -1 when not stored) per point, and ``label`` per point when ``label(position,
-    token_id) -> str`` (the report's ``token_label``) is given.
-    """
+    """Which token each map point (``positions`` in the token row space) is: ``sample_row``,
+    ``position``, ``token`` and, with ``label(position, token_id)``, ``label``."""
     tok = token_rows_at(store, split, positions)
     out: dict[str, list[Any]] = {k: [int(x) for x in v] for k, v in tok.items()}
     if label is not None:
@@ -56,10 +44,8 @@ def token_map_points(store: ActivationStore, split: str, positions: np.ndarray,
     return out
 
 
-def add_token_rows(
-    entry: dict[str, Any], store: ActivationStore, sigs: Signatures,
-    label: Callable[[int, int], str] | None = None, top: int = TOP_TOKENS,
-) -> None:
+def add_token_rows(entry: dict[str, Any], store: ActivationStore, sigs: Signatures,
+                   label: Callable[[int, int], str] | None = None, top: int = TOP_TOKENS) -> None:
     """Add ``level: "tokens"`` and each row's most frequent token labels to a split entry."""
     entry["level"] = "tokens"
     entry["parent"] = store.split_attrs(sigs.split).get("parent")
@@ -85,11 +71,8 @@ def add_token_rows(
 
 
 def highlight_patch(img: np.ndarray, position: int, grid: Sequence[int]) -> np.ndarray:
-    """``img`` (h, w[, 3], uint8) with everything but the patch of ``position`` dimmed.
-
-    ``grid`` is ``(rows, columns, prefix)``; positions before ``prefix`` (a
-    class token) are not patches: the whole image is dimmed a little.
-    """
+    """``img`` with everything but the patch of ``position`` dimmed on the ``(rows, columns,
+    prefix)`` grid (before ``prefix``, not a patch: all dimmed a little)."""
     rows, cols, prefix = (int(v) for v in grid)
     out = img.astype(np.float32)
     p = position - prefix

@@ -1,10 +1,8 @@
-"""Write the static report viewer to a directory and index several reports.
+"""Write the static report viewer and its data to a directory, and index several reports.
 
-A report directory holds the viewer's page, ``viewer.js`` (``viewer/*.js`` joined),
-``data.js`` (the report data, ``docs/report-data.md``, loadable from ``file://``),
-``runs.js`` (its sibling reports, or null) and the marker ``nnsig-report.json``, which
-makes it a report :func:`write_report_data` may replace. A directory of several reports
-gets an ``index.html`` and ``reports.js`` (:func:`write_index`).
+A report directory holds the viewer's page, ``viewer.js`` (``viewer/*.js`` joined), ``data.js``
+(the report data), ``runs.js`` (its sibling reports, or null) and the marker
+``nnsig-report.json``; a directory of several reports gets ``index.html`` and ``reports.js``.
 """
 
 from __future__ import annotations
@@ -38,34 +36,19 @@ INDEX_GENERATOR = '<meta name="generator" content="nnsig-index">'
 _NOT_COPIED = {INDEX_TEMPLATE, "README.md"}
 
 
-# --------------------------------------------------------------------------- paths
-
-
 def viewer_dir() -> Path:
-    """The directory holding the viewer's static files.
-
-    ``nnsig_core/_viewer`` in an installed wheel, else ``<repo>/viewer`` in a
-    source checkout or an editable install.
-
-    Raises
-    ------
-    ReportError
-        When neither exists (a broken installation).
-    """
+    """The directory of the viewer's static files: ``nnsig_core/_viewer`` in a wheel, else
+    ``<repo>/viewer``; ReportError when neither exists (a broken installation)."""
     import nnsig_core
 
-    candidates = [
-        Path(nnsig_core.__file__).resolve().parent / "_viewer",
-        Path(__file__).resolve().parents[2] / "viewer",
-    ]
+    candidates = [Path(nnsig_core.__file__).resolve().parent / "_viewer",
+                  Path(__file__).resolve().parents[2] / "viewer"]
     for c in candidates:
         if (c / INDEX_FILE).is_file():
             return c
-    raise ReportError(
-        "the report viewer's static files were not found (looked in "
-        + ", ".join(str(c) for c in candidates)
-        + "); reinstall nnsig, or run from a source checkout that has viewer/"
-    )
+    raise ReportError("the report viewer's static files were not found (looked in "
+                      + ", ".join(str(c) for c in candidates)
+                      + "); reinstall nnsig, or run from a source checkout that has viewer/")
 
 
 def is_report(directory: str | os.PathLike[str]) -> bool:
@@ -81,27 +64,15 @@ def _is_our_index(path: Path) -> bool:
         return False
 
 
-# --------------------------------------------------------------------------- JSON
-
-
 # Escapes that keep the JSON valid (they only ever occur inside strings) and keep
 # any string from closing a <script> element or breaking a JS line.
-_JS_SAFE = str.maketrans(
-    {
-        "<": "\\u003c",
-        ">": "\\u003e",
-        "&": "\\u0026",
-        "\u2028": "\\u2028",
-        "\u2029": "\\u2029",
-    }
-)
+_JS_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
+                          "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
 def js_json(obj: Any) -> str:
-    """``obj`` as JSON that is safe to embed in a script (no ``</``, no U+2028/2029).
-
-    NaN and infinities become ``null``; NumPy scalars and arrays, sets and other
-    objects are converted by :func:`nnsig_core._util.json_default`.
+    """``obj`` as JSON safe to embed in a script (no ``</``, no U+2028/2029); NaN and
+    infinities become ``null``, other objects go through :func:`nnsig_core._util.json_default`.
     """
     kw: dict[str, Any] = dict(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     try:
@@ -124,18 +95,14 @@ def _atomic_write(path: Path, text: str) -> None:
             tmp.unlink()
 
 
-# --------------------------------------------------------------------------- writing
-
-
-_SCRIPT = re.compile(r'<script src="([^"]+)"></script>\n?')
+SCRIPT_TAG = re.compile(r'<script src="([^"]+)"></script>\n?')
 
 
 def viewer_bundle(src: Path) -> tuple[str, list[str], str]:
-    """The viewer's ``index.html``, its own script modules (in load order) and those
-    modules joined into one script (:data:`BUNDLE_FILE`); ReportError when one is missing.
-    """
+    """The viewer's ``index.html``, its script modules (in load order) and those joined into
+    one script; ReportError when one is missing."""
     html = (src / INDEX_FILE).read_text(encoding="utf-8")
-    modules = [m for m in _SCRIPT.findall(html) if m not in (DATA_FILE, RUNS_FILE)]
+    modules = [m for m in SCRIPT_TAG.findall(html) if m not in (DATA_FILE, RUNS_FILE)]
     missing = [m for m in modules if not (src / m).is_file()]
     if missing:
         raise ReportError(f"the viewer is incomplete: {', '.join(missing)} missing in {src}")
@@ -143,15 +110,9 @@ def viewer_bundle(src: Path) -> tuple[str, list[str], str]:
     return html, modules, "\n".join(parts)
 
 
-def _copy_viewer(src: Path, dst: Path) -> None:
-    """Copy the viewer, its script modules joined into one :data:`BUNDLE_FILE` (in load order).
-
-    The page then draws about 100 ms sooner from ``file://`` on a loaded machine
-    (``benchmarks/bench_report.py``); each module is a self-contained function scope, so
-    joining them changes nothing else.
-    """
-    html, modules, bundle = viewer_bundle(src)
-    (dst / BUNDLE_FILE).write_text(bundle, encoding="utf-8")
+def join_scripts(html: str, modules: list[str], script: str) -> str:
+    """``html`` with the script tag of its first module replaced by ``script``, the others
+    removed."""
     first = True
 
     def one_script(match: re.Match[str]) -> str:
@@ -159,17 +120,24 @@ def _copy_viewer(src: Path, dst: Path) -> None:
         if match.group(1) not in modules:
             return match.group(0)
         keep, first = first, False
-        return f'<script src="{BUNDLE_FILE}"></script>\n' if keep else ""
+        return script if keep else ""
 
-    (dst / INDEX_FILE).write_text(_SCRIPT.sub(one_script, html), encoding="utf-8")
+    return SCRIPT_TAG.sub(one_script, html)
+
+
+def _copy_viewer(src: Path, dst: Path) -> None:
+    """Copy the viewer, its script modules joined into one :data:`BUNDLE_FILE`."""
+    html, modules, bundle = viewer_bundle(src)
+    (dst / BUNDLE_FILE).write_text(bundle, encoding="utf-8")
+    html = join_scripts(html, modules, f'<script src="{BUNDLE_FILE}"></script>\n')
+    (dst / INDEX_FILE).write_text(html, encoding="utf-8")
     for item in sorted(src.iterdir()):
         if (item.name.startswith(".") or item.name == "__pycache__" or item.name in _NOT_COPIED
                 or item.name in modules or item.name == INDEX_FILE):
             continue
         if item.is_dir():
-            shutil.copytree(
-                item, dst / item.name, ignore=shutil.ignore_patterns(".*", "__pycache__")
-            )
+            shutil.copytree(item, dst / item.name,
+                            ignore=shutil.ignore_patterns(".*", "__pycache__"))
         else:
             shutil.copyfile(item, dst / item.name)
 
@@ -181,9 +149,8 @@ def _fill(directory: Path, data: dict[str, Any]) -> None:
         f.write(js_json(data))
         f.write(";\n")
     (directory / RUNS_FILE).write_text("window.NNSIG_RUNS = null;\n", encoding="utf-8")
-    (directory / MARKER).write_text(
-        json.dumps(summary(data), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-    )
+    (directory / MARKER).write_text(json.dumps(summary(data), indent=2, ensure_ascii=False)
+                                    + "\n", encoding="utf-8")
 
 
 def _clear(directory: Path) -> None:
@@ -195,8 +162,7 @@ def _clear(directory: Path) -> None:
 
 
 def _replace(out: Path, data: dict[str, Any]) -> None:
-    """Replace the report in ``out``: build the new one beside it, then swap the two,
-    so that a reader never sees a half-written report (in place when that cannot be
+    """Build the new report beside ``out``, then swap the two (in place when that cannot be
     done: ``out`` holds the working directory, or its parent is read-only)."""
     resolved, cwd = out.resolve(), Path.cwd().resolve()
     tmp = None
@@ -233,24 +199,22 @@ def write_report_data(
     Parameters
     ----------
     data : dict
-        The report data (``docs/report-data.md``), e.g. from
-        :func:`nnsig_core.report.data.build_report_data`.
+        The report data, e.g. from :func:`nnsig_core.report.data.build_report_data`.
     out_dir : path
-        The report directory: new, empty, or an existing nnsig report, which is
-        replaced as a whole.
+        New, empty, or an existing nnsig report (replaced as a whole).
     title : str, optional
         Overrides ``data["title"]``.
 
     Returns
     -------
     Path
-        The report's ``index.html`` (open it in a browser; no server needed).
+        The report's ``index.html`` (opens in a browser; no server needed).
 
     Raises
     ------
     ReportError
-        When ``out_dir`` is a file, or a non-empty directory that is not an
-        nnsig report, or when ``data`` is not report data.
+        When ``out_dir`` is a file or a non-empty directory that is not a report, or ``data``
+        is not report data.
     """
     check_data(data)
     if title is not None:
@@ -260,10 +224,9 @@ def write_report_data(
         raise ReportError(f"cannot write a report to {out}: it exists and is not a directory")
     non_empty = out.is_dir() and any(out.iterdir())
     if non_empty and not is_report(out):
-        raise ReportError(
-            f"refusing to write a report into {out}: the directory is not empty and is not "
-            f"an nnsig report (it has no {MARKER}); choose a new or empty directory"
-        )
+        raise ReportError(f"refusing to write a report into {out}: the directory is not empty "
+                          f"and is not an nnsig report (it has no {MARKER}); choose a new or "
+                          "empty directory")
     viewer_dir()  # fail early and clearly on a broken installation
     out.parent.mkdir(parents=True, exist_ok=True)
     if non_empty:
@@ -283,33 +246,22 @@ def write_report_data(
     return out / INDEX_FILE
 
 
-def write_report(
-    analysis: Any,
-    store: Any = None,
-    out_dir: str | os.PathLike[str] | None = None,
-    *,
-    splits: Sequence[str] | None = None,
-    title: str | None = None,
-    scores: Any = None,
-    **options: Any,
-) -> Path:
-    """Build the report data of one run, or of several runs side by side, and write the report.
+def write_report(analysis: Any, store: Any = None, out_dir: str | os.PathLike[str] | None = None, *,
+                 splits: Sequence[str] | None = None, title: str | None = None, scores: Any = None,
+                 **options: Any) -> Path:
+    """Build the report data of one run, or of several side by side, and write the report.
 
     Parameters
     ----------
     analysis : SignatureAnalysis or sequence of runs
-        One fitted analysis; or several runs to compare: ``[a, b]`` (analyses
-        of ``store``), ``[(a, store_a), (b, store_b)]`` (each on its own
-        store; ``(a, store_a, scores_a)`` adds its scores) or
-        :class:`~nnsig_core.report.spec.ReportRun` objects.
+        One fitted analysis, or runs to compare: ``[a, b]`` (analyses of ``store``),
+        ``[(a, store_a[, scores_a]), ...]`` or :class:`~nnsig_core.report.spec.ReportRun`.
     store : ActivationStore or path, optional
-        The store (of every run that does not give its own).
+        The store of every run that does not give its own.
     out_dir : path
         The report directory (required; see :func:`write_report_data`).
     splits, title, scores, **options
-        See :func:`nnsig_core.report.data.build_report_data` (``labels``,
-        ``projection``, ``map_points``; ``token_label`` and
-        ``token_grid`` for token row spaces).
+        See :func:`nnsig_core.report.data.build_report_data`.
 
     Returns
     -------
@@ -324,9 +276,6 @@ def write_report(
     return write_report_data(data, out_dir, title=title)
 
 
-# --------------------------------------------------------------------------- index
-
-
 def _report_dirs(parent: Path) -> list[Path]:
     try:
         entries = sorted(parent.iterdir())
@@ -336,10 +285,8 @@ def _report_dirs(parent: Path) -> list[Path]:
 
 
 def list_reports(parent_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The reports in the subdirectories of ``parent_dir``, newest first.
-
-    Each is its marker's content plus ``"dir"`` (the subdirectory's name).
-    """
+    """The reports in the subdirectories of ``parent_dir``, newest first: each its marker's
+    content plus ``"dir"`` (the subdirectory's name)."""
     out = []
     for p in _report_dirs(Path(parent_dir)):
         try:
@@ -353,23 +300,20 @@ def list_reports(parent_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
         if not info.get("title"):
             info["title"] = p.name
         out.append(info)
-    out.sort(
-        key=lambda r: (str(r.get("created") or r.get("written") or ""), r["dir"]), reverse=True
-    )
+    out.sort(key=lambda r: (str(r.get("created") or r.get("written") or ""), r["dir"]),
+             reverse=True)
     return out
 
 
 def write_index(parent_dir: str | os.PathLike[str]) -> Path:
-    """Write ``index.html`` + ``reports.js`` listing the reports under ``parent_dir``.
-
-    Also gives each report a ``runs.js`` so its page offers a run selector.
-    Returns the path of the index page (static; works from ``file://``).
+    """Write ``index.html`` + ``reports.js`` listing the reports under ``parent_dir``, and give
+    each report a ``runs.js`` (its run selector); returns the index page's path.
 
     Raises
     ------
     ReportError
-        When ``parent_dir`` is not a directory, is itself a report, or holds an
-        ``index.html`` that nnsig did not write.
+        When ``parent_dir`` is not a directory, is a report, or holds an ``index.html`` that
+        nnsig did not write.
     """
     parent = Path(parent_dir).expanduser()
     if not parent.is_dir():
@@ -379,22 +323,17 @@ def write_index(parent_dir: str | os.PathLike[str]) -> Path:
     index = parent / INDEX_FILE
     if index.exists() and not _is_our_index(index):
         raise ReportError(f"{index} exists and was not written by nnsig; not overwriting it")
-    template = viewer_dir() / INDEX_TEMPLATE
     reports = list_reports(parent)
-    _atomic_write(
-        parent / REPORTS_FILE,
-        "window.NNSIG_REPORTS = " + js_json({"generated": now_iso(), "reports": reports}) + ";\n",
-    )
-    _atomic_write(index, template.read_text(encoding="utf-8"))
-    runs = [
-        {"dir": r["dir"], "title": r.get("title"), "created": r.get("created")} for r in reports
-    ]
+    _atomic_write(parent / REPORTS_FILE, "window.NNSIG_REPORTS = "
+                  + js_json({"generated": now_iso(), "reports": reports}) + ";\n")
+    _atomic_write(index, (viewer_dir() / INDEX_TEMPLATE).read_text(encoding="utf-8"))
+    runs = [{"dir": r["dir"], "title": r.get("title"), "created": r.get("created")}
+            for r in reports]
     for r in reports:
         payload = {"index": "../" + INDEX_FILE, "current": r["dir"], "runs": runs}
         try:
-            _atomic_write(
-                parent / r["dir"] / RUNS_FILE, "window.NNSIG_RUNS = " + js_json(payload) + ";\n"
-            )
+            _atomic_write(parent / r["dir"] / RUNS_FILE,
+                          "window.NNSIG_RUNS = " + js_json(payload) + ";\n")
         except OSError as e:
             warn(f"Cannot update the run list of {parent / r['dir']}: {e}")
     log.info("wrote report index %s (%d reports)", index, len(reports))

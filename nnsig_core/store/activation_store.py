@@ -1,9 +1,5 @@
-"""The activation store: :class:`ActivationStore`, one mixin per job, and :func:`open_store`.
-
-The mixins are :class:`~nnsig_core.store.split_reading.SplitReading`,
-:class:`~nnsig_core.store.split_writing.SplitWriting`,
-:class:`~nnsig_core.store.results.ResultsArea` and
-:class:`~nnsig_core.store.inspection.StoreInspection` (``docs/design.md``, "Module map").
+"""The activation store: :class:`ActivationStore`, made of one mixin per job
+(``docs/design.md``, "Module map"), and :func:`open_store`.
 """
 
 from __future__ import annotations
@@ -21,15 +17,8 @@ from nnsig_core.store.split_writing import SplitWriting
 class ActivationStore(SplitWriting, StoreInspection):
     """A Zarr v3 store of captured activations, labels, predictions and outputs.
 
-    Open one with :func:`open_store`; :func:`nnsig_core.capture` creates and
-    fills them.
-
-    Parameters
-    ----------
-    group : zarr.Group
-        The root group of the hierarchy.
-    path : pathlib.Path or None
-        Where it lives on disk, when it is a local directory.
+    Open one with :func:`open_store`; :func:`nnsig_core.capture` creates and fills them.
+    The parameters are those of :class:`~nnsig_core.store.split_reading.SplitReading`.
     """
 
     @classmethod
@@ -40,20 +29,19 @@ class ActivationStore(SplitWriting, StoreInspection):
         Parameters
         ----------
         where : str, path-like or zarr Store
-            A local directory (also as a ``file://`` URL), an fsspec URL (``s3://bucket/run.zarr``,
-            ``memory://...``), or a zarr ``Store``.
+            As for :func:`open_store`.
         mode : {"r", "r+", "a", "w"}
             Those of :func:`open_store`, and ``"w"``: created, replacing anything there.
         storage_options : dict, optional
-            Options of the URL's fsspec filesystem (credentials, endpoint...).
+            Options of the URL's fsspec filesystem.
 
         Raises
         ------
         ValueError
             For another ``mode``, or ``storage_options`` with a local path.
         StoreError
-            If the store does not exist (``"r"``, ``"r+"``), is not an nnsig
-            store, cannot be reached, or its root metadata is damaged.
+            If the store does not exist (``"r"``, ``"r+"``), is not an nnsig store, cannot be
+            reached, or its root metadata is damaged.
         """
         opened = open_root(where, mode, storage_options)
         return cls(opened.group, opened.path, opened.location)
@@ -66,16 +54,14 @@ def open_store(store: ActivationStore | str | os.PathLike[str] | Store, mode: st
     Parameters
     ----------
     store : ActivationStore, str, path-like or zarr Store
-        The store :func:`nnsig_core.capture` wrote: a local directory, an
-        fsspec URL (``s3://bucket/run.zarr``, ``gs://...``, ``memory://...``,
-        ``file://...``), a zarr ``Store``, or an :class:`ActivationStore`
-        (returned unchanged, whatever ``mode``).
+        A local directory, an fsspec URL (``s3://bucket/run.zarr``, ``memory://...``,
+        ``file://...``), a zarr ``Store``, or an :class:`ActivationStore` (returned unchanged,
+        whatever ``mode``).
     mode : {"r", "r+", "a"}
-        ``"r"`` read-only, ``"r+"`` read-write (the store must exist),
-        ``"a"`` read-write, created if missing.
+        ``"r"`` read-only, ``"r+"`` read-write (the store must exist), ``"a"`` read-write,
+        created if missing.
     storage_options : dict, optional
-        Options of the URL's fsspec filesystem (``{"endpoint_url": ...}``,
-        credentials); credentials also come from the environment as usual.
+        Options of the URL's fsspec filesystem (``{"endpoint_url": ...}``, credentials).
 
     Returns
     -------
@@ -89,10 +75,8 @@ def open_store(store: ActivationStore | str | os.PathLike[str] | Store, mode: st
         When ``store`` is neither a store nor a path.
     """
     if mode not in ("r", "r+", "a"):
-        raise ValueError(
-            f"mode must be 'r' (read-only), 'r+' (read-write, the store must exist) or 'a' "
-            f"(read-write, created if missing); got {mode!r}."
-        )
+        raise ValueError("mode must be 'r' (read-only), 'r+' (read-write, the store must exist) "
+                         f"or 'a' (read-write, created if missing); got {mode!r}.")
     if isinstance(store, ActivationStore):
         return store
     if not isinstance(store, (str, os.PathLike, Store)):

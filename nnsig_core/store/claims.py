@@ -1,11 +1,6 @@
-"""One writer per split: an exclusive claim taken before a capture touches a split.
-
-Locally an exclusive ``flock`` on ``.nnsig-claims/<split>.lock``; on object stores a
-marker created only if absent and refreshed as a heartbeat by compare-and-swap
-(:mod:`~nnsig_core.store.conditional`); ``docs/design.md`` ("One writer per split")
-gives the rules. The loser gets a :class:`ClaimError` naming the other writer and
-changes nothing.
-"""
+"""One writer per split: an exclusive claim taken before a capture touches a split (a local
+``flock``, or on object stores a marker refreshed by compare-and-swap; ``docs/design.md``,
+"One writer per split"). The loser gets a :class:`ClaimError` naming the other writer."""
 
 from __future__ import annotations
 
@@ -88,8 +83,7 @@ def _seconds(s: float | None) -> str:
 
 
 def _local_holder(info_path: Path, wait_s: float = 2.0) -> WriterInfo | None:
-    """Who holds a local lock: its info file, once the holder (which writes it just after
-    locking) has written it and if its process is alive; None after ``wait_s``."""
+    """The live holder of a local lock (from its info file), or None after ``wait_s``."""
     deadline = time.monotonic() + wait_s
     while True:
         try:
@@ -104,10 +98,8 @@ def _local_holder(info_path: Path, wait_s: float = 2.0) -> WriterInfo | None:
 
 
 class SplitClaim:
-    """An exclusive claim of this process on one split of a store (a context manager).
-
-    ``local_dir`` is the store's directory when it is local (``flock``), else None (marker);
-    ``location`` is how messages name the store.
+    """An exclusive claim of this process on one split of a store (a context manager):
+    ``flock`` in ``local_dir`` for a local store, else a marker; ``location`` names the store.
     """
 
     def __init__(self, root: zarr.Group, split: str, local_dir: Path | None,
@@ -131,32 +123,25 @@ class SplitClaim:
         age = None if other is None or self.local_dir is not None else \
             max(0.0, time.time() - other.heartbeat)
         if stale:
-            return ClaimError(
-                f"Split {self.split!r} of {self.location} is claimed by a writer ({who}) that "
-                f"has given no sign of life for {_seconds(age)} (over {STALE_AFTER_S:.0f} s): "
-                "it was probably killed. Pass resume=True to break its claim and continue the "
-                "capture, or overwrite=True to start again. Nothing was changed."
-            )
+            return ClaimError(f"Split {self.split!r} of {self.location} is claimed by a writer "
+                              f"({who}) that has given no sign of life for {_seconds(age)} (over "
+                              f"{STALE_AFTER_S:.0f} s): it was probably killed. Pass resume=True "
+                              "to break its claim and continue the capture, or overwrite=True to "
+                              "start again. Nothing was changed.")
         when = "" if age is None else (
             f" Its last heartbeat was {_seconds(age)} ago; if it stays silent, resume=True "
             f"may break its claim in {_seconds(STALE_AFTER_S - age)} (after "
             f"{STALE_AFTER_S:.0f} s without one).")
-        return ClaimError(
-            f"Split {self.split!r} of {self.location} is being written by another capture "
-            f"({who}). Wait for it to finish, or capture into another split or store."
-            f"{when} Nothing was changed."
-        )
+        return ClaimError(f"Split {self.split!r} of {self.location} is being written by another "
+                          f"capture ({who}). Wait for it to finish, or capture into another split "
+                          f"or store.{when} Nothing was changed.")
 
-    def _ensure_group(self) -> None:
+    def acquire(self, break_stale: bool = False) -> SplitClaim:
+        """Take the claim, or raise :class:`ClaimError` naming the holder."""
         try:
             self.root.require_group(CLAIMS_GROUP)
         except zarr.errors.ContainsGroupError:
             pass  # created meanwhile by another writer
-
-    # ------------------------------------------------------------------ acquire / release
-    def acquire(self, break_stale: bool = False) -> SplitClaim:
-        """Take the claim, or raise :class:`ClaimError` naming the holder."""
-        self._ensure_group()
         if self.local_dir is not None:
             self._acquire_local()
         else:
@@ -186,9 +171,6 @@ class SplitClaim:
         tmp = directory / f".{self.split}.json.{self.me.id}"
         tmp.write_text(json.dumps(asdict(self.me)), encoding="utf-8")
         os.replace(tmp, info_path)
-
-    def _store(self) -> Any:
-        return self.root.store_path.store
 
     def _get_marker(self) -> WriterInfo | None:
         got = self._writes.read(self._key)
@@ -229,11 +211,10 @@ class SplitClaim:
                                        self._version)
         if version is None:
             holder = self._get_marker()
-            raise ClaimError(
-                f"The claim of this capture on split {self.split!r} of {self.location} was "
-                f"taken by another writer ({holder.describe() if holder else 'unknown'}); "
-                "stopping without writing more."
-            )
+            raise ClaimError(f"The claim of this capture on split {self.split!r} of "
+                             f"{self.location} was taken by another writer "
+                             f"({holder.describe() if holder else 'unknown'}); stopping without "
+                             "writing more.")
         self._version = version
 
     def release(self) -> None:

@@ -1,9 +1,5 @@
-"""Conditional writes of small documents on object stores: create-only and compare-and-swap.
-
-On S3, ``PUT`` with ``If-None-Match: *`` and ``If-Match: <etag>`` through s3fs's public
-``call_s3``; other stores get :class:`Unconditional`: zarr's ``set_if_not_exists`` and a
-read before each write, the best they allow (``docs/design.md``, "One writer per split").
-"""
+"""Conditional writes of small documents on object stores: create-only and compare-and-swap
+(S3's ``If-None-Match``/``If-Match``; elsewhere :class:`Unconditional`, the best they allow)."""
 
 from __future__ import annotations
 
@@ -61,10 +57,6 @@ class S3Conditional(Unconditional):
         self.fs = type(fs)(**options, asynchronous=False, skip_instance_cache=True)
         self.root = root.rstrip("/")
 
-    def _where(self, key: str) -> dict[str, str]:
-        bucket, path, _ = self.fs.split_path(f"{self.root}/{key}")
-        return {"Bucket": bucket, "Key": path}
-
     @contextmanager
     def _answering(self, what: str, key: str) -> Iterator[None]:
         """A store that does not answer is a :class:`StoreError` saying so, and the fix."""
@@ -77,44 +69,39 @@ class S3Conditional(Unconditional):
             raise lost from exc
 
     def read(self, key: str) -> tuple[bytes, str] | None:
-        with self._answering("read", key):
-            return self._read(key)
-
-    def _read(self, key: str) -> tuple[bytes, str] | None:
         path = f"{self.root}/{key}"
-        for _ in range(5):  # the data and the ETag of one version
-            try:
-                before = self.fs.info(path, refresh=True)["ETag"]
-                data = self.fs.cat_file(path)
-                after = self.fs.info(path, refresh=True)["ETag"]
-            except FileNotFoundError:
-                return None
-            if before == after:
-                return data, str(after)
+        with self._answering("read", key):
+            for _ in range(5):  # the data and the ETag of one version
+                try:
+                    before = self.fs.info(path, refresh=True)["ETag"]
+                    data = self.fs.cat_file(path)
+                    after = self.fs.info(path, refresh=True)["ETag"]
+                except FileNotFoundError:
+                    return None
+                if before == after:
+                    return data, str(after)
         return None
 
     def _put(self, key: str, data: bytes, **condition: str) -> str | None:
+        bucket, path, _ = self.fs.split_path(f"{self.root}/{key}")
         with self._answering("write", key):
-            return self._put_object(key, data, **condition)
-
-    def _put_object(self, key: str, data: bytes, **condition: str) -> str | None:
-        try:
-            out = self.fs.call_s3("put_object", **self._where(key), Body=data, **condition)
-        except FileExistsError:
-            return None
-        except PermissionError as exc:
-            raise StoreError(
-                f"The store s3://{self.root} refused to write s3://{self.root}/{key} ({exc}): "
-                "these credentials may not write there. Use credentials that can write to it "
-                "(s3:PutObject and s3:DeleteObject on its keys), or another store."
-            ) from exc
-        except OSError as exc:  # 412 Precondition Failed (If-Match), 409 conflict
-            if "precondition" in str(exc).lower() or "conflict" in str(exc).lower() or \
-                    getattr(exc, "errno", None) == 22:
+            try:
+                out = self.fs.call_s3("put_object", Bucket=bucket, Key=path, Body=data,
+                                      **condition)
+            except FileExistsError:
                 return None
-            raise
-        finally:
-            self.fs.invalidate_cache()
+            except PermissionError as exc:
+                raise StoreError(f"The store s3://{self.root} refused to write "
+                                 f"s3://{self.root}/{key} ({exc}): these credentials may not write "
+                                 "there. Use credentials that can write to it (s3:PutObject and "
+                                 "s3:DeleteObject on its keys), or another store.") from exc
+            except OSError as exc:  # 412 Precondition Failed (If-Match), 409 conflict
+                if "precondition" in str(exc).lower() or "conflict" in str(exc).lower() or \
+                        getattr(exc, "errno", None) == 22:
+                    return None
+                raise
+            finally:
+                self.fs.invalidate_cache()
         return str(out.get("ETag"))
 
     def create(self, key: str, data: bytes) -> str | None:

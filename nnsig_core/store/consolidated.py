@@ -1,10 +1,5 @@
-"""Consolidated metadata: every node's metadata in the root's ``zarr.json`` (format 2).
-
-Written again after every operation that changes the hierarchy, for xarray and zarr's
-``open_consolidated``; nnsig itself never reads it. It holds the hierarchy below nnsig's
-pointers (a saved analysis is its pointer group), leaves hidden and damaged nodes out,
-and is replaced in one write (``docs/design.md``, "Format versions").
-"""
+"""Consolidated metadata: every node's metadata in the root's ``zarr.json``, for xarray
+(``docs/design.md``, "Format versions"); nnsig itself never reads it."""
 
 from __future__ import annotations
 

@@ -15,16 +15,9 @@ def _join(base: str, key: str) -> str:
 def create_arrays(
     group: zarr.Group, specs: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, zarr.Array]:
-    """Create the arrays of a new, empty group, their metadata written once and concurrently.
-
-    Each array's metadata is built by zarr's own ``init_array`` in memory, then
-    every ``zarr.json`` is written to the store in one batch of concurrent
-    writes through zarr's async API, without the checks of existing nodes and
-    parent groups that ``Group.create_array`` makes for each array (the group is
-    new). For the 127 layers of a DenseNet-121 this is about 2.5 times faster
-    here (0.25 s instead of 0.6 s). Falls back to ``create_array`` one by one
-    when zarr's internals differ.
-    """
+    """Create the arrays of a new, empty group, every ``zarr.json`` built by zarr's
+    ``init_array`` in memory and written in one concurrent batch (falls back to
+    ``create_array`` when zarr's internals differ)."""
     try:
         from zarr.core.array import AsyncArray, init_array
         from zarr.core.sync import sync

@@ -81,12 +81,8 @@ def scores_path(name: str, split: str | None = None) -> str:
 
 
 def resolve_compressor(compressor: Any) -> Any:
-    """The zarr codec for ``capture(..., compressor=...)``; ValueError for an unknown name.
-
-    ``None`` (the default, by measurement: ``docs/design.md``, "Writing") stores raw bytes;
-    ``"lz4"`` is Blosc LZ4 at level 1 after bit shuffle, the fastest; ``"zstd"`` is zstd at
-    its default level, the smallest; anything else is taken as a zarr codec.
-    """
+    """The zarr codec for ``capture(..., compressor=...)``: None raw bytes, ``"lz4"`` Blosc LZ4
+    (fastest), ``"zstd"`` zstd (smallest), or a zarr codec; ValueError for another name."""
     if compressor is None or compressor == "none":
         return None
     if compressor == "lz4":
@@ -94,9 +90,8 @@ def resolve_compressor(compressor: Any) -> Any:
     if compressor == "zstd":
         return ZstdCodec()
     if isinstance(compressor, str):
-        raise ValueError(
-            f"Unknown compressor {compressor!r}: use None, 'lz4', 'zstd' or a zarr codec."
-        )
+        raise ValueError(f"Unknown compressor {compressor!r}: use None, 'lz4', 'zstd' or a zarr "
+                         "codec.")
     return compressor
 
 
@@ -119,11 +114,8 @@ def codec_description(compressor: Any) -> Any:
 
 
 def chunk_rows_for(chunk_bytes: int, row_bytes: int, batch_rows: int | None) -> int:
-    """Rows per chunk: about ``chunk_bytes`` of the widest array.
-
-    When a batch is within a factor of four of that size, the chunk is exactly
-    one batch, so batches are written without being copied into a buffer.
-    """
+    """Rows per chunk: about ``chunk_bytes`` of the widest array, or exactly one batch when
+    within a factor of four (batches are then written without a copy)."""
     rows = int(max(1, min(MAX_CHUNK_ROWS, chunk_bytes // max(row_bytes, 1))))
     if batch_rows and rows // 4 <= batch_rows <= rows * 4:
         return batch_rows
@@ -133,10 +125,8 @@ def chunk_rows_for(chunk_bytes: int, row_bytes: int, batch_rows: int | None) -> 
 def layer_differences(
     mine: Sequence[Mapping[str, Any]], theirs: Sequence[Mapping[str, Any]], other: str
 ) -> list[str]:
-    """How two lists of captured layers (name, shape) differ, in words; empty when they match.
-
-    ``other`` names the split ``theirs`` comes from.
-    """
+    """How two lists of captured layers (name, shape) differ, in words (``other`` names the
+    split of ``theirs``); empty when they match."""
     a = {d["name"]: tuple(d["shape"]) for d in mine}
     b = {d["name"]: tuple(d["shape"]) for d in theirs}
     if list(a) == list(b) and a == b:
@@ -173,28 +163,23 @@ def changed_layers(now: Sequence[Mapping[str, Any]], then: Sequence[Mapping[str,
     return out
 
 
-def _unit_dims(key: str, ndim: int) -> tuple[str, ...]:
+def unit_dims(key: str, ndim: int) -> tuple[str, ...]:
+    """The dimension names of a layer's unit axes."""
     if ndim == 1:
         return (f"{key}_unit",)
     return tuple(f"{key}_dim{i}" for i in range(ndim))
 
 
 def split_array_specs(
-    layers: Sequence[tuple[str, str, Sequence[int]]],
-    n_outputs: int,
-    n_rows: int,
-    chunk_rows: int,
-    dtype: Any,
-    compressor: Any,
-    thumbnail_shape: Sequence[int] | None = None,
+    layers: Sequence[tuple[str, str, Sequence[int]]], n_outputs: int, n_rows: int, chunk_rows: int,
+    dtype: Any, compressor: Any, thumbnail_shape: Sequence[int] | None = None,
     token_rows: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Keyword arguments of ``zarr.Group.create_array`` for every array of a split, by key.
 
-    ``layers`` are ``(name, key, unit shape)`` in model order; every array starts with
-    ``n_rows`` rows of ``chunk_rows`` a chunk; ``thumbnail_shape`` adds ``inputs``,
-    ``token_rows`` the :data:`TOKEN_ARRAYS`. Layers come first, then ``outputs``, ``labels``,
-    ``predictions``, ``sample_index``, ``inputs`` and the token arrays.
+    ``layers`` are ``(name, key, unit shape)`` in model order, every array ``n_rows`` rows of
+    ``chunk_rows`` a chunk; ``thumbnail_shape`` adds ``inputs``, ``token_rows`` the
+    :data:`TOKEN_ARRAYS`.
     """
     options = array_options(compressor)
     coords = sample_coordinates(token_rows)
@@ -209,7 +194,7 @@ def split_array_specs(
     specs: dict[str, dict[str, Any]] = {}
     for name, key, shape in layers:
         shape = tuple(int(s) for s in shape)
-        specs[key] = spec(shape, np.dtype(dtype), 0, _unit_dims(key, len(shape)), {"layer": name})
+        specs[key] = spec(shape, np.dtype(dtype), 0, unit_dims(key, len(shape)), {"layer": name})
     specs["outputs"] = spec((int(n_outputs),), np.dtype("float32"), 0, ("output",))
     for key in ("labels", "predictions", "sample_index"):
         specs[key] = spec((), np.dtype("int64"), -1, ())

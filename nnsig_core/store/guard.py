@@ -1,12 +1,6 @@
-"""A zarr store wrapper that refuses to hand out missing or damaged data without a word.
-
-:class:`GuardedStore` sits between zarr and the real store and checks every read: a
-chunk that must exist but is absent (:class:`MissingChunkError`), a chunk whose crc32c
-does not match (:class:`DamagedChunkError`), a ``zarr.json`` that is not valid JSON
-(:class:`DamagedMetadataError`); each error names the store, split, array, chunk, rows
-and the fix (``docs/design.md``, "Integrity"). Everything runs inside zarr's event loop,
-so the guard reads metadata through the wrapped store's async API only.
-"""
+"""A zarr store wrapper whose reads raise on a missing chunk, a chunk failing its crc32c or
+a ``zarr.json`` that is not JSON, naming the store, split, array, rows and the fix
+(``docs/design.md``, "Integrity"). It runs in zarr's event loop: async reads only."""
 
 from __future__ import annotations
 
@@ -23,6 +17,7 @@ from zarr.storage import WrapperStore
 
 from nnsig_core.store.errors import StoreError, unreachable
 from nnsig_core.store.format import ANALYSIS_GROUP, SCORES_GROUP, SIGNATURES_GROUP, SPLIT_ATTR
+from nnsig_core.store.pointers import read_json
 
 METADATA = "zarr.json"
 _VERIFY = "nnsig verify"
@@ -97,25 +92,21 @@ class GuardedStore(WrapperStore[Store]):
         if callable(forget):
             forget()
 
-    # ------------------------------------------------------------------ writes
     def _denied(self, what: str, key: str, exc: BaseException) -> StoreError:
-        return StoreError(
-            f"The store {self.location} refused to {what} {self._where(key)} ({exc}): these "
-            "credentials may not write there. Use credentials that can write to it (for S3, "
-            "s3:PutObject and s3:DeleteObject on its keys), or another store."
-        )
+        return StoreError(f"The store {self.location} refused to {what} {self._where(key)} "
+                          f"({exc}): these credentials may not write there. Use credentials that "
+                          "can write to it (for S3, s3:PutObject and s3:DeleteObject on its "
+                          "keys), or another store.")
 
     async def _io(self, what: str, key: str, call: Awaitable[Any]) -> Any:
-        """Await ``call``, an operation ``what`` on ``key``: a refusal or a store that does not
-        answer is a :class:`StoreError` naming the store, the key and the fix."""
+        """Await ``call``; a refusal or a silent store is a :class:`StoreError` with the fix."""
         try:
             return await call
         except PermissionError as exc:
             if what == "read":
-                raise StoreError(
-                    f"The store {self.location} refused to read {self._where(key)} ({exc}). "
-                    "Use credentials that may read it (for S3, s3:GetObject and s3:ListBucket)."
-                ) from exc
+                raise StoreError(f"The store {self.location} refused to read {self._where(key)} "
+                                 f"({exc}). Use credentials that may read it (for S3, s3:GetObject "
+                                 "and s3:ListBucket).") from exc
             raise self._denied(what, key, exc) from exc
         except Exception as exc:
             lost = unreachable(self.location, exc, f"{what} {self._where(key)}")
@@ -135,7 +126,6 @@ class GuardedStore(WrapperStore[Store]):
     async def delete_dir(self, prefix: str) -> None:
         await self._io("delete", prefix, self._store.delete_dir(prefix))
 
-    # ------------------------------------------------------------------ reads
     async def get(self, key: str, prototype: BufferPrototype | None = None,
                   byte_range: ByteRequest | None = None) -> Buffer | None:
         prototype = prototype or default_buffer_prototype()
@@ -160,11 +150,10 @@ class GuardedStore(WrapperStore[Store]):
                 try:
                     json.loads(value.to_bytes())
                 except ValueError as exc:
-                    raise DamagedMetadataError(
-                        f"The metadata file {self._where(key)} is damaged (not valid JSON: "
-                        f"{exc}). Run `{_VERIFY} {self.location}` to see what else is; "
-                        f"{metadata_fix(key)}"
-                    ) from None
+                    raise DamagedMetadataError(f"The metadata file {self._where(key)} is damaged "
+                                               f"(not valid JSON: {exc}). Run `{_VERIFY} "
+                                               f"{self.location}` to see what else is; "
+                                               f"{metadata_fix(key)}") from None
             return
         parts = chunk_key_parts(key)
         if parts is None:
@@ -175,12 +164,11 @@ class GuardedStore(WrapperStore[Store]):
             return
         info = await self._array_info(array)
         if info.checksummed and not crc32c_ok(value.as_numpy_array()):
-            raise DamagedChunkError(
-                f"Chunk {coords[0]} of {self._describe(info)} ({self._rows(info, coords)}) is "
-                f"damaged: its checksum does not match ({self._where(key)} was altered or "
-                f"truncated after it was written). Run `{_VERIFY} {self.location}` to list every "
-                f"damaged chunk; {self._fix(info)}"
-            )
+            raise DamagedChunkError(f"Chunk {coords[0]} of {self._describe(info)} "
+                                    f"({self._rows(info, coords)}) is damaged: its checksum does "
+                                    f"not match ({self._where(key)} was altered or truncated after "
+                                    f"it was written). Run `{_VERIFY} {self.location}` to list "
+                                    f"every damaged chunk; {self._fix(info)}")
 
     async def _check_missing(self, key: str, array: str, coords: tuple[int, ...]) -> None:
         info = await self._array_info(array)
@@ -207,18 +195,8 @@ class GuardedStore(WrapperStore[Store]):
                 f"{self.location}` to list every missing chunk; {self._fix(info)}"
             )
 
-    # ------------------------------------------------------------------ metadata of arrays
-    async def _read_json(self, key: str) -> dict[str, Any] | None:
-        buf = await self._store.get(key, default_buffer_prototype())
-        if buf is None:
-            return None
-        try:
-            return dict(json.loads(buf.to_bytes()))
-        except ValueError:
-            return None
-
     async def _split_meta(self, split: str) -> dict[str, Any] | None:
-        doc = await self._read_json(f"{split}/{METADATA}")
+        doc = await read_json(self._store, f"{split}/{METADATA}")
         if doc is None:
             return None
         meta = (doc.get("attributes") or {}).get(SPLIT_ATTR)
@@ -227,7 +205,7 @@ class GuardedStore(WrapperStore[Store]):
     async def _array_info(self, array: str) -> _ArrayInfo:
         if array in self._arrays:
             return self._arrays[array]
-        doc = await self._read_json(f"{array}/{METADATA}") or {}
+        doc = await read_json(self._store, f"{array}/{METADATA}") or {}
         codecs = doc.get("codecs") or []
         checksummed = bool(codecs) and isinstance(codecs[-1], dict) and \
             codecs[-1].get("name") == "crc32c"
@@ -245,7 +223,6 @@ class GuardedStore(WrapperStore[Store]):
         self._arrays[array] = info
         return info
 
-    # ------------------------------------------------------------------ words
     def _where(self, key: str) -> str:
         return f"{self.location.rstrip('/')}/{key}" if self.location else key
 

@@ -43,25 +43,19 @@ class StoreInspection(ResultsArea):
         return int(g[key].nbytes_stored())  # type: ignore[union-attr]
 
     def verify(self, progress: bool = False, split: str | None = None) -> VerifyReport:
-        """Read every chunk of the store: checksums, completeness, metadata (``nnsig verify``);
-        only those of ``split`` when given.
+        """Read every chunk of the store (or of ``split``): checksums, completeness, metadata
+        (``nnsig verify``).
 
         Returns
         -------
         VerifyReport
-            ``ok`` when nothing is missing or damaged; ``format()`` and
-            ``rows_to_recapture()`` say what is and which rows to capture again.
+            ``ok`` when nothing is missing or damaged; ``format()`` and ``rows_to_recapture()``.
         """
         return verify_store(self, progress=progress, split=split)
 
     def summary(self) -> dict[str, Any]:
-        """A JSON-serialisable description used by ``nnsig info``.
-
-        Raises
-        ------
-        DamagedMetadataError
-            When a split's metadata is damaged (the message names the file and the fix).
-        """
+        """A JSON-serialisable description used by ``nnsig info``; DamagedMetadataError when a
+        split's metadata is damaged."""
         for error in self.damaged_splits.values():
             raise error
         out: dict[str, Any] = {"path": self.location, "splits": {}}
@@ -73,30 +67,22 @@ class StoreInspection(ResultsArea):
             for d in info["layers"]:
                 arr: Any = g[d["key"]]
                 layers.append({
-                    "name": d["name"],
-                    "type": d.get("type", "?"),
-                    "shape": list(arr.shape),
-                    "dtype": str(arr.dtype),
-                    "chunks": list(arr.chunks),
+                    "name": d["name"], "type": d.get("type", "?"), "shape": list(arr.shape),
+                    "dtype": str(arr.dtype), "chunks": list(arr.chunks),
                     "bytes_stored": self.nbytes_stored(s, d["name"]),
                     "parameters": d.get("parameters"),
                 })
             model = info.get("model") or {}
             out["splits"][s] = {
-                "complete": bool(info.get("complete", False)),
-                "n_samples": self.n_samples(s),
-                "n_expected": info.get("n_expected"),
-                "framework": info.get("framework"),
+                "complete": bool(info.get("complete", False)), "n_samples": self.n_samples(s),
+                "n_expected": info.get("n_expected"), "framework": info.get("framework"),
                 "model_class": model.get("model_class"),
                 "model_parameters": model.get("parameters"),
                 "model_fingerprint": info.get("model_fingerprint"),
                 "other_weights": (info.get("capture") or {}).get("other_weights"),
-                "class_names": info.get("class_names"),
-                "capture": info.get("capture"),
-                "level": info.get("level", "samples"),
-                "parent": info.get("parent"),
-                "bytes_stored": self.nbytes_stored(s),
-                "layers": layers,
+                "class_names": info.get("class_names"), "capture": info.get("capture"),
+                "level": info.get("level", "samples"), "parent": info.get("parent"),
+                "bytes_stored": self.nbytes_stored(s), "layers": layers,
             }
         if self.analyses:
             out["analyses"] = self.analyses

@@ -1,7 +1,4 @@
-"""Operations on a zarr store's keys (and, for a local store, its files) that zarr lacks.
-
-Listing which chunks of an array exist, and fsyncing a split's metadata, for a local directory or any other store.
-"""
+"""What zarr lacks: listing which chunks of an array exist, and fsyncing a split's metadata."""
 
 from __future__ import annotations
 

@@ -1,27 +1,18 @@
 """Copies left by killed saves, found and removed: never one a pointer leads to, nor one a
-live writer holds.
-
-Every copy records its writer (:data:`COPY_ATTR`: host, pid, start time) in its group's
-``zarr.json`` when created. A copy no pointer leads to is removed when its ``zarr.json``
-is gone, its writer ran on this host and has ended, or it is ``older_than`` seconds old
-(:data:`LEFTOVER_AGE_S` by default); one without a record only with ``older_than=0``
-(``docs/design.md``, "Leftovers are collected").
-"""
+live writer holds (each records its writer, :data:`COPY_ATTR`; ``docs/design.md``,
+"Leftovers are collected")."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
 import time
 from typing import Any
 
-from zarr.core.buffer import default_buffer_prototype
-
 from nnsig_core._util import now_iso
 from nnsig_core.store.format import ANALYSIS_GROUP, POINTER_ATTR
-from nnsig_core.store.pointers import HIDDEN
+from nnsig_core.store.pointers import HIDDEN, read_json
 
 log = logging.getLogger("nnsig")
 
@@ -55,17 +46,6 @@ def writer_gone(record: Any, older_than: float) -> bool:
     return False
 
 
-async def _doc(raw: Any, path: str) -> dict[str, Any] | None:
-    buf = await raw.get(f"{path}/zarr.json", default_buffer_prototype())
-    if buf is None:
-        return None
-    try:
-        doc = json.loads(buf.to_bytes())
-    except ValueError:
-        return {}
-    return doc if isinstance(doc, dict) else {}
-
-
 async def unreferenced(raw: Any, parent: str | None = None) -> list[str]:
     """The copies (paths) under ``analysis/`` no pointer leads to, outermost only: among the
     children of ``parent``, or anywhere in the store."""
@@ -82,7 +62,7 @@ async def unreferenced(raw: Any, parent: str | None = None) -> list[str]:
         if not any(n.startswith(HIDDEN) for n in names):
             continue
         for name in names - {n for n in names if n.startswith(HIDDEN)}:
-            doc = await _doc(raw, f"{p}/{name}") or {}
+            doc = await read_json(raw, f"{p}/{name}/zarr.json") or {}
             target = ((doc.get("attributes") or {}).get(POINTER_ATTR) or {}).get("target")
             if target:
                 live.add(f"{p}/{target}")
@@ -97,7 +77,7 @@ async def collect(raw: Any, parent: str | None = None, older_than: float = LEFTO
     returns their paths (with ``dry_run``, removes nothing)."""
     gone = []
     for path in await unreferenced(raw, parent):
-        doc = await _doc(raw, path)
+        doc = await read_json(raw, f"{path}/zarr.json")
         if doc is None or writer_gone((doc.get("attributes") or {}).get(COPY_ATTR), older_than):
             gone.append(path)
             if not dry_run:

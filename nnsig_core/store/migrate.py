@@ -1,9 +1,5 @@
-"""``nnsig migrate``: upgrade a store of an older format version in place.
-
-Format 1 (nnsig 0.1 and 0.2) becomes format 2 (coordinates, ``dimension_names``, the
-``output`` coordinate, consolidated metadata). Every change but the last only adds what
-format 1 readers ignore; the last is the root's ``zarr.json``, one write, so a migration
-killed at any moment leaves a format 1 store (``docs/design.md``, "Format versions").
+"""``nnsig migrate``: upgrade a format 1 store to format 2 in place; the root's ``zarr.json``
+is written last, in one write (``docs/design.md``, "Format versions").
 """
 
 from __future__ import annotations
@@ -37,6 +33,7 @@ from nnsig_core.store.format import (
     class_coordinate_spec,
     coordinate_values,
     sample_coordinates,
+    unit_dims,
 )
 from nnsig_core.store.guard import DamagedMetadataError
 from nnsig_core.store.opening import open_root
@@ -61,18 +58,14 @@ class MigrationReport:
     Attributes
     ----------
     location : str
-        The store.
     from_version, to_version : int or None
-        Its format version before and after.
-    changes : list of str
-        Each change, in words.
-    notes : list of str
-        What stays as it was and what that means (chunks without checksums...).
-    problems : list of str
-        What cannot be upgraded, each with its fix; when any, nothing was changed.
+        The store's format version before and after.
+    changes, notes, problems : list of str
+        Each change; what stays as it was and what that means; what cannot be upgraded, with
+        its fix (when any, nothing was changed).
     dry_run : bool
     migrated : bool
-        Whether the store is now of format ``to_version`` (False for a dry run).
+        Whether the store is now of format ``to_version``.
     """
 
     location: str
@@ -113,28 +106,24 @@ def migrate_store(store: str | os.PathLike[str] | Store, *, dry_run: bool = Fals
     Parameters
     ----------
     store : str, path-like or zarr Store
-        A local directory, an fsspec URL or a zarr ``Store`` (as for
-        :func:`~nnsig_core.open_store`).
+        As for :func:`~nnsig_core.open_store`.
     dry_run : bool
         Only say what would change; write nothing.
     drop_splits : sequence of str
-        Splits to delete first (with their token rows), for a split that
-        cannot be upgraded (the report names it); capture them again after.
+        Splits to delete first (with their token rows), for a split that cannot be upgraded
+        (the report names it); capture them again after.
     storage_options : dict, optional
         Options of the URL's fsspec filesystem.
 
     Returns
     -------
     MigrationReport
-        What was changed, and notes on what stays as it was.
 
     Raises
     ------
     MigrationError
-        A :class:`~nnsig_core.StoreError`: when the store cannot be upgraded
-        (a newer format, a layer stored under a name format 2 gives to a
-        coordinate...); the message lists every problem and its fix, and the
-        store is unchanged.
+        When the store cannot be upgraded; the message lists every problem and its fix, and
+        the store is unchanged.
     """
     if isinstance(drop_splits, str):
         drop_splits = [drop_splits]
@@ -146,9 +135,8 @@ def migrate_store(store: str | os.PathLike[str] | Store, *, dry_run: bool = Fals
     if version == FORMAT_VERSION:
         return report
     if version != 1:
-        report.problems.append(
-            f"format {version!r} is not one nnsig wrote before format {FORMAT_VERSION}: use the "
-            "nnsig version that wrote it")
+        report.problems.append(f"format {version!r} is not one nnsig wrote before format "
+                               f"{FORMAT_VERSION}: use the nnsig version that wrote it")
         raise MigrationError(report)
     plan = _Plan(root, report, set(drop_splits))
     plan.survey()
@@ -177,8 +165,13 @@ class _Plan:
         self.docs: dict[str, dict[str, Any]] = {}  # key -> new zarr.json
         self.coords: dict[str, int] = {}  # split -> width of outputs
 
-    def _get(self, key: str) -> dict[str, Any] | None:
-        buf = sync(self.store.get(key, default_buffer_prototype()))
+    def _get(self, key: str, damaged: str) -> dict[str, Any] | None:
+        """The document at ``key``; None, with the note ``damaged``, when it is damaged."""
+        try:
+            buf = sync(self.store.get(key, default_buffer_prototype()))
+        except DamagedMetadataError:
+            self.report.notes.append(damaged)
+            return None
         return None if buf is None else dict(json.loads(buf.to_bytes()))
 
     def _list(self, prefix: str) -> list[str]:
@@ -191,21 +184,15 @@ class _Plan:
                  and n != _META]
         missing = sorted(self.drop - set(names))
         if missing:
-            self.report.problems.append(
-                f"drop_splits names {missing}, which the store does not hold (its groups: "
-                f"{names})")
+            self.report.problems.append(f"drop_splits names {missing}, which the store does not "
+                                        f"hold (its groups: {names})")
         unchecked: list[str] = []
         for split in names:
             if split in self.drop or split.removesuffix(TOKENS_SUFFIX) in self.drop:
                 self.report.changes.append(f"delete split {split!r} (drop_splits)")
                 continue
-            try:
-                doc = self._get(f"{split}/{_META}")
-            except DamagedMetadataError:
-                self.report.notes.append(
-                    f"split {split!r}: its metadata is damaged; left as it is (capture it again "
-                    f"with overwrite=True after the upgrade)")
-                continue
+            doc = self._get(f"{split}/{_META}", f"split {split!r}: its metadata is damaged; left "
+                            "as it is (capture it again with overwrite=True after the upgrade)")
             meta = ((doc or {}).get("attributes") or {}).get(SPLIT_ATTR)
             if not isinstance(meta, dict):
                 continue  # not a split
@@ -217,9 +204,8 @@ class _Plan:
                 "so reads and `nnsig verify` cannot tell a damaged chunk; capture them again "
                 "(overwrite=True) for checksums")
         self._survey_scores()
-        self.report.changes.append(
-            f"write the root's zarr.json last, in one write: format_version {FORMAT_VERSION} "
-            "and the consolidated metadata of every node")
+        self.report.changes.append("write the root's zarr.json last, in one write: format_version "
+                                   f"{FORMAT_VERSION} and the consolidated metadata of every node")
 
     def _survey_split(self, split: str, meta: dict[str, Any]) -> bool:
         """Plan the split's documents; True when its arrays have no checksums (nnsig 0.1)."""
@@ -239,13 +225,9 @@ class _Plan:
         for key in self._list(f"{split}/"):
             if key == _META or key == CLASS_COORDINATE:
                 continue
-            try:
-                doc = self._get(f"{split}/{key}/{_META}")
-            except DamagedMetadataError:
-                self.report.notes.append(
-                    f"array {key!r} of split {split!r}: its metadata is damaged; left as it is "
-                    f"(`nnsig verify` lists it; capture the split again with overwrite=True)")
-                continue
+            doc = self._get(f"{split}/{key}/{_META}", f"array {key!r} of split {split!r}: its "
+                            "metadata is damaged; left as it is (`nnsig verify` lists it; "
+                            "capture the split again with overwrite=True)")
             if doc is None or doc.get("node_type") != "array":
                 continue
             new = dict(doc)
@@ -267,9 +249,8 @@ class _Plan:
                 f"split {split!r}: name the coordinates and dimensions of {changed} arrays")
         if width is not None:
             self.coords[split] = width
-            self.report.changes.append(
-                f"split {split!r}: add the coordinate {CLASS_COORDINATE!r} (the class of each of "
-                f"the {width} outputs)")
+            self.report.changes.append(f"split {split!r}: add the coordinate {CLASS_COORDINATE!r} "
+                                       f"(the class of each of the {width} outputs)")
         return unchecked
 
     def _survey_scores(self) -> None:
@@ -317,9 +298,7 @@ def _dimension_names(key: str, shape: list[int], layers: dict[Any, Any],
     if have and len(have) == len(shape) and all(have):
         return list(have)
     if key in layers:
-        rest = shape[1:]
-        dims = [f"{key}_unit"] if len(rest) == 1 else [f"{key}_dim{i}" for i in range(len(rest))]
-        return ["sample", *dims]
+        return ["sample", *unit_dims(key, len(shape) - 1)]
     if key == "inputs":
         return ["sample", "input_h", "input_w", "input_rgb"][: len(shape)]
     return ["sample", *(f"{key}_dim{i}" for i in range(len(shape) - 1))]

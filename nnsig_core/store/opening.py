@@ -1,10 +1,6 @@
-"""Opening (or creating) an nnsig store: a local directory, an fsspec URL or a zarr Store.
-
-Whatever the store, zarr reads and writes it through the guard of
-:mod:`~nnsig_core.store.guard`. A local directory (a path, or a ``file://``
-URL) is opened with zarr's ``LocalStore``, the fastest path; ``s3://``,
-``gs://``, ``memory://`` and any other fsspec URL with ``FsspecStore`` and the
-given ``storage_options``; a zarr ``Store`` object is used as it is.
+"""Opening (or creating) an nnsig store: a local directory or ``file://`` URL (zarr's
+``LocalStore``), any other fsspec URL (``FsspecStore``) or a zarr Store, always read and
+written through the guard of :mod:`~nnsig_core.store.guard`.
 """
 
 from __future__ import annotations
@@ -13,6 +9,7 @@ import json
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +20,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
-from nnsig_core.store.errors import StoreError
+from nnsig_core.store.errors import REMOTE_PACKAGES, StoreError
 from nnsig_core.store.format import FORMAT_VERSION, ROOT_ATTR
 from nnsig_core.store.guard import DamagedMetadataError, GuardedStore
 from nnsig_core.store.pointers import PointerStore
@@ -49,13 +46,13 @@ def split_location(where: StoreLike) -> tuple[Path | None, str | None]:
     return None, text
 
 
+@dataclass
 class OpenedRoot:
     """The root group of an opened store, with where it lives."""
 
-    def __init__(self, group: zarr.Group, path: Path | None, location: str) -> None:
-        self.group = group
-        self.path = path
-        self.location = location
+    group: zarr.Group
+    path: Path | None
+    location: str
 
 
 def open_root(where: StoreLike, mode: str, storage_options: dict[str, Any] | None = None,
@@ -65,11 +62,9 @@ def open_root(where: StoreLike, mode: str, storage_options: dict[str, Any] | Non
     another format version is refused unless ``any_version`` (what ``nnsig migrate``
     opens)."""
     if mode not in MODES:
-        raise ValueError(
-            f"mode must be one of {', '.join(map(repr, MODES))} ('r' read-only, 'r+' "
-            "read-write, 'a' read-write and created if missing, 'w' created afresh); "
-            f"got {mode!r}."
-        )
+        raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))} ('r' read-only, 'r+' "
+                         "read-write, 'a' read-write and created if missing, 'w' created afresh); "
+                         f"got {mode!r}.")
     path, url = split_location(where)
     if path is not None:
         if storage_options:
@@ -101,22 +96,16 @@ def open_root(where: StoreLike, mode: str, storage_options: dict[str, Any] | Non
 def _local(p: Path, mode: str) -> LocalStore:
     if mode in ("r", "r+"):
         if not p.exists():
-            raise StoreError(
-                f"No store at {str(p)!r}: the path does not exist. "
-                "Create one with nnsig_core.capture(...)."
-            )
+            raise StoreError(f"No store at {str(p)!r}: the path does not exist. "
+                             "Create one with nnsig_core.capture(...).")
         if not (p / "zarr.json").is_file():
-            raise StoreError(
-                f"{str(p)!r} is not a Zarr v3 store (no zarr.json); "
-                "give the directory that capture() wrote."
-            )
+            raise StoreError(f"{str(p)!r} is not a Zarr v3 store (no zarr.json); "
+                             "give the directory that capture() wrote.")
     if mode == "w" and p.exists():
         shutil.rmtree(p)
     if p.is_dir() and not (p / "zarr.json").exists() and any(p.iterdir()):
-        raise StoreError(
-            f"{str(p)!r} is a directory that is not empty and holds no Zarr store; "
-            "choose a new path for the store."
-        )
+        raise StoreError(f"{str(p)!r} is a directory that is not empty and holds no Zarr store; "
+                         "choose a new path for the store.")
     return LocalStore(p, read_only=mode == "r")
 
 
@@ -125,22 +114,17 @@ def _check_remote(store: Store, location: str, mode: str) -> None:
     try:
         has_root = sync(store.exists("zarr.json"))
         if mode in ("r", "r+") and not has_root:
-            raise StoreError(
-                f"No store at {location!r} (no zarr.json there). "
-                "Create one with nnsig_core.capture(...)."
-            )
+            raise StoreError(f"No store at {location!r} (no zarr.json there). "
+                             "Create one with nnsig_core.capture(...).")
         if mode == "w":
             sync(store.delete_dir(""))
         elif not has_root and not sync(store.is_empty("")):
-            raise StoreError(
-                f"{location!r} is not empty and holds no Zarr store; choose a new location "
-                "for the store."
-            )
+            raise StoreError(f"{location!r} is not empty and holds no Zarr store; choose a new "
+                             "location for the store.")
     except StoreError:
         raise
     except Exception as exc:  # noqa: BLE001 - the network's and the SDK's errors, whatever they are
-        if not isinstance(exc, OSError) and not type(exc).__module__.startswith(
-                ("botocore", "aiobotocore", "aiohttp", "google", "gcsfs", "adlfs", "s3fs")):
+        if not isinstance(exc, OSError) and not type(exc).__module__.startswith(REMOTE_PACKAGES):
             raise
         raise StoreError(
             f"Cannot reach the store {location!r} ({type(exc).__name__}: {exc}). Check its "
@@ -150,8 +134,7 @@ def _check_remote(store: Store, location: str, mode: str) -> None:
 
 
 def _root_group(store: GuardedStore, create: bool, location: str) -> zarr.Group:
-    """The root group; created with the nnsig attribute in one metadata write when asked and
-    absent. Two processes creating the same new store both succeed."""
+    """The root group, created with the nnsig attribute in one write when asked and absent."""
     try:
         if create:
             _rewrite_damaged_root(store, location)
@@ -171,8 +154,7 @@ def _root_group(store: GuardedStore, create: bool, location: str) -> zarr.Group:
 
 
 def _rewrite_damaged_root(store: GuardedStore, location: str) -> None:
-    """Write the root's metadata again when it is damaged (it holds only the format version,
-    so nothing is lost): what the :class:`DamagedMetadataError` of the root names as the fix."""
+    """Write the root's metadata again when it is damaged (it holds only the format version)."""
     try:
         sync(store.get("zarr.json", default_buffer_prototype()))
     except DamagedMetadataError:
@@ -187,29 +169,21 @@ def _check_root(group: zarr.Group, location: str, mode: str, any_version: bool) 
     attrs = dict(group.attrs)
     if ROOT_ATTR not in attrs:
         if mode in ("r", "r+"):
-            raise StoreError(
-                f"{location!r} is a Zarr group but not an nnsig store "
-                f"(no {ROOT_ATTR!r} attribute)."
-            )
+            raise StoreError(f"{location!r} is a Zarr group but not an nnsig store "
+                             f"(no {ROOT_ATTR!r} attribute).")
         if len(list(group.keys())) > 0:
-            raise StoreError(
-                f"{location!r} is a non-empty Zarr group that nnsig did not write; "
-                "choose another path."
-            )
+            raise StoreError(f"{location!r} is a non-empty Zarr group that nnsig did not write; "
+                             "choose another path.")
         group.attrs[ROOT_ATTR] = {"format_version": FORMAT_VERSION}
     root: Any = dict(group.attrs)[ROOT_ATTR]
     version = root.get("format_version")
     if version == FORMAT_VERSION or any_version:
         return
     if isinstance(version, int) and version < FORMAT_VERSION:
-        raise StoreError(
-            f"{location!r} has nnsig store format {version} (written by an older nnsig); this "
-            f"nnsig reads format {FORMAT_VERSION}. Upgrade it in place with `nnsig migrate "
-            f"{location}` (or nnsig_core.migrate_store(...)); `nnsig migrate --dry-run` says "
-            "what it would change."
-        )
-    raise StoreError(
-        f"{location!r} has nnsig store format {version}; this nnsig reads format "
-        f"{FORMAT_VERSION} (and upgrades older ones with `nnsig migrate`). Use the nnsig "
-        "version that wrote it (a newer one), or re-capture with this version."
-    )
+        raise StoreError(f"{location!r} has nnsig store format {version} (written by an older "
+                         f"nnsig); this nnsig reads format {FORMAT_VERSION}. Upgrade it in place "
+                         f"with `nnsig migrate {location}` (or nnsig_core.migrate_store(...)); "
+                         "`nnsig migrate --dry-run` says what it would change.")
+    raise StoreError(f"{location!r} has nnsig store format {version}; this nnsig reads format "
+                     f"{FORMAT_VERSION} (and upgrades older ones with `nnsig migrate`). Use the "
+                     "nnsig version that wrote it (a newer one), or re-capture with this version.")

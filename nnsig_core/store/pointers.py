@@ -1,10 +1,6 @@
-"""Atomic replacement of saved results: groups under ``analysis/`` reached through pointers.
-
-A new copy is written under a hidden sibling prefix, then the final place's ``zarr.json``
-becomes a pointer to it (one atomic write), then the old copy is deleted
-(``docs/design.md``, "Atomic replacement of results"). :class:`PointerStore` sits under
-the guard and follows the pointers, so zarr and the analysis read and write logical paths.
-"""
+"""Atomic replacement of saved results: groups under ``analysis/`` are pointers to hidden
+sibling copies, switched in one write (``docs/design.md``, "Atomic replacement of
+results"); :class:`PointerStore` follows them, so zarr reads and writes logical paths."""
 
 from __future__ import annotations
 
@@ -32,6 +28,18 @@ def pointer_document(target: str) -> bytes:
         POINTER_ATTR: {"target": target, "switched": now_iso()}}}).encode()
 
 
+async def read_json(store: Store, key: str) -> dict[str, Any] | None:
+    """The JSON object at ``key`` of ``store``: None when absent, ``{}`` when not an object."""
+    buf = await store.get(key, default_buffer_prototype())
+    if buf is None:
+        return None
+    try:
+        doc = json.loads(buf.to_bytes())
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
 def pointer_target(doc: bytes | None) -> str | None:
     """The sibling a ``zarr.json`` points to, or None for any other document."""
     if not doc:
@@ -45,12 +53,8 @@ def pointer_target(doc: bytes | None) -> str | None:
 
 
 class PointerStore(WrapperStore[Store]):
-    """Wraps a zarr store; keys under ``analysis/`` follow pointers (see the module doc).
-
-    What a pointer resolves to is cached per instance (:meth:`forget` drops it);
-    a read that finds nothing where a cached pointer led is retried once with
-    the pointers read again, so a copy replaced by another process is found.
-    """
+    """Wraps a zarr store; keys under ``analysis/`` follow pointers, cached per instance (a
+    read that finds nothing where a cached pointer led reads the pointers again)."""
 
     def __init__(self, store: Store) -> None:
         super().__init__(store)
@@ -66,14 +70,12 @@ class PointerStore(WrapperStore[Store]):
         """Drop the cached pointers (another process may have switched them)."""
         self._slots.clear()
 
-    # ------------------------------------------------------------------ resolution
     async def _raw(self, key: str) -> bytes | None:
         buf = await self._store.get(key, default_buffer_prototype())
         return None if buf is None else buf.to_bytes()
 
     async def _node(self, path: str) -> str | None:
-        """What the node at the physical ``path`` is: a pointer's target, ``_PLAIN`` for a
-        group, None for an array or nothing (below which no pointer is looked for)."""
+        """A pointer's target, ``_PLAIN`` for a group, None for an array or nothing at ``path``."""
         if path in self._slots:
             return self._slots[path]
         doc = await self._raw(f"{path}/{_META}")
@@ -145,7 +147,6 @@ class PointerStore(WrapperStore[Store]):
         self._slots = {k: v for k, v in self._slots.items()
                        if k != place and not k.startswith(place + "/")}
 
-    # ------------------------------------------------------------------ the store API
     async def get(self, key: str, prototype: BufferPrototype | None = None,
                   byte_range: ByteRequest | None = None) -> Buffer | None:
         prototype = prototype or default_buffer_prototype()

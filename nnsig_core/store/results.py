@@ -1,8 +1,4 @@
-"""The results area of a store: the groups of analyses, their signatures and scores.
-
-:class:`ResultsArea` lists the analyses and opens, creates, deletes and replaces groups
-by path: those under ``analysis/``, and the few other paths capture asks about.
-"""
+"""The results area of a store: the groups of analyses, their signatures and scores."""
 
 from __future__ import annotations
 
@@ -60,10 +56,8 @@ class ResultsArea(SplitReading):
             self.consolidate_metadata()
 
     def replace_group(self, new_path: str, path: str) -> None:
-        """Make the whole group written at ``new_path`` (a sibling of ``path`` under
-        ``analysis/``) the group at ``path``: one pointer document switched last, then the
-        old copy deleted (:mod:`~nnsig_core.store.pointers`). A process killed at any moment
-        leaves either the old group or the new one at ``path``, never a mix."""
+        """Make the group written at ``new_path`` (a sibling under ``analysis/``) the group at
+        ``path`` by switching its pointer, then delete the old copy: never a mix of the two."""
         self.require_writable(f"group {path!r}")
         parent, _, leaf = new_path.rpartition("/")
         pointers = pointer_store(self.root.store_path.store)
@@ -88,14 +82,13 @@ class ResultsArea(SplitReading):
                         "store.clean() removes them.", path, type(exc).__name__, exc)
 
     def clean(self, older_than: float = LEFTOVER_AGE_S, dry_run: bool = False) -> list[str]:
-        """Remove the copies of results left by killed saves that no pointer leads to and
-        whose writer is gone (:mod:`~nnsig_core.store.leftovers`); returns their paths.
+        """Remove the copies left by killed saves that no pointer leads to and whose writer is
+        gone; returns their paths.
 
         Parameters
         ----------
         older_than : float
-            Seconds after which a copy's writer is taken to be gone even when it ran on
-            another host (on this host, an ended process is known at once).
+            Seconds after which a copy's writer on another host is taken to be gone.
         dry_run : bool
             List them, remove nothing.
         """

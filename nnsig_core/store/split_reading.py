@@ -1,10 +1,5 @@
-"""Reading a split of the store, with its metadata cached per opened store.
-
-:class:`SplitReading` holds the state every mixin of
-:class:`~nnsig_core.store.ActivationStore` shares and is their base. A split's metadata is
-read once and cached; what the store writes updates the cache, :meth:`SplitReading.refresh`
-forgets it, and :meth:`SplitReading.fingerprint` always reads the storage itself.
-"""
+"""Reading a split of the store, its metadata cached per opened store (:meth:`refresh`
+forgets it); :class:`SplitReading` is the base of every mixin of ``ActivationStore``."""
 
 from __future__ import annotations
 
@@ -64,7 +59,6 @@ class SplitReading:
             fs.invalidate_cache()
         return self
 
-    # ------------------------------------------------------------------ the store
     @property
     def location(self) -> str:
         """Where the store lives, for messages."""
@@ -84,10 +78,8 @@ class SplitReading:
     def require_writable(self, what: str) -> None:
         """Raise :class:`StoreError` when the store is open read-only (``what`` needs to write)."""
         if self.read_only:
-            raise StoreError(
-                f"The store {self.location!r} is open read-only, so {what} cannot be written. "
-                "Open it with open_store(path, mode='r+')."
-            )
+            raise StoreError(f"The store {self.location!r} is open read-only, so {what} cannot be "
+                             "written. Open it with open_store(path, mode='r+').")
 
     def consolidate_metadata(self) -> None:
         """Write the metadata of every split, array and saved result into the root's
@@ -97,7 +89,6 @@ class SplitReading:
         self.require_writable("the consolidated metadata")
         consolidate(self.root)
 
-    # ------------------------------------------------------------------ splits
     @property
     def splits(self) -> list[str]:
         """Names of the splits in the store, complete or not, in sorted order."""
@@ -138,10 +129,8 @@ class SplitReading:
         if split not in self.splits:
             self._splits = None  # another handle (or process) may have written it since
         if split not in self.splits:
-            raise StoreError(
-                f"Split {split!r} is not in the store {self.location!r}; "
-                f"available splits: {', '.join(self.splits) or '(none)'}."
-            )
+            raise StoreError(f"Split {split!r} is not in the store {self.location!r}; "
+                             f"available splits: {', '.join(self.splits) or '(none)'}.")
         if split not in self._groups:
             self._groups[split] = self.root[split]  # type: ignore[assignment]
         return self._groups[split]
@@ -156,11 +145,8 @@ class SplitReading:
         return dict(self._info(split))
 
     def is_complete(self, split: str) -> bool:
-        """Whether the split's capture finished (every sample written to the store's files).
-
-        Written means the chunk files were written and closed, not fsync'd: a
-        complete split survives the process being killed, not a power cut.
-        """
+        """Whether the split's capture finished (every sample's chunks written and closed, not
+        fsync'd)."""
         return bool(self._info(split).get("complete", False))
 
     def require_complete(self, split: str) -> None:
@@ -191,8 +177,7 @@ class SplitReading:
         cap = info.get("capture") or {}
         return {
             "n_samples": int(info.get("n_samples", info.get("n_written", 0))),
-            "capture_id": cap.get("capture_id"),
-            "started": cap.get("started"),
+            "capture_id": cap.get("capture_id"), "started": cap.get("started"),
             "finished": cap.get("finished"),
         }
 
@@ -208,19 +193,12 @@ class SplitReading:
     def token_rows(
         self, split: str, start: int = 0, stop: int | None = None
     ) -> dict[str, np.ndarray]:
-        """Of a token row space: each row's ``sample_row`` (in the parent split),
-        ``position`` and ``token`` id (-1 when unknown), rows ``start:stop``.
-
-        Raises
-        ------
-        StoreError
-            When ``split`` is not a token row space.
-        """
+        """Of a token row space: rows ``start:stop``'s ``sample_row`` (in the parent split),
+        ``position`` and ``token`` id (-1 when unknown); StoreError for another split."""
         if self.level(split) != "tokens":
-            raise StoreError(
-                f"Split {split!r} has one row per sample, not per token; its token rows, if "
-                f"any, are in split {self.token_split(split) or split + '.tokens'!r}."
-            )
+            raise StoreError(f"Split {split!r} has one row per sample, not per token; its token "
+                             "rows, if any, are in split "
+                             f"{self.token_split(split) or split + '.tokens'!r}.")
         return {k: self._read(split, k, start, stop) for k in ("sample_row", "position", "token")}
 
     def n_classes(self, split: str) -> int:
@@ -233,7 +211,6 @@ class SplitReading:
         names = self.class_names(split)
         return max(n, len(names)) if names else n
 
-    # ------------------------------------------------------------------ layers
     def layer_info(self, split: str) -> list[dict[str, Any]]:
         """Per captured layer: name, key, type, shape, dtype, parameters."""
         return [dict(d) for d in self._info(split)["layers"]]
@@ -249,21 +226,14 @@ class SplitReading:
         names = self.layers(split)
         close = difflib.get_close_matches(layer, names, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise StoreError(
-            f"Layer {layer!r} is not in split {split!r}.{hint} "
-            f"Captured layers: {', '.join(names)}."
-        )
+        raise StoreError(f"Layer {layer!r} is not in split {split!r}.{hint} "
+                         f"Captured layers: {', '.join(names)}.")
 
     def activations(self, split: str, layer: str) -> zarr.Array:
-        """The activations of ``layer`` on ``split``: a zarr array (sample, *unit shape).
-
-        Slicing reads only the chunks needed, e.g. ``store.activations("train",
-        "fc1")[:1000]``. On an incomplete split, rows at and after
-        :meth:`n_samples` hold no data yet.
-        """
+        """The activations of ``layer`` on ``split``: a zarr array (sample, *unit shape); a slice
+        reads only its chunks. On an incomplete split, rows from :meth:`n_samples` on are empty."""
         return self._group(split)[self._layer_key(split, layer)]  # type: ignore[return-value]
 
-    # ------------------------------------------------------------------ metadata arrays
     def _array(self, split: str, name: str) -> zarr.Array:
         g = self._group(split)
         if name not in g:

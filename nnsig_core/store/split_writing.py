@@ -31,12 +31,8 @@ class SplitWriting(SplitReading):
     def create_split(
         self, split: str, info: Mapping[str, Any], specs: Mapping[str, Mapping[str, Any]]
     ) -> dict[str, zarr.Array]:
-        """Create ``split``'s group and arrays (``layout.split_array_specs``) and its metadata.
-
-        An existing group of that name (``overwrite=True`` of capture) is
-        replaced. If creating an array fails, the half-made group is removed,
-        so the store never holds a group without split metadata.
-        """
+        """Create ``split``'s group, arrays and metadata, replacing a group of that name; a
+        failure removes the half-made group."""
         self.require_writable(f"split {split!r}")
         self._remove(split)
         group = self.root.create_group(split)
@@ -102,12 +98,8 @@ class SplitWriting(SplitReading):
 
     def check_compatible(self, split: str, layers: Sequence[Mapping[str, Any]],
                          include_self: bool = False, level: str = "samples") -> None:
-        """Raise :class:`StoreError` unless ``layers`` (name, shape) match every other split's.
-
-        ``include_self`` also compares with ``split`` itself (a resumed capture).
-        Only splits of the same ``level`` are compared: sample-level splits with
-        each other, token row spaces (``level="tokens"``) with each other.
-        """
+        """Raise :class:`StoreError` unless ``layers`` match every other split of the same
+        ``level`` (and ``split`` itself with ``include_self``, for a resumed capture)."""
         for other in self.splits:
             if other == split and not include_self:
                 continue
@@ -115,21 +107,13 @@ class SplitWriting(SplitReading):
                 continue
             problems = layer_differences(layers, self.layer_info(other), other)
             if problems:
-                raise StoreError(
-                    f"This model does not match split {other!r} of the store "
-                    f"({'; '.join(problems)}). Capture the same layers of the same model, "
-                    "or use a new store."
-                )
+                raise StoreError(f"This model does not match split {other!r} of the store "
+                                 f"({'; '.join(problems)}). Capture the same layers of the same "
+                                 "model, or use a new store.")
 
     def claim(self, split: str, break_stale: bool = False) -> SplitClaim:
-        """Take the exclusive claim of one writer on ``split`` (see :mod:`~nnsig_core.store.claims`),
-        then forget cached metadata, which another writer may have changed before.
-
-        Raises
-        ------
-        ClaimError
-            Another capture holds the split; the message names it.
-        """
+        """Take the exclusive claim of one writer on ``split``, then forget cached metadata;
+        ClaimError, naming the holder, when another capture holds it."""
         self.require_writable(f"split {split!r}")
         claim = SplitClaim(self.root, split, self.path, self.location).acquire(break_stale)
         self.refresh()

@@ -80,15 +80,12 @@ class VerifyReport:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable form (``nnsig verify --json``)."""
         return {
-            "location": self.location,
-            "ok": self.ok,
-            "chunks_checked": self.chunks_checked,
+            "location": self.location, "ok": self.ok, "chunks_checked": self.chunks_checked,
             "chunks_without_checksum": self.unchecked,
             "problems": [p.__dict__ for p in self.problems],
             "rows_to_recapture": {s: [list(r) for r in v]
                                   for s, v in self.rows_to_recapture().items()},
-            "incomplete_splits": self.incomplete,
-            "unreferenced_copies": self.leftovers,
+            "incomplete_splits": self.incomplete, "unreferenced_copies": self.leftovers,
         }
 
     def format(self) -> str:
@@ -138,8 +135,7 @@ def _live_copies(docs: dict[str, dict[str, Any]]) -> set[str]:
 
 
 def _live(path: str, live: set[str]) -> bool:
-    """Whether ``path`` is reachable: not inside a copy no pointer leads to (one being written,
-    or left by a save that was killed: garbage, which a save never reads)."""
+    """Whether ``path`` is not inside a copy no pointer leads to (being written, or garbage)."""
     parts = path.split("/")
     return all(not seg.startswith(HIDDEN) or "/".join(parts[: i + 1]) in live
                for i, seg in enumerate(parts))
@@ -174,14 +170,13 @@ def verify_store(store: SplitReading, progress: bool = False,
     found = {path: (doc.get("attributes") or {}).get(SPLIT_ATTR) for path, doc in docs.items()
              if doc.get("node_type") == "group" and "/" not in path and path}
     splits: dict[str, dict[str, Any]] = {k: v for k, v in found.items() if isinstance(v, dict)}
+    live = _live_copies(docs)
+    arrays = {p: d for p, d in docs.items() if d.get("node_type") == "array" and _live(p, live)}
     for split, meta in sorted(splits.items()):
         if not meta.get("complete"):
             report.incomplete[split] = (
                 f"incomplete ({meta.get('n_written', 0)} of {meta.get('n_expected') or '?'} "
                 "samples written): resume it with capture(..., resume=True)")
-    live = _live_copies(docs)
-    arrays = {p: d for p, d in docs.items() if d.get("node_type") == "array" and _live(p, live)}
-    for split, meta in sorted(splits.items()):
         n_rows = int(meta.get("n_samples", 0) if meta.get("complete") else meta.get("n_written", 0))
         wanted = {d.get("key"): d.get("name") for d in meta.get("layers") or []}
         wanted.update({k: k for k in ("outputs", "labels", "predictions", "sample_index")})
