@@ -1,10 +1,5 @@
-"""Per-layer clustering: optional discretization, optional PCA, then KMeans.
-
-:class:`LayerClusterer` fits one layer from its fit rows, held by either driver. It
-clusters with exact KMeans when the selected rows fit ``memory_limit``, else with the
-out-of-core k-means of :mod:`nnsig_core.analysis.lloyd`; cluster ids are canonical
-(``docs/design.md``, "Analysis").
-"""
+"""Per-layer clustering: optional discretization, optional PCA, then KMeans (exact, or the
+out-of-core k-means of :mod:`nnsig_core.analysis.lloyd`), with canonical cluster ids."""
 
 from __future__ import annotations
 
@@ -51,14 +46,12 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
     discretizer : Discretizer or None
         Template, cloned at fit (its ``random_state`` defaults to ours).
     reduce : int or None
-        Number of principal components (:mod:`nnsig_core.analysis.pca`; ``None``: no
-        reduction; a value >= the number of features also means none).
+        Number of principal components (``None``, or >= the features: no reduction).
     memory_limit : int or str
-        Budget of layer data held in memory (see the module docstring).
+        Budget of layer data held in memory.
     random_state : int or None
     n_init : int or "auto"
-        KMeans initialisations (exact path, and the KMeans on the seeding sample of the
-        out-of-core path, at least 3 there when the sample is not every row).
+        KMeans initialisations.
     method : {"auto", "exact", "lloyd"}
         ``"auto"`` chooses by ``memory_limit``.
     progress : bool
@@ -67,26 +60,21 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
     Attributes
     ----------
     method_ : str
-        The path used, ``"exact"`` or ``"lloyd"``, on either driver (``"streaming"`` and
-        ``"distributed"`` in analyses saved by earlier versions).
+        The path used, ``"exact"`` or ``"lloyd"`` (``"streaming"``, ``"distributed"`` in
+        older saves).
     cached_raw_ : bool
-        Whether the raw rows were read once and kept in memory for the passes
-        of a discretizer or a reduction (instead of read again per pass).
+        Whether the raw rows were kept in memory for the passes of the fit.
     n_features_in_ : int
-        Features (flattened units) of the layer.
     discretizer_ : Discretizer or None
     reducer_ : PCAReducer or None
     cluster_centers_ : ndarray (n_clusters, n_dims), float32
-        Centres in canonical order, in the discretized/reduced space.
+        Centres in canonical order, in the clustering space.
     fit_counts_ : ndarray (n_clusters,)
-        Fit rows per cluster.
     inertia_ : float
-        Sum of squared distances of fit rows to their centre.
     n_fit_samples_ : int
     fit_composition_ : ndarray (n_clusters, n_classes), int64
         Fit rows per cluster and label.
     n_iter_ : int
-        KMeans' (exact) or Lloyd's (out of core) iterations.
     """
 
     def __init__(
@@ -121,7 +109,6 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
         "progress": [bool],
     }
 
-    # ------------------------------------------------------------------ fitting
     def fit(self, rows: FitRows | RowSource, *, name: str = "layer",
             n_classes: int | None = None) -> LayerClusterer:
         """Fit on every fit row of ``rows`` (named ``name`` in messages).
@@ -129,18 +116,13 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
         Parameters
         ----------
         rows : FitRows or RowSource
-            The layer's fit rows, held by either driver
-            (:mod:`nnsig_core.analysis.fit_rows`); a plain row source is read here.
+            The layer's fit rows, held by either driver; a plain row source is read here.
         name : str
         n_classes : int, optional
-            Classes of the fit rows' labels, the columns of :attr:`fit_composition_`
-            (default 1: rows read without labels count as class 0).
+            Columns of :attr:`fit_composition_` (default 1: every row is class 0).
         """
         validate_params(self, self._nnsig_constraints)
-        if hasattr(rows, "reducer"):
-            rows = cast(FitRows, rows)
-        else:  # a plain row source, read here
-            rows = cast(FitRows, SourceRows(rows))
+        rows = cast(FitRows, rows if hasattr(rows, "reducer") else SourceRows(rows))
         k = int(self.n_clusters)
         n, f = int(rows.n), int(rows.n_features)
         if n < k:
@@ -228,8 +210,8 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
         return r
 
     def _sample_bytes(self) -> int:
-        """Bytes of the out-of-core k-means' seeding sample: at most a quarter of
-        ``memory_limit`` (and :data:`~nnsig_core.analysis.lloyd.INIT_SAMPLE_BYTES`)."""
+        """Bytes of the seeding sample: a quarter of ``memory_limit``, at most
+        :data:`~nnsig_core.analysis.lloyd.INIT_SAMPLE_BYTES`."""
         return int(min(INIT_SAMPLE_BYTES, max(parse_bytes(self.memory_limit) // 4, 1)))
 
     def _kmeans(self, X: np.ndarray, k: int, name: str, n_init: int | None = None) -> KMeans:
@@ -243,18 +225,15 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             km.fit(X)
-        _warn_once(caught, name)
+        for msg in dict.fromkeys(str(w.message) for w in caught):
+            warn(f"Layer {name!r}: {msg}")
         return km
-
-    # ------------------------------------------------------------------ transforming
-    def _discretized(self, block: np.ndarray) -> np.ndarray:
-        if self.discretizer_ is None:
-            return block
-        return self.discretizer_.transform(block).astype(np.float32)
 
     def features(self, block: np.ndarray) -> np.ndarray:
         """Raw rows (m, n_features) -> the clustering space (float32)."""
-        x = self._discretized(block)
+        x = block
+        if self.discretizer_ is not None:
+            x = self.discretizer_.transform(block).astype(np.float32)
         if self.reducer_ is not None:
             x = self.reducer_.transform(x)
         return np.ascontiguousarray(x, dtype=np.float32)
@@ -271,11 +250,7 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
         return self.features(X)
 
     def assign(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Cluster ids (int32) of raw rows and their distances to that centre (float32).
-
-        What a signature needs, in one pass: :meth:`predict` and the matching
-        column of :meth:`transform`.
-        """
+        """Cluster ids (int32) of raw rows and their distances to that centre (float32)."""
         return assign_nearest(self._rows(X), self.cluster_centers_)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -290,7 +265,6 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
         d2 = (F**2).sum(1)[:, None] - 2 * F @ c.T + (c**2).sum(1)[None, :]
         return np.sqrt(np.maximum(d2, 0.0)).astype(np.float32)
 
-    # ------------------------------------------------------------------ state
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         check_is_fitted(self, "cluster_centers_")
         attrs: dict[str, Any] = {
@@ -332,12 +306,3 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
             sub = {k[4:]: v for k, v in arrays.items() if k.startswith("pca_")}
             c.reducer_ = PCAReducer._from_state(attrs["reducer"], sub)
         return c
-
-
-def _warn_once(caught: list[warnings.WarningMessage], name: str) -> None:
-    seen = set()
-    for w in caught:
-        msg = str(w.message)
-        if msg not in seen:
-            seen.add(msg)
-            warn(f"Layer {name!r}: {msg}")

@@ -39,7 +39,6 @@ def class_entropy(composition: np.ndarray) -> float:
     return float((h * sizes[:, 0]).sum() / total)
 
 
-
 class JointTableViews:
     """Tables and per-layer figures from the joint table (see the module doc).
 
@@ -73,7 +72,6 @@ class JointTableViews:
                 "labels, or use by='output' to count predicted classes instead."
             )
 
-    # ------------------------------------------------------------------ main table
     def table(self, *, as_frame: bool = False) -> Any:
         """The prototype's table: one row per distinct (input class, signature, output class).
 
@@ -158,7 +156,6 @@ class JointTableViews:
                          {int(c): int(v) for c, v in enumerate(by_out[i]) if v}))
         return _maybe_frame(Table(cols, rows), as_frame)
 
-    # ------------------------------------------------------------------ per layer
     def composition(self, *, by: str = "input") -> list[np.ndarray]:
         """Per layer, a (n_clusters, n_classes) matrix of sample counts.
 

@@ -38,7 +38,6 @@ TOL, MAX_ITER = 1e-4, 300
 Reduce = Callable[..., dict[str, Any]]
 
 
-# ---------------------------------------------------------------------------- seeding
 def sample_ranks(n: int, d: int, k: int, random_state: int | None,
                  sample_bytes: int = INIT_SAMPLE_BYTES) -> np.ndarray:
     """Sorted ranks of the seeding sample: every row when they fit ``sample_bytes``, and at
@@ -50,7 +49,6 @@ def sample_ranks(n: int, d: int, k: int, random_state: int | None,
     return np.sort(rng.choice(n, size=m, replace=False)).astype(np.int64)
 
 
-# ---------------------------------------------------------------------------- Lloyd
 def cluster_sums(F: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
     """``(k, d)`` float64 sums of the rows of each cluster (NumPy's pairwise float64 sums of
     each cluster's rows; no float64 copy of the block)."""
@@ -204,7 +202,6 @@ def fit_lloyd(reduce: Reduce, sample: np.ndarray, n_rows: int,
     return lloyd(reduce, centres, mean, tol=tol, max_iter=max_iter, name=name)
 
 
-# ---------------------------------------------------------------------------- final assignment
 def _assign(block: tuple[np.ndarray, np.ndarray, np.ndarray],
             state: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, float]:
     """The block's rows assigned to the centres by KMeans' rule, and their inertia."""

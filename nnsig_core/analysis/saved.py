@@ -42,7 +42,6 @@ class SavedAnalysis:
         def row_level(self, store: ActivationStore) -> str: ...
         def signatures(self, store: Any, split: str, *, client: Any = None) -> Signatures: ...
 
-    # ------------------------------------------------------------------ signature cache
     def _cache_key(self, store: ActivationStore, split: str) -> tuple[Any, ...]:
         where = store.location if store.path is not None or "://" in store.location else id(store)
         return (where, split, tuple(sorted(store.fingerprint(split).items())))
@@ -71,7 +70,6 @@ class SavedAnalysis:
         centers = {n: self.clusterers_[n].cluster_centers_ for n in self.layers_}
         return self.name_ if persist.holds_analysis(store, self.name_, centers) else None
 
-    # ------------------------------------------------------------------ persistence
     def save(self, store: StoreArg, name: str = "default", *, overwrite: bool = False,
              splits: Iterable[str] | None = None, client: ClientArg = None) -> Any:
         """Save the fitted analysis into ``store`` under ``analysis/<name>``.

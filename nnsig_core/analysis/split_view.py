@@ -76,7 +76,6 @@ class LocalSplit:
         self.prefetched = prefetch.served
         return out
 
-    # ---------------------------------------------------------------- transform
     def assign(self, clusterers: list[Any], layers: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Cluster ids (int32) and distances (float32), ``(n, n_layers)``, of every sample."""
         ids = np.empty((self.n, len(layers)), dtype=np.int32)

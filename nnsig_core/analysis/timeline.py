@@ -152,7 +152,6 @@ class Timeline:
                     "(count, order or labels differ): a timeline follows one fixed probe set"
                 )
 
-    # ------------------------------------------------------------------ results
     def _fitted(self) -> None:
         if self.checkpoints_ is None:
             from sklearn.exceptions import NotFittedError

@@ -46,7 +46,6 @@ log = logging.getLogger("nnsig")
 #: Target bytes of the widest layer per shard when ``shard_rows`` is not given.
 SHARD_BYTES = 256 << 20
 
-# ---------------------------------------------------------------------------- the driver
 def _shard_rows(requested: int | None, chunk_rows: int, batch_size: int, row_bytes: int,
                 n: int, n_workers: int) -> int:
     """Rows per shard: a multiple of the chunk length (and of the batch size when given so)."""

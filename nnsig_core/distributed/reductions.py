@@ -29,7 +29,6 @@ from nnsig_core.protocol import check_finite, nonfinite_rows
 from nnsig_core.store import ActivationStore
 
 
-# ---------------------------------------------------------------------------- blocks
 @dataclass
 class _LayerCheck:
     """What a block's NaN/Inf check needs to name the bad sample (read only on failure)."""
@@ -124,7 +123,6 @@ class SplitBlocks:
                 for r, (lo, _) in zip(raw, self.bounds, strict=True)]
 
 
-# ---------------------------------------------------------------------------- counts and fit rows
 @dataclass
 class SplitCounts:
     """Aggregates of a split's labels and predictions."""

@@ -44,7 +44,6 @@ def shard_marker_prefix(split: str) -> str:
     return f"{CLAIMS_GROUP}/{split}.shards/"
 
 
-# ---------------------------------------------------------------------------- the data set
 def default_collate(items: Sequence[Any]) -> tuple[Any, Any]:
     """``(inputs, labels)`` of a list of ``dataset[i]`` items: ``(x, y)`` pairs (or bare ``x``).
 
@@ -92,7 +91,6 @@ def dataset_len(dataset: Any) -> int:
     return int(len(dataset))
 
 
-# ---------------------------------------------------------------------------- the job
 @dataclass
 class Job:
     """Everything a task needs, shipped to every worker once."""
@@ -195,7 +193,6 @@ def _final(exc: BaseException) -> dict[str, Any]:
         return {"error": CaptureError(f"{type(exc).__name__}: {exc}")}
 
 
-# ---------------------------------------------------------------------------- tasks
 def prepare_task(job: Job, create: bool, check_rows: Sequence[int] = ()) -> dict[str, Any]:
     """Build the model on this worker, check its weights and, for a new split, create the
     split's arrays from the first batch as a single-process capture does (nothing written).
@@ -324,7 +321,6 @@ def repair_task(job: Job, shards: Sequence[tuple[int, int, int]],
         return _final(exc)
 
 
-# ---------------------------------------------------------------------------- markers
 def _zstore(store: ActivationStore) -> Any:
     return store.root.store_path.store
 

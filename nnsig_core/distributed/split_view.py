@@ -73,7 +73,6 @@ class _Budget:
             self.left += nbytes
 
 
-# ---------------------------------------------------------------------------- block kernels
 def _select(raw: np.ndarray, mask: np.ndarray | None, lo: int,
             labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(positions, labels, rows)`` of a block's fit rows."""
@@ -118,7 +117,6 @@ def _futures(obj: Any) -> list[Any]:
     return list(futures_of(obj))
 
 
-# ---------------------------------------------------------------------------- fit rows
 class DaskRows:
     """A layer's fit rows on the cluster: per block, delayed ``(positions, labels, rows)``
     (the :class:`~nnsig_core.analysis.fit_rows.FitRows` of the Dask driver)."""
@@ -207,7 +205,6 @@ class DaskRows:
         self._shipped = []
 
 
-# ---------------------------------------------------------------------------- the view
 class DaskSplit(SplitBlocks):
     """A split on the cluster of ``client``: :class:`SplitBlocks` with the operations of the
     local view (see the module doc)."""
@@ -258,7 +255,6 @@ class DaskSplit(SplitBlocks):
         finally:
             self.client.cancel(self._masks)
 
-    # ---------------------------------------------------------------- transform
     def assign(self, clusterers: list[Any], layers: list[str]) -> tuple[Any, Any]:
         """Lazy cluster ids (int32) and distances (float32), ``(n, n_layers)`` dask arrays."""
         import dask.array as da
