@@ -1,14 +1,9 @@
-"""The views of a split's signatures computed from its joint table alone.
-
-:class:`JointTableViews` holds every table and per-layer figure of
-:class:`~nnsig_core.analysis.Signatures`. Each counts the joint table's distinct
-``(label, path, prediction)`` rows with their multiplicities, so it costs as many rows as
-there are distinct paths, however many samples there are and wherever they are held.
-"""
+"""The tables and per-layer figures of :class:`~nnsig_core.analysis.Signatures`, computed from
+the joint table alone (as many rows as distinct paths, however many samples)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,30 +35,19 @@ def class_entropy(composition: np.ndarray) -> float:
 
 
 class JointTableViews:
-    """Tables and per-layer figures from the joint table (see the module doc).
-
-    A subclass provides ``split``, ``layers``, ``n_clusters``, ``n_classes``,
-    ``has_labels`` and ``_cols()``: the joint table's label, cluster ids,
-    prediction and count columns.
-    """
+    """Tables and per-layer figures from the joint table (a mixin of ``Signatures``)."""
 
     split: str
     layers: list[str]
     n_clusters: list[int]
 
-    @property
-    def n_classes(self) -> int:
-        raise NotImplementedError  # pragma: no cover - every subclass defines it
-
-    @property
-    def has_labels(self) -> bool:
-        raise NotImplementedError  # pragma: no cover - every subclass defines it
-
-    def _cols(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        raise NotImplementedError  # pragma: no cover - every subclass defines it
-
-    def joint(self) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError  # pragma: no cover - every subclass defines it
+    if TYPE_CHECKING:  # defined by the subclass
+        @property
+        def n_classes(self) -> int: ...
+        @property
+        def has_labels(self) -> bool: ...
+        def _cols(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
+        def joint(self) -> tuple[np.ndarray, np.ndarray]: ...
 
     def _need_labels(self, what: str) -> None:
         if not self.has_labels:
@@ -75,9 +59,8 @@ class JointTableViews:
     def table(self, *, as_frame: bool = False) -> Any:
         """The prototype's table: one row per distinct (input class, signature, output class).
 
-        Columns ``input_class`` (-1 when unknown), ``signature`` (tuple of
-        cluster ids, one per layer), ``output_class``, ``count``; sorted by
-        count (descending), then input class, signature and output class.
+        Columns ``input_class`` (-1 when unknown), ``signature`` (tuple of cluster ids),
+        ``output_class``, ``count``; sorted by count (descending), then the others.
 
         Parameters
         ----------
@@ -98,10 +81,8 @@ class JointTableViews:
     def by_output_class(self, *, as_frame: bool = False) -> Any:
         """Signatures leading to each output class.
 
-        Columns ``output_class``, ``signature``, ``count``, ``n_correct``
-        (samples whose label is that output class), ``n_misclassified``
-        (labelled, label differs); sorted by output class, then count
-        (descending), then signature.
+        Columns ``output_class``, ``signature``, ``count``, ``n_correct``,
+        ``n_misclassified``; sorted by output class, count (descending), signature.
         """
         lab, ids, pred, w = self._cols()
         L = len(self.layers)
@@ -123,11 +104,9 @@ class JointTableViews:
     def by_signature(self, *, as_frame: bool = False) -> Any:
         """One row per distinct signature.
 
-        Columns ``signature``, ``count``, ``majority_class`` (most frequent
-        input class, -1 without labels), ``purity`` (its share of the
-        labelled samples), ``n_misclassified``, ``by_class`` (dict input
-        class -> count), ``by_output`` (dict output class -> count); sorted by
-        count (descending), then signature.
+        Columns ``signature``, ``count``, ``majority_class`` (-1 without labels), ``purity``
+        (its share of the labelled samples), ``n_misclassified``, ``by_class`` and
+        ``by_output`` (dicts class -> count); sorted by count (descending), signature.
         """
         lab, ids, pred, w = self._cols()
         cols = ["signature", "count", "majority_class", "purity", "n_misclassified",
@@ -162,8 +141,7 @@ class JointTableViews:
         Parameters
         ----------
         by : {"input", "output"}
-            Count by true label (samples without a label are left out) or by
-            predicted class.
+            Count by true label (unlabelled samples left out) or by predicted class.
         """
         lab, ids, pred, w = self._cols()
         if by in ("input", "label"):
@@ -176,11 +154,8 @@ class JointTableViews:
         return joint_compositions(cls, ids, w, self.n_clusters, max(self.n_classes, 1))
 
     def cluster_composition(self, *, by: str = "input", as_frame: bool = False) -> Any:
-        """Long table of :meth:`composition`: ``layer``, ``cluster``, ``class``, ``count``.
-
-        Only non-zero counts are listed; rows follow layer order, then
-        cluster, then class.
-        """
+        """Long table of :meth:`composition`'s non-zero counts: ``layer``, ``cluster``,
+        ``class``, ``count``."""
         rows = []
         for name, m in zip(self.layers, self.composition(by=by), strict=False):
             for c, k in zip(*np.nonzero(m), strict=False):
@@ -188,17 +163,14 @@ class JointTableViews:
         return _maybe_frame(Table(["layer", "cluster", "class", "count"], rows), as_frame)
 
     def purity(self) -> np.ndarray:
-        """Per layer, over labelled samples: the share of samples in their cluster's most frequent
-        input class (1: every cluster holds one class; NaN without labels).
-        """
+        """Per layer: the share of labelled samples in their cluster's most frequent class
+        (NaN without labels)."""
         if not self.has_labels:
             return np.full(len(self.layers), np.nan)
         return np.array([class_purity(m) for m in self.composition(by="input")])
 
     def entropy(self) -> np.ndarray:
-        """Per layer, over labelled samples: H(class | cluster) in bits, the size-weighted mean of
-        each cluster's class entropy (0: every cluster holds one class; NaN without labels).
-        """
+        """Per layer: H(class | cluster) in bits over labelled samples (NaN without labels)."""
         if not self.has_labels:
             return np.full(len(self.layers), np.nan)
         return np.array([class_entropy(m) for m in self.composition(by="input")])
@@ -206,11 +178,8 @@ class JointTableViews:
     def transitions(self, *, include_io: bool = False, as_frame: bool = False) -> Any:
         """Counts between consecutive layers' clusters, split by input class (Sankey links).
 
-        Columns ``source_layer``, ``source``, ``target_layer``, ``target``,
-        ``input_class`` (-1 when unknown), ``count``. With ``include_io`` the
-        links from the input class to the first layer (``source_layer`` is
-        ``"input"``) and from the last layer to the output class
-        (``target_layer`` is ``"output"``) are included too.
+        Columns ``source_layer``, ``source``, ``target_layer``, ``target``, ``input_class``,
+        ``count``; ``include_io`` adds the links from ``"input"`` and to ``"output"``.
         """
         lab, ids, pred, w = self._cols()
         cols = [lab] + [ids[:, j] for j in range(ids.shape[1])] + [pred]

@@ -1,11 +1,4 @@
-"""A fitted analysis in the store: save, load, and where its signatures are kept.
-
-:class:`SavedAnalysis` is the persistence half of
-:class:`~nnsig_core.analysis.SignatureAnalysis` (a mixin): the analysis as JSON
-and arrays (:mod:`nnsig_core.analysis.state`), written and read by
-:mod:`nnsig_core.analysis.persist`; the signatures computed in this session,
-cached by the split's fingerprint; and which store holds this very analysis.
-"""
+"""A fitted analysis in the store: save, load, and the signatures cached in this session."""
 
 from __future__ import annotations
 
@@ -31,7 +24,7 @@ _FITTED = "clusterers_"
 
 
 class SavedAnalysis:
-    """Saving, loading and the signature cache of a fitted analysis (see the module doc)."""
+    """Saving, loading and the signature cache of a fitted analysis (a mixin)."""
 
     name_: str | None
     layers_: list[str]
@@ -54,17 +47,14 @@ class SavedAnalysis:
         self._cache[(*self._cache_key(store, split), *tag)] = sigs
 
     def _forget(self, store: ActivationStore, split: str) -> None:
-        """Drop every driver's cached signatures of ``split`` (they may read a group that is
-        about to be replaced)."""
+        """Drop every driver's cached signatures of ``split``."""
         prefix = self._cache_key(store, split)
         cache = getattr(self, "_cache", None) or {}
         for key in [k for k in cache if k[:len(prefix)] == prefix]:
             del cache[key]
 
     def _saved_name(self, store: ActivationStore) -> str | None:
-        """The name under which ``store`` holds this very analysis (saved there, or loaded
-        from there), else None: another analysis saved under the same name in another
-        store is not this one, and its signatures are not these."""
+        """The name under which ``store`` holds this very analysis, else None."""
         if self.name_ is None:
             return None
         centers = {n: self.clusterers_[n].cluster_centers_ for n in self.layers_}
@@ -80,17 +70,12 @@ class SavedAnalysis:
             Opened with mode ``"r+"`` or ``"a"`` (a path is opened ``"r+"``).
         name : str
         overwrite : bool
-            Replace an analysis of that name (and the scores saved with it),
-            once the new one is completely written.
+            Replace an analysis of that name (and the scores saved with it).
         splits : iterable of str, optional
-            Also save the signatures of these splits (computed if not done
-            yet), so reports and exports need not recompute them. ``None``
-            (default): every complete split of the store at the fit split's row
-            level (token row spaces for a token-level analysis); ``()``: none.
+            Also save the signatures of these splits. ``None``: every complete split at the
+            fit split's row level; ``()``: none.
         client : dask.distributed.Client, None or False
-            Compute the signatures on this Dask cluster and write them from
-            its workers (``None``: the active client, if any). Both drivers
-            write the same analysis.
+            Compute the signatures on this Dask cluster (``None``: the active client, if any).
 
         Raises
         ------
@@ -117,9 +102,8 @@ class SavedAnalysis:
         return self
 
     def _resave(self, store: ActivationStore, name: str, splits: list[str], client: Any) -> None:
-        """:meth:`save` of an analysis over its own saved copy ``name``: its state stays, and so
-        do the current signatures of ``splits`` (not computed again); what ``overwrite``
-        replaces goes: the signatures of other splits, the scorer and its scores."""
+        """:meth:`save` over its own saved copy: state and current signatures of ``splits``
+        stay; the signatures of other splits, the scorer and its scores go."""
         saved = store.group(signatures_path(name))
         for split in [] if saved is None else [k for k, _ in saved.groups()]:
             if split not in splits and not split.startswith("."):  # not another writer's group

@@ -1,9 +1,7 @@
 """Which samples an analysis is fitted on: the correctly classified ones of the chosen classes.
 
-One kernel for both drivers: :func:`selection_block` (a block's mask),
-:func:`label_counts_part` (its label counts, merged by :func:`merge_label_counts`) and
-:func:`check_selection` (the errors, from those counts alone). :func:`fit_sample_mask`
-runs them here, :func:`nnsig_core.distributed.reductions.fit_mask` on the workers.
+The block kernels and checks here serve both drivers (:func:`fit_sample_mask` runs them
+here, :func:`nnsig_core.distributed.reductions.fit_mask` on the workers).
 """
 
 from __future__ import annotations
@@ -53,12 +51,8 @@ def merge_label_counts(*parts: Mapping[str, Any]) -> dict[str, Any]:
 
 def check_selection(split: str, has_labels: bool, label_counts: np.ndarray, n_samples: int,
                     classes: Iterable[int] | None, only_correct: bool) -> np.ndarray | None:
-    """Check the fit rule against a split's label counts; the sorted classes to keep, or None (all).
-
-    Raises :class:`MissingLabelsError` when the split has no labels but ``only_correct`` or
-    ``classes`` needs them, :class:`EmptySelectionError` for an empty class list or no
-    sample with a label among ``classes``.
-    """
+    """Check the fit rule against a split's label counts; the sorted classes to keep, or None
+    (all). Raises :class:`MissingLabelsError` or :class:`EmptySelectionError`."""
     need = only_correct or classes is not None
     if need and (not has_labels or not label_counts.any()):
         why = "only_correct=True" if only_correct else "a class subset"
@@ -105,8 +99,7 @@ def check_selected(split: str, n_selected: int, label_counts: np.ndarray, n_samp
 
 
 def check_enough_rows(split: str, n_selected: int, layers: list[str], ks: list[int]) -> None:
-    """Raise :class:`TooFewSamplesError` when a layer asks for more clusters than the
-    ``n_selected`` samples selected for fitting."""
+    """Raise :class:`TooFewSamplesError` when a layer asks for more clusters than samples."""
     too_many = [(n, k) for n, k in zip(layers, ks, strict=True) if k > n_selected]
     if too_many:
         desc = ", ".join(f"{n!r}: {k}" for n, k in too_many)
@@ -117,13 +110,8 @@ def check_enough_rows(split: str, n_selected: int, layers: list[str], ks: list[i
         )
 
 
-def fit_sample_mask(
-    store: ActivationStore,
-    split: str,
-    *,
-    classes: Iterable[int] | None = None,
-    only_correct: bool = True,
-) -> np.ndarray:
+def fit_sample_mask(store: ActivationStore, split: str, *, classes: Iterable[int] | None = None,
+                    only_correct: bool = True) -> np.ndarray:
     """Boolean mask of the samples of ``split`` to fit on.
 
     Parameters
@@ -133,7 +121,7 @@ def fit_sample_mask(
     classes : iterable of int, optional
         Keep only samples with these labels (``None``: every class).
     only_correct : bool
-        Keep only samples the model classifies correctly (label = prediction).
+        Keep only samples the model classifies correctly.
 
     Returns
     -------
@@ -144,8 +132,7 @@ def fit_sample_mask(
     MissingLabelsError
         The split has no labels but ``only_correct`` or ``classes`` needs them.
     EmptySelectionError
-        No sample is left (an empty class list, classes absent from the
-        split, or no correctly classified sample).
+        No sample is left.
     """
     n = store.n_samples(split)
     labels, preds = store.labels(split), store.predictions(split)

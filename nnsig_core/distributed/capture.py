@@ -1,10 +1,5 @@
-"""Capture on a Dask cluster: one task per shard of rows, each writing its own chunks.
-
-The driver claims the split, a first task creates its arrays on a worker, one task per
-shard writes whole chunks and a marker; ``docs/design.md`` ("Distributed capture")
-gives the steps and the failures. The chunks are byte-identical to a single-process
-``capture`` of the same data and ``batch_size`` (``tests/test_distributed_capture.py``).
-"""
+"""Capture on a Dask cluster: one task per shard of rows, each writing its own whole chunks
+(byte-identical to a single-process ``capture`` of the same data and ``batch_size``)."""
 
 from __future__ import annotations
 
@@ -45,6 +40,7 @@ log = logging.getLogger("nnsig")
 
 #: Target bytes of the widest layer per shard when ``shard_rows`` is not given.
 SHARD_BYTES = 256 << 20
+
 
 def _shard_rows(requested: int | None, chunk_rows: int, batch_size: int, row_bytes: int,
                 n: int, n_workers: int) -> int:
@@ -103,38 +99,25 @@ def capture_distributed(
     Parameters
     ----------
     make_adapter : callable
-        Builds the adapter (model and layer selection) on a worker, once per
-        worker process: a picklable callable, e.g. a module-level function or
-        ``functools.partial`` that loads the weights from a file or URL (the
-        weights are not shipped with every task).
+        Builds the adapter on a worker, once per worker process: a picklable callable (e.g.
+        a module-level function loading the weights from a file).
     dataset : map-style data set or (X, y)
-        ``len(dataset)`` samples and ``dataset[i]``, an ``(input, label)``
-        pair or an input (e.g. a torch ``Dataset``); or two arrays. Sample
-        ``i`` is stored at row ``i`` with ``sample_index = i``. Shipped to
-        every worker once.
+        ``dataset[i]`` is an ``(input, label)`` pair or an input; or two arrays. Sample
+        ``i`` is stored at row ``i``.
     store : ActivationStore, path, URL or zarr Store
-        As for :func:`nnsig_core.capture`. The workers open what is given
-        here (a path or URL), or a copy of the opened store (a zarr Store, or
-        a URL with ``storage_options``: its filesystem travels with it).
+        As for :func:`nnsig_core.capture`; the workers open it too.
     split, batch_size, max_samples, class_names, keep_inputs, resume, overwrite, dtype, compressor, chunk_bytes, predict, progress, durable, allow_other_weights, storage_options
-        The options every capture shares: see
-        :class:`~nnsig_core.capture.CaptureOptions`. ``resume=True`` runs the
-        shards not yet done and, in those done, only the chunks to repair.
-        A store URL's ``storage_options`` travel to the workers.
+        See :class:`~nnsig_core.capture.CaptureOptions`; ``resume=True`` runs the shards
+        not yet done and repairs the chunks of those done.
     client : dask.distributed.Client, optional
         The cluster (default: the active client).
     shard_rows : int, optional
-        Rows per task, a multiple of the split's chunk length (default: a
-        multiple of the chunk length and of ``batch_size``, about 256 MiB of
-        the widest layer and at least four shards per worker). With a
-        multiple of ``batch_size`` the chunks are byte-identical to
-        ``capture(..., batch_size=batch_size)``'s.
+        Rows per task, a multiple of the split's chunk length (default: about 256 MiB of
+        the widest layer, at least four shards per worker).
     collate : callable, optional
-        Turns a list of ``dataset[i]`` items into ``(inputs, labels)`` (default
-        :func:`~nnsig_core.distributed.shards.default_collate`).
+        Turns a list of ``dataset[i]`` items into ``(inputs, labels)``.
     retries : int
-        Times a failed shard task is run again (exceptions other than errors in
-        the data, the model or the store, and lost workers).
+        Times a failed shard task is run again.
 
     Returns
     -------
@@ -144,8 +127,7 @@ def capture_distributed(
     Raises
     ------
     CaptureError, StoreError, ClaimError, NonFiniteActivationError
-        As :func:`nnsig_core.capture`; raised on the driver, from the first
-        shard that met it.
+        As :func:`nnsig_core.capture`.
     ValueError
         No Dask client.
     """
@@ -273,9 +255,8 @@ _LOST_WORKERS = frozenset({"FutureCancelledError", "CancelledError", "KilledWork
 def _lost(store: ActivationStore, split: str, shards: list[tuple[int, int, int]],
           done: Mapping[int, bool], repairs: list[tuple[int, int]], chunk_rows: int
           ) -> dict[int, list[int]]:
-    """Done shard -> its chunks to capture again: those ``nnsig verify`` finds missing or
-    damaged (``repairs``, rows) and those missing from a shard marked done past the rows the
-    split records as written."""
+    """Done shard -> its chunks to capture again (``repairs``' rows, and chunks missing from
+    shards marked done)."""
     chunks = {c for a, b in repairs for c in range(a // chunk_rows, b // chunk_rows + 1)}
     chunks |= lost_chunks(store, split, done, shards, chunk_rows)
     lost = {i: [c for c in sorted(chunks) if lo <= c * chunk_rows < hi]
@@ -290,16 +271,12 @@ def _lost(store: ActivationStore, split: str, shards: list[tuple[int, int, int]]
 def _run_repairs(client: Any, shipped: Any, split: str, shards: list[tuple[int, int, int]],
                  lost: dict[int, list[int]], chunk_rows: int, n: int,
                  fingerprint: str | None, retries: int) -> dict[str, Any] | None:
-    """Capture again the ``lost`` chunks of done shards, one task per shard: exactly their
-    rows, cut into the batches the shard was cut into. Returns what was re-captured."""
+    """Capture again the ``lost`` chunks of done shards, one task per shard; what was redone."""
     if not lost:
         return None
-    futures = []
-    for i, lo, hi in shards:
-        if i in lost:
-            ranges = _ranges(lost[i], chunk_rows, n)
-            futures.append(client.submit(repair_task, shipped, [(i, lo, hi)], ranges,
-                                         fingerprint, pure=False, retries=retries))
+    futures = [client.submit(repair_task, shipped, [(i, lo, hi)], _ranges(lost[i], chunk_rows, n),
+                             fingerprint, pure=False, retries=retries)
+               for i, lo, hi in shards if i in lost]
     records = [_raise(f.result()) for f in futures]
     record = {"at": now_iso(), "ranges": [r for rec in records for r in rec["ranges"]],
               "rows": sum(r["rows"] for r in records),
@@ -334,10 +311,7 @@ def _run_shards(client: Any, shipped: Any, store: ActivationStore, split: str,
                 info: dict[str, Any], shards: list[tuple[int, int, int]], done: dict[int, bool],
                 fingerprint: str | None, retries: int, progress: bool,
                 claim: Any) -> dict[int, bool]:
-    """Run the shards not in ``done``, recording progress; every task has ended on return.
-
-    Returns shard -> whether its samples had labels (``done`` included).
-    """
+    """Run the shards not in ``done``, recording progress; shard -> whether it had labels."""
     from distributed import Event, as_completed, wait
 
     stop_name = f"nnsig-stop-{uuid.uuid4().hex}"
@@ -349,8 +323,8 @@ def _run_shards(client: Any, shipped: Any, store: ActivationStore, split: str,
                for i, lo, hi in todo]
     labels = dict(done)
     bar = tqdm(total=shards[-1][2], initial=sum(hi - lo for i, lo, hi in shards if i in done),
-               unit="sample", unit_scale=True, desc=f"capture {split}", disable=None if progress else True,
-               dynamic_ncols=True)
+               unit="sample", unit_scale=True, desc=f"capture {split}",
+               disable=None if progress else True, dynamic_ncols=True)
     bounds = {i: (lo, hi) for i, lo, hi in shards}
     last = time.monotonic()
     recorded = _prefix(bounds, labels)

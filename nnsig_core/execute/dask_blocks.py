@@ -1,8 +1,5 @@
-"""The Dask driver of the executor: the same parts and merges, run per block on the workers.
-
-Partial results are merged pairwise up a tree of tasks (:data:`SPLIT_EVERY` at a time);
-only the root reaches this process. What every task needs is sent once
-(:func:`broadcast`). Imported only when a column is a dask array or a client was given.
+"""The Dask driver of the executor: the same parts and merges, run per block on the workers
+and merged up a tree of tasks. Imported only when a column is a dask array or a client given.
 """
 
 from __future__ import annotations
@@ -28,10 +25,8 @@ SPLIT_EVERY = 8
 
 
 def broadcast(client: Any, obj: Any) -> Any:
-    """``obj`` for the tasks of the next computations, sent once however many tasks use it:
-    embedded in the task graph as one key when small (below :data:`SCATTER_BYTES` pickled),
-    else scattered to every worker (a future). Pass the result to tasks instead of ``obj``
-    and :func:`release` it when done."""
+    """``obj`` sent once for every task that uses it: a graph key when small (below
+    :data:`SCATTER_BYTES` pickled), else scattered (a future; :func:`release` it when done)."""
     from dask import delayed
 
     try:
@@ -53,15 +48,14 @@ def release(client: Any, *shipped: Any) -> None:
 def smallest_worker_memory(client: Any) -> int | None:
     """The smallest memory limit of the cluster's workers in bytes (None when none is set)."""
     workers = client.scheduler_info().get("workers", {}).values()
-    limits = [int(w.get("memory_limit") or 0) for w in workers]
-    limits = [v for v in limits if v > 0]
-    return min(limits) if limits else None
+    return min([int(w.get("memory_limit") or 0) for w in workers if w.get("memory_limit")],
+               default=None)
 
 
 def block_bytes(client: Any) -> int:
     """Bytes of the widest layer per block on this client's cluster: :data:`BLOCK_BYTES`, or
-    :data:`BLOCK_SHARE` of the smallest worker memory limit when less (at least 1 MiB). Fixed
-    for a client at its first use, so that every computation cuts a split the same way."""
+    :data:`BLOCK_SHARE` of the smallest worker memory when less (at least 1 MiB). Fixed per
+    client at first use, so that every computation cuts a split the same way."""
     key = str(getattr(client, "id", id(client)))
     if key not in _BLOCK_BYTES:
         worker = smallest_worker_memory(client)
@@ -94,9 +88,7 @@ def tree_reduce(parts: Sequence[Any], combine: Callable[..., Any] | None = None,
 def reduce_delayed(client: Any, blocks: Sequence[Any], part: Callable[..., Any],
                    merge: Callable[..., Any] | None = None, **kw: Any) -> Any:
     """``part(block, **kw)`` on every delayed block on the workers, merged in a tree by
-    ``merge(*parts)`` (default :func:`~nnsig_core.execute.merging.merge_parts`); array and
-    tuple arguments are sent once (:func:`broadcast`), not with every task. The Dask driver of
-    :func:`nnsig_core.execute.blocks.fold`."""
+    ``merge(*parts)``; array and tuple arguments are sent once (:func:`broadcast`)."""
     from dask import delayed
 
     sent = {k: broadcast(client, v) if isinstance(v, np.ndarray | tuple) else v
@@ -118,8 +110,7 @@ def compute(x: Any, client: Any = None) -> Any:
 
 
 def as_dask(values: Any, rows: Any = None) -> Any:
-    """``values`` as a dask array: as it is when it already is one, a zarr array read by
-    ``from_zarr``, anything else cut into ``rows`` (a dask array's row chunks) or one block."""
+    """``values`` as a dask array, cut into ``rows`` (row chunks) or one block."""
     import dask.array as da
 
     if hasattr(values, "dask"):
@@ -143,10 +134,8 @@ MIN_BLOCKS = 16
 
 def lazy_columns(columns: Sequence[Any], client: Any) -> list[Any]:
     """The columns of :func:`~nnsig_core.execute.blocks.map_blocks` for the workers: zarr
-    columns as dask arrays of their first ``n`` rows (``n``: the first column's length) in
-    blocks of whole chunks (about :func:`block_bytes` of the widest, at least
-    :data:`MIN_BLOCKS` blocks), other dask columns on the same blocks; NumPy and None as they
-    are."""
+    columns as dask arrays of their first ``n`` rows in blocks of whole chunks (about
+    :func:`block_bytes` of the widest, at least :data:`MIN_BLOCKS` blocks)."""
     import dask.array as da
 
     n = int(np.shape(columns[0])[0])
@@ -193,7 +182,7 @@ def reduce_blocks(part: Callable[..., Any], merge: Callable[..., Any] | None,
                   columns: Sequence[Any], merge_kw: Mapping[str, Any], kw: Mapping[str, Any],
                   client: Any = None) -> Any:
     """``part`` on every block of ``columns`` on the workers, merged in a tree; the arrays and
-    objects of ``kw`` are sent once (:func:`broadcast`), not with every task."""
+    objects of ``kw`` are sent once (:func:`broadcast`)."""
     from dask import delayed
 
     cols = _aligned(columns)
@@ -232,8 +221,7 @@ def _features(raw: np.ndarray, clusterer: Any) -> np.ndarray:
 
 
 def take_features(layer: Any, positions: np.ndarray, clusterer: Any, client: Any) -> np.ndarray:
-    """The clustering-space features of rows ``positions`` of a layer (a dask array): read
-    and mapped by the workers; only the features of those rows reach this process."""
+    """The clustering-space features of rows ``positions`` of a layer, mapped on the workers."""
     if positions.size == 0:
         return np.zeros((0, 0), dtype=np.float32)
     picked = layer[positions]
