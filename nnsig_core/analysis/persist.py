@@ -1,9 +1,5 @@
-"""Saved analyses and signatures in the store: zarr I/O only.
-
-What is saved comes from ``state.export_state`` and goes back through
-``state.restore_state``; the layout under ``analysis/<name>`` is in
-``docs/store-format.md``. Only JSON attributes and numeric arrays are written, never pickles.
-"""
+"""Saved analyses and signatures in the store (layout: ``docs/store-format.md``): JSON
+attributes and numeric arrays only, never pickles."""
 
 from __future__ import annotations
 
@@ -34,8 +30,7 @@ FORMAT_VERSION = 1
 
 
 def _write_arrays(group: Any, arrays: Mapping[str, Any], client: Any = None) -> None:
-    """Write NumPy arrays here; dask arrays (signatures on a cluster) are written block by
-    block by the workers of ``client``."""
+    """Write NumPy arrays here, dask arrays from the workers of ``client``."""
     for key, arr in arrays.items():
         if is_lazy(arr):
             from nnsig_core.distributed.writing import write_blocks
@@ -66,20 +61,11 @@ def check_can_save(store: ActivationStore, name: str, overwrite: bool) -> None:
         )
 
 
-def save_analysis(
-    store: ActivationStore,
-    name: str,
-    meta: Mapping[str, Any],
-    layers: Sequence[LayerState],
-    signatures: Sequence[Signatures] = (),
-    overwrite: bool = False,
-) -> None:
-    """Write an analysis's state (and signatures of whole splits) to ``analysis/<name>``.
-
-    The analysis is written under a temporary name first; an existing
-    analysis of that name (and the scores saved with it) is replaced only once
-    the new one is complete, so a failure leaves the old one as it was.
-    """
+def save_analysis(store: ActivationStore, name: str, meta: Mapping[str, Any],
+                  layers: Sequence[LayerState], signatures: Sequence[Signatures] = (),
+                  overwrite: bool = False) -> None:
+    """Write an analysis's state (and signatures of whole splits) to ``analysis/<name>``,
+    replacing an existing one only once the new one is complete."""
     check_can_save(store, name, overwrite)
     for sigs in signatures:
         _check_whole_split(store, sigs)
@@ -126,20 +112,12 @@ def _write_signatures(group: Any, store: ActivationStore, split: str, layers: Se
     fingerprint = store.fingerprint(split)
     _write_arrays(group, {"cluster_ids": cluster_ids, "distances": distances}, client)
     check_unchanged(store, split, fingerprint)  # what was written may mix two captures
-    group.attrs.update(to_json_safe({
-        "split": split,
-        "layers": list(layers),
-        "fingerprint": fingerprint,
-        "created": now_iso(),
-    }))
+    group.attrs.update(to_json_safe({"split": split, "layers": list(layers),
+                                     "fingerprint": fingerprint, "created": now_iso()}))
 
 
 def save_signatures(store: ActivationStore, name: str, sigs: Signatures) -> None:
-    """Write the signatures of a whole split next to the saved analysis ``name``.
-
-    Older signatures of the split are replaced only after the new ones are
-    checked (a subset is refused without touching the saved copy).
-    """
+    """Write the signatures of a whole split next to the saved analysis ``name``."""
     _check_whole_split(store, sigs)
     save_signature_arrays(store, name, sigs.split, sigs.layers, sigs.cluster_ids,
                           sigs.distances, sigs.client)
@@ -147,9 +125,8 @@ def save_signatures(store: ActivationStore, name: str, sigs: Signatures) -> None
 
 def save_signature_arrays(store: ActivationStore, name: str, split: str, layers: Sequence[str],
                           cluster_ids: Any, distances: Any, client: Any = None) -> None:
-    """Write a whole split's cluster ids and distances (NumPy, or dask arrays written by the
-    workers of ``client``) next to the saved analysis ``name``, replacing older ones only once
-    complete."""
+    """Write a whole split's cluster ids and distances next to the saved analysis ``name``,
+    replacing older ones only once complete."""
     store.require_writable(f"the signatures of split {split!r}")
     if name not in store.analyses:
         raise StoreError(f"No analysis named {name!r} in {store.location!r} to save "
@@ -165,9 +142,8 @@ def save_signature_arrays(store: ActivationStore, name: str, split: str, layers:
         raise
 
 
-def signatures_group(
-    store: ActivationStore, name: str, split: str, layers: Sequence[str]
-) -> Any | None:
+def signatures_group(store: ActivationStore, name: str, split: str,
+                     layers: Sequence[str]) -> Any | None:
     """The group of the saved signatures of ``split`` next to analysis ``name``, or None when
     absent, over other layers, or stale (the split was re-captured since)."""
     if split not in store.splits:
@@ -186,9 +162,8 @@ def signatures_group(
 
 
 def holds_analysis(store: ActivationStore, name: str, centers: Mapping[str, np.ndarray]) -> bool:
-    """Whether ``store`` holds a complete analysis ``name`` over the layers of ``centers`` (layer
-    name -> cluster centres) with these very centres: the same analysis, not another one saved
-    under that name (in a store an analysis was not loaded from, say)."""
+    """Whether ``store`` holds a complete analysis ``name`` with these very cluster centres
+    (layer name -> centres), not another one saved under that name."""
     g: Any = store.group(analysis_path(name)) if name in store.analyses else None
     meta: Any = None if g is None else dict(g.attrs).get(ANALYSIS_ATTR)
     if not meta or not meta.get("complete") or meta.get("format_version") != FORMAT_VERSION:
@@ -223,8 +198,6 @@ def load_analysis(
             f"Analysis {name!r} has format {meta.get('format_version')}; this nnsig reads "
             f"format {FORMAT_VERSION}. Refit and save it again."
         )
-    layers = {}
-    for lm in meta["layers"]:
-        lg = g["layers"][lm["key"]]
-        layers[lm["name"]] = (dict(lg.attrs)["state"], _read_arrays(lg))
+    layers = {lm["name"]: (dict(g["layers"][lm["key"]].attrs)["state"],
+                           _read_arrays(g["layers"][lm["key"]])) for lm in meta["layers"]}
     return meta, layers

@@ -1,9 +1,4 @@
-"""A fitted :class:`~nnsig_core.analysis.SignatureAnalysis` as JSON and arrays, and back.
-
-:mod:`~nnsig_core.analysis.persist` writes what :func:`export_state` gives
-into the store and reads it back for :func:`restore_state`; together they
-give identical signatures after a save and a load.
-"""
+"""A fitted :class:`~nnsig_core.analysis.SignatureAnalysis` as JSON and arrays, and back."""
 
 from __future__ import annotations
 

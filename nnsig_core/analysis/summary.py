@@ -30,7 +30,6 @@ def format_summary(summary: dict[str, Any]) -> str:
     Returns
     -------
     str
-        Several lines, no trailing newline.
     """
     fit = summary["fit"]
     acc = summary.get("accuracy")
@@ -76,14 +75,9 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def analysis_summary(analysis: Any, sigs: Any) -> dict[str, Any]:
-    """A JSON-serialisable summary of a fitted analysis on the signatures ``sigs`` of a split.
-
-    Keys: ``split``, ``n_samples``, ``accuracy`` (None without labels),
-    ``n_signatures``, ``n_signatures_correct``, ``fit`` (split, samples,
-    classes, settings) and ``layers`` (per layer: name, clusters, method,
-    features, purity, entropy; None without labels). :func:`format_summary`
-    prints it.
-    """
+    """A JSON-serialisable summary of a fitted analysis on the signatures ``sigs`` of a split
+    (``split``, ``n_samples``, ``accuracy``, ``n_signatures``, ``n_signatures_correct``,
+    ``fit`` and per-layer ``layers``), printed by :func:`format_summary`."""
     split = sigs.split
     purity, entropy = sigs.purity(), sigs.entropy()
     layers = []

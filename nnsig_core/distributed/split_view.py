@@ -1,16 +1,8 @@
 """The Dask driver's split view: a split on a cluster, its fit rows as delayed blocks.
 
-:class:`DaskSplit` is :class:`~nnsig_core.distributed.reductions.SplitBlocks` with the
-operations of the local view (:class:`~nnsig_core.analysis.split_view.LocalSplit`); each
-layer's fit rows are :class:`DaskRows`, whose reductions run per block on the workers.
-
-The layers are fitted at the same time (one driver thread each, at most
-:data:`MAX_CONCURRENT_LAYERS`): a Lloyd iteration waits for a round trip to the
-workers, which the other layers' tasks fill. Rows kept for the passes
-(:meth:`DaskRows.keep`) stay in the workers' memory, within one budget shared
-by those layers: :data:`PERSIST_FRACTION` of the cluster's memory limit.
-Transform's signatures are written next to the analysis by the workers when the store
-holds it and is writable (:meth:`DaskSplit.materialize`), else kept in their memory.
+Layers are fitted at the same time (one driver thread each, at most
+:data:`MAX_CONCURRENT_LAYERS`), so that one layer's tasks fill another's round trips; rows
+kept for the passes share a budget of :data:`PERSIST_FRACTION` of the cluster's memory.
 """
 
 from __future__ import annotations
@@ -172,11 +164,9 @@ class DaskRows:
         ranks = np.asarray(ranks, dtype=np.int64)
         starts = np.concatenate([[0], np.cumsum(self.sizes)])
         shipped = self._ship(fmap)
-        parts = []
-        for i, b in enumerate(self._raw):
-            lo, hi = np.searchsorted(ranks, [starts[i], starts[i + 1]])
-            if hi > lo:
-                parts.append(delayed(_take)(b, ranks[lo:hi] - starts[i], shipped))
+        cuts = np.searchsorted(ranks, starts)
+        parts = [delayed(_take)(b, ranks[cuts[i]:cuts[i + 1]] - starts[i], shipped)
+                 for i, b in enumerate(self._raw) if cuts[i + 1] > cuts[i]]
         rows = self.client.compute(parts, sync=True)
         if rows:
             return np.concatenate(rows)
@@ -188,8 +178,7 @@ class DaskRows:
         return np.ascontiguousarray(X, dtype=np.float32), np.concatenate([b[1] for b in blocks])
 
     def keep(self, fits: bool) -> bool:
-        """Keep the rows in the workers' memory while the cluster's budget allows (the
-        driver's ``fits`` does not bind the workers)."""
+        """Keep the rows in the workers' memory while the cluster's budget allows."""
         nbytes = self.n * self.n_features * 4
         if self._kept or not self.budget.take(nbytes):
             return bool(self._kept)
@@ -206,8 +195,7 @@ class DaskRows:
 
 
 class DaskSplit(SplitBlocks):
-    """A split on the cluster of ``client``: :class:`SplitBlocks` with the operations of the
-    local view (see the module doc)."""
+    """A split on the cluster of ``client``, with the operations of the local view."""
 
     prefetched: list[str] = []
 
@@ -272,8 +260,8 @@ class DaskSplit(SplitBlocks):
                 da.stack(dist, axis=1).rechunk((self.block_rows, -1)))
 
     def materialize(self, analysis: Any, ids: Any, dist: Any) -> tuple[Any, Any]:
-        """Written next to the analysis when the store holds it and is writable (read back
-        from there), else computed and kept in the workers' memory."""
+        """Written next to the analysis when the store holds it and is writable, else kept in
+        the workers' memory."""
         home = analysis._saved_name(self.store)
         if home is not None and not self.store.read_only:
             analysis._forget(self.store, self.split)  # they may read the group replaced here

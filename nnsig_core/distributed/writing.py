@@ -15,12 +15,8 @@ def _write_block(target: Any, lo: int, block: np.ndarray) -> int:
 
 
 def write_blocks(group: Any, key: str, values: Any, client: Any) -> None:
-    """Create ``group[key]`` and have the workers write the dask array ``values`` into it,
-    block by block (one chunk per block).
-
-    Every block's task has ended when this returns, whether or not one failed: a failed
-    write is cleaned up by the caller, and no straggler may write into what it deletes.
-    """
+    """Create ``group[key]`` and have the workers write the dask array ``values`` into it, one
+    chunk per block; every task has ended on return, so the caller may clean up a failure."""
     from dask import delayed
     from distributed import wait
 

@@ -132,6 +132,13 @@ def positions_like(x: Any) -> Any:
 MIN_BLOCKS = 16
 
 
+def rows_per_block(client: Any, n: int, chunk: int, widest: int) -> int:
+    """Rows per block of ``n`` rows: whole chunks, about :func:`block_bytes` of the widest row
+    (``widest`` bytes), in at least :data:`MIN_BLOCKS` blocks."""
+    by_bytes = max(1, block_bytes(client) // max(widest * chunk, 1))
+    return chunk * min(by_bytes, max(1, -(-n // (MIN_BLOCKS * chunk))))
+
+
 def lazy_columns(columns: Sequence[Any], client: Any) -> list[Any]:
     """The columns of :func:`~nnsig_core.execute.blocks.map_blocks` for the workers: zarr
     columns as dask arrays of their first ``n`` rows in blocks of whole chunks (about
@@ -144,8 +151,7 @@ def lazy_columns(columns: Sequence[Any], client: Any) -> list[Any]:
         return list(columns)
     chunk = int(stored[0].chunks[0])
     widest = max(int(np.prod(c.shape[1:], dtype=np.int64)) * 4 for c in stored)
-    by_bytes = max(1, block_bytes(client) // max(widest * chunk, 1))
-    rows = chunk * min(by_bytes, max(1, -(-n // (MIN_BLOCKS * chunk))))
+    rows = rows_per_block(client, n, chunk, widest)
     out = []
     for c in columns:
         if isinstance(c, zarr.Array):
