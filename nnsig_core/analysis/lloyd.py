@@ -1,10 +1,5 @@
-"""k-means out of core: Lloyd's iterations as reductions over blocks of rows, seeded on a sample.
-
-One algorithm for every layer whose fit rows do not fit in memory, whichever driver
-reads them: the local clusterer folds each reduction over a pass of the store, the Dask
-driver runs it per block on the workers. The start, the iterations and the stopping
-rule (scikit-learn's) are described in ``docs/design.md`` ("Distributed analysis").
-"""
+"""k-means out of core: Lloyd's iterations as reductions over blocks of rows, seeded on a sample
+(run by either driver; ``docs/design.md``, "Distributed analysis")."""
 
 from __future__ import annotations
 
@@ -17,6 +12,8 @@ import numpy as np
 
 from nnsig_core._util import count_matrix
 from nnsig_core._warnings import warn
+from nnsig_core.analysis.assign import order_by_first
+from nnsig_core.analysis.fit_rows import Reduce
 from nnsig_core.execute.blocks import row_slices
 
 log = logging.getLogger("nnsig")
@@ -25,17 +22,12 @@ log = logging.getLogger("nnsig")
 INIT_SAMPLE_BYTES = 256 << 20
 #: Rows of the seeding sample at least (when the fit has as many).
 MIN_SAMPLE_ROWS = 1024
-#: Seedings (at least) of the KMeans on a seeding sample smaller than the fit rows: the
-#: sample's fit is cheap, a poor one costs every pass over the data (on the MNIST MLP's last
-#: layer, one seeding of a 2,048-row sample gave 1.23x the exact inertia, three 1.005x).
+#: Seedings (at least) of the KMeans on a seeding sample smaller than the fit rows: a poor
+#: seeding costs every pass over the data (MNIST MLP: 1.23x the exact inertia with one, 1.005x
+#: with three).
 SAMPLE_N_INIT = 3
 #: scikit-learn's KMeans defaults.
 TOL, MAX_ITER = 1e-4, 300
-
-#: ``reduce(part, merge=None, **kw)``: ``part(block, **kw)`` over every block ``(positions,
-#: labels, F)`` of the fit rows, merged by ``merge`` (default
-#: :func:`~nnsig_core.execute.merging.merge_parts`: sums, lists concatenated).
-Reduce = Callable[..., dict[str, Any]]
 
 
 def sample_ranks(n: int, d: int, k: int, random_state: int | None,
@@ -50,8 +42,7 @@ def sample_ranks(n: int, d: int, k: int, random_state: int | None,
 
 
 def cluster_sums(F: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
-    """``(k, d)`` float64 sums of the rows of each cluster (NumPy's pairwise float64 sums of
-    each cluster's rows; no float64 copy of the block)."""
+    """``(k, d)`` float64 sums of the rows of each cluster (no float64 copy of the block)."""
     out = np.zeros((k, F.shape[1]))
     if F.shape[0] == 0:
         return out
@@ -72,8 +63,7 @@ def lloyd_labels(Fc: np.ndarray, Cc: np.ndarray) -> np.ndarray:
 
 def _centred(block: tuple[np.ndarray, np.ndarray, np.ndarray],
              state: tuple[np.ndarray, np.ndarray]) -> Iterator[tuple[slice, np.ndarray]]:
-    """The block's rows centred as KMeans centres them (float32), slice by slice, so a task
-    holds one slice's copy rather than the block's."""
+    """The block's rows centred as KMeans centres them (float32), slice by slice."""
     mean = state[1]
     X = block[2]
     for sl in row_slices(X.shape[0], X.shape[1]):
@@ -245,11 +235,6 @@ def final_assignment(reduce: Reduce, result: LloydResult, n_classes: int) -> Fin
 
 def canonical_from_first(first: np.ndarray, centers: np.ndarray) -> np.ndarray:
     """:func:`~nnsig_core.analysis.assign.canonical_order` from each cluster's first position."""
-    k = centers.shape[0]
     present = np.flatnonzero(first >= 0)
-    order = present[np.argsort(first[present], kind="stable")]
-    missing = np.setdiff1d(np.arange(k), present)
-    if missing.size:
-        missing = missing[np.lexsort(centers[missing].T[::-1])]
-    return np.concatenate([order, missing]).astype(np.int64)
+    return order_by_first(present, first[present], centers)
 

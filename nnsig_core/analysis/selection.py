@@ -12,11 +12,7 @@ from typing import Any
 import numpy as np
 
 from nnsig_core._warnings import warn
-from nnsig_core.analysis.errors import (
-    EmptySelectionError,
-    MissingLabelsError,
-    TooFewSamplesError,
-)
+from nnsig_core.analysis.errors import EmptySelectionError, MissingLabelsError, TooFewSamplesError
 from nnsig_core.execute.blocks import reduce_columns
 from nnsig_core.execute.merging import merge_parts
 from nnsig_core.store import ActivationStore
