@@ -77,18 +77,10 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
     n_iter_ : int
     """
 
-    def __init__(
-        self,
-        *,
-        n_clusters: int = 10,
-        discretizer: Discretizer | None = None,
-        reduce: int | None = None,
-        memory_limit: int | str = "2GiB",
-        random_state: int | None = 0,
-        n_init: int | str = 1,
-        method: str = "auto",
-        progress: bool = False,
-    ) -> None:
+    def __init__(self, *, n_clusters: int = 10, discretizer: Discretizer | None = None,
+                 reduce: int | None = None, memory_limit: int | str = "2GiB",
+                 random_state: int | None = 0, n_init: int | str = 1, method: str = "auto",
+                 progress: bool = False) -> None:
         self.n_clusters = n_clusters
         self.discretizer = discretizer
         self.reduce = reduce
@@ -126,11 +118,10 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
         k = int(self.n_clusters)
         n, f = int(rows.n), int(rows.n_features)
         if n < k:
-            raise TooFewSamplesError(
-                f"Layer {name!r}: {n} sample(s) selected for fitting but n_clusters={k}. "
-                f"Lower n_clusters to at most {n}, or fit on more samples "
-                "(more data, only_correct=False, or a larger class subset)."
-            )
+            raise TooFewSamplesError(f"Layer {name!r}: {n} sample(s) selected for fitting but "
+                                     f"n_clusters={k}. Lower n_clusters to at most {n}, or fit "
+                                     "on more samples (more data, only_correct=False, or a "
+                                     "larger class subset).")
         limit = parse_bytes(self.memory_limit)
         n_cls = 1 if n_classes is None else int(n_classes)
         n_comp = self._n_components(n, f, name)
@@ -144,11 +135,9 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
         # they fit (here: memory_limit; on a cluster: the workers' memory).
         kept = (transformed or method == "lloyd") and rows.keep(
             n * f * 4 + (eff_bytes if method == "exact" else 0) <= limit)
-        log.info(
-            "Layer %r: %d samples x %d features (%s as float32, budget %s): %s KMeans%s",
-            name, n, d_eff, format_bytes(eff_bytes), format_bytes(limit), method,
-            " on rows kept in memory" if kept else "",
-        )
+        log.info("Layer %r: %d samples x %d features (%s as float32, budget %s): %s KMeans%s",
+                 name, n, d_eff, format_bytes(eff_bytes), format_bytes(limit), method,
+                 " on rows kept in memory" if kept else "")
         self.n_features_in_ = f
         self.discretizer_ = (None if self.discretizer is None else
                              fit_discretizer(self.discretizer, rows, self.random_state))
@@ -191,10 +180,8 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
         self.n_fit_samples_ = n
         n_empty = int((self.fit_counts_ == 0).sum())
         if n_empty:
-            warn(
-                f"Layer {name!r}: {n_empty} of {k} clusters hold no fit sample (too few distinct "
-                "activation patterns?); consider fewer clusters."
-            )
+            warn(f"Layer {name!r}: {n_empty} of {k} clusters hold no fit sample (too few "
+                 "distinct activation patterns?); consider fewer clusters.")
         return self
 
     def _n_components(self, n: int, f: int, name: str) -> int | None:
@@ -243,10 +230,8 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
         X = np.asarray(X, dtype=np.float32)
         X = X.reshape(X.shape[0], -1)
         if X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"The layer was fitted with {self.n_features_in_} features; these rows have "
-                f"{X.shape[1]}."
-            )
+            raise ValueError(f"The layer was fitted with {self.n_features_in_} features; these "
+                             f"rows have {X.shape[1]}.")
         return self.features(X)
 
     def assign(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -287,9 +272,8 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
         return attrs, arrays
 
     @classmethod
-    def _from_state(
-        cls, attrs: dict[str, Any], arrays: dict[str, np.ndarray], params: dict[str, Any]
-    ) -> LayerClusterer:
+    def _from_state(cls, attrs: dict[str, Any], arrays: dict[str, np.ndarray],
+                    params: dict[str, Any]) -> LayerClusterer:
         c = cls(**params)
         c.method_ = attrs["method"]
         c.n_features_in_ = int(attrs["n_features_in"])

@@ -71,16 +71,9 @@ class Discretizer(NnsigParamsMixin, TransformerMixin, BaseEstimator):
     bin_edges_: Any
     n_bins_: Any
 
-    def __init__(
-        self,
-        *,
-        strategy: str = "uniform",
-        n_bins: int = 10,
-        scope: str = "layer",
-        threshold: float = 0.0,
-        subsample: int | None = 200_000,
-        random_state: int | None = None,
-    ) -> None:
+    def __init__(self, *, strategy: str = "uniform", n_bins: int = 10, scope: str = "layer",
+                 threshold: float = 0.0, subsample: int | None = 200_000,
+                 random_state: int | None = None) -> None:
         self.strategy = strategy
         self.n_bins = n_bins
         self.scope = scope
@@ -138,9 +131,8 @@ class Discretizer(NnsigParamsMixin, TransformerMixin, BaseEstimator):
                 size = self.subsample if self.subsample is not None else np.iinfo(np.int64).max
                 self._reservoir = Reservoir(int(size), self.random_state)
         elif X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"Discretizer was fitted on {self.n_features_in_} features; this chunk has {X.shape[1]}."
-            )
+            raise ValueError(f"Discretizer was fitted on {self.n_features_in_} features; this "
+                             f"chunk has {X.shape[1]}.")
         if X.shape[0] == 0:
             return self
         if self.strategy == "uniform":
@@ -148,10 +140,8 @@ class Discretizer(NnsigParamsMixin, TransformerMixin, BaseEstimator):
             self.data_max_ = np.maximum(self.data_max_, X.max(axis=0))
         elif self.strategy == "quantile":
             if not hasattr(self, "_reservoir"):
-                raise NotFittedError(
-                    "This quantile Discretizer was loaded from a store; it cannot be refitted "
-                    "incrementally. Create a new one."
-                )
+                raise NotFittedError("This quantile Discretizer was loaded from a store; it cannot "
+                                     "be refitted incrementally. Create a new one.")
             self._reservoir.add(X)
         self._n_seen += int(X.shape[0])
         self._dirty = True
@@ -217,9 +207,8 @@ class Discretizer(NnsigParamsMixin, TransformerMixin, BaseEstimator):
         self._check_fitted()
         X = self._as_2d(X)
         if X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"Discretizer was fitted on {self.n_features_in_} features; X has {X.shape[1]}."
-            )
+            raise ValueError(f"Discretizer was fitted on {self.n_features_in_} features; X has "
+                             f"{X.shape[1]}.")
         if self.strategy == "binary":
             return (X > self.threshold).astype(np.int16)
         if self.scope == "layer":

@@ -107,19 +107,11 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         "progress": [bool],
     }
 
-    def __init__(
-        self,
-        *,
-        n_clusters: int | Mapping[str, int] = DEFAULT_CLUSTERS,
-        discretizer: Discretizer | str | None = None,
-        only_correct: bool = True,
-        reduce: int | None = None,
-        memory_limit: int | str = "2GiB",
-        layers: Sequence[str] | None = None,
-        random_state: int | None = 0,
-        n_init: int | str = 1,
-        progress: bool = True,
-    ) -> None:
+    def __init__(self, *, n_clusters: int | Mapping[str, int] = DEFAULT_CLUSTERS,
+                 discretizer: Discretizer | str | None = None, only_correct: bool = True,
+                 reduce: int | None = None, memory_limit: int | str = "2GiB",
+                 layers: Sequence[str] | None = None, random_state: int | None = 0,
+                 n_init: int | str = 1, progress: bool = True) -> None:
         self.n_clusters = n_clusters
         self.discretizer = discretizer
         self.only_correct = only_correct
@@ -166,10 +158,8 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
             return [int(k)] * len(layers)
         unknown = [n for n in k if n not in layers]
         if unknown:
-            raise AnalysisError(
-                f"n_clusters names layer(s) {unknown} that are not analysed; "
-                f"analysed layers: {layers}."
-            )
+            raise AnalysisError(f"n_clusters names layer(s) {unknown} that are not analysed; "
+                                f"analysed layers: {layers}.")
         ks = [k.get(n, DEFAULT_CLUSTERS) for n in layers]
         bad = {n: v for n, v in zip(layers, ks, strict=True)
                if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1}
@@ -229,11 +219,10 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
 
         def fit_layer(name: str, rows: FitRows) -> LayerClusterer:
             t0 = time.perf_counter()
-            lc = LayerClusterer(
-                n_clusters=ks[layers.index(name)], discretizer=disc, reduce=self.reduce,
-                memory_limit=self.memory_limit, random_state=self.random_state,
-                n_init=self.n_init, progress=self.progress,
-            )
+            lc = LayerClusterer(n_clusters=ks[layers.index(name)], discretizer=disc,
+                                reduce=self.reduce, memory_limit=self.memory_limit,
+                                random_state=self.random_state, n_init=self.n_init,
+                                progress=self.progress)
             lc.fit(rows, name=name, n_classes=n_classes)
             log.info("Fitted layer %r (%s, %d clusters) in %.2f s", name, lc.method_,
                      lc.n_clusters, time.perf_counter() - t0)
@@ -306,16 +295,14 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         info = {d["name"]: list(d["shape"]) for d in store.layer_info(split)}
         missing = [n for n in self.layers_ if n not in info]
         if missing:
-            raise StoreError(
-                f"Split {split!r} lacks the analysed layer(s) {missing}; its layers are "
-                f"{list(info)}. Capture the same layers as the fit split {self.fit_split_!r}."
-            )
+            raise StoreError(f"Split {split!r} lacks the analysed layer(s) {missing}; its layers "
+                             f"are {list(info)}. Capture the same layers as the fit split "
+                             f"{self.fit_split_!r}.")
         for name, shape in zip(self.layers_, self.layer_shapes_, strict=False):
             if info[name] != list(shape):
-                raise StoreError(
-                    f"Layer {name!r} has unit shape {info[name]} in split {split!r} but "
-                    f"{shape} in the fit split {self.fit_split_!r}: not the same model."
-                )
+                raise StoreError(f"Layer {name!r} has unit shape {info[name]} in split {split!r} "
+                                 f"but {shape} in the fit split {self.fit_split_!r}: not the "
+                                 "same model.")
 
     def fit_transform(self, store: StoreArg, split: str = "train", *,
                       classes: Iterable[int] | None = None,

@@ -76,10 +76,7 @@ class FitRows(Protocol):
 
 
 class SourceRows:
-    """The local driver's fit rows: a :class:`~nnsig_core.analysis.source.RowSource` read here.
-
-    ``labels`` are the split's, indexed by the positions the source yields (``None``: all 0).
-    """
+    """The local driver's fit rows: a row source read here, with the split's ``labels``."""
 
     def __init__(self, source: RowSource, labels: np.ndarray | None = None) -> None:
         self.source: RowSource = source

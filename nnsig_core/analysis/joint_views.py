@@ -51,10 +51,9 @@ class JointTableViews:
 
     def _need_labels(self, what: str) -> None:
         if not self.has_labels:
-            raise MissingLabelsError(
-                f"Split {self.split!r} has no labels, which {what} needs. Capture the split with "
-                "labels, or use by='output' to count predicted classes instead."
-            )
+            raise MissingLabelsError(f"Split {self.split!r} has no labels, which {what} needs. "
+                                     "Capture the split with labels, or use by='output' to count "
+                                     "predicted classes instead.")
 
     def table(self, *, as_frame: bool = False) -> Any:
         """The prototype's table: one row per distinct (input class, signature, output class).

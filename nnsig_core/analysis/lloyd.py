@@ -172,14 +172,8 @@ def lloyd(reduce: Reduce, init: np.ndarray, mean: np.ndarray | None = None, tol:
 def fit_lloyd(reduce: Reduce, sample: np.ndarray, n_rows: int,
               kmeans: Callable[[np.ndarray, int | None], Any], tol: float = TOL,
               max_iter: int = MAX_ITER, name: str = "layer") -> LloydResult:
-    """The out-of-core k-means of ``n_rows`` fit rows from their seeding ``sample``.
-
-    ``kmeans(X, n_init)`` fits scikit-learn's ``KMeans`` in memory (``n_init`` None keeps the
-    estimator's). When the sample is every fit row its fit is the exact fit, and the answer;
-    otherwise it is fitted from at least :data:`SAMPLE_N_INIT` seedings and Lloyd's iterations
-    over every row (:func:`lloyd`) start from its centres, close to their end. The sample's
-    float32 mean is the centring vector.
-    """
+    """The out-of-core k-means of ``n_rows`` fit rows: ``kmeans(X, n_init)`` on the seeding
+    ``sample``, then (unless it is every row) :func:`lloyd` from its centres."""
     X = np.asarray(sample, dtype=np.float32)
     mean = X.mean(axis=0)
     whole = X.shape[0] >= n_rows

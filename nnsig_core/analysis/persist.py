@@ -54,11 +54,9 @@ def check_can_save(store: ActivationStore, name: str, overwrite: bool) -> None:
     except ValueError as exc:
         raise StoreError(str(exc)) from None
     if name in store.analyses and not overwrite:
-        raise StoreError(
-            f"An analysis named {name!r} already exists in {store.location!r}. Pass "
-            "overwrite=True to replace it, or choose another name "
-            f"(saved: {', '.join(store.analyses)})."
-        )
+        raise StoreError(f"An analysis named {name!r} already exists in {store.location!r}. Pass "
+                         "overwrite=True to replace it, or choose another name "
+                         f"(saved: {', '.join(store.analyses)}).")
 
 
 def save_analysis(store: ActivationStore, name: str, meta: Mapping[str, Any],
@@ -85,14 +83,12 @@ def save_analysis(store: ActivationStore, name: str, meta: Mapping[str, Any],
         for sigs in signatures:
             _write_signatures(sg.create_group(sigs.split), store, sigs.split, sigs.layers,
                               sigs.cluster_ids, sigs.distances, sigs.client)
-        g.attrs[ANALYSIS_ATTR] = to_json_safe({
-            **dict(meta),
-            "layers": layer_meta,
-            "format_version": FORMAT_VERSION,
-            "created": now_iso(),
-            "nnsig_version": package_version(),
-            "complete": True,
-        })
+        g.attrs[ANALYSIS_ATTR] = to_json_safe({**dict(meta),
+                                               "layers": layer_meta,
+                                               "format_version": FORMAT_VERSION,
+                                               "created": now_iso(),
+                                               "nnsig_version": package_version(),
+                                               "complete": True})
         store.replace_group(tmp, analysis_path(name))
     except BaseException:
         store.delete(tmp)
@@ -103,7 +99,7 @@ def save_analysis(store: ActivationStore, name: str, meta: Mapping[str, Any],
 
 def _check_whole_split(store: ActivationStore, sigs: Signatures) -> None:
     if not sigs._whole or sigs.n_samples != store.n_samples(sigs.split):
-        raise ValueError(f"Only whole-split signatures can be saved; these are a subset of "
+        raise ValueError("Only whole-split signatures can be saved; these are a subset of "
                          f"{sigs.n_samples} of split {sigs.split!r}'s samples.")
 
 
@@ -182,22 +178,16 @@ def load_analysis(
     g: Any = store.group(analysis_path(name))
     if g is None or name not in store.analyses:
         saved = ", ".join(store.analyses) or "(none)"
-        raise StoreError(
-            f"No analysis named {name!r} in the store {store.location!r}; saved analyses: "
-            f"{saved}. Fit and save one first (SignatureAnalysis(...).fit(store).save(store, "
-            "name))."
-        )
+        raise StoreError(f"No analysis named {name!r} in the store {store.location!r}; saved "
+                         f"analyses: {saved}. Fit and save one first "
+                         "(SignatureAnalysis(...).fit(store).save(store, name)).")
     meta: Any = dict(g.attrs).get(ANALYSIS_ATTR)
     if not meta or not meta.get("complete"):
-        raise StoreError(
-            f"Analysis {name!r} in {store.location!r} is incomplete (its save was interrupted); "
-            "save it again with overwrite=True."
-        )
+        raise StoreError(f"Analysis {name!r} in {store.location!r} is incomplete (its save was "
+                         "interrupted); save it again with overwrite=True.")
     if meta.get("format_version") != FORMAT_VERSION:
-        raise StoreError(
-            f"Analysis {name!r} has format {meta.get('format_version')}; this nnsig reads "
-            f"format {FORMAT_VERSION}. Refit and save it again."
-        )
+        raise StoreError(f"Analysis {name!r} has format {meta.get('format_version')}; this nnsig "
+                         f"reads format {FORMAT_VERSION}. Refit and save it again.")
     layers = {lm["name"]: (dict(g["layers"][lm["key"]].attrs)["state"],
                            _read_arrays(g["layers"][lm["key"]])) for lm in meta["layers"]}
     return meta, layers

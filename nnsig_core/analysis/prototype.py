@@ -25,20 +25,7 @@ def export_prototype(analysis: Any, store: ActivationStore | str | os.PathLike[s
         Header ``input_class,cluster_in_layer1,...,cluster_in_layerL,output_class``;
         one line per sample of ``split``.
 
-    Parameters
-    ----------
-    analysis : SignatureAnalysis
-        A fitted analysis.
-    store : ActivationStore or path
-    split : str
-        The split whose samples go into the CSV file.
-    out_dir : path
-        Created if missing.
-
-    Returns
-    -------
-    dict
-        ``{"clusters_info": path, "clusterized_values": path}``.
+    Returns ``{"clusters_info": path, "clusterized_values": path}``.
     """
     check_is_fitted(analysis, "clusterers_")
     store = open_store(store)

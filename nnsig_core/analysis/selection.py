@@ -52,25 +52,20 @@ def check_selection(split: str, has_labels: bool, label_counts: np.ndarray, n_sa
     need = only_correct or classes is not None
     if need and (not has_labels or not label_counts.any()):
         why = "only_correct=True" if only_correct else "a class subset"
-        raise MissingLabelsError(
-            f"Split {split!r} has no labels, but {why} needs them (and so do class counts). "
-            "Capture the split with its labels, or pass only_correct=False (and no classes) "
-            "to fit on every sample."
-        )
+        raise MissingLabelsError(f"Split {split!r} has no labels, but {why} needs them (and so do "
+                                 "class counts). Capture the split with its labels, or pass "
+                                 "only_correct=False (and no classes) to fit on every sample.")
     if classes is None:
         return None
     wanted = np.array(sorted({int(c) for c in classes}), dtype=np.int64)
     if wanted.size == 0:
-        raise EmptySelectionError(
-            "classes is empty: give the labels to fit on (e.g. classes=range(5)), "
-            "or classes=None for all."
-        )
+        raise EmptySelectionError("classes is empty: give the labels to fit on (e.g. "
+                                  "classes=range(5)), or classes=None for all.")
     present = [int(c) for c in np.flatnonzero(label_counts)]
     if not set(wanted.tolist()) & set(present):
-        raise EmptySelectionError(
-            f"No sample of split {split!r} has a label in {wanted.tolist()}; the labels "
-            f"present are {present}. Choose classes among those."
-        )
+        raise EmptySelectionError(f"No sample of split {split!r} has a label in "
+                                  f"{wanted.tolist()}; the labels present are {present}. Choose "
+                                  "classes among those.")
     absent = sorted(set(wanted.tolist()) - set(present))
     if absent:
         warn(f"Classes {absent} have no sample in split {split!r}.")
@@ -87,11 +82,10 @@ def check_selected(split: str, n_selected: int, label_counts: np.ndarray, n_samp
     else:
         n_cand = int(label_counts[wanted[wanted < label_counts.size]].sum())
         where = f" among classes {wanted.tolist()}"
-    raise EmptySelectionError(
-        f"No sample of split {split!r}{where} is classified correctly "
-        f"(0 of {n_cand}): is the model trained, and do labels and predictions "
-        "use the same class indices? Pass only_correct=False to fit on all samples."
-    )
+    raise EmptySelectionError(f"No sample of split {split!r}{where} is classified correctly (0 of "
+                              f"{n_cand}): is the model trained, and do labels and predictions "
+                              "use the same class indices? Pass only_correct=False to fit on all "
+                              "samples.")
 
 
 def check_enough_rows(split: str, n_selected: int, layers: list[str], ks: list[int]) -> None:
@@ -99,11 +93,10 @@ def check_enough_rows(split: str, n_selected: int, layers: list[str], ks: list[i
     too_many = [(n, k) for n, k in zip(layers, ks, strict=True) if k > n_selected]
     if too_many:
         desc = ", ".join(f"{n!r}: {k}" for n, k in too_many)
-        raise TooFewSamplesError(
-            f"Only {n_selected} sample(s) of split {split!r} are selected for fitting, fewer "
-            f"than the clusters asked for ({desc}). Lower n_clusters to at most {n_selected}, "
-            "or fit on more samples (only_correct=False, more classes, more data)."
-        )
+        raise TooFewSamplesError(f"Only {n_selected} sample(s) of split {split!r} are selected "
+                                 f"for fitting, fewer than the clusters asked for ({desc}). Lower "
+                                 f"n_clusters to at most {n_selected}, or fit on more samples "
+                                 "(only_correct=False, more classes, more data).")
 
 
 def fit_sample_mask(store: ActivationStore, split: str, *, classes: Iterable[int] | None = None,
@@ -125,10 +118,7 @@ def fit_sample_mask(store: ActivationStore, split: str, *, classes: Iterable[int
 
     Raises
     ------
-    MissingLabelsError
-        The split has no labels but ``only_correct`` or ``classes`` needs them.
-    EmptySelectionError
-        No sample is left.
+    MissingLabelsError, EmptySelectionError
     """
     n = store.n_samples(split)
     labels, preds = store.labels(split), store.predictions(split)

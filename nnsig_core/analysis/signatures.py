@@ -84,23 +84,10 @@ class Signatures(JointTableViews):
         The number of samples when the arrays are lazy.
     """
 
-    def __init__(
-        self,
-        split: str,
-        layers: Sequence[str],
-        cluster_ids: Any,
-        labels: Any,
-        predictions: Any,
-        distances: Any,
-        sample_index: Any,
-        n_clusters: Sequence[int],
-        *,
-        n_classes: int | None = None,
-        class_names: Sequence[str] | None = None,
-        rows: Any = None,
-        client: Any = None,
-        n_samples: int | None = None,
-    ) -> None:
+    def __init__(self, split: str, layers: Sequence[str], cluster_ids: Any, labels: Any,
+                 predictions: Any, distances: Any, sample_index: Any, n_clusters: Sequence[int],
+                 *, n_classes: int | None = None, class_names: Sequence[str] | None = None,
+                 rows: Any = None, client: Any = None, n_samples: int | None = None) -> None:
         self.split = split
         self.layers = list(layers)
         self.n_clusters = [int(k) for k in n_clusters]
@@ -163,10 +150,9 @@ class Signatures(JointTableViews):
         acc = self.accuracy
         acc_s = f", accuracy {acc:.3f}" if acc is not None else ""
         where = ", on a Dask cluster" if self.lazy else ""
-        return (
-            f"Signatures(split={self.split!r}, {self.n_samples} samples x {len(self.layers)} "
-            f"layers, {self.n_signatures} distinct signatures{acc_s}{where})"
-        )
+        return (f"Signatures(split={self.split!r}, {self.n_samples} samples x "
+                f"{len(self.layers)} layers, {self.n_signatures} distinct signatures"
+                f"{acc_s}{where})")
 
     @property
     def n_samples(self) -> int:
@@ -216,12 +202,10 @@ class Signatures(JointTableViews):
             from nnsig_core.execute.dask_blocks import as_dask
 
             mask = as_dask(np.asarray(mask, dtype=bool), self.labels.chunks[0])
-        return Signatures(
-            self.split, self.layers, self.cluster_ids[mask], self.labels[mask],
-            self.predictions[mask], self.distances[mask], self.sample_index[mask],
-            self.n_clusters, n_classes=self.n_classes, class_names=self.class_names,
-            rows=self.rows[mask], client=self.client,
-        )
+        return Signatures(self.split, self.layers, self.cluster_ids[mask], self.labels[mask],
+                          self.predictions[mask], self.distances[mask], self.sample_index[mask],
+                          self.n_clusters, n_classes=self.n_classes, class_names=self.class_names,
+                          rows=self.rows[mask], client=self.client)
 
     def compute(self) -> Signatures:
         """The signatures with every sample in this process (``self`` when they already are)."""
@@ -271,12 +255,10 @@ class Signatures(JointTableViews):
         cols = ["row", "sample_index", "label", "prediction", "correct"]
         cols += [f"cluster:{n}" for n in s.layers] + [f"distance:{n}" for n in s.layers]
         ok = s.correct
-        rows = [
-            (int(s.rows[i]), int(s.sample_index[i]), int(s.labels[i]),
-             int(s.predictions[i]), bool(ok[i]),
-             *(int(x) for x in s.cluster_ids[i]), *(float(x) for x in s.distances[i]))
-            for i in range(s.n_samples)
-        ]
+        rows = [(int(s.rows[i]), int(s.sample_index[i]), int(s.labels[i]),
+                 int(s.predictions[i]), bool(ok[i]),
+                 *(int(x) for x in s.cluster_ids[i]), *(float(x) for x in s.distances[i]))
+                for i in range(s.n_samples)]
         return Table(cols, rows)
 
     def _with_scores(self, table: Table, scores: Mapping[str, Any] | None) -> Table:

@@ -202,10 +202,9 @@ class Prefetcher:
 def check_unchanged(store: ActivationStore, split: str, before: dict[str, Any]) -> None:
     """Refuse results read while the split was captured again (``before``: its fingerprint)."""
     if store.fingerprint(split) != before:
-        raise StoreError(
-            f"Split {split!r} of {store.location} was captured again while it was being read, "
-            "so what was read may mix the two captures. Run the analysis again."
-        )
+        raise StoreError(f"Split {split!r} of {store.location} was captured again while it was "
+                         "being read, so what was read may mix the two captures. Run the "
+                         "analysis again.")
 
 
 def check_row_level(store: ActivationStore, split: str, fit_split: str, fitted: str) -> None:

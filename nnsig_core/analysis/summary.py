@@ -83,16 +83,14 @@ def analysis_summary(analysis: Any, sigs: Any) -> dict[str, Any]:
     layers = []
     for j, name in enumerate(analysis.layers_):
         lc = analysis.clusterers_[name]
-        layers.append({
-            "name": name,
-            "n_clusters": int(analysis.n_clusters_[j]),
-            "method": lc.method_,
-            "features": int(lc.n_features_in_),
-            "reduced_to": None if lc.reducer_ is None else int(lc.reducer_.n_components),
-            "empty_clusters": int((lc.fit_counts_ == 0).sum()),
-            "purity": None if np.isnan(purity[j]) else float(purity[j]),
-            "entropy": None if np.isnan(entropy[j]) else float(entropy[j]),
-        })
+        layers.append({"name": name,
+                       "n_clusters": int(analysis.n_clusters_[j]),
+                       "method": lc.method_,
+                       "features": int(lc.n_features_in_),
+                       "reduced_to": None if lc.reducer_ is None else int(lc.reducer_.n_components),
+                       "empty_clusters": int((lc.fit_counts_ == 0).sum()),
+                       "purity": None if np.isnan(purity[j]) else float(purity[j]),
+                       "entropy": None if np.isnan(entropy[j]) else float(entropy[j])})
     return {
         "split": split,
         "n_samples": sigs.n_samples,

@@ -15,13 +15,8 @@ def make_blob_activations(*, n_samples: int = 600, n_classes: int = 4,
                           layer_shapes: Sequence[tuple[int, ...]] = ((8,), (6,), (2, 3)),
                           separation: float = 20.0, noise: float = 0.5, error_rate: float = 0.0,
                           seed: int = 0, sample_seed: int | None = None) -> dict[str, Any]:
-    """Gaussian blobs: in every layer (``layer0``, ``layer1``...), each class is one blob.
-
-    Class centres are drawn uniformly in ``[0, separation]`` per unit with ``seed``, samples
-    (labels, noise of standard deviation ``noise``, a share ``error_rate`` of wrong
-    predictions) with ``sample_seed`` (default ``seed + 1``). Returns ``activations`` (name ->
-    array), ``outputs`` (logits), ``labels`` and ``predictions``.
-    """
+    """Gaussian blobs: in every layer (``layer0``, ``layer1``...), each class is one blob;
+    returns ``activations``, ``outputs``, ``labels`` and ``predictions``."""
     crng = np.random.default_rng(seed)
     rng = np.random.default_rng(seed + 1 if sample_seed is None else sample_seed)
     labels = np.arange(n_samples) % n_classes

@@ -21,10 +21,8 @@ def require_pandas() -> Any:
     try:
         import pandas as pd
     except ImportError as exc:  # pragma: no cover - pandas is installed in the dev env
-        raise ImportError(
-            "pandas is needed for DataFrames: pip install 'nnsig[pandas]'. Without it, use "
-            "to_csv(path), to_json() or to_records()."
-        ) from exc
+        raise ImportError("pandas is needed for DataFrames: pip install 'nnsig[pandas]'. Without "
+                          "it, use to_csv(path), to_json() or to_records().") from exc
     return pd
 
 

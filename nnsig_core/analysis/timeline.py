@@ -95,10 +95,9 @@ class Timeline:
                                        or {"step": t, "epoch": None})}
                        for t, s in enumerate(splits)]
         if not records:
-            raise AnalysisError(
-                f"{store.location!r} holds no checkpoint: capture some with a probe "
-                "(nnsig_torch.TorchProbe, nnsig_keras.KerasProbe) or pass splits=[...]"
-            )
+            raise AnalysisError(f"{store.location!r} holds no checkpoint: capture some with a "
+                                "probe (nnsig_torch.TorchProbe, nnsig_keras.KerasProbe) or pass "
+                                "splits=[...]")
         self._check_same_samples(store, [r["split"] for r in records])
         self.store_location_ = store.location
         self.checkpoints_ = records
@@ -132,10 +131,9 @@ class Timeline:
             store.require_complete(s)
             idx, lab = store.sample_index(s), store.labels(s)
             if idx.shape != idx0.shape or not np.array_equal(idx, idx0) or not np.array_equal(lab, lab0):
-                raise AnalysisError(
-                    f"checkpoints {first!r} and {s!r} do not hold the same probe samples "
-                    "(count, order or labels differ): a timeline follows one fixed probe set"
-                )
+                raise AnalysisError(f"checkpoints {first!r} and {s!r} do not hold the same probe "
+                                    "samples (count, order or labels differ): a timeline follows "
+                                    "one fixed probe set")
 
     def _fitted(self) -> None:
         if self.checkpoints_ is None:

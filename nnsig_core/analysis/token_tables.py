@@ -27,10 +27,9 @@ def default_token_label(position: int, token: int) -> str:
 
 def _rows(sigs: Signatures, store: ActivationStore) -> dict[str, np.ndarray]:
     if store.level(sigs.split) != "tokens":
-        raise StoreError(
-            f"Split {sigs.split!r} has one row per sample; token tables need a token row space "
-            f"(a split such as {sigs.split + '.tokens'!r}, captured with pool='tokens')."
-        )
+        raise StoreError(f"Split {sigs.split!r} has one row per sample; token tables need a token "
+                         f"row space (a split such as {sigs.split + '.tokens'!r}, captured with "
+                         "pool='tokens').")
     info = store.token_rows(sigs.split)
     return {k: v[sigs.rows] for k, v in info.items()}
 

@@ -26,14 +26,9 @@ def overlap_table(before: np.ndarray, after: np.ndarray, k_before: int, k_after:
 
 def match_clusters(overlap: np.ndarray, *, min_jaccard: float = MIN_JACCARD,
                    event_share: float = EVENT_SHARE) -> dict[str, Any]:
-    """Which cluster after continues which cluster before, and which split or merged.
-
-    A Hungarian pair is kept when its Jaccard index ``|i & j| / |i | j|`` reaches
-    ``min_jaccard``. A split: cluster i sends at least ``event_share`` of its members to each
-    of two or more clusters, each made at least half of i's members; a merge: the converse.
-    Returns ``pairs`` (``(i, j)``), ``splits`` (``(i, [j, ...])``), ``merges``
-    (``([i, ...], j)``) and ``jaccard`` (of each pair).
-    """
+    """Which cluster after continues which cluster before (Hungarian pairs with a Jaccard
+    index >= ``min_jaccard``), and which split or merged: ``pairs``, ``splits``, ``merges``,
+    ``jaccard``."""
     C = np.asarray(overlap, dtype=np.float64)
     size_b, size_a = C.sum(axis=1), C.sum(axis=0)
     union = size_b[:, None] + size_a[None, :] - C

@@ -47,11 +47,9 @@ def _shard_rows(requested: int | None, chunk_rows: int, batch_size: int, row_byt
     """Rows per shard: a multiple of the chunk length (and of the batch size when given so)."""
     if requested is not None:
         if requested < 1 or requested % chunk_rows:
-            raise CaptureError(
-                f"shard_rows={requested} is not a multiple of the split's {chunk_rows} rows per "
-                f"chunk: shards must own whole chunks. Use e.g. "
-                f"{max(1, round(requested / chunk_rows)) * chunk_rows}."
-            )
+            raise CaptureError(f"shard_rows={requested} is not a multiple of the split's "
+                               f"{chunk_rows} rows per chunk: shards must own whole chunks. Use "
+                               f"e.g. {max(1, round(requested / chunk_rows)) * chunk_rows}.")
         if requested % batch_size:
             warn(f"shard_rows={requested} is not a multiple of batch_size={batch_size}: the "
                  "batches differ from a single-process capture's (the bytes are the same only "
@@ -69,31 +67,18 @@ def _row_bytes(info: Mapping[str, Any]) -> int:
     return max(width or [4])
 
 
-def capture_distributed(
-    make_adapter: Callable[[], Adapter],
-    dataset: Any,
-    store: ActivationStore | str | os.PathLike[str],
-    *,
-    split: str = "train",
-    client: ClientArg = None,
-    shard_rows: int | None = None,
-    batch_size: int = 256,
-    max_samples: int | None = None,
-    class_names: Sequence[str] | None = None,
-    keep_inputs: bool = False,
-    resume: bool = False,
-    overwrite: bool = False,
-    dtype: str = "float32",
-    compressor: Any = None,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-    predict: Callable[[np.ndarray], np.ndarray] | None = None,
-    collate: Callable[[Sequence[Any]], tuple[Any, Any]] | None = None,
-    progress: bool = True,
-    durable: bool = DEFAULT_DURABLE,
-    allow_other_weights: bool | str = False,
-    retries: int = 3,
-    storage_options: dict[str, Any] | None = None,
-) -> ActivationStore:
+def capture_distributed(make_adapter: Callable[[], Adapter], dataset: Any,
+                        store: ActivationStore | str | os.PathLike[str], *, split: str = "train",
+                        client: ClientArg = None, shard_rows: int | None = None,
+                        batch_size: int = 256, max_samples: int | None = None,
+                        class_names: Sequence[str] | None = None, keep_inputs: bool = False,
+                        resume: bool = False, overwrite: bool = False, dtype: str = "float32",
+                        compressor: Any = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                        predict: Callable[[np.ndarray], np.ndarray] | None = None,
+                        collate: Callable[[Sequence[Any]], tuple[Any, Any]] | None = None,
+                        progress: bool = True, durable: bool = DEFAULT_DURABLE,
+                        allow_other_weights: bool | str = False, retries: int = 3,
+                        storage_options: dict[str, Any] | None = None) -> ActivationStore:
     """Capture ``dataset`` on a Dask cluster: one task per shard of rows (see the module doc).
 
     Parameters
@@ -133,11 +118,9 @@ def capture_distributed(
     """
     options = CaptureOptions.from_call(locals())
     if not callable(make_adapter):
-        raise CaptureError(
-            f"make_adapter must be a picklable callable building the adapter on a worker "
-            f"(e.g. a module-level function loading the weights from a file); got "
-            f"{type(make_adapter).__name__}."
-        )
+        raise CaptureError("make_adapter must be a picklable callable building the adapter on a "
+                           "worker (e.g. a module-level function loading the weights from a "
+                           f"file); got {type(make_adapter).__name__}.")
     if retries < 0:
         raise CaptureError(f"retries must be >= 0, got {retries}.")
     client = require_client(client, "capture_distributed")
@@ -159,15 +142,12 @@ def capture_distributed(
             check_expected(split, existing, n)
             settings = dict(existing.get("capture") or {})
             if settings.get("shard_rows") is None:
-                raise CaptureError(
-                    f"Split {split!r} was started by a single-process capture; resume it with "
-                    "capture(..., resume=True)."
-                )
+                raise CaptureError(f"Split {split!r} was started by a single-process capture; "
+                                   "resume it with capture(..., resume=True).")
             if shard_rows is not None and shard_rows != settings["shard_rows"]:
-                raise CaptureError(
-                    f"Cannot resume split {split!r} with shard_rows={shard_rows}: it was started "
-                    f"with {settings['shard_rows']}. Leave shard_rows out to resume."
-                )
+                raise CaptureError(f"Cannot resume split {split!r} with shard_rows={shard_rows}: "
+                                   f"it was started with {settings['shard_rows']}. Leave "
+                                   "shard_rows out to resume.")
             shard_rows = int(settings["shard_rows"])
         else:
             settings = options.settings(distributed=True)
@@ -214,20 +194,17 @@ def capture_distributed(
                                  info.get("model_fingerprint"), retries, progress, claim)
         except Exception as exc:
             if type(exc).__name__ in _LOST_WORKERS:
-                raise CaptureError(
-                    f"The capture of split {split!r} lost its workers ({type(exc).__name__}: "
-                    f"{exc}); the shards they had finished are in the store. Run "
-                    "capture_distributed(..., resume=True) with workers to continue from the "
-                    "shards done."
-                ) from exc
+                raise CaptureError(f"The capture of split {split!r} lost its workers "
+                                   f"({type(exc).__name__}: {exc}); the shards they had finished "
+                                   "are in the store. Run capture_distributed(..., resume=True) "
+                                   "with workers to continue from the shards done.") from exc
             raise
         finally:
             client.cancel(shipped)
         if len(set(labels.values())) > 1:
-            raise CaptureError(
-                f"Some samples of split {split!r} have labels and others do not (shards "
-                f"{sorted(i for i, v in labels.items() if v)} have them); label all or none."
-            )
+            raise CaptureError(f"Some samples of split {split!r} have labels and others do not "
+                               f"(shards {sorted(i for i, v in labels.items() if v)} have them); "
+                               "label all or none.")
         info.update(complete=True, n_written=n, n_samples=n, n_expected=n,
                     has_labels=bool(next(iter(labels.values()), False)))
         # A repaired complete split keeps its fingerprint: its rows are those it had.

@@ -70,16 +70,14 @@ def dataset_len(dataset: Any) -> int:
     if is_array_pair(dataset):
         n = int(dataset[0].shape[0])
         if dataset[1] is not None and len(dataset[1]) != n:
-            raise CaptureError(
-                f"X has {n} rows but y has {len(dataset[1])}: one label per sample is needed."
-            )
+            raise CaptureError(f"X has {n} rows but y has {len(dataset[1])}: one label per sample "
+                               "is needed.")
         return n
     if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
-        raise CaptureError(
-            f"dataset must be map-style (len(dataset) and dataset[i], e.g. a torch Dataset) or "
-            f"(X, y) arrays; got {type(dataset).__name__}. An iterable of batches (a "
-            "DataLoader) cannot be split into shards: pass its dataset, or use capture()."
-        )
+        raise CaptureError("dataset must be map-style (len(dataset) and dataset[i], e.g. a torch "
+                           f"Dataset) or (X, y) arrays; got {type(dataset).__name__}. An iterable "
+                           "of batches (a DataLoader) cannot be split into shards: pass its "
+                           "dataset, or use capture().")
     return int(len(dataset))
 
 
@@ -142,10 +140,9 @@ def _adapter(job: Job) -> tuple[Adapter, threading.Lock, str | None]:
         if entry is None:
             adapter = job.make_adapter()
             if not isinstance(adapter, Adapter):
-                raise CaptureError(
-                    f"make_adapter() returned {type(adapter).__name__}, not an nnsig adapter: "
-                    "return e.g. nnsig_torch.TorchAdapter(model) or nnsig_core.ArrayAdapter(...)."
-                )
+                raise CaptureError(f"make_adapter() returned {type(adapter).__name__}, not an "
+                                   "nnsig adapter: return e.g. nnsig_torch.TorchAdapter(model) "
+                                   "or nnsig_core.ArrayAdapter(...).")
             entry = (adapter, threading.Lock(), model_fingerprint(adapter))
             while len(_ADAPTERS) >= _MAX_ADAPTERS:
                 _ADAPTERS.pop(next(iter(_ADAPTERS)))
@@ -166,12 +163,10 @@ class _ShardSession(CaptureSession):
 
 def _session(job: Job, store: ActivationStore, adapter: Adapter, existing: dict[str, Any] | None,
              start: int, fingerprint: str | None) -> CaptureSession:
-    return _ShardSession(
-        store=store, adapter=adapter, options=job.options, n_expected=job.n,
-        settings=dict(job.settings), existing=existing, start=start,
-        claim=_TaskClaim(),  # type: ignore[arg-type]
-        fingerprint=fingerprint,
-    )
+    return _ShardSession(store=store, adapter=adapter, options=job.options, n_expected=job.n,
+                         settings=dict(job.settings), existing=existing, start=start,
+                         claim=_TaskClaim(),  # type: ignore[arg-type]
+                         fingerprint=fingerprint)
 
 
 def _final(exc: BaseException) -> dict[str, Any]:
@@ -196,12 +191,11 @@ def prepare_task(job: Job, create: bool, check_rows: Sequence[int] = ()) -> dict
                 _, labels, _ = job.batch(int(row), int(row) + 1)
                 got = -1 if labels is None else int(class_indices(labels_numpy(labels))[0])
                 if got != int(stored[int(row)]):
-                    raise CaptureError(
-                        f"Cannot resume split {split!r}: sample {row} has label {got} in "
-                        f"this data but {int(stored[int(row)])} in the store, so the data is "
-                        "not in the same order as the interrupted capture. Use the same data "
-                        "without shuffling, or overwrite=True."
-                    )
+                    raise CaptureError(f"Cannot resume split {split!r}: sample {row} has label "
+                                       f"{got} in this data but {int(stored[int(row)])} in the "
+                                       "store, so the data is not in the same order as the "
+                                       "interrupted capture. Use the same data without shuffling, "
+                                       "or overwrite=True.")
             return {"fingerprint": fingerprint}
         session = _session(job, store, adapter, None, 0, fingerprint)
         inputs, labels, index = job.batch(0, min(job.options.batch_size, job.n))
@@ -230,18 +224,14 @@ def _open(job: Job, fingerprint: str | None
     weights and that the split is still this capture's."""
     adapter, lock, mine = _adapter(job)
     if fingerprint is not None and mine != fingerprint and not job.options.allow_other_weights:
-        raise CaptureError(
-            f"make_adapter() built a model with other weights on worker {_worker_key()} "
-            f"(fingerprint {mine}, the split's is {fingerprint}): every worker must load "
-            "the same weights."
-        )
+        raise CaptureError("make_adapter() built a model with other weights on worker "
+                           f"{_worker_key()} (fingerprint {mine}, the split's is {fingerprint}): "
+                           "every worker must load the same weights.")
     store = job.open()
     info = store.split_attrs(job.options.split)
     if (info.get("capture") or {}).get("capture_id") != job.capture_id:
-        raise StoreError(
-            f"Split {job.options.split!r} of {store.location} no longer belongs to this capture "
-            "(it was replaced); stopping without writing."
-        )
+        raise StoreError(f"Split {job.options.split!r} of {store.location} no longer belongs to "
+                         "this capture (it was replaced); stopping without writing.")
     return adapter, lock, mine, store, info
 
 

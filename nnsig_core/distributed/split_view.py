@@ -29,7 +29,7 @@ from nnsig_core.distributed.reductions import (
     split_counts,
 )
 from nnsig_core.execute.blocks import row_slices
-from nnsig_core.execute.dask_blocks import broadcast, reduce_delayed, release, tree_reduce
+from nnsig_core.execute.dask_blocks import broadcast, reduce_delayed, release
 from nnsig_core.execute.merging import combiner
 from nnsig_core.store.format import signatures_path
 
@@ -83,10 +83,10 @@ def _featurize(block: tuple[np.ndarray, np.ndarray, np.ndarray],
 
 
 def _reduce_slices(block: tuple[np.ndarray, np.ndarray, np.ndarray], fmap: Any,
-                   part: Callable[..., Any], merge: Callable[..., Any],
-                   kw: dict[str, Any]) -> dict[str, Any]:
+                   kernel: Callable[..., Any], combine: Callable[..., Any],
+                   **kw: Any) -> dict[str, Any]:
     F = features_of(fmap, block[2])
-    return merge(*[part(F[sl], **kw) for sl in row_slices(F.shape[0], F.shape[1])])
+    return combine(*[kernel(F[sl], **kw) for sl in row_slices(F.shape[0], F.shape[1])])
 
 
 def _take(block: tuple[np.ndarray, np.ndarray, np.ndarray], local: np.ndarray,
@@ -143,17 +143,9 @@ class DaskRows:
 
     def reduce_slices(self, fmap: Any, part: Callable[..., Any],
                       merge: Callable[..., Any] | None = None, **kw: Any) -> dict[str, Any]:
-        from dask import delayed
-
         merge = combiner(merge)
-        sent = {k: broadcast(self.client, v) if isinstance(v, np.ndarray) else v
-                for k, v in kw.items()}
-        shipped = self._ship(fmap)
-        try:
-            parts = [delayed(_reduce_slices)(b, shipped, part, merge, sent) for b in self._raw]
-            return self.client.compute(tree_reduce(parts, merge)).result()
-        finally:
-            release(self.client, *sent.values())
+        return reduce_delayed(self.client, self._raw, _reduce_slices, merge,
+                              fmap=self._ship(fmap), kernel=part, combine=merge, **kw)
 
     def reducer(self, fmap: Any) -> Reduce:
         return partial(reduce_delayed, self.client, self._blocks(fmap))

@@ -69,12 +69,8 @@ def reduce_columns(part: Callable[..., dict[str, Any]], merge: Callable[..., Any
 def map_blocks(part: Callable[..., dict[str, Any]], columns: Sequence[Any], *,
                client: Any = None, merge: Callable[..., Any] | None = None,
                local_bytes: int = LOCAL_BLOCK_BYTES, **kw: Any) -> dict[str, Any]:
-    """``part(*blocks, lo=first_row, **kw)`` over ``columns`` here or on ``client``'s workers,
-    merged by ``merge`` (default :func:`merge_parts`), every list concatenated into one array.
-
-    The first column is a NumPy row mask of the split's length; the others are NumPy, zarr
-    (read ``[:n]``) or ``None``.
-    """
+    """``part(*blocks, lo=first_row, **kw)`` over ``columns`` (a row mask first) here or on
+    ``client``'s workers, merged by ``merge``, every list concatenated into one array."""
     cols = list(columns)
     if client is not None:
         from nnsig_core.execute.dask_blocks import lazy_columns

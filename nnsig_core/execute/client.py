@@ -33,9 +33,8 @@ def require_dask() -> None:
         import dask.array  # noqa: F401
         import distributed  # noqa: F401
     except ImportError as exc:
-        raise ImportError(
-            f"Distributed capture and analysis need dask[distributed] ({exc}); {INSTALL_HINT}."
-        ) from exc
+        raise ImportError(f"Distributed capture and analysis need dask[distributed] ({exc}); "
+                          f"{INSTALL_HINT}.") from exc
 
 
 def _is_client(obj: Any) -> bool:
@@ -65,10 +64,8 @@ def resolve_client(client: ClientArg = None) -> Client | None:
 
     Raises
     ------
-    TypeError
-        For anything else.
-    ValueError
-        For a client that was closed.
+    TypeError, ValueError
+        For anything else, or a closed client.
     """
     if client is False:
         return None
@@ -83,14 +80,11 @@ def resolve_client(client: ClientArg = None) -> Client | None:
             return None
         return active if _running(active) else None
     if not _is_client(client):
-        raise TypeError(
-            f"client must be a dask.distributed.Client, None (the active client, if any) or "
-            f"False (run in this process); got {type(client).__name__}."
-        )
+        raise TypeError("client must be a dask.distributed.Client, None (the active client, if "
+                        f"any) or False (run in this process); got {type(client).__name__}.")
     if not _running(client):
-        raise ValueError(
-            f"The Dask client {client!r} is closed ({client.status}); pass a running client."
-        )
+        raise ValueError(f"The Dask client {client!r} is closed ({client.status}); pass a running "
+                         "client.")
     return client
 
 
@@ -99,10 +93,8 @@ def require_client(client: ClientArg, what: str) -> Client:
     require_dask()
     found = resolve_client(client)
     if found is None:
-        raise ValueError(
-            f"{what} needs a Dask cluster: pass client=dask.distributed.Client(...) or start "
-            "one first (e.g. Client(LocalCluster(n_workers=2)))."
-        )
+        raise ValueError(f"{what} needs a Dask cluster: pass client=dask.distributed.Client(...) "
+                         "or start one first (e.g. Client(LocalCluster(n_workers=2))).")
     return found
 
 
@@ -143,10 +135,8 @@ def parse_scheduler(spec: str) -> SchedulerSpec:
             raise ValueError(f"--scheduler {spec!r}: local:N needs N >= 1 workers.")
         return SchedulerSpec(n_workers=n)
     if not text or any(c.isspace() for c in text) or text.startswith("local"):
-        raise ValueError(
-            f"Cannot read --scheduler {spec!r}: give a scheduler address "
-            "(tcp://host:8786) or local:N for N worker processes on this machine."
-        )
+        raise ValueError(f"Cannot read --scheduler {spec!r}: give a scheduler address "
+                         "(tcp://host:8786) or local:N for N worker processes on this machine.")
     return SchedulerSpec(address=text)
 
 

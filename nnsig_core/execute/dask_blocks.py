@@ -64,10 +64,6 @@ def block_bytes(client: Any) -> int:
     return _BLOCK_BYTES[key]
 
 
-def _merge_all(*parts: Any, combine: Callable[..., Any] | None = None) -> Any:
-    return (combine or merge_parts)(*parts)
-
-
 def tree_reduce(parts: Sequence[Any], combine: Callable[..., Any] | None = None,
                 split_every: int = SPLIT_EVERY) -> Any:
     """A delayed tree merging ``parts`` (delayed partial results) ``split_every`` at a time
@@ -77,11 +73,11 @@ def tree_reduce(parts: Sequence[Any], combine: Callable[..., Any] | None = None,
     level = list(parts)
     if not level:
         raise ValueError("Nothing to reduce.")
+    merge = delayed(combine or merge_parts)
     if len(level) == 1:
-        return delayed(_merge_all)(level[0], combine=combine)
+        return merge(level[0])
     while len(level) > 1:
-        level = [delayed(_merge_all)(*level[i : i + split_every], combine=combine)
-                 for i in range(0, len(level), split_every)]
+        level = [merge(*level[i : i + split_every]) for i in range(0, len(level), split_every)]
     return level[0]
 
 
