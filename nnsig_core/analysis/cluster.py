@@ -252,23 +252,17 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         check_is_fitted(self, "cluster_centers_")
-        attrs: dict[str, Any] = {
-            "n_clusters": int(self.n_clusters),
-            "method": self.method_,
-            "n_features_in": int(self.n_features_in_),
-            "n_fit_samples": int(self.n_fit_samples_),
-            "inertia": float(self.inertia_),
-        }
+        attrs: dict[str, Any] = {"n_clusters": int(self.n_clusters), "method": self.method_,
+                                 "n_features_in": int(self.n_features_in_),
+                                 "n_fit_samples": int(self.n_fit_samples_),
+                                 "inertia": float(self.inertia_)}
         arrays: dict[str, np.ndarray] = {"centers": self.cluster_centers_,
                                          "fit_counts": self.fit_counts_}
-        if self.discretizer_ is not None:
-            a, arr = self.discretizer_._state()
-            attrs["discretizer"] = a
-            arrays.update({f"disc_{k}": v for k, v in arr.items()})
-        if self.reducer_ is not None:
-            a, arr = self.reducer_._state()
-            attrs["reducer"] = a
-            arrays.update({f"pca_{k}": v for k, v in arr.items()})
+        for key, prefix, part in (("discretizer", "disc_", self.discretizer_),
+                                  ("reducer", "pca_", self.reducer_)):
+            if part is not None:
+                attrs[key], arr = part._state()
+                arrays.update({prefix + k: v for k, v in arr.items()})
         return attrs, arrays
 
     @classmethod

@@ -1,9 +1,6 @@
 """A layer's feature map fitted from its fit rows, by either driver: the bins, then the PCA.
 
-Uniform bins from per-unit minima and maxima; quantile bins from a reservoir sample whose
-kept rows depend only on the row count and the seed (the ranks are drawn first, then those
-rows read); then :meth:`~nnsig_core.analysis.pca.PCAReducer.fit_reduce` over the (binned)
-features.
+Quantile bins come from a reservoir sample whose ranks are drawn first, then those rows read.
 """
 
 from __future__ import annotations
@@ -37,8 +34,7 @@ def reservoir_ranks(n: int, size: int, seed: int | None) -> np.ndarray:
 
 def fit_discretizer(template: Discretizer, rows: FitRows,
                     random_state: int | None) -> Discretizer:
-    """A clone of ``template`` fitted on ``rows`` (seeded with ``random_state`` unless it has a
-    seed of its own)."""
+    """A clone of ``template`` fitted on ``rows`` (seeded with ``random_state`` by default)."""
     disc = clone(template)
     if disc.random_state is None:
         disc.set_params(random_state=random_state)
