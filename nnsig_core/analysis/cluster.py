@@ -1,5 +1,5 @@
-"""Per-layer clustering: optional discretization, optional PCA, then KMeans (exact, or the
-out-of-core k-means of :mod:`nnsig_core.analysis.lloyd`), with canonical cluster ids."""
+"""Per-layer clustering: optional discretization, optional PCA (both fitted from the fit rows by
+either driver), then KMeans (exact, or out of core), with canonical cluster ids."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import warnings
 from typing import Any, cast
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, clone
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
@@ -17,11 +17,11 @@ from sklearn.utils.validation import check_is_fitted
 from nnsig_core._params import MEMORY_SIZE, Interval, NnsigParamsMixin, Options, validate_params
 from nnsig_core._util import count_matrix, format_bytes, parse_bytes
 from nnsig_core._warnings import warn
+from nnsig_core.analysis._util import Reservoir
 from nnsig_core.analysis.assign import assign_nearest, canonical_order
 from nnsig_core.analysis.discretize import Discretizer
 from nnsig_core.analysis.errors import TooFewSamplesError
-from nnsig_core.analysis.feature_fit import fit_discretizer, fit_pca
-from nnsig_core.analysis.fit_rows import FitRows, SourceRows
+from nnsig_core.analysis.fit_rows import DiscretizeOnly, FitRows, SourceRows
 from nnsig_core.analysis.lloyd import (
     INIT_SAMPLE_BYTES,
     canonical_from_first,
@@ -35,6 +35,51 @@ from nnsig_core.analysis.source import RowSource
 log = logging.getLogger("nnsig")
 
 METHODS = ("auto", "exact", "lloyd")
+
+
+def _minmax(block: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict[str, Any]:
+    X = block[2]
+    if X.shape[0] == 0:
+        return {}
+    return {"x_min": X.min(axis=0).astype(np.float64), "x_max": X.max(axis=0).astype(np.float64)}
+
+
+def reservoir_ranks(n: int, size: int, seed: int | None) -> np.ndarray:
+    """Sorted ranks of the rows a :class:`Reservoir` of ``size`` keeps from ``n`` rows."""
+    res = Reservoir(size, seed)
+    step = 1 << 20
+    for lo in range(0, n, step):
+        res.add(np.arange(lo, min(lo + step, n), dtype=np.int64)[:, None])
+    return np.sort(res.sample()[:, 0]).astype(np.int64)
+
+
+def fit_discretizer(template: Discretizer, rows: FitRows,
+                    random_state: int | None) -> Discretizer:
+    """A clone of ``template`` fitted on ``rows`` (seeded with ``random_state`` by default)."""
+    disc = clone(template)
+    if disc.random_state is None:
+        disc.set_params(random_state=random_state)
+    disc._validate()
+    n, f = rows.n, rows.n_features
+    if disc.strategy == "uniform":
+        r = rows.reduce(None, _minmax)
+        disc.partial_fit(np.vstack([r["x_min"], r["x_max"]]))
+    elif disc.strategy == "quantile":
+        size = disc.subsample if disc.subsample is not None else n
+        disc.partial_fit(rows.sample(None, reservoir_ranks(n, int(size), disc.random_state)))
+    else:
+        disc.partial_fit(np.zeros((1, f), dtype=np.float32))
+    disc._n_seen = n  # rows the fit saw, as a fit chunk by chunk records it
+    return disc.finalize()
+
+
+def fit_pca(n_components: int, rows: FitRows, disc: Discretizer | None,
+            random_state: int | None) -> PCAReducer:
+    """The PCA of the fit rows' features after ``disc`` (:meth:`PCAReducer.fit_reduce`)."""
+    fmap = DiscretizeOnly(disc)
+    return PCAReducer(n_components).fit_reduce(
+        lambda part, merge, **kw: rows.reduce_slices(fmap, part, merge, **kw),
+        rows.n_features, random_state)
 
 
 class LayerClusterer(NnsigParamsMixin, BaseEstimator):
@@ -131,8 +176,7 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
         method = self.method
         if method == "auto":
             method = "exact" if eff_bytes <= limit else "lloyd"
-        # Bins, a reduction and Lloyd's iterations read the rows once per pass: keep them when
-        # they fit (here: memory_limit; on a cluster: the workers' memory).
+        # Bins, a reduction and Lloyd's iterations read the rows once per pass: keep them.
         kept = (transformed or method == "lloyd") and rows.keep(
             n * f * 4 + (eff_bytes if method == "exact" else 0) <= limit)
         log.info("Layer %r: %d samples x %d features (%s as float32, budget %s): %s KMeans%s",

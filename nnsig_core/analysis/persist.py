@@ -1,5 +1,5 @@
-"""Saved analyses and signatures in the store (layout: ``docs/store-format.md``): JSON
-attributes and numeric arrays only, never pickles."""
+"""A fitted analysis as JSON and arrays (and back), and saved analyses and signatures in the
+store (layout: ``docs/store-format.md``): JSON attributes and numeric arrays only, never pickles."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from sklearn.utils.validation import check_is_fitted
 
 from nnsig_core._util import check_name, now_iso, package_version, to_json_safe
+from nnsig_core.analysis.cluster import LayerClusterer
+from nnsig_core.analysis.discretize import Discretizer
 from nnsig_core.analysis.signatures import Signatures
 from nnsig_core.analysis.source import check_unchanged
-from nnsig_core.analysis.state import LayerState
 from nnsig_core.execute.blocks import is_lazy
 from nnsig_core.store import ActivationStore, StoreError, layer_key
 from nnsig_core.store.format import (
@@ -27,13 +29,14 @@ from nnsig_core.store.format import (
 log = logging.getLogger("nnsig")
 
 FORMAT_VERSION = 1
+LayerState = tuple[str, dict[str, Any], dict[str, np.ndarray]]
 
 
 def _write_arrays(group: Any, arrays: Mapping[str, Any], client: Any = None) -> None:
     """Write NumPy arrays here, dask arrays from the workers of ``client``."""
     for key, arr in arrays.items():
         if is_lazy(arr):
-            from nnsig_core.distributed.writing import write_blocks
+            from nnsig_core.execute.dask_blocks import write_blocks
 
             write_blocks(group, key, arr, client)
             continue
@@ -191,3 +194,71 @@ def load_analysis(
     layers = {lm["name"]: (dict(g["layers"][lm["key"]].attrs)["state"],
                            _read_arrays(g["layers"][lm["key"]])) for lm in meta["layers"]}
     return meta, layers
+
+
+def export_state(analysis: Any) -> tuple[dict[str, Any], list[LayerState]]:
+    """The fitted analysis as JSON (``params``, ``fit``, ``layers``) and, per layer, the
+    clusterer's JSON attributes and arrays (with the fit composition)."""
+    check_is_fitted(analysis, "clusterers_")
+    params = analysis.get_params(deep=False)
+    d = analysis._discretizer_template()
+    params["discretizer"] = None if d is None else d.get_params()
+    if params.get("layers") is not None:
+        params["layers"] = list(params["layers"])
+    if isinstance(params["n_clusters"], Mapping):
+        params["n_clusters"] = {str(k): int(v) for k, v in params["n_clusters"].items()}
+    meta = {
+        "params": params,
+        "fit": {
+            "split": analysis.fit_split_,
+            "classes": analysis.fit_classes_,
+            "classes_fitted": analysis.classes_,
+            "n_samples": analysis.n_fit_samples_,
+            "n_classes": analysis.n_classes_,
+        },
+        "layers": [{"name": n, "shape": list(s), "n_clusters": int(k)}
+                   for n, s, k in zip(analysis.layers_, analysis.layer_shapes_, analysis.n_clusters_,
+                                      strict=True)],
+    }
+    layers = []
+    for name, comp in zip(analysis.layers_, analysis.fit_composition_, strict=True):
+        attrs, arrays = analysis.clusterers_[name]._state()
+        layers.append((name, attrs, {**arrays, "fit_composition": comp}))
+    return meta, layers
+
+
+def restore_state(cls: type, meta: Mapping[str, Any],
+                  layers: Mapping[str, tuple[dict[str, Any], dict[str, np.ndarray]]],
+                  name: str | None = None) -> Any:
+    """Rebuild a fitted analysis of class ``cls`` from :func:`export_state` output
+    (``layers`` by layer name); ``name`` is what it was saved as."""
+    # Parameters of older versions (0.2's batch_size, streaming_passes) are dropped.
+    known = set(cls._get_param_names())  # type: ignore[attr-defined]
+    params = {k: v for k, v in meta["params"].items() if k in known}
+    if isinstance(params.get("discretizer"), dict):
+        params["discretizer"] = Discretizer(**params["discretizer"])
+    analysis = cls(**params)
+    template = analysis._discretizer_template()
+    clusterers, compositions = {}, []
+    for lm in meta["layers"]:
+        attrs, arrays = layers[lm["name"]]
+        arrays = dict(arrays)
+        compositions.append(np.asarray(arrays.pop("fit_composition"), dtype=np.int64))
+        lc_params = {k: params.get(k) for k in ("reduce", "memory_limit", "random_state",
+                                                "n_init", "progress")}
+        lc_params.update(n_clusters=int(lm["n_clusters"]), discretizer=template)
+        clusterers[lm["name"]] = LayerClusterer._from_state(attrs, arrays, lc_params)
+    fit = meta["fit"]
+    analysis.layers_ = [lm["name"] for lm in meta["layers"]]
+    analysis.clusterers_ = clusterers
+    analysis.n_clusters_ = [int(lm["n_clusters"]) for lm in meta["layers"]]
+    analysis.fit_split_ = fit["split"]
+    analysis.fit_classes_ = fit["classes"]
+    analysis.classes_ = list(fit["classes_fitted"])
+    analysis.n_fit_samples_ = int(fit["n_samples"])
+    analysis.n_classes_ = int(fit["n_classes"])
+    analysis.fit_composition_ = compositions
+    analysis.layer_shapes_ = [list(lm["shape"]) for lm in meta["layers"]]
+    analysis.name_ = name
+    analysis._cache = {}
+    return analysis

@@ -12,7 +12,6 @@ from sklearn.utils.validation import check_is_fitted
 from nnsig_core._warnings import warn
 from nnsig_core.analysis import persist
 from nnsig_core.analysis.signatures import Signatures
-from nnsig_core.analysis.state import export_state, restore_state
 from nnsig_core.execute.client import ClientArg, resolve_client
 from nnsig_core.store import ActivationStore, open_store
 from nnsig_core.store.format import analysis_path, scorer_path, scores_path, signatures_path
@@ -93,10 +92,9 @@ class SavedAnalysis:
         if self._saved_name(store) == name:
             self._resave(store, name, list(splits), client)
             return self
-        # Signatures are computed before the store is touched: a failure leaves it unchanged
-        # (on a cluster they are written by the workers, into the new analysis's group).
+        # Computed before the store is touched, so that a failure leaves it unchanged.
         sigs = [self.signatures(store, s, client=client) for s in splits]
-        meta, layers = export_state(self)
+        meta, layers = persist.export_state(self)
         persist.save_analysis(store, name, meta, layers, sigs, overwrite=overwrite)
         self.name_ = name
         return self
@@ -125,7 +123,7 @@ class SavedAnalysis:
     def load(cls, store: StoreArg, name: str = "default") -> Any:
         """Load an analysis saved with :meth:`save` (gives identical signatures)."""
         meta, layers = persist.load_analysis(open_store(store), name)
-        return restore_state(cls, meta, layers, name)
+        return persist.restore_state(cls, meta, layers, name)
 
 
 def _warn_of_dropped_scores(store: ActivationStore, name: str) -> None:

@@ -25,7 +25,6 @@ def make_blob_activations(*, n_samples: int = 600, n_classes: int = 4,
     for i, shape in enumerate(layer_shapes):
         d = int(np.prod(shape))
         centres = crng.uniform(0, separation, size=(n_classes, d))
-        # Keep the centres at least `separation / 2` apart.
         for c in range(1, n_classes):
             while np.min(np.linalg.norm(centres[:c] - centres[c], axis=1)) < separation / 2:
                 centres[c] = crng.uniform(0, separation, size=d)
