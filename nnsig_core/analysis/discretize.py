@@ -212,10 +212,7 @@ class Discretizer(NnsigParamsMixin, TransformerMixin, BaseEstimator):
         if self.strategy == "binary":
             return (X > self.threshold).astype(np.int16)
         if self.scope == "layer":
-            inner = self.bin_edges_[1:-1]
-            if inner.size == 0:
-                return np.zeros(X.shape, dtype=np.int16)
-            return np.searchsorted(inner, X, side="right").astype(np.int16)
+            return np.searchsorted(self.bin_edges_[1:-1], X, side="right").astype(np.int16)
         return self._transform_units(X)
 
     def _transform_units(self, X: np.ndarray) -> np.ndarray:
@@ -227,8 +224,7 @@ class Discretizer(NnsigParamsMixin, TransformerMixin, BaseEstimator):
         n_inner = max(inner.shape[1], 1)
         step = max(1, _TRANSFORM_BLOCK // max(X.shape[1] * n_inner, 1))
         for s in range(0, X.shape[0], step):
-            block = X[s : s + step]
-            out[s : s + step] = (block[:, :, None] >= inner[None, :, :]).sum(axis=2)
+            out[s : s + step] = (X[s : s + step, :, None] >= inner[None, :, :]).sum(axis=2)
         return out
 
     def inverse_transform(self, Xt: Any) -> np.ndarray:
@@ -237,11 +233,10 @@ class Discretizer(NnsigParamsMixin, TransformerMixin, BaseEstimator):
         Xt = np.asarray(Xt).astype(np.int64)
         if self.strategy == "binary":
             return Xt.astype(np.float32)
+        e = self.bin_edges_
         if self.scope == "layer":
-            e = self.bin_edges_
             centres = (e[:-1] + e[1:]) / 2
             return centres[np.clip(Xt, 0, centres.size - 1)].astype(np.float32)
-        e = self.bin_edges_
         centres = (e[:, :-1] + e[:, 1:]) / 2
         idx = np.clip(Xt, 0, np.asarray(self.n_bins_)[None, :] - 1)
         return np.take_along_axis(centres.T, idx, axis=0).astype(np.float32)

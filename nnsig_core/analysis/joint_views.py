@@ -69,8 +69,6 @@ class JointTableViews:
         T, counts = self.joint()
         L = len(self.layers)
         cols = ["input_class", "signature", "output_class", "count"]
-        if T.shape[0] == 0:
-            return _maybe_frame(Table(cols, []), as_frame)
         keys = [T[:, L + 1]] + [T[:, 1 + j] for j in reversed(range(L))] + [T[:, 0], -counts]
         order = np.lexsort(keys)
         rows = [(int(u[0]), tuple(int(x) for x in u[1 : L + 1]), int(u[L + 1]), int(c))
@@ -86,8 +84,6 @@ class JointTableViews:
         lab, ids, pred, w = self._cols()
         L = len(self.layers)
         cols = ["output_class", "signature", "count", "n_correct", "n_misclassified"]
-        if w.size == 0:
-            return _maybe_frame(Table(cols, []), as_frame)
         uniq, inv = np.unique(np.column_stack([pred, ids]), axis=0, return_inverse=True)
         inv = inv.reshape(-1)
         counts = np.bincount(inv, weights=w, minlength=len(uniq)).astype(np.int64)
@@ -110,8 +106,6 @@ class JointTableViews:
         lab, ids, pred, w = self._cols()
         cols = ["signature", "count", "majority_class", "purity", "n_misclassified",
                 "by_class", "by_output"]
-        if w.size == 0:
-            return _maybe_frame(Table(cols, []), as_frame)
         uniq, inv = np.unique(ids, axis=0, return_inverse=True)
         inv = inv.reshape(-1)
         counts = np.bincount(inv, weights=w, minlength=len(uniq)).astype(np.int64)
@@ -186,8 +180,6 @@ class JointTableViews:
         pairs = range(len(cols) - 1) if include_io else range(1, len(cols) - 2)
         rows = []
         for a in pairs:
-            if w.size == 0:
-                continue
             uniq, inv = np.unique(np.column_stack([cols[a], cols[a + 1], lab]), axis=0,
                                   return_inverse=True)
             counts = np.bincount(inv.reshape(-1), weights=w, minlength=len(uniq))

@@ -44,8 +44,6 @@ def sample_ranks(n: int, d: int, k: int, random_state: int | None,
 def cluster_sums(F: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
     """``(k, d)`` float64 sums of the rows of each cluster (no float64 copy of the block)."""
     out = np.zeros((k, F.shape[1]))
-    if F.shape[0] == 0:
-        return out
     for c in np.unique(ids):
         out[c] = F[ids == c].sum(axis=0, dtype=np.float64)
     return out
@@ -54,8 +52,6 @@ def cluster_sums(F: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
 def lloyd_labels(Fc: np.ndarray, Cc: np.ndarray) -> np.ndarray:
     """scikit-learn's Lloyd assignment: ``argmin_j |c_j|^2 - 2 x.c_j`` in float32 (first
     minimum), in centred coordinates, so that exact ties go where KMeans sends them."""
-    if Fc.shape[0] == 0:
-        return np.empty(0, dtype=np.int64)
     scores = Fc @ (-2.0 * Cc.T)
     scores += np.einsum("ij,ij->i", Cc, Cc)[None, :]
     return np.argmin(scores, axis=1)

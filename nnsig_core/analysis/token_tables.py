@@ -40,8 +40,6 @@ def token_labels(sigs: Signatures, store: ActivationStore, *,
     rows = _rows(sigs, store)
     fn = label or default_token_label
     pairs = np.stack([rows["position"], rows["token"]], axis=1)
-    if not len(pairs):
-        return np.empty(0, dtype=np.int64), []
     uniq, inv = np.unique(pairs, axis=0, return_inverse=True)
     names = [str(fn(int(p), int(t))) for p, t in uniq]
     distinct = list(dict.fromkeys(names))
@@ -74,8 +72,6 @@ def _counted(items: Any) -> str:
 def _top(groups: np.ndarray, items: np.ndarray, n_groups: int, top: int) -> list[list[tuple[int, int]]]:
     """Per group, its ``top`` most frequent items with their counts (count, then item order)."""
     found: list[list[tuple[int, int]]] = [[] for _ in range(n_groups)]
-    if not len(groups):
-        return found
     pairs, counts = np.unique(np.stack([groups, items], axis=1), axis=0, return_counts=True)
     order = np.lexsort((pairs[:, 1], -counts, pairs[:, 0]))
     for (g, item), c in zip(pairs[order], counts[order], strict=True):
@@ -91,9 +87,6 @@ def tokens_by_path(sigs: Signatures, store: ActivationStore, *,
     paths first. :func:`token_table` has every token for finer questions."""
     codes, names = token_labels(sigs, store, label=label)
     rows = _rows(sigs, store)
-    if not len(codes):
-        empty = Table(["signature", "count", "inputs", "tokens"], [])
-        return empty.to_frame() if as_frame else empty
     paths, inv, counts = np.unique(sigs.cluster_ids, axis=0, return_inverse=True,
                                    return_counts=True)
     inv = inv.reshape(-1)
@@ -112,9 +105,6 @@ def paths_by_token(sigs: Signatures, store: ActivationStore, *,
     """Per token label: ``label``, ``count``, ``paths`` (distinct), ``top_paths`` (its ``top``
     most frequent signatures, ``"0-3 ×12, 1-3 ×5"``); most frequent labels first."""
     codes, names = token_labels(sigs, store, label=label)
-    if not len(codes):
-        empty = Table(["label", "count", "paths", "top_paths"], [])
-        return empty.to_frame() if as_frame else empty
     paths, inv = np.unique(sigs.cluster_ids, axis=0, return_inverse=True)
     inv = inv.reshape(-1)
     tops = _top(codes, inv, len(names), top)
