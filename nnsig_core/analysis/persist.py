@@ -86,12 +86,9 @@ def save_analysis(store: ActivationStore, name: str, meta: Mapping[str, Any],
         for sigs in signatures:
             _write_signatures(sg.create_group(sigs.split), store, sigs.split, sigs.layers,
                               sigs.cluster_ids, sigs.distances, sigs.client)
-        g.attrs[ANALYSIS_ATTR] = to_json_safe({**dict(meta),
-                                               "layers": layer_meta,
-                                               "format_version": FORMAT_VERSION,
-                                               "created": now_iso(),
-                                               "nnsig_version": package_version(),
-                                               "complete": True})
+        g.attrs[ANALYSIS_ATTR] = to_json_safe({
+            **dict(meta), "layers": layer_meta, "format_version": FORMAT_VERSION,
+            "created": now_iso(), "nnsig_version": package_version(), "complete": True})
         store.replace_group(tmp, analysis_path(name))
     except BaseException:
         store.delete(tmp)
@@ -155,9 +152,7 @@ def signatures_group(store: ActivationStore, name: str, split: str,
         log.info("Saved signatures of %r in analysis %r are stale (split re-captured); "
                  "recomputing.", split, name)
         return None
-    if list(attrs.get("layers", [])) != list(layers):
-        return None
-    return grp
+    return grp if list(attrs.get("layers", [])) == list(layers) else None
 
 
 def holds_analysis(store: ActivationStore, name: str, centers: Mapping[str, np.ndarray]) -> bool:
@@ -207,19 +202,13 @@ def export_state(analysis: Any) -> tuple[dict[str, Any], list[LayerState]]:
         params["layers"] = list(params["layers"])
     if isinstance(params["n_clusters"], Mapping):
         params["n_clusters"] = {str(k): int(v) for k, v in params["n_clusters"].items()}
-    meta = {
-        "params": params,
-        "fit": {
-            "split": analysis.fit_split_,
-            "classes": analysis.fit_classes_,
-            "classes_fitted": analysis.classes_,
-            "n_samples": analysis.n_fit_samples_,
-            "n_classes": analysis.n_classes_,
-        },
-        "layers": [{"name": n, "shape": list(s), "n_clusters": int(k)}
-                   for n, s, k in zip(analysis.layers_, analysis.layer_shapes_, analysis.n_clusters_,
-                                      strict=True)],
-    }
+    fit = {"split": analysis.fit_split_, "classes": analysis.fit_classes_,
+           "classes_fitted": analysis.classes_, "n_samples": analysis.n_fit_samples_,
+           "n_classes": analysis.n_classes_}
+    meta = {"params": params, "fit": fit,
+            "layers": [{"name": n, "shape": list(s), "n_clusters": int(k)} for n, s, k in
+                       zip(analysis.layers_, analysis.layer_shapes_, analysis.n_clusters_,
+                           strict=True)]}
     layers = []
     for name, comp in zip(analysis.layers_, analysis.fit_composition_, strict=True):
         attrs, arrays = analysis.clusterers_[name]._state()
@@ -244,9 +233,9 @@ def restore_state(cls: type, meta: Mapping[str, Any],
         attrs, arrays = layers[lm["name"]]
         arrays = dict(arrays)
         compositions.append(np.asarray(arrays.pop("fit_composition"), dtype=np.int64))
-        lc_params = {k: params.get(k) for k in ("reduce", "memory_limit", "random_state",
-                                                "n_init", "progress")}
-        lc_params.update(n_clusters=int(lm["n_clusters"]), discretizer=template)
+        lc_params = {**{k: params.get(k) for k in ("reduce", "memory_limit", "random_state",
+                                                   "n_init", "progress")},
+                     "n_clusters": int(lm["n_clusters"]), "discretizer": template}
         clusterers[lm["name"]] = LayerClusterer._from_state(attrs, arrays, lc_params)
     fit = meta["fit"]
     analysis.layers_ = [lm["name"] for lm in meta["layers"]]

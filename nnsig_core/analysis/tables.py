@@ -27,14 +27,10 @@ def require_pandas() -> Any:
 
 
 def _plain(v: Any) -> Any:
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.floating):
-        return None if not np.isfinite(v) else float(v)
+    if isinstance(v, np.integer | np.floating | np.bool_):
+        v = v.item()
     if isinstance(v, float) and not np.isfinite(v):
         return None
-    if isinstance(v, np.bool_):
-        return bool(v)
     if isinstance(v, (tuple, list, np.ndarray)):
         return [_plain(x) for x in v]
     if isinstance(v, dict):
