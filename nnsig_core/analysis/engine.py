@@ -162,7 +162,7 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
                                 f"analysed layers: {layers}.")
         ks = [k.get(n, DEFAULT_CLUSTERS) for n in layers]
         bad = {n: v for n, v in zip(layers, ks, strict=True)
-               if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1}
+               if not Interval(numbers.Integral, 1).accepts(v)}
         if bad:
             raise AnalysisError(f"n_clusters must be an int >= 1 for every layer; got {bad}.")
         return [int(v) for v in ks]
