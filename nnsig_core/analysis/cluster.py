@@ -202,8 +202,9 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
                 composition = count_matrix(ids, labels, k, n_cls)
                 inertia, self.n_iter_ = float(km.inertia_), int(km.n_iter_)
             else:
-                sample = rows.sample(fmap, sample_ranks(n, d_eff, k, self.random_state,
-                                                        self._sample_bytes()))
+                # The seeding sample: a quarter of the budget, at most INIT_SAMPLE_BYTES.
+                budget = int(min(INIT_SAMPLE_BYTES, max(limit // 4, 1)))
+                sample = rows.sample(fmap, sample_ranks(n, d_eff, k, self.random_state, budget))
                 reduce = rows.reducer(fmap)
                 result = fit_lloyd(reduce, sample, n,
                                    lambda X, n_init: self._kmeans(X, k, name, n_init), name=name)
@@ -239,11 +240,6 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
             warn(f"Layer {name!r}: reduce={r} > {n} fit samples; using {n} components.")
             return n if n < f else None
         return r
-
-    def _sample_bytes(self) -> int:
-        """Bytes of the seeding sample: a quarter of ``memory_limit``, at most
-        :data:`~nnsig_core.analysis.lloyd.INIT_SAMPLE_BYTES`."""
-        return int(min(INIT_SAMPLE_BYTES, max(parse_bytes(self.memory_limit) // 4, 1)))
 
     def _kmeans(self, X: np.ndarray, k: int, name: str, n_init: int | None = None) -> KMeans:
         """scikit-learn's KMeans on ``X`` (``n_init`` at least the estimator's when given)."""

@@ -49,12 +49,6 @@ class JointTableViews:
         def _cols(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
         def joint(self) -> tuple[np.ndarray, np.ndarray]: ...
 
-    def _need_labels(self, what: str) -> None:
-        if not self.has_labels:
-            raise MissingLabelsError(f"Split {self.split!r} has no labels, which {what} needs. "
-                                     "Capture the split with labels, or use by='output' to count "
-                                     "predicted classes instead.")
-
     def table(self, *, as_frame: bool = False) -> Any:
         """The prototype's table: one row per distinct (input class, signature, output class).
 
@@ -138,7 +132,10 @@ class JointTableViews:
         """
         lab, ids, pred, w = self._cols()
         if by in ("input", "label"):
-            self._need_labels("class counts")
+            if not self.has_labels:
+                raise MissingLabelsError(f"Split {self.split!r} has no labels, which class counts "
+                                         "needs. Capture the split with labels, or use by='output' "
+                                         "to count predicted classes instead.")
             cls = lab
         elif by in ("output", "prediction"):
             cls = pred
