@@ -6,11 +6,8 @@ import numpy as np
 
 
 class Reservoir:
-    """A uniform random sample of at most ``size`` rows of a stream (algorithm R).
-
-    One uniform float is drawn per row after the first ``size`` rows, in stream order, so
-    the sample depends only on the rows and the ``seed``, not on how the stream is cut.
-    """
+    """A uniform random sample of at most ``size`` rows of a stream (algorithm R), the same
+    however the stream is cut."""
 
     def __init__(self, size: int, seed: int | None) -> None:
         self.size = int(size)

@@ -11,10 +11,14 @@ def canonical_order(ids: np.ndarray, centers: np.ndarray) -> np.ndarray:
     Clusters are numbered by first occurrence in ``ids``; clusters absent from
     ``ids`` follow, sorted lexicographically by their centre coordinates.
     """
-    k = centers.shape[0]
     present, first = np.unique(ids, return_index=True)
+    return order_by_first(present, first, centers)
+
+
+def order_by_first(present: np.ndarray, first: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """:func:`canonical_order` from the clusters ``present`` and their first positions."""
     order = present[np.argsort(first, kind="stable")]
-    missing = np.setdiff1d(np.arange(k), present)
+    missing = np.setdiff1d(np.arange(centers.shape[0]), present)
     if missing.size:
         missing = missing[np.lexsort(centers[missing].T[::-1])]
     return np.concatenate([order, missing]).astype(np.int64)
@@ -23,13 +27,8 @@ def canonical_order(ids: np.ndarray, centers: np.ndarray) -> np.ndarray:
 def assign_nearest(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nearest centre of each row (int32) and the Euclidean distance to it (float32).
 
-    The argmin ranks ``|c|^2 - 2 x.c`` in float32; rows whose two best
-    candidates are within float32 rounding of each other are ranked again in
-    float64 (ties go to the lower id), so the choice does not depend on how
-    rows are grouped into blocks. The distance is computed directly as
-    ``|x - c|``, without cancellation. Plain NumPy: scikit-learn's threaded
-    pairwise reductions cost more in start-up than they save on chunk-sized
-    blocks.
+    Rows whose two best candidates are within float32 rounding are ranked again in float64,
+    so the choice does not depend on how rows are grouped into blocks.
     """
     m = X.shape[0]
     if m == 0:

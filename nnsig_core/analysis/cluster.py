@@ -1,10 +1,5 @@
-"""Per-layer clustering: optional discretization, optional PCA, then KMeans.
-
-:class:`LayerClusterer` fits one layer from its fit rows, held by either driver. It
-clusters with exact KMeans when the selected rows fit ``memory_limit``, else with the
-out-of-core k-means of :mod:`nnsig_core.analysis.lloyd`; cluster ids are canonical
-(``docs/design.md``, "Analysis").
-"""
+"""Per-layer clustering: optional discretization, optional PCA (both fitted from the fit rows by
+either driver), then KMeans (exact, or out of core), with canonical cluster ids."""
 
 from __future__ import annotations
 
@@ -14,7 +9,7 @@ import warnings
 from typing import Any, cast
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, clone
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
@@ -22,11 +17,11 @@ from sklearn.utils.validation import check_is_fitted
 from nnsig_core._params import MEMORY_SIZE, Interval, NnsigParamsMixin, Options, validate_params
 from nnsig_core._util import count_matrix, format_bytes, parse_bytes
 from nnsig_core._warnings import warn
+from nnsig_core.analysis._util import Reservoir
 from nnsig_core.analysis.assign import assign_nearest, canonical_order
 from nnsig_core.analysis.discretize import Discretizer
 from nnsig_core.analysis.errors import TooFewSamplesError
-from nnsig_core.analysis.feature_fit import fit_discretizer, fit_pca
-from nnsig_core.analysis.fit_rows import FitRows, SourceRows
+from nnsig_core.analysis.fit_rows import DiscretizeOnly, FitRows, SourceRows
 from nnsig_core.analysis.lloyd import (
     INIT_SAMPLE_BYTES,
     canonical_from_first,
@@ -42,6 +37,51 @@ log = logging.getLogger("nnsig")
 METHODS = ("auto", "exact", "lloyd")
 
 
+def _minmax(block: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict[str, Any]:
+    X = block[2]
+    if X.shape[0] == 0:
+        return {}
+    return {"x_min": X.min(axis=0).astype(np.float64), "x_max": X.max(axis=0).astype(np.float64)}
+
+
+def reservoir_ranks(n: int, size: int, seed: int | None) -> np.ndarray:
+    """Sorted ranks of the rows a :class:`Reservoir` of ``size`` keeps from ``n`` rows."""
+    res = Reservoir(size, seed)
+    step = 1 << 20
+    for lo in range(0, n, step):
+        res.add(np.arange(lo, min(lo + step, n), dtype=np.int64)[:, None])
+    return np.sort(res.sample()[:, 0]).astype(np.int64)
+
+
+def fit_discretizer(template: Discretizer, rows: FitRows,
+                    random_state: int | None) -> Discretizer:
+    """A clone of ``template`` fitted on ``rows`` (seeded with ``random_state`` by default)."""
+    disc = clone(template)
+    if disc.random_state is None:
+        disc.set_params(random_state=random_state)
+    disc._validate()
+    n, f = rows.n, rows.n_features
+    if disc.strategy == "uniform":
+        r = rows.reduce(None, _minmax)
+        disc.partial_fit(np.vstack([r["x_min"], r["x_max"]]))
+    elif disc.strategy == "quantile":
+        size = disc.subsample if disc.subsample is not None else n
+        disc.partial_fit(rows.sample(None, reservoir_ranks(n, int(size), disc.random_state)))
+    else:
+        disc.partial_fit(np.zeros((1, f), dtype=np.float32))
+    disc._n_seen = n  # rows the fit saw, as a fit chunk by chunk records it
+    return disc.finalize()
+
+
+def fit_pca(n_components: int, rows: FitRows, disc: Discretizer | None,
+            random_state: int | None) -> PCAReducer:
+    """The PCA of the fit rows' features after ``disc`` (:meth:`PCAReducer.fit_reduce`)."""
+    fmap = DiscretizeOnly(disc)
+    return PCAReducer(n_components).fit_reduce(
+        lambda part, merge, **kw: rows.reduce_slices(fmap, part, merge, **kw),
+        rows.n_features, random_state)
+
+
 class LayerClusterer(NnsigParamsMixin, BaseEstimator):
     """Cluster one layer's rows: discretize, reduce, KMeans (exact or streamed).
 
@@ -51,14 +91,12 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
     discretizer : Discretizer or None
         Template, cloned at fit (its ``random_state`` defaults to ours).
     reduce : int or None
-        Number of principal components (:mod:`nnsig_core.analysis.pca`; ``None``: no
-        reduction; a value >= the number of features also means none).
+        Number of principal components (``None``, or >= the features: no reduction).
     memory_limit : int or str
-        Budget of layer data held in memory (see the module docstring).
+        Budget of layer data held in memory.
     random_state : int or None
     n_init : int or "auto"
-        KMeans initialisations (exact path, and the KMeans on the seeding sample of the
-        out-of-core path, at least 3 there when the sample is not every row).
+        KMeans initialisations.
     method : {"auto", "exact", "lloyd"}
         ``"auto"`` chooses by ``memory_limit``.
     progress : bool
@@ -67,40 +105,27 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
     Attributes
     ----------
     method_ : str
-        The path used, ``"exact"`` or ``"lloyd"``, on either driver (``"streaming"`` and
-        ``"distributed"`` in analyses saved by earlier versions).
+        The path used, ``"exact"`` or ``"lloyd"`` (``"streaming"``, ``"distributed"`` in
+        older saves).
     cached_raw_ : bool
-        Whether the raw rows were read once and kept in memory for the passes
-        of a discretizer or a reduction (instead of read again per pass).
+        Whether the raw rows were kept in memory for the passes of the fit.
     n_features_in_ : int
-        Features (flattened units) of the layer.
     discretizer_ : Discretizer or None
     reducer_ : PCAReducer or None
     cluster_centers_ : ndarray (n_clusters, n_dims), float32
-        Centres in canonical order, in the discretized/reduced space.
+        Centres in canonical order, in the clustering space.
     fit_counts_ : ndarray (n_clusters,)
-        Fit rows per cluster.
     inertia_ : float
-        Sum of squared distances of fit rows to their centre.
     n_fit_samples_ : int
     fit_composition_ : ndarray (n_clusters, n_classes), int64
         Fit rows per cluster and label.
     n_iter_ : int
-        KMeans' (exact) or Lloyd's (out of core) iterations.
     """
 
-    def __init__(
-        self,
-        *,
-        n_clusters: int = 10,
-        discretizer: Discretizer | None = None,
-        reduce: int | None = None,
-        memory_limit: int | str = "2GiB",
-        random_state: int | None = 0,
-        n_init: int | str = 1,
-        method: str = "auto",
-        progress: bool = False,
-    ) -> None:
+    def __init__(self, *, n_clusters: int = 10, discretizer: Discretizer | None = None,
+                 reduce: int | None = None, memory_limit: int | str = "2GiB",
+                 random_state: int | None = 0, n_init: int | str = 1, method: str = "auto",
+                 progress: bool = False) -> None:
         self.n_clusters = n_clusters
         self.discretizer = discretizer
         self.reduce = reduce
@@ -121,7 +146,6 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
         "progress": [bool],
     }
 
-    # ------------------------------------------------------------------ fitting
     def fit(self, rows: FitRows | RowSource, *, name: str = "layer",
             n_classes: int | None = None) -> LayerClusterer:
         """Fit on every fit row of ``rows`` (named ``name`` in messages).
@@ -129,26 +153,20 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
         Parameters
         ----------
         rows : FitRows or RowSource
-            The layer's fit rows, held by either driver
-            (:mod:`nnsig_core.analysis.fit_rows`); a plain row source is read here.
+            The layer's fit rows, held by either driver; a plain row source is read here.
         name : str
         n_classes : int, optional
-            Classes of the fit rows' labels, the columns of :attr:`fit_composition_`
-            (default 1: rows read without labels count as class 0).
+            Columns of :attr:`fit_composition_` (default 1: every row is class 0).
         """
         validate_params(self, self._nnsig_constraints)
-        if hasattr(rows, "reducer"):
-            rows = cast(FitRows, rows)
-        else:  # a plain row source, read here
-            rows = cast(FitRows, SourceRows(rows))
+        rows = cast(FitRows, rows if hasattr(rows, "reducer") else SourceRows(rows))
         k = int(self.n_clusters)
         n, f = int(rows.n), int(rows.n_features)
         if n < k:
-            raise TooFewSamplesError(
-                f"Layer {name!r}: {n} sample(s) selected for fitting but n_clusters={k}. "
-                f"Lower n_clusters to at most {n}, or fit on more samples "
-                "(more data, only_correct=False, or a larger class subset)."
-            )
+            raise TooFewSamplesError(f"Layer {name!r}: {n} sample(s) selected for fitting but "
+                                     f"n_clusters={k}. Lower n_clusters to at most {n}, or fit "
+                                     "on more samples (more data, only_correct=False, or a "
+                                     "larger class subset).")
         limit = parse_bytes(self.memory_limit)
         n_cls = 1 if n_classes is None else int(n_classes)
         n_comp = self._n_components(n, f, name)
@@ -158,15 +176,12 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
         method = self.method
         if method == "auto":
             method = "exact" if eff_bytes <= limit else "lloyd"
-        # Bins, a reduction and Lloyd's iterations read the rows once per pass: keep them when
-        # they fit (here: memory_limit; on a cluster: the workers' memory).
+        # Bins, a reduction and Lloyd's iterations read the rows once per pass: keep them.
         kept = (transformed or method == "lloyd") and rows.keep(
             n * f * 4 + (eff_bytes if method == "exact" else 0) <= limit)
-        log.info(
-            "Layer %r: %d samples x %d features (%s as float32, budget %s): %s KMeans%s",
-            name, n, d_eff, format_bytes(eff_bytes), format_bytes(limit), method,
-            " on rows kept in memory" if kept else "",
-        )
+        log.info("Layer %r: %d samples x %d features (%s as float32, budget %s): %s KMeans%s",
+                 name, n, d_eff, format_bytes(eff_bytes), format_bytes(limit), method,
+                 " on rows kept in memory" if kept else "")
         self.n_features_in_ = f
         self.discretizer_ = (None if self.discretizer is None else
                              fit_discretizer(self.discretizer, rows, self.random_state))
@@ -187,8 +202,9 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
                 composition = count_matrix(ids, labels, k, n_cls)
                 inertia, self.n_iter_ = float(km.inertia_), int(km.n_iter_)
             else:
-                sample = rows.sample(fmap, sample_ranks(n, d_eff, k, self.random_state,
-                                                        self._sample_bytes()))
+                # The seeding sample: a quarter of the budget, at most INIT_SAMPLE_BYTES.
+                budget = int(min(INIT_SAMPLE_BYTES, max(limit // 4, 1)))
+                sample = rows.sample(fmap, sample_ranks(n, d_eff, k, self.random_state, budget))
                 reduce = rows.reducer(fmap)
                 result = fit_lloyd(reduce, sample, n,
                                    lambda X, n_init: self._kmeans(X, k, name, n_init), name=name)
@@ -209,10 +225,8 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
         self.n_fit_samples_ = n
         n_empty = int((self.fit_counts_ == 0).sum())
         if n_empty:
-            warn(
-                f"Layer {name!r}: {n_empty} of {k} clusters hold no fit sample (too few distinct "
-                "activation patterns?); consider fewer clusters."
-            )
+            warn(f"Layer {name!r}: {n_empty} of {k} clusters hold no fit sample (too few "
+                 "distinct activation patterns?); consider fewer clusters.")
         return self
 
     def _n_components(self, n: int, f: int, name: str) -> int | None:
@@ -227,11 +241,6 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
             return n if n < f else None
         return r
 
-    def _sample_bytes(self) -> int:
-        """Bytes of the out-of-core k-means' seeding sample: at most a quarter of
-        ``memory_limit`` (and :data:`~nnsig_core.analysis.lloyd.INIT_SAMPLE_BYTES`)."""
-        return int(min(INIT_SAMPLE_BYTES, max(parse_bytes(self.memory_limit) // 4, 1)))
-
     def _kmeans(self, X: np.ndarray, k: int, name: str, n_init: int | None = None) -> KMeans:
         """scikit-learn's KMeans on ``X`` (``n_init`` at least the estimator's when given)."""
         # KMeans centres a copy of X; without the copy it centres X in place and adds the
@@ -243,18 +252,15 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             km.fit(X)
-        _warn_once(caught, name)
+        for msg in dict.fromkeys(str(w.message) for w in caught):
+            warn(f"Layer {name!r}: {msg}")
         return km
-
-    # ------------------------------------------------------------------ transforming
-    def _discretized(self, block: np.ndarray) -> np.ndarray:
-        if self.discretizer_ is None:
-            return block
-        return self.discretizer_.transform(block).astype(np.float32)
 
     def features(self, block: np.ndarray) -> np.ndarray:
         """Raw rows (m, n_features) -> the clustering space (float32)."""
-        x = self._discretized(block)
+        x = block
+        if self.discretizer_ is not None:
+            x = self.discretizer_.transform(block).astype(np.float32)
         if self.reducer_ is not None:
             x = self.reducer_.transform(x)
         return np.ascontiguousarray(x, dtype=np.float32)
@@ -264,18 +270,12 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
         X = np.asarray(X, dtype=np.float32)
         X = X.reshape(X.shape[0], -1)
         if X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"The layer was fitted with {self.n_features_in_} features; these rows have "
-                f"{X.shape[1]}."
-            )
+            raise ValueError(f"The layer was fitted with {self.n_features_in_} features; these "
+                             f"rows have {X.shape[1]}.")
         return self.features(X)
 
     def assign(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Cluster ids (int32) of raw rows and their distances to that centre (float32).
-
-        What a signature needs, in one pass: :meth:`predict` and the matching
-        column of :meth:`transform`.
-        """
+        """Cluster ids (int32) of raw rows and their distances to that centre (float32)."""
         return assign_nearest(self._rows(X), self.cluster_centers_)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -290,32 +290,24 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
         d2 = (F**2).sum(1)[:, None] - 2 * F @ c.T + (c**2).sum(1)[None, :]
         return np.sqrt(np.maximum(d2, 0.0)).astype(np.float32)
 
-    # ------------------------------------------------------------------ state
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         check_is_fitted(self, "cluster_centers_")
-        attrs: dict[str, Any] = {
-            "n_clusters": int(self.n_clusters),
-            "method": self.method_,
-            "n_features_in": int(self.n_features_in_),
-            "n_fit_samples": int(self.n_fit_samples_),
-            "inertia": float(self.inertia_),
-        }
+        attrs: dict[str, Any] = {"n_clusters": int(self.n_clusters), "method": self.method_,
+                                 "n_features_in": int(self.n_features_in_),
+                                 "n_fit_samples": int(self.n_fit_samples_),
+                                 "inertia": float(self.inertia_)}
         arrays: dict[str, np.ndarray] = {"centers": self.cluster_centers_,
                                          "fit_counts": self.fit_counts_}
-        if self.discretizer_ is not None:
-            a, arr = self.discretizer_._state()
-            attrs["discretizer"] = a
-            arrays.update({f"disc_{k}": v for k, v in arr.items()})
-        if self.reducer_ is not None:
-            a, arr = self.reducer_._state()
-            attrs["reducer"] = a
-            arrays.update({f"pca_{k}": v for k, v in arr.items()})
+        for key, prefix, part in (("discretizer", "disc_", self.discretizer_),
+                                  ("reducer", "pca_", self.reducer_)):
+            if part is not None:
+                attrs[key], arr = part._state()
+                arrays.update({prefix + k: v for k, v in arr.items()})
         return attrs, arrays
 
     @classmethod
-    def _from_state(
-        cls, attrs: dict[str, Any], arrays: dict[str, np.ndarray], params: dict[str, Any]
-    ) -> LayerClusterer:
+    def _from_state(cls, attrs: dict[str, Any], arrays: dict[str, np.ndarray],
+                    params: dict[str, Any]) -> LayerClusterer:
         c = cls(**params)
         c.method_ = attrs["method"]
         c.n_features_in_ = int(attrs["n_features_in"])
@@ -332,12 +324,3 @@ class LayerClusterer(NnsigParamsMixin, BaseEstimator):
             sub = {k[4:]: v for k, v in arrays.items() if k.startswith("pca_")}
             c.reducer_ = PCAReducer._from_state(attrs["reducer"], sub)
         return c
-
-
-def _warn_once(caught: list[warnings.WarningMessage], name: str) -> None:
-    seen = set()
-    for w in caught:
-        msg = str(w.message)
-        if msg not in seen:
-            seen.add(msg)
-            warn(f"Layer {name!r}: {msg}")

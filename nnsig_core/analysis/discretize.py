@@ -1,19 +1,8 @@
 """Discretization of a layer's activations into bins, fitted from streamed chunks.
 
-The prototype binned each layer into equal-width bins over the layer's whole
-range and fed the *bin indices* to KMeans. :class:`Discretizer` keeps that
-(``strategy="uniform", scope="layer"``) and adds per-unit bins, quantile bins
-and the binary active/inactive (ReLU on/off) pattern.
-
-What feeds KMeans
------------------
-The analysis clusters the integer bin indices (as float32), as the prototype
-did. With ``scope="layer"`` and ``strategy="uniform"`` the indices are an
-affine function of the bin centres with one scale for every unit, so
-clustering indices or centres gives the same partition; with
-``scope="unit"`` the indices put every unit on the same 0..n_bins-1 scale,
-which is the point of per-unit binning. :meth:`Discretizer.inverse_transform`
-maps indices back to bin centres when values are wanted.
+KMeans is fed the bin indices (as float32), as in the prototype: with uniform layer-wide
+bins they are an affine function of the bin centres, so the partition is the same; with
+per-unit bins they put every unit on the same 0..n_bins-1 scale.
 """
 
 from __future__ import annotations
@@ -46,65 +35,45 @@ class Discretizer(NnsigParamsMixin, TransformerMixin, BaseEstimator):
     Parameters
     ----------
     strategy : {"uniform", "quantile", "binary"}
-        ``"uniform"``: ``n_bins`` equal-width bins between the minimum and the
-        maximum seen in training (the prototype's behaviour with
-        ``scope="layer"``). ``"quantile"``: bins holding equal shares of the
-        training values, estimated on a random subsample of at most
-        ``subsample`` rows (a reservoir sample when fitted from chunks);
-        repeated edges (e.g. the many exact zeros of a ReLU layer) are merged,
-        so a layer or unit may get fewer bins. ``"binary"``: 1 where the value
-        is above ``threshold``, else 0 (the ReLU on/off pattern with the
-        default threshold 0).
+        ``"uniform"``: ``n_bins`` equal-width bins over the range seen in training.
+        ``"quantile"``: bins holding equal shares of the training values (estimated on at
+        most ``subsample`` rows; repeated edges are merged, so there may be fewer bins).
+        ``"binary"``: 1 where the value is above ``threshold``, else 0.
     n_bins : int
         Number of bins (2..32767) of the uniform and quantile strategies.
     scope : {"layer", "unit"}
-        ``"layer"``: one set of edges for the whole layer (one global range);
-        ``"unit"``: edges per unit (feature), computed with scikit-learn's
-        :class:`~sklearn.preprocessing.KBinsDiscretizer`.
+        One set of edges for the whole layer, or edges per unit (by scikit-learn's
+        :class:`~sklearn.preprocessing.KBinsDiscretizer`).
     threshold : float
         Activation threshold of the binary strategy.
     subsample : int or None
-        Rows kept to estimate quantiles (``None``: all rows; memory grows with
-        the data). Ignored by the other strategies.
+        Rows kept to estimate quantiles (``None``: all rows).
     random_state : int or None
         Seed of the quantile subsample.
 
     Attributes
     ----------
     n_features_in_ : int
-        Number of features (units, flattened) seen in fit.
     data_min_, data_max_ : ndarray of shape (n_features,)
         Per-unit range seen in training (uniform strategy).
-    bin_edges_ : ndarray
-        ``scope="layer"``: shape ``(n_bins_ + 1,)``. ``scope="unit"``: shape
-        ``(n_features, max(n_bins_) + 1)``, each row padded with NaN after its
-        last edge. ``None`` for the binary strategy.
+    bin_edges_ : ndarray or None
+        ``(n_bins_ + 1,)`` per layer, or ``(n_features, max(n_bins_) + 1)`` per unit (padded
+        with NaN); ``None`` for the binary strategy.
     n_bins_ : int or ndarray of int
         Bins actually used (per unit when ``scope="unit"``).
 
     Notes
     -----
-    :meth:`transform` returns integer bin indices (``int16``); values outside
-    the training range fall into the first or last bin. After a series of
-    :meth:`partial_fit` calls the edges are computed on first use (or by
-    :meth:`finalize`). Bin ``i`` of a unit holds values ``x`` with
-    ``edges[i] <= x < edges[i + 1]``, as in ``KBinsDiscretizer``.
+    :meth:`transform` returns ``int16`` bin indices; values outside the training range
+    fall into the edge bins. Bin ``i`` holds ``edges[i] <= x < edges[i + 1]``.
     """
 
-    # Fitted (see Attributes); typed loosely: their shapes depend on ``scope``.
     bin_edges_: Any
     n_bins_: Any
 
-    def __init__(
-        self,
-        *,
-        strategy: str = "uniform",
-        n_bins: int = 10,
-        scope: str = "layer",
-        threshold: float = 0.0,
-        subsample: int | None = 200_000,
-        random_state: int | None = None,
-    ) -> None:
+    def __init__(self, *, strategy: str = "uniform", n_bins: int = 10, scope: str = "layer",
+                 threshold: float = 0.0, subsample: int | None = 200_000,
+                 random_state: int | None = None) -> None:
         self.strategy = strategy
         self.n_bins = n_bins
         self.scope = scope
@@ -112,7 +81,6 @@ class Discretizer(NnsigParamsMixin, TransformerMixin, BaseEstimator):
         self.subsample = subsample
         self.random_state = random_state
 
-    # ------------------------------------------------------------------ fitting
     _nnsig_constraints = {
         "strategy": [Options(STRATEGIES)],
         "n_bins": [Interval(numbers.Integral, 2, MAX_BINS)],
@@ -163,9 +131,8 @@ class Discretizer(NnsigParamsMixin, TransformerMixin, BaseEstimator):
                 size = self.subsample if self.subsample is not None else np.iinfo(np.int64).max
                 self._reservoir = Reservoir(int(size), self.random_state)
         elif X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"Discretizer was fitted on {self.n_features_in_} features; this chunk has {X.shape[1]}."
-            )
+            raise ValueError(f"Discretizer was fitted on {self.n_features_in_} features; this "
+                             f"chunk has {X.shape[1]}.")
         if X.shape[0] == 0:
             return self
         if self.strategy == "uniform":
@@ -173,10 +140,8 @@ class Discretizer(NnsigParamsMixin, TransformerMixin, BaseEstimator):
             self.data_max_ = np.maximum(self.data_max_, X.max(axis=0))
         elif self.strategy == "quantile":
             if not hasattr(self, "_reservoir"):
-                raise NotFittedError(
-                    "This quantile Discretizer was loaded from a store; it cannot be refitted "
-                    "incrementally. Create a new one."
-                )
+                raise NotFittedError("This quantile Discretizer was loaded from a store; it cannot "
+                                     "be refitted incrementally. Create a new one.")
             self._reservoir.add(X)
         self._n_seen += int(X.shape[0])
         self._dirty = True
@@ -204,11 +169,8 @@ class Discretizer(NnsigParamsMixin, TransformerMixin, BaseEstimator):
                 if edges.size < 2:
                     edges = np.array([edges[0], edges[0]])
                 if edges.size - 1 < self.n_bins:
-                    log.info(
-                        "Quantile bins: %d of %d bins left once repeated edges were merged.",
-                        edges.size - 1,
-                        self.n_bins,
-                    )
+                    log.info("Quantile bins: %d of %d bins left once repeated edges were merged.",
+                             edges.size - 1, self.n_bins)
             self.bin_edges_ = edges.astype(np.float64)
             self.n_bins_ = int(edges.size - 1)
         else:
@@ -217,9 +179,8 @@ class Discretizer(NnsigParamsMixin, TransformerMixin, BaseEstimator):
                 kb = KBinsDiscretizer(n_bins=self.n_bins, encode="ordinal", strategy="uniform")
             else:
                 data = self._reservoir.sample()
-                kb = KBinsDiscretizer(
-                    n_bins=self.n_bins, encode="ordinal", strategy="quantile", subsample=None
-                )
+                kb = KBinsDiscretizer(n_bins=self.n_bins, encode="ordinal", strategy="quantile",
+                                      subsample=None)
             with warnings.catch_warnings():
                 # Constant units (dead ReLUs) and merged quantile bins are expected here.
                 warnings.simplefilter("ignore", UserWarning)
@@ -241,22 +202,17 @@ class Discretizer(NnsigParamsMixin, TransformerMixin, BaseEstimator):
         if getattr(self, "_dirty", False):
             self.finalize()
 
-    # ------------------------------------------------------------------ transforming
     def transform(self, X: Any) -> np.ndarray:
         """Bin indices of ``X``: an ``int16`` array (samples, features)."""
         self._check_fitted()
         X = self._as_2d(X)
         if X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"Discretizer was fitted on {self.n_features_in_} features; X has {X.shape[1]}."
-            )
+            raise ValueError(f"Discretizer was fitted on {self.n_features_in_} features; X has "
+                             f"{X.shape[1]}.")
         if self.strategy == "binary":
             return (X > self.threshold).astype(np.int16)
         if self.scope == "layer":
-            inner = self.bin_edges_[1:-1]
-            if inner.size == 0:
-                return np.zeros(X.shape, dtype=np.int16)
-            return np.searchsorted(inner, X, side="right").astype(np.int16)
+            return np.searchsorted(self.bin_edges_[1:-1], X, side="right").astype(np.int16)
         return self._transform_units(X)
 
     def _transform_units(self, X: np.ndarray) -> np.ndarray:
@@ -268,8 +224,7 @@ class Discretizer(NnsigParamsMixin, TransformerMixin, BaseEstimator):
         n_inner = max(inner.shape[1], 1)
         step = max(1, _TRANSFORM_BLOCK // max(X.shape[1] * n_inner, 1))
         for s in range(0, X.shape[0], step):
-            block = X[s : s + step]
-            out[s : s + step] = (block[:, :, None] >= inner[None, :, :]).sum(axis=2)
+            out[s : s + step] = (X[s : s + step, :, None] >= inner[None, :, :]).sum(axis=2)
         return out
 
     def inverse_transform(self, Xt: Any) -> np.ndarray:
@@ -278,16 +233,14 @@ class Discretizer(NnsigParamsMixin, TransformerMixin, BaseEstimator):
         Xt = np.asarray(Xt).astype(np.int64)
         if self.strategy == "binary":
             return Xt.astype(np.float32)
+        e = self.bin_edges_
         if self.scope == "layer":
-            e = self.bin_edges_
             centres = (e[:-1] + e[1:]) / 2
             return centres[np.clip(Xt, 0, centres.size - 1)].astype(np.float32)
-        e = self.bin_edges_
         centres = (e[:, :-1] + e[:, 1:]) / 2
         idx = np.clip(Xt, 0, np.asarray(self.n_bins_)[None, :] - 1)
         return np.take_along_axis(centres.T, idx, axis=0).astype(np.float32)
 
-    # ------------------------------------------------------------------ description
     @property
     def spec(self) -> str:
         """A short human-readable form, parsed back by :func:`parse_discretizer_spec`."""
@@ -301,7 +254,8 @@ class Discretizer(NnsigParamsMixin, TransformerMixin, BaseEstimator):
         """Fitted state as JSON attributes and NumPy arrays (for saving in a store)."""
         self._check_fitted()
         attrs: dict[str, Any] = {
-            "params": {k: _jsonable(v) for k, v in self.get_params().items()},
+            "params": {k: v.item() if isinstance(v, np.generic) else v
+                       for k, v in self.get_params().items()},
             "n_features_in": int(self.n_features_in_),
             "n_seen": int(self._n_seen),
         }
@@ -326,33 +280,20 @@ class Discretizer(NnsigParamsMixin, TransformerMixin, BaseEstimator):
             d.data_min_ = np.asarray(arrays["data_min"])
             d.data_max_ = np.asarray(arrays["data_max"])
         if d.strategy == "binary":
-            d.bin_edges_ = None
-            d.n_bins_ = 2
-        elif d.scope == "layer":
-            d.bin_edges_ = np.asarray(arrays["bin_edges"])
-            d.n_bins_ = int(d.bin_edges_.size - 1)
+            d.bin_edges_, d.n_bins_ = None, 2
         else:
             d.bin_edges_ = np.asarray(arrays["bin_edges"])
-            d.n_bins_ = np.asarray(arrays["n_bins"], dtype=np.int64)
+            d.n_bins_ = (int(d.bin_edges_.size - 1) if d.scope == "layer"
+                         else np.asarray(arrays["n_bins"], dtype=np.int64))
         return d
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.floating):
-        return float(v)
-    return v
 
 
 def parse_discretizer_spec(spec: str | None) -> Discretizer | None:
     """Build a :class:`Discretizer` from a command-line spec.
 
-    Grammar: ``STRATEGY[:N_BINS][:SCOPE]`` for ``uniform`` and ``quantile``
-    (``uniform:10``, ``quantile:20:unit``), ``binary[:THRESHOLD][:SCOPE]`` for
-    binary (``binary``, ``binary:0.5``); ``none`` or an empty string give
-    ``None`` (no discretization). ``N_BINS`` defaults to 10, ``SCOPE`` to
-    ``layer``.
+    Grammar: ``STRATEGY[:N_BINS][:SCOPE]`` (``uniform:10``, ``quantile:20:unit``),
+    ``binary[:THRESHOLD][:SCOPE]``; ``none`` or ``""`` give ``None``. ``N_BINS`` defaults
+    to 10, ``SCOPE`` to ``layer``.
 
     Raises
     ------

@@ -1,16 +1,4 @@
-"""The signature analysis: fit per-layer clusterers on a store's split, map any split onto them.
-
-Typical use::
-
-    from nnsig_core import open_store
-    from nnsig_core.analysis import SignatureAnalysis
-
-    store = open_store("runs/mnist.zarr", mode="r+")
-    analysis = SignatureAnalysis(n_clusters=10).fit(store, "train")
-    test = analysis.transform(store, "test")
-    print(test.table(as_frame=True).head())
-    analysis.save(store, name="default", splits=["train", "test"])
-"""
+"""The signature analysis: fit per-layer clusterers on a store's split, map any split onto them."""
 
 from __future__ import annotations
 
@@ -62,29 +50,21 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
     Parameters
     ----------
     n_clusters : int or mapping of str to int
-        Clusters per layer; a mapping gives them per layer name (layers it
-        does not name get 10).
+        Clusters per layer; a mapping gives them per layer name (others get 10).
     discretizer : Discretizer, str or None
-        Bin activations before clustering (the bin indices are clustered; see
-        :mod:`nnsig_core.analysis.discretize`). A string is parsed with
-        :func:`parse_discretizer_spec` (``"uniform:10"``). Bins are fitted on
-        the fit samples and reused for every split.
+        Bin activations before clustering (a string is parsed by
+        :func:`parse_discretizer_spec`, e.g. ``"uniform:10"``); fitted on the fit samples.
     only_correct : bool
-        Fit only on samples the model classifies correctly (the prototype's
-        choice); needs labels.
+        Fit only on samples the model classifies correctly; needs labels.
     reduce : int or None
-        Reduce each layer to this many principal components before
-        clustering (useful for wide, flattened conv maps); ``None`` keeps all.
+        Principal components kept per layer before clustering; ``None`` keeps all.
     memory_limit : int or str
-        Budget for a layer's fit rows in memory (``"2GiB"``, bytes...). A layer
-        whose selected rows (float32, after reduction) fit is clustered with
-        exact KMeans in this process (on a cluster, its rows are gathered from
-        the workers), otherwise with Lloyd's iterations over the chunks (out of
-        core; on a cluster, reduced on the workers).
+        Budget for a layer's fit rows (``"2GiB"``, bytes): rows that fit (float32, after
+        reduction) get exact KMeans, others out-of-core Lloyd's iterations.
     layers : sequence of str or None
-        Layers to analyse, in any order (model order is kept); ``None``: all.
+        Layers to analyse (model order is kept); ``None``: all.
     random_state : int or None
-        Seed of everything random (KMeans, subsamples); same seed, same result.
+        Seed of everything random; same seed, same result.
     n_init : int or "auto"
         KMeans initialisations.
     progress : bool
@@ -95,17 +75,13 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
     layers_ : list of str
         Analysed layers, in model order.
     clusterers_ : dict of str to LayerClusterer
-        The fitted per-layer clusterers.
     n_clusters_ : list of int
-        Clusters per analysed layer.
     fit_split_ : str
-        The split fitted on.
     fit_classes_ : list of int or None
         The ``classes`` argument of :meth:`fit`.
     classes_ : list of int
-        Labels present among the fit samples (the classes fitted on).
+        Labels present among the fit samples.
     n_fit_samples_ : int
-        Samples the clusterers were fitted on.
     n_classes_ : int
         Number of classes of the model.
     fit_composition_ : list of ndarray (n_clusters, n_classes_)
@@ -115,8 +91,7 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
     name_ : str or None
         Name under which the analysis was saved or loaded.
     prefetched_ : list of str
-        Layers whose fit rows were read ahead in a background thread while the
-        previous layer was clustered.
+        Layers whose fit rows were read ahead while the previous one was clustered.
     """
 
     _nnsig_constraints = {
@@ -132,19 +107,11 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         "progress": [bool],
     }
 
-    def __init__(
-        self,
-        *,
-        n_clusters: int | Mapping[str, int] = DEFAULT_CLUSTERS,
-        discretizer: Discretizer | str | None = None,
-        only_correct: bool = True,
-        reduce: int | None = None,
-        memory_limit: int | str = "2GiB",
-        layers: Sequence[str] | None = None,
-        random_state: int | None = 0,
-        n_init: int | str = 1,
-        progress: bool = True,
-    ) -> None:
+    def __init__(self, *, n_clusters: int | Mapping[str, int] = DEFAULT_CLUSTERS,
+                 discretizer: Discretizer | str | None = None, only_correct: bool = True,
+                 reduce: int | None = None, memory_limit: int | str = "2GiB",
+                 layers: Sequence[str] | None = None, random_state: int | None = 0,
+                 n_init: int | str = 1, progress: bool = True) -> None:
         self.n_clusters = n_clusters
         self.discretizer = discretizer
         self.only_correct = only_correct
@@ -155,7 +122,6 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         self.n_init = n_init
         self.progress = progress
 
-    # ------------------------------------------------------------------ parameters
     def _discretizer_template(self) -> Discretizer | None:
         d = self.discretizer
         if isinstance(d, str):
@@ -177,11 +143,8 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         wanted = [self.layers] if isinstance(self.layers, str) else list(self.layers)
         missing = [n for n in wanted if n not in available]
         if missing:
-            hints = []
-            for m in missing:
-                close = difflib.get_close_matches(m, available, n=2, cutoff=0.5)
-                if close:
-                    hints.append(f"{m!r} -> did you mean {', '.join(map(repr, close))}?")
+            hints = [f"{m!r} -> did you mean {', '.join(map(repr, close))}?" for m in missing
+                     if (close := difflib.get_close_matches(m, available, n=2, cutoff=0.5))]
             raise StoreError(
                 f"Layer(s) {', '.join(map(repr, missing))} not in split {split!r} of the store. "
                 f"Available layers: {', '.join(available)}."
@@ -195,31 +158,24 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
             return [int(k)] * len(layers)
         unknown = [n for n in k if n not in layers]
         if unknown:
-            raise AnalysisError(
-                f"n_clusters names layer(s) {unknown} that are not analysed; "
-                f"analysed layers: {layers}."
-            )
+            raise AnalysisError(f"n_clusters names layer(s) {unknown} that are not analysed; "
+                                f"analysed layers: {layers}.")
         ks = [k.get(n, DEFAULT_CLUSTERS) for n in layers]
         bad = {n: v for n, v in zip(layers, ks, strict=True)
-               if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1}
+               if not Interval(numbers.Integral, 1).accepts(v)}
         if bad:
             raise AnalysisError(f"n_clusters must be an int >= 1 for every layer; got {bad}.")
         return [int(v) for v in ks]
 
-    # ------------------------------------------------------------------ selection
     def selection_mask(self, store: StoreArg, split: str, *,
                        classes: Iterable[int] | None = None) -> np.ndarray:
-        """Which samples of ``split`` the fit rule keeps (``only_correct``, ``classes``).
-
-        ``classes`` defaults to the classes given to :meth:`fit` when fitted,
-        else all; see :func:`~nnsig_core.analysis.fit_sample_mask`.
-        """
+        """Which samples of ``split`` the fit rule keeps (see
+        :func:`~nnsig_core.analysis.fit_sample_mask`); ``classes`` defaults to :meth:`fit`'s."""
         if classes is None:
             classes = getattr(self, "fit_classes_", None)
         return fit_sample_mask(open_store(store), split, classes=classes,
                                only_correct=self.only_correct)
 
-    # ------------------------------------------------------------------ fit / transform
     def fit(self, store: StoreArg, split: str = "train", *,
             classes: Iterable[int] | None = None, client: ClientArg = None) -> SignatureAnalysis:
         """Fit one clusterer per layer on the selected samples of ``split``.
@@ -230,12 +186,10 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         split : str
             The split to fit on (must be complete).
         classes : iterable of int, optional
-            Fit only on samples with these labels (e.g. ``range(5)`` for a
-            novelty study where 5..9 stay unseen).
+            Fit only on samples with these labels.
         client : dask.distributed.Client, None or False
-            Fit on this Dask cluster (``None``: the active client, if any;
-            ``False``: in this process); see :mod:`nnsig_core.analysis.split_view`. Both
-            drivers run the same fit and give the same clusters.
+            Fit on this Dask cluster (``None``: the active client, if any; ``False``: in this
+            process); both drivers give the same clusters.
 
         Returns
         -------
@@ -244,12 +198,8 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
 
         Raises
         ------
-        InvalidParameterError
-            A constructor parameter has an unusable value.
-        StoreError
-            Missing split or layer, or an incomplete split
-            (:class:`~nnsig_core.store.IncompleteStoreError`).
-        MissingLabelsError, EmptySelectionError, TooFewSamplesError, NonFiniteActivationError
+        InvalidParameterError, StoreError, MissingLabelsError, EmptySelectionError,
+        TooFewSamplesError, NonFiniteActivationError
         """
         client = resolve_client(client)
         validate_params(self, self._nnsig_constraints)
@@ -269,11 +219,10 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
 
         def fit_layer(name: str, rows: FitRows) -> LayerClusterer:
             t0 = time.perf_counter()
-            lc = LayerClusterer(
-                n_clusters=ks[layers.index(name)], discretizer=disc, reduce=self.reduce,
-                memory_limit=self.memory_limit, random_state=self.random_state,
-                n_init=self.n_init, progress=self.progress,
-            )
+            lc = LayerClusterer(n_clusters=ks[layers.index(name)], discretizer=disc,
+                                reduce=self.reduce, memory_limit=self.memory_limit,
+                                random_state=self.random_state, n_init=self.n_init,
+                                progress=self.progress)
             lc.fit(rows, name=name, n_classes=n_classes)
             log.info("Fitted layer %r (%s, %d clusters) in %.2f s", name, lc.method_,
                      lc.n_clusters, time.perf_counter() - t0)
@@ -307,16 +256,12 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         store : ActivationStore or path
         split : str
         client : dask.distributed.Client, None or False
-            Assign on this Dask cluster (``None``: the active client, if any;
-            ``False``: here); the result is then :class:`Signatures` over dask
-            arrays, written next to the analysis when the store holds it and is
-            writable, else kept in the workers' memory.
+            Assign on this Dask cluster (``None``: the active client, if any; ``False``:
+            here); the result is then :class:`Signatures` over dask arrays.
 
         Returns
         -------
         Signatures
-            Cluster ids and distances per sample and layer, with labels and
-            predictions.
 
         Raises
         ------
@@ -350,16 +295,14 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         info = {d["name"]: list(d["shape"]) for d in store.layer_info(split)}
         missing = [n for n in self.layers_ if n not in info]
         if missing:
-            raise StoreError(
-                f"Split {split!r} lacks the analysed layer(s) {missing}; its layers are "
-                f"{list(info)}. Capture the same layers as the fit split {self.fit_split_!r}."
-            )
+            raise StoreError(f"Split {split!r} lacks the analysed layer(s) {missing}; its layers "
+                             f"are {list(info)}. Capture the same layers as the fit split "
+                             f"{self.fit_split_!r}.")
         for name, shape in zip(self.layers_, self.layer_shapes_, strict=False):
             if info[name] != list(shape):
-                raise StoreError(
-                    f"Layer {name!r} has unit shape {info[name]} in split {split!r} but "
-                    f"{shape} in the fit split {self.fit_split_!r}: not the same model."
-                )
+                raise StoreError(f"Layer {name!r} has unit shape {info[name]} in split {split!r} "
+                                 f"but {shape} in the fit split {self.fit_split_!r}: not the "
+                                 "same model.")
 
     def fit_transform(self, store: StoreArg, split: str = "train", *,
                       classes: Iterable[int] | None = None,
@@ -370,13 +313,10 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
                                                                           client=client)
 
     def signatures(self, store: StoreArg, split: str, *, client: ClientArg = None) -> Signatures:
-        """Signatures of ``split``: computed earlier in this session, saved in the store, or now.
+        """Signatures of ``split``: cached in this session, saved in the store, or computed now.
 
-        Cached and saved signatures are used only while the split's capture is
-        the one they were computed from (its fingerprint, with a random
-        capture id, is compared), so a re-captured split is mapped again.
-        With a client (given or active) they are
-        :class:`Signatures` over dask arrays on that cluster.
+        Cached and saved signatures are used only while the split's fingerprint is the one
+        they were computed from; with a client they are over dask arrays on that cluster.
         """
         check_is_fitted(self, _FITTED)
         client = resolve_client(client)
@@ -395,7 +335,6 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         self._cache_put(store, split, sigs, view.cache_tag)
         return sigs
 
-    # ------------------------------------------------------------------ summaries
     def typical_clusters(self, *, min_share: float = 0.1) -> list[list[list[int]]]:
         """Per layer, per class: clusters holding >= ``min_share`` of the class's fit samples."""
         check_is_fitted(self, _FITTED)
@@ -408,6 +347,5 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         return out
 
     def summary(self, store: StoreArg, split: str) -> dict[str, Any]:
-        """A JSON-serialisable summary of the analysis on ``split`` (printed by ``nnsig analyze``);
-        see :func:`~nnsig_core.analysis.summary.analysis_summary`."""
+        """A JSON-serialisable summary of the analysis on ``split`` (``nnsig analyze``)."""
         return analysis_summary(self, self.signatures(store, split))

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 
 class AnalysisError(ValueError):
-    """The analysis cannot run as asked; the message names the problem and the fix.
-
-    The base of the analysis's errors. Problems with the store itself (missing split or
-    layer, interrupted capture) raise :class:`nnsig_core.store.StoreError` instead, an
-    analysis used before ``fit`` scikit-learn's :class:`~sklearn.exceptions.NotFittedError`.
-    """
+    """The analysis cannot run as asked (the base of its errors; problems with the store raise
+    :class:`nnsig_core.store.StoreError`)."""
 
 
 class EmptySelectionError(AnalysisError):

@@ -1,10 +1,8 @@
 """A layer's fit rows as the per-layer fit reads them, whichever driver holds them.
 
-:class:`FitRows` is a handful of operations over blocks ``(positions, labels, rows)``,
-each mapped through a *feature map* (``None``: the stored rows as float32; else an object
-whose ``features(rows)`` gives the clustering space). :class:`SourceRows` (here) reads
-blocks in this process; ``DaskRows`` (:mod:`nnsig_core.distributed.split_view`) runs each
-reduction per block on the workers. Both run the same kernels, so give the same answer.
+Every operation maps blocks ``(positions, labels, rows)`` through a *feature map* (``None``:
+the stored rows as float32; else an object whose ``features(rows)`` gives the clustering
+space). :class:`SourceRows` reads blocks here, ``DaskRows`` on the workers.
 """
 
 from __future__ import annotations
@@ -47,50 +45,38 @@ class FitRows(Protocol):
     @property
     def n(self) -> int:
         """The number of fit rows."""
-        ...
 
     @property
     def n_features(self) -> int:
         """Features (flattened units) of a stored row."""
-        ...
 
     def reduce(self, fmap: Any, part: Callable[..., Any], merge: Callable[..., Any] | None = None,
                **kw: Any) -> dict[str, Any]:
         """``part((positions, labels, F), **kw)`` over every block, merged."""
-        ...
 
     def reduce_slices(self, fmap: Any, part: Callable[..., Any],
                       merge: Callable[..., Any] | None = None, **kw: Any) -> dict[str, Any]:
         """``part(F, **kw)`` over slices of every block (bounded float64 temporaries), merged."""
-        ...
 
     def reducer(self, fmap: Any) -> Reduce:
         """A :data:`Reduce` of the features, for the many passes of Lloyd's iterations."""
-        ...
 
     def sample(self, fmap: Any, ranks: np.ndarray) -> np.ndarray:
         """The features of the fit rows of the given ranks (sorted), in order."""
-        ...
 
     def gather(self, fmap: Any) -> tuple[np.ndarray, np.ndarray]:
         """Every fit row's features ``(n, d)`` float32, and its label, in memory."""
-        ...
 
     def keep(self, fits: bool) -> bool:
         """Keep the stored rows in memory for the coming passes when ``fits`` (and the driver
         has room); whether they are kept."""
-        ...
 
     def drop(self) -> None:
         """Free what :meth:`keep` kept."""
-        ...
 
 
 class SourceRows:
-    """The local driver's fit rows: a :class:`~nnsig_core.analysis.source.RowSource` read here.
-
-    ``labels`` are the split's, indexed by the positions the source yields (``None``: all 0).
-    """
+    """The local driver's fit rows: a row source read here, with the split's ``labels``."""
 
     def __init__(self, source: RowSource, labels: np.ndarray | None = None) -> None:
         self.source: RowSource = source

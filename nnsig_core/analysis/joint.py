@@ -1,11 +1,5 @@
-"""The joint table of a split: its distinct (label, cluster ids..., prediction) rows and counts.
-
-Every count a report or a table needs (paths, compositions, purity,
-accuracy) follows from the joint table, weighting each distinct row by its
-count; it is as large as the number of distinct rows, not the split. Built
-per block and merged (:func:`joint_part`, :func:`joint_merge`), it is the
-same whether the samples sit in memory or on a Dask cluster.
-"""
+"""The joint table of a split: its distinct (label, cluster ids..., prediction) rows and counts,
+from which every count of a report or table follows. Built per block and merged."""
 
 from __future__ import annotations
 
@@ -53,9 +47,8 @@ def joint_merge(*parts: dict[str, Any]) -> dict[str, Any]:
 
 def joint_compositions(classes: np.ndarray, ids: np.ndarray, counts: np.ndarray,
                        n_clusters: list[int], n_classes: int) -> list[np.ndarray]:
-    """Per layer, the ``(clusters, n_classes)`` sample counts of the joint table's rows:
-    their class ``classes`` (rows with a class < 0 are left out), cluster ids ``ids``
-    ``(rows, layers)`` and ``counts``."""
+    """Per layer, the ``(clusters, n_classes)`` sample counts of the joint table's rows (rows
+    of class < 0 left out)."""
     keep = (classes >= 0) & (classes < n_classes)
     out = []
     for j, k in enumerate(n_clusters):

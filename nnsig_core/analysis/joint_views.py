@@ -1,14 +1,9 @@
-"""The views of a split's signatures computed from its joint table alone.
-
-:class:`JointTableViews` holds every table and per-layer figure of
-:class:`~nnsig_core.analysis.Signatures`. Each counts the joint table's distinct
-``(label, path, prediction)`` rows with their multiplicities, so it costs as many rows as
-there are distinct paths, however many samples there are and wherever they are held.
-"""
+"""The tables and per-layer figures of :class:`~nnsig_core.analysis.Signatures`, computed from
+the joint table alone (as many rows as distinct paths, however many samples)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,47 +34,26 @@ def class_entropy(composition: np.ndarray) -> float:
     return float((h * sizes[:, 0]).sum() / total)
 
 
-
 class JointTableViews:
-    """Tables and per-layer figures from the joint table (see the module doc).
-
-    A subclass provides ``split``, ``layers``, ``n_clusters``, ``n_classes``,
-    ``has_labels`` and ``_cols()``: the joint table's label, cluster ids,
-    prediction and count columns.
-    """
+    """Tables and per-layer figures from the joint table (a mixin of ``Signatures``)."""
 
     split: str
     layers: list[str]
     n_clusters: list[int]
 
-    @property
-    def n_classes(self) -> int:
-        raise NotImplementedError  # pragma: no cover - every subclass defines it
+    if TYPE_CHECKING:  # defined by the subclass
+        @property
+        def n_classes(self) -> int: ...
+        @property
+        def has_labels(self) -> bool: ...
+        def _cols(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
+        def joint(self) -> tuple[np.ndarray, np.ndarray]: ...
 
-    @property
-    def has_labels(self) -> bool:
-        raise NotImplementedError  # pragma: no cover - every subclass defines it
-
-    def _cols(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        raise NotImplementedError  # pragma: no cover - every subclass defines it
-
-    def joint(self) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError  # pragma: no cover - every subclass defines it
-
-    def _need_labels(self, what: str) -> None:
-        if not self.has_labels:
-            raise MissingLabelsError(
-                f"Split {self.split!r} has no labels, which {what} needs. Capture the split with "
-                "labels, or use by='output' to count predicted classes instead."
-            )
-
-    # ------------------------------------------------------------------ main table
     def table(self, *, as_frame: bool = False) -> Any:
         """The prototype's table: one row per distinct (input class, signature, output class).
 
-        Columns ``input_class`` (-1 when unknown), ``signature`` (tuple of
-        cluster ids, one per layer), ``output_class``, ``count``; sorted by
-        count (descending), then input class, signature and output class.
+        Columns ``input_class`` (-1 when unknown), ``signature`` (tuple of cluster ids),
+        ``output_class``, ``count``; sorted by count (descending), then the others.
 
         Parameters
         ----------
@@ -89,8 +63,6 @@ class JointTableViews:
         T, counts = self.joint()
         L = len(self.layers)
         cols = ["input_class", "signature", "output_class", "count"]
-        if T.shape[0] == 0:
-            return _maybe_frame(Table(cols, []), as_frame)
         keys = [T[:, L + 1]] + [T[:, 1 + j] for j in reversed(range(L))] + [T[:, 0], -counts]
         order = np.lexsort(keys)
         rows = [(int(u[0]), tuple(int(x) for x in u[1 : L + 1]), int(u[L + 1]), int(c))
@@ -100,16 +72,12 @@ class JointTableViews:
     def by_output_class(self, *, as_frame: bool = False) -> Any:
         """Signatures leading to each output class.
 
-        Columns ``output_class``, ``signature``, ``count``, ``n_correct``
-        (samples whose label is that output class), ``n_misclassified``
-        (labelled, label differs); sorted by output class, then count
-        (descending), then signature.
+        Columns ``output_class``, ``signature``, ``count``, ``n_correct``,
+        ``n_misclassified``; sorted by output class, count (descending), signature.
         """
         lab, ids, pred, w = self._cols()
         L = len(self.layers)
         cols = ["output_class", "signature", "count", "n_correct", "n_misclassified"]
-        if w.size == 0:
-            return _maybe_frame(Table(cols, []), as_frame)
         uniq, inv = np.unique(np.column_stack([pred, ids]), axis=0, return_inverse=True)
         inv = inv.reshape(-1)
         counts = np.bincount(inv, weights=w, minlength=len(uniq)).astype(np.int64)
@@ -125,17 +93,13 @@ class JointTableViews:
     def by_signature(self, *, as_frame: bool = False) -> Any:
         """One row per distinct signature.
 
-        Columns ``signature``, ``count``, ``majority_class`` (most frequent
-        input class, -1 without labels), ``purity`` (its share of the
-        labelled samples), ``n_misclassified``, ``by_class`` (dict input
-        class -> count), ``by_output`` (dict output class -> count); sorted by
-        count (descending), then signature.
+        Columns ``signature``, ``count``, ``majority_class`` (-1 without labels), ``purity``
+        (its share of the labelled samples), ``n_misclassified``, ``by_class`` and
+        ``by_output`` (dicts class -> count); sorted by count (descending), signature.
         """
         lab, ids, pred, w = self._cols()
         cols = ["signature", "count", "majority_class", "purity", "n_misclassified",
                 "by_class", "by_output"]
-        if w.size == 0:
-            return _maybe_frame(Table(cols, []), as_frame)
         uniq, inv = np.unique(ids, axis=0, return_inverse=True)
         inv = inv.reshape(-1)
         counts = np.bincount(inv, weights=w, minlength=len(uniq)).astype(np.int64)
@@ -158,19 +122,20 @@ class JointTableViews:
                          {int(c): int(v) for c, v in enumerate(by_out[i]) if v}))
         return _maybe_frame(Table(cols, rows), as_frame)
 
-    # ------------------------------------------------------------------ per layer
     def composition(self, *, by: str = "input") -> list[np.ndarray]:
         """Per layer, a (n_clusters, n_classes) matrix of sample counts.
 
         Parameters
         ----------
         by : {"input", "output"}
-            Count by true label (samples without a label are left out) or by
-            predicted class.
+            Count by true label (unlabelled samples left out) or by predicted class.
         """
         lab, ids, pred, w = self._cols()
         if by in ("input", "label"):
-            self._need_labels("class counts")
+            if not self.has_labels:
+                raise MissingLabelsError(f"Split {self.split!r} has no labels, which class counts "
+                                         "needs. Capture the split with labels, or use by='output' "
+                                         "to count predicted classes instead.")
             cls = lab
         elif by in ("output", "prediction"):
             cls = pred
@@ -179,11 +144,8 @@ class JointTableViews:
         return joint_compositions(cls, ids, w, self.n_clusters, max(self.n_classes, 1))
 
     def cluster_composition(self, *, by: str = "input", as_frame: bool = False) -> Any:
-        """Long table of :meth:`composition`: ``layer``, ``cluster``, ``class``, ``count``.
-
-        Only non-zero counts are listed; rows follow layer order, then
-        cluster, then class.
-        """
+        """Long table of :meth:`composition`'s non-zero counts: ``layer``, ``cluster``,
+        ``class``, ``count``."""
         rows = []
         for name, m in zip(self.layers, self.composition(by=by), strict=False):
             for c, k in zip(*np.nonzero(m), strict=False):
@@ -191,17 +153,14 @@ class JointTableViews:
         return _maybe_frame(Table(["layer", "cluster", "class", "count"], rows), as_frame)
 
     def purity(self) -> np.ndarray:
-        """Per layer, over labelled samples: the share of samples in their cluster's most frequent
-        input class (1: every cluster holds one class; NaN without labels).
-        """
+        """Per layer: the share of labelled samples in their cluster's most frequent class
+        (NaN without labels)."""
         if not self.has_labels:
             return np.full(len(self.layers), np.nan)
         return np.array([class_purity(m) for m in self.composition(by="input")])
 
     def entropy(self) -> np.ndarray:
-        """Per layer, over labelled samples: H(class | cluster) in bits, the size-weighted mean of
-        each cluster's class entropy (0: every cluster holds one class; NaN without labels).
-        """
+        """Per layer: H(class | cluster) in bits over labelled samples (NaN without labels)."""
         if not self.has_labels:
             return np.full(len(self.layers), np.nan)
         return np.array([class_entropy(m) for m in self.composition(by="input")])
@@ -209,11 +168,8 @@ class JointTableViews:
     def transitions(self, *, include_io: bool = False, as_frame: bool = False) -> Any:
         """Counts between consecutive layers' clusters, split by input class (Sankey links).
 
-        Columns ``source_layer``, ``source``, ``target_layer``, ``target``,
-        ``input_class`` (-1 when unknown), ``count``. With ``include_io`` the
-        links from the input class to the first layer (``source_layer`` is
-        ``"input"``) and from the last layer to the output class
-        (``target_layer`` is ``"output"``) are included too.
+        Columns ``source_layer``, ``source``, ``target_layer``, ``target``, ``input_class``,
+        ``count``; ``include_io`` adds the links from ``"input"`` and to ``"output"``.
         """
         lab, ids, pred, w = self._cols()
         cols = [lab] + [ids[:, j] for j in range(ids.shape[1])] + [pred]
@@ -221,8 +177,6 @@ class JointTableViews:
         pairs = range(len(cols) - 1) if include_io else range(1, len(cols) - 2)
         rows = []
         for a in pairs:
-            if w.size == 0:
-                continue
             uniq, inv = np.unique(np.column_stack([cols[a], cols[a + 1], lab]), axis=0,
                                   return_inverse=True)
             counts = np.bincount(inv.reshape(-1), weights=w, minlength=len(uniq))

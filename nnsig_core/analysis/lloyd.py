@@ -1,10 +1,5 @@
-"""k-means out of core: Lloyd's iterations as reductions over blocks of rows, seeded on a sample.
-
-One algorithm for every layer whose fit rows do not fit in memory, whichever driver
-reads them: the local clusterer folds each reduction over a pass of the store, the Dask
-driver runs it per block on the workers. The start, the iterations and the stopping
-rule (scikit-learn's) are described in ``docs/design.md`` ("Distributed analysis").
-"""
+"""k-means out of core: Lloyd's iterations as reductions over blocks of rows, seeded on a sample
+(run by either driver; ``docs/design.md``, "Distributed analysis")."""
 
 from __future__ import annotations
 
@@ -17,6 +12,8 @@ import numpy as np
 
 from nnsig_core._util import count_matrix
 from nnsig_core._warnings import warn
+from nnsig_core.analysis.assign import order_by_first
+from nnsig_core.analysis.fit_rows import Reduce
 from nnsig_core.execute.blocks import row_slices
 
 log = logging.getLogger("nnsig")
@@ -25,20 +22,14 @@ log = logging.getLogger("nnsig")
 INIT_SAMPLE_BYTES = 256 << 20
 #: Rows of the seeding sample at least (when the fit has as many).
 MIN_SAMPLE_ROWS = 1024
-#: Seedings (at least) of the KMeans on a seeding sample smaller than the fit rows: the
-#: sample's fit is cheap, a poor one costs every pass over the data (on the MNIST MLP's last
-#: layer, one seeding of a 2,048-row sample gave 1.23x the exact inertia, three 1.005x).
+#: Seedings (at least) of the KMeans on a seeding sample smaller than the fit rows: a poor
+#: seeding costs every pass over the data (MNIST MLP: 1.23x the exact inertia with one, 1.005x
+#: with three).
 SAMPLE_N_INIT = 3
 #: scikit-learn's KMeans defaults.
 TOL, MAX_ITER = 1e-4, 300
 
-#: ``reduce(part, merge=None, **kw)``: ``part(block, **kw)`` over every block ``(positions,
-#: labels, F)`` of the fit rows, merged by ``merge`` (default
-#: :func:`~nnsig_core.execute.merging.merge_parts`: sums, lists concatenated).
-Reduce = Callable[..., dict[str, Any]]
 
-
-# ---------------------------------------------------------------------------- seeding
 def sample_ranks(n: int, d: int, k: int, random_state: int | None,
                  sample_bytes: int = INIT_SAMPLE_BYTES) -> np.ndarray:
     """Sorted ranks of the seeding sample: every row when they fit ``sample_bytes``, and at
@@ -50,13 +41,9 @@ def sample_ranks(n: int, d: int, k: int, random_state: int | None,
     return np.sort(rng.choice(n, size=m, replace=False)).astype(np.int64)
 
 
-# ---------------------------------------------------------------------------- Lloyd
 def cluster_sums(F: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
-    """``(k, d)`` float64 sums of the rows of each cluster (NumPy's pairwise float64 sums of
-    each cluster's rows; no float64 copy of the block)."""
+    """``(k, d)`` float64 sums of the rows of each cluster (no float64 copy of the block)."""
     out = np.zeros((k, F.shape[1]))
-    if F.shape[0] == 0:
-        return out
     for c in np.unique(ids):
         out[c] = F[ids == c].sum(axis=0, dtype=np.float64)
     return out
@@ -65,8 +52,6 @@ def cluster_sums(F: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
 def lloyd_labels(Fc: np.ndarray, Cc: np.ndarray) -> np.ndarray:
     """scikit-learn's Lloyd assignment: ``argmin_j |c_j|^2 - 2 x.c_j`` in float32 (first
     minimum), in centred coordinates, so that exact ties go where KMeans sends them."""
-    if Fc.shape[0] == 0:
-        return np.empty(0, dtype=np.int64)
     scores = Fc @ (-2.0 * Cc.T)
     scores += np.einsum("ij,ij->i", Cc, Cc)[None, :]
     return np.argmin(scores, axis=1)
@@ -74,8 +59,7 @@ def lloyd_labels(Fc: np.ndarray, Cc: np.ndarray) -> np.ndarray:
 
 def _centred(block: tuple[np.ndarray, np.ndarray, np.ndarray],
              state: tuple[np.ndarray, np.ndarray]) -> Iterator[tuple[slice, np.ndarray]]:
-    """The block's rows centred as KMeans centres them (float32), slice by slice, so a task
-    holds one slice's copy rather than the block's."""
+    """The block's rows centred as KMeans centres them (float32), slice by slice."""
     mean = state[1]
     X = block[2]
     for sl in row_slices(X.shape[0], X.shape[1]):
@@ -184,14 +168,8 @@ def lloyd(reduce: Reduce, init: np.ndarray, mean: np.ndarray | None = None, tol:
 def fit_lloyd(reduce: Reduce, sample: np.ndarray, n_rows: int,
               kmeans: Callable[[np.ndarray, int | None], Any], tol: float = TOL,
               max_iter: int = MAX_ITER, name: str = "layer") -> LloydResult:
-    """The out-of-core k-means of ``n_rows`` fit rows from their seeding ``sample``.
-
-    ``kmeans(X, n_init)`` fits scikit-learn's ``KMeans`` in memory (``n_init`` None keeps the
-    estimator's). When the sample is every fit row its fit is the exact fit, and the answer;
-    otherwise it is fitted from at least :data:`SAMPLE_N_INIT` seedings and Lloyd's iterations
-    over every row (:func:`lloyd`) start from its centres, close to their end. The sample's
-    float32 mean is the centring vector.
-    """
+    """The out-of-core k-means of ``n_rows`` fit rows: ``kmeans(X, n_init)`` on the seeding
+    ``sample``, then (unless it is every row) :func:`lloyd` from its centres."""
     X = np.asarray(sample, dtype=np.float32)
     mean = X.mean(axis=0)
     whole = X.shape[0] >= n_rows
@@ -204,7 +182,6 @@ def fit_lloyd(reduce: Reduce, sample: np.ndarray, n_rows: int,
     return lloyd(reduce, centres, mean, tol=tol, max_iter=max_iter, name=name)
 
 
-# ---------------------------------------------------------------------------- final assignment
 def _assign(block: tuple[np.ndarray, np.ndarray, np.ndarray],
             state: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, float]:
     """The block's rows assigned to the centres by KMeans' rule, and their inertia."""
@@ -248,11 +225,6 @@ def final_assignment(reduce: Reduce, result: LloydResult, n_classes: int) -> Fin
 
 def canonical_from_first(first: np.ndarray, centers: np.ndarray) -> np.ndarray:
     """:func:`~nnsig_core.analysis.assign.canonical_order` from each cluster's first position."""
-    k = centers.shape[0]
     present = np.flatnonzero(first >= 0)
-    order = present[np.argsort(first[present], kind="stable")]
-    missing = np.setdiff1d(np.arange(k), present)
-    if missing.size:
-        missing = missing[np.lexsort(centers[missing].T[::-1])]
-    return np.concatenate([order, missing]).astype(np.int64)
+    return order_by_first(present, first[present], centers)
 

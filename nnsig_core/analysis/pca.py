@@ -1,28 +1,21 @@
 """Linear reduction of a layer before clustering (``SignatureAnalysis(reduce=N)``): one exact PCA.
 
-Computed from aggregates of the fit rows' features, so one algorithm serves both drivers
-(:meth:`PCAReducer.fit_reduce` takes the driver's reduction): the covariance from
-per-block moments up to :data:`COVARIANCE_MAX_FEATURES` features, else a randomized
-subspace iteration (``docs/design.md``, "Distributed analysis"). Signs follow
-scikit-learn's ``svd_flip``.
+Computed from the driver's reductions over the fit rows' features: the covariance up to
+:data:`COVARIANCE_MAX_FEATURES` features, else a randomized subspace iteration.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from nnsig_core.analysis.fit_rows import Reduce
 from nnsig_core.execute.merging import merge_parts
 
 COVARIANCE_MAX_FEATURES = 4096
 POWER_ITERATIONS = 7
 OVERSAMPLE = 10
-
-#: ``reduce(part, merge, **kw)``: ``part(F, **kw)`` over every block ``F`` (float32 features of
-#: the fit rows), the results merged by ``merge(*parts)``.
-Reduce = Callable[..., dict[str, Any]]
 
 
 def moments_part(F: np.ndarray, scatter: bool = True) -> dict[str, Any]:
@@ -37,8 +30,7 @@ def moments_part(F: np.ndarray, scatter: bool = True) -> dict[str, Any]:
 
 
 def merge_moments(*parts: dict[str, Any]) -> dict[str, Any]:
-    """Chan et al.'s pairwise merge of ``{n, mean, m2}`` partials: ``m2`` is a scatter
-    matrix (``d x d``) or per-feature sums of squares (``d``), and merges as it came."""
+    """Chan et al.'s pairwise merge of ``{n, mean, m2}`` partials (matrix or per-feature)."""
     out: dict[str, Any] = {"n": 0}
     for p in parts:
         if not p["n"]:
@@ -62,8 +54,7 @@ def product_part(F: np.ndarray, mean: np.ndarray, Q: np.ndarray) -> dict[str, An
 
 
 def _flip(components: np.ndarray) -> np.ndarray:
-    """scikit-learn's sign convention (``svd_flip``, V-based): each component's largest
-    absolute coefficient is positive."""
+    """scikit-learn's ``svd_flip`` sign convention: each component's largest coefficient > 0."""
     idx = np.argmax(np.abs(components), axis=1)
     signs = np.sign(components[np.arange(components.shape[0]), idx])
     signs[signs == 0] = 1
@@ -78,22 +69,16 @@ def _top(matrix: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class PCAReducer:
-    """Linear reduction to the top ``n_components`` principal components of the fit rows.
-
-    ``transform(X) = (X - mean_) @ components_.T`` in float32, with the fitted arrays kept
-    (and saved) in float32, so results are identical before and after a save/load round trip.
-    """
+    """Linear reduction to the top ``n_components`` principal components of the fit rows,
+    in float32 (so results are identical after a save and a load)."""
 
     def __init__(self, n_components: int) -> None:
         self.n_components = int(n_components)
 
     def fit_reduce(self, reduce: Reduce, n_features: int,
                    random_state: int | None = None) -> PCAReducer:
-        """Fit from the driver's reduction over the fit rows' feature blocks (:data:`Reduce`).
-
-        ``random_state`` seeds the subspace iteration of layers wider than
-        :data:`COVARIANCE_MAX_FEATURES` (the covariance path draws nothing).
-        """
+        """Fit from the driver's reduction over the fit rows' features; ``random_state`` seeds
+        the subspace iteration."""
         f, r = int(n_features), self.n_components
         if f <= COVARIANCE_MAX_FEATURES:
             s = reduce(moments_part, merge_moments, scatter=True)
@@ -125,15 +110,10 @@ class PCAReducer:
                           dtype=np.float32)
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return (
-            {"n_components": self.n_components},
-            {
-                "components": self.components_,
-                "mean": self.mean_,
-                "explained_variance": self.explained_variance_,
-                "explained_variance_ratio": self.explained_variance_ratio_,
-            },
-        )
+        return {"n_components": self.n_components}, {
+            "components": self.components_, "mean": self.mean_,
+            "explained_variance": self.explained_variance_,
+            "explained_variance_ratio": self.explained_variance_ratio_}
 
     @classmethod
     def _from_state(cls, attrs: dict[str, Any], arrays: dict[str, np.ndarray]) -> PCAReducer:

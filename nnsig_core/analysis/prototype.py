@@ -13,38 +13,19 @@ from nnsig_core.analysis.tables import Table
 from nnsig_core.store import ActivationStore, open_store
 
 
-def export_prototype(
-    analysis: Any,
-    store: ActivationStore | str | os.PathLike[str],
-    split: str,
-    out_dir: str | os.PathLike[str],
-) -> dict[str, Path]:
+def export_prototype(analysis: Any, store: ActivationStore | str | os.PathLike[str], split: str,
+                     out_dir: str | os.PathLike[str]) -> dict[str, Path]:
     """Write the prototype's ``clusters_info.json`` and ``clusterized_values.csv`` into ``out_dir``.
 
     ``clusters_info.json``
-        One list per layer of ``{"layer": l, "class": c, "instances_count":
-        n, "cluster_index": i}`` records (``l`` 1-based, as in the CSV
-        header; non-zero counts only): how many fit samples (those the
-        analysis was fitted on: the correctly classified training samples
-        by default) of class ``c`` fall in cluster ``i``.
+        One list per layer of ``{"layer": l, "class": c, "instances_count": n,
+        "cluster_index": i}`` records (``l`` 1-based, non-zero counts only): fit samples of
+        class ``c`` in cluster ``i``.
     ``clusterized_values.csv``
         Header ``input_class,cluster_in_layer1,...,cluster_in_layerL,output_class``;
-        one line per sample of ``split`` in store order.
+        one line per sample of ``split``.
 
-    Parameters
-    ----------
-    analysis : SignatureAnalysis
-        A fitted analysis.
-    store : ActivationStore or path
-    split : str
-        The split whose samples go into the CSV file.
-    out_dir : path
-        Created if missing.
-
-    Returns
-    -------
-    dict
-        ``{"clusters_info": path, "clusterized_values": path}``.
+    Returns ``{"clusters_info": path, "clusterized_values": path}``.
     """
     check_is_fitted(analysis, "clusterers_")
     store = open_store(store)
@@ -61,10 +42,8 @@ def export_prototype(
     sigs = analysis.signatures(store, split)
     header = ["input_class", *[f"cluster_in_layer{j + 1}" for j in range(len(sigs.layers))],
               "output_class"]
-    rows = [
-        (int(a), *(int(x) for x in ids), int(b))
-        for a, ids, b in zip(sigs.labels, sigs.cluster_ids, sigs.predictions, strict=True)
-    ]
+    rows = [(int(a), *(int(x) for x in ids), int(b))
+            for a, ids, b in zip(sigs.labels, sigs.cluster_ids, sigs.predictions, strict=True)]
     p_csv = out / "clusterized_values.csv"
     Table(header, rows).to_csv(p_csv)
     return {"clusters_info": p_info, "clusterized_values": p_csv}

@@ -1,11 +1,4 @@
-"""A fitted analysis in the store: save, load, and where its signatures are kept.
-
-:class:`SavedAnalysis` is the persistence half of
-:class:`~nnsig_core.analysis.SignatureAnalysis` (a mixin): the analysis as JSON
-and arrays (:mod:`nnsig_core.analysis.state`), written and read by
-:mod:`nnsig_core.analysis.persist`; the signatures computed in this session,
-cached by the split's fingerprint; and which store holds this very analysis.
-"""
+"""A fitted analysis in the store: save, load, and the signatures cached in this session."""
 
 from __future__ import annotations
 
@@ -19,7 +12,6 @@ from sklearn.utils.validation import check_is_fitted
 from nnsig_core._warnings import warn
 from nnsig_core.analysis import persist
 from nnsig_core.analysis.signatures import Signatures
-from nnsig_core.analysis.state import export_state, restore_state
 from nnsig_core.execute.client import ClientArg, resolve_client
 from nnsig_core.store import ActivationStore, open_store
 from nnsig_core.store.format import analysis_path, scorer_path, scores_path, signatures_path
@@ -31,7 +23,7 @@ _FITTED = "clusterers_"
 
 
 class SavedAnalysis:
-    """Saving, loading and the signature cache of a fitted analysis (see the module doc)."""
+    """Saving, loading and the signature cache of a fitted analysis (a mixin)."""
 
     name_: str | None
     layers_: list[str]
@@ -42,7 +34,6 @@ class SavedAnalysis:
         def row_level(self, store: ActivationStore) -> str: ...
         def signatures(self, store: Any, split: str, *, client: Any = None) -> Signatures: ...
 
-    # ------------------------------------------------------------------ signature cache
     def _cache_key(self, store: ActivationStore, split: str) -> tuple[Any, ...]:
         where = store.location if store.path is not None or "://" in store.location else id(store)
         return (where, split, tuple(sorted(store.fingerprint(split).items())))
@@ -55,23 +46,19 @@ class SavedAnalysis:
         self._cache[(*self._cache_key(store, split), *tag)] = sigs
 
     def _forget(self, store: ActivationStore, split: str) -> None:
-        """Drop every driver's cached signatures of ``split`` (they may read a group that is
-        about to be replaced)."""
+        """Drop every driver's cached signatures of ``split``."""
         prefix = self._cache_key(store, split)
         cache = getattr(self, "_cache", None) or {}
         for key in [k for k in cache if k[:len(prefix)] == prefix]:
             del cache[key]
 
     def _saved_name(self, store: ActivationStore) -> str | None:
-        """The name under which ``store`` holds this very analysis (saved there, or loaded
-        from there), else None: another analysis saved under the same name in another
-        store is not this one, and its signatures are not these."""
+        """The name under which ``store`` holds this very analysis, else None."""
         if self.name_ is None:
             return None
         centers = {n: self.clusterers_[n].cluster_centers_ for n in self.layers_}
         return self.name_ if persist.holds_analysis(store, self.name_, centers) else None
 
-    # ------------------------------------------------------------------ persistence
     def save(self, store: StoreArg, name: str = "default", *, overwrite: bool = False,
              splits: Iterable[str] | None = None, client: ClientArg = None) -> Any:
         """Save the fitted analysis into ``store`` under ``analysis/<name>``.
@@ -82,17 +69,12 @@ class SavedAnalysis:
             Opened with mode ``"r+"`` or ``"a"`` (a path is opened ``"r+"``).
         name : str
         overwrite : bool
-            Replace an analysis of that name (and the scores saved with it),
-            once the new one is completely written.
+            Replace an analysis of that name (and the scores saved with it).
         splits : iterable of str, optional
-            Also save the signatures of these splits (computed if not done
-            yet), so reports and exports need not recompute them. ``None``
-            (default): every complete split of the store at the fit split's row
-            level (token row spaces for a token-level analysis); ``()``: none.
+            Also save the signatures of these splits. ``None``: every complete split at the
+            fit split's row level; ``()``: none.
         client : dask.distributed.Client, None or False
-            Compute the signatures on this Dask cluster and write them from
-            its workers (``None``: the active client, if any). Both drivers
-            write the same analysis.
+            Compute the signatures on this Dask cluster (``None``: the active client, if any).
 
         Raises
         ------
@@ -110,18 +92,16 @@ class SavedAnalysis:
         if self._saved_name(store) == name:
             self._resave(store, name, list(splits), client)
             return self
-        # Signatures are computed before the store is touched: a failure leaves it unchanged
-        # (on a cluster they are written by the workers, into the new analysis's group).
+        # Computed before the store is touched, so that a failure leaves it unchanged.
         sigs = [self.signatures(store, s, client=client) for s in splits]
-        meta, layers = export_state(self)
+        meta, layers = persist.export_state(self)
         persist.save_analysis(store, name, meta, layers, sigs, overwrite=overwrite)
         self.name_ = name
         return self
 
     def _resave(self, store: ActivationStore, name: str, splits: list[str], client: Any) -> None:
-        """:meth:`save` of an analysis over its own saved copy ``name``: its state stays, and so
-        do the current signatures of ``splits`` (not computed again); what ``overwrite``
-        replaces goes: the signatures of other splits, the scorer and its scores."""
+        """:meth:`save` over its own saved copy: state and current signatures of ``splits``
+        stay; the signatures of other splits, the scorer and its scores go."""
         saved = store.group(signatures_path(name))
         for split in [] if saved is None else [k for k, _ in saved.groups()]:
             if split not in splits and not split.startswith("."):  # not another writer's group
@@ -143,7 +123,7 @@ class SavedAnalysis:
     def load(cls, store: StoreArg, name: str = "default") -> Any:
         """Load an analysis saved with :meth:`save` (gives identical signatures)."""
         meta, layers = persist.load_analysis(open_store(store), name)
-        return restore_state(cls, meta, layers, name)
+        return persist.restore_state(cls, meta, layers, name)
 
 
 def _warn_of_dropped_scores(store: ActivationStore, name: str) -> None:

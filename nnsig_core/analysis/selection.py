@@ -1,9 +1,7 @@
 """Which samples an analysis is fitted on: the correctly classified ones of the chosen classes.
 
-One kernel for both drivers: :func:`selection_block` (a block's mask),
-:func:`label_counts_part` (its label counts, merged by :func:`merge_label_counts`) and
-:func:`check_selection` (the errors, from those counts alone). :func:`fit_sample_mask`
-runs them here, :func:`nnsig_core.distributed.reductions.fit_mask` on the workers.
+The block kernels and checks here serve both drivers (:func:`fit_sample_mask` runs them
+here, :func:`nnsig_core.distributed.reductions.fit_mask` on the workers).
 """
 
 from __future__ import annotations
@@ -14,11 +12,7 @@ from typing import Any
 import numpy as np
 
 from nnsig_core._warnings import warn
-from nnsig_core.analysis.errors import (
-    EmptySelectionError,
-    MissingLabelsError,
-    TooFewSamplesError,
-)
+from nnsig_core.analysis.errors import EmptySelectionError, MissingLabelsError, TooFewSamplesError
 from nnsig_core.execute.blocks import reduce_columns
 from nnsig_core.execute.merging import merge_parts
 from nnsig_core.store import ActivationStore
@@ -53,34 +47,25 @@ def merge_label_counts(*parts: Mapping[str, Any]) -> dict[str, Any]:
 
 def check_selection(split: str, has_labels: bool, label_counts: np.ndarray, n_samples: int,
                     classes: Iterable[int] | None, only_correct: bool) -> np.ndarray | None:
-    """Check the fit rule against a split's label counts; the sorted classes to keep, or None (all).
-
-    Raises :class:`MissingLabelsError` when the split has no labels but ``only_correct`` or
-    ``classes`` needs them, :class:`EmptySelectionError` for an empty class list or no
-    sample with a label among ``classes``.
-    """
+    """Check the fit rule against a split's label counts; the sorted classes to keep, or None
+    (all). Raises :class:`MissingLabelsError` or :class:`EmptySelectionError`."""
     need = only_correct or classes is not None
     if need and (not has_labels or not label_counts.any()):
         why = "only_correct=True" if only_correct else "a class subset"
-        raise MissingLabelsError(
-            f"Split {split!r} has no labels, but {why} needs them (and so do class counts). "
-            "Capture the split with its labels, or pass only_correct=False (and no classes) "
-            "to fit on every sample."
-        )
+        raise MissingLabelsError(f"Split {split!r} has no labels, but {why} needs them (and so do "
+                                 "class counts). Capture the split with its labels, or pass "
+                                 "only_correct=False (and no classes) to fit on every sample.")
     if classes is None:
         return None
     wanted = np.array(sorted({int(c) for c in classes}), dtype=np.int64)
     if wanted.size == 0:
-        raise EmptySelectionError(
-            "classes is empty: give the labels to fit on (e.g. classes=range(5)), "
-            "or classes=None for all."
-        )
+        raise EmptySelectionError("classes is empty: give the labels to fit on (e.g. "
+                                  "classes=range(5)), or classes=None for all.")
     present = [int(c) for c in np.flatnonzero(label_counts)]
     if not set(wanted.tolist()) & set(present):
-        raise EmptySelectionError(
-            f"No sample of split {split!r} has a label in {wanted.tolist()}; the labels "
-            f"present are {present}. Choose classes among those."
-        )
+        raise EmptySelectionError(f"No sample of split {split!r} has a label in "
+                                  f"{wanted.tolist()}; the labels present are {present}. Choose "
+                                  "classes among those.")
     absent = sorted(set(wanted.tolist()) - set(present))
     if absent:
         warn(f"Classes {absent} have no sample in split {split!r}.")
@@ -97,33 +82,25 @@ def check_selected(split: str, n_selected: int, label_counts: np.ndarray, n_samp
     else:
         n_cand = int(label_counts[wanted[wanted < label_counts.size]].sum())
         where = f" among classes {wanted.tolist()}"
-    raise EmptySelectionError(
-        f"No sample of split {split!r}{where} is classified correctly "
-        f"(0 of {n_cand}): is the model trained, and do labels and predictions "
-        "use the same class indices? Pass only_correct=False to fit on all samples."
-    )
+    raise EmptySelectionError(f"No sample of split {split!r}{where} is classified correctly (0 of "
+                              f"{n_cand}): is the model trained, and do labels and predictions "
+                              "use the same class indices? Pass only_correct=False to fit on all "
+                              "samples.")
 
 
 def check_enough_rows(split: str, n_selected: int, layers: list[str], ks: list[int]) -> None:
-    """Raise :class:`TooFewSamplesError` when a layer asks for more clusters than the
-    ``n_selected`` samples selected for fitting."""
+    """Raise :class:`TooFewSamplesError` when a layer asks for more clusters than samples."""
     too_many = [(n, k) for n, k in zip(layers, ks, strict=True) if k > n_selected]
     if too_many:
         desc = ", ".join(f"{n!r}: {k}" for n, k in too_many)
-        raise TooFewSamplesError(
-            f"Only {n_selected} sample(s) of split {split!r} are selected for fitting, fewer "
-            f"than the clusters asked for ({desc}). Lower n_clusters to at most {n_selected}, "
-            "or fit on more samples (only_correct=False, more classes, more data)."
-        )
+        raise TooFewSamplesError(f"Only {n_selected} sample(s) of split {split!r} are selected "
+                                 f"for fitting, fewer than the clusters asked for ({desc}). Lower "
+                                 f"n_clusters to at most {n_selected}, or fit on more samples "
+                                 "(only_correct=False, more classes, more data).")
 
 
-def fit_sample_mask(
-    store: ActivationStore,
-    split: str,
-    *,
-    classes: Iterable[int] | None = None,
-    only_correct: bool = True,
-) -> np.ndarray:
+def fit_sample_mask(store: ActivationStore, split: str, *, classes: Iterable[int] | None = None,
+                    only_correct: bool = True) -> np.ndarray:
     """Boolean mask of the samples of ``split`` to fit on.
 
     Parameters
@@ -133,7 +110,7 @@ def fit_sample_mask(
     classes : iterable of int, optional
         Keep only samples with these labels (``None``: every class).
     only_correct : bool
-        Keep only samples the model classifies correctly (label = prediction).
+        Keep only samples the model classifies correctly.
 
     Returns
     -------
@@ -141,11 +118,7 @@ def fit_sample_mask(
 
     Raises
     ------
-    MissingLabelsError
-        The split has no labels but ``only_correct`` or ``classes`` needs them.
-    EmptySelectionError
-        No sample is left (an empty class list, classes absent from the
-        split, or no correctly classified sample).
+    MissingLabelsError, EmptySelectionError
     """
     n = store.n_samples(split)
     labels, preds = store.labels(split), store.predictions(split)

@@ -1,9 +1,7 @@
 """Signatures of a split: each sample's cluster id in each analysed layer, and views of them.
 
-Every view is computed from the *joint table* (:mod:`nnsig_core.analysis.joint`) and
-exemplars from a reduction, both run by the executor, so the same code answers for
-signatures in memory and on a Dask cluster; only the per-sample views bring every sample
-here (:meth:`Signatures.compute`). Definitions: :mod:`nnsig_core.analysis.joint_views`.
+Views come from the joint table (:mod:`nnsig_core.analysis.joint`), a reduction that runs in
+memory or on a Dask cluster alike; only the per-sample views bring every sample here.
 """
 
 from __future__ import annotations
@@ -61,8 +59,7 @@ def nearest_merge(*parts: dict[str, Any], n: int) -> dict[str, Any]:
 class Signatures(JointTableViews):
     """Cluster ids of every sample of a split in every analysed layer.
 
-    The per-sample arrays are NumPy arrays, or dask arrays on a cluster (then
-    every view is a reduction on the workers; see the module doc).
+    The per-sample arrays are NumPy arrays, or dask arrays on a cluster.
 
     Parameters
     ----------
@@ -80,31 +77,17 @@ class Signatures(JointTableViews):
         Number of classes (default: from labels and predictions).
     class_names : sequence of str, optional
     rows : array of int, optional
-        Position of each sample in the split (default ``arange``); differs
-        after :meth:`subset`.
+        Position of each sample in the split (default ``arange``).
     client : dask.distributed.Client, optional
-        The cluster that holds dask arrays (default: dask's default scheduler).
+        The cluster that holds dask arrays.
     n_samples : int, optional
-        The number of samples when the arrays are lazy (else counted when needed).
+        The number of samples when the arrays are lazy.
     """
 
-    def __init__(
-        self,
-        split: str,
-        layers: Sequence[str],
-        cluster_ids: Any,
-        labels: Any,
-        predictions: Any,
-        distances: Any,
-        sample_index: Any,
-        n_clusters: Sequence[int],
-        *,
-        n_classes: int | None = None,
-        class_names: Sequence[str] | None = None,
-        rows: Any = None,
-        client: Any = None,
-        n_samples: int | None = None,
-    ) -> None:
+    def __init__(self, split: str, layers: Sequence[str], cluster_ids: Any, labels: Any,
+                 predictions: Any, distances: Any, sample_index: Any, n_clusters: Sequence[int],
+                 *, n_classes: int | None = None, class_names: Sequence[str] | None = None,
+                 rows: Any = None, client: Any = None, n_samples: int | None = None) -> None:
         self.split = split
         self.layers = list(layers)
         self.n_clusters = [int(k) for k in n_clusters]
@@ -131,7 +114,6 @@ class Signatures(JointTableViews):
         self.sample_index = np.asarray(sample_index, dtype=np.int64).reshape(n)
         self.rows = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
 
-    # ------------------------------------------------------------------ the joint table
     @property
     def lazy(self) -> bool:
         """Whether the per-sample arrays are dask arrays (on a cluster)."""
@@ -161,7 +143,6 @@ class Signatures(JointTableViews):
         L = len(self.layers)
         return T[:, 0], T[:, 1 : L + 1], T[:, L + 1], w
 
-    # ------------------------------------------------------------------ basics
     def __len__(self) -> int:
         return self.n_samples
 
@@ -169,10 +150,9 @@ class Signatures(JointTableViews):
         acc = self.accuracy
         acc_s = f", accuracy {acc:.3f}" if acc is not None else ""
         where = ", on a Dask cluster" if self.lazy else ""
-        return (
-            f"Signatures(split={self.split!r}, {self.n_samples} samples x {len(self.layers)} "
-            f"layers, {self.n_signatures} distinct signatures{acc_s}{where})"
-        )
+        return (f"Signatures(split={self.split!r}, {self.n_samples} samples x "
+                f"{len(self.layers)} layers, {self.n_signatures} distinct signatures"
+                f"{acc_s}{where})")
 
     @property
     def n_samples(self) -> int:
@@ -222,12 +202,10 @@ class Signatures(JointTableViews):
             from nnsig_core.execute.dask_blocks import as_dask
 
             mask = as_dask(np.asarray(mask, dtype=bool), self.labels.chunks[0])
-        return Signatures(
-            self.split, self.layers, self.cluster_ids[mask], self.labels[mask],
-            self.predictions[mask], self.distances[mask], self.sample_index[mask],
-            self.n_clusters, n_classes=self.n_classes, class_names=self.class_names,
-            rows=self.rows[mask], client=self.client,
-        )
+        return Signatures(self.split, self.layers, self.cluster_ids[mask], self.labels[mask],
+                          self.predictions[mask], self.distances[mask], self.sample_index[mask],
+                          self.n_clusters, n_classes=self.n_classes, class_names=self.class_names,
+                          rows=self.rows[mask], client=self.client)
 
     def compute(self) -> Signatures:
         """The signatures with every sample in this process (``self`` when they already are)."""
@@ -249,15 +227,14 @@ class Signatures(JointTableViews):
         Parameters
         ----------
         n : int
-            Exemplars per cluster (fewer when the cluster is smaller).
+            Exemplars per cluster.
         mask : array of bool, optional
             Consider only these samples (e.g. ``sigs.correct``).
 
         Returns
         -------
         list of list of list of int
-            ``out[layer][cluster]``: row positions in the split, nearest first
-            (ties by position).
+            ``out[layer][cluster]``: row positions, nearest first (ties by position).
         """
         columns = [self.cluster_ids, self.distances, self.rows]
         if mask is not None:
@@ -271,7 +248,6 @@ class Signatures(JointTableViews):
             out.append([[int(x) for x in rows[s:e]] for s, e in zip(starts, ends, strict=True)])
         return out
 
-    # ------------------------------------------------------------------ per-sample export
     def per_sample(self) -> Table:
         """One row per sample: position, data set index, label, prediction, correct, clusters,
         distances (brings every sample into this process)."""
@@ -279,12 +255,10 @@ class Signatures(JointTableViews):
         cols = ["row", "sample_index", "label", "prediction", "correct"]
         cols += [f"cluster:{n}" for n in s.layers] + [f"distance:{n}" for n in s.layers]
         ok = s.correct
-        rows = [
-            (int(s.rows[i]), int(s.sample_index[i]), int(s.labels[i]),
-             int(s.predictions[i]), bool(ok[i]),
-             *(int(x) for x in s.cluster_ids[i]), *(float(x) for x in s.distances[i]))
-            for i in range(s.n_samples)
-        ]
+        rows = [(int(s.rows[i]), int(s.sample_index[i]), int(s.labels[i]),
+                 int(s.predictions[i]), bool(ok[i]),
+                 *(int(x) for x in s.cluster_ids[i]), *(float(x) for x in s.distances[i]))
+                for i in range(s.n_samples)]
         return Table(cols, rows)
 
     def _with_scores(self, table: Table, scores: Mapping[str, Any] | None) -> Table:
@@ -308,23 +282,14 @@ class Signatures(JointTableViews):
         data: dict[str, Any] = {
             "row": s.rows, "sample_index": s.sample_index, "label": s.labels,
             "prediction": s.predictions, "correct": s.correct,
+            **{f"cluster:{n}": s.cluster_ids[:, j] for j, n in enumerate(s.layers)},
+            **{f"distance:{n}": s.distances[:, j] for j, n in enumerate(s.layers)},
         }
-        for j, n in enumerate(s.layers):
-            data[f"cluster:{n}"] = s.cluster_ids[:, j]
-        for j, n in enumerate(s.layers):
-            data[f"distance:{n}"] = s.distances[:, j]
         return pd.DataFrame(data)
 
     def to_hf_dataset(self, *, scores: Mapping[str, Any] | None = None) -> Any:
-        """Per-sample Hugging Face ``datasets.Dataset`` (the columns of :meth:`per_sample`, and
-        a ``score:<name>`` column per score given); needs the ``datasets`` package.
-
-        Parameters
-        ----------
-        scores : mapping of str to array-like (n,), optional
-            Per-sample scores of this split (what
-            :func:`~nnsig_core.diagnostics.signature_scores` returns).
-        """
+        """Per-sample Hugging Face ``datasets.Dataset`` (:meth:`per_sample`'s columns, and a
+        ``score:<name>`` column per score in ``scores``); needs ``datasets``."""
         return self._with_scores(self.per_sample(), scores).to_hf_dataset()
 
     def to_csv(self, path: str | os.PathLike[str] | None = None) -> str | None:
@@ -339,14 +304,10 @@ class Signatures(JointTableViews):
                scores: Mapping[str, Any] | None = None) -> list[str]:
         """Write every view of the split into ``out_dir`` (used by ``nnsig export``).
 
-        Files (``<split>`` is the split name, ``<ext>`` the format; with
-        ``"datasets"``, directories without an extension, each a Hugging Face
-        dataset written by ``save_to_disk``, opened with ``datasets.load_from_disk``):
-        ``signatures_<split>.<ext>`` (per sample, with a ``score:<name>`` column
-        per score given), ``table_<split>``, ``by_output_<split>``,
-        ``by_signature_<split>``, ``transitions_<split>`` (with the input and
-        output columns) and, when the split has labels, ``composition_<split>``
-        (every sample is brought into this process for the first).
+        Files ``signatures_<split>.<ext>`` (per sample, with a ``score:<name>`` column per
+        score), ``table_<split>``, ``by_output_<split>``, ``by_signature_<split>``,
+        ``transitions_<split>`` and, with labels, ``composition_<split>``; with
+        ``"datasets"``, directories without an extension (``datasets.load_from_disk``).
 
         Parameters
         ----------
@@ -354,9 +315,7 @@ class Signatures(JointTableViews):
         format : {"csv", "json", "parquet", "datasets"}
             Parquet needs pyarrow, datasets the ``datasets`` package.
         scores : mapping of str to array-like (n,), optional
-            Per-sample scores of this split (e.g. what
-            :func:`~nnsig_core.diagnostics.signature_scores` returns), added to
-            the per-sample file.
+            Per-sample scores of this split, added to the per-sample file.
 
         Returns
         -------
@@ -378,12 +337,8 @@ class Signatures(JointTableViews):
         if self.has_labels:
             views.append((f"composition_{s}{ext}", self.cluster_composition()))
         for name, table in views:
-            if format == "csv":
-                table.to_csv(out / name)
-            elif format == "json":
-                table.to_json(out / name)
-            elif format == "parquet":
-                table.to_parquet(out / name)
+            if format != "datasets":
+                getattr(table, f"to_{format}")(out / name)
             else:
                 with _progress_on_a_terminal():
                     table.to_hf_dataset().save_to_disk(str(out / name))

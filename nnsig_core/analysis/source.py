@@ -1,10 +1,8 @@
 """Row sources: a layer's (selected) samples, block by block, from a store or from memory.
 
-A source yields ``(rows, block)`` pairs: ``rows`` the positions of the block's
-samples in the split, ``block`` a float32 ``(m, n_features)`` array (conv maps
-flattened per sample). A store-backed source reads each zarr chunk at most
-once per pass (several whole chunks per read, decoded concurrently by zarr)
-and checks every value is finite.
+A source yields ``(rows, block)`` pairs: the positions of the block's samples in the split
+and their float32 ``(m, n_features)`` rows. A store-backed source reads each chunk at most
+once per pass and checks every value is finite.
 """
 
 from __future__ import annotations
@@ -40,18 +38,12 @@ class StoreSource:
     """The rows ``rows`` (sorted positions; ``None`` = all) of one layer of a split.
 
     One read takes whole chunks together up to ``read_bytes`` (uncompressed), so zarr decodes
-    them concurrently; at least one chunk is read at a time. ``progress``: a tqdm bar per pass.
+    them concurrently. ``progress``: a tqdm bar per pass.
     """
 
-    def __init__(
-        self,
-        store: ActivationStore,
-        split: str,
-        layer: str,
-        rows: np.ndarray | None = None,
-        progress: bool = False,
-        read_bytes: int = 32 << 20,
-    ) -> None:
+    def __init__(self, store: ActivationStore, split: str, layer: str,
+                 rows: np.ndarray | None = None, progress: bool = False,
+                 read_bytes: int = 32 << 20) -> None:
         self.store = store
         self.split = split
         self.layer = layer
@@ -84,11 +76,7 @@ class StoreSource:
                          sample_index=self._si(), fix=STORE_FIX, scope="this chunk")
 
     def gather(self, out: np.ndarray, desc: str = "read") -> np.ndarray:
-        """Read the selected rows straight into ``out`` (float32, (n_rows, n_features)).
-
-        Same reads and checks as :meth:`blocks`, one copy fewer: each read is
-        decoded and its selected rows are taken directly into ``out``.
-        """
+        """Read the selected rows straight into ``out`` (as :meth:`blocks`, one copy fewer)."""
         o = 0
         for rows, raw, first in self._reads(desc):
             m = rows.size
@@ -104,13 +92,8 @@ class StoreSource:
     def _reads(self, desc: str) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
         """Yield ``(rows, raw, first)``: selected positions, the 2-D rows read, their start."""
         n, step = self.n_total, self.rows_per_read
-        bar = tqdm(
-            total=self.n_rows,
-            desc=f"{desc} {self.layer}".strip(),
-            unit="sample",
-            disable=None if self.progress else True,
-            leave=False,
-        )
+        bar = tqdm(total=self.n_rows, desc=f"{desc} {self.layer}".strip(), unit="sample",
+                   disable=None if self.progress else True, leave=False)
         try:
             for start in range(0, n, step):
                 stop = min(start + step, n)
@@ -138,10 +121,7 @@ class StoreSource:
     def blocks(self, desc: str = "") -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(rows, block)``: selected positions and their float32 rows, flattened."""
         for rows, raw, first in self._reads(desc):
-            if rows.size == raw.shape[0]:
-                block = raw
-            else:
-                block = np.take(raw, rows - first, axis=0)
+            block = raw if rows.size == raw.shape[0] else np.take(raw, rows - first, axis=0)
             self._check(block, rows)
             yield rows, block
 
@@ -175,11 +155,8 @@ class MemorySource:
 class Prefetcher:
     """Reads the next layer's fit rows in a background thread while the current one is clustered.
 
-    Only for layers clustered as they are (no discretizer, no reduction) on
-    the exact path, and only when three such layers fit the memory budget
-    (the one being clustered, KMeans' copy of it, the one being read); any
-    other layer is read by its clusterer as usual. Reading (decompression,
-    copies) then overlaps KMeans instead of adding to it.
+    Only for layers clustered as they are (``plain``) when three such layers fit the budget
+    (the one clustered, KMeans' copy of it, the one read).
     """
 
     def __init__(self, sources: dict[str, StoreSource], layers: list[str], limit: int,
@@ -223,18 +200,15 @@ class Prefetcher:
 
 
 def check_unchanged(store: ActivationStore, split: str, before: dict[str, Any]) -> None:
-    """Refuse results read while the split was being captured again (they may mix captures):
-    ``before`` is the split's fingerprint when the reading began."""
+    """Refuse results read while the split was captured again (``before``: its fingerprint)."""
     if store.fingerprint(split) != before:
-        raise StoreError(
-            f"Split {split!r} of {store.location} was captured again while it was being read, "
-            "so what was read may mix the two captures. Run the analysis again."
-        )
+        raise StoreError(f"Split {split!r} of {store.location} was captured again while it was "
+                         "being read, so what was read may mix the two captures. Run the "
+                         "analysis again.")
 
 
 def check_row_level(store: ActivationStore, split: str, fit_split: str, fitted: str) -> None:
-    """Raise :class:`StoreError` unless ``split`` has rows of the level an analysis was fitted
-    on (``"samples"``, or ``"tokens"`` for a token row space), naming the split to use."""
+    """Raise :class:`StoreError` unless ``split`` has rows of the level ``fitted``."""
     level = store.level(split)
     if level != fitted:
         other = (store.token_split(split) or f"{split}.tokens" if fitted == "tokens"

@@ -1,12 +1,5 @@
-"""A split as one driver reads it: the store, the split and the client travel together.
-
-The public entry points resolve the client once and open a *split view* with
-:func:`split_view`: :class:`LocalSplit` (here, no Dask) or ``DaskSplit``
-(:mod:`nnsig_core.distributed.split_view`). Both offer the same operations:
-:meth:`select`, :meth:`n_classes` and :meth:`fit_layers` for the fit; :meth:`assign`,
-:meth:`materialize`, :meth:`read_saved` and :meth:`signatures` for transform;
-``cache_tag`` marks a driver's copy in the analysis's cache.
-"""
+"""A split as one driver reads it: :class:`LocalSplit` (here, no Dask) or ``DaskSplit``
+(:mod:`nnsig_core.distributed.split_view`), with the same operations for fit and transform."""
 
 from __future__ import annotations
 
@@ -28,8 +21,7 @@ READ_BYTES = 8 << 20
 
 def split_view(store: ActivationStore, split: str, client: Any = None, *,
                progress: bool = False) -> Any:
-    """The view of ``split`` for the driver of ``client`` (a resolved client, or None: this
-    process)."""
+    """The view of ``split`` for the driver of ``client`` (resolved; None: this process)."""
     if client is None:
         return LocalSplit(store, split, progress=progress)
     from nnsig_core.distributed.split_view import DaskSplit
@@ -60,9 +52,8 @@ class LocalSplit:
 
     def fit_layers(self, layers: list[str], fit_one: Callable[[str, FitRows], Any], *,
                    limit: int, plain: bool) -> list[Any]:
-        """``fit_one(name, rows)`` for each layer in turn, the next layer's fit rows read ahead
-        (in a thread) while one is clustered when they are used as they are (``plain``) and
-        fit ``limit``."""
+        """``fit_one(name, rows)`` for each layer in turn, reading the next one ahead when
+        ``plain`` and within ``limit``."""
         labels = self.store.labels(self.split)
         sources = {name: StoreSource(self.store, self.split, name, self.rows,
                                      progress=self.progress,
@@ -76,7 +67,6 @@ class LocalSplit:
         self.prefetched = prefetch.served
         return out
 
-    # ---------------------------------------------------------------- transform
     def assign(self, clusterers: list[Any], layers: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Cluster ids (int32) and distances (float32), ``(n, n_layers)``, of every sample."""
         ids = np.empty((self.n, len(layers)), dtype=np.int32)

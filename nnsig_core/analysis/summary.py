@@ -30,7 +30,6 @@ def format_summary(summary: dict[str, Any]) -> str:
     Returns
     -------
     str
-        Several lines, no trailing newline.
     """
     fit = summary["fit"]
     acc = summary.get("accuracy")
@@ -76,44 +75,25 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def analysis_summary(analysis: Any, sigs: Any) -> dict[str, Any]:
-    """A JSON-serialisable summary of a fitted analysis on the signatures ``sigs`` of a split.
-
-    Keys: ``split``, ``n_samples``, ``accuracy`` (None without labels),
-    ``n_signatures``, ``n_signatures_correct``, ``fit`` (split, samples,
-    classes, settings) and ``layers`` (per layer: name, clusters, method,
-    features, purity, entropy; None without labels). :func:`format_summary`
-    prints it.
-    """
-    split = sigs.split
+    """A JSON-serialisable summary of a fitted analysis on the signatures ``sigs`` of a split
+    (``split``, ``n_samples``, ``accuracy``, ``n_signatures``, ``n_signatures_correct``,
+    ``fit`` and per-layer ``layers``), printed by :func:`format_summary`."""
     purity, entropy = sigs.purity(), sigs.entropy()
     layers = []
     for j, name in enumerate(analysis.layers_):
         lc = analysis.clusterers_[name]
         layers.append({
-            "name": name,
-            "n_clusters": int(analysis.n_clusters_[j]),
-            "method": lc.method_,
+            "name": name, "n_clusters": int(analysis.n_clusters_[j]), "method": lc.method_,
             "features": int(lc.n_features_in_),
             "reduced_to": None if lc.reducer_ is None else int(lc.reducer_.n_components),
             "empty_clusters": int((lc.fit_counts_ == 0).sum()),
             "purity": None if np.isnan(purity[j]) else float(purity[j]),
-            "entropy": None if np.isnan(entropy[j]) else float(entropy[j]),
-        })
-    return {
-        "split": split,
-        "n_samples": sigs.n_samples,
-        "accuracy": sigs.accuracy,
-        "n_signatures": sigs.n_signatures,
-        "n_signatures_correct": sigs.subset(sigs.correct).n_signatures,
-        "fit": {
-            "name": analysis.name_,
-            "split": analysis.fit_split_,
-            "n_samples": analysis.n_fit_samples_,
-            "classes": analysis.classes_,
-            "only_correct": bool(analysis.only_correct),
-            "discretizer": analysis.discretizer_spec,
-            "reduce": analysis.reduce,
-            "random_state": analysis.random_state,
-        },
-        "layers": layers,
-    }
+            "entropy": None if np.isnan(entropy[j]) else float(entropy[j])})
+    fit = {"name": analysis.name_, "split": analysis.fit_split_,
+           "n_samples": analysis.n_fit_samples_, "classes": analysis.classes_,
+           "only_correct": bool(analysis.only_correct), "discretizer": analysis.discretizer_spec,
+           "reduce": analysis.reduce, "random_state": analysis.random_state}
+    return {"split": sigs.split, "n_samples": sigs.n_samples, "accuracy": sigs.accuracy,
+            "n_signatures": sigs.n_signatures,
+            "n_signatures_correct": sigs.subset(sigs.correct).n_signatures,
+            "fit": fit, "layers": layers}

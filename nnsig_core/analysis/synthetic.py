@@ -11,24 +11,12 @@ import numpy as np
 from nnsig_core.store import ActivationStore
 
 
-def make_blob_activations(
-    *,
-    n_samples: int = 600,
-    n_classes: int = 4,
-    layer_shapes: Sequence[tuple[int, ...]] = ((8,), (6,), (2, 3)),
-    separation: float = 20.0,
-    noise: float = 0.5,
-    error_rate: float = 0.0,
-    seed: int = 0,
-    sample_seed: int | None = None,
-) -> dict[str, Any]:
-    """Gaussian blobs: in every layer (``layer0``, ``layer1``...), each class is one blob.
-
-    Class centres are drawn uniformly in ``[0, separation]`` per unit with ``seed``, samples
-    (labels, noise of standard deviation ``noise``, a share ``error_rate`` of wrong
-    predictions) with ``sample_seed`` (default ``seed + 1``). Returns ``activations`` (name ->
-    array), ``outputs`` (logits), ``labels`` and ``predictions``.
-    """
+def make_blob_activations(*, n_samples: int = 600, n_classes: int = 4,
+                          layer_shapes: Sequence[tuple[int, ...]] = ((8,), (6,), (2, 3)),
+                          separation: float = 20.0, noise: float = 0.5, error_rate: float = 0.0,
+                          seed: int = 0, sample_seed: int | None = None) -> dict[str, Any]:
+    """Gaussian blobs: in every layer (``layer0``, ``layer1``...), each class is one blob;
+    returns ``activations``, ``outputs``, ``labels`` and ``predictions``."""
     crng = np.random.default_rng(seed)
     rng = np.random.default_rng(seed + 1 if sample_seed is None else sample_seed)
     labels = np.arange(n_samples) % n_classes
@@ -37,7 +25,6 @@ def make_blob_activations(
     for i, shape in enumerate(layer_shapes):
         d = int(np.prod(shape))
         centres = crng.uniform(0, separation, size=(n_classes, d))
-        # Keep the centres at least `separation / 2` apart.
         for c in range(1, n_classes):
             while np.min(np.linalg.norm(centres[:c] - centres[c], axis=1)) < separation / 2:
                 centres[c] = crng.uniform(0, separation, size=d)
@@ -52,22 +39,15 @@ def make_blob_activations(
             "predictions": preds.astype(np.int64)}
 
 
-def make_blob_store(
-    path: str | os.PathLike[str] | ActivationStore,
-    *,
-    splits: Sequence[str] = ("train", "test"),
-    n_samples: int | Sequence[int] = 600,
-    chunk_bytes: int = 2048,
-    seed: int = 0,
-    inputs: bool = False,
-    overwrite: bool = False,
-    **kwargs: Any,
-) -> ActivationStore:
+def make_blob_store(path: str | os.PathLike[str] | ActivationStore, *,
+                    splits: Sequence[str] = ("train", "test"),
+                    n_samples: int | Sequence[int] = 600, chunk_bytes: int = 2048, seed: int = 0,
+                    inputs: bool = False, overwrite: bool = False,
+                    **kwargs: Any) -> ActivationStore:
     """Capture :func:`make_blob_activations` into a store, one call per split.
 
-    Every split shares the same class centres (same ``seed``) but draws its
-    own samples (seed ``seed + 1 + i`` for the i-th split). ``inputs=True`` also
-    stores 8x8 thumbnails; ``overwrite=True`` replaces existing splits.
+    Splits share the class centres (``seed``) but draw their own samples (seed
+    ``seed + 1 + i``). ``inputs=True`` also stores 8x8 thumbnails.
     """
     from nnsig_core.capture import capture_arrays
 

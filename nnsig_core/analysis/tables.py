@@ -1,8 +1,6 @@
 """A small column-named table that exports to pandas, CSV or JSON without requiring pandas.
 
-Cells are ints, floats, strings, ``None``, tuples of ints (signatures) or
-dicts. In CSV a tuple is written as its items joined by ``-`` (``"2-5-9"``)
-and a dict as compact JSON; in JSON tuples become lists.
+In CSV a tuple (a signature) is written ``"2-5-9"`` and a dict as compact JSON.
 """
 
 from __future__ import annotations
@@ -23,22 +21,16 @@ def require_pandas() -> Any:
     try:
         import pandas as pd
     except ImportError as exc:  # pragma: no cover - pandas is installed in the dev env
-        raise ImportError(
-            "pandas is needed for DataFrames: pip install 'nnsig[pandas]'. Without it, use "
-            "to_csv(path), to_json() or to_records()."
-        ) from exc
+        raise ImportError("pandas is needed for DataFrames: pip install 'nnsig[pandas]'. Without "
+                          "it, use to_csv(path), to_json() or to_records().") from exc
     return pd
 
 
 def _plain(v: Any) -> Any:
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.floating):
-        return None if not np.isfinite(v) else float(v)
+    if isinstance(v, np.integer | np.floating | np.bool_):
+        v = v.item()
     if isinstance(v, float) and not np.isfinite(v):
         return None
-    if isinstance(v, np.bool_):
-        return bool(v)
     if isinstance(v, (tuple, list, np.ndarray)):
         return [_plain(x) for x in v]
     if isinstance(v, dict):
@@ -89,8 +81,7 @@ class Table:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        head = ", ".join(self.columns)
-        return f"Table({len(self)} rows: {head})"
+        return f"Table({len(self)} rows: {', '.join(self.columns)})"
 
     def __str__(self) -> str:
         """The first rows as aligned text (signatures written ``2-5-9``), like a DataFrame."""
@@ -98,9 +89,8 @@ class Table:
 
     def format(self, max_rows: int = 20) -> str:
         """Aligned plain text of the first ``max_rows`` rows, with a count of the rest."""
-        cells = [list(self.columns)] + [
-            [str(_csv_cell(v)) for v in r] for r in self.rows[:max_rows]
-        ]
+        cells = [list(self.columns)] + [[str(_csv_cell(v)) for v in r]
+                                        for r in self.rows[:max_rows]]
         widths = [max(len(row[j]) for row in cells) for j in range(len(self.columns))]
         lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
         if len(self.rows) > max_rows:
@@ -146,8 +136,7 @@ class Table:
         pq.write_table(pa.table({c: [r[c] for r in records] for c in self.columns}), str(path))
 
     def to_hf_dataset(self) -> Any:
-        """The table as a Hugging Face ``datasets.Dataset`` (signatures become lists of ints;
-        needs the ``datasets`` package: ``pip install 'nnsig[datasets]'``)."""
+        """The table as a Hugging Face ``datasets.Dataset`` (needs ``datasets``)."""
         try:
             import datasets
         except ImportError:

@@ -1,11 +1,5 @@
-"""A training timeline: one analysis per checkpoint, with clusters followed between them.
-
-:class:`Timeline` fits one :class:`~nnsig_core.analysis.engine.SignatureAnalysis` per
-checkpoint split of a :class:`~nnsig_core.capture.Probe`, then follows each layer's
-clusters by the probe samples they share (:mod:`~nnsig_core.analysis.tracking`). It fits
-on every probe sample (``only_correct=False`` by default): early in training most samples
-are misclassified, and the clusters should describe the whole probe set at that step.
-"""
+"""A training timeline: one analysis per checkpoint, with clusters followed between them by
+the probe samples they share (:mod:`~nnsig_core.analysis.tracking`)."""
 
 from __future__ import annotations
 
@@ -34,33 +28,28 @@ class Timeline:
     n_clusters : int or mapping of str to int
         Clusters per layer, at every checkpoint.
     min_jaccard : float
-        A cluster continues one of the checkpoint before when the Hungarian
-        assignment pairs them and their Jaccard index reaches this.
+        A cluster continues one of the checkpoint before when the Hungarian assignment
+        pairs them and their Jaccard index reaches this.
     event_share : float
-        The smallest share of a cluster's members that makes it part of a split
-        or merge (see :func:`~nnsig_core.analysis.tracking.match_clusters`).
+        The smallest share of a cluster's members that makes it part of a split or merge.
     only_correct : bool
-        Fit each checkpoint's clusters on its correctly classified samples only
-        (default False: on every probe sample).
+        Fit each checkpoint on its correctly classified samples only (default: all).
     **params
-        Other :class:`SignatureAnalysis` parameters (``layers``, ``reduce``,
-        ``discretizer``, ``random_state``...). ``progress`` is False by default.
+        Other :class:`SignatureAnalysis` parameters; ``progress`` is False by default.
 
     Attributes
     ----------
     checkpoints_ : list of dict
-        Per checkpoint: ``split``, ``step``, ``epoch``, ``fingerprint``...
-        (the records of :func:`~nnsig_core.capture.list_checkpoints`).
+        Per checkpoint: ``split``, ``step``, ``epoch``... (from
+        :func:`~nnsig_core.capture.list_checkpoints`).
     analyses_ : list of SignatureAnalysis
     signatures_ : list of Signatures
         Each checkpoint's split mapped onto its own analysis.
     layers_ : list of str
     tracks_ : list of list of ndarray
-        ``tracks_[t][l][c]``: the track id of cluster ``c`` of layer ``l`` at
-        checkpoint ``t``.
+        ``tracks_[t][l][c]``: the track id of cluster ``c`` of layer ``l`` at checkpoint ``t``.
     events_ : list of list of list of dict
-        ``events_[t][l]``: what happened to layer ``l``'s clusters between
-        checkpoints ``t - 1`` and ``t`` (empty for ``t = 0``).
+        ``events_[t][l]``: what happened to layer ``l``'s clusters since checkpoint ``t - 1``.
     n_tracks_ : list of int
         Tracks per layer.
     """
@@ -83,35 +72,32 @@ class Timeline:
         ----------
         store : ActivationStore or path
         splits : sequence of str, optional
-            The checkpoints' splits, in training order (default: every
-            checkpoint a probe recorded, by step).
+            The checkpoints' splits, in training order (default: every checkpoint a probe
+            recorded, by step).
         prefix : str, optional
             Only the checkpoints of the probe with this split prefix.
 
         Returns
         -------
         Timeline
-            ``self``, fitted.
+            ``self``.
 
         Raises
         ------
         AnalysisError
-            With fewer than one checkpoint, or checkpoints that do not hold the
-            same samples (count, order, labels).
+            Without checkpoints, or with checkpoints that do not hold the same samples.
         """
         store = open_store(store)
         if splits is None:
             records = list_checkpoints(store, prefix=prefix)
         else:
-            records = []
-            for t, s in enumerate(splits):
-                rec = store.split_attrs(s).get(CHECKPOINT_KEY) or {"step": t, "epoch": None}
-                records.append({"split": s, **rec})
+            records = [{"split": s, **(store.split_attrs(s).get(CHECKPOINT_KEY)
+                                       or {"step": t, "epoch": None})}
+                       for t, s in enumerate(splits)]
         if not records:
-            raise AnalysisError(
-                f"{store.location!r} holds no checkpoint: capture some with a probe "
-                "(nnsig_torch.TorchProbe, nnsig_keras.KerasProbe) or pass splits=[...]"
-            )
+            raise AnalysisError(f"{store.location!r} holds no checkpoint: capture some with a "
+                                "probe (nnsig_torch.TorchProbe, nnsig_keras.KerasProbe) or pass "
+                                "splits=[...]")
         self._check_same_samples(store, [r["split"] for r in records])
         self.store_location_ = store.location
         self.checkpoints_ = records
@@ -127,12 +113,10 @@ class Timeline:
             if list(a.layers_) != self.layers_:
                 raise AnalysisError(f"checkpoint {r['split']!r} has other layers than "
                                     f"{records[0]['split']!r}: {a.layers_} vs {self.layers_}")
-        per_layer = []
-        for j in range(len(self.layers_)):
-            per_layer.append(assign_tracks(
-                [sg.cluster_ids[:, j] for sg in self.signatures_],
-                [a.n_clusters_[j] for a in self.analyses_],
-                min_jaccard=self.min_jaccard, event_share=self.event_share))
+        per_layer = [assign_tracks([sg.cluster_ids[:, j] for sg in self.signatures_],
+                                   [a.n_clusters_[j] for a in self.analyses_],
+                                   min_jaccard=self.min_jaccard, event_share=self.event_share)
+                     for j in range(len(self.layers_))]
         T = len(records)
         self.tracks_ = [[per_layer[j][0][t] for j in range(len(self.layers_))] for t in range(T)]
         self.events_ = [[per_layer[j][1][t] for j in range(len(self.layers_))] for t in range(T)]
@@ -147,12 +131,10 @@ class Timeline:
             store.require_complete(s)
             idx, lab = store.sample_index(s), store.labels(s)
             if idx.shape != idx0.shape or not np.array_equal(idx, idx0) or not np.array_equal(lab, lab0):
-                raise AnalysisError(
-                    f"checkpoints {first!r} and {s!r} do not hold the same probe samples "
-                    "(count, order or labels differ): a timeline follows one fixed probe set"
-                )
+                raise AnalysisError(f"checkpoints {first!r} and {s!r} do not hold the same probe "
+                                    "samples (count, order or labels differ): a timeline follows "
+                                    "one fixed probe set")
 
-    # ------------------------------------------------------------------ results
     def _fitted(self) -> None:
         if self.checkpoints_ is None:
             from sklearn.exceptions import NotFittedError
@@ -187,11 +169,9 @@ class Timeline:
         Returns
         -------
         dict of ndarray
-            ``fixed`` (wrong at ``a``, right at ``b``), ``broken`` (right, then
-            wrong), ``prediction`` (another predicted class), ``path`` (another
-            track in some layer), boolean masks over the probe samples, and
-            ``first_layer``: per sample, the first layer whose track changed
-            (-1 where none did).
+            Boolean masks ``fixed`` (wrong at ``a``, right at ``b``), ``broken``,
+            ``prediction`` (another predicted class), ``path`` (another track in some
+            layer), and ``first_layer``: the first layer whose track changed (-1: none).
         """
         self._fitted()
         sa, sb = self.signatures_[a], self.signatures_[b]

@@ -1,23 +1,8 @@
 """Token-level signatures: which tokens of which inputs take which paths.
 
-A capture with layers pooled with ``"tokens"`` writes a token row space,
-``<split>.tokens``, where every row is one token of one input (its sample row,
-position and token id are stored with it). An analysis fitted on it clusters
-tokens instead of samples, and its :class:`~nnsig_core.analysis.Signatures`
-hold one path per token. The tables here join those paths with the tokens'
-positions, ids and inputs:
-
->>> analysis = SignatureAnalysis(n_clusters=8).fit(store, split="train.tokens")
->>> sigs = analysis.signatures(store, "test.tokens")
->>> token_table(sigs, store)[:5]         # one row per token: input, position, label, path
->>> tokens_by_path(sigs, store)[:10]     # per path: how many tokens, of how many inputs, which
->>> paths_by_token(sigs, store)[:10]     # per token label (a position, a word): its usual paths
-
-``label`` names a token: ``label(position, token_id) -> str``; by default the
-token id (``"#1037"``) when the input had token ids, else the position
-(``"pos 3"``). Tokens with the same label are counted together (e.g. every
-position of a ViT after the class token: ``lambda p, t: "CLS" if p == 0 else
-"patch"``).
+The tables here join the paths of a token row space (``<split>.tokens``, one row per token)
+with the tokens' positions, ids and inputs. ``label(position, token_id) -> str`` names a
+token (default: ``"#<id>"``, else ``"pos <position>"``); tokens of one label count together.
 """
 
 from __future__ import annotations
@@ -42,23 +27,19 @@ def default_token_label(position: int, token: int) -> str:
 
 def _rows(sigs: Signatures, store: ActivationStore) -> dict[str, np.ndarray]:
     if store.level(sigs.split) != "tokens":
-        raise StoreError(
-            f"Split {sigs.split!r} has one row per sample; token tables need a token row space "
-            f"(a split such as {sigs.split + '.tokens'!r}, captured with pool='tokens')."
-        )
+        raise StoreError(f"Split {sigs.split!r} has one row per sample; token tables need a token "
+                         f"row space (a split such as {sigs.split + '.tokens'!r}, captured with "
+                         "pool='tokens').")
     info = store.token_rows(sigs.split)
     return {k: v[sigs.rows] for k, v in info.items()}
 
 
-def token_labels(
-    sigs: Signatures, store: ActivationStore, *, label: TokenLabel | None = None
-) -> tuple[np.ndarray, list[str]]:
+def token_labels(sigs: Signatures, store: ActivationStore, *,
+                 label: TokenLabel | None = None) -> tuple[np.ndarray, list[str]]:
     """Per token of ``sigs``: the index of its label, and the labels (in first-seen order)."""
     rows = _rows(sigs, store)
     fn = label or default_token_label
     pairs = np.stack([rows["position"], rows["token"]], axis=1)
-    if not len(pairs):
-        return np.empty(0, dtype=np.int64), []
     uniq, inv = np.unique(pairs, axis=0, return_inverse=True)
     names = [str(fn(int(p), int(t))) for p, t in uniq]
     distinct = list(dict.fromkeys(names))
@@ -67,22 +48,17 @@ def token_labels(
     return code[inv.reshape(-1)], distinct
 
 
-def token_table(
-    sigs: Signatures, store: ActivationStore, *, label: TokenLabel | None = None,
-    as_frame: bool = False,
-) -> Any:
+def token_table(sigs: Signatures, store: ActivationStore, *, label: TokenLabel | None = None,
+                as_frame: bool = False) -> Any:
     """One row per token: ``sample_index``, ``sample_row``, ``position``, ``token``,
     ``label``, ``input_class``, ``signature``, ``output_class``, in store order."""
     rows = _rows(sigs, store)
     codes, names = token_labels(sigs, store, label=label)
-    out = [
-        (int(si), int(sr), int(p), int(t), names[int(c)], int(y), tuple(int(x) for x in path),
-         int(o))
-        for si, sr, p, t, c, y, path, o in zip(
-            sigs.sample_index, rows["sample_row"], rows["position"], rows["token"], codes,
-            sigs.labels, sigs.cluster_ids, sigs.predictions, strict=True,
-        )
-    ]
+    out = [(int(si), int(sr), int(p), int(t), names[int(c)], int(y),
+            tuple(int(x) for x in path), int(o))
+           for si, sr, p, t, c, y, path, o in zip(
+               sigs.sample_index, rows["sample_row"], rows["position"], rows["token"], codes,
+               sigs.labels, sigs.cluster_ids, sigs.predictions, strict=True)]
     table = Table(["sample_index", "sample_row", "position", "token", "label", "input_class",
                    "signature", "output_class"], out)
     return table.to_frame() if as_frame else table
@@ -96,8 +72,6 @@ def _counted(items: Any) -> str:
 def _top(groups: np.ndarray, items: np.ndarray, n_groups: int, top: int) -> list[list[tuple[int, int]]]:
     """Per group, its ``top`` most frequent items with their counts (count, then item order)."""
     found: list[list[tuple[int, int]]] = [[] for _ in range(n_groups)]
-    if not len(groups):
-        return found
     pairs, counts = np.unique(np.stack([groups, items], axis=1), axis=0, return_counts=True)
     order = np.lexsort((pairs[:, 1], -counts, pairs[:, 0]))
     for (g, item), c in zip(pairs[order], counts[order], strict=True):
@@ -106,18 +80,13 @@ def _top(groups: np.ndarray, items: np.ndarray, n_groups: int, top: int) -> list
     return found
 
 
-def tokens_by_path(
-    sigs: Signatures, store: ActivationStore, *, label: TokenLabel | None = None, top: int = 5,
-    as_frame: bool = False,
-) -> Any:
+def tokens_by_path(sigs: Signatures, store: ActivationStore, *,
+                   label: TokenLabel | None = None, top: int = 5, as_frame: bool = False) -> Any:
     """Per distinct path: ``signature``, ``count`` (tokens), ``inputs`` (distinct samples),
     ``tokens`` (its ``top`` most frequent labels, ``"pos 0 ×20, pos 3 ×10"``); most frequent
     paths first. :func:`token_table` has every token for finer questions."""
     codes, names = token_labels(sigs, store, label=label)
     rows = _rows(sigs, store)
-    if not len(codes):
-        empty = Table(["signature", "count", "inputs", "tokens"], [])
-        return empty.to_frame() if as_frame else empty
     paths, inv, counts = np.unique(sigs.cluster_ids, axis=0, return_inverse=True,
                                    return_counts=True)
     inv = inv.reshape(-1)
@@ -131,16 +100,11 @@ def tokens_by_path(
     return table.to_frame() if as_frame else table
 
 
-def paths_by_token(
-    sigs: Signatures, store: ActivationStore, *, label: TokenLabel | None = None, top: int = 3,
-    as_frame: bool = False,
-) -> Any:
+def paths_by_token(sigs: Signatures, store: ActivationStore, *,
+                   label: TokenLabel | None = None, top: int = 3, as_frame: bool = False) -> Any:
     """Per token label: ``label``, ``count``, ``paths`` (distinct), ``top_paths`` (its ``top``
     most frequent signatures, ``"0-3 ×12, 1-3 ×5"``); most frequent labels first."""
     codes, names = token_labels(sigs, store, label=label)
-    if not len(codes):
-        empty = Table(["label", "count", "paths", "top_paths"], [])
-        return empty.to_frame() if as_frame else empty
     paths, inv = np.unique(sigs.cluster_ids, axis=0, return_inverse=True)
     inv = inv.reshape(-1)
     tops = _top(codes, inv, len(names), top)

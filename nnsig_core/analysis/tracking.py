@@ -1,11 +1,4 @@
-"""Clusters followed from one checkpoint to the next by the samples they share.
-
-A timeline's checkpoints hold the *same* probe samples, so the clusters of a layer at two
-checkpoints are compared by their members: :func:`overlap_table` counts them,
-:func:`match_clusters` pairs clusters by a Hungarian assignment and names splits and
-merges, :func:`assign_tracks` turns a whole timeline's matches into track ids
-(``docs/design.md``, "In a notebook and during training").
-"""
+"""Clusters followed from one checkpoint to the next by the (same) probe samples they share."""
 
 from __future__ import annotations
 
@@ -33,14 +26,9 @@ def overlap_table(before: np.ndarray, after: np.ndarray, k_before: int, k_after:
 
 def match_clusters(overlap: np.ndarray, *, min_jaccard: float = MIN_JACCARD,
                    event_share: float = EVENT_SHARE) -> dict[str, Any]:
-    """Which cluster after continues which cluster before, and which split or merged.
-
-    A Hungarian pair is kept when its Jaccard index ``|i & j| / |i | j|`` reaches
-    ``min_jaccard``. A split: cluster i sends at least ``event_share`` of its members to each
-    of two or more clusters, each made at least half of i's members; a merge: the converse.
-    Returns ``pairs`` (``(i, j)``), ``splits`` (``(i, [j, ...])``), ``merges``
-    (``([i, ...], j)``) and ``jaccard`` (of each pair).
-    """
+    """Which cluster after continues which cluster before (Hungarian pairs with a Jaccard
+    index >= ``min_jaccard``), and which split or merged: ``pairs``, ``splits``, ``merges``,
+    ``jaccard``."""
     C = np.asarray(overlap, dtype=np.float64)
     size_b, size_a = C.sum(axis=1), C.sum(axis=0)
     union = size_b[:, None] + size_a[None, :] - C
@@ -53,16 +41,11 @@ def match_clusters(overlap: np.ndarray, *, min_jaccard: float = MIN_JACCARD,
             jaccard.append(round(float(jac[i, j]), 4))
     from_b = np.divide(C, size_b[:, None], out=np.zeros_like(C), where=size_b[:, None] > 0)
     into_a = np.divide(C, size_a[None, :], out=np.zeros_like(C), where=size_a[None, :] > 0)
-    splits = []
-    for i in range(C.shape[0]):
-        parts = np.flatnonzero((from_b[i] >= event_share) & (into_a[i] >= MOSTLY))
-        if parts.size >= 2:
-            splits.append((i, parts.tolist()))
-    merges = []
-    for j in range(C.shape[1]):
-        parts = np.flatnonzero((into_a[:, j] >= event_share) & (from_b[:, j] >= MOSTLY))
-        if parts.size >= 2:
-            merges.append((parts.tolist(), j))
+    splits = [(i, p.tolist()) for i in range(C.shape[0])
+              if (p := np.flatnonzero((from_b[i] >= event_share) & (into_a[i] >= MOSTLY))).size > 1]
+    merges = [(p.tolist(), j) for j in range(C.shape[1])
+              if (p := np.flatnonzero((into_a[:, j] >= event_share)
+                                      & (from_b[:, j] >= MOSTLY))).size > 1]
     return {"pairs": pairs, "splits": splits, "merges": merges, "jaccard": jaccard}
 
 
@@ -71,11 +54,9 @@ def assign_tracks(ids: Sequence[np.ndarray], n_clusters: Sequence[int], *,
                   event_share: float = EVENT_SHARE) -> tuple[list[np.ndarray], list[list[dict]], int]:
     """Track ids of one layer's clusters over a timeline (``ids``: the same samples' ids).
 
-    Returns, per checkpoint, the track id of each cluster (the first checkpoint's are
-    ``0..k-1``; -1 for an empty cluster after it); per checkpoint (empty for the first) the
-    events since the one before, in track ids: ``{"kind": "split", "from": [a], "to": [b, c]}``,
-    ``"merge"``, ``"new"`` (``to`` only), ``"end"`` (``from`` only) and ``"continued"`` (the
-    number of tracks that went on); and the number of tracks in all.
+    Returns, per checkpoint, the track id of each cluster (-1: empty); per checkpoint the
+    events since the one before, in track ids (``{"kind": "split", "from": [a], "to": [b, c]}``,
+    ``"merge"``, ``"new"``, ``"end"``, ``"continued"`` with a ``count``); the number of tracks.
     """
     if not ids:
         return [], [], 0

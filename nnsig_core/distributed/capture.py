@@ -1,10 +1,5 @@
-"""Capture on a Dask cluster: one task per shard of rows, each writing its own chunks.
-
-The driver claims the split, a first task creates its arrays on a worker, one task per
-shard writes whole chunks and a marker; ``docs/design.md`` ("Distributed capture")
-gives the steps and the failures. The chunks are byte-identical to a single-process
-``capture`` of the same data and ``batch_size`` (``tests/test_distributed_capture.py``).
-"""
+"""Capture on a Dask cluster: one task per shard of rows, each writing its own whole chunks
+(byte-identical to a single-process ``capture`` of the same data and ``batch_size``)."""
 
 from __future__ import annotations
 
@@ -46,17 +41,15 @@ log = logging.getLogger("nnsig")
 #: Target bytes of the widest layer per shard when ``shard_rows`` is not given.
 SHARD_BYTES = 256 << 20
 
-# ---------------------------------------------------------------------------- the driver
+
 def _shard_rows(requested: int | None, chunk_rows: int, batch_size: int, row_bytes: int,
                 n: int, n_workers: int) -> int:
     """Rows per shard: a multiple of the chunk length (and of the batch size when given so)."""
     if requested is not None:
         if requested < 1 or requested % chunk_rows:
-            raise CaptureError(
-                f"shard_rows={requested} is not a multiple of the split's {chunk_rows} rows per "
-                f"chunk: shards must own whole chunks. Use e.g. "
-                f"{max(1, round(requested / chunk_rows)) * chunk_rows}."
-            )
+            raise CaptureError(f"shard_rows={requested} is not a multiple of the split's "
+                               f"{chunk_rows} rows per chunk: shards must own whole chunks. Use "
+                               f"e.g. {max(1, round(requested / chunk_rows)) * chunk_rows}.")
         if requested % batch_size:
             warn(f"shard_rows={requested} is not a multiple of batch_size={batch_size}: the "
                  "batches differ from a single-process capture's (the bytes are the same only "
@@ -74,68 +67,42 @@ def _row_bytes(info: Mapping[str, Any]) -> int:
     return max(width or [4])
 
 
-def capture_distributed(
-    make_adapter: Callable[[], Adapter],
-    dataset: Any,
-    store: ActivationStore | str | os.PathLike[str],
-    *,
-    split: str = "train",
-    client: ClientArg = None,
-    shard_rows: int | None = None,
-    batch_size: int = 256,
-    max_samples: int | None = None,
-    class_names: Sequence[str] | None = None,
-    keep_inputs: bool = False,
-    resume: bool = False,
-    overwrite: bool = False,
-    dtype: str = "float32",
-    compressor: Any = None,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-    predict: Callable[[np.ndarray], np.ndarray] | None = None,
-    collate: Callable[[Sequence[Any]], tuple[Any, Any]] | None = None,
-    progress: bool = True,
-    durable: bool = DEFAULT_DURABLE,
-    allow_other_weights: bool | str = False,
-    retries: int = 3,
-    storage_options: dict[str, Any] | None = None,
-) -> ActivationStore:
+def capture_distributed(make_adapter: Callable[[], Adapter], dataset: Any,
+                        store: ActivationStore | str | os.PathLike[str], *, split: str = "train",
+                        client: ClientArg = None, shard_rows: int | None = None,
+                        batch_size: int = 256, max_samples: int | None = None,
+                        class_names: Sequence[str] | None = None, keep_inputs: bool = False,
+                        resume: bool = False, overwrite: bool = False, dtype: str = "float32",
+                        compressor: Any = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                        predict: Callable[[np.ndarray], np.ndarray] | None = None,
+                        collate: Callable[[Sequence[Any]], tuple[Any, Any]] | None = None,
+                        progress: bool = True, durable: bool = DEFAULT_DURABLE,
+                        allow_other_weights: bool | str = False, retries: int = 3,
+                        storage_options: dict[str, Any] | None = None) -> ActivationStore:
     """Capture ``dataset`` on a Dask cluster: one task per shard of rows (see the module doc).
 
     Parameters
     ----------
     make_adapter : callable
-        Builds the adapter (model and layer selection) on a worker, once per
-        worker process: a picklable callable, e.g. a module-level function or
-        ``functools.partial`` that loads the weights from a file or URL (the
-        weights are not shipped with every task).
+        Builds the adapter on a worker, once per worker process: a picklable callable (e.g.
+        a module-level function loading the weights from a file).
     dataset : map-style data set or (X, y)
-        ``len(dataset)`` samples and ``dataset[i]``, an ``(input, label)``
-        pair or an input (e.g. a torch ``Dataset``); or two arrays. Sample
-        ``i`` is stored at row ``i`` with ``sample_index = i``. Shipped to
-        every worker once.
+        ``dataset[i]`` is an ``(input, label)`` pair or an input; or two arrays. Sample
+        ``i`` is stored at row ``i``.
     store : ActivationStore, path, URL or zarr Store
-        As for :func:`nnsig_core.capture`. The workers open what is given
-        here (a path or URL), or a copy of the opened store (a zarr Store, or
-        a URL with ``storage_options``: its filesystem travels with it).
+        As for :func:`nnsig_core.capture`; the workers open it too.
     split, batch_size, max_samples, class_names, keep_inputs, resume, overwrite, dtype, compressor, chunk_bytes, predict, progress, durable, allow_other_weights, storage_options
-        The options every capture shares: see
-        :class:`~nnsig_core.capture.CaptureOptions`. ``resume=True`` runs the
-        shards not yet done and, in those done, only the chunks to repair.
-        A store URL's ``storage_options`` travel to the workers.
+        See :class:`~nnsig_core.capture.CaptureOptions`; ``resume=True`` runs the shards
+        not yet done and repairs the chunks of those done.
     client : dask.distributed.Client, optional
         The cluster (default: the active client).
     shard_rows : int, optional
-        Rows per task, a multiple of the split's chunk length (default: a
-        multiple of the chunk length and of ``batch_size``, about 256 MiB of
-        the widest layer and at least four shards per worker). With a
-        multiple of ``batch_size`` the chunks are byte-identical to
-        ``capture(..., batch_size=batch_size)``'s.
+        Rows per task, a multiple of the split's chunk length (default: about 256 MiB of
+        the widest layer, at least four shards per worker).
     collate : callable, optional
-        Turns a list of ``dataset[i]`` items into ``(inputs, labels)`` (default
-        :func:`~nnsig_core.distributed.shards.default_collate`).
+        Turns a list of ``dataset[i]`` items into ``(inputs, labels)``.
     retries : int
-        Times a failed shard task is run again (exceptions other than errors in
-        the data, the model or the store, and lost workers).
+        Times a failed shard task is run again.
 
     Returns
     -------
@@ -145,18 +112,15 @@ def capture_distributed(
     Raises
     ------
     CaptureError, StoreError, ClaimError, NonFiniteActivationError
-        As :func:`nnsig_core.capture`; raised on the driver, from the first
-        shard that met it.
+        As :func:`nnsig_core.capture`.
     ValueError
         No Dask client.
     """
     options = CaptureOptions.from_call(locals())
     if not callable(make_adapter):
-        raise CaptureError(
-            f"make_adapter must be a picklable callable building the adapter on a worker "
-            f"(e.g. a module-level function loading the weights from a file); got "
-            f"{type(make_adapter).__name__}."
-        )
+        raise CaptureError("make_adapter must be a picklable callable building the adapter on a "
+                           "worker (e.g. a module-level function loading the weights from a "
+                           f"file); got {type(make_adapter).__name__}.")
     if retries < 0:
         raise CaptureError(f"retries must be >= 0, got {retries}.")
     client = require_client(client, "capture_distributed")
@@ -178,15 +142,12 @@ def capture_distributed(
             check_expected(split, existing, n)
             settings = dict(existing.get("capture") or {})
             if settings.get("shard_rows") is None:
-                raise CaptureError(
-                    f"Split {split!r} was started by a single-process capture; resume it with "
-                    "capture(..., resume=True)."
-                )
+                raise CaptureError(f"Split {split!r} was started by a single-process capture; "
+                                   "resume it with capture(..., resume=True).")
             if shard_rows is not None and shard_rows != settings["shard_rows"]:
-                raise CaptureError(
-                    f"Cannot resume split {split!r} with shard_rows={shard_rows}: it was started "
-                    f"with {settings['shard_rows']}. Leave shard_rows out to resume."
-                )
+                raise CaptureError(f"Cannot resume split {split!r} with shard_rows={shard_rows}: "
+                                   f"it was started with {settings['shard_rows']}. Leave "
+                                   "shard_rows out to resume.")
             shard_rows = int(settings["shard_rows"])
         else:
             settings = options.settings(distributed=True)
@@ -233,20 +194,17 @@ def capture_distributed(
                                  info.get("model_fingerprint"), retries, progress, claim)
         except Exception as exc:
             if type(exc).__name__ in _LOST_WORKERS:
-                raise CaptureError(
-                    f"The capture of split {split!r} lost its workers ({type(exc).__name__}: "
-                    f"{exc}); the shards they had finished are in the store. Run "
-                    "capture_distributed(..., resume=True) with workers to continue from the "
-                    "shards done."
-                ) from exc
+                raise CaptureError(f"The capture of split {split!r} lost its workers "
+                                   f"({type(exc).__name__}: {exc}); the shards they had finished "
+                                   "are in the store. Run capture_distributed(..., resume=True) "
+                                   "with workers to continue from the shards done.") from exc
             raise
         finally:
             client.cancel(shipped)
         if len(set(labels.values())) > 1:
-            raise CaptureError(
-                f"Some samples of split {split!r} have labels and others do not (shards "
-                f"{sorted(i for i, v in labels.items() if v)} have them); label all or none."
-            )
+            raise CaptureError(f"Some samples of split {split!r} have labels and others do not "
+                               f"(shards {sorted(i for i, v in labels.items() if v)} have them); "
+                               "label all or none.")
         info.update(complete=True, n_written=n, n_samples=n, n_expected=n,
                     has_labels=bool(next(iter(labels.values()), False)))
         # A repaired complete split keeps its fingerprint: its rows are those it had.
@@ -274,9 +232,8 @@ _LOST_WORKERS = frozenset({"FutureCancelledError", "CancelledError", "KilledWork
 def _lost(store: ActivationStore, split: str, shards: list[tuple[int, int, int]],
           done: Mapping[int, bool], repairs: list[tuple[int, int]], chunk_rows: int
           ) -> dict[int, list[int]]:
-    """Done shard -> its chunks to capture again: those ``nnsig verify`` finds missing or
-    damaged (``repairs``, rows) and those missing from a shard marked done past the rows the
-    split records as written."""
+    """Done shard -> its chunks to capture again (``repairs``' rows, and chunks missing from
+    shards marked done)."""
     chunks = {c for a, b in repairs for c in range(a // chunk_rows, b // chunk_rows + 1)}
     chunks |= lost_chunks(store, split, done, shards, chunk_rows)
     lost = {i: [c for c in sorted(chunks) if lo <= c * chunk_rows < hi]
@@ -291,16 +248,12 @@ def _lost(store: ActivationStore, split: str, shards: list[tuple[int, int, int]]
 def _run_repairs(client: Any, shipped: Any, split: str, shards: list[tuple[int, int, int]],
                  lost: dict[int, list[int]], chunk_rows: int, n: int,
                  fingerprint: str | None, retries: int) -> dict[str, Any] | None:
-    """Capture again the ``lost`` chunks of done shards, one task per shard: exactly their
-    rows, cut into the batches the shard was cut into. Returns what was re-captured."""
+    """Capture again the ``lost`` chunks of done shards, one task per shard; what was redone."""
     if not lost:
         return None
-    futures = []
-    for i, lo, hi in shards:
-        if i in lost:
-            ranges = _ranges(lost[i], chunk_rows, n)
-            futures.append(client.submit(repair_task, shipped, [(i, lo, hi)], ranges,
-                                         fingerprint, pure=False, retries=retries))
+    futures = [client.submit(repair_task, shipped, [(i, lo, hi)], _ranges(lost[i], chunk_rows, n),
+                             fingerprint, pure=False, retries=retries)
+               for i, lo, hi in shards if i in lost]
     records = [_raise(f.result()) for f in futures]
     record = {"at": now_iso(), "ranges": [r for rec in records for r in rec["ranges"]],
               "rows": sum(r["rows"] for r in records),
@@ -335,10 +288,7 @@ def _run_shards(client: Any, shipped: Any, store: ActivationStore, split: str,
                 info: dict[str, Any], shards: list[tuple[int, int, int]], done: dict[int, bool],
                 fingerprint: str | None, retries: int, progress: bool,
                 claim: Any) -> dict[int, bool]:
-    """Run the shards not in ``done``, recording progress; every task has ended on return.
-
-    Returns shard -> whether its samples had labels (``done`` included).
-    """
+    """Run the shards not in ``done``, recording progress; shard -> whether it had labels."""
     from distributed import Event, as_completed, wait
 
     stop_name = f"nnsig-stop-{uuid.uuid4().hex}"
@@ -350,8 +300,8 @@ def _run_shards(client: Any, shipped: Any, store: ActivationStore, split: str,
                for i, lo, hi in todo]
     labels = dict(done)
     bar = tqdm(total=shards[-1][2], initial=sum(hi - lo for i, lo, hi in shards if i in done),
-               unit="sample", unit_scale=True, desc=f"capture {split}", disable=None if progress else True,
-               dynamic_ncols=True)
+               unit="sample", unit_scale=True, desc=f"capture {split}",
+               disable=None if progress else True, dynamic_ncols=True)
     bounds = {i: (lo, hi) for i, lo, hi in shards}
     last = time.monotonic()
     recorded = _prefix(bounds, labels)

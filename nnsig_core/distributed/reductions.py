@@ -1,14 +1,7 @@
-"""A split on the cluster: its arrays as dask arrays in row blocks, the fit rows, tree reductions.
-
-:class:`SplitBlocks` reads a split's arrays with ``dask.array.from_zarr`` in blocks of
-whole chunks (sizes: ``docs/design.md``, "Distributed analysis"), so all its arrays share
-row boundaries; :func:`fit_mask` gives the fit rows as a dask array. Objects every task
-needs are scattered once (:func:`broadcast`) and passed to tasks as futures.
-"""
+"""A split on the cluster: its arrays as dask arrays in the same row blocks, and its fit rows."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -24,12 +17,11 @@ from nnsig_core.analysis.selection import (
 )
 from nnsig_core.analysis.source import STORE_FIX
 from nnsig_core.execute.blocks import reduce_columns
-from nnsig_core.execute.dask_blocks import MIN_BLOCKS, block_bytes, broadcast
+from nnsig_core.execute.dask_blocks import broadcast, rows_per_block
 from nnsig_core.protocol import check_finite, nonfinite_rows
 from nnsig_core.store import ActivationStore
 
 
-# ---------------------------------------------------------------------------- blocks
 @dataclass
 class _LayerCheck:
     """What a block's NaN/Inf check needs to name the bad sample (read only on failure)."""
@@ -51,8 +43,8 @@ class _SampleIndex:
 
 def _flat_checked(raw: np.ndarray, lo: int, check: _LayerCheck,
                   idx: np.ndarray | None = None) -> np.ndarray:
-    """A block starting at row ``lo`` (its rows ``idx`` when given, positions in the block),
-    flattened to float32 and checked for NaN/Inf."""
+    """A block starting at row ``lo`` (its rows ``idx`` when given), flattened to float32 and
+    checked for NaN/Inf."""
     block = np.asarray(raw).reshape(raw.shape[0], -1)
     if idx is not None:
         block = block[np.asarray(idx, dtype=np.int64)]
@@ -67,11 +59,8 @@ def _flat_checked(raw: np.ndarray, lo: int, check: _LayerCheck,
 
 
 class SplitBlocks:
-    """One split's arrays on the cluster, cut into the same row blocks.
-
-    ``block_rows`` (a multiple of the split's chunk length) defaults to :func:`block_bytes` of
-    the widest layer, in at least :data:`MIN_BLOCKS` blocks.
-    """
+    """One split's arrays on the cluster, cut into the same row blocks (``block_rows``, a
+    multiple of the chunk length; default :func:`rows_per_block` of the widest layer)."""
 
     def __init__(self, client: Any, store: ActivationStore, split: str,
                  block_rows: int | None = None) -> None:
@@ -83,9 +72,7 @@ class SplitBlocks:
         if block_rows is None:
             widest = max([int(np.prod(d["shape"], dtype=np.int64)) * 4
                           for d in store.layer_info(split)] or [4])
-            by_bytes = max(1, block_bytes(client) // max(widest * chunk, 1))
-            by_spread = max(1, math.ceil(self.n / (MIN_BLOCKS * chunk)))
-            block_rows = chunk * min(by_bytes, by_spread)
+            block_rows = rows_per_block(client, self.n, chunk, widest)
         if block_rows % chunk:
             raise ValueError(f"block_rows={block_rows} is not a multiple of the split's "
                              f"{chunk} rows per chunk.")
@@ -124,7 +111,6 @@ class SplitBlocks:
                 for r, (lo, _) in zip(raw, self.bounds, strict=True)]
 
 
-# ---------------------------------------------------------------------------- counts and fit rows
 @dataclass
 class SplitCounts:
     """Aggregates of a split's labels and predictions."""
@@ -160,11 +146,8 @@ def _count_mask(mask: np.ndarray) -> dict[str, Any]:
 
 def fit_mask(blocks: SplitBlocks, counts: SplitCounts, classes: Iterable[int] | None,
              only_correct: bool) -> tuple[list[Any], list[int]]:
-    """The fit rows of a split, per block: delayed boolean masks, and how many rows each keeps.
-
-    Raises the errors of :func:`~nnsig_core.analysis.fit_sample_mask`
-    (:class:`MissingLabelsError`, :class:`EmptySelectionError`).
-    """
+    """The fit rows of a split, per block: delayed boolean masks, and how many rows each keeps
+    (raises as :func:`~nnsig_core.analysis.fit_sample_mask`)."""
     from dask import delayed
 
     wanted = check_selection(blocks.split, blocks.store.has_labels(blocks.split),

@@ -1,7 +1,5 @@
 """The worker side of :func:`~nnsig_core.distributed.capture.capture_distributed`: the job,
-the adapter each worker builds once per model, the prepare and shard tasks, and the shard
-markers, written and read through the store's API.
-"""
+each worker's adapter, the prepare, shard and repair tasks, and the shard markers."""
 
 from __future__ import annotations
 
@@ -44,16 +42,9 @@ def shard_marker_prefix(split: str) -> str:
     return f"{CLAIMS_GROUP}/{split}.shards/"
 
 
-# ---------------------------------------------------------------------------- the data set
 def default_collate(items: Sequence[Any]) -> tuple[Any, Any]:
-    """``(inputs, labels)`` of a list of ``dataset[i]`` items: ``(x, y)`` pairs (or bare ``x``).
-
-    Inputs are stacked into one NumPy array (a mapping of inputs into a
-    mapping of arrays; CPU tensors are converted), labels into a vector, or
-    ``None`` when the items carry none. Pass ``collate=`` to
-    :func:`capture_distributed` for anything else (e.g.
-    ``torch.utils.data.default_collate``).
-    """
+    """``(inputs, labels)`` of a list of ``dataset[i]`` items, ``(x, y)`` pairs or bare ``x``:
+    inputs stacked into a NumPy array (or a mapping of them), labels into a vector or None."""
     if not items:
         raise CaptureError("An empty batch cannot be collated.")
     first = items[0]
@@ -79,20 +70,17 @@ def dataset_len(dataset: Any) -> int:
     if is_array_pair(dataset):
         n = int(dataset[0].shape[0])
         if dataset[1] is not None and len(dataset[1]) != n:
-            raise CaptureError(
-                f"X has {n} rows but y has {len(dataset[1])}: one label per sample is needed."
-            )
+            raise CaptureError(f"X has {n} rows but y has {len(dataset[1])}: one label per sample "
+                               "is needed.")
         return n
     if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
-        raise CaptureError(
-            f"dataset must be map-style (len(dataset) and dataset[i], e.g. a torch Dataset) or "
-            f"(X, y) arrays; got {type(dataset).__name__}. An iterable of batches (a "
-            "DataLoader) cannot be split into shards: pass its dataset, or use capture()."
-        )
+        raise CaptureError("dataset must be map-style (len(dataset) and dataset[i], e.g. a torch "
+                           f"Dataset) or (X, y) arrays; got {type(dataset).__name__}. An iterable "
+                           "of batches (a DataLoader) cannot be split into shards: pass its "
+                           "dataset, or use capture().")
     return int(len(dataset))
 
 
-# ---------------------------------------------------------------------------- the job
 @dataclass
 class Job:
     """Everything a task needs, shipped to every worker once."""
@@ -112,8 +100,7 @@ class Job:
         if is_array_pair(self.dataset):
             X, y = self.dataset
             return X[lo:hi], (None if y is None else y[lo:hi]), index
-        items = [self.dataset[i] for i in range(lo, hi)]
-        inputs, labels = self.collate(items)
+        inputs, labels = self.collate([self.dataset[i] for i in range(lo, hi)])
         return inputs, labels, index
 
     def open(self) -> ActivationStore:
@@ -145,18 +132,17 @@ def _worker_key() -> str:
 
 
 def _adapter(job: Job) -> tuple[Adapter, threading.Lock, str | None]:
-    """This worker's adapter of the job's model, built on first use and kept for later tasks
-    (a model is loaded once per worker, not per task); one run at a time."""
+    """This worker's adapter of the job's model (built once per worker), its lock and
+    fingerprint."""
     key = (job.adapter_token, _worker_key())
     with _ADAPTERS_LOCK:
         entry = _ADAPTERS.get(key)
         if entry is None:
             adapter = job.make_adapter()
             if not isinstance(adapter, Adapter):
-                raise CaptureError(
-                    f"make_adapter() returned {type(adapter).__name__}, not an nnsig adapter: "
-                    "return e.g. nnsig_torch.TorchAdapter(model) or nnsig_core.ArrayAdapter(...)."
-                )
+                raise CaptureError(f"make_adapter() returned {type(adapter).__name__}, not an "
+                                   "nnsig adapter: return e.g. nnsig_torch.TorchAdapter(model) "
+                                   "or nnsig_core.ArrayAdapter(...).")
             entry = (adapter, threading.Lock(), model_fingerprint(adapter))
             while len(_ADAPTERS) >= _MAX_ADAPTERS:
                 _ADAPTERS.pop(next(iter(_ADAPTERS)))
@@ -171,20 +157,16 @@ class _ShardSession(CaptureSession):
         pass
 
     def _arrays_to_resume(self, chunk_rows: int) -> dict[str, Any]:
-        """The split's arrays. The chunks below this shard are other shards' (written before,
-        after or at the same time): the driver checks those of done shards when it resumes
-        (:func:`intact_shards`), not the task."""
+        """The split's arrays (the driver checks other shards' chunks when it resumes)."""
         return self.store.split_arrays(self.split)
 
 
 def _session(job: Job, store: ActivationStore, adapter: Adapter, existing: dict[str, Any] | None,
              start: int, fingerprint: str | None) -> CaptureSession:
-    return _ShardSession(
-        store=store, adapter=adapter, options=job.options, n_expected=job.n,
-        settings=dict(job.settings), existing=existing, start=start,
-        claim=_TaskClaim(),  # type: ignore[arg-type]
-        fingerprint=fingerprint,
-    )
+    return _ShardSession(store=store, adapter=adapter, options=job.options, n_expected=job.n,
+                         settings=dict(job.settings), existing=existing, start=start,
+                         claim=_TaskClaim(),  # type: ignore[arg-type]
+                         fingerprint=fingerprint)
 
 
 def _final(exc: BaseException) -> dict[str, Any]:
@@ -195,13 +177,9 @@ def _final(exc: BaseException) -> dict[str, Any]:
         return {"error": CaptureError(f"{type(exc).__name__}: {exc}")}
 
 
-# ---------------------------------------------------------------------------- tasks
 def prepare_task(job: Job, create: bool, check_rows: Sequence[int] = ()) -> dict[str, Any]:
-    """Build the model on this worker, check its weights and, for a new split, create the
-    split's arrays from the first batch as a single-process capture does (nothing written).
-    Resuming, check that the data gives the stored labels at ``check_rows`` (the first and
-    last row of every shard already written), as a resumed ``capture`` checks the rows it
-    skips."""
+    """Build the model on this worker and check its weights; create a new split's arrays from
+    the first batch, or, resuming, check the data's labels at ``check_rows`` against the store."""
     try:
         adapter, lock, fingerprint = _adapter(job)
         store, split = job.open(), job.options.split
@@ -213,12 +191,11 @@ def prepare_task(job: Job, create: bool, check_rows: Sequence[int] = ()) -> dict
                 _, labels, _ = job.batch(int(row), int(row) + 1)
                 got = -1 if labels is None else int(class_indices(labels_numpy(labels))[0])
                 if got != int(stored[int(row)]):
-                    raise CaptureError(
-                        f"Cannot resume split {split!r}: sample {row} has label {got} in "
-                        f"this data but {int(stored[int(row)])} in the store, so the data is "
-                        "not in the same order as the interrupted capture. Use the same data "
-                        "without shuffling, or overwrite=True."
-                    )
+                    raise CaptureError(f"Cannot resume split {split!r}: sample {row} has label "
+                                       f"{got} in this data but {int(stored[int(row)])} in the "
+                                       "store, so the data is not in the same order as the "
+                                       "interrupted capture. Use the same data without shuffling, "
+                                       "or overwrite=True.")
             return {"fingerprint": fingerprint}
         session = _session(job, store, adapter, None, 0, fingerprint)
         inputs, labels, index = job.batch(0, min(job.options.batch_size, job.n))
@@ -243,22 +220,18 @@ def _stopped(name: str | None, last: list[float]) -> bool:
 
 def _open(job: Job, fingerprint: str | None
           ) -> tuple[Adapter, threading.Lock, str | None, ActivationStore, dict[str, Any]]:
-    """This worker's adapter (refused when its weights are not the split's) and the store,
-    with the split's metadata (refused when the split was replaced since)."""
+    """This worker's adapter and the store with the split's metadata, after checking the
+    weights and that the split is still this capture's."""
     adapter, lock, mine = _adapter(job)
     if fingerprint is not None and mine != fingerprint and not job.options.allow_other_weights:
-        raise CaptureError(
-            f"make_adapter() built a model with other weights on worker {_worker_key()} "
-            f"(fingerprint {mine}, the split's is {fingerprint}): every worker must load "
-            "the same weights."
-        )
+        raise CaptureError("make_adapter() built a model with other weights on worker "
+                           f"{_worker_key()} (fingerprint {mine}, the split's is {fingerprint}): "
+                           "every worker must load the same weights.")
     store = job.open()
     info = store.split_attrs(job.options.split)
     if (info.get("capture") or {}).get("capture_id") != job.capture_id:
-        raise StoreError(
-            f"Split {job.options.split!r} of {store.location} no longer belongs to this capture "
-            "(it was replaced); stopping without writing."
-        )
+        raise StoreError(f"Split {job.options.split!r} of {store.location} no longer belongs to "
+                         "this capture (it was replaced); stopping without writing.")
     return adapter, lock, mine, store, info
 
 
@@ -297,10 +270,8 @@ def shard_task(job: Job, shard: int, lo: int, hi: int, fingerprint: str | None,
 
 def repair_task(job: Job, shards: Sequence[tuple[int, int, int]],
                 ranges: Sequence[tuple[int, int]], fingerprint: str | None) -> dict[str, Any]:
-    """Capture again the rows ``ranges`` (whole chunks: missing or damaged) of the done
-    ``shards`` holding them, running only the batches holding those rows, cut as the shards
-    cut them (:class:`~nnsig_core.capture.repair.Repairs`, as a local resume): the chunks are
-    written again byte for byte. Returns :meth:`Repairs.record`."""
+    """Capture again the rows ``ranges`` (whole chunks) of the done ``shards``, batch by batch
+    as the shards cut them; returns :meth:`Repairs.record`."""
     try:
         adapter, lock, mine, store, info = _open(job, fingerprint)
         session = _session(job, store, adapter, info, shards[0][1], mine)
@@ -324,7 +295,6 @@ def repair_task(job: Job, shards: Sequence[tuple[int, int, int]],
         return _final(exc)
 
 
-# ---------------------------------------------------------------------------- markers
 def _zstore(store: ActivationStore) -> Any:
     return store.root.store_path.store
 
@@ -359,8 +329,7 @@ def clear_markers(store: ActivationStore, split: str) -> None:
 
 def lost_chunks(store: ActivationStore, split: str, done: Mapping[int, Any],
                 shards: Sequence[tuple[int, int, int]], chunk_rows: int) -> set[int]:
-    """The chunk indices of the ``done`` shards missing from the store in any array (one
-    listing per array): a shard marked done may have lost a chunk (deleted) since."""
+    """The chunk indices of the ``done`` shards missing from the store in any array."""
     present = {key: store.chunk_indices(split, key) for key in store.split_arrays(split)}
     need = {c for i, lo, hi in shards if i in done
             for c in range(lo // chunk_rows, -(-hi // chunk_rows))}
@@ -371,9 +340,6 @@ def done_shards(store: ActivationStore, split: str, capture_id: str,
                 shards: Sequence[tuple[int, int, int]]) -> dict[int, bool]:
     """Shards with a marker of this capture and the planned rows -> whether they had labels."""
     plan = {i: (lo, hi) for i, lo, hi in shards}
-    done = {}
-    for m in _markers(store, split):
-        i = m.get("shard")
-        if m.get("capture_id") == capture_id and i in plan and tuple(m.get("rows", ())) == plan[i]:
-            done[int(i)] = bool(m.get("has_labels"))
-    return done
+    return {int(m["shard"]): bool(m.get("has_labels")) for m in _markers(store, split)
+            if m.get("capture_id") == capture_id and m.get("shard") in plan
+            and tuple(m.get("rows", ())) == plan[m["shard"]]}

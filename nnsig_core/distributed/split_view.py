@@ -1,16 +1,8 @@
 """The Dask driver's split view: a split on a cluster, its fit rows as delayed blocks.
 
-:class:`DaskSplit` is :class:`~nnsig_core.distributed.reductions.SplitBlocks` with the
-operations of the local view (:class:`~nnsig_core.analysis.split_view.LocalSplit`); each
-layer's fit rows are :class:`DaskRows`, whose reductions run per block on the workers.
-
-The layers are fitted at the same time (one driver thread each, at most
-:data:`MAX_CONCURRENT_LAYERS`): a Lloyd iteration waits for a round trip to the
-workers, which the other layers' tasks fill. Rows kept for the passes
-(:meth:`DaskRows.keep`) stay in the workers' memory, within one budget shared
-by those layers: :data:`PERSIST_FRACTION` of the cluster's memory limit.
-Transform's signatures are written next to the analysis by the workers when the store
-holds it and is writable (:meth:`DaskSplit.materialize`), else kept in their memory.
+Layers are fitted at the same time (one driver thread each, at most
+:data:`MAX_CONCURRENT_LAYERS`), so that one layer's tasks fill another's round trips; rows
+kept for the passes share a budget of :data:`PERSIST_FRACTION` of the cluster's memory.
 """
 
 from __future__ import annotations
@@ -37,7 +29,7 @@ from nnsig_core.distributed.reductions import (
     split_counts,
 )
 from nnsig_core.execute.blocks import row_slices
-from nnsig_core.execute.dask_blocks import broadcast, reduce_delayed, release, tree_reduce
+from nnsig_core.execute.dask_blocks import broadcast, reduce_delayed, release
 from nnsig_core.execute.merging import combiner
 from nnsig_core.store.format import signatures_path
 
@@ -73,7 +65,6 @@ class _Budget:
             self.left += nbytes
 
 
-# ---------------------------------------------------------------------------- block kernels
 def _select(raw: np.ndarray, mask: np.ndarray | None, lo: int,
             labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(positions, labels, rows)`` of a block's fit rows."""
@@ -92,10 +83,10 @@ def _featurize(block: tuple[np.ndarray, np.ndarray, np.ndarray],
 
 
 def _reduce_slices(block: tuple[np.ndarray, np.ndarray, np.ndarray], fmap: Any,
-                   part: Callable[..., Any], merge: Callable[..., Any],
-                   kw: dict[str, Any]) -> dict[str, Any]:
+                   kernel: Callable[..., Any], combine: Callable[..., Any],
+                   **kw: Any) -> dict[str, Any]:
     F = features_of(fmap, block[2])
-    return merge(*[part(F[sl], **kw) for sl in row_slices(F.shape[0], F.shape[1])])
+    return combine(*[kernel(F[sl], **kw) for sl in row_slices(F.shape[0], F.shape[1])])
 
 
 def _take(block: tuple[np.ndarray, np.ndarray, np.ndarray], local: np.ndarray,
@@ -118,7 +109,6 @@ def _futures(obj: Any) -> list[Any]:
     return list(futures_of(obj))
 
 
-# ---------------------------------------------------------------------------- fit rows
 class DaskRows:
     """A layer's fit rows on the cluster: per block, delayed ``(positions, labels, rows)``
     (the :class:`~nnsig_core.analysis.fit_rows.FitRows` of the Dask driver)."""
@@ -153,17 +143,9 @@ class DaskRows:
 
     def reduce_slices(self, fmap: Any, part: Callable[..., Any],
                       merge: Callable[..., Any] | None = None, **kw: Any) -> dict[str, Any]:
-        from dask import delayed
-
         merge = combiner(merge)
-        sent = {k: broadcast(self.client, v) if isinstance(v, np.ndarray) else v
-                for k, v in kw.items()}
-        shipped = self._ship(fmap)
-        try:
-            parts = [delayed(_reduce_slices)(b, shipped, part, merge, sent) for b in self._raw]
-            return self.client.compute(tree_reduce(parts, merge)).result()
-        finally:
-            release(self.client, *sent.values())
+        return reduce_delayed(self.client, self._raw, _reduce_slices, merge,
+                              fmap=self._ship(fmap), kernel=part, combine=merge, **kw)
 
     def reducer(self, fmap: Any) -> Reduce:
         return partial(reduce_delayed, self.client, self._blocks(fmap))
@@ -174,11 +156,9 @@ class DaskRows:
         ranks = np.asarray(ranks, dtype=np.int64)
         starts = np.concatenate([[0], np.cumsum(self.sizes)])
         shipped = self._ship(fmap)
-        parts = []
-        for i, b in enumerate(self._raw):
-            lo, hi = np.searchsorted(ranks, [starts[i], starts[i + 1]])
-            if hi > lo:
-                parts.append(delayed(_take)(b, ranks[lo:hi] - starts[i], shipped))
+        cuts = np.searchsorted(ranks, starts)
+        parts = [delayed(_take)(b, ranks[cuts[i]:cuts[i + 1]] - starts[i], shipped)
+                 for i, b in enumerate(self._raw) if cuts[i + 1] > cuts[i]]
         rows = self.client.compute(parts, sync=True)
         if rows:
             return np.concatenate(rows)
@@ -190,8 +170,7 @@ class DaskRows:
         return np.ascontiguousarray(X, dtype=np.float32), np.concatenate([b[1] for b in blocks])
 
     def keep(self, fits: bool) -> bool:
-        """Keep the rows in the workers' memory while the cluster's budget allows (the
-        driver's ``fits`` does not bind the workers)."""
+        """Keep the rows in the workers' memory while the cluster's budget allows."""
         nbytes = self.n * self.n_features * 4
         if self._kept or not self.budget.take(nbytes):
             return bool(self._kept)
@@ -207,10 +186,8 @@ class DaskRows:
         self._shipped = []
 
 
-# ---------------------------------------------------------------------------- the view
 class DaskSplit(SplitBlocks):
-    """A split on the cluster of ``client``: :class:`SplitBlocks` with the operations of the
-    local view (see the module doc)."""
+    """A split on the cluster of ``client``, with the operations of the local view."""
 
     prefetched: list[str] = []
 
@@ -258,7 +235,6 @@ class DaskSplit(SplitBlocks):
         finally:
             self.client.cancel(self._masks)
 
-    # ---------------------------------------------------------------- transform
     def assign(self, clusterers: list[Any], layers: list[str]) -> tuple[Any, Any]:
         """Lazy cluster ids (int32) and distances (float32), ``(n, n_layers)`` dask arrays."""
         import dask.array as da
@@ -276,8 +252,8 @@ class DaskSplit(SplitBlocks):
                 da.stack(dist, axis=1).rechunk((self.block_rows, -1)))
 
     def materialize(self, analysis: Any, ids: Any, dist: Any) -> tuple[Any, Any]:
-        """Written next to the analysis when the store holds it and is writable (read back
-        from there), else computed and kept in the workers' memory."""
+        """Written next to the analysis when the store holds it and is writable, else kept in
+        the workers' memory."""
         home = analysis._saved_name(self.store)
         if home is not None and not self.store.read_only:
             analysis._forget(self.store, self.split)  # they may read the group replaced here

@@ -1,12 +1,8 @@
 """How nnsig runs a computation over a split: in this process, or on a Dask cluster.
 
-One protocol, two drivers. Work over a split is written once, as a per-block
-*part* with a *merge* (:func:`reduce_columns`) and rows picked by position
-(:func:`take`); the local driver runs it here over chunk-aligned row blocks and
-imports no Dask, the Dask driver (:mod:`nnsig_core.execute.dask_blocks`) runs
-the same part on the workers and merges in a tree. Which driver runs is
-decided once, at the public entry point: by the client (:func:`resolve_client`:
-the one given, the active one, or none) and so by the columns it reads.
+Work is written once, as a per-block *part* with a *merge* (:func:`reduce_columns`); the
+local driver runs it here (without Dask), the Dask driver
+(:mod:`nnsig_core.execute.dask_blocks`) on the workers, as the client decides.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """The executor's one protocol: a per-block *part* with a *merge*, and rows picked by position.
 
-``part(*columns, lo=first_row, **kw)`` returns a dict of NumPy arrays for one block of
-rows, ``merge(*parts)`` combines several (default: :func:`merge_parts`).
-:func:`reduce_columns` runs it here over chunk-aligned blocks for NumPy or zarr columns,
-or per block on the workers when a column is a dask array
-(:mod:`nnsig_core.execute.dask_blocks`); :func:`take` picks rows by position the same way.
+``part(*columns, lo=first_row, **kw)`` returns a dict of NumPy arrays for one block of rows,
+``merge(*parts)`` combines several (default: :func:`merge_parts`).
 """
 
 from __future__ import annotations
@@ -29,16 +26,15 @@ def is_lazy(x: Any) -> bool:
 
 
 def row_slices(m: int, d: int, nbytes: int = SLICE_BYTES) -> list[slice]:
-    """Slices of ``m`` rows of ``d`` float64 values, about ``nbytes`` each: a task works on a
-    block slice by slice, so its temporaries stay a fraction of the block."""
+    """Slices of ``m`` rows of ``d`` float64 values, about ``nbytes`` each (bounded temporaries)."""
     step = max(1, nbytes // max(8 * d, 1))
     return [slice(lo, min(lo + step, m)) for lo in range(0, m, step)] or [slice(0, 0)]
 
 
 def _local_bounds(columns: Sequence[Any],
                   nbytes: int = LOCAL_BLOCK_BYTES) -> list[tuple[int, int]]:
-    """Row blocks for the local driver: one block for in-memory columns; for chunked (zarr)
-    columns, whole chunks of about ``nbytes`` of the widest column."""
+    """Row blocks for the local driver: one for in-memory columns, else whole zarr chunks of
+    about ``nbytes`` of the widest column."""
     n = int(np.shape(columns[0])[0]) if columns else 0
     chunked = [c for c in columns if isinstance(c, zarr.Array)]
     if not chunked or n == 0:
@@ -55,13 +51,8 @@ def reduce_columns(part: Callable[..., dict[str, Any]], merge: Callable[..., Any
                    client: Any = None, local_bytes: int = LOCAL_BLOCK_BYTES,
                    **kw: Any) -> dict[str, Any]:
     """``part`` over ``columns`` (arrays of one length, ``None`` entries passed through),
-    merged by ``merge(*parts, **merge_kw)`` (default :func:`merge_parts`).
-
-    The driver follows the columns: any dask column runs every block on the cluster
-    (``client``, else dask's default scheduler); otherwise the blocks run here, NumPy
-    columns as one block and zarr columns chunk-aligned block by block (about
-    ``local_bytes`` of the widest column each).
-    """
+    merged by ``merge(*parts, **merge_kw)`` (default :func:`merge_parts`): on the cluster when
+    a column is a dask array, else here (zarr columns in blocks of about ``local_bytes``)."""
     if any(is_lazy(c) for c in columns if c is not None):
         from nnsig_core.execute.dask_blocks import reduce_blocks
 
@@ -70,7 +61,6 @@ def reduce_columns(part: Callable[..., dict[str, Any]], merge: Callable[..., Any
     bounds = _local_bounds(present, local_bytes)
     if len(bounds) == 1:
         return part(*[None if c is None else np.asarray(c) for c in columns], lo=0, **kw)
-    # Merged as they come: only one block's part is held besides the running result.
     return fold(bounds, lambda b: part(*[None if c is None else np.asarray(c[b[0]:b[1]])
                                          for c in columns], lo=b[0], **kw),
                 combiner(merge, merge_kw))
@@ -79,17 +69,8 @@ def reduce_columns(part: Callable[..., dict[str, Any]], merge: Callable[..., Any
 def map_blocks(part: Callable[..., dict[str, Any]], columns: Sequence[Any], *,
                client: Any = None, merge: Callable[..., Any] | None = None,
                local_bytes: int = LOCAL_BLOCK_BYTES, **kw: Any) -> dict[str, Any]:
-    """``part(*blocks, lo=first_row, **kw)`` over ``columns`` on the driver ``client`` chose, its
-    results merged by ``merge`` (default :func:`merge_parts`) and every list concatenated into
-    one array.
-
-    The first column is a NumPy array of the split's length (a row mask: it sets ``n``); the
-    others are NumPy, zarr (read ``[:n]``) or ``None``. Without a client the blocks run here
-    (:func:`reduce_columns`, about ``local_bytes`` of the widest column each); with one, zarr columns are read on its workers in chunk-aligned
-    blocks and every large argument is sent once
-    (:func:`nnsig_core.execute.dask_blocks.lazy_columns`). A part returns, per key, a list of
-    per-row arrays (its block's rows, in order: concatenated) or an array (summed).
-    """
+    """``part(*blocks, lo=first_row, **kw)`` over ``columns`` (a row mask first) here or on
+    ``client``'s workers, merged by ``merge``, every list concatenated into one array."""
     cols = list(columns)
     if client is not None:
         from nnsig_core.execute.dask_blocks import lazy_columns
@@ -100,8 +81,7 @@ def map_blocks(part: Callable[..., dict[str, Any]], columns: Sequence[Any], *,
 
 
 def worker_memory(client: Any) -> int | None:
-    """The smallest memory limit of ``client``'s workers in bytes (None: no client, or no
-    limit set): what bounds a model every worker holds."""
+    """The smallest memory limit of ``client``'s workers in bytes (None: no client or limit)."""
     if client is None:
         return None
     from nnsig_core.execute.dask_blocks import smallest_worker_memory
@@ -112,9 +92,7 @@ def worker_memory(client: Any) -> int | None:
 def fold(blocks: Iterable[Any], part: Callable[..., Any], merge: Callable[..., Any] | None = None,
          **kw: Any) -> Any:
     """``part(block, **kw)`` over ``blocks`` in this process, merged as they come by
-    ``merge(acc, part)`` (default :func:`merge_parts`): the local driver of a reduction over a
-    stream of blocks (a layer's fit rows read pass by pass). The Dask driver runs the same part
-    and merge on the workers (:func:`nnsig_core.execute.dask_blocks.reduce_delayed`)."""
+    ``merge(acc, part)`` (default :func:`merge_parts`)."""
     merge = merge or merge_parts
     acc: Any = None
     for block in blocks:
@@ -126,8 +104,7 @@ def fold(blocks: Iterable[Any], part: Callable[..., Any], merge: Callable[..., A
 
 
 def take(x: Any, positions: np.ndarray, client: Any = None) -> np.ndarray:
-    """``x[positions]`` (sorted positions) as a NumPy array; a dask array's rows are picked
-    by the workers, and only those rows reach this process."""
+    """``x[positions]`` (sorted positions) as a NumPy array (a dask array's on the workers)."""
     positions = np.asarray(positions, dtype=np.int64)
     if is_lazy(x):
         from nnsig_core.execute.dask_blocks import take_rows

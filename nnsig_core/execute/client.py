@@ -1,9 +1,6 @@
 """Which Dask client a computation runs on: the one given, the active one, or one made here.
 
-Nothing here imports Dask unless ``dask.distributed`` is already loaded
-(``tests/test_distributed_embedded.py``). :func:`connect` opens what the CLI's
-``--scheduler`` names: ``ADDRESS`` (``tcp://host:8786``) or ``local:N`` (a
-``LocalCluster`` of ``N`` single-threaded worker processes, closed after the command).
+Nothing here imports Dask unless ``dask.distributed`` is already loaded.
 """
 
 from __future__ import annotations
@@ -21,8 +18,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nnsig")
 
-#: Seconds :func:`connect` waits for a scheduler at an address (Dask retries a refused
-#: connection until then).
+#: Seconds :func:`connect` waits for a scheduler at an address.
 CONNECT_TIMEOUT_S = 30.0
 
 #: What ``client=`` accepts: a client, ``None`` (the active client, if any) or ``False`` (none).
@@ -32,15 +28,13 @@ INSTALL_HINT = 'install it with: pip install "nnsig[dask]"'
 
 
 def require_dask() -> None:
-    """Import ``dask.array`` and ``dask.distributed``, or raise an ImportError saying how to
-    install them."""
+    """Import ``dask.array`` and ``dask.distributed``, or say how to install them."""
     try:
         import dask.array  # noqa: F401
         import distributed  # noqa: F401
     except ImportError as exc:
-        raise ImportError(
-            f"Distributed capture and analysis need dask[distributed] ({exc}); {INSTALL_HINT}."
-        ) from exc
+        raise ImportError(f"Distributed capture and analysis need dask[distributed] ({exc}); "
+                          f"{INSTALL_HINT}.") from exc
 
 
 def _is_client(obj: Any) -> bool:
@@ -61,10 +55,8 @@ def resolve_client(client: ClientArg = None) -> Client | None:
     Parameters
     ----------
     client : dask.distributed.Client, None or False
-        A client is used as given. ``None`` means the active client (the
-        default one of this process, ``dask.distributed.default_client()``)
-        when ``dask.distributed`` is loaded and a client is running, else
-        none. ``False`` means none, even with an active client.
+        A client is used as given; ``None`` means the running default client, if any;
+        ``False`` means none.
 
     Returns
     -------
@@ -72,10 +64,8 @@ def resolve_client(client: ClientArg = None) -> Client | None:
 
     Raises
     ------
-    TypeError
-        For anything else.
-    ValueError
-        For a client that was closed.
+    TypeError, ValueError
+        For anything else, or a closed client.
     """
     if client is False:
         return None
@@ -90,14 +80,11 @@ def resolve_client(client: ClientArg = None) -> Client | None:
             return None
         return active if _running(active) else None
     if not _is_client(client):
-        raise TypeError(
-            f"client must be a dask.distributed.Client, None (the active client, if any) or "
-            f"False (run in this process); got {type(client).__name__}."
-        )
+        raise TypeError("client must be a dask.distributed.Client, None (the active client, if "
+                        f"any) or False (run in this process); got {type(client).__name__}.")
     if not _running(client):
-        raise ValueError(
-            f"The Dask client {client!r} is closed ({client.status}); pass a running client."
-        )
+        raise ValueError(f"The Dask client {client!r} is closed ({client.status}); pass a running "
+                         "client.")
     return client
 
 
@@ -106,10 +93,8 @@ def require_client(client: ClientArg, what: str) -> Client:
     require_dask()
     found = resolve_client(client)
     if found is None:
-        raise ValueError(
-            f"{what} needs a Dask cluster: pass client=dask.distributed.Client(...) or start "
-            "one first (e.g. Client(LocalCluster(n_workers=2)))."
-        )
+        raise ValueError(f"{what} needs a Dask cluster: pass client=dask.distributed.Client(...) "
+                         "or start one first (e.g. Client(LocalCluster(n_workers=2))).")
     return found
 
 
@@ -143,18 +128,15 @@ def parse_scheduler(spec: str) -> SchedulerSpec:
     m = _LOCAL.match(text)
     if m:
         if m.group(1) is None:
-            raise ValueError(
-                f"--scheduler {spec!r}: give the number of local workers, e.g. local:2."
-            )
+            raise ValueError(f"--scheduler {spec!r}: give the number of local workers, "
+                             "e.g. local:2.")
         n = int(m.group(1))
         if n < 1:
             raise ValueError(f"--scheduler {spec!r}: local:N needs N >= 1 workers.")
         return SchedulerSpec(n_workers=n)
     if not text or any(c.isspace() for c in text) or text.startswith("local"):
-        raise ValueError(
-            f"Cannot read --scheduler {spec!r}: give a scheduler address "
-            "(tcp://host:8786) or local:N for N worker processes on this machine."
-        )
+        raise ValueError(f"Cannot read --scheduler {spec!r}: give a scheduler address "
+                         "(tcp://host:8786) or local:N for N worker processes on this machine.")
     return SchedulerSpec(address=text)
 
 
@@ -167,7 +149,7 @@ def connect(spec: SchedulerSpec | str, **cluster_options: Any) -> Iterator[Clien
     ----------
     spec : SchedulerSpec or str
     **cluster_options
-        Passed to ``LocalCluster`` for ``local:N`` (e.g. ``memory_limit``).
+        Passed to ``LocalCluster`` for ``local:N``.
     """
     require_dask()
     from distributed import Client, LocalCluster
@@ -176,8 +158,7 @@ def connect(spec: SchedulerSpec | str, **cluster_options: Any) -> Iterator[Clien
         spec = parse_scheduler(spec)
     if spec.is_local:
         options = {"n_workers": spec.n_workers, "threads_per_worker": 1, "processes": True,
-                   "dashboard_address": ":0"}
-        options.update(cluster_options)
+                   "dashboard_address": ":0", **cluster_options}
         with LocalCluster(**options) as cluster, Client(cluster) as client:
             client.wait_for_workers(spec.n_workers)
             log.info("Started a local Dask cluster of %d workers (%s).", spec.n_workers,

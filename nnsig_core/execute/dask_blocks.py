@@ -1,8 +1,6 @@
-"""The Dask driver of the executor: the same parts and merges, run per block on the workers.
-
-Partial results are merged pairwise up a tree of tasks (:data:`SPLIT_EVERY` at a time);
-only the root reaches this process. What every task needs is sent once
-(:func:`broadcast`). Imported only when a column is a dask array or a client was given.
+"""The Dask driver of the executor: the same parts and merges, run per block on the workers
+and merged up a tree of tasks, and dask arrays written into the store by the workers.
+Imported only when a column is a dask array or a client given.
 """
 
 from __future__ import annotations
@@ -15,6 +13,7 @@ import numpy as np
 import zarr
 
 from nnsig_core.execute.merging import combiner, merge_parts
+from nnsig_core.store.format import array_options
 
 #: Target bytes of one block of the widest layer (one task reads one block).
 BLOCK_BYTES = 64 << 20
@@ -28,10 +27,8 @@ SPLIT_EVERY = 8
 
 
 def broadcast(client: Any, obj: Any) -> Any:
-    """``obj`` for the tasks of the next computations, sent once however many tasks use it:
-    embedded in the task graph as one key when small (below :data:`SCATTER_BYTES` pickled),
-    else scattered to every worker (a future). Pass the result to tasks instead of ``obj``
-    and :func:`release` it when done."""
+    """``obj`` sent once for every task that uses it: a graph key when small (below
+    :data:`SCATTER_BYTES` pickled), else scattered (a future; :func:`release` it when done)."""
     from dask import delayed
 
     try:
@@ -53,25 +50,20 @@ def release(client: Any, *shipped: Any) -> None:
 def smallest_worker_memory(client: Any) -> int | None:
     """The smallest memory limit of the cluster's workers in bytes (None when none is set)."""
     workers = client.scheduler_info().get("workers", {}).values()
-    limits = [int(w.get("memory_limit") or 0) for w in workers]
-    limits = [v for v in limits if v > 0]
-    return min(limits) if limits else None
+    return min([int(w.get("memory_limit") or 0) for w in workers if w.get("memory_limit")],
+               default=None)
 
 
 def block_bytes(client: Any) -> int:
     """Bytes of the widest layer per block on this client's cluster: :data:`BLOCK_BYTES`, or
-    :data:`BLOCK_SHARE` of the smallest worker memory limit when less (at least 1 MiB). Fixed
-    for a client at its first use, so that every computation cuts a split the same way."""
+    :data:`BLOCK_SHARE` of the smallest worker memory when less (at least 1 MiB). Fixed per
+    client at first use, so that every computation cuts a split the same way."""
     key = str(getattr(client, "id", id(client)))
     if key not in _BLOCK_BYTES:
         worker = smallest_worker_memory(client)
         share = [] if worker is None else [int(worker * BLOCK_SHARE)]
         _BLOCK_BYTES[key] = max(1 << 20, min([BLOCK_BYTES, *share]))
     return _BLOCK_BYTES[key]
-
-
-def _merge_all(*parts: Any, combine: Callable[..., Any] | None = None) -> Any:
-    return (combine or merge_parts)(*parts)
 
 
 def tree_reduce(parts: Sequence[Any], combine: Callable[..., Any] | None = None,
@@ -83,20 +75,18 @@ def tree_reduce(parts: Sequence[Any], combine: Callable[..., Any] | None = None,
     level = list(parts)
     if not level:
         raise ValueError("Nothing to reduce.")
+    merge = delayed(combine or merge_parts)
     if len(level) == 1:
-        return delayed(_merge_all)(level[0], combine=combine)
+        return merge(level[0])
     while len(level) > 1:
-        level = [delayed(_merge_all)(*level[i : i + split_every], combine=combine)
-                 for i in range(0, len(level), split_every)]
+        level = [merge(*level[i : i + split_every]) for i in range(0, len(level), split_every)]
     return level[0]
 
 
 def reduce_delayed(client: Any, blocks: Sequence[Any], part: Callable[..., Any],
                    merge: Callable[..., Any] | None = None, **kw: Any) -> Any:
     """``part(block, **kw)`` on every delayed block on the workers, merged in a tree by
-    ``merge(*parts)`` (default :func:`~nnsig_core.execute.merging.merge_parts`); array and
-    tuple arguments are sent once (:func:`broadcast`), not with every task. The Dask driver of
-    :func:`nnsig_core.execute.blocks.fold`."""
+    ``merge(*parts)``; array and tuple arguments are sent once (:func:`broadcast`)."""
     from dask import delayed
 
     sent = {k: broadcast(client, v) if isinstance(v, np.ndarray | tuple) else v
@@ -118,8 +108,7 @@ def compute(x: Any, client: Any = None) -> Any:
 
 
 def as_dask(values: Any, rows: Any = None) -> Any:
-    """``values`` as a dask array: as it is when it already is one, a zarr array read by
-    ``from_zarr``, anything else cut into ``rows`` (a dask array's row chunks) or one block."""
+    """``values`` as a dask array, cut into ``rows`` (row chunks) or one block."""
     import dask.array as da
 
     if hasattr(values, "dask"):
@@ -141,12 +130,17 @@ def positions_like(x: Any) -> Any:
 MIN_BLOCKS = 16
 
 
+def rows_per_block(client: Any, n: int, chunk: int, widest: int) -> int:
+    """Rows per block of ``n`` rows: whole chunks, about :func:`block_bytes` of the widest row
+    (``widest`` bytes), in at least :data:`MIN_BLOCKS` blocks."""
+    by_bytes = max(1, block_bytes(client) // max(widest * chunk, 1))
+    return chunk * min(by_bytes, max(1, -(-n // (MIN_BLOCKS * chunk))))
+
+
 def lazy_columns(columns: Sequence[Any], client: Any) -> list[Any]:
     """The columns of :func:`~nnsig_core.execute.blocks.map_blocks` for the workers: zarr
-    columns as dask arrays of their first ``n`` rows (``n``: the first column's length) in
-    blocks of whole chunks (about :func:`block_bytes` of the widest, at least
-    :data:`MIN_BLOCKS` blocks), other dask columns on the same blocks; NumPy and None as they
-    are."""
+    columns as dask arrays of their first ``n`` rows in blocks of whole chunks (about
+    :func:`block_bytes` of the widest, at least :data:`MIN_BLOCKS` blocks)."""
     import dask.array as da
 
     n = int(np.shape(columns[0])[0])
@@ -155,8 +149,7 @@ def lazy_columns(columns: Sequence[Any], client: Any) -> list[Any]:
         return list(columns)
     chunk = int(stored[0].chunks[0])
     widest = max(int(np.prod(c.shape[1:], dtype=np.int64)) * 4 for c in stored)
-    by_bytes = max(1, block_bytes(client) // max(widest * chunk, 1))
-    rows = chunk * min(by_bytes, max(1, -(-n // (MIN_BLOCKS * chunk))))
+    rows = rows_per_block(client, n, chunk, widest)
     out = []
     for c in columns:
         if isinstance(c, zarr.Array):
@@ -193,7 +186,7 @@ def reduce_blocks(part: Callable[..., Any], merge: Callable[..., Any] | None,
                   columns: Sequence[Any], merge_kw: Mapping[str, Any], kw: Mapping[str, Any],
                   client: Any = None) -> Any:
     """``part`` on every block of ``columns`` on the workers, merged in a tree; the arrays and
-    objects of ``kw`` are sent once (:func:`broadcast`), not with every task."""
+    objects of ``kw`` are sent once (:func:`broadcast`)."""
     from dask import delayed
 
     cols = _aligned(columns)
@@ -232,8 +225,7 @@ def _features(raw: np.ndarray, clusterer: Any) -> np.ndarray:
 
 
 def take_features(layer: Any, positions: np.ndarray, clusterer: Any, client: Any) -> np.ndarray:
-    """The clustering-space features of rows ``positions`` of a layer (a dask array): read
-    and mapped by the workers; only the features of those rows reach this process."""
+    """The clustering-space features of rows ``positions`` of a layer, mapped on the workers."""
     if positions.size == 0:
         return np.zeros((0, 0), dtype=np.float32)
     picked = layer[positions]
@@ -243,3 +235,30 @@ def take_features(layer: Any, positions: np.ndarray, clusterer: Any, client: Any
                               chunks=(picked.chunks[0], (width,)),
                               drop_axis=list(range(2, picked.ndim)) or None)
     return np.asarray(compute(feats, client))
+
+
+def _write_block(target: Any, lo: int, block: np.ndarray) -> int:
+    target[lo : lo + block.shape[0]] = block
+    return int(block.shape[0])
+
+
+def write_blocks(group: Any, key: str, values: Any, client: Any) -> None:
+    """Create ``group[key]`` and have the workers write the dask array ``values`` into it, one
+    chunk per block; every task has ended on return, so the caller may clean up a failure."""
+    from dask import delayed
+    from distributed import wait
+
+    rows = values.chunks[0][0]
+    values = values.rechunk((rows, *values.shape[1:]))
+    target = group.create_array(key, shape=values.shape, dtype=values.dtype,
+                                chunks=(rows, *values.shape[1:]), fill_value=0,
+                                **array_options())
+    starts = np.concatenate([[0], np.cumsum(values.chunks[0])[:-1]]).astype(int)
+    tasks = [delayed(_write_block)(target, int(lo), block)
+             for lo, block in zip(starts, values.to_delayed().ravel(), strict=True)]
+    futures = client.compute(tasks)
+    with client.as_current():
+        wait(futures)
+    failed = [f for f in futures if f.status == "error"]
+    if failed:
+        failed[0].result()  # raises the first block's error

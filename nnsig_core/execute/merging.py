@@ -1,8 +1,5 @@
-"""How partial results of blocks merge: the default rule, and a merge with its arguments bound.
-
-Shared by both drivers of the executor (:mod:`nnsig_core.execute.blocks`,
-:mod:`nnsig_core.execute.dask_blocks`).
-"""
+"""How partial results of blocks merge (both drivers): the default rule, a merge with its
+arguments bound."""
 
 from __future__ import annotations
 
