@@ -20,6 +20,20 @@ REPO = Path(__file__).resolve().parents[1]
 # Tasks still reach the workers pickled, as with spawn. The variable reaches subprocesses.
 os.environ.setdefault("DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD", "forkserver")
 
+# Under pytest-xdist (`-n 2`: one test process per core) each process computes on one
+# thread: torch's OpenMP, scikit-learn's and OpenBLAS's pools otherwise start a thread per
+# core in every process, and with more threads than cores each OpenMP barrier spins while
+# its partner waits for a core (a torchvision forward pass 10-30x slower measured so, two
+# test processes on 2 busy cores). The variables reach torch and the libraries loaded
+# later, and the commands the tests start; NumPy's OpenBLAS is already loaded (by zarr's
+# pytest plugin), so its pool is set by threadpoolctl.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(int(os.environ["OMP_NUM_THREADS"]))
+
 
 def _required() -> bool:
     return bool(os.environ.get("CI") or os.environ.get("NNSIG_REQUIRE_MNIST"))
