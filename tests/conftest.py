@@ -66,10 +66,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def s3_endpoint():
     """A real S3-protocol server (moto's ``ThreadedMotoServer``, as s3fs's own tests use) on
-    127.0.0.1, started for one test module and stopped after it."""
+    127.0.0.1, one for the whole test run (started by the first test that needs it; each
+    test gets a bucket of its own from ``s3``)."""
     moto_server = pytest.importorskip("moto.server")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     port = _free_port()
