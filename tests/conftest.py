@@ -105,6 +105,11 @@ def client():
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                                   dashboard_address=":0") as cluster, \
             distributed.Client(cluster, set_as_default=False) as c:
+        # A task that asks for its worker's client (get_client(), a distributed.Event) gets
+        # this one: a worker otherwise creates its own, as the default client, and the
+        # workers live in this process, so that every later test would run on the cluster.
+        for worker in cluster.workers.values():
+            worker._client = c
         yield c
 
 
@@ -135,9 +140,7 @@ def _no_default_dask_client_left(request):
 # other's), so that no minute-long test starts last while the other process idles. Every
 # other module keeps pytest's order; within a module the order is unchanged.
 FIRST = ("test_typecheck.py", "test_zoo_keras.py", "test_zoo_torch.py", "test_report_data.py",
-         "test_remote_stores.py", "test_notebook.py", "test_docs.py", "test_example_mnist.py",
-         "test_distributed_embedded.py", "test_distributed_capture.py",
-         "test_diagnostics_baselines.py", "test_object_store_faults.py")
+         "test_notebook.py", "test_docs.py", "test_example_mnist.py")
 
 
 def pytest_collection_modifyitems(config, items) -> None:
