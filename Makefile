@@ -25,14 +25,18 @@ NODE_TESTS = if command -v node >/dev/null 2>&1; then node --test tests/js/; \
 	else echo "node not found: the viewer's JavaScript unit tests are skipped (install nodejs)"; fi
 
 # pytest and the JavaScript tests both run; the target fails when either fails. pytest runs
-# in two processes (pytest-xdist), each with its own Dask cluster and S3 server (fixtures).
+# in two processes (pytest-xdist), each with its own Dask cluster and S3 server (fixtures),
+# each computing on one thread (tests/conftest.py). `--dist worksteal`: each process starts
+# on half of the tests (the longest modules first, tests/conftest.py) and an idle one takes
+# over the other's remaining tests, so both finish together.
+PYTEST_N = -n 2 --dist worksteal
 test: $(BIN)/.installed
-	@status=0; $(BIN)/python -m pytest -n 2 $(ARGS) || status=1; \
+	@status=0; $(BIN)/python -m pytest $(PYTEST_N) $(ARGS) || status=1; \
 	$(NODE_TESTS) || status=1; exit $$status
 
-# The fast tests in two processes (pytest-xdist): they are single-threaded, so both cores work.
+# The fast tests in two processes (pytest-xdist), as `test` runs them.
 test-fast: $(BIN)/.installed
-	@status=0; $(BIN)/python -m pytest -m "not slow and not browser" -n 2 $(ARGS) || status=1; \
+	@status=0; $(BIN)/python -m pytest -m "not slow and not browser" $(PYTEST_N) $(ARGS) || status=1; \
 	$(NODE_TESTS) || status=1; exit $$status
 
 test-js:

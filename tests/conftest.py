@@ -20,6 +20,20 @@ REPO = Path(__file__).resolve().parents[1]
 # Tasks still reach the workers pickled, as with spawn. The variable reaches subprocesses.
 os.environ.setdefault("DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD", "forkserver")
 
+# Under pytest-xdist (`-n 2`: one test process per core) each process computes on one
+# thread: torch's OpenMP, scikit-learn's and OpenBLAS's pools otherwise start a thread per
+# core in every process, and with more threads than cores each OpenMP barrier spins while
+# its partner waits for a core (a torchvision forward pass 10-30x slower measured so, two
+# test processes on 2 busy cores). The variables reach torch and the libraries loaded
+# later, and the commands the tests start; NumPy's OpenBLAS is already loaded (by zarr's
+# pytest plugin), so its pool is set by threadpoolctl.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(int(os.environ["OMP_NUM_THREADS"]))
+
 
 def _required() -> bool:
     return bool(os.environ.get("CI") or os.environ.get("NNSIG_REQUIRE_MNIST"))
@@ -52,10 +66,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def s3_endpoint():
     """A real S3-protocol server (moto's ``ThreadedMotoServer``, as s3fs's own tests use) on
-    127.0.0.1, started for one test module and stopped after it."""
+    127.0.0.1, one for the whole test run (started by the first test that needs it; each
+    test gets a bucket of its own from ``s3``)."""
     moto_server = pytest.importorskip("moto.server")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     port = _free_port()
@@ -90,6 +105,11 @@ def client():
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                                   dashboard_address=":0") as cluster, \
             distributed.Client(cluster, set_as_default=False) as c:
+        # A task that asks for its worker's client (get_client(), a distributed.Event) gets
+        # this one: a worker otherwise creates its own, as the default client, and the
+        # workers live in this process, so that every later test would run on the cluster.
+        for worker in cluster.workers.values():
+            worker._client = c
         yield c
 
 
@@ -113,3 +133,16 @@ def _no_default_dask_client_left(request):
 
     warnings.warn(f"{request.node.nodeid} left a default Dask client behind: {left}",
                   pytest.PytestWarning, stacklevel=1)
+
+
+# The modules with the longest tests run first (`make test`'s `--dist worksteal` then gives
+# each process a contiguous half of this order, and an idle process takes the end of the
+# other's), so that no minute-long test starts last while the other process idles. Every
+# other module keeps pytest's order; within a module the order is unchanged.
+FIRST = ("test_typecheck.py", "test_zoo_keras.py", "test_zoo_torch.py", "test_report_data.py",
+         "test_notebook.py", "test_docs.py", "test_example_mnist.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))  # stable

@@ -298,7 +298,10 @@ def test_the_cell_search_finds_the_brute_force_s_neighbours(monkeypatch, cell_ro
     X = np.vstack([Z[::3], rng.normal(size=(50, r))]).astype(np.float32)
     preds = np.r_[y[::3], rng.integers(0, C + 1, 50)]  # C: a class the reference lacks
     loo = np.r_[np.arange(0, n, 3) * 2, np.full(50, -5)]
-    for exclude in (None, loo):
+    # The steps on one thread and on a pool of two (whatever BLAS may use in this process:
+    # one thread under pytest-xdist, see conftest.py).
+    for threads, exclude in [(1, None), (1, loo), (2, None), (2, loo)]:
+        monkeypatch.setattr(cells, "search_threads", lambda t=threads: t)
         want = ln.own_other(ln.class_distances(X, 1, exclude), preds)
         got = ln.own_other_of(X, preds, 1, exclude)
         for w, g in zip(want, got, strict=True):
