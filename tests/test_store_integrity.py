@@ -398,6 +398,11 @@ def test_open_store_modes(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="not empty and holds no Zarr store"):
         open_store(tmp_path / "full", mode="a")
     assert (tmp_path / "full" / "notes.txt").read_text() == "mine"
+    # Another process's zarr.json in flight (zarr writes it as a .partial file, then moves it
+    # into place) is not a foreign directory: both processes create the store.
+    (tmp_path / "racing").mkdir()
+    (tmp_path / "racing" / "zarr.json.0123abcd.partial").write_bytes(b"")
+    assert open_store(tmp_path / "racing", mode="a").splits == []
 
 
 def test_damaged_metadata_error_class(tmp_path: Path) -> None:

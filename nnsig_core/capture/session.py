@@ -14,7 +14,7 @@ from nnsig_core._util import now_iso, to_json_safe
 from nnsig_core._warnings import warn
 from nnsig_core.capture.batches import class_indices
 from nnsig_core.capture.errors import CaptureError
-from nnsig_core.capture.options import CaptureOptions
+from nnsig_core.capture.options import CaptureOptions, default_predict
 from nnsig_core.capture.thumbnails import make_thumbnails
 from nnsig_core.capture.token_split import (
     TokenSpace,
@@ -65,7 +65,7 @@ class CaptureSession:
         o = options
         self.split, self.class_names, self.keep_inputs = o.split, o.class_names, o.keep_inputs
         self.dtype, self.compressor, self.chunk_bytes = np.dtype(o.dtype), o.codec, o.chunk_bytes
-        self.predict, self.durable = o.predict, o.durable
+        self.predict, self.durable = o.predict or default_predict, o.durable
         self.settings = settings
         self.existing = existing
         self.start = start

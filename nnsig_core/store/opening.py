@@ -103,7 +103,10 @@ def _local(p: Path, mode: str) -> LocalStore:
                              "give the directory that capture() wrote.")
     if mode == "w" and p.exists():
         shutil.rmtree(p)
-    if p.is_dir() and not (p / "zarr.json").exists() and any(p.iterdir()):
+    # Another process creating the same store may be writing its zarr.json (a ``.partial``
+    # file until it is moved into place): that directory is not someone else's data.
+    if p.is_dir() and not (p / "zarr.json").exists() and any(
+            not e.name.endswith(".partial") for e in p.iterdir()):
         raise StoreError(f"{str(p)!r} is a directory that is not empty and holds no Zarr store; "
                          "choose a new path for the store.")
     return LocalStore(p, read_only=mode == "r")
