@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import uuid
 from pathlib import Path
 
@@ -146,3 +147,17 @@ FIRST = ("test_typecheck.py", "test_zoo_keras.py", "test_zoo_torch.py", "test_re
 def pytest_collection_modifyitems(config, items) -> None:
     rank = {name: i for i, name in enumerate(FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))  # stable
+
+
+@pytest.fixture
+def nnsig_from_a_terminal() -> list[str]:
+    """The command line that starts ``nnsig`` as a terminal would: Ctrl-C delivered and
+    handled, whatever this test process inherited. A test process may hold SIGINT blocked or
+    ignored (an ignored signal stays ignored across exec, and Python then installs no
+    handler), so a plain child of it would not stop on Ctrl-C."""
+    terminal = ("import runpy, signal, sys; "
+                "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
+                "signal.signal(signal.SIGINT, signal.default_int_handler); "
+                "sys.argv = ['nnsig'] + sys.argv[1:]; "
+                "runpy.run_module('nnsig_core', run_name='__main__')")
+    return [sys.executable, "-c", terminal]

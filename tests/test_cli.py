@@ -236,20 +236,14 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_view_serves_and_stops_on_interrupt(store_path: Path, tmp_path: Path,
-                                           nnsig: Callable[..., Result]) -> None:
+                                           nnsig: Callable[..., Result],
+                                           nnsig_from_a_terminal: list[str]) -> None:
     out = tmp_path / "report"
     assert nnsig("analyze", store_path, "--clusters", "3", "--name", "view").returncode == 0
     assert nnsig("report", store_path, "--analysis", "view", "--out", out).returncode == 0
-    # As from a terminal: Ctrl-C delivered and handled, whatever this process inherited (a
-    # test process may hold SIGINT blocked or ignored, which its children would inherit).
-    terminal = ("import runpy, signal, sys; "
-                "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
-                "signal.signal(signal.SIGINT, signal.default_int_handler); "
-                "sys.argv = ['nnsig'] + sys.argv[1:]; "
-                "runpy.run_module('nnsig_core', run_name='__main__')")
     inherited = (signal.getsignal(signal.SIGINT),
                  signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))
-    proc = subprocess.Popen([sys.executable, "-c", terminal, "view", str(out), "--no-browser"],
+    proc = subprocess.Popen([*nnsig_from_a_terminal, "view", str(out), "--no-browser"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]

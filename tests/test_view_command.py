@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -31,13 +30,11 @@ except ImportError:  # tests/ is a package
 
 pytestmark = pytest.mark.browser
 
-NNSIG = [sys.executable, "-m", "nnsig_core"]
-
-
 @contextmanager
-def nnsig_view(directory: Path) -> Iterator[str]:
-    """Run ``nnsig view DIR --no-browser`` and yield its URL; stop it with Ctrl-C after."""
-    proc = subprocess.Popen([*NNSIG, "view", str(directory), "--no-browser"],
+def nnsig_view(nnsig: list[str], directory: Path) -> Iterator[str]:
+    """Run ``nnsig view DIR --no-browser`` (``nnsig``: the command line, as from a terminal)
+    and yield its URL; stop it with Ctrl-C after."""
+    proc = subprocess.Popen([*nnsig, "view", str(directory), "--no-browser"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]
@@ -86,10 +83,11 @@ def folder(tmp_path_factory) -> Path:
     return root
 
 
-def test_view_of_one_report_shows_it_and_its_runs_and_nothing_beside(browser, folder):  # noqa: F811
+def test_view_of_one_report_shows_it_and_its_runs_and_nothing_beside(
+        browser, folder, nnsig_from_a_terminal):  # noqa: F811
     page = Page(browser)
     try:
-        with nnsig_view(folder / "epochs") as url:
+        with nnsig_view(nnsig_from_a_terminal, folder / "epochs") as url:
             p = page.open(url)
             assert p.locator("#title").text_content() == "Epoch 1 vs epoch 2"
             # The runs written into the report, side by side; no menu of the other reports.
@@ -113,10 +111,11 @@ def test_view_of_one_report_shows_it_and_its_runs_and_nothing_beside(browser, fo
         page.close()
 
 
-def test_view_of_the_folder_lists_both_and_every_link_works(browser, folder):  # noqa: F811
+def test_view_of_the_folder_lists_both_and_every_link_works(
+        browser, folder, nnsig_from_a_terminal):  # noqa: F811
     page = Page(browser)
     try:
-        with nnsig_view(folder) as url:
+        with nnsig_view(nnsig_from_a_terminal, folder) as url:
             p = page.page
             p.goto(url)
             p.wait_for_function("window.NNSIG_INDEX_READY === true")
