@@ -13,6 +13,8 @@ import pytest
 pytest.importorskip("distributed")
 
 from distributed import futures_of  # noqa: E402
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 from sklearn.cluster import KMeans  # noqa: E402
 
 from nnsig_core import capture_arrays, open_store  # noqa: E402
@@ -180,6 +182,32 @@ def test_the_out_of_core_fit_is_the_same_on_both_drivers(client, blobs, monkeypa
     _same_fit(local, dist)
     for a, b in zip(local.clusterers_.values(), dist.clusterers_.values(), strict=True):
         assert a.n_iter_ == b.n_iter_
+
+
+def test_rows_gathered_for_the_exact_fit_come_in_waves_the_workers_can_hold(
+        client, blobs, monkeypatch) -> None:
+    """Rows within memory_limit but over the workers' memory are gathered in waves of at most
+    PERSIST_FRACTION of the cluster's memory (computed at once, 1M rows x 512 on two 1 GiB
+    workers killed them): one block per wave here gives the fit of the local driver."""
+    waves = []
+    real = dask_view._waves
+    monkeypatch.setattr(dask_view, "_waves", lambda *a: waves.append(real(*a)) or waves[-1])
+    monkeypatch.setattr(dask_view, "PERSIST_FRACTION", 1e-12)
+    kw = dict(n_clusters=5, progress=False)
+    local = SignatureAnalysis(**kw).fit(blobs, client=False)
+    dist = SignatureAnalysis(**kw).fit(blobs, client=client)
+    assert {lc.method_ for lc in dist.clusterers_.values()} == {"exact"}
+    assert waves and all(len(w) > 1 and all(hi == lo + 1 for lo, hi in w) for w in waves)
+    _same_fit(local, dist)
+
+
+@given(st.lists(st.integers(0, 50), max_size=30), st.integers(1, 16), st.integers(1, 2000))
+def test_waves_cover_the_blocks_in_order_within_their_budget(sizes, row_bytes, wave_bytes):
+    waves = dask_view._waves(sizes, row_bytes, wave_bytes)
+    assert [i for lo, hi in waves for i in range(lo, hi)] == list(range(len(sizes)))
+    for lo, hi in waves:
+        assert hi > lo
+        assert hi == lo + 1 or sum(sizes[lo:hi]) * row_bytes <= wave_bytes
 
 
 def test_lloyd_iterations_and_empty_clusters_follow_scikit_learn(client) -> None:

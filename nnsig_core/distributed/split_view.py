@@ -103,6 +103,18 @@ def _assign_block(raw: np.ndarray, lc: Any, check: _LayerCheck,
     return np.column_stack([ids.astype(np.float64), dist.astype(np.float64)])
 
 
+def _waves(sizes: list[int], row_bytes: int, wave_bytes: float) -> list[tuple[int, int]]:
+    """Consecutive ``(start, stop)`` ranges of blocks of at most ``wave_bytes`` each (one
+    block at least)."""
+    waves, lo, nbytes = [], 0, 0
+    for i, size in enumerate(sizes):
+        if i > lo and nbytes + size * row_bytes > wave_bytes:
+            waves.append((lo, i))
+            lo, nbytes = i, 0
+        nbytes += size * row_bytes
+    return waves + [(lo, len(sizes))] if sizes else waves
+
+
 def _futures(obj: Any) -> list[Any]:
     from distributed import futures_of
 
@@ -165,7 +177,12 @@ class DaskRows:
         return features_of(fmap, np.empty((0, self.n_features), np.float32))
 
     def gather(self, fmap: Any) -> tuple[np.ndarray, np.ndarray]:
-        blocks = self.client.compute(self._blocks(fmap), sync=True)
+        # In waves of at most PERSIST_FRACTION of the cluster's memory: computed at once,
+        # rows that fit the driver's budget but not the workers' would kill the workers.
+        wave_bytes = PERSIST_FRACTION * _memory_limit(self.client) or float("inf")
+        todo, blocks = self._blocks(fmap), []
+        for lo, hi in _waves(self.sizes, self.n_features * 4, wave_bytes):
+            blocks += self.client.compute(todo[lo:hi], sync=True)
         X = np.concatenate([b[2] for b in blocks])
         return np.ascontiguousarray(X, dtype=np.float32), np.concatenate([b[1] for b in blocks])
 
