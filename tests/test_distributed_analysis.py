@@ -40,7 +40,7 @@ BLOBS = dict(n_samples=(1500, 700), error_rate=0.15, separation=6.0, noise=1.5,
 @pytest.fixture(scope="module")
 def blobs(tmp_path_factory):
     path = tmp_path_factory.mktemp("blobs") / "b.zarr"
-    make_blob_store(path, chunk_bytes=1024, inputs=True, **BLOBS)
+    make_blob_store(path, chunk_bytes=4096, inputs=True, **BLOBS)
     return open_store(path)
 
 
@@ -273,7 +273,7 @@ def test_nan_in_a_layer_names_the_sample(client, tmp_path) -> None:
 @pytest.mark.slow
 def test_saved_by_the_workers_and_loaded_anywhere(client, tmp_path) -> None:
     path = tmp_path / "s.zarr"
-    make_blob_store(path, chunk_bytes=1024, **BLOBS)
+    make_blob_store(path, chunk_bytes=4096, **BLOBS)
     store = open_store(path, mode="r+")
     dist = SignatureAnalysis(n_clusters=5, progress=False).fit(store, client=client)
     dist.save(store, "d", client=client)

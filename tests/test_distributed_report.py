@@ -26,7 +26,7 @@ from nnsig_core.report.points import select_points  # noqa: E402
 def run(tmp_path_factory):
     path = tmp_path_factory.mktemp("rep") / "r.zarr"
     make_blob_store(path, splits=("train", "val", "test"), n_samples=(900, 400, 500),
-                    chunk_bytes=1024, inputs=True, error_rate=0.12, separation=5.0, noise=1.5)
+                    chunk_bytes=4096, inputs=True, error_rate=0.12, separation=5.0, noise=1.5)
     store = open_store(path, mode="r+")
     analysis = SignatureAnalysis(n_clusters=5, progress=False).fit(store, client=False)
     analysis.save(store, "a")
