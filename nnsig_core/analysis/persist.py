@@ -71,9 +71,8 @@ def save_analysis(store: ActivationStore, name: str, meta: Mapping[str, Any],
     for sigs in signatures:
         _check_whole_split(store, sigs)
     tmp = f"{ANALYSIS_GROUP}/.new-{name}-{uuid.uuid4().hex[:8]}"
-    g = store.group(tmp, create=True)
-    assert g is not None
-    try:
+    on_workers = any(is_lazy(s.cluster_ids) or is_lazy(s.distances) for s in signatures)
+    with store.new_copy(tmp, analysis_path(name), staged=not on_workers) as g:
         layer_group = g.create_group("layers")
         layer_meta = []
         for (lname, attrs, arrays), lm in zip(layers, meta["layers"], strict=True):
@@ -89,10 +88,6 @@ def save_analysis(store: ActivationStore, name: str, meta: Mapping[str, Any],
         g.attrs[ANALYSIS_ATTR] = to_json_safe({
             **dict(meta), "layers": layer_meta, "format_version": FORMAT_VERSION,
             "created": now_iso(), "nnsig_version": package_version(), "complete": True})
-        store.replace_group(tmp, analysis_path(name))
-    except BaseException:
-        store.delete(tmp)
-        raise
     log.info("Saved analysis %r (%d layers, signatures of %s) into %s", name, len(layers),
              [s.split for s in signatures] or "no split", store.location)
 
@@ -128,14 +123,9 @@ def save_signature_arrays(store: ActivationStore, name: str, split: str, layers:
         raise StoreError(f"No analysis named {name!r} in {store.location!r} to save "
                          "signatures next to; save the analysis first.")
     tmp = f"{signatures_path(name)}/.new-{split}-{uuid.uuid4().hex[:8]}"
-    group = store.group(tmp, create=True)
-    assert group is not None  # created
-    try:
+    staged = not (is_lazy(cluster_ids) or is_lazy(distances))
+    with store.new_copy(tmp, signatures_path(name, split), staged=staged) as group:
         _write_signatures(group, store, split, layers, cluster_ids, distances, client)
-        store.replace_group(tmp, signatures_path(name, split))
-    except BaseException:
-        store.delete(tmp)
-        raise
 
 
 def signatures_group(store: ActivationStore, name: str, split: str,

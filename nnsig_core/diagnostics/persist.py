@@ -52,9 +52,7 @@ def save_scores(store: ActivationStore, name: str | None, split: str, scores: Ma
             raise StoreError(f"Score {key!r} has {np.asarray(v).size} values; split {split!r} "
                              f"has {n} samples.")
     tmp = f"{scores_path(name)}/.new-{split}-{uuid.uuid4().hex[:8]}"
-    sg = store.group(tmp, create=True)
-    assert sg is not None  # created
-    try:
+    with store.new_copy(tmp, scores_path(name, split)) as sg:
         sg.attrs[SCORES_ATTR] = to_json_safe({"split": split, "n_samples": n,
                                               "fingerprint": store.fingerprint(split),
                                               "scores": list(scores), **dict(attrs or {}),
@@ -63,10 +61,6 @@ def save_scores(store: ActivationStore, name: str | None, split: str, scores: Ma
             data = np.asarray(v, dtype=np.float64).reshape(-1)
             sg.create_array(key, data=data, chunks=(max(1, min(n, 1 << 16)),),
                             dimension_names=["sample"], **array_options())
-        store.replace_group(tmp, scores_path(name, split))
-    except BaseException:
-        store.delete(tmp)
-        raise
     log.info("Saved %d score(s) of split %r under %s.", len(scores), split,
              scores_path(name, split))
     return True
@@ -163,9 +157,7 @@ def save_scorer(store: ActivationStore, name: str, scorer: Any) -> None:
     stale = [s for s in saved_score_splits(store, name)
              if saved_scores_fingerprint(store, name, s) != scorer.fingerprint_]
     tmp = f"{analysis_path(name)}/.new-scorer-{uuid.uuid4().hex[:8]}"
-    g = store.group(tmp, create=True)
-    assert g is not None  # created
-    try:
+    with store.new_copy(tmp, scorer_path(name)) as g:
         g.attrs[SCORER_ATTR] = to_json_safe({
             "params": scorer.get_params(deep=False),
             "validation_split": scorer.validation_split_,
@@ -177,10 +169,6 @@ def save_scorer(store: ActivationStore, name: str, scorer: Any) -> None:
             g.create_array("conformal_scores", data=np.asarray(cal, dtype=np.float64),
                            chunks=(max(1, min(cal.size, 1 << 16)),),
                            dimension_names=["sample"], **array_options())
-        store.replace_group(tmp, scorer_path(name))
-    except BaseException:
-        store.delete(tmp)
-        raise
     for s in stale:
         store.delete(scores_path(name, s))
     if stale:

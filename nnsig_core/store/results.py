@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import zarr
+from zarr.abc.store import Store
+from zarr.core.buffer import Buffer, default_buffer_prototype
 from zarr.core.sync import sync
+from zarr.storage import MemoryStore
 
 from nnsig_core.store.errors import StoreError
 from nnsig_core.store.format import ANALYSIS_GROUP
@@ -40,6 +46,40 @@ class ResultsArea(SplitReading):
         except KeyError:
             return None
         return node if isinstance(node, zarr.Group) else None
+
+    @contextmanager
+    def new_copy(self, path: str, replaces: str, staged: bool = True) -> Iterator[zarr.Group]:
+        """The group of a new copy at ``path`` (a hidden sibling of ``replaces``), for the
+        caller to fill; on a clean exit it replaces ``replaces`` (:meth:`replace_group`), on
+        an error it is deleted.
+
+        ``staged``: the copy is filled in memory and written in one concurrent batch on exit
+        (its group with the writer's record first, its final attributes last), instead of a
+        request per group and array check: an analysis saved to S3 took 555 requests (with
+        False: arrays that Dask workers write must go to the store itself).
+        """
+        stage: MemoryStore | None = None
+        first: Buffer | None = None
+        target: zarr.Group | None
+        if staged:
+            self.require_writable(f"group {path!r}")
+            self.root.require_group(path.rpartition("/")[0])
+            stage = MemoryStore()
+            target = zarr.open_group(stage, mode="w", zarr_format=3).create_group(
+                path, attributes={COPY_ATTR: copy_record()})
+            first = sync(stage.get(f"{path}/zarr.json", default_buffer_prototype()))
+        else:
+            target = self.group(path, create=True)
+        assert target is not None  # created
+        try:
+            yield target
+            if stage is not None:
+                assert first is not None
+                sync(_publish(stage, self.root.store_path.store, path, first))
+            self.replace_group(path, replaces)
+        except BaseException:
+            self.delete(path)
+            raise
 
     def delete(self, path: str) -> None:
         """Remove the group or array at ``path`` (nothing when absent); under ``analysis/``
@@ -96,3 +136,39 @@ class ResultsArea(SplitReading):
             self.require_writable("the removal of copies left by killed saves")
         inner = raw_store(self.root.store_path.store)
         return list(sync(collect(inner, None, older_than, dry_run)))
+
+
+async def _publish(stage: MemoryStore, store: Store, path: str, first: Buffer,
+                   concurrency: int = 32) -> None:
+    """Copy the objects under ``path`` from ``stage`` into ``store``: the group's document
+    ``first`` (naming the copy's writer) first, the rest concurrently, the group's final
+    document last; the first error cancels the rest and is raised."""
+    proto = default_buffer_prototype()
+    root = f"{path}/zarr.json"
+    final = await stage.get(root, proto)
+    assert final is not None
+    keys = [k async for k in stage.list_prefix(path + "/") if k != root]
+    # A new copy holds no pointer: its keys are written where its path leads, unwrapped
+    # (following the pointers for each key would read the copy's groups once per key).
+    pointers = pointer_store(store)
+    phys = path if pointers is None else await pointers.resolve(path)
+    store = raw_store(store)
+    await store.set(phys + root[len(path):], first)
+    limit = asyncio.Semaphore(concurrency)
+
+    async def put(key: str) -> None:
+        async with limit:
+            buf = await stage.get(key, proto)
+            assert buf is not None
+            await store.set(phys + key[len(path):], buf)
+
+    tasks = [asyncio.ensure_future(put(key)) for key in keys]
+    if tasks:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        failed = [t for t in done if not t.cancelled() and t.exception() is not None]
+        if failed:
+            raise failed[0].exception()  # type: ignore[misc]
+    await store.set(phys + root[len(path):], final)
