@@ -217,3 +217,17 @@ def test_xarray_opens_an_s3_split_with_one_metadata_read_and_a_migrated_store(
     store = open_store(old, storage_options=options)
     np.testing.assert_array_equal(store.labels("train"), values["labels"])
     assert store.verify().ok
+
+
+def test_s3_objects_are_read_in_one_request_unless_told_otherwise(s3) -> None:
+    """s3fs asks an object's size (a HEAD) before every whole read when it may split reads over
+    several connections (max_concurrency > 1, its default 10): a store opens its S3 filesystem
+    with max_concurrency=1 (one GET a chunk), unless the storage options say otherwise."""
+    from nnsig_core.store.pointers import raw_store
+
+    url, options = s3
+    _capture(url, options, "train")
+    for given, expected in ((options, 1), ({**options, "max_concurrency": 4}, 4)):
+        store = open_store(url, storage_options=given)
+        assert raw_store(store.root.store_path.store).fs.max_concurrency == expected
+    assert "max_concurrency" not in options  # the caller's dict is left alone

@@ -176,8 +176,11 @@ def load_analysis(
     if meta.get("format_version") != FORMAT_VERSION:
         raise StoreError(f"Analysis {name!r} has format {meta.get('format_version')}; this nnsig "
                          f"reads format {FORMAT_VERSION}. Refit and save it again.")
-    layers = {lm["name"]: (dict(g["layers"][lm["key"]].attrs)["state"],
-                           _read_arrays(g["layers"][lm["key"]])) for lm in meta["layers"]}
+    groups = g["layers"]
+    layers = {}
+    for lm in meta["layers"]:
+        lg = groups[lm["key"]]
+        layers[lm["name"]] = (dict(lg.attrs)["state"], _read_arrays(lg))
     return meta, layers
 
 

@@ -78,6 +78,7 @@ class GuardedStore(WrapperStore[Store]):
         super().__init__(store)
         self.location = location
         self._arrays: dict[str, _ArrayInfo] = {}
+        self._docs: dict[str, dict[str, Any]] = {}  # array documents zarr has just read
 
     def _with_store(self, store: Store) -> GuardedStore:
         return type(self)(store, self.location)
@@ -88,6 +89,7 @@ class GuardedStore(WrapperStore[Store]):
     def forget(self) -> None:
         """Drop what was learned of arrays (their codecs and chunking): they were re-created."""
         self._arrays.clear()
+        self._docs.clear()
         forget = getattr(self._store, "forget", None)
         if callable(forget):
             forget()
@@ -148,12 +150,14 @@ class GuardedStore(WrapperStore[Store]):
         if key == METADATA or key.endswith("/" + METADATA):
             if value is not None:
                 try:
-                    json.loads(value.to_bytes())
+                    doc = json.loads(value.to_bytes())
                 except ValueError as exc:
                     raise DamagedMetadataError(f"The metadata file {self._where(key)} is damaged "
                                                f"(not valid JSON: {exc}). Run `{_VERIFY} "
                                                f"{self.location}` to see what else is; "
                                                f"{metadata_fix(key)}") from None
+                if isinstance(doc, dict) and doc.get("node_type") == "array":
+                    self._docs[key[: -len(METADATA)].rstrip("/")] = doc  # for its chunks' check
             return
         parts = chunk_key_parts(key)
         if parts is None:
@@ -205,7 +209,7 @@ class GuardedStore(WrapperStore[Store]):
     async def _array_info(self, array: str) -> _ArrayInfo:
         if array in self._arrays:
             return self._arrays[array]
-        doc = await read_json(self._store, f"{array}/{METADATA}") or {}
+        doc = self._docs.pop(array, None) or await read_json(self._store, f"{array}/{METADATA}") or {}
         codecs = doc.get("codecs") or []
         checksummed = bool(codecs) and isinstance(codecs[-1], dict) and \
             codecs[-1].get("name") == "crc32c"

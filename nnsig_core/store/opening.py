@@ -74,6 +74,11 @@ def open_root(where: StoreLike, mode: str, storage_options: dict[str, Any] | Non
     elif url is not None:
         from zarr.storage import FsspecStore
 
+        if url.split("://", 1)[0] in ("s3", "s3a") and "max_concurrency" not in (
+                storage_options or {}):
+            # s3fs asks each object's size (a HEAD) before reading it whole, to split reads
+            # over max_concurrency > 1 connections: a chunk's read took two requests.
+            storage_options = {**(storage_options or {}), "max_concurrency": 1}
         try:
             inner = FsspecStore.from_url(url, storage_options=storage_options,
                                          read_only=mode == "r")

@@ -17,6 +17,7 @@ from nnsig_core.store.format import ANALYSIS_GROUP, POINTER_ATTR
 
 _META = "zarr.json"
 _PLAIN = ""  # cached: a plain group (not a pointer)
+_ARRAY = "\0"  # cached: an array (it never becomes a group: a chunk's read needs no lookup)
 #: How the copies (current, being written, or left by a killed save) are named: hidden
 #: siblings of their place, left out of zarr's listings.
 HIDDEN = ".new-"
@@ -77,17 +78,20 @@ class PointerStore(WrapperStore[Store]):
     async def _node(self, path: str) -> str | None:
         """A pointer's target, ``_PLAIN`` for a group, None for an array or nothing at ``path``."""
         if path in self._slots:
-            return self._slots[path]
+            return None if self._slots[path] == _ARRAY else self._slots[path]
         doc = await self._raw(f"{path}/{_META}")
         if doc is None:
             return None
         target = pointer_target(doc)
         if target is None:
             try:
-                if json.loads(doc).get("node_type") != "group":
-                    return None
+                kind = json.loads(doc).get("node_type")
             except (ValueError, AttributeError):
                 return None  # damaged: the guard names it when zarr reads it
+            if kind != "group":
+                if kind == "array":
+                    self._slots[path] = _ARRAY
+                return None
         self._slots[path] = target or _PLAIN
         return self._slots[path]
 

@@ -235,10 +235,10 @@ class SplitReading:
         return self._group(split)[self._layer_key(split, layer)]  # type: ignore[return-value]
 
     def _array(self, split: str, name: str) -> zarr.Array:
-        g = self._group(split)
-        if name not in g:
-            raise StoreError(f"Split {split!r} has no {name!r} array.")
-        return g[name]  # type: ignore[return-value]
+        try:  # one read of its document (`in`, then [], read it twice)
+            return self._group(split)[name]  # type: ignore[return-value]
+        except KeyError:
+            raise StoreError(f"Split {split!r} has no {name!r} array.") from None
 
     def _read(self, split: str, name: str, start: int, stop: int | None) -> np.ndarray:
         n = self.n_samples(split)
