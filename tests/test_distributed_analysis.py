@@ -184,6 +184,7 @@ def test_the_out_of_core_fit_is_the_same_on_both_drivers(client, blobs, monkeypa
         assert a.n_iter_ == b.n_iter_
 
 
+@pytest.mark.slow
 def test_rows_gathered_for_the_exact_fit_come_in_waves_the_workers_can_hold(
         client, blobs, monkeypatch) -> None:
     """Rows within memory_limit but over the workers' memory are gathered in waves of at most

@@ -227,7 +227,7 @@ def _record_ops(store) -> list[tuple[str, str]]:
     return ops
 
 
-@pytest.mark.parametrize("where", ["s3", "disk"])
+@pytest.mark.parametrize("where", [pytest.param("s3", marks=pytest.mark.slow), "disk"])
 def test_a_save_writes_each_object_once_in_one_batch(s3, tmp_path, where) -> None:
     """A saved analysis, scorer or score set is filled in memory and written in one concurrent
     batch: each object once (the copy's group twice: its writer's record first, its final

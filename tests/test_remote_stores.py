@@ -219,6 +219,7 @@ def test_xarray_opens_an_s3_split_with_one_metadata_read_and_a_migrated_store(
     assert store.verify().ok
 
 
+@pytest.mark.slow
 def test_s3_objects_are_read_in_one_request_unless_told_otherwise(s3) -> None:
     """s3fs asks an object's size (a HEAD) before every whole read when it may split reads over
     several connections (max_concurrency > 1, its default 10): a store opens its S3 filesystem
