@@ -113,6 +113,21 @@ def test_evaluate_table_rows_and_frame():
         evaluate({"short": np.zeros(3)}, labels, preds, [0, 1, 2])
 
 
+def test_without_novel_samples_evaluate_has_no_both_rows_unless_asked():
+    """With every class known, "both" is "error" (same samples, same positives): evaluate()
+    leaves it out by default, as ``nnsig evaluate`` does (it printed the same table twice)."""
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, 100)
+    preds = np.where(rng.random(100) < 0.8, labels, (labels + 1) % 3)
+    scores = {"s": rng.normal(size=100)}
+    rows = evaluate(scores, labels, preds, [0, 1, 2], as_frame=False)
+    assert {r["task"] for r in rows} == {"error"}
+    asked = evaluate(scores, labels, preds, [0, 1, 2], tasks=["error", "both"], as_frame=False)
+    by = {(r["task"], r["metric"]): r["value"] for r in asked}
+    assert {t for t, _ in by} == {"error", "both"}
+    assert all(by[("both", m)] == by[("error", m)] for m in METRICS)
+
+
 def test_summarize_mean_std():
     rows = [{"score": "a", "task": "error", "metric": "auroc", "value": v} for v in (0.8, 0.9)]
     (r,) = summarize(rows, as_frame=False)

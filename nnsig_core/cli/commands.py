@@ -260,8 +260,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"Nothing to evaluate on split {args.split!r}: it has no misclassified "
                          "samples and no samples of classes outside the analysis's fitted "
                          "classes.")
-    # "both" is error or novelty: the same task as "error" when no sample is of a novel class.
-    tasks = [t for t in masks if t != "both" or "novelty" in masks]
     scores = dict(signature_scores(analysis, store, args.split,
                                    validation_split=args.validation, save=True))
     scores.pop("p_value", None)  # ranks the samples exactly as "combined" does
@@ -271,7 +269,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         scores.update(base)
         shown += [k for k in BASELINES if k in base]
     rows = evaluate(scores, store.labels(args.split), store.predictions(args.split),
-                    analysis.classes_, tasks=tasks, as_frame=False)
+                    analysis.classes_, as_frame=False)
     if args.csv:
         with open(args.csv, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))

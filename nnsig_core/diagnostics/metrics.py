@@ -131,7 +131,8 @@ def evaluate(scores: Mapping[str, Any], labels: Any, predictions: Any,
     known_classes : iterable of int
         Classes the analysis was fitted on (``analysis.classes_``).
     tasks : sequence of str, optional
-        Subset of :data:`TASKS`; default all that are defined on these samples.
+        Subset of :data:`TASKS`; default all that are defined on these samples
+        (without ``both`` when no sample is of a novel class: it is then ``error``).
     as_frame : bool or None
         ``True``: a pandas DataFrame; ``False``: a list of dicts; ``None``
         (default): a DataFrame when pandas is installed, else a list.
@@ -147,6 +148,8 @@ def evaluate(scores: Mapping[str, Any], labels: Any, predictions: Any,
         ``n_positive``, ``n_negative``.
     """
     masks = task_masks(labels, predictions, known_classes)
+    if tasks is None and "novelty" not in masks:
+        masks.pop("both", None)  # no novel sample: the samples and positives of "error"
     if tasks is not None:
         unknown = [t for t in tasks if t not in TASKS]
         if unknown:
