@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nnsig_core.diagnostics import METRICS, detection_metrics, evaluate, summarize
 from nnsig_core.diagnostics.metrics import fpr_at_tpr, task_masks
@@ -133,3 +135,20 @@ def test_summarize_mean_std():
     (r,) = summarize(rows, as_frame=False)
     assert r["mean"] == pytest.approx(0.85) and r["std"] == pytest.approx(np.std([0.8, 0.9], ddof=1))
     assert r["n"] == 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(-3, 3)), min_size=2, max_size=60))
+def test_auroc_is_scikit_learn_s(pairs) -> None:
+    """The subset searches' AUROC (from ranks, ties counting half) is roc_auc_score's."""
+    from sklearn.metrics import roc_auc_score
+
+    from nnsig_core.diagnostics.metrics import auroc
+
+    y = np.array([p for p, _ in pairs])
+    s = np.array([v for _, v in pairs], dtype=np.float64) / 3  # many ties
+    if y.all() or not y.any():
+        with pytest.raises(ValueError, match="positive and negative"):
+            auroc(y, s)
+        return
+    assert auroc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)

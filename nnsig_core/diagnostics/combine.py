@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
 from sklearn.utils.validation import check_is_fitted
 
 from nnsig_core._params import NnsigParamsMixin
 from nnsig_core._warnings import warn
 from nnsig_core.analysis.errors import AnalysisError, MissingLabelsError
+from nnsig_core.diagnostics.metrics import auroc
 
 METHODS = ("rank", "logistic")
 _MAX_SUBSET_COMPONENTS = 12
@@ -146,7 +146,7 @@ class ScoreCombiner(NnsigParamsMixin, BaseEstimator):
             if target is not None:
                 self.weights_ = self._best_subset(self._ranks(R), target)
         if target is not None:
-            self.tuning_auroc_ = float(roc_auc_score(target, self._combine(R)))
+            self.tuning_auroc_ = float(auroc(target, self._combine(R)))
         return self
 
     @staticmethod
@@ -160,7 +160,7 @@ class ScoreCombiner(NnsigParamsMixin, BaseEstimator):
             for subset in itertools.combinations(range(m), size):
                 w = np.zeros(m)
                 w[list(subset)] = 1.0
-                auc = roc_auc_score(target, F @ w)
+                auc = auroc(target, F @ w)
                 if auc >= best - 1e-12:
                     best, best_w = auc, w
         return best_w
@@ -299,13 +299,13 @@ class LayerCombiner(NnsigParamsMixin, BaseEstimator):
         if L <= self.max_exhaustive:
             for size in range(1, L + 1):
                 for subset in itertools.combinations(range(L), size):
-                    auc = roc_auc_score(y, P[:, list(subset)].mean(axis=1))
+                    auc = auroc(y, P[:, list(subset)].mean(axis=1))
                     if auc >= best - 1e-12:
                         best, best_mask = auc, np.isin(np.arange(L), subset)
             return best_mask, float(best)
         mask = np.zeros(L, dtype=bool)
         while not mask.all():
-            gains = [(roc_auc_score(y, P[:, mask | (np.arange(L) == j)].mean(axis=1)), j)
+            gains = [(auroc(y, P[:, mask | (np.arange(L) == j)].mean(axis=1)), j)
                      for j in np.flatnonzero(~mask)]
             auc, j = max(gains)
             if auc < best - 1e-12:

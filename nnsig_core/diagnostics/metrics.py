@@ -25,6 +25,22 @@ METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95")
 LOWER_IS_SUSPICIOUS = frozenset({"p_value"})
 
 
+def auroc(positive: Any, scores: Any) -> float:
+    """The area under the ROC curve of ``scores`` for the ``positive`` samples (ties count
+    half), as scikit-learn's ``roc_auc_score`` gives it (to float rounding), from the ranks
+    alone: for the searches over subsets that call it hundreds of times, where
+    ``roc_auc_score`` spent 6 ms a call checking its input."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(positive).reshape(-1).astype(bool)
+    n_pos = int(y.sum())
+    n_neg = y.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("AUROC needs positive and negative samples.")
+    ranks = rankdata(np.asarray(scores, dtype=np.float64).reshape(-1))
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def _check(scores: Any, positive: Any) -> tuple[np.ndarray, np.ndarray]:
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     y = np.asarray(positive).reshape(-1)
