@@ -27,7 +27,6 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-tv = pytest.importorskip("torchvision")
 
 from nnsig_torch import TorchAdapter  # noqa: E402
 
@@ -70,7 +69,12 @@ def text(vocab: int = 100, length: int = 10, pad: bool = True, decoder: bool = F
 
 
 def tvm(name: str, **kw: Any) -> Callable[[], Any]:
-    return lambda: getattr(tv.models, name)(weights=None, **kw)
+    return lambda: getattr(_tv().models, name)(weights=None, **kw)
+
+
+def _tv() -> Any:
+    """torchvision, imported by the first test that builds one of its models (2 s)."""
+    return pytest.importorskip("torchvision")
 
 
 def timm_model(name: str, **kw: Any) -> Callable[[], Any]:
@@ -149,7 +153,7 @@ ZOO: dict[str, Zoo] = {
                      ["features.1.0", "features.1.1", "features.3.0", "features.3.1"]
                      + [f"features.5.{i}" for i in range(6)] + ["features.7.0", "features.7.1"],
                      "NHWC", [96, 96, 192, 192] + [384] * 6 + [768, 768], slow=True),
-    "tv.vit": Zoo(lambda: tv.models.VisionTransformer(image_size=32, patch_size=8, num_layers=3,
+    "tv.vit": Zoo(lambda: _tv().models.VisionTransformer(image_size=32, patch_size=8, num_layers=3,
                                                       num_heads=2, hidden_dim=32, mlp_dim=64,
                                                       num_classes=10),
                   image(32), ENC, "NLC", [32, 32, 32]),
