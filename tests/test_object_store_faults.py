@@ -435,6 +435,8 @@ def test_writes_denied_by_a_policy_are_a_store_error_naming_store_key_and_fix(
 
     url, options = s3
     _capture(url, options, "train")
+    writer = open_store(url, mode="r+", storage_options=options)  # analysis/ exists: a save
+    SignatureAnalysis(n_clusters=3, progress=False).fit(writer, "train").save(writer, "first")
     iam = boto3.client("iam", endpoint_url=options["endpoint_url"], region_name="us-east-1",
                        aws_access_key_id="testing", aws_secret_access_key="testing")
     user = f"reader-{os.getpid()}-{id(url)}"
@@ -456,7 +458,7 @@ def test_writes_denied_by_a_policy_are_a_store_error_naming_store_key_and_fix(
           f"--storage-option=key={key['AccessKeyId']}",
           f"--storage-option=secret={key['SecretAccessKey']}"]
     store = open_store(url, mode="r+", storage_options=reader)
-    with pytest.raises(StoreError, match="refused to write"):
+    with pytest.raises(StoreError, match=rf"refused to write {url}/analysis/\.new-a-.*PutObject"):
         SignatureAnalysis(n_clusters=3, progress=False).fit(store, "train").save(store, "a")
     assert cli_main([*so, "analyze", url, "--clusters", "3"]) == 1
 

@@ -119,6 +119,11 @@ class GuardedStore(WrapperStore[Store]):
     async def set(self, key: str, value: Buffer) -> None:
         await self._io("write", key, self._store.set(key, value))
 
+    async def set_below(self, store: Store, key: str, value: Buffer, shown: str) -> None:
+        """``store.set(key, value)`` on a store this one wraps (a physical key), its errors
+        those of :meth:`set` of ``shown``."""
+        await self._io("write", shown, store.set(key, value))
+
     async def set_if_not_exists(self, key: str, value: Buffer) -> None:
         await self._io("write", key, self._store.set_if_not_exists(key, value))
 

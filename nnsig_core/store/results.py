@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import zarr
 from zarr.abc.store import Store
@@ -15,6 +16,7 @@ from zarr.storage import MemoryStore
 
 from nnsig_core.store.errors import StoreError
 from nnsig_core.store.format import ANALYSIS_GROUP
+from nnsig_core.store.guard import GuardedStore
 from nnsig_core.store.leftovers import COPY_ATTR, LEFTOVER_AGE_S, collect, copy_record
 from nnsig_core.store.pointers import HIDDEN, pointer_store, raw_store
 from nnsig_core.store.split_reading import SplitReading
@@ -138,6 +140,13 @@ class ResultsArea(SplitReading):
         return list(sync(collect(inner, None, older_than, dry_run)))
 
 
+def guarded_store(store: Any) -> GuardedStore | None:
+    """The :class:`GuardedStore` among ``store``'s wrappers, if any."""
+    while store is not None and not isinstance(store, GuardedStore):
+        store = getattr(store, "_store", None)
+    return store
+
+
 async def _publish(stage: MemoryStore, store: Store, path: str, first: Buffer,
                    concurrency: int = 32) -> None:
     """Copy the objects under ``path`` from ``stage`` into ``store``: the group's document
@@ -152,15 +161,23 @@ async def _publish(stage: MemoryStore, store: Store, path: str, first: Buffer,
     # (following the pointers for each key would read the copy's groups once per key).
     pointers = pointer_store(store)
     phys = path if pointers is None else await pointers.resolve(path)
-    store = raw_store(store)
-    await store.set(phys + root[len(path):], first)
+    guard, raw = guarded_store(store), raw_store(store)
+
+    async def write(key: str, buf: Buffer) -> None:
+        where = phys + key[len(path):]
+        if guard is None:
+            await raw.set(where, buf)
+        else:  # a refusal or a lost connection named as the guard names it
+            await guard.set_below(raw, where, buf, key)
+
+    await write(root, first)
     limit = asyncio.Semaphore(concurrency)
 
     async def put(key: str) -> None:
         async with limit:
             buf = await stage.get(key, proto)
             assert buf is not None
-            await store.set(phys + key[len(path):], buf)
+            await write(key, buf)
 
     tasks = [asyncio.ensure_future(put(key)) for key in keys]
     if tasks:
@@ -171,4 +188,4 @@ async def _publish(stage: MemoryStore, store: Store, path: str, first: Buffer,
         failed = [t for t in done if not t.cancelled() and t.exception() is not None]
         if failed:
             raise failed[0].exception()  # type: ignore[misc]
-    await store.set(phys + root[len(path):], final)
+    await write(root, final)
