@@ -180,6 +180,11 @@ def test_analyze_and_report_errors(store_path: Path, tmp_path: Path,
                                    nnsig: Callable[..., Result]) -> None:
     r = nnsig("analyze", store_path, "--layers", "nope", "--name", "bad")
     assert r.returncode == 1 and "nope" in r.stderr
+    # Named before a name clash (fixing the clash first would only lead to it).
+    assert nnsig("analyze", store_path, "--clusters", "2", "--name", "taken").returncode == 0
+    r = nnsig("analyze", store_path, "--layers", "nope", "--name", "taken")
+    assert r.returncode == 1 and "'nope' not in split 'train'" in r.stderr, r.stderr
+    assert "Available layers" in r.stderr and "already exists" not in r.stderr
     # Every malformed option is a usage error (exit 2) naming the option, as --reduce abc is.
     for bad in (["--clusters", "x="], ["--clusters", "abc"], ["--discretize", "bogus:3"],
                 ["--classes", "9-1"], ["--reduce", "abc"], ["--clusters", "0"],

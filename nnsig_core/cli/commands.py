@@ -110,14 +110,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from nnsig_core.analysis import SignatureAnalysis, format_summary
 
     store = open_store(args.store, mode="r+")
-    if args.name in store.analyses and not args.overwrite:
-        raise StoreError(f"An analysis named {args.name!r} already exists in {store.location}; "
-                         "pass --overwrite to replace it or --name to choose another name.")
     # Progress bars for people, not for logs and pipes.
     analysis = SignatureAnalysis(n_clusters=args.clusters, discretizer=args.discretize,
                                  only_correct=not args.all_samples, reduce=args.reduce,
                                  layers=args.layers, random_state=args.seed,
                                  progress=sys.stderr.isatty())
+    analysis._resolve_layers(store, args.fit_split)  # a wrong --layers or split named first
+    if args.name in store.analyses and not args.overwrite:
+        raise StoreError(f"An analysis named {args.name!r} already exists in {store.location}; "
+                         "pass --overwrite to replace it or --name to choose another name.")
     analysis.fit(store, split=args.fit_split, classes=args.classes)
     analysis.save(store, name=args.name, overwrite=args.overwrite)
     summaries = {split: analysis.summary(store, split) for split in store.splits
