@@ -6,7 +6,6 @@ import asyncio
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import zarr
 from zarr.abc.store import Store
@@ -16,9 +15,8 @@ from zarr.storage import MemoryStore
 
 from nnsig_core.store.errors import StoreError
 from nnsig_core.store.format import ANALYSIS_GROUP
-from nnsig_core.store.guard import GuardedStore
 from nnsig_core.store.leftovers import COPY_ATTR, LEFTOVER_AGE_S, collect, copy_record
-from nnsig_core.store.pointers import HIDDEN, pointer_store, raw_store
+from nnsig_core.store.pointers import HIDDEN, pointer_store, raw_store, unwrap
 from nnsig_core.store.split_reading import SplitReading
 
 log = logging.getLogger("nnsig")
@@ -140,13 +138,6 @@ class ResultsArea(SplitReading):
         return list(sync(collect(inner, None, older_than, dry_run)))
 
 
-def guarded_store(store: Any) -> GuardedStore | None:
-    """The :class:`GuardedStore` among ``store``'s wrappers, if any."""
-    while store is not None and not isinstance(store, GuardedStore):
-        store = getattr(store, "_store", None)
-    return store
-
-
 async def _publish(stage: MemoryStore, store: Store, path: str, first: Buffer,
                    concurrency: int = 32) -> None:
     """Copy the objects under ``path`` from ``stage`` into ``store``: the group's document
@@ -161,7 +152,7 @@ async def _publish(stage: MemoryStore, store: Store, path: str, first: Buffer,
     # (following the pointers for each key would read the copy's groups once per key).
     pointers = pointer_store(store)
     phys = path if pointers is None else await pointers.resolve(path)
-    guard, raw = guarded_store(store), raw_store(store)
+    guard, raw = unwrap(store, "set_below"), raw_store(store)  # the guard, if any
 
     async def write(key: str, buf: Buffer) -> None:
         where = phys + key[len(path):]
