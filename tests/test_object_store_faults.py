@@ -231,8 +231,8 @@ def _record_ops(store) -> list[tuple[str, str]]:
 def test_a_save_writes_each_object_once_in_one_batch(s3, tmp_path, where) -> None:
     """A saved analysis, scorer or score set is filled in memory and written in one concurrent
     batch: each object once (the copy's group twice: its writer's record first, its final
-    attributes last), without the per-object existence checks (an analysis with its signatures saved to S3
-    made 555 requests, now 172), and it loads as saved."""
+    attributes last), without the per-object existence checks (an analysis with its
+    signatures saved to S3 made 555 requests, now 100), and it loads as saved."""
     url, options = s3 if where == "s3" else (str(tmp_path / "s.zarr"), {})
     _capture(url, options)
     store = open_store(url, mode="r+", storage_options=options or None)
