@@ -110,10 +110,16 @@ def _distance_part(keep: np.ndarray, preds: np.ndarray, ids: Any, plain: Any, *r
         out[:, :, 0] = np.asarray(plain, dtype=np.float64)[keep]
     for j, (raw, lc) in enumerate(zip(raws, clusterers, strict=True)):
         centers = centroids(lc, cosine)
-        block = reads[j](raw, lo, keep)
-        for sl in row_slices(block.shape[0], block.shape[1]):
-            out[sl, j, 0], out[sl, j, 1], out[sl, j, 2] = block_distances(
-                block[sl], lc, centers, ids[sl, j], c[sl], owners[j], cosine)
+        width = int(np.prod(np.shape(raw)[1:], dtype=np.int64))
+        done = 0
+        # Slice by slice, the kept rows of each: no copy of the whole block's kept rows (on
+        # a fit split, nearly all of it), only slice-sized temporaries.
+        for sl in row_slices(keep.size, width):
+            block = reads[j](raw[sl], lo + sl.start, keep[sl])
+            got = slice(done, done + block.shape[0])
+            done = got.stop
+            out[got, j, 0], out[got, j, 1], out[got, j, 2] = block_distances(
+                block, lc, centers, ids[got, j], c[got], owners[j], cosine)
     return {"ids": [ids], "dist": [out]}
 
 
