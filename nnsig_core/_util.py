@@ -104,9 +104,10 @@ def format_bytes(n: float | None) -> str:
     return f"{x:.1f} TiB"
 
 
-def l2_normalise(X: Any, dtype: Any = np.float64) -> np.ndarray:
-    """Rows of ``X`` divided by their Euclidean norm (a zero row stays zero), as ``dtype``."""
-    X = np.array(X, dtype=dtype, copy=True)
+def l2_normalise(X: Any, dtype: Any = np.float64, copy: bool = True) -> np.ndarray:
+    """Rows of ``X`` divided by their Euclidean norm (a zero row stays zero), as ``dtype``;
+    without ``copy``, in place when ``X`` already has that dtype."""
+    X = np.array(X, dtype=dtype, copy=True) if copy else np.asarray(X, dtype=dtype)
     X /= np.maximum(np.sqrt(np.einsum("ij,ij->i", X, X))[:, None], 1e-12)
     return X
 

@@ -211,6 +211,20 @@ def test_waves_cover_the_blocks_in_order_within_their_budget(sizes, row_bytes, w
         assert hi == lo + 1 or sum(sizes[lo:hi]) * row_bytes <= wave_bytes
 
 
+def test_a_lone_part_is_handed_back_without_a_copy_unless_it_is_an_input() -> None:
+    """The local driver returns a lone block's part as it is (no copy of a whole layer), but
+    never a view of an input column: the caller may change the result in place."""
+    from nnsig_core.execute.blocks import map_blocks
+
+    x = np.arange(6.0)
+    made: list[np.ndarray] = []
+    fresh = map_blocks(lambda col, *, lo: {"v": [made.append(col * 2) or made[-1]]}, [x])["v"]
+    assert fresh is made[0]
+    view = map_blocks(lambda col, *, lo: {"v": [col[1:]]}, [x])["v"]
+    view += 100
+    np.testing.assert_array_equal(x, np.arange(6.0))
+
+
 def test_lloyd_iterations_and_empty_clusters_follow_scikit_learn(client) -> None:
     """On both drivers, the same centres, iterations and stopping point as KMeans from the same seeds, an empty
     cluster (a seed far from every row) moved to the farthest row as KMeans moves it."""

@@ -223,7 +223,7 @@ class ClassNeighbours(NnsigParamsMixin, BaseEstimator):
         if sub.shape[1] <= r:
             return None, 1.0
         C = sub - mean
-        total = float((C.astype(np.float64) ** 2).sum())
+        total = float(np.einsum("ij,ij->", C, C, dtype=np.float64))  # no float64 copy of C
         k = min(r, *C.shape)
         if C.shape[1] <= COVARIANCE_MAX_FEATURES and C.shape[0] > C.shape[1]:
             # Exact, and cheaper than a randomized SVD of the rows: the eigenvectors of the
@@ -243,7 +243,8 @@ class ClassNeighbours(NnsigParamsMixin, BaseEstimator):
 
 def _pca_part(picked: np.ndarray, raw: Any, *, lo: int, read: LayerRows) -> dict[str, Any]:
     """A block's normalised rows where ``picked`` holds."""
-    return {"rows": [normalise_rows(read(raw, lo, picked))]}
+    block = read(raw, lo, picked)  # in place when ``read`` copied it
+    return {"rows": [normalise_rows(block, copy=np.may_share_memory(block, raw))]}
 
 
 def _reduce_part(keep: np.ndarray, raw: Any, *, lo: int, read: LayerRows,

@@ -46,9 +46,10 @@ class LayerRows:
         return block
 
 
-def normalise_rows(X: Any) -> np.ndarray:
-    """Rows divided by their Euclidean norm (zero rows stay zero), float32."""
-    return l2_normalise(X, np.float32)
+def normalise_rows(X: Any, copy: bool = True) -> np.ndarray:
+    """Rows divided by their Euclidean norm (zero rows stay zero), float32 (``X`` itself when
+    it is float32 and not ``copy``)."""
+    return l2_normalise(X, np.float32, copy=copy)
 
 
 def reduce_rows(block: np.ndarray, mean: np.ndarray,

@@ -77,7 +77,17 @@ def map_blocks(part: Callable[..., dict[str, Any]], columns: Sequence[Any], *,
 
         cols = lazy_columns(cols, client)
     out = reduce_columns(part, merge, cols, client=client, local_bytes=local_bytes, **kw)
-    return {k: np.concatenate(v) if isinstance(v, list) else v for k, v in out.items()}
+    inputs = [c for c in cols if isinstance(c, np.ndarray)]
+    return {k: _joined(v, inputs) if isinstance(v, list) else v for k, v in out.items()}
+
+
+def _joined(parts: list[Any], inputs: Sequence[np.ndarray]) -> np.ndarray:
+    """The parts as one array: a lone part as it is unless it is a view of an input column
+    (the caller may change the result in place), else their concatenation."""
+    if len(parts) == 1 and isinstance(parts[0], np.ndarray) and \
+            not any(np.may_share_memory(parts[0], c) for c in inputs):
+        return parts[0]
+    return np.concatenate(parts)
 
 
 def worker_memory(client: Any) -> int | None:
