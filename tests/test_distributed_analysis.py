@@ -57,8 +57,8 @@ def _same_signatures(local, dist, exemplars: bool = True) -> None:
     assert list(dist.transitions(include_io=True)) == list(local.transitions(include_io=True))
     np.testing.assert_array_equal(dist.purity(), local.purity())
     np.testing.assert_array_equal(dist.entropy(), local.entropy())
-    assert (dist.n_samples, dist.n_signatures, dist.accuracy, dist.n_classes) == (
-        local.n_samples, local.n_signatures, local.accuracy, local.n_classes)
+    assert (dist.n_samples, dist.n_signatures, dist.accuracy, dist.n_classes, got.n_classes) == (
+        local.n_samples, local.n_signatures, local.accuracy, local.n_classes, local.n_classes)
     if exemplars:  # nearest first, ties by position: equal distances needed
         assert dist.exemplars(n=3) == local.exemplars(n=3)
         assert dist.exemplars(n=2, mask=dist.correct) == local.exemplars(n=2, mask=local.correct)

@@ -216,8 +216,10 @@ class Signatures(JointTableViews):
         ids, lab, pred, dist, si, rows = compute(
             [self.cluster_ids, self.labels, self.predictions, self.distances, self.sample_index,
              self.rows], self.client)
+        # The count given, not self.n_classes: what the labels and predictions add to it
+        # follows from the arrays computed here (no reduction on the cluster first).
         out = Signatures(self.split, self.layers, ids, lab, pred, dist, si, self.n_clusters,
-                         n_classes=self.n_classes, class_names=self.class_names, rows=rows)
+                         n_classes=self._n_classes_arg, class_names=self.class_names, rows=rows)
         out._whole = self._whole
         return out
 

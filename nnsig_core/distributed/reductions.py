@@ -131,11 +131,14 @@ def split_counts(blocks: SplitBlocks) -> SplitCounts:
                        int(r["pred_max"]))
 
 
-def n_classes_of(store: ActivationStore, split: str, counts: SplitCounts) -> int:
-    """:meth:`ActivationStore.n_classes` from the split's aggregates (nothing per sample)."""
+def n_classes_of(store: ActivationStore, split: str, counts: SplitCounts | None) -> int:
+    """:meth:`ActivationStore.n_classes` from the split's aggregates (nothing per sample);
+    without ``counts``, from its outputs' width and class names only (the labels and
+    predictions left to whoever holds them: :attr:`Signatures.n_classes` adds them)."""
     width = int(store.outputs(split).shape[1])
     n = 2 if width == 1 else width
-    n = max(n, counts.max_label + 1, counts.max_prediction + 1)
+    if counts is not None:
+        n = max(n, counts.max_label + 1, counts.max_prediction + 1)
     names = store.class_names(split)
     return max(n, len(names)) if names else n
 

@@ -300,5 +300,7 @@ class DaskSplit(SplitBlocks):
         return Signatures(
             self.split, analysis.layers_, ids, self.meta("labels"), self.meta("predictions"),
             dist, self.meta("sample_index"), analysis.n_clusters_,
-            n_classes=max(analysis.n_classes_, self.n_classes()),
+            # The labels' and predictions' part of the class count comes with the signatures'
+            # own joint table when asked for: no pass over the split here.
+            n_classes=max(analysis.n_classes_, n_classes_of(self.store, self.split, None)),
             class_names=self.store.class_names(), client=self.client, n_samples=self.n)
