@@ -32,7 +32,7 @@ from nnsig_core._util import parse_bytes
 from nnsig_core._warnings import warn
 from nnsig_core.analysis.pca import COVARIANCE_MAX_FEATURES
 from nnsig_core.diagnostics.reference import LayerNeighbours, LayerRows, normalise_rows, reduce_rows
-from nnsig_core.execute.blocks import map_blocks, worker_memory
+from nnsig_core.execute.blocks import map_blocks, per_layer, worker_memory
 from nnsig_core.execute.client import ClientArg, resolve_client
 from nnsig_core.store import ActivationStore, open_store
 
@@ -313,14 +313,16 @@ def neighbour_scores(
     worker = worker_memory(client)
     if worker is not None:  # a distance matrix of at most 1/32 of a worker's memory
         block_bytes = max(1 << 20, min(int(block_bytes), worker // 32))
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for name, ln in neighbours.layers_.items():
+
+    def search(name: str) -> dict[str, np.ndarray]:
         got = map_blocks(_search_part, [keep, preds, store.activations(split, name)],
-                         client=client, read=LayerRows(store, split, name), model=ln,
-                         n_neighbors=int(n_neighbors), leave_one_out=bool(leave_one_out),
-                         block_bytes=int(block_bytes))
-        out[name] = component_logs(got["own"], got["other"])
-    return out
+                         client=client, read=LayerRows(store, split, name),
+                         model=neighbours.layers_[name], n_neighbors=int(n_neighbors),
+                         leave_one_out=bool(leave_one_out), block_bytes=int(block_bytes))
+        return component_logs(got["own"], got["other"])
+
+    names = list(neighbours.layers_)
+    return dict(zip(names, per_layer(search, names, client), strict=True))
 
 
 def component_logs(own: np.ndarray, other: np.ndarray) -> dict[str, np.ndarray]:

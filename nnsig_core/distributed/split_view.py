@@ -1,7 +1,7 @@
 """The Dask driver's split view: a split on a cluster, its fit rows as delayed blocks.
 
-Layers are fitted at the same time (one driver thread each, at most
-:data:`MAX_CONCURRENT_LAYERS`), so that one layer's tasks fill another's round trips; rows
+Layers are fitted at the same time (:func:`~nnsig_core.execute.blocks.per_layer`), so
+that one layer's tasks fill another's round trips; rows
 kept for the passes share a budget of :data:`PERSIST_FRACTION` of the cluster's memory.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -28,7 +27,7 @@ from nnsig_core.distributed.reductions import (
     n_classes_of,
     split_counts,
 )
-from nnsig_core.execute.blocks import row_slices
+from nnsig_core.execute.blocks import per_layer, row_slices
 from nnsig_core.execute.dask_blocks import broadcast, reduce_delayed, release
 from nnsig_core.execute.merging import combiner
 from nnsig_core.store.format import signatures_path
@@ -37,8 +36,6 @@ log = logging.getLogger("nnsig")
 
 #: Share of the cluster's total memory limit the kept fit rows may occupy.
 PERSIST_FRACTION = 0.25
-#: Layers fitted at the same time.
-MAX_CONCURRENT_LAYERS = 8
 
 
 def _memory_limit(client: Any) -> int:
@@ -246,9 +243,7 @@ class DaskSplit(SplitBlocks):
             return DaskRows(self.client, raw, self._sizes, shapes[name], budget)
 
         try:
-            with ThreadPoolExecutor(max_workers=max(1, min(len(layers), MAX_CONCURRENT_LAYERS)),
-                                    thread_name_prefix="nnsig-layer") as pool:
-                return list(pool.map(lambda name: fit_one(name, rows(name)), layers))
+            return per_layer(lambda name: fit_one(name, rows(name)), layers, self.client)
         finally:
             self.client.cancel(self._masks)
 

@@ -18,6 +18,8 @@ from nnsig_core.execute.merging import combiner, merge_parts
 LOCAL_BLOCK_BYTES = 64 << 20
 #: Float64 temporaries of a kernel, per slice of its block.
 SLICE_BYTES = 16 << 20
+#: Layers whose work is on a cluster at the same time (one driver thread each).
+MAX_CONCURRENT_LAYERS = 8
 
 
 def is_lazy(x: Any) -> bool:
@@ -88,6 +90,19 @@ def _joined(parts: list[Any], inputs: Sequence[np.ndarray]) -> np.ndarray:
             not any(np.may_share_memory(parts[0], c) for c in inputs):
         return parts[0]
     return np.concatenate(parts)
+
+
+def per_layer(work: Callable[[str], Any], names: Sequence[str], client: Any = None) -> list[Any]:
+    """``work(name)`` for each layer, in order: in turn here; with a client, up to
+    :data:`MAX_CONCURRENT_LAYERS` at once, so that one layer's tasks fill another's round
+    trips (its latency paid once, not once a layer)."""
+    if client is None or len(names) < 2:
+        return [work(name) for name in names]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(len(names), MAX_CONCURRENT_LAYERS),
+                            thread_name_prefix="nnsig-layer") as pool:
+        return list(pool.map(work, names))
 
 
 def worker_memory(client: Any) -> int | None:
