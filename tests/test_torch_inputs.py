@@ -146,6 +146,25 @@ def test_positional_inputs_as_tuples(tmp_path: Path):
         np.testing.assert_allclose(s.activations("train", "act")[:], ref, atol=ATOL)
 
 
+def test_a_model_failing_on_the_first_batch_keeps_its_error_and_is_told_the_inputs(
+        tmp_path: Path):
+    """The model's own exception comes through (type, message, traceback) with a note naming
+    the structure of the inputs it was given; the store holds no split."""
+    model = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 4))
+    inputs = {"x": torch.randn(5, 10), "extra": (torch.zeros(5, 2, dtype=torch.int64),)}
+    with pytest.raises(TypeError, match="unexpected keyword") as info:
+        capture(TorchAdapter(model), (inputs, torch.arange(5) % 4), tmp_path / "d.zarr",
+                progress=False)
+    assert "{'x': float32 (5, 10) on cpu, 'extra': (int64 (5, 2) on cpu)}" in str(
+        info.value.__notes__)
+    with pytest.raises(RuntimeError, match="cannot be multiplied") as info:
+        capture(TorchAdapter(model), (torch.randn(5, 10), torch.arange(5) % 4),
+                tmp_path / "s.zarr", progress=False)
+    assert info.value.__notes__ == ["nnsig: the model raised on the first batch, whose inputs "
+                                    "were float32 (5, 10) on cpu; pass inputs its forward takes."]
+    assert open_store(tmp_path / "s.zarr").splits == []
+
+
 def test_sequence_first_batches(tmp_path: Path):
     layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0)  # (seq, batch, dim)
 

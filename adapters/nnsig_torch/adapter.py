@@ -24,6 +24,7 @@ from ._plan import CapturePlan, Finalized, HostArrays, finalize, make_plans, sha
 from ._runtime import (
     batch_size,
     call_model,
+    describe_inputs,
     float_dtype,
     forward_context,
     inside_fused,
@@ -233,7 +234,13 @@ class TorchAdapter:
             self._fused = inside_fused(self.model, self.layer_names)
         with forward_context(self.model, self.layer_names, self._fused), watch, \
                 hooks(self.model, self.layer_names, rec):
-            raw = call_model(self.model, x)
+            try:
+                raw = call_model(self.model, x)
+            except Exception as exc:
+                if first:  # the model's own error, with what it was given
+                    exc.add_note(f"nnsig: the model raised on the first batch, whose inputs "
+                                 f"were {describe_inputs(x)}; pass inputs its forward takes.")
+                raise
         if first:
             assert tracker is not None
             fallback = self._default.fallback if self._default is not None else None
