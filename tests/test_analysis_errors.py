@@ -66,6 +66,11 @@ def test_unknown_layer_lists_the_available_ones(tmp_path: Path) -> None:
     _capture(tmp_path / "s.zarr")
     with pytest.raises(StoreError, match="'layr1'.*Available layers: layer0, layer1.*did you mean 'layer1'"):
         _analysis(layers=["layr1"]).fit(tmp_path / "s.zarr")
+    # Asked before fitting (as `nnsig analyze` does): the same answer, the layers in model order.
+    with pytest.raises(StoreError, match="'layr1'.*Available layers: layer0, layer1"):
+        _analysis(layers=["layr1"]).resolve_layers(tmp_path / "s.zarr", "train")
+    assert _analysis(layers=["layer1", "layer0"]).resolve_layers(tmp_path / "s.zarr",
+                                                                 "train") == ["layer0", "layer1"]
 
 
 def test_missing_split(tmp_path: Path) -> None:

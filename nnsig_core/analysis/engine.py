@@ -136,7 +136,16 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         d = self._discretizer_template()
         return d.spec if d is not None else None
 
-    def _resolve_layers(self, store: ActivationStore, split: str) -> list[str]:
+    def resolve_layers(self, store: StoreArg, split: str) -> list[str]:
+        """The layers :meth:`fit` would analyse in ``split`` of ``store``, in model order.
+
+        Raises
+        ------
+        StoreError
+            ``split`` is not in the store, or ``layers`` names a layer it lacks (the error
+            lists the available ones, and the closest names).
+        """
+        store = open_store(store)
         available = store.layers(split)
         if self.layers is None:
             return list(available)
@@ -208,7 +217,7 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         before = store.fingerprint(split)
         limit = parse_bytes(self.memory_limit)
         disc = self._discretizer_template()
-        layers = self._resolve_layers(store, split)
+        layers = self.resolve_layers(store, split)
         ks = self._layer_clusters(layers)
         fit_classes = None if classes is None else sorted({int(c) for c in classes})
         view = split_view(store, split, client, progress=self.progress)

@@ -115,7 +115,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                                  only_correct=not args.all_samples, reduce=args.reduce,
                                  layers=args.layers, random_state=args.seed,
                                  progress=sys.stderr.isatty())
-    analysis._resolve_layers(store, args.fit_split)  # a wrong --layers or split named first
+    analysis.resolve_layers(store, args.fit_split)  # a wrong --layers or split named first
     if args.name in store.analyses and not args.overwrite:
         raise StoreError(f"An analysis named {args.name!r} already exists in {store.location}; "
                          "pass --overwrite to replace it or --name to choose another name.")
