@@ -10,14 +10,11 @@ from typing import Any
 import keras
 import numpy as np
 
-from nnsig_core.protocol import LayerSelectionError, close_matches
 from nnsig_core.protocol.axes import (
     Layout,
+    SpecMatches,
     check_layout_spec,
     check_pool,
-    layout_for,
-    parse_layout,
-    pool_for,
     split_modes,
 )
 from nnsig_core.protocol.pooling import pool_array, resolve_auto, token_rows_array
@@ -76,37 +73,17 @@ class KerasPooler:
 
     def plan(self, records: list[tuple[str, str, Any, np.ndarray]]) -> None:
         """Decide each capture's layout and modes on the first batch."""
-        used_pool: set[str] = set()
-        used_layout: set[str] = set()
+        specs = SpecMatches(self.pool, self.layout)
         for name, path, layer, value in records:
-            keys = (name, path)
-            mode, pkey = pool_for(self.pool, keys)
-            given, lkey = layout_for(self.layout, keys)
-            used_pool |= {pkey} if pkey else set()
-            used_layout |= {lkey} if lkey else set()
-            if given is not None:
-                try:
-                    lay = parse_layout(given, value.ndim)
-                except ValueError as exc:
-                    raise ValueError(f"layout of layer {name!r}: {exc}") from None
-            else:
+            mode, lay = specs.of((name, path), value.ndim)
+            if lay is None:
                 lay = keras_layout(layer, value.ndim)
             sample, has_sample, has_tokens = split_modes(mode)
             if has_sample:
                 sample = resolve_auto(sample, lay if value.ndim > 2 else None)
             self.plans[name] = (lay, sample, has_sample, has_tokens)
             self.source[name] = tuple(int(s) for s in value.shape[1:])
-        names = [r[0] for r in records]
-        for spec, used, what in ((self.pool, used_pool, "pool"),
-                                 (self.layout, used_layout, "layout")):
-            if isinstance(spec, Mapping):
-                unused = [k for k in spec if k not in used]
-                if unused:
-                    hint = close_matches(unused[0], names)
-                    raise LayerSelectionError(
-                        f"{what} key(s) {', '.join(map(repr, unused))} match no captured layer"
-                        + (f"; did you mean {', '.join(map(repr, hint))}?" if hint else ".")
-                    )
+        specs.check_all_used([r[0] for r in records])
 
     def apply(self, name: str, value: np.ndarray, mask: Any, token_ids: Any) -> dict[str, Any]:
         """The entries of one capture: ``{name: pooled}`` and/or ``{name@tokens: TokenRows}``."""

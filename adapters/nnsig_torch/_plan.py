@@ -11,14 +11,8 @@ import numpy as np
 import torch
 
 from nnsig_core._warnings import warn
-from nnsig_core.protocol import (
-    ADAPTER_FIX,
-    LayerSelectionError,
-    check_batch_finite,
-    check_finite,
-    close_matches,
-)
-from nnsig_core.protocol.axes import Layout, layout_for, parse_layout, pool_for, split_modes
+from nnsig_core.protocol import ADAPTER_FIX, check_batch_finite, check_finite
+from nnsig_core.protocol.axes import Layout, SpecMatches, split_modes
 from nnsig_core.protocol.pooling import resolve_auto
 from nnsig_core.protocol.token_rows import TokenRows, token_name
 
@@ -89,43 +83,19 @@ def finalize(plan: CapturePlan, t: torch.Tensor, original: torch.Tensor, mask: t
     return sample, tokens  # type: ignore[return-value]  # the token ids may be None
 
 
-def _unused(spec: Any, used: set[str], what: str, names: list[str]) -> None:
-    if not isinstance(spec, Mapping):
-        return
-    unused = [k for k in spec if k not in used]
-    if unused:
-        hint = close_matches(unused[0], names)
-        raise LayerSelectionError(
-            f"{what} key(s) {', '.join(map(repr, unused))} match no captured layer"
-            + (f"; did you mean {', '.join(map(repr, hint))}?" if hint else ".")
-        )
-
-
 def make_plans(values: Mapping[str, Captured], tracker: LayoutTracker | None, pool: Any,
                layout: Any) -> dict[str, CapturePlan]:
     """The plan of every capture of the first batch (a ``pool`` or ``layout`` key matching
     no captured layer is a ``LayerSelectionError``, a misfit ``layout`` a ``ValueError``)."""
     plans: dict[str, CapturePlan] = {}
-    used_pool: set[str] = set()
-    used_layout: set[str] = set()
+    specs = SpecMatches(pool, layout)
     unknown: list[str] = []
     for name, cap in values.items():
-        keys = (name, cap.module)
-        mode, pkey = pool_for(pool, keys)
-        given, lkey = layout_for(layout, keys)
-        if pkey is not None:
-            used_pool.add(pkey)
-        if lkey is not None:
-            used_layout.add(lkey)
         t = cap.value
-        if given is not None:
-            try:
-                lay: Layout | None = parse_layout(given, t.ndim)
-            except ValueError as exc:
-                raise ValueError(f"layout of layer {name!r}: {exc}") from None
-        elif tracker is not None:
+        mode, lay = specs.of((name, cap.module), t.ndim)
+        if lay is None and tracker is not None:
             lay = tracker.layout_of(cap.original, cap.transposed)
-        else:
+        elif lay is None:
             lay = Layout("first", 0) if t.ndim <= 2 else None
         sample_mode, has_sample, has_tokens = split_modes(mode)
         if has_sample and sample_mode == "auto" and t.ndim > 2 and lay is None:
@@ -133,9 +103,7 @@ def make_plans(values: Mapping[str, Captured], tracker: LayoutTracker | None, po
         plans[name] = CapturePlan(
             name, cap.module, lay, sample_mode, has_sample, has_tokens, tuple(t.shape[1:])
         )
-    names = list(values)
-    _unused(pool, used_pool, "pool", names)
-    _unused(layout, used_layout, "layout", names)
+    specs.check_all_used(list(values))
     if unknown:
         warn(
             f"The layout of {len(unknown)} layer(s) is unknown, so they are kept whole (not "

@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
+from nnsig_core.protocol.select import LayerSelectionError, close_matches
+
 #: The named pooling modes.
 POOL_MODES = ("auto", "mean", "max", "cls", "last", "tokens", "flatten")
 _SAMPLE_MODES = ("auto", "mean", "max", "cls", "last", "flatten")
@@ -169,6 +171,41 @@ def layout_for(layout: Any, names: Sequence[str]) -> tuple[str | None, str | Non
     """The ``layout=`` string given for one capture (``None`` when none), and its key."""
     value, key, _ = _lookup(layout, names)  # None when not found
     return value, key
+
+
+class SpecMatches:
+    """The ``pool`` mode and the given ``layout`` of each capture of a first batch, and the
+    check that every key of a mapping spec matched a captured layer (both adapters' rule)."""
+
+    def __init__(self, pool: Any, layout: Any) -> None:
+        self.specs = {"pool": pool, "layout": layout}
+        self.used: dict[str, set[str]] = {"pool": set(), "layout": set()}
+
+    def of(self, keys: Sequence[str], ndim: int) -> tuple[Any, Layout | None]:
+        """The pooling mode and the parsed given layout (None: not given) of the capture
+        known by ``keys`` (its name first), ``ndim`` dimensions with the batch axis."""
+        mode, pkey = pool_for(self.specs["pool"], keys)
+        given, lkey = layout_for(self.specs["layout"], keys)
+        for what, key in (("pool", pkey), ("layout", lkey)):
+            if key is not None:
+                self.used[what].add(key)
+        if given is None:
+            return mode, None
+        try:
+            return mode, parse_layout(given, ndim)
+        except ValueError as exc:
+            raise ValueError(f"layout of layer {keys[0]!r}: {exc}") from None
+
+    def check_all_used(self, names: Sequence[str]) -> None:
+        """Raise :class:`LayerSelectionError` for a mapping key that matched no capture."""
+        for what, spec in self.specs.items():
+            unused = [k for k in spec if k not in self.used[what]] \
+                if isinstance(spec, Mapping) else []
+            if unused:
+                hint = close_matches(unused[0], names)
+                raise LayerSelectionError(
+                    f"{what} key(s) {', '.join(map(repr, unused))} match no captured layer"
+                    + (f"; did you mean {', '.join(map(repr, hint))}?" if hint else "."))
 
 
 def split_modes(mode: Any) -> tuple[Any, bool, bool]:
