@@ -259,3 +259,18 @@ def test_torch_and_keras_raise_the_same_errors(monkeypatch):
         nnsig_torch.TorchAdapter(net, layers="1x")
     with pytest.raises(UnknownLayerError, match="Did you mean: 'fc1'"):
         nnsig_keras.KerasAdapter(model, layers="fc")
+    # A pool/layout key that matches no captured layer: the same error from both, on the
+    # first batch, with the closest name; a layout that does not fit names the layer.
+    for key in ("pool", "layout"):
+        spec = {"fc2": "mean"} if key == "pool" else {"fc2": "NC"}
+        with pytest.raises(LayerSelectionError, match=rf"{key} key\(s\) 'fc2' match no captured "
+                                                      r"layer; did you mean 'fc1'"):
+            nnsig_keras.KerasAdapter(model, layers="fc1", **{key: spec}).run(np.ones((4, 3), "f4"))
+        spec = {"2x": "mean"} if key == "pool" else {"2x": "NC"}
+        with pytest.raises(LayerSelectionError, match=rf"{key} key\(s\) '2x' match no captured "
+                                                      r"layer; did you mean '2'"):
+            nnsig_torch.TorchAdapter(net, layers=["0", "2"], **{key: spec}).run(torch.randn(4, 3))
+    with pytest.raises(ValueError, match="layout of layer 'fc1'"):
+        nnsig_keras.KerasAdapter(model, layers="fc1", layout={"fc1": "NCHW"}).run(np.ones((4, 3), "f4"))
+    with pytest.raises(ValueError, match="layout of layer '0'"):
+        nnsig_torch.TorchAdapter(net, layers=["0"], layout={"0": "NCHW"}).run(torch.randn(4, 3))
