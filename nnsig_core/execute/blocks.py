@@ -128,6 +128,22 @@ def fold(blocks: Iterable[Any], part: Callable[..., Any], merge: Callable[..., A
     return acc
 
 
+def take_all(xs: Sequence[Any], positions: np.ndarray, client: Any = None) -> list[np.ndarray]:
+    """``[take(x, positions) for x in xs]``, the dask arrays among them picked on the workers
+    in one round trip."""
+    positions = np.asarray(positions, dtype=np.int64)
+    lazy = [i for i, x in enumerate(xs) if is_lazy(x)]
+    out = [None if i in lazy else take(x, positions) for i, x in enumerate(xs)]
+    if lazy and positions.size:
+        from nnsig_core.execute.dask_blocks import compute
+
+        for i, got in zip(lazy, compute([xs[i][positions] for i in lazy], client), strict=True):
+            out[i] = np.asarray(got)
+    for i in lazy if not positions.size else ():
+        out[i] = np.zeros((0, *xs[i].shape[1:]), dtype=xs[i].dtype)
+    return out  # type: ignore[return-value]
+
+
 def take(x: Any, positions: np.ndarray, client: Any = None) -> np.ndarray:
     """``x[positions]`` (sorted positions) as a NumPy array (a dask array's on the workers)."""
     positions = np.asarray(positions, dtype=np.int64)

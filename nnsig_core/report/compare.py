@@ -118,7 +118,7 @@ def _changed_entry(preps: Sequence[PreparedRun], split: str, opts: MapOptions) -
     listed = np.asarray(found["pos"], dtype=np.int64)
     at = np.sort(listed)
     back = np.searchsorted(at, listed)
-    rows = [rows_at(p, split, at)[back] for p in preps]
+    rows = [rows_at(p, split, at)[0][back] for p in preps]
     scores = [take(p.scores[split], at, p.client)[back] if split in p.scores else None
               for p in preps]
     samples = []

@@ -17,7 +17,7 @@ from nnsig_core._warnings import warn
 from nnsig_core.analysis.joint import joint_compositions
 from nnsig_core.analysis.joint_views import class_entropy, class_purity
 from nnsig_core.analysis.signatures import Signatures
-from nnsig_core.execute.blocks import is_lazy, take
+from nnsig_core.execute.blocks import is_lazy, take, take_all
 from nnsig_core.report import layermap
 from nnsig_core.report import score_figures as sc
 from nnsig_core.report.points import select_points
@@ -179,15 +179,16 @@ def _rows(joint: Mapping[str, Any], L: int) -> tuple[list[dict[str, Any]],
     return rows, {tuple(int(x) for x in uniq[i]): r for r, i in enumerate(order)}
 
 
-def rows_at(prep: PreparedRun, split: str, positions: np.ndarray) -> np.ndarray:
-    """The report's row index of the samples at ``positions`` of ``split``."""
+def rows_at(prep: PreparedRun, split: str, positions: np.ndarray,
+            *more: Any) -> tuple[np.ndarray, ...]:
+    """The report's row index of the samples at ``positions`` of ``split``, then the values of
+    the arrays ``more`` there (all picked in one round trip on a cluster)."""
     sg = prep.sigs[split]
-    lab = take(sg.labels, positions, prep.client)
-    ids = take(sg.cluster_ids, positions, prep.client)
-    pred = take(sg.predictions, positions, prep.client)
+    lab, ids, pred, *rest = take_all([sg.labels, sg.cluster_ids, sg.predictions, *more],
+                                     positions, prep.client)
     keys = prep.row_keys[split]
     M = np.column_stack([lab, ids, pred]).astype(np.int64)
-    return np.array([keys[tuple(int(x) for x in m)] for m in M], dtype=np.int64)
+    return np.array([keys[tuple(int(x) for x in m)] for m in M], dtype=np.int64), *rest
 
 
 def _compositions(joint: Mapping[str, Any], n_clusters: Sequence[int],
@@ -356,16 +357,17 @@ def _add_map(body: dict[str, Any], prep: PreparedRun, positions: Mapping[str, np
                    "max_points": int(opts.max_points)}
     for s, pos in positions.items():
         sigs = prep.sigs[s]
+        rows, index, *scores = rows_at(prep, s, pos, sigs.sample_index,
+                                       *([prep.scores[s]] if s in prep.scores else []))
         m: dict[str, Any] = {
             "n_points": int(pos.size), "positions": [int(p) for p in pos],
-            "sample_index": [int(x) for x in take(sigs.sample_index, pos, prep.client)],
-            "rows": [int(r) for r in rows_at(prep, s, pos)],
+            "sample_index": [int(x) for x in index], "rows": [int(r) for r in rows],
             "kinds": {k: list(v) for k, v in kinds.get(s, {}).items()}, "layers": layers[s],
         }
         if prep.store.level(s) == "tokens":  # which token of which input each point is
             m["tokens"] = token_map_points(prep.store, s, pos, token_label)
-        if s in prep.scores:
-            m["scores"] = [rounded(x, 4) for x in take(prep.scores[s], pos, prep.client)]
+        if scores:
+            m["scores"] = [rounded(x, 4) for x in scores[0]]
         if thumbnails:
             pix = thumbnails_at(prep.store, s, pos, token_grid, prep.client)
             if pix is not None:
