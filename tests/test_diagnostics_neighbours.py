@@ -279,22 +279,27 @@ def test_scores_saved_by_0_1_are_refused_or_read(blob_store):
     assert list(load_scores(open_store(store.path), "old", "test")) == [*SCORES, "combined"]
 
 
+@pytest.mark.parametrize("r", [5, 40], ids=["narrow", "partial-test"])
 @pytest.mark.parametrize("cell_rows", [1, 7, 10_000])
-def test_the_cell_search_finds_the_brute_force_s_neighbours(monkeypatch, cell_rows) -> None:
-    """The pruned search (cells with bounds) returns the brute force's own and other distances,
-    leave-one-out included, and an unknown predicted class still takes the largest class
-    distance; from one-row cells to one cell per class."""
+def test_the_cell_search_finds_the_brute_force_s_neighbours(monkeypatch, cell_rows, r) -> None:
+    """The pruned search (cells with bounds; rows wide enough: the partial-distance test too)
+    returns the brute force's own and other distances, leave-one-out included, and an unknown
+    predicted class still takes the largest class distance; from one-row cells to one cell
+    per class."""
     from nnsig_core.diagnostics import cells
     from nnsig_core.diagnostics.reference import LayerNeighbours
 
     monkeypatch.setattr(cells, "CELL_ROWS", cell_rows)
     monkeypatch.setattr(cells, "STEP_ROWS", 64)  # several steps
+    monkeypatch.setattr(cells, "PARTIAL_DIMS", 6)  # on 40 coordinates, not on 5
     rng = np.random.default_rng(3)
-    n, r, C = 600, 5, 4
+    n, C = 600, 4
     y = np.sort(rng.integers(0, C, n))
     Z = (rng.normal(size=(C, r))[y] + 0.6 * rng.normal(size=(n, r))).astype(np.float32)
+    Z *= np.geomspace(3.0, 0.05, r, dtype=np.float32)  # variance in the leading coordinates
     offsets = np.r_[np.searchsorted(y, np.arange(C)), n]
     ln = LayerNeighbours(np.zeros(r), None, Z, np.arange(n) * 2, offsets, np.arange(C))
+    assert ln._cells.partial_dims == (6 if r == 40 else None)
     X = np.vstack([Z[::3], rng.normal(size=(50, r))]).astype(np.float32)
     preds = np.r_[y[::3], rng.integers(0, C + 1, 50)]  # C: a class the reference lacks
     loo = np.r_[np.arange(0, n, 3) * 2, np.full(50, -5)]

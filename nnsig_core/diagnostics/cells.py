@@ -6,8 +6,11 @@ rows (a few Lloyd iterations) with a centre :math:`c` and a radius
 :math:`\max(\lVert q - c \rVert - \rho, 0)`. A query searches the cell of its
 nearest centre on each side (own class, other classes), which bounds the two
 distances, then only the cells whose bound is below them (:data:`SLACK` for
-float32 rounding). Each searched cell is the brute force's product
-``[q, 1] @ [-2 r, |r|^2]``, so the answer is the brute force's; a
+float32 rounding). Before a cell of that second round is searched, the
+distances over the first :data:`PARTIAL_DIMS` coordinates (a lower bound of
+the whole distance: the coordinates are orthogonal) rule it out for the
+queries none of its rows can reach. Each searched cell is the brute force's
+product ``[q, 1] @ [-2 r, |r|^2]``, so the answer is the brute force's; a
 leave-one-out row is left out of its own cell.
 """
 
@@ -26,6 +29,8 @@ CELL_ITERATIONS = 4
 SLACK = 2e-3
 #: Scored rows per step at most (their bounds to every cell are held at once).
 STEP_ROWS = 16384
+#: Leading coordinates of the partial-distance test (when rows have over twice as many).
+PARTIAL_DIMS = 16
 
 
 def search_threads() -> int:
@@ -92,6 +97,15 @@ class Cells:
         self.owner = np.asarray(owner, dtype=np.int64)
         self.augmented = [np.ascontiguousarray(augmented[:, self.order[a:b]])
                           for a, b in zip(self.bounds[:-1], self.bounds[1:], strict=True)]
+        #: ``[-2 r[:m], |r[:m]|^2]`` per cell (None: rows too narrow for the test).
+        self.partial_dims = PARTIAL_DIMS if reference.shape[1] > 2 * PARTIAL_DIMS else None
+        self.partial: list[np.ndarray] = []
+        if self.partial_dims is not None:
+            m = self.partial_dims
+            for a, b in zip(self.bounds[:-1], self.bounds[1:], strict=True):
+                R = reference[self.order[a:b], :m].astype(np.float64)
+                self.partial.append(np.ascontiguousarray(
+                    np.vstack([-2.0 * R.T, (R * R).sum(1)[None]]), dtype=np.float32))
         #: Position, in cell order, of each reference row.
         self.position = np.empty(self.order.size, dtype=np.int64)
         self.position[self.order] = np.arange(self.order.size)
@@ -150,21 +164,40 @@ class Cells:
         self._search(Q, first, same, exclude, best)
         # 2. every other cell that may hold a nearer row
         upper = np.sqrt(np.maximum(best + q2[None], 0.0))
-        reach = np.where(same, upper[0][:, None], upper[1][:, None]) * (1 + SLACK) + SLACK
-        self._search(Q, (lower < reach) & ~first, same, exclude, best)
+        reach = upper * (1 + SLACK) + SLACK  # (2, n): own, other
+        near = lower < np.where(same, reach[0][:, None], reach[1][:, None])
+        partial = None
+        if self.partial_dims is not None:
+            m = self.partial_dims
+            P = np.empty((n, m + 1), dtype=np.float32)
+            P[:, :-1], P[:, -1] = Z[:, :m], 1.0
+            # Searched where a row's partial |q - r|^2 may be below reach^2.
+            partial = (P, (reach * reach - (Z[:, :m].astype(np.float64) ** 2).sum(1)[None])
+                       .astype(np.float32))
+        self._search(Q, near & ~first, same, exclude, best, partial)
         return best[0], best[1]
 
     def _search(self, Q: np.ndarray, need: np.ndarray, same: np.ndarray,
-                exclude: np.ndarray | None, best: np.ndarray) -> None:
-        """Search the cells ``need[:, k]`` for the rows that need them, into ``best``."""
+                exclude: np.ndarray | None, best: np.ndarray,
+                partial: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Search the cells ``need[:, k]`` for the rows that need them, into ``best``
+        (``partial``: the rows ``[q[:m], 1]`` and, per side, the bound below which the
+        partial ``|q - r|^2 - |q[:m]|^2`` of one of a cell's rows makes it searched)."""
         need_t = np.ascontiguousarray(need.T)
         for k in np.flatnonzero(need_t.any(1)):
-            self._cell(int(k), Q, need_t[k], same, exclude, best)
+            self._cell(int(k), Q, need_t[k], same, exclude, best, partial)
 
     def _cell(self, k: int, Q: np.ndarray, need: np.ndarray, same: np.ndarray,
-              exclude: np.ndarray | None, best: np.ndarray) -> None:
+              exclude: np.ndarray | None, best: np.ndarray,
+              partial: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """Search cell ``k`` for the rows ``need`` (a mask), into ``best``."""
         qs = np.flatnonzero(need)
+        if partial is not None:
+            P, bound = partial
+            lowest = (P[qs] @ self.partial[k]).min(1)
+            qs = qs[lowest < bound[np.where(same[qs, k], 0, 1), qs]]
+            if not qs.size:
+                return
         D = Q[qs] @ self.augmented[k]
         if exclude is not None:
             ex = exclude[qs]
