@@ -342,6 +342,8 @@ def test_chunking_never_changes_values(tmp_path_factory, n: int, batch: int, chu
     np.testing.assert_allclose(s.activations("train", "hidden")[:], model.hidden(X), rtol=1e-6)
     np.testing.assert_array_equal(s.labels("train"), y)
     np.testing.assert_array_equal(s.sample_index("train"), np.arange(n))
+    # An edge chunk is stored whole: no chunk longer than the split.
+    assert s.activations("train", "hidden").chunks[0] <= n
 
 
 def test_core_never_imports_a_framework() -> None:

@@ -235,7 +235,7 @@ class CaptureSession:
         else:
             chunk_rows = chunk_rows_for(self.chunk_bytes,
                                         widest_row(self.shapes, self.dtype, self.n_outputs),
-                                        len(outputs))
+                                        len(outputs), self.n_expected)
             tshape = None
             if self.keep_inputs:  # before anything is created: non-image inputs fail here
                 tshape = self._thumbs(inputs, np.arange(self.start, self.start + 1)).shape[1:]

@@ -113,13 +113,15 @@ def codec_description(compressor: Any) -> Any:
     return to_dict() if callable(to_dict) else repr(compressor)
 
 
-def chunk_rows_for(chunk_bytes: int, row_bytes: int, batch_rows: int | None) -> int:
+def chunk_rows_for(chunk_bytes: int, row_bytes: int, batch_rows: int | None,
+                   n_rows: int | None = None) -> int:
     """Rows per chunk: about ``chunk_bytes`` of the widest array, or exactly one batch when
-    within a factor of four (batches are then written without a copy)."""
+    within a factor of four (batches are then written without a copy); never more than the
+    split's ``n_rows`` when known (an edge chunk is stored whole)."""
     rows = int(max(1, min(MAX_CHUNK_ROWS, chunk_bytes // max(row_bytes, 1))))
     if batch_rows and rows // 4 <= batch_rows <= rows * 4:
-        return batch_rows
-    return rows
+        rows = batch_rows
+    return max(1, min(rows, n_rows)) if n_rows else rows
 
 
 def layer_differences(
