@@ -46,6 +46,31 @@ def test_no_correctly_classified_sample(tmp_path: Path) -> None:
     _analysis(only_correct=False).fit(tmp_path / "s.zarr")  # the fix works
 
 
+@pytest.mark.parametrize("driver", ["local", "dask"])
+def test_a_class_with_no_correct_sample_is_named_in_a_warning(tmp_path: Path, driver,
+                                                              request) -> None:
+    """only_correct=True leaves out a class none of whose samples the model gets right: a
+    warning names it and the fix, on either driver; the fix works, silently."""
+    from nnsig_core import NnsigWarning
+
+    data = make_blob_activations(n_samples=150, n_classes=3, layer_shapes=[(5,)], seed=1)
+    outputs = data["outputs"].copy()
+    outputs[data["labels"] == 2] = np.roll(outputs[data["labels"] == 2], 1, axis=1)
+    capture_arrays(activations=data["activations"], outputs=outputs, labels=data["labels"],
+                   store=tmp_path / "s.zarr", progress=False, chunk_bytes=128)
+    client = request.getfixturevalue("client") if driver == "dask" else False
+    with pytest.warns(NnsigWarning, match=r"leaves out class\(es\) \[2\].*none of their 50 "
+                                          r"samples.*only_correct=False"):
+        a = _analysis().fit(tmp_path / "s.zarr", client=client)
+    assert a.classes_ == [0, 1]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NnsigWarning)
+        assert _analysis(only_correct=False).fit(tmp_path / "s.zarr",
+                                                 client=client).classes_ == [0, 1, 2]
+
+
 def test_fewer_samples_than_clusters(tmp_path: Path) -> None:
     _capture(tmp_path / "s.zarr", n=30)
     with pytest.raises(TooFewSamplesError, match="Only 30 sample.*at most 30"):

@@ -31,18 +31,22 @@ def selection_block(labels: np.ndarray, preds: np.ndarray, classes: np.ndarray |
 
 
 def label_counts_part(labels: np.ndarray, preds: np.ndarray, lo: int = 0) -> dict[str, Any]:
-    """A block's samples per label >= 0, unlabelled samples, largest label and prediction."""
+    """A block's samples per label >= 0 (and those classified correctly), unlabelled samples,
+    largest label and prediction."""
     lab = np.asarray(labels, dtype=np.int64)
-    return {"labels": np.bincount(lab[lab >= 0]), "unlabelled": int((lab < 0).sum()),
-            "label_max": np.int64(lab.max(initial=-1)),
-            "pred_max": np.int64(np.asarray(preds).max(initial=-1))}
+    pred = np.asarray(preds, dtype=np.int64)
+    right = lab[(lab >= 0) & (lab == pred)]
+    return {"labels": np.bincount(lab[lab >= 0]),
+            "correct": np.bincount(right, minlength=int(lab.max(initial=-1)) + 1),
+            "unlabelled": int((lab < 0).sum()), "label_max": np.int64(lab.max(initial=-1)),
+            "pred_max": np.int64(pred.max(initial=-1))}
 
 
 def merge_label_counts(*parts: Mapping[str, Any]) -> dict[str, Any]:
     """Merge :func:`label_counts_part` results (label counts of different lengths)."""
     size = max(p["labels"].size for p in parts)
-    return merge_parts(*[{**p, "labels": np.pad(p["labels"], (0, size - p["labels"].size))}
-                         for p in parts])
+    return merge_parts(*[{**p, **{k: np.pad(p[k], (0, size - p[k].size))
+                                  for k in ("labels", "correct")}} for p in parts])
 
 
 def check_selection(split: str, has_labels: bool, label_counts: np.ndarray, n_samples: int,
@@ -73,8 +77,20 @@ def check_selection(split: str, has_labels: bool, label_counts: np.ndarray, n_sa
 
 
 def check_selected(split: str, n_selected: int, label_counts: np.ndarray, n_samples: int,
-                   wanted: np.ndarray | None, only_correct: bool) -> None:
-    """Raise :class:`EmptySelectionError` when ``only_correct`` kept no sample."""
+                   wanted: np.ndarray | None, only_correct: bool,
+                   correct_counts: np.ndarray | None = None) -> None:
+    """Raise :class:`EmptySelectionError` when ``only_correct`` kept no sample; warn when it
+    leaves out whole classes (``correct_counts``: correctly classified samples per label)."""
+    if only_correct and n_selected and correct_counts is not None:
+        classes = np.flatnonzero(label_counts) if wanted is None else \
+            wanted[wanted < label_counts.size]
+        dropped = [int(c) for c in classes
+                   if label_counts[c] and (c >= correct_counts.size or not correct_counts[c])]
+        if dropped:
+            warn(f"only_correct=True leaves out class(es) {dropped} of split {split!r}: none of "
+                 f"their {int(label_counts[dropped].sum())} samples is classified correctly, so "
+                 "the analysis describes the other classes only. Is the model trained? Pass "
+                 "only_correct=False (nnsig analyze --all-samples) to fit on every sample.")
     if not only_correct or n_selected:
         return
     if wanted is None:
@@ -100,7 +116,7 @@ def check_enough_rows(split: str, n_selected: int, layers: list[str], ks: list[i
 
 
 def fit_sample_mask(store: ActivationStore, split: str, *, classes: Iterable[int] | None = None,
-                    only_correct: bool = True) -> np.ndarray:
+                    only_correct: bool = True, warn_dropped: bool = False) -> np.ndarray:
     """Boolean mask of the samples of ``split`` to fit on.
 
     Parameters
@@ -111,6 +127,8 @@ def fit_sample_mask(store: ActivationStore, split: str, *, classes: Iterable[int
         Keep only samples with these labels (``None``: every class).
     only_correct : bool
         Keep only samples the model classifies correctly.
+    warn_dropped : bool
+        Warn when ``only_correct`` leaves out whole classes (an analysis's fit does).
 
     Returns
     -------
@@ -126,5 +144,6 @@ def fit_sample_mask(store: ActivationStore, split: str, *, classes: Iterable[int
     wanted = check_selection(split, store.has_labels(split), counts["labels"], n, classes,
                              only_correct)
     mask = selection_block(labels, preds, wanted, only_correct)
-    check_selected(split, int(mask.sum()), counts["labels"], n, wanted, only_correct)
+    check_selected(split, int(mask.sum()), counts["labels"], n, wanted, only_correct,
+                   counts["correct"] if warn_dropped else None)
     return mask

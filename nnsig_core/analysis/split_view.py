@@ -44,7 +44,7 @@ class LocalSplit:
     def select(self, classes: Iterable[int] | None, only_correct: bool) -> int:
         """Choose the fit rows (:func:`~nnsig_core.analysis.fit_sample_mask`); their number."""
         self.rows = np.flatnonzero(fit_sample_mask(self.store, self.split, classes=classes,
-                                                   only_correct=only_correct))
+                                                   only_correct=only_correct, warn_dropped=True))
         return int(self.rows.size)
 
     def n_classes(self) -> int:

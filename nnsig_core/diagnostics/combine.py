@@ -255,7 +255,10 @@ class LayerCombiner(NnsigParamsMixin, BaseEstimator):
         self._usable = (sd > 0).all(axis=1)
         if not self._usable.any():
             raise ValueError("Every layer's neighbour components are constant over the "
-                             "reference samples: nothing to combine (are the layers constant?).")
+                             "reference samples: nothing to combine. A reference of one class "
+                             "(the fit split's correctly classified samples: is the model "
+                             "trained?) has no margin to another class; constant layers have "
+                             "no distances.")
         if not self._usable.all():
             warn(f"Layer(s) {[n for n, u in zip(self.layers_, self._usable, strict=True) if not u]}"
                  " have constant neighbour components over the reference samples: the "

@@ -119,6 +119,7 @@ class SplitCounts:
     label_counts: np.ndarray  # samples per label >= 0
     max_label: int
     max_prediction: int
+    correct_counts: np.ndarray | None = None  # correctly classified samples per label
 
 
 def split_counts(blocks: SplitBlocks) -> SplitCounts:
@@ -128,7 +129,7 @@ def split_counts(blocks: SplitBlocks) -> SplitCounts:
     r = reduce_columns(label_counts_part, merge_label_counts,
                        (blocks.meta("labels"), blocks.meta("predictions")), client=blocks.client)
     return SplitCounts(blocks.n, np.asarray(r["labels"], dtype=np.int64), int(r["label_max"]),
-                       int(r["pred_max"]))
+                       int(r["pred_max"]), np.asarray(r["correct"], dtype=np.int64))
 
 
 def n_classes_of(store: ActivationStore, split: str, counts: SplitCounts | None) -> int:
@@ -162,5 +163,5 @@ def fit_mask(blocks: SplitBlocks, counts: SplitCounts, classes: Iterable[int] | 
     sizes = [int(r["n"]) for r in blocks.client.compute(
         [delayed(_count_mask)(m) for m in masks], sync=True)]
     check_selected(blocks.split, sum(sizes), counts.label_counts, counts.n, wanted,
-                   only_correct)
+                   only_correct, counts.correct_counts)
     return masks, sizes
