@@ -137,10 +137,11 @@ def take_all(xs: Sequence[Any], positions: np.ndarray, client: Any = None) -> li
     if lazy and positions.size:
         from nnsig_core.execute.dask_blocks import compute
 
-        for i, got in zip(lazy, compute([xs[i][positions] for i in lazy], client), strict=True):
-            out[i] = np.asarray(got)
-    for i in lazy if not positions.size else ():
-        out[i] = np.zeros((0, *xs[i].shape[1:]), dtype=xs[i].dtype)
+        picked = compute([xs[i][positions] for i in lazy], client)
+    else:
+        picked = [np.zeros((0, *xs[i].shape[1:]), dtype=xs[i].dtype) for i in lazy]
+    for i, got in zip(lazy, picked, strict=True):
+        out[i] = np.asarray(got)
     return out  # type: ignore[return-value]
 
 
