@@ -147,10 +147,11 @@ class Cells:
     def _step(self, Z: np.ndarray, mine: np.ndarray,
               exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         n = Z.shape[0]
-        q2 = (Z.astype(np.float64) ** 2).sum(1)
+        Z64 = Z.astype(np.float64)
+        q2 = (Z64**2).sum(1)
         Q = np.empty((n, Z.shape[1] + 1), dtype=np.float32)
         Q[:, :-1], Q[:, -1] = Z, 1.0
-        centre = np.sqrt(_sq_dists(Z.astype(np.float64), self.centres))
+        centre = np.sqrt(_sq_dists(Z64, self.centres))
         lower = np.maximum(centre - self.radii[None], 0.0)
         same = self.owner[None, :] == mine[:, None]
         best = np.full((2, n), np.inf, dtype=np.float32)  # |q - r|^2 - |q|^2: own, other
@@ -172,8 +173,7 @@ class Cells:
             P = np.empty((n, m + 1), dtype=np.float32)
             P[:, :-1], P[:, -1] = Z[:, :m], 1.0
             # Searched where a row's partial |q - r|^2 may be below reach^2.
-            partial = (P, (reach * reach - (Z[:, :m].astype(np.float64) ** 2).sum(1)[None])
-                       .astype(np.float32))
+            partial = (P, (reach * reach - (Z64[:, :m] ** 2).sum(1)[None]).astype(np.float32))
         self._search(Q, near & ~first, same, exclude, best, partial)
         return best[0], best[1]
 
