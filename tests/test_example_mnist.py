@@ -86,3 +86,29 @@ def test_missing_data_says_where_to_put_it(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(torchvision.datasets.MNIST, "download", offline)
     with pytest.raises(SystemExit, match="MNIST/raw"):
         example.main(["--data-root", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
+
+
+def test_idx_files_are_read_without_torchvision(tmp_path: Path) -> None:
+    """MNIST files on disk are parsed by the example itself, shapes from their headers;
+    a file that is not IDX, or is cut short, is named with the fix."""
+    example = _example()
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(7, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=7, dtype=np.uint8)
+    header = b"\x00\x00\x08\x03" + np.array([7, 28, 28], ">u4").tobytes()
+    (raw / "t10k-images-idx3-ubyte").write_bytes(header + images.tobytes())
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(
+        b"\x00\x00\x08\x01" + np.array([7], ">u4").tobytes() + labels.tobytes())
+    x, y = example.load_mnist(tmp_path, train=False)
+    np.testing.assert_array_equal(x.numpy(), images)
+    np.testing.assert_array_equal(y.numpy(), labels)
+    assert str(y.dtype) == "torch.int64"
+
+    (raw / "t10k-images-idx3-ubyte").write_bytes(header + images.tobytes()[:-5])
+    with pytest.raises(SystemExit, match="truncated; delete it"):
+        example.load_mnist(tmp_path, train=False)
+    (raw / "t10k-images-idx3-ubyte").write_bytes(b"<html>not found</html>")
+    with pytest.raises(SystemExit, match="not an IDX file"):
+        example.load_mnist(tmp_path, train=False)

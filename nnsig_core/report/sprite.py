@@ -26,7 +26,8 @@ def _chunk(kind: bytes, payload: bytes) -> bytes:
 
 def encode_png(pixels: np.ndarray) -> bytes:
     """An 8-bit PNG of ``(h, w)`` grey or ``(h, w, 3)`` RGB uint8 ``pixels`` (filter 0: it
-    deflates MNIST-like images best)."""
+    deflates MNIST-like images best; zlib's level 6: level 9 took twelve times as long on a
+    100 x 100 MNIST sheet for 3% fewer bytes)."""
     px = np.ascontiguousarray(pixels, dtype=np.uint8)
     if px.ndim == 2:
         colour_type = 0
@@ -42,7 +43,7 @@ def encode_png(pixels: np.ndarray) -> bytes:
     raw[:, 1:] = rows
     header = struct.pack(">IIBBBBB", w, h, 8, colour_type, 0, 0, 0)
     return (_PNG_SIGNATURE + _chunk(b"IHDR", header)
-            + _chunk(b"IDAT", zlib.compress(raw.tobytes(), 9)) + _chunk(b"IEND", b""))
+            + _chunk(b"IDAT", zlib.compress(raw.tobytes(), 6)) + _chunk(b"IEND", b""))
 
 
 def shrink(images: np.ndarray, max_side: int | None) -> np.ndarray:
