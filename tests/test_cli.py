@@ -140,6 +140,9 @@ def test_usage_errors_exit_2(nnsig: Callable[..., Result]) -> None:
         r = nnsig(cmd, "--help")
         assert r.returncode == 0, cmd
         assert "usage: nnsig " + cmd in r.stdout
+    # The British spelling runs the same command.
+    r = nnsig("analyse", "--help")
+    assert r.returncode == 0 and "usage: nnsig analyze" in r.stdout
 
 
 @pytest.mark.slow

@@ -169,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     cmd: dict[str, argparse.ArgumentParser] = {}
     for name, (func, help_, description) in _COMMANDS.items():
-        cmd[name] = sub.add_parser(name, help=help_, description=description)
+        # British spelling too, as the prose spells it.
+        aliases = ["analyse"] if name == "analyze" else []
+        cmd[name] = sub.add_parser(name, help=help_, description=description, aliases=aliases)
         cmd[name].set_defaults(func=func, command_parser=cmd[name])
 
     for p in (cmd["info"], cmd["verify"]):
