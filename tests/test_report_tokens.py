@@ -303,3 +303,21 @@ def test_token_map_tooltip_names_the_token_its_position_and_input(text_store, tm
             assert errors == []
             page.close()
         browser.close()
+
+
+def test_cli_analyze_summarises_the_splits_of_its_row_level(token_store, capsys):
+    """`nnsig analyze` on a store with token splits: a sample-level and a token-level fit
+    each summarise the splits at their own level (it summarised every split and failed)."""
+    import json
+
+    from nnsig_core.cli.main import main
+
+    store, _ = token_store
+    for fit_split, expected in (("train", ["test", "train"]),
+                                ("train.tokens", ["test.tokens", "train.tokens"])):
+        name = "cli-" + fit_split.replace(".", "-")
+        status = main(["analyze", str(store.location), "--fit-split", fit_split, "--clusters",
+                       "3", "--all-samples", "--name", name, "--json"])
+        assert status == 0
+        assert sorted(json.loads(capsys.readouterr().out)) == expected
+        open_store(store.location, mode="r+").delete(f"analysis/{name}")

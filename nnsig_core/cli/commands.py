@@ -121,8 +121,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                          "pass --overwrite to replace it or --name to choose another name.")
     analysis.fit(store, split=args.fit_split, classes=args.classes)
     analysis.save(store, name=args.name, overwrite=args.overwrite)
+    level = analysis.row_level(store)  # samples or tokens: the splits it applies to
     summaries = {split: analysis.summary(store, split) for split in store.splits
-                 if store.is_complete(split)}
+                 if store.is_complete(split) and store.level(split) == level}
     if args.json:
         print(json.dumps(summaries, indent=2))
     else:
