@@ -139,6 +139,22 @@ def test_one_hot_labels_and_no_labels(tmp_path: Path) -> None:
     s2 = capture(LinearReLU(), (X, None), tmp_path / "b.zarr", progress=False)
     assert not s2.has_labels("train")
     assert (s2.labels("train") == -1).all()
+    # Class probabilities (label smoothing) count as one-hot.
+    soft = 0.9 * onehot + 0.1 / 3
+    s3 = capture(LinearReLU(), (X, soft), tmp_path / "c.zarr", progress=False)
+    np.testing.assert_array_equal(s3.labels("train"), y)
+
+
+def test_a_second_input_read_as_labels_is_refused(tmp_path: Path) -> None:
+    """A (ids, mask, labels) batch, as TensorDataset(ids, mask, y) yields it, is read as
+    (inputs, labels, sample_index): the mask is not one-hot, so nothing is stored as labels."""
+    X, y = _data(30)
+    mask = np.ones((30, 4), dtype=np.int64)
+    mask[:, 3] = 0
+    batches = [(X[i : i + 10], mask[i : i + 10], y[i : i + 10]) for i in range(0, 30, 10)]
+    with pytest.raises(CaptureError, match=r"not one-hot: row 0 sums to 3.*'attention_mask'"):
+        capture(LinearReLU(), batches, tmp_path / "m.zarr", progress=False)
+    assert not (tmp_path / "m.zarr" / "train").exists()
 
 
 class Boom(RuntimeError):

@@ -18,7 +18,7 @@ nn = torch.nn
 from nnsig_torch import TorchAdapter  # noqa: E402
 from nnsig_torch._runtime import PinnedPool  # noqa: E402
 
-from nnsig_core import capture, open_store  # noqa: E402
+from nnsig_core import NnsigWarning, capture, open_store  # noqa: E402
 from nnsig_core.capture import CaptureError  # noqa: E402
 from nnsig_core.store import StoreError  # noqa: E402
 
@@ -106,6 +106,12 @@ def test_dict_batches_with_labels_inside(tmp_path: Path):
     with pytest.raises(CaptureError, match="no 'labels'.*keys are"):
         capture(adapter, DictLoader(ids, mask, labels, 4, "target"), tmp_path / "v.zarr",
                 label_key="labels", progress=False)
+    # Without label_key, a labels key of another name is named, with the fix (the model
+    # then refuses it as an input).
+    with pytest.warns(NnsigWarning, match=r"'target' \(one integer per sample\) goes to the "
+                      r"model.*label_key='target'"), pytest.raises(TypeError, match="target"):
+        capture(adapter, DictLoader(ids, mask, labels, 4, "target"), tmp_path / "w.zarr",
+                progress=False)
 
 
 def test_mapping_of_arrays_and_array_pairs_of_dicts(tmp_path: Path):

@@ -295,6 +295,22 @@ def test_padding_never_enters_a_mean_and_last_is_the_last_real_token():
         TorchAdapter(model, layers=layer, pool="mean").run(empty)
 
 
+def test_a_mask_of_another_length_is_named_not_silently_dropped():
+    """A mask whose length is not the layer's cannot apply: both pooling implementations say
+    so (once per layer) and keep every position, rather than average padding in silently."""
+    a = np.arange(2 * 6 * 3, dtype=np.float32).reshape(2, 6, 3)
+    layout, mask = Layout("last", 1), np.ones((2, 4), dtype=bool)
+    for pool, rows in ((pool_array, token_rows_array), (pool_tensor, token_rows_tensor)):
+        x, m = (a, mask) if pool is pool_array else (torch.from_numpy(a), torch.from_numpy(mask))
+        with pytest.warns(NnsigWarning, match=r"Layer 'h' has 6 positions but the batch's "
+                          r"attention mask has shape \(2, 4\).*padding included"):
+            out = pool(x, "mean", layout, m, name="h")
+        np.testing.assert_allclose(np.asarray(out), a.mean(axis=1))
+        with pytest.warns(NnsigWarning, match="has 6 positions"):
+            got = rows(x, layout, m, None, name="h")
+        assert len(got.values if pool is pool_array else got[0]) == 12
+
+
 def test_token_rows_leave_padding_out_and_record_token_ids():
     model = _bert()
     batch = _text_batch()

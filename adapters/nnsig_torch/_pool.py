@@ -8,18 +8,15 @@ from typing import Any
 import torch
 
 from nnsig_core.protocol.axes import AmbiguousLayoutError, Layout
-from nnsig_core.protocol.pooling import ambiguous_layout_message, resolve_auto
+from nnsig_core.protocol.pooling import ambiguous_layout_message, mask_for, resolve_auto
 
 _FIX = "TorchAdapter(..., layout={{{name!r}: 'NCHW'}}) (or 'NHWC', 'NLC', 'NCL'...)"
 
 
-def _mask(layout: Layout, t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
-    if mask is None or not layout.is_sequence:
-        return None
-    axis = layout.position_axes()[0]
-    if tuple(mask.shape) != (t.shape[0], t.shape[axis]):
-        return None
-    return mask.to(t.device)
+def _mask(layout: Layout, t: torch.Tensor, mask: torch.Tensor | None,
+          name: str) -> torch.Tensor | None:
+    m = mask_for(layout, tuple(t.shape), mask, name)
+    return None if m is None else m.to(t.device)
 
 
 def _check_nonempty(mask: torch.Tensor) -> None:
@@ -65,7 +62,7 @@ def pool_tensor(
             )
         return t.float()
     axes = layout.position_axes()
-    m = _mask(layout, t, mask)
+    m = _mask(layout, t, mask, name)
     if mode in ("cls", "last"):
         if not layout.is_sequence:
             raise ValueError(
@@ -117,7 +114,7 @@ def token_rows_tensor(
     moved = t.movedim(axes, tuple(range(1, 1 + len(axes))))  # (n, *positions, C)
     flat = moved.reshape(n, -1, moved.shape[-1])
     n_pos = flat.shape[1]
-    m = _mask(layout, t, mask)
+    m = _mask(layout, t, mask, name)
     if m is None:
         sample = torch.arange(n, device=t.device).repeat_interleave(n_pos)
         position = torch.arange(n_pos, device=t.device).repeat(n)

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from nnsig_core._warnings import warn
 from nnsig_core.capture.errors import CaptureError
 
 #: The keys tried, in order, for the labels of mapping batches when no ``label_key`` is given.
@@ -66,7 +67,21 @@ def _pop_labels(batch: Mapping[str, Any], label_key: str | None) -> tuple[dict[s
     inputs = {k: v for k, v in batch.items() if k != key}
     if not inputs:
         raise CaptureError(f"The batch holds only its labels ({key!r}); no model inputs.")
+    if key is None:
+        _warn_of_unnamed_labels(inputs)
     return inputs, (batch[key] if key is not None else None)
+
+
+def _warn_of_unnamed_labels(inputs: Mapping[str, Any]) -> None:
+    """Without a labels key, a 1-D integer entry of the batch's length is most likely the
+    labels under another name (model inputs per token or pixel have more axes): say so."""
+    lengths = {len(v) for v in inputs.values() if hasattr(v, "shape") and len(v.shape)}
+    like = [k for k, v in inputs.items() if len(getattr(v, "shape", ())) == 1
+            and "int" in str(getattr(v, "dtype", "")) and lengths == {len(v)}]
+    if like and len(like) < len(inputs):
+        warn(f"The batches have no {' or '.join(map(repr, AUTO_LABEL_KEYS))} key, so the split "
+             f"is stored without labels and {like[0]!r} (one integer per sample) goes to the "
+             f"model as an input. Pass label_key={like[0]!r} if it holds the labels.")
 
 
 def n_available(data: Any, batch_axis: int = 0, label_key: str | None = None) -> int | None:
@@ -171,9 +186,24 @@ def iter_batches(data: Any, batch_size: int, start: int = 0,
 
 
 def class_indices(labels: np.ndarray) -> np.ndarray:
-    """Labels as a flat vector: one-hot rows (n, C>1) become their argmax, (n, 1) is flattened."""
+    """Labels as a flat vector: one-hot rows (n, C>1) become their argmax, (n, 1) is flattened.
+
+    Rows that are not one-hot or class probabilities (each non-negative, summing to 1) are
+    refused: they are most likely a second model input read as the labels.
+    """
     labels = np.asarray(labels)
     if labels.ndim == 2 and labels.shape[1] > 1:
+        sums = labels.sum(axis=1, dtype=np.float64)
+        if labels.size and (labels.min() < 0 or not np.allclose(sums, 1.0, atol=1e-3)):
+            r = int(np.argmax(np.abs(sums - 1.0)))
+            raise CaptureError(
+                f"The labels of shape {labels.shape} are not one-hot: row {r} sums to "
+                f"{sums[r]:g}. Labels are class indices (n,), or one-hot or probability rows "
+                "summing to 1. A batch (a, b, c) is read as (inputs, labels, sample_index), so "
+                "a model taking several inputs (input_ids and attention_mask, ...) needs "
+                "mapping batches {'input_ids': ..., 'attention_mask': ..., 'labels': ...} or "
+                "((a, b), labels)."
+            )
         return labels.argmax(axis=1)
     return labels.reshape(-1)
 

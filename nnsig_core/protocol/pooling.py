@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from nnsig_core._warnings import warn
 from nnsig_core.protocol.axes import AmbiguousLayoutError, Layout
 from nnsig_core.protocol.token_rows import TokenRows
 
@@ -28,12 +29,17 @@ def resolve_auto(mode: Any, layout: Layout | None) -> Any:
     return "mean" if layout is not None and layout.positions > 0 else None
 
 
-def mask_for(layout: Layout | None, shape: tuple[int, ...], mask: np.ndarray | None) -> Any:
-    """``mask`` ``(n, L)`` when it applies to a sequence batch of ``shape``, else ``None``."""
+def mask_for(layout: Layout | None, shape: tuple[int, ...], mask: Any, name: str) -> Any:
+    """``mask`` ``(n, L)`` when it applies to a sequence batch of ``shape``, else ``None``
+    (with a warning when a mask was given for a sequence of another length)."""
     if mask is None or layout is None or not layout.is_sequence:
         return None
     axis = layout.position_axes()[0]
-    if mask.shape != (shape[0], shape[axis]):
+    if tuple(mask.shape) != (shape[0], shape[axis]):
+        warn(f"Layer {name!r} has {shape[axis]} positions but the batch's attention mask "
+             f"has shape {tuple(mask.shape)}: the mask does not apply, so every position of "
+             "the layer is kept, padding included. Give the mask of the model's input (one "
+             "entry per input token).")
         return None
     return mask
 
@@ -85,7 +91,7 @@ def pool_array(a: np.ndarray, mode: Any, layout: Layout | None, mask: np.ndarray
                              f"{a.shape[1:]}.")
         return a.astype(np.float32, copy=False)
     axes = layout.position_axes()
-    m = mask_for(layout, a.shape, mask)
+    m = mask_for(layout, a.shape, mask, name)
     if mode in ("cls", "last"):
         if not layout.is_sequence:
             raise ValueError(f"pool {mode!r} of layer {name!r} needs a sequence (one position "
@@ -123,7 +129,7 @@ def token_rows_array(a: np.ndarray, layout: Layout | None, mask: np.ndarray | No
     moved = np.moveaxis(a, axes, range(1, 1 + len(axes)))  # (n, *positions, C)
     n_pos = int(np.prod(moved.shape[1 : 1 + len(axes)]))
     flat = moved.reshape(n, n_pos, -1)
-    m = mask_for(layout, a.shape, mask)
+    m = mask_for(layout, a.shape, mask, name)
     keep = np.ones((n, n_pos), dtype=bool) if m is None else m.astype(bool)
     sample, position = np.nonzero(keep)
     token = None
