@@ -358,8 +358,14 @@ def test_chunking_never_changes_values(tmp_path_factory, n: int, batch: int, chu
     np.testing.assert_allclose(s.activations("train", "hidden")[:], model.hidden(X), rtol=1e-6)
     np.testing.assert_array_equal(s.labels("train"), y)
     np.testing.assert_array_equal(s.sample_index("train"), np.arange(n))
-    # An edge chunk is stored whole: no chunk longer than the split.
+    # An edge chunk is stored whole: no chunk longer than the split, whose length a list of
+    # batches tells as well as arrays do.
     assert s.activations("train", "hidden").chunks[0] <= n
+    batches = [(X[lo : lo + batch], y[lo : lo + batch]) for lo in range(0, n, batch)]
+    s = capture(model, batches, path, split="listed", chunk_bytes=chunk_bytes, progress=False)
+    assert s.split_attrs("listed")["n_expected"] == n
+    assert s.activations("listed", "hidden").chunks[0] <= n
+    np.testing.assert_allclose(s.activations("listed", "hidden")[:], model.hidden(X), rtol=1e-6)
 
 
 def test_core_never_imports_a_framework() -> None:

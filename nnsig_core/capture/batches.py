@@ -85,7 +85,8 @@ def _warn_of_unnamed_labels(inputs: Mapping[str, Any]) -> None:
 
 
 def n_available(data: Any, batch_axis: int = 0, label_key: str | None = None) -> int | None:
-    """How many samples ``data`` holds, when it can tell (arrays, a DataLoader's sampler)."""
+    """How many samples ``data`` holds, when it can tell (arrays, a list of batches, a
+    DataLoader's sampler)."""
     arrays = _arrays(data, batch_axis, label_key)
     if arrays is not None:
         X, y, n = arrays
@@ -96,6 +97,12 @@ def n_available(data: Any, batch_axis: int = 0, label_key: str | None = None) ->
                 + _axis_hint(X, len(y), batch_axis)
             )
         return n
+    if isinstance(data, (list, tuple)):  # batches in memory: their lengths tell
+        inputs = [_pop_labels(b, label_key)[0] if isinstance(b, Mapping)
+                  else b[0] if isinstance(b, (tuple, list)) and b else None for b in data]
+        if all(x is not None for x in inputs):
+            return sum(_batch_len(x, batch_axis) for x in inputs)
+        return None
     ds = getattr(data, "dataset", None)
     if ds is not None and hasattr(ds, "__len__"):
         try:
