@@ -281,6 +281,11 @@ def test_bad_inputs(tmp_path: Path) -> None:
         capture(LinearReLU(), (X, y + 0.5), tmp_path / "t.zarr", progress=False)
     with pytest.raises(CaptureError, match="no samples"):
         capture(LinearReLU(), iter([]), tmp_path / "u.zarr", progress=False)
+    # The inputs alone: the fix named works.
+    with pytest.raises(CaptureError, match=r"one array of shape \(30, 6\).*\(X, None\)"):
+        capture(LinearReLU(), X, tmp_path / "v.zarr", progress=False)
+    assert not capture(LinearReLU(), (X, None), tmp_path / "v.zarr", progress=False).has_labels(
+        "train")
     with pytest.raises(StoreError, match="does not exist"):
         open_store(tmp_path / "missing.zarr")
     zarr.open_group(str(tmp_path / "foreign.zarr"), mode="w").create_group("x")

@@ -205,6 +205,27 @@ def test_evaluate_shows_each_task_once_and_fails_fast(saved, tmp_path, capsys) -
     assert saved_scorer(open_store(path), "default") is None
 
 
+def test_evaluate_scores_and_saves_an_unlabelled_split(tmp_path, capsys) -> None:
+    """Unlabelled inputs (production data) are scored and saved for the report; evaluate says
+    why there is no table instead of blaming missing errors."""
+    from nnsig_core.cli.main import main
+    from nnsig_core.diagnostics.persist import load_scores, saved_score_splits
+
+    path = tmp_path / "u.zarr"
+    make_blob_store(path, splits=("train",), n_samples=300, n_classes=K)
+    blobs = make_blob_activations(n_samples=80, n_classes=K, seed=0, sample_seed=5)
+    capture_arrays(blobs["activations"], outputs=blobs["outputs"], labels=None, store=path,
+                   split="prod", progress=False)
+    rw = open_store(path, mode="r+")
+    analysis = SignatureAnalysis(n_clusters=K, progress=False).fit(rw, "train").save(rw)
+    assert main(["evaluate", str(path), "--split", "prod", "--no-baselines"]) == 0
+    assert "'prod' has no labels: its scores are saved" in capsys.readouterr().out
+    store = open_store(path)
+    assert "prod" in saved_score_splits(store, "default")
+    np.testing.assert_allclose(load_scores(store, "default", "prod")["combined"],
+                               signature_scores(analysis, store, "prod")["combined"])
+
+
 def test_energy_on_probabilities_is_flagged(tmp_path) -> None:
     from nnsig_core.diagnostics import baseline_scores
 

@@ -398,6 +398,12 @@ def test_open_store_modes(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="not empty and holds no Zarr store"):
         open_store(tmp_path / "full", mode="a")
     assert (tmp_path / "full" / "notes.txt").read_text() == "mine"
+    # A file where the store should be: named, whatever the mode (it was mkdir's traceback).
+    (tmp_path / "file.zarr").write_text("mine")
+    for mode in ("r", "a"):
+        with pytest.raises(StoreError, match="is a file, not a store.*choose a new path"):
+            open_store(tmp_path / "file.zarr", mode=mode)
+    assert (tmp_path / "file.zarr").read_text() == "mine"
     # Another process's zarr.json in flight (zarr writes it as a .partial file, then moves it
     # into place) is not a foreign directory: both processes create the store.
     (tmp_path / "racing").mkdir()

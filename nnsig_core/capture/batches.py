@@ -140,6 +140,11 @@ def iter_batches(data: Any, batch_size: int, start: int = 0,
             yield (_cut(X, slice(lo, hi), batch_axis), None if y is None else y[lo:hi],
                    np.arange(lo, hi, dtype=np.int64))
         return
+    if hasattr(data, "shape"):
+        raise CaptureError(
+            f"data is one array of shape {tuple(data.shape)}: give (X, y), or (X, None) when "
+            "there are no labels."
+        )
     if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
         raise CaptureError(
             f"data must be (X, y) arrays, a mapping of arrays, or an iterable of (inputs, "
@@ -157,7 +162,8 @@ def iter_batches(data: Any, batch_size: int, start: int = 0,
         else:
             raise CaptureError(
                 "Each batch must be an (inputs, labels) pair or a mapping of arrays, got "
-                f"{type(batch).__name__}; wrap your data so it yields (inputs, labels)."
+                f"{type(batch).__name__}; wrap your data so it yields (inputs, labels), or "
+                "(inputs, None) without labels."
             )
         n = _batch_len(inputs, batch_axis)
         if labels is not None and hasattr(labels, "__len__") and len(labels) != n:

@@ -256,6 +256,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     store = open_store(args.store, mode="r+")
     analysis = _load_analysis(store, args.analysis)
     store.require_complete(args.split)
+    if (store.labels(args.split) < 0).all():
+        # Scored and saved for the report and the export; nothing to measure them against.
+        signature_scores(analysis, store, args.split, validation_split=args.validation,
+                         save=True)
+        if args.json:
+            print(json.dumps({"split": args.split, "analysis": args.analysis,
+                              "validation_split": args.validation, "labelled": False,
+                              "tasks": {}}, indent=2))
+        else:
+            print(f"Split {args.split!r} has no labels: its scores are saved (nnsig report "
+                  "shows them, nnsig export writes them), but without labels there are no "
+                  "errors or novel classes to measure them against.")
+        return 0
     masks = task_masks(store.labels(args.split), store.predictions(args.split),
                        analysis.classes_)
     if not masks:  # before any scoring: there is nothing to measure the scores against

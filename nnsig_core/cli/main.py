@@ -74,7 +74,8 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
         "(when there are novel classes). The suspicious samples are always the positive "
         "class. With --validation, the scorer is tuned on that split, a held-out part of it "
         "calibrates the conformal threshold the report shows, and it is scored and saved too; "
-        "the scorer is saved with the analysis and scores every later split alike.",
+        "the scorer is saved with the analysis and scores every later split alike. A split "
+        "without labels is scored and saved only (nothing to measure the scores against).",
     ),
 }
 

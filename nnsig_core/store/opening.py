@@ -99,6 +99,9 @@ def open_root(where: StoreLike, mode: str, storage_options: dict[str, Any] | Non
 
 
 def _local(p: Path, mode: str) -> LocalStore:
+    if p.exists() and not p.is_dir():
+        raise StoreError(f"{str(p)!r} is a file, not a store (a store is a directory); "
+                         "choose a new path for the store.")
     if mode in ("r", "r+"):
         if not p.exists():
             raise StoreError(f"No store at {str(p)!r}: the path does not exist. "
