@@ -277,7 +277,9 @@ def _check_logits(store: ActivationStore, split: str, n_rows: int = 2048) -> Non
         warn(f"The outputs of split {split!r} look like probabilities (every row in [0, 1], "
              "summing to 1: the model ends in a softmax): the msp and energy baselines expect "
              "logits, and energy on probabilities is not the energy score. Capture the logits "
-             "(the model without its final softmax, or its pre-softmax layer as the output).")
+             "(the model without its final softmax, or its pre-softmax layer as the output; "
+             "for a Keras model ending in Dense(..., activation='softmax'), set "
+             "model.layers[-1].activation = keras.activations.linear before capturing).")
 
 
 def _subsample(n: int, cap: int, rng: np.random.Generator, what: str, layer: str,
