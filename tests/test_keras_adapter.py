@@ -221,6 +221,14 @@ def test_conv2d_values():
     np.testing.assert_allclose(mx["conv"], ref.max((1, 2)), atol=ATOL)
     _, cf = KerasAdapter(model, layers="conv", pool="mean", layout="NCHW").run(x)
     np.testing.assert_allclose(cf["conv"], ref.mean((2, 3)), atol=ATOL)  # as told
+    # Channels first into a channels-last model: Keras' error names nnsig's wrapper model,
+    # so a note says what that is and what the batch held.
+    with pytest.raises(ValueError, match="incompatible") as info:
+        KerasAdapter(model, layers="conv").run(x.transpose(0, 3, 1, 2))
+    assert info.value.__notes__ == [
+        "nnsig: the model raised on the first batch, whose inputs were float32 (5, 1, 6, 6); "
+        "pass inputs the model takes (nnsig runs it as 'nnsig_layer_model_sequential', a Keras "
+        "model of its graph that also returns the captured layers)."]
 
 
 def test_inference_mode_for_dropout_and_batch_normalization():

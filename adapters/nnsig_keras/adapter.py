@@ -17,6 +17,7 @@ from nnsig_core.protocol import (
     check_batch_finite,
     check_finite,
 )
+from nnsig_core.protocol.adapter import describe_inputs
 from nnsig_core.protocol.axes import LayoutSpec
 from nnsig_core.protocol.token_rows import TokenRows
 
@@ -156,6 +157,7 @@ class KerasAdapter:
             self._scope, [self._scope.graph.outputs[self._output]] if self._scope.is_graph else ()
         )
         self._names: list[str] | None = None
+        self._ran = False
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._token_shapes: dict[str, tuple[int, ...]] = {}
         self._info: dict[str, tuple[str, Any]] = {}
@@ -222,12 +224,25 @@ class KerasAdapter:
             An activation without a batch axis, or a shape that changed.
         """
         runner = self._runner
+        try:
+            if isinstance(runner, GraphRunner):
+                records, outs = runner.run(inputs)
+            else:
+                assert isinstance(runner, HookRunner)
+                records, flat, same = runner.run(inputs)
+        except Exception as exc:
+            if not self._ran:  # the model's own error, with what it was given
+                wrapper = (f" (nnsig runs it as {runner.model.name!r}, a Keras model of its "
+                           "graph that also returns the captured layers)"
+                           if isinstance(runner, GraphRunner) else "")
+                exc.add_note(f"nnsig: the model raised on the first batch, whose inputs were "
+                             f"{describe_inputs(inputs)}; pass inputs the model takes"
+                             f"{wrapper}.")
+            raise
+        self._ran = True
         if isinstance(runner, GraphRunner):
-            records, outs = runner.run(inputs)
             raw_out, same = outs[0], list[Any]()
         else:
-            assert isinstance(runner, HookRunner)
-            records, flat, same = runner.run(inputs)
             if not flat:
                 raise ValueError(f"Model {self.model.name!r} returned no tensor.")
             if not -len(flat) <= self._output < len(flat):

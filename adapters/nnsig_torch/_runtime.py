@@ -114,17 +114,6 @@ def call_model(model: nn.Module, x: Any) -> Any:
     return model(x)
 
 
-def describe_inputs(x: Any) -> str:
-    """A batch's structure for an error: ``float32 (64, 10)``, ``(..., ...)``, ``{k: ...}``."""
-    if isinstance(x, torch.Tensor):
-        return f"{str(x.dtype).removeprefix('torch.')} {tuple(x.shape)} on {x.device}"
-    if isinstance(x, Mapping):
-        return "{" + ", ".join(f"{k!r}: {describe_inputs(v)}" for k, v in x.items()) + "}"
-    if isinstance(x, (tuple, list)):
-        return "(" + ", ".join(describe_inputs(v) for v in x) + ")"
-    return type(x).__name__
-
-
 def _tuple_hint(model: nn.Module, x: Sequence[Any]) -> str | None:
     """What to pass instead of a tuple batch that ``forward`` cannot take positionally."""
     try:

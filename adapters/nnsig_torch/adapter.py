@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from nnsig_core.protocol import LayerSpec
+from nnsig_core.protocol.adapter import describe_inputs
 from nnsig_core.protocol.axes import LayoutSpec, PoolSpec, check_layout_spec, check_pool
 
 from ._capture import Recorder, clone_output, hooks, model_output, to_batch_first, version_of
@@ -24,7 +25,6 @@ from ._plan import CapturePlan, Finalized, HostArrays, finalize, make_plans, sha
 from ._runtime import (
     batch_size,
     call_model,
-    describe_inputs,
     float_dtype,
     forward_context,
     inside_fused,

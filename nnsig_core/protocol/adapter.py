@@ -8,6 +8,21 @@ from typing import Any, Protocol, TypedDict, runtime_checkable
 import numpy as np
 
 
+def describe_inputs(x: Any) -> str:
+    """A batch's structure for an error: ``float32 (64, 10)`` (with the device of a tensor
+    that has one), ``(..., ...)``, ``{k: ...}``; any framework's arrays."""
+    shape = getattr(x, "shape", None)
+    if shape is not None:
+        where = getattr(x, "device", None)
+        on = "" if where is None or isinstance(x, np.ndarray) else f" on {where}"
+        return f"{str(getattr(x, 'dtype', '?')).removeprefix('torch.')} {tuple(shape)}{on}"
+    if isinstance(x, Mapping):
+        return "{" + ", ".join(f"{k!r}: {describe_inputs(v)}" for k, v in x.items()) + "}"
+    if isinstance(x, (tuple, list)):
+        return "(" + ", ".join(describe_inputs(v) for v in x) + ")"
+    return type(x).__name__
+
+
 class LayerSummary(TypedDict, total=False):
     """Metadata of one captured layer, as stored in the store's attributes."""
 
