@@ -161,3 +161,31 @@ def test_analyze_report_and_evaluate_on_a_local_cluster(tmp_path: Path, client, 
     monkeypatch.setattr(execute_client, "CONNECT_TIMEOUT_S", 1.0)  # refused: retried till then
     status, _, err = nnsig("analyze", path, "--scheduler", "tcp://127.0.0.1:9", "--name", "x")
     assert status == 1 and "Cannot reach the Dask scheduler" in err
+
+
+@pytest.mark.slow
+def test_a_local_cluster_leaves_this_process_s_thread_settings_alone() -> None:
+    """Dask's nannies set OMP_NUM_THREADS=1 (and MKL's, OpenBLAS's) for their workers in the
+    environment of the process that starts them, where a numeric library loaded afterwards
+    ran on one thread (centroids rounded differently from the same command without
+    ``--scheduler``); ``connect`` keeps this process's own settings, the workers theirs."""
+    import os
+
+    script = (
+        "import os, json\n"
+        "from nnsig_core.execute.client import connect\n"
+        "names = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS')\n"
+        "if __name__ == '__main__':\n"
+        "    with connect('local:1') as client:\n"
+        "        inside = {k: os.environ.get(k) for k in names}\n"
+        "        worker = list(client.run(lambda: os.environ.get('OMP_NUM_THREADS')).values())\n"
+        "    print(json.dumps([inside, worker, {k: os.environ.get(k) for k in names}]))\n"
+    )
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    inside, worker, after = json.loads(run.stdout.strip().splitlines()[-1])
+    assert set(inside.values()) == {None} and set(after.values()) == {None}
+    assert worker == ["1"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -159,8 +160,20 @@ def connect(spec: SchedulerSpec | str, **cluster_options: Any) -> Iterator[Clien
     if spec.is_local:
         options = {"n_workers": spec.n_workers, "threads_per_worker": 1, "processes": True,
                    "dashboard_address": ":0", **cluster_options}
+        # The nannies set OMP_NUM_THREADS=1 and the like for their workers in this process's
+        # environment too, where a numeric library loaded later would then run on one thread
+        # (and round differently): this process keeps its own settings.
+        import dask
+
+        names = list(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+        own = {k: os.environ.get(k) for k in names}
         with LocalCluster(**options) as cluster, Client(cluster) as client:
             client.wait_for_workers(spec.n_workers)
+            for k, v in own.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
             log.info("Started a local Dask cluster of %d workers (%s).", spec.n_workers,
                      cluster.scheduler_address)
             yield client
