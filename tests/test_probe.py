@@ -16,7 +16,7 @@ from nnsig_torch.callbacks import Schedule  # noqa: E402
 from nnsig_torch.probe import probe_arrays  # noqa: E402
 from torch import nn  # noqa: E402
 
-from nnsig_core import open_store  # noqa: E402
+from nnsig_core import NnsigWarning, open_store  # noqa: E402
 from nnsig_core.capture import CaptureError, Probe, checkpoint_split, list_checkpoints  # noqa: E402
 from nnsig_core.capture.probe import CHECKPOINT_KEY  # noqa: E402
 
@@ -94,9 +94,13 @@ def test_a_resumed_run_skips_what_it_has_and_replaces_what_differs(tmp_path, cap
     assert open_store(path).split_attrs("step_00000000")["capture"]["capture_id"] == \
         info["capture"]["capture_id"]
     assert again.timings == []  # nothing was captured
-    # other weights at a step already captured: replaced
+    # other weights at a step already captured: replaced, with a warning that names the
+    # later checkpoints of the earlier run left in the store
+    assert again.capture(model, step=5) == "step_00000005"
     _step(model, X, y)
-    assert again.capture(model, step=0) == "step_00000000"
+    with pytest.warns(NnsigWarning, match=r"step_00000000 was captured with other weights.*"
+                      r"the later checkpoints \['step_00000005'\] stay"):
+        assert again.capture(model, step=0) == "step_00000000"
     now = list_checkpoints(path)[0]
     assert now["fingerprint"] != first["fingerprint"]
     # an interrupted capture (incomplete split) is captured again
@@ -105,6 +109,27 @@ def test_a_resumed_run_skips_what_it_has_and_replaces_what_differs(tmp_path, cap
     store.write_split_attrs("step_00000000", {**info, "complete": False})
     assert again.capture(model, step=0) == "step_00000000"
     assert open_store(path).is_complete("step_00000000")
+
+
+def test_probe_data_in_another_order_is_refused_at_the_second_checkpoint(tmp_path):
+    """A shuffling DataLoader gives each checkpoint its samples in another order: refused when
+    the second checkpoint is captured (not when the timeline is fitted after training), that
+    checkpoint removed; a 0-d tensor recorded with a checkpoint is its number."""
+    X, y = _data()
+    model = _mlp()
+    path = tmp_path / "s.zarr"
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X[:64], y[:64]),
+                                         batch_size=16, shuffle=True,
+                                         generator=torch.Generator().manual_seed(0))
+    probe = TorchProbe(loader, path)
+    probe.capture(model, step=0, loss=torch.tensor(0.25))
+    assert list_checkpoints(path)[0]["loss"] == 0.25
+    _step(model, X, y)
+    with pytest.raises(CaptureError, match="another order, than at checkpoint step_00000000 "
+                                           r"\(a DataLoader with shuffle=True"):
+        probe.capture(model, step=1)
+    assert [c["split"] for c in list_checkpoints(path)] == ["step_00000000"]
+    assert open_store(path).splits == ["step_00000000"]
 
 
 def test_the_core_probe_with_any_adapter(tmp_path):
@@ -187,7 +212,8 @@ def test_lightning_callback(tmp_path):
     cps = list_checkpoints(tmp_path / "pl.zarr")
     # step 0, every 4 steps, and each epoch end (3 and 6 steps)
     assert [c["step"] for c in cps] == [0, 3, 4, 6]
-    assert [c["epoch"] for c in cps] == [0, 1, 1, 2]
+    # epochs done, as at an epoch's end: step 4 is the first of the second epoch's 3 steps
+    assert [c["epoch"] for c in cps] == [0, 1, 1.333, 2]
     assert open_store(tmp_path / "pl.zarr").layers("step_00000006") == ["net.1", "net.3"]
 
 
@@ -229,5 +255,11 @@ def test_keras_callback(tmp_path):
     assert [(c["step"], c["epoch"]) for c in cps] == [(0, 0), (2, 1), (4, 2)]
     assert "loss" in cps[1]["logs"] and len(probe.timings) == 3
     assert open_store(tmp_path / "k.zarr").layers("step_00000002") == ["h1", "h2"]
+    # fit() again: its epochs, numbered from 0 by Keras, continue the count; mid-epoch
+    # checkpoints are fractions of the epoch done
+    probe.schedule.every_n_steps = 1
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[probe])
+    cps = probe.checkpoints()
+    assert [(c["step"], c["epoch"]) for c in cps][3:] == [(5, 2.5), (6, 3)]
     # by hand, in any loop
     assert probe.capture(model, step=100, epoch=3) == "step_00000100"

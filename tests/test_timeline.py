@@ -14,7 +14,12 @@ from nnsig_core.analysis.tracking import assign_tracks, match_clusters, overlap_
 from nnsig_core.capture import capture_arrays, list_checkpoints
 from nnsig_core.capture.probe import CHECKPOINT_KEY, checkpoint_split
 from nnsig_core.report import show
-from nnsig_core.report.timeline import build_timeline_data, encode_u16, write_timeline_report
+from nnsig_core.report.timeline import (
+    build_timeline_data,
+    encode_u16,
+    timeline_section,
+    write_timeline_report,
+)
 from nnsig_core.report.write import js_json
 
 # --------------------------------------------------------------------------- tracking
@@ -194,6 +199,19 @@ def test_timeline_report_data(timeline_store, fitted):
     text = js_json(data)
     assert "<three>" not in text  # every string escaped for the script
     json.loads(text.replace("\\u003c", "<").replace("\\u003e", ">").replace("\\u0026", "&"))
+
+
+def test_checkpoints_given_one_epoch_are_told_apart_by_their_step(timeline_store, fitted):
+    """Two checkpoints recorded with the same epoch (a second fit() numbering its epochs from
+    0 again, an epoch given by hand) keep distinct labels in the views."""
+    import copy
+
+    twice = copy.deepcopy(fitted)
+    for rec in twice.checkpoints_:
+        rec["epoch"] = 1 if rec["step"] else 0
+    section = timeline_section(twice, timeline_store, score=None)
+    assert [c["label"] for c in section["checkpoints"]] == [
+        "epoch 0", "epoch 1 (step 10)", "epoch 1 (step 20)"]
 
 
 def test_timeline_report_is_written_and_shown(tmp_path, timeline_store, fitted):

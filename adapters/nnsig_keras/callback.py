@@ -12,7 +12,7 @@ from typing import Any
 
 import keras
 
-from nnsig_core.capture.probe import DEFAULT_PREFIX, Probe, Schedule
+from nnsig_core.capture.probe import DEFAULT_PREFIX, Probe, Schedule, epoch_progress
 from nnsig_core.store import ActivationStore
 
 from .adapter import KerasAdapter
@@ -83,15 +83,19 @@ class KerasProbe(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self.step += 1
         if self.schedule.step_due(self.step):
-            self.probe.capture(self.model, step=self.step, epoch=self._epoch)
+            self.probe.capture(self.model, step=self.step, epoch=epoch_progress(
+                self._epochs_before, batch + 1, (self.params or {}).get("steps")))
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._epoch = epoch
+        # Epochs done before this one: counted on across fit() calls (each numbers its own
+        # from 0, or from initial_epoch).
+        self._epochs_before = max(self._epochs_done, epoch)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        done = epoch + 1
+        self._epochs_done = done = self._epochs_before + 1
         if self.schedule.epoch_due(done):
             extra = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))}
             self.probe.capture(self.model, step=self.step, epoch=done, logs=extra)
 
-    _epoch: int = 0
+    _epochs_before: int = 0
+    _epochs_done: int = 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from nnsig_core.capture.probe import Schedule
+from nnsig_core.capture.probe import Schedule, epoch_progress
 
 from .probe import TorchProbe
 
@@ -39,8 +39,9 @@ def _lightning_class() -> type:
         def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
                                batch_idx: int) -> None:
             if trainer.is_global_zero and self.schedule.step_due(trainer.global_step):
-                self.probe.capture(pl_module, step=trainer.global_step,
-                                   epoch=trainer.current_epoch)
+                # Epochs done, as at an epoch's end (current_epoch counts from 0).
+                self.probe.capture(pl_module, step=trainer.global_step, epoch=epoch_progress(
+                    trainer.current_epoch, batch_idx + 1, trainer.num_training_batches))
 
         def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
             done = trainer.current_epoch + 1

@@ -9,12 +9,16 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from nnsig_core._util import now_iso
+from nnsig_core._warnings import warn
 from nnsig_core.capture.api import capture
 from nnsig_core.capture.errors import CaptureError
 from nnsig_core.capture.policy import model_fingerprint
 from nnsig_core.protocol import Adapter
 from nnsig_core.store import ActivationStore, open_store
+from nnsig_core.store.format import token_split_name
 
 log = logging.getLogger("nnsig")
 
@@ -145,7 +149,8 @@ class Probe:
                                     storage_options=self.options.get("storage_options"))
         return self.store
 
-    def _existing(self, store: ActivationStore, split: str, fingerprint: str | None) -> str:
+    def _existing(self, store: ActivationStore, split: str, step: int,
+                  fingerprint: str | None) -> str:
         """What to do with ``split``: "new", "skip", "record" (complete, same weights, the
         record missing) or "replace"."""
         if split not in store.refresh().splits:
@@ -155,7 +160,14 @@ class Probe:
         if not info.get("complete"):
             return "replace"
         if not same:
-            log.warning("checkpoint %s was captured with other weights: replacing it", split)
+            later = [c["split"] for c in list_checkpoints(store, prefix=self.prefix)
+                     if int(c["step"]) > int(step)]
+            warn(f"Checkpoint {split} was captured with other weights (another training run, "
+                 "or a step given twice?): it is replaced"
+                 + (f", while the later checkpoints {later} stay and would join this run's "
+                    "timeline" if later else "")
+                 + ". Give each checkpoint its own step; for a new training run, capture "
+                   "into a new store (or delete this one first).")
             return "replace"
         return "skip" if info.get(CHECKPOINT_KEY) else "record"
 
@@ -184,7 +196,7 @@ class Probe:
         store = self._store()
         adapter = self.adapter(model)
         fingerprint = model_fingerprint(adapter)
-        what = self._existing(store, split, fingerprint)
+        what = self._existing(store, split, step, fingerprint)
         if what == "skip":
             log.info("checkpoint %s is already in the store: skipped", split)
             return None
@@ -195,8 +207,11 @@ class Probe:
                     overwrite=what == "replace", allow_other_weights=f"checkpoint {split}",
                     **self.options)
         seconds = time.perf_counter() - t0
-        record = {"step": int(step), "epoch": epoch, "fingerprint": fingerprint,
-                  "seconds": round(seconds, 4), "captured": now_iso(), **extra}
+        if what != "record":
+            self._check_same_samples(store, split)
+        record = {"step": int(step), "epoch": _scalar(epoch), "fingerprint": fingerprint,
+                  "seconds": round(seconds, 4), "captured": now_iso(),
+                  **{k: _scalar(v) for k, v in extra.items()}}
         store.write_split_attrs(split, {**store.split_attrs(split), CHECKPOINT_KEY: record})
         if what != "record":
             self.timings.append(seconds)
@@ -206,3 +221,46 @@ class Probe:
     def checkpoints(self) -> list[dict[str, Any]]:
         """The checkpoints of this probe in the store (see :func:`list_checkpoints`)."""
         return list_checkpoints(self._store(), prefix=self.prefix)
+
+    def _check_same_samples(self, store: ActivationStore, split: str) -> None:
+        """A new checkpoint holds the samples of the others, in their order (else it is
+        removed): a timeline follows each sample, so data that changes order between
+        checkpoints is refused at the second, not after training."""
+        other = next((c["split"] for c in list_checkpoints(store, prefix=self.prefix)
+                      if c["split"] != split), None)
+        if other is None:
+            return
+        same = all(np.array_equal(a, b) for a, b in (
+            (store.labels(split), store.labels(other)),
+            (store.sample_index(split), store.sample_index(other))))
+        if not same:
+            for gone in (split, token_split_name(split)):
+                if gone in store.refresh().splits:
+                    store.delete(gone)
+            raise CaptureError(
+                f"The probe data gave other samples, or the same in another order, than at "
+                f"checkpoint {other} (a DataLoader with shuffle=True, or random "
+                "augmentation?); a timeline follows each sample from one checkpoint to the "
+                "next. Give the probe a Dataset or (X, y) arrays, or a DataLoader that does "
+                "not shuffle."
+            )
+
+
+def _scalar(value: Any) -> Any:
+    """A 0-d tensor or NumPy value (a loss) as its Python number, for the record."""
+    item = getattr(value, "item", None)
+    return item() if callable(item) and getattr(value, "ndim", None) == 0 else value
+
+
+def epoch_progress(epochs_before: float, batches_done: int, n_batches: Any) -> float | int:
+    """Epochs done at a mid-epoch checkpoint: ``epochs_before`` plus the part of this epoch
+    (3 decimals; whole numbers as int), the convention of the epoch-end checkpoints (the
+    epochs done) and of Hugging Face's ``state.epoch``."""
+    try:
+        frac = float(batches_done) / float(n_batches) if n_batches else 0.0
+    except (TypeError, ValueError):
+        frac = 0.0
+    if not 0.0 <= frac <= 1.0 or frac != frac:
+        frac = 0.0
+    value = round(float(epochs_before) + frac, 3)
+    return int(value) if value.is_integer() else value

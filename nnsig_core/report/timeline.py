@@ -120,6 +120,10 @@ def timeline_section(timeline: Any, store: ActivationStore | str | os.PathLike[s
     n_classes = max(max(sg.n_classes for sg in timeline.signatures_),
                     timeline.analyses_[0].n_classes_)
     checkpoints = [_checkpoint(timeline, t, n_classes) for t in range(len(timeline))]
+    labels = [c["label"] for c in checkpoints]
+    for c in checkpoints:  # checkpoints told apart: an epoch given twice also names its step
+        if labels.count(c["label"]) > 1:
+            c["label"] += f" (step {c['step']})"
     out: dict[str, Any] = {
         "layers": list(timeline.layers_), "n_tracks": [int(k) for k in timeline.n_tracks_],
         "n_samples": int(first.n_samples),
