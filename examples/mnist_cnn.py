@@ -98,7 +98,7 @@ def small_cnn():
 def train(model, images, labels, epochs: int, batch_size: int, lr: float, seed: int,
           progress: bool = True) -> None:
     import torch
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)

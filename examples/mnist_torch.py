@@ -142,7 +142,7 @@ def prototype_mlp():
 def train(model, images, labels, epochs: int, batch_size: int, lr: float, seed: int,
           progress: bool = True) -> None:
     import torch
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)

@@ -120,7 +120,7 @@ def small_vit(dim: int = 64, depth: int = 4, heads: int = 4):
 def train(model, images, labels, epochs: int, batch_size: int, lr: float, seed: int,
           progress: bool = True) -> None:
     import torch
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)

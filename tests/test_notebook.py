@@ -143,6 +143,9 @@ def test_the_example_notebook_runs_and_its_html_draws(tmp_path, mnist_root, monk
                             resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
+    # Importing nnsig prints nothing (tqdm.auto warned "IProgress not found" without widgets).
+    stderr = "".join(o.get("text", "") for o in outputs if o.get("name") == "stderr")
+    assert "IProgress" not in stderr and "Warning" not in stderr, stderr
     reports = [o for o in outputs if "text/html" in o.get("data", {})
                and "nnsig-report" in o["data"]["text/html"]]
     assert len(reports) == 2

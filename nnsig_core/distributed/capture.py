@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm  # terminal bars only (disable=None): no notebook widgets
 
 from nnsig_core._util import now_iso
 from nnsig_core._warnings import warn

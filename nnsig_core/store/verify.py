@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from itertools import product
 from typing import TYPE_CHECKING, Any
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # terminal bars only (disable=None): no notebook widgets
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
