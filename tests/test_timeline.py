@@ -270,9 +270,12 @@ def test_the_timeline_panel_in_chromium(tmp_path, timeline_store, fitted):
             page.dispatch_event("#tl-slider", "input")
             assert page.get_attribute("#timeline", "data-t") == "0"
             assert "epoch 0" in page.text_content("#tl-label")
-            # compared with the last checkpoint: what changed, counted as Timeline.changes does
+            # compared with the last checkpoint: what changed by then, in training order (the
+            # first checkpoint's wrong digits that training fixed are "fixed"), counted as
+            # Timeline.changes does
             page.select_option("#tl-from", "2")
-            ch = fitted.changes(2, 0)
+            assert page.text_content("#tl-from-word") == "Samples that changed by "
+            ch = fitted.changes(0, 2)
             counts = page.text_content("#tl-counts")
             assert f"{int(ch['fixed'].sum())} fixed, {int(ch['broken'].sum())} broken" in counts
             assert f"{int(ch['path'].sum())} changed path" in counts
@@ -282,6 +285,9 @@ def test_the_timeline_panel_in_chromium(tmp_path, timeline_store, fitted):
             assert page.locator("#tl-separable tbody tr").count() == 4
             assert page.locator("#tl-separable thead th").count() == 4
             assert page.locator("#tl-accuracy .tl-point").count() == 3
+            # the score chart's two series are named
+            assert "correct" in page.text_content("#tl-score-legend")
+            assert "misclassified" in page.text_content("#tl-score-legend")
             # play runs to the last checkpoint and stops
             page.click("#tl-play")
             page.wait_for_function(

@@ -64,6 +64,7 @@
     parts.sep = el("table", { id: "tl-separable", class: "tl-sep" });
     parts.sepNote = el("p", { class: "hint tl-sep-note" });
     parts.events = el("div", { id: "tl-events", class: "tl-events" });
+    parts.fromWord = el("span", { id: "tl-from-word", text: "Samples that changed since " });
     parts.fromSel = el("select", { id: "tl-from", "aria-label": "Compare with checkpoint" });
     parts.fromSel.addEventListener("change", function () { st.from = Number(parts.fromSel.value); st.limit = LIST; drawChanges(); });
     parts.changes = el("div", { id: "tl-changes", class: "tl-changes" });
@@ -80,12 +81,16 @@
             el("h3", { class: "pane-h", text: "Accuracy on the probe set" }), parts.acc,
             scoreName ? el("h3", { class: "pane-h", text: "Score (" + scoreName + "): 10th, 50th, 90th percentiles" }) : null,
             scoreName ? parts.score : null,
+            scoreName ? el("div", { class: "hist-legend", id: "tl-score-legend" },
+              el("span", null, el("i", { class: "sw", style: { background: "#009E73" } }), "correct"),
+              el("span", null, el("i", { class: "sw", style: { background: "#D55E00" } }), "misclassified"),
+              el("span", { class: "muted", text: "line: median; band: 10th to 90th" })) : null,
             el("h3", { class: "pane-h", text: "Where each class becomes separable (layer)" }), parts.sep,
             parts.sepNote)),
       el("div", { class: "tl-lower" },
          el("div", null, el("h3", { class: "pane-h", text: "Clusters since the checkpoint before" }), parts.events),
          el("div", null,
-            el("h3", { class: "pane-h" }, "Samples that changed since ", parts.fromSel),
+            el("h3", { class: "pane-h" }, parts.fromWord, parts.fromSel),
             parts.changes)),
       el("p", { class: "hint tl-below", id: "tl-below" }));
     const stats = document.getElementById("stats");
@@ -239,7 +244,9 @@
     P.checkpoints.forEach(function (cp, i) {
       if (i !== st.t) parts.fromSel.append(el("option", { value: i, selected: i === st.from, text: cp.label }));
     });
-    const ch = TM.changes(P, st.from, st.t);
+    // In training order, whichever checkpoint is shown: fixed is wrong then right.
+    const ch = TM.changes(P, Math.min(st.from, st.t), Math.max(st.from, st.t));
+    parts.fromWord.textContent = st.from < st.t ? "Samples that changed since " : "Samples that changed by ";
     box.append(el("p", { class: "tl-counts", id: "tl-counts",
       text: ch.fixed + " fixed, " + ch.broken + " broken, " + ch.otherOutput + " other predictions; " +
             ch.path + " changed path (" + ch.pathOnly + " with the same outcome)" }));
