@@ -123,6 +123,11 @@ def test_runs_on_the_same_samples_list_what_changed(stores) -> None:
     maps = [r["splits"]["test"]["map"] for r in data["runs"]]
     assert set(changed) <= set(maps[0]["positions"]) and maps[0]["positions"] == maps[1]["positions"]
     assert maps[0]["kinds"]["changed"] == [changed.size, changed.size]
+    # One set of points for both runs: its misclassified are those of either run, and say so.
+    either = (sa.labels("test") != sa.predictions("test")) | (
+        sb.labels("test") != sb.predictions("test"))
+    assert maps[0]["kinds"]["misclassified"][0] == int(either.sum())
+    assert maps[0]["kinds_in"] == maps[1]["kinds_in"] == "either run"
 
 
 def test_runs_on_other_samples_say_why_and_keep_their_own_maps(stores) -> None:

@@ -63,8 +63,9 @@
       if (!v || !v[0]) return;
       bits.push((v[1] === v[0] ? "all " + U.fmt(v[1]) : U.fmt(v[1]) + " of " + U.fmt(v[0])) + " " + what);
     }
-    part(k.misclassified, "misclassified");
-    part(k.flagged, "flagged");
+    const scope = m.kinds_in ? " in " + m.kinds_in : "";  // a comparison's shared points
+    part(k.misclassified, "misclassified" + scope);
+    part(k.flagged, "flagged" + scope);
     part(k.changed, "changed between runs");
     if (k.other) bits.push(U.fmt(k.other[1]) + " others (stratified by class)");
     const L = F.mapLayer(P, ctx.state.mapLayer[i]);

@@ -184,6 +184,11 @@ def comparison_data(
                         map_thumbnails=i == 0, **body_kw)
         body["classes"] = classes
         bodies.append(body)
+    for body in bodies:  # one set of points for every run: the union of their kinds
+        for s in splits:
+            m = body["splits"][s].get("map")
+            if m is not None and info[s]["same_samples"]:
+                m["kinds_in"] = "either run" if len(preps) == 2 else "any run"
     for body, p in zip(bodies[1:], preps[1:], strict=True):
         for s in splits:
             m = body["splits"][s].get("map")
