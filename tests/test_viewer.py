@@ -6,6 +6,7 @@ where that is a failure. One browser is shared by the module.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -907,6 +908,13 @@ def test_comparison_of_runs_on_other_samples_says_why(page, comparison):
     p.wait_for_function("window.NNSIG_INDEX_READY === true")
     text = p.locator("tbody").text_content()
     assert "comparison of 2 runs: A \u00b7 O" in text and XSS_TITLE in text  # as text
+    # each run's accuracy on each split, in the runs' order (it showed the first run's only)
+    marker = json.loads((comparison["root"] / "other" / "nnsig-report.json").read_text())
+    row = next(r for r in p.locator("tbody tr").all() if "comparison of 2 runs: A" in r.text_content())
+    split_text = row.locator("td").nth(4).text_content()
+    for name in marker["splits"]:
+        accs = [f"{100 * run['splits'][name]['accuracy']:.1f}%" for run in marker["runs"]]
+        assert " \u00b7 ".join(accs) in split_text, (accs, split_text)
     assert p.evaluate("document.querySelectorAll('img').length") == 0
     page.clean()
 
