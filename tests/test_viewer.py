@@ -333,6 +333,24 @@ def test_split_switch_filters_and_views(page, reports):
     page.clean()
 
 
+def test_the_calibration_split_s_rates_are_marked_as_not_held_out(page, tmp_path):
+    """The Scores tab of the split that calibrated a conformal threshold says its rates are
+    not a held-out measure; another split's tab does not."""
+    data = make_report_data(n_layers=2, clusters=[6, 6], samples={"train": 600, "test": 300},
+                            seed=3)
+    data["threshold"].update(split="test", promise="at most 5% of correctly classified "
+                             "inputs like those of the test split score at or above it")
+    write_report_data(data, tmp_path / "r")
+    p = page.open(url_of(tmp_path / "r" / "index.html"))
+    p.locator('#split-switch [data-split="train"]').click()
+    p.click("#tab-scores")
+    assert p.locator("#calibration-note").count() == 0
+    p.locator('#split-switch [data-split="test"]').click()
+    p.click("#tab-scores")
+    assert "not a held-out measure" in p.locator("#calibration-note").text_content()
+    page.clean()
+
+
 def test_scores_thumbnails_model_and_errors_panels(page, reports):
     p = page.open(url_of(reports["root"] / "mlp" / "index.html"))
     p.click("#tab-scores")

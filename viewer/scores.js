@@ -84,6 +84,10 @@
     pane.append(legend);
     if (R.threshold && R.threshold.promise) {
       pane.append(el("p", { class: "small default-note", text: "Default threshold " + num(def, 3) + ": " + String(R.threshold.promise) + "." }));
+      if (R.threshold.split === ctx.state.split) {
+        pane.append(el("p", { class: "small muted", id: "calibration-note", text: "This split tuned the scorer and calibrated its threshold: " +
+          "its rates below are not a held-out measure; another split's are." }));
+      }
     } else if (R.threshold) {
       const t = R.threshold;
       pane.append(el("p", { class: "small default-note", text: "Default threshold " + num(def, 3) + ": flags " + pct(t.rate, 0) +
