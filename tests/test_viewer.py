@@ -849,6 +849,11 @@ def test_comparison_shows_the_runs_side_by_side_with_shared_filters(page, compar
     for i, sel in enumerate(("#sankey-svg", "#sankey-svg-1")):
         assert p.locator(f"{sel} .node").count() == expected_nodes(data["runs"][i], "train")[0]
     assert p.locator("#map-canvas").is_visible() and p.locator("#map-canvas-1").is_visible()
+    # Every tab of the side panel in view (a comparison's extra tab pushed Scores out of it).
+    panel = p.locator(".tabs").first.bounding_box()
+    for tab in p.locator(".tabs [role=tab]").all():
+        box = tab.bounding_box()
+        assert box["x"] + box["width"] <= panel["x"] + panel["width"] + 0.5
     # One set of points for both runs: its kinds are the union, and the notes say so.
     assert all("misclassified in either run" in t for t in p.locator(".map-note").all_text_contents())
     # One legend, the same class colours in both runs.
