@@ -221,6 +221,10 @@ def test_timeline_report_is_written_and_shown(tmp_path, timeline_store, fitted):
     assert "/* ---- timelinemodel.js ---- */" in bundle and "/* ---- timeline.js ---- */" in bundle
     nb = show(fitted, timeline_store, map_points=0, score=None)
     assert [c["label"] for c in nb.summary()["timeline"]] == ["epoch 0", "epoch 1", "epoch 2"]
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError, match=r"call timeline.fit\(store\) first"):
+        show(Timeline())
     assert "timeline accuracy: epoch 0" in repr(nb)
     assert "score" not in nb.data["timeline"]
 

@@ -283,6 +283,12 @@ def show(analysis: Any, store: Any = None, *, height: int = DEFAULT_HEIGHT,
     """
     if isinstance(analysis, (str, os.PathLike)) and store is None:
         return NotebookReport(read_report_data(analysis), height=height, path=analysis)
+    from nnsig_core.analysis.timeline import Timeline
+
+    if isinstance(analysis, Timeline) and getattr(analysis, "checkpoints_", None) is None:
+        from sklearn.exceptions import NotFittedError
+
+        raise NotFittedError("This Timeline is not fitted: call timeline.fit(store) first.")
     if getattr(analysis, "checkpoints_", None) is not None:
         from nnsig_core.report.timeline import build_timeline_data
 
