@@ -74,6 +74,13 @@ def test_a_missing_labels_chunk_and_a_missing_array_are_reported(tmp_path: Path)
     assert {(p.split, p.name) for p in report.problems} == {("test", "labels"),
                                                              ("train", "outputs")}
     assert report.rows_to_recapture() == {"test": [(150, 199)], "train": [(0, 199)]}
+    # The advice is the fix that works: a resume for the lost chunk, the whole split again
+    # for the lost array (a resume refuses it).
+    text = report.format()
+    assert "split 'test': rows 150-199 must be captured again (capture(..., split='test', " \
+           "resume=True)" in text
+    assert "split 'train': an array's metadata is missing or damaged" in text
+    assert "split='train', overwrite=True" in text
 
 
 def test_rows_not_yet_written_of_an_interrupted_split_read_as_missing_data_not_errors(
@@ -145,6 +152,9 @@ def test_a_damaged_metadata_file_is_named(tmp_path: Path, which: str, capsys) ->
         report = open_store(path).verify()
         assert report.problems[0].kind == "metadata" and report.problems[0].key == which
         assert cli_main(["verify", str(path)]) == 1
+    if which == "train/labels/zarr.json":  # one problem, not also a missing array
+        assert len(report.problems) == 1 and report.problems[0].split == "train"
+        assert "overwrite=True" in report.format() and "resume=True" not in report.format()
 
 
 def test_verify_of_a_sound_store(tmp_path: Path, capsys) -> None:

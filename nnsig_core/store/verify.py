@@ -104,7 +104,15 @@ class VerifyReport:
             return "\n".join(lines)
         lines.append(f"PROBLEMS: {len(self.problems)}")
         lines.extend("  " + p.describe() for p in self.problems)
+        # A resume re-captures rows into the arrays there are; an array without its metadata
+        # is captured again whole.
+        whole = {p.split for p in self.problems if p.split and p.key.endswith("zarr.json")}
         for split, ranges in sorted(self.rows_to_recapture().items()):
+            if split in whole:
+                lines.append(f"split {split!r}: an array's metadata is missing or damaged, which "
+                             "a resume cannot restore: capture the split again "
+                             f"(capture(..., split={split!r}, overwrite=True))")
+                continue
             spans = ", ".join(f"{lo}-{hi}" for lo, hi in ranges)
             lines.append(f"split {split!r}: rows {spans} must be captured again "
                          f"(capture(..., split={split!r}, resume=True) re-captures them)")
@@ -184,9 +192,12 @@ def verify_store(store: SplitReading, progress: bool = False,
             wanted["inputs"] = "inputs"
         for key, name in wanted.items():
             if f"{split}/{key}" not in arrays:
-                report.problems.append(ChunkProblem(
-                    "missing", f"{split}/{key}/zarr.json", split, name,
-                    (0, n_rows - 1) if n_rows else None))
+                doc_key, rows = f"{split}/{key}/zarr.json", (0, n_rows - 1) if n_rows else None
+                damaged = next((p for p in report.problems if p.key == doc_key), None)
+                if damaged is not None:  # one problem: its metadata, now with its split
+                    damaged.split, damaged.name, damaged.rows = split, name, rows
+                else:
+                    report.problems.append(ChunkProblem("missing", doc_key, split, name, rows))
     todo = []
     for path, meta in sorted(arrays.items()):
         split, _, key = path.partition("/")
