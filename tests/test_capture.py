@@ -184,6 +184,20 @@ def _interrupted_capture(path: Path, fail_after: int) -> tuple[LinearReLU, np.nd
     return model, X, y
 
 
+def test_an_interrupted_capture_records_every_chunk_it_wrote(tmp_path: Path) -> None:
+    """The count is recorded about once a second while a capture runs, and once more when it
+    stops on an exception: a resume then starts after the last chunk written, not at the last
+    record (a capture under a second long recorded none)."""
+    path = tmp_path / "s.zarr"
+    _interrupted_capture(path, fail_after=7)  # 112 rows given
+    s = open_store(path)
+    chunk = s.activations("train", "hidden").chunks[0]
+    written = s.split_attrs("train")["n_written"]
+    assert 0 < written <= 112 and written % chunk == 0
+    assert s.verify().ok  # every chunk it counts is there
+    assert (path / "train" / "hidden" / "c" / str(written // chunk - 1) / "0").is_file()
+
+
 @pytest.mark.usefixtures("record_progress_every_chunk")
 def test_interrupted_capture_is_incomplete_and_resumes(tmp_path: Path) -> None:
     path = tmp_path / "s.zarr"

@@ -278,10 +278,10 @@ class CaptureSession:
             )
         return arrays
 
-    def _record_written(self, n_written: int) -> None:
+    def _record_written(self, n_written: int, always: bool = False) -> None:
         # About once a second: a lower bound is all a resume needs.
         now = time.monotonic()
-        if now - self._last_recorded < RECORD_EVERY_S:
+        if now - self._last_recorded < RECORD_EVERY_S and not always:
             return
         self._last_recorded = now
         self.info["n_written"] = n_written
@@ -346,6 +346,13 @@ class CaptureSession:
         self.tokens.abort()
         if self.writer is not None:
             self.writer.abort()
+            # Where a resume restarts: the chunks written since the last record count too.
+            if self.writer.written > int(self.info.get("n_written") or 0):
+                try:
+                    self._record_written(self.writer.written, always=True)
+                except Exception as exc:  # noqa: BLE001 - the store may be what failed
+                    log.debug("Could not record the rows written (%s): a resume redoes them.",
+                              exc)
 
     def discard_if_empty(self) -> None:
         """After :meth:`abort`: remove a split this capture created if its first batch was
