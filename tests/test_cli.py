@@ -140,6 +140,9 @@ def test_usage_errors_exit_2(nnsig: Callable[..., Result]) -> None:
         r = nnsig(cmd, "--help")
         assert r.returncode == 0, cmd
         assert "usage: nnsig " + cmd in r.stdout
+    # A global option after the command: where it goes.
+    r = nnsig("info", "s3://b/s.zarr", "--storage-option", "endpoint_url=http://127.0.0.1:1")
+    assert r.returncode == 2 and "--storage-option goes before the command" in r.stderr
     # The British spelling runs the same command.
     r = nnsig("analyse", "--help")
     assert r.returncode == 0 and "usage: nnsig analyze" in r.stdout

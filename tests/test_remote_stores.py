@@ -74,6 +74,10 @@ def test_cli_reads_s3_stores(s3, capsys) -> None:
     assert json.loads(capsys.readouterr().out)["path"] == url
     assert cli_main([*so, "verify", url]) == 0
     assert "OK" in capsys.readouterr().out
+    # The command it prints next reaches the store too: it repeats the storage options.
+    assert cli_main([*so, "analyze", url, "--all-samples", "--clusters", "3"]) == 0
+    hint = capsys.readouterr().out.rpartition("write the report with: ")[2].split()
+    assert hint[: 1 + 2 * len(so)] == ["nnsig"] + [w for o in so for w in o.split("=", 1)]
 
 
 @pytest.mark.slow

@@ -129,9 +129,18 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     else:
         print("\n\n".join(format_summary(s) for s in summaries.values()))
         print(f"\nsaved analysis {args.name!r} in {store.location}; "
-              f"write the report with: nnsig report {store.location} --analysis {args.name} "
+              f"write the report with: nnsig{_storage_flags(args)} report {store.location} "
+              f"--analysis {args.name} "
               "--out DIR")
     return 0
+
+
+def _storage_flags(args: argparse.Namespace) -> str:
+    """The ``--storage-option``s given, as a command printed for the user repeats them."""
+    import shlex
+
+    return "".join(f" --storage-option {shlex.quote(f'{k}={v if isinstance(v, str) else json.dumps(v)}')}"
+                   for k, v in getattr(args, "storage_option", None) or [])
 
 
 def _report_runs(stores: Sequence[str], names: Sequence[str]) -> list[tuple[str, str]]:

@@ -107,6 +107,18 @@ def _int_at_least(low: int) -> Callable[[str], int]:
     return convert
 
 
+def _check_global_options(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """``--storage-option`` after the command is a usage error saying where it goes (argparse
+    would say only that it is not recognised)."""
+    names = set(_COMMANDS) | {"analyse"}
+    at = next((i for i, a in enumerate(argv) if a in names), None)
+    late = [a for a in argv[at + 1:] if a.split("=", 1)[0] == "--storage-option"] \
+        if at is not None else []
+    if late:
+        parser.error(f"--storage-option goes before the command: nnsig --storage-option "
+                     f"KEY=VALUE {argv[at]} ...")
+
+
 def _check_report_runs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """``nnsig report``: stores, --analysis and --label that do not pair up are usage errors."""
     try:
@@ -293,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     parser = build_parser()
+    _check_global_options(parser, list(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is commands.cmd_report:
         _check_report_runs(args.command_parser, args)

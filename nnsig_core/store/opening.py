@@ -139,8 +139,9 @@ def _check_remote(store: Store, location: str, mode: str) -> None:
             raise
         raise StoreError(
             f"Cannot reach the store {location!r} ({type(exc).__name__}: {exc}). Check its "
-            "URL, the endpoint (storage_options={'endpoint_url': ...}, or --storage-option "
-            "endpoint_url=...), the credentials and the network."
+            "URL, the endpoint (open_store(url, storage_options={'endpoint_url': ...}), then "
+            "pass the opened store; on the command line --storage-option endpoint_url=... "
+            "before the command), the credentials and the network."
         ) from exc
 
 
