@@ -112,9 +112,9 @@ def _check_global_options(parser: argparse.ArgumentParser, argv: list[str]) -> N
     would say only that it is not recognised)."""
     names = set(_COMMANDS) | {"analyse"}
     at = next((i for i, a in enumerate(argv) if a in names), None)
-    late = [a for a in argv[at + 1:] if a.split("=", 1)[0] == "--storage-option"] \
-        if at is not None else []
-    if late:
+    if at is None:
+        return
+    if any(a.split("=", 1)[0] == "--storage-option" for a in argv[at + 1:]):
         parser.error(f"--storage-option goes before the command: nnsig --storage-option "
                      f"KEY=VALUE {argv[at]} ...")
 

@@ -153,7 +153,7 @@ def _adapter(job: Job) -> tuple[Adapter, threading.Lock, str | None]:
 class _ShardSession(CaptureSession):
     """A capture session writing one shard: progress and completion are the driver's."""
 
-    def _record_written(self, n_written: int) -> None:
+    def _record_written(self, n_written: int, always: bool = False) -> None:
         pass
 
     def _arrays_to_resume(self, chunk_rows: int) -> dict[str, Any]:
