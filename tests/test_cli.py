@@ -194,9 +194,16 @@ def test_analyze_and_report_errors(store_path: Path, tmp_path: Path,
     # Every malformed option is a usage error (exit 2) naming the option, as --reduce abc is.
     for bad in (["--clusters", "x="], ["--clusters", "abc"], ["--discretize", "bogus:3"],
                 ["--classes", "9-1"], ["--reduce", "abc"], ["--clusters", "0"],
-                ["--clusters", "a=2,b=0"], ["--reduce", "0"], ["--seed", "-1"]):
+                ["--clusters", "a=2,b=0"], ["--reduce", "0"], ["--seed", "-1"],
+                ["--memory-limit", "2GB7"]):
         r = nnsig("analyze", store_path, *bad)
         assert r.returncode == 2 and bad[0] in r.stderr and "usage:" in r.stderr, (bad, r.stderr)
+    # A memory limit the fit rows exceed: the layers are clustered out of core.
+    r = nnsig("analyze", store_path, "--clusters", "2", "--name", "small", "--memory-limit",
+              "1KiB", "--json")
+    assert r.returncode == 0, r.stderr
+    assert {lay["method"] for s in json.loads(r.stdout).values() for lay in s["layers"]} == {
+        "lloyd"}
     r = nnsig("report", store_path, "--analysis", "missing", "--out", tmp_path / "r")
     assert r.returncode == 1
     assert "No analysis named 'missing'" in r.stderr and "nnsig analyze" in r.stderr

@@ -114,6 +114,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     analysis = SignatureAnalysis(n_clusters=args.clusters, discretizer=args.discretize,
                                  only_correct=not args.all_samples, reduce=args.reduce,
                                  layers=args.layers, random_state=args.seed,
+                                 memory_limit=args.memory_limit,
                                  progress=sys.stderr.isatty())
     analysis.resolve_layers(store, args.fit_split)  # a wrong --layers or split named first
     if args.name in store.analyses and not args.overwrite:

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from nnsig_core._util import package_version
+from nnsig_core._util import package_version, parse_bytes
 from nnsig_core._warnings import NnsigWarning
 from nnsig_core.cli import commands
 from nnsig_core.execute.client import connect, parse_scheduler
@@ -78,6 +78,11 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
         "without labels is scored and saved only (nothing to measure the scores against).",
     ),
 }
+
+
+def _memory_size(text: str) -> str:
+    parse_bytes(text)  # a ValueError naming the accepted forms
+    return text
 
 
 def _usage(parse: Callable[[str], object]) -> Callable[[str], object]:
@@ -220,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PCA to N components before clustering (wide layers)")
     p.add_argument("--seed", type=_int_at_least(0), default=0,
                    help="random state (default: 0)")
+    p.add_argument("--memory-limit", default="2GiB", metavar="SIZE", type=_usage(_memory_size),
+                   help="memory for a layer's fit rows, e.g. 512MiB: a layer whose rows do not "
+                        "fit is clustered out of core (default: 2GiB)")
     p.add_argument("--overwrite", action="store_true", help="replace a saved analysis of that name")
     p.add_argument("--json", action="store_true", help="print the summaries as JSON")
     _scheduler(p)
