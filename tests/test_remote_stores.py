@@ -236,3 +236,14 @@ def test_s3_objects_are_read_in_one_request_unless_told_otherwise(s3) -> None:
         store = open_store(url, storage_options=given)
         assert raw_store(store.root.store_path.store).fs.max_concurrency == expected
     assert "max_concurrency" not in options  # the caller's dict is left alone
+
+
+def test_a_missing_bucket_is_named_when_reading(s3) -> None:
+    """Reading from a bucket that does not exist says so (it said "create one with capture",
+    which then failed on the same missing bucket)."""
+    url, options = s3
+    missing = "s3://nnsig-no-such-bucket/run.zarr"
+    with pytest.raises(StoreError, match="the bucket 'nnsig-no-such-bucket' does not exist"):
+        open_store(missing, storage_options=options)
+    with pytest.raises(StoreError, match=r"no zarr.json there\). Create one"):
+        open_store(url, storage_options=options)  # the bucket exists, the store does not

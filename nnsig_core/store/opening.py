@@ -125,6 +125,10 @@ def _check_remote(store: Store, location: str, mode: str) -> None:
     try:
         has_root = sync(store.exists("zarr.json"))
         if mode in ("r", "r+") and not has_root:
+            bucket = _missing_bucket(store)
+            if bucket is not None:  # capture() could not create a store there either
+                raise StoreError(f"No store at {location!r}: the bucket {bucket!r} does not "
+                                 "exist. Create it, or check the URL's bucket name.")
             raise StoreError(f"No store at {location!r} (no zarr.json there). "
                              "Create one with nnsig_core.capture(...).")
         if mode == "w":
@@ -143,6 +147,24 @@ def _check_remote(store: Store, location: str, mode: str) -> None:
             "pass the opened store; on the command line --storage-option endpoint_url=... "
             "before the command), the credentials and the network."
         ) from exc
+
+
+def _missing_bucket(store: Store) -> str | None:
+    """The bucket of an object store URL when it does not exist (None: it does, or this is
+    not a bucket store)."""
+    fs: Any = getattr(store, "fs", None)
+    path = str(getattr(store, "path", ""))
+    protocols = getattr(fs, "protocol", ())
+    protocols = (protocols,) if isinstance(protocols, str) else tuple(protocols or ())
+    if not {"s3", "s3a", "gs", "gcs"} & set(protocols) or not path:
+        return None
+    bucket = path.split("/", 1)[0]
+    try:
+        exists = sync(fs._exists(bucket)) if getattr(fs, "async_impl", False) \
+            else fs.exists(bucket)
+    except Exception:  # noqa: BLE001 - no answer: the generic message stands
+        return None
+    return None if exists else bucket
 
 
 def _root_group(store: GuardedStore, create: bool, location: str) -> zarr.Group:
