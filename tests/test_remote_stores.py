@@ -247,3 +247,12 @@ def test_a_missing_bucket_is_named_when_reading(s3) -> None:
         open_store(missing, storage_options=options)
     with pytest.raises(StoreError, match=r"no zarr.json there\). Create one"):
         open_store(url, storage_options=options)  # the bucket exists, the store does not
+
+
+def test_a_storage_option_the_filesystem_does_not_take_is_named(s3) -> None:
+    url, options = s3
+    bad = {k: v for k, v in options.items() if k != "endpoint_url"}
+    bad["endpoint"] = options["endpoint_url"]  # a typo of endpoint_url
+    with pytest.raises(StoreError, match="a storage option is not one its filesystem takes.*"
+                                         "'endpoint'.*endpoint_url"):
+        open_store(url, storage_options=bad)

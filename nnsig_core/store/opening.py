@@ -139,6 +139,12 @@ def _check_remote(store: Store, location: str, mode: str) -> None:
     except StoreError:
         raise
     except Exception as exc:  # noqa: BLE001 - the network's and the SDK's errors, whatever they are
+        if isinstance(exc, TypeError) and "unexpected keyword argument" in str(exc):
+            raise StoreError(
+                f"Cannot open the store {location!r}: a storage option is not one its "
+                f"filesystem takes ({exc}). The endpoint's option is endpoint_url; the "
+                "others are the filesystem's own (for s3://, s3fs.S3FileSystem's)."
+            ) from exc
         if not isinstance(exc, OSError) and not type(exc).__module__.startswith(REMOTE_PACKAGES):
             raise
         raise StoreError(
