@@ -226,6 +226,7 @@ def test_timeline_report_is_written_and_shown(tmp_path, timeline_store, fitted):
     with pytest.raises(NotFittedError, match=r"call timeline.fit\(store\) first"):
         show(Timeline())
     assert "timeline accuracy: epoch 0" in repr(nb)
+    assert "accuracy epoch 2 " in repr(nb) and "step_000" not in repr(nb)  # named as shown
     assert "score" not in nb.data["timeline"]
 
 

@@ -119,6 +119,9 @@ def report_summary(data: Mapping[str, Any], *, top: int = TOP_FLAGGED) -> dict[s
     split, the per-layer purity, the layer where each class becomes separable and the ``top``
     highest-scored samples; ``timeline``, per checkpoint, its label and accuracy."""
     out: dict[str, Any] = {"title": data.get("title"), "runs": []}
+    # A timeline's checkpoint splits by their labels ("epoch 3", not "step_00000180").
+    named = {c.get("split"): c.get("label") or c.get("split")
+             for c in (data.get("timeline") or {}).get("checkpoints", [])}
     for run in _runs(data):
         classes = list(run.get("classes") or data.get("classes") or [])
         run = {**run, "classes": classes}
@@ -127,8 +130,8 @@ def report_summary(data: Mapping[str, Any], *, top: int = TOP_FLAGGED) -> dict[s
         split = run["splits"][name]
         sep = _separable(run, split)
         out["runs"].append({
-            "label": run.get("label"), "split": name,
-            "accuracy": {s: v.get("accuracy") for s, v in run["splits"].items()},
+            "label": run.get("label"), "split": named.get(name, name),
+            "accuracy": {named.get(s, s): v.get("accuracy") for s, v in run["splits"].items()},
             "layers": list(run.get("layers") or []), "purity": split.get("purity"),
             "separable": {classes[c]: sep[c] for c in range(len(classes)) if sep[c] != ""},
             "flagged": _top_flagged(run, split, top),
