@@ -139,7 +139,7 @@ class Timeline:
         if self.checkpoints_ is None:
             from sklearn.exceptions import NotFittedError
 
-            raise NotFittedError("this Timeline is not fitted yet: call fit(store) first")
+            raise NotFittedError("This Timeline is not fitted: call timeline.fit(store) first.")
 
     def __len__(self) -> int:
         self._fitted()

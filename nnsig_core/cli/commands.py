@@ -140,8 +140,11 @@ def _storage_flags(args: argparse.Namespace) -> str:
     """The ``--storage-option``s given, as a command printed for the user repeats them."""
     import shlex
 
-    return "".join(f" --storage-option {shlex.quote(f'{k}={v if isinstance(v, str) else json.dumps(v)}')}"
-                   for k, v in getattr(args, "storage_option", None) or [])
+    flags = ""
+    for key, value in getattr(args, "storage_option", None) or []:
+        text = value if isinstance(value, str) else json.dumps(value)  # as it was given
+        flags += " --storage-option " + shlex.quote(f"{key}={text}")
+    return flags
 
 
 def _report_runs(stores: Sequence[str], names: Sequence[str]) -> list[tuple[str, str]]:

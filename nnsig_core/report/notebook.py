@@ -288,11 +288,7 @@ def show(analysis: Any, store: Any = None, *, height: int = DEFAULT_HEIGHT,
         return NotebookReport(read_report_data(analysis), height=height, path=analysis)
     from nnsig_core.analysis.timeline import Timeline
 
-    if isinstance(analysis, Timeline) and getattr(analysis, "checkpoints_", None) is None:
-        from sklearn.exceptions import NotFittedError
-
-        raise NotFittedError("This Timeline is not fitted: call timeline.fit(store) first.")
-    if getattr(analysis, "checkpoints_", None) is not None:
+    if isinstance(analysis, Timeline):  # fitted or not: its own check names the fix
         from nnsig_core.report.timeline import build_timeline_data
 
         return NotebookReport(build_timeline_data(analysis, store, **options), height=height)
