@@ -108,6 +108,47 @@ def test_errors_name_the_columns(tmp_path: Path) -> None:
         capture(model, _rows(), tmp_path / "e.zarr", input_columns="x", progress=False)
 
 
+def test_labels_outside_the_format_s_columns_or_under_another_name(tmp_path: Path) -> None:
+    """``set_format(columns=[inputs])`` still stores the label column (it was a KeyError); a
+    label column under another name is named in a warning with the label_key that works."""
+    from nnsig_core import NnsigWarning
+
+    ds, _, y = _dataset()
+    model = TinyNet()
+    inputs_only = ds.with_format("numpy", columns=["x"])
+    store = capture(model, inputs_only, tmp_path / "a.zarr", batch_size=10, progress=False)
+    np.testing.assert_array_equal(store.labels("train"), y)
+    renamed = ds.rename_column("label", "target").with_format("numpy")
+
+    class KeywordNet(TinyNet):  # takes a dict of inputs, ignoring the ones it does not know
+        def run(self, inputs):
+            return super().run(inputs["x"])
+
+    with pytest.warns(NnsigWarning, match=r"no 'label' or 'labels' column.*'target' \(one "
+                      r"integer per example\) goes to the model.*label_key='target'"):
+        store = capture(KeywordNet(), renamed, tmp_path / "b.zarr", progress=False)
+    assert (store.labels("train") == -1).all()
+    store = capture(model, renamed, tmp_path / "c.zarr", label_key="target", progress=False)
+    np.testing.assert_array_equal(store.labels("train"), y)
+
+
+def test_a_torch_probe_reads_a_dataset_as_capture_does(tmp_path: Path) -> None:
+    """A tokenised dataset keeping its text column: the probe cuts it (n=) and captures it
+    as capture() does (it collated the text into the batch and failed)."""
+    torch = pytest.importorskip("torch")
+    from nnsig_torch import TorchProbe
+
+    ds, X, y = _dataset()
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    probe = TorchProbe(ds.with_format("torch"), tmp_path / "p.zarr", n=20, layers=["1"])
+    split = probe.capture(model, step=0, epoch=0)
+    store = open_store(tmp_path / "p.zarr")
+    np.testing.assert_array_equal(store.labels(split), y[:20])
+    with torch.no_grad():
+        np.testing.assert_allclose(store.activations(split, "1")[:],
+                                   model[:2](torch.from_numpy(X[:20])).numpy(), atol=1e-6)
+
+
 def test_torch_model_from_a_tokenised_dataset(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     from nnsig_torch import TorchAdapter

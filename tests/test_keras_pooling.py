@@ -74,6 +74,15 @@ def test_masked_means_cls_last_and_token_rows():
     assert summary["token_layers"][0]["pool"] == "tokens" and summary["layers"][0]["layout"] == "NLC"
 
 
+def test_a_mask_key_the_batch_lacks_is_an_error_naming_the_batch_s_keys():
+    model, x = text_model(), batch()
+    with pytest.raises(ValueError, match=r"mask='attention_mask': the batch has no such key "
+                       r"\(its keys are \['input_ids', 'padding_mask'\]\)"):
+        KerasAdapter(model, layers=["res"], pool="mean", mask="attention_mask").run(x)
+    fixed = KerasAdapter(model, layers=["res"], pool="mean", mask="padding_mask").run(x)[1]
+    np.testing.assert_array_equal(fixed["res"], KerasAdapter(model, layers=["res"], pool="mean").run(x)[1]["res"])
+
+
 def test_token_rows_captured_into_a_store(tmp_path):
     model = text_model()
     xs = [batch(4, seed) for seed in range(3)]

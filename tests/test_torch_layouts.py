@@ -311,6 +311,18 @@ def test_a_mask_of_another_length_is_named_not_silently_dropped():
         assert len(got.values if pool is pool_array else got[0]) == 12
 
 
+def test_a_mask_key_the_batch_lacks_is_an_error_naming_the_batch_s_keys():
+    """A misspelt ``mask=`` key would pool every position, padding included: refused, naming
+    the batch's keys; the key it names works."""
+    model, batch, layer = _bert(), _text_batch(), "bert.encoder.layer.0"
+    with pytest.raises(ValueError, match=r"mask='atention_mask': the batch has no such key "
+                       r"\(its keys are \['attention_mask', 'input_ids'\]\).*mask=None"):
+        TorchAdapter(model, layers=layer, pool="mean", mask="atention_mask").run(batch)
+    fixed = TorchAdapter(model, layers=layer, pool="mean", mask="attention_mask").run(batch)[1]
+    default = TorchAdapter(model, layers=layer, pool="mean").run(batch)[1]
+    np.testing.assert_array_equal(fixed[layer], default[layer])
+
+
 def test_token_rows_leave_padding_out_and_record_token_ids():
     model = _bert()
     batch = _text_batch()

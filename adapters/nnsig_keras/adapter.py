@@ -19,6 +19,7 @@ from nnsig_core.protocol import (
 )
 from nnsig_core.protocol.adapter import describe_inputs
 from nnsig_core.protocol.axes import LayoutSpec
+from nnsig_core.protocol.pooling import DEFAULT_MASK_KEYS, check_mask_key
 from nnsig_core.protocol.token_rows import TokenRows
 
 from ._graph import (
@@ -99,7 +100,8 @@ class KerasAdapter:
         normalisation layers, ``keras.config.image_data_format()`` otherwise.
     mask : str, tuple of str, callable or None
         The key(s) of the attention mask in dict inputs (nonzero for real
-        tokens), a callable ``inputs -> (n, L)``, or ``None``.
+        tokens), a callable ``inputs -> (n, L)``, or ``None``. Keys other
+        than the default that a batch lacks are an error.
     token_key : str or None
         The key of the token ids in dict inputs, recorded per token row.
 
@@ -128,7 +130,7 @@ class KerasAdapter:
         keep_nonfinite: bool = False,
         pool: Any = "auto",
         layout: LayoutSpec = None,
-        mask: Any = ("attention_mask", "padding_mask"),
+        mask: Any = DEFAULT_MASK_KEYS,
         token_key: str | None = "input_ids",
     ) -> None:
         check_model(model)
@@ -273,6 +275,7 @@ class KerasAdapter:
         if not self._pooler.plans:
             self._pooler.plan([(k, self._info[k][0], self._info[k][1], a)
                                for k, a in acts.items()])
+        check_mask_key(inputs, self.mask)
         mask, token_ids = sequence_inputs(inputs, self.mask, self.token_key)
         pooled: dict[str, Any] = {}
         for name, a in acts.items():

@@ -17,6 +17,7 @@ from torch import nn
 from nnsig_core.protocol import LayerSpec
 from nnsig_core.protocol.adapter import describe_inputs
 from nnsig_core.protocol.axes import LayoutSpec, PoolSpec, check_layout_spec, check_pool
+from nnsig_core.protocol.pooling import DEFAULT_MASK_KEYS, check_mask_key
 
 from ._capture import Recorder, clone_output, hooks, model_output, to_batch_first, version_of
 from ._defaults import DefaultSelection, default_layers
@@ -80,7 +81,8 @@ class TorchAdapter:
         The batch axis of the inputs: 0, or 1 for sequence-first models.
     mask : str, tuple of str, callable or None
         The attention mask of dict batches: key(s) tried in order (nonzero
-        for real tokens), a callable ``inputs -> (n, L)``, or ``None``.
+        for real tokens), a callable ``inputs -> (n, L)``, or ``None``. Keys
+        other than the default that a batch lacks are an error.
     token_key : str or None
         The key of the token ids in dict batches, recorded per token row.
 
@@ -111,7 +113,7 @@ class TorchAdapter:
         keep_nonfinite: bool = False,
         layout: LayoutSpec = None,
         batch_axis: int = 0,
-        mask: Any = ("attention_mask", "padding_mask"),
+        mask: Any = DEFAULT_MASK_KEYS,
         token_key: str | None = "input_ids",
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -191,6 +193,7 @@ class TorchAdapter:
         device = self.device or model_device(model)
         x = move_inputs(inputs, device, float_dtype(model))
         n = batch_size(x, self.batch_axis)
+        check_mask_key(x, self.mask)
         mask, token_ids = sequence_inputs(x, self.mask, self.token_key, n)
         self._decoder_seq = decoder_inputs(x, self.mask, self.token_key, n)
         first = self._names is None

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nnsig_core.capture.hf_datasets import is_hf_dataset
 from nnsig_core.capture.probe import DEFAULT_PREFIX, Probe
 from nnsig_core.store import ActivationStore
 
@@ -28,8 +29,18 @@ def _is_dataset(data: Any) -> bool:
 def probe_arrays(data: Any, n: int | None = None, indices: Sequence[int] | None = None) -> Any:
     """The probe set: a map-style ``Dataset`` read once (``indices``, else its first ``n``)
     and collated into ``(inputs, labels)``, an ``(X, y)`` pair cut the same way, or
-    anything else (a loader) as it is."""
-    if _is_dataset(data):
+    anything else (a loader) as it is. A Hugging Face dataset stays one (its rows cut the
+    same way), read as :func:`~nnsig_core.capture.capture` reads it."""
+    if is_hf_dataset(data) and (indices is not None or n is not None):
+        if not hasattr(data, "select"):  # an IterableDataset: its first n examples
+            if indices is not None:
+                raise TypeError("indices= needs a map-style dataset; for an IterableDataset "
+                                "pass n= (its first n examples).")
+            return data.take(int(n))  # type: ignore[arg-type]  # n is set
+        if indices is not None:
+            return data.select([int(i) for i in indices])
+        return data.select(range(min(int(n), len(data))))  # type: ignore[arg-type]  # n is set
+    if _is_dataset(data) and not is_hf_dataset(data):
         chosen = list(indices) if indices is not None else range(min(n or len(data), len(data)))
         items = [data[int(i)] for i in chosen]
         batch = torch.utils.data.default_collate(items)

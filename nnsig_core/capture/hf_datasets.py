@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from nnsig_core._warnings import warn
 from nnsig_core.capture.errors import CaptureError
 
 _LABEL_DEFAULTS = ("labels", "label")
@@ -25,7 +26,7 @@ class HFBatches:
 
     def __init__(self, data: Any, *, batch_size: int, inputs: list[str], positional: bool,
                  label: str | None) -> None:
-        self.source = data.select_columns([*inputs, *([label] if label else [])])
+        self.source = _formatted_columns(data.select_columns([*inputs, *([label] if label else [])]))
         self.batch_size = batch_size
         self.inputs = inputs
         self.positional = positional
@@ -78,9 +79,36 @@ def as_capture_data(data: Any, *, batch_size: int, input_columns: str | Sequence
             f"No input column: the dataset's columns are {columns} (the label column "
             f"{label!r} and text columns are not inputs). Tokenise the text first "
             "(dataset.map(tokenizer, batched=True)) or pass input_columns=[...].")
+    if label is None and label_column is None:
+        _warn_of_unnamed_labels(inputs, features)
     names = getattr(features.get(label), "names", None) if label else None
     return (HFBatches(data, batch_size=batch_size, inputs=inputs, positional=positional,
                       label=label), list(names) if names else None)
+
+
+def _formatted_columns(source: Any) -> Any:
+    """``source`` with every one of its columns in its format: a format listing only the
+    model's inputs (``set_format("torch", columns=[...])``) would leave the labels out of its
+    batches."""
+    fmt = getattr(source, "format", None)
+    if not isinstance(fmt, dict) or fmt.get("columns") is None:
+        return source
+    if set(fmt["columns"]) >= set(source.column_names):
+        return source
+    return source.with_format(fmt.get("type"), columns=list(source.column_names),
+                              **dict(fmt.get("format_kwargs") or {}))
+
+
+def _warn_of_unnamed_labels(inputs: list[str], features: dict[str, Any]) -> None:
+    """No ``labels``/``label`` column: an input column of one integer (or class) per example
+    is most likely the labels under another name; say so, as for dict batches."""
+    like = [c for c in inputs if type(features.get(c)).__name__ == "ClassLabel"
+            or (type(features.get(c)).__name__ == "Value" and "int" in str(features[c].dtype))]
+    if like and len(like) < len(inputs):
+        warn(f"The dataset has no {' or '.join(map(repr, _LABEL_DEFAULTS[::-1]))} column, so "
+             f"the split is stored without labels and {like[0]!r} (one integer per example) "
+             f"goes to the model as an input. Pass label_key={like[0]!r} if it holds the "
+             "labels.")
 
 
 class _Text:

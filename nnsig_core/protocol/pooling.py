@@ -6,6 +6,7 @@ semantics on the device (its tests compare both).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,29 @@ def ambiguous_layout_message(name: str, shape: tuple[int, ...], mode: Any, fix: 
     return (f"Cannot pool layer {name!r} with {mode!r}: its output has per-sample shape {shape} "
             "and its layout is unknown (which axis holds the channels, which the positions?). "
             f"Say it: {fix}, or pass a callable as its pool.")
+
+
+#: The keys an adapter's ``mask=`` tries by default; a batch without them has no mask.
+DEFAULT_MASK_KEYS = ("attention_mask", "padding_mask")
+
+
+def check_mask_key(inputs: Any, mask: Any) -> None:
+    """Raise when ``mask`` names keys (not the defaults) and the batch holds none of them: a
+    misspelt key would otherwise pool every position, padding included, without a word."""
+    if mask is None or callable(mask):
+        return
+    keys = (mask,) if isinstance(mask, str) else tuple(mask)
+    if keys == DEFAULT_MASK_KEYS:
+        return
+    if isinstance(inputs, Mapping):
+        if any(inputs.get(k) is not None for k in keys):
+            return
+        held = f"its keys are {sorted(map(str, inputs))}"
+    else:
+        held = f"it is a {type(inputs).__name__}, not a dict of named inputs"
+    raise ValueError(f"mask={mask!r}: the batch has no such key ({held}). Name the batch's "
+                     "attention-mask key, pass mask=callable(inputs) returning the (batch, "
+                     "tokens) mask, or mask=None to pool every position.")
 
 
 def resolve_auto(mode: Any, layout: Layout | None) -> Any:
