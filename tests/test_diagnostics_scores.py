@@ -16,6 +16,7 @@ from nnsig_core.diagnostics import (
     NovelClassError,
     ScoreCombiner,
     SignatureScorer,
+    baseline_scores,
     detection_metrics,
     signature_scores,
 )
@@ -323,3 +324,21 @@ def test_saved_scores_go_stale_when_the_split_is_recaptured(tmp_path):
     make_blob_store(store, splits=("test",), seed=1, overwrite=True)
     with pytest.raises(StoreError, match="predate"):
         load_scores(open_store(path), "a", "test")
+
+
+def test_an_unlabelled_fit_split_is_named_alike_by_scores_and_baselines(tmp_path):
+    """An analysis fitted with only_correct=False on an unlabelled split: the scores and the
+    baselines both say that they need the fit split's labels (the baselines advised
+    only_correct=False, which it already was)."""
+    rng = np.random.default_rng(6)
+    path = tmp_path / "n.zarr"
+    for split in ("train", "test"):
+        acts, logits, _ = _split(rng, 200)
+        capture_arrays(acts, logits, None, path, split=split, progress=False)
+    store = open_store(path, mode="r+")
+    an = SignatureAnalysis(n_clusters=3, only_correct=False, progress=False).fit(store, "train")
+    need = r"fit split 'train' has no labels; the (signature scores|baselines) .*only_correct=False does not help"
+    with pytest.raises(MissingLabelsError, match=need):
+        signature_scores(an, store, "test")
+    with pytest.raises(MissingLabelsError, match=need):
+        baseline_scores(an, store, "test")

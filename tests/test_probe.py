@@ -233,7 +233,15 @@ def test_hugging_face_trainer_callback(tmp_path):
         cb.on_step_end(None, state, None, model=model)
         if step % 2 == 0:
             cb.on_epoch_end(None, state, None, model=model)
-    assert [c["step"] for c in list_checkpoints(tmp_path / "hf.zarr")] == [0, 2, 3, 4]
+    # max_steps stops training mid-epoch: the Trainer still ends the epoch, at epoch 2.333
+    for step in range(5, 6):
+        _step(model, X, y)
+        state.global_step, state.epoch = step, 2 + 1 / 3
+        cb.on_step_end(None, state, None, model=model)
+    cb.on_epoch_end(None, state, None, model=model)
+    cps = list_checkpoints(tmp_path / "hf.zarr")
+    assert [c["step"] for c in cps] == [0, 2, 3, 4, 5]
+    assert [c["epoch"] for c in cps] == [0, 1, 1.5, 2, 2.333]  # as the Trainer counts them
 
 
 @pytest.mark.slow

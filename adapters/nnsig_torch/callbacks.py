@@ -5,6 +5,7 @@ imports its framework when called."""
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 from nnsig_core.capture.probe import Schedule, epoch_progress
@@ -76,13 +77,17 @@ def _hf_class() -> type:
                         **kwargs: Any) -> None:
             if (model is not None and state.is_world_process_zero
                     and self.schedule.step_due(state.global_step)):
-                self.probe.capture(model, step=state.global_step, epoch=state.epoch)
+                self.probe.capture(model, step=state.global_step,
+                                   epoch=epoch_progress(state.epoch or 0, 0, None))
 
         def on_epoch_end(self, args: Any, state: Any, control: Any, model: Any = None,
                          **kwargs: Any) -> None:
-            done = int(round(state.epoch or 0))
-            if model is not None and state.is_world_process_zero and self.schedule.epoch_due(done):
-                self.probe.capture(model, step=state.global_step, epoch=done)
+            # state.epoch is fractional where max_steps stopped training mid-epoch (1.5):
+            # recorded as it is; the schedule counts the whole epochs done.
+            epoch = epoch_progress(state.epoch or 0, 0, None)
+            if (model is not None and state.is_world_process_zero
+                    and self.schedule.epoch_due(math.floor(epoch))):
+                self.probe.capture(model, step=state.global_step, epoch=epoch)
 
     return NnsigProbeTrainerCallback
 

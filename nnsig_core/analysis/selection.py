@@ -115,6 +115,17 @@ def check_enough_rows(split: str, n_selected: int, layers: list[str], ks: list[i
                                  "(only_correct=False, more classes, more data).")
 
 
+def require_fit_labels(store: ActivationStore, split: str, what: str) -> None:
+    """Raise :class:`MissingLabelsError` when the fit split has no labels: ``what`` (the scores,
+    the baselines) compare samples with the correct fit samples of their class."""
+    if not store.has_labels(split) or (np.asarray(store.labels(split)) < 0).all():
+        raise MissingLabelsError(
+            f"The fit split {split!r} has no labels; {what} compare each sample with the "
+            "correctly classified fit samples of its predicted class, so they need them "
+            "(only_correct=False does not help). Capture the split with its labels, then fit "
+            "the analysis again.")
+
+
 def fit_sample_mask(store: ActivationStore, split: str, *, classes: Iterable[int] | None = None,
                     only_correct: bool = True, warn_dropped: bool = False) -> np.ndarray:
     """Boolean mask of the samples of ``split`` to fit on.

@@ -22,7 +22,7 @@ from nnsig_core._params import MEMORY_SIZE, Interval, NnsigParamsMixin, Satisfie
 from nnsig_core._util import parse_bytes
 from nnsig_core._warnings import warn
 from nnsig_core.analysis.pca import merge_moments
-from nnsig_core.analysis.selection import fit_sample_mask
+from nnsig_core.analysis.selection import fit_sample_mask, require_fit_labels
 from nnsig_core.diagnostics.detectors import (
     DEFAULT_BUDGET,
     ActivationPatternMonitor,
@@ -106,6 +106,7 @@ class Baselines(NnsigParamsMixin, BaseEstimator):
         check_is_fitted(analysis, "clusterers_")
         store = open_store(store)
         split = analysis.fit_split_
+        require_fit_labels(store, split, "the baselines")
         mask = fit_sample_mask(store, split, classes=analysis.fit_classes_, only_correct=True)
         kwargs.setdefault("layer", analysis.layers_[-1])
         return cls(**kwargs).fit(store, split, mask=mask, client=client)

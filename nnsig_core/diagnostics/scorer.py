@@ -41,8 +41,7 @@ from nnsig_core._params import (
     Satisfies,
     validate_params,
 )
-from nnsig_core.analysis.errors import MissingLabelsError
-from nnsig_core.analysis.selection import fit_sample_mask
+from nnsig_core.analysis.selection import fit_sample_mask, require_fit_labels
 from nnsig_core.diagnostics.arrays import PathArraysMixin
 from nnsig_core.diagnostics.calibration import ReferenceChoice
 from nnsig_core.diagnostics.components import (
@@ -216,12 +215,8 @@ class SignatureScorer(ReferenceChoice, PathArraysMixin, NnsigParamsMixin, BaseEs
         store = open_store(store)
         self._calibration_components = None
         split = analysis.fit_split_
+        require_fit_labels(store, split, "the signature scores")
         labels, preds = store.labels(split), store.predictions(split)
-        if (labels < 0).all():
-            raise MissingLabelsError(
-                f"The fit split {split!r} has no labels; the diagnostics need the training "
-                "samples' classes."
-            )
         mask = fit_sample_mask(store, split, classes=analysis.fit_classes_, only_correct=True)
         rows = np.flatnonzero(mask)
         self.analysis_ = analysis
