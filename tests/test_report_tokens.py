@@ -321,3 +321,26 @@ def test_cli_analyze_summarises_the_splits_of_its_row_level(token_store, capsys)
         assert status == 0
         assert sorted(json.loads(capsys.readouterr().out)) == expected
         open_store(store.location, mode="r+").delete(f"analysis/{name}")
+
+
+def test_a_token_calibration_holds_out_whole_inputs(token_store, tmp_path: Path):
+    """The conformal threshold of token rows is calibrated on whole held-out inputs: no token
+    of a held-out input tunes the combination (tokens of one input are not independent), and
+    the report's promise speaks of token rows."""
+    from nnsig_core.diagnostics import SignatureScorer
+
+    store, analysis = token_store
+    scorer = SignatureScorer(random_state=0).fit(analysis, store).calibrate(store, "test.tokens")
+    inputs = store.token_rows("test.tokens")["sample_row"]
+    correct = store.labels("test.tokens") == store.predictions("test.tokens")
+    ok, held, tuned = scorer._conformal_rows(correct, inputs)
+    combined = scorer.score(store, "test.tokens")["combined"]
+    np.testing.assert_allclose(scorer.conformal_scores_, np.sort(combined[held]))  # those rows
+    assert not set(inputs[held]) & set(inputs[tuned])
+    assert not (held & ok).any() and ((held | ok) == correct).all()
+    assert set(inputs[held]) | set(inputs[ok]) == set(inputs[correct])
+    from nnsig_core.report.run_scores import conformal_report_threshold
+
+    promise = conformal_report_threshold({"split": "test.tokens", "scores": np.arange(40.0)},
+                                         level=analysis.row_level(store))["promise"]
+    assert "correctly classified token rows" in promise and "whole inputs held out" in promise

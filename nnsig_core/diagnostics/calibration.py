@@ -181,7 +181,10 @@ class ReferenceChoice(ScorerState):
         self._calibration_components = KeptComponents(store.location, split,
                                                       store.fingerprint(split), dict(comp), layer)
         wrong = labels != preds
-        ok, held = self._conformal_rows(~wrong)
+        # Token rows: whole inputs are held out, so that no held-out input's other tokens tune
+        # the combination (its tokens are not independent of each other).
+        inputs = store.token_rows(split)["sample_row"] if store.level(split) == "tokens" else None
+        ok, held, tuned = self._conformal_rows(~wrong, inputs)
         if ok.sum() < 2:
             raise ValueError(
                 f"Validation split {split!r} has {int(ok.sum())} correctly classified "
@@ -189,7 +192,6 @@ class ReferenceChoice(ScorerState):
                 f"conformal_holdout={self.conformal_holdout} of them for the threshold): too "
                 "few. Use a larger validation split, or a smaller conformal_holdout.")
         ref = {k: {t: v[ok] for t, v in d.items()} for k, d in layer.items()}
-        tuned = ~held
         self.layer_combiner_ = LayerCombiner()
         if wrong.any():
             self.layer_combiner_.fit(ref, {k: {t: v[tuned] for t, v in d.items()}
@@ -214,14 +216,22 @@ class ReferenceChoice(ScorerState):
         self._set_fingerprint(store)
         return self
 
-    def _conformal_rows(self, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The correct samples of the reference, and those held out for the conformal threshold."""
-        rows = np.flatnonzero(correct)
-        n_held = int(np.floor(float(self.conformal_holdout) * rows.size))
+    def _conformal_rows(self, correct: np.ndarray, inputs: np.ndarray | None = None
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The correct rows of the reference, the correct rows held out for the conformal
+        threshold, and the rows that tune the combination (none of a held-out input's).
+        ``inputs``: each row's input (token rows), drawn whole; None: rows drawn one by one."""
         rng = np.random.default_rng(self.random_state)
-        held = np.zeros(correct.shape[0], dtype=bool)
-        held[rng.choice(rows, n_held, replace=False)] = True
-        return correct & ~held, held
+        if inputs is None:
+            rows = np.flatnonzero(correct)
+            n_held = int(np.floor(float(self.conformal_holdout) * rows.size))
+            held = np.zeros(correct.shape[0], dtype=bool)
+            held[rng.choice(rows, n_held, replace=False)] = True
+            return correct & ~held, held, ~held
+        groups = np.unique(np.asarray(inputs)[correct])
+        n_held = int(np.floor(float(self.conformal_holdout) * groups.size))
+        out = np.isin(inputs, rng.choice(groups, n_held, replace=False))
+        return correct & ~out, correct & out, ~out
 
     def threshold(self, alpha: float = 0.05) -> float:
         """The split-conformal threshold of ``combined`` for a false-positive rate ``alpha``

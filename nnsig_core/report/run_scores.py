@@ -103,10 +103,12 @@ def _saved(analysis: Any, store: ActivationStore,
 
 
 def conformal_report_threshold(calibration: dict[str, Any] | None,
-                               rate: float = FLAG_RATE) -> dict[str, Any] | None:
+                               rate: float = FLAG_RATE, *,
+                               level: str = "samples") -> dict[str, Any] | None:
     """The report's threshold (``docs/report-data.md``) from a scorer's conformal
     calibration: samples scoring at or above ``value`` are flagged, which is the
-    split-conformal rule (above the conformal quantile)."""
+    split-conformal rule (above the conformal quantile). ``level``: the rows' level
+    (``"tokens"``: the promise speaks of token rows)."""
     from nnsig_core.diagnostics.conformal import conformal_threshold
 
     if calibration is None:
@@ -119,11 +121,13 @@ def conformal_report_threshold(calibration: dict[str, Any] | None,
              "are needed): use a larger validation split.")
         return None
     split = calibration["split"]
+    rows, whole = ("inputs", "") if level != "tokens" else (
+        "token rows", ", whole inputs held out; a rate over token rows, not inputs")
     return {
         "value": float(np.nextafter(t, np.inf)), "split": split, "rate": float(rate),
         "n_correct": int(cal.size), "kind": "conformal",
         "fingerprint": calibration.get("fingerprint"),
-        "promise": (f"at most {rate:.0%} of correctly classified inputs like those of the "
+        "promise": (f"at most {rate:.0%} of correctly classified {rows} like those of the "
                     f"{split} split score at or above it (split-conformal, calibrated on "
-                    f"{cal.size} held-out correct samples of {split})"),
+                    f"{cal.size} held-out correct {rows} of {split}{whole})"),
     }

@@ -85,7 +85,7 @@ def prepare_run(run: ReportRun, splits: Sequence[str], client: Any = None) -> Pr
     lazy = next((sg.client for sg in sigs.values() if is_lazy(sg.labels)), None)
     given, calibration = report_scores(run.scores, analysis, store)
     score_arrays = sc.check_scores(given, store, lazy=lazy is not None)
-    threshold = conformal_report_threshold(calibration)
+    threshold = conformal_report_threshold(calibration, level=analysis.row_level(store))
     n_classes = max([analysis.n_classes_, *(x.n_classes for x in sigs.values())])
     names = store.class_names() or []
     classes = [str(names[i]) if i < len(names) else str(i) for i in range(n_classes)]
