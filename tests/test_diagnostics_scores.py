@@ -342,3 +342,30 @@ def test_an_unlabelled_fit_split_is_named_alike_by_scores_and_baselines(tmp_path
         signature_scores(an, store, "test")
     with pytest.raises(MissingLabelsError, match=need):
         baseline_scores(an, store, "test")
+
+
+@pytest.mark.filterwarnings("ignore:only_correct=True leaves out class")
+@pytest.mark.filterwarnings("ignore:Scoring split .val.")
+def test_a_class_left_out_for_want_of_correct_samples_is_not_called_novel(tmp_path):
+    """A class of the fit split that the model never gets right is left out of the analysis;
+    a validation split holding it is refused with that reason and the fix that works
+    (only_correct=False), not with "hold out known classes", which it already is. A class
+    left out by ``classes=`` is novel, as before."""
+    rng = np.random.default_rng(7)
+    path = tmp_path / "c.zarr"
+    for split, n in (("train", 600), ("val", 300)):
+        acts, logits, y = _split(rng, n)
+        logits[y == 2] = np.array([5.0, 0.0, 0.0], dtype=np.float32)  # never right on class 2
+        capture_arrays(acts, logits, y, path, split=split, progress=False)
+    store = open_store(path, mode="r+")
+    an = SignatureAnalysis(n_clusters=3, progress=False).fit(store, "train")
+    assert an.classes_ == [0, 1]
+    with pytest.raises(NovelClassError, match=r"classes \[2\] that the fit split has but the "
+                       r"analysis left out.*only_correct=False.*--all-samples"):
+        signature_scores(an, store, "val", validation_split="val", save=False)
+    fixed = SignatureAnalysis(n_clusters=3, only_correct=False, progress=False).fit(store, "train")
+    assert np.isfinite(signature_scores(fixed, store, "val", validation_split="val",
+                                        save=False)["combined"]).all()
+    subset = SignatureAnalysis(n_clusters=3, progress=False).fit(store, "train", classes=[0, 1])
+    with pytest.raises(NovelClassError, match="hold out a validation split of known classes"):
+        signature_scores(subset, store, "val", validation_split="val", save=False)

@@ -171,7 +171,11 @@ class ReferenceChoice(ScorerState):
                    client: ClientArg) -> Any:
         if method is not None:
             validate_params(self.set_params(method=method), self._nnsig_constraints)
-        check_known_labels(store.labels(split), self.classes_, f"validation split {split!r}")
+        fit_labels = store.labels(self.analysis_.fit_split_)
+        if self.analysis_.fit_classes_ is not None:  # a class subset: the others are novel
+            fit_labels = fit_labels[np.isin(fit_labels, list(self.analysis_.fit_classes_))]
+        check_known_labels(store.labels(split), self.classes_, f"validation split {split!r}",
+                           fit_labels=fit_labels)
         if split == self.analysis_.fit_split_:
             warn(f"Calibrating on the fit split {split!r}: hold out a validation split of known "
                  "classes instead (fit() already uses the fit split).")

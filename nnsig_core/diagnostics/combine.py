@@ -28,8 +28,11 @@ class NovelClassError(AnalysisError):
     """Tuning data holds labels of classes the analysis was not fitted on (or unknown labels)."""
 
 
-def check_known_labels(labels: Any, known_classes: Iterable[int], what: str = "validation") -> np.ndarray:
-    """``labels`` as int64; MissingLabelsError if one is -1, NovelClassError if one is not known."""
+def check_known_labels(labels: Any, known_classes: Iterable[int], what: str = "validation",
+                       fit_labels: Any = None) -> np.ndarray:
+    """``labels`` as int64; MissingLabelsError if one is -1, NovelClassError if one is not known
+    (``fit_labels``, the fit split's labels: a class among them that the analysis left out is
+    named as such)."""
     y = np.asarray(labels, dtype=np.int64).reshape(-1)
     known = sorted({int(c) for c in known_classes})
     if y.size == 0:
@@ -39,6 +42,15 @@ def check_known_labels(labels: Any, known_classes: Iterable[int], what: str = "v
             f"{int((y < 0).sum())} {what} sample(s) have no label: the combined score is tuned on "
             "error detection of known classes only, which needs every label. Use a labelled split.")
     novel = sorted(set(np.unique(y).tolist()) - set(known))
+    dropped = sorted(set(novel) & set(np.unique(np.asarray(fit_labels)).tolist())
+                     ) if fit_labels is not None else []
+    if dropped:
+        raise NovelClassError(
+            f"The {what} data holds classes {dropped} that the fit split has but the analysis "
+            f"left out (fitted classes: {known}): the model classifies none of their fit "
+            "samples correctly, and the analysis fits on correct samples only. Fit it on every "
+            "sample (SignatureAnalysis(only_correct=False), nnsig analyze --all-samples), or "
+            f"leave classes {dropped} out of the {what}.")
     if novel:
         raise NovelClassError(
             f"The {what} data holds classes {novel} that the analysis was not fitted on "
