@@ -129,14 +129,30 @@ def test_missing_labels(tmp_path: Path) -> None:
     assert a.summary(tmp_path / "s.zarr", "train")["layers"][0]["purity"] is None
 
 
+def test_capture_arrays_refuses_nan_naming_layer_and_sample(tmp_path: Path) -> None:
+    """NaN in arrays is refused at capture (it used to pass, and fit refused it later), with
+    the layer, the sample and the fixes; keep_nonfinite=True stores it as it is."""
+    with pytest.raises(NonFiniteActivationError, match=r"layer 'layer1' at sample 57: unit 2 "
+                       r"is nan.*np.nan_to_num.*keep_nonfinite=True") as ei:
+        _capture(tmp_path / "s.zarr", nan_at=57)
+    assert ei.value.row == 57 and ei.value.layer == "layer1"
+    assert "train" not in open_store(tmp_path / "s.zarr").splits  # nothing that looks whole
+    data = make_blob_activations(n_samples=20, n_classes=3, layer_shapes=[(5,)], seed=1)
+    outputs = data["outputs"].copy()
+    outputs[4, 0] = np.inf
+    with pytest.raises(NonFiniteActivationError, match="the model output at sample 4"):
+        capture_arrays(data["activations"], outputs, data["labels"], tmp_path / "o.zarr",
+                       progress=False)
+
+
 def test_nan_names_layer_and_sample(tmp_path: Path) -> None:
-    _capture(tmp_path / "s.zarr", nan_at=57)
+    _capture(tmp_path / "s.zarr", nan_at=57, keep_nonfinite=True)
     with pytest.raises(NonFiniteActivationError, match="'layer1' of split 'train'.*sample 57") as ei:
         _analysis(only_correct=False).fit(tmp_path / "s.zarr")
     assert ei.value.row == 57 and ei.value.layer == "layer1"
     # Also when only the split being transformed has it.
     _capture(tmp_path / "t.zarr")
-    _capture(tmp_path / "t.zarr", split="test", nan_at=3)
+    _capture(tmp_path / "t.zarr", split="test", nan_at=3, keep_nonfinite=True)
     a = _analysis().fit(tmp_path / "t.zarr")
     with pytest.raises(NonFiniteActivationError, match="split 'test'.*sample 3"):
         a.transform(tmp_path / "t.zarr", "test")

@@ -277,7 +277,7 @@ def test_nan_in_a_layer_names_the_sample(client, tmp_path) -> None:
     acts["layer1"] = acts["layer1"].copy()
     acts["layer1"][217, 2] = np.nan
     capture_arrays(acts, data["outputs"], data["labels"], tmp_path / "n.zarr", progress=False,
-                   chunk_bytes=512)
+                   chunk_bytes=512, keep_nonfinite=True)
     with pytest.raises(NonFiniteActivationError, match="layer 'layer1' of split 'train' at "
                                                        "sample 217 .data set index 217."):
         SignatureAnalysis(n_clusters=2, only_correct=False, progress=False).fit(

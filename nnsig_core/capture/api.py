@@ -210,6 +210,7 @@ def capture_arrays(
     layer_types: Mapping[str, str] | None = None,
     inputs: Any = None,
     batch_size: int = 4096,
+    keep_nonfinite: bool = False,
     **kwargs: Any,
 ) -> ActivationStore:
     """Write activations computed elsewhere (any framework) into a store.
@@ -228,13 +229,17 @@ def capture_arrays(
         Recorded in the model summary.
     inputs : array-like, optional
         Images to keep as thumbnails (implies ``keep_inputs``).
+    keep_nonfinite : bool
+        Store NaN and Inf as they are; by default a batch holding one is
+        refused (:class:`~nnsig_core.protocol.NonFiniteActivationError`, naming
+        the layer and the sample), as the framework adapters do.
 
     Returns
     -------
     ActivationStore
     """
     adapter = ArrayAdapter(activations, outputs, model_class=model_class, layer_types=layer_types,
-                           inputs=inputs)
+                           inputs=inputs, keep_nonfinite=keep_nonfinite)
     n = adapter.n_samples
     if labels is not None and len(labels) != n:
         raise CaptureError(f"labels has {len(labels)} rows but outputs has {n}.")

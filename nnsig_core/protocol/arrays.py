@@ -8,6 +8,10 @@ from typing import Any
 import numpy as np
 
 from nnsig_core.protocol.adapter import LayerSummary, ModelSummary
+from nnsig_core.protocol.finite import check_finite
+
+ARRAYS_FIX = ("Replace or drop those rows before capturing (np.nan_to_num, a mask), or pass "
+              "keep_nonfinite=True to store them as they are.")
 
 
 class ArrayAdapter:
@@ -29,13 +33,17 @@ class ArrayAdapter:
         A type name per layer (``"Dense"``, ``"Conv2d"``...) for the model panel.
     inputs : array-like, optional
         The input images, one per sample, for thumbnails (see :meth:`batch_images`).
+    keep_nonfinite : bool
+        Store NaN and Inf as they are instead of raising
+        :class:`~nnsig_core.protocol.NonFiniteActivationError` at capture (an
+        analysis refuses them later).
     """
 
     framework = "arrays"
 
     def __init__(self, activations: Mapping[str, Any], outputs: Any, *,
                  model_class: str = "unknown", layer_types: Mapping[str, str] | None = None,
-                 inputs: Any = None) -> None:
+                 inputs: Any = None, keep_nonfinite: bool = False) -> None:
         if not activations:
             raise ValueError("ArrayAdapter needs at least one layer in `activations`.")
         n = _first_dim(outputs, "outputs")
@@ -54,6 +62,7 @@ class ArrayAdapter:
         self.n_samples = n
         self.model_class = model_class
         self.layer_types = dict(layer_types or {})
+        self.keep_nonfinite = bool(keep_nonfinite)
 
     def run(self, inputs: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The outputs and activations (as :meth:`Adapter.run`) at the positions ``inputs``."""
@@ -62,8 +71,12 @@ class ArrayAdapter:
             raise TypeError("ArrayAdapter.run expects a 1-D array of sample positions; "
                             "use nnsig_core.capture_arrays(...) to capture precomputed arrays.")
         key = _as_key(idx)
-        return (np.asarray(self.outputs[key]),
-                {name: np.asarray(arr[key]) for name, arr in self.activations.items()})
+        outputs = np.asarray(self.outputs[key])
+        acts = {name: np.asarray(arr[key]) for name, arr in self.activations.items()}
+        if not self.keep_nonfinite:
+            for name, values in [*acts.items(), (None, outputs)]:
+                check_finite(values, layer=name, rows=idx, fix=ARRAYS_FIX, scope="the batch")
+        return outputs, acts
 
     def batch_images(self, inputs: Any) -> np.ndarray:
         """The images of the samples at positions ``inputs`` (for thumbnails)."""
