@@ -344,3 +344,17 @@ def test_a_token_calibration_holds_out_whole_inputs(token_store, tmp_path: Path)
     promise = conformal_report_threshold({"split": "test.tokens", "scores": np.arange(40.0)},
                                          level=analysis.row_level(store))["promise"]
     assert "correctly classified token rows" in promise and "whole inputs held out" in promise
+
+
+def test_a_token_grid_that_does_not_fit_the_tokens_is_refused(token_store):
+    """A grid of another number of tokens than the inputs have would highlight no patch (or
+    the wrong one) without a word: refused, naming the grid that fits; and refused for a
+    sample-level analysis, which has no tokens."""
+    store, analysis = token_store
+    with pytest.raises(ValueError, match=r"token_grid=\(3, 3, 1\) describes 10 tokens.*have 5 "
+                       r"\(positions 0 to 4\).*e\.g\. token_grid=\(2, 2, 1\)"):
+        build_report_data(analysis, store, map_points=0, token_grid=(3, 3, 1))
+    assert build_report_data(analysis, store, map_points=0, token_grid=(2, 2, 1))
+    samples = SignatureAnalysis(n_clusters=3, only_correct=False, progress=False).fit(store)
+    with pytest.raises(ValueError, match="one row per sample: leave token_grid out"):
+        build_report_data(samples, store, map_points=0, token_grid=(2, 2, 1))

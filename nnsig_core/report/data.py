@@ -17,6 +17,7 @@ from nnsig_core.report.compare import comparison_data
 from nnsig_core.report.single import MapOptions, draw_map_points, prepare_run, run_body
 from nnsig_core.report.spec import normalize_runs, opening_split, report_splits
 from nnsig_core.report.summary import SUPPORTED_FORMAT
+from nnsig_core.report.token_report import check_token_grid
 from nnsig_core.store import ActivationStore
 
 if TYPE_CHECKING:
@@ -96,6 +97,8 @@ def build_report_data(
     for r in runs:
         check_is_fitted(r.analysis)
     splits = report_splits(runs, splits)
+    token_grid = check_token_grid(token_grid, runs[0].store, runs[0].analysis.row_level(
+        runs[0].store), splits)
     opts = MapOptions(projection, int(map_points), map_thumbnail_size, int(random_state))
     body_kw = {"score_name": score_name, "score_bins": score_bins, "n_exemplars": n_exemplars,
                "token_label": token_label, "token_grid": token_grid}

@@ -70,6 +70,39 @@ def add_token_rows(entry: dict[str, Any], store: ActivationStore, sigs: Signatur
             row["tokens"] = per_row[i]
 
 
+def check_token_grid(grid: Sequence[int] | None, store: ActivationStore, level: str,
+                     splits: Sequence[str]) -> tuple[int, int, int] | None:
+    """``grid`` as ``(rows, columns, prefix)``, checked against the token positions of the
+    first of ``splits`` that keeps its images; ValueError naming the grid that fits."""
+    if grid is None:
+        return None
+    if level != "tokens":
+        raise ValueError(f"token_grid={tuple(grid)!r} is for the report of a token analysis; "
+                         "this analysis has one row per sample: leave token_grid out.")
+    try:
+        rows, cols, prefix = (int(v) for v in grid)
+    except (TypeError, ValueError):
+        raise ValueError(f"token_grid must be (rows, columns, prefix tokens), not {grid!r}.")
+    if rows < 1 or cols < 1 or prefix < 0:
+        raise ValueError(f"token_grid={grid!r}: rows and columns must be >= 1 and prefix >= 0.")
+    for split in splits:
+        parent = store.split_attrs(split).get("parent")
+        if not parent or parent not in store.splits or store.inputs(parent) is None:
+            continue
+        n = int(np.max(store.token_rows(split)["position"], initial=-1)) + 1
+        if n and rows * cols + prefix != n:
+            side = int(round(max(n - prefix, 0) ** 0.5))
+            fit = (f" e.g. token_grid=({side}, {side}, {prefix})"
+                   if side * side + prefix == n else "")
+            raise ValueError(
+                f"token_grid=({rows}, {cols}, {prefix}) describes {rows * cols + prefix} tokens "
+                f"per input ({rows} x {cols} patches after {prefix} prefix token(s)), but the "
+                f"inputs of split {split!r} have {n} (positions 0 to {n - 1}): give the grid "
+                f"of the model's patches,{fit or ' rows x columns + prefix = ' + str(n)}.")
+        break
+    return rows, cols, prefix
+
+
 def highlight_patch(img: np.ndarray, position: int, grid: Sequence[int]) -> np.ndarray:
     """``img`` with everything but the patch of ``position`` dimmed on the ``(rows, columns,
     prefix)`` grid (before ``prefix``, not a patch: all dimmed a little)."""
