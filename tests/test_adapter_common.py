@@ -274,3 +274,18 @@ def test_torch_and_keras_raise_the_same_errors(monkeypatch):
         nnsig_keras.KerasAdapter(model, layers="fc1", layout={"fc1": "NCHW"}).run(np.ones((4, 3), "f4"))
     with pytest.raises(ValueError, match="layout of layer '0'"):
         nnsig_torch.TorchAdapter(net, layers=["0"], layout={"0": "NCHW"}).run(torch.randn(4, 3))
+
+
+@pytest.mark.parametrize("package, framework, extra", [("nnsig_torch", "torch", "torch"),
+                                                       ("nnsig_keras", "keras", "keras")])
+def test_an_adapter_without_its_framework_names_the_extra(package, framework, extra,
+                                                          monkeypatch) -> None:
+    """Importing an adapter whose framework is not installed names the install command (it
+    was the bare "No module named 'torch'")."""
+    import importlib
+
+    pytest.importorskip(package)
+    monkeypatch.setitem(sys.modules, framework, None)  # as if not installed
+    monkeypatch.delitem(sys.modules, package)
+    with pytest.raises(ImportError, match=rf"{package} needs .* pip install 'nnsig\[{extra}\]'"):
+        importlib.import_module(package)

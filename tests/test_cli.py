@@ -143,6 +143,9 @@ def test_usage_errors_exit_2(nnsig: Callable[..., Result]) -> None:
     # A global option after the command: where it goes.
     r = nnsig("info", "s3://b/s.zarr", "--storage-option", "endpoint_url=http://127.0.0.1:1")
     assert r.returncode == 2 and "--storage-option goes before the command" in r.stderr
+    for port in ("99999", "-5"):  # bind() said "port must be 0-65535", with status 1
+        r = nnsig("view", ".", "--port", port)
+        assert r.returncode == 2 and "--port: must be from 0 to 65535" in r.stderr
     # The British spelling runs the same command.
     r = nnsig("analyse", "--help")
     assert r.returncode == 0 and "usage: nnsig analyze" in r.stdout

@@ -10,6 +10,14 @@
 Hugging Face ``Trainer``).
 """
 
+try:
+    import torch  # noqa: F401
+except ModuleNotFoundError as exc:  # the bare "No module named 'torch'" names no fix
+    if exc.name != "torch":
+        raise
+    raise ImportError("nnsig_torch needs PyTorch, which is not installed: pip install "
+                      "'nnsig[torch]' (or pip install torch).") from exc
+
 from nnsig_core.protocol import LayerSelectionError, NonFiniteActivationError, UnknownLayerError
 from nnsig_core.protocol.axes import POOL_MODES, AmbiguousLayoutError
 from nnsig_core.protocol.token_rows import TokenRows

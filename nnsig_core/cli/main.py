@@ -97,18 +97,19 @@ def _usage(parse: Callable[[str], object]) -> Callable[[str], object]:
     return convert
 
 
-def _int_at_least(low: int) -> Callable[[str], int]:
-    """An argparse ``type``: an integer of at least ``low``."""
+def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: an integer of at least ``low`` (and at most ``high``)."""
     def convert(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        if value < low or (high is not None and value > high):
+            within = f"at least {low}" if high is None else f"from {low} to {high}"
+            raise argparse.ArgumentTypeError(f"must be {within}, got {value}")
         return value
 
-    convert.__name__ = f"integer >= {low}"
+    convert.__name__ = f"integer >= {low}" if high is None else f"integer {low}-{high}"
     return convert
 
 
@@ -253,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd["view"]
     p.add_argument("dir", help="report directory (or a directory of reports)")
-    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    p.add_argument("--port", type=_int_at_least(0, 65535), default=0, help="port (default: a free one)")
     p.add_argument("--no-browser", action="store_true", help="only print the address")
 
     p = cmd["export"]
