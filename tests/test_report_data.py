@@ -41,7 +41,8 @@ def test_structure_and_counts(fitted) -> None:
     assert data["layers"] == ["layer0", "layer1", "layer2"]
     assert [lay["name"] for lay in data["model"]["layers"]] == data["layers"]
     assert data["model"]["layers"][2] == {"name": "layer2", "type": "unknown", "shape": [2, 3],
-                                          "units": 6, "parameters": 0}
+                                          "units": 6, "parameters": None}
+    assert data["model"]["parameters"] is None  # arrays: unknown, not 0
     a = data["analysis"]
     assert a["n_clusters"] == [3] * 3 and a["fit_split"] == "train"
     assert a["fit_samples"] == analysis.n_fit_samples_ and a["only_correct"] is True

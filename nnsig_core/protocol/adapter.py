@@ -29,7 +29,7 @@ class LayerSummary(TypedDict, total=False):
     name: str
     type: str
     shape: list[int]
-    parameters: int
+    parameters: int | None  # None: unknown (arrays)
     config: dict[str, Any]
 
 
@@ -37,7 +37,7 @@ class ModelSummary(TypedDict, total=False):
     """Metadata of the model whose layers are captured."""
 
     model_class: str
-    parameters: int
+    parameters: int | None  # None: unknown (arrays)
     layers: list[LayerSummary]
 
 

@@ -85,13 +85,14 @@ class ArrayAdapter:
         return np.asarray(self.inputs[_as_key(np.asarray(inputs))])
 
     def model_summary(self) -> ModelSummary:
-        """Describe the arrays: ``model_class``, no parameters, and each layer's type and shape."""
+        """Describe the arrays: ``model_class``, each layer's type and shape; the parameter
+        counts are unknown (None), not 0."""
         layers: list[LayerSummary] = [
             {"name": name, "type": self.layer_types.get(name, "unknown"),
              "shape": [int(s) for s in np.shape(arr)[1:]] if hasattr(arr, "shape") else [],
-             "parameters": 0}
+             "parameters": None}
             for name, arr in self.activations.items()]
-        return {"model_class": self.model_class, "parameters": 0, "layers": layers}
+        return {"model_class": self.model_class, "parameters": None, "layers": layers}
 
     def to_numpy(self, x: Any) -> np.ndarray:
         """Convert labels or inputs to a NumPy array."""

@@ -388,5 +388,5 @@ def _layer_entry(name: str, info: Mapping[str, Any], shape: Sequence[int]) -> di
     return {
         "name": name, "type": info.get("type", "unknown"), "shape": [int(s) for s in shape],
         "units": int(np.prod(shape, dtype=np.int64)),
-        "parameters": int(info.get("parameters") or 0),
+        "parameters": None if info.get("parameters") is None else int(info["parameters"]),
     }
