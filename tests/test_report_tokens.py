@@ -305,7 +305,8 @@ def test_token_map_tooltip_names_the_token_its_position_and_input(text_store, tm
         browser.close()
 
 
-def test_cli_analyze_summarises_the_splits_of_its_row_level(token_store, capsys):
+def test_cli_analyze_summarises_the_splits_of_its_row_level(token_store, capsys,
+                                                            tmp_path_factory):
     """`nnsig analyze` on a store with token splits: a sample-level and a token-level fit
     each summarise the splits at their own level (it summarised every split and failed)."""
     import json
@@ -320,6 +321,17 @@ def test_cli_analyze_summarises_the_splits_of_its_row_level(token_store, capsys)
                        "3", "--all-samples", "--name", name, "--json"])
         assert status == 0
         assert sorted(json.loads(capsys.readouterr().out)) == expected
+        if fit_split == "train.tokens":  # its export says which token of which input
+            out = tmp_path_factory.mktemp("export")
+            assert main(["export", str(store.location), "--analysis", name, "--out", str(out),
+                         "--split", "test.tokens"]) == 0
+            with open(out / "signatures_test.tokens.csv", encoding="utf-8") as f:
+                head = f.readline().strip().split(",")
+                first = f.readline().strip().split(",")
+            assert head[:5] == ["row", "sample_index", "sample_row", "position", "token"]
+            rows = store.token_rows("test.tokens")
+            assert [int(v) for v in first[2:5]] == [int(rows[k][0]) for k in
+                                                    ("sample_row", "position", "token")]
         open_store(store.location, mode="r+").delete(f"analysis/{name}")
 
 

@@ -302,8 +302,24 @@ class Signatures(JointTableViews):
         """Per-sample JSON records (written to ``path`` too when given)."""
         return self.per_sample().to_json(path)
 
+    def _with_token_rows(self, table: Table, tokens: Mapping[str, Any] | None) -> Table:
+        """``table`` with a token row space's ``sample_row``, ``position`` and ``token``
+        columns after ``sample_index`` (which input, where in it, which token)."""
+        if not tokens:
+            return table
+        cols = {k: np.asarray(tokens[k], dtype=np.int64).reshape(-1)
+                for k in ("sample_row", "position", "token")}
+        if any(v.size != self.n_samples for v in cols.values()):
+            raise ValueError(f"token rows of another length than split {self.split!r}'s "
+                             f"{self.n_samples} rows.")
+        at = table.columns.index("sample_index") + 1
+        rows = [(*r[:at], *(int(v[i]) for v in cols.values()), *r[at:])
+                for i, r in enumerate(table.rows)]
+        return Table([*table.columns[:at], *cols, *table.columns[at:]], rows)
+
     def export(self, out_dir: str | os.PathLike[str], *, format: str = "csv",
-               scores: Mapping[str, Any] | None = None) -> list[str]:
+               scores: Mapping[str, Any] | None = None,
+               token_rows: Mapping[str, Any] | None = None) -> list[str]:
         """Write every view of the split into ``out_dir`` (used by ``nnsig export``).
 
         Files ``signatures_<split>.<ext>`` (per sample, with a ``score:<name>`` column per
@@ -318,6 +334,9 @@ class Signatures(JointTableViews):
             Parquet needs pyarrow, datasets the ``datasets`` package.
         scores : mapping of str to array-like (n,), optional
             Per-sample scores of this split, added to the per-sample file.
+        token_rows : mapping, optional
+            Of a token row space (``store.token_rows(split)``): its ``sample_row``,
+            ``position`` and ``token`` columns, added to the per-sample file.
 
         Returns
         -------
@@ -330,7 +349,8 @@ class Signatures(JointTableViews):
         out.mkdir(parents=True, exist_ok=True)
         s, ext = self.split, "" if format == "datasets" else f".{format}"
         views: list[tuple[str, Table]] = [
-            (f"signatures_{s}{ext}", self._with_scores(self.per_sample(), scores)),
+            (f"signatures_{s}{ext}",
+             self._with_scores(self._with_token_rows(self.per_sample(), token_rows), scores)),
             (f"table_{s}{ext}", self.table()),
             (f"by_output_{s}{ext}", self.by_output_class()),
             (f"by_signature_{s}{ext}", self.by_signature()),

@@ -237,8 +237,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         written = []
         for s in splits:
             scores = _saved_scores(store, args.analysis, s, record) if s in scored else None
+            tokens = store.token_rows(s) if level == "tokens" else None
             written += analysis.signatures(store, s).export(out, format=args.format,
-                                                            scores=scores)
+                                                            scores=scores, token_rows=tokens)
     for name in written:
         print(out / name)
     return 0
