@@ -218,30 +218,44 @@ def test_lightning_callback(tmp_path):
 
 
 @pytest.mark.slow
-def test_hugging_face_trainer_callback(tmp_path):
+def test_hugging_face_trainer_records_its_checkpoints(tmp_path):
+    """A real ``Trainer`` (CPU, 3 steps per epoch, max_steps stops it in its third epoch):
+    the callback records the start, every 5th step, every epoch's end and the stop, with the
+    Trainer's own epoch count (the stop was recorded as epoch 2, rounded); the last
+    checkpoint is the trained model's."""
     transformers = pytest.importorskip("transformers")
-    X, y = _data(40)
-    model = _mlp()
-    probe = TorchProbe((X, y), tmp_path / "hf.zarr")
-    cb = hf_callback(probe, every_n_epochs=1, every_n_steps=3)
-    assert isinstance(cb, transformers.TrainerCallback)
-    state = transformers.TrainerState()
-    cb.on_train_begin(None, state, None, model=model)
-    for step in range(1, 5):
-        _step(model, X, y)
-        state.global_step, state.epoch = step, step / 2
-        cb.on_step_end(None, state, None, model=model)
-        if step % 2 == 0:
-            cb.on_epoch_end(None, state, None, model=model)
-    # max_steps stops training mid-epoch: the Trainer still ends the epoch, at epoch 2.333
-    for step in range(5, 6):
-        _step(model, X, y)
-        state.global_step, state.epoch = step, 2 + 1 / 3
-        cb.on_step_end(None, state, None, model=model)
-    cb.on_epoch_end(None, state, None, model=model)
+    pytest.importorskip("accelerate")
+    X, y = _data(48)
+
+    class Classifier(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = _mlp()
+
+        def forward(self, x, labels=None):
+            logits = self.net(x)
+            loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+            return {"loss": loss, "logits": logits}
+
+    train = [{"x": X[i], "labels": y[i]} for i in range(len(y))]
+    model = Classifier()
+    probe = TorchProbe((X, y), tmp_path / "hf.zarr", layers=["net.1"])
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"), per_device_train_batch_size=16, max_steps=7,
+        learning_rate=0.1, save_strategy="no", report_to=[], use_cpu=True, logging_steps=100,
+        dataloader_num_workers=0, disable_tqdm=True)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=train,
+                                   callbacks=[hf_callback(probe, every_n_epochs=1,
+                                                          every_n_steps=5)])
+    trainer.train()
     cps = list_checkpoints(tmp_path / "hf.zarr")
-    assert [c["step"] for c in cps] == [0, 2, 3, 4, 5]
-    assert [c["epoch"] for c in cps] == [0, 1, 1.5, 2, 2.333]  # as the Trainer counts them
+    assert isinstance(trainer.callback_handler.callbacks[-1], transformers.TrainerCallback)
+    assert [(c["step"], c["epoch"]) for c in cps] == [(0, 0), (3, 1), (5, 1.667), (6, 2),
+                                                      (7, 2.333)]
+    store = open_store(tmp_path / "hf.zarr")
+    with torch.no_grad():
+        np.testing.assert_allclose(store.activations(cps[-1]["split"], "net.1")[:],
+                                   model.net[:2](X).numpy(), atol=1e-6)
 
 
 @pytest.mark.slow
