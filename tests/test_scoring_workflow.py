@@ -154,8 +154,16 @@ def test_write_report_and_nnsig_report_are_one_report(saved, tmp_path) -> None:
     assert main(["report", store.location, "--out", str(cli)]) == 0
     a, b = _data(api), _data(cli)
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-    # The fit split first, then capture order; opening on the first that is not the fit split.
-    assert list(a["splits"]) == ["train", "val", "test"] and a["open_split"] == "val"
+    # The fit split first, then capture order; opening on the first that is neither the fit
+    # split nor the split that calibrated the threshold (its rates are not held-out ones).
+    assert list(a["splits"]) == ["train", "val", "test"] and a["open_split"] == "test"
+    # Reports of another analysis of the store are told apart by their titles (run menu).
+    SignatureAnalysis(n_clusters=K, progress=False).fit(store, "train").save(store, "k4b")
+    from nnsig_core.analysis import SignatureAnalysis as SA
+
+    other = build_report_data(SA.load(store, "k4b"), store, map_points=0)
+    assert other["title"] == a["title"].replace("s.zarr", "s.zarr, analysis k4b")
+    assert a["title"].endswith("s.zarr") or a["title"].endswith("s.zarr)")
     assert "scores" in a["splits"]["test"] and a["threshold"]["split"] == "val"
 
 

@@ -109,7 +109,8 @@ def build_report_data(
                 "title": title or " vs ".join(str(r.label) for r in runs),
                 "created": now_iso(),
                 "open_split": opening_split([s for s in splits if s in preps[0].splits],
-                                            runs[0].analysis.fit_split_)}
+                                            runs[0].analysis.fit_split_,
+                                            _calibration_split(preps[0]))}
         return {**head, **data}
     prep = preps[0]
     positions, kinds = None, {}
@@ -118,9 +119,26 @@ def build_report_data(
         for s in prep.splits:
             positions[s], kinds[s] = draw_map_points(prep, s, opts)
     body = run_body(prep, positions, kinds, opts, **body_kw)
-    model_class = body["model"].get("model_class")
-    name = prep.store.location.rstrip("/").rsplit("/", 1)[-1] or prep.store.location
-    default = f"{model_class} ({name})" if model_class and model_class != "unknown" else name
-    return {"format_version": REPORT_FORMAT_VERSION, "title": title or default,
-            "created": now_iso(), "open_split": opening_split(prep.splits, prep.run.analysis.fit_split_),
+    return {"format_version": REPORT_FORMAT_VERSION,
+            "title": title or _default_title(prep, body["model"].get("model_class")),
+            "created": now_iso(),
+            "open_split": opening_split(prep.splits, prep.run.analysis.fit_split_,
+                                        _calibration_split(prep)),
             **body}
+
+
+def _calibration_split(prep: Any) -> str | None:
+    return prep.threshold.get("split") if prep.threshold else None
+
+
+def _default_title(prep: Any, model_class: str | None) -> str:
+    """``Model (store)``, with the analysis's name when it is not the default one and the
+    row level of a token analysis: reports of one store tell each other apart in a run
+    menu."""
+    where = prep.store.location.rstrip("/").rsplit("/", 1)[-1] or prep.store.location
+    name = getattr(prep.run.analysis, "name_", None)
+    extra = [f"analysis {name}"] if name not in (None, "default") else []
+    if prep.run.analysis.row_level(prep.store) == "tokens":
+        extra.append("tokens")
+    where = ", ".join([where, *extra])
+    return f"{model_class} ({where})" if model_class and model_class != "unknown" else where

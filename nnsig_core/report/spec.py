@@ -151,6 +151,11 @@ def _started(store: ActivationStore, split: str) -> tuple[str, int]:
     return str(cap.get("started") or ""), int(cap.get("started_ns") or 0)
 
 
-def opening_split(splits: Sequence[str], fit_split: str) -> str | None:
-    """The split a report opens on: the first that is not the fit split."""
-    return next((s for s in splits if s != fit_split), splits[0] if splits else None)
+def opening_split(splits: Sequence[str], fit_split: str,
+                  calibration_split: str | None = None) -> str | None:
+    """The split a report opens on: the first that is neither the fit split nor the scorer's
+    calibration split (whose rates are not held-out measures), else the first that is not
+    the fit split."""
+    held_out = [s for s in splits if s not in (fit_split, calibration_split)]
+    return next(iter(held_out), next((s for s in splits if s != fit_split),
+                                     splits[0] if splits else None))
