@@ -164,6 +164,11 @@ def test_viewer_shows_the_tokens_column(token_store, tmp_path: Path):
         assert "<b>CLS</b>" in cells  # user data shown as text, never as HTML
         assert page.locator("#table tbody b").count() == 0
         assert "tokens" in page.locator("#table-note").inner_text()
+        stats = page.locator("#stats").inner_text()
+        assert "test.tokens" in stats  # the split's own name, not capitalised
+        assert "model, on this split's tokens" in stats  # a rate over tokens, said so
+        page.locator('#sankey-svg .node[data-node="1:0"] .hit').hover()
+        assert "tokens shown" in page.locator("#tooltip").text_content()
         browser.close()
 
 

@@ -246,7 +246,8 @@
         row.append(stat("Split", state.split, U.fmt(sp.n_samples != null ? sp.n_samples : P.total) +
                                      (P.hasTokens ? " tokens" : " samples")));
         row.append(P.hasLabels ? stat("Accuracy", U.pct(sp.accuracy), "model, on " +
-                                      (P.nUnlabelled ? U.fmt(P.nLabelled) + " labelled samples" : "this split"))
+                                      (P.nUnlabelled ? U.fmt(P.nLabelled) + (P.hasTokens ? " labelled tokens" : " labelled samples")
+                                                     : (P.hasTokens ? "this split's tokens (each input weighs its tokens)" : "this split")))
                                : stat("Accuracy", "\u2014", "no labels in this split"));
         row.append(stat("Signatures", U.fmt(sp.n_signatures), "distinct cluster paths"));
         row.append(stat("Shown", U.fmt(k.total), P.total ? U.pct(k.total / P.total) + " of the split" : ""));

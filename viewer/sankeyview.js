@@ -46,7 +46,7 @@
     const R = ctx.runs[i], P = ctx.cur[i].P, g = inst[i].graph;
     const box = el("div");
     box.append(el("div", { class: "tt-title", text: nodeTitle(R, n) }));
-    box.append(el("div", { class: "tt-line", text: U.fmt(n.value) + " samples shown (" + U.pct(n.value / g.total) + ")" }));
+    box.append(el("div", { class: "tt-line", text: U.fmt(n.value) + (P.hasTokens ? " tokens" : " samples") + " shown (" + U.pct(n.value / g.total) + ")" }));
     if (n.col > 0 && n.col <= R.nLayers) {
       const c = P.clusters[n.col - 1].get(n.id);
       if (c) box.append(el("div", { class: "tt-line muted", text: U.fmt(c.count) + " in the split \u00b7 purity " + U.num(c.purity, 2) }));
@@ -64,7 +64,7 @@
               el("div", { class: "tt-title" }, el("i", { class: "sw", style: { background: U.classColor(cls) } }),
                  (P.hasLabels ? "Class " : "Predicted class ") + M.className(R, cls)),
               el("div", { class: "tt-line", text: shortNode(R, l.source) + "  \u2192  " + shortNode(R, l.target) }),
-              el("div", { class: "tt-line", text: U.fmt(l.value) + " samples (" + U.pct(l.value / l.source.value) +
+              el("div", { class: "tt-line", text: U.fmt(l.value) + (P.hasTokens ? " tokens (" : " samples (") + U.pct(l.value / l.source.value) +
                           " of " + shortNode(R, l.source) + ")" }));
   }
 
@@ -115,7 +115,7 @@
         hd.classList.toggle("on-map", ctx.state.mapLayer[i] === lc - 1);
       }
     });
-    svg.setAttribute("aria-label", "Sankey diagram of " + U.fmt(g.total) + " samples: " +
+    svg.setAttribute("aria-label", "Sankey diagram of " + U.fmt(g.total) + (P.hasTokens ? " tokens: " : " samples: ") +
                      (P.hasLabels ? "input class, " : "") + R.nLayers + " layers of clusters, output class");
     highlight(ctx, i);
   }

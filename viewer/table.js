@@ -110,7 +110,8 @@
     if (x.thr != null) for (const g of c.groups) if (isFlagged(g, x.thr)) flaggedSamples += g.count;
     $("table-note").textContent = U.fmt(c.groups.length) + " rows \u00b7 " + U.fmt(c.total) + (c.P.hasTokens ? " tokens \u00b7 " : " samples \u00b7 ") +
       "click a row or press Enter to highlight its path" +
-      (x.thr != null ? " \u00b7 " + U.fmt(flaggedSamples) + " samples in rows flagged at mean score \u2265 " + U.num(x.thr, 3) : "");
+      (x.thr != null ? " \u00b7 " + U.fmt(flaggedSamples) + (c.P.hasTokens ? " tokens" : " samples") + " in rows flagged at mean score \u2265 " + U.num(x.thr, 3) +
+                         " (a row's mean; the Scores tab counts each one's own score)" : "");
   }
 
   function rowEls() { return Array.from($("table").tBodies[0].rows); }
