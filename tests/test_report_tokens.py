@@ -316,6 +316,7 @@ def test_cli_analyze_summarises_the_splits_of_its_row_level(token_store, capsys,
     each summarise the splits at their own level (it summarised every split and failed)."""
     import json
 
+    from nnsig_core.analysis import format_summary
     from nnsig_core.cli.main import main
 
     store, _ = token_store
@@ -325,7 +326,13 @@ def test_cli_analyze_summarises_the_splits_of_its_row_level(token_store, capsys,
         status = main(["analyze", str(store.location), "--fit-split", fit_split, "--clusters",
                        "3", "--all-samples", "--name", name, "--json"])
         assert status == 0
-        assert sorted(json.loads(capsys.readouterr().out)) == expected
+        summaries = json.loads(capsys.readouterr().out)
+        assert sorted(summaries) == expected
+        text = format_summary(summaries[expected[0]])
+        if fit_split == "train.tokens":  # rows and the accuracy over them are said to be tokens
+            assert "model accuracy over token rows" in text and " token rows of classes" in text
+        else:
+            assert " samples, model accuracy " in text
         if fit_split == "train.tokens":  # its export says which token of which input
             out = tmp_path_factory.mktemp("export")
             assert main(["export", str(store.location), "--analysis", name, "--out", str(out),

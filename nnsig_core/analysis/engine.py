@@ -357,4 +357,5 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
 
     def summary(self, store: StoreArg, split: str) -> dict[str, Any]:
         """A JSON-serialisable summary of the analysis on ``split`` (``nnsig analyze``)."""
-        return analysis_summary(self, self.signatures(store, split))
+        store = open_store(store)
+        return analysis_summary(self, self.signatures(store, split), self.row_level(store))

@@ -33,7 +33,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     """
     fit = summary["fit"]
     acc = summary.get("accuracy")
-    acc_s = f", model accuracy {acc:.2%}" if acc is not None else ", no labels"
+    rows = "token rows" if summary.get("level") == "tokens" else "samples"
+    over = " over token rows" if rows == "token rows" else ""
+    acc_s = f", model accuracy{over} {acc:.2%}" if acc is not None else ", no labels"
     settings = [f"only_correct={fit['only_correct']}"]
     if fit.get("discretizer"):
         settings.append(f"discretizer={fit['discretizer']}")
@@ -42,11 +44,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     settings.append(f"random_state={fit['random_state']}")
     name = f" {fit['name']!r}" if fit.get("name") else ""
     lines = [
-        f"Analysis{name} fitted on split {fit['split']!r}: {fit['n_samples']:,} samples of "
+        f"Analysis{name} fitted on split {fit['split']!r}: {fit['n_samples']:,} {rows} of "
         f"classes {_classes(list(fit['classes']))} ({', '.join(settings)})",
-        f"Split {summary['split']!r}: {summary['n_samples']:,} samples{acc_s}; "
+        f"Split {summary['split']!r}: {summary['n_samples']:,} {rows}{acc_s}; "
         f"{summary['n_signatures']:,} distinct signatures "
-        f"({summary['n_signatures_correct']:,} among correctly classified samples)",
+        f"({summary['n_signatures_correct']:,} among correctly classified {rows})",
         "",
     ]
     header = ["layer", "clusters", "method", "features", "purity", "entropy (bits)"]
@@ -74,10 +76,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def analysis_summary(analysis: Any, sigs: Any) -> dict[str, Any]:
+def analysis_summary(analysis: Any, sigs: Any, level: str = "samples") -> dict[str, Any]:
     """A JSON-serialisable summary of a fitted analysis on the signatures ``sigs`` of a split
-    (``split``, ``n_samples``, ``accuracy``, ``n_signatures``, ``n_signatures_correct``,
-    ``fit`` and per-layer ``layers``), printed by :func:`format_summary`."""
+    (``split``, ``level`` of its rows, ``n_samples``, ``accuracy``, ``n_signatures``,
+    ``n_signatures_correct``, ``fit`` and per-layer ``layers``), printed by
+    :func:`format_summary`."""
     purity, entropy = sigs.purity(), sigs.entropy()
     layers = []
     for j, name in enumerate(analysis.layers_):
@@ -93,7 +96,8 @@ def analysis_summary(analysis: Any, sigs: Any) -> dict[str, Any]:
            "n_samples": analysis.n_fit_samples_, "classes": analysis.classes_,
            "only_correct": bool(analysis.only_correct), "discretizer": analysis.discretizer_spec,
            "reduce": analysis.reduce, "random_state": analysis.random_state}
-    return {"split": sigs.split, "n_samples": sigs.n_samples, "accuracy": sigs.accuracy,
+    return {"split": sigs.split, "level": level, "n_samples": sigs.n_samples,
+            "accuracy": sigs.accuracy,
             "n_signatures": sigs.n_signatures,
             "n_signatures_correct": sigs.subset(sigs.correct).n_signatures,
             "fit": fit, "layers": layers}
