@@ -224,9 +224,10 @@ def test_a_report_of_no_split_in_the_store_names_those_it_holds(blobs, tmp_path)
     from nnsig_core.report import write_report
 
     analysis = _analysis().fit(blobs, "train")
-    with pytest.raises(ValueError, match=r"tst not in .*available: .*test"):
-        with pytest.warns(UserWarning, match="'tst' is not in the store"):
-            write_report(analysis, blobs, tmp_path / "r", splits=["tst"])
+    for splits in (["tst"], ["test", "tst"]):  # with a split that is there: no warning then
+        with pytest.raises(ValueError, match=r"'tst' not in .*Did you mean 'test'\? Its "
+                           r"splits: .*test"):  # an error to act on (it was warned, then left)
+            write_report(analysis, blobs, tmp_path / "r", splits=splits)
     assert not (tmp_path / "r").exists()
 
 

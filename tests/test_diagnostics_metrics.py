@@ -152,3 +152,16 @@ def test_auroc_is_scikit_learn_s(pairs) -> None:
             auroc(y, s)
         return
     assert auroc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+
+
+def test_evaluate_without_labels_says_what_it_needs():
+    """``labels=None`` was int()'s TypeError; labels all unknown gave an empty table in
+    silence."""
+    from nnsig_core import NnsigWarning
+
+    scores = {"s": np.arange(4.0)}
+    with pytest.raises(ValueError, match="evaluate needs the true labels.*store.labels"):
+        evaluate(scores, None, [0, 1, 0, 1], [0, 1])
+    with pytest.warns(NnsigWarning, match="No sample has a label: no task is defined"):
+        table = evaluate(scores, [-1] * 4, [0, 1, 0, 1], [0, 1], as_frame=False)
+    assert table == []

@@ -163,7 +163,14 @@ def evaluate(scores: Mapping[str, Any], labels: Any, predictions: Any,
         ``n_negative``. Wide: ``task``, ``score``, one column per metric,
         ``n_positive``, ``n_negative``.
     """
+    if labels is None:
+        raise ValueError("evaluate needs the true labels (-1 for unknown ones): the tasks ask "
+                         "which samples are misclassified or of a novel class. Pass "
+                         "store.labels(split).")
     masks = task_masks(labels, predictions, known_classes)
+    if not (np.asarray(labels).reshape(-1) >= 0).any():
+        warn("No sample has a label: no task is defined, so the table is empty. Score a "
+             "labelled split to measure the scores.")
     if tasks is None and "novelty" not in masks:
         masks.pop("both", None)  # no novel sample: the samples and positives of "error"
     if tasks is not None:

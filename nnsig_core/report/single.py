@@ -4,6 +4,7 @@ together); :func:`run_body` writes the run's part."""
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,14 +74,13 @@ def prepare_run(run: ReportRun, splits: Sequence[str], client: Any = None) -> Pr
     check_is_fitted(analysis)
     store = run.store
     assert isinstance(store, ActivationStore)
-    present = [s for s in splits if s in store.splits]
-    for s in splits:
-        if s not in present:
-            warn(f"Split {s!r} is not in the store ({', '.join(store.splits)}); left out of "
-                 "the report.")
-    if not present:
-        raise ValueError(f"Split(s) {', '.join(splits) or '(none)'} not in {store.location}; "
-                         f"available: {', '.join(store.splits)}.")
+    missing = [s for s in splits if s not in store.splits]
+    if missing or not splits:
+        close = difflib.get_close_matches(missing[0], store.splits, n=1) if missing else []
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"Split(s) {', '.join(map(repr, missing)) or '(none)'} not in "
+                         f"{store.location}.{hint} Its splits: {', '.join(store.splits)}.")
+    present = list(splits)
     sigs = {s: analysis.signatures(store, s, client=client) for s in present}
     lazy = next((sg.client for sg in sigs.values() if is_lazy(sg.labels)), None)
     given, calibration = report_scores(run.scores, analysis, store)
