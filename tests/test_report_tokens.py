@@ -383,3 +383,13 @@ def test_a_token_grid_that_does_not_fit_the_tokens_is_refused(token_store):
     samples = SignatureAnalysis(n_clusters=3, only_correct=False, progress=False).fit(store)
     with pytest.raises(ValueError, match="one row per sample: leave token_grid out"):
         build_report_data(samples, store, map_points=0, token_grid=(2, 2, 1))
+
+
+def test_a_comparison_of_a_sample_and_a_token_analysis_says_so(token_store):
+    """A comparison of analyses of two row levels names the levels (it failed with the single
+    analysis's message about splits of the other level)."""
+    store, analysis = token_store
+    samples = SignatureAnalysis(n_clusters=3, only_correct=False, progress=False).fit(store)
+    with pytest.raises(ValueError, match=r"compares runs of one row level.*fitted on tokens "
+                       r"and .* on samples: write one report for each level"):
+        build_report_data([samples, analysis], store, map_points=0)

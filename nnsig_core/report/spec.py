@@ -130,14 +130,19 @@ def report_splits(runs: Sequence[ReportRun], splits: Sequence[str] | None) -> tu
     """The splits a report shows: ``splits`` as given, or by default every complete split that
     every run's store holds, of the first run's row level (samples, or tokens for a token-level
     analysis): its fit split first, then the others in the order they were captured."""
+    levels = [r.analysis.row_level(r.store) for r in runs]
+    if len(set(levels)) > 1:
+        raise ValueError(
+            "A report compares runs of one row level, but run(s) "
+            f"{', '.join(repr(r.label) for r, lv in zip(runs, levels, strict=True) if lv != levels[0])} "
+            f"are fitted on {'tokens' if levels[0] == 'samples' else 'samples'} and "
+            f"{runs[0].label!r} on {levels[0]}: write one report for each level.")
     if splits is not None:
         return tuple(splits)
     first = runs[0]
     store = first.store
     assert isinstance(store, ActivationStore)
-    fit = first.analysis.fit_split_
-    level = store.level(fit) if fit in store.splits else (
-        "tokens" if str(fit).endswith(".tokens") else "samples")
+    fit, level = first.analysis.fit_split_, levels[0]
     stores = [r.store for r in runs]
     shared = [s for s in store.splits
               if all(s in st.splits and st.is_complete(s) for st in stores)  # type: ignore[union-attr]
