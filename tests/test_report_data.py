@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nnsig_core import NnsigWarning, open_store
+from nnsig_core import open_store
 from nnsig_core.analysis import SignatureAnalysis
 from nnsig_core.analysis.synthetic import make_blob_store
 from nnsig_core.report import build_report_data
@@ -182,12 +182,12 @@ def test_plain_score_arrays_come_without_a_threshold(with_val) -> None:
     assert all("at_threshold" not in data["splits"][s]["scores"] for s in scores)
 
 
-def test_missing_split_is_skipped_with_a_warning(fitted) -> None:
+def test_a_named_split_that_is_not_in_the_store_is_an_error(fitted) -> None:
+    """A split asked for by name and missing (a typo) is an error naming the store's splits,
+    not a warning and a report without it."""
     analysis, store = fitted
-    with pytest.warns(NnsigWarning, match="'validation' is not in the store") as caught:
-        data = build_report_data(analysis, store, splits=("train", "validation"))
-    assert set(data["splits"]) == {"train"}
-    assert caught[0].filename == __file__  # points at the user's call
+    with pytest.raises(ValueError, match=r"'validation' not in .* Its splits: test, train"):
+        build_report_data(analysis, store, splits=("train", "validation"))
 
 
 def test_saved_analysis_name_and_size(tmp_path: Path) -> None:

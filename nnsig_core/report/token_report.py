@@ -82,7 +82,7 @@ def check_token_grid(grid: Sequence[int] | None, store: ActivationStore, level: 
     try:
         rows, cols, prefix = (int(v) for v in grid)
     except (TypeError, ValueError):
-        raise ValueError(f"token_grid must be (rows, columns, prefix tokens), not {grid!r}.")
+        raise ValueError(f"token_grid must be (rows, columns, prefix tokens), not {grid!r}.") from None
     if rows < 1 or cols < 1 or prefix < 0:
         raise ValueError(f"token_grid={grid!r}: rows and columns must be >= 1 and prefix >= 0.")
     for split in splits:
