@@ -33,8 +33,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     """
     fit = summary["fit"]
     acc = summary.get("accuracy")
-    rows = "token rows" if summary.get("level") == "tokens" else "samples"
-    over = " over token rows" if rows == "token rows" else ""
+    unit = "token rows" if summary.get("level") == "tokens" else "samples"
+    over = " over token rows" if unit == "token rows" else ""
     acc_s = f", model accuracy{over} {acc:.2%}" if acc is not None else ", no labels"
     settings = [f"only_correct={fit['only_correct']}"]
     if fit.get("discretizer"):
@@ -44,11 +44,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     settings.append(f"random_state={fit['random_state']}")
     name = f" {fit['name']!r}" if fit.get("name") else ""
     lines = [
-        f"Analysis{name} fitted on split {fit['split']!r}: {fit['n_samples']:,} {rows} of "
+        f"Analysis{name} fitted on split {fit['split']!r}: {fit['n_samples']:,} {unit} of "
         f"classes {_classes(list(fit['classes']))} ({', '.join(settings)})",
-        f"Split {summary['split']!r}: {summary['n_samples']:,} {rows}{acc_s}; "
+        f"Split {summary['split']!r}: {summary['n_samples']:,} {unit}{acc_s}; "
         f"{summary['n_signatures']:,} distinct signatures "
-        f"({summary['n_signatures_correct']:,} among correctly classified {rows})",
+        f"({summary['n_signatures_correct']:,} among correctly classified {unit})",
         "",
     ]
     header = ["layer", "clusters", "method", "features", "purity", "entropy (bits)"]

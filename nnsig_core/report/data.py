@@ -97,8 +97,9 @@ def build_report_data(
     for r in runs:
         check_is_fitted(r.analysis)
     splits = report_splits(runs, splits)
-    token_grid = check_token_grid(token_grid, runs[0].store, runs[0].analysis.row_level(
-        runs[0].store), splits)
+    first = runs[0].store
+    assert isinstance(first, ActivationStore)  # normalize_runs opened it
+    token_grid = check_token_grid(token_grid, first, runs[0].analysis.row_level(first), splits)
     opts = MapOptions(projection, int(map_points), map_thumbnail_size, int(random_state))
     body_kw = {"score_name": score_name, "score_bins": score_bins, "n_exemplars": n_exemplars,
                "token_label": token_label, "token_grid": token_grid}
