@@ -304,3 +304,35 @@ def test_the_timeline_panel_in_chromium(tmp_path, timeline_store, fitted):
         finally:
             browser.close()
     assert errors == []
+
+
+def test_nnsig_report_writes_the_timeline_the_api_writes(tmp_path, timeline_store, fitted,
+                                                        capsys):
+    """A probe's store has no analysis: `nnsig report` names `--timeline` (it advised `nnsig
+    analyze`, which fails on a store without a 'train' split), and `--timeline` writes the
+    report the API writes."""
+    import json
+
+    from nnsig_core.cli.main import main
+    from nnsig_core.report.write import DATA_FILE
+
+    store = str(timeline_store.location)
+    assert main(["report", store, "--out", str(tmp_path / "x")]) == 1
+    assert f"nnsig report {store} --timeline --out DIR" in capsys.readouterr().err
+    assert main(["report", store, "--timeline", "--clusters", "4", "--map-points", "0",
+                 "--out", str(tmp_path / "cli")]) == 0
+    write_timeline_report(fitted, timeline_store, tmp_path / "api", map_points=0)
+
+    def data(out):
+        text = (out / DATA_FILE).read_text()
+        d = json.loads(text[text.index("{"): text.rindex("}") + 1])
+        d.pop("created")
+        return d
+
+    assert data(tmp_path / "cli") == data(tmp_path / "api")
+    with pytest.raises(SystemExit) as exc:  # what --timeline does not take: usage errors
+        main(["report", store, "--timeline", "--splits", "step_00000000", "--out", "y"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["report", store, "--clusters", "4", "--out", "y"])
+    assert exc.value.code == 2

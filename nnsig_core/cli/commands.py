@@ -72,9 +72,38 @@ def _load_analysis(store: ActivationStore, name: str) -> Any:
 
     if name not in store.analyses:
         saved = ", ".join(store.analyses) or "none"
+        if not store.analyses and _has_checkpoints(store):
+            raise StoreError(f"No analysis in {store.location}: its splits are the checkpoints "
+                             "of a training probe. Write their timeline report with `nnsig "
+                             f"report {store.location} --timeline --out DIR`.")
         raise StoreError(f"No analysis named {name!r} in {store.location} (saved: {saved}); "
                          f"run `nnsig analyze {store.location} --name {name}` first.")
     return SignatureAnalysis.load(store, name)
+
+
+def _has_checkpoints(store: ActivationStore) -> bool:
+    from nnsig_core.capture.probe import list_checkpoints
+
+    return bool(list_checkpoints(store))
+
+
+def _timeline_report(args: argparse.Namespace) -> int:
+    """``nnsig report STORE --timeline``: fit a timeline over the probe's checkpoints and write
+    its report (``write_timeline_report``)."""
+    from nnsig_core.analysis import Timeline
+    from nnsig_core.report import write_timeline_report
+
+    store = open_store(args.store[0])  # one store, nothing else (cli.main checked)
+    if not _has_checkpoints(store):
+        raise StoreError(f"{store.location} holds no checkpoint of a training probe "
+                         "(TorchProbe, KerasProbe, the training callbacks): nothing to put on "
+                         "a timeline.")
+    timeline = Timeline(n_clusters=args.clusters or 10).fit(store)
+    index = write_timeline_report(timeline, store, args.out, title=args.title,
+                                  projection=args.projection, map_points=args.map_points)
+    print(f"timeline of {len(timeline)} checkpoints written: {index}")
+    print(f"open it with:   nnsig view {Path(args.out)}   (or open {index} in a browser)")
+    return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -166,6 +195,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     or of several runs side by side."""
     from nnsig_core.report import write_report
 
+    if args.timeline:
+        return _timeline_report(args)
     pairs = _report_runs(args.store, args.analysis or ["default"])
     stores = {path: open_store(path) for path, _ in pairs}
     splits = tuple(args.splits) if args.splits else None

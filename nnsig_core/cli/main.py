@@ -126,7 +126,18 @@ def _check_global_options(parser: argparse.ArgumentParser, argv: list[str]) -> N
 
 
 def _check_report_runs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """``nnsig report``: stores, --analysis and --label that do not pair up are usage errors."""
+    """``nnsig report``: stores, --analysis and --label that do not pair up are usage errors,
+    as are --timeline with what it does not take and --clusters without it."""
+    if args.timeline:
+        bad = [flag for flag, value in (("--analysis", args.analysis), ("--label", args.label),
+                                        ("--splits", args.splits),
+                                        ("--scheduler", args.scheduler)) if value]
+        if len(args.store) != 1 or bad:
+            parser.error("--timeline reports the checkpoints of one store: give one store"
+                         + (f" and leave out {', '.join(bad)}" if bad else "") + ".")
+        return
+    if args.clusters is not None:
+        parser.error("--clusters goes with --timeline (a saved analysis has its clusters).")
     try:
         n = len(commands._report_runs(args.store, args.analysis or ["default"]))
     except ValueError as exc:
@@ -250,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "reports, the parent gets index.html, a selector of them all)")
     p.add_argument("--splits", nargs="+", default=None, help="splits to include (default: all)")
     p.add_argument("--title", default=None, help="title shown in the report")
+    p.add_argument("--timeline", action="store_true",
+                   help="the training timeline of a probe's checkpoints (a store written by "
+                        "TorchProbe, KerasProbe or a training callback) instead of an analysis")
+    p.add_argument("--clusters", type=_int_at_least(2), default=None, metavar="K",
+                   help="clusters per layer of each checkpoint's analysis, with --timeline "
+                        "(default 10)")
     _scheduler(p)
 
     p = cmd["view"]
