@@ -152,3 +152,14 @@ def lazy_attributes(package: str, modules: Mapping[str, str]) -> Callable[[str],
         return value
 
     return __getattr__
+
+
+def import_framework(module: str, adapter: str, what: str, install: str) -> Any:
+    """Import ``module`` for the adapter package ``adapter``; when it is not installed, an
+    ImportError naming ``install`` (the bare "No module named 'torch'" names no fix)."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+        raise ImportError(f"{adapter} needs {what}, which is not installed: {install}.") from exc

@@ -15,13 +15,10 @@ from ._backend import choose_backend
 
 choose_backend()
 
-try:
-    import keras  # noqa: F401
-except ModuleNotFoundError as exc:  # the bare "No module named 'keras'" names no fix
-    if exc.name != "keras":
-        raise
-    raise ImportError("nnsig_keras needs Keras 3, which is not installed: pip install "
-                      "'nnsig[keras]' (or pip install keras torch).") from exc
+from nnsig_core._util import import_framework  # noqa: E402
+
+import_framework("keras", "nnsig_keras", "Keras 3",
+                 "pip install 'nnsig[keras]' (or pip install keras torch)")
 
 from nnsig_core.protocol import (  # noqa: E402
     LayerSelectionError,

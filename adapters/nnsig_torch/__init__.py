@@ -10,23 +10,24 @@
 Hugging Face ``Trainer``).
 """
 
-try:
-    import torch  # noqa: F401
-except ModuleNotFoundError as exc:  # the bare "No module named 'torch'" names no fix
-    if exc.name != "torch":
-        raise
-    raise ImportError("nnsig_torch needs PyTorch, which is not installed: pip install "
-                      "'nnsig[torch]' (or pip install torch).") from exc
+from nnsig_core._util import import_framework
 
-from nnsig_core.protocol import LayerSelectionError, NonFiniteActivationError, UnknownLayerError
-from nnsig_core.protocol.axes import POOL_MODES, AmbiguousLayoutError
-from nnsig_core.protocol.token_rows import TokenRows
+import_framework("torch", "nnsig_torch", "PyTorch",
+                 "pip install 'nnsig[torch]' (or pip install torch)")
 
-from ._defaults import ACTIVATION_TYPES, MAX_DEFAULT_LAYERS, default_layers
-from ._summary import LayerInfo, LayerList
-from .adapter import TorchAdapter, available_layers
-from .callbacks import hf_callback, lightning_callback
-from .probe import TorchProbe
+from nnsig_core.protocol import (  # noqa: E402
+    LayerSelectionError,
+    NonFiniteActivationError,
+    UnknownLayerError,
+)
+from nnsig_core.protocol.axes import POOL_MODES, AmbiguousLayoutError  # noqa: E402
+from nnsig_core.protocol.token_rows import TokenRows  # noqa: E402
+
+from ._defaults import ACTIVATION_TYPES, MAX_DEFAULT_LAYERS, default_layers  # noqa: E402
+from ._summary import LayerInfo, LayerList  # noqa: E402
+from .adapter import TorchAdapter, available_layers  # noqa: E402
+from .callbacks import hf_callback, lightning_callback  # noqa: E402
+from .probe import TorchProbe  # noqa: E402
 
 __all__ = [
     "ACTIVATION_TYPES",
