@@ -20,16 +20,16 @@ ATOL = 1e-5
 L = 6
 
 
-def text_model():
+def text_model(mask_key="padding_mask"):
     keras.utils.set_random_seed(3)
     ids = keras.Input((L,), dtype="int32", name="input_ids")
-    mask = keras.Input((L,), name="padding_mask")
+    mask = keras.Input((L,), name=mask_key)
     emb = layers.Embedding(40, 8, name="emb")(ids)
     h = layers.Dense(8, activation="tanh", name="d1")(emb)
     res = layers.Add(name="res")([h, emb])
     pooled = layers.GlobalAveragePooling1D(name="gap")(res * mask[:, :, None])
     out = layers.Dense(3, name="out")(pooled)
-    return keras.Model({"input_ids": ids, "padding_mask": mask}, out)
+    return keras.Model({"input_ids": ids, mask_key: mask}, out)
 
 
 def batch(n=4, seed=0):
@@ -81,6 +81,33 @@ def test_a_mask_key_the_batch_lacks_is_an_error_naming_the_batch_s_keys():
         KerasAdapter(model, layers=["res"], pool="mean", mask="attention_mask").run(x)
     fixed = KerasAdapter(model, layers=["res"], pool="mean", mask="padding_mask").run(x)[1]
     np.testing.assert_array_equal(fixed["res"], KerasAdapter(model, layers=["res"], pool="mean").run(x)[1]["res"])
+
+
+def test_a_mask_the_defaults_miss_is_named_in_a_warning():
+    """A mask input under another key, or Keras' own mask_zero, was left out without a word
+    (padding pooled in): a warning names the input or the layer and the mask= that works."""
+    from nnsig_core import NnsigWarning
+
+    model, x = text_model(), batch()
+    renamed = {"input_ids": x["input_ids"], "pad": x["padding_mask"]}
+    keras_model = text_model("pad")
+    with pytest.warns(NnsigWarning, match=r"input 'pad' looks like an attention mask.*"
+                                          r"mask='pad'"):
+        KerasAdapter(keras_model, layers=["res"], pool="mean").run(renamed)
+    fixed = KerasAdapter(keras_model, layers=["res"], pool="mean", mask="pad").run(renamed)[1]
+    np.testing.assert_allclose(fixed["res"], KerasAdapter(model, layers=["res"], pool="mean")
+                               .run(x)[1]["res"], atol=ATOL)
+    ids = keras.Input((L,), dtype="int32")
+    emb = layers.Embedding(40, 8, mask_zero=True, name="masked_emb")(ids)
+    zero_model = keras.Model(ids, layers.Dense(3)(layers.GlobalAveragePooling1D()(emb)))
+    tokens = np.where(x["padding_mask"] > 0, x["input_ids"], 0).astype("int32")
+    with pytest.warns(NnsigWarning, match=r"'masked_emb' mask token id 0.*mask=lambda x: x != 0"):
+        KerasAdapter(zero_model, layers=["masked_emb"], pool="mean").run(tokens)
+    got = KerasAdapter(zero_model, layers=["masked_emb"], pool="mean",
+                       mask=lambda t: t != 0).run(tokens)[1]["masked_emb"]
+    e = np.asarray(keras.ops.convert_to_numpy(zero_model.get_layer("masked_emb")(tokens)))
+    keep = tokens != 0
+    np.testing.assert_allclose(got, [e[i][keep[i]].mean(0) for i in range(len(e))], atol=ATOL)
 
 
 def test_token_rows_captured_into_a_store(tmp_path):

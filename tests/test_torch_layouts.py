@@ -323,6 +323,21 @@ def test_a_mask_key_the_batch_lacks_is_an_error_naming_the_batch_s_keys():
     np.testing.assert_array_equal(fixed[layer], default[layer])
 
 
+def test_a_mask_passed_positionally_is_named_in_a_warning():
+    """A model called as model(ids, mask): the default keys find no mask, so padding would be
+    pooled in without a word; a warning names the input and the mask= that works."""
+    from nnsig_core import NnsigWarning
+
+    model, batch, layer = _bert(), _text_batch(), "bert.encoder.layer.0"
+    pair = (batch["input_ids"], batch["attention_mask"])
+    with pytest.warns(NnsigWarning, match=r"input at position 1 looks like an attention "
+                      r"mask.*mask=lambda x: x\[1\]"):
+        TorchAdapter(model, layers=layer, pool="mean").run(pair)
+    fixed = TorchAdapter(model, layers=layer, pool="mean", mask=lambda x: x[1]).run(pair)[1]
+    default = TorchAdapter(model, layers=layer, pool="mean").run(batch)[1]
+    np.testing.assert_allclose(fixed[layer], default[layer], atol=ATOL)
+
+
 def test_token_rows_leave_padding_out_and_record_token_ids():
     model = _bert()
     batch = _text_batch()

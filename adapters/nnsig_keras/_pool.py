@@ -62,6 +62,13 @@ def sequence_inputs(x: Any, mask: Any, token_key: str | None) -> tuple[Any, Any]
     return m, ids
 
 
+def masking_layers(model: Any) -> list[str]:
+    """The layers of ``model`` that mask token id 0 themselves (``mask_zero=True``)."""
+    layers = model._flatten_layers(include_self=False) if hasattr(model, "_flatten_layers") \
+        else getattr(model, "layers", [])
+    return [str(layer.name) for layer in layers if getattr(layer, "mask_zero", False)]
+
+
 class KerasPooler:
     """Pools the captures of a :class:`~nnsig_keras.KerasAdapter` per its ``pool``/``layout``."""
 

@@ -19,7 +19,7 @@ from nnsig_core.protocol import (
 )
 from nnsig_core.protocol.adapter import describe_inputs
 from nnsig_core.protocol.axes import LayoutSpec
-from nnsig_core.protocol.pooling import DEFAULT_MASK_KEYS, check_mask_key
+from nnsig_core.protocol.pooling import DEFAULT_MASK_KEYS, check_mask_key, warn_of_unused_mask
 from nnsig_core.protocol.token_rows import TokenRows
 
 from ._graph import (
@@ -42,7 +42,7 @@ from ._model import (
     resolve_layers,
     scope_of,
 )
-from ._pool import KerasPooler, sequence_inputs
+from ._pool import KerasPooler, masking_layers, sequence_inputs
 from ._summary import layer_entry, n_parameters
 
 logger = logging.getLogger("nnsig_keras")
@@ -256,7 +256,8 @@ class KerasAdapter:
             raise ValueError("The model output has no batch axis.")
         n = out.shape[0]
         out = out.reshape(n, -1)
-        if self._names is None:
+        first = self._names is None
+        if first:
             self._first_batch(records, same, out)
         acts = {name: to_float32(value) for name, _path, _layer, value in records
                 if name not in self._dropped}
@@ -277,6 +278,10 @@ class KerasAdapter:
                                for k, a in acts.items()])
         check_mask_key(inputs, self.mask)
         mask, token_ids = sequence_inputs(inputs, self.mask, self.token_key)
+        if first:
+            warn_of_unused_mask(inputs, self.mask, mask,
+                                lambda v: np.asarray(keras.ops.convert_to_numpy(v)),
+                                masking_layers(self.model))
         pooled: dict[str, Any] = {}
         for name, a in acts.items():
             pooled.update(self._pooler.apply(name, a, mask, token_ids))

@@ -17,7 +17,7 @@ from torch import nn
 from nnsig_core.protocol import LayerSpec
 from nnsig_core.protocol.adapter import describe_inputs
 from nnsig_core.protocol.axes import LayoutSpec, PoolSpec, check_layout_spec, check_pool
-from nnsig_core.protocol.pooling import DEFAULT_MASK_KEYS, check_mask_key
+from nnsig_core.protocol.pooling import DEFAULT_MASK_KEYS, check_mask_key, warn_of_unused_mask
 
 from ._capture import Recorder, clone_output, hooks, model_output, to_batch_first, version_of
 from ._defaults import DefaultSelection, default_layers
@@ -197,6 +197,8 @@ class TorchAdapter:
         mask, token_ids = sequence_inputs(x, self.mask, self.token_key, n)
         self._decoder_seq = decoder_inputs(x, self.mask, self.token_key, n)
         first = self._names is None
+        if first:
+            warn_of_unused_mask(x, self.mask, mask, _host_numpy)
         recorder, raw = self._pass(x, n, mask, token_ids, first)
         changed = [] if first else recorder.changed()
         if changed:
@@ -386,3 +388,8 @@ class TorchAdapter:
 def _finite_total(total: torch.Tensor | None) -> bool:
     """Whether a sum taken in a hook proves its capture finite (an overflow is rechecked)."""
     return total is not None and math.isfinite(total.item())
+
+
+def _host_numpy(t: Any) -> np.ndarray:
+    """A tensor (or array) as NumPy on the host, for a first batch's checks."""
+    return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)

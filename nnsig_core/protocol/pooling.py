@@ -6,7 +6,7 @@ semantics on the device (its tests compare both).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,39 @@ def check_mask_key(inputs: Any, mask: Any) -> None:
     raise ValueError(f"mask={mask!r}: the batch has no such key ({held}). Name the batch's "
                      "attention-mask key, pass mask=callable(inputs) returning the (batch, "
                      "tokens) mask, or mask=None to pool every position.")
+
+
+def warn_of_unused_mask(inputs: Any, mask: Any, found: Any, to_numpy: Any,
+                        masking_layers: Sequence[str] = ()) -> None:
+    """Warn (on a first batch) when the default ``mask=`` found no attention mask although the
+    batch or the model has one: an input of 0/1 beside token ids of its shape (a dict key or
+    a list entry the defaults do not name), or layers that mask token id 0 themselves
+    (``masking_layers``); sequences are then pooled over every position, padding included."""
+    if found is not None or mask is None or callable(mask) or (
+            ((mask,) if isinstance(mask, str) else tuple(mask)) != DEFAULT_MASK_KEYS):
+        return
+    named = inputs.items() if isinstance(inputs, Mapping) else (
+        enumerate(inputs) if isinstance(inputs, (list, tuple)) else ())
+    arrays = {k: to_numpy(v) for k, v in named if len(getattr(v, "shape", ())) == 2}
+    ids = {k: a.shape for k, a in arrays.items() if a.dtype.kind in "iu"}
+    for k, a in arrays.items():
+        zero_one = a.dtype.kind == "b" or (
+            a.dtype.kind in "iuf" and bool(((a == 0) | (a == 1)).all()))
+        if zero_one and not a.all() and any(shape == a.shape for j, shape in ids.items()
+                                            if j != k):
+            fix = repr(k) if isinstance(inputs, Mapping) else f"lambda x: x[{k}]"
+            where = f"{k!r}" if isinstance(inputs, Mapping) else f"at position {k}"
+            warn(f"The batch's input {where} looks like an attention mask (0 and 1, the shape of "
+                 "the token ids), but no mask is under 'attention_mask' or 'padding_mask': "
+                 "sequences are pooled over every position, padding included. Pass "
+                 f"mask={fix}, or mask=None to keep every position.")
+            return
+    if masking_layers:
+        warn(f"Layer(s) {', '.join(map(repr, masking_layers))} mask token id 0 (mask_zero=True), "
+             "but the batch has no attention mask under 'attention_mask' or 'padding_mask': "
+             "sequences are pooled over every position, padding included. Pass mask=lambda x: "
+             "x != 0 (for dict inputs: x['<ids key>'] != 0), or mask=None to keep every "
+             "position.")
 
 
 def resolve_auto(mode: Any, layout: Layout | None) -> Any:
