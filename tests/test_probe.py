@@ -160,6 +160,34 @@ def test_the_core_probe_with_any_adapter(tmp_path):
     assert [c["split"] for c in other.checkpoints()] == ["val_00000005"]
 
 
+def test_a_probe_gives_adapter_options_to_its_adapter(tmp_path):
+    """mask=, token_key=... go to the probe's adapter (they reached capture(), which refused
+    them once training had started); the others still go to capture."""
+
+    class Masked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(20, 4)
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, ids, pad):
+            return self.head(self.emb(ids).mean(1))
+
+    torch.manual_seed(0)
+    model = Masked()
+    ids = torch.randint(1, 20, (6, 5))
+    pad = torch.ones(6, 5, dtype=torch.long)
+    pad[:, 3:] = 0
+    data = [({"ids": ids, "pad": pad}, torch.arange(6) % 2)]
+    probe = TorchProbe(data, tmp_path / "p.zarr", layers=["emb"], pool="mean", mask="pad",
+                       token_key="ids", keep_inputs=False)
+    split = probe.capture(model, step=0, epoch=0)
+    with torch.no_grad():
+        want = model.emb(ids)[:, :3].mean(1).numpy()  # the padding left out
+    np.testing.assert_allclose(open_store(tmp_path / "p.zarr").activations(split, "emb")[:],
+                               want, atol=1e-6)
+
+
 def test_a_dataset_is_read_once_into_tensors():
     X, y = _data(50)
     ds = torch.utils.data.TensorDataset(X, y)

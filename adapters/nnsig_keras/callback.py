@@ -12,7 +12,13 @@ from typing import Any
 
 import keras
 
-from nnsig_core.capture.probe import DEFAULT_PREFIX, Probe, Schedule, epoch_progress
+from nnsig_core.capture.probe import (
+    DEFAULT_PREFIX,
+    Probe,
+    Schedule,
+    adapter_options,
+    epoch_progress,
+)
 from nnsig_core.store import ActivationStore
 
 from .adapter import KerasAdapter
@@ -38,7 +44,9 @@ class KerasProbe(keras.callbacks.Callback):
     prefix : str
         Split names are ``<prefix>_<step>``.
     **options
-        Passed on to :class:`~nnsig_core.capture.Probe`.
+        :class:`~nnsig_keras.KerasAdapter`'s other options (``mask``,
+        ``token_key``, ``input_shape``...) go to the adapter; the rest to
+        :class:`~nnsig_core.capture.Probe`.
 
     Attributes
     ----------
@@ -57,10 +65,12 @@ class KerasProbe(keras.callbacks.Callback):
         self.schedule = Schedule(every_n_epochs, every_n_steps, at_start)
         self.layers, self.pool, self.layout = layers, pool, layout
         self.step = int(initial_step)
+        self.adapter_options = adapter_options(KerasAdapter, options)
         self.probe = Probe(data, store, make_adapter=self._make_adapter, prefix=prefix, **options)
 
     def _make_adapter(self, model: Any) -> KerasAdapter:
-        return KerasAdapter(model, layers=self.layers, pool=self.pool, layout=self.layout)
+        return KerasAdapter(model, layers=self.layers, pool=self.pool, layout=self.layout,
+                            **self.adapter_options)
 
     @property
     def timings(self) -> list[float]:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from nnsig_core.capture.hf_datasets import is_hf_dataset
-from nnsig_core.capture.probe import DEFAULT_PREFIX, Probe
+from nnsig_core.capture.probe import DEFAULT_PREFIX, Probe, adapter_options
 from nnsig_core.store import ActivationStore
 
 from .adapter import TorchAdapter
@@ -77,8 +77,10 @@ class TorchProbe(Probe):
     prefix : str
         Split names are ``<prefix>_<step>``.
     **options
-        Passed on to :class:`~nnsig_core.capture.Probe` (``batch_size``,
-        ``class_names``, ``keep_inputs``, capture options).
+        :class:`~nnsig_torch.TorchAdapter`'s other options (``mask``,
+        ``token_key``, ``batch_axis``...) go to the adapter; the rest to
+        :class:`~nnsig_core.capture.Probe` (``batch_size``, ``class_names``,
+        ``keep_inputs``, capture options).
 
     Examples
     --------
@@ -92,8 +94,10 @@ class TorchProbe(Probe):
                  layers: Any = None, pool: Any = "auto", layout: Any = None,
                  prefix: str = DEFAULT_PREFIX, **options: Any) -> None:
         self.layers, self.pool, self.layout = layers, pool, layout
+        self.adapter_options = adapter_options(TorchAdapter, options)
         super().__init__(probe_arrays(data, n, indices), store, make_adapter=self._make_adapter,
                          prefix=prefix, **options)
 
     def _make_adapter(self, model: nn.Module) -> TorchAdapter:
-        return TorchAdapter(model, layers=self.layers, pool=self.pool, layout=self.layout)
+        return TorchAdapter(model, layers=self.layers, pool=self.pool, layout=self.layout,
+                            **self.adapter_options)

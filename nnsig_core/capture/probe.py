@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import time
@@ -62,6 +63,13 @@ def list_checkpoints(store: ActivationStore | str | os.PathLike[str], *,
         out.append({"split": split, **rec})
     out.sort(key=lambda r: (int(r["step"]), r["split"]))
     return out
+
+
+def adapter_options(adapter_class: type, options: dict[str, Any]) -> dict[str, Any]:
+    """Take out of ``options`` the keyword arguments of ``adapter_class`` (``mask=``,
+    ``token_key=``...): a probe gives them to its adapter, the rest to capture."""
+    names = set(inspect.signature(adapter_class).parameters) - {"model", "self"}
+    return {k: options.pop(k) for k in list(options) if k in names}
 
 
 class Schedule:
