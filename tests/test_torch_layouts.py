@@ -338,6 +338,19 @@ def test_a_mask_passed_positionally_is_named_in_a_warning():
     np.testing.assert_allclose(fixed[layer], default[layer], atol=ATOL)
 
 
+def test_tokens_on_a_layer_without_positions_names_the_per_layer_form():
+    """pool=("mean", "tokens") as the tokens guide shows, on a model with a pooled head among
+    its layers: the error gives the per-layer form, which works."""
+    model, batch = _bert(), _text_batch()
+    layers = ["bert.encoder.layer.0", "bert.pooler"]
+    with pytest.raises(ValueError, match=r"pool 'tokens' of layer 'bert.pooler' needs positions"
+                       r".*pool=\{'<sequence layer>': \('mean', 'tokens'\)\}"):
+        TorchAdapter(model, layers=layers, pool=("mean", "tokens")).run(batch)
+    _, acts = TorchAdapter(model, layers=layers,
+                           pool={"bert.encoder.*": ("mean", "tokens")}).run(batch)
+    assert set(acts) == {"bert.encoder.layer.0", "bert.encoder.layer.0@tokens", "bert.pooler"}
+
+
 def test_token_rows_leave_padding_out_and_record_token_ids():
     model = _bert()
     batch = _text_batch()

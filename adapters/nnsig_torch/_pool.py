@@ -8,7 +8,12 @@ from typing import Any
 import torch
 
 from nnsig_core.protocol.axes import AmbiguousLayoutError, Layout
-from nnsig_core.protocol.pooling import ambiguous_layout_message, mask_for, resolve_auto
+from nnsig_core.protocol.pooling import (
+    ambiguous_layout_message,
+    mask_for,
+    resolve_auto,
+    tokens_need_positions,
+)
 
 _FIX = "TorchAdapter(..., layout={{{name!r}: 'NCHW'}}) (or 'NHWC', 'NLC', 'NCL'...)"
 
@@ -105,10 +110,7 @@ def token_rows_tensor(
         raise AmbiguousLayoutError(ambiguous_layout_message(name, tuple(t.shape[1:]), "tokens",
                                                             _FIX.format(name=name)))
     if layout.positions == 0:
-        raise ValueError(
-            f"pool 'tokens' of layer {name!r} needs positions (a sequence or a feature map); "
-            f"it has shape {tuple(t.shape[1:])}."
-        )
+        raise ValueError(tokens_need_positions(name, tuple(t.shape[1:])))
     n = t.shape[0]
     axes = layout.position_axes()
     moved = t.movedim(axes, tuple(range(1, 1 + len(axes))))  # (n, *positions, C)

@@ -79,6 +79,14 @@ def warn_of_unused_mask(inputs: Any, mask: Any, found: Any, to_numpy: Any,
              "position.")
 
 
+def tokens_need_positions(name: str, shape: tuple[int, ...]) -> str:
+    """The message of ``pool="tokens"`` on a layer without positions, with the per-layer fix."""
+    return (f"pool 'tokens' of layer {name!r} needs positions (a sequence or a feature map); "
+            f"it has shape {shape}. Give the token rows to the sequence layers only, by name "
+            "or glob: pool={'<sequence layer>': ('mean', 'tokens')} (the other layers keep "
+            "the default).")
+
+
 def resolve_auto(mode: Any, layout: Layout | None) -> Any:
     """``"auto"``: ``"mean"`` when the layout has position axes, else ``None`` (unchanged)."""
     if mode != "auto":
@@ -179,8 +187,7 @@ def token_rows_array(a: np.ndarray, layout: Layout | None, mask: np.ndarray | No
     if layout is None:
         raise AmbiguousLayoutError(ambiguous_layout_message(name, a.shape[1:], "tokens", fix))
     if layout.positions == 0:
-        raise ValueError(f"pool 'tokens' of layer {name!r} needs positions (a sequence or a "
-                         f"feature map); it has shape {a.shape[1:]}.")
+        raise ValueError(tokens_need_positions(name, tuple(a.shape[1:])))
     n = a.shape[0]
     axes = layout.position_axes()
     moved = np.moveaxis(a, axes, range(1, 1 + len(axes)))  # (n, *positions, C)
