@@ -142,6 +142,12 @@ def test_unbuilt_sequential_is_an_error_or_built_from_input_shape():
         ModelNotBuiltError, match=r"model\.build\(\(None, \*input_shape\)\).*input_shape="
     ):
         KerasAdapter(model)
+    # The batch axis in input_shape built the model for another rank, and the first batch
+    # then failed in Keras with a note blaming the inputs: refused, with the shape to pass.
+    with pytest.raises(ValueError, match=r"input_shape=\(None, 5\) is one sample's shape, "
+                       r"without the batch axis: pass input_shape=\(5,\)"):
+        KerasAdapter(model, input_shape=(None, 5))
+    assert not model.built
     with pytest.warns(NnsigWarning, match="freshly"):
         adapter = KerasAdapter(model, input_shape=(5,))
     x = rng(2).normal(size=(3, 5)).astype("float32")
