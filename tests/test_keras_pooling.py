@@ -20,7 +20,7 @@ ATOL = 1e-5
 L = 6
 
 
-def text_model(mask_key="padding_mask"):
+def text_model(mask_key="padding_mask", name=None):
     keras.utils.set_random_seed(3)
     ids = keras.Input((L,), dtype="int32", name="input_ids")
     mask = keras.Input((L,), name=mask_key)
@@ -29,7 +29,7 @@ def text_model(mask_key="padding_mask"):
     res = layers.Add(name="res")([h, emb])
     pooled = layers.GlobalAveragePooling1D(name="gap")(res * mask[:, :, None])
     out = layers.Dense(3, name="out")(pooled)
-    return keras.Model({"input_ids": ids, mask_key: mask}, out)
+    return keras.Model({"input_ids": ids, mask_key: mask}, out, name=name)
 
 
 def batch(n=4, seed=0):
@@ -108,6 +108,27 @@ def test_a_mask_the_defaults_miss_is_named_in_a_warning():
     e = np.asarray(keras.ops.convert_to_numpy(zero_model.get_layer("masked_emb")(tokens)))
     keep = tokens != 0
     np.testing.assert_allclose(got, [e[i][keep[i]].mean(0) for i in range(len(e))], atol=ATOL)
+
+
+def test_a_named_functional_model_titles_its_report_and_a_misspelt_analysis_is_named(
+        tmp_path, capsys):
+    """The report of keras.Model(..., name="textclf") is titled after it, not "Functional";
+    `nnsig report --analysis` with a typo names the saved analysis."""
+    from nnsig_core import SignatureAnalysis
+    from nnsig_core.cli.main import main
+    from nnsig_core.report import build_report_data
+
+    xs = [batch(4, seed) for seed in range(6)]
+    data = [(x, np.arange(4) % 3) for x in xs]
+    adapter = KerasAdapter(text_model(name="textclf"), layers=["d1", "res"], pool="mean")
+    store = nnsig_core.capture(adapter, data, tmp_path / "k.zarr", progress=False)
+    analysis = SignatureAnalysis(n_clusters=2, only_correct=False, progress=False).fit(store)
+    assert build_report_data(analysis, store, map_points=0)["title"] == "textclf (k.zarr)"
+    analysis.save(open_store(tmp_path / "k.zarr", mode="r+"), "default")
+    assert main(["report", str(tmp_path / "k.zarr"), "--analysis", "defualt", "--out",
+                 str(tmp_path / "r")]) == 1
+    assert "No analysis named 'defualt' in" in (err := capsys.readouterr().err)
+    assert "Did you mean 'default'?" in err and "nnsig analyze" not in err
 
 
 def test_token_rows_captured_into_a_store(tmp_path):

@@ -8,6 +8,7 @@ that need them, so that ``nnsig info`` starts without scikit-learn.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import sys
@@ -76,6 +77,10 @@ def _load_analysis(store: ActivationStore, name: str) -> Any:
             raise StoreError(f"No analysis in {store.location}: its splits are the checkpoints "
                              "of a training probe. Write their timeline report with `nnsig "
                              f"report {store.location} --timeline --out DIR`.")
+        close = difflib.get_close_matches(name, store.analyses, n=1)
+        if close:
+            raise StoreError(f"No analysis named {name!r} in {store.location}. Did you mean "
+                             f"{close[0]!r}? (saved: {saved})")
         raise StoreError(f"No analysis named {name!r} in {store.location} (saved: {saved}); "
                          f"run `nnsig analyze {store.location} --name {name}` first.")
     return SignatureAnalysis.load(store, name)

@@ -121,11 +121,20 @@ def build_report_data(
             positions[s], kinds[s] = draw_map_points(prep, s, opts)
     body = run_body(prep, positions, kinds, opts, **body_kw)
     return {"format_version": REPORT_FORMAT_VERSION,
-            "title": title or _default_title(prep, body["model"].get("model_class")),
+            "title": title or _default_title(prep, _model_name(body["model"])),
             "created": now_iso(),
             "open_split": opening_split(prep.splits, prep.run.analysis.fit_split_,
                                         _calibration_split(prep)),
             **body}
+
+
+def _model_name(model: dict[str, Any]) -> str | None:
+    """The model's class, or for Keras' generic ``Functional`` and ``Sequential`` the name
+    given to the model (``keras.Model(..., name="textclf")``)."""
+    cls, name = model.get("model_class"), model.get("name")
+    generic = cls in ("Functional", "Sequential", "Model")
+    return f"{name}" if generic and name and not str(name).startswith(("functional",
+                                                                           "sequential")) else cls
 
 
 def _calibration_split(prep: Any) -> str | None:

@@ -309,7 +309,7 @@ def run_body(prep: PreparedRun, positions: Mapping[str, np.ndarray] | None,
             "fit_samples": int(analysis.n_fit_samples_), "random_state": analysis.random_state,
         },
         "model": {
-            "model_class": model.get("model_class", "unknown"),
+            "model_class": model.get("model_class", "unknown"), "name": model.get("name"),
             "framework": info.get("framework", "unknown"), "parameters": model.get("parameters"),
             "layers": [_layer_entry(name, layer_info.get(name, {}), shape)
                        for name, shape in zip(analysis.layers_, analysis.layer_shapes_,
