@@ -142,6 +142,11 @@ def _capture(store: ActivationStore, adapter: Any, data: Any, o: CaptureOptions,
                 raise
             weights_error = exc  # after the first batch, which tells which layers changed
         n_total = n_available(data, batch_axis, label_key)
+        if (n_total is None and max_samples is None and plan.existing is not None
+                and plan.existing.get("complete")):
+            # Repairing a complete split from data of unknown length (a generator): its
+            # recorded size, as max_samples= would say.
+            max_samples = int(plan.existing["n_samples"])
         n_expected = n_total if max_samples is None else (
             max_samples if n_total is None else min(max_samples, n_total)
         )

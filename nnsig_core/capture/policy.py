@@ -141,9 +141,11 @@ def rows_to_repair(store: ActivationStore, split: str) -> list[tuple[int, int]]:
 def check_expected(split: str, existing: dict[str, Any] | None, n_expected: int | None) -> None:
     """A resumed capture must be given as many samples as the interrupted one."""
     if existing is not None and existing.get("n_expected") not in (None, n_expected):
+        gives = (f"this data gives {n_expected}" if n_expected is not None else
+                 "this data cannot tell its length (a generator?)")
         raise CaptureError(
             f"Cannot resume split {split!r}: it was started for {existing['n_expected']} "
-            f"samples, this data gives {n_expected}. Pass the same data and max_samples, "
+            f"samples, {gives}. Pass the same data with max_samples={existing['n_expected']}, "
             "or overwrite=True."
         )
 
