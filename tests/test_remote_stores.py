@@ -238,13 +238,17 @@ def test_s3_objects_are_read_in_one_request_unless_told_otherwise(s3) -> None:
     assert "max_concurrency" not in options  # the caller's dict is left alone
 
 
-def test_a_missing_bucket_is_named_when_reading(s3) -> None:
+def test_a_missing_bucket_is_named_when_reading_and_writing(s3) -> None:
     """Reading from a bucket that does not exist says so (it said "create one with capture",
-    which then failed on the same missing bucket)."""
+    which then failed on the same missing bucket); so does a capture's first write (it said
+    "cannot reach the store", naming the endpoint and the credentials first)."""
     url, options = s3
     missing = "s3://nnsig-no-such-bucket/run.zarr"
     with pytest.raises(StoreError, match="the bucket 'nnsig-no-such-bucket' does not exist"):
         open_store(missing, storage_options=options)
+    with pytest.raises(StoreError, match=r"Cannot create a store at .*: the bucket "
+                       r"'nnsig-no-such-bucket' does not exist"):
+        open_store(missing, mode="a", storage_options=options)
     with pytest.raises(StoreError, match=r"no zarr.json there\). Create one"):
         open_store(url, storage_options=options)  # the bucket exists, the store does not
 

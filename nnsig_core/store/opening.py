@@ -147,6 +147,11 @@ def _check_remote(store: Store, location: str, mode: str) -> None:
             ) from exc
         if not isinstance(exc, OSError) and not type(exc).__module__.startswith(REMOTE_PACKAGES):
             raise
+        bucket = _missing_bucket(store) if isinstance(exc, FileNotFoundError) else None
+        if bucket is not None:  # a capture's first write: the cause first, as when reading
+            raise StoreError(f"Cannot create a store at {location!r}: the bucket {bucket!r} "
+                             "does not exist. Create it, or check the URL's bucket name."
+                             ) from exc
         raise StoreError(
             f"Cannot reach the store {location!r} ({type(exc).__name__}: {exc}). Check its "
             "URL, the endpoint (open_store(url, storage_options={'endpoint_url': ...}), then "
