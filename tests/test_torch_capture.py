@@ -48,6 +48,8 @@ def test_capture_dataloader_into_store(tmp_path):
         np.testing.assert_allclose(np.asarray(store.outputs("train")[:]), model(x), atol=1e-5)
     info = {d["name"]: d for d in store.layer_info("train")}
     assert info["conv"]["type"] == "Conv2d" and info["act:1"]["shape"] == [4]
+    # the loader's own batch size is recorded (it was None; capture_distributed records it)
+    assert store.split_attrs("train")["capture"]["batch_size"] == 4
     assert info["conv"]["config"]["out_channels"] == 4
 
 

@@ -153,7 +153,8 @@ def _capture(store: ActivationStore, adapter: Any, data: Any, o: CaptureOptions,
         check_expected(split, plan.existing, n_expected)
         settings = o.settings(batch_axis=batch_axis)
         if not (is_array_pair(data) or isinstance(data, Mapping)):
-            settings["batch_size"] = None
+            given = getattr(data, "batch_size", None)  # a DataLoader's own
+            settings["batch_size"] = given if isinstance(given, int) else None
         session = CaptureSession(
             store=store, adapter=adapter, options=o, n_expected=n_expected, settings=settings,
             existing=plan.existing, start=plan.start, claim=claim, fingerprint=fingerprint,
