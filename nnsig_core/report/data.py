@@ -132,9 +132,8 @@ def _model_name(model: dict[str, Any]) -> str | None:
     """The model's class, or for Keras' generic ``Functional`` and ``Sequential`` the name
     given to the model (``keras.Model(..., name="textclf")``)."""
     cls, name = model.get("model_class"), model.get("name")
-    generic = cls in ("Functional", "Sequential", "Model")
-    return f"{name}" if generic and name and not str(name).startswith(("functional",
-                                                                           "sequential")) else cls
+    named = name and not str(name).startswith(("functional", "sequential"))  # not Keras' own
+    return str(name) if cls in ("Functional", "Sequential", "Model") and named else cls
 
 
 def _calibration_split(prep: Any) -> str | None:
