@@ -336,6 +336,15 @@ def test_a_mask_passed_positionally_is_named_in_a_warning():
     fixed = TorchAdapter(model, layers=layer, pool="mean", mask=lambda x: x[1]).run(pair)[1]
     default = TorchAdapter(model, layers=layer, pool="mean").run(batch)[1]
     np.testing.assert_allclose(fixed[layer], default[layer], atol=ATOL)
+    # token_type_ids are 0 and 1 too, but no mask: no warning for a batch without padding
+    types = torch.zeros_like(batch["input_ids"])
+    types[:, 4:] = 1
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NnsigWarning)
+        TorchAdapter(model, layers=layer, pool="mean").run(
+            {"input_ids": batch["input_ids"], "token_type_ids": types})
 
 
 def test_tokens_on_a_layer_without_positions_names_the_per_layer_form():

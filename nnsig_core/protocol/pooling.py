@@ -55,21 +55,27 @@ def warn_of_unused_mask(inputs: Any, mask: Any, found: Any, to_numpy: Any,
     if found is not None or mask is None or callable(mask) or (
             ((mask,) if isinstance(mask, str) else tuple(mask)) != DEFAULT_MASK_KEYS):
         return
-    named = inputs.items() if isinstance(inputs, Mapping) else (
-        enumerate(inputs) if isinstance(inputs, (list, tuple)) else ())
-    arrays = {k: to_numpy(v) for k, v in named if len(getattr(v, "shape", ())) == 2}
-    ids = {k: a.shape for k, a in arrays.items() if a.dtype.kind in "iu"}
-    for k, a in arrays.items():
+    if not isinstance(inputs, (Mapping, list, tuple)):
+        named: list[tuple[Any, Any]] = []
+    else:
+        named = list(inputs.items() if isinstance(inputs, Mapping) else enumerate(inputs))
+    two_d = {k: to_numpy(v) for k, v in named if len(getattr(v, "shape", ())) == 2}
+    ids = {k: a.shape for k, a in two_d.items() if a.dtype.kind in "iu"}
+    for k, a in two_d.items():
+        if isinstance(inputs, Mapping) and not any(w in str(k).lower() for w in ("mask", "pad")):
+            continue  # a named mask says so: token_type_ids are 0 and 1 too
         zero_one = a.dtype.kind == "b" or (
             a.dtype.kind in "iuf" and bool(((a == 0) | (a == 1)).all()))
-        if zero_one and not a.all() and any(shape == a.shape for j, shape in ids.items()
-                                            if j != k):
+        # ... with a token kept in every row, as a mask of real tokens keeps
+        if (zero_one and not a.all() and a.any(axis=1).all()
+                and any(shape == a.shape for j, shape in ids.items() if j != k)):
             fix = repr(k) if isinstance(inputs, Mapping) else f"lambda x: x[{k}]"
             where = f"{k!r}" if isinstance(inputs, Mapping) else f"at position {k}"
             warn(f"The batch's input {where} looks like an attention mask (0 and 1, the shape of "
                  "the token ids), but no mask is under 'attention_mask' or 'padding_mask': "
                  "sequences are pooled over every position, padding included. Pass "
-                 f"mask={fix}, or mask=None to keep every position.")
+                 f"mask={fix} (nonzero for real tokens; for a mask of the padding, "
+                 "mask=lambda x: <it> == 0), or mask=None to keep every position.")
             return
     if masking_layers:
         warn(f"Layer(s) {', '.join(map(repr, masking_layers))} mask token id 0 (mask_zero=True), "
