@@ -53,12 +53,6 @@ def check_model(model: Any) -> None:
 
 def ensure_built(model: Any, input_shape: Sequence[int] | None) -> None:
     """Raise (or build from ``input_shape``) when the model has no weights yet."""
-    if input_shape is not None and (not len(input_shape) or input_shape[0] is None):
-        raise ValueError(
-            f"input_shape={tuple(input_shape)!r} is one sample's shape, without the batch axis: "
-            f"pass input_shape={tuple(input_shape[1:])!r}." if len(input_shape) > 1 else
-            f"input_shape={tuple(input_shape)!r} is one sample's shape (e.g. (8,)), without "
-            "the batch axis.")
     if isinstance(model, keras.Sequential):
         if not model.layers:
             raise ModelNotBuiltError(

@@ -19,7 +19,12 @@ from nnsig_core.protocol import (
 )
 from nnsig_core.protocol.adapter import describe_inputs
 from nnsig_core.protocol.axes import LayoutSpec
-from nnsig_core.protocol.pooling import DEFAULT_MASK_KEYS, check_mask_key, warn_of_unused_mask
+from nnsig_core.protocol.pooling import (
+    DEFAULT_MASK_KEYS,
+    check_mask_key,
+    pools_a_sequence,
+    warn_of_unused_mask,
+)
 from nnsig_core.protocol.token_rows import TokenRows
 
 from ._graph import (
@@ -138,6 +143,7 @@ class KerasAdapter:
         self.mask = mask
         self.token_key = token_key
         ensure_built(model, input_shape)
+        self._built_for = None if input_shape is None else tuple(input_shape)
         self.model = model
         self.backend = keras.backend.backend()
         self.keep_nonfinite = bool(keep_nonfinite)
@@ -239,7 +245,7 @@ class KerasAdapter:
                            if isinstance(runner, GraphRunner) else "")
                 exc.add_note(f"nnsig: the model raised on the first batch, whose inputs were "
                              f"{describe_inputs(inputs)}; pass inputs the model takes"
-                             f"{wrapper}.")
+                             f"{wrapper}.{self._input_shape_hint(inputs)}")
             raise
         self._ran = True
         if isinstance(runner, GraphRunner):
@@ -279,9 +285,11 @@ class KerasAdapter:
         check_mask_key(inputs, self.mask)
         mask, token_ids = sequence_inputs(inputs, self.mask, self.token_key)
         if first:
+            sequence = any(pools_a_sequence(lay, mode, tokens)
+                           for lay, mode, _, tokens in self._pooler.plans.values())
             warn_of_unused_mask(inputs, self.mask, mask,
                                 lambda v: np.asarray(keras.ops.convert_to_numpy(v)),
-                                masking_layers(self.model))
+                                masking_layers(self.model), pooled=sequence)
         pooled: dict[str, Any] = {}
         for name, a in acts.items():
             pooled.update(self._pooler.apply(name, a, mask, token_ids))
@@ -340,6 +348,16 @@ class KerasAdapter:
             h.update(f"{getattr(w, 'path', w.name)}|{value.dtype}|{value.shape}|".encode())
             h.update(value.tobytes())
         return "blake2b:" + h.hexdigest()
+
+    def _input_shape_hint(self, inputs: Any) -> str:
+        """When the model was built here from ``input_shape`` of another rank than the first
+        batch's samples (the batch axis given in it?), say so."""
+        shape = getattr(inputs, "shape", None)
+        if self._built_for is None or shape is None or len(shape) == len(self._built_for) + 1:
+            return ""
+        return (f" The model was built for input_shape={self._built_for!r}, samples of "
+                f"{len(self._built_for)} axes, but these have {len(shape) - 1}: input_shape is "
+                f"one sample's shape, without the batch axis (here {tuple(shape[1:])!r}).")
 
     def model_summary(self) -> dict[str, Any]:
         """Describe the model and the captured layers.

@@ -17,7 +17,12 @@ from torch import nn
 from nnsig_core.protocol import LayerSpec
 from nnsig_core.protocol.adapter import describe_inputs
 from nnsig_core.protocol.axes import LayoutSpec, PoolSpec, check_layout_spec, check_pool
-from nnsig_core.protocol.pooling import DEFAULT_MASK_KEYS, check_mask_key, warn_of_unused_mask
+from nnsig_core.protocol.pooling import (
+    DEFAULT_MASK_KEYS,
+    check_mask_key,
+    pools_a_sequence,
+    warn_of_unused_mask,
+)
 
 from ._capture import Recorder, clone_output, hooks, model_output, to_batch_first, version_of
 from ._defaults import DefaultSelection, default_layers
@@ -197,8 +202,6 @@ class TorchAdapter:
         mask, token_ids = sequence_inputs(x, self.mask, self.token_key, n)
         self._decoder_seq = decoder_inputs(x, self.mask, self.token_key, n)
         first = self._names is None
-        if first:
-            warn_of_unused_mask(x, self.mask, mask, _host_numpy)
         recorder, raw = self._pass(x, n, mask, token_ids, first)
         changed = [] if first else recorder.changed()
         if changed:
@@ -209,6 +212,9 @@ class TorchAdapter:
             recorder, raw = self._pass(x, n, mask, token_ids, first)
         out = self._output_tensor(raw, n)
         names = check_names(self, recorder, self._pending if first else self._names)
+        if first:
+            warn_of_unused_mask(x, self.mask, mask, _host_numpy, pooled=any(
+                pools_a_sequence(p.layout, p.mode, p.tokens) for p in self._plans.values()))
         self._check_reuse(recorder, names)
         results = {k: self._finalize(k, recorder.values[k], mask, token_ids) for k in names}
         finite = {k for k in names if _finite_total(recorder.values[k].total)}

@@ -46,13 +46,21 @@ def check_mask_key(inputs: Any, mask: Any) -> None:
                      "tokens) mask, or mask=None to pool every position.")
 
 
+def pools_a_sequence(layout: Layout | None, mode: Any, tokens: bool) -> bool:
+    """Whether a capture's pooling reads a sequence's positions, where a mask applies."""
+    return layout is not None and layout.is_sequence and (
+        tokens or mode in ("mean", "max", "cls", "last"))
+
+
 def warn_of_unused_mask(inputs: Any, mask: Any, found: Any, to_numpy: Any,
-                        masking_layers: Sequence[str] = ()) -> None:
+                        masking_layers: Sequence[str] = (), pooled: bool = True) -> None:
     """Warn (on a first batch) when the default ``mask=`` found no attention mask although the
     batch or the model has one: an input of 0/1 beside token ids of its shape (a dict key or
     a list entry the defaults do not name), or layers that mask token id 0 themselves
-    (``masking_layers``); sequences are then pooled over every position, padding included."""
-    if found is not None or mask is None or callable(mask) or (
+    (``masking_layers``); sequences are then pooled over every position, padding included.
+    ``pooled``: whether a capture pools a sequence (:func:`pools_a_sequence`); else no mask
+    applies, and nothing is said."""
+    if not pooled or found is not None or mask is None or callable(mask) or (
             ((mask,) if isinstance(mask, str) else tuple(mask)) != DEFAULT_MASK_KEYS):
         return
     if not isinstance(inputs, (Mapping, list, tuple)):
