@@ -80,8 +80,7 @@ def prepare_run(run: ReportRun, splits: Sequence[str], client: Any = None) -> Pr
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"Split(s) {', '.join(map(repr, missing)) or '(none)'} not in "
                          f"{store.location}.{hint} Its splits: {', '.join(store.splits)}.")
-    present = list(splits)
-    sigs = {s: analysis.signatures(store, s, client=client) for s in present}
+    sigs = {s: analysis.signatures(store, s, client=client) for s in splits}
     lazy = next((sg.client for sg in sigs.values() if is_lazy(sg.labels)), None)
     given, calibration = report_scores(run.scores, analysis, store)
     score_arrays = sc.check_scores(given, store, lazy=lazy is not None)
@@ -91,11 +90,11 @@ def prepare_run(run: ReportRun, splits: Sequence[str], client: Any = None) -> Pr
     classes = [str(names[i]) if i < len(names) else str(i) for i in range(n_classes)]
     flagged = {}
     if threshold is not None:
-        for s in present:
+        for s in splits:
             if s in score_arrays:
                 with np.errstate(invalid="ignore"):
                     flagged[s] = np.isfinite(score_arrays[s]) & (score_arrays[s] >= threshold["value"])
-    return PreparedRun(run, store, present, sigs, score_arrays, threshold, n_classes, classes,
+    return PreparedRun(run, store, list(splits), sigs, score_arrays, threshold, n_classes, classes,
                        flagged, client=lazy)
 
 

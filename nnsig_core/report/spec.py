@@ -161,6 +161,8 @@ def opening_split(splits: Sequence[str], fit_split: str,
     """The split a report opens on: the first that is neither the fit split nor the scorer's
     calibration split (whose rates are not held-out measures), else the first that is not
     the fit split."""
-    held_out = [s for s in splits if s not in (fit_split, calibration_split)]
-    return next(iter(held_out), next((s for s in splits if s != fit_split),
-                                     splits[0] if splits else None))
+    for skipped in ((fit_split, calibration_split), (fit_split,)):
+        first = next((s for s in splits if s not in skipped), None)
+        if first is not None:
+            return first
+    return splits[0] if splits else None
