@@ -112,9 +112,11 @@ def _local(p: Path, mode: str) -> LocalStore:
     if mode == "w" and p.exists():
         shutil.rmtree(p)
     # Another process creating the same store may be writing its zarr.json (a ``.partial``
-    # file until it is moved into place): that directory is not someone else's data.
-    if p.is_dir() and not (p / "zarr.json").exists() and any(
-            not e.name.endswith(".partial") for e in p.iterdir()):
+    # file until it is moved into place): that directory is not someone else's data. The
+    # entries are listed before zarr.json is looked for: a store's zarr.json is written
+    # before anything else, so entries seen first mean it is there when looked for after.
+    if p.is_dir() and any(not e.name.endswith(".partial") for e in list(p.iterdir())) \
+            and not (p / "zarr.json").exists():
         raise StoreError(f"{str(p)!r} is a directory that is not empty and holds no Zarr store; "
                          "choose a new path for the store.")
     return LocalStore(p, read_only=mode == "r")
@@ -123,6 +125,8 @@ def _local(p: Path, mode: str) -> LocalStore:
 def _check_remote(store: Store, location: str, mode: str) -> None:
     """The checks :func:`_local` makes, through the store's API."""
     try:
+        # Emptiness before the root, as in _local: another process may be creating the store.
+        empty = mode == "a" and sync(store.is_empty(""))
         has_root = sync(store.exists("zarr.json"))
         if mode in ("r", "r+") and not has_root:
             bucket = _missing_bucket(store)
@@ -133,7 +137,7 @@ def _check_remote(store: Store, location: str, mode: str) -> None:
                              "Create one with nnsig_core.capture(...).")
         if mode == "w":
             sync(store.delete_dir(""))
-        elif not has_root and not sync(store.is_empty("")):
+        elif not has_root and not empty:
             raise StoreError(f"{location!r} is not empty and holds no Zarr store; choose a new "
                              "location for the store.")
     except StoreError:
