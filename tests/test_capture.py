@@ -717,3 +717,45 @@ def test_capture_distributed_is_reached_from_nnsig_core_capture_without_importin
             "assert 'dask' not in sys.modules and 'distributed' not in sys.modules; "
             "f = c.capture_distributed; assert f.__module__ == 'nnsig_core.distributed.capture'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_log_lines_go_above_the_progress_bars_on_a_terminal(tmp_path: Path, monkeypatch,
+                                                            request) -> None:
+    """On a terminal (a script with logging.basicConfig), the log lines of a capture and of
+    a fit, which reads ahead on a thread while it logs, start lines of their own: they ran
+    into the bars ("...8.27ksample/s]nnsig INFO: Captured ..."); after the bars close, the
+    user's handler is the one it was."""
+    import io
+    import logging
+
+    from nnsig_core import SignatureAnalysis
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    handler = logging.StreamHandler(term)
+    handler.setFormatter(logging.Formatter("LOG %(message)s"))
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [handler])
+    nnsig_logger = logging.getLogger("nnsig")
+    levels = root.level, nnsig_logger.level
+    root.setLevel(logging.INFO)  # setLevel, not the attribute: it clears the loggers' caches
+    nnsig_logger.setLevel(logging.NOTSET)
+    request.addfinalizer(lambda: (root.setLevel(levels[0]), nnsig_logger.setLevel(levels[1])))
+    rng = np.random.default_rng(0)
+    n = 3000
+    acts = {f"l{i}": rng.normal(size=(n, 16)).astype(np.float32) for i in range(3)}
+    labels = np.arange(n) % 3
+    adapter = ArrayAdapter(acts, np.eye(3, dtype=np.float32)[labels])
+    batches = ((np.arange(i, i + 100), labels[i:i + 100]) for i in range(0, n, 100))
+    store = capture(adapter, batches, tmp_path / "t.zarr", progress=True)
+    SignatureAnalysis(n_clusters=3, progress=True).fit(store)
+    text = term.getvalue()
+    logged = [line for line in text.split("\n") if "LOG " in line]
+    assert any("Captured 3000 samples" in line for line in logged)
+    assert any("Fitted layer" in line for line in logged) and "sample/s" in text  # bars shown
+    assert all(line.split("\r")[-1].startswith("LOG ") for line in logged), logged
+    assert root.handlers == [handler]

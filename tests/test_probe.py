@@ -201,6 +201,58 @@ def test_a_dataset_is_read_once_into_tensors():
     assert probe_arrays(loader) is loader
 
 
+def test_a_probe_of_other_settings_is_refused_not_skipped(tmp_path):
+    """A checkpoint recorded by a probe of other settings (sample count, layers) is refused
+    before anything is written, naming the fix; a re-run with the same settings skips it; a
+    changed count at a new step is named as such, not blamed on shuffling."""
+    X, y = _data()
+    model = _mlp()
+    path = tmp_path / "t.zarr"
+    TorchProbe((X, y), path, n=50, layers=["1"]).capture(model, step=0)
+    assert TorchProbe((X, y), path, n=50, layers=["1"]).capture(model, step=0) is None
+    for other in (dict(n=80, layers=["1"]), dict(n=50, layers=["1", "3"])):
+        with pytest.raises(CaptureError, match="captured by a probe with other settings") as e:
+            TorchProbe((X, y), path, **other).capture(model, step=0)
+        assert "remove_split('step_00000000')" in str(e.value) and "new store" in str(e.value)
+        # another prefix only where the layers are the same (a store's splits share them)
+        assert ("prefix=" in str(e.value)) == (other["layers"] == ["1"])
+    # the fix it names works: another prefix
+    assert TorchProbe((X, y), path, n=80, layers=["1"], prefix="big").capture(
+        model, step=0) == "big_00000000"
+    # the named removal works too
+    open_store(path, mode="r+").remove_split("step_00000000")
+    assert TorchProbe((X, y), path, n=80, layers=["1"]).capture(model, step=0) == "step_00000000"
+    # a probe that cannot tell its size beforehand (a generator): the count is checked after
+    gen = TorchProbe(((X[i:i + 10], y[i:i + 10]) for i in range(0, 60, 10)), path,
+                     layers=["1"])
+    with pytest.raises(CaptureError, match="gave 60 samples, where checkpoint step_00000000 "
+                                           "holds 80"):
+        gen.capture(model, step=5)
+    assert [c["split"] for c in list_checkpoints(path, prefix="step")] == ["step_00000000"]
+
+
+def test_a_loader_probe_takes_n_and_keeps_the_random_state(tmp_path):
+    """n= cuts a DataLoader (it was ignored), indices= with one is a TypeError naming what
+    works, and a capture leaves torch's global random state as it was (iterating a loader
+    draws from it: a probe changed the training run); nested tensors in the record become
+    numbers."""
+    X, y = _data()
+    ds = torch.utils.data.TensorDataset(X, y)
+    loader = torch.utils.data.DataLoader(ds, batch_size=16)
+    probe = TorchProbe(loader, tmp_path / "l.zarr", n=40)
+    model = _mlp()
+    torch.manual_seed(3)
+    before = torch.get_rng_state()
+    probe.capture(model, step=0, metrics={"acc": torch.tensor(0.5), "k": [np.float32(2)]})
+    assert torch.equal(torch.get_rng_state(), before)
+    assert open_store(tmp_path / "l.zarr").n_samples("step_00000000") == 40
+    assert list_checkpoints(tmp_path / "l.zarr")[0]["metrics"] == {"acc": 0.5, "k": [2.0]}
+    with pytest.raises(TypeError, match=r"TorchProbe\(loader.dataset, indices=\.\.\.\)"):
+        TorchProbe(loader, tmp_path / "m.zarr", indices=[1, 2])
+    px, _ = probe_arrays(loader.dataset, indices=[1, 2])  # the fix it names
+    assert torch.equal(px, X[[1, 2]])
+
+
 def test_schedule():
     s = Schedule(every_n_epochs=2, every_n_steps=5)
     assert [s.epoch_due(e) for e in (1, 2, 3, 4)] == [False, True, False, True]

@@ -336,3 +336,36 @@ def test_nnsig_report_writes_the_timeline_the_api_writes(tmp_path, timeline_stor
     with pytest.raises(SystemExit) as exc:
         main(["report", store, "--clusters", "4", "--out", "y"])
     assert exc.value.code == 2
+
+
+def test_two_probes_in_one_store_and_an_unfinished_checkpoint(tmp_path, capsys):
+    """Two probes' checkpoints (prefixes) in one store: the error names prefix= and the
+    command's --prefix, which work; a checkpoint whose capture did not finish is named in a
+    warning (the timeline left it out without a word)."""
+    from nnsig_core import NnsigWarning
+    from nnsig_core.cli.main import main
+
+    store = _checkpoint_store(tmp_path / "two.zarr", n_checkpoints=2)
+    rng = np.random.default_rng(1)
+    for split in ("hard_00000000", "step_00000030"):
+        capture_arrays({"a": rng.normal(size=(40, 6)), "b": rng.normal(size=(40, 5))},
+                       outputs=rng.normal(size=(40, 4)), labels=np.arange(40) % 4, store=store,
+                       split=split, progress=False, allow_other_weights="test")
+    info = store.split_attrs("hard_00000000")
+    store.write_split_attrs("hard_00000000", {**info, CHECKPOINT_KEY: {"step": 0, "epoch": 0}})
+    store.write_split_attrs("step_00000030", {**store.split_attrs("step_00000030"),
+                                              "complete": False})
+    with pytest.raises(AnalysisError, match=r"2 probes \(prefixes 'hard', 'step'\).*"
+                                            r"prefix='hard'.*--prefix hard"):
+        Timeline(n_clusters=2).fit(store)
+    with pytest.warns(NnsigWarning, match="step_00000030 did not finish"):
+        assert len(Timeline(n_clusters=2).fit(store, prefix="step")) == 2
+    assert len(Timeline(n_clusters=2).fit(store, prefix="hard")) == 1
+    assert main(["report", str(store.location), "--out", str(tmp_path / "r")]) == 1
+    capsys.readouterr()
+    assert main(["report", str(store.location), "--timeline", "--prefix", "hard",
+                 "--clusters", "2", "--map-points", "0", "--out", str(tmp_path / "r")]) == 0
+    assert "timeline of 1 checkpoints written" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["report", str(store.location), "--prefix", "hard", "--out", "y"])
+    assert exc.value.code == 2

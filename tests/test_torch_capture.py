@@ -62,3 +62,45 @@ def test_capture_tensor_pair(tmp_path):
     with torch.no_grad():
         h = model[1](model[0](x))
     np.testing.assert_allclose(np.asarray(store.activations("train", "1")[:]), h, atol=1e-6)
+
+
+def test_an_analysis_on_a_split_of_other_weights_warns(tmp_path):
+    """The fit split captured again with a retrained model: the saved analysis (the old
+    model's clusters) gave the report's signatures without a word. Now every split of other
+    weights than the fit split had is transformed with a warning naming the refit, whose
+    command works; splits of the same weights give none."""
+    import warnings
+
+    from nnsig_core import NnsigWarning, SignatureAnalysis, open_store
+    from nnsig_core.cli.main import main
+
+    torch.manual_seed(0)
+    x, y = torch.randn(90, 5), torch.arange(90) % 3
+    path = tmp_path / "w.zarr"
+
+    def model(seed):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+
+    a, b = model(0), model(1)
+    for split in ("train", "test"):
+        core.capture(TorchAdapter(a), (x, y), path, split=split, progress=False)
+    store = open_store(path, mode="r+")
+    analysis = SignatureAnalysis(n_clusters=3, only_correct=False, progress=False).fit(store)
+    analysis.save(store)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NnsigWarning)
+        analysis.transform(store, "test")  # the same weights: nothing to say
+    for split in ("train", "test"):
+        core.capture(TorchAdapter(b), (x, y), path, split=split, progress=False, overwrite=True,
+                     allow_other_weights="retrained")
+    saved = SignatureAnalysis.load(path)
+    assert saved.fit_weights_ == analysis.fit_weights_ is not None
+    with pytest.warns(NnsigWarning, match=r"Split 'test' was captured with other model weights"
+                      r".*analysis 'default'.*nnsig analyze .* --fit-split train --overwrite"):
+        saved.transform(path, "test")
+    assert main(["analyze", str(path), "--fit-split", "train", "--all-samples", "--clusters", "3",
+                 "--overwrite"]) == 0  # the refit it names
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NnsigWarning)
+        SignatureAnalysis.load(path).transform(path, "test")

@@ -169,6 +169,16 @@ def test_a_model_failing_on_the_first_batch_keeps_its_error_and_is_told_the_inpu
     assert info.value.__notes__ == ["nnsig: the model raised on the first batch, whose inputs "
                                     "were float32 (5, 10) on cpu; pass inputs its forward takes."]
     assert open_store(tmp_path / "s.zarr").splits == []
+    # float32 tensors for a float64 model: the note names the model's dtype and a fix that works
+    wide = nn.Sequential(nn.Linear(10, 4), nn.ReLU(), nn.Linear(4, 2)).double()
+    x, y = torch.randn(5, 10), torch.arange(5) % 2
+    with pytest.raises(RuntimeError) as info:
+        capture(TorchAdapter(wide), (x, y), tmp_path / "f.zarr", progress=False)
+    assert "the model's parameters are float64: give tensors of that dtype, " \
+        "x.to(torch.float64), or NumPy arrays" in info.value.__notes__[0]
+    for fixed in (x.to(torch.float64), x.numpy()):
+        capture(TorchAdapter(wide), (fixed, y), tmp_path / "f.zarr", progress=False,
+                overwrite=True)
 
 
 def test_sequence_first_batches(tmp_path: Path):

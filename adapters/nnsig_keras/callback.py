@@ -66,7 +66,9 @@ class KerasProbe(keras.callbacks.Callback):
         self.layers, self.pool, self.layout = layers, pool, layout
         self.step = int(initial_step)
         self.adapter_options = adapter_options(KerasAdapter, options)
-        self.probe = Probe(data, store, make_adapter=self._make_adapter, prefix=prefix, **options)
+        settings = {"layers": layers, "pool": pool, "layout": layout, **self.adapter_options}
+        self.probe = Probe(data, store, make_adapter=self._make_adapter, prefix=prefix,
+                           settings=settings, **options)
 
     def _make_adapter(self, model: Any) -> KerasAdapter:
         return KerasAdapter(model, layers=self.layers, pool=self.pool, layout=self.layout,

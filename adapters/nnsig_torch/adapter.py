@@ -6,7 +6,7 @@ import functools
 import hashlib
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -250,7 +250,8 @@ class TorchAdapter:
             except Exception as exc:
                 if first:  # the model's own error, with what it was given
                     exc.add_note(f"nnsig: the model raised on the first batch, whose inputs "
-                                 f"were {describe_inputs(x)}; pass inputs its forward takes.")
+                                 f"were {describe_inputs(x)}; pass inputs its forward takes"
+                                 f"{_dtype_hint(x, float_dtype(self.model))}.")
                 raise
         if first:
             assert tracker is not None
@@ -390,6 +391,30 @@ class TorchAdapter:
         rows = out.shape[0] if out.ndim else 1
         return out.reshape(rows, -1).to(torch.float32, memory_format=torch.contiguous_format,
                                         copy=True)
+
+def _dtype_hint(x: Any, dtype: torch.dtype) -> str:
+    """What to say when the batch's floating tensors are not of the model's dtype (NumPy
+    arrays are cast to it, tensors are not)."""
+    found: set[torch.dtype] = set()
+
+    def walk(v: Any) -> None:
+        if isinstance(v, torch.Tensor):
+            if v.is_floating_point():
+                found.add(v.dtype)
+        elif isinstance(v, Mapping):
+            for w in v.values():
+                walk(w)
+        elif isinstance(v, (tuple, list)):
+            for w in v:
+                walk(w)
+
+    walk(x)
+    if not found or found == {dtype}:
+        return ""
+    name = str(dtype).removeprefix("torch.")
+    return (f" (the model's parameters are {name}: give tensors of that dtype, "
+            f"x.to(torch.{name}), or NumPy arrays, which are cast to it)")
+
 
 def _finite_total(total: torch.Tensor | None) -> bool:
     """Whether a sum taken in a hook proves its capture finite (an overflow is rechecked)."""

@@ -54,6 +54,11 @@ def probe_arrays(data: Any, n: int | None = None, indices: Sequence[int] | None 
             return x[idx], (None if y is None else y[idx])
         if n is not None:
             return x[:n], (None if y is None else y[:n])
+        return data
+    if indices is not None:
+        raise TypeError(f"indices= needs a map-style Dataset or (X, y) arrays, not a "
+                        f"{type(data).__name__}; for a DataLoader give its dataset "
+                        "(TorchProbe(loader.dataset, indices=...)), or pass n= (its first n).")
     return data
 
 
@@ -69,9 +74,10 @@ class TorchProbe(Probe):
     store : ActivationStore, path or URL
         The store of the timeline, one split per checkpoint.
     n : int, optional
-        Samples of the probe set (e.g. 2000).
+        Samples of the probe set (e.g. 2000): the first ``n`` (of a loader, its first
+        ``n`` samples, as ``max_samples=n``).
     indices : sequence of int, optional
-        Which samples of ``data`` (instead of the first ``n``).
+        Which samples of ``data`` (instead of the first ``n``); a Dataset or arrays only.
     layers, pool, layout
         As for :class:`~nnsig_torch.TorchAdapter`.
     prefix : str
@@ -95,8 +101,20 @@ class TorchProbe(Probe):
                  prefix: str = DEFAULT_PREFIX, **options: Any) -> None:
         self.layers, self.pool, self.layout = layers, pool, layout
         self.adapter_options = adapter_options(TorchAdapter, options)
-        super().__init__(probe_arrays(data, n, indices), store, make_adapter=self._make_adapter,
-                         prefix=prefix, **options)
+        probe_data = probe_arrays(data, n, indices)
+        if probe_data is data and n is not None:  # a loader or an iterable: its first n
+            options["max_samples"] = min(int(n), int(options.get("max_samples") or n))
+        settings = {"layers": layers, "pool": pool, "layout": layout, **self.adapter_options}
+        super().__init__(probe_data, store, make_adapter=self._make_adapter,
+                         prefix=prefix, settings=settings, **options)
+
+    def capture(self, model: Any, *, step: int, epoch: int | float | None = None,
+                **extra: Any) -> str | None:
+        """:meth:`Probe.capture <nnsig_core.capture.Probe.capture>`, leaving torch's random
+        state as it was: iterating a DataLoader draws its seed from the global generator,
+        which would change the training run's shuffling and dropout."""
+        with torch.random.fork_rng(devices=[]):
+            return super().capture(model, step=step, epoch=epoch, **extra)
 
     def _make_adapter(self, model: nn.Module) -> TorchAdapter:
         return TorchAdapter(model, layers=self.layers, pool=self.pool, layout=self.layout,

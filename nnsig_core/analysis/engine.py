@@ -31,7 +31,7 @@ from nnsig_core.analysis.fit_rows import FitRows
 from nnsig_core.analysis.saved import SavedAnalysis
 from nnsig_core.analysis.selection import check_enough_rows, fit_sample_mask
 from nnsig_core.analysis.signatures import Signatures
-from nnsig_core.analysis.source import check_row_level, check_unchanged
+from nnsig_core.analysis.source import check_row_level, check_same_weights, check_unchanged
 from nnsig_core.analysis.split_view import split_view
 from nnsig_core.analysis.summary import analysis_summary
 from nnsig_core.execute.client import ClientArg, resolve_client
@@ -77,6 +77,9 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
     clusterers_ : dict of str to LayerClusterer
     n_clusters_ : list of int
     fit_split_ : str
+    fit_weights_ : str or None
+        The weights fingerprint of the fit split's capture (None: not known); a split
+        captured with other weights is transformed with a warning.
     fit_classes_ : list of int or None
         The ``classes`` argument of :meth:`fit`.
     classes_ : list of int
@@ -246,6 +249,7 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         self.clusterers_ = dict(zip(layers, fitted, strict=True))
         self.n_clusters_ = ks
         self.fit_split_ = split
+        self.fit_weights_ = store.split_attrs(split).get("model_fingerprint")
         self.fit_classes_ = fit_classes
         self.classes_ = [int(c) for c in np.flatnonzero(compositions[0].sum(axis=0))]
         self.n_fit_samples_ = n_fit
@@ -301,6 +305,8 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         """Raise :class:`StoreError` unless ``split`` has the analysed layers, with their shapes,
         and rows of the fit split's level (samples, or tokens)."""
         check_row_level(store, split, self.fit_split_, self.row_level(store))
+        check_same_weights(store, split, self.fit_split_, getattr(self, "fit_weights_", None),
+                           self.name_)
         info = {d["name"]: list(d["shape"]) for d in store.layer_info(split)}
         missing = [n for n in self.layers_ if n not in info]
         if missing:

@@ -12,8 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import numpy as np
-from tqdm import tqdm  # terminal bars only (disable=None): no notebook widgets
 
+from nnsig_core._progress import ProgressBar  # terminal bars only: no notebook widgets
+from nnsig_core._warnings import warn
 from nnsig_core.protocol import check_finite, nonfinite_rows
 from nnsig_core.store import ActivationStore, StoreError
 
@@ -92,8 +93,8 @@ class StoreSource:
     def _reads(self, desc: str) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
         """Yield ``(rows, raw, first)``: selected positions, the 2-D rows read, their start."""
         n, step = self.n_total, self.rows_per_read
-        bar = tqdm(total=self.n_rows, desc=f"{desc} {self.layer}".strip(), unit="sample",
-                   disable=None if self.progress else True, leave=False)
+        bar = ProgressBar(total=self.n_rows, desc=f"{desc} {self.layer}".strip(), unit="sample",
+                          progress=self.progress, leave=False)
         try:
             for start in range(0, n, step):
                 stop = min(start + step, n)
@@ -217,3 +218,22 @@ def check_row_level(store: ActivationStore, split: str, fit_split: str, fitted: 
             f"This analysis was fitted on {fitted} (split {fit_split!r}); split {split!r} has "
             f"one row per {level[:-1]}: its clusters do not apply. Use split {other!r}, or an "
             f"analysis fitted on {level}.")
+
+
+def check_same_weights(store: ActivationStore, split: str, fit_split: str,
+                       fit_weights: str | None, name: str | None) -> None:
+    """Warn when ``split`` was captured with other model weights than the analysis's fit
+    split was when it was fitted (both known): its clusters are another model's. A
+    warning, not an error: following a fine-tuned model on its earlier clusters is a
+    deliberate use."""
+    weights = store.split_attrs(split).get("model_fingerprint")
+    if fit_weights is None or weights is None or weights == fit_weights:
+        return
+    what = f"analysis {name!r}" if name else "this analysis"
+    again = (f"nnsig analyze {store.location} --fit-split {fit_split} --overwrite"
+             + ("" if name in (None, "default") else f" --name {name}"))
+    warn(f"Split {split!r} was captured with other model weights ({weights}) than the fit "
+         f"split {fit_split!r} had when {what} was fitted ({fit_weights}): its signatures "
+         "are on another model's clusters. If the model was retrained, fit the analysis "
+         f"again ({again}, or SignatureAnalysis(...).fit(store, {fit_split!r}) then "
+         ".save(store, overwrite=True)); if you compare weights on purpose, ignore this.")

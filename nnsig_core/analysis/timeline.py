@@ -10,11 +10,17 @@ from typing import Any
 
 import numpy as np
 
+from nnsig_core._warnings import warn
 from nnsig_core.analysis.engine import SignatureAnalysis
 from nnsig_core.analysis.errors import AnalysisError
 from nnsig_core.analysis.signatures import Signatures
 from nnsig_core.analysis.tracking import EVENT_SHARE, MIN_JACCARD, assign_tracks
-from nnsig_core.capture.probe import CHECKPOINT_KEY, list_checkpoints
+from nnsig_core.capture.probe import (
+    CHECKPOINT_KEY,
+    checkpoint_prefix,
+    list_checkpoints,
+    unfinished_checkpoints,
+)
 from nnsig_core.store import ActivationStore, open_store
 
 log = logging.getLogger("nnsig")
@@ -90,6 +96,13 @@ class Timeline:
         store = open_store(store)
         if splits is None:
             records = list_checkpoints(store, prefix=prefix)
+            self._check_one_probe(store, records)
+            unfinished = unfinished_checkpoints(store, prefix)
+            if unfinished:
+                warn(f"The capture of checkpoint(s) {', '.join(unfinished)} did not finish: the "
+                     "timeline leaves them out. Capture them again from the same weights "
+                     "(probe.capture(model, step=...)), or remove them "
+                     "(open_store(..., mode='r+').remove_split(...)) to silence this.")
         else:
             records = [{"split": s, **(store.split_attrs(s).get(CHECKPOINT_KEY)
                                        or {"step": t, "epoch": None})}
@@ -122,6 +135,16 @@ class Timeline:
         self.events_ = [[per_layer[j][1][t] for j in range(len(self.layers_))] for t in range(T)]
         self.n_tracks_ = [p[2] for p in per_layer]
         return self
+
+    @staticmethod
+    def _check_one_probe(store: ActivationStore, records: Sequence[dict[str, Any]]) -> None:
+        prefixes = sorted({str(checkpoint_prefix(r["split"])) for r in records})
+        if len(prefixes) > 1:
+            raise AnalysisError(
+                f"{store.location!r} holds the checkpoints of {len(prefixes)} probes (prefixes "
+                f"{', '.join(map(repr, prefixes))}); a timeline follows one. Pick it with "
+                f"Timeline().fit(store, prefix={prefixes[0]!r}) (nnsig report STORE --timeline "
+                f"--prefix {prefixes[0]}).")
 
     @staticmethod
     def _check_same_samples(store: ActivationStore, splits: Sequence[str]) -> None:

@@ -10,8 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm  # terminal bars only (disable=None): no notebook widgets
 
+from nnsig_core._progress import ProgressBar  # terminal bars only: no notebook widgets
 from nnsig_core.capture.batches import is_array_pair, iter_batches, n_available, take
 from nnsig_core.capture.errors import CaptureError
 from nnsig_core.capture.hf_datasets import as_capture_data
@@ -173,8 +173,8 @@ def _run(session: CaptureSession, batches: Any, n_expected: int | None, start: i
          max_samples: int | None, desc: str, progress: bool, batch_axis: int = 0,
          repairs: Repairs | None = None) -> None:
     """Feed every batch to the session, then complete the split (or abort on any error)."""
-    bar = tqdm(total=n_expected, initial=start, unit="sample", unit_scale=True, desc=desc,
-               disable=None if progress else True, dynamic_ncols=True)
+    bar = ProgressBar(total=n_expected, initial=start, unit="sample", unit_scale=True,
+                      desc=desc, progress=progress, dynamic_ncols=True)
     try:
         done = start
         for inputs, labels, index in batches:
@@ -191,6 +191,7 @@ def _run(session: CaptureSession, batches: Any, n_expected: int | None, start: i
             bar.update(n)
             if max_samples is not None and done >= max_samples:
                 break
+        bar.close()  # before the log line of the finished capture
         if repairs is not None:
             repairs.close(session.split)
             session.repaired = repairs.record()

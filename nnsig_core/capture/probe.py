@@ -7,7 +7,7 @@ import inspect
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,6 +15,7 @@ import numpy as np
 from nnsig_core._util import now_iso
 from nnsig_core._warnings import warn
 from nnsig_core.capture.api import capture
+from nnsig_core.capture.batches import n_available
 from nnsig_core.capture.errors import CaptureError
 from nnsig_core.capture.policy import model_fingerprint
 from nnsig_core.protocol import Adapter
@@ -63,6 +64,21 @@ def list_checkpoints(store: ActivationStore | str | os.PathLike[str], *,
         out.append({"split": split, **rec})
     out.sort(key=lambda r: (int(r["step"]), r["split"]))
     return out
+
+
+def checkpoint_prefix(split: str) -> str | None:
+    """The probe prefix of a checkpoint split's name (``"step"`` of ``"step_00000100"``),
+    else None."""
+    prefix, _, step = split.rpartition("_")
+    return prefix if prefix and len(step) == _DIGITS and step.isdigit() else None
+
+
+def unfinished_checkpoints(store: ActivationStore, prefix: str | None = None) -> list[str]:
+    """The checkpoint splits (named ``<prefix>_<step>``) whose capture did not finish, which
+    :func:`list_checkpoints` leaves out."""
+    return [s for s in store.splits
+            if checkpoint_prefix(s) is not None and (prefix is None or checkpoint_prefix(s) == prefix)
+            and not store.is_complete(s)]
 
 
 def adapter_options(adapter_class: type, options: dict[str, Any]) -> dict[str, Any]:
@@ -115,6 +131,10 @@ class Probe:
     class_names : sequence of str, optional
     keep_inputs : bool
         Keep thumbnails of image inputs.
+    settings : mapping, optional
+        What else makes this probe (the adapter's layers, pooling...), recorded with
+        each checkpoint: a checkpoint of the store recorded with other settings, or
+        another sample count, is refused rather than skipped or joined.
     **options
         Passed on to :func:`~nnsig_core.capture.capture`.
 
@@ -127,7 +147,8 @@ class Probe:
     def __init__(self, data: Any, store: ActivationStore | str | os.PathLike[str], *,
                  make_adapter: Callable[[Any], Any], prefix: str = DEFAULT_PREFIX,
                  batch_size: int = 1000, class_names: Sequence[str] | None = None,
-                 keep_inputs: bool = False, **options: Any) -> None:
+                 keep_inputs: bool = False, settings: Mapping[str, Any] | None = None,
+                 **options: Any) -> None:
         for bad in ("split", "resume", "overwrite", "allow_other_weights"):
             if bad in options:
                 raise TypeError(f"Probe sets {bad!r} itself (one split per checkpoint)")
@@ -140,6 +161,9 @@ class Probe:
         self.class_names = list(class_names) if class_names is not None else None
         self.keep_inputs = bool(keep_inputs)
         self.options = {"progress": False, **options}
+        n, most = n_available(data), options.get("max_samples")
+        self.settings = {"n": n if n is None or most is None else min(n, int(most)),
+                         **{k: describe_setting(v) for k, v in (settings or {}).items()}}
         self.timings: list[float] = []
         self._model: Any = None
         self._adapter: Adapter | None = None
@@ -164,6 +188,7 @@ class Probe:
         if split not in store.refresh().splits:
             return "new"
         info = store.split_attrs(split)
+        self._check_settings(store, split, info.get(CHECKPOINT_KEY))
         same = fingerprint is None or info.get("model_fingerprint") == fingerprint
         if not info.get("complete"):
             return "replace"
@@ -178,6 +203,30 @@ class Probe:
                    "into a new store (or delete this one first).")
             return "replace"
         return "skip" if info.get(CHECKPOINT_KEY) else "record"
+
+    def _check_settings(self, store: ActivationStore, split: str,
+                        record: Mapping[str, Any] | None) -> None:
+        """Refuse a checkpoint recorded by a probe of other settings: skipping it would keep
+        the other probe's data, replacing it would mix two probes in one timeline."""
+        theirs = (record or {}).get("probe")
+        if theirs is None:
+            return
+        ours = self.settings
+        differ = [f"{k} {theirs.get(k)!r} there, {ours.get(k)!r} here"
+                  for k in sorted(set(theirs) | set(ours))
+                  if theirs.get(k) != ours.get(k) and None not in (theirs.get(k), ours.get(k))]
+        if differ:
+            # Another prefix in the same store only fits a probe of the same layers: the
+            # splits of a store hold the same layers.
+            same_layers = all(theirs.get(k) == ours.get(k) for k in ours if k != "n")
+            raise CaptureError(
+                f"Checkpoint {split} of {store.location!r} was captured by a probe with other "
+                f"settings ({'; '.join(differ)}); the checkpoints of one prefix follow one "
+                "probe. Capture into a new store"
+                + (f", give this probe its own prefix= (not {self.prefix!r})" if same_layers
+                   else "")
+                + f", or remove the old checkpoints first (open_store(..., mode='r+')"
+                  f".remove_split('{split}')).")
 
     def capture(self, model: Any, *, step: int, epoch: int | float | None = None,
                 **extra: Any) -> str | None:
@@ -219,6 +268,7 @@ class Probe:
             self._check_same_samples(store, split)
         record = {"step": int(step), "epoch": _scalar(epoch), "fingerprint": fingerprint,
                   "seconds": round(seconds, 4), "captured": now_iso(),
+                  "probe": {**self.settings, "n": store.n_samples(split)},
                   **{k: _scalar(v) for k, v in extra.items()}}
         store.write_split_attrs(split, {**store.split_attrs(split), CHECKPOINT_KEY: record})
         if what != "record":
@@ -238,26 +288,51 @@ class Probe:
                       if c["split"] != split), None)
         if other is None:
             return
-        same = all(np.array_equal(a, b) for a, b in (
+        n, n_other = store.n_samples(split), store.n_samples(other)
+        same = n == n_other and all(np.array_equal(a, b) for a, b in (
             (store.labels(split), store.labels(other)),
             (store.sample_index(split), store.sample_index(other))))
         if not same:
             for gone in (split, token_split_name(split)):
                 if gone in store.refresh().splits:
                     store.delete(gone)
+            why = (f"{n} samples, where checkpoint {other} holds {n_other}" if n != n_other else
+                   f"other samples, or the same in another order, than at checkpoint {other} (a "
+                   "DataLoader with shuffle=True, or random augmentation?)")
             raise CaptureError(
-                f"The probe data gave other samples, or the same in another order, than at "
-                f"checkpoint {other} (a DataLoader with shuffle=True, or random "
-                "augmentation?); a timeline follows each sample from one checkpoint to the "
-                "next. Give the probe a Dataset or (X, y) arrays, or a DataLoader that does "
-                "not shuffle."
-            )
+                f"The probe data gave {why}; a timeline follows each sample from one "
+                "checkpoint to the next, so this checkpoint was not kept. Give the probe the "
+                "same samples each time: a Dataset or (X, y) arrays, or a DataLoader that does "
+                f"not shuffle. If checkpoint {other} is the odd one (an earlier run into this "
+                "store), capture into a new store or remove it first "
+                f"(open_store(..., mode='r+').remove_split('{other}')).")
 
 
 def _scalar(value: Any) -> Any:
-    """A 0-d tensor or NumPy value (a loss) as its Python number, for the record."""
+    """A 0-d tensor or NumPy value (a loss) as its Python number, for the record; inside
+    dicts, lists and tuples too (``metrics={"acc": tensor(0.9)}``)."""
+    if isinstance(value, Mapping):
+        return {str(k): _scalar(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scalar(v) for v in value]
     item = getattr(value, "item", None)
     return item() if callable(item) and getattr(value, "ndim", None) == 0 else value
+
+
+def describe_setting(value: Any) -> Any:
+    """A probe setting as JSON that is the same from one run to the next: classes and
+    functions by their qualified name, not by ``repr`` (which holds an address)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): describe_setting(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [describe_setting(v) for v in value]
+        return sorted(items, key=repr) if isinstance(value, (set, frozenset)) else items
+    if isinstance(value, type) or callable(value):
+        return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', type(value).__qualname__)}"
+    text = repr(value)
+    return type(value).__qualname__ if " at 0x" in text else text
 
 
 def epoch_progress(epochs_before: float, batches_done: int, n_batches: Any) -> float | int:

@@ -103,7 +103,7 @@ def _timeline_report(args: argparse.Namespace) -> int:
         raise StoreError(f"{store.location} holds no checkpoint of a training probe "
                          "(TorchProbe, KerasProbe, the training callbacks): nothing to put on "
                          "a timeline.")
-    timeline = Timeline(n_clusters=args.clusters or 10).fit(store)
+    timeline = Timeline(n_clusters=args.clusters or 10).fit(store, prefix=args.prefix)
     index = write_timeline_report(timeline, store, args.out, title=args.title,
                                   projection=args.projection, map_points=args.map_points)
     print(f"timeline of {len(timeline)} checkpoints written: {index}")

@@ -136,8 +136,10 @@ def _check_report_runs(parser: argparse.ArgumentParser, args: argparse.Namespace
             parser.error("--timeline reports the checkpoints of one store: give one store"
                          + (f" and leave out {', '.join(bad)}" if bad else "") + ".")
         return
-    if args.clusters is not None:
-        parser.error("--clusters goes with --timeline (a saved analysis has its clusters).")
+    for flag, value in (("--clusters", args.clusters), ("--prefix", args.prefix)):
+        if value is not None:
+            parser.error(f"{flag} goes with --timeline" + (
+                " (a saved analysis has its clusters)." if flag == "--clusters" else "."))
     try:
         n = len(commands._report_runs(args.store, args.analysis or ["default"]))
     except ValueError as exc:
@@ -267,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clusters", type=_int_at_least(2), default=None, metavar="K",
                    help="clusters per layer of each checkpoint's analysis, with --timeline "
                         "(default 10)")
+    p.add_argument("--prefix", default=None,
+                   help="with --timeline: the checkpoints of the probe with this split prefix "
+                        "(a store holding several probes)")
     _scheduler(p)
 
     p = cmd["view"]
@@ -341,6 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "%(asctime)s %(name)s %(levelname)s %(message)s"))
     root = logging.getLogger("nnsig")
     root.addHandler(handler)
+    level_before = root.level
     root.setLevel(logging.DEBUG if args.debug else level)
     try:
         _apply_storage_options(args.storage_option, getattr(args, "store", None))
@@ -362,3 +368,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         root.removeHandler(handler)
+        root.setLevel(level_before)  # main() called in a process that goes on (a notebook)

@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm  # terminal bars only (disable=None): no notebook widgets
 
+from nnsig_core._progress import ProgressBar  # terminal bars only: no notebook widgets
 from nnsig_core._util import now_iso
 from nnsig_core._warnings import warn
 from nnsig_core.capture.errors import CaptureError
@@ -299,9 +299,9 @@ def _run_shards(client: Any, shipped: Any, store: ActivationStore, split: str,
                              retries=retries, pure=False)
                for i, lo, hi in todo]
     labels = dict(done)
-    bar = tqdm(total=shards[-1][2], initial=sum(hi - lo for i, lo, hi in shards if i in done),
+    bar = ProgressBar(total=shards[-1][2], initial=sum(hi - lo for i, lo, hi in shards if i in done),
                unit="sample", unit_scale=True, desc=f"capture {split}",
-               disable=None if progress else True, dynamic_ncols=True)
+               progress=progress, dynamic_ncols=True)
     bounds = {i: (lo, hi) for i, lo, hi in shards}
     last = time.monotonic()
     recorded = _prefix(bounds, labels)

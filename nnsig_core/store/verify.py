@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from itertools import product
 from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm  # terminal bars only (disable=None): no notebook widgets
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
+from nnsig_core._progress import ProgressBar  # terminal bars only: no notebook widgets
 from nnsig_core.store.format import POINTER_ATTR, SPLIT_ATTR
 from nnsig_core.store.guard import crc32c_ok
 from nnsig_core.store.leftovers import unreferenced
@@ -219,8 +219,8 @@ def verify_store(store: SplitReading, progress: bool = False,
                 lo = coords[0] * int(rows[0])
                 span = (lo, min(lo + int(rows[0]), written or 0) - 1)
             todo.append((chunk_key, checksummed, split if info is not None else None, name, span))
-    for chunk_key, checksummed, split, name, span in tqdm(
-            todo, desc="verify", unit="chunk", disable=None if progress else True, leave=False):
+    for chunk_key, checksummed, split, name, span in ProgressBar(
+            todo, desc="verify", unit="chunk", progress=progress, leave=False):
         if chunk_key not in existing:
             report.problems.append(ChunkProblem("missing", chunk_key, split, name, span))
             continue
