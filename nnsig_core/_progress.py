@@ -8,7 +8,6 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 _lock = threading.Lock()
 _open = 0
@@ -19,6 +18,10 @@ def _enter() -> None:
     global _open, _redirect
     with _lock:
         if _open == 0:
+            # Imported here: tqdm.contrib imports tqdm.auto, which warns in a notebook (where
+            # no bar is shown, stderr not being a terminal).
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
             # The console handlers of the root logger (logging.basicConfig's) and of nnsig's
             # write through tqdm while any bar is open; bars of two threads (a read ahead)
             # overlap, so the redirection is counted, not nested.

@@ -108,6 +108,21 @@ def test_errors_name_the_columns(tmp_path: Path) -> None:
         capture(model, _rows(), tmp_path / "e.zarr", input_columns="x", progress=False)
 
 
+def test_an_input_column_that_is_also_the_label(tmp_path: Path) -> None:
+    """input_columns naming the label column too (a model that computes its own loss): the
+    column was selected twice (pyarrow's "Field 'label' exists 2 times")."""
+
+    class TwoInputs(TinyNet):
+        def run(self, inputs):
+            assert set(inputs) == {"x", "label"}
+            return super().run(inputs["x"])
+
+    ds, X, y = _dataset()
+    store = capture(TwoInputs(), ds.with_format("numpy"), tmp_path / "l.zarr",
+                    input_columns=["x", "label"], progress=False)
+    np.testing.assert_array_equal(store.labels("train"), y)
+
+
 def test_labels_outside_the_format_s_columns_or_under_another_name(tmp_path: Path) -> None:
     """``set_format(columns=[inputs])`` still stores the label column (it was a KeyError); a
     label column under another name is named in a warning with the label_key that works."""

@@ -311,3 +311,117 @@ def test_inference_mode_tensors_are_copied_in_their_hook():
         with torch.no_grad():
             np.testing.assert_allclose(acts["act"], torch.relu(model.fc(x)), atol=ATOL)
     assert adapter._plans["act"].eager
+
+
+class PaddingNet(TextNet):
+    """TextNet whose batches carry PyTorch's convention: ``padding_mask`` nonzero at padding."""
+
+    def forward(self, input_ids, padding_mask):
+        return super().forward(input_ids, (padding_mask == 0).long())
+
+
+def test_a_padding_mask_of_the_padding_is_not_read_backwards(tmp_path: Path):
+    """PyTorch's own padding masks are nonzero at the padding (key_padding_mask): the torch
+    adapter read a batch's ``padding_mask`` as nonzero for real tokens, and averaged the
+    padding only. It is not a default key there: the first batch warns, naming the fix,
+    which gives the mean over the real tokens."""
+    model = PaddingNet().eval()
+    ids, mask, labels = _text(12)
+    pad = 1 - mask
+    batch = [({"input_ids": ids, "padding_mask": pad}, labels)]
+    with pytest.warns(NnsigWarning, match=r"'padding_mask' looks like an attention mask.*"
+                      r"no mask is under 'attention_mask'.*mask=lambda x: <it> == 0"):
+        capture(TorchAdapter(model, layers="block"), batch, tmp_path / "a.zarr", progress=False)
+    adapter = TorchAdapter(model, layers="block", mask=lambda x: x["padding_mask"] == 0)
+    store = capture(adapter, batch, tmp_path / "b.zarr", progress=False)
+    with torch.no_grad():
+        h = model.block(model.embed(ids), src_key_padding_mask=pad == 1)
+        w = mask.unsqueeze(-1).float()
+        want = ((h * w).sum(1) / w.sum(1)).numpy()
+    np.testing.assert_allclose(store.activations("train", "block")[:], want, atol=ATOL)
+
+
+def test_logits_per_position_need_predict_and_examples_need_batching(tmp_path: Path):
+    """A language model's (n, L, V) logits: the argmax of the flattened row was taken as the
+    class without a word; now refused, naming predict=, whose example works. A list of
+    single examples (0-d labels) named as such (it was "len() of a 0-d tensor")."""
+
+    class LM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(30, 8)
+            self.out = nn.Linear(8, 30)
+
+        def forward(self, x):
+            return self.out(torch.relu(self.embed(x)))
+
+    ids = torch.randint(1, 30, (8, 5))
+    lm = LM().eval()
+    with pytest.raises(CaptureError, match=r"shape \(5, 30\) per sample.*predict=lambda out: "
+                                           r"out.reshape\(len\(out\), -1, 30\)\[:, -1\]"):
+        capture(TorchAdapter(lm), (ids, None), tmp_path / "lm.zarr", progress=False)
+
+    def predict(out):  # the example of the message
+        return out.reshape(len(out), -1, 30)[:, -1].argmax(-1)
+
+    store = capture(TorchAdapter(lm), (ids, None), tmp_path / "lm.zarr", predict=predict,
+                    progress=False, overwrite=True)
+    with torch.no_grad():
+        want = lm(ids)[:, -1].argmax(-1).numpy()
+    np.testing.assert_array_equal(store.predictions("train"), want)
+    examples = [{"input_ids": ids[i], "label": torch.tensor(i % 3)} for i in range(4)]
+    with pytest.raises(CaptureError, match="single examples, not batches.*DataLoader"):
+        capture(TorchAdapter(TextNet().eval()), examples, tmp_path / "ex.zarr", progress=False)
+
+
+def test_token_and_pooling_mix_ups_are_refused(tmp_path: Path, capsys):
+    """Rows of another kind than the fit rows: baselines of a token analysis scoring sample
+    rows (they gave scores), a split pooled another way (the last token where the fit split
+    has the mean: mapped onto its clusters), a split of token rows only (IndexError), and
+    the token analysis's prototype export (defaulted to 'test' and left a file behind);
+    baselines scored on their own fit split warn that they are in-sample."""
+    from nnsig_core import SignatureAnalysis
+    from nnsig_core.cli.main import main
+    from nnsig_core.diagnostics import baseline_scores
+
+    model = TextNet().eval()
+    ids, mask, labels = _text(60)
+    path = tmp_path / "t.zarr"
+    both = TorchAdapter(model, layers="block", pool=("mean", "tokens"))
+    for split in ("train", "test"):
+        capture(both, DictLoader(ids, mask, labels, 20), path, split=split, progress=False)
+    store = open_store(path, mode="r+")
+    tok = SignatureAnalysis(n_clusters=3, only_correct=False, progress=False).fit(
+        store, "train.tokens")
+    with pytest.raises(StoreError, match="Use split 'test.tokens'"):
+        baseline_scores(tok, store, "test", which=("knn",))
+    assert baseline_scores(tok, store, "test.tokens", which=("knn",))["knn"].shape == (
+        store.n_samples("test.tokens"),)
+    with pytest.warns(NnsigWarning, match="in-sample"):
+        baseline_scores(tok, store, "train.tokens", which=("knn",))
+    tok.save(store, name="tok")
+    out = tmp_path / "proto"
+    assert main(["export", str(path), "--analysis", "tok", "--prototype", "--out", str(out)]) == 0
+    rows = (out / "clusterized_values.csv").read_text().strip().splitlines()
+    assert len(rows) == store.n_samples("test.tokens") + 1  # its default: the token rows
+    assert main(["export", str(path), "--analysis", "tok", "--prototype", "--split", "test",
+                 "--out", str(tmp_path / "p2")]) == 1
+    assert not (tmp_path / "p2" / "clusters_info.json").exists()  # nothing half-written
+    # another pooling: refused at capture, and at transform in a store that has it already
+    last = TorchAdapter(model, layers="block", pool="last")
+    with pytest.raises(StoreError, match=r"layer 'block' is pooled 'last' here but 'mean' in "
+                                         r"'(train|test)'"):
+        capture(last, DictLoader(ids, mask, labels, 20), path, split="other", progress=False)
+    capture(last, DictLoader(ids, mask, labels, 20), tmp_path / "l.zarr", split="other",
+            progress=False)
+    mean = SignatureAnalysis(n_clusters=3, only_correct=False, progress=False).fit(store)
+    import shutil
+
+    shutil.copytree(tmp_path / "l.zarr" / "other", path / "other")
+    with pytest.raises(StoreError, match="does not hold the rows the analysis was fitted on"):
+        mean.transform(open_store(path), "other")
+    # token rows only: the sample split holds no layer
+    capture(TorchAdapter(model, layers="block", pool="tokens"), DictLoader(ids, mask, labels, 20),
+            tmp_path / "o.zarr", progress=False)
+    with pytest.raises(StoreError, match="holds no layer.*Fit on 'train.tokens'"):
+        SignatureAnalysis(progress=False).fit(tmp_path / "o.zarr", "train")

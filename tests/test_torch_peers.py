@@ -79,6 +79,12 @@ def test_a_tuple_argument_is_passed_as_a_dict_or_a_one_tuple(tmp_path: Path):
 # -- a sequence-first TransformerEncoder -------------------------------------------------
 
 
+def _no_classes(out):
+    """The predictions of a model without a classification head (its outputs are hidden
+    states per position), as the capture's error advises."""
+    return np.zeros(len(out), int)
+
+
 def test_sequence_first_labels_error_says_batch_axis_1(tmp_path: Path):
     layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0)  # (seq, batch, dim)
     model = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
@@ -90,9 +96,9 @@ def test_sequence_first_labels_error_says_batch_axis_1(tmp_path: Path):
         capture(TorchAdapter(model), loader, tmp_path / "bad.zarr", progress=False)
     with pytest.raises(CaptureError, match=r"y has 10.*labels match axis 1.*batch_axis=1"):
         capture(TorchAdapter(model), (x, labels), tmp_path / "bad2.zarr", progress=False)
-    # the fix the message gives works, exactly
+    # the fix the message gives works, exactly (a model without a head: predictions given)
     store = capture(TorchAdapter(model, batch_axis=1), loader, tmp_path / "s.zarr",
-                    progress=False)
+                    progress=False, predict=_no_classes)
     with torch.no_grad():
         h0 = model.layers[0](x)
         h1 = model.layers[1](h0)
@@ -163,7 +169,7 @@ def test_t5_blocks_named_exactly_give_their_hidden_states(tmp_path: Path):
     parts = [_t5_batch(2), _t5_batch(2), _t5_batch(1)]
     loader = [(b, torch.zeros(len(b["input_ids"]), dtype=torch.long)) for b in parts]
     store = capture(TorchAdapter(model, layers=names), loader, tmp_path / "t5.zarr",
-                    progress=False)
+                    progress=False, predict=_no_classes)
     assert store.layers("train") == [k + ".0" for k in names]
     got = store.activations("train", "decoder.block.1.0")[:]
     want = np.concatenate([_block_outputs(model, ["decoder.block.1"], b)["decoder.block.1"]

@@ -261,6 +261,7 @@ class KerasAdapter:
         if out.ndim == 0:
             raise ValueError("The model output has no batch axis.")
         n = out.shape[0]
+        self.output_shape = tuple(int(d) for d in out.shape[1:])  # before it is flattened
         out = out.reshape(n, -1)
         first = self._names is None
         if first:

@@ -10,6 +10,7 @@ import torch
 from nnsig_core.protocol.axes import AmbiguousLayoutError, Layout
 from nnsig_core.protocol.pooling import (
     ambiguous_layout_message,
+    empty_sequence_message,
     mask_for,
     resolve_auto,
     tokens_need_positions,
@@ -28,10 +29,7 @@ def _check_nonempty(mask: torch.Tensor) -> None:
     empty = ~mask.any(dim=1)
     if bool(empty.any()):
         row = int(torch.nonzero(empty)[0, 0])
-        raise ValueError(
-            f"Sample {row} of the batch has no token in its attention mask: nothing to pool. "
-            "Leave empty sequences out of the data."
-        )
+        raise ValueError(empty_sequence_message(row))
 
 
 def pool_tensor(

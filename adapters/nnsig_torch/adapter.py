@@ -18,7 +18,7 @@ from nnsig_core.protocol import LayerSpec
 from nnsig_core.protocol.adapter import describe_inputs
 from nnsig_core.protocol.axes import LayoutSpec, PoolSpec, check_layout_spec, check_pool
 from nnsig_core.protocol.pooling import (
-    DEFAULT_MASK_KEYS,
+    TORCH_MASK_KEYS,
     check_mask_key,
     pools_a_sequence,
     warn_of_unused_mask,
@@ -86,8 +86,10 @@ class TorchAdapter:
         The batch axis of the inputs: 0, or 1 for sequence-first models.
     mask : str, tuple of str, callable or None
         The attention mask of dict batches: key(s) tried in order (nonzero
-        for real tokens), a callable ``inputs -> (n, L)``, or ``None``. Keys
-        other than the default that a batch lacks are an error.
+        for real tokens; default Hugging Face's ``"attention_mask"``), a
+        callable ``inputs -> (n, L)`` (a mask of the padding, as PyTorch's
+        ``key_padding_mask``: ``lambda x: x["padding_mask"] == 0``), or
+        ``None``. Keys other than the default that a batch lacks are an error.
     token_key : str or None
         The key of the token ids in dict batches, recorded per token row.
 
@@ -118,7 +120,7 @@ class TorchAdapter:
         keep_nonfinite: bool = False,
         layout: LayoutSpec = None,
         batch_axis: int = 0,
-        mask: Any = DEFAULT_MASK_KEYS,
+        mask: Any = TORCH_MASK_KEYS,
         token_key: str | None = "input_ids",
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -198,7 +200,7 @@ class TorchAdapter:
         device = self.device or model_device(model)
         x = move_inputs(inputs, device, float_dtype(model))
         n = batch_size(x, self.batch_axis)
-        check_mask_key(x, self.mask)
+        check_mask_key(x, self.mask, TORCH_MASK_KEYS)
         mask, token_ids = sequence_inputs(x, self.mask, self.token_key, n)
         self._decoder_seq = decoder_inputs(x, self.mask, self.token_key, n)
         first = self._names is None
@@ -213,8 +215,10 @@ class TorchAdapter:
         out = self._output_tensor(raw, n)
         names = check_names(self, recorder, self._pending if first else self._names)
         if first:
-            warn_of_unused_mask(x, self.mask, mask, _host_numpy, pooled=any(
-                pools_a_sequence(p.layout, p.mode, p.tokens) for p in self._plans.values()))
+            pooled = any(pools_a_sequence(p.layout, p.mode, p.tokens)
+                         for p in self._plans.values())
+            warn_of_unused_mask(x, self.mask, mask, _host_numpy, pooled=pooled,
+                                defaults=TORCH_MASK_KEYS)
         self._check_reuse(recorder, names)
         results = {k: self._finalize(k, recorder.values[k], mask, token_ids) for k in names}
         finite = {k for k in names if _finite_total(recorder.values[k].total)}
@@ -389,6 +393,7 @@ class TorchAdapter:
             )
         out = moved[0]
         rows = out.shape[0] if out.ndim else 1
+        self.output_shape = tuple(int(d) for d in out.shape[1:])  # before it is flattened
         return out.reshape(rows, -1).to(torch.float32, memory_format=torch.contiguous_format,
                                         copy=True)
 

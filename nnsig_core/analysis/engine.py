@@ -36,6 +36,7 @@ from nnsig_core.analysis.split_view import split_view
 from nnsig_core.analysis.summary import analysis_summary
 from nnsig_core.execute.client import ClientArg, resolve_client
 from nnsig_core.store import ActivationStore, StoreError, open_store
+from nnsig_core.store.format import layer_differences
 
 log = logging.getLogger("nnsig")
 
@@ -150,6 +151,13 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         """
         store = open_store(store)
         available = store.layers(split)
+        if not available:
+            tokens = store.token_split(split)
+            raise StoreError(f"Split {split!r} holds no layer"
+                             + (f": its capture kept every layer's tokens, in split {tokens!r}. "
+                                f"Fit on {tokens!r}, or capture a pooled row per sample too "
+                                "(pool=('mean', 'tokens'))." if tokens else
+                                "; capture at least one layer into it."))
         if self.layers is None:
             return list(available)
         wanted = [self.layers] if isinstance(self.layers, str) else list(self.layers)
@@ -318,6 +326,15 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
                 raise StoreError(f"Layer {name!r} has unit shape {info[name]} in split {split!r} "
                                  f"but {shape} in the fit split {self.fit_split_!r}: not the "
                                  "same model.")
+        if self.fit_split_ in store.splits and split != self.fit_split_:
+            fit = [d for d in store.layer_info(self.fit_split_) if d["name"] in self.layers_]
+            pooled = layer_differences(
+                [d for d in store.layer_info(split) if d["name"] in self.layers_], fit,
+                self.fit_split_, store.level(split))
+            if pooled:
+                raise StoreError(f"Split {split!r} does not hold the rows the analysis was "
+                                 f"fitted on ({'; '.join(pooled)}): its clusters do not apply. "
+                                 "Capture the split with the fit split's pooling.")
 
     def fit_transform(self, store: StoreArg, split: str = "train", *,
                       classes: Iterable[int] | None = None,

@@ -37,9 +37,9 @@ def export_prototype(analysis: Any, store: ActivationStore | str | os.PathLike[s
          for c in range(comp.shape[1]) for i in range(comp.shape[0]) if comp[i, c]]
         for j, comp in enumerate(analysis.fit_composition_)
     ]
+    sigs = analysis.signatures(store, split)  # first: a split it cannot read writes nothing
     p_info = out / "clusters_info.json"
     p_info.write_text(json.dumps(info, indent=1), encoding="utf-8")
-    sigs = analysis.signatures(store, split)
     header = ["input_class", *[f"cluster_in_layer{j + 1}" for j in range(len(sigs.layers))],
               "output_class"]
     rows = [(int(a), *(int(x) for x in ids), int(b))

@@ -165,6 +165,13 @@ def iter_batches(data: Any, batch_size: int, start: int = 0,
                 f"{type(batch).__name__}; wrap your data so it yields (inputs, labels), or "
                 "(inputs, None) without labels."
             )
+        if labels is not None and (np.ndim(labels) == 0 if not hasattr(labels, "ndim")
+                                   else labels.ndim == 0):
+            raise CaptureError(
+                f"A batch's labels are one number ({labels!r}): the data gives single examples, "
+                "not batches. Batch them: a DataLoader (torch.utils.data.DataLoader(examples, "
+                "batch_size=64), with collate_fn= for padding), or (X, y) arrays stacked from "
+                "the examples.")
         n = _batch_len(inputs, batch_axis)
         if labels is not None and hasattr(labels, "__len__") and len(labels) != n:
             raise CaptureError(

@@ -26,7 +26,9 @@ class HFBatches:
 
     def __init__(self, data: Any, *, batch_size: int, inputs: list[str], positional: bool,
                  label: str | None) -> None:
-        self.source = _formatted_columns(data.select_columns([*inputs, *([label] if label else [])]))
+        # A label column that is also an input (a model computing its loss) is read once.
+        columns = list(dict.fromkeys([*inputs, *([label] if label else [])]))
+        self.source = _formatted_columns(data.select_columns(columns))
         self.batch_size = batch_size
         self.inputs = inputs
         self.positional = positional

@@ -114,6 +114,19 @@ class CaptureSession:
             raise CaptureError(
                 f"The model returned {outputs.shape[0]} output rows for a batch of {n} samples."
             )
+        # Adapters flatten the outputs per sample; ``output_shape`` (optional in the
+        # protocol) is the model's own.
+        shape = tuple(getattr(self.adapter, "output_shape", None) or outputs.shape[1:])
+        if self.predict is default_predict and sum(d != 1 for d in shape) > 1:  # (C, 1, 1) is C
+            raise CaptureError(
+                f"The model's outputs have shape {shape} per sample (a score "
+                "per position, as a language model's logits?), not one score per class: their "
+                "argmax is no class. Pass capture(..., predict=f), f mapping the batch's "
+                "outputs, flattened per sample, to one class per sample (the last position's "
+                "token: predict=lambda out: out.reshape(len(out), -1, "
+                f"{shape[-1]})[:, -1].argmax(-1); for a model without classes, predict="
+                "lambda out: numpy.zeros(len(out), int)), or capture a model with a "
+                "classification head.")
         outputs = outputs.reshape(n, -1)
         lab = self._labels(labels, index)
         pred = np.asarray(self.predict(outputs)).astype(np.int64).reshape(-1)

@@ -256,7 +256,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     level = analysis.row_level(store)
     splits = args.split or ([s for s in store.splits
                              if store.is_complete(s) and store.level(s) == level]
-                            if not args.prototype else ["test"])
+                            if not args.prototype else
+                            ["test.tokens" if level == "tokens" else "test"])
     for s in splits:
         store.require_complete(s)
     out.mkdir(parents=True, exist_ok=True)

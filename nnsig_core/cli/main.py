@@ -282,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd["export"]
     p.add_argument("--split", action="append", default=None, metavar="SPLIT",
                    help="split to export; repeat it for several (default: every complete "
-                        "split of the analysis's row level; test with --prototype)")
+                        "split of the analysis's row level; test, or test.tokens for a token "
+                        "analysis, with --prototype)")
     p.add_argument("--format", choices=("csv", "json", "parquet", "datasets"), default="csv",
                    help="file format (parquet needs pyarrow; datasets writes Hugging Face "
                         "datasets with save_to_disk, and needs the datasets package; "

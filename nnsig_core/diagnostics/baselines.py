@@ -23,6 +23,7 @@ from nnsig_core._util import parse_bytes
 from nnsig_core._warnings import warn
 from nnsig_core.analysis.pca import merge_moments
 from nnsig_core.analysis.selection import fit_sample_mask, require_fit_labels
+from nnsig_core.analysis.source import check_row_level
 from nnsig_core.diagnostics.detectors import (
     DEFAULT_BUDGET,
     ActivationPatternMonitor,
@@ -179,6 +180,14 @@ class Baselines(NnsigParamsMixin, BaseEstimator):
         check_is_fitted(self, "layer_", msg="Baselines are not fitted; call fit(store, split) "
                                             "first.")
         store.require_complete(split)
+        fit = self.fit_split_
+        check_row_level(store, split, fit, store.level(fit) if fit in store.splits
+                        else "tokens" if fit.endswith(".tokens") else "samples")
+        if split == fit:
+            warn(f"Baseline scores of split {split!r}, which the baselines were fitted on, are "
+                 "in-sample (a sample is its own nearest neighbour; the signature scores are "
+                 "leave-one-out there): they are not comparable. Score a split held out from "
+                 "the fit.")
         keys = [k for k in BASELINES if k in self.which]
         logits = store.outputs(split) if {"msp", "energy"} & set(keys) else None
         layer = (store.activations(split, self.layer_)

@@ -46,7 +46,9 @@ class Adapter(Protocol):
     """What :func:`nnsig_core.capture` needs from a model; the core never imports a framework.
 
     Optionally, ``batch_images(inputs)`` returns a batch's images for thumbnails when they
-    are not the inputs, and ``model_fingerprint()`` identifies the model's weights.
+    are not the inputs, ``model_fingerprint()`` identifies the model's weights, and
+    ``output_shape`` is the per-sample shape of the last batch's outputs before they were
+    flattened (logits per position are then refused without ``predict=``).
     """
 
     framework: str

@@ -23,17 +23,22 @@ def ambiguous_layout_message(name: str, shape: tuple[int, ...], mode: Any, fix: 
             f"Say it: {fix}, or pass a callable as its pool.")
 
 
-#: The keys an adapter's ``mask=`` tries by default; a batch without them has no mask.
+#: The keys the Keras adapter's ``mask=`` tries by default (Keras Hub's ``padding_mask`` is
+#: nonzero for real tokens); a batch without them has no mask.
 DEFAULT_MASK_KEYS = ("attention_mask", "padding_mask")
+#: The PyTorch adapter's: Hugging Face's ``attention_mask`` only, since PyTorch's own padding
+#: masks (``key_padding_mask``) are nonzero for the padding, the opposite convention.
+TORCH_MASK_KEYS = ("attention_mask",)
 
 
-def check_mask_key(inputs: Any, mask: Any) -> None:
-    """Raise when ``mask`` names keys (not the defaults) and the batch holds none of them: a
-    misspelt key would otherwise pool every position, padding included, without a word."""
+def check_mask_key(inputs: Any, mask: Any, defaults: tuple[str, ...] = DEFAULT_MASK_KEYS) -> None:
+    """Raise when ``mask`` names keys (not the adapter's ``defaults``) and the batch holds none
+    of them: a misspelt key would otherwise pool every position, padding included, without a
+    word."""
     if mask is None or callable(mask):
         return
     keys = (mask,) if isinstance(mask, str) else tuple(mask)
-    if keys == DEFAULT_MASK_KEYS:
+    if keys == defaults:
         return
     if isinstance(inputs, Mapping):
         if any(inputs.get(k) is not None for k in keys):
@@ -53,7 +58,8 @@ def pools_a_sequence(layout: Layout | None, mode: Any, tokens: bool) -> bool:
 
 
 def warn_of_unused_mask(inputs: Any, mask: Any, found: Any, to_numpy: Any,
-                        masking_layers: Sequence[str] = (), pooled: bool = True) -> None:
+                        masking_layers: Sequence[str] = (), pooled: bool = True,
+                        defaults: tuple[str, ...] = DEFAULT_MASK_KEYS) -> None:
     """Warn (on a first batch) when the default ``mask=`` found no attention mask although the
     batch or the model has one: an input of 0/1 beside token ids of its shape (a dict key or
     a list entry the defaults do not name), or layers that mask token id 0 themselves
@@ -61,8 +67,9 @@ def warn_of_unused_mask(inputs: Any, mask: Any, found: Any, to_numpy: Any,
     ``pooled``: whether a capture pools a sequence (:func:`pools_a_sequence`); else no mask
     applies, and nothing is said."""
     if not pooled or found is not None or mask is None or callable(mask) or (
-            ((mask,) if isinstance(mask, str) else tuple(mask)) != DEFAULT_MASK_KEYS):
+            ((mask,) if isinstance(mask, str) else tuple(mask)) != defaults):
         return
+    under = " or ".join(map(repr, defaults))
     if not isinstance(inputs, (Mapping, list, tuple)):
         named: list[tuple[Any, Any]] = []
     else:
@@ -74,20 +81,22 @@ def warn_of_unused_mask(inputs: Any, mask: Any, found: Any, to_numpy: Any,
             continue  # a named mask says so: token_type_ids are 0 and 1 too
         zero_one = a.dtype.kind == "b" or (
             a.dtype.kind in "iuf" and bool(((a == 0) | (a == 1)).all()))
-        # ... with a token kept in every row, as a mask of real tokens keeps
-        if (zero_one and not a.all() and a.any(axis=1).all()
+        # ... with a token kept in every row, as a mask of real tokens keeps (a named mask
+        # may mark the padding instead: rows without padding are then all 0)
+        kept = a.any() if isinstance(inputs, Mapping) else a.any(axis=1).all()
+        if (zero_one and not a.all() and kept
                 and any(shape == a.shape for j, shape in ids.items() if j != k)):
             fix = repr(k) if isinstance(inputs, Mapping) else f"lambda x: x[{k}]"
             where = f"{k!r}" if isinstance(inputs, Mapping) else f"at position {k}"
             warn(f"The batch's input {where} looks like an attention mask (0 and 1, the shape of "
-                 "the token ids), but no mask is under 'attention_mask' or 'padding_mask': "
+                 f"the token ids), but no mask is under {under}: "
                  "sequences are pooled over every position, padding included. Pass "
                  f"mask={fix} (nonzero for real tokens; for a mask of the padding, "
                  "mask=lambda x: <it> == 0), or mask=None to keep every position.")
             return
     if masking_layers:
         warn(f"Layer(s) {', '.join(map(repr, masking_layers))} mask token id 0 (mask_zero=True), "
-             "but the batch has no attention mask under 'attention_mask' or 'padding_mask': "
+             f"but the batch has no attention mask under {under}: "
              "sequences are pooled over every position, padding included. Pass mask=lambda x: "
              "x != 0 (for dict inputs: x['<ids key>'] != 0), or mask=None to keep every "
              "position.")
@@ -129,15 +138,18 @@ def sequence_index(mode: str, n: int, length: int, mask: np.ndarray | None) -> n
         return np.full(n, 0 if mode == "cls" else length - 1, dtype=np.int64)
     empty = ~mask.any(axis=1)
     if empty.any():
-        raise ValueError(_empty_message(int(np.flatnonzero(empty)[0])))
+        raise ValueError(empty_sequence_message(int(np.flatnonzero(empty)[0])))
     if mode == "cls":
         return mask.argmax(axis=1).astype(np.int64)
     return (length - 1 - mask[:, ::-1].argmax(axis=1)).astype(np.int64)
 
 
-def _empty_message(row: int) -> str:
-    return (f"Sample {row} of the batch has no token in its attention mask: nothing to pool. "
-            "Leave empty sequences out of the data.")
+def empty_sequence_message(row: int) -> str:
+    """The error of a sample whose mask keeps no token (both adapters)."""
+    return (f"Sample {row} of the batch has no token in its attention mask (nonzero marks a "
+            "real token): nothing to pool. Leave empty sequences out of the data; if the mask "
+            "marks the padding instead (PyTorch's key_padding_mask), pass mask=lambda x: "
+            "x['<its key>'] == 0.")
 
 
 def pool_array(a: np.ndarray, mode: Any, layout: Layout | None, mask: np.ndarray | None = None,
@@ -180,7 +192,7 @@ def pool_array(a: np.ndarray, mode: Any, layout: Layout | None, mask: np.ndarray
         return moved[np.arange(a.shape[0]), idx].astype(np.float32)
     if m is not None:
         if not m.any(axis=1).all():
-            raise ValueError(_empty_message(int(np.flatnonzero(~m.any(axis=1))[0])))
+            raise ValueError(empty_sequence_message(int(np.flatnonzero(~m.any(axis=1))[0])))
         shape = [a.shape[0]] + [1] * (a.ndim - 1)
         shape[axes[0]] = a.shape[axes[0]]
         w = m.reshape(shape)

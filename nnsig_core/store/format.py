@@ -124,16 +124,36 @@ def chunk_rows_for(chunk_bytes: int, row_bytes: int, batch_rows: int | None,
     return max(1, min(rows, n_rows)) if n_rows else rows
 
 
+def _row_pooling(d: Mapping[str, Any], level: str) -> str | None:
+    """What a layer's recorded pooling (``"mean"``, ``"cls+tokens"``, ``"tokens"``) makes of
+    the rows of a split of ``level``: a sample's row, or token rows (the same whatever the
+    sample's pooling)."""
+    pool = d.get("pool")
+    if pool is None:
+        return None
+    if level == "tokens":
+        return "tokens" if "tokens" in str(pool) else str(pool)
+    return str(pool).removesuffix("+tokens")
+
+
 def layer_differences(
-    mine: Sequence[Mapping[str, Any]], theirs: Sequence[Mapping[str, Any]], other: str
+    mine: Sequence[Mapping[str, Any]], theirs: Sequence[Mapping[str, Any]], other: str,
+    level: str = "samples",
 ) -> list[str]:
-    """How two lists of captured layers (name, shape) differ, in words (``other`` names the
-    split of ``theirs``); empty when they match."""
+    """How two lists of captured layers (name, shape, pooling of the rows of ``level``)
+    differ, in words (``other`` names the split of ``theirs``); empty when they match."""
     a = {d["name"]: tuple(d["shape"]) for d in mine}
     b = {d["name"]: tuple(d["shape"]) for d in theirs}
+    # Rows pooled another way (a mean here, the last token there) are another representation:
+    # clusters of one do not apply to the other.
+    pools = {d["name"]: _row_pooling(d, level) for d in theirs}
+    pooled = [f"layer {d['name']!r} is pooled {_row_pooling(d, level)!r} here but "
+              f"{pools[d['name']]!r} in {other!r}" for d in mine
+              if pools.get(d["name"]) is not None and _row_pooling(d, level) is not None
+              and _row_pooling(d, level) != pools[d["name"]]]
     if list(a) == list(b) and a == b:
-        return []
-    problems = []
+        return pooled
+    problems = list(pooled)
     missing = [n for n in b if n not in a]
     extra = [n for n in a if n not in b]
     if missing:

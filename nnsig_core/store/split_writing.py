@@ -105,7 +105,7 @@ class SplitWriting(SplitReading):
                 continue
             if self.level(other) != level:
                 continue
-            problems = layer_differences(layers, self.layer_info(other), other)
+            problems = layer_differences(layers, self.layer_info(other), other, level)
             if problems:
                 raise StoreError(f"This model does not match split {other!r} of the store "
                                  f"({'; '.join(problems)}). Capture the same layers of the same "
