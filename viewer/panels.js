@@ -197,7 +197,8 @@
       ["Parameters", m.parameters != null ? fmt(m.parameters) : null],
       ["Store", R.data.store != null ? String(R.data.store) : null],
       ["Analysis", a.name != null ? String(a.name) : null],
-      ["Clusters fitted on", a.fit_split != null ? String(a.fit_split) + (a.fit_samples != null ? " \u00b7 " + fmt(a.fit_samples) + " samples" : "") +
+      ["Clusters fitted on", a.fit_split != null ? String(a.fit_split) + (a.fit_samples != null ? " \u00b7 " + fmt(a.fit_samples) +
+        (/\.tokens$/.test(String(a.fit_split)) ? " tokens" : " samples") : "") +
         (a.only_correct ? " \u00b7 correctly classified only" : "") : null],
       ["Discretizer", a.discretizer != null ? String(a.discretizer) : null],
       ["Reduction", a.reduce != null ? "PCA to " + String(a.reduce) + " dims" : null],
@@ -261,7 +262,8 @@
       const k = r.input + ">" + r.output;
       conf.set(k, (conf.get(k) || 0) + r.count);
     }
-    pane.append(el("p", { text: fmt(mis) + " misclassified samples in " + ctx.state.split + " (" + pct(mis / (P.nLabelled || 1)) +
+    pane.append(el("p", { text: fmt(mis) + (P.hasTokens ? " tokens of misclassified inputs in " : " misclassified samples in ") +
+                          ctx.state.split + " (" + pct(mis / (P.nLabelled || 1)) +
                           (P.nUnlabelled ? " of the " + fmt(P.nLabelled) + " labelled ones" : "") + ")." }));
     if (R.typical && mis) {
       pane.append(U.section("Where misclassified paths leave the true class's typical clusters"));

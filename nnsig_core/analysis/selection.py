@@ -58,7 +58,8 @@ def check_selection(split: str, has_labels: bool, label_counts: np.ndarray, n_sa
         why = "only_correct=True" if only_correct else "a class subset"
         raise MissingLabelsError(f"Split {split!r} has no labels, but {why} needs them (and so do "
                                  "class counts). Capture the split with its labels, or pass "
-                                 "only_correct=False (and no classes) to fit on every sample.")
+                                 "only_correct=False (nnsig analyze --all-samples; and no "
+                                 "classes) to fit on every sample.")
     if classes is None:
         return None
     wanted = np.array(sorted({int(c) for c in classes}), dtype=np.int64)

@@ -175,7 +175,11 @@ class CaptureSession:
         if not np.issubdtype(lab.dtype, np.integer):
             if not (np.issubdtype(lab.dtype, np.floating) and np.all(lab == np.round(lab))):
                 raise CaptureError(
-                    f"Labels must be integer class indices (or one-hot), got dtype {lab.dtype}."
+                    f"Labels must be integer class indices (or one-hot), got dtype {lab.dtype}"
+                    + (": map the names to indices first (a Hugging Face dataset: "
+                       "ds.class_encode_column('label'); else numpy.unique(y, "
+                       "return_inverse=True)[1], with class_names= the unique names)."
+                       if lab.dtype.kind in "USO" else ".")
                 )
         lab = lab.astype(np.int64, copy=False)
         bad = np.flatnonzero(lab < -1)
@@ -200,7 +204,10 @@ class CaptureSession:
             raw = np.asarray(batch_images(inputs))
         else:
             if isinstance(inputs, (Mapping, tuple, list)):
-                raise CaptureError("keep_inputs=True needs a single input array per batch.")
+                raise CaptureError(
+                    "keep_inputs=True keeps thumbnails of image inputs, and needs one input "
+                    f"array per batch (this batch is a {type(inputs).__name__}): leave it out "
+                    "for text and for inputs given as several arrays.")
             raw = np.asarray(self.adapter.to_numpy(inputs))
         return make_thumbnails(raw)
 
