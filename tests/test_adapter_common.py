@@ -289,3 +289,13 @@ def test_an_adapter_without_its_framework_names_the_extra(package, framework, ex
     monkeypatch.delitem(sys.modules, package)
     with pytest.raises(ImportError, match=rf"{package} needs .* pip install 'nnsig\[{extra}\]'"):
         importlib.import_module(package)
+
+
+def test_a_capture_name_given_as_a_layer_names_its_layer():
+    """available_layers lists capture names ('attn.0', an output of module 'attn'); given to
+    layers= they were "unknown", with advice pointing back at the same listing."""
+    with pytest.raises(UnknownLayerError, match=r"'enc.fc1.0' is a capture name of layer "
+                                                r"'enc.fc1'.*select 'enc.fc1'"):
+        select("enc.fc1.0")
+    with pytest.raises(UnknownLayerError, match="Did you mean: 'enc.fc2', 'enc.fc1'"):
+        select("enc.fc")  # a typo of a submodule stays a typo

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -155,7 +156,18 @@ def resolve_selection(layers: LayerSpec | Sequence[LayerSpec], candidates: Mappi
 
 
 def _unknown(name: str, valid: Sequence[str], wording: SelectionWording) -> UnknownLayerError:
+    # A capture name (an output of a layer, or its second call), as available_layers lists
+    # them, is not a layer name: say which layer it belongs to.
+    owner = max((v for v in valid if name.startswith((v + ".", v + ":"))), key=len, default=None)
     hint = close_matches(name, valid)
+    rest = name[len(owner):] if owner is not None else ""
+    if owner is not None and (re.fullmatch(r"(:\d+)?(\.\d+)*", rest) or not hint) \
+            and not any(h.startswith(owner + ":") for h in hint):  # else another call is meant
+        return UnknownLayerError(
+            f"{name!r} is a capture name of {wording.item} {owner!r} (one of its outputs or "
+            f"calls), not a {wording.item} of {wording.model}: select {owner!r} (its outputs "
+            f"are then captured under names like {name!r}; pool= and layout= take those "
+            "names).")
     msg = f"Unknown layer {name!r} in {wording.model}."
     msg += f" Did you mean: {', '.join(repr(h) for h in hint)}?" if hint else ""
     msg += f" {wording.listing}" if wording.listing else ""
