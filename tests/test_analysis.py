@@ -527,3 +527,43 @@ def test_overwrite_replaces_an_analysis_only_once_the_new_one_is_written(
     new.save(store, "a", overwrite=True)
     assert SignatureAnalysis.load(open_store(store.path), "a").n_clusters_ == [3, 3, 3]
     assert saved_score_splits(store, "a") == []  # scores of the old fit went with it
+
+
+def test_an_analysis_whose_fit_split_was_captured_again_warns(tmp_path: Path) -> None:
+    """The fit split captured again (the same weights, other samples): the saved analysis,
+    its fit composition and typical clusters, went on describing samples no longer there.
+    Now using it on that store warns, naming the refit, whose command works; on another
+    store, whose captures are its own, nothing is said."""
+    import warnings
+
+    from nnsig_core import NnsigWarning, capture_arrays
+    from nnsig_core.cli.main import main
+
+    rng = np.random.default_rng(0)
+
+    def split(path, name, n):
+        labels = np.arange(n) % 3
+        acts = {"h": (np.eye(3)[labels] * 4 + rng.normal(0, 0.5, (n, 3))).astype(np.float32)}
+        capture_arrays(acts, np.eye(3)[labels] * 2, labels, path, split=name, progress=False,
+                       overwrite=True)
+
+    path = tmp_path / "a.zarr"
+    for name, n in (("train", 90), ("test", 30)):
+        split(path, name, n)
+    store = open_store(path, mode="r+")
+    SignatureAnalysis(n_clusters=3, progress=False).fit(store).save(store)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NnsigWarning)
+        SignatureAnalysis.load(path).transform(path, "test")
+        other = tmp_path / "b.zarr"  # another store with a 'train' of its own
+        for name, n in (("train", 60), ("test", 30)):
+            split(other, name, n)
+        SignatureAnalysis.load(path).transform(other, "test")
+    split(path, "train", 60)
+    with pytest.warns(NnsigWarning, match=r"'train', which analysis 'default' was fitted on, was "
+                      r"captured again since \(90 samples then, 60 now\).*--overwrite"):
+        SignatureAnalysis.load(path).signatures(path, "test")
+    assert main(["analyze", str(path), "--clusters", "3", "--overwrite"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NnsigWarning)
+        SignatureAnalysis.load(path).signatures(path, "test")

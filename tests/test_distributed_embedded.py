@@ -92,9 +92,13 @@ def test_parse_scheduler() -> None:
     assert str(parse_scheduler("local:3")) == "local:3"
     assert parse_scheduler("tcp://10.0.0.1:8786").address == "tcp://10.0.0.1:8786"
     assert parse_scheduler("scheduler:8786").address == "scheduler:8786"
+    # a host named local... is a host (it was refused); an address without a port is not
+    assert parse_scheduler("localhost:8799").address == "localhost:8799"
+    assert parse_scheduler("[::1]:8786").address == "[::1]:8786"
     for bad, words in [("local", "number of local workers"), ("local:0", "N >= 1"),
                        ("local:x", "scheduler address"), ("", "scheduler address"),
-                       ("a b", "scheduler address")]:
+                       ("a b", "scheduler address"), ("2", "scheduler address"),
+                       ("foo", "scheduler address")]:
         with pytest.raises(ValueError, match=words):
             parse_scheduler(bad)
 

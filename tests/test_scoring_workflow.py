@@ -87,7 +87,8 @@ def test_the_false_positive_rate_holds_over_random_calibration_sets() -> None:
 
 # --------------------------------------------------------------------------- item 1
 @pytest.mark.slow
-def test_the_threshold_comes_from_the_scorer_of_the_scores_shown(saved, tmp_path) -> None:
+def test_the_threshold_comes_from_the_scorer_of_the_scores_shown(saved, tmp_path,
+                                                                  capsys) -> None:
     """evaluate --validation val, then evaluate --split val, then report: one scorer, and
     the validation split is scored (and saved) by the first call."""
     from nnsig_core.cli.main import main
@@ -104,6 +105,9 @@ def test_the_threshold_comes_from_the_scorer_of_the_scores_shown(saved, tmp_path
     assert set(saved_score_splits(st_, "default")) == {"val", "test"}
     assert main(["evaluate", loc, "--split", "val", "--no-baselines"]) == 0
     assert saved_scorer(open_store(loc), "default")["fingerprint"] == record["fingerprint"]
+    capsys.readouterr()  # --json names the saved scorer's validation split (it said null)
+    assert main(["evaluate", loc, "--split", "test", "--no-baselines", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["validation_split"] == "val"
     out = tmp_path / "r"
     assert main(["report", loc, "--out", str(out)]) == 0
     thr = _data(out)["threshold"]
@@ -112,7 +116,9 @@ def test_the_threshold_comes_from_the_scorer_of_the_scores_shown(saved, tmp_path
     assert thr["value"] == np.nextafter(conformal_threshold(record["conformal_scores"], 0.05),
                                         np.inf)
     # A scorer of other settings replaces the saved one and the scores of the old one go.
-    with pytest.warns(NnsigWarning, match="came from another scorer"):
+    # The warning names what is gone, not the split scored again now (it named it too).
+    with pytest.warns(NnsigWarning, match=r"scores of split\(s\) val for analysis 'default' "
+                                          "came from another scorer"):
         signature_scores(analysis, open_store(loc, mode="r+"), "test", n_neighbors=3,
                          save=True)
     assert saved_score_splits(open_store(loc), "default") == ["test"]

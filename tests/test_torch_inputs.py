@@ -407,6 +407,10 @@ def test_token_and_pooling_mix_ups_are_refused(tmp_path: Path, capsys):
     assert main(["export", str(path), "--analysis", "tok", "--prototype", "--split", "test",
                  "--out", str(tmp_path / "p2")]) == 1
     assert not (tmp_path / "p2" / "clusters_info.json").exists()  # nothing half-written
+    with pytest.raises(SystemExit) as exc:  # --format was ignored with --prototype
+        main(["export", str(path), "--analysis", "tok", "--prototype", "--format", "parquet",
+              "--out", str(tmp_path / "p3")])
+    assert exc.value.code == 2
     # another pooling: refused at capture, and at transform in a store that has it already
     last = TorchAdapter(model, layers="block", pool="last")
     with pytest.raises(StoreError, match=r"layer 'block' is pooled 'last' here but 'mean' in "

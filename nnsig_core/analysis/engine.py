@@ -22,7 +22,7 @@ from nnsig_core._params import (
     Satisfies,
     validate_params,
 )
-from nnsig_core._util import parse_bytes
+from nnsig_core._util import parse_bytes, to_json_safe
 from nnsig_core.analysis import persist
 from nnsig_core.analysis.cluster import LayerClusterer
 from nnsig_core.analysis.discretize import Discretizer, parse_discretizer_spec
@@ -31,7 +31,12 @@ from nnsig_core.analysis.fit_rows import FitRows
 from nnsig_core.analysis.saved import SavedAnalysis
 from nnsig_core.analysis.selection import check_enough_rows, fit_sample_mask
 from nnsig_core.analysis.signatures import Signatures
-from nnsig_core.analysis.source import check_row_level, check_same_weights, check_unchanged
+from nnsig_core.analysis.source import (
+    check_fit_capture,
+    check_row_level,
+    check_same_weights,
+    check_unchanged,
+)
 from nnsig_core.analysis.split_view import split_view
 from nnsig_core.analysis.summary import analysis_summary
 from nnsig_core.execute.client import ClientArg, resolve_client
@@ -81,6 +86,10 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
     fit_weights_ : str or None
         The weights fingerprint of the fit split's capture (None: not known); a split
         captured with other weights is transformed with a warning.
+    fit_capture_ : dict or None
+        The fit split's capture fingerprint (count, capture id, times) and its store's
+        location; the analysis warns when it is used on that store after the fit split
+        was captured again.
     fit_classes_ : list of int or None
         The ``classes`` argument of :meth:`fit`.
     classes_ : list of int
@@ -258,6 +267,7 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         self.n_clusters_ = ks
         self.fit_split_ = split
         self.fit_weights_ = store.split_attrs(split).get("model_fingerprint")
+        self.fit_capture_ = {"location": store.location, **to_json_safe(before)}
         self.fit_classes_ = fit_classes
         self.classes_ = [int(c) for c in np.flatnonzero(compositions[0].sum(axis=0))]
         self.n_fit_samples_ = n_fit
@@ -315,6 +325,7 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         check_row_level(store, split, self.fit_split_, self.row_level(store))
         check_same_weights(store, split, self.fit_split_, getattr(self, "fit_weights_", None),
                            self.name_)
+        check_fit_capture(store, self.fit_split_, getattr(self, "fit_capture_", None), self.name_)
         info = {d["name"]: list(d["shape"]) for d in store.layer_info(split)}
         missing = [n for n in self.layers_ if n not in info]
         if missing:
@@ -353,6 +364,8 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         check_is_fitted(self, _FITTED)
         client = resolve_client(client)
         store = open_store(store)
+        check_fit_capture(store, self.fit_split_, getattr(self, "fit_capture_", None),
+                          self.name_)
         view = split_view(store, split, client, progress=self.progress)
         key = (*self._cache_key(store, split), *view.cache_tag)
         cache = getattr(self, "_cache", {})

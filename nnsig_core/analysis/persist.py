@@ -196,6 +196,7 @@ def export_state(analysis: Any) -> tuple[dict[str, Any], list[LayerState]]:
     if isinstance(params["n_clusters"], Mapping):
         params["n_clusters"] = {str(k): int(v) for k, v in params["n_clusters"].items()}
     fit = {"split": analysis.fit_split_, "weights": getattr(analysis, "fit_weights_", None),
+           "capture": getattr(analysis, "fit_capture_", None),
            "classes": analysis.fit_classes_,
            "classes_fitted": analysis.classes_, "n_samples": analysis.n_fit_samples_,
            "n_classes": analysis.n_classes_}
@@ -237,6 +238,7 @@ def restore_state(cls: type, meta: Mapping[str, Any],
     analysis.n_clusters_ = [int(lm["n_clusters"]) for lm in meta["layers"]]
     analysis.fit_split_ = fit["split"]
     analysis.fit_weights_ = fit.get("weights")  # unknown in analyses saved before 0.3
+    analysis.fit_capture_ = fit.get("capture")
     analysis.fit_classes_ = fit["classes"]
     analysis.classes_ = list(fit["classes_fitted"])
     analysis.n_fit_samples_ = int(fit["n_samples"])

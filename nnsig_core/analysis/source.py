@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from nnsig_core._progress import ProgressBar  # terminal bars only: no notebook widgets
+from nnsig_core._util import to_json_safe
 from nnsig_core._warnings import warn
 from nnsig_core.protocol import check_finite, nonfinite_rows
 from nnsig_core.store import ActivationStore, StoreError
@@ -237,3 +238,22 @@ def check_same_weights(store: ActivationStore, split: str, fit_split: str,
          "are on another model's clusters. If the model was retrained, fit the analysis "
          f"again ({again}, or SignatureAnalysis(...).fit(store, {fit_split!r}) then "
          ".save(store, overwrite=True)); if you compare weights on purpose, ignore this.")
+
+
+def check_fit_capture(store: ActivationStore, fit_split: str, fit_capture: dict[str, Any] | None,
+                      name: str | None) -> None:
+    """Warn when the fit split was captured again since the analysis was fitted on it (its
+    clusters, fit composition and typical clusters describe samples no longer there)."""
+    if (fit_capture is None or fit_capture.get("location") != store.location
+            or fit_split not in store.splits):
+        return  # another store (an analysis applied to new data) has its own captures
+    now = {"location": store.location, **to_json_safe(store.fingerprint(fit_split))}
+    if now == fit_capture:
+        return
+    what = f"analysis {name!r}" if name else "this analysis"
+    again = (f"nnsig analyze {store.location} --fit-split {fit_split} --overwrite"
+             + ("" if name in (None, "default") else f" --name {name}"))
+    warn(f"Split {fit_split!r}, which {what} was fitted on, was captured again since "
+         f"({fit_capture.get('n_samples')} samples then, {now.get('n_samples')} now): its "
+         "clusters, class compositions and typical clusters describe the earlier capture. "
+         f"Fit it again ({again}).")

@@ -309,11 +309,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     store.require_complete(args.split)
     if (store.labels(args.split) < 0).all():
         # Scored and saved for the report and the export; nothing to measure them against.
-        signature_scores(analysis, store, args.split, validation_split=args.validation,
-                         save=True)
-        if args.json:
+        got = signature_scores(analysis, store, args.split, validation_split=args.validation,
+                               save=True)
+        if args.json:  # the validation split of the scorer that gave them (maybe saved before)
             print(json.dumps({"split": args.split, "analysis": args.analysis,
-                              "validation_split": args.validation, "labelled": False,
+                              "validation_split": got.validation_split, "labelled": False,
                               "tasks": {}}, indent=2))
         else:
             print(f"Split {args.split!r} has no labels: its scores are saved (nnsig report "
@@ -326,8 +326,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"Nothing to evaluate on split {args.split!r}: it has no misclassified "
                          "samples and no samples of classes outside the analysis's fitted "
                          "classes.")
-    scores = dict(signature_scores(analysis, store, args.split,
-                                   validation_split=args.validation, save=True))
+    got = signature_scores(analysis, store, args.split, validation_split=args.validation,
+                           save=True)
+    scores = dict(got)
     scores.pop("p_value", None)  # ranks the samples exactly as "combined" does
     shown = ["combined"] + ([k for k in scores if k != "combined"] if args.components else [])
     if not args.no_baselines:
@@ -347,7 +348,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = (("AUROC", "auroc"), ("AUPR", "aupr_out"), ("FPR95", "fpr95"))
     if args.json:
         print(json.dumps({
-            "split": args.split, "analysis": args.analysis, "validation_split": args.validation,
+            "split": args.split, "analysis": args.analysis,
+            "validation_split": got.validation_split,
             "default_score": "combined",
             "tasks": {t: {"n_positive": counts[t][0], "n_negative": counts[t][1],
                           "scores": {n: {m: value[(n, t, m)] for m in

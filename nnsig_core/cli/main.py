@@ -341,6 +341,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is commands.cmd_report:
         _check_report_runs(args.command_parser, args)
+    if getattr(args, "func", None) is commands.cmd_export and args.prototype \
+            and args.format != "csv":
+        args.command_parser.error("--prototype writes the prototype's own files "
+                                  "(clusters_info.json, clusterized_values.csv): leave out "
+                                  f"--format {args.format}.")
     level = logging.WARNING - 10 * min(args.verbose, 2)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_OneLineFormatter() if not args.debug else logging.Formatter(

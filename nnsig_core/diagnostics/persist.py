@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -148,9 +148,11 @@ def saved_scorer(store: ActivationStore, name: str) -> dict[str, Any] | None:
     return record
 
 
-def save_scorer(store: ActivationStore, name: str, scorer: Any) -> None:
+def save_scorer(store: ActivationStore, name: str, scorer: Any,
+                rescored: Sequence[str] = ()) -> None:
     """Save ``scorer`` with the analysis ``name``, replacing another one; the saved scores of
-    another scorer are deleted with a warning, so a report never mixes them."""
+    another scorer are deleted, so a report never mixes them, with a warning naming those
+    the caller does not score again (``rescored``)."""
     old = saved_scorer(store, name)
     if old is not None and old.get("fingerprint") == scorer.fingerprint_:
         return
@@ -171,6 +173,7 @@ def save_scorer(store: ActivationStore, name: str, scorer: Any) -> None:
                            dimension_names=["sample"], **array_options())
     for s in stale:
         store.delete(scores_path(name, s))
+    stale = [s for s in stale if s not in rescored]
     if stale:
         warn(f"The saved scores of split(s) {', '.join(stale)} for analysis {name!r} came from "
              "another scorer (other settings, or fitted on other data) and were deleted: "

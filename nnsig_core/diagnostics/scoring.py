@@ -31,13 +31,15 @@ log = logging.getLogger("nnsig")
 
 class Scores(dict):
     """The scores of one ``split`` (a ``dict`` of ``{name: (n,) float64}``), with the
-    ``fingerprint`` of the scorer that gave them and its ``conformal_scores`` (sorted
-    ``combined`` scores, or None) and ``conformal_split``."""
+    ``fingerprint`` of the scorer that gave them, its ``validation_split`` (None: tuned on
+    the fit split), its ``conformal_scores`` (sorted ``combined`` scores, or None) and
+    ``conformal_split``."""
 
     def __init__(self, scores: dict[str, np.ndarray], *, split: str, scorer: SignatureScorer):
         super().__init__(scores)
         self.split = split
         self.fingerprint = scorer.fingerprint_
+        self.validation_split = getattr(scorer, "validation_split_", None)
         self.conformal_scores = getattr(scorer, "conformal_scores_", None)
         self.conformal_split = getattr(scorer, "conformal_split_", None)
 
@@ -108,8 +110,8 @@ def signature_scores(analysis: Any, store: StoreArg, split: str, *,
     scores = Scores(scorer.score(store, split, client=client), split=split, scorer=scorer)
     if save and can_save(store, name, f"Scores of split {split!r}"):
         assert name is not None
-        save_scorer(store, name, scorer)
         val = scorer.validation_split_
+        save_scorer(store, name, scorer, rescored=[split, *([val] if val else [])])
         if val is not None and val != split and (
                 val not in saved_score_splits(store, name)
                 or saved_scores_fingerprint(store, name, val) != scorer.fingerprint_):

@@ -135,7 +135,10 @@ def parse_scheduler(spec: str) -> SchedulerSpec:
         if n < 1:
             raise ValueError(f"--scheduler {spec!r}: local:N needs N >= 1 workers.")
         return SchedulerSpec(n_workers=n)
-    if not text or any(c.isspace() for c in text) or text.startswith("local"):
+    # An address is a URL (tcp://host:8786) or host:port, as dask's Client takes it;
+    # "localhost:8786" is one, "local:x" or "2" is not.
+    address = "://" in text or re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[\w.\-]+):\d+", text)
+    if not address or any(c.isspace() for c in text) or text.startswith("local:"):
         raise ValueError(f"Cannot read --scheduler {spec!r}: give a scheduler address "
                          "(tcp://host:8786) or local:N for N worker processes on this machine.")
     return SchedulerSpec(address=text)
