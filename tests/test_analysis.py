@@ -567,3 +567,24 @@ def test_an_analysis_whose_fit_split_was_captured_again_warns(tmp_path: Path) ->
     with warnings.catch_warnings():
         warnings.simplefilter("error", NnsigWarning)
         SignatureAnalysis.load(path).signatures(path, "test")
+
+
+def test_unlabelled_samples_are_neither_correct_nor_wrong_in_the_export(tmp_path: Path) -> None:
+    """An unlabelled split's samples were exported correct=False, as misclassified ones are,
+    and its summary counted signatures "among correctly classified samples"."""
+    from nnsig_core import capture_arrays
+    from nnsig_core.analysis import format_summary
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(60) % 3
+    acts = {"h": (np.eye(3)[labels] * 4 + rng.normal(0, 0.5, (60, 3))).astype(np.float32)}
+    path = tmp_path / "u.zarr"
+    capture_arrays(acts, np.eye(3)[labels], labels, path, split="train", progress=False)
+    capture_arrays(acts, np.eye(3)[labels], None, path, split="prod", progress=False)
+    a = SignatureAnalysis(n_clusters=3, progress=False).fit(path)
+    table = a.signatures(path, "prod").per_sample()
+    assert [r[table.columns.index("correct")] for r in table.rows] == [None] * 60
+    table.to_csv(tmp_path / "p.csv")
+    assert (tmp_path / "p.csv").read_text().splitlines()[1].split(",")[4] == ""
+    assert "among correctly classified" not in format_summary(a.summary(path, "prod"))
+    assert "among correctly classified" in format_summary(a.summary(path, "train"))

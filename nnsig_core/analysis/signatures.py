@@ -251,14 +251,15 @@ class Signatures(JointTableViews):
         return out
 
     def per_sample(self) -> Table:
-        """One row per sample: position, data set index, label, prediction, correct, clusters,
-        distances (brings every sample into this process)."""
+        """One row per sample: position, data set index, label, prediction, correct (None for
+        an unlabelled sample: neither right nor wrong), clusters, distances (brings every
+        sample into this process)."""
         s = self.compute()
         cols = ["row", "sample_index", "label", "prediction", "correct"]
         cols += [f"cluster:{n}" for n in s.layers] + [f"distance:{n}" for n in s.layers]
         ok = s.correct
         rows = [(int(s.rows[i]), int(s.sample_index[i]), int(s.labels[i]),
-                 int(s.predictions[i]), bool(ok[i]),
+                 int(s.predictions[i]), bool(ok[i]) if s.labels[i] >= 0 else None,
                  *(int(x) for x in s.cluster_ids[i]), *(float(x) for x in s.distances[i]))
                 for i in range(s.n_samples)]
         return Table(cols, rows)

@@ -47,8 +47,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"Analysis{name} fitted on split {fit['split']!r}: {fit['n_samples']:,} {unit} of "
         f"classes {_classes(list(fit['classes']))} ({', '.join(settings)})",
         f"Split {summary['split']!r}: {summary['n_samples']:,} {unit}{acc_s}; "
-        f"{summary['n_signatures']:,} distinct signatures "
-        f"({summary['n_signatures_correct']:,} among correctly classified {unit})",
+        f"{summary['n_signatures']:,} distinct signatures"
+        + (f" ({summary['n_signatures_correct']:,} among correctly classified {unit})"
+           if summary.get("accuracy") is not None else ""),
         "",
     ]
     header = ["layer", "clusters", "method", "features", "purity", "entropy (bits)"]
