@@ -309,3 +309,40 @@ def test_replacing_an_analysis_says_its_scores_go(saved) -> None:
                                           r"nnsig evaluate --validation"):
         other.save(store, "default", overwrite=True)
     assert store.analyses == ["default"]
+
+
+def test_a_class_the_model_never_gets_right_is_no_novel_class(tmp_path, capsys) -> None:
+    """Class 9 is in the fit split but always predicted as 8: the analysis leaves it out (it
+    says so), and evaluate scored its samples as a novel class, taking them out of the
+    error task. Its known classes are the fit split's labels."""
+    import warnings
+
+    from nnsig_core.cli.main import main
+
+    rng = np.random.default_rng(0)
+
+    def make(n):
+        y = rng.integers(0, 10, n)
+        acts = {"l1": rng.normal(size=(n, 6)) + y[:, None],
+                "l2": rng.normal(size=(n, 4)) + 0.5 * y[:, None]}
+        logits = rng.normal(size=(n, 10))
+        logits[np.arange(n), y] += 4
+        wrong = rng.random(n) < 0.1
+        logits[wrong, (y[wrong] + 1) % 10] += 8
+        logits[y == 9, 8] += 20  # class 9 is always predicted as 8
+        return acts, logits, y
+
+    path = str(tmp_path / "never.zarr")
+    for split, n in (("train", 1500), ("test", 600)):
+        acts, logits, y = make(n)
+        capture_arrays(acts, outputs=logits, labels=y, store=path, split=split, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # class 9 left out of the fit: warned of, tested elsewhere
+        assert main(["analyze", path, "--clusters", "4"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", path, "--no-baselines", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["tasks"]) == {"error"}
+    labels = open_store(path).labels("test")
+    wrong = labels != open_store(path).predictions("test")
+    assert out["tasks"]["error"]["n_positive"] == int(wrong.sum())  # class 9's errors count
