@@ -155,3 +155,25 @@ def test_unused_pool_key_and_bad_layout():
         KerasAdapter(model, layers=["res"], pool={"rez": "mean"}).run(batch())
     with pytest.raises(ValueError, match="layout of layer 'res'.*4-axis"):
         KerasAdapter(model, layers=["res"], layout="NHWC").run(batch())
+
+
+def test_layers_after_a_channels_first_convolution_are_channels_first():
+    """Layers without a data_format (Lambda, Add, ReLU, BatchNormalization(axis=1)) after a
+    channels-first convolution took Keras's global channels-last setting: their "units" were
+    means over the channels and rows of each column. They follow the layers feeding them."""
+    cf = "channels_first"
+    inp = keras.Input((3, 10, 12))
+    c = keras.layers.Conv2D(8, 3, padding="same", data_format=cf, name="conv")(inp)
+    lam = keras.layers.Lambda(lambda t: keras.ops.relu(t), name="lam")(c)
+    a = keras.layers.Add(name="add")([c, lam])
+    r = keras.layers.ReLU(name="relu")(a)
+    bn = keras.layers.BatchNormalization(axis=1, name="bn")(r)
+    g = keras.layers.GlobalAveragePooling2D(data_format=cf)(bn)
+    model = keras.Model(inp, keras.layers.Dense(3)(g))
+    assert keras.config.image_data_format() == "channels_last"
+    x = np.random.default_rng(0).random((4, 3, 10, 12)).astype("float32")
+    _, acts = KerasAdapter(model, layers=["conv", "lam", "add", "relu", "bn"]).run(x)
+    for name, tensor in (("add", a), ("bn", bn)):
+        want = keras.ops.convert_to_numpy(keras.Model(inp, tensor)(x)).mean(axis=(2, 3))
+        np.testing.assert_allclose(acts[name], want, atol=1e-5)
+    assert {k: v.shape[1] for k, v in acts.items()} == dict.fromkeys(acts, 8)

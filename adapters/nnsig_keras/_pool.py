@@ -32,15 +32,37 @@ _FEATURES_LAST = layer_classes(
 _FIX = "KerasAdapter(..., layout={{{name!r}: 'NHWC'}}) (or 'NCHW', 'NLC'...)"
 
 
+_REORDERS = layer_classes("Permute", "Reshape", "Flatten")
+
+
 def keras_layout(layer: Any, ndim: int) -> Layout:
-    """The layout of a batch of ``ndim`` axes produced by ``layer``."""
+    """The layout of a batch of ``ndim`` axes produced by ``layer``: its ``data_format``, a
+    normalization's ``axis``, else that of the layers feeding it (an ``Add`` or a
+    ``ReLU`` after a channels-first convolution is channels-first), else Keras's
+    ``image_data_format()``."""
     if ndim <= 2:
         return Layout("first", 0)
-    fmt = getattr(layer, "data_format", None)
-    if fmt not in ("channels_first", "channels_last"):
-        fmt = "channels_last" if isinstance(layer, _FEATURES_LAST) else (
-            keras.config.image_data_format())
+    fmt = "channels_last" if isinstance(layer, _FEATURES_LAST) else _data_format(layer, ndim)
+    fmt = fmt or keras.config.image_data_format()
     return Layout("first" if fmt == "channels_first" else "last", ndim - 2)
+
+
+def _data_format(layer: Any, ndim: int, depth: int = 0) -> str | None:
+    fmt = getattr(layer, "data_format", None)
+    if fmt in ("channels_first", "channels_last"):
+        return str(fmt)
+    axis = getattr(layer, "axis", None)
+    if "Normalization" in type(layer).__name__ and isinstance(axis, int):
+        return "channels_first" if axis == 1 else "channels_last" if axis in (-1, ndim - 1) \
+            else None
+    if depth >= 64 or isinstance(layer, _REORDERS):
+        return None  # an axis reorder: what came before tells nothing
+    nodes = getattr(layer, "_inbound_nodes", None) or []
+    for parent in getattr(nodes[0], "parent_nodes", []) if nodes else []:
+        found = _data_format(getattr(parent, "operation", None), ndim, depth + 1)
+        if found is not None:
+            return found
+    return None
 
 
 def sequence_inputs(x: Any, mask: Any, token_key: str | None) -> tuple[Any, Any]:
