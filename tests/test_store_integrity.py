@@ -463,3 +463,22 @@ def test_replacing_a_group_switches_a_pointer_and_leaves_no_copy_behind(tmp_path
     assert [k for k, _ in open_store(path).root["analysis"].groups()] == ["kept"]
     store.delete("analysis/kept")
     assert sorted(p.name for p in (path / "analysis").iterdir()) == ["zarr.json"]
+
+
+def test_a_store_that_cannot_be_written_is_refused_before_the_work(tmp_path: Path) -> None:
+    """A store on a read-only disk (or another user's): `nnsig analyze` fitted, then failed
+    at its first write with the file system's error. It is refused when opened for writing,
+    naming what only reads, which works."""
+    from nnsig_core.cli.main import main
+
+    path = _store(tmp_path)
+    os.chmod(path, 0o555)
+    try:
+        if os.access(path, os.W_OK):  # root writes anywhere permissions allow nothing
+            pytest.skip("this user can write to a read-only directory (root)")
+        with pytest.raises(StoreError, match="cannot be written here.*only read it"):
+            open_store(path, mode="r+")
+        assert main(["analyze", str(path)]) == 1
+        assert main(["info", str(path)]) == 0  # what only reads still works
+    finally:
+        os.chmod(path, 0o755)

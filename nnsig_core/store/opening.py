@@ -109,6 +109,13 @@ def _local(p: Path, mode: str) -> LocalStore:
         if not (p / "zarr.json").is_file():
             raise StoreError(f"{str(p)!r} is not a Zarr v3 store (no zarr.json); "
                              "give the directory that capture() wrote.")
+    if mode != "r" and p.is_dir() and not os.access(p, os.W_OK):
+        # Up front: a read-only disk or a directory of another user failed only at the first
+        # write, after a fit or a scoring had run, with the file system's error.
+        raise StoreError(f"The store {str(p)!r} cannot be written here (a read-only file "
+                         "system, or no write permission): copy it where you can write, or "
+                         "only read it (open_store(path) or mode='r'; nnsig info, report, "
+                         "export and verify only read).")
     if mode == "w" and p.exists():
         shutil.rmtree(p)
     # Another process creating the same store may be writing its zarr.json (a ``.partial``
