@@ -577,13 +577,15 @@ def test_map_draws_the_points_and_centres_of_the_layer(page, reports):
 
 
 def test_map_hover_shows_the_thumbnail_and_signature(page, reports):
+    from playwright.sync_api import expect  # waits for what the next frame draws
+
     p = page.open(url_of(reports["root"] / "mlp" / "index.html"))
     data = reports["main"]
     m, rows = data["splits"]["train"]["map"], data["splits"]["train"]["rows"]
     pt = clear_point(p, lambda q: q["kind"] == "mis" and not q["edge"])
     p.mouse.move(*canvas_point(p, pt))
     tip = p.locator("#tooltip")
-    assert tip.is_visible()
+    expect(tip).to_contain_text("Sample #")  # the map answers a move on its next frame
     k = m["positions"].index(pt["pos"])
     row = rows[pt["row"]]
     text = tip.text_content()
@@ -595,10 +597,10 @@ def test_map_hover_shows_the_thumbnail_and_signature(page, reports):
     # Hovering a centre names its cluster.
     c = p.evaluate("NNSIG.views.map.centres(0)")[0]
     p.mouse.move(*canvas_point(p, c))
-    assert f"cluster {c['id']} (centre)" in tip.text_content()
+    expect(tip).to_contain_text(f"cluster {c['id']} (centre)")
     p.mouse.move(5, 5)
     p.locator("#map-canvas").dispatch_event("mouseleave")
-    assert not tip.is_visible()
+    expect(tip).to_be_hidden()
     page.clean()
 
 
