@@ -3,40 +3,66 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
-from contextlib import AbstractContextManager
 from typing import Any
 
 from tqdm import tqdm
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _open = 0
-_redirect: AbstractContextManager[Any] | None = None
+#: (logger, the console handler taken out, the one put in its place) while a bar is open.
+_swapped: list[tuple[logging.Logger, logging.Handler, logging.Handler]] = []
+
+
+class _AboveBars(logging.StreamHandler):
+    """A console handler's stand-in: its level, formatter and filters, written with
+    ``tqdm.write`` (which clears the bars, writes the line, and draws them again)."""
+
+    def __init__(self, handler: logging.StreamHandler) -> None:
+        super().__init__(handler.stream)
+        self.setLevel(handler.level)
+        self.setFormatter(handler.formatter)
+        self.filters = list(handler.filters)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+            self.flush()
+        except Exception:  # noqa: BLE001 - logging's own convention
+            self.handleError(record)
+
+
+def _console(handler: logging.Handler) -> bool:
+    return (type(handler) is logging.StreamHandler
+            and getattr(handler, "stream", None) in (sys.stdout, sys.stderr))
 
 
 def _enter() -> None:
-    global _open, _redirect
+    global _open
     with _lock:
         if _open == 0:
-            # Imported here: tqdm.contrib imports tqdm.auto, which warns in a notebook (where
-            # no bar is shown, stderr not being a terminal).
-            from tqdm.contrib.logging import logging_redirect_tqdm
-
             # The console handlers of the root logger (logging.basicConfig's) and of nnsig's
-            # write through tqdm while any bar is open; bars of two threads (a read ahead)
-            # overlap, so the redirection is counted, not nested.
-            _redirect = logging_redirect_tqdm(loggers=[logging.root, logging.getLogger("nnsig")])
-            _redirect.__enter__()
+            # are swapped in place, keeping their settings; none is added. Bars of two
+            # threads (a read ahead) overlap, so the swap is counted, not nested.
+            for logger in (logging.root, logging.getLogger("nnsig")):
+                for i, h in enumerate(list(logger.handlers)):
+                    if isinstance(h, logging.StreamHandler) and _console(h):
+                        stand_in = _AboveBars(h)
+                        logger.handlers[i] = stand_in
+                        _swapped.append((logger, h, stand_in))
         _open += 1
 
 
 def _exit() -> None:
-    global _open, _redirect
+    global _open
     with _lock:
         _open -= 1
-        if _open == 0 and _redirect is not None:
-            _redirect.__exit__(None, None, None)
-            _redirect = None
+        if _open == 0:
+            for logger, handler, stand_in in _swapped:
+                if stand_in in logger.handlers:  # handlers added meanwhile stay
+                    logger.handlers[logger.handlers.index(stand_in)] = handler
+            _swapped.clear()
 
 
 class ProgressBar(tqdm):

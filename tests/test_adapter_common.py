@@ -299,3 +299,6 @@ def test_a_capture_name_given_as_a_layer_names_its_layer():
         select("enc.fc1.0")
     with pytest.raises(UnknownLayerError, match="Did you mean: 'enc.fc2', 'enc.fc1'"):
         select("enc.fc")  # a typo of a submodule stays a typo
+    blocks = {"blocks": Block(), "blocks.0": Block(), "blocks.1": Block()}
+    with pytest.raises(UnknownLayerError, match=r"Unknown layer 'blocks.2'.*Did you mean"):
+        resolve_selection("blocks.2", blocks, WORDING)  # an index out of range, not an output

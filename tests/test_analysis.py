@@ -561,7 +561,7 @@ def test_an_analysis_whose_fit_split_was_captured_again_warns(tmp_path: Path) ->
         SignatureAnalysis.load(path).transform(other, "test")
     split(path, "train", 60)
     with pytest.warns(NnsigWarning, match=r"'train', which analysis 'default' was fitted on, was "
-                      r"captured again since \(90 samples then, 60 now\).*--overwrite"):
+                      r"captured again since \(90 samples then, 60 now\).*clone\(analysis\)"):
         SignatureAnalysis.load(path).signatures(path, "test")
     assert main(["analyze", str(path), "--clusters", "3", "--overwrite"]) == 0
     with warnings.catch_warnings():
@@ -586,5 +586,7 @@ def test_unlabelled_samples_are_neither_correct_nor_wrong_in_the_export(tmp_path
     assert [r[table.columns.index("correct")] for r in table.rows] == [None] * 60
     table.to_csv(tmp_path / "p.csv")
     assert (tmp_path / "p.csv").read_text().splitlines()[1].split(",")[4] == ""
+    frame = a.signatures(path, "prod").to_frame()  # the same in the frame
+    assert frame["correct"].isna().all() and str(frame["correct"].dtype) == "boolean"
     assert "among correctly classified" not in format_summary(a.summary(path, "prod"))
     assert "among correctly classified" in format_summary(a.summary(path, "train"))

@@ -97,10 +97,16 @@ def test_an_analysis_on_a_split_of_other_weights_warns(tmp_path):
     saved = SignatureAnalysis.load(path)
     assert saved.fit_weights_ == analysis.fit_weights_ is not None
     with pytest.warns(NnsigWarning, match=r"Split 'test' was captured with other model weights"
-                      r".*analysis 'default'.*nnsig analyze .* --fit-split train --overwrite"):
+                      r".*analysis 'default'.*sklearn.base.clone\(analysis\).fit\(store, 'train'\)"
+                      r".save\(store, 'default', overwrite=True\)"):
         saved.transform(path, "test")
+    from sklearn.base import clone
+
+    store = open_store(path, mode="r+")
+    refit = clone(saved).fit(store, "train").save(store, "default", overwrite=True)  # as named
+    assert refit.n_clusters_ == saved.n_clusters_ and refit.only_correct is False
     assert main(["analyze", str(path), "--fit-split", "train", "--all-samples", "--clusters", "3",
-                 "--overwrite"]) == 0  # the refit it names
+                 "--overwrite"]) == 0  # or the command, with its settings
     with warnings.catch_warnings():
         warnings.simplefilter("error", NnsigWarning)
         SignatureAnalysis.load(path).transform(path, "test")

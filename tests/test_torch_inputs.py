@@ -424,6 +424,13 @@ def test_token_and_pooling_mix_ups_are_refused(tmp_path: Path, capsys):
     shutil.copytree(tmp_path / "l.zarr" / "other", path / "other")
     with pytest.raises(StoreError, match="does not hold the rows the analysis was fitted on"):
         mean.transform(open_store(path), "other")
+    # a layer without positions: every mode gives the same row, so any pool is accepted
+    mlp = nn.Sequential(nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 3)).eval()
+    x5 = torch.randn(30, 5)
+    capture(TorchAdapter(mlp, pool="mean"), (x5, labels[:30]), tmp_path / "m.zarr",
+            progress=False)
+    capture(TorchAdapter(mlp), (x5, labels[:30]), tmp_path / "m.zarr", split="test",
+            progress=False)
     # token rows only: the sample split holds no layer
     capture(TorchAdapter(model, layers="block", pool="tokens"), DictLoader(ids, mask, labels, 20),
             tmp_path / "o.zarr", progress=False)

@@ -47,22 +47,49 @@ def keras_layout(layer: Any, ndim: int) -> Layout:
     return Layout("first" if fmt == "channels_first" else "last", ndim - 2)
 
 
-def _data_format(layer: Any, ndim: int, depth: int = 0) -> str | None:
+def _data_format(layer: Any, ndim: int) -> str | None:
+    """The format of ``layer`` or, breadth first, of the nearest layers feeding it through
+    layers that keep the shape (an axis reorder, or a Lambda changing the shape, ends the
+    search); each layer is visited once."""
+    seen: set[int] = set()
+    todo = [layer]
+    while todo and len(seen) < 256:
+        here = todo.pop(0)
+        if here is None or id(here) in seen:
+            continue
+        seen.add(id(here))
+        fmt = _own_format(here, ndim)
+        if fmt is not None:
+            return fmt
+        if isinstance(here, _REORDERS):
+            continue
+        shape = _output_shape(here)
+        nodes = getattr(here, "_inbound_nodes", None) or []
+        for parent in getattr(nodes[0], "parent_nodes", []) if nodes else []:
+            op = getattr(parent, "operation", None)
+            if shape is not None and _output_shape(op) == shape:
+                todo.append(op)
+    return None
+
+
+def _own_format(layer: Any, ndim: int) -> str | None:
     fmt = getattr(layer, "data_format", None)
     if fmt in ("channels_first", "channels_last"):
         return str(fmt)
+    if isinstance(layer, _FEATURES_LAST):
+        return "channels_last"
     axis = getattr(layer, "axis", None)
     if "Normalization" in type(layer).__name__ and isinstance(axis, int):
         return "channels_first" if axis == 1 else "channels_last" if axis in (-1, ndim - 1) \
             else None
-    if depth >= 64 or isinstance(layer, _REORDERS):
-        return None  # an axis reorder: what came before tells nothing
-    nodes = getattr(layer, "_inbound_nodes", None) or []
-    for parent in getattr(nodes[0], "parent_nodes", []) if nodes else []:
-        found = _data_format(getattr(parent, "operation", None), ndim, depth + 1)
-        if found is not None:
-            return found
     return None
+
+
+def _output_shape(layer: Any) -> tuple[Any, ...] | None:
+    try:
+        return tuple(layer.output.shape)
+    except (AttributeError, ValueError, TypeError):  # not built, or called several times
+        return None
 
 
 def sequence_inputs(x: Any, mask: Any, token_key: str | None) -> tuple[Any, Any]:

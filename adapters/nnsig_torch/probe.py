@@ -104,7 +104,9 @@ class TorchProbe(Probe):
         probe_data = probe_arrays(data, n, indices)
         if probe_data is data and n is not None:  # a loader or an iterable: its first n
             options["max_samples"] = min(int(n), int(options.get("max_samples") or n))
-        settings = {"layers": layers, "pool": pool, "layout": layout, **self.adapter_options}
+        settings = {"layers": layers, "pool": pool, "layout": layout,  # what the rows are
+                    **{k: v for k, v in self.adapter_options.items()
+                       if k in ("mask", "token_key", "batch_axis")}}
         super().__init__(probe_data, store, make_adapter=self._make_adapter,
                          prefix=prefix, settings=settings, **options)
 

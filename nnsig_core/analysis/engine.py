@@ -36,6 +36,7 @@ from nnsig_core.analysis.source import (
     check_row_level,
     check_same_weights,
     check_unchanged,
+    store_identity,
 )
 from nnsig_core.analysis.split_view import split_view
 from nnsig_core.analysis.summary import analysis_summary
@@ -267,7 +268,7 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         self.n_clusters_ = ks
         self.fit_split_ = split
         self.fit_weights_ = store.split_attrs(split).get("model_fingerprint")
-        self.fit_capture_ = {"location": store.location, **to_json_safe(before)}
+        self.fit_capture_ = {"location": store_identity(store), **to_json_safe(before)}
         self.fit_classes_ = fit_classes
         self.classes_ = [int(c) for c in np.flatnonzero(compositions[0].sum(axis=0))]
         self.n_fit_samples_ = n_fit

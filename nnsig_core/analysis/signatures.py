@@ -284,7 +284,11 @@ class Signatures(JointTableViews):
         s = self.compute()
         data: dict[str, Any] = {
             "row": s.rows, "sample_index": s.sample_index, "label": s.labels,
-            "prediction": s.predictions, "correct": s.correct,
+            "prediction": s.predictions,
+            # a nullable boolean: an unlabelled sample is neither correct nor wrong
+            "correct": pd.array([bool(c) if lab >= 0 else None for lab, c in
+                                 zip(np.asarray(s.labels), np.asarray(s.correct), strict=True)],
+                                dtype="boolean"),
             **{f"cluster:{n}": s.cluster_ids[:, j] for j, n in enumerate(s.layers)},
             **{f"distance:{n}": s.distances[:, j] for j, n in enumerate(s.layers)},
         }

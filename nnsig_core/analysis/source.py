@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -231,29 +232,37 @@ def check_same_weights(store: ActivationStore, split: str, fit_split: str,
     if fit_weights is None or weights is None or weights == fit_weights:
         return
     what = f"analysis {name!r}" if name else "this analysis"
-    again = (f"nnsig analyze {store.location} --fit-split {fit_split} --overwrite"
-             + ("" if name in (None, "default") else f" --name {name}"))
     warn(f"Split {split!r} was captured with other model weights ({weights}) than the fit "
          f"split {fit_split!r} had when {what} was fitted ({fit_weights}): its signatures "
          "are on another model's clusters. If the model was retrained, fit the analysis "
-         f"again ({again}, or SignatureAnalysis(...).fit(store, {fit_split!r}) then "
-         ".save(store, overwrite=True)); if you compare weights on purpose, ignore this.")
+         f"again ({_refit(fit_split, name)}); if you compare weights on purpose, ignore this.")
 
 
 def check_fit_capture(store: ActivationStore, fit_split: str, fit_capture: dict[str, Any] | None,
                       name: str | None) -> None:
     """Warn when the fit split was captured again since the analysis was fitted on it (its
     clusters, fit composition and typical clusters describe samples no longer there)."""
-    if (fit_capture is None or fit_capture.get("location") != store.location
-            or fit_split not in store.splits):
+    where = store_identity(store)
+    if fit_capture is None or fit_capture.get("location") != where or fit_split not in store.splits:
         return  # another store (an analysis applied to new data) has its own captures
-    now = {"location": store.location, **to_json_safe(store.fingerprint(fit_split))}
+    now = {"location": where, **to_json_safe(store.fingerprint(fit_split))}
     if now == fit_capture:
         return
     what = f"analysis {name!r}" if name else "this analysis"
-    again = (f"nnsig analyze {store.location} --fit-split {fit_split} --overwrite"
-             + ("" if name in (None, "default") else f" --name {name}"))
     warn(f"Split {fit_split!r}, which {what} was fitted on, was captured again since "
          f"({fit_capture.get('n_samples')} samples then, {now.get('n_samples')} now): its "
          "clusters, class compositions and typical clusters describe the earlier capture. "
-         f"Fit it again ({again}).")
+         f"Fit it again ({_refit(fit_split, name)}).")
+
+
+def _refit(fit_split: str, name: str | None) -> str:
+    """How to fit an analysis again with its own settings (nnsig analyze would take its
+    defaults)."""
+    save = f".save(store, {name!r}, overwrite=True)" if name else ""
+    return (f"sklearn.base.clone(analysis).fit(store, {fit_split!r}){save}, or nnsig analyze "
+            "STORE --overwrite with the settings it was fitted with")
+
+
+def store_identity(store: ActivationStore) -> str:
+    """Where ``store`` is, spelt one way: a local store's resolved path, else its URL."""
+    return str(Path(store.path).resolve()) if store.path is not None else store.location

@@ -56,7 +56,7 @@ def list_checkpoints(store: ActivationStore | str | os.PathLike[str], *,
     store = open_store(store)
     out = []
     for split in store.splits:
-        if prefix is not None and not split.startswith(prefix + "_"):
+        if prefix is not None and checkpoint_prefix(split) != prefix:
             continue
         rec = store.split_attrs(split).get(CHECKPOINT_KEY)
         if not rec or not store.is_complete(split):
@@ -70,7 +70,7 @@ def checkpoint_prefix(split: str) -> str | None:
     """The probe prefix of a checkpoint split's name (``"step"`` of ``"step_00000100"``),
     else None."""
     prefix, _, step = split.rpartition("_")
-    return prefix if prefix and len(step) == _DIGITS and step.isdigit() else None
+    return prefix if prefix and len(step) >= _DIGITS and step.isdigit() else None
 
 
 def unfinished_checkpoints(store: ActivationStore, prefix: str | None = None) -> list[str]:
@@ -161,8 +161,7 @@ class Probe:
         self.class_names = list(class_names) if class_names is not None else None
         self.keep_inputs = bool(keep_inputs)
         self.options = {"progress": False, **options}
-        n, most = n_available(data), options.get("max_samples")
-        self.settings = {"n": n if n is None or most is None else min(n, int(most)),
+        self.settings = {"n": _array_count(data, options), "max_samples": options.get("max_samples"),
                          **{k: describe_setting(v) for k, v in (settings or {}).items()}}
         self.timings: list[float] = []
         self._model: Any = None
@@ -306,6 +305,19 @@ class Probe:
                 f"not shuffle. If checkpoint {other} is the odd one (an earlier run into this "
                 "store), capture into a new store or remove it first "
                 f"(open_store(..., mode='r+').remove_split('{other}')).")
+
+
+def _array_count(data: Any, options: Mapping[str, Any]) -> int | None:
+    """The samples a probe of arrays captures (None for a loader or a stream, whose count is
+    known only once read: ``drop_last``, a sampler...)."""
+    if not isinstance(data, (tuple, Mapping)):
+        return None
+    try:
+        n = n_available(data, options.get("batch_axis", 0), options.get("label_key"))
+    except CaptureError:
+        return None  # capture says what is wrong with the data
+    most = options.get("max_samples")
+    return n if n is None or most is None else min(n, int(most))
 
 
 def _scalar(value: Any) -> Any:

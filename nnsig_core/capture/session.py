@@ -120,13 +120,14 @@ class CaptureSession:
         if self.predict is default_predict and sum(d != 1 for d in shape) > 1:  # (C, 1, 1) is C
             raise CaptureError(
                 f"The model's outputs have shape {shape} per sample (a score "
-                "per position, as a language model's logits?), not one score per class: their "
-                "argmax is no class. Pass capture(..., predict=f), f mapping the batch's "
-                "outputs, flattened per sample, to one class per sample (the last position's "
-                "token: predict=lambda out: out.reshape(len(out), -1, "
-                f"{shape[-1]})[:, -1].argmax(-1); for a model without classes, predict="
-                "lambda out: numpy.zeros(len(out), int)), or capture a model with a "
-                "classification head.")
+                "per position, as a language model's logits, or the hidden states of a model "
+                "without a head?), not one score per class: their argmax is no class. Give a "
+                "model returning one score per class (a wrapper whose forward returns the "
+                "logits to classify by, e.g. the last real token's), or pass capture(..., "
+                "predict=f), f mapping the batch's outputs, flattened per sample, to one class "
+                "per sample (the last position's token: predict=lambda out: out.reshape("
+                f"len(out), -1, {shape[-1]})[:, -1].argmax(-1); without classes: predict="
+                "lambda out: numpy.zeros(len(out), int)); the outputs are then stored whole.")
         outputs = outputs.reshape(n, -1)
         lab = self._labels(labels, index)
         pred = np.asarray(self.predict(outputs)).astype(np.int64).reshape(-1)

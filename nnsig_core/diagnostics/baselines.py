@@ -183,7 +183,7 @@ class Baselines(NnsigParamsMixin, BaseEstimator):
         fit = self.fit_split_
         check_row_level(store, split, fit, store.level(fit) if fit in store.splits
                         else "tokens" if fit.endswith(".tokens") else "samples")
-        if split == fit:
+        if split == fit and set(_FEATURE_BASELINES) & set(self.which):
             warn(f"Baseline scores of split {split!r}, which the baselines were fitted on, are "
                  "in-sample (a sample is its own nearest neighbour; the signature scores are "
                  "leave-one-out there): they are not comparable. Score a split held out from "

@@ -38,7 +38,7 @@ def check_mask_key(inputs: Any, mask: Any, defaults: tuple[str, ...] = DEFAULT_M
     if mask is None or callable(mask):
         return
     keys = (mask,) if isinstance(mask, str) else tuple(mask)
-    if keys == defaults:
+    if keys in (defaults, DEFAULT_MASK_KEYS):  # a default (either adapter's), not a choice
         return
     if isinstance(inputs, Mapping):
         if any(inputs.get(k) is not None for k in keys):

@@ -161,8 +161,11 @@ def _unknown(name: str, valid: Sequence[str], wording: SelectionWording) -> Unkn
     owner = max((v for v in valid if name.startswith((v + ".", v + ":"))), key=len, default=None)
     hint = close_matches(name, valid)
     rest = name[len(owner):] if owner is not None else ""
+    # ... unless the owner's children are numbered (a ModuleList: 'blocks.3' of three is
+    # an index out of range) or another call of it exists (then that one is meant)
+    numbered = any(re.fullmatch(re.escape(owner) + r"\.\d+", v) for v in valid) if owner else False
     if owner is not None and (re.fullmatch(r"(:\d+)?(\.\d+)*", rest) or not hint) \
-            and not any(h.startswith(owner + ":") for h in hint):  # else another call is meant
+            and not numbered and not any(h.startswith(owner + ":") for h in hint):
         return UnknownLayerError(
             f"{name!r} is a capture name of {wording.item} {owner!r} (one of its outputs or "
             f"calls), not a {wording.item} of {wording.model}: select {owner!r} (its outputs "

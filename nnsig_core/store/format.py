@@ -129,8 +129,9 @@ def _row_pooling(d: Mapping[str, Any], level: str) -> str | None:
     the rows of a split of ``level``: a sample's row, or token rows (the same whatever the
     sample's pooling)."""
     pool = d.get("pool")
-    if pool is None:
-        return None
+    source = d.get("source_shape")
+    if pool is None or (source is not None and len(source) <= 1):
+        return None  # no positions to pool: every mode gives the same row
     if level == "tokens":
         return "tokens" if "tokens" in str(pool) else str(pool)
     return str(pool).removesuffix("+tokens")
