@@ -321,8 +321,9 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         return "tokens" if str(self.fit_split_).endswith(".tokens") else "samples"
 
     def _check_split_layers(self, store: ActivationStore, split: str) -> None:
-        """Raise :class:`StoreError` unless ``split`` has the analysed layers, with their shapes,
-        and rows of the fit split's level (samples, or tokens)."""
+        """Raise :class:`StoreError` unless ``split`` has the analysed layers, with their shapes
+        and the fit split's pooling, and rows of the fit split's level (samples, or tokens);
+        warn when it comes from other weights, or the fit split was captured again."""
         check_row_level(store, split, self.fit_split_, self.row_level(store))
         check_same_weights(store, split, self.fit_split_, getattr(self, "fit_weights_", None),
                            self.name_)
