@@ -346,3 +346,7 @@ def test_a_class_the_model_never_gets_right_is_no_novel_class(tmp_path, capsys) 
     labels = open_store(path).labels("test")
     wrong = labels != open_store(path).predictions("test")
     assert out["tasks"]["error"]["n_positive"] == int(wrong.sum())  # class 9's errors count
+    analysis = SignatureAnalysis.load(path)
+    assert 9 not in analysis.classes_ and analysis.known_classes_ == list(range(10))
+    data = build_report_data(analysis, open_store(path))  # the report: no "unseen" class 9
+    assert data["train_classes"] == list(range(10))

@@ -95,6 +95,11 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         The ``classes`` argument of :meth:`fit`.
     classes_ : list of int
         Labels present among the fit samples.
+    known_classes_ : list of int
+        The classes the model was trained on, as far as the fit split tells: its labels
+        (of ``classes``), also those of which no sample was classified correctly (left out
+        of ``classes_`` by ``only_correct``). A class outside them is novel
+        (:func:`~nnsig_core.diagnostics.evaluate`'s ``known_classes``).
     n_fit_samples_ : int
     n_classes_ : int
         Number of classes of the model.
@@ -271,6 +276,9 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         self.fit_capture_ = {"location": store_identity(store), **to_json_safe(before)}
         self.fit_classes_ = fit_classes
         self.classes_ = [int(c) for c in np.flatnonzero(compositions[0].sum(axis=0))]
+        labelled = {int(c) for c in np.unique(store.labels(split)) if c >= 0}
+        self.known_classes_ = sorted(
+            (labelled if fit_classes is None else labelled & set(fit_classes)) | set(self.classes_))
         self.n_fit_samples_ = n_fit
         self.n_classes_ = n_classes
         self.fit_composition_ = compositions

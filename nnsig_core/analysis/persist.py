@@ -198,7 +198,9 @@ def export_state(analysis: Any) -> tuple[dict[str, Any], list[LayerState]]:
     fit = {"split": analysis.fit_split_, "weights": getattr(analysis, "fit_weights_", None),
            "capture": getattr(analysis, "fit_capture_", None),
            "classes": analysis.fit_classes_,
-           "classes_fitted": analysis.classes_, "n_samples": analysis.n_fit_samples_,
+           "classes_fitted": analysis.classes_,
+           "known_classes": getattr(analysis, "known_classes_", analysis.classes_),
+           "n_samples": analysis.n_fit_samples_,
            "n_classes": analysis.n_classes_}
     meta = {"params": params, "fit": fit,
             "layers": [{"name": n, "shape": list(s), "n_clusters": int(k)} for n, s, k in
@@ -241,6 +243,7 @@ def restore_state(cls: type, meta: Mapping[str, Any],
     analysis.fit_capture_ = fit.get("capture")
     analysis.fit_classes_ = fit["classes"]
     analysis.classes_ = list(fit["classes_fitted"])
+    analysis.known_classes_ = list(fit.get("known_classes", analysis.classes_))  # before 0.3
     analysis.n_fit_samples_ = int(fit["n_samples"])
     analysis.n_classes_ = int(fit["n_classes"])
     analysis.fit_composition_ = compositions

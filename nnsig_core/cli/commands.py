@@ -297,21 +297,6 @@ def _saved_scores(store: ActivationStore, name: str, split: str,
         return None
 
 
-def _known_classes(analysis: Any, store: ActivationStore) -> list[int]:
-    """The classes the model was trained on, as far as the fit split tells: its labels (of
-    the fitted classes), not only those of its correctly classified samples, since a class the
-    model never gets right is no novel class."""
-    import numpy as np
-
-    fit = analysis.fit_split_
-    if fit not in store.splits or not store.is_complete(fit):
-        return list(analysis.classes_)
-    labels = {int(c) for c in np.unique(store.labels(fit)) if c >= 0}
-    if analysis.fit_classes_ is not None:
-        labels &= {int(c) for c in analysis.fit_classes_}
-    return sorted(labels | {int(c) for c in analysis.classes_})
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``nnsig evaluate``: the default score and the baselines, AUROC/AUPR/FPR95 per task."""
     import csv
@@ -335,7 +320,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                   "shows them, nnsig export writes them), but without labels there are no "
                   "errors or novel classes to measure them against.")
         return 0
-    known = _known_classes(analysis, store)
+    known = analysis.known_classes_
     masks = task_masks(store.labels(args.split), store.predictions(args.split), known)
     if not masks:  # before any scoring: there is nothing to measure the scores against
         raise ValueError(f"Nothing to evaluate on split {args.split!r}: it has no misclassified "

@@ -145,7 +145,9 @@ def evaluate(scores: Mapping[str, Any], labels: Any, predictions: Any,
     labels, predictions : array-like of int (n,)
         True labels (-1 unknown) and predicted classes of the same samples.
     known_classes : iterable of int
-        Classes the analysis was fitted on (``analysis.classes_``).
+        Classes the model was trained on (``analysis.known_classes_``: the fit split's
+        labels; ``analysis.classes_`` leaves out a class none of whose fit samples was
+        classified correctly, which would then count as novel).
     tasks : sequence of str, optional
         Subset of :data:`TASKS`; default all that are defined on these samples
         (without ``both`` when no sample is of a novel class: it is then ``error``).

@@ -119,7 +119,7 @@ def localize(prep: PreparedRun, splits: Sequence[str] | None = None) -> None:
 def priority_masks(prep: PreparedRun, split: str) -> dict[str, np.ndarray]:
     """The samples of ``split`` the map always shows: misclassified, and flagged when scored."""
     g = sc.sample_groups(prep.sigs[split].labels, prep.sigs[split].predictions,
-                         prep.run.analysis.classes_)
+                         prep.run.analysis.known_classes_)
     out = {"misclassified": g["misclassified"] | (g["unseen"] & (prep.sigs[split].labels
                                                                  != prep.sigs[split].predictions))}
     if split in prep.flagged:
@@ -314,7 +314,7 @@ def run_body(prep: PreparedRun, positions: Mapping[str, np.ndarray] | None,
                        for name, shape in zip(analysis.layers_, analysis.layer_shapes_,
                                               strict=False)],
         },
-        "classes": prep.classes, "train_classes": [int(c) for c in analysis.classes_],
+        "classes": prep.classes, "train_classes": [int(c) for c in analysis.known_classes_],
         "layers": list(analysis.layers_), "typical": typical,
         "separable_purity": SEPARABLE_PURITY, "splits": {},
     }
@@ -327,7 +327,7 @@ def run_body(prep: PreparedRun, positions: Mapping[str, np.ndarray] | None,
         entry, prep.row_keys[s] = _split_entry(sigs, n_classes, shown.get(s), n_exemplars)
         if s in shown and bins is not None:
             entry["scores"] = sc.score_histogram(sigs.labels, sigs.predictions, shown[s], bins,
-                                                 analysis.classes_, score_name, thr,
+                                                 analysis.known_classes_, score_name, thr,
                                                  client=prep.client)
         if store.level(s) == "tokens":
             add_token_rows(entry, store, sigs, token_label)
