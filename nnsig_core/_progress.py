@@ -33,11 +33,6 @@ class _AboveBars(logging.StreamHandler):
             self.handleError(record)
 
 
-def _console(handler: logging.Handler) -> bool:
-    return (type(handler) is logging.StreamHandler
-            and getattr(handler, "stream", None) in (sys.stdout, sys.stderr))
-
-
 def _enter() -> None:
     global _open
     with _lock:
@@ -47,7 +42,9 @@ def _enter() -> None:
             # threads (a read ahead) overlap, so the swap is counted, not nested.
             for logger in (logging.root, logging.getLogger("nnsig")):
                 for i, h in enumerate(list(logger.handlers)):
-                    if isinstance(h, logging.StreamHandler) and _console(h):
+                    # a plain console StreamHandler (not a file's, not tqdm's own)
+                    if isinstance(h, logging.StreamHandler) and type(h) is logging.StreamHandler \
+                            and h.stream in (sys.stdout, sys.stderr):
                         stand_in = _AboveBars(h)
                         logger.handlers[i] = stand_in
                         _swapped.append((logger, h, stand_in))

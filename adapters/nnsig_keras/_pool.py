@@ -42,8 +42,7 @@ def keras_layout(layer: Any, ndim: int) -> Layout:
     ``image_data_format()``."""
     if ndim <= 2:
         return Layout("first", 0)
-    fmt = "channels_last" if isinstance(layer, _FEATURES_LAST) else _data_format(layer, ndim)
-    fmt = fmt or keras.config.image_data_format()
+    fmt = _data_format(layer, ndim) or keras.config.image_data_format()
     return Layout("first" if fmt == "channels_first" else "last", ndim - 2)
 
 

@@ -18,6 +18,7 @@ from nnsig_core.capture.probe import (
     Schedule,
     adapter_options,
     epoch_progress,
+    row_settings,
 )
 from nnsig_core.store import ActivationStore
 
@@ -66,9 +67,7 @@ class KerasProbe(keras.callbacks.Callback):
         self.layers, self.pool, self.layout = layers, pool, layout
         self.step = int(initial_step)
         self.adapter_options = adapter_options(KerasAdapter, options)
-        settings = {"layers": layers, "pool": pool, "layout": layout,  # what the rows are
-                    **{k: v for k, v in self.adapter_options.items()
-                       if k in ("mask", "token_key", "batch_axis")}}
+        settings = row_settings(layers, pool, layout, self.adapter_options)
         self.probe = Probe(data, store, make_adapter=self._make_adapter, prefix=prefix,
                            settings=settings, **options)
 

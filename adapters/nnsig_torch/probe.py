@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from nnsig_core.capture.hf_datasets import is_hf_dataset
-from nnsig_core.capture.probe import DEFAULT_PREFIX, Probe, adapter_options
+from nnsig_core.capture.probe import DEFAULT_PREFIX, Probe, adapter_options, row_settings
 from nnsig_core.store import ActivationStore
 
 from .adapter import TorchAdapter
@@ -104,9 +104,7 @@ class TorchProbe(Probe):
         probe_data = probe_arrays(data, n, indices)
         if probe_data is data and n is not None:  # a loader or an iterable: its first n
             options["max_samples"] = min(int(n), int(options.get("max_samples") or n))
-        settings = {"layers": layers, "pool": pool, "layout": layout,  # what the rows are
-                    **{k: v for k, v in self.adapter_options.items()
-                       if k in ("mask", "token_key", "batch_axis")}}
+        settings = row_settings(layers, pool, layout, self.adapter_options)
         super().__init__(probe_data, store, make_adapter=self._make_adapter,
                          prefix=prefix, settings=settings, **options)
 

@@ -36,6 +36,7 @@ from nnsig_core.analysis.source import (
     check_row_level,
     check_same_weights,
     check_unchanged,
+    fitted_level,
     store_identity,
 )
 from nnsig_core.analysis.split_view import split_view
@@ -324,9 +325,7 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         """The row level of the fit split: ``"samples"``, or ``"tokens"`` for a token row
         space (see :meth:`~nnsig_core.store.ActivationStore.level`)."""
         check_is_fitted(self, _FITTED)
-        if self.fit_split_ in store.splits:
-            return store.level(self.fit_split_)
-        return "tokens" if str(self.fit_split_).endswith(".tokens") else "samples"
+        return fitted_level(store, self.fit_split_)
 
     def _check_split_layers(self, store: ActivationStore, split: str) -> None:
         """Raise :class:`StoreError` unless ``split`` has the analysed layers, with their shapes
@@ -335,7 +334,7 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         check_row_level(store, split, self.fit_split_, self.row_level(store))
         check_same_weights(store, split, self.fit_split_, getattr(self, "fit_weights_", None),
                            self.name_)
-        check_fit_capture(store, self.fit_split_, getattr(self, "fit_capture_", None), self.name_)
+        self._check_fit_capture(store)
         info = {d["name"]: list(d["shape"]) for d in store.layer_info(split)}
         missing = [n for n in self.layers_ if n not in info]
         if missing:
@@ -357,6 +356,10 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
                                  f"fitted on ({'; '.join(pooled)}): its clusters do not apply. "
                                  "Capture the split with the fit split's pooling.")
 
+    def _check_fit_capture(self, store: ActivationStore) -> None:
+        check_fit_capture(store, self.fit_split_, getattr(self, "fit_capture_", None),
+                          self.name_)
+
     def fit_transform(self, store: StoreArg, split: str = "train", *,
                       classes: Iterable[int] | None = None,
                       client: ClientArg = None) -> Signatures:
@@ -374,18 +377,18 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         check_is_fitted(self, _FITTED)
         client = resolve_client(client)
         store = open_store(store)
-        check_fit_capture(store, self.fit_split_, getattr(self, "fit_capture_", None),
-                          self.name_)
         view = split_view(store, split, client, progress=self.progress)
         key = (*self._cache_key(store, split), *view.cache_tag)
         cache = getattr(self, "_cache", {})
         if key in cache:
+            self._check_fit_capture(store)
             return cache[key]
         name = self._saved_name(store)
         grp = (None if name is None else
                persist.signatures_group(store, name, split, self.layers_))
         if grp is None:
-            return self.transform(store, split, client=client)
+            return self.transform(store, split, client=client)  # which checks the fit split
+        self._check_fit_capture(store)
         sigs = view.signatures(self, *view.read_saved(grp))
         self._cache_put(store, split, sigs, view.cache_tag)
         return sigs

@@ -210,6 +210,14 @@ def check_unchanged(store: ActivationStore, split: str, before: dict[str, Any]) 
                          "analysis again.")
 
 
+def fitted_level(store: ActivationStore, fit_split: str) -> str:
+    """The row level of an estimator's fit split: the store's, or from its name when the
+    store (another one) lacks it."""
+    if fit_split in store.splits:
+        return store.level(fit_split)
+    return "tokens" if str(fit_split).endswith(".tokens") else "samples"
+
+
 def check_row_level(store: ActivationStore, split: str, fit_split: str, fitted: str) -> None:
     """Raise :class:`StoreError` unless ``split`` has rows of the level ``fitted``."""
     level = store.level(split)

@@ -81,6 +81,15 @@ def unfinished_checkpoints(store: ActivationStore, prefix: str | None = None) ->
             and not store.is_complete(s)]
 
 
+def row_settings(layers: Any, pool: Any, layout: Any, adapter_options: Mapping[str, Any]
+                 ) -> dict[str, Any]:
+    """What makes a framework probe's rows, for :class:`Probe`'s ``settings``: its layers,
+    pooling and layout, and the adapter options that change the rows (not ``device``)."""
+    return {"layers": layers, "pool": pool, "layout": layout,
+            **{k: v for k, v in adapter_options.items()
+               if k in ("mask", "token_key", "batch_axis")}}
+
+
 def adapter_options(adapter_class: type, options: dict[str, Any]) -> dict[str, Any]:
     """Take out of ``options`` the keyword arguments of ``adapter_class`` (``mask=``,
     ``token_key=``...): a probe gives them to its adapter, the rest to capture."""

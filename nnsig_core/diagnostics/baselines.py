@@ -23,7 +23,7 @@ from nnsig_core._util import parse_bytes
 from nnsig_core._warnings import warn
 from nnsig_core.analysis.pca import merge_moments
 from nnsig_core.analysis.selection import fit_sample_mask, require_fit_labels
-from nnsig_core.analysis.source import check_row_level
+from nnsig_core.analysis.source import check_row_level, fitted_level
 from nnsig_core.diagnostics.detectors import (
     DEFAULT_BUDGET,
     ActivationPatternMonitor,
@@ -181,8 +181,7 @@ class Baselines(NnsigParamsMixin, BaseEstimator):
                                             "first.")
         store.require_complete(split)
         fit = self.fit_split_
-        check_row_level(store, split, fit, store.level(fit) if fit in store.splits
-                        else "tokens" if fit.endswith(".tokens") else "samples")
+        check_row_level(store, split, fit, fitted_level(store, fit))
         if split == fit and set(_FEATURE_BASELINES) & set(self.which):
             warn(f"Baseline scores of split {split!r}, which the baselines were fitted on, are "
                  "in-sample (a sample is its own nearest neighbour; the signature scores are "
