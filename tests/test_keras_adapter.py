@@ -21,6 +21,7 @@ import textwrap
 
 import numpy as np
 import pytest
+import zarr
 
 keras = pytest.importorskip("keras")
 torch = pytest.importorskip("torch")
@@ -644,6 +645,56 @@ def test_capture_end_to_end(tmp_path):
     info = {d["name"]: d for d in store.layer_info("train")}
     assert info["fc1"]["type"] == "Dense" and info["fc1"]["activation"] == "relu"
     assert store.split_attrs("train")["framework"] == "keras"
+
+
+def test_weights_fingerprint_ignores_keras_numbered_names(tmp_path):
+    """The same model built again in one session (``sequential_1/dense_2``: Keras numbers
+    default names) with the weights loaded has the same fingerprint, so a split of it joins
+    the store; other weights are still told apart; a Keras fingerprint of nnsig 0.2 (paths
+    hashed) gets an error naming the fix that works."""
+
+    def build(named=True):
+        return keras.Sequential([keras.Input((8,)),
+                                 layers.Dense(6, activation="relu", name="fc" if named else None),
+                                 layers.Dense(3, name="out" if named else None)])
+
+    a, b = build(), build()
+    assert a.weights[0].path != b.weights[0].path  # numbered apart
+    assert KerasAdapter(a).model_fingerprint() != KerasAdapter(b).model_fingerprint()
+    b.set_weights(a.get_weights())
+    assert KerasAdapter(b).model_fingerprint() == KerasAdapter(a).model_fingerprint()
+    x = rng(16).normal(size=(30, 8)).astype("float32")
+    y = rng(17).integers(0, 3, size=30)
+    path = tmp_path / "s.zarr"
+    nnsig_core.capture(KerasAdapter(a), (x, y), path, progress=False)
+    nnsig_core.capture(KerasAdapter(b), (x, y), path, split="test", progress=False)
+    assert sorted(open_store(path).splits) == ["test", "train"]
+    # Unnamed layers are numbered apart: the store's refusal says to name them.
+    c1, c2 = build(named=False), build(named=False)
+    c2.set_weights(c1.get_weights())
+    nnsig_core.capture(KerasAdapter(c1), (x, y), tmp_path / "c.zarr", progress=False)
+    with pytest.raises(nnsig_core.StoreError, match=r"differ only in their numbers") as err:
+        nnsig_core.capture(KerasAdapter(c2), (x, y), tmp_path / "c.zarr", split="test",
+                           progress=False)
+    names = [layer.name for layer in c1.layers]
+    assert f"name={names[0]!r}" in str(err.value)
+    c3 = keras.Sequential([keras.Input((8,)), layers.Dense(6, activation="relu", name=names[0]),
+                           layers.Dense(3, name=names[1])])  # the fix named
+    c3.set_weights(c1.get_weights())
+    nnsig_core.capture(KerasAdapter(c3), (x, y), tmp_path / "c.zarr", split="test",
+                       progress=False)
+    # A store of nnsig 0.2, whose Keras fingerprint was of another scheme.
+    group = zarr.open_group(path / "train", mode="r+")
+    info = dict(group.attrs["nnsig_split"])
+    assert info["model_fingerprint"].startswith("blake2b-v2:")
+    group.attrs["nnsig_split"] = {**info, "model_fingerprint": "blake2b:" + "0" * 32}
+    with pytest.raises(nnsig_core.CaptureError, match="older nnsig") as err:
+        nnsig_core.capture(KerasAdapter(b), (x, y), path, split="val", progress=False)
+    fix = re.findall(r"allow_other_weights='([^']+)'", str(err.value))[-1]
+    assert fix != "reason"
+    nnsig_core.capture(KerasAdapter(b), (x, y), path, split="val", progress=False,
+                       allow_other_weights=fix)
+    assert open_store(path).is_complete("val")
 
 
 def test_capture_nested_and_shared_names_into_store(tmp_path):

@@ -341,14 +341,16 @@ class KerasAdapter:
                       if name not in self._dropped}
 
     def model_fingerprint(self) -> str:
-        """``"blake2b:<hex>"`` of every weight (paths, dtypes, shapes, bytes), recorded with
-        each split so a capture is never resumed or extended with other weights."""
+        """``"blake2b-v2:<hex>"`` of every weight (in the model's order: dtypes, shapes,
+        bytes), recorded with each split so a capture is never resumed or extended with other
+        weights. Not the weights' paths: Keras numbers its layers' default names per session
+        (``dense_3``), so the same model rebuilt would seem another."""
         h = hashlib.blake2b(digest_size=16)
-        for w in self.model.weights:
+        for i, w in enumerate(self.model.weights):
             value = np.ascontiguousarray(keras.ops.convert_to_numpy(w))
-            h.update(f"{getattr(w, 'path', w.name)}|{value.dtype}|{value.shape}|".encode())
+            h.update(f"{i}|{value.dtype}|{value.shape}|".encode())
             h.update(value.tobytes())
-        return "blake2b:" + h.hexdigest()
+        return "blake2b-v2:" + h.hexdigest()
 
     def _input_shape_hint(self, inputs: Any) -> str:
         """When the model was built here from ``input_shape`` of another rank than the first

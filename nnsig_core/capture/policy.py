@@ -42,6 +42,7 @@ def check_weights(
                 f"differ from this one's (fingerprint {before} then, {fingerprint} now), so its "
                 "rows would mix two models. Resume with the same weights, or start again "
                 "with overwrite=True (or pass allow_other_weights='reason' if you mean it)."
+                + _older_scheme(before, fingerprint)
             )
         return
     for other in store.splits:
@@ -54,8 +55,18 @@ def check_weights(
                 f"(fingerprint {theirs} there, {fingerprint} here): signatures of the two "
                 "splits would not be comparable. Capture with the same weights, use a new "
                 "store, or pass allow_other_weights='reason' (e.g. 'epoch 5 vs epoch 10') "
-                "to record that you mean it."
+                "to record that you mean it." + _older_scheme(theirs, fingerprint)
             )
+
+
+def _older_scheme(recorded: str, fingerprint: str) -> str:
+    """Where ``recorded`` is a Keras fingerprint of nnsig 0.2 (which hashed the layers'
+    auto-numbered names too), what to do when the weights are in fact the same."""
+    if not (recorded.startswith("blake2b:") and fingerprint.startswith("blake2b-v2:")):
+        return ""
+    return (" The fingerprint recorded there is of an older nnsig, which hashed Keras' "
+            "numbered layer names with the weights: if the weights are the same, pass "
+            "allow_other_weights='same weights, fingerprinted by an older nnsig'.")
 
 
 @dataclass

@@ -6,6 +6,8 @@ every name from here, :class:`~nnsig_core.store.ActivationStore` implements the 
 
 from __future__ import annotations
 
+import re
+
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -161,10 +163,19 @@ def layer_differences(
         problems.append(f"layers missing from this model: {missing}")
     if extra:
         problems.append(f"layers not in split {other!r}: {extra}")
+    if missing and sorted(map(_unnumbered, missing)) == sorted(map(_unnumbered, extra)):
+        problems.append("the names differ only in their numbers, as Keras numbers default "
+                        f"layer names per session (dense, dense_1, ...): give the layers the "
+                        f"names they have in {other!r} (e.g. name={missing[0]!r} when building "
+                        "the layer), or build the model in a new process")
     for n in a:
         if n in b and a[n] != b[n]:
             problems.append(f"layer {n!r} has shape {a[n]} here but {b[n]} in {other!r}")
     return problems or ["the layers come in a different order"]
+
+
+def _unnumbered(name: str) -> str:
+    return re.sub(r"_\d+(?=$|/)", "", name)
 
 
 def changed_layers(now: Sequence[Mapping[str, Any]], then: Sequence[Mapping[str, Any]]
