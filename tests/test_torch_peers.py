@@ -107,6 +107,47 @@ def test_sequence_first_labels_error_says_batch_axis_1(tmp_path: Path):
     np.testing.assert_allclose(store.activations("train", "layers.1")[:], h1.mean(0), atol=ATOL)
 
 
+class SequenceFirstClassifier(nn.Module):
+    """``forward(input_ids, attention_mask)``, both ``(seq, batch)``, as ``batch_first=False``
+    modules take them."""
+
+    def __init__(self, vocab: int = 50, dim: int = 8):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(dim, 2, 16, dropout=0.0),
+                                         1, enable_nested_tensor=False)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, input_ids, attention_mask):
+        h = self.enc(self.emb(input_ids), src_key_padding_mask=(attention_mask == 0).T)
+        return self.head(h.mean(0))
+
+
+def test_sequence_first_mask_and_token_ids_read_along_batch_axis_1(tmp_path: Path):
+    """With batch_axis=1 the mask and token ids of a dict batch are (seq, batch), as its inputs:
+    the masked mean and each token row's id are exact, also for square batches (seq == batch),
+    where reading them batch-first would have passed the shape check."""
+    model = SequenceFirstClassifier().eval()
+    n, length = 24, 6
+    lengths = torch.randint(2, length + 1, (n,))
+    mask = (torch.arange(length)[None] < lengths[:, None]).long()
+    ids = torch.randint(1, 50, (n, length)) * mask
+    y = torch.arange(n) % 3
+    batches = [{"input_ids": ids[i: i + 6].T, "attention_mask": mask[i: i + 6].T,
+                "labels": y[i: i + 6]} for i in range(0, n, 6)]  # 6 x 6: square
+    store = capture(TorchAdapter(model, layers=["enc.layers.0"], batch_axis=1,
+                                 pool=("mean", "tokens")), batches, tmp_path / "s.zarr",
+                    progress=False)
+    with torch.no_grad():
+        h = model.enc.layers[0](model.emb(ids.T), src_key_padding_mask=(mask == 0)).transpose(0, 1)
+    real = mask.bool()
+    means = torch.stack([h[i][real[i]].mean(0) for i in range(n)])
+    np.testing.assert_allclose(store.activations("train", "enc.layers.0")[:], means, atol=ATOL)
+    rows = store.token_rows("train.tokens")
+    np.testing.assert_array_equal(rows["token"], ids.numpy()[rows["sample_row"], rows["position"]])
+    assert len(rows["token"]) == int(mask.sum())
+
+
 def test_labels_length_error_without_a_matching_axis(tmp_path: Path):
     model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
     loader = [(torch.randn(5, 4), torch.zeros(3, dtype=torch.long))]

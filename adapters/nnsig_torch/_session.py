@@ -21,45 +21,53 @@ logger = logging.getLogger("nnsig_torch")
 
 
 def sequence_inputs(
-    x: Any, mask: Any, token_key: str | None, n: int | None
+    x: Any, mask: Any, token_key: str | None, n: int | None, batch_axis: int = 0
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """The ``(n, L)`` real-token mask and token ids of a (moved) batch, when it has them
-    (``mask`` and ``token_key`` as for :class:`~nnsig_torch.TorchAdapter`)."""
+    (``mask`` and ``token_key`` as for :class:`~nnsig_torch.TorchAdapter`). With
+    ``batch_axis=1`` those read from the batch's keys are ``(L, n)``, as its other inputs;
+    a ``mask`` callable returns ``(n, L)``."""
     m = ids = None
     if callable(mask):
         m = mask(x)
     elif mask is not None and isinstance(x, Mapping):
         keys = (mask,) if isinstance(mask, str) else tuple(mask)
         m = next((x[k] for k in keys if x.get(k) is not None), None)
+        if m is not None and batch_axis == 1:
+            m = torch.as_tensor(m).T
     if m is not None:
         if not isinstance(m, torch.Tensor):
             m = torch.as_tensor(m)
         if m.ndim != 2 or (n is not None and m.shape[0] != n):
+            got = "from mask=" if callable(mask) else (
+                "read as (tokens, batch), as batch_axis=1 reads the inputs; "
+                if batch_axis == 1 else "")
             raise ValueError(
-                f"The attention mask has shape {tuple(m.shape)}; it must be (batch {n}, tokens). "
-                "Pass mask=None to ignore it, or mask=callable(inputs) returning it."
+                f"The attention mask has shape {tuple(m.shape)}{' ' + got if got else ''}; it "
+                f"must be (batch {n}, tokens). Pass mask=None to ignore it, or "
+                "mask=callable(inputs) returning it as (batch, tokens)."
             )
         m = m != 0
     if token_key is not None and isinstance(x, Mapping):
         t = x.get(token_key)
         if isinstance(t, torch.Tensor) and t.ndim == 2 and not t.is_floating_point():
-            ids = t
+            ids = t.T if batch_axis == 1 else t
     return m, ids
 
 
 def decoder_inputs(
-    x: Any, mask: Any, token_key: str | None, n: int | None
+    x: Any, mask: Any, token_key: str | None, n: int | None, batch_axis: int = 0
 ) -> tuple[torch.Tensor | None, torch.Tensor | None] | None:
     """The decoder's mask (``decoder_attention_mask``, absent: every token is real) and
     token ids of an encoder-decoder's dict batch (``decoder_*`` keys), else ``None``."""
     if not isinstance(x, Mapping) or not any(str(k).startswith("decoder_") for k in x):
         return None
     if callable(mask) or mask is None:
-        return sequence_inputs(x, mask, None, n)[0], None
+        return sequence_inputs(x, mask, None, n, batch_axis)[0], None
     dec = {"attention_mask": x.get("decoder_attention_mask")}
     if token_key is not None:
         dec["input_ids"] = x.get("decoder_" + token_key)
-    return sequence_inputs(dec, "attention_mask", "input_ids", n)
+    return sequence_inputs(dec, "attention_mask", "input_ids", n, batch_axis)
 
 
 def _check_explicit_ran(adapter: TorchAdapter, rec: Recorder, why: str = "") -> None:

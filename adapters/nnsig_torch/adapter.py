@@ -90,8 +90,10 @@ class TorchAdapter:
         callable ``inputs -> (n, L)`` (a mask of the padding, as PyTorch's
         ``key_padding_mask``: ``lambda x: x["padding_mask"] == 0``), or
         ``None``. Keys other than the default that a batch lacks are an error.
+        With ``batch_axis=1`` a mask under a key is ``(L, n)``, as the inputs.
     token_key : str or None
-        The key of the token ids in dict batches, recorded per token row.
+        The key of the token ids in dict batches, recorded per token row
+        (``(L, n)`` with ``batch_axis=1``).
 
     Notes
     -----
@@ -201,8 +203,8 @@ class TorchAdapter:
         x = move_inputs(inputs, device, float_dtype(model))
         n = batch_size(x, self.batch_axis)
         check_mask_key(x, self.mask, TORCH_MASK_KEYS)
-        mask, token_ids = sequence_inputs(x, self.mask, self.token_key, n)
-        self._decoder_seq = decoder_inputs(x, self.mask, self.token_key, n)
+        mask, token_ids = sequence_inputs(x, self.mask, self.token_key, n, self.batch_axis)
+        self._decoder_seq = decoder_inputs(x, self.mask, self.token_key, n, self.batch_axis)
         first = self._names is None
         recorder, raw = self._pass(x, n, mask, token_ids, first)
         changed = [] if first else recorder.changed()
