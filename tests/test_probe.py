@@ -201,6 +201,34 @@ def test_a_dataset_is_read_once_into_tensors():
     assert probe_arrays(loader) is loader
 
 
+def test_a_sequence_first_probe_cuts_along_its_batch_axis(tmp_path):
+    """With batch_axis=1, n= and indices= take samples along axis 1 of X (they cut the
+    sequence axis), and a data set's collated inputs are given sequence-first."""
+    ids, y = torch.randint(0, 20, (5, 30)), torch.arange(30) % 3  # (seq, batch)
+    px, py = probe_arrays((ids, y), n=8, batch_axis=1)
+    assert torch.equal(px, ids[:, :8]) and torch.equal(py, y[:8])
+    px, py = probe_arrays((ids.numpy(), y.numpy()), indices=[4, 2], batch_axis=1)
+    np.testing.assert_array_equal(px, ids.numpy()[:, [4, 2]])
+    px, _ = probe_arrays(torch.utils.data.TensorDataset(ids.T, y), n=6, batch_axis=1)
+    assert torch.equal(px, ids[:, :6])
+
+    class SeqFirst(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.head = nn.Embedding(20, 4), nn.Linear(4, 3)
+
+        def forward(self, x):  # (seq, batch)
+            return self.head(self.emb(x).mean(0))
+
+    model = SeqFirst()
+    probe = TorchProbe((ids, y), tmp_path / "s.zarr", n=8, batch_axis=1, layers=["emb"])
+    split = probe.capture(model, step=0)
+    with torch.no_grad():
+        want = model.emb(ids[:, :8]).mean(0).numpy()
+    np.testing.assert_allclose(open_store(tmp_path / "s.zarr").activations(split, "emb")[:],
+                               want, atol=1e-6)
+
+
 def test_a_probe_of_other_settings_is_refused_not_skipped(tmp_path):
     """A checkpoint recorded by a probe of other settings (sample count, layers) is refused
     before anything is written, naming the fix; a re-run with the same settings skips it; a

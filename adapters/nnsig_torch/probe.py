@@ -26,11 +26,13 @@ def _is_dataset(data: Any) -> bool:
     return hasattr(data, "__len__") and hasattr(data, "__getitem__")
 
 
-def probe_arrays(data: Any, n: int | None = None, indices: Sequence[int] | None = None) -> Any:
+def probe_arrays(data: Any, n: int | None = None, indices: Sequence[int] | None = None,
+                 batch_axis: int = 0) -> Any:
     """The probe set: a map-style ``Dataset`` read once (``indices``, else its first ``n``)
-    and collated into ``(inputs, labels)``, an ``(X, y)`` pair cut the same way, or
-    anything else (a loader) as it is. A Hugging Face dataset stays one (its rows cut the
-    same way), read as :func:`~nnsig_core.capture.capture` reads it."""
+    and collated into ``(inputs, labels)``, an ``(X, y)`` pair cut the same way (``X``
+    along ``batch_axis``), or anything else (a loader) as it is. A Hugging Face dataset
+    stays one (its rows cut the same way), read as :func:`~nnsig_core.capture.capture`
+    reads it."""
     if is_hf_dataset(data) and (indices is not None or n is not None):
         if not hasattr(data, "select"):  # an IterableDataset: its first n examples
             if indices is not None:
@@ -45,21 +47,37 @@ def probe_arrays(data: Any, n: int | None = None, indices: Sequence[int] | None 
         items = [data[int(i)] for i in chosen]
         batch = torch.utils.data.default_collate(items)
         if isinstance(batch, (list, tuple)) and len(batch) >= 2:
-            return batch[0], batch[1]
-        return batch
+            return _batch_along(batch[0], batch_axis), batch[1]
+        return _batch_along(batch, batch_axis)
     if isinstance(data, tuple) and len(data) == 2:
         x, y = data
-        if indices is not None:
-            idx = torch.as_tensor(list(indices)) if isinstance(x, torch.Tensor) else np.asarray(indices)
-            return x[idx], (None if y is None else y[idx])
-        if n is not None:
-            return x[:n], (None if y is None else y[:n])
-        return data
+        if indices is None and n is None:
+            return data
+        if indices is None:
+            indices = range(min(int(n), int(np.shape(x)[batch_axis])))  # type: ignore[arg-type]
+        idx = np.asarray(list(indices), dtype=np.int64)
+        if isinstance(x, torch.Tensor):
+            x = x.index_select(batch_axis, torch.as_tensor(idx, device=x.device))
+        else:
+            x = np.take(np.asarray(x), idx, axis=batch_axis)
+        return x, (None if y is None else y[torch.as_tensor(idx) if isinstance(y, torch.Tensor)
+                                            else idx])
     if indices is not None:
         raise TypeError(f"indices= needs a map-style Dataset or (X, y) arrays, not a "
                         f"{type(data).__name__}; for a DataLoader give its dataset "
                         "(TorchProbe(loader.dataset, indices=...)), or pass n= (its first n).")
     return data
+
+
+def _batch_along(x: Any, batch_axis: int) -> Any:
+    """Collated (batch-first) inputs with their batch axis at ``batch_axis``."""
+    if batch_axis == 0:
+        return x
+    if isinstance(x, torch.Tensor):
+        return x.movedim(0, batch_axis) if x.ndim > batch_axis else x
+    if isinstance(x, Mapping):
+        return {k: _batch_along(v, batch_axis) for k, v in x.items()}
+    return x
 
 
 class TorchProbe(Probe):
@@ -69,8 +87,9 @@ class TorchProbe(Probe):
     ----------
     data : Dataset, (X, y) or iterable of batches
         The probe set: a map-style ``Dataset`` is read once, its first ``n``
-        samples (or ``indices``) collated into tensors; ``(X, y)`` is cut the
-        same way; a loader must give the same samples at each checkpoint.
+        samples (or ``indices``) collated into tensors (their batch axis moved
+        to ``batch_axis``); ``(X, y)`` is cut the same way (``X`` along
+        ``batch_axis``); a loader must give the same samples at each checkpoint.
     store : ActivationStore, path or URL
         The store of the timeline, one split per checkpoint.
     n : int, optional
@@ -101,7 +120,7 @@ class TorchProbe(Probe):
                  prefix: str = DEFAULT_PREFIX, **options: Any) -> None:
         self.layers, self.pool, self.layout = layers, pool, layout
         self.adapter_options = adapter_options(TorchAdapter, options)
-        probe_data = probe_arrays(data, n, indices)
+        probe_data = probe_arrays(data, n, indices, int(self.adapter_options.get("batch_axis", 0)))
         if probe_data is data and n is not None:  # a loader or an iterable: its first n
             options["max_samples"] = min(int(n), int(options.get("max_samples") or n))
         settings = row_settings(layers, pool, layout, self.adapter_options)
