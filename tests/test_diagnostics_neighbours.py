@@ -311,3 +311,31 @@ def test_the_cell_search_finds_the_brute_force_s_neighbours(monkeypatch, cell_ro
         for w, g in zip(want, got, strict=True):
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
     assert np.isinf(ln.own_other_of(X[:3], preds[:3], 1, None)[1]).sum() == 0
+
+
+def test_neighbour_distances_do_not_depend_on_the_rows_searched_with_them(monkeypatch) -> None:
+    """A row's own and other distances are the same, to the bit, whether it is searched in one
+    block, in blocks of 7 rows or alone, on one thread or two: the local driver's blocks span
+    several chunks where a Dask worker's are one chunk (the float32 search only ranks; the
+    distances to the rows it finds are taken again in float64)."""
+    from nnsig_core.diagnostics import cells
+    from nnsig_core.diagnostics.reference import LayerNeighbours
+
+    rng = np.random.default_rng(5)
+    n, d, r, C = 900, 96, 24, 5
+    y = np.sort(rng.integers(0, C, n))
+    X = (rng.normal(size=(C, d))[y] + 0.8 * rng.normal(size=(n, d))).astype(np.float32)
+    neighbours = ClassNeighbours(n_components=r).fit_arrays({"h": X}, y)
+    ln = neighbours.layer("h")
+    assert isinstance(ln, LayerNeighbours) and ln.components_ is not None
+    Q = np.vstack([X[::4], rng.normal(size=(60, d))]).astype(np.float32)
+    preds = np.r_[y[::4], rng.integers(0, C, 60)]
+    loo = np.r_[np.arange(0, n, 4), np.full(60, -1)]
+    for threads in (1, 2):
+        monkeypatch.setattr(cells, "search_threads", lambda t=threads: t)
+        whole = ln.own_other_of(Q, preds, 1, loo)
+        for size in (7, 1):
+            parts = [ln.own_other_of(Q[i:i + size], preds[i:i + size], 1, loo[i:i + size])
+                     for i in range(0, len(Q), size)]
+            for k in (0, 1):
+                np.testing.assert_array_equal(np.concatenate([p[k] for p in parts]), whole[k])

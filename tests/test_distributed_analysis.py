@@ -534,7 +534,9 @@ def mnist_relu_store(root: Path, path: Path, n_train: int, n_test: int) -> Path:
 def test_mnist_same_partition_and_table(client, mnist_root, tmp_path) -> None:
     """On MNIST (10,000 training digits), the distributed fit starts from the exact fit's
     k-means++ seeds and reaches the same partition: identical canonical cluster ids on both
-    splits, hence the same signature table."""
+    splits, hence the same signature table; and the same scores to 1e-9 (the neighbour
+    distances do not depend on the rows a block holds: a worker's block is one chunk, the
+    local driver's many)."""
     store = open_store(mnist_relu_store(mnist_root, tmp_path / "m.zarr", 10_000, 2_000))
     local = SignatureAnalysis(n_clusters=10, progress=False).fit(store, client=False)
     dist = SignatureAnalysis(n_clusters=10, progress=False).fit(store, client=client)
@@ -542,3 +544,7 @@ def test_mnist_same_partition_and_table(client, mnist_root, tmp_path) -> None:
     for split in ("train", "test"):
         _same_signatures(local.transform(store, split, client=False),
                          dist.transform(store, split, client=client))
+    a = signature_scores(local, store, "test", client=False)
+    b = signature_scores(local, store, "test", client=client)
+    for k in a:
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-9, atol=1e-9, err_msg=k)

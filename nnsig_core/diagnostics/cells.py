@@ -113,16 +113,16 @@ class Cells:
 
     def own_other(self, Z: np.ndarray, own_class: np.ndarray, exclude: np.ndarray | None,
                   block_bytes: int = 64 << 20) -> tuple[np.ndarray, np.ndarray]:
-        """``|q - r|^2 - |q|^2`` (float32 ``(n,)``, the brute force's quantity) of the rows ``Z``
-        (float32 ``(n, r)``) for their nearest reference row ``r`` of class index ``own_class``
-        and of any other class (inf when none).
+        """The reference columns (reference order; -1 when none) of the nearest reference row
+        of class index ``own_class`` and of any other class, for each row of ``Z`` (float32
+        ``(n, r)``), as the brute force's float32 ``|q - r|^2 - |q|^2`` ranks them.
 
         ``exclude``: per row, a reference column (reference order) left out of its search,
         or -1. ``block_bytes``: memory for a step's bounds (rows x cells, a few arrays).
         """
         n = Z.shape[0]
-        own = np.full(n, np.inf, dtype=np.float32)
-        other = np.full(n, np.inf, dtype=np.float32)
+        own = np.full(n, -1, dtype=np.int64)
+        other = np.full(n, -1, dtype=np.int64)
         threads = search_threads()
         # Steps share block_bytes; at least two per thread, so that both keep busy.
         step = max(1, min(STEP_ROWS, int(block_bytes) // max(24 * self.owner.size * threads, 1),
@@ -146,6 +146,7 @@ class Cells:
 
     def _step(self, Z: np.ndarray, mine: np.ndarray,
               exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The reference columns of the nearest own and other rows of a step's rows."""
         n = Z.shape[0]
         Z64 = Z.astype(np.float64)
         q2 = (Z64**2).sum(1)
@@ -155,6 +156,7 @@ class Cells:
         lower = np.maximum(centre - self.radii[None], 0.0)
         same = self.owner[None, :] == mine[:, None]
         best = np.full((2, n), np.inf, dtype=np.float32)  # |q - r|^2 - |q|^2: own, other
+        at = np.full((2, n), -1, dtype=np.int64)  # their positions in cell order
         # 1. the cell of the nearest centre on each side: upper bounds
         first = np.zeros(lower.shape, dtype=bool)
         rows = np.arange(n)
@@ -162,7 +164,7 @@ class Cells:
             has = side.any(1)
             pick = np.where(side, centre, np.inf).argmin(1)
             first[rows[has], pick[has]] = True
-        self._search(Q, first, same, exclude, best)
+        self._search(Q, first, same, exclude, best, at)
         # 2. every other cell that may hold a nearer row
         upper = np.sqrt(np.maximum(best + q2[None], 0.0))
         reach = upper * (1 + SLACK) + SLACK  # (2, n): own, other
@@ -174,23 +176,25 @@ class Cells:
             P[:, :-1], P[:, -1] = Z[:, :m], 1.0
             # Searched where a row's partial |q - r|^2 may be below reach^2.
             partial = (P, (reach * reach - (Z64[:, :m] ** 2).sum(1)[None]).astype(np.float32))
-        self._search(Q, near & ~first, same, exclude, best, partial)
-        return best[0], best[1]
+        self._search(Q, near & ~first, same, exclude, best, at, partial)
+        found = at >= 0
+        return (np.where(found[0], self.order[np.maximum(at[0], 0)], -1),
+                np.where(found[1], self.order[np.maximum(at[1], 0)], -1))
 
     def _search(self, Q: np.ndarray, need: np.ndarray, same: np.ndarray,
-                exclude: np.ndarray | None, best: np.ndarray,
+                exclude: np.ndarray | None, best: np.ndarray, at: np.ndarray,
                 partial: tuple[np.ndarray, np.ndarray] | None = None) -> None:
-        """Search the cells ``need[:, k]`` for the rows that need them, into ``best``
-        (``partial``: the rows ``[q[:m], 1]`` and, per side, the bound below which the
+        """Search the cells ``need[:, k]`` for the rows that need them, into ``best`` and
+        ``at`` (``partial``: the rows ``[q[:m], 1]`` and, per side, the bound below which the
         partial ``|q - r|^2 - |q[:m]|^2`` of one of a cell's rows makes it searched)."""
         need_t = np.ascontiguousarray(need.T)
         for k in np.flatnonzero(need_t.any(1)):
-            self._cell(int(k), Q, need_t[k], same, exclude, best, partial)
+            self._cell(int(k), Q, need_t[k], same, exclude, best, at, partial)
 
     def _cell(self, k: int, Q: np.ndarray, need: np.ndarray, same: np.ndarray,
-              exclude: np.ndarray | None, best: np.ndarray,
+              exclude: np.ndarray | None, best: np.ndarray, at: np.ndarray,
               partial: tuple[np.ndarray, np.ndarray] | None = None) -> None:
-        """Search cell ``k`` for the rows ``need`` (a mask), into ``best``."""
+        """Search cell ``k`` for the rows ``need`` (a mask), into ``best`` and ``at``."""
         qs = np.flatnonzero(need)
         if partial is not None:
             P, bound = partial
@@ -205,4 +209,9 @@ class Cells:
             hit = hit[self.cell_of[self.position[ex[hit]]] == k]
             D[hit, self.position[ex[hit]] - self.bounds[k]] = np.inf
         side = np.where(same[qs, k], 0, 1)
-        best[side, qs] = np.minimum(best[side, qs], D.min(1))
+        j = D.argmin(1)
+        d = D[np.arange(qs.size), j]
+        nearer = d < best[side, qs]
+        qs, side = qs[nearer], side[nearer]
+        best[side, qs] = d[nearer]
+        at[side, qs] = self.bounds[k] + j[nearer]

@@ -31,7 +31,13 @@ from nnsig_core._params import MEMORY_SIZE, Interval, NnsigParamsMixin, validate
 from nnsig_core._util import parse_bytes
 from nnsig_core._warnings import warn
 from nnsig_core.analysis.pca import COVARIANCE_MAX_FEATURES
-from nnsig_core.diagnostics.reference import LayerNeighbours, LayerRows, normalise_rows, reduce_rows
+from nnsig_core.diagnostics.reference import (
+    LayerNeighbours,
+    LayerRows,
+    normalise_rows,
+    project_rows,
+    reduce_rows,
+)
 from nnsig_core.execute.blocks import map_blocks, per_layer, worker_memory
 from nnsig_core.execute.client import ClientArg, resolve_client
 from nnsig_core.store import ActivationStore, open_store
@@ -167,8 +173,8 @@ class ClassNeighbours(NnsigParamsMixin, BaseEstimator):
                            read=read)["rows"]
             mean, comps, explained = self._pca(U)
             U -= mean
-            return self._layer(mean, comps, U if comps is None else U @ comps, rows, y,
-                               explained)
+            return self._layer(mean, comps, U if comps is None else project_rows(U, comps),
+                               rows, y, explained)
         picked = np.zeros_like(keep)
         picked[np.flatnonzero(keep)[self._pca_pick(n, d, read.layer)]] = True
         S = map_blocks(_pca_part, [picked, layer], client=client, local_bytes=local,

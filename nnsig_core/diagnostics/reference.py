@@ -57,7 +57,28 @@ def reduce_rows(block: np.ndarray, mean: np.ndarray,
     """Reduced coordinates ``(n, r)`` of a layer's rows: normalised, centred on ``mean`` and
     projected on ``components`` (only centred when None)."""
     U = normalise_rows(block) - mean
-    return U if components is None else U @ components
+    return U if components is None else project_rows(U, components)
+
+
+#: Rows per product of :func:`project_rows`.
+PROJECT_ROWS = 64
+
+
+def project_rows(U: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """``U @ components`` in products of :data:`PROJECT_ROWS` rows (the last one padded), so
+    that a row's coordinates do not depend on the rows projected with it: BLAS rounds a
+    product by its shape (a block of 7 rows, or one, against one of many chunks)."""
+    n, d = U.shape
+    out = np.empty((n, components.shape[1]), dtype=np.result_type(U, components))
+    full = n - n % PROJECT_ROWS
+    if full:
+        np.matmul(U[:full].reshape(-1, PROJECT_ROWS, d), components,
+                  out=out[:full].reshape(-1, PROJECT_ROWS, components.shape[1]))
+    if full < n:
+        tail = np.zeros((PROJECT_ROWS, d), dtype=U.dtype)
+        tail[: n - full] = U[full:]
+        out[full:] = (tail @ components)[: n - full]
+    return out
 
 
 class LayerNeighbours:
@@ -99,9 +120,10 @@ class LayerNeighbours:
         """Reduced coordinates ``(n, r)`` and squared residuals ``(n,)`` of a layer's rows."""
         U = normalise_rows(block) - self.mean_
         if self.components_ is None:
-            return U, np.zeros(U.shape[0], dtype=np.float32)
-        Z = U @ self.components_
-        res2 = np.maximum(np.einsum("ij,ij->i", U, U) - np.einsum("ij,ij->i", Z, Z), 0.0)
+            return U, np.zeros(U.shape[0])
+        Z = project_rows(U, self.components_)
+        res2 = np.maximum(np.einsum("ij,ij->i", U, U, dtype=np.float64)
+                          - np.einsum("ij,ij->i", Z, Z, dtype=np.float64), 0.0)
         return Z, res2
 
     def _columns_of(self, rows: np.ndarray) -> np.ndarray:
@@ -176,6 +198,15 @@ class LayerNeighbours:
         other = masked.min(axis=1) if masked.shape[1] > 1 else np.full(p.size, np.inf)
         return own.astype(np.float64), other
 
+    def _distances_to(self, Z: np.ndarray, res2: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """float64 distances of the rows ``Z`` (and their squared residuals) to the reference
+        rows ``cols`` (inf where -1)."""
+        out = np.full(Z.shape[0], np.inf)
+        hit = np.flatnonzero(cols >= 0)
+        diff = Z[hit].astype(np.float64) - self.reference_[cols[hit]]
+        out[hit] = np.sqrt(np.einsum("ij,ij->i", diff, diff) + res2[hit])
+        return out
+
     def own_other_of(self, block: np.ndarray, predictions: Any, n_neighbors: int = 1,
                      exclude_rows: np.ndarray | None = None,
                      block_bytes: int = 64 << 20) -> tuple[np.ndarray, np.ndarray]:
@@ -191,12 +222,11 @@ class LayerNeighbours:
         known = self.classes_[i] == p
         Z, res2 = self.transform(block)
         cols = None if exclude_rows is None else self._columns_of(np.asarray(exclude_rows))
-        own2, other2 = self._cells.own_other(Z, np.where(known, i, -1), cols, block_bytes)
-        q2 = (Z * Z).sum(axis=1)
-        pair = np.stack([own2, other2], axis=1) + q2[:, None]
-        np.maximum(pair, 0.0, out=pair)
-        np.sqrt(pair + res2[:, None], out=pair)
-        own, other = pair[:, 0].astype(np.float64), pair[:, 1].astype(np.float64)
+        nearest = self._cells.own_other(Z, np.where(known, i, -1), cols, block_bytes)
+        # The float32 search ranks; the distances to the rows it found are taken again in
+        # float64 row by row, so that they do not depend on the rows searched with them (the
+        # search's products, and its |q|^2 - 2 q.r + |r|^2, round by the block's shape).
+        own, other = (self._distances_to(Z, res2, cols_) for cols_ in nearest)
         if not known.all():  # an unknown class takes the largest class distance
             u = np.flatnonzero(~known)
             D = self.class_distances(np.asarray(block)[u], 1,
