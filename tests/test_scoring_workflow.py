@@ -193,6 +193,18 @@ def test_a_store_handle_sees_what_another_handle_wrote(tmp_path) -> None:
     capture_arrays(blobs["activations"], outputs=blobs["outputs"], labels=blobs["labels"],
                    store=path, split="test", progress=False)
     assert analysis.transform(store, "test").n_samples == 120
+    # The split captured again through another handle, with fewer and then more samples:
+    # each operation of the old handle reads the new capture (it read 120 rows of 60, then
+    # 120 of 200, or failed on a misleading shape).
+    for n, seed in ((60, 8), (200, 9)):
+        again = make_blob_activations(n_samples=n, n_classes=K, seed=0, sample_seed=seed)
+        capture_arrays(again["activations"], outputs=again["outputs"], labels=again["labels"],
+                       store=path, split="test", overwrite=True, progress=False)
+        sigs = analysis.transform(store, "test")
+        assert sigs.n_samples == n
+        np.testing.assert_array_equal(sigs.labels, again["labels"])
+        scores = signature_scores(analysis, store, "test")
+        assert scores["combined"].shape == (n,)
 
 
 # --------------------------------------------------------------------------- items 8, 9

@@ -22,6 +22,7 @@ READ_BYTES = 8 << 20
 def split_view(store: ActivationStore, split: str, client: Any = None, *,
                progress: bool = False) -> Any:
     """The view of ``split`` for the driver of ``client`` (resolved; None: this process)."""
+    store.fingerprint(split)  # read from the storage: forgets the cache of an earlier capture
     if client is None:
         return LocalSplit(store, split, progress=progress)
     from nnsig_core.distributed.split_view import DaskSplit

@@ -4,6 +4,7 @@ forgets it); :class:`SplitReading` is the base of every mixin of ``ActivationSto
 from __future__ import annotations
 
 import difflib
+import json
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -172,14 +173,30 @@ class SplitReading:
     def fingerprint(self, split: str) -> dict[str, Any]:
         """What identifies the split's capture: sample count, a random capture id, start and
         end times. Read from the storage (not the cache), so results computed from an earlier
-        capture of the split are told apart from results of this one."""
-        info: dict[str, Any] = dict(self._group(split).attrs[SPLIT_ATTR])  # type: ignore[arg-type]
+        capture of the split are told apart from results of this one; when the split was
+        captured again since this handle cached it, the cache is forgotten."""
+        self._group(split)  # the split exists (or the error naming those that do)
+        info = self._stored_info(split)
         cap = info.get("capture") or {}
+        cached = self._meta.get(split)
+        if cached is not None and (cached.get("capture") or {}).get("capture_id") != \
+                cap.get("capture_id"):
+            self.refresh()  # captured again (overwrite=True) through another handle
         return {
             "n_samples": int(info.get("n_samples", info.get("n_written", 0))),
             "capture_id": cap.get("capture_id"), "started": cap.get("started"),
             "finished": cap.get("finished"),
         }
+
+    def _stored_info(self, split: str) -> dict[str, Any]:
+        """The split's record as the storage holds it now (its ``zarr.json``, not zarr's
+        group object, which keeps the attributes it was opened with)."""
+        buf = sync((self.root.store_path / split / "zarr.json").get())
+        if buf is None:
+            raise StoreError(f"Split {split!r} is not in the store {self.location!r} any "
+                             "more (deleted by another process?).")
+        attrs = json.loads(buf.to_bytes()).get("attributes") or {}
+        return dict(attrs.get(SPLIT_ATTR) or {})
 
     def level(self, split: str) -> str:
         """``"samples"`` (one row per sample) or ``"tokens"`` (a token row space)."""
