@@ -308,6 +308,11 @@ def test_resume_with_other_weights_is_refused(tmp_path: Path, monkeypatch) -> No
     capture(Weighted(acts, "B"), data, path, split="test", progress=False,
             allow_other_weights="epoch 2 vs epoch 1")
     assert open_store(path).summary()["splits"]["test"]["other_weights"] == "epoch 2 vs epoch 1"
+    # The store's own weights are still welcome (compared with 'train', not with 'test').
+    capture(Weighted(acts, "A"), data, path, split="val", progress=False)
+    capture(Weighted(acts, "A"), data, path, overwrite=True, progress=False)
+    with pytest.raises(CaptureError, match="captured split '(train|val)'"):
+        capture(Weighted(acts, "C"), data, path, split="other", progress=False)
 
 
 def test_torch_weights_fingerprint_tells_models_apart(tmp_path: Path) -> None:

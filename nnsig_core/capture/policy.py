@@ -31,7 +31,8 @@ def check_weights(
     allow_other_weights: bool | str,
 ) -> None:
     """Refuse to resume a split, or add one to a store, with other weights than were recorded
-    (unless ``allow_other_weights``)."""
+    (unless ``allow_other_weights``); splits captured with ``allow_other_weights`` are not
+    compared with."""
     if fingerprint is None or allow_other_weights:
         return
     if existing is not None:
@@ -48,7 +49,10 @@ def check_weights(
     for other in store.splits:
         if other == split:
             continue
-        theirs = store.split_attrs(other).get("model_fingerprint")
+        attrs = store.split_attrs(other)
+        if (attrs.get("capture") or {}).get("other_weights"):
+            continue  # captured with other weights on purpose: not what the store's are
+        theirs = attrs.get("model_fingerprint")
         if theirs is not None and theirs != fingerprint:
             raise CaptureError(
                 f"This model's weights differ from those that captured split {other!r} "
