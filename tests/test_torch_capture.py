@@ -110,3 +110,39 @@ def test_an_analysis_on_a_split_of_other_weights_warns(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", NnsigWarning)
         SignatureAnalysis.load(path).transform(path, "test")
+
+
+def test_an_interrupted_capture_with_token_rows_names_the_fix_that_works(tmp_path):
+    """A capture with token rows is not resumed: the incomplete split's errors (both row
+    spaces), `nnsig info` and `verify` say to capture the sample split again, which works."""
+    from nnsig_core import SignatureAnalysis, capture, open_store
+    from nnsig_core.cli.format import format_info
+    from nnsig_core.store import IncompleteStoreError
+
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block, self.head = nn.Linear(3, 8), nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.block(x))[:, 0])
+
+    x, y = torch.randn(90, 5, 3), torch.randint(0, 3, (90,))
+    adapter = TorchAdapter(Tokens(), layers=["block"], pool=("cls", "tokens"))
+    path = tmp_path / "t.zarr"
+
+    def interrupted():
+        yield x[:30], y[:30]
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        capture(adapter, interrupted(), path, progress=False)
+    fix = "capture(..., split='train', overwrite=True)"
+    for split in ("train", "train.tokens"):
+        with pytest.raises(IncompleteStoreError) as err:
+            SignatureAnalysis(n_clusters=2).fit(path, split)
+        assert fix in str(err.value) and "resume=True" not in str(err.value)
+    store = open_store(path)
+    assert fix in format_info(store.summary()) and fix in str(store.verify().incomplete)
+    capture(adapter, (x, y), path, overwrite=True, batch_size=30, progress=False)
+    assert open_store(path).is_complete("train") and open_store(path).is_complete("train.tokens")

@@ -261,3 +261,16 @@ def coordinate_values(key: str, spec: Mapping[str, Any]) -> np.ndarray:
     """The values of the coordinate array ``key`` (``output``: the class index of each output
     column)."""
     return np.arange(int(spec["shape"][0]), dtype=np.int64)
+
+
+def finish_advice(split: str, info: Mapping[str, Any]) -> str:
+    """How to finish the interrupted capture of ``split`` (its record ``info``): resume it,
+    or, for a capture with token rows (never resumed), capture its sample split again."""
+    capture = info.get("capture") or {}
+    call = "capture_distributed" if capture.get("distributed") else "capture"
+    if info.get("level") == "tokens" or info.get("token_split"):
+        parent = info.get("parent") or split
+        return (f"capture it again with {call}(..., split={parent!r}, overwrite=True) (a capture "
+                "with token rows is not resumed)")
+    return (f"resume it with {call}(..., split={split!r}, resume=True), or start again with "
+            "overwrite=True")

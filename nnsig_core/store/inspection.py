@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from nnsig_core.store.errors import StoreError
-from nnsig_core.store.format import ROOT_ATTR
+from nnsig_core.store.format import ROOT_ATTR, finish_advice
 from nnsig_core.store.results import ResultsArea
 from nnsig_core.store.verify import VerifyReport, verify_store
 
@@ -82,6 +82,7 @@ class StoreInspection(ResultsArea):
                 "other_weights": (info.get("capture") or {}).get("other_weights"),
                 "class_names": info.get("class_names"), "capture": info.get("capture"),
                 "level": info.get("level", "samples"), "parent": info.get("parent"),
+                "finish": None if info.get("complete") else finish_advice(s, info),
                 "bytes_stored": self.nbytes_stored(s), "layers": layers,
             }
         if self.analyses:

@@ -14,7 +14,7 @@ from zarr.core.sync import sync
 
 from nnsig_core.store.consolidated import consolidate
 from nnsig_core.store.errors import IncompleteStoreError, StoreError
-from nnsig_core.store.format import ANALYSIS_GROUP, SPLIT_ATTR
+from nnsig_core.store.format import ANALYSIS_GROUP, SPLIT_ATTR, finish_advice
 from nnsig_core.store.pointers import unwrap
 
 _Store = TypeVar("_Store", bound="SplitReading")
@@ -161,8 +161,7 @@ class SplitReading:
             raise IncompleteStoreError(
                 f"Split {split!r} of {self.location!r} is incomplete "
                 f"({info.get('n_written', 0)} of {info.get('n_expected') or '?'} samples written): "
-                f"the capture was interrupted. Run capture(..., split={split!r}, resume=True) "
-                "to finish it, or overwrite=True to start again."
+                f"the capture was interrupted: {finish_advice(split, info)}."
             )
 
     def n_samples(self, split: str) -> int:

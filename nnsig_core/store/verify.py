@@ -17,7 +17,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from nnsig_core._progress import ProgressBar  # terminal bars only: no notebook widgets
-from nnsig_core.store.format import POINTER_ATTR, SPLIT_ATTR
+from nnsig_core.store.format import POINTER_ATTR, SPLIT_ATTR, finish_advice
 from nnsig_core.store.guard import crc32c_ok
 from nnsig_core.store.leftovers import unreferenced
 from nnsig_core.store.pointers import HIDDEN, raw_store
@@ -184,7 +184,7 @@ def verify_store(store: SplitReading, progress: bool = False,
         if not meta.get("complete"):
             report.incomplete[split] = (
                 f"incomplete ({meta.get('n_written', 0)} of {meta.get('n_expected') or '?'} "
-                "samples written): resume it with capture(..., resume=True)")
+                f"samples written): {finish_advice(split, meta)}")
         n_rows = int(meta.get("n_samples", 0) if meta.get("complete") else meta.get("n_written", 0))
         wanted = {d.get("key"): d.get("name") for d in meta.get("layers") or []}
         wanted.update({k: k for k in ("outputs", "labels", "predictions", "sample_index")})
