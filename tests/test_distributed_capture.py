@@ -6,6 +6,7 @@ import functools
 import hashlib
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +156,11 @@ def test_a_shard_not_a_multiple_of_the_chunk_is_refused(client, tmp_path) -> Non
     with pytest.raises(CaptureError, match="multiple of the split's 200 rows per chunk"):
         capture_distributed(make_linear, (X, y), tmp_path / "d.zarr", batch_size=40,
                             chunk_bytes=4000, shard_rows=250, client=client, progress=False)
+    # Refused before any shard: no split is left, so the corrected call needs no overwrite.
+    assert open_store(tmp_path / "d.zarr").splits == []
+    capture_distributed(make_linear, (X, y), tmp_path / "d.zarr", batch_size=40,
+                        chunk_bytes=4000, shard_rows=200, client=client, progress=False)
+    assert open_store(tmp_path / "d.zarr").is_complete("train")
 
 
 # ---------------------------------------------------------------------------- failures
@@ -357,11 +363,18 @@ def test_losing_every_worker_says_so_and_resume_completes(tmp_path) -> None:
         pids = list(c.run(os.getpid).values())
         errors: list[BaseException] = []
 
+        caught: list[warnings.WarningMessage] = []
+
         def run() -> None:
             try:
-                capture_distributed(make_linear, SlowDataset(X, y), path, batch_size=50,
-                                    chunk_bytes=4000, shard_rows=200, client=c,
-                                    progress=False)
+                with warnings.catch_warnings(record=True) as seen:
+                    warnings.simplefilter("always")
+                    try:
+                        capture_distributed(make_linear, SlowDataset(X, y), path, batch_size=50,
+                                            chunk_bytes=4000, shard_rows=200, client=c,
+                                            progress=False)
+                    finally:
+                        caught.extend(seen)
             except BaseException as exc:  # noqa: BLE001 - examined below
                 errors.append(exc)
 
@@ -376,6 +389,8 @@ def test_losing_every_worker_says_so_and_resume_completes(tmp_path) -> None:
         thread.join(timeout=300)
         assert len(errors) == 1 and isinstance(errors[0], CaptureError), errors
         assert re.search("lost its workers.*resume=True.*shards done", str(errors[0]))
+        # No claim that tasks ran past a timeout: the workers were lost at once.
+        assert not [w for w in caught if "within 300 s" in str(w.message)]
         c.wait_for_workers(2, timeout=120)
         capture_distributed(make_linear, Dataset(X, y), path, batch_size=50, client=c,
                             resume=True, progress=False)

@@ -142,8 +142,11 @@ def capture_distributed(make_adapter: Callable[[], Adapter], dataset: Any,
             check_expected(split, existing, n)
             settings = dict(existing.get("capture") or {})
             if settings.get("shard_rows") is None:
-                raise CaptureError(f"Split {split!r} was started by a single-process capture; "
-                                   "resume it with capture(..., resume=True).")
+                raise CaptureError(
+                    f"Split {split!r} was stopped before its first shard; capture it again "
+                    "with overwrite=True." if settings.get("distributed") else
+                    f"Split {split!r} was started by a single-process capture; resume it with "
+                    "capture(..., resume=True).")
             if shard_rows is not None and shard_rows != settings["shard_rows"]:
                 raise CaptureError(f"Cannot resume split {split!r} with shard_rows={shard_rows}: "
                                    f"it was started with {settings['shard_rows']}. Leave "
@@ -178,8 +181,15 @@ def capture_distributed(make_adapter: Callable[[], Adapter], dataset: Any,
             info = opened.split_attrs(split)
             chunk_rows = int(info["capture"]["chunk_rows"])
             n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-            shard_rows = _shard_rows(shard_rows, chunk_rows, batch_size, _row_bytes(info), n,
-                                     n_workers)
+            try:
+                shard_rows = _shard_rows(shard_rows, chunk_rows, batch_size, _row_bytes(info), n,
+                                         n_workers)
+            except CaptureError:
+                if existing is None:  # refused before any shard: leave no split behind
+                    for name in (info.get("token_split"), split):
+                        if name and name in opened.refresh().splits:
+                            opened.remove_split(name)
+                raise
             if existing is None:
                 info["capture"] = dict(info["capture"], shard_rows=shard_rows)
                 claim.check()
@@ -321,8 +331,14 @@ def _run_shards(client: Any, shipped: Any, store: ActivationStore, split: str,
         try:
             with client.as_current():  # wait() and as_completed() use the default client
                 wait(futures, timeout=300)
-        except Exception:  # noqa: BLE001 - nothing more to do than say so
-            warn(f"Some shard tasks of split {split!r} did not stop within 300 s.")
+        except TimeoutError:
+            warn(f"Some shard tasks of split {split!r} did not stop within 300 s: they may "
+                 "still write; resume once they have stopped.")
+        except Exception:  # noqa: BLE001 - lost workers, a cancelled wait: say what still runs
+            running = sum(f.status == "pending" for f in futures)
+            if running:
+                warn(f"{running} shard task(s) of split {split!r} were still pending when the "
+                     "capture stopped: they may still write; resume once they have stopped.")
         prefix = _prefix(bounds, labels)
         if prefix > recorded:
             info.update(n_written=prefix, n_samples=prefix)

@@ -7,7 +7,6 @@ every name from here, :class:`~nnsig_core.store.ActivationStore` implements the 
 from __future__ import annotations
 
 import re
-
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any
