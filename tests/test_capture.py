@@ -759,3 +759,21 @@ def test_log_lines_go_above_the_progress_bars_on_a_terminal(tmp_path: Path, monk
     assert any("Fitted layer" in line for line in logged) and "sample/s" in text  # bars shown
     assert all(line.split("\r")[-1].startswith("LOG ") for line in logged), logged
     assert root.handlers == [handler]
+
+
+def test_class_names_other_than_the_store_s_are_refused(tmp_path):
+    """Label i is one class in every split: a split naming the classes otherwise is refused
+    before anything is written (the report showed the fit split's cats as birds), and the
+    names the error gives are accepted."""
+    rng = np.random.default_rng(0)
+    acts, labels = rng.normal(size=(60, 4)).astype(np.float32), np.arange(60) % 3
+    path = tmp_path / "c.zarr"
+    capture_arrays({"h": acts}, acts[:, :3], labels, path, class_names=["cat", "dog", "bird"],
+                   progress=False)
+    with pytest.raises(CaptureError, match=r"split 'train'.*class_names=\['cat', 'dog', 'bird'\]"):
+        capture_arrays({"h": acts}, acts[:, :3], labels, path, split="test",
+                       class_names=["bird", "cat", "dog"], progress=False)
+    assert open_store(path).splits == ["train"]
+    capture_arrays({"h": acts}, acts[:, :3], labels, path, split="test",
+                   class_names=["cat", "dog", "bird"], progress=False)
+    capture_arrays({"h": acts}, acts[:, :3], labels, path, split="val", progress=False)

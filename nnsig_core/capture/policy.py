@@ -63,6 +63,22 @@ def check_weights(
             )
 
 
+def check_class_names(store: ActivationStore, split: str, names: Any) -> None:
+    """Refuse class names other than those of the store's other splits: class ``i`` must be
+    one class in every split (a report shows one list of names)."""
+    if names is None:
+        return
+    for other in store.splits:
+        theirs = store.split_attrs(other).get("class_names") if other != split else None
+        if theirs is not None and list(theirs) != list(names):
+            raise CaptureError(
+                f"class_names {list(names)} differ from those of split {other!r} "
+                f"({list(theirs)}): label i must be the same class in every split of a store. "
+                f"Pass class_names={list(theirs)!r} (with labels numbered as there), or use "
+                "a new store."
+            )
+
+
 def _older_scheme(recorded: str, fingerprint: str) -> str:
     """Where ``recorded`` is a Keras fingerprint of nnsig 0.2 (which hashed the layers'
     auto-numbered names too), what to do when the weights are in fact the same."""

@@ -15,6 +15,7 @@ from nnsig_core._warnings import warn
 from nnsig_core.capture.batches import class_indices
 from nnsig_core.capture.errors import CaptureError
 from nnsig_core.capture.options import CaptureOptions, default_predict
+from nnsig_core.capture.policy import check_class_names
 from nnsig_core.capture.thumbnails import make_thumbnails
 from nnsig_core.capture.token_split import (
     TokenSpace,
@@ -246,6 +247,7 @@ class CaptureSession:
             if self.weights_error is not None:
                 raise self.weights_error
         self.store.check_compatible(self.split, layers, include_self=self.existing is not None)
+        check_class_names(self.store, self.split, self.class_names)
         if tokens:  # checked before anything is created, like the sample-level layers
             self.tokens.prepare(tokens, summary)
 
