@@ -244,20 +244,54 @@ def test_lstm_outputs_are_flattened_batch_first():
         out, (h, c) = model.lstm(x)
         out2, h2 = model.gru(out.transpose(0, 1))
     close(acts["lstm.0"], out)  # (n, L, H)
-    close(acts["lstm.1.0"], h.transpose(0, 1))  # (n, layers, H)
-    close(acts["lstm.1.1"], c.transpose(0, 1))
-    close(acts["lstm.1.0"][:, -1], out[:, -1])
+    close(acts["lstm.1.0"], h.transpose(0, 1).reshape(4, -1))  # (n, layers x H)
+    close(acts["lstm.1.1"], c.transpose(0, 1).reshape(4, -1))
+    close(acts["lstm.1.0"][:, -7:], out[:, -1])
     close(acts["gru.0"], out2.transpose(0, 1))  # (n, L, H) although the GRU is sequence-first
-    close(acts["gru.1"], h2.transpose(0, 1))
+    close(acts["gru.1"], h2[0])
     close(outputs, model.head(out2[-1]))
     shapes = {e["name"]: e["shape"] for e in adapter.model_summary()["layers"]}
     assert shapes == {
         "lstm.0": [9, 7],
-        "lstm.1.0": [2, 7],
-        "lstm.1.1": [2, 7],
+        "lstm.1.0": [14],
+        "lstm.1.1": [14],
         "gru.0": [9, 6],
-        "gru.1": [1, 6],
+        "gru.1": [6],
     }
+
+
+@pytest.mark.parametrize("cell, layers, bidirectional",
+                         [(nn.GRU, 1, False), (nn.GRU, 2, False), (nn.LSTM, 2, True)])
+def test_a_recurrent_final_state_is_one_row_per_sample(cell, layers, bidirectional, recwarn):
+    """h_n (and c_n), (layers x directions, n, H) whatever batch_first says, is captured as
+    (n, layers x directions x H) with the default pooling: not averaged over its layers and
+    directions as if they were positions (nor a masked mean, with a wrong padding warning),
+    and a one-layer state not dropped as shared by the batch."""
+    class Text(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(30, 8)
+            self.rnn = cell(8, 5, num_layers=layers, batch_first=True,
+                            bidirectional=bidirectional)
+            self.head = nn.Linear(5 * (2 if bidirectional else 1), 3)
+
+        def forward(self, input_ids, attention_mask):
+            out, _ = self.rnn(self.emb(input_ids))
+            return self.head(out[:, -1])
+
+    model = Text().eval()
+    ids = torch.randint(1, 30, (6, 7))
+    mask = (torch.arange(7)[None] < torch.tensor([7, 3, 5, 7, 2, 4])[:, None]).long()
+    _, acts = TorchAdapter(model, layers=["rnn"]).run({"input_ids": ids * mask,
+                                                       "attention_mask": mask})
+    with torch.no_grad():
+        _, state = model.rnn(model.emb(ids * mask))
+    states = state if isinstance(state, tuple) else (state,)
+    names = ["rnn.1.0", "rnn.1.1"] if cell is nn.LSTM else ["rnn.1"]
+    assert set(names) <= set(acts)
+    for name, s in zip(names, states, strict=True):
+        close(acts[name], s.transpose(0, 1).reshape(6, -1))
+    assert not [w for w in recwarn if "mask" in str(w.message)]
 
 
 def test_transformer_encoder_submodules_are_captured():

@@ -58,7 +58,8 @@ def capturable(
                     "activations are captured. Select another layer."
                 )
             continue
-        moved = (None if _broadcast(t, n, module, batch_axis)
+        moved = (_rnn_state(t.detach(), n) if _is_rnn_state(module, path, t) else
+                 None if _broadcast(t, n, module, batch_axis)
                  else to_batch_first(t.detach(), n, module, path, batch_axis))
         if moved is None:
             if strict and bare:
@@ -80,6 +81,21 @@ def capturable(
             "floating-point tensor to capture. Select another layer."
         )
     return found
+
+
+def _is_rnn_state(module: nn.Module, path: str, t: torch.Tensor) -> bool:
+    """Whether ``t`` is a recurrent module's final hidden (or cell) state: ``h_n`` of
+    ``(output, h_n)``, or ``h_n``/``c_n`` of an LSTM's ``(output, (h_n, c_n))``."""
+    return isinstance(module, nn.RNNBase) and path.startswith(".1") and t.ndim == 3
+
+
+def _rnn_state(t: torch.Tensor, n: int | None) -> tuple[torch.Tensor, bool] | None:
+    """A final state ``(layers x directions, n, H)``, whatever ``batch_first`` says, as one
+    row per sample, ``(n, layers x directions x H)``: every layer's and direction's state
+    side by side (not positions to pool over)."""
+    if n is None or t.shape[1] != n:
+        return None
+    return t.transpose(0, 1).reshape(n, -1), True
 
 
 def _broadcast(t: torch.Tensor, n: int | None, module: nn.Module, batch_axis: int) -> bool:
