@@ -4,10 +4,12 @@ report data (tracking on exact ids; the analysis on checkpoints written as array
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
 
+from nnsig_core import open_store
 from nnsig_core.analysis import AnalysisError
 from nnsig_core.analysis.timeline import Timeline
 from nnsig_core.analysis.tracking import assign_tracks, match_clusters, overlap_table
@@ -99,7 +101,7 @@ def test_new_and_ended_clusters():
 # --------------------------------------------------------------------------- Timeline
 
 
-def _checkpoint_store(path, n_checkpoints=3, n=240, seed=0):
+def _checkpoint_store(path, n_checkpoints=3, n=240, seed=0, overwrite=False):
     """Checkpoints of 4 classes in 2 layers: layer a separates every class from the start,
     layer b mixes classes 0 and 1 until the last checkpoint; the blobs move and the
     predictions improve from one checkpoint to the next."""
@@ -119,6 +121,7 @@ def _checkpoint_store(path, n_checkpoints=3, n=240, seed=0):
         split = checkpoint_split(10 * t)
         store = capture_arrays({"a": a, "b": b}, outputs=outputs, labels=labels, store=path,
                                split=split, progress=False, allow_other_weights="test",
+                               overwrite=overwrite,
                                inputs=(rng.random((n, 8, 8)) * 255).astype(np.uint8),
                                class_names=["zero", "one", "two", "<three>"])
         info = store.split_attrs(split)
@@ -369,3 +372,20 @@ def test_two_probes_in_one_store_and_an_unfinished_checkpoint(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["report", str(store.location), "--prefix", "hard", "--out", "y"])
     assert exc.value.code == 2
+
+
+def test_a_checkpoint_left_by_another_run_is_named(tmp_path):
+    """A shorter training run captured again into a probe's store replaces the steps it
+    reaches; the older run's later step (captured before the new steps) is named in a warning
+    whose fix (removing it) works: the timeline joined the two runs without a word."""
+    from nnsig_core import NnsigWarning
+
+    path = tmp_path / "runs.zarr"
+    _checkpoint_store(path, n_checkpoints=3)  # run A: steps 0, 10, 20
+    store = _checkpoint_store(path, n_checkpoints=2, seed=1, overwrite=True)  # run B: 0, 10
+    with pytest.warns(NnsigWarning, match=r"step_00000020 were captured before an earlier step"):
+        Timeline(n_clusters=2).fit(store)
+    open_store(path, mode="r+").remove_split("step_00000020")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NnsigWarning)
+        assert len(Timeline(n_clusters=2).fit(path)) == 2

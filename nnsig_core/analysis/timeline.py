@@ -19,6 +19,7 @@ from nnsig_core.capture.probe import (
     CHECKPOINT_KEY,
     checkpoint_prefix,
     list_checkpoints,
+    stale_checkpoints,
     unfinished_checkpoints,
 )
 from nnsig_core.store import ActivationStore, open_store
@@ -97,6 +98,12 @@ class Timeline:
         if splits is None:
             records = list_checkpoints(store, prefix=prefix)
             self._check_one_probe(store, records)
+            stale = stale_checkpoints(store, records)
+            if stale:
+                warn(f"Checkpoint(s) {', '.join(stale)} were captured before an earlier step's: "
+                     "they are left from another training run, and the timeline would join "
+                     "the two runs. Remove them (open_store(..., mode='r+').remove_split(...)), "
+                     "or capture each run with its own prefix= (TorchProbe(..., prefix='run2')).")
             unfinished = unfinished_checkpoints(store, prefix)
             if unfinished:
                 warn(f"The capture of checkpoint(s) {', '.join(unfinished)} did not finish: the "

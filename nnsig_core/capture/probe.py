@@ -81,6 +81,21 @@ def unfinished_checkpoints(store: ActivationStore, prefix: str | None = None) ->
             and not store.is_complete(s)]
 
 
+def stale_checkpoints(store: ActivationStore, records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The checkpoints of ``records`` (in step order) captured before an earlier step's: left
+    by another training run, whose later steps this one did not reach."""
+    def started(split: str) -> int:
+        return int((store.split_attrs(split).get("capture") or {}).get("started_ns") or 0)
+
+    stale, latest = [], 0
+    for r in records:
+        t = started(r["split"])
+        if t and t < latest:
+            stale.append(str(r["split"]))
+        latest = max(latest, t)
+    return stale
+
+
 def row_settings(layers: Any, pool: Any, layout: Any, adapter_options: Mapping[str, Any]
                  ) -> dict[str, Any]:
     """What makes a framework probe's rows, for :class:`Probe`'s ``settings``: its layers,
