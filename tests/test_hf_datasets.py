@@ -3,6 +3,7 @@ streamed batch by batch; errors naming the columns; exports as datasets (API and
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -205,6 +206,44 @@ def test_torch_model_from_a_tokenised_dataset(tmp_path: Path) -> None:
     np.testing.assert_array_equal(rows["token"].values, ids.numpy()[keep])
     np.testing.assert_array_equal(rows["labels"].values,
                                   tokens.labels("train")[np.nonzero(keep)[0]])
+
+
+def test_a_mask_column_left_out_of_input_columns_is_named(tmp_path: Path) -> None:
+    """input_columns without the dataset's attention_mask (a model taking the ids only): the
+    token means included the padding without a word. The warning's fix (the adapter's mask
+    from the ids) gives the mean over the real tokens, and silences it."""
+    torch = pytest.importorskip("torch")
+    from nnsig_torch import TorchAdapter
+
+    from nnsig_core import NnsigWarning
+
+    class Ids(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = torch.nn.Embedding(20, 4, padding_idx=0)
+            self.head = torch.nn.Linear(4, 2)
+
+        def forward(self, input_ids):
+            return self.head(self.embed(input_ids).sum(1))
+
+    torch.manual_seed(0)
+    model = Ids().eval()
+    mask = (torch.arange(6)[None] < torch.tensor([6, 2, 4, 3])[:, None]).long()
+    ids = torch.randint(1, 20, (4, 6)) * mask
+    ds = datasets.Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": mask.tolist(),
+                                     "label": [0, 1, 0, 1]}).with_format("torch")
+    with pytest.warns(NnsigWarning, match=r"'attention_mask' is not in input_columns.*"
+                                          r"mask=lambda input_ids: input_ids != PAD_ID"):
+        capture(TorchAdapter(model, layers=["embed"]), ds, tmp_path / "a.zarr",
+                input_columns="input_ids", progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NnsigWarning)
+        store = capture(TorchAdapter(model, layers=["embed"], mask=lambda input_ids: input_ids != 0),
+                        ds, tmp_path / "b.zarr", input_columns="input_ids", progress=False)
+    with torch.no_grad():
+        e = model.embed(ids)
+    want = (e * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+    np.testing.assert_allclose(store.activations("train", "embed")[:], want.numpy(), atol=1e-6)
 
 
 def test_exports_as_hf_datasets(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:

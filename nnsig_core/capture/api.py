@@ -110,7 +110,8 @@ def capture(
             "nnsig_keras.KerasAdapter(model), or nnsig_core.ArrayAdapter for precomputed arrays."
         )
     data, hf_class_names = as_capture_data(data, batch_size=options.batch_size,
-                                           input_columns=input_columns, label_column=label_key)
+                                           input_columns=input_columns, label_column=label_key,
+                                           mask_given=callable(getattr(adapter, "mask", None)))
     if options.class_names is None and hf_class_names is not None:
         options = dataclasses.replace(options, class_names=hf_class_names)
     batch_axis = _batch_axis(adapter, batch_axis)

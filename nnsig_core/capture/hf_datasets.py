@@ -44,9 +44,11 @@ class HFBatches:
 
 
 def as_capture_data(data: Any, *, batch_size: int, input_columns: str | Sequence[str] | None,
-                    label_column: str | None) -> tuple[Any, list[str] | None]:
+                    label_column: str | None, mask_given: bool = False
+                    ) -> tuple[Any, list[str] | None]:
     """``data`` as capture reads it (a Hugging Face dataset as :class:`HFBatches`), and the
-    class names of a ``ClassLabel`` label column (or None)."""
+    class names of a ``ClassLabel`` label column (or None). ``mask_given``: the adapter
+    computes its mask itself (a callable), so a mask column left out is no loss."""
     if not is_hf_dataset(data):
         if input_columns is not None:
             raise CaptureError(
@@ -76,6 +78,14 @@ def as_capture_data(data: Any, *, batch_size: int, input_columns: str | Sequence
         if unknown:
             raise CaptureError(f"The dataset has no column {', '.join(map(repr, unknown))}; its "
                                f"columns are {columns}. Pass input_columns=<some of them>.")
+    left_out = [c for c in _MASK_COLUMNS if c in columns and c not in inputs]
+    if input_columns is not None and left_out and not mask_given:
+        ids = inputs[0] if len(inputs) == 1 else "ids"
+        warn(f"The dataset's column {left_out[0]!r} is not in input_columns, so neither the "
+             "model nor nnsig sees it: layers pooled over the tokens (mean, max, last, "
+             "token rows) include the padding. Add it to input_columns if the model takes "
+             f"it; else give the adapter the mask, e.g. TorchAdapter(model, mask=lambda {ids}: "
+             f"{ids} != PAD_ID) with your padding id.")
     if not inputs:
         raise CaptureError(
             f"No input column: the dataset's columns are {columns} (the label column "
@@ -86,6 +96,10 @@ def as_capture_data(data: Any, *, batch_size: int, input_columns: str | Sequence
     names = getattr(features.get(label), "names", None) if label else None
     return (HFBatches(data, batch_size=batch_size, inputs=inputs, positional=positional,
                       label=label), list(names) if names else None)
+
+
+#: Columns holding a real-token mask (Hugging Face's and Keras Hub's names).
+_MASK_COLUMNS = ("attention_mask", "padding_mask")
 
 
 def _formatted_columns(source: Any) -> Any:
