@@ -164,7 +164,8 @@ def _unknown(name: str, valid: Sequence[str], wording: SelectionWording) -> Unkn
     # ... unless the owner's children are numbered (a ModuleList: 'blocks.3' of three is
     # an index out of range) or another call of it exists (then that one is meant)
     numbered = any(re.fullmatch(re.escape(owner) + r"\.\d+", v) for v in valid) if owner else False
-    if owner is not None and (re.fullmatch(r"(:\d+)?(\.\d+)*", rest) or not hint) \
+    if owner is not None and (re.fullmatch(r"(:\d+)?(\.\d+)*", rest) or not hint
+                              or not _like_a_child(rest, owner, valid)) \
             and not numbered and not any(h.startswith(owner + ":") for h in hint):
         return UnknownLayerError(
             f"{name!r} is a capture name of {wording.item} {owner!r} (one of its outputs or "
@@ -175,6 +176,15 @@ def _unknown(name: str, valid: Sequence[str], wording: SelectionWording) -> Unkn
     msg += f" Did you mean: {', '.join(repr(h) for h in hint)}?" if hint else ""
     msg += f" {wording.listing}" if wording.listing else ""
     return UnknownLayerError(msg)
+
+
+def _like_a_child(rest: str, owner: str, valid: Sequence[str]) -> bool:
+    """Whether ``owner + rest`` looks like a misspelt child of ``owner`` (its first segment
+    close to a child's name) rather than an output's key (``vit.last_hidden_state``)."""
+    segment = re.split(r"[.:]", rest.lstrip(".:"))[0]
+    children = {re.split(r"[.:]", v[len(owner) + 1:])[0] for v in valid
+                if v.startswith(owner + ".")}
+    return bool(difflib.get_close_matches(segment, children, n=1, cutoff=0.6))
 
 
 def _candidate(spec: str, candidates: Mapping[str, Any],
