@@ -301,9 +301,13 @@ def test_a_capture_name_given_as_a_layer_names_its_layer():
         select("enc.fc")  # a typo of a submodule stays a typo
     # An output's key, unlike any child of the layer (a Hugging Face ViT's
     # 'vit.last_hidden_state'): its layer, although other names are close.
-    with pytest.raises(UnknownLayerError, match=r"'enc.last_hidden_state' is a capture name of "
-                                                r"layer 'enc'.*select 'enc'"):
-        select("enc.last_hidden_state")
+    vit = {n: Block() for n in ("vit", "vit.embeddings", "vit.layers", "vit.layers.0",
+                                "vit.layers.0.attention", "vit.layernorm")}
+    with pytest.raises(UnknownLayerError, match=r"'vit.last_hidden_state' is a capture name of "
+                                                r"layer 'vit'.*select 'vit'"):
+        resolve_selection("vit.last_hidden_state", vit, WORDING)
+    with pytest.raises(UnknownLayerError, match=r"Did you mean: 'vit.layers'"):
+        resolve_selection("vit.layer", vit, WORDING)
     blocks = {"blocks": Block(), "blocks.0": Block(), "blocks.1": Block()}
     with pytest.raises(UnknownLayerError, match=r"Unknown layer 'blocks.2'.*Did you mean"):
         resolve_selection("blocks.2", blocks, WORDING)  # an index out of range, not an output
