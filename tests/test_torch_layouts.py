@@ -393,3 +393,32 @@ def test_outputs_without_batch_axis_are_skipped_unless_named(caplog):
     _, last = TorchAdapter(model, layers="transformer.h.1", pool="last").run(batch)
     h = _output_of(model, model.transformer.h[1], batch)
     np.testing.assert_allclose(last["transformer.h.1"], h[:, -1], atol=ATOL)
+
+
+def test_token_rows_of_two_resolutions_name_a_pooling_that_works(tmp_path):
+    """Two feature maps of other sizes pooled ("mean", "tokens") cannot share token rows; the
+    error's pool= (token rows of one of them) captures (it said "capture them separately",
+    and a second split of the other layer was then refused by the store)."""
+    import re
+
+    from nnsig_core import capture
+
+    class Stages(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.s1 = nn.Conv2d(1, 4, 3, padding=1)
+            self.s2 = nn.Conv2d(4, 4, 3, stride=2, padding=1)
+            self.head = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.head(self.s2(torch.relu(self.s1(x))).mean((2, 3)))
+
+    model = Stages().eval()
+    data = (torch.randn(10, 1, 8, 8), torch.arange(10) % 3)
+    with pytest.raises(ValueError, match="different tokens") as err:
+        capture(TorchAdapter(model, layers=["s1", "s2"], pool=("mean", "tokens")), data,
+                tmp_path / "a.zarr", progress=False)
+    pool = eval(re.search(r"pool=(\{.*?\})", str(err.value)).group(1))  # noqa: S307
+    store = capture(TorchAdapter(model, layers=["s1", "s2"], pool=pool), data,
+                    tmp_path / "b.zarr", progress=False)
+    assert store.layers("train") == ["s1", "s2"] and store.token_split("train") == "train.tokens"

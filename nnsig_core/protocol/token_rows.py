@@ -89,5 +89,7 @@ def check_same_tokens(tokens: Mapping[str, TokenRows]) -> TokenRows | None:
                 f"Token-level layers {first_name!r} and {name!r} have different tokens "
                 f"({len(first)} vs {len(rows)} rows in this batch: another sequence length or "
                 "another mask). Every layer pooled with 'tokens' in one capture shares one row "
-                "per token; capture them separately.")
+                f"per token: keep token rows of one of them (pool={{{first_name!r}: "
+                f"('mean', 'tokens'), {name!r}: 'mean'}}), or capture {name!r} into a store of "
+                "its own (the splits of a store hold the same layers).")
     return first
