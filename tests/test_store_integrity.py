@@ -97,6 +97,8 @@ def test_rows_not_yet_written_of_an_interrupted_split_read_as_missing_data_not_e
     store.activations("train", "layer0")[:]  # beyond n_written: no data yet, no error
     report = store.verify()
     assert report.ok and "train" in report.incomplete
+    assert "INCOMPLETE" in report.format()  # and the command fails: a split is unfinished
+    assert cli_main(["verify", str(path)]) == 1
     _chunk(path, "train", "layer0", 1).unlink()
     assert open_store(path).verify().rows_to_recapture() == {"train": [(50, 99)]}
 

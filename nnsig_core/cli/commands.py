@@ -120,11 +120,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """``nnsig verify``: check every chunk; exit status 1 when anything is missing or damaged."""
+    """``nnsig verify``: check every chunk; exit status 1 when anything is missing or damaged,
+    or a split's capture did not finish."""
     store = open_store(args.store)
     report = store.verify(progress=sys.stderr.isatty())
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
-    return 0 if report.ok else 1
+    return 0 if report.ok and not report.incomplete else 1
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

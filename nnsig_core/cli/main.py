@@ -29,7 +29,7 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
         "read every chunk: report missing or damaged data and the rows to capture again",
         "Read every chunk of every array of the store, check its checksum, that no chunk of "
         "the rows written is missing and that every metadata file is valid. Exit status 1 "
-        "when anything is missing or damaged.",
+        "when anything is missing or damaged, or a split's capture did not finish.",
     ),
     "migrate": (
         commands.cmd_migrate,

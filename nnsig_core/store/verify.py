@@ -100,7 +100,9 @@ class VerifyReport:
                          f"now; store.clean() removes those whose writer is gone): "
                          f"{', '.join(self.leftovers)}")
         if self.ok:
-            lines.append("OK: no chunk is missing or damaged.")
+            lines.append("OK: no chunk is missing or damaged" + (
+                f"; INCOMPLETE: {len(self.incomplete)} split(s) (above)." if self.incomplete
+                else "."))
             return "\n".join(lines)
         lines.append(f"PROBLEMS: {len(self.problems)}")
         lines.extend("  " + p.describe() for p in self.problems)
