@@ -10,8 +10,10 @@ float32 rounding). Before a cell of that second round is searched, the
 distances over the first :data:`PARTIAL_DIMS` coordinates (a lower bound of
 the whole distance: the coordinates are orthogonal) rule it out for the
 queries none of its rows can reach. Each searched cell is the brute force's
-product ``[q, 1] @ [-2 r, |r|^2]``, so the answer is the brute force's; a
-leave-one-out row is left out of its own cell.
+product ``[q, 1] @ [-2 r, |r|^2]``, so the rows found are the brute force's; a
+leave-one-out row is left out of its own cell. The search returns the rows,
+not its float32 distances, which round by the shape of each product: the
+caller measures the distances to them again.
 """
 
 from __future__ import annotations
