@@ -46,9 +46,7 @@ def check_weights(
                 + _older_scheme(before, fingerprint)
             )
         return
-    for other in store.splits:
-        if other == split:
-            continue
+    for other in _other_splits(store, split):
         attrs = store.split_attrs(other)
         if (attrs.get("capture") or {}).get("other_weights"):
             continue  # captured with other weights on purpose: not what the store's are
@@ -68,8 +66,8 @@ def check_class_names(store: ActivationStore, split: str, names: Any) -> None:
     one class in every split (a report shows one list of names)."""
     if names is None:
         return
-    for other in store.splits:
-        theirs = store.split_attrs(other).get("class_names") if other != split else None
+    for other in _other_splits(store, split):
+        theirs = store.split_attrs(other).get("class_names")
         if theirs is not None and list(theirs) != list(names):
             raise CaptureError(
                 f"class_names {list(names)} differ from those of split {other!r} "
@@ -77,6 +75,12 @@ def check_class_names(store: ActivationStore, split: str, names: Any) -> None:
                 f"Pass class_names={list(theirs)!r} (with labels numbered as there), or use "
                 "a new store."
             )
+
+
+def _other_splits(store: ActivationStore, split: str) -> list[str]:
+    """The store's splits but ``split`` and its token rows (replaced with it)."""
+    return [s for s in store.splits
+            if s != split and store.split_attrs(s).get("parent") != split]
 
 
 def _older_scheme(recorded: str, fingerprint: str) -> str:

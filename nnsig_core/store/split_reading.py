@@ -194,7 +194,13 @@ class SplitReading:
         if buf is None:
             raise StoreError(f"Split {split!r} is not in the store {self.location!r} any "
                              "more (deleted by another process?).")
-        attrs = json.loads(buf.to_bytes()).get("attributes") or {}
+        try:
+            attrs = json.loads(buf.to_bytes()).get("attributes") or {}
+        except (ValueError, AttributeError) as exc:
+            raise StoreError(f"The metadata of split {split!r} of {self.location!r} "
+                             f"({split}/zarr.json) is not valid JSON ({exc}); run nnsig verify "
+                             "on the store, and capture the split again with "
+                             "overwrite=True.") from exc
         return dict(attrs.get(SPLIT_ATTR) or {})
 
     def level(self, split: str) -> str:
