@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -500,8 +501,43 @@ def test_model_output_rules():
     x = torch.randn(4, 2)
     for kind in ("dict", "tuple", "tensor"):
         model = Returns(kind).eval()
-        outputs, _ = TorchAdapter(model, layers="fc").run(x)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            outputs, _ = TorchAdapter(model, layers="fc").run(x)
         close(outputs, x @ model.fc.weight.T + model.fc.bias)
+        # Two float tensors of one row per sample and no 'logits': which one is taken is said.
+        assert [str(w.message)[:31] for w in seen if issubclass(w.category, NnsigWarning)] == (
+            ["The model returns 2 tensors of "] if kind == "tuple" else [])
+
+
+def test_hidden_states_returned_before_the_logits_are_named():
+    """(hidden, logits): the hidden states were taken as class scores without a word (their
+    argmax, 23-47, as predictions of 5 classes); the warning's wrapper fix takes the logits."""
+    class HiddenFirst(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.head = nn.Linear(3, 8), nn.Linear(8, 5)
+
+        def forward(self, x):
+            h = torch.relu(self.body(x))
+            return h, self.head(h)
+
+    class Logits(nn.Module):  # the fix the warning names
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return self.model(x)[1]
+
+    model, x = HiddenFirst().eval(), torch.randn(6, 3)
+    with pytest.warns(NnsigWarning, match=r"2 tensors.*0 \(6, 8\), 1 \(6, 5\).*takes the "
+                                          r"first, 0.*model\(x\)\[1\]"):
+        TorchAdapter(model, layers=["body"]).run(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NnsigWarning)
+        outputs, _ = TorchAdapter(Logits(model), layers=["model.body"]).run(x)
+    close(outputs, model(x)[1])
 
 
 def test_integer_layer_output_is_an_error():

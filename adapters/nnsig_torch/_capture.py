@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from nnsig_core._warnings import warn
+
 logger = logging.getLogger("nnsig_torch")
 
 _MAX_DEPTH = 16
@@ -263,6 +265,25 @@ def model_output(obj: Any) -> torch.Tensor:
     if leaves:
         return leaves[0][1]
     raise TypeError(f"The model returned no tensor (got {type(obj).__name__}).")
+
+
+def warn_of_other_outputs(obj: Any, n: int | None) -> None:
+    """A structured output without ``logits`` whose floating-point tensors of one row per
+    sample are several: say which one is taken as the class scores, and how to choose."""
+    if isinstance(obj, torch.Tensor):
+        return
+    logits = obj.get("logits") if isinstance(obj, Mapping) else getattr(obj, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return
+    rows = [(p, t) for p, t in flatten_output(obj)
+            if t.is_floating_point() and t.ndim >= 1 and (n is None or t.shape[0] == n)]
+    if len(rows) > 1:
+        shapes = ", ".join(f"{p.lstrip('.') or 'output'} {tuple(t.shape)}" for p, t in rows)
+        warn(
+            f"The model returns {len(rows)} tensors of one row per sample ({shapes}); nnsig "
+            f"takes the first, {rows[0][0].lstrip('.')}, as its class scores (the 'logits' "
+            "entry when there is one). If the scores are another, wrap the model so that they "
+            "come first, e.g. a module whose forward returns model(x)[1].")
 
 
 def to_batch_first(t: torch.Tensor, n: int | None, module: nn.Module | None = None, path: str = "",

@@ -24,7 +24,15 @@ from nnsig_core.protocol.pooling import (
     warn_of_unused_mask,
 )
 
-from ._capture import Recorder, clone_output, hooks, model_output, to_batch_first, version_of
+from ._capture import (
+    Recorder,
+    clone_output,
+    hooks,
+    model_output,
+    to_batch_first,
+    version_of,
+    warn_of_other_outputs,
+)
 from ._defaults import DefaultSelection, default_layers
 from ._layout import LayoutTracker, tracking
 from ._plan import CapturePlan, Finalized, HostArrays, finalize, make_plans, shares_storage
@@ -215,6 +223,8 @@ class TorchAdapter:
                 self._plans[name].eager = True
             recorder, raw = self._pass(x, n, mask, token_ids, first)
         out = self._output_tensor(raw, n)
+        if first:
+            warn_of_other_outputs(raw, n)
         names = check_names(self, recorder, self._pending if first else self._names)
         if first:
             pooled = any(pools_a_sequence(p.layout, p.mode, p.tokens)
