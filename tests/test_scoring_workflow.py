@@ -205,6 +205,14 @@ def test_a_store_handle_sees_what_another_handle_wrote(tmp_path) -> None:
         np.testing.assert_array_equal(sigs.labels, again["labels"])
         scores = signature_scores(analysis, store, "test")
         assert scores["combined"].shape == (n,)
+    # A handle that listed 'test' (its group opened) but never read its record.
+    lister = open_store(path, mode="r+")
+    SignatureAnalysis(n_clusters=K, progress=False).fit(lister, "train")
+    assert "test" in lister.splits
+    again = make_blob_activations(n_samples=90, n_classes=K, seed=0, sample_seed=10)
+    capture_arrays(again["activations"], outputs=again["outputs"], labels=again["labels"],
+                   store=path, split="test", overwrite=True, progress=False)
+    assert analysis.transform(lister, "test").n_samples == 90
 
 
 # --------------------------------------------------------------------------- items 8, 9

@@ -174,12 +174,10 @@ class SplitReading:
         end times. Read from the storage (not the cache), so results computed from an earlier
         capture of the split are told apart from results of this one; when the split was
         captured again since this handle cached it, the cache is forgotten."""
-        self._group(split)  # the split exists (or the error naming those that do)
+        cached = self._info(split)  # as this handle has it (or the error naming the splits)
         info = self._stored_info(split)
         cap = info.get("capture") or {}
-        cached = self._meta.get(split)
-        if cached is not None and (cached.get("capture") or {}).get("capture_id") != \
-                cap.get("capture_id"):
+        if (cached.get("capture") or {}).get("capture_id") != cap.get("capture_id"):
             self.refresh()  # captured again (overwrite=True) through another handle
         return {
             "n_samples": int(info.get("n_samples", info.get("n_written", 0))),
