@@ -345,12 +345,20 @@ class KerasAdapter:
         bytes), recorded with each split so a capture is never resumed or extended with other
         weights. Not the weights' paths: Keras numbers its layers' default names per session
         (``dense_3``), so the same model rebuilt would seem another."""
+        return self._fingerprint(lambda i, w: str(i), "blake2b-v2:")
+
+    def legacy_fingerprints(self) -> list[str]:
+        """The fingerprint of nnsig 0.2 (the weights' paths hashed too), recorded beside
+        :meth:`model_fingerprint` so that splits captured by it still match."""
+        return [self._fingerprint(lambda i, w: getattr(w, "path", w.name), "blake2b:")]
+
+    def _fingerprint(self, key: Any, scheme: str) -> str:
         h = hashlib.blake2b(digest_size=16)
         for i, w in enumerate(self.model.weights):
             value = np.ascontiguousarray(keras.ops.convert_to_numpy(w))
-            h.update(f"{i}|{value.dtype}|{value.shape}|".encode())
+            h.update(f"{key(i, w)}|{value.dtype}|{value.shape}|".encode())
             h.update(value.tobytes())
-        return "blake2b-v2:" + h.hexdigest()
+        return scheme + h.hexdigest()
 
     def _input_shape_hint(self, inputs: Any) -> str:
         """When the model was built here from ``input_shape`` of another rank than the first

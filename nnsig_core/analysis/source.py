@@ -19,6 +19,7 @@ from nnsig_core._util import to_json_safe
 from nnsig_core._warnings import warn
 from nnsig_core.protocol import check_finite, nonfinite_rows
 from nnsig_core.store import ActivationStore, StoreError
+from nnsig_core.store.format import recorded_fingerprints
 
 
 class RowSource(Protocol):
@@ -236,8 +237,16 @@ def check_same_weights(store: ActivationStore, split: str, fit_split: str,
     split was when it was fitted (both known): its clusters are another model's. A
     warning, not an error: following a fine-tuned model on its earlier clusters is a
     deliberate use."""
-    weights = store.split_attrs(split).get("model_fingerprint")
-    if fit_weights is None or weights is None or weights == fit_weights:
+    info = store.split_attrs(split)
+    weights = info.get("model_fingerprint")
+    if fit_weights is None or weights is None:
+        return
+    fitted = {fit_weights}
+    if fit_split in store.splits:  # its earlier schemes' fingerprints too, if still the same
+        now = store.split_attrs(fit_split)
+        if now.get("model_fingerprint") == fit_weights:
+            fitted = recorded_fingerprints(now)
+    if fitted & recorded_fingerprints(info):
         return
     what = f"analysis {name!r}" if name else "this analysis"
     warn(f"Split {split!r} was captured with other model weights ({weights}) than the fit "

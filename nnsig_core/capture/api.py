@@ -19,6 +19,7 @@ from nnsig_core.capture.options import DEFAULT_CHUNK_BYTES, DEFAULT_DURABLE, Cap
 from nnsig_core.capture.policy import (
     check_expected,
     check_weights,
+    legacy_fingerprints,
     model_fingerprint,
     plan_split,
     resume_label_check,
@@ -137,7 +138,8 @@ def _capture(store: ActivationStore, adapter: Any, data: Any, o: CaptureOptions,
             )
         weights_error = None
         try:
-            check_weights(store, split, fingerprint, plan.existing, o.allow_other_weights)
+            check_weights(store, split, fingerprint, plan.existing, o.allow_other_weights,
+                          legacy_fingerprints(adapter))
         except CaptureError as exc:
             if plan.existing is None:
                 raise

@@ -13,6 +13,7 @@ from nnsig_core.capture.batches import class_indices
 from nnsig_core.capture.errors import CaptureError
 from nnsig_core.capture.options import CaptureOptions
 from nnsig_core.store import ActivationStore, StoreError
+from nnsig_core.store.format import recorded_fingerprints
 
 log = logging.getLogger("nnsig")
 
@@ -26,24 +27,32 @@ def model_fingerprint(adapter: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def legacy_fingerprints(adapter: Any) -> list[str]:
+    """Fingerprints of the adapter's weights by earlier schemes (optional in the protocol:
+    Keras' of nnsig 0.2), recorded beside the current one so that splits captured before
+    still match."""
+    legacy = getattr(adapter, "legacy_fingerprints", None)
+    return [str(v) for v in legacy()] if callable(legacy) else []
+
+
 def check_weights(
     store: ActivationStore, split: str, fingerprint: str | None, existing: dict[str, Any] | None,
-    allow_other_weights: bool | str,
+    allow_other_weights: bool | str, legacy: Sequence[str] = (),
 ) -> None:
     """Refuse to resume a split, or add one to a store, with other weights than were recorded
     (unless ``allow_other_weights``); splits captured with ``allow_other_weights`` are not
     compared with."""
     if fingerprint is None or allow_other_weights:
         return
+    mine = {fingerprint, *legacy}
     if existing is not None:
         before = existing.get("model_fingerprint")
-        if before is not None and before != fingerprint:
+        if before is not None and not recorded_fingerprints(existing) & mine:
             raise CaptureError(
                 f"Cannot resume split {split!r}: it was started with a model whose weights "
                 f"differ from this one's (fingerprint {before} then, {fingerprint} now), so its "
                 "rows would mix two models. Resume with the same weights, or start again "
                 "with overwrite=True (or pass allow_other_weights='reason' if you mean it)."
-                + _older_scheme(before, fingerprint)
             )
         return
     for other in _other_splits(store, split):
@@ -51,13 +60,13 @@ def check_weights(
         if (attrs.get("capture") or {}).get("other_weights"):
             continue  # captured with other weights on purpose: not what the store's are
         theirs = attrs.get("model_fingerprint")
-        if theirs is not None and theirs != fingerprint:
+        if theirs is not None and not recorded_fingerprints(attrs) & mine:
             raise CaptureError(
                 f"This model's weights differ from those that captured split {other!r} "
                 f"(fingerprint {theirs} there, {fingerprint} here): signatures of the two "
                 "splits would not be comparable. Capture with the same weights, use a new "
                 "store, or pass allow_other_weights='reason' (e.g. 'epoch 5 vs epoch 10') "
-                "to record that you mean it." + _older_scheme(theirs, fingerprint)
+                "to record that you mean it."
             )
 
 
@@ -81,16 +90,6 @@ def _other_splits(store: ActivationStore, split: str) -> list[str]:
     """The store's splits but ``split`` and its token rows (replaced with it)."""
     return [s for s in store.splits
             if s != split and store.split_attrs(s).get("parent") != split]
-
-
-def _older_scheme(recorded: str, fingerprint: str) -> str:
-    """Where ``recorded`` is a Keras fingerprint of nnsig 0.2 (which hashed the layers'
-    auto-numbered names too), what to do when the weights are in fact the same."""
-    if not (recorded.startswith("blake2b:") and fingerprint.startswith("blake2b-v2:")):
-        return ""
-    return (" The fingerprint recorded there is of an older nnsig, which hashed Keras' "
-            "numbered layer names with the weights: if the weights are the same, pass "
-            "allow_other_weights='same weights, fingerprinted by an older nnsig'.")
 
 
 @dataclass

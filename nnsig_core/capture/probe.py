@@ -17,10 +17,10 @@ from nnsig_core._warnings import warn
 from nnsig_core.capture.api import capture
 from nnsig_core.capture.batches import n_available
 from nnsig_core.capture.errors import CaptureError
-from nnsig_core.capture.policy import model_fingerprint
+from nnsig_core.capture.policy import legacy_fingerprints, model_fingerprint
 from nnsig_core.protocol import Adapter
 from nnsig_core.store import ActivationStore, open_store
-from nnsig_core.store.format import token_split_name
+from nnsig_core.store.format import recorded_fingerprints, token_split_name
 
 log = logging.getLogger("nnsig")
 
@@ -205,14 +205,14 @@ class Probe:
         return self.store
 
     def _existing(self, store: ActivationStore, split: str, step: int,
-                  fingerprint: str | None) -> str:
+                  fingerprint: str | None, legacy: Sequence[str] = ()) -> str:
         """What to do with ``split``: "new", "skip", "record" (complete, same weights, the
         record missing) or "replace"."""
         if split not in store.refresh().splits:
             return "new"
         info = store.split_attrs(split)
         self._check_settings(store, split, info.get(CHECKPOINT_KEY))
-        same = fingerprint is None or info.get("model_fingerprint") == fingerprint
+        same = fingerprint is None or bool(recorded_fingerprints(info) & {fingerprint, *legacy})
         if not info.get("complete"):
             return "replace"
         if not same:
@@ -276,7 +276,7 @@ class Probe:
         store = self._store()
         adapter = self.adapter(model)
         fingerprint = model_fingerprint(adapter)
-        what = self._existing(store, split, step, fingerprint)
+        what = self._existing(store, split, step, fingerprint, legacy_fingerprints(adapter))
         if what == "skip":
             log.info("checkpoint %s is already in the store: skipped", split)
             return None

@@ -15,7 +15,7 @@ from nnsig_core._warnings import warn
 from nnsig_core.capture.batches import class_indices
 from nnsig_core.capture.errors import CaptureError
 from nnsig_core.capture.options import CaptureOptions, default_predict
-from nnsig_core.capture.policy import check_class_names
+from nnsig_core.capture.policy import check_class_names, legacy_fingerprints
 from nnsig_core.capture.thumbnails import make_thumbnails
 from nnsig_core.capture.token_split import (
     TokenSpace,
@@ -214,7 +214,8 @@ class CaptureSession:
         return make_thumbnails(raw)
 
     def _token_info(self) -> dict[str, Any]:
-        keep = ("framework", "model", "class_names", "has_labels", "model_fingerprint", "capture")
+        keep = ("framework", "model", "class_names", "has_labels", "model_fingerprint",
+                "legacy_fingerprints", "capture")
         return {k: self.info[k] for k in keep if k in self.info}
 
     def _create(self, acts: Mapping[str, np.ndarray], outputs: np.ndarray, inputs: Any,
@@ -273,6 +274,9 @@ class CaptureSession:
                 "has_labels": bool(self.has_labels), "model_fingerprint": self.fingerprint,
                 "capture": self.settings,
             }
+            legacy = legacy_fingerprints(self.adapter) if self.fingerprint else []
+            if legacy:
+                self.info["legacy_fingerprints"] = legacy
             if tokens:
                 self.info["token_split"] = token_split_name(self.split)
             specs = split_array_specs(

@@ -22,7 +22,7 @@ from nnsig_core._util import now_iso
 from nnsig_core.capture.batches import class_indices, is_array_pair, labels_numpy
 from nnsig_core.capture.errors import CaptureError
 from nnsig_core.capture.options import CaptureOptions
-from nnsig_core.capture.policy import check_weights, model_fingerprint
+from nnsig_core.capture.policy import check_weights, legacy_fingerprints, model_fingerprint
 from nnsig_core.capture.repair import Repairs
 from nnsig_core.capture.session import CaptureSession
 from nnsig_core.protocol import Adapter, NonFiniteActivationError
@@ -184,7 +184,8 @@ def prepare_task(job: Job, create: bool, check_rows: Sequence[int] = ()) -> dict
         adapter, lock, fingerprint = _adapter(job)
         store, split = job.open(), job.options.split
         existing = None if create else store.split_attrs(split)
-        check_weights(store, split, fingerprint, existing, job.options.allow_other_weights)
+        check_weights(store, split, fingerprint, existing, job.options.allow_other_weights,
+                      legacy_fingerprints(adapter))
         if not create:
             stored: Any = store.split_arrays(split)["labels"]  # rows past n_written too
             for row in check_rows:

@@ -273,3 +273,11 @@ def finish_advice(split: str, info: Mapping[str, Any]) -> str:
                 "with token rows is not resumed)")
     return (f"resume it with {call}(..., split={split!r}, resume=True), or start again with "
             "overwrite=True")
+
+
+def recorded_fingerprints(info: Mapping[str, Any]) -> set[str]:
+    """Every fingerprint a split's record holds of its model's weights: the current scheme's
+    and, where the adapter gave them, earlier schemes' (``legacy_fingerprints``), so that
+    splits captured before a scheme changed still match."""
+    return {str(v) for v in (info.get("model_fingerprint"),
+                             *(info.get("legacy_fingerprints") or ())) if v is not None}
