@@ -308,6 +308,8 @@ def test_a_capture_name_given_as_a_layer_names_its_layer():
         resolve_selection("vit.last_hidden_state", vit, WORDING)
     with pytest.raises(UnknownLayerError, match=r"Did you mean: 'vit.layers'"):
         resolve_selection("vit.layer", vit, WORDING)
+    with pytest.raises(UnknownLayerError, match=r"Did you mean: 'vit.layers.0.attention'"):
+        resolve_selection("vit.attention", vit, WORDING)  # a module deeper down, misnamed
     blocks = {"blocks": Block(), "blocks.0": Block(), "blocks.1": Block()}
     with pytest.raises(UnknownLayerError, match=r"Unknown layer 'blocks.2'.*Did you mean"):
         resolve_selection("blocks.2", blocks, WORDING)  # an index out of range, not an output

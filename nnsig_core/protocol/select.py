@@ -179,12 +179,13 @@ def _unknown(name: str, valid: Sequence[str], wording: SelectionWording) -> Unkn
 
 
 def _like_a_child(rest: str, owner: str, valid: Sequence[str]) -> bool:
-    """Whether ``owner + rest`` looks like a misspelt child of ``owner`` (its first segment
-    close to a child's name) rather than an output's key (``vit.last_hidden_state``)."""
+    """Whether ``owner + rest`` looks like a misspelt module below ``owner`` (its first
+    segment close to the name of a module at any depth there: ``encoder.attention`` for
+    ``encoder.layer.0.attention``) rather than an output's key (``vit.last_hidden_state``)."""
     segment = re.split(r"[.:]", rest.lstrip(".:"))[0]
-    children = {re.split(r"[.:]", v[len(owner) + 1:])[0] for v in valid
-                if v.startswith(owner + ".")}
-    return bool(difflib.get_close_matches(segment, children, n=1, cutoff=0.6))
+    below = {part for v in valid if v.startswith(owner + ".")
+             for part in re.split(r"[.:]", v[len(owner) + 1:])}
+    return bool(difflib.get_close_matches(segment, below, n=1, cutoff=0.6))
 
 
 def _candidate(spec: str, candidates: Mapping[str, Any],
