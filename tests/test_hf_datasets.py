@@ -244,6 +244,13 @@ def test_a_mask_column_left_out_of_input_columns_is_named(tmp_path: Path) -> Non
         e = model.embed(ids)
     want = (e * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
     np.testing.assert_allclose(store.activations("train", "embed")[:], want.numpy(), atol=1e-6)
+    # A list of columns: the batch is a dict, and so is what the advised callable takes.
+    with pytest.warns(NnsigWarning, match=r"mask=lambda x: x\['input_ids'\] != PAD_ID"):
+        capture(TorchAdapter(model, layers=["embed"]), ds, tmp_path / "c.zarr",
+                input_columns=["input_ids"], progress=False)
+    store = capture(TorchAdapter(model, layers=["embed"], mask=lambda x: x["input_ids"] != 0),
+                    ds, tmp_path / "d.zarr", input_columns=["input_ids"], progress=False)
+    np.testing.assert_allclose(store.activations("train", "embed")[:], want.numpy(), atol=1e-6)
 
 
 def test_exports_as_hf_datasets(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:

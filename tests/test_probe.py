@@ -197,6 +197,8 @@ def test_a_dataset_is_read_once_into_tensors():
     assert torch.equal(px, X[[3, 1]])
     px, py = probe_arrays((X.numpy(), y.numpy()), indices=[4])
     assert px.shape == (1, 6)
+    px, py = probe_arrays((list(X), y.tolist()), n=3)  # lists stay lists
+    assert len(px) == 3 and torch.equal(px[2], X[2]) and py == y[:3].tolist()
     loader = torch.utils.data.DataLoader(ds, batch_size=10)
     assert probe_arrays(loader) is loader
 

@@ -56,17 +56,21 @@ def probe_arrays(data: Any, n: int | None = None, indices: Sequence[int] | None 
         if indices is None:
             indices = range(min(int(n), int(np.shape(x)[batch_axis])))  # type: ignore[arg-type]
         idx = np.asarray(list(indices), dtype=np.int64)
-        if isinstance(x, torch.Tensor):
-            x = x.index_select(batch_axis, torch.as_tensor(idx, device=x.device))
-        else:
-            x = np.take(np.asarray(x), idx, axis=batch_axis)
-        return x, (None if y is None else y[torch.as_tensor(idx) if isinstance(y, torch.Tensor)
-                                            else idx])
+        return _take(x, idx, batch_axis), (None if y is None else _take(y, idx, 0))
     if indices is not None:
         raise TypeError(f"indices= needs a map-style Dataset or (X, y) arrays, not a "
                         f"{type(data).__name__}; for a DataLoader give its dataset "
                         "(TorchProbe(loader.dataset, indices=...)), or pass n= (its first n).")
     return data
+
+
+def _take(a: Any, idx: np.ndarray, axis: int) -> Any:
+    """The samples ``idx`` of ``a`` (a tensor, an array or a list) along ``axis``."""
+    if isinstance(a, torch.Tensor):
+        return a.index_select(axis, torch.as_tensor(idx, device=a.device))
+    if isinstance(a, np.ndarray) or axis != 0:
+        return np.take(np.asarray(a), idx, axis=axis)
+    return [a[int(i)] for i in idx]
 
 
 def _batch_along(x: Any, batch_axis: int) -> Any:

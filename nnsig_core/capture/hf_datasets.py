@@ -80,12 +80,14 @@ def as_capture_data(data: Any, *, batch_size: int, input_columns: str | Sequence
                                f"columns are {columns}. Pass input_columns=<some of them>.")
     left_out = [c for c in _MASK_COLUMNS if c in columns and c not in inputs]
     if input_columns is not None and left_out and not mask_given:
-        ids = inputs[0] if len(inputs) == 1 else "ids"
+        # The callable gets the batch as the model does: the column itself, or a dict.
+        ids = (f"{inputs[0]}: {inputs[0]}" if positional and inputs[0].isidentifier()
+               else f"x: x[{inputs[0]!r}]")
         warn(f"The dataset's column {left_out[0]!r} is not in input_columns, so neither the "
              "model nor nnsig sees it: layers pooled over the tokens (mean, max, last, "
              "token rows) include the padding. Add it to input_columns if the model takes "
-             f"it; else give the adapter the mask, e.g. TorchAdapter(model, mask=lambda {ids}: "
-             f"{ids} != PAD_ID) with your padding id.")
+             f"it; else give the adapter the mask, e.g. TorchAdapter(model, mask=lambda {ids} "
+             "!= PAD_ID) with your padding id.")
     if not inputs:
         raise CaptureError(
             f"No input column: the dataset's columns are {columns} (the label column "
