@@ -101,13 +101,13 @@ def test_new_and_ended_clusters():
 # --------------------------------------------------------------------------- Timeline
 
 
-def _checkpoint_store(path, n_checkpoints=3, n=240, seed=0, overwrite=False):
+def _checkpoint_store(path, n_checkpoints=3, n=240, seed=0, overwrite=False, steps=None):
     """Checkpoints of 4 classes in 2 layers: layer a separates every class from the start,
     layer b mixes classes 0 and 1 until the last checkpoint; the blobs move and the
     predictions improve from one checkpoint to the next."""
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(4), n // 4)
-    for t in range(n_checkpoints):
+    for t in (range(n_checkpoints) if steps is None else steps):
         centres_a = rng.permutation(4)[:, None] * 10.0 + rng.normal(0, 1, (4, 6))
         a = centres_a[labels] + rng.normal(0, 0.3, (n, 6))
         merged = labels.copy()
@@ -125,7 +125,8 @@ def _checkpoint_store(path, n_checkpoints=3, n=240, seed=0, overwrite=False):
                                inputs=(rng.random((n, 8, 8)) * 255).astype(np.uint8),
                                class_names=["zero", "one", "two", "<three>"])
         info = store.split_attrs(split)
-        store.write_split_attrs(split, {**info, CHECKPOINT_KEY: {"step": 10 * t, "epoch": t}})
+        record = {"step": 10 * t, "epoch": t, **({"replaced": True} if overwrite else {})}
+        store.write_split_attrs(split, {**info, CHECKPOINT_KEY: record})  # as a probe does
     return store
 
 
@@ -377,9 +378,13 @@ def test_two_probes_in_one_store_and_an_unfinished_checkpoint(tmp_path, capsys):
 def test_a_checkpoint_left_by_another_run_is_named(tmp_path):
     """A shorter training run captured again into a probe's store replaces the steps it
     reaches; the older run's later step (captured before the new steps) is named in a warning
-    whose fix (removing it) works: the timeline joined the two runs without a word."""
+    whose fix (removing it) works: the timeline joined the two runs without a word.
+    Checkpoints merely captured out of step order are not named."""
     from nnsig_core import NnsigWarning
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NnsigWarning)
+        Timeline(n_clusters=2).fit(_checkpoint_store(tmp_path / "order.zarr", steps=[2, 0, 1]))
     path = tmp_path / "runs.zarr"
     _checkpoint_store(path, n_checkpoints=3)  # run A: steps 0, 10, 20
     store = _checkpoint_store(path, n_checkpoints=2, seed=1, overwrite=True)  # run B: 0, 10

@@ -100,10 +100,11 @@ class Timeline:
             self._check_one_probe(store, records)
             stale = stale_checkpoints(store, records)
             if stale:
-                warn(f"Checkpoint(s) {', '.join(stale)} were captured before an earlier step's: "
-                     "they are left from another training run, and the timeline would join "
-                     "the two runs. Remove them (open_store(..., mode='r+').remove_split(...)), "
-                     "or capture each run with its own prefix= (TorchProbe(..., prefix='run2')).")
+                warn(f"Checkpoint(s) {', '.join(stale)} were captured before an earlier step "
+                     "was captured again with other weights: they are left from an earlier "
+                     "training run, and the timeline joins the two runs. Remove them "
+                     "(open_store(..., mode='r+').remove_split(...)), or capture each run with "
+                     "its own prefix= (TorchProbe(..., prefix='run2')).")
             unfinished = unfinished_checkpoints(store, prefix)
             if unfinished:
                 warn(f"The capture of checkpoint(s) {', '.join(unfinished)} did not finish: the "

@@ -82,17 +82,19 @@ def unfinished_checkpoints(store: ActivationStore, prefix: str | None = None) ->
 
 
 def stale_checkpoints(store: ActivationStore, records: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The checkpoints of ``records`` (in step order) captured before an earlier step's: left
-    by another training run, whose later steps this one did not reach."""
+    """The checkpoints of ``records`` (in step order) captured before an earlier step was
+    captured again with other weights: left by an earlier training run, whose later steps
+    the new one did not reach (checkpoints merely captured out of order are not)."""
     def started(split: str) -> int:
         return int((store.split_attrs(split).get("capture") or {}).get("started_ns") or 0)
 
-    stale, latest = [], 0
+    stale, rerun = [], 0  # the latest start of an earlier step captured again
     for r in records:
         t = started(r["split"])
-        if t and t < latest:
+        if t and t < rerun:
             stale.append(str(r["split"]))
-        latest = max(latest, t)
+        if r.get("replaced"):
+            rerun = max(rerun, t)
     return stale
 
 
@@ -207,7 +209,7 @@ class Probe:
     def _existing(self, store: ActivationStore, split: str, step: int,
                   fingerprint: str | None, legacy: Sequence[str] = ()) -> str:
         """What to do with ``split``: "new", "skip", "record" (complete, same weights, the
-        record missing) or "replace"."""
+        record missing), "replace" (incomplete) or "rerun" (complete, other weights)."""
         if split not in store.refresh().splits:
             return "new"
         info = store.split_attrs(split)
@@ -224,7 +226,7 @@ class Probe:
                     "timeline" if later else "")
                  + ". Give each checkpoint its own step; for a new training run, capture "
                    "into a new store (or delete this one first).")
-            return "replace"
+            return "rerun"
         return "skip" if info.get(CHECKPOINT_KEY) else "record"
 
     def _check_settings(self, store: ActivationStore, split: str,
@@ -284,7 +286,8 @@ class Probe:
         if what != "record":
             capture(adapter, self.data, store, split=split, batch_size=self.batch_size,
                     class_names=self.class_names, keep_inputs=self.keep_inputs,
-                    overwrite=what == "replace", allow_other_weights=f"checkpoint {split}",
+                    overwrite=what in ("replace", "rerun"),
+                    allow_other_weights=f"checkpoint {split}",
                     **self.options)
         seconds = time.perf_counter() - t0
         if what != "record":
@@ -292,6 +295,7 @@ class Probe:
         record = {"step": int(step), "epoch": _scalar(epoch), "fingerprint": fingerprint,
                   "seconds": round(seconds, 4), "captured": now_iso(),
                   "probe": {**self.settings, "n": store.n_samples(split)},
+                  **({"replaced": True} if what == "rerun" else {}),
                   **{k: _scalar(v) for k, v in extra.items()}}
         store.write_split_attrs(split, {**store.split_attrs(split), CHECKPOINT_KEY: record})
         if what != "record":
