@@ -505,9 +505,8 @@ def test_model_output_rules():
             warnings.simplefilter("always")
             outputs, _ = TorchAdapter(model, layers="fc").run(x)
         close(outputs, x @ model.fc.weight.T + model.fc.bias)
-        # Two float tensors of one row per sample and no 'logits': which one is taken is said.
-        assert [str(w.message)[:31] for w in seen if issubclass(w.category, NnsigWarning)] == (
-            ["The model returns 2 tensors of "] if kind == "tuple" else [])
+        # (scores, as wide): no warning, as for (logits, features) below.
+        assert not [w for w in seen if issubclass(w.category, NnsigWarning)]
 
 
 def test_hidden_states_returned_before_the_logits_are_named():
@@ -530,7 +529,15 @@ def test_hidden_states_returned_before_the_logits_are_named():
         def forward(self, x):
             return self.model(x)[1]
 
+    class FeaturesAfter(HiddenFirst):
+        def forward(self, x):
+            h, y = super().forward(x)
+            return y, h
+
     model, x = HiddenFirst().eval(), torch.randn(6, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NnsigWarning)
+        TorchAdapter(FeaturesAfter().eval(), layers=["body"]).run(x)
     with pytest.warns(NnsigWarning, match=r"2 tensors.*0 \(6, 8\), 1 \(6, 5\).*takes the "
                                           r"first, 0.*model\(x\)\[1\]"):
         TorchAdapter(model, layers=["body"]).run(x)

@@ -268,8 +268,9 @@ def model_output(obj: Any) -> torch.Tensor:
 
 
 def warn_of_other_outputs(obj: Any, n: int | None) -> None:
-    """A structured output without ``logits`` whose floating-point tensors of one row per
-    sample are several: say which one is taken as the class scores, and how to choose."""
+    """A structured output without ``logits`` whose first floating-point tensor of one row
+    per sample is wider than a later one (hidden states before the scores?): say which one is
+    taken as the class scores, and how to choose."""
     if isinstance(obj, torch.Tensor):
         return
     logits = obj.get("logits") if isinstance(obj, Mapping) else getattr(obj, "logits", None)
@@ -277,7 +278,9 @@ def warn_of_other_outputs(obj: Any, n: int | None) -> None:
         return
     rows = [(p, t) for p, t in flatten_output(obj)
             if t.is_floating_point() and t.ndim >= 1 and (n is None or t.shape[0] == n)]
-    if len(rows) > 1:
+    # Scores come before wider tensors (logits, features); hidden states before the scores
+    # are the mistake this names.
+    if len(rows) > 1 and any(t[0].numel() < rows[0][1][0].numel() for _, t in rows[1:]):
         shapes = ", ".join(f"{p.lstrip('.') or 'output'} {tuple(t.shape)}" for p, t in rows)
         warn(
             f"The model returns {len(rows)} tensors of one row per sample ({shapes}); nnsig "

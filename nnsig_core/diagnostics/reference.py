@@ -61,7 +61,7 @@ def reduce_rows(block: np.ndarray, mean: np.ndarray,
 
 
 #: Rows per product of :func:`project_rows`.
-PROJECT_ROWS = 64
+PROJECT_ROWS = 256
 
 
 def project_rows(U: np.ndarray, components: np.ndarray) -> np.ndarray:

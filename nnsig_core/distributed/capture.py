@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -331,7 +332,7 @@ def _run_shards(client: Any, shipped: Any, store: ActivationStore, split: str,
         try:
             with client.as_current():  # wait() and as_completed() use the default client
                 wait(futures, timeout=300)
-        except TimeoutError:
+        except (TimeoutError, asyncio.TimeoutError):  # distinct before Python 3.11
             warn(f"Some shard tasks of split {split!r} did not stop within 300 s: they may "
                  "still write; resume once they have stopped.")
         except Exception:  # noqa: BLE001 - lost workers, a cancelled wait: say what still runs
