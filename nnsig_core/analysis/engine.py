@@ -241,13 +241,13 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         validate_params(self, self._nnsig_constraints)
         store = open_store(store)
         store.require_complete(split)
-        before = store.fingerprint(split)
         limit = parse_bytes(self.memory_limit)
         disc = self._discretizer_template()
         layers = self.resolve_layers(store, split)
         ks = self._layer_clusters(layers)
         fit_classes = None if classes is None else sorted({int(c) for c in classes})
         view = split_view(store, split, client, progress=self.progress)
+        before = view.fingerprint
         n_fit = view.select(fit_classes, self.only_correct)
         check_enough_rows(split, n_fit, layers, ks)
         n_classes = view.n_classes()
@@ -312,7 +312,7 @@ class SignatureAnalysis(SavedAnalysis, NnsigParamsMixin, BaseEstimator):
         store = open_store(store)
         view = split_view(store, split, resolve_client(client), progress=self.progress)
         store.require_complete(split)
-        before = store.fingerprint(split)
+        before = view.fingerprint
         self._check_split_layers(store, split)
         ids, dist = view.assign([self.clusterers_[n] for n in self.layers_], self.layers_)
         ids, dist = view.materialize(self, ids, dist)

@@ -21,13 +21,18 @@ READ_BYTES = 8 << 20
 
 def split_view(store: ActivationStore, split: str, client: Any = None, *,
                progress: bool = False) -> Any:
-    """The view of ``split`` for the driver of ``client`` (resolved; None: this process)."""
-    store.fingerprint(split)  # read from the storage: forgets the cache of an earlier capture
+    """The view of ``split`` for the driver of ``client`` (resolved; None: this process);
+    its ``fingerprint`` is the split's, read from the storage first (which forgets what the
+    store cached of an earlier capture)."""
+    fingerprint = store.fingerprint(split)
     if client is None:
-        return LocalSplit(store, split, progress=progress)
-    from nnsig_core.distributed.split_view import DaskSplit
+        view: Any = LocalSplit(store, split, progress=progress)
+    else:
+        from nnsig_core.distributed.split_view import DaskSplit
 
-    return DaskSplit(client, store, split)
+        view = DaskSplit(client, store, split)
+    view.fingerprint = fingerprint
+    return view
 
 
 class LocalSplit:
