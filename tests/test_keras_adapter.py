@@ -242,7 +242,12 @@ def test_conv2d_values():
     assert re.fullmatch(
         r"nnsig: the model raised on the first batch, whose inputs were float32 \(5, 1, 6, 6\); "
         r"pass inputs the model takes \(nnsig runs it as 'nnsig_layer_model_sequential\w*', a "
-        r"Keras model of its graph that also returns the captured layers\)\.", note), note
+        r"Keras model of its graph that also returns the captured layers\)\. The model takes "
+        r"samples of shape \(6, 6, 1\) and these are \(1, 6, 6\), channels first: pass "
+        r"numpy\.moveaxis\(x, 1, -1\)\.", note), note
+    _, back = KerasAdapter(model, layers="conv").run(
+        np.moveaxis(x.transpose(0, 3, 1, 2), 1, -1))  # the fix named
+    np.testing.assert_allclose(back["conv"], ref.mean((1, 2)), atol=ATOL)
 
 
 def test_inference_mode_for_dropout_and_batch_normalization():

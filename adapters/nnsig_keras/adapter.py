@@ -348,8 +348,7 @@ class KerasAdapter:
         return self._fingerprint(lambda i, w: str(i), "blake2b-v2:")
 
     def legacy_fingerprints(self) -> list[str]:
-        """The fingerprint of nnsig 0.2 (the weights' paths hashed too), recorded beside
-        :meth:`model_fingerprint` so that splits captured by it still match."""
+        """nnsig 0.2's fingerprint (of the weights' paths too): splits it captured match."""
         return [self._fingerprint(lambda i, w: getattr(w, "path", w.name), "blake2b:")]
 
     def _fingerprint(self, key: Any, scheme: str) -> str:
@@ -361,9 +360,14 @@ class KerasAdapter:
         return scheme + h.hexdigest()
 
     def _input_shape_hint(self, inputs: Any) -> str:
-        """When the model was built here from ``input_shape`` of another rank than the first
-        batch's samples (the batch axis given in it?), say so."""
+        """When the samples' axes are the model input's, channels first, or the model was
+        built here from ``input_shape`` of another rank (the batch axis given in it?)."""
         shape = getattr(inputs, "shape", None)
+        first = (getattr(self.model, "inputs", None) or [None])[0]
+        wanted, got = tuple(getattr(first, "shape", ()) or ())[1:], tuple(shape or ())[1:]
+        if got != wanted and len(got) > 1 and tuple(got[1:]) + tuple(got[:1]) == wanted:
+            return (f" The model takes samples of shape {wanted!r} and these are "
+                    f"{tuple(got)!r}, channels first: pass numpy.moveaxis(x, 1, -1).")
         if self._built_for is None or shape is None or len(shape) == len(self._built_for) + 1:
             return ""
         return (f" The model was built for input_shape={self._built_for!r}, samples of "
