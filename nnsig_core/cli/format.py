@@ -40,7 +40,7 @@ def format_info(summary: dict[str, Any]) -> str:
     for name, s in summary["splits"].items():
         state = "complete" if s["complete"] else (
             f"INCOMPLETE: {s['n_samples']} of {s['n_expected'] or '?'} samples written; "
-            f"{s.get('finish') or 'resume it with capture(..., resume=True)'}")
+            f"{s['finish']}")
         out.append("")
         rows_of = (f"token rows of split {s['parent']!r}" if s.get("level") == "tokens"
                    else "samples")
